@@ -1,0 +1,92 @@
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use transport::{Address, Timeouts};
+
+pub const DEFAULT_SERVER: &str = "unix:/run/vgpu/vgpu.sock";
+pub const CONFIG_FILE: &str = "/etc/vgpu/client.toml";
+
+/// Where the servers are and how to prove who we are.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub servers: Vec<Address>,
+    pub token: Option<String>,
+    pub timeouts: Timeouts,
+    /// Where the settings came from, for messages ("VGPU_SERVER", the file, "default").
+    pub source: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    server: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    timeout_secs: Option<u64>,
+}
+
+impl Config {
+    /// The environment first (`VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`), then the file
+    /// named by `VGPU_CONFIG` or `/etc/vgpu/client.toml` (services under systemd do not see
+    /// a shell's variables), then the default unix socket.
+    pub fn load() -> Result<Config, String> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let path = env("VGPU_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(CONFIG_FILE));
+        let file = if path.exists() { Some(read_file(&path)?) } else { None };
+        let f = file.as_ref();
+        let (server, source) = match (env("VGPU_SERVER"), f.and_then(|f| f.server.clone())) {
+            (Some(s), _) => (s, "VGPU_SERVER".to_string()),
+            (None, Some(s)) => (s, path.display().to_string()),
+            (None, None) => (DEFAULT_SERVER.to_string(), "default".to_string()),
+        };
+        let servers = server
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse::<Address>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{source}: {e}"))?;
+        let token = match (env("VGPU_TOKEN"), env("VGPU_TOKEN_FILE")) {
+            (Some(t), _) => Some(t),
+            (None, Some(p)) => Some(read_token(Path::new(&p))?),
+            (None, None) => match f {
+                Some(File { token: Some(t), .. }) => Some(t.clone()),
+                Some(File { token_file: Some(p), .. }) => Some(read_token(p)?),
+                _ => None,
+            },
+        };
+        let mut timeouts = Timeouts::default();
+        if let Some(s) = env("VGPU_TIMEOUT_SECS").and_then(|s| s.parse().ok()).or(f.and_then(|f| f.timeout_secs)) {
+            timeouts.silence = std::time::Duration::from_secs(s);
+        }
+        Ok(Config { servers, token, timeouts, source })
+    }
+}
+
+fn read_file(p: &Path) -> Result<File, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Read a token file, trimming the trailing newline editors add.
+pub fn read_token(p: &Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(p).map_err(|e| format!("token file {}: {e}", p.display()))?;
+    Ok(t.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("tok");
+        std::fs::write(&tok, "s3cret\n").unwrap();
+        let f = dir.path().join("client.toml");
+        std::fs::write(&f, format!("server = \"tcp://10.1.2.3:7070\"\ntoken_file = \"{}\"\n", tok.display())).unwrap();
+        let parsed = read_file(&f).unwrap();
+        assert_eq!(parsed.server.as_deref(), Some("tcp://10.1.2.3:7070"));
+        assert_eq!(read_token(parsed.token_file.as_ref().unwrap()).unwrap(), "s3cret");
+        std::fs::write(&f, "srever = 1\n").unwrap();
+        assert!(read_file(&f).is_err(), "unknown keys are reported, not ignored");
+    }
+}

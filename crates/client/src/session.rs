@@ -1,0 +1,156 @@
+use crate::Config;
+use device_model::Snapshot;
+use parking_lot::Mutex;
+use protocol::hello::{Hello, Welcome};
+use protocol::{Call, PROTOCOL_VERSION, WIRE_HASH};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::time::{Duration, Instant};
+use transport::{Conn, Error};
+
+/// This process's connections to its servers and what they told us.
+pub struct Session {
+    conns: Vec<Conn>,
+    /// All servers' devices in one ordered list (server order, then device order).
+    pub snapshot: Snapshot,
+    pid: u32,
+    trace: bool,
+}
+
+/// The session of the current process, or why there is none. After `fork` the child
+/// starts its own: the parent's connection and locks are not touched again.
+static CURRENT: AtomicPtr<Result<Session, String>> = AtomicPtr::new(std::ptr::null_mut());
+static INIT: Mutex<()> = Mutex::new(());
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+/// The process's session, connecting on first use. A failure is remembered (and logged
+/// once, naming the address tried), as CUDA remembers a failed `cuInit`.
+pub fn session() -> Result<&'static Session, &'static str> {
+    if let Some(s) = current() {
+        return s.as_ref().map_err(|e| e.as_str());
+    }
+    // A lock inherited locked across fork would block forever; wait a bounded time.
+    let _g = INIT.try_lock_for(Duration::from_secs(10));
+    if let Some(s) = current() {
+        return s.as_ref().map_err(|e| e.as_str());
+    }
+    let made = Session::connect();
+    if let Err(e) = &made {
+        eprintln!("vgpu: {e}");
+    }
+    // Leaked on purpose: shims hand out references for the life of the process.
+    let p = Box::into_raw(Box::new(made));
+    CURRENT.store(p, Ordering::Release);
+    let s = unsafe { &*p };
+    s.as_ref().map_err(|e| e.as_str())
+}
+
+fn current() -> Option<&'static Result<Session, String>> {
+    let p = CURRENT.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    let s = unsafe { &*p };
+    match s {
+        Ok(sess) if sess.pid != pid() => None,
+        Err(_) if FAILED_PID.load(Ordering::Relaxed) != pid() as usize => None,
+        _ => Some(s),
+    }
+}
+
+static FAILED_PID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Session {
+    fn connect() -> Result<Session, String> {
+        FAILED_PID.store(pid() as usize, Ordering::Relaxed);
+        let cfg = Config::load()?;
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            wire_hash: WIRE_HASH,
+            pid: pid(),
+            host: hostname(),
+            program: std::env::args().next().unwrap_or_default(),
+            token: cfg.token.clone().unwrap_or_default(),
+        };
+        let mut conns = Vec::new();
+        let mut parts = Vec::new();
+        for addr in &cfg.servers {
+            let (conn, welcome) = Conn::connect(addr, &hello, cfg.timeouts).map_err(|e| match e {
+                Error::Refused(r) => format!("the vgpu server at {addr} refused this client: {r}"),
+                e => format!("cannot reach the vgpu server at {addr} (from {}): {e}", cfg.source),
+            })?;
+            let Welcome::Accepted { snapshot, .. } = welcome else { unreachable!("refusals are errors") };
+            conns.push(conn);
+            parts.push(snapshot);
+        }
+        let snapshot = Snapshot::merge(parts).ok_or("no vgpu server configured")?;
+        Ok(Session { conns, snapshot, pid: pid(), trace: std::env::var_os("VGPU_TRACE").is_some_and(|v| v != "0") })
+    }
+
+    /// Number of servers.
+    pub fn servers(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Forward one call to `server`, with `ctx` current there.
+    pub fn call<C: Call>(
+        &self,
+        server: usize,
+        ctx: u64,
+        c: &C,
+        bulk_in: &[&[u8]],
+        bulk_out: Option<&mut [u8]>,
+    ) -> Result<C::Ret, Error> {
+        let conn = self.conns.get(server).ok_or_else(|| Error::Lost(format!("no server {server}")))?;
+        if !self.trace {
+            return conn.call(ctx, c, bulk_in, bulk_out);
+        }
+        let t = Instant::now();
+        let r = conn.call(ctx, c, bulk_in, bulk_out);
+        let n: usize = bulk_in.iter().map(|b| b.len()).sum();
+        eprintln!(
+            "vgpu-trace {} {:?} bulk_in={} -> {:?} {:.1}us{}",
+            protocol::op_name(C::OP),
+            c,
+            n,
+            r,
+            t.elapsed().as_secs_f64() * 1e6,
+            if C::ONEWAY { " (one-way)" } else { "" }
+        );
+        r
+    }
+
+    /// Send raw, already-encoded frames (for sibling shims that speak through libcuda).
+    pub fn roundtrip_raw(
+        &self,
+        server: usize,
+        op: u32,
+        ctx: u64,
+        args: &[u8],
+        bulk_in: &[&[u8]],
+        bulk_out: Option<&mut [u8]>,
+    ) -> Result<Vec<u8>, Error> {
+        let conn = self.conns.get(server).ok_or_else(|| Error::Lost(format!("no server {server}")))?;
+        if protocol::is_oneway(op) {
+            conn.send(op, ctx, args, bulk_in).map(|_| Vec::new())
+        } else {
+            conn.roundtrip(op, ctx, args, bulk_in, bulk_out)
+        }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.conns.iter().any(|c| c.is_dead())
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

@@ -1,0 +1,145 @@
+//! The fixed frame header that starts every message in both directions.
+//!
+//! A frame is `Header`, then `args_len` bytes of postcard-encoded arguments (or a reply value),
+//! then `bulk_len` raw bytes (copy payloads, module images), which never pass through a
+//! serializer.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// `VGP1` in little-endian order.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"VGP1");
+/// Arguments are small; anything big travels as bulk.
+pub const MAX_ARGS: u32 = 1 << 20;
+/// Largest bulk payload in one frame; copies larger than this are split by the sender.
+pub const MAX_BULK: u64 = 1 << 30;
+/// Copies are streamed in chunks of this size so that neither end buffers a whole large copy.
+pub const CHUNK: usize = 8 << 20;
+
+/// The caller does not wait for a reply; an error is kept and returned by the next sync call.
+pub const FLAG_ONEWAY: u32 = 1;
+/// This frame answers the request with the same `seq`.
+pub const FLAG_REPLY: u32 = 2;
+/// The server is alive and still working on the caller's request.
+pub const FLAG_HEARTBEAT: u32 = 4;
+
+/// Opcode of the handshake messages.
+pub const OP_HELLO: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct Header {
+    pub magic: u32,
+    pub op: u32,
+    pub flags: u32,
+    pub seq: u32,
+    /// Requests: the client's current CUDA context for this call (0 = none).
+    pub ctx: u64,
+    pub args_len: u32,
+    /// Replies: the API status code (0 = success); the value follows only on success.
+    pub status: u32,
+    pub bulk_len: u64,
+}
+
+pub const HEADER_LEN: usize = core::mem::size_of::<Header>();
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("bad magic {0:#010x}: not a vgpu peer, or the stream lost its framing")]
+    BadMagic(u32),
+    #[error("{what} length {len} exceeds the limit {limit}")]
+    TooLarge { what: &'static str, len: u64, limit: u64 },
+    #[error("unknown opcode {0}")]
+    UnknownOp(u32),
+    #[error("truncated frame")]
+    Truncated,
+    #[error("undecodable arguments for {op}: {msg}")]
+    Decode { op: &'static str, msg: String },
+}
+
+impl Header {
+    pub fn request(op: u32, seq: u32, ctx: u64, oneway: bool, args_len: usize, bulk_len: usize) -> Self {
+        Header {
+            magic: MAGIC,
+            op,
+            flags: if oneway { FLAG_ONEWAY } else { 0 },
+            seq,
+            ctx,
+            args_len: args_len as u32,
+            status: 0,
+            bulk_len: bulk_len as u64,
+        }
+    }
+
+    pub fn reply(op: u32, seq: u32, status: u32, args_len: usize, bulk_len: usize) -> Self {
+        Header {
+            magic: MAGIC,
+            op,
+            flags: FLAG_REPLY,
+            seq,
+            ctx: 0,
+            args_len: args_len as u32,
+            status,
+            bulk_len: bulk_len as u64,
+        }
+    }
+
+    pub fn heartbeat() -> Self {
+        Header { magic: MAGIC, flags: FLAG_HEARTBEAT, ..Default::default() }
+    }
+
+    /// Decode and check a header from exactly `HEADER_LEN` bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        let h = Header::read_from_bytes(bytes).map_err(|_| FrameError::Truncated)?;
+        h.check()?;
+        Ok(h)
+    }
+
+    pub fn check(&self) -> Result<(), FrameError> {
+        if self.magic != MAGIC {
+            return Err(FrameError::BadMagic(self.magic));
+        }
+        if self.args_len > MAX_ARGS {
+            return Err(FrameError::TooLarge { what: "args", len: self.args_len as u64, limit: MAX_ARGS as u64 });
+        }
+        if self.bulk_len > MAX_BULK {
+            return Err(FrameError::TooLarge { what: "bulk", len: self.bulk_len, limit: MAX_BULK });
+        }
+        Ok(())
+    }
+
+    pub fn is_oneway(&self) -> bool {
+        self.flags & FLAG_ONEWAY != 0
+    }
+    pub fn is_heartbeat(&self) -> bool {
+        self.flags & FLAG_HEARTBEAT != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_roundtrip() {
+        let h = Header::request(7, 9, 0xdead, true, 12, 34);
+        let b = h.as_bytes();
+        assert_eq!(b.len(), HEADER_LEN);
+        assert_eq!(HEADER_LEN, 40);
+        assert_eq!(Header::decode(b).unwrap(), h);
+        assert!(h.is_oneway());
+    }
+
+    #[test]
+    fn header_rejects_garbage() {
+        let mut h = Header::request(1, 1, 0, false, 0, 0);
+        h.magic = 0x1234;
+        assert_eq!(Header::decode(h.as_bytes()), Err(FrameError::BadMagic(0x1234)));
+        let mut h = Header::request(1, 1, 0, false, 0, 0);
+        h.bulk_len = MAX_BULK + 1;
+        assert!(matches!(Header::decode(h.as_bytes()), Err(FrameError::TooLarge { .. })));
+        h.bulk_len = 0;
+        h.args_len = MAX_ARGS + 1;
+        assert!(matches!(Header::decode(h.as_bytes()), Err(FrameError::TooLarge { .. })));
+        assert_eq!(Header::decode(&[0u8; 3]), Err(FrameError::Truncated));
+    }
+}

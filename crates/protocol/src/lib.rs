@@ -1,0 +1,91 @@
+//! The vgpu wire protocol: frames, handshake, and the single table of forwarded calls.
+//!
+//! No I/O lives here; `transport` moves frames and the server and shims give them meaning.
+
+pub mod frame;
+pub mod hello;
+mod macros;
+mod table;
+
+pub use table::*;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Bumped whenever the frame or handshake format changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// `CUDA_ERROR_NOT_SUPPORTED`: what a backend answers for a call it does not implement.
+pub const UNSUPPORTED: u32 = 801;
+
+/// A forwarded call: its opcode, whether the caller waits, and what it returns.
+pub trait Call: Serialize + DeserializeOwned + std::fmt::Debug {
+    const OP: u32;
+    const ONEWAY: bool;
+    type Ret: Serialize + DeserializeOwned + std::fmt::Debug;
+}
+
+/// The raw bytes that travel beside a call's arguments.
+pub struct Io<'a> {
+    /// Bytes the client sent after the arguments (copy source, module image, params).
+    pub bulk_in: &'a [u8],
+    /// Bytes the backend returns after the reply value (copy destination).
+    pub bulk_out: &'a mut Vec<u8>,
+}
+
+/// FNV-1a, so both ends can compare wire tables in the handshake.
+pub const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(0x100000001b3);
+        i += 1;
+    }
+    h
+}
+
+/// Hash of the call table: two builds interoperate only if it matches.
+pub const WIRE_HASH: u64 = fnv1a(WIRE_DEFINITION.as_bytes()) ^ fnv1a(nvml::DEFINITION.as_bytes()).rotate_left(1);
+
+pub fn op_name(op: u32) -> &'static str {
+    OP_NAMES.get(op as usize).copied().unwrap_or("<unknown>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_consistent() {
+        assert_eq!(OP_NAMES.len(), Op::cuGraphDestroy as usize + 1);
+        assert_eq!(op_name(Op::cuMemAlloc_v2 as u32), "cuMemAlloc_v2");
+        assert!(is_oneway(Op::cuLaunchKernel as u32));
+        assert!(!is_oneway(Op::cuMemAlloc_v2 as u32));
+        assert_ne!(WIRE_HASH, 0);
+    }
+
+    #[test]
+    fn dispatch_decodes_and_rejects() {
+        let args = postcard::to_allocvec(&ops::cuMemAlloc_v2 { bytesize: 4096 }).unwrap();
+        let mut out = Vec::new();
+        let mut io = Io { bulk_in: &[], bulk_out: &mut out };
+        let mut b = table::tests_support::Fixed(0x1000);
+        let r = dispatch(&mut b, Op::cuMemAlloc_v2 as u32, &args, &mut io).unwrap().unwrap();
+        let ptr: u64 = postcard::from_bytes(&r).unwrap();
+        assert_eq!(ptr, 0x1000 + 4096);
+        assert!(matches!(
+            dispatch(&mut b, 99_999, &args, &mut io),
+            Err(frame::FrameError::UnknownOp(99_999))
+        ));
+        assert!(matches!(
+            dispatch(&mut b, Op::cuModuleGetFunction as u32, &[0xff, 0xff, 0xff], &mut io),
+            Err(frame::FrameError::Decode { .. })
+        ));
+        // A call the backend leaves out answers "not supported".
+        let args = postcard::to_allocvec(&ops::cuCtxSynchronize {}).unwrap();
+        let r = dispatch(&mut b, Op::cuCtxSynchronize as u32, &args, &mut io).unwrap();
+        assert_eq!(r, Err(UNSUPPORTED));
+    }
+}
+
+pub mod nvml;

@@ -1,0 +1,163 @@
+//! The table of forwarded calls. Handles (contexts, streams, events, modules, functions,
+//! graphs, cuBLAS handles) are opaque `u64` ids issued by the server; device pointers are
+//! real device addresses. Stream 0 is the legacy default stream, 1 `CU_STREAM_LEGACY`,
+//! 2 `CU_STREAM_PER_THREAD`.
+
+use serde::{Deserialize, Serialize};
+
+/// One side of a 2D copy: device memory at `ptr`, or (for the host side) the bulk bytes,
+/// which travel packed (`pitch == width`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Copy2D {
+    pub src_device: Option<u64>,
+    pub src_x: u64,
+    pub src_y: u64,
+    pub src_pitch: u64,
+    pub dst_device: Option<u64>,
+    pub dst_x: u64,
+    pub dst_y: u64,
+    pub dst_pitch: u64,
+    pub width: u64,
+    pub height: u64,
+}
+
+/// A function as the server's driver sees it: its handle and its parameter layout
+/// (offset, size) from `cuFuncGetParamInfo`, so launches can pack `kernelParams`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FuncInfo {
+    pub handle: u64,
+    pub params: Vec<(u32, u32)>,
+}
+
+/// A `CUlaunchAttribute`: its id and the raw bytes of its value union.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchAttr {
+    pub id: u32,
+    pub value: Vec<u8>,
+}
+
+/// Result of an NVML call: the NVML return code and an auxiliary count.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NvmlOut {
+    pub ret: u32,
+    pub aux: u64,
+}
+
+crate::api! {
+    // ---------- NVML: the shim names the function by its index in the NVML table;
+    // bulk_in is the caller's output buffer (versioned structs carry their version in it),
+    // bulk_out what the real call wrote there.
+    sync nvml_call(func: u16, device: u32, args: [u64; 3]) -> NvmlOut;
+
+    // ---------- contexts
+    sync cuDevicePrimaryCtxRetain(dev: i32) -> u64;
+    sync cuDevicePrimaryCtxRelease_v2(dev: i32) -> ();
+    sync cuDevicePrimaryCtxReset_v2(dev: i32) -> ();
+    sync cuDevicePrimaryCtxSetFlags_v2(dev: i32, flags: u32) -> ();
+    sync cuDevicePrimaryCtxGetState(dev: i32) -> (u32, i32);
+    sync cuCtxCreate_v2(flags: u32, dev: i32) -> u64;
+    sync cuCtxDestroy_v2(ctx: u64) -> ();
+    sync cuCtxSynchronize() -> ();
+    sync cuCtxSetLimit(limit: u32, value: u64) -> ();
+    sync cuCtxGetLimit(limit: u32) -> u64;
+    sync cuCtxGetStreamPriorityRange() -> (i32, i32);
+    sync cuCtxEnablePeerAccess(peer: u64, flags: u32) -> ();
+    sync cuCtxDisablePeerAccess(peer: u64) -> ();
+    sync cuDeviceCanAccessPeer(dev: i32, peer: i32) -> i32;
+
+    // ---------- memory
+    sync cuMemGetInfo_v2() -> (u64, u64);
+    sync cuMemAlloc_v2(bytesize: u64) -> u64;
+    sync cuMemAllocPitch_v2(width: u64, height: u64, elem: u32) -> (u64, u64);
+    sync cuMemFree_v2(dptr: u64) -> ();
+    sync cuMemAllocAsync(bytesize: u64, stream: u64) -> u64;
+    oneway cuMemFreeAsync(dptr: u64, stream: u64) -> ();
+    /// bulk_in: the bytes to write at `dst`.
+    sync cuMemcpyHtoD_v2(dst: u64) -> ();
+    /// bulk_in: the bytes to write at `dst`, staged by the server before the copy is queued.
+    oneway cuMemcpyHtoDAsync_v2(dst: u64, stream: u64) -> ();
+    /// bulk_out: `size` bytes from `src`.
+    sync cuMemcpyDtoH_v2(src: u64, size: u64) -> ();
+    /// bulk_out: `size` bytes from `src`, after the copy completed on `stream`.
+    sync cuMemcpyDtoHAsync_v2(src: u64, size: u64, stream: u64) -> ();
+    oneway cuMemcpyDtoD_v2(dst: u64, src: u64, size: u64) -> ();
+    oneway cuMemcpyDtoDAsync_v2(dst: u64, src: u64, size: u64, stream: u64) -> ();
+    oneway cuMemcpyPeerAsync(dst: u64, dst_ctx: u64, src: u64, src_ctx: u64, size: u64, stream: u64) -> ();
+    /// Host sides travel packed as bulk (in for host-to-device, out for device-to-host).
+    sync cuMemcpy2D_v2(copy: Copy2D, stream: u64) -> ();
+    oneway cuMemcpy2DAsync_v2(copy: Copy2D, stream: u64) -> ();
+    /// Every `cuMemsetD*` form: `elem` is 1, 2 or 4 bytes; 1D when `height == 1`.
+    oneway memset(dst: u64, value: u32, elem: u8, width: u64, height: u64, pitch: u64, stream: u64) -> ();
+
+    // ---------- virtual memory management (CUmemAllocationProp / CUmemAccessDesc as raw bytes)
+    sync cuMemAddressReserve(size: u64, align: u64, addr: u64, flags: u64) -> u64;
+    sync cuMemAddressFree(ptr: u64, size: u64) -> ();
+    sync cuMemCreate(size: u64, prop: Vec<u8>, flags: u64) -> u64;
+    sync cuMemRelease(handle: u64) -> ();
+    sync cuMemMap(ptr: u64, size: u64, offset: u64, handle: u64, flags: u64) -> ();
+    sync cuMemUnmap(ptr: u64, size: u64) -> ();
+    sync cuMemSetAccess(ptr: u64, size: u64, desc: Vec<u8>, count: u64) -> ();
+    sync cuMemGetAllocationGranularity(prop: Vec<u8>, option: u32) -> u64;
+
+    // ---------- modules and kernels. Images are offered by content hash first; the server
+    // answers CUDA_ERROR_FILE_NOT_FOUND when it has not seen them, and the client resends
+    // with the image as bulk_in.
+    sync module_load(hash: [u8; 32], kind: u8) -> u64;
+    sync cuModuleUnload(module: u64) -> ();
+    sync cuModuleGetFunction(module: u64, name: String) -> FuncInfo;
+    sync cuModuleGetGlobal_v2(module: u64, name: String) -> (u64, u64);
+    sync cuLibraryGetKernel(library: u64, name: String) -> FuncInfo;
+    sync cuLibraryUnload(library: u64) -> ();
+    sync cuFuncGetAttribute(attrib: i32, func: u64) -> i32;
+    /// Every `CUfunction_attribute` of `func` at once (cudaFuncGetAttributes).
+    sync func_attributes(func: u64) -> Vec<i32>;
+    sync cuFuncSetAttribute(func: u64, attrib: i32, value: i32) -> ();
+    oneway cuFuncSetCacheConfig(func: u64, config: u32) -> ();
+    sync cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(func: u64, block: i32, smem: u64, flags: u32) -> i32;
+    /// bulk_in: the kernel parameters packed at the offsets of `FuncInfo::params`.
+    oneway cuLaunchKernel(func: u64, grid: [u32; 3], block: [u32; 3], smem: u32, stream: u64) -> ();
+    oneway cuLaunchKernelEx(func: u64, grid: [u32; 3], block: [u32; 3], smem: u32, stream: u64, attrs: Vec<LaunchAttr>) -> ();
+
+    // ---------- streams and events
+    sync cuStreamCreate(flags: u32) -> u64;
+    sync cuStreamCreateWithPriority(flags: u32, priority: i32) -> u64;
+    sync cuStreamDestroy_v2(stream: u64) -> ();
+    sync cuStreamSynchronize(stream: u64) -> ();
+    sync cuStreamQuery(stream: u64) -> ();
+    oneway cuStreamWaitEvent(stream: u64, event: u64, flags: u32) -> ();
+    sync cuStreamBeginCapture_v2(stream: u64, mode: u32) -> ();
+    sync cuStreamEndCapture(stream: u64) -> u64;
+    sync cuStreamIsCapturing(stream: u64) -> u32;
+    sync cuStreamGetCaptureInfo(stream: u64) -> (u32, u64);
+    sync cuStreamGetPriority(stream: u64) -> i32;
+    sync cuStreamGetFlags(stream: u64) -> u32;
+    sync cuThreadExchangeStreamCaptureMode(mode: u32) -> u32;
+    sync cuEventCreate(flags: u32) -> u64;
+    sync cuEventDestroy_v2(event: u64) -> ();
+    oneway cuEventRecord(event: u64, stream: u64) -> ();
+    oneway cuEventRecordWithFlags(event: u64, stream: u64, flags: u32) -> ();
+    sync cuEventSynchronize(event: u64) -> ();
+    sync cuEventQuery(event: u64) -> ();
+    sync cuEventElapsedTime(start: u64, end: u64) -> f32;
+
+    // ---------- graphs
+    sync cuGraphCreate(flags: u32) -> u64;
+    sync cuGraphInstantiateWithFlags(graph: u64, flags: u64) -> u64;
+    oneway cuGraphLaunch(exec: u64, stream: u64) -> ();
+    /// Returns the `CUgraphExecUpdateResult`; the status says whether the update happened.
+    sync cuGraphExecUpdate_v2(exec: u64, graph: u64) -> u32;
+    sync cuGraphExecDestroy(exec: u64) -> ();
+    sync cuGraphDestroy(graph: u64) -> ();
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    /// A backend that hands out addresses from a base, for dispatch tests.
+    pub struct Fixed(pub u64);
+    impl Backend for Fixed {
+        fn cuMemAlloc_v2(&mut self, _io: &mut crate::Io<'_>, bytesize: u64) -> Result<u64, u32> {
+            Ok(self.0 + bytesize)
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! `vgpu serve`: accepts clients and gives each session its own worker process, in which a
+//! backend performs the forwarded calls: `cuda` (the real driver, NVML and cuBLAS) or
+//! `sim` (a CPU stand-in for machines with no GPU).
+
+pub mod cuda;
+pub mod sim;
+mod listener;
+mod worker;
+
+pub use listener::{serve, spawn_worker_for, ServeOptions};
+pub use worker::{run_session, SessionConfig};
+
+use device_model::Snapshot;
+use protocol::Backend;
+
+/// Which backend performs the calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Cuda,
+    Sim,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cuda" => Ok(BackendKind::Cuda),
+            "sim" => Ok(BackendKind::Sim),
+            _ => Err(format!("unknown backend {s:?} (cuda or sim)")),
+        }
+    }
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cuda => "cuda",
+            BackendKind::Sim => "sim",
+        }
+    }
+}
+
+/// What a backend offers beyond the forwarded calls.
+pub trait Session: Backend {
+    /// Make `ctx` (a context id from this session, 0 for none) current for the next call.
+    fn set_context(&mut self, ctx: u64) {
+        let _ = ctx;
+    }
+    /// Release everything the session holds (its worker is about to exit).
+    fn close(&mut self) {}
+}
+
+/// Describe the host's GPUs for the handshake.
+pub fn snapshot(kind: BackendKind, sim_devices: u32, sim_seed: u8) -> Result<Snapshot, String> {
+    match kind {
+        BackendKind::Sim => Ok(sim::snapshot(sim_devices, sim_seed)),
+        BackendKind::Cuda => cuda::snapshot(),
+    }
+}
+
+/// Make the backend for one session.
+pub fn open_backend(kind: BackendKind, snapshot: &Snapshot, memory_limit: Option<u64>) -> Result<Box<dyn Session>, String> {
+    match kind {
+        BackendKind::Sim => Ok(Box::new(sim::Sim::new(snapshot.clone(), memory_limit))),
+        BackendKind::Cuda => Ok(Box::new(cuda::CudaSession::open(snapshot, memory_limit)?)),
+    }
+}

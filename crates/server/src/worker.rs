@@ -1,0 +1,167 @@
+//! One client session: the handshake, then frames executed in order.
+//!
+//! One-way calls are not answered; the first error one of them causes is kept and returned
+//! in place of the next synchronous call's result, as CUDA reports asynchronous errors.
+//! While a frame executes, a helper thread sends heartbeats so that the client can tell a
+//! busy server from a dead one.
+
+use crate::{open_backend, BackendKind};
+use device_model::Snapshot;
+use parking_lot::Mutex;
+use protocol::frame::{Header, OP_HELLO};
+use protocol::hello::{Hello, Welcome};
+use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use transport::{read_frame, write_frame, Stream};
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub backend: BackendKind,
+    /// Required token; `None` accepts any (unix sockets rely on file permissions).
+    pub token: Option<String>,
+    pub memory_limit: Option<u64>,
+    pub session_id: u64,
+}
+
+/// Serve one connection until it closes or misbehaves. Returns why it ended.
+pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) -> io::Result<()> {
+    let writer = Arc::new(Mutex::new(stream.try_clone()?));
+    let mut reader = stream;
+    reader.set_timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)))?;
+    let (mut args, mut bulk) = (Vec::new(), Vec::new());
+
+    // Handshake: a client that says nothing useful within 10 s is dropped.
+    let h = read_frame(&mut reader, &mut args, &mut bulk)?;
+    if h.op != OP_HELLO {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "first frame is not a handshake"));
+    }
+    let hello: Hello = postcard::from_bytes(&args)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad handshake: {e}")))?;
+    let refusal = hello.mismatch(PROTOCOL_VERSION, WIRE_HASH).or_else(|| match &cfg.token {
+        Some(t) if !constant_time_eq(t.as_bytes(), hello.token.as_bytes()) => Some(if hello.token.is_empty() {
+            "this server requires a token (set VGPU_TOKEN or VGPU_TOKEN_FILE)".to_string()
+        } else {
+            "wrong token".to_string()
+        }),
+        _ => None,
+    });
+    if let Some(limit) = cfg.memory_limit {
+        for d in &mut snapshot.devices {
+            d.total_mem = d.total_mem.min(limit);
+        }
+    }
+    let backend = match &refusal {
+        None => Some(open_backend(cfg.backend, &snapshot, cfg.memory_limit)),
+        Some(_) => None,
+    };
+    let welcome = match (&refusal, &backend) {
+        (Some(reason), _) => Welcome::Refused { reason: reason.clone() },
+        (None, Some(Err(e))) => Welcome::Refused { reason: format!("backend failed to start: {e}") },
+        _ => Welcome::Accepted {
+            session: cfg.session_id,
+            server_version: format!("vgpu {} ({})", env!("CARGO_PKG_VERSION"), cfg.backend.name()),
+            snapshot,
+        },
+    };
+    let body = postcard::to_allocvec(&welcome).expect("encode");
+    write_frame(&mut *writer.lock(), &Header::reply(OP_HELLO, h.seq, 0, body.len(), 0), &body, &[])?;
+    let mut backend = match backend {
+        Some(Ok(b)) => b,
+        _ => {
+            tracing::warn!(program = %hello.program, pid = hello.pid, "client refused: {:?}", welcome);
+            return Ok(());
+        }
+    };
+    tracing::info!(program = %hello.program, pid = hello.pid, host = %hello.host, "session {} started", cfg.session_id);
+
+    // After the handshake the client may be idle for as long as it likes.
+    reader.set_timeouts(None, Some(Duration::from_secs(30)))?;
+    let busy = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let hb = {
+        let (writer, busy, done) = (writer.clone(), busy.clone(), done.clone());
+        std::thread::Builder::new().name("vgpu-heartbeat".into()).spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                if busy.load(Ordering::Relaxed) {
+                    if let Some(mut w) = writer.try_lock_for(Duration::from_millis(100)) {
+                        if write_frame(&mut *w, &Header::heartbeat(), &[], &[]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })?
+    };
+
+    let mut deferred: Option<u32> = None;
+    let mut out = Vec::new();
+    let result = loop {
+        let h = match read_frame(&mut reader, &mut args, &mut bulk) {
+            Ok(h) => h,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        busy.store(true, Ordering::Relaxed);
+        let oneway = h.is_oneway();
+        if !oneway && protocol::is_oneway(h.op) {
+            break Err(io::Error::new(io::ErrorKind::InvalidData, "one-way call sent as a request"));
+        }
+        backend.set_context(h.ctx);
+        // A pending asynchronous error answers the next synchronous call in its place.
+        let outcome = if let (false, Some(code)) = (oneway, deferred) {
+            deferred = None;
+            Ok(Err(code))
+        } else {
+            out.clear();
+            let mut io = Io { bulk_in: &bulk, bulk_out: &mut out };
+            protocol::dispatch(&mut *backend, h.op, &args, &mut io)
+        };
+        busy.store(false, Ordering::Relaxed);
+        let outcome = match outcome {
+            Ok(r) => r,
+            Err(e) => break Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        };
+        if oneway {
+            if let Err(code) = outcome {
+                tracing::debug!(op = protocol::op_name(h.op), code, "asynchronous call failed");
+                deferred.get_or_insert(code);
+            }
+            continue;
+        }
+        let mut w = writer.lock();
+        let r = match &outcome {
+            Ok(value) => write_frame(&mut *w, &Header::reply(h.op, h.seq, 0, value.len(), out.len()), value, &[&out]),
+            Err(code) => write_frame(&mut *w, &Header::reply(h.op, h.seq, *code, 0, 0), &[], &[]),
+        };
+        if let Err(e) = r {
+            break Err(e);
+        }
+    };
+    done.store(true, Ordering::Relaxed);
+    backend.close();
+    let _ = hb.join();
+    match &result {
+        Ok(()) => tracing::info!("session {} ended", cfg.session_id),
+        Err(e) => tracing::warn!("session {} closed: {e}", cfg.session_id),
+    }
+    result
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Length is not secret; the bytes are.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"ab"));
+    }
+}

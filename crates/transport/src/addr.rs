@@ -1,0 +1,295 @@
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a server listens or a client connects: `unix:/path`, `tcp://host:port`,
+/// `vsock://cid:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Unix(PathBuf),
+    Tcp(String),
+    Vsock { cid: u32, port: u32 },
+}
+
+impl std::str::FromStr for Address {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_prefix("unix:") {
+            let p = p.strip_prefix("//").unwrap_or(p);
+            if p.is_empty() {
+                return Err(format!("{s}: empty socket path"));
+            }
+            return Ok(Address::Unix(PathBuf::from(p)));
+        }
+        if let Some(hp) = s.strip_prefix("tcp://").or_else(|| s.strip_prefix("tcp:")) {
+            if !hp.contains(':') {
+                return Err(format!("{s}: expected tcp://host:port"));
+            }
+            return Ok(Address::Tcp(hp.to_string()));
+        }
+        if let Some(cp) = s.strip_prefix("vsock://").or_else(|| s.strip_prefix("vsock:")) {
+            let (c, p) = cp.split_once(':').ok_or_else(|| format!("{s}: expected vsock://cid:port"))?;
+            let cid = c.parse().map_err(|_| format!("{s}: bad vsock cid"))?;
+            let port = p.parse().map_err(|_| format!("{s}: bad vsock port"))?;
+            return Ok(Address::Vsock { cid, port });
+        }
+        if s.starts_with('/') {
+            return Ok(Address::Unix(PathBuf::from(s)));
+        }
+        Err(format!("{s}: expected unix:/path, tcp://host:port or vsock://cid:port"))
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::Tcp(hp) => write!(f, "tcp://{hp}"),
+            Address::Vsock { cid, port } => write!(f, "vsock://{cid}:{port}"),
+        }
+    }
+}
+
+impl Address {
+    /// Whether a token is required on this kind of listener.
+    pub fn needs_token(&self) -> bool {
+        matches!(self, Address::Tcp(_))
+    }
+
+    pub fn connect(&self, timeout: Duration) -> io::Result<Stream> {
+        match self {
+            Address::Unix(p) => Ok(Stream::Unix(UnixStream::connect(p)?)),
+            Address::Tcp(hp) => {
+                let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{hp}: no address"));
+                for sa in hp.to_socket_addrs()? {
+                    match TcpStream::connect_timeout(&sa, timeout) {
+                        Ok(s) => {
+                            s.set_nodelay(true)?;
+                            set_keepalive(s.as_raw_fd());
+                            return Ok(Stream::Tcp(s));
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+            Address::Vsock { cid, port } => vsock_connect(*cid, *port).map(Stream::Unix),
+        }
+    }
+
+    pub fn bind(&self) -> io::Result<Listener> {
+        match self {
+            Address::Unix(p) => {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                // A stale socket file from a previous server would make bind fail.
+                if p.exists() && UnixStream::connect(p).is_err() {
+                    std::fs::remove_file(p)?;
+                }
+                Ok(Listener::Unix(UnixListener::bind(p)?))
+            }
+            Address::Tcp(hp) => Ok(Listener::Tcp(TcpListener::bind(hp.as_str())?)),
+            Address::Vsock { cid, port } => vsock_listen(*cid, *port).map(Listener::Unix),
+        }
+    }
+}
+
+fn set_keepalive(fd: RawFd) {
+    // Detect a vanished peer host within seconds, not hours.
+    let on: libc::c_int = 1;
+    let idle: libc::c_int = 2;
+    let intvl: libc::c_int = 1;
+    let cnt: libc::c_int = 3;
+    let sz = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    unsafe {
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, (&on as *const libc::c_int).cast(), sz);
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, (&idle as *const libc::c_int).cast(), sz);
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, (&intvl as *const libc::c_int).cast(), sz);
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, (&cnt as *const libc::c_int).cast(), sz);
+    }
+}
+
+fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
+    let mut a: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    a.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    a.svm_cid = cid;
+    a.svm_port = port;
+    a
+}
+
+// vsock streams behave like unix stream sockets for read/write, so they are carried as
+// `UnixStream`/`UnixListener` over the raw fd.
+fn vsock_connect(cid: u32, port: u32) -> io::Result<UnixStream> {
+    unsafe {
+        let fd = libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let a = vsock_addr(cid, port);
+        if libc::connect(fd, (&a as *const libc::sockaddr_vm).cast(), std::mem::size_of_val(&a) as u32) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(UnixStream::from_raw_fd(owned.into_raw_fd()))
+    }
+}
+
+fn vsock_listen(cid: u32, port: u32) -> io::Result<UnixListener> {
+    unsafe {
+        let fd = libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let a = vsock_addr(cid, port);
+        if libc::bind(fd, (&a as *const libc::sockaddr_vm).cast(), std::mem::size_of_val(&a) as u32) < 0
+            || libc::listen(fd, 128) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(UnixListener::from_raw_fd(owned.into_raw_fd()))
+    }
+}
+
+/// A connected byte stream of any transport.
+#[derive(Debug)]
+pub enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    pub fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)
+            }
+            Stream::Tcp(s) => {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)
+            }
+        }
+    }
+
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, Stream::Tcp(_))
+    }
+
+    /// Take ownership of an inherited socket (the server's worker processes get theirs so).
+    ///
+    /// # Safety
+    /// `fd` must be an open stream socket owned by nobody else.
+    pub unsafe fn from_fd(fd: RawFd) -> Stream {
+        let mut domain: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        unsafe {
+            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut libc::c_int).cast(), &mut len);
+            if domain == libc::AF_INET || domain == libc::AF_INET6 {
+                let s = TcpStream::from_raw_fd(fd);
+                let _ = s.set_nodelay(true);
+                set_keepalive(fd);
+                Stream::Tcp(s)
+            } else {
+                Stream::Unix(UnixStream::from_raw_fd(fd))
+            }
+        }
+    }
+
+    pub fn shutdown(&self) {
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tcp(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    pub fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                set_keepalive(s.as_raw_fd());
+                Stream::Tcp(s)
+            }),
+        }
+    }
+
+    /// The bound TCP port (useful with `tcp://127.0.0.1:0`).
+    pub fn local_port(&self) -> Option<u16> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok().map(|a| a.port()),
+            Listener::Unix(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_addresses() {
+        assert_eq!("unix:/run/vgpu/vgpu.sock".parse::<Address>().unwrap(), Address::Unix("/run/vgpu/vgpu.sock".into()));
+        assert_eq!("unix:///tmp/x".parse::<Address>().unwrap(), Address::Unix("/tmp/x".into()));
+        assert_eq!("tcp://10.0.0.1:7070".parse::<Address>().unwrap(), Address::Tcp("10.0.0.1:7070".into()));
+        assert_eq!("vsock://2:5000".parse::<Address>().unwrap(), Address::Vsock { cid: 2, port: 5000 });
+        assert!("tcp://nohost".parse::<Address>().is_err());
+        assert!("http://x".parse::<Address>().is_err());
+        assert_eq!("tcp://h:1".parse::<Address>().unwrap().to_string(), "tcp://h:1");
+    }
+}

@@ -1,0 +1,92 @@
+use protocol::frame::{Header, HEADER_LEN};
+use std::io::{self, IoSlice, Read, Write};
+use zerocopy::IntoBytes;
+
+/// A whole frame as read: header, argument bytes, bulk bytes.
+pub struct Frame {
+    pub header: Header,
+    pub args: Vec<u8>,
+    pub bulk: Vec<u8>,
+}
+
+/// Write header, arguments and any number of bulk slices, without copying them together.
+pub fn write_frame(w: &mut impl Write, header: &Header, args: &[u8], bulk: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 + bulk.len());
+    slices.push(IoSlice::new(header.as_bytes()));
+    if !args.is_empty() {
+        slices.push(IoSlice::new(args));
+    }
+    for b in bulk {
+        if !b.is_empty() {
+            slices.push(IoSlice::new(b));
+        }
+    }
+    write_all_vectored(w, &mut slices)
+}
+
+fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read and check one header.
+pub fn read_header(r: &mut impl Read) -> io::Result<Header> {
+    let mut buf = [0u8; HEADER_LEN];
+    r.read_exact(&mut buf)?;
+    Header::decode(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// Read one whole frame, reusing the caller's buffers.
+pub fn read_frame(r: &mut impl Read, args: &mut Vec<u8>, bulk: &mut Vec<u8>) -> io::Result<Header> {
+    let h = read_header(r)?;
+    read_exact_into(r, args, h.args_len as usize)?;
+    read_exact_into(r, bulk, h.bulk_len as usize)?;
+    Ok(h)
+}
+
+/// Fill `v` with exactly `len` bytes from `r`, growing it only as data arrives so that a
+/// lying length field cannot make us allocate memory the peer never sends.
+pub fn read_exact_into(r: &mut impl Read, v: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    v.clear();
+    const STEP: usize = 64 << 20;
+    while v.len() < len {
+        let start = v.len();
+        let want = (len - start).min(STEP);
+        v.resize(start + want, 0);
+        r.read_exact(&mut v[start..])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_roundtrip() {
+        let h = Header::request(3, 1, 0, false, 3, 5);
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &h, b"abc", &[b"de", b"fgh"]).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let got = read_frame(&mut wire.as_slice(), &mut a, &mut b).unwrap();
+        assert_eq!(got, h);
+        assert_eq!(a, b"abc");
+        assert_eq!(b, b"defgh");
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error() {
+        let h = Header::request(3, 1, 0, false, 3, 100);
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &h, b"abc", &[b"only a little"]).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        assert!(read_frame(&mut wire.as_slice(), &mut a, &mut b).is_err());
+    }
+}

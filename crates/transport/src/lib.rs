@@ -1,0 +1,11 @@
+//! Moving vgpu frames: addresses, streams, framing, the client's connection and the
+//! server's listener. Blocking std sockets only: the client side lives inside someone
+//! else's process, where no async runtime may be started.
+
+mod addr;
+mod conn;
+mod framing;
+
+pub use addr::{Address, Listener, Stream};
+pub use conn::{Conn, Error, Timeouts};
+pub use framing::{read_frame, write_frame, Frame};

@@ -1,0 +1,4 @@
+//! libcublasLt.so.13: the exported names, versions and SONAME equal the real library's list, every stub
+//! answers CUBLAS_STATUS_NOT_SUPPORTED (15), and its section of docs/coverage.md is current
+//! (`VGPU_BLESS=1 cargo test -p shim-cublaslt13` rewrites it).
+shim_build::shim_tests!();

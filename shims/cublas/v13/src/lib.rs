@@ -1,0 +1,14 @@
+//! `libcublas.so.13`: cuBLAS, forwarded at API level to a vgpu server.
+//!
+//! The code is shared with the other major version in `shims/cublas/common/blas/`
+//! (included below). Every name of `crates/abi/exports/libcublas.so.13.exports` is exported,
+//! versioned `@@libcublas.so.13`: the ones defined by hand, and a generated stub returning
+//! `CUBLAS_STATUS_NOT_SUPPORTED` for each of the rest.
+
+/// The CUDA runtime version this library was "built against" (`CUDART_VERSION`).
+pub const CUDART_VERSION: usize = 13000;
+
+include!("../../common/blas/mod.rs");
+
+// Not-supported stubs for every exported name not defined by hand (keep this line).
+include!(concat!(env!("OUT_DIR"), "/stubs.rs"));

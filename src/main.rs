@@ -1,0 +1,141 @@
+//! The `vgpu` command: `serve` on the GPU host, `devices`/`doctor`/`env`/`install` on clients.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "vgpu", version, about = "Use a GPU in another machine from unmodified CUDA applications")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve this host's GPUs to vgpu clients.
+    Serve {
+        /// Where to listen: unix:/path, tcp://host:port, vsock://cid:port (repeatable).
+        #[arg(long, default_value = "unix:/run/vgpu/vgpu.sock")]
+        listen: Vec<String>,
+        /// `cuda` (the real driver) or `sim` (a CPU stand-in, no GPU needed).
+        #[arg(long, default_value = "cuda")]
+        backend: String,
+        /// File holding the token clients must present (required for TCP).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Memory each session may allocate per device, e.g. 8G, 512M or bytes.
+        #[arg(long)]
+        memory_limit: Option<String>,
+        /// Number of simulated devices (sim backend).
+        #[arg(long, default_value_t = 1)]
+        devices: u32,
+        /// Distinguishes the devices of several sim servers (UUIDs, bus ids).
+        #[arg(long, default_value_t = 0)]
+        sim_id: u8,
+    },
+    /// Internal: serve one session on fd 3 (started by `vgpu serve`).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        backend: String,
+        #[arg(long)]
+        session: u64,
+        #[arg(long)]
+        memory_limit: Option<u64>,
+    },
+    /// List the devices the configured server(s) offer.
+    Devices,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.trim_end_matches(['i', 'I', 'b', 'B'])
+        .parse::<u64>()
+        .map(|n| n * mul)
+        .map_err(|_| format!("bad size {s:?} (try 8G)"))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VGPU_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let r = match cli.cmd {
+        Cmd::Serve { listen, backend, token_file, memory_limit, devices, sim_id } => (|| {
+            let listen = listen.iter().map(|a| a.parse()).collect::<Result<Vec<_>, _>>()?;
+            let token = match (token_file, std::env::var("VGPU_TOKEN").ok()) {
+                (Some(p), _) => Some(read_token_file(&p)?),
+                (None, t) => t,
+            };
+            let opts = server::ServeOptions {
+                listen,
+                backend: backend.parse()?,
+                token,
+                memory_limit: memory_limit.as_deref().map(parse_size).transpose()?,
+                sim_devices: devices,
+                sim_seed: sim_id,
+                worker_exe: std::env::current_exe().map_err(|e| e.to_string())?,
+            };
+            server::serve(opts)
+        })(),
+        Cmd::Worker { backend, session, memory_limit } => (|| {
+            let mut snap = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut snap).map_err(|e| e.to_string())?;
+            let snapshot = postcard::from_bytes(&snap).map_err(|e| format!("bad snapshot: {e}"))?;
+            let cfg = server::SessionConfig {
+                backend: backend.parse()?,
+                token: std::env::var("VGPU_WORKER_TOKEN").ok(),
+                memory_limit,
+                session_id: session,
+            };
+            // SAFETY: `vgpu serve` hands each worker its connection as fd 3.
+            let stream = unsafe { transport::Stream::from_fd(3) };
+            server::run_session(stream, &cfg, snapshot).map_err(|e| e.to_string())
+        })(),
+        Cmd::Devices => (|| {
+            let s = client::session().map_err(|e| e.to_string())?;
+            println!("{}", s.snapshot.server);
+            println!("driver {} (CUDA {})", s.snapshot.driver_version, s.snapshot.cuda_driver_version);
+            for (i, d) in s.snapshot.devices.iter().enumerate() {
+                let (ma, mi) = d.compute_capability();
+                println!(
+                    "{i}: {} {} {} cc {ma}.{mi} {} MiB (server {})",
+                    d.name,
+                    d.uuid_string(),
+                    d.pci.bus_id(),
+                    d.total_mem >> 20,
+                    d.server
+                );
+            }
+            Ok(())
+        })(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vgpu: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_token_file(p: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(p).map_err(|e| format!("token file {}: {e}", p.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!("token file {} is readable by others: chmod 600 it", p.display()));
+    }
+    client::read_token(p)
+}

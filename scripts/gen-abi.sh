@@ -46,9 +46,18 @@ for name, ver in want:
 PY
 
 cargo build --release --quiet --manifest-path scripts/gen-abi/Cargo.toml
-"$CARGO_TARGET_DIR/release/gen-abi" "$INC" "$OUT" scripts/abi-wheels.txt
+TMP="$ROOT/scratch/gen-abi-out"
+rm -rf "$TMP"
+mkdir -p "$TMP"
+"$CARGO_TARGET_DIR/release/gen-abi" "$INC" "$TMP" scripts/abi-wheels.txt
 
+# rustfmt, then replace only the files that changed (keeps mtimes, so cargo does not rebuild).
 for f in cuda cudart13 cudart12 nvml cublas13 cublas12; do
-    rustfmt --edition 2024 "$OUT/$f.rs"
+    rustfmt --edition 2024 "$TMP/$f.rs"
+    if cmp -s "$TMP/$f.rs" "$OUT/$f.rs"; then
+        echo "gen-abi: $f.rs unchanged"
+    else
+        cp "$TMP/$f.rs" "$OUT/$f.rs"
+        echo "gen-abi: wrote crates/abi/src/$f.rs"
+    fi
 done
-echo "gen-abi: wrote $(cd "$OUT" && ls -1 cuda.rs cudart13.rs cudart12.rs nvml.rs cublas13.rs cublas12.rs | tr '\n' ' ')"

@@ -6,7 +6,7 @@ fn main() {
         exports: "libnvidia-ml.so.1.exports",
         stub_return: "3", // NVML_ERROR_NOT_SUPPORTED
         stub_type: "u32",
-        sources: &["src"],
+        sources: &["src", "../../crates/protocol/src/nvml.rs"],
         data: &[],
     }
     .build();

@@ -29,102 +29,103 @@ pub enum Sig {
     SysOut,
 }
 
-/// The table. Callers pass a macro that receives `Class name(T[, U]);` entries.
+/// The table. Callers pass a macro that receives `Class fn name(T[, U]);` entries (the
+/// `fn` lets the shims' stub generator see the names as defined).
 #[macro_export]
 macro_rules! nvml_functions {
     ($cb:ident) => {
         $cb! {
-            DevOut nvmlDeviceGetMemoryInfo(nvmlMemory_t);
-            DevOut nvmlDeviceGetMemoryInfo_v2(nvmlMemory_v2_t);
-            DevOut nvmlDeviceGetBAR1MemoryInfo(nvmlBAR1Memory_t);
-            DevOut nvmlDeviceGetUtilizationRates(nvmlUtilization_t);
-            DevArgOut nvmlDeviceGetTemperature(u32);
-            DevOut nvmlDeviceGetTemperatureV(nvmlTemperature_t);
-            DevArgOut nvmlDeviceGetTemperatureThreshold(u32);
-            DevOut nvmlDeviceGetFanSpeed(u32);
-            DevArgOut nvmlDeviceGetFanSpeed_v2(u32);
-            DevOut nvmlDeviceGetNumFans(u32);
-            DevOut nvmlDeviceGetPowerUsage(u32);
-            DevOut nvmlDeviceGetPowerState(u32);
-            DevOut nvmlDeviceGetPerformanceState(u32);
-            DevOut nvmlDeviceGetPowerManagementMode(u32);
-            DevOut nvmlDeviceGetPowerManagementLimit(u32);
-            DevOut nvmlDeviceGetPowerManagementDefaultLimit(u32);
-            DevOut2 nvmlDeviceGetPowerManagementLimitConstraints(u32, u32);
-            DevOut nvmlDeviceGetEnforcedPowerLimit(u32);
-            DevOut nvmlDeviceGetTotalEnergyConsumption(u64);
-            DevArgOut nvmlDeviceGetClockInfo(u32);
-            DevArgOut nvmlDeviceGetMaxClockInfo(u32);
-            DevArgOut nvmlDeviceGetApplicationsClock(u32);
-            DevArgOut nvmlDeviceGetDefaultApplicationsClock(u32);
-            DevArgOut nvmlDeviceGetMaxCustomerBoostClock(u32);
-            DevArg2Out nvmlDeviceGetClock(u32);
-            DevOut nvmlDeviceGetCurrentClocksEventReasons(u64);
-            DevOut nvmlDeviceGetCurrentClocksThrottleReasons(u64);
-            DevOut nvmlDeviceGetSupportedClocksEventReasons(u64);
-            DevOut nvmlDeviceGetSupportedClocksThrottleReasons(u64);
-            DevOut nvmlDeviceGetPersistenceMode(u32);
-            DevOut nvmlDeviceGetDisplayMode(u32);
-            DevOut nvmlDeviceGetDisplayActive(u32);
-            DevOut nvmlDeviceGetComputeMode(u32);
-            DevOut2 nvmlDeviceGetEccMode(u32, u32);
-            DevOut2 nvmlDeviceGetMigMode(u32, u32);
-            DevOut2 nvmlDeviceGetGpuOperationMode(u32, u32);
-            DevOut2 nvmlDeviceGetEncoderUtilization(u32, u32);
-            DevOut2 nvmlDeviceGetDecoderUtilization(u32, u32);
-            DevOut2 nvmlDeviceGetJpgUtilization(u32, u32);
-            DevOut2 nvmlDeviceGetOfaUtilization(u32, u32);
-            DevOut2 nvmlDeviceGetAutoBoostedClocksEnabled(u32, u32);
-            DevOut nvmlDeviceGetBrand(u32);
-            DevOut nvmlDeviceGetCurrPcieLinkGeneration(u32);
-            DevOut nvmlDeviceGetCurrPcieLinkWidth(u32);
-            DevOut nvmlDeviceGetMaxPcieLinkGeneration(u32);
-            DevOut nvmlDeviceGetMaxPcieLinkWidth(u32);
-            DevOut nvmlDeviceGetGpuMaxPcieLinkGeneration(u32);
-            DevOut nvmlDeviceGetPcieSpeed(u32);
-            DevOut nvmlDeviceGetPcieReplayCounter(u32);
-            DevArgOut nvmlDeviceGetPcieThroughput(u32);
-            DevArg2Out nvmlDeviceGetTotalEccErrors(u64);
-            DevOut nvmlDeviceGetRetiredPagesPendingStatus(u32);
-            DevOut2 nvmlDeviceGetRemappedRows(u32, u32);
-            DevOut nvmlDeviceGetInforomConfigurationChecksum(u32);
-            DevBuf nvmlDeviceGetInforomImageVersion;
-            DevArgBuf nvmlDeviceGetInforomVersion;
-            DevOut nvmlDeviceGetVirtualizationMode(u32);
-            DevOut nvmlDeviceGetHostVgpuMode(u32);
-            DevOut nvmlDeviceGetIrqNum(u32);
-            DevOut nvmlDeviceGetNumGpuCores(u32);
-            DevOut nvmlDeviceGetMemoryBusWidth(u32);
-            DevOut nvmlDeviceGetPcieLinkMaxSpeed(u32);
-            DevOut nvmlDeviceGetAdaptiveClockInfoStatus(u32);
-            DevOut nvmlDeviceGetBusType(u32);
-            DevOut nvmlDeviceGetGspFirmwareMode(u32);
-            DevBuf nvmlDeviceGetGspFirmwareVersion;
-            DevOut nvmlDeviceGetIsMigDeviceHandle(u32);
-            DevOut nvmlDeviceGetMaxMigDeviceCount(u32);
-            DevOut nvmlDeviceGetAccountingMode(u32);
-            DevOut nvmlDeviceGetAccountingBufferSize(u32);
-            DevOut nvmlDeviceGetPowerSource(u32);
-            DevOut nvmlDeviceGetModuleId(u32);
-            DevOut nvmlDeviceGetPerformanceModes(nvmlDevicePerfModes_t);
-            DevOut nvmlDeviceGetCurrentClockFreqs(nvmlDeviceCurrentClockFreqs_t);
-            DevArray nvmlDeviceGetComputeRunningProcesses_v3(nvmlProcessInfo_t);
-            DevArray nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlProcessInfo_t);
-            DevArray nvmlDeviceGetMPSComputeRunningProcesses_v3(nvmlProcessInfo_t);
-            DevArray nvmlDeviceGetComputeRunningProcesses_v2(nvmlProcessInfo_v2_t);
-            DevArray nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlProcessInfo_v2_t);
-            DevArray nvmlDeviceGetComputeRunningProcesses(nvmlProcessInfo_v1_t);
-            DevArray nvmlDeviceGetGraphicsRunningProcesses(nvmlProcessInfo_v1_t);
-            DevArray nvmlDeviceGetSupportedMemoryClocks(u32);
-            DevArray nvmlDeviceGetAccountingPids(u32);
-            DevArgArray nvmlDeviceGetFieldValues(nvmlFieldValue_t);
-            SysOut nvmlSystemGetConfComputeState(nvmlConfComputeSystemState_t);
+            DevOut fn nvmlDeviceGetMemoryInfo(nvmlMemory_t);
+            DevOut fn nvmlDeviceGetMemoryInfo_v2(nvmlMemory_v2_t);
+            DevOut fn nvmlDeviceGetBAR1MemoryInfo(nvmlBAR1Memory_t);
+            DevOut fn nvmlDeviceGetUtilizationRates(nvmlUtilization_t);
+            DevArgOut fn nvmlDeviceGetTemperature(u32);
+            DevOut fn nvmlDeviceGetTemperatureV(nvmlTemperature_t);
+            DevArgOut fn nvmlDeviceGetTemperatureThreshold(u32);
+            DevOut fn nvmlDeviceGetFanSpeed(u32);
+            DevArgOut fn nvmlDeviceGetFanSpeed_v2(u32);
+            DevOut fn nvmlDeviceGetNumFans(u32);
+            DevOut fn nvmlDeviceGetPowerUsage(u32);
+            DevOut fn nvmlDeviceGetPowerState(u32);
+            DevOut fn nvmlDeviceGetPerformanceState(u32);
+            DevOut fn nvmlDeviceGetPowerManagementMode(u32);
+            DevOut fn nvmlDeviceGetPowerManagementLimit(u32);
+            DevOut fn nvmlDeviceGetPowerManagementDefaultLimit(u32);
+            DevOut2 fn nvmlDeviceGetPowerManagementLimitConstraints(u32, u32);
+            DevOut fn nvmlDeviceGetEnforcedPowerLimit(u32);
+            DevOut fn nvmlDeviceGetTotalEnergyConsumption(u64);
+            DevArgOut fn nvmlDeviceGetClockInfo(u32);
+            DevArgOut fn nvmlDeviceGetMaxClockInfo(u32);
+            DevArgOut fn nvmlDeviceGetApplicationsClock(u32);
+            DevArgOut fn nvmlDeviceGetDefaultApplicationsClock(u32);
+            DevArgOut fn nvmlDeviceGetMaxCustomerBoostClock(u32);
+            DevArg2Out fn nvmlDeviceGetClock(u32);
+            DevOut fn nvmlDeviceGetCurrentClocksEventReasons(u64);
+            DevOut fn nvmlDeviceGetCurrentClocksThrottleReasons(u64);
+            DevOut fn nvmlDeviceGetSupportedClocksEventReasons(u64);
+            DevOut fn nvmlDeviceGetSupportedClocksThrottleReasons(u64);
+            DevOut fn nvmlDeviceGetPersistenceMode(u32);
+            DevOut fn nvmlDeviceGetDisplayMode(u32);
+            DevOut fn nvmlDeviceGetDisplayActive(u32);
+            DevOut fn nvmlDeviceGetComputeMode(u32);
+            DevOut2 fn nvmlDeviceGetEccMode(u32, u32);
+            DevOut2 fn nvmlDeviceGetMigMode(u32, u32);
+            DevOut2 fn nvmlDeviceGetGpuOperationMode(u32, u32);
+            DevOut2 fn nvmlDeviceGetEncoderUtilization(u32, u32);
+            DevOut2 fn nvmlDeviceGetDecoderUtilization(u32, u32);
+            DevOut2 fn nvmlDeviceGetJpgUtilization(u32, u32);
+            DevOut2 fn nvmlDeviceGetOfaUtilization(u32, u32);
+            DevOut2 fn nvmlDeviceGetAutoBoostedClocksEnabled(u32, u32);
+            DevOut fn nvmlDeviceGetBrand(u32);
+            DevOut fn nvmlDeviceGetCurrPcieLinkGeneration(u32);
+            DevOut fn nvmlDeviceGetCurrPcieLinkWidth(u32);
+            DevOut fn nvmlDeviceGetMaxPcieLinkGeneration(u32);
+            DevOut fn nvmlDeviceGetMaxPcieLinkWidth(u32);
+            DevOut fn nvmlDeviceGetGpuMaxPcieLinkGeneration(u32);
+            DevOut fn nvmlDeviceGetPcieSpeed(u32);
+            DevOut fn nvmlDeviceGetPcieReplayCounter(u32);
+            DevArgOut fn nvmlDeviceGetPcieThroughput(u32);
+            DevArg2Out fn nvmlDeviceGetTotalEccErrors(u64);
+            DevOut fn nvmlDeviceGetRetiredPagesPendingStatus(u32);
+            DevOut2 fn nvmlDeviceGetRemappedRows(u32, u32);
+            DevOut fn nvmlDeviceGetInforomConfigurationChecksum(u32);
+            DevBuf fn nvmlDeviceGetInforomImageVersion;
+            DevArgBuf fn nvmlDeviceGetInforomVersion;
+            DevOut fn nvmlDeviceGetVirtualizationMode(u32);
+            DevOut fn nvmlDeviceGetHostVgpuMode(u32);
+            DevOut fn nvmlDeviceGetIrqNum(u32);
+            DevOut fn nvmlDeviceGetNumGpuCores(u32);
+            DevOut fn nvmlDeviceGetMemoryBusWidth(u32);
+            DevOut fn nvmlDeviceGetPcieLinkMaxSpeed(u32);
+            DevOut fn nvmlDeviceGetAdaptiveClockInfoStatus(u32);
+            DevOut fn nvmlDeviceGetBusType(u32);
+            DevOut fn nvmlDeviceGetGspFirmwareMode(u32);
+            DevBuf fn nvmlDeviceGetGspFirmwareVersion;
+            DevOut fn nvmlDeviceGetIsMigDeviceHandle(u32);
+            DevOut fn nvmlDeviceGetMaxMigDeviceCount(u32);
+            DevOut fn nvmlDeviceGetAccountingMode(u32);
+            DevOut fn nvmlDeviceGetAccountingBufferSize(u32);
+            DevOut fn nvmlDeviceGetPowerSource(u32);
+            DevOut fn nvmlDeviceGetModuleId(u32);
+            DevOut fn nvmlDeviceGetPerformanceModes(nvmlDevicePerfModes_t);
+            DevOut fn nvmlDeviceGetCurrentClockFreqs(nvmlDeviceCurrentClockFreqs_t);
+            DevArray fn nvmlDeviceGetComputeRunningProcesses_v3(nvmlProcessInfo_t);
+            DevArray fn nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlProcessInfo_t);
+            DevArray fn nvmlDeviceGetMPSComputeRunningProcesses_v3(nvmlProcessInfo_t);
+            DevArray fn nvmlDeviceGetComputeRunningProcesses_v2(nvmlProcessInfo_v2_t);
+            DevArray fn nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlProcessInfo_v2_t);
+            DevArray fn nvmlDeviceGetComputeRunningProcesses(nvmlProcessInfo_v1_t);
+            DevArray fn nvmlDeviceGetGraphicsRunningProcesses(nvmlProcessInfo_v1_t);
+            DevArray fn nvmlDeviceGetSupportedMemoryClocks(u32);
+            DevArray fn nvmlDeviceGetAccountingPids(u32);
+            DevArgArray fn nvmlDeviceGetFieldValues(nvmlFieldValue_t);
+            SysOut fn nvmlSystemGetConfComputeState(nvmlConfComputeSystemState_t);
         }
     };
 }
 
 macro_rules! __nvml_names {
-    ( $( $class:ident $name:ident $( ( $($t:ty),* ) )? ; )* ) => {
+    ( $( $class:ident fn $name:ident $( ( $($t:ty),* ) )? ; )* ) => {
         /// Every forwarded NVML function: its name and class, indexed by wire id.
         pub const FUNCS: &[(&str, Sig)] = &[ $( (stringify!($name), Sig::$class) ),* ];
         /// The table as text, hashed into the handshake's wire hash.

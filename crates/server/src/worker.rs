@@ -33,8 +33,12 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     reader.set_timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)))?;
     let (mut args, mut bulk) = (Vec::new(), Vec::new());
 
-    // Handshake: a client that says nothing useful within 10 s is dropped.
-    let h = read_frame(&mut reader, &mut args, &mut bulk)?;
+    // Handshake: a client that says nothing useful within 10 s is dropped. A peer that
+    // only probed the socket (connect, close) is not an error.
+    let h = match read_frame(&mut reader, &mut args, &mut bulk) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+        r => r?,
+    };
     if h.op != OP_HELLO {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "first frame is not a handshake"));
     }

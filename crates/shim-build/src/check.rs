@@ -391,7 +391,7 @@ mod tests {
             exports_rel: String::new(),
             stub_return: "0".into(),
             stub_type: "u32".into(),
-            data: vec![("cudbgInjectionPath".into(), 4096), ("cudbg".into(), 8)],
+            data: Vec::new(),
         };
         let elf = read_elf(&path).unwrap();
         let problems = verify(&rec, &list, &elf);

@@ -51,7 +51,14 @@ pub fn new_document() -> String {
          the shim's sources define it by hand; every other exported function is a generated stub \
          that logs `vgpu: NAME is not implemented (returns not-supported)` once and returns the \
          API's \"not supported\" code. `cargo test` fails when a section is stale; regenerate \
-         with\n\n    VGPU_BLESS=1 cargo test {PACKAGES}\n\n"
+         with\n\n    VGPU_BLESS=1 cargo test {PACKAGES}\n\n\
+         The export lists (`crates/abi/exports/`) are the defined dynamic symbols \
+         (`readelf -W --dyn-syms`) of NVIDIA's libraries: libcuda.so.1 and libnvidia-ml.so.1 of \
+         driver 580; libcudart.so.13 13.0.96 and libcudart.so.12 12.9.79; libcublas.so.13 and \
+         libcublasLt.so.13 of CUDA 13.0 (identical in cuBLAS 13.1.0.3); libcublas.so.12 and \
+         libcublasLt.so.12 of cuBLAS 12.9.1.4 (`nvidia-cublas-cu12` 12.9.1.4, read from the \
+         library itself, not derived from the 13 lists: 12 lacks 10 names of libcublas 13, and \
+         libcublasLt 12 has 5 names that 13 dropped and lacks 9 that 13 added).\n\n"
     )
 }
 

@@ -70,8 +70,9 @@ pub struct Shim<'a> {
     /// Directories (relative to the shim package) whose `.rs` files are scanned for
     /// hand-written definitions; default `["src"]`.
     pub sources: &'a [&'a str],
-    /// Exported names that are data objects rather than functions: `(prefix, size in bytes)`;
-    /// the first matching prefix wins. Their stubs are zeroed `static mut [u8; size]`.
+    /// Exported names that are data objects rather than functions, with their size in bytes.
+    /// Unless defined by hand, each becomes a zeroed, 8-byte-aligned
+    /// `static mut NAME: shim_support::DataObject<size>`. Every name must be in the list.
     pub data: &'a [(&'a str, usize)],
 }
 
@@ -89,7 +90,7 @@ pub struct Recorded {
     pub exports_rel: String,
     pub stub_return: String,
     pub stub_type: String,
-    /// `(prefix, size)` of data exports.
+    /// `(name, size)` of data exports.
     pub data: Vec<(String, usize)>,
 }
 
@@ -154,7 +155,7 @@ impl Recorded {
 }
 
 fn data_size<'a>(mut data: impl Iterator<Item = (&'a str, usize)>, name: &str) -> Option<usize> {
-    data.find(|(p, _)| name.starts_with(p)).map(|(_, n)| n)
+    data.find(|(n, _)| *n == name).map(|(_, size)| size)
 }
 
 /// The workspace root (this crate lives in `<root>/crates/shim-build`).
@@ -225,6 +226,11 @@ impl Shim<'_> {
             );
         }
 
+        for (name, _) in self.data {
+            if !list.names().contains(*name) {
+                panic!("shim-build: data object {name:?} is not in {}", list_path.display());
+            }
+        }
         let defined = scan::scan_dirs(sources.iter().map(|s| package_dir.join(s))).unwrap_or_else(|e| panic!("shim-build: {e}"));
         let plan = stubs::Plan::new(&list, &defined, self.data);
         let code = plan.render(self.soname, &list_path.display().to_string(), self.stub_type, self.stub_return);
@@ -304,7 +310,7 @@ mod tests {
             exports_rel: "crates/abi/exports/libcuda.so.1.exports".into(),
             stub_return: "801".into(),
             stub_type: "u32".into(),
-            data: vec![("cudbgInjectionPath".into(), 4096), ("cudbg".into(), 8)],
+            data: vec![("cudbgInjectionPath".into(), 4096), ("cudbgSessionId".into(), 8)],
         };
         let back = Recorded::parse(&r.render()).unwrap();
         assert_eq!(back, r);

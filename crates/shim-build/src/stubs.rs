@@ -55,7 +55,7 @@ impl Plan {
         for (name, size) in &self.data {
             let _ = writeln!(
                 s,
-                "#[allow(non_upper_case_globals)]\n#[unsafe(no_mangle)]\npub static mut {name}: [u8; {size}] = [0; {size}];\n"
+                "#[allow(non_upper_case_globals)]\n#[unsafe(no_mangle)]\npub static mut {name}: ::shim_support::DataObject<{size}> = ::shim_support::DataObject::zeroed();\n"
             );
         }
         s
@@ -104,7 +104,7 @@ mod tests {
     fn plan() -> Plan {
         let list = ExportList::parse("cuInit\ncuMalloc\ncudbgSessionId\ncudbgInjectionPath\n", "libcuda.so.1").unwrap();
         let defined: BTreeSet<String> = ["cuInit", "helper"].into_iter().map(String::from).collect();
-        Plan::new(&list, &defined, &[("cudbgInjectionPath", 4096), ("cudbg", 8)])
+        Plan::new(&list, &defined, &[("cudbgInjectionPath", 4096), ("cudbgSessionId", 8)])
     }
 
     #[test]
@@ -126,7 +126,7 @@ mod tests {
     fn rendered_code_has_stubs_and_statics() {
         let code = plan().render("libcuda.so.1", "x", "u32", "801");
         assert!(code.contains("pub extern \"C\" fn cuMalloc() -> u32 {\n    ::shim_support::unsupported(\"cuMalloc\");\n    801\n}"));
-        assert!(code.contains("pub static mut cudbgInjectionPath: [u8; 4096] = [0; 4096];"));
+        assert!(code.contains("pub static mut cudbgInjectionPath: ::shim_support::DataObject<4096> = ::shim_support::DataObject::zeroed();"));
         assert!(!code.contains("fn cuInit"));
     }
 }

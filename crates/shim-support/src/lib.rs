@@ -89,6 +89,19 @@ macro_rules! log_once {
     };
 }
 
+/// Zero-initialised storage for an exported data object (the `cudbg*` debugger variables of
+/// `libcuda.so.1`): `N` bytes, 8-byte aligned so that a debugger's 32- or 64-bit accesses
+/// are aligned. Generated stubs declare `static mut NAME: DataObject<N>`.
+#[repr(C, align(8))]
+pub struct DataObject<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> DataObject<N> {
+    /// All zero.
+    pub const fn zeroed() -> Self {
+        Self([0; N])
+    }
+}
+
 /// Text of a panic payload (`&str` or `String`), or a placeholder.
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
@@ -111,6 +124,14 @@ fn quietly(f: impl FnOnce()) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_objects_are_aligned_and_sized() {
+        assert_eq!(std::mem::size_of::<DataObject<8>>(), 8);
+        assert_eq!(std::mem::align_of::<DataObject<8>>(), 8);
+        assert_eq!(std::mem::size_of::<DataObject<4096>>(), 4096);
+        assert!(DataObject::<16>::zeroed().0.iter().all(|b| *b == 0));
+    }
 
     #[test]
     fn first_time_is_true_once() {
@@ -186,7 +207,7 @@ mod tests {
                 let mut i = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     unsupported("cuForkBusyLoop");
-                    let _ = first_time(if i % 2 == 0 { "fork-a" } else { "fork-b" });
+                    let _ = first_time(if i.is_multiple_of(2) { "fork-a" } else { "fork-b" });
                     i += 1;
                 }
             })

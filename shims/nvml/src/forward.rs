@@ -1,0 +1,169 @@
+//! NVML functions forwarded to the server, generated from `protocol::nvml_functions!`.
+//!
+//! Output buffers travel both ways (a versioned struct carries its version to the server);
+//! what the real call wrote comes back and is copied into the caller's memory.
+
+use crate::devices;
+use abi::nvml::*;
+use protocol::ops;
+use shim_support::guard;
+use std::os::raw::{c_char, c_int, c_uint};
+
+const UNKNOWN: nvmlReturn_t = nvmlReturn_t::NVML_ERROR_UNKNOWN;
+
+/// One caller buffer: where it is and how long.
+pub struct Buf(pub *mut u8, pub usize);
+
+/// Forward `name` for device handle `dev` (or none), with the caller's buffers.
+/// Returns the NVML code and the auxiliary count.
+pub unsafe fn call(name: &str, dev: Option<nvmlDevice_t>, args: [u64; 3], bufs: &[Buf]) -> (nvmlReturn_t, u64) {
+    let Some(func) = protocol::nvml::index_of(name) else { return (UNKNOWN, 0) };
+    let (sess, device) = match dev {
+        Some(h) => match devices::device(h) {
+            Ok((s, _, d)) => (s, Some(d)),
+            Err(e) => return (e, 0),
+        },
+        None => match crate::local::session() {
+            Ok(s) => (s, None),
+            Err(e) => return (e, 0),
+        },
+    };
+    if bufs.iter().any(|b| b.0.is_null() && b.1 > 0) {
+        return (nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT, 0);
+    }
+    let mut data = Vec::with_capacity(bufs.iter().map(|b| b.1).sum());
+    for b in bufs {
+        if b.1 > 0 {
+            data.extend_from_slice(unsafe { std::slice::from_raw_parts(b.0, b.1) });
+        }
+    }
+    let mut back = vec![0u8; data.len()];
+    let (server, index) = device.map_or((0, 0), |d| (d.server as usize, d.nvml_index));
+    let r = sess.call(server, 0, &ops::nvml_call { func, device: index, args }, &[&data], Some(&mut back));
+    match r {
+        Ok(out) => {
+            if out.ret == 0 || out.ret == nvmlReturn_t::NVML_ERROR_INSUFFICIENT_SIZE.0 {
+                let mut at = 0;
+                for b in bufs {
+                    if b.1 > 0 {
+                        unsafe { std::ptr::copy_nonoverlapping(back[at..].as_ptr(), b.0, b.1) };
+                    }
+                    at += b.1;
+                }
+            }
+            (nvmlReturn_t(out.ret), out.aux)
+        }
+        Err(client::Error::Api(code)) => (nvmlReturn_t(code), 0),
+        Err(_) => (nvmlReturn_t::NVML_ERROR_GPU_IS_LOST, 0),
+    }
+}
+
+fn buf<T>(p: *mut T) -> Buf {
+    Buf(p.cast(), if p.is_null() { 0 } else { size_of::<T>() })
+}
+
+macro_rules! forward_one {
+    (DevOut $name:ident ($t:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dev: nvmlDevice_t, out: *mut $t) -> nvmlReturn_t {
+            if out.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe { call(stringify!($name), Some(dev), [0; 3], &[buf(out)]).0 })
+        }
+    };
+    (DevOut2 $name:ident ($t:ty, $u:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dev: nvmlDevice_t, a: *mut $t, b: *mut $u) -> nvmlReturn_t {
+            if a.is_null() || b.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe { call(stringify!($name), Some(dev), [0; 3], &[buf(a), buf(b)]).0 })
+        }
+    };
+    (DevArgOut $name:ident ($t:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dev: nvmlDevice_t, a0: c_uint, out: *mut $t) -> nvmlReturn_t {
+            if out.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe { call(stringify!($name), Some(dev), [a0 as u64, 0, 0], &[buf(out)]).0 })
+        }
+    };
+    (DevArg2Out $name:ident ($t:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dev: nvmlDevice_t, a0: c_uint, a1: c_uint, out: *mut $t) -> nvmlReturn_t {
+            if out.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe {
+                call(stringify!($name), Some(dev), [a0 as u64, a1 as u64, 0], &[buf(out)]).0
+            })
+        }
+    };
+    (DevBuf $name:ident) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dev: nvmlDevice_t, s: *mut c_char, len: c_uint) -> nvmlReturn_t {
+            if s.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe {
+                call(stringify!($name), Some(dev), [len as u64, 0, 0], &[Buf(s.cast(), len as usize)]).0
+            })
+        }
+    };
+    (DevArgBuf $name:ident) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dev: nvmlDevice_t, a0: c_uint, s: *mut c_char, len: c_uint) -> nvmlReturn_t {
+            if s.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe {
+                call(stringify!($name), Some(dev), [a0 as u64, len as u64, 0], &[Buf(s.cast(), len as usize)]).0
+            })
+        }
+    };
+    (DevArray $name:ident ($t:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dev: nvmlDevice_t, count: *mut c_uint, arr: *mut $t) -> nvmlReturn_t {
+            if count.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe {
+                let n = if arr.is_null() { 0 } else { *count as usize };
+                let (r, aux) = call(stringify!($name), Some(dev), [n as u64, 0, 0], &[Buf(arr.cast(), n * size_of::<$t>())]);
+                *count = aux as c_uint;
+                r
+            })
+        }
+    };
+    (DevArgArray $name:ident ($t:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dev: nvmlDevice_t, count: c_int, arr: *mut $t) -> nvmlReturn_t {
+            if arr.is_null() || count < 0 {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe {
+                let n = count as usize;
+                call(stringify!($name), Some(dev), [n as u64, 0, 0], &[Buf(arr.cast(), n * size_of::<$t>())]).0
+            })
+        }
+    };
+    (SysOut $name:ident ($t:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(out: *mut $t) -> nvmlReturn_t {
+            if out.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe { call(stringify!($name), None, [0; 3], &[buf(out)]).0 })
+        }
+    };
+}
+
+macro_rules! forward_all {
+    ( $( $class:ident fn $name:ident $( ( $($t:ty),* ) )? ; )* ) => {
+        $( forward_one!($class $name $( ($($t),*) )?); )*
+    };
+}
+
+protocol::nvml_functions!(forward_all);

@@ -73,7 +73,10 @@ check() {
     soname="$(basename "$lib")"
     list="$exports/$soname.exports"
     [[ -f "$list" ]] || die "no export list $list"
-    readelf -d "$lib" | grep -q "Library soname: \[$soname\]" || die "$lib: SONAME is not $soname"
+    local dynamic versions
+    dynamic="$(readelf -d "$lib")"
+    versions="$(readelf -V "$lib")"
+    grep -qF "Library soname: [$soname]" <<<"$dynamic" || die "$lib: SONAME is not $soname"
     got="$(readelf -W --dyn-syms "$lib" | awk 'NR > 3 && $7 != "UND" && $8 != "" { print $8 }' \
         | sed -E 's/^([^@]+)@@\1$/\1/' | grep -v '^vgpu_' | LC_ALL=C sort)"
     want="$(grep -vE '^\s*(#|$)' "$list" | LC_ALL=C sort)"
@@ -83,9 +86,9 @@ check() {
         die "$lib does not match $list; extra: ${extra:-none}; missing: ${missing:-none}"
     fi
     if grep -q '@@' "$list"; then
-        readelf -V "$lib" | grep -q "Index: 2 .*Name: $soname\$" || die "$lib: version node $soname lost"
-    else
-        ! readelf -V "$lib" | grep -q 'Version definition' || die "$lib: has version definitions, the real one has none"
+        grep -qE "Index: 2 .*Name: ${soname//./\\.}\$" <<<"$versions" || die "$lib: version node $soname lost"
+    elif grep -q 'Version definition' <<<"$versions"; then
+        die "$lib: has version definitions, the real one has none"
     fi
 }
 for pair in "${libs[@]}"; do

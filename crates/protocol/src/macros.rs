@@ -58,7 +58,7 @@ macro_rules! api {
 
         /// What a server backend implements: one method per forwarded call. A backend that
         /// leaves one out answers it with [`crate::UNSUPPORTED`].
-        #[allow(non_snake_case)]
+        #[allow(non_snake_case, clippy::too_many_arguments)]
         pub trait Backend {
             $(
                 fn $name(&mut self, io: &mut $crate::Io<'_>, $( $arg: $ty ),* ) -> Result<$ret, u32> {

@@ -101,7 +101,7 @@ macro_rules! nvml_functions {
             DevOut fn nvmlDeviceGetBusType(u32);
             DevOut fn nvmlDeviceGetGspFirmwareMode(u32);
             DevBuf fn nvmlDeviceGetGspFirmwareVersion;
-            DevOut fn nvmlDeviceGetIsMigDeviceHandle(u32);
+            DevOut fn nvmlDeviceIsMigDeviceHandle(u32);
             DevOut fn nvmlDeviceGetMaxMigDeviceCount(u32);
             DevOut fn nvmlDeviceGetAccountingMode(u32);
             DevOut fn nvmlDeviceGetAccountingBufferSize(u32);

@@ -206,6 +206,9 @@ impl Shim<'_> {
         println!("cargo::rustc-cfg=vgpu_major=\"{major}\"");
 
         let list_path = resolve_exports(self.exports, &package_dir);
+        if !list_path.starts_with(workspace_root()) {
+            println!("cargo::warning=shim-build: using {} (copy it to crates/abi/exports/)", list_path.display());
+        }
         println!("cargo::rerun-if-changed={}", list_path.display());
         println!("cargo::rerun-if-changed=build.rs");
         let sources: Vec<&str> = if self.sources.is_empty() { vec!["src"] } else { self.sources.to_vec() };

@@ -163,7 +163,10 @@ impl Conn {
 
     fn fail(&self, why: String) -> Error {
         self.dead.store(true, Ordering::Relaxed);
-        self.inner.try_lock().map(|g| g.stream.shutdown());
+        // The caller may hold the lock itself; then the dead flag alone stops further use.
+        if let Some(g) = self.inner.try_lock() {
+            g.stream.shutdown();
+        }
         Error::Lost(format!("{}: {why}", self.address))
     }
 }

@@ -1,0 +1,228 @@
+//! Module images by content hash, so a second start of the same program uploads nothing.
+//!
+//! Images live in memory for the session and on disk for every session: one file per
+//! image named by its hex blake3 hash, in `VGPU_CACHE_DIR`, else `/var/cache/vgpu/modules`,
+//! else (not writable) `$TMPDIR/vgpu-modules-<uid>`. Files are written to a temporary name
+//! and renamed, so concurrent workers never see half a file, and are verified against
+//! their name when read, so a damaged or planted file is ignored.
+
+use super::{INVALID_VALUE, R};
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Images up to this size are also kept in memory (bigger ones are read back from disk).
+const MEMORY_MAX: usize = 64 << 20;
+
+pub fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where images go: the configured or system directory, else a per-user temporary one.
+pub fn candidates(env: Option<&str>, tmp: &Path, uid: u32) -> [PathBuf; 2] {
+    let primary = match env {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/var/cache/vgpu/modules"),
+    };
+    [primary, tmp.join(format!("vgpu-modules-{uid}"))]
+}
+
+/// The first candidate that exists (or can be made), belongs to us or is shared on
+/// purpose, and is writable.
+pub fn choose_dir(candidates: &[PathBuf], uid: u32) -> Option<PathBuf> {
+    candidates.iter().enumerate().find_map(|(i, d)| {
+        let fallback = i > 0;
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        if fallback {
+            b.mode(0o700);
+        }
+        b.create(d).ok()?;
+        let meta = std::fs::metadata(d).ok()?;
+        // In a shared temporary directory, one another user made first is not ours.
+        if !meta.is_dir() || (fallback && meta.uid() != uid) {
+            return None;
+        }
+        writable(d).then(|| d.clone())
+    })
+}
+
+fn writable(d: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else { return false };
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// Write `bytes` as `dir/name` atomically (temporary file, then rename).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
+    let r = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_data()
+    });
+    let r = r.and_then(|()| std::fs::rename(&tmp, dir.join(name)));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// An image read from `dir`, if present and matching its hash.
+pub fn read_verified(dir: &Path, hash: &[u8; 32]) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(dir.join(hex(hash))).ok()?;
+    (blake3::hash(&bytes).as_bytes() == hash).then_some(bytes)
+}
+
+/// The image cache of one session.
+#[derive(Default)]
+pub struct ImageCache {
+    /// `None` until first needed; then the chosen directory, if any is usable.
+    dir: Option<Option<PathBuf>>,
+    mem: HashMap<[u8; 32], Vec<u8>>,
+}
+
+impl ImageCache {
+    pub fn new() -> ImageCache {
+        ImageCache::default()
+    }
+
+    #[cfg(test)]
+    pub fn with_dir(dir: Option<PathBuf>) -> ImageCache {
+        ImageCache { dir: Some(dir), mem: HashMap::new() }
+    }
+
+    fn dir(&mut self) -> Option<&Path> {
+        self.dir
+            .get_or_insert_with(|| {
+                let uid = unsafe { libc::geteuid() };
+                let env = std::env::var("VGPU_CACHE_DIR").ok();
+                let d = choose_dir(&candidates(env.as_deref(), &std::env::temp_dir(), uid), uid);
+                match &d {
+                    Some(d) => tracing::debug!("module cache in {}", d.display()),
+                    None => tracing::warn!("no writable module cache directory; images are kept in memory only"),
+                }
+                d
+            })
+            .as_deref()
+    }
+
+    /// Store an image the client sent: it must match `hash`.
+    pub fn put(&mut self, hash: &[u8; 32], image: &[u8]) -> R<()> {
+        if blake3::hash(image).as_bytes() != hash {
+            return Err(INVALID_VALUE);
+        }
+        let name = hex(hash);
+        if let Some(dir) = self.dir() {
+            if !dir.join(&name).exists() {
+                if let Err(e) = write_atomic(dir, &name, image) {
+                    tracing::warn!("cannot cache module {name} in {}: {e}", dir.display());
+                }
+            }
+        }
+        if image.len() <= MEMORY_MAX {
+            self.mem.insert(*hash, image.to_vec());
+        }
+        Ok(())
+    }
+
+    /// A known image: from memory, else from disk.
+    pub fn get(&mut self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        if let Some(i) = self.mem.get(hash) {
+            return Some(i.clone());
+        }
+        let image = read_verified(self.dir()?, hash)?;
+        if image.len() <= MEMORY_MAX {
+            self.mem.insert(*hash, image.clone());
+        }
+        Some(image)
+    }
+}
+
+/// The image in 8-byte-aligned memory followed by at least one NUL: the driver reads
+/// cubins and fatbins as structs, and PTX as a C string.
+pub fn aligned_image(bytes: &[u8]) -> Vec<u64> {
+    let mut words = vec![0u64; bytes.len() / 8 + 1];
+    let dst = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
+    dst[..bytes.len()].copy_from_slice(bytes);
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid() -> u32 {
+        unsafe { libc::geteuid() }
+    }
+
+    #[test]
+    fn hex_and_candidates() {
+        let mut h = [0u8; 32];
+        h[0] = 0xab;
+        h[31] = 0x01;
+        let s = hex(&h);
+        assert_eq!(s.len(), 64);
+        assert!(s.starts_with("ab00") && s.ends_with("01"));
+        let [a, b] = candidates(None, Path::new("/tmp"), 1000);
+        assert_eq!(a, PathBuf::from("/var/cache/vgpu/modules"));
+        assert_eq!(b, PathBuf::from("/tmp/vgpu-modules-1000"));
+        let [a, _] = candidates(Some("/srv/c"), Path::new("/tmp"), 1000);
+        assert_eq!(a, PathBuf::from("/srv/c"));
+        let [a, _] = candidates(Some(""), Path::new("/tmp"), 1000);
+        assert_eq!(a, PathBuf::from("/var/cache/vgpu/modules"));
+    }
+
+    #[test]
+    fn choose_falls_back_when_not_writable() {
+        let t = tempfile::tempdir().unwrap();
+        // A regular file where the primary directory should be: unusable.
+        let blocked = t.path().join("file");
+        std::fs::write(&blocked, b"x").unwrap();
+        let fallback = t.path().join("vgpu-modules");
+        let got = choose_dir(&[blocked.join("sub"), fallback.clone()], uid());
+        assert_eq!(got, Some(fallback.clone()));
+        let mode = std::fs::metadata(&fallback).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // The primary wins when usable.
+        let primary = t.path().join("primary");
+        assert_eq!(choose_dir(&[primary.clone(), fallback], uid()), Some(primary));
+    }
+
+    #[test]
+    fn put_get_roundtrip_through_disk() {
+        let t = tempfile::tempdir().unwrap();
+        let image = b"\x7fELF fake cubin".to_vec();
+        let hash = *blake3::hash(&image).as_bytes();
+        let mut c = ImageCache::with_dir(Some(t.path().to_path_buf()));
+        assert_eq!(c.get(&hash), None);
+        assert_eq!(c.put(&[0; 32], &image), Err(INVALID_VALUE));
+        c.put(&hash, &image).unwrap();
+        assert_eq!(std::fs::read(t.path().join(hex(&hash))).unwrap(), image);
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+        // Another session finds it on disk.
+        let mut other = ImageCache::with_dir(Some(t.path().to_path_buf()));
+        assert_eq!(other.get(&hash), Some(image.clone()));
+        // A file whose content does not match its name is ignored.
+        let fake = [7u8; 32];
+        std::fs::write(t.path().join(hex(&fake)), b"planted").unwrap();
+        assert_eq!(other.get(&fake), None);
+        // Without a directory, memory still works within the session.
+        let mut mem = ImageCache::with_dir(None);
+        mem.put(&hash, &image).unwrap();
+        assert_eq!(mem.get(&hash), Some(image));
+    }
+
+    #[test]
+    fn aligned_images_end_in_nul() {
+        for n in [0usize, 1, 7, 8, 9, 16] {
+            let bytes: Vec<u8> = (1..=n as u8).collect();
+            let w = aligned_image(&bytes);
+            assert_eq!(w.as_ptr() as usize % 8, 0);
+            let b = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u8>(), w.len() * 8) };
+            assert_eq!(&b[..n], &bytes[..]);
+            assert_eq!(b[n], 0);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The `cuda` backend: the real driver (`libcuda.so.1`) and NVML (`libnvidia-ml.so.1`),
+//! loaded with libloading, one `Result` per symbol (a missing symbol is an error code,
+//! never a panic).
+//!
+//! [`snapshot`] runs once in the `vgpu serve` parent; a [`CudaSession`] runs in each
+//! worker process (exec'd, so it loads and initialises the driver itself).
+//!
+//! Handles the client holds are the driver's own pointer values, but every one is looked up
+//! in this session's sets ([`handles`]) before the driver sees it, so a forged or stale
+//! value is an error code rather than a crash. Device ranges touched by copies and memsets
+//! must lie in this session's allocations ([`ranges`]), which also carry the memory quota.
+//!
+//! One job per file: `snapshot` (describe the GPUs), `handles`, `ranges`, `staging` (pinned
+//! buffers for copies), `memory` (allocations, 1D copies, memsets), `copy2d`, `vmm`, `cache`
+//! (the on-disk module cache), `modules` (modules, libraries, functions), `launch`,
+//! `streams` (streams, events, graphs), `contexts`, `nvml`, and `backend` (the
+//! `protocol::Backend` impl, which checks the frame's context and delegates).
+
+/// Call a driver entry point: a missing symbol is `CUDA_ERROR_NOT_SUPPORTED` (returned from
+/// the enclosing function), otherwise the call's status as `Result<(), u32>`.
+macro_rules! cu {
+    ($lib:expr, $name:ident ( $($arg:expr),* $(,)? )) => {{
+        let f = *$lib.$name.as_ref().map_err(|_| $crate::cuda::NOT_SUPPORTED)?;
+        $crate::cuda::check(unsafe { f($($arg),*) }.0)
+    }};
+}
+
+mod backend;
+mod cache;
+mod contexts;
+mod copy2d;
+mod handles;
+mod launch;
+mod memory;
+mod modules;
+mod nvml;
+mod ranges;
+mod snapshot;
+mod staging;
+mod streams;
+mod vmm;
+
+pub use snapshot::snapshot;
+
+use crate::Session;
+use abi::cuda::{CUcontext, CUdevice, CudaLib};
+use device_model::Snapshot;
+use std::collections::HashMap;
+
+pub(crate) type R<T> = Result<T, u32>;
+
+pub(crate) const INVALID_VALUE: u32 = 1;
+pub(crate) const OUT_OF_MEMORY: u32 = 2;
+pub(crate) const INVALID_DEVICE: u32 = 101;
+pub(crate) const INVALID_CONTEXT: u32 = 201;
+pub(crate) const FILE_NOT_FOUND: u32 = 301;
+pub(crate) const INVALID_HANDLE: u32 = 400;
+pub(crate) const NOT_READY: u32 = 600;
+pub(crate) const NOT_SUPPORTED: u32 = 801;
+pub(crate) const STREAM_CAPTURE_UNSUPPORTED: u32 = 900;
+
+/// A driver status as a `Result`.
+pub(crate) fn check(code: u32) -> R<()> {
+    if code == 0 { Ok(()) } else { Err(code) }
+}
+
+/// Load and initialise the driver. It is never unloaded: libcuda starts threads and
+/// registers exit handlers, and unloading it under them is asking for a crash at exit.
+fn load_driver() -> Result<&'static CudaLib, String> {
+    let lib = unsafe { CudaLib::new("libcuda.so.1") }.map_err(|e| format!("cannot load libcuda.so.1: {e}"))?;
+    let lib: &'static CudaLib = Box::leak(Box::new(lib));
+    let init = || -> R<()> { cu!(lib, cuInit(0)) };
+    init().map_err(|c| format!("cuInit failed: {}", error_name(lib, c)))?;
+    Ok(lib)
+}
+
+/// `CUDA_ERROR_NO_DEVICE (100)`, for log lines.
+pub(crate) fn error_name(lib: &CudaLib, code: u32) -> String {
+    let mut s: *const std::os::raw::c_char = std::ptr::null();
+    let name = match lib.cuGetErrorName.as_ref() {
+        Ok(f) if unsafe { f(abi::cuda::CUresult(code), &mut s) }.0 == 0 && !s.is_null() => {
+            unsafe { std::ffi::CStr::from_ptr(s) }.to_string_lossy().into_owned()
+        }
+        _ => "CUDA error".to_string(),
+    };
+    format!("{name} ({code})")
+}
+
+/// One client session on the real driver.
+pub struct CudaSession {
+    lib: &'static CudaLib,
+    /// `CUdevice` of each CUDA ordinal.
+    devices: Vec<CUdevice>,
+    snapshot: Snapshot,
+    /// Bytes per device this session may allocate, if limited.
+    limit: Option<u64>,
+    /// Bytes counted against the limit, per CUDA ordinal.
+    used: Vec<u64>,
+    /// The context current on this (the only) worker thread, as the driver sees it.
+    current: u64,
+    /// Set when the frame named a context this session does not have; every call answers
+    /// it until a frame names a valid context (or none).
+    ctx_error: Option<u32>,
+    h: handles::Handles,
+    ranges: ranges::RangeMap,
+    /// Pinned staging buffers, per context (they die with the context that made them).
+    pools: HashMap<u64, staging::Pool>,
+    images: cache::ImageCache,
+    nvml: nvml::NvmlState,
+}
+
+impl CudaSession {
+    pub fn open(snapshot: &Snapshot, limit: Option<u64>) -> Result<CudaSession, String> {
+        let lib = load_driver()?;
+        let devices = (|| -> R<Vec<CUdevice>> {
+            let mut n = 0;
+            cu!(lib, cuDeviceGetCount(&mut n))?;
+            (0..n)
+                .map(|i| {
+                    let mut d: CUdevice = 0;
+                    cu!(lib, cuDeviceGet(&mut d, i))?;
+                    Ok(d)
+                })
+                .collect()
+        })()
+        .map_err(|c| format!("cannot enumerate devices: {}", error_name(lib, c)))?;
+        if devices.len() != snapshot.devices.len() {
+            tracing::warn!(
+                "the worker sees {} device(s), the snapshot {}",
+                devices.len(),
+                snapshot.devices.len()
+            );
+        }
+        Ok(CudaSession {
+            lib,
+            used: vec![0; devices.len()],
+            devices,
+            snapshot: snapshot.clone(),
+            limit,
+            current: 0,
+            ctx_error: None,
+            h: handles::Handles::default(),
+            ranges: ranges::RangeMap::default(),
+            pools: HashMap::new(),
+            images: cache::ImageCache::new(),
+            nvml: nvml::NvmlState::default(),
+        })
+    }
+
+    /// The frame's context error, if any (checked by every forwarded call but NVML's).
+    fn ready(&self) -> R<()> {
+        self.ctx_error.map_or(Ok(()), Err)
+    }
+
+    /// The `CUdevice` of a CUDA ordinal from the client.
+    fn device(&self, dev: i32) -> R<CUdevice> {
+        usize::try_from(dev).ok().and_then(|d| self.devices.get(d)).copied().ok_or(INVALID_DEVICE)
+    }
+
+    /// The ordinal of the current context's device.
+    fn current_device(&self) -> R<usize> {
+        self.h.contexts.get(&self.current).map(|c| c.dev).ok_or(INVALID_CONTEXT)
+    }
+
+    /// Make the driver's current context agree with `self.current` after a call that may
+    /// have changed it (create pushes, destroy pops): a context we no longer track is
+    /// replaced by none.
+    fn resync_current(&mut self) {
+        let mut c: CUcontext = std::ptr::null_mut();
+        let got = (|| cu!(self.lib, cuCtxGetCurrent(&mut c)))();
+        let c = if got.is_ok() { c as u64 } else { 0 };
+        if c != 0 && !self.h.contexts.contains_key(&c) {
+            let _ = (|| cu!(self.lib, cuCtxSetCurrent(std::ptr::null_mut())))();
+            self.current = 0;
+        } else {
+            self.current = c;
+        }
+    }
+
+    /// Drop everything that died with context `ctx` (destroyed, reset, or released for the
+    /// last time): its streams, events, modules, functions, graph execs, allocations (and
+    /// their quota) and staging buffers (freed by the driver with the context).
+    fn forget_context_resources(&mut self, ctx: u64) {
+        self.h.forget_ctx(ctx);
+        for (_, r) in self.ranges.remove_where(|_, r| r.ctx == ctx) {
+            if r.counted {
+                self.uncount(r.dev, r.len);
+            }
+        }
+        if let Some(mut p) = self.pools.remove(&ctx) {
+            p.forget();
+        }
+    }
+
+    fn uncount(&mut self, dev: usize, bytes: u64) {
+        if let Some(u) = self.used.get_mut(dev) {
+            *u = u.saturating_sub(bytes);
+        }
+    }
+}
+
+impl Session for CudaSession {
+    /// 0 leaves the current context as it is; a context of this session becomes current
+    /// (`cuCtxSetCurrent` only when it changes); anything else makes the frame's call fail
+    /// with `CUDA_ERROR_INVALID_CONTEXT`.
+    fn set_context(&mut self, ctx: u64) {
+        self.ctx_error = None;
+        if ctx == 0 || ctx == self.current {
+            return;
+        }
+        if !self.h.contexts.contains_key(&ctx) {
+            self.ctx_error = Some(INVALID_CONTEXT);
+            return;
+        }
+        match (|| cu!(self.lib, cuCtxSetCurrent(ctx as CUcontext)))() {
+            Ok(()) => self.current = ctx,
+            Err(code) => self.ctx_error = Some(code),
+        }
+    }
+
+    /// Best effort: the worker exits next and the driver frees whatever is left, but
+    /// releasing explicitly keeps teardown orderly. Destroying a context frees everything
+    /// made in it, so only context-independent objects are released one by one.
+    fn close(&mut self) {
+        let lib = self.lib;
+        for (&x, _) in self.h.execs.iter() {
+            let _ = (|| cu!(lib, cuGraphExecDestroy(x as _)))();
+        }
+        for &g in self.h.graphs.iter() {
+            let _ = (|| cu!(lib, cuGraphDestroy(g as _)))();
+        }
+        for &l in self.h.libraries.iter() {
+            let _ = (|| cu!(lib, cuLibraryUnload(l as _)))();
+        }
+        for (start, r) in self.ranges.remove_where(|_, r| r.kind == ranges::Kind::Mapped) {
+            let _ = (|| cu!(lib, cuMemUnmap(start, r.len as usize)))();
+        }
+        for (&h, _) in self.h.vmm.iter() {
+            let _ = (|| cu!(lib, cuMemRelease(h)))();
+        }
+        for (&p, &size) in self.h.reserved.iter() {
+            let _ = (|| cu!(lib, cuMemAddressFree(p, size as usize)))();
+        }
+        for (&c, ctx) in self.h.contexts.iter() {
+            if !ctx.primary {
+                let _ = (|| cu!(lib, cuCtxDestroy_v2(c as CUcontext)))();
+            }
+        }
+        for (&dev, &(_, n)) in self.h.primary_refs.iter() {
+            for _ in 0..n {
+                let _ = (|| cu!(lib, cuDevicePrimaryCtxRelease_v2(self.devices[dev])))();
+            }
+        }
+        self.h = handles::Handles::default();
+        self.ranges = ranges::RangeMap::default();
+        for (_, mut p) in self.pools.drain() {
+            p.forget();
+        }
+        self.current = 0;
+        self.nvml.shutdown();
+    }
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# On the GPU machine: every check that needs the GPU, native and through vgpu in the same
+# run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
+#
+#   scripts/gpu/run.sh STAGE...     stages: smi driver rt cu12 llama bench faults (or all)
+#
+# Expects (carried in devcarry/, see scripts/gpu/pack.sh): dist/ (scripts/dist.sh output),
+# tools/ (no-gpu.sh, build-llama-gpu.sh, gen_gguf.py), llama/ (prepare-llama.sh output),
+# cu12/ (a CUDA 12 runtime test binary and NVIDIA's libcudart.so.12 for its native run).
+# Logs go to $OUT (one file per stage) and a summary to $OUT/summary.txt.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+C=$ROOT/devcarry
+OUT=${OUT:-/tmp/vgpu-out}
+mkdir -p "$OUT"
+W=/tmp/vgpu-work
+mkdir -p "$W"
+export PATH=/usr/local/cuda/bin:$PATH
+NOGPU="$C/tools/no-gpu.sh"
+chmod +x "$C"/tools/*.sh "$C"/dist/bin/vgpu 2>/dev/null
+SUMMARY=$OUT/summary.txt
+say() { echo "$*" | tee -a "$SUMMARY"; }
+
+SOCK=/tmp/vgpu.sock
+TOKEN=/tmp/vgpu.token
+start_server() {
+  echo "bench-token-$$" > $TOKEN; chmod 600 $TOKEN
+  VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
+    --listen tcp://127.0.0.1:7070 --token-file $TOKEN "$@" >"$OUT/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do [ -S $SOCK ] && break; sleep 0.1; done
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
+# Run a command as a GPU-less client would: through vgpu only.
+vg() { VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:7070 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+compare() { # name native-file vgpu-file: same lines, minus timings
+  if diff <(grep -v '^time' "$2") <(grep -v '^time' "$3") >"$OUT/$1.diff"; then say "SAME  $1"; else say "DIFF  $1 (see $1.diff)"; fi
+}
+
+stage_smi() {
+  nvidia-smi >"$W/smi.native" 2>&1; vg nvidia-smi >"$W/smi.vgpu" 2>&1; echo "rc=$?" >>"$W/smi.vgpu"
+  cp "$W/smi.native" "$OUT/smi-native.txt"; cp "$W/smi.vgpu" "$OUT/smi-vgpu.txt"
+  nvidia-smi -L >"$W/L.n" 2>&1; vg nvidia-smi -L >"$W/L.v" 2>&1; compare smi-L "$W/L.n" "$W/L.v"
+  q=index,name,uuid,pci.bus_id,memory.total,driver_version,compute_cap
+  nvidia-smi --query-gpu=$q --format=csv >"$W/q.n" 2>&1; vg nvidia-smi --query-gpu=$q --format=csv >"$W/q.v" 2>&1
+  compare smi-query "$W/q.n" "$W/q.v"
+  nvidia-smi -q >"$OUT/smi-q-native.txt" 2>&1; vg nvidia-smi -q >"$OUT/smi-q-vgpu.txt" 2>&1; say "smi -q through vgpu exit $?, $(wc -l <"$OUT/smi-q-vgpu.txt") lines (native $(wc -l <"$OUT/smi-q-native.txt"))"
+  say "smi -q N/A through vgpu: $(grep -c ': N/A' "$OUT/smi-q-vgpu.txt"), native: $(grep -c ': N/A' "$OUT/smi-q-native.txt")"
+}
+
+build_gpu_tests() {
+  [ -x "$W/driver_suite" ] && return
+  cd "$ROOT/tests/gpu"
+  nvcc -arch=sm_90 -cubin -o "$W/vecadd.cubin" vecadd.cu
+  nvcc -arch=sm_90 -fatbin -o "$W/vecadd.fatbin" vecadd.cu
+  nvcc -arch=sm_90 -ptx -o "$W/vecadd.ptx" vecadd.cu
+  gcc -O1 -o "$W/driver_suite" driver_suite.c -I/usr/local/cuda/include -L/usr/local/cuda/lib64/stubs -lcuda -lpthread
+  gcc -O1 -o "$W/probe" probe.c -ldl
+  nvcc -O2 -arch=sm_90 -cudart shared -o "$W/rt_vecadd" rt_vecadd.cu
+  nvcc -O2 -arch=sm_90 -cudart shared -o "$W/launch_bench" launch_bench.cu
+  cd "$ROOT"
+}
+
+stage_driver() {
+  build_gpu_tests
+  "$W/probe" >"$W/probe.n" 2>&1; vg "$W/probe" >"$W/probe.v" 2>&1; compare probe "$W/probe.n" "$W/probe.v"
+  cp "$W/probe.n" "$OUT/probe-native.txt"; cp "$W/probe.v" "$OUT/probe-vgpu.txt"
+  "$W/driver_suite" "$W" >"$W/ds.n" 2>&1; vg "$W/driver_suite" "$W" >"$W/ds.v" 2>&1; echo "rc=$?" >>"$W/ds.v"; echo "rc=0" >>"$W/ds.n"
+  compare driver-suite "$W/ds.n" "$W/ds.v"; cp "$W/ds.n" "$OUT/driver-native.txt"; cp "$W/ds.v" "$OUT/driver-vgpu.txt"
+}
+
+stage_rt() {
+  build_gpu_tests
+  "$W/rt_vecadd" >"$W/rt.n" 2>&1; vg "$W/rt_vecadd" >"$W/rt.v" 2>&1; echo "rc=$?" >>"$W/rt.v"; echo "rc=0" >>"$W/rt.n"
+  compare rt13 "$W/rt.n" "$W/rt.v"; cp "$W/rt.v" "$OUT/rt13-vgpu.txt"
+  "$W/launch_bench" >"$W/lb.n" 2>&1; vg "$W/launch_bench" >"$W/lb.v" 2>&1
+  say "launch native: $(cat "$W/lb.n")"; say "launch vgpu:   $(cat "$W/lb.v" | tail -3)"
+}
+
+stage_cu12() {
+  [ -x "$C/cu12/rt_vecadd12" ] || { say "SKIP cu12 (no binary carried)"; return; }
+  LD_LIBRARY_PATH=$C/cu12 "$C/cu12/rt_vecadd12" >"$W/r12.n" 2>&1; echo "rc=$?" >>"$W/r12.n"
+  vg "$C/cu12/rt_vecadd12" >"$W/r12.v" 2>&1; echo "rc=$?" >>"$W/r12.v"
+  compare rt12 "$W/r12.n" "$W/r12.v"; cp "$W/r12.v" "$OUT/rt12-vgpu.txt"
+}
+
+build_llama() {
+  [ -x "$C/llama/build/bin/llama-completion" ] && return
+  ( time bash "$C/tools/build-llama-gpu.sh" "$C/llama" ) >"$OUT/llama-build.log" 2>&1 || say "llama build FAILED"
+}
+models() {
+  [ -f $W/q8.gguf ] || python3 "$C/tools/gen_gguf.py" $W/q8.gguf --preset 1b --dtype q8_0 >/dev/null
+  [ -f $W/f16.gguf ] || python3 "$C/tools/gen_gguf.py" $W/f16.gguf --preset 1b --dtype f16 >/dev/null
+}
+complete() { # native|vgpu model [VAR=value...]
+  local how=$1 m=$2; shift 2
+  local args=(-m "$m" -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv)
+  if [ "$how" = native ]; then env "$@" LD_LIBRARY_PATH=$B "$B/llama-completion" "${args[@]}" 2>"$W/err" </dev/null
+  else vg env "$@" "$B/llama-completion" "${args[@]}" 2>"$W/err" </dev/null; fi
+}
+stage_llama() {
+  build_llama; models
+  B=$C/llama/build/bin; export EXTRA_LD=$B
+  for m in q8 f16; do
+    for g in off on; do
+      envs=(); [ $g = off ] && envs=(GGML_CUDA_DISABLE_GRAPHS=1)
+      complete native $W/$m.gguf "${envs[@]}" >"$W/c.$m.$g.n"; cp "$W/err" "$OUT/llama-$m-$g-native.err"
+      complete vgpu $W/$m.gguf "${envs[@]}" >"$W/c.$m.$g.v"; cp "$W/err" "$OUT/llama-$m-$g-vgpu.err"
+      say "text $m graphs=$g native: $(head -c 120 "$W/c.$m.$g.n" | tr '\n' ' ')"
+      compare "llama-$m-graphs-$g" "$W/c.$m.$g.n" "$W/c.$m.$g.v"
+    done
+  done
+}
+stage_bench() {
+  build_llama; models
+  B=$C/llama/build/bin; export EXTRA_LD=$B
+  for m in q8 f16; do
+    LD_LIBRARY_PATH=$B $B/llama-bench -m $W/$m.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-$m-native.md" 2>"$W/be"
+    vg $B/llama-bench -m $W/$m.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-$m-unix.md" 2>"$W/be" || tail -5 "$W/be" >>"$SUMMARY"
+    vg_tcp $B/llama-bench -m $W/$m.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-$m-tcp.md" 2>"$W/be" || tail -5 "$W/be" >>"$SUMMARY"
+    for t in native unix tcp; do say "bench $m $t: $(grep -E 'pp512|tg128' "$OUT/bench-$m-$t.md" | awk -F'|' '{print $(NF-2), $(NF-1)}' | tr '\n' ' ')"; done
+  done
+}
+
+stages=("$@"); [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ] && stages=(smi driver rt cu12 llama bench)
+nvidia-smi --query-gpu=name,driver_version,uuid --format=csv,noheader | tee -a "$SUMMARY"
+start_server
+for s in "${stages[@]}"; do
+  t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
+done
+stop_server
+tail -20 "$OUT/server.log" >"$OUT/server-tail.log"

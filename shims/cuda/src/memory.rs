@@ -1,0 +1,597 @@
+//! Memory: allocation, copies (chunked, host-to-device ones asynchronous on the wire),
+//! memsets, host memory, pointer attributes and virtual memory management.
+
+use crate::state::{self, add_range, call, call_io, entry, put, remove_range, MemKind, R};
+use abi::cuda::*;
+use protocol::frame::CHUNK;
+use protocol::{ops, Copy2D};
+use std::ffi::c_void;
+use std::os::raw::{c_uint, c_ushort, c_uchar};
+
+/// Stream id on the wire: NULL is the legacy default stream.
+pub fn sid(s: CUstream) -> u64 {
+    s as u64
+}
+
+/// Host to device, `CHUNK` bytes per frame. With `stream == None` (synchronous form) the
+/// last chunk waits for the server so that its error comes back here; everything else is
+/// one-way, staged by the server and ordered on the stream.
+pub fn htod(dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
+    let n = src.chunks(CHUNK).len();
+    for (i, c) in src.chunks(CHUNK).enumerate() {
+        let at = dst + (i * CHUNK) as u64;
+        match stream {
+            None if i + 1 == n => call_io(&ops::cuMemcpyHtoD_v2 { dst: at }, &[c], None)?,
+            s => call_io(&ops::cuMemcpyHtoDAsync_v2 { dst: at, stream: s.unwrap_or(0) }, &[c], None)?,
+        }
+    }
+    Ok(())
+}
+
+/// Device to host, straight into the caller's buffer, chunk by chunk.
+pub fn dtoh(dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<(), R> {
+    for (i, c) in dst.chunks_mut(CHUNK).enumerate() {
+        let at = src + (i * CHUNK) as u64;
+        let size = c.len() as u64;
+        match stream {
+            None => call_io(&ops::cuMemcpyDtoH_v2 { src: at, size }, &[], Some(c))?,
+            Some(s) => call_io(&ops::cuMemcpyDtoHAsync_v2 { src: at, size, stream: s }, &[], Some(c))?,
+        }
+    }
+    Ok(())
+}
+
+unsafe fn host<'a>(p: *const c_void, n: usize) -> Result<&'a [u8], R> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    Ok(unsafe { std::slice::from_raw_parts(p.cast(), n) })
+}
+
+unsafe fn host_mut<'a>(p: *mut c_void, n: usize) -> Result<&'a mut [u8], R> {
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast(), n) })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> R {
+    entry(|| {
+        let (f, t) = call(&ops::cuMemGetInfo_v2 {})?;
+        unsafe {
+            put(free, f as usize)?;
+            put(total, t as usize)
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) -> R {
+    entry(|| {
+        if dptr.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let p = call(&ops::cuMemAlloc_v2 { bytesize: bytesize as u64 })?;
+        add_range(p, bytesize as u64, MemKind::Device);
+        unsafe { put(dptr, p) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAllocPitch_v2(
+    dptr: *mut CUdeviceptr,
+    pitch: *mut usize,
+    width: usize,
+    height: usize,
+    elem: c_uint,
+) -> R {
+    entry(|| {
+        let (p, pt) = call(&ops::cuMemAllocPitch_v2 { width: width as u64, height: height as u64, elem })?;
+        add_range(p, pt * height as u64, MemKind::Device);
+        unsafe {
+            put(dptr, p)?;
+            put(pitch, pt as usize)
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> R {
+    entry(|| {
+        if dptr == 0 {
+            return Ok(());
+        }
+        call(&ops::cuMemFree_v2 { dptr })?;
+        remove_range(dptr);
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> R {
+    entry(|| {
+        let p = call(&ops::cuMemAllocAsync { bytesize: bytesize as u64, stream: sid(stream) })?;
+        add_range(p, bytesize as u64, MemKind::Device);
+        unsafe { put(dptr, p) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> R {
+    entry(|| {
+        call(&ops::cuMemFreeAsync { dptr, stream: sid(stream) })?;
+        remove_range(dptr);
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------- host memory
+
+/// Page-aligned host memory. Over a network it is ordinary memory that copies stream from;
+/// it is remembered so that pointer queries and unified copies know it is host memory.
+fn host_alloc(pp: *mut *mut c_void, size: usize) -> Result<(), R> {
+    if pp.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    state::session()?;
+    let mut p: *mut c_void = std::ptr::null_mut();
+    if unsafe { libc::posix_memalign(&mut p, 4096, size.max(1)) } != 0 {
+        return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+    }
+    add_range(p as u64, size as u64, MemKind::Host);
+    unsafe { put(pp, p) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAllocHost_v2(pp: *mut *mut c_void, size: usize) -> R {
+    entry(|| host_alloc(pp, size))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, _flags: c_uint) -> R {
+    entry(|| host_alloc(pp, size))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> R {
+    entry(|| match remove_range(p as u64) {
+        Some((_, MemKind::Host, _)) => {
+            unsafe { libc::free(p) };
+            Ok(())
+        }
+        _ => Err(CUresult::CUDA_ERROR_INVALID_VALUE),
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemHostRegister_v2(p: *mut c_void, size: usize, _flags: c_uint) -> R {
+    entry(|| {
+        state::session()?;
+        if p.is_null() || size == 0 {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        if state::find_range(p as u64).is_some() {
+            return Err(CUresult::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED);
+        }
+        add_range(p as u64, size as u64, MemKind::Host);
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemHostUnregister(p: *mut c_void) -> R {
+    entry(|| match remove_range(p as u64) {
+        Some((_, MemKind::Host, _)) => Ok(()),
+        _ => Err(CUresult::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED),
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemHostGetFlags(flags: *mut c_uint, p: *mut c_void) -> R {
+    entry(|| match state::find_range(p as u64) {
+        Some((_, _, MemKind::Host, _)) => unsafe { put(flags, 0) },
+        _ => Err(CUresult::CUDA_ERROR_INVALID_VALUE),
+    })
+}
+
+// ---------------------------------------------------------------- copies
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, n: usize) -> R {
+    entry(|| htod(dst, unsafe { host(src, n)? }, None))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, n: usize, s: CUstream) -> R {
+    entry(|| htod(dst, unsafe { host(src, n)? }, Some(sid(s))))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, n: usize) -> R {
+    entry(|| dtoh(unsafe { host_mut(dst, n)? }, src, None))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, n: usize, s: CUstream) -> R {
+    entry(|| dtoh(unsafe { host_mut(dst, n)? }, src, Some(sid(s))))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> R {
+    entry(|| call(&ops::cuMemcpyDtoD_v2 { dst, src, size: n as u64 }))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize, s: CUstream) -> R {
+    entry(|| call(&ops::cuMemcpyDtoDAsync_v2 { dst, src, size: n as u64, stream: sid(s) }))
+}
+
+/// Unified-addressing copy: each side is device memory if this process allocated or
+/// mapped it, host memory otherwise.
+fn copy_any(dst: u64, src: u64, n: usize, stream: Option<u64>) -> Result<(), R> {
+    match (state::is_device(dst), state::is_device(src)) {
+        (true, true) => match stream {
+            None => call(&ops::cuMemcpyDtoD_v2 { dst, src, size: n as u64 }),
+            Some(s) => call(&ops::cuMemcpyDtoDAsync_v2 { dst, src, size: n as u64, stream: s }),
+        },
+        (true, false) => htod(dst, unsafe { host(src as *const c_void, n)? }, stream),
+        (false, true) => dtoh(unsafe { host_mut(dst as *mut c_void, n)? }, src, stream),
+        (false, false) => {
+            if n > 0 {
+                unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, n) };
+            }
+            Ok(())
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> R {
+    entry(|| copy_any(dst, src, n, None))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, n: usize, s: CUstream) -> R {
+    entry(|| copy_any(dst, src, n, Some(sid(s))))
+}
+
+fn peer(dst: u64, dst_ctx: CUcontext, src: u64, src_ctx: CUcontext, n: usize, s: u64) -> Result<(), R> {
+    let (a, b) = (state::ctx_info(dst_ctx as u64), state::ctx_info(src_ctx as u64));
+    match (a, b) {
+        (Some(a), Some(b)) if a.server == b.server => call(&ops::cuMemcpyPeerAsync {
+            dst,
+            dst_ctx: dst_ctx as u64,
+            src,
+            src_ctx: src_ctx as u64,
+            size: n as u64,
+            stream: s,
+        }),
+        (Some(_), Some(_)) => {
+            // Different servers: stage through this process.
+            let mut buf = vec![0u8; n];
+            let prev = state::current();
+            state::set_current(src_ctx as u64);
+            let r = dtoh(&mut buf, src, None);
+            state::set_current(dst_ctx as u64);
+            let r = r.and_then(|_| htod(dst, &buf, None));
+            state::set_current(prev);
+            r
+        }
+        _ => Err(CUresult::CUDA_ERROR_INVALID_CONTEXT),
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyPeerAsync(
+    dst: CUdeviceptr,
+    dst_ctx: CUcontext,
+    src: CUdeviceptr,
+    src_ctx: CUcontext,
+    n: usize,
+    s: CUstream,
+) -> R {
+    entry(|| peer(dst, dst_ctx, src, src_ctx, n, sid(s)))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemcpyPeer(dst: CUdeviceptr, dst_ctx: CUcontext, src: CUdeviceptr, src_ctx: CUcontext, n: usize) -> R {
+    entry(|| {
+        peer(dst, dst_ctx, src, src_ctx, n, 0)?;
+        call(&ops::cuCtxSynchronize {})
+    })
+}
+
+/// Which side of a 2D copy is device memory, and where.
+fn side(kind: CUmemorytype, host: *const c_void, dev: CUdeviceptr) -> Result<Option<u64>, R> {
+    match kind {
+        CUmemorytype::CU_MEMORYTYPE_DEVICE => Ok(Some(dev)),
+        CUmemorytype::CU_MEMORYTYPE_HOST => Ok(None),
+        CUmemorytype::CU_MEMORYTYPE_UNIFIED => Ok(state::is_device(dev).then_some(dev)),
+        _ => {
+            let _ = host;
+            shim_support::unsupported("cuMemcpy2D with CUDA arrays");
+            Err(CUresult::CUDA_ERROR_NOT_SUPPORTED)
+        }
+    }
+}
+
+/// Every 2D copy form. Host sides travel packed, one row of `WidthInBytes` after another.
+pub fn copy2d(p: &CUDA_MEMCPY2D, stream: Option<u64>) -> Result<(), R> {
+    let src_dev = side(p.srcMemoryType, p.srcHost, p.srcDevice)?;
+    let dst_dev = side(p.dstMemoryType, p.dstHost, p.dstDevice)?;
+    let (w, h) = (p.WidthInBytes, p.Height);
+    if w == 0 || h == 0 {
+        return Ok(());
+    }
+    let host_src = |r: usize| -> *const u8 {
+        let base = if p.srcMemoryType == CUmemorytype::CU_MEMORYTYPE_UNIFIED { p.srcDevice as *const u8 } else { p.srcHost.cast() };
+        unsafe { base.add((p.srcY + r) * p.srcPitch + p.srcXInBytes) }
+    };
+    let host_dst = |r: usize| -> *mut u8 {
+        let base = if p.dstMemoryType == CUmemorytype::CU_MEMORYTYPE_UNIFIED { p.dstDevice as *mut u8 } else { p.dstHost.cast() };
+        unsafe { base.add((p.dstY + r) * p.dstPitch + p.dstXInBytes) }
+    };
+    let c = Copy2D {
+        src_device: src_dev,
+        src_x: p.srcXInBytes as u64,
+        src_y: p.srcY as u64,
+        src_pitch: p.srcPitch as u64,
+        dst_device: dst_dev,
+        dst_x: p.dstXInBytes as u64,
+        dst_y: p.dstY as u64,
+        dst_pitch: p.dstPitch as u64,
+        width: w as u64,
+        height: h as u64,
+    };
+    match (src_dev, dst_dev) {
+        (None, None) => {
+            for r in 0..h {
+                unsafe { std::ptr::copy(host_src(r), host_dst(r), w) };
+            }
+            Ok(())
+        }
+        (None, Some(_)) => {
+            let mut packed = Vec::with_capacity(w * h);
+            for r in 0..h {
+                packed.extend_from_slice(unsafe { std::slice::from_raw_parts(host_src(r), w) });
+            }
+            match stream {
+                None => call_io(&ops::cuMemcpy2D_v2 { copy: c, stream: 0 }, &[&packed], None),
+                Some(s) => call_io(&ops::cuMemcpy2DAsync_v2 { copy: c, stream: s }, &[&packed], None),
+            }
+        }
+        (Some(_), None) => {
+            let mut packed = vec![0u8; w * h];
+            call_io(&ops::cuMemcpy2D_v2 { copy: c, stream: stream.unwrap_or(0) }, &[], Some(&mut packed))?;
+            for r in 0..h {
+                unsafe { std::ptr::copy_nonoverlapping(packed[r * w..].as_ptr(), host_dst(r), w) };
+            }
+            Ok(())
+        }
+        (Some(_), Some(_)) => match stream {
+            None => call(&ops::cuMemcpy2D_v2 { copy: c, stream: 0 }),
+            Some(s) => call(&ops::cuMemcpy2DAsync_v2 { copy: c, stream: s }),
+        },
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpy2D_v2(p: *const CUDA_MEMCPY2D) -> R {
+    entry(|| copy2d(unsafe { p.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?, None))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpy2DUnaligned_v2(p: *const CUDA_MEMCPY2D) -> R {
+    unsafe { cuMemcpy2D_v2(p) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemcpy2DAsync_v2(p: *const CUDA_MEMCPY2D, s: CUstream) -> R {
+    entry(|| copy2d(unsafe { p.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?, Some(sid(s))))
+}
+
+// ---------------------------------------------------------------- memsets
+
+fn memset(dst: u64, value: u32, elem: u8, width: usize, height: usize, pitch: usize, s: u64) -> R {
+    entry(|| {
+        if width == 0 || height == 0 {
+            return Ok(());
+        }
+        let pitch = if height == 1 { width * elem as usize } else { pitch };
+        call(&ops::memset { dst, value, elem, width: width as u64, height: height as u64, pitch: pitch as u64, stream: s })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD8_v2(dst: CUdeviceptr, v: c_uchar, n: usize) -> R {
+    memset(dst, v as u32, 1, n, 1, 0, 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD16_v2(dst: CUdeviceptr, v: c_ushort, n: usize) -> R {
+    memset(dst, v as u32, 2, n, 1, 0, 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD32_v2(dst: CUdeviceptr, v: c_uint, n: usize) -> R {
+    memset(dst, v, 4, n, 1, 0, 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD8Async(dst: CUdeviceptr, v: c_uchar, n: usize, s: CUstream) -> R {
+    memset(dst, v as u32, 1, n, 1, 0, sid(s))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD16Async(dst: CUdeviceptr, v: c_ushort, n: usize, s: CUstream) -> R {
+    memset(dst, v as u32, 2, n, 1, 0, sid(s))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD32Async(dst: CUdeviceptr, v: c_uint, n: usize, s: CUstream) -> R {
+    memset(dst, v, 4, n, 1, 0, sid(s))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD2D8_v2(dst: CUdeviceptr, pitch: usize, v: c_uchar, w: usize, h: usize) -> R {
+    memset(dst, v as u32, 1, w, h, pitch, 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD2D16_v2(dst: CUdeviceptr, pitch: usize, v: c_ushort, w: usize, h: usize) -> R {
+    memset(dst, v as u32, 2, w, h, pitch, 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD2D32_v2(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, h: usize) -> R {
+    memset(dst, v, 4, w, h, pitch, 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD2D8Async(dst: CUdeviceptr, pitch: usize, v: c_uchar, w: usize, h: usize, s: CUstream) -> R {
+    memset(dst, v as u32, 1, w, h, pitch, sid(s))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD2D16Async(dst: CUdeviceptr, pitch: usize, v: c_ushort, w: usize, h: usize, s: CUstream) -> R {
+    memset(dst, v as u32, 2, w, h, pitch, sid(s))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemsetD2D32Async(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, h: usize, s: CUstream) -> R {
+    memset(dst, v, 4, w, h, pitch, sid(s))
+}
+
+// ---------------------------------------------------------------- pointer attributes
+
+fn pointer_attribute(data: *mut c_void, attr: CUpointer_attribute, p: u64) -> Result<(), R> {
+    state::session()?;
+    let (start, len, kind, ctx) = state::find_range(p).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    let device = state::ctx_info(ctx).map_or(0, |i| i.device);
+    unsafe {
+        match attr {
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_CONTEXT => put(data.cast::<CUcontext>(), state::ctx_ptr(ctx)),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => put(
+                data.cast::<c_uint>(),
+                match kind {
+                    MemKind::Device => CUmemorytype::CU_MEMORYTYPE_DEVICE.0,
+                    MemKind::Host => CUmemorytype::CU_MEMORYTYPE_HOST.0,
+                },
+            ),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_POINTER if kind == MemKind::Device => {
+                put(data.cast::<CUdeviceptr>(), p)
+            }
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_HOST_POINTER if kind == MemKind::Host => {
+                put(data.cast::<*mut c_void>(), p as *mut c_void)
+            }
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_IS_MANAGED => put(data.cast::<c_uint>(), 0),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_MAPPED => put(data.cast::<c_uint>(), 1),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => put(data.cast::<i32>(), device),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => put(data.cast::<CUdeviceptr>(), start),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_SIZE => put(data.cast::<usize>(), len as usize),
+            _ => Err(CUresult::CUDA_ERROR_INVALID_VALUE),
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuPointerGetAttribute(data: *mut c_void, attr: CUpointer_attribute, p: CUdeviceptr) -> R {
+    entry(|| pointer_attribute(data, attr, p))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuPointerGetAttributes(
+    n: c_uint,
+    attrs: *mut CUpointer_attribute,
+    data: *mut *mut c_void,
+    p: CUdeviceptr,
+) -> R {
+    entry(|| {
+        if attrs.is_null() || data.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        for i in 0..n as usize {
+            // Unlike the single form, unknown memory is not an error here: values stay zero.
+            let (a, d) = unsafe { (*attrs.add(i), *data.add(i)) };
+            if let Err(e) = pointer_attribute(d, a, p) {
+                if e != CUresult::CUDA_ERROR_INVALID_VALUE {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------- virtual memory
+
+fn bytes_of<T>(p: *const T, count: usize) -> Result<Vec<u8>, R> {
+    if p.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), size_of::<T>() * count) }.to_vec())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAddressReserve(ptr: *mut CUdeviceptr, size: usize, align: usize, addr: CUdeviceptr, flags: u64) -> R {
+    entry(|| {
+        let p = call(&ops::cuMemAddressReserve { size: size as u64, align: align as u64, addr, flags })?;
+        unsafe { put(ptr, p) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemAddressFree(ptr: CUdeviceptr, size: usize) -> R {
+    entry(|| call(&ops::cuMemAddressFree { ptr, size: size as u64 }))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemCreate(
+    handle: *mut CUmemGenericAllocationHandle,
+    size: usize,
+    prop: *const CUmemAllocationProp,
+    flags: u64,
+) -> R {
+    entry(|| {
+        let h = call(&ops::cuMemCreate { size: size as u64, prop: bytes_of(prop, 1)?, flags })?;
+        unsafe { put(handle, h) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemRelease(handle: CUmemGenericAllocationHandle) -> R {
+    entry(|| call(&ops::cuMemRelease { handle }))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemMap(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle, flags: u64) -> R {
+    entry(|| {
+        call(&ops::cuMemMap { ptr, size: size as u64, offset: offset as u64, handle, flags })?;
+        add_range(ptr, size as u64, MemKind::Device);
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemUnmap(ptr: CUdeviceptr, size: usize) -> R {
+    entry(|| {
+        call(&ops::cuMemUnmap { ptr, size: size as u64 })?;
+        remove_range(ptr);
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemSetAccess(ptr: CUdeviceptr, size: usize, desc: *const CUmemAccessDesc, count: usize) -> R {
+    entry(|| {
+        call(&ops::cuMemSetAccess { ptr, size: size as u64, desc: bytes_of(desc, count)?, count: count as u64 })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemGetAllocationGranularity(
+    gran: *mut usize,
+    prop: *const CUmemAllocationProp,
+    option: CUmemAllocationGranularity_flags,
+) -> R {
+    entry(|| {
+        let g = call(&ops::cuMemGetAllocationGranularity { prop: bytes_of(prop, 1)?, option: option.0 })?;
+        unsafe { put(gran, g as usize) }
+    })
+}

@@ -1,0 +1,346 @@
+//! Modules, libraries, functions. Images travel to the server on first use, offered by
+//! content hash first so that a server that has seen them (from any client) loads them
+//! without the upload.
+
+use crate::state::{self, call, call_io, entry, put, R};
+use abi::cuda::*;
+use parking_lot::Mutex;
+use protocol::{ops, FuncInfo};
+use std::collections::HashSet;
+use std::ffi::{c_void, CStr};
+use std::os::raw::{c_char, c_int, c_uint};
+use std::sync::Arc;
+
+const FATBIN_MAGIC: u32 = 0xBA55_ED50;
+const FATBIN_WRAPPER_MAGIC: u32 = 0x4662_43B1;
+
+unsafe fn u16_at(p: *const u8, off: usize) -> u16 {
+    unsafe { std::ptr::read_unaligned(p.add(off).cast::<u16>()) }
+}
+unsafe fn u32_at(p: *const u8, off: usize) -> u32 {
+    unsafe { std::ptr::read_unaligned(p.add(off).cast::<u32>()) }
+}
+unsafe fn u64_at(p: *const u8, off: usize) -> u64 {
+    unsafe { std::ptr::read_unaligned(p.add(off).cast::<u64>()) }
+}
+
+/// The bytes of a module image given only its address, as the driver API does: a fatbin
+/// (length from its header), a fatbin wrapper, a 64-bit ELF cubin (length from its
+/// section and program headers), or NUL-terminated PTX text (the NUL included).
+pub unsafe fn image<'a>(p: *const c_void) -> Result<&'a [u8], R> {
+    if p.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    let b = p.cast::<u8>();
+    let magic = unsafe { u32_at(b, 0) };
+    let len = unsafe {
+        if magic == FATBIN_WRAPPER_MAGIC {
+            let inner = u64_at(b, 8) as *const c_void;
+            return image(inner);
+        } else if magic == FATBIN_MAGIC {
+            u16_at(b, 6) as usize + u64_at(b, 8) as usize
+        } else if magic == u32::from_le_bytes(*b"\x7fELF") {
+            elf_len(b)?
+        } else {
+            CStr::from_ptr(b.cast::<c_char>()).to_bytes_with_nul().len()
+        }
+    };
+    Ok(unsafe { std::slice::from_raw_parts(b, len) })
+}
+
+unsafe fn elf_len(b: *const u8) -> Result<usize, R> {
+    if unsafe { *b.add(4) } != 2 {
+        return Err(CUresult::CUDA_ERROR_INVALID_IMAGE); // not ELFCLASS64
+    }
+    unsafe {
+        let (phoff, shoff) = (u64_at(b, 0x20) as usize, u64_at(b, 0x28) as usize);
+        let (phentsize, phnum) = (u16_at(b, 0x36) as usize, u16_at(b, 0x38) as usize);
+        let (shentsize, shnum) = (u16_at(b, 0x3A) as usize, u16_at(b, 0x3C) as usize);
+        let mut end = (phoff + phentsize * phnum).max(shoff + shentsize * shnum).max(64);
+        for i in 0..shnum {
+            let sh = b.add(shoff + i * shentsize);
+            const SHT_NOBITS: u32 = 8;
+            if u32_at(sh, 4) != SHT_NOBITS {
+                end = end.max(u64_at(sh, 0x18) as usize + u64_at(sh, 0x20) as usize);
+            }
+        }
+        for i in 0..phnum {
+            let ph = b.add(phoff + i * phentsize);
+            end = end.max(u64_at(ph, 8) as usize + u64_at(ph, 0x20) as usize);
+        }
+        Ok(end)
+    }
+}
+
+/// Hashes this process has uploaded: those are offered without their bytes.
+fn sent() -> &'static Mutex<HashSet<[u8; 32]>> {
+    static S: std::sync::OnceLock<Mutex<HashSet<[u8; 32]>>> = std::sync::OnceLock::new();
+    S.get_or_init(Default::default)
+}
+
+/// Load an image on the server: kind 0 module data, 1 fatbin, 2 library.
+pub fn load(img: &[u8], kind: u8) -> Result<u64, R> {
+    let hash = *blake3::hash(img).as_bytes();
+    let op = ops::module_load { hash, kind };
+    match call(&op) {
+        Ok(h) => return Ok(h),
+        Err(CUresult::CUDA_ERROR_FILE_NOT_FOUND) => {}
+        Err(e) => return Err(e),
+    }
+    let h = call_io(&op, &[img], None)?;
+    sent().lock().insert(hash);
+    Ok(h)
+}
+
+fn remember(f: &FuncInfo) {
+    state::tables().functions.write().insert(f.handle, Arc::new(f.params.clone()));
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleLoadData(m: *mut CUmodule, img: *const c_void) -> R {
+    entry(|| {
+        let h = load(unsafe { image(img)? }, 0)?;
+        unsafe { put(m, h as usize as CUmodule) }
+    })
+}
+
+/// JIT options only tune compilation on the server; they are not forwarded.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleLoadDataEx(
+    m: *mut CUmodule,
+    img: *const c_void,
+    _n: c_uint,
+    _opts: *mut CUjit_option,
+    _vals: *mut *mut c_void,
+) -> R {
+    unsafe { cuModuleLoadData(m, img) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleLoadFatBinary(m: *mut CUmodule, fat: *const c_void) -> R {
+    entry(|| {
+        let h = load(unsafe { image(fat)? }, 1)?;
+        unsafe { put(m, h as usize as CUmodule) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleLoad(m: *mut CUmodule, fname: *const c_char) -> R {
+    entry(|| {
+        if fname.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let path = unsafe { CStr::from_ptr(fname) }.to_string_lossy().into_owned();
+        let mut bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
+        if !bytes.starts_with(b"\x7fELF") && u32::from_le_bytes(bytes.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])) != FATBIN_MAGIC {
+            bytes.push(0); // PTX text: the driver wants it NUL-terminated
+        }
+        let h = load(&bytes, 0)?;
+        unsafe { put(m, h as usize as CUmodule) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuModuleUnload(m: CUmodule) -> R {
+    entry(|| call(&ops::cuModuleUnload { module: m as u64 }))
+}
+
+fn name_of(name: *const c_char) -> Result<String, R> {
+    if name.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    Ok(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleGetFunction(f: *mut CUfunction, m: CUmodule, name: *const c_char) -> R {
+    entry(|| {
+        let info = call(&ops::cuModuleGetFunction { module: m as u64, name: name_of(name)? })?;
+        remember(&info);
+        unsafe { put(f, info.handle as usize as CUfunction) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleGetGlobal_v2(
+    dptr: *mut CUdeviceptr,
+    bytes: *mut usize,
+    m: CUmodule,
+    name: *const c_char,
+) -> R {
+    entry(|| {
+        let (p, n) = call(&ops::cuModuleGetGlobal_v2 { module: m as u64, name: name_of(name)? })?;
+        state::add_range(p, n, state::MemKind::Device);
+        if !dptr.is_null() {
+            unsafe { *dptr = p };
+        }
+        if !bytes.is_null() {
+            unsafe { *bytes = n as usize };
+        }
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLibraryLoadData(
+    lib: *mut CUlibrary,
+    code: *const c_void,
+    _jit_opts: *mut CUjit_option,
+    _jit_vals: *mut *mut c_void,
+    _n_jit: c_uint,
+    _lib_opts: *mut CUlibraryOption,
+    _lib_vals: *mut *mut c_void,
+    _n_lib: c_uint,
+) -> R {
+    entry(|| {
+        let h = load(unsafe { image(code)? }, 2)?;
+        unsafe { put(lib, h as usize as CUlibrary) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuLibraryUnload(lib: CUlibrary) -> R {
+    entry(|| call(&ops::cuLibraryUnload { library: lib as u64 }))
+}
+
+/// A kernel is represented by the function it resolves to in the current context.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLibraryGetKernel(k: *mut CUkernel, lib: CUlibrary, name: *const c_char) -> R {
+    entry(|| {
+        let info = call(&ops::cuLibraryGetKernel { library: lib as u64, name: name_of(name)? })?;
+        remember(&info);
+        unsafe { put(k, info.handle as usize as CUkernel) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuKernelGetFunction(f: *mut CUfunction, k: CUkernel) -> R {
+    entry(|| unsafe { put(f, k as usize as CUfunction) })
+}
+
+/// Parameter layout from the server's driver, cached at lookup.
+pub fn params(f: u64) -> Result<Arc<Vec<(u32, u32)>>, R> {
+    state::tables().functions.read().get(&f).cloned().ok_or(CUresult::CUDA_ERROR_INVALID_HANDLE)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuFuncGetParamInfo(f: CUfunction, index: usize, off: *mut usize, size: *mut usize) -> R {
+    entry(|| {
+        let p = params(f as u64)?;
+        let &(o, s) = p.get(index).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        unsafe { put(off, o as usize)? };
+        if !size.is_null() {
+            unsafe { *size = s as usize };
+        }
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuKernelGetParamInfo(k: CUkernel, index: usize, off: *mut usize, size: *mut usize) -> R {
+    unsafe { cuFuncGetParamInfo(k as usize as CUfunction, index, off, size) }
+}
+
+/// All attributes of a function, fetched in one round trip and cached.
+pub fn attributes(f: u64) -> Result<Arc<Vec<i32>>, R> {
+    if let Some(a) = state::tables().func_attrs.read().get(&f) {
+        return Ok(a.clone());
+    }
+    let a = Arc::new(call(&ops::func_attributes { func: f })?);
+    state::tables().func_attrs.write().insert(f, a.clone());
+    Ok(a)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, f: CUfunction) -> R {
+    entry(|| {
+        let a = attributes(f as u64)?;
+        let v = *a.get(attrib.0 as usize).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        unsafe { put(pi, v) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuKernelGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, k: CUkernel, _dev: CUdevice) -> R {
+    unsafe { cuFuncGetAttribute(pi, attrib, k as usize as CUfunction) }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuFuncSetAttribute(f: CUfunction, attrib: CUfunction_attribute, value: c_int) -> R {
+    entry(|| {
+        call(&ops::cuFuncSetAttribute { func: f as u64, attrib: attrib.0 as i32, value })?;
+        state::tables().func_attrs.write().remove(&(f as u64));
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuKernelSetAttribute(attrib: CUfunction_attribute, value: c_int, k: CUkernel, _dev: CUdevice) -> R {
+    cuFuncSetAttribute(k as usize as CUfunction, attrib, value)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuFuncSetCacheConfig(f: CUfunction, config: CUfunc_cache) -> R {
+    entry(|| call(&ops::cuFuncSetCacheConfig { func: f as u64, config: config.0 }))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+    n: *mut c_int,
+    f: CUfunction,
+    block: c_int,
+    smem: usize,
+    flags: c_uint,
+) -> R {
+    entry(|| {
+        let v = call(&ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
+            func: f as u64,
+            block,
+            smem: smem as u64,
+            flags,
+        })?;
+        unsafe { put(n, v) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessor(n: *mut c_int, f: CUfunction, block: c_int, smem: usize) -> R {
+    unsafe { cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n, f, block, smem, 0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_lengths() {
+        let ptx = b".version 8.0\n.target sm_90\n\0garbage";
+        assert_eq!(unsafe { image(ptx.as_ptr().cast()) }.unwrap().len(), 28);
+        let mut fat = vec![0u8; 64];
+        fat[..4].copy_from_slice(&FATBIN_MAGIC.to_le_bytes());
+        fat[6..8].copy_from_slice(&16u16.to_le_bytes());
+        fat[8..16].copy_from_slice(&40u64.to_le_bytes());
+        assert_eq!(unsafe { image(fat.as_ptr().cast()) }.unwrap().len(), 56);
+        let mut wrapper = vec![0u8; 24];
+        wrapper[..4].copy_from_slice(&FATBIN_WRAPPER_MAGIC.to_le_bytes());
+        wrapper[8..16].copy_from_slice(&(fat.as_ptr() as u64).to_le_bytes());
+        assert_eq!(unsafe { image(wrapper.as_ptr().cast()) }.unwrap().len(), 56);
+        assert!(unsafe { image(std::ptr::null()) }.is_err());
+    }
+
+    #[test]
+    fn elf_length_covers_headers_and_sections() {
+        let mut elf = vec![0u8; 512];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[0x28..0x30].copy_from_slice(&256u64.to_le_bytes()); // shoff
+        elf[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes()); // shentsize
+        elf[0x3C..0x3E].copy_from_slice(&2u16.to_le_bytes()); // shnum
+        // section 1 at offset 100, 50 bytes
+        let sh = 256 + 64;
+        elf[sh + 4..sh + 8].copy_from_slice(&1u32.to_le_bytes());
+        elf[sh + 0x18..sh + 0x20].copy_from_slice(&100u64.to_le_bytes());
+        elf[sh + 0x20..sh + 0x28].copy_from_slice(&50u64.to_le_bytes());
+        assert_eq!(unsafe { image(elf.as_ptr().cast()) }.unwrap().len(), 384);
+    }
+}

@@ -1,0 +1,143 @@
+/* The driver API through vgpu against the sim backend: device queries, contexts, a random
+ * 64 MiB round trip (byte-exact), memsets, async copies on a stream, events. Declares only
+ * what it calls, with plain C types (no NVIDIA headers). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int CUdevice;
+typedef void *CUcontext, *CUstream, *CUevent;
+typedef unsigned long long CUdeviceptr;
+int cuInit(unsigned);
+int cuDriverGetVersion(int *);
+int cuDeviceGetCount(int *);
+int cuDeviceGet(CUdevice *, int);
+int cuDeviceGetName(char *, int, CUdevice);
+int cuDeviceGetAttribute(int *, int, CUdevice);
+int cuDeviceTotalMem_v2(size_t *, CUdevice);
+int cuDeviceGetPCIBusId(char *, int, CUdevice);
+int cuDeviceGetUuid_v2(unsigned char *, CUdevice);
+int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
+int cuCtxSetCurrent(CUcontext);
+int cuCtxGetCurrent(CUcontext *);
+int cuCtxGetDevice(CUdevice *);
+int cuCtxSynchronize(void);
+int cuMemAlloc_v2(CUdeviceptr *, size_t);
+int cuMemFree_v2(CUdeviceptr);
+int cuMemGetInfo_v2(size_t *, size_t *);
+int cuMemcpyHtoD_v2(CUdeviceptr, const void *, size_t);
+int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
+int cuMemcpyDtoD_v2(CUdeviceptr, CUdeviceptr, size_t);
+int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
+int cuMemcpyDtoHAsync_v2(void *, CUdeviceptr, size_t, CUstream);
+int cuMemsetD32_v2(CUdeviceptr, unsigned, size_t);
+int cuMemsetD8Async(CUdeviceptr, unsigned char, size_t, CUstream);
+int cuMemAllocHost_v2(void **, size_t);
+int cuMemFreeHost(void *);
+int cuPointerGetAttribute(void *, int, CUdeviceptr);
+int cuStreamCreate(CUstream *, unsigned);
+int cuStreamSynchronize(CUstream);
+int cuStreamDestroy_v2(CUstream);
+int cuEventCreate(CUevent *, unsigned);
+int cuEventRecord(CUevent, CUstream);
+int cuEventSynchronize(CUevent);
+int cuEventElapsedTime(float *, CUevent, CUevent);
+int cuEventDestroy_v2(CUevent);
+int cuGetErrorName(int, const char **);
+
+#define CHECK(x) do { int r_ = (x); if (r_) { const char *n_ = "?"; cuGetErrorName(r_, &n_); \
+    printf("FAIL %s -> %d %s (line %d)\n", #x, r_, n_, __LINE__); return 1; } } while (0)
+
+int main(void) {
+    int n, ver, v;
+    CUdevice dev;
+    char name[256], bus[32];
+    unsigned char uuid[16];
+    size_t total, free_b, total_b;
+    CHECK(cuInit(0));
+    CHECK(cuDriverGetVersion(&ver));
+    CHECK(cuDeviceGetCount(&n));
+    CHECK(cuDeviceGet(&dev, 0));
+    CHECK(cuDeviceGetName(name, sizeof name, dev));
+    CHECK(cuDeviceTotalMem_v2(&total, dev));
+    CHECK(cuDeviceGetPCIBusId(bus, sizeof bus, dev));
+    CHECK(cuDeviceGetUuid_v2(uuid, dev));
+    int major, minor, sms;
+    CHECK(cuDeviceGetAttribute(&major, 75, dev));
+    CHECK(cuDeviceGetAttribute(&minor, 76, dev));
+    CHECK(cuDeviceGetAttribute(&sms, 16, dev));
+    printf("driver %d devices %d name=%s total=%zu bus=%s cc=%d.%d sms=%d uuid0=%02x\n", ver, n, name, total, bus,
+           major, minor, sms, uuid[0]);
+    if (cuDeviceGetAttribute(&v, 100000, dev) == 0) { printf("FAIL bad attribute accepted\n"); return 1; }
+    if (cuDeviceGet(&dev, n) == 0) { printf("FAIL bad ordinal accepted\n"); return 1; }
+    CHECK(cuDeviceGet(&dev, 0));
+
+    CUcontext ctx, cur;
+    CHECK(cuDevicePrimaryCtxRetain(&ctx, dev));
+    CHECK(cuCtxSetCurrent(ctx));
+    CHECK(cuCtxGetCurrent(&cur));
+    if (cur != ctx) { printf("FAIL current context\n"); return 1; }
+    CUdevice cd;
+    CHECK(cuCtxGetDevice(&cd));
+
+    const size_t N = 64u << 20;
+    unsigned char *a = malloc(N), *b = malloc(N);
+    srand(1234);
+    for (size_t i = 0; i < N; i++) a[i] = (unsigned char)rand();
+    CUdeviceptr d1, d2;
+    CHECK(cuMemAlloc_v2(&d1, N));
+    CHECK(cuMemAlloc_v2(&d2, N));
+    CHECK(cuMemGetInfo_v2(&free_b, &total_b));
+    if (total_b - free_b < 2 * N) { printf("FAIL mem info does not count allocations\n"); return 1; }
+    CHECK(cuMemcpyHtoD_v2(d1, a, N));
+    CHECK(cuMemcpyDtoD_v2(d2, d1, N));
+    CHECK(cuMemcpyDtoH_v2(b, d2, N));
+    if (memcmp(a, b, N)) { printf("FAIL 64 MiB round trip differs\n"); return 1; }
+    printf("roundtrip 64MiB ok\n");
+
+    unsigned *w = malloc(4096);
+    CHECK(cuMemsetD32_v2(d1, 0xdeadbeef, 1024));
+    CHECK(cuMemcpyDtoH_v2(w, d1, 4096));
+    for (int i = 0; i < 1024; i++) if (w[i] != 0xdeadbeef) { printf("FAIL memset32 at %d\n", i); return 1; }
+
+    CUstream s;
+    CUevent e0, e1;
+    void *pinned;
+    CHECK(cuStreamCreate(&s, 1));
+    CHECK(cuEventCreate(&e0, 0));
+    CHECK(cuEventCreate(&e1, 0));
+    CHECK(cuMemAllocHost_v2(&pinned, 1 << 20));
+    if (((size_t)pinned) % 256) { printf("FAIL pinned alignment\n"); return 1; }
+    int mt = 0;
+    CHECK(cuPointerGetAttribute(&mt, 2, (CUdeviceptr)pinned));
+    int mtd = 0;
+    CHECK(cuPointerGetAttribute(&mtd, 2, d1 + 10));
+    if (mt != 1 || mtd != 2) { printf("FAIL pointer memory types %d %d\n", mt, mtd); return 1; }
+    memset(pinned, 0x5a, 1 << 20);
+    CHECK(cuEventRecord(e0, s));
+    CHECK(cuMemcpyHtoDAsync_v2(d2, pinned, 1 << 20, s));
+    CHECK(cuMemsetD8Async(d2 + 100, 0x11, 10, s));
+    CHECK(cuEventRecord(e1, s));
+    memset(pinned, 0, 1 << 20);
+    CHECK(cuMemcpyDtoHAsync_v2(pinned, d2, 1 << 20, s));
+    CHECK(cuStreamSynchronize(s));
+    CHECK(cuEventSynchronize(e1));
+    float ms = -1;
+    CHECK(cuEventElapsedTime(&ms, e0, e1));
+    unsigned char *p = pinned;
+    if (p[0] != 0x5a || p[99] != 0x5a || p[100] != 0x11 || p[109] != 0x11 || p[110] != 0x5a) {
+        printf("FAIL async copy/memset order\n");
+        return 1;
+    }
+    printf("streams ok\n");
+    if (cuMemcpyHtoD_v2(d1 + N - 8, a, 64) == 0) { printf("FAIL out-of-range copy accepted\n"); return 1; }
+    CHECK(cuCtxSynchronize());
+    CHECK(cuEventDestroy_v2(e0));
+    CHECK(cuEventDestroy_v2(e1));
+    CHECK(cuStreamDestroy_v2(s));
+    CHECK(cuMemFreeHost(pinned));
+    CHECK(cuMemFree_v2(d1));
+    CHECK(cuMemFree_v2(d2));
+    printf("done\n");
+    return 0;
+}

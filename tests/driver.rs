@@ -1,0 +1,41 @@
+//! The driver API end to end against `vgpu serve --backend sim`.
+
+mod common;
+use common::*;
+
+#[test]
+fn driver_api_round_trip_on_sim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("driver_basic", tmp.path(), &lib, &["libcuda.so.1"]);
+    let server = Server::sim(tmp.path(), &[]);
+    let out = run(&exe, &lib, &server.address, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("roundtrip 64MiB ok"), "{stdout}");
+    assert!(stdout.contains("streams ok"), "{stdout}");
+    assert!(stdout.contains("done"), "{stdout}");
+
+    // One story: the driver API and NVML describe the same device.
+    let nvml = compile_c("nvml_basic", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+    let n = run(&nvml, &lib, &server.address, &[]);
+    let ns = String::from_utf8_lossy(&n.stdout);
+    let field = |s: &str, k: &str| s.split(&format!("{k}=")).nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let drv = stdout.lines().next().unwrap();
+    let dev0 = ns.lines().nth(1).unwrap();
+    assert_eq!(field(drv, "total"), field(dev0, "total"));
+    assert!(drv.contains("name=NVIDIA H100 80GB HBM3"), "{drv}");
+    assert!(dev0.contains("name=NVIDIA H100 80GB HBM3"), "{dev0}");
+    assert_eq!(field(drv, "bus").to_ascii_uppercase(), field(dev0, "bus")[4..].to_string());
+}
+
+#[test]
+fn cuinit_without_server_reports_no_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("driver_basic", tmp.path(), &lib, &["libcuda.so.1"]);
+    let out = run(&exe, &lib, &format!("unix:{}/none.sock", tmp.path().display()), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("cuInit(0) -> 100 CUDA_ERROR_NO_DEVICE"), "{stdout}");
+}

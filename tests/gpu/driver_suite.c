@@ -1,0 +1,176 @@
+/* Driver-API suite, run natively and through vgpu; both runs must print the same lines
+ * (lines starting with "time" are timings and are not compared).
+ *   driver_suite DIR    (DIR holds vecadd.cubin, vecadd.fatbin, vecadd.ptx) */
+#include <cuda.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHECK(x) do { CUresult r_ = (x); if (r_ != CUDA_SUCCESS) { const char *n_ = "?"; \
+    cuGetErrorName(r_, &n_); printf("FAIL %s -> %s (line %d)\n", #x, n_, __LINE__); exit(1); } } while (0)
+
+static unsigned long long fnv(const void *p, size_t n) {
+    const unsigned char *b = p; unsigned long long h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) { h ^= b[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+static void *read_file(const char *path, size_t *len, int nul) {
+    FILE *f = fopen(path, "rb"); if (!f) { printf("FAIL open %s\n", path); exit(1); }
+    fseek(f, 0, SEEK_END); *len = ftell(f); fseek(f, 0, SEEK_SET);
+    char *b = malloc(*len + 1); if (fread(b, 1, *len, f) != *len) exit(1); fclose(f);
+    if (nul) b[(*len)++] = 0;
+    return b;
+}
+
+static void run_vecadd(CUmodule m, const char *label) {
+    CUfunction f; CHECK(cuModuleGetFunction(&f, m, "vecadd"));
+    int n = 1 << 20; size_t bytes = n * sizeof(float);
+    float *a = malloc(bytes), *b = malloc(bytes), *c = malloc(bytes);
+    for (int i = 0; i < n; i++) { a[i] = (float)i * 0.5f; b[i] = (float)(n - i); }
+    CUdeviceptr da, db, dc;
+    CHECK(cuMemAlloc(&da, bytes)); CHECK(cuMemAlloc(&db, bytes)); CHECK(cuMemAlloc(&dc, bytes));
+    CHECK(cuMemcpyHtoD(da, a, bytes)); CHECK(cuMemcpyHtoD(db, b, bytes));
+    void *args[] = {&da, &db, &dc, &n};
+    CHECK(cuLaunchKernel(f, (n + 255) / 256, 1, 1, 256, 1, 1, 0, 0, args, NULL));
+    CHECK(cuMemcpyDtoH(c, dc, bytes));
+    int bad = 0; for (int i = 0; i < n; i++) if (c[i] != a[i] + b[i]) bad++;
+    printf("vecadd %s: %d wrong, hash %016llx\n", label, bad, fnv(c, bytes));
+    /* the same through `extra` */
+    struct { CUdeviceptr a, b, c; int n; } packed = {da, db, dc, n};
+    size_t size = sizeof packed;
+    void *extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &packed, CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
+    CHECK(cuMemsetD32(dc, 0, n));
+    CHECK(cuLaunchKernel(f, (n + 255) / 256, 1, 1, 256, 1, 1, 0, 0, NULL, extra));
+    CHECK(cuMemcpyDtoH(c, dc, bytes));
+    bad = 0; for (int i = 0; i < n; i++) if (c[i] != a[i] + b[i]) bad++;
+    printf("vecadd %s extra: %d wrong\n", label, bad);
+    cuMemFree(da); cuMemFree(db); cuMemFree(dc); free(a); free(b); free(c);
+}
+
+static void copies(void) {
+    size_t sizes[] = {1, 3, 4096, 65537, 1 << 20, (8 << 20) + 5, 64 << 20, 256 << 20, 1u << 30};
+    unsigned char *h = malloc(1u << 30), *back = malloc(1u << 30);
+    for (size_t i = 0; i < (1u << 30); i++) h[i] = (unsigned char)(i * 2654435761u >> 13);
+    for (int k = 0; k < 9; k++) {
+        size_t n = sizes[k]; CUdeviceptr d; CHECK(cuMemAlloc(&d, n));
+        memset(back, 0, n);
+        struct timespec t0, t1; clock_gettime(CLOCK_MONOTONIC, &t0);
+        CHECK(cuMemcpyHtoD(d, h, n)); CHECK(cuMemcpyDtoH(back, d, n));
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        printf("copy %zu bytes: %s hash %016llx\n", n, memcmp(h, back, n) ? "DIFFERENT" : "same", fnv(back, n));
+        printf("time copy %zu: %.3f ms\n", n, (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+        CHECK(cuMemFree(d));
+    }
+    /* pinned + async */
+    void *p; CHECK(cuMemAllocHost(&p, 64 << 20)); CUstream s; CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+    CUdeviceptr d; CHECK(cuMemAlloc(&d, 64 << 20));
+    memcpy(p, h, 64 << 20); CHECK(cuMemcpyHtoDAsync(d, p, 64 << 20, s));
+    memset(p, 0, 64 << 20); CHECK(cuMemcpyDtoHAsync(p, d, 64 << 20, s)); CHECK(cuStreamSynchronize(s));
+    printf("pinned async 64MiB: %s\n", memcmp(p, h, 64 << 20) ? "DIFFERENT" : "same");
+    /* 2D */
+    size_t pitch; CUdeviceptr d2; CHECK(cuMemAllocPitch(&d2, &pitch, 1000, 300, 4));
+    CUDA_MEMCPY2D c = {0};
+    c.srcMemoryType = CU_MEMORYTYPE_HOST; c.srcHost = h; c.srcPitch = 1200;
+    c.dstMemoryType = CU_MEMORYTYPE_DEVICE; c.dstDevice = d2; c.dstPitch = pitch; c.WidthInBytes = 1000; c.Height = 300;
+    CHECK(cuMemcpy2D(&c));
+    memset(back, 0, 1000 * 300);
+    CUDA_MEMCPY2D r = {0};
+    r.srcMemoryType = CU_MEMORYTYPE_DEVICE; r.srcDevice = d2; r.srcPitch = pitch;
+    r.dstMemoryType = CU_MEMORYTYPE_HOST; r.dstHost = back; r.dstPitch = 1000; r.WidthInBytes = 1000; r.Height = 300;
+    CHECK(cuMemcpy2DAsync(&r, s)); CHECK(cuStreamSynchronize(s));
+    int bad = 0; for (int y = 0; y < 300; y++) if (memcmp(back + y * 1000, h + y * 1200, 1000)) bad++;
+    printf("2D copy: %d rows wrong\n", bad);
+    cuMemFree(d2); cuMemFree(d); cuMemFreeHost(p); cuStreamDestroy(s); free(h); free(back);
+}
+
+static void vmm(CUdevice dev) {
+    int supported = 0;
+    CHECK(cuDeviceGetAttribute(&supported, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, dev));
+    CUmemAllocationProp prop = {0};
+    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED; prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE; prop.location.id = dev;
+    size_t gran; CHECK(cuMemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED));
+    CUdeviceptr va; size_t reserve = 32ull << 30;
+    CHECK(cuMemAddressReserve(&va, reserve, 0, 0, 0));
+    size_t sz = 4 * gran; CUmemGenericAllocationHandle hdl;
+    CHECK(cuMemCreate(&hdl, sz, &prop, 0));
+    CHECK(cuMemMap(va, sz, 0, hdl, 0));
+    CUmemAccessDesc acc = {0}; acc.location = prop.location; acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    CHECK(cuMemSetAccess(va, sz, &acc, 1));
+    unsigned *buf = malloc(sz); for (size_t i = 0; i < sz / 4; i++) buf[i] = (unsigned)i * 7u;
+    CHECK(cuMemcpyHtoD(va, buf, sz)); memset(buf, 0, sz); CHECK(cuMemcpyDtoH(buf, va, sz));
+    int bad = 0; for (size_t i = 0; i < sz / 4; i++) if (buf[i] != (unsigned)i * 7u) bad++;
+    printf("vmm supported=%d granularity=%zu mapped %zu bytes: %d wrong\n", supported, gran, sz, bad);
+    CHECK(cuMemUnmap(va, sz)); CHECK(cuMemRelease(hdl)); CHECK(cuMemAddressFree(va, reserve)); free(buf);
+}
+
+static void graphs(CUmodule m) {
+    CUfunction f; CHECK(cuModuleGetFunction(&f, m, "scale"));
+    int n = 4096; CUdeviceptr x; CHECK(cuMemAlloc(&x, n * 4));
+    float *h = malloc(n * 4); for (int i = 0; i < n; i++) h[i] = 1.0f;
+    CHECK(cuMemcpyHtoD(x, h, n * 4));
+    CUstream s; CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+    CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_RELAXED));
+    CUstreamCaptureStatus st; CHECK(cuStreamIsCapturing(s, &st));
+    float two = 2.0f; void *args[] = {&x, &two, &n};
+    for (int k = 0; k < 3; k++) CHECK(cuLaunchKernel(f, n / 256, 1, 1, 256, 1, 1, 0, s, args, NULL));
+    CUgraph g; CHECK(cuStreamEndCapture(s, &g));
+    CUgraphExec e; CHECK(cuGraphInstantiateWithFlags(&e, g, 0));
+    for (int k = 0; k < 4; k++) CHECK(cuGraphLaunch(e, s));
+    CHECK(cuStreamSynchronize(s));
+    CHECK(cuMemcpyDtoH(h, x, n * 4));
+    printf("graph: capturing=%d x[0]=%g x[n-1]=%g\n", (int)st, h[0], h[n - 1]);
+    /* update with an identical topology */
+    CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_RELAXED));
+    for (int k = 0; k < 3; k++) CHECK(cuLaunchKernel(f, n / 256, 1, 1, 256, 1, 1, 0, s, args, NULL));
+    CUgraph g2; CHECK(cuStreamEndCapture(s, &g2));
+    CUgraphExecUpdateResultInfo info; CHECK(cuGraphExecUpdate(e, g2, &info));
+    printf("graph update result %d\n", (int)info.result);
+    CUevent e0, e1; CHECK(cuEventCreate(&e0, 0)); CHECK(cuEventCreate(&e1, 0));
+    CHECK(cuEventRecord(e0, s)); CHECK(cuGraphLaunch(e, s)); CHECK(cuEventRecord(e1, s)); CHECK(cuEventSynchronize(e1));
+    float ms; CHECK(cuEventElapsedTime(&ms, e0, e1));
+    printf("event elapsed positive: %d\n", ms > 0.0f);
+    cuGraphExecDestroy(e); cuGraphDestroy(g); cuGraphDestroy(g2); cuMemFree(x); cuStreamDestroy(s); free(h);
+}
+
+static CUdevice g_dev; static CUmodule g_dummy;
+static void *thread_main(void *arg) {
+    long id = (long)arg; CUcontext c; CHECK(cuCtxCreate(&c, NULL, 0, g_dev));
+    CUdeviceptr d; CHECK(cuMemAlloc(&d, 1 << 20));
+    unsigned v = 0x1000u + (unsigned)id; CHECK(cuMemsetD32(d, v, 1 << 18));
+    unsigned out[4]; CHECK(cuMemcpyDtoH(out, d + 4096, sizeof out));
+    CUcontext cur; CHECK(cuCtxGetCurrent(&cur));
+    int ok = out[0] == v && out[3] == v && cur == c;
+    cuMemFree(d); CHECK(cuCtxDestroy(c));
+    return (void *)(long)ok;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : ".";
+    char path[1024]; size_t len;
+    CHECK(cuInit(0));
+    int ver, n; CHECK(cuDriverGetVersion(&ver)); CHECK(cuDeviceGetCount(&n));
+    CUdevice dev; CHECK(cuDeviceGet(&dev, 0)); g_dev = dev;
+    char name[256]; CHECK(cuDeviceGetName(name, 256, dev));
+    printf("driver %d devices %d %s\n", ver, n, name);
+    CUcontext ctx; CHECK(cuDevicePrimaryCtxRetain(&ctx, dev)); CHECK(cuCtxSetCurrent(ctx));
+    CUmodule mc, mf, mp;
+    snprintf(path, sizeof path, "%s/vecadd.cubin", dir); void *cubin = read_file(path, &len, 0);
+    CHECK(cuModuleLoadData(&mc, cubin)); run_vecadd(mc, "cubin");
+    snprintf(path, sizeof path, "%s/vecadd.fatbin", dir); void *fat = read_file(path, &len, 0);
+    CHECK(cuModuleLoadFatBinary(&mf, fat)); run_vecadd(mf, "fatbin");
+    snprintf(path, sizeof path, "%s/vecadd.ptx", dir); void *ptx = read_file(path, &len, 1);
+    CHECK(cuModuleLoadData(&mp, ptx)); run_vecadd(mp, "ptx");
+    copies();
+    vmm(dev);
+    graphs(mc);
+    pthread_t t[4]; long okc = 0;
+    for (long i = 0; i < 4; i++) pthread_create(&t[i], NULL, thread_main, (void *)i);
+    for (int i = 0; i < 4; i++) { void *r; pthread_join(t[i], &r); okc += (long)r; }
+    printf("threads with own contexts ok: %ld/4\n", okc);
+    (void)g_dummy;
+    printf("suite done\n");
+    return 0;
+}

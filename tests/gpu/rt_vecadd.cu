@@ -1,0 +1,40 @@
+// Runtime-API program (nvcc <<<>>> launches, registration, events, memcpy kinds); built
+// against CUDA 13 and CUDA 12 headers, run natively and through vgpu.
+#include <cstdio>
+#include <cstring>
+__device__ float bias[4] = {1.f, 2.f, 3.f, 4.f};
+__global__ void add(const float *a, const float *b, float *c, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) c[i] = a[i] + b[i] + bias[i % 4];
+}
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("FAIL %s: %s\n", #x, cudaGetErrorString(e_)); return 1; } } while (0)
+int main() {
+    int rt = 0, drv = 0, n = 0;
+    CK(cudaRuntimeGetVersion(&rt)); CK(cudaDriverGetVersion(&drv)); CK(cudaGetDeviceCount(&n));
+    cudaDeviceProp p; CK(cudaGetDeviceProperties(&p, 0));
+    char bus[32]; CK(cudaDeviceGetPCIBusId(bus, 32, 0));
+    printf("runtime %d devices %d name %s cc %d.%d sms %d mem %zu bus %s optin %zu\n", rt, n, p.name, p.major, p.minor,
+           p.multiProcessorCount, p.totalGlobalMem, bus, p.sharedMemPerBlockOptin);
+    const int N = 1 << 20; size_t bytes = N * sizeof(float);
+    float *a, *b, *c, *ha = (float *)malloc(bytes), *hc;
+    CK(cudaMallocHost(&hc, bytes));
+    for (int i = 0; i < N; i++) ha[i] = (float)i;
+    CK(cudaMalloc(&a, bytes)); CK(cudaMalloc(&b, bytes)); CK(cudaMalloc(&c, bytes));
+    CK(cudaMemcpy(a, ha, bytes, cudaMemcpyHostToDevice)); CK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
+    cudaStream_t s; CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+    CK(cudaEventRecord(e0, s));
+    add<<<(N + 255) / 256, 256, 0, s>>>(a, b, c, N);
+    CK(cudaGetLastError());
+    CK(cudaEventRecord(e1, s));
+    CK(cudaMemcpyAsync(hc, c, bytes, cudaMemcpyDeviceToHost, s));
+    CK(cudaStreamSynchronize(s));
+    int bad = 0; for (int i = 0; i < N; i++) if (hc[i] != 2.f * i + (float)(i % 4 + 1)) bad++;
+    float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
+    cudaFuncAttributes fa; CK(cudaFuncGetAttributes(&fa, add));
+    printf("add: %d wrong, ptxVersion %d binaryVersion %d\n", bad, fa.ptxVersion, fa.binaryVersion);
+    add<<<1, 1>>>(nullptr, nullptr, nullptr, 0);
+    CK(cudaDeviceSynchronize());
+    printf("rt done\n");
+    return 0;
+}

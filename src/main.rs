@@ -33,6 +33,9 @@ enum Cmd {
         /// Distinguishes the devices of several sim servers (UUIDs, bus ids).
         #[arg(long, default_value_t = 0)]
         sim_id: u8,
+        /// NVML driver version the sim backend reports (tests of `vgpu doctor`).
+        #[arg(long, hide = true)]
+        sim_driver_version: Option<String>,
     },
     /// Internal: serve one session on fd 3 (started by `vgpu serve`).
     #[command(hide = true)]
@@ -46,6 +49,10 @@ enum Cmd {
     },
     /// List the devices the configured server(s) offer.
     Devices,
+    /// Measure native and vgpu on this GPU host in one run; print and save a table of ratios.
+    Bench(bench::Args),
+    #[command(flatten)]
+    Deploy(deploy::cli::Command),
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -73,7 +80,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let r = match cli.cmd {
-        Cmd::Serve { listen, backend, token_file, memory_limit, devices, sim_id } => (|| {
+        Cmd::Serve { listen, backend, token_file, memory_limit, devices, sim_id, sim_driver_version } => (|| {
             let listen = listen.iter().map(|a| a.parse()).collect::<Result<Vec<_>, _>>()?;
             let token = match (token_file, std::env::var("VGPU_TOKEN").ok()) {
                 (Some(p), _) => Some(read_token_file(&p)?),
@@ -86,6 +93,7 @@ fn main() -> ExitCode {
                 memory_limit: memory_limit.as_deref().map(parse_size).transpose()?,
                 sim_devices: devices,
                 sim_seed: sim_id,
+                sim_driver_version,
                 worker_exe: std::env::current_exe().map_err(|e| e.to_string())?,
             };
             server::serve(opts)
@@ -121,6 +129,8 @@ fn main() -> ExitCode {
             }
             Ok(())
         })(),
+        Cmd::Bench(args) => bench::main(args),
+        Cmd::Deploy(c) => return deploy::cli::run(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

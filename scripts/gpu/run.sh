@@ -79,10 +79,20 @@ stage_rt() {
 }
 
 stage_cu12() {
-  [ -x "$C/cu12/rt_vecadd12" ] || { say "SKIP cu12 (no binary carried)"; return; }
-  LD_LIBRARY_PATH=$C/cu12 "$C/cu12/rt_vecadd12" >"$W/r12.n" 2>&1; echo "rc=$?" >>"$W/r12.n"
-  vg "$C/cu12/rt_vecadd12" >"$W/r12.v" 2>&1; echo "rc=$?" >>"$W/r12.v"
-  compare rt12 "$W/r12.n" "$W/r12.v"; cp "$W/r12.v" "$OUT/rt12-vgpu.txt"
+  # A CUDA 12 runtime program: gcc against the CUDA 12.9 headers, libcudart.so.12, a fatbin.
+  nvcc -arch=sm_90 -fatbin -o "$W/k12.fatbin" "$ROOT/tests/gpu/k12.cu"
+  python3 -c "import sys; d=open(sys.argv[1],'rb').read(); print('__attribute__((aligned(8))) unsigned char k12_fatbin[] = {' + ','.join(map(str, d)) + '};')" "$W/k12.fatbin" >"$W/k12.h"
+  gcc -O1 -o "$W/rt12" "$ROOT/tests/gpu/rt12.c" -I"$W" -I"$C/cu12/include" "$C/cu12/libcudart.so.12" -Wl,-rpath,'$ORIGIN' || { say "FAIL cu12 build"; return; }
+  LD_LIBRARY_PATH=$C/cu12 "$W/rt12" >"$W/r12.n" 2>&1; echo "rc=$?" >>"$W/r12.n"
+  vg "$W/rt12" >"$W/r12.v" 2>&1; echo "rc=$?" >>"$W/r12.v"
+  compare rt12 "$W/r12.n" "$W/r12.v"; cp "$W/r12.v" "$OUT/rt12-vgpu.txt"; cp "$W/r12.n" "$OUT/rt12-native.txt"
+}
+
+stage_cublas() {
+  nvcc -O2 -arch=sm_90 -cudart shared -o "$W/cublas_gemm" "$ROOT/tests/gpu/cublas_gemm.cu" -lcublas || { say "FAIL cublas build"; return; }
+  "$W/cublas_gemm" >"$W/cb.n" 2>&1; echo "rc=$?" >>"$W/cb.n"
+  vg "$W/cublas_gemm" >"$W/cb.v" 2>&1; echo "rc=$?" >>"$W/cb.v"
+  compare cublas "$W/cb.n" "$W/cb.v"; cp "$W/cb.v" "$OUT/cublas-vgpu.txt"; cp "$W/cb.n" "$OUT/cublas-native.txt"
 }
 
 build_llama() {
@@ -123,11 +133,23 @@ stage_bench() {
   done
 }
 
-stages=("$@"); [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ] && stages=(smi driver rt cu12 llama bench)
+# Only a few files come back from $OUT: everything goes into one archive beside the
+# summary, also when the run is cut short.
+finish() {
+  trap - EXIT TERM INT
+  stop_server
+  cp "$W"/*.n "$W"/*.v "$OUT/" 2>/dev/null
+  tar czf /tmp/results.tgz -C "$OUT" . && find "$OUT" -mindepth 1 ! -name summary.txt -delete && mv /tmp/results.tgz "$OUT/"
+  exit 0
+}
+trap finish EXIT TERM INT
+stages=("$@"); [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ] && stages=(smi driver rt cu12 cublas llama bench)
 nvidia-smi --query-gpu=name,driver_version,uuid --format=csv,noheader | tee -a "$SUMMARY"
 start_server
+# The llama.cpp build takes minutes: start it first, next to the other stages.
+case " ${stages[*]} " in *" llama "*|*" bench "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
+  case $s in llama|bench) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
-stop_server
-tail -20 "$OUT/server.log" >"$OUT/server-tail.log"
+finish

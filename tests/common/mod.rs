@@ -118,3 +118,127 @@ pub fn run(exe: &Path, lib: &Path, server: &str, envs: &[(&str, &str)]) -> Outpu
         .output()
         .expect("run test program")
 }
+
+// ---------------------------------------------------------------------------------------
+// Deployment tests (`tests/install.rs`, `tests/doctor.rs`): fake trees and the `vgpu` CLI.
+
+/// Run `vgpu ARGS` with a clean environment (only `PATH`, no `VGPU_*` of the developer's
+/// shell) plus `envs`.
+pub fn vgpu(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vgpu"))
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run vgpu")
+}
+
+/// Build a tiny shared library with `cc`: SONAME `soname`, the given C source.
+pub fn cc_shared(out: &Path, soname: &str, source: &str) {
+    let src = out.with_extension("c");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&src, source).unwrap();
+    let o = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(out)
+        .arg(format!("-Wl,-soname,{soname}"))
+        .arg(&src)
+        .output()
+        .expect("run the C compiler");
+    assert!(o.status.success(), "cc {soname}: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&src).unwrap();
+}
+
+/// A stand-in for `dist/lib`: one small ELF library per SONAME, each exporting a `vgpu_*`
+/// symbol (as vgpu's libraries do) and with distinct contents. `names` picks which.
+pub fn fake_dist_lib(root: &Path, names: &[&str]) -> PathBuf {
+    let dir = root.join("dist-lib");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in names {
+        cc_shared(
+            &dir.join(name),
+            name,
+            &format!("const char *vgpu_fake_shim(void) {{ return \"vgpu fake {name}\"; }}\n"),
+        );
+    }
+    dir
+}
+
+/// Every real library name vgpu provides.
+pub fn all_names() -> Vec<&'static str> {
+    SHIMS.iter().map(|(real, _)| *real).collect()
+}
+
+/// A fake Ollama install under `root`: `bin/ollama` and `lib/ollama` with the layout of the
+/// Linux tarball (CPU libraries at the top, `cuda_v12` with runtime 12.8 and `cuda_v13` with
+/// 13.0, NVIDIA-like files behind SONAME symlinks, one unversioned file, mixed modes).
+/// Returns `lib/ollama`.
+pub fn fake_ollama(root: &Path) -> PathBuf {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let o = root.join("ollama/lib/ollama");
+    let file = |rel: &str, content: &str, mode: u32| {
+        let p = o.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    std::fs::create_dir_all(root.join("ollama/bin")).unwrap();
+    std::fs::write(root.join("ollama/bin/ollama"), "#!/bin/sh\n").unwrap();
+    file("llama-server", "fake llama-server", 0o755);
+    file("libggml-base.so.0.9.7", "fake ggml-base", 0o755);
+    symlink("libggml-base.so.0.9.7", o.join("libggml-base.so.0")).unwrap();
+    file("libggml-cpu-haswell.so", "fake ggml-cpu", 0o755);
+    file("vulkan/libggml-vulkan.so", "fake ggml-vulkan", 0o755);
+    for (dir, rt) in [("cuda_v12", "12.8.90"), ("cuda_v13", "13.0.96")] {
+        let major = &dir[6..];
+        file(&format!("{dir}/libggml-cuda.so"), &format!("fake ggml-cuda {dir}"), 0o755);
+        file(&format!("{dir}/libcudart.so.{rt}"), &format!("NVIDIA cudart {rt}"), 0o644);
+        symlink(format!("libcudart.so.{rt}"), o.join(format!("{dir}/libcudart.so.{major}"))).unwrap();
+        let blas = if major == "12" { "12.8.4.1" } else { "13.1.0.3" };
+        file(&format!("{dir}/libcublas.so.{blas}"), &format!("NVIDIA cublas {blas}"), 0o755);
+        symlink(format!("libcublas.so.{blas}"), o.join(format!("{dir}/libcublas.so.{major}"))).unwrap();
+        if major == "12" {
+            file(&format!("{dir}/libcublasLt.so.{blas}"), &format!("NVIDIA cublasLt {blas}"), 0o755);
+            symlink(format!("libcublasLt.so.{blas}"), o.join(format!("{dir}/libcublasLt.so.{major}"))).unwrap();
+        } else {
+            // Some builds ship the SONAME file itself, no symlink.
+            file(&format!("{dir}/libcublasLt.so.{major}"), "NVIDIA cublasLt 13 (plain file)", 0o700);
+        }
+    }
+    o
+}
+
+/// Every file, directory and symlink under `dir` with its mode, contents' hash or link
+/// target, sorted: two equal listings mean byte-identical trees.
+pub fn tree_listing(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            if md.file_type().is_symlink() {
+                out.push(format!("{rel} -> {}", std::fs::read_link(&p).unwrap().display()));
+            } else if md.is_dir() {
+                out.push(format!("{rel}/ dir {:o}", md.mode() & 0o7777));
+                stack.push(p);
+            } else {
+                let data = std::fs::read(&p).unwrap();
+                let sum =
+                    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+                out.push(format!("{rel} file {:o} {} {sum:016x}", md.mode() & 0o7777, data.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A TCP address on localhost that is free right now.
+pub fn free_tcp_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://{}", l.local_addr().unwrap())
+}

@@ -40,7 +40,7 @@ static void run_vecadd(CUmodule m, const char *label) {
     printf("vecadd %s: %d wrong, hash %016llx\n", label, bad, fnv(c, bytes));
     /* the same through `extra` */
     struct { CUdeviceptr a, b, c; int n; } packed = {da, db, dc, n};
-    size_t size = sizeof packed;
+    size_t size = 3 * sizeof(CUdeviceptr) + sizeof(int); /* the kernel's parameter bytes, no tail padding */
     void *extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &packed, CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
     CHECK(cuMemsetD32(dc, 0, n));
     CHECK(cuLaunchKernel(f, (n + 255) / 256, 1, 1, 256, 1, 1, 0, 0, NULL, extra));

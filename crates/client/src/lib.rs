@@ -9,5 +9,5 @@ mod config;
 mod session;
 
 pub use config::{read_token, Config};
-pub use session::{session, Session};
+pub use session::{pid, session, Session};
 pub use transport::Error;

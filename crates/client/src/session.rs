@@ -21,9 +21,27 @@ pub struct Session {
 static CURRENT: AtomicPtr<Result<Session, String>> = AtomicPtr::new(std::ptr::null_mut());
 static INIT: Mutex<()> = Mutex::new(());
 
-fn pid() -> u32 {
-    std::process::id()
+/// This process's id, cached: asked on every forwarded call, so no system call each time.
+/// A fork handler refreshes it in the child, which then starts its own session.
+pub fn pid() -> u32 {
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        extern "C" fn child() {
+            CACHED_PID.store(0, Ordering::Relaxed);
+        }
+        unsafe { libc::pthread_atfork(None, None, Some(child)) };
+    });
+    match CACHED_PID.load(Ordering::Relaxed) {
+        0 => {
+            let p = std::process::id();
+            CACHED_PID.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
 }
+
+static CACHED_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The process's session, connecting on first use. A failure is remembered (and logged
 /// once, naming the address tried), as CUDA remembers a failed `cuInit`.
@@ -42,8 +60,15 @@ pub fn session() -> Result<&'static Session, &'static str> {
     }
     // Leaked on purpose: shims hand out references for the life of the process.
     let p = Box::into_raw(Box::new(made));
+    let s: &'static Result<Session, String> = unsafe { &*p };
+    if let Ok(sess) = s {
+        if std::env::var_os("VGPU_BATCH").is_none_or(|v| v != "0") {
+            for c in &sess.conns {
+                c.start_flusher();
+            }
+        }
+    }
     CURRENT.store(p, Ordering::Release);
-    let s = unsafe { &*p };
     s.as_ref().map_err(|e| e.as_str())
 }
 

@@ -45,7 +45,9 @@ pub const fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Hash of the call table: two builds interoperate only if it matches.
-pub const WIRE_HASH: u64 = fnv1a(WIRE_DEFINITION.as_bytes()) ^ fnv1a(nvml::DEFINITION.as_bytes()).rotate_left(1);
+pub const WIRE_HASH: u64 = fnv1a(WIRE_DEFINITION.as_bytes())
+    ^ fnv1a(nvml::DEFINITION.as_bytes()).rotate_left(1)
+    ^ fnv1a(cublas::DEFINITION.as_bytes()).rotate_left(2);
 
 pub fn op_name(op: u32) -> &'static str {
     OP_NAMES.get(op as usize).copied().unwrap_or("<unknown>")
@@ -57,7 +59,7 @@ mod tests {
 
     #[test]
     fn table_is_consistent() {
-        assert_eq!(OP_NAMES.len(), Op::cuGraphDestroy as usize + 1);
+        assert_eq!(OP_NAMES.len(), Op::cublas_call as usize + 1);
         assert_eq!(op_name(Op::cuMemAlloc_v2 as u32), "cuMemAlloc_v2");
         assert!(is_oneway(Op::cuLaunchKernel as u32));
         assert!(!is_oneway(Op::cuMemAlloc_v2 as u32));
@@ -88,4 +90,5 @@ mod tests {
     }
 }
 
+pub mod cublas;
 pub mod nvml;

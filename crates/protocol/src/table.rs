@@ -148,6 +148,23 @@ crate::api! {
     sync cuGraphExecUpdate_v2(exec: u64, graph: u64) -> u32;
     sync cuGraphExecDestroy(exec: u64) -> ();
     sync cuGraphDestroy(graph: u64) -> ();
+
+    // ---------- cuBLAS, forwarded at its own API (functions: `cublas::FUNCS`). A handle is
+    // the server's id, created in the frame's context. A synchronous call answers the cuBLAS
+    // status in its value; an `Err` is a CUDA error (the frame's context, or one deferred
+    // from an earlier one-way call: `cublas::deferred_code`).
+    /// Returns (status, handle).
+    sync cublasCreate_v2() -> (u32, u64);
+    /// Returns the status.
+    sync cublasDestroy_v2(handle: u64) -> u32;
+    /// One setting of a handle, in program order with its calls: `what` is a
+    /// `cublas::SET_*`; `size` is used by `SET_WORKSPACE` only. The pointer mode is not a
+    /// setting: every call says whether its scalars are device pointers.
+    oneway cublas_set(handle: u64, what: u32, value: u64, size: u64) -> ();
+    /// `cublas::FUNCS[func]` on `handle`: `args` are every argument after the handle widened
+    /// to u64; unless `device_scalars`, the scalars' bytes travel in `scalars` (argument
+    /// order) and their slots in `args` are 0.
+    oneway cublas_call(func: u16, handle: u64, device_scalars: bool, args: Vec<u64>, scalars: Vec<u8>) -> ();
 }
 
 #[cfg(test)]

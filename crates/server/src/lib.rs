@@ -2,6 +2,7 @@
 //! backend performs the forwarded calls: `cuda` (the real driver, NVML and cuBLAS) or
 //! `sim` (a CPU stand-in for machines with no GPU).
 
+pub mod cublas;
 pub mod cuda;
 pub mod sim;
 mod listener;

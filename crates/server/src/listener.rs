@@ -20,6 +20,8 @@ pub struct ServeOptions {
     pub memory_limit: Option<u64>,
     pub sim_devices: u32,
     pub sim_seed: u8,
+    /// NVML driver version the sim backend reports (tests of `vgpu doctor`); `None` keeps the default.
+    pub sim_driver_version: Option<String>,
     /// The program to run as `<worker_exe> worker ...` (normally the `vgpu` binary itself).
     pub worker_exe: PathBuf,
 }
@@ -28,7 +30,10 @@ static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Bind every address and serve until the process is killed.
 pub fn serve(opts: ServeOptions) -> Result<(), String> {
-    let snapshot = crate::snapshot(opts.backend, opts.sim_devices, opts.sim_seed)?;
+    let mut snapshot = crate::snapshot(opts.backend, opts.sim_devices, opts.sim_seed)?;
+    if let (crate::BackendKind::Sim, Some(v)) = (opts.backend, &opts.sim_driver_version) {
+        crate::sim::set_driver_version(&mut snapshot, v);
+    }
     tracing::info!(
         "backend {}: {} device(s), driver {}",
         opts.backend.name(),

@@ -5,7 +5,7 @@
 
 use crate::Session;
 use device_model::Snapshot;
-use protocol::{nvml, Copy2D, FuncInfo, Io, NvmlOut};
+use protocol::{cublas, nvml, Copy2D, FuncInfo, Io, NvmlOut};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 const INVALID_VALUE: u32 = 1;
@@ -30,6 +30,12 @@ pub fn snapshot(devices: u32, seed: u8) -> Snapshot {
     }
     s.server = format!("vgpu sim ({} device(s))", s.devices.len());
     s
+}
+
+/// Report `version` (e.g. "560.35.03") as the NVML driver version, as an older driver would.
+pub fn set_driver_version(s: &mut Snapshot, version: &str) {
+    s.driver_version = version.to_string();
+    s.nvml_version = format!("{}.{version}", s.cuda_driver_version / 1000);
 }
 
 /// A piece of sim device memory: a whole allocation, or a physical handle mapped into
@@ -57,6 +63,8 @@ pub struct Sim {
     modules: HashSet<u64>,
     images: HashMap<[u8; 32], usize>,
     graphs: HashSet<u64>,
+    /// cuBLAS handles → the context they were created in.
+    blas: HashMap<u64, u64>,
     next: u64,
     next_addr: u64,
     used: Vec<u64>,
@@ -80,6 +88,7 @@ impl Sim {
             modules: HashSet::new(),
             images: HashMap::new(),
             graphs: HashSet::new(),
+            blas: HashMap::new(),
             next: 0x1000,
             next_addr: 0x7f00_0000_0000,
             used: vec![0; n],
@@ -440,8 +449,10 @@ impl protocol::Backend for Sim {
         if !self.modules.contains(&module) {
             return Err(INVALID_HANDLE);
         }
-        // The sim cannot look inside images, so it knows no functions.
-        Err(NOT_FOUND)
+        // The sim cannot look inside images: every name is a function without parameters,
+        // which it cannot run (launches fail with CUDA_ERROR_NOT_SUPPORTED).
+        let f = self.id();
+        Ok(FuncInfo { handle: f, params: Vec::new() })
     }
     fn cuLaunchKernel(&mut self, _io: &mut Io<'_>, _f: u64, _g: [u32; 3], _b: [u32; 3], _s: u32, _st: u64) -> Result<(), u32> {
         Err(NOT_SUPPORTED)
@@ -510,5 +521,241 @@ impl protocol::Backend for Sim {
     }
     fn cuGraphDestroy(&mut self, _io: &mut Io<'_>, graph: u64) -> Result<(), u32> {
         self.graphs.remove(&graph).then_some(()).ok_or(INVALID_HANDLE)
+    }
+
+    // ---------- cuBLAS. Handles and settings behave (settings are checked, then have no
+    // effect). Of the forwarded functions, cublasSgemm_v2 and cublasSgemmStridedBatched
+    // compute on the CPU (so the tests can check arguments and scalars end to end); every
+    // other one is checked (handle, argument count, scalar bytes) and accepted without
+    // effect. It cannot answer "not supported": a one-way call's error would only surface
+    // at the next synchronous call, as a CUDA error unrelated to that call.
+    fn cublasCreate_v2(&mut self, _io: &mut Io<'_>) -> Result<(u32, u64), u32> {
+        self.device()?;
+        let h = self.id();
+        self.blas.insert(h, self.ctx);
+        Ok((0, h))
+    }
+    fn cublasDestroy_v2(&mut self, _io: &mut Io<'_>, handle: u64) -> Result<u32, u32> {
+        Ok(if self.blas.remove(&handle).is_some() {
+            0
+        } else {
+            cublas::status::NOT_INITIALIZED
+        })
+    }
+    fn cublas_set(
+        &mut self,
+        _io: &mut Io<'_>,
+        handle: u64,
+        what: u32,
+        value: u64,
+        _size: u64,
+    ) -> Result<(), u32> {
+        let r = if !self.blas.contains_key(&handle) {
+            Err(cublas::status::NOT_INITIALIZED)
+        } else {
+            match what {
+                cublas::SET_STREAM => self
+                    .stream(value)
+                    .map_err(|_| cublas::status::INVALID_VALUE),
+                cublas::SET_MATH_MODE | cublas::SET_ATOMICS_MODE | cublas::SET_WORKSPACE => Ok(()),
+                _ => Err(cublas::status::INVALID_VALUE),
+            }
+        };
+        r.map_err(cublas::deferred_code)
+    }
+    fn cublas_call(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u16,
+        handle: u64,
+        device_scalars: bool,
+        args: Vec<u64>,
+        scalars: Vec<u8>,
+    ) -> Result<(), u32> {
+        self.blas_call(func, handle, device_scalars, &args, &scalars)
+            .map_err(cublas::deferred_code)
+    }
+}
+
+impl Sim {
+    fn blas_call(
+        &mut self,
+        func: u16,
+        handle: u64,
+        device_scalars: bool,
+        args: &[u64],
+        scalars: &[u8],
+    ) -> Result<(), u32> {
+        use cublas::status::{INVALID_VALUE, NOT_INITIALIZED};
+        if !self.blas.contains_key(&handle) {
+            return Err(NOT_INITIALIZED);
+        }
+        let (f, _) =
+            cublas::decode(func, device_scalars, args, scalars).map_err(|_| INVALID_VALUE)?;
+        let batched = match f.name {
+            "cublasSgemm_v2" => false,
+            "cublasSgemmStridedBatched" => true,
+            _ => return Ok(()),
+        };
+        // Both are `transa transb m n k alpha A lda [strideA] B ldb [strideB] beta C ldc
+        // [strideC batchCount]`: the scalars' values, then the rest by position.
+        let mut scalar = |k: usize| -> Result<f32, u32> {
+            let bytes = if device_scalars {
+                let at = f
+                    .args
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, a))| matches!(a, cublas::Arg::Scalar(_)))
+                    .nth(k)
+                    .ok_or(INVALID_VALUE)?
+                    .0;
+                self.read(args[at], 4).map_err(|_| INVALID_VALUE)?
+            } else {
+                scalars.get(k * 4..k * 4 + 4).ok_or(INVALID_VALUE)?.to_vec()
+            };
+            Ok(f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        };
+        let (alpha, beta) = (scalar(0)?, scalar(1)?);
+        let int = |i: usize| args[i] as i32 as i64;
+        let (ta, tb, m, n, k) = (args[0] != 0, args[1] != 0, int(2), int(3), int(4));
+        let (a, lda, b, ldb, c, ldc, sa, sb, sc, count) = if batched {
+            (
+                args[6],
+                int(7),
+                args[9],
+                int(10),
+                args[13],
+                int(14),
+                args[8] as i64,
+                args[11] as i64,
+                args[15] as i64,
+                int(16),
+            )
+        } else {
+            (
+                args[6],
+                int(7),
+                args[8],
+                int(9),
+                args[11],
+                int(12),
+                0,
+                0,
+                0,
+                1,
+            )
+        };
+        let (ar, ac) = if ta { (k, m) } else { (m, k) };
+        let (br, bc) = if tb { (n, k) } else { (k, n) };
+        if m < 0
+            || n < 0
+            || k < 0
+            || count < 0
+            || lda < ar.max(1)
+            || ldb < br.max(1)
+            || ldc < m.max(1)
+        {
+            return Err(INVALID_VALUE);
+        }
+        let extent = |rows: i64, cols: i64, ld: i64| {
+            if rows == 0 || cols == 0 {
+                0
+            } else {
+                (ld * (cols - 1) + rows) as u64 * 4
+            }
+        };
+        let floats = |v: Vec<u8>| {
+            v.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<f32>>()
+        };
+        for i in 0..count {
+            let at = |p: u64, stride: i64| p.wrapping_add((stride * i * 4) as u64);
+            let av = floats(
+                self.read(at(a, sa), extent(ar, ac, lda))
+                    .map_err(|_| INVALID_VALUE)?,
+            );
+            let bv = floats(
+                self.read(at(b, sb), extent(br, bc, ldb))
+                    .map_err(|_| INVALID_VALUE)?,
+            );
+            let mut cv = floats(
+                self.read(at(c, sc), extent(m, n, ldc))
+                    .map_err(|_| INVALID_VALUE)?,
+            );
+            sgemm_reference(
+                ta,
+                tb,
+                m as usize,
+                n as usize,
+                k as usize,
+                alpha,
+                &av,
+                lda as usize,
+                &bv,
+                ldb as usize,
+                beta,
+                &mut cv,
+                ldc as usize,
+            );
+            let out: Vec<u8> = cv.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.write(at(c, sc), &out).map_err(|_| INVALID_VALUE)?;
+        }
+        Ok(())
+    }
+}
+
+/// `C = alpha op(A) op(B) + beta C`, column-major, as BLAS defines it (`C` is not read
+/// when `beta == 0`).
+#[allow(clippy::too_many_arguments)]
+fn sgemm_reference(
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    for j in 0..n {
+        for i in 0..m {
+            let mut acc = 0f32;
+            for l in 0..k {
+                let x = if ta { a[l + i * lda] } else { a[i + l * lda] };
+                let y = if tb { b[j + l * ldb] } else { b[l + j * ldb] };
+                acc += x * y;
+            }
+            let old = if beta == 0.0 {
+                0.0
+            } else {
+                beta * c[i + j * ldc]
+            };
+            c[i + j * ldc] = alpha * acc + old;
+        }
+    }
+}
+
+#[cfg(test)]
+mod blas_tests {
+    #[test]
+    fn sgemm_reference_transposes() {
+        // A = [1 2 3; 4 5 6] (2x3), B = [1 0; 0 1; 1 1] (3x2): A*B = [4 5; 10 11]
+        let a = [1., 4., 2., 5., 3., 6.];
+        let b = [1., 0., 1., 0., 1., 1.];
+        let mut c = [1f32; 4];
+        super::sgemm_reference(false, false, 2, 2, 3, 2.0, &a, 2, &b, 3, 1.0, &mut c, 2);
+        assert_eq!(c, [9., 21., 11., 23.]);
+        // the same with both stored transposed
+        let at = [1., 2., 3., 4., 5., 6.];
+        let bt = [1., 0., 0., 1., 1., 1.];
+        let mut c = [f32::NAN; 4];
+        super::sgemm_reference(true, true, 2, 2, 3, 1.0, &at, 3, &bt, 2, 0.0, &mut c, 2);
+        assert_eq!(c, [4., 10., 5., 11.]);
     }
 }

@@ -29,8 +29,11 @@ pub struct SessionConfig {
 /// Serve one connection until it closes or misbehaves. Returns why it ended.
 pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) -> io::Result<()> {
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
-    let mut reader = stream;
-    reader.set_timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)))?;
+    stream.set_timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)))?;
+    let control = stream.try_clone()?;
+    // Pipelined one-way frames arrive back to back: read them in large gulps, not three
+    // system calls per frame.
+    let mut reader = io::BufReader::with_capacity(1 << 20, stream);
     let (mut args, mut bulk) = (Vec::new(), Vec::new());
 
     // Handshake: a client that says nothing useful within 10 s is dropped. A peer that
@@ -82,7 +85,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     tracing::info!(program = %hello.program, pid = hello.pid, host = %hello.host, "session {} started", cfg.session_id);
 
     // After the handshake the client may be idle for as long as it likes.
-    reader.set_timeouts(None, Some(Duration::from_secs(30)))?;
+    control.set_timeouts(None, Some(Duration::from_secs(30)))?;
     let busy = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
     let hb = {
@@ -90,12 +93,11 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         std::thread::Builder::new().name("vgpu-heartbeat".into()).spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(500));
-                if busy.load(Ordering::Relaxed) {
-                    if let Some(mut w) = writer.try_lock_for(Duration::from_millis(100)) {
-                        if write_frame(&mut *w, &Header::heartbeat(), &[], &[]).is_err() {
-                            break;
-                        }
-                    }
+                if busy.load(Ordering::Relaxed)
+                    && let Some(mut w) = writer.try_lock_for(Duration::from_millis(100))
+                    && write_frame(&mut *w, &Header::heartbeat(), &[], &[]).is_err()
+                {
+                    break;
                 }
             }
         })?

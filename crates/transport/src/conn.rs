@@ -9,7 +9,7 @@ use protocol::hello::{Hello, Welcome};
 use protocol::Call;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -47,16 +47,43 @@ impl Error {
     }
 }
 
+/// One-way frames are gathered here and written together: at the next synchronous call,
+/// when this many bytes are waiting, or by the flusher thread shortly after the caller
+/// stops sending. A launch then costs a copy into memory, not a system call.
+const BATCH_BYTES: usize = 256 << 10;
+/// Bulk payloads larger than this bypass the batch (written straight from the caller).
+const BATCH_BULK: usize = 64 << 10;
+/// How long the flusher lets a batch grow after the first frame arrives in it.
+const BATCH_DELAY: Duration = Duration::from_micros(20);
+
 struct Inner {
     stream: Stream,
     seq: u32,
     reply: Vec<u8>,
+    pending: Vec<u8>,
+    /// When the oldest frame in `pending` was added.
+    since: Option<Instant>,
+}
+
+impl Inner {
+    fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = std::io::Write::write_all(&mut self.stream, &self.pending);
+        self.pending.clear();
+        self.since = None;
+        r
+    }
 }
 
 pub struct Conn {
     inner: Mutex<Inner>,
     dead: AtomicBool,
     address: Address,
+    /// Wakes the flusher when a batch starts; `None` until `start_flusher`.
+    kick: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
+    batching: AtomicBool,
 }
 
 impl Conn {
@@ -65,9 +92,11 @@ impl Conn {
         let stream = address.connect(t.connect).map_err(|e| Error::Lost(format!("{address}: {e}")))?;
         stream.set_timeouts(Some(t.connect), Some(t.write)).map_err(Error::io)?;
         let conn = Conn {
-            inner: Mutex::new(Inner { stream, seq: 0, reply: Vec::new() }),
+            inner: Mutex::new(Inner { stream, seq: 0, reply: Vec::new(), pending: Vec::with_capacity(BATCH_BYTES), since: None }),
             dead: AtomicBool::new(false),
             address: address.clone(),
+            kick: Mutex::new(None),
+            batching: AtomicBool::new(false),
         };
         let args = postcard::to_allocvec(hello).map_err(|e| Error::Lost(e.to_string()))?;
         let bytes = conn.roundtrip(OP_HELLO, 0, &args, &[], None)?;
@@ -101,14 +130,63 @@ impl Conn {
         postcard::from_bytes(&bytes).map_err(|e| self.fail(format!("bad reply to op {}: {e}", C::OP)))
     }
 
-    /// Write a one-way frame; its errors come back with the next synchronous call.
+    /// Batch one-way frames from now on: a helper thread writes a batch shortly after it
+    /// starts if no synchronous call or size limit has written it first. Without it every
+    /// one-way frame is written at once.
+    pub fn start_flusher(&'static self) {
+        let mut kick = self.kick.lock();
+        if kick.is_some() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let spawned = std::thread::Builder::new().name("vgpu-flush".into()).spawn(move || {
+            while rx.recv().is_ok() {
+                std::thread::sleep(BATCH_DELAY);
+                if let Some(mut g) = self.inner.try_lock_for(Duration::from_millis(100)) {
+                    if g.flush().is_err() {
+                        self.dead.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        });
+        if spawned.is_ok() {
+            *kick = Some(tx);
+            self.batching.store(true, Ordering::Release);
+        }
+    }
+
+    /// Write (or batch) a one-way frame; its errors come back with the next synchronous
+    /// call.
     pub fn send(&self, op: u32, ctx: u64, args: &[u8], bulk_in: &[&[u8]]) -> Result<(), Error> {
         self.check()?;
         let mut g = self.inner.lock();
         g.seq = g.seq.wrapping_add(1);
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
         let h = Header::request(op, g.seq, ctx, true, args.len(), bulk_len);
-        write_frame(&mut g.stream, &h, args, bulk_in).map_err(|e| self.fail(e.to_string()))
+        if !self.batching.load(Ordering::Acquire) || bulk_len > BATCH_BULK {
+            g.flush().map_err(|e| self.fail(e.to_string()))?;
+            return write_frame(&mut g.stream, &h, args, bulk_in).map_err(|e| self.fail(e.to_string()));
+        }
+        let was_empty = g.pending.is_empty();
+        g.pending.extend_from_slice(zerocopy::IntoBytes::as_bytes(&h));
+        g.pending.extend_from_slice(args);
+        for b in bulk_in {
+            g.pending.extend_from_slice(b);
+        }
+        // A caller that keeps sending writes its own batches; the flusher only covers the
+        // tail after it stops.
+        let now = Instant::now();
+        let since = *g.since.get_or_insert(now);
+        if g.pending.len() >= BATCH_BYTES || now.duration_since(since) >= BATCH_DELAY {
+            return g.flush().map_err(|e| self.fail(e.to_string()));
+        }
+        drop(g);
+        if was_empty && let Some(k) = self.kick.lock().as_ref() {
+            // A full channel means the flusher is already on its way.
+            let _ = k.try_send(());
+        }
+        Ok(())
     }
 
     /// Write a request and wait for its reply; the reply's bulk lands in `bulk_out`.
@@ -126,6 +204,7 @@ impl Conn {
         let seq = g.seq;
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
         let h = Header::request(op, seq, ctx, false, args.len(), bulk_len);
+        g.flush().map_err(|e| self.fail(e.to_string()))?;
         write_frame(&mut g.stream, &h, args, bulk_in).map_err(|e| self.fail(e.to_string()))?;
         let inner = &mut *g;
         loop {

@@ -6,7 +6,12 @@ fn main() {
         exports: "libcublas.so.12.exports",
         stub_return: "15", // CUBLAS_STATUS_NOT_SUPPORTED
         stub_type: "u32",
-        sources: &["src", "../common/blas"],
+        // The forwarded GEMMs are generated from the table in crates/protocol/src/cublas.rs.
+        sources: &[
+            "src",
+            "../common/blas",
+            "../../../crates/protocol/src/cublas.rs",
+        ],
         data: &[],
     }
     .build();

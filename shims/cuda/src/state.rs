@@ -58,7 +58,7 @@ pub fn tables() -> &'static Tables {
 }
 
 fn pid() -> u32 {
-    std::process::id()
+    client::pid()
 }
 
 /// `cuInit`: connect (once per process) and remember success.

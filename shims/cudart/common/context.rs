@@ -86,13 +86,8 @@ pub(crate) fn current() -> Res<CUcontext> {
     Ok(p)
 }
 
-/// The device of the current context, or the thread's device when none is current
-/// (`cudaGetDevice` creates no context).
-pub(crate) fn current_device() -> Res<i32> {
-    let c = driver_current()?;
-    if c.is_null() {
-        return Ok(DEVICE.get());
-    }
+/// The device of `c`, the current context.
+fn device_of(c: CUcontext) -> Res<i32> {
     let (bc, bd) = BOUND.get();
     if bc == c as usize {
         return Ok(bd);
@@ -101,6 +96,60 @@ pub(crate) fn current_device() -> Res<i32> {
     cu!(cuCtxGetDevice(&mut d))?;
     BOUND.set((c as usize, d));
     Ok(d)
+}
+
+/// [`current`] and its device.
+pub(crate) fn current_and_device() -> Res<(CUcontext, i32)> {
+    let c = current()?;
+    Ok((c, device_of(c)?))
+}
+
+/// The device of the current context, or the thread's device when none is current
+/// (`cudaGetDevice` creates no context).
+pub(crate) fn current_device() -> Res<i32> {
+    let c = driver_current()?;
+    if c.is_null() {
+        Ok(DEVICE.get())
+    } else {
+        device_of(c)
+    }
+}
+
+/// What a launch may ask of a device.
+pub(crate) struct Limits {
+    pub threads: u32,
+    pub block: [u32; 3],
+    pub grid: [u32; 3],
+}
+
+static LIMITS: [OnceLock<Limits>; MAX_DEVICES] = [const { OnceLock::new() }; MAX_DEVICES];
+
+/// The launch limits of `device` (queried once; an unanswered query does not limit).
+pub(crate) fn limits(device: i32) -> Res<&'static Limits> {
+    use abi::cuda::CUdevice_attribute as A;
+    let d = check_device(device)?;
+    Ok(LIMITS[d].get_or_init(|| {
+        let get = |a: A| {
+            let mut v = 0;
+            cu!(cuDeviceGetAttribute(&mut v, a, device))
+                .ok()
+                .and_then(|()| u32::try_from(v).ok())
+                .unwrap_or(u32::MAX)
+        };
+        Limits {
+            threads: get(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK),
+            block: [
+                get(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X),
+                get(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y),
+                get(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z),
+            ],
+            grid: [
+                get(A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X),
+                get(A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y),
+                get(A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z),
+            ],
+        }
+    }))
 }
 
 /// `cudaSetDevice`: the thread's device, with its primary context made current.

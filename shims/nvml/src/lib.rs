@@ -8,8 +8,9 @@
 
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
-mod devices;
-mod forward;
+pub mod devices;
+pub mod forward;
+mod internal;
 mod local;
 
 pub use local::*;

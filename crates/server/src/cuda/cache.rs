@@ -49,13 +49,17 @@ pub fn choose_dir(candidates: &[PathBuf], uid: u32) -> Option<PathBuf> {
 }
 
 fn writable(d: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 /// Write `bytes` as `dir/name` atomically (temporary file, then rename).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
     let r = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
@@ -89,7 +93,10 @@ impl ImageCache {
 
     #[cfg(test)]
     pub fn with_dir(dir: Option<PathBuf>) -> ImageCache {
-        ImageCache { dir: Some(dir), mem: HashMap::new() }
+        ImageCache {
+            dir: Some(dir),
+            mem: HashMap::new(),
+        }
     }
 
     fn dir(&mut self) -> Option<&Path> {
@@ -100,7 +107,9 @@ impl ImageCache {
                 let d = choose_dir(&candidates(env.as_deref(), &std::env::temp_dir(), uid), uid);
                 match &d {
                     Some(d) => tracing::debug!("module cache in {}", d.display()),
-                    None => tracing::warn!("no writable module cache directory; images are kept in memory only"),
+                    None => tracing::warn!(
+                        "no writable module cache directory; images are kept in memory only"
+                    ),
                 }
                 d
             })
@@ -113,12 +122,11 @@ impl ImageCache {
             return Err(INVALID_VALUE);
         }
         let name = hex(hash);
-        if let Some(dir) = self.dir() {
-            if !dir.join(&name).exists() {
-                if let Err(e) = write_atomic(dir, &name, image) {
-                    tracing::warn!("cannot cache module {name} in {}: {e}", dir.display());
-                }
-            }
+        if let Some(dir) = self.dir()
+            && !dir.join(&name).exists()
+            && let Err(e) = write_atomic(dir, &name, image)
+        {
+            tracing::warn!("cannot cache module {name} in {}: {e}", dir.display());
         }
         if image.len() <= MEMORY_MAX {
             self.mem.insert(*hash, image.to_vec());
@@ -143,7 +151,8 @@ impl ImageCache {
 /// cubins and fatbins as structs, and PTX as a C string.
 pub fn aligned_image(bytes: &[u8]) -> Vec<u64> {
     let mut words = vec![0u64; bytes.len() / 8 + 1];
-    let dst = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
+    let dst =
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
     dst[..bytes.len()].copy_from_slice(bytes);
     words
 }
@@ -186,7 +195,10 @@ mod tests {
         assert_eq!(mode, 0o700);
         // The primary wins when usable.
         let primary = t.path().join("primary");
-        assert_eq!(choose_dir(&[primary.clone(), fallback], uid()), Some(primary));
+        assert_eq!(
+            choose_dir(&[primary.clone(), fallback], uid()),
+            Some(primary)
+        );
     }
 
     #[test]

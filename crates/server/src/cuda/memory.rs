@@ -4,9 +4,9 @@
 //! the frame buffer (`io.bulk_in`), which the worker reuses for the next frame: a copy
 //! that is still queued when its call returns reads from pinned staging memory instead.
 
-use super::ranges::{fits, Kind, Range};
+use super::ranges::{Kind, Range, fits};
 use super::{CudaSession, INVALID_VALUE, OUT_OF_MEMORY, R, STREAM_CAPTURE_UNSUPPORTED};
-use abi::cuda::{CUstream, CUstreamCaptureStatus};
+use abi::cuda::{CUstream, CUstreamCaptureMode, CUstreamCaptureStatus, CudaLib};
 use std::os::raw::c_void;
 
 /// Device-to-host copies go through pinned buffers of at most this size at a time.
@@ -15,11 +15,23 @@ const CHUNK: usize = 32 << 20;
 impl CudaSession {
     /// Count `size` bytes on `dev` against the limit, or refuse.
     pub(super) fn reserve_quota(&self, dev: usize, size: u64) -> R<()> {
-        if fits(self.used.get(dev).copied().unwrap_or(0), size, self.limit) { Ok(()) } else { Err(OUT_OF_MEMORY) }
+        if fits(self.used.get(dev).copied().unwrap_or(0), size, self.limit) {
+            Ok(())
+        } else {
+            Err(OUT_OF_MEMORY)
+        }
     }
 
     fn track_alloc(&mut self, ptr: u64, len: u64, dev: usize, ctx: u64) {
-        self.ranges.insert(ptr, Range { len, dev, ctx, kind: Kind::Alloc });
+        self.ranges.insert(
+            ptr,
+            Range {
+                len,
+                dev,
+                ctx,
+                kind: Kind::Alloc,
+            },
+        );
         if let Some(u) = self.used.get_mut(dev) {
             *u += len;
         }
@@ -29,7 +41,12 @@ impl CudaSession {
         let (mut free, mut total) = (0usize, 0usize);
         cu!(self.lib, cuMemGetInfo_v2(&mut free, &mut total))?;
         let dev = self.current_device()?;
-        Ok(limited_info(free as u64, total as u64, self.limit, self.used[dev]))
+        Ok(limited_info(
+            free as u64,
+            total as u64,
+            self.limit,
+            self.used[dev],
+        ))
     }
 
     pub(super) fn mem_alloc(&mut self, size: u64) -> R<u64> {
@@ -45,7 +62,10 @@ impl CudaSession {
         let dev = self.current_device()?;
         self.reserve_quota(dev, width.checked_mul(height).ok_or(INVALID_VALUE)?)?;
         let (mut p, mut pitch) = (0, 0usize);
-        cu!(self.lib, cuMemAllocPitch_v2(&mut p, &mut pitch, width as usize, height as usize, elem))?;
+        cu!(
+            self.lib,
+            cuMemAllocPitch_v2(&mut p, &mut pitch, width as usize, height as usize, elem)
+        )?;
         // The padded size is known only now.
         let bytes = (pitch as u64).saturating_mul(height);
         if self.reserve_quota(dev, bytes).is_err() {
@@ -59,7 +79,12 @@ impl CudaSession {
     pub(super) fn mem_alloc_async(&mut self, size: u64, stream: u64) -> R<u64> {
         let s = self.h.stream(stream)?;
         let ctx = self.h.stream_context(stream, self.current);
-        let dev = self.h.contexts.get(&ctx).map(|c| c.dev).ok_or(super::INVALID_CONTEXT)?;
+        let dev = self
+            .h
+            .contexts
+            .get(&ctx)
+            .map(|c| c.dev)
+            .ok_or(super::INVALID_CONTEXT)?;
         self.reserve_quota(dev, size)?;
         let mut p = 0;
         cu!(self.lib, cuMemAllocAsync(&mut p, size as usize, s))?;
@@ -69,7 +94,11 @@ impl CudaSession {
 
     /// The allocation starting at `ptr` (frees take exactly what an allocation returned).
     fn allocation(&self, ptr: u64) -> R<Range> {
-        self.ranges.get(ptr).filter(|r| r.kind == Kind::Alloc).copied().ok_or(INVALID_VALUE)
+        self.ranges
+            .get(ptr)
+            .filter(|r| r.kind == Kind::Alloc)
+            .copied()
+            .ok_or(INVALID_VALUE)
     }
 
     pub(super) fn mem_free(&mut self, ptr: u64) -> R<()> {
@@ -99,37 +128,51 @@ impl CudaSession {
     /// the GPU and without reading `data` after returning: `copy` gets a pinned copy of it.
     /// When pinned memory cannot be had, `copy` gets `data` itself, which is safe because
     /// the driver stages pageable sources before returning (but not allowed in a capture).
+    ///
+    /// The buffer's event must belong to the stream's context, which need not be current
+    /// (a copy may use another device's stream), so the work runs in that context.
     pub(super) fn staged_async(
         &mut self,
         data: &[u8],
         s: CUstream,
         copy: impl FnOnce(*const c_void) -> R<()>,
     ) -> R<()> {
-        let capturing = self.is_capturing(s)?;
-        let (lib, pool) = (self.lib, self.pools.entry(self.current).or_default());
-        let i = match pool.take(lib, data.len()) {
-            Ok(i) => i,
-            Err(e) if capturing => return Err(e),
-            Err(_) => return copy(data.as_ptr().cast()),
-        };
-        pool.bytes(i, data.len()).copy_from_slice(data);
-        copy(pool.ptr(i).cast())?;
-        if capturing {
-            // The graph reads this buffer at every launch: see `Pool::leak`.
-            pool.leak(i);
-            Ok(())
-        } else {
-            pool.record(lib, i, s as u64)
+        if data.is_empty() {
+            return copy(data.as_ptr().cast());
         }
+        let ctx = self.h.stream_context(s as u64, self.current);
+        self.in_context(ctx, |me| {
+            let capturing = me.is_capturing(s)?;
+            let (lib, pool) = (me.lib, me.pools.entry(me.current).or_default());
+            let i = match relaxed(lib, || pool.take(lib, data.len())) {
+                Ok(i) => i,
+                Err(e) if capturing => return Err(e),
+                Err(_) => return copy(data.as_ptr().cast()),
+            };
+            pool.bytes(i, data.len()).copy_from_slice(data);
+            copy(pool.ptr(i).cast())?;
+            if capturing {
+                // The graph reads this buffer at every launch: see `Pool::leak`.
+                pool.leak(i);
+                Ok(())
+            } else {
+                relaxed(lib, || pool.record(lib, i, s as u64))
+            }
+        })
     }
 
     /// Run `copy` into a pinned buffer of `len` bytes (synchronously: it must have completed
     /// when `copy` returns) and append the bytes to `out`. Without pinned memory, `copy`
     /// writes straight into `out`.
-    pub(super) fn staged_read(&mut self, out: &mut Vec<u8>, len: usize, copy: impl FnOnce(*mut c_void) -> R<()>) -> R<()> {
+    pub(super) fn staged_read(
+        &mut self,
+        out: &mut Vec<u8>,
+        len: usize,
+        copy: impl FnOnce(*mut c_void) -> R<()>,
+    ) -> R<()> {
         out.try_reserve(len).map_err(|_| OUT_OF_MEMORY)?;
         let (lib, pool) = (self.lib, self.pools.entry(self.current).or_default());
-        match pool.take(lib, len) {
+        match relaxed(lib, || pool.take(lib, len)) {
             Ok(i) => {
                 copy(pool.ptr(i).cast())?;
                 out.extend_from_slice(pool.bytes(i, len));
@@ -146,19 +189,30 @@ impl CudaSession {
     pub(super) fn htod(&mut self, dst: u64, data: &[u8]) -> R<()> {
         self.ranges.check(dst, data.len() as u64)?;
         // Synchronous: the driver has consumed `data` when it returns.
-        cu!(self.lib, cuMemcpyHtoD_v2(dst, data.as_ptr().cast(), data.len()))
+        cu!(
+            self.lib,
+            cuMemcpyHtoD_v2(dst, data.as_ptr().cast(), data.len())
+        )
     }
 
     pub(super) fn htod_async(&mut self, dst: u64, data: &[u8], stream: u64) -> R<()> {
         self.ranges.check(dst, data.len() as u64)?;
         let s = self.h.stream(stream)?;
         let (lib, len) = (self.lib, data.len());
-        self.staged_async(data, s, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))
+        self.staged_async(data, s, |src| {
+            cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s))
+        })
     }
 
     /// `size` bytes at `src` into `out`, through pinned chunks; on `stream` (and then
     /// synchronised) when given.
-    pub(super) fn dtoh(&mut self, out: &mut Vec<u8>, src: u64, size: u64, stream: Option<u64>) -> R<()> {
+    pub(super) fn dtoh(
+        &mut self,
+        out: &mut Vec<u8>,
+        src: u64,
+        size: u64,
+        stream: Option<u64>,
+    ) -> R<()> {
         self.ranges.check(src, size)?;
         let s = stream.map(|s| self.h.stream(s)).transpose()?;
         if let Some(s) = s {
@@ -198,17 +252,37 @@ impl CudaSession {
         }
     }
 
-    pub(super) fn peer_async(&mut self, dst: u64, dst_ctx: u64, src: u64, src_ctx: u64, size: u64, stream: u64) -> R<()> {
+    pub(super) fn peer_async(
+        &mut self,
+        dst: u64,
+        dst_ctx: u64,
+        src: u64,
+        src_ctx: u64,
+        size: u64,
+        stream: u64,
+    ) -> R<()> {
         let (dc, sc) = (self.h.context(dst_ctx)?, self.h.context(src_ctx)?);
         self.ranges.check(dst, size)?;
         self.ranges.check(src, size)?;
         let s = self.h.stream(stream)?;
-        cu!(self.lib, cuMemcpyPeerAsync(dst, dc, src, sc, size as usize, s))
+        cu!(
+            self.lib,
+            cuMemcpyPeerAsync(dst, dc, src, sc, size as usize, s)
+        )
     }
 
     /// Every `cuMemsetD*Async` form: `width` elements of `elem` bytes per row.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn memset(&mut self, dst: u64, value: u32, elem: u8, width: u64, height: u64, pitch: u64, stream: u64) -> R<()> {
+    pub(super) fn memset_any(
+        &mut self,
+        dst: u64,
+        value: u32,
+        elem: u8,
+        width: u64,
+        height: u64,
+        pitch: u64,
+        stream: u64,
+    ) -> R<()> {
         let row = width.checked_mul(elem as u64).ok_or(INVALID_VALUE)?;
         let s = self.h.stream(stream)?;
         let (w, p, h) = (width as usize, pitch as usize, height as usize);
@@ -232,6 +306,21 @@ impl CudaSession {
     }
 }
 
+/// Run `f` with this thread's capture mode relaxed. The staging pool's allocations and
+/// event queries are not the client's work: in the default (global) mode they would count
+/// as unsafe calls during a client's stream capture and invalidate it.
+fn relaxed<T>(lib: &CudaLib, f: impl FnOnce() -> T) -> T {
+    let mut mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
+    let exchange =
+        |m: &mut CUstreamCaptureMode| -> R<()> { cu!(lib, cuThreadExchangeStreamCaptureMode(m)) };
+    let swapped = exchange(&mut mode).is_ok();
+    let r = f();
+    if swapped {
+        let _ = exchange(&mut mode);
+    }
+    r
+}
+
 /// `cuMemGetInfo` under a limit: the total is capped by it, and the free memory by what
 /// the session has left of it. Returns `(free, total)`.
 pub fn limited_info(free: u64, total: u64, limit: Option<u64>, used: u64) -> (u64, u64) {
@@ -252,10 +341,22 @@ mod tests {
     fn memory_info_under_a_limit() {
         let g = 1u64 << 30;
         assert_eq!(limited_info(70 * g, 80 * g, None, 5 * g), (70 * g, 80 * g));
-        assert_eq!(limited_info(70 * g, 80 * g, Some(16 * g), 5 * g), (11 * g, 16 * g));
+        assert_eq!(
+            limited_info(70 * g, 80 * g, Some(16 * g), 5 * g),
+            (11 * g, 16 * g)
+        );
         // Others use the GPU too: the real free memory is the tighter bound.
-        assert_eq!(limited_info(3 * g, 80 * g, Some(16 * g), 5 * g), (3 * g, 16 * g));
-        assert_eq!(limited_info(70 * g, 80 * g, Some(16 * g), 20 * g), (0, 16 * g));
-        assert_eq!(limited_info(70 * g, 80 * g, Some(100 * g), 0), (70 * g, 80 * g));
+        assert_eq!(
+            limited_info(3 * g, 80 * g, Some(16 * g), 5 * g),
+            (3 * g, 16 * g)
+        );
+        assert_eq!(
+            limited_info(70 * g, 80 * g, Some(16 * g), 20 * g),
+            (0, 16 * g)
+        );
+        assert_eq!(
+            limited_info(70 * g, 80 * g, Some(100 * g), 0),
+            (70 * g, 80 * g)
+        );
     }
 }

@@ -67,7 +67,8 @@ pub(crate) fn check(code: u32) -> R<()> {
 /// Load and initialise the driver. It is never unloaded: libcuda starts threads and
 /// registers exit handlers, and unloading it under them is asking for a crash at exit.
 fn load_driver() -> Result<&'static CudaLib, String> {
-    let lib = unsafe { CudaLib::new("libcuda.so.1") }.map_err(|e| format!("cannot load libcuda.so.1: {e}"))?;
+    let lib = unsafe { CudaLib::new("libcuda.so.1") }
+        .map_err(|e| format!("cannot load libcuda.so.1: {e}"))?;
     let lib: &'static CudaLib = Box::leak(Box::new(lib));
     let init = || -> R<()> { cu!(lib, cuInit(0)) };
     init().map_err(|c| format!("cuInit failed: {}", error_name(lib, c)))?;
@@ -79,7 +80,9 @@ pub(crate) fn error_name(lib: &CudaLib, code: u32) -> String {
     let mut s: *const std::os::raw::c_char = std::ptr::null();
     let name = match lib.cuGetErrorName.as_ref() {
         Ok(f) if unsafe { f(abi::cuda::CUresult(code), &mut s) }.0 == 0 && !s.is_null() => {
-            unsafe { std::ffi::CStr::from_ptr(s) }.to_string_lossy().into_owned()
+            unsafe { std::ffi::CStr::from_ptr(s) }
+                .to_string_lossy()
+                .into_owned()
         }
         _ => "CUDA error".to_string(),
     };
@@ -107,6 +110,8 @@ pub struct CudaSession {
     pools: HashMap<u64, staging::Pool>,
     images: cache::ImageCache,
     nvml: nvml::NvmlState,
+    /// cuBLAS handles (`crate::cublas`), loaded at the first `cublasCreate_v2`.
+    cublas: crate::cublas::Cublas,
 }
 
 impl CudaSession {
@@ -144,6 +149,7 @@ impl CudaSession {
             pools: HashMap::new(),
             images: cache::ImageCache::new(),
             nvml: nvml::NvmlState::default(),
+            cublas: crate::cublas::Cublas::default(),
         })
     }
 
@@ -154,12 +160,20 @@ impl CudaSession {
 
     /// The `CUdevice` of a CUDA ordinal from the client.
     fn device(&self, dev: i32) -> R<CUdevice> {
-        usize::try_from(dev).ok().and_then(|d| self.devices.get(d)).copied().ok_or(INVALID_DEVICE)
+        usize::try_from(dev)
+            .ok()
+            .and_then(|d| self.devices.get(d))
+            .copied()
+            .ok_or(INVALID_DEVICE)
     }
 
     /// The ordinal of the current context's device.
     fn current_device(&self) -> R<usize> {
-        self.h.contexts.get(&self.current).map(|c| c.dev).ok_or(INVALID_CONTEXT)
+        self.h
+            .contexts
+            .get(&self.current)
+            .map(|c| c.dev)
+            .ok_or(INVALID_CONTEXT)
     }
 
     /// Make the driver's current context agree with `self.current` after a call that may
@@ -177,13 +191,29 @@ impl CudaSession {
         }
     }
 
+    /// Run `f` with context `ctx` current (pushed, then popped), or directly when it
+    /// already is (or is 0: none known).
+    fn in_context<T>(&mut self, ctx: u64, f: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
+        if ctx == 0 || ctx == self.current {
+            return f(self);
+        }
+        cu!(self.lib, cuCtxPushCurrent_v2(ctx as CUcontext))?;
+        let saved = std::mem::replace(&mut self.current, ctx);
+        let r = f(self);
+        self.current = saved;
+        let mut popped: CUcontext = std::ptr::null_mut();
+        let _ = (|| cu!(self.lib, cuCtxPopCurrent_v2(&mut popped)))();
+        r
+    }
+
     /// Drop everything that died with context `ctx` (destroyed, reset, or released for the
     /// last time): its streams, events, modules, functions, graph execs, allocations (and
     /// their quota) and staging buffers (freed by the driver with the context).
     fn forget_context_resources(&mut self, ctx: u64) {
         self.h.forget_ctx(ctx);
+        self.cublas.forget_ctx(ctx);
         for (_, r) in self.ranges.remove_where(|_, r| r.ctx == ctx) {
-            if r.counted {
+            if r.kind == ranges::Kind::Alloc {
                 self.uncount(r.dev, r.len);
             }
         }
@@ -222,6 +252,8 @@ impl Session for CudaSession {
     /// releasing explicitly keeps teardown orderly. Destroying a context frees everything
     /// made in it, so only context-independent objects are released one by one.
     fn close(&mut self) {
+        // cuBLAS handles first, while their contexts live.
+        self.cublas.close();
         let lib = self.lib;
         for (&x, _) in self.h.execs.iter() {
             let _ = (|| cu!(lib, cuGraphExecDestroy(x as _)))();
@@ -232,7 +264,10 @@ impl Session for CudaSession {
         for &l in self.h.libraries.iter() {
             let _ = (|| cu!(lib, cuLibraryUnload(l as _)))();
         }
-        for (start, r) in self.ranges.remove_where(|_, r| r.kind == ranges::Kind::Mapped) {
+        for (start, r) in self
+            .ranges
+            .remove_where(|_, r| r.kind == ranges::Kind::Mapped)
+        {
             let _ = (|| cu!(lib, cuMemUnmap(start, r.len as usize)))();
         }
         for (&h, _) in self.h.vmm.iter() {

@@ -8,9 +8,10 @@ use super::cache::aligned_image;
 use super::handles::Func;
 use super::ranges::{Kind, Range};
 use super::{CudaSession, FILE_NOT_FOUND, INVALID_VALUE, R};
-use abi::cuda::{CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUmodule, CUfunc_cache};
+use abi::cuda::{CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUmodule};
 use protocol::FuncInfo;
 use std::ffi::CString;
+use std::ptr::null_mut;
 
 /// `module_load` kinds.
 const KIND_DATA: u8 = 0;
@@ -25,7 +26,7 @@ fn c_name(name: &str) -> R<CString> {
 }
 
 impl CudaSession {
-    pub(super) fn module_load(&mut self, bulk_in: &[u8], hash: &[u8; 32], kind: u8) -> R<u64> {
+    pub(super) fn load_module(&mut self, bulk_in: &[u8], hash: &[u8; 32], kind: u8) -> R<u64> {
         if kind > KIND_LIBRARY {
             return Err(INVALID_VALUE);
         }
@@ -36,14 +37,25 @@ impl CudaSession {
             aligned_image(bulk_in)
         };
         let data = image.as_ptr().cast();
-        let null = std::ptr::null_mut();
         if kind == KIND_LIBRARY {
-            let mut l: CUlibrary = null.cast();
-            cu!(self.lib, cuLibraryLoadData(&mut l, data, null.cast(), null.cast(), 0, null.cast(), null.cast(), 0))?;
+            let mut l: CUlibrary = null_mut();
+            cu!(
+                self.lib,
+                cuLibraryLoadData(
+                    &mut l,
+                    data,
+                    null_mut(),
+                    null_mut(),
+                    0,
+                    null_mut(),
+                    null_mut(),
+                    0
+                )
+            )?;
             self.h.libraries.insert(l as u64);
             return Ok(l as u64);
         }
-        let mut m: CUmodule = null.cast();
+        let mut m: CUmodule = null_mut();
         if kind == KIND_FATBIN {
             cu!(self.lib, cuModuleLoadFatBinary(&mut m, data))?;
         } else {
@@ -59,7 +71,8 @@ impl CudaSession {
         cu!(self.lib, cuModuleUnload(m))?;
         self.h.modules.remove(&module);
         self.h.forget_owner(module);
-        self.ranges.remove_where(|_, r| r.kind == Kind::Global(module));
+        self.ranges
+            .remove_where(|_, r| r.kind == Kind::Global(module));
         Ok(())
     }
 
@@ -73,7 +86,11 @@ impl CudaSession {
 
     /// `(offset, size)` of each parameter of `f`, asking until the index is past the end.
     fn param_layout(&self, f: CUfunction) -> R<Vec<(u32, u32)>> {
-        let info = *self.lib.cuFuncGetParamInfo.as_ref().map_err(|_| super::NOT_SUPPORTED)?;
+        let info = *self
+            .lib
+            .cuFuncGetParamInfo
+            .as_ref()
+            .map_err(|_| super::NOT_SUPPORTED)?;
         let mut params = Vec::new();
         for i in 0..MAX_PARAMS {
             let (mut off, mut size) = (0usize, 0usize);
@@ -89,14 +106,24 @@ impl CudaSession {
 
     fn track_function(&mut self, f: CUfunction, owner: u64) -> R<FuncInfo> {
         let params = self.param_layout(f)?;
-        self.h.functions.insert(f as u64, Func { owner, ctx: self.current, params: params.clone() });
-        Ok(FuncInfo { handle: f as u64, params })
+        self.h.functions.insert(
+            f as u64,
+            Func {
+                owner,
+                ctx: self.current,
+                params: params.clone(),
+            },
+        );
+        Ok(FuncInfo {
+            handle: f as u64,
+            params,
+        })
     }
 
     pub(super) fn module_get_function(&mut self, module: u64, name: &str) -> R<FuncInfo> {
         let m = self.h.module(module)?;
         let name = c_name(name)?;
-        let mut f: CUfunction = std::ptr::null_mut();
+        let mut f: CUfunction = null_mut();
         cu!(self.lib, cuModuleGetFunction(&mut f, m, name.as_ptr()))?;
         self.track_function(f, module)
     }
@@ -105,9 +132,9 @@ impl CudaSession {
     pub(super) fn library_get_kernel(&mut self, library: u64, name: &str) -> R<FuncInfo> {
         let l = self.h.library(library)?;
         let name = c_name(name)?;
-        let mut k: CUkernel = std::ptr::null_mut();
+        let mut k: CUkernel = null_mut();
         cu!(self.lib, cuLibraryGetKernel(&mut k, l, name.as_ptr()))?;
-        let mut f: CUfunction = std::ptr::null_mut();
+        let mut f: CUfunction = null_mut();
         cu!(self.lib, cuKernelGetFunction(&mut f, k))?;
         self.track_function(f, library)
     }
@@ -118,10 +145,21 @@ impl CudaSession {
         let ctx = self.h.modules[&module];
         let name = c_name(name)?;
         let (mut p, mut bytes) = (0u64, 0usize);
-        cu!(self.lib, cuModuleGetGlobal_v2(&mut p, &mut bytes, m, name.as_ptr()))?;
+        cu!(
+            self.lib,
+            cuModuleGetGlobal_v2(&mut p, &mut bytes, m, name.as_ptr())
+        )?;
         let dev = self.h.contexts.get(&ctx).map_or(usize::MAX, |c| c.dev);
         if bytes > 0 && self.ranges.get(p).is_none() {
-            self.ranges.insert(p, Range { len: bytes as u64, dev, ctx, kind: Kind::Global(module) });
+            self.ranges.insert(
+                p,
+                Range {
+                    len: bytes as u64,
+                    dev,
+                    ctx,
+                    kind: Kind::Global(module),
+                },
+            );
         }
         Ok((p, bytes as u64))
     }
@@ -129,12 +167,15 @@ impl CudaSession {
     pub(super) fn func_get_attribute(&mut self, attrib: i32, func: u64) -> R<i32> {
         let f = self.h.function(func)?;
         let mut v = 0;
-        cu!(self.lib, cuFuncGetAttribute(&mut v, CUfunction_attribute(attrib as u32), f))?;
+        cu!(
+            self.lib,
+            cuFuncGetAttribute(&mut v, CUfunction_attribute(attrib as u32), f)
+        )?;
         Ok(v)
     }
 
     /// Every attribute below `CU_FUNC_ATTRIBUTE_MAX`, 0 where the driver has none.
-    pub(super) fn func_attributes(&mut self, func: u64) -> R<Vec<i32>> {
+    pub(super) fn all_func_attributes(&mut self, func: u64) -> R<Vec<i32>> {
         self.h.function(func)?;
         Ok((0..CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX.0 as i32)
             .map(|a| self.func_get_attribute(a, func).unwrap_or(0))
@@ -143,7 +184,10 @@ impl CudaSession {
 
     pub(super) fn func_set_attribute(&mut self, func: u64, attrib: i32, value: i32) -> R<()> {
         let f = self.h.function(func)?;
-        cu!(self.lib, cuFuncSetAttribute(f, CUfunction_attribute(attrib as u32), value))
+        cu!(
+            self.lib,
+            cuFuncSetAttribute(f, CUfunction_attribute(attrib as u32), value)
+        )
     }
 
     pub(super) fn func_set_cache_config(&mut self, func: u64, config: u32) -> R<()> {
@@ -154,7 +198,16 @@ impl CudaSession {
     pub(super) fn occupancy(&mut self, func: u64, block: i32, smem: u64, flags: u32) -> R<i32> {
         let f = self.h.function(func)?;
         let mut n = 0;
-        cu!(self.lib, cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&mut n, f, block, smem as usize, flags))?;
+        cu!(
+            self.lib,
+            cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+                &mut n,
+                f,
+                block,
+                smem as usize,
+                flags
+            )
+        )?;
         Ok(n)
     }
 }

@@ -8,7 +8,7 @@
 //! The policy is written against [`PinnedApi`] so it can be tested without a GPU.
 
 use super::{NOT_READY, R};
-use abi::cuda::{CUevent, CudaLib, CU_MEMHOSTALLOC_PORTABLE};
+use abi::cuda::{CU_MEMHOSTALLOC_PORTABLE, CUevent, CudaLib};
 
 /// Smallest buffer made; sizes are rounded up to a power of two so buffers get reused.
 pub const MIN_BUF: usize = 64 << 10;
@@ -89,11 +89,16 @@ impl Pool {
             b.pending = !api.event_query(b.event).unwrap_or(true);
         }
         let free = |b: &Pinned| !b.pending && b.cap >= len;
-        if let Some(i) = (0..self.bufs.len()).filter(|&i| free(&self.bufs[i])).min_by_key(|&i| self.bufs[i].cap) {
+        if let Some(i) = (0..self.bufs.len())
+            .filter(|&i| free(&self.bufs[i]))
+            .min_by_key(|&i| self.bufs[i].cap)
+        {
             return Ok(i);
         }
         let cap = len.max(MIN_BUF).checked_next_power_of_two().unwrap_or(len);
-        let oldest_busy = (0..self.bufs.len()).filter(|&i| self.bufs[i].cap >= len).min_by_key(|&i| self.bufs[i].tick);
+        let oldest_busy = (0..self.bufs.len())
+            .filter(|&i| self.bufs[i].cap >= len)
+            .min_by_key(|&i| self.bufs[i].tick);
         if self.total + cap > POOL_LIMIT {
             if let Some(i) = oldest_busy {
                 return self.wait(api, i);
@@ -102,7 +107,13 @@ impl Pool {
         }
         match api.host_alloc(cap) {
             Ok(ptr) => {
-                self.bufs.push(Pinned { ptr, cap, event: 0, pending: false, tick: 0 });
+                self.bufs.push(Pinned {
+                    ptr,
+                    cap,
+                    event: 0,
+                    pending: false,
+                    tick: 0,
+                });
                 self.total += cap;
                 Ok(self.bufs.len() - 1)
             }
@@ -180,7 +191,9 @@ impl Pool {
         self.total -= b.cap;
     }
 
-    /// Free every buffer (the context is alive).
+    /// Free every buffer (the context is alive). Sessions never need it: their buffers go
+    /// with their contexts.
+    #[cfg(test)]
     pub fn free_all(&mut self, api: &impl PinnedApi) {
         for b in self.bufs.drain(..) {
             api.host_free(b.ptr);
@@ -224,14 +237,25 @@ mod tests {
                 return Err(2);
             }
             // Big buffers are never touched by the tests: a distinct address will do.
-            let mut v = if len <= 1 << 20 { vec![0u8; len] } else { Vec::new() };
+            let mut v = if len <= 1 << 20 {
+                vec![0u8; len]
+            } else {
+                Vec::new()
+            };
             self.next.set(self.next.get() + 1);
-            let p = if v.is_empty() { (self.next.get() << 32) as *mut u8 } else { v.as_mut_ptr() };
+            let p = if v.is_empty() {
+                (self.next.get() << 32) as *mut u8
+            } else {
+                v.as_mut_ptr()
+            };
             self.mem.borrow_mut().insert(p as usize, v);
             Ok(p)
         }
         fn host_free(&self, p: *mut u8) {
-            self.mem.borrow_mut().remove(&(p as usize)).expect("freed twice");
+            self.mem
+                .borrow_mut()
+                .remove(&(p as usize))
+                .expect("freed twice");
         }
         fn event_create(&self) -> R<u64> {
             self.next.set(self.next.get() + 1);
@@ -278,11 +302,15 @@ mod tests {
         let mut p = Pool::default();
         let big = p.take(&api, 3 << 20).unwrap();
         assert_eq!(p.caps()[big].0, 4 << 20);
+        // A free big buffer serves a small request rather than a new allocation.
+        assert_eq!(p.take(&api, 10).unwrap(), big);
+        p.record(&api, big, 0).unwrap();
         let small = p.take(&api, MIN_BUF + 1).unwrap();
-        let _ = small;
-        // Both are free: a small request takes the smaller one.
-        let i = p.take(&api, 1000).unwrap();
-        assert_eq!(p.caps()[i].0, 2 * MIN_BUF);
+        assert_eq!(p.caps()[small].0, 2 * MIN_BUF);
+        api.done.borrow_mut().values_mut().for_each(|d| *d = true);
+        // Both are free now: a small request takes the smaller one.
+        assert_eq!(p.take(&api, 1000).unwrap(), small);
+        assert_eq!(p.take(&api, 3 << 20).unwrap(), big);
     }
 
     #[test]

@@ -1,14 +1,20 @@
-//! `libcublasLt.so.12`: cuBLASLt, forwarded at API level to a vgpu server.
+//! `libcublasLt.so.12`: cuBLASLt for vgpu.
 //!
-//! The code is shared with the other major version in `shims/cublas/common/lt/` (included
-//! below). Every name of `crates/abi/exports/libcublasLt.so.12.exports` is exported,
-//! versioned `@@libcublasLt.so.12`: the ones defined by hand, and a generated stub
-//! returning `CUBLAS_STATUS_NOT_SUPPORTED` for each of the rest.
+//! The code is shared with the other major version in `shims/cublas/common/lt/` (the module
+//! `lt` below); this crate fixes what differs between majors: the bindings `api` and the
+//! versions claimed.
+//! Every name of `crates/abi/exports/libcublasLt.so.12.exports` is exported, versioned
+//! `@@libcublasLt.so.12`: the ones defined by hand, and a generated stub returning
+//! `CUBLAS_STATUS_NOT_SUPPORTED` for each of the rest.
+
+/// The cuBLAS(Lt) bindings of this major version.
+pub use abi::cublas12 as api;
 
 /// The CUDA runtime version this library was "built against" (`CUDART_VERSION`).
 pub const CUDART_VERSION: usize = 12090;
 
-include!("../../common/lt/mod.rs");
+#[path = "../../common/lt/mod.rs"]
+pub mod lt;
 
 // Not-supported stubs for every exported name not defined by hand (keep this line).
 include!(concat!(env!("OUT_DIR"), "/stubs.rs"));

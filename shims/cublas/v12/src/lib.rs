@@ -1,14 +1,24 @@
 //! `libcublas.so.12`: cuBLAS, forwarded at API level to a vgpu server.
 //!
-//! The code is shared with the other major version in `shims/cublas/common/blas/`
-//! (included below). Every name of `crates/abi/exports/libcublas.so.12.exports` is exported,
-//! versioned `@@libcublas.so.12`: the ones defined by hand, and a generated stub returning
-//! `CUBLAS_STATUS_NOT_SUPPORTED` for each of the rest.
+//! The code is shared with the other major version in `shims/cublas/common/blas/` (the
+//! module `blas` below); this crate fixes what differs between majors: the bindings
+//! (`api`, whose signatures the forwarded functions are checked against) and the versions
+//! claimed. Every name of `crates/abi/exports/libcublas.so.12.exports` is exported, versioned
+//! `@@libcublas.so.12`: the ones defined in `blas` (and generated there from
+//! `protocol::cublas_functions!`), and a generated stub returning
+//! `CUBLAS_STATUS_NOT_SUPPORTED` for each of the rest (see `docs/coverage.md`).
+
+/// The cuBLAS bindings of this major version.
+pub use abi::cublas12 as api;
 
 /// The CUDA runtime version this library was "built against" (`CUDART_VERSION`).
 pub const CUDART_VERSION: usize = 12090;
 
-include!("../../common/blas/mod.rs");
+/// The runtime library of the same major, whose current device `cublasCreate_v2` uses.
+pub const CUDART_SONAME: &str = "libcudart.so.12";
+
+#[path = "../../common/blas/mod.rs"]
+pub mod blas;
 
 // Not-supported stubs for every exported name not defined by hand (keep this line).
 include!(concat!(env!("OUT_DIR"), "/stubs.rs"));

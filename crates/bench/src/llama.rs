@@ -1,0 +1,105 @@
+//! llama-bench runs: the command line, and its `-o json` output.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+
+/// One test of one llama-bench run (`pp512`, `tg128`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LlamaTest {
+    /// `model_filename` as llama-bench reports it.
+    pub model: String,
+    /// `pp512`, `tg128` (as llama-bench's markdown names them).
+    pub test: String,
+    /// Tokens per second, mean over the repetitions.
+    pub avg_ts: f64,
+    pub stddev_ts: f64,
+}
+
+/// The arguments of one llama-bench run: `-m M -p 512 -n 128 -ngl 99 -r REPS -o json`.
+pub fn args(model: &Path, reps: u32) -> Vec<String> {
+    let mut a = vec!["-m".to_string(), model.display().to_string()];
+    for s in ["-p", "512", "-n", "128", "-ngl", "99", "-r"] {
+        a.push(s.to_string());
+    }
+    a.push(reps.to_string());
+    a.push("-o".to_string());
+    a.push("json".to_string());
+    a
+}
+
+/// The name llama-bench gives a test: `pp512`, `tg128`, `pp512+tg128`, with ` @ d<depth>`.
+pub fn test_name(n_prompt: u64, n_gen: u64, n_depth: u64) -> String {
+    let mut s = match (n_prompt, n_gen) {
+        (p, 0) => format!("pp{p}"),
+        (0, g) => format!("tg{g}"),
+        (p, g) => format!("pp{p}+tg{g}"),
+    };
+    if n_depth > 0 {
+        s.push_str(&format!(" @ d{n_depth}"));
+    }
+    s
+}
+
+/// Parse llama-bench's `-o json` output: a list of objects, one per test, with
+/// `model_filename`, `n_prompt`, `n_gen`, `n_depth`, `avg_ts`, `stddev_ts` among others.
+/// Text before the list (a stray log line on stdout) is skipped.
+pub fn parse(out: &str) -> Result<Vec<LlamaTest>, String> {
+    let start = out.find('[').ok_or("no JSON list in llama-bench output")?;
+    let v: Value = serde_json::from_str(out[start..].trim_end()).map_err(|e| format!("llama-bench JSON: {e}"))?;
+    let list = v.as_array().ok_or("llama-bench JSON is not a list")?;
+    let num = |o: &Value, k: &str| o.get(k).and_then(Value::as_f64);
+    let int = |o: &Value, k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
+    list.iter()
+        .map(|o| {
+            Ok(LlamaTest {
+                model: o.get("model_filename").and_then(Value::as_str).unwrap_or("?").to_string(),
+                test: test_name(int(o, "n_prompt"), int(o, "n_gen"), int(o, "n_depth")),
+                avg_ts: num(o, "avg_ts").ok_or("llama-bench JSON: a test without avg_ts")?,
+                stddev_ts: num(o, "stddev_ts").unwrap_or(0.0),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!("../tests/fixtures/llama-bench.json");
+
+    #[test]
+    fn parses_llama_bench_json() {
+        let t = parse(FIXTURE).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].test, "pp512");
+        assert_eq!(t[0].model, "/tmp/vgpu-work/q8.gguf");
+        assert!((t[0].avg_ts - 45950.123).abs() < 1e-9);
+        assert!((t[0].stddev_ts - 70.5).abs() < 1e-9);
+        assert_eq!(t[1].test, "tg128");
+        assert!((t[1].avg_ts - 874.7).abs() < 1e-9);
+    }
+
+    #[test]
+    fn skips_leading_noise_and_rejects_garbage() {
+        let t = parse(&format!("ggml_cuda_init: found 1 CUDA devices\n{FIXTURE}")).unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(parse("").is_err());
+        assert!(parse("[ {\"n_prompt\": 512} ]").unwrap_err().contains("avg_ts"));
+        assert!(parse("[ {").is_err());
+        assert_eq!(parse("[\n]\n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn test_names() {
+        assert_eq!(test_name(512, 0, 0), "pp512");
+        assert_eq!(test_name(0, 128, 0), "tg128");
+        assert_eq!(test_name(512, 128, 0), "pp512+tg128");
+        assert_eq!(test_name(0, 128, 4096), "tg128 @ d4096");
+    }
+
+    #[test]
+    fn command_line() {
+        assert_eq!(args(Path::new("/m/q8.gguf"), 3).join(" "), "-m /m/q8.gguf -p 512 -n 128 -ngl 99 -r 3 -o json");
+    }
+}

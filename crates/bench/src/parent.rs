@@ -1,0 +1,540 @@
+//! The parent: a server of its own (unless given), one measuring child per column, the
+//! llama-bench runs, the report.
+
+use crate::Args;
+use crate::child::Plan;
+use crate::llama;
+use crate::model::ChildResult;
+use crate::report::{self, COLUMNS, Column, LlamaRun, Meta, Outcome, Report};
+use crate::time::Utc;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const SHM_REASON: &str = "the shared-memory transport is not implemented yet";
+
+/// Where the vgpu columns connect.
+struct Servers {
+    unix: Option<String>,
+    tcp: Option<String>,
+    token: Option<String>,
+}
+
+/// A `vgpu serve` started by this command; stopped on drop.
+struct ServerProc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ServerProc {
+    fn log_tail(&self) -> String {
+        tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 20)
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        // SIGTERM first, so that the server can end its workers; SIGKILL after 5 s.
+        // SAFETY: kill(2) on the id of a process this command started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+fn progress(msg: &str) {
+    eprintln!("vgpu bench: {msg}");
+}
+
+/// Our libraries: `--dist-lib`, else `../lib` next to the executable (dist/bin/vgpu).
+fn dist_lib(args: &Args, exe: &Path) -> Result<PathBuf, String> {
+    let dir = match &args.dist_lib {
+        Some(d) => d.clone(),
+        None => exe.parent().and_then(Path::parent).map(|p| p.join("lib")).unwrap_or_default(),
+    };
+    for lib in ["libcuda.so.1", "libnvidia-ml.so.1"] {
+        if !dir.join(lib).exists() {
+            return Err(format!(
+                "{} has no {lib}: build the libraries (scripts/dist.sh) and run dist/bin/vgpu, or pass --dist-lib DIR",
+                dir.display()
+            ));
+        }
+    }
+    std::fs::canonicalize(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok();
+    if !ok {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn start_server(exe: &Path, backend: &str, dir: &Path) -> Result<(ServerProc, Servers), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let sock = dir.join("vgpu.sock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free TCP port: {e}"))?
+        .port();
+    let token = random_token();
+    let token_file = dir.join("token");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&token_file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()))
+        .map_err(|e| format!("{}: {e}", token_file.display()))?;
+    let log = dir.join("server.log");
+    let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let unix = format!("unix:{}", sock.display());
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(exe)
+        .args(["serve", "--backend", backend, "--listen", &unix, "--listen", &tcp, "--token-file"])
+        .arg(&token_file)
+        .env("VGPU_LOG", std::env::var("VGPU_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+        .env_remove("VGPU_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {} serve: {e}", exe.display()))?;
+    let mut server = ServerProc { child, log };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(st)) = server.child.try_wait() {
+            return Err(format!("vgpu serve exited ({st}):\n{}", server.log_tail()));
+        }
+        let up = std::os::unix::net::UnixStream::connect(&sock).is_ok()
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if up {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("vgpu serve did not come up in 30 s:\n{}", server.log_tail()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((server, Servers { unix: Some(unix), tcp: Some(tcp), token: Some(token) }))
+}
+
+fn given_token(args: &Args) -> Result<Option<String>, String> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map(|s| s.trim().to_string()).map_err(|e| format!("token file {}: {e}", p.display()))
+    };
+    if let Some(p) = &args.token_file {
+        return read(p).map(Some);
+    }
+    if let Ok(t) = std::env::var("VGPU_TOKEN") {
+        return Ok(Some(t.trim().to_string()));
+    }
+    match std::env::var("VGPU_TOKEN_FILE") {
+        Ok(p) => read(Path::new(&p)).map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// What a spawned process printed, and how it ended.
+struct Captured {
+    stdout: String,
+    stderr: String,
+    status: Option<ExitStatus>,
+    elapsed: Duration,
+}
+
+/// Run `cmd` (in a process group of its own) to the end or for at most `timeout`, capturing
+/// its output.
+fn run_captured(mut cmd: Command, timeout: Duration) -> Result<Captured, String> {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let deadline = start + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() > deadline => {
+                // SAFETY: kill(2) on the process group of the child this function started.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    Ok(Captured {
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        status,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn failure(c: &Captured, timeout: Duration) -> Option<String> {
+    match c.status {
+        None => Some(format!("timed out after {} s; stderr: {}", timeout.as_secs(), tail(&c.stderr, 5))),
+        Some(st) if !st.success() => Some(format!("{st}; stderr: {}", tail(&c.stderr, 5))),
+        Some(_) => None,
+    }
+}
+
+/// `LD_LIBRARY_PATH` without our libraries, so that a native process loads NVIDIA's.
+fn native_ld_path(dist: &Path) -> String {
+    std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|p| !p.is_empty() && std::fs::canonicalize(p).ok().as_deref() != Some(dist))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// How a column's processes are started.
+struct Side<'a> {
+    /// None for native.
+    server: Option<&'a str>,
+    token: Option<&'a str>,
+    wrap: &'a [String],
+    dist: &'a Path,
+}
+
+impl Side<'_> {
+    /// `program args` for this side, with `extra_ld` ahead of the side's library path.
+    fn command(&self, program: &Path, args: &[String], extra_ld: Option<&Path>) -> Command {
+        let mut cmd;
+        let mut ld: Vec<String> = Vec::new();
+        match self.server {
+            None => {
+                cmd = Command::new(program);
+                cmd.args(args);
+                ld.extend(extra_ld.map(|p| p.display().to_string()));
+                ld.push(native_ld_path(self.dist));
+                cmd.env_remove("VGPU_SERVER").env_remove("VGPU_TOKEN").env_remove("VGPU_TOKEN_FILE");
+            }
+            Some(server) => {
+                match self.wrap.split_first() {
+                    Some((w, rest)) => {
+                        cmd = Command::new(w);
+                        cmd.args(rest).arg(program);
+                    }
+                    None => cmd = Command::new(program),
+                }
+                cmd.args(args);
+                ld.push(self.dist.display().to_string());
+                ld.extend(extra_ld.map(|p| p.display().to_string()));
+                cmd.env("VGPU_SERVER", server).env("VGPU_CONFIG", "/nonexistent").env_remove("VGPU_TOKEN_FILE");
+                match self.token {
+                    Some(t) => cmd.env("VGPU_TOKEN", t),
+                    None => cmd.env_remove("VGPU_TOKEN"),
+                };
+            }
+        }
+        let ld: Vec<String> = ld.into_iter().filter(|s| !s.is_empty()).collect();
+        cmd.env("LD_LIBRARY_PATH", ld.join(":"));
+        cmd
+    }
+}
+
+fn measure_column(exe: &Path, side: &Side<'_>, quick: bool, timeout: Duration, name: &str) -> Outcome {
+    let (lib, nvml) = match side.server {
+        None => ("libcuda.so.1".to_string(), "libnvidia-ml.so.1".to_string()),
+        Some(_) => (
+            side.dist.join("libcuda.so.1").display().to_string(),
+            side.dist.join("libnvidia-ml.so.1").display().to_string(),
+        ),
+    };
+    let mut a: Vec<String> = ["bench", "--child", "--json", "--lib", &lib, "--nvml", &nvml].map(String::from).to_vec();
+    if quick {
+        a.push("--quick".into());
+    }
+    progress(&format!("{name}: measuring ({lib})"));
+    let c = match run_captured(side.command(exe, &a, None), timeout) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed { error: e },
+    };
+    if let Some(e) = failure(&c, timeout) {
+        progress(&format!("{name}: failed: {e}"));
+        return Outcome::Failed { error: e };
+    }
+    let line = c.stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    match serde_json::from_str::<ChildResult>(line) {
+        Ok(r) => {
+            progress(&format!("{name}: done in {:.1} s", c.elapsed.as_secs_f64()));
+            Outcome::Measured { result: Box::new(r) }
+        }
+        Err(e) => Outcome::Failed { error: format!("unreadable result ({e}): {}", tail(&c.stdout, 3)) },
+    }
+}
+
+fn llama_run(bin: &Path, model: &Path, side: &Side<'_>, args: &Args, column: &str) -> LlamaRun {
+    let timeout = Duration::from_secs(args.timeout);
+    let program = bin.join("llama-bench");
+    progress(&format!("{column}: llama-bench {}", model.display()));
+    let cmd = side.command(&program, &llama::args(model, args.llama_reps), Some(bin));
+    let mut run = LlamaRun { model: model.display().to_string(), column: column.into(), tests: vec![], error: None };
+    match run_captured(cmd, timeout) {
+        Err(e) => run.error = Some(e),
+        Ok(c) => match failure(&c, timeout) {
+            Some(e) => run.error = Some(e),
+            None => match llama::parse(&c.stdout) {
+                Ok(t) => run.tests = t,
+                Err(e) => run.error = Some(e),
+            },
+        },
+    }
+    if let Some(e) = &run.error {
+        progress(&format!("{column}: llama-bench failed: {e}"));
+    }
+    run
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+fn cuda_version(v: i32) -> String {
+    if v <= 0 { "?".into() } else { format!("{}.{}", v / 1000, v % 1000 / 10) }
+}
+
+/// `vgpu bench` without `--child`.
+pub fn run(args: &Args) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let dist = dist_lib(args, &exe)?;
+    if !args.models.is_empty() && args.llama_bin.is_none() {
+        return Err("--models needs --llama-bin DIR (the folder holding llama-bench)".into());
+    }
+    if let Some(b) = &args.llama_bin {
+        if !b.join("llama-bench").exists() {
+            return Err(format!("{} has no llama-bench", b.display()));
+        }
+        if args.models.is_empty() {
+            return Err("--llama-bin needs --models q8.gguf,f16.gguf".into());
+        }
+        if let Some(m) = args.models.iter().find(|m| !m.is_file()) {
+            return Err(format!("model {} not found", m.display()));
+        }
+    }
+    let wrap: Vec<String> = args.wrap.as_deref().unwrap_or("").split_whitespace().map(String::from).collect();
+    let date = Utc::now();
+    let timeout = Duration::from_secs(args.timeout);
+    let tmp = tempfile::Builder::new().prefix("vgpu-bench-").tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+
+    let given = args.server.is_some() || args.tcp_server.is_some();
+    let (server, servers) = if given {
+        let s = Servers { unix: args.server.clone(), tcp: args.tcp_server.clone(), token: given_token(args)? };
+        (None, s)
+    } else {
+        progress(&format!("starting vgpu serve --backend {}", args.backend));
+        let (p, s) = start_server(&exe, &args.backend, tmp.path())?;
+        (Some(p), s)
+    };
+    let backend = if given { "given".to_string() } else { args.backend.clone() };
+
+    let native = Side { server: None, token: None, wrap: &wrap, dist: &dist };
+    let token = servers.token.as_deref();
+    let unix = servers.unix.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist });
+    let tcp = servers.tcp.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist });
+    let sides: Vec<(&str, Option<Side<'_>>, String)> = vec![
+        (
+            "native",
+            (!args.no_native && backend != "sim").then_some(native),
+            if args.no_native { "left out (--no-native)".into() } else { "no native GPU with the sim backend".into() },
+        ),
+        ("unix", unix, "no unix server given (--server)".into()),
+        ("tcp", tcp, "no TCP server given (--tcp-server)".into()),
+        ("shm", None, SHM_REASON.into()),
+    ];
+    debug_assert!(sides.iter().map(|s| s.0).eq(COLUMNS));
+
+    let mut columns = Vec::new();
+    for (name, side, reason) in &sides {
+        let outcome = match side {
+            Some(s) => measure_column(&exe, s, args.quick, timeout, name),
+            None => Outcome::Skipped { reason: reason.clone() },
+        };
+        columns.push(Column { name: name.to_string(), outcome });
+    }
+    let mut llama_runs = Vec::new();
+    if let Some(bin) = &args.llama_bin {
+        for model in &args.models {
+            for (name, side, _) in &sides {
+                if let Some(s) = side {
+                    llama_runs.push(llama_run(bin, model, s, args, name));
+                }
+            }
+        }
+    }
+    let server_tail = server.as_ref().map(ServerProc::log_tail);
+    drop(server);
+
+    let sizes = Plan::new(args.quick).sizes;
+    let measured: Vec<&ChildResult> = columns
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            Outcome::Measured { result } => Some(&**result),
+            _ => None,
+        })
+        .collect();
+    let first = measured.first().copied().cloned().unwrap_or_default();
+    let native_libs = match &columns[0].outcome {
+        Outcome::Measured { result } => vec![result.device.cuda_lib.clone(), result.device.nvml_lib.clone()],
+        _ => vec![],
+    };
+    let meta = Meta {
+        gpu: if first.device.name.is_empty() { "unknown GPU".into() } else { first.device.name.clone() },
+        driver_version: first.device.driver_version.clone(),
+        cuda_version: cuda_version(first.device.cuda_driver_version),
+        host: host_name(),
+        date: date.date_time(),
+        vgpu_version: format!(
+            "{}{}",
+            env!("CARGO_PKG_VERSION"),
+            if cfg!(debug_assertions) { " (debug build: not for publishing)" } else { "" }
+        ),
+        backend: backend.clone(),
+        native_libs,
+        vgpu_lib_dir: dist.display().to_string(),
+        wrap: args.wrap.clone(),
+        quick: args.quick,
+    };
+    let mut notes = report::build_notes(&columns, &llama_runs);
+    let failed = columns.iter().any(|c| matches!(c.outcome, Outcome::Failed { .. }))
+        || llama_runs.iter().any(|r| r.error.is_some());
+    if failed && let Some(t) = server_tail.filter(|t| !t.trim().is_empty()) {
+        notes.push(format!("server log (last lines): {}", t.replace('\n', " / ")));
+    }
+    let rep = Report {
+        meta,
+        columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
+        rows: report::build_rows(&columns, &sizes, &llama_runs),
+        notes,
+        children: columns,
+        llama: llama_runs,
+    };
+    let md = report::render_markdown(&rep);
+    let json = serde_json::to_string_pretty(&rep).map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{md}");
+    }
+    if !args.no_write {
+        write_results(&args.out, &rep, &md, &json, &date, &args.backend)?;
+    }
+    if failed { Err("some measurements failed (see the notes under the table)".into()) } else { Ok(()) }
+}
+
+fn write_results(out: &Path, rep: &Report, md: &str, json: &str, date: &Utc, backend: &str) -> Result<(), String> {
+    let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(out).map_err(|e| err(out, e))?;
+    let stem = report::file_stem(&date.date(), &rep.meta.host, backend, rep.meta.quick);
+    let md_path = out.join(format!("{stem}.md"));
+    let json_path = out.join(format!("{stem}.json"));
+    std::fs::write(&md_path, md).map_err(|e| err(&md_path, e))?;
+    std::fs::write(&json_path, format!("{json}\n")).map_err(|e| err(&json_path, e))?;
+    let files: Vec<String> = std::fs::read_dir(out)
+        .map_err(|e| err(out, e))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let readme = out.join("README.md");
+    let existing = std::fs::read_to_string(&readme).ok();
+    let text = report::update_readme(existing.as_deref(), &files, &format!("{stem}.md"));
+    std::fs::write(&readme, text).map_err(|e| err(&readme, e))?;
+    progress(&format!("wrote {} and {}", md_path.display(), json_path.display()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_tails() {
+        assert_eq!(cuda_version(13000), "13.0");
+        assert_eq!(cuda_version(12090), "12.9");
+        assert_eq!(cuda_version(0), "?");
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("", 2), "");
+    }
+
+    #[test]
+    fn captured_runs_and_timeouts() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let r = run_captured(c, Duration::from_secs(10)).unwrap();
+        assert_eq!(r.stdout, "out\n");
+        assert_eq!(r.stderr, "err\n");
+        assert_eq!(r.status.and_then(|s| s.code()), Some(3));
+        assert!(failure(&r, Duration::from_secs(10)).unwrap().contains("err"));
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        let r = run_captured(c, Duration::from_millis(200)).unwrap();
+        assert!(r.status.is_none());
+        assert!(r.elapsed < Duration::from_secs(10));
+        assert!(failure(&r, Duration::from_secs(1)).unwrap().starts_with("timed out"));
+    }
+
+    #[test]
+    fn sides_set_the_environment() {
+        let dist = PathBuf::from("/opt/vgpu/lib");
+        let wrap = vec!["tools/no-gpu.sh".to_string()];
+        let vg = Side { server: Some("unix:/tmp/s.sock"), token: Some("t0k"), wrap: &wrap, dist: &dist };
+        let cmd = vg.command(Path::new("/l/llama-bench"), &["-m".into(), "x".into()], Some(Path::new("/l")));
+        assert_eq!(cmd.get_program(), "tools/no-gpu.sh");
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args, ["/l/llama-bench", "-m", "x"]);
+        let env = |cmd: &Command, k: &str| {
+            cmd.get_envs().find(|(n, _)| *n == k).and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+        };
+        assert_eq!(env(&cmd, "LD_LIBRARY_PATH").as_deref(), Some("/opt/vgpu/lib:/l"));
+        assert_eq!(env(&cmd, "VGPU_SERVER").as_deref(), Some("unix:/tmp/s.sock"));
+        assert_eq!(env(&cmd, "VGPU_TOKEN").as_deref(), Some("t0k"));
+
+        let native = Side { server: None, token: None, wrap: &wrap, dist: &dist };
+        let cmd = native.command(Path::new("/l/llama-bench"), &[], Some(Path::new("/l")));
+        assert_eq!(cmd.get_program(), "/l/llama-bench");
+        assert!(env(&cmd, "LD_LIBRARY_PATH").unwrap().starts_with("/l"));
+        assert_eq!(env(&cmd, "VGPU_SERVER"), None);
+        assert!(cmd.get_envs().any(|(k, v)| k == "VGPU_SERVER" && v.is_none()), "VGPU_SERVER removed");
+    }
+}

@@ -1,0 +1,615 @@
+//! From the columns' results to rows, ratios, the markdown table, the JSON file and the
+//! index in `bench/README.md`.
+
+use crate::llama::LlamaTest;
+use crate::model::{ChildResult, Dir, Mem};
+use serde::{Deserialize, Serialize};
+
+/// The columns of every report, in order: native, then vgpu per transport.
+pub const COLUMNS: [&str; 4] = ["native", "unix", "tcp", "shm"];
+
+/// One value of the table: a number, or why there is none.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum Cell {
+    Value(f64),
+    Na(String),
+}
+
+impl Cell {
+    pub fn na() -> Cell {
+        Cell::Na("n/a".into())
+    }
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Cell::Value(v) => Some(*v),
+            Cell::Na(_) => None,
+        }
+    }
+}
+
+/// Which way is better: lower for times, higher for rates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+/// Speed of `other` relative to `native`, so that 1.0 is parity and higher is better:
+/// native/other for times (lower is better), other/native for rates (higher is better).
+pub fn ratio(native: &Cell, other: &Cell, better: Better) -> Cell {
+    match (native.value(), other.value()) {
+        (Some(n), Some(o)) if n > 0.0 && o > 0.0 => Cell::Value(match better {
+            Better::Lower => n / o,
+            Better::Higher => o / n,
+        }),
+        _ => Cell::na(),
+    }
+}
+
+/// What a column's measuring process produced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    Measured { result: Box<ChildResult> },
+    Failed { error: String },
+    Skipped { reason: String },
+}
+
+/// One column: native, unix, tcp or shm.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+/// One llama-bench run: a model in a column.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LlamaRun {
+    pub model: String,
+    pub column: String,
+    pub tests: Vec<LlamaTest>,
+    pub error: Option<String>,
+}
+
+/// One row of the table.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Row {
+    pub metric: String,
+    pub unit: String,
+    pub better: Better,
+    /// One per column.
+    pub cells: Vec<Cell>,
+    /// One per column after the first: speed relative to the first (native).
+    pub ratios: Vec<Cell>,
+}
+
+impl Row {
+    pub fn new(metric: impl Into<String>, unit: &str, better: Better, cells: Vec<Cell>) -> Row {
+        let ratios = cells.iter().skip(1).map(|c| ratio(&cells[0], c, better)).collect();
+        Row { metric: metric.into(), unit: unit.to_string(), better, cells, ratios }
+    }
+}
+
+/// What the header says.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Meta {
+    pub gpu: String,
+    pub driver_version: String,
+    /// e.g. "13.0", from `cuDriverGetVersion`.
+    pub cuda_version: String,
+    pub host: String,
+    /// `YYYY-MM-DD HH:MM UTC`.
+    pub date: String,
+    pub vgpu_version: String,
+    /// Backend of the server (`cuda`, `sim`), or "given" for servers named on the command line.
+    pub backend: String,
+    pub native_libs: Vec<String>,
+    pub vgpu_lib_dir: String,
+    pub wrap: Option<String>,
+    pub quick: bool,
+}
+
+/// Everything a run produced: what goes to the .json file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Report {
+    pub meta: Meta,
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+    pub children: Vec<Column>,
+    pub llama: Vec<LlamaRun>,
+}
+
+impl Report {
+    /// Read back a report written as JSON.
+    pub fn from_json(s: &str) -> Result<Report, String> {
+        serde_json::from_str(s).map_err(|e| format!("bench report JSON: {e}"))
+    }
+}
+
+/// `4 KiB`, `1 MiB`, `1 GiB`.
+pub fn size_label(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (n, u) in UNITS {
+        if bytes >= n && bytes.is_multiple_of(n) {
+            return format!("{} {u}", bytes / n);
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// A number with as many decimals as its size deserves.
+pub fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 100.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn fmt_cell(c: &Cell) -> String {
+    match c {
+        Cell::Value(v) => fmt_num(*v),
+        Cell::Na(s) => s.clone(),
+    }
+}
+
+fn fmt_ratio(c: &Cell) -> String {
+    match c {
+        Cell::Value(v) => format!("{v:.2}"),
+        Cell::Na(_) => "n/a".into(),
+    }
+}
+
+/// The micro-benchmark rows (launches, round trips, copies of `sizes`, NVML) and the llama rows.
+pub fn build_rows(columns: &[Column], sizes: &[u64], llama: &[LlamaRun]) -> Vec<Row> {
+    let cells = |f: &dyn Fn(&ChildResult) -> Cell| -> Vec<Cell> {
+        columns
+            .iter()
+            .map(|c| match &c.outcome {
+                Outcome::Measured { result } => f(result),
+                Outcome::Failed { .. } => Cell::Na("error".into()),
+                Outcome::Skipped { .. } => Cell::na(),
+            })
+            .collect()
+    };
+    let launch = |f: fn(&crate::model::Launch) -> f64| {
+        move |r: &ChildResult| match &r.launch {
+            Some(l) => Cell::Value(f(l)),
+            None => Cell::Na("n/a (kernels unsupported)".into()),
+        }
+    };
+    let us = "µs";
+    let mut rows = vec![
+        Row::new("empty kernel launch: submit cost per launch", us, Better::Lower, cells(&launch(|l| l.submit_us))),
+        Row::new(
+            "empty kernel launch: throughput, per launch until sync",
+            us,
+            Better::Lower,
+            cells(&launch(|l| l.throughput_us)),
+        ),
+        Row::new("launch + sync, mean", us, Better::Lower, cells(&launch(|l| l.launch_sync.mean_us))),
+        Row::new("launch + sync, p50", us, Better::Lower, cells(&launch(|l| l.launch_sync.p50_us))),
+        Row::new("sync round trip (idle stream), mean", us, Better::Lower, cells(&|r| Cell::Value(r.sync.mean_us))),
+        Row::new("sync round trip (idle stream), p50", us, Better::Lower, cells(&|r| Cell::Value(r.sync.p50_us))),
+    ];
+    for mem in [Mem::Pageable, Mem::Pinned] {
+        for dir in [Dir::H2D, Dir::D2H] {
+            for &bytes in sizes {
+                let metric = format!("copy {} {} {}", dir.name(), mem.name(), size_label(bytes));
+                let f = move |r: &ChildResult| match r.copy(dir, mem, bytes) {
+                    Some(c) => Cell::Value(c.best_gbps),
+                    None => Cell::Na("missing".into()),
+                };
+                rows.push(Row::new(metric, "GB/s", Better::Higher, cells(&f)));
+            }
+        }
+    }
+    rows.push(Row::new(
+        "NVML nvmlDeviceGetMemoryInfo, mean",
+        us,
+        Better::Lower,
+        cells(&|r| Cell::Value(r.nvml.mean_us)),
+    ));
+    rows.push(Row::new("NVML nvmlDeviceGetMemoryInfo, p50", us, Better::Lower, cells(&|r| Cell::Value(r.nvml.p50_us))));
+    rows.extend(llama_rows(columns, llama));
+    rows
+}
+
+fn llama_rows(columns: &[Column], llama: &[LlamaRun]) -> Vec<Row> {
+    // Models and tests in the order they first appear.
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for run in llama {
+        for t in &run.tests {
+            let k = (run.model.clone(), t.test.clone());
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys.into_iter()
+        .map(|(model, test)| {
+            let cells = columns
+                .iter()
+                .map(|c| match llama.iter().find(|r| r.model == model && r.column == c.name) {
+                    None => Cell::na(),
+                    Some(LlamaRun { error: Some(_), .. }) => Cell::Na("error".into()),
+                    Some(r) => match r.tests.iter().find(|t| t.test == test) {
+                        Some(t) => Cell::Value(t.avg_ts),
+                        None => Cell::Na("missing".into()),
+                    },
+                })
+                .collect();
+            let name = std::path::Path::new(&model).file_name().map_or(model.clone(), |f| f.to_string_lossy().into());
+            Row::new(format!("llama-bench {name} {test}"), "tokens/s", Better::Higher, cells)
+        })
+        .collect()
+}
+
+/// Notes under the table: failed and skipped columns, launches that could not run, failed
+/// llama runs.
+pub fn build_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for c in columns {
+        match &c.outcome {
+            Outcome::Failed { error } => notes.push(format!("{}: failed: {}", c.name, error.trim())),
+            Outcome::Skipped { reason } => notes.push(format!("{}: {reason}", c.name)),
+            Outcome::Measured { result } => {
+                if let Some(why) = &result.launch_unsupported {
+                    notes.push(format!("{}: no kernel launches ({why})", c.name));
+                }
+            }
+        }
+    }
+    for r in llama {
+        if let Some(e) = &r.error {
+            notes.push(format!("{}: llama-bench {} failed: {}", r.column, r.model, e.trim()));
+        }
+    }
+    notes
+}
+
+/// The markdown report.
+pub fn render_markdown(r: &Report) -> String {
+    let m = &r.meta;
+    let mut s = String::new();
+    s.push_str(&format!("# vgpu bench: {} on {}, {}\n\n", m.gpu, m.host, m.date));
+    s.push_str(&format!(
+        "- GPU: **{}**, driver {}, CUDA {}\n- host: {}; vgpu {}; server backend: {}{}\n",
+        m.gpu,
+        m.driver_version,
+        m.cuda_version,
+        m.host,
+        m.vgpu_version,
+        m.backend,
+        if m.quick { " (`--quick`: small sizes, few iterations)" } else { "" }
+    ));
+    if !m.native_libs.is_empty() {
+        s.push_str(&format!(
+            "- native: {}\n",
+            m.native_libs.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    s.push_str(&format!("- vgpu: libraries from `{}`", m.vgpu_lib_dir));
+    match &m.wrap {
+        Some(w) => s.push_str(&format!(", every vgpu process run under `{w}`\n")),
+        None => s.push('\n'),
+    }
+    s.push_str(
+        "- **ratio** columns: speed through vgpu relative to native, **1.00 = parity, higher is better** \
+         (native/vgpu for times in µs, vgpu/native for rates in GB/s and tokens/s)\n\n",
+    );
+
+    let others: Vec<&String> = r.columns.iter().skip(1).collect();
+    let mut header = vec!["metric".to_string(), "unit".to_string()];
+    header.extend(r.columns.iter().cloned());
+    header.extend(others.iter().map(|c| format!("{c} ratio")));
+    s.push_str(&format!("| {} |\n", header.join(" | ")));
+    let mut align = vec!["---", "---"];
+    align.extend(std::iter::repeat_n("---:", header.len() - 2));
+    s.push_str(&format!("| {} |\n", align.join(" | ")));
+    for row in &r.rows {
+        let mut cells = vec![row.metric.clone(), row.unit.clone()];
+        cells.extend(row.cells.iter().map(fmt_cell));
+        cells.extend(row.ratios.iter().map(fmt_ratio));
+        s.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    if !r.notes.is_empty() {
+        s.push_str("\nNotes:\n\n");
+        for n in &r.notes {
+            s.push_str(&format!("- {}\n", n.replace('\n', " ")));
+        }
+    }
+    s
+}
+
+/// `YYYY-MM-DD-<host>` (plus `-sim`/`-quick` for runs that are not the real thing), with the
+/// host name reduced to characters safe in a file name.
+pub fn file_stem(date: &str, host: &str, backend: &str, quick: bool) -> String {
+    let host: String =
+        host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
+    let host = if host.is_empty() { "host".to_string() } else { host };
+    let mut s = format!("{date}-{host}");
+    if backend == "sim" {
+        s.push_str("-sim");
+    }
+    if quick {
+        s.push_str("-quick");
+    }
+    s
+}
+
+const BEGIN: &str = "<!-- BEGIN results (written by vgpu bench) -->";
+const END: &str = "<!-- END results -->";
+
+/// Whether a file name in `bench/` is a result table (`YYYY-MM-DD-<host>.md`).
+pub fn is_result_file(name: &str) -> bool {
+    let b = name.as_bytes();
+    name.ends_with(".md")
+        && b.len() > 11
+        && b[..10].iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b[10] == b'-'
+}
+
+/// `bench/README.md` with its results section listing `files` (result tables, any order),
+/// newest first, and naming `latest`. Text outside the section is kept; a README without the
+/// section gets the default text.
+pub fn update_readme(existing: Option<&str>, files: &[String], latest: &str) -> String {
+    let mut list: Vec<&String> = files.iter().filter(|f| is_result_file(f)).collect();
+    list.sort();
+    list.dedup();
+    list.reverse();
+    let json = |f: &str| format!("{}.json", f.trim_end_matches(".md"));
+    let mut section =
+        format!("{BEGIN}\nLatest: [{latest}]({latest}) ([JSON]({}))\n\nAll results, newest first:\n\n", json(latest));
+    for f in list {
+        section.push_str(&format!("- [{f}]({f})\n"));
+    }
+    section.push_str(END);
+    match existing.and_then(|e| Some((e, e.find(BEGIN)?, e.find(END)?))) {
+        Some((e, b, en)) if b < en => format!("{}{section}{}", &e[..b], &e[en + END.len()..]),
+        _ => format!("{}{section}\n", readme_intro()),
+    }
+}
+
+/// The fixed part of `bench/README.md`.
+pub fn readme_intro() -> String {
+    "# Benchmarks\n\n\
+     `vgpu bench` on the GPU host measures native CUDA and vgpu in the same run on the same GPU \
+     and writes one dated table here (`YYYY-MM-DD-<host>.md`, the raw numbers in `.json`). \
+     Ratios are the speed through vgpu relative to native: 1.00 is parity, higher is better.\n\n\
+     ```sh\n\
+     scripts/dist.sh\n\
+     # micro-benchmarks: launches, round trips, copies 4 KiB-1 GiB, NVML; native, unix, tcp\n\
+     dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh\n\
+     # and llama.cpp (llama-bench pp512/tg128)\n\
+     dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh --llama-bin llama/build/bin --models q8.gguf,f16.gguf\n\
+     # no GPU: the sim backend (no kernels, no native column)\n\
+     dist/bin/vgpu bench --backend sim --quick --no-write\n\
+     ```\n\n"
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Copy, Latency, Launch};
+
+    fn result(scale: f64) -> ChildResult {
+        let lat = |us: f64| Latency { n: 10, mean_us: us, p50_us: us * 0.9, min_us: us * 0.5 };
+        ChildResult {
+            launch: Some(Launch {
+                n: 100,
+                submit_us: 5.0 * scale,
+                throughput_us: 6.0 * scale,
+                launch_sync: lat(10.0 * scale),
+            }),
+            sync: lat(4.0 * scale),
+            copies: vec![
+                Copy {
+                    dir: Dir::H2D,
+                    mem: Mem::Pageable,
+                    bytes: 4096,
+                    reps: 3,
+                    best_gbps: 2.0 / scale,
+                    mean_gbps: 1.0,
+                },
+                Copy { dir: Dir::D2H, mem: Mem::Pinned, bytes: 4096, reps: 3, best_gbps: 8.0 / scale, mean_gbps: 1.0 },
+            ],
+            nvml: lat(1.0 * scale),
+            ..Default::default()
+        }
+    }
+
+    fn columns() -> Vec<Column> {
+        let mut sim = result(2.0);
+        sim.launch = None;
+        sim.launch_unsupported = Some("cuModuleGetFunction failed: CUDA_ERROR_NOT_FOUND (500)".into());
+        vec![
+            Column { name: "native".into(), outcome: Outcome::Measured { result: Box::new(result(1.0)) } },
+            Column { name: "unix".into(), outcome: Outcome::Measured { result: Box::new(result(2.0)) } },
+            Column { name: "tcp".into(), outcome: Outcome::Measured { result: Box::new(sim) } },
+            Column { name: "shm".into(), outcome: Outcome::Skipped { reason: "not implemented yet".into() } },
+        ]
+    }
+
+    #[test]
+    fn ratio_direction() {
+        let (n, v) = (Cell::Value(10.0), Cell::Value(20.0));
+        // A time twice as long through vgpu is half the speed.
+        assert_eq!(ratio(&n, &v, Better::Lower), Cell::Value(0.5));
+        // A rate twice as high through vgpu is twice the speed.
+        assert_eq!(ratio(&n, &v, Better::Higher), Cell::Value(2.0));
+        assert_eq!(ratio(&n, &n, Better::Lower), Cell::Value(1.0));
+        assert_eq!(ratio(&n, &Cell::na(), Better::Lower), Cell::na());
+        assert_eq!(ratio(&Cell::Value(0.0), &v, Better::Higher), Cell::na());
+    }
+
+    #[test]
+    fn rows_cells_and_ratios() {
+        let cols = columns();
+        let rows = build_rows(&cols, &[4096], &[]);
+        let row = |m: &str| rows.iter().find(|r| r.metric == m).unwrap_or_else(|| panic!("no row {m}"));
+        let submit = row("empty kernel launch: submit cost per launch");
+        assert_eq!(submit.cells[0], Cell::Value(5.0));
+        assert_eq!(submit.cells[1], Cell::Value(10.0));
+        assert_eq!(submit.cells[2], Cell::Na("n/a (kernels unsupported)".into()));
+        assert_eq!(submit.cells[3], Cell::na());
+        assert_eq!(submit.ratios, vec![Cell::Value(0.5), Cell::na(), Cell::na()]);
+        let sync = row("sync round trip (idle stream), mean");
+        assert_eq!(sync.cells[2], Cell::Value(8.0));
+        let h2d = row("copy H2D pageable 4 KiB");
+        assert_eq!(h2d.unit, "GB/s");
+        assert_eq!(h2d.ratios[0], Cell::Value(0.5));
+        assert_eq!(row("copy D2H pageable 4 KiB").cells[0], Cell::Na("missing".into()));
+        assert_eq!(row("copy D2H pinned 4 KiB").cells[0], Cell::Value(8.0));
+        assert!(rows.iter().any(|r| r.metric == "NVML nvmlDeviceGetMemoryInfo, p50"));
+        // 6 launch/sync rows, 2 memories x 2 directions x 1 size, 2 NVML rows.
+        assert_eq!(rows.len(), 6 + 4 + 2);
+    }
+
+    #[test]
+    fn llama_rows_follow_runs() {
+        let cols = columns();
+        let t = |test: &str, ts| LlamaTest { model: "q8.gguf".into(), test: test.into(), avg_ts: ts, stddev_ts: 1.0 };
+        let llama = vec![
+            LlamaRun {
+                model: "/w/q8.gguf".into(),
+                column: "native".into(),
+                tests: vec![t("pp512", 40000.0), t("tg128", 800.0)],
+                error: None,
+            },
+            LlamaRun {
+                model: "/w/q8.gguf".into(),
+                column: "unix".into(),
+                tests: vec![t("pp512", 20000.0), t("tg128", 760.0)],
+                error: None,
+            },
+            LlamaRun { model: "/w/q8.gguf".into(), column: "tcp".into(), tests: vec![], error: Some("exit 1".into()) },
+        ];
+        let rows = build_rows(&cols, &[], &llama);
+        let tg = rows.iter().find(|r| r.metric == "llama-bench q8.gguf tg128").unwrap();
+        assert_eq!(tg.unit, "tokens/s");
+        assert_eq!(tg.cells, vec![Cell::Value(800.0), Cell::Value(760.0), Cell::Na("error".into()), Cell::na()]);
+        assert_eq!(tg.ratios[0], Cell::Value(0.95));
+        let notes = build_notes(&cols, &llama);
+        assert!(notes.iter().any(|n| n.starts_with("tcp: llama-bench /w/q8.gguf failed")), "{notes:?}");
+        assert!(notes.iter().any(|n| n.starts_with("tcp: no kernel launches")), "{notes:?}");
+        assert!(notes.iter().any(|n| n == "shm: not implemented yet"), "{notes:?}");
+    }
+
+    fn report() -> Report {
+        let cols = columns();
+        Report {
+            meta: Meta {
+                gpu: "NVIDIA H100 80GB HBM3".into(),
+                driver_version: "580.159.04".into(),
+                cuda_version: "13.0".into(),
+                host: "gpu1".into(),
+                date: "2026-11-25 18:40 UTC".into(),
+                vgpu_version: "0.1.0".into(),
+                backend: "cuda".into(),
+                native_libs: vec!["/usr/lib/libcuda.so.580".into()],
+                vgpu_lib_dir: "/x/dist/lib".into(),
+                wrap: Some("tools/no-gpu.sh".into()),
+                quick: false,
+            },
+            columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
+            rows: build_rows(&cols, &[4096], &[]),
+            notes: build_notes(&cols, &[]),
+            children: cols,
+            llama: vec![],
+        }
+    }
+
+    #[test]
+    fn markdown_table() {
+        let md = render_markdown(&report());
+        assert!(md.starts_with("# vgpu bench: NVIDIA H100 80GB HBM3 on gpu1, 2026-11-25 18:40 UTC\n"), "{md}");
+        assert!(md.contains("driver 580.159.04, CUDA 13.0"), "{md}");
+        assert!(md.contains("1.00 = parity, higher is better"), "{md}");
+        assert!(
+            md.contains("| metric | unit | native | unix | tcp | shm | unix ratio | tcp ratio | shm ratio |\n"),
+            "{md}"
+        );
+        assert!(md.contains("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"), "{md}");
+        assert!(
+            md.contains("| empty kernel launch: submit cost per launch | µs | 5.00 | 10.00 | n/a (kernels unsupported) | n/a | 0.50 | n/a | n/a |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| copy H2D pageable 4 KiB | GB/s | 2.00 | 1.00 | 1.00 | n/a | 0.50 | 0.50 | n/a |\n"),
+            "{md}"
+        );
+        assert!(md.contains("- shm: not implemented yet\n"), "{md}");
+        // Every table line has the same number of cells.
+        let bars: Vec<usize> = md.lines().filter(|l| l.starts_with('|')).map(|l| l.matches('|').count()).collect();
+        assert!(bars.iter().all(|&b| b == bars[0]), "{bars:?}");
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let r = report();
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.contains("\"status\":\"measured\""), "{s}");
+        assert!(s.contains("\"cells\":[5.0,10.0,\"n/a (kernels unsupported)\",\"n/a\"]"), "{s}");
+        let back: Report = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn labels_and_numbers() {
+        assert_eq!(size_label(4096), "4 KiB");
+        assert_eq!(size_label(64 << 10), "64 KiB");
+        assert_eq!(size_label(1 << 20), "1 MiB");
+        assert_eq!(size_label(256 << 20), "256 MiB");
+        assert_eq!(size_label(1 << 30), "1 GiB");
+        assert_eq!(size_label(1000), "1000 B");
+        assert_eq!(fmt_num(45950.4), "45950");
+        assert_eq!(fmt_num(874.66), "874.7");
+        assert_eq!(fmt_num(5.353), "5.35");
+        assert_eq!(fmt_num(0.1234), "0.123");
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(file_stem("2026-11-25", "gpu-host.lan", "cuda", false), "2026-11-25-gpu-host.lan");
+        assert_eq!(file_stem("2026-11-25", "a b/c", "sim", true), "2026-11-25-a-b-c-sim-quick");
+        assert_eq!(file_stem("2026-11-25", "", "cuda", false), "2026-11-25-host");
+        assert!(is_result_file("2026-11-25-gpu1.md"));
+        assert!(!is_result_file("README.md"));
+        assert!(!is_result_file("2026-11-25-gpu1.json"));
+        assert!(!is_result_file("2026-1-25-gpu1.md"));
+    }
+
+    #[test]
+    fn readme_index() {
+        let files = vec![
+            "2026-11-24-a.md".to_string(),
+            "README.md".into(),
+            "2026-11-25-b.md".into(),
+            "2026-11-25-b.json".into(),
+        ];
+        let fresh = update_readme(None, &files, "2026-11-25-b.md");
+        assert!(fresh.starts_with("# Benchmarks\n"), "{fresh}");
+        assert!(fresh.contains("Latest: [2026-11-25-b.md](2026-11-25-b.md) ([JSON](2026-11-25-b.json))"), "{fresh}");
+        let b = fresh.find("- [2026-11-25-b.md]").unwrap();
+        let a = fresh.find("- [2026-11-24-a.md]").unwrap();
+        assert!(b < a, "newest first: {fresh}");
+        assert!(!fresh.contains("[README.md]"), "{fresh}");
+        // Hand-written text around the section survives an update.
+        let edited = fresh.replace("# Benchmarks\n", "# Benchmarks\n\nHand-written.\n") + "\nFooter.\n";
+        let again = update_readme(Some(&edited), &files[..1], "2026-11-24-a.md");
+        assert!(again.contains("Hand-written.\n") && again.ends_with("\nFooter.\n"), "{again}");
+        assert!(again.contains("Latest: [2026-11-24-a.md]"), "{again}");
+        assert!(!again.contains("2026-11-25-b.md"), "{again}");
+        assert_eq!(again.matches(BEGIN).count(), 1);
+    }
+}

@@ -1,0 +1,192 @@
+//! The client configuration as the shims will see it, worked out from a given environment
+//! and root (so the doctor can judge the environment of a service, not only its own):
+//! `VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`, then the file named by `VGPU_CONFIG` or
+//! `/etc/vgpu/client.toml` (keys `server`, `token`, `token_file`, `timeout_secs`), then the
+//! default socket. Mirrors `client::Config::load`.
+
+use crate::root::Root;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub type Env = BTreeMap<String, String>;
+
+pub const CONFIG_FILE: &str = "/etc/vgpu/client.toml";
+pub const DEFAULT_SERVER: &str = "unix:/run/vgpu/vgpu.sock";
+
+/// This process's environment.
+pub fn process_env() -> Env {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn get<'a>(env: &'a Env, k: &str) -> Option<&'a str> {
+    env.get(k)
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub timeout_secs: Option<u64>,
+}
+
+/// Where a setting came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Env(&'static str),
+    File(PathBuf),
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Env(k) => write!(f, "{k}"),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Default => write!(f, "default"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The config file consulted (inside the root), and whether `VGPU_CONFIG` named it.
+    pub file_path: PathBuf,
+    pub file_from_env: bool,
+    /// `None`: no such file. `Some(Err)`: unreadable or invalid (the shims then refuse to
+    /// start a session).
+    pub file: Option<Result<FileConfig, String>>,
+    /// The server list as written, and where it came from.
+    pub server: String,
+    pub server_source: Source,
+    /// The token, where from; `Err` when a token file cannot be read.
+    pub token: Option<Result<(String, Source), String>>,
+    /// A token file in play (for the permission check).
+    pub token_file: Option<PathBuf>,
+    pub timeout_secs: Option<u64>,
+}
+
+impl ClientConfig {
+    pub fn servers(&self) -> Result<Vec<transport::Address>, String> {
+        self.server
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse::<transport::Address>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", self.server_source))
+    }
+
+    pub fn token_value(&self) -> &str {
+        match &self.token {
+            Some(Ok((t, _))) => t,
+            _ => "",
+        }
+    }
+}
+
+fn read_token(root: &Root, p: &Path) -> Result<String, String> {
+    std::fs::read_to_string(root.join(p))
+        .map(|t| t.trim().to_string())
+        .map_err(|e| format!("token file {}: {e}", p.display()))
+}
+
+pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
+    let (file_path, file_from_env) = match get(env, "VGPU_CONFIG") {
+        Some(p) => (PathBuf::from(p), true),
+        None => (PathBuf::from(CONFIG_FILE), false),
+    };
+    let host = root.join(&file_path);
+    let file = host.exists().then(|| {
+        std::fs::read_to_string(&host)
+            .map_err(|e| format!("{}: {e}", file_path.display()))
+            .and_then(|t| {
+                toml::from_str::<FileConfig>(&t)
+                    .map_err(|e| format!("{}: {e}", file_path.display()))
+            })
+    });
+    let f = file.as_ref().and_then(|r| r.as_ref().ok());
+    let (server, server_source) = match (get(env, "VGPU_SERVER"), f.and_then(|f| f.server.clone()))
+    {
+        (Some(s), _) => (s.to_string(), Source::Env("VGPU_SERVER")),
+        (None, Some(s)) => (s, Source::File(file_path.clone())),
+        (None, None) => (DEFAULT_SERVER.to_string(), Source::Default),
+    };
+    let mut token_file = None;
+    let token = match (get(env, "VGPU_TOKEN"), get(env, "VGPU_TOKEN_FILE")) {
+        (Some(t), _) => Some(Ok((t.to_string(), Source::Env("VGPU_TOKEN")))),
+        (None, Some(p)) => {
+            token_file = Some(PathBuf::from(p));
+            Some(read_token(root, Path::new(p)).map(|t| (t, Source::Env("VGPU_TOKEN_FILE"))))
+        }
+        (None, None) => match f {
+            Some(FileConfig { token: Some(t), .. }) => {
+                Some(Ok((t.clone(), Source::File(file_path.clone()))))
+            }
+            Some(FileConfig {
+                token_file: Some(p),
+                ..
+            }) => {
+                token_file = Some(p.clone());
+                Some(read_token(root, p).map(|t| (t, Source::File(p.clone()))))
+            }
+            _ => None,
+        },
+    };
+    let timeout_secs = get(env, "VGPU_TIMEOUT_SECS")
+        .and_then(|s| s.parse().ok())
+        .or(f.and_then(|f| f.timeout_secs));
+    ClientConfig {
+        file_path,
+        file_from_env,
+        file,
+        server,
+        server_source,
+        token,
+        token_file,
+        timeout_secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(kv: &[(&str, &str)]) -> Env {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_then_file_then_default() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path());
+        let c = resolve(&env(&[]), &root);
+        assert_eq!(c.server_source, Source::Default);
+        assert!(c.file.is_none() && c.token.is_none());
+        std::fs::create_dir_all(t.path().join("etc/vgpu")).unwrap();
+        std::fs::write(t.path().join("etc/vgpu/tok"), "s3cret\n").unwrap();
+        std::fs::write(
+            t.path().join("etc/vgpu/client.toml"),
+            "server = \"tcp://gpu:7070\"\ntoken_file = \"/etc/vgpu/tok\"\n",
+        )
+        .unwrap();
+        let c = resolve(&env(&[]), &root);
+        assert_eq!(c.server, "tcp://gpu:7070");
+        assert_eq!(c.token_value(), "s3cret");
+        assert_eq!(c.servers().unwrap().len(), 1);
+        let c = resolve(
+            &env(&[("VGPU_SERVER", "unix:/x.sock"), ("VGPU_TOKEN", "t")]),
+            &root,
+        );
+        assert_eq!((c.server.as_str(), c.token_value()), ("unix:/x.sock", "t"));
+        std::fs::write(t.path().join("etc/vgpu/client.toml"), "srever = 1\n").unwrap();
+        assert!(matches!(resolve(&env(&[]), &root).file, Some(Err(_))));
+    }
+}

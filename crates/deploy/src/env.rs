@@ -1,0 +1,100 @@
+//! `vgpu env`: the shell lines for the `LD_LIBRARY_PATH` way of using vgpu.
+
+use crate::config::{self, ClientConfig, Source};
+use std::path::Path;
+
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:+,=@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The lines to `eval` in a shell, with the equivalent systemd drop-in as comments.
+pub fn lines(lib_dir: &Path, cfg: &ClientConfig) -> String {
+    let lib = quote(&lib_dir.display().to_string());
+    let mut s = String::new();
+    s.push_str("# vgpu: use the GPU of a vgpu server from this shell (eval \"$(vgpu env)\")\n");
+    s.push_str(&format!(
+        "export LD_LIBRARY_PATH={lib}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n"
+    ));
+    let (server, server_note) = match &cfg.server_source {
+        Source::Default => (
+            "tcp://GPU-HOST:7070".to_string(),
+            format!(
+                "   # placeholder: no VGPU_SERVER and no {}",
+                cfg.file_path.display()
+            ),
+        ),
+        src => (cfg.server.clone(), format!("   # from {src}")),
+    };
+    s.push_str(&format!(
+        "export VGPU_SERVER={}{server_note}\n",
+        quote(&server)
+    ));
+    let mut token_line = None;
+    match (&cfg.token_file, &cfg.token) {
+        (Some(tf), _) => {
+            token_line = Some(format!(
+                "VGPU_TOKEN_FILE={}",
+                quote(&tf.display().to_string())
+            ))
+        }
+        (None, Some(Ok(_))) => s.push_str(
+            "# (a token is configured; put it in a file with mode 600 and set VGPU_TOKEN_FILE)\n",
+        ),
+        _ => s.push_str("# export VGPU_TOKEN_FILE=/etc/vgpu/token   # needed for tcp:// servers\n"),
+    }
+    if let Some(t) = &token_line {
+        s.push_str(&format!("export {t}\n"));
+    }
+    s.push_str("#\n# For a systemd service (services do not see this shell): `systemctl edit ollama` and add\n");
+    s.push_str("#   [Service]\n");
+    s.push_str(&format!("#   Environment=LD_LIBRARY_PATH={lib}\n"));
+    s.push_str(&format!("#   Environment=VGPU_SERVER={}\n", quote(&server)));
+    if let Some(t) = &token_line {
+        s.push_str(&format!("#   Environment={t}\n"));
+    }
+    s.push_str(&format!(
+        "# or put server/token_file in {} (read by every process), see scripts/systemd/ollama-vgpu.conf.\n",
+        config::CONFIG_FILE
+    ));
+    s.push_str(
+        "# Ollama puts its bundled lib/ollama/cuda_vNN first on its runners' LD_LIBRARY_PATH, so this\n\
+         # mode gives it only libcuda.so.1 and libnvidia-ml.so.1: use `sudo vgpu install ollama` for Ollama.\n",
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::root::Root;
+
+    #[test]
+    fn lines_name_the_library_directory_and_server() {
+        let t = tempfile::tempdir().unwrap();
+        let mut env = config::Env::new();
+        env.insert("VGPU_SERVER".into(), "tcp://gpu:7070".into());
+        env.insert("VGPU_TOKEN_FILE".into(), "/etc/vgpu/token".into());
+        let cfg = config::resolve(&env, &Root::new(t.path()));
+        let s = lines(Path::new("/opt/vgpu/lib"), &cfg);
+        assert!(
+            s.contains(
+                "export LD_LIBRARY_PATH=/opt/vgpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\n"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("export VGPU_SERVER=tcp://gpu:7070"), "{s}");
+        assert!(s.contains("export VGPU_TOKEN_FILE=/etc/vgpu/token"), "{s}");
+        assert!(
+            s.contains("#   Environment=LD_LIBRARY_PATH=/opt/vgpu/lib"),
+            "{s}"
+        );
+        assert_eq!(quote("a b"), "'a b'");
+    }
+}

@@ -1,0 +1,484 @@
+//! `protocol::Backend` for [`CudaSession`]: every forwarded call, each first answering the
+//! frame's context error if there is one (NVML calls need no context), then delegating to
+//! the file that does the work.
+
+use super::{CudaSession, R};
+use protocol::{Copy2D, FuncInfo, Io, LaunchAttr, NvmlOut};
+
+impl protocol::Backend for CudaSession {
+    fn nvml_call(&mut self, io: &mut Io<'_>, func: u16, device: u32, args: [u64; 3]) -> R<NvmlOut> {
+        Ok(self.nvml_forward(io, func, device, args))
+    }
+
+    // ---------- contexts
+    fn cuDevicePrimaryCtxRetain(&mut self, _io: &mut Io<'_>, dev: i32) -> R<u64> {
+        self.ready()?;
+        self.primary_retain(dev)
+    }
+    fn cuDevicePrimaryCtxRelease_v2(&mut self, _io: &mut Io<'_>, dev: i32) -> R<()> {
+        self.ready()?;
+        self.primary_release(dev)
+    }
+    fn cuDevicePrimaryCtxReset_v2(&mut self, _io: &mut Io<'_>, dev: i32) -> R<()> {
+        self.ready()?;
+        self.primary_reset(dev)
+    }
+    fn cuDevicePrimaryCtxSetFlags_v2(&mut self, _io: &mut Io<'_>, dev: i32, flags: u32) -> R<()> {
+        self.ready()?;
+        self.primary_set_flags(dev, flags)
+    }
+    fn cuDevicePrimaryCtxGetState(&mut self, _io: &mut Io<'_>, dev: i32) -> R<(u32, i32)> {
+        self.ready()?;
+        self.primary_state(dev)
+    }
+    fn cuCtxCreate_v2(&mut self, _io: &mut Io<'_>, flags: u32, dev: i32) -> R<u64> {
+        self.ready()?;
+        self.ctx_create(flags, dev)
+    }
+    fn cuCtxDestroy_v2(&mut self, _io: &mut Io<'_>, ctx: u64) -> R<()> {
+        self.ready()?;
+        self.ctx_destroy(ctx)
+    }
+    fn cuCtxSynchronize(&mut self, _io: &mut Io<'_>) -> R<()> {
+        self.ready()?;
+        self.ctx_synchronize()
+    }
+    fn cuCtxSetLimit(&mut self, _io: &mut Io<'_>, limit: u32, value: u64) -> R<()> {
+        self.ready()?;
+        self.ctx_set_limit(limit, value)
+    }
+    fn cuCtxGetLimit(&mut self, _io: &mut Io<'_>, limit: u32) -> R<u64> {
+        self.ready()?;
+        self.ctx_get_limit(limit)
+    }
+    fn cuCtxGetStreamPriorityRange(&mut self, _io: &mut Io<'_>) -> R<(i32, i32)> {
+        self.ready()?;
+        self.stream_priority_range()
+    }
+    fn cuCtxEnablePeerAccess(&mut self, _io: &mut Io<'_>, peer: u64, flags: u32) -> R<()> {
+        self.ready()?;
+        self.enable_peer(peer, flags)
+    }
+    fn cuCtxDisablePeerAccess(&mut self, _io: &mut Io<'_>, peer: u64) -> R<()> {
+        self.ready()?;
+        self.disable_peer(peer)
+    }
+    fn cuDeviceCanAccessPeer(&mut self, _io: &mut Io<'_>, dev: i32, peer: i32) -> R<i32> {
+        self.ready()?;
+        self.can_access_peer(dev, peer)
+    }
+
+    // ---------- memory
+    fn cuMemGetInfo_v2(&mut self, _io: &mut Io<'_>) -> R<(u64, u64)> {
+        self.ready()?;
+        self.mem_get_info()
+    }
+    fn cuMemAlloc_v2(&mut self, _io: &mut Io<'_>, bytesize: u64) -> R<u64> {
+        self.ready()?;
+        self.mem_alloc(bytesize)
+    }
+    fn cuMemAllocPitch_v2(
+        &mut self,
+        _io: &mut Io<'_>,
+        width: u64,
+        height: u64,
+        elem: u32,
+    ) -> R<(u64, u64)> {
+        self.ready()?;
+        self.mem_alloc_pitch(width, height, elem)
+    }
+    fn cuMemFree_v2(&mut self, _io: &mut Io<'_>, dptr: u64) -> R<()> {
+        self.ready()?;
+        self.mem_free(dptr)
+    }
+    fn cuMemAllocAsync(&mut self, _io: &mut Io<'_>, bytesize: u64, stream: u64) -> R<u64> {
+        self.ready()?;
+        self.mem_alloc_async(bytesize, stream)
+    }
+    fn cuMemFreeAsync(&mut self, _io: &mut Io<'_>, dptr: u64, stream: u64) -> R<()> {
+        self.ready()?;
+        self.mem_free_async(dptr, stream)
+    }
+    fn cuMemcpyHtoD_v2(&mut self, io: &mut Io<'_>, dst: u64) -> R<()> {
+        self.ready()?;
+        self.htod(dst, io.bulk_in)
+    }
+    fn cuMemcpyHtoDAsync_v2(&mut self, io: &mut Io<'_>, dst: u64, stream: u64) -> R<()> {
+        self.ready()?;
+        self.htod_async(dst, io.bulk_in, stream)
+    }
+    fn cuMemcpyDtoH_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64) -> R<()> {
+        self.ready()?;
+        self.dtoh(io.bulk_out, src, size, None)
+    }
+    fn cuMemcpyDtoHAsync_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64, stream: u64) -> R<()> {
+        self.ready()?;
+        self.dtoh(io.bulk_out, src, size, Some(stream))
+    }
+    fn cuMemcpyDtoD_v2(&mut self, _io: &mut Io<'_>, dst: u64, src: u64, size: u64) -> R<()> {
+        self.ready()?;
+        self.dtod(dst, src, size, None)
+    }
+    fn cuMemcpyDtoDAsync_v2(
+        &mut self,
+        _io: &mut Io<'_>,
+        dst: u64,
+        src: u64,
+        size: u64,
+        stream: u64,
+    ) -> R<()> {
+        self.ready()?;
+        self.dtod(dst, src, size, Some(stream))
+    }
+    fn cuMemcpyPeerAsync(
+        &mut self,
+        _io: &mut Io<'_>,
+        dst: u64,
+        dst_ctx: u64,
+        src: u64,
+        src_ctx: u64,
+        size: u64,
+        stream: u64,
+    ) -> R<()> {
+        self.ready()?;
+        self.peer_async(dst, dst_ctx, src, src_ctx, size, stream)
+    }
+    fn cuMemcpy2D_v2(&mut self, io: &mut Io<'_>, copy: Copy2D, stream: u64) -> R<()> {
+        self.ready()?;
+        self.copy_2d(&copy, stream, io.bulk_in, io.bulk_out)
+    }
+    fn cuMemcpy2DAsync_v2(&mut self, io: &mut Io<'_>, copy: Copy2D, stream: u64) -> R<()> {
+        self.ready()?;
+        self.copy_2d_async(&copy, stream, io.bulk_in)
+    }
+    fn memset(
+        &mut self,
+        _io: &mut Io<'_>,
+        dst: u64,
+        value: u32,
+        elem: u8,
+        width: u64,
+        height: u64,
+        pitch: u64,
+        stream: u64,
+    ) -> R<()> {
+        self.ready()?;
+        self.memset_any(dst, value, elem, width, height, pitch, stream)
+    }
+
+    // ---------- virtual memory management
+    fn cuMemAddressReserve(
+        &mut self,
+        _io: &mut Io<'_>,
+        size: u64,
+        align: u64,
+        addr: u64,
+        flags: u64,
+    ) -> R<u64> {
+        self.ready()?;
+        self.address_reserve(size, align, addr, flags)
+    }
+    fn cuMemAddressFree(&mut self, _io: &mut Io<'_>, ptr: u64, size: u64) -> R<()> {
+        self.ready()?;
+        self.address_free(ptr, size)
+    }
+    fn cuMemCreate(&mut self, _io: &mut Io<'_>, size: u64, prop: Vec<u8>, flags: u64) -> R<u64> {
+        self.ready()?;
+        self.mem_create(size, &prop, flags)
+    }
+    fn cuMemRelease(&mut self, _io: &mut Io<'_>, handle: u64) -> R<()> {
+        self.ready()?;
+        self.mem_release(handle)
+    }
+    fn cuMemMap(
+        &mut self,
+        _io: &mut Io<'_>,
+        ptr: u64,
+        size: u64,
+        offset: u64,
+        handle: u64,
+        flags: u64,
+    ) -> R<()> {
+        self.ready()?;
+        self.mem_map(ptr, size, offset, handle, flags)
+    }
+    fn cuMemUnmap(&mut self, _io: &mut Io<'_>, ptr: u64, size: u64) -> R<()> {
+        self.ready()?;
+        self.mem_unmap(ptr, size)
+    }
+    fn cuMemSetAccess(
+        &mut self,
+        _io: &mut Io<'_>,
+        ptr: u64,
+        size: u64,
+        desc: Vec<u8>,
+        count: u64,
+    ) -> R<()> {
+        self.ready()?;
+        self.mem_set_access(ptr, size, &desc, count)
+    }
+    fn cuMemGetAllocationGranularity(
+        &mut self,
+        _io: &mut Io<'_>,
+        prop: Vec<u8>,
+        option: u32,
+    ) -> R<u64> {
+        self.ready()?;
+        self.allocation_granularity(&prop, option)
+    }
+
+    // ---------- modules and kernels
+    fn module_load(&mut self, io: &mut Io<'_>, hash: [u8; 32], kind: u8) -> R<u64> {
+        self.ready()?;
+        self.load_module(io.bulk_in, &hash, kind)
+    }
+    fn cuModuleUnload(&mut self, _io: &mut Io<'_>, module: u64) -> R<()> {
+        self.ready()?;
+        self.module_unload(module)
+    }
+    fn cuModuleGetFunction(&mut self, _io: &mut Io<'_>, module: u64, name: String) -> R<FuncInfo> {
+        self.ready()?;
+        self.module_get_function(module, &name)
+    }
+    fn cuModuleGetGlobal_v2(
+        &mut self,
+        _io: &mut Io<'_>,
+        module: u64,
+        name: String,
+    ) -> R<(u64, u64)> {
+        self.ready()?;
+        self.module_get_global(module, &name)
+    }
+    fn cuLibraryGetKernel(&mut self, _io: &mut Io<'_>, library: u64, name: String) -> R<FuncInfo> {
+        self.ready()?;
+        self.library_get_kernel(library, &name)
+    }
+    fn cuLibraryUnload(&mut self, _io: &mut Io<'_>, library: u64) -> R<()> {
+        self.ready()?;
+        self.library_unload(library)
+    }
+    fn cuFuncGetAttribute(&mut self, _io: &mut Io<'_>, attrib: i32, func: u64) -> R<i32> {
+        self.ready()?;
+        self.func_get_attribute(attrib, func)
+    }
+    fn func_attributes(&mut self, _io: &mut Io<'_>, func: u64) -> R<Vec<i32>> {
+        self.ready()?;
+        self.all_func_attributes(func)
+    }
+    fn cuFuncSetAttribute(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u64,
+        attrib: i32,
+        value: i32,
+    ) -> R<()> {
+        self.ready()?;
+        self.func_set_attribute(func, attrib, value)
+    }
+    fn cuFuncSetCacheConfig(&mut self, _io: &mut Io<'_>, func: u64, config: u32) -> R<()> {
+        self.ready()?;
+        self.func_set_cache_config(func, config)
+    }
+    fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u64,
+        block: i32,
+        smem: u64,
+        flags: u32,
+    ) -> R<i32> {
+        self.ready()?;
+        self.occupancy(func, block, smem, flags)
+    }
+    fn cuLaunchKernel(
+        &mut self,
+        io: &mut Io<'_>,
+        func: u64,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        stream: u64,
+    ) -> R<()> {
+        self.ready()?;
+        self.launch(func, grid, block, smem, stream, io.bulk_in)
+    }
+    fn cuLaunchKernelEx(
+        &mut self,
+        io: &mut Io<'_>,
+        func: u64,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        stream: u64,
+        attrs: Vec<LaunchAttr>,
+    ) -> R<()> {
+        self.ready()?;
+        self.launch_ex(func, grid, block, smem, stream, &attrs, io.bulk_in)
+    }
+
+    // ---------- streams and events
+    fn cuStreamCreate(&mut self, _io: &mut Io<'_>, flags: u32) -> R<u64> {
+        self.ready()?;
+        self.stream_create(flags, None)
+    }
+    fn cuStreamCreateWithPriority(
+        &mut self,
+        _io: &mut Io<'_>,
+        flags: u32,
+        priority: i32,
+    ) -> R<u64> {
+        self.ready()?;
+        self.stream_create(flags, Some(priority))
+    }
+    fn cuStreamDestroy_v2(&mut self, _io: &mut Io<'_>, stream: u64) -> R<()> {
+        self.ready()?;
+        self.stream_destroy(stream)
+    }
+    fn cuStreamSynchronize(&mut self, _io: &mut Io<'_>, stream: u64) -> R<()> {
+        self.ready()?;
+        self.stream_synchronize(stream)
+    }
+    fn cuStreamQuery(&mut self, _io: &mut Io<'_>, stream: u64) -> R<()> {
+        self.ready()?;
+        self.stream_query(stream)
+    }
+    fn cuStreamWaitEvent(
+        &mut self,
+        _io: &mut Io<'_>,
+        stream: u64,
+        event: u64,
+        flags: u32,
+    ) -> R<()> {
+        self.ready()?;
+        self.stream_wait_event(stream, event, flags)
+    }
+    fn cuStreamBeginCapture_v2(&mut self, _io: &mut Io<'_>, stream: u64, mode: u32) -> R<()> {
+        self.ready()?;
+        self.begin_capture(stream, mode)
+    }
+    fn cuStreamEndCapture(&mut self, _io: &mut Io<'_>, stream: u64) -> R<u64> {
+        self.ready()?;
+        self.end_capture(stream)
+    }
+    fn cuStreamIsCapturing(&mut self, _io: &mut Io<'_>, stream: u64) -> R<u32> {
+        self.ready()?;
+        self.stream_is_capturing(stream)
+    }
+    fn cuStreamGetCaptureInfo(&mut self, _io: &mut Io<'_>, stream: u64) -> R<(u32, u64)> {
+        self.ready()?;
+        self.capture_info(stream)
+    }
+    fn cuStreamGetPriority(&mut self, _io: &mut Io<'_>, stream: u64) -> R<i32> {
+        self.ready()?;
+        self.stream_priority(stream)
+    }
+    fn cuStreamGetFlags(&mut self, _io: &mut Io<'_>, stream: u64) -> R<u32> {
+        self.ready()?;
+        self.stream_flags(stream)
+    }
+    fn cuThreadExchangeStreamCaptureMode(&mut self, _io: &mut Io<'_>, mode: u32) -> R<u32> {
+        self.ready()?;
+        self.exchange_capture_mode(mode)
+    }
+    fn cuEventCreate(&mut self, _io: &mut Io<'_>, flags: u32) -> R<u64> {
+        self.ready()?;
+        self.event_create(flags)
+    }
+    fn cuEventDestroy_v2(&mut self, _io: &mut Io<'_>, event: u64) -> R<()> {
+        self.ready()?;
+        self.event_destroy(event)
+    }
+    fn cuEventRecord(&mut self, _io: &mut Io<'_>, event: u64, stream: u64) -> R<()> {
+        self.ready()?;
+        self.event_record(event, stream, None)
+    }
+    fn cuEventRecordWithFlags(
+        &mut self,
+        _io: &mut Io<'_>,
+        event: u64,
+        stream: u64,
+        flags: u32,
+    ) -> R<()> {
+        self.ready()?;
+        self.event_record(event, stream, Some(flags))
+    }
+    fn cuEventSynchronize(&mut self, _io: &mut Io<'_>, event: u64) -> R<()> {
+        self.ready()?;
+        self.event_synchronize(event)
+    }
+    fn cuEventQuery(&mut self, _io: &mut Io<'_>, event: u64) -> R<()> {
+        self.ready()?;
+        self.event_query(event)
+    }
+    fn cuEventElapsedTime(&mut self, _io: &mut Io<'_>, start: u64, end: u64) -> R<f32> {
+        self.ready()?;
+        self.event_elapsed(start, end)
+    }
+
+    // ---------- graphs
+    fn cuGraphCreate(&mut self, _io: &mut Io<'_>, flags: u32) -> R<u64> {
+        self.ready()?;
+        self.graph_create(flags)
+    }
+    fn cuGraphInstantiateWithFlags(&mut self, _io: &mut Io<'_>, graph: u64, flags: u64) -> R<u64> {
+        self.ready()?;
+        self.graph_instantiate(graph, flags)
+    }
+    fn cuGraphLaunch(&mut self, _io: &mut Io<'_>, exec: u64, stream: u64) -> R<()> {
+        self.ready()?;
+        self.graph_launch(exec, stream)
+    }
+    fn cuGraphExecUpdate_v2(&mut self, _io: &mut Io<'_>, exec: u64, graph: u64) -> R<u32> {
+        self.ready()?;
+        self.graph_exec_update(exec, graph)
+    }
+    fn cuGraphExecDestroy(&mut self, _io: &mut Io<'_>, exec: u64) -> R<()> {
+        self.ready()?;
+        self.graph_exec_destroy(exec)
+    }
+    fn cuGraphDestroy(&mut self, _io: &mut Io<'_>, graph: u64) -> R<()> {
+        self.ready()?;
+        self.graph_destroy(graph)
+    }
+
+    // ---------- cuBLAS (crate::cublas): synchronous calls answer the cuBLAS status in
+    // their value; one-way calls leave a failure for the next synchronous call, as a CUDA
+    // error (protocol::cublas::deferred_code).
+    fn cublasCreate_v2(&mut self, _io: &mut Io<'_>) -> R<(u32, u64)> {
+        self.ready()?;
+        self.current_device()?;
+        Ok(self.cublas.create(self.current))
+    }
+    fn cublasDestroy_v2(&mut self, _io: &mut Io<'_>, handle: u64) -> R<u32> {
+        self.ready()?;
+        Ok(self.cublas.destroy(handle))
+    }
+    fn cublas_set(
+        &mut self,
+        _io: &mut Io<'_>,
+        handle: u64,
+        what: u32,
+        value: u64,
+        size: u64,
+    ) -> R<()> {
+        self.ready()?;
+        let h = &self.h;
+        self.cublas
+            .set(handle, what, value, size, |s| h.stream(s).is_ok())
+            .map_err(|s| crate::cublas::deferred("setting", s))
+    }
+    fn cublas_call(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u16,
+        handle: u64,
+        device_scalars: bool,
+        args: Vec<u64>,
+        scalars: Vec<u8>,
+    ) -> R<()> {
+        self.ready()?;
+        self.cublas
+            .call(func, handle, device_scalars, &args, &scalars)
+            .map_err(|s| crate::cublas::deferred(crate::cublas::func_name(func), s))
+    }
+}

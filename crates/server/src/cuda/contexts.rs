@@ -1,0 +1,149 @@
+//! Contexts: primary contexts (retained per device, counted so that releases match) and
+//! created ones. When a context goes away, so does everything the session made in it.
+
+use super::handles::Ctx;
+use super::{CudaSession, INVALID_CONTEXT, R};
+use abi::cuda::{CUcontext, CUlimit};
+use std::ptr::null_mut;
+
+impl CudaSession {
+    fn ordinal(&self, dev: i32) -> R<usize> {
+        self.device(dev)?;
+        Ok(dev as usize)
+    }
+
+    pub(super) fn primary_retain(&mut self, dev: i32) -> R<u64> {
+        let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
+        let mut c: CUcontext = null_mut();
+        cu!(self.lib, cuDevicePrimaryCtxRetain(&mut c, cudev))?;
+        let c = c as u64;
+        let e = self.h.primary_refs.entry(d).or_insert((c, 0));
+        *e = (c, e.1 + 1);
+        self.h.contexts.insert(
+            c,
+            Ctx {
+                dev: d,
+                primary: true,
+            },
+        );
+        Ok(c)
+    }
+
+    /// Releases only what this session retained; the last release resets the context, so
+    /// what was made in it is forgotten.
+    pub(super) fn primary_release(&mut self, dev: i32) -> R<()> {
+        let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
+        let Some(&(c, n)) = self.h.primary_refs.get(&d) else {
+            return Err(INVALID_CONTEXT);
+        };
+        cu!(self.lib, cuDevicePrimaryCtxRelease_v2(cudev))?;
+        if n > 1 {
+            self.h.primary_refs.insert(d, (c, n - 1));
+            return Ok(());
+        }
+        self.h.primary_refs.remove(&d);
+        self.forget_context_resources(c);
+        self.h.contexts.remove(&c);
+        self.resync_current();
+        Ok(())
+    }
+
+    /// Destroys everything made in the primary context; the context itself stays valid.
+    pub(super) fn primary_reset(&mut self, dev: i32) -> R<()> {
+        let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
+        cu!(self.lib, cuDevicePrimaryCtxReset_v2(cudev))?;
+        if let Some(&(c, _)) = self.h.primary_refs.get(&d) {
+            self.forget_context_resources(c);
+        }
+        Ok(())
+    }
+
+    pub(super) fn primary_set_flags(&mut self, dev: i32, flags: u32) -> R<()> {
+        let cudev = self.device(dev)?;
+        cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, flags))
+    }
+
+    pub(super) fn primary_state(&mut self, dev: i32) -> R<(u32, i32)> {
+        let cudev = self.device(dev)?;
+        let (mut flags, mut active) = (0u32, 0i32);
+        cu!(
+            self.lib,
+            cuDevicePrimaryCtxGetState(cudev, &mut flags, &mut active)
+        )?;
+        Ok((flags, active))
+    }
+
+    /// `cuCtxCreate_v2`, or `cuCtxCreate_v4` without creation parameters where the driver
+    /// no longer has the former. The new context becomes current, as in CUDA.
+    pub(super) fn ctx_create(&mut self, flags: u32, dev: i32) -> R<u64> {
+        let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
+        let mut c: CUcontext = null_mut();
+        if self.lib.cuCtxCreate_v2.is_ok() {
+            cu!(self.lib, cuCtxCreate_v2(&mut c, flags, cudev))?;
+        } else {
+            cu!(self.lib, cuCtxCreate_v4(&mut c, null_mut(), flags, cudev))?;
+        }
+        self.h.contexts.insert(
+            c as u64,
+            Ctx {
+                dev: d,
+                primary: false,
+            },
+        );
+        self.resync_current();
+        Ok(c as u64)
+    }
+
+    /// Primary contexts are released, not destroyed.
+    pub(super) fn ctx_destroy(&mut self, ctx: u64) -> R<()> {
+        let c = self.h.context(ctx)?;
+        if self.h.contexts[&ctx].primary {
+            return Err(INVALID_CONTEXT);
+        }
+        cu!(self.lib, cuCtxDestroy_v2(c))?;
+        self.forget_context_resources(ctx);
+        self.h.contexts.remove(&ctx);
+        self.resync_current();
+        Ok(())
+    }
+
+    pub(super) fn ctx_synchronize(&mut self) -> R<()> {
+        cu!(self.lib, cuCtxSynchronize())
+    }
+
+    pub(super) fn ctx_set_limit(&mut self, limit: u32, value: u64) -> R<()> {
+        cu!(self.lib, cuCtxSetLimit(CUlimit(limit), value as usize))
+    }
+
+    pub(super) fn ctx_get_limit(&mut self, limit: u32) -> R<u64> {
+        let mut v = 0usize;
+        cu!(self.lib, cuCtxGetLimit(&mut v, CUlimit(limit)))?;
+        Ok(v as u64)
+    }
+
+    pub(super) fn stream_priority_range(&mut self) -> R<(i32, i32)> {
+        let (mut least, mut greatest) = (0, 0);
+        cu!(
+            self.lib,
+            cuCtxGetStreamPriorityRange(&mut least, &mut greatest)
+        )?;
+        Ok((least, greatest))
+    }
+
+    pub(super) fn enable_peer(&mut self, peer: u64, flags: u32) -> R<()> {
+        let p = self.h.context(peer)?;
+        cu!(self.lib, cuCtxEnablePeerAccess(p, flags))
+    }
+
+    pub(super) fn disable_peer(&mut self, peer: u64) -> R<()> {
+        let p = self.h.context(peer)?;
+        cu!(self.lib, cuCtxDisablePeerAccess(p))
+    }
+
+    pub(super) fn can_access_peer(&mut self, dev: i32, peer: i32) -> R<i32> {
+        let (a, b) = (self.device(dev)?, self.device(peer)?);
+        let mut can = 0;
+        cu!(self.lib, cuDeviceCanAccessPeer(&mut can, a, b))?;
+        Ok(can)
+    }
+}

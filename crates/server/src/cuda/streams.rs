@@ -1,0 +1,208 @@
+//! Streams, events and graphs: created objects join the session's sets (with the context
+//! they belong to), every use is checked against them, and destruction leaves them.
+
+use super::{CudaSession, R};
+use abi::cuda::{
+    CUevent, CUgraph, CUgraphExec, CUgraphExecUpdateResultInfo, CUstream, CUstreamCaptureMode,
+    CUstreamCaptureStatus,
+};
+use std::ptr::null_mut;
+
+impl CudaSession {
+    pub(super) fn stream_create(&mut self, flags: u32, priority: Option<i32>) -> R<u64> {
+        let mut s: CUstream = null_mut();
+        match priority {
+            None => cu!(self.lib, cuStreamCreate(&mut s, flags))?,
+            Some(p) => cu!(self.lib, cuStreamCreateWithPriority(&mut s, flags, p))?,
+        }
+        self.h.streams.insert(s as u64, self.current);
+        Ok(s as u64)
+    }
+
+    pub(super) fn stream_destroy(&mut self, stream: u64) -> R<()> {
+        // The special streams are not ours to destroy.
+        if stream <= 2 {
+            return Err(super::INVALID_HANDLE);
+        }
+        let s = self.h.stream(stream)?;
+        cu!(self.lib, cuStreamDestroy_v2(s))?;
+        self.h.streams.remove(&stream);
+        Ok(())
+    }
+
+    pub(super) fn stream_synchronize(&mut self, stream: u64) -> R<()> {
+        let s = self.h.stream(stream)?;
+        cu!(self.lib, cuStreamSynchronize(s))
+    }
+
+    pub(super) fn stream_query(&mut self, stream: u64) -> R<()> {
+        let s = self.h.stream(stream)?;
+        cu!(self.lib, cuStreamQuery(s))
+    }
+
+    pub(super) fn stream_wait_event(&mut self, stream: u64, event: u64, flags: u32) -> R<()> {
+        let (s, e) = (self.h.stream(stream)?, self.h.event(event)?);
+        cu!(self.lib, cuStreamWaitEvent(s, e, flags))
+    }
+
+    pub(super) fn begin_capture(&mut self, stream: u64, mode: u32) -> R<()> {
+        let s = self.h.stream(stream)?;
+        cu!(
+            self.lib,
+            cuStreamBeginCapture_v2(s, CUstreamCaptureMode(mode))
+        )
+    }
+
+    pub(super) fn end_capture(&mut self, stream: u64) -> R<u64> {
+        let s = self.h.stream(stream)?;
+        let mut g: CUgraph = null_mut();
+        cu!(self.lib, cuStreamEndCapture(s, &mut g))?;
+        self.h.graphs.insert(g as u64);
+        Ok(g as u64)
+    }
+
+    pub(super) fn stream_is_capturing(&mut self, stream: u64) -> R<u32> {
+        let s = self.h.stream(stream)?;
+        let mut st = CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        cu!(self.lib, cuStreamIsCapturing(s, &mut st))?;
+        Ok(st.0)
+    }
+
+    /// `(status, capture id)`, from the newest form the driver has (the other outputs are
+    /// optional and not asked for).
+    pub(super) fn capture_info(&mut self, stream: u64) -> R<(u32, u64)> {
+        let s = self.h.stream(stream)?;
+        let mut st = CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        let mut id = 0u64;
+        let lib = self.lib;
+        if lib.cuStreamGetCaptureInfo_v3.is_ok() {
+            cu!(
+                lib,
+                cuStreamGetCaptureInfo_v3(
+                    s,
+                    &mut st,
+                    &mut id,
+                    null_mut(),
+                    null_mut(),
+                    null_mut(),
+                    null_mut()
+                )
+            )?;
+        } else if lib.cuStreamGetCaptureInfo_v2.is_ok() {
+            cu!(
+                lib,
+                cuStreamGetCaptureInfo_v2(s, &mut st, &mut id, null_mut(), null_mut(), null_mut())
+            )?;
+        } else {
+            cu!(lib, cuStreamGetCaptureInfo(s, &mut st, &mut id))?;
+        }
+        Ok((st.0, id))
+    }
+
+    pub(super) fn stream_priority(&mut self, stream: u64) -> R<i32> {
+        let s = self.h.stream(stream)?;
+        let mut p = 0;
+        cu!(self.lib, cuStreamGetPriority(s, &mut p))?;
+        Ok(p)
+    }
+
+    pub(super) fn stream_flags(&mut self, stream: u64) -> R<u32> {
+        let s = self.h.stream(stream)?;
+        let mut f = 0;
+        cu!(self.lib, cuStreamGetFlags(s, &mut f))?;
+        Ok(f)
+    }
+
+    /// The capture mode is per thread, and every call of the session runs on this one.
+    pub(super) fn exchange_capture_mode(&mut self, mode: u32) -> R<u32> {
+        let mut m = CUstreamCaptureMode(mode);
+        cu!(self.lib, cuThreadExchangeStreamCaptureMode(&mut m))?;
+        Ok(m.0)
+    }
+
+    pub(super) fn event_create(&mut self, flags: u32) -> R<u64> {
+        let mut e: CUevent = null_mut();
+        cu!(self.lib, cuEventCreate(&mut e, flags))?;
+        self.h.events.insert(e as u64, self.current);
+        Ok(e as u64)
+    }
+
+    pub(super) fn event_destroy(&mut self, event: u64) -> R<()> {
+        let e = self.h.event(event)?;
+        cu!(self.lib, cuEventDestroy_v2(e))?;
+        self.h.events.remove(&event);
+        Ok(())
+    }
+
+    pub(super) fn event_record(&mut self, event: u64, stream: u64, flags: Option<u32>) -> R<()> {
+        let (e, s) = (self.h.event(event)?, self.h.stream(stream)?);
+        match flags {
+            None => cu!(self.lib, cuEventRecord(e, s)),
+            Some(f) => cu!(self.lib, cuEventRecordWithFlags(e, s, f)),
+        }
+    }
+
+    pub(super) fn event_synchronize(&mut self, event: u64) -> R<()> {
+        let e = self.h.event(event)?;
+        cu!(self.lib, cuEventSynchronize(e))
+    }
+
+    pub(super) fn event_query(&mut self, event: u64) -> R<()> {
+        let e = self.h.event(event)?;
+        cu!(self.lib, cuEventQuery(e))
+    }
+
+    /// `cuEventElapsedTime_v2` where the driver has it (CUDA 12.8+), else the original.
+    pub(super) fn event_elapsed(&mut self, start: u64, end: u64) -> R<f32> {
+        let (a, b) = (self.h.event(start)?, self.h.event(end)?);
+        let mut ms = 0f32;
+        if self.lib.cuEventElapsedTime_v2.is_ok() {
+            cu!(self.lib, cuEventElapsedTime_v2(&mut ms, a, b))?;
+        } else {
+            cu!(self.lib, cuEventElapsedTime(&mut ms, a, b))?;
+        }
+        Ok(ms)
+    }
+
+    pub(super) fn graph_create(&mut self, flags: u32) -> R<u64> {
+        let mut g: CUgraph = null_mut();
+        cu!(self.lib, cuGraphCreate(&mut g, flags))?;
+        self.h.graphs.insert(g as u64);
+        Ok(g as u64)
+    }
+
+    pub(super) fn graph_instantiate(&mut self, graph: u64, flags: u64) -> R<u64> {
+        let g = self.h.graph(graph)?;
+        let mut x: CUgraphExec = null_mut();
+        cu!(self.lib, cuGraphInstantiateWithFlags(&mut x, g, flags))?;
+        self.h.execs.insert(x as u64, self.current);
+        Ok(x as u64)
+    }
+
+    pub(super) fn graph_launch(&mut self, exec: u64, stream: u64) -> R<()> {
+        let (x, s) = (self.h.exec(exec)?, self.h.stream(stream)?);
+        cu!(self.lib, cuGraphLaunch(x, s))
+    }
+
+    /// The `CUgraphExecUpdateResult` when the update happened; the status when it did not.
+    pub(super) fn graph_exec_update(&mut self, exec: u64, graph: u64) -> R<u32> {
+        let (x, g) = (self.h.exec(exec)?, self.h.graph(graph)?);
+        let mut info = CUgraphExecUpdateResultInfo::default();
+        cu!(self.lib, cuGraphExecUpdate_v2(x, g, &mut info))?;
+        Ok(info.result.0)
+    }
+
+    pub(super) fn graph_exec_destroy(&mut self, exec: u64) -> R<()> {
+        let x = self.h.exec(exec)?;
+        cu!(self.lib, cuGraphExecDestroy(x))?;
+        self.h.execs.remove(&exec);
+        Ok(())
+    }
+
+    pub(super) fn graph_destroy(&mut self, graph: u64) -> R<()> {
+        let g = self.h.graph(graph)?;
+        cu!(self.lib, cuGraphDestroy(g))?;
+        self.h.graphs.remove(&graph);
+        Ok(())
+    }
+}

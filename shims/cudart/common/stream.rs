@@ -1,0 +1,277 @@
+//! Streams and events. Handles pass through: a `cudaStream_t` is the driver's `CUstream`
+//! (null, `cudaStreamLegacy` and `cudaStreamPerThread` included), a `cudaEvent_t` its
+//! `CUevent`; the flag bits are the driver's too.
+
+use std::ffi::{c_int, c_uint};
+use std::ptr::null_mut;
+
+use abi::cuda as cu;
+
+use super::context::current;
+use super::error::{Res, api, non_null, out};
+use super::{cs, ptsz};
+use crate::rt::{self, cudaError_t as E};
+
+fn ce(e: rt::cudaEvent_t) -> cu::CUevent {
+    e.cast()
+}
+
+fn create(p: *mut rt::cudaStream_t, flags: c_uint, priority: Option<c_int>) -> Res {
+    non_null(p)?;
+    current()?;
+    let mut s = null_mut();
+    match priority {
+        None => cu!(cuStreamCreate(&mut s, flags))?,
+        Some(prio) => cu!(cuStreamCreateWithPriority(&mut s, flags, prio))?,
+    }
+    out(p, s.cast())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamCreate(p: *mut rt::cudaStream_t) -> E {
+    api(|| create(p, 0, None))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamCreateWithFlags(p: *mut rt::cudaStream_t, flags: c_uint) -> E {
+    api(|| create(p, flags, None))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamCreateWithPriority(
+    p: *mut rt::cudaStream_t,
+    flags: c_uint,
+    priority: c_int,
+) -> E {
+    api(|| create(p, flags, Some(priority)))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamDestroy(s: rt::cudaStream_t) -> E {
+    api(|| {
+        current()?;
+        cu!(cuStreamDestroy_v2(cs(s)))
+    })
+}
+
+fn synchronize(s: rt::cudaStream_t) -> Res {
+    current()?;
+    cu!(cuStreamSynchronize(cs(s)))
+}
+
+fn query(s: rt::cudaStream_t) -> Res {
+    current()?;
+    cu!(cuStreamQuery(cs(s)))
+}
+
+fn wait_event(s: rt::cudaStream_t, e: rt::cudaEvent_t, flags: c_uint) -> Res {
+    current()?;
+    cu!(cuStreamWaitEvent(cs(s), ce(e), flags))
+}
+
+fn priority(s: rt::cudaStream_t, p: *mut c_int) -> Res {
+    non_null(p)?;
+    current()?;
+    cu!(cuStreamGetPriority(cs(s), p))
+}
+
+fn flags(s: rt::cudaStream_t, f: *mut c_uint) -> Res {
+    non_null(f)?;
+    current()?;
+    cu!(cuStreamGetFlags(cs(s), f))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamSynchronize(s: rt::cudaStream_t) -> E {
+    api(|| synchronize(s))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamSynchronize_ptsz(s: rt::cudaStream_t) -> E {
+    api(|| synchronize(ptsz(s)))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamQuery(s: rt::cudaStream_t) -> E {
+    api(|| query(s))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamQuery_ptsz(s: rt::cudaStream_t) -> E {
+    api(|| query(ptsz(s)))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamWaitEvent(
+    s: rt::cudaStream_t,
+    e: rt::cudaEvent_t,
+    flags: c_uint,
+) -> E {
+    api(|| wait_event(s, e, flags))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamWaitEvent_ptsz(
+    s: rt::cudaStream_t,
+    e: rt::cudaEvent_t,
+    flags: c_uint,
+) -> E {
+    api(|| wait_event(ptsz(s), e, flags))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamGetPriority(s: rt::cudaStream_t, p: *mut c_int) -> E {
+    api(|| priority(s, p))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamGetPriority_ptsz(s: rt::cudaStream_t, p: *mut c_int) -> E {
+    api(|| priority(ptsz(s), p))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamGetFlags(s: rt::cudaStream_t, f: *mut c_uint) -> E {
+    api(|| flags(s, f))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaStreamGetFlags_ptsz(s: rt::cudaStream_t, f: *mut c_uint) -> E {
+    api(|| flags(ptsz(s), f))
+}
+
+fn event_create(p: *mut rt::cudaEvent_t, flags: c_uint) -> Res {
+    non_null(p)?;
+    current()?;
+    let mut e = null_mut();
+    cu!(cuEventCreate(&mut e, flags))?;
+    out(p, e.cast())
+}
+
+fn record(e: rt::cudaEvent_t, s: rt::cudaStream_t, flags: Option<c_uint>) -> Res {
+    current()?;
+    match flags {
+        None => cu!(cuEventRecord(ce(e), cs(s))),
+        Some(f) => cu!(cuEventRecordWithFlags(ce(e), cs(s), f)),
+    }
+}
+
+/// `v2` (CUDA 12.8+) where the driver has it, else the original.
+fn elapsed(ms: *mut f32, start: rt::cudaEvent_t, end: rt::cudaEvent_t, v2: bool) -> Res {
+    non_null(ms)?;
+    current()?;
+    if v2 {
+        match cu!(cuEventElapsedTime_v2(ms, ce(start), ce(end))) {
+            Err(E::cudaErrorCallRequiresNewerDriver | E::cudaErrorNotSupported) => {}
+            r => return r,
+        }
+    }
+    cu!(cuEventElapsedTime(ms, ce(start), ce(end)))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventCreate(p: *mut rt::cudaEvent_t) -> E {
+    api(|| event_create(p, 0))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventCreateWithFlags(p: *mut rt::cudaEvent_t, flags: c_uint) -> E {
+    api(|| event_create(p, flags))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventDestroy(e: rt::cudaEvent_t) -> E {
+    api(|| {
+        current()?;
+        cu!(cuEventDestroy_v2(ce(e)))
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventRecord(e: rt::cudaEvent_t, s: rt::cudaStream_t) -> E {
+    api(|| record(e, s, None))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventRecord_ptsz(e: rt::cudaEvent_t, s: rt::cudaStream_t) -> E {
+    api(|| record(e, ptsz(s), None))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventRecordWithFlags(
+    e: rt::cudaEvent_t,
+    s: rt::cudaStream_t,
+    flags: c_uint,
+) -> E {
+    api(|| record(e, s, Some(flags)))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventRecordWithFlags_ptsz(
+    e: rt::cudaEvent_t,
+    s: rt::cudaStream_t,
+    flags: c_uint,
+) -> E {
+    api(|| record(e, ptsz(s), Some(flags)))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventSynchronize(e: rt::cudaEvent_t) -> E {
+    api(|| {
+        current()?;
+        cu!(cuEventSynchronize(ce(e)))
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventQuery(e: rt::cudaEvent_t) -> E {
+    api(|| {
+        current()?;
+        cu!(cuEventQuery(ce(e)))
+    })
+}
+
+/// CUDA 13's `cudaEventElapsedTime` is 12's `_v2`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventElapsedTime(
+    ms: *mut f32,
+    start: rt::cudaEvent_t,
+    end: rt::cudaEvent_t,
+) -> E {
+    api(|| elapsed(ms, start, end, cfg!(vgpu_major = "13")))
+}
+
+#[cfg(vgpu_major = "12")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaEventElapsedTime_v2(
+    ms: *mut f32,
+    start: rt::cudaEvent_t,
+    end: rt::cudaEvent_t,
+) -> E {
+    api(|| elapsed(ms, start, end, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_match_the_driver() {
+        assert_eq!(
+            rt::cudaStreamNonBlocking,
+            cu::CUstream_flags::CU_STREAM_NON_BLOCKING.0
+        );
+        assert_eq!(
+            rt::cudaEventDisableTiming,
+            cu::CUevent_flags::CU_EVENT_DISABLE_TIMING.0
+        );
+        assert_eq!(
+            rt::cudaEventBlockingSync,
+            cu::CUevent_flags::CU_EVENT_BLOCKING_SYNC.0
+        );
+        assert_eq!(
+            rt::cudaEventInterprocess,
+            cu::CUevent_flags::CU_EVENT_INTERPROCESS.0
+        );
+        assert_eq!(super::super::PER_THREAD as usize, 2);
+    }
+}

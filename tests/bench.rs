@@ -1,0 +1,92 @@
+//! `vgpu bench` end to end against the sim backend: no GPU, so no native column and no
+//! kernels, but round trips, copies and NVML through both transports.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn cells<'a>(md: &'a str, metric: &str) -> Vec<&'a str> {
+    let line = md
+        .lines()
+        .find(|l| l.starts_with(&format!("| {metric} |")))
+        .unwrap_or_else(|| panic!("no row {metric:?} in:\n{md}"));
+    line.trim_matches('|').split('|').map(str::trim).collect()
+}
+
+#[test]
+fn bench_on_sim_reports_every_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let out = tmp.path().join("results");
+    let o = Command::new(env!("CARGO_BIN_EXE_vgpu"))
+        .args(["bench", "--backend", "sim", "--quick", "--timeout", "120", "--dist-lib"])
+        .arg(&lib)
+        .arg("--out")
+        .arg(&out)
+        .env("VGPU_LOG", "warn")
+        .env_remove("VGPU_SERVER")
+        .output()
+        .expect("run vgpu bench");
+    let md = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stdout:\n{md}\nstderr:\n{err}");
+    assert!(md.starts_with("# vgpu bench: NVIDIA H100 80GB HBM3 on "), "{md}");
+    assert!(md.contains("| metric | unit | native | unix | tcp | shm | unix ratio | tcp ratio | shm ratio |"), "{md}");
+
+    // Columns: metric, unit, native, unix, tcp, shm, then the three ratios.
+    for metric in [
+        "sync round trip (idle stream), mean",
+        "sync round trip (idle stream), p50",
+        "copy H2D pageable 4 KiB",
+        "copy D2H pageable 1 MiB",
+        "copy H2D pinned 64 KiB",
+        "copy D2H pinned 1 MiB",
+        "NVML nvmlDeviceGetMemoryInfo, mean",
+    ] {
+        let c = cells(&md, metric);
+        assert_eq!(c.len(), 9, "{metric}: {c:?}");
+        assert_eq!(c[2], "n/a", "no native column on sim: {c:?}");
+        for v in [c[3], c[4]] {
+            assert!(v.parse::<f64>().is_ok_and(|v| v > 0.0), "{metric}: {c:?}");
+        }
+        assert_eq!(c[5], "n/a", "shm: {c:?}");
+        assert_eq!(&c[6..], ["n/a", "n/a", "n/a"], "no ratios without native: {c:?}");
+    }
+    let launch = cells(&md, "empty kernel launch: submit cost per launch");
+    assert_eq!(launch[3], "n/a (kernels unsupported)", "{launch:?}");
+    assert_eq!(launch[4], "n/a (kernels unsupported)", "{launch:?}");
+    assert!(md.contains("- shm: the shared-memory transport is not implemented yet"), "{md}");
+    assert!(md.contains("- unix: no kernel launches ("), "{md}");
+
+    // The dated table, its JSON and the index.
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let table = names.iter().find(|n| n.ends_with("-sim-quick.md")).unwrap_or_else(|| panic!("{names:?}"));
+    assert_eq!(std::fs::read_to_string(out.join(table)).unwrap(), md);
+    let json = std::fs::read_to_string(out.join(table.replace(".md", ".json"))).unwrap();
+    let report = bench::report::Report::from_json(&json).unwrap();
+    assert_eq!(report.columns, ["native", "unix", "tcp", "shm"]);
+    assert_eq!(report.meta.backend, "sim");
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains(&format!("Latest: [{table}]({table})")), "{readme}");
+}
+
+#[test]
+fn bench_child_reports_a_missing_library_cleanly() {
+    let o = Command::new(env!("CARGO_BIN_EXE_vgpu"))
+        .args([
+            "bench",
+            "--child",
+            "--json",
+            "--lib",
+            "/nonexistent/libcuda.so.1",
+            "--nvml",
+            "/nonexistent/libnvidia-ml.so.1",
+        ])
+        .output()
+        .expect("run vgpu bench --child");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot load /nonexistent/libcuda.so.1"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

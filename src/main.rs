@@ -36,6 +36,10 @@ enum Cmd {
         /// NVML driver version the sim backend reports (tests of `vgpu doctor`).
         #[arg(long, hide = true)]
         sim_driver_version: Option<String>,
+        /// Serve only these GPUs: indices as nvidia-smi numbers them and/or GPU-UUIDs,
+        /// comma-separated (CUDA_VISIBLE_DEVICES syntax). Default: every GPU of the host.
+        #[arg(long)]
+        gpus: Option<String>,
     },
     /// Internal: serve one session on fd 3 (started by `vgpu serve`).
     #[command(hide = true)]
@@ -55,19 +59,21 @@ enum Cmd {
     Deploy(deploy::cli::Command),
 }
 
+/// `8G`, `8GiB`, `8GB`, `512M`, `4096` (bytes): binary units. The unit's `i`/`B` suffix is
+/// dropped before the unit letter is read (so `8GiB` is `8G`), and overflow is an error.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mul) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
+    let bad = || format!("bad size {s:?} (try 8G)");
+    let t = s.trim();
+    let t = t.strip_suffix(['b', 'B']).unwrap_or(t);
+    let t = t.strip_suffix(['i', 'I']).unwrap_or(t);
+    let (num, mul) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
     };
-    num.trim_end_matches(['i', 'I', 'b', 'B'])
-        .parse::<u64>()
-        .map(|n| n * mul)
-        .map_err(|_| format!("bad size {s:?} (try 8G)"))
+    num.trim().parse::<u64>().ok().and_then(|n| n.checked_mul(mul)).ok_or_else(bad)
 }
 
 fn init_logging() {
@@ -80,7 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let r = match cli.cmd {
-        Cmd::Serve { listen, backend, token_file, memory_limit, devices, sim_id, sim_driver_version } => (|| {
+        Cmd::Serve { listen, backend, token_file, memory_limit, devices, sim_id, sim_driver_version, gpus } => (|| {
             let listen = listen.iter().map(|a| a.parse()).collect::<Result<Vec<_>, _>>()?;
             let token = match (token_file, std::env::var("VGPU_TOKEN").ok()) {
                 (Some(p), _) => Some(read_token_file(&p)?),
@@ -94,6 +100,7 @@ fn main() -> ExitCode {
                 sim_devices: devices,
                 sim_seed: sim_id,
                 sim_driver_version,
+                gpus,
                 worker_exe: std::env::current_exe().map_err(|e| e.to_string())?,
             };
             server::serve(opts)
@@ -148,4 +155,41 @@ fn read_token_file(p: &std::path::Path) -> Result<String, String> {
         return Err(format!("token file {} is readable by others: chmod 600 it", p.display()));
     }
     client::read_token(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("8gb"), Ok(8 << 30));
+        assert_eq!(parse_size(" 512M "), Ok(512 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        for bad in ["", "G", "8X", "-1G", "1.5G", "99999999999T", "8GiBB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn token_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_token_file(&p).unwrap_err();
+            assert!(e.contains("readable by others"), "{mode:o}: {e}");
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_token_file(&p).unwrap(), "s3cret");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(read_token_file(&p).unwrap(), "s3cret");
+    }
 }

@@ -25,7 +25,7 @@ SOCK=/tmp/vgpu.sock
 TOKEN=/tmp/vgpu.token
 start_server() {
   echo "bench-token-$$" > $TOKEN; chmod 600 $TOKEN
-  VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
+  VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
     --listen tcp://127.0.0.1:7070 --token-file $TOKEN "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do [ -S $SOCK ] && break; sleep 0.1; done
@@ -139,10 +139,25 @@ finish() {
   trap - EXIT TERM INT
   stop_server
   cp "$W"/*.n "$W"/*.v "$OUT/" 2>/dev/null
-  tar czf /tmp/results.tgz -C "$OUT" . && find "$OUT" -mindepth 1 ! -name summary.txt -delete && mv /tmp/results.tgz "$OUT/"
+  tar czf /tmp/results.tgz -C "$OUT" --exclude='llama-bin.tgz.part*' . &&
+    find "$OUT" -mindepth 1 ! -name summary.txt ! -name 'llama-bin.tgz.part*' -delete && mv /tmp/results.tgz "$OUT/"
   exit 0
 }
 trap finish EXIT TERM INT
+stage_trace() { # which calls a decode step makes: client trace counts + server time per call
+  build_llama; models
+  B=$C/llama/build/bin; export EXTRA_LD=$B
+  vg env VGPU_TRACE=1 "$B/llama-completion" -m $W/q8.gguf -p "hello world" -n 64 --temp 0 --seed 1 -ngl 99 -no-cnv \
+    >/dev/null 2>"$W/trace.log" </dev/null
+  grep '^vgpu-trace' "$W/trace.log" | awk '{n[$2]++; t=$(NF); if ($NF=="(one-way)") t=$(NF-1); sub("us","",t); s[$2]+=t}
+    END {for (k in n) printf "%-45s %8d calls %10.1f us total\n", k, n[k], s[k]}' | sort -k2 -nr >"$OUT/trace-counts.txt"
+  head -30 "$OUT/trace-counts.txt" >>"$SUMMARY"
+}
+stage_savellama() { # the llama.cpp build, so later calls can carry it instead of rebuilding
+  tar czf "$W/llama-bin.tgz" -C "$C/llama/build" bin && split -b 15m "$W/llama-bin.tgz" "$OUT/llama-bin.tgz.part"
+  say "llama build saved: $(du -h "$W/llama-bin.tgz" | cut -f1)"
+}
+
 stages=("$@"); [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ] && stages=(smi driver rt cu12 cublas llama bench)
 nvidia-smi --query-gpu=name,driver_version,uuid --format=csv,noheader | tee -a "$SUMMARY"
 start_server

@@ -197,19 +197,22 @@ int main(void) {
     CHECK(cudaStreamSynchronize((cudaStream_t)0x2));
     printf("streams ok\n");
 
-    /* <<<2, 64, 0, s>>> kernel(d1, 5): the module is uploaded, and the sim, which cannot
-     * look inside images, answers the function lookup with "named symbol not found". */
+    /* <<<2, 64, 0, s>>> kernel(d1, 5): the module is uploaded and the function found; the
+     * sim cannot run kernels, and says so at the next synchronous call (launches are sent
+     * without waiting). */
     __cudaPushCallConfiguration((dim3){2, 1, 1}, (dim3){64, 1, 1}, 0, s);
     kernel(d1, 5);
     cudaError_t launch = cudaGetLastError();
+    cudaError_t sync = cudaStreamSynchronize(s);
+    cudaGetLastError();
     cudaError_t sym = cudaMemcpyToSymbol(table, a, sizeof table, 0, H2D);
     cudaGetLastError();
     void *args[] = {0};
     cudaError_t unknown = cudaLaunchKernel((const void *)not_registered, (dim3){1, 1, 1}, (dim3){1, 1, 1}, args, 0, 0);
     cudaError_t zero = cudaLaunchKernel((const void *)kernel, (dim3){0, 1, 1}, (dim3){1, 1, 1}, args, 0, 0);
     cudaError_t peek = cudaPeekAtLastError();
-    printf("launch %d %s; symbol copy %d; unregistered %d %s; zero grid %d; peek %d\n", launch, cudaGetErrorName(launch),
-           sym, unknown, cudaGetErrorString(unknown), zero, peek);
+    printf("launch %d, then %s; symbol copy %d; unregistered %d %s; zero grid %d; peek %d\n", launch,
+           cudaGetErrorName(sync), sym, unknown, cudaGetErrorString(unknown), zero, peek);
     cudaGetLastError();
 
     CHECK(cudaDeviceSynchronize());

@@ -242,3 +242,147 @@ pub fn free_tcp_address() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("tcp://{}", l.local_addr().unwrap())
 }
+
+// ---------------------------------------------------------------------------------------
+// Trust tests (`tests/auth.rs`, `tests/badinput.rs`, `tests/faults.rs`, `tests/stress.rs`):
+// servers with their own environment, Rust clients speaking the protocol directly, and
+// processes looked up in /proc.
+
+impl Server {
+    /// Like [`Server::start`], with extra environment (e.g. `VGPU_LOG=error` to keep the
+    /// expected complaints about bad input out of the test output).
+    pub fn start_env(
+        address: &str,
+        backend: &[&str],
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_vgpu"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(address)
+            .args(backend)
+            .args(extra)
+            .env("VGPU_LOG", "warn")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start vgpu serve");
+        let s = Server {
+            child,
+            address: address.to_string(),
+        };
+        s.wait_ready();
+        s
+    }
+
+    /// A quiet sim server on a fresh unix socket under `root`.
+    pub fn sim_quiet(root: &Path, extra: &[&str]) -> Server {
+        let sock = root.join(format!("vgpu-q-{}.sock", std::process::id()));
+        Self::start_env(
+            &format!("unix:{}", sock.display()),
+            &["--backend", "sim"],
+            extra,
+            &[("VGPU_LOG", "error")],
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's worker processes (its children), one per live session.
+    pub fn workers(&self) -> Vec<u32> {
+        children(self.pid())
+    }
+}
+
+/// A `Hello` of this build, with `token`.
+pub fn hello(token: &str) -> protocol::hello::Hello {
+    protocol::hello::Hello {
+        protocol_version: protocol::PROTOCOL_VERSION,
+        wire_hash: protocol::WIRE_HASH,
+        pid: std::process::id(),
+        host: "test".into(),
+        program: "trust-test".into(),
+        token: token.into(),
+    }
+}
+
+/// A Rust client session (what the shims use underneath), with a short silence limit.
+pub fn rust_client(address: &str, token: &str) -> Result<transport::Conn, transport::Error> {
+    let addr: transport::Address = address.parse().unwrap();
+    let t = transport::Timeouts {
+        silence: Duration::from_secs(4),
+        ..Default::default()
+    };
+    transport::Conn::connect(&addr, &hello(token), t).map(|(c, _)| c)
+}
+
+/// Pids whose parent is `pid` (from /proc/*/stat).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((ppid, state)) = stat(p)
+            && ppid == pid
+            && state != 'Z'
+        {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (parent pid, state) of a process, or `None` if it is gone.
+pub fn stat(pid: u32) -> Option<(u32, char)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: parse after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie awaiting its parent).
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|(_, s)| s != 'Z' && s != 'X')
+}
+
+/// Resident memory of a process in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Send `sig` to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
+/// Poll `f` every 10 ms until it holds or `limit` passes; returns how long it took.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return Some(t.elapsed());
+        }
+        if t.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

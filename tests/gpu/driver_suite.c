@@ -67,7 +67,7 @@ static void copies(void) {
     /* pinned + async */
     void *p; CHECK(cuMemAllocHost(&p, 64 << 20)); CUstream s; CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
     CUdeviceptr d; CHECK(cuMemAlloc(&d, 64 << 20));
-    memcpy(p, h, 64 << 20); CHECK(cuMemcpyHtoDAsync(d, p, 64 << 20, s));
+    memcpy(p, h, 64 << 20); CHECK(cuMemcpyHtoDAsync(d, p, 64 << 20, s)); CHECK(cuStreamSynchronize(s));
     memset(p, 0, 64 << 20); CHECK(cuMemcpyDtoHAsync(p, d, 64 << 20, s)); CHECK(cuStreamSynchronize(s));
     printf("pinned async 64MiB: %s\n", memcmp(p, h, 64 << 20) ? "DIFFERENT" : "same");
     /* 2D */

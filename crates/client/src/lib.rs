@@ -6,6 +6,7 @@
 //! owns the session its siblings (cudart, cuBLAS) use; NVML keeps a session of its own.
 
 mod config;
+pub mod handles;
 mod session;
 
 pub use config::{read_token, Config};

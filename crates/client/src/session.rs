@@ -61,11 +61,11 @@ pub fn session() -> Result<&'static Session, &'static str> {
     // Leaked on purpose: shims hand out references for the life of the process.
     let p = Box::into_raw(Box::new(made));
     let s: &'static Result<Session, String> = unsafe { &*p };
-    if let Ok(sess) = s {
-        if std::env::var_os("VGPU_BATCH").is_none_or(|v| v != "0") {
-            for c in &sess.conns {
-                c.start_flusher();
-            }
+    if let Ok(sess) = s
+        && std::env::var_os("VGPU_BATCH").is_none_or(|v| v != "0")
+    {
+        for c in &sess.conns {
+            c.start_flusher();
         }
     }
     CURRENT.store(p, Ordering::Release);
@@ -117,6 +117,17 @@ impl Session {
     /// Number of servers.
     pub fn servers(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The value the application sees for handle `raw` issued by `server`
+    /// ([`crate::handles`]); `None` if it cannot be told apart from other servers' handles.
+    pub fn tag(&self, server: usize, raw: u64) -> Option<u64> {
+        crate::handles::tag(self.conns.len(), server, raw)
+    }
+
+    /// The server of an application-visible handle, and the server's own value.
+    pub fn untag(&self, h: u64) -> Option<(usize, u64)> {
+        crate::handles::untag(self.conns.len(), h)
     }
 
     /// Forward one call to `server`, with `ctx` current there.

@@ -166,6 +166,11 @@ pub fn run(cmd: Command) -> ExitCode {
             let lib = lib_dir_or_err(lib_dir)?;
             let actions = system::install(&Root::new(root), &lib, force)?;
             print_actions(&actions);
+            if actions.iter().any(|a| a.what == "read-only") {
+                println!(
+                    "vgpu: read-only copies were left as they are; `vgpu doctor` says whether they still come first"
+                );
+            }
             println!(
                 "vgpu: installed libcuda.so.1 and libnvidia-ml.so.1 (originals in {})",
                 system::STATE_DIR

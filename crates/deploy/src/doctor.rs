@@ -10,7 +10,7 @@
 use crate::config::{self, ClientConfig, Env, Source};
 use crate::elf::{self, LibInfo, Origin};
 use crate::handshake::{self, Outcome};
-use crate::loader::{Loader, Resolution};
+use crate::loader::{Loader, Resolution, Via};
 use crate::ollama::{self, CudaDir};
 use crate::probe::{self, ProbeOutput};
 use crate::procs;
@@ -650,17 +650,6 @@ impl Doctor<'_> {
         let mut missing = Vec::new();
         for name in LIBRARIES {
             let res = self.loader.resolve(name, &ldpath);
-            let Some(hit) = res.hit.clone() else {
-                missing.push(name);
-                continue;
-            };
-            self.library(
-                "loader",
-                name,
-                &res,
-                &hit.path,
-                &format!("via {}", hit.via.describe()),
-            );
             if let Some(s) = &res.stale_cache {
                 self.r.warn(
                     "loader",
@@ -668,6 +657,17 @@ impl Doctor<'_> {
                     format!("{name}: {s}"),
                     "run `sudo ldconfig`",
                 );
+            }
+            match res.hit.clone() {
+                Some(hit) => self.library(
+                    "loader",
+                    name,
+                    &res,
+                    &hit.path,
+                    &format!("via {}", hit.via.describe()),
+                    hit.via != Via::LdLibraryPath,
+                ),
+                None => missing.push(name),
             }
         }
         for name in missing
@@ -719,8 +719,17 @@ impl Doctor<'_> {
         }
     }
 
-    /// Judge the file the loader picks for `name`.
-    fn library(&mut self, area: &str, name: &str, res: &Resolution, path: &Path, via: &str) {
+    /// Judge the file the loader picks for `name`; `system_wide` when it comes from the
+    /// loader cache or system directories (every process gets it), not `LD_LIBRARY_PATH`.
+    fn library(
+        &mut self,
+        area: &str,
+        name: &str,
+        res: &Resolution,
+        path: &Path,
+        via: &str,
+        system_wide: bool,
+    ) {
         let info = self.inspect(path);
         let shown = self.shown_resolved(path, &info);
         let later_vgpu = res
@@ -739,13 +748,12 @@ impl Doctor<'_> {
                 "put vgpu's lib directory first on LD_LIBRARY_PATH (see `vgpu env`)".to_string()
             }
         };
-        // On a machine with a GPU of its own, a plain process (`vgpu serve` among them) must
-        // get the driver's libcuda.so.1/libnvidia-ml.so.1, not vgpu's.
-        let gpu_host = area == "loader"
-            && ["libcuda.so.1", "libnvidia-ml.so.1"].contains(&name)
-            && self.o.root.join(crate::system::GPU_DEVICE).exists();
+        // On a machine with a GPU of its own, NVIDIA's libraries are right for plain processes,
+        // and `vgpu serve` must not get vgpu's libcuda.so.1/libnvidia-ml.so.1 system-wide.
+        let gpu_host = area == "loader" && self.o.root.join(crate::system::GPU_DEVICE).exists();
+        let driver_lib = ["libcuda.so.1", "libnvidia-ml.so.1"].contains(&name);
         match info.origin {
-            Origin::Vgpu if gpu_host => self.r.fail(
+            Origin::Vgpu if gpu_host && driver_lib && system_wide => self.r.fail(
                 area,
                 "gpu-host-shadowed",
                 format!(
@@ -1024,7 +1032,7 @@ impl Doctor<'_> {
         for name in ["libcuda.so.1", "libnvidia-ml.so.1"] {
             let res = self.loader.resolve(name, &ldpath);
             match res.hit.clone() {
-                Some(h) => self.library(&area, name, &res, &h.path, &via),
+                Some(h) => self.library(&area, name, &res, &h.path, &via, false),
                 None if name == "libcuda.so.1" => self.r.fail(
                     &area,
                     "libcuda-missing",
@@ -1509,6 +1517,28 @@ mod tests {
             .find(|f| f.code == "token-file-unreadable")
             .expect("named");
         assert!(f.message.contains("uid 64999"), "{}", r.text());
+    }
+
+    #[test]
+    fn vgpus_libcuda_system_wide_on_a_gpu_host_is_named() {
+        let t = tempfile::tempdir().unwrap();
+        // This test executable holds the VGPU_LOG pattern, so it passes for one of vgpu's.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        for d in ["dev", "etc", "usr/local/lib/vgpu", "opt/client"] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        std::fs::write(t.path().join("dev/nvidiactl"), b"").unwrap();
+        std::fs::write(t.path().join("etc/ld.so.conf"), "/usr/local/lib/vgpu\n").unwrap();
+        std::fs::write(t.path().join("usr/local/lib/vgpu/libcuda.so.1"), &exe).unwrap();
+        let r = run(&opts(t.path()));
+        assert!(r.has("gpu-host-shadowed"), "{}", r.text());
+        // A client shell on the GPU host, through LD_LIBRARY_PATH only, is fine.
+        std::fs::remove_file(t.path().join("usr/local/lib/vgpu/libcuda.so.1")).unwrap();
+        std::fs::write(t.path().join("opt/client/libcuda.so.1"), &exe).unwrap();
+        let mut o = opts(t.path());
+        o.env.insert("LD_LIBRARY_PATH".into(), "/opt/client".into());
+        let r = run(&o);
+        assert!(!r.has("gpu-host-shadowed"), "{}", r.text());
     }
 
     #[test]

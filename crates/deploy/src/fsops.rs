@@ -207,6 +207,19 @@ fn restore_file(backup: &Path, p: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether files can be created in `dir` (a read-only mount, missing permissions).
+pub fn writable(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(format!(".vgpu-probe-{}", std::process::id()));
+    fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map(|_| {
+            let _ = fs::remove_file(&probe);
+        })
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+}
+
 /// A relative path that stays inside its base (no `..`, not absolute).
 fn checked(rel: &Path) -> Result<(), String> {
     if rel.components().all(|c| matches!(c, Component::Normal(_))) {
@@ -243,6 +256,13 @@ pub fn apply(
             backup_dir.display(),
             m.format
         ));
+    }
+    // Nothing is changed unless every destination can be written.
+    for t in targets {
+        checked(&t.path)?;
+        if let Some(dir) = base.join(&t.path).parent().filter(|d| d.exists()) {
+            writable(dir)?;
+        }
     }
     let before = m.clone();
     let mut actions = Vec::new();

@@ -476,6 +476,72 @@ mod tests {
         );
     }
 
+    /// A "glibc-ld.so.cache1.1" file with `entries` for this machine.
+    fn make_cache(entries: &[(&str, &str)]) -> Vec<u8> {
+        let mut strings = Vec::new();
+        let base = 48 + 24 * entries.len();
+        let mut offs = Vec::new();
+        for (k, v) in entries {
+            offs.push(((base + strings.len()) as u32, 0u32));
+            strings.extend_from_slice(k.as_bytes());
+            strings.push(0);
+            offs.last_mut().unwrap().1 = (base + strings.len()) as u32;
+            strings.extend_from_slice(v.as_bytes());
+            strings.push(0);
+        }
+        let mut d = CACHE_MAGIC_NEW.to_vec();
+        d.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        d.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+        d.resize(48, 0);
+        for (k, v) in offs {
+            d.extend_from_slice(&native_cache_flags().to_le_bytes());
+            d.extend_from_slice(&k.to_le_bytes());
+            d.extend_from_slice(&v.to_le_bytes());
+            d.extend_from_slice(&[0; 12]);
+        }
+        d.extend_from_slice(&strings);
+        d
+    }
+
+    #[test]
+    fn a_stale_cache_is_noticed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::new(t.path());
+        let exe = fs::read(std::env::current_exe().unwrap()).unwrap();
+        for d in ["etc", "opt/new", "opt/old"] {
+            fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        fs::write(t.path().join("etc/ld.so.conf"), "/opt/new\n/opt/old\n").unwrap();
+        fs::write(t.path().join("opt/old/libx.so.1"), &exe).unwrap();
+        let cache = make_cache(&[("libx.so.1", "/opt/old/libx.so.1")]);
+        assert_eq!(
+            parse_cache(&cache).unwrap(),
+            vec![("libx.so.1".to_string(), PathBuf::from("/opt/old/libx.so.1"))]
+        );
+        fs::write(t.path().join("etc/ld.so.cache"), &cache).unwrap();
+        let r = Loader::new(&root).resolve("libx.so.1", "");
+        assert_eq!(r.hit.as_ref().unwrap().via, Via::Cache);
+        assert!(r.stale_cache.is_none());
+        // A copy dropped into an earlier directory without running ldconfig.
+        fs::write(t.path().join("opt/new/libx.so.1"), &exe).unwrap();
+        let r = Loader::new(&root).resolve("libx.so.1", "");
+        assert_eq!(
+            r.hit.unwrap().path,
+            t.path().join("opt/old/libx.so.1"),
+            "the loader still uses the cache"
+        );
+        assert!(
+            r.stale_cache
+                .unwrap()
+                .contains("/opt/new/libx.so.1 comes first")
+        );
+        // Not in the cache at all: the loader does not find it.
+        fs::write(t.path().join("opt/new/liby.so.1"), &exe).unwrap();
+        let r = Loader::new(&root).resolve("liby.so.1", "");
+        assert!(r.hit.is_none());
+        assert!(r.stale_cache.unwrap().contains("not in ld.so.cache yet"));
+    }
+
     #[test]
     fn the_real_cache_agrees_with_ldconfig() {
         let Ok(data) = fs::read("/etc/ld.so.cache") else {

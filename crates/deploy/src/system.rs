@@ -71,6 +71,7 @@ fn same(a: &Path, b: &Path) -> bool {
 /// `vgpu install system`. Refused on a machine with a GPU of its own unless `force`:
 /// `vgpu serve` loads `libcuda.so.1` by name and would get vgpu's instead of the driver.
 pub fn install(root: &Root, lib_dir: &Path, force: bool) -> Result<Vec<Action>, String> {
+    let mut skipped = Vec::new();
     if !force && root.join(GPU_DEVICE).exists() {
         return Err(format!(
             "this machine has an NVIDIA GPU ({GPU_DEVICE}): vgpu's libcuda.so.1 in place of the driver's would \
@@ -96,6 +97,14 @@ pub fn install(root: &Root, lib_dir: &Path, force: bool) -> Result<Vec<Action>, 
             mode: 0o755,
         });
         for p in system_copies(root, name) {
+            // A read-only copy (a driver mounted into a container) is reported, not replaced.
+            if p.parent().is_some_and(|d| fsops::writable(d).is_err()) {
+                skipped.push(Action {
+                    path: p,
+                    what: "read-only",
+                });
+                continue;
+            }
             let r = root
                 .relative(&p)
                 .ok_or_else(|| format!("{}: outside {}", p.display(), root.path().display()))?;
@@ -132,6 +141,7 @@ pub fn install(root: &Root, lib_dir: &Path, force: bool) -> Result<Vec<Action>, 
     );
     let _ = std::fs::remove_file(&conf_src);
     let mut actions = r?;
+    actions.extend(skipped);
     if root.is_system() {
         actions.push(ldconfig()?);
     }

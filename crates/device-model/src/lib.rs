@@ -120,7 +120,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Merge several servers' snapshots into one ordered list (server order, then device order).
+    /// Merge several servers' snapshots into one ordered list (server order, then device
+    /// order), each device tagged with its server's index.
+    ///
+    /// Every device keeps a distinct identity even when two servers describe the same GPU
+    /// (two `vgpu serve` on one host) or GPUs at the same PCI address (two hosts): a UUID
+    /// seen before is replaced by one derived from it and its occurrence
+    /// ([`derived_uuid`]), and a PCI address seen before gets its domain raised by 0x100
+    /// steps until it is unique. The first occurrence keeps its real identity. The result is
+    /// deterministic, and NVML and CUDA both report the derived values (they merge the same
+    /// way); servers are still addressed by their own indices, never by these values.
     pub fn merge(parts: Vec<Snapshot>) -> Option<Snapshot> {
         let mut it = parts.into_iter().enumerate();
         let (_, mut first) = it.next()?;
@@ -132,8 +141,48 @@ impl Snapshot {
             first.server.push_str(" + ");
             first.server.push_str(&part.server);
         }
+        distinct_identities(&mut first.devices);
         Some(first)
     }
+}
+
+/// Give every device a UUID and PCI address no earlier device has (see [`Snapshot::merge`]).
+pub fn distinct_identities(devices: &mut [Device]) {
+    for i in 1..devices.len() {
+        let (before, rest) = devices.split_at_mut(i);
+        let d = &mut rest[0];
+        let mut k = 0u32;
+        let original = d.uuid;
+        while before.iter().any(|e| e.uuid == d.uuid) {
+            k += 1;
+            d.uuid = derived_uuid(&original, k);
+        }
+        let pci_taken = |p: &Pci| before.iter().any(|e| (e.pci.domain, e.pci.bus, e.pci.device) == (p.domain, p.bus, p.device));
+        while pci_taken(&d.pci) {
+            d.pci.domain = d.pci.domain.wrapping_add(0x100);
+        }
+        if let Some(a) = d.attributes.get_mut(attr::PCI_DOMAIN_ID) {
+            *a = d.pci.domain as i32;
+        }
+    }
+}
+
+/// The UUID that stands for the `k`-th repeat (k >= 1) of `uuid`: a hash of both, marked
+/// as an RFC 9562 version-8 ("vendor-specific") UUID so it is recognisably not a real GPU's.
+pub fn derived_uuid(uuid: &[u8; 16], k: u32) -> [u8; 16] {
+    let fnv = |salt: u8| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in uuid.iter().chain(&k.to_le_bytes()).chain(&[salt]) {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    };
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&fnv(1).to_be_bytes());
+    out[8..].copy_from_slice(&fnv(2).to_be_bytes());
+    out[6] = (out[6] & 0x0f) | 0x80;
+    out[8] = (out[8] & 0x3f) | 0x80;
+    out
 }
 
 /// Parse `CUDA_VISIBLE_DEVICES` as CUDA does: a comma list of ordinals or UUID prefixes
@@ -153,7 +202,7 @@ pub fn visible_devices(devices: &[Device], env: Option<&str>) -> Vec<usize> {
             let matches: Vec<usize> = devices
                 .iter()
                 .enumerate()
-                .filter(|(_, d)| d.uuid_string().starts_with(&want))
+                .filter(|(_, d)| d.uuid_string().to_ascii_lowercase().starts_with(&want))
                 .map(|(i, _)| i)
                 .collect();
             (matches.len() == 1).then(|| matches[0])
@@ -324,7 +373,11 @@ mod tests {
         assert_eq!(visible_devices(&devs, Some(&u3)), vec![3]);
         // A prefix that matches several devices is ambiguous, as in CUDA.
         assert_eq!(visible_devices(&devs, Some("GPU-5a6f")), Vec::<usize>::new());
-        assert_eq!(visible_devices(&devs, Some(&u3[..38])), vec![3]);
+        // Sim UUIDs differ only in their last byte: a shorter prefix names them all.
+        assert_eq!(visible_devices(&devs, Some(&u3[..38])), Vec::<usize>::new());
+        assert_eq!(visible_devices(&devs, Some(&u3.to_ascii_uppercase().replace("GPU-", "gpu-"))), vec![3]);
+        let u1 = devs[1].uuid_string();
+        assert_eq!(visible_devices(&devs, Some(&format!("{u3},{u1}"))), vec![3, 1]);
     }
 
     #[test]
@@ -332,5 +385,36 @@ mod tests {
         let m = Snapshot::merge(vec![sim_snapshot(2), sim_snapshot(2)]).unwrap();
         assert_eq!(m.devices.len(), 4);
         assert_eq!(m.devices[2].server, 1);
+        assert_eq!(m.devices[2].cuda_ordinal, 0, "servers keep their own ordinals");
+    }
+
+    #[test]
+    fn merge_keeps_identities_distinct() {
+        // The same GPU twice (two servers on one host): the second gets a derived identity.
+        let one = sim_snapshot(1);
+        let m = Snapshot::merge(vec![one.clone(), one.clone()]).unwrap();
+        let (a, b) = (&m.devices[0], &m.devices[1]);
+        assert_eq!(a.uuid, one.devices[0].uuid, "the first occurrence keeps its UUID");
+        assert_ne!(a.uuid, b.uuid);
+        assert_eq!(b.uuid, derived_uuid(&a.uuid, 1));
+        assert_eq!(b.uuid[6] >> 4, 8, "version 8: {}", b.uuid_string());
+        assert_ne!(a.pci.bus_id(), b.pci.bus_id());
+        assert_eq!(b.pci.bus_id(), "00000100:18:00.0");
+        assert_eq!(b.attribute(attr::PCI_DOMAIN_ID), Some(0x100));
+        // Deterministic: both shims (and every run) agree.
+        assert_eq!(Snapshot::merge(vec![one.clone(), one.clone()]).unwrap(), m);
+        // Three times: all distinct; a prefix of the real UUID picks only the real device.
+        let m3 = Snapshot::merge(vec![one.clone(), one.clone(), one.clone()]).unwrap();
+        let uuids: std::collections::HashSet<_> = m3.devices.iter().map(|d| d.uuid).collect();
+        assert_eq!(uuids.len(), 3);
+        let real = m3.devices[0].uuid_string();
+        assert_eq!(visible_devices(&m3.devices, Some(&real)), vec![0]);
+        let second = m3.devices[1].uuid_string();
+        assert_eq!(visible_devices(&m3.devices, Some(&second)), vec![1]);
+        // Distinct GPUs are left alone.
+        let mut two = sim_snapshot(2);
+        let before = two.devices.clone();
+        distinct_identities(&mut two.devices);
+        assert_eq!(two.devices, before);
     }
 }

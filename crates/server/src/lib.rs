@@ -4,6 +4,10 @@
 
 pub mod cublas;
 pub mod cuda;
+/// Decoding of untrusted bytes, for the fuzz targets and the bounded run in the tests.
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod gpus;
 pub mod sim;
 mod listener;
 mod worker;

@@ -22,6 +22,8 @@ pub struct ServeOptions {
     pub sim_seed: u8,
     /// NVML driver version the sim backend reports (tests of `vgpu doctor`); `None` keeps the default.
     pub sim_driver_version: Option<String>,
+    /// Serve only these GPUs (`--gpus 0,2`, `CUDA_VISIBLE_DEVICES` syntax; see `crate::gpus`).
+    pub gpus: Option<String>,
     /// The program to run as `<worker_exe> worker ...` (normally the `vgpu` binary itself).
     pub worker_exe: PathBuf,
 }
@@ -30,7 +32,15 @@ static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Bind every address and serve until the process is killed.
 pub fn serve(opts: ServeOptions) -> Result<(), String> {
+    if let (crate::BackendKind::Cuda, Some(spec)) = (opts.backend, &opts.gpus) {
+        crate::gpus::restrict_driver(spec);
+    }
     let mut snapshot = crate::snapshot(opts.backend, opts.sim_devices, opts.sim_seed)?;
+    match (opts.backend, &opts.gpus) {
+        (crate::BackendKind::Sim, Some(spec)) => snapshot = crate::gpus::select(snapshot, spec)?,
+        (crate::BackendKind::Cuda, Some(spec)) => crate::gpus::check_restricted(&snapshot, spec)?,
+        (_, None) => {}
+    }
     if let (crate::BackendKind::Sim, Some(v)) = (opts.backend, &opts.sim_driver_version) {
         crate::sim::set_driver_version(&mut snapshot, v);
     }
@@ -43,7 +53,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     for d in &snapshot.devices {
         tracing::info!("  {} {} {} {} MiB", d.cuda_ordinal, d.name, d.uuid_string(), d.total_mem >> 20);
     }
-    if opts.listen.iter().any(|a| a.needs_token()) && opts.token.is_none() {
+    // An empty token (an empty file, `VGPU_TOKEN=`) would admit every client.
+    if opts.listen.iter().any(|a| a.needs_token()) && opts.token.as_deref().is_none_or(str::is_empty) {
         return Err("a TCP listener needs a token: pass --token-file (or VGPU_TOKEN)".into());
     }
     let snapshot = Arc::new(postcard::to_allocvec(&snapshot).map_err(|e| e.to_string())?);
@@ -96,8 +107,20 @@ pub fn spawn_worker_for(
         }
     }
     cmd.stdin(Stdio::piped());
+    let server_pid = std::process::id() as libc::pid_t;
     unsafe {
         cmd.pre_exec(move || {
+            // A worker must not outlive its server: killing `vgpu serve` ends every
+            // session (the clients' calls fail at once) and frees their GPU memory, and a
+            // restarted server does not share the GPU with orphans. The signal follows the
+            // death of the spawning thread, which is the listener's accept loop here.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != server_pid {
+                // The server died before the line above took effect.
+                libc::_exit(1);
+            }
             // dup2 clears close-on-exec on the copy, so the worker inherits it as fd 3.
             if libc::dup2(fd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());

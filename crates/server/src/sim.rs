@@ -13,7 +13,6 @@ const OUT_OF_MEMORY: u32 = 2;
 const INVALID_CONTEXT: u32 = 201;
 const FILE_NOT_FOUND: u32 = 301;
 const INVALID_HANDLE: u32 = 400;
-const NOT_FOUND: u32 = 500;
 const NOT_SUPPORTED: u32 = 801;
 
 const NVML_ERROR_INVALID_ARGUMENT: u32 = 2;
@@ -57,6 +56,8 @@ pub struct Sim {
     handles: HashMap<u64, (u64, usize)>,
     /// VMM mappings: address → handle.
     mapped: HashMap<u64, u64>,
+    /// Handles released while mapped: freed when unmapped.
+    released: HashSet<u64>,
     reserved: BTreeMap<u64, u64>,
     streams: HashSet<u64>,
     events: HashSet<u64>,
@@ -73,6 +74,10 @@ pub struct Sim {
 impl Sim {
     pub fn new(snapshot: Snapshot, limit: Option<u64>) -> Sim {
         let n = snapshot.devices.len();
+        // Servers with different `--sim-id`s (carried in byte 14 of their UUIDs) hand out
+        // different device addresses, as GPUs on different hosts would; equal ids give
+        // equal addresses, as two servers on one host may.
+        let seed = snapshot.devices.first().map_or(0, |d| d.uuid[14] as u64 % 64);
         Sim {
             snapshot,
             limit,
@@ -82,6 +87,7 @@ impl Sim {
             regions: BTreeMap::new(),
             handles: HashMap::new(),
             mapped: HashMap::new(),
+            released: HashSet::new(),
             reserved: BTreeMap::new(),
             streams: HashSet::new(),
             events: HashSet::new(),
@@ -90,7 +96,7 @@ impl Sim {
             graphs: HashSet::new(),
             blas: HashMap::new(),
             next: 0x1000,
-            next_addr: 0x7f00_0000_0000,
+            next_addr: 0x7f00_0000_0000 - (seed << 40),
             used: vec![0; n],
         }
     }
@@ -109,10 +115,18 @@ impl Sim {
         self.limit.map_or(t, |l| t.min(l))
     }
 
-    fn address_space(&mut self, size: u64) -> u64 {
+    /// Fresh address space for `size` bytes, or `None` if the sim's address space is
+    /// exhausted (a forged size must get an error, not an arithmetic panic).
+    fn address_space(&mut self, size: u64) -> Option<u64> {
         let a = self.next_addr;
-        self.next_addr += size.div_ceil(1 << 21).max(1) << 21;
-        a
+        let len = size.div_ceil(1 << 21).max(1).checked_mul(1 << 21)?;
+        self.next_addr = a.checked_add(len).filter(|&e| e <= 1 << 63)?;
+        Some(a)
+    }
+
+    /// Whether `size` more bytes fit in device `dev`'s quota.
+    fn fits(&self, dev: usize, size: u64) -> bool {
+        self.used[dev].checked_add(size).is_some_and(|t| t <= self.total(dev))
     }
 
     /// The region holding `[ptr, ptr+len)`, and the offset of `ptr` in it.
@@ -145,14 +159,14 @@ impl Sim {
         if size == 0 {
             return Err(INVALID_VALUE);
         }
-        if self.used[dev] + size > self.total(dev) {
+        if !self.fits(dev, size) {
             return Err(OUT_OF_MEMORY);
         }
         // Sim memory is real host memory: refuse what the host cannot give.
         let mut data = Vec::new();
         data.try_reserve_exact(size as usize).map_err(|_| OUT_OF_MEMORY)?;
         data.resize(size as usize, 0);
-        let a = self.address_space(size);
+        let a = self.address_space(size).ok_or(OUT_OF_MEMORY)?;
         self.used[dev] += size;
         self.regions.insert(a, Region { data, device: dev });
         Ok(a)
@@ -170,10 +184,10 @@ impl protocol::Backend for Sim {
         let Some(&(name, _)) = nvml::FUNCS.get(func as usize) else {
             return Ok(NvmlOut { ret: NVML_ERROR_INVALID_ARGUMENT, aux: 0 });
         };
-        let dev = device as usize;
-        if dev >= self.snapshot.devices.len() {
+        // `device` is the NVML index (`--gpus` may serve a subset).
+        let Some(dev) = self.snapshot.devices.iter().position(|d| d.nvml_index == device) else {
             return Ok(NvmlOut { ret: NVML_ERROR_INVALID_ARGUMENT, aux: 0 });
-        }
+        };
         let total = self.total(dev);
         let used = self.used[dev];
         let mut out = io.bulk_in.to_vec();
@@ -278,8 +292,8 @@ impl protocol::Backend for Sim {
         self.alloc(bytesize)
     }
     fn cuMemAllocPitch_v2(&mut self, _io: &mut Io<'_>, width: u64, height: u64, _elem: u32) -> Result<(u64, u64), u32> {
-        let pitch = width.div_ceil(512) * 512;
-        Ok((self.alloc(pitch * height)?, pitch))
+        let pitch = width.div_ceil(512).checked_mul(512).ok_or(INVALID_VALUE)?;
+        Ok((self.alloc(pitch.checked_mul(height).ok_or(OUT_OF_MEMORY)?)?, pitch))
     }
     fn cuMemFree_v2(&mut self, _io: &mut Io<'_>, dptr: u64) -> Result<(), u32> {
         if self.mapped.contains_key(&dptr) {
@@ -331,11 +345,35 @@ impl protocol::Backend for Sim {
     }
     fn cuMemcpy2D_v2(&mut self, io: &mut Io<'_>, c: Copy2D, stream: u64) -> Result<(), u32> {
         self.stream(stream)?;
+        // Both sides are checked whole before any byte moves or any buffer is sized from
+        // the request: forged widths, heights and pitches get an error, never a huge
+        // allocation or an arithmetic overflow.
         let (w, h) = (c.width as usize, c.height as usize);
-        let mut packed = Vec::with_capacity(w * h);
+        let row_at = |base: u64, x: u64, y: u64, pitch: u64, row: u64| {
+            y.checked_add(row)?.checked_mul(pitch)?.checked_add(base)?.checked_add(x)
+        };
+        if c.width == 0 || c.height == 0 {
+            return Ok(());
+        }
+        let total = c.width.checked_mul(c.height).ok_or(INVALID_VALUE)?;
+        // Device rows must not overlap (pitch >= width) and must each lie in this
+        // session's memory, so `total` is bounded by what the session holds.
+        for (side, x, y, pitch) in [(c.src_device, c.src_x, c.src_y, c.src_pitch), (c.dst_device, c.dst_x, c.dst_y, c.dst_pitch)] {
+            let Some(p) = side else { continue };
+            if pitch < c.width {
+                return Err(INVALID_VALUE);
+            }
+            for row in 0..c.height {
+                self.region(row_at(p, x, y, pitch, row).ok_or(INVALID_VALUE)?, c.width)?;
+            }
+        }
+        if c.src_device.is_none() && (io.bulk_in.len() as u64) < total {
+            return Err(INVALID_VALUE);
+        }
+        let mut packed = Vec::with_capacity(total as usize);
         for row in 0..c.height {
             match c.src_device {
-                Some(p) => packed.extend(self.read(p + (c.src_y + row) * c.src_pitch + c.src_x, c.width)?),
+                Some(p) => packed.extend(self.read(row_at(p, c.src_x, c.src_y, c.src_pitch, row).ok_or(INVALID_VALUE)?, c.width)?),
                 None => {
                     let at = row as usize * w;
                     packed.extend_from_slice(io.bulk_in.get(at..at + w).ok_or(INVALID_VALUE)?)
@@ -345,7 +383,8 @@ impl protocol::Backend for Sim {
         match c.dst_device {
             Some(p) => {
                 for row in 0..h {
-                    self.write(p + (c.dst_y + row as u64) * c.dst_pitch + c.dst_x, &packed[row * w..(row + 1) * w])?;
+                    let at = row_at(p, c.dst_x, c.dst_y, c.dst_pitch, row as u64).ok_or(INVALID_VALUE)?;
+                    self.write(at, &packed[row * w..(row + 1) * w])?;
                 }
             }
             None => *io.bulk_out = packed,
@@ -376,15 +415,28 @@ impl protocol::Backend for Sim {
             4 => value.to_le_bytes().to_vec(),
             _ => return Err(INVALID_VALUE),
         };
-        let row: Vec<u8> = pattern.iter().copied().cycle().take(width as usize * elem as usize).collect();
+        // Check the whole range before sizing anything from the request: rows must not
+        // overlap and must each lie in this session's memory.
+        let bytes = width.checked_mul(elem as u64).ok_or(INVALID_VALUE)?;
+        if bytes == 0 || height == 0 {
+            return Ok(());
+        }
+        if height > 1 && pitch < bytes {
+            return Err(INVALID_VALUE);
+        }
+        let row_at = |r: u64| r.checked_mul(pitch).and_then(|o| dst.checked_add(o)).ok_or(INVALID_VALUE);
         for r in 0..height {
-            self.write(dst + r * pitch, &row)?;
+            self.region(row_at(r)?, bytes)?;
+        }
+        let row: Vec<u8> = pattern.iter().copied().cycle().take(bytes as usize).collect();
+        for r in 0..height {
+            self.write(row_at(r)?, &row)?;
         }
         Ok(())
     }
 
     fn cuMemAddressReserve(&mut self, _io: &mut Io<'_>, size: u64, _align: u64, _addr: u64, _flags: u64) -> Result<u64, u32> {
-        let a = self.address_space(size);
+        let a = self.address_space(size).ok_or(OUT_OF_MEMORY)?;
         self.reserved.insert(a, size);
         Ok(a)
     }
@@ -393,7 +445,7 @@ impl protocol::Backend for Sim {
     }
     fn cuMemCreate(&mut self, _io: &mut Io<'_>, size: u64, _prop: Vec<u8>, _flags: u64) -> Result<u64, u32> {
         let d = self.device()?;
-        if self.used[d] + size > self.total(d) {
+        if !self.fits(d, size) {
             return Err(OUT_OF_MEMORY);
         }
         self.used[d] += size;
@@ -402,14 +454,27 @@ impl protocol::Backend for Sim {
         Ok(h)
     }
     fn cuMemRelease(&mut self, _io: &mut Io<'_>, handle: u64) -> Result<(), u32> {
+        if !self.handles.contains_key(&handle) || self.released.contains(&handle) {
+            return Err(INVALID_VALUE);
+        }
+        // As with the driver, a mapped handle may be released: its memory (and quota)
+        // goes when it is unmapped.
+        if self.mapped.values().any(|&h| h == handle) {
+            self.released.insert(handle);
+            return Ok(());
+        }
         let (size, d) = self.handles.remove(&handle).ok_or(INVALID_VALUE)?;
         self.used[d] -= size;
         Ok(())
     }
     fn cuMemMap(&mut self, _io: &mut Io<'_>, ptr: u64, size: u64, _offset: u64, handle: u64, _flags: u64) -> Result<(), u32> {
         let &(hsize, d) = self.handles.get(&handle).ok_or(INVALID_VALUE)?;
-        let inside = self.reserved.range(..=ptr).next_back().is_some_and(|(&b, &l)| ptr + size <= b + l);
-        if !inside || size > hsize {
+        let end = ptr.checked_add(size).ok_or(INVALID_VALUE)?;
+        let inside = self.reserved.range(..=ptr).next_back().is_some_and(|(&b, &l)| b.checked_add(l).is_some_and(|e| end <= e));
+        // The sim backs each mapping with its own memory: a handle is mapped once and
+        // mappings do not overlap, so mapped memory stays within the quota.
+        let overlaps = self.regions.range(..end).next_back().is_some_and(|(&b, r)| b + r.data.len() as u64 > ptr);
+        if !inside || size > hsize || overlaps || self.released.contains(&handle) || self.mapped.values().any(|&h| h == handle) {
             return Err(INVALID_VALUE);
         }
         self.regions.insert(ptr, Region { data: vec![0; size as usize], device: d });
@@ -417,8 +482,13 @@ impl protocol::Backend for Sim {
         Ok(())
     }
     fn cuMemUnmap(&mut self, _io: &mut Io<'_>, ptr: u64, _size: u64) -> Result<(), u32> {
-        self.mapped.remove(&ptr).ok_or(INVALID_VALUE)?;
+        let handle = self.mapped.remove(&ptr).ok_or(INVALID_VALUE)?;
         self.regions.remove(&ptr);
+        if self.released.remove(&handle)
+            && let Some((size, d)) = self.handles.remove(&handle)
+        {
+            self.used[d] -= size;
+        }
         Ok(())
     }
     fn cuMemSetAccess(&mut self, _io: &mut Io<'_>, ptr: u64, _size: u64, _desc: Vec<u8>, _count: u64) -> Result<(), u32> {
@@ -670,7 +740,7 @@ impl Sim {
                 .collect::<Vec<f32>>()
         };
         for i in 0..count {
-            let at = |p: u64, stride: i64| p.wrapping_add((stride * i * 4) as u64);
+            let at = |p: u64, stride: i64| p.wrapping_add(stride.wrapping_mul(i).wrapping_mul(4) as u64);
             let av = floats(
                 self.read(at(a, sa), extent(ar, ac, lda))
                     .map_err(|_| INVALID_VALUE)?,
@@ -757,5 +827,84 @@ mod blas_tests {
         let mut c = [f32::NAN; 4];
         super::sgemm_reference(true, true, 2, 2, 3, 1.0, &at, 3, &bt, 2, 0.0, &mut c, 2);
         assert_eq!(c, [4., 10., 5., 11.]);
+    }
+}
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+    use protocol::Backend;
+
+    fn sim(limit: u64) -> Sim {
+        let mut s = Sim::new(snapshot(1, 0), Some(limit));
+        let mut out = Vec::new();
+        let c = s.cuDevicePrimaryCtxRetain(&mut Io { bulk_in: &[], bulk_out: &mut out }, 0).unwrap();
+        s.set_context(c);
+        s
+    }
+
+    #[test]
+    fn forged_sizes_are_errors_not_panics() {
+        let mut s = sim(1 << 20);
+        let mut out = Vec::new();
+        let mut io = Io { bulk_in: &[], bulk_out: &mut out };
+        assert_eq!(s.cuMemAlloc_v2(&mut io, u64::MAX), Err(OUT_OF_MEMORY));
+        assert_eq!(s.cuMemAllocPitch_v2(&mut io, u64::MAX, 2, 4), Err(INVALID_VALUE));
+        assert_eq!(s.cuMemAllocPitch_v2(&mut io, 1 << 40, 1 << 40, 4), Err(OUT_OF_MEMORY));
+        assert_eq!(s.cuMemAddressReserve(&mut io, u64::MAX, 0, 0, 0), Err(OUT_OF_MEMORY));
+        assert_eq!(s.cuMemCreate(&mut io, u64::MAX, Vec::new(), 0), Err(OUT_OF_MEMORY));
+        let p = s.cuMemAlloc_v2(&mut io, 4096).unwrap();
+        // Memsets and 2D copies are checked whole before any buffer is sized from them.
+        assert_eq!(s.memset(&mut io, p, 1, 4, u64::MAX, 1, 0, 0), Err(INVALID_VALUE));
+        assert_eq!(s.memset(&mut io, p, 1, 1, 1 << 40, 1, 0, 0), Err(INVALID_VALUE));
+        assert_eq!(s.memset(&mut io, p, 1, 1, 16, u64::MAX, 0, 0), Err(INVALID_VALUE), "overlapping rows");
+        assert_eq!(s.memset(&mut io, p, 1, 1, 16, u64::MAX, 64, 0), Err(INVALID_VALUE));
+        assert_eq!(s.memset(&mut io, p, 1, 1, 16, 2, u64::MAX, 0), Err(INVALID_VALUE));
+        assert_eq!(s.memset(&mut io, p, 1, 1, 64, 64, 64, 0), Ok(()));
+        let c = Copy2D {
+            src_device: Some(p),
+            src_x: 0,
+            src_y: 0,
+            src_pitch: 0,
+            dst_device: None,
+            dst_x: 0,
+            dst_y: 0,
+            dst_pitch: 0,
+            width: 1,
+            height: u64::MAX,
+        };
+        assert_eq!(s.cuMemcpy2D_v2(&mut io, c, 0), Err(INVALID_VALUE));
+        let c = Copy2D { src_pitch: u64::MAX, height: 2, ..c };
+        assert_eq!(s.cuMemcpy2D_v2(&mut io, c, 0), Err(INVALID_VALUE));
+        let c = Copy2D { src_device: None, dst_device: Some(p), dst_pitch: 64, width: 64, height: 4, ..c };
+        assert_eq!(s.cuMemcpy2D_v2(&mut io, c, 0), Err(INVALID_VALUE), "bulk shorter than the copy");
+        let c = Copy2D { src_pitch: 64, ..c };
+        let bulk = [9u8; 256];
+        let mut io = Io { bulk_in: &bulk, bulk_out: &mut out };
+        assert_eq!(s.cuMemcpy2D_v2(&mut io, c, 0), Ok(()));
+    }
+
+    #[test]
+    fn vmm_memory_stays_within_the_quota() {
+        let mut s = sim(4 << 20);
+        let mut out = Vec::new();
+        let mut io = Io { bulk_in: &[], bulk_out: &mut out };
+        let va = s.cuMemAddressReserve(&mut io, 8 << 20, 0, 0, 0).unwrap();
+        let h = s.cuMemCreate(&mut io, 2 << 20, Vec::new(), 0).unwrap();
+        s.cuMemMap(&mut io, va, 2 << 20, 0, h, 0).unwrap();
+        // The same handle again, or over the mapping: refused (the sim cannot alias).
+        assert_eq!(s.cuMemMap(&mut io, va + (4 << 20), 2 << 20, 0, h, 0), Err(INVALID_VALUE));
+        let h2 = s.cuMemCreate(&mut io, 2 << 20, Vec::new(), 0).unwrap();
+        assert_eq!(s.cuMemMap(&mut io, va + (1 << 20), 2 << 20, 0, h2, 0), Err(INVALID_VALUE));
+        assert_eq!(s.cuMemMap(&mut io, u64::MAX - 1, 2 << 20, 0, h2, 0), Err(INVALID_VALUE));
+        // Released while mapped (as ggml's pool does): the quota comes back at unmap.
+        s.cuMemRelease(&mut io, h).unwrap();
+        assert_eq!(s.cuMemRelease(&mut io, h), Err(INVALID_VALUE));
+        assert_eq!(s.cuMemMap(&mut io, va + (4 << 20), 2 << 20, 0, h, 0), Err(INVALID_VALUE));
+        assert_eq!(s.cuMemCreate(&mut io, 1, Vec::new(), 0), Err(OUT_OF_MEMORY));
+        s.cuMemUnmap(&mut io, va, 2 << 20).unwrap();
+        let h3 = s.cuMemCreate(&mut io, 2 << 20, Vec::new(), 0).unwrap();
+        s.cuMemMap(&mut io, va, 2 << 20, 0, h3, 0).unwrap();
+        assert_eq!(s.cuMemGetInfo_v2(&mut io), Ok((0, 4 << 20)));
     }
 }

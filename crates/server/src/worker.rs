@@ -15,7 +15,14 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use transport::{read_frame, write_frame, Stream};
+use transport::{read_exact_into, read_frame, read_header, write_frame, Stream};
+
+/// Longest a client may take to complete the handshake, however it trickles its bytes.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// Largest handshake message accepted from a peer that has not yet authenticated (a real
+/// `Hello` is a few hundred bytes); the general frame limits would let it make us buffer
+/// a gigabyte before its token is checked.
+const MAX_HELLO: u32 = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -36,25 +43,30 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     let mut reader = io::BufReader::with_capacity(1 << 20, stream);
     let (mut args, mut bulk) = (Vec::new(), Vec::new());
 
-    // Handshake: a client that says nothing useful within 10 s is dropped. A peer that
-    // only probed the socket (connect, close) is not an error.
-    let h = match read_frame(&mut reader, &mut args, &mut bulk) {
+    // Handshake: a client that has not completed it within HANDSHAKE_DEADLINE is dropped
+    // (the watchdog shuts the socket, which ends the blocked read). A peer that only
+    // probed the socket (connect, close) is not an error.
+    let handshaken = Arc::new(AtomicBool::new(false));
+    {
+        let (handshaken, sock) = (handshaken.clone(), control.try_clone()?);
+        std::thread::Builder::new().name("vgpu-handshake".into()).spawn(move || {
+            std::thread::sleep(HANDSHAKE_DEADLINE);
+            if !handshaken.load(Ordering::Relaxed) {
+                sock.shutdown();
+            }
+        })?;
+    }
+    let h = match read_header(&mut reader) {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
         r => r?,
     };
-    if h.op != OP_HELLO {
+    if h.op != OP_HELLO || h.bulk_len != 0 || h.args_len > MAX_HELLO {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "first frame is not a handshake"));
     }
+    read_exact_into(&mut reader, &mut args, h.args_len as usize)?;
     let hello: Hello = postcard::from_bytes(&args)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad handshake: {e}")))?;
-    let refusal = hello.mismatch(PROTOCOL_VERSION, WIRE_HASH).or_else(|| match &cfg.token {
-        Some(t) if !constant_time_eq(t.as_bytes(), hello.token.as_bytes()) => Some(if hello.token.is_empty() {
-            "this server requires a token (set VGPU_TOKEN or VGPU_TOKEN_FILE)".to_string()
-        } else {
-            "wrong token".to_string()
-        }),
-        _ => None,
-    });
+    let refusal = refusal(&hello, cfg.token.as_deref());
     if let Some(limit) = cfg.memory_limit {
         for d in &mut snapshot.devices {
             d.total_mem = d.total_mem.min(limit);
@@ -85,6 +97,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     tracing::info!(program = %hello.program, pid = hello.pid, host = %hello.host, "session {} started", cfg.session_id);
 
     // After the handshake the client may be idle for as long as it likes.
+    handshaken.store(true, Ordering::Relaxed);
     control.set_timeouts(None, Some(Duration::from_secs(30)))?;
     let busy = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
@@ -92,7 +105,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         let (writer, busy, done) = (writer.clone(), busy.clone(), done.clone());
         std::thread::Builder::new().name("vgpu-heartbeat".into()).spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(500));
+                // Parked, not asleep: the session's end unparks it, so a worker whose
+                // client vanished exits at once instead of after a last heartbeat period.
+                std::thread::park_timeout(Duration::from_millis(500));
                 if busy.load(Ordering::Relaxed)
                     && let Some(mut w) = writer.try_lock_for(Duration::from_millis(100))
                     && write_frame(&mut *w, &Header::heartbeat(), &[], &[]).is_err()
@@ -105,6 +120,8 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
 
     let mut deferred: Option<u32> = None;
     let mut out = Vec::new();
+    // VGPU_STATS=1 on the server: time spent per opcode, logged when the session ends.
+    let mut stats = std::env::var_os("VGPU_STATS").map(|_| Stats::default());
     let result = loop {
         let h = match read_frame(&mut reader, &mut args, &mut bulk) {
             Ok(h) => h,
@@ -116,6 +133,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         if !oneway && protocol::is_oneway(h.op) {
             break Err(io::Error::new(io::ErrorKind::InvalidData, "one-way call sent as a request"));
         }
+        let started = stats.as_ref().map(|_| std::time::Instant::now());
         backend.set_context(h.ctx);
         // A pending asynchronous error answers the next synchronous call in its place.
         let outcome = if let (false, Some(code)) = (oneway, deferred) {
@@ -127,6 +145,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             protocol::dispatch(&mut *backend, h.op, &args, &mut io)
         };
         busy.store(false, Ordering::Relaxed);
+        if let (Some(st), Some(t0)) = (stats.as_mut(), started) {
+            st.add(h.op, t0.elapsed());
+        }
         let outcome = match outcome {
             Ok(r) => r,
             Err(e) => break Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
@@ -148,6 +169,10 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         }
     };
     done.store(true, Ordering::Relaxed);
+    hb.thread().unpark();
+    if let Some(st) = &stats {
+        tracing::info!("session {} time per call:\n{}", cfg.session_id, st.report());
+    }
     backend.close();
     let _ = hb.join();
     match &result {
@@ -157,6 +182,54 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     result
 }
 
+/// Server-side time per opcode (count, total), for finding where a workload's time goes.
+#[derive(Default)]
+struct Stats(Vec<(u64, Duration)>);
+
+impl Stats {
+    fn add(&mut self, op: u32, d: Duration) {
+        let i = op as usize;
+        if i >= protocol::OP_NAMES.len() {
+            return;
+        }
+        if self.0.len() <= i {
+            self.0.resize(i + 1, (0, Duration::ZERO));
+        }
+        self.0[i].0 += 1;
+        self.0[i].1 += d;
+    }
+
+    fn report(&self) -> String {
+        let mut rows: Vec<_> = self.0.iter().enumerate().filter(|(_, r)| r.0 > 0).collect();
+        rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+        rows.iter()
+            .map(|(op, (n, t))| {
+                format!(
+                    "  {:<40} {:>9} calls {:>10.3} ms {:>8.2} us/call",
+                    protocol::op_name(*op as u32),
+                    n,
+                    t.as_secs_f64() * 1e3,
+                    t.as_secs_f64() * 1e6 / *n as f64
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Why a server with this build and `token` must refuse `hello`, if it must: a protocol
+/// version or wire table that differs (naming both), a missing or wrong token.
+pub fn refusal(hello: &Hello, token: Option<&str>) -> Option<String> {
+    hello.mismatch(PROTOCOL_VERSION, WIRE_HASH).or_else(|| match token {
+        Some(t) if !constant_time_eq(t.as_bytes(), hello.token.as_bytes()) => Some(if hello.token.is_empty() {
+            "this server requires a token (set VGPU_TOKEN or VGPU_TOKEN_FILE)".to_string()
+        } else {
+            "wrong token".to_string()
+        }),
+        _ => None,
+    })
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     // Length is not secret; the bytes are.
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -164,10 +237,40 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn constant_time_eq_works() {
         assert!(super::constant_time_eq(b"abc", b"abc"));
         assert!(!super::constant_time_eq(b"abc", b"abd"));
         assert!(!super::constant_time_eq(b"abc", b"ab"));
+    }
+
+    fn hello(token: &str) -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            wire_hash: WIRE_HASH,
+            pid: 1,
+            host: "h".into(),
+            program: "p".into(),
+            token: token.into(),
+        }
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        assert_eq!(refusal(&hello(""), None), None);
+        assert_eq!(refusal(&hello("s3cret"), Some("s3cret")), None);
+        assert!(refusal(&hello(""), Some("s3cret")).unwrap().contains("requires a token"));
+        assert_eq!(refusal(&hello("guess"), Some("s3cret")).unwrap(), "wrong token");
+        // A build mismatch is refused before the token is looked at, naming both sides.
+        let old = Hello { protocol_version: PROTOCOL_VERSION + 1, ..hello("s3cret") };
+        let why = refusal(&old, Some("s3cret")).unwrap();
+        assert!(why.contains(&format!("client speaks {}", PROTOCOL_VERSION + 1)), "{why}");
+        assert!(why.contains(&format!("server speaks {PROTOCOL_VERSION}")), "{why}");
+        let other = Hello { wire_hash: WIRE_HASH ^ 0xdead_beef, ..hello("") };
+        let why = refusal(&other, None).unwrap();
+        assert!(why.contains(&format!("client {:016x}", WIRE_HASH ^ 0xdead_beef)), "{why}");
+        assert!(why.contains(&format!("server {WIRE_HASH:016x}")), "{why}");
     }
 }

@@ -234,18 +234,22 @@ impl Read for Stream {
     }
 }
 
+// Writes go through send(2)/sendmsg(2) with MSG_NOSIGNAL rather than write(2)/writev(2):
+// when the server has gone, the client (which lives in someone else's process, whose
+// SIGPIPE disposition is not ours to change) must get EPIPE, an error it reports, and not
+// a SIGPIPE that kills the application. Timeouts (SO_SNDTIMEO) apply as before.
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(buf),
-            Stream::Tcp(s) => s.write(buf),
-        }
+        let n = unsafe { libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write_vectored(bufs),
-            Stream::Tcp(s) => s.write_vectored(bufs),
-        }
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on unix; sendmsg only reads them.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(1024) as _;
+        let n = unsafe { libc::sendmsg(self.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

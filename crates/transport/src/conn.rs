@@ -90,6 +90,12 @@ impl Conn {
     /// Connect and shake hands; the reply carries the device snapshot.
     pub fn connect(address: &Address, hello: &Hello, t: Timeouts) -> Result<(Conn, Welcome), Error> {
         let stream = address.connect(t.connect).map_err(|e| Error::Lost(format!("{address}: {e}")))?;
+        Self::handshake(stream, address, hello, t)
+    }
+
+    /// Shake hands over a stream that is already connected (an inherited vsock or unix
+    /// socket, a socketpair in tests); `address` only names it in messages.
+    pub fn handshake(stream: Stream, address: &Address, hello: &Hello, t: Timeouts) -> Result<(Conn, Welcome), Error> {
         stream.set_timeouts(Some(t.connect), Some(t.write)).map_err(Error::io)?;
         let conn = Conn {
             inner: Mutex::new(Inner { stream, seq: 0, reply: Vec::new(), pending: Vec::with_capacity(BATCH_BYTES), since: None }),
@@ -142,11 +148,11 @@ impl Conn {
         let spawned = std::thread::Builder::new().name("vgpu-flush".into()).spawn(move || {
             while rx.recv().is_ok() {
                 std::thread::sleep(BATCH_DELAY);
-                if let Some(mut g) = self.inner.try_lock_for(Duration::from_millis(100)) {
-                    if g.flush().is_err() {
-                        self.dead.store(true, Ordering::Relaxed);
-                        return;
-                    }
+                if let Some(mut g) = self.inner.try_lock_for(Duration::from_millis(100))
+                    && g.flush().is_err()
+                {
+                    self.dead.store(true, Ordering::Relaxed);
+                    return;
                 }
             }
         });

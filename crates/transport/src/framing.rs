@@ -52,13 +52,15 @@ pub fn read_frame(r: &mut impl Read, args: &mut Vec<u8>, bulk: &mut Vec<u8>) -> 
 }
 
 /// Fill `v` with exactly `len` bytes from `r`, growing it only as data arrives so that a
-/// lying length field cannot make us allocate memory the peer never sends.
+/// lying length field cannot make us allocate memory the peer never sends: each step at
+/// most doubles what has arrived (from 64 KiB, up to 64 MiB a step).
 pub fn read_exact_into(r: &mut impl Read, v: &mut Vec<u8>, len: usize) -> io::Result<()> {
     v.clear();
+    const FIRST: usize = 64 << 10;
     const STEP: usize = 64 << 20;
     while v.len() < len {
         let start = v.len();
-        let want = (len - start).min(STEP);
+        let want = (len - start).min(start.clamp(FIRST, STEP));
         v.resize(start + want, 0);
         r.read_exact(&mut v[start..])?;
     }
@@ -79,6 +81,16 @@ mod tests {
         assert_eq!(got, h);
         assert_eq!(a, b"abc");
         assert_eq!(b, b"defgh");
+    }
+
+    #[test]
+    fn lying_length_allocates_little() {
+        // A header may claim a gigabyte; only what arrives is buffered (about twice it).
+        let mut v = Vec::new();
+        assert!(read_exact_into(&mut &[7u8; 100_000][..], &mut v, 1 << 30).is_err());
+        assert!(v.capacity() < 1 << 20, "{}", v.capacity());
+        read_exact_into(&mut &[7u8; 300_000][..], &mut v, 300_000).unwrap();
+        assert_eq!(v, vec![7u8; 300_000]);
     }
 
     #[test]

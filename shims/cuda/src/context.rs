@@ -1,6 +1,7 @@
 //! Contexts. The server owns them; which one is current is per thread and local, and rides
 //! along in every frame's header.
 
+use crate::route;
 use crate::state::{self, call, call_on, ctx_info, ctx_ptr, entry, put, CtxInfo, R};
 use abi::cuda::{CUcontext, CUdevice, CUresult};
 use protocol::ops;
@@ -14,7 +15,8 @@ fn remember(ctx: u64, device: CUdevice, server: usize, flags: u32) {
 pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevice) -> R {
     entry(|| {
         let d = state::device(dev)?;
-        let ctx = call_on(d, &ops::cuDevicePrimaryCtxRetain { dev: d.cuda_ordinal as i32 })?;
+        let raw = call_on(d, &ops::cuDevicePrimaryCtxRetain { dev: d.cuda_ordinal as i32 })?;
+        let ctx = route::tag(d.server as usize, raw)?;
         remember(ctx, dev, d.server as usize, 0);
         unsafe { put(pctx, ctx_ptr(ctx)) }
     })
@@ -72,7 +74,8 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(dev: CUdevice, flags: *mut c
 fn create(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> R {
     entry(|| {
         let d = state::device(dev)?;
-        let ctx = call_on(d, &ops::cuCtxCreate_v2 { flags, dev: d.cuda_ordinal as i32 })?;
+        let raw = call_on(d, &ops::cuCtxCreate_v2 { flags, dev: d.cuda_ordinal as i32 })?;
+        let ctx = route::tag(d.server as usize, raw)?;
         remember(ctx, dev, d.server as usize, flags);
         // A new context becomes current, as with the real driver.
         state::push(ctx);
@@ -117,7 +120,7 @@ pub extern "C" fn cuCtxDestroy_v2(ctx: CUcontext) -> R {
         let c = ctx as u64;
         let info = ctx_info(c).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?;
         let s = state::session()?;
-        s.call(info.server, 0, &ops::cuCtxDestroy_v2 { ctx: c }, &[], None).map_err(state::err)?;
+        s.call(info.server, 0, &ops::cuCtxDestroy_v2 { ctx: route::raw(c) }, &[], None).map_err(state::err)?;
         state::tables().contexts.write().remove(&c);
         if state::current() == c {
             state::pop();
@@ -265,11 +268,18 @@ pub extern "C" fn cuCtxEnablePeerAccess(peer: CUcontext, flags: c_uint) -> R {
         if me.server != them.server {
             return Err(CUresult::CUDA_ERROR_PEER_ACCESS_UNSUPPORTED);
         }
-        call(&ops::cuCtxEnablePeerAccess { peer: p, flags })
+        call(&ops::cuCtxEnablePeerAccess { peer: route::raw(p), flags })
     })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuCtxDisablePeerAccess(peer: CUcontext) -> R {
-    entry(|| call(&ops::cuCtxDisablePeerAccess { peer: peer as u64 }))
+    entry(|| {
+        let p = peer as u64;
+        let (me, them) = (current_info()?, ctx_info(p).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?);
+        if me.server != them.server {
+            return Err(CUresult::CUDA_ERROR_PEER_ACCESS_NOT_ENABLED);
+        }
+        call(&ops::cuCtxDisablePeerAccess { peer: route::raw(p) })
+    })
 }

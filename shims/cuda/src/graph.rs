@@ -1,19 +1,31 @@
 //! Graphs: built on the server by stream capture, instantiated and launched there.
 
 use crate::memory::sid;
-use crate::state::{call, entry, put, R};
+use crate::route;
+use crate::state::{entry, put, R};
 use abi::cuda::*;
 use protocol::ops;
 use std::os::raw::{c_char, c_uint};
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuGraphCreate(g: *mut CUgraph, flags: c_uint) -> R {
-    entry(|| unsafe { put(g, call(&ops::cuGraphCreate { flags })? as usize as CUgraph) })
+    entry(|| {
+        let t = route::here();
+        let h = route::tag(t.server, route::call(t, &ops::cuGraphCreate { flags })?)?;
+        route::remember(h, t.ctx);
+        unsafe { put(g, h as usize as CUgraph) }
+    })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuGraphInstantiateWithFlags(e: *mut CUgraphExec, g: CUgraph, flags: u64) -> R {
-    entry(|| unsafe { put(e, call(&ops::cuGraphInstantiateWithFlags { graph: g as u64, flags })? as usize as CUgraphExec) })
+    entry(|| {
+        let t = route::of(g as u64)?;
+        let x = route::call(t, &ops::cuGraphInstantiateWithFlags { graph: route::raw(g as u64), flags })?;
+        let x = route::tag(t.server, x)?;
+        route::remember(x, t.ctx);
+        unsafe { put(e, x as usize as CUgraphExec) }
+    })
 }
 
 /// The legacy five-argument forms; the error node and log are not reported remotely.
@@ -47,13 +59,20 @@ pub unsafe extern "C" fn cuGraphInstantiate(
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> R {
-    entry(|| call(&ops::cuGraphLaunch { exec: e as u64, stream: sid(s) }))
+    entry(|| {
+        let t = route::with_stream(route::of(e as u64)?, sid(s))?;
+        route::call(t, &ops::cuGraphLaunch { exec: route::raw(e as u64), stream: route::raw(sid(s)) })
+    })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuGraphExecUpdate_v2(e: CUgraphExec, g: CUgraph, info: *mut CUgraphExecUpdateResultInfo) -> R {
     entry(|| {
-        let r = call(&ops::cuGraphExecUpdate_v2 { exec: e as u64, graph: g as u64 });
+        let t = route::of(e as u64)?;
+        if route::server_of(g as u64)? != t.server {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let r = route::call(t, &ops::cuGraphExecUpdate_v2 { exec: route::raw(e as u64), graph: route::raw(g as u64) });
         if let Some(i) = unsafe { info.as_mut() } {
             i.errorNode = std::ptr::null_mut();
             i.errorFromNode = std::ptr::null_mut();
@@ -69,10 +88,18 @@ pub unsafe extern "C" fn cuGraphExecUpdate_v2(e: CUgraphExec, g: CUgraph, info: 
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuGraphExecDestroy(e: CUgraphExec) -> R {
-    entry(|| call(&ops::cuGraphExecDestroy { exec: e as u64 }))
+    entry(|| {
+        route::call(route::of(e as u64)?, &ops::cuGraphExecDestroy { exec: route::raw(e as u64) })?;
+        route::forget(e as u64);
+        Ok(())
+    })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuGraphDestroy(g: CUgraph) -> R {
-    entry(|| call(&ops::cuGraphDestroy { graph: g as u64 }))
+    entry(|| {
+        route::call(route::of(g as u64)?, &ops::cuGraphDestroy { graph: route::raw(g as u64) })?;
+        route::forget(g as u64);
+        Ok(())
+    })
 }

@@ -3,7 +3,8 @@
 
 use crate::memory::sid;
 use crate::module::params;
-use crate::state::{call_io, entry, R};
+use crate::route;
+use crate::state::{entry, R};
 use abi::cuda::*;
 use protocol::{ops, LaunchAttr};
 use std::cell::RefCell;
@@ -62,13 +63,16 @@ pub unsafe fn pack(layout: &[(u32, u32)], kp: *mut *mut c_void, extra: *mut *mut
 fn launch(f: u64, grid: [u32; 3], block: [u32; 3], smem: u32, stream: u64, kp: *mut *mut c_void, extra: *mut *mut c_void, attrs: Vec<LaunchAttr>) -> R {
     entry(|| {
         let layout = params(f)?;
+        // The function's server; the stream must be there too.
+        let t = route::with_stream(route::of(f)?, stream)?;
+        let (func, stream) = (route::raw(f), route::raw(stream));
         PACK.with(|p| {
             let mut buf = p.borrow_mut();
             unsafe { pack(&layout, kp, extra, &mut buf)? };
             if attrs.is_empty() {
-                call_io(&ops::cuLaunchKernel { func: f, grid, block, smem, stream }, &[&buf], None)
+                route::call_to(t, &ops::cuLaunchKernel { func, grid, block, smem, stream }, &[&buf], None)
             } else {
-                call_io(&ops::cuLaunchKernelEx { func: f, grid, block, smem, stream, attrs }, &[&buf], None)
+                route::call_to(t, &ops::cuLaunchKernelEx { func, grid, block, smem, stream, attrs }, &[&buf], None)
             }
         })
     })

@@ -18,6 +18,7 @@ mod launch;
 mod memory;
 mod module;
 mod procaddr;
+pub mod route;
 mod stream;
 mod vgpu_abi;
 

@@ -1,9 +1,9 @@
 //! Memory: allocation, copies (chunked, host-to-device ones asynchronous on the wire),
 //! memsets, host memory, pointer attributes and virtual memory management.
 
-use crate::state::{self, add_range, call, call_io, entry, put, remove_range, MemKind, R};
+use crate::route::{self, Target};
+use crate::state::{self, add_range, call, entry, put, remove_range, MemKind, R};
 use abi::cuda::*;
-use protocol::frame::CHUNK;
 use protocol::{ops, Copy2D};
 use std::ffi::c_void;
 use std::os::raw::{c_uint, c_ushort, c_uchar};
@@ -13,32 +13,45 @@ pub fn sid(s: CUstream) -> u64 {
     s as u64
 }
 
-/// Host to device, `CHUNK` bytes per frame. With `stream == None` (synchronous form) the
-/// last chunk waits for the server so that its error comes back here; everything else is
-/// one-way, staged by the server and ordered on the stream.
+/// Host to device memory at `dst` (on its server), ordered on `stream` (`None`: the
+/// synchronous form), `CHUNK` bytes per frame (see `route::htod_to`).
 pub fn htod(dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
-    let n = src.chunks(CHUNK).len();
-    for (i, c) in src.chunks(CHUNK).enumerate() {
-        let at = dst + (i * CHUNK) as u64;
-        match stream {
-            None if i + 1 == n => call_io(&ops::cuMemcpyHtoD_v2 { dst: at }, &[c], None)?,
-            s => call_io(&ops::cuMemcpyHtoDAsync_v2 { dst: at, stream: s.unwrap_or(0) }, &[c], None)?,
-        }
-    }
-    Ok(())
+    let (t, s) = route::place(route::ptr(dst), stream)?;
+    route::htod_to(t, dst, src, s)
 }
 
-/// Device to host, straight into the caller's buffer, chunk by chunk.
+/// Device memory at `src` (on its server) to host, straight into the caller's buffer.
 pub fn dtoh(dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<(), R> {
-    for (i, c) in dst.chunks_mut(CHUNK).enumerate() {
-        let at = src + (i * CHUNK) as u64;
-        let size = c.len() as u64;
-        match stream {
-            None => call_io(&ops::cuMemcpyDtoH_v2 { src: at, size }, &[], Some(c))?,
-            Some(s) => call_io(&ops::cuMemcpyDtoHAsync_v2 { src: at, size, stream: s }, &[], Some(c))?,
-        }
+    let (t, s) = route::place(route::ptr(src), stream)?;
+    route::dtoh_from(t, dst, src, s)
+}
+
+/// Device to device. On one server the server's driver copies (across its devices too, as
+/// unified addressing allows); between servers the bytes are staged through this process,
+/// after the stream's earlier work, and the copy is complete when this returns.
+pub fn dtod(dst: u64, src: u64, n: usize, stream: Option<u64>) -> Result<(), R> {
+    let (to, from) = (route::ptr(dst), route::ptr(src));
+    if to.server == from.server {
+        let size = n as u64;
+        return match route::place(to, stream)? {
+            (t, None) => route::call(t, &ops::cuMemcpyDtoD_v2 { dst, src, size }),
+            (t, Some(s)) => route::call(t, &ops::cuMemcpyDtoDAsync_v2 { dst, src, size, stream: s }),
+        };
     }
-    Ok(())
+    if let Some(s) = stream {
+        route::wait_stream(s)?;
+    }
+    route::stage(to, dst, from, src, n)
+}
+
+/// A new allocation on `t` (`get` asks for it), kept apart from other servers' memory and
+/// remembered as device memory of `t`'s context.
+fn allocated(t: Target, len: u64, get: impl FnMut() -> Result<u64, R>) -> Result<u64, R> {
+    let p = route::unique(t.server, len, get, |p| {
+        let _ = route::call(t, &ops::cuMemFree_v2 { dptr: p });
+    })?;
+    route::add_device_range(p, len, t.ctx);
+    Ok(p)
 }
 
 unsafe fn host<'a>(p: *const c_void, n: usize) -> Result<&'a [u8], R> {
@@ -78,8 +91,8 @@ pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) 
         if dptr.is_null() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
-        let p = call(&ops::cuMemAlloc_v2 { bytesize: bytesize as u64 })?;
-        add_range(p, bytesize as u64, MemKind::Device);
+        let t = route::here();
+        let p = allocated(t, bytesize as u64, || route::call(t, &ops::cuMemAlloc_v2 { bytesize: bytesize as u64 }))?;
         unsafe { put(dptr, p) }
     })
 }
@@ -93,8 +106,14 @@ pub unsafe extern "C" fn cuMemAllocPitch_v2(
     elem: c_uint,
 ) -> R {
     entry(|| {
-        let (p, pt) = call(&ops::cuMemAllocPitch_v2 { width: width as u64, height: height as u64, elem })?;
-        add_range(p, pt * height as u64, MemKind::Device);
+        let t = route::here();
+        let mut pt = 0;
+        let p = allocated(t, (width.div_ceil(512) * 512 * height) as u64, || {
+            let (p, got) = route::call(t, &ops::cuMemAllocPitch_v2 { width: width as u64, height: height as u64, elem })?;
+            pt = got;
+            Ok(p)
+        })?;
+        route::add_device_range(p, pt * height as u64, t.ctx);
         unsafe {
             put(dptr, p)?;
             put(pitch, pt as usize)
@@ -108,7 +127,7 @@ pub extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> R {
         if dptr == 0 {
             return Ok(());
         }
-        call(&ops::cuMemFree_v2 { dptr })?;
+        route::call(route::ptr(dptr), &ops::cuMemFree_v2 { dptr })?;
         remove_range(dptr);
         Ok(())
     })
@@ -117,8 +136,11 @@ pub extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> R {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut CUdeviceptr, bytesize: usize, stream: CUstream) -> R {
     entry(|| {
-        let p = call(&ops::cuMemAllocAsync { bytesize: bytesize as u64, stream: sid(stream) })?;
-        add_range(p, bytesize as u64, MemKind::Device);
+        let s = sid(stream);
+        let t = route::stream(s)?;
+        let p = allocated(t, bytesize as u64, || {
+            route::call(t, &ops::cuMemAllocAsync { bytesize: bytesize as u64, stream: route::raw(s) })
+        })?;
         unsafe { put(dptr, p) }
     })
 }
@@ -126,7 +148,10 @@ pub unsafe extern "C" fn cuMemAllocAsync(dptr: *mut CUdeviceptr, bytesize: usize
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> R {
     entry(|| {
-        call(&ops::cuMemFreeAsync { dptr, stream: sid(stream) })?;
+        match route::place(route::ptr(dptr), Some(sid(stream)))? {
+            (t, Some(s)) => route::call(t, &ops::cuMemFreeAsync { dptr, stream: s })?,
+            (t, None) => route::call(t, &ops::cuMemFree_v2 { dptr })?,
+        }
         remove_range(dptr);
         Ok(())
     })
@@ -225,22 +250,19 @@ pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> R {
-    entry(|| call(&ops::cuMemcpyDtoD_v2 { dst, src, size: n as u64 }))
+    entry(|| dtod(dst, src, n, None))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize, s: CUstream) -> R {
-    entry(|| call(&ops::cuMemcpyDtoDAsync_v2 { dst, src, size: n as u64, stream: sid(s) }))
+    entry(|| dtod(dst, src, n, Some(sid(s))))
 }
 
 /// Unified-addressing copy: each side is device memory if this process allocated or
 /// mapped it, host memory otherwise.
 fn copy_any(dst: u64, src: u64, n: usize, stream: Option<u64>) -> Result<(), R> {
     match (state::is_device(dst), state::is_device(src)) {
-        (true, true) => match stream {
-            None => call(&ops::cuMemcpyDtoD_v2 { dst, src, size: n as u64 }),
-            Some(s) => call(&ops::cuMemcpyDtoDAsync_v2 { dst, src, size: n as u64, stream: s }),
-        },
+        (true, true) => dtod(dst, src, n, stream),
         (true, false) => htod(dst, unsafe { host(src as *const c_void, n)? }, stream),
         (false, true) => dtoh(unsafe { host_mut(dst as *mut c_void, n)? }, src, stream),
         (false, false) => {
@@ -262,30 +284,29 @@ pub extern "C" fn cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, n: usize, s:
     entry(|| copy_any(dst, src, n, Some(sid(s))))
 }
 
-fn peer(dst: u64, dst_ctx: CUcontext, src: u64, src_ctx: CUcontext, n: usize, s: u64) -> Result<(), R> {
-    let (a, b) = (state::ctx_info(dst_ctx as u64), state::ctx_info(src_ctx as u64));
-    match (a, b) {
-        (Some(a), Some(b)) if a.server == b.server => call(&ops::cuMemcpyPeerAsync {
-            dst,
-            dst_ctx: dst_ctx as u64,
-            src,
-            src_ctx: src_ctx as u64,
-            size: n as u64,
-            stream: s,
-        }),
-        (Some(_), Some(_)) => {
-            // Different servers: stage through this process.
-            let mut buf = vec![0u8; n];
-            let prev = state::current();
-            state::set_current(src_ctx as u64);
-            let r = dtoh(&mut buf, src, None);
-            state::set_current(dst_ctx as u64);
-            let r = r.and_then(|_| htod(dst, &buf, None));
-            state::set_current(prev);
-            r
+/// A peer copy, ordered on stream `s`. Returns the target that ran it on one server (for the
+/// synchronous form to wait on), `None` when it was staged between servers (then it is done).
+fn peer(dst: u64, dst_ctx: CUcontext, src: u64, src_ctx: CUcontext, n: usize, s: u64) -> Result<Option<Target>, R> {
+    let (dc, sc) = (dst_ctx as u64, src_ctx as u64);
+    let (Some(a), Some(b)) = (state::ctx_info(dc), state::ctx_info(sc)) else {
+        return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT);
+    };
+    if a.server == b.server {
+        let (t, stream) = route::place(route::on(a.server, dc), Some(s))?;
+        let c = ops::cuMemcpyPeerAsync { dst, dst_ctx: route::raw(dc), src, src_ctx: route::raw(sc), size: n as u64, stream: stream.unwrap_or(0) };
+        route::call(t, &c)?;
+        // On another server's stream: waited for above; the copy completes here.
+        if stream.is_none() && !route::special(s) {
+            route::call(t, &ops::cuStreamSynchronize { stream: 0 })?;
         }
-        _ => Err(CUresult::CUDA_ERROR_INVALID_CONTEXT),
+        return Ok(Some(t));
     }
+    // Different servers: after the stream's earlier work, staged through this process.
+    if !route::special(s) {
+        route::wait_stream(s)?;
+    }
+    route::stage(Target { server: a.server, ctx: dc }, dst, Target { server: b.server, ctx: sc }, src, n)?;
+    Ok(None)
 }
 
 #[unsafe(no_mangle)]
@@ -297,14 +318,14 @@ pub extern "C" fn cuMemcpyPeerAsync(
     n: usize,
     s: CUstream,
 ) -> R {
-    entry(|| peer(dst, dst_ctx, src, src_ctx, n, sid(s)))
+    entry(|| peer(dst, dst_ctx, src, src_ctx, n, sid(s)).map(|_| ()))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemcpyPeer(dst: CUdeviceptr, dst_ctx: CUcontext, src: CUdeviceptr, src_ctx: CUcontext, n: usize) -> R {
-    entry(|| {
-        peer(dst, dst_ctx, src, src_ctx, n, 0)?;
-        call(&ops::cuCtxSynchronize {})
+    entry(|| match peer(dst, dst_ctx, src, src_ctx, n, 0)? {
+        Some(t) => route::call(t, &ops::cuCtxSynchronize {}),
+        None => Ok(()),
     })
 }
 
@@ -357,28 +378,41 @@ pub fn copy2d(p: &CUDA_MEMCPY2D, stream: Option<u64>) -> Result<(), R> {
             }
             Ok(())
         }
-        (None, Some(_)) => {
+        (None, Some(d)) => {
             let mut packed = Vec::with_capacity(w * h);
             for r in 0..h {
                 packed.extend_from_slice(unsafe { std::slice::from_raw_parts(host_src(r), w) });
             }
-            match stream {
-                None => call_io(&ops::cuMemcpy2D_v2 { copy: c, stream: 0 }, &[&packed], None),
-                Some(s) => call_io(&ops::cuMemcpy2DAsync_v2 { copy: c, stream: s }, &[&packed], None),
+            match route::place(route::ptr(d), stream)? {
+                (t, None) => route::call_to(t, &ops::cuMemcpy2D_v2 { copy: c, stream: 0 }, &[&packed], None),
+                (t, Some(s)) => route::call_to(t, &ops::cuMemcpy2DAsync_v2 { copy: c, stream: s }, &[&packed], None),
             }
         }
-        (Some(_), None) => {
+        (Some(sd), None) => {
             let mut packed = vec![0u8; w * h];
-            call_io(&ops::cuMemcpy2D_v2 { copy: c, stream: stream.unwrap_or(0) }, &[], Some(&mut packed))?;
+            let (t, s) = route::place(route::ptr(sd), stream)?;
+            route::call_to(t, &ops::cuMemcpy2D_v2 { copy: c, stream: s.unwrap_or(0) }, &[], Some(&mut packed))?;
             for r in 0..h {
                 unsafe { std::ptr::copy_nonoverlapping(packed[r * w..].as_ptr(), host_dst(r), w) };
             }
             Ok(())
         }
-        (Some(_), Some(_)) => match stream {
-            None => call(&ops::cuMemcpy2D_v2 { copy: c, stream: 0 }),
-            Some(s) => call(&ops::cuMemcpy2DAsync_v2 { copy: c, stream: s }),
-        },
+        (Some(sd), Some(d)) => {
+            let (to, from) = (route::ptr(d), route::ptr(sd));
+            if to.server == from.server {
+                return match route::place(to, stream)? {
+                    (t, None) => route::call(t, &ops::cuMemcpy2D_v2 { copy: c, stream: 0 }),
+                    (t, Some(s)) => route::call(t, &ops::cuMemcpy2DAsync_v2 { copy: c, stream: s }),
+                };
+            }
+            // Between servers: read the rectangle packed from one, write it to the other.
+            if let Some(s) = stream {
+                route::wait_stream(s)?;
+            }
+            let mut packed = vec![0u8; w * h];
+            route::call_to(from, &ops::cuMemcpy2D_v2 { copy: Copy2D { dst_device: None, ..c }, stream: 0 }, &[], Some(&mut packed))?;
+            route::call_to(to, &ops::cuMemcpy2D_v2 { copy: Copy2D { src_device: None, ..c }, stream: 0 }, &[&packed], None)
+        }
     }
 }
 
@@ -405,7 +439,10 @@ fn memset(dst: u64, value: u32, elem: u8, width: usize, height: usize, pitch: us
             return Ok(());
         }
         let pitch = if height == 1 { width * elem as usize } else { pitch };
-        call(&ops::memset { dst, value, elem, width: width as u64, height: height as u64, pitch: pitch as u64, stream: s })
+        // `s` 0 is the synchronous form (and the legacy default stream).
+        let (t, stream) = route::place(route::ptr(dst), (s != 0).then_some(s))?;
+        let stream = stream.unwrap_or(0);
+        route::call(t, &ops::memset { dst, value, elem, width: width as u64, height: height as u64, pitch: pitch as u64, stream })
     })
 }
 
@@ -509,10 +546,10 @@ pub unsafe extern "C" fn cuPointerGetAttributes(
         for i in 0..n as usize {
             // Unlike the single form, unknown memory is not an error here: values stay zero.
             let (a, d) = unsafe { (*attrs.add(i), *data.add(i)) };
-            if let Err(e) = pointer_attribute(d, a, p) {
-                if e != CUresult::CUDA_ERROR_INVALID_VALUE {
-                    return Err(e);
-                }
+            if let Err(e) = pointer_attribute(d, a, p)
+                && e != CUresult::CUDA_ERROR_INVALID_VALUE
+            {
+                return Err(e);
             }
         }
         Ok(())
@@ -521,24 +558,58 @@ pub unsafe extern "C" fn cuPointerGetAttributes(
 
 // ---------------------------------------------------------------- virtual memory
 
-fn bytes_of<T>(p: *const T, count: usize) -> Result<Vec<u8>, R> {
-    if p.is_null() {
-        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+fn as_bytes<T>(v: &[T]) -> Vec<u8> {
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }.to_vec()
+}
+
+/// A memory location as its server knows it: a device of this process (its ordinal after
+/// `CUDA_VISIBLE_DEVICES`, across all servers) becomes that server's own CUDA ordinal;
+/// returns the device's server (`None` for host locations).
+fn location(l: &mut CUmemLocation) -> Result<Option<usize>, R> {
+    if l.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
+        return Ok(None);
     }
-    Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), size_of::<T>() * count) }.to_vec())
+    let d = state::device(l.id)?;
+    l.id = d.cuda_ordinal as i32;
+    Ok(Some(d.server as usize))
+}
+
+/// An allocation property with its device translated, and where calls about it go.
+fn prop_on(prop: *const CUmemAllocationProp) -> Result<(Target, Vec<u8>), R> {
+    let mut p = *unsafe { prop.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    let t = match location(&mut p.location)? {
+        Some(server) => route::on(server, 0),
+        None => route::here(),
+    };
+    Ok((t, as_bytes(std::slice::from_ref(&p))))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemAddressReserve(ptr: *mut CUdeviceptr, size: usize, align: usize, addr: CUdeviceptr, flags: u64) -> R {
     entry(|| {
-        let p = call(&ops::cuMemAddressReserve { size: size as u64, align: align as u64, addr, flags })?;
+        let t = route::here();
+        let p = route::unique(
+            t.server,
+            size as u64,
+            || route::call(t, &ops::cuMemAddressReserve { size: size as u64, align: align as u64, addr, flags }),
+            |p| {
+                let _ = route::call(t, &ops::cuMemAddressFree { ptr: p, size: size as u64 });
+            },
+        )?;
+        if route::servers() > 1 {
+            route::add_reservation(p, size as u64, t.ctx);
+        }
         unsafe { put(ptr, p) }
     })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemAddressFree(ptr: CUdeviceptr, size: usize) -> R {
-    entry(|| call(&ops::cuMemAddressFree { ptr, size: size as u64 }))
+    entry(|| {
+        route::call(route::ptr(ptr), &ops::cuMemAddressFree { ptr, size: size as u64 })?;
+        route::remove_reservation(ptr);
+        Ok(())
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -549,21 +620,32 @@ pub unsafe extern "C" fn cuMemCreate(
     flags: u64,
 ) -> R {
     entry(|| {
-        let h = call(&ops::cuMemCreate { size: size as u64, prop: bytes_of(prop, 1)?, flags })?;
+        let (t, prop) = prop_on(prop)?;
+        let h = route::tag(t.server, route::call(t, &ops::cuMemCreate { size: size as u64, prop, flags })?)?;
+        route::remember(h, t.ctx);
         unsafe { put(handle, h) }
     })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemRelease(handle: CUmemGenericAllocationHandle) -> R {
-    entry(|| call(&ops::cuMemRelease { handle }))
+    entry(|| {
+        route::call(route::of(handle)?, &ops::cuMemRelease { handle: route::raw(handle) })?;
+        route::forget(handle);
+        Ok(())
+    })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemMap(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle, flags: u64) -> R {
     entry(|| {
-        call(&ops::cuMemMap { ptr, size: size as u64, offset: offset as u64, handle, flags })?;
-        add_range(ptr, size as u64, MemKind::Device);
+        let t = route::of(handle)?;
+        // The reservation and the memory must be on one server.
+        if route::reservation(ptr).is_some() && route::ptr(ptr).server != t.server {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        route::call(t, &ops::cuMemMap { ptr, size: size as u64, offset: offset as u64, handle: route::raw(handle), flags })?;
+        route::add_device_range(ptr, size as u64, t.ctx);
         Ok(())
     })
 }
@@ -571,7 +653,7 @@ pub extern "C" fn cuMemMap(ptr: CUdeviceptr, size: usize, offset: usize, handle:
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemUnmap(ptr: CUdeviceptr, size: usize) -> R {
     entry(|| {
-        call(&ops::cuMemUnmap { ptr, size: size as u64 })?;
+        route::call(route::ptr(ptr), &ops::cuMemUnmap { ptr, size: size as u64 })?;
         remove_range(ptr);
         Ok(())
     })
@@ -580,7 +662,18 @@ pub extern "C" fn cuMemUnmap(ptr: CUdeviceptr, size: usize) -> R {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemSetAccess(ptr: CUdeviceptr, size: usize, desc: *const CUmemAccessDesc, count: usize) -> R {
     entry(|| {
-        call(&ops::cuMemSetAccess { ptr, size: size as u64, desc: bytes_of(desc, count)?, count: count as u64 })
+        if desc.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let t = route::ptr(ptr);
+        let mut descs = unsafe { std::slice::from_raw_parts(desc, count) }.to_vec();
+        for d in &mut descs {
+            // Devices of another server cannot reach this memory.
+            if location(&mut d.location)?.is_some_and(|s| s != t.server) {
+                return Err(CUresult::CUDA_ERROR_INVALID_DEVICE);
+            }
+        }
+        route::call(t, &ops::cuMemSetAccess { ptr, size: size as u64, desc: as_bytes(&descs), count: count as u64 })
     })
 }
 
@@ -591,7 +684,8 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
     option: CUmemAllocationGranularity_flags,
 ) -> R {
     entry(|| {
-        let g = call(&ops::cuMemGetAllocationGranularity { prop: bytes_of(prop, 1)?, option: option.0 })?;
+        let (t, prop) = prop_on(prop)?;
+        let g = route::call(t, &ops::cuMemGetAllocationGranularity { prop, option: option.0 })?;
         unsafe { put(gran, g as usize) }
     })
 }

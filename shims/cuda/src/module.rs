@@ -2,7 +2,8 @@
 //! content hash first so that a server that has seen them (from any client) loads them
 //! without the upload.
 
-use crate::state::{self, call, call_io, entry, put, R};
+use crate::route::{self, Target};
+use crate::state::{self, entry, put, R};
 use abi::cuda::*;
 use parking_lot::Mutex;
 use protocol::{ops, FuncInfo};
@@ -78,22 +79,37 @@ fn sent() -> &'static Mutex<HashSet<[u8; 32]>> {
     S.get_or_init(Default::default)
 }
 
-/// Load an image on the server: kind 0 module data, 1 fatbin, 2 library.
+/// Load an image on the current context's server: kind 0 module data, 1 fatbin, 2 library.
+/// Returns the (tagged) handle.
 pub fn load(img: &[u8], kind: u8) -> Result<u64, R> {
+    let t = route::here();
     let hash = *blake3::hash(img).as_bytes();
     let op = ops::module_load { hash, kind };
-    match call(&op) {
-        Ok(h) => return Ok(h),
-        Err(CUresult::CUDA_ERROR_FILE_NOT_FOUND) => {}
+    let h = match route::call(t, &op) {
+        Ok(h) => h,
+        Err(CUresult::CUDA_ERROR_FILE_NOT_FOUND) => {
+            let h = route::call_to(t, &op, &[img], None)?;
+            sent().lock().insert(hash);
+            h
+        }
         Err(e) => return Err(e),
-    }
-    let h = call_io(&op, &[img], None)?;
-    sent().lock().insert(hash);
+    };
+    let h = route::tag(t.server, h)?;
+    route::remember(h, t.ctx);
     Ok(h)
 }
 
-fn remember(f: &FuncInfo) {
-    state::tables().functions.write().insert(f.handle, Arc::new(f.params.clone()));
+/// Remember a function found through `t` (its handle tagged with `t`'s server).
+fn remember(t: Target, f: &FuncInfo) -> Result<u64, R> {
+    let h = route::tag(t.server, f.handle)?;
+    route::remember(h, t.ctx);
+    state::tables().functions.write().insert(h, Arc::new(f.params.clone()));
+    Ok(h)
+}
+
+/// A call about handle `h` (module, library, function), at its server, with its raw value.
+fn about<C: protocol::Call>(h: u64, f: impl FnOnce(u64) -> C) -> Result<C::Ret, R> {
+    route::call(route::of(h)?, &f(route::raw(h)))
 }
 
 #[unsafe(no_mangle)]
@@ -142,7 +158,11 @@ pub unsafe extern "C" fn cuModuleLoad(m: *mut CUmodule, fname: *const c_char) ->
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuModuleUnload(m: CUmodule) -> R {
-    entry(|| call(&ops::cuModuleUnload { module: m as u64 }))
+    entry(|| {
+        about(m as u64, |module| ops::cuModuleUnload { module })?;
+        route::forget(m as u64);
+        Ok(())
+    })
 }
 
 fn name_of(name: *const c_char) -> Result<String, R> {
@@ -155,9 +175,10 @@ fn name_of(name: *const c_char) -> Result<String, R> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuModuleGetFunction(f: *mut CUfunction, m: CUmodule, name: *const c_char) -> R {
     entry(|| {
-        let info = call(&ops::cuModuleGetFunction { module: m as u64, name: name_of(name)? })?;
-        remember(&info);
-        unsafe { put(f, info.handle as usize as CUfunction) }
+        let t = route::of(m as u64)?;
+        let info = route::call(t, &ops::cuModuleGetFunction { module: route::raw(m as u64), name: name_of(name)? })?;
+        let h = remember(t, &info)?;
+        unsafe { put(f, h as usize as CUfunction) }
     })
 }
 
@@ -169,8 +190,9 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
     name: *const c_char,
 ) -> R {
     entry(|| {
-        let (p, n) = call(&ops::cuModuleGetGlobal_v2 { module: m as u64, name: name_of(name)? })?;
-        state::add_range(p, n, state::MemKind::Device);
+        let t = route::of(m as u64)?;
+        let (p, n) = route::call(t, &ops::cuModuleGetGlobal_v2 { module: route::raw(m as u64), name: name_of(name)? })?;
+        route::add_device_range(p, n, t.ctx);
         if !dptr.is_null() {
             unsafe { *dptr = p };
         }
@@ -200,16 +222,21 @@ pub unsafe extern "C" fn cuLibraryLoadData(
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuLibraryUnload(lib: CUlibrary) -> R {
-    entry(|| call(&ops::cuLibraryUnload { library: lib as u64 }))
+    entry(|| {
+        about(lib as u64, |library| ops::cuLibraryUnload { library })?;
+        route::forget(lib as u64);
+        Ok(())
+    })
 }
 
 /// A kernel is represented by the function it resolves to in the current context.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuLibraryGetKernel(k: *mut CUkernel, lib: CUlibrary, name: *const c_char) -> R {
     entry(|| {
-        let info = call(&ops::cuLibraryGetKernel { library: lib as u64, name: name_of(name)? })?;
-        remember(&info);
-        unsafe { put(k, info.handle as usize as CUkernel) }
+        let t = route::of(lib as u64)?;
+        let info = route::call(t, &ops::cuLibraryGetKernel { library: route::raw(lib as u64), name: name_of(name)? })?;
+        let h = remember(t, &info)?;
+        unsafe { put(k, h as usize as CUkernel) }
     })
 }
 
@@ -246,7 +273,7 @@ pub fn attributes(f: u64) -> Result<Arc<Vec<i32>>, R> {
     if let Some(a) = state::tables().func_attrs.read().get(&f) {
         return Ok(a.clone());
     }
-    let a = Arc::new(call(&ops::func_attributes { func: f })?);
+    let a = Arc::new(about(f, |func| ops::func_attributes { func })?);
     state::tables().func_attrs.write().insert(f, a.clone());
     Ok(a)
 }
@@ -268,7 +295,7 @@ pub unsafe extern "C" fn cuKernelGetAttribute(pi: *mut c_int, attrib: CUfunction
 #[unsafe(no_mangle)]
 pub extern "C" fn cuFuncSetAttribute(f: CUfunction, attrib: CUfunction_attribute, value: c_int) -> R {
     entry(|| {
-        call(&ops::cuFuncSetAttribute { func: f as u64, attrib: attrib.0 as i32, value })?;
+        about(f as u64, |func| ops::cuFuncSetAttribute { func, attrib: attrib.0 as i32, value })?;
         state::tables().func_attrs.write().remove(&(f as u64));
         Ok(())
     })
@@ -281,7 +308,7 @@ pub extern "C" fn cuKernelSetAttribute(attrib: CUfunction_attribute, value: c_in
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuFuncSetCacheConfig(f: CUfunction, config: CUfunc_cache) -> R {
-    entry(|| call(&ops::cuFuncSetCacheConfig { func: f as u64, config: config.0 }))
+    entry(|| about(f as u64, |func| ops::cuFuncSetCacheConfig { func, config: config.0 }))
 }
 
 #[unsafe(no_mangle)]
@@ -293,12 +320,7 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     flags: c_uint,
 ) -> R {
     entry(|| {
-        let v = call(&ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
-            func: f as u64,
-            block,
-            smem: smem as u64,
-            flags,
-        })?;
+        let v = about(f as u64, |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags { func, block, smem: smem as u64, flags })?;
         unsafe { put(n, v) }
     })
 }
@@ -316,12 +338,12 @@ mod tests {
     fn image_lengths() {
         let ptx = b".version 8.0\n.target sm_90\n\0garbage";
         assert_eq!(unsafe { image(ptx.as_ptr().cast()) }.unwrap().len(), 28);
-        let mut fat = vec![0u8; 64];
+        let mut fat = [0u8; 64];
         fat[..4].copy_from_slice(&FATBIN_MAGIC.to_le_bytes());
         fat[6..8].copy_from_slice(&16u16.to_le_bytes());
         fat[8..16].copy_from_slice(&40u64.to_le_bytes());
         assert_eq!(unsafe { image(fat.as_ptr().cast()) }.unwrap().len(), 56);
-        let mut wrapper = vec![0u8; 24];
+        let mut wrapper = [0u8; 24];
         wrapper[..4].copy_from_slice(&FATBIN_WRAPPER_MAGIC.to_le_bytes());
         wrapper[8..16].copy_from_slice(&(fat.as_ptr() as u64).to_le_bytes());
         assert_eq!(unsafe { image(wrapper.as_ptr().cast()) }.unwrap().len(), 56);

@@ -8,7 +8,8 @@ use device_model::Device;
 use parking_lot::RwLock;
 use protocol::Call;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -41,11 +42,14 @@ pub enum MemKind {
     Host,
 }
 
+/// A function's parameters: (offset, size) of each.
+pub type Layout = Arc<Vec<(u32, u32)>>;
+
 #[derive(Default)]
 pub struct Tables {
     pub contexts: RwLock<HashMap<u64, CtxInfo>>,
     /// Function → parameter layout (offset, size), from the server's driver.
-    pub functions: RwLock<HashMap<u64, Arc<Vec<(u32, u32)>>>>,
+    pub functions: RwLock<HashMap<u64, Layout>>,
     /// Function → every CUfunction_attribute, fetched once.
     pub func_attrs: RwLock<HashMap<u64, Arc<Vec<i32>>>>,
     /// Start → (length, kind, context) of memory ranges this process knows about.
@@ -142,10 +146,7 @@ pub fn call<C: Call>(c: &C) -> Result<C::Ret, R> {
 }
 
 pub fn call_io<C: Call>(c: &C, bulk_in: &[&[u8]], bulk_out: Option<&mut [u8]>) -> Result<C::Ret, R> {
-    let s = session()?;
-    let ctx = current();
-    let server = ctx_info(ctx).map_or(0, |i| i.server);
-    s.call(server, ctx, c, bulk_in, bulk_out).map_err(err)
+    crate::route::call_to(crate::route::here(), c, bulk_in, bulk_out)
 }
 
 /// Forward a call to a device's server with no context (device-level calls).

@@ -1,6 +1,9 @@
-//! Streams and events. Handles are the server's; records and waits are one-way.
+//! Streams and events. Handles are the server's (tagged with their server, see `route`);
+//! records and waits are one-way. Work on a stream goes to the stream's server, whatever
+//! context is current.
 
 use crate::memory::sid;
+use crate::route;
 use crate::state::{call, entry, put, R};
 use abi::cuda::*;
 use protocol::ops;
@@ -10,19 +13,43 @@ fn handle<T>(h: u64) -> *mut T {
     h as usize as *mut T
 }
 
+/// Make an object in the current context: its handle, tagged, and remembered with it.
+fn made(c: &impl protocol::Call<Ret = u64>) -> Result<u64, R> {
+    let t = route::here();
+    let h = route::tag(t.server, route::call(t, c)?)?;
+    route::remember(h, t.ctx);
+    Ok(h)
+}
+
+/// A call on stream `s`, at its server, with the server's value of the stream.
+fn on_stream<C: protocol::Call>(s: CUstream, f: impl FnOnce(u64) -> C) -> Result<C::Ret, R> {
+    let s = sid(s);
+    route::call(route::stream(s)?, &f(route::raw(s)))
+}
+
+/// A call on event `e`, at its server.
+fn on_event<C: protocol::Call>(e: CUevent, f: impl FnOnce(u64) -> C) -> Result<C::Ret, R> {
+    let e = e as u64;
+    route::call(route::of(e)?, &f(route::raw(e)))
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuStreamCreate(s: *mut CUstream, flags: c_uint) -> R {
-    entry(|| unsafe { put(s, handle(call(&ops::cuStreamCreate { flags })?)) })
+    entry(|| unsafe { put(s, handle(made(&ops::cuStreamCreate { flags })?)) })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuStreamCreateWithPriority(s: *mut CUstream, flags: c_uint, priority: c_int) -> R {
-    entry(|| unsafe { put(s, handle(call(&ops::cuStreamCreateWithPriority { flags, priority })?)) })
+    entry(|| unsafe { put(s, handle(made(&ops::cuStreamCreateWithPriority { flags, priority })?)) })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuStreamDestroy_v2(s: CUstream) -> R {
-    entry(|| call(&ops::cuStreamDestroy_v2 { stream: sid(s) }))
+    entry(|| {
+        on_stream(s, |stream| ops::cuStreamDestroy_v2 { stream })?;
+        route::forget(sid(s));
+        Ok(())
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -32,22 +59,30 @@ pub extern "C" fn cuStreamDestroy(s: CUstream) -> R {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuStreamSynchronize(s: CUstream) -> R {
-    entry(|| call(&ops::cuStreamSynchronize { stream: sid(s) }))
+    entry(|| on_stream(s, |stream| ops::cuStreamSynchronize { stream }))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuStreamQuery(s: CUstream) -> R {
-    entry(|| call(&ops::cuStreamQuery { stream: sid(s) }))
+    entry(|| on_stream(s, |stream| ops::cuStreamQuery { stream }))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuStreamWaitEvent(s: CUstream, e: CUevent, flags: c_uint) -> R {
-    entry(|| call(&ops::cuStreamWaitEvent { stream: sid(s), event: e as u64, flags }))
+    entry(|| {
+        let (st, et) = (route::stream(sid(s))?, route::of(e as u64)?);
+        if st.server == et.server {
+            return route::call(st, &ops::cuStreamWaitEvent { stream: route::raw(sid(s)), event: route::raw(e as u64), flags });
+        }
+        // An event of another server: this thread waits for it, so whatever is queued on
+        // the stream from now on runs after it.
+        route::call(et, &ops::cuEventSynchronize { event: route::raw(e as u64) })
+    })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuStreamBeginCapture_v2(s: CUstream, mode: CUstreamCaptureMode) -> R {
-    entry(|| call(&ops::cuStreamBeginCapture_v2 { stream: sid(s), mode: mode.0 }))
+    entry(|| on_stream(s, |stream| ops::cuStreamBeginCapture_v2 { stream, mode: mode.0 }))
 }
 
 #[unsafe(no_mangle)]
@@ -57,18 +92,23 @@ pub extern "C" fn cuStreamBeginCapture(s: CUstream, mode: CUstreamCaptureMode) -
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuStreamEndCapture(s: CUstream, g: *mut CUgraph) -> R {
-    entry(|| unsafe { put(g, handle(call(&ops::cuStreamEndCapture { stream: sid(s) })?)) })
+    entry(|| {
+        let t = route::stream(sid(s))?;
+        let graph = route::tag(t.server, route::call(t, &ops::cuStreamEndCapture { stream: route::raw(sid(s)) })?)?;
+        route::remember(graph, t.ctx);
+        unsafe { put(g, handle(graph)) }
+    })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuStreamIsCapturing(s: CUstream, status: *mut CUstreamCaptureStatus) -> R {
-    entry(|| unsafe { put(status, CUstreamCaptureStatus(call(&ops::cuStreamIsCapturing { stream: sid(s) })?)) })
+    entry(|| unsafe { put(status, CUstreamCaptureStatus(on_stream(s, |stream| ops::cuStreamIsCapturing { stream })?)) })
 }
 
 /// Capture status and id; the graph and its dependency list stay on the server.
 fn capture_info(s: CUstream, status: *mut CUstreamCaptureStatus, id: *mut cuuint64_t, rest: &[*mut usize]) -> R {
     entry(|| {
-        let (st, i) = call(&ops::cuStreamGetCaptureInfo { stream: sid(s) })?;
+        let (st, i) = on_stream(s, |stream| ops::cuStreamGetCaptureInfo { stream })?;
         unsafe { put(status, CUstreamCaptureStatus(st))? };
         if !id.is_null() {
             unsafe { *id = i };
@@ -114,12 +154,12 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v3(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuStreamGetPriority(s: CUstream, p: *mut c_int) -> R {
-    entry(|| unsafe { put(p, call(&ops::cuStreamGetPriority { stream: sid(s) })?) })
+    entry(|| unsafe { put(p, on_stream(s, |stream| ops::cuStreamGetPriority { stream })?) })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuStreamGetFlags(s: CUstream, f: *mut c_uint) -> R {
-    entry(|| unsafe { put(f, call(&ops::cuStreamGetFlags { stream: sid(s) })?) })
+    entry(|| unsafe { put(f, on_stream(s, |stream| ops::cuStreamGetFlags { stream })?) })
 }
 
 #[unsafe(no_mangle)]
@@ -133,12 +173,16 @@ pub unsafe extern "C" fn cuThreadExchangeStreamCaptureMode(mode: *mut CUstreamCa
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuEventCreate(e: *mut CUevent, flags: c_uint) -> R {
-    entry(|| unsafe { put(e, handle(call(&ops::cuEventCreate { flags })?)) })
+    entry(|| unsafe { put(e, handle(made(&ops::cuEventCreate { flags })?)) })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuEventDestroy_v2(e: CUevent) -> R {
-    entry(|| call(&ops::cuEventDestroy_v2 { event: e as u64 }))
+    entry(|| {
+        on_event(e, |event| ops::cuEventDestroy_v2 { event })?;
+        route::forget(e as u64);
+        Ok(())
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -148,27 +192,40 @@ pub extern "C" fn cuEventDestroy(e: CUevent) -> R {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuEventRecord(e: CUevent, s: CUstream) -> R {
-    entry(|| call(&ops::cuEventRecord { event: e as u64, stream: sid(s) }))
+    entry(|| {
+        let t = route::with_stream(route::of(e as u64)?, sid(s))?;
+        route::call(t, &ops::cuEventRecord { event: route::raw(e as u64), stream: route::raw(sid(s)) })
+    })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuEventRecordWithFlags(e: CUevent, s: CUstream, flags: c_uint) -> R {
-    entry(|| call(&ops::cuEventRecordWithFlags { event: e as u64, stream: sid(s), flags }))
+    entry(|| {
+        let t = route::with_stream(route::of(e as u64)?, sid(s))?;
+        route::call(t, &ops::cuEventRecordWithFlags { event: route::raw(e as u64), stream: route::raw(sid(s)), flags })
+    })
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuEventSynchronize(e: CUevent) -> R {
-    entry(|| call(&ops::cuEventSynchronize { event: e as u64 }))
+    entry(|| on_event(e, |event| ops::cuEventSynchronize { event }))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuEventQuery(e: CUevent) -> R {
-    entry(|| call(&ops::cuEventQuery { event: e as u64 }))
+    entry(|| on_event(e, |event| ops::cuEventQuery { event }))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuEventElapsedTime(ms: *mut f32, start: CUevent, end: CUevent) -> R {
-    entry(|| unsafe { put(ms, call(&ops::cuEventElapsedTime { start: start as u64, end: end as u64 })?) })
+    entry(|| {
+        let (a, b) = (start as u64, end as u64);
+        let t = route::of(a)?;
+        if route::server_of(b)? != t.server {
+            return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
+        }
+        unsafe { put(ms, route::call(t, &ops::cuEventElapsedTime { start: route::raw(a), end: route::raw(b) })?) }
+    })
 }
 
 #[unsafe(no_mangle)]

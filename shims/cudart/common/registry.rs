@@ -6,7 +6,7 @@
 //! its `cuModuleLoadData`, so only threads needing that module in that context wait. A
 //! launch of a function already resolved takes just a read lock on `FUNCS`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{c_char, c_void};
 use std::ptr::null_mut;
 use std::sync::{Arc, LazyLock};
@@ -136,13 +136,13 @@ pub(crate) fn unregister(handle: *mut *mut c_void) {
     let Some(module) = guard.modules.remove(&(handle as usize)) else {
         return;
     };
-    let mut gone = Vec::new();
+    let mut gone = HashSet::new();
     let reg = &mut *guard;
     for map in [&mut reg.funcs, &mut reg.vars] {
         map.retain(|&host, s| {
             let keep = !Arc::ptr_eq(&s.module, &module);
             if !keep {
-                gone.push(host);
+                gone.insert(host);
             }
             keep
         });

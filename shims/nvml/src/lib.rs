@@ -9,6 +9,7 @@
 #![allow(non_snake_case, clippy::missing_safety_doc)]
 
 pub mod devices;
+mod events;
 pub mod forward;
 mod internal;
 mod local;

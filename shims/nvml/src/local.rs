@@ -356,3 +356,21 @@ mod tests {
         assert_eq!(error_string(3).to_str().unwrap(), "Not Supported");
     }
 }
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetPciInfoExt(dev: nvmlDevice_t, out: *mut nvmlPciInfoExt_t) -> R {
+    with_device(dev, |_, d| {
+        let Some(o) = (unsafe { out.as_mut() }) else { return INVALID };
+        o.domain = d.pci.domain;
+        o.bus = d.pci.bus;
+        o.device = d.pci.device;
+        o.pciDeviceId = d.pci.pci_device_id;
+        o.pciSubSystemId = d.pci.pci_subsystem_id;
+        // A 3D controller (0x03/0x02), as data-centre GPUs report themselves.
+        o.baseClass = 3;
+        o.subClass = 2;
+        o.busId = [0; 32];
+        fill(&mut o.busId, &d.pci.bus_id());
+        OK
+    })
+}

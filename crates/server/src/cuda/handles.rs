@@ -10,7 +10,8 @@ use super::{INVALID_CONTEXT, INVALID_HANDLE, R};
 use abi::cuda::{
     CUcontext, CUevent, CUfunction, CUgraph, CUgraphExec, CUlibrary, CUmodule, CUstream,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ctx {

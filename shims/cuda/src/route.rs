@@ -1,0 +1,387 @@
+//! Which server, and which context there, a call goes to when the process talks to several
+//! servers (`VGPU_SERVER=a,b`).
+//!
+//! - **Handles** (contexts, streams, events, modules, libraries, functions, graphs, graph
+//!   execs, VMM allocation handles, cuBLAS handles) carry their server in their value:
+//!   `client::handles` tags what a server issues and [`raw`] strips the tag before the value
+//!   goes back. With one server nothing is tagged. Each handle also remembers the context
+//!   it was made in ([`remember`]), so that a call with a handle of another server than the
+//!   current context's runs there, in the handle's own context.
+//! - **Device pointers** are real addresses (kernels use them) and are routed by the ranges
+//!   the process allocated (`state::find_range`). Two servers may hand out the same
+//!   addresses (two workers on one host); [`unique`] keeps every range the application
+//!   holds disjoint across servers by retrying an allocation or reservation that lands on
+//!   another server's range.
+//! - A **stream of another server** than the memory a copy or memset touches: the stream is
+//!   waited for, then the work is done synchronously on the memory's server ([`place`]).
+//!   Launches, event records and graph launches need their stream on their own server
+//!   (`CUDA_ERROR_INVALID_HANDLE` otherwise, as with a stream of another device).
+//! - **Copies between servers** are staged through this process, chunk by chunk, reading the
+//!   next chunk from one server while the previous one is written to the other ([`stage`]).
+
+use crate::state::{self, MemKind, R};
+use abi::cuda::CUresult;
+use parking_lot::RwLock;
+use protocol::frame::CHUNK;
+use protocol::{ops, Call};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+/// Where a call goes: a server, and the (application-visible) context current there for
+/// the call (0: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub server: usize,
+    pub ctx: u64,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// Handle → the context it was made in.
+    owners: RwLock<HashMap<u64, u64>>,
+    /// Reserved virtual address ranges: start → (length, context).
+    reserved: RwLock<BTreeMap<u64, (u64, u64)>>,
+}
+
+fn tables() -> &'static Tables {
+    static T: OnceLock<Tables> = OnceLock::new();
+    T.get_or_init(Tables::default)
+}
+
+/// Number of servers (1 before `cuInit`).
+pub fn servers() -> usize {
+    state::session().map_or(1, |s| s.servers())
+}
+
+/// The server of an application-visible handle, and the server's own value.
+pub fn split(h: u64) -> Result<(usize, u64), R> {
+    let s = state::session()?;
+    s.untag(h).ok_or(CUresult::CUDA_ERROR_INVALID_HANDLE)
+}
+
+/// The server's own value of a handle (for the wire).
+pub fn raw(h: u64) -> u64 {
+    split(h).map_or(h, |(_, r)| r)
+}
+
+/// The server that issued a handle.
+pub fn server_of(h: u64) -> Result<usize, R> {
+    split(h).map(|(s, _)| s)
+}
+
+/// The application-visible value of handle `raw` from `server`.
+pub fn tag(server: usize, raw: u64) -> Result<u64, R> {
+    let s = state::session()?;
+    s.tag(server, raw).ok_or_else(|| {
+        shim_support::log_once!(
+            "vgpu-untaggable-handle",
+            "vgpu: server {server} issued handle {raw:#x}, which cannot be told apart from other servers' handles"
+        );
+        CUresult::CUDA_ERROR_UNKNOWN
+    })
+}
+
+/// Remember the context a new handle belongs to.
+pub fn remember(h: u64, ctx: u64) {
+    if servers() > 1 {
+        tables().owners.write().insert(h, ctx);
+    }
+}
+
+pub fn forget(h: u64) {
+    tables().owners.write().remove(&h);
+}
+
+fn owner(h: u64) -> Option<u64> {
+    tables().owners.read().get(&h).copied()
+}
+
+/// The current context's target (server 0 without one).
+pub fn here() -> Target {
+    let ctx = state::current();
+    let server = if ctx == 0 { 0 } else { server_of(ctx).unwrap_or(0) };
+    Target { server, ctx }
+}
+
+/// Work on `server`: in the current context if it lives there, else in `ctx` (the object's
+/// own), else in any context this process has there.
+pub fn on(server: usize, ctx: u64) -> Target {
+    let h = here();
+    if h.server == server && (h.ctx != 0 || ctx == 0) {
+        return h;
+    }
+    if ctx != 0 && server_of(ctx).is_ok_and(|s| s == server) {
+        return Target { server, ctx };
+    }
+    let any = state::tables().contexts.read().iter().find(|(_, i)| i.server == server).map(|(&c, _)| c);
+    Target { server, ctx: any.unwrap_or(0) }
+}
+
+/// Where a call on handle `h` goes.
+pub fn of(h: u64) -> Result<Target, R> {
+    let server = server_of(h)?;
+    Ok(on(server, owner(h).unwrap_or(0)))
+}
+
+/// Whether `s` is one of the driver's special stream values (the current context's
+/// default streams).
+pub fn special(s: u64) -> bool {
+    s <= 2
+}
+
+/// Where work on stream `s` goes (the special streams: the current context).
+pub fn stream(s: u64) -> Result<Target, R> {
+    if special(s) { Ok(here()) } else { of(s) }
+}
+
+/// Where work on device memory at `p` goes: its allocation's server (the current
+/// context's for memory this process does not know).
+pub fn ptr(p: u64) -> Target {
+    match state::find_range(p) {
+        Some((_, _, MemKind::Device, ctx)) => match server_of(ctx) {
+            Ok(server) => on(server, ctx),
+            Err(_) => here(),
+        },
+        _ => match reservation(p) {
+            Some((_, _, ctx)) => on(server_of(ctx).unwrap_or(0), ctx),
+            None => here(),
+        },
+    }
+}
+
+/// Work of an object on target `t`, ordered on stream `s`: the stream must be on the same
+/// server (a special stream means the current context, which must be there too).
+pub fn with_stream(t: Target, s: u64) -> Result<Target, R> {
+    if special(s) {
+        let h = here();
+        return if h.server == t.server { Ok(if h.ctx != 0 { h } else { t }) } else { Err(CUresult::CUDA_ERROR_INVALID_HANDLE) };
+    }
+    let st = of(s)?;
+    if st.server != t.server {
+        return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
+    }
+    Ok(st)
+}
+
+/// Forward `c` to `t`.
+pub fn call_to<C: Call>(t: Target, c: &C, bulk_in: &[&[u8]], bulk_out: Option<&mut [u8]>) -> Result<C::Ret, R> {
+    let s = state::session()?;
+    s.call(t.server, raw(t.ctx), c, bulk_in, bulk_out).map_err(state::err)
+}
+
+/// Forward `c` (no bulk data) to `t`.
+pub fn call<C: Call>(t: Target, c: &C) -> Result<C::Ret, R> {
+    call_to(t, c, &[], None)
+}
+
+/// Wait until the work queued on stream `s` is done.
+pub fn wait_stream(s: u64) -> Result<(), R> {
+    let t = stream(s)?;
+    if special(s) && t.ctx == 0 {
+        return Ok(()); // no context: nothing can be queued on its default stream
+    }
+    call(t, &ops::cuStreamSynchronize { stream: raw(s) })
+}
+
+/// Where memory work on target `t` ordered on stream `stream` (`None`: the synchronous
+/// form) goes, and the server's value of the stream. A stream of another server is waited
+/// for first; the work then runs synchronously on the memory's server (`None`).
+pub fn place(t: Target, stream: Option<u64>) -> Result<(Target, Option<u64>), R> {
+    let Some(s) = stream else { return Ok((t, None)) };
+    let st = self::stream(s)?;
+    if st.server == t.server {
+        return Ok((if special(s) { t } else { st }, Some(raw(s))));
+    }
+    wait_stream(s)?;
+    Ok((t, None))
+}
+
+// ---------------------------------------------------------------- address ranges
+
+/// Whether `[start, start+len)` overlaps a range of `map` (start → entry, `len_of` its
+/// length) for which `counts` holds.
+pub fn overlaps<V>(map: &BTreeMap<u64, V>, start: u64, len: u64, len_of: impl Fn(&V) -> u64, counts: impl Fn(&V) -> bool) -> bool {
+    let end = start.saturating_add(len.max(1));
+    map.range(..end).any(|(&s, v)| counts(v) && s.saturating_add(len_of(v).max(1)) > start)
+}
+
+/// Whether `[start, start+len)`, just handed out by `server`, overlaps memory this process
+/// knows on another server (or host memory, or another server's reservation).
+pub fn taken_elsewhere(server: usize, start: u64, len: u64) -> bool {
+    let other = |ctx: u64| server_of(ctx).ok() != Some(server);
+    let ranges = state::tables().ranges.read();
+    overlaps(&ranges, start, len, |v| v.0, |v| v.1 == MemKind::Host || other(v.2))
+        || overlaps(&tables().reserved.read(), start, len, |v| v.0, |v| other(v.1))
+}
+
+/// Most tries [`unique`] makes before giving up.
+const TRIES: usize = 16;
+
+/// An allocation (`get`) on `server` whose range does not overlap another server's: one
+/// that does is kept while the next is made (so the server cannot hand it out again), and
+/// all kept ones are given back (`give_back`) at the end.
+pub fn unique(server: usize, len: u64, mut get: impl FnMut() -> Result<u64, R>, mut give_back: impl FnMut(u64)) -> Result<u64, R> {
+    if servers() <= 1 {
+        return get();
+    }
+    let mut held = Vec::new();
+    let r = loop {
+        let p = match get() {
+            Ok(p) => p,
+            Err(e) => break Err(e),
+        };
+        if !taken_elsewhere(server, p, len) {
+            break Ok(p);
+        }
+        shim_support::log_once!(
+            "vgpu-address-collision",
+            "vgpu: server {server} handed out {p:#x}, already used on another server; allocating again"
+        );
+        held.push(p);
+        if held.len() == TRIES {
+            break Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        }
+    };
+    for p in held {
+        give_back(p);
+    }
+    r
+}
+
+/// Remember device memory `[start, start+len)` of context `ctx`.
+pub fn add_device_range(start: u64, len: u64, ctx: u64) {
+    state::tables().ranges.write().insert(start, (len, MemKind::Device, ctx));
+}
+
+pub fn add_reservation(start: u64, len: u64, ctx: u64) {
+    tables().reserved.write().insert(start, (len, ctx));
+}
+
+pub fn remove_reservation(start: u64) -> Option<(u64, u64)> {
+    tables().reserved.write().remove(&start)
+}
+
+/// The reservation holding `p`: (start, length, context).
+pub fn reservation(p: u64) -> Option<(u64, u64, u64)> {
+    let r = tables().reserved.read();
+    let (&s, &(len, ctx)) = r.range(..=p).next_back()?;
+    (p < s.saturating_add(len)).then_some((s, len, ctx))
+}
+
+// ---------------------------------------------------------------- copies
+
+/// Host to device on `t`, `CHUNK` bytes per frame. With `stream == None` (synchronous
+/// form) the last chunk waits for the server so that its error comes back here;
+/// everything else is one-way, staged by the server and ordered on the stream.
+pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
+    let n = src.chunks(CHUNK).len();
+    for (i, c) in src.chunks(CHUNK).enumerate() {
+        let at = dst + (i * CHUNK) as u64;
+        match stream {
+            None if i + 1 == n => call_to(t, &ops::cuMemcpyHtoD_v2 { dst: at }, &[c], None)?,
+            s => call_to(t, &ops::cuMemcpyHtoDAsync_v2 { dst: at, stream: s.unwrap_or(0) }, &[c], None)?,
+        }
+    }
+    Ok(())
+}
+
+/// Device (on `t`) to host, straight into the caller's buffer, chunk by chunk.
+pub fn dtoh_from(t: Target, dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<(), R> {
+    for (i, c) in dst.chunks_mut(CHUNK).enumerate() {
+        let at = src + (i * CHUNK) as u64;
+        let size = c.len() as u64;
+        match stream {
+            None => call_to(t, &ops::cuMemcpyDtoH_v2 { src: at, size }, &[], Some(c))?,
+            Some(s) => call_to(t, &ops::cuMemcpyDtoHAsync_v2 { src: at, size, stream: s }, &[], Some(c))?,
+        }
+    }
+    Ok(())
+}
+
+/// Copy `n` bytes from device memory on `from` to device memory on another server `to`,
+/// through this process: each side synchronously, in the order of its context's legacy
+/// default stream; the chunks are pipelined (a helper thread writes chunk i while chunk i+1
+/// is read). Returns when the last byte has been written.
+pub fn stage(to: Target, dst: u64, from: Target, src: u64, n: usize) -> Result<(), R> {
+    if n == 0 {
+        return Ok(());
+    }
+    if n <= CHUNK {
+        let mut buf = vec![0u8; n];
+        dtoh_from(from, &mut buf, src, None)?;
+        return htod_to(to, dst, &buf, None);
+    }
+    let chunks = n.div_ceil(CHUNK);
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let writer = scope.spawn(move || -> Result<(), R> {
+            for (i, buf) in full_rx {
+                let at = dst + (i * CHUNK) as u64;
+                // One-way except the last chunk, whose answer carries any earlier error.
+                if i + 1 == chunks {
+                    call_to(to, &ops::cuMemcpyHtoD_v2 { dst: at }, &[&buf], None)?;
+                } else {
+                    call_to(to, &ops::cuMemcpyHtoDAsync_v2 { dst: at, stream: 0 }, &[&buf], None)?;
+                }
+                let _ = empty_tx.send(buf);
+            }
+            Ok(())
+        });
+        let read = (|| -> Result<(), R> {
+            for i in 0..chunks {
+                let len = CHUNK.min(n - i * CHUNK);
+                let mut buf = empty_rx.try_recv().unwrap_or_default();
+                buf.resize(len, 0);
+                dtoh_from(from, &mut buf, src + (i * CHUNK) as u64, None)?;
+                if full_tx.send((i, buf)).is_err() {
+                    break; // the writer stopped: its error is the answer
+                }
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let wrote = writer.join().unwrap_or(Err(CUresult::CUDA_ERROR_UNKNOWN));
+        read.and(wrote)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_rules() {
+        let mut m = BTreeMap::new();
+        m.insert(0x1000u64, (0x1000u64, 1u32));
+        m.insert(0x4000, (0x100, 2));
+        let all = |_: &(u64, u32)| true;
+        let len = |v: &(u64, u32)| v.0;
+        assert!(overlaps(&m, 0x1000, 1, len, all));
+        assert!(overlaps(&m, 0x1fff, 0x10, len, all));
+        assert!(overlaps(&m, 0x0800, 0x0801, len, all));
+        assert!(!overlaps(&m, 0x0800, 0x0800, len, all), "ends where the range starts");
+        assert!(!overlaps(&m, 0x2000, 0x2000, len, all), "starts where the range ends");
+        assert!(overlaps(&m, 0x0, 0x10000, len, all), "covers both");
+        assert!(overlaps(&m, 0x0, 0x10000, len, |v| v.1 == 2), "a range that counts");
+        assert!(!overlaps(&m, 0x1000, 0x100, len, |v| v.1 == 2), "only one that does not count");
+        assert!(!overlaps(&m, u64::MAX - 4, 100, len, all), "no overflow at the top");
+    }
+
+    #[test]
+    fn reservations_are_found_by_inner_address() {
+        add_reservation(0x10_0000, 0x1000, 7);
+        assert_eq!(reservation(0x10_0800), Some((0x10_0000, 0x1000, 7)));
+        assert_eq!(reservation(0x10_1000), None);
+        assert_eq!(remove_reservation(0x10_0000), Some((0x1000, 7)));
+        assert_eq!(reservation(0x10_0800), None);
+    }
+
+    #[test]
+    fn single_server_allocations_are_not_retried() {
+        // Before cuInit (and with one server) whatever the server answers is taken.
+        let mut calls = 0;
+        let r = unique(0, 16, || { calls += 1; Ok(0x1000) }, |_| panic!("nothing to give back"));
+        assert_eq!((r, calls), (Ok(0x1000), 1));
+    }
+}

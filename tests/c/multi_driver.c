@@ -1,0 +1,197 @@
+/* Several devices on several servers through the driver API: the device list (one line per
+ * device, compared with NVML's by the test), then for every ordered pair of devices a
+ * device-to-device copy with cuMemcpyPeer and one with cuMemcpy (unified addressing, with
+ * the first device's context current whatever the pair), each checked byte for byte, and
+ * the routing of handles and pointers of another server than the current context's.
+ * Usage: multi_driver [MiB per copy, default 64]. No NVIDIA headers. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int CUdevice;
+typedef void *CUcontext, *CUstream, *CUevent, *CUmodule, *CUfunction;
+typedef unsigned long long CUdeviceptr;
+int cuInit(unsigned);
+int cuDeviceGetCount(int *);
+int cuDeviceGet(CUdevice *, int);
+int cuDeviceGetName(char *, int, CUdevice);
+int cuDeviceGetPCIBusId(char *, int, CUdevice);
+int cuDeviceGetUuid_v2(unsigned char *, CUdevice);
+int cuDeviceCanAccessPeer(int *, CUdevice, CUdevice);
+int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
+int cuCtxSetCurrent(CUcontext);
+int cuCtxGetDevice(CUdevice *);
+int cuCtxSynchronize(void);
+int cuMemAlloc_v2(CUdeviceptr *, size_t);
+int cuMemFree_v2(CUdeviceptr);
+int cuMemcpyHtoD_v2(CUdeviceptr, const void *, size_t);
+int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
+int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
+int cuMemcpy(CUdeviceptr, CUdeviceptr, size_t);
+int cuMemcpyPeer(CUdeviceptr, CUcontext, CUdeviceptr, CUcontext, size_t);
+int cuMemsetD8_v2(CUdeviceptr, unsigned char, size_t);
+int cuPointerGetAttribute(void *, int, CUdeviceptr);
+int cuStreamCreate(CUstream *, unsigned);
+int cuStreamSynchronize(CUstream);
+int cuStreamWaitEvent(CUstream, CUevent, unsigned);
+int cuStreamDestroy_v2(CUstream);
+int cuEventCreate(CUevent *, unsigned);
+int cuEventRecord(CUevent, CUstream);
+int cuEventSynchronize(CUevent);
+int cuEventElapsedTime(float *, CUevent, CUevent);
+int cuEventDestroy_v2(CUevent);
+int cuModuleLoadData(CUmodule *, const void *);
+int cuModuleGetFunction(CUfunction *, CUmodule, const char *);
+int cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                   void **, void **);
+int cuGetErrorName(int, const char **);
+
+#define CHECK(x) do { int r_ = (x); if (r_) { const char *n_ = "?"; cuGetErrorName(r_, &n_); \
+    printf("FAIL %s -> %d %s (line %d)\n", #x, r_, n_, __LINE__); return 1; } } while (0)
+#define EXPECT(x, want) do { int r_ = (x); if (r_ != (want)) { \
+    printf("FAIL %s -> %d, expected %d (line %d)\n", #x, r_, (want), __LINE__); return 1; } } while (0)
+
+enum { MAXDEV = 8, INVALID_HANDLE = 400, ATTR_DEVICE_ORDINAL = 9 };
+
+static uint64_t mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* The bytes device `d`'s source buffer holds. */
+static void pattern(uint64_t *w, size_t words, int d) {
+    for (size_t i = 0; i < words; i++) w[i] = mix(((uint64_t)d << 40) + i);
+}
+
+static int same(const uint64_t *w, size_t words, int d) {
+    for (size_t i = 0; i < words; i++)
+        if (w[i] != mix(((uint64_t)d << 40) + i)) return 0;
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    size_t mib = argc > 1 ? (size_t)atoi(argv[1]) : 64;
+    size_t N = mib << 20, words = N / 8;
+    int n;
+    CHECK(cuInit(0));
+    CHECK(cuDeviceGetCount(&n));
+    if (n < 2 || n > MAXDEV) { printf("FAIL %d devices\n", n); return 1; }
+    printf("devices %d\n", n);
+    CUcontext ctx[MAXDEV];
+    CUdeviceptr src[MAXDEV], dst[MAXDEV];
+    uint64_t *host = malloc(N);
+    for (int d = 0; d < n; d++) {
+        char name[128], bus[32];
+        unsigned char u[16];
+        CHECK(cuDeviceGetName(name, sizeof name, d));
+        CHECK(cuDeviceGetPCIBusId(bus, sizeof bus, d));
+        CHECK(cuDeviceGetUuid_v2(u, d));
+        printf("dev %d uuid=GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x bus=%s\n", d,
+               u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15],
+               bus);
+        CHECK(cuDevicePrimaryCtxRetain(&ctx[d], d));
+        CHECK(cuCtxSetCurrent(ctx[d]));
+        CUdevice cd;
+        CHECK(cuCtxGetDevice(&cd));
+        if (cd != d) { printf("FAIL context of device %d says %d\n", d, cd); return 1; }
+        CHECK(cuMemAlloc_v2(&src[d], N));
+        CHECK(cuMemAlloc_v2(&dst[d], N));
+        pattern(host, words, d);
+        CHECK(cuMemcpyHtoD_v2(src[d], host, N));
+    }
+    /* Every allocation is distinct and knows its device, whatever context is current. */
+    CHECK(cuCtxSetCurrent(ctx[0]));
+    for (int d = 0; d < n; d++) {
+        for (int e = 0; e < d; e++)
+            if (src[d] == src[e] || dst[d] == dst[e] || src[d] == dst[e] || dst[d] == src[e]) {
+                printf("FAIL devices %d and %d share an address\n", e, d);
+                return 1;
+            }
+        int ord = -1;
+        CHECK(cuPointerGetAttribute(&ord, ATTR_DEVICE_ORDINAL, dst[d] + 100));
+        if (ord != d) { printf("FAIL pointer of device %d says device %d\n", d, ord); return 1; }
+    }
+    printf("buffers ok\n");
+
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            if (i == j) continue;
+            int can = -1;
+            CHECK(cuDeviceCanAccessPeer(&can, i, j));
+            CHECK(cuMemsetD8_v2(dst[j], 0, N));
+            CHECK(cuMemcpyPeer(dst[j], ctx[j], src[i], ctx[i], N));
+            memset(host, 0, N);
+            CHECK(cuMemcpyDtoH_v2(host, dst[j], N));
+            if (!same(host, words, i)) { printf("FAIL cuMemcpyPeer %d -> %d differs\n", i, j); return 1; }
+            /* Unified addressing: no contexts named, device 0's current. */
+            CHECK(cuMemsetD8_v2(dst[j], 0, N));
+            CHECK(cuMemcpy(dst[j], src[i], N));
+            memset(host, 0, N);
+            CHECK(cuMemcpy((CUdeviceptr)host, dst[j], N));
+            if (!same(host, words, i)) { printf("FAIL cuMemcpy %d -> %d differs\n", i, j); return 1; }
+            printf("pair %d->%d ok peer-access=%d\n", i, j, can);
+        }
+    printf("copies ok\n");
+
+    /* Handles of another device (possibly another server) than the current context's. */
+    CUstream s0, sl;
+    CUevent e0, el;
+    int last = n - 1;
+    CHECK(cuCtxSetCurrent(ctx[last]));
+    CHECK(cuStreamCreate(&sl, 1));
+    CHECK(cuEventCreate(&el, 0));
+    CHECK(cuCtxSetCurrent(ctx[0]));
+    CHECK(cuStreamCreate(&s0, 1));
+    CHECK(cuEventCreate(&e0, 0));
+    if (s0 == sl || e0 == el) { printf("FAIL handles of two devices are equal\n"); return 1; }
+    /* A copy into device `last`'s memory on its own stream, with device 0 current. */
+    memset(host, 0x5a, 1 << 20);
+    CHECK(cuMemcpyHtoDAsync_v2(dst[last], host, 1 << 20, sl));
+    CHECK(cuEventRecord(el, sl));
+    CHECK(cuStreamSynchronize(sl));
+    CHECK(cuEventSynchronize(el));
+    /* A copy into device 0's memory ordered on device `last`'s stream. */
+    CHECK(cuMemcpyHtoDAsync_v2(dst[0], host, 1 << 20, sl));
+    CHECK(cuStreamSynchronize(sl));
+    memset(host, 0, 1 << 20);
+    CHECK(cuMemcpyDtoH_v2(host, dst[0], 1 << 20));
+    if (((unsigned char *)host)[(1 << 20) - 1] != 0x5a) { printf("FAIL copy on another device's stream\n"); return 1; }
+    /* Waiting on another device's event is allowed. */
+    CHECK(cuEventRecord(e0, s0));
+    CHECK(cuStreamWaitEvent(sl, e0, 0));
+    CHECK(cuStreamWaitEvent(s0, el, 0));
+    CHECK(cuStreamSynchronize(s0));
+    /* Between servers (no peer access on the sim) recording an event on another device's
+     * stream, timing two devices' events or launching on another device's stream is
+     * refused here; on one server the server's driver decides. */
+    int peer = 1;
+    CHECK(cuDeviceCanAccessPeer(&peer, 0, last));
+    if (!peer) {
+        EXPECT(cuEventRecord(e0, sl), INVALID_HANDLE);
+        float ms;
+        EXPECT(cuEventElapsedTime(&ms, e0, el), INVALID_HANDLE);
+        CUmodule m;
+        CUfunction f;
+        static const char ptx[] = ".version 8.0\n.target sm_90\n.address_size 64\n.visible .entry k()\n{\nret;\n}\n";
+        CHECK(cuModuleLoadData(&m, ptx));
+        CHECK(cuModuleGetFunction(&f, m, "k"));
+        EXPECT(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, sl, NULL, NULL), INVALID_HANDLE);
+        printf("cross-server handles refused\n");
+    }
+    CHECK(cuEventDestroy_v2(el));
+    CHECK(cuStreamDestroy_v2(sl));
+    CHECK(cuEventDestroy_v2(e0));
+    CHECK(cuStreamDestroy_v2(s0));
+    printf("handles ok\n");
+
+    for (int d = 0; d < n; d++) {
+        CHECK(cuMemFree_v2(src[d]));
+        CHECK(cuMemFree_v2(dst[d]));
+    }
+    CHECK(cuCtxSynchronize());
+    printf("done\n");
+    return 0;
+}

@@ -104,7 +104,8 @@ fn main() -> ExitCode {
                 worker_exe: std::env::current_exe().map_err(|e| e.to_string())?,
             };
             server::serve(opts)
-        })(),
+        })(
+        ),
         Cmd::Worker { backend, session, memory_limit } => (|| {
             let mut snap = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut snap).map_err(|e| e.to_string())?;

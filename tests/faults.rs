@@ -39,19 +39,13 @@ impl Client {
                 }
             }
         });
-        let c = Client {
-            child,
-            stdin,
-            lines,
-        };
+        let c = Client { child, stdin, lines };
         assert_eq!(c.line(Duration::from_secs(10)), "ready");
         c
     }
 
     fn line(&self, limit: Duration) -> String {
-        self.lines
-            .recv_timeout(limit)
-            .unwrap_or_else(|e| panic!("no line from the client within {limit:?}: {e}"))
+        self.lines.recv_timeout(limit).unwrap_or_else(|e| panic!("no line from the client within {limit:?}: {e}"))
     }
 
     fn go(&mut self) {
@@ -82,11 +76,7 @@ impl Client {
             // "<call> -> <code> after <secs> s"
             let f: Vec<&str> = l.split_whitespace().collect();
             assert_eq!(f.len(), 6, "{l}");
-            out.push((
-                f[0].to_string(),
-                f[2].parse().unwrap(),
-                f[4].parse().unwrap(),
-            ));
+            out.push((f[0].to_string(), f[2].parse().unwrap(), f[4].parse().unwrap()));
         }
     }
 }
@@ -110,22 +100,13 @@ fn setup() -> Setup {
     let lib = lib_dir(tmp.path());
     let exe = compile_c("faults", tmp.path(), &lib, &["libcuda.so.1"]);
     let server = Server::sim_quiet(tmp.path(), &[]);
-    Setup {
-        _tmp: tmp,
-        lib,
-        exe,
-        server,
-    }
+    Setup { _tmp: tmp, lib, exe, server }
 }
 
 /// The one worker of a server that serves one client (the readiness probe's worker may
 /// still be on its way out).
 fn only_worker(server: &Server) -> u32 {
-    assert!(
-        wait_until(Duration::from_secs(3), || server.workers().len() == 1).is_some(),
-        "{:?}",
-        server.workers()
-    );
+    assert!(wait_until(Duration::from_secs(3), || server.workers().len() == 1).is_some(), "{:?}", server.workers());
     server.workers()[0]
 }
 
@@ -134,15 +115,9 @@ fn only_worker(server: &Server) -> u32 {
 fn assert_all_failed(report: &[(String, i32, f64)], first: f64) {
     assert_eq!(report.len(), 4, "{report:?}");
     for (i, (call, code, secs)) in report.iter().enumerate() {
-        assert_eq!(
-            *code, 46,
-            "{call} must fail with CUDA_ERROR_DEVICE_UNAVAILABLE: {report:?}"
-        );
+        assert_eq!(*code, 46, "{call} must fail with CUDA_ERROR_DEVICE_UNAVAILABLE: {report:?}");
         let limit = if i == 0 { first } else { 0.5 };
-        assert!(
-            *secs <= limit,
-            "{call} took {secs} s (limit {limit}): {report:?}"
-        );
+        assert!(*secs <= limit, "{call} took {secs} s (limit {limit}): {report:?}");
     }
 }
 
@@ -155,20 +130,10 @@ fn killed_client_frees_its_session_within_a_second() {
     let t = Instant::now();
     let _ = client.child.wait();
     let gone = wait_until(Duration::from_secs(3), || !alive(worker));
-    assert!(
-        gone.is_some_and(|d| d < Duration::from_secs(1)),
-        "worker {worker} still there after {:?}",
-        t.elapsed()
-    );
+    assert!(gone.is_some_and(|d| d < Duration::from_secs(1)), "worker {worker} still there after {:?}", t.elapsed());
     // The server goes on serving.
     let c = rust_client(&s.server.address, "").unwrap();
-    c.call(
-        0,
-        &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 },
-        &[],
-        None,
-    )
-    .unwrap();
+    c.call(0, &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
 }
 
 #[test]
@@ -180,17 +145,11 @@ fn stopped_worker_turns_calls_into_errors_within_five_seconds() {
     client.go();
     let report = client.report();
     assert_all_failed(&report, 5.0);
-    assert!(
-        report[0].2 >= 3.0,
-        "the first call waited for the silence limit: {report:?}"
-    );
+    assert!(report[0].2 >= 3.0, "the first call waited for the silence limit: {report:?}");
     client.exits_cleanly(Duration::from_secs(3));
     // Resumed, the worker finds its client gone and exits.
     signal(worker, "CONT");
-    assert!(
-        wait_until(Duration::from_secs(2), || !alive(worker)).is_some(),
-        "worker {worker} lingers"
-    );
+    assert!(wait_until(Duration::from_secs(2), || !alive(worker)).is_some(), "worker {worker} lingers");
 }
 
 #[test]
@@ -216,10 +175,7 @@ fn killed_server_takes_its_sessions_down_at_once() {
     let worker = only_worker(&s.server);
     signal(s.server.pid(), "KILL"); // `vgpu serve` itself, not the worker
     // Its workers die with it (their GPU memory with them)...
-    assert!(
-        wait_until(Duration::from_secs(1), || !alive(worker)).is_some(),
-        "worker {worker} outlived its server"
-    );
+    assert!(wait_until(Duration::from_secs(1), || !alive(worker)).is_some(), "worker {worker} outlived its server");
     // ...and the client's next calls fail at once.
     client.go();
     assert_all_failed(&client.report(), 1.0);
@@ -232,49 +188,21 @@ fn stopped_listener_refuses_newcomers_within_five_seconds() {
     let s = setup();
     let nvml = compile_c("nvml_basic", s._tmp.path(), &s.lib, &["libnvidia-ml.so.1"]);
     let existing = rust_client(&s.server.address, "").unwrap();
-    let ctx = existing
-        .call(
-            0,
-            &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 },
-            &[],
-            None,
-        )
-        .unwrap();
+    let ctx = existing.call(0, &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
     signal(s.server.pid(), "STOP");
     let t = Instant::now();
     let out = run(&nvml, &s.lib, &s.server.address, &[]);
     let took = t.elapsed();
-    let _ = Command::new("kill")
-        .args(["-CONT", &s.server.pid().to_string()])
-        .status();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let _ = Command::new("kill").args(["-CONT", &s.server.pid().to_string()]).status();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(took < Duration::from_secs(5), "nvmlInit_v2 took {took:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("stopped answering") && stderr.contains(&s.server.address),
-        "{stderr}"
-    );
+    assert!(stderr.contains("stopped answering") && stderr.contains(&s.server.address), "{stderr}");
     // The session that was already served never noticed: its worker is its own process.
-    existing
-        .call(
-            ctx,
-            &protocol::ops::cuMemAlloc_v2 { bytesize: 4096 },
-            &[],
-            None,
-        )
-        .unwrap();
+    existing.call(ctx, &protocol::ops::cuMemAlloc_v2 { bytesize: 4096 }, &[], None).unwrap();
     // Resumed, the server takes newcomers again.
     let out = run(&nvml, &s.lib, &s.server.address, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -284,77 +212,41 @@ fn busy_worker_is_not_taken_for_a_dead_one() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::sim_quiet(tmp.path(), &[]);
     let addr: transport::Address = server.address.parse().unwrap();
-    let t = transport::Timeouts {
-        silence: Duration::from_millis(1000),
-        ..Default::default()
-    };
+    let t = transport::Timeouts { silence: Duration::from_millis(1000), ..Default::default() };
     let (c, _) = transport::Conn::connect(&addr, &hello(""), t).unwrap();
     use protocol::ops;
-    let ctx = c
-        .call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None)
-        .unwrap();
+    let ctx = c.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
     let (_, h) = c.call(ctx, &ops::cublasCreate_v2 {}, &[], None).unwrap();
-    let func = protocol::cublas::FUNCS
-        .iter()
-        .position(|f| f.name == "cublasSgemm_v2")
-        .unwrap() as u16;
+    let func = protocol::cublas::FUNCS.iter().position(|f| f.name == "cublasSgemm_v2").unwrap() as u16;
     // Larger until one call takes well over the silence limit (how fast the sim computes
     // depends on the build and the machine).
-    let (mut n, mut took) = (768u64, Duration::ZERO);
+    let (mut n, mut took, mut last) = (512u64, Duration::ZERO, 0);
     while took < t.silence * 3 / 2 && n <= 4096 {
         let bytes = n * n * 4;
-        let m: Vec<u64> = (0..3)
-            .map(|_| {
-                c.call(ctx, &ops::cuMemAlloc_v2 { bytesize: bytes }, &[], None)
-                    .unwrap()
-            })
-            .collect();
+        let m: Vec<u64> =
+            (0..3).map(|_| c.call(ctx, &ops::cuMemAlloc_v2 { bytesize: bytes }, &[], None).unwrap()).collect();
         let ones: Vec<u8> = (0..n * n).flat_map(|_| 1f32.to_le_bytes()).collect();
         for &p in &m[..2] {
-            c.call(ctx, &ops::cuMemcpyHtoD_v2 { dst: p }, &[&ones], None)
-                .unwrap();
+            c.call(ctx, &ops::cuMemcpyHtoD_v2 { dst: p }, &[&ones], None).unwrap();
         }
         // transa transb m n k alpha A lda B ldb beta C ldc; the scalars travel as bytes.
         let args = vec![0, 0, n, n, n, 0, m[0], n, m[1], n, 0, m[2], n];
         let scalars: Vec<u8> = [1f32, 0f32].iter().flat_map(|v| v.to_le_bytes()).collect();
         let start = Instant::now();
-        c.call(
-            ctx,
-            &ops::cublas_call {
-                func,
-                handle: h,
-                device_scalars: false,
-                args,
-                scalars,
-            },
-            &[],
-            None,
-        )
-        .unwrap();
+        c.call(ctx, &ops::cublas_call { func, handle: h, device_scalars: false, args, scalars }, &[], None).unwrap();
         c.call(ctx, &ops::cuCtxSynchronize {}, &[], None).unwrap();
         took = start.elapsed();
         let mut out = vec![0u8; 4];
-        c.call(
-            ctx,
-            &ops::cuMemcpyDtoH_v2 { src: m[2], size: 4 },
-            &[],
-            Some(&mut out),
-        )
-        .unwrap();
+        c.call(ctx, &ops::cuMemcpyDtoH_v2 { src: m[2], size: 4 }, &[], Some(&mut out)).unwrap();
         assert_eq!(f32::from_le_bytes(out.try_into().unwrap()), n as f32);
         for p in m {
-            c.call(ctx, &ops::cuMemFree_v2 { dptr: p }, &[], None)
-                .unwrap();
+            c.call(ctx, &ops::cuMemFree_v2 { dptr: p }, &[], None).unwrap();
         }
-        n *= 2;
+        // Aim at twice the silence limit: the work grows as n³.
+        last = n;
+        let aim = (2.0 * t.silence.as_secs_f64() / took.as_secs_f64().max(0.01)).cbrt();
+        n = ((n as f64 * aim.clamp(1.1, 2.5)) as u64).div_ceil(64) * 64;
     }
-    eprintln!(
-        "sgemm {}: {took:?} with a silence limit of {:?}",
-        n / 2,
-        t.silence
-    );
-    assert!(
-        took > t.silence,
-        "not a test of heartbeats: the call took only {took:?}"
-    );
+    eprintln!("sgemm {last}: {took:?} with a silence limit of {:?}", t.silence);
+    assert!(took > t.silence, "not a test of heartbeats: the call took only {took:?}");
 }

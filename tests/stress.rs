@@ -56,11 +56,6 @@ fn many_clients_many_cycles_no_byte_lost_no_growth() {
     round(&exe, &lib, &server, CYCLES);
     let took = t.elapsed();
     let after = rss_kib(server.pid());
-    eprintln!(
-        "{CLIENTS} clients x {CYCLES} cycles in {took:?}; server RSS {before} -> {after} KiB"
-    );
-    assert!(
-        after <= before + 1024,
-        "server RSS grew from {before} to {after} KiB"
-    );
+    eprintln!("{CLIENTS} clients x {CYCLES} cycles in {took:?}; server RSS {before} -> {after} KiB");
+    assert!(after <= before + 1024, "server RSS grew from {before} to {after} KiB");
 }

@@ -31,6 +31,36 @@ int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
 int cuMemcpy(CUdeviceptr, CUdeviceptr, size_t);
 int cuMemcpyPeer(CUdeviceptr, CUcontext, CUdeviceptr, CUcontext, size_t);
 int cuMemsetD8_v2(CUdeviceptr, unsigned char, size_t);
+typedef struct {
+    size_t srcXInBytes, srcY;
+    int srcMemoryType;
+    const void *srcHost;
+    CUdeviceptr srcDevice;
+    void *srcArray;
+    size_t srcPitch, dstXInBytes, dstY;
+    int dstMemoryType;
+    void *dstHost;
+    CUdeviceptr dstDevice;
+    void *dstArray;
+    size_t dstPitch, WidthInBytes, Height;
+} CUDA_MEMCPY2D;
+int cuMemcpy2D_v2(const CUDA_MEMCPY2D *);
+typedef struct { int type, id; } CUmemLocation;
+typedef struct {
+    int type, requestedHandleTypes;
+    CUmemLocation location;
+    void *win32HandleMetaData;
+    unsigned char allocFlags[8];
+} CUmemAllocationProp;
+typedef struct { CUmemLocation location; int flags; } CUmemAccessDesc;
+int cuMemGetAllocationGranularity(size_t *, const CUmemAllocationProp *, int);
+int cuMemAddressReserve(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
+int cuMemAddressFree(CUdeviceptr, size_t);
+int cuMemCreate(unsigned long long *, size_t, const CUmemAllocationProp *, unsigned long long);
+int cuMemRelease(unsigned long long);
+int cuMemMap(CUdeviceptr, size_t, size_t, unsigned long long, unsigned long long);
+int cuMemUnmap(CUdeviceptr, size_t);
+int cuMemSetAccess(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
 int cuPointerGetAttribute(void *, int, CUdeviceptr);
 int cuStreamCreate(CUstream *, unsigned);
 int cuStreamSynchronize(CUstream);
@@ -134,6 +164,77 @@ int main(int argc, char **argv) {
             if (!same(host, words, i)) { printf("FAIL cuMemcpy %d -> %d differs\n", i, j); return 1; }
             printf("pair %d->%d ok peer-access=%d\n", i, j, can);
         }
+    /* An odd length at odd offsets, from the last device to the first (another server on
+     * the sim), by both routes: the staging's last chunk is a short one. */
+    size_t odd = N / 2 + 12345;
+    for (int route = 0; route < 2; route++) {
+        CHECK(cuMemsetD8_v2(dst[0], 0, N));
+        if (route == 0) CHECK(cuMemcpyPeer(dst[0] + 3, ctx[0], src[n - 1] + 8, ctx[n - 1], odd));
+        else CHECK(cuMemcpy(dst[0] + 3, src[n - 1] + 8, odd));
+        unsigned char *got = (unsigned char *)host;
+        CHECK(cuMemcpyDtoH_v2(got, dst[0], N));
+        uint64_t *want = malloc(N);
+        pattern(want, words, n - 1);
+        const unsigned char *w = (const unsigned char *)want + 8;
+        if (got[0] || got[1] || got[2] || memcmp(got + 3, w, odd) || got[3 + odd]) {
+            printf("FAIL odd-sized copy %d -> 0 (route %d)\n", n - 1, route);
+            return 1;
+        }
+        free(want);
+    }
+    /* A 2D rectangle between the same two devices. */
+    {
+        CUDA_MEMCPY2D c;
+        memset(&c, 0, sizeof c);
+        c.srcMemoryType = c.dstMemoryType = 2; /* CU_MEMORYTYPE_DEVICE */
+        c.srcDevice = src[n - 1], c.srcXInBytes = 3, c.srcY = 2, c.srcPitch = 512;
+        c.dstDevice = dst[0], c.dstXInBytes = 5, c.dstY = 1, c.dstPitch = 256;
+        c.WidthInBytes = 100, c.Height = 50;
+        CHECK(cuMemsetD8_v2(dst[0], 0, N));
+        CHECK(cuMemcpy2D_v2(&c));
+        unsigned char *got = (unsigned char *)host;
+        CHECK(cuMemcpyDtoH_v2(got, dst[0], 256 * 64));
+        uint64_t want[4096];
+        pattern(want, 4096, n - 1);
+        const unsigned char *w = (const unsigned char *)want;
+        for (size_t r = 0; r < 50; r++)
+            if (memcmp(got + (1 + r) * 256 + 5, w + (2 + r) * 512 + 3, 100) || got[(1 + r) * 256 + 4] ||
+                got[(1 + r) * 256 + 105]) {
+                printf("FAIL 2D copy %d -> 0, row %zu\n", n - 1, r);
+                return 1;
+            }
+    }
+    /* Virtual memory management on the last device, as llama.cpp's pool does it (the
+     * location names a device of this process), then a copy into it with device 0 current. */
+    {
+        CUmemAllocationProp prop;
+        memset(&prop, 0, sizeof prop);
+        prop.type = 1; /* CU_MEM_ALLOCATION_TYPE_PINNED */
+        prop.location.type = 1, prop.location.id = n - 1; /* CU_MEM_LOCATION_TYPE_DEVICE */
+        size_t gran = 0, size = 4u << 20;
+        CHECK(cuMemGetAllocationGranularity(&gran, &prop, 0));
+        if (!gran || size % gran) { printf("FAIL granularity %zu\n", gran); return 1; }
+        CUdeviceptr va;
+        unsigned long long h;
+        CHECK(cuCtxSetCurrent(ctx[n - 1]));
+        CHECK(cuMemAddressReserve(&va, 2 * size, 0, 0, 0));
+        CHECK(cuMemCreate(&h, size, &prop, 0));
+        CHECK(cuMemMap(va, size, 0, h, 0));
+        CUmemAccessDesc acc = {{1, n - 1}, 3 /* READWRITE */};
+        CHECK(cuMemSetAccess(va, size, &acc, 1));
+        CHECK(cuCtxSetCurrent(ctx[0]));
+        size_t part = size < N ? size : N;
+        CHECK(cuMemcpy(va, src[0], part));
+        CHECK(cuMemcpyDtoH_v2(host, va, part));
+        if (!same(host, part / 8, 0)) { printf("FAIL copy into mapped memory of device %d\n", n - 1); return 1; }
+        int ord = -1;
+        CHECK(cuPointerGetAttribute(&ord, ATTR_DEVICE_ORDINAL, va + 64));
+        if (ord != n - 1) { printf("FAIL mapped memory says device %d\n", ord); return 1; }
+        CHECK(cuMemUnmap(va, size));
+        CHECK(cuMemRelease(h));
+        CHECK(cuMemAddressFree(va, 2 * size));
+        printf("vmm ok\n");
+    }
     printf("copies ok\n");
 
     /* Handles of another device (possibly another server) than the current context's. */

@@ -87,7 +87,6 @@ macro_rules! nvml_functions {
             DevArgOut fn nvmlDeviceGetPcieThroughput(u32);
             DevArg2Out fn nvmlDeviceGetTotalEccErrors(u64);
             DevOut fn nvmlDeviceGetRetiredPagesPendingStatus(u32);
-            DevOut2 fn nvmlDeviceGetRemappedRows(u32, u32);
             DevOut fn nvmlDeviceGetInforomConfigurationChecksum(u32);
             DevBuf fn nvmlDeviceGetInforomImageVersion;
             DevArgBuf fn nvmlDeviceGetInforomVersion;
@@ -99,8 +98,7 @@ macro_rules! nvml_functions {
             DevOut fn nvmlDeviceGetPcieLinkMaxSpeed(u32);
             DevOut fn nvmlDeviceGetAdaptiveClockInfoStatus(u32);
             DevOut fn nvmlDeviceGetBusType(u32);
-            DevOut fn nvmlDeviceGetGspFirmwareMode(u32);
-            DevBuf fn nvmlDeviceGetGspFirmwareVersion;
+            DevOut2 fn nvmlDeviceGetGspFirmwareMode(u32, u32);
             DevOut fn nvmlDeviceIsMigDeviceHandle(u32);
             DevOut fn nvmlDeviceGetMaxMigDeviceCount(u32);
             DevOut fn nvmlDeviceGetAccountingMode(u32);
@@ -119,6 +117,17 @@ macro_rules! nvml_functions {
             DevArray fn nvmlDeviceGetSupportedMemoryClocks(u32);
             DevArray fn nvmlDeviceGetAccountingPids(u32);
             DevArgArray fn nvmlDeviceGetFieldValues(nvmlFieldValue_t);
+            DevOut fn nvmlDeviceGetBoardId(u32);
+            DevOut fn nvmlDeviceGetMultiGpuBoard(u32);
+            DevOut fn nvmlDeviceGetAddressingMode(nvmlDeviceAddressingMode_t);
+            DevOut fn nvmlDeviceGetPdi(nvmlPdi_t);
+            DevOut fn nvmlDeviceGetC2cModeInfoV(nvmlC2cModeInfo_v1_t);
+            DevOut2 fn nvmlDeviceGetDriverModel_v2(u32, u32);
+            DevOut fn nvmlDeviceGetMarginTemperature(nvmlMarginTemperature_t);
+            DevOut fn nvmlDeviceGetFBCStats(nvmlFBCStats_t);
+            DevOut fn nvmlDeviceGetSramEccErrorStatus(nvmlEccSramErrorStatus_t);
+            DevOut fn nvmlDeviceGetGpuFabricInfoV(nvmlGpuFabricInfoV_t);
+            DevOut fn nvmlDeviceGetCapabilities(nvmlDeviceCapabilities_t);
             SysOut fn nvmlSystemGetConfComputeState(nvmlConfComputeSystemState_t);
         }
     };

@@ -19,11 +19,7 @@ pub fn frame(data: &[u8]) {
     while let Ok(h) = transport::read_frame(&mut r, &mut args, &mut bulk) {
         assert_eq!(args.len(), h.args_len as usize);
         assert_eq!(bulk.len() as u64, h.bulk_len);
-        let _ = (
-            protocol::is_oneway(h.op),
-            protocol::op_name(h.op),
-            h.is_heartbeat(),
-        );
+        let _ = (protocol::is_oneway(h.op), protocol::op_name(h.op), h.is_heartbeat());
     }
 }
 
@@ -57,23 +53,15 @@ pub fn dispatch(data: &[u8]) {
     let mut sim = Sim::new(snapshot(2, 0), Some(LIMIT));
     let mut out = Vec::new();
     let ctx = {
-        let mut io = Io {
-            bulk_in: &[],
-            bulk_out: &mut out,
-        };
-        sim.cuDevicePrimaryCtxRetain(&mut io, 0)
-            .expect("primary context")
+        let mut io = Io { bulk_in: &[], bulk_out: &mut out };
+        sim.cuDevicePrimaryCtxRetain(&mut io, 0).expect("primary context")
     };
     sim.set_context(ctx);
     let mut seen = vec![ctx];
     let mut u = Bytes(data);
     for _ in 0..CALLS {
         let Some(sel) = u.byte() else { break };
-        let op = if sel == 0xff {
-            u.u32()
-        } else {
-            u32::from(u.u16()) % (protocol::OP_NAMES.len() as u32 + 2)
-        };
+        let op = if sel == 0xff { u.u32() } else { u32::from(u.u16()) % (protocol::OP_NAMES.len() as u32 + 2) };
         let mode = u.byte().unwrap_or(0);
         let args = if mode & 1 == 0 {
             let n = u.byte().unwrap_or(0) as usize;
@@ -97,10 +85,7 @@ pub fn dispatch(data: &[u8]) {
             sim.set_context(c);
         }
         out.clear();
-        let mut io = Io {
-            bulk_in: &bulk,
-            bulk_out: &mut out,
-        };
+        let mut io = Io { bulk_in: &bulk, bulk_out: &mut out };
         if let Ok(Ok(v)) = protocol::dispatch(&mut sim, op, &args, &mut io) {
             // Remember what came back (addresses, handles) for later calls to use.
             let mut rest = &v[..];
@@ -155,23 +140,12 @@ impl Bytes<'_> {
         let c = self.byte().unwrap_or(0);
         match c % 8 {
             0 => (c / 8) as u64,
-            1 => [0, 1, 2, 4, 8, 512, 4096, 1 << 16, 1 << 20, LIMIT, LIMIT + 1]
-                [(c as usize / 8) % 11],
-            2 => [
-                u64::MAX,
-                u64::MAX - 1,
-                1 << 63,
-                (1 << 63) - 1,
-                u32::MAX as u64,
-                i32::MAX as u64,
-                1 << 32,
-                1 << 40,
-            ][(c as usize / 8) % 8],
+            1 => [0, 1, 2, 4, 8, 512, 4096, 1 << 16, 1 << 20, LIMIT, LIMIT + 1][(c as usize / 8) % 11],
+            2 => [u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) - 1, u32::MAX as u64, i32::MAX as u64, 1 << 32, 1 << 40]
+                [(c as usize / 8) % 8],
             3 | 4 => seen[(c as usize / 8) % seen.len()],
-            5 => seen[(c as usize / 8) % seen.len()]
-                .wrapping_add(self.byte().unwrap_or(0) as u64 * 64),
-            6 => seen[(c as usize / 8) % seen.len()]
-                .wrapping_sub(self.byte().unwrap_or(0) as u64 + 1),
+            5 => seen[(c as usize / 8) % seen.len()].wrapping_add(self.byte().unwrap_or(0) as u64 * 64),
+            6 => seen[(c as usize / 8) % seen.len()].wrapping_sub(self.byte().unwrap_or(0) as u64 + 1),
             _ => self.u64(),
         }
     }

@@ -8,8 +8,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use transport::{Address, Stream};
 
 #[derive(Debug, Clone)]
@@ -64,17 +64,19 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         let listener = addr.bind().map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         eprintln!("vgpu: listening on {addr}");
         let (opts, snapshot) = (opts.clone(), snapshot.clone());
-        threads.push(std::thread::spawn(move || loop {
-            match listener.accept() {
-                Ok(stream) => {
-                    let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = spawn_worker_for(&stream, &opts, &snapshot, id, addr.needs_token()) {
-                        tracing::error!("session {id}: cannot start a worker: {e}");
+        threads.push(std::thread::spawn(move || {
+            loop {
+                match listener.accept() {
+                    Ok(stream) => {
+                        let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = spawn_worker_for(&stream, &opts, &snapshot, id, addr.needs_token()) {
+                            tracing::error!("session {id}: cannot start a worker: {e}");
+                        }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!("accept on {addr}: {e}");
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    Err(e) => {
+                        tracing::warn!("accept on {addr}: {e}");
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                 }
             }
         }));

@@ -5,7 +5,7 @@
 
 use crate::Session;
 use device_model::Snapshot;
-use protocol::{cublas, nvml, Copy2D, FuncInfo, Io, NvmlOut};
+use protocol::{Copy2D, FuncInfo, Io, NvmlOut, cublas, nvml};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 const INVALID_VALUE: u32 = 1;
@@ -220,7 +220,9 @@ impl protocol::Backend for Sim {
                 put(&mut out, 0, &700_000u32.to_le_bytes())
             }
             "nvmlDeviceGetPerformanceState" => put(&mut out, 0, &0u32.to_le_bytes()),
-            "nvmlDeviceGetComputeMode" | "nvmlDeviceGetPersistenceMode" | "nvmlDeviceGetDisplayMode"
+            "nvmlDeviceGetComputeMode"
+            | "nvmlDeviceGetPersistenceMode"
+            | "nvmlDeviceGetDisplayMode"
             | "nvmlDeviceGetDisplayActive" => put(&mut out, 0, &0u32.to_le_bytes()),
             "nvmlDeviceGetComputeRunningProcesses_v3" | "nvmlDeviceGetGraphicsRunningProcesses_v3" => {
                 *io.bulk_out = Vec::new();
@@ -358,7 +360,9 @@ impl protocol::Backend for Sim {
         let total = c.width.checked_mul(c.height).ok_or(INVALID_VALUE)?;
         // Device rows must not overlap (pitch >= width) and must each lie in this
         // session's memory, so `total` is bounded by what the session holds.
-        for (side, x, y, pitch) in [(c.src_device, c.src_x, c.src_y, c.src_pitch), (c.dst_device, c.dst_x, c.dst_y, c.dst_pitch)] {
+        for (side, x, y, pitch) in
+            [(c.src_device, c.src_x, c.src_y, c.src_pitch), (c.dst_device, c.dst_x, c.dst_y, c.dst_pitch)]
+        {
             let Some(p) = side else { continue };
             if pitch < c.width {
                 return Err(INVALID_VALUE);
@@ -373,7 +377,8 @@ impl protocol::Backend for Sim {
         let mut packed = Vec::with_capacity(total as usize);
         for row in 0..c.height {
             match c.src_device {
-                Some(p) => packed.extend(self.read(row_at(p, c.src_x, c.src_y, c.src_pitch, row).ok_or(INVALID_VALUE)?, c.width)?),
+                Some(p) => packed
+                    .extend(self.read(row_at(p, c.src_x, c.src_y, c.src_pitch, row).ok_or(INVALID_VALUE)?, c.width)?),
                 None => {
                     let at = row as usize * w;
                     packed.extend_from_slice(io.bulk_in.get(at..at + w).ok_or(INVALID_VALUE)?)
@@ -435,7 +440,14 @@ impl protocol::Backend for Sim {
         Ok(())
     }
 
-    fn cuMemAddressReserve(&mut self, _io: &mut Io<'_>, size: u64, _align: u64, _addr: u64, _flags: u64) -> Result<u64, u32> {
+    fn cuMemAddressReserve(
+        &mut self,
+        _io: &mut Io<'_>,
+        size: u64,
+        _align: u64,
+        _addr: u64,
+        _flags: u64,
+    ) -> Result<u64, u32> {
         let a = self.address_space(size).ok_or(OUT_OF_MEMORY)?;
         self.reserved.insert(a, size);
         Ok(a)
@@ -467,14 +479,28 @@ impl protocol::Backend for Sim {
         self.used[d] -= size;
         Ok(())
     }
-    fn cuMemMap(&mut self, _io: &mut Io<'_>, ptr: u64, size: u64, _offset: u64, handle: u64, _flags: u64) -> Result<(), u32> {
+    fn cuMemMap(
+        &mut self,
+        _io: &mut Io<'_>,
+        ptr: u64,
+        size: u64,
+        _offset: u64,
+        handle: u64,
+        _flags: u64,
+    ) -> Result<(), u32> {
         let &(hsize, d) = self.handles.get(&handle).ok_or(INVALID_VALUE)?;
         let end = ptr.checked_add(size).ok_or(INVALID_VALUE)?;
-        let inside = self.reserved.range(..=ptr).next_back().is_some_and(|(&b, &l)| b.checked_add(l).is_some_and(|e| end <= e));
+        let inside =
+            self.reserved.range(..=ptr).next_back().is_some_and(|(&b, &l)| b.checked_add(l).is_some_and(|e| end <= e));
         // The sim backs each mapping with its own memory: a handle is mapped once and
         // mappings do not overlap, so mapped memory stays within the quota.
         let overlaps = self.regions.range(..end).next_back().is_some_and(|(&b, r)| b + r.data.len() as u64 > ptr);
-        if !inside || size > hsize || overlaps || self.released.contains(&handle) || self.mapped.values().any(|&h| h == handle) {
+        if !inside
+            || size > hsize
+            || overlaps
+            || self.released.contains(&handle)
+            || self.mapped.values().any(|&h| h == handle)
+        {
             return Err(INVALID_VALUE);
         }
         self.regions.insert(ptr, Region { data: vec![0; size as usize], device: d });
@@ -491,7 +517,14 @@ impl protocol::Backend for Sim {
         }
         Ok(())
     }
-    fn cuMemSetAccess(&mut self, _io: &mut Io<'_>, ptr: u64, _size: u64, _desc: Vec<u8>, _count: u64) -> Result<(), u32> {
+    fn cuMemSetAccess(
+        &mut self,
+        _io: &mut Io<'_>,
+        ptr: u64,
+        _size: u64,
+        _desc: Vec<u8>,
+        _count: u64,
+    ) -> Result<(), u32> {
         if self.mapped.contains_key(&ptr) { Ok(()) } else { Err(INVALID_VALUE) }
     }
     fn cuMemGetAllocationGranularity(&mut self, _io: &mut Io<'_>, _prop: Vec<u8>, _option: u32) -> Result<u64, u32> {
@@ -524,7 +557,15 @@ impl protocol::Backend for Sim {
         let f = self.id();
         Ok(FuncInfo { handle: f, params: Vec::new() })
     }
-    fn cuLaunchKernel(&mut self, _io: &mut Io<'_>, _f: u64, _g: [u32; 3], _b: [u32; 3], _s: u32, _st: u64) -> Result<(), u32> {
+    fn cuLaunchKernel(
+        &mut self,
+        _io: &mut Io<'_>,
+        _f: u64,
+        _g: [u32; 3],
+        _b: [u32; 3],
+        _s: u32,
+        _st: u64,
+    ) -> Result<(), u32> {
         Err(NOT_SUPPORTED)
     }
 
@@ -606,27 +647,14 @@ impl protocol::Backend for Sim {
         Ok((0, h))
     }
     fn cublasDestroy_v2(&mut self, _io: &mut Io<'_>, handle: u64) -> Result<u32, u32> {
-        Ok(if self.blas.remove(&handle).is_some() {
-            0
-        } else {
-            cublas::status::NOT_INITIALIZED
-        })
+        Ok(if self.blas.remove(&handle).is_some() { 0 } else { cublas::status::NOT_INITIALIZED })
     }
-    fn cublas_set(
-        &mut self,
-        _io: &mut Io<'_>,
-        handle: u64,
-        what: u32,
-        value: u64,
-        _size: u64,
-    ) -> Result<(), u32> {
+    fn cublas_set(&mut self, _io: &mut Io<'_>, handle: u64, what: u32, value: u64, _size: u64) -> Result<(), u32> {
         let r = if !self.blas.contains_key(&handle) {
             Err(cublas::status::NOT_INITIALIZED)
         } else {
             match what {
-                cublas::SET_STREAM => self
-                    .stream(value)
-                    .map_err(|_| cublas::status::INVALID_VALUE),
+                cublas::SET_STREAM => self.stream(value).map_err(|_| cublas::status::INVALID_VALUE),
                 cublas::SET_MATH_MODE | cublas::SET_ATOMICS_MODE | cublas::SET_WORKSPACE => Ok(()),
                 _ => Err(cublas::status::INVALID_VALUE),
             }
@@ -642,8 +670,7 @@ impl protocol::Backend for Sim {
         args: Vec<u64>,
         scalars: Vec<u8>,
     ) -> Result<(), u32> {
-        self.blas_call(func, handle, device_scalars, &args, &scalars)
-            .map_err(cublas::deferred_code)
+        self.blas_call(func, handle, device_scalars, &args, &scalars).map_err(cublas::deferred_code)
     }
 }
 
@@ -660,8 +687,7 @@ impl Sim {
         if !self.blas.contains_key(&handle) {
             return Err(NOT_INITIALIZED);
         }
-        let (f, _) =
-            cublas::decode(func, device_scalars, args, scalars).map_err(|_| INVALID_VALUE)?;
+        let (f, _) = cublas::decode(func, device_scalars, args, scalars).map_err(|_| INVALID_VALUE)?;
         let batched = match f.name {
             "cublasSgemm_v2" => false,
             "cublasSgemmStridedBatched" => true,
@@ -702,57 +728,23 @@ impl Sim {
                 int(16),
             )
         } else {
-            (
-                args[6],
-                int(7),
-                args[8],
-                int(9),
-                args[11],
-                int(12),
-                0,
-                0,
-                0,
-                1,
-            )
+            (args[6], int(7), args[8], int(9), args[11], int(12), 0, 0, 0, 1)
         };
         let (ar, ac) = if ta { (k, m) } else { (m, k) };
         let (br, bc) = if tb { (n, k) } else { (k, n) };
-        if m < 0
-            || n < 0
-            || k < 0
-            || count < 0
-            || lda < ar.max(1)
-            || ldb < br.max(1)
-            || ldc < m.max(1)
-        {
+        if m < 0 || n < 0 || k < 0 || count < 0 || lda < ar.max(1) || ldb < br.max(1) || ldc < m.max(1) {
             return Err(INVALID_VALUE);
         }
         let extent = |rows: i64, cols: i64, ld: i64| {
-            if rows == 0 || cols == 0 {
-                0
-            } else {
-                (ld * (cols - 1) + rows) as u64 * 4
-            }
+            if rows == 0 || cols == 0 { 0 } else { (ld * (cols - 1) + rows) as u64 * 4 }
         };
-        let floats = |v: Vec<u8>| {
-            v.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect::<Vec<f32>>()
-        };
+        let floats =
+            |v: Vec<u8>| v.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
         for i in 0..count {
             let at = |p: u64, stride: i64| p.wrapping_add(stride.wrapping_mul(i).wrapping_mul(4) as u64);
-            let av = floats(
-                self.read(at(a, sa), extent(ar, ac, lda))
-                    .map_err(|_| INVALID_VALUE)?,
-            );
-            let bv = floats(
-                self.read(at(b, sb), extent(br, bc, ldb))
-                    .map_err(|_| INVALID_VALUE)?,
-            );
-            let mut cv = floats(
-                self.read(at(c, sc), extent(m, n, ldc))
-                    .map_err(|_| INVALID_VALUE)?,
-            );
+            let av = floats(self.read(at(a, sa), extent(ar, ac, lda)).map_err(|_| INVALID_VALUE)?);
+            let bv = floats(self.read(at(b, sb), extent(br, bc, ldb)).map_err(|_| INVALID_VALUE)?);
+            let mut cv = floats(self.read(at(c, sc), extent(m, n, ldc)).map_err(|_| INVALID_VALUE)?);
             sgemm_reference(
                 ta,
                 tb,
@@ -801,11 +793,7 @@ fn sgemm_reference(
                 let y = if tb { b[j + l * ldb] } else { b[l + j * ldb] };
                 acc += x * y;
             }
-            let old = if beta == 0.0 {
-                0.0
-            } else {
-                beta * c[i + j * ldc]
-            };
+            let old = if beta == 0.0 { 0.0 } else { beta * c[i + j * ldc] };
             c[i + j * ldc] = alpha * acc + old;
         }
     }

@@ -5,17 +5,17 @@
 //! While a frame executes, a helper thread sends heartbeats so that the client can tell a
 //! busy server from a dead one.
 
-use crate::{open_backend, BackendKind};
+use crate::{BackendKind, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
 use protocol::frame::{Header, OP_HELLO};
 use protocol::hello::{Hello, Welcome};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use transport::{read_exact_into, read_frame, read_header, write_frame, Stream};
+use transport::{Stream, read_exact_into, read_frame, read_header, write_frame};
 
 /// Longest a client may take to complete the handshake, however it trickles its bytes.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
@@ -201,7 +201,7 @@ impl Stats {
 
     fn report(&self) -> String {
         let mut rows: Vec<_> = self.0.iter().enumerate().filter(|(_, r)| r.0 > 0).collect();
-        rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+        rows.sort_by(|a, b| b.1.1.cmp(&a.1.1));
         rows.iter()
             .map(|(op, (n, t))| {
                 format!(

@@ -199,6 +199,9 @@ mod tests {
     /// other threads held. A hang is turned into SIGALRM in the child.
     #[test]
     fn works_in_a_forked_child() {
+        // The logger is set up once per process before any thread forks: a fork in the
+        // middle of that one-time set-up would leave the child waiting on it forever.
+        init_logging();
         // Keep another thread busy in the helpers while forking.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let busy = {

@@ -4,9 +4,9 @@
 use crate::addr::{Address, Stream};
 use crate::framing::{read_exact_into, read_header, write_frame};
 use parking_lot::Mutex;
+use protocol::Call;
 use protocol::frame::{Header, OP_HELLO};
 use protocol::hello::{Hello, Welcome};
-use protocol::Call;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -98,7 +98,13 @@ impl Conn {
     pub fn handshake(stream: Stream, address: &Address, hello: &Hello, t: Timeouts) -> Result<(Conn, Welcome), Error> {
         stream.set_timeouts(Some(t.connect), Some(t.write)).map_err(Error::io)?;
         let conn = Conn {
-            inner: Mutex::new(Inner { stream, seq: 0, reply: Vec::new(), pending: Vec::with_capacity(BATCH_BYTES), since: None }),
+            inner: Mutex::new(Inner {
+                stream,
+                seq: 0,
+                reply: Vec::new(),
+                pending: Vec::with_capacity(BATCH_BYTES),
+                since: None,
+            }),
             dead: AtomicBool::new(false),
             address: address.clone(),
             kick: Mutex::new(None),
@@ -125,7 +131,13 @@ impl Conn {
     }
 
     /// A typed call: one-way calls return as soon as the frame is written.
-    pub fn call<C: Call>(&self, ctx: u64, c: &C, bulk_in: &[&[u8]], bulk_out: Option<&mut [u8]>) -> Result<C::Ret, Error> {
+    pub fn call<C: Call>(
+        &self,
+        ctx: u64,
+        c: &C,
+        bulk_in: &[&[u8]],
+        bulk_out: Option<&mut [u8]>,
+    ) -> Result<C::Ret, Error> {
         let args = postcard::to_allocvec(c).map_err(|e| Error::Lost(e.to_string()))?;
         if C::ONEWAY {
             self.send(C::OP, ctx, &args, bulk_in)?;
@@ -219,9 +231,12 @@ impl Conn {
                 continue;
             }
             if r.seq != seq || r.op != op {
-                return Err(self.fail(format!("reply out of order: got seq {} op {}, want seq {seq} op {op}", r.seq, r.op)));
+                return Err(
+                    self.fail(format!("reply out of order: got seq {} op {}, want seq {seq} op {op}", r.seq, r.op))
+                );
             }
-            read_exact_into(&mut inner.stream, &mut inner.reply, r.args_len as usize).map_err(|e| self.fail(e.to_string()))?;
+            read_exact_into(&mut inner.stream, &mut inner.reply, r.args_len as usize)
+                .map_err(|e| self.fail(e.to_string()))?;
             let n = r.bulk_len as usize;
             if n > 0 {
                 let Some(out) = bulk_out else {

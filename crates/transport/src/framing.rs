@@ -1,4 +1,4 @@
-use protocol::frame::{Header, HEADER_LEN};
+use protocol::frame::{HEADER_LEN, Header};
 use std::io::{self, IoSlice, Read, Write};
 use zerocopy::IntoBytes;
 

@@ -574,13 +574,15 @@ fn location(l: &mut CUmemLocation) -> Result<Option<usize>, R> {
     Ok(Some(d.server as usize))
 }
 
-/// An allocation property with its device translated, and where calls about it go.
+/// An allocation property with its device translated, and where calls about it go (a
+/// context of that device where this process has one).
 fn prop_on(prop: *const CUmemAllocationProp) -> Result<(Target, Vec<u8>), R> {
     let mut p = *unsafe { prop.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
-    let t = match location(&mut p.location)? {
-        Some(server) => route::on(server, 0),
-        None => route::here(),
+    let t = match p.location.type_ {
+        CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE => route::for_device(p.location.id)?,
+        _ => route::here(),
     };
+    location(&mut p.location)?;
     Ok((t, as_bytes(std::slice::from_ref(&p))))
 }
 
@@ -645,7 +647,8 @@ pub extern "C" fn cuMemMap(ptr: CUdeviceptr, size: usize, offset: usize, handle:
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         route::call(t, &ops::cuMemMap { ptr, size: size as u64, offset: offset as u64, handle: route::raw(handle), flags })?;
-        route::add_device_range(ptr, size as u64, t.ctx);
+        // The memory is the device's the handle was made for.
+        route::add_device_range(ptr, size as u64, route::owner(handle).unwrap_or(t.ctx));
         Ok(())
     })
 }

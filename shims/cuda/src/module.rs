@@ -192,7 +192,7 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
     entry(|| {
         let t = route::of(m as u64)?;
         let (p, n) = route::call(t, &ops::cuModuleGetGlobal_v2 { module: route::raw(m as u64), name: name_of(name)? })?;
-        route::add_device_range(p, n, t.ctx);
+        route::add_device_range(p, n, route::owner(m as u64).unwrap_or(t.ctx));
         if !dptr.is_null() {
             unsafe { *dptr = p };
         }

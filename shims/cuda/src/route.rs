@@ -23,7 +23,7 @@ use crate::state::{self, MemKind, R};
 use abi::cuda::CUresult;
 use parking_lot::RwLock;
 use protocol::frame::CHUNK;
-use protocol::{ops, Call};
+use protocol::{Call, ops};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
@@ -83,16 +83,15 @@ pub fn tag(server: usize, raw: u64) -> Result<u64, R> {
 
 /// Remember the context a new handle belongs to.
 pub fn remember(h: u64, ctx: u64) {
-    if servers() > 1 {
-        tables().owners.write().insert(h, ctx);
-    }
+    tables().owners.write().insert(h, ctx);
 }
 
 pub fn forget(h: u64) {
     tables().owners.write().remove(&h);
 }
 
-fn owner(h: u64) -> Option<u64> {
+/// The context handle `h` was made in, if it was remembered.
+pub fn owner(h: u64) -> Option<u64> {
     tables().owners.read().get(&h).copied()
 }
 
@@ -115,6 +114,22 @@ pub fn on(server: usize, ctx: u64) -> Target {
     }
     let any = state::tables().contexts.read().iter().find(|(_, i)| i.server == server).map(|(&c, _)| c);
     Target { server, ctx: any.unwrap_or(0) }
+}
+
+/// Work for device `dev` (this process's ordinal): in the current context if it is that
+/// device's, else in a context of that device this process has, else on its server.
+pub fn for_device(dev: i32) -> Result<Target, R> {
+    let d = state::device(dev)?;
+    let server = d.server as usize;
+    let h = here();
+    if h.ctx != 0 && state::ctx_info(h.ctx).is_some_and(|i| i.device == dev) {
+        return Ok(h);
+    }
+    let mine = state::tables().contexts.read().iter().find(|(_, i)| i.device == dev).map(|(&c, _)| c);
+    Ok(match mine {
+        Some(ctx) => on(server, ctx),
+        None => on(server, 0),
+    })
 }
 
 /// Where a call on handle `h` goes.
@@ -154,7 +169,11 @@ pub fn ptr(p: u64) -> Target {
 pub fn with_stream(t: Target, s: u64) -> Result<Target, R> {
     if special(s) {
         let h = here();
-        return if h.server == t.server { Ok(if h.ctx != 0 { h } else { t }) } else { Err(CUresult::CUDA_ERROR_INVALID_HANDLE) };
+        return if h.server == t.server {
+            Ok(if h.ctx != 0 { h } else { t })
+        } else {
+            Err(CUresult::CUDA_ERROR_INVALID_HANDLE)
+        };
     }
     let st = of(s)?;
     if st.server != t.server {
@@ -187,7 +206,9 @@ pub fn wait_stream(s: u64) -> Result<(), R> {
 /// form) goes, and the server's value of the stream. A stream of another server is waited
 /// for first; the work then runs synchronously on the memory's server (`None`).
 pub fn place(t: Target, stream: Option<u64>) -> Result<(Target, Option<u64>), R> {
-    let Some(s) = stream else { return Ok((t, None)) };
+    let Some(s) = stream else {
+        return Ok((t, None));
+    };
     let st = self::stream(s)?;
     if st.server == t.server {
         return Ok((if special(s) { t } else { st }, Some(raw(s))));
@@ -200,7 +221,13 @@ pub fn place(t: Target, stream: Option<u64>) -> Result<(Target, Option<u64>), R>
 
 /// Whether `[start, start+len)` overlaps a range of `map` (start → entry, `len_of` its
 /// length) for which `counts` holds.
-pub fn overlaps<V>(map: &BTreeMap<u64, V>, start: u64, len: u64, len_of: impl Fn(&V) -> u64, counts: impl Fn(&V) -> bool) -> bool {
+pub fn overlaps<V>(
+    map: &BTreeMap<u64, V>,
+    start: u64,
+    len: u64,
+    len_of: impl Fn(&V) -> u64,
+    counts: impl Fn(&V) -> bool,
+) -> bool {
     let end = start.saturating_add(len.max(1));
     map.range(..end).any(|(&s, v)| counts(v) && s.saturating_add(len_of(v).max(1)) > start)
 }
@@ -220,22 +247,38 @@ const TRIES: usize = 16;
 /// An allocation (`get`) on `server` whose range does not overlap another server's: one
 /// that does is kept while the next is made (so the server cannot hand it out again), and
 /// all kept ones are given back (`give_back`) at the end.
-pub fn unique(server: usize, len: u64, mut get: impl FnMut() -> Result<u64, R>, mut give_back: impl FnMut(u64)) -> Result<u64, R> {
+pub fn unique(
+    server: usize,
+    len: u64,
+    get: impl FnMut() -> Result<u64, R>,
+    give_back: impl FnMut(u64),
+) -> Result<u64, R> {
     if servers() <= 1 {
+        let mut get = get;
         return get();
     }
+    retry_until_free(get, give_back, |p| taken_elsewhere(server, p, len))
+}
+
+/// The retry of [`unique`]: `get` until `taken` says no, at most [`TRIES`] times.
+fn retry_until_free(
+    mut get: impl FnMut() -> Result<u64, R>,
+    mut give_back: impl FnMut(u64),
+    taken: impl Fn(u64) -> bool,
+) -> Result<u64, R> {
     let mut held = Vec::new();
     let r = loop {
         let p = match get() {
             Ok(p) => p,
             Err(e) => break Err(e),
         };
-        if !taken_elsewhere(server, p, len) {
+        if !taken(p) {
             break Ok(p);
         }
         shim_support::log_once!(
             "vgpu-address-collision",
-            "vgpu: server {server} handed out {p:#x}, already used on another server; allocating again"
+            "vgpu: two servers hand out the same device addresses (two servers on one host?); \
+             vgpu allocates again to keep them apart"
         );
         held.push(p);
         if held.len() == TRIES {
@@ -378,10 +421,53 @@ mod tests {
     }
 
     #[test]
+    fn colliding_allocations_are_retried_and_given_back() {
+        // The first two answers collide: both are held while retrying, then given back.
+        let mut next = 0x1000;
+        let mut back = Vec::new();
+        let r = retry_until_free(
+            || {
+                next += 0x1000;
+                Ok(next)
+            },
+            |p| back.push(p),
+            |p| p < 0x4000,
+        );
+        assert_eq!(r, Ok(0x4000));
+        assert_eq!(back, vec![0x2000, 0x3000]);
+        // Always taken: give up after TRIES, with everything given back.
+        let mut back = Vec::new();
+        let r = retry_until_free(|| Ok(0x10), |p| back.push(p), |_| true);
+        assert_eq!(r, Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY));
+        assert_eq!(back.len(), TRIES);
+        // A failing allocation stops the retry; what was held goes back.
+        let mut calls = 0;
+        let mut back = Vec::new();
+        let r = retry_until_free(
+            || {
+                calls += 1;
+                if calls == 1 { Ok(0x5000) } else { Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY) }
+            },
+            |p| back.push(p),
+            |p| p == 0x5000,
+        );
+        assert_eq!(r, Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY));
+        assert_eq!(back, vec![0x5000]);
+    }
+
+    #[test]
     fn single_server_allocations_are_not_retried() {
         // Before cuInit (and with one server) whatever the server answers is taken.
         let mut calls = 0;
-        let r = unique(0, 16, || { calls += 1; Ok(0x1000) }, |_| panic!("nothing to give back"));
+        let r = unique(
+            0,
+            16,
+            || {
+                calls += 1;
+                Ok(0x1000)
+            },
+            |_| panic!("nothing to give back"),
+        );
         assert_eq!((r, calls), (Ok(0x1000), 1));
     }
 }

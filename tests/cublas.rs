@@ -10,21 +10,12 @@ fn run_basic(major: u32) {
     let lib = lib_dir(tmp.path());
     let blas = format!("libcublas.so.{major}");
     let lt = format!("libcublasLt.so.{major}");
-    let exe = compile_c(
-        "cublas_basic",
-        tmp.path(),
-        &lib,
-        &[&blas, &lt, "libcuda.so.1"],
-    );
+    let exe = compile_c("cublas_basic", tmp.path(), &lib, &[&blas, &lt, "libcuda.so.1"]);
     let server = Server::sim(tmp.path(), &[]);
     let out = run(&exe, &lib, &server.address, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
     let version = stdout.lines().find(|l| l.starts_with("version ")).unwrap();
     assert!(version.contains(&format!("major {major} ")), "{version}");
     for line in [
@@ -44,10 +35,7 @@ fn run_basic(major: u32) {
     // The stub names itself once; nothing else is logged.
     let lines: Vec<_> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "stderr:\n{stderr}");
-    assert!(
-        lines[0].contains("cublasSnrm2_v2 is not implemented"),
-        "{stderr}"
-    );
+    assert!(lines[0].contains("cublasSnrm2_v2 is not implemented"), "{stderr}");
 }
 
 #[test]
@@ -64,20 +52,12 @@ fn cublas12_on_sim() {
 fn cublas_create_fails_cleanly_without_a_server() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = lib_dir(tmp.path());
-    let exe = compile_c(
-        "cublas_basic",
-        tmp.path(),
-        &lib,
-        &["libcublas.so.13", "libcublasLt.so.13", "libcuda.so.1"],
-    );
+    let exe = compile_c("cublas_basic", tmp.path(), &lib, &["libcublas.so.13", "libcublasLt.so.13", "libcuda.so.1"]);
     let gone = format!("unix:{}/nobody.sock", tmp.path().display());
     let t = std::time::Instant::now();
     let out = run(&exe, &lib, &gone, &[]);
     assert!(t.elapsed().as_secs_f64() < 10.0);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("cublasCreate_v2(&h) -> CUBLAS_STATUS_NOT_INITIALIZED"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("cublasCreate_v2(&h) -> CUBLAS_STATUS_NOT_INITIALIZED"), "{stdout}");
     assert_eq!(out.status.code(), Some(1));
 }

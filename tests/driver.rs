@@ -21,7 +21,8 @@ fn driver_api_round_trip_on_sim() {
     let nvml = compile_c("nvml_basic", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
     let n = run(&nvml, &lib, &server.address, &[]);
     let ns = String::from_utf8_lossy(&n.stdout);
-    let field = |s: &str, k: &str| s.split(&format!("{k}=")).nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let field =
+        |s: &str, k: &str| s.split(&format!("{k}=")).nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     let drv = stdout.lines().next().unwrap();
     let dev0 = ns.lines().nth(1).unwrap();
     assert_eq!(field(drv, "total"), field(dev0, "total"));

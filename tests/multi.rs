@@ -13,11 +13,7 @@ use std::process::Output;
 fn two_servers(root: &Path, devices: &str, ids: [&str; 2]) -> (Server, Server, String) {
     let start = |name: &str, id: &str| {
         let addr = format!("unix:{}", root.join(name).display());
-        Server::start(
-            &addr,
-            &["--backend", "sim"],
-            &["--devices", devices, "--sim-id", id],
-        )
+        Server::start(&addr, &["--backend", "sim"], &["--devices", devices, "--sim-id", id])
     };
     let (a, b) = (start("a.sock", ids[0]), start("b.sock", ids[1]));
     let both = format!("{},{}", a.address, b.address);
@@ -27,11 +23,7 @@ fn two_servers(root: &Path, devices: &str, ids: [&str; 2]) -> (Server, Server, S
 fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
     stdout
 }
 
@@ -41,22 +33,11 @@ fn devices(stdout: &str) -> Vec<(String, String)> {
         .lines()
         .filter(|l| l.starts_with("dev "))
         .map(|l| {
-            let field = |k: &str| {
-                l.split(&format!("{k}="))
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_string()
-            };
+            let field =
+                |k: &str| l.split(&format!("{k}=")).nth(1).unwrap().split_whitespace().next().unwrap().to_string();
             let bus = field("bus").to_ascii_lowercase();
             // NVML writes a 32-bit domain (00000000:18:00.0), CUDA a 16-bit one (0000:18:00.0).
-            let bus = if bus.len() == 16 {
-                bus[4..].to_string()
-            } else {
-                bus
-            };
+            let bus = if bus.len() == 16 { bus[4..].to_string() } else { bus };
             (field("uuid"), bus)
         })
         .collect()
@@ -114,30 +95,15 @@ fn four_devices_of_two_servers_in_one_order() {
     assert_eq!(nvml_devices(&p, &both), nvml);
 
     let out = ok(&run_arg(&p.driver, &p.lib, &both, "64", &[]));
-    assert_eq!(
-        devices(&out),
-        nvml,
-        "the driver API lists what NVML lists\n{out}"
-    );
-    for line in [
-        "buffers ok",
-        "vmm ok",
-        "copies ok",
-        "cross-server handles refused",
-        "handles ok",
-        "done",
-    ] {
+    assert_eq!(devices(&out), nvml, "the driver API lists what NVML lists\n{out}");
+    for line in ["buffers ok", "vmm ok", "copies ok", "cross-server handles refused", "handles ok", "done"] {
         assert!(out.contains(line), "{line}\n{out}");
     }
     // Peer access only within a server; copies work between every pair regardless.
     assert!(out.contains("pair 0->1 ok peer-access=1"), "{out}");
     assert!(out.contains("pair 1->2 ok peer-access=0"), "{out}");
     assert!(out.contains("pair 3->0 ok peer-access=0"), "{out}");
-    assert_eq!(
-        out.lines().filter(|l| l.starts_with("pair ")).count(),
-        12,
-        "{out}"
-    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("pair ")).count(), 12, "{out}");
 }
 
 #[test]
@@ -147,16 +113,8 @@ fn runtime_sees_the_same_four_devices_and_copies_between_them() {
     let (_a, _b, both) = two_servers(tmp.path(), "2", ["1", "2"]);
     let nvml = nvml_devices(&p, &both);
     let out = ok(&run_arg(&p.cudart, &p.lib, &both, "64", &[]));
-    assert_eq!(
-        devices(&out),
-        nvml,
-        "the runtime lists what NVML lists\n{out}"
-    );
-    assert_eq!(
-        out.lines().filter(|l| l.starts_with("pair ")).count(),
-        12,
-        "{out}"
-    );
+    assert_eq!(devices(&out), nvml, "the runtime lists what NVML lists\n{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("pair ")).count(), 12, "{out}");
     assert!(out.contains("pair 2->3 ok peer-access=1"), "{out}");
     assert!(out.contains("pair 0->3 ok peer-access=0"), "{out}");
     for line in ["copies ok", "done"] {
@@ -177,10 +135,7 @@ fn cuda_visible_devices_picks_and_orders_across_servers() {
     let out = ok(&run_arg(&p.driver, &p.lib, &both, "1", &env));
     assert!(out.contains("devices 2"), "{out}");
     assert_eq!(devices(&out), pick(&[2, 0]), "{out}");
-    assert!(
-        out.contains("copies ok") && out.contains("handles ok"),
-        "{out}"
-    );
+    assert!(out.contains("copies ok") && out.contains("handles ok"), "{out}");
     let out = ok(&run_arg(&p.cudart, &p.lib, &both, "1", &env));
     assert_eq!(devices(&out), pick(&[2, 0]), "{out}");
     assert!(out.contains("copies ok"), "{out}");
@@ -206,43 +161,19 @@ fn two_servers_of_the_same_gpu_are_two_devices() {
     let (_a, _b, both) = two_servers(tmp.path(), "1", ["5", "5"]);
     let nvml = nvml_devices(&p, &both);
     assert_eq!(nvml.len(), 2, "{nvml:?}");
-    assert_ne!(
-        nvml[0].0, nvml[1].0,
-        "the second occurrence gets a derived UUID"
-    );
+    assert_ne!(nvml[0].0, nvml[1].0, "the second occurrence gets a derived UUID");
     assert_ne!(nvml[0].1, nvml[1].1, "and a PCI domain of its own");
     assert_eq!(&nvml[1].0[18..19], "8", "a version-8 UUID: {}", nvml[1].0);
     assert!(nvml[1].1.starts_with("0100:"), "{nvml:?}");
     let out = ok(&run_arg(&p.driver, &p.lib, &both, "8", &[]));
-    assert_eq!(
-        devices(&out),
-        nvml,
-        "CUDA reports the derived identity too\n{out}"
-    );
-    for line in [
-        "buffers ok",
-        "vmm ok",
-        "pair 0->1 ok peer-access=0",
-        "pair 1->0 ok",
-        "handles ok",
-        "done",
-    ] {
+    assert_eq!(devices(&out), nvml, "CUDA reports the derived identity too\n{out}");
+    for line in ["buffers ok", "vmm ok", "pair 0->1 ok peer-access=0", "pair 1->0 ok", "handles ok", "done"] {
         assert!(out.contains(line), "{line}\n{out}");
     }
     // CUDA_VISIBLE_DEVICES can name the derived UUID.
     let spec = format!("{},{}", nvml[1].0, nvml[0].0);
-    let out = ok(&run_arg(
-        &p.driver,
-        &p.lib,
-        &both,
-        "1",
-        &[("CUDA_VISIBLE_DEVICES", spec.as_str())],
-    ));
-    assert_eq!(
-        devices(&out),
-        vec![nvml[1].clone(), nvml[0].clone()],
-        "{out}"
-    );
+    let out = ok(&run_arg(&p.driver, &p.lib, &both, "1", &[("CUDA_VISIBLE_DEVICES", spec.as_str())]));
+    assert_eq!(devices(&out), vec![nvml[1].clone(), nvml[0].clone()], "{out}");
 }
 
 #[test]
@@ -274,11 +205,7 @@ fn gpus_option_serves_a_subset() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("--gpus 5"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--gpus 5"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
 
 #[test]
@@ -287,22 +214,11 @@ fn cublas_on_a_device_of_the_second_server() {
     // cuBLAS, which talks through libcuda's private ABI, must still reach them.
     let tmp = tempfile::tempdir().unwrap();
     let lib = lib_dir(tmp.path());
-    let exe = compile_c(
-        "cublas_basic",
-        tmp.path(),
-        &lib,
-        &["libcublas.so.13", "libcublasLt.so.13", "libcuda.so.1"],
-    );
+    let exe = compile_c("cublas_basic", tmp.path(), &lib, &["libcublas.so.13", "libcublasLt.so.13", "libcuda.so.1"]);
     let (_a, _b, both) = two_servers(tmp.path(), "2", ["1", "2"]);
     let out = run_arg(&exe, &lib, &both, "", &[("CUDA_VISIBLE_DEVICES", "3")]);
     let stdout = ok(&out);
-    for line in [
-        "settings ok",
-        "sgemm host scalars ok",
-        "sgemm device scalars ok",
-        "deferred error 1",
-        "done",
-    ] {
+    for line in ["settings ok", "sgemm host scalars ok", "sgemm device scalars ok", "deferred error 1", "done"] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 }

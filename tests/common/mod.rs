@@ -251,12 +251,7 @@ pub fn free_tcp_address() -> String {
 impl Server {
     /// Like [`Server::start`], with extra environment (e.g. `VGPU_LOG=error` to keep the
     /// expected complaints about bad input out of the test output).
-    pub fn start_env(
-        address: &str,
-        backend: &[&str],
-        extra: &[&str],
-        envs: &[(&str, &str)],
-    ) -> Server {
+    pub fn start_env(address: &str, backend: &[&str], extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_vgpu"))
             .arg("serve")
             .arg("--listen")
@@ -269,10 +264,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start vgpu serve");
-        let s = Server {
-            child,
-            address: address.to_string(),
-        };
+        let s = Server { child, address: address.to_string() };
         s.wait_ready();
         s
     }
@@ -280,12 +272,7 @@ impl Server {
     /// A quiet sim server on a fresh unix socket under `root`.
     pub fn sim_quiet(root: &Path, extra: &[&str]) -> Server {
         let sock = root.join(format!("vgpu-q-{}.sock", std::process::id()));
-        Self::start_env(
-            &format!("unix:{}", sock.display()),
-            &["--backend", "sim"],
-            extra,
-            &[("VGPU_LOG", "error")],
-        )
+        Self::start_env(&format!("unix:{}", sock.display()), &["--backend", "sim"], extra, &[("VGPU_LOG", "error")])
     }
 
     pub fn pid(&self) -> u32 {
@@ -313,10 +300,7 @@ pub fn hello(token: &str) -> protocol::hello::Hello {
 /// A Rust client session (what the shims use underneath), with a short silence limit.
 pub fn rust_client(address: &str, token: &str) -> Result<transport::Conn, transport::Error> {
     let addr: transport::Address = address.parse().unwrap();
-    let t = transport::Timeouts {
-        silence: Duration::from_secs(4),
-        ..Default::default()
-    };
+    let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
     transport::Conn::connect(&addr, &hello(token), t).map(|(c, _)| c)
 }
 
@@ -365,11 +349,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// Send `sig` to `pid`.
 pub fn signal(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
     assert!(st.success(), "kill -{sig} {pid}");
 }
 

@@ -100,8 +100,7 @@ pub struct __nv_bfloat16_raw {
 const _: () = {
     ["Size of __nv_bfloat16_raw"][::std::mem::size_of::<__nv_bfloat16_raw>() - 2usize];
     ["Alignment of __nv_bfloat16_raw"][::std::mem::align_of::<__nv_bfloat16_raw>() - 2usize];
-    ["Offset of field: __nv_bfloat16_raw::x"]
-        [::std::mem::offset_of!(__nv_bfloat16_raw, x) - 0usize];
+    ["Offset of field: __nv_bfloat16_raw::x"][::std::mem::offset_of!(__nv_bfloat16_raw, x) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -304,12 +303,9 @@ impl cublasComputeType_t {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasComputeType_t(pub ::std::os::raw::c_uint);
 impl cublasEmulationStrategy_t {
-    pub const CUBLAS_EMULATION_STRATEGY_DEFAULT: cublasEmulationStrategy_t =
-        cublasEmulationStrategy_t(0);
-    pub const CUBLAS_EMULATION_STRATEGY_PERFORMANT: cublasEmulationStrategy_t =
-        cublasEmulationStrategy_t(1);
-    pub const CUBLAS_EMULATION_STRATEGY_EAGER: cublasEmulationStrategy_t =
-        cublasEmulationStrategy_t(2);
+    pub const CUBLAS_EMULATION_STRATEGY_DEFAULT: cublasEmulationStrategy_t = cublasEmulationStrategy_t(0);
+    pub const CUBLAS_EMULATION_STRATEGY_PERFORMANT: cublasEmulationStrategy_t = cublasEmulationStrategy_t(1);
+    pub const CUBLAS_EMULATION_STRATEGY_EAGER: cublasEmulationStrategy_t = cublasEmulationStrategy_t(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -320,8 +316,7 @@ pub struct cublasContext {
     _unused: [u8; 0],
 }
 pub type cublasHandle_t = *mut cublasContext;
-pub type cublasLogCallback =
-    ::std::option::Option<unsafe extern "C" fn(msg: *const ::std::os::raw::c_char)>;
+pub type cublasLogCallback = ::std::option::Option<unsafe extern "C" fn(msg: *const ::std::os::raw::c_char)>;
 pub type FILE = _IO_FILE;
 #[repr(C)]
 #[repr(align(8))]
@@ -347,10 +342,8 @@ pub struct cublasLtMatrixLayoutOpaque_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cublasLtMatrixLayoutOpaque_t"]
-        [::std::mem::size_of::<cublasLtMatrixLayoutOpaque_t>() - 64usize];
-    ["Alignment of cublasLtMatrixLayoutOpaque_t"]
-        [::std::mem::align_of::<cublasLtMatrixLayoutOpaque_t>() - 8usize];
+    ["Size of cublasLtMatrixLayoutOpaque_t"][::std::mem::size_of::<cublasLtMatrixLayoutOpaque_t>() - 64usize];
+    ["Alignment of cublasLtMatrixLayoutOpaque_t"][::std::mem::align_of::<cublasLtMatrixLayoutOpaque_t>() - 8usize];
     ["Offset of field: cublasLtMatrixLayoutOpaque_t::data"]
         [::std::mem::offset_of!(cublasLtMatrixLayoutOpaque_t, data) - 0usize];
 };
@@ -364,8 +357,7 @@ pub struct cublasLtMatmulAlgo_t {
 const _: () = {
     ["Size of cublasLtMatmulAlgo_t"][::std::mem::size_of::<cublasLtMatmulAlgo_t>() - 64usize];
     ["Alignment of cublasLtMatmulAlgo_t"][::std::mem::align_of::<cublasLtMatmulAlgo_t>() - 8usize];
-    ["Offset of field: cublasLtMatmulAlgo_t::data"]
-        [::std::mem::offset_of!(cublasLtMatmulAlgo_t, data) - 0usize];
+    ["Offset of field: cublasLtMatmulAlgo_t::data"][::std::mem::offset_of!(cublasLtMatmulAlgo_t, data) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -374,10 +366,8 @@ pub struct cublasLtMatmulDescOpaque_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cublasLtMatmulDescOpaque_t"]
-        [::std::mem::size_of::<cublasLtMatmulDescOpaque_t>() - 256usize];
-    ["Alignment of cublasLtMatmulDescOpaque_t"]
-        [::std::mem::align_of::<cublasLtMatmulDescOpaque_t>() - 8usize];
+    ["Size of cublasLtMatmulDescOpaque_t"][::std::mem::size_of::<cublasLtMatmulDescOpaque_t>() - 256usize];
+    ["Alignment of cublasLtMatmulDescOpaque_t"][::std::mem::align_of::<cublasLtMatmulDescOpaque_t>() - 8usize];
     ["Offset of field: cublasLtMatmulDescOpaque_t::data"]
         [::std::mem::offset_of!(cublasLtMatmulDescOpaque_t, data) - 0usize];
 };
@@ -404,8 +394,7 @@ pub struct cublasLtMatmulPreferenceOpaque_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cublasLtMatmulPreferenceOpaque_t"]
-        [::std::mem::size_of::<cublasLtMatmulPreferenceOpaque_t>() - 64usize];
+    ["Size of cublasLtMatmulPreferenceOpaque_t"][::std::mem::size_of::<cublasLtMatmulPreferenceOpaque_t>() - 64usize];
     ["Alignment of cublasLtMatmulPreferenceOpaque_t"]
         [::std::mem::align_of::<cublasLtMatmulPreferenceOpaque_t>() - 8usize];
     ["Offset of field: cublasLtMatmulPreferenceOpaque_t::data"]
@@ -1153,37 +1142,24 @@ impl cublasLtClusterShape_t {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtClusterShape_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulInnerShape_t {
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_UNDEFINED: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(0);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA884: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(1);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA1684: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(2);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA1688: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(3);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA16816: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(4);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_END: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(5);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_UNDEFINED: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(0);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA884: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(1);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA1684: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(2);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA1688: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(3);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA16816: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(4);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_END: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(5);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtMatmulInnerShape_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulMatrixScale_t {
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(0);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(1);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC32_UE8M0: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(2);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(3);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(4);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(5);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_END: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(6);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(0);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(1);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC32_UE8M0: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(2);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(3);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(4);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(5);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_END: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(6);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1192,21 +1168,16 @@ impl cublasLtPointerMode_t {
     pub const CUBLASLT_POINTER_MODE_HOST: cublasLtPointerMode_t = cublasLtPointerMode_t(0);
     pub const CUBLASLT_POINTER_MODE_DEVICE: cublasLtPointerMode_t = cublasLtPointerMode_t(1);
     pub const CUBLASLT_POINTER_MODE_DEVICE_VECTOR: cublasLtPointerMode_t = cublasLtPointerMode_t(2);
-    pub const CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_ZERO: cublasLtPointerMode_t =
-        cublasLtPointerMode_t(3);
-    pub const CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST: cublasLtPointerMode_t =
-        cublasLtPointerMode_t(4);
+    pub const CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_ZERO: cublasLtPointerMode_t = cublasLtPointerMode_t(3);
+    pub const CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST: cublasLtPointerMode_t = cublasLtPointerMode_t(4);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtPointerMode_t(pub ::std::os::raw::c_uint);
 impl cublasLtPointerModeMask_t {
-    pub const CUBLASLT_POINTER_MODE_MASK_HOST: cublasLtPointerModeMask_t =
-        cublasLtPointerModeMask_t(1);
-    pub const CUBLASLT_POINTER_MODE_MASK_DEVICE: cublasLtPointerModeMask_t =
-        cublasLtPointerModeMask_t(2);
-    pub const CUBLASLT_POINTER_MODE_MASK_DEVICE_VECTOR: cublasLtPointerModeMask_t =
-        cublasLtPointerModeMask_t(4);
+    pub const CUBLASLT_POINTER_MODE_MASK_HOST: cublasLtPointerModeMask_t = cublasLtPointerModeMask_t(1);
+    pub const CUBLASLT_POINTER_MODE_MASK_DEVICE: cublasLtPointerModeMask_t = cublasLtPointerModeMask_t(2);
+    pub const CUBLASLT_POINTER_MODE_MASK_DEVICE_VECTOR: cublasLtPointerModeMask_t = cublasLtPointerModeMask_t(4);
     pub const CUBLASLT_POINTER_MODE_MASK_ALPHA_DEVICE_VECTOR_BETA_ZERO: cublasLtPointerModeMask_t =
         cublasLtPointerModeMask_t(8);
     pub const CUBLASLT_POINTER_MODE_MASK_ALPHA_DEVICE_VECTOR_BETA_HOST: cublasLtPointerModeMask_t =
@@ -1234,95 +1205,65 @@ impl cublasLtBatchMode_t {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtBatchMode_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatrixLayoutAttribute_t {
-    pub const CUBLASLT_MATRIX_LAYOUT_TYPE: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(0);
-    pub const CUBLASLT_MATRIX_LAYOUT_ORDER: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(1);
-    pub const CUBLASLT_MATRIX_LAYOUT_ROWS: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(2);
-    pub const CUBLASLT_MATRIX_LAYOUT_COLS: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(3);
-    pub const CUBLASLT_MATRIX_LAYOUT_LD: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(4);
-    pub const CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(5);
+    pub const CUBLASLT_MATRIX_LAYOUT_TYPE: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(0);
+    pub const CUBLASLT_MATRIX_LAYOUT_ORDER: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(1);
+    pub const CUBLASLT_MATRIX_LAYOUT_ROWS: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(2);
+    pub const CUBLASLT_MATRIX_LAYOUT_COLS: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(3);
+    pub const CUBLASLT_MATRIX_LAYOUT_LD: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(4);
+    pub const CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(5);
     pub const CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: cublasLtMatrixLayoutAttribute_t =
         cublasLtMatrixLayoutAttribute_t(6);
-    pub const CUBLASLT_MATRIX_LAYOUT_PLANE_OFFSET: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(7);
-    pub const CUBLASLT_MATRIX_LAYOUT_BATCH_MODE: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(8);
+    pub const CUBLASLT_MATRIX_LAYOUT_PLANE_OFFSET: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(7);
+    pub const CUBLASLT_MATRIX_LAYOUT_BATCH_MODE: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtMatrixLayoutAttribute_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulDescAttributes_t {
-    pub const CUBLASLT_MATMUL_DESC_COMPUTE_TYPE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(0);
-    pub const CUBLASLT_MATMUL_DESC_SCALE_TYPE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(1);
-    pub const CUBLASLT_MATMUL_DESC_POINTER_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(2);
-    pub const CUBLASLT_MATMUL_DESC_TRANSA: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(3);
-    pub const CUBLASLT_MATMUL_DESC_TRANSB: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(4);
-    pub const CUBLASLT_MATMUL_DESC_TRANSC: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(5);
-    pub const CUBLASLT_MATMUL_DESC_FILL_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(6);
-    pub const CUBLASLT_MATMUL_DESC_EPILOGUE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(7);
-    pub const CUBLASLT_MATMUL_DESC_BIAS_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(8);
+    pub const CUBLASLT_MATMUL_DESC_COMPUTE_TYPE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(0);
+    pub const CUBLASLT_MATMUL_DESC_SCALE_TYPE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(1);
+    pub const CUBLASLT_MATMUL_DESC_POINTER_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(2);
+    pub const CUBLASLT_MATMUL_DESC_TRANSA: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(3);
+    pub const CUBLASLT_MATMUL_DESC_TRANSB: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(4);
+    pub const CUBLASLT_MATMUL_DESC_TRANSC: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(5);
+    pub const CUBLASLT_MATMUL_DESC_FILL_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(6);
+    pub const CUBLASLT_MATMUL_DESC_EPILOGUE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(7);
+    pub const CUBLASLT_MATMUL_DESC_BIAS_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(8);
     pub const CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(10);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(11);
-    pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(12);
+    pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(12);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(13);
     pub const CUBLASLT_MATMUL_DESC_ALPHA_VECTOR_BATCH_STRIDE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(14);
-    pub const CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(15);
-    pub const CUBLASLT_MATMUL_DESC_A_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(17);
-    pub const CUBLASLT_MATMUL_DESC_B_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(18);
-    pub const CUBLASLT_MATMUL_DESC_C_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(19);
-    pub const CUBLASLT_MATMUL_DESC_D_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(20);
-    pub const CUBLASLT_MATMUL_DESC_AMAX_D_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(21);
+    pub const CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(15);
+    pub const CUBLASLT_MATMUL_DESC_A_SCALE_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(17);
+    pub const CUBLASLT_MATMUL_DESC_B_SCALE_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(18);
+    pub const CUBLASLT_MATMUL_DESC_C_SCALE_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(19);
+    pub const CUBLASLT_MATMUL_DESC_D_SCALE_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(20);
+    pub const CUBLASLT_MATMUL_DESC_AMAX_D_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(21);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(22);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(23);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_AMAX_POINTER: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(24);
-    pub const CUBLASLT_MATMUL_DESC_FAST_ACCUM: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(25);
-    pub const CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(26);
+    pub const CUBLASLT_MATMUL_DESC_FAST_ACCUM: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(25);
+    pub const CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(26);
     pub const CUBLASLT_MATMUL_DESC_ATOMIC_SYNC_NUM_CHUNKS_D_ROWS: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(27);
     pub const CUBLASLT_MATMUL_DESC_ATOMIC_SYNC_NUM_CHUNKS_D_COLS: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(28);
     pub const CUBLASLT_MATMUL_DESC_ATOMIC_SYNC_IN_COUNTERS_POINTER: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(29);
-    pub const CUBLASLT_MATMUL_DESC_ATOMIC_SYNC_OUT_COUNTERS_POINTER:
-        cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(30);
-    pub const CUBLASLT_MATMUL_DESC_A_SCALE_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(31);
-    pub const CUBLASLT_MATMUL_DESC_B_SCALE_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(32);
-    pub const CUBLASLT_MATMUL_DESC_C_SCALE_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(33);
-    pub const CUBLASLT_MATMUL_DESC_D_SCALE_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(34);
+    pub const CUBLASLT_MATMUL_DESC_ATOMIC_SYNC_OUT_COUNTERS_POINTER: cublasLtMatmulDescAttributes_t =
+        cublasLtMatmulDescAttributes_t(30);
+    pub const CUBLASLT_MATMUL_DESC_A_SCALE_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(31);
+    pub const CUBLASLT_MATMUL_DESC_B_SCALE_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(32);
+    pub const CUBLASLT_MATMUL_DESC_C_SCALE_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(33);
+    pub const CUBLASLT_MATMUL_DESC_D_SCALE_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(34);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_SCALE_MODE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(35);
     pub const CUBLASLT_MATMUL_DESC_D_OUT_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
@@ -1347,16 +1288,11 @@ impl cublasLtMatrixTransformDescAttributes_t {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtMatrixTransformDescAttributes_t(pub ::std::os::raw::c_uint);
 impl cublasLtReductionScheme_t {
-    pub const CUBLASLT_REDUCTION_SCHEME_NONE: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(0);
-    pub const CUBLASLT_REDUCTION_SCHEME_INPLACE: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(1);
-    pub const CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(2);
-    pub const CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(4);
-    pub const CUBLASLT_REDUCTION_SCHEME_MASK: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(7);
+    pub const CUBLASLT_REDUCTION_SCHEME_NONE: cublasLtReductionScheme_t = cublasLtReductionScheme_t(0);
+    pub const CUBLASLT_REDUCTION_SCHEME_INPLACE: cublasLtReductionScheme_t = cublasLtReductionScheme_t(1);
+    pub const CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE: cublasLtReductionScheme_t = cublasLtReductionScheme_t(2);
+    pub const CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE: cublasLtReductionScheme_t = cublasLtReductionScheme_t(4);
+    pub const CUBLASLT_REDUCTION_SCHEME_MASK: cublasLtReductionScheme_t = cublasLtReductionScheme_t(7);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1384,8 +1320,7 @@ impl cublasLtEpilogue_t {
 pub struct cublasLtEpilogue_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulSearch_t {
     pub const CUBLASLT_SEARCH_BEST_FIT: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(0);
-    pub const CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID: cublasLtMatmulSearch_t =
-        cublasLtMatmulSearch_t(1);
+    pub const CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(1);
     pub const CUBLASLT_SEARCH_RESERVED_02: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(2);
     pub const CUBLASLT_SEARCH_RESERVED_03: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(3);
     pub const CUBLASLT_SEARCH_RESERVED_04: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(4);
@@ -1432,8 +1367,7 @@ pub struct cublasLtMatmulHeuristicResult_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cublasLtMatmulHeuristicResult_t"]
-        [::std::mem::size_of::<cublasLtMatmulHeuristicResult_t>() - 96usize];
+    ["Size of cublasLtMatmulHeuristicResult_t"][::std::mem::size_of::<cublasLtMatmulHeuristicResult_t>() - 96usize];
     ["Alignment of cublasLtMatmulHeuristicResult_t"]
         [::std::mem::align_of::<cublasLtMatmulHeuristicResult_t>() - 8usize];
     ["Offset of field: cublasLtMatmulHeuristicResult_t::algo"]
@@ -1467,10 +1401,8 @@ impl cublasLtMatmulAlgoCapAttributes_t {
         cublasLtMatmulAlgoCapAttributes_t(3);
     pub const CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(4);
-    pub const CUBLASLT_ALGO_CAP_UPLO_SUPPORT: cublasLtMatmulAlgoCapAttributes_t =
-        cublasLtMatmulAlgoCapAttributes_t(5);
-    pub const CUBLASLT_ALGO_CAP_TILE_IDS: cublasLtMatmulAlgoCapAttributes_t =
-        cublasLtMatmulAlgoCapAttributes_t(6);
+    pub const CUBLASLT_ALGO_CAP_UPLO_SUPPORT: cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(5);
+    pub const CUBLASLT_ALGO_CAP_TILE_IDS: cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(6);
     pub const CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(7);
     pub const CUBLASLT_ALGO_CAP_CUSTOM_MEMORY_ORDER: cublasLtMatmulAlgoCapAttributes_t =
@@ -1479,10 +1411,8 @@ impl cublasLtMatmulAlgoCapAttributes_t {
         cublasLtMatmulAlgoCapAttributes_t(11);
     pub const CUBLASLT_ALGO_CAP_EPILOGUE_MASK: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(12);
-    pub const CUBLASLT_ALGO_CAP_STAGES_IDS: cublasLtMatmulAlgoCapAttributes_t =
-        cublasLtMatmulAlgoCapAttributes_t(13);
-    pub const CUBLASLT_ALGO_CAP_LD_NEGATIVE: cublasLtMatmulAlgoCapAttributes_t =
-        cublasLtMatmulAlgoCapAttributes_t(14);
+    pub const CUBLASLT_ALGO_CAP_STAGES_IDS: cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(13);
+    pub const CUBLASLT_ALGO_CAP_LD_NEGATIVE: cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(14);
     pub const CUBLASLT_ALGO_CAP_NUMERICAL_IMPL_FLAGS: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(15);
     pub const CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_A_BYTES: cublasLtMatmulAlgoCapAttributes_t =
@@ -1493,19 +1423,17 @@ impl cublasLtMatmulAlgoCapAttributes_t {
         cublasLtMatmulAlgoCapAttributes_t(18);
     pub const CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_D_BYTES: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(19);
-    pub const CUBLASLT_ALGO_CAP_ATOMIC_SYNC: cublasLtMatmulAlgoCapAttributes_t =
-        cublasLtMatmulAlgoCapAttributes_t(20);
+    pub const CUBLASLT_ALGO_CAP_ATOMIC_SYNC: cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(20);
     pub const CUBLASLT_ALGO_CAP_POINTER_ARRAY_BATCH_SUPPORT: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(21);
-    pub const CUBLASLT_ALGO_CAP_FLOATING_POINT_EMULATION_SUPPORT:
-        cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(22);
+    pub const CUBLASLT_ALGO_CAP_FLOATING_POINT_EMULATION_SUPPORT: cublasLtMatmulAlgoCapAttributes_t =
+        cublasLtMatmulAlgoCapAttributes_t(22);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtMatmulAlgoCapAttributes_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulAlgoConfigAttributes_t {
-    pub const CUBLASLT_ALGO_CONFIG_ID: cublasLtMatmulAlgoConfigAttributes_t =
-        cublasLtMatmulAlgoConfigAttributes_t(0);
+    pub const CUBLASLT_ALGO_CONFIG_ID: cublasLtMatmulAlgoConfigAttributes_t = cublasLtMatmulAlgoConfigAttributes_t(0);
     pub const CUBLASLT_ALGO_CONFIG_TILE_ID: cublasLtMatmulAlgoConfigAttributes_t =
         cublasLtMatmulAlgoConfigAttributes_t(1);
     pub const CUBLASLT_ALGO_CONFIG_SPLITK_NUM: cublasLtMatmulAlgoConfigAttributes_t =
@@ -1535,24 +1463,15 @@ pub type cublasLtLoggerCallback_t = ::std::option::Option<
 >;
 pub struct CublasLib {
     __library: ::libloading::Library,
-    pub cublasCreate_v2: Result<
-        unsafe extern "C" fn(handle: *mut cublasHandle_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasDestroy_v2:
-        Result<unsafe extern "C" fn(handle: cublasHandle_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasCreate_v2:
+        Result<unsafe extern "C" fn(handle: *mut cublasHandle_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasDestroy_v2: Result<unsafe extern "C" fn(handle: cublasHandle_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasGetVersion_v2: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            version: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, version: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetProperty: Result<
-        unsafe extern "C" fn(
-            type_: libraryPropertyType,
-            value: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(type_: libraryPropertyType, value: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetCudartVersion: Result<unsafe extern "C" fn() -> usize, ::libloading::Error>,
@@ -1573,10 +1492,7 @@ pub struct CublasLib {
         ::libloading::Error,
     >,
     pub cublasGetPointerMode_v2: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mode: *mut cublasPointerMode_t,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mode: *mut cublasPointerMode_t) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasSetPointerMode_v2: Result<
@@ -1584,10 +1500,7 @@ pub struct CublasLib {
         ::libloading::Error,
     >,
     pub cublasGetAtomicsMode: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mode: *mut cublasAtomicsMode_t,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mode: *mut cublasAtomicsMode_t) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasSetAtomicsMode: Result<
@@ -1598,22 +1511,14 @@ pub struct CublasLib {
         unsafe extern "C" fn(handle: cublasHandle_t, mode: *mut cublasMath_t) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasSetMathMode: Result<
-        unsafe extern "C" fn(handle: cublasHandle_t, mode: cublasMath_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasSetMathMode:
+        Result<unsafe extern "C" fn(handle: cublasHandle_t, mode: cublasMath_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasGetSmCountTarget: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            smCountTarget: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, smCountTarget: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasSetSmCountTarget: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            smCountTarget: ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, smCountTarget: ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetEmulationStrategy: Result<
@@ -1624,20 +1529,13 @@ pub struct CublasLib {
         ::libloading::Error,
     >,
     pub cublasSetEmulationStrategy: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            emulationStrategy: cublasEmulationStrategy_t,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, emulationStrategy: cublasEmulationStrategy_t) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasGetStatusName: Result<
-        unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
-    pub cublasGetStatusString: Result<
-        unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
+    pub cublasGetStatusName:
+        Result<unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
+    pub cublasGetStatusString:
+        Result<unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
     pub cublasLoggerConfigure: Result<
         unsafe extern "C" fn(
             logIsOn: ::std::os::raw::c_int,
@@ -1647,14 +1545,10 @@ pub struct CublasLib {
         ) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasSetLoggerCallback: Result<
-        unsafe extern "C" fn(userCallback: cublasLogCallback) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasGetLoggerCallback: Result<
-        unsafe extern "C" fn(userCallback: *mut cublasLogCallback) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasSetLoggerCallback:
+        Result<unsafe extern "C" fn(userCallback: cublasLogCallback) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasGetLoggerCallback:
+        Result<unsafe extern "C" fn(userCallback: *mut cublasLogCallback) -> cublasStatus_t, ::libloading::Error>,
     pub cublasSetVector: Result<
         unsafe extern "C" fn(
             n: ::std::os::raw::c_int,
@@ -9444,43 +9338,27 @@ impl CublasLib {
         let __library = library.into();
         let cublasCreate_v2 = unsafe { __library.get(b"cublasCreate_v2\0") }.map(|sym| *sym);
         let cublasDestroy_v2 = unsafe { __library.get(b"cublasDestroy_v2\0") }.map(|sym| *sym);
-        let cublasGetVersion_v2 =
-            unsafe { __library.get(b"cublasGetVersion_v2\0") }.map(|sym| *sym);
+        let cublasGetVersion_v2 = unsafe { __library.get(b"cublasGetVersion_v2\0") }.map(|sym| *sym);
         let cublasGetProperty = unsafe { __library.get(b"cublasGetProperty\0") }.map(|sym| *sym);
-        let cublasGetCudartVersion =
-            unsafe { __library.get(b"cublasGetCudartVersion\0") }.map(|sym| *sym);
-        let cublasSetWorkspace_v2 =
-            unsafe { __library.get(b"cublasSetWorkspace_v2\0") }.map(|sym| *sym);
+        let cublasGetCudartVersion = unsafe { __library.get(b"cublasGetCudartVersion\0") }.map(|sym| *sym);
+        let cublasSetWorkspace_v2 = unsafe { __library.get(b"cublasSetWorkspace_v2\0") }.map(|sym| *sym);
         let cublasSetStream_v2 = unsafe { __library.get(b"cublasSetStream_v2\0") }.map(|sym| *sym);
         let cublasGetStream_v2 = unsafe { __library.get(b"cublasGetStream_v2\0") }.map(|sym| *sym);
-        let cublasGetPointerMode_v2 =
-            unsafe { __library.get(b"cublasGetPointerMode_v2\0") }.map(|sym| *sym);
-        let cublasSetPointerMode_v2 =
-            unsafe { __library.get(b"cublasSetPointerMode_v2\0") }.map(|sym| *sym);
-        let cublasGetAtomicsMode =
-            unsafe { __library.get(b"cublasGetAtomicsMode\0") }.map(|sym| *sym);
-        let cublasSetAtomicsMode =
-            unsafe { __library.get(b"cublasSetAtomicsMode\0") }.map(|sym| *sym);
+        let cublasGetPointerMode_v2 = unsafe { __library.get(b"cublasGetPointerMode_v2\0") }.map(|sym| *sym);
+        let cublasSetPointerMode_v2 = unsafe { __library.get(b"cublasSetPointerMode_v2\0") }.map(|sym| *sym);
+        let cublasGetAtomicsMode = unsafe { __library.get(b"cublasGetAtomicsMode\0") }.map(|sym| *sym);
+        let cublasSetAtomicsMode = unsafe { __library.get(b"cublasSetAtomicsMode\0") }.map(|sym| *sym);
         let cublasGetMathMode = unsafe { __library.get(b"cublasGetMathMode\0") }.map(|sym| *sym);
         let cublasSetMathMode = unsafe { __library.get(b"cublasSetMathMode\0") }.map(|sym| *sym);
-        let cublasGetSmCountTarget =
-            unsafe { __library.get(b"cublasGetSmCountTarget\0") }.map(|sym| *sym);
-        let cublasSetSmCountTarget =
-            unsafe { __library.get(b"cublasSetSmCountTarget\0") }.map(|sym| *sym);
-        let cublasGetEmulationStrategy =
-            unsafe { __library.get(b"cublasGetEmulationStrategy\0") }.map(|sym| *sym);
-        let cublasSetEmulationStrategy =
-            unsafe { __library.get(b"cublasSetEmulationStrategy\0") }.map(|sym| *sym);
-        let cublasGetStatusName =
-            unsafe { __library.get(b"cublasGetStatusName\0") }.map(|sym| *sym);
-        let cublasGetStatusString =
-            unsafe { __library.get(b"cublasGetStatusString\0") }.map(|sym| *sym);
-        let cublasLoggerConfigure =
-            unsafe { __library.get(b"cublasLoggerConfigure\0") }.map(|sym| *sym);
-        let cublasSetLoggerCallback =
-            unsafe { __library.get(b"cublasSetLoggerCallback\0") }.map(|sym| *sym);
-        let cublasGetLoggerCallback =
-            unsafe { __library.get(b"cublasGetLoggerCallback\0") }.map(|sym| *sym);
+        let cublasGetSmCountTarget = unsafe { __library.get(b"cublasGetSmCountTarget\0") }.map(|sym| *sym);
+        let cublasSetSmCountTarget = unsafe { __library.get(b"cublasSetSmCountTarget\0") }.map(|sym| *sym);
+        let cublasGetEmulationStrategy = unsafe { __library.get(b"cublasGetEmulationStrategy\0") }.map(|sym| *sym);
+        let cublasSetEmulationStrategy = unsafe { __library.get(b"cublasSetEmulationStrategy\0") }.map(|sym| *sym);
+        let cublasGetStatusName = unsafe { __library.get(b"cublasGetStatusName\0") }.map(|sym| *sym);
+        let cublasGetStatusString = unsafe { __library.get(b"cublasGetStatusString\0") }.map(|sym| *sym);
+        let cublasLoggerConfigure = unsafe { __library.get(b"cublasLoggerConfigure\0") }.map(|sym| *sym);
+        let cublasSetLoggerCallback = unsafe { __library.get(b"cublasSetLoggerCallback\0") }.map(|sym| *sym);
+        let cublasGetLoggerCallback = unsafe { __library.get(b"cublasGetLoggerCallback\0") }.map(|sym| *sym);
         let cublasSetVector = unsafe { __library.get(b"cublasSetVector\0") }.map(|sym| *sym);
         let cublasSetVector_64 = unsafe { __library.get(b"cublasSetVector_64\0") }.map(|sym| *sym);
         let cublasGetVector = unsafe { __library.get(b"cublasGetVector\0") }.map(|sym| *sym);
@@ -9489,22 +9367,14 @@ impl CublasLib {
         let cublasSetMatrix_64 = unsafe { __library.get(b"cublasSetMatrix_64\0") }.map(|sym| *sym);
         let cublasGetMatrix = unsafe { __library.get(b"cublasGetMatrix\0") }.map(|sym| *sym);
         let cublasGetMatrix_64 = unsafe { __library.get(b"cublasGetMatrix_64\0") }.map(|sym| *sym);
-        let cublasSetVectorAsync =
-            unsafe { __library.get(b"cublasSetVectorAsync\0") }.map(|sym| *sym);
-        let cublasSetVectorAsync_64 =
-            unsafe { __library.get(b"cublasSetVectorAsync_64\0") }.map(|sym| *sym);
-        let cublasGetVectorAsync =
-            unsafe { __library.get(b"cublasGetVectorAsync\0") }.map(|sym| *sym);
-        let cublasGetVectorAsync_64 =
-            unsafe { __library.get(b"cublasGetVectorAsync_64\0") }.map(|sym| *sym);
-        let cublasSetMatrixAsync =
-            unsafe { __library.get(b"cublasSetMatrixAsync\0") }.map(|sym| *sym);
-        let cublasSetMatrixAsync_64 =
-            unsafe { __library.get(b"cublasSetMatrixAsync_64\0") }.map(|sym| *sym);
-        let cublasGetMatrixAsync =
-            unsafe { __library.get(b"cublasGetMatrixAsync\0") }.map(|sym| *sym);
-        let cublasGetMatrixAsync_64 =
-            unsafe { __library.get(b"cublasGetMatrixAsync_64\0") }.map(|sym| *sym);
+        let cublasSetVectorAsync = unsafe { __library.get(b"cublasSetVectorAsync\0") }.map(|sym| *sym);
+        let cublasSetVectorAsync_64 = unsafe { __library.get(b"cublasSetVectorAsync_64\0") }.map(|sym| *sym);
+        let cublasGetVectorAsync = unsafe { __library.get(b"cublasGetVectorAsync\0") }.map(|sym| *sym);
+        let cublasGetVectorAsync_64 = unsafe { __library.get(b"cublasGetVectorAsync_64\0") }.map(|sym| *sym);
+        let cublasSetMatrixAsync = unsafe { __library.get(b"cublasSetMatrixAsync\0") }.map(|sym| *sym);
+        let cublasSetMatrixAsync_64 = unsafe { __library.get(b"cublasSetMatrixAsync_64\0") }.map(|sym| *sym);
+        let cublasGetMatrixAsync = unsafe { __library.get(b"cublasGetMatrixAsync\0") }.map(|sym| *sym);
+        let cublasGetMatrixAsync_64 = unsafe { __library.get(b"cublasGetMatrixAsync_64\0") }.map(|sym| *sym);
         let cublasXerbla = unsafe { __library.get(b"cublasXerbla\0") }.map(|sym| *sym);
         let cublasNrm2Ex = unsafe { __library.get(b"cublasNrm2Ex\0") }.map(|sym| *sym);
         let cublasNrm2Ex_64 = unsafe { __library.get(b"cublasNrm2Ex_64\0") }.map(|sym| *sym);
@@ -9779,63 +9649,39 @@ impl CublasLib {
         let cublasZhpr2_v2 = unsafe { __library.get(b"cublasZhpr2_v2\0") }.map(|sym| *sym);
         let cublasZhpr2_v2_64 = unsafe { __library.get(b"cublasZhpr2_v2_64\0") }.map(|sym| *sym);
         let cublasSgemvBatched = unsafe { __library.get(b"cublasSgemvBatched\0") }.map(|sym| *sym);
-        let cublasSgemvBatched_64 =
-            unsafe { __library.get(b"cublasSgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasSgemvBatched_64 = unsafe { __library.get(b"cublasSgemvBatched_64\0") }.map(|sym| *sym);
         let cublasDgemvBatched = unsafe { __library.get(b"cublasDgemvBatched\0") }.map(|sym| *sym);
-        let cublasDgemvBatched_64 =
-            unsafe { __library.get(b"cublasDgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemvBatched_64 = unsafe { __library.get(b"cublasDgemvBatched_64\0") }.map(|sym| *sym);
         let cublasCgemvBatched = unsafe { __library.get(b"cublasCgemvBatched\0") }.map(|sym| *sym);
-        let cublasCgemvBatched_64 =
-            unsafe { __library.get(b"cublasCgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemvBatched_64 = unsafe { __library.get(b"cublasCgemvBatched_64\0") }.map(|sym| *sym);
         let cublasZgemvBatched = unsafe { __library.get(b"cublasZgemvBatched\0") }.map(|sym| *sym);
-        let cublasZgemvBatched_64 =
-            unsafe { __library.get(b"cublasZgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasHSHgemvBatched =
-            unsafe { __library.get(b"cublasHSHgemvBatched\0") }.map(|sym| *sym);
-        let cublasHSHgemvBatched_64 =
-            unsafe { __library.get(b"cublasHSHgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasHSSgemvBatched =
-            unsafe { __library.get(b"cublasHSSgemvBatched\0") }.map(|sym| *sym);
-        let cublasHSSgemvBatched_64 =
-            unsafe { __library.get(b"cublasHSSgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasTSTgemvBatched =
-            unsafe { __library.get(b"cublasTSTgemvBatched\0") }.map(|sym| *sym);
-        let cublasTSTgemvBatched_64 =
-            unsafe { __library.get(b"cublasTSTgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasTSSgemvBatched =
-            unsafe { __library.get(b"cublasTSSgemvBatched\0") }.map(|sym| *sym);
-        let cublasTSSgemvBatched_64 =
-            unsafe { __library.get(b"cublasTSSgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasSgemvStridedBatched =
-            unsafe { __library.get(b"cublasSgemvStridedBatched\0") }.map(|sym| *sym);
-        let cublasSgemvStridedBatched_64 =
-            unsafe { __library.get(b"cublasSgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasDgemvStridedBatched =
-            unsafe { __library.get(b"cublasDgemvStridedBatched\0") }.map(|sym| *sym);
-        let cublasDgemvStridedBatched_64 =
-            unsafe { __library.get(b"cublasDgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasCgemvStridedBatched =
-            unsafe { __library.get(b"cublasCgemvStridedBatched\0") }.map(|sym| *sym);
-        let cublasCgemvStridedBatched_64 =
-            unsafe { __library.get(b"cublasCgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasZgemvStridedBatched =
-            unsafe { __library.get(b"cublasZgemvStridedBatched\0") }.map(|sym| *sym);
-        let cublasZgemvStridedBatched_64 =
-            unsafe { __library.get(b"cublasZgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasHSHgemvStridedBatched =
-            unsafe { __library.get(b"cublasHSHgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasZgemvBatched_64 = unsafe { __library.get(b"cublasZgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasHSHgemvBatched = unsafe { __library.get(b"cublasHSHgemvBatched\0") }.map(|sym| *sym);
+        let cublasHSHgemvBatched_64 = unsafe { __library.get(b"cublasHSHgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasHSSgemvBatched = unsafe { __library.get(b"cublasHSSgemvBatched\0") }.map(|sym| *sym);
+        let cublasHSSgemvBatched_64 = unsafe { __library.get(b"cublasHSSgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasTSTgemvBatched = unsafe { __library.get(b"cublasTSTgemvBatched\0") }.map(|sym| *sym);
+        let cublasTSTgemvBatched_64 = unsafe { __library.get(b"cublasTSTgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasTSSgemvBatched = unsafe { __library.get(b"cublasTSSgemvBatched\0") }.map(|sym| *sym);
+        let cublasTSSgemvBatched_64 = unsafe { __library.get(b"cublasTSSgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasSgemvStridedBatched = unsafe { __library.get(b"cublasSgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasSgemvStridedBatched_64 = unsafe { __library.get(b"cublasSgemvStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemvStridedBatched = unsafe { __library.get(b"cublasDgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasDgemvStridedBatched_64 = unsafe { __library.get(b"cublasDgemvStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemvStridedBatched = unsafe { __library.get(b"cublasCgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasCgemvStridedBatched_64 = unsafe { __library.get(b"cublasCgemvStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasZgemvStridedBatched = unsafe { __library.get(b"cublasZgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasZgemvStridedBatched_64 = unsafe { __library.get(b"cublasZgemvStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasHSHgemvStridedBatched = unsafe { __library.get(b"cublasHSHgemvStridedBatched\0") }.map(|sym| *sym);
         let cublasHSHgemvStridedBatched_64 =
             unsafe { __library.get(b"cublasHSHgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasHSSgemvStridedBatched =
-            unsafe { __library.get(b"cublasHSSgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasHSSgemvStridedBatched = unsafe { __library.get(b"cublasHSSgemvStridedBatched\0") }.map(|sym| *sym);
         let cublasHSSgemvStridedBatched_64 =
             unsafe { __library.get(b"cublasHSSgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasTSTgemvStridedBatched =
-            unsafe { __library.get(b"cublasTSTgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasTSTgemvStridedBatched = unsafe { __library.get(b"cublasTSTgemvStridedBatched\0") }.map(|sym| *sym);
         let cublasTSTgemvStridedBatched_64 =
             unsafe { __library.get(b"cublasTSTgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasTSSgemvStridedBatched =
-            unsafe { __library.get(b"cublasTSSgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasTSSgemvStridedBatched = unsafe { __library.get(b"cublasTSSgemvStridedBatched\0") }.map(|sym| *sym);
         let cublasTSSgemvStridedBatched_64 =
             unsafe { __library.get(b"cublasTSSgemvStridedBatched_64\0") }.map(|sym| *sym);
         let cublasSgemm_v2 = unsafe { __library.get(b"cublasSgemm_v2\0") }.map(|sym| *sym);
@@ -9933,66 +9779,40 @@ impl CublasLib {
         let cublasZtrmm_v2 = unsafe { __library.get(b"cublasZtrmm_v2\0") }.map(|sym| *sym);
         let cublasZtrmm_v2_64 = unsafe { __library.get(b"cublasZtrmm_v2_64\0") }.map(|sym| *sym);
         let cublasHgemmBatched = unsafe { __library.get(b"cublasHgemmBatched\0") }.map(|sym| *sym);
-        let cublasHgemmBatched_64 =
-            unsafe { __library.get(b"cublasHgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasHgemmBatched_64 = unsafe { __library.get(b"cublasHgemmBatched_64\0") }.map(|sym| *sym);
         let cublasSgemmBatched = unsafe { __library.get(b"cublasSgemmBatched\0") }.map(|sym| *sym);
-        let cublasSgemmBatched_64 =
-            unsafe { __library.get(b"cublasSgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasSgemmBatched_64 = unsafe { __library.get(b"cublasSgemmBatched_64\0") }.map(|sym| *sym);
         let cublasDgemmBatched = unsafe { __library.get(b"cublasDgemmBatched\0") }.map(|sym| *sym);
-        let cublasDgemmBatched_64 =
-            unsafe { __library.get(b"cublasDgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemmBatched_64 = unsafe { __library.get(b"cublasDgemmBatched_64\0") }.map(|sym| *sym);
         let cublasCgemmBatched = unsafe { __library.get(b"cublasCgemmBatched\0") }.map(|sym| *sym);
-        let cublasCgemmBatched_64 =
-            unsafe { __library.get(b"cublasCgemmBatched_64\0") }.map(|sym| *sym);
-        let cublasCgemm3mBatched =
-            unsafe { __library.get(b"cublasCgemm3mBatched\0") }.map(|sym| *sym);
-        let cublasCgemm3mBatched_64 =
-            unsafe { __library.get(b"cublasCgemm3mBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemmBatched_64 = unsafe { __library.get(b"cublasCgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemm3mBatched = unsafe { __library.get(b"cublasCgemm3mBatched\0") }.map(|sym| *sym);
+        let cublasCgemm3mBatched_64 = unsafe { __library.get(b"cublasCgemm3mBatched_64\0") }.map(|sym| *sym);
         let cublasZgemmBatched = unsafe { __library.get(b"cublasZgemmBatched\0") }.map(|sym| *sym);
-        let cublasZgemmBatched_64 =
-            unsafe { __library.get(b"cublasZgemmBatched_64\0") }.map(|sym| *sym);
-        let cublasHgemmStridedBatched =
-            unsafe { __library.get(b"cublasHgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasHgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasHgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasSgemmStridedBatched =
-            unsafe { __library.get(b"cublasSgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasSgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasSgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasDgemmStridedBatched =
-            unsafe { __library.get(b"cublasDgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasDgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasDgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasCgemmStridedBatched =
-            unsafe { __library.get(b"cublasCgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasCgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasCgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasCgemm3mStridedBatched =
-            unsafe { __library.get(b"cublasCgemm3mStridedBatched\0") }.map(|sym| *sym);
+        let cublasZgemmBatched_64 = unsafe { __library.get(b"cublasZgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasHgemmStridedBatched = unsafe { __library.get(b"cublasHgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasHgemmStridedBatched_64 = unsafe { __library.get(b"cublasHgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasSgemmStridedBatched = unsafe { __library.get(b"cublasSgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasSgemmStridedBatched_64 = unsafe { __library.get(b"cublasSgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemmStridedBatched = unsafe { __library.get(b"cublasDgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasDgemmStridedBatched_64 = unsafe { __library.get(b"cublasDgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemmStridedBatched = unsafe { __library.get(b"cublasCgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasCgemmStridedBatched_64 = unsafe { __library.get(b"cublasCgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemm3mStridedBatched = unsafe { __library.get(b"cublasCgemm3mStridedBatched\0") }.map(|sym| *sym);
         let cublasCgemm3mStridedBatched_64 =
             unsafe { __library.get(b"cublasCgemm3mStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasZgemmStridedBatched =
-            unsafe { __library.get(b"cublasZgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasZgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasZgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasGemmBatchedEx =
-            unsafe { __library.get(b"cublasGemmBatchedEx\0") }.map(|sym| *sym);
-        let cublasGemmBatchedEx_64 =
-            unsafe { __library.get(b"cublasGemmBatchedEx_64\0") }.map(|sym| *sym);
-        let cublasGemmStridedBatchedEx =
-            unsafe { __library.get(b"cublasGemmStridedBatchedEx\0") }.map(|sym| *sym);
+        let cublasZgemmStridedBatched = unsafe { __library.get(b"cublasZgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasZgemmStridedBatched_64 = unsafe { __library.get(b"cublasZgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasGemmBatchedEx = unsafe { __library.get(b"cublasGemmBatchedEx\0") }.map(|sym| *sym);
+        let cublasGemmBatchedEx_64 = unsafe { __library.get(b"cublasGemmBatchedEx_64\0") }.map(|sym| *sym);
+        let cublasGemmStridedBatchedEx = unsafe { __library.get(b"cublasGemmStridedBatchedEx\0") }.map(|sym| *sym);
         let cublasGemmStridedBatchedEx_64 =
             unsafe { __library.get(b"cublasGemmStridedBatchedEx_64\0") }.map(|sym| *sym);
-        let cublasSgemmGroupedBatched =
-            unsafe { __library.get(b"cublasSgemmGroupedBatched\0") }.map(|sym| *sym);
-        let cublasSgemmGroupedBatched_64 =
-            unsafe { __library.get(b"cublasSgemmGroupedBatched_64\0") }.map(|sym| *sym);
-        let cublasDgemmGroupedBatched =
-            unsafe { __library.get(b"cublasDgemmGroupedBatched\0") }.map(|sym| *sym);
-        let cublasDgemmGroupedBatched_64 =
-            unsafe { __library.get(b"cublasDgemmGroupedBatched_64\0") }.map(|sym| *sym);
-        let cublasGemmGroupedBatchedEx =
-            unsafe { __library.get(b"cublasGemmGroupedBatchedEx\0") }.map(|sym| *sym);
+        let cublasSgemmGroupedBatched = unsafe { __library.get(b"cublasSgemmGroupedBatched\0") }.map(|sym| *sym);
+        let cublasSgemmGroupedBatched_64 = unsafe { __library.get(b"cublasSgemmGroupedBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemmGroupedBatched = unsafe { __library.get(b"cublasDgemmGroupedBatched\0") }.map(|sym| *sym);
+        let cublasDgemmGroupedBatched_64 = unsafe { __library.get(b"cublasDgemmGroupedBatched_64\0") }.map(|sym| *sym);
+        let cublasGemmGroupedBatchedEx = unsafe { __library.get(b"cublasGemmGroupedBatchedEx\0") }.map(|sym| *sym);
         let cublasGemmGroupedBatchedEx_64 =
             unsafe { __library.get(b"cublasGemmGroupedBatchedEx_64\0") }.map(|sym| *sym);
         let cublasSgeam = unsafe { __library.get(b"cublasSgeam\0") }.map(|sym| *sym);
@@ -10004,17 +9824,13 @@ impl CublasLib {
         let cublasZgeam = unsafe { __library.get(b"cublasZgeam\0") }.map(|sym| *sym);
         let cublasZgeam_64 = unsafe { __library.get(b"cublasZgeam_64\0") }.map(|sym| *sym);
         let cublasStrsmBatched = unsafe { __library.get(b"cublasStrsmBatched\0") }.map(|sym| *sym);
-        let cublasStrsmBatched_64 =
-            unsafe { __library.get(b"cublasStrsmBatched_64\0") }.map(|sym| *sym);
+        let cublasStrsmBatched_64 = unsafe { __library.get(b"cublasStrsmBatched_64\0") }.map(|sym| *sym);
         let cublasDtrsmBatched = unsafe { __library.get(b"cublasDtrsmBatched\0") }.map(|sym| *sym);
-        let cublasDtrsmBatched_64 =
-            unsafe { __library.get(b"cublasDtrsmBatched_64\0") }.map(|sym| *sym);
+        let cublasDtrsmBatched_64 = unsafe { __library.get(b"cublasDtrsmBatched_64\0") }.map(|sym| *sym);
         let cublasCtrsmBatched = unsafe { __library.get(b"cublasCtrsmBatched\0") }.map(|sym| *sym);
-        let cublasCtrsmBatched_64 =
-            unsafe { __library.get(b"cublasCtrsmBatched_64\0") }.map(|sym| *sym);
+        let cublasCtrsmBatched_64 = unsafe { __library.get(b"cublasCtrsmBatched_64\0") }.map(|sym| *sym);
         let cublasZtrsmBatched = unsafe { __library.get(b"cublasZtrsmBatched\0") }.map(|sym| *sym);
-        let cublasZtrsmBatched_64 =
-            unsafe { __library.get(b"cublasZtrsmBatched_64\0") }.map(|sym| *sym);
+        let cublasZtrsmBatched_64 = unsafe { __library.get(b"cublasZtrsmBatched_64\0") }.map(|sym| *sym);
         let cublasSdgmm = unsafe { __library.get(b"cublasSdgmm\0") }.map(|sym| *sym);
         let cublasSdgmm_64 = unsafe { __library.get(b"cublasSdgmm_64\0") }.map(|sym| *sym);
         let cublasDdgmm = unsafe { __library.get(b"cublasDdgmm\0") }.map(|sym| *sym);
@@ -10023,22 +9839,14 @@ impl CublasLib {
         let cublasCdgmm_64 = unsafe { __library.get(b"cublasCdgmm_64\0") }.map(|sym| *sym);
         let cublasZdgmm = unsafe { __library.get(b"cublasZdgmm\0") }.map(|sym| *sym);
         let cublasZdgmm_64 = unsafe { __library.get(b"cublasZdgmm_64\0") }.map(|sym| *sym);
-        let cublasSmatinvBatched =
-            unsafe { __library.get(b"cublasSmatinvBatched\0") }.map(|sym| *sym);
-        let cublasDmatinvBatched =
-            unsafe { __library.get(b"cublasDmatinvBatched\0") }.map(|sym| *sym);
-        let cublasCmatinvBatched =
-            unsafe { __library.get(b"cublasCmatinvBatched\0") }.map(|sym| *sym);
-        let cublasZmatinvBatched =
-            unsafe { __library.get(b"cublasZmatinvBatched\0") }.map(|sym| *sym);
-        let cublasSgeqrfBatched =
-            unsafe { __library.get(b"cublasSgeqrfBatched\0") }.map(|sym| *sym);
-        let cublasDgeqrfBatched =
-            unsafe { __library.get(b"cublasDgeqrfBatched\0") }.map(|sym| *sym);
-        let cublasCgeqrfBatched =
-            unsafe { __library.get(b"cublasCgeqrfBatched\0") }.map(|sym| *sym);
-        let cublasZgeqrfBatched =
-            unsafe { __library.get(b"cublasZgeqrfBatched\0") }.map(|sym| *sym);
+        let cublasSmatinvBatched = unsafe { __library.get(b"cublasSmatinvBatched\0") }.map(|sym| *sym);
+        let cublasDmatinvBatched = unsafe { __library.get(b"cublasDmatinvBatched\0") }.map(|sym| *sym);
+        let cublasCmatinvBatched = unsafe { __library.get(b"cublasCmatinvBatched\0") }.map(|sym| *sym);
+        let cublasZmatinvBatched = unsafe { __library.get(b"cublasZmatinvBatched\0") }.map(|sym| *sym);
+        let cublasSgeqrfBatched = unsafe { __library.get(b"cublasSgeqrfBatched\0") }.map(|sym| *sym);
+        let cublasDgeqrfBatched = unsafe { __library.get(b"cublasDgeqrfBatched\0") }.map(|sym| *sym);
+        let cublasCgeqrfBatched = unsafe { __library.get(b"cublasCgeqrfBatched\0") }.map(|sym| *sym);
+        let cublasZgeqrfBatched = unsafe { __library.get(b"cublasZgeqrfBatched\0") }.map(|sym| *sym);
         let cublasSgelsBatched = unsafe { __library.get(b"cublasSgelsBatched\0") }.map(|sym| *sym);
         let cublasDgelsBatched = unsafe { __library.get(b"cublasDgelsBatched\0") }.map(|sym| *sym);
         let cublasCgelsBatched = unsafe { __library.get(b"cublasCgelsBatched\0") }.map(|sym| *sym);
@@ -10051,32 +9859,19 @@ impl CublasLib {
         let cublasDtrttp = unsafe { __library.get(b"cublasDtrttp\0") }.map(|sym| *sym);
         let cublasCtrttp = unsafe { __library.get(b"cublasCtrttp\0") }.map(|sym| *sym);
         let cublasZtrttp = unsafe { __library.get(b"cublasZtrttp\0") }.map(|sym| *sym);
-        let cublasSgetrfBatched =
-            unsafe { __library.get(b"cublasSgetrfBatched\0") }.map(|sym| *sym);
-        let cublasDgetrfBatched =
-            unsafe { __library.get(b"cublasDgetrfBatched\0") }.map(|sym| *sym);
-        let cublasCgetrfBatched =
-            unsafe { __library.get(b"cublasCgetrfBatched\0") }.map(|sym| *sym);
-        let cublasZgetrfBatched =
-            unsafe { __library.get(b"cublasZgetrfBatched\0") }.map(|sym| *sym);
-        let cublasSgetriBatched =
-            unsafe { __library.get(b"cublasSgetriBatched\0") }.map(|sym| *sym);
-        let cublasDgetriBatched =
-            unsafe { __library.get(b"cublasDgetriBatched\0") }.map(|sym| *sym);
-        let cublasCgetriBatched =
-            unsafe { __library.get(b"cublasCgetriBatched\0") }.map(|sym| *sym);
-        let cublasZgetriBatched =
-            unsafe { __library.get(b"cublasZgetriBatched\0") }.map(|sym| *sym);
-        let cublasSgetrsBatched =
-            unsafe { __library.get(b"cublasSgetrsBatched\0") }.map(|sym| *sym);
-        let cublasDgetrsBatched =
-            unsafe { __library.get(b"cublasDgetrsBatched\0") }.map(|sym| *sym);
-        let cublasCgetrsBatched =
-            unsafe { __library.get(b"cublasCgetrsBatched\0") }.map(|sym| *sym);
-        let cublasZgetrsBatched =
-            unsafe { __library.get(b"cublasZgetrsBatched\0") }.map(|sym| *sym);
-        let cublasUint8gemmBias =
-            unsafe { __library.get(b"cublasUint8gemmBias\0") }.map(|sym| *sym);
+        let cublasSgetrfBatched = unsafe { __library.get(b"cublasSgetrfBatched\0") }.map(|sym| *sym);
+        let cublasDgetrfBatched = unsafe { __library.get(b"cublasDgetrfBatched\0") }.map(|sym| *sym);
+        let cublasCgetrfBatched = unsafe { __library.get(b"cublasCgetrfBatched\0") }.map(|sym| *sym);
+        let cublasZgetrfBatched = unsafe { __library.get(b"cublasZgetrfBatched\0") }.map(|sym| *sym);
+        let cublasSgetriBatched = unsafe { __library.get(b"cublasSgetriBatched\0") }.map(|sym| *sym);
+        let cublasDgetriBatched = unsafe { __library.get(b"cublasDgetriBatched\0") }.map(|sym| *sym);
+        let cublasCgetriBatched = unsafe { __library.get(b"cublasCgetriBatched\0") }.map(|sym| *sym);
+        let cublasZgetriBatched = unsafe { __library.get(b"cublasZgetriBatched\0") }.map(|sym| *sym);
+        let cublasSgetrsBatched = unsafe { __library.get(b"cublasSgetrsBatched\0") }.map(|sym| *sym);
+        let cublasDgetrsBatched = unsafe { __library.get(b"cublasDgetrsBatched\0") }.map(|sym| *sym);
+        let cublasCgetrsBatched = unsafe { __library.get(b"cublasCgetrsBatched\0") }.map(|sym| *sym);
+        let cublasZgetrsBatched = unsafe { __library.get(b"cublasZgetrsBatched\0") }.map(|sym| *sym);
+        let cublasUint8gemmBias = unsafe { __library.get(b"cublasUint8gemmBias\0") }.map(|sym| *sym);
         Ok(CublasLib {
             __library,
             cublasCreate_v2,
@@ -10611,52 +10406,27 @@ impl CublasLib {
         })
     }
     pub unsafe fn cublasCreate_v2(&self, handle: *mut cublasHandle_t) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCreate_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle)
-        }
+        unsafe { (self.cublasCreate_v2.as_ref().expect("Expected function, got error."))(handle) }
     }
     pub unsafe fn cublasDestroy_v2(&self, handle: cublasHandle_t) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDestroy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle)
-        }
+        unsafe { (self.cublasDestroy_v2.as_ref().expect("Expected function, got error."))(handle) }
     }
     pub unsafe fn cublasGetVersion_v2(
         &self,
         handle: cublasHandle_t,
         version: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetVersion_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, version)
-        }
+        unsafe { (self.cublasGetVersion_v2.as_ref().expect("Expected function, got error."))(handle, version) }
     }
     pub unsafe fn cublasGetProperty(
         &self,
         type_: libraryPropertyType,
         value: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetProperty
-                .as_ref()
-                .expect("Expected function, got error."))(type_, value)
-        }
+        unsafe { (self.cublasGetProperty.as_ref().expect("Expected function, got error."))(type_, value) }
     }
     pub unsafe fn cublasGetCudartVersion(&self) -> usize {
-        unsafe {
-            (self
-                .cublasGetCudartVersion
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cublasGetCudartVersion.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cublasSetWorkspace_v2(
         &self,
@@ -10665,133 +10435,58 @@ impl CublasLib {
         workspaceSizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetWorkspace_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, workspace, workspaceSizeInBytes
+            (self.cublasSetWorkspace_v2.as_ref().expect("Expected function, got error."))(
+                handle,
+                workspace,
+                workspaceSizeInBytes,
             )
         }
     }
-    pub unsafe fn cublasSetStream_v2(
-        &self,
-        handle: cublasHandle_t,
-        streamId: cudaStream_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetStream_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, streamId)
-        }
+    pub unsafe fn cublasSetStream_v2(&self, handle: cublasHandle_t, streamId: cudaStream_t) -> cublasStatus_t {
+        unsafe { (self.cublasSetStream_v2.as_ref().expect("Expected function, got error."))(handle, streamId) }
     }
-    pub unsafe fn cublasGetStream_v2(
-        &self,
-        handle: cublasHandle_t,
-        streamId: *mut cudaStream_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetStream_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, streamId)
-        }
+    pub unsafe fn cublasGetStream_v2(&self, handle: cublasHandle_t, streamId: *mut cudaStream_t) -> cublasStatus_t {
+        unsafe { (self.cublasGetStream_v2.as_ref().expect("Expected function, got error."))(handle, streamId) }
     }
     pub unsafe fn cublasGetPointerMode_v2(
         &self,
         handle: cublasHandle_t,
         mode: *mut cublasPointerMode_t,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetPointerMode_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+        unsafe { (self.cublasGetPointerMode_v2.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
-    pub unsafe fn cublasSetPointerMode_v2(
-        &self,
-        handle: cublasHandle_t,
-        mode: cublasPointerMode_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetPointerMode_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+    pub unsafe fn cublasSetPointerMode_v2(&self, handle: cublasHandle_t, mode: cublasPointerMode_t) -> cublasStatus_t {
+        unsafe { (self.cublasSetPointerMode_v2.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
     pub unsafe fn cublasGetAtomicsMode(
         &self,
         handle: cublasHandle_t,
         mode: *mut cublasAtomicsMode_t,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetAtomicsMode
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+        unsafe { (self.cublasGetAtomicsMode.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
-    pub unsafe fn cublasSetAtomicsMode(
-        &self,
-        handle: cublasHandle_t,
-        mode: cublasAtomicsMode_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetAtomicsMode
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+    pub unsafe fn cublasSetAtomicsMode(&self, handle: cublasHandle_t, mode: cublasAtomicsMode_t) -> cublasStatus_t {
+        unsafe { (self.cublasSetAtomicsMode.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
-    pub unsafe fn cublasGetMathMode(
-        &self,
-        handle: cublasHandle_t,
-        mode: *mut cublasMath_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetMathMode
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+    pub unsafe fn cublasGetMathMode(&self, handle: cublasHandle_t, mode: *mut cublasMath_t) -> cublasStatus_t {
+        unsafe { (self.cublasGetMathMode.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
-    pub unsafe fn cublasSetMathMode(
-        &self,
-        handle: cublasHandle_t,
-        mode: cublasMath_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetMathMode
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+    pub unsafe fn cublasSetMathMode(&self, handle: cublasHandle_t, mode: cublasMath_t) -> cublasStatus_t {
+        unsafe { (self.cublasSetMathMode.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
     pub unsafe fn cublasGetSmCountTarget(
         &self,
         handle: cublasHandle_t,
         smCountTarget: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetSmCountTarget
-                .as_ref()
-                .expect("Expected function, got error."))(handle, smCountTarget)
-        }
+        unsafe { (self.cublasGetSmCountTarget.as_ref().expect("Expected function, got error."))(handle, smCountTarget) }
     }
     pub unsafe fn cublasSetSmCountTarget(
         &self,
         handle: cublasHandle_t,
         smCountTarget: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetSmCountTarget
-                .as_ref()
-                .expect("Expected function, got error."))(handle, smCountTarget)
-        }
+        unsafe { (self.cublasSetSmCountTarget.as_ref().expect("Expected function, got error."))(handle, smCountTarget) }
     }
     pub unsafe fn cublasGetEmulationStrategy(
         &self,
@@ -10799,10 +10494,10 @@ impl CublasLib {
         emulationStrategy: *mut cublasEmulationStrategy_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetEmulationStrategy
-                .as_ref()
-                .expect("Expected function, got error."))(handle, emulationStrategy)
+            (self.cublasGetEmulationStrategy.as_ref().expect("Expected function, got error."))(
+                handle,
+                emulationStrategy,
+            )
         }
     }
     pub unsafe fn cublasSetEmulationStrategy(
@@ -10811,33 +10506,17 @@ impl CublasLib {
         emulationStrategy: cublasEmulationStrategy_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetEmulationStrategy
-                .as_ref()
-                .expect("Expected function, got error."))(handle, emulationStrategy)
+            (self.cublasSetEmulationStrategy.as_ref().expect("Expected function, got error."))(
+                handle,
+                emulationStrategy,
+            )
         }
     }
-    pub unsafe fn cublasGetStatusName(
-        &self,
-        status: cublasStatus_t,
-    ) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cublasGetStatusName
-                .as_ref()
-                .expect("Expected function, got error."))(status)
-        }
+    pub unsafe fn cublasGetStatusName(&self, status: cublasStatus_t) -> *const ::std::os::raw::c_char {
+        unsafe { (self.cublasGetStatusName.as_ref().expect("Expected function, got error."))(status) }
     }
-    pub unsafe fn cublasGetStatusString(
-        &self,
-        status: cublasStatus_t,
-    ) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cublasGetStatusString
-                .as_ref()
-                .expect("Expected function, got error."))(status)
-        }
+    pub unsafe fn cublasGetStatusString(&self, status: cublasStatus_t) -> *const ::std::os::raw::c_char {
+        unsafe { (self.cublasGetStatusString.as_ref().expect("Expected function, got error."))(status) }
     }
     pub unsafe fn cublasLoggerConfigure(
         &self,
@@ -10847,10 +10526,7 @@ impl CublasLib {
         logFileName: *const ::std::os::raw::c_char,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLoggerConfigure
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLoggerConfigure.as_ref().expect("Expected function, got error."))(
                 logIsOn,
                 logToStdOut,
                 logToStdErr,
@@ -10858,27 +10534,11 @@ impl CublasLib {
             )
         }
     }
-    pub unsafe fn cublasSetLoggerCallback(
-        &self,
-        userCallback: cublasLogCallback,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetLoggerCallback
-                .as_ref()
-                .expect("Expected function, got error."))(userCallback)
-        }
+    pub unsafe fn cublasSetLoggerCallback(&self, userCallback: cublasLogCallback) -> cublasStatus_t {
+        unsafe { (self.cublasSetLoggerCallback.as_ref().expect("Expected function, got error."))(userCallback) }
     }
-    pub unsafe fn cublasGetLoggerCallback(
-        &self,
-        userCallback: *mut cublasLogCallback,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetLoggerCallback
-                .as_ref()
-                .expect("Expected function, got error."))(userCallback)
-        }
+    pub unsafe fn cublasGetLoggerCallback(&self, userCallback: *mut cublasLogCallback) -> cublasStatus_t {
+        unsafe { (self.cublasGetLoggerCallback.as_ref().expect("Expected function, got error."))(userCallback) }
     }
     pub unsafe fn cublasSetVector(
         &self,
@@ -10890,11 +10550,8 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetVector
-                .as_ref()
-                .expect("Expected function, got error."))(
-                n, elemSize, x, incx, devicePtr, incy
+            (self.cublasSetVector.as_ref().expect("Expected function, got error."))(
+                n, elemSize, x, incx, devicePtr, incy,
             )
         }
     }
@@ -10908,11 +10565,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetVector_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                n, elemSize, x, incx, devicePtr, incy
+            (self.cublasSetVector_64.as_ref().expect("Expected function, got error."))(
+                n, elemSize, x, incx, devicePtr, incy,
             )
         }
     }
@@ -10926,10 +10580,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetVector
-                .as_ref()
-                .expect("Expected function, got error."))(n, elemSize, x, incx, y, incy)
+            (self.cublasGetVector.as_ref().expect("Expected function, got error."))(n, elemSize, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasGetVector_64(
@@ -10942,10 +10593,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetVector_64
-                .as_ref()
-                .expect("Expected function, got error."))(n, elemSize, x, incx, y, incy)
+            (self.cublasGetVector_64.as_ref().expect("Expected function, got error."))(n, elemSize, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasSetMatrix(
@@ -10959,11 +10607,8 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetMatrix
-                .as_ref()
-                .expect("Expected function, got error."))(
-                rows, cols, elemSize, A, lda, B, ldb
+            (self.cublasSetMatrix.as_ref().expect("Expected function, got error."))(
+                rows, cols, elemSize, A, lda, B, ldb,
             )
         }
     }
@@ -10978,11 +10623,8 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetMatrix_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                rows, cols, elemSize, A, lda, B, ldb
+            (self.cublasSetMatrix_64.as_ref().expect("Expected function, got error."))(
+                rows, cols, elemSize, A, lda, B, ldb,
             )
         }
     }
@@ -10997,11 +10639,8 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetMatrix
-                .as_ref()
-                .expect("Expected function, got error."))(
-                rows, cols, elemSize, A, lda, B, ldb
+            (self.cublasGetMatrix.as_ref().expect("Expected function, got error."))(
+                rows, cols, elemSize, A, lda, B, ldb,
             )
         }
     }
@@ -11016,11 +10655,8 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetMatrix_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                rows, cols, elemSize, A, lda, B, ldb
+            (self.cublasGetMatrix_64.as_ref().expect("Expected function, got error."))(
+                rows, cols, elemSize, A, lda, B, ldb,
             )
         }
     }
@@ -11035,10 +10671,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetVectorAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSetVectorAsync.as_ref().expect("Expected function, got error."))(
                 n, elemSize, hostPtr, incx, devicePtr, incy, stream,
             )
         }
@@ -11054,10 +10687,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetVectorAsync_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSetVectorAsync_64.as_ref().expect("Expected function, got error."))(
                 n, elemSize, hostPtr, incx, devicePtr, incy, stream,
             )
         }
@@ -11073,10 +10703,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetVectorAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGetVectorAsync.as_ref().expect("Expected function, got error."))(
                 n, elemSize, devicePtr, incx, hostPtr, incy, stream,
             )
         }
@@ -11092,10 +10719,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetVectorAsync_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGetVectorAsync_64.as_ref().expect("Expected function, got error."))(
                 n, elemSize, devicePtr, incx, hostPtr, incy, stream,
             )
         }
@@ -11112,10 +10736,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetMatrixAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSetMatrixAsync.as_ref().expect("Expected function, got error."))(
                 rows, cols, elemSize, A, lda, B, ldb, stream,
             )
         }
@@ -11132,10 +10753,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetMatrixAsync_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSetMatrixAsync_64.as_ref().expect("Expected function, got error."))(
                 rows, cols, elemSize, A, lda, B, ldb, stream,
             )
         }
@@ -11152,10 +10770,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetMatrixAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGetMatrixAsync.as_ref().expect("Expected function, got error."))(
                 rows, cols, elemSize, A, lda, B, ldb, stream,
             )
         }
@@ -11172,25 +10787,13 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetMatrixAsync_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGetMatrixAsync_64.as_ref().expect("Expected function, got error."))(
                 rows, cols, elemSize, A, lda, B, ldb, stream,
             )
         }
     }
-    pub unsafe fn cublasXerbla(
-        &self,
-        srName: *const ::std::os::raw::c_char,
-        info: ::std::os::raw::c_int,
-    ) {
-        unsafe {
-            (self
-                .cublasXerbla
-                .as_ref()
-                .expect("Expected function, got error."))(srName, info)
-        }
+    pub unsafe fn cublasXerbla(&self, srName: *const ::std::os::raw::c_char, info: ::std::os::raw::c_int) {
+        unsafe { (self.cublasXerbla.as_ref().expect("Expected function, got error."))(srName, info) }
     }
     pub unsafe fn cublasNrm2Ex(
         &self,
@@ -11204,10 +10807,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasNrm2Ex
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasNrm2Ex.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11231,10 +10831,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasNrm2Ex_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasNrm2Ex_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11254,12 +10851,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSnrm2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasSnrm2_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasSnrm2_v2_64(
         &self,
@@ -11269,12 +10861,7 @@ impl CublasLib {
         incx: i64,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSnrm2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasSnrm2_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDnrm2_v2(
         &self,
@@ -11284,12 +10871,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDnrm2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDnrm2_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDnrm2_v2_64(
         &self,
@@ -11299,12 +10881,7 @@ impl CublasLib {
         incx: i64,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDnrm2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDnrm2_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasScnrm2_v2(
         &self,
@@ -11314,12 +10891,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasScnrm2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasScnrm2_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasScnrm2_v2_64(
         &self,
@@ -11330,10 +10902,7 @@ impl CublasLib {
         result: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScnrm2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasScnrm2_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasDznrm2_v2(
@@ -11344,12 +10913,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDznrm2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDznrm2_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDznrm2_v2_64(
         &self,
@@ -11360,10 +10924,7 @@ impl CublasLib {
         result: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDznrm2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasDznrm2_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasDotEx(
@@ -11381,10 +10942,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDotEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDotEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11414,10 +10972,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDotEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDotEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11447,10 +11002,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDotcEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDotcEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11480,10 +11032,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDotcEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDotcEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11509,12 +11058,7 @@ impl CublasLib {
         result: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSdot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasSdot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasSdot_v2_64(
@@ -11528,11 +11072,8 @@ impl CublasLib {
         result: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSdot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasSdot_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11547,12 +11088,7 @@ impl CublasLib {
         result: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDdot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasDdot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasDdot_v2_64(
@@ -11566,11 +11102,8 @@ impl CublasLib {
         result: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDdot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasDdot_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11585,12 +11118,7 @@ impl CublasLib {
         result: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdotu_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasCdotu_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasCdotu_v2_64(
@@ -11604,11 +11132,8 @@ impl CublasLib {
         result: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdotu_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasCdotu_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11623,12 +11148,7 @@ impl CublasLib {
         result: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdotc_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasCdotc_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasCdotc_v2_64(
@@ -11642,11 +11162,8 @@ impl CublasLib {
         result: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdotc_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasCdotc_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11661,12 +11178,7 @@ impl CublasLib {
         result: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdotu_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasZdotu_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasZdotu_v2_64(
@@ -11680,11 +11192,8 @@ impl CublasLib {
         result: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdotu_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasZdotu_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11699,12 +11208,7 @@ impl CublasLib {
         result: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdotc_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasZdotc_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasZdotc_v2_64(
@@ -11718,11 +11222,8 @@ impl CublasLib {
         result: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdotc_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasZdotc_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11738,10 +11239,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScalEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasScalEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 alpha,
@@ -11765,10 +11263,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScalEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasScalEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 alpha,
@@ -11788,12 +11283,7 @@ impl CublasLib {
         x: *mut f32,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasSscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasSscal_v2_64(
         &self,
@@ -11803,12 +11293,7 @@ impl CublasLib {
         x: *mut f32,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasSscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasDscal_v2(
         &self,
@@ -11818,12 +11303,7 @@ impl CublasLib {
         x: *mut f64,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasDscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasDscal_v2_64(
         &self,
@@ -11833,12 +11313,7 @@ impl CublasLib {
         x: *mut f64,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasDscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasCscal_v2(
         &self,
@@ -11848,12 +11323,7 @@ impl CublasLib {
         x: *mut cuComplex,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasCscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasCscal_v2_64(
         &self,
@@ -11863,12 +11333,7 @@ impl CublasLib {
         x: *mut cuComplex,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasCscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasCsscal_v2(
         &self,
@@ -11878,12 +11343,7 @@ impl CublasLib {
         x: *mut cuComplex,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCsscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasCsscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasCsscal_v2_64(
         &self,
@@ -11893,12 +11353,7 @@ impl CublasLib {
         x: *mut cuComplex,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCsscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasCsscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasZscal_v2(
         &self,
@@ -11908,12 +11363,7 @@ impl CublasLib {
         x: *mut cuDoubleComplex,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasZscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasZscal_v2_64(
         &self,
@@ -11923,12 +11373,7 @@ impl CublasLib {
         x: *mut cuDoubleComplex,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasZscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasZdscal_v2(
         &self,
@@ -11938,12 +11383,7 @@ impl CublasLib {
         x: *mut cuDoubleComplex,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZdscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasZdscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasZdscal_v2_64(
         &self,
@@ -11953,12 +11393,7 @@ impl CublasLib {
         x: *mut cuDoubleComplex,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZdscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasZdscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasAxpyEx(
         &self,
@@ -11975,10 +11410,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasAxpyEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasAxpyEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 alpha,
@@ -12008,10 +11440,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasAxpyEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasAxpyEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 alpha,
@@ -12037,12 +11466,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSaxpy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
-            )
+            (self.cublasSaxpy_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasSaxpy_v2_64(
@@ -12056,11 +11480,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSaxpy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
+            (self.cublasSaxpy_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, alpha, x, incx, y, incy,
             )
         }
     }
@@ -12075,12 +11496,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDaxpy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
-            )
+            (self.cublasDaxpy_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasDaxpy_v2_64(
@@ -12094,11 +11510,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDaxpy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
+            (self.cublasDaxpy_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, alpha, x, incx, y, incy,
             )
         }
     }
@@ -12113,12 +11526,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCaxpy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
-            )
+            (self.cublasCaxpy_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasCaxpy_v2_64(
@@ -12132,11 +11540,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCaxpy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
+            (self.cublasCaxpy_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, alpha, x, incx, y, incy,
             )
         }
     }
@@ -12151,12 +11556,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZaxpy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
-            )
+            (self.cublasZaxpy_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasZaxpy_v2_64(
@@ -12170,11 +11570,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZaxpy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
+            (self.cublasZaxpy_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, alpha, x, incx, y, incy,
             )
         }
     }
@@ -12190,11 +11587,8 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCopyEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, y, yType, incy
+            (self.cublasCopyEx.as_ref().expect("Expected function, got error."))(
+                handle, n, x, xType, incx, y, yType, incy,
             )
         }
     }
@@ -12210,11 +11604,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCopyEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, y, yType, incy
+            (self.cublasCopyEx_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, xType, incx, y, yType, incy,
             )
         }
     }
@@ -12227,12 +11618,7 @@ impl CublasLib {
         y: *mut f32,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasScopy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasScopy_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasScopy_v2_64(
         &self,
@@ -12244,10 +11630,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScopy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasScopy_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasDcopy_v2(
@@ -12259,12 +11642,7 @@ impl CublasLib {
         y: *mut f64,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDcopy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasDcopy_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasDcopy_v2_64(
         &self,
@@ -12276,10 +11654,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDcopy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasDcopy_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasCcopy_v2(
@@ -12291,12 +11666,7 @@ impl CublasLib {
         y: *mut cuComplex,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCcopy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasCcopy_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasCcopy_v2_64(
         &self,
@@ -12308,10 +11678,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCcopy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasCcopy_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasZcopy_v2(
@@ -12323,12 +11690,7 @@ impl CublasLib {
         y: *mut cuDoubleComplex,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZcopy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasZcopy_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasZcopy_v2_64(
         &self,
@@ -12340,10 +11702,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZcopy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasZcopy_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasSswap_v2(
@@ -12355,12 +11714,7 @@ impl CublasLib {
         y: *mut f32,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSswap_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasSswap_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasSswap_v2_64(
         &self,
@@ -12372,10 +11726,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSswap_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasSswap_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasDswap_v2(
@@ -12387,12 +11738,7 @@ impl CublasLib {
         y: *mut f64,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDswap_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasDswap_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasDswap_v2_64(
         &self,
@@ -12404,10 +11750,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDswap_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasDswap_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasCswap_v2(
@@ -12419,12 +11762,7 @@ impl CublasLib {
         y: *mut cuComplex,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCswap_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasCswap_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasCswap_v2_64(
         &self,
@@ -12436,10 +11774,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCswap_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasCswap_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasZswap_v2(
@@ -12451,12 +11786,7 @@ impl CublasLib {
         y: *mut cuDoubleComplex,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZswap_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasZswap_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasZswap_v2_64(
         &self,
@@ -12468,10 +11798,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZswap_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasZswap_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasSwapEx(
@@ -12486,11 +11813,8 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSwapEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, y, yType, incy
+            (self.cublasSwapEx.as_ref().expect("Expected function, got error."))(
+                handle, n, x, xType, incx, y, yType, incy,
             )
         }
     }
@@ -12506,11 +11830,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSwapEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, y, yType, incy
+            (self.cublasSwapEx_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, xType, incx, y, yType, incy,
             )
         }
     }
@@ -12522,12 +11843,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIsamax_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIsamax_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIsamax_v2_64(
         &self,
@@ -12538,10 +11854,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIsamax_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIsamax_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIdamax_v2(
@@ -12552,12 +11865,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIdamax_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIdamax_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIdamax_v2_64(
         &self,
@@ -12568,10 +11876,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIdamax_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIdamax_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIcamax_v2(
@@ -12582,12 +11887,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIcamax_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIcamax_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIcamax_v2_64(
         &self,
@@ -12598,10 +11898,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIcamax_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIcamax_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIzamax_v2(
@@ -12612,12 +11909,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIzamax_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIzamax_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIzamax_v2_64(
         &self,
@@ -12628,10 +11920,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIzamax_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIzamax_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIamaxEx(
@@ -12644,12 +11933,7 @@ impl CublasLib {
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIamaxEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, result
-            )
+            (self.cublasIamaxEx.as_ref().expect("Expected function, got error."))(handle, n, x, xType, incx, result)
         }
     }
     pub unsafe fn cublasIamaxEx_64(
@@ -12662,12 +11946,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIamaxEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, result
-            )
+            (self.cublasIamaxEx_64.as_ref().expect("Expected function, got error."))(handle, n, x, xType, incx, result)
         }
     }
     pub unsafe fn cublasIsamin_v2(
@@ -12678,12 +11957,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIsamin_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIsamin_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIsamin_v2_64(
         &self,
@@ -12694,10 +11968,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIsamin_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIsamin_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIdamin_v2(
@@ -12708,12 +11979,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIdamin_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIdamin_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIdamin_v2_64(
         &self,
@@ -12724,10 +11990,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIdamin_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIdamin_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIcamin_v2(
@@ -12738,12 +12001,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIcamin_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIcamin_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIcamin_v2_64(
         &self,
@@ -12754,10 +12012,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIcamin_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIcamin_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIzamin_v2(
@@ -12768,12 +12023,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIzamin_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIzamin_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIzamin_v2_64(
         &self,
@@ -12784,10 +12034,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIzamin_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIzamin_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIaminEx(
@@ -12800,12 +12047,7 @@ impl CublasLib {
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIaminEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, result
-            )
+            (self.cublasIaminEx.as_ref().expect("Expected function, got error."))(handle, n, x, xType, incx, result)
         }
     }
     pub unsafe fn cublasIaminEx_64(
@@ -12818,12 +12060,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIaminEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, result
-            )
+            (self.cublasIaminEx_64.as_ref().expect("Expected function, got error."))(handle, n, x, xType, incx, result)
         }
     }
     pub unsafe fn cublasAsumEx(
@@ -12838,10 +12075,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasAsumEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasAsumEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -12865,10 +12099,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasAsumEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasAsumEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -12888,12 +12119,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSasum_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasSasum_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasSasum_v2_64(
         &self,
@@ -12903,12 +12129,7 @@ impl CublasLib {
         incx: i64,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSasum_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasSasum_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDasum_v2(
         &self,
@@ -12918,12 +12139,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDasum_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDasum_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDasum_v2_64(
         &self,
@@ -12933,12 +12149,7 @@ impl CublasLib {
         incx: i64,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDasum_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDasum_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasScasum_v2(
         &self,
@@ -12948,12 +12159,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasScasum_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasScasum_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasScasum_v2_64(
         &self,
@@ -12964,10 +12170,7 @@ impl CublasLib {
         result: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScasum_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasScasum_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasDzasum_v2(
@@ -12978,12 +12181,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDzasum_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDzasum_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDzasum_v2_64(
         &self,
@@ -12994,10 +12192,7 @@ impl CublasLib {
         result: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDzasum_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasDzasum_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasSrot_v2(
@@ -13012,12 +12207,7 @@ impl CublasLib {
         s: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasSrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasSrot_v2_64(
@@ -13032,12 +12222,7 @@ impl CublasLib {
         s: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasSrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasDrot_v2(
@@ -13052,12 +12237,7 @@ impl CublasLib {
         s: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasDrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasDrot_v2_64(
@@ -13072,12 +12252,7 @@ impl CublasLib {
         s: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasDrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasCrot_v2(
@@ -13092,12 +12267,7 @@ impl CublasLib {
         s: *const cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasCrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasCrot_v2_64(
@@ -13112,12 +12282,7 @@ impl CublasLib {
         s: *const cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasCrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasCsrot_v2(
@@ -13132,12 +12297,7 @@ impl CublasLib {
         s: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasCsrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasCsrot_v2_64(
@@ -13152,12 +12312,7 @@ impl CublasLib {
         s: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasCsrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasZrot_v2(
@@ -13172,12 +12327,7 @@ impl CublasLib {
         s: *const cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasZrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasZrot_v2_64(
@@ -13192,12 +12342,7 @@ impl CublasLib {
         s: *const cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasZrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasZdrot_v2(
@@ -13212,12 +12357,7 @@ impl CublasLib {
         s: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasZdrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasZdrot_v2_64(
@@ -13232,12 +12372,7 @@ impl CublasLib {
         s: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasZdrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasRotEx(
@@ -13256,10 +12391,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13291,10 +12423,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13318,12 +12447,7 @@ impl CublasLib {
         c: *mut f32,
         s: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSrotg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, a, b, c, s)
-        }
+        unsafe { (self.cublasSrotg_v2.as_ref().expect("Expected function, got error."))(handle, a, b, c, s) }
     }
     pub unsafe fn cublasDrotg_v2(
         &self,
@@ -13333,12 +12457,7 @@ impl CublasLib {
         c: *mut f64,
         s: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDrotg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, a, b, c, s)
-        }
+        unsafe { (self.cublasDrotg_v2.as_ref().expect("Expected function, got error."))(handle, a, b, c, s) }
     }
     pub unsafe fn cublasCrotg_v2(
         &self,
@@ -13348,12 +12467,7 @@ impl CublasLib {
         c: *mut f32,
         s: *mut cuComplex,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCrotg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, a, b, c, s)
-        }
+        unsafe { (self.cublasCrotg_v2.as_ref().expect("Expected function, got error."))(handle, a, b, c, s) }
     }
     pub unsafe fn cublasZrotg_v2(
         &self,
@@ -13363,12 +12477,7 @@ impl CublasLib {
         c: *mut f64,
         s: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZrotg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, a, b, c, s)
-        }
+        unsafe { (self.cublasZrotg_v2.as_ref().expect("Expected function, got error."))(handle, a, b, c, s) }
     }
     pub unsafe fn cublasRotgEx(
         &self,
@@ -13382,10 +12491,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotgEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotgEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 a,
                 b,
@@ -13408,12 +12514,7 @@ impl CublasLib {
         param: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrotm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, param
-            )
+            (self.cublasSrotm_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, param)
         }
     }
     pub unsafe fn cublasSrotm_v2_64(
@@ -13427,11 +12528,8 @@ impl CublasLib {
         param: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrotm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, param
+            (self.cublasSrotm_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, param,
             )
         }
     }
@@ -13446,12 +12544,7 @@ impl CublasLib {
         param: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrotm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, param
-            )
+            (self.cublasDrotm_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, param)
         }
     }
     pub unsafe fn cublasDrotm_v2_64(
@@ -13465,11 +12558,8 @@ impl CublasLib {
         param: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrotm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, param
+            (self.cublasDrotm_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, param,
             )
         }
     }
@@ -13488,10 +12578,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotmEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotmEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13521,10 +12608,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotmEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotmEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13549,10 +12633,7 @@ impl CublasLib {
         param: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrotmg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, d1, d2, x1, y1, param)
+            (self.cublasSrotmg_v2.as_ref().expect("Expected function, got error."))(handle, d1, d2, x1, y1, param)
         }
     }
     pub unsafe fn cublasDrotmg_v2(
@@ -13565,10 +12646,7 @@ impl CublasLib {
         param: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrotmg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, d1, d2, x1, y1, param)
+            (self.cublasDrotmg_v2.as_ref().expect("Expected function, got error."))(handle, d1, d2, x1, y1, param)
         }
     }
     pub unsafe fn cublasRotmgEx(
@@ -13587,10 +12665,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotmgEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotmgEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 d1,
                 d1Type,
@@ -13622,10 +12697,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13646,10 +12718,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13670,10 +12739,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13694,10 +12760,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13718,10 +12781,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13742,10 +12802,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13766,10 +12823,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13790,10 +12844,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13816,10 +12867,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13842,10 +12890,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13868,10 +12913,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13894,10 +12936,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13920,10 +12959,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13946,10 +12982,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13972,10 +13005,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13998,10 +13028,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14019,10 +13046,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14040,10 +13064,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14061,10 +13082,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14082,10 +13100,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14103,10 +13118,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14124,10 +13136,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14145,10 +13154,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14166,10 +13172,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14188,10 +13191,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14210,10 +13210,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14232,10 +13229,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14254,10 +13248,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14276,10 +13267,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14298,10 +13286,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14320,10 +13305,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14342,10 +13324,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14362,11 +13341,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasStpmv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14382,11 +13358,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasStpmv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14402,11 +13375,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasDtpmv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14422,11 +13392,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasDtpmv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14442,11 +13409,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasCtpmv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14462,11 +13426,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasCtpmv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14482,11 +13443,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasZtpmv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14502,11 +13460,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasZtpmv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14523,10 +13478,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14544,10 +13496,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14565,10 +13514,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14586,10 +13532,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14607,10 +13550,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14628,10 +13568,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14649,10 +13586,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14670,10 +13604,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14690,11 +13621,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStpsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasStpsv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14710,11 +13638,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStpsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasStpsv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14730,11 +13655,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtpsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasDtpsv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14750,11 +13672,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtpsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasDtpsv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14770,11 +13689,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtpsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasCtpsv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14790,11 +13706,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtpsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasCtpsv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14810,11 +13723,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtpsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasZtpsv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14830,11 +13740,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtpsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasZtpsv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14852,10 +13759,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStbsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStbsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14874,10 +13778,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStbsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStbsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14896,10 +13797,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtbsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtbsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14918,10 +13816,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtbsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtbsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14940,10 +13835,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtbsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtbsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14962,10 +13854,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtbsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtbsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14984,10 +13873,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtbsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtbsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15006,10 +13892,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtbsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtbsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15029,10 +13912,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsymv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsymv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15052,10 +13932,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsymv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsymv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15075,10 +13952,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsymv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsymv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15098,10 +13972,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsymv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsymv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15121,10 +13992,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsymv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsymv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15144,10 +14012,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsymv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsymv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15167,10 +14032,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsymv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsymv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15190,10 +14052,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsymv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsymv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15213,10 +14072,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15236,10 +14092,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15259,10 +14112,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15282,10 +14132,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15306,10 +14153,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15330,10 +14174,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15354,10 +14195,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15378,10 +14216,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15402,10 +14237,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15426,10 +14258,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15450,10 +14279,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15474,10 +14300,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15496,10 +14319,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSspmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15518,10 +14338,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSspmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15540,10 +14357,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDspmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15562,10 +14376,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDspmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15584,10 +14395,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChpmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15606,10 +14414,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChpmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15628,10 +14433,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhpmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15650,10 +14452,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhpmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15672,10 +14471,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSger_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSger_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15694,10 +14490,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSger_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSger_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15716,10 +14509,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDger_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDger_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15738,10 +14528,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDger_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDger_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15760,10 +14547,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeru_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeru_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15782,10 +14566,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeru_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeru_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15804,10 +14585,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgerc_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgerc_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15826,10 +14604,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgerc_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgerc_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15848,10 +14623,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeru_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeru_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15870,10 +14642,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeru_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeru_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15892,10 +14661,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgerc_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgerc_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15914,10 +14680,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgerc_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgerc_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15934,11 +14697,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasSsyr_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -15954,11 +14714,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasSsyr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -15974,11 +14731,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasDsyr_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -15994,11 +14748,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasDsyr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16014,11 +14765,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasCsyr_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16034,11 +14782,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasCsyr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16054,11 +14799,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasZsyr_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16074,11 +14816,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasZsyr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16094,11 +14833,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasCher_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16114,11 +14850,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasCher_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16134,11 +14867,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasZher_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16154,11 +14884,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasZher_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16173,12 +14900,7 @@ impl CublasLib {
         AP: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
-            )
+            (self.cublasSspr_v2.as_ref().expect("Expected function, got error."))(handle, uplo, n, alpha, x, incx, AP)
         }
     }
     pub unsafe fn cublasSspr_v2_64(
@@ -16192,11 +14914,8 @@ impl CublasLib {
         AP: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
+            (self.cublasSspr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, AP,
             )
         }
     }
@@ -16211,12 +14930,7 @@ impl CublasLib {
         AP: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
-            )
+            (self.cublasDspr_v2.as_ref().expect("Expected function, got error."))(handle, uplo, n, alpha, x, incx, AP)
         }
     }
     pub unsafe fn cublasDspr_v2_64(
@@ -16230,11 +14944,8 @@ impl CublasLib {
         AP: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
+            (self.cublasDspr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, AP,
             )
         }
     }
@@ -16249,12 +14960,7 @@ impl CublasLib {
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
-            )
+            (self.cublasChpr_v2.as_ref().expect("Expected function, got error."))(handle, uplo, n, alpha, x, incx, AP)
         }
     }
     pub unsafe fn cublasChpr_v2_64(
@@ -16268,11 +14974,8 @@ impl CublasLib {
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
+            (self.cublasChpr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, AP,
             )
         }
     }
@@ -16287,12 +14990,7 @@ impl CublasLib {
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
-            )
+            (self.cublasZhpr_v2.as_ref().expect("Expected function, got error."))(handle, uplo, n, alpha, x, incx, AP)
         }
     }
     pub unsafe fn cublasZhpr_v2_64(
@@ -16306,11 +15004,8 @@ impl CublasLib {
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
+            (self.cublasZhpr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, AP,
             )
         }
     }
@@ -16328,10 +15023,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16350,10 +15042,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16372,10 +15061,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16394,10 +15080,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16416,10 +15099,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16438,10 +15118,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16460,10 +15137,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16482,10 +15156,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16504,10 +15175,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCher2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16526,10 +15194,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCher2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16548,10 +15213,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZher2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16570,10 +15232,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZher2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16591,10 +15250,7 @@ impl CublasLib {
         AP: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSspr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16612,10 +15268,7 @@ impl CublasLib {
         AP: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSspr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16633,10 +15286,7 @@ impl CublasLib {
         AP: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDspr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16654,10 +15304,7 @@ impl CublasLib {
         AP: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDspr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16675,10 +15322,7 @@ impl CublasLib {
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChpr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16696,10 +15340,7 @@ impl CublasLib {
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChpr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16717,10 +15358,7 @@ impl CublasLib {
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhpr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16738,10 +15376,7 @@ impl CublasLib {
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhpr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16763,12 +15398,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasSgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -16789,12 +15420,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasSgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -16815,12 +15442,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasDgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -16841,12 +15464,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasDgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -16867,12 +15486,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasCgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -16893,12 +15508,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasCgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -16919,12 +15530,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasZgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -16945,12 +15552,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasZgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -16971,12 +15574,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSHgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasHSHgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -16997,12 +15596,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSHgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasHSHgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17023,12 +15618,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSSgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasHSSgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17049,12 +15640,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSSgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasHSSgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17075,12 +15662,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSTgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasTSTgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17101,12 +15684,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSTgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasTSTgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17127,12 +15706,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSSgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasTSSgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17153,12 +15728,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSSgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasTSSgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17182,12 +15753,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasSgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17211,12 +15778,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasSgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17240,12 +15803,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasDgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17269,12 +15828,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasDgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17298,12 +15853,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasCgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17327,12 +15878,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasCgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17356,12 +15903,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasZgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17385,12 +15928,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasZgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17414,12 +15953,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSHgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasHSHgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17443,12 +15978,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSHgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasHSHgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17472,12 +16003,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSSgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasHSSgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17501,12 +16028,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSSgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasHSSgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17530,12 +16053,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSTgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasTSTgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17559,12 +16078,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSTgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasTSTgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17588,12 +16103,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSSgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasTSSgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17617,12 +16128,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSSgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasTSSgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17644,10 +16151,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17670,10 +16174,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17696,10 +16197,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17722,10 +16220,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17748,10 +16243,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17774,10 +16266,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17800,10 +16289,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3m
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemm3m.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17826,10 +16312,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3m_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemm3m_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17855,12 +16338,8 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasCgemm3mEx.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -17885,12 +16364,8 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasCgemm3mEx_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -17912,10 +16387,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17938,10 +16410,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17964,10 +16433,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemm3m
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemm3m.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17990,10 +16456,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemm3m_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemm3m_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18016,10 +16479,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasHgemm.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18042,10 +16502,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasHgemm_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18071,12 +16528,8 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasSgemmEx.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18101,12 +16554,8 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasSgemmEx_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18133,10 +16582,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -18182,10 +16628,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -18229,12 +16672,8 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasCgemmEx.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18259,12 +16698,8 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasCgemmEx_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18283,10 +16718,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyrk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyrk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18306,10 +16738,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyrk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyrk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18329,10 +16758,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyrk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyrk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18352,10 +16778,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyrk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyrk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18375,10 +16798,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18398,10 +16818,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18421,10 +16838,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyrk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyrk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18444,10 +16858,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyrk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyrk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18469,10 +16880,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrkEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrkEx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18494,10 +16902,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrkEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrkEx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18519,10 +16924,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrk3mEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrk3mEx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18544,10 +16946,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrk3mEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrk3mEx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18567,10 +16966,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18590,10 +16986,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18613,10 +17006,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZherk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZherk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18636,10 +17026,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZherk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZherk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18661,10 +17048,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherkEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherkEx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18686,10 +17070,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherkEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherkEx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18711,10 +17092,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherk3mEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherk3mEx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18736,10 +17114,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherk3mEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherk3mEx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18761,10 +17136,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyr2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18786,10 +17158,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyr2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18811,10 +17180,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyr2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18836,10 +17202,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyr2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18861,10 +17224,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyr2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18886,10 +17246,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyr2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18911,10 +17268,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyr2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18936,10 +17290,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyr2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18961,10 +17312,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCher2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18986,10 +17334,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCher2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19011,10 +17356,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZher2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19036,10 +17378,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZher2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19061,10 +17400,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyrkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyrkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19086,10 +17422,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyrkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyrkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19111,10 +17444,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyrkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyrkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19136,10 +17466,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyrkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyrkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19161,10 +17488,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19186,10 +17510,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19211,10 +17532,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyrkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyrkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19236,10 +17554,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyrkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyrkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19261,10 +17576,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19286,10 +17598,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19311,10 +17620,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZherkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZherkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19336,10 +17642,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZherkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZherkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19361,10 +17664,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsymm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsymm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19386,10 +17686,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsymm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsymm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19411,10 +17708,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsymm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsymm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19436,10 +17730,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsymm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsymm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19461,10 +17752,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsymm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsymm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19486,10 +17774,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsymm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsymm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19511,10 +17796,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsymm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsymm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19536,10 +17818,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsymm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsymm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19561,10 +17840,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19586,10 +17862,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19611,10 +17884,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19636,10 +17906,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19660,10 +17927,7 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19684,10 +17948,7 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19708,10 +17969,7 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19732,10 +17990,7 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19756,10 +18011,7 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19780,10 +18032,7 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19804,10 +18053,7 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19828,10 +18074,7 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19854,10 +18097,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrmm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrmm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -19880,10 +18120,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrmm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrmm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -19906,10 +18143,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrmm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrmm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -19932,10 +18166,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrmm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrmm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -19958,10 +18189,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrmm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrmm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -19984,10 +18212,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrmm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrmm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20010,10 +18235,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrmm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrmm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20036,10 +18258,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrmm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrmm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20063,12 +18282,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasHgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20091,12 +18306,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasHgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20119,12 +18330,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasSgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20147,12 +18354,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasSgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20175,12 +18378,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasDgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20203,12 +18402,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasDgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20231,12 +18426,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasCgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20259,12 +18450,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasCgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20287,12 +18474,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasCgemm3mBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20315,12 +18498,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasCgemm3mBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20343,12 +18522,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasZgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20371,12 +18546,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasZgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20402,12 +18573,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasHgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20433,12 +18601,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasHgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20464,12 +18629,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasSgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20495,12 +18657,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasSgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20526,12 +18685,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasDgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20557,12 +18713,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasDgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20588,12 +18741,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasCgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20619,12 +18769,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasCgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20650,12 +18797,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasCgemm3mStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20681,12 +18825,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasCgemm3mStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20712,12 +18853,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasZgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20743,12 +18881,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasZgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20776,10 +18911,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmBatchedEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmBatchedEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -20827,10 +18959,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmBatchedEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmBatchedEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -20881,10 +19010,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmStridedBatchedEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmStridedBatchedEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -20938,10 +19064,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmStridedBatchedEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmStridedBatchedEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -20988,10 +19111,7 @@ impl CublasLib {
         group_size: *const ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmGroupedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemmGroupedBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21031,10 +19151,7 @@ impl CublasLib {
         group_size: *const i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmGroupedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemmGroupedBatched_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21074,10 +19191,7 @@ impl CublasLib {
         group_size: *const ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmGroupedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemmGroupedBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21117,10 +19231,7 @@ impl CublasLib {
         group_size: *const i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmGroupedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemmGroupedBatched_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21164,10 +19275,7 @@ impl CublasLib {
         computeType: cublasComputeType_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmGroupedBatchedEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmGroupedBatchedEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21215,10 +19323,7 @@ impl CublasLib {
         computeType: cublasComputeType_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmGroupedBatchedEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmGroupedBatchedEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21259,10 +19364,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgeam
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgeam.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21284,10 +19386,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgeam_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgeam_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21309,10 +19408,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgeam
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgeam.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21334,10 +19430,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgeam_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgeam_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21359,10 +19452,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeam
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeam.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21384,10 +19474,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeam_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeam_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21409,10 +19496,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeam
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeam.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21434,10 +19518,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeam_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeam_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21459,10 +19540,7 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsmBatched.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21484,10 +19562,7 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsmBatched_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21509,10 +19584,7 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsmBatched.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21534,10 +19606,7 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsmBatched_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21559,10 +19628,7 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsmBatched.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21584,10 +19650,7 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsmBatched_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21609,10 +19672,7 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsmBatched.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21634,10 +19694,7 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsmBatched_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21656,10 +19713,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSdgmm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSdgmm.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21678,10 +19732,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSdgmm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSdgmm_64.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21700,10 +19751,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDdgmm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDdgmm.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21722,10 +19770,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDdgmm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDdgmm_64.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21744,10 +19789,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdgmm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCdgmm.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21766,10 +19808,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdgmm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCdgmm_64.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21788,10 +19827,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdgmm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZdgmm.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21810,10 +19846,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdgmm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZdgmm_64.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21830,10 +19863,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSmatinvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSmatinvBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, Ainv, lda_inv, info, batchSize,
             )
         }
@@ -21850,10 +19880,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDmatinvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDmatinvBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, Ainv, lda_inv, info, batchSize,
             )
         }
@@ -21870,10 +19897,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCmatinvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCmatinvBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, Ainv, lda_inv, info, batchSize,
             )
         }
@@ -21890,10 +19914,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZmatinvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZmatinvBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, Ainv, lda_inv, info, batchSize,
             )
         }
@@ -21910,10 +19931,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgeqrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgeqrfBatched.as_ref().expect("Expected function, got error."))(
                 handle, m, n, Aarray, lda, TauArray, info, batchSize,
             )
         }
@@ -21930,10 +19948,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgeqrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgeqrfBatched.as_ref().expect("Expected function, got error."))(
                 handle, m, n, Aarray, lda, TauArray, info, batchSize,
             )
         }
@@ -21950,10 +19965,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeqrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeqrfBatched.as_ref().expect("Expected function, got error."))(
                 handle, m, n, Aarray, lda, TauArray, info, batchSize,
             )
         }
@@ -21970,10 +19982,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeqrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeqrfBatched.as_ref().expect("Expected function, got error."))(
                 handle, m, n, Aarray, lda, TauArray, info, batchSize,
             )
         }
@@ -21994,10 +20003,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgelsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgelsBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 trans,
                 m,
@@ -22029,10 +20035,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgelsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgelsBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 trans,
                 m,
@@ -22064,10 +20067,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgelsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgelsBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 trans,
                 m,
@@ -22099,10 +20099,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgelsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgelsBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 trans,
                 m,
@@ -22127,12 +20124,7 @@ impl CublasLib {
         A: *mut f32,
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasStpttr
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, AP, A, lda)
-        }
+        unsafe { (self.cublasStpttr.as_ref().expect("Expected function, got error."))(handle, uplo, n, AP, A, lda) }
     }
     pub unsafe fn cublasDtpttr(
         &self,
@@ -22143,12 +20135,7 @@ impl CublasLib {
         A: *mut f64,
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDtpttr
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, AP, A, lda)
-        }
+        unsafe { (self.cublasDtpttr.as_ref().expect("Expected function, got error."))(handle, uplo, n, AP, A, lda) }
     }
     pub unsafe fn cublasCtpttr(
         &self,
@@ -22159,12 +20146,7 @@ impl CublasLib {
         A: *mut cuComplex,
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCtpttr
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, AP, A, lda)
-        }
+        unsafe { (self.cublasCtpttr.as_ref().expect("Expected function, got error."))(handle, uplo, n, AP, A, lda) }
     }
     pub unsafe fn cublasZtpttr(
         &self,
@@ -22175,12 +20157,7 @@ impl CublasLib {
         A: *mut cuDoubleComplex,
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZtpttr
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, AP, A, lda)
-        }
+        unsafe { (self.cublasZtpttr.as_ref().expect("Expected function, got error."))(handle, uplo, n, AP, A, lda) }
     }
     pub unsafe fn cublasStrttp(
         &self,
@@ -22191,12 +20168,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
         AP: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasStrttp
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, A, lda, AP)
-        }
+        unsafe { (self.cublasStrttp.as_ref().expect("Expected function, got error."))(handle, uplo, n, A, lda, AP) }
     }
     pub unsafe fn cublasDtrttp(
         &self,
@@ -22207,12 +20179,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
         AP: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDtrttp
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, A, lda, AP)
-        }
+        unsafe { (self.cublasDtrttp.as_ref().expect("Expected function, got error."))(handle, uplo, n, A, lda, AP) }
     }
     pub unsafe fn cublasCtrttp(
         &self,
@@ -22223,12 +20190,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCtrttp
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, A, lda, AP)
-        }
+        unsafe { (self.cublasCtrttp.as_ref().expect("Expected function, got error."))(handle, uplo, n, A, lda, AP) }
     }
     pub unsafe fn cublasZtrttp(
         &self,
@@ -22239,12 +20201,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZtrttp
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, A, lda, AP)
-        }
+        unsafe { (self.cublasZtrttp.as_ref().expect("Expected function, got error."))(handle, uplo, n, A, lda, AP) }
     }
     pub unsafe fn cublasSgetrfBatched(
         &self,
@@ -22257,11 +20214,8 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgetrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, A, lda, P, info, batchSize
+            (self.cublasSgetrfBatched.as_ref().expect("Expected function, got error."))(
+                handle, n, A, lda, P, info, batchSize,
             )
         }
     }
@@ -22276,11 +20230,8 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgetrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, A, lda, P, info, batchSize
+            (self.cublasDgetrfBatched.as_ref().expect("Expected function, got error."))(
+                handle, n, A, lda, P, info, batchSize,
             )
         }
     }
@@ -22295,11 +20246,8 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgetrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, A, lda, P, info, batchSize
+            (self.cublasCgetrfBatched.as_ref().expect("Expected function, got error."))(
+                handle, n, A, lda, P, info, batchSize,
             )
         }
     }
@@ -22314,11 +20262,8 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgetrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, A, lda, P, info, batchSize
+            (self.cublasZgetrfBatched.as_ref().expect("Expected function, got error."))(
+                handle, n, A, lda, P, info, batchSize,
             )
         }
     }
@@ -22335,10 +20280,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgetriBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgetriBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, P, C, ldc, info, batchSize,
             )
         }
@@ -22356,10 +20298,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgetriBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgetriBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, P, C, ldc, info, batchSize,
             )
         }
@@ -22377,10 +20316,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgetriBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgetriBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, P, C, ldc, info, batchSize,
             )
         }
@@ -22398,10 +20334,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgetriBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgetriBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, P, C, ldc, info, batchSize,
             )
         }
@@ -22421,10 +20354,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgetrsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgetrsBatched.as_ref().expect("Expected function, got error."))(
                 handle, trans, n, nrhs, Aarray, lda, devIpiv, Barray, ldb, info, batchSize,
             )
         }
@@ -22444,10 +20374,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgetrsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgetrsBatched.as_ref().expect("Expected function, got error."))(
                 handle, trans, n, nrhs, Aarray, lda, devIpiv, Barray, ldb, info, batchSize,
             )
         }
@@ -22467,10 +20394,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgetrsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgetrsBatched.as_ref().expect("Expected function, got error."))(
                 handle, trans, n, nrhs, Aarray, lda, devIpiv, Barray, ldb, info, batchSize,
             )
         }
@@ -22490,10 +20414,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgetrsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgetrsBatched.as_ref().expect("Expected function, got error."))(
                 handle, trans, n, nrhs, Aarray, lda, devIpiv, Barray, ldb, info, batchSize,
             )
         }
@@ -22520,12 +20441,9 @@ impl CublasLib {
         C_shift: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasUint8gemmBias
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, transc, m, n, k, A, A_bias, lda, B, B_bias, ldb, C, C_bias,
-                ldc, C_mult, C_shift,
+            (self.cublasUint8gemmBias.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, transc, m, n, k, A, A_bias, lda, B, B_bias, ldb, C, C_bias, ldc, C_mult,
+                C_shift,
             )
         }
     }
@@ -22533,39 +20451,26 @@ impl CublasLib {
 
 pub struct CublasLtLib {
     __library: ::libloading::Library,
-    pub cublasLtCreate: Result<
-        unsafe extern "C" fn(lightHandle: *mut cublasLtHandle_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtDestroy: Result<
-        unsafe extern "C" fn(lightHandle: cublasLtHandle_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtGetStatusName: Result<
-        unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
-    pub cublasLtGetStatusString: Result<
-        unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
+    pub cublasLtCreate:
+        Result<unsafe extern "C" fn(lightHandle: *mut cublasLtHandle_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtDestroy:
+        Result<unsafe extern "C" fn(lightHandle: cublasLtHandle_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtGetStatusName:
+        Result<unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
+    pub cublasLtGetStatusString:
+        Result<unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
     pub cublasLtGetVersion: Result<unsafe extern "C" fn() -> usize, ::libloading::Error>,
     pub cublasLtGetCudartVersion: Result<unsafe extern "C" fn() -> usize, ::libloading::Error>,
     pub cublasLtGetProperty: Result<
-        unsafe extern "C" fn(
-            type_: libraryPropertyType,
-            value: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(type_: libraryPropertyType, value: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasLtHeuristicsCacheGetCapacity:
         Result<unsafe extern "C" fn(capacity: *mut usize) -> cublasStatus_t, ::libloading::Error>,
     pub cublasLtHeuristicsCacheSetCapacity:
         Result<unsafe extern "C" fn(capacity: usize) -> cublasStatus_t, ::libloading::Error>,
-    pub cublasLtDisableCpuInstructionsSetMask: Result<
-        unsafe extern "C" fn(mask: ::std::os::raw::c_uint) -> ::std::os::raw::c_uint,
-        ::libloading::Error,
-    >,
+    pub cublasLtDisableCpuInstructionsSetMask:
+        Result<unsafe extern "C" fn(mask: ::std::os::raw::c_uint) -> ::std::os::raw::c_uint, ::libloading::Error>,
     pub cublasLtMatmul: Result<
         unsafe extern "C" fn(
             lightHandle: cublasLtHandle_t,
@@ -22624,10 +20529,8 @@ pub struct CublasLtLib {
         ) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasLtMatrixLayoutDestroy: Result<
-        unsafe extern "C" fn(matLayout: cublasLtMatrixLayout_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasLtMatrixLayoutDestroy:
+        Result<unsafe extern "C" fn(matLayout: cublasLtMatrixLayout_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasLtMatrixLayoutSetAttribute: Result<
         unsafe extern "C" fn(
             matLayout: cublasLtMatrixLayout_t,
@@ -22664,10 +20567,8 @@ pub struct CublasLtLib {
         ) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasLtMatmulDescDestroy: Result<
-        unsafe extern "C" fn(matmulDesc: cublasLtMatmulDesc_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasLtMatmulDescDestroy:
+        Result<unsafe extern "C" fn(matmulDesc: cublasLtMatmulDesc_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasLtMatmulDescSetAttribute: Result<
         unsafe extern "C" fn(
             matmulDesc: cublasLtMatmulDesc_t,
@@ -22729,14 +20630,10 @@ pub struct CublasLtLib {
         unsafe extern "C" fn(pref: cublasLtMatmulPreference_t, size: usize) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasLtMatmulPreferenceCreate: Result<
-        unsafe extern "C" fn(pref: *mut cublasLtMatmulPreference_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtMatmulPreferenceDestroy: Result<
-        unsafe extern "C" fn(pref: cublasLtMatmulPreference_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasLtMatmulPreferenceCreate:
+        Result<unsafe extern "C" fn(pref: *mut cublasLtMatmulPreference_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtMatmulPreferenceDestroy:
+        Result<unsafe extern "C" fn(pref: cublasLtMatmulPreference_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasLtMatmulPreferenceSetAttribute: Result<
         unsafe extern "C" fn(
             pref: cublasLtMatmulPreference_t,
@@ -22842,26 +20739,16 @@ pub struct CublasLtLib {
         ) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasLtLoggerSetCallback: Result<
-        unsafe extern "C" fn(callback: cublasLtLoggerCallback_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtLoggerSetFile:
-        Result<unsafe extern "C" fn(file: *mut FILE) -> cublasStatus_t, ::libloading::Error>,
-    pub cublasLtLoggerOpenFile: Result<
-        unsafe extern "C" fn(logFile: *const ::std::os::raw::c_char) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtLoggerSetLevel: Result<
-        unsafe extern "C" fn(level: ::std::os::raw::c_int) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtLoggerSetMask: Result<
-        unsafe extern "C" fn(mask: ::std::os::raw::c_int) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtLoggerForceDisable:
-        Result<unsafe extern "C" fn() -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerSetCallback:
+        Result<unsafe extern "C" fn(callback: cublasLtLoggerCallback_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerSetFile: Result<unsafe extern "C" fn(file: *mut FILE) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerOpenFile:
+        Result<unsafe extern "C" fn(logFile: *const ::std::os::raw::c_char) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerSetLevel:
+        Result<unsafe extern "C" fn(level: ::std::os::raw::c_int) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerSetMask:
+        Result<unsafe extern "C" fn(mask: ::std::os::raw::c_int) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerForceDisable: Result<unsafe extern "C" fn() -> cublasStatus_t, ::libloading::Error>,
 }
 impl CublasLtLib {
     pub unsafe fn new<P>(path: P) -> Result<Self, ::libloading::Error>
@@ -22878,15 +20765,11 @@ impl CublasLtLib {
         let __library = library.into();
         let cublasLtCreate = unsafe { __library.get(b"cublasLtCreate\0") }.map(|sym| *sym);
         let cublasLtDestroy = unsafe { __library.get(b"cublasLtDestroy\0") }.map(|sym| *sym);
-        let cublasLtGetStatusName =
-            unsafe { __library.get(b"cublasLtGetStatusName\0") }.map(|sym| *sym);
-        let cublasLtGetStatusString =
-            unsafe { __library.get(b"cublasLtGetStatusString\0") }.map(|sym| *sym);
+        let cublasLtGetStatusName = unsafe { __library.get(b"cublasLtGetStatusName\0") }.map(|sym| *sym);
+        let cublasLtGetStatusString = unsafe { __library.get(b"cublasLtGetStatusString\0") }.map(|sym| *sym);
         let cublasLtGetVersion = unsafe { __library.get(b"cublasLtGetVersion\0") }.map(|sym| *sym);
-        let cublasLtGetCudartVersion =
-            unsafe { __library.get(b"cublasLtGetCudartVersion\0") }.map(|sym| *sym);
-        let cublasLtGetProperty =
-            unsafe { __library.get(b"cublasLtGetProperty\0") }.map(|sym| *sym);
+        let cublasLtGetCudartVersion = unsafe { __library.get(b"cublasLtGetCudartVersion\0") }.map(|sym| *sym);
+        let cublasLtGetProperty = unsafe { __library.get(b"cublasLtGetProperty\0") }.map(|sym| *sym);
         let cublasLtHeuristicsCacheGetCapacity =
             unsafe { __library.get(b"cublasLtHeuristicsCacheGetCapacity\0") }.map(|sym| *sym);
         let cublasLtHeuristicsCacheSetCapacity =
@@ -22894,24 +20777,19 @@ impl CublasLtLib {
         let cublasLtDisableCpuInstructionsSetMask =
             unsafe { __library.get(b"cublasLtDisableCpuInstructionsSetMask\0") }.map(|sym| *sym);
         let cublasLtMatmul = unsafe { __library.get(b"cublasLtMatmul\0") }.map(|sym| *sym);
-        let cublasLtMatrixTransform =
-            unsafe { __library.get(b"cublasLtMatrixTransform\0") }.map(|sym| *sym);
+        let cublasLtMatrixTransform = unsafe { __library.get(b"cublasLtMatrixTransform\0") }.map(|sym| *sym);
         let cublasLtMatrixLayoutInit_internal =
             unsafe { __library.get(b"cublasLtMatrixLayoutInit_internal\0") }.map(|sym| *sym);
-        let cublasLtMatrixLayoutCreate =
-            unsafe { __library.get(b"cublasLtMatrixLayoutCreate\0") }.map(|sym| *sym);
-        let cublasLtMatrixLayoutDestroy =
-            unsafe { __library.get(b"cublasLtMatrixLayoutDestroy\0") }.map(|sym| *sym);
+        let cublasLtMatrixLayoutCreate = unsafe { __library.get(b"cublasLtMatrixLayoutCreate\0") }.map(|sym| *sym);
+        let cublasLtMatrixLayoutDestroy = unsafe { __library.get(b"cublasLtMatrixLayoutDestroy\0") }.map(|sym| *sym);
         let cublasLtMatrixLayoutSetAttribute =
             unsafe { __library.get(b"cublasLtMatrixLayoutSetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatrixLayoutGetAttribute =
             unsafe { __library.get(b"cublasLtMatrixLayoutGetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulDescInit_internal =
             unsafe { __library.get(b"cublasLtMatmulDescInit_internal\0") }.map(|sym| *sym);
-        let cublasLtMatmulDescCreate =
-            unsafe { __library.get(b"cublasLtMatmulDescCreate\0") }.map(|sym| *sym);
-        let cublasLtMatmulDescDestroy =
-            unsafe { __library.get(b"cublasLtMatmulDescDestroy\0") }.map(|sym| *sym);
+        let cublasLtMatmulDescCreate = unsafe { __library.get(b"cublasLtMatmulDescCreate\0") }.map(|sym| *sym);
+        let cublasLtMatmulDescDestroy = unsafe { __library.get(b"cublasLtMatmulDescDestroy\0") }.map(|sym| *sym);
         let cublasLtMatmulDescSetAttribute =
             unsafe { __library.get(b"cublasLtMatmulDescSetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulDescGetAttribute =
@@ -22938,30 +20816,21 @@ impl CublasLtLib {
             unsafe { __library.get(b"cublasLtMatmulPreferenceGetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulAlgoGetHeuristic =
             unsafe { __library.get(b"cublasLtMatmulAlgoGetHeuristic\0") }.map(|sym| *sym);
-        let cublasLtMatmulAlgoGetIds =
-            unsafe { __library.get(b"cublasLtMatmulAlgoGetIds\0") }.map(|sym| *sym);
-        let cublasLtMatmulAlgoInit =
-            unsafe { __library.get(b"cublasLtMatmulAlgoInit\0") }.map(|sym| *sym);
-        let cublasLtMatmulAlgoCheck =
-            unsafe { __library.get(b"cublasLtMatmulAlgoCheck\0") }.map(|sym| *sym);
+        let cublasLtMatmulAlgoGetIds = unsafe { __library.get(b"cublasLtMatmulAlgoGetIds\0") }.map(|sym| *sym);
+        let cublasLtMatmulAlgoInit = unsafe { __library.get(b"cublasLtMatmulAlgoInit\0") }.map(|sym| *sym);
+        let cublasLtMatmulAlgoCheck = unsafe { __library.get(b"cublasLtMatmulAlgoCheck\0") }.map(|sym| *sym);
         let cublasLtMatmulAlgoCapGetAttribute =
             unsafe { __library.get(b"cublasLtMatmulAlgoCapGetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulAlgoConfigSetAttribute =
             unsafe { __library.get(b"cublasLtMatmulAlgoConfigSetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulAlgoConfigGetAttribute =
             unsafe { __library.get(b"cublasLtMatmulAlgoConfigGetAttribute\0") }.map(|sym| *sym);
-        let cublasLtLoggerSetCallback =
-            unsafe { __library.get(b"cublasLtLoggerSetCallback\0") }.map(|sym| *sym);
-        let cublasLtLoggerSetFile =
-            unsafe { __library.get(b"cublasLtLoggerSetFile\0") }.map(|sym| *sym);
-        let cublasLtLoggerOpenFile =
-            unsafe { __library.get(b"cublasLtLoggerOpenFile\0") }.map(|sym| *sym);
-        let cublasLtLoggerSetLevel =
-            unsafe { __library.get(b"cublasLtLoggerSetLevel\0") }.map(|sym| *sym);
-        let cublasLtLoggerSetMask =
-            unsafe { __library.get(b"cublasLtLoggerSetMask\0") }.map(|sym| *sym);
-        let cublasLtLoggerForceDisable =
-            unsafe { __library.get(b"cublasLtLoggerForceDisable\0") }.map(|sym| *sym);
+        let cublasLtLoggerSetCallback = unsafe { __library.get(b"cublasLtLoggerSetCallback\0") }.map(|sym| *sym);
+        let cublasLtLoggerSetFile = unsafe { __library.get(b"cublasLtLoggerSetFile\0") }.map(|sym| *sym);
+        let cublasLtLoggerOpenFile = unsafe { __library.get(b"cublasLtLoggerOpenFile\0") }.map(|sym| *sym);
+        let cublasLtLoggerSetLevel = unsafe { __library.get(b"cublasLtLoggerSetLevel\0") }.map(|sym| *sym);
+        let cublasLtLoggerSetMask = unsafe { __library.get(b"cublasLtLoggerSetMask\0") }.map(|sym| *sym);
+        let cublasLtLoggerForceDisable = unsafe { __library.get(b"cublasLtLoggerForceDisable\0") }.map(|sym| *sym);
         Ok(CublasLtLib {
             __library,
             cublasLtCreate,
@@ -23012,100 +20881,38 @@ impl CublasLtLib {
         })
     }
     pub unsafe fn cublasLtCreate(&self, lightHandle: *mut cublasLtHandle_t) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtCreate
-                .as_ref()
-                .expect("Expected function, got error."))(lightHandle)
-        }
+        unsafe { (self.cublasLtCreate.as_ref().expect("Expected function, got error."))(lightHandle) }
     }
     pub unsafe fn cublasLtDestroy(&self, lightHandle: cublasLtHandle_t) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(lightHandle)
-        }
+        unsafe { (self.cublasLtDestroy.as_ref().expect("Expected function, got error."))(lightHandle) }
     }
-    pub unsafe fn cublasLtGetStatusName(
-        &self,
-        status: cublasStatus_t,
-    ) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cublasLtGetStatusName
-                .as_ref()
-                .expect("Expected function, got error."))(status)
-        }
+    pub unsafe fn cublasLtGetStatusName(&self, status: cublasStatus_t) -> *const ::std::os::raw::c_char {
+        unsafe { (self.cublasLtGetStatusName.as_ref().expect("Expected function, got error."))(status) }
     }
-    pub unsafe fn cublasLtGetStatusString(
-        &self,
-        status: cublasStatus_t,
-    ) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cublasLtGetStatusString
-                .as_ref()
-                .expect("Expected function, got error."))(status)
-        }
+    pub unsafe fn cublasLtGetStatusString(&self, status: cublasStatus_t) -> *const ::std::os::raw::c_char {
+        unsafe { (self.cublasLtGetStatusString.as_ref().expect("Expected function, got error."))(status) }
     }
     pub unsafe fn cublasLtGetVersion(&self) -> usize {
-        unsafe {
-            (self
-                .cublasLtGetVersion
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cublasLtGetVersion.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cublasLtGetCudartVersion(&self) -> usize {
-        unsafe {
-            (self
-                .cublasLtGetCudartVersion
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cublasLtGetCudartVersion.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cublasLtGetProperty(
         &self,
         type_: libraryPropertyType,
         value: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtGetProperty
-                .as_ref()
-                .expect("Expected function, got error."))(type_, value)
-        }
+        unsafe { (self.cublasLtGetProperty.as_ref().expect("Expected function, got error."))(type_, value) }
     }
-    pub unsafe fn cublasLtHeuristicsCacheGetCapacity(
-        &self,
-        capacity: *mut usize,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtHeuristicsCacheGetCapacity
-                .as_ref()
-                .expect("Expected function, got error."))(capacity)
-        }
+    pub unsafe fn cublasLtHeuristicsCacheGetCapacity(&self, capacity: *mut usize) -> cublasStatus_t {
+        unsafe { (self.cublasLtHeuristicsCacheGetCapacity.as_ref().expect("Expected function, got error."))(capacity) }
     }
     pub unsafe fn cublasLtHeuristicsCacheSetCapacity(&self, capacity: usize) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtHeuristicsCacheSetCapacity
-                .as_ref()
-                .expect("Expected function, got error."))(capacity)
-        }
+        unsafe { (self.cublasLtHeuristicsCacheSetCapacity.as_ref().expect("Expected function, got error."))(capacity) }
     }
-    pub unsafe fn cublasLtDisableCpuInstructionsSetMask(
-        &self,
-        mask: ::std::os::raw::c_uint,
-    ) -> ::std::os::raw::c_uint {
-        unsafe {
-            (self
-                .cublasLtDisableCpuInstructionsSetMask
-                .as_ref()
-                .expect("Expected function, got error."))(mask)
-        }
+    pub unsafe fn cublasLtDisableCpuInstructionsSetMask(&self, mask: ::std::os::raw::c_uint) -> ::std::os::raw::c_uint {
+        unsafe { (self.cublasLtDisableCpuInstructionsSetMask.as_ref().expect("Expected function, got error."))(mask) }
     }
     pub unsafe fn cublasLtMatmul(
         &self,
@@ -23127,10 +20934,7 @@ impl CublasLtLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmul
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmul.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 computeDesc,
                 alpha,
@@ -23165,10 +20969,7 @@ impl CublasLtLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransform
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatrixTransform.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 transformDesc,
                 alpha,
@@ -23193,11 +20994,8 @@ impl CublasLtLib {
         ld: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixLayoutInit_internal
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matLayout, size, type_, rows, cols, ld
+            (self.cublasLtMatrixLayoutInit_internal.as_ref().expect("Expected function, got error."))(
+                matLayout, size, type_, rows, cols, ld,
             )
         }
     }
@@ -23210,24 +21008,13 @@ impl CublasLtLib {
         ld: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixLayoutCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matLayout, type_, rows, cols, ld
+            (self.cublasLtMatrixLayoutCreate.as_ref().expect("Expected function, got error."))(
+                matLayout, type_, rows, cols, ld,
             )
         }
     }
-    pub unsafe fn cublasLtMatrixLayoutDestroy(
-        &self,
-        matLayout: cublasLtMatrixLayout_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtMatrixLayoutDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(matLayout)
-        }
+    pub unsafe fn cublasLtMatrixLayoutDestroy(&self, matLayout: cublasLtMatrixLayout_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtMatrixLayoutDestroy.as_ref().expect("Expected function, got error."))(matLayout) }
     }
     pub unsafe fn cublasLtMatrixLayoutSetAttribute(
         &self,
@@ -23237,11 +21024,11 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixLayoutSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matLayout, attr, buf, sizeInBytes
+            (self.cublasLtMatrixLayoutSetAttribute.as_ref().expect("Expected function, got error."))(
+                matLayout,
+                attr,
+                buf,
+                sizeInBytes,
             )
         }
     }
@@ -23254,10 +21041,7 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixLayoutGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatrixLayoutGetAttribute.as_ref().expect("Expected function, got error."))(
                 matLayout,
                 attr,
                 buf,
@@ -23274,11 +21058,11 @@ impl CublasLtLib {
         scaleType: cudaDataType_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulDescInit_internal
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matmulDesc, size, computeType, scaleType
+            (self.cublasLtMatmulDescInit_internal.as_ref().expect("Expected function, got error."))(
+                matmulDesc,
+                size,
+                computeType,
+                scaleType,
             )
         }
     }
@@ -23289,24 +21073,15 @@ impl CublasLtLib {
         scaleType: cudaDataType_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulDescCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matmulDesc, computeType, scaleType
+            (self.cublasLtMatmulDescCreate.as_ref().expect("Expected function, got error."))(
+                matmulDesc,
+                computeType,
+                scaleType,
             )
         }
     }
-    pub unsafe fn cublasLtMatmulDescDestroy(
-        &self,
-        matmulDesc: cublasLtMatmulDesc_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtMatmulDescDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(matmulDesc)
-        }
+    pub unsafe fn cublasLtMatmulDescDestroy(&self, matmulDesc: cublasLtMatmulDesc_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtMatmulDescDestroy.as_ref().expect("Expected function, got error."))(matmulDesc) }
     }
     pub unsafe fn cublasLtMatmulDescSetAttribute(
         &self,
@@ -23316,11 +21091,11 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulDescSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matmulDesc, attr, buf, sizeInBytes
+            (self.cublasLtMatmulDescSetAttribute.as_ref().expect("Expected function, got error."))(
+                matmulDesc,
+                attr,
+                buf,
+                sizeInBytes,
             )
         }
     }
@@ -23333,10 +21108,7 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulDescGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulDescGetAttribute.as_ref().expect("Expected function, got error."))(
                 matmulDesc,
                 attr,
                 buf,
@@ -23352,10 +21124,11 @@ impl CublasLtLib {
         scaleType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescInit_internal
-                .as_ref()
-                .expect("Expected function, got error."))(transformDesc, size, scaleType)
+            (self.cublasLtMatrixTransformDescInit_internal.as_ref().expect("Expected function, got error."))(
+                transformDesc,
+                size,
+                scaleType,
+            )
         }
     }
     pub unsafe fn cublasLtMatrixTransformDescCreate(
@@ -23364,10 +21137,10 @@ impl CublasLtLib {
         scaleType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescCreate
-                .as_ref()
-                .expect("Expected function, got error."))(transformDesc, scaleType)
+            (self.cublasLtMatrixTransformDescCreate.as_ref().expect("Expected function, got error."))(
+                transformDesc,
+                scaleType,
+            )
         }
     }
     pub unsafe fn cublasLtMatrixTransformDescDestroy(
@@ -23375,10 +21148,7 @@ impl CublasLtLib {
         transformDesc: cublasLtMatrixTransformDesc_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(transformDesc)
+            (self.cublasLtMatrixTransformDescDestroy.as_ref().expect("Expected function, got error."))(transformDesc)
         }
     }
     pub unsafe fn cublasLtMatrixTransformDescSetAttribute(
@@ -23389,11 +21159,11 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                transformDesc, attr, buf, sizeInBytes
+            (self.cublasLtMatrixTransformDescSetAttribute.as_ref().expect("Expected function, got error."))(
+                transformDesc,
+                attr,
+                buf,
+                sizeInBytes,
             )
         }
     }
@@ -23406,10 +21176,7 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatrixTransformDescGetAttribute.as_ref().expect("Expected function, got error."))(
                 transformDesc,
                 attr,
                 buf,
@@ -23424,33 +21191,14 @@ impl CublasLtLib {
         size: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulPreferenceInit_internal
-                .as_ref()
-                .expect("Expected function, got error."))(pref, size)
+            (self.cublasLtMatmulPreferenceInit_internal.as_ref().expect("Expected function, got error."))(pref, size)
         }
     }
-    pub unsafe fn cublasLtMatmulPreferenceCreate(
-        &self,
-        pref: *mut cublasLtMatmulPreference_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtMatmulPreferenceCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pref)
-        }
+    pub unsafe fn cublasLtMatmulPreferenceCreate(&self, pref: *mut cublasLtMatmulPreference_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtMatmulPreferenceCreate.as_ref().expect("Expected function, got error."))(pref) }
     }
-    pub unsafe fn cublasLtMatmulPreferenceDestroy(
-        &self,
-        pref: cublasLtMatmulPreference_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtMatmulPreferenceDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(pref)
-        }
+    pub unsafe fn cublasLtMatmulPreferenceDestroy(&self, pref: cublasLtMatmulPreference_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtMatmulPreferenceDestroy.as_ref().expect("Expected function, got error."))(pref) }
     }
     pub unsafe fn cublasLtMatmulPreferenceSetAttribute(
         &self,
@@ -23460,10 +21208,12 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulPreferenceSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(pref, attr, buf, sizeInBytes)
+            (self.cublasLtMatmulPreferenceSetAttribute.as_ref().expect("Expected function, got error."))(
+                pref,
+                attr,
+                buf,
+                sizeInBytes,
+            )
         }
     }
     pub unsafe fn cublasLtMatmulPreferenceGetAttribute(
@@ -23475,11 +21225,12 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulPreferenceGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pref, attr, buf, sizeInBytes, sizeWritten
+            (self.cublasLtMatmulPreferenceGetAttribute.as_ref().expect("Expected function, got error."))(
+                pref,
+                attr,
+                buf,
+                sizeInBytes,
+                sizeWritten,
             )
         }
     }
@@ -23497,10 +21248,7 @@ impl CublasLtLib {
         returnAlgoCount: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoGetHeuristic
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulAlgoGetHeuristic.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 operationDesc,
                 Adesc,
@@ -23528,10 +21276,7 @@ impl CublasLtLib {
         returnAlgoCount: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoGetIds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulAlgoGetIds.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 computeType,
                 scaleType,
@@ -23558,10 +21303,7 @@ impl CublasLtLib {
         algo: *mut cublasLtMatmulAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoInit
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulAlgoInit.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 computeType,
                 scaleType,
@@ -23586,10 +21328,7 @@ impl CublasLtLib {
         result: *mut cublasLtMatmulHeuristicResult_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoCheck
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulAlgoCheck.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 operationDesc,
                 Adesc,
@@ -23610,11 +21349,12 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoCapGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                algo, attr, buf, sizeInBytes, sizeWritten
+            (self.cublasLtMatmulAlgoCapGetAttribute.as_ref().expect("Expected function, got error."))(
+                algo,
+                attr,
+                buf,
+                sizeInBytes,
+                sizeWritten,
             )
         }
     }
@@ -23626,10 +21366,12 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoConfigSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(algo, attr, buf, sizeInBytes)
+            (self.cublasLtMatmulAlgoConfigSetAttribute.as_ref().expect("Expected function, got error."))(
+                algo,
+                attr,
+                buf,
+                sizeInBytes,
+            )
         }
     }
     pub unsafe fn cublasLtMatmulAlgoConfigGetAttribute(
@@ -23641,66 +21383,31 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoConfigGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                algo, attr, buf, sizeInBytes, sizeWritten
+            (self.cublasLtMatmulAlgoConfigGetAttribute.as_ref().expect("Expected function, got error."))(
+                algo,
+                attr,
+                buf,
+                sizeInBytes,
+                sizeWritten,
             )
         }
     }
-    pub unsafe fn cublasLtLoggerSetCallback(
-        &self,
-        callback: cublasLtLoggerCallback_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerSetCallback
-                .as_ref()
-                .expect("Expected function, got error."))(callback)
-        }
+    pub unsafe fn cublasLtLoggerSetCallback(&self, callback: cublasLtLoggerCallback_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtLoggerSetCallback.as_ref().expect("Expected function, got error."))(callback) }
     }
     pub unsafe fn cublasLtLoggerSetFile(&self, file: *mut FILE) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerSetFile
-                .as_ref()
-                .expect("Expected function, got error."))(file)
-        }
+        unsafe { (self.cublasLtLoggerSetFile.as_ref().expect("Expected function, got error."))(file) }
     }
-    pub unsafe fn cublasLtLoggerOpenFile(
-        &self,
-        logFile: *const ::std::os::raw::c_char,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerOpenFile
-                .as_ref()
-                .expect("Expected function, got error."))(logFile)
-        }
+    pub unsafe fn cublasLtLoggerOpenFile(&self, logFile: *const ::std::os::raw::c_char) -> cublasStatus_t {
+        unsafe { (self.cublasLtLoggerOpenFile.as_ref().expect("Expected function, got error."))(logFile) }
     }
     pub unsafe fn cublasLtLoggerSetLevel(&self, level: ::std::os::raw::c_int) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerSetLevel
-                .as_ref()
-                .expect("Expected function, got error."))(level)
-        }
+        unsafe { (self.cublasLtLoggerSetLevel.as_ref().expect("Expected function, got error."))(level) }
     }
     pub unsafe fn cublasLtLoggerSetMask(&self, mask: ::std::os::raw::c_int) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerSetMask
-                .as_ref()
-                .expect("Expected function, got error."))(mask)
-        }
+        unsafe { (self.cublasLtLoggerSetMask.as_ref().expect("Expected function, got error."))(mask) }
     }
     pub unsafe fn cublasLtLoggerForceDisable(&self) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerForceDisable
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cublasLtLoggerForceDisable.as_ref().expect("Expected function, got error."))() }
     }
 }

@@ -100,8 +100,7 @@ pub struct __nv_bfloat16_raw {
 const _: () = {
     ["Size of __nv_bfloat16_raw"][::std::mem::size_of::<__nv_bfloat16_raw>() - 2usize];
     ["Alignment of __nv_bfloat16_raw"][::std::mem::align_of::<__nv_bfloat16_raw>() - 2usize];
-    ["Offset of field: __nv_bfloat16_raw::x"]
-        [::std::mem::offset_of!(__nv_bfloat16_raw, x) - 0usize];
+    ["Offset of field: __nv_bfloat16_raw::x"][::std::mem::offset_of!(__nv_bfloat16_raw, x) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -158,8 +157,7 @@ pub use self::cudaDataType_t as cudaDataType;
 impl cudaEmulationMantissaControl_t {
     pub const CUDA_EMULATION_MANTISSA_CONTROL_DYNAMIC: cudaEmulationMantissaControl_t =
         cudaEmulationMantissaControl_t(0);
-    pub const CUDA_EMULATION_MANTISSA_CONTROL_FIXED: cudaEmulationMantissaControl_t =
-        cudaEmulationMantissaControl_t(1);
+    pub const CUDA_EMULATION_MANTISSA_CONTROL_FIXED: cudaEmulationMantissaControl_t = cudaEmulationMantissaControl_t(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -331,12 +329,9 @@ impl cublasComputeType_t {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasComputeType_t(pub ::std::os::raw::c_uint);
 impl cublasEmulationStrategy_t {
-    pub const CUBLAS_EMULATION_STRATEGY_DEFAULT: cublasEmulationStrategy_t =
-        cublasEmulationStrategy_t(0);
-    pub const CUBLAS_EMULATION_STRATEGY_PERFORMANT: cublasEmulationStrategy_t =
-        cublasEmulationStrategy_t(1);
-    pub const CUBLAS_EMULATION_STRATEGY_EAGER: cublasEmulationStrategy_t =
-        cublasEmulationStrategy_t(2);
+    pub const CUBLAS_EMULATION_STRATEGY_DEFAULT: cublasEmulationStrategy_t = cublasEmulationStrategy_t(0);
+    pub const CUBLAS_EMULATION_STRATEGY_PERFORMANT: cublasEmulationStrategy_t = cublasEmulationStrategy_t(1);
+    pub const CUBLAS_EMULATION_STRATEGY_EAGER: cublasEmulationStrategy_t = cublasEmulationStrategy_t(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -347,8 +342,7 @@ pub struct cublasContext {
     _unused: [u8; 0],
 }
 pub type cublasHandle_t = *mut cublasContext;
-pub type cublasLogCallback =
-    ::std::option::Option<unsafe extern "C" fn(msg: *const ::std::os::raw::c_char)>;
+pub type cublasLogCallback = ::std::option::Option<unsafe extern "C" fn(msg: *const ::std::os::raw::c_char)>;
 pub type FILE = _IO_FILE;
 #[repr(C)]
 #[repr(align(8))]
@@ -374,10 +368,8 @@ pub struct cublasLtMatrixLayoutOpaque_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cublasLtMatrixLayoutOpaque_t"]
-        [::std::mem::size_of::<cublasLtMatrixLayoutOpaque_t>() - 64usize];
-    ["Alignment of cublasLtMatrixLayoutOpaque_t"]
-        [::std::mem::align_of::<cublasLtMatrixLayoutOpaque_t>() - 8usize];
+    ["Size of cublasLtMatrixLayoutOpaque_t"][::std::mem::size_of::<cublasLtMatrixLayoutOpaque_t>() - 64usize];
+    ["Alignment of cublasLtMatrixLayoutOpaque_t"][::std::mem::align_of::<cublasLtMatrixLayoutOpaque_t>() - 8usize];
     ["Offset of field: cublasLtMatrixLayoutOpaque_t::data"]
         [::std::mem::offset_of!(cublasLtMatrixLayoutOpaque_t, data) - 0usize];
 };
@@ -391,8 +383,7 @@ pub struct cublasLtMatmulAlgo_t {
 const _: () = {
     ["Size of cublasLtMatmulAlgo_t"][::std::mem::size_of::<cublasLtMatmulAlgo_t>() - 64usize];
     ["Alignment of cublasLtMatmulAlgo_t"][::std::mem::align_of::<cublasLtMatmulAlgo_t>() - 8usize];
-    ["Offset of field: cublasLtMatmulAlgo_t::data"]
-        [::std::mem::offset_of!(cublasLtMatmulAlgo_t, data) - 0usize];
+    ["Offset of field: cublasLtMatmulAlgo_t::data"][::std::mem::offset_of!(cublasLtMatmulAlgo_t, data) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -401,10 +392,8 @@ pub struct cublasLtMatmulDescOpaque_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cublasLtMatmulDescOpaque_t"]
-        [::std::mem::size_of::<cublasLtMatmulDescOpaque_t>() - 256usize];
-    ["Alignment of cublasLtMatmulDescOpaque_t"]
-        [::std::mem::align_of::<cublasLtMatmulDescOpaque_t>() - 8usize];
+    ["Size of cublasLtMatmulDescOpaque_t"][::std::mem::size_of::<cublasLtMatmulDescOpaque_t>() - 256usize];
+    ["Alignment of cublasLtMatmulDescOpaque_t"][::std::mem::align_of::<cublasLtMatmulDescOpaque_t>() - 8usize];
     ["Offset of field: cublasLtMatmulDescOpaque_t::data"]
         [::std::mem::offset_of!(cublasLtMatmulDescOpaque_t, data) - 0usize];
 };
@@ -431,8 +420,7 @@ pub struct cublasLtMatmulPreferenceOpaque_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cublasLtMatmulPreferenceOpaque_t"]
-        [::std::mem::size_of::<cublasLtMatmulPreferenceOpaque_t>() - 64usize];
+    ["Size of cublasLtMatmulPreferenceOpaque_t"][::std::mem::size_of::<cublasLtMatmulPreferenceOpaque_t>() - 64usize];
     ["Alignment of cublasLtMatmulPreferenceOpaque_t"]
         [::std::mem::align_of::<cublasLtMatmulPreferenceOpaque_t>() - 8usize];
     ["Offset of field: cublasLtMatmulPreferenceOpaque_t::data"]
@@ -446,10 +434,8 @@ pub struct cublasLtEmulationDescOpaque_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cublasLtEmulationDescOpaque_t"]
-        [::std::mem::size_of::<cublasLtEmulationDescOpaque_t>() - 64usize];
-    ["Alignment of cublasLtEmulationDescOpaque_t"]
-        [::std::mem::align_of::<cublasLtEmulationDescOpaque_t>() - 8usize];
+    ["Size of cublasLtEmulationDescOpaque_t"][::std::mem::size_of::<cublasLtEmulationDescOpaque_t>() - 64usize];
+    ["Alignment of cublasLtEmulationDescOpaque_t"][::std::mem::align_of::<cublasLtEmulationDescOpaque_t>() - 8usize];
     ["Offset of field: cublasLtEmulationDescOpaque_t::data"]
         [::std::mem::offset_of!(cublasLtEmulationDescOpaque_t, data) - 0usize];
 };
@@ -1196,37 +1182,24 @@ impl cublasLtClusterShape_t {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtClusterShape_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulInnerShape_t {
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_UNDEFINED: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(0);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA884: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(1);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA1684: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(2);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA1688: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(3);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA16816: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(4);
-    pub const CUBLASLT_MATMUL_INNER_SHAPE_END: cublasLtMatmulInnerShape_t =
-        cublasLtMatmulInnerShape_t(5);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_UNDEFINED: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(0);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA884: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(1);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA1684: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(2);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA1688: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(3);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_MMA16816: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(4);
+    pub const CUBLASLT_MATMUL_INNER_SHAPE_END: cublasLtMatmulInnerShape_t = cublasLtMatmulInnerShape_t(5);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtMatmulInnerShape_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulMatrixScale_t {
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(0);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(1);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC32_UE8M0: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(2);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(3);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(4);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(5);
-    pub const CUBLASLT_MATMUL_MATRIX_SCALE_END: cublasLtMatmulMatrixScale_t =
-        cublasLtMatmulMatrixScale_t(6);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(0);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC16_UE4M3: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(1);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC32_UE8M0: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(2);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(3);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(4);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(5);
+    pub const CUBLASLT_MATMUL_MATRIX_SCALE_END: cublasLtMatmulMatrixScale_t = cublasLtMatmulMatrixScale_t(6);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1235,21 +1208,16 @@ impl cublasLtPointerMode_t {
     pub const CUBLASLT_POINTER_MODE_HOST: cublasLtPointerMode_t = cublasLtPointerMode_t(0);
     pub const CUBLASLT_POINTER_MODE_DEVICE: cublasLtPointerMode_t = cublasLtPointerMode_t(1);
     pub const CUBLASLT_POINTER_MODE_DEVICE_VECTOR: cublasLtPointerMode_t = cublasLtPointerMode_t(2);
-    pub const CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_ZERO: cublasLtPointerMode_t =
-        cublasLtPointerMode_t(3);
-    pub const CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST: cublasLtPointerMode_t =
-        cublasLtPointerMode_t(4);
+    pub const CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_ZERO: cublasLtPointerMode_t = cublasLtPointerMode_t(3);
+    pub const CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST: cublasLtPointerMode_t = cublasLtPointerMode_t(4);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtPointerMode_t(pub ::std::os::raw::c_uint);
 impl cublasLtPointerModeMask_t {
-    pub const CUBLASLT_POINTER_MODE_MASK_HOST: cublasLtPointerModeMask_t =
-        cublasLtPointerModeMask_t(1);
-    pub const CUBLASLT_POINTER_MODE_MASK_DEVICE: cublasLtPointerModeMask_t =
-        cublasLtPointerModeMask_t(2);
-    pub const CUBLASLT_POINTER_MODE_MASK_DEVICE_VECTOR: cublasLtPointerModeMask_t =
-        cublasLtPointerModeMask_t(4);
+    pub const CUBLASLT_POINTER_MODE_MASK_HOST: cublasLtPointerModeMask_t = cublasLtPointerModeMask_t(1);
+    pub const CUBLASLT_POINTER_MODE_MASK_DEVICE: cublasLtPointerModeMask_t = cublasLtPointerModeMask_t(2);
+    pub const CUBLASLT_POINTER_MODE_MASK_DEVICE_VECTOR: cublasLtPointerModeMask_t = cublasLtPointerModeMask_t(4);
     pub const CUBLASLT_POINTER_MODE_MASK_ALPHA_DEVICE_VECTOR_BETA_ZERO: cublasLtPointerModeMask_t =
         cublasLtPointerModeMask_t(8);
     pub const CUBLASLT_POINTER_MODE_MASK_ALPHA_DEVICE_VECTOR_BETA_HOST: cublasLtPointerModeMask_t =
@@ -1277,87 +1245,57 @@ impl cublasLtBatchMode_t {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtBatchMode_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatrixLayoutAttribute_t {
-    pub const CUBLASLT_MATRIX_LAYOUT_TYPE: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(0);
-    pub const CUBLASLT_MATRIX_LAYOUT_ORDER: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(1);
-    pub const CUBLASLT_MATRIX_LAYOUT_ROWS: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(2);
-    pub const CUBLASLT_MATRIX_LAYOUT_COLS: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(3);
-    pub const CUBLASLT_MATRIX_LAYOUT_LD: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(4);
-    pub const CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(5);
+    pub const CUBLASLT_MATRIX_LAYOUT_TYPE: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(0);
+    pub const CUBLASLT_MATRIX_LAYOUT_ORDER: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(1);
+    pub const CUBLASLT_MATRIX_LAYOUT_ROWS: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(2);
+    pub const CUBLASLT_MATRIX_LAYOUT_COLS: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(3);
+    pub const CUBLASLT_MATRIX_LAYOUT_LD: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(4);
+    pub const CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(5);
     pub const CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: cublasLtMatrixLayoutAttribute_t =
         cublasLtMatrixLayoutAttribute_t(6);
-    pub const CUBLASLT_MATRIX_LAYOUT_PLANE_OFFSET: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(7);
-    pub const CUBLASLT_MATRIX_LAYOUT_BATCH_MODE: cublasLtMatrixLayoutAttribute_t =
-        cublasLtMatrixLayoutAttribute_t(8);
+    pub const CUBLASLT_MATRIX_LAYOUT_PLANE_OFFSET: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(7);
+    pub const CUBLASLT_MATRIX_LAYOUT_BATCH_MODE: cublasLtMatrixLayoutAttribute_t = cublasLtMatrixLayoutAttribute_t(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtMatrixLayoutAttribute_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulDescAttributes_t {
-    pub const CUBLASLT_MATMUL_DESC_COMPUTE_TYPE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(0);
-    pub const CUBLASLT_MATMUL_DESC_SCALE_TYPE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(1);
-    pub const CUBLASLT_MATMUL_DESC_POINTER_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(2);
-    pub const CUBLASLT_MATMUL_DESC_TRANSA: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(3);
-    pub const CUBLASLT_MATMUL_DESC_TRANSB: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(4);
-    pub const CUBLASLT_MATMUL_DESC_TRANSC: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(5);
-    pub const CUBLASLT_MATMUL_DESC_FILL_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(6);
-    pub const CUBLASLT_MATMUL_DESC_EPILOGUE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(7);
-    pub const CUBLASLT_MATMUL_DESC_BIAS_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(8);
+    pub const CUBLASLT_MATMUL_DESC_COMPUTE_TYPE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(0);
+    pub const CUBLASLT_MATMUL_DESC_SCALE_TYPE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(1);
+    pub const CUBLASLT_MATMUL_DESC_POINTER_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(2);
+    pub const CUBLASLT_MATMUL_DESC_TRANSA: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(3);
+    pub const CUBLASLT_MATMUL_DESC_TRANSB: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(4);
+    pub const CUBLASLT_MATMUL_DESC_TRANSC: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(5);
+    pub const CUBLASLT_MATMUL_DESC_FILL_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(6);
+    pub const CUBLASLT_MATMUL_DESC_EPILOGUE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(7);
+    pub const CUBLASLT_MATMUL_DESC_BIAS_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(8);
     pub const CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(10);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(11);
-    pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(12);
+    pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(12);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(13);
     pub const CUBLASLT_MATMUL_DESC_ALPHA_VECTOR_BATCH_STRIDE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(14);
-    pub const CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(15);
-    pub const CUBLASLT_MATMUL_DESC_A_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(17);
-    pub const CUBLASLT_MATMUL_DESC_B_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(18);
-    pub const CUBLASLT_MATMUL_DESC_C_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(19);
-    pub const CUBLASLT_MATMUL_DESC_D_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(20);
-    pub const CUBLASLT_MATMUL_DESC_AMAX_D_POINTER: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(21);
+    pub const CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(15);
+    pub const CUBLASLT_MATMUL_DESC_A_SCALE_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(17);
+    pub const CUBLASLT_MATMUL_DESC_B_SCALE_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(18);
+    pub const CUBLASLT_MATMUL_DESC_C_SCALE_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(19);
+    pub const CUBLASLT_MATMUL_DESC_D_SCALE_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(20);
+    pub const CUBLASLT_MATMUL_DESC_AMAX_D_POINTER: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(21);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(22);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(23);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_AMAX_POINTER: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(24);
-    pub const CUBLASLT_MATMUL_DESC_FAST_ACCUM: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(25);
-    pub const CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(26);
-    pub const CUBLASLT_MATMUL_DESC_A_SCALE_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(31);
-    pub const CUBLASLT_MATMUL_DESC_B_SCALE_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(32);
-    pub const CUBLASLT_MATMUL_DESC_C_SCALE_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(33);
-    pub const CUBLASLT_MATMUL_DESC_D_SCALE_MODE: cublasLtMatmulDescAttributes_t =
-        cublasLtMatmulDescAttributes_t(34);
+    pub const CUBLASLT_MATMUL_DESC_FAST_ACCUM: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(25);
+    pub const CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(26);
+    pub const CUBLASLT_MATMUL_DESC_A_SCALE_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(31);
+    pub const CUBLASLT_MATMUL_DESC_B_SCALE_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(32);
+    pub const CUBLASLT_MATMUL_DESC_C_SCALE_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(33);
+    pub const CUBLASLT_MATMUL_DESC_D_SCALE_MODE: cublasLtMatmulDescAttributes_t = cublasLtMatmulDescAttributes_t(34);
     pub const CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_SCALE_MODE: cublasLtMatmulDescAttributes_t =
         cublasLtMatmulDescAttributes_t(35);
     pub const CUBLASLT_MATMUL_DESC_D_OUT_SCALE_POINTER: cublasLtMatmulDescAttributes_t =
@@ -1388,29 +1326,24 @@ impl cublasLtEmulationDescAttributes_t {
         cublasLtEmulationDescAttributes_t(0);
     pub const CUBLASLT_EMULATION_DESC_SPECIAL_VALUES_SUPPORT: cublasLtEmulationDescAttributes_t =
         cublasLtEmulationDescAttributes_t(1);
-    pub const CUBLASLT_EMULATION_DESC_FIXEDPOINT_MANTISSA_CONTROL:
-        cublasLtEmulationDescAttributes_t = cublasLtEmulationDescAttributes_t(2);
-    pub const CUBLASLT_EMULATION_DESC_FIXEDPOINT_MAX_MANTISSA_BIT_COUNT:
-        cublasLtEmulationDescAttributes_t = cublasLtEmulationDescAttributes_t(3);
-    pub const CUBLASLT_EMULATION_DESC_FIXEDPOINT_MANTISSA_BIT_OFFSET:
-        cublasLtEmulationDescAttributes_t = cublasLtEmulationDescAttributes_t(4);
-    pub const CUBLASLT_EMULATION_DESC_FIXEDPOINT_MANTISSA_BIT_COUNT_POINTER:
-        cublasLtEmulationDescAttributes_t = cublasLtEmulationDescAttributes_t(5);
+    pub const CUBLASLT_EMULATION_DESC_FIXEDPOINT_MANTISSA_CONTROL: cublasLtEmulationDescAttributes_t =
+        cublasLtEmulationDescAttributes_t(2);
+    pub const CUBLASLT_EMULATION_DESC_FIXEDPOINT_MAX_MANTISSA_BIT_COUNT: cublasLtEmulationDescAttributes_t =
+        cublasLtEmulationDescAttributes_t(3);
+    pub const CUBLASLT_EMULATION_DESC_FIXEDPOINT_MANTISSA_BIT_OFFSET: cublasLtEmulationDescAttributes_t =
+        cublasLtEmulationDescAttributes_t(4);
+    pub const CUBLASLT_EMULATION_DESC_FIXEDPOINT_MANTISSA_BIT_COUNT_POINTER: cublasLtEmulationDescAttributes_t =
+        cublasLtEmulationDescAttributes_t(5);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtEmulationDescAttributes_t(pub ::std::os::raw::c_uint);
 impl cublasLtReductionScheme_t {
-    pub const CUBLASLT_REDUCTION_SCHEME_NONE: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(0);
-    pub const CUBLASLT_REDUCTION_SCHEME_INPLACE: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(1);
-    pub const CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(2);
-    pub const CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(4);
-    pub const CUBLASLT_REDUCTION_SCHEME_MASK: cublasLtReductionScheme_t =
-        cublasLtReductionScheme_t(7);
+    pub const CUBLASLT_REDUCTION_SCHEME_NONE: cublasLtReductionScheme_t = cublasLtReductionScheme_t(0);
+    pub const CUBLASLT_REDUCTION_SCHEME_INPLACE: cublasLtReductionScheme_t = cublasLtReductionScheme_t(1);
+    pub const CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE: cublasLtReductionScheme_t = cublasLtReductionScheme_t(2);
+    pub const CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE: cublasLtReductionScheme_t = cublasLtReductionScheme_t(4);
+    pub const CUBLASLT_REDUCTION_SCHEME_MASK: cublasLtReductionScheme_t = cublasLtReductionScheme_t(7);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1438,8 +1371,7 @@ impl cublasLtEpilogue_t {
 pub struct cublasLtEpilogue_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulSearch_t {
     pub const CUBLASLT_SEARCH_BEST_FIT: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(0);
-    pub const CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID: cublasLtMatmulSearch_t =
-        cublasLtMatmulSearch_t(1);
+    pub const CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(1);
     pub const CUBLASLT_SEARCH_RESERVED_02: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(2);
     pub const CUBLASLT_SEARCH_RESERVED_03: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(3);
     pub const CUBLASLT_SEARCH_RESERVED_04: cublasLtMatmulSearch_t = cublasLtMatmulSearch_t(4);
@@ -1486,8 +1418,7 @@ pub struct cublasLtMatmulHeuristicResult_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cublasLtMatmulHeuristicResult_t"]
-        [::std::mem::size_of::<cublasLtMatmulHeuristicResult_t>() - 96usize];
+    ["Size of cublasLtMatmulHeuristicResult_t"][::std::mem::size_of::<cublasLtMatmulHeuristicResult_t>() - 96usize];
     ["Alignment of cublasLtMatmulHeuristicResult_t"]
         [::std::mem::align_of::<cublasLtMatmulHeuristicResult_t>() - 8usize];
     ["Offset of field: cublasLtMatmulHeuristicResult_t::algo"]
@@ -1521,10 +1452,8 @@ impl cublasLtMatmulAlgoCapAttributes_t {
         cublasLtMatmulAlgoCapAttributes_t(3);
     pub const CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(4);
-    pub const CUBLASLT_ALGO_CAP_UPLO_SUPPORT: cublasLtMatmulAlgoCapAttributes_t =
-        cublasLtMatmulAlgoCapAttributes_t(5);
-    pub const CUBLASLT_ALGO_CAP_TILE_IDS: cublasLtMatmulAlgoCapAttributes_t =
-        cublasLtMatmulAlgoCapAttributes_t(6);
+    pub const CUBLASLT_ALGO_CAP_UPLO_SUPPORT: cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(5);
+    pub const CUBLASLT_ALGO_CAP_TILE_IDS: cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(6);
     pub const CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(7);
     pub const CUBLASLT_ALGO_CAP_CUSTOM_MEMORY_ORDER: cublasLtMatmulAlgoCapAttributes_t =
@@ -1533,10 +1462,8 @@ impl cublasLtMatmulAlgoCapAttributes_t {
         cublasLtMatmulAlgoCapAttributes_t(11);
     pub const CUBLASLT_ALGO_CAP_EPILOGUE_MASK: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(12);
-    pub const CUBLASLT_ALGO_CAP_STAGES_IDS: cublasLtMatmulAlgoCapAttributes_t =
-        cublasLtMatmulAlgoCapAttributes_t(13);
-    pub const CUBLASLT_ALGO_CAP_LD_NEGATIVE: cublasLtMatmulAlgoCapAttributes_t =
-        cublasLtMatmulAlgoCapAttributes_t(14);
+    pub const CUBLASLT_ALGO_CAP_STAGES_IDS: cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(13);
+    pub const CUBLASLT_ALGO_CAP_LD_NEGATIVE: cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(14);
     pub const CUBLASLT_ALGO_CAP_NUMERICAL_IMPL_FLAGS: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(15);
     pub const CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_A_BYTES: cublasLtMatmulAlgoCapAttributes_t =
@@ -1549,15 +1476,14 @@ impl cublasLtMatmulAlgoCapAttributes_t {
         cublasLtMatmulAlgoCapAttributes_t(19);
     pub const CUBLASLT_ALGO_CAP_POINTER_ARRAY_BATCH_SUPPORT: cublasLtMatmulAlgoCapAttributes_t =
         cublasLtMatmulAlgoCapAttributes_t(21);
-    pub const CUBLASLT_ALGO_CAP_FLOATING_POINT_EMULATION_SUPPORT:
-        cublasLtMatmulAlgoCapAttributes_t = cublasLtMatmulAlgoCapAttributes_t(22);
+    pub const CUBLASLT_ALGO_CAP_FLOATING_POINT_EMULATION_SUPPORT: cublasLtMatmulAlgoCapAttributes_t =
+        cublasLtMatmulAlgoCapAttributes_t(22);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cublasLtMatmulAlgoCapAttributes_t(pub ::std::os::raw::c_uint);
 impl cublasLtMatmulAlgoConfigAttributes_t {
-    pub const CUBLASLT_ALGO_CONFIG_ID: cublasLtMatmulAlgoConfigAttributes_t =
-        cublasLtMatmulAlgoConfigAttributes_t(0);
+    pub const CUBLASLT_ALGO_CONFIG_ID: cublasLtMatmulAlgoConfigAttributes_t = cublasLtMatmulAlgoConfigAttributes_t(0);
     pub const CUBLASLT_ALGO_CONFIG_TILE_ID: cublasLtMatmulAlgoConfigAttributes_t =
         cublasLtMatmulAlgoConfigAttributes_t(1);
     pub const CUBLASLT_ALGO_CONFIG_SPLITK_NUM: cublasLtMatmulAlgoConfigAttributes_t =
@@ -1587,24 +1513,15 @@ pub type cublasLtLoggerCallback_t = ::std::option::Option<
 >;
 pub struct CublasLib {
     __library: ::libloading::Library,
-    pub cublasCreate_v2: Result<
-        unsafe extern "C" fn(handle: *mut cublasHandle_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasDestroy_v2:
-        Result<unsafe extern "C" fn(handle: cublasHandle_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasCreate_v2:
+        Result<unsafe extern "C" fn(handle: *mut cublasHandle_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasDestroy_v2: Result<unsafe extern "C" fn(handle: cublasHandle_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasGetVersion_v2: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            version: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, version: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetProperty: Result<
-        unsafe extern "C" fn(
-            type_: libraryPropertyType,
-            value: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(type_: libraryPropertyType, value: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetCudartVersion: Result<unsafe extern "C" fn() -> usize, ::libloading::Error>,
@@ -1625,10 +1542,7 @@ pub struct CublasLib {
         ::libloading::Error,
     >,
     pub cublasGetPointerMode_v2: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mode: *mut cublasPointerMode_t,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mode: *mut cublasPointerMode_t) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasSetPointerMode_v2: Result<
@@ -1636,10 +1550,7 @@ pub struct CublasLib {
         ::libloading::Error,
     >,
     pub cublasGetAtomicsMode: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mode: *mut cublasAtomicsMode_t,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mode: *mut cublasAtomicsMode_t) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasSetAtomicsMode: Result<
@@ -1650,22 +1561,14 @@ pub struct CublasLib {
         unsafe extern "C" fn(handle: cublasHandle_t, mode: *mut cublasMath_t) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasSetMathMode: Result<
-        unsafe extern "C" fn(handle: cublasHandle_t, mode: cublasMath_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasSetMathMode:
+        Result<unsafe extern "C" fn(handle: cublasHandle_t, mode: cublasMath_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasGetSmCountTarget: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            smCountTarget: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, smCountTarget: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasSetSmCountTarget: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            smCountTarget: ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, smCountTarget: ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetEmulationStrategy: Result<
@@ -1676,24 +1579,15 @@ pub struct CublasLib {
         ::libloading::Error,
     >,
     pub cublasSetEmulationStrategy: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            emulationStrategy: cublasEmulationStrategy_t,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, emulationStrategy: cublasEmulationStrategy_t) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetEmulationSpecialValuesSupport: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mask: *mut cudaEmulationSpecialValuesSupport,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mask: *mut cudaEmulationSpecialValuesSupport) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasSetEmulationSpecialValuesSupport: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mask: cudaEmulationSpecialValuesSupport,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mask: cudaEmulationSpecialValuesSupport) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetFixedPointEmulationMantissaControl: Result<
@@ -1704,38 +1598,23 @@ pub struct CublasLib {
         ::libloading::Error,
     >,
     pub cublasSetFixedPointEmulationMantissaControl: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mantissaControl: cudaEmulationMantissaControl,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mantissaControl: cudaEmulationMantissaControl) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetFixedPointEmulationMaxMantissaBitCount: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            maxMantissaBitCount: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, maxMantissaBitCount: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasSetFixedPointEmulationMaxMantissaBitCount: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            maxMantissaBitCount: ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, maxMantissaBitCount: ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetFixedPointEmulationMantissaBitOffset: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mantissaBitOffset: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mantissaBitOffset: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasSetFixedPointEmulationMantissaBitOffset: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mantissaBitOffset: ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mantissaBitOffset: ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasGetFixedPointEmulationMantissaBitCountPointer: Result<
@@ -1746,20 +1625,13 @@ pub struct CublasLib {
         ::libloading::Error,
     >,
     pub cublasSetFixedPointEmulationMantissaBitCountPointer: Result<
-        unsafe extern "C" fn(
-            handle: cublasHandle_t,
-            mantissaBitCount: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(handle: cublasHandle_t, mantissaBitCount: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasGetStatusName: Result<
-        unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
-    pub cublasGetStatusString: Result<
-        unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
+    pub cublasGetStatusName:
+        Result<unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
+    pub cublasGetStatusString:
+        Result<unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
     pub cublasLoggerConfigure: Result<
         unsafe extern "C" fn(
             logIsOn: ::std::os::raw::c_int,
@@ -1769,14 +1641,10 @@ pub struct CublasLib {
         ) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasSetLoggerCallback: Result<
-        unsafe extern "C" fn(userCallback: cublasLogCallback) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasGetLoggerCallback: Result<
-        unsafe extern "C" fn(userCallback: *mut cublasLogCallback) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasSetLoggerCallback:
+        Result<unsafe extern "C" fn(userCallback: cublasLogCallback) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasGetLoggerCallback:
+        Result<unsafe extern "C" fn(userCallback: *mut cublasLogCallback) -> cublasStatus_t, ::libloading::Error>,
     pub cublasSetVector: Result<
         unsafe extern "C" fn(
             n: ::std::os::raw::c_int,
@@ -9566,71 +9434,47 @@ impl CublasLib {
         let __library = library.into();
         let cublasCreate_v2 = unsafe { __library.get(b"cublasCreate_v2\0") }.map(|sym| *sym);
         let cublasDestroy_v2 = unsafe { __library.get(b"cublasDestroy_v2\0") }.map(|sym| *sym);
-        let cublasGetVersion_v2 =
-            unsafe { __library.get(b"cublasGetVersion_v2\0") }.map(|sym| *sym);
+        let cublasGetVersion_v2 = unsafe { __library.get(b"cublasGetVersion_v2\0") }.map(|sym| *sym);
         let cublasGetProperty = unsafe { __library.get(b"cublasGetProperty\0") }.map(|sym| *sym);
-        let cublasGetCudartVersion =
-            unsafe { __library.get(b"cublasGetCudartVersion\0") }.map(|sym| *sym);
-        let cublasSetWorkspace_v2 =
-            unsafe { __library.get(b"cublasSetWorkspace_v2\0") }.map(|sym| *sym);
+        let cublasGetCudartVersion = unsafe { __library.get(b"cublasGetCudartVersion\0") }.map(|sym| *sym);
+        let cublasSetWorkspace_v2 = unsafe { __library.get(b"cublasSetWorkspace_v2\0") }.map(|sym| *sym);
         let cublasSetStream_v2 = unsafe { __library.get(b"cublasSetStream_v2\0") }.map(|sym| *sym);
         let cublasGetStream_v2 = unsafe { __library.get(b"cublasGetStream_v2\0") }.map(|sym| *sym);
-        let cublasGetPointerMode_v2 =
-            unsafe { __library.get(b"cublasGetPointerMode_v2\0") }.map(|sym| *sym);
-        let cublasSetPointerMode_v2 =
-            unsafe { __library.get(b"cublasSetPointerMode_v2\0") }.map(|sym| *sym);
-        let cublasGetAtomicsMode =
-            unsafe { __library.get(b"cublasGetAtomicsMode\0") }.map(|sym| *sym);
-        let cublasSetAtomicsMode =
-            unsafe { __library.get(b"cublasSetAtomicsMode\0") }.map(|sym| *sym);
+        let cublasGetPointerMode_v2 = unsafe { __library.get(b"cublasGetPointerMode_v2\0") }.map(|sym| *sym);
+        let cublasSetPointerMode_v2 = unsafe { __library.get(b"cublasSetPointerMode_v2\0") }.map(|sym| *sym);
+        let cublasGetAtomicsMode = unsafe { __library.get(b"cublasGetAtomicsMode\0") }.map(|sym| *sym);
+        let cublasSetAtomicsMode = unsafe { __library.get(b"cublasSetAtomicsMode\0") }.map(|sym| *sym);
         let cublasGetMathMode = unsafe { __library.get(b"cublasGetMathMode\0") }.map(|sym| *sym);
         let cublasSetMathMode = unsafe { __library.get(b"cublasSetMathMode\0") }.map(|sym| *sym);
-        let cublasGetSmCountTarget =
-            unsafe { __library.get(b"cublasGetSmCountTarget\0") }.map(|sym| *sym);
-        let cublasSetSmCountTarget =
-            unsafe { __library.get(b"cublasSetSmCountTarget\0") }.map(|sym| *sym);
-        let cublasGetEmulationStrategy =
-            unsafe { __library.get(b"cublasGetEmulationStrategy\0") }.map(|sym| *sym);
-        let cublasSetEmulationStrategy =
-            unsafe { __library.get(b"cublasSetEmulationStrategy\0") }.map(|sym| *sym);
+        let cublasGetSmCountTarget = unsafe { __library.get(b"cublasGetSmCountTarget\0") }.map(|sym| *sym);
+        let cublasSetSmCountTarget = unsafe { __library.get(b"cublasSetSmCountTarget\0") }.map(|sym| *sym);
+        let cublasGetEmulationStrategy = unsafe { __library.get(b"cublasGetEmulationStrategy\0") }.map(|sym| *sym);
+        let cublasSetEmulationStrategy = unsafe { __library.get(b"cublasSetEmulationStrategy\0") }.map(|sym| *sym);
         let cublasGetEmulationSpecialValuesSupport =
             unsafe { __library.get(b"cublasGetEmulationSpecialValuesSupport\0") }.map(|sym| *sym);
         let cublasSetEmulationSpecialValuesSupport =
             unsafe { __library.get(b"cublasSetEmulationSpecialValuesSupport\0") }.map(|sym| *sym);
         let cublasGetFixedPointEmulationMantissaControl =
-            unsafe { __library.get(b"cublasGetFixedPointEmulationMantissaControl\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cublasGetFixedPointEmulationMantissaControl\0") }.map(|sym| *sym);
         let cublasSetFixedPointEmulationMantissaControl =
-            unsafe { __library.get(b"cublasSetFixedPointEmulationMantissaControl\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cublasSetFixedPointEmulationMantissaControl\0") }.map(|sym| *sym);
         let cublasGetFixedPointEmulationMaxMantissaBitCount =
-            unsafe { __library.get(b"cublasGetFixedPointEmulationMaxMantissaBitCount\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cublasGetFixedPointEmulationMaxMantissaBitCount\0") }.map(|sym| *sym);
         let cublasSetFixedPointEmulationMaxMantissaBitCount =
-            unsafe { __library.get(b"cublasSetFixedPointEmulationMaxMantissaBitCount\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cublasSetFixedPointEmulationMaxMantissaBitCount\0") }.map(|sym| *sym);
         let cublasGetFixedPointEmulationMantissaBitOffset =
-            unsafe { __library.get(b"cublasGetFixedPointEmulationMantissaBitOffset\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cublasGetFixedPointEmulationMantissaBitOffset\0") }.map(|sym| *sym);
         let cublasSetFixedPointEmulationMantissaBitOffset =
-            unsafe { __library.get(b"cublasSetFixedPointEmulationMantissaBitOffset\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cublasSetFixedPointEmulationMantissaBitOffset\0") }.map(|sym| *sym);
         let cublasGetFixedPointEmulationMantissaBitCountPointer =
-            unsafe { __library.get(b"cublasGetFixedPointEmulationMantissaBitCountPointer\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cublasGetFixedPointEmulationMantissaBitCountPointer\0") }.map(|sym| *sym);
         let cublasSetFixedPointEmulationMantissaBitCountPointer =
-            unsafe { __library.get(b"cublasSetFixedPointEmulationMantissaBitCountPointer\0") }
-                .map(|sym| *sym);
-        let cublasGetStatusName =
-            unsafe { __library.get(b"cublasGetStatusName\0") }.map(|sym| *sym);
-        let cublasGetStatusString =
-            unsafe { __library.get(b"cublasGetStatusString\0") }.map(|sym| *sym);
-        let cublasLoggerConfigure =
-            unsafe { __library.get(b"cublasLoggerConfigure\0") }.map(|sym| *sym);
-        let cublasSetLoggerCallback =
-            unsafe { __library.get(b"cublasSetLoggerCallback\0") }.map(|sym| *sym);
-        let cublasGetLoggerCallback =
-            unsafe { __library.get(b"cublasGetLoggerCallback\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cublasSetFixedPointEmulationMantissaBitCountPointer\0") }.map(|sym| *sym);
+        let cublasGetStatusName = unsafe { __library.get(b"cublasGetStatusName\0") }.map(|sym| *sym);
+        let cublasGetStatusString = unsafe { __library.get(b"cublasGetStatusString\0") }.map(|sym| *sym);
+        let cublasLoggerConfigure = unsafe { __library.get(b"cublasLoggerConfigure\0") }.map(|sym| *sym);
+        let cublasSetLoggerCallback = unsafe { __library.get(b"cublasSetLoggerCallback\0") }.map(|sym| *sym);
+        let cublasGetLoggerCallback = unsafe { __library.get(b"cublasGetLoggerCallback\0") }.map(|sym| *sym);
         let cublasSetVector = unsafe { __library.get(b"cublasSetVector\0") }.map(|sym| *sym);
         let cublasSetVector_64 = unsafe { __library.get(b"cublasSetVector_64\0") }.map(|sym| *sym);
         let cublasGetVector = unsafe { __library.get(b"cublasGetVector\0") }.map(|sym| *sym);
@@ -9639,22 +9483,14 @@ impl CublasLib {
         let cublasSetMatrix_64 = unsafe { __library.get(b"cublasSetMatrix_64\0") }.map(|sym| *sym);
         let cublasGetMatrix = unsafe { __library.get(b"cublasGetMatrix\0") }.map(|sym| *sym);
         let cublasGetMatrix_64 = unsafe { __library.get(b"cublasGetMatrix_64\0") }.map(|sym| *sym);
-        let cublasSetVectorAsync =
-            unsafe { __library.get(b"cublasSetVectorAsync\0") }.map(|sym| *sym);
-        let cublasSetVectorAsync_64 =
-            unsafe { __library.get(b"cublasSetVectorAsync_64\0") }.map(|sym| *sym);
-        let cublasGetVectorAsync =
-            unsafe { __library.get(b"cublasGetVectorAsync\0") }.map(|sym| *sym);
-        let cublasGetVectorAsync_64 =
-            unsafe { __library.get(b"cublasGetVectorAsync_64\0") }.map(|sym| *sym);
-        let cublasSetMatrixAsync =
-            unsafe { __library.get(b"cublasSetMatrixAsync\0") }.map(|sym| *sym);
-        let cublasSetMatrixAsync_64 =
-            unsafe { __library.get(b"cublasSetMatrixAsync_64\0") }.map(|sym| *sym);
-        let cublasGetMatrixAsync =
-            unsafe { __library.get(b"cublasGetMatrixAsync\0") }.map(|sym| *sym);
-        let cublasGetMatrixAsync_64 =
-            unsafe { __library.get(b"cublasGetMatrixAsync_64\0") }.map(|sym| *sym);
+        let cublasSetVectorAsync = unsafe { __library.get(b"cublasSetVectorAsync\0") }.map(|sym| *sym);
+        let cublasSetVectorAsync_64 = unsafe { __library.get(b"cublasSetVectorAsync_64\0") }.map(|sym| *sym);
+        let cublasGetVectorAsync = unsafe { __library.get(b"cublasGetVectorAsync\0") }.map(|sym| *sym);
+        let cublasGetVectorAsync_64 = unsafe { __library.get(b"cublasGetVectorAsync_64\0") }.map(|sym| *sym);
+        let cublasSetMatrixAsync = unsafe { __library.get(b"cublasSetMatrixAsync\0") }.map(|sym| *sym);
+        let cublasSetMatrixAsync_64 = unsafe { __library.get(b"cublasSetMatrixAsync_64\0") }.map(|sym| *sym);
+        let cublasGetMatrixAsync = unsafe { __library.get(b"cublasGetMatrixAsync\0") }.map(|sym| *sym);
+        let cublasGetMatrixAsync_64 = unsafe { __library.get(b"cublasGetMatrixAsync_64\0") }.map(|sym| *sym);
         let cublasXerbla = unsafe { __library.get(b"cublasXerbla\0") }.map(|sym| *sym);
         let cublasNrm2Ex = unsafe { __library.get(b"cublasNrm2Ex\0") }.map(|sym| *sym);
         let cublasNrm2Ex_64 = unsafe { __library.get(b"cublasNrm2Ex_64\0") }.map(|sym| *sym);
@@ -9929,63 +9765,39 @@ impl CublasLib {
         let cublasZhpr2_v2 = unsafe { __library.get(b"cublasZhpr2_v2\0") }.map(|sym| *sym);
         let cublasZhpr2_v2_64 = unsafe { __library.get(b"cublasZhpr2_v2_64\0") }.map(|sym| *sym);
         let cublasSgemvBatched = unsafe { __library.get(b"cublasSgemvBatched\0") }.map(|sym| *sym);
-        let cublasSgemvBatched_64 =
-            unsafe { __library.get(b"cublasSgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasSgemvBatched_64 = unsafe { __library.get(b"cublasSgemvBatched_64\0") }.map(|sym| *sym);
         let cublasDgemvBatched = unsafe { __library.get(b"cublasDgemvBatched\0") }.map(|sym| *sym);
-        let cublasDgemvBatched_64 =
-            unsafe { __library.get(b"cublasDgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemvBatched_64 = unsafe { __library.get(b"cublasDgemvBatched_64\0") }.map(|sym| *sym);
         let cublasCgemvBatched = unsafe { __library.get(b"cublasCgemvBatched\0") }.map(|sym| *sym);
-        let cublasCgemvBatched_64 =
-            unsafe { __library.get(b"cublasCgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemvBatched_64 = unsafe { __library.get(b"cublasCgemvBatched_64\0") }.map(|sym| *sym);
         let cublasZgemvBatched = unsafe { __library.get(b"cublasZgemvBatched\0") }.map(|sym| *sym);
-        let cublasZgemvBatched_64 =
-            unsafe { __library.get(b"cublasZgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasHSHgemvBatched =
-            unsafe { __library.get(b"cublasHSHgemvBatched\0") }.map(|sym| *sym);
-        let cublasHSHgemvBatched_64 =
-            unsafe { __library.get(b"cublasHSHgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasHSSgemvBatched =
-            unsafe { __library.get(b"cublasHSSgemvBatched\0") }.map(|sym| *sym);
-        let cublasHSSgemvBatched_64 =
-            unsafe { __library.get(b"cublasHSSgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasTSTgemvBatched =
-            unsafe { __library.get(b"cublasTSTgemvBatched\0") }.map(|sym| *sym);
-        let cublasTSTgemvBatched_64 =
-            unsafe { __library.get(b"cublasTSTgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasTSSgemvBatched =
-            unsafe { __library.get(b"cublasTSSgemvBatched\0") }.map(|sym| *sym);
-        let cublasTSSgemvBatched_64 =
-            unsafe { __library.get(b"cublasTSSgemvBatched_64\0") }.map(|sym| *sym);
-        let cublasSgemvStridedBatched =
-            unsafe { __library.get(b"cublasSgemvStridedBatched\0") }.map(|sym| *sym);
-        let cublasSgemvStridedBatched_64 =
-            unsafe { __library.get(b"cublasSgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasDgemvStridedBatched =
-            unsafe { __library.get(b"cublasDgemvStridedBatched\0") }.map(|sym| *sym);
-        let cublasDgemvStridedBatched_64 =
-            unsafe { __library.get(b"cublasDgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasCgemvStridedBatched =
-            unsafe { __library.get(b"cublasCgemvStridedBatched\0") }.map(|sym| *sym);
-        let cublasCgemvStridedBatched_64 =
-            unsafe { __library.get(b"cublasCgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasZgemvStridedBatched =
-            unsafe { __library.get(b"cublasZgemvStridedBatched\0") }.map(|sym| *sym);
-        let cublasZgemvStridedBatched_64 =
-            unsafe { __library.get(b"cublasZgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasHSHgemvStridedBatched =
-            unsafe { __library.get(b"cublasHSHgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasZgemvBatched_64 = unsafe { __library.get(b"cublasZgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasHSHgemvBatched = unsafe { __library.get(b"cublasHSHgemvBatched\0") }.map(|sym| *sym);
+        let cublasHSHgemvBatched_64 = unsafe { __library.get(b"cublasHSHgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasHSSgemvBatched = unsafe { __library.get(b"cublasHSSgemvBatched\0") }.map(|sym| *sym);
+        let cublasHSSgemvBatched_64 = unsafe { __library.get(b"cublasHSSgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasTSTgemvBatched = unsafe { __library.get(b"cublasTSTgemvBatched\0") }.map(|sym| *sym);
+        let cublasTSTgemvBatched_64 = unsafe { __library.get(b"cublasTSTgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasTSSgemvBatched = unsafe { __library.get(b"cublasTSSgemvBatched\0") }.map(|sym| *sym);
+        let cublasTSSgemvBatched_64 = unsafe { __library.get(b"cublasTSSgemvBatched_64\0") }.map(|sym| *sym);
+        let cublasSgemvStridedBatched = unsafe { __library.get(b"cublasSgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasSgemvStridedBatched_64 = unsafe { __library.get(b"cublasSgemvStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemvStridedBatched = unsafe { __library.get(b"cublasDgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasDgemvStridedBatched_64 = unsafe { __library.get(b"cublasDgemvStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemvStridedBatched = unsafe { __library.get(b"cublasCgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasCgemvStridedBatched_64 = unsafe { __library.get(b"cublasCgemvStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasZgemvStridedBatched = unsafe { __library.get(b"cublasZgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasZgemvStridedBatched_64 = unsafe { __library.get(b"cublasZgemvStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasHSHgemvStridedBatched = unsafe { __library.get(b"cublasHSHgemvStridedBatched\0") }.map(|sym| *sym);
         let cublasHSHgemvStridedBatched_64 =
             unsafe { __library.get(b"cublasHSHgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasHSSgemvStridedBatched =
-            unsafe { __library.get(b"cublasHSSgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasHSSgemvStridedBatched = unsafe { __library.get(b"cublasHSSgemvStridedBatched\0") }.map(|sym| *sym);
         let cublasHSSgemvStridedBatched_64 =
             unsafe { __library.get(b"cublasHSSgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasTSTgemvStridedBatched =
-            unsafe { __library.get(b"cublasTSTgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasTSTgemvStridedBatched = unsafe { __library.get(b"cublasTSTgemvStridedBatched\0") }.map(|sym| *sym);
         let cublasTSTgemvStridedBatched_64 =
             unsafe { __library.get(b"cublasTSTgemvStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasTSSgemvStridedBatched =
-            unsafe { __library.get(b"cublasTSSgemvStridedBatched\0") }.map(|sym| *sym);
+        let cublasTSSgemvStridedBatched = unsafe { __library.get(b"cublasTSSgemvStridedBatched\0") }.map(|sym| *sym);
         let cublasTSSgemvStridedBatched_64 =
             unsafe { __library.get(b"cublasTSSgemvStridedBatched_64\0") }.map(|sym| *sym);
         let cublasSgemm_v2 = unsafe { __library.get(b"cublasSgemm_v2\0") }.map(|sym| *sym);
@@ -10083,66 +9895,40 @@ impl CublasLib {
         let cublasZtrmm_v2 = unsafe { __library.get(b"cublasZtrmm_v2\0") }.map(|sym| *sym);
         let cublasZtrmm_v2_64 = unsafe { __library.get(b"cublasZtrmm_v2_64\0") }.map(|sym| *sym);
         let cublasHgemmBatched = unsafe { __library.get(b"cublasHgemmBatched\0") }.map(|sym| *sym);
-        let cublasHgemmBatched_64 =
-            unsafe { __library.get(b"cublasHgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasHgemmBatched_64 = unsafe { __library.get(b"cublasHgemmBatched_64\0") }.map(|sym| *sym);
         let cublasSgemmBatched = unsafe { __library.get(b"cublasSgemmBatched\0") }.map(|sym| *sym);
-        let cublasSgemmBatched_64 =
-            unsafe { __library.get(b"cublasSgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasSgemmBatched_64 = unsafe { __library.get(b"cublasSgemmBatched_64\0") }.map(|sym| *sym);
         let cublasDgemmBatched = unsafe { __library.get(b"cublasDgemmBatched\0") }.map(|sym| *sym);
-        let cublasDgemmBatched_64 =
-            unsafe { __library.get(b"cublasDgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemmBatched_64 = unsafe { __library.get(b"cublasDgemmBatched_64\0") }.map(|sym| *sym);
         let cublasCgemmBatched = unsafe { __library.get(b"cublasCgemmBatched\0") }.map(|sym| *sym);
-        let cublasCgemmBatched_64 =
-            unsafe { __library.get(b"cublasCgemmBatched_64\0") }.map(|sym| *sym);
-        let cublasCgemm3mBatched =
-            unsafe { __library.get(b"cublasCgemm3mBatched\0") }.map(|sym| *sym);
-        let cublasCgemm3mBatched_64 =
-            unsafe { __library.get(b"cublasCgemm3mBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemmBatched_64 = unsafe { __library.get(b"cublasCgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemm3mBatched = unsafe { __library.get(b"cublasCgemm3mBatched\0") }.map(|sym| *sym);
+        let cublasCgemm3mBatched_64 = unsafe { __library.get(b"cublasCgemm3mBatched_64\0") }.map(|sym| *sym);
         let cublasZgemmBatched = unsafe { __library.get(b"cublasZgemmBatched\0") }.map(|sym| *sym);
-        let cublasZgemmBatched_64 =
-            unsafe { __library.get(b"cublasZgemmBatched_64\0") }.map(|sym| *sym);
-        let cublasHgemmStridedBatched =
-            unsafe { __library.get(b"cublasHgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasHgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasHgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasSgemmStridedBatched =
-            unsafe { __library.get(b"cublasSgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasSgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasSgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasDgemmStridedBatched =
-            unsafe { __library.get(b"cublasDgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasDgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasDgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasCgemmStridedBatched =
-            unsafe { __library.get(b"cublasCgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasCgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasCgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasCgemm3mStridedBatched =
-            unsafe { __library.get(b"cublasCgemm3mStridedBatched\0") }.map(|sym| *sym);
+        let cublasZgemmBatched_64 = unsafe { __library.get(b"cublasZgemmBatched_64\0") }.map(|sym| *sym);
+        let cublasHgemmStridedBatched = unsafe { __library.get(b"cublasHgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasHgemmStridedBatched_64 = unsafe { __library.get(b"cublasHgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasSgemmStridedBatched = unsafe { __library.get(b"cublasSgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasSgemmStridedBatched_64 = unsafe { __library.get(b"cublasSgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemmStridedBatched = unsafe { __library.get(b"cublasDgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasDgemmStridedBatched_64 = unsafe { __library.get(b"cublasDgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemmStridedBatched = unsafe { __library.get(b"cublasCgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasCgemmStridedBatched_64 = unsafe { __library.get(b"cublasCgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasCgemm3mStridedBatched = unsafe { __library.get(b"cublasCgemm3mStridedBatched\0") }.map(|sym| *sym);
         let cublasCgemm3mStridedBatched_64 =
             unsafe { __library.get(b"cublasCgemm3mStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasZgemmStridedBatched =
-            unsafe { __library.get(b"cublasZgemmStridedBatched\0") }.map(|sym| *sym);
-        let cublasZgemmStridedBatched_64 =
-            unsafe { __library.get(b"cublasZgemmStridedBatched_64\0") }.map(|sym| *sym);
-        let cublasGemmBatchedEx =
-            unsafe { __library.get(b"cublasGemmBatchedEx\0") }.map(|sym| *sym);
-        let cublasGemmBatchedEx_64 =
-            unsafe { __library.get(b"cublasGemmBatchedEx_64\0") }.map(|sym| *sym);
-        let cublasGemmStridedBatchedEx =
-            unsafe { __library.get(b"cublasGemmStridedBatchedEx\0") }.map(|sym| *sym);
+        let cublasZgemmStridedBatched = unsafe { __library.get(b"cublasZgemmStridedBatched\0") }.map(|sym| *sym);
+        let cublasZgemmStridedBatched_64 = unsafe { __library.get(b"cublasZgemmStridedBatched_64\0") }.map(|sym| *sym);
+        let cublasGemmBatchedEx = unsafe { __library.get(b"cublasGemmBatchedEx\0") }.map(|sym| *sym);
+        let cublasGemmBatchedEx_64 = unsafe { __library.get(b"cublasGemmBatchedEx_64\0") }.map(|sym| *sym);
+        let cublasGemmStridedBatchedEx = unsafe { __library.get(b"cublasGemmStridedBatchedEx\0") }.map(|sym| *sym);
         let cublasGemmStridedBatchedEx_64 =
             unsafe { __library.get(b"cublasGemmStridedBatchedEx_64\0") }.map(|sym| *sym);
-        let cublasSgemmGroupedBatched =
-            unsafe { __library.get(b"cublasSgemmGroupedBatched\0") }.map(|sym| *sym);
-        let cublasSgemmGroupedBatched_64 =
-            unsafe { __library.get(b"cublasSgemmGroupedBatched_64\0") }.map(|sym| *sym);
-        let cublasDgemmGroupedBatched =
-            unsafe { __library.get(b"cublasDgemmGroupedBatched\0") }.map(|sym| *sym);
-        let cublasDgemmGroupedBatched_64 =
-            unsafe { __library.get(b"cublasDgemmGroupedBatched_64\0") }.map(|sym| *sym);
-        let cublasGemmGroupedBatchedEx =
-            unsafe { __library.get(b"cublasGemmGroupedBatchedEx\0") }.map(|sym| *sym);
+        let cublasSgemmGroupedBatched = unsafe { __library.get(b"cublasSgemmGroupedBatched\0") }.map(|sym| *sym);
+        let cublasSgemmGroupedBatched_64 = unsafe { __library.get(b"cublasSgemmGroupedBatched_64\0") }.map(|sym| *sym);
+        let cublasDgemmGroupedBatched = unsafe { __library.get(b"cublasDgemmGroupedBatched\0") }.map(|sym| *sym);
+        let cublasDgemmGroupedBatched_64 = unsafe { __library.get(b"cublasDgemmGroupedBatched_64\0") }.map(|sym| *sym);
+        let cublasGemmGroupedBatchedEx = unsafe { __library.get(b"cublasGemmGroupedBatchedEx\0") }.map(|sym| *sym);
         let cublasGemmGroupedBatchedEx_64 =
             unsafe { __library.get(b"cublasGemmGroupedBatchedEx_64\0") }.map(|sym| *sym);
         let cublasSgeam = unsafe { __library.get(b"cublasSgeam\0") }.map(|sym| *sym);
@@ -10154,17 +9940,13 @@ impl CublasLib {
         let cublasZgeam = unsafe { __library.get(b"cublasZgeam\0") }.map(|sym| *sym);
         let cublasZgeam_64 = unsafe { __library.get(b"cublasZgeam_64\0") }.map(|sym| *sym);
         let cublasStrsmBatched = unsafe { __library.get(b"cublasStrsmBatched\0") }.map(|sym| *sym);
-        let cublasStrsmBatched_64 =
-            unsafe { __library.get(b"cublasStrsmBatched_64\0") }.map(|sym| *sym);
+        let cublasStrsmBatched_64 = unsafe { __library.get(b"cublasStrsmBatched_64\0") }.map(|sym| *sym);
         let cublasDtrsmBatched = unsafe { __library.get(b"cublasDtrsmBatched\0") }.map(|sym| *sym);
-        let cublasDtrsmBatched_64 =
-            unsafe { __library.get(b"cublasDtrsmBatched_64\0") }.map(|sym| *sym);
+        let cublasDtrsmBatched_64 = unsafe { __library.get(b"cublasDtrsmBatched_64\0") }.map(|sym| *sym);
         let cublasCtrsmBatched = unsafe { __library.get(b"cublasCtrsmBatched\0") }.map(|sym| *sym);
-        let cublasCtrsmBatched_64 =
-            unsafe { __library.get(b"cublasCtrsmBatched_64\0") }.map(|sym| *sym);
+        let cublasCtrsmBatched_64 = unsafe { __library.get(b"cublasCtrsmBatched_64\0") }.map(|sym| *sym);
         let cublasZtrsmBatched = unsafe { __library.get(b"cublasZtrsmBatched\0") }.map(|sym| *sym);
-        let cublasZtrsmBatched_64 =
-            unsafe { __library.get(b"cublasZtrsmBatched_64\0") }.map(|sym| *sym);
+        let cublasZtrsmBatched_64 = unsafe { __library.get(b"cublasZtrsmBatched_64\0") }.map(|sym| *sym);
         let cublasSdgmm = unsafe { __library.get(b"cublasSdgmm\0") }.map(|sym| *sym);
         let cublasSdgmm_64 = unsafe { __library.get(b"cublasSdgmm_64\0") }.map(|sym| *sym);
         let cublasDdgmm = unsafe { __library.get(b"cublasDdgmm\0") }.map(|sym| *sym);
@@ -10173,22 +9955,14 @@ impl CublasLib {
         let cublasCdgmm_64 = unsafe { __library.get(b"cublasCdgmm_64\0") }.map(|sym| *sym);
         let cublasZdgmm = unsafe { __library.get(b"cublasZdgmm\0") }.map(|sym| *sym);
         let cublasZdgmm_64 = unsafe { __library.get(b"cublasZdgmm_64\0") }.map(|sym| *sym);
-        let cublasSmatinvBatched =
-            unsafe { __library.get(b"cublasSmatinvBatched\0") }.map(|sym| *sym);
-        let cublasDmatinvBatched =
-            unsafe { __library.get(b"cublasDmatinvBatched\0") }.map(|sym| *sym);
-        let cublasCmatinvBatched =
-            unsafe { __library.get(b"cublasCmatinvBatched\0") }.map(|sym| *sym);
-        let cublasZmatinvBatched =
-            unsafe { __library.get(b"cublasZmatinvBatched\0") }.map(|sym| *sym);
-        let cublasSgeqrfBatched =
-            unsafe { __library.get(b"cublasSgeqrfBatched\0") }.map(|sym| *sym);
-        let cublasDgeqrfBatched =
-            unsafe { __library.get(b"cublasDgeqrfBatched\0") }.map(|sym| *sym);
-        let cublasCgeqrfBatched =
-            unsafe { __library.get(b"cublasCgeqrfBatched\0") }.map(|sym| *sym);
-        let cublasZgeqrfBatched =
-            unsafe { __library.get(b"cublasZgeqrfBatched\0") }.map(|sym| *sym);
+        let cublasSmatinvBatched = unsafe { __library.get(b"cublasSmatinvBatched\0") }.map(|sym| *sym);
+        let cublasDmatinvBatched = unsafe { __library.get(b"cublasDmatinvBatched\0") }.map(|sym| *sym);
+        let cublasCmatinvBatched = unsafe { __library.get(b"cublasCmatinvBatched\0") }.map(|sym| *sym);
+        let cublasZmatinvBatched = unsafe { __library.get(b"cublasZmatinvBatched\0") }.map(|sym| *sym);
+        let cublasSgeqrfBatched = unsafe { __library.get(b"cublasSgeqrfBatched\0") }.map(|sym| *sym);
+        let cublasDgeqrfBatched = unsafe { __library.get(b"cublasDgeqrfBatched\0") }.map(|sym| *sym);
+        let cublasCgeqrfBatched = unsafe { __library.get(b"cublasCgeqrfBatched\0") }.map(|sym| *sym);
+        let cublasZgeqrfBatched = unsafe { __library.get(b"cublasZgeqrfBatched\0") }.map(|sym| *sym);
         let cublasSgelsBatched = unsafe { __library.get(b"cublasSgelsBatched\0") }.map(|sym| *sym);
         let cublasDgelsBatched = unsafe { __library.get(b"cublasDgelsBatched\0") }.map(|sym| *sym);
         let cublasCgelsBatched = unsafe { __library.get(b"cublasCgelsBatched\0") }.map(|sym| *sym);
@@ -10201,32 +9975,19 @@ impl CublasLib {
         let cublasDtrttp = unsafe { __library.get(b"cublasDtrttp\0") }.map(|sym| *sym);
         let cublasCtrttp = unsafe { __library.get(b"cublasCtrttp\0") }.map(|sym| *sym);
         let cublasZtrttp = unsafe { __library.get(b"cublasZtrttp\0") }.map(|sym| *sym);
-        let cublasSgetrfBatched =
-            unsafe { __library.get(b"cublasSgetrfBatched\0") }.map(|sym| *sym);
-        let cublasDgetrfBatched =
-            unsafe { __library.get(b"cublasDgetrfBatched\0") }.map(|sym| *sym);
-        let cublasCgetrfBatched =
-            unsafe { __library.get(b"cublasCgetrfBatched\0") }.map(|sym| *sym);
-        let cublasZgetrfBatched =
-            unsafe { __library.get(b"cublasZgetrfBatched\0") }.map(|sym| *sym);
-        let cublasSgetriBatched =
-            unsafe { __library.get(b"cublasSgetriBatched\0") }.map(|sym| *sym);
-        let cublasDgetriBatched =
-            unsafe { __library.get(b"cublasDgetriBatched\0") }.map(|sym| *sym);
-        let cublasCgetriBatched =
-            unsafe { __library.get(b"cublasCgetriBatched\0") }.map(|sym| *sym);
-        let cublasZgetriBatched =
-            unsafe { __library.get(b"cublasZgetriBatched\0") }.map(|sym| *sym);
-        let cublasSgetrsBatched =
-            unsafe { __library.get(b"cublasSgetrsBatched\0") }.map(|sym| *sym);
-        let cublasDgetrsBatched =
-            unsafe { __library.get(b"cublasDgetrsBatched\0") }.map(|sym| *sym);
-        let cublasCgetrsBatched =
-            unsafe { __library.get(b"cublasCgetrsBatched\0") }.map(|sym| *sym);
-        let cublasZgetrsBatched =
-            unsafe { __library.get(b"cublasZgetrsBatched\0") }.map(|sym| *sym);
-        let cublasUint8gemmBias =
-            unsafe { __library.get(b"cublasUint8gemmBias\0") }.map(|sym| *sym);
+        let cublasSgetrfBatched = unsafe { __library.get(b"cublasSgetrfBatched\0") }.map(|sym| *sym);
+        let cublasDgetrfBatched = unsafe { __library.get(b"cublasDgetrfBatched\0") }.map(|sym| *sym);
+        let cublasCgetrfBatched = unsafe { __library.get(b"cublasCgetrfBatched\0") }.map(|sym| *sym);
+        let cublasZgetrfBatched = unsafe { __library.get(b"cublasZgetrfBatched\0") }.map(|sym| *sym);
+        let cublasSgetriBatched = unsafe { __library.get(b"cublasSgetriBatched\0") }.map(|sym| *sym);
+        let cublasDgetriBatched = unsafe { __library.get(b"cublasDgetriBatched\0") }.map(|sym| *sym);
+        let cublasCgetriBatched = unsafe { __library.get(b"cublasCgetriBatched\0") }.map(|sym| *sym);
+        let cublasZgetriBatched = unsafe { __library.get(b"cublasZgetriBatched\0") }.map(|sym| *sym);
+        let cublasSgetrsBatched = unsafe { __library.get(b"cublasSgetrsBatched\0") }.map(|sym| *sym);
+        let cublasDgetrsBatched = unsafe { __library.get(b"cublasDgetrsBatched\0") }.map(|sym| *sym);
+        let cublasCgetrsBatched = unsafe { __library.get(b"cublasCgetrsBatched\0") }.map(|sym| *sym);
+        let cublasZgetrsBatched = unsafe { __library.get(b"cublasZgetrsBatched\0") }.map(|sym| *sym);
+        let cublasUint8gemmBias = unsafe { __library.get(b"cublasUint8gemmBias\0") }.map(|sym| *sym);
         Ok(CublasLib {
             __library,
             cublasCreate_v2,
@@ -10771,52 +10532,27 @@ impl CublasLib {
         })
     }
     pub unsafe fn cublasCreate_v2(&self, handle: *mut cublasHandle_t) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCreate_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle)
-        }
+        unsafe { (self.cublasCreate_v2.as_ref().expect("Expected function, got error."))(handle) }
     }
     pub unsafe fn cublasDestroy_v2(&self, handle: cublasHandle_t) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDestroy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle)
-        }
+        unsafe { (self.cublasDestroy_v2.as_ref().expect("Expected function, got error."))(handle) }
     }
     pub unsafe fn cublasGetVersion_v2(
         &self,
         handle: cublasHandle_t,
         version: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetVersion_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, version)
-        }
+        unsafe { (self.cublasGetVersion_v2.as_ref().expect("Expected function, got error."))(handle, version) }
     }
     pub unsafe fn cublasGetProperty(
         &self,
         type_: libraryPropertyType,
         value: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetProperty
-                .as_ref()
-                .expect("Expected function, got error."))(type_, value)
-        }
+        unsafe { (self.cublasGetProperty.as_ref().expect("Expected function, got error."))(type_, value) }
     }
     pub unsafe fn cublasGetCudartVersion(&self) -> usize {
-        unsafe {
-            (self
-                .cublasGetCudartVersion
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cublasGetCudartVersion.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cublasSetWorkspace_v2(
         &self,
@@ -10825,133 +10561,58 @@ impl CublasLib {
         workspaceSizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetWorkspace_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, workspace, workspaceSizeInBytes
+            (self.cublasSetWorkspace_v2.as_ref().expect("Expected function, got error."))(
+                handle,
+                workspace,
+                workspaceSizeInBytes,
             )
         }
     }
-    pub unsafe fn cublasSetStream_v2(
-        &self,
-        handle: cublasHandle_t,
-        streamId: cudaStream_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetStream_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, streamId)
-        }
+    pub unsafe fn cublasSetStream_v2(&self, handle: cublasHandle_t, streamId: cudaStream_t) -> cublasStatus_t {
+        unsafe { (self.cublasSetStream_v2.as_ref().expect("Expected function, got error."))(handle, streamId) }
     }
-    pub unsafe fn cublasGetStream_v2(
-        &self,
-        handle: cublasHandle_t,
-        streamId: *mut cudaStream_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetStream_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, streamId)
-        }
+    pub unsafe fn cublasGetStream_v2(&self, handle: cublasHandle_t, streamId: *mut cudaStream_t) -> cublasStatus_t {
+        unsafe { (self.cublasGetStream_v2.as_ref().expect("Expected function, got error."))(handle, streamId) }
     }
     pub unsafe fn cublasGetPointerMode_v2(
         &self,
         handle: cublasHandle_t,
         mode: *mut cublasPointerMode_t,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetPointerMode_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+        unsafe { (self.cublasGetPointerMode_v2.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
-    pub unsafe fn cublasSetPointerMode_v2(
-        &self,
-        handle: cublasHandle_t,
-        mode: cublasPointerMode_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetPointerMode_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+    pub unsafe fn cublasSetPointerMode_v2(&self, handle: cublasHandle_t, mode: cublasPointerMode_t) -> cublasStatus_t {
+        unsafe { (self.cublasSetPointerMode_v2.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
     pub unsafe fn cublasGetAtomicsMode(
         &self,
         handle: cublasHandle_t,
         mode: *mut cublasAtomicsMode_t,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetAtomicsMode
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+        unsafe { (self.cublasGetAtomicsMode.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
-    pub unsafe fn cublasSetAtomicsMode(
-        &self,
-        handle: cublasHandle_t,
-        mode: cublasAtomicsMode_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetAtomicsMode
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+    pub unsafe fn cublasSetAtomicsMode(&self, handle: cublasHandle_t, mode: cublasAtomicsMode_t) -> cublasStatus_t {
+        unsafe { (self.cublasSetAtomicsMode.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
-    pub unsafe fn cublasGetMathMode(
-        &self,
-        handle: cublasHandle_t,
-        mode: *mut cublasMath_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetMathMode
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+    pub unsafe fn cublasGetMathMode(&self, handle: cublasHandle_t, mode: *mut cublasMath_t) -> cublasStatus_t {
+        unsafe { (self.cublasGetMathMode.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
-    pub unsafe fn cublasSetMathMode(
-        &self,
-        handle: cublasHandle_t,
-        mode: cublasMath_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetMathMode
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mode)
-        }
+    pub unsafe fn cublasSetMathMode(&self, handle: cublasHandle_t, mode: cublasMath_t) -> cublasStatus_t {
+        unsafe { (self.cublasSetMathMode.as_ref().expect("Expected function, got error."))(handle, mode) }
     }
     pub unsafe fn cublasGetSmCountTarget(
         &self,
         handle: cublasHandle_t,
         smCountTarget: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetSmCountTarget
-                .as_ref()
-                .expect("Expected function, got error."))(handle, smCountTarget)
-        }
+        unsafe { (self.cublasGetSmCountTarget.as_ref().expect("Expected function, got error."))(handle, smCountTarget) }
     }
     pub unsafe fn cublasSetSmCountTarget(
         &self,
         handle: cublasHandle_t,
         smCountTarget: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetSmCountTarget
-                .as_ref()
-                .expect("Expected function, got error."))(handle, smCountTarget)
-        }
+        unsafe { (self.cublasSetSmCountTarget.as_ref().expect("Expected function, got error."))(handle, smCountTarget) }
     }
     pub unsafe fn cublasGetEmulationStrategy(
         &self,
@@ -10959,10 +10620,10 @@ impl CublasLib {
         emulationStrategy: *mut cublasEmulationStrategy_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetEmulationStrategy
-                .as_ref()
-                .expect("Expected function, got error."))(handle, emulationStrategy)
+            (self.cublasGetEmulationStrategy.as_ref().expect("Expected function, got error."))(
+                handle,
+                emulationStrategy,
+            )
         }
     }
     pub unsafe fn cublasSetEmulationStrategy(
@@ -10971,10 +10632,10 @@ impl CublasLib {
         emulationStrategy: cublasEmulationStrategy_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetEmulationStrategy
-                .as_ref()
-                .expect("Expected function, got error."))(handle, emulationStrategy)
+            (self.cublasSetEmulationStrategy.as_ref().expect("Expected function, got error."))(
+                handle,
+                emulationStrategy,
+            )
         }
     }
     pub unsafe fn cublasGetEmulationSpecialValuesSupport(
@@ -10983,10 +10644,7 @@ impl CublasLib {
         mask: *mut cudaEmulationSpecialValuesSupport,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetEmulationSpecialValuesSupport
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mask)
+            (self.cublasGetEmulationSpecialValuesSupport.as_ref().expect("Expected function, got error."))(handle, mask)
         }
     }
     pub unsafe fn cublasSetEmulationSpecialValuesSupport(
@@ -10995,10 +10653,7 @@ impl CublasLib {
         mask: cudaEmulationSpecialValuesSupport,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetEmulationSpecialValuesSupport
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mask)
+            (self.cublasSetEmulationSpecialValuesSupport.as_ref().expect("Expected function, got error."))(handle, mask)
         }
     }
     pub unsafe fn cublasGetFixedPointEmulationMantissaControl(
@@ -11007,10 +10662,10 @@ impl CublasLib {
         mantissaControl: *mut cudaEmulationMantissaControl,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetFixedPointEmulationMantissaControl
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mantissaControl)
+            (self.cublasGetFixedPointEmulationMantissaControl.as_ref().expect("Expected function, got error."))(
+                handle,
+                mantissaControl,
+            )
         }
     }
     pub unsafe fn cublasSetFixedPointEmulationMantissaControl(
@@ -11019,10 +10674,10 @@ impl CublasLib {
         mantissaControl: cudaEmulationMantissaControl,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetFixedPointEmulationMantissaControl
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mantissaControl)
+            (self.cublasSetFixedPointEmulationMantissaControl.as_ref().expect("Expected function, got error."))(
+                handle,
+                mantissaControl,
+            )
         }
     }
     pub unsafe fn cublasGetFixedPointEmulationMaxMantissaBitCount(
@@ -11031,10 +10686,10 @@ impl CublasLib {
         maxMantissaBitCount: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetFixedPointEmulationMaxMantissaBitCount
-                .as_ref()
-                .expect("Expected function, got error."))(handle, maxMantissaBitCount)
+            (self.cublasGetFixedPointEmulationMaxMantissaBitCount.as_ref().expect("Expected function, got error."))(
+                handle,
+                maxMantissaBitCount,
+            )
         }
     }
     pub unsafe fn cublasSetFixedPointEmulationMaxMantissaBitCount(
@@ -11043,10 +10698,10 @@ impl CublasLib {
         maxMantissaBitCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetFixedPointEmulationMaxMantissaBitCount
-                .as_ref()
-                .expect("Expected function, got error."))(handle, maxMantissaBitCount)
+            (self.cublasSetFixedPointEmulationMaxMantissaBitCount.as_ref().expect("Expected function, got error."))(
+                handle,
+                maxMantissaBitCount,
+            )
         }
     }
     pub unsafe fn cublasGetFixedPointEmulationMantissaBitOffset(
@@ -11055,10 +10710,10 @@ impl CublasLib {
         mantissaBitOffset: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetFixedPointEmulationMantissaBitOffset
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mantissaBitOffset)
+            (self.cublasGetFixedPointEmulationMantissaBitOffset.as_ref().expect("Expected function, got error."))(
+                handle,
+                mantissaBitOffset,
+            )
         }
     }
     pub unsafe fn cublasSetFixedPointEmulationMantissaBitOffset(
@@ -11067,10 +10722,10 @@ impl CublasLib {
         mantissaBitOffset: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetFixedPointEmulationMantissaBitOffset
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mantissaBitOffset)
+            (self.cublasSetFixedPointEmulationMantissaBitOffset.as_ref().expect("Expected function, got error."))(
+                handle,
+                mantissaBitOffset,
+            )
         }
     }
     pub unsafe fn cublasGetFixedPointEmulationMantissaBitCountPointer(
@@ -11079,10 +10734,10 @@ impl CublasLib {
         mantissaBitCount: *mut *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetFixedPointEmulationMantissaBitCountPointer
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mantissaBitCount)
+            (self.cublasGetFixedPointEmulationMantissaBitCountPointer.as_ref().expect("Expected function, got error."))(
+                handle,
+                mantissaBitCount,
+            )
         }
     }
     pub unsafe fn cublasSetFixedPointEmulationMantissaBitCountPointer(
@@ -11091,33 +10746,17 @@ impl CublasLib {
         mantissaBitCount: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetFixedPointEmulationMantissaBitCountPointer
-                .as_ref()
-                .expect("Expected function, got error."))(handle, mantissaBitCount)
+            (self.cublasSetFixedPointEmulationMantissaBitCountPointer.as_ref().expect("Expected function, got error."))(
+                handle,
+                mantissaBitCount,
+            )
         }
     }
-    pub unsafe fn cublasGetStatusName(
-        &self,
-        status: cublasStatus_t,
-    ) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cublasGetStatusName
-                .as_ref()
-                .expect("Expected function, got error."))(status)
-        }
+    pub unsafe fn cublasGetStatusName(&self, status: cublasStatus_t) -> *const ::std::os::raw::c_char {
+        unsafe { (self.cublasGetStatusName.as_ref().expect("Expected function, got error."))(status) }
     }
-    pub unsafe fn cublasGetStatusString(
-        &self,
-        status: cublasStatus_t,
-    ) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cublasGetStatusString
-                .as_ref()
-                .expect("Expected function, got error."))(status)
-        }
+    pub unsafe fn cublasGetStatusString(&self, status: cublasStatus_t) -> *const ::std::os::raw::c_char {
+        unsafe { (self.cublasGetStatusString.as_ref().expect("Expected function, got error."))(status) }
     }
     pub unsafe fn cublasLoggerConfigure(
         &self,
@@ -11127,10 +10766,7 @@ impl CublasLib {
         logFileName: *const ::std::os::raw::c_char,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLoggerConfigure
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLoggerConfigure.as_ref().expect("Expected function, got error."))(
                 logIsOn,
                 logToStdOut,
                 logToStdErr,
@@ -11138,27 +10774,11 @@ impl CublasLib {
             )
         }
     }
-    pub unsafe fn cublasSetLoggerCallback(
-        &self,
-        userCallback: cublasLogCallback,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSetLoggerCallback
-                .as_ref()
-                .expect("Expected function, got error."))(userCallback)
-        }
+    pub unsafe fn cublasSetLoggerCallback(&self, userCallback: cublasLogCallback) -> cublasStatus_t {
+        unsafe { (self.cublasSetLoggerCallback.as_ref().expect("Expected function, got error."))(userCallback) }
     }
-    pub unsafe fn cublasGetLoggerCallback(
-        &self,
-        userCallback: *mut cublasLogCallback,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasGetLoggerCallback
-                .as_ref()
-                .expect("Expected function, got error."))(userCallback)
-        }
+    pub unsafe fn cublasGetLoggerCallback(&self, userCallback: *mut cublasLogCallback) -> cublasStatus_t {
+        unsafe { (self.cublasGetLoggerCallback.as_ref().expect("Expected function, got error."))(userCallback) }
     }
     pub unsafe fn cublasSetVector(
         &self,
@@ -11170,11 +10790,8 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetVector
-                .as_ref()
-                .expect("Expected function, got error."))(
-                n, elemSize, x, incx, devicePtr, incy
+            (self.cublasSetVector.as_ref().expect("Expected function, got error."))(
+                n, elemSize, x, incx, devicePtr, incy,
             )
         }
     }
@@ -11188,11 +10805,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetVector_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                n, elemSize, x, incx, devicePtr, incy
+            (self.cublasSetVector_64.as_ref().expect("Expected function, got error."))(
+                n, elemSize, x, incx, devicePtr, incy,
             )
         }
     }
@@ -11206,10 +10820,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetVector
-                .as_ref()
-                .expect("Expected function, got error."))(n, elemSize, x, incx, y, incy)
+            (self.cublasGetVector.as_ref().expect("Expected function, got error."))(n, elemSize, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasGetVector_64(
@@ -11222,10 +10833,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetVector_64
-                .as_ref()
-                .expect("Expected function, got error."))(n, elemSize, x, incx, y, incy)
+            (self.cublasGetVector_64.as_ref().expect("Expected function, got error."))(n, elemSize, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasSetMatrix(
@@ -11239,11 +10847,8 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetMatrix
-                .as_ref()
-                .expect("Expected function, got error."))(
-                rows, cols, elemSize, A, lda, B, ldb
+            (self.cublasSetMatrix.as_ref().expect("Expected function, got error."))(
+                rows, cols, elemSize, A, lda, B, ldb,
             )
         }
     }
@@ -11258,11 +10863,8 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetMatrix_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                rows, cols, elemSize, A, lda, B, ldb
+            (self.cublasSetMatrix_64.as_ref().expect("Expected function, got error."))(
+                rows, cols, elemSize, A, lda, B, ldb,
             )
         }
     }
@@ -11277,11 +10879,8 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetMatrix
-                .as_ref()
-                .expect("Expected function, got error."))(
-                rows, cols, elemSize, A, lda, B, ldb
+            (self.cublasGetMatrix.as_ref().expect("Expected function, got error."))(
+                rows, cols, elemSize, A, lda, B, ldb,
             )
         }
     }
@@ -11296,11 +10895,8 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetMatrix_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                rows, cols, elemSize, A, lda, B, ldb
+            (self.cublasGetMatrix_64.as_ref().expect("Expected function, got error."))(
+                rows, cols, elemSize, A, lda, B, ldb,
             )
         }
     }
@@ -11315,10 +10911,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetVectorAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSetVectorAsync.as_ref().expect("Expected function, got error."))(
                 n, elemSize, hostPtr, incx, devicePtr, incy, stream,
             )
         }
@@ -11334,10 +10927,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetVectorAsync_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSetVectorAsync_64.as_ref().expect("Expected function, got error."))(
                 n, elemSize, hostPtr, incx, devicePtr, incy, stream,
             )
         }
@@ -11353,10 +10943,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetVectorAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGetVectorAsync.as_ref().expect("Expected function, got error."))(
                 n, elemSize, devicePtr, incx, hostPtr, incy, stream,
             )
         }
@@ -11372,10 +10959,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetVectorAsync_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGetVectorAsync_64.as_ref().expect("Expected function, got error."))(
                 n, elemSize, devicePtr, incx, hostPtr, incy, stream,
             )
         }
@@ -11392,10 +10976,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetMatrixAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSetMatrixAsync.as_ref().expect("Expected function, got error."))(
                 rows, cols, elemSize, A, lda, B, ldb, stream,
             )
         }
@@ -11412,10 +10993,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSetMatrixAsync_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSetMatrixAsync_64.as_ref().expect("Expected function, got error."))(
                 rows, cols, elemSize, A, lda, B, ldb, stream,
             )
         }
@@ -11432,10 +11010,7 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetMatrixAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGetMatrixAsync.as_ref().expect("Expected function, got error."))(
                 rows, cols, elemSize, A, lda, B, ldb, stream,
             )
         }
@@ -11452,25 +11027,13 @@ impl CublasLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGetMatrixAsync_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGetMatrixAsync_64.as_ref().expect("Expected function, got error."))(
                 rows, cols, elemSize, A, lda, B, ldb, stream,
             )
         }
     }
-    pub unsafe fn cublasXerbla(
-        &self,
-        srName: *const ::std::os::raw::c_char,
-        info: ::std::os::raw::c_int,
-    ) {
-        unsafe {
-            (self
-                .cublasXerbla
-                .as_ref()
-                .expect("Expected function, got error."))(srName, info)
-        }
+    pub unsafe fn cublasXerbla(&self, srName: *const ::std::os::raw::c_char, info: ::std::os::raw::c_int) {
+        unsafe { (self.cublasXerbla.as_ref().expect("Expected function, got error."))(srName, info) }
     }
     pub unsafe fn cublasNrm2Ex(
         &self,
@@ -11484,10 +11047,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasNrm2Ex
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasNrm2Ex.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11511,10 +11071,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasNrm2Ex_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasNrm2Ex_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11534,12 +11091,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSnrm2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasSnrm2_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasSnrm2_v2_64(
         &self,
@@ -11549,12 +11101,7 @@ impl CublasLib {
         incx: i64,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSnrm2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasSnrm2_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDnrm2_v2(
         &self,
@@ -11564,12 +11111,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDnrm2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDnrm2_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDnrm2_v2_64(
         &self,
@@ -11579,12 +11121,7 @@ impl CublasLib {
         incx: i64,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDnrm2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDnrm2_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasScnrm2_v2(
         &self,
@@ -11594,12 +11131,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasScnrm2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasScnrm2_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasScnrm2_v2_64(
         &self,
@@ -11610,10 +11142,7 @@ impl CublasLib {
         result: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScnrm2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasScnrm2_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasDznrm2_v2(
@@ -11624,12 +11153,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDznrm2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDznrm2_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDznrm2_v2_64(
         &self,
@@ -11640,10 +11164,7 @@ impl CublasLib {
         result: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDznrm2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasDznrm2_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasDotEx(
@@ -11661,10 +11182,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDotEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDotEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11694,10 +11212,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDotEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDotEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11727,10 +11242,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDotcEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDotcEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11760,10 +11272,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDotcEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDotcEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -11789,12 +11298,7 @@ impl CublasLib {
         result: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSdot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasSdot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasSdot_v2_64(
@@ -11808,11 +11312,8 @@ impl CublasLib {
         result: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSdot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasSdot_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11827,12 +11328,7 @@ impl CublasLib {
         result: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDdot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasDdot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasDdot_v2_64(
@@ -11846,11 +11342,8 @@ impl CublasLib {
         result: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDdot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasDdot_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11865,12 +11358,7 @@ impl CublasLib {
         result: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdotu_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasCdotu_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasCdotu_v2_64(
@@ -11884,11 +11372,8 @@ impl CublasLib {
         result: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdotu_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasCdotu_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11903,12 +11388,7 @@ impl CublasLib {
         result: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdotc_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasCdotc_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasCdotc_v2_64(
@@ -11922,11 +11402,8 @@ impl CublasLib {
         result: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdotc_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasCdotc_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11941,12 +11418,7 @@ impl CublasLib {
         result: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdotu_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasZdotu_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasZdotu_v2_64(
@@ -11960,11 +11432,8 @@ impl CublasLib {
         result: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdotu_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasZdotu_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -11979,12 +11448,7 @@ impl CublasLib {
         result: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdotc_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
-            )
+            (self.cublasZdotc_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, result)
         }
     }
     pub unsafe fn cublasZdotc_v2_64(
@@ -11998,11 +11462,8 @@ impl CublasLib {
         result: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdotc_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, result
+            (self.cublasZdotc_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, result,
             )
         }
     }
@@ -12018,10 +11479,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScalEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasScalEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 alpha,
@@ -12045,10 +11503,7 @@ impl CublasLib {
         executionType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScalEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasScalEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 alpha,
@@ -12068,12 +11523,7 @@ impl CublasLib {
         x: *mut f32,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasSscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasSscal_v2_64(
         &self,
@@ -12083,12 +11533,7 @@ impl CublasLib {
         x: *mut f32,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasSscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasDscal_v2(
         &self,
@@ -12098,12 +11543,7 @@ impl CublasLib {
         x: *mut f64,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasDscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasDscal_v2_64(
         &self,
@@ -12113,12 +11553,7 @@ impl CublasLib {
         x: *mut f64,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasDscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasCscal_v2(
         &self,
@@ -12128,12 +11563,7 @@ impl CublasLib {
         x: *mut cuComplex,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasCscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasCscal_v2_64(
         &self,
@@ -12143,12 +11573,7 @@ impl CublasLib {
         x: *mut cuComplex,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasCscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasCsscal_v2(
         &self,
@@ -12158,12 +11583,7 @@ impl CublasLib {
         x: *mut cuComplex,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCsscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasCsscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasCsscal_v2_64(
         &self,
@@ -12173,12 +11593,7 @@ impl CublasLib {
         x: *mut cuComplex,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCsscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasCsscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasZscal_v2(
         &self,
@@ -12188,12 +11603,7 @@ impl CublasLib {
         x: *mut cuDoubleComplex,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasZscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasZscal_v2_64(
         &self,
@@ -12203,12 +11613,7 @@ impl CublasLib {
         x: *mut cuDoubleComplex,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasZscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasZdscal_v2(
         &self,
@@ -12218,12 +11623,7 @@ impl CublasLib {
         x: *mut cuDoubleComplex,
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZdscal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasZdscal_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasZdscal_v2_64(
         &self,
@@ -12233,12 +11633,7 @@ impl CublasLib {
         x: *mut cuDoubleComplex,
         incx: i64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZdscal_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, alpha, x, incx)
-        }
+        unsafe { (self.cublasZdscal_v2_64.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx) }
     }
     pub unsafe fn cublasAxpyEx(
         &self,
@@ -12255,10 +11650,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasAxpyEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasAxpyEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 alpha,
@@ -12288,10 +11680,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasAxpyEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasAxpyEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 alpha,
@@ -12317,12 +11706,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSaxpy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
-            )
+            (self.cublasSaxpy_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasSaxpy_v2_64(
@@ -12336,11 +11720,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSaxpy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
+            (self.cublasSaxpy_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, alpha, x, incx, y, incy,
             )
         }
     }
@@ -12355,12 +11736,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDaxpy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
-            )
+            (self.cublasDaxpy_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasDaxpy_v2_64(
@@ -12374,11 +11750,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDaxpy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
+            (self.cublasDaxpy_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, alpha, x, incx, y, incy,
             )
         }
     }
@@ -12393,12 +11766,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCaxpy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
-            )
+            (self.cublasCaxpy_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasCaxpy_v2_64(
@@ -12412,11 +11780,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCaxpy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
+            (self.cublasCaxpy_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, alpha, x, incx, y, incy,
             )
         }
     }
@@ -12431,12 +11796,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZaxpy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
-            )
+            (self.cublasZaxpy_v2.as_ref().expect("Expected function, got error."))(handle, n, alpha, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasZaxpy_v2_64(
@@ -12450,11 +11810,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZaxpy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, alpha, x, incx, y, incy
+            (self.cublasZaxpy_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, alpha, x, incx, y, incy,
             )
         }
     }
@@ -12470,11 +11827,8 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCopyEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, y, yType, incy
+            (self.cublasCopyEx.as_ref().expect("Expected function, got error."))(
+                handle, n, x, xType, incx, y, yType, incy,
             )
         }
     }
@@ -12490,11 +11844,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCopyEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, y, yType, incy
+            (self.cublasCopyEx_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, xType, incx, y, yType, incy,
             )
         }
     }
@@ -12507,12 +11858,7 @@ impl CublasLib {
         y: *mut f32,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasScopy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasScopy_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasScopy_v2_64(
         &self,
@@ -12524,10 +11870,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScopy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasScopy_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasDcopy_v2(
@@ -12539,12 +11882,7 @@ impl CublasLib {
         y: *mut f64,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDcopy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasDcopy_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasDcopy_v2_64(
         &self,
@@ -12556,10 +11894,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDcopy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasDcopy_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasCcopy_v2(
@@ -12571,12 +11906,7 @@ impl CublasLib {
         y: *mut cuComplex,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCcopy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasCcopy_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasCcopy_v2_64(
         &self,
@@ -12588,10 +11918,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCcopy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasCcopy_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasZcopy_v2(
@@ -12603,12 +11930,7 @@ impl CublasLib {
         y: *mut cuDoubleComplex,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZcopy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasZcopy_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasZcopy_v2_64(
         &self,
@@ -12620,10 +11942,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZcopy_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasZcopy_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasSswap_v2(
@@ -12635,12 +11954,7 @@ impl CublasLib {
         y: *mut f32,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSswap_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasSswap_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasSswap_v2_64(
         &self,
@@ -12652,10 +11966,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSswap_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasSswap_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasDswap_v2(
@@ -12667,12 +11978,7 @@ impl CublasLib {
         y: *mut f64,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDswap_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasDswap_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasDswap_v2_64(
         &self,
@@ -12684,10 +11990,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDswap_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasDswap_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasCswap_v2(
@@ -12699,12 +12002,7 @@ impl CublasLib {
         y: *mut cuComplex,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCswap_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasCswap_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasCswap_v2_64(
         &self,
@@ -12716,10 +12014,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCswap_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasCswap_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasZswap_v2(
@@ -12731,12 +12026,7 @@ impl CublasLib {
         y: *mut cuDoubleComplex,
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZswap_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
-        }
+        unsafe { (self.cublasZswap_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy) }
     }
     pub unsafe fn cublasZswap_v2_64(
         &self,
@@ -12748,10 +12038,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZswap_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, y, incy)
+            (self.cublasZswap_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy)
         }
     }
     pub unsafe fn cublasSwapEx(
@@ -12766,11 +12053,8 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSwapEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, y, yType, incy
+            (self.cublasSwapEx.as_ref().expect("Expected function, got error."))(
+                handle, n, x, xType, incx, y, yType, incy,
             )
         }
     }
@@ -12786,11 +12070,8 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSwapEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, y, yType, incy
+            (self.cublasSwapEx_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, xType, incx, y, yType, incy,
             )
         }
     }
@@ -12802,12 +12083,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIsamax_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIsamax_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIsamax_v2_64(
         &self,
@@ -12818,10 +12094,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIsamax_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIsamax_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIdamax_v2(
@@ -12832,12 +12105,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIdamax_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIdamax_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIdamax_v2_64(
         &self,
@@ -12848,10 +12116,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIdamax_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIdamax_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIcamax_v2(
@@ -12862,12 +12127,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIcamax_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIcamax_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIcamax_v2_64(
         &self,
@@ -12878,10 +12138,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIcamax_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIcamax_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIzamax_v2(
@@ -12892,12 +12149,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIzamax_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIzamax_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIzamax_v2_64(
         &self,
@@ -12908,10 +12160,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIzamax_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIzamax_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIamaxEx(
@@ -12924,12 +12173,7 @@ impl CublasLib {
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIamaxEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, result
-            )
+            (self.cublasIamaxEx.as_ref().expect("Expected function, got error."))(handle, n, x, xType, incx, result)
         }
     }
     pub unsafe fn cublasIamaxEx_64(
@@ -12942,12 +12186,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIamaxEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, result
-            )
+            (self.cublasIamaxEx_64.as_ref().expect("Expected function, got error."))(handle, n, x, xType, incx, result)
         }
     }
     pub unsafe fn cublasIsamin_v2(
@@ -12958,12 +12197,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIsamin_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIsamin_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIsamin_v2_64(
         &self,
@@ -12974,10 +12208,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIsamin_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIsamin_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIdamin_v2(
@@ -12988,12 +12219,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIdamin_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIdamin_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIdamin_v2_64(
         &self,
@@ -13004,10 +12230,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIdamin_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIdamin_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIcamin_v2(
@@ -13018,12 +12241,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIcamin_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIcamin_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIcamin_v2_64(
         &self,
@@ -13034,10 +12252,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIcamin_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIcamin_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIzamin_v2(
@@ -13048,12 +12263,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasIzamin_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasIzamin_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasIzamin_v2_64(
         &self,
@@ -13064,10 +12274,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIzamin_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasIzamin_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasIaminEx(
@@ -13080,12 +12287,7 @@ impl CublasLib {
         result: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIaminEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, result
-            )
+            (self.cublasIaminEx.as_ref().expect("Expected function, got error."))(handle, n, x, xType, incx, result)
         }
     }
     pub unsafe fn cublasIaminEx_64(
@@ -13098,12 +12300,7 @@ impl CublasLib {
         result: *mut i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasIaminEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, xType, incx, result
-            )
+            (self.cublasIaminEx_64.as_ref().expect("Expected function, got error."))(handle, n, x, xType, incx, result)
         }
     }
     pub unsafe fn cublasAsumEx(
@@ -13118,10 +12315,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasAsumEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasAsumEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13145,10 +12339,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasAsumEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasAsumEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13168,12 +12359,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSasum_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasSasum_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasSasum_v2_64(
         &self,
@@ -13183,12 +12369,7 @@ impl CublasLib {
         incx: i64,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSasum_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasSasum_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDasum_v2(
         &self,
@@ -13198,12 +12379,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDasum_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDasum_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDasum_v2_64(
         &self,
@@ -13213,12 +12389,7 @@ impl CublasLib {
         incx: i64,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDasum_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDasum_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasScasum_v2(
         &self,
@@ -13228,12 +12399,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasScasum_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasScasum_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasScasum_v2_64(
         &self,
@@ -13244,10 +12410,7 @@ impl CublasLib {
         result: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasScasum_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasScasum_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasDzasum_v2(
@@ -13258,12 +12421,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
         result: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDzasum_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
-        }
+        unsafe { (self.cublasDzasum_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result) }
     }
     pub unsafe fn cublasDzasum_v2_64(
         &self,
@@ -13274,10 +12432,7 @@ impl CublasLib {
         result: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDzasum_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(handle, n, x, incx, result)
+            (self.cublasDzasum_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, result)
         }
     }
     pub unsafe fn cublasSrot_v2(
@@ -13292,12 +12447,7 @@ impl CublasLib {
         s: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasSrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasSrot_v2_64(
@@ -13312,12 +12462,7 @@ impl CublasLib {
         s: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasSrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasDrot_v2(
@@ -13332,12 +12477,7 @@ impl CublasLib {
         s: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasDrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasDrot_v2_64(
@@ -13352,12 +12492,7 @@ impl CublasLib {
         s: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasDrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasCrot_v2(
@@ -13372,12 +12507,7 @@ impl CublasLib {
         s: *const cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasCrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasCrot_v2_64(
@@ -13392,12 +12522,7 @@ impl CublasLib {
         s: *const cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasCrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasCsrot_v2(
@@ -13412,12 +12537,7 @@ impl CublasLib {
         s: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasCsrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasCsrot_v2_64(
@@ -13432,12 +12552,7 @@ impl CublasLib {
         s: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasCsrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasZrot_v2(
@@ -13452,12 +12567,7 @@ impl CublasLib {
         s: *const cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasZrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasZrot_v2_64(
@@ -13472,12 +12582,7 @@ impl CublasLib {
         s: *const cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasZrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasZdrot_v2(
@@ -13492,12 +12597,7 @@ impl CublasLib {
         s: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdrot_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasZdrot_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasZdrot_v2_64(
@@ -13512,12 +12612,7 @@ impl CublasLib {
         s: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdrot_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, c, s
-            )
+            (self.cublasZdrot_v2_64.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, c, s)
         }
     }
     pub unsafe fn cublasRotEx(
@@ -13536,10 +12631,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13571,10 +12663,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13598,12 +12687,7 @@ impl CublasLib {
         c: *mut f32,
         s: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasSrotg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, a, b, c, s)
-        }
+        unsafe { (self.cublasSrotg_v2.as_ref().expect("Expected function, got error."))(handle, a, b, c, s) }
     }
     pub unsafe fn cublasDrotg_v2(
         &self,
@@ -13613,12 +12697,7 @@ impl CublasLib {
         c: *mut f64,
         s: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDrotg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, a, b, c, s)
-        }
+        unsafe { (self.cublasDrotg_v2.as_ref().expect("Expected function, got error."))(handle, a, b, c, s) }
     }
     pub unsafe fn cublasCrotg_v2(
         &self,
@@ -13628,12 +12707,7 @@ impl CublasLib {
         c: *mut f32,
         s: *mut cuComplex,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCrotg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, a, b, c, s)
-        }
+        unsafe { (self.cublasCrotg_v2.as_ref().expect("Expected function, got error."))(handle, a, b, c, s) }
     }
     pub unsafe fn cublasZrotg_v2(
         &self,
@@ -13643,12 +12717,7 @@ impl CublasLib {
         c: *mut f64,
         s: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZrotg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, a, b, c, s)
-        }
+        unsafe { (self.cublasZrotg_v2.as_ref().expect("Expected function, got error."))(handle, a, b, c, s) }
     }
     pub unsafe fn cublasRotgEx(
         &self,
@@ -13662,10 +12731,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotgEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotgEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 a,
                 b,
@@ -13688,12 +12754,7 @@ impl CublasLib {
         param: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrotm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, param
-            )
+            (self.cublasSrotm_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, param)
         }
     }
     pub unsafe fn cublasSrotm_v2_64(
@@ -13707,11 +12768,8 @@ impl CublasLib {
         param: *const f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrotm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, param
+            (self.cublasSrotm_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, param,
             )
         }
     }
@@ -13726,12 +12784,7 @@ impl CublasLib {
         param: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrotm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, param
-            )
+            (self.cublasDrotm_v2.as_ref().expect("Expected function, got error."))(handle, n, x, incx, y, incy, param)
         }
     }
     pub unsafe fn cublasDrotm_v2_64(
@@ -13745,11 +12798,8 @@ impl CublasLib {
         param: *const f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrotm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, x, incx, y, incy, param
+            (self.cublasDrotm_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, n, x, incx, y, incy, param,
             )
         }
     }
@@ -13768,10 +12818,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotmEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotmEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13801,10 +12848,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotmEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotmEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 n,
                 x,
@@ -13829,10 +12873,7 @@ impl CublasLib {
         param: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSrotmg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, d1, d2, x1, y1, param)
+            (self.cublasSrotmg_v2.as_ref().expect("Expected function, got error."))(handle, d1, d2, x1, y1, param)
         }
     }
     pub unsafe fn cublasDrotmg_v2(
@@ -13845,10 +12886,7 @@ impl CublasLib {
         param: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDrotmg_v2
-                .as_ref()
-                .expect("Expected function, got error."))(handle, d1, d2, x1, y1, param)
+            (self.cublasDrotmg_v2.as_ref().expect("Expected function, got error."))(handle, d1, d2, x1, y1, param)
         }
     }
     pub unsafe fn cublasRotmgEx(
@@ -13867,10 +12905,7 @@ impl CublasLib {
         executiontype: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasRotmgEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasRotmgEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 d1,
                 d1Type,
@@ -13902,10 +12937,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13926,10 +12958,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13950,10 +12979,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13974,10 +13000,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -13998,10 +13021,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14022,10 +13042,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14046,10 +13063,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14070,10 +13084,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14096,10 +13107,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14122,10 +13130,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14148,10 +13153,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14174,10 +13176,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14200,10 +13199,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14226,10 +13222,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14252,10 +13245,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14278,10 +13268,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, trans, m, n, kl, ku, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -14299,10 +13286,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14320,10 +13304,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14341,10 +13322,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14362,10 +13340,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14383,10 +13358,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14404,10 +13376,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14425,10 +13394,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14446,10 +13412,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14468,10 +13431,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14490,10 +13450,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14512,10 +13469,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14534,10 +13488,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14556,10 +13507,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14578,10 +13526,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14600,10 +13545,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14622,10 +13564,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -14642,11 +13581,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasStpmv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14662,11 +13598,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasStpmv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14682,11 +13615,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasDtpmv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14702,11 +13632,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasDtpmv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14722,11 +13649,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasCtpmv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14742,11 +13666,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasCtpmv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14762,11 +13683,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasZtpmv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14782,11 +13700,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasZtpmv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14803,10 +13718,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14824,10 +13736,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14845,10 +13754,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14866,10 +13772,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14887,10 +13790,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14908,10 +13808,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14929,10 +13826,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14950,10 +13844,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, A, lda, x, incx,
             )
         }
@@ -14970,11 +13861,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStpsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasStpsv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -14990,11 +13878,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStpsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasStpsv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -15010,11 +13895,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtpsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasDtpsv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -15030,11 +13912,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtpsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasDtpsv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -15050,11 +13929,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtpsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasCtpsv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -15070,11 +13946,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtpsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasCtpsv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -15090,11 +13963,8 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtpsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasZtpsv_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -15110,11 +13980,8 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtpsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, trans, diag, n, AP, x, incx
+            (self.cublasZtpsv_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, trans, diag, n, AP, x, incx,
             )
         }
     }
@@ -15132,10 +13999,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStbsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStbsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15154,10 +14018,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStbsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStbsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15176,10 +14037,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtbsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtbsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15198,10 +14056,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtbsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtbsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15220,10 +14075,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtbsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtbsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15242,10 +14094,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtbsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtbsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15264,10 +14113,7 @@ impl CublasLib {
         incx: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtbsv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtbsv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15286,10 +14132,7 @@ impl CublasLib {
         incx: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtbsv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtbsv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, diag, n, k, A, lda, x, incx,
             )
         }
@@ -15309,10 +14152,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsymv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsymv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15332,10 +14172,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsymv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsymv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15355,10 +14192,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsymv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsymv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15378,10 +14212,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsymv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsymv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15401,10 +14232,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsymv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsymv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15424,10 +14252,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsymv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsymv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15447,10 +14272,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsymv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsymv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15470,10 +14292,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsymv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsymv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15493,10 +14312,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15516,10 +14332,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15539,10 +14352,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhemv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhemv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15562,10 +14372,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhemv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhemv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15586,10 +14393,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15610,10 +14414,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15634,10 +14435,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15658,10 +14456,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15682,10 +14477,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15706,10 +14498,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15730,10 +14519,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhbmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhbmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15754,10 +14540,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhbmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhbmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, k, alpha, A, lda, x, incx, beta, y, incy,
             )
         }
@@ -15776,10 +14559,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSspmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15798,10 +14578,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSspmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15820,10 +14597,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDspmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15842,10 +14616,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDspmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15864,10 +14635,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChpmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15886,10 +14654,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChpmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15908,10 +14673,7 @@ impl CublasLib {
         incy: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpmv_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhpmv_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15930,10 +14692,7 @@ impl CublasLib {
         incy: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpmv_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhpmv_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, AP, x, incx, beta, y, incy,
             )
         }
@@ -15952,10 +14711,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSger_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSger_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15974,10 +14730,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSger_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSger_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -15996,10 +14749,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDger_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDger_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16018,10 +14768,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDger_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDger_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16040,10 +14787,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeru_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeru_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16062,10 +14806,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeru_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeru_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16084,10 +14825,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgerc_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgerc_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16106,10 +14844,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgerc_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgerc_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16128,10 +14863,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeru_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeru_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16150,10 +14882,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeru_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeru_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16172,10 +14901,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgerc_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgerc_v2.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16194,10 +14920,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgerc_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgerc_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, m, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16214,11 +14937,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasSsyr_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16234,11 +14954,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasSsyr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16254,11 +14971,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasDsyr_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16274,11 +14988,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasDsyr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16294,11 +15005,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasCsyr_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16314,11 +15022,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasCsyr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16334,11 +15039,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasZsyr_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16354,11 +15056,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasZsyr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16374,11 +15073,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasCher_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16394,11 +15090,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasCher_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16414,11 +15107,8 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasZher_v2.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16434,11 +15124,8 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, A, lda
+            (self.cublasZher_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, A, lda,
             )
         }
     }
@@ -16453,12 +15140,7 @@ impl CublasLib {
         AP: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
-            )
+            (self.cublasSspr_v2.as_ref().expect("Expected function, got error."))(handle, uplo, n, alpha, x, incx, AP)
         }
     }
     pub unsafe fn cublasSspr_v2_64(
@@ -16472,11 +15154,8 @@ impl CublasLib {
         AP: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
+            (self.cublasSspr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, AP,
             )
         }
     }
@@ -16491,12 +15170,7 @@ impl CublasLib {
         AP: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
-            )
+            (self.cublasDspr_v2.as_ref().expect("Expected function, got error."))(handle, uplo, n, alpha, x, incx, AP)
         }
     }
     pub unsafe fn cublasDspr_v2_64(
@@ -16510,11 +15184,8 @@ impl CublasLib {
         AP: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
+            (self.cublasDspr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, AP,
             )
         }
     }
@@ -16529,12 +15200,7 @@ impl CublasLib {
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
-            )
+            (self.cublasChpr_v2.as_ref().expect("Expected function, got error."))(handle, uplo, n, alpha, x, incx, AP)
         }
     }
     pub unsafe fn cublasChpr_v2_64(
@@ -16548,11 +15214,8 @@ impl CublasLib {
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
+            (self.cublasChpr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, AP,
             )
         }
     }
@@ -16567,12 +15230,7 @@ impl CublasLib {
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpr_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
-            )
+            (self.cublasZhpr_v2.as_ref().expect("Expected function, got error."))(handle, uplo, n, alpha, x, incx, AP)
         }
     }
     pub unsafe fn cublasZhpr_v2_64(
@@ -16586,11 +15244,8 @@ impl CublasLib {
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpr_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, uplo, n, alpha, x, incx, AP
+            (self.cublasZhpr_v2_64.as_ref().expect("Expected function, got error."))(
+                handle, uplo, n, alpha, x, incx, AP,
             )
         }
     }
@@ -16608,10 +15263,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16630,10 +15282,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16652,10 +15301,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16674,10 +15320,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16696,10 +15339,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16718,10 +15358,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16740,10 +15377,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16762,10 +15396,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16784,10 +15415,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCher2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16806,10 +15434,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCher2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16828,10 +15453,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZher2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16850,10 +15472,7 @@ impl CublasLib {
         lda: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZher2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, A, lda,
             )
         }
@@ -16871,10 +15490,7 @@ impl CublasLib {
         AP: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSspr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16892,10 +15508,7 @@ impl CublasLib {
         AP: *mut f32,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSspr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSspr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16913,10 +15526,7 @@ impl CublasLib {
         AP: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDspr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16934,10 +15544,7 @@ impl CublasLib {
         AP: *mut f64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDspr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDspr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16955,10 +15562,7 @@ impl CublasLib {
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChpr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16976,10 +15580,7 @@ impl CublasLib {
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChpr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChpr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -16997,10 +15598,7 @@ impl CublasLib {
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpr2_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhpr2_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -17018,10 +15616,7 @@ impl CublasLib {
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhpr2_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhpr2_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, n, alpha, x, incx, y, incy, AP,
             )
         }
@@ -17043,12 +15638,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasSgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17069,12 +15660,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasSgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17095,12 +15682,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasDgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17121,12 +15704,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasDgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17147,12 +15726,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasCgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17173,12 +15748,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasCgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17199,12 +15770,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasZgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17225,12 +15792,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasZgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17251,12 +15814,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSHgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasHSHgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17277,12 +15836,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSHgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasHSHgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17303,12 +15858,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSSgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasHSSgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17329,12 +15880,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSSgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasHSSgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17355,12 +15902,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSTgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasTSTgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17381,12 +15924,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSTgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasTSTgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17407,12 +15946,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSSgemvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasTSSgemvBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17433,12 +15968,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSSgemvBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy,
-                batchCount,
+            (self.cublasTSSgemvBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, Aarray, lda, xarray, incx, beta, yarray, incy, batchCount,
             )
         }
     }
@@ -17462,12 +15993,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasSgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17491,12 +16018,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasSgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17520,12 +16043,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasDgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17549,12 +16068,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasDgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17578,12 +16093,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasCgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17607,12 +16118,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasCgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17636,12 +16143,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasZgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17665,12 +16168,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasZgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17694,12 +16193,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSHgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasHSHgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17723,12 +16218,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSHgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasHSHgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17752,12 +16243,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSSgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasHSSgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17781,12 +16268,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHSSgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasHSSgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17810,12 +16293,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSTgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasTSTgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17839,12 +16318,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSTgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasTSTgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17868,12 +16343,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSSgemvStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasTSSgemvStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17897,12 +16368,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasTSSgemvStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy,
-                stridey, batchCount,
+            (self.cublasTSSgemvStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, trans, m, n, alpha, A, lda, strideA, x, incx, stridex, beta, y, incy, stridey, batchCount,
             )
         }
     }
@@ -17924,10 +16391,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17950,10 +16414,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -17976,10 +16437,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18002,10 +16460,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18028,10 +16483,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18054,10 +16506,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18080,10 +16529,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3m
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemm3m.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18106,10 +16552,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3m_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgemm3m_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18135,12 +16578,8 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasCgemm3mEx.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18165,12 +16604,8 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasCgemm3mEx_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18192,10 +16627,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18218,10 +16650,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18244,10 +16673,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemm3m
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemm3m.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18270,10 +16696,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemm3m_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgemm3m_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18296,10 +16719,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasHgemm.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18322,10 +16742,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasHgemm_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -18351,12 +16768,8 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasSgemmEx.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18381,12 +16794,8 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasSgemmEx_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18413,10 +16822,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -18462,10 +16868,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -18509,12 +16912,8 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmEx
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasCgemmEx.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18539,12 +16938,8 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
-                Ctype, ldc,
+            (self.cublasCgemmEx_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc,
             )
         }
     }
@@ -18563,10 +16958,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyrk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyrk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18586,10 +16978,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyrk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyrk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18609,10 +16998,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyrk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyrk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18632,10 +17018,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyrk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyrk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18655,10 +17038,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18678,10 +17058,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18701,10 +17078,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyrk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyrk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18724,10 +17098,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyrk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyrk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18749,10 +17120,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrkEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrkEx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18774,10 +17142,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrkEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrkEx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18799,10 +17164,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrk3mEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrk3mEx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18824,10 +17186,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrk3mEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrk3mEx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18847,10 +17206,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18870,10 +17226,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18893,10 +17246,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZherk_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZherk_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18916,10 +17266,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZherk_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZherk_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, beta, C, ldc,
             )
         }
@@ -18941,10 +17288,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherkEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherkEx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18966,10 +17310,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherkEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherkEx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -18991,10 +17332,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherk3mEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherk3mEx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -19016,10 +17354,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherk3mEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherk3mEx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, Atype, lda, beta, C, Ctype, ldc,
             )
         }
@@ -19041,10 +17376,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyr2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19066,10 +17398,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyr2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyr2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19091,10 +17420,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyr2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19116,10 +17442,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyr2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyr2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19141,10 +17464,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyr2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19166,10 +17486,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyr2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyr2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19191,10 +17508,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyr2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19216,10 +17530,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyr2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyr2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19241,10 +17552,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCher2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19266,10 +17574,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCher2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCher2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19291,10 +17596,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher2k_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZher2k_v2.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19316,10 +17618,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZher2k_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZher2k_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19341,10 +17640,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyrkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyrkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19366,10 +17662,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsyrkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsyrkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19391,10 +17684,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyrkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyrkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19416,10 +17706,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsyrkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsyrkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19441,10 +17728,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19466,10 +17750,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsyrkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsyrkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19491,10 +17772,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyrkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyrkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19516,10 +17794,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsyrkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsyrkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19541,10 +17816,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19566,10 +17838,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCherkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCherkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19591,10 +17860,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZherkx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZherkx.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19616,10 +17882,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZherkx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZherkx_64.as_ref().expect("Expected function, got error."))(
                 handle, uplo, trans, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19641,10 +17904,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsymm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsymm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19666,10 +17926,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSsymm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSsymm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19691,10 +17948,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsymm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsymm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19716,10 +17970,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDsymm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDsymm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19741,10 +17992,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsymm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsymm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19766,10 +18014,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCsymm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCsymm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19791,10 +18036,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsymm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsymm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19816,10 +18058,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZsymm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZsymm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19841,10 +18080,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19866,10 +18102,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasChemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasChemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19891,10 +18124,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhemm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhemm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19916,10 +18146,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZhemm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZhemm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, m, n, alpha, A, lda, B, ldb, beta, C, ldc,
             )
         }
@@ -19940,10 +18167,7 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19964,10 +18188,7 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -19988,10 +18209,7 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -20012,10 +18230,7 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -20036,10 +18251,7 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -20060,10 +18272,7 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -20084,10 +18293,7 @@ impl CublasLib {
         ldb: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -20108,10 +18314,7 @@ impl CublasLib {
         ldb: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb,
             )
         }
@@ -20134,10 +18337,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrmm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrmm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20160,10 +18360,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrmm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrmm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20186,10 +18383,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrmm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrmm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20212,10 +18406,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrmm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrmm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20238,10 +18429,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrmm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrmm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20264,10 +18452,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrmm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrmm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20290,10 +18475,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrmm_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrmm_v2.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20316,10 +18498,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrmm_v2_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrmm_v2_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, C, ldc,
             )
         }
@@ -20343,12 +18522,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasHgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20371,12 +18546,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasHgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20399,12 +18570,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasSgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20427,12 +18594,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasSgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20455,12 +18618,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasDgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20483,12 +18642,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasDgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20511,12 +18666,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasCgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20539,12 +18690,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasCgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20567,12 +18714,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasCgemm3mBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20595,12 +18738,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasCgemm3mBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20623,12 +18762,8 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasZgemmBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20651,12 +18786,8 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray,
-                ldc, batchCount,
+            (self.cublasZgemmBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, Aarray, lda, Barray, ldb, beta, Carray, ldc, batchCount,
             )
         }
     }
@@ -20682,12 +18813,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasHgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20713,12 +18841,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasHgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasHgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20744,12 +18869,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasSgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20775,12 +18897,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasSgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20806,12 +18925,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasDgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20837,12 +18953,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasDgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20868,12 +18981,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasCgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20899,12 +19009,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasCgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20930,12 +19037,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasCgemm3mStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20961,12 +19065,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgemm3mStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasCgemm3mStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -20992,12 +19093,9 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemmStridedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasZgemmStridedBatched.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -21023,12 +19121,9 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgemmStridedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
-                ldc, strideC, batchCount,
+            (self.cublasZgemmStridedBatched_64.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC,
+                batchCount,
             )
         }
     }
@@ -21056,10 +19151,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmBatchedEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmBatchedEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -21107,10 +19199,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmBatchedEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmBatchedEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -21161,10 +19250,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmStridedBatchedEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmStridedBatchedEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -21218,10 +19304,7 @@ impl CublasLib {
         algo: cublasGemmAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmStridedBatchedEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmStridedBatchedEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa,
                 transb,
@@ -21268,10 +19351,7 @@ impl CublasLib {
         group_size: *const ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmGroupedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemmGroupedBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21311,10 +19391,7 @@ impl CublasLib {
         group_size: *const i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgemmGroupedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgemmGroupedBatched_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21354,10 +19431,7 @@ impl CublasLib {
         group_size: *const ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmGroupedBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemmGroupedBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21397,10 +19471,7 @@ impl CublasLib {
         group_size: *const i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgemmGroupedBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgemmGroupedBatched_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21444,10 +19515,7 @@ impl CublasLib {
         computeType: cublasComputeType_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmGroupedBatchedEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmGroupedBatchedEx.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21495,10 +19563,7 @@ impl CublasLib {
         computeType: cublasComputeType_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasGemmGroupedBatchedEx_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasGemmGroupedBatchedEx_64.as_ref().expect("Expected function, got error."))(
                 handle,
                 transa_array,
                 transb_array,
@@ -21539,10 +19604,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgeam
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgeam.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21564,10 +19626,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgeam_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgeam_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21589,10 +19648,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgeam
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgeam.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21614,10 +19670,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgeam_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgeam_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21639,10 +19692,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeam
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeam.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21664,10 +19714,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeam_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeam_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21689,10 +19736,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeam
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeam.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21714,10 +19758,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeam_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeam_64.as_ref().expect("Expected function, got error."))(
                 handle, transa, transb, m, n, alpha, A, lda, beta, B, ldb, C, ldc,
             )
         }
@@ -21739,10 +19780,7 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsmBatched.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21764,10 +19802,7 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasStrsmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasStrsmBatched_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21789,10 +19824,7 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsmBatched.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21814,10 +19846,7 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDtrsmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDtrsmBatched_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21839,10 +19868,7 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsmBatched.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21864,10 +19890,7 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCtrsmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCtrsmBatched_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21889,10 +19912,7 @@ impl CublasLib {
         batchCount: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsmBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsmBatched.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21914,10 +19934,7 @@ impl CublasLib {
         batchCount: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZtrsmBatched_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZtrsmBatched_64.as_ref().expect("Expected function, got error."))(
                 handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb, batchCount,
             )
         }
@@ -21936,10 +19953,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSdgmm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSdgmm.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21958,10 +19972,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSdgmm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSdgmm_64.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -21980,10 +19991,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDdgmm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDdgmm.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -22002,10 +20010,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDdgmm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDdgmm_64.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -22024,10 +20029,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdgmm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCdgmm.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -22046,10 +20048,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCdgmm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCdgmm_64.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -22068,10 +20067,7 @@ impl CublasLib {
         ldc: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdgmm
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZdgmm.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -22090,10 +20086,7 @@ impl CublasLib {
         ldc: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZdgmm_64
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZdgmm_64.as_ref().expect("Expected function, got error."))(
                 handle, mode, m, n, A, lda, x, incx, C, ldc,
             )
         }
@@ -22110,10 +20103,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSmatinvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSmatinvBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, Ainv, lda_inv, info, batchSize,
             )
         }
@@ -22130,10 +20120,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDmatinvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDmatinvBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, Ainv, lda_inv, info, batchSize,
             )
         }
@@ -22150,10 +20137,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCmatinvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCmatinvBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, Ainv, lda_inv, info, batchSize,
             )
         }
@@ -22170,10 +20154,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZmatinvBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZmatinvBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, Ainv, lda_inv, info, batchSize,
             )
         }
@@ -22190,10 +20171,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgeqrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgeqrfBatched.as_ref().expect("Expected function, got error."))(
                 handle, m, n, Aarray, lda, TauArray, info, batchSize,
             )
         }
@@ -22210,10 +20188,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgeqrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgeqrfBatched.as_ref().expect("Expected function, got error."))(
                 handle, m, n, Aarray, lda, TauArray, info, batchSize,
             )
         }
@@ -22230,10 +20205,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgeqrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgeqrfBatched.as_ref().expect("Expected function, got error."))(
                 handle, m, n, Aarray, lda, TauArray, info, batchSize,
             )
         }
@@ -22250,10 +20222,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgeqrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgeqrfBatched.as_ref().expect("Expected function, got error."))(
                 handle, m, n, Aarray, lda, TauArray, info, batchSize,
             )
         }
@@ -22274,10 +20243,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgelsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgelsBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 trans,
                 m,
@@ -22309,10 +20275,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgelsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgelsBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 trans,
                 m,
@@ -22344,10 +20307,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgelsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgelsBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 trans,
                 m,
@@ -22379,10 +20339,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgelsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgelsBatched.as_ref().expect("Expected function, got error."))(
                 handle,
                 trans,
                 m,
@@ -22407,12 +20364,7 @@ impl CublasLib {
         A: *mut f32,
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasStpttr
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, AP, A, lda)
-        }
+        unsafe { (self.cublasStpttr.as_ref().expect("Expected function, got error."))(handle, uplo, n, AP, A, lda) }
     }
     pub unsafe fn cublasDtpttr(
         &self,
@@ -22423,12 +20375,7 @@ impl CublasLib {
         A: *mut f64,
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDtpttr
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, AP, A, lda)
-        }
+        unsafe { (self.cublasDtpttr.as_ref().expect("Expected function, got error."))(handle, uplo, n, AP, A, lda) }
     }
     pub unsafe fn cublasCtpttr(
         &self,
@@ -22439,12 +20386,7 @@ impl CublasLib {
         A: *mut cuComplex,
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCtpttr
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, AP, A, lda)
-        }
+        unsafe { (self.cublasCtpttr.as_ref().expect("Expected function, got error."))(handle, uplo, n, AP, A, lda) }
     }
     pub unsafe fn cublasZtpttr(
         &self,
@@ -22455,12 +20397,7 @@ impl CublasLib {
         A: *mut cuDoubleComplex,
         lda: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZtpttr
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, AP, A, lda)
-        }
+        unsafe { (self.cublasZtpttr.as_ref().expect("Expected function, got error."))(handle, uplo, n, AP, A, lda) }
     }
     pub unsafe fn cublasStrttp(
         &self,
@@ -22471,12 +20408,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
         AP: *mut f32,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasStrttp
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, A, lda, AP)
-        }
+        unsafe { (self.cublasStrttp.as_ref().expect("Expected function, got error."))(handle, uplo, n, A, lda, AP) }
     }
     pub unsafe fn cublasDtrttp(
         &self,
@@ -22487,12 +20419,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
         AP: *mut f64,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasDtrttp
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, A, lda, AP)
-        }
+        unsafe { (self.cublasDtrttp.as_ref().expect("Expected function, got error."))(handle, uplo, n, A, lda, AP) }
     }
     pub unsafe fn cublasCtrttp(
         &self,
@@ -22503,12 +20430,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
         AP: *mut cuComplex,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasCtrttp
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, A, lda, AP)
-        }
+        unsafe { (self.cublasCtrttp.as_ref().expect("Expected function, got error."))(handle, uplo, n, A, lda, AP) }
     }
     pub unsafe fn cublasZtrttp(
         &self,
@@ -22519,12 +20441,7 @@ impl CublasLib {
         lda: ::std::os::raw::c_int,
         AP: *mut cuDoubleComplex,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasZtrttp
-                .as_ref()
-                .expect("Expected function, got error."))(handle, uplo, n, A, lda, AP)
-        }
+        unsafe { (self.cublasZtrttp.as_ref().expect("Expected function, got error."))(handle, uplo, n, A, lda, AP) }
     }
     pub unsafe fn cublasSgetrfBatched(
         &self,
@@ -22537,11 +20454,8 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgetrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, A, lda, P, info, batchSize
+            (self.cublasSgetrfBatched.as_ref().expect("Expected function, got error."))(
+                handle, n, A, lda, P, info, batchSize,
             )
         }
     }
@@ -22556,11 +20470,8 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgetrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, A, lda, P, info, batchSize
+            (self.cublasDgetrfBatched.as_ref().expect("Expected function, got error."))(
+                handle, n, A, lda, P, info, batchSize,
             )
         }
     }
@@ -22575,11 +20486,8 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgetrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, A, lda, P, info, batchSize
+            (self.cublasCgetrfBatched.as_ref().expect("Expected function, got error."))(
+                handle, n, A, lda, P, info, batchSize,
             )
         }
     }
@@ -22594,11 +20502,8 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgetrfBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, n, A, lda, P, info, batchSize
+            (self.cublasZgetrfBatched.as_ref().expect("Expected function, got error."))(
+                handle, n, A, lda, P, info, batchSize,
             )
         }
     }
@@ -22615,10 +20520,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgetriBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgetriBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, P, C, ldc, info, batchSize,
             )
         }
@@ -22636,10 +20538,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgetriBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgetriBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, P, C, ldc, info, batchSize,
             )
         }
@@ -22657,10 +20556,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgetriBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgetriBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, P, C, ldc, info, batchSize,
             )
         }
@@ -22678,10 +20574,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgetriBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgetriBatched.as_ref().expect("Expected function, got error."))(
                 handle, n, A, lda, P, C, ldc, info, batchSize,
             )
         }
@@ -22701,10 +20594,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasSgetrsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasSgetrsBatched.as_ref().expect("Expected function, got error."))(
                 handle, trans, n, nrhs, Aarray, lda, devIpiv, Barray, ldb, info, batchSize,
             )
         }
@@ -22724,10 +20614,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasDgetrsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasDgetrsBatched.as_ref().expect("Expected function, got error."))(
                 handle, trans, n, nrhs, Aarray, lda, devIpiv, Barray, ldb, info, batchSize,
             )
         }
@@ -22747,10 +20634,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasCgetrsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasCgetrsBatched.as_ref().expect("Expected function, got error."))(
                 handle, trans, n, nrhs, Aarray, lda, devIpiv, Barray, ldb, info, batchSize,
             )
         }
@@ -22770,10 +20654,7 @@ impl CublasLib {
         batchSize: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasZgetrsBatched
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasZgetrsBatched.as_ref().expect("Expected function, got error."))(
                 handle, trans, n, nrhs, Aarray, lda, devIpiv, Barray, ldb, info, batchSize,
             )
         }
@@ -22800,12 +20681,9 @@ impl CublasLib {
         C_shift: ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasUint8gemmBias
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, transa, transb, transc, m, n, k, A, A_bias, lda, B, B_bias, ldb, C, C_bias,
-                ldc, C_mult, C_shift,
+            (self.cublasUint8gemmBias.as_ref().expect("Expected function, got error."))(
+                handle, transa, transb, transc, m, n, k, A, A_bias, lda, B, B_bias, ldb, C, C_bias, ldc, C_mult,
+                C_shift,
             )
         }
     }
@@ -22813,39 +20691,26 @@ impl CublasLib {
 
 pub struct CublasLtLib {
     __library: ::libloading::Library,
-    pub cublasLtCreate: Result<
-        unsafe extern "C" fn(lightHandle: *mut cublasLtHandle_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtDestroy: Result<
-        unsafe extern "C" fn(lightHandle: cublasLtHandle_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtGetStatusName: Result<
-        unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
-    pub cublasLtGetStatusString: Result<
-        unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
+    pub cublasLtCreate:
+        Result<unsafe extern "C" fn(lightHandle: *mut cublasLtHandle_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtDestroy:
+        Result<unsafe extern "C" fn(lightHandle: cublasLtHandle_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtGetStatusName:
+        Result<unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
+    pub cublasLtGetStatusString:
+        Result<unsafe extern "C" fn(status: cublasStatus_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
     pub cublasLtGetVersion: Result<unsafe extern "C" fn() -> usize, ::libloading::Error>,
     pub cublasLtGetCudartVersion: Result<unsafe extern "C" fn() -> usize, ::libloading::Error>,
     pub cublasLtGetProperty: Result<
-        unsafe extern "C" fn(
-            type_: libraryPropertyType,
-            value: *mut ::std::os::raw::c_int,
-        ) -> cublasStatus_t,
+        unsafe extern "C" fn(type_: libraryPropertyType, value: *mut ::std::os::raw::c_int) -> cublasStatus_t,
         ::libloading::Error,
     >,
     pub cublasLtHeuristicsCacheGetCapacity:
         Result<unsafe extern "C" fn(capacity: *mut usize) -> cublasStatus_t, ::libloading::Error>,
     pub cublasLtHeuristicsCacheSetCapacity:
         Result<unsafe extern "C" fn(capacity: usize) -> cublasStatus_t, ::libloading::Error>,
-    pub cublasLtDisableCpuInstructionsSetMask: Result<
-        unsafe extern "C" fn(mask: ::std::os::raw::c_uint) -> ::std::os::raw::c_uint,
-        ::libloading::Error,
-    >,
+    pub cublasLtDisableCpuInstructionsSetMask:
+        Result<unsafe extern "C" fn(mask: ::std::os::raw::c_uint) -> ::std::os::raw::c_uint, ::libloading::Error>,
     pub cublasLtMatmul: Result<
         unsafe extern "C" fn(
             lightHandle: cublasLtHandle_t,
@@ -22904,10 +20769,8 @@ pub struct CublasLtLib {
         ) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasLtMatrixLayoutDestroy: Result<
-        unsafe extern "C" fn(matLayout: cublasLtMatrixLayout_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasLtMatrixLayoutDestroy:
+        Result<unsafe extern "C" fn(matLayout: cublasLtMatrixLayout_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasLtMatrixLayoutSetAttribute: Result<
         unsafe extern "C" fn(
             matLayout: cublasLtMatrixLayout_t,
@@ -22944,10 +20807,8 @@ pub struct CublasLtLib {
         ) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasLtMatmulDescDestroy: Result<
-        unsafe extern "C" fn(matmulDesc: cublasLtMatmulDesc_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasLtMatmulDescDestroy:
+        Result<unsafe extern "C" fn(matmulDesc: cublasLtMatmulDesc_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasLtMatmulDescSetAttribute: Result<
         unsafe extern "C" fn(
             matmulDesc: cublasLtMatmulDesc_t,
@@ -23013,10 +20874,8 @@ pub struct CublasLtLib {
         unsafe extern "C" fn(emulationDesc: *mut cublasLtEmulationDesc_t) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasLtEmulationDescDestroy: Result<
-        unsafe extern "C" fn(emulationDesc: cublasLtEmulationDesc_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasLtEmulationDescDestroy:
+        Result<unsafe extern "C" fn(emulationDesc: cublasLtEmulationDesc_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasLtEmulationDescSetAttribute: Result<
         unsafe extern "C" fn(
             emulationDesc: cublasLtEmulationDesc_t,
@@ -23040,14 +20899,10 @@ pub struct CublasLtLib {
         unsafe extern "C" fn(pref: cublasLtMatmulPreference_t, size: usize) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasLtMatmulPreferenceCreate: Result<
-        unsafe extern "C" fn(pref: *mut cublasLtMatmulPreference_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtMatmulPreferenceDestroy: Result<
-        unsafe extern "C" fn(pref: cublasLtMatmulPreference_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
+    pub cublasLtMatmulPreferenceCreate:
+        Result<unsafe extern "C" fn(pref: *mut cublasLtMatmulPreference_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtMatmulPreferenceDestroy:
+        Result<unsafe extern "C" fn(pref: cublasLtMatmulPreference_t) -> cublasStatus_t, ::libloading::Error>,
     pub cublasLtMatmulPreferenceSetAttribute: Result<
         unsafe extern "C" fn(
             pref: cublasLtMatmulPreference_t,
@@ -23153,26 +21008,16 @@ pub struct CublasLtLib {
         ) -> cublasStatus_t,
         ::libloading::Error,
     >,
-    pub cublasLtLoggerSetCallback: Result<
-        unsafe extern "C" fn(callback: cublasLtLoggerCallback_t) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtLoggerSetFile:
-        Result<unsafe extern "C" fn(file: *mut FILE) -> cublasStatus_t, ::libloading::Error>,
-    pub cublasLtLoggerOpenFile: Result<
-        unsafe extern "C" fn(logFile: *const ::std::os::raw::c_char) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtLoggerSetLevel: Result<
-        unsafe extern "C" fn(level: ::std::os::raw::c_int) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtLoggerSetMask: Result<
-        unsafe extern "C" fn(mask: ::std::os::raw::c_int) -> cublasStatus_t,
-        ::libloading::Error,
-    >,
-    pub cublasLtLoggerForceDisable:
-        Result<unsafe extern "C" fn() -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerSetCallback:
+        Result<unsafe extern "C" fn(callback: cublasLtLoggerCallback_t) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerSetFile: Result<unsafe extern "C" fn(file: *mut FILE) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerOpenFile:
+        Result<unsafe extern "C" fn(logFile: *const ::std::os::raw::c_char) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerSetLevel:
+        Result<unsafe extern "C" fn(level: ::std::os::raw::c_int) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerSetMask:
+        Result<unsafe extern "C" fn(mask: ::std::os::raw::c_int) -> cublasStatus_t, ::libloading::Error>,
+    pub cublasLtLoggerForceDisable: Result<unsafe extern "C" fn() -> cublasStatus_t, ::libloading::Error>,
 }
 impl CublasLtLib {
     pub unsafe fn new<P>(path: P) -> Result<Self, ::libloading::Error>
@@ -23189,15 +21034,11 @@ impl CublasLtLib {
         let __library = library.into();
         let cublasLtCreate = unsafe { __library.get(b"cublasLtCreate\0") }.map(|sym| *sym);
         let cublasLtDestroy = unsafe { __library.get(b"cublasLtDestroy\0") }.map(|sym| *sym);
-        let cublasLtGetStatusName =
-            unsafe { __library.get(b"cublasLtGetStatusName\0") }.map(|sym| *sym);
-        let cublasLtGetStatusString =
-            unsafe { __library.get(b"cublasLtGetStatusString\0") }.map(|sym| *sym);
+        let cublasLtGetStatusName = unsafe { __library.get(b"cublasLtGetStatusName\0") }.map(|sym| *sym);
+        let cublasLtGetStatusString = unsafe { __library.get(b"cublasLtGetStatusString\0") }.map(|sym| *sym);
         let cublasLtGetVersion = unsafe { __library.get(b"cublasLtGetVersion\0") }.map(|sym| *sym);
-        let cublasLtGetCudartVersion =
-            unsafe { __library.get(b"cublasLtGetCudartVersion\0") }.map(|sym| *sym);
-        let cublasLtGetProperty =
-            unsafe { __library.get(b"cublasLtGetProperty\0") }.map(|sym| *sym);
+        let cublasLtGetCudartVersion = unsafe { __library.get(b"cublasLtGetCudartVersion\0") }.map(|sym| *sym);
+        let cublasLtGetProperty = unsafe { __library.get(b"cublasLtGetProperty\0") }.map(|sym| *sym);
         let cublasLtHeuristicsCacheGetCapacity =
             unsafe { __library.get(b"cublasLtHeuristicsCacheGetCapacity\0") }.map(|sym| *sym);
         let cublasLtHeuristicsCacheSetCapacity =
@@ -23205,24 +21046,19 @@ impl CublasLtLib {
         let cublasLtDisableCpuInstructionsSetMask =
             unsafe { __library.get(b"cublasLtDisableCpuInstructionsSetMask\0") }.map(|sym| *sym);
         let cublasLtMatmul = unsafe { __library.get(b"cublasLtMatmul\0") }.map(|sym| *sym);
-        let cublasLtMatrixTransform =
-            unsafe { __library.get(b"cublasLtMatrixTransform\0") }.map(|sym| *sym);
+        let cublasLtMatrixTransform = unsafe { __library.get(b"cublasLtMatrixTransform\0") }.map(|sym| *sym);
         let cublasLtMatrixLayoutInit_internal =
             unsafe { __library.get(b"cublasLtMatrixLayoutInit_internal\0") }.map(|sym| *sym);
-        let cublasLtMatrixLayoutCreate =
-            unsafe { __library.get(b"cublasLtMatrixLayoutCreate\0") }.map(|sym| *sym);
-        let cublasLtMatrixLayoutDestroy =
-            unsafe { __library.get(b"cublasLtMatrixLayoutDestroy\0") }.map(|sym| *sym);
+        let cublasLtMatrixLayoutCreate = unsafe { __library.get(b"cublasLtMatrixLayoutCreate\0") }.map(|sym| *sym);
+        let cublasLtMatrixLayoutDestroy = unsafe { __library.get(b"cublasLtMatrixLayoutDestroy\0") }.map(|sym| *sym);
         let cublasLtMatrixLayoutSetAttribute =
             unsafe { __library.get(b"cublasLtMatrixLayoutSetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatrixLayoutGetAttribute =
             unsafe { __library.get(b"cublasLtMatrixLayoutGetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulDescInit_internal =
             unsafe { __library.get(b"cublasLtMatmulDescInit_internal\0") }.map(|sym| *sym);
-        let cublasLtMatmulDescCreate =
-            unsafe { __library.get(b"cublasLtMatmulDescCreate\0") }.map(|sym| *sym);
-        let cublasLtMatmulDescDestroy =
-            unsafe { __library.get(b"cublasLtMatmulDescDestroy\0") }.map(|sym| *sym);
+        let cublasLtMatmulDescCreate = unsafe { __library.get(b"cublasLtMatmulDescCreate\0") }.map(|sym| *sym);
+        let cublasLtMatmulDescDestroy = unsafe { __library.get(b"cublasLtMatmulDescDestroy\0") }.map(|sym| *sym);
         let cublasLtMatmulDescSetAttribute =
             unsafe { __library.get(b"cublasLtMatmulDescSetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulDescGetAttribute =
@@ -23239,10 +21075,8 @@ impl CublasLtLib {
             unsafe { __library.get(b"cublasLtMatrixTransformDescGetAttribute\0") }.map(|sym| *sym);
         let cublasLtEmulationDescInit_internal =
             unsafe { __library.get(b"cublasLtEmulationDescInit_internal\0") }.map(|sym| *sym);
-        let cublasLtEmulationDescCreate =
-            unsafe { __library.get(b"cublasLtEmulationDescCreate\0") }.map(|sym| *sym);
-        let cublasLtEmulationDescDestroy =
-            unsafe { __library.get(b"cublasLtEmulationDescDestroy\0") }.map(|sym| *sym);
+        let cublasLtEmulationDescCreate = unsafe { __library.get(b"cublasLtEmulationDescCreate\0") }.map(|sym| *sym);
+        let cublasLtEmulationDescDestroy = unsafe { __library.get(b"cublasLtEmulationDescDestroy\0") }.map(|sym| *sym);
         let cublasLtEmulationDescSetAttribute =
             unsafe { __library.get(b"cublasLtEmulationDescSetAttribute\0") }.map(|sym| *sym);
         let cublasLtEmulationDescGetAttribute =
@@ -23259,30 +21093,21 @@ impl CublasLtLib {
             unsafe { __library.get(b"cublasLtMatmulPreferenceGetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulAlgoGetHeuristic =
             unsafe { __library.get(b"cublasLtMatmulAlgoGetHeuristic\0") }.map(|sym| *sym);
-        let cublasLtMatmulAlgoGetIds =
-            unsafe { __library.get(b"cublasLtMatmulAlgoGetIds\0") }.map(|sym| *sym);
-        let cublasLtMatmulAlgoInit =
-            unsafe { __library.get(b"cublasLtMatmulAlgoInit\0") }.map(|sym| *sym);
-        let cublasLtMatmulAlgoCheck =
-            unsafe { __library.get(b"cublasLtMatmulAlgoCheck\0") }.map(|sym| *sym);
+        let cublasLtMatmulAlgoGetIds = unsafe { __library.get(b"cublasLtMatmulAlgoGetIds\0") }.map(|sym| *sym);
+        let cublasLtMatmulAlgoInit = unsafe { __library.get(b"cublasLtMatmulAlgoInit\0") }.map(|sym| *sym);
+        let cublasLtMatmulAlgoCheck = unsafe { __library.get(b"cublasLtMatmulAlgoCheck\0") }.map(|sym| *sym);
         let cublasLtMatmulAlgoCapGetAttribute =
             unsafe { __library.get(b"cublasLtMatmulAlgoCapGetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulAlgoConfigSetAttribute =
             unsafe { __library.get(b"cublasLtMatmulAlgoConfigSetAttribute\0") }.map(|sym| *sym);
         let cublasLtMatmulAlgoConfigGetAttribute =
             unsafe { __library.get(b"cublasLtMatmulAlgoConfigGetAttribute\0") }.map(|sym| *sym);
-        let cublasLtLoggerSetCallback =
-            unsafe { __library.get(b"cublasLtLoggerSetCallback\0") }.map(|sym| *sym);
-        let cublasLtLoggerSetFile =
-            unsafe { __library.get(b"cublasLtLoggerSetFile\0") }.map(|sym| *sym);
-        let cublasLtLoggerOpenFile =
-            unsafe { __library.get(b"cublasLtLoggerOpenFile\0") }.map(|sym| *sym);
-        let cublasLtLoggerSetLevel =
-            unsafe { __library.get(b"cublasLtLoggerSetLevel\0") }.map(|sym| *sym);
-        let cublasLtLoggerSetMask =
-            unsafe { __library.get(b"cublasLtLoggerSetMask\0") }.map(|sym| *sym);
-        let cublasLtLoggerForceDisable =
-            unsafe { __library.get(b"cublasLtLoggerForceDisable\0") }.map(|sym| *sym);
+        let cublasLtLoggerSetCallback = unsafe { __library.get(b"cublasLtLoggerSetCallback\0") }.map(|sym| *sym);
+        let cublasLtLoggerSetFile = unsafe { __library.get(b"cublasLtLoggerSetFile\0") }.map(|sym| *sym);
+        let cublasLtLoggerOpenFile = unsafe { __library.get(b"cublasLtLoggerOpenFile\0") }.map(|sym| *sym);
+        let cublasLtLoggerSetLevel = unsafe { __library.get(b"cublasLtLoggerSetLevel\0") }.map(|sym| *sym);
+        let cublasLtLoggerSetMask = unsafe { __library.get(b"cublasLtLoggerSetMask\0") }.map(|sym| *sym);
+        let cublasLtLoggerForceDisable = unsafe { __library.get(b"cublasLtLoggerForceDisable\0") }.map(|sym| *sym);
         Ok(CublasLtLib {
             __library,
             cublasLtCreate,
@@ -23338,100 +21163,38 @@ impl CublasLtLib {
         })
     }
     pub unsafe fn cublasLtCreate(&self, lightHandle: *mut cublasLtHandle_t) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtCreate
-                .as_ref()
-                .expect("Expected function, got error."))(lightHandle)
-        }
+        unsafe { (self.cublasLtCreate.as_ref().expect("Expected function, got error."))(lightHandle) }
     }
     pub unsafe fn cublasLtDestroy(&self, lightHandle: cublasLtHandle_t) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(lightHandle)
-        }
+        unsafe { (self.cublasLtDestroy.as_ref().expect("Expected function, got error."))(lightHandle) }
     }
-    pub unsafe fn cublasLtGetStatusName(
-        &self,
-        status: cublasStatus_t,
-    ) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cublasLtGetStatusName
-                .as_ref()
-                .expect("Expected function, got error."))(status)
-        }
+    pub unsafe fn cublasLtGetStatusName(&self, status: cublasStatus_t) -> *const ::std::os::raw::c_char {
+        unsafe { (self.cublasLtGetStatusName.as_ref().expect("Expected function, got error."))(status) }
     }
-    pub unsafe fn cublasLtGetStatusString(
-        &self,
-        status: cublasStatus_t,
-    ) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cublasLtGetStatusString
-                .as_ref()
-                .expect("Expected function, got error."))(status)
-        }
+    pub unsafe fn cublasLtGetStatusString(&self, status: cublasStatus_t) -> *const ::std::os::raw::c_char {
+        unsafe { (self.cublasLtGetStatusString.as_ref().expect("Expected function, got error."))(status) }
     }
     pub unsafe fn cublasLtGetVersion(&self) -> usize {
-        unsafe {
-            (self
-                .cublasLtGetVersion
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cublasLtGetVersion.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cublasLtGetCudartVersion(&self) -> usize {
-        unsafe {
-            (self
-                .cublasLtGetCudartVersion
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cublasLtGetCudartVersion.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cublasLtGetProperty(
         &self,
         type_: libraryPropertyType,
         value: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtGetProperty
-                .as_ref()
-                .expect("Expected function, got error."))(type_, value)
-        }
+        unsafe { (self.cublasLtGetProperty.as_ref().expect("Expected function, got error."))(type_, value) }
     }
-    pub unsafe fn cublasLtHeuristicsCacheGetCapacity(
-        &self,
-        capacity: *mut usize,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtHeuristicsCacheGetCapacity
-                .as_ref()
-                .expect("Expected function, got error."))(capacity)
-        }
+    pub unsafe fn cublasLtHeuristicsCacheGetCapacity(&self, capacity: *mut usize) -> cublasStatus_t {
+        unsafe { (self.cublasLtHeuristicsCacheGetCapacity.as_ref().expect("Expected function, got error."))(capacity) }
     }
     pub unsafe fn cublasLtHeuristicsCacheSetCapacity(&self, capacity: usize) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtHeuristicsCacheSetCapacity
-                .as_ref()
-                .expect("Expected function, got error."))(capacity)
-        }
+        unsafe { (self.cublasLtHeuristicsCacheSetCapacity.as_ref().expect("Expected function, got error."))(capacity) }
     }
-    pub unsafe fn cublasLtDisableCpuInstructionsSetMask(
-        &self,
-        mask: ::std::os::raw::c_uint,
-    ) -> ::std::os::raw::c_uint {
-        unsafe {
-            (self
-                .cublasLtDisableCpuInstructionsSetMask
-                .as_ref()
-                .expect("Expected function, got error."))(mask)
-        }
+    pub unsafe fn cublasLtDisableCpuInstructionsSetMask(&self, mask: ::std::os::raw::c_uint) -> ::std::os::raw::c_uint {
+        unsafe { (self.cublasLtDisableCpuInstructionsSetMask.as_ref().expect("Expected function, got error."))(mask) }
     }
     pub unsafe fn cublasLtMatmul(
         &self,
@@ -23453,10 +21216,7 @@ impl CublasLtLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmul
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmul.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 computeDesc,
                 alpha,
@@ -23491,10 +21251,7 @@ impl CublasLtLib {
         stream: cudaStream_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransform
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatrixTransform.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 transformDesc,
                 alpha,
@@ -23519,11 +21276,8 @@ impl CublasLtLib {
         ld: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixLayoutInit_internal
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matLayout, size, type_, rows, cols, ld
+            (self.cublasLtMatrixLayoutInit_internal.as_ref().expect("Expected function, got error."))(
+                matLayout, size, type_, rows, cols, ld,
             )
         }
     }
@@ -23536,24 +21290,13 @@ impl CublasLtLib {
         ld: i64,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixLayoutCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matLayout, type_, rows, cols, ld
+            (self.cublasLtMatrixLayoutCreate.as_ref().expect("Expected function, got error."))(
+                matLayout, type_, rows, cols, ld,
             )
         }
     }
-    pub unsafe fn cublasLtMatrixLayoutDestroy(
-        &self,
-        matLayout: cublasLtMatrixLayout_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtMatrixLayoutDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(matLayout)
-        }
+    pub unsafe fn cublasLtMatrixLayoutDestroy(&self, matLayout: cublasLtMatrixLayout_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtMatrixLayoutDestroy.as_ref().expect("Expected function, got error."))(matLayout) }
     }
     pub unsafe fn cublasLtMatrixLayoutSetAttribute(
         &self,
@@ -23563,11 +21306,11 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixLayoutSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matLayout, attr, buf, sizeInBytes
+            (self.cublasLtMatrixLayoutSetAttribute.as_ref().expect("Expected function, got error."))(
+                matLayout,
+                attr,
+                buf,
+                sizeInBytes,
             )
         }
     }
@@ -23580,10 +21323,7 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixLayoutGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatrixLayoutGetAttribute.as_ref().expect("Expected function, got error."))(
                 matLayout,
                 attr,
                 buf,
@@ -23600,11 +21340,11 @@ impl CublasLtLib {
         scaleType: cudaDataType_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulDescInit_internal
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matmulDesc, size, computeType, scaleType
+            (self.cublasLtMatmulDescInit_internal.as_ref().expect("Expected function, got error."))(
+                matmulDesc,
+                size,
+                computeType,
+                scaleType,
             )
         }
     }
@@ -23615,24 +21355,15 @@ impl CublasLtLib {
         scaleType: cudaDataType_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulDescCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matmulDesc, computeType, scaleType
+            (self.cublasLtMatmulDescCreate.as_ref().expect("Expected function, got error."))(
+                matmulDesc,
+                computeType,
+                scaleType,
             )
         }
     }
-    pub unsafe fn cublasLtMatmulDescDestroy(
-        &self,
-        matmulDesc: cublasLtMatmulDesc_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtMatmulDescDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(matmulDesc)
-        }
+    pub unsafe fn cublasLtMatmulDescDestroy(&self, matmulDesc: cublasLtMatmulDesc_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtMatmulDescDestroy.as_ref().expect("Expected function, got error."))(matmulDesc) }
     }
     pub unsafe fn cublasLtMatmulDescSetAttribute(
         &self,
@@ -23642,11 +21373,11 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulDescSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                matmulDesc, attr, buf, sizeInBytes
+            (self.cublasLtMatmulDescSetAttribute.as_ref().expect("Expected function, got error."))(
+                matmulDesc,
+                attr,
+                buf,
+                sizeInBytes,
             )
         }
     }
@@ -23659,10 +21390,7 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulDescGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulDescGetAttribute.as_ref().expect("Expected function, got error."))(
                 matmulDesc,
                 attr,
                 buf,
@@ -23678,10 +21406,11 @@ impl CublasLtLib {
         scaleType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescInit_internal
-                .as_ref()
-                .expect("Expected function, got error."))(transformDesc, size, scaleType)
+            (self.cublasLtMatrixTransformDescInit_internal.as_ref().expect("Expected function, got error."))(
+                transformDesc,
+                size,
+                scaleType,
+            )
         }
     }
     pub unsafe fn cublasLtMatrixTransformDescCreate(
@@ -23690,10 +21419,10 @@ impl CublasLtLib {
         scaleType: cudaDataType,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescCreate
-                .as_ref()
-                .expect("Expected function, got error."))(transformDesc, scaleType)
+            (self.cublasLtMatrixTransformDescCreate.as_ref().expect("Expected function, got error."))(
+                transformDesc,
+                scaleType,
+            )
         }
     }
     pub unsafe fn cublasLtMatrixTransformDescDestroy(
@@ -23701,10 +21430,7 @@ impl CublasLtLib {
         transformDesc: cublasLtMatrixTransformDesc_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(transformDesc)
+            (self.cublasLtMatrixTransformDescDestroy.as_ref().expect("Expected function, got error."))(transformDesc)
         }
     }
     pub unsafe fn cublasLtMatrixTransformDescSetAttribute(
@@ -23715,11 +21441,11 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                transformDesc, attr, buf, sizeInBytes
+            (self.cublasLtMatrixTransformDescSetAttribute.as_ref().expect("Expected function, got error."))(
+                transformDesc,
+                attr,
+                buf,
+                sizeInBytes,
             )
         }
     }
@@ -23732,10 +21458,7 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatrixTransformDescGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatrixTransformDescGetAttribute.as_ref().expect("Expected function, got error."))(
                 transformDesc,
                 attr,
                 buf,
@@ -23750,33 +21473,17 @@ impl CublasLtLib {
         size: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtEmulationDescInit_internal
-                .as_ref()
-                .expect("Expected function, got error."))(emulationDesc, size)
+            (self.cublasLtEmulationDescInit_internal.as_ref().expect("Expected function, got error."))(
+                emulationDesc,
+                size,
+            )
         }
     }
-    pub unsafe fn cublasLtEmulationDescCreate(
-        &self,
-        emulationDesc: *mut cublasLtEmulationDesc_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtEmulationDescCreate
-                .as_ref()
-                .expect("Expected function, got error."))(emulationDesc)
-        }
+    pub unsafe fn cublasLtEmulationDescCreate(&self, emulationDesc: *mut cublasLtEmulationDesc_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtEmulationDescCreate.as_ref().expect("Expected function, got error."))(emulationDesc) }
     }
-    pub unsafe fn cublasLtEmulationDescDestroy(
-        &self,
-        emulationDesc: cublasLtEmulationDesc_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtEmulationDescDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(emulationDesc)
-        }
+    pub unsafe fn cublasLtEmulationDescDestroy(&self, emulationDesc: cublasLtEmulationDesc_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtEmulationDescDestroy.as_ref().expect("Expected function, got error."))(emulationDesc) }
     }
     pub unsafe fn cublasLtEmulationDescSetAttribute(
         &self,
@@ -23786,11 +21493,11 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtEmulationDescSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                emulationDesc, attr, buf, sizeInBytes
+            (self.cublasLtEmulationDescSetAttribute.as_ref().expect("Expected function, got error."))(
+                emulationDesc,
+                attr,
+                buf,
+                sizeInBytes,
             )
         }
     }
@@ -23803,10 +21510,7 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtEmulationDescGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtEmulationDescGetAttribute.as_ref().expect("Expected function, got error."))(
                 emulationDesc,
                 attr,
                 buf,
@@ -23821,33 +21525,14 @@ impl CublasLtLib {
         size: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulPreferenceInit_internal
-                .as_ref()
-                .expect("Expected function, got error."))(pref, size)
+            (self.cublasLtMatmulPreferenceInit_internal.as_ref().expect("Expected function, got error."))(pref, size)
         }
     }
-    pub unsafe fn cublasLtMatmulPreferenceCreate(
-        &self,
-        pref: *mut cublasLtMatmulPreference_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtMatmulPreferenceCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pref)
-        }
+    pub unsafe fn cublasLtMatmulPreferenceCreate(&self, pref: *mut cublasLtMatmulPreference_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtMatmulPreferenceCreate.as_ref().expect("Expected function, got error."))(pref) }
     }
-    pub unsafe fn cublasLtMatmulPreferenceDestroy(
-        &self,
-        pref: cublasLtMatmulPreference_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtMatmulPreferenceDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(pref)
-        }
+    pub unsafe fn cublasLtMatmulPreferenceDestroy(&self, pref: cublasLtMatmulPreference_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtMatmulPreferenceDestroy.as_ref().expect("Expected function, got error."))(pref) }
     }
     pub unsafe fn cublasLtMatmulPreferenceSetAttribute(
         &self,
@@ -23857,10 +21542,12 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulPreferenceSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(pref, attr, buf, sizeInBytes)
+            (self.cublasLtMatmulPreferenceSetAttribute.as_ref().expect("Expected function, got error."))(
+                pref,
+                attr,
+                buf,
+                sizeInBytes,
+            )
         }
     }
     pub unsafe fn cublasLtMatmulPreferenceGetAttribute(
@@ -23872,11 +21559,12 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulPreferenceGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pref, attr, buf, sizeInBytes, sizeWritten
+            (self.cublasLtMatmulPreferenceGetAttribute.as_ref().expect("Expected function, got error."))(
+                pref,
+                attr,
+                buf,
+                sizeInBytes,
+                sizeWritten,
             )
         }
     }
@@ -23894,10 +21582,7 @@ impl CublasLtLib {
         returnAlgoCount: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoGetHeuristic
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulAlgoGetHeuristic.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 operationDesc,
                 Adesc,
@@ -23925,10 +21610,7 @@ impl CublasLtLib {
         returnAlgoCount: *mut ::std::os::raw::c_int,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoGetIds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulAlgoGetIds.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 computeType,
                 scaleType,
@@ -23955,10 +21637,7 @@ impl CublasLtLib {
         algo: *mut cublasLtMatmulAlgo_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoInit
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulAlgoInit.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 computeType,
                 scaleType,
@@ -23983,10 +21662,7 @@ impl CublasLtLib {
         result: *mut cublasLtMatmulHeuristicResult_t,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoCheck
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cublasLtMatmulAlgoCheck.as_ref().expect("Expected function, got error."))(
                 lightHandle,
                 operationDesc,
                 Adesc,
@@ -24007,11 +21683,12 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoCapGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                algo, attr, buf, sizeInBytes, sizeWritten
+            (self.cublasLtMatmulAlgoCapGetAttribute.as_ref().expect("Expected function, got error."))(
+                algo,
+                attr,
+                buf,
+                sizeInBytes,
+                sizeWritten,
             )
         }
     }
@@ -24023,10 +21700,12 @@ impl CublasLtLib {
         sizeInBytes: usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoConfigSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(algo, attr, buf, sizeInBytes)
+            (self.cublasLtMatmulAlgoConfigSetAttribute.as_ref().expect("Expected function, got error."))(
+                algo,
+                attr,
+                buf,
+                sizeInBytes,
+            )
         }
     }
     pub unsafe fn cublasLtMatmulAlgoConfigGetAttribute(
@@ -24038,66 +21717,31 @@ impl CublasLtLib {
         sizeWritten: *mut usize,
     ) -> cublasStatus_t {
         unsafe {
-            (self
-                .cublasLtMatmulAlgoConfigGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                algo, attr, buf, sizeInBytes, sizeWritten
+            (self.cublasLtMatmulAlgoConfigGetAttribute.as_ref().expect("Expected function, got error."))(
+                algo,
+                attr,
+                buf,
+                sizeInBytes,
+                sizeWritten,
             )
         }
     }
-    pub unsafe fn cublasLtLoggerSetCallback(
-        &self,
-        callback: cublasLtLoggerCallback_t,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerSetCallback
-                .as_ref()
-                .expect("Expected function, got error."))(callback)
-        }
+    pub unsafe fn cublasLtLoggerSetCallback(&self, callback: cublasLtLoggerCallback_t) -> cublasStatus_t {
+        unsafe { (self.cublasLtLoggerSetCallback.as_ref().expect("Expected function, got error."))(callback) }
     }
     pub unsafe fn cublasLtLoggerSetFile(&self, file: *mut FILE) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerSetFile
-                .as_ref()
-                .expect("Expected function, got error."))(file)
-        }
+        unsafe { (self.cublasLtLoggerSetFile.as_ref().expect("Expected function, got error."))(file) }
     }
-    pub unsafe fn cublasLtLoggerOpenFile(
-        &self,
-        logFile: *const ::std::os::raw::c_char,
-    ) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerOpenFile
-                .as_ref()
-                .expect("Expected function, got error."))(logFile)
-        }
+    pub unsafe fn cublasLtLoggerOpenFile(&self, logFile: *const ::std::os::raw::c_char) -> cublasStatus_t {
+        unsafe { (self.cublasLtLoggerOpenFile.as_ref().expect("Expected function, got error."))(logFile) }
     }
     pub unsafe fn cublasLtLoggerSetLevel(&self, level: ::std::os::raw::c_int) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerSetLevel
-                .as_ref()
-                .expect("Expected function, got error."))(level)
-        }
+        unsafe { (self.cublasLtLoggerSetLevel.as_ref().expect("Expected function, got error."))(level) }
     }
     pub unsafe fn cublasLtLoggerSetMask(&self, mask: ::std::os::raw::c_int) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerSetMask
-                .as_ref()
-                .expect("Expected function, got error."))(mask)
-        }
+        unsafe { (self.cublasLtLoggerSetMask.as_ref().expect("Expected function, got error."))(mask) }
     }
     pub unsafe fn cublasLtLoggerForceDisable(&self) -> cublasStatus_t {
-        unsafe {
-            (self
-                .cublasLtLoggerForceDisable
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cublasLtLoggerForceDisable.as_ref().expect("Expected function, got error."))() }
     }
 }

@@ -219,8 +219,7 @@ pub struct CUmemFabricHandle_st {
 const _: () = {
     ["Size of CUmemFabricHandle_st"][::std::mem::size_of::<CUmemFabricHandle_st>() - 64usize];
     ["Alignment of CUmemFabricHandle_st"][::std::mem::align_of::<CUmemFabricHandle_st>() - 1usize];
-    ["Offset of field: CUmemFabricHandle_st::data"]
-        [::std::mem::offset_of!(CUmemFabricHandle_st, data) - 0usize];
+    ["Offset of field: CUmemFabricHandle_st::data"][::std::mem::offset_of!(CUmemFabricHandle_st, data) - 0usize];
 };
 impl Default for CUmemFabricHandle_st {
     fn default() -> Self {
@@ -242,8 +241,7 @@ pub struct CUipcEventHandle_st {
 const _: () = {
     ["Size of CUipcEventHandle_st"][::std::mem::size_of::<CUipcEventHandle_st>() - 64usize];
     ["Alignment of CUipcEventHandle_st"][::std::mem::align_of::<CUipcEventHandle_st>() - 1usize];
-    ["Offset of field: CUipcEventHandle_st::reserved"]
-        [::std::mem::offset_of!(CUipcEventHandle_st, reserved) - 0usize];
+    ["Offset of field: CUipcEventHandle_st::reserved"][::std::mem::offset_of!(CUipcEventHandle_st, reserved) - 0usize];
 };
 impl Default for CUipcEventHandle_st {
     fn default() -> Self {
@@ -265,8 +263,7 @@ pub struct CUipcMemHandle_st {
 const _: () = {
     ["Size of CUipcMemHandle_st"][::std::mem::size_of::<CUipcMemHandle_st>() - 64usize];
     ["Alignment of CUipcMemHandle_st"][::std::mem::align_of::<CUipcMemHandle_st>() - 1usize];
-    ["Offset of field: CUipcMemHandle_st::reserved"]
-        [::std::mem::offset_of!(CUipcMemHandle_st, reserved) - 0usize];
+    ["Offset of field: CUipcMemHandle_st::reserved"][::std::mem::offset_of!(CUipcMemHandle_st, reserved) - 0usize];
 };
 impl Default for CUipcMemHandle_st {
     fn default() -> Self {
@@ -358,54 +355,39 @@ impl CUevent_wait_flags_enum {
 pub struct CUevent_wait_flags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUevent_wait_flags_enum as CUevent_wait_flags;
 impl CUstreamWaitValue_flags_enum {
-    pub const CU_STREAM_WAIT_VALUE_GEQ: CUstreamWaitValue_flags_enum =
-        CUstreamWaitValue_flags_enum(0);
-    pub const CU_STREAM_WAIT_VALUE_EQ: CUstreamWaitValue_flags_enum =
-        CUstreamWaitValue_flags_enum(1);
-    pub const CU_STREAM_WAIT_VALUE_AND: CUstreamWaitValue_flags_enum =
-        CUstreamWaitValue_flags_enum(2);
-    pub const CU_STREAM_WAIT_VALUE_NOR: CUstreamWaitValue_flags_enum =
-        CUstreamWaitValue_flags_enum(3);
-    pub const CU_STREAM_WAIT_VALUE_FLUSH: CUstreamWaitValue_flags_enum =
-        CUstreamWaitValue_flags_enum(1073741824);
+    pub const CU_STREAM_WAIT_VALUE_GEQ: CUstreamWaitValue_flags_enum = CUstreamWaitValue_flags_enum(0);
+    pub const CU_STREAM_WAIT_VALUE_EQ: CUstreamWaitValue_flags_enum = CUstreamWaitValue_flags_enum(1);
+    pub const CU_STREAM_WAIT_VALUE_AND: CUstreamWaitValue_flags_enum = CUstreamWaitValue_flags_enum(2);
+    pub const CU_STREAM_WAIT_VALUE_NOR: CUstreamWaitValue_flags_enum = CUstreamWaitValue_flags_enum(3);
+    pub const CU_STREAM_WAIT_VALUE_FLUSH: CUstreamWaitValue_flags_enum = CUstreamWaitValue_flags_enum(1073741824);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUstreamWaitValue_flags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUstreamWaitValue_flags_enum as CUstreamWaitValue_flags;
 impl CUstreamWriteValue_flags_enum {
-    pub const CU_STREAM_WRITE_VALUE_DEFAULT: CUstreamWriteValue_flags_enum =
-        CUstreamWriteValue_flags_enum(0);
-    pub const CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER: CUstreamWriteValue_flags_enum =
-        CUstreamWriteValue_flags_enum(1);
+    pub const CU_STREAM_WRITE_VALUE_DEFAULT: CUstreamWriteValue_flags_enum = CUstreamWriteValue_flags_enum(0);
+    pub const CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER: CUstreamWriteValue_flags_enum = CUstreamWriteValue_flags_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUstreamWriteValue_flags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUstreamWriteValue_flags_enum as CUstreamWriteValue_flags;
 impl CUstreamBatchMemOpType_enum {
-    pub const CU_STREAM_MEM_OP_WAIT_VALUE_32: CUstreamBatchMemOpType_enum =
-        CUstreamBatchMemOpType_enum(1);
-    pub const CU_STREAM_MEM_OP_WRITE_VALUE_32: CUstreamBatchMemOpType_enum =
-        CUstreamBatchMemOpType_enum(2);
-    pub const CU_STREAM_MEM_OP_WAIT_VALUE_64: CUstreamBatchMemOpType_enum =
-        CUstreamBatchMemOpType_enum(4);
-    pub const CU_STREAM_MEM_OP_WRITE_VALUE_64: CUstreamBatchMemOpType_enum =
-        CUstreamBatchMemOpType_enum(5);
-    pub const CU_STREAM_MEM_OP_BARRIER: CUstreamBatchMemOpType_enum =
-        CUstreamBatchMemOpType_enum(6);
-    pub const CU_STREAM_MEM_OP_FLUSH_REMOTE_WRITES: CUstreamBatchMemOpType_enum =
-        CUstreamBatchMemOpType_enum(3);
+    pub const CU_STREAM_MEM_OP_WAIT_VALUE_32: CUstreamBatchMemOpType_enum = CUstreamBatchMemOpType_enum(1);
+    pub const CU_STREAM_MEM_OP_WRITE_VALUE_32: CUstreamBatchMemOpType_enum = CUstreamBatchMemOpType_enum(2);
+    pub const CU_STREAM_MEM_OP_WAIT_VALUE_64: CUstreamBatchMemOpType_enum = CUstreamBatchMemOpType_enum(4);
+    pub const CU_STREAM_MEM_OP_WRITE_VALUE_64: CUstreamBatchMemOpType_enum = CUstreamBatchMemOpType_enum(5);
+    pub const CU_STREAM_MEM_OP_BARRIER: CUstreamBatchMemOpType_enum = CUstreamBatchMemOpType_enum(6);
+    pub const CU_STREAM_MEM_OP_FLUSH_REMOTE_WRITES: CUstreamBatchMemOpType_enum = CUstreamBatchMemOpType_enum(3);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUstreamBatchMemOpType_enum(pub ::std::os::raw::c_uint);
 pub use self::CUstreamBatchMemOpType_enum as CUstreamBatchMemOpType;
 impl CUstreamMemoryBarrier_flags_enum {
-    pub const CU_STREAM_MEMORY_BARRIER_TYPE_SYS: CUstreamMemoryBarrier_flags_enum =
-        CUstreamMemoryBarrier_flags_enum(0);
-    pub const CU_STREAM_MEMORY_BARRIER_TYPE_GPU: CUstreamMemoryBarrier_flags_enum =
-        CUstreamMemoryBarrier_flags_enum(1);
+    pub const CU_STREAM_MEMORY_BARRIER_TYPE_SYS: CUstreamMemoryBarrier_flags_enum = CUstreamMemoryBarrier_flags_enum(0);
+    pub const CU_STREAM_MEMORY_BARRIER_TYPE_GPU: CUstreamMemoryBarrier_flags_enum = CUstreamMemoryBarrier_flags_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -426,8 +408,7 @@ pub union CUstreamBatchMemOpParams_union {
 pub struct CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st {
     pub operation: CUstreamBatchMemOpType,
     pub address: CUdeviceptr,
-    pub __bindgen_anon_1:
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1,
+    pub __bindgen_anon_1: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1,
     pub flags: ::std::os::raw::c_uint,
     pub alias: CUdeviceptr,
 }
@@ -439,26 +420,22 @@ pub union CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindge
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1"]
-        [::std::mem::size_of::<
-            CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1,
-        >() - 8usize];
-    ["Alignment of CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1"]
-        [::std::mem::align_of::<
-            CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1,
-        >() - 8usize];
-    [
-        "Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1::value",
-    ][::std::mem::offset_of!(
+    ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1"][::std::mem::size_of::<
+        CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1,
+    >() - 8usize];
+    ["Alignment of CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1"][::std::mem::align_of::<
+        CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1,
+    >() - 8usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1::value"][::std::mem::offset_of!(
         CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1,
         value
-    ) - 0usize];
-    [
-        "Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1::value64",
-    ][::std::mem::offset_of!(
+    )
+        - 0usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1::value64"][::std::mem::offset_of!(
         CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1,
         value64
-    ) - 0usize];
+    )
+        - 0usize];
 };
 impl Default for CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st__bindgen_ty_1 {
     fn default() -> Self {
@@ -471,32 +448,18 @@ impl Default for CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st_
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st"][::std::mem::size_of::<
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st,
-    >() - 40usize];
+    ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st"]
+        [::std::mem::size_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st>() - 40usize];
     ["Alignment of CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st"]
-        [::std::mem::align_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st>()
-            - 8usize];
+        [::std::mem::align_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st>() - 8usize];
     ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st::operation"]
-        [::std::mem::offset_of!(
-            CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st,
-            operation
-        ) - 0usize];
-    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st::address"][::std::mem::offset_of!(
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st,
-        address
-    )
-        - 8usize];
-    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st::flags"][::std::mem::offset_of!(
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st,
-        flags
-    )
-        - 24usize];
-    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st::alias"][::std::mem::offset_of!(
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st,
-        alias
-    )
-        - 32usize];
+        [::std::mem::offset_of!(CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st, operation) - 0usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st::address"]
+        [::std::mem::offset_of!(CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st, address) - 8usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st::flags"]
+        [::std::mem::offset_of!(CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st, flags) - 24usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st::alias"]
+        [::std::mem::offset_of!(CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st, alias) - 32usize];
 };
 impl Default for CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st {
     fn default() -> Self {
@@ -512,8 +475,7 @@ impl Default for CUstreamBatchMemOpParams_union_CUstreamMemOpWaitValueParams_st 
 pub struct CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st {
     pub operation: CUstreamBatchMemOpType,
     pub address: CUdeviceptr,
-    pub __bindgen_anon_1:
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1,
+    pub __bindgen_anon_1: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1,
     pub flags: ::std::os::raw::c_uint,
     pub alias: CUdeviceptr,
 }
@@ -525,26 +487,22 @@ pub union CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindg
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1"]
-        [::std::mem::size_of::<
-            CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1,
-        >() - 8usize];
-    ["Alignment of CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1"]
-        [::std::mem::align_of::<
-            CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1,
-        >() - 8usize];
-    [
-        "Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1::value",
-    ][::std::mem::offset_of!(
+    ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1"][::std::mem::size_of::<
+        CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1,
+    >() - 8usize];
+    ["Alignment of CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1"][::std::mem::align_of::<
+        CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1,
+    >() - 8usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1::value"][::std::mem::offset_of!(
         CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1,
         value
-    ) - 0usize];
-    [
-        "Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1::value64",
-    ][::std::mem::offset_of!(
+    )
+        - 0usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1::value64"][::std::mem::offset_of!(
         CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1,
         value64
-    ) - 0usize];
+    )
+        - 0usize];
 };
 impl Default for CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st__bindgen_ty_1 {
     fn default() -> Self {
@@ -557,32 +515,18 @@ impl Default for CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st"][::std::mem::size_of::<
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st,
-    >() - 40usize];
+    ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st"]
+        [::std::mem::size_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st>() - 40usize];
     ["Alignment of CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st"]
-        [::std::mem::align_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st>()
-            - 8usize];
+        [::std::mem::align_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st>() - 8usize];
     ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st::operation"]
-        [::std::mem::offset_of!(
-            CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st,
-            operation
-        ) - 0usize];
-    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st::address"][::std::mem::offset_of!(
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st,
-        address
-    )
-        - 8usize];
-    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st::flags"][::std::mem::offset_of!(
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st,
-        flags
-    )
-        - 24usize];
-    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st::alias"][::std::mem::offset_of!(
-        CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st,
-        alias
-    )
-        - 32usize];
+        [::std::mem::offset_of!(CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st, operation) - 0usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st::address"]
+        [::std::mem::offset_of!(CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st, address) - 8usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st::flags"]
+        [::std::mem::offset_of!(CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st, flags) - 24usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st::alias"]
+        [::std::mem::offset_of!(CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st, alias) - 32usize];
 };
 impl Default for CUstreamBatchMemOpParams_union_CUstreamMemOpWriteValueParams_st {
     fn default() -> Self {
@@ -602,22 +546,14 @@ pub struct CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_s
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st"]
-        [::std::mem::size_of::<
-            CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st,
-        >() - 8usize];
+        [::std::mem::size_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st>() - 8usize];
     ["Alignment of CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st"]
-        [::std::mem::align_of::<
-            CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st,
-        >() - 4usize];
-    [
-        "Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st::operation",
-    ][::std::mem::offset_of!(
+        [::std::mem::align_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st>() - 4usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st::operation"][::std::mem::offset_of!(
         CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st,
         operation
     ) - 0usize];
-    [
-        "Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st::flags",
-    ][::std::mem::offset_of!(
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st::flags"][::std::mem::offset_of!(
         CUstreamBatchMemOpParams_union_CUstreamMemOpFlushRemoteWritesParams_st,
         flags
     ) - 4usize];
@@ -640,22 +576,15 @@ pub struct CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st"]
-        [::std::mem::size_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st>(
-        ) - 8usize];
+        [::std::mem::size_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st>() - 8usize];
     ["Alignment of CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st"]
-        [::std::mem::align_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st>(
-        ) - 4usize];
-    [
-        "Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st::operation",
-    ][::std::mem::offset_of!(
+        [::std::mem::align_of::<CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st>() - 4usize];
+    ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st::operation"][::std::mem::offset_of!(
         CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st,
         operation
     ) - 0usize];
     ["Offset of field: CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st::flags"]
-        [::std::mem::offset_of!(
-            CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st,
-            flags
-        ) - 4usize];
+        [::std::mem::offset_of!(CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st, flags) - 4usize];
 };
 impl Default for CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams_st {
     fn default() -> Self {
@@ -668,10 +597,8 @@ impl Default for CUstreamBatchMemOpParams_union_CUstreamMemOpMemoryBarrierParams
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUstreamBatchMemOpParams_union"]
-        [::std::mem::size_of::<CUstreamBatchMemOpParams_union>() - 48usize];
-    ["Alignment of CUstreamBatchMemOpParams_union"]
-        [::std::mem::align_of::<CUstreamBatchMemOpParams_union>() - 8usize];
+    ["Size of CUstreamBatchMemOpParams_union"][::std::mem::size_of::<CUstreamBatchMemOpParams_union>() - 48usize];
+    ["Alignment of CUstreamBatchMemOpParams_union"][::std::mem::align_of::<CUstreamBatchMemOpParams_union>() - 8usize];
     ["Offset of field: CUstreamBatchMemOpParams_union::operation"]
         [::std::mem::offset_of!(CUstreamBatchMemOpParams_union, operation) - 0usize];
     ["Offset of field: CUstreamBatchMemOpParams_union::waitValue"]
@@ -765,8 +692,7 @@ impl Default for CUDA_BATCH_MEM_OP_NODE_PARAMS_v2_st {
 pub type CUDA_BATCH_MEM_OP_NODE_PARAMS_v2 = CUDA_BATCH_MEM_OP_NODE_PARAMS_v2_st;
 impl CUoccupancy_flags_enum {
     pub const CU_OCCUPANCY_DEFAULT: CUoccupancy_flags_enum = CUoccupancy_flags_enum(0);
-    pub const CU_OCCUPANCY_DISABLE_CACHING_OVERRIDE: CUoccupancy_flags_enum =
-        CUoccupancy_flags_enum(1);
+    pub const CU_OCCUPANCY_DISABLE_CACHING_OVERRIDE: CUoccupancy_flags_enum = CUoccupancy_flags_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -783,8 +709,7 @@ impl CUstreamUpdateCaptureDependencies_flags_enum {
 pub struct CUstreamUpdateCaptureDependencies_flags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUstreamUpdateCaptureDependencies_flags_enum as CUstreamUpdateCaptureDependencies_flags;
 impl CUasyncNotificationType_enum {
-    pub const CU_ASYNC_NOTIFICATION_TYPE_OVER_BUDGET: CUasyncNotificationType_enum =
-        CUasyncNotificationType_enum(1);
+    pub const CU_ASYNC_NOTIFICATION_TYPE_OVER_BUDGET: CUasyncNotificationType_enum = CUasyncNotificationType_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -812,11 +737,8 @@ const _: () = {
         [::std::mem::size_of::<CUasyncNotificationInfo_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of CUasyncNotificationInfo_st__bindgen_ty_1__bindgen_ty_1"]
         [::std::mem::align_of::<CUasyncNotificationInfo_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
-    ["Offset of field: CUasyncNotificationInfo_st__bindgen_ty_1__bindgen_ty_1::bytesOverBudget"][::std::mem::offset_of!(
-        CUasyncNotificationInfo_st__bindgen_ty_1__bindgen_ty_1,
-        bytesOverBudget
-    )
-        - 0usize];
+    ["Offset of field: CUasyncNotificationInfo_st__bindgen_ty_1__bindgen_ty_1::bytesOverBudget"]
+        [::std::mem::offset_of!(CUasyncNotificationInfo_st__bindgen_ty_1__bindgen_ty_1, bytesOverBudget) - 0usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -838,10 +760,8 @@ impl Default for CUasyncNotificationInfo_st__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUasyncNotificationInfo_st"]
-        [::std::mem::size_of::<CUasyncNotificationInfo_st>() - 16usize];
-    ["Alignment of CUasyncNotificationInfo_st"]
-        [::std::mem::align_of::<CUasyncNotificationInfo_st>() - 8usize];
+    ["Size of CUasyncNotificationInfo_st"][::std::mem::size_of::<CUasyncNotificationInfo_st>() - 16usize];
+    ["Alignment of CUasyncNotificationInfo_st"][::std::mem::align_of::<CUasyncNotificationInfo_st>() - 8usize];
     ["Offset of field: CUasyncNotificationInfo_st::type_"]
         [::std::mem::offset_of!(CUasyncNotificationInfo_st, type_) - 0usize];
     ["Offset of field: CUasyncNotificationInfo_st::info"]
@@ -941,100 +861,62 @@ impl CUfilter_mode_enum {
 pub struct CUfilter_mode_enum(pub ::std::os::raw::c_uint);
 pub use self::CUfilter_mode_enum as CUfilter_mode;
 impl CUdevice_attribute_enum {
-    pub const CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(1);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(2);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(3);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(4);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(5);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(6);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(7);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(8);
-    pub const CU_DEVICE_ATTRIBUTE_SHARED_MEMORY_PER_BLOCK: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(8);
-    pub const CU_DEVICE_ATTRIBUTE_TOTAL_CONSTANT_MEMORY: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(9);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: CUdevice_attribute_enum = CUdevice_attribute_enum(1);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X: CUdevice_attribute_enum = CUdevice_attribute_enum(2);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y: CUdevice_attribute_enum = CUdevice_attribute_enum(3);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z: CUdevice_attribute_enum = CUdevice_attribute_enum(4);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X: CUdevice_attribute_enum = CUdevice_attribute_enum(5);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y: CUdevice_attribute_enum = CUdevice_attribute_enum(6);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z: CUdevice_attribute_enum = CUdevice_attribute_enum(7);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: CUdevice_attribute_enum = CUdevice_attribute_enum(8);
+    pub const CU_DEVICE_ATTRIBUTE_SHARED_MEMORY_PER_BLOCK: CUdevice_attribute_enum = CUdevice_attribute_enum(8);
+    pub const CU_DEVICE_ATTRIBUTE_TOTAL_CONSTANT_MEMORY: CUdevice_attribute_enum = CUdevice_attribute_enum(9);
     pub const CU_DEVICE_ATTRIBUTE_WARP_SIZE: CUdevice_attribute_enum = CUdevice_attribute_enum(10);
     pub const CU_DEVICE_ATTRIBUTE_MAX_PITCH: CUdevice_attribute_enum = CUdevice_attribute_enum(11);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(12);
-    pub const CU_DEVICE_ATTRIBUTE_REGISTERS_PER_BLOCK: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(12);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK: CUdevice_attribute_enum = CUdevice_attribute_enum(12);
+    pub const CU_DEVICE_ATTRIBUTE_REGISTERS_PER_BLOCK: CUdevice_attribute_enum = CUdevice_attribute_enum(12);
     pub const CU_DEVICE_ATTRIBUTE_CLOCK_RATE: CUdevice_attribute_enum = CUdevice_attribute_enum(13);
-    pub const CU_DEVICE_ATTRIBUTE_TEXTURE_ALIGNMENT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(14);
-    pub const CU_DEVICE_ATTRIBUTE_GPU_OVERLAP: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(15);
-    pub const CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(16);
-    pub const CU_DEVICE_ATTRIBUTE_KERNEL_EXEC_TIMEOUT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(17);
+    pub const CU_DEVICE_ATTRIBUTE_TEXTURE_ALIGNMENT: CUdevice_attribute_enum = CUdevice_attribute_enum(14);
+    pub const CU_DEVICE_ATTRIBUTE_GPU_OVERLAP: CUdevice_attribute_enum = CUdevice_attribute_enum(15);
+    pub const CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: CUdevice_attribute_enum = CUdevice_attribute_enum(16);
+    pub const CU_DEVICE_ATTRIBUTE_KERNEL_EXEC_TIMEOUT: CUdevice_attribute_enum = CUdevice_attribute_enum(17);
     pub const CU_DEVICE_ATTRIBUTE_INTEGRATED: CUdevice_attribute_enum = CUdevice_attribute_enum(18);
-    pub const CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(19);
-    pub const CU_DEVICE_ATTRIBUTE_COMPUTE_MODE: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(20);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(21);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(22);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_HEIGHT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(23);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE3D_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(24);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE3D_HEIGHT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(25);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE3D_DEPTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(26);
+    pub const CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY: CUdevice_attribute_enum = CUdevice_attribute_enum(19);
+    pub const CU_DEVICE_ATTRIBUTE_COMPUTE_MODE: CUdevice_attribute_enum = CUdevice_attribute_enum(20);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(21);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(22);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_HEIGHT: CUdevice_attribute_enum = CUdevice_attribute_enum(23);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE3D_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(24);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE3D_HEIGHT: CUdevice_attribute_enum = CUdevice_attribute_enum(25);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE3D_DEPTH: CUdevice_attribute_enum = CUdevice_attribute_enum(26);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_LAYERED_WIDTH: CUdevice_attribute_enum =
         CUdevice_attribute_enum(27);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_LAYERED_HEIGHT: CUdevice_attribute_enum =
         CUdevice_attribute_enum(28);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_LAYERED_LAYERS: CUdevice_attribute_enum =
         CUdevice_attribute_enum(29);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_ARRAY_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(27);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_ARRAY_HEIGHT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(28);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_ARRAY_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(27);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_ARRAY_HEIGHT: CUdevice_attribute_enum = CUdevice_attribute_enum(28);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_ARRAY_NUMSLICES: CUdevice_attribute_enum =
         CUdevice_attribute_enum(29);
-    pub const CU_DEVICE_ATTRIBUTE_SURFACE_ALIGNMENT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(30);
-    pub const CU_DEVICE_ATTRIBUTE_CONCURRENT_KERNELS: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(31);
-    pub const CU_DEVICE_ATTRIBUTE_ECC_ENABLED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(32);
+    pub const CU_DEVICE_ATTRIBUTE_SURFACE_ALIGNMENT: CUdevice_attribute_enum = CUdevice_attribute_enum(30);
+    pub const CU_DEVICE_ATTRIBUTE_CONCURRENT_KERNELS: CUdevice_attribute_enum = CUdevice_attribute_enum(31);
+    pub const CU_DEVICE_ATTRIBUTE_ECC_ENABLED: CUdevice_attribute_enum = CUdevice_attribute_enum(32);
     pub const CU_DEVICE_ATTRIBUTE_PCI_BUS_ID: CUdevice_attribute_enum = CUdevice_attribute_enum(33);
-    pub const CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(34);
+    pub const CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID: CUdevice_attribute_enum = CUdevice_attribute_enum(34);
     pub const CU_DEVICE_ATTRIBUTE_TCC_DRIVER: CUdevice_attribute_enum = CUdevice_attribute_enum(35);
-    pub const CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(36);
-    pub const CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(37);
-    pub const CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(38);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(39);
-    pub const CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(40);
-    pub const CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(41);
+    pub const CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE: CUdevice_attribute_enum = CUdevice_attribute_enum(36);
+    pub const CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(37);
+    pub const CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE: CUdevice_attribute_enum = CUdevice_attribute_enum(38);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR: CUdevice_attribute_enum = CUdevice_attribute_enum(39);
+    pub const CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT: CUdevice_attribute_enum = CUdevice_attribute_enum(40);
+    pub const CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING: CUdevice_attribute_enum = CUdevice_attribute_enum(41);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_LAYERED_WIDTH: CUdevice_attribute_enum =
         CUdevice_attribute_enum(42);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_LAYERED_LAYERS: CUdevice_attribute_enum =
         CUdevice_attribute_enum(43);
-    pub const CU_DEVICE_ATTRIBUTE_CAN_TEX2D_GATHER: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(44);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_GATHER_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(45);
+    pub const CU_DEVICE_ATTRIBUTE_CAN_TEX2D_GATHER: CUdevice_attribute_enum = CUdevice_attribute_enum(44);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_GATHER_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(45);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_GATHER_HEIGHT: CUdevice_attribute_enum =
         CUdevice_attribute_enum(46);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE3D_WIDTH_ALTERNATE: CUdevice_attribute_enum =
@@ -1043,28 +925,19 @@ impl CUdevice_attribute_enum {
         CUdevice_attribute_enum(48);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE3D_DEPTH_ALTERNATE: CUdevice_attribute_enum =
         CUdevice_attribute_enum(49);
-    pub const CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(50);
-    pub const CU_DEVICE_ATTRIBUTE_TEXTURE_PITCH_ALIGNMENT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(51);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURECUBEMAP_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(52);
+    pub const CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID: CUdevice_attribute_enum = CUdevice_attribute_enum(50);
+    pub const CU_DEVICE_ATTRIBUTE_TEXTURE_PITCH_ALIGNMENT: CUdevice_attribute_enum = CUdevice_attribute_enum(51);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURECUBEMAP_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(52);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURECUBEMAP_LAYERED_WIDTH: CUdevice_attribute_enum =
         CUdevice_attribute_enum(53);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURECUBEMAP_LAYERED_LAYERS: CUdevice_attribute_enum =
         CUdevice_attribute_enum(54);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE1D_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(55);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE2D_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(56);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE2D_HEIGHT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(57);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE3D_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(58);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE3D_HEIGHT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(59);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE3D_DEPTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(60);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE1D_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(55);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE2D_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(56);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE2D_HEIGHT: CUdevice_attribute_enum = CUdevice_attribute_enum(57);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE3D_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(58);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE3D_HEIGHT: CUdevice_attribute_enum = CUdevice_attribute_enum(59);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE3D_DEPTH: CUdevice_attribute_enum = CUdevice_attribute_enum(60);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE1D_LAYERED_WIDTH: CUdevice_attribute_enum =
         CUdevice_attribute_enum(61);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE1D_LAYERED_LAYERS: CUdevice_attribute_enum =
@@ -1075,171 +948,123 @@ impl CUdevice_attribute_enum {
         CUdevice_attribute_enum(64);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE2D_LAYERED_LAYERS: CUdevice_attribute_enum =
         CUdevice_attribute_enum(65);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACECUBEMAP_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(66);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACECUBEMAP_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(66);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACECUBEMAP_LAYERED_WIDTH: CUdevice_attribute_enum =
         CUdevice_attribute_enum(67);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACECUBEMAP_LAYERED_LAYERS: CUdevice_attribute_enum =
         CUdevice_attribute_enum(68);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_LINEAR_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(69);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_LINEAR_WIDTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(70);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_LINEAR_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(69);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_LINEAR_WIDTH: CUdevice_attribute_enum = CUdevice_attribute_enum(70);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_LINEAR_HEIGHT: CUdevice_attribute_enum =
         CUdevice_attribute_enum(71);
-    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_LINEAR_PITCH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(72);
+    pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_LINEAR_PITCH: CUdevice_attribute_enum = CUdevice_attribute_enum(72);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_MIPMAPPED_WIDTH: CUdevice_attribute_enum =
         CUdevice_attribute_enum(73);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_MIPMAPPED_HEIGHT: CUdevice_attribute_enum =
         CUdevice_attribute_enum(74);
-    pub const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(75);
-    pub const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(76);
+    pub const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: CUdevice_attribute_enum = CUdevice_attribute_enum(75);
+    pub const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: CUdevice_attribute_enum = CUdevice_attribute_enum(76);
     pub const CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_MIPMAPPED_WIDTH: CUdevice_attribute_enum =
         CUdevice_attribute_enum(77);
-    pub const CU_DEVICE_ATTRIBUTE_STREAM_PRIORITIES_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(78);
-    pub const CU_DEVICE_ATTRIBUTE_GLOBAL_L1_CACHE_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(79);
-    pub const CU_DEVICE_ATTRIBUTE_LOCAL_L1_CACHE_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(80);
+    pub const CU_DEVICE_ATTRIBUTE_STREAM_PRIORITIES_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(78);
+    pub const CU_DEVICE_ATTRIBUTE_GLOBAL_L1_CACHE_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(79);
+    pub const CU_DEVICE_ATTRIBUTE_LOCAL_L1_CACHE_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(80);
     pub const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR: CUdevice_attribute_enum =
         CUdevice_attribute_enum(81);
     pub const CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR: CUdevice_attribute_enum =
         CUdevice_attribute_enum(82);
-    pub const CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(83);
-    pub const CU_DEVICE_ATTRIBUTE_MULTI_GPU_BOARD: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(84);
-    pub const CU_DEVICE_ATTRIBUTE_MULTI_GPU_BOARD_GROUP_ID: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(85);
-    pub const CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(86);
+    pub const CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY: CUdevice_attribute_enum = CUdevice_attribute_enum(83);
+    pub const CU_DEVICE_ATTRIBUTE_MULTI_GPU_BOARD: CUdevice_attribute_enum = CUdevice_attribute_enum(84);
+    pub const CU_DEVICE_ATTRIBUTE_MULTI_GPU_BOARD_GROUP_ID: CUdevice_attribute_enum = CUdevice_attribute_enum(85);
+    pub const CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(86);
     pub const CU_DEVICE_ATTRIBUTE_SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO: CUdevice_attribute_enum =
         CUdevice_attribute_enum(87);
-    pub const CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(88);
-    pub const CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(89);
-    pub const CU_DEVICE_ATTRIBUTE_COMPUTE_PREEMPTION_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(90);
+    pub const CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS: CUdevice_attribute_enum = CUdevice_attribute_enum(88);
+    pub const CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS: CUdevice_attribute_enum = CUdevice_attribute_enum(89);
+    pub const CU_DEVICE_ATTRIBUTE_COMPUTE_PREEMPTION_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(90);
     pub const CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM: CUdevice_attribute_enum =
         CUdevice_attribute_enum(91);
-    pub const CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(92);
+    pub const CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1: CUdevice_attribute_enum = CUdevice_attribute_enum(92);
     pub const CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS_V1: CUdevice_attribute_enum =
         CUdevice_attribute_enum(93);
     pub const CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_WAIT_VALUE_NOR_V1: CUdevice_attribute_enum =
         CUdevice_attribute_enum(94);
-    pub const CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(95);
+    pub const CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: CUdevice_attribute_enum = CUdevice_attribute_enum(95);
     pub const CU_DEVICE_ATTRIBUTE_COOPERATIVE_MULTI_DEVICE_LAUNCH: CUdevice_attribute_enum =
         CUdevice_attribute_enum(96);
     pub const CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: CUdevice_attribute_enum =
         CUdevice_attribute_enum(97);
-    pub const CU_DEVICE_ATTRIBUTE_CAN_FLUSH_REMOTE_WRITES: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(98);
-    pub const CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(99);
-    pub const CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES:
-        CUdevice_attribute_enum = CUdevice_attribute_enum(100);
+    pub const CU_DEVICE_ATTRIBUTE_CAN_FLUSH_REMOTE_WRITES: CUdevice_attribute_enum = CUdevice_attribute_enum(98);
+    pub const CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(99);
+    pub const CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES: CUdevice_attribute_enum =
+        CUdevice_attribute_enum(100);
     pub const CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST: CUdevice_attribute_enum =
         CUdevice_attribute_enum(101);
     pub const CU_DEVICE_ATTRIBUTE_VIRTUAL_ADDRESS_MANAGEMENT_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(102);
     pub const CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(102);
-    pub const CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED:
-        CUdevice_attribute_enum = CUdevice_attribute_enum(103);
+    pub const CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED: CUdevice_attribute_enum =
+        CUdevice_attribute_enum(103);
     pub const CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_WIN32_HANDLE_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(104);
     pub const CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_WIN32_KMT_HANDLE_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(105);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(106);
-    pub const CU_DEVICE_ATTRIBUTE_GENERIC_COMPRESSION_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(107);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(108);
-    pub const CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(109);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR: CUdevice_attribute_enum = CUdevice_attribute_enum(106);
+    pub const CU_DEVICE_ATTRIBUTE_GENERIC_COMPRESSION_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(107);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE: CUdevice_attribute_enum = CUdevice_attribute_enum(108);
+    pub const CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE: CUdevice_attribute_enum = CUdevice_attribute_enum(109);
     pub const CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WITH_CUDA_VMM_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(110);
     pub const CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK: CUdevice_attribute_enum =
         CUdevice_attribute_enum(111);
-    pub const CU_DEVICE_ATTRIBUTE_SPARSE_CUDA_ARRAY_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(112);
+    pub const CU_DEVICE_ATTRIBUTE_SPARSE_CUDA_ARRAY_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(112);
     pub const CU_DEVICE_ATTRIBUTE_READ_ONLY_HOST_REGISTER_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(113);
     pub const CU_DEVICE_ATTRIBUTE_TIMELINE_SEMAPHORE_INTEROP_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(114);
-    pub const CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(115);
-    pub const CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(116);
+    pub const CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(115);
+    pub const CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(116);
     pub const CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS: CUdevice_attribute_enum =
         CUdevice_attribute_enum(117);
     pub const CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING: CUdevice_attribute_enum =
         CUdevice_attribute_enum(118);
     pub const CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES: CUdevice_attribute_enum =
         CUdevice_attribute_enum(119);
-    pub const CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(120);
+    pub const CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH: CUdevice_attribute_enum = CUdevice_attribute_enum(120);
     pub const CU_DEVICE_ATTRIBUTE_DEFERRED_MAPPING_CUDA_ARRAY_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(121);
-    pub const CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(122);
-    pub const CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_WAIT_VALUE_NOR: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(123);
-    pub const CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(124);
-    pub const CU_DEVICE_ATTRIBUTE_IPC_EVENT_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(125);
-    pub const CU_DEVICE_ATTRIBUTE_MEM_SYNC_DOMAIN_COUNT: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(126);
-    pub const CU_DEVICE_ATTRIBUTE_TENSOR_MAP_ACCESS_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(127);
-    pub const CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(128);
-    pub const CU_DEVICE_ATTRIBUTE_UNIFIED_FUNCTION_POINTERS: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(129);
-    pub const CU_DEVICE_ATTRIBUTE_NUMA_CONFIG: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(130);
+    pub const CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS: CUdevice_attribute_enum = CUdevice_attribute_enum(122);
+    pub const CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_WAIT_VALUE_NOR: CUdevice_attribute_enum = CUdevice_attribute_enum(123);
+    pub const CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(124);
+    pub const CU_DEVICE_ATTRIBUTE_IPC_EVENT_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(125);
+    pub const CU_DEVICE_ATTRIBUTE_MEM_SYNC_DOMAIN_COUNT: CUdevice_attribute_enum = CUdevice_attribute_enum(126);
+    pub const CU_DEVICE_ATTRIBUTE_TENSOR_MAP_ACCESS_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(127);
+    pub const CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(128);
+    pub const CU_DEVICE_ATTRIBUTE_UNIFIED_FUNCTION_POINTERS: CUdevice_attribute_enum = CUdevice_attribute_enum(129);
+    pub const CU_DEVICE_ATTRIBUTE_NUMA_CONFIG: CUdevice_attribute_enum = CUdevice_attribute_enum(130);
     pub const CU_DEVICE_ATTRIBUTE_NUMA_ID: CUdevice_attribute_enum = CUdevice_attribute_enum(131);
-    pub const CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(132);
-    pub const CU_DEVICE_ATTRIBUTE_MPS_ENABLED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(133);
-    pub const CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(134);
-    pub const CU_DEVICE_ATTRIBUTE_D3D12_CIG_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(135);
-    pub const CU_DEVICE_ATTRIBUTE_MEM_DECOMPRESS_ALGORITHM_MASK: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(136);
-    pub const CU_DEVICE_ATTRIBUTE_MEM_DECOMPRESS_MAXIMUM_LENGTH: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(137);
-    pub const CU_DEVICE_ATTRIBUTE_VULKAN_CIG_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(138);
-    pub const CU_DEVICE_ATTRIBUTE_GPU_PCI_DEVICE_ID: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(139);
-    pub const CU_DEVICE_ATTRIBUTE_GPU_PCI_SUBSYSTEM_ID: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(140);
-    pub const CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED:
-        CUdevice_attribute_enum = CUdevice_attribute_enum(141);
+    pub const CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(132);
+    pub const CU_DEVICE_ATTRIBUTE_MPS_ENABLED: CUdevice_attribute_enum = CUdevice_attribute_enum(133);
+    pub const CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID: CUdevice_attribute_enum = CUdevice_attribute_enum(134);
+    pub const CU_DEVICE_ATTRIBUTE_D3D12_CIG_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(135);
+    pub const CU_DEVICE_ATTRIBUTE_MEM_DECOMPRESS_ALGORITHM_MASK: CUdevice_attribute_enum = CUdevice_attribute_enum(136);
+    pub const CU_DEVICE_ATTRIBUTE_MEM_DECOMPRESS_MAXIMUM_LENGTH: CUdevice_attribute_enum = CUdevice_attribute_enum(137);
+    pub const CU_DEVICE_ATTRIBUTE_VULKAN_CIG_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(138);
+    pub const CU_DEVICE_ATTRIBUTE_GPU_PCI_DEVICE_ID: CUdevice_attribute_enum = CUdevice_attribute_enum(139);
+    pub const CU_DEVICE_ATTRIBUTE_GPU_PCI_SUBSYSTEM_ID: CUdevice_attribute_enum = CUdevice_attribute_enum(140);
+    pub const CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: CUdevice_attribute_enum =
+        CUdevice_attribute_enum(141);
     pub const CU_DEVICE_ATTRIBUTE_HOST_NUMA_MEMORY_POOLS_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(142);
     pub const CU_DEVICE_ATTRIBUTE_HOST_NUMA_MULTINODE_IPC_SUPPORTED: CUdevice_attribute_enum =
         CUdevice_attribute_enum(143);
-    pub const CU_DEVICE_ATTRIBUTE_HOST_MEMORY_POOLS_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(144);
-    pub const CU_DEVICE_ATTRIBUTE_HOST_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED:
-        CUdevice_attribute_enum = CUdevice_attribute_enum(145);
-    pub const CU_DEVICE_ATTRIBUTE_HOST_ALLOC_DMA_BUF_SUPPORTED: CUdevice_attribute_enum =
-        CUdevice_attribute_enum(146);
-    pub const CU_DEVICE_ATTRIBUTE_ONLY_PARTIAL_HOST_NATIVE_ATOMIC_SUPPORTED:
-        CUdevice_attribute_enum = CUdevice_attribute_enum(147);
+    pub const CU_DEVICE_ATTRIBUTE_HOST_MEMORY_POOLS_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(144);
+    pub const CU_DEVICE_ATTRIBUTE_HOST_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: CUdevice_attribute_enum =
+        CUdevice_attribute_enum(145);
+    pub const CU_DEVICE_ATTRIBUTE_HOST_ALLOC_DMA_BUF_SUPPORTED: CUdevice_attribute_enum = CUdevice_attribute_enum(146);
+    pub const CU_DEVICE_ATTRIBUTE_ONLY_PARTIAL_HOST_NATIVE_ATOMIC_SUPPORTED: CUdevice_attribute_enum =
+        CUdevice_attribute_enum(147);
     pub const CU_DEVICE_ATTRIBUTE_MAX: CUdevice_attribute_enum = CUdevice_attribute_enum(148);
 }
 #[repr(transparent)]
@@ -1266,101 +1091,63 @@ const _: () = {
     ["Alignment of CUdevprop_st"][::std::mem::align_of::<CUdevprop_st>() - 4usize];
     ["Offset of field: CUdevprop_st::maxThreadsPerBlock"]
         [::std::mem::offset_of!(CUdevprop_st, maxThreadsPerBlock) - 0usize];
-    ["Offset of field: CUdevprop_st::maxThreadsDim"]
-        [::std::mem::offset_of!(CUdevprop_st, maxThreadsDim) - 4usize];
-    ["Offset of field: CUdevprop_st::maxGridSize"]
-        [::std::mem::offset_of!(CUdevprop_st, maxGridSize) - 16usize];
+    ["Offset of field: CUdevprop_st::maxThreadsDim"][::std::mem::offset_of!(CUdevprop_st, maxThreadsDim) - 4usize];
+    ["Offset of field: CUdevprop_st::maxGridSize"][::std::mem::offset_of!(CUdevprop_st, maxGridSize) - 16usize];
     ["Offset of field: CUdevprop_st::sharedMemPerBlock"]
         [::std::mem::offset_of!(CUdevprop_st, sharedMemPerBlock) - 28usize];
     ["Offset of field: CUdevprop_st::totalConstantMemory"]
         [::std::mem::offset_of!(CUdevprop_st, totalConstantMemory) - 32usize];
-    ["Offset of field: CUdevprop_st::SIMDWidth"]
-        [::std::mem::offset_of!(CUdevprop_st, SIMDWidth) - 36usize];
-    ["Offset of field: CUdevprop_st::memPitch"]
-        [::std::mem::offset_of!(CUdevprop_st, memPitch) - 40usize];
-    ["Offset of field: CUdevprop_st::regsPerBlock"]
-        [::std::mem::offset_of!(CUdevprop_st, regsPerBlock) - 44usize];
-    ["Offset of field: CUdevprop_st::clockRate"]
-        [::std::mem::offset_of!(CUdevprop_st, clockRate) - 48usize];
-    ["Offset of field: CUdevprop_st::textureAlign"]
-        [::std::mem::offset_of!(CUdevprop_st, textureAlign) - 52usize];
+    ["Offset of field: CUdevprop_st::SIMDWidth"][::std::mem::offset_of!(CUdevprop_st, SIMDWidth) - 36usize];
+    ["Offset of field: CUdevprop_st::memPitch"][::std::mem::offset_of!(CUdevprop_st, memPitch) - 40usize];
+    ["Offset of field: CUdevprop_st::regsPerBlock"][::std::mem::offset_of!(CUdevprop_st, regsPerBlock) - 44usize];
+    ["Offset of field: CUdevprop_st::clockRate"][::std::mem::offset_of!(CUdevprop_st, clockRate) - 48usize];
+    ["Offset of field: CUdevprop_st::textureAlign"][::std::mem::offset_of!(CUdevprop_st, textureAlign) - 52usize];
 };
 pub type CUdevprop_v1 = CUdevprop_st;
 pub type CUdevprop = CUdevprop_v1;
 impl CUpointer_attribute_enum {
     pub const CU_POINTER_ATTRIBUTE_CONTEXT: CUpointer_attribute_enum = CUpointer_attribute_enum(1);
-    pub const CU_POINTER_ATTRIBUTE_MEMORY_TYPE: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(2);
-    pub const CU_POINTER_ATTRIBUTE_DEVICE_POINTER: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(3);
-    pub const CU_POINTER_ATTRIBUTE_HOST_POINTER: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(4);
-    pub const CU_POINTER_ATTRIBUTE_P2P_TOKENS: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(5);
-    pub const CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(6);
-    pub const CU_POINTER_ATTRIBUTE_BUFFER_ID: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(7);
-    pub const CU_POINTER_ATTRIBUTE_IS_MANAGED: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(8);
-    pub const CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(9);
-    pub const CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(10);
-    pub const CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(11);
-    pub const CU_POINTER_ATTRIBUTE_RANGE_SIZE: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(12);
+    pub const CU_POINTER_ATTRIBUTE_MEMORY_TYPE: CUpointer_attribute_enum = CUpointer_attribute_enum(2);
+    pub const CU_POINTER_ATTRIBUTE_DEVICE_POINTER: CUpointer_attribute_enum = CUpointer_attribute_enum(3);
+    pub const CU_POINTER_ATTRIBUTE_HOST_POINTER: CUpointer_attribute_enum = CUpointer_attribute_enum(4);
+    pub const CU_POINTER_ATTRIBUTE_P2P_TOKENS: CUpointer_attribute_enum = CUpointer_attribute_enum(5);
+    pub const CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: CUpointer_attribute_enum = CUpointer_attribute_enum(6);
+    pub const CU_POINTER_ATTRIBUTE_BUFFER_ID: CUpointer_attribute_enum = CUpointer_attribute_enum(7);
+    pub const CU_POINTER_ATTRIBUTE_IS_MANAGED: CUpointer_attribute_enum = CUpointer_attribute_enum(8);
+    pub const CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: CUpointer_attribute_enum = CUpointer_attribute_enum(9);
+    pub const CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE: CUpointer_attribute_enum = CUpointer_attribute_enum(10);
+    pub const CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: CUpointer_attribute_enum = CUpointer_attribute_enum(11);
+    pub const CU_POINTER_ATTRIBUTE_RANGE_SIZE: CUpointer_attribute_enum = CUpointer_attribute_enum(12);
     pub const CU_POINTER_ATTRIBUTE_MAPPED: CUpointer_attribute_enum = CUpointer_attribute_enum(13);
-    pub const CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(14);
-    pub const CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(15);
-    pub const CU_POINTER_ATTRIBUTE_ACCESS_FLAGS: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(16);
-    pub const CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(17);
-    pub const CU_POINTER_ATTRIBUTE_MAPPING_SIZE: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(18);
-    pub const CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(19);
-    pub const CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(20);
-    pub const CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE: CUpointer_attribute_enum =
-        CUpointer_attribute_enum(21);
+    pub const CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES: CUpointer_attribute_enum = CUpointer_attribute_enum(14);
+    pub const CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE: CUpointer_attribute_enum = CUpointer_attribute_enum(15);
+    pub const CU_POINTER_ATTRIBUTE_ACCESS_FLAGS: CUpointer_attribute_enum = CUpointer_attribute_enum(16);
+    pub const CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE: CUpointer_attribute_enum = CUpointer_attribute_enum(17);
+    pub const CU_POINTER_ATTRIBUTE_MAPPING_SIZE: CUpointer_attribute_enum = CUpointer_attribute_enum(18);
+    pub const CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR: CUpointer_attribute_enum = CUpointer_attribute_enum(19);
+    pub const CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID: CUpointer_attribute_enum = CUpointer_attribute_enum(20);
+    pub const CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE: CUpointer_attribute_enum = CUpointer_attribute_enum(21);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUpointer_attribute_enum(pub ::std::os::raw::c_uint);
 pub use self::CUpointer_attribute_enum as CUpointer_attribute;
 impl CUfunction_attribute_enum {
-    pub const CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(0);
-    pub const CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(1);
-    pub const CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(2);
-    pub const CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(3);
+    pub const CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: CUfunction_attribute_enum = CUfunction_attribute_enum(0);
+    pub const CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES: CUfunction_attribute_enum = CUfunction_attribute_enum(1);
+    pub const CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES: CUfunction_attribute_enum = CUfunction_attribute_enum(2);
+    pub const CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES: CUfunction_attribute_enum = CUfunction_attribute_enum(3);
     pub const CU_FUNC_ATTRIBUTE_NUM_REGS: CUfunction_attribute_enum = CUfunction_attribute_enum(4);
-    pub const CU_FUNC_ATTRIBUTE_PTX_VERSION: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(5);
-    pub const CU_FUNC_ATTRIBUTE_BINARY_VERSION: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(6);
-    pub const CU_FUNC_ATTRIBUTE_CACHE_MODE_CA: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(7);
-    pub const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(8);
+    pub const CU_FUNC_ATTRIBUTE_PTX_VERSION: CUfunction_attribute_enum = CUfunction_attribute_enum(5);
+    pub const CU_FUNC_ATTRIBUTE_BINARY_VERSION: CUfunction_attribute_enum = CUfunction_attribute_enum(6);
+    pub const CU_FUNC_ATTRIBUTE_CACHE_MODE_CA: CUfunction_attribute_enum = CUfunction_attribute_enum(7);
+    pub const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: CUfunction_attribute_enum = CUfunction_attribute_enum(8);
     pub const CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: CUfunction_attribute_enum =
         CUfunction_attribute_enum(9);
-    pub const CU_FUNC_ATTRIBUTE_CLUSTER_SIZE_MUST_BE_SET: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(10);
-    pub const CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(11);
-    pub const CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(12);
-    pub const CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH: CUfunction_attribute_enum =
-        CUfunction_attribute_enum(13);
+    pub const CU_FUNC_ATTRIBUTE_CLUSTER_SIZE_MUST_BE_SET: CUfunction_attribute_enum = CUfunction_attribute_enum(10);
+    pub const CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH: CUfunction_attribute_enum = CUfunction_attribute_enum(11);
+    pub const CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT: CUfunction_attribute_enum = CUfunction_attribute_enum(12);
+    pub const CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH: CUfunction_attribute_enum = CUfunction_attribute_enum(13);
     pub const CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED: CUfunction_attribute_enum =
         CUfunction_attribute_enum(14);
     pub const CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE: CUfunction_attribute_enum =
@@ -1383,10 +1170,8 @@ pub struct CUfunc_cache_enum(pub ::std::os::raw::c_uint);
 pub use self::CUfunc_cache_enum as CUfunc_cache;
 impl CUsharedconfig_enum {
     pub const CU_SHARED_MEM_CONFIG_DEFAULT_BANK_SIZE: CUsharedconfig_enum = CUsharedconfig_enum(0);
-    pub const CU_SHARED_MEM_CONFIG_FOUR_BYTE_BANK_SIZE: CUsharedconfig_enum =
-        CUsharedconfig_enum(1);
-    pub const CU_SHARED_MEM_CONFIG_EIGHT_BYTE_BANK_SIZE: CUsharedconfig_enum =
-        CUsharedconfig_enum(2);
+    pub const CU_SHARED_MEM_CONFIG_FOUR_BYTE_BANK_SIZE: CUsharedconfig_enum = CUsharedconfig_enum(1);
+    pub const CU_SHARED_MEM_CONFIG_EIGHT_BYTE_BANK_SIZE: CUsharedconfig_enum = CUsharedconfig_enum(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1394,8 +1179,7 @@ pub struct CUsharedconfig_enum(pub ::std::os::raw::c_uint);
 pub use self::CUsharedconfig_enum as CUsharedconfig;
 impl CUshared_carveout_enum {
     pub const CU_SHAREDMEM_CARVEOUT_DEFAULT: CUshared_carveout_enum = CUshared_carveout_enum(-1);
-    pub const CU_SHAREDMEM_CARVEOUT_MAX_SHARED: CUshared_carveout_enum =
-        CUshared_carveout_enum(100);
+    pub const CU_SHAREDMEM_CARVEOUT_MAX_SHARED: CUshared_carveout_enum = CUshared_carveout_enum(100);
     pub const CU_SHAREDMEM_CARVEOUT_MAX_L1: CUshared_carveout_enum = CUshared_carveout_enum(0);
 }
 #[repr(transparent)]
@@ -1434,18 +1218,13 @@ impl CUmem_advise_enum {
 pub struct CUmem_advise_enum(pub ::std::os::raw::c_uint);
 pub use self::CUmem_advise_enum as CUmem_advise;
 impl CUmem_range_attribute_enum {
-    pub const CU_MEM_RANGE_ATTRIBUTE_READ_MOSTLY: CUmem_range_attribute_enum =
-        CUmem_range_attribute_enum(1);
-    pub const CU_MEM_RANGE_ATTRIBUTE_PREFERRED_LOCATION: CUmem_range_attribute_enum =
-        CUmem_range_attribute_enum(2);
-    pub const CU_MEM_RANGE_ATTRIBUTE_ACCESSED_BY: CUmem_range_attribute_enum =
-        CUmem_range_attribute_enum(3);
-    pub const CU_MEM_RANGE_ATTRIBUTE_LAST_PREFETCH_LOCATION: CUmem_range_attribute_enum =
-        CUmem_range_attribute_enum(4);
+    pub const CU_MEM_RANGE_ATTRIBUTE_READ_MOSTLY: CUmem_range_attribute_enum = CUmem_range_attribute_enum(1);
+    pub const CU_MEM_RANGE_ATTRIBUTE_PREFERRED_LOCATION: CUmem_range_attribute_enum = CUmem_range_attribute_enum(2);
+    pub const CU_MEM_RANGE_ATTRIBUTE_ACCESSED_BY: CUmem_range_attribute_enum = CUmem_range_attribute_enum(3);
+    pub const CU_MEM_RANGE_ATTRIBUTE_LAST_PREFETCH_LOCATION: CUmem_range_attribute_enum = CUmem_range_attribute_enum(4);
     pub const CU_MEM_RANGE_ATTRIBUTE_PREFERRED_LOCATION_TYPE: CUmem_range_attribute_enum =
         CUmem_range_attribute_enum(5);
-    pub const CU_MEM_RANGE_ATTRIBUTE_PREFERRED_LOCATION_ID: CUmem_range_attribute_enum =
-        CUmem_range_attribute_enum(6);
+    pub const CU_MEM_RANGE_ATTRIBUTE_PREFERRED_LOCATION_ID: CUmem_range_attribute_enum = CUmem_range_attribute_enum(6);
     pub const CU_MEM_RANGE_ATTRIBUTE_LAST_PREFETCH_LOCATION_TYPE: CUmem_range_attribute_enum =
         CUmem_range_attribute_enum(7);
     pub const CU_MEM_RANGE_ATTRIBUTE_LAST_PREFETCH_LOCATION_ID: CUmem_range_attribute_enum =
@@ -1574,24 +1353,18 @@ pub struct CUlinkState_st {
 }
 pub type CUlinkState = *mut CUlinkState_st;
 impl CUgraphicsRegisterFlags_enum {
-    pub const CU_GRAPHICS_REGISTER_FLAGS_NONE: CUgraphicsRegisterFlags_enum =
-        CUgraphicsRegisterFlags_enum(0);
-    pub const CU_GRAPHICS_REGISTER_FLAGS_READ_ONLY: CUgraphicsRegisterFlags_enum =
-        CUgraphicsRegisterFlags_enum(1);
-    pub const CU_GRAPHICS_REGISTER_FLAGS_WRITE_DISCARD: CUgraphicsRegisterFlags_enum =
-        CUgraphicsRegisterFlags_enum(2);
-    pub const CU_GRAPHICS_REGISTER_FLAGS_SURFACE_LDST: CUgraphicsRegisterFlags_enum =
-        CUgraphicsRegisterFlags_enum(4);
-    pub const CU_GRAPHICS_REGISTER_FLAGS_TEXTURE_GATHER: CUgraphicsRegisterFlags_enum =
-        CUgraphicsRegisterFlags_enum(8);
+    pub const CU_GRAPHICS_REGISTER_FLAGS_NONE: CUgraphicsRegisterFlags_enum = CUgraphicsRegisterFlags_enum(0);
+    pub const CU_GRAPHICS_REGISTER_FLAGS_READ_ONLY: CUgraphicsRegisterFlags_enum = CUgraphicsRegisterFlags_enum(1);
+    pub const CU_GRAPHICS_REGISTER_FLAGS_WRITE_DISCARD: CUgraphicsRegisterFlags_enum = CUgraphicsRegisterFlags_enum(2);
+    pub const CU_GRAPHICS_REGISTER_FLAGS_SURFACE_LDST: CUgraphicsRegisterFlags_enum = CUgraphicsRegisterFlags_enum(4);
+    pub const CU_GRAPHICS_REGISTER_FLAGS_TEXTURE_GATHER: CUgraphicsRegisterFlags_enum = CUgraphicsRegisterFlags_enum(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUgraphicsRegisterFlags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUgraphicsRegisterFlags_enum as CUgraphicsRegisterFlags;
 impl CUgraphicsMapResourceFlags_enum {
-    pub const CU_GRAPHICS_MAP_RESOURCE_FLAGS_NONE: CUgraphicsMapResourceFlags_enum =
-        CUgraphicsMapResourceFlags_enum(0);
+    pub const CU_GRAPHICS_MAP_RESOURCE_FLAGS_NONE: CUgraphicsMapResourceFlags_enum = CUgraphicsMapResourceFlags_enum(0);
     pub const CU_GRAPHICS_MAP_RESOURCE_FLAGS_READ_ONLY: CUgraphicsMapResourceFlags_enum =
         CUgraphicsMapResourceFlags_enum(1);
     pub const CU_GRAPHICS_MAP_RESOURCE_FLAGS_WRITE_DISCARD: CUgraphicsMapResourceFlags_enum =
@@ -1640,8 +1413,7 @@ impl CUresourcetype_enum {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUresourcetype_enum(pub ::std::os::raw::c_uint);
 pub use self::CUresourcetype_enum as CUresourcetype;
-pub type CUhostFn =
-    ::std::option::Option<unsafe extern "C" fn(userData: *mut ::std::os::raw::c_void)>;
+pub type CUhostFn = ::std::option::Option<unsafe extern "C" fn(userData: *mut ::std::os::raw::c_void)>;
 impl CUaccessProperty_enum {
     pub const CU_ACCESS_PROPERTY_NORMAL: CUaccessProperty_enum = CUaccessProperty_enum(0);
     pub const CU_ACCESS_PROPERTY_STREAMING: CUaccessProperty_enum = CUaccessProperty_enum(1);
@@ -1663,8 +1435,7 @@ pub struct CUaccessPolicyWindow_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUaccessPolicyWindow_st"][::std::mem::size_of::<CUaccessPolicyWindow_st>() - 32usize];
-    ["Alignment of CUaccessPolicyWindow_st"]
-        [::std::mem::align_of::<CUaccessPolicyWindow_st>() - 8usize];
+    ["Alignment of CUaccessPolicyWindow_st"][::std::mem::align_of::<CUaccessPolicyWindow_st>() - 8usize];
     ["Offset of field: CUaccessPolicyWindow_st::base_ptr"]
         [::std::mem::offset_of!(CUaccessPolicyWindow_st, base_ptr) - 0usize];
     ["Offset of field: CUaccessPolicyWindow_st::num_bytes"]
@@ -1703,10 +1474,8 @@ pub struct CUDA_KERNEL_NODE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_KERNEL_NODE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_KERNEL_NODE_PARAMS_st>() - 56usize];
-    ["Alignment of CUDA_KERNEL_NODE_PARAMS_st"]
-        [::std::mem::align_of::<CUDA_KERNEL_NODE_PARAMS_st>() - 8usize];
+    ["Size of CUDA_KERNEL_NODE_PARAMS_st"][::std::mem::size_of::<CUDA_KERNEL_NODE_PARAMS_st>() - 56usize];
+    ["Alignment of CUDA_KERNEL_NODE_PARAMS_st"][::std::mem::align_of::<CUDA_KERNEL_NODE_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_KERNEL_NODE_PARAMS_st::func"]
         [::std::mem::offset_of!(CUDA_KERNEL_NODE_PARAMS_st, func) - 0usize];
     ["Offset of field: CUDA_KERNEL_NODE_PARAMS_st::gridDimX"]
@@ -1756,10 +1525,8 @@ pub struct CUDA_KERNEL_NODE_PARAMS_v2_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_KERNEL_NODE_PARAMS_v2_st"]
-        [::std::mem::size_of::<CUDA_KERNEL_NODE_PARAMS_v2_st>() - 72usize];
-    ["Alignment of CUDA_KERNEL_NODE_PARAMS_v2_st"]
-        [::std::mem::align_of::<CUDA_KERNEL_NODE_PARAMS_v2_st>() - 8usize];
+    ["Size of CUDA_KERNEL_NODE_PARAMS_v2_st"][::std::mem::size_of::<CUDA_KERNEL_NODE_PARAMS_v2_st>() - 72usize];
+    ["Alignment of CUDA_KERNEL_NODE_PARAMS_v2_st"][::std::mem::align_of::<CUDA_KERNEL_NODE_PARAMS_v2_st>() - 8usize];
     ["Offset of field: CUDA_KERNEL_NODE_PARAMS_v2_st::func"]
         [::std::mem::offset_of!(CUDA_KERNEL_NODE_PARAMS_v2_st, func) - 0usize];
     ["Offset of field: CUDA_KERNEL_NODE_PARAMS_v2_st::gridDimX"]
@@ -1814,10 +1581,8 @@ pub struct CUDA_KERNEL_NODE_PARAMS_v3_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_KERNEL_NODE_PARAMS_v3_st"]
-        [::std::mem::size_of::<CUDA_KERNEL_NODE_PARAMS_v3_st>() - 72usize];
-    ["Alignment of CUDA_KERNEL_NODE_PARAMS_v3_st"]
-        [::std::mem::align_of::<CUDA_KERNEL_NODE_PARAMS_v3_st>() - 8usize];
+    ["Size of CUDA_KERNEL_NODE_PARAMS_v3_st"][::std::mem::size_of::<CUDA_KERNEL_NODE_PARAMS_v3_st>() - 72usize];
+    ["Alignment of CUDA_KERNEL_NODE_PARAMS_v3_st"][::std::mem::align_of::<CUDA_KERNEL_NODE_PARAMS_v3_st>() - 8usize];
     ["Offset of field: CUDA_KERNEL_NODE_PARAMS_v3_st::func"]
         [::std::mem::offset_of!(CUDA_KERNEL_NODE_PARAMS_v3_st, func) - 0usize];
     ["Offset of field: CUDA_KERNEL_NODE_PARAMS_v3_st::gridDimX"]
@@ -1865,10 +1630,8 @@ pub struct CUDA_MEMSET_NODE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_MEMSET_NODE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_MEMSET_NODE_PARAMS_st>() - 40usize];
-    ["Alignment of CUDA_MEMSET_NODE_PARAMS_st"]
-        [::std::mem::align_of::<CUDA_MEMSET_NODE_PARAMS_st>() - 8usize];
+    ["Size of CUDA_MEMSET_NODE_PARAMS_st"][::std::mem::size_of::<CUDA_MEMSET_NODE_PARAMS_st>() - 40usize];
+    ["Alignment of CUDA_MEMSET_NODE_PARAMS_st"][::std::mem::align_of::<CUDA_MEMSET_NODE_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_MEMSET_NODE_PARAMS_st::dst"]
         [::std::mem::offset_of!(CUDA_MEMSET_NODE_PARAMS_st, dst) - 0usize];
     ["Offset of field: CUDA_MEMSET_NODE_PARAMS_st::pitch"]
@@ -1897,10 +1660,8 @@ pub struct CUDA_MEMSET_NODE_PARAMS_v2_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_MEMSET_NODE_PARAMS_v2_st"]
-        [::std::mem::size_of::<CUDA_MEMSET_NODE_PARAMS_v2_st>() - 48usize];
-    ["Alignment of CUDA_MEMSET_NODE_PARAMS_v2_st"]
-        [::std::mem::align_of::<CUDA_MEMSET_NODE_PARAMS_v2_st>() - 8usize];
+    ["Size of CUDA_MEMSET_NODE_PARAMS_v2_st"][::std::mem::size_of::<CUDA_MEMSET_NODE_PARAMS_v2_st>() - 48usize];
+    ["Alignment of CUDA_MEMSET_NODE_PARAMS_v2_st"][::std::mem::align_of::<CUDA_MEMSET_NODE_PARAMS_v2_st>() - 8usize];
     ["Offset of field: CUDA_MEMSET_NODE_PARAMS_v2_st::dst"]
         [::std::mem::offset_of!(CUDA_MEMSET_NODE_PARAMS_v2_st, dst) - 0usize];
     ["Offset of field: CUDA_MEMSET_NODE_PARAMS_v2_st::pitch"]
@@ -1934,12 +1695,9 @@ pub struct CUDA_HOST_NODE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_HOST_NODE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_HOST_NODE_PARAMS_st>() - 16usize];
-    ["Alignment of CUDA_HOST_NODE_PARAMS_st"]
-        [::std::mem::align_of::<CUDA_HOST_NODE_PARAMS_st>() - 8usize];
-    ["Offset of field: CUDA_HOST_NODE_PARAMS_st::fn_"]
-        [::std::mem::offset_of!(CUDA_HOST_NODE_PARAMS_st, fn_) - 0usize];
+    ["Size of CUDA_HOST_NODE_PARAMS_st"][::std::mem::size_of::<CUDA_HOST_NODE_PARAMS_st>() - 16usize];
+    ["Alignment of CUDA_HOST_NODE_PARAMS_st"][::std::mem::align_of::<CUDA_HOST_NODE_PARAMS_st>() - 8usize];
+    ["Offset of field: CUDA_HOST_NODE_PARAMS_st::fn_"][::std::mem::offset_of!(CUDA_HOST_NODE_PARAMS_st, fn_) - 0usize];
     ["Offset of field: CUDA_HOST_NODE_PARAMS_st::userData"]
         [::std::mem::offset_of!(CUDA_HOST_NODE_PARAMS_st, userData) - 8usize];
 };
@@ -1962,10 +1720,8 @@ pub struct CUDA_HOST_NODE_PARAMS_v2_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_HOST_NODE_PARAMS_v2_st"]
-        [::std::mem::size_of::<CUDA_HOST_NODE_PARAMS_v2_st>() - 16usize];
-    ["Alignment of CUDA_HOST_NODE_PARAMS_v2_st"]
-        [::std::mem::align_of::<CUDA_HOST_NODE_PARAMS_v2_st>() - 8usize];
+    ["Size of CUDA_HOST_NODE_PARAMS_v2_st"][::std::mem::size_of::<CUDA_HOST_NODE_PARAMS_v2_st>() - 16usize];
+    ["Alignment of CUDA_HOST_NODE_PARAMS_v2_st"][::std::mem::align_of::<CUDA_HOST_NODE_PARAMS_v2_st>() - 8usize];
     ["Offset of field: CUDA_HOST_NODE_PARAMS_v2_st::fn_"]
         [::std::mem::offset_of!(CUDA_HOST_NODE_PARAMS_v2_st, fn_) - 0usize];
     ["Offset of field: CUDA_HOST_NODE_PARAMS_v2_st::userData"]
@@ -1982,12 +1738,9 @@ impl Default for CUDA_HOST_NODE_PARAMS_v2_st {
 }
 pub type CUDA_HOST_NODE_PARAMS_v2 = CUDA_HOST_NODE_PARAMS_v2_st;
 impl CUgraphConditionalNodeType_enum {
-    pub const CU_GRAPH_COND_TYPE_IF: CUgraphConditionalNodeType_enum =
-        CUgraphConditionalNodeType_enum(0);
-    pub const CU_GRAPH_COND_TYPE_WHILE: CUgraphConditionalNodeType_enum =
-        CUgraphConditionalNodeType_enum(1);
-    pub const CU_GRAPH_COND_TYPE_SWITCH: CUgraphConditionalNodeType_enum =
-        CUgraphConditionalNodeType_enum(2);
+    pub const CU_GRAPH_COND_TYPE_IF: CUgraphConditionalNodeType_enum = CUgraphConditionalNodeType_enum(0);
+    pub const CU_GRAPH_COND_TYPE_WHILE: CUgraphConditionalNodeType_enum = CUgraphConditionalNodeType_enum(1);
+    pub const CU_GRAPH_COND_TYPE_SWITCH: CUgraphConditionalNodeType_enum = CUgraphConditionalNodeType_enum(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2004,10 +1757,8 @@ pub struct CUDA_CONDITIONAL_NODE_PARAMS {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_CONDITIONAL_NODE_PARAMS"]
-        [::std::mem::size_of::<CUDA_CONDITIONAL_NODE_PARAMS>() - 32usize];
-    ["Alignment of CUDA_CONDITIONAL_NODE_PARAMS"]
-        [::std::mem::align_of::<CUDA_CONDITIONAL_NODE_PARAMS>() - 8usize];
+    ["Size of CUDA_CONDITIONAL_NODE_PARAMS"][::std::mem::size_of::<CUDA_CONDITIONAL_NODE_PARAMS>() - 32usize];
+    ["Alignment of CUDA_CONDITIONAL_NODE_PARAMS"][::std::mem::align_of::<CUDA_CONDITIONAL_NODE_PARAMS>() - 8usize];
     ["Offset of field: CUDA_CONDITIONAL_NODE_PARAMS::handle"]
         [::std::mem::offset_of!(CUDA_CONDITIONAL_NODE_PARAMS, handle) - 0usize];
     ["Offset of field: CUDA_CONDITIONAL_NODE_PARAMS::type_"]
@@ -2049,10 +1800,8 @@ impl CUgraphNodeType_enum {
 pub struct CUgraphNodeType_enum(pub ::std::os::raw::c_uint);
 pub use self::CUgraphNodeType_enum as CUgraphNodeType;
 impl CUgraphDependencyType_enum {
-    pub const CU_GRAPH_DEPENDENCY_TYPE_DEFAULT: CUgraphDependencyType_enum =
-        CUgraphDependencyType_enum(0);
-    pub const CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC: CUgraphDependencyType_enum =
-        CUgraphDependencyType_enum(1);
+    pub const CU_GRAPH_DEPENDENCY_TYPE_DEFAULT: CUgraphDependencyType_enum = CUgraphDependencyType_enum(0);
+    pub const CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC: CUgraphDependencyType_enum = CUgraphDependencyType_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2070,21 +1819,15 @@ pub struct CUgraphEdgeData_st {
 const _: () = {
     ["Size of CUgraphEdgeData_st"][::std::mem::size_of::<CUgraphEdgeData_st>() - 8usize];
     ["Alignment of CUgraphEdgeData_st"][::std::mem::align_of::<CUgraphEdgeData_st>() - 1usize];
-    ["Offset of field: CUgraphEdgeData_st::from_port"]
-        [::std::mem::offset_of!(CUgraphEdgeData_st, from_port) - 0usize];
-    ["Offset of field: CUgraphEdgeData_st::to_port"]
-        [::std::mem::offset_of!(CUgraphEdgeData_st, to_port) - 1usize];
-    ["Offset of field: CUgraphEdgeData_st::type_"]
-        [::std::mem::offset_of!(CUgraphEdgeData_st, type_) - 2usize];
-    ["Offset of field: CUgraphEdgeData_st::reserved"]
-        [::std::mem::offset_of!(CUgraphEdgeData_st, reserved) - 3usize];
+    ["Offset of field: CUgraphEdgeData_st::from_port"][::std::mem::offset_of!(CUgraphEdgeData_st, from_port) - 0usize];
+    ["Offset of field: CUgraphEdgeData_st::to_port"][::std::mem::offset_of!(CUgraphEdgeData_st, to_port) - 1usize];
+    ["Offset of field: CUgraphEdgeData_st::type_"][::std::mem::offset_of!(CUgraphEdgeData_st, type_) - 2usize];
+    ["Offset of field: CUgraphEdgeData_st::reserved"][::std::mem::offset_of!(CUgraphEdgeData_st, reserved) - 3usize];
 };
 pub type CUgraphEdgeData = CUgraphEdgeData_st;
 impl CUgraphInstantiateResult_enum {
-    pub const CUDA_GRAPH_INSTANTIATE_SUCCESS: CUgraphInstantiateResult_enum =
-        CUgraphInstantiateResult_enum(0);
-    pub const CUDA_GRAPH_INSTANTIATE_ERROR: CUgraphInstantiateResult_enum =
-        CUgraphInstantiateResult_enum(1);
+    pub const CUDA_GRAPH_INSTANTIATE_SUCCESS: CUgraphInstantiateResult_enum = CUgraphInstantiateResult_enum(0);
+    pub const CUDA_GRAPH_INSTANTIATE_ERROR: CUgraphInstantiateResult_enum = CUgraphInstantiateResult_enum(1);
     pub const CUDA_GRAPH_INSTANTIATE_INVALID_STRUCTURE: CUgraphInstantiateResult_enum =
         CUgraphInstantiateResult_enum(2);
     pub const CUDA_GRAPH_INSTANTIATE_NODE_OPERATION_NOT_SUPPORTED: CUgraphInstantiateResult_enum =
@@ -2108,8 +1851,7 @@ pub struct CUDA_GRAPH_INSTANTIATE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_GRAPH_INSTANTIATE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_GRAPH_INSTANTIATE_PARAMS_st>() - 32usize];
+    ["Size of CUDA_GRAPH_INSTANTIATE_PARAMS_st"][::std::mem::size_of::<CUDA_GRAPH_INSTANTIATE_PARAMS_st>() - 32usize];
     ["Alignment of CUDA_GRAPH_INSTANTIATE_PARAMS_st"]
         [::std::mem::align_of::<CUDA_GRAPH_INSTANTIATE_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_GRAPH_INSTANTIATE_PARAMS_st::flags"]
@@ -2135,18 +1877,15 @@ impl CUsynchronizationPolicy_enum {
     pub const CU_SYNC_POLICY_AUTO: CUsynchronizationPolicy_enum = CUsynchronizationPolicy_enum(1);
     pub const CU_SYNC_POLICY_SPIN: CUsynchronizationPolicy_enum = CUsynchronizationPolicy_enum(2);
     pub const CU_SYNC_POLICY_YIELD: CUsynchronizationPolicy_enum = CUsynchronizationPolicy_enum(3);
-    pub const CU_SYNC_POLICY_BLOCKING_SYNC: CUsynchronizationPolicy_enum =
-        CUsynchronizationPolicy_enum(4);
+    pub const CU_SYNC_POLICY_BLOCKING_SYNC: CUsynchronizationPolicy_enum = CUsynchronizationPolicy_enum(4);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUsynchronizationPolicy_enum(pub ::std::os::raw::c_uint);
 pub use self::CUsynchronizationPolicy_enum as CUsynchronizationPolicy;
 impl CUclusterSchedulingPolicy_enum {
-    pub const CU_CLUSTER_SCHEDULING_POLICY_DEFAULT: CUclusterSchedulingPolicy_enum =
-        CUclusterSchedulingPolicy_enum(0);
-    pub const CU_CLUSTER_SCHEDULING_POLICY_SPREAD: CUclusterSchedulingPolicy_enum =
-        CUclusterSchedulingPolicy_enum(1);
+    pub const CU_CLUSTER_SCHEDULING_POLICY_DEFAULT: CUclusterSchedulingPolicy_enum = CUclusterSchedulingPolicy_enum(0);
+    pub const CU_CLUSTER_SCHEDULING_POLICY_SPREAD: CUclusterSchedulingPolicy_enum = CUclusterSchedulingPolicy_enum(1);
     pub const CU_CLUSTER_SCHEDULING_POLICY_LOAD_BALANCING: CUclusterSchedulingPolicy_enum =
         CUclusterSchedulingPolicy_enum(2);
 }
@@ -2155,10 +1894,8 @@ impl CUclusterSchedulingPolicy_enum {
 pub struct CUclusterSchedulingPolicy_enum(pub ::std::os::raw::c_uint);
 pub use self::CUclusterSchedulingPolicy_enum as CUclusterSchedulingPolicy;
 impl CUlaunchMemSyncDomain_enum {
-    pub const CU_LAUNCH_MEM_SYNC_DOMAIN_DEFAULT: CUlaunchMemSyncDomain_enum =
-        CUlaunchMemSyncDomain_enum(0);
-    pub const CU_LAUNCH_MEM_SYNC_DOMAIN_REMOTE: CUlaunchMemSyncDomain_enum =
-        CUlaunchMemSyncDomain_enum(1);
+    pub const CU_LAUNCH_MEM_SYNC_DOMAIN_DEFAULT: CUlaunchMemSyncDomain_enum = CUlaunchMemSyncDomain_enum(0);
+    pub const CU_LAUNCH_MEM_SYNC_DOMAIN_REMOTE: CUlaunchMemSyncDomain_enum = CUlaunchMemSyncDomain_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2172,10 +1909,8 @@ pub struct CUlaunchMemSyncDomainMap_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUlaunchMemSyncDomainMap_st"]
-        [::std::mem::size_of::<CUlaunchMemSyncDomainMap_st>() - 2usize];
-    ["Alignment of CUlaunchMemSyncDomainMap_st"]
-        [::std::mem::align_of::<CUlaunchMemSyncDomainMap_st>() - 1usize];
+    ["Size of CUlaunchMemSyncDomainMap_st"][::std::mem::size_of::<CUlaunchMemSyncDomainMap_st>() - 2usize];
+    ["Alignment of CUlaunchMemSyncDomainMap_st"][::std::mem::align_of::<CUlaunchMemSyncDomainMap_st>() - 1usize];
     ["Offset of field: CUlaunchMemSyncDomainMap_st::default_"]
         [::std::mem::offset_of!(CUlaunchMemSyncDomainMap_st, default_) - 0usize];
     ["Offset of field: CUlaunchMemSyncDomainMap_st::remote"]
@@ -2184,31 +1919,21 @@ const _: () = {
 pub type CUlaunchMemSyncDomainMap = CUlaunchMemSyncDomainMap_st;
 impl CUlaunchAttributeID_enum {
     pub const CU_LAUNCH_ATTRIBUTE_IGNORE: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(0);
-    pub const CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(1);
-    pub const CU_LAUNCH_ATTRIBUTE_COOPERATIVE: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(2);
-    pub const CU_LAUNCH_ATTRIBUTE_SYNCHRONIZATION_POLICY: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(3);
-    pub const CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(4);
+    pub const CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(1);
+    pub const CU_LAUNCH_ATTRIBUTE_COOPERATIVE: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(2);
+    pub const CU_LAUNCH_ATTRIBUTE_SYNCHRONIZATION_POLICY: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(3);
+    pub const CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(4);
     pub const CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE: CUlaunchAttributeID_enum =
         CUlaunchAttributeID_enum(5);
     pub const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: CUlaunchAttributeID_enum =
         CUlaunchAttributeID_enum(6);
-    pub const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(7);
+    pub const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(7);
     pub const CU_LAUNCH_ATTRIBUTE_PRIORITY: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(8);
-    pub const CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(9);
-    pub const CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(10);
-    pub const CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(11);
-    pub const CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(12);
-    pub const CU_LAUNCH_ATTRIBUTE_DEVICE_UPDATABLE_KERNEL_NODE: CUlaunchAttributeID_enum =
-        CUlaunchAttributeID_enum(13);
+    pub const CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(9);
+    pub const CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(10);
+    pub const CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(11);
+    pub const CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(12);
+    pub const CU_LAUNCH_ATTRIBUTE_DEVICE_UPDATABLE_KERNEL_NODE: CUlaunchAttributeID_enum = CUlaunchAttributeID_enum(13);
     pub const CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: CUlaunchAttributeID_enum =
         CUlaunchAttributeID_enum(14);
     pub const CU_LAUNCH_ATTRIBUTE_NVLINK_UTIL_CENTRIC_SCHEDULING: CUlaunchAttributeID_enum =
@@ -2276,11 +2001,8 @@ const _: () = {
         [::std::mem::offset_of!(CUlaunchAttributeValue_union__bindgen_ty_2, event) - 0usize];
     ["Offset of field: CUlaunchAttributeValue_union__bindgen_ty_2::flags"]
         [::std::mem::offset_of!(CUlaunchAttributeValue_union__bindgen_ty_2, flags) - 8usize];
-    ["Offset of field: CUlaunchAttributeValue_union__bindgen_ty_2::triggerAtBlockStart"][::std::mem::offset_of!(
-        CUlaunchAttributeValue_union__bindgen_ty_2,
-        triggerAtBlockStart
-    )
-        - 12usize];
+    ["Offset of field: CUlaunchAttributeValue_union__bindgen_ty_2::triggerAtBlockStart"]
+        [::std::mem::offset_of!(CUlaunchAttributeValue_union__bindgen_ty_2, triggerAtBlockStart) - 12usize];
 };
 impl Default for CUlaunchAttributeValue_union__bindgen_ty_2 {
     fn default() -> Self {
@@ -2349,10 +2071,8 @@ const _: () = {
         [::std::mem::size_of::<CUlaunchAttributeValue_union__bindgen_ty_5>() - 16usize];
     ["Alignment of CUlaunchAttributeValue_union__bindgen_ty_5"]
         [::std::mem::align_of::<CUlaunchAttributeValue_union__bindgen_ty_5>() - 8usize];
-    ["Offset of field: CUlaunchAttributeValue_union__bindgen_ty_5::deviceUpdatable"][::std::mem::offset_of!(
-        CUlaunchAttributeValue_union__bindgen_ty_5,
-        deviceUpdatable
-    ) - 0usize];
+    ["Offset of field: CUlaunchAttributeValue_union__bindgen_ty_5::deviceUpdatable"]
+        [::std::mem::offset_of!(CUlaunchAttributeValue_union__bindgen_ty_5, deviceUpdatable) - 0usize];
     ["Offset of field: CUlaunchAttributeValue_union__bindgen_ty_5::devNode"]
         [::std::mem::offset_of!(CUlaunchAttributeValue_union__bindgen_ty_5, devNode) - 8usize];
 };
@@ -2367,10 +2087,8 @@ impl Default for CUlaunchAttributeValue_union__bindgen_ty_5 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUlaunchAttributeValue_union"]
-        [::std::mem::size_of::<CUlaunchAttributeValue_union>() - 64usize];
-    ["Alignment of CUlaunchAttributeValue_union"]
-        [::std::mem::align_of::<CUlaunchAttributeValue_union>() - 8usize];
+    ["Size of CUlaunchAttributeValue_union"][::std::mem::size_of::<CUlaunchAttributeValue_union>() - 64usize];
+    ["Alignment of CUlaunchAttributeValue_union"][::std::mem::align_of::<CUlaunchAttributeValue_union>() - 8usize];
     ["Offset of field: CUlaunchAttributeValue_union::pad"]
         [::std::mem::offset_of!(CUlaunchAttributeValue_union, pad) - 0usize];
     ["Offset of field: CUlaunchAttributeValue_union::accessPolicyWindow"]
@@ -2381,16 +2099,10 @@ const _: () = {
         [::std::mem::offset_of!(CUlaunchAttributeValue_union, syncPolicy) - 0usize];
     ["Offset of field: CUlaunchAttributeValue_union::clusterDim"]
         [::std::mem::offset_of!(CUlaunchAttributeValue_union, clusterDim) - 0usize];
-    ["Offset of field: CUlaunchAttributeValue_union::clusterSchedulingPolicyPreference"][::std::mem::offset_of!(
-        CUlaunchAttributeValue_union,
-        clusterSchedulingPolicyPreference
-    )
-        - 0usize];
-    ["Offset of field: CUlaunchAttributeValue_union::programmaticStreamSerializationAllowed"][::std::mem::offset_of!(
-        CUlaunchAttributeValue_union,
-        programmaticStreamSerializationAllowed
-    )
-        - 0usize];
+    ["Offset of field: CUlaunchAttributeValue_union::clusterSchedulingPolicyPreference"]
+        [::std::mem::offset_of!(CUlaunchAttributeValue_union, clusterSchedulingPolicyPreference) - 0usize];
+    ["Offset of field: CUlaunchAttributeValue_union::programmaticStreamSerializationAllowed"]
+        [::std::mem::offset_of!(CUlaunchAttributeValue_union, programmaticStreamSerializationAllowed) - 0usize];
     ["Offset of field: CUlaunchAttributeValue_union::programmaticEvent"]
         [::std::mem::offset_of!(CUlaunchAttributeValue_union, programmaticEvent) - 0usize];
     ["Offset of field: CUlaunchAttributeValue_union::launchCompletionEvent"]
@@ -2407,10 +2119,8 @@ const _: () = {
         [::std::mem::offset_of!(CUlaunchAttributeValue_union, deviceUpdatableKernelNode) - 0usize];
     ["Offset of field: CUlaunchAttributeValue_union::sharedMemCarveout"]
         [::std::mem::offset_of!(CUlaunchAttributeValue_union, sharedMemCarveout) - 0usize];
-    ["Offset of field: CUlaunchAttributeValue_union::nvlinkUtilCentricScheduling"][::std::mem::offset_of!(
-        CUlaunchAttributeValue_union,
-        nvlinkUtilCentricScheduling
-    ) - 0usize];
+    ["Offset of field: CUlaunchAttributeValue_union::nvlinkUtilCentricScheduling"]
+        [::std::mem::offset_of!(CUlaunchAttributeValue_union, nvlinkUtilCentricScheduling) - 0usize];
 };
 impl Default for CUlaunchAttributeValue_union {
     fn default() -> Self {
@@ -2433,12 +2143,9 @@ pub struct CUlaunchAttribute_st {
 const _: () = {
     ["Size of CUlaunchAttribute_st"][::std::mem::size_of::<CUlaunchAttribute_st>() - 72usize];
     ["Alignment of CUlaunchAttribute_st"][::std::mem::align_of::<CUlaunchAttribute_st>() - 8usize];
-    ["Offset of field: CUlaunchAttribute_st::id"]
-        [::std::mem::offset_of!(CUlaunchAttribute_st, id) - 0usize];
-    ["Offset of field: CUlaunchAttribute_st::pad"]
-        [::std::mem::offset_of!(CUlaunchAttribute_st, pad) - 4usize];
-    ["Offset of field: CUlaunchAttribute_st::value"]
-        [::std::mem::offset_of!(CUlaunchAttribute_st, value) - 8usize];
+    ["Offset of field: CUlaunchAttribute_st::id"][::std::mem::offset_of!(CUlaunchAttribute_st, id) - 0usize];
+    ["Offset of field: CUlaunchAttribute_st::pad"][::std::mem::offset_of!(CUlaunchAttribute_st, pad) - 4usize];
+    ["Offset of field: CUlaunchAttribute_st::value"][::std::mem::offset_of!(CUlaunchAttribute_st, value) - 8usize];
 };
 impl Default for CUlaunchAttribute_st {
     fn default() -> Self {
@@ -2468,26 +2175,17 @@ pub struct CUlaunchConfig_st {
 const _: () = {
     ["Size of CUlaunchConfig_st"][::std::mem::size_of::<CUlaunchConfig_st>() - 56usize];
     ["Alignment of CUlaunchConfig_st"][::std::mem::align_of::<CUlaunchConfig_st>() - 8usize];
-    ["Offset of field: CUlaunchConfig_st::gridDimX"]
-        [::std::mem::offset_of!(CUlaunchConfig_st, gridDimX) - 0usize];
-    ["Offset of field: CUlaunchConfig_st::gridDimY"]
-        [::std::mem::offset_of!(CUlaunchConfig_st, gridDimY) - 4usize];
-    ["Offset of field: CUlaunchConfig_st::gridDimZ"]
-        [::std::mem::offset_of!(CUlaunchConfig_st, gridDimZ) - 8usize];
-    ["Offset of field: CUlaunchConfig_st::blockDimX"]
-        [::std::mem::offset_of!(CUlaunchConfig_st, blockDimX) - 12usize];
-    ["Offset of field: CUlaunchConfig_st::blockDimY"]
-        [::std::mem::offset_of!(CUlaunchConfig_st, blockDimY) - 16usize];
-    ["Offset of field: CUlaunchConfig_st::blockDimZ"]
-        [::std::mem::offset_of!(CUlaunchConfig_st, blockDimZ) - 20usize];
+    ["Offset of field: CUlaunchConfig_st::gridDimX"][::std::mem::offset_of!(CUlaunchConfig_st, gridDimX) - 0usize];
+    ["Offset of field: CUlaunchConfig_st::gridDimY"][::std::mem::offset_of!(CUlaunchConfig_st, gridDimY) - 4usize];
+    ["Offset of field: CUlaunchConfig_st::gridDimZ"][::std::mem::offset_of!(CUlaunchConfig_st, gridDimZ) - 8usize];
+    ["Offset of field: CUlaunchConfig_st::blockDimX"][::std::mem::offset_of!(CUlaunchConfig_st, blockDimX) - 12usize];
+    ["Offset of field: CUlaunchConfig_st::blockDimY"][::std::mem::offset_of!(CUlaunchConfig_st, blockDimY) - 16usize];
+    ["Offset of field: CUlaunchConfig_st::blockDimZ"][::std::mem::offset_of!(CUlaunchConfig_st, blockDimZ) - 20usize];
     ["Offset of field: CUlaunchConfig_st::sharedMemBytes"]
         [::std::mem::offset_of!(CUlaunchConfig_st, sharedMemBytes) - 24usize];
-    ["Offset of field: CUlaunchConfig_st::hStream"]
-        [::std::mem::offset_of!(CUlaunchConfig_st, hStream) - 32usize];
-    ["Offset of field: CUlaunchConfig_st::attrs"]
-        [::std::mem::offset_of!(CUlaunchConfig_st, attrs) - 40usize];
-    ["Offset of field: CUlaunchConfig_st::numAttrs"]
-        [::std::mem::offset_of!(CUlaunchConfig_st, numAttrs) - 48usize];
+    ["Offset of field: CUlaunchConfig_st::hStream"][::std::mem::offset_of!(CUlaunchConfig_st, hStream) - 32usize];
+    ["Offset of field: CUlaunchConfig_st::attrs"][::std::mem::offset_of!(CUlaunchConfig_st, attrs) - 40usize];
+    ["Offset of field: CUlaunchConfig_st::numAttrs"][::std::mem::offset_of!(CUlaunchConfig_st, numAttrs) - 48usize];
 };
 impl Default for CUlaunchConfig_st {
     fn default() -> Self {
@@ -2503,12 +2201,9 @@ pub use self::CUlaunchAttributeID as CUkernelNodeAttrID;
 pub type CUkernelNodeAttrValue_v1 = CUlaunchAttributeValue;
 pub type CUkernelNodeAttrValue = CUkernelNodeAttrValue_v1;
 impl CUstreamCaptureStatus_enum {
-    pub const CU_STREAM_CAPTURE_STATUS_NONE: CUstreamCaptureStatus_enum =
-        CUstreamCaptureStatus_enum(0);
-    pub const CU_STREAM_CAPTURE_STATUS_ACTIVE: CUstreamCaptureStatus_enum =
-        CUstreamCaptureStatus_enum(1);
-    pub const CU_STREAM_CAPTURE_STATUS_INVALIDATED: CUstreamCaptureStatus_enum =
-        CUstreamCaptureStatus_enum(2);
+    pub const CU_STREAM_CAPTURE_STATUS_NONE: CUstreamCaptureStatus_enum = CUstreamCaptureStatus_enum(0);
+    pub const CU_STREAM_CAPTURE_STATUS_ACTIVE: CUstreamCaptureStatus_enum = CUstreamCaptureStatus_enum(1);
+    pub const CU_STREAM_CAPTURE_STATUS_INVALIDATED: CUstreamCaptureStatus_enum = CUstreamCaptureStatus_enum(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2516,10 +2211,8 @@ pub struct CUstreamCaptureStatus_enum(pub ::std::os::raw::c_uint);
 pub use self::CUstreamCaptureStatus_enum as CUstreamCaptureStatus;
 impl CUstreamCaptureMode_enum {
     pub const CU_STREAM_CAPTURE_MODE_GLOBAL: CUstreamCaptureMode_enum = CUstreamCaptureMode_enum(0);
-    pub const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: CUstreamCaptureMode_enum =
-        CUstreamCaptureMode_enum(1);
-    pub const CU_STREAM_CAPTURE_MODE_RELAXED: CUstreamCaptureMode_enum =
-        CUstreamCaptureMode_enum(2);
+    pub const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL: CUstreamCaptureMode_enum = CUstreamCaptureMode_enum(1);
+    pub const CU_STREAM_CAPTURE_MODE_RELAXED: CUstreamCaptureMode_enum = CUstreamCaptureMode_enum(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2529,10 +2222,8 @@ pub use self::CUstreamCaptureMode_enum as CUstreamCaptureMode;
 pub type CUstreamAttrValue_v1 = CUlaunchAttributeValue;
 pub type CUstreamAttrValue = CUstreamAttrValue_v1;
 impl CUdriverProcAddress_flags_enum {
-    pub const CU_GET_PROC_ADDRESS_DEFAULT: CUdriverProcAddress_flags_enum =
-        CUdriverProcAddress_flags_enum(0);
-    pub const CU_GET_PROC_ADDRESS_LEGACY_STREAM: CUdriverProcAddress_flags_enum =
-        CUdriverProcAddress_flags_enum(1);
+    pub const CU_GET_PROC_ADDRESS_DEFAULT: CUdriverProcAddress_flags_enum = CUdriverProcAddress_flags_enum(0);
+    pub const CU_GET_PROC_ADDRESS_LEGACY_STREAM: CUdriverProcAddress_flags_enum = CUdriverProcAddress_flags_enum(1);
     pub const CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM: CUdriverProcAddress_flags_enum =
         CUdriverProcAddress_flags_enum(2);
 }
@@ -2541,8 +2232,7 @@ impl CUdriverProcAddress_flags_enum {
 pub struct CUdriverProcAddress_flags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUdriverProcAddress_flags_enum as CUdriverProcAddress_flags;
 impl CUdriverProcAddressQueryResult_enum {
-    pub const CU_GET_PROC_ADDRESS_SUCCESS: CUdriverProcAddressQueryResult_enum =
-        CUdriverProcAddressQueryResult_enum(0);
+    pub const CU_GET_PROC_ADDRESS_SUCCESS: CUdriverProcAddressQueryResult_enum = CUdriverProcAddressQueryResult_enum(0);
     pub const CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND: CUdriverProcAddressQueryResult_enum =
         CUdriverProcAddressQueryResult_enum(1);
     pub const CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT: CUdriverProcAddressQueryResult_enum =
@@ -2567,12 +2257,9 @@ pub struct CUexecAffinitySmCount_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUexecAffinitySmCount_st"]
-        [::std::mem::size_of::<CUexecAffinitySmCount_st>() - 4usize];
-    ["Alignment of CUexecAffinitySmCount_st"]
-        [::std::mem::align_of::<CUexecAffinitySmCount_st>() - 4usize];
-    ["Offset of field: CUexecAffinitySmCount_st::val"]
-        [::std::mem::offset_of!(CUexecAffinitySmCount_st, val) - 0usize];
+    ["Size of CUexecAffinitySmCount_st"][::std::mem::size_of::<CUexecAffinitySmCount_st>() - 4usize];
+    ["Alignment of CUexecAffinitySmCount_st"][::std::mem::align_of::<CUexecAffinitySmCount_st>() - 4usize];
+    ["Offset of field: CUexecAffinitySmCount_st::val"][::std::mem::offset_of!(CUexecAffinitySmCount_st, val) - 0usize];
 };
 pub type CUexecAffinitySmCount_v1 = CUexecAffinitySmCount_st;
 pub type CUexecAffinitySmCount = CUexecAffinitySmCount_v1;
@@ -2608,12 +2295,9 @@ impl Default for CUexecAffinityParam_st__bindgen_ty_1 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUexecAffinityParam_st"][::std::mem::size_of::<CUexecAffinityParam_st>() - 8usize];
-    ["Alignment of CUexecAffinityParam_st"]
-        [::std::mem::align_of::<CUexecAffinityParam_st>() - 4usize];
-    ["Offset of field: CUexecAffinityParam_st::type_"]
-        [::std::mem::offset_of!(CUexecAffinityParam_st, type_) - 0usize];
-    ["Offset of field: CUexecAffinityParam_st::param"]
-        [::std::mem::offset_of!(CUexecAffinityParam_st, param) - 4usize];
+    ["Alignment of CUexecAffinityParam_st"][::std::mem::align_of::<CUexecAffinityParam_st>() - 4usize];
+    ["Offset of field: CUexecAffinityParam_st::type_"][::std::mem::offset_of!(CUexecAffinityParam_st, type_) - 0usize];
+    ["Offset of field: CUexecAffinityParam_st::param"][::std::mem::offset_of!(CUexecAffinityParam_st, param) - 4usize];
 };
 impl Default for CUexecAffinityParam_st {
     fn default() -> Self {
@@ -2646,8 +2330,7 @@ const _: () = {
     ["Alignment of CUctxCigParam_st"][::std::mem::align_of::<CUctxCigParam_st>() - 8usize];
     ["Offset of field: CUctxCigParam_st::sharedDataType"]
         [::std::mem::offset_of!(CUctxCigParam_st, sharedDataType) - 0usize];
-    ["Offset of field: CUctxCigParam_st::sharedData"]
-        [::std::mem::offset_of!(CUctxCigParam_st, sharedData) - 8usize];
+    ["Offset of field: CUctxCigParam_st::sharedData"][::std::mem::offset_of!(CUctxCigParam_st, sharedData) - 8usize];
 };
 impl Default for CUctxCigParam_st {
     fn default() -> Self {
@@ -2688,8 +2371,7 @@ impl Default for CUctxCreateParams_st {
 }
 pub type CUctxCreateParams = CUctxCreateParams_st;
 impl CUlibraryOption_enum {
-    pub const CU_LIBRARY_HOST_UNIVERSAL_FUNCTION_AND_DATA_TABLE: CUlibraryOption_enum =
-        CUlibraryOption_enum(0);
+    pub const CU_LIBRARY_HOST_UNIVERSAL_FUNCTION_AND_DATA_TABLE: CUlibraryOption_enum = CUlibraryOption_enum(0);
     pub const CU_LIBRARY_BINARY_IS_PRESERVED: CUlibraryOption_enum = CUlibraryOption_enum(1);
     pub const CU_LIBRARY_NUM_OPTIONS: CUlibraryOption_enum = CUlibraryOption_enum(2);
 }
@@ -2711,23 +2393,14 @@ const _: () = {
         [::std::mem::size_of::<CUlibraryHostUniversalFunctionAndDataTable_st>() - 32usize];
     ["Alignment of CUlibraryHostUniversalFunctionAndDataTable_st"]
         [::std::mem::align_of::<CUlibraryHostUniversalFunctionAndDataTable_st>() - 8usize];
-    ["Offset of field: CUlibraryHostUniversalFunctionAndDataTable_st::functionTable"][::std::mem::offset_of!(
-        CUlibraryHostUniversalFunctionAndDataTable_st,
-        functionTable
-    ) - 0usize];
-    ["Offset of field: CUlibraryHostUniversalFunctionAndDataTable_st::functionWindowSize"][::std::mem::offset_of!(
-        CUlibraryHostUniversalFunctionAndDataTable_st,
-        functionWindowSize
-    )
-        - 8usize];
-    ["Offset of field: CUlibraryHostUniversalFunctionAndDataTable_st::dataTable"][::std::mem::offset_of!(
-        CUlibraryHostUniversalFunctionAndDataTable_st,
-        dataTable
-    ) - 16usize];
-    ["Offset of field: CUlibraryHostUniversalFunctionAndDataTable_st::dataWindowSize"][::std::mem::offset_of!(
-        CUlibraryHostUniversalFunctionAndDataTable_st,
-        dataWindowSize
-    ) - 24usize];
+    ["Offset of field: CUlibraryHostUniversalFunctionAndDataTable_st::functionTable"]
+        [::std::mem::offset_of!(CUlibraryHostUniversalFunctionAndDataTable_st, functionTable) - 0usize];
+    ["Offset of field: CUlibraryHostUniversalFunctionAndDataTable_st::functionWindowSize"]
+        [::std::mem::offset_of!(CUlibraryHostUniversalFunctionAndDataTable_st, functionWindowSize) - 8usize];
+    ["Offset of field: CUlibraryHostUniversalFunctionAndDataTable_st::dataTable"]
+        [::std::mem::offset_of!(CUlibraryHostUniversalFunctionAndDataTable_st, dataTable) - 16usize];
+    ["Offset of field: CUlibraryHostUniversalFunctionAndDataTable_st::dataWindowSize"]
+        [::std::mem::offset_of!(CUlibraryHostUniversalFunctionAndDataTable_st, dataWindowSize) - 24usize];
 };
 impl Default for CUlibraryHostUniversalFunctionAndDataTable_st {
     fn default() -> Self {
@@ -2847,18 +2520,16 @@ impl cudaError_enum {
 pub struct cudaError_enum(pub ::std::os::raw::c_uint);
 pub use self::cudaError_enum as CUresult;
 impl CUdevice_P2PAttribute_enum {
-    pub const CU_DEVICE_P2P_ATTRIBUTE_PERFORMANCE_RANK: CUdevice_P2PAttribute_enum =
-        CUdevice_P2PAttribute_enum(1);
-    pub const CU_DEVICE_P2P_ATTRIBUTE_ACCESS_SUPPORTED: CUdevice_P2PAttribute_enum =
-        CUdevice_P2PAttribute_enum(2);
+    pub const CU_DEVICE_P2P_ATTRIBUTE_PERFORMANCE_RANK: CUdevice_P2PAttribute_enum = CUdevice_P2PAttribute_enum(1);
+    pub const CU_DEVICE_P2P_ATTRIBUTE_ACCESS_SUPPORTED: CUdevice_P2PAttribute_enum = CUdevice_P2PAttribute_enum(2);
     pub const CU_DEVICE_P2P_ATTRIBUTE_NATIVE_ATOMIC_SUPPORTED: CUdevice_P2PAttribute_enum =
         CUdevice_P2PAttribute_enum(3);
     pub const CU_DEVICE_P2P_ATTRIBUTE_ACCESS_ACCESS_SUPPORTED: CUdevice_P2PAttribute_enum =
         CUdevice_P2PAttribute_enum(4);
     pub const CU_DEVICE_P2P_ATTRIBUTE_CUDA_ARRAY_ACCESS_SUPPORTED: CUdevice_P2PAttribute_enum =
         CUdevice_P2PAttribute_enum(4);
-    pub const CU_DEVICE_P2P_ATTRIBUTE_ONLY_PARTIAL_NATIVE_ATOMIC_SUPPORTED:
-        CUdevice_P2PAttribute_enum = CUdevice_P2PAttribute_enum(5);
+    pub const CU_DEVICE_P2P_ATTRIBUTE_ONLY_PARTIAL_NATIVE_ATOMIC_SUPPORTED: CUdevice_P2PAttribute_enum =
+        CUdevice_P2PAttribute_enum(5);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2868,10 +2539,8 @@ impl CUatomicOperation_enum {
     pub const CU_ATOMIC_OPERATION_INTEGER_ADD: CUatomicOperation_enum = CUatomicOperation_enum(0);
     pub const CU_ATOMIC_OPERATION_INTEGER_MIN: CUatomicOperation_enum = CUatomicOperation_enum(1);
     pub const CU_ATOMIC_OPERATION_INTEGER_MAX: CUatomicOperation_enum = CUatomicOperation_enum(2);
-    pub const CU_ATOMIC_OPERATION_INTEGER_INCREMENT: CUatomicOperation_enum =
-        CUatomicOperation_enum(3);
-    pub const CU_ATOMIC_OPERATION_INTEGER_DECREMENT: CUatomicOperation_enum =
-        CUatomicOperation_enum(4);
+    pub const CU_ATOMIC_OPERATION_INTEGER_INCREMENT: CUatomicOperation_enum = CUatomicOperation_enum(3);
+    pub const CU_ATOMIC_OPERATION_INTEGER_DECREMENT: CUatomicOperation_enum = CUatomicOperation_enum(4);
     pub const CU_ATOMIC_OPERATION_AND: CUatomicOperation_enum = CUatomicOperation_enum(5);
     pub const CU_ATOMIC_OPERATION_OR: CUatomicOperation_enum = CUatomicOperation_enum(6);
     pub const CU_ATOMIC_OPERATION_XOR: CUatomicOperation_enum = CUatomicOperation_enum(7);
@@ -2887,34 +2556,22 @@ impl CUatomicOperation_enum {
 pub struct CUatomicOperation_enum(pub ::std::os::raw::c_uint);
 pub use self::CUatomicOperation_enum as CUatomicOperation;
 impl CUatomicOperationCapability_enum {
-    pub const CU_ATOMIC_CAPABILITY_SIGNED: CUatomicOperationCapability_enum =
-        CUatomicOperationCapability_enum(1);
-    pub const CU_ATOMIC_CAPABILITY_UNSIGNED: CUatomicOperationCapability_enum =
-        CUatomicOperationCapability_enum(2);
-    pub const CU_ATOMIC_CAPABILITY_REDUCTION: CUatomicOperationCapability_enum =
-        CUatomicOperationCapability_enum(4);
-    pub const CU_ATOMIC_CAPABILITY_SCALAR_32: CUatomicOperationCapability_enum =
-        CUatomicOperationCapability_enum(8);
-    pub const CU_ATOMIC_CAPABILITY_SCALAR_64: CUatomicOperationCapability_enum =
-        CUatomicOperationCapability_enum(16);
-    pub const CU_ATOMIC_CAPABILITY_SCALAR_128: CUatomicOperationCapability_enum =
-        CUatomicOperationCapability_enum(32);
-    pub const CU_ATOMIC_CAPABILITY_VECTOR_32x4: CUatomicOperationCapability_enum =
-        CUatomicOperationCapability_enum(64);
+    pub const CU_ATOMIC_CAPABILITY_SIGNED: CUatomicOperationCapability_enum = CUatomicOperationCapability_enum(1);
+    pub const CU_ATOMIC_CAPABILITY_UNSIGNED: CUatomicOperationCapability_enum = CUatomicOperationCapability_enum(2);
+    pub const CU_ATOMIC_CAPABILITY_REDUCTION: CUatomicOperationCapability_enum = CUatomicOperationCapability_enum(4);
+    pub const CU_ATOMIC_CAPABILITY_SCALAR_32: CUatomicOperationCapability_enum = CUatomicOperationCapability_enum(8);
+    pub const CU_ATOMIC_CAPABILITY_SCALAR_64: CUatomicOperationCapability_enum = CUatomicOperationCapability_enum(16);
+    pub const CU_ATOMIC_CAPABILITY_SCALAR_128: CUatomicOperationCapability_enum = CUatomicOperationCapability_enum(32);
+    pub const CU_ATOMIC_CAPABILITY_VECTOR_32x4: CUatomicOperationCapability_enum = CUatomicOperationCapability_enum(64);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUatomicOperationCapability_enum(pub ::std::os::raw::c_uint);
 pub use self::CUatomicOperationCapability_enum as CUatomicOperationCapability;
 pub type CUstreamCallback = ::std::option::Option<
-    unsafe extern "C" fn(
-        hStream: CUstream,
-        status: CUresult,
-        userData: *mut ::std::os::raw::c_void,
-    ),
+    unsafe extern "C" fn(hStream: CUstream, status: CUresult, userData: *mut ::std::os::raw::c_void),
 >;
-pub type CUoccupancyB2DSize =
-    ::std::option::Option<unsafe extern "C" fn(blockSize: ::std::os::raw::c_int) -> usize>;
+pub type CUoccupancyB2DSize = ::std::option::Option<unsafe extern "C" fn(blockSize: ::std::os::raw::c_int) -> usize>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct CUDA_MEMCPY2D_st {
@@ -2939,38 +2596,25 @@ pub struct CUDA_MEMCPY2D_st {
 const _: () = {
     ["Size of CUDA_MEMCPY2D_st"][::std::mem::size_of::<CUDA_MEMCPY2D_st>() - 128usize];
     ["Alignment of CUDA_MEMCPY2D_st"][::std::mem::align_of::<CUDA_MEMCPY2D_st>() - 8usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::srcXInBytes"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcXInBytes) - 0usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::srcY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcY) - 8usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::srcXInBytes"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcXInBytes) - 0usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::srcY"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcY) - 8usize];
     ["Offset of field: CUDA_MEMCPY2D_st::srcMemoryType"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcMemoryType) - 16usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::srcHost"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcHost) - 24usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::srcDevice"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcDevice) - 32usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::srcArray"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcArray) - 40usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::srcPitch"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcPitch) - 48usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::dstXInBytes"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstXInBytes) - 56usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::dstY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstY) - 64usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::srcHost"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcHost) - 24usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::srcDevice"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcDevice) - 32usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::srcArray"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcArray) - 40usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::srcPitch"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, srcPitch) - 48usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::dstXInBytes"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstXInBytes) - 56usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::dstY"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstY) - 64usize];
     ["Offset of field: CUDA_MEMCPY2D_st::dstMemoryType"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstMemoryType) - 72usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::dstHost"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstHost) - 80usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::dstDevice"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstDevice) - 88usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::dstArray"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstArray) - 96usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::dstPitch"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstPitch) - 104usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::dstHost"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstHost) - 80usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::dstDevice"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstDevice) - 88usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::dstArray"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstArray) - 96usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::dstPitch"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, dstPitch) - 104usize];
     ["Offset of field: CUDA_MEMCPY2D_st::WidthInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_st, WidthInBytes) - 112usize];
-    ["Offset of field: CUDA_MEMCPY2D_st::Height"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_st, Height) - 120usize];
+    ["Offset of field: CUDA_MEMCPY2D_st::Height"][::std::mem::offset_of!(CUDA_MEMCPY2D_st, Height) - 120usize];
 };
 impl Default for CUDA_MEMCPY2D_st {
     fn default() -> Self {
@@ -3016,56 +2660,34 @@ pub struct CUDA_MEMCPY3D_st {
 const _: () = {
     ["Size of CUDA_MEMCPY3D_st"][::std::mem::size_of::<CUDA_MEMCPY3D_st>() - 200usize];
     ["Alignment of CUDA_MEMCPY3D_st"][::std::mem::align_of::<CUDA_MEMCPY3D_st>() - 8usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::srcXInBytes"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcXInBytes) - 0usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::srcY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcY) - 8usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::srcZ"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcZ) - 16usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::srcLOD"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcLOD) - 24usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::srcXInBytes"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcXInBytes) - 0usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::srcY"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcY) - 8usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::srcZ"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcZ) - 16usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::srcLOD"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcLOD) - 24usize];
     ["Offset of field: CUDA_MEMCPY3D_st::srcMemoryType"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcMemoryType) - 32usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::srcHost"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcHost) - 40usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::srcDevice"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcDevice) - 48usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::srcArray"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcArray) - 56usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::reserved0"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, reserved0) - 64usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::srcPitch"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcPitch) - 72usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::srcHeight"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcHeight) - 80usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::dstXInBytes"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstXInBytes) - 88usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::dstY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstY) - 96usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::dstZ"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstZ) - 104usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::dstLOD"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstLOD) - 112usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::srcHost"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcHost) - 40usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::srcDevice"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcDevice) - 48usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::srcArray"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcArray) - 56usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::reserved0"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, reserved0) - 64usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::srcPitch"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcPitch) - 72usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::srcHeight"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, srcHeight) - 80usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::dstXInBytes"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstXInBytes) - 88usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::dstY"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstY) - 96usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::dstZ"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstZ) - 104usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::dstLOD"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstLOD) - 112usize];
     ["Offset of field: CUDA_MEMCPY3D_st::dstMemoryType"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstMemoryType) - 120usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::dstHost"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstHost) - 128usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::dstDevice"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstDevice) - 136usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::dstArray"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstArray) - 144usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::reserved1"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, reserved1) - 152usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::dstPitch"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstPitch) - 160usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::dstHeight"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstHeight) - 168usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::dstHost"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstHost) - 128usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::dstDevice"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstDevice) - 136usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::dstArray"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstArray) - 144usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::reserved1"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, reserved1) - 152usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::dstPitch"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstPitch) - 160usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::dstHeight"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, dstHeight) - 168usize];
     ["Offset of field: CUDA_MEMCPY3D_st::WidthInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_st, WidthInBytes) - 176usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::Height"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, Height) - 184usize];
-    ["Offset of field: CUDA_MEMCPY3D_st::Depth"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_st, Depth) - 192usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::Height"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, Height) - 184usize];
+    ["Offset of field: CUDA_MEMCPY3D_st::Depth"][::std::mem::offset_of!(CUDA_MEMCPY3D_st, Depth) - 192usize];
 };
 impl Default for CUDA_MEMCPY3D_st {
     fn default() -> Self {
@@ -3110,16 +2732,12 @@ pub struct CUDA_MEMCPY3D_PEER_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_MEMCPY3D_PEER_st"][::std::mem::size_of::<CUDA_MEMCPY3D_PEER_st>() - 200usize];
-    ["Alignment of CUDA_MEMCPY3D_PEER_st"]
-        [::std::mem::align_of::<CUDA_MEMCPY3D_PEER_st>() - 8usize];
+    ["Alignment of CUDA_MEMCPY3D_PEER_st"][::std::mem::align_of::<CUDA_MEMCPY3D_PEER_st>() - 8usize];
     ["Offset of field: CUDA_MEMCPY3D_PEER_st::srcXInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, srcXInBytes) - 0usize];
-    ["Offset of field: CUDA_MEMCPY3D_PEER_st::srcY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, srcY) - 8usize];
-    ["Offset of field: CUDA_MEMCPY3D_PEER_st::srcZ"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, srcZ) - 16usize];
-    ["Offset of field: CUDA_MEMCPY3D_PEER_st::srcLOD"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, srcLOD) - 24usize];
+    ["Offset of field: CUDA_MEMCPY3D_PEER_st::srcY"][::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, srcY) - 8usize];
+    ["Offset of field: CUDA_MEMCPY3D_PEER_st::srcZ"][::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, srcZ) - 16usize];
+    ["Offset of field: CUDA_MEMCPY3D_PEER_st::srcLOD"][::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, srcLOD) - 24usize];
     ["Offset of field: CUDA_MEMCPY3D_PEER_st::srcMemoryType"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, srcMemoryType) - 32usize];
     ["Offset of field: CUDA_MEMCPY3D_PEER_st::srcHost"]
@@ -3136,10 +2754,8 @@ const _: () = {
         [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, srcHeight) - 80usize];
     ["Offset of field: CUDA_MEMCPY3D_PEER_st::dstXInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, dstXInBytes) - 88usize];
-    ["Offset of field: CUDA_MEMCPY3D_PEER_st::dstY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, dstY) - 96usize];
-    ["Offset of field: CUDA_MEMCPY3D_PEER_st::dstZ"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, dstZ) - 104usize];
+    ["Offset of field: CUDA_MEMCPY3D_PEER_st::dstY"][::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, dstY) - 96usize];
+    ["Offset of field: CUDA_MEMCPY3D_PEER_st::dstZ"][::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, dstZ) - 104usize];
     ["Offset of field: CUDA_MEMCPY3D_PEER_st::dstLOD"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, dstLOD) - 112usize];
     ["Offset of field: CUDA_MEMCPY3D_PEER_st::dstMemoryType"]
@@ -3160,8 +2776,7 @@ const _: () = {
         [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, WidthInBytes) - 176usize];
     ["Offset of field: CUDA_MEMCPY3D_PEER_st::Height"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, Height) - 184usize];
-    ["Offset of field: CUDA_MEMCPY3D_PEER_st::Depth"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, Depth) - 192usize];
+    ["Offset of field: CUDA_MEMCPY3D_PEER_st::Depth"][::std::mem::offset_of!(CUDA_MEMCPY3D_PEER_st, Depth) - 192usize];
 };
 impl Default for CUDA_MEMCPY3D_PEER_st {
     fn default() -> Self {
@@ -3184,10 +2799,8 @@ pub struct CUDA_MEMCPY_NODE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_MEMCPY_NODE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_MEMCPY_NODE_PARAMS_st>() - 216usize];
-    ["Alignment of CUDA_MEMCPY_NODE_PARAMS_st"]
-        [::std::mem::align_of::<CUDA_MEMCPY_NODE_PARAMS_st>() - 8usize];
+    ["Size of CUDA_MEMCPY_NODE_PARAMS_st"][::std::mem::size_of::<CUDA_MEMCPY_NODE_PARAMS_st>() - 216usize];
+    ["Alignment of CUDA_MEMCPY_NODE_PARAMS_st"][::std::mem::align_of::<CUDA_MEMCPY_NODE_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_MEMCPY_NODE_PARAMS_st::flags"]
         [::std::mem::offset_of!(CUDA_MEMCPY_NODE_PARAMS_st, flags) - 0usize];
     ["Offset of field: CUDA_MEMCPY_NODE_PARAMS_st::reserved"]
@@ -3217,10 +2830,8 @@ pub struct CUDA_ARRAY_DESCRIPTOR_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_ARRAY_DESCRIPTOR_st"]
-        [::std::mem::size_of::<CUDA_ARRAY_DESCRIPTOR_st>() - 24usize];
-    ["Alignment of CUDA_ARRAY_DESCRIPTOR_st"]
-        [::std::mem::align_of::<CUDA_ARRAY_DESCRIPTOR_st>() - 8usize];
+    ["Size of CUDA_ARRAY_DESCRIPTOR_st"][::std::mem::size_of::<CUDA_ARRAY_DESCRIPTOR_st>() - 24usize];
+    ["Alignment of CUDA_ARRAY_DESCRIPTOR_st"][::std::mem::align_of::<CUDA_ARRAY_DESCRIPTOR_st>() - 8usize];
     ["Offset of field: CUDA_ARRAY_DESCRIPTOR_st::Width"]
         [::std::mem::offset_of!(CUDA_ARRAY_DESCRIPTOR_st, Width) - 0usize];
     ["Offset of field: CUDA_ARRAY_DESCRIPTOR_st::Height"]
@@ -3253,10 +2864,8 @@ pub struct CUDA_ARRAY3D_DESCRIPTOR_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_ARRAY3D_DESCRIPTOR_st"]
-        [::std::mem::size_of::<CUDA_ARRAY3D_DESCRIPTOR_st>() - 40usize];
-    ["Alignment of CUDA_ARRAY3D_DESCRIPTOR_st"]
-        [::std::mem::align_of::<CUDA_ARRAY3D_DESCRIPTOR_st>() - 8usize];
+    ["Size of CUDA_ARRAY3D_DESCRIPTOR_st"][::std::mem::size_of::<CUDA_ARRAY3D_DESCRIPTOR_st>() - 40usize];
+    ["Alignment of CUDA_ARRAY3D_DESCRIPTOR_st"][::std::mem::align_of::<CUDA_ARRAY3D_DESCRIPTOR_st>() - 8usize];
     ["Offset of field: CUDA_ARRAY3D_DESCRIPTOR_st::Width"]
         [::std::mem::offset_of!(CUDA_ARRAY3D_DESCRIPTOR_st, Width) - 0usize];
     ["Offset of field: CUDA_ARRAY3D_DESCRIPTOR_st::Height"]
@@ -3312,8 +2921,7 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_ARRAY_SPARSE_PROPERTIES_st"]
-        [::std::mem::size_of::<CUDA_ARRAY_SPARSE_PROPERTIES_st>() - 48usize];
+    ["Size of CUDA_ARRAY_SPARSE_PROPERTIES_st"][::std::mem::size_of::<CUDA_ARRAY_SPARSE_PROPERTIES_st>() - 48usize];
     ["Alignment of CUDA_ARRAY_SPARSE_PROPERTIES_st"]
         [::std::mem::align_of::<CUDA_ARRAY_SPARSE_PROPERTIES_st>() - 8usize];
     ["Offset of field: CUDA_ARRAY_SPARSE_PROPERTIES_st::tileExtent"]
@@ -3338,8 +2946,7 @@ pub struct CUDA_ARRAY_MEMORY_REQUIREMENTS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_ARRAY_MEMORY_REQUIREMENTS_st"]
-        [::std::mem::size_of::<CUDA_ARRAY_MEMORY_REQUIREMENTS_st>() - 32usize];
+    ["Size of CUDA_ARRAY_MEMORY_REQUIREMENTS_st"][::std::mem::size_of::<CUDA_ARRAY_MEMORY_REQUIREMENTS_st>() - 32usize];
     ["Alignment of CUDA_ARRAY_MEMORY_REQUIREMENTS_st"]
         [::std::mem::align_of::<CUDA_ARRAY_MEMORY_REQUIREMENTS_st>() - 8usize];
     ["Offset of field: CUDA_ARRAY_MEMORY_REQUIREMENTS_st::size"]
@@ -3378,10 +2985,8 @@ const _: () = {
         [::std::mem::size_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_1"]
         [::std::mem::align_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_1::hArray"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_1,
-        hArray
-    ) - 0usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_1::hArray"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_1, hArray) - 0usize];
 };
 impl Default for CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -3403,11 +3008,8 @@ const _: () = {
         [::std::mem::size_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Alignment of CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_2"]
         [::std::mem::align_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_2>() - 8usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_2::hMipmappedArray"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_2,
-        hMipmappedArray
-    )
-        - 0usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_2::hMipmappedArray"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_2, hMipmappedArray) - 0usize];
 };
 impl Default for CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_2 {
     fn default() -> Self {
@@ -3432,24 +3034,14 @@ const _: () = {
         [::std::mem::size_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3>() - 24usize];
     ["Alignment of CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3"]
         [::std::mem::align_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3>() - 8usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3::devPtr"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3,
-        devPtr
-    ) - 0usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3::format"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3,
-        format
-    ) - 8usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3::numChannels"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3,
-        numChannels
-    )
-        - 12usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3::sizeInBytes"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3,
-        sizeInBytes
-    )
-        - 16usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3::devPtr"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3, devPtr) - 0usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3::format"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3, format) - 8usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3::numChannels"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3, numChannels) - 12usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3::sizeInBytes"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3, sizeInBytes) - 16usize];
 };
 impl Default for CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_3 {
     fn default() -> Self {
@@ -3476,32 +3068,18 @@ const _: () = {
         [::std::mem::size_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4>() - 40usize];
     ["Alignment of CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4"]
         [::std::mem::align_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4>() - 8usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::devPtr"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4,
-        devPtr
-    ) - 0usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::format"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4,
-        format
-    ) - 8usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::numChannels"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4,
-        numChannels
-    )
-        - 12usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::width"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4,
-        width
-    ) - 16usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::height"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4,
-        height
-    ) - 24usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::pitchInBytes"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4,
-        pitchInBytes
-    )
-        - 32usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::devPtr"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4, devPtr) - 0usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::format"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4, format) - 8usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::numChannels"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4, numChannels) - 12usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::width"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4, width) - 16usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::height"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4, height) - 24usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4::pitchInBytes"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4, pitchInBytes) - 32usize];
 };
 impl Default for CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_4 {
     fn default() -> Self {
@@ -3523,10 +3101,8 @@ const _: () = {
         [::std::mem::size_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_5>() - 128usize];
     ["Alignment of CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_5"]
         [::std::mem::align_of::<CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_5>() - 4usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_5::reserved"][::std::mem::offset_of!(
-        CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_5,
-        reserved
-    ) - 0usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_5::reserved"]
+        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_5, reserved) - 0usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -3557,14 +3133,11 @@ impl Default for CUDA_RESOURCE_DESC_st__bindgen_ty_1 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_RESOURCE_DESC_st"][::std::mem::size_of::<CUDA_RESOURCE_DESC_st>() - 144usize];
-    ["Alignment of CUDA_RESOURCE_DESC_st"]
-        [::std::mem::align_of::<CUDA_RESOURCE_DESC_st>() - 8usize];
+    ["Alignment of CUDA_RESOURCE_DESC_st"][::std::mem::align_of::<CUDA_RESOURCE_DESC_st>() - 8usize];
     ["Offset of field: CUDA_RESOURCE_DESC_st::resType"]
         [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st, resType) - 0usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st::res"]
-        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st, res) - 8usize];
-    ["Offset of field: CUDA_RESOURCE_DESC_st::flags"]
-        [::std::mem::offset_of!(CUDA_RESOURCE_DESC_st, flags) - 136usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st::res"][::std::mem::offset_of!(CUDA_RESOURCE_DESC_st, res) - 8usize];
+    ["Offset of field: CUDA_RESOURCE_DESC_st::flags"][::std::mem::offset_of!(CUDA_RESOURCE_DESC_st, flags) - 136usize];
 };
 impl Default for CUDA_RESOURCE_DESC_st {
     fn default() -> Self {
@@ -3599,8 +3172,7 @@ const _: () = {
         [::std::mem::offset_of!(CUDA_TEXTURE_DESC_st, addressMode) - 0usize];
     ["Offset of field: CUDA_TEXTURE_DESC_st::filterMode"]
         [::std::mem::offset_of!(CUDA_TEXTURE_DESC_st, filterMode) - 12usize];
-    ["Offset of field: CUDA_TEXTURE_DESC_st::flags"]
-        [::std::mem::offset_of!(CUDA_TEXTURE_DESC_st, flags) - 16usize];
+    ["Offset of field: CUDA_TEXTURE_DESC_st::flags"][::std::mem::offset_of!(CUDA_TEXTURE_DESC_st, flags) - 16usize];
     ["Offset of field: CUDA_TEXTURE_DESC_st::maxAnisotropy"]
         [::std::mem::offset_of!(CUDA_TEXTURE_DESC_st, maxAnisotropy) - 20usize];
     ["Offset of field: CUDA_TEXTURE_DESC_st::mipmapFilterMode"]
@@ -3635,62 +3207,34 @@ impl CUresourceViewFormat_enum {
     pub const CU_RES_VIEW_FORMAT_SINT_1X8: CUresourceViewFormat_enum = CUresourceViewFormat_enum(4);
     pub const CU_RES_VIEW_FORMAT_SINT_2X8: CUresourceViewFormat_enum = CUresourceViewFormat_enum(5);
     pub const CU_RES_VIEW_FORMAT_SINT_4X8: CUresourceViewFormat_enum = CUresourceViewFormat_enum(6);
-    pub const CU_RES_VIEW_FORMAT_UINT_1X16: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(7);
-    pub const CU_RES_VIEW_FORMAT_UINT_2X16: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(8);
-    pub const CU_RES_VIEW_FORMAT_UINT_4X16: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(9);
-    pub const CU_RES_VIEW_FORMAT_SINT_1X16: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(10);
-    pub const CU_RES_VIEW_FORMAT_SINT_2X16: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(11);
-    pub const CU_RES_VIEW_FORMAT_SINT_4X16: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(12);
-    pub const CU_RES_VIEW_FORMAT_UINT_1X32: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(13);
-    pub const CU_RES_VIEW_FORMAT_UINT_2X32: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(14);
-    pub const CU_RES_VIEW_FORMAT_UINT_4X32: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(15);
-    pub const CU_RES_VIEW_FORMAT_SINT_1X32: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(16);
-    pub const CU_RES_VIEW_FORMAT_SINT_2X32: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(17);
-    pub const CU_RES_VIEW_FORMAT_SINT_4X32: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(18);
-    pub const CU_RES_VIEW_FORMAT_FLOAT_1X16: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(19);
-    pub const CU_RES_VIEW_FORMAT_FLOAT_2X16: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(20);
-    pub const CU_RES_VIEW_FORMAT_FLOAT_4X16: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(21);
-    pub const CU_RES_VIEW_FORMAT_FLOAT_1X32: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(22);
-    pub const CU_RES_VIEW_FORMAT_FLOAT_2X32: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(23);
-    pub const CU_RES_VIEW_FORMAT_FLOAT_4X32: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(24);
-    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC1: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(25);
-    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC2: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(26);
-    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC3: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(27);
-    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC4: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(28);
-    pub const CU_RES_VIEW_FORMAT_SIGNED_BC4: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(29);
-    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC5: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(30);
-    pub const CU_RES_VIEW_FORMAT_SIGNED_BC5: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(31);
-    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC6H: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(32);
-    pub const CU_RES_VIEW_FORMAT_SIGNED_BC6H: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(33);
-    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC7: CUresourceViewFormat_enum =
-        CUresourceViewFormat_enum(34);
+    pub const CU_RES_VIEW_FORMAT_UINT_1X16: CUresourceViewFormat_enum = CUresourceViewFormat_enum(7);
+    pub const CU_RES_VIEW_FORMAT_UINT_2X16: CUresourceViewFormat_enum = CUresourceViewFormat_enum(8);
+    pub const CU_RES_VIEW_FORMAT_UINT_4X16: CUresourceViewFormat_enum = CUresourceViewFormat_enum(9);
+    pub const CU_RES_VIEW_FORMAT_SINT_1X16: CUresourceViewFormat_enum = CUresourceViewFormat_enum(10);
+    pub const CU_RES_VIEW_FORMAT_SINT_2X16: CUresourceViewFormat_enum = CUresourceViewFormat_enum(11);
+    pub const CU_RES_VIEW_FORMAT_SINT_4X16: CUresourceViewFormat_enum = CUresourceViewFormat_enum(12);
+    pub const CU_RES_VIEW_FORMAT_UINT_1X32: CUresourceViewFormat_enum = CUresourceViewFormat_enum(13);
+    pub const CU_RES_VIEW_FORMAT_UINT_2X32: CUresourceViewFormat_enum = CUresourceViewFormat_enum(14);
+    pub const CU_RES_VIEW_FORMAT_UINT_4X32: CUresourceViewFormat_enum = CUresourceViewFormat_enum(15);
+    pub const CU_RES_VIEW_FORMAT_SINT_1X32: CUresourceViewFormat_enum = CUresourceViewFormat_enum(16);
+    pub const CU_RES_VIEW_FORMAT_SINT_2X32: CUresourceViewFormat_enum = CUresourceViewFormat_enum(17);
+    pub const CU_RES_VIEW_FORMAT_SINT_4X32: CUresourceViewFormat_enum = CUresourceViewFormat_enum(18);
+    pub const CU_RES_VIEW_FORMAT_FLOAT_1X16: CUresourceViewFormat_enum = CUresourceViewFormat_enum(19);
+    pub const CU_RES_VIEW_FORMAT_FLOAT_2X16: CUresourceViewFormat_enum = CUresourceViewFormat_enum(20);
+    pub const CU_RES_VIEW_FORMAT_FLOAT_4X16: CUresourceViewFormat_enum = CUresourceViewFormat_enum(21);
+    pub const CU_RES_VIEW_FORMAT_FLOAT_1X32: CUresourceViewFormat_enum = CUresourceViewFormat_enum(22);
+    pub const CU_RES_VIEW_FORMAT_FLOAT_2X32: CUresourceViewFormat_enum = CUresourceViewFormat_enum(23);
+    pub const CU_RES_VIEW_FORMAT_FLOAT_4X32: CUresourceViewFormat_enum = CUresourceViewFormat_enum(24);
+    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC1: CUresourceViewFormat_enum = CUresourceViewFormat_enum(25);
+    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC2: CUresourceViewFormat_enum = CUresourceViewFormat_enum(26);
+    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC3: CUresourceViewFormat_enum = CUresourceViewFormat_enum(27);
+    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC4: CUresourceViewFormat_enum = CUresourceViewFormat_enum(28);
+    pub const CU_RES_VIEW_FORMAT_SIGNED_BC4: CUresourceViewFormat_enum = CUresourceViewFormat_enum(29);
+    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC5: CUresourceViewFormat_enum = CUresourceViewFormat_enum(30);
+    pub const CU_RES_VIEW_FORMAT_SIGNED_BC5: CUresourceViewFormat_enum = CUresourceViewFormat_enum(31);
+    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC6H: CUresourceViewFormat_enum = CUresourceViewFormat_enum(32);
+    pub const CU_RES_VIEW_FORMAT_SIGNED_BC6H: CUresourceViewFormat_enum = CUresourceViewFormat_enum(33);
+    pub const CU_RES_VIEW_FORMAT_UNSIGNED_BC7: CUresourceViewFormat_enum = CUresourceViewFormat_enum(34);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -3711,10 +3255,8 @@ pub struct CUDA_RESOURCE_VIEW_DESC_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_RESOURCE_VIEW_DESC_st"]
-        [::std::mem::size_of::<CUDA_RESOURCE_VIEW_DESC_st>() - 112usize];
-    ["Alignment of CUDA_RESOURCE_VIEW_DESC_st"]
-        [::std::mem::align_of::<CUDA_RESOURCE_VIEW_DESC_st>() - 8usize];
+    ["Size of CUDA_RESOURCE_VIEW_DESC_st"][::std::mem::size_of::<CUDA_RESOURCE_VIEW_DESC_st>() - 112usize];
+    ["Alignment of CUDA_RESOURCE_VIEW_DESC_st"][::std::mem::align_of::<CUDA_RESOURCE_VIEW_DESC_st>() - 8usize];
     ["Offset of field: CUDA_RESOURCE_VIEW_DESC_st::format"]
         [::std::mem::offset_of!(CUDA_RESOURCE_VIEW_DESC_st, format) - 0usize];
     ["Offset of field: CUDA_RESOURCE_VIEW_DESC_st::width"]
@@ -3755,8 +3297,7 @@ pub struct CUtensorMap_st {
 const _: () = {
     ["Size of CUtensorMap_st"][::std::mem::size_of::<CUtensorMap_st>() - 128usize];
     ["Alignment of CUtensorMap_st"][::std::mem::align_of::<CUtensorMap_st>() - 128usize];
-    ["Offset of field: CUtensorMap_st::opaque"]
-        [::std::mem::offset_of!(CUtensorMap_st, opaque) - 0usize];
+    ["Offset of field: CUtensorMap_st::opaque"][::std::mem::offset_of!(CUtensorMap_st, opaque) - 0usize];
 };
 impl Default for CUtensorMap_st {
     fn default() -> Self {
@@ -3770,46 +3311,30 @@ impl Default for CUtensorMap_st {
 pub type CUtensorMap = CUtensorMap_st;
 impl CUtensorMapDataType_enum {
     pub const CU_TENSOR_MAP_DATA_TYPE_UINT8: CUtensorMapDataType_enum = CUtensorMapDataType_enum(0);
-    pub const CU_TENSOR_MAP_DATA_TYPE_UINT16: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(1);
-    pub const CU_TENSOR_MAP_DATA_TYPE_UINT32: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(2);
+    pub const CU_TENSOR_MAP_DATA_TYPE_UINT16: CUtensorMapDataType_enum = CUtensorMapDataType_enum(1);
+    pub const CU_TENSOR_MAP_DATA_TYPE_UINT32: CUtensorMapDataType_enum = CUtensorMapDataType_enum(2);
     pub const CU_TENSOR_MAP_DATA_TYPE_INT32: CUtensorMapDataType_enum = CUtensorMapDataType_enum(3);
-    pub const CU_TENSOR_MAP_DATA_TYPE_UINT64: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(4);
+    pub const CU_TENSOR_MAP_DATA_TYPE_UINT64: CUtensorMapDataType_enum = CUtensorMapDataType_enum(4);
     pub const CU_TENSOR_MAP_DATA_TYPE_INT64: CUtensorMapDataType_enum = CUtensorMapDataType_enum(5);
-    pub const CU_TENSOR_MAP_DATA_TYPE_FLOAT16: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(6);
-    pub const CU_TENSOR_MAP_DATA_TYPE_FLOAT32: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(7);
-    pub const CU_TENSOR_MAP_DATA_TYPE_FLOAT64: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(8);
-    pub const CU_TENSOR_MAP_DATA_TYPE_BFLOAT16: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(9);
-    pub const CU_TENSOR_MAP_DATA_TYPE_FLOAT32_FTZ: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(10);
-    pub const CU_TENSOR_MAP_DATA_TYPE_TFLOAT32: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(11);
-    pub const CU_TENSOR_MAP_DATA_TYPE_TFLOAT32_FTZ: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(12);
-    pub const CU_TENSOR_MAP_DATA_TYPE_16U4_ALIGN8B: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(13);
-    pub const CU_TENSOR_MAP_DATA_TYPE_16U4_ALIGN16B: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(14);
-    pub const CU_TENSOR_MAP_DATA_TYPE_16U6_ALIGN16B: CUtensorMapDataType_enum =
-        CUtensorMapDataType_enum(15);
+    pub const CU_TENSOR_MAP_DATA_TYPE_FLOAT16: CUtensorMapDataType_enum = CUtensorMapDataType_enum(6);
+    pub const CU_TENSOR_MAP_DATA_TYPE_FLOAT32: CUtensorMapDataType_enum = CUtensorMapDataType_enum(7);
+    pub const CU_TENSOR_MAP_DATA_TYPE_FLOAT64: CUtensorMapDataType_enum = CUtensorMapDataType_enum(8);
+    pub const CU_TENSOR_MAP_DATA_TYPE_BFLOAT16: CUtensorMapDataType_enum = CUtensorMapDataType_enum(9);
+    pub const CU_TENSOR_MAP_DATA_TYPE_FLOAT32_FTZ: CUtensorMapDataType_enum = CUtensorMapDataType_enum(10);
+    pub const CU_TENSOR_MAP_DATA_TYPE_TFLOAT32: CUtensorMapDataType_enum = CUtensorMapDataType_enum(11);
+    pub const CU_TENSOR_MAP_DATA_TYPE_TFLOAT32_FTZ: CUtensorMapDataType_enum = CUtensorMapDataType_enum(12);
+    pub const CU_TENSOR_MAP_DATA_TYPE_16U4_ALIGN8B: CUtensorMapDataType_enum = CUtensorMapDataType_enum(13);
+    pub const CU_TENSOR_MAP_DATA_TYPE_16U4_ALIGN16B: CUtensorMapDataType_enum = CUtensorMapDataType_enum(14);
+    pub const CU_TENSOR_MAP_DATA_TYPE_16U6_ALIGN16B: CUtensorMapDataType_enum = CUtensorMapDataType_enum(15);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUtensorMapDataType_enum(pub ::std::os::raw::c_uint);
 pub use self::CUtensorMapDataType_enum as CUtensorMapDataType;
 impl CUtensorMapInterleave_enum {
-    pub const CU_TENSOR_MAP_INTERLEAVE_NONE: CUtensorMapInterleave_enum =
-        CUtensorMapInterleave_enum(0);
-    pub const CU_TENSOR_MAP_INTERLEAVE_16B: CUtensorMapInterleave_enum =
-        CUtensorMapInterleave_enum(1);
-    pub const CU_TENSOR_MAP_INTERLEAVE_32B: CUtensorMapInterleave_enum =
-        CUtensorMapInterleave_enum(2);
+    pub const CU_TENSOR_MAP_INTERLEAVE_NONE: CUtensorMapInterleave_enum = CUtensorMapInterleave_enum(0);
+    pub const CU_TENSOR_MAP_INTERLEAVE_16B: CUtensorMapInterleave_enum = CUtensorMapInterleave_enum(1);
+    pub const CU_TENSOR_MAP_INTERLEAVE_32B: CUtensorMapInterleave_enum = CUtensorMapInterleave_enum(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -3820,34 +3345,26 @@ impl CUtensorMapSwizzle_enum {
     pub const CU_TENSOR_MAP_SWIZZLE_32B: CUtensorMapSwizzle_enum = CUtensorMapSwizzle_enum(1);
     pub const CU_TENSOR_MAP_SWIZZLE_64B: CUtensorMapSwizzle_enum = CUtensorMapSwizzle_enum(2);
     pub const CU_TENSOR_MAP_SWIZZLE_128B: CUtensorMapSwizzle_enum = CUtensorMapSwizzle_enum(3);
-    pub const CU_TENSOR_MAP_SWIZZLE_128B_ATOM_32B: CUtensorMapSwizzle_enum =
-        CUtensorMapSwizzle_enum(4);
-    pub const CU_TENSOR_MAP_SWIZZLE_128B_ATOM_32B_FLIP_8B: CUtensorMapSwizzle_enum =
-        CUtensorMapSwizzle_enum(5);
-    pub const CU_TENSOR_MAP_SWIZZLE_128B_ATOM_64B: CUtensorMapSwizzle_enum =
-        CUtensorMapSwizzle_enum(6);
+    pub const CU_TENSOR_MAP_SWIZZLE_128B_ATOM_32B: CUtensorMapSwizzle_enum = CUtensorMapSwizzle_enum(4);
+    pub const CU_TENSOR_MAP_SWIZZLE_128B_ATOM_32B_FLIP_8B: CUtensorMapSwizzle_enum = CUtensorMapSwizzle_enum(5);
+    pub const CU_TENSOR_MAP_SWIZZLE_128B_ATOM_64B: CUtensorMapSwizzle_enum = CUtensorMapSwizzle_enum(6);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUtensorMapSwizzle_enum(pub ::std::os::raw::c_uint);
 pub use self::CUtensorMapSwizzle_enum as CUtensorMapSwizzle;
 impl CUtensorMapL2promotion_enum {
-    pub const CU_TENSOR_MAP_L2_PROMOTION_NONE: CUtensorMapL2promotion_enum =
-        CUtensorMapL2promotion_enum(0);
-    pub const CU_TENSOR_MAP_L2_PROMOTION_L2_64B: CUtensorMapL2promotion_enum =
-        CUtensorMapL2promotion_enum(1);
-    pub const CU_TENSOR_MAP_L2_PROMOTION_L2_128B: CUtensorMapL2promotion_enum =
-        CUtensorMapL2promotion_enum(2);
-    pub const CU_TENSOR_MAP_L2_PROMOTION_L2_256B: CUtensorMapL2promotion_enum =
-        CUtensorMapL2promotion_enum(3);
+    pub const CU_TENSOR_MAP_L2_PROMOTION_NONE: CUtensorMapL2promotion_enum = CUtensorMapL2promotion_enum(0);
+    pub const CU_TENSOR_MAP_L2_PROMOTION_L2_64B: CUtensorMapL2promotion_enum = CUtensorMapL2promotion_enum(1);
+    pub const CU_TENSOR_MAP_L2_PROMOTION_L2_128B: CUtensorMapL2promotion_enum = CUtensorMapL2promotion_enum(2);
+    pub const CU_TENSOR_MAP_L2_PROMOTION_L2_256B: CUtensorMapL2promotion_enum = CUtensorMapL2promotion_enum(3);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUtensorMapL2promotion_enum(pub ::std::os::raw::c_uint);
 pub use self::CUtensorMapL2promotion_enum as CUtensorMapL2promotion;
 impl CUtensorMapFloatOOBfill_enum {
-    pub const CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE: CUtensorMapFloatOOBfill_enum =
-        CUtensorMapFloatOOBfill_enum(0);
+    pub const CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE: CUtensorMapFloatOOBfill_enum = CUtensorMapFloatOOBfill_enum(0);
     pub const CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA: CUtensorMapFloatOOBfill_enum =
         CUtensorMapFloatOOBfill_enum(1);
 }
@@ -3856,10 +3373,8 @@ impl CUtensorMapFloatOOBfill_enum {
 pub struct CUtensorMapFloatOOBfill_enum(pub ::std::os::raw::c_uint);
 pub use self::CUtensorMapFloatOOBfill_enum as CUtensorMapFloatOOBfill;
 impl CUtensorMapIm2ColWideMode_enum {
-    pub const CU_TENSOR_MAP_IM2COL_WIDE_MODE_W: CUtensorMapIm2ColWideMode_enum =
-        CUtensorMapIm2ColWideMode_enum(0);
-    pub const CU_TENSOR_MAP_IM2COL_WIDE_MODE_W128: CUtensorMapIm2ColWideMode_enum =
-        CUtensorMapIm2ColWideMode_enum(1);
+    pub const CU_TENSOR_MAP_IM2COL_WIDE_MODE_W: CUtensorMapIm2ColWideMode_enum = CUtensorMapIm2ColWideMode_enum(0);
+    pub const CU_TENSOR_MAP_IM2COL_WIDE_MODE_W128: CUtensorMapIm2ColWideMode_enum = CUtensorMapIm2ColWideMode_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -3913,8 +3428,7 @@ pub struct CUDA_LAUNCH_PARAMS_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_LAUNCH_PARAMS_st"][::std::mem::size_of::<CUDA_LAUNCH_PARAMS_st>() - 56usize];
-    ["Alignment of CUDA_LAUNCH_PARAMS_st"]
-        [::std::mem::align_of::<CUDA_LAUNCH_PARAMS_st>() - 8usize];
+    ["Alignment of CUDA_LAUNCH_PARAMS_st"][::std::mem::align_of::<CUDA_LAUNCH_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_LAUNCH_PARAMS_st::function"]
         [::std::mem::offset_of!(CUDA_LAUNCH_PARAMS_st, function) - 0usize];
     ["Offset of field: CUDA_LAUNCH_PARAMS_st::gridDimX"]
@@ -3995,22 +3509,14 @@ pub struct CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1,
-    >() - 16usize];
+    ["Size of CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1>() - 16usize];
     ["Alignment of CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1>()
-            - 8usize];
-    ["Offset of field: CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1::handle"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1,
-        handle
-    )
-        - 0usize];
-    ["Offset of field: CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1::name"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1,
-        name
-    )
-        - 8usize];
+        [::std::mem::align_of::<CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1::handle"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1, handle) - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1::name"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1, name) - 8usize];
 };
 impl Default for CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -4031,11 +3537,8 @@ const _: () = {
         [::std::mem::offset_of!(CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1, fd) - 0usize];
     ["Offset of field: CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1::win32"]
         [::std::mem::offset_of!(CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1, win32) - 0usize];
-    ["Offset of field: CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1::nvSciBufObject"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1,
-        nvSciBufObject
-    )
-        - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1::nvSciBufObject"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1, nvSciBufObject) - 0usize];
 };
 impl Default for CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1 {
     fn default() -> Self {
@@ -4131,30 +3634,29 @@ impl Default for CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC_st {
         }
     }
 }
-pub type CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC_v1 =
-    CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC_st;
+pub type CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC_v1 = CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC_st;
 pub type CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC = CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC_v1;
 impl CUexternalSemaphoreHandleType_enum {
     pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_OPAQUE_FD: CUexternalSemaphoreHandleType_enum =
         CUexternalSemaphoreHandleType_enum(1);
     pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_OPAQUE_WIN32: CUexternalSemaphoreHandleType_enum =
         CUexternalSemaphoreHandleType_enum(2);
-    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_OPAQUE_WIN32_KMT:
-        CUexternalSemaphoreHandleType_enum = CUexternalSemaphoreHandleType_enum(3);
+    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_OPAQUE_WIN32_KMT: CUexternalSemaphoreHandleType_enum =
+        CUexternalSemaphoreHandleType_enum(3);
     pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D12_FENCE: CUexternalSemaphoreHandleType_enum =
         CUexternalSemaphoreHandleType_enum(4);
     pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D11_FENCE: CUexternalSemaphoreHandleType_enum =
         CUexternalSemaphoreHandleType_enum(5);
     pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_NVSCISYNC: CUexternalSemaphoreHandleType_enum =
         CUexternalSemaphoreHandleType_enum(6);
-    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D11_KEYED_MUTEX:
-        CUexternalSemaphoreHandleType_enum = CUexternalSemaphoreHandleType_enum(7);
-    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D11_KEYED_MUTEX_KMT:
-        CUexternalSemaphoreHandleType_enum = CUexternalSemaphoreHandleType_enum(8);
-    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_TIMELINE_SEMAPHORE_FD:
-        CUexternalSemaphoreHandleType_enum = CUexternalSemaphoreHandleType_enum(9);
-    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_TIMELINE_SEMAPHORE_WIN32:
-        CUexternalSemaphoreHandleType_enum = CUexternalSemaphoreHandleType_enum(10);
+    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D11_KEYED_MUTEX: CUexternalSemaphoreHandleType_enum =
+        CUexternalSemaphoreHandleType_enum(7);
+    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D11_KEYED_MUTEX_KMT: CUexternalSemaphoreHandleType_enum =
+        CUexternalSemaphoreHandleType_enum(8);
+    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_TIMELINE_SEMAPHORE_FD: CUexternalSemaphoreHandleType_enum =
+        CUexternalSemaphoreHandleType_enum(9);
+    pub const CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_TIMELINE_SEMAPHORE_WIN32: CUexternalSemaphoreHandleType_enum =
+        CUexternalSemaphoreHandleType_enum(10);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4184,21 +3686,13 @@ pub struct CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1>(
-        ) - 16usize];
+        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1>() - 16usize];
     ["Alignment of CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1>(
-        ) - 8usize];
+        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1::handle"]
-        [::std::mem::offset_of!(
-            CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1,
-            handle
-        ) - 0usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1::name"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1,
-        name
-    )
-        - 8usize];
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1, handle) - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1::name"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1, name) - 8usize];
 };
 impl Default for CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -4217,15 +3711,10 @@ const _: () = {
         [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1>() - 8usize];
     ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1::fd"]
         [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1, fd) - 0usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1::win32"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1,
-        win32
-    ) - 0usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1::nvSciSyncObj"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1,
-        nvSciSyncObj
-    )
-        - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1::win32"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1, win32) - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1::nvSciSyncObj"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1, nvSciSyncObj) - 0usize];
 };
 impl Default for CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC_st__bindgen_ty_1 {
     fn default() -> Self {
@@ -4285,18 +3774,11 @@ pub struct CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1 
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1>(
-        ) - 8usize];
+        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<
-            CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1,
-        >() - 8usize];
-    [
-        "Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1::value",
-    ][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1,
-        value
-    ) - 0usize];
+        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1::value"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_1, value) - 0usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -4307,21 +3789,12 @@ pub union CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2>(
-        ) - 8usize];
+        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Alignment of CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::align_of::<
-            CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2,
-        >() - 8usize];
-    [
-        "Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2::fence",
-    ][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2,
-        fence
-    ) - 0usize];
-    [
-        "Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2::reserved",
-    ][::std::mem::offset_of!(
+        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2>() - 8usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2::fence"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2, fence) - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2::reserved"][::std::mem::offset_of!(
         CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_2,
         reserved
     ) - 0usize];
@@ -4343,17 +3816,11 @@ pub struct CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3 
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3>(
-        ) - 8usize];
+        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3>() - 8usize];
     ["Alignment of CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::align_of::<
-            CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3,
-        >() - 8usize];
+        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3>() - 8usize];
     ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3::key"]
-        [::std::mem::offset_of!(
-            CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3,
-            key
-        ) - 0usize];
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1__bindgen_ty_3, key) - 0usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -4361,25 +3828,14 @@ const _: () = {
         [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1>() - 72usize];
     ["Alignment of CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1"]
         [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1>() - 8usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1::fence"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1,
-        fence
-    ) - 0usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1::nvSciSync"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1,
-        nvSciSync
-    )
-        - 8usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1::keyedMutex"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1,
-        keyedMutex
-    )
-        - 16usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1::reserved"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1,
-        reserved
-    )
-        - 24usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1::fence"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1, fence) - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1::nvSciSync"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1, nvSciSync) - 8usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1::keyedMutex"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1, keyedMutex) - 16usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1::reserved"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1, reserved) - 24usize];
 };
 impl Default for CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS_st__bindgen_ty_1 {
     fn default() -> Self {
@@ -4437,16 +3893,11 @@ pub struct CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1>(
-        ) - 8usize];
+        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1>(
-        ) - 8usize];
+        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1::value"]
-        [::std::mem::offset_of!(
-            CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1,
-            value
-        ) - 0usize];
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_1, value) - 0usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -4457,22 +3908,13 @@ pub union CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2>(
-        ) - 8usize];
+        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Alignment of CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2>(
-        ) - 8usize];
+        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2::fence"]
-        [::std::mem::offset_of!(
-            CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2,
-            fence
-        ) - 0usize];
-    [
-        "Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2::reserved",
-    ][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2,
-        reserved
-    ) - 0usize];
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2, fence) - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2::reserved"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2, reserved) - 0usize];
 };
 impl Default for CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_2 {
     fn default() -> Self {
@@ -4492,19 +3934,12 @@ pub struct CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3>(
-        ) - 16usize];
+        [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3>() - 16usize];
     ["Alignment of CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3>(
-        ) - 8usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3::key"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3,
-        key
-    )
-        - 0usize];
-    [
-        "Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3::timeoutMs",
-    ][::std::mem::offset_of!(
+        [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3>() - 8usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3::key"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3, key) - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3::timeoutMs"][::std::mem::offset_of!(
         CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1__bindgen_ty_3,
         timeoutMs
     ) - 8usize];
@@ -4515,25 +3950,14 @@ const _: () = {
         [::std::mem::size_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1>() - 72usize];
     ["Alignment of CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1"]
         [::std::mem::align_of::<CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1>() - 8usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1::fence"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1,
-        fence
-    ) - 0usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1::nvSciSync"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1,
-        nvSciSync
-    )
-        - 8usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1::keyedMutex"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1,
-        keyedMutex
-    )
-        - 16usize];
-    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1::reserved"][::std::mem::offset_of!(
-        CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1,
-        reserved
-    )
-        - 32usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1::fence"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1, fence) - 0usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1::nvSciSync"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1, nvSciSync) - 8usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1::keyedMutex"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1, keyedMutex) - 16usize];
+    ["Offset of field: CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1::reserved"]
+        [::std::mem::offset_of!(CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1, reserved) - 32usize];
 };
 impl Default for CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS_st__bindgen_ty_1 {
     fn default() -> Self {
@@ -4638,8 +4062,7 @@ pub struct CUDA_EXT_SEM_WAIT_NODE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_EXT_SEM_WAIT_NODE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_EXT_SEM_WAIT_NODE_PARAMS_st>() - 24usize];
+    ["Size of CUDA_EXT_SEM_WAIT_NODE_PARAMS_st"][::std::mem::size_of::<CUDA_EXT_SEM_WAIT_NODE_PARAMS_st>() - 24usize];
     ["Alignment of CUDA_EXT_SEM_WAIT_NODE_PARAMS_st"]
         [::std::mem::align_of::<CUDA_EXT_SEM_WAIT_NODE_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_EXT_SEM_WAIT_NODE_PARAMS_st::extSemArray"]
@@ -4693,18 +4116,13 @@ pub type CUDA_EXT_SEM_WAIT_NODE_PARAMS_v2 = CUDA_EXT_SEM_WAIT_NODE_PARAMS_v2_st;
 pub type CUmemGenericAllocationHandle_v1 = ::std::os::raw::c_ulonglong;
 pub type CUmemGenericAllocationHandle = CUmemGenericAllocationHandle_v1;
 impl CUmemAllocationHandleType_enum {
-    pub const CU_MEM_HANDLE_TYPE_NONE: CUmemAllocationHandleType_enum =
-        CUmemAllocationHandleType_enum(0);
+    pub const CU_MEM_HANDLE_TYPE_NONE: CUmemAllocationHandleType_enum = CUmemAllocationHandleType_enum(0);
     pub const CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR: CUmemAllocationHandleType_enum =
         CUmemAllocationHandleType_enum(1);
-    pub const CU_MEM_HANDLE_TYPE_WIN32: CUmemAllocationHandleType_enum =
-        CUmemAllocationHandleType_enum(2);
-    pub const CU_MEM_HANDLE_TYPE_WIN32_KMT: CUmemAllocationHandleType_enum =
-        CUmemAllocationHandleType_enum(4);
-    pub const CU_MEM_HANDLE_TYPE_FABRIC: CUmemAllocationHandleType_enum =
-        CUmemAllocationHandleType_enum(8);
-    pub const CU_MEM_HANDLE_TYPE_MAX: CUmemAllocationHandleType_enum =
-        CUmemAllocationHandleType_enum(2147483647);
+    pub const CU_MEM_HANDLE_TYPE_WIN32: CUmemAllocationHandleType_enum = CUmemAllocationHandleType_enum(2);
+    pub const CU_MEM_HANDLE_TYPE_WIN32_KMT: CUmemAllocationHandleType_enum = CUmemAllocationHandleType_enum(4);
+    pub const CU_MEM_HANDLE_TYPE_FABRIC: CUmemAllocationHandleType_enum = CUmemAllocationHandleType_enum(8);
+    pub const CU_MEM_HANDLE_TYPE_MAX: CUmemAllocationHandleType_enum = CUmemAllocationHandleType_enum(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4713,10 +4131,8 @@ pub use self::CUmemAllocationHandleType_enum as CUmemAllocationHandleType;
 impl CUmemAccess_flags_enum {
     pub const CU_MEM_ACCESS_FLAGS_PROT_NONE: CUmemAccess_flags_enum = CUmemAccess_flags_enum(0);
     pub const CU_MEM_ACCESS_FLAGS_PROT_READ: CUmemAccess_flags_enum = CUmemAccess_flags_enum(1);
-    pub const CU_MEM_ACCESS_FLAGS_PROT_READWRITE: CUmemAccess_flags_enum =
-        CUmemAccess_flags_enum(3);
-    pub const CU_MEM_ACCESS_FLAGS_PROT_MAX: CUmemAccess_flags_enum =
-        CUmemAccess_flags_enum(2147483647);
+    pub const CU_MEM_ACCESS_FLAGS_PROT_READWRITE: CUmemAccess_flags_enum = CUmemAccess_flags_enum(3);
+    pub const CU_MEM_ACCESS_FLAGS_PROT_MAX: CUmemAccess_flags_enum = CUmemAccess_flags_enum(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4728,8 +4144,7 @@ impl CUmemLocationType_enum {
     pub const CU_MEM_LOCATION_TYPE_DEVICE: CUmemLocationType_enum = CUmemLocationType_enum(1);
     pub const CU_MEM_LOCATION_TYPE_HOST: CUmemLocationType_enum = CUmemLocationType_enum(2);
     pub const CU_MEM_LOCATION_TYPE_HOST_NUMA: CUmemLocationType_enum = CUmemLocationType_enum(3);
-    pub const CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT: CUmemLocationType_enum =
-        CUmemLocationType_enum(4);
+    pub const CU_MEM_LOCATION_TYPE_HOST_NUMA_CURRENT: CUmemLocationType_enum = CUmemLocationType_enum(4);
     pub const CU_MEM_LOCATION_TYPE_MAX: CUmemLocationType_enum = CUmemLocationType_enum(2147483647);
 }
 #[repr(transparent)]
@@ -4737,13 +4152,10 @@ impl CUmemLocationType_enum {
 pub struct CUmemLocationType_enum(pub ::std::os::raw::c_uint);
 pub use self::CUmemLocationType_enum as CUmemLocationType;
 impl CUmemAllocationType_enum {
-    pub const CU_MEM_ALLOCATION_TYPE_INVALID: CUmemAllocationType_enum =
-        CUmemAllocationType_enum(0);
+    pub const CU_MEM_ALLOCATION_TYPE_INVALID: CUmemAllocationType_enum = CUmemAllocationType_enum(0);
     pub const CU_MEM_ALLOCATION_TYPE_PINNED: CUmemAllocationType_enum = CUmemAllocationType_enum(1);
-    pub const CU_MEM_ALLOCATION_TYPE_MANAGED: CUmemAllocationType_enum =
-        CUmemAllocationType_enum(2);
-    pub const CU_MEM_ALLOCATION_TYPE_MAX: CUmemAllocationType_enum =
-        CUmemAllocationType_enum(2147483647);
+    pub const CU_MEM_ALLOCATION_TYPE_MANAGED: CUmemAllocationType_enum = CUmemAllocationType_enum(2);
+    pub const CU_MEM_ALLOCATION_TYPE_MAX: CUmemAllocationType_enum = CUmemAllocationType_enum(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4760,18 +4172,15 @@ impl CUmemAllocationGranularity_flags_enum {
 pub struct CUmemAllocationGranularity_flags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUmemAllocationGranularity_flags_enum as CUmemAllocationGranularity_flags;
 impl CUmemRangeHandleType_enum {
-    pub const CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD: CUmemRangeHandleType_enum =
-        CUmemRangeHandleType_enum(1);
-    pub const CU_MEM_RANGE_HANDLE_TYPE_MAX: CUmemRangeHandleType_enum =
-        CUmemRangeHandleType_enum(2147483647);
+    pub const CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD: CUmemRangeHandleType_enum = CUmemRangeHandleType_enum(1);
+    pub const CU_MEM_RANGE_HANDLE_TYPE_MAX: CUmemRangeHandleType_enum = CUmemRangeHandleType_enum(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUmemRangeHandleType_enum(pub ::std::os::raw::c_uint);
 pub use self::CUmemRangeHandleType_enum as CUmemRangeHandleType;
 impl CUmemRangeFlags_enum {
-    pub const CU_MEM_RANGE_FLAG_DMA_BUF_MAPPING_TYPE_PCIE: CUmemRangeFlags_enum =
-        CUmemRangeFlags_enum(1);
+    pub const CU_MEM_RANGE_FLAG_DMA_BUF_MAPPING_TYPE_PCIE: CUmemRangeFlags_enum = CUmemRangeFlags_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4825,8 +4234,7 @@ pub union CUarrayMapInfo_st__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUarrayMapInfo_st__bindgen_ty_1"]
-        [::std::mem::size_of::<CUarrayMapInfo_st__bindgen_ty_1>() - 8usize];
+    ["Size of CUarrayMapInfo_st__bindgen_ty_1"][::std::mem::size_of::<CUarrayMapInfo_st__bindgen_ty_1>() - 8usize];
     ["Alignment of CUarrayMapInfo_st__bindgen_ty_1"]
         [::std::mem::align_of::<CUarrayMapInfo_st__bindgen_ty_1>() - 8usize];
     ["Offset of field: CUarrayMapInfo_st__bindgen_ty_1::mipmap"]
@@ -4877,18 +4285,12 @@ const _: () = {
         [::std::mem::offset_of!(CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1, offsetY) - 12usize];
     ["Offset of field: CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1::offsetZ"]
         [::std::mem::offset_of!(CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1, offsetZ) - 16usize];
-    ["Offset of field: CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1::extentWidth"][::std::mem::offset_of!(
-        CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1,
-        extentWidth
-    ) - 20usize];
-    ["Offset of field: CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1::extentHeight"][::std::mem::offset_of!(
-        CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1,
-        extentHeight
-    ) - 24usize];
-    ["Offset of field: CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1::extentDepth"][::std::mem::offset_of!(
-        CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1,
-        extentDepth
-    ) - 28usize];
+    ["Offset of field: CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1::extentWidth"]
+        [::std::mem::offset_of!(CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1, extentWidth) - 20usize];
+    ["Offset of field: CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1::extentHeight"]
+        [::std::mem::offset_of!(CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1, extentHeight) - 24usize];
+    ["Offset of field: CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1::extentDepth"]
+        [::std::mem::offset_of!(CUarrayMapInfo_st__bindgen_ty_2__bindgen_ty_1, extentDepth) - 28usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -4912,8 +4314,7 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUarrayMapInfo_st__bindgen_ty_2"]
-        [::std::mem::size_of::<CUarrayMapInfo_st__bindgen_ty_2>() - 32usize];
+    ["Size of CUarrayMapInfo_st__bindgen_ty_2"][::std::mem::size_of::<CUarrayMapInfo_st__bindgen_ty_2>() - 32usize];
     ["Alignment of CUarrayMapInfo_st__bindgen_ty_2"]
         [::std::mem::align_of::<CUarrayMapInfo_st__bindgen_ty_2>() - 8usize];
     ["Offset of field: CUarrayMapInfo_st__bindgen_ty_2::sparseLevel"]
@@ -4937,8 +4338,7 @@ pub union CUarrayMapInfo_st__bindgen_ty_3 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUarrayMapInfo_st__bindgen_ty_3"]
-        [::std::mem::size_of::<CUarrayMapInfo_st__bindgen_ty_3>() - 8usize];
+    ["Size of CUarrayMapInfo_st__bindgen_ty_3"][::std::mem::size_of::<CUarrayMapInfo_st__bindgen_ty_3>() - 8usize];
     ["Alignment of CUarrayMapInfo_st__bindgen_ty_3"]
         [::std::mem::align_of::<CUarrayMapInfo_st__bindgen_ty_3>() - 8usize];
     ["Offset of field: CUarrayMapInfo_st__bindgen_ty_3::memHandle"]
@@ -4959,8 +4359,7 @@ const _: () = {
     ["Alignment of CUarrayMapInfo_st"][::std::mem::align_of::<CUarrayMapInfo_st>() - 8usize];
     ["Offset of field: CUarrayMapInfo_st::resourceType"]
         [::std::mem::offset_of!(CUarrayMapInfo_st, resourceType) - 0usize];
-    ["Offset of field: CUarrayMapInfo_st::resource"]
-        [::std::mem::offset_of!(CUarrayMapInfo_st, resource) - 8usize];
+    ["Offset of field: CUarrayMapInfo_st::resource"][::std::mem::offset_of!(CUarrayMapInfo_st, resource) - 8usize];
     ["Offset of field: CUarrayMapInfo_st::subresourceType"]
         [::std::mem::offset_of!(CUarrayMapInfo_st, subresourceType) - 16usize];
     ["Offset of field: CUarrayMapInfo_st::subresource"]
@@ -4969,16 +4368,12 @@ const _: () = {
         [::std::mem::offset_of!(CUarrayMapInfo_st, memOperationType) - 56usize];
     ["Offset of field: CUarrayMapInfo_st::memHandleType"]
         [::std::mem::offset_of!(CUarrayMapInfo_st, memHandleType) - 60usize];
-    ["Offset of field: CUarrayMapInfo_st::memHandle"]
-        [::std::mem::offset_of!(CUarrayMapInfo_st, memHandle) - 64usize];
-    ["Offset of field: CUarrayMapInfo_st::offset"]
-        [::std::mem::offset_of!(CUarrayMapInfo_st, offset) - 72usize];
+    ["Offset of field: CUarrayMapInfo_st::memHandle"][::std::mem::offset_of!(CUarrayMapInfo_st, memHandle) - 64usize];
+    ["Offset of field: CUarrayMapInfo_st::offset"][::std::mem::offset_of!(CUarrayMapInfo_st, offset) - 72usize];
     ["Offset of field: CUarrayMapInfo_st::deviceBitMask"]
         [::std::mem::offset_of!(CUarrayMapInfo_st, deviceBitMask) - 80usize];
-    ["Offset of field: CUarrayMapInfo_st::flags"]
-        [::std::mem::offset_of!(CUarrayMapInfo_st, flags) - 84usize];
-    ["Offset of field: CUarrayMapInfo_st::reserved"]
-        [::std::mem::offset_of!(CUarrayMapInfo_st, reserved) - 88usize];
+    ["Offset of field: CUarrayMapInfo_st::flags"][::std::mem::offset_of!(CUarrayMapInfo_st, flags) - 84usize];
+    ["Offset of field: CUarrayMapInfo_st::reserved"][::std::mem::offset_of!(CUarrayMapInfo_st, reserved) - 88usize];
 };
 impl Default for CUarrayMapInfo_st {
     fn default() -> Self {
@@ -5001,10 +4396,8 @@ pub struct CUmemLocation_st {
 const _: () = {
     ["Size of CUmemLocation_st"][::std::mem::size_of::<CUmemLocation_st>() - 8usize];
     ["Alignment of CUmemLocation_st"][::std::mem::align_of::<CUmemLocation_st>() - 4usize];
-    ["Offset of field: CUmemLocation_st::type_"]
-        [::std::mem::offset_of!(CUmemLocation_st, type_) - 0usize];
-    ["Offset of field: CUmemLocation_st::id"]
-        [::std::mem::offset_of!(CUmemLocation_st, id) - 4usize];
+    ["Offset of field: CUmemLocation_st::type_"][::std::mem::offset_of!(CUmemLocation_st, type_) - 0usize];
+    ["Offset of field: CUmemLocation_st::id"][::std::mem::offset_of!(CUmemLocation_st, id) - 4usize];
 };
 impl Default for CUmemLocation_st {
     fn default() -> Self {
@@ -5018,10 +4411,8 @@ impl Default for CUmemLocation_st {
 pub type CUmemLocation_v1 = CUmemLocation_st;
 pub type CUmemLocation = CUmemLocation_v1;
 impl CUmemAllocationCompType_enum {
-    pub const CU_MEM_ALLOCATION_COMP_NONE: CUmemAllocationCompType_enum =
-        CUmemAllocationCompType_enum(0);
-    pub const CU_MEM_ALLOCATION_COMP_GENERIC: CUmemAllocationCompType_enum =
-        CUmemAllocationCompType_enum(1);
+    pub const CU_MEM_ALLOCATION_COMP_NONE: CUmemAllocationCompType_enum = CUmemAllocationCompType_enum(0);
+    pub const CU_MEM_ALLOCATION_COMP_GENERIC: CUmemAllocationCompType_enum = CUmemAllocationCompType_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -5052,10 +4443,8 @@ const _: () = {
         [::std::mem::align_of::<CUmemAllocationProp_st__bindgen_ty_1>() - 2usize];
     ["Offset of field: CUmemAllocationProp_st__bindgen_ty_1::compressionType"]
         [::std::mem::offset_of!(CUmemAllocationProp_st__bindgen_ty_1, compressionType) - 0usize];
-    ["Offset of field: CUmemAllocationProp_st__bindgen_ty_1::gpuDirectRDMACapable"][::std::mem::offset_of!(
-        CUmemAllocationProp_st__bindgen_ty_1,
-        gpuDirectRDMACapable
-    ) - 1usize];
+    ["Offset of field: CUmemAllocationProp_st__bindgen_ty_1::gpuDirectRDMACapable"]
+        [::std::mem::offset_of!(CUmemAllocationProp_st__bindgen_ty_1, gpuDirectRDMACapable) - 1usize];
     ["Offset of field: CUmemAllocationProp_st__bindgen_ty_1::usage"]
         [::std::mem::offset_of!(CUmemAllocationProp_st__bindgen_ty_1, usage) - 2usize];
     ["Offset of field: CUmemAllocationProp_st__bindgen_ty_1::reserved"]
@@ -5064,10 +4453,8 @@ const _: () = {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUmemAllocationProp_st"][::std::mem::size_of::<CUmemAllocationProp_st>() - 32usize];
-    ["Alignment of CUmemAllocationProp_st"]
-        [::std::mem::align_of::<CUmemAllocationProp_st>() - 8usize];
-    ["Offset of field: CUmemAllocationProp_st::type_"]
-        [::std::mem::offset_of!(CUmemAllocationProp_st, type_) - 0usize];
+    ["Alignment of CUmemAllocationProp_st"][::std::mem::align_of::<CUmemAllocationProp_st>() - 8usize];
+    ["Offset of field: CUmemAllocationProp_st::type_"][::std::mem::offset_of!(CUmemAllocationProp_st, type_) - 0usize];
     ["Offset of field: CUmemAllocationProp_st::requestedHandleTypes"]
         [::std::mem::offset_of!(CUmemAllocationProp_st, requestedHandleTypes) - 4usize];
     ["Offset of field: CUmemAllocationProp_st::location"]
@@ -5108,10 +4495,8 @@ pub struct CUmulticastObjectProp_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUmulticastObjectProp_st"]
-        [::std::mem::size_of::<CUmulticastObjectProp_st>() - 32usize];
-    ["Alignment of CUmulticastObjectProp_st"]
-        [::std::mem::align_of::<CUmulticastObjectProp_st>() - 8usize];
+    ["Size of CUmulticastObjectProp_st"][::std::mem::size_of::<CUmulticastObjectProp_st>() - 32usize];
+    ["Alignment of CUmulticastObjectProp_st"][::std::mem::align_of::<CUmulticastObjectProp_st>() - 8usize];
     ["Offset of field: CUmulticastObjectProp_st::numDevices"]
         [::std::mem::offset_of!(CUmulticastObjectProp_st, numDevices) - 0usize];
     ["Offset of field: CUmulticastObjectProp_st::size"]
@@ -5133,10 +4518,8 @@ pub struct CUmemAccessDesc_st {
 const _: () = {
     ["Size of CUmemAccessDesc_st"][::std::mem::size_of::<CUmemAccessDesc_st>() - 12usize];
     ["Alignment of CUmemAccessDesc_st"][::std::mem::align_of::<CUmemAccessDesc_st>() - 4usize];
-    ["Offset of field: CUmemAccessDesc_st::location"]
-        [::std::mem::offset_of!(CUmemAccessDesc_st, location) - 0usize];
-    ["Offset of field: CUmemAccessDesc_st::flags"]
-        [::std::mem::offset_of!(CUmemAccessDesc_st, flags) - 8usize];
+    ["Offset of field: CUmemAccessDesc_st::location"][::std::mem::offset_of!(CUmemAccessDesc_st, location) - 0usize];
+    ["Offset of field: CUmemAccessDesc_st::flags"][::std::mem::offset_of!(CUmemAccessDesc_st, flags) - 8usize];
 };
 impl Default for CUmemAccessDesc_st {
     fn default() -> Self {
@@ -5150,10 +4533,8 @@ impl Default for CUmemAccessDesc_st {
 pub type CUmemAccessDesc_v1 = CUmemAccessDesc_st;
 pub type CUmemAccessDesc = CUmemAccessDesc_v1;
 impl CUgraphExecUpdateResult_enum {
-    pub const CU_GRAPH_EXEC_UPDATE_SUCCESS: CUgraphExecUpdateResult_enum =
-        CUgraphExecUpdateResult_enum(0);
-    pub const CU_GRAPH_EXEC_UPDATE_ERROR: CUgraphExecUpdateResult_enum =
-        CUgraphExecUpdateResult_enum(1);
+    pub const CU_GRAPH_EXEC_UPDATE_SUCCESS: CUgraphExecUpdateResult_enum = CUgraphExecUpdateResult_enum(0);
+    pub const CU_GRAPH_EXEC_UPDATE_ERROR: CUgraphExecUpdateResult_enum = CUgraphExecUpdateResult_enum(1);
     pub const CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED: CUgraphExecUpdateResult_enum =
         CUgraphExecUpdateResult_enum(2);
     pub const CU_GRAPH_EXEC_UPDATE_ERROR_NODE_TYPE_CHANGED: CUgraphExecUpdateResult_enum =
@@ -5162,8 +4543,7 @@ impl CUgraphExecUpdateResult_enum {
         CUgraphExecUpdateResult_enum(4);
     pub const CU_GRAPH_EXEC_UPDATE_ERROR_PARAMETERS_CHANGED: CUgraphExecUpdateResult_enum =
         CUgraphExecUpdateResult_enum(5);
-    pub const CU_GRAPH_EXEC_UPDATE_ERROR_NOT_SUPPORTED: CUgraphExecUpdateResult_enum =
-        CUgraphExecUpdateResult_enum(6);
+    pub const CU_GRAPH_EXEC_UPDATE_ERROR_NOT_SUPPORTED: CUgraphExecUpdateResult_enum = CUgraphExecUpdateResult_enum(6);
     pub const CU_GRAPH_EXEC_UPDATE_ERROR_UNSUPPORTED_FUNCTION_CHANGE: CUgraphExecUpdateResult_enum =
         CUgraphExecUpdateResult_enum(7);
     pub const CU_GRAPH_EXEC_UPDATE_ERROR_ATTRIBUTES_CHANGED: CUgraphExecUpdateResult_enum =
@@ -5182,10 +4562,8 @@ pub struct CUgraphExecUpdateResultInfo_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUgraphExecUpdateResultInfo_st"]
-        [::std::mem::size_of::<CUgraphExecUpdateResultInfo_st>() - 24usize];
-    ["Alignment of CUgraphExecUpdateResultInfo_st"]
-        [::std::mem::align_of::<CUgraphExecUpdateResultInfo_st>() - 8usize];
+    ["Size of CUgraphExecUpdateResultInfo_st"][::std::mem::size_of::<CUgraphExecUpdateResultInfo_st>() - 24usize];
+    ["Alignment of CUgraphExecUpdateResultInfo_st"][::std::mem::align_of::<CUgraphExecUpdateResultInfo_st>() - 8usize];
     ["Offset of field: CUgraphExecUpdateResultInfo_st::result"]
         [::std::mem::offset_of!(CUgraphExecUpdateResultInfo_st, result) - 0usize];
     ["Offset of field: CUgraphExecUpdateResultInfo_st::errorNode"]
@@ -5205,20 +4583,13 @@ impl Default for CUgraphExecUpdateResultInfo_st {
 pub type CUgraphExecUpdateResultInfo_v1 = CUgraphExecUpdateResultInfo_st;
 pub type CUgraphExecUpdateResultInfo = CUgraphExecUpdateResultInfo_v1;
 impl CUmemPool_attribute_enum {
-    pub const CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES: CUmemPool_attribute_enum =
-        CUmemPool_attribute_enum(1);
-    pub const CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC: CUmemPool_attribute_enum =
-        CUmemPool_attribute_enum(2);
-    pub const CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES: CUmemPool_attribute_enum =
-        CUmemPool_attribute_enum(3);
-    pub const CU_MEMPOOL_ATTR_RELEASE_THRESHOLD: CUmemPool_attribute_enum =
-        CUmemPool_attribute_enum(4);
-    pub const CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT: CUmemPool_attribute_enum =
-        CUmemPool_attribute_enum(5);
-    pub const CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH: CUmemPool_attribute_enum =
-        CUmemPool_attribute_enum(6);
-    pub const CU_MEMPOOL_ATTR_USED_MEM_CURRENT: CUmemPool_attribute_enum =
-        CUmemPool_attribute_enum(7);
+    pub const CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES: CUmemPool_attribute_enum = CUmemPool_attribute_enum(1);
+    pub const CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC: CUmemPool_attribute_enum = CUmemPool_attribute_enum(2);
+    pub const CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES: CUmemPool_attribute_enum = CUmemPool_attribute_enum(3);
+    pub const CU_MEMPOOL_ATTR_RELEASE_THRESHOLD: CUmemPool_attribute_enum = CUmemPool_attribute_enum(4);
+    pub const CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT: CUmemPool_attribute_enum = CUmemPool_attribute_enum(5);
+    pub const CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH: CUmemPool_attribute_enum = CUmemPool_attribute_enum(6);
+    pub const CU_MEMPOOL_ATTR_USED_MEM_CURRENT: CUmemPool_attribute_enum = CUmemPool_attribute_enum(7);
     pub const CU_MEMPOOL_ATTR_USED_MEM_HIGH: CUmemPool_attribute_enum = CUmemPool_attribute_enum(8);
 }
 #[repr(transparent)]
@@ -5240,20 +4611,15 @@ pub struct CUmemPoolProps_st {
 const _: () = {
     ["Size of CUmemPoolProps_st"][::std::mem::size_of::<CUmemPoolProps_st>() - 88usize];
     ["Alignment of CUmemPoolProps_st"][::std::mem::align_of::<CUmemPoolProps_st>() - 8usize];
-    ["Offset of field: CUmemPoolProps_st::allocType"]
-        [::std::mem::offset_of!(CUmemPoolProps_st, allocType) - 0usize];
+    ["Offset of field: CUmemPoolProps_st::allocType"][::std::mem::offset_of!(CUmemPoolProps_st, allocType) - 0usize];
     ["Offset of field: CUmemPoolProps_st::handleTypes"]
         [::std::mem::offset_of!(CUmemPoolProps_st, handleTypes) - 4usize];
-    ["Offset of field: CUmemPoolProps_st::location"]
-        [::std::mem::offset_of!(CUmemPoolProps_st, location) - 8usize];
+    ["Offset of field: CUmemPoolProps_st::location"][::std::mem::offset_of!(CUmemPoolProps_st, location) - 8usize];
     ["Offset of field: CUmemPoolProps_st::win32SecurityAttributes"]
         [::std::mem::offset_of!(CUmemPoolProps_st, win32SecurityAttributes) - 16usize];
-    ["Offset of field: CUmemPoolProps_st::maxSize"]
-        [::std::mem::offset_of!(CUmemPoolProps_st, maxSize) - 24usize];
-    ["Offset of field: CUmemPoolProps_st::usage"]
-        [::std::mem::offset_of!(CUmemPoolProps_st, usage) - 32usize];
-    ["Offset of field: CUmemPoolProps_st::reserved"]
-        [::std::mem::offset_of!(CUmemPoolProps_st, reserved) - 34usize];
+    ["Offset of field: CUmemPoolProps_st::maxSize"][::std::mem::offset_of!(CUmemPoolProps_st, maxSize) - 24usize];
+    ["Offset of field: CUmemPoolProps_st::usage"][::std::mem::offset_of!(CUmemPoolProps_st, usage) - 32usize];
+    ["Offset of field: CUmemPoolProps_st::reserved"][::std::mem::offset_of!(CUmemPoolProps_st, reserved) - 34usize];
 };
 impl Default for CUmemPoolProps_st {
     fn default() -> Self {
@@ -5273,10 +4639,8 @@ pub struct CUmemPoolPtrExportData_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUmemPoolPtrExportData_st"]
-        [::std::mem::size_of::<CUmemPoolPtrExportData_st>() - 64usize];
-    ["Alignment of CUmemPoolPtrExportData_st"]
-        [::std::mem::align_of::<CUmemPoolPtrExportData_st>() - 1usize];
+    ["Size of CUmemPoolPtrExportData_st"][::std::mem::size_of::<CUmemPoolPtrExportData_st>() - 64usize];
+    ["Alignment of CUmemPoolPtrExportData_st"][::std::mem::align_of::<CUmemPoolPtrExportData_st>() - 1usize];
     ["Offset of field: CUmemPoolPtrExportData_st::reserved"]
         [::std::mem::offset_of!(CUmemPoolPtrExportData_st, reserved) - 0usize];
 };
@@ -5293,24 +4657,18 @@ pub type CUmemPoolPtrExportData_v1 = CUmemPoolPtrExportData_st;
 pub type CUmemPoolPtrExportData = CUmemPoolPtrExportData_v1;
 impl CUmemcpyFlags_enum {
     pub const CU_MEMCPY_FLAG_DEFAULT: CUmemcpyFlags_enum = CUmemcpyFlags_enum(0);
-    pub const CU_MEMCPY_FLAG_PREFER_OVERLAP_WITH_COMPUTE: CUmemcpyFlags_enum =
-        CUmemcpyFlags_enum(1);
+    pub const CU_MEMCPY_FLAG_PREFER_OVERLAP_WITH_COMPUTE: CUmemcpyFlags_enum = CUmemcpyFlags_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUmemcpyFlags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUmemcpyFlags_enum as CUmemcpyFlags;
 impl CUmemcpySrcAccessOrder_enum {
-    pub const CU_MEMCPY_SRC_ACCESS_ORDER_INVALID: CUmemcpySrcAccessOrder_enum =
-        CUmemcpySrcAccessOrder_enum(0);
-    pub const CU_MEMCPY_SRC_ACCESS_ORDER_STREAM: CUmemcpySrcAccessOrder_enum =
-        CUmemcpySrcAccessOrder_enum(1);
-    pub const CU_MEMCPY_SRC_ACCESS_ORDER_DURING_API_CALL: CUmemcpySrcAccessOrder_enum =
-        CUmemcpySrcAccessOrder_enum(2);
-    pub const CU_MEMCPY_SRC_ACCESS_ORDER_ANY: CUmemcpySrcAccessOrder_enum =
-        CUmemcpySrcAccessOrder_enum(3);
-    pub const CU_MEMCPY_SRC_ACCESS_ORDER_MAX: CUmemcpySrcAccessOrder_enum =
-        CUmemcpySrcAccessOrder_enum(2147483647);
+    pub const CU_MEMCPY_SRC_ACCESS_ORDER_INVALID: CUmemcpySrcAccessOrder_enum = CUmemcpySrcAccessOrder_enum(0);
+    pub const CU_MEMCPY_SRC_ACCESS_ORDER_STREAM: CUmemcpySrcAccessOrder_enum = CUmemcpySrcAccessOrder_enum(1);
+    pub const CU_MEMCPY_SRC_ACCESS_ORDER_DURING_API_CALL: CUmemcpySrcAccessOrder_enum = CUmemcpySrcAccessOrder_enum(2);
+    pub const CU_MEMCPY_SRC_ACCESS_ORDER_ANY: CUmemcpySrcAccessOrder_enum = CUmemcpySrcAccessOrder_enum(3);
+    pub const CU_MEMCPY_SRC_ACCESS_ORDER_MAX: CUmemcpySrcAccessOrder_enum = CUmemcpySrcAccessOrder_enum(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -5327,16 +4685,14 @@ pub struct CUmemcpyAttributes_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUmemcpyAttributes_st"][::std::mem::size_of::<CUmemcpyAttributes_st>() - 24usize];
-    ["Alignment of CUmemcpyAttributes_st"]
-        [::std::mem::align_of::<CUmemcpyAttributes_st>() - 4usize];
+    ["Alignment of CUmemcpyAttributes_st"][::std::mem::align_of::<CUmemcpyAttributes_st>() - 4usize];
     ["Offset of field: CUmemcpyAttributes_st::srcAccessOrder"]
         [::std::mem::offset_of!(CUmemcpyAttributes_st, srcAccessOrder) - 0usize];
     ["Offset of field: CUmemcpyAttributes_st::srcLocHint"]
         [::std::mem::offset_of!(CUmemcpyAttributes_st, srcLocHint) - 4usize];
     ["Offset of field: CUmemcpyAttributes_st::dstLocHint"]
         [::std::mem::offset_of!(CUmemcpyAttributes_st, dstLocHint) - 12usize];
-    ["Offset of field: CUmemcpyAttributes_st::flags"]
-        [::std::mem::offset_of!(CUmemcpyAttributes_st, flags) - 20usize];
+    ["Offset of field: CUmemcpyAttributes_st::flags"][::std::mem::offset_of!(CUmemcpyAttributes_st, flags) - 20usize];
 };
 impl Default for CUmemcpyAttributes_st {
     fn default() -> Self {
@@ -5350,12 +4706,9 @@ impl Default for CUmemcpyAttributes_st {
 pub type CUmemcpyAttributes_v1 = CUmemcpyAttributes_st;
 pub type CUmemcpyAttributes = CUmemcpyAttributes_v1;
 impl CUmemcpy3DOperandType_enum {
-    pub const CU_MEMCPY_OPERAND_TYPE_POINTER: CUmemcpy3DOperandType_enum =
-        CUmemcpy3DOperandType_enum(1);
-    pub const CU_MEMCPY_OPERAND_TYPE_ARRAY: CUmemcpy3DOperandType_enum =
-        CUmemcpy3DOperandType_enum(2);
-    pub const CU_MEMCPY_OPERAND_TYPE_MAX: CUmemcpy3DOperandType_enum =
-        CUmemcpy3DOperandType_enum(2147483647);
+    pub const CU_MEMCPY_OPERAND_TYPE_POINTER: CUmemcpy3DOperandType_enum = CUmemcpy3DOperandType_enum(1);
+    pub const CU_MEMCPY_OPERAND_TYPE_ARRAY: CUmemcpy3DOperandType_enum = CUmemcpy3DOperandType_enum(2);
+    pub const CU_MEMCPY_OPERAND_TYPE_MAX: CUmemcpy3DOperandType_enum = CUmemcpy3DOperandType_enum(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -5389,12 +4742,9 @@ pub struct CUextent3D_st {
 const _: () = {
     ["Size of CUextent3D_st"][::std::mem::size_of::<CUextent3D_st>() - 24usize];
     ["Alignment of CUextent3D_st"][::std::mem::align_of::<CUextent3D_st>() - 8usize];
-    ["Offset of field: CUextent3D_st::width"]
-        [::std::mem::offset_of!(CUextent3D_st, width) - 0usize];
-    ["Offset of field: CUextent3D_st::height"]
-        [::std::mem::offset_of!(CUextent3D_st, height) - 8usize];
-    ["Offset of field: CUextent3D_st::depth"]
-        [::std::mem::offset_of!(CUextent3D_st, depth) - 16usize];
+    ["Offset of field: CUextent3D_st::width"][::std::mem::offset_of!(CUextent3D_st, width) - 0usize];
+    ["Offset of field: CUextent3D_st::height"][::std::mem::offset_of!(CUextent3D_st, height) - 8usize];
+    ["Offset of field: CUextent3D_st::depth"][::std::mem::offset_of!(CUextent3D_st, depth) - 16usize];
 };
 pub type CUextent3D_v1 = CUextent3D_st;
 pub type CUextent3D = CUextent3D_v1;
@@ -5426,18 +4776,12 @@ const _: () = {
         [::std::mem::align_of::<CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Offset of field: CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1::ptr"]
         [::std::mem::offset_of!(CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1, ptr) - 0usize];
-    ["Offset of field: CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1::rowLength"][::std::mem::offset_of!(
-        CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1,
-        rowLength
-    ) - 8usize];
-    ["Offset of field: CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1::layerHeight"][::std::mem::offset_of!(
-        CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1,
-        layerHeight
-    ) - 16usize];
-    ["Offset of field: CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1::locHint"][::std::mem::offset_of!(
-        CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1,
-        locHint
-    ) - 24usize];
+    ["Offset of field: CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1::rowLength"]
+        [::std::mem::offset_of!(CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1, rowLength) - 8usize];
+    ["Offset of field: CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1::layerHeight"]
+        [::std::mem::offset_of!(CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1, layerHeight) - 16usize];
+    ["Offset of field: CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1::locHint"]
+        [::std::mem::offset_of!(CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1, locHint) - 24usize];
 };
 impl Default for CUmemcpy3DOperand_st__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -5498,10 +4842,8 @@ impl Default for CUmemcpy3DOperand_st__bindgen_ty_1 {
 const _: () = {
     ["Size of CUmemcpy3DOperand_st"][::std::mem::size_of::<CUmemcpy3DOperand_st>() - 40usize];
     ["Alignment of CUmemcpy3DOperand_st"][::std::mem::align_of::<CUmemcpy3DOperand_st>() - 8usize];
-    ["Offset of field: CUmemcpy3DOperand_st::type_"]
-        [::std::mem::offset_of!(CUmemcpy3DOperand_st, type_) - 0usize];
-    ["Offset of field: CUmemcpy3DOperand_st::op"]
-        [::std::mem::offset_of!(CUmemcpy3DOperand_st, op) - 8usize];
+    ["Offset of field: CUmemcpy3DOperand_st::type_"][::std::mem::offset_of!(CUmemcpy3DOperand_st, type_) - 0usize];
+    ["Offset of field: CUmemcpy3DOperand_st::op"][::std::mem::offset_of!(CUmemcpy3DOperand_st, op) - 8usize];
 };
 impl Default for CUmemcpy3DOperand_st {
     fn default() -> Self {
@@ -5525,10 +4867,8 @@ pub struct CUDA_MEMCPY3D_BATCH_OP_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_MEMCPY3D_BATCH_OP_st"]
-        [::std::mem::size_of::<CUDA_MEMCPY3D_BATCH_OP_st>() - 112usize];
-    ["Alignment of CUDA_MEMCPY3D_BATCH_OP_st"]
-        [::std::mem::align_of::<CUDA_MEMCPY3D_BATCH_OP_st>() - 8usize];
+    ["Size of CUDA_MEMCPY3D_BATCH_OP_st"][::std::mem::size_of::<CUDA_MEMCPY3D_BATCH_OP_st>() - 112usize];
+    ["Alignment of CUDA_MEMCPY3D_BATCH_OP_st"][::std::mem::align_of::<CUDA_MEMCPY3D_BATCH_OP_st>() - 8usize];
     ["Offset of field: CUDA_MEMCPY3D_BATCH_OP_st::src"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_BATCH_OP_st, src) - 0usize];
     ["Offset of field: CUDA_MEMCPY3D_BATCH_OP_st::dst"]
@@ -5562,8 +4902,7 @@ pub struct CUDA_MEM_ALLOC_NODE_PARAMS_v1_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_MEM_ALLOC_NODE_PARAMS_v1_st"]
-        [::std::mem::size_of::<CUDA_MEM_ALLOC_NODE_PARAMS_v1_st>() - 120usize];
+    ["Size of CUDA_MEM_ALLOC_NODE_PARAMS_v1_st"][::std::mem::size_of::<CUDA_MEM_ALLOC_NODE_PARAMS_v1_st>() - 120usize];
     ["Alignment of CUDA_MEM_ALLOC_NODE_PARAMS_v1_st"]
         [::std::mem::align_of::<CUDA_MEM_ALLOC_NODE_PARAMS_v1_st>() - 8usize];
     ["Offset of field: CUDA_MEM_ALLOC_NODE_PARAMS_v1_st::poolProps"]
@@ -5599,8 +4938,7 @@ pub struct CUDA_MEM_ALLOC_NODE_PARAMS_v2_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_MEM_ALLOC_NODE_PARAMS_v2_st"]
-        [::std::mem::size_of::<CUDA_MEM_ALLOC_NODE_PARAMS_v2_st>() - 120usize];
+    ["Size of CUDA_MEM_ALLOC_NODE_PARAMS_v2_st"][::std::mem::size_of::<CUDA_MEM_ALLOC_NODE_PARAMS_v2_st>() - 120usize];
     ["Alignment of CUDA_MEM_ALLOC_NODE_PARAMS_v2_st"]
         [::std::mem::align_of::<CUDA_MEM_ALLOC_NODE_PARAMS_v2_st>() - 8usize];
     ["Offset of field: CUDA_MEM_ALLOC_NODE_PARAMS_v2_st::poolProps"]
@@ -5631,23 +4969,17 @@ pub struct CUDA_MEM_FREE_NODE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_MEM_FREE_NODE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_MEM_FREE_NODE_PARAMS_st>() - 8usize];
-    ["Alignment of CUDA_MEM_FREE_NODE_PARAMS_st"]
-        [::std::mem::align_of::<CUDA_MEM_FREE_NODE_PARAMS_st>() - 8usize];
+    ["Size of CUDA_MEM_FREE_NODE_PARAMS_st"][::std::mem::size_of::<CUDA_MEM_FREE_NODE_PARAMS_st>() - 8usize];
+    ["Alignment of CUDA_MEM_FREE_NODE_PARAMS_st"][::std::mem::align_of::<CUDA_MEM_FREE_NODE_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_MEM_FREE_NODE_PARAMS_st::dptr"]
         [::std::mem::offset_of!(CUDA_MEM_FREE_NODE_PARAMS_st, dptr) - 0usize];
 };
 pub type CUDA_MEM_FREE_NODE_PARAMS = CUDA_MEM_FREE_NODE_PARAMS_st;
 impl CUgraphMem_attribute_enum {
-    pub const CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT: CUgraphMem_attribute_enum =
-        CUgraphMem_attribute_enum(0);
-    pub const CU_GRAPH_MEM_ATTR_USED_MEM_HIGH: CUgraphMem_attribute_enum =
-        CUgraphMem_attribute_enum(1);
-    pub const CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT: CUgraphMem_attribute_enum =
-        CUgraphMem_attribute_enum(2);
-    pub const CU_GRAPH_MEM_ATTR_RESERVED_MEM_HIGH: CUgraphMem_attribute_enum =
-        CUgraphMem_attribute_enum(3);
+    pub const CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT: CUgraphMem_attribute_enum = CUgraphMem_attribute_enum(0);
+    pub const CU_GRAPH_MEM_ATTR_USED_MEM_HIGH: CUgraphMem_attribute_enum = CUgraphMem_attribute_enum(1);
+    pub const CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT: CUgraphMem_attribute_enum = CUgraphMem_attribute_enum(2);
+    pub const CU_GRAPH_MEM_ATTR_RESERVED_MEM_HIGH: CUgraphMem_attribute_enum = CUgraphMem_attribute_enum(3);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -5671,8 +5003,7 @@ pub struct CUDA_CHILD_GRAPH_NODE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_CHILD_GRAPH_NODE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_CHILD_GRAPH_NODE_PARAMS_st>() - 16usize];
+    ["Size of CUDA_CHILD_GRAPH_NODE_PARAMS_st"][::std::mem::size_of::<CUDA_CHILD_GRAPH_NODE_PARAMS_st>() - 16usize];
     ["Alignment of CUDA_CHILD_GRAPH_NODE_PARAMS_st"]
         [::std::mem::align_of::<CUDA_CHILD_GRAPH_NODE_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_CHILD_GRAPH_NODE_PARAMS_st::graph"]
@@ -5697,8 +5028,7 @@ pub struct CUDA_EVENT_RECORD_NODE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_EVENT_RECORD_NODE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_EVENT_RECORD_NODE_PARAMS_st>() - 8usize];
+    ["Size of CUDA_EVENT_RECORD_NODE_PARAMS_st"][::std::mem::size_of::<CUDA_EVENT_RECORD_NODE_PARAMS_st>() - 8usize];
     ["Alignment of CUDA_EVENT_RECORD_NODE_PARAMS_st"]
         [::std::mem::align_of::<CUDA_EVENT_RECORD_NODE_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_EVENT_RECORD_NODE_PARAMS_st::event"]
@@ -5721,10 +5051,8 @@ pub struct CUDA_EVENT_WAIT_NODE_PARAMS_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_EVENT_WAIT_NODE_PARAMS_st"]
-        [::std::mem::size_of::<CUDA_EVENT_WAIT_NODE_PARAMS_st>() - 8usize];
-    ["Alignment of CUDA_EVENT_WAIT_NODE_PARAMS_st"]
-        [::std::mem::align_of::<CUDA_EVENT_WAIT_NODE_PARAMS_st>() - 8usize];
+    ["Size of CUDA_EVENT_WAIT_NODE_PARAMS_st"][::std::mem::size_of::<CUDA_EVENT_WAIT_NODE_PARAMS_st>() - 8usize];
+    ["Alignment of CUDA_EVENT_WAIT_NODE_PARAMS_st"][::std::mem::align_of::<CUDA_EVENT_WAIT_NODE_PARAMS_st>() - 8usize];
     ["Offset of field: CUDA_EVENT_WAIT_NODE_PARAMS_st::event"]
         [::std::mem::offset_of!(CUDA_EVENT_WAIT_NODE_PARAMS_st, event) - 0usize];
 };
@@ -5812,8 +5140,7 @@ impl Default for CUgraphNodeParams_st__bindgen_ty_1 {
 const _: () = {
     ["Size of CUgraphNodeParams_st"][::std::mem::size_of::<CUgraphNodeParams_st>() - 256usize];
     ["Alignment of CUgraphNodeParams_st"][::std::mem::align_of::<CUgraphNodeParams_st>() - 8usize];
-    ["Offset of field: CUgraphNodeParams_st::type_"]
-        [::std::mem::offset_of!(CUgraphNodeParams_st, type_) - 0usize];
+    ["Offset of field: CUgraphNodeParams_st::type_"][::std::mem::offset_of!(CUgraphNodeParams_st, type_) - 0usize];
     ["Offset of field: CUgraphNodeParams_st::reserved0"]
         [::std::mem::offset_of!(CUgraphNodeParams_st, reserved0) - 4usize];
     ["Offset of field: CUgraphNodeParams_st::reserved2"]
@@ -5832,8 +5159,8 @@ pub type CUgraphNodeParams = CUgraphNodeParams_st;
 impl CUflushGPUDirectRDMAWritesOptions_enum {
     pub const CU_FLUSH_GPU_DIRECT_RDMA_WRITES_OPTION_HOST: CUflushGPUDirectRDMAWritesOptions_enum =
         CUflushGPUDirectRDMAWritesOptions_enum(1);
-    pub const CU_FLUSH_GPU_DIRECT_RDMA_WRITES_OPTION_MEMOPS:
-        CUflushGPUDirectRDMAWritesOptions_enum = CUflushGPUDirectRDMAWritesOptions_enum(2);
+    pub const CU_FLUSH_GPU_DIRECT_RDMA_WRITES_OPTION_MEMOPS: CUflushGPUDirectRDMAWritesOptions_enum =
+        CUflushGPUDirectRDMAWritesOptions_enum(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -5862,44 +5189,35 @@ impl CUflushGPUDirectRDMAWritesScope_enum {
 pub struct CUflushGPUDirectRDMAWritesScope_enum(pub ::std::os::raw::c_uint);
 pub use self::CUflushGPUDirectRDMAWritesScope_enum as CUflushGPUDirectRDMAWritesScope;
 impl CUflushGPUDirectRDMAWritesTarget_enum {
-    pub const CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TARGET_CURRENT_CTX:
-        CUflushGPUDirectRDMAWritesTarget_enum = CUflushGPUDirectRDMAWritesTarget_enum(0);
+    pub const CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TARGET_CURRENT_CTX: CUflushGPUDirectRDMAWritesTarget_enum =
+        CUflushGPUDirectRDMAWritesTarget_enum(0);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUflushGPUDirectRDMAWritesTarget_enum(pub ::std::os::raw::c_uint);
 pub use self::CUflushGPUDirectRDMAWritesTarget_enum as CUflushGPUDirectRDMAWritesTarget;
 impl CUgraphDebugDot_flags_enum {
-    pub const CU_GRAPH_DEBUG_DOT_FLAGS_VERBOSE: CUgraphDebugDot_flags_enum =
-        CUgraphDebugDot_flags_enum(1);
-    pub const CU_GRAPH_DEBUG_DOT_FLAGS_RUNTIME_TYPES: CUgraphDebugDot_flags_enum =
-        CUgraphDebugDot_flags_enum(2);
-    pub const CU_GRAPH_DEBUG_DOT_FLAGS_KERNEL_NODE_PARAMS: CUgraphDebugDot_flags_enum =
-        CUgraphDebugDot_flags_enum(4);
-    pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEMCPY_NODE_PARAMS: CUgraphDebugDot_flags_enum =
-        CUgraphDebugDot_flags_enum(8);
-    pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEMSET_NODE_PARAMS: CUgraphDebugDot_flags_enum =
-        CUgraphDebugDot_flags_enum(16);
-    pub const CU_GRAPH_DEBUG_DOT_FLAGS_HOST_NODE_PARAMS: CUgraphDebugDot_flags_enum =
-        CUgraphDebugDot_flags_enum(32);
-    pub const CU_GRAPH_DEBUG_DOT_FLAGS_EVENT_NODE_PARAMS: CUgraphDebugDot_flags_enum =
-        CUgraphDebugDot_flags_enum(64);
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_VERBOSE: CUgraphDebugDot_flags_enum = CUgraphDebugDot_flags_enum(1);
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_RUNTIME_TYPES: CUgraphDebugDot_flags_enum = CUgraphDebugDot_flags_enum(2);
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_KERNEL_NODE_PARAMS: CUgraphDebugDot_flags_enum = CUgraphDebugDot_flags_enum(4);
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEMCPY_NODE_PARAMS: CUgraphDebugDot_flags_enum = CUgraphDebugDot_flags_enum(8);
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEMSET_NODE_PARAMS: CUgraphDebugDot_flags_enum = CUgraphDebugDot_flags_enum(16);
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_HOST_NODE_PARAMS: CUgraphDebugDot_flags_enum = CUgraphDebugDot_flags_enum(32);
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_EVENT_NODE_PARAMS: CUgraphDebugDot_flags_enum = CUgraphDebugDot_flags_enum(64);
     pub const CU_GRAPH_DEBUG_DOT_FLAGS_EXT_SEMAS_SIGNAL_NODE_PARAMS: CUgraphDebugDot_flags_enum =
         CUgraphDebugDot_flags_enum(128);
     pub const CU_GRAPH_DEBUG_DOT_FLAGS_EXT_SEMAS_WAIT_NODE_PARAMS: CUgraphDebugDot_flags_enum =
         CUgraphDebugDot_flags_enum(256);
     pub const CU_GRAPH_DEBUG_DOT_FLAGS_KERNEL_NODE_ATTRIBUTES: CUgraphDebugDot_flags_enum =
         CUgraphDebugDot_flags_enum(512);
-    pub const CU_GRAPH_DEBUG_DOT_FLAGS_HANDLES: CUgraphDebugDot_flags_enum =
-        CUgraphDebugDot_flags_enum(1024);
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_HANDLES: CUgraphDebugDot_flags_enum = CUgraphDebugDot_flags_enum(1024);
     pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEM_ALLOC_NODE_PARAMS: CUgraphDebugDot_flags_enum =
         CUgraphDebugDot_flags_enum(2048);
     pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEM_FREE_NODE_PARAMS: CUgraphDebugDot_flags_enum =
         CUgraphDebugDot_flags_enum(4096);
     pub const CU_GRAPH_DEBUG_DOT_FLAGS_BATCH_MEM_OP_NODE_PARAMS: CUgraphDebugDot_flags_enum =
         CUgraphDebugDot_flags_enum(8192);
-    pub const CU_GRAPH_DEBUG_DOT_FLAGS_EXTRA_TOPO_INFO: CUgraphDebugDot_flags_enum =
-        CUgraphDebugDot_flags_enum(16384);
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_EXTRA_TOPO_INFO: CUgraphDebugDot_flags_enum = CUgraphDebugDot_flags_enum(16384);
     pub const CU_GRAPH_DEBUG_DOT_FLAGS_CONDITIONAL_NODE_PARAMS: CUgraphDebugDot_flags_enum =
         CUgraphDebugDot_flags_enum(32768);
 }
@@ -5908,16 +5226,14 @@ impl CUgraphDebugDot_flags_enum {
 pub struct CUgraphDebugDot_flags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUgraphDebugDot_flags_enum as CUgraphDebugDot_flags;
 impl CUuserObject_flags_enum {
-    pub const CU_USER_OBJECT_NO_DESTRUCTOR_SYNC: CUuserObject_flags_enum =
-        CUuserObject_flags_enum(1);
+    pub const CU_USER_OBJECT_NO_DESTRUCTOR_SYNC: CUuserObject_flags_enum = CUuserObject_flags_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct CUuserObject_flags_enum(pub ::std::os::raw::c_uint);
 pub use self::CUuserObject_flags_enum as CUuserObject_flags;
 impl CUuserObjectRetain_flags_enum {
-    pub const CU_GRAPH_USER_OBJECT_MOVE: CUuserObjectRetain_flags_enum =
-        CUuserObjectRetain_flags_enum(1);
+    pub const CU_GRAPH_USER_OBJECT_MOVE: CUuserObjectRetain_flags_enum = CUuserObjectRetain_flags_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -5926,8 +5242,7 @@ pub use self::CUuserObjectRetain_flags_enum as CUuserObjectRetain_flags;
 impl CUgraphInstantiate_flags_enum {
     pub const CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH: CUgraphInstantiate_flags_enum =
         CUgraphInstantiate_flags_enum(1);
-    pub const CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD: CUgraphInstantiate_flags_enum =
-        CUgraphInstantiate_flags_enum(2);
+    pub const CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD: CUgraphInstantiate_flags_enum = CUgraphInstantiate_flags_enum(2);
     pub const CUDA_GRAPH_INSTANTIATE_FLAG_DEVICE_LAUNCH: CUgraphInstantiate_flags_enum =
         CUgraphInstantiate_flags_enum(4);
     pub const CUDA_GRAPH_INSTANTIATE_FLAG_USE_NODE_PRIORITY: CUgraphInstantiate_flags_enum =
@@ -5965,8 +5280,7 @@ pub struct CUcheckpointLockArgs_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUcheckpointLockArgs_st"][::std::mem::size_of::<CUcheckpointLockArgs_st>() - 64usize];
-    ["Alignment of CUcheckpointLockArgs_st"]
-        [::std::mem::align_of::<CUcheckpointLockArgs_st>() - 8usize];
+    ["Alignment of CUcheckpointLockArgs_st"][::std::mem::align_of::<CUcheckpointLockArgs_st>() - 8usize];
     ["Offset of field: CUcheckpointLockArgs_st::timeoutMs"]
         [::std::mem::offset_of!(CUcheckpointLockArgs_st, timeoutMs) - 0usize];
     ["Offset of field: CUcheckpointLockArgs_st::reserved0"]
@@ -5982,10 +5296,8 @@ pub struct CUcheckpointCheckpointArgs_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUcheckpointCheckpointArgs_st"]
-        [::std::mem::size_of::<CUcheckpointCheckpointArgs_st>() - 64usize];
-    ["Alignment of CUcheckpointCheckpointArgs_st"]
-        [::std::mem::align_of::<CUcheckpointCheckpointArgs_st>() - 8usize];
+    ["Size of CUcheckpointCheckpointArgs_st"][::std::mem::size_of::<CUcheckpointCheckpointArgs_st>() - 64usize];
+    ["Alignment of CUcheckpointCheckpointArgs_st"][::std::mem::align_of::<CUcheckpointCheckpointArgs_st>() - 8usize];
     ["Offset of field: CUcheckpointCheckpointArgs_st::reserved"]
         [::std::mem::offset_of!(CUcheckpointCheckpointArgs_st, reserved) - 0usize];
 };
@@ -5999,8 +5311,7 @@ pub struct CUcheckpointGpuPair_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of CUcheckpointGpuPair_st"][::std::mem::size_of::<CUcheckpointGpuPair_st>() - 32usize];
-    ["Alignment of CUcheckpointGpuPair_st"]
-        [::std::mem::align_of::<CUcheckpointGpuPair_st>() - 1usize];
+    ["Alignment of CUcheckpointGpuPair_st"][::std::mem::align_of::<CUcheckpointGpuPair_st>() - 1usize];
     ["Offset of field: CUcheckpointGpuPair_st::oldUuid"]
         [::std::mem::offset_of!(CUcheckpointGpuPair_st, oldUuid) - 0usize];
     ["Offset of field: CUcheckpointGpuPair_st::newUuid"]
@@ -6017,10 +5328,8 @@ pub struct CUcheckpointRestoreArgs_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUcheckpointRestoreArgs_st"]
-        [::std::mem::size_of::<CUcheckpointRestoreArgs_st>() - 64usize];
-    ["Alignment of CUcheckpointRestoreArgs_st"]
-        [::std::mem::align_of::<CUcheckpointRestoreArgs_st>() - 8usize];
+    ["Size of CUcheckpointRestoreArgs_st"][::std::mem::size_of::<CUcheckpointRestoreArgs_st>() - 64usize];
+    ["Alignment of CUcheckpointRestoreArgs_st"][::std::mem::align_of::<CUcheckpointRestoreArgs_st>() - 8usize];
     ["Offset of field: CUcheckpointRestoreArgs_st::gpuPairs"]
         [::std::mem::offset_of!(CUcheckpointRestoreArgs_st, gpuPairs) - 0usize];
     ["Offset of field: CUcheckpointRestoreArgs_st::gpuPairsCount"]
@@ -6047,10 +5356,8 @@ pub struct CUcheckpointUnlockArgs_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUcheckpointUnlockArgs_st"]
-        [::std::mem::size_of::<CUcheckpointUnlockArgs_st>() - 64usize];
-    ["Alignment of CUcheckpointUnlockArgs_st"]
-        [::std::mem::align_of::<CUcheckpointUnlockArgs_st>() - 8usize];
+    ["Size of CUcheckpointUnlockArgs_st"][::std::mem::size_of::<CUcheckpointUnlockArgs_st>() - 64usize];
+    ["Alignment of CUcheckpointUnlockArgs_st"][::std::mem::align_of::<CUcheckpointUnlockArgs_st>() - 8usize];
     ["Offset of field: CUcheckpointUnlockArgs_st::reserved"]
         [::std::mem::offset_of!(CUcheckpointUnlockArgs_st, reserved) - 0usize];
 };
@@ -6064,14 +5371,10 @@ impl CUmoduleLoadingMode_enum {
 pub struct CUmoduleLoadingMode_enum(pub ::std::os::raw::c_uint);
 pub use self::CUmoduleLoadingMode_enum as CUmoduleLoadingMode;
 impl CUmemDecompressAlgorithm_enum {
-    pub const CU_MEM_DECOMPRESS_UNSUPPORTED: CUmemDecompressAlgorithm_enum =
-        CUmemDecompressAlgorithm_enum(0);
-    pub const CU_MEM_DECOMPRESS_ALGORITHM_DEFLATE: CUmemDecompressAlgorithm_enum =
-        CUmemDecompressAlgorithm_enum(1);
-    pub const CU_MEM_DECOMPRESS_ALGORITHM_SNAPPY: CUmemDecompressAlgorithm_enum =
-        CUmemDecompressAlgorithm_enum(2);
-    pub const CU_MEM_DECOMPRESS_ALGORITHM_LZ4: CUmemDecompressAlgorithm_enum =
-        CUmemDecompressAlgorithm_enum(4);
+    pub const CU_MEM_DECOMPRESS_UNSUPPORTED: CUmemDecompressAlgorithm_enum = CUmemDecompressAlgorithm_enum(0);
+    pub const CU_MEM_DECOMPRESS_ALGORITHM_DEFLATE: CUmemDecompressAlgorithm_enum = CUmemDecompressAlgorithm_enum(1);
+    pub const CU_MEM_DECOMPRESS_ALGORITHM_SNAPPY: CUmemDecompressAlgorithm_enum = CUmemDecompressAlgorithm_enum(2);
+    pub const CU_MEM_DECOMPRESS_ALGORITHM_LZ4: CUmemDecompressAlgorithm_enum = CUmemDecompressAlgorithm_enum(4);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -6090,20 +5393,16 @@ pub struct CUmemDecompressParams_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUmemDecompressParams_st"]
-        [::std::mem::size_of::<CUmemDecompressParams_st>() - 64usize];
-    ["Alignment of CUmemDecompressParams_st"]
-        [::std::mem::align_of::<CUmemDecompressParams_st>() - 8usize];
+    ["Size of CUmemDecompressParams_st"][::std::mem::size_of::<CUmemDecompressParams_st>() - 64usize];
+    ["Alignment of CUmemDecompressParams_st"][::std::mem::align_of::<CUmemDecompressParams_st>() - 8usize];
     ["Offset of field: CUmemDecompressParams_st::srcNumBytes"]
         [::std::mem::offset_of!(CUmemDecompressParams_st, srcNumBytes) - 0usize];
     ["Offset of field: CUmemDecompressParams_st::dstNumBytes"]
         [::std::mem::offset_of!(CUmemDecompressParams_st, dstNumBytes) - 8usize];
     ["Offset of field: CUmemDecompressParams_st::dstActBytes"]
         [::std::mem::offset_of!(CUmemDecompressParams_st, dstActBytes) - 16usize];
-    ["Offset of field: CUmemDecompressParams_st::src"]
-        [::std::mem::offset_of!(CUmemDecompressParams_st, src) - 24usize];
-    ["Offset of field: CUmemDecompressParams_st::dst"]
-        [::std::mem::offset_of!(CUmemDecompressParams_st, dst) - 32usize];
+    ["Offset of field: CUmemDecompressParams_st::src"][::std::mem::offset_of!(CUmemDecompressParams_st, src) - 24usize];
+    ["Offset of field: CUmemDecompressParams_st::dst"][::std::mem::offset_of!(CUmemDecompressParams_st, dst) - 32usize];
     ["Offset of field: CUmemDecompressParams_st::algo"]
         [::std::mem::offset_of!(CUmemDecompressParams_st, algo) - 40usize];
     ["Offset of field: CUmemDecompressParams_st::padding"]
@@ -6120,12 +5419,9 @@ impl Default for CUmemDecompressParams_st {
 }
 pub type CUmemDecompressParams = CUmemDecompressParams_st;
 impl CUfunctionLoadingState_enum {
-    pub const CU_FUNCTION_LOADING_STATE_UNLOADED: CUfunctionLoadingState_enum =
-        CUfunctionLoadingState_enum(0);
-    pub const CU_FUNCTION_LOADING_STATE_LOADED: CUfunctionLoadingState_enum =
-        CUfunctionLoadingState_enum(1);
-    pub const CU_FUNCTION_LOADING_STATE_MAX: CUfunctionLoadingState_enum =
-        CUfunctionLoadingState_enum(2);
+    pub const CU_FUNCTION_LOADING_STATE_UNLOADED: CUfunctionLoadingState_enum = CUfunctionLoadingState_enum(0);
+    pub const CU_FUNCTION_LOADING_STATE_LOADED: CUfunctionLoadingState_enum = CUfunctionLoadingState_enum(1);
+    pub const CU_FUNCTION_LOADING_STATE_MAX: CUfunctionLoadingState_enum = CUfunctionLoadingState_enum(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -6147,19 +5443,13 @@ pub struct CUcoredumpSettings_enum(pub ::std::os::raw::c_uint);
 pub use self::CUcoredumpSettings_enum as CUcoredumpSettings;
 impl CUCoredumpGenerationFlags {
     pub const CU_COREDUMP_DEFAULT_FLAGS: CUCoredumpGenerationFlags = CUCoredumpGenerationFlags(0);
-    pub const CU_COREDUMP_SKIP_NONRELOCATED_ELF_IMAGES: CUCoredumpGenerationFlags =
-        CUCoredumpGenerationFlags(1);
-    pub const CU_COREDUMP_SKIP_GLOBAL_MEMORY: CUCoredumpGenerationFlags =
-        CUCoredumpGenerationFlags(2);
-    pub const CU_COREDUMP_SKIP_SHARED_MEMORY: CUCoredumpGenerationFlags =
-        CUCoredumpGenerationFlags(4);
-    pub const CU_COREDUMP_SKIP_LOCAL_MEMORY: CUCoredumpGenerationFlags =
-        CUCoredumpGenerationFlags(8);
+    pub const CU_COREDUMP_SKIP_NONRELOCATED_ELF_IMAGES: CUCoredumpGenerationFlags = CUCoredumpGenerationFlags(1);
+    pub const CU_COREDUMP_SKIP_GLOBAL_MEMORY: CUCoredumpGenerationFlags = CUCoredumpGenerationFlags(2);
+    pub const CU_COREDUMP_SKIP_SHARED_MEMORY: CUCoredumpGenerationFlags = CUCoredumpGenerationFlags(4);
+    pub const CU_COREDUMP_SKIP_LOCAL_MEMORY: CUCoredumpGenerationFlags = CUCoredumpGenerationFlags(8);
     pub const CU_COREDUMP_SKIP_ABORT: CUCoredumpGenerationFlags = CUCoredumpGenerationFlags(16);
-    pub const CU_COREDUMP_SKIP_CONSTBANK_MEMORY: CUCoredumpGenerationFlags =
-        CUCoredumpGenerationFlags(32);
-    pub const CU_COREDUMP_LIGHTWEIGHT_FLAGS: CUCoredumpGenerationFlags =
-        CUCoredumpGenerationFlags(47);
+    pub const CU_COREDUMP_SKIP_CONSTBANK_MEMORY: CUCoredumpGenerationFlags = CUCoredumpGenerationFlags(32);
+    pub const CU_COREDUMP_LIGHTWEIGHT_FLAGS: CUCoredumpGenerationFlags = CUCoredumpGenerationFlags(47);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -6204,8 +5494,7 @@ pub struct CUdevSmResource_st {
 const _: () = {
     ["Size of CUdevSmResource_st"][::std::mem::size_of::<CUdevSmResource_st>() - 12usize];
     ["Alignment of CUdevSmResource_st"][::std::mem::align_of::<CUdevSmResource_st>() - 4usize];
-    ["Offset of field: CUdevSmResource_st::smCount"]
-        [::std::mem::offset_of!(CUdevSmResource_st, smCount) - 0usize];
+    ["Offset of field: CUdevSmResource_st::smCount"][::std::mem::offset_of!(CUdevSmResource_st, smCount) - 0usize];
     ["Offset of field: CUdevSmResource_st::minSmPartitionSize"]
         [::std::mem::offset_of!(CUdevSmResource_st, minSmPartitionSize) - 4usize];
     ["Offset of field: CUdevSmResource_st::smCoscheduledAlignment"]
@@ -6227,10 +5516,8 @@ pub union CUdevResource_st__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUdevResource_st__bindgen_ty_1"]
-        [::std::mem::size_of::<CUdevResource_st__bindgen_ty_1>() - 48usize];
-    ["Alignment of CUdevResource_st__bindgen_ty_1"]
-        [::std::mem::align_of::<CUdevResource_st__bindgen_ty_1>() - 4usize];
+    ["Size of CUdevResource_st__bindgen_ty_1"][::std::mem::size_of::<CUdevResource_st__bindgen_ty_1>() - 48usize];
+    ["Alignment of CUdevResource_st__bindgen_ty_1"][::std::mem::align_of::<CUdevResource_st__bindgen_ty_1>() - 4usize];
     ["Offset of field: CUdevResource_st__bindgen_ty_1::sm"]
         [::std::mem::offset_of!(CUdevResource_st__bindgen_ty_1, sm) - 0usize];
     ["Offset of field: CUdevResource_st__bindgen_ty_1::_oversize"]
@@ -6249,8 +5536,7 @@ impl Default for CUdevResource_st__bindgen_ty_1 {
 const _: () = {
     ["Size of CUdevResource_st"][::std::mem::size_of::<CUdevResource_st>() - 144usize];
     ["Alignment of CUdevResource_st"][::std::mem::align_of::<CUdevResource_st>() - 4usize];
-    ["Offset of field: CUdevResource_st::type_"]
-        [::std::mem::offset_of!(CUdevResource_st, type_) - 0usize];
+    ["Offset of field: CUdevResource_st::type_"][::std::mem::offset_of!(CUdevResource_st, type_) - 0usize];
     ["Offset of field: CUdevResource_st::_internal_padding"]
         [::std::mem::offset_of!(CUdevResource_st, _internal_padding) - 4usize];
 };
@@ -6315,36 +5601,27 @@ const _: () = {
     ["Alignment of CUDA_MEMCPY2D_v1_st"][::std::mem::align_of::<CUDA_MEMCPY2D_v1_st>() - 8usize];
     ["Offset of field: CUDA_MEMCPY2D_v1_st::srcXInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcXInBytes) - 0usize];
-    ["Offset of field: CUDA_MEMCPY2D_v1_st::srcY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcY) - 4usize];
+    ["Offset of field: CUDA_MEMCPY2D_v1_st::srcY"][::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcY) - 4usize];
     ["Offset of field: CUDA_MEMCPY2D_v1_st::srcMemoryType"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcMemoryType) - 8usize];
-    ["Offset of field: CUDA_MEMCPY2D_v1_st::srcHost"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcHost) - 16usize];
+    ["Offset of field: CUDA_MEMCPY2D_v1_st::srcHost"][::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcHost) - 16usize];
     ["Offset of field: CUDA_MEMCPY2D_v1_st::srcDevice"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcDevice) - 24usize];
-    ["Offset of field: CUDA_MEMCPY2D_v1_st::srcArray"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcArray) - 32usize];
-    ["Offset of field: CUDA_MEMCPY2D_v1_st::srcPitch"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcPitch) - 40usize];
+    ["Offset of field: CUDA_MEMCPY2D_v1_st::srcArray"][::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcArray) - 32usize];
+    ["Offset of field: CUDA_MEMCPY2D_v1_st::srcPitch"][::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, srcPitch) - 40usize];
     ["Offset of field: CUDA_MEMCPY2D_v1_st::dstXInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstXInBytes) - 44usize];
-    ["Offset of field: CUDA_MEMCPY2D_v1_st::dstY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstY) - 48usize];
+    ["Offset of field: CUDA_MEMCPY2D_v1_st::dstY"][::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstY) - 48usize];
     ["Offset of field: CUDA_MEMCPY2D_v1_st::dstMemoryType"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstMemoryType) - 52usize];
-    ["Offset of field: CUDA_MEMCPY2D_v1_st::dstHost"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstHost) - 56usize];
+    ["Offset of field: CUDA_MEMCPY2D_v1_st::dstHost"][::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstHost) - 56usize];
     ["Offset of field: CUDA_MEMCPY2D_v1_st::dstDevice"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstDevice) - 64usize];
-    ["Offset of field: CUDA_MEMCPY2D_v1_st::dstArray"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstArray) - 72usize];
-    ["Offset of field: CUDA_MEMCPY2D_v1_st::dstPitch"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstPitch) - 80usize];
+    ["Offset of field: CUDA_MEMCPY2D_v1_st::dstArray"][::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstArray) - 72usize];
+    ["Offset of field: CUDA_MEMCPY2D_v1_st::dstPitch"][::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, dstPitch) - 80usize];
     ["Offset of field: CUDA_MEMCPY2D_v1_st::WidthInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, WidthInBytes) - 84usize];
-    ["Offset of field: CUDA_MEMCPY2D_v1_st::Height"]
-        [::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, Height) - 88usize];
+    ["Offset of field: CUDA_MEMCPY2D_v1_st::Height"][::std::mem::offset_of!(CUDA_MEMCPY2D_v1_st, Height) - 88usize];
 };
 impl Default for CUDA_MEMCPY2D_v1_st {
     fn default() -> Self {
@@ -6391,38 +5668,28 @@ const _: () = {
     ["Alignment of CUDA_MEMCPY3D_v1_st"][::std::mem::align_of::<CUDA_MEMCPY3D_v1_st>() - 8usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::srcXInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcXInBytes) - 0usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcY) - 4usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcZ"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcZ) - 8usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcLOD"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcLOD) - 12usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcY"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcY) - 4usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcZ"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcZ) - 8usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcLOD"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcLOD) - 12usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::srcMemoryType"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcMemoryType) - 16usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcHost"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcHost) - 24usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcHost"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcHost) - 24usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::srcDevice"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcDevice) - 32usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcArray"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcArray) - 40usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcArray"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcArray) - 40usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::reserved0"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, reserved0) - 48usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcPitch"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcPitch) - 56usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::srcPitch"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcPitch) - 56usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::srcHeight"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, srcHeight) - 60usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::dstXInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstXInBytes) - 64usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::dstY"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstY) - 68usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::dstZ"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstZ) - 72usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::dstLOD"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstLOD) - 76usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::dstY"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstY) - 68usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::dstZ"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstZ) - 72usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::dstLOD"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstLOD) - 76usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::dstMemoryType"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstMemoryType) - 80usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::dstHost"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstHost) - 88usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::dstHost"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstHost) - 88usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::dstDevice"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstDevice) - 96usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::dstArray"]
@@ -6435,10 +5702,8 @@ const _: () = {
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, dstHeight) - 124usize];
     ["Offset of field: CUDA_MEMCPY3D_v1_st::WidthInBytes"]
         [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, WidthInBytes) - 128usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::Height"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, Height) - 132usize];
-    ["Offset of field: CUDA_MEMCPY3D_v1_st::Depth"]
-        [::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, Depth) - 136usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::Height"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, Height) - 132usize];
+    ["Offset of field: CUDA_MEMCPY3D_v1_st::Depth"][::std::mem::offset_of!(CUDA_MEMCPY3D_v1_st, Depth) - 136usize];
 };
 impl Default for CUDA_MEMCPY3D_v1_st {
     fn default() -> Self {
@@ -6460,10 +5725,8 @@ pub struct CUDA_ARRAY_DESCRIPTOR_v1_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_ARRAY_DESCRIPTOR_v1_st"]
-        [::std::mem::size_of::<CUDA_ARRAY_DESCRIPTOR_v1_st>() - 16usize];
-    ["Alignment of CUDA_ARRAY_DESCRIPTOR_v1_st"]
-        [::std::mem::align_of::<CUDA_ARRAY_DESCRIPTOR_v1_st>() - 4usize];
+    ["Size of CUDA_ARRAY_DESCRIPTOR_v1_st"][::std::mem::size_of::<CUDA_ARRAY_DESCRIPTOR_v1_st>() - 16usize];
+    ["Alignment of CUDA_ARRAY_DESCRIPTOR_v1_st"][::std::mem::align_of::<CUDA_ARRAY_DESCRIPTOR_v1_st>() - 4usize];
     ["Offset of field: CUDA_ARRAY_DESCRIPTOR_v1_st::Width"]
         [::std::mem::offset_of!(CUDA_ARRAY_DESCRIPTOR_v1_st, Width) - 0usize];
     ["Offset of field: CUDA_ARRAY_DESCRIPTOR_v1_st::Height"]
@@ -6495,10 +5758,8 @@ pub struct CUDA_ARRAY3D_DESCRIPTOR_v1_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of CUDA_ARRAY3D_DESCRIPTOR_v1_st"]
-        [::std::mem::size_of::<CUDA_ARRAY3D_DESCRIPTOR_v1_st>() - 24usize];
-    ["Alignment of CUDA_ARRAY3D_DESCRIPTOR_v1_st"]
-        [::std::mem::align_of::<CUDA_ARRAY3D_DESCRIPTOR_v1_st>() - 4usize];
+    ["Size of CUDA_ARRAY3D_DESCRIPTOR_v1_st"][::std::mem::size_of::<CUDA_ARRAY3D_DESCRIPTOR_v1_st>() - 24usize];
+    ["Alignment of CUDA_ARRAY3D_DESCRIPTOR_v1_st"][::std::mem::align_of::<CUDA_ARRAY3D_DESCRIPTOR_v1_st>() - 4usize];
     ["Offset of field: CUDA_ARRAY3D_DESCRIPTOR_v1_st::Width"]
         [::std::mem::offset_of!(CUDA_ARRAY3D_DESCRIPTOR_v1_st, Width) - 0usize];
     ["Offset of field: CUDA_ARRAY3D_DESCRIPTOR_v1_st::Height"]
@@ -6532,34 +5793,21 @@ pub struct CudaLib {
         unsafe extern "C" fn(error: CUresult, pStr: *mut *const ::std::os::raw::c_char) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuInit: Result<
-        unsafe extern "C" fn(Flags: ::std::os::raw::c_uint) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuDriverGetVersion: Result<
-        unsafe extern "C" fn(driverVersion: *mut ::std::os::raw::c_int) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuInit: Result<unsafe extern "C" fn(Flags: ::std::os::raw::c_uint) -> CUresult, ::libloading::Error>,
+    pub cuDriverGetVersion:
+        Result<unsafe extern "C" fn(driverVersion: *mut ::std::os::raw::c_int) -> CUresult, ::libloading::Error>,
     pub cuDeviceGet: Result<
         unsafe extern "C" fn(device: *mut CUdevice, ordinal: ::std::os::raw::c_int) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuDeviceGetCount: Result<
-        unsafe extern "C" fn(count: *mut ::std::os::raw::c_int) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuDeviceGetCount:
+        Result<unsafe extern "C" fn(count: *mut ::std::os::raw::c_int) -> CUresult, ::libloading::Error>,
     pub cuDeviceGetName: Result<
-        unsafe extern "C" fn(
-            name: *mut ::std::os::raw::c_char,
-            len: ::std::os::raw::c_int,
-            dev: CUdevice,
-        ) -> CUresult,
+        unsafe extern "C" fn(name: *mut ::std::os::raw::c_char, len: ::std::os::raw::c_int, dev: CUdevice) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuDeviceGetUuid_v2: Result<
-        unsafe extern "C" fn(uuid: *mut CUuuid, dev: CUdevice) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuDeviceGetUuid_v2:
+        Result<unsafe extern "C" fn(uuid: *mut CUuuid, dev: CUdevice) -> CUresult, ::libloading::Error>,
     pub cuDeviceGetLuid: Result<
         unsafe extern "C" fn(
             luid: *mut ::std::os::raw::c_char,
@@ -6568,10 +5816,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuDeviceTotalMem_v2: Result<
-        unsafe extern "C" fn(bytes: *mut usize, dev: CUdevice) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuDeviceTotalMem_v2:
+        Result<unsafe extern "C" fn(bytes: *mut usize, dev: CUdevice) -> CUresult, ::libloading::Error>,
     pub cuDeviceGetTexture1DLinearMaxWidth: Result<
         unsafe extern "C" fn(
             maxWidthInElements: *mut usize,
@@ -6582,11 +5828,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuDeviceGetAttribute: Result<
-        unsafe extern "C" fn(
-            pi: *mut ::std::os::raw::c_int,
-            attrib: CUdevice_attribute,
-            dev: CUdevice,
-        ) -> CUresult,
+        unsafe extern "C" fn(pi: *mut ::std::os::raw::c_int, attrib: CUdevice_attribute, dev: CUdevice) -> CUresult,
         ::libloading::Error,
     >,
     pub cuDeviceGetHostAtomicCapabilities: Result<
@@ -6606,24 +5848,14 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuDeviceSetMemPool: Result<
-        unsafe extern "C" fn(dev: CUdevice, pool: CUmemoryPool) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuDeviceGetMemPool: Result<
-        unsafe extern "C" fn(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuDeviceGetDefaultMemPool: Result<
-        unsafe extern "C" fn(pool_out: *mut CUmemoryPool, dev: CUdevice) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuDeviceSetMemPool:
+        Result<unsafe extern "C" fn(dev: CUdevice, pool: CUmemoryPool) -> CUresult, ::libloading::Error>,
+    pub cuDeviceGetMemPool:
+        Result<unsafe extern "C" fn(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult, ::libloading::Error>,
+    pub cuDeviceGetDefaultMemPool:
+        Result<unsafe extern "C" fn(pool_out: *mut CUmemoryPool, dev: CUdevice) -> CUresult, ::libloading::Error>,
     pub cuDeviceGetExecAffinitySupport: Result<
-        unsafe extern "C" fn(
-            pi: *mut ::std::os::raw::c_int,
-            type_: CUexecAffinityType,
-            dev: CUdevice,
-        ) -> CUresult,
+        unsafe extern "C" fn(pi: *mut ::std::os::raw::c_int, type_: CUexecAffinityType, dev: CUdevice) -> CUresult,
         ::libloading::Error,
     >,
     pub cuFlushGPUDirectRDMAWrites: Result<
@@ -6633,10 +5865,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuDeviceGetProperties: Result<
-        unsafe extern "C" fn(prop: *mut CUdevprop, dev: CUdevice) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuDeviceGetProperties:
+        Result<unsafe extern "C" fn(prop: *mut CUdevprop, dev: CUdevice) -> CUresult, ::libloading::Error>,
     pub cuDeviceComputeCapability: Result<
         unsafe extern "C" fn(
             major: *mut ::std::os::raw::c_int,
@@ -6645,16 +5875,11 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuDevicePrimaryCtxRetain: Result<
-        unsafe extern "C" fn(pctx: *mut CUcontext, dev: CUdevice) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuDevicePrimaryCtxRelease_v2:
-        Result<unsafe extern "C" fn(dev: CUdevice) -> CUresult, ::libloading::Error>,
-    pub cuDevicePrimaryCtxSetFlags_v2: Result<
-        unsafe extern "C" fn(dev: CUdevice, flags: ::std::os::raw::c_uint) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuDevicePrimaryCtxRetain:
+        Result<unsafe extern "C" fn(pctx: *mut CUcontext, dev: CUdevice) -> CUresult, ::libloading::Error>,
+    pub cuDevicePrimaryCtxRelease_v2: Result<unsafe extern "C" fn(dev: CUdevice) -> CUresult, ::libloading::Error>,
+    pub cuDevicePrimaryCtxSetFlags_v2:
+        Result<unsafe extern "C" fn(dev: CUdevice, flags: ::std::os::raw::c_uint) -> CUresult, ::libloading::Error>,
     pub cuDevicePrimaryCtxGetState: Result<
         unsafe extern "C" fn(
             dev: CUdevice,
@@ -6663,8 +5888,7 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuDevicePrimaryCtxReset_v2:
-        Result<unsafe extern "C" fn(dev: CUdevice) -> CUresult, ::libloading::Error>,
+    pub cuDevicePrimaryCtxReset_v2: Result<unsafe extern "C" fn(dev: CUdevice) -> CUresult, ::libloading::Error>,
     pub cuCtxCreate_v4: Result<
         unsafe extern "C" fn(
             pctx: *mut CUcontext,
@@ -6674,47 +5898,28 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuCtxDestroy_v2:
-        Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
-    pub cuCtxPushCurrent_v2:
-        Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
-    pub cuCtxPopCurrent_v2:
-        Result<unsafe extern "C" fn(pctx: *mut CUcontext) -> CUresult, ::libloading::Error>,
-    pub cuCtxSetCurrent:
-        Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
-    pub cuCtxGetCurrent:
-        Result<unsafe extern "C" fn(pctx: *mut CUcontext) -> CUresult, ::libloading::Error>,
-    pub cuCtxGetDevice:
-        Result<unsafe extern "C" fn(device: *mut CUdevice) -> CUresult, ::libloading::Error>,
-    pub cuCtxGetDevice_v2: Result<
-        unsafe extern "C" fn(device: *mut CUdevice, ctx: CUcontext) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuCtxGetFlags: Result<
-        unsafe extern "C" fn(flags: *mut ::std::os::raw::c_uint) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuCtxSetFlags: Result<
-        unsafe extern "C" fn(flags: ::std::os::raw::c_uint) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuCtxDestroy_v2: Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuCtxPushCurrent_v2: Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuCtxPopCurrent_v2: Result<unsafe extern "C" fn(pctx: *mut CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuCtxSetCurrent: Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuCtxGetCurrent: Result<unsafe extern "C" fn(pctx: *mut CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuCtxGetDevice: Result<unsafe extern "C" fn(device: *mut CUdevice) -> CUresult, ::libloading::Error>,
+    pub cuCtxGetDevice_v2:
+        Result<unsafe extern "C" fn(device: *mut CUdevice, ctx: CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuCtxGetFlags:
+        Result<unsafe extern "C" fn(flags: *mut ::std::os::raw::c_uint) -> CUresult, ::libloading::Error>,
+    pub cuCtxSetFlags: Result<unsafe extern "C" fn(flags: ::std::os::raw::c_uint) -> CUresult, ::libloading::Error>,
     pub cuCtxGetId: Result<
         unsafe extern "C" fn(ctx: CUcontext, ctxId: *mut ::std::os::raw::c_ulonglong) -> CUresult,
         ::libloading::Error,
     >,
     pub cuCtxSynchronize: Result<unsafe extern "C" fn() -> CUresult, ::libloading::Error>,
-    pub cuCtxSynchronize_v2:
-        Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
-    pub cuCtxSetLimit:
-        Result<unsafe extern "C" fn(limit: CUlimit, value: usize) -> CUresult, ::libloading::Error>,
-    pub cuCtxGetLimit: Result<
-        unsafe extern "C" fn(pvalue: *mut usize, limit: CUlimit) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuCtxGetCacheConfig:
-        Result<unsafe extern "C" fn(pconfig: *mut CUfunc_cache) -> CUresult, ::libloading::Error>,
-    pub cuCtxSetCacheConfig:
-        Result<unsafe extern "C" fn(config: CUfunc_cache) -> CUresult, ::libloading::Error>,
+    pub cuCtxSynchronize_v2: Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuCtxSetLimit: Result<unsafe extern "C" fn(limit: CUlimit, value: usize) -> CUresult, ::libloading::Error>,
+    pub cuCtxGetLimit:
+        Result<unsafe extern "C" fn(pvalue: *mut usize, limit: CUlimit) -> CUresult, ::libloading::Error>,
+    pub cuCtxGetCacheConfig: Result<unsafe extern "C" fn(pconfig: *mut CUfunc_cache) -> CUresult, ::libloading::Error>,
+    pub cuCtxSetCacheConfig: Result<unsafe extern "C" fn(config: CUfunc_cache) -> CUresult, ::libloading::Error>,
     pub cuCtxGetApiVersion: Result<
         unsafe extern "C" fn(ctx: CUcontext, version: *mut ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
@@ -6726,23 +5931,14 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuCtxResetPersistingL2Cache:
-        Result<unsafe extern "C" fn() -> CUresult, ::libloading::Error>,
+    pub cuCtxResetPersistingL2Cache: Result<unsafe extern "C" fn() -> CUresult, ::libloading::Error>,
     pub cuCtxGetExecAffinity: Result<
-        unsafe extern "C" fn(
-            pExecAffinity: *mut CUexecAffinityParam,
-            type_: CUexecAffinityType,
-        ) -> CUresult,
+        unsafe extern "C" fn(pExecAffinity: *mut CUexecAffinityParam, type_: CUexecAffinityType) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuCtxRecordEvent: Result<
-        unsafe extern "C" fn(hCtx: CUcontext, hEvent: CUevent) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuCtxWaitEvent: Result<
-        unsafe extern "C" fn(hCtx: CUcontext, hEvent: CUevent) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuCtxRecordEvent:
+        Result<unsafe extern "C" fn(hCtx: CUcontext, hEvent: CUevent) -> CUresult, ::libloading::Error>,
+    pub cuCtxWaitEvent: Result<unsafe extern "C" fn(hCtx: CUcontext, hEvent: CUevent) -> CUresult, ::libloading::Error>,
     pub cuCtxAttach: Result<
         unsafe extern "C" fn(pctx: *mut CUcontext, flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
@@ -6750,20 +5946,13 @@ pub struct CudaLib {
     pub cuCtxDetach: Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
     pub cuCtxGetSharedMemConfig:
         Result<unsafe extern "C" fn(pConfig: *mut CUsharedconfig) -> CUresult, ::libloading::Error>,
-    pub cuCtxSetSharedMemConfig:
-        Result<unsafe extern "C" fn(config: CUsharedconfig) -> CUresult, ::libloading::Error>,
+    pub cuCtxSetSharedMemConfig: Result<unsafe extern "C" fn(config: CUsharedconfig) -> CUresult, ::libloading::Error>,
     pub cuModuleLoad: Result<
-        unsafe extern "C" fn(
-            module: *mut CUmodule,
-            fname: *const ::std::os::raw::c_char,
-        ) -> CUresult,
+        unsafe extern "C" fn(module: *mut CUmodule, fname: *const ::std::os::raw::c_char) -> CUresult,
         ::libloading::Error,
     >,
     pub cuModuleLoadData: Result<
-        unsafe extern "C" fn(
-            module: *mut CUmodule,
-            image: *const ::std::os::raw::c_void,
-        ) -> CUresult,
+        unsafe extern "C" fn(module: *mut CUmodule, image: *const ::std::os::raw::c_void) -> CUresult,
         ::libloading::Error,
     >,
     pub cuModuleLoadDataEx: Result<
@@ -6777,24 +5966,14 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuModuleLoadFatBinary: Result<
-        unsafe extern "C" fn(
-            module: *mut CUmodule,
-            fatCubin: *const ::std::os::raw::c_void,
-        ) -> CUresult,
+        unsafe extern "C" fn(module: *mut CUmodule, fatCubin: *const ::std::os::raw::c_void) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuModuleUnload:
-        Result<unsafe extern "C" fn(hmod: CUmodule) -> CUresult, ::libloading::Error>,
-    pub cuModuleGetLoadingMode: Result<
-        unsafe extern "C" fn(mode: *mut CUmoduleLoadingMode) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuModuleUnload: Result<unsafe extern "C" fn(hmod: CUmodule) -> CUresult, ::libloading::Error>,
+    pub cuModuleGetLoadingMode:
+        Result<unsafe extern "C" fn(mode: *mut CUmoduleLoadingMode) -> CUresult, ::libloading::Error>,
     pub cuModuleGetFunction: Result<
-        unsafe extern "C" fn(
-            hfunc: *mut CUfunction,
-            hmod: CUmodule,
-            name: *const ::std::os::raw::c_char,
-        ) -> CUresult,
+        unsafe extern "C" fn(hfunc: *mut CUfunction, hmod: CUmodule, name: *const ::std::os::raw::c_char) -> CUresult,
         ::libloading::Error,
     >,
     pub cuModuleGetFunctionCount: Result<
@@ -6859,22 +6038,13 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuLinkDestroy:
-        Result<unsafe extern "C" fn(state: CUlinkState) -> CUresult, ::libloading::Error>,
+    pub cuLinkDestroy: Result<unsafe extern "C" fn(state: CUlinkState) -> CUresult, ::libloading::Error>,
     pub cuModuleGetTexRef: Result<
-        unsafe extern "C" fn(
-            pTexRef: *mut CUtexref,
-            hmod: CUmodule,
-            name: *const ::std::os::raw::c_char,
-        ) -> CUresult,
+        unsafe extern "C" fn(pTexRef: *mut CUtexref, hmod: CUmodule, name: *const ::std::os::raw::c_char) -> CUresult,
         ::libloading::Error,
     >,
     pub cuModuleGetSurfRef: Result<
-        unsafe extern "C" fn(
-            pSurfRef: *mut CUsurfref,
-            hmod: CUmodule,
-            name: *const ::std::os::raw::c_char,
-        ) -> CUresult,
+        unsafe extern "C" fn(pSurfRef: *mut CUsurfref, hmod: CUmodule, name: *const ::std::os::raw::c_char) -> CUresult,
         ::libloading::Error,
     >,
     pub cuLibraryLoadData: Result<
@@ -6903,8 +6073,7 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuLibraryUnload:
-        Result<unsafe extern "C" fn(library: CUlibrary) -> CUresult, ::libloading::Error>,
+    pub cuLibraryUnload: Result<unsafe extern "C" fn(library: CUlibrary) -> CUresult, ::libloading::Error>,
     pub cuLibraryGetKernel: Result<
         unsafe extern "C" fn(
             pKernel: *mut CUkernel,
@@ -6918,25 +6087,15 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuLibraryEnumerateKernels: Result<
-        unsafe extern "C" fn(
-            kernels: *mut CUkernel,
-            numKernels: ::std::os::raw::c_uint,
-            lib: CUlibrary,
-        ) -> CUresult,
+        unsafe extern "C" fn(kernels: *mut CUkernel, numKernels: ::std::os::raw::c_uint, lib: CUlibrary) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuLibraryGetModule: Result<
-        unsafe extern "C" fn(pMod: *mut CUmodule, library: CUlibrary) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuKernelGetFunction: Result<
-        unsafe extern "C" fn(pFunc: *mut CUfunction, kernel: CUkernel) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuKernelGetLibrary: Result<
-        unsafe extern "C" fn(pLib: *mut CUlibrary, kernel: CUkernel) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuLibraryGetModule:
+        Result<unsafe extern "C" fn(pMod: *mut CUmodule, library: CUlibrary) -> CUresult, ::libloading::Error>,
+    pub cuKernelGetFunction:
+        Result<unsafe extern "C" fn(pFunc: *mut CUfunction, kernel: CUkernel) -> CUresult, ::libloading::Error>,
+    pub cuKernelGetLibrary:
+        Result<unsafe extern "C" fn(pLib: *mut CUlibrary, kernel: CUkernel) -> CUresult, ::libloading::Error>,
     pub cuLibraryGetGlobal: Result<
         unsafe extern "C" fn(
             dptr: *mut CUdeviceptr,
@@ -6998,14 +6157,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemGetInfo_v2: Result<
-        unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuMemAlloc_v2: Result<
-        unsafe extern "C" fn(dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemGetInfo_v2:
+        Result<unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> CUresult, ::libloading::Error>,
+    pub cuMemAlloc_v2:
+        Result<unsafe extern "C" fn(dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult, ::libloading::Error>,
     pub cuMemAllocPitch_v2: Result<
         unsafe extern "C" fn(
             dptr: *mut CUdeviceptr,
@@ -7016,24 +6171,16 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemFree_v2:
-        Result<unsafe extern "C" fn(dptr: CUdeviceptr) -> CUresult, ::libloading::Error>,
+    pub cuMemFree_v2: Result<unsafe extern "C" fn(dptr: CUdeviceptr) -> CUresult, ::libloading::Error>,
     pub cuMemGetAddressRange_v2: Result<
-        unsafe extern "C" fn(
-            pbase: *mut CUdeviceptr,
-            psize: *mut usize,
-            dptr: CUdeviceptr,
-        ) -> CUresult,
+        unsafe extern "C" fn(pbase: *mut CUdeviceptr, psize: *mut usize, dptr: CUdeviceptr) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemAllocHost_v2: Result<
         unsafe extern "C" fn(pp: *mut *mut ::std::os::raw::c_void, bytesize: usize) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemFreeHost: Result<
-        unsafe extern "C" fn(p: *mut ::std::os::raw::c_void) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemFreeHost: Result<unsafe extern "C" fn(p: *mut ::std::os::raw::c_void) -> CUresult, ::libloading::Error>,
     pub cuMemHostAlloc: Result<
         unsafe extern "C" fn(
             pp: *mut *mut ::std::os::raw::c_void,
@@ -7051,18 +6198,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemHostGetFlags: Result<
-        unsafe extern "C" fn(
-            pFlags: *mut ::std::os::raw::c_uint,
-            p: *mut ::std::os::raw::c_void,
-        ) -> CUresult,
+        unsafe extern "C" fn(pFlags: *mut ::std::os::raw::c_uint, p: *mut ::std::os::raw::c_void) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemAllocManaged: Result<
-        unsafe extern "C" fn(
-            dptr: *mut CUdeviceptr,
-            bytesize: usize,
-            flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(dptr: *mut CUdeviceptr, bytesize: usize, flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuDeviceRegisterAsyncNotification: Result<
@@ -7079,10 +6219,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuDeviceGetByPCIBusId: Result<
-        unsafe extern "C" fn(
-            dev: *mut CUdevice,
-            pciBusId: *const ::std::os::raw::c_char,
-        ) -> CUresult,
+        unsafe extern "C" fn(dev: *mut CUdevice, pciBusId: *const ::std::os::raw::c_char) -> CUresult,
         ::libloading::Error,
     >,
     pub cuDeviceGetPCIBusId: Result<
@@ -7093,18 +6230,12 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuIpcGetEventHandle: Result<
-        unsafe extern "C" fn(pHandle: *mut CUipcEventHandle, event: CUevent) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuIpcOpenEventHandle: Result<
-        unsafe extern "C" fn(phEvent: *mut CUevent, handle: CUipcEventHandle) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuIpcGetMemHandle: Result<
-        unsafe extern "C" fn(pHandle: *mut CUipcMemHandle, dptr: CUdeviceptr) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuIpcGetEventHandle:
+        Result<unsafe extern "C" fn(pHandle: *mut CUipcEventHandle, event: CUevent) -> CUresult, ::libloading::Error>,
+    pub cuIpcOpenEventHandle:
+        Result<unsafe extern "C" fn(phEvent: *mut CUevent, handle: CUipcEventHandle) -> CUresult, ::libloading::Error>,
+    pub cuIpcGetMemHandle:
+        Result<unsafe extern "C" fn(pHandle: *mut CUipcMemHandle, dptr: CUdeviceptr) -> CUresult, ::libloading::Error>,
     pub cuIpcOpenMemHandle_v2: Result<
         unsafe extern "C" fn(
             pdptr: *mut CUdeviceptr,
@@ -7113,8 +6244,7 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuIpcCloseMemHandle:
-        Result<unsafe extern "C" fn(dptr: CUdeviceptr) -> CUresult, ::libloading::Error>,
+    pub cuIpcCloseMemHandle: Result<unsafe extern "C" fn(dptr: CUdeviceptr) -> CUresult, ::libloading::Error>,
     pub cuMemHostRegister_v2: Result<
         unsafe extern "C" fn(
             p: *mut ::std::os::raw::c_void,
@@ -7123,10 +6253,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemHostUnregister: Result<
-        unsafe extern "C" fn(p: *mut ::std::os::raw::c_void) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemHostUnregister:
+        Result<unsafe extern "C" fn(p: *mut ::std::os::raw::c_void) -> CUresult, ::libloading::Error>,
     pub cuMemcpy_ptds: Result<
         unsafe extern "C" fn(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: usize) -> CUresult,
         ::libloading::Error,
@@ -7158,29 +6286,15 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemcpyDtoD_v2_ptds: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            srcDevice: CUdeviceptr,
-            ByteCount: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, srcDevice: CUdeviceptr, ByteCount: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemcpyDtoA_v2_ptds: Result<
-        unsafe extern "C" fn(
-            dstArray: CUarray,
-            dstOffset: usize,
-            srcDevice: CUdeviceptr,
-            ByteCount: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstArray: CUarray, dstOffset: usize, srcDevice: CUdeviceptr, ByteCount: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemcpyAtoD_v2_ptds: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            srcArray: CUarray,
-            srcOffset: usize,
-            ByteCount: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, srcArray: CUarray, srcOffset: usize, ByteCount: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemcpyHtoA_v2_ptds: Result<
@@ -7211,23 +6325,14 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemcpy2D_v2_ptds:
-        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D) -> CUresult, ::libloading::Error>,
+    pub cuMemcpy2D_v2_ptds: Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D) -> CUresult, ::libloading::Error>,
     pub cuMemcpy2DUnaligned_v2_ptds:
         Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D) -> CUresult, ::libloading::Error>,
-    pub cuMemcpy3D_v2_ptds:
-        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D) -> CUresult, ::libloading::Error>,
-    pub cuMemcpy3DPeer_ptds: Result<
-        unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D_PEER) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemcpy3D_v2_ptds: Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D) -> CUresult, ::libloading::Error>,
+    pub cuMemcpy3DPeer_ptds:
+        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D_PEER) -> CUresult, ::libloading::Error>,
     pub cuMemcpyAsync_ptsz: Result<
-        unsafe extern "C" fn(
-            dst: CUdeviceptr,
-            src: CUdeviceptr,
-            ByteCount: usize,
-            hStream: CUstream,
-        ) -> CUresult,
+        unsafe extern "C" fn(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: usize, hStream: CUstream) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemcpyPeerAsync_ptsz: Result<
@@ -7288,14 +6393,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemcpy2DAsync_v2_ptsz: Result<
-        unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuMemcpy3DAsync_v2_ptsz: Result<
-        unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemcpy2DAsync_v2_ptsz:
+        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuMemcpy3DAsync_v2_ptsz:
+        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D, hStream: CUstream) -> CUresult, ::libloading::Error>,
     pub cuMemcpy3DPeerAsync_ptsz: Result<
         unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D_PEER, hStream: CUstream) -> CUresult,
         ::libloading::Error,
@@ -7323,27 +6424,15 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemsetD8_v2_ptds: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            uc: ::std::os::raw::c_uchar,
-            N: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, uc: ::std::os::raw::c_uchar, N: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemsetD16_v2_ptds: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            us: ::std::os::raw::c_ushort,
-            N: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, us: ::std::os::raw::c_ushort, N: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemsetD32_v2_ptds: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            ui: ::std::os::raw::c_uint,
-            N: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, ui: ::std::os::raw::c_uint, N: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemsetD2D8_v2_ptds: Result<
@@ -7437,31 +6526,19 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuArrayCreate_v2: Result<
-        unsafe extern "C" fn(
-            pHandle: *mut CUarray,
-            pAllocateArray: *const CUDA_ARRAY_DESCRIPTOR,
-        ) -> CUresult,
+        unsafe extern "C" fn(pHandle: *mut CUarray, pAllocateArray: *const CUDA_ARRAY_DESCRIPTOR) -> CUresult,
         ::libloading::Error,
     >,
     pub cuArrayGetDescriptor_v2: Result<
-        unsafe extern "C" fn(
-            pArrayDescriptor: *mut CUDA_ARRAY_DESCRIPTOR,
-            hArray: CUarray,
-        ) -> CUresult,
+        unsafe extern "C" fn(pArrayDescriptor: *mut CUDA_ARRAY_DESCRIPTOR, hArray: CUarray) -> CUresult,
         ::libloading::Error,
     >,
     pub cuArrayGetSparseProperties: Result<
-        unsafe extern "C" fn(
-            sparseProperties: *mut CUDA_ARRAY_SPARSE_PROPERTIES,
-            array: CUarray,
-        ) -> CUresult,
+        unsafe extern "C" fn(sparseProperties: *mut CUDA_ARRAY_SPARSE_PROPERTIES, array: CUarray) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMipmappedArrayGetSparseProperties: Result<
-        unsafe extern "C" fn(
-            sparseProperties: *mut CUDA_ARRAY_SPARSE_PROPERTIES,
-            mipmap: CUmipmappedArray,
-        ) -> CUresult,
+        unsafe extern "C" fn(sparseProperties: *mut CUDA_ARRAY_SPARSE_PROPERTIES, mipmap: CUmipmappedArray) -> CUresult,
         ::libloading::Error,
     >,
     pub cuArrayGetMemoryRequirements: Result<
@@ -7481,27 +6558,16 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuArrayGetPlane: Result<
-        unsafe extern "C" fn(
-            pPlaneArray: *mut CUarray,
-            hArray: CUarray,
-            planeIdx: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(pPlaneArray: *mut CUarray, hArray: CUarray, planeIdx: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuArrayDestroy:
-        Result<unsafe extern "C" fn(hArray: CUarray) -> CUresult, ::libloading::Error>,
+    pub cuArrayDestroy: Result<unsafe extern "C" fn(hArray: CUarray) -> CUresult, ::libloading::Error>,
     pub cuArray3DCreate_v2: Result<
-        unsafe extern "C" fn(
-            pHandle: *mut CUarray,
-            pAllocateArray: *const CUDA_ARRAY3D_DESCRIPTOR,
-        ) -> CUresult,
+        unsafe extern "C" fn(pHandle: *mut CUarray, pAllocateArray: *const CUDA_ARRAY3D_DESCRIPTOR) -> CUresult,
         ::libloading::Error,
     >,
     pub cuArray3DGetDescriptor_v2: Result<
-        unsafe extern "C" fn(
-            pArrayDescriptor: *mut CUDA_ARRAY3D_DESCRIPTOR,
-            hArray: CUarray,
-        ) -> CUresult,
+        unsafe extern "C" fn(pArrayDescriptor: *mut CUDA_ARRAY3D_DESCRIPTOR, hArray: CUarray) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMipmappedArrayCreate: Result<
@@ -7520,10 +6586,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMipmappedArrayDestroy: Result<
-        unsafe extern "C" fn(hMipmappedArray: CUmipmappedArray) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMipmappedArrayDestroy:
+        Result<unsafe extern "C" fn(hMipmappedArray: CUmipmappedArray) -> CUresult, ::libloading::Error>,
     pub cuMemGetHandleForAddressRange: Result<
         unsafe extern "C" fn(
             handle: *mut ::std::os::raw::c_void,
@@ -7554,10 +6618,7 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemAddressFree: Result<
-        unsafe extern "C" fn(ptr: CUdeviceptr, size: usize) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemAddressFree: Result<unsafe extern "C" fn(ptr: CUdeviceptr, size: usize) -> CUresult, ::libloading::Error>,
     pub cuMemCreate: Result<
         unsafe extern "C" fn(
             handle: *mut CUmemGenericAllocationHandle,
@@ -7567,10 +6628,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemRelease: Result<
-        unsafe extern "C" fn(handle: CUmemGenericAllocationHandle) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemRelease:
+        Result<unsafe extern "C" fn(handle: CUmemGenericAllocationHandle) -> CUresult, ::libloading::Error>,
     pub cuMemMap: Result<
         unsafe extern "C" fn(
             ptr: CUdeviceptr,
@@ -7589,17 +6648,9 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemUnmap: Result<
-        unsafe extern "C" fn(ptr: CUdeviceptr, size: usize) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemUnmap: Result<unsafe extern "C" fn(ptr: CUdeviceptr, size: usize) -> CUresult, ::libloading::Error>,
     pub cuMemSetAccess: Result<
-        unsafe extern "C" fn(
-            ptr: CUdeviceptr,
-            size: usize,
-            desc: *const CUmemAccessDesc,
-            count: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(ptr: CUdeviceptr, size: usize, desc: *const CUmemAccessDesc, count: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemGetAccess: Result<
@@ -7636,35 +6687,21 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemGetAllocationPropertiesFromHandle: Result<
-        unsafe extern "C" fn(
-            prop: *mut CUmemAllocationProp,
-            handle: CUmemGenericAllocationHandle,
-        ) -> CUresult,
+        unsafe extern "C" fn(prop: *mut CUmemAllocationProp, handle: CUmemGenericAllocationHandle) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemRetainAllocationHandle: Result<
-        unsafe extern "C" fn(
-            handle: *mut CUmemGenericAllocationHandle,
-            addr: *mut ::std::os::raw::c_void,
-        ) -> CUresult,
+        unsafe extern "C" fn(handle: *mut CUmemGenericAllocationHandle, addr: *mut ::std::os::raw::c_void) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemFreeAsync_ptsz: Result<
-        unsafe extern "C" fn(dptr: CUdeviceptr, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemFreeAsync_ptsz:
+        Result<unsafe extern "C" fn(dptr: CUdeviceptr, hStream: CUstream) -> CUresult, ::libloading::Error>,
     pub cuMemAllocAsync_ptsz: Result<
-        unsafe extern "C" fn(
-            dptr: *mut CUdeviceptr,
-            bytesize: usize,
-            hStream: CUstream,
-        ) -> CUresult,
+        unsafe extern "C" fn(dptr: *mut CUdeviceptr, bytesize: usize, hStream: CUstream) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemPoolTrimTo: Result<
-        unsafe extern "C" fn(pool: CUmemoryPool, minBytesToKeep: usize) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemPoolTrimTo:
+        Result<unsafe extern "C" fn(pool: CUmemoryPool, minBytesToKeep: usize) -> CUresult, ::libloading::Error>,
     pub cuMemPoolSetAttribute: Result<
         unsafe extern "C" fn(
             pool: CUmemoryPool,
@@ -7682,11 +6719,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemPoolSetAccess: Result<
-        unsafe extern "C" fn(
-            pool: CUmemoryPool,
-            map: *const CUmemAccessDesc,
-            count: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(pool: CUmemoryPool, map: *const CUmemAccessDesc, count: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemPoolGetAccess: Result<
@@ -7701,8 +6734,7 @@ pub struct CudaLib {
         unsafe extern "C" fn(pool: *mut CUmemoryPool, poolProps: *const CUmemPoolProps) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemPoolDestroy:
-        Result<unsafe extern "C" fn(pool: CUmemoryPool) -> CUresult, ::libloading::Error>,
+    pub cuMemPoolDestroy: Result<unsafe extern "C" fn(pool: CUmemoryPool) -> CUresult, ::libloading::Error>,
     pub cuMemGetDefaultMemPool: Result<
         unsafe extern "C" fn(
             pool_out: *mut CUmemoryPool,
@@ -7720,11 +6752,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemSetMemPool: Result<
-        unsafe extern "C" fn(
-            location: *mut CUmemLocation,
-            type_: CUmemAllocationType,
-            pool: CUmemoryPool,
-        ) -> CUresult,
+        unsafe extern "C" fn(location: *mut CUmemLocation, type_: CUmemAllocationType, pool: CUmemoryPool) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemAllocFromPoolAsync_ptsz: Result<
@@ -7755,10 +6783,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemPoolExportPointer: Result<
-        unsafe extern "C" fn(
-            shareData_out: *mut CUmemPoolPtrExportData,
-            ptr: CUdeviceptr,
-        ) -> CUresult,
+        unsafe extern "C" fn(shareData_out: *mut CUmemPoolPtrExportData, ptr: CUdeviceptr) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemPoolImportPointer: Result<
@@ -7935,39 +6960,24 @@ pub struct CudaLib {
         unsafe extern "C" fn(hStream: CUstream, priority: *mut ::std::os::raw::c_int) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuStreamGetDevice_ptsz: Result<
-        unsafe extern "C" fn(hStream: CUstream, device: *mut CUdevice) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuStreamGetDevice_ptsz:
+        Result<unsafe extern "C" fn(hStream: CUstream, device: *mut CUdevice) -> CUresult, ::libloading::Error>,
     pub cuStreamGetFlags_ptsz: Result<
         unsafe extern "C" fn(hStream: CUstream, flags: *mut ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamGetId_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            streamId: *mut ::std::os::raw::c_ulonglong,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, streamId: *mut ::std::os::raw::c_ulonglong) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuStreamGetCtx_ptsz: Result<
-        unsafe extern "C" fn(hStream: CUstream, pctx: *mut CUcontext) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuStreamGetCtx_ptsz:
+        Result<unsafe extern "C" fn(hStream: CUstream, pctx: *mut CUcontext) -> CUresult, ::libloading::Error>,
     pub cuStreamGetCtx_v2_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            pCtx: *mut CUcontext,
-            pGreenCtx: *mut CUgreenCtx,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, pCtx: *mut CUcontext, pGreenCtx: *mut CUgreenCtx) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamWaitEvent_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            hEvent: CUevent,
-            Flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, hEvent: CUevent, Flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamAddCallback_ptsz: Result<
@@ -7979,10 +6989,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuStreamBeginCapture_v2_ptsz: Result<
-        unsafe extern "C" fn(hStream: CUstream, mode: CUstreamCaptureMode) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuStreamBeginCapture_v2_ptsz:
+        Result<unsafe extern "C" fn(hStream: CUstream, mode: CUstreamCaptureMode) -> CUresult, ::libloading::Error>,
     pub cuStreamBeginCaptureToGraph_ptsz: Result<
         unsafe extern "C" fn(
             hStream: CUstream,
@@ -7994,19 +7002,12 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuThreadExchangeStreamCaptureMode: Result<
-        unsafe extern "C" fn(mode: *mut CUstreamCaptureMode) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuStreamEndCapture_ptsz: Result<
-        unsafe extern "C" fn(hStream: CUstream, phGraph: *mut CUgraph) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuThreadExchangeStreamCaptureMode:
+        Result<unsafe extern "C" fn(mode: *mut CUstreamCaptureMode) -> CUresult, ::libloading::Error>,
+    pub cuStreamEndCapture_ptsz:
+        Result<unsafe extern "C" fn(hStream: CUstream, phGraph: *mut CUgraph) -> CUresult, ::libloading::Error>,
     pub cuStreamIsCapturing_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            captureStatus: *mut CUstreamCaptureStatus,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, captureStatus: *mut CUstreamCaptureStatus) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamGetCaptureInfo_v3_ptsz: Result<
@@ -8040,52 +7041,32 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuStreamQuery_ptsz:
-        Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
-    pub cuStreamSynchronize_ptsz:
-        Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
-    pub cuStreamDestroy_v2:
-        Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuStreamQuery_ptsz: Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuStreamSynchronize_ptsz: Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuStreamDestroy_v2: Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
     pub cuStreamCopyAttributes_ptsz:
         Result<unsafe extern "C" fn(dst: CUstream, src: CUstream) -> CUresult, ::libloading::Error>,
     pub cuStreamGetAttribute_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            attr: CUstreamAttrID,
-            value_out: *mut CUstreamAttrValue,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, attr: CUstreamAttrID, value_out: *mut CUstreamAttrValue) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamSetAttribute_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            attr: CUstreamAttrID,
-            value: *const CUstreamAttrValue,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, attr: CUstreamAttrID, value: *const CUstreamAttrValue) -> CUresult,
         ::libloading::Error,
     >,
     pub cuEventCreate: Result<
         unsafe extern "C" fn(phEvent: *mut CUevent, Flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuEventRecord_ptsz: Result<
-        unsafe extern "C" fn(hEvent: CUevent, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuEventRecord_ptsz:
+        Result<unsafe extern "C" fn(hEvent: CUevent, hStream: CUstream) -> CUresult, ::libloading::Error>,
     pub cuEventRecordWithFlags_ptsz: Result<
-        unsafe extern "C" fn(
-            hEvent: CUevent,
-            hStream: CUstream,
-            flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(hEvent: CUevent, hStream: CUstream, flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuEventQuery:
-        Result<unsafe extern "C" fn(hEvent: CUevent) -> CUresult, ::libloading::Error>,
-    pub cuEventSynchronize:
-        Result<unsafe extern "C" fn(hEvent: CUevent) -> CUresult, ::libloading::Error>,
-    pub cuEventDestroy_v2:
-        Result<unsafe extern "C" fn(hEvent: CUevent) -> CUresult, ::libloading::Error>,
+    pub cuEventQuery: Result<unsafe extern "C" fn(hEvent: CUevent) -> CUresult, ::libloading::Error>,
+    pub cuEventSynchronize: Result<unsafe extern "C" fn(hEvent: CUevent) -> CUresult, ::libloading::Error>,
+    pub cuEventDestroy_v2: Result<unsafe extern "C" fn(hEvent: CUevent) -> CUresult, ::libloading::Error>,
     pub cuEventElapsedTime_v2: Result<
         unsafe extern "C" fn(pMilliseconds: *mut f32, hStart: CUevent, hEnd: CUevent) -> CUresult,
         ::libloading::Error,
@@ -8196,26 +7177,15 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuFuncSetAttribute: Result<
-        unsafe extern "C" fn(
-            hfunc: CUfunction,
-            attrib: CUfunction_attribute,
-            value: ::std::os::raw::c_int,
-        ) -> CUresult,
+        unsafe extern "C" fn(hfunc: CUfunction, attrib: CUfunction_attribute, value: ::std::os::raw::c_int) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuFuncSetCacheConfig: Result<
-        unsafe extern "C" fn(hfunc: CUfunction, config: CUfunc_cache) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuFuncGetModule: Result<
-        unsafe extern "C" fn(hmod: *mut CUmodule, hfunc: CUfunction) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuFuncSetCacheConfig:
+        Result<unsafe extern "C" fn(hfunc: CUfunction, config: CUfunc_cache) -> CUresult, ::libloading::Error>,
+    pub cuFuncGetModule:
+        Result<unsafe extern "C" fn(hmod: *mut CUmodule, hfunc: CUfunction) -> CUresult, ::libloading::Error>,
     pub cuFuncGetName: Result<
-        unsafe extern "C" fn(
-            name: *mut *const ::std::os::raw::c_char,
-            hfunc: CUfunction,
-        ) -> CUresult,
+        unsafe extern "C" fn(name: *mut *const ::std::os::raw::c_char, hfunc: CUfunction) -> CUresult,
         ::libloading::Error,
     >,
     pub cuFuncGetParamInfo: Result<
@@ -8231,8 +7201,7 @@ pub struct CudaLib {
         unsafe extern "C" fn(state: *mut CUfunctionLoadingState, function: CUfunction) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuFuncLoad:
-        Result<unsafe extern "C" fn(function: CUfunction) -> CUresult, ::libloading::Error>,
+    pub cuFuncLoad: Result<unsafe extern "C" fn(function: CUfunction) -> CUresult, ::libloading::Error>,
     pub cuLaunchKernel_ptsz: Result<
         unsafe extern "C" fn(
             f: CUfunction,
@@ -8282,11 +7251,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuLaunchHostFunc_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            fn_: CUhostFn,
-            userData: *mut ::std::os::raw::c_void,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, fn_: CUhostFn, userData: *mut ::std::os::raw::c_void) -> CUresult,
         ::libloading::Error,
     >,
     pub cuFuncSetBlockShape: Result<
@@ -8298,10 +7263,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuFuncSetSharedSize: Result<
-        unsafe extern "C" fn(hfunc: CUfunction, bytes: ::std::os::raw::c_uint) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuFuncSetSharedSize:
+        Result<unsafe extern "C" fn(hfunc: CUfunction, bytes: ::std::os::raw::c_uint) -> CUresult, ::libloading::Error>,
     pub cuParamSetSize: Result<
         unsafe extern "C" fn(hfunc: CUfunction, numbytes: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
@@ -8315,11 +7278,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuParamSetf: Result<
-        unsafe extern "C" fn(
-            hfunc: CUfunction,
-            offset: ::std::os::raw::c_int,
-            value: f32,
-        ) -> CUresult,
+        unsafe extern "C" fn(hfunc: CUfunction, offset: ::std::os::raw::c_int, value: f32) -> CUresult,
         ::libloading::Error,
     >,
     pub cuParamSetv: Result<
@@ -8350,17 +7309,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuParamSetTexRef: Result<
-        unsafe extern "C" fn(
-            hfunc: CUfunction,
-            texunit: ::std::os::raw::c_int,
-            hTexRef: CUtexref,
-        ) -> CUresult,
+        unsafe extern "C" fn(hfunc: CUfunction, texunit: ::std::os::raw::c_int, hTexRef: CUtexref) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuFuncSetSharedMemConfig: Result<
-        unsafe extern "C" fn(hfunc: CUfunction, config: CUsharedconfig) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuFuncSetSharedMemConfig:
+        Result<unsafe extern "C" fn(hfunc: CUfunction, config: CUsharedconfig) -> CUresult, ::libloading::Error>,
     pub cuGraphCreate: Result<
         unsafe extern "C" fn(phGraph: *mut CUgraph, flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
@@ -8376,17 +7329,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphKernelNodeGetParams_v2: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *mut CUDA_KERNEL_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *mut CUDA_KERNEL_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphKernelNodeSetParams_v2: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *const CUDA_KERNEL_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *const CUDA_KERNEL_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphAddMemcpyNode: Result<
@@ -8420,17 +7367,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphMemsetNodeGetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *mut CUDA_MEMSET_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *mut CUDA_MEMSET_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphMemsetNodeSetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *const CUDA_MEMSET_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *const CUDA_MEMSET_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphAddHostNode: Result<
@@ -8444,17 +7385,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphHostNodeGetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *mut CUDA_HOST_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *mut CUDA_HOST_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphHostNodeSetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *const CUDA_HOST_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *const CUDA_HOST_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphAddChildGraphNode: Result<
@@ -8467,10 +7402,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphChildGraphNodeGetGraph: Result<
-        unsafe extern "C" fn(hNode: CUgraphNode, phGraph: *mut CUgraph) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuGraphChildGraphNodeGetGraph:
+        Result<unsafe extern "C" fn(hNode: CUgraphNode, phGraph: *mut CUgraph) -> CUresult, ::libloading::Error>,
     pub cuGraphAddEmptyNode: Result<
         unsafe extern "C" fn(
             phGraphNode: *mut CUgraphNode,
@@ -8490,14 +7423,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphEventRecordNodeGetEvent: Result<
-        unsafe extern "C" fn(hNode: CUgraphNode, event_out: *mut CUevent) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuGraphEventRecordNodeSetEvent: Result<
-        unsafe extern "C" fn(hNode: CUgraphNode, event: CUevent) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuGraphEventRecordNodeGetEvent:
+        Result<unsafe extern "C" fn(hNode: CUgraphNode, event_out: *mut CUevent) -> CUresult, ::libloading::Error>,
+    pub cuGraphEventRecordNodeSetEvent:
+        Result<unsafe extern "C" fn(hNode: CUgraphNode, event: CUevent) -> CUresult, ::libloading::Error>,
     pub cuGraphAddEventWaitNode: Result<
         unsafe extern "C" fn(
             phGraphNode: *mut CUgraphNode,
@@ -8508,14 +7437,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphEventWaitNodeGetEvent: Result<
-        unsafe extern "C" fn(hNode: CUgraphNode, event_out: *mut CUevent) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuGraphEventWaitNodeSetEvent: Result<
-        unsafe extern "C" fn(hNode: CUgraphNode, event: CUevent) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuGraphEventWaitNodeGetEvent:
+        Result<unsafe extern "C" fn(hNode: CUgraphNode, event_out: *mut CUevent) -> CUresult, ::libloading::Error>,
+    pub cuGraphEventWaitNodeSetEvent:
+        Result<unsafe extern "C" fn(hNode: CUgraphNode, event: CUevent) -> CUresult, ::libloading::Error>,
     pub cuGraphAddExternalSemaphoresSignalNode: Result<
         unsafe extern "C" fn(
             phGraphNode: *mut CUgraphNode,
@@ -8527,17 +7452,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphExternalSemaphoresSignalNodeGetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            params_out: *mut CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, params_out: *mut CUDA_EXT_SEM_SIGNAL_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphExternalSemaphoresSignalNodeSetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphAddExternalSemaphoresWaitNode: Result<
@@ -8551,17 +7470,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphExternalSemaphoresWaitNodeGetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            params_out: *mut CUDA_EXT_SEM_WAIT_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, params_out: *mut CUDA_EXT_SEM_WAIT_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphExternalSemaphoresWaitNodeSetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *const CUDA_EXT_SEM_WAIT_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *const CUDA_EXT_SEM_WAIT_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphAddBatchMemOpNode: Result<
@@ -8575,17 +7488,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphBatchMemOpNodeGetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams_out: *mut CUDA_BATCH_MEM_OP_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams_out: *mut CUDA_BATCH_MEM_OP_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphBatchMemOpNodeSetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *const CUDA_BATCH_MEM_OP_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *const CUDA_BATCH_MEM_OP_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphExecBatchMemOpNodeSetParams: Result<
@@ -8607,10 +7514,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphMemAllocNodeGetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            params_out: *mut CUDA_MEM_ALLOC_NODE_PARAMS,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, params_out: *mut CUDA_MEM_ALLOC_NODE_PARAMS) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphAddMemFreeNode: Result<
@@ -8623,12 +7527,9 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphMemFreeNodeGetParams: Result<
-        unsafe extern "C" fn(hNode: CUgraphNode, dptr_out: *mut CUdeviceptr) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuDeviceGraphMemTrim:
-        Result<unsafe extern "C" fn(device: CUdevice) -> CUresult, ::libloading::Error>,
+    pub cuGraphMemFreeNodeGetParams:
+        Result<unsafe extern "C" fn(hNode: CUgraphNode, dptr_out: *mut CUdeviceptr) -> CUresult, ::libloading::Error>,
+    pub cuDeviceGraphMemTrim: Result<unsafe extern "C" fn(device: CUdevice) -> CUresult, ::libloading::Error>,
     pub cuDeviceGetGraphMemAttribute: Result<
         unsafe extern "C" fn(
             device: CUdevice,
@@ -8650,31 +7551,17 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphNodeFindInClone: Result<
-        unsafe extern "C" fn(
-            phNode: *mut CUgraphNode,
-            hOriginalNode: CUgraphNode,
-            hClonedGraph: CUgraph,
-        ) -> CUresult,
+        unsafe extern "C" fn(phNode: *mut CUgraphNode, hOriginalNode: CUgraphNode, hClonedGraph: CUgraph) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphNodeGetType: Result<
-        unsafe extern "C" fn(hNode: CUgraphNode, type_: *mut CUgraphNodeType) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuGraphNodeGetType:
+        Result<unsafe extern "C" fn(hNode: CUgraphNode, type_: *mut CUgraphNodeType) -> CUresult, ::libloading::Error>,
     pub cuGraphGetNodes: Result<
-        unsafe extern "C" fn(
-            hGraph: CUgraph,
-            nodes: *mut CUgraphNode,
-            numNodes: *mut usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(hGraph: CUgraph, nodes: *mut CUgraphNode, numNodes: *mut usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphGetRootNodes: Result<
-        unsafe extern "C" fn(
-            hGraph: CUgraph,
-            rootNodes: *mut CUgraphNode,
-            numRootNodes: *mut usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(hGraph: CUgraph, rootNodes: *mut CUgraphNode, numRootNodes: *mut usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphGetEdges_v2: Result<
@@ -8725,8 +7612,7 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphDestroyNode:
-        Result<unsafe extern "C" fn(hNode: CUgraphNode) -> CUresult, ::libloading::Error>,
+    pub cuGraphDestroyNode: Result<unsafe extern "C" fn(hNode: CUgraphNode) -> CUresult, ::libloading::Error>,
     pub cuGraphInstantiateWithFlags: Result<
         unsafe extern "C" fn(
             phGraphExec: *mut CUgraphExec,
@@ -8743,10 +7629,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphExecGetFlags: Result<
-        unsafe extern "C" fn(hGraphExec: CUgraphExec, flags: *mut cuuint64_t) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuGraphExecGetFlags:
+        Result<unsafe extern "C" fn(hGraphExec: CUgraphExec, flags: *mut cuuint64_t) -> CUresult, ::libloading::Error>,
     pub cuGraphExecKernelNodeSetParams_v2: Result<
         unsafe extern "C" fn(
             hGraphExec: CUgraphExec,
@@ -8782,27 +7666,15 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphExecChildGraphNodeSetParams: Result<
-        unsafe extern "C" fn(
-            hGraphExec: CUgraphExec,
-            hNode: CUgraphNode,
-            childGraph: CUgraph,
-        ) -> CUresult,
+        unsafe extern "C" fn(hGraphExec: CUgraphExec, hNode: CUgraphNode, childGraph: CUgraph) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphExecEventRecordNodeSetEvent: Result<
-        unsafe extern "C" fn(
-            hGraphExec: CUgraphExec,
-            hNode: CUgraphNode,
-            event: CUevent,
-        ) -> CUresult,
+        unsafe extern "C" fn(hGraphExec: CUgraphExec, hNode: CUgraphNode, event: CUevent) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphExecEventWaitNodeSetEvent: Result<
-        unsafe extern "C" fn(
-            hGraphExec: CUgraphExec,
-            hNode: CUgraphNode,
-            event: CUevent,
-        ) -> CUresult,
+        unsafe extern "C" fn(hGraphExec: CUgraphExec, hNode: CUgraphNode, event: CUevent) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphExecExternalSemaphoresSignalNodeSetParams: Result<
@@ -8837,18 +7709,12 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphUpload_ptsz: Result<
-        unsafe extern "C" fn(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuGraphLaunch_ptsz: Result<
-        unsafe extern "C" fn(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuGraphExecDestroy:
-        Result<unsafe extern "C" fn(hGraphExec: CUgraphExec) -> CUresult, ::libloading::Error>,
-    pub cuGraphDestroy:
-        Result<unsafe extern "C" fn(hGraph: CUgraph) -> CUresult, ::libloading::Error>,
+    pub cuGraphUpload_ptsz:
+        Result<unsafe extern "C" fn(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuGraphLaunch_ptsz:
+        Result<unsafe extern "C" fn(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuGraphExecDestroy: Result<unsafe extern "C" fn(hGraphExec: CUgraphExec) -> CUresult, ::libloading::Error>,
+    pub cuGraphDestroy: Result<unsafe extern "C" fn(hGraph: CUgraph) -> CUresult, ::libloading::Error>,
     pub cuGraphExecUpdate_v2: Result<
         unsafe extern "C" fn(
             hGraphExec: CUgraphExec,
@@ -8857,10 +7723,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphKernelNodeCopyAttributes: Result<
-        unsafe extern "C" fn(dst: CUgraphNode, src: CUgraphNode) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuGraphKernelNodeCopyAttributes:
+        Result<unsafe extern "C" fn(dst: CUgraphNode, src: CUgraphNode) -> CUresult, ::libloading::Error>,
     pub cuGraphKernelNodeGetAttribute: Result<
         unsafe extern "C" fn(
             hNode: CUgraphNode,
@@ -8913,11 +7777,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphReleaseUserObject: Result<
-        unsafe extern "C" fn(
-            graph: CUgraph,
-            object: CUuserObject,
-            count: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(graph: CUgraph, object: CUuserObject, count: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphAddNode_v2: Result<
@@ -9021,11 +7881,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuTexRefSetArray: Result<
-        unsafe extern "C" fn(
-            hTexRef: CUtexref,
-            hArray: CUarray,
-            Flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(hTexRef: CUtexref, hArray: CUarray, Flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuTexRefSetMipmappedArray: Result<
@@ -9037,12 +7893,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuTexRefSetAddress_v2: Result<
-        unsafe extern "C" fn(
-            ByteOffset: *mut usize,
-            hTexRef: CUtexref,
-            dptr: CUdeviceptr,
-            bytes: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(ByteOffset: *mut usize, hTexRef: CUtexref, dptr: CUdeviceptr, bytes: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuTexRefSetAddress2D_v3: Result<
@@ -9063,70 +7914,41 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuTexRefSetAddressMode: Result<
-        unsafe extern "C" fn(
-            hTexRef: CUtexref,
-            dim: ::std::os::raw::c_int,
-            am: CUaddress_mode,
-        ) -> CUresult,
+        unsafe extern "C" fn(hTexRef: CUtexref, dim: ::std::os::raw::c_int, am: CUaddress_mode) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuTexRefSetFilterMode: Result<
-        unsafe extern "C" fn(hTexRef: CUtexref, fm: CUfilter_mode) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuTexRefSetMipmapFilterMode: Result<
-        unsafe extern "C" fn(hTexRef: CUtexref, fm: CUfilter_mode) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuTexRefSetFilterMode:
+        Result<unsafe extern "C" fn(hTexRef: CUtexref, fm: CUfilter_mode) -> CUresult, ::libloading::Error>,
+    pub cuTexRefSetMipmapFilterMode:
+        Result<unsafe extern "C" fn(hTexRef: CUtexref, fm: CUfilter_mode) -> CUresult, ::libloading::Error>,
     pub cuTexRefSetMipmapLevelBias:
         Result<unsafe extern "C" fn(hTexRef: CUtexref, bias: f32) -> CUresult, ::libloading::Error>,
     pub cuTexRefSetMipmapLevelClamp: Result<
-        unsafe extern "C" fn(
-            hTexRef: CUtexref,
-            minMipmapLevelClamp: f32,
-            maxMipmapLevelClamp: f32,
-        ) -> CUresult,
+        unsafe extern "C" fn(hTexRef: CUtexref, minMipmapLevelClamp: f32, maxMipmapLevelClamp: f32) -> CUresult,
         ::libloading::Error,
     >,
     pub cuTexRefSetMaxAnisotropy: Result<
         unsafe extern "C" fn(hTexRef: CUtexref, maxAniso: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuTexRefSetBorderColor: Result<
-        unsafe extern "C" fn(hTexRef: CUtexref, pBorderColor: *mut f32) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuTexRefSetFlags: Result<
-        unsafe extern "C" fn(hTexRef: CUtexref, Flags: ::std::os::raw::c_uint) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuTexRefGetAddress_v2: Result<
-        unsafe extern "C" fn(pdptr: *mut CUdeviceptr, hTexRef: CUtexref) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuTexRefGetArray: Result<
-        unsafe extern "C" fn(phArray: *mut CUarray, hTexRef: CUtexref) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuTexRefSetBorderColor:
+        Result<unsafe extern "C" fn(hTexRef: CUtexref, pBorderColor: *mut f32) -> CUresult, ::libloading::Error>,
+    pub cuTexRefSetFlags:
+        Result<unsafe extern "C" fn(hTexRef: CUtexref, Flags: ::std::os::raw::c_uint) -> CUresult, ::libloading::Error>,
+    pub cuTexRefGetAddress_v2:
+        Result<unsafe extern "C" fn(pdptr: *mut CUdeviceptr, hTexRef: CUtexref) -> CUresult, ::libloading::Error>,
+    pub cuTexRefGetArray:
+        Result<unsafe extern "C" fn(phArray: *mut CUarray, hTexRef: CUtexref) -> CUresult, ::libloading::Error>,
     pub cuTexRefGetMipmappedArray: Result<
-        unsafe extern "C" fn(
-            phMipmappedArray: *mut CUmipmappedArray,
-            hTexRef: CUtexref,
-        ) -> CUresult,
+        unsafe extern "C" fn(phMipmappedArray: *mut CUmipmappedArray, hTexRef: CUtexref) -> CUresult,
         ::libloading::Error,
     >,
     pub cuTexRefGetAddressMode: Result<
-        unsafe extern "C" fn(
-            pam: *mut CUaddress_mode,
-            hTexRef: CUtexref,
-            dim: ::std::os::raw::c_int,
-        ) -> CUresult,
+        unsafe extern "C" fn(pam: *mut CUaddress_mode, hTexRef: CUtexref, dim: ::std::os::raw::c_int) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuTexRefGetFilterMode: Result<
-        unsafe extern "C" fn(pfm: *mut CUfilter_mode, hTexRef: CUtexref) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuTexRefGetFilterMode:
+        Result<unsafe extern "C" fn(pfm: *mut CUfilter_mode, hTexRef: CUtexref) -> CUresult, ::libloading::Error>,
     pub cuTexRefGetFormat: Result<
         unsafe extern "C" fn(
             pFormat: *mut CUarray_format,
@@ -9135,14 +7957,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuTexRefGetMipmapFilterMode: Result<
-        unsafe extern "C" fn(pfm: *mut CUfilter_mode, hTexRef: CUtexref) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuTexRefGetMipmapLevelBias: Result<
-        unsafe extern "C" fn(pbias: *mut f32, hTexRef: CUtexref) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuTexRefGetMipmapFilterMode:
+        Result<unsafe extern "C" fn(pfm: *mut CUfilter_mode, hTexRef: CUtexref) -> CUresult, ::libloading::Error>,
+    pub cuTexRefGetMipmapLevelBias:
+        Result<unsafe extern "C" fn(pbias: *mut f32, hTexRef: CUtexref) -> CUresult, ::libloading::Error>,
     pub cuTexRefGetMipmapLevelClamp: Result<
         unsafe extern "C" fn(
             pminMipmapLevelClamp: *mut f32,
@@ -9155,30 +7973,20 @@ pub struct CudaLib {
         unsafe extern "C" fn(pmaxAniso: *mut ::std::os::raw::c_int, hTexRef: CUtexref) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuTexRefGetBorderColor: Result<
-        unsafe extern "C" fn(pBorderColor: *mut f32, hTexRef: CUtexref) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuTexRefGetBorderColor:
+        Result<unsafe extern "C" fn(pBorderColor: *mut f32, hTexRef: CUtexref) -> CUresult, ::libloading::Error>,
     pub cuTexRefGetFlags: Result<
         unsafe extern "C" fn(pFlags: *mut ::std::os::raw::c_uint, hTexRef: CUtexref) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuTexRefCreate:
-        Result<unsafe extern "C" fn(pTexRef: *mut CUtexref) -> CUresult, ::libloading::Error>,
-    pub cuTexRefDestroy:
-        Result<unsafe extern "C" fn(hTexRef: CUtexref) -> CUresult, ::libloading::Error>,
+    pub cuTexRefCreate: Result<unsafe extern "C" fn(pTexRef: *mut CUtexref) -> CUresult, ::libloading::Error>,
+    pub cuTexRefDestroy: Result<unsafe extern "C" fn(hTexRef: CUtexref) -> CUresult, ::libloading::Error>,
     pub cuSurfRefSetArray: Result<
-        unsafe extern "C" fn(
-            hSurfRef: CUsurfref,
-            hArray: CUarray,
-            Flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(hSurfRef: CUsurfref, hArray: CUarray, Flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuSurfRefGetArray: Result<
-        unsafe extern "C" fn(phArray: *mut CUarray, hSurfRef: CUsurfref) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuSurfRefGetArray:
+        Result<unsafe extern "C" fn(phArray: *mut CUarray, hSurfRef: CUsurfref) -> CUresult, ::libloading::Error>,
     pub cuTexObjectCreate: Result<
         unsafe extern "C" fn(
             pTexObject: *mut CUtexObject,
@@ -9188,8 +7996,7 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuTexObjectDestroy:
-        Result<unsafe extern "C" fn(texObject: CUtexObject) -> CUresult, ::libloading::Error>,
+    pub cuTexObjectDestroy: Result<unsafe extern "C" fn(texObject: CUtexObject) -> CUresult, ::libloading::Error>,
     pub cuTexObjectGetResourceDesc: Result<
         unsafe extern "C" fn(pResDesc: *mut CUDA_RESOURCE_DESC, texObject: CUtexObject) -> CUresult,
         ::libloading::Error,
@@ -9199,26 +8006,16 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuTexObjectGetResourceViewDesc: Result<
-        unsafe extern "C" fn(
-            pResViewDesc: *mut CUDA_RESOURCE_VIEW_DESC,
-            texObject: CUtexObject,
-        ) -> CUresult,
+        unsafe extern "C" fn(pResViewDesc: *mut CUDA_RESOURCE_VIEW_DESC, texObject: CUtexObject) -> CUresult,
         ::libloading::Error,
     >,
     pub cuSurfObjectCreate: Result<
-        unsafe extern "C" fn(
-            pSurfObject: *mut CUsurfObject,
-            pResDesc: *const CUDA_RESOURCE_DESC,
-        ) -> CUresult,
+        unsafe extern "C" fn(pSurfObject: *mut CUsurfObject, pResDesc: *const CUDA_RESOURCE_DESC) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuSurfObjectDestroy:
-        Result<unsafe extern "C" fn(surfObject: CUsurfObject) -> CUresult, ::libloading::Error>,
+    pub cuSurfObjectDestroy: Result<unsafe extern "C" fn(surfObject: CUsurfObject) -> CUresult, ::libloading::Error>,
     pub cuSurfObjectGetResourceDesc: Result<
-        unsafe extern "C" fn(
-            pResDesc: *mut CUDA_RESOURCE_DESC,
-            surfObject: CUsurfObject,
-        ) -> CUresult,
+        unsafe extern "C" fn(pResDesc: *mut CUDA_RESOURCE_DESC, surfObject: CUsurfObject) -> CUresult,
         ::libloading::Error,
     >,
     pub cuTensorMapEncodeTiled: Result<
@@ -9280,26 +8077,18 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuTensorMapReplaceAddress: Result<
-        unsafe extern "C" fn(
-            tensorMap: *mut CUtensorMap,
-            globalAddress: *mut ::std::os::raw::c_void,
-        ) -> CUresult,
+        unsafe extern "C" fn(tensorMap: *mut CUtensorMap, globalAddress: *mut ::std::os::raw::c_void) -> CUresult,
         ::libloading::Error,
     >,
     pub cuDeviceCanAccessPeer: Result<
-        unsafe extern "C" fn(
-            canAccessPeer: *mut ::std::os::raw::c_int,
-            dev: CUdevice,
-            peerDev: CUdevice,
-        ) -> CUresult,
+        unsafe extern "C" fn(canAccessPeer: *mut ::std::os::raw::c_int, dev: CUdevice, peerDev: CUdevice) -> CUresult,
         ::libloading::Error,
     >,
     pub cuCtxEnablePeerAccess: Result<
         unsafe extern "C" fn(peerContext: CUcontext, Flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuCtxDisablePeerAccess:
-        Result<unsafe extern "C" fn(peerContext: CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuCtxDisablePeerAccess: Result<unsafe extern "C" fn(peerContext: CUcontext) -> CUresult, ::libloading::Error>,
     pub cuDeviceGetP2PAttribute: Result<
         unsafe extern "C" fn(
             value: *mut ::std::os::raw::c_int,
@@ -9331,25 +8120,15 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphicsResourceGetMappedMipmappedArray: Result<
-        unsafe extern "C" fn(
-            pMipmappedArray: *mut CUmipmappedArray,
-            resource: CUgraphicsResource,
-        ) -> CUresult,
+        unsafe extern "C" fn(pMipmappedArray: *mut CUmipmappedArray, resource: CUgraphicsResource) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphicsResourceGetMappedPointer_v2: Result<
-        unsafe extern "C" fn(
-            pDevPtr: *mut CUdeviceptr,
-            pSize: *mut usize,
-            resource: CUgraphicsResource,
-        ) -> CUresult,
+        unsafe extern "C" fn(pDevPtr: *mut CUdeviceptr, pSize: *mut usize, resource: CUgraphicsResource) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphicsResourceSetMapFlags_v2: Result<
-        unsafe extern "C" fn(
-            resource: CUgraphicsResource,
-            flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(resource: CUgraphicsResource, flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphicsMapResources_ptsz: Result<
@@ -9426,34 +8205,19 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGreenCtxDestroy:
-        Result<unsafe extern "C" fn(hCtx: CUgreenCtx) -> CUresult, ::libloading::Error>,
-    pub cuCtxFromGreenCtx: Result<
-        unsafe extern "C" fn(pContext: *mut CUcontext, hCtx: CUgreenCtx) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuGreenCtxDestroy: Result<unsafe extern "C" fn(hCtx: CUgreenCtx) -> CUresult, ::libloading::Error>,
+    pub cuCtxFromGreenCtx:
+        Result<unsafe extern "C" fn(pContext: *mut CUcontext, hCtx: CUgreenCtx) -> CUresult, ::libloading::Error>,
     pub cuDeviceGetDevResource: Result<
-        unsafe extern "C" fn(
-            device: CUdevice,
-            resource: *mut CUdevResource,
-            type_: CUdevResourceType,
-        ) -> CUresult,
+        unsafe extern "C" fn(device: CUdevice, resource: *mut CUdevResource, type_: CUdevResourceType) -> CUresult,
         ::libloading::Error,
     >,
     pub cuCtxGetDevResource: Result<
-        unsafe extern "C" fn(
-            hCtx: CUcontext,
-            resource: *mut CUdevResource,
-            type_: CUdevResourceType,
-        ) -> CUresult,
+        unsafe extern "C" fn(hCtx: CUcontext, resource: *mut CUdevResource, type_: CUdevResourceType) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGreenCtxGetDevResource: Result<
-        unsafe extern "C" fn(
-            hCtx: CUgreenCtx,
-            resource: *mut CUdevResource,
-            type_: CUdevResourceType,
-        ) -> CUresult,
+        unsafe extern "C" fn(hCtx: CUgreenCtx, resource: *mut CUdevResource, type_: CUdevResourceType) -> CUresult,
         ::libloading::Error,
     >,
     pub cuDevSmResourceSplitByCount: Result<
@@ -9475,18 +8239,12 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGreenCtxRecordEvent: Result<
-        unsafe extern "C" fn(hCtx: CUgreenCtx, hEvent: CUevent) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuGreenCtxWaitEvent: Result<
-        unsafe extern "C" fn(hCtx: CUgreenCtx, hEvent: CUevent) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuStreamGetGreenCtx: Result<
-        unsafe extern "C" fn(hStream: CUstream, phCtx: *mut CUgreenCtx) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuGreenCtxRecordEvent:
+        Result<unsafe extern "C" fn(hCtx: CUgreenCtx, hEvent: CUevent) -> CUresult, ::libloading::Error>,
+    pub cuGreenCtxWaitEvent:
+        Result<unsafe extern "C" fn(hCtx: CUgreenCtx, hEvent: CUevent) -> CUresult, ::libloading::Error>,
+    pub cuStreamGetGreenCtx:
+        Result<unsafe extern "C" fn(hStream: CUstream, phCtx: *mut CUgreenCtx) -> CUresult, ::libloading::Error>,
     pub cuGreenCtxStreamCreate: Result<
         unsafe extern "C" fn(
             phStream: *mut CUstream,
@@ -9497,10 +8255,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGreenCtxGetId: Result<
-        unsafe extern "C" fn(
-            greenCtx: CUgreenCtx,
-            greenCtxId: *mut ::std::os::raw::c_ulonglong,
-        ) -> CUresult,
+        unsafe extern "C" fn(greenCtx: CUgreenCtx, greenCtxId: *mut ::std::os::raw::c_ulonglong) -> CUresult,
         ::libloading::Error,
     >,
     pub cuLogsRegisterCallback: Result<
@@ -9511,15 +8266,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuLogsUnregisterCallback: Result<
-        unsafe extern "C" fn(callback: CUlogsCallbackHandle) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuLogsUnregisterCallback:
+        Result<unsafe extern "C" fn(callback: CUlogsCallbackHandle) -> CUresult, ::libloading::Error>,
     pub cuLogsCurrent: Result<
-        unsafe extern "C" fn(
-            iterator_out: *mut CUlogIterator,
-            flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(iterator_out: *mut CUlogIterator, flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuLogsDumpToFile: Result<
@@ -9548,10 +8298,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphicsResourceSetMapFlags: Result<
-        unsafe extern "C" fn(
-            resource: CUgraphicsResource,
-            flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(resource: CUgraphicsResource, flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuLinkCreate: Result<
@@ -9601,19 +8348,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuCtxCreate: Result<
-        unsafe extern "C" fn(
-            pctx: *mut CUcontext,
-            flags: ::std::os::raw::c_uint,
-            dev: CUdevice,
-        ) -> CUresult,
+        unsafe extern "C" fn(pctx: *mut CUcontext, flags: ::std::os::raw::c_uint, dev: CUdevice) -> CUresult,
         ::libloading::Error,
     >,
     pub cuCtxCreate_v2: Result<
-        unsafe extern "C" fn(
-            pctx: *mut CUcontext,
-            flags: ::std::os::raw::c_uint,
-            dev: CUdevice,
-        ) -> CUresult,
+        unsafe extern "C" fn(pctx: *mut CUcontext, flags: ::std::os::raw::c_uint, dev: CUdevice) -> CUresult,
         ::libloading::Error,
     >,
     pub cuCtxCreate_v3: Result<
@@ -9636,17 +8375,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemGetInfo: Result<
-        unsafe extern "C" fn(
-            free: *mut ::std::os::raw::c_uint,
-            total: *mut ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(free: *mut ::std::os::raw::c_uint, total: *mut ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemAlloc: Result<
-        unsafe extern "C" fn(
-            dptr: *mut CUdeviceptr_v1,
-            bytesize: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(dptr: *mut CUdeviceptr_v1, bytesize: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemAllocPitch: Result<
@@ -9659,8 +8392,7 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemFree:
-        Result<unsafe extern "C" fn(dptr: CUdeviceptr_v1) -> CUresult, ::libloading::Error>,
+    pub cuMemFree: Result<unsafe extern "C" fn(dptr: CUdeviceptr_v1) -> CUresult, ::libloading::Error>,
     pub cuMemGetAddressRange: Result<
         unsafe extern "C" fn(
             pbase: *mut CUdeviceptr_v1,
@@ -9670,10 +8402,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemAllocHost: Result<
-        unsafe extern "C" fn(
-            pp: *mut *mut ::std::os::raw::c_void,
-            bytesize: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(pp: *mut *mut ::std::os::raw::c_void, bytesize: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemHostGetDevicePointer: Result<
@@ -9774,18 +8503,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemcpy2D: Result<
-        unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D_v1) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuMemcpy2DUnaligned: Result<
-        unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D_v1) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuMemcpy3D: Result<
-        unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D_v1) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemcpy2D: Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D_v1) -> CUresult, ::libloading::Error>,
+    pub cuMemcpy2DUnaligned:
+        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D_v1) -> CUresult, ::libloading::Error>,
+    pub cuMemcpy3D: Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D_v1) -> CUresult, ::libloading::Error>,
     pub cuMemcpyHtoDAsync: Result<
         unsafe extern "C" fn(
             dstDevice: CUdeviceptr_v1,
@@ -9876,31 +8597,19 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuArrayCreate: Result<
-        unsafe extern "C" fn(
-            pHandle: *mut CUarray,
-            pAllocateArray: *const CUDA_ARRAY_DESCRIPTOR_v1,
-        ) -> CUresult,
+        unsafe extern "C" fn(pHandle: *mut CUarray, pAllocateArray: *const CUDA_ARRAY_DESCRIPTOR_v1) -> CUresult,
         ::libloading::Error,
     >,
     pub cuArrayGetDescriptor: Result<
-        unsafe extern "C" fn(
-            pArrayDescriptor: *mut CUDA_ARRAY_DESCRIPTOR_v1,
-            hArray: CUarray,
-        ) -> CUresult,
+        unsafe extern "C" fn(pArrayDescriptor: *mut CUDA_ARRAY_DESCRIPTOR_v1, hArray: CUarray) -> CUresult,
         ::libloading::Error,
     >,
     pub cuArray3DCreate: Result<
-        unsafe extern "C" fn(
-            pHandle: *mut CUarray,
-            pAllocateArray: *const CUDA_ARRAY3D_DESCRIPTOR_v1,
-        ) -> CUresult,
+        unsafe extern "C" fn(pHandle: *mut CUarray, pAllocateArray: *const CUDA_ARRAY3D_DESCRIPTOR_v1) -> CUresult,
         ::libloading::Error,
     >,
     pub cuArray3DGetDescriptor: Result<
-        unsafe extern "C" fn(
-            pArrayDescriptor: *mut CUDA_ARRAY3D_DESCRIPTOR_v1,
-            hArray: CUarray,
-        ) -> CUresult,
+        unsafe extern "C" fn(pArrayDescriptor: *mut CUDA_ARRAY3D_DESCRIPTOR_v1, hArray: CUarray) -> CUresult,
         ::libloading::Error,
     >,
     pub cuTexRefSetAddress: Result<
@@ -9921,10 +8630,8 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuTexRefGetAddress: Result<
-        unsafe extern "C" fn(pdptr: *mut CUdeviceptr_v1, hTexRef: CUtexref) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuTexRefGetAddress:
+        Result<unsafe extern "C" fn(pdptr: *mut CUdeviceptr_v1, hTexRef: CUtexref) -> CUresult, ::libloading::Error>,
     pub cuGraphicsResourceGetMappedPointer: Result<
         unsafe extern "C" fn(
             pDevPtr: *mut CUdeviceptr_v1,
@@ -9934,30 +8641,20 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuCtxDestroy: Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
-    pub cuCtxPopCurrent:
-        Result<unsafe extern "C" fn(pctx: *mut CUcontext) -> CUresult, ::libloading::Error>,
-    pub cuCtxPushCurrent:
-        Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
-    pub cuStreamDestroy:
-        Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
-    pub cuEventDestroy:
-        Result<unsafe extern "C" fn(hEvent: CUevent) -> CUresult, ::libloading::Error>,
+    pub cuCtxPopCurrent: Result<unsafe extern "C" fn(pctx: *mut CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuCtxPushCurrent: Result<unsafe extern "C" fn(ctx: CUcontext) -> CUresult, ::libloading::Error>,
+    pub cuStreamDestroy: Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuEventDestroy: Result<unsafe extern "C" fn(hEvent: CUevent) -> CUresult, ::libloading::Error>,
     pub cuEventElapsedTime: Result<
         unsafe extern "C" fn(pMilliseconds: *mut f32, hStart: CUevent, hEnd: CUevent) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuDevicePrimaryCtxRelease:
-        Result<unsafe extern "C" fn(dev: CUdevice) -> CUresult, ::libloading::Error>,
-    pub cuDevicePrimaryCtxReset:
-        Result<unsafe extern "C" fn(dev: CUdevice) -> CUresult, ::libloading::Error>,
-    pub cuDevicePrimaryCtxSetFlags: Result<
-        unsafe extern "C" fn(dev: CUdevice, flags: ::std::os::raw::c_uint) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuDeviceGetUuid: Result<
-        unsafe extern "C" fn(uuid: *mut CUuuid, dev: CUdevice) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuDevicePrimaryCtxRelease: Result<unsafe extern "C" fn(dev: CUdevice) -> CUresult, ::libloading::Error>,
+    pub cuDevicePrimaryCtxReset: Result<unsafe extern "C" fn(dev: CUdevice) -> CUresult, ::libloading::Error>,
+    pub cuDevicePrimaryCtxSetFlags:
+        Result<unsafe extern "C" fn(dev: CUdevice, flags: ::std::os::raw::c_uint) -> CUresult, ::libloading::Error>,
+    pub cuDeviceGetUuid:
+        Result<unsafe extern "C" fn(uuid: *mut CUuuid, dev: CUdevice) -> CUresult, ::libloading::Error>,
     pub cuMemcpyHtoD_v2: Result<
         unsafe extern "C" fn(
             dstDevice: CUdeviceptr,
@@ -9975,29 +8672,15 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemcpyDtoD_v2: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            srcDevice: CUdeviceptr,
-            ByteCount: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, srcDevice: CUdeviceptr, ByteCount: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemcpyDtoA_v2: Result<
-        unsafe extern "C" fn(
-            dstArray: CUarray,
-            dstOffset: usize,
-            srcDevice: CUdeviceptr,
-            ByteCount: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstArray: CUarray, dstOffset: usize, srcDevice: CUdeviceptr, ByteCount: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemcpyAtoD_v2: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            srcArray: CUarray,
-            srcOffset: usize,
-            ByteCount: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, srcArray: CUarray, srcOffset: usize, ByteCount: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemcpyHtoA_v2: Result<
@@ -10048,12 +8731,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemcpy2D_v2:
-        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D) -> CUresult, ::libloading::Error>,
+    pub cuMemcpy2D_v2: Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D) -> CUresult, ::libloading::Error>,
     pub cuMemcpy2DUnaligned_v2:
         Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D) -> CUresult, ::libloading::Error>,
-    pub cuMemcpy3D_v2:
-        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D) -> CUresult, ::libloading::Error>,
+    pub cuMemcpy3D_v2: Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D) -> CUresult, ::libloading::Error>,
     pub cuMemcpyHtoDAsync_v2: Result<
         unsafe extern "C" fn(
             dstDevice: CUdeviceptr,
@@ -10081,36 +8762,20 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemcpy2DAsync_v2: Result<
-        unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuMemcpy3DAsync_v2: Result<
-        unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemcpy2DAsync_v2:
+        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuMemcpy3DAsync_v2:
+        Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D, hStream: CUstream) -> CUresult, ::libloading::Error>,
     pub cuMemsetD8_v2: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            uc: ::std::os::raw::c_uchar,
-            N: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, uc: ::std::os::raw::c_uchar, N: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemsetD16_v2: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            us: ::std::os::raw::c_ushort,
-            N: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, us: ::std::os::raw::c_ushort, N: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemsetD32_v2: Result<
-        unsafe extern "C" fn(
-            dstDevice: CUdeviceptr,
-            ui: ::std::os::raw::c_uint,
-            N: usize,
-        ) -> CUresult,
+        unsafe extern "C" fn(dstDevice: CUdeviceptr, ui: ::std::os::raw::c_uint, N: usize) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemsetD2D8_v2: Result<
@@ -10148,12 +8813,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemcpyAsync: Result<
-        unsafe extern "C" fn(
-            dst: CUdeviceptr,
-            src: CUdeviceptr,
-            ByteCount: usize,
-            hStream: CUstream,
-        ) -> CUresult,
+        unsafe extern "C" fn(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: usize, hStream: CUstream) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemcpyPeer: Result<
@@ -10177,10 +8837,7 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemcpy3DPeer: Result<
-        unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D_PEER) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemcpy3DPeer: Result<unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D_PEER) -> CUresult, ::libloading::Error>,
     pub cuMemcpy3DPeerAsync: Result<
         unsafe extern "C" fn(pCopy: *const CUDA_MEMCPY3D_PEER, hStream: CUstream) -> CUresult,
         ::libloading::Error,
@@ -10320,38 +8977,23 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuStreamGetId: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            streamId: *mut ::std::os::raw::c_ulonglong,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, streamId: *mut ::std::os::raw::c_ulonglong) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamGetFlags: Result<
         unsafe extern "C" fn(hStream: CUstream, flags: *mut ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuStreamGetDevice: Result<
-        unsafe extern "C" fn(hStream: CUstream, device: *mut CUdevice) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuStreamGetCtx: Result<
-        unsafe extern "C" fn(hStream: CUstream, pctx: *mut CUcontext) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuStreamGetDevice:
+        Result<unsafe extern "C" fn(hStream: CUstream, device: *mut CUdevice) -> CUresult, ::libloading::Error>,
+    pub cuStreamGetCtx:
+        Result<unsafe extern "C" fn(hStream: CUstream, pctx: *mut CUcontext) -> CUresult, ::libloading::Error>,
     pub cuStreamGetCtx_v2: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            pCtx: *mut CUcontext,
-            pGreenCtx: *mut CUgreenCtx,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, pCtx: *mut CUcontext, pGreenCtx: *mut CUgreenCtx) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamWaitEvent: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            hEvent: CUevent,
-            Flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, hEvent: CUevent, Flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamAddCallback: Result<
@@ -10372,20 +9014,12 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuStreamQuery:
-        Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
-    pub cuStreamSynchronize:
-        Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
-    pub cuEventRecord: Result<
-        unsafe extern "C" fn(hEvent: CUevent, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuStreamQuery: Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuStreamSynchronize: Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuEventRecord:
+        Result<unsafe extern "C" fn(hEvent: CUevent, hStream: CUstream) -> CUresult, ::libloading::Error>,
     pub cuEventRecordWithFlags: Result<
-        unsafe extern "C" fn(
-            hEvent: CUevent,
-            hStream: CUstream,
-            flags: ::std::os::raw::c_uint,
-        ) -> CUresult,
+        unsafe extern "C" fn(hEvent: CUevent, hStream: CUstream, flags: ::std::os::raw::c_uint) -> CUresult,
         ::libloading::Error,
     >,
     pub cuLaunchKernel: Result<
@@ -10414,11 +9048,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuLaunchHostFunc: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            fn_: CUhostFn,
-            userData: *mut ::std::os::raw::c_void,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, fn_: CUhostFn, userData: *mut ::std::os::raw::c_void) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphicsMapResources: Result<
@@ -10573,21 +9203,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemPrefetchAsync: Result<
-        unsafe extern "C" fn(
-            devPtr: CUdeviceptr,
-            count: usize,
-            dstDevice: CUdevice,
-            hStream: CUstream,
-        ) -> CUresult,
+        unsafe extern "C" fn(devPtr: CUdeviceptr, count: usize, dstDevice: CUdevice, hStream: CUstream) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemPrefetchAsync_ptsz: Result<
-        unsafe extern "C" fn(
-            devPtr: CUdeviceptr,
-            count: usize,
-            dstDevice: CUdevice,
-            hStream: CUstream,
-        ) -> CUresult,
+        unsafe extern "C" fn(devPtr: CUdeviceptr, count: usize, dstDevice: CUdevice, hStream: CUstream) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemPrefetchAsync_v2: Result<
@@ -10601,12 +9221,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuMemAdvise: Result<
-        unsafe extern "C" fn(
-            devPtr: CUdeviceptr,
-            count: usize,
-            advice: CUmem_advise,
-            device: CUdevice,
-        ) -> CUresult,
+        unsafe extern "C" fn(devPtr: CUdeviceptr, count: usize, advice: CUmem_advise, device: CUdevice) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemPrefetchBatchAsync: Result<
@@ -10678,14 +9293,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuStreamBeginCapture:
-        Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
-    pub cuStreamBeginCapture_ptsz:
-        Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
-    pub cuStreamBeginCapture_v2: Result<
-        unsafe extern "C" fn(hStream: CUstream, mode: CUstreamCaptureMode) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuStreamBeginCapture: Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuStreamBeginCapture_ptsz: Result<unsafe extern "C" fn(hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuStreamBeginCapture_v2:
+        Result<unsafe extern "C" fn(hStream: CUstream, mode: CUstreamCaptureMode) -> CUresult, ::libloading::Error>,
     pub cuStreamBeginCaptureToGraph: Result<
         unsafe extern "C" fn(
             hStream: CUstream,
@@ -10697,15 +9308,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuStreamEndCapture: Result<
-        unsafe extern "C" fn(hStream: CUstream, phGraph: *mut CUgraph) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuStreamEndCapture:
+        Result<unsafe extern "C" fn(hStream: CUstream, phGraph: *mut CUgraph) -> CUresult, ::libloading::Error>,
     pub cuStreamIsCapturing: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            captureStatus: *mut CUstreamCaptureStatus,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, captureStatus: *mut CUstreamCaptureStatus) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamGetCaptureInfo: Result<
@@ -10769,17 +9375,11 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuGraphKernelNodeGetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *mut CUDA_KERNEL_NODE_PARAMS_v1,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *mut CUDA_KERNEL_NODE_PARAMS_v1) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphKernelNodeSetParams: Result<
-        unsafe extern "C" fn(
-            hNode: CUgraphNode,
-            nodeParams: *const CUDA_KERNEL_NODE_PARAMS_v1,
-        ) -> CUresult,
+        unsafe extern "C" fn(hNode: CUgraphNode, nodeParams: *const CUDA_KERNEL_NODE_PARAMS_v1) -> CUresult,
         ::libloading::Error,
     >,
     pub cuGraphExecKernelNodeSetParams: Result<
@@ -10807,14 +9407,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuGraphUpload: Result<
-        unsafe extern "C" fn(hGraph: CUgraphExec, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
-    pub cuGraphLaunch: Result<
-        unsafe extern "C" fn(hGraph: CUgraphExec, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuGraphUpload:
+        Result<unsafe extern "C" fn(hGraph: CUgraphExec, hStream: CUstream) -> CUresult, ::libloading::Error>,
+    pub cuGraphLaunch:
+        Result<unsafe extern "C" fn(hGraph: CUgraphExec, hStream: CUstream) -> CUresult, ::libloading::Error>,
     pub cuGraphGetEdges: Result<
         unsafe extern "C" fn(
             hGraph: CUgraph,
@@ -10868,24 +9464,14 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuStreamCopyAttributes: Result<
-        unsafe extern "C" fn(dstStream: CUstream, srcStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuStreamCopyAttributes:
+        Result<unsafe extern "C" fn(dstStream: CUstream, srcStream: CUstream) -> CUresult, ::libloading::Error>,
     pub cuStreamGetAttribute: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            attr: CUstreamAttrID,
-            value: *mut CUstreamAttrValue,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, attr: CUstreamAttrID, value: *mut CUstreamAttrValue) -> CUresult,
         ::libloading::Error,
     >,
     pub cuStreamSetAttribute: Result<
-        unsafe extern "C" fn(
-            hStream: CUstream,
-            attr: CUstreamAttrID,
-            param: *const CUstreamAttrValue,
-        ) -> CUresult,
+        unsafe extern "C" fn(hStream: CUstream, attr: CUstreamAttrID, param: *const CUstreamAttrValue) -> CUresult,
         ::libloading::Error,
     >,
     pub cuIpcOpenMemHandle: Result<
@@ -10924,16 +9510,10 @@ pub struct CudaLib {
         ) -> CUresult,
         ::libloading::Error,
     >,
-    pub cuMemFreeAsync: Result<
-        unsafe extern "C" fn(dptr: CUdeviceptr, hStream: CUstream) -> CUresult,
-        ::libloading::Error,
-    >,
+    pub cuMemFreeAsync:
+        Result<unsafe extern "C" fn(dptr: CUdeviceptr, hStream: CUstream) -> CUresult, ::libloading::Error>,
     pub cuMemAllocAsync: Result<
-        unsafe extern "C" fn(
-            dptr: *mut CUdeviceptr,
-            bytesize: usize,
-            hStream: CUstream,
-        ) -> CUresult,
+        unsafe extern "C" fn(dptr: *mut CUdeviceptr, bytesize: usize, hStream: CUstream) -> CUresult,
         ::libloading::Error,
     >,
     pub cuMemAllocFromPoolAsync: Result<
@@ -10993,10 +9573,7 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuCheckpointProcessGetRestoreThreadId: Result<
-        unsafe extern "C" fn(
-            pid: ::std::os::raw::c_int,
-            tid: *mut ::std::os::raw::c_int,
-        ) -> CUresult,
+        unsafe extern "C" fn(pid: ::std::os::raw::c_int, tid: *mut ::std::os::raw::c_int) -> CUresult,
         ::libloading::Error,
     >,
     pub cuCheckpointProcessGetState: Result<
@@ -11004,31 +9581,19 @@ pub struct CudaLib {
         ::libloading::Error,
     >,
     pub cuCheckpointProcessLock: Result<
-        unsafe extern "C" fn(
-            pid: ::std::os::raw::c_int,
-            args: *mut CUcheckpointLockArgs,
-        ) -> CUresult,
+        unsafe extern "C" fn(pid: ::std::os::raw::c_int, args: *mut CUcheckpointLockArgs) -> CUresult,
         ::libloading::Error,
     >,
     pub cuCheckpointProcessCheckpoint: Result<
-        unsafe extern "C" fn(
-            pid: ::std::os::raw::c_int,
-            args: *mut CUcheckpointCheckpointArgs,
-        ) -> CUresult,
+        unsafe extern "C" fn(pid: ::std::os::raw::c_int, args: *mut CUcheckpointCheckpointArgs) -> CUresult,
         ::libloading::Error,
     >,
     pub cuCheckpointProcessRestore: Result<
-        unsafe extern "C" fn(
-            pid: ::std::os::raw::c_int,
-            args: *mut CUcheckpointRestoreArgs,
-        ) -> CUresult,
+        unsafe extern "C" fn(pid: ::std::os::raw::c_int, args: *mut CUcheckpointRestoreArgs) -> CUresult,
         ::libloading::Error,
     >,
     pub cuCheckpointProcessUnlock: Result<
-        unsafe extern "C" fn(
-            pid: ::std::os::raw::c_int,
-            args: *mut CUcheckpointUnlockArgs,
-        ) -> CUresult,
+        unsafe extern "C" fn(pid: ::std::os::raw::c_int, args: *mut CUcheckpointUnlockArgs) -> CUresult,
         ::libloading::Error,
     >,
 }
@@ -11054,42 +9619,31 @@ impl CudaLib {
         let cuDeviceGetName = unsafe { __library.get(b"cuDeviceGetName\0") }.map(|sym| *sym);
         let cuDeviceGetUuid_v2 = unsafe { __library.get(b"cuDeviceGetUuid_v2\0") }.map(|sym| *sym);
         let cuDeviceGetLuid = unsafe { __library.get(b"cuDeviceGetLuid\0") }.map(|sym| *sym);
-        let cuDeviceTotalMem_v2 =
-            unsafe { __library.get(b"cuDeviceTotalMem_v2\0") }.map(|sym| *sym);
+        let cuDeviceTotalMem_v2 = unsafe { __library.get(b"cuDeviceTotalMem_v2\0") }.map(|sym| *sym);
         let cuDeviceGetTexture1DLinearMaxWidth =
             unsafe { __library.get(b"cuDeviceGetTexture1DLinearMaxWidth\0") }.map(|sym| *sym);
-        let cuDeviceGetAttribute =
-            unsafe { __library.get(b"cuDeviceGetAttribute\0") }.map(|sym| *sym);
+        let cuDeviceGetAttribute = unsafe { __library.get(b"cuDeviceGetAttribute\0") }.map(|sym| *sym);
         let cuDeviceGetHostAtomicCapabilities =
             unsafe { __library.get(b"cuDeviceGetHostAtomicCapabilities\0") }.map(|sym| *sym);
         let cuDeviceGetNvSciSyncAttributes =
             unsafe { __library.get(b"cuDeviceGetNvSciSyncAttributes\0") }.map(|sym| *sym);
         let cuDeviceSetMemPool = unsafe { __library.get(b"cuDeviceSetMemPool\0") }.map(|sym| *sym);
         let cuDeviceGetMemPool = unsafe { __library.get(b"cuDeviceGetMemPool\0") }.map(|sym| *sym);
-        let cuDeviceGetDefaultMemPool =
-            unsafe { __library.get(b"cuDeviceGetDefaultMemPool\0") }.map(|sym| *sym);
+        let cuDeviceGetDefaultMemPool = unsafe { __library.get(b"cuDeviceGetDefaultMemPool\0") }.map(|sym| *sym);
         let cuDeviceGetExecAffinitySupport =
             unsafe { __library.get(b"cuDeviceGetExecAffinitySupport\0") }.map(|sym| *sym);
-        let cuFlushGPUDirectRDMAWrites =
-            unsafe { __library.get(b"cuFlushGPUDirectRDMAWrites\0") }.map(|sym| *sym);
-        let cuDeviceGetProperties =
-            unsafe { __library.get(b"cuDeviceGetProperties\0") }.map(|sym| *sym);
-        let cuDeviceComputeCapability =
-            unsafe { __library.get(b"cuDeviceComputeCapability\0") }.map(|sym| *sym);
-        let cuDevicePrimaryCtxRetain =
-            unsafe { __library.get(b"cuDevicePrimaryCtxRetain\0") }.map(|sym| *sym);
-        let cuDevicePrimaryCtxRelease_v2 =
-            unsafe { __library.get(b"cuDevicePrimaryCtxRelease_v2\0") }.map(|sym| *sym);
+        let cuFlushGPUDirectRDMAWrites = unsafe { __library.get(b"cuFlushGPUDirectRDMAWrites\0") }.map(|sym| *sym);
+        let cuDeviceGetProperties = unsafe { __library.get(b"cuDeviceGetProperties\0") }.map(|sym| *sym);
+        let cuDeviceComputeCapability = unsafe { __library.get(b"cuDeviceComputeCapability\0") }.map(|sym| *sym);
+        let cuDevicePrimaryCtxRetain = unsafe { __library.get(b"cuDevicePrimaryCtxRetain\0") }.map(|sym| *sym);
+        let cuDevicePrimaryCtxRelease_v2 = unsafe { __library.get(b"cuDevicePrimaryCtxRelease_v2\0") }.map(|sym| *sym);
         let cuDevicePrimaryCtxSetFlags_v2 =
             unsafe { __library.get(b"cuDevicePrimaryCtxSetFlags_v2\0") }.map(|sym| *sym);
-        let cuDevicePrimaryCtxGetState =
-            unsafe { __library.get(b"cuDevicePrimaryCtxGetState\0") }.map(|sym| *sym);
-        let cuDevicePrimaryCtxReset_v2 =
-            unsafe { __library.get(b"cuDevicePrimaryCtxReset_v2\0") }.map(|sym| *sym);
+        let cuDevicePrimaryCtxGetState = unsafe { __library.get(b"cuDevicePrimaryCtxGetState\0") }.map(|sym| *sym);
+        let cuDevicePrimaryCtxReset_v2 = unsafe { __library.get(b"cuDevicePrimaryCtxReset_v2\0") }.map(|sym| *sym);
         let cuCtxCreate_v4 = unsafe { __library.get(b"cuCtxCreate_v4\0") }.map(|sym| *sym);
         let cuCtxDestroy_v2 = unsafe { __library.get(b"cuCtxDestroy_v2\0") }.map(|sym| *sym);
-        let cuCtxPushCurrent_v2 =
-            unsafe { __library.get(b"cuCtxPushCurrent_v2\0") }.map(|sym| *sym);
+        let cuCtxPushCurrent_v2 = unsafe { __library.get(b"cuCtxPushCurrent_v2\0") }.map(|sym| *sym);
         let cuCtxPopCurrent_v2 = unsafe { __library.get(b"cuCtxPopCurrent_v2\0") }.map(|sym| *sym);
         let cuCtxSetCurrent = unsafe { __library.get(b"cuCtxSetCurrent\0") }.map(|sym| *sym);
         let cuCtxGetCurrent = unsafe { __library.get(b"cuCtxGetCurrent\0") }.map(|sym| *sym);
@@ -11099,45 +9653,31 @@ impl CudaLib {
         let cuCtxSetFlags = unsafe { __library.get(b"cuCtxSetFlags\0") }.map(|sym| *sym);
         let cuCtxGetId = unsafe { __library.get(b"cuCtxGetId\0") }.map(|sym| *sym);
         let cuCtxSynchronize = unsafe { __library.get(b"cuCtxSynchronize\0") }.map(|sym| *sym);
-        let cuCtxSynchronize_v2 =
-            unsafe { __library.get(b"cuCtxSynchronize_v2\0") }.map(|sym| *sym);
+        let cuCtxSynchronize_v2 = unsafe { __library.get(b"cuCtxSynchronize_v2\0") }.map(|sym| *sym);
         let cuCtxSetLimit = unsafe { __library.get(b"cuCtxSetLimit\0") }.map(|sym| *sym);
         let cuCtxGetLimit = unsafe { __library.get(b"cuCtxGetLimit\0") }.map(|sym| *sym);
-        let cuCtxGetCacheConfig =
-            unsafe { __library.get(b"cuCtxGetCacheConfig\0") }.map(|sym| *sym);
-        let cuCtxSetCacheConfig =
-            unsafe { __library.get(b"cuCtxSetCacheConfig\0") }.map(|sym| *sym);
+        let cuCtxGetCacheConfig = unsafe { __library.get(b"cuCtxGetCacheConfig\0") }.map(|sym| *sym);
+        let cuCtxSetCacheConfig = unsafe { __library.get(b"cuCtxSetCacheConfig\0") }.map(|sym| *sym);
         let cuCtxGetApiVersion = unsafe { __library.get(b"cuCtxGetApiVersion\0") }.map(|sym| *sym);
-        let cuCtxGetStreamPriorityRange =
-            unsafe { __library.get(b"cuCtxGetStreamPriorityRange\0") }.map(|sym| *sym);
-        let cuCtxResetPersistingL2Cache =
-            unsafe { __library.get(b"cuCtxResetPersistingL2Cache\0") }.map(|sym| *sym);
-        let cuCtxGetExecAffinity =
-            unsafe { __library.get(b"cuCtxGetExecAffinity\0") }.map(|sym| *sym);
+        let cuCtxGetStreamPriorityRange = unsafe { __library.get(b"cuCtxGetStreamPriorityRange\0") }.map(|sym| *sym);
+        let cuCtxResetPersistingL2Cache = unsafe { __library.get(b"cuCtxResetPersistingL2Cache\0") }.map(|sym| *sym);
+        let cuCtxGetExecAffinity = unsafe { __library.get(b"cuCtxGetExecAffinity\0") }.map(|sym| *sym);
         let cuCtxRecordEvent = unsafe { __library.get(b"cuCtxRecordEvent\0") }.map(|sym| *sym);
         let cuCtxWaitEvent = unsafe { __library.get(b"cuCtxWaitEvent\0") }.map(|sym| *sym);
         let cuCtxAttach = unsafe { __library.get(b"cuCtxAttach\0") }.map(|sym| *sym);
         let cuCtxDetach = unsafe { __library.get(b"cuCtxDetach\0") }.map(|sym| *sym);
-        let cuCtxGetSharedMemConfig =
-            unsafe { __library.get(b"cuCtxGetSharedMemConfig\0") }.map(|sym| *sym);
-        let cuCtxSetSharedMemConfig =
-            unsafe { __library.get(b"cuCtxSetSharedMemConfig\0") }.map(|sym| *sym);
+        let cuCtxGetSharedMemConfig = unsafe { __library.get(b"cuCtxGetSharedMemConfig\0") }.map(|sym| *sym);
+        let cuCtxSetSharedMemConfig = unsafe { __library.get(b"cuCtxSetSharedMemConfig\0") }.map(|sym| *sym);
         let cuModuleLoad = unsafe { __library.get(b"cuModuleLoad\0") }.map(|sym| *sym);
         let cuModuleLoadData = unsafe { __library.get(b"cuModuleLoadData\0") }.map(|sym| *sym);
         let cuModuleLoadDataEx = unsafe { __library.get(b"cuModuleLoadDataEx\0") }.map(|sym| *sym);
-        let cuModuleLoadFatBinary =
-            unsafe { __library.get(b"cuModuleLoadFatBinary\0") }.map(|sym| *sym);
+        let cuModuleLoadFatBinary = unsafe { __library.get(b"cuModuleLoadFatBinary\0") }.map(|sym| *sym);
         let cuModuleUnload = unsafe { __library.get(b"cuModuleUnload\0") }.map(|sym| *sym);
-        let cuModuleGetLoadingMode =
-            unsafe { __library.get(b"cuModuleGetLoadingMode\0") }.map(|sym| *sym);
-        let cuModuleGetFunction =
-            unsafe { __library.get(b"cuModuleGetFunction\0") }.map(|sym| *sym);
-        let cuModuleGetFunctionCount =
-            unsafe { __library.get(b"cuModuleGetFunctionCount\0") }.map(|sym| *sym);
-        let cuModuleEnumerateFunctions =
-            unsafe { __library.get(b"cuModuleEnumerateFunctions\0") }.map(|sym| *sym);
-        let cuModuleGetGlobal_v2 =
-            unsafe { __library.get(b"cuModuleGetGlobal_v2\0") }.map(|sym| *sym);
+        let cuModuleGetLoadingMode = unsafe { __library.get(b"cuModuleGetLoadingMode\0") }.map(|sym| *sym);
+        let cuModuleGetFunction = unsafe { __library.get(b"cuModuleGetFunction\0") }.map(|sym| *sym);
+        let cuModuleGetFunctionCount = unsafe { __library.get(b"cuModuleGetFunctionCount\0") }.map(|sym| *sym);
+        let cuModuleEnumerateFunctions = unsafe { __library.get(b"cuModuleEnumerateFunctions\0") }.map(|sym| *sym);
+        let cuModuleGetGlobal_v2 = unsafe { __library.get(b"cuModuleGetGlobal_v2\0") }.map(|sym| *sym);
         let cuLinkCreate_v2 = unsafe { __library.get(b"cuLinkCreate_v2\0") }.map(|sym| *sym);
         let cuLinkAddData_v2 = unsafe { __library.get(b"cuLinkAddData_v2\0") }.map(|sym| *sym);
         let cuLinkAddFile_v2 = unsafe { __library.get(b"cuLinkAddFile_v2\0") }.map(|sym| *sym);
@@ -11146,341 +9686,225 @@ impl CudaLib {
         let cuModuleGetTexRef = unsafe { __library.get(b"cuModuleGetTexRef\0") }.map(|sym| *sym);
         let cuModuleGetSurfRef = unsafe { __library.get(b"cuModuleGetSurfRef\0") }.map(|sym| *sym);
         let cuLibraryLoadData = unsafe { __library.get(b"cuLibraryLoadData\0") }.map(|sym| *sym);
-        let cuLibraryLoadFromFile =
-            unsafe { __library.get(b"cuLibraryLoadFromFile\0") }.map(|sym| *sym);
+        let cuLibraryLoadFromFile = unsafe { __library.get(b"cuLibraryLoadFromFile\0") }.map(|sym| *sym);
         let cuLibraryUnload = unsafe { __library.get(b"cuLibraryUnload\0") }.map(|sym| *sym);
         let cuLibraryGetKernel = unsafe { __library.get(b"cuLibraryGetKernel\0") }.map(|sym| *sym);
-        let cuLibraryGetKernelCount =
-            unsafe { __library.get(b"cuLibraryGetKernelCount\0") }.map(|sym| *sym);
-        let cuLibraryEnumerateKernels =
-            unsafe { __library.get(b"cuLibraryEnumerateKernels\0") }.map(|sym| *sym);
+        let cuLibraryGetKernelCount = unsafe { __library.get(b"cuLibraryGetKernelCount\0") }.map(|sym| *sym);
+        let cuLibraryEnumerateKernels = unsafe { __library.get(b"cuLibraryEnumerateKernels\0") }.map(|sym| *sym);
         let cuLibraryGetModule = unsafe { __library.get(b"cuLibraryGetModule\0") }.map(|sym| *sym);
-        let cuKernelGetFunction =
-            unsafe { __library.get(b"cuKernelGetFunction\0") }.map(|sym| *sym);
+        let cuKernelGetFunction = unsafe { __library.get(b"cuKernelGetFunction\0") }.map(|sym| *sym);
         let cuKernelGetLibrary = unsafe { __library.get(b"cuKernelGetLibrary\0") }.map(|sym| *sym);
         let cuLibraryGetGlobal = unsafe { __library.get(b"cuLibraryGetGlobal\0") }.map(|sym| *sym);
-        let cuLibraryGetManaged =
-            unsafe { __library.get(b"cuLibraryGetManaged\0") }.map(|sym| *sym);
-        let cuLibraryGetUnifiedFunction =
-            unsafe { __library.get(b"cuLibraryGetUnifiedFunction\0") }.map(|sym| *sym);
-        let cuKernelGetAttribute =
-            unsafe { __library.get(b"cuKernelGetAttribute\0") }.map(|sym| *sym);
-        let cuKernelSetAttribute =
-            unsafe { __library.get(b"cuKernelSetAttribute\0") }.map(|sym| *sym);
-        let cuKernelSetCacheConfig =
-            unsafe { __library.get(b"cuKernelSetCacheConfig\0") }.map(|sym| *sym);
+        let cuLibraryGetManaged = unsafe { __library.get(b"cuLibraryGetManaged\0") }.map(|sym| *sym);
+        let cuLibraryGetUnifiedFunction = unsafe { __library.get(b"cuLibraryGetUnifiedFunction\0") }.map(|sym| *sym);
+        let cuKernelGetAttribute = unsafe { __library.get(b"cuKernelGetAttribute\0") }.map(|sym| *sym);
+        let cuKernelSetAttribute = unsafe { __library.get(b"cuKernelSetAttribute\0") }.map(|sym| *sym);
+        let cuKernelSetCacheConfig = unsafe { __library.get(b"cuKernelSetCacheConfig\0") }.map(|sym| *sym);
         let cuKernelGetName = unsafe { __library.get(b"cuKernelGetName\0") }.map(|sym| *sym);
-        let cuKernelGetParamInfo =
-            unsafe { __library.get(b"cuKernelGetParamInfo\0") }.map(|sym| *sym);
+        let cuKernelGetParamInfo = unsafe { __library.get(b"cuKernelGetParamInfo\0") }.map(|sym| *sym);
         let cuMemGetInfo_v2 = unsafe { __library.get(b"cuMemGetInfo_v2\0") }.map(|sym| *sym);
         let cuMemAlloc_v2 = unsafe { __library.get(b"cuMemAlloc_v2\0") }.map(|sym| *sym);
         let cuMemAllocPitch_v2 = unsafe { __library.get(b"cuMemAllocPitch_v2\0") }.map(|sym| *sym);
         let cuMemFree_v2 = unsafe { __library.get(b"cuMemFree_v2\0") }.map(|sym| *sym);
-        let cuMemGetAddressRange_v2 =
-            unsafe { __library.get(b"cuMemGetAddressRange_v2\0") }.map(|sym| *sym);
+        let cuMemGetAddressRange_v2 = unsafe { __library.get(b"cuMemGetAddressRange_v2\0") }.map(|sym| *sym);
         let cuMemAllocHost_v2 = unsafe { __library.get(b"cuMemAllocHost_v2\0") }.map(|sym| *sym);
         let cuMemFreeHost = unsafe { __library.get(b"cuMemFreeHost\0") }.map(|sym| *sym);
         let cuMemHostAlloc = unsafe { __library.get(b"cuMemHostAlloc\0") }.map(|sym| *sym);
-        let cuMemHostGetDevicePointer_v2 =
-            unsafe { __library.get(b"cuMemHostGetDevicePointer_v2\0") }.map(|sym| *sym);
+        let cuMemHostGetDevicePointer_v2 = unsafe { __library.get(b"cuMemHostGetDevicePointer_v2\0") }.map(|sym| *sym);
         let cuMemHostGetFlags = unsafe { __library.get(b"cuMemHostGetFlags\0") }.map(|sym| *sym);
         let cuMemAllocManaged = unsafe { __library.get(b"cuMemAllocManaged\0") }.map(|sym| *sym);
         let cuDeviceRegisterAsyncNotification =
             unsafe { __library.get(b"cuDeviceRegisterAsyncNotification\0") }.map(|sym| *sym);
         let cuDeviceUnregisterAsyncNotification =
             unsafe { __library.get(b"cuDeviceUnregisterAsyncNotification\0") }.map(|sym| *sym);
-        let cuDeviceGetByPCIBusId =
-            unsafe { __library.get(b"cuDeviceGetByPCIBusId\0") }.map(|sym| *sym);
-        let cuDeviceGetPCIBusId =
-            unsafe { __library.get(b"cuDeviceGetPCIBusId\0") }.map(|sym| *sym);
-        let cuIpcGetEventHandle =
-            unsafe { __library.get(b"cuIpcGetEventHandle\0") }.map(|sym| *sym);
-        let cuIpcOpenEventHandle =
-            unsafe { __library.get(b"cuIpcOpenEventHandle\0") }.map(|sym| *sym);
+        let cuDeviceGetByPCIBusId = unsafe { __library.get(b"cuDeviceGetByPCIBusId\0") }.map(|sym| *sym);
+        let cuDeviceGetPCIBusId = unsafe { __library.get(b"cuDeviceGetPCIBusId\0") }.map(|sym| *sym);
+        let cuIpcGetEventHandle = unsafe { __library.get(b"cuIpcGetEventHandle\0") }.map(|sym| *sym);
+        let cuIpcOpenEventHandle = unsafe { __library.get(b"cuIpcOpenEventHandle\0") }.map(|sym| *sym);
         let cuIpcGetMemHandle = unsafe { __library.get(b"cuIpcGetMemHandle\0") }.map(|sym| *sym);
-        let cuIpcOpenMemHandle_v2 =
-            unsafe { __library.get(b"cuIpcOpenMemHandle_v2\0") }.map(|sym| *sym);
-        let cuIpcCloseMemHandle =
-            unsafe { __library.get(b"cuIpcCloseMemHandle\0") }.map(|sym| *sym);
-        let cuMemHostRegister_v2 =
-            unsafe { __library.get(b"cuMemHostRegister_v2\0") }.map(|sym| *sym);
-        let cuMemHostUnregister =
-            unsafe { __library.get(b"cuMemHostUnregister\0") }.map(|sym| *sym);
+        let cuIpcOpenMemHandle_v2 = unsafe { __library.get(b"cuIpcOpenMemHandle_v2\0") }.map(|sym| *sym);
+        let cuIpcCloseMemHandle = unsafe { __library.get(b"cuIpcCloseMemHandle\0") }.map(|sym| *sym);
+        let cuMemHostRegister_v2 = unsafe { __library.get(b"cuMemHostRegister_v2\0") }.map(|sym| *sym);
+        let cuMemHostUnregister = unsafe { __library.get(b"cuMemHostUnregister\0") }.map(|sym| *sym);
         let cuMemcpy_ptds = unsafe { __library.get(b"cuMemcpy_ptds\0") }.map(|sym| *sym);
         let cuMemcpyPeer_ptds = unsafe { __library.get(b"cuMemcpyPeer_ptds\0") }.map(|sym| *sym);
-        let cuMemcpyHtoD_v2_ptds =
-            unsafe { __library.get(b"cuMemcpyHtoD_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemcpyDtoH_v2_ptds =
-            unsafe { __library.get(b"cuMemcpyDtoH_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemcpyDtoD_v2_ptds =
-            unsafe { __library.get(b"cuMemcpyDtoD_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemcpyDtoA_v2_ptds =
-            unsafe { __library.get(b"cuMemcpyDtoA_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemcpyAtoD_v2_ptds =
-            unsafe { __library.get(b"cuMemcpyAtoD_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemcpyHtoA_v2_ptds =
-            unsafe { __library.get(b"cuMemcpyHtoA_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemcpyAtoH_v2_ptds =
-            unsafe { __library.get(b"cuMemcpyAtoH_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemcpyAtoA_v2_ptds =
-            unsafe { __library.get(b"cuMemcpyAtoA_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemcpyHtoD_v2_ptds = unsafe { __library.get(b"cuMemcpyHtoD_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemcpyDtoH_v2_ptds = unsafe { __library.get(b"cuMemcpyDtoH_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemcpyDtoD_v2_ptds = unsafe { __library.get(b"cuMemcpyDtoD_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemcpyDtoA_v2_ptds = unsafe { __library.get(b"cuMemcpyDtoA_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemcpyAtoD_v2_ptds = unsafe { __library.get(b"cuMemcpyAtoD_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemcpyHtoA_v2_ptds = unsafe { __library.get(b"cuMemcpyHtoA_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemcpyAtoH_v2_ptds = unsafe { __library.get(b"cuMemcpyAtoH_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemcpyAtoA_v2_ptds = unsafe { __library.get(b"cuMemcpyAtoA_v2_ptds\0") }.map(|sym| *sym);
         let cuMemcpy2D_v2_ptds = unsafe { __library.get(b"cuMemcpy2D_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemcpy2DUnaligned_v2_ptds =
-            unsafe { __library.get(b"cuMemcpy2DUnaligned_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemcpy2DUnaligned_v2_ptds = unsafe { __library.get(b"cuMemcpy2DUnaligned_v2_ptds\0") }.map(|sym| *sym);
         let cuMemcpy3D_v2_ptds = unsafe { __library.get(b"cuMemcpy3D_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemcpy3DPeer_ptds =
-            unsafe { __library.get(b"cuMemcpy3DPeer_ptds\0") }.map(|sym| *sym);
+        let cuMemcpy3DPeer_ptds = unsafe { __library.get(b"cuMemcpy3DPeer_ptds\0") }.map(|sym| *sym);
         let cuMemcpyAsync_ptsz = unsafe { __library.get(b"cuMemcpyAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpyPeerAsync_ptsz =
-            unsafe { __library.get(b"cuMemcpyPeerAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpyHtoDAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemcpyHtoDAsync_v2_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpyDtoHAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemcpyDtoHAsync_v2_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpyDtoDAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemcpyDtoDAsync_v2_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpyHtoAAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemcpyHtoAAsync_v2_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpyAtoHAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemcpyAtoHAsync_v2_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpy2DAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemcpy2DAsync_v2_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpy3DAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemcpy3DAsync_v2_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpy3DPeerAsync_ptsz =
-            unsafe { __library.get(b"cuMemcpy3DPeerAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpyBatchAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemcpyBatchAsync_v2_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpy3DBatchAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemcpy3DBatchAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpyPeerAsync_ptsz = unsafe { __library.get(b"cuMemcpyPeerAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpyHtoDAsync_v2_ptsz = unsafe { __library.get(b"cuMemcpyHtoDAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpyDtoHAsync_v2_ptsz = unsafe { __library.get(b"cuMemcpyDtoHAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpyDtoDAsync_v2_ptsz = unsafe { __library.get(b"cuMemcpyDtoDAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpyHtoAAsync_v2_ptsz = unsafe { __library.get(b"cuMemcpyHtoAAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpyAtoHAsync_v2_ptsz = unsafe { __library.get(b"cuMemcpyAtoHAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpy2DAsync_v2_ptsz = unsafe { __library.get(b"cuMemcpy2DAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpy3DAsync_v2_ptsz = unsafe { __library.get(b"cuMemcpy3DAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpy3DPeerAsync_ptsz = unsafe { __library.get(b"cuMemcpy3DPeerAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpyBatchAsync_v2_ptsz = unsafe { __library.get(b"cuMemcpyBatchAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpy3DBatchAsync_v2_ptsz = unsafe { __library.get(b"cuMemcpy3DBatchAsync_v2_ptsz\0") }.map(|sym| *sym);
         let cuMemsetD8_v2_ptds = unsafe { __library.get(b"cuMemsetD8_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemsetD16_v2_ptds =
-            unsafe { __library.get(b"cuMemsetD16_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemsetD32_v2_ptds =
-            unsafe { __library.get(b"cuMemsetD32_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemsetD2D8_v2_ptds =
-            unsafe { __library.get(b"cuMemsetD2D8_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemsetD2D16_v2_ptds =
-            unsafe { __library.get(b"cuMemsetD2D16_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemsetD2D32_v2_ptds =
-            unsafe { __library.get(b"cuMemsetD2D32_v2_ptds\0") }.map(|sym| *sym);
-        let cuMemsetD8Async_ptsz =
-            unsafe { __library.get(b"cuMemsetD8Async_ptsz\0") }.map(|sym| *sym);
-        let cuMemsetD16Async_ptsz =
-            unsafe { __library.get(b"cuMemsetD16Async_ptsz\0") }.map(|sym| *sym);
-        let cuMemsetD32Async_ptsz =
-            unsafe { __library.get(b"cuMemsetD32Async_ptsz\0") }.map(|sym| *sym);
-        let cuMemsetD2D8Async_ptsz =
-            unsafe { __library.get(b"cuMemsetD2D8Async_ptsz\0") }.map(|sym| *sym);
-        let cuMemsetD2D16Async_ptsz =
-            unsafe { __library.get(b"cuMemsetD2D16Async_ptsz\0") }.map(|sym| *sym);
-        let cuMemsetD2D32Async_ptsz =
-            unsafe { __library.get(b"cuMemsetD2D32Async_ptsz\0") }.map(|sym| *sym);
+        let cuMemsetD16_v2_ptds = unsafe { __library.get(b"cuMemsetD16_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemsetD32_v2_ptds = unsafe { __library.get(b"cuMemsetD32_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemsetD2D8_v2_ptds = unsafe { __library.get(b"cuMemsetD2D8_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemsetD2D16_v2_ptds = unsafe { __library.get(b"cuMemsetD2D16_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemsetD2D32_v2_ptds = unsafe { __library.get(b"cuMemsetD2D32_v2_ptds\0") }.map(|sym| *sym);
+        let cuMemsetD8Async_ptsz = unsafe { __library.get(b"cuMemsetD8Async_ptsz\0") }.map(|sym| *sym);
+        let cuMemsetD16Async_ptsz = unsafe { __library.get(b"cuMemsetD16Async_ptsz\0") }.map(|sym| *sym);
+        let cuMemsetD32Async_ptsz = unsafe { __library.get(b"cuMemsetD32Async_ptsz\0") }.map(|sym| *sym);
+        let cuMemsetD2D8Async_ptsz = unsafe { __library.get(b"cuMemsetD2D8Async_ptsz\0") }.map(|sym| *sym);
+        let cuMemsetD2D16Async_ptsz = unsafe { __library.get(b"cuMemsetD2D16Async_ptsz\0") }.map(|sym| *sym);
+        let cuMemsetD2D32Async_ptsz = unsafe { __library.get(b"cuMemsetD2D32Async_ptsz\0") }.map(|sym| *sym);
         let cuArrayCreate_v2 = unsafe { __library.get(b"cuArrayCreate_v2\0") }.map(|sym| *sym);
-        let cuArrayGetDescriptor_v2 =
-            unsafe { __library.get(b"cuArrayGetDescriptor_v2\0") }.map(|sym| *sym);
-        let cuArrayGetSparseProperties =
-            unsafe { __library.get(b"cuArrayGetSparseProperties\0") }.map(|sym| *sym);
+        let cuArrayGetDescriptor_v2 = unsafe { __library.get(b"cuArrayGetDescriptor_v2\0") }.map(|sym| *sym);
+        let cuArrayGetSparseProperties = unsafe { __library.get(b"cuArrayGetSparseProperties\0") }.map(|sym| *sym);
         let cuMipmappedArrayGetSparseProperties =
             unsafe { __library.get(b"cuMipmappedArrayGetSparseProperties\0") }.map(|sym| *sym);
-        let cuArrayGetMemoryRequirements =
-            unsafe { __library.get(b"cuArrayGetMemoryRequirements\0") }.map(|sym| *sym);
+        let cuArrayGetMemoryRequirements = unsafe { __library.get(b"cuArrayGetMemoryRequirements\0") }.map(|sym| *sym);
         let cuMipmappedArrayGetMemoryRequirements =
             unsafe { __library.get(b"cuMipmappedArrayGetMemoryRequirements\0") }.map(|sym| *sym);
         let cuArrayGetPlane = unsafe { __library.get(b"cuArrayGetPlane\0") }.map(|sym| *sym);
         let cuArrayDestroy = unsafe { __library.get(b"cuArrayDestroy\0") }.map(|sym| *sym);
         let cuArray3DCreate_v2 = unsafe { __library.get(b"cuArray3DCreate_v2\0") }.map(|sym| *sym);
-        let cuArray3DGetDescriptor_v2 =
-            unsafe { __library.get(b"cuArray3DGetDescriptor_v2\0") }.map(|sym| *sym);
-        let cuMipmappedArrayCreate =
-            unsafe { __library.get(b"cuMipmappedArrayCreate\0") }.map(|sym| *sym);
-        let cuMipmappedArrayGetLevel =
-            unsafe { __library.get(b"cuMipmappedArrayGetLevel\0") }.map(|sym| *sym);
-        let cuMipmappedArrayDestroy =
-            unsafe { __library.get(b"cuMipmappedArrayDestroy\0") }.map(|sym| *sym);
+        let cuArray3DGetDescriptor_v2 = unsafe { __library.get(b"cuArray3DGetDescriptor_v2\0") }.map(|sym| *sym);
+        let cuMipmappedArrayCreate = unsafe { __library.get(b"cuMipmappedArrayCreate\0") }.map(|sym| *sym);
+        let cuMipmappedArrayGetLevel = unsafe { __library.get(b"cuMipmappedArrayGetLevel\0") }.map(|sym| *sym);
+        let cuMipmappedArrayDestroy = unsafe { __library.get(b"cuMipmappedArrayDestroy\0") }.map(|sym| *sym);
         let cuMemGetHandleForAddressRange =
             unsafe { __library.get(b"cuMemGetHandleForAddressRange\0") }.map(|sym| *sym);
         let cuMemBatchDecompressAsync_ptsz =
             unsafe { __library.get(b"cuMemBatchDecompressAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemAddressReserve =
-            unsafe { __library.get(b"cuMemAddressReserve\0") }.map(|sym| *sym);
+        let cuMemAddressReserve = unsafe { __library.get(b"cuMemAddressReserve\0") }.map(|sym| *sym);
         let cuMemAddressFree = unsafe { __library.get(b"cuMemAddressFree\0") }.map(|sym| *sym);
         let cuMemCreate = unsafe { __library.get(b"cuMemCreate\0") }.map(|sym| *sym);
         let cuMemRelease = unsafe { __library.get(b"cuMemRelease\0") }.map(|sym| *sym);
         let cuMemMap = unsafe { __library.get(b"cuMemMap\0") }.map(|sym| *sym);
-        let cuMemMapArrayAsync_ptsz =
-            unsafe { __library.get(b"cuMemMapArrayAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemMapArrayAsync_ptsz = unsafe { __library.get(b"cuMemMapArrayAsync_ptsz\0") }.map(|sym| *sym);
         let cuMemUnmap = unsafe { __library.get(b"cuMemUnmap\0") }.map(|sym| *sym);
         let cuMemSetAccess = unsafe { __library.get(b"cuMemSetAccess\0") }.map(|sym| *sym);
         let cuMemGetAccess = unsafe { __library.get(b"cuMemGetAccess\0") }.map(|sym| *sym);
-        let cuMemExportToShareableHandle =
-            unsafe { __library.get(b"cuMemExportToShareableHandle\0") }.map(|sym| *sym);
+        let cuMemExportToShareableHandle = unsafe { __library.get(b"cuMemExportToShareableHandle\0") }.map(|sym| *sym);
         let cuMemImportFromShareableHandle =
             unsafe { __library.get(b"cuMemImportFromShareableHandle\0") }.map(|sym| *sym);
         let cuMemGetAllocationGranularity =
             unsafe { __library.get(b"cuMemGetAllocationGranularity\0") }.map(|sym| *sym);
         let cuMemGetAllocationPropertiesFromHandle =
             unsafe { __library.get(b"cuMemGetAllocationPropertiesFromHandle\0") }.map(|sym| *sym);
-        let cuMemRetainAllocationHandle =
-            unsafe { __library.get(b"cuMemRetainAllocationHandle\0") }.map(|sym| *sym);
-        let cuMemFreeAsync_ptsz =
-            unsafe { __library.get(b"cuMemFreeAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemAllocAsync_ptsz =
-            unsafe { __library.get(b"cuMemAllocAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemRetainAllocationHandle = unsafe { __library.get(b"cuMemRetainAllocationHandle\0") }.map(|sym| *sym);
+        let cuMemFreeAsync_ptsz = unsafe { __library.get(b"cuMemFreeAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemAllocAsync_ptsz = unsafe { __library.get(b"cuMemAllocAsync_ptsz\0") }.map(|sym| *sym);
         let cuMemPoolTrimTo = unsafe { __library.get(b"cuMemPoolTrimTo\0") }.map(|sym| *sym);
-        let cuMemPoolSetAttribute =
-            unsafe { __library.get(b"cuMemPoolSetAttribute\0") }.map(|sym| *sym);
-        let cuMemPoolGetAttribute =
-            unsafe { __library.get(b"cuMemPoolGetAttribute\0") }.map(|sym| *sym);
+        let cuMemPoolSetAttribute = unsafe { __library.get(b"cuMemPoolSetAttribute\0") }.map(|sym| *sym);
+        let cuMemPoolGetAttribute = unsafe { __library.get(b"cuMemPoolGetAttribute\0") }.map(|sym| *sym);
         let cuMemPoolSetAccess = unsafe { __library.get(b"cuMemPoolSetAccess\0") }.map(|sym| *sym);
         let cuMemPoolGetAccess = unsafe { __library.get(b"cuMemPoolGetAccess\0") }.map(|sym| *sym);
         let cuMemPoolCreate = unsafe { __library.get(b"cuMemPoolCreate\0") }.map(|sym| *sym);
         let cuMemPoolDestroy = unsafe { __library.get(b"cuMemPoolDestroy\0") }.map(|sym| *sym);
-        let cuMemGetDefaultMemPool =
-            unsafe { __library.get(b"cuMemGetDefaultMemPool\0") }.map(|sym| *sym);
+        let cuMemGetDefaultMemPool = unsafe { __library.get(b"cuMemGetDefaultMemPool\0") }.map(|sym| *sym);
         let cuMemGetMemPool = unsafe { __library.get(b"cuMemGetMemPool\0") }.map(|sym| *sym);
         let cuMemSetMemPool = unsafe { __library.get(b"cuMemSetMemPool\0") }.map(|sym| *sym);
-        let cuMemAllocFromPoolAsync_ptsz =
-            unsafe { __library.get(b"cuMemAllocFromPoolAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemAllocFromPoolAsync_ptsz = unsafe { __library.get(b"cuMemAllocFromPoolAsync_ptsz\0") }.map(|sym| *sym);
         let cuMemPoolExportToShareableHandle =
             unsafe { __library.get(b"cuMemPoolExportToShareableHandle\0") }.map(|sym| *sym);
         let cuMemPoolImportFromShareableHandle =
             unsafe { __library.get(b"cuMemPoolImportFromShareableHandle\0") }.map(|sym| *sym);
-        let cuMemPoolExportPointer =
-            unsafe { __library.get(b"cuMemPoolExportPointer\0") }.map(|sym| *sym);
-        let cuMemPoolImportPointer =
-            unsafe { __library.get(b"cuMemPoolImportPointer\0") }.map(|sym| *sym);
+        let cuMemPoolExportPointer = unsafe { __library.get(b"cuMemPoolExportPointer\0") }.map(|sym| *sym);
+        let cuMemPoolImportPointer = unsafe { __library.get(b"cuMemPoolImportPointer\0") }.map(|sym| *sym);
         let cuMulticastCreate = unsafe { __library.get(b"cuMulticastCreate\0") }.map(|sym| *sym);
-        let cuMulticastAddDevice =
-            unsafe { __library.get(b"cuMulticastAddDevice\0") }.map(|sym| *sym);
+        let cuMulticastAddDevice = unsafe { __library.get(b"cuMulticastAddDevice\0") }.map(|sym| *sym);
         let cuMulticastBindMem = unsafe { __library.get(b"cuMulticastBindMem\0") }.map(|sym| *sym);
-        let cuMulticastBindAddr =
-            unsafe { __library.get(b"cuMulticastBindAddr\0") }.map(|sym| *sym);
+        let cuMulticastBindAddr = unsafe { __library.get(b"cuMulticastBindAddr\0") }.map(|sym| *sym);
         let cuMulticastUnbind = unsafe { __library.get(b"cuMulticastUnbind\0") }.map(|sym| *sym);
-        let cuMulticastGetGranularity =
-            unsafe { __library.get(b"cuMulticastGetGranularity\0") }.map(|sym| *sym);
-        let cuPointerGetAttribute =
-            unsafe { __library.get(b"cuPointerGetAttribute\0") }.map(|sym| *sym);
-        let cuMemPrefetchAsync_v2_ptsz =
-            unsafe { __library.get(b"cuMemPrefetchAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cuMulticastGetGranularity = unsafe { __library.get(b"cuMulticastGetGranularity\0") }.map(|sym| *sym);
+        let cuPointerGetAttribute = unsafe { __library.get(b"cuPointerGetAttribute\0") }.map(|sym| *sym);
+        let cuMemPrefetchAsync_v2_ptsz = unsafe { __library.get(b"cuMemPrefetchAsync_v2_ptsz\0") }.map(|sym| *sym);
         let cuMemAdvise_v2 = unsafe { __library.get(b"cuMemAdvise_v2\0") }.map(|sym| *sym);
-        let cuMemPrefetchBatchAsync_ptsz =
-            unsafe { __library.get(b"cuMemPrefetchBatchAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemDiscardBatchAsync_ptsz =
-            unsafe { __library.get(b"cuMemDiscardBatchAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemPrefetchBatchAsync_ptsz = unsafe { __library.get(b"cuMemPrefetchBatchAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemDiscardBatchAsync_ptsz = unsafe { __library.get(b"cuMemDiscardBatchAsync_ptsz\0") }.map(|sym| *sym);
         let cuMemDiscardAndPrefetchBatchAsync_ptsz =
             unsafe { __library.get(b"cuMemDiscardAndPrefetchBatchAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemRangeGetAttribute =
-            unsafe { __library.get(b"cuMemRangeGetAttribute\0") }.map(|sym| *sym);
-        let cuMemRangeGetAttributes =
-            unsafe { __library.get(b"cuMemRangeGetAttributes\0") }.map(|sym| *sym);
-        let cuPointerSetAttribute =
-            unsafe { __library.get(b"cuPointerSetAttribute\0") }.map(|sym| *sym);
-        let cuPointerGetAttributes =
-            unsafe { __library.get(b"cuPointerGetAttributes\0") }.map(|sym| *sym);
+        let cuMemRangeGetAttribute = unsafe { __library.get(b"cuMemRangeGetAttribute\0") }.map(|sym| *sym);
+        let cuMemRangeGetAttributes = unsafe { __library.get(b"cuMemRangeGetAttributes\0") }.map(|sym| *sym);
+        let cuPointerSetAttribute = unsafe { __library.get(b"cuPointerSetAttribute\0") }.map(|sym| *sym);
+        let cuPointerGetAttributes = unsafe { __library.get(b"cuPointerGetAttributes\0") }.map(|sym| *sym);
         let cuStreamCreate = unsafe { __library.get(b"cuStreamCreate\0") }.map(|sym| *sym);
-        let cuStreamCreateWithPriority =
-            unsafe { __library.get(b"cuStreamCreateWithPriority\0") }.map(|sym| *sym);
-        let cuStreamGetPriority_ptsz =
-            unsafe { __library.get(b"cuStreamGetPriority_ptsz\0") }.map(|sym| *sym);
-        let cuStreamGetDevice_ptsz =
-            unsafe { __library.get(b"cuStreamGetDevice_ptsz\0") }.map(|sym| *sym);
-        let cuStreamGetFlags_ptsz =
-            unsafe { __library.get(b"cuStreamGetFlags_ptsz\0") }.map(|sym| *sym);
+        let cuStreamCreateWithPriority = unsafe { __library.get(b"cuStreamCreateWithPriority\0") }.map(|sym| *sym);
+        let cuStreamGetPriority_ptsz = unsafe { __library.get(b"cuStreamGetPriority_ptsz\0") }.map(|sym| *sym);
+        let cuStreamGetDevice_ptsz = unsafe { __library.get(b"cuStreamGetDevice_ptsz\0") }.map(|sym| *sym);
+        let cuStreamGetFlags_ptsz = unsafe { __library.get(b"cuStreamGetFlags_ptsz\0") }.map(|sym| *sym);
         let cuStreamGetId_ptsz = unsafe { __library.get(b"cuStreamGetId_ptsz\0") }.map(|sym| *sym);
-        let cuStreamGetCtx_ptsz =
-            unsafe { __library.get(b"cuStreamGetCtx_ptsz\0") }.map(|sym| *sym);
-        let cuStreamGetCtx_v2_ptsz =
-            unsafe { __library.get(b"cuStreamGetCtx_v2_ptsz\0") }.map(|sym| *sym);
-        let cuStreamWaitEvent_ptsz =
-            unsafe { __library.get(b"cuStreamWaitEvent_ptsz\0") }.map(|sym| *sym);
-        let cuStreamAddCallback_ptsz =
-            unsafe { __library.get(b"cuStreamAddCallback_ptsz\0") }.map(|sym| *sym);
-        let cuStreamBeginCapture_v2_ptsz =
-            unsafe { __library.get(b"cuStreamBeginCapture_v2_ptsz\0") }.map(|sym| *sym);
+        let cuStreamGetCtx_ptsz = unsafe { __library.get(b"cuStreamGetCtx_ptsz\0") }.map(|sym| *sym);
+        let cuStreamGetCtx_v2_ptsz = unsafe { __library.get(b"cuStreamGetCtx_v2_ptsz\0") }.map(|sym| *sym);
+        let cuStreamWaitEvent_ptsz = unsafe { __library.get(b"cuStreamWaitEvent_ptsz\0") }.map(|sym| *sym);
+        let cuStreamAddCallback_ptsz = unsafe { __library.get(b"cuStreamAddCallback_ptsz\0") }.map(|sym| *sym);
+        let cuStreamBeginCapture_v2_ptsz = unsafe { __library.get(b"cuStreamBeginCapture_v2_ptsz\0") }.map(|sym| *sym);
         let cuStreamBeginCaptureToGraph_ptsz =
             unsafe { __library.get(b"cuStreamBeginCaptureToGraph_ptsz\0") }.map(|sym| *sym);
         let cuThreadExchangeStreamCaptureMode =
             unsafe { __library.get(b"cuThreadExchangeStreamCaptureMode\0") }.map(|sym| *sym);
-        let cuStreamEndCapture_ptsz =
-            unsafe { __library.get(b"cuStreamEndCapture_ptsz\0") }.map(|sym| *sym);
-        let cuStreamIsCapturing_ptsz =
-            unsafe { __library.get(b"cuStreamIsCapturing_ptsz\0") }.map(|sym| *sym);
+        let cuStreamEndCapture_ptsz = unsafe { __library.get(b"cuStreamEndCapture_ptsz\0") }.map(|sym| *sym);
+        let cuStreamIsCapturing_ptsz = unsafe { __library.get(b"cuStreamIsCapturing_ptsz\0") }.map(|sym| *sym);
         let cuStreamGetCaptureInfo_v3_ptsz =
             unsafe { __library.get(b"cuStreamGetCaptureInfo_v3_ptsz\0") }.map(|sym| *sym);
         let cuStreamUpdateCaptureDependencies_v2_ptsz =
-            unsafe { __library.get(b"cuStreamUpdateCaptureDependencies_v2_ptsz\0") }
-                .map(|sym| *sym);
-        let cuStreamAttachMemAsync_ptsz =
-            unsafe { __library.get(b"cuStreamAttachMemAsync_ptsz\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cuStreamUpdateCaptureDependencies_v2_ptsz\0") }.map(|sym| *sym);
+        let cuStreamAttachMemAsync_ptsz = unsafe { __library.get(b"cuStreamAttachMemAsync_ptsz\0") }.map(|sym| *sym);
         let cuStreamQuery_ptsz = unsafe { __library.get(b"cuStreamQuery_ptsz\0") }.map(|sym| *sym);
-        let cuStreamSynchronize_ptsz =
-            unsafe { __library.get(b"cuStreamSynchronize_ptsz\0") }.map(|sym| *sym);
+        let cuStreamSynchronize_ptsz = unsafe { __library.get(b"cuStreamSynchronize_ptsz\0") }.map(|sym| *sym);
         let cuStreamDestroy_v2 = unsafe { __library.get(b"cuStreamDestroy_v2\0") }.map(|sym| *sym);
-        let cuStreamCopyAttributes_ptsz =
-            unsafe { __library.get(b"cuStreamCopyAttributes_ptsz\0") }.map(|sym| *sym);
-        let cuStreamGetAttribute_ptsz =
-            unsafe { __library.get(b"cuStreamGetAttribute_ptsz\0") }.map(|sym| *sym);
-        let cuStreamSetAttribute_ptsz =
-            unsafe { __library.get(b"cuStreamSetAttribute_ptsz\0") }.map(|sym| *sym);
+        let cuStreamCopyAttributes_ptsz = unsafe { __library.get(b"cuStreamCopyAttributes_ptsz\0") }.map(|sym| *sym);
+        let cuStreamGetAttribute_ptsz = unsafe { __library.get(b"cuStreamGetAttribute_ptsz\0") }.map(|sym| *sym);
+        let cuStreamSetAttribute_ptsz = unsafe { __library.get(b"cuStreamSetAttribute_ptsz\0") }.map(|sym| *sym);
         let cuEventCreate = unsafe { __library.get(b"cuEventCreate\0") }.map(|sym| *sym);
         let cuEventRecord_ptsz = unsafe { __library.get(b"cuEventRecord_ptsz\0") }.map(|sym| *sym);
-        let cuEventRecordWithFlags_ptsz =
-            unsafe { __library.get(b"cuEventRecordWithFlags_ptsz\0") }.map(|sym| *sym);
+        let cuEventRecordWithFlags_ptsz = unsafe { __library.get(b"cuEventRecordWithFlags_ptsz\0") }.map(|sym| *sym);
         let cuEventQuery = unsafe { __library.get(b"cuEventQuery\0") }.map(|sym| *sym);
         let cuEventSynchronize = unsafe { __library.get(b"cuEventSynchronize\0") }.map(|sym| *sym);
         let cuEventDestroy_v2 = unsafe { __library.get(b"cuEventDestroy_v2\0") }.map(|sym| *sym);
-        let cuEventElapsedTime_v2 =
-            unsafe { __library.get(b"cuEventElapsedTime_v2\0") }.map(|sym| *sym);
-        let cuImportExternalMemory =
-            unsafe { __library.get(b"cuImportExternalMemory\0") }.map(|sym| *sym);
+        let cuEventElapsedTime_v2 = unsafe { __library.get(b"cuEventElapsedTime_v2\0") }.map(|sym| *sym);
+        let cuImportExternalMemory = unsafe { __library.get(b"cuImportExternalMemory\0") }.map(|sym| *sym);
         let cuExternalMemoryGetMappedBuffer =
             unsafe { __library.get(b"cuExternalMemoryGetMappedBuffer\0") }.map(|sym| *sym);
         let cuExternalMemoryGetMappedMipmappedArray =
             unsafe { __library.get(b"cuExternalMemoryGetMappedMipmappedArray\0") }.map(|sym| *sym);
-        let cuDestroyExternalMemory =
-            unsafe { __library.get(b"cuDestroyExternalMemory\0") }.map(|sym| *sym);
-        let cuImportExternalSemaphore =
-            unsafe { __library.get(b"cuImportExternalSemaphore\0") }.map(|sym| *sym);
+        let cuDestroyExternalMemory = unsafe { __library.get(b"cuDestroyExternalMemory\0") }.map(|sym| *sym);
+        let cuImportExternalSemaphore = unsafe { __library.get(b"cuImportExternalSemaphore\0") }.map(|sym| *sym);
         let cuSignalExternalSemaphoresAsync_ptsz =
             unsafe { __library.get(b"cuSignalExternalSemaphoresAsync_ptsz\0") }.map(|sym| *sym);
         let cuWaitExternalSemaphoresAsync_ptsz =
             unsafe { __library.get(b"cuWaitExternalSemaphoresAsync_ptsz\0") }.map(|sym| *sym);
-        let cuDestroyExternalSemaphore =
-            unsafe { __library.get(b"cuDestroyExternalSemaphore\0") }.map(|sym| *sym);
-        let cuStreamWaitValue32_v2_ptsz =
-            unsafe { __library.get(b"cuStreamWaitValue32_v2_ptsz\0") }.map(|sym| *sym);
-        let cuStreamWaitValue64_v2_ptsz =
-            unsafe { __library.get(b"cuStreamWaitValue64_v2_ptsz\0") }.map(|sym| *sym);
-        let cuStreamWriteValue32_v2_ptsz =
-            unsafe { __library.get(b"cuStreamWriteValue32_v2_ptsz\0") }.map(|sym| *sym);
-        let cuStreamWriteValue64_v2_ptsz =
-            unsafe { __library.get(b"cuStreamWriteValue64_v2_ptsz\0") }.map(|sym| *sym);
-        let cuStreamBatchMemOp_v2_ptsz =
-            unsafe { __library.get(b"cuStreamBatchMemOp_v2_ptsz\0") }.map(|sym| *sym);
+        let cuDestroyExternalSemaphore = unsafe { __library.get(b"cuDestroyExternalSemaphore\0") }.map(|sym| *sym);
+        let cuStreamWaitValue32_v2_ptsz = unsafe { __library.get(b"cuStreamWaitValue32_v2_ptsz\0") }.map(|sym| *sym);
+        let cuStreamWaitValue64_v2_ptsz = unsafe { __library.get(b"cuStreamWaitValue64_v2_ptsz\0") }.map(|sym| *sym);
+        let cuStreamWriteValue32_v2_ptsz = unsafe { __library.get(b"cuStreamWriteValue32_v2_ptsz\0") }.map(|sym| *sym);
+        let cuStreamWriteValue64_v2_ptsz = unsafe { __library.get(b"cuStreamWriteValue64_v2_ptsz\0") }.map(|sym| *sym);
+        let cuStreamBatchMemOp_v2_ptsz = unsafe { __library.get(b"cuStreamBatchMemOp_v2_ptsz\0") }.map(|sym| *sym);
         let cuFuncGetAttribute = unsafe { __library.get(b"cuFuncGetAttribute\0") }.map(|sym| *sym);
         let cuFuncSetAttribute = unsafe { __library.get(b"cuFuncSetAttribute\0") }.map(|sym| *sym);
-        let cuFuncSetCacheConfig =
-            unsafe { __library.get(b"cuFuncSetCacheConfig\0") }.map(|sym| *sym);
+        let cuFuncSetCacheConfig = unsafe { __library.get(b"cuFuncSetCacheConfig\0") }.map(|sym| *sym);
         let cuFuncGetModule = unsafe { __library.get(b"cuFuncGetModule\0") }.map(|sym| *sym);
         let cuFuncGetName = unsafe { __library.get(b"cuFuncGetName\0") }.map(|sym| *sym);
         let cuFuncGetParamInfo = unsafe { __library.get(b"cuFuncGetParamInfo\0") }.map(|sym| *sym);
         let cuFuncIsLoaded = unsafe { __library.get(b"cuFuncIsLoaded\0") }.map(|sym| *sym);
         let cuFuncLoad = unsafe { __library.get(b"cuFuncLoad\0") }.map(|sym| *sym);
-        let cuLaunchKernel_ptsz =
-            unsafe { __library.get(b"cuLaunchKernel_ptsz\0") }.map(|sym| *sym);
-        let cuLaunchKernelEx_ptsz =
-            unsafe { __library.get(b"cuLaunchKernelEx_ptsz\0") }.map(|sym| *sym);
+        let cuLaunchKernel_ptsz = unsafe { __library.get(b"cuLaunchKernel_ptsz\0") }.map(|sym| *sym);
+        let cuLaunchKernelEx_ptsz = unsafe { __library.get(b"cuLaunchKernelEx_ptsz\0") }.map(|sym| *sym);
         let cuLaunchCooperativeKernel_ptsz =
             unsafe { __library.get(b"cuLaunchCooperativeKernel_ptsz\0") }.map(|sym| *sym);
         let cuLaunchCooperativeKernelMultiDevice =
             unsafe { __library.get(b"cuLaunchCooperativeKernelMultiDevice\0") }.map(|sym| *sym);
-        let cuLaunchHostFunc_ptsz =
-            unsafe { __library.get(b"cuLaunchHostFunc_ptsz\0") }.map(|sym| *sym);
-        let cuFuncSetBlockShape =
-            unsafe { __library.get(b"cuFuncSetBlockShape\0") }.map(|sym| *sym);
-        let cuFuncSetSharedSize =
-            unsafe { __library.get(b"cuFuncSetSharedSize\0") }.map(|sym| *sym);
+        let cuLaunchHostFunc_ptsz = unsafe { __library.get(b"cuLaunchHostFunc_ptsz\0") }.map(|sym| *sym);
+        let cuFuncSetBlockShape = unsafe { __library.get(b"cuFuncSetBlockShape\0") }.map(|sym| *sym);
+        let cuFuncSetSharedSize = unsafe { __library.get(b"cuFuncSetSharedSize\0") }.map(|sym| *sym);
         let cuParamSetSize = unsafe { __library.get(b"cuParamSetSize\0") }.map(|sym| *sym);
         let cuParamSeti = unsafe { __library.get(b"cuParamSeti\0") }.map(|sym| *sym);
         let cuParamSetf = unsafe { __library.get(b"cuParamSetf\0") }.map(|sym| *sym);
@@ -11489,119 +9913,84 @@ impl CudaLib {
         let cuLaunchGrid = unsafe { __library.get(b"cuLaunchGrid\0") }.map(|sym| *sym);
         let cuLaunchGridAsync = unsafe { __library.get(b"cuLaunchGridAsync\0") }.map(|sym| *sym);
         let cuParamSetTexRef = unsafe { __library.get(b"cuParamSetTexRef\0") }.map(|sym| *sym);
-        let cuFuncSetSharedMemConfig =
-            unsafe { __library.get(b"cuFuncSetSharedMemConfig\0") }.map(|sym| *sym);
+        let cuFuncSetSharedMemConfig = unsafe { __library.get(b"cuFuncSetSharedMemConfig\0") }.map(|sym| *sym);
         let cuGraphCreate = unsafe { __library.get(b"cuGraphCreate\0") }.map(|sym| *sym);
-        let cuGraphAddKernelNode_v2 =
-            unsafe { __library.get(b"cuGraphAddKernelNode_v2\0") }.map(|sym| *sym);
+        let cuGraphAddKernelNode_v2 = unsafe { __library.get(b"cuGraphAddKernelNode_v2\0") }.map(|sym| *sym);
         let cuGraphKernelNodeGetParams_v2 =
             unsafe { __library.get(b"cuGraphKernelNodeGetParams_v2\0") }.map(|sym| *sym);
         let cuGraphKernelNodeSetParams_v2 =
             unsafe { __library.get(b"cuGraphKernelNodeSetParams_v2\0") }.map(|sym| *sym);
-        let cuGraphAddMemcpyNode =
-            unsafe { __library.get(b"cuGraphAddMemcpyNode\0") }.map(|sym| *sym);
-        let cuGraphMemcpyNodeGetParams =
-            unsafe { __library.get(b"cuGraphMemcpyNodeGetParams\0") }.map(|sym| *sym);
-        let cuGraphMemcpyNodeSetParams =
-            unsafe { __library.get(b"cuGraphMemcpyNodeSetParams\0") }.map(|sym| *sym);
-        let cuGraphAddMemsetNode =
-            unsafe { __library.get(b"cuGraphAddMemsetNode\0") }.map(|sym| *sym);
-        let cuGraphMemsetNodeGetParams =
-            unsafe { __library.get(b"cuGraphMemsetNodeGetParams\0") }.map(|sym| *sym);
-        let cuGraphMemsetNodeSetParams =
-            unsafe { __library.get(b"cuGraphMemsetNodeSetParams\0") }.map(|sym| *sym);
+        let cuGraphAddMemcpyNode = unsafe { __library.get(b"cuGraphAddMemcpyNode\0") }.map(|sym| *sym);
+        let cuGraphMemcpyNodeGetParams = unsafe { __library.get(b"cuGraphMemcpyNodeGetParams\0") }.map(|sym| *sym);
+        let cuGraphMemcpyNodeSetParams = unsafe { __library.get(b"cuGraphMemcpyNodeSetParams\0") }.map(|sym| *sym);
+        let cuGraphAddMemsetNode = unsafe { __library.get(b"cuGraphAddMemsetNode\0") }.map(|sym| *sym);
+        let cuGraphMemsetNodeGetParams = unsafe { __library.get(b"cuGraphMemsetNodeGetParams\0") }.map(|sym| *sym);
+        let cuGraphMemsetNodeSetParams = unsafe { __library.get(b"cuGraphMemsetNodeSetParams\0") }.map(|sym| *sym);
         let cuGraphAddHostNode = unsafe { __library.get(b"cuGraphAddHostNode\0") }.map(|sym| *sym);
-        let cuGraphHostNodeGetParams =
-            unsafe { __library.get(b"cuGraphHostNodeGetParams\0") }.map(|sym| *sym);
-        let cuGraphHostNodeSetParams =
-            unsafe { __library.get(b"cuGraphHostNodeSetParams\0") }.map(|sym| *sym);
-        let cuGraphAddChildGraphNode =
-            unsafe { __library.get(b"cuGraphAddChildGraphNode\0") }.map(|sym| *sym);
+        let cuGraphHostNodeGetParams = unsafe { __library.get(b"cuGraphHostNodeGetParams\0") }.map(|sym| *sym);
+        let cuGraphHostNodeSetParams = unsafe { __library.get(b"cuGraphHostNodeSetParams\0") }.map(|sym| *sym);
+        let cuGraphAddChildGraphNode = unsafe { __library.get(b"cuGraphAddChildGraphNode\0") }.map(|sym| *sym);
         let cuGraphChildGraphNodeGetGraph =
             unsafe { __library.get(b"cuGraphChildGraphNodeGetGraph\0") }.map(|sym| *sym);
-        let cuGraphAddEmptyNode =
-            unsafe { __library.get(b"cuGraphAddEmptyNode\0") }.map(|sym| *sym);
-        let cuGraphAddEventRecordNode =
-            unsafe { __library.get(b"cuGraphAddEventRecordNode\0") }.map(|sym| *sym);
+        let cuGraphAddEmptyNode = unsafe { __library.get(b"cuGraphAddEmptyNode\0") }.map(|sym| *sym);
+        let cuGraphAddEventRecordNode = unsafe { __library.get(b"cuGraphAddEventRecordNode\0") }.map(|sym| *sym);
         let cuGraphEventRecordNodeGetEvent =
             unsafe { __library.get(b"cuGraphEventRecordNodeGetEvent\0") }.map(|sym| *sym);
         let cuGraphEventRecordNodeSetEvent =
             unsafe { __library.get(b"cuGraphEventRecordNodeSetEvent\0") }.map(|sym| *sym);
-        let cuGraphAddEventWaitNode =
-            unsafe { __library.get(b"cuGraphAddEventWaitNode\0") }.map(|sym| *sym);
-        let cuGraphEventWaitNodeGetEvent =
-            unsafe { __library.get(b"cuGraphEventWaitNodeGetEvent\0") }.map(|sym| *sym);
-        let cuGraphEventWaitNodeSetEvent =
-            unsafe { __library.get(b"cuGraphEventWaitNodeSetEvent\0") }.map(|sym| *sym);
+        let cuGraphAddEventWaitNode = unsafe { __library.get(b"cuGraphAddEventWaitNode\0") }.map(|sym| *sym);
+        let cuGraphEventWaitNodeGetEvent = unsafe { __library.get(b"cuGraphEventWaitNodeGetEvent\0") }.map(|sym| *sym);
+        let cuGraphEventWaitNodeSetEvent = unsafe { __library.get(b"cuGraphEventWaitNodeSetEvent\0") }.map(|sym| *sym);
         let cuGraphAddExternalSemaphoresSignalNode =
             unsafe { __library.get(b"cuGraphAddExternalSemaphoresSignalNode\0") }.map(|sym| *sym);
         let cuGraphExternalSemaphoresSignalNodeGetParams =
-            unsafe { __library.get(b"cuGraphExternalSemaphoresSignalNodeGetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cuGraphExternalSemaphoresSignalNodeGetParams\0") }.map(|sym| *sym);
         let cuGraphExternalSemaphoresSignalNodeSetParams =
-            unsafe { __library.get(b"cuGraphExternalSemaphoresSignalNodeSetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cuGraphExternalSemaphoresSignalNodeSetParams\0") }.map(|sym| *sym);
         let cuGraphAddExternalSemaphoresWaitNode =
             unsafe { __library.get(b"cuGraphAddExternalSemaphoresWaitNode\0") }.map(|sym| *sym);
         let cuGraphExternalSemaphoresWaitNodeGetParams =
-            unsafe { __library.get(b"cuGraphExternalSemaphoresWaitNodeGetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cuGraphExternalSemaphoresWaitNodeGetParams\0") }.map(|sym| *sym);
         let cuGraphExternalSemaphoresWaitNodeSetParams =
-            unsafe { __library.get(b"cuGraphExternalSemaphoresWaitNodeSetParams\0") }
-                .map(|sym| *sym);
-        let cuGraphAddBatchMemOpNode =
-            unsafe { __library.get(b"cuGraphAddBatchMemOpNode\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cuGraphExternalSemaphoresWaitNodeSetParams\0") }.map(|sym| *sym);
+        let cuGraphAddBatchMemOpNode = unsafe { __library.get(b"cuGraphAddBatchMemOpNode\0") }.map(|sym| *sym);
         let cuGraphBatchMemOpNodeGetParams =
             unsafe { __library.get(b"cuGraphBatchMemOpNodeGetParams\0") }.map(|sym| *sym);
         let cuGraphBatchMemOpNodeSetParams =
             unsafe { __library.get(b"cuGraphBatchMemOpNodeSetParams\0") }.map(|sym| *sym);
         let cuGraphExecBatchMemOpNodeSetParams =
             unsafe { __library.get(b"cuGraphExecBatchMemOpNodeSetParams\0") }.map(|sym| *sym);
-        let cuGraphAddMemAllocNode =
-            unsafe { __library.get(b"cuGraphAddMemAllocNode\0") }.map(|sym| *sym);
-        let cuGraphMemAllocNodeGetParams =
-            unsafe { __library.get(b"cuGraphMemAllocNodeGetParams\0") }.map(|sym| *sym);
-        let cuGraphAddMemFreeNode =
-            unsafe { __library.get(b"cuGraphAddMemFreeNode\0") }.map(|sym| *sym);
-        let cuGraphMemFreeNodeGetParams =
-            unsafe { __library.get(b"cuGraphMemFreeNodeGetParams\0") }.map(|sym| *sym);
-        let cuDeviceGraphMemTrim =
-            unsafe { __library.get(b"cuDeviceGraphMemTrim\0") }.map(|sym| *sym);
-        let cuDeviceGetGraphMemAttribute =
-            unsafe { __library.get(b"cuDeviceGetGraphMemAttribute\0") }.map(|sym| *sym);
-        let cuDeviceSetGraphMemAttribute =
-            unsafe { __library.get(b"cuDeviceSetGraphMemAttribute\0") }.map(|sym| *sym);
+        let cuGraphAddMemAllocNode = unsafe { __library.get(b"cuGraphAddMemAllocNode\0") }.map(|sym| *sym);
+        let cuGraphMemAllocNodeGetParams = unsafe { __library.get(b"cuGraphMemAllocNodeGetParams\0") }.map(|sym| *sym);
+        let cuGraphAddMemFreeNode = unsafe { __library.get(b"cuGraphAddMemFreeNode\0") }.map(|sym| *sym);
+        let cuGraphMemFreeNodeGetParams = unsafe { __library.get(b"cuGraphMemFreeNodeGetParams\0") }.map(|sym| *sym);
+        let cuDeviceGraphMemTrim = unsafe { __library.get(b"cuDeviceGraphMemTrim\0") }.map(|sym| *sym);
+        let cuDeviceGetGraphMemAttribute = unsafe { __library.get(b"cuDeviceGetGraphMemAttribute\0") }.map(|sym| *sym);
+        let cuDeviceSetGraphMemAttribute = unsafe { __library.get(b"cuDeviceSetGraphMemAttribute\0") }.map(|sym| *sym);
         let cuGraphClone = unsafe { __library.get(b"cuGraphClone\0") }.map(|sym| *sym);
-        let cuGraphNodeFindInClone =
-            unsafe { __library.get(b"cuGraphNodeFindInClone\0") }.map(|sym| *sym);
+        let cuGraphNodeFindInClone = unsafe { __library.get(b"cuGraphNodeFindInClone\0") }.map(|sym| *sym);
         let cuGraphNodeGetType = unsafe { __library.get(b"cuGraphNodeGetType\0") }.map(|sym| *sym);
         let cuGraphGetNodes = unsafe { __library.get(b"cuGraphGetNodes\0") }.map(|sym| *sym);
-        let cuGraphGetRootNodes =
-            unsafe { __library.get(b"cuGraphGetRootNodes\0") }.map(|sym| *sym);
+        let cuGraphGetRootNodes = unsafe { __library.get(b"cuGraphGetRootNodes\0") }.map(|sym| *sym);
         let cuGraphGetEdges_v2 = unsafe { __library.get(b"cuGraphGetEdges_v2\0") }.map(|sym| *sym);
         let cuGraphNodeGetDependencies_v2 =
             unsafe { __library.get(b"cuGraphNodeGetDependencies_v2\0") }.map(|sym| *sym);
         let cuGraphNodeGetDependentNodes_v2 =
             unsafe { __library.get(b"cuGraphNodeGetDependentNodes_v2\0") }.map(|sym| *sym);
-        let cuGraphAddDependencies_v2 =
-            unsafe { __library.get(b"cuGraphAddDependencies_v2\0") }.map(|sym| *sym);
-        let cuGraphRemoveDependencies_v2 =
-            unsafe { __library.get(b"cuGraphRemoveDependencies_v2\0") }.map(|sym| *sym);
+        let cuGraphAddDependencies_v2 = unsafe { __library.get(b"cuGraphAddDependencies_v2\0") }.map(|sym| *sym);
+        let cuGraphRemoveDependencies_v2 = unsafe { __library.get(b"cuGraphRemoveDependencies_v2\0") }.map(|sym| *sym);
         let cuGraphDestroyNode = unsafe { __library.get(b"cuGraphDestroyNode\0") }.map(|sym| *sym);
-        let cuGraphInstantiateWithFlags =
-            unsafe { __library.get(b"cuGraphInstantiateWithFlags\0") }.map(|sym| *sym);
+        let cuGraphInstantiateWithFlags = unsafe { __library.get(b"cuGraphInstantiateWithFlags\0") }.map(|sym| *sym);
         let cuGraphInstantiateWithParams_ptsz =
             unsafe { __library.get(b"cuGraphInstantiateWithParams_ptsz\0") }.map(|sym| *sym);
-        let cuGraphExecGetFlags =
-            unsafe { __library.get(b"cuGraphExecGetFlags\0") }.map(|sym| *sym);
+        let cuGraphExecGetFlags = unsafe { __library.get(b"cuGraphExecGetFlags\0") }.map(|sym| *sym);
         let cuGraphExecKernelNodeSetParams_v2 =
             unsafe { __library.get(b"cuGraphExecKernelNodeSetParams_v2\0") }.map(|sym| *sym);
         let cuGraphExecMemcpyNodeSetParams =
             unsafe { __library.get(b"cuGraphExecMemcpyNodeSetParams\0") }.map(|sym| *sym);
         let cuGraphExecMemsetNodeSetParams =
             unsafe { __library.get(b"cuGraphExecMemsetNodeSetParams\0") }.map(|sym| *sym);
-        let cuGraphExecHostNodeSetParams =
-            unsafe { __library.get(b"cuGraphExecHostNodeSetParams\0") }.map(|sym| *sym);
+        let cuGraphExecHostNodeSetParams = unsafe { __library.get(b"cuGraphExecHostNodeSetParams\0") }.map(|sym| *sym);
         let cuGraphExecChildGraphNodeSetParams =
             unsafe { __library.get(b"cuGraphExecChildGraphNodeSetParams\0") }.map(|sym| *sym);
         let cuGraphExecEventRecordNodeSetEvent =
@@ -11609,104 +9998,70 @@ impl CudaLib {
         let cuGraphExecEventWaitNodeSetEvent =
             unsafe { __library.get(b"cuGraphExecEventWaitNodeSetEvent\0") }.map(|sym| *sym);
         let cuGraphExecExternalSemaphoresSignalNodeSetParams =
-            unsafe { __library.get(b"cuGraphExecExternalSemaphoresSignalNodeSetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cuGraphExecExternalSemaphoresSignalNodeSetParams\0") }.map(|sym| *sym);
         let cuGraphExecExternalSemaphoresWaitNodeSetParams =
-            unsafe { __library.get(b"cuGraphExecExternalSemaphoresWaitNodeSetParams\0") }
-                .map(|sym| *sym);
-        let cuGraphNodeSetEnabled =
-            unsafe { __library.get(b"cuGraphNodeSetEnabled\0") }.map(|sym| *sym);
-        let cuGraphNodeGetEnabled =
-            unsafe { __library.get(b"cuGraphNodeGetEnabled\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cuGraphExecExternalSemaphoresWaitNodeSetParams\0") }.map(|sym| *sym);
+        let cuGraphNodeSetEnabled = unsafe { __library.get(b"cuGraphNodeSetEnabled\0") }.map(|sym| *sym);
+        let cuGraphNodeGetEnabled = unsafe { __library.get(b"cuGraphNodeGetEnabled\0") }.map(|sym| *sym);
         let cuGraphUpload_ptsz = unsafe { __library.get(b"cuGraphUpload_ptsz\0") }.map(|sym| *sym);
         let cuGraphLaunch_ptsz = unsafe { __library.get(b"cuGraphLaunch_ptsz\0") }.map(|sym| *sym);
         let cuGraphExecDestroy = unsafe { __library.get(b"cuGraphExecDestroy\0") }.map(|sym| *sym);
         let cuGraphDestroy = unsafe { __library.get(b"cuGraphDestroy\0") }.map(|sym| *sym);
-        let cuGraphExecUpdate_v2 =
-            unsafe { __library.get(b"cuGraphExecUpdate_v2\0") }.map(|sym| *sym);
+        let cuGraphExecUpdate_v2 = unsafe { __library.get(b"cuGraphExecUpdate_v2\0") }.map(|sym| *sym);
         let cuGraphKernelNodeCopyAttributes =
             unsafe { __library.get(b"cuGraphKernelNodeCopyAttributes\0") }.map(|sym| *sym);
         let cuGraphKernelNodeGetAttribute =
             unsafe { __library.get(b"cuGraphKernelNodeGetAttribute\0") }.map(|sym| *sym);
         let cuGraphKernelNodeSetAttribute =
             unsafe { __library.get(b"cuGraphKernelNodeSetAttribute\0") }.map(|sym| *sym);
-        let cuGraphDebugDotPrint =
-            unsafe { __library.get(b"cuGraphDebugDotPrint\0") }.map(|sym| *sym);
+        let cuGraphDebugDotPrint = unsafe { __library.get(b"cuGraphDebugDotPrint\0") }.map(|sym| *sym);
         let cuUserObjectCreate = unsafe { __library.get(b"cuUserObjectCreate\0") }.map(|sym| *sym);
         let cuUserObjectRetain = unsafe { __library.get(b"cuUserObjectRetain\0") }.map(|sym| *sym);
-        let cuUserObjectRelease =
-            unsafe { __library.get(b"cuUserObjectRelease\0") }.map(|sym| *sym);
-        let cuGraphRetainUserObject =
-            unsafe { __library.get(b"cuGraphRetainUserObject\0") }.map(|sym| *sym);
-        let cuGraphReleaseUserObject =
-            unsafe { __library.get(b"cuGraphReleaseUserObject\0") }.map(|sym| *sym);
+        let cuUserObjectRelease = unsafe { __library.get(b"cuUserObjectRelease\0") }.map(|sym| *sym);
+        let cuGraphRetainUserObject = unsafe { __library.get(b"cuGraphRetainUserObject\0") }.map(|sym| *sym);
+        let cuGraphReleaseUserObject = unsafe { __library.get(b"cuGraphReleaseUserObject\0") }.map(|sym| *sym);
         let cuGraphAddNode_v2 = unsafe { __library.get(b"cuGraphAddNode_v2\0") }.map(|sym| *sym);
-        let cuGraphNodeSetParams =
-            unsafe { __library.get(b"cuGraphNodeSetParams\0") }.map(|sym| *sym);
-        let cuGraphExecNodeSetParams =
-            unsafe { __library.get(b"cuGraphExecNodeSetParams\0") }.map(|sym| *sym);
+        let cuGraphNodeSetParams = unsafe { __library.get(b"cuGraphNodeSetParams\0") }.map(|sym| *sym);
+        let cuGraphExecNodeSetParams = unsafe { __library.get(b"cuGraphExecNodeSetParams\0") }.map(|sym| *sym);
         let cuGraphConditionalHandleCreate =
             unsafe { __library.get(b"cuGraphConditionalHandleCreate\0") }.map(|sym| *sym);
         let cuOccupancyMaxActiveBlocksPerMultiprocessor =
-            unsafe { __library.get(b"cuOccupancyMaxActiveBlocksPerMultiprocessor\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cuOccupancyMaxActiveBlocksPerMultiprocessor\0") }.map(|sym| *sym);
         let cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags =
-            unsafe { __library.get(b"cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags\0") }.map(|sym| *sym);
         let cuOccupancyMaxPotentialBlockSize =
             unsafe { __library.get(b"cuOccupancyMaxPotentialBlockSize\0") }.map(|sym| *sym);
         let cuOccupancyMaxPotentialBlockSizeWithFlags =
-            unsafe { __library.get(b"cuOccupancyMaxPotentialBlockSizeWithFlags\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cuOccupancyMaxPotentialBlockSizeWithFlags\0") }.map(|sym| *sym);
         let cuOccupancyAvailableDynamicSMemPerBlock =
             unsafe { __library.get(b"cuOccupancyAvailableDynamicSMemPerBlock\0") }.map(|sym| *sym);
         let cuOccupancyMaxPotentialClusterSize =
             unsafe { __library.get(b"cuOccupancyMaxPotentialClusterSize\0") }.map(|sym| *sym);
-        let cuOccupancyMaxActiveClusters =
-            unsafe { __library.get(b"cuOccupancyMaxActiveClusters\0") }.map(|sym| *sym);
+        let cuOccupancyMaxActiveClusters = unsafe { __library.get(b"cuOccupancyMaxActiveClusters\0") }.map(|sym| *sym);
         let cuTexRefSetArray = unsafe { __library.get(b"cuTexRefSetArray\0") }.map(|sym| *sym);
-        let cuTexRefSetMipmappedArray =
-            unsafe { __library.get(b"cuTexRefSetMipmappedArray\0") }.map(|sym| *sym);
-        let cuTexRefSetAddress_v2 =
-            unsafe { __library.get(b"cuTexRefSetAddress_v2\0") }.map(|sym| *sym);
-        let cuTexRefSetAddress2D_v3 =
-            unsafe { __library.get(b"cuTexRefSetAddress2D_v3\0") }.map(|sym| *sym);
+        let cuTexRefSetMipmappedArray = unsafe { __library.get(b"cuTexRefSetMipmappedArray\0") }.map(|sym| *sym);
+        let cuTexRefSetAddress_v2 = unsafe { __library.get(b"cuTexRefSetAddress_v2\0") }.map(|sym| *sym);
+        let cuTexRefSetAddress2D_v3 = unsafe { __library.get(b"cuTexRefSetAddress2D_v3\0") }.map(|sym| *sym);
         let cuTexRefSetFormat = unsafe { __library.get(b"cuTexRefSetFormat\0") }.map(|sym| *sym);
-        let cuTexRefSetAddressMode =
-            unsafe { __library.get(b"cuTexRefSetAddressMode\0") }.map(|sym| *sym);
-        let cuTexRefSetFilterMode =
-            unsafe { __library.get(b"cuTexRefSetFilterMode\0") }.map(|sym| *sym);
-        let cuTexRefSetMipmapFilterMode =
-            unsafe { __library.get(b"cuTexRefSetMipmapFilterMode\0") }.map(|sym| *sym);
-        let cuTexRefSetMipmapLevelBias =
-            unsafe { __library.get(b"cuTexRefSetMipmapLevelBias\0") }.map(|sym| *sym);
-        let cuTexRefSetMipmapLevelClamp =
-            unsafe { __library.get(b"cuTexRefSetMipmapLevelClamp\0") }.map(|sym| *sym);
-        let cuTexRefSetMaxAnisotropy =
-            unsafe { __library.get(b"cuTexRefSetMaxAnisotropy\0") }.map(|sym| *sym);
-        let cuTexRefSetBorderColor =
-            unsafe { __library.get(b"cuTexRefSetBorderColor\0") }.map(|sym| *sym);
+        let cuTexRefSetAddressMode = unsafe { __library.get(b"cuTexRefSetAddressMode\0") }.map(|sym| *sym);
+        let cuTexRefSetFilterMode = unsafe { __library.get(b"cuTexRefSetFilterMode\0") }.map(|sym| *sym);
+        let cuTexRefSetMipmapFilterMode = unsafe { __library.get(b"cuTexRefSetMipmapFilterMode\0") }.map(|sym| *sym);
+        let cuTexRefSetMipmapLevelBias = unsafe { __library.get(b"cuTexRefSetMipmapLevelBias\0") }.map(|sym| *sym);
+        let cuTexRefSetMipmapLevelClamp = unsafe { __library.get(b"cuTexRefSetMipmapLevelClamp\0") }.map(|sym| *sym);
+        let cuTexRefSetMaxAnisotropy = unsafe { __library.get(b"cuTexRefSetMaxAnisotropy\0") }.map(|sym| *sym);
+        let cuTexRefSetBorderColor = unsafe { __library.get(b"cuTexRefSetBorderColor\0") }.map(|sym| *sym);
         let cuTexRefSetFlags = unsafe { __library.get(b"cuTexRefSetFlags\0") }.map(|sym| *sym);
-        let cuTexRefGetAddress_v2 =
-            unsafe { __library.get(b"cuTexRefGetAddress_v2\0") }.map(|sym| *sym);
+        let cuTexRefGetAddress_v2 = unsafe { __library.get(b"cuTexRefGetAddress_v2\0") }.map(|sym| *sym);
         let cuTexRefGetArray = unsafe { __library.get(b"cuTexRefGetArray\0") }.map(|sym| *sym);
-        let cuTexRefGetMipmappedArray =
-            unsafe { __library.get(b"cuTexRefGetMipmappedArray\0") }.map(|sym| *sym);
-        let cuTexRefGetAddressMode =
-            unsafe { __library.get(b"cuTexRefGetAddressMode\0") }.map(|sym| *sym);
-        let cuTexRefGetFilterMode =
-            unsafe { __library.get(b"cuTexRefGetFilterMode\0") }.map(|sym| *sym);
+        let cuTexRefGetMipmappedArray = unsafe { __library.get(b"cuTexRefGetMipmappedArray\0") }.map(|sym| *sym);
+        let cuTexRefGetAddressMode = unsafe { __library.get(b"cuTexRefGetAddressMode\0") }.map(|sym| *sym);
+        let cuTexRefGetFilterMode = unsafe { __library.get(b"cuTexRefGetFilterMode\0") }.map(|sym| *sym);
         let cuTexRefGetFormat = unsafe { __library.get(b"cuTexRefGetFormat\0") }.map(|sym| *sym);
-        let cuTexRefGetMipmapFilterMode =
-            unsafe { __library.get(b"cuTexRefGetMipmapFilterMode\0") }.map(|sym| *sym);
-        let cuTexRefGetMipmapLevelBias =
-            unsafe { __library.get(b"cuTexRefGetMipmapLevelBias\0") }.map(|sym| *sym);
-        let cuTexRefGetMipmapLevelClamp =
-            unsafe { __library.get(b"cuTexRefGetMipmapLevelClamp\0") }.map(|sym| *sym);
-        let cuTexRefGetMaxAnisotropy =
-            unsafe { __library.get(b"cuTexRefGetMaxAnisotropy\0") }.map(|sym| *sym);
-        let cuTexRefGetBorderColor =
-            unsafe { __library.get(b"cuTexRefGetBorderColor\0") }.map(|sym| *sym);
+        let cuTexRefGetMipmapFilterMode = unsafe { __library.get(b"cuTexRefGetMipmapFilterMode\0") }.map(|sym| *sym);
+        let cuTexRefGetMipmapLevelBias = unsafe { __library.get(b"cuTexRefGetMipmapLevelBias\0") }.map(|sym| *sym);
+        let cuTexRefGetMipmapLevelClamp = unsafe { __library.get(b"cuTexRefGetMipmapLevelClamp\0") }.map(|sym| *sym);
+        let cuTexRefGetMaxAnisotropy = unsafe { __library.get(b"cuTexRefGetMaxAnisotropy\0") }.map(|sym| *sym);
+        let cuTexRefGetBorderColor = unsafe { __library.get(b"cuTexRefGetBorderColor\0") }.map(|sym| *sym);
         let cuTexRefGetFlags = unsafe { __library.get(b"cuTexRefGetFlags\0") }.map(|sym| *sym);
         let cuTexRefCreate = unsafe { __library.get(b"cuTexRefCreate\0") }.map(|sym| *sym);
         let cuTexRefDestroy = unsafe { __library.get(b"cuTexRefDestroy\0") }.map(|sym| *sym);
@@ -11714,87 +10069,56 @@ impl CudaLib {
         let cuSurfRefGetArray = unsafe { __library.get(b"cuSurfRefGetArray\0") }.map(|sym| *sym);
         let cuTexObjectCreate = unsafe { __library.get(b"cuTexObjectCreate\0") }.map(|sym| *sym);
         let cuTexObjectDestroy = unsafe { __library.get(b"cuTexObjectDestroy\0") }.map(|sym| *sym);
-        let cuTexObjectGetResourceDesc =
-            unsafe { __library.get(b"cuTexObjectGetResourceDesc\0") }.map(|sym| *sym);
-        let cuTexObjectGetTextureDesc =
-            unsafe { __library.get(b"cuTexObjectGetTextureDesc\0") }.map(|sym| *sym);
+        let cuTexObjectGetResourceDesc = unsafe { __library.get(b"cuTexObjectGetResourceDesc\0") }.map(|sym| *sym);
+        let cuTexObjectGetTextureDesc = unsafe { __library.get(b"cuTexObjectGetTextureDesc\0") }.map(|sym| *sym);
         let cuTexObjectGetResourceViewDesc =
             unsafe { __library.get(b"cuTexObjectGetResourceViewDesc\0") }.map(|sym| *sym);
         let cuSurfObjectCreate = unsafe { __library.get(b"cuSurfObjectCreate\0") }.map(|sym| *sym);
-        let cuSurfObjectDestroy =
-            unsafe { __library.get(b"cuSurfObjectDestroy\0") }.map(|sym| *sym);
-        let cuSurfObjectGetResourceDesc =
-            unsafe { __library.get(b"cuSurfObjectGetResourceDesc\0") }.map(|sym| *sym);
-        let cuTensorMapEncodeTiled =
-            unsafe { __library.get(b"cuTensorMapEncodeTiled\0") }.map(|sym| *sym);
-        let cuTensorMapEncodeIm2col =
-            unsafe { __library.get(b"cuTensorMapEncodeIm2col\0") }.map(|sym| *sym);
-        let cuTensorMapEncodeIm2colWide =
-            unsafe { __library.get(b"cuTensorMapEncodeIm2colWide\0") }.map(|sym| *sym);
-        let cuTensorMapReplaceAddress =
-            unsafe { __library.get(b"cuTensorMapReplaceAddress\0") }.map(|sym| *sym);
-        let cuDeviceCanAccessPeer =
-            unsafe { __library.get(b"cuDeviceCanAccessPeer\0") }.map(|sym| *sym);
-        let cuCtxEnablePeerAccess =
-            unsafe { __library.get(b"cuCtxEnablePeerAccess\0") }.map(|sym| *sym);
-        let cuCtxDisablePeerAccess =
-            unsafe { __library.get(b"cuCtxDisablePeerAccess\0") }.map(|sym| *sym);
-        let cuDeviceGetP2PAttribute =
-            unsafe { __library.get(b"cuDeviceGetP2PAttribute\0") }.map(|sym| *sym);
+        let cuSurfObjectDestroy = unsafe { __library.get(b"cuSurfObjectDestroy\0") }.map(|sym| *sym);
+        let cuSurfObjectGetResourceDesc = unsafe { __library.get(b"cuSurfObjectGetResourceDesc\0") }.map(|sym| *sym);
+        let cuTensorMapEncodeTiled = unsafe { __library.get(b"cuTensorMapEncodeTiled\0") }.map(|sym| *sym);
+        let cuTensorMapEncodeIm2col = unsafe { __library.get(b"cuTensorMapEncodeIm2col\0") }.map(|sym| *sym);
+        let cuTensorMapEncodeIm2colWide = unsafe { __library.get(b"cuTensorMapEncodeIm2colWide\0") }.map(|sym| *sym);
+        let cuTensorMapReplaceAddress = unsafe { __library.get(b"cuTensorMapReplaceAddress\0") }.map(|sym| *sym);
+        let cuDeviceCanAccessPeer = unsafe { __library.get(b"cuDeviceCanAccessPeer\0") }.map(|sym| *sym);
+        let cuCtxEnablePeerAccess = unsafe { __library.get(b"cuCtxEnablePeerAccess\0") }.map(|sym| *sym);
+        let cuCtxDisablePeerAccess = unsafe { __library.get(b"cuCtxDisablePeerAccess\0") }.map(|sym| *sym);
+        let cuDeviceGetP2PAttribute = unsafe { __library.get(b"cuDeviceGetP2PAttribute\0") }.map(|sym| *sym);
         let cuDeviceGetP2PAtomicCapabilities =
             unsafe { __library.get(b"cuDeviceGetP2PAtomicCapabilities\0") }.map(|sym| *sym);
-        let cuGraphicsUnregisterResource =
-            unsafe { __library.get(b"cuGraphicsUnregisterResource\0") }.map(|sym| *sym);
+        let cuGraphicsUnregisterResource = unsafe { __library.get(b"cuGraphicsUnregisterResource\0") }.map(|sym| *sym);
         let cuGraphicsSubResourceGetMappedArray =
             unsafe { __library.get(b"cuGraphicsSubResourceGetMappedArray\0") }.map(|sym| *sym);
         let cuGraphicsResourceGetMappedMipmappedArray =
-            unsafe { __library.get(b"cuGraphicsResourceGetMappedMipmappedArray\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cuGraphicsResourceGetMappedMipmappedArray\0") }.map(|sym| *sym);
         let cuGraphicsResourceGetMappedPointer_v2 =
             unsafe { __library.get(b"cuGraphicsResourceGetMappedPointer_v2\0") }.map(|sym| *sym);
         let cuGraphicsResourceSetMapFlags_v2 =
             unsafe { __library.get(b"cuGraphicsResourceSetMapFlags_v2\0") }.map(|sym| *sym);
-        let cuGraphicsMapResources_ptsz =
-            unsafe { __library.get(b"cuGraphicsMapResources_ptsz\0") }.map(|sym| *sym);
+        let cuGraphicsMapResources_ptsz = unsafe { __library.get(b"cuGraphicsMapResources_ptsz\0") }.map(|sym| *sym);
         let cuGraphicsUnmapResources_ptsz =
             unsafe { __library.get(b"cuGraphicsUnmapResources_ptsz\0") }.map(|sym| *sym);
-        let cuGetProcAddress_v2 =
-            unsafe { __library.get(b"cuGetProcAddress_v2\0") }.map(|sym| *sym);
-        let cuCoredumpGetAttribute =
-            unsafe { __library.get(b"cuCoredumpGetAttribute\0") }.map(|sym| *sym);
-        let cuCoredumpGetAttributeGlobal =
-            unsafe { __library.get(b"cuCoredumpGetAttributeGlobal\0") }.map(|sym| *sym);
-        let cuCoredumpSetAttribute =
-            unsafe { __library.get(b"cuCoredumpSetAttribute\0") }.map(|sym| *sym);
-        let cuCoredumpSetAttributeGlobal =
-            unsafe { __library.get(b"cuCoredumpSetAttributeGlobal\0") }.map(|sym| *sym);
+        let cuGetProcAddress_v2 = unsafe { __library.get(b"cuGetProcAddress_v2\0") }.map(|sym| *sym);
+        let cuCoredumpGetAttribute = unsafe { __library.get(b"cuCoredumpGetAttribute\0") }.map(|sym| *sym);
+        let cuCoredumpGetAttributeGlobal = unsafe { __library.get(b"cuCoredumpGetAttributeGlobal\0") }.map(|sym| *sym);
+        let cuCoredumpSetAttribute = unsafe { __library.get(b"cuCoredumpSetAttribute\0") }.map(|sym| *sym);
+        let cuCoredumpSetAttributeGlobal = unsafe { __library.get(b"cuCoredumpSetAttributeGlobal\0") }.map(|sym| *sym);
         let cuGetExportTable = unsafe { __library.get(b"cuGetExportTable\0") }.map(|sym| *sym);
         let cuGreenCtxCreate = unsafe { __library.get(b"cuGreenCtxCreate\0") }.map(|sym| *sym);
         let cuGreenCtxDestroy = unsafe { __library.get(b"cuGreenCtxDestroy\0") }.map(|sym| *sym);
         let cuCtxFromGreenCtx = unsafe { __library.get(b"cuCtxFromGreenCtx\0") }.map(|sym| *sym);
-        let cuDeviceGetDevResource =
-            unsafe { __library.get(b"cuDeviceGetDevResource\0") }.map(|sym| *sym);
-        let cuCtxGetDevResource =
-            unsafe { __library.get(b"cuCtxGetDevResource\0") }.map(|sym| *sym);
-        let cuGreenCtxGetDevResource =
-            unsafe { __library.get(b"cuGreenCtxGetDevResource\0") }.map(|sym| *sym);
-        let cuDevSmResourceSplitByCount =
-            unsafe { __library.get(b"cuDevSmResourceSplitByCount\0") }.map(|sym| *sym);
-        let cuDevResourceGenerateDesc =
-            unsafe { __library.get(b"cuDevResourceGenerateDesc\0") }.map(|sym| *sym);
-        let cuGreenCtxRecordEvent =
-            unsafe { __library.get(b"cuGreenCtxRecordEvent\0") }.map(|sym| *sym);
-        let cuGreenCtxWaitEvent =
-            unsafe { __library.get(b"cuGreenCtxWaitEvent\0") }.map(|sym| *sym);
-        let cuStreamGetGreenCtx =
-            unsafe { __library.get(b"cuStreamGetGreenCtx\0") }.map(|sym| *sym);
-        let cuGreenCtxStreamCreate =
-            unsafe { __library.get(b"cuGreenCtxStreamCreate\0") }.map(|sym| *sym);
+        let cuDeviceGetDevResource = unsafe { __library.get(b"cuDeviceGetDevResource\0") }.map(|sym| *sym);
+        let cuCtxGetDevResource = unsafe { __library.get(b"cuCtxGetDevResource\0") }.map(|sym| *sym);
+        let cuGreenCtxGetDevResource = unsafe { __library.get(b"cuGreenCtxGetDevResource\0") }.map(|sym| *sym);
+        let cuDevSmResourceSplitByCount = unsafe { __library.get(b"cuDevSmResourceSplitByCount\0") }.map(|sym| *sym);
+        let cuDevResourceGenerateDesc = unsafe { __library.get(b"cuDevResourceGenerateDesc\0") }.map(|sym| *sym);
+        let cuGreenCtxRecordEvent = unsafe { __library.get(b"cuGreenCtxRecordEvent\0") }.map(|sym| *sym);
+        let cuGreenCtxWaitEvent = unsafe { __library.get(b"cuGreenCtxWaitEvent\0") }.map(|sym| *sym);
+        let cuStreamGetGreenCtx = unsafe { __library.get(b"cuStreamGetGreenCtx\0") }.map(|sym| *sym);
+        let cuGreenCtxStreamCreate = unsafe { __library.get(b"cuGreenCtxStreamCreate\0") }.map(|sym| *sym);
         let cuGreenCtxGetId = unsafe { __library.get(b"cuGreenCtxGetId\0") }.map(|sym| *sym);
-        let cuLogsRegisterCallback =
-            unsafe { __library.get(b"cuLogsRegisterCallback\0") }.map(|sym| *sym);
-        let cuLogsUnregisterCallback =
-            unsafe { __library.get(b"cuLogsUnregisterCallback\0") }.map(|sym| *sym);
+        let cuLogsRegisterCallback = unsafe { __library.get(b"cuLogsRegisterCallback\0") }.map(|sym| *sym);
+        let cuLogsUnregisterCallback = unsafe { __library.get(b"cuLogsUnregisterCallback\0") }.map(|sym| *sym);
         let cuLogsCurrent = unsafe { __library.get(b"cuLogsCurrent\0") }.map(|sym| *sym);
         let cuLogsDumpToFile = unsafe { __library.get(b"cuLogsDumpToFile\0") }.map(|sym| *sym);
         let cuLogsDumpToMemory = unsafe { __library.get(b"cuLogsDumpToMemory\0") }.map(|sym| *sym);
@@ -11804,8 +10128,7 @@ impl CudaLib {
         let cuLinkCreate = unsafe { __library.get(b"cuLinkCreate\0") }.map(|sym| *sym);
         let cuLinkAddData = unsafe { __library.get(b"cuLinkAddData\0") }.map(|sym| *sym);
         let cuLinkAddFile = unsafe { __library.get(b"cuLinkAddFile\0") }.map(|sym| *sym);
-        let cuTexRefSetAddress2D_v2 =
-            unsafe { __library.get(b"cuTexRefSetAddress2D_v2\0") }.map(|sym| *sym);
+        let cuTexRefSetAddress2D_v2 = unsafe { __library.get(b"cuTexRefSetAddress2D_v2\0") }.map(|sym| *sym);
         let cuDeviceTotalMem = unsafe { __library.get(b"cuDeviceTotalMem\0") }.map(|sym| *sym);
         let cuCtxCreate = unsafe { __library.get(b"cuCtxCreate\0") }.map(|sym| *sym);
         let cuCtxCreate_v2 = unsafe { __library.get(b"cuCtxCreate_v2\0") }.map(|sym| *sym);
@@ -11815,11 +10138,9 @@ impl CudaLib {
         let cuMemAlloc = unsafe { __library.get(b"cuMemAlloc\0") }.map(|sym| *sym);
         let cuMemAllocPitch = unsafe { __library.get(b"cuMemAllocPitch\0") }.map(|sym| *sym);
         let cuMemFree = unsafe { __library.get(b"cuMemFree\0") }.map(|sym| *sym);
-        let cuMemGetAddressRange =
-            unsafe { __library.get(b"cuMemGetAddressRange\0") }.map(|sym| *sym);
+        let cuMemGetAddressRange = unsafe { __library.get(b"cuMemGetAddressRange\0") }.map(|sym| *sym);
         let cuMemAllocHost = unsafe { __library.get(b"cuMemAllocHost\0") }.map(|sym| *sym);
-        let cuMemHostGetDevicePointer =
-            unsafe { __library.get(b"cuMemHostGetDevicePointer\0") }.map(|sym| *sym);
+        let cuMemHostGetDevicePointer = unsafe { __library.get(b"cuMemHostGetDevicePointer\0") }.map(|sym| *sym);
         let cuMemcpyHtoD = unsafe { __library.get(b"cuMemcpyHtoD\0") }.map(|sym| *sym);
         let cuMemcpyDtoH = unsafe { __library.get(b"cuMemcpyDtoH\0") }.map(|sym| *sym);
         let cuMemcpyDtoD = unsafe { __library.get(b"cuMemcpyDtoD\0") }.map(|sym| *sym);
@@ -11831,8 +10152,7 @@ impl CudaLib {
         let cuMemcpyHtoAAsync = unsafe { __library.get(b"cuMemcpyHtoAAsync\0") }.map(|sym| *sym);
         let cuMemcpyAtoHAsync = unsafe { __library.get(b"cuMemcpyAtoHAsync\0") }.map(|sym| *sym);
         let cuMemcpy2D = unsafe { __library.get(b"cuMemcpy2D\0") }.map(|sym| *sym);
-        let cuMemcpy2DUnaligned =
-            unsafe { __library.get(b"cuMemcpy2DUnaligned\0") }.map(|sym| *sym);
+        let cuMemcpy2DUnaligned = unsafe { __library.get(b"cuMemcpy2DUnaligned\0") }.map(|sym| *sym);
         let cuMemcpy3D = unsafe { __library.get(b"cuMemcpy3D\0") }.map(|sym| *sym);
         let cuMemcpyHtoDAsync = unsafe { __library.get(b"cuMemcpyHtoDAsync\0") }.map(|sym| *sym);
         let cuMemcpyDtoHAsync = unsafe { __library.get(b"cuMemcpyDtoHAsync\0") }.map(|sym| *sym);
@@ -11846,14 +10166,11 @@ impl CudaLib {
         let cuMemsetD2D16 = unsafe { __library.get(b"cuMemsetD2D16\0") }.map(|sym| *sym);
         let cuMemsetD2D32 = unsafe { __library.get(b"cuMemsetD2D32\0") }.map(|sym| *sym);
         let cuArrayCreate = unsafe { __library.get(b"cuArrayCreate\0") }.map(|sym| *sym);
-        let cuArrayGetDescriptor =
-            unsafe { __library.get(b"cuArrayGetDescriptor\0") }.map(|sym| *sym);
+        let cuArrayGetDescriptor = unsafe { __library.get(b"cuArrayGetDescriptor\0") }.map(|sym| *sym);
         let cuArray3DCreate = unsafe { __library.get(b"cuArray3DCreate\0") }.map(|sym| *sym);
-        let cuArray3DGetDescriptor =
-            unsafe { __library.get(b"cuArray3DGetDescriptor\0") }.map(|sym| *sym);
+        let cuArray3DGetDescriptor = unsafe { __library.get(b"cuArray3DGetDescriptor\0") }.map(|sym| *sym);
         let cuTexRefSetAddress = unsafe { __library.get(b"cuTexRefSetAddress\0") }.map(|sym| *sym);
-        let cuTexRefSetAddress2D =
-            unsafe { __library.get(b"cuTexRefSetAddress2D\0") }.map(|sym| *sym);
+        let cuTexRefSetAddress2D = unsafe { __library.get(b"cuTexRefSetAddress2D\0") }.map(|sym| *sym);
         let cuTexRefGetAddress = unsafe { __library.get(b"cuTexRefGetAddress\0") }.map(|sym| *sym);
         let cuGraphicsResourceGetMappedPointer =
             unsafe { __library.get(b"cuGraphicsResourceGetMappedPointer\0") }.map(|sym| *sym);
@@ -11863,12 +10180,9 @@ impl CudaLib {
         let cuStreamDestroy = unsafe { __library.get(b"cuStreamDestroy\0") }.map(|sym| *sym);
         let cuEventDestroy = unsafe { __library.get(b"cuEventDestroy\0") }.map(|sym| *sym);
         let cuEventElapsedTime = unsafe { __library.get(b"cuEventElapsedTime\0") }.map(|sym| *sym);
-        let cuDevicePrimaryCtxRelease =
-            unsafe { __library.get(b"cuDevicePrimaryCtxRelease\0") }.map(|sym| *sym);
-        let cuDevicePrimaryCtxReset =
-            unsafe { __library.get(b"cuDevicePrimaryCtxReset\0") }.map(|sym| *sym);
-        let cuDevicePrimaryCtxSetFlags =
-            unsafe { __library.get(b"cuDevicePrimaryCtxSetFlags\0") }.map(|sym| *sym);
+        let cuDevicePrimaryCtxRelease = unsafe { __library.get(b"cuDevicePrimaryCtxRelease\0") }.map(|sym| *sym);
+        let cuDevicePrimaryCtxReset = unsafe { __library.get(b"cuDevicePrimaryCtxReset\0") }.map(|sym| *sym);
+        let cuDevicePrimaryCtxSetFlags = unsafe { __library.get(b"cuDevicePrimaryCtxSetFlags\0") }.map(|sym| *sym);
         let cuDeviceGetUuid = unsafe { __library.get(b"cuDeviceGetUuid\0") }.map(|sym| *sym);
         let cuMemcpyHtoD_v2 = unsafe { __library.get(b"cuMemcpyHtoD_v2\0") }.map(|sym| *sym);
         let cuMemcpyDtoH_v2 = unsafe { __library.get(b"cuMemcpyDtoH_v2\0") }.map(|sym| *sym);
@@ -11878,20 +10192,14 @@ impl CudaLib {
         let cuMemcpyHtoA_v2 = unsafe { __library.get(b"cuMemcpyHtoA_v2\0") }.map(|sym| *sym);
         let cuMemcpyAtoH_v2 = unsafe { __library.get(b"cuMemcpyAtoH_v2\0") }.map(|sym| *sym);
         let cuMemcpyAtoA_v2 = unsafe { __library.get(b"cuMemcpyAtoA_v2\0") }.map(|sym| *sym);
-        let cuMemcpyHtoAAsync_v2 =
-            unsafe { __library.get(b"cuMemcpyHtoAAsync_v2\0") }.map(|sym| *sym);
-        let cuMemcpyAtoHAsync_v2 =
-            unsafe { __library.get(b"cuMemcpyAtoHAsync_v2\0") }.map(|sym| *sym);
+        let cuMemcpyHtoAAsync_v2 = unsafe { __library.get(b"cuMemcpyHtoAAsync_v2\0") }.map(|sym| *sym);
+        let cuMemcpyAtoHAsync_v2 = unsafe { __library.get(b"cuMemcpyAtoHAsync_v2\0") }.map(|sym| *sym);
         let cuMemcpy2D_v2 = unsafe { __library.get(b"cuMemcpy2D_v2\0") }.map(|sym| *sym);
-        let cuMemcpy2DUnaligned_v2 =
-            unsafe { __library.get(b"cuMemcpy2DUnaligned_v2\0") }.map(|sym| *sym);
+        let cuMemcpy2DUnaligned_v2 = unsafe { __library.get(b"cuMemcpy2DUnaligned_v2\0") }.map(|sym| *sym);
         let cuMemcpy3D_v2 = unsafe { __library.get(b"cuMemcpy3D_v2\0") }.map(|sym| *sym);
-        let cuMemcpyHtoDAsync_v2 =
-            unsafe { __library.get(b"cuMemcpyHtoDAsync_v2\0") }.map(|sym| *sym);
-        let cuMemcpyDtoHAsync_v2 =
-            unsafe { __library.get(b"cuMemcpyDtoHAsync_v2\0") }.map(|sym| *sym);
-        let cuMemcpyDtoDAsync_v2 =
-            unsafe { __library.get(b"cuMemcpyDtoDAsync_v2\0") }.map(|sym| *sym);
+        let cuMemcpyHtoDAsync_v2 = unsafe { __library.get(b"cuMemcpyHtoDAsync_v2\0") }.map(|sym| *sym);
+        let cuMemcpyDtoHAsync_v2 = unsafe { __library.get(b"cuMemcpyDtoHAsync_v2\0") }.map(|sym| *sym);
+        let cuMemcpyDtoDAsync_v2 = unsafe { __library.get(b"cuMemcpyDtoDAsync_v2\0") }.map(|sym| *sym);
         let cuMemcpy2DAsync_v2 = unsafe { __library.get(b"cuMemcpy2DAsync_v2\0") }.map(|sym| *sym);
         let cuMemcpy3DAsync_v2 = unsafe { __library.get(b"cuMemcpy3DAsync_v2\0") }.map(|sym| *sym);
         let cuMemsetD8_v2 = unsafe { __library.get(b"cuMemsetD8_v2\0") }.map(|sym| *sym);
@@ -11905,177 +10213,118 @@ impl CudaLib {
         let cuMemcpyPeer = unsafe { __library.get(b"cuMemcpyPeer\0") }.map(|sym| *sym);
         let cuMemcpyPeerAsync = unsafe { __library.get(b"cuMemcpyPeerAsync\0") }.map(|sym| *sym);
         let cuMemcpy3DPeer = unsafe { __library.get(b"cuMemcpy3DPeer\0") }.map(|sym| *sym);
-        let cuMemcpy3DPeerAsync =
-            unsafe { __library.get(b"cuMemcpy3DPeerAsync\0") }.map(|sym| *sym);
+        let cuMemcpy3DPeerAsync = unsafe { __library.get(b"cuMemcpy3DPeerAsync\0") }.map(|sym| *sym);
         let cuMemcpyBatchAsync = unsafe { __library.get(b"cuMemcpyBatchAsync\0") }.map(|sym| *sym);
-        let cuMemcpy3DBatchAsync =
-            unsafe { __library.get(b"cuMemcpy3DBatchAsync\0") }.map(|sym| *sym);
-        let cuMemcpyBatchAsync_ptsz =
-            unsafe { __library.get(b"cuMemcpyBatchAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpy3DBatchAsync_ptsz =
-            unsafe { __library.get(b"cuMemcpy3DBatchAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemcpyBatchAsync_v2 =
-            unsafe { __library.get(b"cuMemcpyBatchAsync_v2\0") }.map(|sym| *sym);
-        let cuMemcpy3DBatchAsync_v2 =
-            unsafe { __library.get(b"cuMemcpy3DBatchAsync_v2\0") }.map(|sym| *sym);
+        let cuMemcpy3DBatchAsync = unsafe { __library.get(b"cuMemcpy3DBatchAsync\0") }.map(|sym| *sym);
+        let cuMemcpyBatchAsync_ptsz = unsafe { __library.get(b"cuMemcpyBatchAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpy3DBatchAsync_ptsz = unsafe { __library.get(b"cuMemcpy3DBatchAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemcpyBatchAsync_v2 = unsafe { __library.get(b"cuMemcpyBatchAsync_v2\0") }.map(|sym| *sym);
+        let cuMemcpy3DBatchAsync_v2 = unsafe { __library.get(b"cuMemcpy3DBatchAsync_v2\0") }.map(|sym| *sym);
         let cuMemsetD8Async = unsafe { __library.get(b"cuMemsetD8Async\0") }.map(|sym| *sym);
         let cuMemsetD16Async = unsafe { __library.get(b"cuMemsetD16Async\0") }.map(|sym| *sym);
         let cuMemsetD32Async = unsafe { __library.get(b"cuMemsetD32Async\0") }.map(|sym| *sym);
         let cuMemsetD2D8Async = unsafe { __library.get(b"cuMemsetD2D8Async\0") }.map(|sym| *sym);
         let cuMemsetD2D16Async = unsafe { __library.get(b"cuMemsetD2D16Async\0") }.map(|sym| *sym);
         let cuMemsetD2D32Async = unsafe { __library.get(b"cuMemsetD2D32Async\0") }.map(|sym| *sym);
-        let cuStreamGetPriority =
-            unsafe { __library.get(b"cuStreamGetPriority\0") }.map(|sym| *sym);
+        let cuStreamGetPriority = unsafe { __library.get(b"cuStreamGetPriority\0") }.map(|sym| *sym);
         let cuStreamGetId = unsafe { __library.get(b"cuStreamGetId\0") }.map(|sym| *sym);
         let cuStreamGetFlags = unsafe { __library.get(b"cuStreamGetFlags\0") }.map(|sym| *sym);
         let cuStreamGetDevice = unsafe { __library.get(b"cuStreamGetDevice\0") }.map(|sym| *sym);
         let cuStreamGetCtx = unsafe { __library.get(b"cuStreamGetCtx\0") }.map(|sym| *sym);
         let cuStreamGetCtx_v2 = unsafe { __library.get(b"cuStreamGetCtx_v2\0") }.map(|sym| *sym);
         let cuStreamWaitEvent = unsafe { __library.get(b"cuStreamWaitEvent\0") }.map(|sym| *sym);
-        let cuStreamAddCallback =
-            unsafe { __library.get(b"cuStreamAddCallback\0") }.map(|sym| *sym);
-        let cuStreamAttachMemAsync =
-            unsafe { __library.get(b"cuStreamAttachMemAsync\0") }.map(|sym| *sym);
+        let cuStreamAddCallback = unsafe { __library.get(b"cuStreamAddCallback\0") }.map(|sym| *sym);
+        let cuStreamAttachMemAsync = unsafe { __library.get(b"cuStreamAttachMemAsync\0") }.map(|sym| *sym);
         let cuStreamQuery = unsafe { __library.get(b"cuStreamQuery\0") }.map(|sym| *sym);
-        let cuStreamSynchronize =
-            unsafe { __library.get(b"cuStreamSynchronize\0") }.map(|sym| *sym);
+        let cuStreamSynchronize = unsafe { __library.get(b"cuStreamSynchronize\0") }.map(|sym| *sym);
         let cuEventRecord = unsafe { __library.get(b"cuEventRecord\0") }.map(|sym| *sym);
-        let cuEventRecordWithFlags =
-            unsafe { __library.get(b"cuEventRecordWithFlags\0") }.map(|sym| *sym);
+        let cuEventRecordWithFlags = unsafe { __library.get(b"cuEventRecordWithFlags\0") }.map(|sym| *sym);
         let cuLaunchKernel = unsafe { __library.get(b"cuLaunchKernel\0") }.map(|sym| *sym);
         let cuLaunchKernelEx = unsafe { __library.get(b"cuLaunchKernelEx\0") }.map(|sym| *sym);
         let cuLaunchHostFunc = unsafe { __library.get(b"cuLaunchHostFunc\0") }.map(|sym| *sym);
-        let cuGraphicsMapResources =
-            unsafe { __library.get(b"cuGraphicsMapResources\0") }.map(|sym| *sym);
-        let cuGraphicsUnmapResources =
-            unsafe { __library.get(b"cuGraphicsUnmapResources\0") }.map(|sym| *sym);
-        let cuStreamWriteValue32 =
-            unsafe { __library.get(b"cuStreamWriteValue32\0") }.map(|sym| *sym);
-        let cuStreamWaitValue32 =
-            unsafe { __library.get(b"cuStreamWaitValue32\0") }.map(|sym| *sym);
-        let cuStreamWriteValue64 =
-            unsafe { __library.get(b"cuStreamWriteValue64\0") }.map(|sym| *sym);
-        let cuStreamWaitValue64 =
-            unsafe { __library.get(b"cuStreamWaitValue64\0") }.map(|sym| *sym);
+        let cuGraphicsMapResources = unsafe { __library.get(b"cuGraphicsMapResources\0") }.map(|sym| *sym);
+        let cuGraphicsUnmapResources = unsafe { __library.get(b"cuGraphicsUnmapResources\0") }.map(|sym| *sym);
+        let cuStreamWriteValue32 = unsafe { __library.get(b"cuStreamWriteValue32\0") }.map(|sym| *sym);
+        let cuStreamWaitValue32 = unsafe { __library.get(b"cuStreamWaitValue32\0") }.map(|sym| *sym);
+        let cuStreamWriteValue64 = unsafe { __library.get(b"cuStreamWriteValue64\0") }.map(|sym| *sym);
+        let cuStreamWaitValue64 = unsafe { __library.get(b"cuStreamWaitValue64\0") }.map(|sym| *sym);
         let cuStreamBatchMemOp = unsafe { __library.get(b"cuStreamBatchMemOp\0") }.map(|sym| *sym);
-        let cuStreamWriteValue32_ptsz =
-            unsafe { __library.get(b"cuStreamWriteValue32_ptsz\0") }.map(|sym| *sym);
-        let cuStreamWaitValue32_ptsz =
-            unsafe { __library.get(b"cuStreamWaitValue32_ptsz\0") }.map(|sym| *sym);
-        let cuStreamWriteValue64_ptsz =
-            unsafe { __library.get(b"cuStreamWriteValue64_ptsz\0") }.map(|sym| *sym);
-        let cuStreamWaitValue64_ptsz =
-            unsafe { __library.get(b"cuStreamWaitValue64_ptsz\0") }.map(|sym| *sym);
-        let cuStreamBatchMemOp_ptsz =
-            unsafe { __library.get(b"cuStreamBatchMemOp_ptsz\0") }.map(|sym| *sym);
-        let cuStreamWriteValue32_v2 =
-            unsafe { __library.get(b"cuStreamWriteValue32_v2\0") }.map(|sym| *sym);
-        let cuStreamWaitValue32_v2 =
-            unsafe { __library.get(b"cuStreamWaitValue32_v2\0") }.map(|sym| *sym);
-        let cuStreamWriteValue64_v2 =
-            unsafe { __library.get(b"cuStreamWriteValue64_v2\0") }.map(|sym| *sym);
-        let cuStreamWaitValue64_v2 =
-            unsafe { __library.get(b"cuStreamWaitValue64_v2\0") }.map(|sym| *sym);
-        let cuStreamBatchMemOp_v2 =
-            unsafe { __library.get(b"cuStreamBatchMemOp_v2\0") }.map(|sym| *sym);
+        let cuStreamWriteValue32_ptsz = unsafe { __library.get(b"cuStreamWriteValue32_ptsz\0") }.map(|sym| *sym);
+        let cuStreamWaitValue32_ptsz = unsafe { __library.get(b"cuStreamWaitValue32_ptsz\0") }.map(|sym| *sym);
+        let cuStreamWriteValue64_ptsz = unsafe { __library.get(b"cuStreamWriteValue64_ptsz\0") }.map(|sym| *sym);
+        let cuStreamWaitValue64_ptsz = unsafe { __library.get(b"cuStreamWaitValue64_ptsz\0") }.map(|sym| *sym);
+        let cuStreamBatchMemOp_ptsz = unsafe { __library.get(b"cuStreamBatchMemOp_ptsz\0") }.map(|sym| *sym);
+        let cuStreamWriteValue32_v2 = unsafe { __library.get(b"cuStreamWriteValue32_v2\0") }.map(|sym| *sym);
+        let cuStreamWaitValue32_v2 = unsafe { __library.get(b"cuStreamWaitValue32_v2\0") }.map(|sym| *sym);
+        let cuStreamWriteValue64_v2 = unsafe { __library.get(b"cuStreamWriteValue64_v2\0") }.map(|sym| *sym);
+        let cuStreamWaitValue64_v2 = unsafe { __library.get(b"cuStreamWaitValue64_v2\0") }.map(|sym| *sym);
+        let cuStreamBatchMemOp_v2 = unsafe { __library.get(b"cuStreamBatchMemOp_v2\0") }.map(|sym| *sym);
         let cuMemPrefetchAsync = unsafe { __library.get(b"cuMemPrefetchAsync\0") }.map(|sym| *sym);
-        let cuMemPrefetchAsync_ptsz =
-            unsafe { __library.get(b"cuMemPrefetchAsync_ptsz\0") }.map(|sym| *sym);
-        let cuMemPrefetchAsync_v2 =
-            unsafe { __library.get(b"cuMemPrefetchAsync_v2\0") }.map(|sym| *sym);
+        let cuMemPrefetchAsync_ptsz = unsafe { __library.get(b"cuMemPrefetchAsync_ptsz\0") }.map(|sym| *sym);
+        let cuMemPrefetchAsync_v2 = unsafe { __library.get(b"cuMemPrefetchAsync_v2\0") }.map(|sym| *sym);
         let cuMemAdvise = unsafe { __library.get(b"cuMemAdvise\0") }.map(|sym| *sym);
-        let cuMemPrefetchBatchAsync =
-            unsafe { __library.get(b"cuMemPrefetchBatchAsync\0") }.map(|sym| *sym);
-        let cuMemDiscardBatchAsync =
-            unsafe { __library.get(b"cuMemDiscardBatchAsync\0") }.map(|sym| *sym);
+        let cuMemPrefetchBatchAsync = unsafe { __library.get(b"cuMemPrefetchBatchAsync\0") }.map(|sym| *sym);
+        let cuMemDiscardBatchAsync = unsafe { __library.get(b"cuMemDiscardBatchAsync\0") }.map(|sym| *sym);
         let cuMemDiscardAndPrefetchBatchAsync =
             unsafe { __library.get(b"cuMemDiscardAndPrefetchBatchAsync\0") }.map(|sym| *sym);
-        let cuLaunchCooperativeKernel =
-            unsafe { __library.get(b"cuLaunchCooperativeKernel\0") }.map(|sym| *sym);
+        let cuLaunchCooperativeKernel = unsafe { __library.get(b"cuLaunchCooperativeKernel\0") }.map(|sym| *sym);
         let cuSignalExternalSemaphoresAsync =
             unsafe { __library.get(b"cuSignalExternalSemaphoresAsync\0") }.map(|sym| *sym);
         let cuWaitExternalSemaphoresAsync =
             unsafe { __library.get(b"cuWaitExternalSemaphoresAsync\0") }.map(|sym| *sym);
-        let cuStreamBeginCapture =
-            unsafe { __library.get(b"cuStreamBeginCapture\0") }.map(|sym| *sym);
-        let cuStreamBeginCapture_ptsz =
-            unsafe { __library.get(b"cuStreamBeginCapture_ptsz\0") }.map(|sym| *sym);
-        let cuStreamBeginCapture_v2 =
-            unsafe { __library.get(b"cuStreamBeginCapture_v2\0") }.map(|sym| *sym);
-        let cuStreamBeginCaptureToGraph =
-            unsafe { __library.get(b"cuStreamBeginCaptureToGraph\0") }.map(|sym| *sym);
+        let cuStreamBeginCapture = unsafe { __library.get(b"cuStreamBeginCapture\0") }.map(|sym| *sym);
+        let cuStreamBeginCapture_ptsz = unsafe { __library.get(b"cuStreamBeginCapture_ptsz\0") }.map(|sym| *sym);
+        let cuStreamBeginCapture_v2 = unsafe { __library.get(b"cuStreamBeginCapture_v2\0") }.map(|sym| *sym);
+        let cuStreamBeginCaptureToGraph = unsafe { __library.get(b"cuStreamBeginCaptureToGraph\0") }.map(|sym| *sym);
         let cuStreamEndCapture = unsafe { __library.get(b"cuStreamEndCapture\0") }.map(|sym| *sym);
-        let cuStreamIsCapturing =
-            unsafe { __library.get(b"cuStreamIsCapturing\0") }.map(|sym| *sym);
-        let cuStreamGetCaptureInfo =
-            unsafe { __library.get(b"cuStreamGetCaptureInfo\0") }.map(|sym| *sym);
-        let cuStreamGetCaptureInfo_ptsz =
-            unsafe { __library.get(b"cuStreamGetCaptureInfo_ptsz\0") }.map(|sym| *sym);
-        let cuStreamGetCaptureInfo_v2 =
-            unsafe { __library.get(b"cuStreamGetCaptureInfo_v2\0") }.map(|sym| *sym);
+        let cuStreamIsCapturing = unsafe { __library.get(b"cuStreamIsCapturing\0") }.map(|sym| *sym);
+        let cuStreamGetCaptureInfo = unsafe { __library.get(b"cuStreamGetCaptureInfo\0") }.map(|sym| *sym);
+        let cuStreamGetCaptureInfo_ptsz = unsafe { __library.get(b"cuStreamGetCaptureInfo_ptsz\0") }.map(|sym| *sym);
+        let cuStreamGetCaptureInfo_v2 = unsafe { __library.get(b"cuStreamGetCaptureInfo_v2\0") }.map(|sym| *sym);
         let cuStreamGetCaptureInfo_v2_ptsz =
             unsafe { __library.get(b"cuStreamGetCaptureInfo_v2_ptsz\0") }.map(|sym| *sym);
-        let cuStreamGetCaptureInfo_v3 =
-            unsafe { __library.get(b"cuStreamGetCaptureInfo_v3\0") }.map(|sym| *sym);
-        let cuGraphAddKernelNode =
-            unsafe { __library.get(b"cuGraphAddKernelNode\0") }.map(|sym| *sym);
-        let cuGraphKernelNodeGetParams =
-            unsafe { __library.get(b"cuGraphKernelNodeGetParams\0") }.map(|sym| *sym);
-        let cuGraphKernelNodeSetParams =
-            unsafe { __library.get(b"cuGraphKernelNodeSetParams\0") }.map(|sym| *sym);
+        let cuStreamGetCaptureInfo_v3 = unsafe { __library.get(b"cuStreamGetCaptureInfo_v3\0") }.map(|sym| *sym);
+        let cuGraphAddKernelNode = unsafe { __library.get(b"cuGraphAddKernelNode\0") }.map(|sym| *sym);
+        let cuGraphKernelNodeGetParams = unsafe { __library.get(b"cuGraphKernelNodeGetParams\0") }.map(|sym| *sym);
+        let cuGraphKernelNodeSetParams = unsafe { __library.get(b"cuGraphKernelNodeSetParams\0") }.map(|sym| *sym);
         let cuGraphExecKernelNodeSetParams =
             unsafe { __library.get(b"cuGraphExecKernelNodeSetParams\0") }.map(|sym| *sym);
-        let cuGraphInstantiateWithParams =
-            unsafe { __library.get(b"cuGraphInstantiateWithParams\0") }.map(|sym| *sym);
+        let cuGraphInstantiateWithParams = unsafe { __library.get(b"cuGraphInstantiateWithParams\0") }.map(|sym| *sym);
         let cuGraphExecUpdate = unsafe { __library.get(b"cuGraphExecUpdate\0") }.map(|sym| *sym);
         let cuGraphUpload = unsafe { __library.get(b"cuGraphUpload\0") }.map(|sym| *sym);
         let cuGraphLaunch = unsafe { __library.get(b"cuGraphLaunch\0") }.map(|sym| *sym);
         let cuGraphGetEdges = unsafe { __library.get(b"cuGraphGetEdges\0") }.map(|sym| *sym);
-        let cuGraphNodeGetDependencies =
-            unsafe { __library.get(b"cuGraphNodeGetDependencies\0") }.map(|sym| *sym);
-        let cuGraphNodeGetDependentNodes =
-            unsafe { __library.get(b"cuGraphNodeGetDependentNodes\0") }.map(|sym| *sym);
-        let cuGraphAddDependencies =
-            unsafe { __library.get(b"cuGraphAddDependencies\0") }.map(|sym| *sym);
-        let cuGraphRemoveDependencies =
-            unsafe { __library.get(b"cuGraphRemoveDependencies\0") }.map(|sym| *sym);
+        let cuGraphNodeGetDependencies = unsafe { __library.get(b"cuGraphNodeGetDependencies\0") }.map(|sym| *sym);
+        let cuGraphNodeGetDependentNodes = unsafe { __library.get(b"cuGraphNodeGetDependentNodes\0") }.map(|sym| *sym);
+        let cuGraphAddDependencies = unsafe { __library.get(b"cuGraphAddDependencies\0") }.map(|sym| *sym);
+        let cuGraphRemoveDependencies = unsafe { __library.get(b"cuGraphRemoveDependencies\0") }.map(|sym| *sym);
         let cuGraphAddNode = unsafe { __library.get(b"cuGraphAddNode\0") }.map(|sym| *sym);
-        let cuStreamCopyAttributes =
-            unsafe { __library.get(b"cuStreamCopyAttributes\0") }.map(|sym| *sym);
-        let cuStreamGetAttribute =
-            unsafe { __library.get(b"cuStreamGetAttribute\0") }.map(|sym| *sym);
-        let cuStreamSetAttribute =
-            unsafe { __library.get(b"cuStreamSetAttribute\0") }.map(|sym| *sym);
+        let cuStreamCopyAttributes = unsafe { __library.get(b"cuStreamCopyAttributes\0") }.map(|sym| *sym);
+        let cuStreamGetAttribute = unsafe { __library.get(b"cuStreamGetAttribute\0") }.map(|sym| *sym);
+        let cuStreamSetAttribute = unsafe { __library.get(b"cuStreamSetAttribute\0") }.map(|sym| *sym);
         let cuIpcOpenMemHandle = unsafe { __library.get(b"cuIpcOpenMemHandle\0") }.map(|sym| *sym);
         let cuGraphInstantiate = unsafe { __library.get(b"cuGraphInstantiate\0") }.map(|sym| *sym);
-        let cuGraphInstantiate_v2 =
-            unsafe { __library.get(b"cuGraphInstantiate_v2\0") }.map(|sym| *sym);
+        let cuGraphInstantiate_v2 = unsafe { __library.get(b"cuGraphInstantiate_v2\0") }.map(|sym| *sym);
         let cuMemMapArrayAsync = unsafe { __library.get(b"cuMemMapArrayAsync\0") }.map(|sym| *sym);
         let cuMemFreeAsync = unsafe { __library.get(b"cuMemFreeAsync\0") }.map(|sym| *sym);
         let cuMemAllocAsync = unsafe { __library.get(b"cuMemAllocAsync\0") }.map(|sym| *sym);
-        let cuMemAllocFromPoolAsync =
-            unsafe { __library.get(b"cuMemAllocFromPoolAsync\0") }.map(|sym| *sym);
+        let cuMemAllocFromPoolAsync = unsafe { __library.get(b"cuMemAllocFromPoolAsync\0") }.map(|sym| *sym);
         let cuStreamUpdateCaptureDependencies =
             unsafe { __library.get(b"cuStreamUpdateCaptureDependencies\0") }.map(|sym| *sym);
         let cuStreamUpdateCaptureDependencies_ptsz =
             unsafe { __library.get(b"cuStreamUpdateCaptureDependencies_ptsz\0") }.map(|sym| *sym);
         let cuStreamUpdateCaptureDependencies_v2 =
             unsafe { __library.get(b"cuStreamUpdateCaptureDependencies_v2\0") }.map(|sym| *sym);
-        let cuMemBatchDecompressAsync =
-            unsafe { __library.get(b"cuMemBatchDecompressAsync\0") }.map(|sym| *sym);
+        let cuMemBatchDecompressAsync = unsafe { __library.get(b"cuMemBatchDecompressAsync\0") }.map(|sym| *sym);
         let cuGetProcAddress = unsafe { __library.get(b"cuGetProcAddress\0") }.map(|sym| *sym);
         let cuCheckpointProcessGetRestoreThreadId =
             unsafe { __library.get(b"cuCheckpointProcessGetRestoreThreadId\0") }.map(|sym| *sym);
-        let cuCheckpointProcessGetState =
-            unsafe { __library.get(b"cuCheckpointProcessGetState\0") }.map(|sym| *sym);
-        let cuCheckpointProcessLock =
-            unsafe { __library.get(b"cuCheckpointProcessLock\0") }.map(|sym| *sym);
+        let cuCheckpointProcessGetState = unsafe { __library.get(b"cuCheckpointProcessGetState\0") }.map(|sym| *sym);
+        let cuCheckpointProcessLock = unsafe { __library.get(b"cuCheckpointProcessLock\0") }.map(|sym| *sym);
         let cuCheckpointProcessCheckpoint =
             unsafe { __library.get(b"cuCheckpointProcessCheckpoint\0") }.map(|sym| *sym);
-        let cuCheckpointProcessRestore =
-            unsafe { __library.get(b"cuCheckpointProcessRestore\0") }.map(|sym| *sym);
-        let cuCheckpointProcessUnlock =
-            unsafe { __library.get(b"cuCheckpointProcessUnlock\0") }.map(|sym| *sym);
+        let cuCheckpointProcessRestore = unsafe { __library.get(b"cuCheckpointProcessRestore\0") }.map(|sym| *sym);
+        let cuCheckpointProcessUnlock = unsafe { __library.get(b"cuCheckpointProcessUnlock\0") }.map(|sym| *sym);
         Ok(CudaLib {
             __library,
             cuGetErrorString,
@@ -12714,60 +10963,23 @@ impl CudaLib {
             cuCheckpointProcessUnlock,
         })
     }
-    pub unsafe fn cuGetErrorString(
-        &self,
-        error: CUresult,
-        pStr: *mut *const ::std::os::raw::c_char,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGetErrorString
-                .as_ref()
-                .expect("Expected function, got error."))(error, pStr)
-        }
+    pub unsafe fn cuGetErrorString(&self, error: CUresult, pStr: *mut *const ::std::os::raw::c_char) -> CUresult {
+        unsafe { (self.cuGetErrorString.as_ref().expect("Expected function, got error."))(error, pStr) }
     }
-    pub unsafe fn cuGetErrorName(
-        &self,
-        error: CUresult,
-        pStr: *mut *const ::std::os::raw::c_char,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGetErrorName
-                .as_ref()
-                .expect("Expected function, got error."))(error, pStr)
-        }
+    pub unsafe fn cuGetErrorName(&self, error: CUresult, pStr: *mut *const ::std::os::raw::c_char) -> CUresult {
+        unsafe { (self.cuGetErrorName.as_ref().expect("Expected function, got error."))(error, pStr) }
     }
     pub unsafe fn cuInit(&self, Flags: ::std::os::raw::c_uint) -> CUresult {
         unsafe { (self.cuInit.as_ref().expect("Expected function, got error."))(Flags) }
     }
     pub unsafe fn cuDriverGetVersion(&self, driverVersion: *mut ::std::os::raw::c_int) -> CUresult {
-        unsafe {
-            (self
-                .cuDriverGetVersion
-                .as_ref()
-                .expect("Expected function, got error."))(driverVersion)
-        }
+        unsafe { (self.cuDriverGetVersion.as_ref().expect("Expected function, got error."))(driverVersion) }
     }
-    pub unsafe fn cuDeviceGet(
-        &self,
-        device: *mut CUdevice,
-        ordinal: ::std::os::raw::c_int,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGet
-                .as_ref()
-                .expect("Expected function, got error."))(device, ordinal)
-        }
+    pub unsafe fn cuDeviceGet(&self, device: *mut CUdevice, ordinal: ::std::os::raw::c_int) -> CUresult {
+        unsafe { (self.cuDeviceGet.as_ref().expect("Expected function, got error."))(device, ordinal) }
     }
     pub unsafe fn cuDeviceGetCount(&self, count: *mut ::std::os::raw::c_int) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetCount
-                .as_ref()
-                .expect("Expected function, got error."))(count)
-        }
+        unsafe { (self.cuDeviceGetCount.as_ref().expect("Expected function, got error."))(count) }
     }
     pub unsafe fn cuDeviceGetName(
         &self,
@@ -12775,20 +10987,10 @@ impl CudaLib {
         len: ::std::os::raw::c_int,
         dev: CUdevice,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetName
-                .as_ref()
-                .expect("Expected function, got error."))(name, len, dev)
-        }
+        unsafe { (self.cuDeviceGetName.as_ref().expect("Expected function, got error."))(name, len, dev) }
     }
     pub unsafe fn cuDeviceGetUuid_v2(&self, uuid: *mut CUuuid, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetUuid_v2
-                .as_ref()
-                .expect("Expected function, got error."))(uuid, dev)
-        }
+        unsafe { (self.cuDeviceGetUuid_v2.as_ref().expect("Expected function, got error."))(uuid, dev) }
     }
     pub unsafe fn cuDeviceGetLuid(
         &self,
@@ -12796,20 +10998,10 @@ impl CudaLib {
         deviceNodeMask: *mut ::std::os::raw::c_uint,
         dev: CUdevice,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetLuid
-                .as_ref()
-                .expect("Expected function, got error."))(luid, deviceNodeMask, dev)
-        }
+        unsafe { (self.cuDeviceGetLuid.as_ref().expect("Expected function, got error."))(luid, deviceNodeMask, dev) }
     }
     pub unsafe fn cuDeviceTotalMem_v2(&self, bytes: *mut usize, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceTotalMem_v2
-                .as_ref()
-                .expect("Expected function, got error."))(bytes, dev)
-        }
+        unsafe { (self.cuDeviceTotalMem_v2.as_ref().expect("Expected function, got error."))(bytes, dev) }
     }
     pub unsafe fn cuDeviceGetTexture1DLinearMaxWidth(
         &self,
@@ -12819,10 +11011,7 @@ impl CudaLib {
         dev: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceGetTexture1DLinearMaxWidth
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuDeviceGetTexture1DLinearMaxWidth.as_ref().expect("Expected function, got error."))(
                 maxWidthInElements,
                 format,
                 numChannels,
@@ -12836,12 +11025,7 @@ impl CudaLib {
         attrib: CUdevice_attribute,
         dev: CUdevice,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(pi, attrib, dev)
-        }
+        unsafe { (self.cuDeviceGetAttribute.as_ref().expect("Expected function, got error."))(pi, attrib, dev) }
     }
     pub unsafe fn cuDeviceGetHostAtomicCapabilities(
         &self,
@@ -12851,11 +11035,11 @@ impl CudaLib {
         dev: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceGetHostAtomicCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(
-                capabilities, operations, count, dev
+            (self.cuDeviceGetHostAtomicCapabilities.as_ref().expect("Expected function, got error."))(
+                capabilities,
+                operations,
+                count,
+                dev,
             )
         }
     }
@@ -12866,39 +11050,21 @@ impl CudaLib {
         flags: ::std::os::raw::c_int,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceGetNvSciSyncAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(nvSciSyncAttrList, dev, flags)
+            (self.cuDeviceGetNvSciSyncAttributes.as_ref().expect("Expected function, got error."))(
+                nvSciSyncAttrList,
+                dev,
+                flags,
+            )
         }
     }
     pub unsafe fn cuDeviceSetMemPool(&self, dev: CUdevice, pool: CUmemoryPool) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceSetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(dev, pool)
-        }
+        unsafe { (self.cuDeviceSetMemPool.as_ref().expect("Expected function, got error."))(dev, pool) }
     }
     pub unsafe fn cuDeviceGetMemPool(&self, pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(pool, dev)
-        }
+        unsafe { (self.cuDeviceGetMemPool.as_ref().expect("Expected function, got error."))(pool, dev) }
     }
-    pub unsafe fn cuDeviceGetDefaultMemPool(
-        &self,
-        pool_out: *mut CUmemoryPool,
-        dev: CUdevice,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetDefaultMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(pool_out, dev)
-        }
+    pub unsafe fn cuDeviceGetDefaultMemPool(&self, pool_out: *mut CUmemoryPool, dev: CUdevice) -> CUresult {
+        unsafe { (self.cuDeviceGetDefaultMemPool.as_ref().expect("Expected function, got error."))(pool_out, dev) }
     }
     pub unsafe fn cuDeviceGetExecAffinitySupport(
         &self,
@@ -12907,10 +11073,7 @@ impl CudaLib {
         dev: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceGetExecAffinitySupport
-                .as_ref()
-                .expect("Expected function, got error."))(pi, type_, dev)
+            (self.cuDeviceGetExecAffinitySupport.as_ref().expect("Expected function, got error."))(pi, type_, dev)
         }
     }
     pub unsafe fn cuFlushGPUDirectRDMAWrites(
@@ -12918,20 +11081,10 @@ impl CudaLib {
         target: CUflushGPUDirectRDMAWritesTarget,
         scope: CUflushGPUDirectRDMAWritesScope,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuFlushGPUDirectRDMAWrites
-                .as_ref()
-                .expect("Expected function, got error."))(target, scope)
-        }
+        unsafe { (self.cuFlushGPUDirectRDMAWrites.as_ref().expect("Expected function, got error."))(target, scope) }
     }
     pub unsafe fn cuDeviceGetProperties(&self, prop: *mut CUdevprop, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetProperties
-                .as_ref()
-                .expect("Expected function, got error."))(prop, dev)
-        }
+        unsafe { (self.cuDeviceGetProperties.as_ref().expect("Expected function, got error."))(prop, dev) }
     }
     pub unsafe fn cuDeviceComputeCapability(
         &self,
@@ -12939,40 +11092,16 @@ impl CudaLib {
         minor: *mut ::std::os::raw::c_int,
         dev: CUdevice,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceComputeCapability
-                .as_ref()
-                .expect("Expected function, got error."))(major, minor, dev)
-        }
+        unsafe { (self.cuDeviceComputeCapability.as_ref().expect("Expected function, got error."))(major, minor, dev) }
     }
     pub unsafe fn cuDevicePrimaryCtxRetain(&self, pctx: *mut CUcontext, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDevicePrimaryCtxRetain
-                .as_ref()
-                .expect("Expected function, got error."))(pctx, dev)
-        }
+        unsafe { (self.cuDevicePrimaryCtxRetain.as_ref().expect("Expected function, got error."))(pctx, dev) }
     }
     pub unsafe fn cuDevicePrimaryCtxRelease_v2(&self, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDevicePrimaryCtxRelease_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dev)
-        }
+        unsafe { (self.cuDevicePrimaryCtxRelease_v2.as_ref().expect("Expected function, got error."))(dev) }
     }
-    pub unsafe fn cuDevicePrimaryCtxSetFlags_v2(
-        &self,
-        dev: CUdevice,
-        flags: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuDevicePrimaryCtxSetFlags_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dev, flags)
-        }
+    pub unsafe fn cuDevicePrimaryCtxSetFlags_v2(&self, dev: CUdevice, flags: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuDevicePrimaryCtxSetFlags_v2.as_ref().expect("Expected function, got error."))(dev, flags) }
     }
     pub unsafe fn cuDevicePrimaryCtxGetState(
         &self,
@@ -12981,19 +11110,11 @@ impl CudaLib {
         active: *mut ::std::os::raw::c_int,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDevicePrimaryCtxGetState
-                .as_ref()
-                .expect("Expected function, got error."))(dev, flags, active)
+            (self.cuDevicePrimaryCtxGetState.as_ref().expect("Expected function, got error."))(dev, flags, active)
         }
     }
     pub unsafe fn cuDevicePrimaryCtxReset_v2(&self, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDevicePrimaryCtxReset_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dev)
-        }
+        unsafe { (self.cuDevicePrimaryCtxReset_v2.as_ref().expect("Expected function, got error."))(dev) }
     }
     pub unsafe fn cuCtxCreate_v4(
         &self,
@@ -13003,157 +11124,59 @@ impl CudaLib {
         dev: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuCtxCreate_v4
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pctx, ctxCreateParams, flags, dev
-            )
+            (self.cuCtxCreate_v4.as_ref().expect("Expected function, got error."))(pctx, ctxCreateParams, flags, dev)
         }
     }
     pub unsafe fn cuCtxDestroy_v2(&self, ctx: CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxDestroy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(ctx)
-        }
+        unsafe { (self.cuCtxDestroy_v2.as_ref().expect("Expected function, got error."))(ctx) }
     }
     pub unsafe fn cuCtxPushCurrent_v2(&self, ctx: CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxPushCurrent_v2
-                .as_ref()
-                .expect("Expected function, got error."))(ctx)
-        }
+        unsafe { (self.cuCtxPushCurrent_v2.as_ref().expect("Expected function, got error."))(ctx) }
     }
     pub unsafe fn cuCtxPopCurrent_v2(&self, pctx: *mut CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxPopCurrent_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pctx)
-        }
+        unsafe { (self.cuCtxPopCurrent_v2.as_ref().expect("Expected function, got error."))(pctx) }
     }
     pub unsafe fn cuCtxSetCurrent(&self, ctx: CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxSetCurrent
-                .as_ref()
-                .expect("Expected function, got error."))(ctx)
-        }
+        unsafe { (self.cuCtxSetCurrent.as_ref().expect("Expected function, got error."))(ctx) }
     }
     pub unsafe fn cuCtxGetCurrent(&self, pctx: *mut CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetCurrent
-                .as_ref()
-                .expect("Expected function, got error."))(pctx)
-        }
+        unsafe { (self.cuCtxGetCurrent.as_ref().expect("Expected function, got error."))(pctx) }
     }
     pub unsafe fn cuCtxGetDevice(&self, device: *mut CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetDevice
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.cuCtxGetDevice.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn cuCtxGetDevice_v2(&self, device: *mut CUdevice, ctx: CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetDevice_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, ctx)
-        }
+        unsafe { (self.cuCtxGetDevice_v2.as_ref().expect("Expected function, got error."))(device, ctx) }
     }
     pub unsafe fn cuCtxGetFlags(&self, flags: *mut ::std::os::raw::c_uint) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(flags)
-        }
+        unsafe { (self.cuCtxGetFlags.as_ref().expect("Expected function, got error."))(flags) }
     }
     pub unsafe fn cuCtxSetFlags(&self, flags: ::std::os::raw::c_uint) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxSetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(flags)
-        }
+        unsafe { (self.cuCtxSetFlags.as_ref().expect("Expected function, got error."))(flags) }
     }
-    pub unsafe fn cuCtxGetId(
-        &self,
-        ctx: CUcontext,
-        ctxId: *mut ::std::os::raw::c_ulonglong,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetId
-                .as_ref()
-                .expect("Expected function, got error."))(ctx, ctxId)
-        }
+    pub unsafe fn cuCtxGetId(&self, ctx: CUcontext, ctxId: *mut ::std::os::raw::c_ulonglong) -> CUresult {
+        unsafe { (self.cuCtxGetId.as_ref().expect("Expected function, got error."))(ctx, ctxId) }
     }
     pub unsafe fn cuCtxSynchronize(&self) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cuCtxSynchronize.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cuCtxSynchronize_v2(&self, ctx: CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxSynchronize_v2
-                .as_ref()
-                .expect("Expected function, got error."))(ctx)
-        }
+        unsafe { (self.cuCtxSynchronize_v2.as_ref().expect("Expected function, got error."))(ctx) }
     }
     pub unsafe fn cuCtxSetLimit(&self, limit: CUlimit, value: usize) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxSetLimit
-                .as_ref()
-                .expect("Expected function, got error."))(limit, value)
-        }
+        unsafe { (self.cuCtxSetLimit.as_ref().expect("Expected function, got error."))(limit, value) }
     }
     pub unsafe fn cuCtxGetLimit(&self, pvalue: *mut usize, limit: CUlimit) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetLimit
-                .as_ref()
-                .expect("Expected function, got error."))(pvalue, limit)
-        }
+        unsafe { (self.cuCtxGetLimit.as_ref().expect("Expected function, got error."))(pvalue, limit) }
     }
     pub unsafe fn cuCtxGetCacheConfig(&self, pconfig: *mut CUfunc_cache) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(pconfig)
-        }
+        unsafe { (self.cuCtxGetCacheConfig.as_ref().expect("Expected function, got error."))(pconfig) }
     }
     pub unsafe fn cuCtxSetCacheConfig(&self, config: CUfunc_cache) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxSetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(config)
-        }
+        unsafe { (self.cuCtxSetCacheConfig.as_ref().expect("Expected function, got error."))(config) }
     }
-    pub unsafe fn cuCtxGetApiVersion(
-        &self,
-        ctx: CUcontext,
-        version: *mut ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetApiVersion
-                .as_ref()
-                .expect("Expected function, got error."))(ctx, version)
-        }
+    pub unsafe fn cuCtxGetApiVersion(&self, ctx: CUcontext, version: *mut ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuCtxGetApiVersion.as_ref().expect("Expected function, got error."))(ctx, version) }
     }
     pub unsafe fn cuCtxGetStreamPriorityRange(
         &self,
@@ -13161,109 +11184,45 @@ impl CudaLib {
         greatestPriority: *mut ::std::os::raw::c_int,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuCtxGetStreamPriorityRange
-                .as_ref()
-                .expect("Expected function, got error."))(
-                leastPriority, greatestPriority
+            (self.cuCtxGetStreamPriorityRange.as_ref().expect("Expected function, got error."))(
+                leastPriority,
+                greatestPriority,
             )
         }
     }
     pub unsafe fn cuCtxResetPersistingL2Cache(&self) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxResetPersistingL2Cache
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cuCtxResetPersistingL2Cache.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cuCtxGetExecAffinity(
         &self,
         pExecAffinity: *mut CUexecAffinityParam,
         type_: CUexecAffinityType,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetExecAffinity
-                .as_ref()
-                .expect("Expected function, got error."))(pExecAffinity, type_)
-        }
+        unsafe { (self.cuCtxGetExecAffinity.as_ref().expect("Expected function, got error."))(pExecAffinity, type_) }
     }
     pub unsafe fn cuCtxRecordEvent(&self, hCtx: CUcontext, hEvent: CUevent) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxRecordEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hCtx, hEvent)
-        }
+        unsafe { (self.cuCtxRecordEvent.as_ref().expect("Expected function, got error."))(hCtx, hEvent) }
     }
     pub unsafe fn cuCtxWaitEvent(&self, hCtx: CUcontext, hEvent: CUevent) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxWaitEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hCtx, hEvent)
-        }
+        unsafe { (self.cuCtxWaitEvent.as_ref().expect("Expected function, got error."))(hCtx, hEvent) }
     }
-    pub unsafe fn cuCtxAttach(
-        &self,
-        pctx: *mut CUcontext,
-        flags: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxAttach
-                .as_ref()
-                .expect("Expected function, got error."))(pctx, flags)
-        }
+    pub unsafe fn cuCtxAttach(&self, pctx: *mut CUcontext, flags: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuCtxAttach.as_ref().expect("Expected function, got error."))(pctx, flags) }
     }
     pub unsafe fn cuCtxDetach(&self, ctx: CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxDetach
-                .as_ref()
-                .expect("Expected function, got error."))(ctx)
-        }
+        unsafe { (self.cuCtxDetach.as_ref().expect("Expected function, got error."))(ctx) }
     }
     pub unsafe fn cuCtxGetSharedMemConfig(&self, pConfig: *mut CUsharedconfig) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetSharedMemConfig
-                .as_ref()
-                .expect("Expected function, got error."))(pConfig)
-        }
+        unsafe { (self.cuCtxGetSharedMemConfig.as_ref().expect("Expected function, got error."))(pConfig) }
     }
     pub unsafe fn cuCtxSetSharedMemConfig(&self, config: CUsharedconfig) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxSetSharedMemConfig
-                .as_ref()
-                .expect("Expected function, got error."))(config)
-        }
+        unsafe { (self.cuCtxSetSharedMemConfig.as_ref().expect("Expected function, got error."))(config) }
     }
-    pub unsafe fn cuModuleLoad(
-        &self,
-        module: *mut CUmodule,
-        fname: *const ::std::os::raw::c_char,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleLoad
-                .as_ref()
-                .expect("Expected function, got error."))(module, fname)
-        }
+    pub unsafe fn cuModuleLoad(&self, module: *mut CUmodule, fname: *const ::std::os::raw::c_char) -> CUresult {
+        unsafe { (self.cuModuleLoad.as_ref().expect("Expected function, got error."))(module, fname) }
     }
-    pub unsafe fn cuModuleLoadData(
-        &self,
-        module: *mut CUmodule,
-        image: *const ::std::os::raw::c_void,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleLoadData
-                .as_ref()
-                .expect("Expected function, got error."))(module, image)
-        }
+    pub unsafe fn cuModuleLoadData(&self, module: *mut CUmodule, image: *const ::std::os::raw::c_void) -> CUresult {
+        unsafe { (self.cuModuleLoadData.as_ref().expect("Expected function, got error."))(module, image) }
     }
     pub unsafe fn cuModuleLoadDataEx(
         &self,
@@ -13274,10 +11233,7 @@ impl CudaLib {
         optionValues: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuModuleLoadDataEx
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuModuleLoadDataEx.as_ref().expect("Expected function, got error."))(
                 module,
                 image,
                 numOptions,
@@ -13291,28 +11247,13 @@ impl CudaLib {
         module: *mut CUmodule,
         fatCubin: *const ::std::os::raw::c_void,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleLoadFatBinary
-                .as_ref()
-                .expect("Expected function, got error."))(module, fatCubin)
-        }
+        unsafe { (self.cuModuleLoadFatBinary.as_ref().expect("Expected function, got error."))(module, fatCubin) }
     }
     pub unsafe fn cuModuleUnload(&self, hmod: CUmodule) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleUnload
-                .as_ref()
-                .expect("Expected function, got error."))(hmod)
-        }
+        unsafe { (self.cuModuleUnload.as_ref().expect("Expected function, got error."))(hmod) }
     }
     pub unsafe fn cuModuleGetLoadingMode(&self, mode: *mut CUmoduleLoadingMode) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleGetLoadingMode
-                .as_ref()
-                .expect("Expected function, got error."))(mode)
-        }
+        unsafe { (self.cuModuleGetLoadingMode.as_ref().expect("Expected function, got error."))(mode) }
     }
     pub unsafe fn cuModuleGetFunction(
         &self,
@@ -13320,24 +11261,10 @@ impl CudaLib {
         hmod: CUmodule,
         name: *const ::std::os::raw::c_char,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleGetFunction
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, hmod, name)
-        }
+        unsafe { (self.cuModuleGetFunction.as_ref().expect("Expected function, got error."))(hfunc, hmod, name) }
     }
-    pub unsafe fn cuModuleGetFunctionCount(
-        &self,
-        count: *mut ::std::os::raw::c_uint,
-        mod_: CUmodule,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleGetFunctionCount
-                .as_ref()
-                .expect("Expected function, got error."))(count, mod_)
-        }
+    pub unsafe fn cuModuleGetFunctionCount(&self, count: *mut ::std::os::raw::c_uint, mod_: CUmodule) -> CUresult {
+        unsafe { (self.cuModuleGetFunctionCount.as_ref().expect("Expected function, got error."))(count, mod_) }
     }
     pub unsafe fn cuModuleEnumerateFunctions(
         &self,
@@ -13346,10 +11273,11 @@ impl CudaLib {
         mod_: CUmodule,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuModuleEnumerateFunctions
-                .as_ref()
-                .expect("Expected function, got error."))(functions, numFunctions, mod_)
+            (self.cuModuleEnumerateFunctions.as_ref().expect("Expected function, got error."))(
+                functions,
+                numFunctions,
+                mod_,
+            )
         }
     }
     pub unsafe fn cuModuleGetGlobal_v2(
@@ -13359,12 +11287,7 @@ impl CudaLib {
         hmod: CUmodule,
         name: *const ::std::os::raw::c_char,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleGetGlobal_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytes, hmod, name)
-        }
+        unsafe { (self.cuModuleGetGlobal_v2.as_ref().expect("Expected function, got error."))(dptr, bytes, hmod, name) }
     }
     pub unsafe fn cuLinkCreate_v2(
         &self,
@@ -13374,10 +11297,7 @@ impl CudaLib {
         stateOut: *mut CUlinkState,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLinkCreate_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLinkCreate_v2.as_ref().expect("Expected function, got error."))(
                 numOptions,
                 options,
                 optionValues,
@@ -13397,10 +11317,7 @@ impl CudaLib {
         optionValues: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLinkAddData_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLinkAddData_v2.as_ref().expect("Expected function, got error."))(
                 state,
                 type_,
                 data,
@@ -13422,10 +11339,7 @@ impl CudaLib {
         optionValues: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLinkAddFile_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLinkAddFile_v2.as_ref().expect("Expected function, got error."))(
                 state,
                 type_,
                 path,
@@ -13441,20 +11355,10 @@ impl CudaLib {
         cubinOut: *mut *mut ::std::os::raw::c_void,
         sizeOut: *mut usize,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuLinkComplete
-                .as_ref()
-                .expect("Expected function, got error."))(state, cubinOut, sizeOut)
-        }
+        unsafe { (self.cuLinkComplete.as_ref().expect("Expected function, got error."))(state, cubinOut, sizeOut) }
     }
     pub unsafe fn cuLinkDestroy(&self, state: CUlinkState) -> CUresult {
-        unsafe {
-            (self
-                .cuLinkDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(state)
-        }
+        unsafe { (self.cuLinkDestroy.as_ref().expect("Expected function, got error."))(state) }
     }
     pub unsafe fn cuModuleGetTexRef(
         &self,
@@ -13462,12 +11366,7 @@ impl CudaLib {
         hmod: CUmodule,
         name: *const ::std::os::raw::c_char,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleGetTexRef
-                .as_ref()
-                .expect("Expected function, got error."))(pTexRef, hmod, name)
-        }
+        unsafe { (self.cuModuleGetTexRef.as_ref().expect("Expected function, got error."))(pTexRef, hmod, name) }
     }
     pub unsafe fn cuModuleGetSurfRef(
         &self,
@@ -13475,12 +11374,7 @@ impl CudaLib {
         hmod: CUmodule,
         name: *const ::std::os::raw::c_char,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleGetSurfRef
-                .as_ref()
-                .expect("Expected function, got error."))(pSurfRef, hmod, name)
-        }
+        unsafe { (self.cuModuleGetSurfRef.as_ref().expect("Expected function, got error."))(pSurfRef, hmod, name) }
     }
     pub unsafe fn cuLibraryLoadData(
         &self,
@@ -13494,10 +11388,7 @@ impl CudaLib {
         numLibraryOptions: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLibraryLoadData
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLibraryLoadData.as_ref().expect("Expected function, got error."))(
                 library,
                 code,
                 jitOptions,
@@ -13521,10 +11412,7 @@ impl CudaLib {
         numLibraryOptions: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLibraryLoadFromFile
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLibraryLoadFromFile.as_ref().expect("Expected function, got error."))(
                 library,
                 fileName,
                 jitOptions,
@@ -13537,12 +11425,7 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuLibraryUnload(&self, library: CUlibrary) -> CUresult {
-        unsafe {
-            (self
-                .cuLibraryUnload
-                .as_ref()
-                .expect("Expected function, got error."))(library)
-        }
+        unsafe { (self.cuLibraryUnload.as_ref().expect("Expected function, got error."))(library) }
     }
     pub unsafe fn cuLibraryGetKernel(
         &self,
@@ -13550,24 +11433,10 @@ impl CudaLib {
         library: CUlibrary,
         name: *const ::std::os::raw::c_char,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuLibraryGetKernel
-                .as_ref()
-                .expect("Expected function, got error."))(pKernel, library, name)
-        }
+        unsafe { (self.cuLibraryGetKernel.as_ref().expect("Expected function, got error."))(pKernel, library, name) }
     }
-    pub unsafe fn cuLibraryGetKernelCount(
-        &self,
-        count: *mut ::std::os::raw::c_uint,
-        lib: CUlibrary,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuLibraryGetKernelCount
-                .as_ref()
-                .expect("Expected function, got error."))(count, lib)
-        }
+    pub unsafe fn cuLibraryGetKernelCount(&self, count: *mut ::std::os::raw::c_uint, lib: CUlibrary) -> CUresult {
+        unsafe { (self.cuLibraryGetKernelCount.as_ref().expect("Expected function, got error."))(count, lib) }
     }
     pub unsafe fn cuLibraryEnumerateKernels(
         &self,
@@ -13576,35 +11445,17 @@ impl CudaLib {
         lib: CUlibrary,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLibraryEnumerateKernels
-                .as_ref()
-                .expect("Expected function, got error."))(kernels, numKernels, lib)
+            (self.cuLibraryEnumerateKernels.as_ref().expect("Expected function, got error."))(kernels, numKernels, lib)
         }
     }
     pub unsafe fn cuLibraryGetModule(&self, pMod: *mut CUmodule, library: CUlibrary) -> CUresult {
-        unsafe {
-            (self
-                .cuLibraryGetModule
-                .as_ref()
-                .expect("Expected function, got error."))(pMod, library)
-        }
+        unsafe { (self.cuLibraryGetModule.as_ref().expect("Expected function, got error."))(pMod, library) }
     }
     pub unsafe fn cuKernelGetFunction(&self, pFunc: *mut CUfunction, kernel: CUkernel) -> CUresult {
-        unsafe {
-            (self
-                .cuKernelGetFunction
-                .as_ref()
-                .expect("Expected function, got error."))(pFunc, kernel)
-        }
+        unsafe { (self.cuKernelGetFunction.as_ref().expect("Expected function, got error."))(pFunc, kernel) }
     }
     pub unsafe fn cuKernelGetLibrary(&self, pLib: *mut CUlibrary, kernel: CUkernel) -> CUresult {
-        unsafe {
-            (self
-                .cuKernelGetLibrary
-                .as_ref()
-                .expect("Expected function, got error."))(pLib, kernel)
-        }
+        unsafe { (self.cuKernelGetLibrary.as_ref().expect("Expected function, got error."))(pLib, kernel) }
     }
     pub unsafe fn cuLibraryGetGlobal(
         &self,
@@ -13614,10 +11465,7 @@ impl CudaLib {
         name: *const ::std::os::raw::c_char,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLibraryGetGlobal
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytes, library, name)
+            (self.cuLibraryGetGlobal.as_ref().expect("Expected function, got error."))(dptr, bytes, library, name)
         }
     }
     pub unsafe fn cuLibraryGetManaged(
@@ -13628,10 +11476,7 @@ impl CudaLib {
         name: *const ::std::os::raw::c_char,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLibraryGetManaged
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytes, library, name)
+            (self.cuLibraryGetManaged.as_ref().expect("Expected function, got error."))(dptr, bytes, library, name)
         }
     }
     pub unsafe fn cuLibraryGetUnifiedFunction(
@@ -13641,10 +11486,7 @@ impl CudaLib {
         symbol: *const ::std::os::raw::c_char,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLibraryGetUnifiedFunction
-                .as_ref()
-                .expect("Expected function, got error."))(fptr, library, symbol)
+            (self.cuLibraryGetUnifiedFunction.as_ref().expect("Expected function, got error."))(fptr, library, symbol)
         }
     }
     pub unsafe fn cuKernelGetAttribute(
@@ -13654,12 +11496,7 @@ impl CudaLib {
         kernel: CUkernel,
         dev: CUdevice,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuKernelGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(pi, attrib, kernel, dev)
-        }
+        unsafe { (self.cuKernelGetAttribute.as_ref().expect("Expected function, got error."))(pi, attrib, kernel, dev) }
     }
     pub unsafe fn cuKernelSetAttribute(
         &self,
@@ -13669,36 +11506,14 @@ impl CudaLib {
         dev: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuKernelSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(attrib, val, kernel, dev)
+            (self.cuKernelSetAttribute.as_ref().expect("Expected function, got error."))(attrib, val, kernel, dev)
         }
     }
-    pub unsafe fn cuKernelSetCacheConfig(
-        &self,
-        kernel: CUkernel,
-        config: CUfunc_cache,
-        dev: CUdevice,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuKernelSetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(kernel, config, dev)
-        }
+    pub unsafe fn cuKernelSetCacheConfig(&self, kernel: CUkernel, config: CUfunc_cache, dev: CUdevice) -> CUresult {
+        unsafe { (self.cuKernelSetCacheConfig.as_ref().expect("Expected function, got error."))(kernel, config, dev) }
     }
-    pub unsafe fn cuKernelGetName(
-        &self,
-        name: *mut *const ::std::os::raw::c_char,
-        hfunc: CUkernel,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuKernelGetName
-                .as_ref()
-                .expect("Expected function, got error."))(name, hfunc)
-        }
+    pub unsafe fn cuKernelGetName(&self, name: *mut *const ::std::os::raw::c_char, hfunc: CUkernel) -> CUresult {
+        unsafe { (self.cuKernelGetName.as_ref().expect("Expected function, got error."))(name, hfunc) }
     }
     pub unsafe fn cuKernelGetParamInfo(
         &self,
@@ -13708,10 +11523,7 @@ impl CudaLib {
         paramSize: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuKernelGetParamInfo
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuKernelGetParamInfo.as_ref().expect("Expected function, got error."))(
                 kernel,
                 paramIndex,
                 paramOffset,
@@ -13720,20 +11532,10 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuMemGetInfo_v2(&self, free: *mut usize, total: *mut usize) -> CUresult {
-        unsafe {
-            (self
-                .cuMemGetInfo_v2
-                .as_ref()
-                .expect("Expected function, got error."))(free, total)
-        }
+        unsafe { (self.cuMemGetInfo_v2.as_ref().expect("Expected function, got error."))(free, total) }
     }
     pub unsafe fn cuMemAlloc_v2(&self, dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult {
-        unsafe {
-            (self
-                .cuMemAlloc_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytesize)
-        }
+        unsafe { (self.cuMemAlloc_v2.as_ref().expect("Expected function, got error."))(dptr, bytesize) }
     }
     pub unsafe fn cuMemAllocPitch_v2(
         &self,
@@ -13744,10 +11546,7 @@ impl CudaLib {
         ElementSizeBytes: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemAllocPitch_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemAllocPitch_v2.as_ref().expect("Expected function, got error."))(
                 dptr,
                 pPitch,
                 WidthInBytes,
@@ -13757,12 +11556,7 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuMemFree_v2(&self, dptr: CUdeviceptr) -> CUresult {
-        unsafe {
-            (self
-                .cuMemFree_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dptr)
-        }
+        unsafe { (self.cuMemFree_v2.as_ref().expect("Expected function, got error."))(dptr) }
     }
     pub unsafe fn cuMemGetAddressRange_v2(
         &self,
@@ -13770,32 +11564,13 @@ impl CudaLib {
         psize: *mut usize,
         dptr: CUdeviceptr,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemGetAddressRange_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pbase, psize, dptr)
-        }
+        unsafe { (self.cuMemGetAddressRange_v2.as_ref().expect("Expected function, got error."))(pbase, psize, dptr) }
     }
-    pub unsafe fn cuMemAllocHost_v2(
-        &self,
-        pp: *mut *mut ::std::os::raw::c_void,
-        bytesize: usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemAllocHost_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pp, bytesize)
-        }
+    pub unsafe fn cuMemAllocHost_v2(&self, pp: *mut *mut ::std::os::raw::c_void, bytesize: usize) -> CUresult {
+        unsafe { (self.cuMemAllocHost_v2.as_ref().expect("Expected function, got error."))(pp, bytesize) }
     }
     pub unsafe fn cuMemFreeHost(&self, p: *mut ::std::os::raw::c_void) -> CUresult {
-        unsafe {
-            (self
-                .cuMemFreeHost
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cuMemFreeHost.as_ref().expect("Expected function, got error."))(p) }
     }
     pub unsafe fn cuMemHostAlloc(
         &self,
@@ -13803,12 +11578,7 @@ impl CudaLib {
         bytesize: usize,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemHostAlloc
-                .as_ref()
-                .expect("Expected function, got error."))(pp, bytesize, Flags)
-        }
+        unsafe { (self.cuMemHostAlloc.as_ref().expect("Expected function, got error."))(pp, bytesize, Flags) }
     }
     pub unsafe fn cuMemHostGetDevicePointer_v2(
         &self,
@@ -13816,24 +11586,14 @@ impl CudaLib {
         p: *mut ::std::os::raw::c_void,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemHostGetDevicePointer_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pdptr, p, Flags)
-        }
+        unsafe { (self.cuMemHostGetDevicePointer_v2.as_ref().expect("Expected function, got error."))(pdptr, p, Flags) }
     }
     pub unsafe fn cuMemHostGetFlags(
         &self,
         pFlags: *mut ::std::os::raw::c_uint,
         p: *mut ::std::os::raw::c_void,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemHostGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(pFlags, p)
-        }
+        unsafe { (self.cuMemHostGetFlags.as_ref().expect("Expected function, got error."))(pFlags, p) }
     }
     pub unsafe fn cuMemAllocManaged(
         &self,
@@ -13841,12 +11601,7 @@ impl CudaLib {
         bytesize: usize,
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemAllocManaged
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytesize, flags)
-        }
+        unsafe { (self.cuMemAllocManaged.as_ref().expect("Expected function, got error."))(dptr, bytesize, flags) }
     }
     pub unsafe fn cuDeviceRegisterAsyncNotification(
         &self,
@@ -13856,11 +11611,11 @@ impl CudaLib {
         callback: *mut CUasyncCallbackHandle,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceRegisterAsyncNotification
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, callbackFunc, userData, callback
+            (self.cuDeviceRegisterAsyncNotification.as_ref().expect("Expected function, got error."))(
+                device,
+                callbackFunc,
+                userData,
+                callback,
             )
         }
     }
@@ -13870,10 +11625,9 @@ impl CudaLib {
         callback: CUasyncCallbackHandle,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceUnregisterAsyncNotification
-                .as_ref()
-                .expect("Expected function, got error."))(device, callback)
+            (self.cuDeviceUnregisterAsyncNotification.as_ref().expect("Expected function, got error."))(
+                device, callback,
+            )
         }
     }
     pub unsafe fn cuDeviceGetByPCIBusId(
@@ -13881,12 +11635,7 @@ impl CudaLib {
         dev: *mut CUdevice,
         pciBusId: *const ::std::os::raw::c_char,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetByPCIBusId
-                .as_ref()
-                .expect("Expected function, got error."))(dev, pciBusId)
-        }
+        unsafe { (self.cuDeviceGetByPCIBusId.as_ref().expect("Expected function, got error."))(dev, pciBusId) }
     }
     pub unsafe fn cuDeviceGetPCIBusId(
         &self,
@@ -13894,48 +11643,16 @@ impl CudaLib {
         len: ::std::os::raw::c_int,
         dev: CUdevice,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetPCIBusId
-                .as_ref()
-                .expect("Expected function, got error."))(pciBusId, len, dev)
-        }
+        unsafe { (self.cuDeviceGetPCIBusId.as_ref().expect("Expected function, got error."))(pciBusId, len, dev) }
     }
-    pub unsafe fn cuIpcGetEventHandle(
-        &self,
-        pHandle: *mut CUipcEventHandle,
-        event: CUevent,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuIpcGetEventHandle
-                .as_ref()
-                .expect("Expected function, got error."))(pHandle, event)
-        }
+    pub unsafe fn cuIpcGetEventHandle(&self, pHandle: *mut CUipcEventHandle, event: CUevent) -> CUresult {
+        unsafe { (self.cuIpcGetEventHandle.as_ref().expect("Expected function, got error."))(pHandle, event) }
     }
-    pub unsafe fn cuIpcOpenEventHandle(
-        &self,
-        phEvent: *mut CUevent,
-        handle: CUipcEventHandle,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuIpcOpenEventHandle
-                .as_ref()
-                .expect("Expected function, got error."))(phEvent, handle)
-        }
+    pub unsafe fn cuIpcOpenEventHandle(&self, phEvent: *mut CUevent, handle: CUipcEventHandle) -> CUresult {
+        unsafe { (self.cuIpcOpenEventHandle.as_ref().expect("Expected function, got error."))(phEvent, handle) }
     }
-    pub unsafe fn cuIpcGetMemHandle(
-        &self,
-        pHandle: *mut CUipcMemHandle,
-        dptr: CUdeviceptr,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuIpcGetMemHandle
-                .as_ref()
-                .expect("Expected function, got error."))(pHandle, dptr)
-        }
+    pub unsafe fn cuIpcGetMemHandle(&self, pHandle: *mut CUipcMemHandle, dptr: CUdeviceptr) -> CUresult {
+        unsafe { (self.cuIpcGetMemHandle.as_ref().expect("Expected function, got error."))(pHandle, dptr) }
     }
     pub unsafe fn cuIpcOpenMemHandle_v2(
         &self,
@@ -13943,20 +11660,10 @@ impl CudaLib {
         handle: CUipcMemHandle,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuIpcOpenMemHandle_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pdptr, handle, Flags)
-        }
+        unsafe { (self.cuIpcOpenMemHandle_v2.as_ref().expect("Expected function, got error."))(pdptr, handle, Flags) }
     }
     pub unsafe fn cuIpcCloseMemHandle(&self, dptr: CUdeviceptr) -> CUresult {
-        unsafe {
-            (self
-                .cuIpcCloseMemHandle
-                .as_ref()
-                .expect("Expected function, got error."))(dptr)
-        }
+        unsafe { (self.cuIpcCloseMemHandle.as_ref().expect("Expected function, got error."))(dptr) }
     }
     pub unsafe fn cuMemHostRegister_v2(
         &self,
@@ -13964,33 +11671,13 @@ impl CudaLib {
         bytesize: usize,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemHostRegister_v2
-                .as_ref()
-                .expect("Expected function, got error."))(p, bytesize, Flags)
-        }
+        unsafe { (self.cuMemHostRegister_v2.as_ref().expect("Expected function, got error."))(p, bytesize, Flags) }
     }
     pub unsafe fn cuMemHostUnregister(&self, p: *mut ::std::os::raw::c_void) -> CUresult {
-        unsafe {
-            (self
-                .cuMemHostUnregister
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cuMemHostUnregister.as_ref().expect("Expected function, got error."))(p) }
     }
-    pub unsafe fn cuMemcpy_ptds(
-        &self,
-        dst: CUdeviceptr,
-        src: CUdeviceptr,
-        ByteCount: usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, ByteCount)
-        }
+    pub unsafe fn cuMemcpy_ptds(&self, dst: CUdeviceptr, src: CUdeviceptr, ByteCount: usize) -> CUresult {
+        unsafe { (self.cuMemcpy_ptds.as_ref().expect("Expected function, got error."))(dst, src, ByteCount) }
     }
     pub unsafe fn cuMemcpyPeer_ptds(
         &self,
@@ -14001,10 +11688,7 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyPeer_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyPeer_ptds.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstContext, srcDevice, srcContext, ByteCount,
             )
         }
@@ -14016,10 +11700,7 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoD_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, srcHost, ByteCount)
+            (self.cuMemcpyHtoD_v2_ptds.as_ref().expect("Expected function, got error."))(dstDevice, srcHost, ByteCount)
         }
     }
     pub unsafe fn cuMemcpyDtoH_v2_ptds(
@@ -14029,10 +11710,7 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoH_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(dstHost, srcDevice, ByteCount)
+            (self.cuMemcpyDtoH_v2_ptds.as_ref().expect("Expected function, got error."))(dstHost, srcDevice, ByteCount)
         }
     }
     pub unsafe fn cuMemcpyDtoD_v2_ptds(
@@ -14042,11 +11720,8 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoD_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcDevice, ByteCount
+            (self.cuMemcpyDtoD_v2_ptds.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcDevice, ByteCount,
             )
         }
     }
@@ -14058,11 +11733,8 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoA_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstArray, dstOffset, srcDevice, ByteCount
+            (self.cuMemcpyDtoA_v2_ptds.as_ref().expect("Expected function, got error."))(
+                dstArray, dstOffset, srcDevice, ByteCount,
             )
         }
     }
@@ -14074,11 +11746,8 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoD_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcArray, srcOffset, ByteCount
+            (self.cuMemcpyAtoD_v2_ptds.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcArray, srcOffset, ByteCount,
             )
         }
     }
@@ -14090,11 +11759,8 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoA_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstArray, dstOffset, srcHost, ByteCount
+            (self.cuMemcpyHtoA_v2_ptds.as_ref().expect("Expected function, got error."))(
+                dstArray, dstOffset, srcHost, ByteCount,
             )
         }
     }
@@ -14106,11 +11772,8 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoH_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstHost, srcArray, srcOffset, ByteCount
+            (self.cuMemcpyAtoH_v2_ptds.as_ref().expect("Expected function, got error."))(
+                dstHost, srcArray, srcOffset, ByteCount,
             )
         }
     }
@@ -14123,45 +11786,22 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoA_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyAtoA_v2_ptds.as_ref().expect("Expected function, got error."))(
                 dstArray, dstOffset, srcArray, srcOffset, ByteCount,
             )
         }
     }
     pub unsafe fn cuMemcpy2D_v2_ptds(&self, pCopy: *const CUDA_MEMCPY2D) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy2D_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy2D_v2_ptds.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpy2DUnaligned_v2_ptds(&self, pCopy: *const CUDA_MEMCPY2D) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy2DUnaligned_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy2DUnaligned_v2_ptds.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpy3D_v2_ptds(&self, pCopy: *const CUDA_MEMCPY3D) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3D_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy3D_v2_ptds.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpy3DPeer_ptds(&self, pCopy: *const CUDA_MEMCPY3D_PEER) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3DPeer_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy3DPeer_ptds.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpyAsync_ptsz(
         &self,
@@ -14171,10 +11811,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, ByteCount, hStream)
+            (self.cuMemcpyAsync_ptsz.as_ref().expect("Expected function, got error."))(dst, src, ByteCount, hStream)
         }
     }
     pub unsafe fn cuMemcpyPeerAsync_ptsz(
@@ -14187,10 +11824,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyPeerAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyPeerAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream,
             )
         }
@@ -14203,11 +11837,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoDAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcHost, ByteCount, hStream
+            (self.cuMemcpyHtoDAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcHost, ByteCount, hStream,
             )
         }
     }
@@ -14219,11 +11850,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoHAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstHost, srcDevice, ByteCount, hStream
+            (self.cuMemcpyDtoHAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                dstHost, srcDevice, ByteCount, hStream,
             )
         }
     }
@@ -14235,11 +11863,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoDAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcDevice, ByteCount, hStream
+            (self.cuMemcpyDtoDAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcDevice, ByteCount, hStream,
             )
         }
     }
@@ -14252,10 +11877,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoAAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyHtoAAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
                 dstArray, dstOffset, srcHost, ByteCount, hStream,
             )
         }
@@ -14269,49 +11891,19 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoHAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyAtoHAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
                 dstHost, srcArray, srcOffset, ByteCount, hStream,
             )
         }
     }
-    pub unsafe fn cuMemcpy2DAsync_v2_ptsz(
-        &self,
-        pCopy: *const CUDA_MEMCPY2D,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy2DAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy, hStream)
-        }
+    pub unsafe fn cuMemcpy2DAsync_v2_ptsz(&self, pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemcpy2DAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(pCopy, hStream) }
     }
-    pub unsafe fn cuMemcpy3DAsync_v2_ptsz(
-        &self,
-        pCopy: *const CUDA_MEMCPY3D,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3DAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy, hStream)
-        }
+    pub unsafe fn cuMemcpy3DAsync_v2_ptsz(&self, pCopy: *const CUDA_MEMCPY3D, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemcpy3DAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(pCopy, hStream) }
     }
-    pub unsafe fn cuMemcpy3DPeerAsync_ptsz(
-        &self,
-        pCopy: *const CUDA_MEMCPY3D_PEER,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3DPeerAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy, hStream)
-        }
+    pub unsafe fn cuMemcpy3DPeerAsync_ptsz(&self, pCopy: *const CUDA_MEMCPY3D_PEER, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemcpy3DPeerAsync_ptsz.as_ref().expect("Expected function, got error."))(pCopy, hStream) }
     }
     pub unsafe fn cuMemcpyBatchAsync_v2_ptsz(
         &self,
@@ -14325,10 +11917,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyBatchAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyBatchAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
                 dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, hStream,
             )
         }
@@ -14341,24 +11930,13 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpy3DBatchAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(numOps, opList, flags, hStream)
+            (self.cuMemcpy3DBatchAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                numOps, opList, flags, hStream,
+            )
         }
     }
-    pub unsafe fn cuMemsetD8_v2_ptds(
-        &self,
-        dstDevice: CUdeviceptr,
-        uc: ::std::os::raw::c_uchar,
-        N: usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD8_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, uc, N)
-        }
+    pub unsafe fn cuMemsetD8_v2_ptds(&self, dstDevice: CUdeviceptr, uc: ::std::os::raw::c_uchar, N: usize) -> CUresult {
+        unsafe { (self.cuMemsetD8_v2_ptds.as_ref().expect("Expected function, got error."))(dstDevice, uc, N) }
     }
     pub unsafe fn cuMemsetD16_v2_ptds(
         &self,
@@ -14366,25 +11944,10 @@ impl CudaLib {
         us: ::std::os::raw::c_ushort,
         N: usize,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD16_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, us, N)
-        }
+        unsafe { (self.cuMemsetD16_v2_ptds.as_ref().expect("Expected function, got error."))(dstDevice, us, N) }
     }
-    pub unsafe fn cuMemsetD32_v2_ptds(
-        &self,
-        dstDevice: CUdeviceptr,
-        ui: ::std::os::raw::c_uint,
-        N: usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD32_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, ui, N)
-        }
+    pub unsafe fn cuMemsetD32_v2_ptds(&self, dstDevice: CUdeviceptr, ui: ::std::os::raw::c_uint, N: usize) -> CUresult {
+        unsafe { (self.cuMemsetD32_v2_ptds.as_ref().expect("Expected function, got error."))(dstDevice, ui, N) }
     }
     pub unsafe fn cuMemsetD2D8_v2_ptds(
         &self,
@@ -14395,11 +11958,8 @@ impl CudaLib {
         Height: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D8_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, dstPitch, uc, Width, Height
+            (self.cuMemsetD2D8_v2_ptds.as_ref().expect("Expected function, got error."))(
+                dstDevice, dstPitch, uc, Width, Height,
             )
         }
     }
@@ -14412,11 +11972,8 @@ impl CudaLib {
         Height: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D16_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, dstPitch, us, Width, Height
+            (self.cuMemsetD2D16_v2_ptds.as_ref().expect("Expected function, got error."))(
+                dstDevice, dstPitch, us, Width, Height,
             )
         }
     }
@@ -14429,11 +11986,8 @@ impl CudaLib {
         Height: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D32_v2_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, dstPitch, ui, Width, Height
+            (self.cuMemsetD2D32_v2_ptds.as_ref().expect("Expected function, got error."))(
+                dstDevice, dstPitch, ui, Width, Height,
             )
         }
     }
@@ -14445,10 +11999,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD8Async_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, uc, N, hStream)
+            (self.cuMemsetD8Async_ptsz.as_ref().expect("Expected function, got error."))(dstDevice, uc, N, hStream)
         }
     }
     pub unsafe fn cuMemsetD16Async_ptsz(
@@ -14459,10 +12010,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD16Async_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, us, N, hStream)
+            (self.cuMemsetD16Async_ptsz.as_ref().expect("Expected function, got error."))(dstDevice, us, N, hStream)
         }
     }
     pub unsafe fn cuMemsetD32Async_ptsz(
@@ -14473,10 +12021,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD32Async_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, ui, N, hStream)
+            (self.cuMemsetD32Async_ptsz.as_ref().expect("Expected function, got error."))(dstDevice, ui, N, hStream)
         }
     }
     pub unsafe fn cuMemsetD2D8Async_ptsz(
@@ -14489,10 +12034,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D8Async_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemsetD2D8Async_ptsz.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstPitch, uc, Width, Height, hStream,
             )
         }
@@ -14507,10 +12049,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D16Async_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemsetD2D16Async_ptsz.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstPitch, us, Width, Height, hStream,
             )
         }
@@ -14525,10 +12064,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D32Async_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemsetD2D32Async_ptsz.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstPitch, ui, Width, Height, hStream,
             )
         }
@@ -14538,12 +12074,7 @@ impl CudaLib {
         pHandle: *mut CUarray,
         pAllocateArray: *const CUDA_ARRAY_DESCRIPTOR,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuArrayCreate_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pHandle, pAllocateArray)
-        }
+        unsafe { (self.cuArrayCreate_v2.as_ref().expect("Expected function, got error."))(pHandle, pAllocateArray) }
     }
     pub unsafe fn cuArrayGetDescriptor_v2(
         &self,
@@ -14551,10 +12082,7 @@ impl CudaLib {
         hArray: CUarray,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuArrayGetDescriptor_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pArrayDescriptor, hArray)
+            (self.cuArrayGetDescriptor_v2.as_ref().expect("Expected function, got error."))(pArrayDescriptor, hArray)
         }
     }
     pub unsafe fn cuArrayGetSparseProperties(
@@ -14563,10 +12091,7 @@ impl CudaLib {
         array: CUarray,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuArrayGetSparseProperties
-                .as_ref()
-                .expect("Expected function, got error."))(sparseProperties, array)
+            (self.cuArrayGetSparseProperties.as_ref().expect("Expected function, got error."))(sparseProperties, array)
         }
     }
     pub unsafe fn cuMipmappedArrayGetSparseProperties(
@@ -14575,10 +12100,10 @@ impl CudaLib {
         mipmap: CUmipmappedArray,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMipmappedArrayGetSparseProperties
-                .as_ref()
-                .expect("Expected function, got error."))(sparseProperties, mipmap)
+            (self.cuMipmappedArrayGetSparseProperties.as_ref().expect("Expected function, got error."))(
+                sparseProperties,
+                mipmap,
+            )
         }
     }
     pub unsafe fn cuArrayGetMemoryRequirements(
@@ -14588,11 +12113,10 @@ impl CudaLib {
         device: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuArrayGetMemoryRequirements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                memoryRequirements, array, device
+            (self.cuArrayGetMemoryRequirements.as_ref().expect("Expected function, got error."))(
+                memoryRequirements,
+                array,
+                device,
             )
         }
     }
@@ -14603,11 +12127,10 @@ impl CudaLib {
         device: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMipmappedArrayGetMemoryRequirements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                memoryRequirements, mipmap, device
+            (self.cuMipmappedArrayGetMemoryRequirements.as_ref().expect("Expected function, got error."))(
+                memoryRequirements,
+                mipmap,
+                device,
             )
         }
     }
@@ -14618,31 +12141,18 @@ impl CudaLib {
         planeIdx: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuArrayGetPlane
-                .as_ref()
-                .expect("Expected function, got error."))(pPlaneArray, hArray, planeIdx)
+            (self.cuArrayGetPlane.as_ref().expect("Expected function, got error."))(pPlaneArray, hArray, planeIdx)
         }
     }
     pub unsafe fn cuArrayDestroy(&self, hArray: CUarray) -> CUresult {
-        unsafe {
-            (self
-                .cuArrayDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(hArray)
-        }
+        unsafe { (self.cuArrayDestroy.as_ref().expect("Expected function, got error."))(hArray) }
     }
     pub unsafe fn cuArray3DCreate_v2(
         &self,
         pHandle: *mut CUarray,
         pAllocateArray: *const CUDA_ARRAY3D_DESCRIPTOR,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuArray3DCreate_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pHandle, pAllocateArray)
-        }
+        unsafe { (self.cuArray3DCreate_v2.as_ref().expect("Expected function, got error."))(pHandle, pAllocateArray) }
     }
     pub unsafe fn cuArray3DGetDescriptor_v2(
         &self,
@@ -14650,10 +12160,7 @@ impl CudaLib {
         hArray: CUarray,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuArray3DGetDescriptor_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pArrayDescriptor, hArray)
+            (self.cuArray3DGetDescriptor_v2.as_ref().expect("Expected function, got error."))(pArrayDescriptor, hArray)
         }
     }
     pub unsafe fn cuMipmappedArrayCreate(
@@ -14663,10 +12170,7 @@ impl CudaLib {
         numMipmapLevels: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMipmappedArrayCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMipmappedArrayCreate.as_ref().expect("Expected function, got error."))(
                 pHandle,
                 pMipmappedArrayDesc,
                 numMipmapLevels,
@@ -14680,21 +12184,15 @@ impl CudaLib {
         level: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMipmappedArrayGetLevel
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pLevelArray, hMipmappedArray, level
+            (self.cuMipmappedArrayGetLevel.as_ref().expect("Expected function, got error."))(
+                pLevelArray,
+                hMipmappedArray,
+                level,
             )
         }
     }
     pub unsafe fn cuMipmappedArrayDestroy(&self, hMipmappedArray: CUmipmappedArray) -> CUresult {
-        unsafe {
-            (self
-                .cuMipmappedArrayDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(hMipmappedArray)
-        }
+        unsafe { (self.cuMipmappedArrayDestroy.as_ref().expect("Expected function, got error."))(hMipmappedArray) }
     }
     pub unsafe fn cuMemGetHandleForAddressRange(
         &self,
@@ -14705,11 +12203,8 @@ impl CudaLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemGetHandleForAddressRange
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle, dptr, size, handleType, flags
+            (self.cuMemGetHandleForAddressRange.as_ref().expect("Expected function, got error."))(
+                handle, dptr, size, handleType, flags,
             )
         }
     }
@@ -14722,10 +12217,7 @@ impl CudaLib {
         stream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemBatchDecompressAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemBatchDecompressAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 paramsArray,
                 count,
                 flags,
@@ -14743,21 +12235,13 @@ impl CudaLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemAddressReserve
-                .as_ref()
-                .expect("Expected function, got error."))(
-                ptr, size, alignment, addr, flags
+            (self.cuMemAddressReserve.as_ref().expect("Expected function, got error."))(
+                ptr, size, alignment, addr, flags,
             )
         }
     }
     pub unsafe fn cuMemAddressFree(&self, ptr: CUdeviceptr, size: usize) -> CUresult {
-        unsafe {
-            (self
-                .cuMemAddressFree
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size)
-        }
+        unsafe { (self.cuMemAddressFree.as_ref().expect("Expected function, got error."))(ptr, size) }
     }
     pub unsafe fn cuMemCreate(
         &self,
@@ -14766,20 +12250,10 @@ impl CudaLib {
         prop: *const CUmemAllocationProp,
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemCreate
-                .as_ref()
-                .expect("Expected function, got error."))(handle, size, prop, flags)
-        }
+        unsafe { (self.cuMemCreate.as_ref().expect("Expected function, got error."))(handle, size, prop, flags) }
     }
     pub unsafe fn cuMemRelease(&self, handle: CUmemGenericAllocationHandle) -> CUresult {
-        unsafe {
-            (self
-                .cuMemRelease
-                .as_ref()
-                .expect("Expected function, got error."))(handle)
-        }
+        unsafe { (self.cuMemRelease.as_ref().expect("Expected function, got error."))(handle) }
     }
     pub unsafe fn cuMemMap(
         &self,
@@ -14789,14 +12263,7 @@ impl CudaLib {
         handle: CUmemGenericAllocationHandle,
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemMap
-                .as_ref()
-                .expect("Expected function, got error."))(
-                ptr, size, offset, handle, flags
-            )
-        }
+        unsafe { (self.cuMemMap.as_ref().expect("Expected function, got error."))(ptr, size, offset, handle, flags) }
     }
     pub unsafe fn cuMemMapArrayAsync_ptsz(
         &self,
@@ -14805,19 +12272,11 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemMapArrayAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(mapInfoList, count, hStream)
+            (self.cuMemMapArrayAsync_ptsz.as_ref().expect("Expected function, got error."))(mapInfoList, count, hStream)
         }
     }
     pub unsafe fn cuMemUnmap(&self, ptr: CUdeviceptr, size: usize) -> CUresult {
-        unsafe {
-            (self
-                .cuMemUnmap
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size)
-        }
+        unsafe { (self.cuMemUnmap.as_ref().expect("Expected function, got error."))(ptr, size) }
     }
     pub unsafe fn cuMemSetAccess(
         &self,
@@ -14826,12 +12285,7 @@ impl CudaLib {
         desc: *const CUmemAccessDesc,
         count: usize,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemSetAccess
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size, desc, count)
-        }
+        unsafe { (self.cuMemSetAccess.as_ref().expect("Expected function, got error."))(ptr, size, desc, count) }
     }
     pub unsafe fn cuMemGetAccess(
         &self,
@@ -14839,12 +12293,7 @@ impl CudaLib {
         location: *const CUmemLocation,
         ptr: CUdeviceptr,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemGetAccess
-                .as_ref()
-                .expect("Expected function, got error."))(flags, location, ptr)
-        }
+        unsafe { (self.cuMemGetAccess.as_ref().expect("Expected function, got error."))(flags, location, ptr) }
     }
     pub unsafe fn cuMemExportToShareableHandle(
         &self,
@@ -14854,10 +12303,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemExportToShareableHandle
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemExportToShareableHandle.as_ref().expect("Expected function, got error."))(
                 shareableHandle,
                 handle,
                 handleType,
@@ -14872,10 +12318,11 @@ impl CudaLib {
         shHandleType: CUmemAllocationHandleType,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemImportFromShareableHandle
-                .as_ref()
-                .expect("Expected function, got error."))(handle, osHandle, shHandleType)
+            (self.cuMemImportFromShareableHandle.as_ref().expect("Expected function, got error."))(
+                handle,
+                osHandle,
+                shHandleType,
+            )
         }
     }
     pub unsafe fn cuMemGetAllocationGranularity(
@@ -14885,10 +12332,11 @@ impl CudaLib {
         option: CUmemAllocationGranularity_flags,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemGetAllocationGranularity
-                .as_ref()
-                .expect("Expected function, got error."))(granularity, prop, option)
+            (self.cuMemGetAllocationGranularity.as_ref().expect("Expected function, got error."))(
+                granularity,
+                prop,
+                option,
+            )
         }
     }
     pub unsafe fn cuMemGetAllocationPropertiesFromHandle(
@@ -14897,10 +12345,7 @@ impl CudaLib {
         handle: CUmemGenericAllocationHandle,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemGetAllocationPropertiesFromHandle
-                .as_ref()
-                .expect("Expected function, got error."))(prop, handle)
+            (self.cuMemGetAllocationPropertiesFromHandle.as_ref().expect("Expected function, got error."))(prop, handle)
         }
     }
     pub unsafe fn cuMemRetainAllocationHandle(
@@ -14908,41 +12353,16 @@ impl CudaLib {
         handle: *mut CUmemGenericAllocationHandle,
         addr: *mut ::std::os::raw::c_void,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemRetainAllocationHandle
-                .as_ref()
-                .expect("Expected function, got error."))(handle, addr)
-        }
+        unsafe { (self.cuMemRetainAllocationHandle.as_ref().expect("Expected function, got error."))(handle, addr) }
     }
     pub unsafe fn cuMemFreeAsync_ptsz(&self, dptr: CUdeviceptr, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuMemFreeAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, hStream)
-        }
+        unsafe { (self.cuMemFreeAsync_ptsz.as_ref().expect("Expected function, got error."))(dptr, hStream) }
     }
-    pub unsafe fn cuMemAllocAsync_ptsz(
-        &self,
-        dptr: *mut CUdeviceptr,
-        bytesize: usize,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemAllocAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytesize, hStream)
-        }
+    pub unsafe fn cuMemAllocAsync_ptsz(&self, dptr: *mut CUdeviceptr, bytesize: usize, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemAllocAsync_ptsz.as_ref().expect("Expected function, got error."))(dptr, bytesize, hStream) }
     }
     pub unsafe fn cuMemPoolTrimTo(&self, pool: CUmemoryPool, minBytesToKeep: usize) -> CUresult {
-        unsafe {
-            (self
-                .cuMemPoolTrimTo
-                .as_ref()
-                .expect("Expected function, got error."))(pool, minBytesToKeep)
-        }
+        unsafe { (self.cuMemPoolTrimTo.as_ref().expect("Expected function, got error."))(pool, minBytesToKeep) }
     }
     pub unsafe fn cuMemPoolSetAttribute(
         &self,
@@ -14950,12 +12370,7 @@ impl CudaLib {
         attr: CUmemPool_attribute,
         value: *mut ::std::os::raw::c_void,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemPoolSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(pool, attr, value)
-        }
+        unsafe { (self.cuMemPoolSetAttribute.as_ref().expect("Expected function, got error."))(pool, attr, value) }
     }
     pub unsafe fn cuMemPoolGetAttribute(
         &self,
@@ -14963,25 +12378,10 @@ impl CudaLib {
         attr: CUmemPool_attribute,
         value: *mut ::std::os::raw::c_void,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemPoolGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(pool, attr, value)
-        }
+        unsafe { (self.cuMemPoolGetAttribute.as_ref().expect("Expected function, got error."))(pool, attr, value) }
     }
-    pub unsafe fn cuMemPoolSetAccess(
-        &self,
-        pool: CUmemoryPool,
-        map: *const CUmemAccessDesc,
-        count: usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemPoolSetAccess
-                .as_ref()
-                .expect("Expected function, got error."))(pool, map, count)
-        }
+    pub unsafe fn cuMemPoolSetAccess(&self, pool: CUmemoryPool, map: *const CUmemAccessDesc, count: usize) -> CUresult {
+        unsafe { (self.cuMemPoolSetAccess.as_ref().expect("Expected function, got error."))(pool, map, count) }
     }
     pub unsafe fn cuMemPoolGetAccess(
         &self,
@@ -14989,32 +12389,13 @@ impl CudaLib {
         memPool: CUmemoryPool,
         location: *mut CUmemLocation,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemPoolGetAccess
-                .as_ref()
-                .expect("Expected function, got error."))(flags, memPool, location)
-        }
+        unsafe { (self.cuMemPoolGetAccess.as_ref().expect("Expected function, got error."))(flags, memPool, location) }
     }
-    pub unsafe fn cuMemPoolCreate(
-        &self,
-        pool: *mut CUmemoryPool,
-        poolProps: *const CUmemPoolProps,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemPoolCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pool, poolProps)
-        }
+    pub unsafe fn cuMemPoolCreate(&self, pool: *mut CUmemoryPool, poolProps: *const CUmemPoolProps) -> CUresult {
+        unsafe { (self.cuMemPoolCreate.as_ref().expect("Expected function, got error."))(pool, poolProps) }
     }
     pub unsafe fn cuMemPoolDestroy(&self, pool: CUmemoryPool) -> CUresult {
-        unsafe {
-            (self
-                .cuMemPoolDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(pool)
-        }
+        unsafe { (self.cuMemPoolDestroy.as_ref().expect("Expected function, got error."))(pool) }
     }
     pub unsafe fn cuMemGetDefaultMemPool(
         &self,
@@ -15023,10 +12404,7 @@ impl CudaLib {
         type_: CUmemAllocationType,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemGetDefaultMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(pool_out, location, type_)
+            (self.cuMemGetDefaultMemPool.as_ref().expect("Expected function, got error."))(pool_out, location, type_)
         }
     }
     pub unsafe fn cuMemGetMemPool(
@@ -15035,12 +12413,7 @@ impl CudaLib {
         location: *mut CUmemLocation,
         type_: CUmemAllocationType,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemGetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(pool, location, type_)
-        }
+        unsafe { (self.cuMemGetMemPool.as_ref().expect("Expected function, got error."))(pool, location, type_) }
     }
     pub unsafe fn cuMemSetMemPool(
         &self,
@@ -15048,12 +12421,7 @@ impl CudaLib {
         type_: CUmemAllocationType,
         pool: CUmemoryPool,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemSetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(location, type_, pool)
-        }
+        unsafe { (self.cuMemSetMemPool.as_ref().expect("Expected function, got error."))(location, type_, pool) }
     }
     pub unsafe fn cuMemAllocFromPoolAsync_ptsz(
         &self,
@@ -15063,10 +12431,9 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemAllocFromPoolAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytesize, pool, hStream)
+            (self.cuMemAllocFromPoolAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                dptr, bytesize, pool, hStream,
+            )
         }
     }
     pub unsafe fn cuMemPoolExportToShareableHandle(
@@ -15077,11 +12444,8 @@ impl CudaLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemPoolExportToShareableHandle
-                .as_ref()
-                .expect("Expected function, got error."))(
-                handle_out, pool, handleType, flags
+            (self.cuMemPoolExportToShareableHandle.as_ref().expect("Expected function, got error."))(
+                handle_out, pool, handleType, flags,
             )
         }
     }
@@ -15093,11 +12457,8 @@ impl CudaLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemPoolImportFromShareableHandle
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pool_out, handle, handleType, flags
+            (self.cuMemPoolImportFromShareableHandle.as_ref().expect("Expected function, got error."))(
+                pool_out, handle, handleType, flags,
             )
         }
     }
@@ -15106,12 +12467,7 @@ impl CudaLib {
         shareData_out: *mut CUmemPoolPtrExportData,
         ptr: CUdeviceptr,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemPoolExportPointer
-                .as_ref()
-                .expect("Expected function, got error."))(shareData_out, ptr)
-        }
+        unsafe { (self.cuMemPoolExportPointer.as_ref().expect("Expected function, got error."))(shareData_out, ptr) }
     }
     pub unsafe fn cuMemPoolImportPointer(
         &self,
@@ -15120,10 +12476,7 @@ impl CudaLib {
         shareData: *mut CUmemPoolPtrExportData,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemPoolImportPointer
-                .as_ref()
-                .expect("Expected function, got error."))(ptr_out, pool, shareData)
+            (self.cuMemPoolImportPointer.as_ref().expect("Expected function, got error."))(ptr_out, pool, shareData)
         }
     }
     pub unsafe fn cuMulticastCreate(
@@ -15131,24 +12484,10 @@ impl CudaLib {
         mcHandle: *mut CUmemGenericAllocationHandle,
         prop: *const CUmulticastObjectProp,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMulticastCreate
-                .as_ref()
-                .expect("Expected function, got error."))(mcHandle, prop)
-        }
+        unsafe { (self.cuMulticastCreate.as_ref().expect("Expected function, got error."))(mcHandle, prop) }
     }
-    pub unsafe fn cuMulticastAddDevice(
-        &self,
-        mcHandle: CUmemGenericAllocationHandle,
-        dev: CUdevice,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMulticastAddDevice
-                .as_ref()
-                .expect("Expected function, got error."))(mcHandle, dev)
-        }
+    pub unsafe fn cuMulticastAddDevice(&self, mcHandle: CUmemGenericAllocationHandle, dev: CUdevice) -> CUresult {
+        unsafe { (self.cuMulticastAddDevice.as_ref().expect("Expected function, got error."))(mcHandle, dev) }
     }
     pub unsafe fn cuMulticastBindMem(
         &self,
@@ -15160,10 +12499,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMulticastBindMem
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMulticastBindMem.as_ref().expect("Expected function, got error."))(
                 mcHandle, mcOffset, memHandle, memOffset, size, flags,
             )
         }
@@ -15177,11 +12513,8 @@ impl CudaLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMulticastBindAddr
-                .as_ref()
-                .expect("Expected function, got error."))(
-                mcHandle, mcOffset, memptr, size, flags
+            (self.cuMulticastBindAddr.as_ref().expect("Expected function, got error."))(
+                mcHandle, mcOffset, memptr, size, flags,
             )
         }
     }
@@ -15193,10 +12526,7 @@ impl CudaLib {
         size: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMulticastUnbind
-                .as_ref()
-                .expect("Expected function, got error."))(mcHandle, dev, mcOffset, size)
+            (self.cuMulticastUnbind.as_ref().expect("Expected function, got error."))(mcHandle, dev, mcOffset, size)
         }
     }
     pub unsafe fn cuMulticastGetGranularity(
@@ -15206,10 +12536,7 @@ impl CudaLib {
         option: CUmulticastGranularity_flags,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMulticastGetGranularity
-                .as_ref()
-                .expect("Expected function, got error."))(granularity, prop, option)
+            (self.cuMulticastGetGranularity.as_ref().expect("Expected function, got error."))(granularity, prop, option)
         }
     }
     pub unsafe fn cuPointerGetAttribute(
@@ -15218,12 +12545,7 @@ impl CudaLib {
         attribute: CUpointer_attribute,
         ptr: CUdeviceptr,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuPointerGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(data, attribute, ptr)
-        }
+        unsafe { (self.cuPointerGetAttribute.as_ref().expect("Expected function, got error."))(data, attribute, ptr) }
     }
     pub unsafe fn cuMemPrefetchAsync_v2_ptsz(
         &self,
@@ -15234,11 +12556,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemPrefetchAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, location, flags, hStream
+            (self.cuMemPrefetchAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                devPtr, count, location, flags, hStream,
             )
         }
     }
@@ -15250,12 +12569,7 @@ impl CudaLib {
         location: CUmemLocation,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemAdvise_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, advice, location
-            )
+            (self.cuMemAdvise_v2.as_ref().expect("Expected function, got error."))(devPtr, count, advice, location)
         }
     }
     pub unsafe fn cuMemPrefetchBatchAsync_ptsz(
@@ -15270,10 +12584,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemPrefetchBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemPrefetchBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dptrs,
                 sizes,
                 count,
@@ -15294,11 +12605,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemDiscardBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dptrs, sizes, count, flags, hStream
+            (self.cuMemDiscardBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                dptrs, sizes, count, flags, hStream,
             )
         }
     }
@@ -15314,10 +12622,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemDiscardAndPrefetchBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemDiscardAndPrefetchBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dptrs,
                 sizes,
                 count,
@@ -15338,11 +12643,8 @@ impl CudaLib {
         count: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemRangeGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                data, dataSize, attribute, devPtr, count
+            (self.cuMemRangeGetAttribute.as_ref().expect("Expected function, got error."))(
+                data, dataSize, attribute, devPtr, count,
             )
         }
     }
@@ -15356,10 +12658,7 @@ impl CudaLib {
         count: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemRangeGetAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemRangeGetAttributes.as_ref().expect("Expected function, got error."))(
                 data,
                 dataSizes,
                 attributes,
@@ -15375,12 +12674,7 @@ impl CudaLib {
         attribute: CUpointer_attribute,
         ptr: CUdeviceptr,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuPointerSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(value, attribute, ptr)
-        }
+        unsafe { (self.cuPointerSetAttribute.as_ref().expect("Expected function, got error."))(value, attribute, ptr) }
     }
     pub unsafe fn cuPointerGetAttributes(
         &self,
@@ -15390,25 +12684,16 @@ impl CudaLib {
         ptr: CUdeviceptr,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuPointerGetAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(
-                numAttributes, attributes, data, ptr
+            (self.cuPointerGetAttributes.as_ref().expect("Expected function, got error."))(
+                numAttributes,
+                attributes,
+                data,
+                ptr,
             )
         }
     }
-    pub unsafe fn cuStreamCreate(
-        &self,
-        phStream: *mut CUstream,
-        Flags: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamCreate
-                .as_ref()
-                .expect("Expected function, got error."))(phStream, Flags)
-        }
+    pub unsafe fn cuStreamCreate(&self, phStream: *mut CUstream, Flags: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuStreamCreate.as_ref().expect("Expected function, got error."))(phStream, Flags) }
     }
     pub unsafe fn cuStreamCreateWithPriority(
         &self,
@@ -15417,67 +12702,25 @@ impl CudaLib {
         priority: ::std::os::raw::c_int,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamCreateWithPriority
-                .as_ref()
-                .expect("Expected function, got error."))(phStream, flags, priority)
+            (self.cuStreamCreateWithPriority.as_ref().expect("Expected function, got error."))(
+                phStream, flags, priority,
+            )
         }
     }
-    pub unsafe fn cuStreamGetPriority_ptsz(
-        &self,
-        hStream: CUstream,
-        priority: *mut ::std::os::raw::c_int,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetPriority_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, priority)
-        }
+    pub unsafe fn cuStreamGetPriority_ptsz(&self, hStream: CUstream, priority: *mut ::std::os::raw::c_int) -> CUresult {
+        unsafe { (self.cuStreamGetPriority_ptsz.as_ref().expect("Expected function, got error."))(hStream, priority) }
     }
-    pub unsafe fn cuStreamGetDevice_ptsz(
-        &self,
-        hStream: CUstream,
-        device: *mut CUdevice,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetDevice_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, device)
-        }
+    pub unsafe fn cuStreamGetDevice_ptsz(&self, hStream: CUstream, device: *mut CUdevice) -> CUresult {
+        unsafe { (self.cuStreamGetDevice_ptsz.as_ref().expect("Expected function, got error."))(hStream, device) }
     }
-    pub unsafe fn cuStreamGetFlags_ptsz(
-        &self,
-        hStream: CUstream,
-        flags: *mut ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetFlags_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, flags)
-        }
+    pub unsafe fn cuStreamGetFlags_ptsz(&self, hStream: CUstream, flags: *mut ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuStreamGetFlags_ptsz.as_ref().expect("Expected function, got error."))(hStream, flags) }
     }
-    pub unsafe fn cuStreamGetId_ptsz(
-        &self,
-        hStream: CUstream,
-        streamId: *mut ::std::os::raw::c_ulonglong,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetId_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, streamId)
-        }
+    pub unsafe fn cuStreamGetId_ptsz(&self, hStream: CUstream, streamId: *mut ::std::os::raw::c_ulonglong) -> CUresult {
+        unsafe { (self.cuStreamGetId_ptsz.as_ref().expect("Expected function, got error."))(hStream, streamId) }
     }
     pub unsafe fn cuStreamGetCtx_ptsz(&self, hStream: CUstream, pctx: *mut CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetCtx_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, pctx)
-        }
+        unsafe { (self.cuStreamGetCtx_ptsz.as_ref().expect("Expected function, got error."))(hStream, pctx) }
     }
     pub unsafe fn cuStreamGetCtx_v2_ptsz(
         &self,
@@ -15486,10 +12729,7 @@ impl CudaLib {
         pGreenCtx: *mut CUgreenCtx,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamGetCtx_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, pCtx, pGreenCtx)
+            (self.cuStreamGetCtx_v2_ptsz.as_ref().expect("Expected function, got error."))(hStream, pCtx, pGreenCtx)
         }
     }
     pub unsafe fn cuStreamWaitEvent_ptsz(
@@ -15499,10 +12739,7 @@ impl CudaLib {
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWaitEvent_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, hEvent, Flags)
+            (self.cuStreamWaitEvent_ptsz.as_ref().expect("Expected function, got error."))(hStream, hEvent, Flags)
         }
     }
     pub unsafe fn cuStreamAddCallback_ptsz(
@@ -15513,25 +12750,13 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamAddCallback_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hStream, callback, userData, flags
+            (self.cuStreamAddCallback_ptsz.as_ref().expect("Expected function, got error."))(
+                hStream, callback, userData, flags,
             )
         }
     }
-    pub unsafe fn cuStreamBeginCapture_v2_ptsz(
-        &self,
-        hStream: CUstream,
-        mode: CUstreamCaptureMode,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamBeginCapture_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, mode)
-        }
+    pub unsafe fn cuStreamBeginCapture_v2_ptsz(&self, hStream: CUstream, mode: CUstreamCaptureMode) -> CUresult {
+        unsafe { (self.cuStreamBeginCapture_v2_ptsz.as_ref().expect("Expected function, got error."))(hStream, mode) }
     }
     pub unsafe fn cuStreamBeginCaptureToGraph_ptsz(
         &self,
@@ -15543,10 +12768,7 @@ impl CudaLib {
         mode: CUstreamCaptureMode,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamBeginCaptureToGraph_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamBeginCaptureToGraph_ptsz.as_ref().expect("Expected function, got error."))(
                 hStream,
                 hGraph,
                 dependencies,
@@ -15556,28 +12778,11 @@ impl CudaLib {
             )
         }
     }
-    pub unsafe fn cuThreadExchangeStreamCaptureMode(
-        &self,
-        mode: *mut CUstreamCaptureMode,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuThreadExchangeStreamCaptureMode
-                .as_ref()
-                .expect("Expected function, got error."))(mode)
-        }
+    pub unsafe fn cuThreadExchangeStreamCaptureMode(&self, mode: *mut CUstreamCaptureMode) -> CUresult {
+        unsafe { (self.cuThreadExchangeStreamCaptureMode.as_ref().expect("Expected function, got error."))(mode) }
     }
-    pub unsafe fn cuStreamEndCapture_ptsz(
-        &self,
-        hStream: CUstream,
-        phGraph: *mut CUgraph,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamEndCapture_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, phGraph)
-        }
+    pub unsafe fn cuStreamEndCapture_ptsz(&self, hStream: CUstream, phGraph: *mut CUgraph) -> CUresult {
+        unsafe { (self.cuStreamEndCapture_ptsz.as_ref().expect("Expected function, got error."))(hStream, phGraph) }
     }
     pub unsafe fn cuStreamIsCapturing_ptsz(
         &self,
@@ -15585,10 +12790,7 @@ impl CudaLib {
         captureStatus: *mut CUstreamCaptureStatus,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamIsCapturing_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, captureStatus)
+            (self.cuStreamIsCapturing_ptsz.as_ref().expect("Expected function, got error."))(hStream, captureStatus)
         }
     }
     pub unsafe fn cuStreamGetCaptureInfo_v3_ptsz(
@@ -15602,10 +12804,7 @@ impl CudaLib {
         numDependencies_out: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamGetCaptureInfo_v3_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamGetCaptureInfo_v3_ptsz.as_ref().expect("Expected function, got error."))(
                 hStream,
                 captureStatus_out,
                 id_out,
@@ -15625,10 +12824,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamUpdateCaptureDependencies_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamUpdateCaptureDependencies_v2_ptsz.as_ref().expect("Expected function, got error."))(
                 hStream,
                 dependencies,
                 dependencyData,
@@ -15645,43 +12841,22 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamAttachMemAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, dptr, length, flags)
+            (self.cuStreamAttachMemAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                hStream, dptr, length, flags,
+            )
         }
     }
     pub unsafe fn cuStreamQuery_ptsz(&self, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamQuery_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream)
-        }
+        unsafe { (self.cuStreamQuery_ptsz.as_ref().expect("Expected function, got error."))(hStream) }
     }
     pub unsafe fn cuStreamSynchronize_ptsz(&self, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamSynchronize_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream)
-        }
+        unsafe { (self.cuStreamSynchronize_ptsz.as_ref().expect("Expected function, got error."))(hStream) }
     }
     pub unsafe fn cuStreamDestroy_v2(&self, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamDestroy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(hStream)
-        }
+        unsafe { (self.cuStreamDestroy_v2.as_ref().expect("Expected function, got error."))(hStream) }
     }
     pub unsafe fn cuStreamCopyAttributes_ptsz(&self, dst: CUstream, src: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamCopyAttributes_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src)
-        }
+        unsafe { (self.cuStreamCopyAttributes_ptsz.as_ref().expect("Expected function, got error."))(dst, src) }
     }
     pub unsafe fn cuStreamGetAttribute_ptsz(
         &self,
@@ -15690,10 +12865,7 @@ impl CudaLib {
         value_out: *mut CUstreamAttrValue,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamGetAttribute_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, attr, value_out)
+            (self.cuStreamGetAttribute_ptsz.as_ref().expect("Expected function, got error."))(hStream, attr, value_out)
         }
     }
     pub unsafe fn cuStreamSetAttribute_ptsz(
@@ -15703,31 +12875,14 @@ impl CudaLib {
         value: *const CUstreamAttrValue,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamSetAttribute_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, attr, value)
+            (self.cuStreamSetAttribute_ptsz.as_ref().expect("Expected function, got error."))(hStream, attr, value)
         }
     }
-    pub unsafe fn cuEventCreate(
-        &self,
-        phEvent: *mut CUevent,
-        Flags: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuEventCreate
-                .as_ref()
-                .expect("Expected function, got error."))(phEvent, Flags)
-        }
+    pub unsafe fn cuEventCreate(&self, phEvent: *mut CUevent, Flags: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuEventCreate.as_ref().expect("Expected function, got error."))(phEvent, Flags) }
     }
     pub unsafe fn cuEventRecord_ptsz(&self, hEvent: CUevent, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuEventRecord_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hEvent, hStream)
-        }
+        unsafe { (self.cuEventRecord_ptsz.as_ref().expect("Expected function, got error."))(hEvent, hStream) }
     }
     pub unsafe fn cuEventRecordWithFlags_ptsz(
         &self,
@@ -15736,47 +12891,21 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuEventRecordWithFlags_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hEvent, hStream, flags)
+            (self.cuEventRecordWithFlags_ptsz.as_ref().expect("Expected function, got error."))(hEvent, hStream, flags)
         }
     }
     pub unsafe fn cuEventQuery(&self, hEvent: CUevent) -> CUresult {
-        unsafe {
-            (self
-                .cuEventQuery
-                .as_ref()
-                .expect("Expected function, got error."))(hEvent)
-        }
+        unsafe { (self.cuEventQuery.as_ref().expect("Expected function, got error."))(hEvent) }
     }
     pub unsafe fn cuEventSynchronize(&self, hEvent: CUevent) -> CUresult {
-        unsafe {
-            (self
-                .cuEventSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))(hEvent)
-        }
+        unsafe { (self.cuEventSynchronize.as_ref().expect("Expected function, got error."))(hEvent) }
     }
     pub unsafe fn cuEventDestroy_v2(&self, hEvent: CUevent) -> CUresult {
-        unsafe {
-            (self
-                .cuEventDestroy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(hEvent)
-        }
+        unsafe { (self.cuEventDestroy_v2.as_ref().expect("Expected function, got error."))(hEvent) }
     }
-    pub unsafe fn cuEventElapsedTime_v2(
-        &self,
-        pMilliseconds: *mut f32,
-        hStart: CUevent,
-        hEnd: CUevent,
-    ) -> CUresult {
+    pub unsafe fn cuEventElapsedTime_v2(&self, pMilliseconds: *mut f32, hStart: CUevent, hEnd: CUevent) -> CUresult {
         unsafe {
-            (self
-                .cuEventElapsedTime_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pMilliseconds, hStart, hEnd)
+            (self.cuEventElapsedTime_v2.as_ref().expect("Expected function, got error."))(pMilliseconds, hStart, hEnd)
         }
     }
     pub unsafe fn cuImportExternalMemory(
@@ -15785,10 +12914,7 @@ impl CudaLib {
         memHandleDesc: *const CUDA_EXTERNAL_MEMORY_HANDLE_DESC,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuImportExternalMemory
-                .as_ref()
-                .expect("Expected function, got error."))(extMem_out, memHandleDesc)
+            (self.cuImportExternalMemory.as_ref().expect("Expected function, got error."))(extMem_out, memHandleDesc)
         }
     }
     pub unsafe fn cuExternalMemoryGetMappedBuffer(
@@ -15798,10 +12924,9 @@ impl CudaLib {
         bufferDesc: *const CUDA_EXTERNAL_MEMORY_BUFFER_DESC,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuExternalMemoryGetMappedBuffer
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, extMem, bufferDesc)
+            (self.cuExternalMemoryGetMappedBuffer.as_ref().expect("Expected function, got error."))(
+                devPtr, extMem, bufferDesc,
+            )
         }
     }
     pub unsafe fn cuExternalMemoryGetMappedMipmappedArray(
@@ -15811,19 +12936,13 @@ impl CudaLib {
         mipmapDesc: *const CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuExternalMemoryGetMappedMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(mipmap, extMem, mipmapDesc)
+            (self.cuExternalMemoryGetMappedMipmappedArray.as_ref().expect("Expected function, got error."))(
+                mipmap, extMem, mipmapDesc,
+            )
         }
     }
     pub unsafe fn cuDestroyExternalMemory(&self, extMem: CUexternalMemory) -> CUresult {
-        unsafe {
-            (self
-                .cuDestroyExternalMemory
-                .as_ref()
-                .expect("Expected function, got error."))(extMem)
-        }
+        unsafe { (self.cuDestroyExternalMemory.as_ref().expect("Expected function, got error."))(extMem) }
     }
     pub unsafe fn cuImportExternalSemaphore(
         &self,
@@ -15831,10 +12950,7 @@ impl CudaLib {
         semHandleDesc: *const CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuImportExternalSemaphore
-                .as_ref()
-                .expect("Expected function, got error."))(extSem_out, semHandleDesc)
+            (self.cuImportExternalSemaphore.as_ref().expect("Expected function, got error."))(extSem_out, semHandleDesc)
         }
     }
     pub unsafe fn cuSignalExternalSemaphoresAsync_ptsz(
@@ -15845,10 +12961,7 @@ impl CudaLib {
         stream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuSignalExternalSemaphoresAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuSignalExternalSemaphoresAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -15864,10 +12977,7 @@ impl CudaLib {
         stream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuWaitExternalSemaphoresAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuWaitExternalSemaphoresAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -15876,12 +12986,7 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuDestroyExternalSemaphore(&self, extSem: CUexternalSemaphore) -> CUresult {
-        unsafe {
-            (self
-                .cuDestroyExternalSemaphore
-                .as_ref()
-                .expect("Expected function, got error."))(extSem)
-        }
+        unsafe { (self.cuDestroyExternalSemaphore.as_ref().expect("Expected function, got error."))(extSem) }
     }
     pub unsafe fn cuStreamWaitValue32_v2_ptsz(
         &self,
@@ -15891,10 +12996,9 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWaitValue32_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWaitValue32_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, addr, value, flags,
+            )
         }
     }
     pub unsafe fn cuStreamWaitValue64_v2_ptsz(
@@ -15905,10 +13009,9 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWaitValue64_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWaitValue64_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, addr, value, flags,
+            )
         }
     }
     pub unsafe fn cuStreamWriteValue32_v2_ptsz(
@@ -15919,10 +13022,9 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWriteValue32_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWriteValue32_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, addr, value, flags,
+            )
         }
     }
     pub unsafe fn cuStreamWriteValue64_v2_ptsz(
@@ -15933,10 +13035,9 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWriteValue64_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWriteValue64_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, addr, value, flags,
+            )
         }
     }
     pub unsafe fn cuStreamBatchMemOp_v2_ptsz(
@@ -15947,11 +13048,8 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamBatchMemOp_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, count, paramArray, flags
+            (self.cuStreamBatchMemOp_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, count, paramArray, flags,
             )
         }
     }
@@ -15961,12 +13059,7 @@ impl CudaLib {
         attrib: CUfunction_attribute,
         hfunc: CUfunction,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(pi, attrib, hfunc)
-        }
+        unsafe { (self.cuFuncGetAttribute.as_ref().expect("Expected function, got error."))(pi, attrib, hfunc) }
     }
     pub unsafe fn cuFuncSetAttribute(
         &self,
@@ -15974,40 +13067,16 @@ impl CudaLib {
         attrib: CUfunction_attribute,
         value: ::std::os::raw::c_int,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, attrib, value)
-        }
+        unsafe { (self.cuFuncSetAttribute.as_ref().expect("Expected function, got error."))(hfunc, attrib, value) }
     }
     pub unsafe fn cuFuncSetCacheConfig(&self, hfunc: CUfunction, config: CUfunc_cache) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncSetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, config)
-        }
+        unsafe { (self.cuFuncSetCacheConfig.as_ref().expect("Expected function, got error."))(hfunc, config) }
     }
     pub unsafe fn cuFuncGetModule(&self, hmod: *mut CUmodule, hfunc: CUfunction) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncGetModule
-                .as_ref()
-                .expect("Expected function, got error."))(hmod, hfunc)
-        }
+        unsafe { (self.cuFuncGetModule.as_ref().expect("Expected function, got error."))(hmod, hfunc) }
     }
-    pub unsafe fn cuFuncGetName(
-        &self,
-        name: *mut *const ::std::os::raw::c_char,
-        hfunc: CUfunction,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncGetName
-                .as_ref()
-                .expect("Expected function, got error."))(name, hfunc)
-        }
+    pub unsafe fn cuFuncGetName(&self, name: *mut *const ::std::os::raw::c_char, hfunc: CUfunction) -> CUresult {
+        unsafe { (self.cuFuncGetName.as_ref().expect("Expected function, got error."))(name, hfunc) }
     }
     pub unsafe fn cuFuncGetParamInfo(
         &self,
@@ -16017,33 +13086,19 @@ impl CudaLib {
         paramSize: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuFuncGetParamInfo
-                .as_ref()
-                .expect("Expected function, got error."))(
-                func, paramIndex, paramOffset, paramSize
+            (self.cuFuncGetParamInfo.as_ref().expect("Expected function, got error."))(
+                func,
+                paramIndex,
+                paramOffset,
+                paramSize,
             )
         }
     }
-    pub unsafe fn cuFuncIsLoaded(
-        &self,
-        state: *mut CUfunctionLoadingState,
-        function: CUfunction,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncIsLoaded
-                .as_ref()
-                .expect("Expected function, got error."))(state, function)
-        }
+    pub unsafe fn cuFuncIsLoaded(&self, state: *mut CUfunctionLoadingState, function: CUfunction) -> CUresult {
+        unsafe { (self.cuFuncIsLoaded.as_ref().expect("Expected function, got error."))(state, function) }
     }
     pub unsafe fn cuFuncLoad(&self, function: CUfunction) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncLoad
-                .as_ref()
-                .expect("Expected function, got error."))(function)
-        }
+        unsafe { (self.cuFuncLoad.as_ref().expect("Expected function, got error."))(function) }
     }
     pub unsafe fn cuLaunchKernel_ptsz(
         &self,
@@ -16060,10 +13115,7 @@ impl CudaLib {
         extra: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLaunchKernel_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLaunchKernel_ptsz.as_ref().expect("Expected function, got error."))(
                 f,
                 gridDimX,
                 gridDimY,
@@ -16086,10 +13138,12 @@ impl CudaLib {
         extra: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLaunchKernelEx_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(config, f, kernelParams, extra)
+            (self.cuLaunchKernelEx_ptsz.as_ref().expect("Expected function, got error."))(
+                config,
+                f,
+                kernelParams,
+                extra,
+            )
         }
     }
     pub unsafe fn cuLaunchCooperativeKernel_ptsz(
@@ -16106,10 +13160,7 @@ impl CudaLib {
         kernelParams: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLaunchCooperativeKernel_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLaunchCooperativeKernel_ptsz.as_ref().expect("Expected function, got error."))(
                 f,
                 gridDimX,
                 gridDimY,
@@ -16130,11 +13181,10 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLaunchCooperativeKernelMultiDevice
-                .as_ref()
-                .expect("Expected function, got error."))(
-                launchParamsList, numDevices, flags
+            (self.cuLaunchCooperativeKernelMultiDevice.as_ref().expect("Expected function, got error."))(
+                launchParamsList,
+                numDevices,
+                flags,
             )
         }
     }
@@ -16144,12 +13194,7 @@ impl CudaLib {
         fn_: CUhostFn,
         userData: *mut ::std::os::raw::c_void,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuLaunchHostFunc_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, fn_, userData)
-        }
+        unsafe { (self.cuLaunchHostFunc_ptsz.as_ref().expect("Expected function, got error."))(hStream, fn_, userData) }
     }
     pub unsafe fn cuFuncSetBlockShape(
         &self,
@@ -16158,36 +13203,13 @@ impl CudaLib {
         y: ::std::os::raw::c_int,
         z: ::std::os::raw::c_int,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncSetBlockShape
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, x, y, z)
-        }
+        unsafe { (self.cuFuncSetBlockShape.as_ref().expect("Expected function, got error."))(hfunc, x, y, z) }
     }
-    pub unsafe fn cuFuncSetSharedSize(
-        &self,
-        hfunc: CUfunction,
-        bytes: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncSetSharedSize
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, bytes)
-        }
+    pub unsafe fn cuFuncSetSharedSize(&self, hfunc: CUfunction, bytes: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuFuncSetSharedSize.as_ref().expect("Expected function, got error."))(hfunc, bytes) }
     }
-    pub unsafe fn cuParamSetSize(
-        &self,
-        hfunc: CUfunction,
-        numbytes: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuParamSetSize
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, numbytes)
-        }
+    pub unsafe fn cuParamSetSize(&self, hfunc: CUfunction, numbytes: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuParamSetSize.as_ref().expect("Expected function, got error."))(hfunc, numbytes) }
     }
     pub unsafe fn cuParamSeti(
         &self,
@@ -16195,25 +13217,10 @@ impl CudaLib {
         offset: ::std::os::raw::c_int,
         value: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuParamSeti
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, offset, value)
-        }
+        unsafe { (self.cuParamSeti.as_ref().expect("Expected function, got error."))(hfunc, offset, value) }
     }
-    pub unsafe fn cuParamSetf(
-        &self,
-        hfunc: CUfunction,
-        offset: ::std::os::raw::c_int,
-        value: f32,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuParamSetf
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, offset, value)
-        }
+    pub unsafe fn cuParamSetf(&self, hfunc: CUfunction, offset: ::std::os::raw::c_int, value: f32) -> CUresult {
+        unsafe { (self.cuParamSetf.as_ref().expect("Expected function, got error."))(hfunc, offset, value) }
     }
     pub unsafe fn cuParamSetv(
         &self,
@@ -16222,20 +13229,10 @@ impl CudaLib {
         ptr: *mut ::std::os::raw::c_void,
         numbytes: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuParamSetv
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, offset, ptr, numbytes)
-        }
+        unsafe { (self.cuParamSetv.as_ref().expect("Expected function, got error."))(hfunc, offset, ptr, numbytes) }
     }
     pub unsafe fn cuLaunch(&self, f: CUfunction) -> CUresult {
-        unsafe {
-            (self
-                .cuLaunch
-                .as_ref()
-                .expect("Expected function, got error."))(f)
-        }
+        unsafe { (self.cuLaunch.as_ref().expect("Expected function, got error."))(f) }
     }
     pub unsafe fn cuLaunchGrid(
         &self,
@@ -16243,12 +13240,7 @@ impl CudaLib {
         grid_width: ::std::os::raw::c_int,
         grid_height: ::std::os::raw::c_int,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuLaunchGrid
-                .as_ref()
-                .expect("Expected function, got error."))(f, grid_width, grid_height)
-        }
+        unsafe { (self.cuLaunchGrid.as_ref().expect("Expected function, got error."))(f, grid_width, grid_height) }
     }
     pub unsafe fn cuLaunchGridAsync(
         &self,
@@ -16258,11 +13250,11 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLaunchGridAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                f, grid_width, grid_height, hStream
+            (self.cuLaunchGridAsync.as_ref().expect("Expected function, got error."))(
+                f,
+                grid_width,
+                grid_height,
+                hStream,
             )
         }
     }
@@ -16272,36 +13264,13 @@ impl CudaLib {
         texunit: ::std::os::raw::c_int,
         hTexRef: CUtexref,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuParamSetTexRef
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, texunit, hTexRef)
-        }
+        unsafe { (self.cuParamSetTexRef.as_ref().expect("Expected function, got error."))(hfunc, texunit, hTexRef) }
     }
-    pub unsafe fn cuFuncSetSharedMemConfig(
-        &self,
-        hfunc: CUfunction,
-        config: CUsharedconfig,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuFuncSetSharedMemConfig
-                .as_ref()
-                .expect("Expected function, got error."))(hfunc, config)
-        }
+    pub unsafe fn cuFuncSetSharedMemConfig(&self, hfunc: CUfunction, config: CUsharedconfig) -> CUresult {
+        unsafe { (self.cuFuncSetSharedMemConfig.as_ref().expect("Expected function, got error."))(hfunc, config) }
     }
-    pub unsafe fn cuGraphCreate(
-        &self,
-        phGraph: *mut CUgraph,
-        flags: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphCreate
-                .as_ref()
-                .expect("Expected function, got error."))(phGraph, flags)
-        }
+    pub unsafe fn cuGraphCreate(&self, phGraph: *mut CUgraph, flags: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuGraphCreate.as_ref().expect("Expected function, got error."))(phGraph, flags) }
     }
     pub unsafe fn cuGraphAddKernelNode_v2(
         &self,
@@ -16312,10 +13281,7 @@ impl CudaLib {
         nodeParams: *const CUDA_KERNEL_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddKernelNode_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddKernelNode_v2.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16330,10 +13296,7 @@ impl CudaLib {
         nodeParams: *mut CUDA_KERNEL_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphKernelNodeGetParams_v2
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
+            (self.cuGraphKernelNodeGetParams_v2.as_ref().expect("Expected function, got error."))(hNode, nodeParams)
         }
     }
     pub unsafe fn cuGraphKernelNodeSetParams_v2(
@@ -16342,10 +13305,7 @@ impl CudaLib {
         nodeParams: *const CUDA_KERNEL_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphKernelNodeSetParams_v2
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
+            (self.cuGraphKernelNodeSetParams_v2.as_ref().expect("Expected function, got error."))(hNode, nodeParams)
         }
     }
     pub unsafe fn cuGraphAddMemcpyNode(
@@ -16358,10 +13318,7 @@ impl CudaLib {
         ctx: CUcontext,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddMemcpyNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddMemcpyNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16371,29 +13328,11 @@ impl CudaLib {
             )
         }
     }
-    pub unsafe fn cuGraphMemcpyNodeGetParams(
-        &self,
-        hNode: CUgraphNode,
-        nodeParams: *mut CUDA_MEMCPY3D,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphMemcpyNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
-        }
+    pub unsafe fn cuGraphMemcpyNodeGetParams(&self, hNode: CUgraphNode, nodeParams: *mut CUDA_MEMCPY3D) -> CUresult {
+        unsafe { (self.cuGraphMemcpyNodeGetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams) }
     }
-    pub unsafe fn cuGraphMemcpyNodeSetParams(
-        &self,
-        hNode: CUgraphNode,
-        nodeParams: *const CUDA_MEMCPY3D,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphMemcpyNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
-        }
+    pub unsafe fn cuGraphMemcpyNodeSetParams(&self, hNode: CUgraphNode, nodeParams: *const CUDA_MEMCPY3D) -> CUresult {
+        unsafe { (self.cuGraphMemcpyNodeSetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams) }
     }
     pub unsafe fn cuGraphAddMemsetNode(
         &self,
@@ -16405,10 +13344,7 @@ impl CudaLib {
         ctx: CUcontext,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddMemsetNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddMemsetNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16423,24 +13359,14 @@ impl CudaLib {
         hNode: CUgraphNode,
         nodeParams: *mut CUDA_MEMSET_NODE_PARAMS,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphMemsetNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
-        }
+        unsafe { (self.cuGraphMemsetNodeGetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams) }
     }
     pub unsafe fn cuGraphMemsetNodeSetParams(
         &self,
         hNode: CUgraphNode,
         nodeParams: *const CUDA_MEMSET_NODE_PARAMS,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphMemsetNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
-        }
+        unsafe { (self.cuGraphMemsetNodeSetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams) }
     }
     pub unsafe fn cuGraphAddHostNode(
         &self,
@@ -16451,10 +13377,7 @@ impl CudaLib {
         nodeParams: *const CUDA_HOST_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddHostNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddHostNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16468,24 +13391,14 @@ impl CudaLib {
         hNode: CUgraphNode,
         nodeParams: *mut CUDA_HOST_NODE_PARAMS,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphHostNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
-        }
+        unsafe { (self.cuGraphHostNodeGetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams) }
     }
     pub unsafe fn cuGraphHostNodeSetParams(
         &self,
         hNode: CUgraphNode,
         nodeParams: *const CUDA_HOST_NODE_PARAMS,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphHostNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
-        }
+        unsafe { (self.cuGraphHostNodeSetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams) }
     }
     pub unsafe fn cuGraphAddChildGraphNode(
         &self,
@@ -16496,10 +13409,7 @@ impl CudaLib {
         childGraph: CUgraph,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddChildGraphNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddChildGraphNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16508,17 +13418,8 @@ impl CudaLib {
             )
         }
     }
-    pub unsafe fn cuGraphChildGraphNodeGetGraph(
-        &self,
-        hNode: CUgraphNode,
-        phGraph: *mut CUgraph,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphChildGraphNodeGetGraph
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, phGraph)
-        }
+    pub unsafe fn cuGraphChildGraphNodeGetGraph(&self, hNode: CUgraphNode, phGraph: *mut CUgraph) -> CUresult {
+        unsafe { (self.cuGraphChildGraphNodeGetGraph.as_ref().expect("Expected function, got error."))(hNode, phGraph) }
     }
     pub unsafe fn cuGraphAddEmptyNode(
         &self,
@@ -16528,10 +13429,7 @@ impl CudaLib {
         numDependencies: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddEmptyNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddEmptyNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16548,10 +13446,7 @@ impl CudaLib {
         event: CUevent,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddEventRecordNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddEventRecordNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16560,29 +13455,13 @@ impl CudaLib {
             )
         }
     }
-    pub unsafe fn cuGraphEventRecordNodeGetEvent(
-        &self,
-        hNode: CUgraphNode,
-        event_out: *mut CUevent,
-    ) -> CUresult {
+    pub unsafe fn cuGraphEventRecordNodeGetEvent(&self, hNode: CUgraphNode, event_out: *mut CUevent) -> CUresult {
         unsafe {
-            (self
-                .cuGraphEventRecordNodeGetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, event_out)
+            (self.cuGraphEventRecordNodeGetEvent.as_ref().expect("Expected function, got error."))(hNode, event_out)
         }
     }
-    pub unsafe fn cuGraphEventRecordNodeSetEvent(
-        &self,
-        hNode: CUgraphNode,
-        event: CUevent,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphEventRecordNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, event)
-        }
+    pub unsafe fn cuGraphEventRecordNodeSetEvent(&self, hNode: CUgraphNode, event: CUevent) -> CUresult {
+        unsafe { (self.cuGraphEventRecordNodeSetEvent.as_ref().expect("Expected function, got error."))(hNode, event) }
     }
     pub unsafe fn cuGraphAddEventWaitNode(
         &self,
@@ -16593,10 +13472,7 @@ impl CudaLib {
         event: CUevent,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddEventWaitNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddEventWaitNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16605,29 +13481,13 @@ impl CudaLib {
             )
         }
     }
-    pub unsafe fn cuGraphEventWaitNodeGetEvent(
-        &self,
-        hNode: CUgraphNode,
-        event_out: *mut CUevent,
-    ) -> CUresult {
+    pub unsafe fn cuGraphEventWaitNodeGetEvent(&self, hNode: CUgraphNode, event_out: *mut CUevent) -> CUresult {
         unsafe {
-            (self
-                .cuGraphEventWaitNodeGetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, event_out)
+            (self.cuGraphEventWaitNodeGetEvent.as_ref().expect("Expected function, got error."))(hNode, event_out)
         }
     }
-    pub unsafe fn cuGraphEventWaitNodeSetEvent(
-        &self,
-        hNode: CUgraphNode,
-        event: CUevent,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphEventWaitNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, event)
-        }
+    pub unsafe fn cuGraphEventWaitNodeSetEvent(&self, hNode: CUgraphNode, event: CUevent) -> CUresult {
+        unsafe { (self.cuGraphEventWaitNodeSetEvent.as_ref().expect("Expected function, got error."))(hNode, event) }
     }
     pub unsafe fn cuGraphAddExternalSemaphoresSignalNode(
         &self,
@@ -16638,10 +13498,7 @@ impl CudaLib {
         nodeParams: *const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddExternalSemaphoresSignalNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddExternalSemaphoresSignalNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16656,10 +13513,9 @@ impl CudaLib {
         params_out: *mut CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExternalSemaphoresSignalNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, params_out)
+            (self.cuGraphExternalSemaphoresSignalNodeGetParams.as_ref().expect("Expected function, got error."))(
+                hNode, params_out,
+            )
         }
     }
     pub unsafe fn cuGraphExternalSemaphoresSignalNodeSetParams(
@@ -16668,10 +13524,9 @@ impl CudaLib {
         nodeParams: *const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExternalSemaphoresSignalNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
+            (self.cuGraphExternalSemaphoresSignalNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cuGraphAddExternalSemaphoresWaitNode(
@@ -16683,10 +13538,7 @@ impl CudaLib {
         nodeParams: *const CUDA_EXT_SEM_WAIT_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddExternalSemaphoresWaitNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddExternalSemaphoresWaitNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16701,10 +13553,9 @@ impl CudaLib {
         params_out: *mut CUDA_EXT_SEM_WAIT_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExternalSemaphoresWaitNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, params_out)
+            (self.cuGraphExternalSemaphoresWaitNodeGetParams.as_ref().expect("Expected function, got error."))(
+                hNode, params_out,
+            )
         }
     }
     pub unsafe fn cuGraphExternalSemaphoresWaitNodeSetParams(
@@ -16713,10 +13564,9 @@ impl CudaLib {
         nodeParams: *const CUDA_EXT_SEM_WAIT_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExternalSemaphoresWaitNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
+            (self.cuGraphExternalSemaphoresWaitNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cuGraphAddBatchMemOpNode(
@@ -16728,10 +13578,7 @@ impl CudaLib {
         nodeParams: *const CUDA_BATCH_MEM_OP_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddBatchMemOpNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddBatchMemOpNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16746,10 +13593,10 @@ impl CudaLib {
         nodeParams_out: *mut CUDA_BATCH_MEM_OP_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphBatchMemOpNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams_out)
+            (self.cuGraphBatchMemOpNodeGetParams.as_ref().expect("Expected function, got error."))(
+                hNode,
+                nodeParams_out,
+            )
         }
     }
     pub unsafe fn cuGraphBatchMemOpNodeSetParams(
@@ -16758,10 +13605,7 @@ impl CudaLib {
         nodeParams: *const CUDA_BATCH_MEM_OP_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphBatchMemOpNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
+            (self.cuGraphBatchMemOpNodeSetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams)
         }
     }
     pub unsafe fn cuGraphExecBatchMemOpNodeSetParams(
@@ -16771,10 +13615,9 @@ impl CudaLib {
         nodeParams: *const CUDA_BATCH_MEM_OP_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecBatchMemOpNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cuGraphExecBatchMemOpNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cuGraphAddMemAllocNode(
@@ -16786,10 +13629,7 @@ impl CudaLib {
         nodeParams: *mut CUDA_MEM_ALLOC_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddMemAllocNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddMemAllocNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16804,10 +13644,7 @@ impl CudaLib {
         params_out: *mut CUDA_MEM_ALLOC_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphMemAllocNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, params_out)
+            (self.cuGraphMemAllocNodeGetParams.as_ref().expect("Expected function, got error."))(hNode, params_out)
         }
     }
     pub unsafe fn cuGraphAddMemFreeNode(
@@ -16819,10 +13656,7 @@ impl CudaLib {
         dptr: CUdeviceptr,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddMemFreeNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddMemFreeNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -16831,25 +13665,11 @@ impl CudaLib {
             )
         }
     }
-    pub unsafe fn cuGraphMemFreeNodeGetParams(
-        &self,
-        hNode: CUgraphNode,
-        dptr_out: *mut CUdeviceptr,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphMemFreeNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, dptr_out)
-        }
+    pub unsafe fn cuGraphMemFreeNodeGetParams(&self, hNode: CUgraphNode, dptr_out: *mut CUdeviceptr) -> CUresult {
+        unsafe { (self.cuGraphMemFreeNodeGetParams.as_ref().expect("Expected function, got error."))(hNode, dptr_out) }
     }
     pub unsafe fn cuDeviceGraphMemTrim(&self, device: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGraphMemTrim
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.cuDeviceGraphMemTrim.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn cuDeviceGetGraphMemAttribute(
         &self,
@@ -16858,10 +13678,7 @@ impl CudaLib {
         value: *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceGetGraphMemAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(device, attr, value)
+            (self.cuDeviceGetGraphMemAttribute.as_ref().expect("Expected function, got error."))(device, attr, value)
         }
     }
     pub unsafe fn cuDeviceSetGraphMemAttribute(
@@ -16871,23 +13688,11 @@ impl CudaLib {
         value: *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceSetGraphMemAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(device, attr, value)
+            (self.cuDeviceSetGraphMemAttribute.as_ref().expect("Expected function, got error."))(device, attr, value)
         }
     }
-    pub unsafe fn cuGraphClone(
-        &self,
-        phGraphClone: *mut CUgraph,
-        originalGraph: CUgraph,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphClone
-                .as_ref()
-                .expect("Expected function, got error."))(phGraphClone, originalGraph)
-        }
+    pub unsafe fn cuGraphClone(&self, phGraphClone: *mut CUgraph, originalGraph: CUgraph) -> CUresult {
+        unsafe { (self.cuGraphClone.as_ref().expect("Expected function, got error."))(phGraphClone, originalGraph) }
     }
     pub unsafe fn cuGraphNodeFindInClone(
         &self,
@@ -16896,38 +13701,18 @@ impl CudaLib {
         hClonedGraph: CUgraph,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphNodeFindInClone
-                .as_ref()
-                .expect("Expected function, got error."))(
-                phNode, hOriginalNode, hClonedGraph
+            (self.cuGraphNodeFindInClone.as_ref().expect("Expected function, got error."))(
+                phNode,
+                hOriginalNode,
+                hClonedGraph,
             )
         }
     }
-    pub unsafe fn cuGraphNodeGetType(
-        &self,
-        hNode: CUgraphNode,
-        type_: *mut CUgraphNodeType,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphNodeGetType
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, type_)
-        }
+    pub unsafe fn cuGraphNodeGetType(&self, hNode: CUgraphNode, type_: *mut CUgraphNodeType) -> CUresult {
+        unsafe { (self.cuGraphNodeGetType.as_ref().expect("Expected function, got error."))(hNode, type_) }
     }
-    pub unsafe fn cuGraphGetNodes(
-        &self,
-        hGraph: CUgraph,
-        nodes: *mut CUgraphNode,
-        numNodes: *mut usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphGetNodes
-                .as_ref()
-                .expect("Expected function, got error."))(hGraph, nodes, numNodes)
-        }
+    pub unsafe fn cuGraphGetNodes(&self, hGraph: CUgraph, nodes: *mut CUgraphNode, numNodes: *mut usize) -> CUresult {
+        unsafe { (self.cuGraphGetNodes.as_ref().expect("Expected function, got error."))(hGraph, nodes, numNodes) }
     }
     pub unsafe fn cuGraphGetRootNodes(
         &self,
@@ -16936,12 +13721,7 @@ impl CudaLib {
         numRootNodes: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphGetRootNodes
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hGraph, rootNodes, numRootNodes
-            )
+            (self.cuGraphGetRootNodes.as_ref().expect("Expected function, got error."))(hGraph, rootNodes, numRootNodes)
         }
     }
     pub unsafe fn cuGraphGetEdges_v2(
@@ -16953,11 +13733,8 @@ impl CudaLib {
         numEdges: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphGetEdges_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hGraph, from, to, edgeData, numEdges
+            (self.cuGraphGetEdges_v2.as_ref().expect("Expected function, got error."))(
+                hGraph, from, to, edgeData, numEdges,
             )
         }
     }
@@ -16969,10 +13746,7 @@ impl CudaLib {
         numDependencies: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphNodeGetDependencies_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphNodeGetDependencies_v2.as_ref().expect("Expected function, got error."))(
                 hNode,
                 dependencies,
                 edgeData,
@@ -16988,10 +13762,7 @@ impl CudaLib {
         numDependentNodes: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphNodeGetDependentNodes_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphNodeGetDependentNodes_v2.as_ref().expect("Expected function, got error."))(
                 hNode,
                 dependentNodes,
                 edgeData,
@@ -17008,10 +13779,7 @@ impl CudaLib {
         numDependencies: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddDependencies_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddDependencies_v2.as_ref().expect("Expected function, got error."))(
                 hGraph,
                 from,
                 to,
@@ -17029,10 +13797,7 @@ impl CudaLib {
         numDependencies: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphRemoveDependencies_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphRemoveDependencies_v2.as_ref().expect("Expected function, got error."))(
                 hGraph,
                 from,
                 to,
@@ -17042,12 +13807,7 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuGraphDestroyNode(&self, hNode: CUgraphNode) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphDestroyNode
-                .as_ref()
-                .expect("Expected function, got error."))(hNode)
-        }
+        unsafe { (self.cuGraphDestroyNode.as_ref().expect("Expected function, got error."))(hNode) }
     }
     pub unsafe fn cuGraphInstantiateWithFlags(
         &self,
@@ -17056,10 +13816,11 @@ impl CudaLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphInstantiateWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(phGraphExec, hGraph, flags)
+            (self.cuGraphInstantiateWithFlags.as_ref().expect("Expected function, got error."))(
+                phGraphExec,
+                hGraph,
+                flags,
+            )
         }
     }
     pub unsafe fn cuGraphInstantiateWithParams_ptsz(
@@ -17069,25 +13830,15 @@ impl CudaLib {
         instantiateParams: *mut CUDA_GRAPH_INSTANTIATE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphInstantiateWithParams_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                phGraphExec, hGraph, instantiateParams
+            (self.cuGraphInstantiateWithParams_ptsz.as_ref().expect("Expected function, got error."))(
+                phGraphExec,
+                hGraph,
+                instantiateParams,
             )
         }
     }
-    pub unsafe fn cuGraphExecGetFlags(
-        &self,
-        hGraphExec: CUgraphExec,
-        flags: *mut cuuint64_t,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphExecGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, flags)
-        }
+    pub unsafe fn cuGraphExecGetFlags(&self, hGraphExec: CUgraphExec, flags: *mut cuuint64_t) -> CUresult {
+        unsafe { (self.cuGraphExecGetFlags.as_ref().expect("Expected function, got error."))(hGraphExec, flags) }
     }
     pub unsafe fn cuGraphExecKernelNodeSetParams_v2(
         &self,
@@ -17096,10 +13847,9 @@ impl CudaLib {
         nodeParams: *const CUDA_KERNEL_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecKernelNodeSetParams_v2
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cuGraphExecKernelNodeSetParams_v2.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cuGraphExecMemcpyNodeSetParams(
@@ -17110,11 +13860,8 @@ impl CudaLib {
         ctx: CUcontext,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecMemcpyNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hGraphExec, hNode, copyParams, ctx
+            (self.cuGraphExecMemcpyNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, copyParams, ctx,
             )
         }
     }
@@ -17126,11 +13873,11 @@ impl CudaLib {
         ctx: CUcontext,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecMemsetNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hGraphExec, hNode, memsetParams, ctx
+            (self.cuGraphExecMemsetNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec,
+                hNode,
+                memsetParams,
+                ctx,
             )
         }
     }
@@ -17141,10 +13888,9 @@ impl CudaLib {
         nodeParams: *const CUDA_HOST_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecHostNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cuGraphExecHostNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cuGraphExecChildGraphNodeSetParams(
@@ -17154,10 +13900,9 @@ impl CudaLib {
         childGraph: CUgraph,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecChildGraphNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, childGraph)
+            (self.cuGraphExecChildGraphNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, childGraph,
+            )
         }
     }
     pub unsafe fn cuGraphExecEventRecordNodeSetEvent(
@@ -17167,10 +13912,9 @@ impl CudaLib {
         event: CUevent,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecEventRecordNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, event)
+            (self.cuGraphExecEventRecordNodeSetEvent.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, event,
+            )
         }
     }
     pub unsafe fn cuGraphExecEventWaitNodeSetEvent(
@@ -17180,10 +13924,9 @@ impl CudaLib {
         event: CUevent,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecEventWaitNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, event)
+            (self.cuGraphExecEventWaitNodeSetEvent.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, event,
+            )
         }
     }
     pub unsafe fn cuGraphExecExternalSemaphoresSignalNodeSetParams(
@@ -17193,10 +13936,9 @@ impl CudaLib {
         nodeParams: *const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecExternalSemaphoresSignalNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cuGraphExecExternalSemaphoresSignalNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cuGraphExecExternalSemaphoresWaitNodeSetParams(
@@ -17206,10 +13948,9 @@ impl CudaLib {
         nodeParams: *const CUDA_EXT_SEM_WAIT_NODE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecExternalSemaphoresWaitNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cuGraphExecExternalSemaphoresWaitNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cuGraphNodeSetEnabled(
@@ -17219,10 +13960,7 @@ impl CudaLib {
         isEnabled: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphNodeSetEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, isEnabled)
+            (self.cuGraphNodeSetEnabled.as_ref().expect("Expected function, got error."))(hGraphExec, hNode, isEnabled)
         }
     }
     pub unsafe fn cuGraphNodeGetEnabled(
@@ -17232,51 +13970,20 @@ impl CudaLib {
         isEnabled: *mut ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphNodeGetEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, isEnabled)
+            (self.cuGraphNodeGetEnabled.as_ref().expect("Expected function, got error."))(hGraphExec, hNode, isEnabled)
         }
     }
-    pub unsafe fn cuGraphUpload_ptsz(
-        &self,
-        hGraphExec: CUgraphExec,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphUpload_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hStream)
-        }
+    pub unsafe fn cuGraphUpload_ptsz(&self, hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuGraphUpload_ptsz.as_ref().expect("Expected function, got error."))(hGraphExec, hStream) }
     }
-    pub unsafe fn cuGraphLaunch_ptsz(
-        &self,
-        hGraphExec: CUgraphExec,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphLaunch_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hStream)
-        }
+    pub unsafe fn cuGraphLaunch_ptsz(&self, hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuGraphLaunch_ptsz.as_ref().expect("Expected function, got error."))(hGraphExec, hStream) }
     }
     pub unsafe fn cuGraphExecDestroy(&self, hGraphExec: CUgraphExec) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphExecDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec)
-        }
+        unsafe { (self.cuGraphExecDestroy.as_ref().expect("Expected function, got error."))(hGraphExec) }
     }
     pub unsafe fn cuGraphDestroy(&self, hGraph: CUgraph) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(hGraph)
-        }
+        unsafe { (self.cuGraphDestroy.as_ref().expect("Expected function, got error."))(hGraph) }
     }
     pub unsafe fn cuGraphExecUpdate_v2(
         &self,
@@ -17285,23 +13992,11 @@ impl CudaLib {
         resultInfo: *mut CUgraphExecUpdateResultInfo,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecUpdate_v2
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hGraph, resultInfo)
+            (self.cuGraphExecUpdate_v2.as_ref().expect("Expected function, got error."))(hGraphExec, hGraph, resultInfo)
         }
     }
-    pub unsafe fn cuGraphKernelNodeCopyAttributes(
-        &self,
-        dst: CUgraphNode,
-        src: CUgraphNode,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphKernelNodeCopyAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src)
-        }
+    pub unsafe fn cuGraphKernelNodeCopyAttributes(&self, dst: CUgraphNode, src: CUgraphNode) -> CUresult {
+        unsafe { (self.cuGraphKernelNodeCopyAttributes.as_ref().expect("Expected function, got error."))(dst, src) }
     }
     pub unsafe fn cuGraphKernelNodeGetAttribute(
         &self,
@@ -17310,10 +14005,9 @@ impl CudaLib {
         value_out: *mut CUkernelNodeAttrValue,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphKernelNodeGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, attr, value_out)
+            (self.cuGraphKernelNodeGetAttribute.as_ref().expect("Expected function, got error."))(
+                hNode, attr, value_out,
+            )
         }
     }
     pub unsafe fn cuGraphKernelNodeSetAttribute(
@@ -17323,10 +14017,7 @@ impl CudaLib {
         value: *const CUkernelNodeAttrValue,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphKernelNodeSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, attr, value)
+            (self.cuGraphKernelNodeSetAttribute.as_ref().expect("Expected function, got error."))(hNode, attr, value)
         }
     }
     pub unsafe fn cuGraphDebugDotPrint(
@@ -17335,12 +14026,7 @@ impl CudaLib {
         path: *const ::std::os::raw::c_char,
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphDebugDotPrint
-                .as_ref()
-                .expect("Expected function, got error."))(hGraph, path, flags)
-        }
+        unsafe { (self.cuGraphDebugDotPrint.as_ref().expect("Expected function, got error."))(hGraph, path, flags) }
     }
     pub unsafe fn cuUserObjectCreate(
         &self,
@@ -17351,10 +14037,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuUserObjectCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuUserObjectCreate.as_ref().expect("Expected function, got error."))(
                 object_out,
                 ptr,
                 destroy,
@@ -17363,29 +14046,11 @@ impl CudaLib {
             )
         }
     }
-    pub unsafe fn cuUserObjectRetain(
-        &self,
-        object: CUuserObject,
-        count: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuUserObjectRetain
-                .as_ref()
-                .expect("Expected function, got error."))(object, count)
-        }
+    pub unsafe fn cuUserObjectRetain(&self, object: CUuserObject, count: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuUserObjectRetain.as_ref().expect("Expected function, got error."))(object, count) }
     }
-    pub unsafe fn cuUserObjectRelease(
-        &self,
-        object: CUuserObject,
-        count: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuUserObjectRelease
-                .as_ref()
-                .expect("Expected function, got error."))(object, count)
-        }
+    pub unsafe fn cuUserObjectRelease(&self, object: CUuserObject, count: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuUserObjectRelease.as_ref().expect("Expected function, got error."))(object, count) }
     }
     pub unsafe fn cuGraphRetainUserObject(
         &self,
@@ -17395,10 +14060,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphRetainUserObject
-                .as_ref()
-                .expect("Expected function, got error."))(graph, object, count, flags)
+            (self.cuGraphRetainUserObject.as_ref().expect("Expected function, got error."))(graph, object, count, flags)
         }
     }
     pub unsafe fn cuGraphReleaseUserObject(
@@ -17408,10 +14070,7 @@ impl CudaLib {
         count: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphReleaseUserObject
-                .as_ref()
-                .expect("Expected function, got error."))(graph, object, count)
+            (self.cuGraphReleaseUserObject.as_ref().expect("Expected function, got error."))(graph, object, count)
         }
     }
     pub unsafe fn cuGraphAddNode_v2(
@@ -17424,10 +14083,7 @@ impl CudaLib {
         nodeParams: *mut CUgraphNodeParams,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddNode_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddNode_v2.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -17437,17 +14093,8 @@ impl CudaLib {
             )
         }
     }
-    pub unsafe fn cuGraphNodeSetParams(
-        &self,
-        hNode: CUgraphNode,
-        nodeParams: *mut CUgraphNodeParams,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
-        }
+    pub unsafe fn cuGraphNodeSetParams(&self, hNode: CUgraphNode, nodeParams: *mut CUgraphNodeParams) -> CUresult {
+        unsafe { (self.cuGraphNodeSetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams) }
     }
     pub unsafe fn cuGraphExecNodeSetParams(
         &self,
@@ -17456,10 +14103,9 @@ impl CudaLib {
         nodeParams: *mut CUgraphNodeParams,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cuGraphExecNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cuGraphConditionalHandleCreate(
@@ -17471,10 +14117,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphConditionalHandleCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphConditionalHandleCreate.as_ref().expect("Expected function, got error."))(
                 pHandle_out,
                 hGraph,
                 ctx,
@@ -17491,10 +14134,7 @@ impl CudaLib {
         dynamicSMemSize: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuOccupancyMaxActiveBlocksPerMultiprocessor
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuOccupancyMaxActiveBlocksPerMultiprocessor.as_ref().expect("Expected function, got error."))(
                 numBlocks,
                 func,
                 blockSize,
@@ -17511,10 +14151,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags.as_ref().expect("Expected function, got error."))(
                 numBlocks,
                 func,
                 blockSize,
@@ -17533,10 +14170,7 @@ impl CudaLib {
         blockSizeLimit: ::std::os::raw::c_int,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuOccupancyMaxPotentialBlockSize
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuOccupancyMaxPotentialBlockSize.as_ref().expect("Expected function, got error."))(
                 minGridSize,
                 blockSize,
                 func,
@@ -17557,10 +14191,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuOccupancyMaxPotentialBlockSizeWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuOccupancyMaxPotentialBlockSizeWithFlags.as_ref().expect("Expected function, got error."))(
                 minGridSize,
                 blockSize,
                 func,
@@ -17579,10 +14210,7 @@ impl CudaLib {
         blockSize: ::std::os::raw::c_int,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuOccupancyAvailableDynamicSMemPerBlock
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuOccupancyAvailableDynamicSMemPerBlock.as_ref().expect("Expected function, got error."))(
                 dynamicSmemSize,
                 func,
                 numBlocks,
@@ -17597,10 +14225,11 @@ impl CudaLib {
         config: *const CUlaunchConfig,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuOccupancyMaxPotentialClusterSize
-                .as_ref()
-                .expect("Expected function, got error."))(clusterSize, func, config)
+            (self.cuOccupancyMaxPotentialClusterSize.as_ref().expect("Expected function, got error."))(
+                clusterSize,
+                func,
+                config,
+            )
         }
     }
     pub unsafe fn cuOccupancyMaxActiveClusters(
@@ -17610,10 +14239,11 @@ impl CudaLib {
         config: *const CUlaunchConfig,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuOccupancyMaxActiveClusters
-                .as_ref()
-                .expect("Expected function, got error."))(numClusters, func, config)
+            (self.cuOccupancyMaxActiveClusters.as_ref().expect("Expected function, got error."))(
+                numClusters,
+                func,
+                config,
+            )
         }
     }
     pub unsafe fn cuTexRefSetArray(
@@ -17622,12 +14252,7 @@ impl CudaLib {
         hArray: CUarray,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefSetArray
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, hArray, Flags)
-        }
+        unsafe { (self.cuTexRefSetArray.as_ref().expect("Expected function, got error."))(hTexRef, hArray, Flags) }
     }
     pub unsafe fn cuTexRefSetMipmappedArray(
         &self,
@@ -17636,11 +14261,10 @@ impl CudaLib {
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefSetMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hTexRef, hMipmappedArray, Flags
+            (self.cuTexRefSetMipmappedArray.as_ref().expect("Expected function, got error."))(
+                hTexRef,
+                hMipmappedArray,
+                Flags,
             )
         }
     }
@@ -17652,11 +14276,8 @@ impl CudaLib {
         bytes: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefSetAddress_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                ByteOffset, hTexRef, dptr, bytes
+            (self.cuTexRefSetAddress_v2.as_ref().expect("Expected function, got error."))(
+                ByteOffset, hTexRef, dptr, bytes,
             )
         }
     }
@@ -17668,10 +14289,7 @@ impl CudaLib {
         Pitch: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefSetAddress2D_v3
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, desc, dptr, Pitch)
+            (self.cuTexRefSetAddress2D_v3.as_ref().expect("Expected function, got error."))(hTexRef, desc, dptr, Pitch)
         }
     }
     pub unsafe fn cuTexRefSetFormat(
@@ -17681,12 +14299,7 @@ impl CudaLib {
         NumPackedComponents: ::std::os::raw::c_int,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefSetFormat
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hTexRef, fmt, NumPackedComponents
-            )
+            (self.cuTexRefSetFormat.as_ref().expect("Expected function, got error."))(hTexRef, fmt, NumPackedComponents)
         }
     }
     pub unsafe fn cuTexRefSetAddressMode(
@@ -17695,40 +14308,16 @@ impl CudaLib {
         dim: ::std::os::raw::c_int,
         am: CUaddress_mode,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefSetAddressMode
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, dim, am)
-        }
+        unsafe { (self.cuTexRefSetAddressMode.as_ref().expect("Expected function, got error."))(hTexRef, dim, am) }
     }
     pub unsafe fn cuTexRefSetFilterMode(&self, hTexRef: CUtexref, fm: CUfilter_mode) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefSetFilterMode
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, fm)
-        }
+        unsafe { (self.cuTexRefSetFilterMode.as_ref().expect("Expected function, got error."))(hTexRef, fm) }
     }
-    pub unsafe fn cuTexRefSetMipmapFilterMode(
-        &self,
-        hTexRef: CUtexref,
-        fm: CUfilter_mode,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefSetMipmapFilterMode
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, fm)
-        }
+    pub unsafe fn cuTexRefSetMipmapFilterMode(&self, hTexRef: CUtexref, fm: CUfilter_mode) -> CUresult {
+        unsafe { (self.cuTexRefSetMipmapFilterMode.as_ref().expect("Expected function, got error."))(hTexRef, fm) }
     }
     pub unsafe fn cuTexRefSetMipmapLevelBias(&self, hTexRef: CUtexref, bias: f32) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefSetMipmapLevelBias
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, bias)
-        }
+        unsafe { (self.cuTexRefSetMipmapLevelBias.as_ref().expect("Expected function, got error."))(hTexRef, bias) }
     }
     pub unsafe fn cuTexRefSetMipmapLevelClamp(
         &self,
@@ -17737,71 +14326,27 @@ impl CudaLib {
         maxMipmapLevelClamp: f32,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefSetMipmapLevelClamp
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuTexRefSetMipmapLevelClamp.as_ref().expect("Expected function, got error."))(
                 hTexRef,
                 minMipmapLevelClamp,
                 maxMipmapLevelClamp,
             )
         }
     }
-    pub unsafe fn cuTexRefSetMaxAnisotropy(
-        &self,
-        hTexRef: CUtexref,
-        maxAniso: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefSetMaxAnisotropy
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, maxAniso)
-        }
+    pub unsafe fn cuTexRefSetMaxAnisotropy(&self, hTexRef: CUtexref, maxAniso: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuTexRefSetMaxAnisotropy.as_ref().expect("Expected function, got error."))(hTexRef, maxAniso) }
     }
-    pub unsafe fn cuTexRefSetBorderColor(
-        &self,
-        hTexRef: CUtexref,
-        pBorderColor: *mut f32,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefSetBorderColor
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, pBorderColor)
-        }
+    pub unsafe fn cuTexRefSetBorderColor(&self, hTexRef: CUtexref, pBorderColor: *mut f32) -> CUresult {
+        unsafe { (self.cuTexRefSetBorderColor.as_ref().expect("Expected function, got error."))(hTexRef, pBorderColor) }
     }
-    pub unsafe fn cuTexRefSetFlags(
-        &self,
-        hTexRef: CUtexref,
-        Flags: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefSetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, Flags)
-        }
+    pub unsafe fn cuTexRefSetFlags(&self, hTexRef: CUtexref, Flags: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuTexRefSetFlags.as_ref().expect("Expected function, got error."))(hTexRef, Flags) }
     }
-    pub unsafe fn cuTexRefGetAddress_v2(
-        &self,
-        pdptr: *mut CUdeviceptr,
-        hTexRef: CUtexref,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetAddress_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pdptr, hTexRef)
-        }
+    pub unsafe fn cuTexRefGetAddress_v2(&self, pdptr: *mut CUdeviceptr, hTexRef: CUtexref) -> CUresult {
+        unsafe { (self.cuTexRefGetAddress_v2.as_ref().expect("Expected function, got error."))(pdptr, hTexRef) }
     }
     pub unsafe fn cuTexRefGetArray(&self, phArray: *mut CUarray, hTexRef: CUtexref) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetArray
-                .as_ref()
-                .expect("Expected function, got error."))(phArray, hTexRef)
-        }
+        unsafe { (self.cuTexRefGetArray.as_ref().expect("Expected function, got error."))(phArray, hTexRef) }
     }
     pub unsafe fn cuTexRefGetMipmappedArray(
         &self,
@@ -17809,10 +14354,7 @@ impl CudaLib {
         hTexRef: CUtexref,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefGetMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(phMipmappedArray, hTexRef)
+            (self.cuTexRefGetMipmappedArray.as_ref().expect("Expected function, got error."))(phMipmappedArray, hTexRef)
         }
     }
     pub unsafe fn cuTexRefGetAddressMode(
@@ -17821,24 +14363,10 @@ impl CudaLib {
         hTexRef: CUtexref,
         dim: ::std::os::raw::c_int,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetAddressMode
-                .as_ref()
-                .expect("Expected function, got error."))(pam, hTexRef, dim)
-        }
+        unsafe { (self.cuTexRefGetAddressMode.as_ref().expect("Expected function, got error."))(pam, hTexRef, dim) }
     }
-    pub unsafe fn cuTexRefGetFilterMode(
-        &self,
-        pfm: *mut CUfilter_mode,
-        hTexRef: CUtexref,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetFilterMode
-                .as_ref()
-                .expect("Expected function, got error."))(pfm, hTexRef)
-        }
+    pub unsafe fn cuTexRefGetFilterMode(&self, pfm: *mut CUfilter_mode, hTexRef: CUtexref) -> CUresult {
+        unsafe { (self.cuTexRefGetFilterMode.as_ref().expect("Expected function, got error."))(pfm, hTexRef) }
     }
     pub unsafe fn cuTexRefGetFormat(
         &self,
@@ -17847,35 +14375,14 @@ impl CudaLib {
         hTexRef: CUtexref,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefGetFormat
-                .as_ref()
-                .expect("Expected function, got error."))(pFormat, pNumChannels, hTexRef)
+            (self.cuTexRefGetFormat.as_ref().expect("Expected function, got error."))(pFormat, pNumChannels, hTexRef)
         }
     }
-    pub unsafe fn cuTexRefGetMipmapFilterMode(
-        &self,
-        pfm: *mut CUfilter_mode,
-        hTexRef: CUtexref,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetMipmapFilterMode
-                .as_ref()
-                .expect("Expected function, got error."))(pfm, hTexRef)
-        }
+    pub unsafe fn cuTexRefGetMipmapFilterMode(&self, pfm: *mut CUfilter_mode, hTexRef: CUtexref) -> CUresult {
+        unsafe { (self.cuTexRefGetMipmapFilterMode.as_ref().expect("Expected function, got error."))(pfm, hTexRef) }
     }
-    pub unsafe fn cuTexRefGetMipmapLevelBias(
-        &self,
-        pbias: *mut f32,
-        hTexRef: CUtexref,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetMipmapLevelBias
-                .as_ref()
-                .expect("Expected function, got error."))(pbias, hTexRef)
-        }
+    pub unsafe fn cuTexRefGetMipmapLevelBias(&self, pbias: *mut f32, hTexRef: CUtexref) -> CUresult {
+        unsafe { (self.cuTexRefGetMipmapLevelBias.as_ref().expect("Expected function, got error."))(pbias, hTexRef) }
     }
     pub unsafe fn cuTexRefGetMipmapLevelClamp(
         &self,
@@ -17884,10 +14391,7 @@ impl CudaLib {
         hTexRef: CUtexref,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefGetMipmapLevelClamp
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuTexRefGetMipmapLevelClamp.as_ref().expect("Expected function, got error."))(
                 pminMipmapLevelClamp,
                 pmaxMipmapLevelClamp,
                 hTexRef,
@@ -17899,52 +14403,19 @@ impl CudaLib {
         pmaxAniso: *mut ::std::os::raw::c_int,
         hTexRef: CUtexref,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetMaxAnisotropy
-                .as_ref()
-                .expect("Expected function, got error."))(pmaxAniso, hTexRef)
-        }
+        unsafe { (self.cuTexRefGetMaxAnisotropy.as_ref().expect("Expected function, got error."))(pmaxAniso, hTexRef) }
     }
-    pub unsafe fn cuTexRefGetBorderColor(
-        &self,
-        pBorderColor: *mut f32,
-        hTexRef: CUtexref,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetBorderColor
-                .as_ref()
-                .expect("Expected function, got error."))(pBorderColor, hTexRef)
-        }
+    pub unsafe fn cuTexRefGetBorderColor(&self, pBorderColor: *mut f32, hTexRef: CUtexref) -> CUresult {
+        unsafe { (self.cuTexRefGetBorderColor.as_ref().expect("Expected function, got error."))(pBorderColor, hTexRef) }
     }
-    pub unsafe fn cuTexRefGetFlags(
-        &self,
-        pFlags: *mut ::std::os::raw::c_uint,
-        hTexRef: CUtexref,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(pFlags, hTexRef)
-        }
+    pub unsafe fn cuTexRefGetFlags(&self, pFlags: *mut ::std::os::raw::c_uint, hTexRef: CUtexref) -> CUresult {
+        unsafe { (self.cuTexRefGetFlags.as_ref().expect("Expected function, got error."))(pFlags, hTexRef) }
     }
     pub unsafe fn cuTexRefCreate(&self, pTexRef: *mut CUtexref) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pTexRef)
-        }
+        unsafe { (self.cuTexRefCreate.as_ref().expect("Expected function, got error."))(pTexRef) }
     }
     pub unsafe fn cuTexRefDestroy(&self, hTexRef: CUtexref) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef)
-        }
+        unsafe { (self.cuTexRefDestroy.as_ref().expect("Expected function, got error."))(hTexRef) }
     }
     pub unsafe fn cuSurfRefSetArray(
         &self,
@@ -17952,20 +14423,10 @@ impl CudaLib {
         hArray: CUarray,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuSurfRefSetArray
-                .as_ref()
-                .expect("Expected function, got error."))(hSurfRef, hArray, Flags)
-        }
+        unsafe { (self.cuSurfRefSetArray.as_ref().expect("Expected function, got error."))(hSurfRef, hArray, Flags) }
     }
     pub unsafe fn cuSurfRefGetArray(&self, phArray: *mut CUarray, hSurfRef: CUsurfref) -> CUresult {
-        unsafe {
-            (self
-                .cuSurfRefGetArray
-                .as_ref()
-                .expect("Expected function, got error."))(phArray, hSurfRef)
-        }
+        unsafe { (self.cuSurfRefGetArray.as_ref().expect("Expected function, got error."))(phArray, hSurfRef) }
     }
     pub unsafe fn cuTexObjectCreate(
         &self,
@@ -17975,10 +14436,7 @@ impl CudaLib {
         pResViewDesc: *const CUDA_RESOURCE_VIEW_DESC,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexObjectCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuTexObjectCreate.as_ref().expect("Expected function, got error."))(
                 pTexObject,
                 pResDesc,
                 pTexDesc,
@@ -17987,12 +14445,7 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuTexObjectDestroy(&self, texObject: CUtexObject) -> CUresult {
-        unsafe {
-            (self
-                .cuTexObjectDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(texObject)
-        }
+        unsafe { (self.cuTexObjectDestroy.as_ref().expect("Expected function, got error."))(texObject) }
     }
     pub unsafe fn cuTexObjectGetResourceDesc(
         &self,
@@ -18000,10 +14453,7 @@ impl CudaLib {
         texObject: CUtexObject,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexObjectGetResourceDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pResDesc, texObject)
+            (self.cuTexObjectGetResourceDesc.as_ref().expect("Expected function, got error."))(pResDesc, texObject)
         }
     }
     pub unsafe fn cuTexObjectGetTextureDesc(
@@ -18012,10 +14462,7 @@ impl CudaLib {
         texObject: CUtexObject,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexObjectGetTextureDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pTexDesc, texObject)
+            (self.cuTexObjectGetTextureDesc.as_ref().expect("Expected function, got error."))(pTexDesc, texObject)
         }
     }
     pub unsafe fn cuTexObjectGetResourceViewDesc(
@@ -18024,10 +14471,10 @@ impl CudaLib {
         texObject: CUtexObject,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexObjectGetResourceViewDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pResViewDesc, texObject)
+            (self.cuTexObjectGetResourceViewDesc.as_ref().expect("Expected function, got error."))(
+                pResViewDesc,
+                texObject,
+            )
         }
     }
     pub unsafe fn cuSurfObjectCreate(
@@ -18035,20 +14482,10 @@ impl CudaLib {
         pSurfObject: *mut CUsurfObject,
         pResDesc: *const CUDA_RESOURCE_DESC,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuSurfObjectCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pSurfObject, pResDesc)
-        }
+        unsafe { (self.cuSurfObjectCreate.as_ref().expect("Expected function, got error."))(pSurfObject, pResDesc) }
     }
     pub unsafe fn cuSurfObjectDestroy(&self, surfObject: CUsurfObject) -> CUresult {
-        unsafe {
-            (self
-                .cuSurfObjectDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(surfObject)
-        }
+        unsafe { (self.cuSurfObjectDestroy.as_ref().expect("Expected function, got error."))(surfObject) }
     }
     pub unsafe fn cuSurfObjectGetResourceDesc(
         &self,
@@ -18056,10 +14493,7 @@ impl CudaLib {
         surfObject: CUsurfObject,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuSurfObjectGetResourceDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pResDesc, surfObject)
+            (self.cuSurfObjectGetResourceDesc.as_ref().expect("Expected function, got error."))(pResDesc, surfObject)
         }
     }
     pub unsafe fn cuTensorMapEncodeTiled(
@@ -18078,10 +14512,7 @@ impl CudaLib {
         oobFill: CUtensorMapFloatOOBfill,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTensorMapEncodeTiled
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuTensorMapEncodeTiled.as_ref().expect("Expected function, got error."))(
                 tensorMap,
                 tensorDataType,
                 tensorRank,
@@ -18116,10 +14547,7 @@ impl CudaLib {
         oobFill: CUtensorMapFloatOOBfill,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTensorMapEncodeIm2col
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuTensorMapEncodeIm2col.as_ref().expect("Expected function, got error."))(
                 tensorMap,
                 tensorDataType,
                 tensorRank,
@@ -18158,10 +14586,7 @@ impl CudaLib {
         oobFill: CUtensorMapFloatOOBfill,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTensorMapEncodeIm2colWide
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuTensorMapEncodeIm2colWide.as_ref().expect("Expected function, got error."))(
                 tensorMap,
                 tensorDataType,
                 tensorRank,
@@ -18187,10 +14612,7 @@ impl CudaLib {
         globalAddress: *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTensorMapReplaceAddress
-                .as_ref()
-                .expect("Expected function, got error."))(tensorMap, globalAddress)
+            (self.cuTensorMapReplaceAddress.as_ref().expect("Expected function, got error."))(tensorMap, globalAddress)
         }
     }
     pub unsafe fn cuDeviceCanAccessPeer(
@@ -18200,31 +14622,14 @@ impl CudaLib {
         peerDev: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceCanAccessPeer
-                .as_ref()
-                .expect("Expected function, got error."))(canAccessPeer, dev, peerDev)
+            (self.cuDeviceCanAccessPeer.as_ref().expect("Expected function, got error."))(canAccessPeer, dev, peerDev)
         }
     }
-    pub unsafe fn cuCtxEnablePeerAccess(
-        &self,
-        peerContext: CUcontext,
-        Flags: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxEnablePeerAccess
-                .as_ref()
-                .expect("Expected function, got error."))(peerContext, Flags)
-        }
+    pub unsafe fn cuCtxEnablePeerAccess(&self, peerContext: CUcontext, Flags: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuCtxEnablePeerAccess.as_ref().expect("Expected function, got error."))(peerContext, Flags) }
     }
     pub unsafe fn cuCtxDisablePeerAccess(&self, peerContext: CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxDisablePeerAccess
-                .as_ref()
-                .expect("Expected function, got error."))(peerContext)
-        }
+        unsafe { (self.cuCtxDisablePeerAccess.as_ref().expect("Expected function, got error."))(peerContext) }
     }
     pub unsafe fn cuDeviceGetP2PAttribute(
         &self,
@@ -18234,11 +14639,8 @@ impl CudaLib {
         dstDevice: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceGetP2PAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                value, attrib, srcDevice, dstDevice
+            (self.cuDeviceGetP2PAttribute.as_ref().expect("Expected function, got error."))(
+                value, attrib, srcDevice, dstDevice,
             )
         }
     }
@@ -18251,10 +14653,7 @@ impl CudaLib {
         dstDevice: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceGetP2PAtomicCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuDeviceGetP2PAtomicCapabilities.as_ref().expect("Expected function, got error."))(
                 capabilities,
                 operations,
                 count,
@@ -18264,12 +14663,7 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuGraphicsUnregisterResource(&self, resource: CUgraphicsResource) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphicsUnregisterResource
-                .as_ref()
-                .expect("Expected function, got error."))(resource)
-        }
+        unsafe { (self.cuGraphicsUnregisterResource.as_ref().expect("Expected function, got error."))(resource) }
     }
     pub unsafe fn cuGraphicsSubResourceGetMappedArray(
         &self,
@@ -18279,11 +14673,8 @@ impl CudaLib {
         mipLevel: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsSubResourceGetMappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pArray, resource, arrayIndex, mipLevel
+            (self.cuGraphicsSubResourceGetMappedArray.as_ref().expect("Expected function, got error."))(
+                pArray, resource, arrayIndex, mipLevel,
             )
         }
     }
@@ -18293,10 +14684,10 @@ impl CudaLib {
         resource: CUgraphicsResource,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsResourceGetMappedMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(pMipmappedArray, resource)
+            (self.cuGraphicsResourceGetMappedMipmappedArray.as_ref().expect("Expected function, got error."))(
+                pMipmappedArray,
+                resource,
+            )
         }
     }
     pub unsafe fn cuGraphicsResourceGetMappedPointer_v2(
@@ -18306,10 +14697,9 @@ impl CudaLib {
         resource: CUgraphicsResource,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsResourceGetMappedPointer_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pDevPtr, pSize, resource)
+            (self.cuGraphicsResourceGetMappedPointer_v2.as_ref().expect("Expected function, got error."))(
+                pDevPtr, pSize, resource,
+            )
         }
     }
     pub unsafe fn cuGraphicsResourceSetMapFlags_v2(
@@ -18318,10 +14708,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsResourceSetMapFlags_v2
-                .as_ref()
-                .expect("Expected function, got error."))(resource, flags)
+            (self.cuGraphicsResourceSetMapFlags_v2.as_ref().expect("Expected function, got error."))(resource, flags)
         }
     }
     pub unsafe fn cuGraphicsMapResources_ptsz(
@@ -18331,10 +14718,9 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsMapResources_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(count, resources, hStream)
+            (self.cuGraphicsMapResources_ptsz.as_ref().expect("Expected function, got error."))(
+                count, resources, hStream,
+            )
         }
     }
     pub unsafe fn cuGraphicsUnmapResources_ptsz(
@@ -18344,10 +14730,9 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsUnmapResources_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(count, resources, hStream)
+            (self.cuGraphicsUnmapResources_ptsz.as_ref().expect("Expected function, got error."))(
+                count, resources, hStream,
+            )
         }
     }
     pub unsafe fn cuGetProcAddress_v2(
@@ -18359,10 +14744,7 @@ impl CudaLib {
         symbolStatus: *mut CUdriverProcAddressQueryResult,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGetProcAddress_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGetProcAddress_v2.as_ref().expect("Expected function, got error."))(
                 symbol,
                 pfn,
                 cudaVersion,
@@ -18377,12 +14759,7 @@ impl CudaLib {
         value: *mut ::std::os::raw::c_void,
         size: *mut usize,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCoredumpGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(attrib, value, size)
-        }
+        unsafe { (self.cuCoredumpGetAttribute.as_ref().expect("Expected function, got error."))(attrib, value, size) }
     }
     pub unsafe fn cuCoredumpGetAttributeGlobal(
         &self,
@@ -18391,10 +14768,7 @@ impl CudaLib {
         size: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuCoredumpGetAttributeGlobal
-                .as_ref()
-                .expect("Expected function, got error."))(attrib, value, size)
+            (self.cuCoredumpGetAttributeGlobal.as_ref().expect("Expected function, got error."))(attrib, value, size)
         }
     }
     pub unsafe fn cuCoredumpSetAttribute(
@@ -18403,12 +14777,7 @@ impl CudaLib {
         value: *mut ::std::os::raw::c_void,
         size: *mut usize,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCoredumpSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(attrib, value, size)
-        }
+        unsafe { (self.cuCoredumpSetAttribute.as_ref().expect("Expected function, got error."))(attrib, value, size) }
     }
     pub unsafe fn cuCoredumpSetAttributeGlobal(
         &self,
@@ -18417,10 +14786,7 @@ impl CudaLib {
         size: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuCoredumpSetAttributeGlobal
-                .as_ref()
-                .expect("Expected function, got error."))(attrib, value, size)
+            (self.cuCoredumpSetAttributeGlobal.as_ref().expect("Expected function, got error."))(attrib, value, size)
         }
     }
     pub unsafe fn cuGetExportTable(
@@ -18429,10 +14795,7 @@ impl CudaLib {
         pExportTableId: *const CUuuid,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGetExportTable
-                .as_ref()
-                .expect("Expected function, got error."))(ppExportTable, pExportTableId)
+            (self.cuGetExportTable.as_ref().expect("Expected function, got error."))(ppExportTable, pExportTableId)
         }
     }
     pub unsafe fn cuGreenCtxCreate(
@@ -18442,28 +14805,13 @@ impl CudaLib {
         dev: CUdevice,
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGreenCtxCreate
-                .as_ref()
-                .expect("Expected function, got error."))(phCtx, desc, dev, flags)
-        }
+        unsafe { (self.cuGreenCtxCreate.as_ref().expect("Expected function, got error."))(phCtx, desc, dev, flags) }
     }
     pub unsafe fn cuGreenCtxDestroy(&self, hCtx: CUgreenCtx) -> CUresult {
-        unsafe {
-            (self
-                .cuGreenCtxDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(hCtx)
-        }
+        unsafe { (self.cuGreenCtxDestroy.as_ref().expect("Expected function, got error."))(hCtx) }
     }
     pub unsafe fn cuCtxFromGreenCtx(&self, pContext: *mut CUcontext, hCtx: CUgreenCtx) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxFromGreenCtx
-                .as_ref()
-                .expect("Expected function, got error."))(pContext, hCtx)
-        }
+        unsafe { (self.cuCtxFromGreenCtx.as_ref().expect("Expected function, got error."))(pContext, hCtx) }
     }
     pub unsafe fn cuDeviceGetDevResource(
         &self,
@@ -18472,10 +14820,7 @@ impl CudaLib {
         type_: CUdevResourceType,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDeviceGetDevResource
-                .as_ref()
-                .expect("Expected function, got error."))(device, resource, type_)
+            (self.cuDeviceGetDevResource.as_ref().expect("Expected function, got error."))(device, resource, type_)
         }
     }
     pub unsafe fn cuCtxGetDevResource(
@@ -18484,12 +14829,7 @@ impl CudaLib {
         resource: *mut CUdevResource,
         type_: CUdevResourceType,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxGetDevResource
-                .as_ref()
-                .expect("Expected function, got error."))(hCtx, resource, type_)
-        }
+        unsafe { (self.cuCtxGetDevResource.as_ref().expect("Expected function, got error."))(hCtx, resource, type_) }
     }
     pub unsafe fn cuGreenCtxGetDevResource(
         &self,
@@ -18498,10 +14838,7 @@ impl CudaLib {
         type_: CUdevResourceType,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGreenCtxGetDevResource
-                .as_ref()
-                .expect("Expected function, got error."))(hCtx, resource, type_)
+            (self.cuGreenCtxGetDevResource.as_ref().expect("Expected function, got error."))(hCtx, resource, type_)
         }
     }
     pub unsafe fn cuDevSmResourceSplitByCount(
@@ -18514,10 +14851,7 @@ impl CudaLib {
         minCount: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDevSmResourceSplitByCount
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuDevSmResourceSplitByCount.as_ref().expect("Expected function, got error."))(
                 result, nbGroups, input, remaining, useFlags, minCount,
             )
         }
@@ -18529,39 +14863,21 @@ impl CudaLib {
         nbResources: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuDevResourceGenerateDesc
-                .as_ref()
-                .expect("Expected function, got error."))(phDesc, resources, nbResources)
+            (self.cuDevResourceGenerateDesc.as_ref().expect("Expected function, got error."))(
+                phDesc,
+                resources,
+                nbResources,
+            )
         }
     }
     pub unsafe fn cuGreenCtxRecordEvent(&self, hCtx: CUgreenCtx, hEvent: CUevent) -> CUresult {
-        unsafe {
-            (self
-                .cuGreenCtxRecordEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hCtx, hEvent)
-        }
+        unsafe { (self.cuGreenCtxRecordEvent.as_ref().expect("Expected function, got error."))(hCtx, hEvent) }
     }
     pub unsafe fn cuGreenCtxWaitEvent(&self, hCtx: CUgreenCtx, hEvent: CUevent) -> CUresult {
-        unsafe {
-            (self
-                .cuGreenCtxWaitEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hCtx, hEvent)
-        }
+        unsafe { (self.cuGreenCtxWaitEvent.as_ref().expect("Expected function, got error."))(hCtx, hEvent) }
     }
-    pub unsafe fn cuStreamGetGreenCtx(
-        &self,
-        hStream: CUstream,
-        phCtx: *mut CUgreenCtx,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetGreenCtx
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, phCtx)
-        }
+    pub unsafe fn cuStreamGetGreenCtx(&self, hStream: CUstream, phCtx: *mut CUgreenCtx) -> CUresult {
+        unsafe { (self.cuStreamGetGreenCtx.as_ref().expect("Expected function, got error."))(hStream, phCtx) }
     }
     pub unsafe fn cuGreenCtxStreamCreate(
         &self,
@@ -18571,11 +14887,8 @@ impl CudaLib {
         priority: ::std::os::raw::c_int,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGreenCtxStreamCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
-                phStream, greenCtx, flags, priority
+            (self.cuGreenCtxStreamCreate.as_ref().expect("Expected function, got error."))(
+                phStream, greenCtx, flags, priority,
             )
         }
     }
@@ -18584,12 +14897,7 @@ impl CudaLib {
         greenCtx: CUgreenCtx,
         greenCtxId: *mut ::std::os::raw::c_ulonglong,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGreenCtxGetId
-                .as_ref()
-                .expect("Expected function, got error."))(greenCtx, greenCtxId)
-        }
+        unsafe { (self.cuGreenCtxGetId.as_ref().expect("Expected function, got error."))(greenCtx, greenCtxId) }
     }
     pub unsafe fn cuLogsRegisterCallback(
         &self,
@@ -18598,33 +14906,18 @@ impl CudaLib {
         callback_out: *mut CUlogsCallbackHandle,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLogsRegisterCallback
-                .as_ref()
-                .expect("Expected function, got error."))(
-                callbackFunc, userData, callback_out
+            (self.cuLogsRegisterCallback.as_ref().expect("Expected function, got error."))(
+                callbackFunc,
+                userData,
+                callback_out,
             )
         }
     }
     pub unsafe fn cuLogsUnregisterCallback(&self, callback: CUlogsCallbackHandle) -> CUresult {
-        unsafe {
-            (self
-                .cuLogsUnregisterCallback
-                .as_ref()
-                .expect("Expected function, got error."))(callback)
-        }
+        unsafe { (self.cuLogsUnregisterCallback.as_ref().expect("Expected function, got error."))(callback) }
     }
-    pub unsafe fn cuLogsCurrent(
-        &self,
-        iterator_out: *mut CUlogIterator,
-        flags: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuLogsCurrent
-                .as_ref()
-                .expect("Expected function, got error."))(iterator_out, flags)
-        }
+    pub unsafe fn cuLogsCurrent(&self, iterator_out: *mut CUlogIterator, flags: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuLogsCurrent.as_ref().expect("Expected function, got error."))(iterator_out, flags) }
     }
     pub unsafe fn cuLogsDumpToFile(
         &self,
@@ -18632,12 +14925,7 @@ impl CudaLib {
         pathToFile: *const ::std::os::raw::c_char,
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuLogsDumpToFile
-                .as_ref()
-                .expect("Expected function, got error."))(iterator, pathToFile, flags)
-        }
+        unsafe { (self.cuLogsDumpToFile.as_ref().expect("Expected function, got error."))(iterator, pathToFile, flags) }
     }
     pub unsafe fn cuLogsDumpToMemory(
         &self,
@@ -18647,10 +14935,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLogsDumpToMemory
-                .as_ref()
-                .expect("Expected function, got error."))(iterator, buffer, size, flags)
+            (self.cuLogsDumpToMemory.as_ref().expect("Expected function, got error."))(iterator, buffer, size, flags)
         }
     }
     pub unsafe fn cuMemHostRegister(
@@ -18659,12 +14944,7 @@ impl CudaLib {
         bytesize: usize,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemHostRegister
-                .as_ref()
-                .expect("Expected function, got error."))(p, bytesize, Flags)
-        }
+        unsafe { (self.cuMemHostRegister.as_ref().expect("Expected function, got error."))(p, bytesize, Flags) }
     }
     pub unsafe fn cuGraphicsResourceSetMapFlags(
         &self,
@@ -18672,10 +14952,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsResourceSetMapFlags
-                .as_ref()
-                .expect("Expected function, got error."))(resource, flags)
+            (self.cuGraphicsResourceSetMapFlags.as_ref().expect("Expected function, got error."))(resource, flags)
         }
     }
     pub unsafe fn cuLinkCreate(
@@ -18686,10 +14963,7 @@ impl CudaLib {
         stateOut: *mut CUlinkState,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLinkCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLinkCreate.as_ref().expect("Expected function, got error."))(
                 numOptions,
                 options,
                 optionValues,
@@ -18709,10 +14983,7 @@ impl CudaLib {
         optionValues: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLinkAddData
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLinkAddData.as_ref().expect("Expected function, got error."))(
                 state,
                 type_,
                 data,
@@ -18734,10 +15005,7 @@ impl CudaLib {
         optionValues: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLinkAddFile
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLinkAddFile.as_ref().expect("Expected function, got error."))(
                 state,
                 type_,
                 path,
@@ -18755,36 +15023,14 @@ impl CudaLib {
         Pitch: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefSetAddress2D_v2
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, desc, dptr, Pitch)
+            (self.cuTexRefSetAddress2D_v2.as_ref().expect("Expected function, got error."))(hTexRef, desc, dptr, Pitch)
         }
     }
-    pub unsafe fn cuDeviceTotalMem(
-        &self,
-        bytes: *mut ::std::os::raw::c_uint,
-        dev: CUdevice,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceTotalMem
-                .as_ref()
-                .expect("Expected function, got error."))(bytes, dev)
-        }
+    pub unsafe fn cuDeviceTotalMem(&self, bytes: *mut ::std::os::raw::c_uint, dev: CUdevice) -> CUresult {
+        unsafe { (self.cuDeviceTotalMem.as_ref().expect("Expected function, got error."))(bytes, dev) }
     }
-    pub unsafe fn cuCtxCreate(
-        &self,
-        pctx: *mut CUcontext,
-        flags: ::std::os::raw::c_uint,
-        dev: CUdevice,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pctx, flags, dev)
-        }
+    pub unsafe fn cuCtxCreate(&self, pctx: *mut CUcontext, flags: ::std::os::raw::c_uint, dev: CUdevice) -> CUresult {
+        unsafe { (self.cuCtxCreate.as_ref().expect("Expected function, got error."))(pctx, flags, dev) }
     }
     pub unsafe fn cuCtxCreate_v2(
         &self,
@@ -18792,12 +15038,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
         dev: CUdevice,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxCreate_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pctx, flags, dev)
-        }
+        unsafe { (self.cuCtxCreate_v2.as_ref().expect("Expected function, got error."))(pctx, flags, dev) }
     }
     pub unsafe fn cuCtxCreate_v3(
         &self,
@@ -18808,11 +15049,12 @@ impl CudaLib {
         dev: CUdevice,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuCtxCreate_v3
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pctx, paramsArray, numParams, flags, dev
+            (self.cuCtxCreate_v3.as_ref().expect("Expected function, got error."))(
+                pctx,
+                paramsArray,
+                numParams,
+                flags,
+                dev,
             )
         }
     }
@@ -18823,36 +15065,17 @@ impl CudaLib {
         hmod: CUmodule,
         name: *const ::std::os::raw::c_char,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuModuleGetGlobal
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytes, hmod, name)
-        }
+        unsafe { (self.cuModuleGetGlobal.as_ref().expect("Expected function, got error."))(dptr, bytes, hmod, name) }
     }
     pub unsafe fn cuMemGetInfo(
         &self,
         free: *mut ::std::os::raw::c_uint,
         total: *mut ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemGetInfo
-                .as_ref()
-                .expect("Expected function, got error."))(free, total)
-        }
+        unsafe { (self.cuMemGetInfo.as_ref().expect("Expected function, got error."))(free, total) }
     }
-    pub unsafe fn cuMemAlloc(
-        &self,
-        dptr: *mut CUdeviceptr_v1,
-        bytesize: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemAlloc
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytesize)
-        }
+    pub unsafe fn cuMemAlloc(&self, dptr: *mut CUdeviceptr_v1, bytesize: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuMemAlloc.as_ref().expect("Expected function, got error."))(dptr, bytesize) }
     }
     pub unsafe fn cuMemAllocPitch(
         &self,
@@ -18863,10 +15086,7 @@ impl CudaLib {
         ElementSizeBytes: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemAllocPitch
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemAllocPitch.as_ref().expect("Expected function, got error."))(
                 dptr,
                 pPitch,
                 WidthInBytes,
@@ -18876,12 +15096,7 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuMemFree(&self, dptr: CUdeviceptr_v1) -> CUresult {
-        unsafe {
-            (self
-                .cuMemFree
-                .as_ref()
-                .expect("Expected function, got error."))(dptr)
-        }
+        unsafe { (self.cuMemFree.as_ref().expect("Expected function, got error."))(dptr) }
     }
     pub unsafe fn cuMemGetAddressRange(
         &self,
@@ -18889,24 +15104,14 @@ impl CudaLib {
         psize: *mut ::std::os::raw::c_uint,
         dptr: CUdeviceptr_v1,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemGetAddressRange
-                .as_ref()
-                .expect("Expected function, got error."))(pbase, psize, dptr)
-        }
+        unsafe { (self.cuMemGetAddressRange.as_ref().expect("Expected function, got error."))(pbase, psize, dptr) }
     }
     pub unsafe fn cuMemAllocHost(
         &self,
         pp: *mut *mut ::std::os::raw::c_void,
         bytesize: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemAllocHost
-                .as_ref()
-                .expect("Expected function, got error."))(pp, bytesize)
-        }
+        unsafe { (self.cuMemAllocHost.as_ref().expect("Expected function, got error."))(pp, bytesize) }
     }
     pub unsafe fn cuMemHostGetDevicePointer(
         &self,
@@ -18914,12 +15119,7 @@ impl CudaLib {
         p: *mut ::std::os::raw::c_void,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemHostGetDevicePointer
-                .as_ref()
-                .expect("Expected function, got error."))(pdptr, p, Flags)
-        }
+        unsafe { (self.cuMemHostGetDevicePointer.as_ref().expect("Expected function, got error."))(pdptr, p, Flags) }
     }
     pub unsafe fn cuMemcpyHtoD(
         &self,
@@ -18927,12 +15127,7 @@ impl CudaLib {
         srcHost: *const ::std::os::raw::c_void,
         ByteCount: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpyHtoD
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, srcHost, ByteCount)
-        }
+        unsafe { (self.cuMemcpyHtoD.as_ref().expect("Expected function, got error."))(dstDevice, srcHost, ByteCount) }
     }
     pub unsafe fn cuMemcpyDtoH(
         &self,
@@ -18940,12 +15135,7 @@ impl CudaLib {
         srcDevice: CUdeviceptr_v1,
         ByteCount: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpyDtoH
-                .as_ref()
-                .expect("Expected function, got error."))(dstHost, srcDevice, ByteCount)
-        }
+        unsafe { (self.cuMemcpyDtoH.as_ref().expect("Expected function, got error."))(dstHost, srcDevice, ByteCount) }
     }
     pub unsafe fn cuMemcpyDtoD(
         &self,
@@ -18953,14 +15143,7 @@ impl CudaLib {
         srcDevice: CUdeviceptr_v1,
         ByteCount: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpyDtoD
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcDevice, ByteCount
-            )
-        }
+        unsafe { (self.cuMemcpyDtoD.as_ref().expect("Expected function, got error."))(dstDevice, srcDevice, ByteCount) }
     }
     pub unsafe fn cuMemcpyDtoA(
         &self,
@@ -18970,11 +15153,8 @@ impl CudaLib {
         ByteCount: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoA
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstArray, dstOffset, srcDevice, ByteCount
+            (self.cuMemcpyDtoA.as_ref().expect("Expected function, got error."))(
+                dstArray, dstOffset, srcDevice, ByteCount,
             )
         }
     }
@@ -18986,11 +15166,8 @@ impl CudaLib {
         ByteCount: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoD
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcArray, srcOffset, ByteCount
+            (self.cuMemcpyAtoD.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcArray, srcOffset, ByteCount,
             )
         }
     }
@@ -19002,11 +15179,8 @@ impl CudaLib {
         ByteCount: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoA
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstArray, dstOffset, srcHost, ByteCount
+            (self.cuMemcpyHtoA.as_ref().expect("Expected function, got error."))(
+                dstArray, dstOffset, srcHost, ByteCount,
             )
         }
     }
@@ -19018,11 +15192,8 @@ impl CudaLib {
         ByteCount: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoH
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstHost, srcArray, srcOffset, ByteCount
+            (self.cuMemcpyAtoH.as_ref().expect("Expected function, got error."))(
+                dstHost, srcArray, srcOffset, ByteCount,
             )
         }
     }
@@ -19035,10 +15206,7 @@ impl CudaLib {
         ByteCount: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoA
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyAtoA.as_ref().expect("Expected function, got error."))(
                 dstArray, dstOffset, srcArray, srcOffset, ByteCount,
             )
         }
@@ -19052,10 +15220,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoAAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyHtoAAsync.as_ref().expect("Expected function, got error."))(
                 dstArray, dstOffset, srcHost, ByteCount, hStream,
             )
         }
@@ -19069,37 +15234,19 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoHAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyAtoHAsync.as_ref().expect("Expected function, got error."))(
                 dstHost, srcArray, srcOffset, ByteCount, hStream,
             )
         }
     }
     pub unsafe fn cuMemcpy2D(&self, pCopy: *const CUDA_MEMCPY2D_v1) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy2D
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy2D.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpy2DUnaligned(&self, pCopy: *const CUDA_MEMCPY2D_v1) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy2DUnaligned
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy2DUnaligned.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpy3D(&self, pCopy: *const CUDA_MEMCPY3D_v1) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3D
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy3D.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpyHtoDAsync(
         &self,
@@ -19109,11 +15256,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoDAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcHost, ByteCount, hStream
+            (self.cuMemcpyHtoDAsync.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcHost, ByteCount, hStream,
             )
         }
     }
@@ -19125,11 +15269,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoHAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstHost, srcDevice, ByteCount, hStream
+            (self.cuMemcpyDtoHAsync.as_ref().expect("Expected function, got error."))(
+                dstHost, srcDevice, ByteCount, hStream,
             )
         }
     }
@@ -19141,37 +15282,16 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoDAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcDevice, ByteCount, hStream
+            (self.cuMemcpyDtoDAsync.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcDevice, ByteCount, hStream,
             )
         }
     }
-    pub unsafe fn cuMemcpy2DAsync(
-        &self,
-        pCopy: *const CUDA_MEMCPY2D_v1,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy2DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy, hStream)
-        }
+    pub unsafe fn cuMemcpy2DAsync(&self, pCopy: *const CUDA_MEMCPY2D_v1, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemcpy2DAsync.as_ref().expect("Expected function, got error."))(pCopy, hStream) }
     }
-    pub unsafe fn cuMemcpy3DAsync(
-        &self,
-        pCopy: *const CUDA_MEMCPY3D_v1,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy, hStream)
-        }
+    pub unsafe fn cuMemcpy3DAsync(&self, pCopy: *const CUDA_MEMCPY3D_v1, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemcpy3DAsync.as_ref().expect("Expected function, got error."))(pCopy, hStream) }
     }
     pub unsafe fn cuMemsetD8(
         &self,
@@ -19179,12 +15299,7 @@ impl CudaLib {
         uc: ::std::os::raw::c_uchar,
         N: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD8
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, uc, N)
-        }
+        unsafe { (self.cuMemsetD8.as_ref().expect("Expected function, got error."))(dstDevice, uc, N) }
     }
     pub unsafe fn cuMemsetD16(
         &self,
@@ -19192,12 +15307,7 @@ impl CudaLib {
         us: ::std::os::raw::c_ushort,
         N: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD16
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, us, N)
-        }
+        unsafe { (self.cuMemsetD16.as_ref().expect("Expected function, got error."))(dstDevice, us, N) }
     }
     pub unsafe fn cuMemsetD32(
         &self,
@@ -19205,12 +15315,7 @@ impl CudaLib {
         ui: ::std::os::raw::c_uint,
         N: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD32
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, ui, N)
-        }
+        unsafe { (self.cuMemsetD32.as_ref().expect("Expected function, got error."))(dstDevice, ui, N) }
     }
     pub unsafe fn cuMemsetD2D8(
         &self,
@@ -19221,12 +15326,7 @@ impl CudaLib {
         Height: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D8
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, dstPitch, uc, Width, Height
-            )
+            (self.cuMemsetD2D8.as_ref().expect("Expected function, got error."))(dstDevice, dstPitch, uc, Width, Height)
         }
     }
     pub unsafe fn cuMemsetD2D16(
@@ -19238,11 +15338,8 @@ impl CudaLib {
         Height: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D16
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, dstPitch, us, Width, Height
+            (self.cuMemsetD2D16.as_ref().expect("Expected function, got error."))(
+                dstDevice, dstPitch, us, Width, Height,
             )
         }
     }
@@ -19255,11 +15352,8 @@ impl CudaLib {
         Height: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D32
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, dstPitch, ui, Width, Height
+            (self.cuMemsetD2D32.as_ref().expect("Expected function, got error."))(
+                dstDevice, dstPitch, ui, Width, Height,
             )
         }
     }
@@ -19268,12 +15362,7 @@ impl CudaLib {
         pHandle: *mut CUarray,
         pAllocateArray: *const CUDA_ARRAY_DESCRIPTOR_v1,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuArrayCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pHandle, pAllocateArray)
-        }
+        unsafe { (self.cuArrayCreate.as_ref().expect("Expected function, got error."))(pHandle, pAllocateArray) }
     }
     pub unsafe fn cuArrayGetDescriptor(
         &self,
@@ -19281,10 +15370,7 @@ impl CudaLib {
         hArray: CUarray,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuArrayGetDescriptor
-                .as_ref()
-                .expect("Expected function, got error."))(pArrayDescriptor, hArray)
+            (self.cuArrayGetDescriptor.as_ref().expect("Expected function, got error."))(pArrayDescriptor, hArray)
         }
     }
     pub unsafe fn cuArray3DCreate(
@@ -19292,12 +15378,7 @@ impl CudaLib {
         pHandle: *mut CUarray,
         pAllocateArray: *const CUDA_ARRAY3D_DESCRIPTOR_v1,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuArray3DCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pHandle, pAllocateArray)
-        }
+        unsafe { (self.cuArray3DCreate.as_ref().expect("Expected function, got error."))(pHandle, pAllocateArray) }
     }
     pub unsafe fn cuArray3DGetDescriptor(
         &self,
@@ -19305,10 +15386,7 @@ impl CudaLib {
         hArray: CUarray,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuArray3DGetDescriptor
-                .as_ref()
-                .expect("Expected function, got error."))(pArrayDescriptor, hArray)
+            (self.cuArray3DGetDescriptor.as_ref().expect("Expected function, got error."))(pArrayDescriptor, hArray)
         }
     }
     pub unsafe fn cuTexRefSetAddress(
@@ -19319,12 +15397,7 @@ impl CudaLib {
         bytes: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefSetAddress
-                .as_ref()
-                .expect("Expected function, got error."))(
-                ByteOffset, hTexRef, dptr, bytes
-            )
+            (self.cuTexRefSetAddress.as_ref().expect("Expected function, got error."))(ByteOffset, hTexRef, dptr, bytes)
         }
     }
     pub unsafe fn cuTexRefSetAddress2D(
@@ -19335,23 +15408,11 @@ impl CudaLib {
         Pitch: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuTexRefSetAddress2D
-                .as_ref()
-                .expect("Expected function, got error."))(hTexRef, desc, dptr, Pitch)
+            (self.cuTexRefSetAddress2D.as_ref().expect("Expected function, got error."))(hTexRef, desc, dptr, Pitch)
         }
     }
-    pub unsafe fn cuTexRefGetAddress(
-        &self,
-        pdptr: *mut CUdeviceptr_v1,
-        hTexRef: CUtexref,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuTexRefGetAddress
-                .as_ref()
-                .expect("Expected function, got error."))(pdptr, hTexRef)
-        }
+    pub unsafe fn cuTexRefGetAddress(&self, pdptr: *mut CUdeviceptr_v1, hTexRef: CUtexref) -> CUresult {
+        unsafe { (self.cuTexRefGetAddress.as_ref().expect("Expected function, got error."))(pdptr, hTexRef) }
     }
     pub unsafe fn cuGraphicsResourceGetMappedPointer(
         &self,
@@ -19360,100 +15421,42 @@ impl CudaLib {
         resource: CUgraphicsResource,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsResourceGetMappedPointer
-                .as_ref()
-                .expect("Expected function, got error."))(pDevPtr, pSize, resource)
+            (self.cuGraphicsResourceGetMappedPointer.as_ref().expect("Expected function, got error."))(
+                pDevPtr, pSize, resource,
+            )
         }
     }
     pub unsafe fn cuCtxDestroy(&self, ctx: CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(ctx)
-        }
+        unsafe { (self.cuCtxDestroy.as_ref().expect("Expected function, got error."))(ctx) }
     }
     pub unsafe fn cuCtxPopCurrent(&self, pctx: *mut CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxPopCurrent
-                .as_ref()
-                .expect("Expected function, got error."))(pctx)
-        }
+        unsafe { (self.cuCtxPopCurrent.as_ref().expect("Expected function, got error."))(pctx) }
     }
     pub unsafe fn cuCtxPushCurrent(&self, ctx: CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuCtxPushCurrent
-                .as_ref()
-                .expect("Expected function, got error."))(ctx)
-        }
+        unsafe { (self.cuCtxPushCurrent.as_ref().expect("Expected function, got error."))(ctx) }
     }
     pub unsafe fn cuStreamDestroy(&self, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(hStream)
-        }
+        unsafe { (self.cuStreamDestroy.as_ref().expect("Expected function, got error."))(hStream) }
     }
     pub unsafe fn cuEventDestroy(&self, hEvent: CUevent) -> CUresult {
-        unsafe {
-            (self
-                .cuEventDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(hEvent)
-        }
+        unsafe { (self.cuEventDestroy.as_ref().expect("Expected function, got error."))(hEvent) }
     }
-    pub unsafe fn cuEventElapsedTime(
-        &self,
-        pMilliseconds: *mut f32,
-        hStart: CUevent,
-        hEnd: CUevent,
-    ) -> CUresult {
+    pub unsafe fn cuEventElapsedTime(&self, pMilliseconds: *mut f32, hStart: CUevent, hEnd: CUevent) -> CUresult {
         unsafe {
-            (self
-                .cuEventElapsedTime
-                .as_ref()
-                .expect("Expected function, got error."))(pMilliseconds, hStart, hEnd)
+            (self.cuEventElapsedTime.as_ref().expect("Expected function, got error."))(pMilliseconds, hStart, hEnd)
         }
     }
     pub unsafe fn cuDevicePrimaryCtxRelease(&self, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDevicePrimaryCtxRelease
-                .as_ref()
-                .expect("Expected function, got error."))(dev)
-        }
+        unsafe { (self.cuDevicePrimaryCtxRelease.as_ref().expect("Expected function, got error."))(dev) }
     }
     pub unsafe fn cuDevicePrimaryCtxReset(&self, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDevicePrimaryCtxReset
-                .as_ref()
-                .expect("Expected function, got error."))(dev)
-        }
+        unsafe { (self.cuDevicePrimaryCtxReset.as_ref().expect("Expected function, got error."))(dev) }
     }
-    pub unsafe fn cuDevicePrimaryCtxSetFlags(
-        &self,
-        dev: CUdevice,
-        flags: ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuDevicePrimaryCtxSetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(dev, flags)
-        }
+    pub unsafe fn cuDevicePrimaryCtxSetFlags(&self, dev: CUdevice, flags: ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuDevicePrimaryCtxSetFlags.as_ref().expect("Expected function, got error."))(dev, flags) }
     }
     pub unsafe fn cuDeviceGetUuid(&self, uuid: *mut CUuuid, dev: CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuDeviceGetUuid
-                .as_ref()
-                .expect("Expected function, got error."))(uuid, dev)
-        }
+        unsafe { (self.cuDeviceGetUuid.as_ref().expect("Expected function, got error."))(uuid, dev) }
     }
     pub unsafe fn cuMemcpyHtoD_v2(
         &self,
@@ -19462,10 +15465,7 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoD_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, srcHost, ByteCount)
+            (self.cuMemcpyHtoD_v2.as_ref().expect("Expected function, got error."))(dstDevice, srcHost, ByteCount)
         }
     }
     pub unsafe fn cuMemcpyDtoH_v2(
@@ -19475,25 +15475,12 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoH_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dstHost, srcDevice, ByteCount)
+            (self.cuMemcpyDtoH_v2.as_ref().expect("Expected function, got error."))(dstHost, srcDevice, ByteCount)
         }
     }
-    pub unsafe fn cuMemcpyDtoD_v2(
-        &self,
-        dstDevice: CUdeviceptr,
-        srcDevice: CUdeviceptr,
-        ByteCount: usize,
-    ) -> CUresult {
+    pub unsafe fn cuMemcpyDtoD_v2(&self, dstDevice: CUdeviceptr, srcDevice: CUdeviceptr, ByteCount: usize) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoD_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcDevice, ByteCount
-            )
+            (self.cuMemcpyDtoD_v2.as_ref().expect("Expected function, got error."))(dstDevice, srcDevice, ByteCount)
         }
     }
     pub unsafe fn cuMemcpyDtoA_v2(
@@ -19504,11 +15491,8 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoA_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstArray, dstOffset, srcDevice, ByteCount
+            (self.cuMemcpyDtoA_v2.as_ref().expect("Expected function, got error."))(
+                dstArray, dstOffset, srcDevice, ByteCount,
             )
         }
     }
@@ -19520,11 +15504,8 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoD_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcArray, srcOffset, ByteCount
+            (self.cuMemcpyAtoD_v2.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcArray, srcOffset, ByteCount,
             )
         }
     }
@@ -19536,11 +15517,8 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoA_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstArray, dstOffset, srcHost, ByteCount
+            (self.cuMemcpyHtoA_v2.as_ref().expect("Expected function, got error."))(
+                dstArray, dstOffset, srcHost, ByteCount,
             )
         }
     }
@@ -19552,11 +15530,8 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoH_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstHost, srcArray, srcOffset, ByteCount
+            (self.cuMemcpyAtoH_v2.as_ref().expect("Expected function, got error."))(
+                dstHost, srcArray, srcOffset, ByteCount,
             )
         }
     }
@@ -19569,10 +15544,7 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoA_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyAtoA_v2.as_ref().expect("Expected function, got error."))(
                 dstArray, dstOffset, srcArray, srcOffset, ByteCount,
             )
         }
@@ -19586,10 +15558,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoAAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyHtoAAsync_v2.as_ref().expect("Expected function, got error."))(
                 dstArray, dstOffset, srcHost, ByteCount, hStream,
             )
         }
@@ -19603,37 +15572,19 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyAtoHAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyAtoHAsync_v2.as_ref().expect("Expected function, got error."))(
                 dstHost, srcArray, srcOffset, ByteCount, hStream,
             )
         }
     }
     pub unsafe fn cuMemcpy2D_v2(&self, pCopy: *const CUDA_MEMCPY2D) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy2D_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy2D_v2.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpy2DUnaligned_v2(&self, pCopy: *const CUDA_MEMCPY2D) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy2DUnaligned_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy2DUnaligned_v2.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpy3D_v2(&self, pCopy: *const CUDA_MEMCPY3D) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3D_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy3D_v2.as_ref().expect("Expected function, got error."))(pCopy) }
     }
     pub unsafe fn cuMemcpyHtoDAsync_v2(
         &self,
@@ -19643,11 +15594,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyHtoDAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcHost, ByteCount, hStream
+            (self.cuMemcpyHtoDAsync_v2.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcHost, ByteCount, hStream,
             )
         }
     }
@@ -19659,11 +15607,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoHAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstHost, srcDevice, ByteCount, hStream
+            (self.cuMemcpyDtoHAsync_v2.as_ref().expect("Expected function, got error."))(
+                dstHost, srcDevice, ByteCount, hStream,
             )
         }
     }
@@ -19675,76 +15620,25 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyDtoDAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, srcDevice, ByteCount, hStream
+            (self.cuMemcpyDtoDAsync_v2.as_ref().expect("Expected function, got error."))(
+                dstDevice, srcDevice, ByteCount, hStream,
             )
         }
     }
-    pub unsafe fn cuMemcpy2DAsync_v2(
-        &self,
-        pCopy: *const CUDA_MEMCPY2D,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy2DAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy, hStream)
-        }
+    pub unsafe fn cuMemcpy2DAsync_v2(&self, pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemcpy2DAsync_v2.as_ref().expect("Expected function, got error."))(pCopy, hStream) }
     }
-    pub unsafe fn cuMemcpy3DAsync_v2(
-        &self,
-        pCopy: *const CUDA_MEMCPY3D,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3DAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy, hStream)
-        }
+    pub unsafe fn cuMemcpy3DAsync_v2(&self, pCopy: *const CUDA_MEMCPY3D, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemcpy3DAsync_v2.as_ref().expect("Expected function, got error."))(pCopy, hStream) }
     }
-    pub unsafe fn cuMemsetD8_v2(
-        &self,
-        dstDevice: CUdeviceptr,
-        uc: ::std::os::raw::c_uchar,
-        N: usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD8_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, uc, N)
-        }
+    pub unsafe fn cuMemsetD8_v2(&self, dstDevice: CUdeviceptr, uc: ::std::os::raw::c_uchar, N: usize) -> CUresult {
+        unsafe { (self.cuMemsetD8_v2.as_ref().expect("Expected function, got error."))(dstDevice, uc, N) }
     }
-    pub unsafe fn cuMemsetD16_v2(
-        &self,
-        dstDevice: CUdeviceptr,
-        us: ::std::os::raw::c_ushort,
-        N: usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD16_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, us, N)
-        }
+    pub unsafe fn cuMemsetD16_v2(&self, dstDevice: CUdeviceptr, us: ::std::os::raw::c_ushort, N: usize) -> CUresult {
+        unsafe { (self.cuMemsetD16_v2.as_ref().expect("Expected function, got error."))(dstDevice, us, N) }
     }
-    pub unsafe fn cuMemsetD32_v2(
-        &self,
-        dstDevice: CUdeviceptr,
-        ui: ::std::os::raw::c_uint,
-        N: usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD32_v2
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, ui, N)
-        }
+    pub unsafe fn cuMemsetD32_v2(&self, dstDevice: CUdeviceptr, ui: ::std::os::raw::c_uint, N: usize) -> CUresult {
+        unsafe { (self.cuMemsetD32_v2.as_ref().expect("Expected function, got error."))(dstDevice, ui, N) }
     }
     pub unsafe fn cuMemsetD2D8_v2(
         &self,
@@ -19755,11 +15649,8 @@ impl CudaLib {
         Height: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D8_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, dstPitch, uc, Width, Height
+            (self.cuMemsetD2D8_v2.as_ref().expect("Expected function, got error."))(
+                dstDevice, dstPitch, uc, Width, Height,
             )
         }
     }
@@ -19772,11 +15663,8 @@ impl CudaLib {
         Height: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D16_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, dstPitch, us, Width, Height
+            (self.cuMemsetD2D16_v2.as_ref().expect("Expected function, got error."))(
+                dstDevice, dstPitch, us, Width, Height,
             )
         }
     }
@@ -19789,26 +15677,13 @@ impl CudaLib {
         Height: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D32_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dstDevice, dstPitch, ui, Width, Height
+            (self.cuMemsetD2D32_v2.as_ref().expect("Expected function, got error."))(
+                dstDevice, dstPitch, ui, Width, Height,
             )
         }
     }
-    pub unsafe fn cuMemcpy(
-        &self,
-        dst: CUdeviceptr,
-        src: CUdeviceptr,
-        ByteCount: usize,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, ByteCount)
-        }
+    pub unsafe fn cuMemcpy(&self, dst: CUdeviceptr, src: CUdeviceptr, ByteCount: usize) -> CUresult {
+        unsafe { (self.cuMemcpy.as_ref().expect("Expected function, got error."))(dst, src, ByteCount) }
     }
     pub unsafe fn cuMemcpyAsync(
         &self,
@@ -19817,12 +15692,7 @@ impl CudaLib {
         ByteCount: usize,
         hStream: CUstream,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpyAsync
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, ByteCount, hStream)
-        }
+        unsafe { (self.cuMemcpyAsync.as_ref().expect("Expected function, got error."))(dst, src, ByteCount, hStream) }
     }
     pub unsafe fn cuMemcpyPeer(
         &self,
@@ -19833,10 +15703,7 @@ impl CudaLib {
         ByteCount: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyPeer
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyPeer.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstContext, srcDevice, srcContext, ByteCount,
             )
         }
@@ -19851,33 +15718,16 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyPeerAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyPeerAsync.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream,
             )
         }
     }
     pub unsafe fn cuMemcpy3DPeer(&self, pCopy: *const CUDA_MEMCPY3D_PEER) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3DPeer
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy)
-        }
+        unsafe { (self.cuMemcpy3DPeer.as_ref().expect("Expected function, got error."))(pCopy) }
     }
-    pub unsafe fn cuMemcpy3DPeerAsync(
-        &self,
-        pCopy: *const CUDA_MEMCPY3D_PEER,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemcpy3DPeerAsync
-                .as_ref()
-                .expect("Expected function, got error."))(pCopy, hStream)
-        }
+    pub unsafe fn cuMemcpy3DPeerAsync(&self, pCopy: *const CUDA_MEMCPY3D_PEER, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemcpy3DPeerAsync.as_ref().expect("Expected function, got error."))(pCopy, hStream) }
     }
     pub unsafe fn cuMemcpyBatchAsync(
         &self,
@@ -19892,10 +15742,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyBatchAsync.as_ref().expect("Expected function, got error."))(
                 dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, hStream,
             )
         }
@@ -19909,11 +15756,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpy3DBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                numOps, opList, failIdx, flags, hStream
+            (self.cuMemcpy3DBatchAsync.as_ref().expect("Expected function, got error."))(
+                numOps, opList, failIdx, flags, hStream,
             )
         }
     }
@@ -19930,10 +15774,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, hStream,
             )
         }
@@ -19947,11 +15788,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpy3DBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                numOps, opList, failIdx, flags, hStream
+            (self.cuMemcpy3DBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                numOps, opList, failIdx, flags, hStream,
             )
         }
     }
@@ -19967,10 +15805,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpyBatchAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemcpyBatchAsync_v2.as_ref().expect("Expected function, got error."))(
                 dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, hStream,
             )
         }
@@ -19983,10 +15818,9 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemcpy3DBatchAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(numOps, opList, flags, hStream)
+            (self.cuMemcpy3DBatchAsync_v2.as_ref().expect("Expected function, got error."))(
+                numOps, opList, flags, hStream,
+            )
         }
     }
     pub unsafe fn cuMemsetD8Async(
@@ -19996,12 +15830,7 @@ impl CudaLib {
         N: usize,
         hStream: CUstream,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD8Async
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, uc, N, hStream)
-        }
+        unsafe { (self.cuMemsetD8Async.as_ref().expect("Expected function, got error."))(dstDevice, uc, N, hStream) }
     }
     pub unsafe fn cuMemsetD16Async(
         &self,
@@ -20010,12 +15839,7 @@ impl CudaLib {
         N: usize,
         hStream: CUstream,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD16Async
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, us, N, hStream)
-        }
+        unsafe { (self.cuMemsetD16Async.as_ref().expect("Expected function, got error."))(dstDevice, us, N, hStream) }
     }
     pub unsafe fn cuMemsetD32Async(
         &self,
@@ -20024,12 +15848,7 @@ impl CudaLib {
         N: usize,
         hStream: CUstream,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemsetD32Async
-                .as_ref()
-                .expect("Expected function, got error."))(dstDevice, ui, N, hStream)
-        }
+        unsafe { (self.cuMemsetD32Async.as_ref().expect("Expected function, got error."))(dstDevice, ui, N, hStream) }
     }
     pub unsafe fn cuMemsetD2D8Async(
         &self,
@@ -20041,10 +15860,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D8Async
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemsetD2D8Async.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstPitch, uc, Width, Height, hStream,
             )
         }
@@ -20059,10 +15875,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D16Async
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemsetD2D16Async.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstPitch, us, Width, Height, hStream,
             )
         }
@@ -20077,65 +15890,25 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemsetD2D32Async
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemsetD2D32Async.as_ref().expect("Expected function, got error."))(
                 dstDevice, dstPitch, ui, Width, Height, hStream,
             )
         }
     }
-    pub unsafe fn cuStreamGetPriority(
-        &self,
-        hStream: CUstream,
-        priority: *mut ::std::os::raw::c_int,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetPriority
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, priority)
-        }
+    pub unsafe fn cuStreamGetPriority(&self, hStream: CUstream, priority: *mut ::std::os::raw::c_int) -> CUresult {
+        unsafe { (self.cuStreamGetPriority.as_ref().expect("Expected function, got error."))(hStream, priority) }
     }
-    pub unsafe fn cuStreamGetId(
-        &self,
-        hStream: CUstream,
-        streamId: *mut ::std::os::raw::c_ulonglong,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetId
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, streamId)
-        }
+    pub unsafe fn cuStreamGetId(&self, hStream: CUstream, streamId: *mut ::std::os::raw::c_ulonglong) -> CUresult {
+        unsafe { (self.cuStreamGetId.as_ref().expect("Expected function, got error."))(hStream, streamId) }
     }
-    pub unsafe fn cuStreamGetFlags(
-        &self,
-        hStream: CUstream,
-        flags: *mut ::std::os::raw::c_uint,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, flags)
-        }
+    pub unsafe fn cuStreamGetFlags(&self, hStream: CUstream, flags: *mut ::std::os::raw::c_uint) -> CUresult {
+        unsafe { (self.cuStreamGetFlags.as_ref().expect("Expected function, got error."))(hStream, flags) }
     }
     pub unsafe fn cuStreamGetDevice(&self, hStream: CUstream, device: *mut CUdevice) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetDevice
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, device)
-        }
+        unsafe { (self.cuStreamGetDevice.as_ref().expect("Expected function, got error."))(hStream, device) }
     }
     pub unsafe fn cuStreamGetCtx(&self, hStream: CUstream, pctx: *mut CUcontext) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetCtx
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, pctx)
-        }
+        unsafe { (self.cuStreamGetCtx.as_ref().expect("Expected function, got error."))(hStream, pctx) }
     }
     pub unsafe fn cuStreamGetCtx_v2(
         &self,
@@ -20143,12 +15916,7 @@ impl CudaLib {
         pCtx: *mut CUcontext,
         pGreenCtx: *mut CUgreenCtx,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetCtx_v2
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, pCtx, pGreenCtx)
-        }
+        unsafe { (self.cuStreamGetCtx_v2.as_ref().expect("Expected function, got error."))(hStream, pCtx, pGreenCtx) }
     }
     pub unsafe fn cuStreamWaitEvent(
         &self,
@@ -20156,12 +15924,7 @@ impl CudaLib {
         hEvent: CUevent,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamWaitEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, hEvent, Flags)
-        }
+        unsafe { (self.cuStreamWaitEvent.as_ref().expect("Expected function, got error."))(hStream, hEvent, Flags) }
     }
     pub unsafe fn cuStreamAddCallback(
         &self,
@@ -20171,11 +15934,8 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamAddCallback
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hStream, callback, userData, flags
+            (self.cuStreamAddCallback.as_ref().expect("Expected function, got error."))(
+                hStream, callback, userData, flags,
             )
         }
     }
@@ -20187,35 +15947,17 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamAttachMemAsync
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, dptr, length, flags)
+            (self.cuStreamAttachMemAsync.as_ref().expect("Expected function, got error."))(hStream, dptr, length, flags)
         }
     }
     pub unsafe fn cuStreamQuery(&self, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamQuery
-                .as_ref()
-                .expect("Expected function, got error."))(hStream)
-        }
+        unsafe { (self.cuStreamQuery.as_ref().expect("Expected function, got error."))(hStream) }
     }
     pub unsafe fn cuStreamSynchronize(&self, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))(hStream)
-        }
+        unsafe { (self.cuStreamSynchronize.as_ref().expect("Expected function, got error."))(hStream) }
     }
     pub unsafe fn cuEventRecord(&self, hEvent: CUevent, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuEventRecord
-                .as_ref()
-                .expect("Expected function, got error."))(hEvent, hStream)
-        }
+        unsafe { (self.cuEventRecord.as_ref().expect("Expected function, got error."))(hEvent, hStream) }
     }
     pub unsafe fn cuEventRecordWithFlags(
         &self,
@@ -20224,10 +15966,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuEventRecordWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(hEvent, hStream, flags)
+            (self.cuEventRecordWithFlags.as_ref().expect("Expected function, got error."))(hEvent, hStream, flags)
         }
     }
     pub unsafe fn cuLaunchKernel(
@@ -20245,10 +15984,7 @@ impl CudaLib {
         extra: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLaunchKernel
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLaunchKernel.as_ref().expect("Expected function, got error."))(
                 f,
                 gridDimX,
                 gridDimY,
@@ -20271,10 +16007,7 @@ impl CudaLib {
         extra: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLaunchKernelEx
-                .as_ref()
-                .expect("Expected function, got error."))(config, f, kernelParams, extra)
+            (self.cuLaunchKernelEx.as_ref().expect("Expected function, got error."))(config, f, kernelParams, extra)
         }
     }
     pub unsafe fn cuLaunchHostFunc(
@@ -20283,12 +16016,7 @@ impl CudaLib {
         fn_: CUhostFn,
         userData: *mut ::std::os::raw::c_void,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuLaunchHostFunc
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, fn_, userData)
-        }
+        unsafe { (self.cuLaunchHostFunc.as_ref().expect("Expected function, got error."))(hStream, fn_, userData) }
     }
     pub unsafe fn cuGraphicsMapResources(
         &self,
@@ -20297,10 +16025,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsMapResources
-                .as_ref()
-                .expect("Expected function, got error."))(count, resources, hStream)
+            (self.cuGraphicsMapResources.as_ref().expect("Expected function, got error."))(count, resources, hStream)
         }
     }
     pub unsafe fn cuGraphicsUnmapResources(
@@ -20310,10 +16035,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphicsUnmapResources
-                .as_ref()
-                .expect("Expected function, got error."))(count, resources, hStream)
+            (self.cuGraphicsUnmapResources.as_ref().expect("Expected function, got error."))(count, resources, hStream)
         }
     }
     pub unsafe fn cuStreamWriteValue32(
@@ -20324,10 +16046,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWriteValue32
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWriteValue32.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamWaitValue32(
@@ -20338,10 +16057,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWaitValue32
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWaitValue32.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamWriteValue64(
@@ -20352,10 +16068,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWriteValue64
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWriteValue64.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamWaitValue64(
@@ -20366,10 +16079,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWaitValue64
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWaitValue64.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamBatchMemOp(
@@ -20380,12 +16090,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamBatchMemOp
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, count, paramArray, flags
-            )
+            (self.cuStreamBatchMemOp.as_ref().expect("Expected function, got error."))(stream, count, paramArray, flags)
         }
     }
     pub unsafe fn cuStreamWriteValue32_ptsz(
@@ -20396,10 +16101,9 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWriteValue32_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWriteValue32_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, addr, value, flags,
+            )
         }
     }
     pub unsafe fn cuStreamWaitValue32_ptsz(
@@ -20410,10 +16114,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWaitValue32_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWaitValue32_ptsz.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamWriteValue64_ptsz(
@@ -20424,10 +16125,9 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWriteValue64_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWriteValue64_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, addr, value, flags,
+            )
         }
     }
     pub unsafe fn cuStreamWaitValue64_ptsz(
@@ -20438,10 +16138,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWaitValue64_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWaitValue64_ptsz.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamBatchMemOp_ptsz(
@@ -20452,11 +16149,8 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamBatchMemOp_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, count, paramArray, flags
+            (self.cuStreamBatchMemOp_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, count, paramArray, flags,
             )
         }
     }
@@ -20468,10 +16162,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWriteValue32_v2
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWriteValue32_v2.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamWaitValue32_v2(
@@ -20482,10 +16173,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWaitValue32_v2
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWaitValue32_v2.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamWriteValue64_v2(
@@ -20496,10 +16184,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWriteValue64_v2
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWriteValue64_v2.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamWaitValue64_v2(
@@ -20510,10 +16195,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamWaitValue64_v2
-                .as_ref()
-                .expect("Expected function, got error."))(stream, addr, value, flags)
+            (self.cuStreamWaitValue64_v2.as_ref().expect("Expected function, got error."))(stream, addr, value, flags)
         }
     }
     pub unsafe fn cuStreamBatchMemOp_v2(
@@ -20524,11 +16206,8 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamBatchMemOp_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, count, paramArray, flags
+            (self.cuStreamBatchMemOp_v2.as_ref().expect("Expected function, got error."))(
+                stream, count, paramArray, flags,
             )
         }
     }
@@ -20540,11 +16219,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemPrefetchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, dstDevice, hStream
+            (self.cuMemPrefetchAsync.as_ref().expect("Expected function, got error."))(
+                devPtr, count, dstDevice, hStream,
             )
         }
     }
@@ -20556,11 +16232,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemPrefetchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, dstDevice, hStream
+            (self.cuMemPrefetchAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                devPtr, count, dstDevice, hStream,
             )
         }
     }
@@ -20573,11 +16246,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemPrefetchAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, location, flags, hStream
+            (self.cuMemPrefetchAsync_v2.as_ref().expect("Expected function, got error."))(
+                devPtr, count, location, flags, hStream,
             )
         }
     }
@@ -20588,12 +16258,7 @@ impl CudaLib {
         advice: CUmem_advise,
         device: CUdevice,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemAdvise
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, count, advice, device)
-        }
+        unsafe { (self.cuMemAdvise.as_ref().expect("Expected function, got error."))(devPtr, count, advice, device) }
     }
     pub unsafe fn cuMemPrefetchBatchAsync(
         &self,
@@ -20607,10 +16272,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemPrefetchBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemPrefetchBatchAsync.as_ref().expect("Expected function, got error."))(
                 dptrs,
                 sizes,
                 count,
@@ -20631,11 +16293,8 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemDiscardBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dptrs, sizes, count, flags, hStream
+            (self.cuMemDiscardBatchAsync.as_ref().expect("Expected function, got error."))(
+                dptrs, sizes, count, flags, hStream,
             )
         }
     }
@@ -20651,10 +16310,7 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemDiscardAndPrefetchBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemDiscardAndPrefetchBatchAsync.as_ref().expect("Expected function, got error."))(
                 dptrs,
                 sizes,
                 count,
@@ -20680,10 +16336,7 @@ impl CudaLib {
         kernelParams: *mut *mut ::std::os::raw::c_void,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuLaunchCooperativeKernel
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuLaunchCooperativeKernel.as_ref().expect("Expected function, got error."))(
                 f,
                 gridDimX,
                 gridDimY,
@@ -20705,10 +16358,7 @@ impl CudaLib {
         stream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuSignalExternalSemaphoresAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuSignalExternalSemaphoresAsync.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -20724,10 +16374,7 @@ impl CudaLib {
         stream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuWaitExternalSemaphoresAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuWaitExternalSemaphoresAsync.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -20736,32 +16383,13 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuStreamBeginCapture(&self, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamBeginCapture
-                .as_ref()
-                .expect("Expected function, got error."))(hStream)
-        }
+        unsafe { (self.cuStreamBeginCapture.as_ref().expect("Expected function, got error."))(hStream) }
     }
     pub unsafe fn cuStreamBeginCapture_ptsz(&self, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamBeginCapture_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream)
-        }
+        unsafe { (self.cuStreamBeginCapture_ptsz.as_ref().expect("Expected function, got error."))(hStream) }
     }
-    pub unsafe fn cuStreamBeginCapture_v2(
-        &self,
-        hStream: CUstream,
-        mode: CUstreamCaptureMode,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamBeginCapture_v2
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, mode)
-        }
+    pub unsafe fn cuStreamBeginCapture_v2(&self, hStream: CUstream, mode: CUstreamCaptureMode) -> CUresult {
+        unsafe { (self.cuStreamBeginCapture_v2.as_ref().expect("Expected function, got error."))(hStream, mode) }
     }
     pub unsafe fn cuStreamBeginCaptureToGraph(
         &self,
@@ -20773,10 +16401,7 @@ impl CudaLib {
         mode: CUstreamCaptureMode,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamBeginCaptureToGraph
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamBeginCaptureToGraph.as_ref().expect("Expected function, got error."))(
                 hStream,
                 hGraph,
                 dependencies,
@@ -20787,24 +16412,10 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuStreamEndCapture(&self, hStream: CUstream, phGraph: *mut CUgraph) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamEndCapture
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, phGraph)
-        }
+        unsafe { (self.cuStreamEndCapture.as_ref().expect("Expected function, got error."))(hStream, phGraph) }
     }
-    pub unsafe fn cuStreamIsCapturing(
-        &self,
-        hStream: CUstream,
-        captureStatus: *mut CUstreamCaptureStatus,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamIsCapturing
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, captureStatus)
-        }
+    pub unsafe fn cuStreamIsCapturing(&self, hStream: CUstream, captureStatus: *mut CUstreamCaptureStatus) -> CUresult {
+        unsafe { (self.cuStreamIsCapturing.as_ref().expect("Expected function, got error."))(hStream, captureStatus) }
     }
     pub unsafe fn cuStreamGetCaptureInfo(
         &self,
@@ -20813,11 +16424,10 @@ impl CudaLib {
         id_out: *mut cuuint64_t,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamGetCaptureInfo
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hStream, captureStatus_out, id_out
+            (self.cuStreamGetCaptureInfo.as_ref().expect("Expected function, got error."))(
+                hStream,
+                captureStatus_out,
+                id_out,
             )
         }
     }
@@ -20828,11 +16438,10 @@ impl CudaLib {
         id_out: *mut cuuint64_t,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamGetCaptureInfo_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hStream, captureStatus_out, id_out
+            (self.cuStreamGetCaptureInfo_ptsz.as_ref().expect("Expected function, got error."))(
+                hStream,
+                captureStatus_out,
+                id_out,
             )
         }
     }
@@ -20846,10 +16455,7 @@ impl CudaLib {
         numDependencies_out: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamGetCaptureInfo_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamGetCaptureInfo_v2.as_ref().expect("Expected function, got error."))(
                 hStream,
                 captureStatus_out,
                 id_out,
@@ -20869,10 +16475,7 @@ impl CudaLib {
         numDependencies_out: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamGetCaptureInfo_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamGetCaptureInfo_v2_ptsz.as_ref().expect("Expected function, got error."))(
                 hStream,
                 captureStatus_out,
                 id_out,
@@ -20893,10 +16496,7 @@ impl CudaLib {
         numDependencies_out: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamGetCaptureInfo_v3
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamGetCaptureInfo_v3.as_ref().expect("Expected function, got error."))(
                 hStream,
                 captureStatus_out,
                 id_out,
@@ -20916,10 +16516,7 @@ impl CudaLib {
         nodeParams: *const CUDA_KERNEL_NODE_PARAMS_v1,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddKernelNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddKernelNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -20933,24 +16530,14 @@ impl CudaLib {
         hNode: CUgraphNode,
         nodeParams: *mut CUDA_KERNEL_NODE_PARAMS_v1,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphKernelNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
-        }
+        unsafe { (self.cuGraphKernelNodeGetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams) }
     }
     pub unsafe fn cuGraphKernelNodeSetParams(
         &self,
         hNode: CUgraphNode,
         nodeParams: *const CUDA_KERNEL_NODE_PARAMS_v1,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphKernelNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
-        }
+        unsafe { (self.cuGraphKernelNodeSetParams.as_ref().expect("Expected function, got error."))(hNode, nodeParams) }
     }
     pub unsafe fn cuGraphExecKernelNodeSetParams(
         &self,
@@ -20959,10 +16546,9 @@ impl CudaLib {
         nodeParams: *const CUDA_KERNEL_NODE_PARAMS_v1,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecKernelNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cuGraphExecKernelNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cuGraphInstantiateWithParams(
@@ -20972,11 +16558,10 @@ impl CudaLib {
         instantiateParams: *mut CUDA_GRAPH_INSTANTIATE_PARAMS,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphInstantiateWithParams
-                .as_ref()
-                .expect("Expected function, got error."))(
-                phGraphExec, hGraph, instantiateParams
+            (self.cuGraphInstantiateWithParams.as_ref().expect("Expected function, got error."))(
+                phGraphExec,
+                hGraph,
+                instantiateParams,
             )
         }
     }
@@ -20988,10 +16573,7 @@ impl CudaLib {
         updateResult_out: *mut CUgraphExecUpdateResult,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphExecUpdate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphExecUpdate.as_ref().expect("Expected function, got error."))(
                 hGraphExec,
                 hGraph,
                 hErrorNode_out,
@@ -21000,20 +16582,10 @@ impl CudaLib {
         }
     }
     pub unsafe fn cuGraphUpload(&self, hGraph: CUgraphExec, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphUpload
-                .as_ref()
-                .expect("Expected function, got error."))(hGraph, hStream)
-        }
+        unsafe { (self.cuGraphUpload.as_ref().expect("Expected function, got error."))(hGraph, hStream) }
     }
     pub unsafe fn cuGraphLaunch(&self, hGraph: CUgraphExec, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphLaunch
-                .as_ref()
-                .expect("Expected function, got error."))(hGraph, hStream)
-        }
+        unsafe { (self.cuGraphLaunch.as_ref().expect("Expected function, got error."))(hGraph, hStream) }
     }
     pub unsafe fn cuGraphGetEdges(
         &self,
@@ -21022,12 +16594,7 @@ impl CudaLib {
         to: *mut CUgraphNode,
         numEdges: *mut usize,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuGraphGetEdges
-                .as_ref()
-                .expect("Expected function, got error."))(hGraph, from, to, numEdges)
-        }
+        unsafe { (self.cuGraphGetEdges.as_ref().expect("Expected function, got error."))(hGraph, from, to, numEdges) }
     }
     pub unsafe fn cuGraphNodeGetDependencies(
         &self,
@@ -21036,11 +16603,10 @@ impl CudaLib {
         numDependencies: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphNodeGetDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hNode, dependencies, numDependencies
+            (self.cuGraphNodeGetDependencies.as_ref().expect("Expected function, got error."))(
+                hNode,
+                dependencies,
+                numDependencies,
             )
         }
     }
@@ -21051,11 +16617,10 @@ impl CudaLib {
         numDependentNodes: *mut usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphNodeGetDependentNodes
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hNode, dependentNodes, numDependentNodes
+            (self.cuGraphNodeGetDependentNodes.as_ref().expect("Expected function, got error."))(
+                hNode,
+                dependentNodes,
+                numDependentNodes,
             )
         }
     }
@@ -21067,11 +16632,11 @@ impl CudaLib {
         numDependencies: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hGraph, from, to, numDependencies
+            (self.cuGraphAddDependencies.as_ref().expect("Expected function, got error."))(
+                hGraph,
+                from,
+                to,
+                numDependencies,
             )
         }
     }
@@ -21083,11 +16648,11 @@ impl CudaLib {
         numDependencies: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphRemoveDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hGraph, from, to, numDependencies
+            (self.cuGraphRemoveDependencies.as_ref().expect("Expected function, got error."))(
+                hGraph,
+                from,
+                to,
+                numDependencies,
             )
         }
     }
@@ -21100,10 +16665,7 @@ impl CudaLib {
         nodeParams: *mut CUgraphNodeParams,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphAddNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphAddNode.as_ref().expect("Expected function, got error."))(
                 phGraphNode,
                 hGraph,
                 dependencies,
@@ -21112,17 +16674,8 @@ impl CudaLib {
             )
         }
     }
-    pub unsafe fn cuStreamCopyAttributes(
-        &self,
-        dstStream: CUstream,
-        srcStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamCopyAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(dstStream, srcStream)
-        }
+    pub unsafe fn cuStreamCopyAttributes(&self, dstStream: CUstream, srcStream: CUstream) -> CUresult {
+        unsafe { (self.cuStreamCopyAttributes.as_ref().expect("Expected function, got error."))(dstStream, srcStream) }
     }
     pub unsafe fn cuStreamGetAttribute(
         &self,
@@ -21130,12 +16683,7 @@ impl CudaLib {
         attr: CUstreamAttrID,
         value: *mut CUstreamAttrValue,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, attr, value)
-        }
+        unsafe { (self.cuStreamGetAttribute.as_ref().expect("Expected function, got error."))(hStream, attr, value) }
     }
     pub unsafe fn cuStreamSetAttribute(
         &self,
@@ -21143,12 +16691,7 @@ impl CudaLib {
         attr: CUstreamAttrID,
         param: *const CUstreamAttrValue,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuStreamSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, attr, param)
-        }
+        unsafe { (self.cuStreamSetAttribute.as_ref().expect("Expected function, got error."))(hStream, attr, param) }
     }
     pub unsafe fn cuIpcOpenMemHandle(
         &self,
@@ -21156,12 +16699,7 @@ impl CudaLib {
         handle: CUipcMemHandle,
         Flags: ::std::os::raw::c_uint,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuIpcOpenMemHandle
-                .as_ref()
-                .expect("Expected function, got error."))(pdptr, handle, Flags)
-        }
+        unsafe { (self.cuIpcOpenMemHandle.as_ref().expect("Expected function, got error."))(pdptr, handle, Flags) }
     }
     pub unsafe fn cuGraphInstantiate(
         &self,
@@ -21172,10 +16710,7 @@ impl CudaLib {
         bufferSize: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphInstantiate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphInstantiate.as_ref().expect("Expected function, got error."))(
                 phGraphExec,
                 hGraph,
                 phErrorNode,
@@ -21193,10 +16728,7 @@ impl CudaLib {
         bufferSize: usize,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGraphInstantiate_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuGraphInstantiate_v2.as_ref().expect("Expected function, got error."))(
                 phGraphExec,
                 hGraph,
                 phErrorNode,
@@ -21212,32 +16744,14 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemMapArrayAsync
-                .as_ref()
-                .expect("Expected function, got error."))(mapInfoList, count, hStream)
+            (self.cuMemMapArrayAsync.as_ref().expect("Expected function, got error."))(mapInfoList, count, hStream)
         }
     }
     pub unsafe fn cuMemFreeAsync(&self, dptr: CUdeviceptr, hStream: CUstream) -> CUresult {
-        unsafe {
-            (self
-                .cuMemFreeAsync
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, hStream)
-        }
+        unsafe { (self.cuMemFreeAsync.as_ref().expect("Expected function, got error."))(dptr, hStream) }
     }
-    pub unsafe fn cuMemAllocAsync(
-        &self,
-        dptr: *mut CUdeviceptr,
-        bytesize: usize,
-        hStream: CUstream,
-    ) -> CUresult {
-        unsafe {
-            (self
-                .cuMemAllocAsync
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytesize, hStream)
-        }
+    pub unsafe fn cuMemAllocAsync(&self, dptr: *mut CUdeviceptr, bytesize: usize, hStream: CUstream) -> CUresult {
+        unsafe { (self.cuMemAllocAsync.as_ref().expect("Expected function, got error."))(dptr, bytesize, hStream) }
     }
     pub unsafe fn cuMemAllocFromPoolAsync(
         &self,
@@ -21247,10 +16761,9 @@ impl CudaLib {
         hStream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemAllocFromPoolAsync
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytesize, pool, hStream)
+            (self.cuMemAllocFromPoolAsync.as_ref().expect("Expected function, got error."))(
+                dptr, bytesize, pool, hStream,
+            )
         }
     }
     pub unsafe fn cuStreamUpdateCaptureDependencies(
@@ -21261,10 +16774,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamUpdateCaptureDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamUpdateCaptureDependencies.as_ref().expect("Expected function, got error."))(
                 hStream,
                 dependencies,
                 numDependencies,
@@ -21280,10 +16790,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamUpdateCaptureDependencies_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamUpdateCaptureDependencies_ptsz.as_ref().expect("Expected function, got error."))(
                 hStream,
                 dependencies,
                 numDependencies,
@@ -21300,10 +16807,7 @@ impl CudaLib {
         flags: ::std::os::raw::c_uint,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuStreamUpdateCaptureDependencies_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuStreamUpdateCaptureDependencies_v2.as_ref().expect("Expected function, got error."))(
                 hStream,
                 dependencies,
                 dependencyData,
@@ -21321,10 +16825,7 @@ impl CudaLib {
         stream: CUstream,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuMemBatchDecompressAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cuMemBatchDecompressAsync.as_ref().expect("Expected function, got error."))(
                 paramsArray,
                 count,
                 flags,
@@ -21341,12 +16842,7 @@ impl CudaLib {
         flags: cuuint64_t,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuGetProcAddress
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, pfn, cudaVersion, flags
-            )
+            (self.cuGetProcAddress.as_ref().expect("Expected function, got error."))(symbol, pfn, cudaVersion, flags)
         }
     }
     pub unsafe fn cuCheckpointProcessGetRestoreThreadId(
@@ -21355,10 +16851,7 @@ impl CudaLib {
         tid: *mut ::std::os::raw::c_int,
     ) -> CUresult {
         unsafe {
-            (self
-                .cuCheckpointProcessGetRestoreThreadId
-                .as_ref()
-                .expect("Expected function, got error."))(pid, tid)
+            (self.cuCheckpointProcessGetRestoreThreadId.as_ref().expect("Expected function, got error."))(pid, tid)
         }
     }
     pub unsafe fn cuCheckpointProcessGetState(
@@ -21366,59 +16859,34 @@ impl CudaLib {
         pid: ::std::os::raw::c_int,
         state: *mut CUprocessState,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCheckpointProcessGetState
-                .as_ref()
-                .expect("Expected function, got error."))(pid, state)
-        }
+        unsafe { (self.cuCheckpointProcessGetState.as_ref().expect("Expected function, got error."))(pid, state) }
     }
     pub unsafe fn cuCheckpointProcessLock(
         &self,
         pid: ::std::os::raw::c_int,
         args: *mut CUcheckpointLockArgs,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCheckpointProcessLock
-                .as_ref()
-                .expect("Expected function, got error."))(pid, args)
-        }
+        unsafe { (self.cuCheckpointProcessLock.as_ref().expect("Expected function, got error."))(pid, args) }
     }
     pub unsafe fn cuCheckpointProcessCheckpoint(
         &self,
         pid: ::std::os::raw::c_int,
         args: *mut CUcheckpointCheckpointArgs,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCheckpointProcessCheckpoint
-                .as_ref()
-                .expect("Expected function, got error."))(pid, args)
-        }
+        unsafe { (self.cuCheckpointProcessCheckpoint.as_ref().expect("Expected function, got error."))(pid, args) }
     }
     pub unsafe fn cuCheckpointProcessRestore(
         &self,
         pid: ::std::os::raw::c_int,
         args: *mut CUcheckpointRestoreArgs,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCheckpointProcessRestore
-                .as_ref()
-                .expect("Expected function, got error."))(pid, args)
-        }
+        unsafe { (self.cuCheckpointProcessRestore.as_ref().expect("Expected function, got error."))(pid, args) }
     }
     pub unsafe fn cuCheckpointProcessUnlock(
         &self,
         pid: ::std::os::raw::c_int,
         args: *mut CUcheckpointUnlockArgs,
     ) -> CUresult {
-        unsafe {
-            (self
-                .cuCheckpointProcessUnlock
-                .as_ref()
-                .expect("Expected function, got error."))(pid, args)
-        }
+        unsafe { (self.cuCheckpointProcessUnlock.as_ref().expect("Expected function, got error."))(pid, args) }
     }
 }

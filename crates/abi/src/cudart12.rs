@@ -945,60 +945,33 @@ impl cudaChannelFormatKind {
     pub const cudaChannelFormatKindFloat: cudaChannelFormatKind = cudaChannelFormatKind(2);
     pub const cudaChannelFormatKindNone: cudaChannelFormatKind = cudaChannelFormatKind(3);
     pub const cudaChannelFormatKindNV12: cudaChannelFormatKind = cudaChannelFormatKind(4);
-    pub const cudaChannelFormatKindUnsignedNormalized8X1: cudaChannelFormatKind =
-        cudaChannelFormatKind(5);
-    pub const cudaChannelFormatKindUnsignedNormalized8X2: cudaChannelFormatKind =
-        cudaChannelFormatKind(6);
-    pub const cudaChannelFormatKindUnsignedNormalized8X4: cudaChannelFormatKind =
-        cudaChannelFormatKind(7);
-    pub const cudaChannelFormatKindUnsignedNormalized16X1: cudaChannelFormatKind =
-        cudaChannelFormatKind(8);
-    pub const cudaChannelFormatKindUnsignedNormalized16X2: cudaChannelFormatKind =
-        cudaChannelFormatKind(9);
-    pub const cudaChannelFormatKindUnsignedNormalized16X4: cudaChannelFormatKind =
-        cudaChannelFormatKind(10);
-    pub const cudaChannelFormatKindSignedNormalized8X1: cudaChannelFormatKind =
-        cudaChannelFormatKind(11);
-    pub const cudaChannelFormatKindSignedNormalized8X2: cudaChannelFormatKind =
-        cudaChannelFormatKind(12);
-    pub const cudaChannelFormatKindSignedNormalized8X4: cudaChannelFormatKind =
-        cudaChannelFormatKind(13);
-    pub const cudaChannelFormatKindSignedNormalized16X1: cudaChannelFormatKind =
-        cudaChannelFormatKind(14);
-    pub const cudaChannelFormatKindSignedNormalized16X2: cudaChannelFormatKind =
-        cudaChannelFormatKind(15);
-    pub const cudaChannelFormatKindSignedNormalized16X4: cudaChannelFormatKind =
-        cudaChannelFormatKind(16);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed1: cudaChannelFormatKind =
-        cudaChannelFormatKind(17);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed1SRGB: cudaChannelFormatKind =
-        cudaChannelFormatKind(18);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed2: cudaChannelFormatKind =
-        cudaChannelFormatKind(19);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed2SRGB: cudaChannelFormatKind =
-        cudaChannelFormatKind(20);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed3: cudaChannelFormatKind =
-        cudaChannelFormatKind(21);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed3SRGB: cudaChannelFormatKind =
-        cudaChannelFormatKind(22);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed4: cudaChannelFormatKind =
-        cudaChannelFormatKind(23);
-    pub const cudaChannelFormatKindSignedBlockCompressed4: cudaChannelFormatKind =
-        cudaChannelFormatKind(24);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed5: cudaChannelFormatKind =
-        cudaChannelFormatKind(25);
-    pub const cudaChannelFormatKindSignedBlockCompressed5: cudaChannelFormatKind =
-        cudaChannelFormatKind(26);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed6H: cudaChannelFormatKind =
-        cudaChannelFormatKind(27);
-    pub const cudaChannelFormatKindSignedBlockCompressed6H: cudaChannelFormatKind =
-        cudaChannelFormatKind(28);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed7: cudaChannelFormatKind =
-        cudaChannelFormatKind(29);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed7SRGB: cudaChannelFormatKind =
-        cudaChannelFormatKind(30);
-    pub const cudaChannelFormatKindUnsignedNormalized1010102: cudaChannelFormatKind =
-        cudaChannelFormatKind(31);
+    pub const cudaChannelFormatKindUnsignedNormalized8X1: cudaChannelFormatKind = cudaChannelFormatKind(5);
+    pub const cudaChannelFormatKindUnsignedNormalized8X2: cudaChannelFormatKind = cudaChannelFormatKind(6);
+    pub const cudaChannelFormatKindUnsignedNormalized8X4: cudaChannelFormatKind = cudaChannelFormatKind(7);
+    pub const cudaChannelFormatKindUnsignedNormalized16X1: cudaChannelFormatKind = cudaChannelFormatKind(8);
+    pub const cudaChannelFormatKindUnsignedNormalized16X2: cudaChannelFormatKind = cudaChannelFormatKind(9);
+    pub const cudaChannelFormatKindUnsignedNormalized16X4: cudaChannelFormatKind = cudaChannelFormatKind(10);
+    pub const cudaChannelFormatKindSignedNormalized8X1: cudaChannelFormatKind = cudaChannelFormatKind(11);
+    pub const cudaChannelFormatKindSignedNormalized8X2: cudaChannelFormatKind = cudaChannelFormatKind(12);
+    pub const cudaChannelFormatKindSignedNormalized8X4: cudaChannelFormatKind = cudaChannelFormatKind(13);
+    pub const cudaChannelFormatKindSignedNormalized16X1: cudaChannelFormatKind = cudaChannelFormatKind(14);
+    pub const cudaChannelFormatKindSignedNormalized16X2: cudaChannelFormatKind = cudaChannelFormatKind(15);
+    pub const cudaChannelFormatKindSignedNormalized16X4: cudaChannelFormatKind = cudaChannelFormatKind(16);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed1: cudaChannelFormatKind = cudaChannelFormatKind(17);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed1SRGB: cudaChannelFormatKind = cudaChannelFormatKind(18);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed2: cudaChannelFormatKind = cudaChannelFormatKind(19);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed2SRGB: cudaChannelFormatKind = cudaChannelFormatKind(20);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed3: cudaChannelFormatKind = cudaChannelFormatKind(21);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed3SRGB: cudaChannelFormatKind = cudaChannelFormatKind(22);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed4: cudaChannelFormatKind = cudaChannelFormatKind(23);
+    pub const cudaChannelFormatKindSignedBlockCompressed4: cudaChannelFormatKind = cudaChannelFormatKind(24);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed5: cudaChannelFormatKind = cudaChannelFormatKind(25);
+    pub const cudaChannelFormatKindSignedBlockCompressed5: cudaChannelFormatKind = cudaChannelFormatKind(26);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed6H: cudaChannelFormatKind = cudaChannelFormatKind(27);
+    pub const cudaChannelFormatKindSignedBlockCompressed6H: cudaChannelFormatKind = cudaChannelFormatKind(28);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed7: cudaChannelFormatKind = cudaChannelFormatKind(29);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed7SRGB: cudaChannelFormatKind = cudaChannelFormatKind(30);
+    pub const cudaChannelFormatKindUnsignedNormalized1010102: cudaChannelFormatKind = cudaChannelFormatKind(31);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1015,18 +988,12 @@ pub struct cudaChannelFormatDesc {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaChannelFormatDesc"][::std::mem::size_of::<cudaChannelFormatDesc>() - 20usize];
-    ["Alignment of cudaChannelFormatDesc"]
-        [::std::mem::align_of::<cudaChannelFormatDesc>() - 4usize];
-    ["Offset of field: cudaChannelFormatDesc::x"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, x) - 0usize];
-    ["Offset of field: cudaChannelFormatDesc::y"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, y) - 4usize];
-    ["Offset of field: cudaChannelFormatDesc::z"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, z) - 8usize];
-    ["Offset of field: cudaChannelFormatDesc::w"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, w) - 12usize];
-    ["Offset of field: cudaChannelFormatDesc::f"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, f) - 16usize];
+    ["Alignment of cudaChannelFormatDesc"][::std::mem::align_of::<cudaChannelFormatDesc>() - 4usize];
+    ["Offset of field: cudaChannelFormatDesc::x"][::std::mem::offset_of!(cudaChannelFormatDesc, x) - 0usize];
+    ["Offset of field: cudaChannelFormatDesc::y"][::std::mem::offset_of!(cudaChannelFormatDesc, y) - 4usize];
+    ["Offset of field: cudaChannelFormatDesc::z"][::std::mem::offset_of!(cudaChannelFormatDesc, z) - 8usize];
+    ["Offset of field: cudaChannelFormatDesc::w"][::std::mem::offset_of!(cudaChannelFormatDesc, w) - 12usize];
+    ["Offset of field: cudaChannelFormatDesc::f"][::std::mem::offset_of!(cudaChannelFormatDesc, f) - 16usize];
 };
 impl Default for cudaChannelFormatDesc {
     fn default() -> Self {
@@ -1082,10 +1049,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaArraySparseProperties"]
-        [::std::mem::size_of::<cudaArraySparseProperties>() - 48usize];
-    ["Alignment of cudaArraySparseProperties"]
-        [::std::mem::align_of::<cudaArraySparseProperties>() - 8usize];
+    ["Size of cudaArraySparseProperties"][::std::mem::size_of::<cudaArraySparseProperties>() - 48usize];
+    ["Alignment of cudaArraySparseProperties"][::std::mem::align_of::<cudaArraySparseProperties>() - 8usize];
     ["Offset of field: cudaArraySparseProperties::tileExtent"]
         [::std::mem::offset_of!(cudaArraySparseProperties, tileExtent) - 0usize];
     ["Offset of field: cudaArraySparseProperties::miptailFirstLevel"]
@@ -1106,10 +1071,8 @@ pub struct cudaArrayMemoryRequirements {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaArrayMemoryRequirements"]
-        [::std::mem::size_of::<cudaArrayMemoryRequirements>() - 32usize];
-    ["Alignment of cudaArrayMemoryRequirements"]
-        [::std::mem::align_of::<cudaArrayMemoryRequirements>() - 8usize];
+    ["Size of cudaArrayMemoryRequirements"][::std::mem::size_of::<cudaArrayMemoryRequirements>() - 32usize];
+    ["Alignment of cudaArrayMemoryRequirements"][::std::mem::align_of::<cudaArrayMemoryRequirements>() - 8usize];
     ["Offset of field: cudaArrayMemoryRequirements::size"]
         [::std::mem::offset_of!(cudaArrayMemoryRequirements, size) - 0usize];
     ["Offset of field: cudaArrayMemoryRequirements::alignment"]
@@ -1149,12 +1112,9 @@ const _: () = {
     ["Size of cudaPitchedPtr"][::std::mem::size_of::<cudaPitchedPtr>() - 32usize];
     ["Alignment of cudaPitchedPtr"][::std::mem::align_of::<cudaPitchedPtr>() - 8usize];
     ["Offset of field: cudaPitchedPtr::ptr"][::std::mem::offset_of!(cudaPitchedPtr, ptr) - 0usize];
-    ["Offset of field: cudaPitchedPtr::pitch"]
-        [::std::mem::offset_of!(cudaPitchedPtr, pitch) - 8usize];
-    ["Offset of field: cudaPitchedPtr::xsize"]
-        [::std::mem::offset_of!(cudaPitchedPtr, xsize) - 16usize];
-    ["Offset of field: cudaPitchedPtr::ysize"]
-        [::std::mem::offset_of!(cudaPitchedPtr, ysize) - 24usize];
+    ["Offset of field: cudaPitchedPtr::pitch"][::std::mem::offset_of!(cudaPitchedPtr, pitch) - 8usize];
+    ["Offset of field: cudaPitchedPtr::xsize"][::std::mem::offset_of!(cudaPitchedPtr, xsize) - 16usize];
+    ["Offset of field: cudaPitchedPtr::ysize"][::std::mem::offset_of!(cudaPitchedPtr, ysize) - 24usize];
 };
 impl Default for cudaPitchedPtr {
     fn default() -> Self {
@@ -1211,22 +1171,14 @@ pub struct cudaMemcpy3DParms {
 const _: () = {
     ["Size of cudaMemcpy3DParms"][::std::mem::size_of::<cudaMemcpy3DParms>() - 160usize];
     ["Alignment of cudaMemcpy3DParms"][::std::mem::align_of::<cudaMemcpy3DParms>() - 8usize];
-    ["Offset of field: cudaMemcpy3DParms::srcArray"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, srcArray) - 0usize];
-    ["Offset of field: cudaMemcpy3DParms::srcPos"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, srcPos) - 8usize];
-    ["Offset of field: cudaMemcpy3DParms::srcPtr"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, srcPtr) - 32usize];
-    ["Offset of field: cudaMemcpy3DParms::dstArray"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, dstArray) - 64usize];
-    ["Offset of field: cudaMemcpy3DParms::dstPos"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, dstPos) - 72usize];
-    ["Offset of field: cudaMemcpy3DParms::dstPtr"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, dstPtr) - 96usize];
-    ["Offset of field: cudaMemcpy3DParms::extent"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, extent) - 128usize];
-    ["Offset of field: cudaMemcpy3DParms::kind"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, kind) - 152usize];
+    ["Offset of field: cudaMemcpy3DParms::srcArray"][::std::mem::offset_of!(cudaMemcpy3DParms, srcArray) - 0usize];
+    ["Offset of field: cudaMemcpy3DParms::srcPos"][::std::mem::offset_of!(cudaMemcpy3DParms, srcPos) - 8usize];
+    ["Offset of field: cudaMemcpy3DParms::srcPtr"][::std::mem::offset_of!(cudaMemcpy3DParms, srcPtr) - 32usize];
+    ["Offset of field: cudaMemcpy3DParms::dstArray"][::std::mem::offset_of!(cudaMemcpy3DParms, dstArray) - 64usize];
+    ["Offset of field: cudaMemcpy3DParms::dstPos"][::std::mem::offset_of!(cudaMemcpy3DParms, dstPos) - 72usize];
+    ["Offset of field: cudaMemcpy3DParms::dstPtr"][::std::mem::offset_of!(cudaMemcpy3DParms, dstPtr) - 96usize];
+    ["Offset of field: cudaMemcpy3DParms::extent"][::std::mem::offset_of!(cudaMemcpy3DParms, extent) - 128usize];
+    ["Offset of field: cudaMemcpy3DParms::kind"][::std::mem::offset_of!(cudaMemcpy3DParms, kind) - 152usize];
 };
 impl Default for cudaMemcpy3DParms {
     fn default() -> Self {
@@ -1248,8 +1200,7 @@ pub struct cudaMemcpyNodeParams {
 const _: () = {
     ["Size of cudaMemcpyNodeParams"][::std::mem::size_of::<cudaMemcpyNodeParams>() - 176usize];
     ["Alignment of cudaMemcpyNodeParams"][::std::mem::align_of::<cudaMemcpyNodeParams>() - 8usize];
-    ["Offset of field: cudaMemcpyNodeParams::flags"]
-        [::std::mem::offset_of!(cudaMemcpyNodeParams, flags) - 0usize];
+    ["Offset of field: cudaMemcpyNodeParams::flags"][::std::mem::offset_of!(cudaMemcpyNodeParams, flags) - 0usize];
     ["Offset of field: cudaMemcpyNodeParams::reserved"]
         [::std::mem::offset_of!(cudaMemcpyNodeParams, reserved) - 4usize];
     ["Offset of field: cudaMemcpyNodeParams::copyParams"]
@@ -1280,20 +1231,16 @@ pub struct cudaMemcpy3DPeerParms {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaMemcpy3DPeerParms"][::std::mem::size_of::<cudaMemcpy3DPeerParms>() - 168usize];
-    ["Alignment of cudaMemcpy3DPeerParms"]
-        [::std::mem::align_of::<cudaMemcpy3DPeerParms>() - 8usize];
+    ["Alignment of cudaMemcpy3DPeerParms"][::std::mem::align_of::<cudaMemcpy3DPeerParms>() - 8usize];
     ["Offset of field: cudaMemcpy3DPeerParms::srcArray"]
         [::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcArray) - 0usize];
-    ["Offset of field: cudaMemcpy3DPeerParms::srcPos"]
-        [::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcPos) - 8usize];
-    ["Offset of field: cudaMemcpy3DPeerParms::srcPtr"]
-        [::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcPtr) - 32usize];
+    ["Offset of field: cudaMemcpy3DPeerParms::srcPos"][::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcPos) - 8usize];
+    ["Offset of field: cudaMemcpy3DPeerParms::srcPtr"][::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcPtr) - 32usize];
     ["Offset of field: cudaMemcpy3DPeerParms::srcDevice"]
         [::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcDevice) - 64usize];
     ["Offset of field: cudaMemcpy3DPeerParms::dstArray"]
         [::std::mem::offset_of!(cudaMemcpy3DPeerParms, dstArray) - 72usize];
-    ["Offset of field: cudaMemcpy3DPeerParms::dstPos"]
-        [::std::mem::offset_of!(cudaMemcpy3DPeerParms, dstPos) - 80usize];
+    ["Offset of field: cudaMemcpy3DPeerParms::dstPos"][::std::mem::offset_of!(cudaMemcpy3DPeerParms, dstPos) - 80usize];
     ["Offset of field: cudaMemcpy3DPeerParms::dstPtr"]
         [::std::mem::offset_of!(cudaMemcpy3DPeerParms, dstPtr) - 104usize];
     ["Offset of field: cudaMemcpy3DPeerParms::dstDevice"]
@@ -1324,18 +1271,12 @@ pub struct cudaMemsetParams {
 const _: () = {
     ["Size of cudaMemsetParams"][::std::mem::size_of::<cudaMemsetParams>() - 40usize];
     ["Alignment of cudaMemsetParams"][::std::mem::align_of::<cudaMemsetParams>() - 8usize];
-    ["Offset of field: cudaMemsetParams::dst"]
-        [::std::mem::offset_of!(cudaMemsetParams, dst) - 0usize];
-    ["Offset of field: cudaMemsetParams::pitch"]
-        [::std::mem::offset_of!(cudaMemsetParams, pitch) - 8usize];
-    ["Offset of field: cudaMemsetParams::value"]
-        [::std::mem::offset_of!(cudaMemsetParams, value) - 16usize];
-    ["Offset of field: cudaMemsetParams::elementSize"]
-        [::std::mem::offset_of!(cudaMemsetParams, elementSize) - 20usize];
-    ["Offset of field: cudaMemsetParams::width"]
-        [::std::mem::offset_of!(cudaMemsetParams, width) - 24usize];
-    ["Offset of field: cudaMemsetParams::height"]
-        [::std::mem::offset_of!(cudaMemsetParams, height) - 32usize];
+    ["Offset of field: cudaMemsetParams::dst"][::std::mem::offset_of!(cudaMemsetParams, dst) - 0usize];
+    ["Offset of field: cudaMemsetParams::pitch"][::std::mem::offset_of!(cudaMemsetParams, pitch) - 8usize];
+    ["Offset of field: cudaMemsetParams::value"][::std::mem::offset_of!(cudaMemsetParams, value) - 16usize];
+    ["Offset of field: cudaMemsetParams::elementSize"][::std::mem::offset_of!(cudaMemsetParams, elementSize) - 20usize];
+    ["Offset of field: cudaMemsetParams::width"][::std::mem::offset_of!(cudaMemsetParams, width) - 24usize];
+    ["Offset of field: cudaMemsetParams::height"][::std::mem::offset_of!(cudaMemsetParams, height) - 32usize];
 };
 impl Default for cudaMemsetParams {
     fn default() -> Self {
@@ -1360,18 +1301,13 @@ pub struct cudaMemsetParamsV2 {
 const _: () = {
     ["Size of cudaMemsetParamsV2"][::std::mem::size_of::<cudaMemsetParamsV2>() - 40usize];
     ["Alignment of cudaMemsetParamsV2"][::std::mem::align_of::<cudaMemsetParamsV2>() - 8usize];
-    ["Offset of field: cudaMemsetParamsV2::dst"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, dst) - 0usize];
-    ["Offset of field: cudaMemsetParamsV2::pitch"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, pitch) - 8usize];
-    ["Offset of field: cudaMemsetParamsV2::value"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, value) - 16usize];
+    ["Offset of field: cudaMemsetParamsV2::dst"][::std::mem::offset_of!(cudaMemsetParamsV2, dst) - 0usize];
+    ["Offset of field: cudaMemsetParamsV2::pitch"][::std::mem::offset_of!(cudaMemsetParamsV2, pitch) - 8usize];
+    ["Offset of field: cudaMemsetParamsV2::value"][::std::mem::offset_of!(cudaMemsetParamsV2, value) - 16usize];
     ["Offset of field: cudaMemsetParamsV2::elementSize"]
         [::std::mem::offset_of!(cudaMemsetParamsV2, elementSize) - 20usize];
-    ["Offset of field: cudaMemsetParamsV2::width"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, width) - 24usize];
-    ["Offset of field: cudaMemsetParamsV2::height"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, height) - 32usize];
+    ["Offset of field: cudaMemsetParamsV2::width"][::std::mem::offset_of!(cudaMemsetParamsV2, width) - 24usize];
+    ["Offset of field: cudaMemsetParamsV2::height"][::std::mem::offset_of!(cudaMemsetParamsV2, height) - 32usize];
 };
 impl Default for cudaMemsetParamsV2 {
     fn default() -> Self {
@@ -1402,8 +1338,7 @@ pub struct cudaAccessPolicyWindow {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaAccessPolicyWindow"][::std::mem::size_of::<cudaAccessPolicyWindow>() - 32usize];
-    ["Alignment of cudaAccessPolicyWindow"]
-        [::std::mem::align_of::<cudaAccessPolicyWindow>() - 8usize];
+    ["Alignment of cudaAccessPolicyWindow"][::std::mem::align_of::<cudaAccessPolicyWindow>() - 8usize];
     ["Offset of field: cudaAccessPolicyWindow::base_ptr"]
         [::std::mem::offset_of!(cudaAccessPolicyWindow, base_ptr) - 0usize];
     ["Offset of field: cudaAccessPolicyWindow::num_bytes"]
@@ -1424,8 +1359,7 @@ impl Default for cudaAccessPolicyWindow {
         }
     }
 }
-pub type cudaHostFn_t =
-    ::std::option::Option<unsafe extern "C" fn(userData: *mut ::std::os::raw::c_void)>;
+pub type cudaHostFn_t = ::std::option::Option<unsafe extern "C" fn(userData: *mut ::std::os::raw::c_void)>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct cudaHostNodeParams {
@@ -1436,10 +1370,8 @@ pub struct cudaHostNodeParams {
 const _: () = {
     ["Size of cudaHostNodeParams"][::std::mem::size_of::<cudaHostNodeParams>() - 16usize];
     ["Alignment of cudaHostNodeParams"][::std::mem::align_of::<cudaHostNodeParams>() - 8usize];
-    ["Offset of field: cudaHostNodeParams::fn_"]
-        [::std::mem::offset_of!(cudaHostNodeParams, fn_) - 0usize];
-    ["Offset of field: cudaHostNodeParams::userData"]
-        [::std::mem::offset_of!(cudaHostNodeParams, userData) - 8usize];
+    ["Offset of field: cudaHostNodeParams::fn_"][::std::mem::offset_of!(cudaHostNodeParams, fn_) - 0usize];
+    ["Offset of field: cudaHostNodeParams::userData"][::std::mem::offset_of!(cudaHostNodeParams, userData) - 8usize];
 };
 impl Default for cudaHostNodeParams {
     fn default() -> Self {
@@ -1460,8 +1392,7 @@ pub struct cudaHostNodeParamsV2 {
 const _: () = {
     ["Size of cudaHostNodeParamsV2"][::std::mem::size_of::<cudaHostNodeParamsV2>() - 16usize];
     ["Alignment of cudaHostNodeParamsV2"][::std::mem::align_of::<cudaHostNodeParamsV2>() - 8usize];
-    ["Offset of field: cudaHostNodeParamsV2::fn_"]
-        [::std::mem::offset_of!(cudaHostNodeParamsV2, fn_) - 0usize];
+    ["Offset of field: cudaHostNodeParamsV2::fn_"][::std::mem::offset_of!(cudaHostNodeParamsV2, fn_) - 0usize];
     ["Offset of field: cudaHostNodeParamsV2::userData"]
         [::std::mem::offset_of!(cudaHostNodeParamsV2, userData) - 8usize];
 };
@@ -1477,8 +1408,7 @@ impl Default for cudaHostNodeParamsV2 {
 impl cudaStreamCaptureStatus {
     pub const cudaStreamCaptureStatusNone: cudaStreamCaptureStatus = cudaStreamCaptureStatus(0);
     pub const cudaStreamCaptureStatusActive: cudaStreamCaptureStatus = cudaStreamCaptureStatus(1);
-    pub const cudaStreamCaptureStatusInvalidated: cudaStreamCaptureStatus =
-        cudaStreamCaptureStatus(2);
+    pub const cudaStreamCaptureStatusInvalidated: cudaStreamCaptureStatus = cudaStreamCaptureStatus(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1501,12 +1431,9 @@ impl cudaSynchronizationPolicy {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaSynchronizationPolicy(pub ::std::os::raw::c_uint);
 impl cudaClusterSchedulingPolicy {
-    pub const cudaClusterSchedulingPolicyDefault: cudaClusterSchedulingPolicy =
-        cudaClusterSchedulingPolicy(0);
-    pub const cudaClusterSchedulingPolicySpread: cudaClusterSchedulingPolicy =
-        cudaClusterSchedulingPolicy(1);
-    pub const cudaClusterSchedulingPolicyLoadBalancing: cudaClusterSchedulingPolicy =
-        cudaClusterSchedulingPolicy(2);
+    pub const cudaClusterSchedulingPolicyDefault: cudaClusterSchedulingPolicy = cudaClusterSchedulingPolicy(0);
+    pub const cudaClusterSchedulingPolicySpread: cudaClusterSchedulingPolicy = cudaClusterSchedulingPolicy(1);
+    pub const cudaClusterSchedulingPolicyLoadBalancing: cudaClusterSchedulingPolicy = cudaClusterSchedulingPolicy(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1538,16 +1465,11 @@ pub struct cudaGraphicsResource {
     _unused: [u8; 0],
 }
 impl cudaGraphicsRegisterFlags {
-    pub const cudaGraphicsRegisterFlagsNone: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(0);
-    pub const cudaGraphicsRegisterFlagsReadOnly: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(1);
-    pub const cudaGraphicsRegisterFlagsWriteDiscard: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(2);
-    pub const cudaGraphicsRegisterFlagsSurfaceLoadStore: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(4);
-    pub const cudaGraphicsRegisterFlagsTextureGather: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(8);
+    pub const cudaGraphicsRegisterFlagsNone: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(0);
+    pub const cudaGraphicsRegisterFlagsReadOnly: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(1);
+    pub const cudaGraphicsRegisterFlagsWriteDiscard: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(2);
+    pub const cudaGraphicsRegisterFlagsSurfaceLoadStore: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(4);
+    pub const cudaGraphicsRegisterFlagsTextureGather: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1606,26 +1528,16 @@ impl cudaResourceViewFormat {
     pub const cudaResViewFormatFloat1: cudaResourceViewFormat = cudaResourceViewFormat(22);
     pub const cudaResViewFormatFloat2: cudaResourceViewFormat = cudaResourceViewFormat(23);
     pub const cudaResViewFormatFloat4: cudaResourceViewFormat = cudaResourceViewFormat(24);
-    pub const cudaResViewFormatUnsignedBlockCompressed1: cudaResourceViewFormat =
-        cudaResourceViewFormat(25);
-    pub const cudaResViewFormatUnsignedBlockCompressed2: cudaResourceViewFormat =
-        cudaResourceViewFormat(26);
-    pub const cudaResViewFormatUnsignedBlockCompressed3: cudaResourceViewFormat =
-        cudaResourceViewFormat(27);
-    pub const cudaResViewFormatUnsignedBlockCompressed4: cudaResourceViewFormat =
-        cudaResourceViewFormat(28);
-    pub const cudaResViewFormatSignedBlockCompressed4: cudaResourceViewFormat =
-        cudaResourceViewFormat(29);
-    pub const cudaResViewFormatUnsignedBlockCompressed5: cudaResourceViewFormat =
-        cudaResourceViewFormat(30);
-    pub const cudaResViewFormatSignedBlockCompressed5: cudaResourceViewFormat =
-        cudaResourceViewFormat(31);
-    pub const cudaResViewFormatUnsignedBlockCompressed6H: cudaResourceViewFormat =
-        cudaResourceViewFormat(32);
-    pub const cudaResViewFormatSignedBlockCompressed6H: cudaResourceViewFormat =
-        cudaResourceViewFormat(33);
-    pub const cudaResViewFormatUnsignedBlockCompressed7: cudaResourceViewFormat =
-        cudaResourceViewFormat(34);
+    pub const cudaResViewFormatUnsignedBlockCompressed1: cudaResourceViewFormat = cudaResourceViewFormat(25);
+    pub const cudaResViewFormatUnsignedBlockCompressed2: cudaResourceViewFormat = cudaResourceViewFormat(26);
+    pub const cudaResViewFormatUnsignedBlockCompressed3: cudaResourceViewFormat = cudaResourceViewFormat(27);
+    pub const cudaResViewFormatUnsignedBlockCompressed4: cudaResourceViewFormat = cudaResourceViewFormat(28);
+    pub const cudaResViewFormatSignedBlockCompressed4: cudaResourceViewFormat = cudaResourceViewFormat(29);
+    pub const cudaResViewFormatUnsignedBlockCompressed5: cudaResourceViewFormat = cudaResourceViewFormat(30);
+    pub const cudaResViewFormatSignedBlockCompressed5: cudaResourceViewFormat = cudaResourceViewFormat(31);
+    pub const cudaResViewFormatUnsignedBlockCompressed6H: cudaResourceViewFormat = cudaResourceViewFormat(32);
+    pub const cudaResViewFormatSignedBlockCompressed6H: cudaResourceViewFormat = cudaResourceViewFormat(33);
+    pub const cudaResViewFormatUnsignedBlockCompressed7: cudaResourceViewFormat = cudaResourceViewFormat(34);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1707,10 +1619,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_3, devPtr) - 0usize];
     ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_3::desc"]
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_3, desc) - 8usize];
-    ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_3::sizeInBytes"][::std::mem::offset_of!(
-        cudaResourceDesc__bindgen_ty_1__bindgen_ty_3,
-        sizeInBytes
-    ) - 32usize];
+    ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_3::sizeInBytes"]
+        [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_3, sizeInBytes) - 32usize];
 };
 impl Default for cudaResourceDesc__bindgen_ty_1__bindgen_ty_3 {
     fn default() -> Self {
@@ -1744,10 +1654,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_4, width) - 32usize];
     ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_4::height"]
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_4, height) - 40usize];
-    ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_4::pitchInBytes"][::std::mem::offset_of!(
-        cudaResourceDesc__bindgen_ty_1__bindgen_ty_4,
-        pitchInBytes
-    ) - 48usize];
+    ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_4::pitchInBytes"]
+        [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_4, pitchInBytes) - 48usize];
 };
 impl Default for cudaResourceDesc__bindgen_ty_1__bindgen_ty_4 {
     fn default() -> Self {
@@ -1760,10 +1668,8 @@ impl Default for cudaResourceDesc__bindgen_ty_1__bindgen_ty_4 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaResourceDesc__bindgen_ty_1"]
-        [::std::mem::size_of::<cudaResourceDesc__bindgen_ty_1>() - 56usize];
-    ["Alignment of cudaResourceDesc__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaResourceDesc__bindgen_ty_1>() - 8usize];
+    ["Size of cudaResourceDesc__bindgen_ty_1"][::std::mem::size_of::<cudaResourceDesc__bindgen_ty_1>() - 56usize];
+    ["Alignment of cudaResourceDesc__bindgen_ty_1"][::std::mem::align_of::<cudaResourceDesc__bindgen_ty_1>() - 8usize];
     ["Offset of field: cudaResourceDesc__bindgen_ty_1::array"]
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1, array) - 0usize];
     ["Offset of field: cudaResourceDesc__bindgen_ty_1::mipmap"]
@@ -1786,10 +1692,8 @@ impl Default for cudaResourceDesc__bindgen_ty_1 {
 const _: () = {
     ["Size of cudaResourceDesc"][::std::mem::size_of::<cudaResourceDesc>() - 64usize];
     ["Alignment of cudaResourceDesc"][::std::mem::align_of::<cudaResourceDesc>() - 8usize];
-    ["Offset of field: cudaResourceDesc::resType"]
-        [::std::mem::offset_of!(cudaResourceDesc, resType) - 0usize];
-    ["Offset of field: cudaResourceDesc::res"]
-        [::std::mem::offset_of!(cudaResourceDesc, res) - 8usize];
+    ["Offset of field: cudaResourceDesc::resType"][::std::mem::offset_of!(cudaResourceDesc, resType) - 0usize];
+    ["Offset of field: cudaResourceDesc::res"][::std::mem::offset_of!(cudaResourceDesc, res) - 8usize];
 };
 impl Default for cudaResourceDesc {
     fn default() -> Self {
@@ -1816,14 +1720,10 @@ pub struct cudaResourceViewDesc {
 const _: () = {
     ["Size of cudaResourceViewDesc"][::std::mem::size_of::<cudaResourceViewDesc>() - 48usize];
     ["Alignment of cudaResourceViewDesc"][::std::mem::align_of::<cudaResourceViewDesc>() - 8usize];
-    ["Offset of field: cudaResourceViewDesc::format"]
-        [::std::mem::offset_of!(cudaResourceViewDesc, format) - 0usize];
-    ["Offset of field: cudaResourceViewDesc::width"]
-        [::std::mem::offset_of!(cudaResourceViewDesc, width) - 8usize];
-    ["Offset of field: cudaResourceViewDesc::height"]
-        [::std::mem::offset_of!(cudaResourceViewDesc, height) - 16usize];
-    ["Offset of field: cudaResourceViewDesc::depth"]
-        [::std::mem::offset_of!(cudaResourceViewDesc, depth) - 24usize];
+    ["Offset of field: cudaResourceViewDesc::format"][::std::mem::offset_of!(cudaResourceViewDesc, format) - 0usize];
+    ["Offset of field: cudaResourceViewDesc::width"][::std::mem::offset_of!(cudaResourceViewDesc, width) - 8usize];
+    ["Offset of field: cudaResourceViewDesc::height"][::std::mem::offset_of!(cudaResourceViewDesc, height) - 16usize];
+    ["Offset of field: cudaResourceViewDesc::depth"][::std::mem::offset_of!(cudaResourceViewDesc, depth) - 24usize];
     ["Offset of field: cudaResourceViewDesc::firstMipmapLevel"]
         [::std::mem::offset_of!(cudaResourceViewDesc, firstMipmapLevel) - 32usize];
     ["Offset of field: cudaResourceViewDesc::lastMipmapLevel"]
@@ -1853,12 +1753,9 @@ pub struct cudaPointerAttributes {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaPointerAttributes"][::std::mem::size_of::<cudaPointerAttributes>() - 24usize];
-    ["Alignment of cudaPointerAttributes"]
-        [::std::mem::align_of::<cudaPointerAttributes>() - 8usize];
-    ["Offset of field: cudaPointerAttributes::type_"]
-        [::std::mem::offset_of!(cudaPointerAttributes, type_) - 0usize];
-    ["Offset of field: cudaPointerAttributes::device"]
-        [::std::mem::offset_of!(cudaPointerAttributes, device) - 4usize];
+    ["Alignment of cudaPointerAttributes"][::std::mem::align_of::<cudaPointerAttributes>() - 8usize];
+    ["Offset of field: cudaPointerAttributes::type_"][::std::mem::offset_of!(cudaPointerAttributes, type_) - 0usize];
+    ["Offset of field: cudaPointerAttributes::device"][::std::mem::offset_of!(cudaPointerAttributes, device) - 4usize];
     ["Offset of field: cudaPointerAttributes::devicePointer"]
         [::std::mem::offset_of!(cudaPointerAttributes, devicePointer) - 8usize];
     ["Offset of field: cudaPointerAttributes::hostPointer"]
@@ -1906,8 +1803,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaFuncAttributes, localSizeBytes) - 16usize];
     ["Offset of field: cudaFuncAttributes::maxThreadsPerBlock"]
         [::std::mem::offset_of!(cudaFuncAttributes, maxThreadsPerBlock) - 24usize];
-    ["Offset of field: cudaFuncAttributes::numRegs"]
-        [::std::mem::offset_of!(cudaFuncAttributes, numRegs) - 28usize];
+    ["Offset of field: cudaFuncAttributes::numRegs"][::std::mem::offset_of!(cudaFuncAttributes, numRegs) - 28usize];
     ["Offset of field: cudaFuncAttributes::ptxVersion"]
         [::std::mem::offset_of!(cudaFuncAttributes, ptxVersion) - 32usize];
     ["Offset of field: cudaFuncAttributes::binaryVersion"]
@@ -1930,21 +1826,17 @@ const _: () = {
         [::std::mem::offset_of!(cudaFuncAttributes, clusterSchedulingPolicyPreference) - 68usize];
     ["Offset of field: cudaFuncAttributes::nonPortableClusterSizeAllowed"]
         [::std::mem::offset_of!(cudaFuncAttributes, nonPortableClusterSizeAllowed) - 72usize];
-    ["Offset of field: cudaFuncAttributes::reserved"]
-        [::std::mem::offset_of!(cudaFuncAttributes, reserved) - 76usize];
+    ["Offset of field: cudaFuncAttributes::reserved"][::std::mem::offset_of!(cudaFuncAttributes, reserved) - 76usize];
 };
 impl cudaFuncAttribute {
     pub const cudaFuncAttributeMaxDynamicSharedMemorySize: cudaFuncAttribute = cudaFuncAttribute(8);
-    pub const cudaFuncAttributePreferredSharedMemoryCarveout: cudaFuncAttribute =
-        cudaFuncAttribute(9);
+    pub const cudaFuncAttributePreferredSharedMemoryCarveout: cudaFuncAttribute = cudaFuncAttribute(9);
     pub const cudaFuncAttributeClusterDimMustBeSet: cudaFuncAttribute = cudaFuncAttribute(10);
     pub const cudaFuncAttributeRequiredClusterWidth: cudaFuncAttribute = cudaFuncAttribute(11);
     pub const cudaFuncAttributeRequiredClusterHeight: cudaFuncAttribute = cudaFuncAttribute(12);
     pub const cudaFuncAttributeRequiredClusterDepth: cudaFuncAttribute = cudaFuncAttribute(13);
-    pub const cudaFuncAttributeNonPortableClusterSizeAllowed: cudaFuncAttribute =
-        cudaFuncAttribute(14);
-    pub const cudaFuncAttributeClusterSchedulingPolicyPreference: cudaFuncAttribute =
-        cudaFuncAttribute(15);
+    pub const cudaFuncAttributeNonPortableClusterSizeAllowed: cudaFuncAttribute = cudaFuncAttribute(14);
+    pub const cudaFuncAttributeClusterSchedulingPolicyPreference: cudaFuncAttribute = cudaFuncAttribute(15);
     pub const cudaFuncAttributeMax: cudaFuncAttribute = cudaFuncAttribute(16);
 }
 #[repr(transparent)]
@@ -2009,19 +1901,13 @@ impl cudaMemoryAdvise {
 pub struct cudaMemoryAdvise(pub ::std::os::raw::c_uint);
 impl cudaMemRangeAttribute {
     pub const cudaMemRangeAttributeReadMostly: cudaMemRangeAttribute = cudaMemRangeAttribute(1);
-    pub const cudaMemRangeAttributePreferredLocation: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(2);
+    pub const cudaMemRangeAttributePreferredLocation: cudaMemRangeAttribute = cudaMemRangeAttribute(2);
     pub const cudaMemRangeAttributeAccessedBy: cudaMemRangeAttribute = cudaMemRangeAttribute(3);
-    pub const cudaMemRangeAttributeLastPrefetchLocation: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(4);
-    pub const cudaMemRangeAttributePreferredLocationType: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(5);
-    pub const cudaMemRangeAttributePreferredLocationId: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(6);
-    pub const cudaMemRangeAttributeLastPrefetchLocationType: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(7);
-    pub const cudaMemRangeAttributeLastPrefetchLocationId: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(8);
+    pub const cudaMemRangeAttributeLastPrefetchLocation: cudaMemRangeAttribute = cudaMemRangeAttribute(4);
+    pub const cudaMemRangeAttributePreferredLocationType: cudaMemRangeAttribute = cudaMemRangeAttribute(5);
+    pub const cudaMemRangeAttributePreferredLocationId: cudaMemRangeAttribute = cudaMemRangeAttribute(6);
+    pub const cudaMemRangeAttributeLastPrefetchLocationType: cudaMemRangeAttribute = cudaMemRangeAttribute(7);
+    pub const cudaMemRangeAttributeLastPrefetchLocationId: cudaMemRangeAttribute = cudaMemRangeAttribute(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2036,8 +1922,7 @@ impl cudaFlushGPUDirectRDMAWritesOptions {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaFlushGPUDirectRDMAWritesOptions(pub ::std::os::raw::c_uint);
 impl cudaGPUDirectRDMAWritesOrdering {
-    pub const cudaGPUDirectRDMAWritesOrderingNone: cudaGPUDirectRDMAWritesOrdering =
-        cudaGPUDirectRDMAWritesOrdering(0);
+    pub const cudaGPUDirectRDMAWritesOrderingNone: cudaGPUDirectRDMAWritesOrdering = cudaGPUDirectRDMAWritesOrdering(0);
     pub const cudaGPUDirectRDMAWritesOrderingOwner: cudaGPUDirectRDMAWritesOrdering =
         cudaGPUDirectRDMAWritesOrdering(100);
     pub const cudaGPUDirectRDMAWritesOrderingAllDevices: cudaGPUDirectRDMAWritesOrdering =
@@ -2161,8 +2046,7 @@ impl cudaDeviceAttr {
     pub const cudaDevAttrMaxSharedMemoryPerBlockOptin: cudaDeviceAttr = cudaDeviceAttr(97);
     pub const cudaDevAttrCanFlushRemoteWrites: cudaDeviceAttr = cudaDeviceAttr(98);
     pub const cudaDevAttrHostRegisterSupported: cudaDeviceAttr = cudaDeviceAttr(99);
-    pub const cudaDevAttrPageableMemoryAccessUsesHostPageTables: cudaDeviceAttr =
-        cudaDeviceAttr(100);
+    pub const cudaDevAttrPageableMemoryAccessUsesHostPageTables: cudaDeviceAttr = cudaDeviceAttr(100);
     pub const cudaDevAttrDirectManagedMemAccessFromHost: cudaDeviceAttr = cudaDeviceAttr(101);
     pub const cudaDevAttrMaxBlocksPerMultiprocessor: cudaDeviceAttr = cudaDeviceAttr(106);
     pub const cudaDevAttrMaxPersistingL2CacheSize: cudaDeviceAttr = cudaDeviceAttr(108);
@@ -2237,8 +2121,7 @@ pub struct cudaMemLocation {
 const _: () = {
     ["Size of cudaMemLocation"][::std::mem::size_of::<cudaMemLocation>() - 8usize];
     ["Alignment of cudaMemLocation"][::std::mem::align_of::<cudaMemLocation>() - 4usize];
-    ["Offset of field: cudaMemLocation::type_"]
-        [::std::mem::offset_of!(cudaMemLocation, type_) - 0usize];
+    ["Offset of field: cudaMemLocation::type_"][::std::mem::offset_of!(cudaMemLocation, type_) - 0usize];
     ["Offset of field: cudaMemLocation::id"][::std::mem::offset_of!(cudaMemLocation, id) - 4usize];
 };
 impl Default for cudaMemLocation {
@@ -2268,10 +2151,8 @@ pub struct cudaMemAccessDesc {
 const _: () = {
     ["Size of cudaMemAccessDesc"][::std::mem::size_of::<cudaMemAccessDesc>() - 12usize];
     ["Alignment of cudaMemAccessDesc"][::std::mem::align_of::<cudaMemAccessDesc>() - 4usize];
-    ["Offset of field: cudaMemAccessDesc::location"]
-        [::std::mem::offset_of!(cudaMemAccessDesc, location) - 0usize];
-    ["Offset of field: cudaMemAccessDesc::flags"]
-        [::std::mem::offset_of!(cudaMemAccessDesc, flags) - 8usize];
+    ["Offset of field: cudaMemAccessDesc::location"][::std::mem::offset_of!(cudaMemAccessDesc, location) - 0usize];
+    ["Offset of field: cudaMemAccessDesc::flags"][::std::mem::offset_of!(cudaMemAccessDesc, flags) - 8usize];
 };
 impl Default for cudaMemAccessDesc {
     fn default() -> Self {
@@ -2292,11 +2173,9 @@ impl cudaMemAllocationType {
 pub struct cudaMemAllocationType(pub ::std::os::raw::c_uint);
 impl cudaMemAllocationHandleType {
     pub const cudaMemHandleTypeNone: cudaMemAllocationHandleType = cudaMemAllocationHandleType(0);
-    pub const cudaMemHandleTypePosixFileDescriptor: cudaMemAllocationHandleType =
-        cudaMemAllocationHandleType(1);
+    pub const cudaMemHandleTypePosixFileDescriptor: cudaMemAllocationHandleType = cudaMemAllocationHandleType(1);
     pub const cudaMemHandleTypeWin32: cudaMemAllocationHandleType = cudaMemAllocationHandleType(2);
-    pub const cudaMemHandleTypeWin32Kmt: cudaMemAllocationHandleType =
-        cudaMemAllocationHandleType(4);
+    pub const cudaMemHandleTypeWin32Kmt: cudaMemAllocationHandleType = cudaMemAllocationHandleType(4);
     pub const cudaMemHandleTypeFabric: cudaMemAllocationHandleType = cudaMemAllocationHandleType(8);
 }
 #[repr(transparent)]
@@ -2317,20 +2196,14 @@ pub struct cudaMemPoolProps {
 const _: () = {
     ["Size of cudaMemPoolProps"][::std::mem::size_of::<cudaMemPoolProps>() - 88usize];
     ["Alignment of cudaMemPoolProps"][::std::mem::align_of::<cudaMemPoolProps>() - 8usize];
-    ["Offset of field: cudaMemPoolProps::allocType"]
-        [::std::mem::offset_of!(cudaMemPoolProps, allocType) - 0usize];
-    ["Offset of field: cudaMemPoolProps::handleTypes"]
-        [::std::mem::offset_of!(cudaMemPoolProps, handleTypes) - 4usize];
-    ["Offset of field: cudaMemPoolProps::location"]
-        [::std::mem::offset_of!(cudaMemPoolProps, location) - 8usize];
+    ["Offset of field: cudaMemPoolProps::allocType"][::std::mem::offset_of!(cudaMemPoolProps, allocType) - 0usize];
+    ["Offset of field: cudaMemPoolProps::handleTypes"][::std::mem::offset_of!(cudaMemPoolProps, handleTypes) - 4usize];
+    ["Offset of field: cudaMemPoolProps::location"][::std::mem::offset_of!(cudaMemPoolProps, location) - 8usize];
     ["Offset of field: cudaMemPoolProps::win32SecurityAttributes"]
         [::std::mem::offset_of!(cudaMemPoolProps, win32SecurityAttributes) - 16usize];
-    ["Offset of field: cudaMemPoolProps::maxSize"]
-        [::std::mem::offset_of!(cudaMemPoolProps, maxSize) - 24usize];
-    ["Offset of field: cudaMemPoolProps::usage"]
-        [::std::mem::offset_of!(cudaMemPoolProps, usage) - 32usize];
-    ["Offset of field: cudaMemPoolProps::reserved"]
-        [::std::mem::offset_of!(cudaMemPoolProps, reserved) - 34usize];
+    ["Offset of field: cudaMemPoolProps::maxSize"][::std::mem::offset_of!(cudaMemPoolProps, maxSize) - 24usize];
+    ["Offset of field: cudaMemPoolProps::usage"][::std::mem::offset_of!(cudaMemPoolProps, usage) - 32usize];
+    ["Offset of field: cudaMemPoolProps::reserved"][::std::mem::offset_of!(cudaMemPoolProps, reserved) - 34usize];
 };
 impl Default for cudaMemPoolProps {
     fn default() -> Self {
@@ -2348,10 +2221,8 @@ pub struct cudaMemPoolPtrExportData {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaMemPoolPtrExportData"]
-        [::std::mem::size_of::<cudaMemPoolPtrExportData>() - 64usize];
-    ["Alignment of cudaMemPoolPtrExportData"]
-        [::std::mem::align_of::<cudaMemPoolPtrExportData>() - 1usize];
+    ["Size of cudaMemPoolPtrExportData"][::std::mem::size_of::<cudaMemPoolPtrExportData>() - 64usize];
+    ["Alignment of cudaMemPoolPtrExportData"][::std::mem::align_of::<cudaMemPoolPtrExportData>() - 1usize];
     ["Offset of field: cudaMemPoolPtrExportData::reserved"]
         [::std::mem::offset_of!(cudaMemPoolPtrExportData, reserved) - 0usize];
 };
@@ -2376,8 +2247,7 @@ pub struct cudaMemAllocNodeParams {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaMemAllocNodeParams"][::std::mem::size_of::<cudaMemAllocNodeParams>() - 120usize];
-    ["Alignment of cudaMemAllocNodeParams"]
-        [::std::mem::align_of::<cudaMemAllocNodeParams>() - 8usize];
+    ["Alignment of cudaMemAllocNodeParams"][::std::mem::align_of::<cudaMemAllocNodeParams>() - 8usize];
     ["Offset of field: cudaMemAllocNodeParams::poolProps"]
         [::std::mem::offset_of!(cudaMemAllocNodeParams, poolProps) - 0usize];
     ["Offset of field: cudaMemAllocNodeParams::accessDescs"]
@@ -2386,8 +2256,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaMemAllocNodeParams, accessDescCount) - 96usize];
     ["Offset of field: cudaMemAllocNodeParams::bytesize"]
         [::std::mem::offset_of!(cudaMemAllocNodeParams, bytesize) - 104usize];
-    ["Offset of field: cudaMemAllocNodeParams::dptr"]
-        [::std::mem::offset_of!(cudaMemAllocNodeParams, dptr) - 112usize];
+    ["Offset of field: cudaMemAllocNodeParams::dptr"][::std::mem::offset_of!(cudaMemAllocNodeParams, dptr) - 112usize];
 };
 impl Default for cudaMemAllocNodeParams {
     fn default() -> Self {
@@ -2409,10 +2278,8 @@ pub struct cudaMemAllocNodeParamsV2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaMemAllocNodeParamsV2"]
-        [::std::mem::size_of::<cudaMemAllocNodeParamsV2>() - 120usize];
-    ["Alignment of cudaMemAllocNodeParamsV2"]
-        [::std::mem::align_of::<cudaMemAllocNodeParamsV2>() - 8usize];
+    ["Size of cudaMemAllocNodeParamsV2"][::std::mem::size_of::<cudaMemAllocNodeParamsV2>() - 120usize];
+    ["Alignment of cudaMemAllocNodeParamsV2"][::std::mem::align_of::<cudaMemAllocNodeParamsV2>() - 8usize];
     ["Offset of field: cudaMemAllocNodeParamsV2::poolProps"]
         [::std::mem::offset_of!(cudaMemAllocNodeParamsV2, poolProps) - 0usize];
     ["Offset of field: cudaMemAllocNodeParamsV2::accessDescs"]
@@ -2441,10 +2308,8 @@ pub struct cudaMemFreeNodeParams {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaMemFreeNodeParams"][::std::mem::size_of::<cudaMemFreeNodeParams>() - 8usize];
-    ["Alignment of cudaMemFreeNodeParams"]
-        [::std::mem::align_of::<cudaMemFreeNodeParams>() - 8usize];
-    ["Offset of field: cudaMemFreeNodeParams::dptr"]
-        [::std::mem::offset_of!(cudaMemFreeNodeParams, dptr) - 0usize];
+    ["Alignment of cudaMemFreeNodeParams"][::std::mem::align_of::<cudaMemFreeNodeParams>() - 8usize];
+    ["Offset of field: cudaMemFreeNodeParams::dptr"][::std::mem::offset_of!(cudaMemFreeNodeParams, dptr) - 0usize];
 };
 impl Default for cudaMemFreeNodeParams {
     fn default() -> Self {
@@ -2456,13 +2321,10 @@ impl Default for cudaMemFreeNodeParams {
     }
 }
 impl cudaGraphMemAttributeType {
-    pub const cudaGraphMemAttrUsedMemCurrent: cudaGraphMemAttributeType =
-        cudaGraphMemAttributeType(0);
+    pub const cudaGraphMemAttrUsedMemCurrent: cudaGraphMemAttributeType = cudaGraphMemAttributeType(0);
     pub const cudaGraphMemAttrUsedMemHigh: cudaGraphMemAttributeType = cudaGraphMemAttributeType(1);
-    pub const cudaGraphMemAttrReservedMemCurrent: cudaGraphMemAttributeType =
-        cudaGraphMemAttributeType(2);
-    pub const cudaGraphMemAttrReservedMemHigh: cudaGraphMemAttributeType =
-        cudaGraphMemAttributeType(3);
+    pub const cudaGraphMemAttrReservedMemCurrent: cudaGraphMemAttributeType = cudaGraphMemAttributeType(2);
+    pub const cudaGraphMemAttrReservedMemHigh: cudaGraphMemAttributeType = cudaGraphMemAttributeType(3);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2475,15 +2337,11 @@ impl cudaMemcpyFlags {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaMemcpyFlags(pub ::std::os::raw::c_uint);
 impl cudaMemcpySrcAccessOrder {
-    pub const cudaMemcpySrcAccessOrderInvalid: cudaMemcpySrcAccessOrder =
-        cudaMemcpySrcAccessOrder(0);
-    pub const cudaMemcpySrcAccessOrderStream: cudaMemcpySrcAccessOrder =
-        cudaMemcpySrcAccessOrder(1);
-    pub const cudaMemcpySrcAccessOrderDuringApiCall: cudaMemcpySrcAccessOrder =
-        cudaMemcpySrcAccessOrder(2);
+    pub const cudaMemcpySrcAccessOrderInvalid: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(0);
+    pub const cudaMemcpySrcAccessOrderStream: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(1);
+    pub const cudaMemcpySrcAccessOrderDuringApiCall: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(2);
     pub const cudaMemcpySrcAccessOrderAny: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(3);
-    pub const cudaMemcpySrcAccessOrderMax: cudaMemcpySrcAccessOrder =
-        cudaMemcpySrcAccessOrder(2147483647);
+    pub const cudaMemcpySrcAccessOrderMax: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2506,8 +2364,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaMemcpyAttributes, srcLocHint) - 4usize];
     ["Offset of field: cudaMemcpyAttributes::dstLocHint"]
         [::std::mem::offset_of!(cudaMemcpyAttributes, dstLocHint) - 12usize];
-    ["Offset of field: cudaMemcpyAttributes::flags"]
-        [::std::mem::offset_of!(cudaMemcpyAttributes, flags) - 20usize];
+    ["Offset of field: cudaMemcpyAttributes::flags"][::std::mem::offset_of!(cudaMemcpyAttributes, flags) - 20usize];
 };
 impl Default for cudaMemcpyAttributes {
     fn default() -> Self {
@@ -2521,8 +2378,7 @@ impl Default for cudaMemcpyAttributes {
 impl cudaMemcpy3DOperandType {
     pub const cudaMemcpyOperandTypePointer: cudaMemcpy3DOperandType = cudaMemcpy3DOperandType(1);
     pub const cudaMemcpyOperandTypeArray: cudaMemcpy3DOperandType = cudaMemcpy3DOperandType(2);
-    pub const cudaMemcpyOperandTypeMax: cudaMemcpy3DOperandType =
-        cudaMemcpy3DOperandType(2147483647);
+    pub const cudaMemcpyOperandTypeMax: cudaMemcpy3DOperandType = cudaMemcpy3DOperandType(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2570,18 +2426,12 @@ const _: () = {
         [::std::mem::align_of::<cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::ptr"]
         [::std::mem::offset_of!(cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1, ptr) - 0usize];
-    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::rowLength"][::std::mem::offset_of!(
-        cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1,
-        rowLength
-    ) - 8usize];
-    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::layerHeight"][::std::mem::offset_of!(
-        cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1,
-        layerHeight
-    ) - 16usize];
-    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::locHint"][::std::mem::offset_of!(
-        cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1,
-        locHint
-    ) - 24usize];
+    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::rowLength"]
+        [::std::mem::offset_of!(cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1, rowLength) - 8usize];
+    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::layerHeight"]
+        [::std::mem::offset_of!(cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1, layerHeight) - 16usize];
+    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::locHint"]
+        [::std::mem::offset_of!(cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1, locHint) - 24usize];
 };
 impl Default for cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -2620,8 +2470,7 @@ impl Default for cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaMemcpy3DOperand__bindgen_ty_1"]
-        [::std::mem::size_of::<cudaMemcpy3DOperand__bindgen_ty_1>() - 32usize];
+    ["Size of cudaMemcpy3DOperand__bindgen_ty_1"][::std::mem::size_of::<cudaMemcpy3DOperand__bindgen_ty_1>() - 32usize];
     ["Alignment of cudaMemcpy3DOperand__bindgen_ty_1"]
         [::std::mem::align_of::<cudaMemcpy3DOperand__bindgen_ty_1>() - 8usize];
     ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1::ptr"]
@@ -2642,10 +2491,8 @@ impl Default for cudaMemcpy3DOperand__bindgen_ty_1 {
 const _: () = {
     ["Size of cudaMemcpy3DOperand"][::std::mem::size_of::<cudaMemcpy3DOperand>() - 40usize];
     ["Alignment of cudaMemcpy3DOperand"][::std::mem::align_of::<cudaMemcpy3DOperand>() - 8usize];
-    ["Offset of field: cudaMemcpy3DOperand::type_"]
-        [::std::mem::offset_of!(cudaMemcpy3DOperand, type_) - 0usize];
-    ["Offset of field: cudaMemcpy3DOperand::op"]
-        [::std::mem::offset_of!(cudaMemcpy3DOperand, op) - 8usize];
+    ["Offset of field: cudaMemcpy3DOperand::type_"][::std::mem::offset_of!(cudaMemcpy3DOperand, type_) - 0usize];
+    ["Offset of field: cudaMemcpy3DOperand::op"][::std::mem::offset_of!(cudaMemcpy3DOperand, op) - 8usize];
 };
 impl Default for cudaMemcpy3DOperand {
     fn default() -> Self {
@@ -2669,16 +2516,12 @@ pub struct cudaMemcpy3DBatchOp {
 const _: () = {
     ["Size of cudaMemcpy3DBatchOp"][::std::mem::size_of::<cudaMemcpy3DBatchOp>() - 112usize];
     ["Alignment of cudaMemcpy3DBatchOp"][::std::mem::align_of::<cudaMemcpy3DBatchOp>() - 8usize];
-    ["Offset of field: cudaMemcpy3DBatchOp::src"]
-        [::std::mem::offset_of!(cudaMemcpy3DBatchOp, src) - 0usize];
-    ["Offset of field: cudaMemcpy3DBatchOp::dst"]
-        [::std::mem::offset_of!(cudaMemcpy3DBatchOp, dst) - 40usize];
-    ["Offset of field: cudaMemcpy3DBatchOp::extent"]
-        [::std::mem::offset_of!(cudaMemcpy3DBatchOp, extent) - 80usize];
+    ["Offset of field: cudaMemcpy3DBatchOp::src"][::std::mem::offset_of!(cudaMemcpy3DBatchOp, src) - 0usize];
+    ["Offset of field: cudaMemcpy3DBatchOp::dst"][::std::mem::offset_of!(cudaMemcpy3DBatchOp, dst) - 40usize];
+    ["Offset of field: cudaMemcpy3DBatchOp::extent"][::std::mem::offset_of!(cudaMemcpy3DBatchOp, extent) - 80usize];
     ["Offset of field: cudaMemcpy3DBatchOp::srcAccessOrder"]
         [::std::mem::offset_of!(cudaMemcpy3DBatchOp, srcAccessOrder) - 104usize];
-    ["Offset of field: cudaMemcpy3DBatchOp::flags"]
-        [::std::mem::offset_of!(cudaMemcpy3DBatchOp, flags) - 108usize];
+    ["Offset of field: cudaMemcpy3DBatchOp::flags"][::std::mem::offset_of!(cudaMemcpy3DBatchOp, flags) - 108usize];
 };
 impl Default for cudaMemcpy3DBatchOp {
     fn default() -> Self {
@@ -2813,38 +2656,28 @@ pub struct cudaDeviceProp {
 const _: () = {
     ["Size of cudaDeviceProp"][::std::mem::size_of::<cudaDeviceProp>() - 1032usize];
     ["Alignment of cudaDeviceProp"][::std::mem::align_of::<cudaDeviceProp>() - 8usize];
-    ["Offset of field: cudaDeviceProp::name"]
-        [::std::mem::offset_of!(cudaDeviceProp, name) - 0usize];
-    ["Offset of field: cudaDeviceProp::uuid"]
-        [::std::mem::offset_of!(cudaDeviceProp, uuid) - 256usize];
-    ["Offset of field: cudaDeviceProp::luid"]
-        [::std::mem::offset_of!(cudaDeviceProp, luid) - 272usize];
+    ["Offset of field: cudaDeviceProp::name"][::std::mem::offset_of!(cudaDeviceProp, name) - 0usize];
+    ["Offset of field: cudaDeviceProp::uuid"][::std::mem::offset_of!(cudaDeviceProp, uuid) - 256usize];
+    ["Offset of field: cudaDeviceProp::luid"][::std::mem::offset_of!(cudaDeviceProp, luid) - 272usize];
     ["Offset of field: cudaDeviceProp::luidDeviceNodeMask"]
         [::std::mem::offset_of!(cudaDeviceProp, luidDeviceNodeMask) - 280usize];
     ["Offset of field: cudaDeviceProp::totalGlobalMem"]
         [::std::mem::offset_of!(cudaDeviceProp, totalGlobalMem) - 288usize];
     ["Offset of field: cudaDeviceProp::sharedMemPerBlock"]
         [::std::mem::offset_of!(cudaDeviceProp, sharedMemPerBlock) - 296usize];
-    ["Offset of field: cudaDeviceProp::regsPerBlock"]
-        [::std::mem::offset_of!(cudaDeviceProp, regsPerBlock) - 304usize];
-    ["Offset of field: cudaDeviceProp::warpSize"]
-        [::std::mem::offset_of!(cudaDeviceProp, warpSize) - 308usize];
-    ["Offset of field: cudaDeviceProp::memPitch"]
-        [::std::mem::offset_of!(cudaDeviceProp, memPitch) - 312usize];
+    ["Offset of field: cudaDeviceProp::regsPerBlock"][::std::mem::offset_of!(cudaDeviceProp, regsPerBlock) - 304usize];
+    ["Offset of field: cudaDeviceProp::warpSize"][::std::mem::offset_of!(cudaDeviceProp, warpSize) - 308usize];
+    ["Offset of field: cudaDeviceProp::memPitch"][::std::mem::offset_of!(cudaDeviceProp, memPitch) - 312usize];
     ["Offset of field: cudaDeviceProp::maxThreadsPerBlock"]
         [::std::mem::offset_of!(cudaDeviceProp, maxThreadsPerBlock) - 320usize];
     ["Offset of field: cudaDeviceProp::maxThreadsDim"]
         [::std::mem::offset_of!(cudaDeviceProp, maxThreadsDim) - 324usize];
-    ["Offset of field: cudaDeviceProp::maxGridSize"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxGridSize) - 336usize];
-    ["Offset of field: cudaDeviceProp::clockRate"]
-        [::std::mem::offset_of!(cudaDeviceProp, clockRate) - 348usize];
+    ["Offset of field: cudaDeviceProp::maxGridSize"][::std::mem::offset_of!(cudaDeviceProp, maxGridSize) - 336usize];
+    ["Offset of field: cudaDeviceProp::clockRate"][::std::mem::offset_of!(cudaDeviceProp, clockRate) - 348usize];
     ["Offset of field: cudaDeviceProp::totalConstMem"]
         [::std::mem::offset_of!(cudaDeviceProp, totalConstMem) - 352usize];
-    ["Offset of field: cudaDeviceProp::major"]
-        [::std::mem::offset_of!(cudaDeviceProp, major) - 360usize];
-    ["Offset of field: cudaDeviceProp::minor"]
-        [::std::mem::offset_of!(cudaDeviceProp, minor) - 364usize];
+    ["Offset of field: cudaDeviceProp::major"][::std::mem::offset_of!(cudaDeviceProp, major) - 360usize];
+    ["Offset of field: cudaDeviceProp::minor"][::std::mem::offset_of!(cudaDeviceProp, minor) - 364usize];
     ["Offset of field: cudaDeviceProp::textureAlignment"]
         [::std::mem::offset_of!(cudaDeviceProp, textureAlignment) - 368usize];
     ["Offset of field: cudaDeviceProp::texturePitchAlignment"]
@@ -2855,28 +2688,23 @@ const _: () = {
         [::std::mem::offset_of!(cudaDeviceProp, multiProcessorCount) - 388usize];
     ["Offset of field: cudaDeviceProp::kernelExecTimeoutEnabled"]
         [::std::mem::offset_of!(cudaDeviceProp, kernelExecTimeoutEnabled) - 392usize];
-    ["Offset of field: cudaDeviceProp::integrated"]
-        [::std::mem::offset_of!(cudaDeviceProp, integrated) - 396usize];
+    ["Offset of field: cudaDeviceProp::integrated"][::std::mem::offset_of!(cudaDeviceProp, integrated) - 396usize];
     ["Offset of field: cudaDeviceProp::canMapHostMemory"]
         [::std::mem::offset_of!(cudaDeviceProp, canMapHostMemory) - 400usize];
-    ["Offset of field: cudaDeviceProp::computeMode"]
-        [::std::mem::offset_of!(cudaDeviceProp, computeMode) - 404usize];
-    ["Offset of field: cudaDeviceProp::maxTexture1D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxTexture1D) - 408usize];
+    ["Offset of field: cudaDeviceProp::computeMode"][::std::mem::offset_of!(cudaDeviceProp, computeMode) - 404usize];
+    ["Offset of field: cudaDeviceProp::maxTexture1D"][::std::mem::offset_of!(cudaDeviceProp, maxTexture1D) - 408usize];
     ["Offset of field: cudaDeviceProp::maxTexture1DMipmap"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture1DMipmap) - 412usize];
     ["Offset of field: cudaDeviceProp::maxTexture1DLinear"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture1DLinear) - 416usize];
-    ["Offset of field: cudaDeviceProp::maxTexture2D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxTexture2D) - 420usize];
+    ["Offset of field: cudaDeviceProp::maxTexture2D"][::std::mem::offset_of!(cudaDeviceProp, maxTexture2D) - 420usize];
     ["Offset of field: cudaDeviceProp::maxTexture2DMipmap"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture2DMipmap) - 428usize];
     ["Offset of field: cudaDeviceProp::maxTexture2DLinear"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture2DLinear) - 436usize];
     ["Offset of field: cudaDeviceProp::maxTexture2DGather"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture2DGather) - 448usize];
-    ["Offset of field: cudaDeviceProp::maxTexture3D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxTexture3D) - 456usize];
+    ["Offset of field: cudaDeviceProp::maxTexture3D"][::std::mem::offset_of!(cudaDeviceProp, maxTexture3D) - 456usize];
     ["Offset of field: cudaDeviceProp::maxTexture3DAlt"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture3DAlt) - 468usize];
     ["Offset of field: cudaDeviceProp::maxTextureCubemap"]
@@ -2887,12 +2715,9 @@ const _: () = {
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture2DLayered) - 492usize];
     ["Offset of field: cudaDeviceProp::maxTextureCubemapLayered"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTextureCubemapLayered) - 504usize];
-    ["Offset of field: cudaDeviceProp::maxSurface1D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxSurface1D) - 512usize];
-    ["Offset of field: cudaDeviceProp::maxSurface2D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxSurface2D) - 516usize];
-    ["Offset of field: cudaDeviceProp::maxSurface3D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxSurface3D) - 524usize];
+    ["Offset of field: cudaDeviceProp::maxSurface1D"][::std::mem::offset_of!(cudaDeviceProp, maxSurface1D) - 512usize];
+    ["Offset of field: cudaDeviceProp::maxSurface2D"][::std::mem::offset_of!(cudaDeviceProp, maxSurface2D) - 516usize];
+    ["Offset of field: cudaDeviceProp::maxSurface3D"][::std::mem::offset_of!(cudaDeviceProp, maxSurface3D) - 524usize];
     ["Offset of field: cudaDeviceProp::maxSurface1DLayered"]
         [::std::mem::offset_of!(cudaDeviceProp, maxSurface1DLayered) - 536usize];
     ["Offset of field: cudaDeviceProp::maxSurface2DLayered"]
@@ -2905,16 +2730,11 @@ const _: () = {
         [::std::mem::offset_of!(cudaDeviceProp, surfaceAlignment) - 568usize];
     ["Offset of field: cudaDeviceProp::concurrentKernels"]
         [::std::mem::offset_of!(cudaDeviceProp, concurrentKernels) - 576usize];
-    ["Offset of field: cudaDeviceProp::ECCEnabled"]
-        [::std::mem::offset_of!(cudaDeviceProp, ECCEnabled) - 580usize];
-    ["Offset of field: cudaDeviceProp::pciBusID"]
-        [::std::mem::offset_of!(cudaDeviceProp, pciBusID) - 584usize];
-    ["Offset of field: cudaDeviceProp::pciDeviceID"]
-        [::std::mem::offset_of!(cudaDeviceProp, pciDeviceID) - 588usize];
-    ["Offset of field: cudaDeviceProp::pciDomainID"]
-        [::std::mem::offset_of!(cudaDeviceProp, pciDomainID) - 592usize];
-    ["Offset of field: cudaDeviceProp::tccDriver"]
-        [::std::mem::offset_of!(cudaDeviceProp, tccDriver) - 596usize];
+    ["Offset of field: cudaDeviceProp::ECCEnabled"][::std::mem::offset_of!(cudaDeviceProp, ECCEnabled) - 580usize];
+    ["Offset of field: cudaDeviceProp::pciBusID"][::std::mem::offset_of!(cudaDeviceProp, pciBusID) - 584usize];
+    ["Offset of field: cudaDeviceProp::pciDeviceID"][::std::mem::offset_of!(cudaDeviceProp, pciDeviceID) - 588usize];
+    ["Offset of field: cudaDeviceProp::pciDomainID"][::std::mem::offset_of!(cudaDeviceProp, pciDomainID) - 592usize];
+    ["Offset of field: cudaDeviceProp::tccDriver"][::std::mem::offset_of!(cudaDeviceProp, tccDriver) - 596usize];
     ["Offset of field: cudaDeviceProp::asyncEngineCount"]
         [::std::mem::offset_of!(cudaDeviceProp, asyncEngineCount) - 600usize];
     ["Offset of field: cudaDeviceProp::unifiedAddressing"]
@@ -2923,8 +2743,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaDeviceProp, memoryClockRate) - 608usize];
     ["Offset of field: cudaDeviceProp::memoryBusWidth"]
         [::std::mem::offset_of!(cudaDeviceProp, memoryBusWidth) - 612usize];
-    ["Offset of field: cudaDeviceProp::l2CacheSize"]
-        [::std::mem::offset_of!(cudaDeviceProp, l2CacheSize) - 616usize];
+    ["Offset of field: cudaDeviceProp::l2CacheSize"][::std::mem::offset_of!(cudaDeviceProp, l2CacheSize) - 616usize];
     ["Offset of field: cudaDeviceProp::persistingL2CacheMaxSize"]
         [::std::mem::offset_of!(cudaDeviceProp, persistingL2CacheMaxSize) - 620usize];
     ["Offset of field: cudaDeviceProp::maxThreadsPerMultiProcessor"]
@@ -2999,8 +2818,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaDeviceProp, clusterLaunch) - 772usize];
     ["Offset of field: cudaDeviceProp::unifiedFunctionPointers"]
         [::std::mem::offset_of!(cudaDeviceProp, unifiedFunctionPointers) - 776usize];
-    ["Offset of field: cudaDeviceProp::reserved"]
-        [::std::mem::offset_of!(cudaDeviceProp, reserved) - 780usize];
+    ["Offset of field: cudaDeviceProp::reserved"][::std::mem::offset_of!(cudaDeviceProp, reserved) - 780usize];
 };
 impl Default for cudaDeviceProp {
     fn default() -> Self {
@@ -3019,8 +2837,7 @@ pub struct cudaIpcEventHandle_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaIpcEventHandle_st"][::std::mem::size_of::<cudaIpcEventHandle_st>() - 64usize];
-    ["Alignment of cudaIpcEventHandle_st"]
-        [::std::mem::align_of::<cudaIpcEventHandle_st>() - 1usize];
+    ["Alignment of cudaIpcEventHandle_st"][::std::mem::align_of::<cudaIpcEventHandle_st>() - 1usize];
     ["Offset of field: cudaIpcEventHandle_st::reserved"]
         [::std::mem::offset_of!(cudaIpcEventHandle_st, reserved) - 0usize];
 };
@@ -3043,8 +2860,7 @@ pub struct cudaIpcMemHandle_st {
 const _: () = {
     ["Size of cudaIpcMemHandle_st"][::std::mem::size_of::<cudaIpcMemHandle_st>() - 64usize];
     ["Alignment of cudaIpcMemHandle_st"][::std::mem::align_of::<cudaIpcMemHandle_st>() - 1usize];
-    ["Offset of field: cudaIpcMemHandle_st::reserved"]
-        [::std::mem::offset_of!(cudaIpcMemHandle_st, reserved) - 0usize];
+    ["Offset of field: cudaIpcMemHandle_st::reserved"][::std::mem::offset_of!(cudaIpcMemHandle_st, reserved) - 0usize];
 };
 impl Default for cudaIpcMemHandle_st {
     fn default() -> Self {
@@ -3064,8 +2880,7 @@ pub struct cudaMemFabricHandle_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaMemFabricHandle_st"][::std::mem::size_of::<cudaMemFabricHandle_st>() - 64usize];
-    ["Alignment of cudaMemFabricHandle_st"]
-        [::std::mem::align_of::<cudaMemFabricHandle_st>() - 1usize];
+    ["Alignment of cudaMemFabricHandle_st"][::std::mem::align_of::<cudaMemFabricHandle_st>() - 1usize];
     ["Offset of field: cudaMemFabricHandle_st::reserved"]
         [::std::mem::offset_of!(cudaMemFabricHandle_st, reserved) - 0usize];
 };
@@ -3080,22 +2895,16 @@ impl Default for cudaMemFabricHandle_st {
 }
 pub type cudaMemFabricHandle_t = cudaMemFabricHandle_st;
 impl cudaExternalMemoryHandleType {
-    pub const cudaExternalMemoryHandleTypeOpaqueFd: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(1);
-    pub const cudaExternalMemoryHandleTypeOpaqueWin32: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(2);
+    pub const cudaExternalMemoryHandleTypeOpaqueFd: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(1);
+    pub const cudaExternalMemoryHandleTypeOpaqueWin32: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(2);
     pub const cudaExternalMemoryHandleTypeOpaqueWin32Kmt: cudaExternalMemoryHandleType =
         cudaExternalMemoryHandleType(3);
-    pub const cudaExternalMemoryHandleTypeD3D12Heap: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(4);
-    pub const cudaExternalMemoryHandleTypeD3D12Resource: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(5);
-    pub const cudaExternalMemoryHandleTypeD3D11Resource: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(6);
+    pub const cudaExternalMemoryHandleTypeD3D12Heap: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(4);
+    pub const cudaExternalMemoryHandleTypeD3D12Resource: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(5);
+    pub const cudaExternalMemoryHandleTypeD3D11Resource: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(6);
     pub const cudaExternalMemoryHandleTypeD3D11ResourceKmt: cudaExternalMemoryHandleType =
         cudaExternalMemoryHandleType(7);
-    pub const cudaExternalMemoryHandleTypeNvSciBuf: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(8);
+    pub const cudaExternalMemoryHandleTypeNvSciBuf: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -3123,21 +2932,14 @@ pub struct cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1,
-    >() - 16usize];
-    ["Alignment of cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1"][::std::mem::align_of::<
-        cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1,
-    >() - 8usize];
-    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1::handle"][::std::mem::offset_of!(
-        cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1,
-        handle
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1::name"][::std::mem::offset_of!(
-        cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1,
-        name
-    ) - 8usize];
+    ["Size of cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1>() - 16usize];
+    ["Alignment of cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::align_of::<cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1::handle"]
+        [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1, handle) - 0usize];
+    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1::name"]
+        [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1, name) - 8usize];
 };
 impl Default for cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -3158,10 +2960,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1, fd) - 0usize];
     ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1::win32"]
         [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1, win32) - 0usize];
-    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1::nvSciBufObject"][::std::mem::offset_of!(
-        cudaExternalMemoryHandleDesc__bindgen_ty_1,
-        nvSciBufObject
-    ) - 0usize];
+    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1::nvSciBufObject"]
+        [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1, nvSciBufObject) - 0usize];
 };
 impl Default for cudaExternalMemoryHandleDesc__bindgen_ty_1 {
     fn default() -> Self {
@@ -3174,10 +2974,8 @@ impl Default for cudaExternalMemoryHandleDesc__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalMemoryHandleDesc"]
-        [::std::mem::size_of::<cudaExternalMemoryHandleDesc>() - 40usize];
-    ["Alignment of cudaExternalMemoryHandleDesc"]
-        [::std::mem::align_of::<cudaExternalMemoryHandleDesc>() - 8usize];
+    ["Size of cudaExternalMemoryHandleDesc"][::std::mem::size_of::<cudaExternalMemoryHandleDesc>() - 40usize];
+    ["Alignment of cudaExternalMemoryHandleDesc"][::std::mem::align_of::<cudaExternalMemoryHandleDesc>() - 8usize];
     ["Offset of field: cudaExternalMemoryHandleDesc::type_"]
         [::std::mem::offset_of!(cudaExternalMemoryHandleDesc, type_) - 0usize];
     ["Offset of field: cudaExternalMemoryHandleDesc::handle"]
@@ -3205,10 +3003,8 @@ pub struct cudaExternalMemoryBufferDesc {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalMemoryBufferDesc"]
-        [::std::mem::size_of::<cudaExternalMemoryBufferDesc>() - 24usize];
-    ["Alignment of cudaExternalMemoryBufferDesc"]
-        [::std::mem::align_of::<cudaExternalMemoryBufferDesc>() - 8usize];
+    ["Size of cudaExternalMemoryBufferDesc"][::std::mem::size_of::<cudaExternalMemoryBufferDesc>() - 24usize];
+    ["Alignment of cudaExternalMemoryBufferDesc"][::std::mem::align_of::<cudaExternalMemoryBufferDesc>() - 8usize];
     ["Offset of field: cudaExternalMemoryBufferDesc::offset"]
         [::std::mem::offset_of!(cudaExternalMemoryBufferDesc, offset) - 0usize];
     ["Offset of field: cudaExternalMemoryBufferDesc::size"]
@@ -3270,8 +3066,8 @@ impl cudaExternalSemaphoreHandleType {
         cudaExternalSemaphoreHandleType(8);
     pub const cudaExternalSemaphoreHandleTypeTimelineSemaphoreFd: cudaExternalSemaphoreHandleType =
         cudaExternalSemaphoreHandleType(9);
-    pub const cudaExternalSemaphoreHandleTypeTimelineSemaphoreWin32:
-        cudaExternalSemaphoreHandleType = cudaExternalSemaphoreHandleType(10);
+    pub const cudaExternalSemaphoreHandleTypeTimelineSemaphoreWin32: cudaExternalSemaphoreHandleType =
+        cudaExternalSemaphoreHandleType(10);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -3298,22 +3094,14 @@ pub struct cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1,
-    >() - 16usize];
+    ["Size of cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1>() - 16usize];
     ["Alignment of cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1::handle"][::std::mem::offset_of!(
-        cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1,
-        handle
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1::name"][::std::mem::offset_of!(
-        cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1,
-        name
-    )
-        - 8usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1::handle"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1, handle) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1::name"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1, name) - 8usize];
 };
 impl Default for cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -3334,10 +3122,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1, fd) - 0usize];
     ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1::win32"]
         [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1, win32) - 0usize];
-    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1::nvSciSyncObj"][::std::mem::offset_of!(
-        cudaExternalSemaphoreHandleDesc__bindgen_ty_1,
-        nvSciSyncObj
-    ) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1::nvSciSyncObj"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1, nvSciSyncObj) - 0usize];
 };
 impl Default for cudaExternalSemaphoreHandleDesc__bindgen_ty_1 {
     fn default() -> Self {
@@ -3350,8 +3136,7 @@ impl Default for cudaExternalSemaphoreHandleDesc__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreHandleDesc"]
-        [::std::mem::size_of::<cudaExternalSemaphoreHandleDesc>() - 32usize];
+    ["Size of cudaExternalSemaphoreHandleDesc"][::std::mem::size_of::<cudaExternalSemaphoreHandleDesc>() - 32usize];
     ["Alignment of cudaExternalSemaphoreHandleDesc"]
         [::std::mem::align_of::<cudaExternalSemaphoreHandleDesc>() - 8usize];
     ["Offset of field: cudaExternalSemaphoreHandleDesc::type_"]
@@ -3390,17 +3175,12 @@ pub struct cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1>(
-        ) - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1::value"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1,
-        value
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1::value"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_1, value) - 0usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -3410,22 +3190,14 @@ pub union cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2"][::std::mem::size_of::<
-        cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2"]
+        [::std::mem::size_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Alignment of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2>(
-        ) - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2::fence"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2,
-        fence
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2::fence"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2, fence) - 0usize];
     ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2::reserved"]
-        [::std::mem::offset_of!(
-            cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2,
-            reserved
-        ) - 0usize];
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2, reserved) - 0usize];
 };
 impl Default for cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_2 {
     fn default() -> Self {
@@ -3443,17 +3215,12 @@ pub struct cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3"][::std::mem::size_of::<
-        cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3"]
+        [::std::mem::size_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3>() - 8usize];
     ["Alignment of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3>(
-        ) - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3::key"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3,
-        key
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3::key"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1__bindgen_ty_3, key) - 0usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -3461,19 +3228,12 @@ const _: () = {
         [::std::mem::size_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1>() - 24usize];
     ["Alignment of cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1"]
         [::std::mem::align_of::<cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1>() - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1::fence"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1,
-        fence
-    ) - 0usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1::nvSciSync"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1,
-        nvSciSync
-    ) - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1::keyedMutex"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1,
-        keyedMutex
-    )
-        - 16usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1::fence"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1, fence) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1::nvSciSync"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1, nvSciSync) - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1::keyedMutex"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1, keyedMutex) - 16usize];
 };
 impl Default for cudaExternalSemaphoreSignalParams_v1__bindgen_ty_1 {
     fn default() -> Self {
@@ -3524,17 +3284,12 @@ pub struct cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1::value"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1,
-        value
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1::value"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_1, value) - 0usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -3544,22 +3299,14 @@ pub union cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2"][::std::mem::size_of::<
-        cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2"]
+        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Alignment of cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2::fence"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2,
-        fence
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2::reserved"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2,
-        reserved
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2::fence"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2, fence) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2::reserved"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2, reserved) - 0usize];
 };
 impl Default for cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_2 {
     fn default() -> Self {
@@ -3578,22 +3325,14 @@ pub struct cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3"][::std::mem::size_of::<
-        cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3,
-    >() - 16usize];
+    ["Size of cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3"]
+        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3>() - 16usize];
     ["Alignment of cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3::key"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3,
-        key
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3::key"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3, key) - 0usize];
     ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3::timeoutMs"]
-        [::std::mem::offset_of!(
-            cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3,
-            timeoutMs
-        ) - 8usize];
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1__bindgen_ty_3, timeoutMs) - 8usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -3603,14 +3342,10 @@ const _: () = {
         [::std::mem::align_of::<cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1>() - 8usize];
     ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1::fence"]
         [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1, fence) - 0usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1::nvSciSync"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1,
-        nvSciSync
-    ) - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1::keyedMutex"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1,
-        keyedMutex
-    ) - 16usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1::nvSciSync"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1, nvSciSync) - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1::keyedMutex"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1, keyedMutex) - 16usize];
 };
 impl Default for cudaExternalSemaphoreWaitParams_v1__bindgen_ty_1 {
     fn default() -> Self {
@@ -3663,17 +3398,12 @@ pub struct cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1::value"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1,
-        value
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1::value"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1, value) - 0usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -3683,22 +3413,14 @@ pub union cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2"][::std::mem::size_of::<
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2"]
+        [::std::mem::size_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Alignment of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2::fence"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2,
-        fence
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2::reserved"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2,
-        reserved
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2::fence"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2, fence) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2::reserved"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2, reserved) - 0usize];
 };
 impl Default for cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2 {
     fn default() -> Self {
@@ -3716,17 +3438,12 @@ pub struct cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3"][::std::mem::size_of::<
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3"]
+        [::std::mem::size_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3>() - 8usize];
     ["Alignment of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3::key"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3,
-        key
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3::key"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3, key) - 0usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -3736,18 +3453,12 @@ const _: () = {
         [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1>() - 8usize];
     ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::fence"]
         [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1, fence) - 0usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::nvSciSync"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1,
-        nvSciSync
-    ) - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::keyedMutex"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1,
-        keyedMutex
-    ) - 16usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::reserved"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1,
-        reserved
-    ) - 24usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::nvSciSync"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1, nvSciSync) - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::keyedMutex"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1, keyedMutex) - 16usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::reserved"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1, reserved) - 24usize];
 };
 impl Default for cudaExternalSemaphoreSignalParams__bindgen_ty_1 {
     fn default() -> Self {
@@ -3802,17 +3513,12 @@ pub struct cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1::value"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1,
-        value
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1::value"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1, value) - 0usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -3822,22 +3528,14 @@ pub union cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2"][::std::mem::size_of::<
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2"]
+        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Alignment of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2::fence"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2,
-        fence
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2::reserved"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2,
-        reserved
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2::fence"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2, fence) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2::reserved"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2, reserved) - 0usize];
 };
 impl Default for cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2 {
     fn default() -> Self {
@@ -3856,22 +3554,14 @@ pub struct cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3"][::std::mem::size_of::<
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3,
-    >() - 16usize];
+    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3"]
+        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3>() - 16usize];
     ["Alignment of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3::key"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3,
-        key
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3::timeoutMs"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3,
-        timeoutMs
-    )
-        - 8usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3::key"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3, key) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3::timeoutMs"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3, timeoutMs) - 8usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -3883,10 +3573,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1, fence) - 0usize];
     ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1::nvSciSync"]
         [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1, nvSciSync) - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1::keyedMutex"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1,
-        keyedMutex
-    ) - 16usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1::keyedMutex"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1, keyedMutex) - 16usize];
     ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1::reserved"]
         [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1, reserved) - 32usize];
 };
@@ -3901,8 +3589,7 @@ impl Default for cudaExternalSemaphoreWaitParams__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams"]
-        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams>() - 144usize];
+    ["Size of cudaExternalSemaphoreWaitParams"][::std::mem::size_of::<cudaExternalSemaphoreWaitParams>() - 144usize];
     ["Alignment of cudaExternalSemaphoreWaitParams"]
         [::std::mem::align_of::<cudaExternalSemaphoreWaitParams>() - 8usize];
     ["Offset of field: cudaExternalSemaphoreWaitParams::params"]
@@ -4001,8 +3688,7 @@ impl cudaJitOption {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaJitOption(pub ::std::os::raw::c_uint);
 impl cudaLibraryOption {
-    pub const cudaLibraryHostUniversalFunctionAndDataTable: cudaLibraryOption =
-        cudaLibraryOption(0);
+    pub const cudaLibraryHostUniversalFunctionAndDataTable: cudaLibraryOption = cudaLibraryOption(0);
     pub const cudaLibraryBinaryIsPreserved: cudaLibraryOption = cudaLibraryOption(1);
 }
 #[repr(transparent)]
@@ -4022,21 +3708,14 @@ const _: () = {
         [::std::mem::size_of::<cudalibraryHostUniversalFunctionAndDataTable>() - 32usize];
     ["Alignment of cudalibraryHostUniversalFunctionAndDataTable"]
         [::std::mem::align_of::<cudalibraryHostUniversalFunctionAndDataTable>() - 8usize];
-    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::functionTable"][::std::mem::offset_of!(
-        cudalibraryHostUniversalFunctionAndDataTable,
-        functionTable
-    ) - 0usize];
-    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::functionWindowSize"][::std::mem::offset_of!(
-        cudalibraryHostUniversalFunctionAndDataTable,
-        functionWindowSize
-    )
-        - 8usize];
+    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::functionTable"]
+        [::std::mem::offset_of!(cudalibraryHostUniversalFunctionAndDataTable, functionTable) - 0usize];
+    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::functionWindowSize"]
+        [::std::mem::offset_of!(cudalibraryHostUniversalFunctionAndDataTable, functionWindowSize) - 8usize];
     ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::dataTable"]
         [::std::mem::offset_of!(cudalibraryHostUniversalFunctionAndDataTable, dataTable) - 16usize];
-    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::dataWindowSize"][::std::mem::offset_of!(
-        cudalibraryHostUniversalFunctionAndDataTable,
-        dataWindowSize
-    ) - 24usize];
+    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::dataWindowSize"]
+        [::std::mem::offset_of!(cudalibraryHostUniversalFunctionAndDataTable, dataWindowSize) - 24usize];
 };
 impl Default for cudalibraryHostUniversalFunctionAndDataTable {
     fn default() -> Self {
@@ -4096,18 +3775,12 @@ pub struct cudaLaunchParams {
 const _: () = {
     ["Size of cudaLaunchParams"][::std::mem::size_of::<cudaLaunchParams>() - 56usize];
     ["Alignment of cudaLaunchParams"][::std::mem::align_of::<cudaLaunchParams>() - 8usize];
-    ["Offset of field: cudaLaunchParams::func"]
-        [::std::mem::offset_of!(cudaLaunchParams, func) - 0usize];
-    ["Offset of field: cudaLaunchParams::gridDim"]
-        [::std::mem::offset_of!(cudaLaunchParams, gridDim) - 8usize];
-    ["Offset of field: cudaLaunchParams::blockDim"]
-        [::std::mem::offset_of!(cudaLaunchParams, blockDim) - 20usize];
-    ["Offset of field: cudaLaunchParams::args"]
-        [::std::mem::offset_of!(cudaLaunchParams, args) - 32usize];
-    ["Offset of field: cudaLaunchParams::sharedMem"]
-        [::std::mem::offset_of!(cudaLaunchParams, sharedMem) - 40usize];
-    ["Offset of field: cudaLaunchParams::stream"]
-        [::std::mem::offset_of!(cudaLaunchParams, stream) - 48usize];
+    ["Offset of field: cudaLaunchParams::func"][::std::mem::offset_of!(cudaLaunchParams, func) - 0usize];
+    ["Offset of field: cudaLaunchParams::gridDim"][::std::mem::offset_of!(cudaLaunchParams, gridDim) - 8usize];
+    ["Offset of field: cudaLaunchParams::blockDim"][::std::mem::offset_of!(cudaLaunchParams, blockDim) - 20usize];
+    ["Offset of field: cudaLaunchParams::args"][::std::mem::offset_of!(cudaLaunchParams, args) - 32usize];
+    ["Offset of field: cudaLaunchParams::sharedMem"][::std::mem::offset_of!(cudaLaunchParams, sharedMem) - 40usize];
+    ["Offset of field: cudaLaunchParams::stream"][::std::mem::offset_of!(cudaLaunchParams, stream) - 48usize];
 };
 impl Default for cudaLaunchParams {
     fn default() -> Self {
@@ -4132,18 +3805,15 @@ pub struct cudaKernelNodeParams {
 const _: () = {
     ["Size of cudaKernelNodeParams"][::std::mem::size_of::<cudaKernelNodeParams>() - 56usize];
     ["Alignment of cudaKernelNodeParams"][::std::mem::align_of::<cudaKernelNodeParams>() - 8usize];
-    ["Offset of field: cudaKernelNodeParams::func"]
-        [::std::mem::offset_of!(cudaKernelNodeParams, func) - 0usize];
-    ["Offset of field: cudaKernelNodeParams::gridDim"]
-        [::std::mem::offset_of!(cudaKernelNodeParams, gridDim) - 8usize];
+    ["Offset of field: cudaKernelNodeParams::func"][::std::mem::offset_of!(cudaKernelNodeParams, func) - 0usize];
+    ["Offset of field: cudaKernelNodeParams::gridDim"][::std::mem::offset_of!(cudaKernelNodeParams, gridDim) - 8usize];
     ["Offset of field: cudaKernelNodeParams::blockDim"]
         [::std::mem::offset_of!(cudaKernelNodeParams, blockDim) - 20usize];
     ["Offset of field: cudaKernelNodeParams::sharedMemBytes"]
         [::std::mem::offset_of!(cudaKernelNodeParams, sharedMemBytes) - 32usize];
     ["Offset of field: cudaKernelNodeParams::kernelParams"]
         [::std::mem::offset_of!(cudaKernelNodeParams, kernelParams) - 40usize];
-    ["Offset of field: cudaKernelNodeParams::extra"]
-        [::std::mem::offset_of!(cudaKernelNodeParams, extra) - 48usize];
+    ["Offset of field: cudaKernelNodeParams::extra"][::std::mem::offset_of!(cudaKernelNodeParams, extra) - 48usize];
 };
 impl Default for cudaKernelNodeParams {
     fn default() -> Self {
@@ -4167,10 +3837,8 @@ pub struct cudaKernelNodeParamsV2 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaKernelNodeParamsV2"][::std::mem::size_of::<cudaKernelNodeParamsV2>() - 56usize];
-    ["Alignment of cudaKernelNodeParamsV2"]
-        [::std::mem::align_of::<cudaKernelNodeParamsV2>() - 8usize];
-    ["Offset of field: cudaKernelNodeParamsV2::func"]
-        [::std::mem::offset_of!(cudaKernelNodeParamsV2, func) - 0usize];
+    ["Alignment of cudaKernelNodeParamsV2"][::std::mem::align_of::<cudaKernelNodeParamsV2>() - 8usize];
+    ["Offset of field: cudaKernelNodeParamsV2::func"][::std::mem::offset_of!(cudaKernelNodeParamsV2, func) - 0usize];
     ["Offset of field: cudaKernelNodeParamsV2::gridDim"]
         [::std::mem::offset_of!(cudaKernelNodeParamsV2, gridDim) - 8usize];
     ["Offset of field: cudaKernelNodeParamsV2::blockDim"]
@@ -4179,8 +3847,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaKernelNodeParamsV2, sharedMemBytes) - 32usize];
     ["Offset of field: cudaKernelNodeParamsV2::kernelParams"]
         [::std::mem::offset_of!(cudaKernelNodeParamsV2, kernelParams) - 40usize];
-    ["Offset of field: cudaKernelNodeParamsV2::extra"]
-        [::std::mem::offset_of!(cudaKernelNodeParamsV2, extra) - 48usize];
+    ["Offset of field: cudaKernelNodeParamsV2::extra"][::std::mem::offset_of!(cudaKernelNodeParamsV2, extra) - 48usize];
 };
 impl Default for cudaKernelNodeParamsV2 {
     fn default() -> Self {
@@ -4308,18 +3975,15 @@ impl Default for cudaExternalSemaphoreWaitNodeParamsV2 {
     }
 }
 impl cudaGraphConditionalHandleFlags {
-    pub const cudaGraphCondAssignDefault: cudaGraphConditionalHandleFlags =
-        cudaGraphConditionalHandleFlags(1);
+    pub const cudaGraphCondAssignDefault: cudaGraphConditionalHandleFlags = cudaGraphConditionalHandleFlags(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGraphConditionalHandleFlags(pub ::std::os::raw::c_uint);
 impl cudaGraphConditionalNodeType {
     pub const cudaGraphCondTypeIf: cudaGraphConditionalNodeType = cudaGraphConditionalNodeType(0);
-    pub const cudaGraphCondTypeWhile: cudaGraphConditionalNodeType =
-        cudaGraphConditionalNodeType(1);
-    pub const cudaGraphCondTypeSwitch: cudaGraphConditionalNodeType =
-        cudaGraphConditionalNodeType(2);
+    pub const cudaGraphCondTypeWhile: cudaGraphConditionalNodeType = cudaGraphConditionalNodeType(1);
+    pub const cudaGraphCondTypeSwitch: cudaGraphConditionalNodeType = cudaGraphConditionalNodeType(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4334,10 +3998,8 @@ pub struct cudaConditionalNodeParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaConditionalNodeParams"]
-        [::std::mem::size_of::<cudaConditionalNodeParams>() - 24usize];
-    ["Alignment of cudaConditionalNodeParams"]
-        [::std::mem::align_of::<cudaConditionalNodeParams>() - 8usize];
+    ["Size of cudaConditionalNodeParams"][::std::mem::size_of::<cudaConditionalNodeParams>() - 24usize];
+    ["Alignment of cudaConditionalNodeParams"][::std::mem::align_of::<cudaConditionalNodeParams>() - 8usize];
     ["Offset of field: cudaConditionalNodeParams::handle"]
         [::std::mem::offset_of!(cudaConditionalNodeParams, handle) - 0usize];
     ["Offset of field: cudaConditionalNodeParams::type_"]
@@ -4376,10 +4038,8 @@ impl cudaGraphNodeType {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGraphNodeType(pub ::std::os::raw::c_uint);
 impl cudaGraphChildGraphNodeOwnership {
-    pub const cudaGraphChildGraphOwnershipClone: cudaGraphChildGraphNodeOwnership =
-        cudaGraphChildGraphNodeOwnership(0);
-    pub const cudaGraphChildGraphOwnershipMove: cudaGraphChildGraphNodeOwnership =
-        cudaGraphChildGraphNodeOwnership(1);
+    pub const cudaGraphChildGraphOwnershipClone: cudaGraphChildGraphNodeOwnership = cudaGraphChildGraphNodeOwnership(0);
+    pub const cudaGraphChildGraphOwnershipMove: cudaGraphChildGraphNodeOwnership = cudaGraphChildGraphNodeOwnership(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4392,10 +4052,8 @@ pub struct cudaChildGraphNodeParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaChildGraphNodeParams"]
-        [::std::mem::size_of::<cudaChildGraphNodeParams>() - 16usize];
-    ["Alignment of cudaChildGraphNodeParams"]
-        [::std::mem::align_of::<cudaChildGraphNodeParams>() - 8usize];
+    ["Size of cudaChildGraphNodeParams"][::std::mem::size_of::<cudaChildGraphNodeParams>() - 16usize];
+    ["Alignment of cudaChildGraphNodeParams"][::std::mem::align_of::<cudaChildGraphNodeParams>() - 8usize];
     ["Offset of field: cudaChildGraphNodeParams::graph"]
         [::std::mem::offset_of!(cudaChildGraphNodeParams, graph) - 0usize];
     ["Offset of field: cudaChildGraphNodeParams::ownership"]
@@ -4417,10 +4075,8 @@ pub struct cudaEventRecordNodeParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaEventRecordNodeParams"]
-        [::std::mem::size_of::<cudaEventRecordNodeParams>() - 8usize];
-    ["Alignment of cudaEventRecordNodeParams"]
-        [::std::mem::align_of::<cudaEventRecordNodeParams>() - 8usize];
+    ["Size of cudaEventRecordNodeParams"][::std::mem::size_of::<cudaEventRecordNodeParams>() - 8usize];
+    ["Alignment of cudaEventRecordNodeParams"][::std::mem::align_of::<cudaEventRecordNodeParams>() - 8usize];
     ["Offset of field: cudaEventRecordNodeParams::event"]
         [::std::mem::offset_of!(cudaEventRecordNodeParams, event) - 0usize];
 };
@@ -4441,8 +4097,7 @@ pub struct cudaEventWaitNodeParams {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaEventWaitNodeParams"][::std::mem::size_of::<cudaEventWaitNodeParams>() - 8usize];
-    ["Alignment of cudaEventWaitNodeParams"]
-        [::std::mem::align_of::<cudaEventWaitNodeParams>() - 8usize];
+    ["Alignment of cudaEventWaitNodeParams"][::std::mem::align_of::<cudaEventWaitNodeParams>() - 8usize];
     ["Offset of field: cudaEventWaitNodeParams::event"]
         [::std::mem::offset_of!(cudaEventWaitNodeParams, event) - 0usize];
 };
@@ -4526,8 +4181,7 @@ impl Default for cudaGraphNodeParams__bindgen_ty_1 {
 const _: () = {
     ["Size of cudaGraphNodeParams"][::std::mem::size_of::<cudaGraphNodeParams>() - 256usize];
     ["Alignment of cudaGraphNodeParams"][::std::mem::align_of::<cudaGraphNodeParams>() - 8usize];
-    ["Offset of field: cudaGraphNodeParams::type_"]
-        [::std::mem::offset_of!(cudaGraphNodeParams, type_) - 0usize];
+    ["Offset of field: cudaGraphNodeParams::type_"][::std::mem::offset_of!(cudaGraphNodeParams, type_) - 0usize];
     ["Offset of field: cudaGraphNodeParams::reserved0"]
         [::std::mem::offset_of!(cudaGraphNodeParams, reserved0) - 4usize];
     ["Offset of field: cudaGraphNodeParams::reserved2"]
@@ -4543,10 +4197,8 @@ impl Default for cudaGraphNodeParams {
     }
 }
 impl cudaGraphDependencyType_enum {
-    pub const cudaGraphDependencyTypeDefault: cudaGraphDependencyType_enum =
-        cudaGraphDependencyType_enum(0);
-    pub const cudaGraphDependencyTypeProgrammatic: cudaGraphDependencyType_enum =
-        cudaGraphDependencyType_enum(1);
+    pub const cudaGraphDependencyTypeDefault: cudaGraphDependencyType_enum = cudaGraphDependencyType_enum(0);
+    pub const cudaGraphDependencyTypeProgrammatic: cudaGraphDependencyType_enum = cudaGraphDependencyType_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4566,10 +4218,8 @@ const _: () = {
     ["Alignment of cudaGraphEdgeData_st"][::std::mem::align_of::<cudaGraphEdgeData_st>() - 1usize];
     ["Offset of field: cudaGraphEdgeData_st::from_port"]
         [::std::mem::offset_of!(cudaGraphEdgeData_st, from_port) - 0usize];
-    ["Offset of field: cudaGraphEdgeData_st::to_port"]
-        [::std::mem::offset_of!(cudaGraphEdgeData_st, to_port) - 1usize];
-    ["Offset of field: cudaGraphEdgeData_st::type_"]
-        [::std::mem::offset_of!(cudaGraphEdgeData_st, type_) - 2usize];
+    ["Offset of field: cudaGraphEdgeData_st::to_port"][::std::mem::offset_of!(cudaGraphEdgeData_st, to_port) - 1usize];
+    ["Offset of field: cudaGraphEdgeData_st::type_"][::std::mem::offset_of!(cudaGraphEdgeData_st, type_) - 2usize];
     ["Offset of field: cudaGraphEdgeData_st::reserved"]
         [::std::mem::offset_of!(cudaGraphEdgeData_st, reserved) - 3usize];
 };
@@ -4583,36 +4233,26 @@ pub type cudaGraphExec_t = *mut CUgraphExec_st;
 impl cudaGraphExecUpdateResult {
     pub const cudaGraphExecUpdateSuccess: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(0);
     pub const cudaGraphExecUpdateError: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(1);
-    pub const cudaGraphExecUpdateErrorTopologyChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(2);
-    pub const cudaGraphExecUpdateErrorNodeTypeChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(3);
-    pub const cudaGraphExecUpdateErrorFunctionChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(4);
-    pub const cudaGraphExecUpdateErrorParametersChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(5);
-    pub const cudaGraphExecUpdateErrorNotSupported: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(6);
+    pub const cudaGraphExecUpdateErrorTopologyChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(2);
+    pub const cudaGraphExecUpdateErrorNodeTypeChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(3);
+    pub const cudaGraphExecUpdateErrorFunctionChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(4);
+    pub const cudaGraphExecUpdateErrorParametersChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(5);
+    pub const cudaGraphExecUpdateErrorNotSupported: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(6);
     pub const cudaGraphExecUpdateErrorUnsupportedFunctionChange: cudaGraphExecUpdateResult =
         cudaGraphExecUpdateResult(7);
-    pub const cudaGraphExecUpdateErrorAttributesChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(8);
+    pub const cudaGraphExecUpdateErrorAttributesChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGraphExecUpdateResult(pub ::std::os::raw::c_uint);
 impl cudaGraphInstantiateResult {
-    pub const cudaGraphInstantiateSuccess: cudaGraphInstantiateResult =
-        cudaGraphInstantiateResult(0);
+    pub const cudaGraphInstantiateSuccess: cudaGraphInstantiateResult = cudaGraphInstantiateResult(0);
     pub const cudaGraphInstantiateError: cudaGraphInstantiateResult = cudaGraphInstantiateResult(1);
-    pub const cudaGraphInstantiateInvalidStructure: cudaGraphInstantiateResult =
-        cudaGraphInstantiateResult(2);
-    pub const cudaGraphInstantiateNodeOperationNotSupported: cudaGraphInstantiateResult =
-        cudaGraphInstantiateResult(3);
+    pub const cudaGraphInstantiateInvalidStructure: cudaGraphInstantiateResult = cudaGraphInstantiateResult(2);
+    pub const cudaGraphInstantiateNodeOperationNotSupported: cudaGraphInstantiateResult = cudaGraphInstantiateResult(3);
     pub const cudaGraphInstantiateMultipleDevicesNotSupported: cudaGraphInstantiateResult =
         cudaGraphInstantiateResult(4);
-    pub const cudaGraphInstantiateConditionalHandleUnused: cudaGraphInstantiateResult =
-        cudaGraphInstantiateResult(5);
+    pub const cudaGraphInstantiateConditionalHandleUnused: cudaGraphInstantiateResult = cudaGraphInstantiateResult(5);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4627,10 +4267,8 @@ pub struct cudaGraphInstantiateParams_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaGraphInstantiateParams_st"]
-        [::std::mem::size_of::<cudaGraphInstantiateParams_st>() - 32usize];
-    ["Alignment of cudaGraphInstantiateParams_st"]
-        [::std::mem::align_of::<cudaGraphInstantiateParams_st>() - 8usize];
+    ["Size of cudaGraphInstantiateParams_st"][::std::mem::size_of::<cudaGraphInstantiateParams_st>() - 32usize];
+    ["Alignment of cudaGraphInstantiateParams_st"][::std::mem::align_of::<cudaGraphInstantiateParams_st>() - 8usize];
     ["Offset of field: cudaGraphInstantiateParams_st::flags"]
         [::std::mem::offset_of!(cudaGraphInstantiateParams_st, flags) - 0usize];
     ["Offset of field: cudaGraphInstantiateParams_st::uploadStream"]
@@ -4659,8 +4297,7 @@ pub struct cudaGraphExecUpdateResultInfo_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaGraphExecUpdateResultInfo_st"]
-        [::std::mem::size_of::<cudaGraphExecUpdateResultInfo_st>() - 24usize];
+    ["Size of cudaGraphExecUpdateResultInfo_st"][::std::mem::size_of::<cudaGraphExecUpdateResultInfo_st>() - 24usize];
     ["Alignment of cudaGraphExecUpdateResultInfo_st"]
         [::std::mem::align_of::<cudaGraphExecUpdateResultInfo_st>() - 8usize];
     ["Offset of field: cudaGraphExecUpdateResultInfo_st::result"]
@@ -4687,13 +4324,10 @@ pub struct CUgraphDeviceUpdatableNode_st {
 }
 pub type cudaGraphDeviceNode_t = *mut CUgraphDeviceUpdatableNode_st;
 impl cudaGraphKernelNodeField {
-    pub const cudaGraphKernelNodeFieldInvalid: cudaGraphKernelNodeField =
-        cudaGraphKernelNodeField(0);
-    pub const cudaGraphKernelNodeFieldGridDim: cudaGraphKernelNodeField =
-        cudaGraphKernelNodeField(1);
+    pub const cudaGraphKernelNodeFieldInvalid: cudaGraphKernelNodeField = cudaGraphKernelNodeField(0);
+    pub const cudaGraphKernelNodeFieldGridDim: cudaGraphKernelNodeField = cudaGraphKernelNodeField(1);
     pub const cudaGraphKernelNodeFieldParam: cudaGraphKernelNodeField = cudaGraphKernelNodeField(2);
-    pub const cudaGraphKernelNodeFieldEnabled: cudaGraphKernelNodeField =
-        cudaGraphKernelNodeField(3);
+    pub const cudaGraphKernelNodeFieldEnabled: cudaGraphKernelNodeField = cudaGraphKernelNodeField(3);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4725,18 +4359,12 @@ const _: () = {
         [::std::mem::size_of::<cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1>() - 24usize];
     ["Alignment of cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1"]
         [::std::mem::align_of::<cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1>() - 8usize];
-    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::pValue"][::std::mem::offset_of!(
-        cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1,
-        pValue
-    ) - 0usize];
-    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::offset"][::std::mem::offset_of!(
-        cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1,
-        offset
-    ) - 8usize];
-    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::size"][::std::mem::offset_of!(
-        cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1,
-        size
-    ) - 16usize];
+    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::pValue"]
+        [::std::mem::offset_of!(cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1, pValue) - 0usize];
+    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::offset"]
+        [::std::mem::offset_of!(cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1, offset) - 8usize];
+    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::size"]
+        [::std::mem::offset_of!(cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1, size) - 16usize];
 };
 impl Default for cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -4771,10 +4399,8 @@ impl Default for cudaGraphKernelNodeUpdate__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaGraphKernelNodeUpdate"]
-        [::std::mem::size_of::<cudaGraphKernelNodeUpdate>() - 40usize];
-    ["Alignment of cudaGraphKernelNodeUpdate"]
-        [::std::mem::align_of::<cudaGraphKernelNodeUpdate>() - 8usize];
+    ["Size of cudaGraphKernelNodeUpdate"][::std::mem::size_of::<cudaGraphKernelNodeUpdate>() - 40usize];
+    ["Alignment of cudaGraphKernelNodeUpdate"][::std::mem::align_of::<cudaGraphKernelNodeUpdate>() - 8usize];
     ["Offset of field: cudaGraphKernelNodeUpdate::node"]
         [::std::mem::offset_of!(cudaGraphKernelNodeUpdate, node) - 0usize];
     ["Offset of field: cudaGraphKernelNodeUpdate::field"]
@@ -4793,19 +4419,15 @@ impl Default for cudaGraphKernelNodeUpdate {
 }
 impl cudaGetDriverEntryPointFlags {
     pub const cudaEnableDefault: cudaGetDriverEntryPointFlags = cudaGetDriverEntryPointFlags(0);
-    pub const cudaEnableLegacyStream: cudaGetDriverEntryPointFlags =
-        cudaGetDriverEntryPointFlags(1);
-    pub const cudaEnablePerThreadDefaultStream: cudaGetDriverEntryPointFlags =
-        cudaGetDriverEntryPointFlags(2);
+    pub const cudaEnableLegacyStream: cudaGetDriverEntryPointFlags = cudaGetDriverEntryPointFlags(1);
+    pub const cudaEnablePerThreadDefaultStream: cudaGetDriverEntryPointFlags = cudaGetDriverEntryPointFlags(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGetDriverEntryPointFlags(pub ::std::os::raw::c_uint);
 impl cudaDriverEntryPointQueryResult {
-    pub const cudaDriverEntryPointSuccess: cudaDriverEntryPointQueryResult =
-        cudaDriverEntryPointQueryResult(0);
-    pub const cudaDriverEntryPointSymbolNotFound: cudaDriverEntryPointQueryResult =
-        cudaDriverEntryPointQueryResult(1);
+    pub const cudaDriverEntryPointSuccess: cudaDriverEntryPointQueryResult = cudaDriverEntryPointQueryResult(0);
+    pub const cudaDriverEntryPointSymbolNotFound: cudaDriverEntryPointQueryResult = cudaDriverEntryPointQueryResult(1);
     pub const cudaDriverEntryPointVersionNotSufficent: cudaDriverEntryPointQueryResult =
         cudaDriverEntryPointQueryResult(2);
 }
@@ -4814,38 +4436,25 @@ impl cudaDriverEntryPointQueryResult {
 pub struct cudaDriverEntryPointQueryResult(pub ::std::os::raw::c_uint);
 impl cudaGraphDebugDotFlags {
     pub const cudaGraphDebugDotFlagsVerbose: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(1);
-    pub const cudaGraphDebugDotFlagsKernelNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(4);
-    pub const cudaGraphDebugDotFlagsMemcpyNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(8);
-    pub const cudaGraphDebugDotFlagsMemsetNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(16);
-    pub const cudaGraphDebugDotFlagsHostNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(32);
-    pub const cudaGraphDebugDotFlagsEventNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(64);
-    pub const cudaGraphDebugDotFlagsExtSemasSignalNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(128);
-    pub const cudaGraphDebugDotFlagsExtSemasWaitNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(256);
-    pub const cudaGraphDebugDotFlagsKernelNodeAttributes: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(512);
+    pub const cudaGraphDebugDotFlagsKernelNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(4);
+    pub const cudaGraphDebugDotFlagsMemcpyNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(8);
+    pub const cudaGraphDebugDotFlagsMemsetNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(16);
+    pub const cudaGraphDebugDotFlagsHostNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(32);
+    pub const cudaGraphDebugDotFlagsEventNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(64);
+    pub const cudaGraphDebugDotFlagsExtSemasSignalNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(128);
+    pub const cudaGraphDebugDotFlagsExtSemasWaitNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(256);
+    pub const cudaGraphDebugDotFlagsKernelNodeAttributes: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(512);
     pub const cudaGraphDebugDotFlagsHandles: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(1024);
-    pub const cudaGraphDebugDotFlagsConditionalNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(32768);
+    pub const cudaGraphDebugDotFlagsConditionalNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(32768);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGraphDebugDotFlags(pub ::std::os::raw::c_uint);
 impl cudaGraphInstantiateFlags {
-    pub const cudaGraphInstantiateFlagAutoFreeOnLaunch: cudaGraphInstantiateFlags =
-        cudaGraphInstantiateFlags(1);
-    pub const cudaGraphInstantiateFlagUpload: cudaGraphInstantiateFlags =
-        cudaGraphInstantiateFlags(2);
-    pub const cudaGraphInstantiateFlagDeviceLaunch: cudaGraphInstantiateFlags =
-        cudaGraphInstantiateFlags(4);
-    pub const cudaGraphInstantiateFlagUseNodePriority: cudaGraphInstantiateFlags =
-        cudaGraphInstantiateFlags(8);
+    pub const cudaGraphInstantiateFlagAutoFreeOnLaunch: cudaGraphInstantiateFlags = cudaGraphInstantiateFlags(1);
+    pub const cudaGraphInstantiateFlagUpload: cudaGraphInstantiateFlags = cudaGraphInstantiateFlags(2);
+    pub const cudaGraphInstantiateFlagDeviceLaunch: cudaGraphInstantiateFlags = cudaGraphInstantiateFlags(4);
+    pub const cudaGraphInstantiateFlagUseNodePriority: cudaGraphInstantiateFlags = cudaGraphInstantiateFlags(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4865,10 +4474,8 @@ pub struct cudaLaunchMemSyncDomainMap_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaLaunchMemSyncDomainMap_st"]
-        [::std::mem::size_of::<cudaLaunchMemSyncDomainMap_st>() - 2usize];
-    ["Alignment of cudaLaunchMemSyncDomainMap_st"]
-        [::std::mem::align_of::<cudaLaunchMemSyncDomainMap_st>() - 1usize];
+    ["Size of cudaLaunchMemSyncDomainMap_st"][::std::mem::size_of::<cudaLaunchMemSyncDomainMap_st>() - 2usize];
+    ["Alignment of cudaLaunchMemSyncDomainMap_st"][::std::mem::align_of::<cudaLaunchMemSyncDomainMap_st>() - 1usize];
     ["Offset of field: cudaLaunchMemSyncDomainMap_st::default_"]
         [::std::mem::offset_of!(cudaLaunchMemSyncDomainMap_st, default_) - 0usize];
     ["Offset of field: cudaLaunchMemSyncDomainMap_st::remote"]
@@ -4877,29 +4484,20 @@ const _: () = {
 pub type cudaLaunchMemSyncDomainMap = cudaLaunchMemSyncDomainMap_st;
 impl cudaLaunchAttributeID {
     pub const cudaLaunchAttributeIgnore: cudaLaunchAttributeID = cudaLaunchAttributeID(0);
-    pub const cudaLaunchAttributeAccessPolicyWindow: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(1);
+    pub const cudaLaunchAttributeAccessPolicyWindow: cudaLaunchAttributeID = cudaLaunchAttributeID(1);
     pub const cudaLaunchAttributeCooperative: cudaLaunchAttributeID = cudaLaunchAttributeID(2);
-    pub const cudaLaunchAttributeSynchronizationPolicy: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(3);
+    pub const cudaLaunchAttributeSynchronizationPolicy: cudaLaunchAttributeID = cudaLaunchAttributeID(3);
     pub const cudaLaunchAttributeClusterDimension: cudaLaunchAttributeID = cudaLaunchAttributeID(4);
-    pub const cudaLaunchAttributeClusterSchedulingPolicyPreference: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(5);
-    pub const cudaLaunchAttributeProgrammaticStreamSerialization: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(6);
-    pub const cudaLaunchAttributeProgrammaticEvent: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(7);
+    pub const cudaLaunchAttributeClusterSchedulingPolicyPreference: cudaLaunchAttributeID = cudaLaunchAttributeID(5);
+    pub const cudaLaunchAttributeProgrammaticStreamSerialization: cudaLaunchAttributeID = cudaLaunchAttributeID(6);
+    pub const cudaLaunchAttributeProgrammaticEvent: cudaLaunchAttributeID = cudaLaunchAttributeID(7);
     pub const cudaLaunchAttributePriority: cudaLaunchAttributeID = cudaLaunchAttributeID(8);
     pub const cudaLaunchAttributeMemSyncDomainMap: cudaLaunchAttributeID = cudaLaunchAttributeID(9);
     pub const cudaLaunchAttributeMemSyncDomain: cudaLaunchAttributeID = cudaLaunchAttributeID(10);
-    pub const cudaLaunchAttributePreferredClusterDimension: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(11);
-    pub const cudaLaunchAttributeLaunchCompletionEvent: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(12);
-    pub const cudaLaunchAttributeDeviceUpdatableKernelNode: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(13);
-    pub const cudaLaunchAttributePreferredSharedMemoryCarveout: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(14);
+    pub const cudaLaunchAttributePreferredClusterDimension: cudaLaunchAttributeID = cudaLaunchAttributeID(11);
+    pub const cudaLaunchAttributeLaunchCompletionEvent: cudaLaunchAttributeID = cudaLaunchAttributeID(12);
+    pub const cudaLaunchAttributeDeviceUpdatableKernelNode: cudaLaunchAttributeID = cudaLaunchAttributeID(13);
+    pub const cudaLaunchAttributePreferredSharedMemoryCarveout: cudaLaunchAttributeID = cudaLaunchAttributeID(14);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4960,10 +4558,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaLaunchAttributeValue__bindgen_ty_2, event) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue__bindgen_ty_2::flags"]
         [::std::mem::offset_of!(cudaLaunchAttributeValue__bindgen_ty_2, flags) - 8usize];
-    ["Offset of field: cudaLaunchAttributeValue__bindgen_ty_2::triggerAtBlockStart"][::std::mem::offset_of!(
-        cudaLaunchAttributeValue__bindgen_ty_2,
-        triggerAtBlockStart
-    ) - 12usize];
+    ["Offset of field: cudaLaunchAttributeValue__bindgen_ty_2::triggerAtBlockStart"]
+        [::std::mem::offset_of!(cudaLaunchAttributeValue__bindgen_ty_2, triggerAtBlockStart) - 12usize];
 };
 impl Default for cudaLaunchAttributeValue__bindgen_ty_2 {
     fn default() -> Self {
@@ -5048,12 +4644,9 @@ impl Default for cudaLaunchAttributeValue__bindgen_ty_5 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaLaunchAttributeValue"]
-        [::std::mem::size_of::<cudaLaunchAttributeValue>() - 64usize];
-    ["Alignment of cudaLaunchAttributeValue"]
-        [::std::mem::align_of::<cudaLaunchAttributeValue>() - 8usize];
-    ["Offset of field: cudaLaunchAttributeValue::pad"]
-        [::std::mem::offset_of!(cudaLaunchAttributeValue, pad) - 0usize];
+    ["Size of cudaLaunchAttributeValue"][::std::mem::size_of::<cudaLaunchAttributeValue>() - 64usize];
+    ["Alignment of cudaLaunchAttributeValue"][::std::mem::align_of::<cudaLaunchAttributeValue>() - 8usize];
+    ["Offset of field: cudaLaunchAttributeValue::pad"][::std::mem::offset_of!(cudaLaunchAttributeValue, pad) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::accessPolicyWindow"]
         [::std::mem::offset_of!(cudaLaunchAttributeValue, accessPolicyWindow) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::cooperative"]
@@ -5062,15 +4655,10 @@ const _: () = {
         [::std::mem::offset_of!(cudaLaunchAttributeValue, syncPolicy) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::clusterDim"]
         [::std::mem::offset_of!(cudaLaunchAttributeValue, clusterDim) - 0usize];
-    ["Offset of field: cudaLaunchAttributeValue::clusterSchedulingPolicyPreference"][::std::mem::offset_of!(
-        cudaLaunchAttributeValue,
-        clusterSchedulingPolicyPreference
-    ) - 0usize];
-    ["Offset of field: cudaLaunchAttributeValue::programmaticStreamSerializationAllowed"][::std::mem::offset_of!(
-        cudaLaunchAttributeValue,
-        programmaticStreamSerializationAllowed
-    )
-        - 0usize];
+    ["Offset of field: cudaLaunchAttributeValue::clusterSchedulingPolicyPreference"]
+        [::std::mem::offset_of!(cudaLaunchAttributeValue, clusterSchedulingPolicyPreference) - 0usize];
+    ["Offset of field: cudaLaunchAttributeValue::programmaticStreamSerializationAllowed"]
+        [::std::mem::offset_of!(cudaLaunchAttributeValue, programmaticStreamSerializationAllowed) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::programmaticEvent"]
         [::std::mem::offset_of!(cudaLaunchAttributeValue, programmaticEvent) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::priority"]
@@ -5107,14 +4695,10 @@ pub struct cudaLaunchAttribute_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaLaunchAttribute_st"][::std::mem::size_of::<cudaLaunchAttribute_st>() - 72usize];
-    ["Alignment of cudaLaunchAttribute_st"]
-        [::std::mem::align_of::<cudaLaunchAttribute_st>() - 8usize];
-    ["Offset of field: cudaLaunchAttribute_st::id"]
-        [::std::mem::offset_of!(cudaLaunchAttribute_st, id) - 0usize];
-    ["Offset of field: cudaLaunchAttribute_st::pad"]
-        [::std::mem::offset_of!(cudaLaunchAttribute_st, pad) - 4usize];
-    ["Offset of field: cudaLaunchAttribute_st::val"]
-        [::std::mem::offset_of!(cudaLaunchAttribute_st, val) - 8usize];
+    ["Alignment of cudaLaunchAttribute_st"][::std::mem::align_of::<cudaLaunchAttribute_st>() - 8usize];
+    ["Offset of field: cudaLaunchAttribute_st::id"][::std::mem::offset_of!(cudaLaunchAttribute_st, id) - 0usize];
+    ["Offset of field: cudaLaunchAttribute_st::pad"][::std::mem::offset_of!(cudaLaunchAttribute_st, pad) - 4usize];
+    ["Offset of field: cudaLaunchAttribute_st::val"][::std::mem::offset_of!(cudaLaunchAttribute_st, val) - 8usize];
 };
 impl Default for cudaLaunchAttribute_st {
     fn default() -> Self {
@@ -5140,18 +4724,13 @@ pub struct cudaLaunchConfig_st {
 const _: () = {
     ["Size of cudaLaunchConfig_st"][::std::mem::size_of::<cudaLaunchConfig_st>() - 56usize];
     ["Alignment of cudaLaunchConfig_st"][::std::mem::align_of::<cudaLaunchConfig_st>() - 8usize];
-    ["Offset of field: cudaLaunchConfig_st::gridDim"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, gridDim) - 0usize];
-    ["Offset of field: cudaLaunchConfig_st::blockDim"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, blockDim) - 12usize];
+    ["Offset of field: cudaLaunchConfig_st::gridDim"][::std::mem::offset_of!(cudaLaunchConfig_st, gridDim) - 0usize];
+    ["Offset of field: cudaLaunchConfig_st::blockDim"][::std::mem::offset_of!(cudaLaunchConfig_st, blockDim) - 12usize];
     ["Offset of field: cudaLaunchConfig_st::dynamicSmemBytes"]
         [::std::mem::offset_of!(cudaLaunchConfig_st, dynamicSmemBytes) - 24usize];
-    ["Offset of field: cudaLaunchConfig_st::stream"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, stream) - 32usize];
-    ["Offset of field: cudaLaunchConfig_st::attrs"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, attrs) - 40usize];
-    ["Offset of field: cudaLaunchConfig_st::numAttrs"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, numAttrs) - 48usize];
+    ["Offset of field: cudaLaunchConfig_st::stream"][::std::mem::offset_of!(cudaLaunchConfig_st, stream) - 32usize];
+    ["Offset of field: cudaLaunchConfig_st::attrs"][::std::mem::offset_of!(cudaLaunchConfig_st, attrs) - 40usize];
+    ["Offset of field: cudaLaunchConfig_st::numAttrs"][::std::mem::offset_of!(cudaLaunchConfig_st, numAttrs) - 48usize];
 };
 impl Default for cudaLaunchConfig_st {
     fn default() -> Self {
@@ -5177,8 +4756,7 @@ pub struct cudaAsyncCallbackEntry {
 }
 pub type cudaAsyncCallbackHandle_t = *mut cudaAsyncCallbackEntry;
 impl cudaAsyncNotificationType_enum {
-    pub const cudaAsyncNotificationTypeOverBudget: cudaAsyncNotificationType_enum =
-        cudaAsyncNotificationType_enum(1);
+    pub const cudaAsyncNotificationTypeOverBudget: cudaAsyncNotificationType_enum = cudaAsyncNotificationType_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -5206,11 +4784,8 @@ const _: () = {
         [::std::mem::size_of::<cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1"]
         [::std::mem::align_of::<cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1>() - 8usize];
-    ["Offset of field: cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1::bytesOverBudget"][::std::mem::offset_of!(
-        cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1,
-        bytesOverBudget
-    )
-        - 0usize];
+    ["Offset of field: cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1::bytesOverBudget"]
+        [::std::mem::offset_of!(cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1, bytesOverBudget) - 0usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -5232,10 +4807,8 @@ impl Default for cudaAsyncNotificationInfo__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaAsyncNotificationInfo"]
-        [::std::mem::size_of::<cudaAsyncNotificationInfo>() - 16usize];
-    ["Alignment of cudaAsyncNotificationInfo"]
-        [::std::mem::align_of::<cudaAsyncNotificationInfo>() - 8usize];
+    ["Size of cudaAsyncNotificationInfo"][::std::mem::size_of::<cudaAsyncNotificationInfo>() - 16usize];
+    ["Alignment of cudaAsyncNotificationInfo"][::std::mem::align_of::<cudaAsyncNotificationInfo>() - 8usize];
     ["Offset of field: cudaAsyncNotificationInfo::type_"]
         [::std::mem::offset_of!(cudaAsyncNotificationInfo, type_) - 0usize];
     ["Offset of field: cudaAsyncNotificationInfo::info"]
@@ -5318,16 +4891,11 @@ pub struct cudaTextureDesc {
 const _: () = {
     ["Size of cudaTextureDesc"][::std::mem::size_of::<cudaTextureDesc>() - 72usize];
     ["Alignment of cudaTextureDesc"][::std::mem::align_of::<cudaTextureDesc>() - 4usize];
-    ["Offset of field: cudaTextureDesc::addressMode"]
-        [::std::mem::offset_of!(cudaTextureDesc, addressMode) - 0usize];
-    ["Offset of field: cudaTextureDesc::filterMode"]
-        [::std::mem::offset_of!(cudaTextureDesc, filterMode) - 12usize];
-    ["Offset of field: cudaTextureDesc::readMode"]
-        [::std::mem::offset_of!(cudaTextureDesc, readMode) - 16usize];
-    ["Offset of field: cudaTextureDesc::sRGB"]
-        [::std::mem::offset_of!(cudaTextureDesc, sRGB) - 20usize];
-    ["Offset of field: cudaTextureDesc::borderColor"]
-        [::std::mem::offset_of!(cudaTextureDesc, borderColor) - 24usize];
+    ["Offset of field: cudaTextureDesc::addressMode"][::std::mem::offset_of!(cudaTextureDesc, addressMode) - 0usize];
+    ["Offset of field: cudaTextureDesc::filterMode"][::std::mem::offset_of!(cudaTextureDesc, filterMode) - 12usize];
+    ["Offset of field: cudaTextureDesc::readMode"][::std::mem::offset_of!(cudaTextureDesc, readMode) - 16usize];
+    ["Offset of field: cudaTextureDesc::sRGB"][::std::mem::offset_of!(cudaTextureDesc, sRGB) - 20usize];
+    ["Offset of field: cudaTextureDesc::borderColor"][::std::mem::offset_of!(cudaTextureDesc, borderColor) - 24usize];
     ["Offset of field: cudaTextureDesc::normalizedCoords"]
         [::std::mem::offset_of!(cudaTextureDesc, normalizedCoords) - 40usize];
     ["Offset of field: cudaTextureDesc::maxAnisotropy"]
@@ -5356,11 +4924,7 @@ impl Default for cudaTextureDesc {
 }
 pub type cudaTextureObject_t = ::std::os::raw::c_ulonglong;
 pub type cudaStreamCallback_t = ::std::option::Option<
-    unsafe extern "C" fn(
-        stream: cudaStream_t,
-        status: cudaError_t,
-        userData: *mut ::std::os::raw::c_void,
-    ),
+    unsafe extern "C" fn(stream: cudaStream_t, status: cudaError_t, userData: *mut ::std::os::raw::c_void),
 >;
 impl cudaDataType_t {
     pub const CUDA_R_16F: cudaDataType_t = cudaDataType_t(2);
@@ -5416,14 +4980,10 @@ pub struct CudartLib {
     __library: ::libloading::Library,
     pub cudaDeviceReset: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceSynchronize: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
-    pub cudaDeviceSetLimit: Result<
-        unsafe extern "C" fn(limit: cudaLimit, value: usize) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaDeviceGetLimit: Result<
-        unsafe extern "C" fn(pValue: *mut usize, limit: cudaLimit) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceSetLimit:
+        Result<unsafe extern "C" fn(limit: cudaLimit, value: usize) -> cudaError_t, ::libloading::Error>,
+    pub cudaDeviceGetLimit:
+        Result<unsafe extern "C" fn(pValue: *mut usize, limit: cudaLimit) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceGetTexture1DLinearMaxWidth: Result<
         unsafe extern "C" fn(
             maxWidthInElements: *mut usize,
@@ -5432,10 +4992,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceGetCacheConfig: Result<
-        unsafe extern "C" fn(pCacheConfig: *mut cudaFuncCache) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceGetCacheConfig:
+        Result<unsafe extern "C" fn(pCacheConfig: *mut cudaFuncCache) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceGetStreamPriorityRange: Result<
         unsafe extern "C" fn(
             leastPriority: *mut ::std::os::raw::c_int,
@@ -5443,10 +5001,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceSetCacheConfig: Result<
-        unsafe extern "C" fn(cacheConfig: cudaFuncCache) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceSetCacheConfig:
+        Result<unsafe extern "C" fn(cacheConfig: cudaFuncCache) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceGetByPCIBusId: Result<
         unsafe extern "C" fn(
             device: *mut ::std::os::raw::c_int,
@@ -5471,10 +5027,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaIpcGetMemHandle: Result<
-        unsafe extern "C" fn(
-            handle: *mut cudaIpcMemHandle_t,
-            devPtr: *mut ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(handle: *mut cudaIpcMemHandle_t, devPtr: *mut ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaIpcOpenMemHandle: Result<
@@ -5485,10 +5038,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaIpcCloseMemHandle: Result<
-        unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaIpcCloseMemHandle:
+        Result<unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceFlushGPUDirectRDMAWrites: Result<
         unsafe extern "C" fn(
             target: cudaFlushGPUDirectRDMAWritesTarget,
@@ -5506,57 +5057,33 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaDeviceUnregisterAsyncNotification: Result<
-        unsafe extern "C" fn(
-            device: ::std::os::raw::c_int,
-            callback: cudaAsyncCallbackHandle_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(device: ::std::os::raw::c_int, callback: cudaAsyncCallbackHandle_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceGetSharedMemConfig: Result<
-        unsafe extern "C" fn(pConfig: *mut cudaSharedMemConfig) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaDeviceSetSharedMemConfig: Result<
-        unsafe extern "C" fn(config: cudaSharedMemConfig) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceGetSharedMemConfig:
+        Result<unsafe extern "C" fn(pConfig: *mut cudaSharedMemConfig) -> cudaError_t, ::libloading::Error>,
+    pub cudaDeviceSetSharedMemConfig:
+        Result<unsafe extern "C" fn(config: cudaSharedMemConfig) -> cudaError_t, ::libloading::Error>,
     pub cudaThreadExit: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
     pub cudaThreadSynchronize: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
-    pub cudaThreadSetLimit: Result<
-        unsafe extern "C" fn(limit: cudaLimit, value: usize) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaThreadGetLimit: Result<
-        unsafe extern "C" fn(pValue: *mut usize, limit: cudaLimit) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaThreadGetCacheConfig: Result<
-        unsafe extern "C" fn(pCacheConfig: *mut cudaFuncCache) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaThreadSetCacheConfig: Result<
-        unsafe extern "C" fn(cacheConfig: cudaFuncCache) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaThreadSetLimit:
+        Result<unsafe extern "C" fn(limit: cudaLimit, value: usize) -> cudaError_t, ::libloading::Error>,
+    pub cudaThreadGetLimit:
+        Result<unsafe extern "C" fn(pValue: *mut usize, limit: cudaLimit) -> cudaError_t, ::libloading::Error>,
+    pub cudaThreadGetCacheConfig:
+        Result<unsafe extern "C" fn(pCacheConfig: *mut cudaFuncCache) -> cudaError_t, ::libloading::Error>,
+    pub cudaThreadSetCacheConfig:
+        Result<unsafe extern "C" fn(cacheConfig: cudaFuncCache) -> cudaError_t, ::libloading::Error>,
     pub cudaGetLastError: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
     pub cudaPeekAtLastError: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
-    pub cudaGetErrorName: Result<
-        unsafe extern "C" fn(error: cudaError_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
-    pub cudaGetErrorString: Result<
-        unsafe extern "C" fn(error: cudaError_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
-    pub cudaGetDeviceCount: Result<
-        unsafe extern "C" fn(count: *mut ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaGetErrorName:
+        Result<unsafe extern "C" fn(error: cudaError_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
+    pub cudaGetErrorString:
+        Result<unsafe extern "C" fn(error: cudaError_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
+    pub cudaGetDeviceCount:
+        Result<unsafe extern "C" fn(count: *mut ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
     pub cudaGetDeviceProperties_v2: Result<
-        unsafe extern "C" fn(
-            prop: *mut cudaDeviceProp,
-            device: ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(prop: *mut cudaDeviceProp, device: ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaDeviceGetAttribute: Result<
@@ -5568,10 +5095,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaDeviceGetDefaultMemPool: Result<
-        unsafe extern "C" fn(
-            memPool: *mut cudaMemPool_t,
-            device: ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(memPool: *mut cudaMemPool_t, device: ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaDeviceSetMemPool: Result<
@@ -5579,10 +5103,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaDeviceGetMemPool: Result<
-        unsafe extern "C" fn(
-            memPool: *mut cudaMemPool_t,
-            device: ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(memPool: *mut cudaMemPool_t, device: ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaDeviceGetNvSciSyncAttributes: Result<
@@ -5603,10 +5124,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaChooseDevice: Result<
-        unsafe extern "C" fn(
-            device: *mut ::std::os::raw::c_int,
-            prop: *const cudaDeviceProp,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(device: *mut ::std::os::raw::c_int, prop: *const cudaDeviceProp) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaInitDevice: Result<
@@ -5617,38 +5135,20 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaSetDevice: Result<
-        unsafe extern "C" fn(device: ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaGetDevice: Result<
-        unsafe extern "C" fn(device: *mut ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaSetDevice: Result<unsafe extern "C" fn(device: ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
+    pub cudaGetDevice:
+        Result<unsafe extern "C" fn(device: *mut ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
     pub cudaSetValidDevices: Result<
-        unsafe extern "C" fn(
-            device_arr: *mut ::std::os::raw::c_int,
-            len: ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(device_arr: *mut ::std::os::raw::c_int, len: ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaSetDeviceFlags: Result<
-        unsafe extern "C" fn(flags: ::std::os::raw::c_uint) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaGetDeviceFlags: Result<
-        unsafe extern "C" fn(flags: *mut ::std::os::raw::c_uint) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaStreamCreate: Result<
-        unsafe extern "C" fn(pStream: *mut cudaStream_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaSetDeviceFlags:
+        Result<unsafe extern "C" fn(flags: ::std::os::raw::c_uint) -> cudaError_t, ::libloading::Error>,
+    pub cudaGetDeviceFlags:
+        Result<unsafe extern "C" fn(flags: *mut ::std::os::raw::c_uint) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamCreate: Result<unsafe extern "C" fn(pStream: *mut cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamCreateWithFlags: Result<
-        unsafe extern "C" fn(
-            pStream: *mut cudaStream_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pStream: *mut cudaStream_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamCreateWithPriority: Result<
@@ -5660,39 +5160,24 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaStreamGetPriority_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            priority: *mut ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, priority: *mut ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetFlags_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            flags: *mut ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, flags: *mut ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetId_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            streamId: *mut ::std::os::raw::c_ulonglong,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, streamId: *mut ::std::os::raw::c_ulonglong) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetDevice_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            device: *mut ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, device: *mut ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaCtxResetPersistingL2Cache:
-        Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
-    pub cudaStreamCopyAttributes_ptsz: Result<
-        unsafe extern "C" fn(dst: cudaStream_t, src: cudaStream_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaCtxResetPersistingL2Cache: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamCopyAttributes_ptsz:
+        Result<unsafe extern "C" fn(dst: cudaStream_t, src: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamGetAttribute_ptsz: Result<
         unsafe extern "C" fn(
             hStream: cudaStream_t,
@@ -5709,14 +5194,9 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaStreamDestroy:
-        Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamDestroy: Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamWaitEvent_ptsz: Result<
-        unsafe extern "C" fn(
-            stream: cudaStream_t,
-            event: cudaEvent_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(stream: cudaStream_t, event: cudaEvent_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamAddCallback_ptsz: Result<
@@ -5730,8 +5210,7 @@ pub struct CudartLib {
     >,
     pub cudaStreamSynchronize_ptsz:
         Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
-    pub cudaStreamQuery_ptsz:
-        Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamQuery_ptsz: Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamAttachMemAsync_ptsz: Result<
         unsafe extern "C" fn(
             stream: cudaStream_t,
@@ -5756,19 +5235,14 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaThreadExchangeStreamCaptureMode: Result<
-        unsafe extern "C" fn(mode: *mut cudaStreamCaptureMode) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaThreadExchangeStreamCaptureMode:
+        Result<unsafe extern "C" fn(mode: *mut cudaStreamCaptureMode) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamEndCapture_ptsz: Result<
         unsafe extern "C" fn(stream: cudaStream_t, pGraph: *mut cudaGraph_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamIsCapturing_ptsz: Result<
-        unsafe extern "C" fn(
-            stream: cudaStream_t,
-            pCaptureStatus: *mut cudaStreamCaptureStatus,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(stream: cudaStream_t, pCaptureStatus: *mut cudaStreamCaptureStatus) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetCaptureInfo_v2_ptsz: Result<
@@ -5813,30 +5287,20 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaEventCreate:
-        Result<unsafe extern "C" fn(event: *mut cudaEvent_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaEventCreate: Result<unsafe extern "C" fn(event: *mut cudaEvent_t) -> cudaError_t, ::libloading::Error>,
     pub cudaEventCreateWithFlags: Result<
         unsafe extern "C" fn(event: *mut cudaEvent_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaEventRecord_ptsz: Result<
-        unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaEventRecord_ptsz:
+        Result<unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaEventRecordWithFlags_ptsz: Result<
-        unsafe extern "C" fn(
-            event: cudaEvent_t,
-            stream: cudaStream_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaEventQuery:
-        Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
-    pub cudaEventSynchronize:
-        Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
-    pub cudaEventDestroy:
-        Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaEventQuery: Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaEventSynchronize: Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaEventDestroy: Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
     pub cudaEventElapsedTime: Result<
         unsafe extern "C" fn(ms: *mut f32, start: cudaEvent_t, end: cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
@@ -5868,10 +5332,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDestroyExternalMemory: Result<
-        unsafe extern "C" fn(extMem: cudaExternalMemory_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDestroyExternalMemory:
+        Result<unsafe extern "C" fn(extMem: cudaExternalMemory_t) -> cudaError_t, ::libloading::Error>,
     pub cudaImportExternalSemaphore: Result<
         unsafe extern "C" fn(
             extSem_out: *mut cudaExternalSemaphore_t,
@@ -5897,10 +5359,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDestroyExternalSemaphore: Result<
-        unsafe extern "C" fn(extSem: cudaExternalSemaphore_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDestroyExternalSemaphore:
+        Result<unsafe extern "C" fn(extSem: cudaExternalSemaphore_t) -> cudaError_t, ::libloading::Error>,
     pub cudaLaunchKernel_ptsz: Result<
         unsafe extern "C" fn(
             func: *const ::std::os::raw::c_void,
@@ -5940,17 +5400,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaFuncSetCacheConfig: Result<
-        unsafe extern "C" fn(
-            func: *const ::std::os::raw::c_void,
-            cacheConfig: cudaFuncCache,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(func: *const ::std::os::raw::c_void, cacheConfig: cudaFuncCache) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaFuncGetAttributes: Result<
-        unsafe extern "C" fn(
-            attr: *mut cudaFuncAttributes,
-            func: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(attr: *mut cudaFuncAttributes, func: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaFuncSetAttribute: Result<
@@ -5977,10 +5431,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaSetDoubleForDevice:
-        Result<unsafe extern "C" fn(d: *mut f64) -> cudaError_t, ::libloading::Error>,
-    pub cudaSetDoubleForHost:
-        Result<unsafe extern "C" fn(d: *mut f64) -> cudaError_t, ::libloading::Error>,
+    pub cudaSetDoubleForDevice: Result<unsafe extern "C" fn(d: *mut f64) -> cudaError_t, ::libloading::Error>,
+    pub cudaSetDoubleForHost: Result<unsafe extern "C" fn(d: *mut f64) -> cudaError_t, ::libloading::Error>,
     pub cudaLaunchHostFunc_ptsz: Result<
         unsafe extern "C" fn(
             stream: cudaStream_t,
@@ -5990,10 +5442,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaFuncSetSharedMemConfig: Result<
-        unsafe extern "C" fn(
-            func: *const ::std::os::raw::c_void,
-            config: cudaSharedMemConfig,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(func: *const ::std::os::raw::c_void, config: cudaSharedMemConfig) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaOccupancyMaxActiveBlocksPerMultiprocessor: Result<
@@ -6075,20 +5524,12 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaFree: Result<
-        unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaFreeHost: Result<
-        unsafe extern "C" fn(ptr: *mut ::std::os::raw::c_void) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaFreeArray:
-        Result<unsafe extern "C" fn(array: cudaArray_t) -> cudaError_t, ::libloading::Error>,
-    pub cudaFreeMipmappedArray: Result<
-        unsafe extern "C" fn(mipmappedArray: cudaMipmappedArray_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaFree: Result<unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void) -> cudaError_t, ::libloading::Error>,
+    pub cudaFreeHost:
+        Result<unsafe extern "C" fn(ptr: *mut ::std::os::raw::c_void) -> cudaError_t, ::libloading::Error>,
+    pub cudaFreeArray: Result<unsafe extern "C" fn(array: cudaArray_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaFreeMipmappedArray:
+        Result<unsafe extern "C" fn(mipmappedArray: cudaMipmappedArray_t) -> cudaError_t, ::libloading::Error>,
     pub cudaHostAlloc: Result<
         unsafe extern "C" fn(
             pHost: *mut *mut ::std::os::raw::c_void,
@@ -6105,10 +5546,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaHostUnregister: Result<
-        unsafe extern "C" fn(ptr: *mut ::std::os::raw::c_void) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaHostUnregister:
+        Result<unsafe extern "C" fn(ptr: *mut ::std::os::raw::c_void) -> cudaError_t, ::libloading::Error>,
     pub cudaHostGetDevicePointer: Result<
         unsafe extern "C" fn(
             pDevice: *mut *mut ::std::os::raw::c_void,
@@ -6118,10 +5557,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaHostGetFlags: Result<
-        unsafe extern "C" fn(
-            pFlags: *mut ::std::os::raw::c_uint,
-            pHost: *mut ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pFlags: *mut ::std::os::raw::c_uint, pHost: *mut ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMalloc3D: Result<
@@ -6155,14 +5591,10 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemcpy3D_ptds: Result<
-        unsafe extern "C" fn(p: *const cudaMemcpy3DParms) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaMemcpy3DPeer_ptds: Result<
-        unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaMemcpy3D_ptds:
+        Result<unsafe extern "C" fn(p: *const cudaMemcpy3DParms) -> cudaError_t, ::libloading::Error>,
+    pub cudaMemcpy3DPeer_ptds:
+        Result<unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms) -> cudaError_t, ::libloading::Error>,
     pub cudaMemcpy3DAsync_ptsz: Result<
         unsafe extern "C" fn(p: *const cudaMemcpy3DParms, stream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
@@ -6171,10 +5603,8 @@ pub struct CudartLib {
         unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms, stream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemGetInfo: Result<
-        unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaMemGetInfo:
+        Result<unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> cudaError_t, ::libloading::Error>,
     pub cudaArrayGetInfo: Result<
         unsafe extern "C" fn(
             desc: *mut cudaChannelFormatDesc,
@@ -6209,10 +5639,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaArrayGetSparseProperties: Result<
-        unsafe extern "C" fn(
-            sparseProperties: *mut cudaArraySparseProperties,
-            array: cudaArray_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(sparseProperties: *mut cudaArraySparseProperties, array: cudaArray_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMipmappedArrayGetSparseProperties: Result<
@@ -6484,10 +5911,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGetSymbolSize: Result<
-        unsafe extern "C" fn(
-            size: *mut usize,
-            symbol: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(size: *mut usize, symbol: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMemPrefetchAsync_ptsz: Result<
@@ -6616,16 +6040,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaFreeAsync_ptsz: Result<
-        unsafe extern "C" fn(
-            devPtr: *mut ::std::os::raw::c_void,
-            hStream: cudaStream_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void, hStream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemPoolTrimTo: Result<
-        unsafe extern "C" fn(memPool: cudaMemPool_t, minBytesToKeep: usize) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaMemPoolTrimTo:
+        Result<unsafe extern "C" fn(memPool: cudaMemPool_t, minBytesToKeep: usize) -> cudaError_t, ::libloading::Error>,
     pub cudaMemPoolSetAttribute: Result<
         unsafe extern "C" fn(
             memPool: cudaMemPool_t,
@@ -6643,11 +6062,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaMemPoolSetAccess: Result<
-        unsafe extern "C" fn(
-            memPool: cudaMemPool_t,
-            descList: *const cudaMemAccessDesc,
-            count: usize,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(memPool: cudaMemPool_t, descList: *const cudaMemAccessDesc, count: usize) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMemPoolGetAccess: Result<
@@ -6659,14 +6074,10 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaMemPoolCreate: Result<
-        unsafe extern "C" fn(
-            memPool: *mut cudaMemPool_t,
-            poolProps: *const cudaMemPoolProps,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(memPool: *mut cudaMemPool_t, poolProps: *const cudaMemPoolProps) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemPoolDestroy:
-        Result<unsafe extern "C" fn(memPool: cudaMemPool_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaMemPoolDestroy: Result<unsafe extern "C" fn(memPool: cudaMemPool_t) -> cudaError_t, ::libloading::Error>,
     pub cudaMallocFromPoolAsync_ptsz: Result<
         unsafe extern "C" fn(
             ptr: *mut *mut ::std::os::raw::c_void,
@@ -6710,10 +6121,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaPointerGetAttributes: Result<
-        unsafe extern "C" fn(
-            attributes: *mut cudaPointerAttributes,
-            ptr: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(attributes: *mut cudaPointerAttributes, ptr: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaDeviceCanAccessPeer: Result<
@@ -6725,25 +6133,15 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaDeviceEnablePeerAccess: Result<
-        unsafe extern "C" fn(
-            peerDevice: ::std::os::raw::c_int,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(peerDevice: ::std::os::raw::c_int, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceDisablePeerAccess: Result<
-        unsafe extern "C" fn(peerDevice: ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaGraphicsUnregisterResource: Result<
-        unsafe extern "C" fn(resource: cudaGraphicsResource_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceDisablePeerAccess:
+        Result<unsafe extern "C" fn(peerDevice: ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
+    pub cudaGraphicsUnregisterResource:
+        Result<unsafe extern "C" fn(resource: cudaGraphicsResource_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphicsResourceSetMapFlags: Result<
-        unsafe extern "C" fn(
-            resource: cudaGraphicsResource_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(resource: cudaGraphicsResource_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphicsMapResources: Result<
@@ -6787,10 +6185,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGetChannelDesc: Result<
-        unsafe extern "C" fn(
-            desc: *mut cudaChannelFormatDesc,
-            array: cudaArray_const_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(desc: *mut cudaChannelFormatDesc, array: cudaArray_const_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaCreateChannelDesc: Result<
@@ -6812,62 +6207,36 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDestroyTextureObject: Result<
-        unsafe extern "C" fn(texObject: cudaTextureObject_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDestroyTextureObject:
+        Result<unsafe extern "C" fn(texObject: cudaTextureObject_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGetTextureObjectResourceDesc: Result<
-        unsafe extern "C" fn(
-            pResDesc: *mut cudaResourceDesc,
-            texObject: cudaTextureObject_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pResDesc: *mut cudaResourceDesc, texObject: cudaTextureObject_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGetTextureObjectTextureDesc: Result<
-        unsafe extern "C" fn(
-            pTexDesc: *mut cudaTextureDesc,
-            texObject: cudaTextureObject_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pTexDesc: *mut cudaTextureDesc, texObject: cudaTextureObject_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGetTextureObjectResourceViewDesc: Result<
-        unsafe extern "C" fn(
-            pResViewDesc: *mut cudaResourceViewDesc,
-            texObject: cudaTextureObject_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pResViewDesc: *mut cudaResourceViewDesc, texObject: cudaTextureObject_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaCreateSurfaceObject: Result<
-        unsafe extern "C" fn(
-            pSurfObject: *mut cudaSurfaceObject_t,
-            pResDesc: *const cudaResourceDesc,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pSurfObject: *mut cudaSurfaceObject_t, pResDesc: *const cudaResourceDesc) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDestroySurfaceObject: Result<
-        unsafe extern "C" fn(surfObject: cudaSurfaceObject_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDestroySurfaceObject:
+        Result<unsafe extern "C" fn(surfObject: cudaSurfaceObject_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGetSurfaceObjectResourceDesc: Result<
-        unsafe extern "C" fn(
-            pResDesc: *mut cudaResourceDesc,
-            surfObject: cudaSurfaceObject_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pResDesc: *mut cudaResourceDesc, surfObject: cudaSurfaceObject_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDriverGetVersion: Result<
-        unsafe extern "C" fn(driverVersion: *mut ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaRuntimeGetVersion: Result<
-        unsafe extern "C" fn(runtimeVersion: *mut ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDriverGetVersion:
+        Result<unsafe extern "C" fn(driverVersion: *mut ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
+    pub cudaRuntimeGetVersion:
+        Result<unsafe extern "C" fn(runtimeVersion: *mut ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphCreate: Result<
-        unsafe extern "C" fn(
-            pGraph: *mut cudaGraph_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pGraph: *mut cudaGraph_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphAddKernelNode: Result<
@@ -6881,23 +6250,15 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphKernelNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *mut cudaKernelNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *mut cudaKernelNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphKernelNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *const cudaKernelNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *const cudaKernelNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphKernelNodeCopyAttributes: Result<
-        unsafe extern "C" fn(hSrc: cudaGraphNode_t, hDst: cudaGraphNode_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaGraphKernelNodeCopyAttributes:
+        Result<unsafe extern "C" fn(hSrc: cudaGraphNode_t, hDst: cudaGraphNode_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphKernelNodeGetAttribute: Result<
         unsafe extern "C" fn(
             hNode: cudaGraphNode_t,
@@ -6966,17 +6327,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphMemcpyNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *mut cudaMemcpy3DParms,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *mut cudaMemcpy3DParms) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphMemcpyNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *const cudaMemcpy3DParms,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *const cudaMemcpy3DParms) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphMemcpyNodeSetParamsToSymbol: Result<
@@ -7022,17 +6377,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphMemsetNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *mut cudaMemsetParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *mut cudaMemsetParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphMemsetNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *const cudaMemsetParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *const cudaMemsetParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphAddHostNode: Result<
@@ -7046,17 +6395,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphHostNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *mut cudaHostNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *mut cudaHostNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphHostNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *const cudaHostNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *const cudaHostNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphAddChildGraphNode: Result<
@@ -7096,10 +6439,8 @@ pub struct CudartLib {
         unsafe extern "C" fn(node: cudaGraphNode_t, event_out: *mut cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphEventRecordNodeSetEvent: Result<
-        unsafe extern "C" fn(node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaGraphEventRecordNodeSetEvent:
+        Result<unsafe extern "C" fn(node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphAddEventWaitNode: Result<
         unsafe extern "C" fn(
             pGraphNode: *mut cudaGraphNode_t,
@@ -7114,10 +6455,8 @@ pub struct CudartLib {
         unsafe extern "C" fn(node: cudaGraphNode_t, event_out: *mut cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphEventWaitNodeSetEvent: Result<
-        unsafe extern "C" fn(node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaGraphEventWaitNodeSetEvent:
+        Result<unsafe extern "C" fn(node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphAddExternalSemaphoresSignalNode: Result<
         unsafe extern "C" fn(
             pGraphNode: *mut cudaGraphNode_t,
@@ -7177,10 +6516,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphMemAllocNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            params_out: *mut cudaMemAllocNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, params_out: *mut cudaMemAllocNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphAddMemFreeNode: Result<
@@ -7194,16 +6530,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphMemFreeNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            dptr_out: *mut ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, dptr_out: *mut ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceGraphMemTrim: Result<
-        unsafe extern "C" fn(device: ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceGraphMemTrim:
+        Result<unsafe extern "C" fn(device: ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceGetGraphMemAttribute: Result<
         unsafe extern "C" fn(
             device: ::std::os::raw::c_int,
@@ -7221,10 +6552,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphClone: Result<
-        unsafe extern "C" fn(
-            pGraphClone: *mut cudaGraph_t,
-            originalGraph: cudaGraph_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pGraphClone: *mut cudaGraph_t, originalGraph: cudaGraph_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphNodeFindInClone: Result<
@@ -7240,11 +6568,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphGetNodes: Result<
-        unsafe extern "C" fn(
-            graph: cudaGraph_t,
-            nodes: *mut cudaGraphNode_t,
-            numNodes: *mut usize,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(graph: cudaGraph_t, nodes: *mut cudaGraphNode_t, numNodes: *mut usize) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphGetRootNodes: Result<
@@ -7346,8 +6670,7 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphDestroyNode:
-        Result<unsafe extern "C" fn(node: cudaGraphNode_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaGraphDestroyNode: Result<unsafe extern "C" fn(node: cudaGraphNode_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphInstantiate: Result<
         unsafe extern "C" fn(
             pGraphExec: *mut cudaGraphExec_t,
@@ -7373,10 +6696,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphExecGetFlags: Result<
-        unsafe extern "C" fn(
-            graphExec: cudaGraphExec_t,
-            flags: *mut ::std::os::raw::c_ulonglong,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(graphExec: cudaGraphExec_t, flags: *mut ::std::os::raw::c_ulonglong) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphExecKernelNodeSetParams: Result<
@@ -7455,19 +6775,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphExecEventRecordNodeSetEvent: Result<
-        unsafe extern "C" fn(
-            hGraphExec: cudaGraphExec_t,
-            hNode: cudaGraphNode_t,
-            event: cudaEvent_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hGraphExec: cudaGraphExec_t, hNode: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphExecEventWaitNodeSetEvent: Result<
-        unsafe extern "C" fn(
-            hGraphExec: cudaGraphExec_t,
-            hNode: cudaGraphNode_t,
-            event: cudaEvent_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hGraphExec: cudaGraphExec_t, hNode: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphExecExternalSemaphoresSignalNodeSetParams: Result<
@@ -7518,12 +6830,9 @@ pub struct CudartLib {
         unsafe extern "C" fn(graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphExecDestroy: Result<
-        unsafe extern "C" fn(graphExec: cudaGraphExec_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaGraphDestroy:
-        Result<unsafe extern "C" fn(graph: cudaGraph_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaGraphExecDestroy:
+        Result<unsafe extern "C" fn(graphExec: cudaGraphExec_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaGraphDestroy: Result<unsafe extern "C" fn(graph: cudaGraph_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphDebugDotPrint: Result<
         unsafe extern "C" fn(
             graph: cudaGraph_t,
@@ -7543,17 +6852,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaUserObjectRetain: Result<
-        unsafe extern "C" fn(
-            object: cudaUserObject_t,
-            count: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(object: cudaUserObject_t, count: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaUserObjectRelease: Result<
-        unsafe extern "C" fn(
-            object: cudaUserObject_t,
-            count: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(object: cudaUserObject_t, count: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphRetainUserObject: Result<
@@ -7595,10 +6898,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            nodeParams: *mut cudaGraphNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, nodeParams: *mut cudaGraphNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphExecNodeSetParams: Result<
@@ -7663,8 +6963,7 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaLibraryUnload:
-        Result<unsafe extern "C" fn(library: cudaLibrary_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaLibraryUnload: Result<unsafe extern "C" fn(library: cudaLibrary_t) -> cudaError_t, ::libloading::Error>,
     pub cudaLibraryGetKernel: Result<
         unsafe extern "C" fn(
             pKernel: *mut cudaKernel_t,
@@ -7728,17 +7027,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGetFuncBySymbol: Result<
-        unsafe extern "C" fn(
-            functionPtr: *mut cudaFunction_t,
-            symbolPtr: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(functionPtr: *mut cudaFunction_t, symbolPtr: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGetKernel: Result<
-        unsafe extern "C" fn(
-            kernelPtr: *mut cudaKernel_t,
-            entryFuncAddr: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(kernelPtr: *mut cudaKernel_t, entryFuncAddr: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMemcpy: Result<
@@ -7857,14 +7150,9 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemcpy3D: Result<
-        unsafe extern "C" fn(p: *const cudaMemcpy3DParms) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaMemcpy3DPeer: Result<
-        unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaMemcpy3D: Result<unsafe extern "C" fn(p: *const cudaMemcpy3DParms) -> cudaError_t, ::libloading::Error>,
+    pub cudaMemcpy3DPeer:
+        Result<unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms) -> cudaError_t, ::libloading::Error>,
     pub cudaMemcpyBatchAsync: Result<
         unsafe extern "C" fn(
             dsts: *mut *mut ::std::os::raw::c_void,
@@ -8049,54 +7337,31 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaStreamQuery:
-        Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamQuery: Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamGetDevice: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            device: *mut ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, device: *mut ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetFlags: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            flags: *mut ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, flags: *mut ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetId: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            streamId: *mut ::std::os::raw::c_ulonglong,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, streamId: *mut ::std::os::raw::c_ulonglong) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetPriority: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            priority: *mut ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, priority: *mut ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaEventRecord: Result<
-        unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaEventRecord:
+        Result<unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaEventRecordWithFlags: Result<
-        unsafe extern "C" fn(
-            event: cudaEvent_t,
-            stream: cudaStream_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamWaitEvent: Result<
-        unsafe extern "C" fn(
-            stream: cudaStream_t,
-            event: cudaEvent_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(stream: cudaStream_t, event: cudaEvent_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamAddCallback: Result<
@@ -8117,8 +7382,7 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaStreamSynchronize:
-        Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamSynchronize: Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaLaunchKernel: Result<
         unsafe extern "C" fn(
             func: *const ::std::os::raw::c_void,
@@ -8266,10 +7530,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaStreamIsCapturing: Result<
-        unsafe extern "C" fn(
-            stream: cudaStream_t,
-            pCaptureStatus: *mut cudaStreamCaptureStatus,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(stream: cudaStream_t, pCaptureStatus: *mut cudaStreamCaptureStatus) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetCaptureInfo: Result<
@@ -8359,10 +7620,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaFreeAsync: Result<
-        unsafe extern "C" fn(
-            devPtr: *mut ::std::os::raw::c_void,
-            hStream: cudaStream_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void, hStream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMallocFromPoolAsync: Result<
@@ -8394,10 +7652,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGetDeviceProperties: Result<
-        unsafe extern "C" fn(
-            prop: *mut cudaDeviceProp,
-            device: ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(prop: *mut cudaDeviceProp, device: ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
 }
@@ -8415,121 +7670,83 @@ impl CudartLib {
     {
         let __library = library.into();
         let cudaDeviceReset = unsafe { __library.get(b"cudaDeviceReset\0") }.map(|sym| *sym);
-        let cudaDeviceSynchronize =
-            unsafe { __library.get(b"cudaDeviceSynchronize\0") }.map(|sym| *sym);
+        let cudaDeviceSynchronize = unsafe { __library.get(b"cudaDeviceSynchronize\0") }.map(|sym| *sym);
         let cudaDeviceSetLimit = unsafe { __library.get(b"cudaDeviceSetLimit\0") }.map(|sym| *sym);
         let cudaDeviceGetLimit = unsafe { __library.get(b"cudaDeviceGetLimit\0") }.map(|sym| *sym);
         let cudaDeviceGetTexture1DLinearMaxWidth =
             unsafe { __library.get(b"cudaDeviceGetTexture1DLinearMaxWidth\0") }.map(|sym| *sym);
-        let cudaDeviceGetCacheConfig =
-            unsafe { __library.get(b"cudaDeviceGetCacheConfig\0") }.map(|sym| *sym);
+        let cudaDeviceGetCacheConfig = unsafe { __library.get(b"cudaDeviceGetCacheConfig\0") }.map(|sym| *sym);
         let cudaDeviceGetStreamPriorityRange =
             unsafe { __library.get(b"cudaDeviceGetStreamPriorityRange\0") }.map(|sym| *sym);
-        let cudaDeviceSetCacheConfig =
-            unsafe { __library.get(b"cudaDeviceSetCacheConfig\0") }.map(|sym| *sym);
-        let cudaDeviceGetByPCIBusId =
-            unsafe { __library.get(b"cudaDeviceGetByPCIBusId\0") }.map(|sym| *sym);
-        let cudaDeviceGetPCIBusId =
-            unsafe { __library.get(b"cudaDeviceGetPCIBusId\0") }.map(|sym| *sym);
-        let cudaIpcGetEventHandle =
-            unsafe { __library.get(b"cudaIpcGetEventHandle\0") }.map(|sym| *sym);
-        let cudaIpcOpenEventHandle =
-            unsafe { __library.get(b"cudaIpcOpenEventHandle\0") }.map(|sym| *sym);
-        let cudaIpcGetMemHandle =
-            unsafe { __library.get(b"cudaIpcGetMemHandle\0") }.map(|sym| *sym);
-        let cudaIpcOpenMemHandle =
-            unsafe { __library.get(b"cudaIpcOpenMemHandle\0") }.map(|sym| *sym);
-        let cudaIpcCloseMemHandle =
-            unsafe { __library.get(b"cudaIpcCloseMemHandle\0") }.map(|sym| *sym);
+        let cudaDeviceSetCacheConfig = unsafe { __library.get(b"cudaDeviceSetCacheConfig\0") }.map(|sym| *sym);
+        let cudaDeviceGetByPCIBusId = unsafe { __library.get(b"cudaDeviceGetByPCIBusId\0") }.map(|sym| *sym);
+        let cudaDeviceGetPCIBusId = unsafe { __library.get(b"cudaDeviceGetPCIBusId\0") }.map(|sym| *sym);
+        let cudaIpcGetEventHandle = unsafe { __library.get(b"cudaIpcGetEventHandle\0") }.map(|sym| *sym);
+        let cudaIpcOpenEventHandle = unsafe { __library.get(b"cudaIpcOpenEventHandle\0") }.map(|sym| *sym);
+        let cudaIpcGetMemHandle = unsafe { __library.get(b"cudaIpcGetMemHandle\0") }.map(|sym| *sym);
+        let cudaIpcOpenMemHandle = unsafe { __library.get(b"cudaIpcOpenMemHandle\0") }.map(|sym| *sym);
+        let cudaIpcCloseMemHandle = unsafe { __library.get(b"cudaIpcCloseMemHandle\0") }.map(|sym| *sym);
         let cudaDeviceFlushGPUDirectRDMAWrites =
             unsafe { __library.get(b"cudaDeviceFlushGPUDirectRDMAWrites\0") }.map(|sym| *sym);
         let cudaDeviceRegisterAsyncNotification =
             unsafe { __library.get(b"cudaDeviceRegisterAsyncNotification\0") }.map(|sym| *sym);
         let cudaDeviceUnregisterAsyncNotification =
             unsafe { __library.get(b"cudaDeviceUnregisterAsyncNotification\0") }.map(|sym| *sym);
-        let cudaDeviceGetSharedMemConfig =
-            unsafe { __library.get(b"cudaDeviceGetSharedMemConfig\0") }.map(|sym| *sym);
-        let cudaDeviceSetSharedMemConfig =
-            unsafe { __library.get(b"cudaDeviceSetSharedMemConfig\0") }.map(|sym| *sym);
+        let cudaDeviceGetSharedMemConfig = unsafe { __library.get(b"cudaDeviceGetSharedMemConfig\0") }.map(|sym| *sym);
+        let cudaDeviceSetSharedMemConfig = unsafe { __library.get(b"cudaDeviceSetSharedMemConfig\0") }.map(|sym| *sym);
         let cudaThreadExit = unsafe { __library.get(b"cudaThreadExit\0") }.map(|sym| *sym);
-        let cudaThreadSynchronize =
-            unsafe { __library.get(b"cudaThreadSynchronize\0") }.map(|sym| *sym);
+        let cudaThreadSynchronize = unsafe { __library.get(b"cudaThreadSynchronize\0") }.map(|sym| *sym);
         let cudaThreadSetLimit = unsafe { __library.get(b"cudaThreadSetLimit\0") }.map(|sym| *sym);
         let cudaThreadGetLimit = unsafe { __library.get(b"cudaThreadGetLimit\0") }.map(|sym| *sym);
-        let cudaThreadGetCacheConfig =
-            unsafe { __library.get(b"cudaThreadGetCacheConfig\0") }.map(|sym| *sym);
-        let cudaThreadSetCacheConfig =
-            unsafe { __library.get(b"cudaThreadSetCacheConfig\0") }.map(|sym| *sym);
+        let cudaThreadGetCacheConfig = unsafe { __library.get(b"cudaThreadGetCacheConfig\0") }.map(|sym| *sym);
+        let cudaThreadSetCacheConfig = unsafe { __library.get(b"cudaThreadSetCacheConfig\0") }.map(|sym| *sym);
         let cudaGetLastError = unsafe { __library.get(b"cudaGetLastError\0") }.map(|sym| *sym);
-        let cudaPeekAtLastError =
-            unsafe { __library.get(b"cudaPeekAtLastError\0") }.map(|sym| *sym);
+        let cudaPeekAtLastError = unsafe { __library.get(b"cudaPeekAtLastError\0") }.map(|sym| *sym);
         let cudaGetErrorName = unsafe { __library.get(b"cudaGetErrorName\0") }.map(|sym| *sym);
         let cudaGetErrorString = unsafe { __library.get(b"cudaGetErrorString\0") }.map(|sym| *sym);
         let cudaGetDeviceCount = unsafe { __library.get(b"cudaGetDeviceCount\0") }.map(|sym| *sym);
-        let cudaGetDeviceProperties_v2 =
-            unsafe { __library.get(b"cudaGetDeviceProperties_v2\0") }.map(|sym| *sym);
-        let cudaDeviceGetAttribute =
-            unsafe { __library.get(b"cudaDeviceGetAttribute\0") }.map(|sym| *sym);
-        let cudaDeviceGetDefaultMemPool =
-            unsafe { __library.get(b"cudaDeviceGetDefaultMemPool\0") }.map(|sym| *sym);
-        let cudaDeviceSetMemPool =
-            unsafe { __library.get(b"cudaDeviceSetMemPool\0") }.map(|sym| *sym);
-        let cudaDeviceGetMemPool =
-            unsafe { __library.get(b"cudaDeviceGetMemPool\0") }.map(|sym| *sym);
+        let cudaGetDeviceProperties_v2 = unsafe { __library.get(b"cudaGetDeviceProperties_v2\0") }.map(|sym| *sym);
+        let cudaDeviceGetAttribute = unsafe { __library.get(b"cudaDeviceGetAttribute\0") }.map(|sym| *sym);
+        let cudaDeviceGetDefaultMemPool = unsafe { __library.get(b"cudaDeviceGetDefaultMemPool\0") }.map(|sym| *sym);
+        let cudaDeviceSetMemPool = unsafe { __library.get(b"cudaDeviceSetMemPool\0") }.map(|sym| *sym);
+        let cudaDeviceGetMemPool = unsafe { __library.get(b"cudaDeviceGetMemPool\0") }.map(|sym| *sym);
         let cudaDeviceGetNvSciSyncAttributes =
             unsafe { __library.get(b"cudaDeviceGetNvSciSyncAttributes\0") }.map(|sym| *sym);
-        let cudaDeviceGetP2PAttribute =
-            unsafe { __library.get(b"cudaDeviceGetP2PAttribute\0") }.map(|sym| *sym);
+        let cudaDeviceGetP2PAttribute = unsafe { __library.get(b"cudaDeviceGetP2PAttribute\0") }.map(|sym| *sym);
         let cudaChooseDevice = unsafe { __library.get(b"cudaChooseDevice\0") }.map(|sym| *sym);
         let cudaInitDevice = unsafe { __library.get(b"cudaInitDevice\0") }.map(|sym| *sym);
         let cudaSetDevice = unsafe { __library.get(b"cudaSetDevice\0") }.map(|sym| *sym);
         let cudaGetDevice = unsafe { __library.get(b"cudaGetDevice\0") }.map(|sym| *sym);
-        let cudaSetValidDevices =
-            unsafe { __library.get(b"cudaSetValidDevices\0") }.map(|sym| *sym);
+        let cudaSetValidDevices = unsafe { __library.get(b"cudaSetValidDevices\0") }.map(|sym| *sym);
         let cudaSetDeviceFlags = unsafe { __library.get(b"cudaSetDeviceFlags\0") }.map(|sym| *sym);
         let cudaGetDeviceFlags = unsafe { __library.get(b"cudaGetDeviceFlags\0") }.map(|sym| *sym);
         let cudaStreamCreate = unsafe { __library.get(b"cudaStreamCreate\0") }.map(|sym| *sym);
-        let cudaStreamCreateWithFlags =
-            unsafe { __library.get(b"cudaStreamCreateWithFlags\0") }.map(|sym| *sym);
-        let cudaStreamCreateWithPriority =
-            unsafe { __library.get(b"cudaStreamCreateWithPriority\0") }.map(|sym| *sym);
-        let cudaStreamGetPriority_ptsz =
-            unsafe { __library.get(b"cudaStreamGetPriority_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamGetFlags_ptsz =
-            unsafe { __library.get(b"cudaStreamGetFlags_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamGetId_ptsz =
-            unsafe { __library.get(b"cudaStreamGetId_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamGetDevice_ptsz =
-            unsafe { __library.get(b"cudaStreamGetDevice_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamCreateWithFlags = unsafe { __library.get(b"cudaStreamCreateWithFlags\0") }.map(|sym| *sym);
+        let cudaStreamCreateWithPriority = unsafe { __library.get(b"cudaStreamCreateWithPriority\0") }.map(|sym| *sym);
+        let cudaStreamGetPriority_ptsz = unsafe { __library.get(b"cudaStreamGetPriority_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamGetFlags_ptsz = unsafe { __library.get(b"cudaStreamGetFlags_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamGetId_ptsz = unsafe { __library.get(b"cudaStreamGetId_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamGetDevice_ptsz = unsafe { __library.get(b"cudaStreamGetDevice_ptsz\0") }.map(|sym| *sym);
         let cudaCtxResetPersistingL2Cache =
             unsafe { __library.get(b"cudaCtxResetPersistingL2Cache\0") }.map(|sym| *sym);
         let cudaStreamCopyAttributes_ptsz =
             unsafe { __library.get(b"cudaStreamCopyAttributes_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamGetAttribute_ptsz =
-            unsafe { __library.get(b"cudaStreamGetAttribute_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamSetAttribute_ptsz =
-            unsafe { __library.get(b"cudaStreamSetAttribute_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamGetAttribute_ptsz = unsafe { __library.get(b"cudaStreamGetAttribute_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamSetAttribute_ptsz = unsafe { __library.get(b"cudaStreamSetAttribute_ptsz\0") }.map(|sym| *sym);
         let cudaStreamDestroy = unsafe { __library.get(b"cudaStreamDestroy\0") }.map(|sym| *sym);
-        let cudaStreamWaitEvent_ptsz =
-            unsafe { __library.get(b"cudaStreamWaitEvent_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamAddCallback_ptsz =
-            unsafe { __library.get(b"cudaStreamAddCallback_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamSynchronize_ptsz =
-            unsafe { __library.get(b"cudaStreamSynchronize_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamQuery_ptsz =
-            unsafe { __library.get(b"cudaStreamQuery_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamWaitEvent_ptsz = unsafe { __library.get(b"cudaStreamWaitEvent_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamAddCallback_ptsz = unsafe { __library.get(b"cudaStreamAddCallback_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamSynchronize_ptsz = unsafe { __library.get(b"cudaStreamSynchronize_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamQuery_ptsz = unsafe { __library.get(b"cudaStreamQuery_ptsz\0") }.map(|sym| *sym);
         let cudaStreamAttachMemAsync_ptsz =
             unsafe { __library.get(b"cudaStreamAttachMemAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamBeginCapture_ptsz =
-            unsafe { __library.get(b"cudaStreamBeginCapture_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamBeginCapture_ptsz = unsafe { __library.get(b"cudaStreamBeginCapture_ptsz\0") }.map(|sym| *sym);
         let cudaStreamBeginCaptureToGraph_ptsz =
             unsafe { __library.get(b"cudaStreamBeginCaptureToGraph_ptsz\0") }.map(|sym| *sym);
         let cudaThreadExchangeStreamCaptureMode =
             unsafe { __library.get(b"cudaThreadExchangeStreamCaptureMode\0") }.map(|sym| *sym);
-        let cudaStreamEndCapture_ptsz =
-            unsafe { __library.get(b"cudaStreamEndCapture_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamIsCapturing_ptsz =
-            unsafe { __library.get(b"cudaStreamIsCapturing_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamEndCapture_ptsz = unsafe { __library.get(b"cudaStreamEndCapture_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamIsCapturing_ptsz = unsafe { __library.get(b"cudaStreamIsCapturing_ptsz\0") }.map(|sym| *sym);
         let cudaStreamGetCaptureInfo_v2_ptsz =
             unsafe { __library.get(b"cudaStreamGetCaptureInfo_v2_ptsz\0") }.map(|sym| *sym);
         let cudaStreamGetCaptureInfo_v3_ptsz =
@@ -8537,75 +7754,50 @@ impl CudartLib {
         let cudaStreamUpdateCaptureDependencies_ptsz =
             unsafe { __library.get(b"cudaStreamUpdateCaptureDependencies_ptsz\0") }.map(|sym| *sym);
         let cudaStreamUpdateCaptureDependencies_v2_ptsz =
-            unsafe { __library.get(b"cudaStreamUpdateCaptureDependencies_v2_ptsz\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaStreamUpdateCaptureDependencies_v2_ptsz\0") }.map(|sym| *sym);
         let cudaEventCreate = unsafe { __library.get(b"cudaEventCreate\0") }.map(|sym| *sym);
-        let cudaEventCreateWithFlags =
-            unsafe { __library.get(b"cudaEventCreateWithFlags\0") }.map(|sym| *sym);
-        let cudaEventRecord_ptsz =
-            unsafe { __library.get(b"cudaEventRecord_ptsz\0") }.map(|sym| *sym);
+        let cudaEventCreateWithFlags = unsafe { __library.get(b"cudaEventCreateWithFlags\0") }.map(|sym| *sym);
+        let cudaEventRecord_ptsz = unsafe { __library.get(b"cudaEventRecord_ptsz\0") }.map(|sym| *sym);
         let cudaEventRecordWithFlags_ptsz =
             unsafe { __library.get(b"cudaEventRecordWithFlags_ptsz\0") }.map(|sym| *sym);
         let cudaEventQuery = unsafe { __library.get(b"cudaEventQuery\0") }.map(|sym| *sym);
-        let cudaEventSynchronize =
-            unsafe { __library.get(b"cudaEventSynchronize\0") }.map(|sym| *sym);
+        let cudaEventSynchronize = unsafe { __library.get(b"cudaEventSynchronize\0") }.map(|sym| *sym);
         let cudaEventDestroy = unsafe { __library.get(b"cudaEventDestroy\0") }.map(|sym| *sym);
-        let cudaEventElapsedTime =
-            unsafe { __library.get(b"cudaEventElapsedTime\0") }.map(|sym| *sym);
-        let cudaEventElapsedTime_v2 =
-            unsafe { __library.get(b"cudaEventElapsedTime_v2\0") }.map(|sym| *sym);
-        let cudaImportExternalMemory =
-            unsafe { __library.get(b"cudaImportExternalMemory\0") }.map(|sym| *sym);
+        let cudaEventElapsedTime = unsafe { __library.get(b"cudaEventElapsedTime\0") }.map(|sym| *sym);
+        let cudaEventElapsedTime_v2 = unsafe { __library.get(b"cudaEventElapsedTime_v2\0") }.map(|sym| *sym);
+        let cudaImportExternalMemory = unsafe { __library.get(b"cudaImportExternalMemory\0") }.map(|sym| *sym);
         let cudaExternalMemoryGetMappedBuffer =
             unsafe { __library.get(b"cudaExternalMemoryGetMappedBuffer\0") }.map(|sym| *sym);
         let cudaExternalMemoryGetMappedMipmappedArray =
-            unsafe { __library.get(b"cudaExternalMemoryGetMappedMipmappedArray\0") }
-                .map(|sym| *sym);
-        let cudaDestroyExternalMemory =
-            unsafe { __library.get(b"cudaDestroyExternalMemory\0") }.map(|sym| *sym);
-        let cudaImportExternalSemaphore =
-            unsafe { __library.get(b"cudaImportExternalSemaphore\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cudaExternalMemoryGetMappedMipmappedArray\0") }.map(|sym| *sym);
+        let cudaDestroyExternalMemory = unsafe { __library.get(b"cudaDestroyExternalMemory\0") }.map(|sym| *sym);
+        let cudaImportExternalSemaphore = unsafe { __library.get(b"cudaImportExternalSemaphore\0") }.map(|sym| *sym);
         let cudaSignalExternalSemaphoresAsync_v2_ptsz =
-            unsafe { __library.get(b"cudaSignalExternalSemaphoresAsync_v2_ptsz\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaSignalExternalSemaphoresAsync_v2_ptsz\0") }.map(|sym| *sym);
         let cudaWaitExternalSemaphoresAsync_v2_ptsz =
             unsafe { __library.get(b"cudaWaitExternalSemaphoresAsync_v2_ptsz\0") }.map(|sym| *sym);
-        let cudaDestroyExternalSemaphore =
-            unsafe { __library.get(b"cudaDestroyExternalSemaphore\0") }.map(|sym| *sym);
-        let cudaLaunchKernel_ptsz =
-            unsafe { __library.get(b"cudaLaunchKernel_ptsz\0") }.map(|sym| *sym);
-        let cudaLaunchKernelExC_ptsz =
-            unsafe { __library.get(b"cudaLaunchKernelExC_ptsz\0") }.map(|sym| *sym);
+        let cudaDestroyExternalSemaphore = unsafe { __library.get(b"cudaDestroyExternalSemaphore\0") }.map(|sym| *sym);
+        let cudaLaunchKernel_ptsz = unsafe { __library.get(b"cudaLaunchKernel_ptsz\0") }.map(|sym| *sym);
+        let cudaLaunchKernelExC_ptsz = unsafe { __library.get(b"cudaLaunchKernelExC_ptsz\0") }.map(|sym| *sym);
         let cudaLaunchCooperativeKernel_ptsz =
             unsafe { __library.get(b"cudaLaunchCooperativeKernel_ptsz\0") }.map(|sym| *sym);
         let cudaLaunchCooperativeKernelMultiDevice =
             unsafe { __library.get(b"cudaLaunchCooperativeKernelMultiDevice\0") }.map(|sym| *sym);
-        let cudaFuncSetCacheConfig =
-            unsafe { __library.get(b"cudaFuncSetCacheConfig\0") }.map(|sym| *sym);
-        let cudaFuncGetAttributes =
-            unsafe { __library.get(b"cudaFuncGetAttributes\0") }.map(|sym| *sym);
-        let cudaFuncSetAttribute =
-            unsafe { __library.get(b"cudaFuncSetAttribute\0") }.map(|sym| *sym);
+        let cudaFuncSetCacheConfig = unsafe { __library.get(b"cudaFuncSetCacheConfig\0") }.map(|sym| *sym);
+        let cudaFuncGetAttributes = unsafe { __library.get(b"cudaFuncGetAttributes\0") }.map(|sym| *sym);
+        let cudaFuncSetAttribute = unsafe { __library.get(b"cudaFuncSetAttribute\0") }.map(|sym| *sym);
         let cudaFuncGetName = unsafe { __library.get(b"cudaFuncGetName\0") }.map(|sym| *sym);
-        let cudaFuncGetParamInfo =
-            unsafe { __library.get(b"cudaFuncGetParamInfo\0") }.map(|sym| *sym);
-        let cudaSetDoubleForDevice =
-            unsafe { __library.get(b"cudaSetDoubleForDevice\0") }.map(|sym| *sym);
-        let cudaSetDoubleForHost =
-            unsafe { __library.get(b"cudaSetDoubleForHost\0") }.map(|sym| *sym);
-        let cudaLaunchHostFunc_ptsz =
-            unsafe { __library.get(b"cudaLaunchHostFunc_ptsz\0") }.map(|sym| *sym);
-        let cudaFuncSetSharedMemConfig =
-            unsafe { __library.get(b"cudaFuncSetSharedMemConfig\0") }.map(|sym| *sym);
+        let cudaFuncGetParamInfo = unsafe { __library.get(b"cudaFuncGetParamInfo\0") }.map(|sym| *sym);
+        let cudaSetDoubleForDevice = unsafe { __library.get(b"cudaSetDoubleForDevice\0") }.map(|sym| *sym);
+        let cudaSetDoubleForHost = unsafe { __library.get(b"cudaSetDoubleForHost\0") }.map(|sym| *sym);
+        let cudaLaunchHostFunc_ptsz = unsafe { __library.get(b"cudaLaunchHostFunc_ptsz\0") }.map(|sym| *sym);
+        let cudaFuncSetSharedMemConfig = unsafe { __library.get(b"cudaFuncSetSharedMemConfig\0") }.map(|sym| *sym);
         let cudaOccupancyMaxActiveBlocksPerMultiprocessor =
-            unsafe { __library.get(b"cudaOccupancyMaxActiveBlocksPerMultiprocessor\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaOccupancyMaxActiveBlocksPerMultiprocessor\0") }.map(|sym| *sym);
         let cudaOccupancyAvailableDynamicSMemPerBlock =
-            unsafe { __library.get(b"cudaOccupancyAvailableDynamicSMemPerBlock\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaOccupancyAvailableDynamicSMemPerBlock\0") }.map(|sym| *sym);
         let cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags =
-            unsafe { __library.get(b"cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags\0") }.map(|sym| *sym);
         let cudaOccupancyMaxPotentialClusterSize =
             unsafe { __library.get(b"cudaOccupancyMaxPotentialClusterSize\0") }.map(|sym| *sym);
         let cudaOccupancyMaxActiveClusters =
@@ -8618,27 +7810,20 @@ impl CudartLib {
         let cudaFree = unsafe { __library.get(b"cudaFree\0") }.map(|sym| *sym);
         let cudaFreeHost = unsafe { __library.get(b"cudaFreeHost\0") }.map(|sym| *sym);
         let cudaFreeArray = unsafe { __library.get(b"cudaFreeArray\0") }.map(|sym| *sym);
-        let cudaFreeMipmappedArray =
-            unsafe { __library.get(b"cudaFreeMipmappedArray\0") }.map(|sym| *sym);
+        let cudaFreeMipmappedArray = unsafe { __library.get(b"cudaFreeMipmappedArray\0") }.map(|sym| *sym);
         let cudaHostAlloc = unsafe { __library.get(b"cudaHostAlloc\0") }.map(|sym| *sym);
         let cudaHostRegister = unsafe { __library.get(b"cudaHostRegister\0") }.map(|sym| *sym);
         let cudaHostUnregister = unsafe { __library.get(b"cudaHostUnregister\0") }.map(|sym| *sym);
-        let cudaHostGetDevicePointer =
-            unsafe { __library.get(b"cudaHostGetDevicePointer\0") }.map(|sym| *sym);
+        let cudaHostGetDevicePointer = unsafe { __library.get(b"cudaHostGetDevicePointer\0") }.map(|sym| *sym);
         let cudaHostGetFlags = unsafe { __library.get(b"cudaHostGetFlags\0") }.map(|sym| *sym);
         let cudaMalloc3D = unsafe { __library.get(b"cudaMalloc3D\0") }.map(|sym| *sym);
         let cudaMalloc3DArray = unsafe { __library.get(b"cudaMalloc3DArray\0") }.map(|sym| *sym);
-        let cudaMallocMipmappedArray =
-            unsafe { __library.get(b"cudaMallocMipmappedArray\0") }.map(|sym| *sym);
-        let cudaGetMipmappedArrayLevel =
-            unsafe { __library.get(b"cudaGetMipmappedArrayLevel\0") }.map(|sym| *sym);
+        let cudaMallocMipmappedArray = unsafe { __library.get(b"cudaMallocMipmappedArray\0") }.map(|sym| *sym);
+        let cudaGetMipmappedArrayLevel = unsafe { __library.get(b"cudaGetMipmappedArrayLevel\0") }.map(|sym| *sym);
         let cudaMemcpy3D_ptds = unsafe { __library.get(b"cudaMemcpy3D_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpy3DPeer_ptds =
-            unsafe { __library.get(b"cudaMemcpy3DPeer_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpy3DAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpy3DAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpy3DPeerAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpy3DPeerAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpy3DPeer_ptds = unsafe { __library.get(b"cudaMemcpy3DPeer_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpy3DAsync_ptsz = unsafe { __library.get(b"cudaMemcpy3DAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpy3DPeerAsync_ptsz = unsafe { __library.get(b"cudaMemcpy3DPeerAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemGetInfo = unsafe { __library.get(b"cudaMemGetInfo\0") }.map(|sym| *sym);
         let cudaArrayGetInfo = unsafe { __library.get(b"cudaArrayGetInfo\0") }.map(|sym| *sym);
         let cudaArrayGetPlane = unsafe { __library.get(b"cudaArrayGetPlane\0") }.map(|sym| *sym);
@@ -8646,200 +7831,138 @@ impl CudartLib {
             unsafe { __library.get(b"cudaArrayGetMemoryRequirements\0") }.map(|sym| *sym);
         let cudaMipmappedArrayGetMemoryRequirements =
             unsafe { __library.get(b"cudaMipmappedArrayGetMemoryRequirements\0") }.map(|sym| *sym);
-        let cudaArrayGetSparseProperties =
-            unsafe { __library.get(b"cudaArrayGetSparseProperties\0") }.map(|sym| *sym);
+        let cudaArrayGetSparseProperties = unsafe { __library.get(b"cudaArrayGetSparseProperties\0") }.map(|sym| *sym);
         let cudaMipmappedArrayGetSparseProperties =
             unsafe { __library.get(b"cudaMipmappedArrayGetSparseProperties\0") }.map(|sym| *sym);
         let cudaMemcpy_ptds = unsafe { __library.get(b"cudaMemcpy_ptds\0") }.map(|sym| *sym);
         let cudaMemcpyPeer = unsafe { __library.get(b"cudaMemcpyPeer\0") }.map(|sym| *sym);
         let cudaMemcpy2D_ptds = unsafe { __library.get(b"cudaMemcpy2D_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpy2DToArray_ptds =
-            unsafe { __library.get(b"cudaMemcpy2DToArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpy2DFromArray_ptds =
-            unsafe { __library.get(b"cudaMemcpy2DFromArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpy2DToArray_ptds = unsafe { __library.get(b"cudaMemcpy2DToArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpy2DFromArray_ptds = unsafe { __library.get(b"cudaMemcpy2DFromArray_ptds\0") }.map(|sym| *sym);
         let cudaMemcpy2DArrayToArray_ptds =
             unsafe { __library.get(b"cudaMemcpy2DArrayToArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyToSymbol_ptds =
-            unsafe { __library.get(b"cudaMemcpyToSymbol_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyFromSymbol_ptds =
-            unsafe { __library.get(b"cudaMemcpyFromSymbol_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpyAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpyPeerAsync =
-            unsafe { __library.get(b"cudaMemcpyPeerAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyBatchAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpyBatchAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpy3DBatchAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpy3DBatchAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpy2DAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpy2DAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpyToSymbol_ptds = unsafe { __library.get(b"cudaMemcpyToSymbol_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyFromSymbol_ptds = unsafe { __library.get(b"cudaMemcpyFromSymbol_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyAsync_ptsz = unsafe { __library.get(b"cudaMemcpyAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpyPeerAsync = unsafe { __library.get(b"cudaMemcpyPeerAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyBatchAsync_ptsz = unsafe { __library.get(b"cudaMemcpyBatchAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpy3DBatchAsync_ptsz = unsafe { __library.get(b"cudaMemcpy3DBatchAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpy2DAsync_ptsz = unsafe { __library.get(b"cudaMemcpy2DAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemcpy2DToArrayAsync_ptsz =
             unsafe { __library.get(b"cudaMemcpy2DToArrayAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemcpy2DFromArrayAsync_ptsz =
             unsafe { __library.get(b"cudaMemcpy2DFromArrayAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpyToSymbolAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpyToSymbolAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpyToSymbolAsync_ptsz = unsafe { __library.get(b"cudaMemcpyToSymbolAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemcpyFromSymbolAsync_ptsz =
             unsafe { __library.get(b"cudaMemcpyFromSymbolAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemset_ptds = unsafe { __library.get(b"cudaMemset_ptds\0") }.map(|sym| *sym);
         let cudaMemset2D_ptds = unsafe { __library.get(b"cudaMemset2D_ptds\0") }.map(|sym| *sym);
         let cudaMemset3D_ptds = unsafe { __library.get(b"cudaMemset3D_ptds\0") }.map(|sym| *sym);
-        let cudaMemsetAsync_ptsz =
-            unsafe { __library.get(b"cudaMemsetAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemset2DAsync_ptsz =
-            unsafe { __library.get(b"cudaMemset2DAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemset3DAsync_ptsz =
-            unsafe { __library.get(b"cudaMemset3DAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaGetSymbolAddress =
-            unsafe { __library.get(b"cudaGetSymbolAddress\0") }.map(|sym| *sym);
+        let cudaMemsetAsync_ptsz = unsafe { __library.get(b"cudaMemsetAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemset2DAsync_ptsz = unsafe { __library.get(b"cudaMemset2DAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemset3DAsync_ptsz = unsafe { __library.get(b"cudaMemset3DAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaGetSymbolAddress = unsafe { __library.get(b"cudaGetSymbolAddress\0") }.map(|sym| *sym);
         let cudaGetSymbolSize = unsafe { __library.get(b"cudaGetSymbolSize\0") }.map(|sym| *sym);
-        let cudaMemPrefetchAsync_ptsz =
-            unsafe { __library.get(b"cudaMemPrefetchAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemPrefetchAsync_v2_ptsz =
-            unsafe { __library.get(b"cudaMemPrefetchAsync_v2_ptsz\0") }.map(|sym| *sym);
+        let cudaMemPrefetchAsync_ptsz = unsafe { __library.get(b"cudaMemPrefetchAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemPrefetchAsync_v2_ptsz = unsafe { __library.get(b"cudaMemPrefetchAsync_v2_ptsz\0") }.map(|sym| *sym);
         let cudaMemAdvise = unsafe { __library.get(b"cudaMemAdvise\0") }.map(|sym| *sym);
         let cudaMemAdvise_v2 = unsafe { __library.get(b"cudaMemAdvise_v2\0") }.map(|sym| *sym);
-        let cudaMemRangeGetAttribute =
-            unsafe { __library.get(b"cudaMemRangeGetAttribute\0") }.map(|sym| *sym);
-        let cudaMemRangeGetAttributes =
-            unsafe { __library.get(b"cudaMemRangeGetAttributes\0") }.map(|sym| *sym);
-        let cudaMemcpyToArray_ptds =
-            unsafe { __library.get(b"cudaMemcpyToArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyFromArray_ptds =
-            unsafe { __library.get(b"cudaMemcpyFromArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyArrayToArray_ptds =
-            unsafe { __library.get(b"cudaMemcpyArrayToArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyToArrayAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpyToArrayAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemRangeGetAttribute = unsafe { __library.get(b"cudaMemRangeGetAttribute\0") }.map(|sym| *sym);
+        let cudaMemRangeGetAttributes = unsafe { __library.get(b"cudaMemRangeGetAttributes\0") }.map(|sym| *sym);
+        let cudaMemcpyToArray_ptds = unsafe { __library.get(b"cudaMemcpyToArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyFromArray_ptds = unsafe { __library.get(b"cudaMemcpyFromArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyArrayToArray_ptds = unsafe { __library.get(b"cudaMemcpyArrayToArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyToArrayAsync_ptsz = unsafe { __library.get(b"cudaMemcpyToArrayAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemcpyFromArrayAsync_ptsz =
             unsafe { __library.get(b"cudaMemcpyFromArrayAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMallocAsync_ptsz =
-            unsafe { __library.get(b"cudaMallocAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMallocAsync_ptsz = unsafe { __library.get(b"cudaMallocAsync_ptsz\0") }.map(|sym| *sym);
         let cudaFreeAsync_ptsz = unsafe { __library.get(b"cudaFreeAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemPoolTrimTo = unsafe { __library.get(b"cudaMemPoolTrimTo\0") }.map(|sym| *sym);
-        let cudaMemPoolSetAttribute =
-            unsafe { __library.get(b"cudaMemPoolSetAttribute\0") }.map(|sym| *sym);
-        let cudaMemPoolGetAttribute =
-            unsafe { __library.get(b"cudaMemPoolGetAttribute\0") }.map(|sym| *sym);
-        let cudaMemPoolSetAccess =
-            unsafe { __library.get(b"cudaMemPoolSetAccess\0") }.map(|sym| *sym);
-        let cudaMemPoolGetAccess =
-            unsafe { __library.get(b"cudaMemPoolGetAccess\0") }.map(|sym| *sym);
+        let cudaMemPoolSetAttribute = unsafe { __library.get(b"cudaMemPoolSetAttribute\0") }.map(|sym| *sym);
+        let cudaMemPoolGetAttribute = unsafe { __library.get(b"cudaMemPoolGetAttribute\0") }.map(|sym| *sym);
+        let cudaMemPoolSetAccess = unsafe { __library.get(b"cudaMemPoolSetAccess\0") }.map(|sym| *sym);
+        let cudaMemPoolGetAccess = unsafe { __library.get(b"cudaMemPoolGetAccess\0") }.map(|sym| *sym);
         let cudaMemPoolCreate = unsafe { __library.get(b"cudaMemPoolCreate\0") }.map(|sym| *sym);
         let cudaMemPoolDestroy = unsafe { __library.get(b"cudaMemPoolDestroy\0") }.map(|sym| *sym);
-        let cudaMallocFromPoolAsync_ptsz =
-            unsafe { __library.get(b"cudaMallocFromPoolAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMallocFromPoolAsync_ptsz = unsafe { __library.get(b"cudaMallocFromPoolAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemPoolExportToShareableHandle =
             unsafe { __library.get(b"cudaMemPoolExportToShareableHandle\0") }.map(|sym| *sym);
         let cudaMemPoolImportFromShareableHandle =
             unsafe { __library.get(b"cudaMemPoolImportFromShareableHandle\0") }.map(|sym| *sym);
-        let cudaMemPoolExportPointer =
-            unsafe { __library.get(b"cudaMemPoolExportPointer\0") }.map(|sym| *sym);
-        let cudaMemPoolImportPointer =
-            unsafe { __library.get(b"cudaMemPoolImportPointer\0") }.map(|sym| *sym);
-        let cudaPointerGetAttributes =
-            unsafe { __library.get(b"cudaPointerGetAttributes\0") }.map(|sym| *sym);
-        let cudaDeviceCanAccessPeer =
-            unsafe { __library.get(b"cudaDeviceCanAccessPeer\0") }.map(|sym| *sym);
-        let cudaDeviceEnablePeerAccess =
-            unsafe { __library.get(b"cudaDeviceEnablePeerAccess\0") }.map(|sym| *sym);
-        let cudaDeviceDisablePeerAccess =
-            unsafe { __library.get(b"cudaDeviceDisablePeerAccess\0") }.map(|sym| *sym);
+        let cudaMemPoolExportPointer = unsafe { __library.get(b"cudaMemPoolExportPointer\0") }.map(|sym| *sym);
+        let cudaMemPoolImportPointer = unsafe { __library.get(b"cudaMemPoolImportPointer\0") }.map(|sym| *sym);
+        let cudaPointerGetAttributes = unsafe { __library.get(b"cudaPointerGetAttributes\0") }.map(|sym| *sym);
+        let cudaDeviceCanAccessPeer = unsafe { __library.get(b"cudaDeviceCanAccessPeer\0") }.map(|sym| *sym);
+        let cudaDeviceEnablePeerAccess = unsafe { __library.get(b"cudaDeviceEnablePeerAccess\0") }.map(|sym| *sym);
+        let cudaDeviceDisablePeerAccess = unsafe { __library.get(b"cudaDeviceDisablePeerAccess\0") }.map(|sym| *sym);
         let cudaGraphicsUnregisterResource =
             unsafe { __library.get(b"cudaGraphicsUnregisterResource\0") }.map(|sym| *sym);
         let cudaGraphicsResourceSetMapFlags =
             unsafe { __library.get(b"cudaGraphicsResourceSetMapFlags\0") }.map(|sym| *sym);
-        let cudaGraphicsMapResources =
-            unsafe { __library.get(b"cudaGraphicsMapResources\0") }.map(|sym| *sym);
-        let cudaGraphicsUnmapResources =
-            unsafe { __library.get(b"cudaGraphicsUnmapResources\0") }.map(|sym| *sym);
+        let cudaGraphicsMapResources = unsafe { __library.get(b"cudaGraphicsMapResources\0") }.map(|sym| *sym);
+        let cudaGraphicsUnmapResources = unsafe { __library.get(b"cudaGraphicsUnmapResources\0") }.map(|sym| *sym);
         let cudaGraphicsResourceGetMappedPointer =
             unsafe { __library.get(b"cudaGraphicsResourceGetMappedPointer\0") }.map(|sym| *sym);
         let cudaGraphicsSubResourceGetMappedArray =
             unsafe { __library.get(b"cudaGraphicsSubResourceGetMappedArray\0") }.map(|sym| *sym);
         let cudaGraphicsResourceGetMappedMipmappedArray =
-            unsafe { __library.get(b"cudaGraphicsResourceGetMappedMipmappedArray\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphicsResourceGetMappedMipmappedArray\0") }.map(|sym| *sym);
         let cudaGetChannelDesc = unsafe { __library.get(b"cudaGetChannelDesc\0") }.map(|sym| *sym);
-        let cudaCreateChannelDesc =
-            unsafe { __library.get(b"cudaCreateChannelDesc\0") }.map(|sym| *sym);
-        let cudaCreateTextureObject =
-            unsafe { __library.get(b"cudaCreateTextureObject\0") }.map(|sym| *sym);
-        let cudaDestroyTextureObject =
-            unsafe { __library.get(b"cudaDestroyTextureObject\0") }.map(|sym| *sym);
+        let cudaCreateChannelDesc = unsafe { __library.get(b"cudaCreateChannelDesc\0") }.map(|sym| *sym);
+        let cudaCreateTextureObject = unsafe { __library.get(b"cudaCreateTextureObject\0") }.map(|sym| *sym);
+        let cudaDestroyTextureObject = unsafe { __library.get(b"cudaDestroyTextureObject\0") }.map(|sym| *sym);
         let cudaGetTextureObjectResourceDesc =
             unsafe { __library.get(b"cudaGetTextureObjectResourceDesc\0") }.map(|sym| *sym);
         let cudaGetTextureObjectTextureDesc =
             unsafe { __library.get(b"cudaGetTextureObjectTextureDesc\0") }.map(|sym| *sym);
         let cudaGetTextureObjectResourceViewDesc =
             unsafe { __library.get(b"cudaGetTextureObjectResourceViewDesc\0") }.map(|sym| *sym);
-        let cudaCreateSurfaceObject =
-            unsafe { __library.get(b"cudaCreateSurfaceObject\0") }.map(|sym| *sym);
-        let cudaDestroySurfaceObject =
-            unsafe { __library.get(b"cudaDestroySurfaceObject\0") }.map(|sym| *sym);
+        let cudaCreateSurfaceObject = unsafe { __library.get(b"cudaCreateSurfaceObject\0") }.map(|sym| *sym);
+        let cudaDestroySurfaceObject = unsafe { __library.get(b"cudaDestroySurfaceObject\0") }.map(|sym| *sym);
         let cudaGetSurfaceObjectResourceDesc =
             unsafe { __library.get(b"cudaGetSurfaceObjectResourceDesc\0") }.map(|sym| *sym);
-        let cudaDriverGetVersion =
-            unsafe { __library.get(b"cudaDriverGetVersion\0") }.map(|sym| *sym);
-        let cudaRuntimeGetVersion =
-            unsafe { __library.get(b"cudaRuntimeGetVersion\0") }.map(|sym| *sym);
+        let cudaDriverGetVersion = unsafe { __library.get(b"cudaDriverGetVersion\0") }.map(|sym| *sym);
+        let cudaRuntimeGetVersion = unsafe { __library.get(b"cudaRuntimeGetVersion\0") }.map(|sym| *sym);
         let cudaGraphCreate = unsafe { __library.get(b"cudaGraphCreate\0") }.map(|sym| *sym);
-        let cudaGraphAddKernelNode =
-            unsafe { __library.get(b"cudaGraphAddKernelNode\0") }.map(|sym| *sym);
-        let cudaGraphKernelNodeGetParams =
-            unsafe { __library.get(b"cudaGraphKernelNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphKernelNodeSetParams =
-            unsafe { __library.get(b"cudaGraphKernelNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddKernelNode = unsafe { __library.get(b"cudaGraphAddKernelNode\0") }.map(|sym| *sym);
+        let cudaGraphKernelNodeGetParams = unsafe { __library.get(b"cudaGraphKernelNodeGetParams\0") }.map(|sym| *sym);
+        let cudaGraphKernelNodeSetParams = unsafe { __library.get(b"cudaGraphKernelNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphKernelNodeCopyAttributes =
             unsafe { __library.get(b"cudaGraphKernelNodeCopyAttributes\0") }.map(|sym| *sym);
         let cudaGraphKernelNodeGetAttribute =
             unsafe { __library.get(b"cudaGraphKernelNodeGetAttribute\0") }.map(|sym| *sym);
         let cudaGraphKernelNodeSetAttribute =
             unsafe { __library.get(b"cudaGraphKernelNodeSetAttribute\0") }.map(|sym| *sym);
-        let cudaGraphAddMemcpyNode =
-            unsafe { __library.get(b"cudaGraphAddMemcpyNode\0") }.map(|sym| *sym);
+        let cudaGraphAddMemcpyNode = unsafe { __library.get(b"cudaGraphAddMemcpyNode\0") }.map(|sym| *sym);
         let cudaGraphAddMemcpyNodeToSymbol =
             unsafe { __library.get(b"cudaGraphAddMemcpyNodeToSymbol\0") }.map(|sym| *sym);
         let cudaGraphAddMemcpyNodeFromSymbol =
             unsafe { __library.get(b"cudaGraphAddMemcpyNodeFromSymbol\0") }.map(|sym| *sym);
-        let cudaGraphAddMemcpyNode1D =
-            unsafe { __library.get(b"cudaGraphAddMemcpyNode1D\0") }.map(|sym| *sym);
-        let cudaGraphMemcpyNodeGetParams =
-            unsafe { __library.get(b"cudaGraphMemcpyNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphMemcpyNodeSetParams =
-            unsafe { __library.get(b"cudaGraphMemcpyNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddMemcpyNode1D = unsafe { __library.get(b"cudaGraphAddMemcpyNode1D\0") }.map(|sym| *sym);
+        let cudaGraphMemcpyNodeGetParams = unsafe { __library.get(b"cudaGraphMemcpyNodeGetParams\0") }.map(|sym| *sym);
+        let cudaGraphMemcpyNodeSetParams = unsafe { __library.get(b"cudaGraphMemcpyNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphMemcpyNodeSetParamsToSymbol =
             unsafe { __library.get(b"cudaGraphMemcpyNodeSetParamsToSymbol\0") }.map(|sym| *sym);
         let cudaGraphMemcpyNodeSetParamsFromSymbol =
             unsafe { __library.get(b"cudaGraphMemcpyNodeSetParamsFromSymbol\0") }.map(|sym| *sym);
         let cudaGraphMemcpyNodeSetParams1D =
             unsafe { __library.get(b"cudaGraphMemcpyNodeSetParams1D\0") }.map(|sym| *sym);
-        let cudaGraphAddMemsetNode =
-            unsafe { __library.get(b"cudaGraphAddMemsetNode\0") }.map(|sym| *sym);
-        let cudaGraphMemsetNodeGetParams =
-            unsafe { __library.get(b"cudaGraphMemsetNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphMemsetNodeSetParams =
-            unsafe { __library.get(b"cudaGraphMemsetNodeSetParams\0") }.map(|sym| *sym);
-        let cudaGraphAddHostNode =
-            unsafe { __library.get(b"cudaGraphAddHostNode\0") }.map(|sym| *sym);
-        let cudaGraphHostNodeGetParams =
-            unsafe { __library.get(b"cudaGraphHostNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphHostNodeSetParams =
-            unsafe { __library.get(b"cudaGraphHostNodeSetParams\0") }.map(|sym| *sym);
-        let cudaGraphAddChildGraphNode =
-            unsafe { __library.get(b"cudaGraphAddChildGraphNode\0") }.map(|sym| *sym);
+        let cudaGraphAddMemsetNode = unsafe { __library.get(b"cudaGraphAddMemsetNode\0") }.map(|sym| *sym);
+        let cudaGraphMemsetNodeGetParams = unsafe { __library.get(b"cudaGraphMemsetNodeGetParams\0") }.map(|sym| *sym);
+        let cudaGraphMemsetNodeSetParams = unsafe { __library.get(b"cudaGraphMemsetNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddHostNode = unsafe { __library.get(b"cudaGraphAddHostNode\0") }.map(|sym| *sym);
+        let cudaGraphHostNodeGetParams = unsafe { __library.get(b"cudaGraphHostNodeGetParams\0") }.map(|sym| *sym);
+        let cudaGraphHostNodeSetParams = unsafe { __library.get(b"cudaGraphHostNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddChildGraphNode = unsafe { __library.get(b"cudaGraphAddChildGraphNode\0") }.map(|sym| *sym);
         let cudaGraphChildGraphNodeGetGraph =
             unsafe { __library.get(b"cudaGraphChildGraphNodeGetGraph\0") }.map(|sym| *sym);
-        let cudaGraphAddEmptyNode =
-            unsafe { __library.get(b"cudaGraphAddEmptyNode\0") }.map(|sym| *sym);
-        let cudaGraphAddEventRecordNode =
-            unsafe { __library.get(b"cudaGraphAddEventRecordNode\0") }.map(|sym| *sym);
+        let cudaGraphAddEmptyNode = unsafe { __library.get(b"cudaGraphAddEmptyNode\0") }.map(|sym| *sym);
+        let cudaGraphAddEventRecordNode = unsafe { __library.get(b"cudaGraphAddEventRecordNode\0") }.map(|sym| *sym);
         let cudaGraphEventRecordNodeGetEvent =
             unsafe { __library.get(b"cudaGraphEventRecordNodeGetEvent\0") }.map(|sym| *sym);
         let cudaGraphEventRecordNodeSetEvent =
             unsafe { __library.get(b"cudaGraphEventRecordNodeSetEvent\0") }.map(|sym| *sym);
-        let cudaGraphAddEventWaitNode =
-            unsafe { __library.get(b"cudaGraphAddEventWaitNode\0") }.map(|sym| *sym);
+        let cudaGraphAddEventWaitNode = unsafe { __library.get(b"cudaGraphAddEventWaitNode\0") }.map(|sym| *sym);
         let cudaGraphEventWaitNodeGetEvent =
             unsafe { __library.get(b"cudaGraphEventWaitNodeGetEvent\0") }.map(|sym| *sym);
         let cudaGraphEventWaitNodeSetEvent =
@@ -8847,70 +7970,52 @@ impl CudartLib {
         let cudaGraphAddExternalSemaphoresSignalNode =
             unsafe { __library.get(b"cudaGraphAddExternalSemaphoresSignalNode\0") }.map(|sym| *sym);
         let cudaGraphExternalSemaphoresSignalNodeGetParams =
-            unsafe { __library.get(b"cudaGraphExternalSemaphoresSignalNodeGetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExternalSemaphoresSignalNodeGetParams\0") }.map(|sym| *sym);
         let cudaGraphExternalSemaphoresSignalNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExternalSemaphoresSignalNodeSetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExternalSemaphoresSignalNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphAddExternalSemaphoresWaitNode =
             unsafe { __library.get(b"cudaGraphAddExternalSemaphoresWaitNode\0") }.map(|sym| *sym);
         let cudaGraphExternalSemaphoresWaitNodeGetParams =
-            unsafe { __library.get(b"cudaGraphExternalSemaphoresWaitNodeGetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExternalSemaphoresWaitNodeGetParams\0") }.map(|sym| *sym);
         let cudaGraphExternalSemaphoresWaitNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExternalSemaphoresWaitNodeSetParams\0") }
-                .map(|sym| *sym);
-        let cudaGraphAddMemAllocNode =
-            unsafe { __library.get(b"cudaGraphAddMemAllocNode\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExternalSemaphoresWaitNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddMemAllocNode = unsafe { __library.get(b"cudaGraphAddMemAllocNode\0") }.map(|sym| *sym);
         let cudaGraphMemAllocNodeGetParams =
             unsafe { __library.get(b"cudaGraphMemAllocNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphAddMemFreeNode =
-            unsafe { __library.get(b"cudaGraphAddMemFreeNode\0") }.map(|sym| *sym);
+        let cudaGraphAddMemFreeNode = unsafe { __library.get(b"cudaGraphAddMemFreeNode\0") }.map(|sym| *sym);
         let cudaGraphMemFreeNodeGetParams =
             unsafe { __library.get(b"cudaGraphMemFreeNodeGetParams\0") }.map(|sym| *sym);
-        let cudaDeviceGraphMemTrim =
-            unsafe { __library.get(b"cudaDeviceGraphMemTrim\0") }.map(|sym| *sym);
+        let cudaDeviceGraphMemTrim = unsafe { __library.get(b"cudaDeviceGraphMemTrim\0") }.map(|sym| *sym);
         let cudaDeviceGetGraphMemAttribute =
             unsafe { __library.get(b"cudaDeviceGetGraphMemAttribute\0") }.map(|sym| *sym);
         let cudaDeviceSetGraphMemAttribute =
             unsafe { __library.get(b"cudaDeviceSetGraphMemAttribute\0") }.map(|sym| *sym);
         let cudaGraphClone = unsafe { __library.get(b"cudaGraphClone\0") }.map(|sym| *sym);
-        let cudaGraphNodeFindInClone =
-            unsafe { __library.get(b"cudaGraphNodeFindInClone\0") }.map(|sym| *sym);
-        let cudaGraphNodeGetType =
-            unsafe { __library.get(b"cudaGraphNodeGetType\0") }.map(|sym| *sym);
+        let cudaGraphNodeFindInClone = unsafe { __library.get(b"cudaGraphNodeFindInClone\0") }.map(|sym| *sym);
+        let cudaGraphNodeGetType = unsafe { __library.get(b"cudaGraphNodeGetType\0") }.map(|sym| *sym);
         let cudaGraphGetNodes = unsafe { __library.get(b"cudaGraphGetNodes\0") }.map(|sym| *sym);
-        let cudaGraphGetRootNodes =
-            unsafe { __library.get(b"cudaGraphGetRootNodes\0") }.map(|sym| *sym);
+        let cudaGraphGetRootNodes = unsafe { __library.get(b"cudaGraphGetRootNodes\0") }.map(|sym| *sym);
         let cudaGraphGetEdges = unsafe { __library.get(b"cudaGraphGetEdges\0") }.map(|sym| *sym);
-        let cudaGraphGetEdges_v2 =
-            unsafe { __library.get(b"cudaGraphGetEdges_v2\0") }.map(|sym| *sym);
-        let cudaGraphNodeGetDependencies =
-            unsafe { __library.get(b"cudaGraphNodeGetDependencies\0") }.map(|sym| *sym);
+        let cudaGraphGetEdges_v2 = unsafe { __library.get(b"cudaGraphGetEdges_v2\0") }.map(|sym| *sym);
+        let cudaGraphNodeGetDependencies = unsafe { __library.get(b"cudaGraphNodeGetDependencies\0") }.map(|sym| *sym);
         let cudaGraphNodeGetDependencies_v2 =
             unsafe { __library.get(b"cudaGraphNodeGetDependencies_v2\0") }.map(|sym| *sym);
         let cudaGraphNodeGetDependentNodes =
             unsafe { __library.get(b"cudaGraphNodeGetDependentNodes\0") }.map(|sym| *sym);
         let cudaGraphNodeGetDependentNodes_v2 =
             unsafe { __library.get(b"cudaGraphNodeGetDependentNodes_v2\0") }.map(|sym| *sym);
-        let cudaGraphAddDependencies =
-            unsafe { __library.get(b"cudaGraphAddDependencies\0") }.map(|sym| *sym);
-        let cudaGraphAddDependencies_v2 =
-            unsafe { __library.get(b"cudaGraphAddDependencies_v2\0") }.map(|sym| *sym);
-        let cudaGraphRemoveDependencies =
-            unsafe { __library.get(b"cudaGraphRemoveDependencies\0") }.map(|sym| *sym);
+        let cudaGraphAddDependencies = unsafe { __library.get(b"cudaGraphAddDependencies\0") }.map(|sym| *sym);
+        let cudaGraphAddDependencies_v2 = unsafe { __library.get(b"cudaGraphAddDependencies_v2\0") }.map(|sym| *sym);
+        let cudaGraphRemoveDependencies = unsafe { __library.get(b"cudaGraphRemoveDependencies\0") }.map(|sym| *sym);
         let cudaGraphRemoveDependencies_v2 =
             unsafe { __library.get(b"cudaGraphRemoveDependencies_v2\0") }.map(|sym| *sym);
-        let cudaGraphDestroyNode =
-            unsafe { __library.get(b"cudaGraphDestroyNode\0") }.map(|sym| *sym);
-        let cudaGraphInstantiate =
-            unsafe { __library.get(b"cudaGraphInstantiate\0") }.map(|sym| *sym);
+        let cudaGraphDestroyNode = unsafe { __library.get(b"cudaGraphDestroyNode\0") }.map(|sym| *sym);
+        let cudaGraphInstantiate = unsafe { __library.get(b"cudaGraphInstantiate\0") }.map(|sym| *sym);
         let cudaGraphInstantiateWithFlags =
             unsafe { __library.get(b"cudaGraphInstantiateWithFlags\0") }.map(|sym| *sym);
         let cudaGraphInstantiateWithParams_ptsz =
             unsafe { __library.get(b"cudaGraphInstantiateWithParams_ptsz\0") }.map(|sym| *sym);
-        let cudaGraphExecGetFlags =
-            unsafe { __library.get(b"cudaGraphExecGetFlags\0") }.map(|sym| *sym);
+        let cudaGraphExecGetFlags = unsafe { __library.get(b"cudaGraphExecGetFlags\0") }.map(|sym| *sym);
         let cudaGraphExecKernelNodeSetParams =
             unsafe { __library.get(b"cudaGraphExecKernelNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphExecMemcpyNodeSetParams =
@@ -8918,8 +8023,7 @@ impl CudartLib {
         let cudaGraphExecMemcpyNodeSetParamsToSymbol =
             unsafe { __library.get(b"cudaGraphExecMemcpyNodeSetParamsToSymbol\0") }.map(|sym| *sym);
         let cudaGraphExecMemcpyNodeSetParamsFromSymbol =
-            unsafe { __library.get(b"cudaGraphExecMemcpyNodeSetParamsFromSymbol\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExecMemcpyNodeSetParamsFromSymbol\0") }.map(|sym| *sym);
         let cudaGraphExecMemcpyNodeSetParams1D =
             unsafe { __library.get(b"cudaGraphExecMemcpyNodeSetParams1D\0") }.map(|sym| *sym);
         let cudaGraphExecMemsetNodeSetParams =
@@ -8933,145 +8037,93 @@ impl CudartLib {
         let cudaGraphExecEventWaitNodeSetEvent =
             unsafe { __library.get(b"cudaGraphExecEventWaitNodeSetEvent\0") }.map(|sym| *sym);
         let cudaGraphExecExternalSemaphoresSignalNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExecExternalSemaphoresSignalNodeSetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExecExternalSemaphoresSignalNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphExecExternalSemaphoresWaitNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExecExternalSemaphoresWaitNodeSetParams\0") }
-                .map(|sym| *sym);
-        let cudaGraphNodeSetEnabled =
-            unsafe { __library.get(b"cudaGraphNodeSetEnabled\0") }.map(|sym| *sym);
-        let cudaGraphNodeGetEnabled =
-            unsafe { __library.get(b"cudaGraphNodeGetEnabled\0") }.map(|sym| *sym);
-        let cudaGraphExecUpdate =
-            unsafe { __library.get(b"cudaGraphExecUpdate\0") }.map(|sym| *sym);
-        let cudaGraphUpload_ptsz =
-            unsafe { __library.get(b"cudaGraphUpload_ptsz\0") }.map(|sym| *sym);
-        let cudaGraphLaunch_ptsz =
-            unsafe { __library.get(b"cudaGraphLaunch_ptsz\0") }.map(|sym| *sym);
-        let cudaGraphExecDestroy =
-            unsafe { __library.get(b"cudaGraphExecDestroy\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExecExternalSemaphoresWaitNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphNodeSetEnabled = unsafe { __library.get(b"cudaGraphNodeSetEnabled\0") }.map(|sym| *sym);
+        let cudaGraphNodeGetEnabled = unsafe { __library.get(b"cudaGraphNodeGetEnabled\0") }.map(|sym| *sym);
+        let cudaGraphExecUpdate = unsafe { __library.get(b"cudaGraphExecUpdate\0") }.map(|sym| *sym);
+        let cudaGraphUpload_ptsz = unsafe { __library.get(b"cudaGraphUpload_ptsz\0") }.map(|sym| *sym);
+        let cudaGraphLaunch_ptsz = unsafe { __library.get(b"cudaGraphLaunch_ptsz\0") }.map(|sym| *sym);
+        let cudaGraphExecDestroy = unsafe { __library.get(b"cudaGraphExecDestroy\0") }.map(|sym| *sym);
         let cudaGraphDestroy = unsafe { __library.get(b"cudaGraphDestroy\0") }.map(|sym| *sym);
-        let cudaGraphDebugDotPrint =
-            unsafe { __library.get(b"cudaGraphDebugDotPrint\0") }.map(|sym| *sym);
-        let cudaUserObjectCreate =
-            unsafe { __library.get(b"cudaUserObjectCreate\0") }.map(|sym| *sym);
-        let cudaUserObjectRetain =
-            unsafe { __library.get(b"cudaUserObjectRetain\0") }.map(|sym| *sym);
-        let cudaUserObjectRelease =
-            unsafe { __library.get(b"cudaUserObjectRelease\0") }.map(|sym| *sym);
-        let cudaGraphRetainUserObject =
-            unsafe { __library.get(b"cudaGraphRetainUserObject\0") }.map(|sym| *sym);
-        let cudaGraphReleaseUserObject =
-            unsafe { __library.get(b"cudaGraphReleaseUserObject\0") }.map(|sym| *sym);
+        let cudaGraphDebugDotPrint = unsafe { __library.get(b"cudaGraphDebugDotPrint\0") }.map(|sym| *sym);
+        let cudaUserObjectCreate = unsafe { __library.get(b"cudaUserObjectCreate\0") }.map(|sym| *sym);
+        let cudaUserObjectRetain = unsafe { __library.get(b"cudaUserObjectRetain\0") }.map(|sym| *sym);
+        let cudaUserObjectRelease = unsafe { __library.get(b"cudaUserObjectRelease\0") }.map(|sym| *sym);
+        let cudaGraphRetainUserObject = unsafe { __library.get(b"cudaGraphRetainUserObject\0") }.map(|sym| *sym);
+        let cudaGraphReleaseUserObject = unsafe { __library.get(b"cudaGraphReleaseUserObject\0") }.map(|sym| *sym);
         let cudaGraphAddNode = unsafe { __library.get(b"cudaGraphAddNode\0") }.map(|sym| *sym);
-        let cudaGraphAddNode_v2 =
-            unsafe { __library.get(b"cudaGraphAddNode_v2\0") }.map(|sym| *sym);
-        let cudaGraphNodeSetParams =
-            unsafe { __library.get(b"cudaGraphNodeSetParams\0") }.map(|sym| *sym);
-        let cudaGraphExecNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExecNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddNode_v2 = unsafe { __library.get(b"cudaGraphAddNode_v2\0") }.map(|sym| *sym);
+        let cudaGraphNodeSetParams = unsafe { __library.get(b"cudaGraphNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphExecNodeSetParams = unsafe { __library.get(b"cudaGraphExecNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphConditionalHandleCreate =
             unsafe { __library.get(b"cudaGraphConditionalHandleCreate\0") }.map(|sym| *sym);
-        let cudaGetDriverEntryPoint_ptsz =
-            unsafe { __library.get(b"cudaGetDriverEntryPoint_ptsz\0") }.map(|sym| *sym);
+        let cudaGetDriverEntryPoint_ptsz = unsafe { __library.get(b"cudaGetDriverEntryPoint_ptsz\0") }.map(|sym| *sym);
         let cudaGetDriverEntryPointByVersion_ptsz =
             unsafe { __library.get(b"cudaGetDriverEntryPointByVersion_ptsz\0") }.map(|sym| *sym);
-        let cudaLibraryLoadData =
-            unsafe { __library.get(b"cudaLibraryLoadData\0") }.map(|sym| *sym);
-        let cudaLibraryLoadFromFile =
-            unsafe { __library.get(b"cudaLibraryLoadFromFile\0") }.map(|sym| *sym);
+        let cudaLibraryLoadData = unsafe { __library.get(b"cudaLibraryLoadData\0") }.map(|sym| *sym);
+        let cudaLibraryLoadFromFile = unsafe { __library.get(b"cudaLibraryLoadFromFile\0") }.map(|sym| *sym);
         let cudaLibraryUnload = unsafe { __library.get(b"cudaLibraryUnload\0") }.map(|sym| *sym);
-        let cudaLibraryGetKernel =
-            unsafe { __library.get(b"cudaLibraryGetKernel\0") }.map(|sym| *sym);
-        let cudaLibraryGetGlobal =
-            unsafe { __library.get(b"cudaLibraryGetGlobal\0") }.map(|sym| *sym);
-        let cudaLibraryGetManaged =
-            unsafe { __library.get(b"cudaLibraryGetManaged\0") }.map(|sym| *sym);
+        let cudaLibraryGetKernel = unsafe { __library.get(b"cudaLibraryGetKernel\0") }.map(|sym| *sym);
+        let cudaLibraryGetGlobal = unsafe { __library.get(b"cudaLibraryGetGlobal\0") }.map(|sym| *sym);
+        let cudaLibraryGetManaged = unsafe { __library.get(b"cudaLibraryGetManaged\0") }.map(|sym| *sym);
         let cudaLibraryGetUnifiedFunction =
             unsafe { __library.get(b"cudaLibraryGetUnifiedFunction\0") }.map(|sym| *sym);
-        let cudaLibraryGetKernelCount =
-            unsafe { __library.get(b"cudaLibraryGetKernelCount\0") }.map(|sym| *sym);
-        let cudaLibraryEnumerateKernels =
-            unsafe { __library.get(b"cudaLibraryEnumerateKernels\0") }.map(|sym| *sym);
+        let cudaLibraryGetKernelCount = unsafe { __library.get(b"cudaLibraryGetKernelCount\0") }.map(|sym| *sym);
+        let cudaLibraryEnumerateKernels = unsafe { __library.get(b"cudaLibraryEnumerateKernels\0") }.map(|sym| *sym);
         let cudaKernelSetAttributeForDevice =
             unsafe { __library.get(b"cudaKernelSetAttributeForDevice\0") }.map(|sym| *sym);
         let cudaGetExportTable = unsafe { __library.get(b"cudaGetExportTable\0") }.map(|sym| *sym);
-        let cudaGetFuncBySymbol =
-            unsafe { __library.get(b"cudaGetFuncBySymbol\0") }.map(|sym| *sym);
+        let cudaGetFuncBySymbol = unsafe { __library.get(b"cudaGetFuncBySymbol\0") }.map(|sym| *sym);
         let cudaGetKernel = unsafe { __library.get(b"cudaGetKernel\0") }.map(|sym| *sym);
         let cudaMemcpy = unsafe { __library.get(b"cudaMemcpy\0") }.map(|sym| *sym);
         let cudaMemcpyToSymbol = unsafe { __library.get(b"cudaMemcpyToSymbol\0") }.map(|sym| *sym);
-        let cudaMemcpyFromSymbol =
-            unsafe { __library.get(b"cudaMemcpyFromSymbol\0") }.map(|sym| *sym);
+        let cudaMemcpyFromSymbol = unsafe { __library.get(b"cudaMemcpyFromSymbol\0") }.map(|sym| *sym);
         let cudaMemcpy2D = unsafe { __library.get(b"cudaMemcpy2D\0") }.map(|sym| *sym);
         let cudaMemcpyToArray = unsafe { __library.get(b"cudaMemcpyToArray\0") }.map(|sym| *sym);
-        let cudaMemcpy2DToArray =
-            unsafe { __library.get(b"cudaMemcpy2DToArray\0") }.map(|sym| *sym);
-        let cudaMemcpyFromArray =
-            unsafe { __library.get(b"cudaMemcpyFromArray\0") }.map(|sym| *sym);
-        let cudaMemcpy2DFromArray =
-            unsafe { __library.get(b"cudaMemcpy2DFromArray\0") }.map(|sym| *sym);
-        let cudaMemcpyArrayToArray =
-            unsafe { __library.get(b"cudaMemcpyArrayToArray\0") }.map(|sym| *sym);
-        let cudaMemcpy2DArrayToArray =
-            unsafe { __library.get(b"cudaMemcpy2DArrayToArray\0") }.map(|sym| *sym);
+        let cudaMemcpy2DToArray = unsafe { __library.get(b"cudaMemcpy2DToArray\0") }.map(|sym| *sym);
+        let cudaMemcpyFromArray = unsafe { __library.get(b"cudaMemcpyFromArray\0") }.map(|sym| *sym);
+        let cudaMemcpy2DFromArray = unsafe { __library.get(b"cudaMemcpy2DFromArray\0") }.map(|sym| *sym);
+        let cudaMemcpyArrayToArray = unsafe { __library.get(b"cudaMemcpyArrayToArray\0") }.map(|sym| *sym);
+        let cudaMemcpy2DArrayToArray = unsafe { __library.get(b"cudaMemcpy2DArrayToArray\0") }.map(|sym| *sym);
         let cudaMemcpy3D = unsafe { __library.get(b"cudaMemcpy3D\0") }.map(|sym| *sym);
         let cudaMemcpy3DPeer = unsafe { __library.get(b"cudaMemcpy3DPeer\0") }.map(|sym| *sym);
-        let cudaMemcpyBatchAsync =
-            unsafe { __library.get(b"cudaMemcpyBatchAsync\0") }.map(|sym| *sym);
-        let cudaMemcpy3DBatchAsync =
-            unsafe { __library.get(b"cudaMemcpy3DBatchAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyBatchAsync = unsafe { __library.get(b"cudaMemcpyBatchAsync\0") }.map(|sym| *sym);
+        let cudaMemcpy3DBatchAsync = unsafe { __library.get(b"cudaMemcpy3DBatchAsync\0") }.map(|sym| *sym);
         let cudaMemset = unsafe { __library.get(b"cudaMemset\0") }.map(|sym| *sym);
         let cudaMemset2D = unsafe { __library.get(b"cudaMemset2D\0") }.map(|sym| *sym);
         let cudaMemset3D = unsafe { __library.get(b"cudaMemset3D\0") }.map(|sym| *sym);
         let cudaMemcpyAsync = unsafe { __library.get(b"cudaMemcpyAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyToSymbolAsync =
-            unsafe { __library.get(b"cudaMemcpyToSymbolAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyFromSymbolAsync =
-            unsafe { __library.get(b"cudaMemcpyFromSymbolAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyToSymbolAsync = unsafe { __library.get(b"cudaMemcpyToSymbolAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyFromSymbolAsync = unsafe { __library.get(b"cudaMemcpyFromSymbolAsync\0") }.map(|sym| *sym);
         let cudaMemcpy2DAsync = unsafe { __library.get(b"cudaMemcpy2DAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyToArrayAsync =
-            unsafe { __library.get(b"cudaMemcpyToArrayAsync\0") }.map(|sym| *sym);
-        let cudaMemcpy2DToArrayAsync =
-            unsafe { __library.get(b"cudaMemcpy2DToArrayAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyFromArrayAsync =
-            unsafe { __library.get(b"cudaMemcpyFromArrayAsync\0") }.map(|sym| *sym);
-        let cudaMemcpy2DFromArrayAsync =
-            unsafe { __library.get(b"cudaMemcpy2DFromArrayAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyToArrayAsync = unsafe { __library.get(b"cudaMemcpyToArrayAsync\0") }.map(|sym| *sym);
+        let cudaMemcpy2DToArrayAsync = unsafe { __library.get(b"cudaMemcpy2DToArrayAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyFromArrayAsync = unsafe { __library.get(b"cudaMemcpyFromArrayAsync\0") }.map(|sym| *sym);
+        let cudaMemcpy2DFromArrayAsync = unsafe { __library.get(b"cudaMemcpy2DFromArrayAsync\0") }.map(|sym| *sym);
         let cudaMemcpy3DAsync = unsafe { __library.get(b"cudaMemcpy3DAsync\0") }.map(|sym| *sym);
-        let cudaMemcpy3DPeerAsync =
-            unsafe { __library.get(b"cudaMemcpy3DPeerAsync\0") }.map(|sym| *sym);
+        let cudaMemcpy3DPeerAsync = unsafe { __library.get(b"cudaMemcpy3DPeerAsync\0") }.map(|sym| *sym);
         let cudaMemsetAsync = unsafe { __library.get(b"cudaMemsetAsync\0") }.map(|sym| *sym);
         let cudaMemset2DAsync = unsafe { __library.get(b"cudaMemset2DAsync\0") }.map(|sym| *sym);
         let cudaMemset3DAsync = unsafe { __library.get(b"cudaMemset3DAsync\0") }.map(|sym| *sym);
         let cudaStreamQuery = unsafe { __library.get(b"cudaStreamQuery\0") }.map(|sym| *sym);
-        let cudaStreamGetDevice =
-            unsafe { __library.get(b"cudaStreamGetDevice\0") }.map(|sym| *sym);
+        let cudaStreamGetDevice = unsafe { __library.get(b"cudaStreamGetDevice\0") }.map(|sym| *sym);
         let cudaStreamGetFlags = unsafe { __library.get(b"cudaStreamGetFlags\0") }.map(|sym| *sym);
         let cudaStreamGetId = unsafe { __library.get(b"cudaStreamGetId\0") }.map(|sym| *sym);
-        let cudaStreamGetPriority =
-            unsafe { __library.get(b"cudaStreamGetPriority\0") }.map(|sym| *sym);
+        let cudaStreamGetPriority = unsafe { __library.get(b"cudaStreamGetPriority\0") }.map(|sym| *sym);
         let cudaEventRecord = unsafe { __library.get(b"cudaEventRecord\0") }.map(|sym| *sym);
-        let cudaEventRecordWithFlags =
-            unsafe { __library.get(b"cudaEventRecordWithFlags\0") }.map(|sym| *sym);
-        let cudaStreamWaitEvent =
-            unsafe { __library.get(b"cudaStreamWaitEvent\0") }.map(|sym| *sym);
-        let cudaStreamAddCallback =
-            unsafe { __library.get(b"cudaStreamAddCallback\0") }.map(|sym| *sym);
-        let cudaStreamAttachMemAsync =
-            unsafe { __library.get(b"cudaStreamAttachMemAsync\0") }.map(|sym| *sym);
-        let cudaStreamSynchronize =
-            unsafe { __library.get(b"cudaStreamSynchronize\0") }.map(|sym| *sym);
+        let cudaEventRecordWithFlags = unsafe { __library.get(b"cudaEventRecordWithFlags\0") }.map(|sym| *sym);
+        let cudaStreamWaitEvent = unsafe { __library.get(b"cudaStreamWaitEvent\0") }.map(|sym| *sym);
+        let cudaStreamAddCallback = unsafe { __library.get(b"cudaStreamAddCallback\0") }.map(|sym| *sym);
+        let cudaStreamAttachMemAsync = unsafe { __library.get(b"cudaStreamAttachMemAsync\0") }.map(|sym| *sym);
+        let cudaStreamSynchronize = unsafe { __library.get(b"cudaStreamSynchronize\0") }.map(|sym| *sym);
         let cudaLaunchKernel = unsafe { __library.get(b"cudaLaunchKernel\0") }.map(|sym| *sym);
-        let cudaLaunchKernelExC =
-            unsafe { __library.get(b"cudaLaunchKernelExC\0") }.map(|sym| *sym);
-        let cudaLaunchCooperativeKernel =
-            unsafe { __library.get(b"cudaLaunchCooperativeKernel\0") }.map(|sym| *sym);
+        let cudaLaunchKernelExC = unsafe { __library.get(b"cudaLaunchKernelExC\0") }.map(|sym| *sym);
+        let cudaLaunchCooperativeKernel = unsafe { __library.get(b"cudaLaunchCooperativeKernel\0") }.map(|sym| *sym);
         let cudaLaunchHostFunc = unsafe { __library.get(b"cudaLaunchHostFunc\0") }.map(|sym| *sym);
-        let cudaMemPrefetchAsync =
-            unsafe { __library.get(b"cudaMemPrefetchAsync\0") }.map(|sym| *sym);
-        let cudaMemPrefetchAsync_v2 =
-            unsafe { __library.get(b"cudaMemPrefetchAsync_v2\0") }.map(|sym| *sym);
+        let cudaMemPrefetchAsync = unsafe { __library.get(b"cudaMemPrefetchAsync\0") }.map(|sym| *sym);
+        let cudaMemPrefetchAsync_v2 = unsafe { __library.get(b"cudaMemPrefetchAsync_v2\0") }.map(|sym| *sym);
         let cudaSignalExternalSemaphoresAsync =
             unsafe { __library.get(b"cudaSignalExternalSemaphoresAsync\0") }.map(|sym| *sym);
         let cudaSignalExternalSemaphoresAsync_ptsz =
@@ -9088,42 +8140,30 @@ impl CudartLib {
             unsafe { __library.get(b"cudaGraphInstantiateWithParams\0") }.map(|sym| *sym);
         let cudaGraphUpload = unsafe { __library.get(b"cudaGraphUpload\0") }.map(|sym| *sym);
         let cudaGraphLaunch = unsafe { __library.get(b"cudaGraphLaunch\0") }.map(|sym| *sym);
-        let cudaStreamBeginCapture =
-            unsafe { __library.get(b"cudaStreamBeginCapture\0") }.map(|sym| *sym);
+        let cudaStreamBeginCapture = unsafe { __library.get(b"cudaStreamBeginCapture\0") }.map(|sym| *sym);
         let cudaStreamBeginCaptureToGraph =
             unsafe { __library.get(b"cudaStreamBeginCaptureToGraph\0") }.map(|sym| *sym);
-        let cudaStreamEndCapture =
-            unsafe { __library.get(b"cudaStreamEndCapture\0") }.map(|sym| *sym);
-        let cudaStreamIsCapturing =
-            unsafe { __library.get(b"cudaStreamIsCapturing\0") }.map(|sym| *sym);
-        let cudaStreamGetCaptureInfo =
-            unsafe { __library.get(b"cudaStreamGetCaptureInfo\0") }.map(|sym| *sym);
+        let cudaStreamEndCapture = unsafe { __library.get(b"cudaStreamEndCapture\0") }.map(|sym| *sym);
+        let cudaStreamIsCapturing = unsafe { __library.get(b"cudaStreamIsCapturing\0") }.map(|sym| *sym);
+        let cudaStreamGetCaptureInfo = unsafe { __library.get(b"cudaStreamGetCaptureInfo\0") }.map(|sym| *sym);
         let cudaStreamGetCaptureInfo_ptsz =
             unsafe { __library.get(b"cudaStreamGetCaptureInfo_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamGetCaptureInfo_v2 =
-            unsafe { __library.get(b"cudaStreamGetCaptureInfo_v2\0") }.map(|sym| *sym);
-        let cudaStreamGetCaptureInfo_v3 =
-            unsafe { __library.get(b"cudaStreamGetCaptureInfo_v3\0") }.map(|sym| *sym);
+        let cudaStreamGetCaptureInfo_v2 = unsafe { __library.get(b"cudaStreamGetCaptureInfo_v2\0") }.map(|sym| *sym);
+        let cudaStreamGetCaptureInfo_v3 = unsafe { __library.get(b"cudaStreamGetCaptureInfo_v3\0") }.map(|sym| *sym);
         let cudaStreamUpdateCaptureDependencies =
             unsafe { __library.get(b"cudaStreamUpdateCaptureDependencies\0") }.map(|sym| *sym);
         let cudaStreamUpdateCaptureDependencies_v2 =
             unsafe { __library.get(b"cudaStreamUpdateCaptureDependencies_v2\0") }.map(|sym| *sym);
-        let cudaStreamCopyAttributes =
-            unsafe { __library.get(b"cudaStreamCopyAttributes\0") }.map(|sym| *sym);
-        let cudaStreamGetAttribute =
-            unsafe { __library.get(b"cudaStreamGetAttribute\0") }.map(|sym| *sym);
-        let cudaStreamSetAttribute =
-            unsafe { __library.get(b"cudaStreamSetAttribute\0") }.map(|sym| *sym);
+        let cudaStreamCopyAttributes = unsafe { __library.get(b"cudaStreamCopyAttributes\0") }.map(|sym| *sym);
+        let cudaStreamGetAttribute = unsafe { __library.get(b"cudaStreamGetAttribute\0") }.map(|sym| *sym);
+        let cudaStreamSetAttribute = unsafe { __library.get(b"cudaStreamSetAttribute\0") }.map(|sym| *sym);
         let cudaMallocAsync = unsafe { __library.get(b"cudaMallocAsync\0") }.map(|sym| *sym);
         let cudaFreeAsync = unsafe { __library.get(b"cudaFreeAsync\0") }.map(|sym| *sym);
-        let cudaMallocFromPoolAsync =
-            unsafe { __library.get(b"cudaMallocFromPoolAsync\0") }.map(|sym| *sym);
-        let cudaGetDriverEntryPoint =
-            unsafe { __library.get(b"cudaGetDriverEntryPoint\0") }.map(|sym| *sym);
+        let cudaMallocFromPoolAsync = unsafe { __library.get(b"cudaMallocFromPoolAsync\0") }.map(|sym| *sym);
+        let cudaGetDriverEntryPoint = unsafe { __library.get(b"cudaGetDriverEntryPoint\0") }.map(|sym| *sym);
         let cudaGetDriverEntryPointByVersion =
             unsafe { __library.get(b"cudaGetDriverEntryPointByVersion\0") }.map(|sym| *sym);
-        let cudaGetDeviceProperties =
-            unsafe { __library.get(b"cudaGetDeviceProperties\0") }.map(|sym| *sym);
+        let cudaGetDeviceProperties = unsafe { __library.get(b"cudaGetDeviceProperties\0") }.map(|sym| *sym);
         Ok(CudartLib {
             __library,
             cudaDeviceReset,
@@ -9521,36 +8561,16 @@ impl CudartLib {
         })
     }
     pub unsafe fn cudaDeviceReset(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceReset
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaDeviceReset.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaDeviceSynchronize(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaDeviceSynchronize.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaDeviceSetLimit(&self, limit: cudaLimit, value: usize) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSetLimit
-                .as_ref()
-                .expect("Expected function, got error."))(limit, value)
-        }
+        unsafe { (self.cudaDeviceSetLimit.as_ref().expect("Expected function, got error."))(limit, value) }
     }
     pub unsafe fn cudaDeviceGetLimit(&self, pValue: *mut usize, limit: cudaLimit) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetLimit
-                .as_ref()
-                .expect("Expected function, got error."))(pValue, limit)
-        }
+        unsafe { (self.cudaDeviceGetLimit.as_ref().expect("Expected function, got error."))(pValue, limit) }
     }
     pub unsafe fn cudaDeviceGetTexture1DLinearMaxWidth(
         &self,
@@ -9559,21 +8579,15 @@ impl CudartLib {
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetTexture1DLinearMaxWidth
-                .as_ref()
-                .expect("Expected function, got error."))(
-                maxWidthInElements, fmtDesc, device
+            (self.cudaDeviceGetTexture1DLinearMaxWidth.as_ref().expect("Expected function, got error."))(
+                maxWidthInElements,
+                fmtDesc,
+                device,
             )
         }
     }
     pub unsafe fn cudaDeviceGetCacheConfig(&self, pCacheConfig: *mut cudaFuncCache) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(pCacheConfig)
-        }
+        unsafe { (self.cudaDeviceGetCacheConfig.as_ref().expect("Expected function, got error."))(pCacheConfig) }
     }
     pub unsafe fn cudaDeviceGetStreamPriorityRange(
         &self,
@@ -9581,33 +8595,21 @@ impl CudartLib {
         greatestPriority: *mut ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetStreamPriorityRange
-                .as_ref()
-                .expect("Expected function, got error."))(
-                leastPriority, greatestPriority
+            (self.cudaDeviceGetStreamPriorityRange.as_ref().expect("Expected function, got error."))(
+                leastPriority,
+                greatestPriority,
             )
         }
     }
     pub unsafe fn cudaDeviceSetCacheConfig(&self, cacheConfig: cudaFuncCache) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(cacheConfig)
-        }
+        unsafe { (self.cudaDeviceSetCacheConfig.as_ref().expect("Expected function, got error."))(cacheConfig) }
     }
     pub unsafe fn cudaDeviceGetByPCIBusId(
         &self,
         device: *mut ::std::os::raw::c_int,
         pciBusId: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetByPCIBusId
-                .as_ref()
-                .expect("Expected function, got error."))(device, pciBusId)
-        }
+        unsafe { (self.cudaDeviceGetByPCIBusId.as_ref().expect("Expected function, got error."))(device, pciBusId) }
     }
     pub unsafe fn cudaDeviceGetPCIBusId(
         &self,
@@ -9615,48 +8617,20 @@ impl CudartLib {
         len: ::std::os::raw::c_int,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetPCIBusId
-                .as_ref()
-                .expect("Expected function, got error."))(pciBusId, len, device)
-        }
+        unsafe { (self.cudaDeviceGetPCIBusId.as_ref().expect("Expected function, got error."))(pciBusId, len, device) }
     }
-    pub unsafe fn cudaIpcGetEventHandle(
-        &self,
-        handle: *mut cudaIpcEventHandle_t,
-        event: cudaEvent_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcGetEventHandle
-                .as_ref()
-                .expect("Expected function, got error."))(handle, event)
-        }
+    pub unsafe fn cudaIpcGetEventHandle(&self, handle: *mut cudaIpcEventHandle_t, event: cudaEvent_t) -> cudaError_t {
+        unsafe { (self.cudaIpcGetEventHandle.as_ref().expect("Expected function, got error."))(handle, event) }
     }
-    pub unsafe fn cudaIpcOpenEventHandle(
-        &self,
-        event: *mut cudaEvent_t,
-        handle: cudaIpcEventHandle_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcOpenEventHandle
-                .as_ref()
-                .expect("Expected function, got error."))(event, handle)
-        }
+    pub unsafe fn cudaIpcOpenEventHandle(&self, event: *mut cudaEvent_t, handle: cudaIpcEventHandle_t) -> cudaError_t {
+        unsafe { (self.cudaIpcOpenEventHandle.as_ref().expect("Expected function, got error."))(event, handle) }
     }
     pub unsafe fn cudaIpcGetMemHandle(
         &self,
         handle: *mut cudaIpcMemHandle_t,
         devPtr: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcGetMemHandle
-                .as_ref()
-                .expect("Expected function, got error."))(handle, devPtr)
-        }
+        unsafe { (self.cudaIpcGetMemHandle.as_ref().expect("Expected function, got error."))(handle, devPtr) }
     }
     pub unsafe fn cudaIpcOpenMemHandle(
         &self,
@@ -9664,20 +8638,10 @@ impl CudartLib {
         handle: cudaIpcMemHandle_t,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcOpenMemHandle
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, handle, flags)
-        }
+        unsafe { (self.cudaIpcOpenMemHandle.as_ref().expect("Expected function, got error."))(devPtr, handle, flags) }
     }
     pub unsafe fn cudaIpcCloseMemHandle(&self, devPtr: *mut ::std::os::raw::c_void) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcCloseMemHandle
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr)
-        }
+        unsafe { (self.cudaIpcCloseMemHandle.as_ref().expect("Expected function, got error."))(devPtr) }
     }
     pub unsafe fn cudaDeviceFlushGPUDirectRDMAWrites(
         &self,
@@ -9685,10 +8649,7 @@ impl CudartLib {
         scope: cudaFlushGPUDirectRDMAWritesScope,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceFlushGPUDirectRDMAWrites
-                .as_ref()
-                .expect("Expected function, got error."))(target, scope)
+            (self.cudaDeviceFlushGPUDirectRDMAWrites.as_ref().expect("Expected function, got error."))(target, scope)
         }
     }
     pub unsafe fn cudaDeviceRegisterAsyncNotification(
@@ -9699,11 +8660,11 @@ impl CudartLib {
         callback: *mut cudaAsyncCallbackHandle_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceRegisterAsyncNotification
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, callbackFunc, userData, callback
+            (self.cudaDeviceRegisterAsyncNotification.as_ref().expect("Expected function, got error."))(
+                device,
+                callbackFunc,
+                userData,
+                callback,
             )
         }
     }
@@ -9713,130 +8674,56 @@ impl CudartLib {
         callback: cudaAsyncCallbackHandle_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceUnregisterAsyncNotification
-                .as_ref()
-                .expect("Expected function, got error."))(device, callback)
+            (self.cudaDeviceUnregisterAsyncNotification.as_ref().expect("Expected function, got error."))(
+                device, callback,
+            )
         }
     }
-    pub unsafe fn cudaDeviceGetSharedMemConfig(
-        &self,
-        pConfig: *mut cudaSharedMemConfig,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetSharedMemConfig
-                .as_ref()
-                .expect("Expected function, got error."))(pConfig)
-        }
+    pub unsafe fn cudaDeviceGetSharedMemConfig(&self, pConfig: *mut cudaSharedMemConfig) -> cudaError_t {
+        unsafe { (self.cudaDeviceGetSharedMemConfig.as_ref().expect("Expected function, got error."))(pConfig) }
     }
     pub unsafe fn cudaDeviceSetSharedMemConfig(&self, config: cudaSharedMemConfig) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSetSharedMemConfig
-                .as_ref()
-                .expect("Expected function, got error."))(config)
-        }
+        unsafe { (self.cudaDeviceSetSharedMemConfig.as_ref().expect("Expected function, got error."))(config) }
     }
     pub unsafe fn cudaThreadExit(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaThreadExit
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaThreadExit.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaThreadSynchronize(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaThreadSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaThreadSynchronize.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaThreadSetLimit(&self, limit: cudaLimit, value: usize) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaThreadSetLimit
-                .as_ref()
-                .expect("Expected function, got error."))(limit, value)
-        }
+        unsafe { (self.cudaThreadSetLimit.as_ref().expect("Expected function, got error."))(limit, value) }
     }
     pub unsafe fn cudaThreadGetLimit(&self, pValue: *mut usize, limit: cudaLimit) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaThreadGetLimit
-                .as_ref()
-                .expect("Expected function, got error."))(pValue, limit)
-        }
+        unsafe { (self.cudaThreadGetLimit.as_ref().expect("Expected function, got error."))(pValue, limit) }
     }
     pub unsafe fn cudaThreadGetCacheConfig(&self, pCacheConfig: *mut cudaFuncCache) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaThreadGetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(pCacheConfig)
-        }
+        unsafe { (self.cudaThreadGetCacheConfig.as_ref().expect("Expected function, got error."))(pCacheConfig) }
     }
     pub unsafe fn cudaThreadSetCacheConfig(&self, cacheConfig: cudaFuncCache) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaThreadSetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(cacheConfig)
-        }
+        unsafe { (self.cudaThreadSetCacheConfig.as_ref().expect("Expected function, got error."))(cacheConfig) }
     }
     pub unsafe fn cudaGetLastError(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetLastError
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaGetLastError.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaPeekAtLastError(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaPeekAtLastError
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaPeekAtLastError.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaGetErrorName(&self, error: cudaError_t) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cudaGetErrorName
-                .as_ref()
-                .expect("Expected function, got error."))(error)
-        }
+        unsafe { (self.cudaGetErrorName.as_ref().expect("Expected function, got error."))(error) }
     }
     pub unsafe fn cudaGetErrorString(&self, error: cudaError_t) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cudaGetErrorString
-                .as_ref()
-                .expect("Expected function, got error."))(error)
-        }
+        unsafe { (self.cudaGetErrorString.as_ref().expect("Expected function, got error."))(error) }
     }
     pub unsafe fn cudaGetDeviceCount(&self, count: *mut ::std::os::raw::c_int) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetDeviceCount
-                .as_ref()
-                .expect("Expected function, got error."))(count)
-        }
+        unsafe { (self.cudaGetDeviceCount.as_ref().expect("Expected function, got error."))(count) }
     }
     pub unsafe fn cudaGetDeviceProperties_v2(
         &self,
         prop: *mut cudaDeviceProp,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetDeviceProperties_v2
-                .as_ref()
-                .expect("Expected function, got error."))(prop, device)
-        }
+        unsafe { (self.cudaGetDeviceProperties_v2.as_ref().expect("Expected function, got error."))(prop, device) }
     }
     pub unsafe fn cudaDeviceGetAttribute(
         &self,
@@ -9844,48 +8731,24 @@ impl CudartLib {
         attr: cudaDeviceAttr,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(value, attr, device)
-        }
+        unsafe { (self.cudaDeviceGetAttribute.as_ref().expect("Expected function, got error."))(value, attr, device) }
     }
     pub unsafe fn cudaDeviceGetDefaultMemPool(
         &self,
         memPool: *mut cudaMemPool_t,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetDefaultMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, device)
-        }
+        unsafe { (self.cudaDeviceGetDefaultMemPool.as_ref().expect("Expected function, got error."))(memPool, device) }
     }
-    pub unsafe fn cudaDeviceSetMemPool(
-        &self,
-        device: ::std::os::raw::c_int,
-        memPool: cudaMemPool_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(device, memPool)
-        }
+    pub unsafe fn cudaDeviceSetMemPool(&self, device: ::std::os::raw::c_int, memPool: cudaMemPool_t) -> cudaError_t {
+        unsafe { (self.cudaDeviceSetMemPool.as_ref().expect("Expected function, got error."))(device, memPool) }
     }
     pub unsafe fn cudaDeviceGetMemPool(
         &self,
         memPool: *mut cudaMemPool_t,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, device)
-        }
+        unsafe { (self.cudaDeviceGetMemPool.as_ref().expect("Expected function, got error."))(memPool, device) }
     }
     pub unsafe fn cudaDeviceGetNvSciSyncAttributes(
         &self,
@@ -9894,11 +8757,10 @@ impl CudartLib {
         flags: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetNvSciSyncAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(
-                nvSciSyncAttrList, device, flags
+            (self.cudaDeviceGetNvSciSyncAttributes.as_ref().expect("Expected function, got error."))(
+                nvSciSyncAttrList,
+                device,
+                flags,
             )
         }
     }
@@ -9910,11 +8772,8 @@ impl CudartLib {
         dstDevice: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetP2PAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                value, attr, srcDevice, dstDevice
+            (self.cudaDeviceGetP2PAttribute.as_ref().expect("Expected function, got error."))(
+                value, attr, srcDevice, dstDevice,
             )
         }
     }
@@ -9923,12 +8782,7 @@ impl CudartLib {
         device: *mut ::std::os::raw::c_int,
         prop: *const cudaDeviceProp,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaChooseDevice
-                .as_ref()
-                .expect("Expected function, got error."))(device, prop)
-        }
+        unsafe { (self.cudaChooseDevice.as_ref().expect("Expected function, got error."))(device, prop) }
     }
     pub unsafe fn cudaInitDevice(
         &self,
@@ -9936,76 +8790,36 @@ impl CudartLib {
         deviceFlags: ::std::os::raw::c_uint,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaInitDevice
-                .as_ref()
-                .expect("Expected function, got error."))(device, deviceFlags, flags)
-        }
+        unsafe { (self.cudaInitDevice.as_ref().expect("Expected function, got error."))(device, deviceFlags, flags) }
     }
     pub unsafe fn cudaSetDevice(&self, device: ::std::os::raw::c_int) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaSetDevice
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.cudaSetDevice.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn cudaGetDevice(&self, device: *mut ::std::os::raw::c_int) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetDevice
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.cudaGetDevice.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn cudaSetValidDevices(
         &self,
         device_arr: *mut ::std::os::raw::c_int,
         len: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaSetValidDevices
-                .as_ref()
-                .expect("Expected function, got error."))(device_arr, len)
-        }
+        unsafe { (self.cudaSetValidDevices.as_ref().expect("Expected function, got error."))(device_arr, len) }
     }
     pub unsafe fn cudaSetDeviceFlags(&self, flags: ::std::os::raw::c_uint) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaSetDeviceFlags
-                .as_ref()
-                .expect("Expected function, got error."))(flags)
-        }
+        unsafe { (self.cudaSetDeviceFlags.as_ref().expect("Expected function, got error."))(flags) }
     }
     pub unsafe fn cudaGetDeviceFlags(&self, flags: *mut ::std::os::raw::c_uint) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetDeviceFlags
-                .as_ref()
-                .expect("Expected function, got error."))(flags)
-        }
+        unsafe { (self.cudaGetDeviceFlags.as_ref().expect("Expected function, got error."))(flags) }
     }
     pub unsafe fn cudaStreamCreate(&self, pStream: *mut cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pStream)
-        }
+        unsafe { (self.cudaStreamCreate.as_ref().expect("Expected function, got error."))(pStream) }
     }
     pub unsafe fn cudaStreamCreateWithFlags(
         &self,
         pStream: *mut cudaStream_t,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamCreateWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(pStream, flags)
-        }
+        unsafe { (self.cudaStreamCreateWithFlags.as_ref().expect("Expected function, got error."))(pStream, flags) }
     }
     pub unsafe fn cudaStreamCreateWithPriority(
         &self,
@@ -10014,10 +8828,9 @@ impl CudartLib {
         priority: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamCreateWithPriority
-                .as_ref()
-                .expect("Expected function, got error."))(pStream, flags, priority)
+            (self.cudaStreamCreateWithPriority.as_ref().expect("Expected function, got error."))(
+                pStream, flags, priority,
+            )
         }
     }
     pub unsafe fn cudaStreamGetPriority_ptsz(
@@ -10025,68 +8838,34 @@ impl CudartLib {
         hStream: cudaStream_t,
         priority: *mut ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetPriority_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, priority)
-        }
+        unsafe { (self.cudaStreamGetPriority_ptsz.as_ref().expect("Expected function, got error."))(hStream, priority) }
     }
     pub unsafe fn cudaStreamGetFlags_ptsz(
         &self,
         hStream: cudaStream_t,
         flags: *mut ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetFlags_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, flags)
-        }
+        unsafe { (self.cudaStreamGetFlags_ptsz.as_ref().expect("Expected function, got error."))(hStream, flags) }
     }
     pub unsafe fn cudaStreamGetId_ptsz(
         &self,
         hStream: cudaStream_t,
         streamId: *mut ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetId_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, streamId)
-        }
+        unsafe { (self.cudaStreamGetId_ptsz.as_ref().expect("Expected function, got error."))(hStream, streamId) }
     }
     pub unsafe fn cudaStreamGetDevice_ptsz(
         &self,
         hStream: cudaStream_t,
         device: *mut ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetDevice_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, device)
-        }
+        unsafe { (self.cudaStreamGetDevice_ptsz.as_ref().expect("Expected function, got error."))(hStream, device) }
     }
     pub unsafe fn cudaCtxResetPersistingL2Cache(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaCtxResetPersistingL2Cache
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaCtxResetPersistingL2Cache.as_ref().expect("Expected function, got error."))() }
     }
-    pub unsafe fn cudaStreamCopyAttributes_ptsz(
-        &self,
-        dst: cudaStream_t,
-        src: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamCopyAttributes_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src)
-        }
+    pub unsafe fn cudaStreamCopyAttributes_ptsz(&self, dst: cudaStream_t, src: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaStreamCopyAttributes_ptsz.as_ref().expect("Expected function, got error."))(dst, src) }
     }
     pub unsafe fn cudaStreamGetAttribute_ptsz(
         &self,
@@ -10095,10 +8874,9 @@ impl CudartLib {
         value_out: *mut cudaLaunchAttributeValue,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetAttribute_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, attr, value_out)
+            (self.cudaStreamGetAttribute_ptsz.as_ref().expect("Expected function, got error."))(
+                hStream, attr, value_out,
+            )
         }
     }
     pub unsafe fn cudaStreamSetAttribute_ptsz(
@@ -10108,19 +8886,11 @@ impl CudartLib {
         value: *const cudaLaunchAttributeValue,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamSetAttribute_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, attr, value)
+            (self.cudaStreamSetAttribute_ptsz.as_ref().expect("Expected function, got error."))(hStream, attr, value)
         }
     }
     pub unsafe fn cudaStreamDestroy(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamDestroy.as_ref().expect("Expected function, got error."))(stream) }
     }
     pub unsafe fn cudaStreamWaitEvent_ptsz(
         &self,
@@ -10129,10 +8899,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamWaitEvent_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, event, flags)
+            (self.cudaStreamWaitEvent_ptsz.as_ref().expect("Expected function, got error."))(stream, event, flags)
         }
     }
     pub unsafe fn cudaStreamAddCallback_ptsz(
@@ -10143,29 +8910,16 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamAddCallback_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, callback, userData, flags
+            (self.cudaStreamAddCallback_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, callback, userData, flags,
             )
         }
     }
     pub unsafe fn cudaStreamSynchronize_ptsz(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamSynchronize_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamSynchronize_ptsz.as_ref().expect("Expected function, got error."))(stream) }
     }
     pub unsafe fn cudaStreamQuery_ptsz(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamQuery_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamQuery_ptsz.as_ref().expect("Expected function, got error."))(stream) }
     }
     pub unsafe fn cudaStreamAttachMemAsync_ptsz(
         &self,
@@ -10175,23 +8929,13 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamAttachMemAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, devPtr, length, flags)
+            (self.cudaStreamAttachMemAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, devPtr, length, flags,
+            )
         }
     }
-    pub unsafe fn cudaStreamBeginCapture_ptsz(
-        &self,
-        stream: cudaStream_t,
-        mode: cudaStreamCaptureMode,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamBeginCapture_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, mode)
-        }
+    pub unsafe fn cudaStreamBeginCapture_ptsz(&self, stream: cudaStream_t, mode: cudaStreamCaptureMode) -> cudaError_t {
+        unsafe { (self.cudaStreamBeginCapture_ptsz.as_ref().expect("Expected function, got error."))(stream, mode) }
     }
     pub unsafe fn cudaStreamBeginCaptureToGraph_ptsz(
         &self,
@@ -10203,10 +8947,7 @@ impl CudartLib {
         mode: cudaStreamCaptureMode,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamBeginCaptureToGraph_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamBeginCaptureToGraph_ptsz.as_ref().expect("Expected function, got error."))(
                 stream,
                 graph,
                 dependencies,
@@ -10216,28 +8957,11 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaThreadExchangeStreamCaptureMode(
-        &self,
-        mode: *mut cudaStreamCaptureMode,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaThreadExchangeStreamCaptureMode
-                .as_ref()
-                .expect("Expected function, got error."))(mode)
-        }
+    pub unsafe fn cudaThreadExchangeStreamCaptureMode(&self, mode: *mut cudaStreamCaptureMode) -> cudaError_t {
+        unsafe { (self.cudaThreadExchangeStreamCaptureMode.as_ref().expect("Expected function, got error."))(mode) }
     }
-    pub unsafe fn cudaStreamEndCapture_ptsz(
-        &self,
-        stream: cudaStream_t,
-        pGraph: *mut cudaGraph_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamEndCapture_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, pGraph)
-        }
+    pub unsafe fn cudaStreamEndCapture_ptsz(&self, stream: cudaStream_t, pGraph: *mut cudaGraph_t) -> cudaError_t {
+        unsafe { (self.cudaStreamEndCapture_ptsz.as_ref().expect("Expected function, got error."))(stream, pGraph) }
     }
     pub unsafe fn cudaStreamIsCapturing_ptsz(
         &self,
@@ -10245,10 +8969,7 @@ impl CudartLib {
         pCaptureStatus: *mut cudaStreamCaptureStatus,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamIsCapturing_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, pCaptureStatus)
+            (self.cudaStreamIsCapturing_ptsz.as_ref().expect("Expected function, got error."))(stream, pCaptureStatus)
         }
     }
     pub unsafe fn cudaStreamGetCaptureInfo_v2_ptsz(
@@ -10261,10 +8982,7 @@ impl CudartLib {
         numDependencies_out: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetCaptureInfo_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamGetCaptureInfo_v2_ptsz.as_ref().expect("Expected function, got error."))(
                 stream,
                 captureStatus_out,
                 id_out,
@@ -10285,10 +9003,7 @@ impl CudartLib {
         numDependencies_out: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetCaptureInfo_v3_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamGetCaptureInfo_v3_ptsz.as_ref().expect("Expected function, got error."))(
                 stream,
                 captureStatus_out,
                 id_out,
@@ -10307,10 +9022,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamUpdateCaptureDependencies_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamUpdateCaptureDependencies_ptsz.as_ref().expect("Expected function, got error."))(
                 stream,
                 dependencies,
                 numDependencies,
@@ -10327,10 +9039,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamUpdateCaptureDependencies_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamUpdateCaptureDependencies_v2_ptsz.as_ref().expect("Expected function, got error."))(
                 stream,
                 dependencies,
                 dependencyData,
@@ -10340,36 +9049,17 @@ impl CudartLib {
         }
     }
     pub unsafe fn cudaEventCreate(&self, event: *mut cudaEvent_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventCreate
-                .as_ref()
-                .expect("Expected function, got error."))(event)
-        }
+        unsafe { (self.cudaEventCreate.as_ref().expect("Expected function, got error."))(event) }
     }
     pub unsafe fn cudaEventCreateWithFlags(
         &self,
         event: *mut cudaEvent_t,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventCreateWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(event, flags)
-        }
+        unsafe { (self.cudaEventCreateWithFlags.as_ref().expect("Expected function, got error."))(event, flags) }
     }
-    pub unsafe fn cudaEventRecord_ptsz(
-        &self,
-        event: cudaEvent_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventRecord_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(event, stream)
-        }
+    pub unsafe fn cudaEventRecord_ptsz(&self, event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaEventRecord_ptsz.as_ref().expect("Expected function, got error."))(event, stream) }
     }
     pub unsafe fn cudaEventRecordWithFlags_ptsz(
         &self,
@@ -10378,61 +9068,23 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaEventRecordWithFlags_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(event, stream, flags)
+            (self.cudaEventRecordWithFlags_ptsz.as_ref().expect("Expected function, got error."))(event, stream, flags)
         }
     }
     pub unsafe fn cudaEventQuery(&self, event: cudaEvent_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventQuery
-                .as_ref()
-                .expect("Expected function, got error."))(event)
-        }
+        unsafe { (self.cudaEventQuery.as_ref().expect("Expected function, got error."))(event) }
     }
     pub unsafe fn cudaEventSynchronize(&self, event: cudaEvent_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))(event)
-        }
+        unsafe { (self.cudaEventSynchronize.as_ref().expect("Expected function, got error."))(event) }
     }
     pub unsafe fn cudaEventDestroy(&self, event: cudaEvent_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(event)
-        }
+        unsafe { (self.cudaEventDestroy.as_ref().expect("Expected function, got error."))(event) }
     }
-    pub unsafe fn cudaEventElapsedTime(
-        &self,
-        ms: *mut f32,
-        start: cudaEvent_t,
-        end: cudaEvent_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventElapsedTime
-                .as_ref()
-                .expect("Expected function, got error."))(ms, start, end)
-        }
+    pub unsafe fn cudaEventElapsedTime(&self, ms: *mut f32, start: cudaEvent_t, end: cudaEvent_t) -> cudaError_t {
+        unsafe { (self.cudaEventElapsedTime.as_ref().expect("Expected function, got error."))(ms, start, end) }
     }
-    pub unsafe fn cudaEventElapsedTime_v2(
-        &self,
-        ms: *mut f32,
-        start: cudaEvent_t,
-        end: cudaEvent_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventElapsedTime_v2
-                .as_ref()
-                .expect("Expected function, got error."))(ms, start, end)
-        }
+    pub unsafe fn cudaEventElapsedTime_v2(&self, ms: *mut f32, start: cudaEvent_t, end: cudaEvent_t) -> cudaError_t {
+        unsafe { (self.cudaEventElapsedTime_v2.as_ref().expect("Expected function, got error."))(ms, start, end) }
     }
     pub unsafe fn cudaImportExternalMemory(
         &self,
@@ -10440,10 +9092,7 @@ impl CudartLib {
         memHandleDesc: *const cudaExternalMemoryHandleDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaImportExternalMemory
-                .as_ref()
-                .expect("Expected function, got error."))(extMem_out, memHandleDesc)
+            (self.cudaImportExternalMemory.as_ref().expect("Expected function, got error."))(extMem_out, memHandleDesc)
         }
     }
     pub unsafe fn cudaExternalMemoryGetMappedBuffer(
@@ -10453,10 +9102,9 @@ impl CudartLib {
         bufferDesc: *const cudaExternalMemoryBufferDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaExternalMemoryGetMappedBuffer
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, extMem, bufferDesc)
+            (self.cudaExternalMemoryGetMappedBuffer.as_ref().expect("Expected function, got error."))(
+                devPtr, extMem, bufferDesc,
+            )
         }
     }
     pub unsafe fn cudaExternalMemoryGetMappedMipmappedArray(
@@ -10466,19 +9114,13 @@ impl CudartLib {
         mipmapDesc: *const cudaExternalMemoryMipmappedArrayDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaExternalMemoryGetMappedMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(mipmap, extMem, mipmapDesc)
+            (self.cudaExternalMemoryGetMappedMipmappedArray.as_ref().expect("Expected function, got error."))(
+                mipmap, extMem, mipmapDesc,
+            )
         }
     }
     pub unsafe fn cudaDestroyExternalMemory(&self, extMem: cudaExternalMemory_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDestroyExternalMemory
-                .as_ref()
-                .expect("Expected function, got error."))(extMem)
-        }
+        unsafe { (self.cudaDestroyExternalMemory.as_ref().expect("Expected function, got error."))(extMem) }
     }
     pub unsafe fn cudaImportExternalSemaphore(
         &self,
@@ -10486,10 +9128,10 @@ impl CudartLib {
         semHandleDesc: *const cudaExternalSemaphoreHandleDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaImportExternalSemaphore
-                .as_ref()
-                .expect("Expected function, got error."))(extSem_out, semHandleDesc)
+            (self.cudaImportExternalSemaphore.as_ref().expect("Expected function, got error."))(
+                extSem_out,
+                semHandleDesc,
+            )
         }
     }
     pub unsafe fn cudaSignalExternalSemaphoresAsync_v2_ptsz(
@@ -10500,10 +9142,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaSignalExternalSemaphoresAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaSignalExternalSemaphoresAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -10519,10 +9158,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaWaitExternalSemaphoresAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaWaitExternalSemaphoresAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -10530,16 +9166,8 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaDestroyExternalSemaphore(
-        &self,
-        extSem: cudaExternalSemaphore_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDestroyExternalSemaphore
-                .as_ref()
-                .expect("Expected function, got error."))(extSem)
-        }
+    pub unsafe fn cudaDestroyExternalSemaphore(&self, extSem: cudaExternalSemaphore_t) -> cudaError_t {
+        unsafe { (self.cudaDestroyExternalSemaphore.as_ref().expect("Expected function, got error."))(extSem) }
     }
     pub unsafe fn cudaLaunchKernel_ptsz(
         &self,
@@ -10551,10 +9179,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchKernel_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLaunchKernel_ptsz.as_ref().expect("Expected function, got error."))(
                 func, gridDim, blockDim, args, sharedMem, stream,
             )
         }
@@ -10565,12 +9190,7 @@ impl CudartLib {
         func: *const ::std::os::raw::c_void,
         args: *mut *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLaunchKernelExC_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(config, func, args)
-        }
+        unsafe { (self.cudaLaunchKernelExC_ptsz.as_ref().expect("Expected function, got error."))(config, func, args) }
     }
     pub unsafe fn cudaLaunchCooperativeKernel_ptsz(
         &self,
@@ -10582,10 +9202,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchCooperativeKernel_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLaunchCooperativeKernel_ptsz.as_ref().expect("Expected function, got error."))(
                 func, gridDim, blockDim, args, sharedMem, stream,
             )
         }
@@ -10597,11 +9214,10 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchCooperativeKernelMultiDevice
-                .as_ref()
-                .expect("Expected function, got error."))(
-                launchParamsList, numDevices, flags
+            (self.cudaLaunchCooperativeKernelMultiDevice.as_ref().expect("Expected function, got error."))(
+                launchParamsList,
+                numDevices,
+                flags,
             )
         }
     }
@@ -10610,24 +9226,14 @@ impl CudartLib {
         func: *const ::std::os::raw::c_void,
         cacheConfig: cudaFuncCache,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncSetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(func, cacheConfig)
-        }
+        unsafe { (self.cudaFuncSetCacheConfig.as_ref().expect("Expected function, got error."))(func, cacheConfig) }
     }
     pub unsafe fn cudaFuncGetAttributes(
         &self,
         attr: *mut cudaFuncAttributes,
         func: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncGetAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(attr, func)
-        }
+        unsafe { (self.cudaFuncGetAttributes.as_ref().expect("Expected function, got error."))(attr, func) }
     }
     pub unsafe fn cudaFuncSetAttribute(
         &self,
@@ -10635,24 +9241,14 @@ impl CudartLib {
         attr: cudaFuncAttribute,
         value: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(func, attr, value)
-        }
+        unsafe { (self.cudaFuncSetAttribute.as_ref().expect("Expected function, got error."))(func, attr, value) }
     }
     pub unsafe fn cudaFuncGetName(
         &self,
         name: *mut *const ::std::os::raw::c_char,
         func: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncGetName
-                .as_ref()
-                .expect("Expected function, got error."))(name, func)
-        }
+        unsafe { (self.cudaFuncGetName.as_ref().expect("Expected function, got error."))(name, func) }
     }
     pub unsafe fn cudaFuncGetParamInfo(
         &self,
@@ -10662,29 +9258,19 @@ impl CudartLib {
         paramSize: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaFuncGetParamInfo
-                .as_ref()
-                .expect("Expected function, got error."))(
-                func, paramIndex, paramOffset, paramSize
+            (self.cudaFuncGetParamInfo.as_ref().expect("Expected function, got error."))(
+                func,
+                paramIndex,
+                paramOffset,
+                paramSize,
             )
         }
     }
     pub unsafe fn cudaSetDoubleForDevice(&self, d: *mut f64) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaSetDoubleForDevice
-                .as_ref()
-                .expect("Expected function, got error."))(d)
-        }
+        unsafe { (self.cudaSetDoubleForDevice.as_ref().expect("Expected function, got error."))(d) }
     }
     pub unsafe fn cudaSetDoubleForHost(&self, d: *mut f64) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaSetDoubleForHost
-                .as_ref()
-                .expect("Expected function, got error."))(d)
-        }
+        unsafe { (self.cudaSetDoubleForHost.as_ref().expect("Expected function, got error."))(d) }
     }
     pub unsafe fn cudaLaunchHostFunc_ptsz(
         &self,
@@ -10693,10 +9279,7 @@ impl CudartLib {
         userData: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchHostFunc_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, fn_, userData)
+            (self.cudaLaunchHostFunc_ptsz.as_ref().expect("Expected function, got error."))(stream, fn_, userData)
         }
     }
     pub unsafe fn cudaFuncSetSharedMemConfig(
@@ -10704,12 +9287,7 @@ impl CudartLib {
         func: *const ::std::os::raw::c_void,
         config: cudaSharedMemConfig,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncSetSharedMemConfig
-                .as_ref()
-                .expect("Expected function, got error."))(func, config)
-        }
+        unsafe { (self.cudaFuncSetSharedMemConfig.as_ref().expect("Expected function, got error."))(func, config) }
     }
     pub unsafe fn cudaOccupancyMaxActiveBlocksPerMultiprocessor(
         &self,
@@ -10719,10 +9297,7 @@ impl CudartLib {
         dynamicSMemSize: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaOccupancyMaxActiveBlocksPerMultiprocessor
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaOccupancyMaxActiveBlocksPerMultiprocessor.as_ref().expect("Expected function, got error."))(
                 numBlocks,
                 func,
                 blockSize,
@@ -10738,10 +9313,7 @@ impl CudartLib {
         blockSize: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaOccupancyAvailableDynamicSMemPerBlock
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaOccupancyAvailableDynamicSMemPerBlock.as_ref().expect("Expected function, got error."))(
                 dynamicSmemSize,
                 func,
                 numBlocks,
@@ -10761,13 +9333,7 @@ impl CudartLib {
             (self
                 .cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags
                 .as_ref()
-                .expect("Expected function, got error."))(
-                numBlocks,
-                func,
-                blockSize,
-                dynamicSMemSize,
-                flags,
-            )
+                .expect("Expected function, got error."))(numBlocks, func, blockSize, dynamicSMemSize, flags)
         }
     }
     pub unsafe fn cudaOccupancyMaxPotentialClusterSize(
@@ -10777,11 +9343,10 @@ impl CudartLib {
         launchConfig: *const cudaLaunchConfig_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaOccupancyMaxPotentialClusterSize
-                .as_ref()
-                .expect("Expected function, got error."))(
-                clusterSize, func, launchConfig
+            (self.cudaOccupancyMaxPotentialClusterSize.as_ref().expect("Expected function, got error."))(
+                clusterSize,
+                func,
+                launchConfig,
             )
         }
     }
@@ -10792,11 +9357,10 @@ impl CudartLib {
         launchConfig: *const cudaLaunchConfig_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaOccupancyMaxActiveClusters
-                .as_ref()
-                .expect("Expected function, got error."))(
-                numClusters, func, launchConfig
+            (self.cudaOccupancyMaxActiveClusters.as_ref().expect("Expected function, got error."))(
+                numClusters,
+                func,
+                launchConfig,
             )
         }
     }
@@ -10806,36 +9370,13 @@ impl CudartLib {
         size: usize,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocManaged
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size, flags)
-        }
+        unsafe { (self.cudaMallocManaged.as_ref().expect("Expected function, got error."))(devPtr, size, flags) }
     }
-    pub unsafe fn cudaMalloc(
-        &self,
-        devPtr: *mut *mut ::std::os::raw::c_void,
-        size: usize,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMalloc
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size)
-        }
+    pub unsafe fn cudaMalloc(&self, devPtr: *mut *mut ::std::os::raw::c_void, size: usize) -> cudaError_t {
+        unsafe { (self.cudaMalloc.as_ref().expect("Expected function, got error."))(devPtr, size) }
     }
-    pub unsafe fn cudaMallocHost(
-        &self,
-        ptr: *mut *mut ::std::os::raw::c_void,
-        size: usize,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocHost
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size)
-        }
+    pub unsafe fn cudaMallocHost(&self, ptr: *mut *mut ::std::os::raw::c_void, size: usize) -> cudaError_t {
+        unsafe { (self.cudaMallocHost.as_ref().expect("Expected function, got error."))(ptr, size) }
     }
     pub unsafe fn cudaMallocPitch(
         &self,
@@ -10844,12 +9385,7 @@ impl CudartLib {
         width: usize,
         height: usize,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocPitch
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, pitch, width, height)
-        }
+        unsafe { (self.cudaMallocPitch.as_ref().expect("Expected function, got error."))(devPtr, pitch, width, height) }
     }
     pub unsafe fn cudaMallocArray(
         &self,
@@ -10860,48 +9396,20 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMallocArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                array, desc, width, height, flags
-            )
+            (self.cudaMallocArray.as_ref().expect("Expected function, got error."))(array, desc, width, height, flags)
         }
     }
     pub unsafe fn cudaFree(&self, devPtr: *mut ::std::os::raw::c_void) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFree
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr)
-        }
+        unsafe { (self.cudaFree.as_ref().expect("Expected function, got error."))(devPtr) }
     }
     pub unsafe fn cudaFreeHost(&self, ptr: *mut ::std::os::raw::c_void) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeHost
-                .as_ref()
-                .expect("Expected function, got error."))(ptr)
-        }
+        unsafe { (self.cudaFreeHost.as_ref().expect("Expected function, got error."))(ptr) }
     }
     pub unsafe fn cudaFreeArray(&self, array: cudaArray_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeArray
-                .as_ref()
-                .expect("Expected function, got error."))(array)
-        }
+        unsafe { (self.cudaFreeArray.as_ref().expect("Expected function, got error."))(array) }
     }
-    pub unsafe fn cudaFreeMipmappedArray(
-        &self,
-        mipmappedArray: cudaMipmappedArray_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(mipmappedArray)
-        }
+    pub unsafe fn cudaFreeMipmappedArray(&self, mipmappedArray: cudaMipmappedArray_t) -> cudaError_t {
+        unsafe { (self.cudaFreeMipmappedArray.as_ref().expect("Expected function, got error."))(mipmappedArray) }
     }
     pub unsafe fn cudaHostAlloc(
         &self,
@@ -10909,12 +9417,7 @@ impl CudartLib {
         size: usize,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaHostAlloc
-                .as_ref()
-                .expect("Expected function, got error."))(pHost, size, flags)
-        }
+        unsafe { (self.cudaHostAlloc.as_ref().expect("Expected function, got error."))(pHost, size, flags) }
     }
     pub unsafe fn cudaHostRegister(
         &self,
@@ -10922,20 +9425,10 @@ impl CudartLib {
         size: usize,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaHostRegister
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size, flags)
-        }
+        unsafe { (self.cudaHostRegister.as_ref().expect("Expected function, got error."))(ptr, size, flags) }
     }
     pub unsafe fn cudaHostUnregister(&self, ptr: *mut ::std::os::raw::c_void) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaHostUnregister
-                .as_ref()
-                .expect("Expected function, got error."))(ptr)
-        }
+        unsafe { (self.cudaHostUnregister.as_ref().expect("Expected function, got error."))(ptr) }
     }
     pub unsafe fn cudaHostGetDevicePointer(
         &self,
@@ -10944,10 +9437,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaHostGetDevicePointer
-                .as_ref()
-                .expect("Expected function, got error."))(pDevice, pHost, flags)
+            (self.cudaHostGetDevicePointer.as_ref().expect("Expected function, got error."))(pDevice, pHost, flags)
         }
     }
     pub unsafe fn cudaHostGetFlags(
@@ -10955,24 +9445,10 @@ impl CudartLib {
         pFlags: *mut ::std::os::raw::c_uint,
         pHost: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaHostGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(pFlags, pHost)
-        }
+        unsafe { (self.cudaHostGetFlags.as_ref().expect("Expected function, got error."))(pFlags, pHost) }
     }
-    pub unsafe fn cudaMalloc3D(
-        &self,
-        pitchedDevPtr: *mut cudaPitchedPtr,
-        extent: cudaExtent,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMalloc3D
-                .as_ref()
-                .expect("Expected function, got error."))(pitchedDevPtr, extent)
-        }
+    pub unsafe fn cudaMalloc3D(&self, pitchedDevPtr: *mut cudaPitchedPtr, extent: cudaExtent) -> cudaError_t {
+        unsafe { (self.cudaMalloc3D.as_ref().expect("Expected function, got error."))(pitchedDevPtr, extent) }
     }
     pub unsafe fn cudaMalloc3DArray(
         &self,
@@ -10981,12 +9457,7 @@ impl CudartLib {
         extent: cudaExtent,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMalloc3DArray
-                .as_ref()
-                .expect("Expected function, got error."))(array, desc, extent, flags)
-        }
+        unsafe { (self.cudaMalloc3DArray.as_ref().expect("Expected function, got error."))(array, desc, extent, flags) }
     }
     pub unsafe fn cudaMallocMipmappedArray(
         &self,
@@ -10997,10 +9468,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMallocMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMallocMipmappedArray.as_ref().expect("Expected function, got error."))(
                 mipmappedArray,
                 desc,
                 extent,
@@ -11016,61 +9484,31 @@ impl CudartLib {
         level: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetMipmappedArrayLevel
-                .as_ref()
-                .expect("Expected function, got error."))(
-                levelArray, mipmappedArray, level
+            (self.cudaGetMipmappedArrayLevel.as_ref().expect("Expected function, got error."))(
+                levelArray,
+                mipmappedArray,
+                level,
             )
         }
     }
     pub unsafe fn cudaMemcpy3D_ptds(&self, p: *const cudaMemcpy3DParms) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3D_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cudaMemcpy3D_ptds.as_ref().expect("Expected function, got error."))(p) }
     }
     pub unsafe fn cudaMemcpy3DPeer_ptds(&self, p: *const cudaMemcpy3DPeerParms) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DPeer_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cudaMemcpy3DPeer_ptds.as_ref().expect("Expected function, got error."))(p) }
     }
-    pub unsafe fn cudaMemcpy3DAsync_ptsz(
-        &self,
-        p: *const cudaMemcpy3DParms,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(p, stream)
-        }
+    pub unsafe fn cudaMemcpy3DAsync_ptsz(&self, p: *const cudaMemcpy3DParms, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaMemcpy3DAsync_ptsz.as_ref().expect("Expected function, got error."))(p, stream) }
     }
     pub unsafe fn cudaMemcpy3DPeerAsync_ptsz(
         &self,
         p: *const cudaMemcpy3DPeerParms,
         stream: cudaStream_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DPeerAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(p, stream)
-        }
+        unsafe { (self.cudaMemcpy3DPeerAsync_ptsz.as_ref().expect("Expected function, got error."))(p, stream) }
     }
     pub unsafe fn cudaMemGetInfo(&self, free: *mut usize, total: *mut usize) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemGetInfo
-                .as_ref()
-                .expect("Expected function, got error."))(free, total)
-        }
+        unsafe { (self.cudaMemGetInfo.as_ref().expect("Expected function, got error."))(free, total) }
     }
     pub unsafe fn cudaArrayGetInfo(
         &self,
@@ -11079,12 +9517,7 @@ impl CudartLib {
         flags: *mut ::std::os::raw::c_uint,
         array: cudaArray_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaArrayGetInfo
-                .as_ref()
-                .expect("Expected function, got error."))(desc, extent, flags, array)
-        }
+        unsafe { (self.cudaArrayGetInfo.as_ref().expect("Expected function, got error."))(desc, extent, flags, array) }
     }
     pub unsafe fn cudaArrayGetPlane(
         &self,
@@ -11093,10 +9526,7 @@ impl CudartLib {
         planeIdx: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaArrayGetPlane
-                .as_ref()
-                .expect("Expected function, got error."))(pPlaneArray, hArray, planeIdx)
+            (self.cudaArrayGetPlane.as_ref().expect("Expected function, got error."))(pPlaneArray, hArray, planeIdx)
         }
     }
     pub unsafe fn cudaArrayGetMemoryRequirements(
@@ -11106,11 +9536,10 @@ impl CudartLib {
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaArrayGetMemoryRequirements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                memoryRequirements, array, device
+            (self.cudaArrayGetMemoryRequirements.as_ref().expect("Expected function, got error."))(
+                memoryRequirements,
+                array,
+                device,
             )
         }
     }
@@ -11121,11 +9550,10 @@ impl CudartLib {
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMipmappedArrayGetMemoryRequirements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                memoryRequirements, mipmap, device
+            (self.cudaMipmappedArrayGetMemoryRequirements.as_ref().expect("Expected function, got error."))(
+                memoryRequirements,
+                mipmap,
+                device,
             )
         }
     }
@@ -11135,10 +9563,10 @@ impl CudartLib {
         array: cudaArray_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaArrayGetSparseProperties
-                .as_ref()
-                .expect("Expected function, got error."))(sparseProperties, array)
+            (self.cudaArrayGetSparseProperties.as_ref().expect("Expected function, got error."))(
+                sparseProperties,
+                array,
+            )
         }
     }
     pub unsafe fn cudaMipmappedArrayGetSparseProperties(
@@ -11147,10 +9575,10 @@ impl CudartLib {
         mipmap: cudaMipmappedArray_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMipmappedArrayGetSparseProperties
-                .as_ref()
-                .expect("Expected function, got error."))(sparseProperties, mipmap)
+            (self.cudaMipmappedArrayGetSparseProperties.as_ref().expect("Expected function, got error."))(
+                sparseProperties,
+                mipmap,
+            )
         }
     }
     pub unsafe fn cudaMemcpy_ptds(
@@ -11160,12 +9588,7 @@ impl CudartLib {
         count: usize,
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, count, kind)
-        }
+        unsafe { (self.cudaMemcpy_ptds.as_ref().expect("Expected function, got error."))(dst, src, count, kind) }
     }
     pub unsafe fn cudaMemcpyPeer(
         &self,
@@ -11176,11 +9599,8 @@ impl CudartLib {
         count: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyPeer
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, dstDevice, src, srcDevice, count
+            (self.cudaMemcpyPeer.as_ref().expect("Expected function, got error."))(
+                dst, dstDevice, src, srcDevice, count,
             )
         }
     }
@@ -11195,10 +9615,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2D_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2D_ptds.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, spitch, width, height, kind,
             )
         }
@@ -11215,10 +9632,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DToArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DToArray_ptds.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, spitch, width, height, kind,
             )
         }
@@ -11235,10 +9649,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DFromArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DFromArray_ptds.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, wOffset, hOffset, width, height, kind,
             )
         }
@@ -11256,10 +9667,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DArrayToArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DArrayToArray_ptds.as_ref().expect("Expected function, got error."))(
                 dst, wOffsetDst, hOffsetDst, src, wOffsetSrc, hOffsetSrc, width, height, kind,
             )
         }
@@ -11273,11 +9681,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToSymbol_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, src, count, offset, kind
+            (self.cudaMemcpyToSymbol_ptds.as_ref().expect("Expected function, got error."))(
+                symbol, src, count, offset, kind,
             )
         }
     }
@@ -11290,11 +9695,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromSymbol_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, symbol, count, offset, kind
+            (self.cudaMemcpyFromSymbol_ptds.as_ref().expect("Expected function, got error."))(
+                dst, symbol, count, offset, kind,
             )
         }
     }
@@ -11307,10 +9709,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, count, kind, stream)
+            (self.cudaMemcpyAsync_ptsz.as_ref().expect("Expected function, got error."))(dst, src, count, kind, stream)
         }
     }
     pub unsafe fn cudaMemcpyPeerAsync(
@@ -11323,10 +9722,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyPeerAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyPeerAsync.as_ref().expect("Expected function, got error."))(
                 dst, dstDevice, src, srcDevice, count, stream,
             )
         }
@@ -11344,10 +9740,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, stream,
             )
         }
@@ -11361,11 +9754,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy3DBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                numOps, opList, failIdx, flags, stream
+            (self.cudaMemcpy3DBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                numOps, opList, failIdx, flags, stream,
             )
         }
     }
@@ -11381,10 +9771,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, spitch, width, height, kind, stream,
             )
         }
@@ -11402,10 +9789,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DToArrayAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DToArrayAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, spitch, width, height, kind, stream,
             )
         }
@@ -11423,10 +9807,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DFromArrayAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DFromArrayAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, wOffset, hOffset, width, height, kind, stream,
             )
         }
@@ -11441,11 +9822,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToSymbolAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, src, count, offset, kind, stream
+            (self.cudaMemcpyToSymbolAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                symbol, src, count, offset, kind, stream,
             )
         }
     }
@@ -11459,11 +9837,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromSymbolAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, symbol, count, offset, kind, stream
+            (self.cudaMemcpyFromSymbolAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                dst, symbol, count, offset, kind, stream,
             )
         }
     }
@@ -11473,12 +9848,7 @@ impl CudartLib {
         value: ::std::os::raw::c_int,
         count: usize,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemset_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, value, count)
-        }
+        unsafe { (self.cudaMemset_ptds.as_ref().expect("Expected function, got error."))(devPtr, value, count) }
     }
     pub unsafe fn cudaMemset2D_ptds(
         &self,
@@ -11489,11 +9859,8 @@ impl CudartLib {
         height: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset2D_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, pitch, value, width, height
+            (self.cudaMemset2D_ptds.as_ref().expect("Expected function, got error."))(
+                devPtr, pitch, value, width, height,
             )
         }
     }
@@ -11504,10 +9871,7 @@ impl CudartLib {
         extent: cudaExtent,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset3D_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(pitchedDevPtr, value, extent)
+            (self.cudaMemset3D_ptds.as_ref().expect("Expected function, got error."))(pitchedDevPtr, value, extent)
         }
     }
     pub unsafe fn cudaMemsetAsync_ptsz(
@@ -11518,10 +9882,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemsetAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, value, count, stream)
+            (self.cudaMemsetAsync_ptsz.as_ref().expect("Expected function, got error."))(devPtr, value, count, stream)
         }
     }
     pub unsafe fn cudaMemset2DAsync_ptsz(
@@ -11534,10 +9895,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset2DAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemset2DAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 devPtr, pitch, value, width, height, stream,
             )
         }
@@ -11550,11 +9908,11 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset3DAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pitchedDevPtr, value, extent, stream
+            (self.cudaMemset3DAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                pitchedDevPtr,
+                value,
+                extent,
+                stream,
             )
         }
     }
@@ -11563,24 +9921,10 @@ impl CudartLib {
         devPtr: *mut *mut ::std::os::raw::c_void,
         symbol: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetSymbolAddress
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, symbol)
-        }
+        unsafe { (self.cudaGetSymbolAddress.as_ref().expect("Expected function, got error."))(devPtr, symbol) }
     }
-    pub unsafe fn cudaGetSymbolSize(
-        &self,
-        size: *mut usize,
-        symbol: *const ::std::os::raw::c_void,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetSymbolSize
-                .as_ref()
-                .expect("Expected function, got error."))(size, symbol)
-        }
+    pub unsafe fn cudaGetSymbolSize(&self, size: *mut usize, symbol: *const ::std::os::raw::c_void) -> cudaError_t {
+        unsafe { (self.cudaGetSymbolSize.as_ref().expect("Expected function, got error."))(size, symbol) }
     }
     pub unsafe fn cudaMemPrefetchAsync_ptsz(
         &self,
@@ -11590,11 +9934,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPrefetchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, dstDevice, stream
+            (self.cudaMemPrefetchAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                devPtr, count, dstDevice, stream,
             )
         }
     }
@@ -11607,11 +9948,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPrefetchAsync_v2_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, location, flags, stream
+            (self.cudaMemPrefetchAsync_v2_ptsz.as_ref().expect("Expected function, got error."))(
+                devPtr, count, location, flags, stream,
             )
         }
     }
@@ -11622,12 +9960,7 @@ impl CudartLib {
         advice: cudaMemoryAdvise,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemAdvise
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, count, advice, device)
-        }
+        unsafe { (self.cudaMemAdvise.as_ref().expect("Expected function, got error."))(devPtr, count, advice, device) }
     }
     pub unsafe fn cudaMemAdvise_v2(
         &self,
@@ -11637,12 +9970,7 @@ impl CudartLib {
         location: cudaMemLocation,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemAdvise_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, advice, location
-            )
+            (self.cudaMemAdvise_v2.as_ref().expect("Expected function, got error."))(devPtr, count, advice, location)
         }
     }
     pub unsafe fn cudaMemRangeGetAttribute(
@@ -11654,11 +9982,8 @@ impl CudartLib {
         count: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemRangeGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                data, dataSize, attribute, devPtr, count
+            (self.cudaMemRangeGetAttribute.as_ref().expect("Expected function, got error."))(
+                data, dataSize, attribute, devPtr, count,
             )
         }
     }
@@ -11672,10 +9997,7 @@ impl CudartLib {
         count: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemRangeGetAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemRangeGetAttributes.as_ref().expect("Expected function, got error."))(
                 data,
                 dataSizes,
                 attributes,
@@ -11695,11 +10017,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, wOffset, hOffset, src, count, kind
+            (self.cudaMemcpyToArray_ptds.as_ref().expect("Expected function, got error."))(
+                dst, wOffset, hOffset, src, count, kind,
             )
         }
     }
@@ -11713,11 +10032,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, src, wOffset, hOffset, count, kind
+            (self.cudaMemcpyFromArray_ptds.as_ref().expect("Expected function, got error."))(
+                dst, src, wOffset, hOffset, count, kind,
             )
         }
     }
@@ -11733,10 +10049,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyArrayToArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyArrayToArray_ptds.as_ref().expect("Expected function, got error."))(
                 dst, wOffsetDst, hOffsetDst, src, wOffsetSrc, hOffsetSrc, count, kind,
             )
         }
@@ -11752,10 +10065,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToArrayAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyToArrayAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, count, kind, stream,
             )
         }
@@ -11771,10 +10081,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromArrayAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyFromArrayAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, src, wOffset, hOffset, count, kind, stream,
             )
         }
@@ -11785,36 +10092,13 @@ impl CudartLib {
         size: usize,
         hStream: cudaStream_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size, hStream)
-        }
+        unsafe { (self.cudaMallocAsync_ptsz.as_ref().expect("Expected function, got error."))(devPtr, size, hStream) }
     }
-    pub unsafe fn cudaFreeAsync_ptsz(
-        &self,
-        devPtr: *mut ::std::os::raw::c_void,
-        hStream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, hStream)
-        }
+    pub unsafe fn cudaFreeAsync_ptsz(&self, devPtr: *mut ::std::os::raw::c_void, hStream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaFreeAsync_ptsz.as_ref().expect("Expected function, got error."))(devPtr, hStream) }
     }
-    pub unsafe fn cudaMemPoolTrimTo(
-        &self,
-        memPool: cudaMemPool_t,
-        minBytesToKeep: usize,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolTrimTo
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, minBytesToKeep)
-        }
+    pub unsafe fn cudaMemPoolTrimTo(&self, memPool: cudaMemPool_t, minBytesToKeep: usize) -> cudaError_t {
+        unsafe { (self.cudaMemPoolTrimTo.as_ref().expect("Expected function, got error."))(memPool, minBytesToKeep) }
     }
     pub unsafe fn cudaMemPoolSetAttribute(
         &self,
@@ -11822,12 +10106,7 @@ impl CudartLib {
         attr: cudaMemPoolAttr,
         value: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, attr, value)
-        }
+        unsafe { (self.cudaMemPoolSetAttribute.as_ref().expect("Expected function, got error."))(memPool, attr, value) }
     }
     pub unsafe fn cudaMemPoolGetAttribute(
         &self,
@@ -11835,12 +10114,7 @@ impl CudartLib {
         attr: cudaMemPoolAttr,
         value: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, attr, value)
-        }
+        unsafe { (self.cudaMemPoolGetAttribute.as_ref().expect("Expected function, got error."))(memPool, attr, value) }
     }
     pub unsafe fn cudaMemPoolSetAccess(
         &self,
@@ -11849,10 +10123,7 @@ impl CudartLib {
         count: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolSetAccess
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, descList, count)
+            (self.cudaMemPoolSetAccess.as_ref().expect("Expected function, got error."))(memPool, descList, count)
         }
     }
     pub unsafe fn cudaMemPoolGetAccess(
@@ -11862,10 +10133,7 @@ impl CudartLib {
         location: *mut cudaMemLocation,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolGetAccess
-                .as_ref()
-                .expect("Expected function, got error."))(flags, memPool, location)
+            (self.cudaMemPoolGetAccess.as_ref().expect("Expected function, got error."))(flags, memPool, location)
         }
     }
     pub unsafe fn cudaMemPoolCreate(
@@ -11873,20 +10141,10 @@ impl CudartLib {
         memPool: *mut cudaMemPool_t,
         poolProps: *const cudaMemPoolProps,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolCreate
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, poolProps)
-        }
+        unsafe { (self.cudaMemPoolCreate.as_ref().expect("Expected function, got error."))(memPool, poolProps) }
     }
     pub unsafe fn cudaMemPoolDestroy(&self, memPool: cudaMemPool_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(memPool)
-        }
+        unsafe { (self.cudaMemPoolDestroy.as_ref().expect("Expected function, got error."))(memPool) }
     }
     pub unsafe fn cudaMallocFromPoolAsync_ptsz(
         &self,
@@ -11896,10 +10154,9 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMallocFromPoolAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size, memPool, stream)
+            (self.cudaMallocFromPoolAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                ptr, size, memPool, stream,
+            )
         }
     }
     pub unsafe fn cudaMemPoolExportToShareableHandle(
@@ -11910,10 +10167,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolExportToShareableHandle
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemPoolExportToShareableHandle.as_ref().expect("Expected function, got error."))(
                 shareableHandle,
                 memPool,
                 handleType,
@@ -11929,10 +10183,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolImportFromShareableHandle
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemPoolImportFromShareableHandle.as_ref().expect("Expected function, got error."))(
                 memPool,
                 shareableHandle,
                 handleType,
@@ -11945,12 +10196,7 @@ impl CudartLib {
         exportData: *mut cudaMemPoolPtrExportData,
         ptr: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolExportPointer
-                .as_ref()
-                .expect("Expected function, got error."))(exportData, ptr)
-        }
+        unsafe { (self.cudaMemPoolExportPointer.as_ref().expect("Expected function, got error."))(exportData, ptr) }
     }
     pub unsafe fn cudaMemPoolImportPointer(
         &self,
@@ -11959,10 +10205,7 @@ impl CudartLib {
         exportData: *mut cudaMemPoolPtrExportData,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolImportPointer
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, memPool, exportData)
+            (self.cudaMemPoolImportPointer.as_ref().expect("Expected function, got error."))(ptr, memPool, exportData)
         }
     }
     pub unsafe fn cudaPointerGetAttributes(
@@ -11970,12 +10213,7 @@ impl CudartLib {
         attributes: *mut cudaPointerAttributes,
         ptr: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaPointerGetAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(attributes, ptr)
-        }
+        unsafe { (self.cudaPointerGetAttributes.as_ref().expect("Expected function, got error."))(attributes, ptr) }
     }
     pub unsafe fn cudaDeviceCanAccessPeer(
         &self,
@@ -11984,11 +10222,10 @@ impl CudartLib {
         peerDevice: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceCanAccessPeer
-                .as_ref()
-                .expect("Expected function, got error."))(
-                canAccessPeer, device, peerDevice
+            (self.cudaDeviceCanAccessPeer.as_ref().expect("Expected function, got error."))(
+                canAccessPeer,
+                device,
+                peerDevice,
             )
         }
     }
@@ -11997,34 +10234,13 @@ impl CudartLib {
         peerDevice: ::std::os::raw::c_int,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceEnablePeerAccess
-                .as_ref()
-                .expect("Expected function, got error."))(peerDevice, flags)
-        }
+        unsafe { (self.cudaDeviceEnablePeerAccess.as_ref().expect("Expected function, got error."))(peerDevice, flags) }
     }
-    pub unsafe fn cudaDeviceDisablePeerAccess(
-        &self,
-        peerDevice: ::std::os::raw::c_int,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceDisablePeerAccess
-                .as_ref()
-                .expect("Expected function, got error."))(peerDevice)
-        }
+    pub unsafe fn cudaDeviceDisablePeerAccess(&self, peerDevice: ::std::os::raw::c_int) -> cudaError_t {
+        unsafe { (self.cudaDeviceDisablePeerAccess.as_ref().expect("Expected function, got error."))(peerDevice) }
     }
-    pub unsafe fn cudaGraphicsUnregisterResource(
-        &self,
-        resource: cudaGraphicsResource_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphicsUnregisterResource
-                .as_ref()
-                .expect("Expected function, got error."))(resource)
-        }
+    pub unsafe fn cudaGraphicsUnregisterResource(&self, resource: cudaGraphicsResource_t) -> cudaError_t {
+        unsafe { (self.cudaGraphicsUnregisterResource.as_ref().expect("Expected function, got error."))(resource) }
     }
     pub unsafe fn cudaGraphicsResourceSetMapFlags(
         &self,
@@ -12032,10 +10248,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsResourceSetMapFlags
-                .as_ref()
-                .expect("Expected function, got error."))(resource, flags)
+            (self.cudaGraphicsResourceSetMapFlags.as_ref().expect("Expected function, got error."))(resource, flags)
         }
     }
     pub unsafe fn cudaGraphicsMapResources(
@@ -12045,10 +10258,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsMapResources
-                .as_ref()
-                .expect("Expected function, got error."))(count, resources, stream)
+            (self.cudaGraphicsMapResources.as_ref().expect("Expected function, got error."))(count, resources, stream)
         }
     }
     pub unsafe fn cudaGraphicsUnmapResources(
@@ -12058,10 +10268,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsUnmapResources
-                .as_ref()
-                .expect("Expected function, got error."))(count, resources, stream)
+            (self.cudaGraphicsUnmapResources.as_ref().expect("Expected function, got error."))(count, resources, stream)
         }
     }
     pub unsafe fn cudaGraphicsResourceGetMappedPointer(
@@ -12071,10 +10278,9 @@ impl CudartLib {
         resource: cudaGraphicsResource_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsResourceGetMappedPointer
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size, resource)
+            (self.cudaGraphicsResourceGetMappedPointer.as_ref().expect("Expected function, got error."))(
+                devPtr, size, resource,
+            )
         }
     }
     pub unsafe fn cudaGraphicsSubResourceGetMappedArray(
@@ -12085,11 +10291,8 @@ impl CudartLib {
         mipLevel: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsSubResourceGetMappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                array, resource, arrayIndex, mipLevel
+            (self.cudaGraphicsSubResourceGetMappedArray.as_ref().expect("Expected function, got error."))(
+                array, resource, arrayIndex, mipLevel,
             )
         }
     }
@@ -12099,23 +10302,14 @@ impl CudartLib {
         resource: cudaGraphicsResource_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsResourceGetMappedMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(mipmappedArray, resource)
+            (self.cudaGraphicsResourceGetMappedMipmappedArray.as_ref().expect("Expected function, got error."))(
+                mipmappedArray,
+                resource,
+            )
         }
     }
-    pub unsafe fn cudaGetChannelDesc(
-        &self,
-        desc: *mut cudaChannelFormatDesc,
-        array: cudaArray_const_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetChannelDesc
-                .as_ref()
-                .expect("Expected function, got error."))(desc, array)
-        }
+    pub unsafe fn cudaGetChannelDesc(&self, desc: *mut cudaChannelFormatDesc, array: cudaArray_const_t) -> cudaError_t {
+        unsafe { (self.cudaGetChannelDesc.as_ref().expect("Expected function, got error."))(desc, array) }
     }
     pub unsafe fn cudaCreateChannelDesc(
         &self,
@@ -12125,12 +10319,7 @@ impl CudartLib {
         w: ::std::os::raw::c_int,
         f: cudaChannelFormatKind,
     ) -> cudaChannelFormatDesc {
-        unsafe {
-            (self
-                .cudaCreateChannelDesc
-                .as_ref()
-                .expect("Expected function, got error."))(x, y, z, w, f)
-        }
+        unsafe { (self.cudaCreateChannelDesc.as_ref().expect("Expected function, got error."))(x, y, z, w, f) }
     }
     pub unsafe fn cudaCreateTextureObject(
         &self,
@@ -12140,10 +10329,7 @@ impl CudartLib {
         pResViewDesc: *const cudaResourceViewDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaCreateTextureObject
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaCreateTextureObject.as_ref().expect("Expected function, got error."))(
                 pTexObject,
                 pResDesc,
                 pTexDesc,
@@ -12152,12 +10338,7 @@ impl CudartLib {
         }
     }
     pub unsafe fn cudaDestroyTextureObject(&self, texObject: cudaTextureObject_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDestroyTextureObject
-                .as_ref()
-                .expect("Expected function, got error."))(texObject)
-        }
+        unsafe { (self.cudaDestroyTextureObject.as_ref().expect("Expected function, got error."))(texObject) }
     }
     pub unsafe fn cudaGetTextureObjectResourceDesc(
         &self,
@@ -12165,10 +10346,9 @@ impl CudartLib {
         texObject: cudaTextureObject_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetTextureObjectResourceDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pResDesc, texObject)
+            (self.cudaGetTextureObjectResourceDesc.as_ref().expect("Expected function, got error."))(
+                pResDesc, texObject,
+            )
         }
     }
     pub unsafe fn cudaGetTextureObjectTextureDesc(
@@ -12177,10 +10357,7 @@ impl CudartLib {
         texObject: cudaTextureObject_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetTextureObjectTextureDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pTexDesc, texObject)
+            (self.cudaGetTextureObjectTextureDesc.as_ref().expect("Expected function, got error."))(pTexDesc, texObject)
         }
     }
     pub unsafe fn cudaGetTextureObjectResourceViewDesc(
@@ -12189,10 +10366,10 @@ impl CudartLib {
         texObject: cudaTextureObject_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetTextureObjectResourceViewDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pResViewDesc, texObject)
+            (self.cudaGetTextureObjectResourceViewDesc.as_ref().expect("Expected function, got error."))(
+                pResViewDesc,
+                texObject,
+            )
         }
     }
     pub unsafe fn cudaCreateSurfaceObject(
@@ -12201,19 +10378,11 @@ impl CudartLib {
         pResDesc: *const cudaResourceDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaCreateSurfaceObject
-                .as_ref()
-                .expect("Expected function, got error."))(pSurfObject, pResDesc)
+            (self.cudaCreateSurfaceObject.as_ref().expect("Expected function, got error."))(pSurfObject, pResDesc)
         }
     }
     pub unsafe fn cudaDestroySurfaceObject(&self, surfObject: cudaSurfaceObject_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDestroySurfaceObject
-                .as_ref()
-                .expect("Expected function, got error."))(surfObject)
-        }
+        unsafe { (self.cudaDestroySurfaceObject.as_ref().expect("Expected function, got error."))(surfObject) }
     }
     pub unsafe fn cudaGetSurfaceObjectResourceDesc(
         &self,
@@ -12221,45 +10390,19 @@ impl CudartLib {
         surfObject: cudaSurfaceObject_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetSurfaceObjectResourceDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pResDesc, surfObject)
+            (self.cudaGetSurfaceObjectResourceDesc.as_ref().expect("Expected function, got error."))(
+                pResDesc, surfObject,
+            )
         }
     }
-    pub unsafe fn cudaDriverGetVersion(
-        &self,
-        driverVersion: *mut ::std::os::raw::c_int,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDriverGetVersion
-                .as_ref()
-                .expect("Expected function, got error."))(driverVersion)
-        }
+    pub unsafe fn cudaDriverGetVersion(&self, driverVersion: *mut ::std::os::raw::c_int) -> cudaError_t {
+        unsafe { (self.cudaDriverGetVersion.as_ref().expect("Expected function, got error."))(driverVersion) }
     }
-    pub unsafe fn cudaRuntimeGetVersion(
-        &self,
-        runtimeVersion: *mut ::std::os::raw::c_int,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaRuntimeGetVersion
-                .as_ref()
-                .expect("Expected function, got error."))(runtimeVersion)
-        }
+    pub unsafe fn cudaRuntimeGetVersion(&self, runtimeVersion: *mut ::std::os::raw::c_int) -> cudaError_t {
+        unsafe { (self.cudaRuntimeGetVersion.as_ref().expect("Expected function, got error."))(runtimeVersion) }
     }
-    pub unsafe fn cudaGraphCreate(
-        &self,
-        pGraph: *mut cudaGraph_t,
-        flags: ::std::os::raw::c_uint,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pGraph, flags)
-        }
+    pub unsafe fn cudaGraphCreate(&self, pGraph: *mut cudaGraph_t, flags: ::std::os::raw::c_uint) -> cudaError_t {
+        unsafe { (self.cudaGraphCreate.as_ref().expect("Expected function, got error."))(pGraph, flags) }
     }
     pub unsafe fn cudaGraphAddKernelNode(
         &self,
@@ -12270,10 +10413,7 @@ impl CudartLib {
         pNodeParams: *const cudaKernelNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddKernelNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddKernelNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12288,10 +10428,7 @@ impl CudartLib {
         pNodeParams: *mut cudaKernelNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphKernelNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphKernelNodeGetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphKernelNodeSetParams(
@@ -12300,10 +10437,7 @@ impl CudartLib {
         pNodeParams: *const cudaKernelNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphKernelNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphKernelNodeSetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphKernelNodeCopyAttributes(
@@ -12311,12 +10445,7 @@ impl CudartLib {
         hSrc: cudaGraphNode_t,
         hDst: cudaGraphNode_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphKernelNodeCopyAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(hSrc, hDst)
-        }
+        unsafe { (self.cudaGraphKernelNodeCopyAttributes.as_ref().expect("Expected function, got error."))(hSrc, hDst) }
     }
     pub unsafe fn cudaGraphKernelNodeGetAttribute(
         &self,
@@ -12325,10 +10454,9 @@ impl CudartLib {
         value_out: *mut cudaLaunchAttributeValue,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphKernelNodeGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, attr, value_out)
+            (self.cudaGraphKernelNodeGetAttribute.as_ref().expect("Expected function, got error."))(
+                hNode, attr, value_out,
+            )
         }
     }
     pub unsafe fn cudaGraphKernelNodeSetAttribute(
@@ -12338,10 +10466,7 @@ impl CudartLib {
         value: *const cudaLaunchAttributeValue,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphKernelNodeSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, attr, value)
+            (self.cudaGraphKernelNodeSetAttribute.as_ref().expect("Expected function, got error."))(hNode, attr, value)
         }
     }
     pub unsafe fn cudaGraphAddMemcpyNode(
@@ -12353,10 +10478,7 @@ impl CudartLib {
         pCopyParams: *const cudaMemcpy3DParms,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemcpyNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemcpyNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12378,10 +10500,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemcpyNodeToSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemcpyNodeToSymbol.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12407,10 +10526,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemcpyNodeFromSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemcpyNodeFromSymbol.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12435,10 +10551,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemcpyNode1D
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemcpyNode1D.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12456,10 +10569,7 @@ impl CudartLib {
         pNodeParams: *mut cudaMemcpy3DParms,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphMemcpyNodeGetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphMemcpyNodeSetParams(
@@ -12468,10 +10578,7 @@ impl CudartLib {
         pNodeParams: *const cudaMemcpy3DParms,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphMemcpyNodeSetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphMemcpyNodeSetParamsToSymbol(
@@ -12484,11 +10591,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeSetParamsToSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
-                node, symbol, src, count, offset, kind
+            (self.cudaGraphMemcpyNodeSetParamsToSymbol.as_ref().expect("Expected function, got error."))(
+                node, symbol, src, count, offset, kind,
             )
         }
     }
@@ -12502,11 +10606,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeSetParamsFromSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
-                node, dst, symbol, count, offset, kind
+            (self.cudaGraphMemcpyNodeSetParamsFromSymbol.as_ref().expect("Expected function, got error."))(
+                node, dst, symbol, count, offset, kind,
             )
         }
     }
@@ -12519,10 +10620,9 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeSetParams1D
-                .as_ref()
-                .expect("Expected function, got error."))(node, dst, src, count, kind)
+            (self.cudaGraphMemcpyNodeSetParams1D.as_ref().expect("Expected function, got error."))(
+                node, dst, src, count, kind,
+            )
         }
     }
     pub unsafe fn cudaGraphAddMemsetNode(
@@ -12534,10 +10634,7 @@ impl CudartLib {
         pMemsetParams: *const cudaMemsetParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemsetNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemsetNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12552,10 +10649,7 @@ impl CudartLib {
         pNodeParams: *mut cudaMemsetParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemsetNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphMemsetNodeGetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphMemsetNodeSetParams(
@@ -12564,10 +10658,7 @@ impl CudartLib {
         pNodeParams: *const cudaMemsetParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemsetNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphMemsetNodeSetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphAddHostNode(
@@ -12579,10 +10670,7 @@ impl CudartLib {
         pNodeParams: *const cudaHostNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddHostNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddHostNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12596,24 +10684,14 @@ impl CudartLib {
         node: cudaGraphNode_t,
         pNodeParams: *mut cudaHostNodeParams,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphHostNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
-        }
+        unsafe { (self.cudaGraphHostNodeGetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams) }
     }
     pub unsafe fn cudaGraphHostNodeSetParams(
         &self,
         node: cudaGraphNode_t,
         pNodeParams: *const cudaHostNodeParams,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphHostNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
-        }
+        unsafe { (self.cudaGraphHostNodeSetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams) }
     }
     pub unsafe fn cudaGraphAddChildGraphNode(
         &self,
@@ -12624,10 +10702,7 @@ impl CudartLib {
         childGraph: cudaGraph_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddChildGraphNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddChildGraphNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12641,12 +10716,7 @@ impl CudartLib {
         node: cudaGraphNode_t,
         pGraph: *mut cudaGraph_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphChildGraphNodeGetGraph
-                .as_ref()
-                .expect("Expected function, got error."))(node, pGraph)
-        }
+        unsafe { (self.cudaGraphChildGraphNodeGetGraph.as_ref().expect("Expected function, got error."))(node, pGraph) }
     }
     pub unsafe fn cudaGraphAddEmptyNode(
         &self,
@@ -12656,10 +10726,7 @@ impl CudartLib {
         numDependencies: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddEmptyNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddEmptyNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12676,10 +10743,7 @@ impl CudartLib {
         event: cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddEventRecordNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddEventRecordNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12694,23 +10758,11 @@ impl CudartLib {
         event_out: *mut cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphEventRecordNodeGetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(node, event_out)
+            (self.cudaGraphEventRecordNodeGetEvent.as_ref().expect("Expected function, got error."))(node, event_out)
         }
     }
-    pub unsafe fn cudaGraphEventRecordNodeSetEvent(
-        &self,
-        node: cudaGraphNode_t,
-        event: cudaEvent_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphEventRecordNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(node, event)
-        }
+    pub unsafe fn cudaGraphEventRecordNodeSetEvent(&self, node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t {
+        unsafe { (self.cudaGraphEventRecordNodeSetEvent.as_ref().expect("Expected function, got error."))(node, event) }
     }
     pub unsafe fn cudaGraphAddEventWaitNode(
         &self,
@@ -12721,10 +10773,7 @@ impl CudartLib {
         event: cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddEventWaitNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddEventWaitNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12739,23 +10788,11 @@ impl CudartLib {
         event_out: *mut cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphEventWaitNodeGetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(node, event_out)
+            (self.cudaGraphEventWaitNodeGetEvent.as_ref().expect("Expected function, got error."))(node, event_out)
         }
     }
-    pub unsafe fn cudaGraphEventWaitNodeSetEvent(
-        &self,
-        node: cudaGraphNode_t,
-        event: cudaEvent_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphEventWaitNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(node, event)
-        }
+    pub unsafe fn cudaGraphEventWaitNodeSetEvent(&self, node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t {
+        unsafe { (self.cudaGraphEventWaitNodeSetEvent.as_ref().expect("Expected function, got error."))(node, event) }
     }
     pub unsafe fn cudaGraphAddExternalSemaphoresSignalNode(
         &self,
@@ -12766,10 +10803,7 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreSignalNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddExternalSemaphoresSignalNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddExternalSemaphoresSignalNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12784,10 +10818,9 @@ impl CudartLib {
         params_out: *mut cudaExternalSemaphoreSignalNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExternalSemaphoresSignalNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, params_out)
+            (self.cudaGraphExternalSemaphoresSignalNodeGetParams.as_ref().expect("Expected function, got error."))(
+                hNode, params_out,
+            )
         }
     }
     pub unsafe fn cudaGraphExternalSemaphoresSignalNodeSetParams(
@@ -12796,10 +10829,9 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreSignalNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExternalSemaphoresSignalNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
+            (self.cudaGraphExternalSemaphoresSignalNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphAddExternalSemaphoresWaitNode(
@@ -12811,10 +10843,7 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreWaitNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddExternalSemaphoresWaitNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddExternalSemaphoresWaitNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12829,10 +10858,9 @@ impl CudartLib {
         params_out: *mut cudaExternalSemaphoreWaitNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExternalSemaphoresWaitNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, params_out)
+            (self.cudaGraphExternalSemaphoresWaitNodeGetParams.as_ref().expect("Expected function, got error."))(
+                hNode, params_out,
+            )
         }
     }
     pub unsafe fn cudaGraphExternalSemaphoresWaitNodeSetParams(
@@ -12841,10 +10869,9 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreWaitNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExternalSemaphoresWaitNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
+            (self.cudaGraphExternalSemaphoresWaitNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphAddMemAllocNode(
@@ -12856,10 +10883,7 @@ impl CudartLib {
         nodeParams: *mut cudaMemAllocNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemAllocNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemAllocNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12874,10 +10898,7 @@ impl CudartLib {
         params_out: *mut cudaMemAllocNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemAllocNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, params_out)
+            (self.cudaGraphMemAllocNodeGetParams.as_ref().expect("Expected function, got error."))(node, params_out)
         }
     }
     pub unsafe fn cudaGraphAddMemFreeNode(
@@ -12889,10 +10910,7 @@ impl CudartLib {
         dptr: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemFreeNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemFreeNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12906,20 +10924,10 @@ impl CudartLib {
         node: cudaGraphNode_t,
         dptr_out: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphMemFreeNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, dptr_out)
-        }
+        unsafe { (self.cudaGraphMemFreeNodeGetParams.as_ref().expect("Expected function, got error."))(node, dptr_out) }
     }
     pub unsafe fn cudaDeviceGraphMemTrim(&self, device: ::std::os::raw::c_int) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGraphMemTrim
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.cudaDeviceGraphMemTrim.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn cudaDeviceGetGraphMemAttribute(
         &self,
@@ -12928,10 +10936,7 @@ impl CudartLib {
         value: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetGraphMemAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(device, attr, value)
+            (self.cudaDeviceGetGraphMemAttribute.as_ref().expect("Expected function, got error."))(device, attr, value)
         }
     }
     pub unsafe fn cudaDeviceSetGraphMemAttribute(
@@ -12941,23 +10946,11 @@ impl CudartLib {
         value: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceSetGraphMemAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(device, attr, value)
+            (self.cudaDeviceSetGraphMemAttribute.as_ref().expect("Expected function, got error."))(device, attr, value)
         }
     }
-    pub unsafe fn cudaGraphClone(
-        &self,
-        pGraphClone: *mut cudaGraph_t,
-        originalGraph: cudaGraph_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphClone
-                .as_ref()
-                .expect("Expected function, got error."))(pGraphClone, originalGraph)
-        }
+    pub unsafe fn cudaGraphClone(&self, pGraphClone: *mut cudaGraph_t, originalGraph: cudaGraph_t) -> cudaError_t {
+        unsafe { (self.cudaGraphClone.as_ref().expect("Expected function, got error."))(pGraphClone, originalGraph) }
     }
     pub unsafe fn cudaGraphNodeFindInClone(
         &self,
@@ -12966,25 +10959,15 @@ impl CudartLib {
         clonedGraph: cudaGraph_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeFindInClone
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pNode, originalNode, clonedGraph
+            (self.cudaGraphNodeFindInClone.as_ref().expect("Expected function, got error."))(
+                pNode,
+                originalNode,
+                clonedGraph,
             )
         }
     }
-    pub unsafe fn cudaGraphNodeGetType(
-        &self,
-        node: cudaGraphNode_t,
-        pType: *mut cudaGraphNodeType,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphNodeGetType
-                .as_ref()
-                .expect("Expected function, got error."))(node, pType)
-        }
+    pub unsafe fn cudaGraphNodeGetType(&self, node: cudaGraphNode_t, pType: *mut cudaGraphNodeType) -> cudaError_t {
+        unsafe { (self.cudaGraphNodeGetType.as_ref().expect("Expected function, got error."))(node, pType) }
     }
     pub unsafe fn cudaGraphGetNodes(
         &self,
@@ -12992,12 +10975,7 @@ impl CudartLib {
         nodes: *mut cudaGraphNode_t,
         numNodes: *mut usize,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphGetNodes
-                .as_ref()
-                .expect("Expected function, got error."))(graph, nodes, numNodes)
-        }
+        unsafe { (self.cudaGraphGetNodes.as_ref().expect("Expected function, got error."))(graph, nodes, numNodes) }
     }
     pub unsafe fn cudaGraphGetRootNodes(
         &self,
@@ -13006,11 +10984,10 @@ impl CudartLib {
         pNumRootNodes: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphGetRootNodes
-                .as_ref()
-                .expect("Expected function, got error."))(
-                graph, pRootNodes, pNumRootNodes
+            (self.cudaGraphGetRootNodes.as_ref().expect("Expected function, got error."))(
+                graph,
+                pRootNodes,
+                pNumRootNodes,
             )
         }
     }
@@ -13021,12 +10998,7 @@ impl CudartLib {
         to: *mut cudaGraphNode_t,
         numEdges: *mut usize,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphGetEdges
-                .as_ref()
-                .expect("Expected function, got error."))(graph, from, to, numEdges)
-        }
+        unsafe { (self.cudaGraphGetEdges.as_ref().expect("Expected function, got error."))(graph, from, to, numEdges) }
     }
     pub unsafe fn cudaGraphGetEdges_v2(
         &self,
@@ -13037,11 +11009,8 @@ impl CudartLib {
         numEdges: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphGetEdges_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                graph, from, to, edgeData, numEdges
+            (self.cudaGraphGetEdges_v2.as_ref().expect("Expected function, got error."))(
+                graph, from, to, edgeData, numEdges,
             )
         }
     }
@@ -13052,11 +11021,10 @@ impl CudartLib {
         pNumDependencies: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeGetDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
-                node, pDependencies, pNumDependencies
+            (self.cudaGraphNodeGetDependencies.as_ref().expect("Expected function, got error."))(
+                node,
+                pDependencies,
+                pNumDependencies,
             )
         }
     }
@@ -13068,10 +11036,7 @@ impl CudartLib {
         pNumDependencies: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeGetDependencies_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphNodeGetDependencies_v2.as_ref().expect("Expected function, got error."))(
                 node,
                 pDependencies,
                 edgeData,
@@ -13086,11 +11051,10 @@ impl CudartLib {
         pNumDependentNodes: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeGetDependentNodes
-                .as_ref()
-                .expect("Expected function, got error."))(
-                node, pDependentNodes, pNumDependentNodes
+            (self.cudaGraphNodeGetDependentNodes.as_ref().expect("Expected function, got error."))(
+                node,
+                pDependentNodes,
+                pNumDependentNodes,
             )
         }
     }
@@ -13102,10 +11066,7 @@ impl CudartLib {
         pNumDependentNodes: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeGetDependentNodes_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphNodeGetDependentNodes_v2.as_ref().expect("Expected function, got error."))(
                 node,
                 pDependentNodes,
                 edgeData,
@@ -13121,11 +11082,11 @@ impl CudartLib {
         numDependencies: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
-                graph, from, to, numDependencies
+            (self.cudaGraphAddDependencies.as_ref().expect("Expected function, got error."))(
+                graph,
+                from,
+                to,
+                numDependencies,
             )
         }
     }
@@ -13138,10 +11099,7 @@ impl CudartLib {
         numDependencies: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddDependencies_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddDependencies_v2.as_ref().expect("Expected function, got error."))(
                 graph,
                 from,
                 to,
@@ -13158,11 +11116,11 @@ impl CudartLib {
         numDependencies: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphRemoveDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
-                graph, from, to, numDependencies
+            (self.cudaGraphRemoveDependencies.as_ref().expect("Expected function, got error."))(
+                graph,
+                from,
+                to,
+                numDependencies,
             )
         }
     }
@@ -13175,10 +11133,7 @@ impl CudartLib {
         numDependencies: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphRemoveDependencies_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphRemoveDependencies_v2.as_ref().expect("Expected function, got error."))(
                 graph,
                 from,
                 to,
@@ -13188,12 +11143,7 @@ impl CudartLib {
         }
     }
     pub unsafe fn cudaGraphDestroyNode(&self, node: cudaGraphNode_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphDestroyNode
-                .as_ref()
-                .expect("Expected function, got error."))(node)
-        }
+        unsafe { (self.cudaGraphDestroyNode.as_ref().expect("Expected function, got error."))(node) }
     }
     pub unsafe fn cudaGraphInstantiate(
         &self,
@@ -13202,10 +11152,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphInstantiate
-                .as_ref()
-                .expect("Expected function, got error."))(pGraphExec, graph, flags)
+            (self.cudaGraphInstantiate.as_ref().expect("Expected function, got error."))(pGraphExec, graph, flags)
         }
     }
     pub unsafe fn cudaGraphInstantiateWithFlags(
@@ -13215,10 +11162,9 @@ impl CudartLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphInstantiateWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(pGraphExec, graph, flags)
+            (self.cudaGraphInstantiateWithFlags.as_ref().expect("Expected function, got error."))(
+                pGraphExec, graph, flags,
+            )
         }
     }
     pub unsafe fn cudaGraphInstantiateWithParams_ptsz(
@@ -13228,11 +11174,10 @@ impl CudartLib {
         instantiateParams: *mut cudaGraphInstantiateParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphInstantiateWithParams_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pGraphExec, graph, instantiateParams
+            (self.cudaGraphInstantiateWithParams_ptsz.as_ref().expect("Expected function, got error."))(
+                pGraphExec,
+                graph,
+                instantiateParams,
             )
         }
     }
@@ -13241,12 +11186,7 @@ impl CudartLib {
         graphExec: cudaGraphExec_t,
         flags: *mut ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphExecGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, flags)
-        }
+        unsafe { (self.cudaGraphExecGetFlags.as_ref().expect("Expected function, got error."))(graphExec, flags) }
     }
     pub unsafe fn cudaGraphExecKernelNodeSetParams(
         &self,
@@ -13255,10 +11195,11 @@ impl CudartLib {
         pNodeParams: *const cudaKernelNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecKernelNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, pNodeParams)
+            (self.cudaGraphExecKernelNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec,
+                node,
+                pNodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecMemcpyNodeSetParams(
@@ -13268,10 +11209,11 @@ impl CudartLib {
         pNodeParams: *const cudaMemcpy3DParms,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemcpyNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, pNodeParams)
+            (self.cudaGraphExecMemcpyNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec,
+                node,
+                pNodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecMemcpyNodeSetParamsToSymbol(
@@ -13285,10 +11227,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemcpyNodeSetParamsToSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphExecMemcpyNodeSetParamsToSymbol.as_ref().expect("Expected function, got error."))(
                 hGraphExec, node, symbol, src, count, offset, kind,
             )
         }
@@ -13304,10 +11243,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemcpyNodeSetParamsFromSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphExecMemcpyNodeSetParamsFromSymbol.as_ref().expect("Expected function, got error."))(
                 hGraphExec, node, dst, symbol, count, offset, kind,
             )
         }
@@ -13322,11 +11258,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemcpyNodeSetParams1D
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hGraphExec, node, dst, src, count, kind
+            (self.cudaGraphExecMemcpyNodeSetParams1D.as_ref().expect("Expected function, got error."))(
+                hGraphExec, node, dst, src, count, kind,
             )
         }
     }
@@ -13337,10 +11270,11 @@ impl CudartLib {
         pNodeParams: *const cudaMemsetParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemsetNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, pNodeParams)
+            (self.cudaGraphExecMemsetNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec,
+                node,
+                pNodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecHostNodeSetParams(
@@ -13350,10 +11284,11 @@ impl CudartLib {
         pNodeParams: *const cudaHostNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecHostNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, pNodeParams)
+            (self.cudaGraphExecHostNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec,
+                node,
+                pNodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecChildGraphNodeSetParams(
@@ -13363,10 +11298,9 @@ impl CudartLib {
         childGraph: cudaGraph_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecChildGraphNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, childGraph)
+            (self.cudaGraphExecChildGraphNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, node, childGraph,
+            )
         }
     }
     pub unsafe fn cudaGraphExecEventRecordNodeSetEvent(
@@ -13376,10 +11310,9 @@ impl CudartLib {
         event: cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecEventRecordNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, event)
+            (self.cudaGraphExecEventRecordNodeSetEvent.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, event,
+            )
         }
     }
     pub unsafe fn cudaGraphExecEventWaitNodeSetEvent(
@@ -13389,10 +11322,9 @@ impl CudartLib {
         event: cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecEventWaitNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, event)
+            (self.cudaGraphExecEventWaitNodeSetEvent.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, event,
+            )
         }
     }
     pub unsafe fn cudaGraphExecExternalSemaphoresSignalNodeSetParams(
@@ -13402,10 +11334,9 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreSignalNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecExternalSemaphoresSignalNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cudaGraphExecExternalSemaphoresSignalNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecExternalSemaphoresWaitNodeSetParams(
@@ -13415,10 +11346,9 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreWaitNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecExternalSemaphoresWaitNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cudaGraphExecExternalSemaphoresWaitNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphNodeSetEnabled(
@@ -13428,10 +11358,9 @@ impl CudartLib {
         isEnabled: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeSetEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, isEnabled)
+            (self.cudaGraphNodeSetEnabled.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, isEnabled,
+            )
         }
     }
     pub unsafe fn cudaGraphNodeGetEnabled(
@@ -13441,10 +11370,9 @@ impl CudartLib {
         isEnabled: *mut ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeGetEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, isEnabled)
+            (self.cudaGraphNodeGetEnabled.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, isEnabled,
+            )
         }
     }
     pub unsafe fn cudaGraphExecUpdate(
@@ -13454,51 +11382,20 @@ impl CudartLib {
         resultInfo: *mut cudaGraphExecUpdateResultInfo,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecUpdate
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hGraph, resultInfo)
+            (self.cudaGraphExecUpdate.as_ref().expect("Expected function, got error."))(hGraphExec, hGraph, resultInfo)
         }
     }
-    pub unsafe fn cudaGraphUpload_ptsz(
-        &self,
-        graphExec: cudaGraphExec_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphUpload_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, stream)
-        }
+    pub unsafe fn cudaGraphUpload_ptsz(&self, graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaGraphUpload_ptsz.as_ref().expect("Expected function, got error."))(graphExec, stream) }
     }
-    pub unsafe fn cudaGraphLaunch_ptsz(
-        &self,
-        graphExec: cudaGraphExec_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphLaunch_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, stream)
-        }
+    pub unsafe fn cudaGraphLaunch_ptsz(&self, graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaGraphLaunch_ptsz.as_ref().expect("Expected function, got error."))(graphExec, stream) }
     }
     pub unsafe fn cudaGraphExecDestroy(&self, graphExec: cudaGraphExec_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphExecDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec)
-        }
+        unsafe { (self.cudaGraphExecDestroy.as_ref().expect("Expected function, got error."))(graphExec) }
     }
     pub unsafe fn cudaGraphDestroy(&self, graph: cudaGraph_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(graph)
-        }
+        unsafe { (self.cudaGraphDestroy.as_ref().expect("Expected function, got error."))(graph) }
     }
     pub unsafe fn cudaGraphDebugDotPrint(
         &self,
@@ -13506,12 +11403,7 @@ impl CudartLib {
         path: *const ::std::os::raw::c_char,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphDebugDotPrint
-                .as_ref()
-                .expect("Expected function, got error."))(graph, path, flags)
-        }
+        unsafe { (self.cudaGraphDebugDotPrint.as_ref().expect("Expected function, got error."))(graph, path, flags) }
     }
     pub unsafe fn cudaUserObjectCreate(
         &self,
@@ -13522,10 +11414,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaUserObjectCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaUserObjectCreate.as_ref().expect("Expected function, got error."))(
                 object_out,
                 ptr,
                 destroy,
@@ -13534,29 +11423,11 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaUserObjectRetain(
-        &self,
-        object: cudaUserObject_t,
-        count: ::std::os::raw::c_uint,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaUserObjectRetain
-                .as_ref()
-                .expect("Expected function, got error."))(object, count)
-        }
+    pub unsafe fn cudaUserObjectRetain(&self, object: cudaUserObject_t, count: ::std::os::raw::c_uint) -> cudaError_t {
+        unsafe { (self.cudaUserObjectRetain.as_ref().expect("Expected function, got error."))(object, count) }
     }
-    pub unsafe fn cudaUserObjectRelease(
-        &self,
-        object: cudaUserObject_t,
-        count: ::std::os::raw::c_uint,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaUserObjectRelease
-                .as_ref()
-                .expect("Expected function, got error."))(object, count)
-        }
+    pub unsafe fn cudaUserObjectRelease(&self, object: cudaUserObject_t, count: ::std::os::raw::c_uint) -> cudaError_t {
+        unsafe { (self.cudaUserObjectRelease.as_ref().expect("Expected function, got error."))(object, count) }
     }
     pub unsafe fn cudaGraphRetainUserObject(
         &self,
@@ -13566,10 +11437,9 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphRetainUserObject
-                .as_ref()
-                .expect("Expected function, got error."))(graph, object, count, flags)
+            (self.cudaGraphRetainUserObject.as_ref().expect("Expected function, got error."))(
+                graph, object, count, flags,
+            )
         }
     }
     pub unsafe fn cudaGraphReleaseUserObject(
@@ -13579,10 +11449,7 @@ impl CudartLib {
         count: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphReleaseUserObject
-                .as_ref()
-                .expect("Expected function, got error."))(graph, object, count)
+            (self.cudaGraphReleaseUserObject.as_ref().expect("Expected function, got error."))(graph, object, count)
         }
     }
     pub unsafe fn cudaGraphAddNode(
@@ -13594,10 +11461,7 @@ impl CudartLib {
         nodeParams: *mut cudaGraphNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -13616,10 +11480,7 @@ impl CudartLib {
         nodeParams: *mut cudaGraphNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddNode_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddNode_v2.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -13634,12 +11495,7 @@ impl CudartLib {
         node: cudaGraphNode_t,
         nodeParams: *mut cudaGraphNodeParams,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, nodeParams)
-        }
+        unsafe { (self.cudaGraphNodeSetParams.as_ref().expect("Expected function, got error."))(node, nodeParams) }
     }
     pub unsafe fn cudaGraphExecNodeSetParams(
         &self,
@@ -13648,10 +11504,9 @@ impl CudartLib {
         nodeParams: *mut cudaGraphNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, node, nodeParams)
+            (self.cudaGraphExecNodeSetParams.as_ref().expect("Expected function, got error."))(
+                graphExec, node, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphConditionalHandleCreate(
@@ -13662,10 +11517,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphConditionalHandleCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphConditionalHandleCreate.as_ref().expect("Expected function, got error."))(
                 pHandle_out,
                 graph,
                 defaultLaunchValue,
@@ -13681,11 +11533,11 @@ impl CudartLib {
         driverStatus: *mut cudaDriverEntryPointQueryResult,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetDriverEntryPoint_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, funcPtr, flags, driverStatus
+            (self.cudaGetDriverEntryPoint_ptsz.as_ref().expect("Expected function, got error."))(
+                symbol,
+                funcPtr,
+                flags,
+                driverStatus,
             )
         }
     }
@@ -13698,10 +11550,7 @@ impl CudartLib {
         driverStatus: *mut cudaDriverEntryPointQueryResult,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetDriverEntryPointByVersion_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGetDriverEntryPointByVersion_ptsz.as_ref().expect("Expected function, got error."))(
                 symbol,
                 funcPtr,
                 cudaVersion,
@@ -13722,10 +11571,7 @@ impl CudartLib {
         numLibraryOptions: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryLoadData
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLibraryLoadData.as_ref().expect("Expected function, got error."))(
                 library,
                 code,
                 jitOptions,
@@ -13749,10 +11595,7 @@ impl CudartLib {
         numLibraryOptions: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryLoadFromFile
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLibraryLoadFromFile.as_ref().expect("Expected function, got error."))(
                 library,
                 fileName,
                 jitOptions,
@@ -13765,12 +11608,7 @@ impl CudartLib {
         }
     }
     pub unsafe fn cudaLibraryUnload(&self, library: cudaLibrary_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLibraryUnload
-                .as_ref()
-                .expect("Expected function, got error."))(library)
-        }
+        unsafe { (self.cudaLibraryUnload.as_ref().expect("Expected function, got error."))(library) }
     }
     pub unsafe fn cudaLibraryGetKernel(
         &self,
@@ -13778,12 +11616,7 @@ impl CudartLib {
         library: cudaLibrary_t,
         name: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLibraryGetKernel
-                .as_ref()
-                .expect("Expected function, got error."))(pKernel, library, name)
-        }
+        unsafe { (self.cudaLibraryGetKernel.as_ref().expect("Expected function, got error."))(pKernel, library, name) }
     }
     pub unsafe fn cudaLibraryGetGlobal(
         &self,
@@ -13793,10 +11626,7 @@ impl CudartLib {
         name: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryGetGlobal
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytes, library, name)
+            (self.cudaLibraryGetGlobal.as_ref().expect("Expected function, got error."))(dptr, bytes, library, name)
         }
     }
     pub unsafe fn cudaLibraryGetManaged(
@@ -13807,10 +11637,7 @@ impl CudartLib {
         name: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryGetManaged
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytes, library, name)
+            (self.cudaLibraryGetManaged.as_ref().expect("Expected function, got error."))(dptr, bytes, library, name)
         }
     }
     pub unsafe fn cudaLibraryGetUnifiedFunction(
@@ -13820,10 +11647,7 @@ impl CudartLib {
         symbol: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryGetUnifiedFunction
-                .as_ref()
-                .expect("Expected function, got error."))(fptr, library, symbol)
+            (self.cudaLibraryGetUnifiedFunction.as_ref().expect("Expected function, got error."))(fptr, library, symbol)
         }
     }
     pub unsafe fn cudaLibraryGetKernelCount(
@@ -13831,12 +11655,7 @@ impl CudartLib {
         count: *mut ::std::os::raw::c_uint,
         lib: cudaLibrary_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLibraryGetKernelCount
-                .as_ref()
-                .expect("Expected function, got error."))(count, lib)
-        }
+        unsafe { (self.cudaLibraryGetKernelCount.as_ref().expect("Expected function, got error."))(count, lib) }
     }
     pub unsafe fn cudaLibraryEnumerateKernels(
         &self,
@@ -13845,10 +11664,9 @@ impl CudartLib {
         lib: cudaLibrary_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryEnumerateKernels
-                .as_ref()
-                .expect("Expected function, got error."))(kernels, numKernels, lib)
+            (self.cudaLibraryEnumerateKernels.as_ref().expect("Expected function, got error."))(
+                kernels, numKernels, lib,
+            )
         }
     }
     pub unsafe fn cudaKernelSetAttributeForDevice(
@@ -13859,10 +11677,9 @@ impl CudartLib {
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaKernelSetAttributeForDevice
-                .as_ref()
-                .expect("Expected function, got error."))(kernel, attr, value, device)
+            (self.cudaKernelSetAttributeForDevice.as_ref().expect("Expected function, got error."))(
+                kernel, attr, value, device,
+            )
         }
     }
     pub unsafe fn cudaGetExportTable(
@@ -13871,10 +11688,7 @@ impl CudartLib {
         pExportTableId: *const cudaUUID_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetExportTable
-                .as_ref()
-                .expect("Expected function, got error."))(ppExportTable, pExportTableId)
+            (self.cudaGetExportTable.as_ref().expect("Expected function, got error."))(ppExportTable, pExportTableId)
         }
     }
     pub unsafe fn cudaGetFuncBySymbol(
@@ -13882,24 +11696,14 @@ impl CudartLib {
         functionPtr: *mut cudaFunction_t,
         symbolPtr: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetFuncBySymbol
-                .as_ref()
-                .expect("Expected function, got error."))(functionPtr, symbolPtr)
-        }
+        unsafe { (self.cudaGetFuncBySymbol.as_ref().expect("Expected function, got error."))(functionPtr, symbolPtr) }
     }
     pub unsafe fn cudaGetKernel(
         &self,
         kernelPtr: *mut cudaKernel_t,
         entryFuncAddr: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetKernel
-                .as_ref()
-                .expect("Expected function, got error."))(kernelPtr, entryFuncAddr)
-        }
+        unsafe { (self.cudaGetKernel.as_ref().expect("Expected function, got error."))(kernelPtr, entryFuncAddr) }
     }
     pub unsafe fn cudaMemcpy(
         &self,
@@ -13908,12 +11712,7 @@ impl CudartLib {
         count: usize,
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, count, kind)
-        }
+        unsafe { (self.cudaMemcpy.as_ref().expect("Expected function, got error."))(dst, src, count, kind) }
     }
     pub unsafe fn cudaMemcpyToSymbol(
         &self,
@@ -13924,12 +11723,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, src, count, offset, kind
-            )
+            (self.cudaMemcpyToSymbol.as_ref().expect("Expected function, got error."))(symbol, src, count, offset, kind)
         }
     }
     pub unsafe fn cudaMemcpyFromSymbol(
@@ -13941,11 +11735,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, symbol, count, offset, kind
+            (self.cudaMemcpyFromSymbol.as_ref().expect("Expected function, got error."))(
+                dst, symbol, count, offset, kind,
             )
         }
     }
@@ -13960,10 +11751,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2D
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2D.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, spitch, width, height, kind,
             )
         }
@@ -13978,11 +11766,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, wOffset, hOffset, src, count, kind
+            (self.cudaMemcpyToArray.as_ref().expect("Expected function, got error."))(
+                dst, wOffset, hOffset, src, count, kind,
             )
         }
     }
@@ -13998,10 +11783,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DToArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DToArray.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, spitch, width, height, kind,
             )
         }
@@ -14016,11 +11798,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, src, wOffset, hOffset, count, kind
+            (self.cudaMemcpyFromArray.as_ref().expect("Expected function, got error."))(
+                dst, src, wOffset, hOffset, count, kind,
             )
         }
     }
@@ -14036,10 +11815,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DFromArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DFromArray.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, wOffset, hOffset, width, height, kind,
             )
         }
@@ -14056,10 +11832,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyArrayToArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyArrayToArray.as_ref().expect("Expected function, got error."))(
                 dst, wOffsetDst, hOffsetDst, src, wOffsetSrc, hOffsetSrc, count, kind,
             )
         }
@@ -14077,29 +11850,16 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DArrayToArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DArrayToArray.as_ref().expect("Expected function, got error."))(
                 dst, wOffsetDst, hOffsetDst, src, wOffsetSrc, hOffsetSrc, width, height, kind,
             )
         }
     }
     pub unsafe fn cudaMemcpy3D(&self, p: *const cudaMemcpy3DParms) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3D
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cudaMemcpy3D.as_ref().expect("Expected function, got error."))(p) }
     }
     pub unsafe fn cudaMemcpy3DPeer(&self, p: *const cudaMemcpy3DPeerParms) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DPeer
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cudaMemcpy3DPeer.as_ref().expect("Expected function, got error."))(p) }
     }
     pub unsafe fn cudaMemcpyBatchAsync(
         &self,
@@ -14114,10 +11874,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyBatchAsync.as_ref().expect("Expected function, got error."))(
                 dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, stream,
             )
         }
@@ -14131,11 +11888,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy3DBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                numOps, opList, failIdx, flags, stream
+            (self.cudaMemcpy3DBatchAsync.as_ref().expect("Expected function, got error."))(
+                numOps, opList, failIdx, flags, stream,
             )
         }
     }
@@ -14145,12 +11899,7 @@ impl CudartLib {
         value: ::std::os::raw::c_int,
         count: usize,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemset
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, value, count)
-        }
+        unsafe { (self.cudaMemset.as_ref().expect("Expected function, got error."))(devPtr, value, count) }
     }
     pub unsafe fn cudaMemset2D(
         &self,
@@ -14161,12 +11910,7 @@ impl CudartLib {
         height: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset2D
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, pitch, value, width, height
-            )
+            (self.cudaMemset2D.as_ref().expect("Expected function, got error."))(devPtr, pitch, value, width, height)
         }
     }
     pub unsafe fn cudaMemset3D(
@@ -14175,12 +11919,7 @@ impl CudartLib {
         value: ::std::os::raw::c_int,
         extent: cudaExtent,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemset3D
-                .as_ref()
-                .expect("Expected function, got error."))(pitchedDevPtr, value, extent)
-        }
+        unsafe { (self.cudaMemset3D.as_ref().expect("Expected function, got error."))(pitchedDevPtr, value, extent) }
     }
     pub unsafe fn cudaMemcpyAsync(
         &self,
@@ -14191,10 +11930,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyAsync
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, count, kind, stream)
+            (self.cudaMemcpyAsync.as_ref().expect("Expected function, got error."))(dst, src, count, kind, stream)
         }
     }
     pub unsafe fn cudaMemcpyToSymbolAsync(
@@ -14207,11 +11943,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToSymbolAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, src, count, offset, kind, stream
+            (self.cudaMemcpyToSymbolAsync.as_ref().expect("Expected function, got error."))(
+                symbol, src, count, offset, kind, stream,
             )
         }
     }
@@ -14225,11 +11958,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromSymbolAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, symbol, count, offset, kind, stream
+            (self.cudaMemcpyFromSymbolAsync.as_ref().expect("Expected function, got error."))(
+                dst, symbol, count, offset, kind, stream,
             )
         }
     }
@@ -14245,10 +11975,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DAsync.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, spitch, width, height, kind, stream,
             )
         }
@@ -14264,10 +11991,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToArrayAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyToArrayAsync.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, count, kind, stream,
             )
         }
@@ -14285,10 +12009,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DToArrayAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DToArrayAsync.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, spitch, width, height, kind, stream,
             )
         }
@@ -14304,10 +12025,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromArrayAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyFromArrayAsync.as_ref().expect("Expected function, got error."))(
                 dst, src, wOffset, hOffset, count, kind, stream,
             )
         }
@@ -14325,37 +12043,16 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DFromArrayAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DFromArrayAsync.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, wOffset, hOffset, width, height, kind, stream,
             )
         }
     }
-    pub unsafe fn cudaMemcpy3DAsync(
-        &self,
-        p: *const cudaMemcpy3DParms,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(p, stream)
-        }
+    pub unsafe fn cudaMemcpy3DAsync(&self, p: *const cudaMemcpy3DParms, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaMemcpy3DAsync.as_ref().expect("Expected function, got error."))(p, stream) }
     }
-    pub unsafe fn cudaMemcpy3DPeerAsync(
-        &self,
-        p: *const cudaMemcpy3DPeerParms,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DPeerAsync
-                .as_ref()
-                .expect("Expected function, got error."))(p, stream)
-        }
+    pub unsafe fn cudaMemcpy3DPeerAsync(&self, p: *const cudaMemcpy3DPeerParms, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaMemcpy3DPeerAsync.as_ref().expect("Expected function, got error."))(p, stream) }
     }
     pub unsafe fn cudaMemsetAsync(
         &self,
@@ -14364,12 +12061,7 @@ impl CudartLib {
         count: usize,
         stream: cudaStream_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemsetAsync
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, value, count, stream)
-        }
+        unsafe { (self.cudaMemsetAsync.as_ref().expect("Expected function, got error."))(devPtr, value, count, stream) }
     }
     pub unsafe fn cudaMemset2DAsync(
         &self,
@@ -14381,10 +12073,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset2DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemset2DAsync.as_ref().expect("Expected function, got error."))(
                 devPtr, pitch, value, width, height, stream,
             )
         }
@@ -14397,77 +12086,39 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset3DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pitchedDevPtr, value, extent, stream
+            (self.cudaMemset3DAsync.as_ref().expect("Expected function, got error."))(
+                pitchedDevPtr,
+                value,
+                extent,
+                stream,
             )
         }
     }
     pub unsafe fn cudaStreamQuery(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamQuery
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamQuery.as_ref().expect("Expected function, got error."))(stream) }
     }
-    pub unsafe fn cudaStreamGetDevice(
-        &self,
-        hStream: cudaStream_t,
-        device: *mut ::std::os::raw::c_int,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetDevice
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, device)
-        }
+    pub unsafe fn cudaStreamGetDevice(&self, hStream: cudaStream_t, device: *mut ::std::os::raw::c_int) -> cudaError_t {
+        unsafe { (self.cudaStreamGetDevice.as_ref().expect("Expected function, got error."))(hStream, device) }
     }
-    pub unsafe fn cudaStreamGetFlags(
-        &self,
-        hStream: cudaStream_t,
-        flags: *mut ::std::os::raw::c_uint,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, flags)
-        }
+    pub unsafe fn cudaStreamGetFlags(&self, hStream: cudaStream_t, flags: *mut ::std::os::raw::c_uint) -> cudaError_t {
+        unsafe { (self.cudaStreamGetFlags.as_ref().expect("Expected function, got error."))(hStream, flags) }
     }
     pub unsafe fn cudaStreamGetId(
         &self,
         hStream: cudaStream_t,
         streamId: *mut ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetId
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, streamId)
-        }
+        unsafe { (self.cudaStreamGetId.as_ref().expect("Expected function, got error."))(hStream, streamId) }
     }
     pub unsafe fn cudaStreamGetPriority(
         &self,
         hStream: cudaStream_t,
         priority: *mut ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetPriority
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, priority)
-        }
+        unsafe { (self.cudaStreamGetPriority.as_ref().expect("Expected function, got error."))(hStream, priority) }
     }
     pub unsafe fn cudaEventRecord(&self, event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventRecord
-                .as_ref()
-                .expect("Expected function, got error."))(event, stream)
-        }
+        unsafe { (self.cudaEventRecord.as_ref().expect("Expected function, got error."))(event, stream) }
     }
     pub unsafe fn cudaEventRecordWithFlags(
         &self,
@@ -14476,10 +12127,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaEventRecordWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(event, stream, flags)
+            (self.cudaEventRecordWithFlags.as_ref().expect("Expected function, got error."))(event, stream, flags)
         }
     }
     pub unsafe fn cudaStreamWaitEvent(
@@ -14488,12 +12136,7 @@ impl CudartLib {
         event: cudaEvent_t,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamWaitEvent
-                .as_ref()
-                .expect("Expected function, got error."))(stream, event, flags)
-        }
+        unsafe { (self.cudaStreamWaitEvent.as_ref().expect("Expected function, got error."))(stream, event, flags) }
     }
     pub unsafe fn cudaStreamAddCallback(
         &self,
@@ -14503,11 +12146,8 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamAddCallback
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, callback, userData, flags
+            (self.cudaStreamAddCallback.as_ref().expect("Expected function, got error."))(
+                stream, callback, userData, flags,
             )
         }
     }
@@ -14519,19 +12159,13 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamAttachMemAsync
-                .as_ref()
-                .expect("Expected function, got error."))(stream, devPtr, length, flags)
+            (self.cudaStreamAttachMemAsync.as_ref().expect("Expected function, got error."))(
+                stream, devPtr, length, flags,
+            )
         }
     }
     pub unsafe fn cudaStreamSynchronize(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamSynchronize.as_ref().expect("Expected function, got error."))(stream) }
     }
     pub unsafe fn cudaLaunchKernel(
         &self,
@@ -14543,10 +12177,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchKernel
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLaunchKernel.as_ref().expect("Expected function, got error."))(
                 func, gridDim, blockDim, args, sharedMem, stream,
             )
         }
@@ -14557,12 +12188,7 @@ impl CudartLib {
         func: *const ::std::os::raw::c_void,
         args: *mut *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLaunchKernelExC
-                .as_ref()
-                .expect("Expected function, got error."))(config, func, args)
-        }
+        unsafe { (self.cudaLaunchKernelExC.as_ref().expect("Expected function, got error."))(config, func, args) }
     }
     pub unsafe fn cudaLaunchCooperativeKernel(
         &self,
@@ -14574,10 +12200,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchCooperativeKernel
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLaunchCooperativeKernel.as_ref().expect("Expected function, got error."))(
                 func, gridDim, blockDim, args, sharedMem, stream,
             )
         }
@@ -14588,12 +12211,7 @@ impl CudartLib {
         fn_: cudaHostFn_t,
         userData: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLaunchHostFunc
-                .as_ref()
-                .expect("Expected function, got error."))(stream, fn_, userData)
-        }
+        unsafe { (self.cudaLaunchHostFunc.as_ref().expect("Expected function, got error."))(stream, fn_, userData) }
     }
     pub unsafe fn cudaMemPrefetchAsync(
         &self,
@@ -14603,11 +12221,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPrefetchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, dstDevice, stream
+            (self.cudaMemPrefetchAsync.as_ref().expect("Expected function, got error."))(
+                devPtr, count, dstDevice, stream,
             )
         }
     }
@@ -14620,11 +12235,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPrefetchAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, location, flags, stream
+            (self.cudaMemPrefetchAsync_v2.as_ref().expect("Expected function, got error."))(
+                devPtr, count, location, flags, stream,
             )
         }
     }
@@ -14636,10 +12248,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaSignalExternalSemaphoresAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaSignalExternalSemaphoresAsync.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -14655,10 +12264,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaSignalExternalSemaphoresAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaSignalExternalSemaphoresAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -14674,10 +12280,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaSignalExternalSemaphoresAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaSignalExternalSemaphoresAsync_v2.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -14693,10 +12296,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaWaitExternalSemaphoresAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaWaitExternalSemaphoresAsync.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -14712,10 +12312,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaWaitExternalSemaphoresAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaWaitExternalSemaphoresAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -14731,10 +12328,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaWaitExternalSemaphoresAsync_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaWaitExternalSemaphoresAsync_v2.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -14749,49 +12343,21 @@ impl CudartLib {
         instantiateParams: *mut cudaGraphInstantiateParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphInstantiateWithParams
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pGraphExec, graph, instantiateParams
+            (self.cudaGraphInstantiateWithParams.as_ref().expect("Expected function, got error."))(
+                pGraphExec,
+                graph,
+                instantiateParams,
             )
         }
     }
-    pub unsafe fn cudaGraphUpload(
-        &self,
-        graphExec: cudaGraphExec_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphUpload
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, stream)
-        }
+    pub unsafe fn cudaGraphUpload(&self, graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaGraphUpload.as_ref().expect("Expected function, got error."))(graphExec, stream) }
     }
-    pub unsafe fn cudaGraphLaunch(
-        &self,
-        graphExec: cudaGraphExec_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphLaunch
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, stream)
-        }
+    pub unsafe fn cudaGraphLaunch(&self, graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaGraphLaunch.as_ref().expect("Expected function, got error."))(graphExec, stream) }
     }
-    pub unsafe fn cudaStreamBeginCapture(
-        &self,
-        stream: cudaStream_t,
-        mode: cudaStreamCaptureMode,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamBeginCapture
-                .as_ref()
-                .expect("Expected function, got error."))(stream, mode)
-        }
+    pub unsafe fn cudaStreamBeginCapture(&self, stream: cudaStream_t, mode: cudaStreamCaptureMode) -> cudaError_t {
+        unsafe { (self.cudaStreamBeginCapture.as_ref().expect("Expected function, got error."))(stream, mode) }
     }
     pub unsafe fn cudaStreamBeginCaptureToGraph(
         &self,
@@ -14803,10 +12369,7 @@ impl CudartLib {
         mode: cudaStreamCaptureMode,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamBeginCaptureToGraph
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamBeginCaptureToGraph.as_ref().expect("Expected function, got error."))(
                 stream,
                 graph,
                 dependencies,
@@ -14816,29 +12379,15 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaStreamEndCapture(
-        &self,
-        stream: cudaStream_t,
-        pGraph: *mut cudaGraph_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamEndCapture
-                .as_ref()
-                .expect("Expected function, got error."))(stream, pGraph)
-        }
+    pub unsafe fn cudaStreamEndCapture(&self, stream: cudaStream_t, pGraph: *mut cudaGraph_t) -> cudaError_t {
+        unsafe { (self.cudaStreamEndCapture.as_ref().expect("Expected function, got error."))(stream, pGraph) }
     }
     pub unsafe fn cudaStreamIsCapturing(
         &self,
         stream: cudaStream_t,
         pCaptureStatus: *mut cudaStreamCaptureStatus,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamIsCapturing
-                .as_ref()
-                .expect("Expected function, got error."))(stream, pCaptureStatus)
-        }
+        unsafe { (self.cudaStreamIsCapturing.as_ref().expect("Expected function, got error."))(stream, pCaptureStatus) }
     }
     pub unsafe fn cudaStreamGetCaptureInfo(
         &self,
@@ -14847,11 +12396,10 @@ impl CudartLib {
         id_out: *mut ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetCaptureInfo
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, captureStatus_out, id_out
+            (self.cudaStreamGetCaptureInfo.as_ref().expect("Expected function, got error."))(
+                stream,
+                captureStatus_out,
+                id_out,
             )
         }
     }
@@ -14862,11 +12410,10 @@ impl CudartLib {
         id_out: *mut ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetCaptureInfo_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, captureStatus_out, id_out
+            (self.cudaStreamGetCaptureInfo_ptsz.as_ref().expect("Expected function, got error."))(
+                stream,
+                captureStatus_out,
+                id_out,
             )
         }
     }
@@ -14880,10 +12427,7 @@ impl CudartLib {
         numDependencies_out: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetCaptureInfo_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamGetCaptureInfo_v2.as_ref().expect("Expected function, got error."))(
                 stream,
                 captureStatus_out,
                 id_out,
@@ -14904,10 +12448,7 @@ impl CudartLib {
         numDependencies_out: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetCaptureInfo_v3
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamGetCaptureInfo_v3.as_ref().expect("Expected function, got error."))(
                 stream,
                 captureStatus_out,
                 id_out,
@@ -14926,10 +12467,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamUpdateCaptureDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamUpdateCaptureDependencies.as_ref().expect("Expected function, got error."))(
                 stream,
                 dependencies,
                 numDependencies,
@@ -14946,10 +12484,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamUpdateCaptureDependencies_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamUpdateCaptureDependencies_v2.as_ref().expect("Expected function, got error."))(
                 stream,
                 dependencies,
                 dependencyData,
@@ -14958,16 +12493,9 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaStreamCopyAttributes(
-        &self,
-        dstStream: cudaStream_t,
-        srcStream: cudaStream_t,
-    ) -> cudaError_t {
+    pub unsafe fn cudaStreamCopyAttributes(&self, dstStream: cudaStream_t, srcStream: cudaStream_t) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamCopyAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(dstStream, srcStream)
+            (self.cudaStreamCopyAttributes.as_ref().expect("Expected function, got error."))(dstStream, srcStream)
         }
     }
     pub unsafe fn cudaStreamGetAttribute(
@@ -14976,12 +12504,7 @@ impl CudartLib {
         attr: cudaLaunchAttributeID,
         value: *mut cudaLaunchAttributeValue,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(stream, attr, value)
-        }
+        unsafe { (self.cudaStreamGetAttribute.as_ref().expect("Expected function, got error."))(stream, attr, value) }
     }
     pub unsafe fn cudaStreamSetAttribute(
         &self,
@@ -14989,12 +12512,7 @@ impl CudartLib {
         attr: cudaLaunchAttributeID,
         param: *const cudaLaunchAttributeValue,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(stream, attr, param)
-        }
+        unsafe { (self.cudaStreamSetAttribute.as_ref().expect("Expected function, got error."))(stream, attr, param) }
     }
     pub unsafe fn cudaMallocAsync(
         &self,
@@ -15002,24 +12520,10 @@ impl CudartLib {
         size: usize,
         hStream: cudaStream_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocAsync
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size, hStream)
-        }
+        unsafe { (self.cudaMallocAsync.as_ref().expect("Expected function, got error."))(devPtr, size, hStream) }
     }
-    pub unsafe fn cudaFreeAsync(
-        &self,
-        devPtr: *mut ::std::os::raw::c_void,
-        hStream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeAsync
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, hStream)
-        }
+    pub unsafe fn cudaFreeAsync(&self, devPtr: *mut ::std::os::raw::c_void, hStream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaFreeAsync.as_ref().expect("Expected function, got error."))(devPtr, hStream) }
     }
     pub unsafe fn cudaMallocFromPoolAsync(
         &self,
@@ -15029,10 +12533,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMallocFromPoolAsync
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size, memPool, stream)
+            (self.cudaMallocFromPoolAsync.as_ref().expect("Expected function, got error."))(ptr, size, memPool, stream)
         }
     }
     pub unsafe fn cudaGetDriverEntryPoint(
@@ -15043,11 +12544,11 @@ impl CudartLib {
         driverStatus: *mut cudaDriverEntryPointQueryResult,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetDriverEntryPoint
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, funcPtr, flags, driverStatus
+            (self.cudaGetDriverEntryPoint.as_ref().expect("Expected function, got error."))(
+                symbol,
+                funcPtr,
+                flags,
+                driverStatus,
             )
         }
     }
@@ -15060,10 +12561,7 @@ impl CudartLib {
         driverStatus: *mut cudaDriverEntryPointQueryResult,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetDriverEntryPointByVersion
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGetDriverEntryPointByVersion.as_ref().expect("Expected function, got error."))(
                 symbol,
                 funcPtr,
                 cudaVersion,
@@ -15077,11 +12575,6 @@ impl CudartLib {
         prop: *mut cudaDeviceProp,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetDeviceProperties
-                .as_ref()
-                .expect("Expected function, got error."))(prop, device)
-        }
+        unsafe { (self.cudaGetDeviceProperties.as_ref().expect("Expected function, got error."))(prop, device) }
     }
 }

@@ -1123,60 +1123,33 @@ impl cudaChannelFormatKind {
     pub const cudaChannelFormatKindFloat: cudaChannelFormatKind = cudaChannelFormatKind(2);
     pub const cudaChannelFormatKindNone: cudaChannelFormatKind = cudaChannelFormatKind(3);
     pub const cudaChannelFormatKindNV12: cudaChannelFormatKind = cudaChannelFormatKind(4);
-    pub const cudaChannelFormatKindUnsignedNormalized8X1: cudaChannelFormatKind =
-        cudaChannelFormatKind(5);
-    pub const cudaChannelFormatKindUnsignedNormalized8X2: cudaChannelFormatKind =
-        cudaChannelFormatKind(6);
-    pub const cudaChannelFormatKindUnsignedNormalized8X4: cudaChannelFormatKind =
-        cudaChannelFormatKind(7);
-    pub const cudaChannelFormatKindUnsignedNormalized16X1: cudaChannelFormatKind =
-        cudaChannelFormatKind(8);
-    pub const cudaChannelFormatKindUnsignedNormalized16X2: cudaChannelFormatKind =
-        cudaChannelFormatKind(9);
-    pub const cudaChannelFormatKindUnsignedNormalized16X4: cudaChannelFormatKind =
-        cudaChannelFormatKind(10);
-    pub const cudaChannelFormatKindSignedNormalized8X1: cudaChannelFormatKind =
-        cudaChannelFormatKind(11);
-    pub const cudaChannelFormatKindSignedNormalized8X2: cudaChannelFormatKind =
-        cudaChannelFormatKind(12);
-    pub const cudaChannelFormatKindSignedNormalized8X4: cudaChannelFormatKind =
-        cudaChannelFormatKind(13);
-    pub const cudaChannelFormatKindSignedNormalized16X1: cudaChannelFormatKind =
-        cudaChannelFormatKind(14);
-    pub const cudaChannelFormatKindSignedNormalized16X2: cudaChannelFormatKind =
-        cudaChannelFormatKind(15);
-    pub const cudaChannelFormatKindSignedNormalized16X4: cudaChannelFormatKind =
-        cudaChannelFormatKind(16);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed1: cudaChannelFormatKind =
-        cudaChannelFormatKind(17);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed1SRGB: cudaChannelFormatKind =
-        cudaChannelFormatKind(18);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed2: cudaChannelFormatKind =
-        cudaChannelFormatKind(19);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed2SRGB: cudaChannelFormatKind =
-        cudaChannelFormatKind(20);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed3: cudaChannelFormatKind =
-        cudaChannelFormatKind(21);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed3SRGB: cudaChannelFormatKind =
-        cudaChannelFormatKind(22);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed4: cudaChannelFormatKind =
-        cudaChannelFormatKind(23);
-    pub const cudaChannelFormatKindSignedBlockCompressed4: cudaChannelFormatKind =
-        cudaChannelFormatKind(24);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed5: cudaChannelFormatKind =
-        cudaChannelFormatKind(25);
-    pub const cudaChannelFormatKindSignedBlockCompressed5: cudaChannelFormatKind =
-        cudaChannelFormatKind(26);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed6H: cudaChannelFormatKind =
-        cudaChannelFormatKind(27);
-    pub const cudaChannelFormatKindSignedBlockCompressed6H: cudaChannelFormatKind =
-        cudaChannelFormatKind(28);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed7: cudaChannelFormatKind =
-        cudaChannelFormatKind(29);
-    pub const cudaChannelFormatKindUnsignedBlockCompressed7SRGB: cudaChannelFormatKind =
-        cudaChannelFormatKind(30);
-    pub const cudaChannelFormatKindUnsignedNormalized1010102: cudaChannelFormatKind =
-        cudaChannelFormatKind(31);
+    pub const cudaChannelFormatKindUnsignedNormalized8X1: cudaChannelFormatKind = cudaChannelFormatKind(5);
+    pub const cudaChannelFormatKindUnsignedNormalized8X2: cudaChannelFormatKind = cudaChannelFormatKind(6);
+    pub const cudaChannelFormatKindUnsignedNormalized8X4: cudaChannelFormatKind = cudaChannelFormatKind(7);
+    pub const cudaChannelFormatKindUnsignedNormalized16X1: cudaChannelFormatKind = cudaChannelFormatKind(8);
+    pub const cudaChannelFormatKindUnsignedNormalized16X2: cudaChannelFormatKind = cudaChannelFormatKind(9);
+    pub const cudaChannelFormatKindUnsignedNormalized16X4: cudaChannelFormatKind = cudaChannelFormatKind(10);
+    pub const cudaChannelFormatKindSignedNormalized8X1: cudaChannelFormatKind = cudaChannelFormatKind(11);
+    pub const cudaChannelFormatKindSignedNormalized8X2: cudaChannelFormatKind = cudaChannelFormatKind(12);
+    pub const cudaChannelFormatKindSignedNormalized8X4: cudaChannelFormatKind = cudaChannelFormatKind(13);
+    pub const cudaChannelFormatKindSignedNormalized16X1: cudaChannelFormatKind = cudaChannelFormatKind(14);
+    pub const cudaChannelFormatKindSignedNormalized16X2: cudaChannelFormatKind = cudaChannelFormatKind(15);
+    pub const cudaChannelFormatKindSignedNormalized16X4: cudaChannelFormatKind = cudaChannelFormatKind(16);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed1: cudaChannelFormatKind = cudaChannelFormatKind(17);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed1SRGB: cudaChannelFormatKind = cudaChannelFormatKind(18);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed2: cudaChannelFormatKind = cudaChannelFormatKind(19);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed2SRGB: cudaChannelFormatKind = cudaChannelFormatKind(20);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed3: cudaChannelFormatKind = cudaChannelFormatKind(21);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed3SRGB: cudaChannelFormatKind = cudaChannelFormatKind(22);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed4: cudaChannelFormatKind = cudaChannelFormatKind(23);
+    pub const cudaChannelFormatKindSignedBlockCompressed4: cudaChannelFormatKind = cudaChannelFormatKind(24);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed5: cudaChannelFormatKind = cudaChannelFormatKind(25);
+    pub const cudaChannelFormatKindSignedBlockCompressed5: cudaChannelFormatKind = cudaChannelFormatKind(26);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed6H: cudaChannelFormatKind = cudaChannelFormatKind(27);
+    pub const cudaChannelFormatKindSignedBlockCompressed6H: cudaChannelFormatKind = cudaChannelFormatKind(28);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed7: cudaChannelFormatKind = cudaChannelFormatKind(29);
+    pub const cudaChannelFormatKindUnsignedBlockCompressed7SRGB: cudaChannelFormatKind = cudaChannelFormatKind(30);
+    pub const cudaChannelFormatKindUnsignedNormalized1010102: cudaChannelFormatKind = cudaChannelFormatKind(31);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1193,18 +1166,12 @@ pub struct cudaChannelFormatDesc {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaChannelFormatDesc"][::std::mem::size_of::<cudaChannelFormatDesc>() - 20usize];
-    ["Alignment of cudaChannelFormatDesc"]
-        [::std::mem::align_of::<cudaChannelFormatDesc>() - 4usize];
-    ["Offset of field: cudaChannelFormatDesc::x"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, x) - 0usize];
-    ["Offset of field: cudaChannelFormatDesc::y"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, y) - 4usize];
-    ["Offset of field: cudaChannelFormatDesc::z"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, z) - 8usize];
-    ["Offset of field: cudaChannelFormatDesc::w"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, w) - 12usize];
-    ["Offset of field: cudaChannelFormatDesc::f"]
-        [::std::mem::offset_of!(cudaChannelFormatDesc, f) - 16usize];
+    ["Alignment of cudaChannelFormatDesc"][::std::mem::align_of::<cudaChannelFormatDesc>() - 4usize];
+    ["Offset of field: cudaChannelFormatDesc::x"][::std::mem::offset_of!(cudaChannelFormatDesc, x) - 0usize];
+    ["Offset of field: cudaChannelFormatDesc::y"][::std::mem::offset_of!(cudaChannelFormatDesc, y) - 4usize];
+    ["Offset of field: cudaChannelFormatDesc::z"][::std::mem::offset_of!(cudaChannelFormatDesc, z) - 8usize];
+    ["Offset of field: cudaChannelFormatDesc::w"][::std::mem::offset_of!(cudaChannelFormatDesc, w) - 12usize];
+    ["Offset of field: cudaChannelFormatDesc::f"][::std::mem::offset_of!(cudaChannelFormatDesc, f) - 16usize];
 };
 impl Default for cudaChannelFormatDesc {
     fn default() -> Self {
@@ -1260,10 +1227,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaArraySparseProperties"]
-        [::std::mem::size_of::<cudaArraySparseProperties>() - 48usize];
-    ["Alignment of cudaArraySparseProperties"]
-        [::std::mem::align_of::<cudaArraySparseProperties>() - 8usize];
+    ["Size of cudaArraySparseProperties"][::std::mem::size_of::<cudaArraySparseProperties>() - 48usize];
+    ["Alignment of cudaArraySparseProperties"][::std::mem::align_of::<cudaArraySparseProperties>() - 8usize];
     ["Offset of field: cudaArraySparseProperties::tileExtent"]
         [::std::mem::offset_of!(cudaArraySparseProperties, tileExtent) - 0usize];
     ["Offset of field: cudaArraySparseProperties::miptailFirstLevel"]
@@ -1284,10 +1249,8 @@ pub struct cudaArrayMemoryRequirements {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaArrayMemoryRequirements"]
-        [::std::mem::size_of::<cudaArrayMemoryRequirements>() - 32usize];
-    ["Alignment of cudaArrayMemoryRequirements"]
-        [::std::mem::align_of::<cudaArrayMemoryRequirements>() - 8usize];
+    ["Size of cudaArrayMemoryRequirements"][::std::mem::size_of::<cudaArrayMemoryRequirements>() - 32usize];
+    ["Alignment of cudaArrayMemoryRequirements"][::std::mem::align_of::<cudaArrayMemoryRequirements>() - 8usize];
     ["Offset of field: cudaArrayMemoryRequirements::size"]
         [::std::mem::offset_of!(cudaArrayMemoryRequirements, size) - 0usize];
     ["Offset of field: cudaArrayMemoryRequirements::alignment"]
@@ -1327,12 +1290,9 @@ const _: () = {
     ["Size of cudaPitchedPtr"][::std::mem::size_of::<cudaPitchedPtr>() - 32usize];
     ["Alignment of cudaPitchedPtr"][::std::mem::align_of::<cudaPitchedPtr>() - 8usize];
     ["Offset of field: cudaPitchedPtr::ptr"][::std::mem::offset_of!(cudaPitchedPtr, ptr) - 0usize];
-    ["Offset of field: cudaPitchedPtr::pitch"]
-        [::std::mem::offset_of!(cudaPitchedPtr, pitch) - 8usize];
-    ["Offset of field: cudaPitchedPtr::xsize"]
-        [::std::mem::offset_of!(cudaPitchedPtr, xsize) - 16usize];
-    ["Offset of field: cudaPitchedPtr::ysize"]
-        [::std::mem::offset_of!(cudaPitchedPtr, ysize) - 24usize];
+    ["Offset of field: cudaPitchedPtr::pitch"][::std::mem::offset_of!(cudaPitchedPtr, pitch) - 8usize];
+    ["Offset of field: cudaPitchedPtr::xsize"][::std::mem::offset_of!(cudaPitchedPtr, xsize) - 16usize];
+    ["Offset of field: cudaPitchedPtr::ysize"][::std::mem::offset_of!(cudaPitchedPtr, ysize) - 24usize];
 };
 impl Default for cudaPitchedPtr {
     fn default() -> Self {
@@ -1389,22 +1349,14 @@ pub struct cudaMemcpy3DParms {
 const _: () = {
     ["Size of cudaMemcpy3DParms"][::std::mem::size_of::<cudaMemcpy3DParms>() - 160usize];
     ["Alignment of cudaMemcpy3DParms"][::std::mem::align_of::<cudaMemcpy3DParms>() - 8usize];
-    ["Offset of field: cudaMemcpy3DParms::srcArray"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, srcArray) - 0usize];
-    ["Offset of field: cudaMemcpy3DParms::srcPos"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, srcPos) - 8usize];
-    ["Offset of field: cudaMemcpy3DParms::srcPtr"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, srcPtr) - 32usize];
-    ["Offset of field: cudaMemcpy3DParms::dstArray"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, dstArray) - 64usize];
-    ["Offset of field: cudaMemcpy3DParms::dstPos"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, dstPos) - 72usize];
-    ["Offset of field: cudaMemcpy3DParms::dstPtr"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, dstPtr) - 96usize];
-    ["Offset of field: cudaMemcpy3DParms::extent"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, extent) - 128usize];
-    ["Offset of field: cudaMemcpy3DParms::kind"]
-        [::std::mem::offset_of!(cudaMemcpy3DParms, kind) - 152usize];
+    ["Offset of field: cudaMemcpy3DParms::srcArray"][::std::mem::offset_of!(cudaMemcpy3DParms, srcArray) - 0usize];
+    ["Offset of field: cudaMemcpy3DParms::srcPos"][::std::mem::offset_of!(cudaMemcpy3DParms, srcPos) - 8usize];
+    ["Offset of field: cudaMemcpy3DParms::srcPtr"][::std::mem::offset_of!(cudaMemcpy3DParms, srcPtr) - 32usize];
+    ["Offset of field: cudaMemcpy3DParms::dstArray"][::std::mem::offset_of!(cudaMemcpy3DParms, dstArray) - 64usize];
+    ["Offset of field: cudaMemcpy3DParms::dstPos"][::std::mem::offset_of!(cudaMemcpy3DParms, dstPos) - 72usize];
+    ["Offset of field: cudaMemcpy3DParms::dstPtr"][::std::mem::offset_of!(cudaMemcpy3DParms, dstPtr) - 96usize];
+    ["Offset of field: cudaMemcpy3DParms::extent"][::std::mem::offset_of!(cudaMemcpy3DParms, extent) - 128usize];
+    ["Offset of field: cudaMemcpy3DParms::kind"][::std::mem::offset_of!(cudaMemcpy3DParms, kind) - 152usize];
 };
 impl Default for cudaMemcpy3DParms {
     fn default() -> Self {
@@ -1426,8 +1378,7 @@ pub struct cudaMemcpyNodeParams {
 const _: () = {
     ["Size of cudaMemcpyNodeParams"][::std::mem::size_of::<cudaMemcpyNodeParams>() - 176usize];
     ["Alignment of cudaMemcpyNodeParams"][::std::mem::align_of::<cudaMemcpyNodeParams>() - 8usize];
-    ["Offset of field: cudaMemcpyNodeParams::flags"]
-        [::std::mem::offset_of!(cudaMemcpyNodeParams, flags) - 0usize];
+    ["Offset of field: cudaMemcpyNodeParams::flags"][::std::mem::offset_of!(cudaMemcpyNodeParams, flags) - 0usize];
     ["Offset of field: cudaMemcpyNodeParams::reserved"]
         [::std::mem::offset_of!(cudaMemcpyNodeParams, reserved) - 4usize];
     ["Offset of field: cudaMemcpyNodeParams::copyParams"]
@@ -1458,20 +1409,16 @@ pub struct cudaMemcpy3DPeerParms {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaMemcpy3DPeerParms"][::std::mem::size_of::<cudaMemcpy3DPeerParms>() - 168usize];
-    ["Alignment of cudaMemcpy3DPeerParms"]
-        [::std::mem::align_of::<cudaMemcpy3DPeerParms>() - 8usize];
+    ["Alignment of cudaMemcpy3DPeerParms"][::std::mem::align_of::<cudaMemcpy3DPeerParms>() - 8usize];
     ["Offset of field: cudaMemcpy3DPeerParms::srcArray"]
         [::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcArray) - 0usize];
-    ["Offset of field: cudaMemcpy3DPeerParms::srcPos"]
-        [::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcPos) - 8usize];
-    ["Offset of field: cudaMemcpy3DPeerParms::srcPtr"]
-        [::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcPtr) - 32usize];
+    ["Offset of field: cudaMemcpy3DPeerParms::srcPos"][::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcPos) - 8usize];
+    ["Offset of field: cudaMemcpy3DPeerParms::srcPtr"][::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcPtr) - 32usize];
     ["Offset of field: cudaMemcpy3DPeerParms::srcDevice"]
         [::std::mem::offset_of!(cudaMemcpy3DPeerParms, srcDevice) - 64usize];
     ["Offset of field: cudaMemcpy3DPeerParms::dstArray"]
         [::std::mem::offset_of!(cudaMemcpy3DPeerParms, dstArray) - 72usize];
-    ["Offset of field: cudaMemcpy3DPeerParms::dstPos"]
-        [::std::mem::offset_of!(cudaMemcpy3DPeerParms, dstPos) - 80usize];
+    ["Offset of field: cudaMemcpy3DPeerParms::dstPos"][::std::mem::offset_of!(cudaMemcpy3DPeerParms, dstPos) - 80usize];
     ["Offset of field: cudaMemcpy3DPeerParms::dstPtr"]
         [::std::mem::offset_of!(cudaMemcpy3DPeerParms, dstPtr) - 104usize];
     ["Offset of field: cudaMemcpy3DPeerParms::dstDevice"]
@@ -1502,18 +1449,12 @@ pub struct cudaMemsetParams {
 const _: () = {
     ["Size of cudaMemsetParams"][::std::mem::size_of::<cudaMemsetParams>() - 40usize];
     ["Alignment of cudaMemsetParams"][::std::mem::align_of::<cudaMemsetParams>() - 8usize];
-    ["Offset of field: cudaMemsetParams::dst"]
-        [::std::mem::offset_of!(cudaMemsetParams, dst) - 0usize];
-    ["Offset of field: cudaMemsetParams::pitch"]
-        [::std::mem::offset_of!(cudaMemsetParams, pitch) - 8usize];
-    ["Offset of field: cudaMemsetParams::value"]
-        [::std::mem::offset_of!(cudaMemsetParams, value) - 16usize];
-    ["Offset of field: cudaMemsetParams::elementSize"]
-        [::std::mem::offset_of!(cudaMemsetParams, elementSize) - 20usize];
-    ["Offset of field: cudaMemsetParams::width"]
-        [::std::mem::offset_of!(cudaMemsetParams, width) - 24usize];
-    ["Offset of field: cudaMemsetParams::height"]
-        [::std::mem::offset_of!(cudaMemsetParams, height) - 32usize];
+    ["Offset of field: cudaMemsetParams::dst"][::std::mem::offset_of!(cudaMemsetParams, dst) - 0usize];
+    ["Offset of field: cudaMemsetParams::pitch"][::std::mem::offset_of!(cudaMemsetParams, pitch) - 8usize];
+    ["Offset of field: cudaMemsetParams::value"][::std::mem::offset_of!(cudaMemsetParams, value) - 16usize];
+    ["Offset of field: cudaMemsetParams::elementSize"][::std::mem::offset_of!(cudaMemsetParams, elementSize) - 20usize];
+    ["Offset of field: cudaMemsetParams::width"][::std::mem::offset_of!(cudaMemsetParams, width) - 24usize];
+    ["Offset of field: cudaMemsetParams::height"][::std::mem::offset_of!(cudaMemsetParams, height) - 32usize];
 };
 impl Default for cudaMemsetParams {
     fn default() -> Self {
@@ -1538,18 +1479,13 @@ pub struct cudaMemsetParamsV2 {
 const _: () = {
     ["Size of cudaMemsetParamsV2"][::std::mem::size_of::<cudaMemsetParamsV2>() - 40usize];
     ["Alignment of cudaMemsetParamsV2"][::std::mem::align_of::<cudaMemsetParamsV2>() - 8usize];
-    ["Offset of field: cudaMemsetParamsV2::dst"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, dst) - 0usize];
-    ["Offset of field: cudaMemsetParamsV2::pitch"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, pitch) - 8usize];
-    ["Offset of field: cudaMemsetParamsV2::value"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, value) - 16usize];
+    ["Offset of field: cudaMemsetParamsV2::dst"][::std::mem::offset_of!(cudaMemsetParamsV2, dst) - 0usize];
+    ["Offset of field: cudaMemsetParamsV2::pitch"][::std::mem::offset_of!(cudaMemsetParamsV2, pitch) - 8usize];
+    ["Offset of field: cudaMemsetParamsV2::value"][::std::mem::offset_of!(cudaMemsetParamsV2, value) - 16usize];
     ["Offset of field: cudaMemsetParamsV2::elementSize"]
         [::std::mem::offset_of!(cudaMemsetParamsV2, elementSize) - 20usize];
-    ["Offset of field: cudaMemsetParamsV2::width"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, width) - 24usize];
-    ["Offset of field: cudaMemsetParamsV2::height"]
-        [::std::mem::offset_of!(cudaMemsetParamsV2, height) - 32usize];
+    ["Offset of field: cudaMemsetParamsV2::width"][::std::mem::offset_of!(cudaMemsetParamsV2, width) - 24usize];
+    ["Offset of field: cudaMemsetParamsV2::height"][::std::mem::offset_of!(cudaMemsetParamsV2, height) - 32usize];
 };
 impl Default for cudaMemsetParamsV2 {
     fn default() -> Self {
@@ -1580,8 +1516,7 @@ pub struct cudaAccessPolicyWindow {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaAccessPolicyWindow"][::std::mem::size_of::<cudaAccessPolicyWindow>() - 32usize];
-    ["Alignment of cudaAccessPolicyWindow"]
-        [::std::mem::align_of::<cudaAccessPolicyWindow>() - 8usize];
+    ["Alignment of cudaAccessPolicyWindow"][::std::mem::align_of::<cudaAccessPolicyWindow>() - 8usize];
     ["Offset of field: cudaAccessPolicyWindow::base_ptr"]
         [::std::mem::offset_of!(cudaAccessPolicyWindow, base_ptr) - 0usize];
     ["Offset of field: cudaAccessPolicyWindow::num_bytes"]
@@ -1602,8 +1537,7 @@ impl Default for cudaAccessPolicyWindow {
         }
     }
 }
-pub type cudaHostFn_t =
-    ::std::option::Option<unsafe extern "C" fn(userData: *mut ::std::os::raw::c_void)>;
+pub type cudaHostFn_t = ::std::option::Option<unsafe extern "C" fn(userData: *mut ::std::os::raw::c_void)>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct cudaHostNodeParams {
@@ -1614,10 +1548,8 @@ pub struct cudaHostNodeParams {
 const _: () = {
     ["Size of cudaHostNodeParams"][::std::mem::size_of::<cudaHostNodeParams>() - 16usize];
     ["Alignment of cudaHostNodeParams"][::std::mem::align_of::<cudaHostNodeParams>() - 8usize];
-    ["Offset of field: cudaHostNodeParams::fn_"]
-        [::std::mem::offset_of!(cudaHostNodeParams, fn_) - 0usize];
-    ["Offset of field: cudaHostNodeParams::userData"]
-        [::std::mem::offset_of!(cudaHostNodeParams, userData) - 8usize];
+    ["Offset of field: cudaHostNodeParams::fn_"][::std::mem::offset_of!(cudaHostNodeParams, fn_) - 0usize];
+    ["Offset of field: cudaHostNodeParams::userData"][::std::mem::offset_of!(cudaHostNodeParams, userData) - 8usize];
 };
 impl Default for cudaHostNodeParams {
     fn default() -> Self {
@@ -1638,8 +1570,7 @@ pub struct cudaHostNodeParamsV2 {
 const _: () = {
     ["Size of cudaHostNodeParamsV2"][::std::mem::size_of::<cudaHostNodeParamsV2>() - 16usize];
     ["Alignment of cudaHostNodeParamsV2"][::std::mem::align_of::<cudaHostNodeParamsV2>() - 8usize];
-    ["Offset of field: cudaHostNodeParamsV2::fn_"]
-        [::std::mem::offset_of!(cudaHostNodeParamsV2, fn_) - 0usize];
+    ["Offset of field: cudaHostNodeParamsV2::fn_"][::std::mem::offset_of!(cudaHostNodeParamsV2, fn_) - 0usize];
     ["Offset of field: cudaHostNodeParamsV2::userData"]
         [::std::mem::offset_of!(cudaHostNodeParamsV2, userData) - 8usize];
 };
@@ -1655,8 +1586,7 @@ impl Default for cudaHostNodeParamsV2 {
 impl cudaStreamCaptureStatus {
     pub const cudaStreamCaptureStatusNone: cudaStreamCaptureStatus = cudaStreamCaptureStatus(0);
     pub const cudaStreamCaptureStatusActive: cudaStreamCaptureStatus = cudaStreamCaptureStatus(1);
-    pub const cudaStreamCaptureStatusInvalidated: cudaStreamCaptureStatus =
-        cudaStreamCaptureStatus(2);
+    pub const cudaStreamCaptureStatusInvalidated: cudaStreamCaptureStatus = cudaStreamCaptureStatus(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1679,12 +1609,9 @@ impl cudaSynchronizationPolicy {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaSynchronizationPolicy(pub ::std::os::raw::c_uint);
 impl cudaClusterSchedulingPolicy {
-    pub const cudaClusterSchedulingPolicyDefault: cudaClusterSchedulingPolicy =
-        cudaClusterSchedulingPolicy(0);
-    pub const cudaClusterSchedulingPolicySpread: cudaClusterSchedulingPolicy =
-        cudaClusterSchedulingPolicy(1);
-    pub const cudaClusterSchedulingPolicyLoadBalancing: cudaClusterSchedulingPolicy =
-        cudaClusterSchedulingPolicy(2);
+    pub const cudaClusterSchedulingPolicyDefault: cudaClusterSchedulingPolicy = cudaClusterSchedulingPolicy(0);
+    pub const cudaClusterSchedulingPolicySpread: cudaClusterSchedulingPolicy = cudaClusterSchedulingPolicy(1);
+    pub const cudaClusterSchedulingPolicyLoadBalancing: cudaClusterSchedulingPolicy = cudaClusterSchedulingPolicy(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1716,16 +1643,11 @@ pub struct cudaGraphicsResource {
     _unused: [u8; 0],
 }
 impl cudaGraphicsRegisterFlags {
-    pub const cudaGraphicsRegisterFlagsNone: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(0);
-    pub const cudaGraphicsRegisterFlagsReadOnly: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(1);
-    pub const cudaGraphicsRegisterFlagsWriteDiscard: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(2);
-    pub const cudaGraphicsRegisterFlagsSurfaceLoadStore: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(4);
-    pub const cudaGraphicsRegisterFlagsTextureGather: cudaGraphicsRegisterFlags =
-        cudaGraphicsRegisterFlags(8);
+    pub const cudaGraphicsRegisterFlagsNone: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(0);
+    pub const cudaGraphicsRegisterFlagsReadOnly: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(1);
+    pub const cudaGraphicsRegisterFlagsWriteDiscard: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(2);
+    pub const cudaGraphicsRegisterFlagsSurfaceLoadStore: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(4);
+    pub const cudaGraphicsRegisterFlagsTextureGather: cudaGraphicsRegisterFlags = cudaGraphicsRegisterFlags(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1784,26 +1706,16 @@ impl cudaResourceViewFormat {
     pub const cudaResViewFormatFloat1: cudaResourceViewFormat = cudaResourceViewFormat(22);
     pub const cudaResViewFormatFloat2: cudaResourceViewFormat = cudaResourceViewFormat(23);
     pub const cudaResViewFormatFloat4: cudaResourceViewFormat = cudaResourceViewFormat(24);
-    pub const cudaResViewFormatUnsignedBlockCompressed1: cudaResourceViewFormat =
-        cudaResourceViewFormat(25);
-    pub const cudaResViewFormatUnsignedBlockCompressed2: cudaResourceViewFormat =
-        cudaResourceViewFormat(26);
-    pub const cudaResViewFormatUnsignedBlockCompressed3: cudaResourceViewFormat =
-        cudaResourceViewFormat(27);
-    pub const cudaResViewFormatUnsignedBlockCompressed4: cudaResourceViewFormat =
-        cudaResourceViewFormat(28);
-    pub const cudaResViewFormatSignedBlockCompressed4: cudaResourceViewFormat =
-        cudaResourceViewFormat(29);
-    pub const cudaResViewFormatUnsignedBlockCompressed5: cudaResourceViewFormat =
-        cudaResourceViewFormat(30);
-    pub const cudaResViewFormatSignedBlockCompressed5: cudaResourceViewFormat =
-        cudaResourceViewFormat(31);
-    pub const cudaResViewFormatUnsignedBlockCompressed6H: cudaResourceViewFormat =
-        cudaResourceViewFormat(32);
-    pub const cudaResViewFormatSignedBlockCompressed6H: cudaResourceViewFormat =
-        cudaResourceViewFormat(33);
-    pub const cudaResViewFormatUnsignedBlockCompressed7: cudaResourceViewFormat =
-        cudaResourceViewFormat(34);
+    pub const cudaResViewFormatUnsignedBlockCompressed1: cudaResourceViewFormat = cudaResourceViewFormat(25);
+    pub const cudaResViewFormatUnsignedBlockCompressed2: cudaResourceViewFormat = cudaResourceViewFormat(26);
+    pub const cudaResViewFormatUnsignedBlockCompressed3: cudaResourceViewFormat = cudaResourceViewFormat(27);
+    pub const cudaResViewFormatUnsignedBlockCompressed4: cudaResourceViewFormat = cudaResourceViewFormat(28);
+    pub const cudaResViewFormatSignedBlockCompressed4: cudaResourceViewFormat = cudaResourceViewFormat(29);
+    pub const cudaResViewFormatUnsignedBlockCompressed5: cudaResourceViewFormat = cudaResourceViewFormat(30);
+    pub const cudaResViewFormatSignedBlockCompressed5: cudaResourceViewFormat = cudaResourceViewFormat(31);
+    pub const cudaResViewFormatUnsignedBlockCompressed6H: cudaResourceViewFormat = cudaResourceViewFormat(32);
+    pub const cudaResViewFormatSignedBlockCompressed6H: cudaResourceViewFormat = cudaResourceViewFormat(33);
+    pub const cudaResViewFormatUnsignedBlockCompressed7: cudaResourceViewFormat = cudaResourceViewFormat(34);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1887,10 +1799,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_3, devPtr) - 0usize];
     ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_3::desc"]
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_3, desc) - 8usize];
-    ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_3::sizeInBytes"][::std::mem::offset_of!(
-        cudaResourceDesc__bindgen_ty_1__bindgen_ty_3,
-        sizeInBytes
-    ) - 32usize];
+    ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_3::sizeInBytes"]
+        [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_3, sizeInBytes) - 32usize];
 };
 impl Default for cudaResourceDesc__bindgen_ty_1__bindgen_ty_3 {
     fn default() -> Self {
@@ -1924,10 +1834,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_4, width) - 32usize];
     ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_4::height"]
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_4, height) - 40usize];
-    ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_4::pitchInBytes"][::std::mem::offset_of!(
-        cudaResourceDesc__bindgen_ty_1__bindgen_ty_4,
-        pitchInBytes
-    ) - 48usize];
+    ["Offset of field: cudaResourceDesc__bindgen_ty_1__bindgen_ty_4::pitchInBytes"]
+        [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1__bindgen_ty_4, pitchInBytes) - 48usize];
 };
 impl Default for cudaResourceDesc__bindgen_ty_1__bindgen_ty_4 {
     fn default() -> Self {
@@ -1954,10 +1862,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaResourceDesc__bindgen_ty_1"]
-        [::std::mem::size_of::<cudaResourceDesc__bindgen_ty_1>() - 128usize];
-    ["Alignment of cudaResourceDesc__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaResourceDesc__bindgen_ty_1>() - 8usize];
+    ["Size of cudaResourceDesc__bindgen_ty_1"][::std::mem::size_of::<cudaResourceDesc__bindgen_ty_1>() - 128usize];
+    ["Alignment of cudaResourceDesc__bindgen_ty_1"][::std::mem::align_of::<cudaResourceDesc__bindgen_ty_1>() - 8usize];
     ["Offset of field: cudaResourceDesc__bindgen_ty_1::array"]
         [::std::mem::offset_of!(cudaResourceDesc__bindgen_ty_1, array) - 0usize];
     ["Offset of field: cudaResourceDesc__bindgen_ty_1::mipmap"]
@@ -1982,12 +1888,9 @@ impl Default for cudaResourceDesc__bindgen_ty_1 {
 const _: () = {
     ["Size of cudaResourceDesc"][::std::mem::size_of::<cudaResourceDesc>() - 144usize];
     ["Alignment of cudaResourceDesc"][::std::mem::align_of::<cudaResourceDesc>() - 8usize];
-    ["Offset of field: cudaResourceDesc::resType"]
-        [::std::mem::offset_of!(cudaResourceDesc, resType) - 0usize];
-    ["Offset of field: cudaResourceDesc::res"]
-        [::std::mem::offset_of!(cudaResourceDesc, res) - 8usize];
-    ["Offset of field: cudaResourceDesc::flags"]
-        [::std::mem::offset_of!(cudaResourceDesc, flags) - 136usize];
+    ["Offset of field: cudaResourceDesc::resType"][::std::mem::offset_of!(cudaResourceDesc, resType) - 0usize];
+    ["Offset of field: cudaResourceDesc::res"][::std::mem::offset_of!(cudaResourceDesc, res) - 8usize];
+    ["Offset of field: cudaResourceDesc::flags"][::std::mem::offset_of!(cudaResourceDesc, flags) - 136usize];
 };
 impl Default for cudaResourceDesc {
     fn default() -> Self {
@@ -2015,14 +1918,10 @@ pub struct cudaResourceViewDesc {
 const _: () = {
     ["Size of cudaResourceViewDesc"][::std::mem::size_of::<cudaResourceViewDesc>() - 112usize];
     ["Alignment of cudaResourceViewDesc"][::std::mem::align_of::<cudaResourceViewDesc>() - 8usize];
-    ["Offset of field: cudaResourceViewDesc::format"]
-        [::std::mem::offset_of!(cudaResourceViewDesc, format) - 0usize];
-    ["Offset of field: cudaResourceViewDesc::width"]
-        [::std::mem::offset_of!(cudaResourceViewDesc, width) - 8usize];
-    ["Offset of field: cudaResourceViewDesc::height"]
-        [::std::mem::offset_of!(cudaResourceViewDesc, height) - 16usize];
-    ["Offset of field: cudaResourceViewDesc::depth"]
-        [::std::mem::offset_of!(cudaResourceViewDesc, depth) - 24usize];
+    ["Offset of field: cudaResourceViewDesc::format"][::std::mem::offset_of!(cudaResourceViewDesc, format) - 0usize];
+    ["Offset of field: cudaResourceViewDesc::width"][::std::mem::offset_of!(cudaResourceViewDesc, width) - 8usize];
+    ["Offset of field: cudaResourceViewDesc::height"][::std::mem::offset_of!(cudaResourceViewDesc, height) - 16usize];
+    ["Offset of field: cudaResourceViewDesc::depth"][::std::mem::offset_of!(cudaResourceViewDesc, depth) - 24usize];
     ["Offset of field: cudaResourceViewDesc::firstMipmapLevel"]
         [::std::mem::offset_of!(cudaResourceViewDesc, firstMipmapLevel) - 32usize];
     ["Offset of field: cudaResourceViewDesc::lastMipmapLevel"]
@@ -2055,12 +1954,9 @@ pub struct cudaPointerAttributes {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaPointerAttributes"][::std::mem::size_of::<cudaPointerAttributes>() - 88usize];
-    ["Alignment of cudaPointerAttributes"]
-        [::std::mem::align_of::<cudaPointerAttributes>() - 8usize];
-    ["Offset of field: cudaPointerAttributes::type_"]
-        [::std::mem::offset_of!(cudaPointerAttributes, type_) - 0usize];
-    ["Offset of field: cudaPointerAttributes::device"]
-        [::std::mem::offset_of!(cudaPointerAttributes, device) - 4usize];
+    ["Alignment of cudaPointerAttributes"][::std::mem::align_of::<cudaPointerAttributes>() - 8usize];
+    ["Offset of field: cudaPointerAttributes::type_"][::std::mem::offset_of!(cudaPointerAttributes, type_) - 0usize];
+    ["Offset of field: cudaPointerAttributes::device"][::std::mem::offset_of!(cudaPointerAttributes, device) - 4usize];
     ["Offset of field: cudaPointerAttributes::devicePointer"]
         [::std::mem::offset_of!(cudaPointerAttributes, devicePointer) - 8usize];
     ["Offset of field: cudaPointerAttributes::hostPointer"]
@@ -2110,8 +2006,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaFuncAttributes, localSizeBytes) - 16usize];
     ["Offset of field: cudaFuncAttributes::maxThreadsPerBlock"]
         [::std::mem::offset_of!(cudaFuncAttributes, maxThreadsPerBlock) - 24usize];
-    ["Offset of field: cudaFuncAttributes::numRegs"]
-        [::std::mem::offset_of!(cudaFuncAttributes, numRegs) - 28usize];
+    ["Offset of field: cudaFuncAttributes::numRegs"][::std::mem::offset_of!(cudaFuncAttributes, numRegs) - 28usize];
     ["Offset of field: cudaFuncAttributes::ptxVersion"]
         [::std::mem::offset_of!(cudaFuncAttributes, ptxVersion) - 32usize];
     ["Offset of field: cudaFuncAttributes::binaryVersion"]
@@ -2134,21 +2029,17 @@ const _: () = {
         [::std::mem::offset_of!(cudaFuncAttributes, clusterSchedulingPolicyPreference) - 68usize];
     ["Offset of field: cudaFuncAttributes::nonPortableClusterSizeAllowed"]
         [::std::mem::offset_of!(cudaFuncAttributes, nonPortableClusterSizeAllowed) - 72usize];
-    ["Offset of field: cudaFuncAttributes::reserved"]
-        [::std::mem::offset_of!(cudaFuncAttributes, reserved) - 76usize];
+    ["Offset of field: cudaFuncAttributes::reserved"][::std::mem::offset_of!(cudaFuncAttributes, reserved) - 76usize];
 };
 impl cudaFuncAttribute {
     pub const cudaFuncAttributeMaxDynamicSharedMemorySize: cudaFuncAttribute = cudaFuncAttribute(8);
-    pub const cudaFuncAttributePreferredSharedMemoryCarveout: cudaFuncAttribute =
-        cudaFuncAttribute(9);
+    pub const cudaFuncAttributePreferredSharedMemoryCarveout: cudaFuncAttribute = cudaFuncAttribute(9);
     pub const cudaFuncAttributeClusterDimMustBeSet: cudaFuncAttribute = cudaFuncAttribute(10);
     pub const cudaFuncAttributeRequiredClusterWidth: cudaFuncAttribute = cudaFuncAttribute(11);
     pub const cudaFuncAttributeRequiredClusterHeight: cudaFuncAttribute = cudaFuncAttribute(12);
     pub const cudaFuncAttributeRequiredClusterDepth: cudaFuncAttribute = cudaFuncAttribute(13);
-    pub const cudaFuncAttributeNonPortableClusterSizeAllowed: cudaFuncAttribute =
-        cudaFuncAttribute(14);
-    pub const cudaFuncAttributeClusterSchedulingPolicyPreference: cudaFuncAttribute =
-        cudaFuncAttribute(15);
+    pub const cudaFuncAttributeNonPortableClusterSizeAllowed: cudaFuncAttribute = cudaFuncAttribute(14);
+    pub const cudaFuncAttributeClusterSchedulingPolicyPreference: cudaFuncAttribute = cudaFuncAttribute(15);
     pub const cudaFuncAttributeMax: cudaFuncAttribute = cudaFuncAttribute(16);
 }
 #[repr(transparent)]
@@ -2213,19 +2104,13 @@ impl cudaMemoryAdvise {
 pub struct cudaMemoryAdvise(pub ::std::os::raw::c_uint);
 impl cudaMemRangeAttribute {
     pub const cudaMemRangeAttributeReadMostly: cudaMemRangeAttribute = cudaMemRangeAttribute(1);
-    pub const cudaMemRangeAttributePreferredLocation: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(2);
+    pub const cudaMemRangeAttributePreferredLocation: cudaMemRangeAttribute = cudaMemRangeAttribute(2);
     pub const cudaMemRangeAttributeAccessedBy: cudaMemRangeAttribute = cudaMemRangeAttribute(3);
-    pub const cudaMemRangeAttributeLastPrefetchLocation: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(4);
-    pub const cudaMemRangeAttributePreferredLocationType: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(5);
-    pub const cudaMemRangeAttributePreferredLocationId: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(6);
-    pub const cudaMemRangeAttributeLastPrefetchLocationType: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(7);
-    pub const cudaMemRangeAttributeLastPrefetchLocationId: cudaMemRangeAttribute =
-        cudaMemRangeAttribute(8);
+    pub const cudaMemRangeAttributeLastPrefetchLocation: cudaMemRangeAttribute = cudaMemRangeAttribute(4);
+    pub const cudaMemRangeAttributePreferredLocationType: cudaMemRangeAttribute = cudaMemRangeAttribute(5);
+    pub const cudaMemRangeAttributePreferredLocationId: cudaMemRangeAttribute = cudaMemRangeAttribute(6);
+    pub const cudaMemRangeAttributeLastPrefetchLocationType: cudaMemRangeAttribute = cudaMemRangeAttribute(7);
+    pub const cudaMemRangeAttributeLastPrefetchLocationId: cudaMemRangeAttribute = cudaMemRangeAttribute(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2240,8 +2125,7 @@ impl cudaFlushGPUDirectRDMAWritesOptions {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaFlushGPUDirectRDMAWritesOptions(pub ::std::os::raw::c_uint);
 impl cudaGPUDirectRDMAWritesOrdering {
-    pub const cudaGPUDirectRDMAWritesOrderingNone: cudaGPUDirectRDMAWritesOrdering =
-        cudaGPUDirectRDMAWritesOrdering(0);
+    pub const cudaGPUDirectRDMAWritesOrderingNone: cudaGPUDirectRDMAWritesOrdering = cudaGPUDirectRDMAWritesOrdering(0);
     pub const cudaGPUDirectRDMAWritesOrderingOwner: cudaGPUDirectRDMAWritesOrdering =
         cudaGPUDirectRDMAWritesOrdering(100);
     pub const cudaGPUDirectRDMAWritesOrderingAllDevices: cudaGPUDirectRDMAWritesOrdering =
@@ -2365,8 +2249,7 @@ impl cudaDeviceAttr {
     pub const cudaDevAttrMaxSharedMemoryPerBlockOptin: cudaDeviceAttr = cudaDeviceAttr(97);
     pub const cudaDevAttrCanFlushRemoteWrites: cudaDeviceAttr = cudaDeviceAttr(98);
     pub const cudaDevAttrHostRegisterSupported: cudaDeviceAttr = cudaDeviceAttr(99);
-    pub const cudaDevAttrPageableMemoryAccessUsesHostPageTables: cudaDeviceAttr =
-        cudaDeviceAttr(100);
+    pub const cudaDevAttrPageableMemoryAccessUsesHostPageTables: cudaDeviceAttr = cudaDeviceAttr(100);
     pub const cudaDevAttrDirectManagedMemAccessFromHost: cudaDeviceAttr = cudaDeviceAttr(101);
     pub const cudaDevAttrMaxBlocksPerMultiprocessor: cudaDeviceAttr = cudaDeviceAttr(106);
     pub const cudaDevAttrMaxPersistingL2CacheSize: cudaDeviceAttr = cudaDeviceAttr(108);
@@ -2444,8 +2327,7 @@ pub struct cudaMemLocation {
 const _: () = {
     ["Size of cudaMemLocation"][::std::mem::size_of::<cudaMemLocation>() - 8usize];
     ["Alignment of cudaMemLocation"][::std::mem::align_of::<cudaMemLocation>() - 4usize];
-    ["Offset of field: cudaMemLocation::type_"]
-        [::std::mem::offset_of!(cudaMemLocation, type_) - 0usize];
+    ["Offset of field: cudaMemLocation::type_"][::std::mem::offset_of!(cudaMemLocation, type_) - 0usize];
     ["Offset of field: cudaMemLocation::id"][::std::mem::offset_of!(cudaMemLocation, id) - 4usize];
 };
 impl Default for cudaMemLocation {
@@ -2475,10 +2357,8 @@ pub struct cudaMemAccessDesc {
 const _: () = {
     ["Size of cudaMemAccessDesc"][::std::mem::size_of::<cudaMemAccessDesc>() - 12usize];
     ["Alignment of cudaMemAccessDesc"][::std::mem::align_of::<cudaMemAccessDesc>() - 4usize];
-    ["Offset of field: cudaMemAccessDesc::location"]
-        [::std::mem::offset_of!(cudaMemAccessDesc, location) - 0usize];
-    ["Offset of field: cudaMemAccessDesc::flags"]
-        [::std::mem::offset_of!(cudaMemAccessDesc, flags) - 8usize];
+    ["Offset of field: cudaMemAccessDesc::location"][::std::mem::offset_of!(cudaMemAccessDesc, location) - 0usize];
+    ["Offset of field: cudaMemAccessDesc::flags"][::std::mem::offset_of!(cudaMemAccessDesc, flags) - 8usize];
 };
 impl Default for cudaMemAccessDesc {
     fn default() -> Self {
@@ -2500,11 +2380,9 @@ impl cudaMemAllocationType {
 pub struct cudaMemAllocationType(pub ::std::os::raw::c_uint);
 impl cudaMemAllocationHandleType {
     pub const cudaMemHandleTypeNone: cudaMemAllocationHandleType = cudaMemAllocationHandleType(0);
-    pub const cudaMemHandleTypePosixFileDescriptor: cudaMemAllocationHandleType =
-        cudaMemAllocationHandleType(1);
+    pub const cudaMemHandleTypePosixFileDescriptor: cudaMemAllocationHandleType = cudaMemAllocationHandleType(1);
     pub const cudaMemHandleTypeWin32: cudaMemAllocationHandleType = cudaMemAllocationHandleType(2);
-    pub const cudaMemHandleTypeWin32Kmt: cudaMemAllocationHandleType =
-        cudaMemAllocationHandleType(4);
+    pub const cudaMemHandleTypeWin32Kmt: cudaMemAllocationHandleType = cudaMemAllocationHandleType(4);
     pub const cudaMemHandleTypeFabric: cudaMemAllocationHandleType = cudaMemAllocationHandleType(8);
 }
 #[repr(transparent)]
@@ -2525,20 +2403,14 @@ pub struct cudaMemPoolProps {
 const _: () = {
     ["Size of cudaMemPoolProps"][::std::mem::size_of::<cudaMemPoolProps>() - 88usize];
     ["Alignment of cudaMemPoolProps"][::std::mem::align_of::<cudaMemPoolProps>() - 8usize];
-    ["Offset of field: cudaMemPoolProps::allocType"]
-        [::std::mem::offset_of!(cudaMemPoolProps, allocType) - 0usize];
-    ["Offset of field: cudaMemPoolProps::handleTypes"]
-        [::std::mem::offset_of!(cudaMemPoolProps, handleTypes) - 4usize];
-    ["Offset of field: cudaMemPoolProps::location"]
-        [::std::mem::offset_of!(cudaMemPoolProps, location) - 8usize];
+    ["Offset of field: cudaMemPoolProps::allocType"][::std::mem::offset_of!(cudaMemPoolProps, allocType) - 0usize];
+    ["Offset of field: cudaMemPoolProps::handleTypes"][::std::mem::offset_of!(cudaMemPoolProps, handleTypes) - 4usize];
+    ["Offset of field: cudaMemPoolProps::location"][::std::mem::offset_of!(cudaMemPoolProps, location) - 8usize];
     ["Offset of field: cudaMemPoolProps::win32SecurityAttributes"]
         [::std::mem::offset_of!(cudaMemPoolProps, win32SecurityAttributes) - 16usize];
-    ["Offset of field: cudaMemPoolProps::maxSize"]
-        [::std::mem::offset_of!(cudaMemPoolProps, maxSize) - 24usize];
-    ["Offset of field: cudaMemPoolProps::usage"]
-        [::std::mem::offset_of!(cudaMemPoolProps, usage) - 32usize];
-    ["Offset of field: cudaMemPoolProps::reserved"]
-        [::std::mem::offset_of!(cudaMemPoolProps, reserved) - 34usize];
+    ["Offset of field: cudaMemPoolProps::maxSize"][::std::mem::offset_of!(cudaMemPoolProps, maxSize) - 24usize];
+    ["Offset of field: cudaMemPoolProps::usage"][::std::mem::offset_of!(cudaMemPoolProps, usage) - 32usize];
+    ["Offset of field: cudaMemPoolProps::reserved"][::std::mem::offset_of!(cudaMemPoolProps, reserved) - 34usize];
 };
 impl Default for cudaMemPoolProps {
     fn default() -> Self {
@@ -2556,10 +2428,8 @@ pub struct cudaMemPoolPtrExportData {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaMemPoolPtrExportData"]
-        [::std::mem::size_of::<cudaMemPoolPtrExportData>() - 64usize];
-    ["Alignment of cudaMemPoolPtrExportData"]
-        [::std::mem::align_of::<cudaMemPoolPtrExportData>() - 1usize];
+    ["Size of cudaMemPoolPtrExportData"][::std::mem::size_of::<cudaMemPoolPtrExportData>() - 64usize];
+    ["Alignment of cudaMemPoolPtrExportData"][::std::mem::align_of::<cudaMemPoolPtrExportData>() - 1usize];
     ["Offset of field: cudaMemPoolPtrExportData::reserved"]
         [::std::mem::offset_of!(cudaMemPoolPtrExportData, reserved) - 0usize];
 };
@@ -2584,8 +2454,7 @@ pub struct cudaMemAllocNodeParams {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaMemAllocNodeParams"][::std::mem::size_of::<cudaMemAllocNodeParams>() - 120usize];
-    ["Alignment of cudaMemAllocNodeParams"]
-        [::std::mem::align_of::<cudaMemAllocNodeParams>() - 8usize];
+    ["Alignment of cudaMemAllocNodeParams"][::std::mem::align_of::<cudaMemAllocNodeParams>() - 8usize];
     ["Offset of field: cudaMemAllocNodeParams::poolProps"]
         [::std::mem::offset_of!(cudaMemAllocNodeParams, poolProps) - 0usize];
     ["Offset of field: cudaMemAllocNodeParams::accessDescs"]
@@ -2594,8 +2463,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaMemAllocNodeParams, accessDescCount) - 96usize];
     ["Offset of field: cudaMemAllocNodeParams::bytesize"]
         [::std::mem::offset_of!(cudaMemAllocNodeParams, bytesize) - 104usize];
-    ["Offset of field: cudaMemAllocNodeParams::dptr"]
-        [::std::mem::offset_of!(cudaMemAllocNodeParams, dptr) - 112usize];
+    ["Offset of field: cudaMemAllocNodeParams::dptr"][::std::mem::offset_of!(cudaMemAllocNodeParams, dptr) - 112usize];
 };
 impl Default for cudaMemAllocNodeParams {
     fn default() -> Self {
@@ -2617,10 +2485,8 @@ pub struct cudaMemAllocNodeParamsV2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaMemAllocNodeParamsV2"]
-        [::std::mem::size_of::<cudaMemAllocNodeParamsV2>() - 120usize];
-    ["Alignment of cudaMemAllocNodeParamsV2"]
-        [::std::mem::align_of::<cudaMemAllocNodeParamsV2>() - 8usize];
+    ["Size of cudaMemAllocNodeParamsV2"][::std::mem::size_of::<cudaMemAllocNodeParamsV2>() - 120usize];
+    ["Alignment of cudaMemAllocNodeParamsV2"][::std::mem::align_of::<cudaMemAllocNodeParamsV2>() - 8usize];
     ["Offset of field: cudaMemAllocNodeParamsV2::poolProps"]
         [::std::mem::offset_of!(cudaMemAllocNodeParamsV2, poolProps) - 0usize];
     ["Offset of field: cudaMemAllocNodeParamsV2::accessDescs"]
@@ -2649,10 +2515,8 @@ pub struct cudaMemFreeNodeParams {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaMemFreeNodeParams"][::std::mem::size_of::<cudaMemFreeNodeParams>() - 8usize];
-    ["Alignment of cudaMemFreeNodeParams"]
-        [::std::mem::align_of::<cudaMemFreeNodeParams>() - 8usize];
-    ["Offset of field: cudaMemFreeNodeParams::dptr"]
-        [::std::mem::offset_of!(cudaMemFreeNodeParams, dptr) - 0usize];
+    ["Alignment of cudaMemFreeNodeParams"][::std::mem::align_of::<cudaMemFreeNodeParams>() - 8usize];
+    ["Offset of field: cudaMemFreeNodeParams::dptr"][::std::mem::offset_of!(cudaMemFreeNodeParams, dptr) - 0usize];
 };
 impl Default for cudaMemFreeNodeParams {
     fn default() -> Self {
@@ -2664,13 +2528,10 @@ impl Default for cudaMemFreeNodeParams {
     }
 }
 impl cudaGraphMemAttributeType {
-    pub const cudaGraphMemAttrUsedMemCurrent: cudaGraphMemAttributeType =
-        cudaGraphMemAttributeType(0);
+    pub const cudaGraphMemAttrUsedMemCurrent: cudaGraphMemAttributeType = cudaGraphMemAttributeType(0);
     pub const cudaGraphMemAttrUsedMemHigh: cudaGraphMemAttributeType = cudaGraphMemAttributeType(1);
-    pub const cudaGraphMemAttrReservedMemCurrent: cudaGraphMemAttributeType =
-        cudaGraphMemAttributeType(2);
-    pub const cudaGraphMemAttrReservedMemHigh: cudaGraphMemAttributeType =
-        cudaGraphMemAttributeType(3);
+    pub const cudaGraphMemAttrReservedMemCurrent: cudaGraphMemAttributeType = cudaGraphMemAttributeType(2);
+    pub const cudaGraphMemAttrReservedMemHigh: cudaGraphMemAttributeType = cudaGraphMemAttributeType(3);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2683,15 +2544,11 @@ impl cudaMemcpyFlags {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaMemcpyFlags(pub ::std::os::raw::c_uint);
 impl cudaMemcpySrcAccessOrder {
-    pub const cudaMemcpySrcAccessOrderInvalid: cudaMemcpySrcAccessOrder =
-        cudaMemcpySrcAccessOrder(0);
-    pub const cudaMemcpySrcAccessOrderStream: cudaMemcpySrcAccessOrder =
-        cudaMemcpySrcAccessOrder(1);
-    pub const cudaMemcpySrcAccessOrderDuringApiCall: cudaMemcpySrcAccessOrder =
-        cudaMemcpySrcAccessOrder(2);
+    pub const cudaMemcpySrcAccessOrderInvalid: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(0);
+    pub const cudaMemcpySrcAccessOrderStream: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(1);
+    pub const cudaMemcpySrcAccessOrderDuringApiCall: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(2);
     pub const cudaMemcpySrcAccessOrderAny: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(3);
-    pub const cudaMemcpySrcAccessOrderMax: cudaMemcpySrcAccessOrder =
-        cudaMemcpySrcAccessOrder(2147483647);
+    pub const cudaMemcpySrcAccessOrderMax: cudaMemcpySrcAccessOrder = cudaMemcpySrcAccessOrder(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2714,8 +2571,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaMemcpyAttributes, srcLocHint) - 4usize];
     ["Offset of field: cudaMemcpyAttributes::dstLocHint"]
         [::std::mem::offset_of!(cudaMemcpyAttributes, dstLocHint) - 12usize];
-    ["Offset of field: cudaMemcpyAttributes::flags"]
-        [::std::mem::offset_of!(cudaMemcpyAttributes, flags) - 20usize];
+    ["Offset of field: cudaMemcpyAttributes::flags"][::std::mem::offset_of!(cudaMemcpyAttributes, flags) - 20usize];
 };
 impl Default for cudaMemcpyAttributes {
     fn default() -> Self {
@@ -2729,8 +2585,7 @@ impl Default for cudaMemcpyAttributes {
 impl cudaMemcpy3DOperandType {
     pub const cudaMemcpyOperandTypePointer: cudaMemcpy3DOperandType = cudaMemcpy3DOperandType(1);
     pub const cudaMemcpyOperandTypeArray: cudaMemcpy3DOperandType = cudaMemcpy3DOperandType(2);
-    pub const cudaMemcpyOperandTypeMax: cudaMemcpy3DOperandType =
-        cudaMemcpy3DOperandType(2147483647);
+    pub const cudaMemcpyOperandTypeMax: cudaMemcpy3DOperandType = cudaMemcpy3DOperandType(2147483647);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2778,18 +2633,12 @@ const _: () = {
         [::std::mem::align_of::<cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::ptr"]
         [::std::mem::offset_of!(cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1, ptr) - 0usize];
-    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::rowLength"][::std::mem::offset_of!(
-        cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1,
-        rowLength
-    ) - 8usize];
-    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::layerHeight"][::std::mem::offset_of!(
-        cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1,
-        layerHeight
-    ) - 16usize];
-    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::locHint"][::std::mem::offset_of!(
-        cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1,
-        locHint
-    ) - 24usize];
+    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::rowLength"]
+        [::std::mem::offset_of!(cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1, rowLength) - 8usize];
+    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::layerHeight"]
+        [::std::mem::offset_of!(cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1, layerHeight) - 16usize];
+    ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1::locHint"]
+        [::std::mem::offset_of!(cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1, locHint) - 24usize];
 };
 impl Default for cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -2828,8 +2677,7 @@ impl Default for cudaMemcpy3DOperand__bindgen_ty_1__bindgen_ty_2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaMemcpy3DOperand__bindgen_ty_1"]
-        [::std::mem::size_of::<cudaMemcpy3DOperand__bindgen_ty_1>() - 32usize];
+    ["Size of cudaMemcpy3DOperand__bindgen_ty_1"][::std::mem::size_of::<cudaMemcpy3DOperand__bindgen_ty_1>() - 32usize];
     ["Alignment of cudaMemcpy3DOperand__bindgen_ty_1"]
         [::std::mem::align_of::<cudaMemcpy3DOperand__bindgen_ty_1>() - 8usize];
     ["Offset of field: cudaMemcpy3DOperand__bindgen_ty_1::ptr"]
@@ -2850,10 +2698,8 @@ impl Default for cudaMemcpy3DOperand__bindgen_ty_1 {
 const _: () = {
     ["Size of cudaMemcpy3DOperand"][::std::mem::size_of::<cudaMemcpy3DOperand>() - 40usize];
     ["Alignment of cudaMemcpy3DOperand"][::std::mem::align_of::<cudaMemcpy3DOperand>() - 8usize];
-    ["Offset of field: cudaMemcpy3DOperand::type_"]
-        [::std::mem::offset_of!(cudaMemcpy3DOperand, type_) - 0usize];
-    ["Offset of field: cudaMemcpy3DOperand::op"]
-        [::std::mem::offset_of!(cudaMemcpy3DOperand, op) - 8usize];
+    ["Offset of field: cudaMemcpy3DOperand::type_"][::std::mem::offset_of!(cudaMemcpy3DOperand, type_) - 0usize];
+    ["Offset of field: cudaMemcpy3DOperand::op"][::std::mem::offset_of!(cudaMemcpy3DOperand, op) - 8usize];
 };
 impl Default for cudaMemcpy3DOperand {
     fn default() -> Self {
@@ -2877,16 +2723,12 @@ pub struct cudaMemcpy3DBatchOp {
 const _: () = {
     ["Size of cudaMemcpy3DBatchOp"][::std::mem::size_of::<cudaMemcpy3DBatchOp>() - 112usize];
     ["Alignment of cudaMemcpy3DBatchOp"][::std::mem::align_of::<cudaMemcpy3DBatchOp>() - 8usize];
-    ["Offset of field: cudaMemcpy3DBatchOp::src"]
-        [::std::mem::offset_of!(cudaMemcpy3DBatchOp, src) - 0usize];
-    ["Offset of field: cudaMemcpy3DBatchOp::dst"]
-        [::std::mem::offset_of!(cudaMemcpy3DBatchOp, dst) - 40usize];
-    ["Offset of field: cudaMemcpy3DBatchOp::extent"]
-        [::std::mem::offset_of!(cudaMemcpy3DBatchOp, extent) - 80usize];
+    ["Offset of field: cudaMemcpy3DBatchOp::src"][::std::mem::offset_of!(cudaMemcpy3DBatchOp, src) - 0usize];
+    ["Offset of field: cudaMemcpy3DBatchOp::dst"][::std::mem::offset_of!(cudaMemcpy3DBatchOp, dst) - 40usize];
+    ["Offset of field: cudaMemcpy3DBatchOp::extent"][::std::mem::offset_of!(cudaMemcpy3DBatchOp, extent) - 80usize];
     ["Offset of field: cudaMemcpy3DBatchOp::srcAccessOrder"]
         [::std::mem::offset_of!(cudaMemcpy3DBatchOp, srcAccessOrder) - 104usize];
-    ["Offset of field: cudaMemcpy3DBatchOp::flags"]
-        [::std::mem::offset_of!(cudaMemcpy3DBatchOp, flags) - 108usize];
+    ["Offset of field: cudaMemcpy3DBatchOp::flags"][::std::mem::offset_of!(cudaMemcpy3DBatchOp, flags) - 108usize];
 };
 impl Default for cudaMemcpy3DBatchOp {
     fn default() -> Self {
@@ -2902,8 +2744,7 @@ impl cudaDeviceP2PAttr {
     pub const cudaDevP2PAttrAccessSupported: cudaDeviceP2PAttr = cudaDeviceP2PAttr(2);
     pub const cudaDevP2PAttrNativeAtomicSupported: cudaDeviceP2PAttr = cudaDeviceP2PAttr(3);
     pub const cudaDevP2PAttrCudaArrayAccessSupported: cudaDeviceP2PAttr = cudaDeviceP2PAttr(4);
-    pub const cudaDevP2PAttrOnlyPartialNativeAtomicSupported: cudaDeviceP2PAttr =
-        cudaDeviceP2PAttr(5);
+    pub const cudaDevP2PAttrOnlyPartialNativeAtomicSupported: cudaDeviceP2PAttr = cudaDeviceP2PAttr(5);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2927,20 +2768,13 @@ impl cudaAtomicOperation {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaAtomicOperation(pub ::std::os::raw::c_uint);
 impl cudaAtomicOperationCapability {
-    pub const cudaAtomicCapabilitySigned: cudaAtomicOperationCapability =
-        cudaAtomicOperationCapability(1);
-    pub const cudaAtomicCapabilityUnsigned: cudaAtomicOperationCapability =
-        cudaAtomicOperationCapability(2);
-    pub const cudaAtomicCapabilityReduction: cudaAtomicOperationCapability =
-        cudaAtomicOperationCapability(4);
-    pub const cudaAtomicCapabilityScalar32: cudaAtomicOperationCapability =
-        cudaAtomicOperationCapability(8);
-    pub const cudaAtomicCapabilityScalar64: cudaAtomicOperationCapability =
-        cudaAtomicOperationCapability(16);
-    pub const cudaAtomicCapabilityScalar128: cudaAtomicOperationCapability =
-        cudaAtomicOperationCapability(32);
-    pub const cudaAtomicCapabilityVector32x4: cudaAtomicOperationCapability =
-        cudaAtomicOperationCapability(64);
+    pub const cudaAtomicCapabilitySigned: cudaAtomicOperationCapability = cudaAtomicOperationCapability(1);
+    pub const cudaAtomicCapabilityUnsigned: cudaAtomicOperationCapability = cudaAtomicOperationCapability(2);
+    pub const cudaAtomicCapabilityReduction: cudaAtomicOperationCapability = cudaAtomicOperationCapability(4);
+    pub const cudaAtomicCapabilityScalar32: cudaAtomicOperationCapability = cudaAtomicOperationCapability(8);
+    pub const cudaAtomicCapabilityScalar64: cudaAtomicOperationCapability = cudaAtomicOperationCapability(16);
+    pub const cudaAtomicCapabilityScalar128: cudaAtomicOperationCapability = cudaAtomicOperationCapability(32);
+    pub const cudaAtomicCapabilityVector32x4: cudaAtomicOperationCapability = cudaAtomicOperationCapability(64);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -3059,60 +2893,47 @@ pub struct cudaDeviceProp {
 const _: () = {
     ["Size of cudaDeviceProp"][::std::mem::size_of::<cudaDeviceProp>() - 1008usize];
     ["Alignment of cudaDeviceProp"][::std::mem::align_of::<cudaDeviceProp>() - 8usize];
-    ["Offset of field: cudaDeviceProp::name"]
-        [::std::mem::offset_of!(cudaDeviceProp, name) - 0usize];
-    ["Offset of field: cudaDeviceProp::uuid"]
-        [::std::mem::offset_of!(cudaDeviceProp, uuid) - 256usize];
-    ["Offset of field: cudaDeviceProp::luid"]
-        [::std::mem::offset_of!(cudaDeviceProp, luid) - 272usize];
+    ["Offset of field: cudaDeviceProp::name"][::std::mem::offset_of!(cudaDeviceProp, name) - 0usize];
+    ["Offset of field: cudaDeviceProp::uuid"][::std::mem::offset_of!(cudaDeviceProp, uuid) - 256usize];
+    ["Offset of field: cudaDeviceProp::luid"][::std::mem::offset_of!(cudaDeviceProp, luid) - 272usize];
     ["Offset of field: cudaDeviceProp::luidDeviceNodeMask"]
         [::std::mem::offset_of!(cudaDeviceProp, luidDeviceNodeMask) - 280usize];
     ["Offset of field: cudaDeviceProp::totalGlobalMem"]
         [::std::mem::offset_of!(cudaDeviceProp, totalGlobalMem) - 288usize];
     ["Offset of field: cudaDeviceProp::sharedMemPerBlock"]
         [::std::mem::offset_of!(cudaDeviceProp, sharedMemPerBlock) - 296usize];
-    ["Offset of field: cudaDeviceProp::regsPerBlock"]
-        [::std::mem::offset_of!(cudaDeviceProp, regsPerBlock) - 304usize];
-    ["Offset of field: cudaDeviceProp::warpSize"]
-        [::std::mem::offset_of!(cudaDeviceProp, warpSize) - 308usize];
-    ["Offset of field: cudaDeviceProp::memPitch"]
-        [::std::mem::offset_of!(cudaDeviceProp, memPitch) - 312usize];
+    ["Offset of field: cudaDeviceProp::regsPerBlock"][::std::mem::offset_of!(cudaDeviceProp, regsPerBlock) - 304usize];
+    ["Offset of field: cudaDeviceProp::warpSize"][::std::mem::offset_of!(cudaDeviceProp, warpSize) - 308usize];
+    ["Offset of field: cudaDeviceProp::memPitch"][::std::mem::offset_of!(cudaDeviceProp, memPitch) - 312usize];
     ["Offset of field: cudaDeviceProp::maxThreadsPerBlock"]
         [::std::mem::offset_of!(cudaDeviceProp, maxThreadsPerBlock) - 320usize];
     ["Offset of field: cudaDeviceProp::maxThreadsDim"]
         [::std::mem::offset_of!(cudaDeviceProp, maxThreadsDim) - 324usize];
-    ["Offset of field: cudaDeviceProp::maxGridSize"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxGridSize) - 336usize];
+    ["Offset of field: cudaDeviceProp::maxGridSize"][::std::mem::offset_of!(cudaDeviceProp, maxGridSize) - 336usize];
     ["Offset of field: cudaDeviceProp::totalConstMem"]
         [::std::mem::offset_of!(cudaDeviceProp, totalConstMem) - 352usize];
-    ["Offset of field: cudaDeviceProp::major"]
-        [::std::mem::offset_of!(cudaDeviceProp, major) - 360usize];
-    ["Offset of field: cudaDeviceProp::minor"]
-        [::std::mem::offset_of!(cudaDeviceProp, minor) - 364usize];
+    ["Offset of field: cudaDeviceProp::major"][::std::mem::offset_of!(cudaDeviceProp, major) - 360usize];
+    ["Offset of field: cudaDeviceProp::minor"][::std::mem::offset_of!(cudaDeviceProp, minor) - 364usize];
     ["Offset of field: cudaDeviceProp::textureAlignment"]
         [::std::mem::offset_of!(cudaDeviceProp, textureAlignment) - 368usize];
     ["Offset of field: cudaDeviceProp::texturePitchAlignment"]
         [::std::mem::offset_of!(cudaDeviceProp, texturePitchAlignment) - 376usize];
     ["Offset of field: cudaDeviceProp::multiProcessorCount"]
         [::std::mem::offset_of!(cudaDeviceProp, multiProcessorCount) - 384usize];
-    ["Offset of field: cudaDeviceProp::integrated"]
-        [::std::mem::offset_of!(cudaDeviceProp, integrated) - 388usize];
+    ["Offset of field: cudaDeviceProp::integrated"][::std::mem::offset_of!(cudaDeviceProp, integrated) - 388usize];
     ["Offset of field: cudaDeviceProp::canMapHostMemory"]
         [::std::mem::offset_of!(cudaDeviceProp, canMapHostMemory) - 392usize];
-    ["Offset of field: cudaDeviceProp::maxTexture1D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxTexture1D) - 396usize];
+    ["Offset of field: cudaDeviceProp::maxTexture1D"][::std::mem::offset_of!(cudaDeviceProp, maxTexture1D) - 396usize];
     ["Offset of field: cudaDeviceProp::maxTexture1DMipmap"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture1DMipmap) - 400usize];
-    ["Offset of field: cudaDeviceProp::maxTexture2D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxTexture2D) - 404usize];
+    ["Offset of field: cudaDeviceProp::maxTexture2D"][::std::mem::offset_of!(cudaDeviceProp, maxTexture2D) - 404usize];
     ["Offset of field: cudaDeviceProp::maxTexture2DMipmap"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture2DMipmap) - 412usize];
     ["Offset of field: cudaDeviceProp::maxTexture2DLinear"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture2DLinear) - 420usize];
     ["Offset of field: cudaDeviceProp::maxTexture2DGather"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture2DGather) - 432usize];
-    ["Offset of field: cudaDeviceProp::maxTexture3D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxTexture3D) - 440usize];
+    ["Offset of field: cudaDeviceProp::maxTexture3D"][::std::mem::offset_of!(cudaDeviceProp, maxTexture3D) - 440usize];
     ["Offset of field: cudaDeviceProp::maxTexture3DAlt"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture3DAlt) - 452usize];
     ["Offset of field: cudaDeviceProp::maxTextureCubemap"]
@@ -3123,12 +2944,9 @@ const _: () = {
         [::std::mem::offset_of!(cudaDeviceProp, maxTexture2DLayered) - 476usize];
     ["Offset of field: cudaDeviceProp::maxTextureCubemapLayered"]
         [::std::mem::offset_of!(cudaDeviceProp, maxTextureCubemapLayered) - 488usize];
-    ["Offset of field: cudaDeviceProp::maxSurface1D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxSurface1D) - 496usize];
-    ["Offset of field: cudaDeviceProp::maxSurface2D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxSurface2D) - 500usize];
-    ["Offset of field: cudaDeviceProp::maxSurface3D"]
-        [::std::mem::offset_of!(cudaDeviceProp, maxSurface3D) - 508usize];
+    ["Offset of field: cudaDeviceProp::maxSurface1D"][::std::mem::offset_of!(cudaDeviceProp, maxSurface1D) - 496usize];
+    ["Offset of field: cudaDeviceProp::maxSurface2D"][::std::mem::offset_of!(cudaDeviceProp, maxSurface2D) - 500usize];
+    ["Offset of field: cudaDeviceProp::maxSurface3D"][::std::mem::offset_of!(cudaDeviceProp, maxSurface3D) - 508usize];
     ["Offset of field: cudaDeviceProp::maxSurface1DLayered"]
         [::std::mem::offset_of!(cudaDeviceProp, maxSurface1DLayered) - 520usize];
     ["Offset of field: cudaDeviceProp::maxSurface2DLayered"]
@@ -3141,24 +2959,18 @@ const _: () = {
         [::std::mem::offset_of!(cudaDeviceProp, surfaceAlignment) - 552usize];
     ["Offset of field: cudaDeviceProp::concurrentKernels"]
         [::std::mem::offset_of!(cudaDeviceProp, concurrentKernels) - 560usize];
-    ["Offset of field: cudaDeviceProp::ECCEnabled"]
-        [::std::mem::offset_of!(cudaDeviceProp, ECCEnabled) - 564usize];
-    ["Offset of field: cudaDeviceProp::pciBusID"]
-        [::std::mem::offset_of!(cudaDeviceProp, pciBusID) - 568usize];
-    ["Offset of field: cudaDeviceProp::pciDeviceID"]
-        [::std::mem::offset_of!(cudaDeviceProp, pciDeviceID) - 572usize];
-    ["Offset of field: cudaDeviceProp::pciDomainID"]
-        [::std::mem::offset_of!(cudaDeviceProp, pciDomainID) - 576usize];
-    ["Offset of field: cudaDeviceProp::tccDriver"]
-        [::std::mem::offset_of!(cudaDeviceProp, tccDriver) - 580usize];
+    ["Offset of field: cudaDeviceProp::ECCEnabled"][::std::mem::offset_of!(cudaDeviceProp, ECCEnabled) - 564usize];
+    ["Offset of field: cudaDeviceProp::pciBusID"][::std::mem::offset_of!(cudaDeviceProp, pciBusID) - 568usize];
+    ["Offset of field: cudaDeviceProp::pciDeviceID"][::std::mem::offset_of!(cudaDeviceProp, pciDeviceID) - 572usize];
+    ["Offset of field: cudaDeviceProp::pciDomainID"][::std::mem::offset_of!(cudaDeviceProp, pciDomainID) - 576usize];
+    ["Offset of field: cudaDeviceProp::tccDriver"][::std::mem::offset_of!(cudaDeviceProp, tccDriver) - 580usize];
     ["Offset of field: cudaDeviceProp::asyncEngineCount"]
         [::std::mem::offset_of!(cudaDeviceProp, asyncEngineCount) - 584usize];
     ["Offset of field: cudaDeviceProp::unifiedAddressing"]
         [::std::mem::offset_of!(cudaDeviceProp, unifiedAddressing) - 588usize];
     ["Offset of field: cudaDeviceProp::memoryBusWidth"]
         [::std::mem::offset_of!(cudaDeviceProp, memoryBusWidth) - 592usize];
-    ["Offset of field: cudaDeviceProp::l2CacheSize"]
-        [::std::mem::offset_of!(cudaDeviceProp, l2CacheSize) - 596usize];
+    ["Offset of field: cudaDeviceProp::l2CacheSize"][::std::mem::offset_of!(cudaDeviceProp, l2CacheSize) - 596usize];
     ["Offset of field: cudaDeviceProp::persistingL2CacheMaxSize"]
         [::std::mem::offset_of!(cudaDeviceProp, persistingL2CacheMaxSize) - 600usize];
     ["Offset of field: cudaDeviceProp::maxThreadsPerMultiProcessor"]
@@ -3231,20 +3043,16 @@ const _: () = {
         [::std::mem::offset_of!(cudaDeviceProp, unifiedFunctionPointers) - 752usize];
     ["Offset of field: cudaDeviceProp::deviceNumaConfig"]
         [::std::mem::offset_of!(cudaDeviceProp, deviceNumaConfig) - 756usize];
-    ["Offset of field: cudaDeviceProp::deviceNumaId"]
-        [::std::mem::offset_of!(cudaDeviceProp, deviceNumaId) - 760usize];
-    ["Offset of field: cudaDeviceProp::mpsEnabled"]
-        [::std::mem::offset_of!(cudaDeviceProp, mpsEnabled) - 764usize];
-    ["Offset of field: cudaDeviceProp::hostNumaId"]
-        [::std::mem::offset_of!(cudaDeviceProp, hostNumaId) - 768usize];
+    ["Offset of field: cudaDeviceProp::deviceNumaId"][::std::mem::offset_of!(cudaDeviceProp, deviceNumaId) - 760usize];
+    ["Offset of field: cudaDeviceProp::mpsEnabled"][::std::mem::offset_of!(cudaDeviceProp, mpsEnabled) - 764usize];
+    ["Offset of field: cudaDeviceProp::hostNumaId"][::std::mem::offset_of!(cudaDeviceProp, hostNumaId) - 768usize];
     ["Offset of field: cudaDeviceProp::gpuPciDeviceID"]
         [::std::mem::offset_of!(cudaDeviceProp, gpuPciDeviceID) - 772usize];
     ["Offset of field: cudaDeviceProp::gpuPciSubsystemID"]
         [::std::mem::offset_of!(cudaDeviceProp, gpuPciSubsystemID) - 776usize];
     ["Offset of field: cudaDeviceProp::hostNumaMultinodeIpcSupported"]
         [::std::mem::offset_of!(cudaDeviceProp, hostNumaMultinodeIpcSupported) - 780usize];
-    ["Offset of field: cudaDeviceProp::reserved"]
-        [::std::mem::offset_of!(cudaDeviceProp, reserved) - 784usize];
+    ["Offset of field: cudaDeviceProp::reserved"][::std::mem::offset_of!(cudaDeviceProp, reserved) - 784usize];
 };
 impl Default for cudaDeviceProp {
     fn default() -> Self {
@@ -3263,8 +3071,7 @@ pub struct cudaIpcEventHandle_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaIpcEventHandle_st"][::std::mem::size_of::<cudaIpcEventHandle_st>() - 64usize];
-    ["Alignment of cudaIpcEventHandle_st"]
-        [::std::mem::align_of::<cudaIpcEventHandle_st>() - 1usize];
+    ["Alignment of cudaIpcEventHandle_st"][::std::mem::align_of::<cudaIpcEventHandle_st>() - 1usize];
     ["Offset of field: cudaIpcEventHandle_st::reserved"]
         [::std::mem::offset_of!(cudaIpcEventHandle_st, reserved) - 0usize];
 };
@@ -3287,8 +3094,7 @@ pub struct cudaIpcMemHandle_st {
 const _: () = {
     ["Size of cudaIpcMemHandle_st"][::std::mem::size_of::<cudaIpcMemHandle_st>() - 64usize];
     ["Alignment of cudaIpcMemHandle_st"][::std::mem::align_of::<cudaIpcMemHandle_st>() - 1usize];
-    ["Offset of field: cudaIpcMemHandle_st::reserved"]
-        [::std::mem::offset_of!(cudaIpcMemHandle_st, reserved) - 0usize];
+    ["Offset of field: cudaIpcMemHandle_st::reserved"][::std::mem::offset_of!(cudaIpcMemHandle_st, reserved) - 0usize];
 };
 impl Default for cudaIpcMemHandle_st {
     fn default() -> Self {
@@ -3308,8 +3114,7 @@ pub struct cudaMemFabricHandle_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaMemFabricHandle_st"][::std::mem::size_of::<cudaMemFabricHandle_st>() - 64usize];
-    ["Alignment of cudaMemFabricHandle_st"]
-        [::std::mem::align_of::<cudaMemFabricHandle_st>() - 1usize];
+    ["Alignment of cudaMemFabricHandle_st"][::std::mem::align_of::<cudaMemFabricHandle_st>() - 1usize];
     ["Offset of field: cudaMemFabricHandle_st::reserved"]
         [::std::mem::offset_of!(cudaMemFabricHandle_st, reserved) - 0usize];
 };
@@ -3324,22 +3129,16 @@ impl Default for cudaMemFabricHandle_st {
 }
 pub type cudaMemFabricHandle_t = cudaMemFabricHandle_st;
 impl cudaExternalMemoryHandleType {
-    pub const cudaExternalMemoryHandleTypeOpaqueFd: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(1);
-    pub const cudaExternalMemoryHandleTypeOpaqueWin32: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(2);
+    pub const cudaExternalMemoryHandleTypeOpaqueFd: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(1);
+    pub const cudaExternalMemoryHandleTypeOpaqueWin32: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(2);
     pub const cudaExternalMemoryHandleTypeOpaqueWin32Kmt: cudaExternalMemoryHandleType =
         cudaExternalMemoryHandleType(3);
-    pub const cudaExternalMemoryHandleTypeD3D12Heap: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(4);
-    pub const cudaExternalMemoryHandleTypeD3D12Resource: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(5);
-    pub const cudaExternalMemoryHandleTypeD3D11Resource: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(6);
+    pub const cudaExternalMemoryHandleTypeD3D12Heap: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(4);
+    pub const cudaExternalMemoryHandleTypeD3D12Resource: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(5);
+    pub const cudaExternalMemoryHandleTypeD3D11Resource: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(6);
     pub const cudaExternalMemoryHandleTypeD3D11ResourceKmt: cudaExternalMemoryHandleType =
         cudaExternalMemoryHandleType(7);
-    pub const cudaExternalMemoryHandleTypeNvSciBuf: cudaExternalMemoryHandleType =
-        cudaExternalMemoryHandleType(8);
+    pub const cudaExternalMemoryHandleTypeNvSciBuf: cudaExternalMemoryHandleType = cudaExternalMemoryHandleType(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -3368,21 +3167,14 @@ pub struct cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1,
-    >() - 16usize];
-    ["Alignment of cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1"][::std::mem::align_of::<
-        cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1,
-    >() - 8usize];
-    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1::handle"][::std::mem::offset_of!(
-        cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1,
-        handle
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1::name"][::std::mem::offset_of!(
-        cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1,
-        name
-    ) - 8usize];
+    ["Size of cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1>() - 16usize];
+    ["Alignment of cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::align_of::<cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1::handle"]
+        [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1, handle) - 0usize];
+    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1::name"]
+        [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1, name) - 8usize];
 };
 impl Default for cudaExternalMemoryHandleDesc__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -3403,10 +3195,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1, fd) - 0usize];
     ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1::win32"]
         [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1, win32) - 0usize];
-    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1::nvSciBufObject"][::std::mem::offset_of!(
-        cudaExternalMemoryHandleDesc__bindgen_ty_1,
-        nvSciBufObject
-    ) - 0usize];
+    ["Offset of field: cudaExternalMemoryHandleDesc__bindgen_ty_1::nvSciBufObject"]
+        [::std::mem::offset_of!(cudaExternalMemoryHandleDesc__bindgen_ty_1, nvSciBufObject) - 0usize];
 };
 impl Default for cudaExternalMemoryHandleDesc__bindgen_ty_1 {
     fn default() -> Self {
@@ -3419,10 +3209,8 @@ impl Default for cudaExternalMemoryHandleDesc__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalMemoryHandleDesc"]
-        [::std::mem::size_of::<cudaExternalMemoryHandleDesc>() - 104usize];
-    ["Alignment of cudaExternalMemoryHandleDesc"]
-        [::std::mem::align_of::<cudaExternalMemoryHandleDesc>() - 8usize];
+    ["Size of cudaExternalMemoryHandleDesc"][::std::mem::size_of::<cudaExternalMemoryHandleDesc>() - 104usize];
+    ["Alignment of cudaExternalMemoryHandleDesc"][::std::mem::align_of::<cudaExternalMemoryHandleDesc>() - 8usize];
     ["Offset of field: cudaExternalMemoryHandleDesc::type_"]
         [::std::mem::offset_of!(cudaExternalMemoryHandleDesc, type_) - 0usize];
     ["Offset of field: cudaExternalMemoryHandleDesc::handle"]
@@ -3453,10 +3241,8 @@ pub struct cudaExternalMemoryBufferDesc {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalMemoryBufferDesc"]
-        [::std::mem::size_of::<cudaExternalMemoryBufferDesc>() - 88usize];
-    ["Alignment of cudaExternalMemoryBufferDesc"]
-        [::std::mem::align_of::<cudaExternalMemoryBufferDesc>() - 8usize];
+    ["Size of cudaExternalMemoryBufferDesc"][::std::mem::size_of::<cudaExternalMemoryBufferDesc>() - 88usize];
+    ["Alignment of cudaExternalMemoryBufferDesc"][::std::mem::align_of::<cudaExternalMemoryBufferDesc>() - 8usize];
     ["Offset of field: cudaExternalMemoryBufferDesc::offset"]
         [::std::mem::offset_of!(cudaExternalMemoryBufferDesc, offset) - 0usize];
     ["Offset of field: cudaExternalMemoryBufferDesc::size"]
@@ -3523,8 +3309,8 @@ impl cudaExternalSemaphoreHandleType {
         cudaExternalSemaphoreHandleType(8);
     pub const cudaExternalSemaphoreHandleTypeTimelineSemaphoreFd: cudaExternalSemaphoreHandleType =
         cudaExternalSemaphoreHandleType(9);
-    pub const cudaExternalSemaphoreHandleTypeTimelineSemaphoreWin32:
-        cudaExternalSemaphoreHandleType = cudaExternalSemaphoreHandleType(10);
+    pub const cudaExternalSemaphoreHandleTypeTimelineSemaphoreWin32: cudaExternalSemaphoreHandleType =
+        cudaExternalSemaphoreHandleType(10);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -3552,22 +3338,14 @@ pub struct cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1,
-    >() - 16usize];
+    ["Size of cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1>() - 16usize];
     ["Alignment of cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1::handle"][::std::mem::offset_of!(
-        cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1,
-        handle
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1::name"][::std::mem::offset_of!(
-        cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1,
-        name
-    )
-        - 8usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1::handle"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1, handle) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1::name"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1, name) - 8usize];
 };
 impl Default for cudaExternalSemaphoreHandleDesc__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -3588,10 +3366,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1, fd) - 0usize];
     ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1::win32"]
         [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1, win32) - 0usize];
-    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1::nvSciSyncObj"][::std::mem::offset_of!(
-        cudaExternalSemaphoreHandleDesc__bindgen_ty_1,
-        nvSciSyncObj
-    ) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreHandleDesc__bindgen_ty_1::nvSciSyncObj"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreHandleDesc__bindgen_ty_1, nvSciSyncObj) - 0usize];
 };
 impl Default for cudaExternalSemaphoreHandleDesc__bindgen_ty_1 {
     fn default() -> Self {
@@ -3604,8 +3380,7 @@ impl Default for cudaExternalSemaphoreHandleDesc__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreHandleDesc"]
-        [::std::mem::size_of::<cudaExternalSemaphoreHandleDesc>() - 96usize];
+    ["Size of cudaExternalSemaphoreHandleDesc"][::std::mem::size_of::<cudaExternalSemaphoreHandleDesc>() - 96usize];
     ["Alignment of cudaExternalSemaphoreHandleDesc"]
         [::std::mem::align_of::<cudaExternalSemaphoreHandleDesc>() - 8usize];
     ["Offset of field: cudaExternalSemaphoreHandleDesc::type_"]
@@ -3648,17 +3423,12 @@ pub struct cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1::value"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1,
-        value
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1::value"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_1, value) - 0usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -3668,22 +3438,14 @@ pub union cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2"][::std::mem::size_of::<
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2"]
+        [::std::mem::size_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Alignment of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2::fence"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2,
-        fence
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2::reserved"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2,
-        reserved
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2::fence"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2, fence) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2::reserved"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2, reserved) - 0usize];
 };
 impl Default for cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_2 {
     fn default() -> Self {
@@ -3701,17 +3463,12 @@ pub struct cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3"][::std::mem::size_of::<
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3"]
+        [::std::mem::size_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3>() - 8usize];
     ["Alignment of cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3::key"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3,
-        key
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3::key"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1__bindgen_ty_3, key) - 0usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -3721,18 +3478,12 @@ const _: () = {
         [::std::mem::align_of::<cudaExternalSemaphoreSignalParams__bindgen_ty_1>() - 8usize];
     ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::fence"]
         [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1, fence) - 0usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::nvSciSync"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1,
-        nvSciSync
-    ) - 8usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::keyedMutex"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1,
-        keyedMutex
-    ) - 16usize];
-    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::reserved"][::std::mem::offset_of!(
-        cudaExternalSemaphoreSignalParams__bindgen_ty_1,
-        reserved
-    ) - 24usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::nvSciSync"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1, nvSciSync) - 8usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::keyedMutex"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1, keyedMutex) - 16usize];
+    ["Offset of field: cudaExternalSemaphoreSignalParams__bindgen_ty_1::reserved"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreSignalParams__bindgen_ty_1, reserved) - 24usize];
 };
 impl Default for cudaExternalSemaphoreSignalParams__bindgen_ty_1 {
     fn default() -> Self {
@@ -3787,17 +3538,12 @@ pub struct cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1"][::std::mem::size_of::<
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1"]
+        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1"]
-        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1::value"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1,
-        value
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1::value"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_1, value) - 0usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -3807,22 +3553,14 @@ pub union cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2"][::std::mem::size_of::<
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2,
-    >() - 8usize];
+    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2"]
+        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2>() - 8usize];
     ["Alignment of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2"]
-        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2::fence"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2,
-        fence
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2::reserved"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2,
-        reserved
-    )
-        - 0usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2::fence"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2, fence) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2::reserved"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2, reserved) - 0usize];
 };
 impl Default for cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_2 {
     fn default() -> Self {
@@ -3841,22 +3579,14 @@ pub struct cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3"][::std::mem::size_of::<
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3,
-    >() - 16usize];
+    ["Size of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3"]
+        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3>() - 16usize];
     ["Alignment of cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3"]
-        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3>()
-            - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3::key"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3,
-        key
-    )
-        - 0usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3::timeoutMs"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3,
-        timeoutMs
-    )
-        - 8usize];
+        [::std::mem::align_of::<cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3>() - 8usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3::key"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3, key) - 0usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3::timeoutMs"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1__bindgen_ty_3, timeoutMs) - 8usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -3868,10 +3598,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1, fence) - 0usize];
     ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1::nvSciSync"]
         [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1, nvSciSync) - 8usize];
-    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1::keyedMutex"][::std::mem::offset_of!(
-        cudaExternalSemaphoreWaitParams__bindgen_ty_1,
-        keyedMutex
-    ) - 16usize];
+    ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1::keyedMutex"]
+        [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1, keyedMutex) - 16usize];
     ["Offset of field: cudaExternalSemaphoreWaitParams__bindgen_ty_1::reserved"]
         [::std::mem::offset_of!(cudaExternalSemaphoreWaitParams__bindgen_ty_1, reserved) - 32usize];
 };
@@ -3886,8 +3614,7 @@ impl Default for cudaExternalSemaphoreWaitParams__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaExternalSemaphoreWaitParams"]
-        [::std::mem::size_of::<cudaExternalSemaphoreWaitParams>() - 144usize];
+    ["Size of cudaExternalSemaphoreWaitParams"][::std::mem::size_of::<cudaExternalSemaphoreWaitParams>() - 144usize];
     ["Alignment of cudaExternalSemaphoreWaitParams"]
         [::std::mem::align_of::<cudaExternalSemaphoreWaitParams>() - 8usize];
     ["Offset of field: cudaExternalSemaphoreWaitParams::params"]
@@ -3986,8 +3713,7 @@ impl cudaJitOption {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaJitOption(pub ::std::os::raw::c_uint);
 impl cudaLibraryOption {
-    pub const cudaLibraryHostUniversalFunctionAndDataTable: cudaLibraryOption =
-        cudaLibraryOption(0);
+    pub const cudaLibraryHostUniversalFunctionAndDataTable: cudaLibraryOption = cudaLibraryOption(0);
     pub const cudaLibraryBinaryIsPreserved: cudaLibraryOption = cudaLibraryOption(1);
 }
 #[repr(transparent)]
@@ -4007,21 +3733,14 @@ const _: () = {
         [::std::mem::size_of::<cudalibraryHostUniversalFunctionAndDataTable>() - 32usize];
     ["Alignment of cudalibraryHostUniversalFunctionAndDataTable"]
         [::std::mem::align_of::<cudalibraryHostUniversalFunctionAndDataTable>() - 8usize];
-    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::functionTable"][::std::mem::offset_of!(
-        cudalibraryHostUniversalFunctionAndDataTable,
-        functionTable
-    ) - 0usize];
-    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::functionWindowSize"][::std::mem::offset_of!(
-        cudalibraryHostUniversalFunctionAndDataTable,
-        functionWindowSize
-    )
-        - 8usize];
+    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::functionTable"]
+        [::std::mem::offset_of!(cudalibraryHostUniversalFunctionAndDataTable, functionTable) - 0usize];
+    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::functionWindowSize"]
+        [::std::mem::offset_of!(cudalibraryHostUniversalFunctionAndDataTable, functionWindowSize) - 8usize];
     ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::dataTable"]
         [::std::mem::offset_of!(cudalibraryHostUniversalFunctionAndDataTable, dataTable) - 16usize];
-    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::dataWindowSize"][::std::mem::offset_of!(
-        cudalibraryHostUniversalFunctionAndDataTable,
-        dataWindowSize
-    ) - 24usize];
+    ["Offset of field: cudalibraryHostUniversalFunctionAndDataTable::dataWindowSize"]
+        [::std::mem::offset_of!(cudalibraryHostUniversalFunctionAndDataTable, dataWindowSize) - 24usize];
 };
 impl Default for cudalibraryHostUniversalFunctionAndDataTable {
     fn default() -> Self {
@@ -4081,18 +3800,15 @@ pub struct cudaKernelNodeParams {
 const _: () = {
     ["Size of cudaKernelNodeParams"][::std::mem::size_of::<cudaKernelNodeParams>() - 56usize];
     ["Alignment of cudaKernelNodeParams"][::std::mem::align_of::<cudaKernelNodeParams>() - 8usize];
-    ["Offset of field: cudaKernelNodeParams::func"]
-        [::std::mem::offset_of!(cudaKernelNodeParams, func) - 0usize];
-    ["Offset of field: cudaKernelNodeParams::gridDim"]
-        [::std::mem::offset_of!(cudaKernelNodeParams, gridDim) - 8usize];
+    ["Offset of field: cudaKernelNodeParams::func"][::std::mem::offset_of!(cudaKernelNodeParams, func) - 0usize];
+    ["Offset of field: cudaKernelNodeParams::gridDim"][::std::mem::offset_of!(cudaKernelNodeParams, gridDim) - 8usize];
     ["Offset of field: cudaKernelNodeParams::blockDim"]
         [::std::mem::offset_of!(cudaKernelNodeParams, blockDim) - 20usize];
     ["Offset of field: cudaKernelNodeParams::sharedMemBytes"]
         [::std::mem::offset_of!(cudaKernelNodeParams, sharedMemBytes) - 32usize];
     ["Offset of field: cudaKernelNodeParams::kernelParams"]
         [::std::mem::offset_of!(cudaKernelNodeParams, kernelParams) - 40usize];
-    ["Offset of field: cudaKernelNodeParams::extra"]
-        [::std::mem::offset_of!(cudaKernelNodeParams, extra) - 48usize];
+    ["Offset of field: cudaKernelNodeParams::extra"][::std::mem::offset_of!(cudaKernelNodeParams, extra) - 48usize];
 };
 impl Default for cudaKernelNodeParams {
     fn default() -> Self {
@@ -4116,10 +3832,8 @@ pub struct cudaKernelNodeParamsV2 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaKernelNodeParamsV2"][::std::mem::size_of::<cudaKernelNodeParamsV2>() - 56usize];
-    ["Alignment of cudaKernelNodeParamsV2"]
-        [::std::mem::align_of::<cudaKernelNodeParamsV2>() - 8usize];
-    ["Offset of field: cudaKernelNodeParamsV2::func"]
-        [::std::mem::offset_of!(cudaKernelNodeParamsV2, func) - 0usize];
+    ["Alignment of cudaKernelNodeParamsV2"][::std::mem::align_of::<cudaKernelNodeParamsV2>() - 8usize];
+    ["Offset of field: cudaKernelNodeParamsV2::func"][::std::mem::offset_of!(cudaKernelNodeParamsV2, func) - 0usize];
     ["Offset of field: cudaKernelNodeParamsV2::gridDim"]
         [::std::mem::offset_of!(cudaKernelNodeParamsV2, gridDim) - 8usize];
     ["Offset of field: cudaKernelNodeParamsV2::blockDim"]
@@ -4128,8 +3842,7 @@ const _: () = {
         [::std::mem::offset_of!(cudaKernelNodeParamsV2, sharedMemBytes) - 32usize];
     ["Offset of field: cudaKernelNodeParamsV2::kernelParams"]
         [::std::mem::offset_of!(cudaKernelNodeParamsV2, kernelParams) - 40usize];
-    ["Offset of field: cudaKernelNodeParamsV2::extra"]
-        [::std::mem::offset_of!(cudaKernelNodeParamsV2, extra) - 48usize];
+    ["Offset of field: cudaKernelNodeParamsV2::extra"][::std::mem::offset_of!(cudaKernelNodeParamsV2, extra) - 48usize];
 };
 impl Default for cudaKernelNodeParamsV2 {
     fn default() -> Self {
@@ -4257,18 +3970,15 @@ impl Default for cudaExternalSemaphoreWaitNodeParamsV2 {
     }
 }
 impl cudaGraphConditionalHandleFlags {
-    pub const cudaGraphCondAssignDefault: cudaGraphConditionalHandleFlags =
-        cudaGraphConditionalHandleFlags(1);
+    pub const cudaGraphCondAssignDefault: cudaGraphConditionalHandleFlags = cudaGraphConditionalHandleFlags(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGraphConditionalHandleFlags(pub ::std::os::raw::c_uint);
 impl cudaGraphConditionalNodeType {
     pub const cudaGraphCondTypeIf: cudaGraphConditionalNodeType = cudaGraphConditionalNodeType(0);
-    pub const cudaGraphCondTypeWhile: cudaGraphConditionalNodeType =
-        cudaGraphConditionalNodeType(1);
-    pub const cudaGraphCondTypeSwitch: cudaGraphConditionalNodeType =
-        cudaGraphConditionalNodeType(2);
+    pub const cudaGraphCondTypeWhile: cudaGraphConditionalNodeType = cudaGraphConditionalNodeType(1);
+    pub const cudaGraphCondTypeSwitch: cudaGraphConditionalNodeType = cudaGraphConditionalNodeType(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4283,10 +3993,8 @@ pub struct cudaConditionalNodeParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaConditionalNodeParams"]
-        [::std::mem::size_of::<cudaConditionalNodeParams>() - 24usize];
-    ["Alignment of cudaConditionalNodeParams"]
-        [::std::mem::align_of::<cudaConditionalNodeParams>() - 8usize];
+    ["Size of cudaConditionalNodeParams"][::std::mem::size_of::<cudaConditionalNodeParams>() - 24usize];
+    ["Alignment of cudaConditionalNodeParams"][::std::mem::align_of::<cudaConditionalNodeParams>() - 8usize];
     ["Offset of field: cudaConditionalNodeParams::handle"]
         [::std::mem::offset_of!(cudaConditionalNodeParams, handle) - 0usize];
     ["Offset of field: cudaConditionalNodeParams::type_"]
@@ -4325,10 +4033,8 @@ impl cudaGraphNodeType {
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGraphNodeType(pub ::std::os::raw::c_uint);
 impl cudaGraphChildGraphNodeOwnership {
-    pub const cudaGraphChildGraphOwnershipClone: cudaGraphChildGraphNodeOwnership =
-        cudaGraphChildGraphNodeOwnership(0);
-    pub const cudaGraphChildGraphOwnershipMove: cudaGraphChildGraphNodeOwnership =
-        cudaGraphChildGraphNodeOwnership(1);
+    pub const cudaGraphChildGraphOwnershipClone: cudaGraphChildGraphNodeOwnership = cudaGraphChildGraphNodeOwnership(0);
+    pub const cudaGraphChildGraphOwnershipMove: cudaGraphChildGraphNodeOwnership = cudaGraphChildGraphNodeOwnership(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4341,10 +4047,8 @@ pub struct cudaChildGraphNodeParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaChildGraphNodeParams"]
-        [::std::mem::size_of::<cudaChildGraphNodeParams>() - 16usize];
-    ["Alignment of cudaChildGraphNodeParams"]
-        [::std::mem::align_of::<cudaChildGraphNodeParams>() - 8usize];
+    ["Size of cudaChildGraphNodeParams"][::std::mem::size_of::<cudaChildGraphNodeParams>() - 16usize];
+    ["Alignment of cudaChildGraphNodeParams"][::std::mem::align_of::<cudaChildGraphNodeParams>() - 8usize];
     ["Offset of field: cudaChildGraphNodeParams::graph"]
         [::std::mem::offset_of!(cudaChildGraphNodeParams, graph) - 0usize];
     ["Offset of field: cudaChildGraphNodeParams::ownership"]
@@ -4366,10 +4070,8 @@ pub struct cudaEventRecordNodeParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaEventRecordNodeParams"]
-        [::std::mem::size_of::<cudaEventRecordNodeParams>() - 8usize];
-    ["Alignment of cudaEventRecordNodeParams"]
-        [::std::mem::align_of::<cudaEventRecordNodeParams>() - 8usize];
+    ["Size of cudaEventRecordNodeParams"][::std::mem::size_of::<cudaEventRecordNodeParams>() - 8usize];
+    ["Alignment of cudaEventRecordNodeParams"][::std::mem::align_of::<cudaEventRecordNodeParams>() - 8usize];
     ["Offset of field: cudaEventRecordNodeParams::event"]
         [::std::mem::offset_of!(cudaEventRecordNodeParams, event) - 0usize];
 };
@@ -4390,8 +4092,7 @@ pub struct cudaEventWaitNodeParams {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaEventWaitNodeParams"][::std::mem::size_of::<cudaEventWaitNodeParams>() - 8usize];
-    ["Alignment of cudaEventWaitNodeParams"]
-        [::std::mem::align_of::<cudaEventWaitNodeParams>() - 8usize];
+    ["Alignment of cudaEventWaitNodeParams"][::std::mem::align_of::<cudaEventWaitNodeParams>() - 8usize];
     ["Offset of field: cudaEventWaitNodeParams::event"]
         [::std::mem::offset_of!(cudaEventWaitNodeParams, event) - 0usize];
 };
@@ -4475,8 +4176,7 @@ impl Default for cudaGraphNodeParams__bindgen_ty_1 {
 const _: () = {
     ["Size of cudaGraphNodeParams"][::std::mem::size_of::<cudaGraphNodeParams>() - 256usize];
     ["Alignment of cudaGraphNodeParams"][::std::mem::align_of::<cudaGraphNodeParams>() - 8usize];
-    ["Offset of field: cudaGraphNodeParams::type_"]
-        [::std::mem::offset_of!(cudaGraphNodeParams, type_) - 0usize];
+    ["Offset of field: cudaGraphNodeParams::type_"][::std::mem::offset_of!(cudaGraphNodeParams, type_) - 0usize];
     ["Offset of field: cudaGraphNodeParams::reserved0"]
         [::std::mem::offset_of!(cudaGraphNodeParams, reserved0) - 4usize];
     ["Offset of field: cudaGraphNodeParams::reserved2"]
@@ -4492,10 +4192,8 @@ impl Default for cudaGraphNodeParams {
     }
 }
 impl cudaGraphDependencyType_enum {
-    pub const cudaGraphDependencyTypeDefault: cudaGraphDependencyType_enum =
-        cudaGraphDependencyType_enum(0);
-    pub const cudaGraphDependencyTypeProgrammatic: cudaGraphDependencyType_enum =
-        cudaGraphDependencyType_enum(1);
+    pub const cudaGraphDependencyTypeDefault: cudaGraphDependencyType_enum = cudaGraphDependencyType_enum(0);
+    pub const cudaGraphDependencyTypeProgrammatic: cudaGraphDependencyType_enum = cudaGraphDependencyType_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4515,10 +4213,8 @@ const _: () = {
     ["Alignment of cudaGraphEdgeData_st"][::std::mem::align_of::<cudaGraphEdgeData_st>() - 1usize];
     ["Offset of field: cudaGraphEdgeData_st::from_port"]
         [::std::mem::offset_of!(cudaGraphEdgeData_st, from_port) - 0usize];
-    ["Offset of field: cudaGraphEdgeData_st::to_port"]
-        [::std::mem::offset_of!(cudaGraphEdgeData_st, to_port) - 1usize];
-    ["Offset of field: cudaGraphEdgeData_st::type_"]
-        [::std::mem::offset_of!(cudaGraphEdgeData_st, type_) - 2usize];
+    ["Offset of field: cudaGraphEdgeData_st::to_port"][::std::mem::offset_of!(cudaGraphEdgeData_st, to_port) - 1usize];
+    ["Offset of field: cudaGraphEdgeData_st::type_"][::std::mem::offset_of!(cudaGraphEdgeData_st, type_) - 2usize];
     ["Offset of field: cudaGraphEdgeData_st::reserved"]
         [::std::mem::offset_of!(cudaGraphEdgeData_st, reserved) - 3usize];
 };
@@ -4532,36 +4228,26 @@ pub type cudaGraphExec_t = *mut CUgraphExec_st;
 impl cudaGraphExecUpdateResult {
     pub const cudaGraphExecUpdateSuccess: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(0);
     pub const cudaGraphExecUpdateError: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(1);
-    pub const cudaGraphExecUpdateErrorTopologyChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(2);
-    pub const cudaGraphExecUpdateErrorNodeTypeChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(3);
-    pub const cudaGraphExecUpdateErrorFunctionChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(4);
-    pub const cudaGraphExecUpdateErrorParametersChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(5);
-    pub const cudaGraphExecUpdateErrorNotSupported: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(6);
+    pub const cudaGraphExecUpdateErrorTopologyChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(2);
+    pub const cudaGraphExecUpdateErrorNodeTypeChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(3);
+    pub const cudaGraphExecUpdateErrorFunctionChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(4);
+    pub const cudaGraphExecUpdateErrorParametersChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(5);
+    pub const cudaGraphExecUpdateErrorNotSupported: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(6);
     pub const cudaGraphExecUpdateErrorUnsupportedFunctionChange: cudaGraphExecUpdateResult =
         cudaGraphExecUpdateResult(7);
-    pub const cudaGraphExecUpdateErrorAttributesChanged: cudaGraphExecUpdateResult =
-        cudaGraphExecUpdateResult(8);
+    pub const cudaGraphExecUpdateErrorAttributesChanged: cudaGraphExecUpdateResult = cudaGraphExecUpdateResult(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGraphExecUpdateResult(pub ::std::os::raw::c_uint);
 impl cudaGraphInstantiateResult {
-    pub const cudaGraphInstantiateSuccess: cudaGraphInstantiateResult =
-        cudaGraphInstantiateResult(0);
+    pub const cudaGraphInstantiateSuccess: cudaGraphInstantiateResult = cudaGraphInstantiateResult(0);
     pub const cudaGraphInstantiateError: cudaGraphInstantiateResult = cudaGraphInstantiateResult(1);
-    pub const cudaGraphInstantiateInvalidStructure: cudaGraphInstantiateResult =
-        cudaGraphInstantiateResult(2);
-    pub const cudaGraphInstantiateNodeOperationNotSupported: cudaGraphInstantiateResult =
-        cudaGraphInstantiateResult(3);
+    pub const cudaGraphInstantiateInvalidStructure: cudaGraphInstantiateResult = cudaGraphInstantiateResult(2);
+    pub const cudaGraphInstantiateNodeOperationNotSupported: cudaGraphInstantiateResult = cudaGraphInstantiateResult(3);
     pub const cudaGraphInstantiateMultipleDevicesNotSupported: cudaGraphInstantiateResult =
         cudaGraphInstantiateResult(4);
-    pub const cudaGraphInstantiateConditionalHandleUnused: cudaGraphInstantiateResult =
-        cudaGraphInstantiateResult(5);
+    pub const cudaGraphInstantiateConditionalHandleUnused: cudaGraphInstantiateResult = cudaGraphInstantiateResult(5);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4576,10 +4262,8 @@ pub struct cudaGraphInstantiateParams_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaGraphInstantiateParams_st"]
-        [::std::mem::size_of::<cudaGraphInstantiateParams_st>() - 32usize];
-    ["Alignment of cudaGraphInstantiateParams_st"]
-        [::std::mem::align_of::<cudaGraphInstantiateParams_st>() - 8usize];
+    ["Size of cudaGraphInstantiateParams_st"][::std::mem::size_of::<cudaGraphInstantiateParams_st>() - 32usize];
+    ["Alignment of cudaGraphInstantiateParams_st"][::std::mem::align_of::<cudaGraphInstantiateParams_st>() - 8usize];
     ["Offset of field: cudaGraphInstantiateParams_st::flags"]
         [::std::mem::offset_of!(cudaGraphInstantiateParams_st, flags) - 0usize];
     ["Offset of field: cudaGraphInstantiateParams_st::uploadStream"]
@@ -4608,8 +4292,7 @@ pub struct cudaGraphExecUpdateResultInfo_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaGraphExecUpdateResultInfo_st"]
-        [::std::mem::size_of::<cudaGraphExecUpdateResultInfo_st>() - 24usize];
+    ["Size of cudaGraphExecUpdateResultInfo_st"][::std::mem::size_of::<cudaGraphExecUpdateResultInfo_st>() - 24usize];
     ["Alignment of cudaGraphExecUpdateResultInfo_st"]
         [::std::mem::align_of::<cudaGraphExecUpdateResultInfo_st>() - 8usize];
     ["Offset of field: cudaGraphExecUpdateResultInfo_st::result"]
@@ -4636,13 +4319,10 @@ pub struct CUgraphDeviceUpdatableNode_st {
 }
 pub type cudaGraphDeviceNode_t = *mut CUgraphDeviceUpdatableNode_st;
 impl cudaGraphKernelNodeField {
-    pub const cudaGraphKernelNodeFieldInvalid: cudaGraphKernelNodeField =
-        cudaGraphKernelNodeField(0);
-    pub const cudaGraphKernelNodeFieldGridDim: cudaGraphKernelNodeField =
-        cudaGraphKernelNodeField(1);
+    pub const cudaGraphKernelNodeFieldInvalid: cudaGraphKernelNodeField = cudaGraphKernelNodeField(0);
+    pub const cudaGraphKernelNodeFieldGridDim: cudaGraphKernelNodeField = cudaGraphKernelNodeField(1);
     pub const cudaGraphKernelNodeFieldParam: cudaGraphKernelNodeField = cudaGraphKernelNodeField(2);
-    pub const cudaGraphKernelNodeFieldEnabled: cudaGraphKernelNodeField =
-        cudaGraphKernelNodeField(3);
+    pub const cudaGraphKernelNodeFieldEnabled: cudaGraphKernelNodeField = cudaGraphKernelNodeField(3);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4674,18 +4354,12 @@ const _: () = {
         [::std::mem::size_of::<cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1>() - 24usize];
     ["Alignment of cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1"]
         [::std::mem::align_of::<cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1>() - 8usize];
-    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::pValue"][::std::mem::offset_of!(
-        cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1,
-        pValue
-    ) - 0usize];
-    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::offset"][::std::mem::offset_of!(
-        cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1,
-        offset
-    ) - 8usize];
-    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::size"][::std::mem::offset_of!(
-        cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1,
-        size
-    ) - 16usize];
+    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::pValue"]
+        [::std::mem::offset_of!(cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1, pValue) - 0usize];
+    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::offset"]
+        [::std::mem::offset_of!(cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1, offset) - 8usize];
+    ["Offset of field: cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1::size"]
+        [::std::mem::offset_of!(cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1, size) - 16usize];
 };
 impl Default for cudaGraphKernelNodeUpdate__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -4720,10 +4394,8 @@ impl Default for cudaGraphKernelNodeUpdate__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaGraphKernelNodeUpdate"]
-        [::std::mem::size_of::<cudaGraphKernelNodeUpdate>() - 40usize];
-    ["Alignment of cudaGraphKernelNodeUpdate"]
-        [::std::mem::align_of::<cudaGraphKernelNodeUpdate>() - 8usize];
+    ["Size of cudaGraphKernelNodeUpdate"][::std::mem::size_of::<cudaGraphKernelNodeUpdate>() - 40usize];
+    ["Alignment of cudaGraphKernelNodeUpdate"][::std::mem::align_of::<cudaGraphKernelNodeUpdate>() - 8usize];
     ["Offset of field: cudaGraphKernelNodeUpdate::node"]
         [::std::mem::offset_of!(cudaGraphKernelNodeUpdate, node) - 0usize];
     ["Offset of field: cudaGraphKernelNodeUpdate::field"]
@@ -4742,19 +4414,15 @@ impl Default for cudaGraphKernelNodeUpdate {
 }
 impl cudaGetDriverEntryPointFlags {
     pub const cudaEnableDefault: cudaGetDriverEntryPointFlags = cudaGetDriverEntryPointFlags(0);
-    pub const cudaEnableLegacyStream: cudaGetDriverEntryPointFlags =
-        cudaGetDriverEntryPointFlags(1);
-    pub const cudaEnablePerThreadDefaultStream: cudaGetDriverEntryPointFlags =
-        cudaGetDriverEntryPointFlags(2);
+    pub const cudaEnableLegacyStream: cudaGetDriverEntryPointFlags = cudaGetDriverEntryPointFlags(1);
+    pub const cudaEnablePerThreadDefaultStream: cudaGetDriverEntryPointFlags = cudaGetDriverEntryPointFlags(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGetDriverEntryPointFlags(pub ::std::os::raw::c_uint);
 impl cudaDriverEntryPointQueryResult {
-    pub const cudaDriverEntryPointSuccess: cudaDriverEntryPointQueryResult =
-        cudaDriverEntryPointQueryResult(0);
-    pub const cudaDriverEntryPointSymbolNotFound: cudaDriverEntryPointQueryResult =
-        cudaDriverEntryPointQueryResult(1);
+    pub const cudaDriverEntryPointSuccess: cudaDriverEntryPointQueryResult = cudaDriverEntryPointQueryResult(0);
+    pub const cudaDriverEntryPointSymbolNotFound: cudaDriverEntryPointQueryResult = cudaDriverEntryPointQueryResult(1);
     pub const cudaDriverEntryPointVersionNotSufficent: cudaDriverEntryPointQueryResult =
         cudaDriverEntryPointQueryResult(2);
 }
@@ -4763,38 +4431,25 @@ impl cudaDriverEntryPointQueryResult {
 pub struct cudaDriverEntryPointQueryResult(pub ::std::os::raw::c_uint);
 impl cudaGraphDebugDotFlags {
     pub const cudaGraphDebugDotFlagsVerbose: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(1);
-    pub const cudaGraphDebugDotFlagsKernelNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(4);
-    pub const cudaGraphDebugDotFlagsMemcpyNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(8);
-    pub const cudaGraphDebugDotFlagsMemsetNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(16);
-    pub const cudaGraphDebugDotFlagsHostNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(32);
-    pub const cudaGraphDebugDotFlagsEventNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(64);
-    pub const cudaGraphDebugDotFlagsExtSemasSignalNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(128);
-    pub const cudaGraphDebugDotFlagsExtSemasWaitNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(256);
-    pub const cudaGraphDebugDotFlagsKernelNodeAttributes: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(512);
+    pub const cudaGraphDebugDotFlagsKernelNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(4);
+    pub const cudaGraphDebugDotFlagsMemcpyNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(8);
+    pub const cudaGraphDebugDotFlagsMemsetNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(16);
+    pub const cudaGraphDebugDotFlagsHostNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(32);
+    pub const cudaGraphDebugDotFlagsEventNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(64);
+    pub const cudaGraphDebugDotFlagsExtSemasSignalNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(128);
+    pub const cudaGraphDebugDotFlagsExtSemasWaitNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(256);
+    pub const cudaGraphDebugDotFlagsKernelNodeAttributes: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(512);
     pub const cudaGraphDebugDotFlagsHandles: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(1024);
-    pub const cudaGraphDebugDotFlagsConditionalNodeParams: cudaGraphDebugDotFlags =
-        cudaGraphDebugDotFlags(32768);
+    pub const cudaGraphDebugDotFlagsConditionalNodeParams: cudaGraphDebugDotFlags = cudaGraphDebugDotFlags(32768);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct cudaGraphDebugDotFlags(pub ::std::os::raw::c_uint);
 impl cudaGraphInstantiateFlags {
-    pub const cudaGraphInstantiateFlagAutoFreeOnLaunch: cudaGraphInstantiateFlags =
-        cudaGraphInstantiateFlags(1);
-    pub const cudaGraphInstantiateFlagUpload: cudaGraphInstantiateFlags =
-        cudaGraphInstantiateFlags(2);
-    pub const cudaGraphInstantiateFlagDeviceLaunch: cudaGraphInstantiateFlags =
-        cudaGraphInstantiateFlags(4);
-    pub const cudaGraphInstantiateFlagUseNodePriority: cudaGraphInstantiateFlags =
-        cudaGraphInstantiateFlags(8);
+    pub const cudaGraphInstantiateFlagAutoFreeOnLaunch: cudaGraphInstantiateFlags = cudaGraphInstantiateFlags(1);
+    pub const cudaGraphInstantiateFlagUpload: cudaGraphInstantiateFlags = cudaGraphInstantiateFlags(2);
+    pub const cudaGraphInstantiateFlagDeviceLaunch: cudaGraphInstantiateFlags = cudaGraphInstantiateFlags(4);
+    pub const cudaGraphInstantiateFlagUseNodePriority: cudaGraphInstantiateFlags = cudaGraphInstantiateFlags(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4814,10 +4469,8 @@ pub struct cudaLaunchMemSyncDomainMap_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaLaunchMemSyncDomainMap_st"]
-        [::std::mem::size_of::<cudaLaunchMemSyncDomainMap_st>() - 2usize];
-    ["Alignment of cudaLaunchMemSyncDomainMap_st"]
-        [::std::mem::align_of::<cudaLaunchMemSyncDomainMap_st>() - 1usize];
+    ["Size of cudaLaunchMemSyncDomainMap_st"][::std::mem::size_of::<cudaLaunchMemSyncDomainMap_st>() - 2usize];
+    ["Alignment of cudaLaunchMemSyncDomainMap_st"][::std::mem::align_of::<cudaLaunchMemSyncDomainMap_st>() - 1usize];
     ["Offset of field: cudaLaunchMemSyncDomainMap_st::default_"]
         [::std::mem::offset_of!(cudaLaunchMemSyncDomainMap_st, default_) - 0usize];
     ["Offset of field: cudaLaunchMemSyncDomainMap_st::remote"]
@@ -4826,31 +4479,21 @@ const _: () = {
 pub type cudaLaunchMemSyncDomainMap = cudaLaunchMemSyncDomainMap_st;
 impl cudaLaunchAttributeID {
     pub const cudaLaunchAttributeIgnore: cudaLaunchAttributeID = cudaLaunchAttributeID(0);
-    pub const cudaLaunchAttributeAccessPolicyWindow: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(1);
+    pub const cudaLaunchAttributeAccessPolicyWindow: cudaLaunchAttributeID = cudaLaunchAttributeID(1);
     pub const cudaLaunchAttributeCooperative: cudaLaunchAttributeID = cudaLaunchAttributeID(2);
-    pub const cudaLaunchAttributeSynchronizationPolicy: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(3);
+    pub const cudaLaunchAttributeSynchronizationPolicy: cudaLaunchAttributeID = cudaLaunchAttributeID(3);
     pub const cudaLaunchAttributeClusterDimension: cudaLaunchAttributeID = cudaLaunchAttributeID(4);
-    pub const cudaLaunchAttributeClusterSchedulingPolicyPreference: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(5);
-    pub const cudaLaunchAttributeProgrammaticStreamSerialization: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(6);
-    pub const cudaLaunchAttributeProgrammaticEvent: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(7);
+    pub const cudaLaunchAttributeClusterSchedulingPolicyPreference: cudaLaunchAttributeID = cudaLaunchAttributeID(5);
+    pub const cudaLaunchAttributeProgrammaticStreamSerialization: cudaLaunchAttributeID = cudaLaunchAttributeID(6);
+    pub const cudaLaunchAttributeProgrammaticEvent: cudaLaunchAttributeID = cudaLaunchAttributeID(7);
     pub const cudaLaunchAttributePriority: cudaLaunchAttributeID = cudaLaunchAttributeID(8);
     pub const cudaLaunchAttributeMemSyncDomainMap: cudaLaunchAttributeID = cudaLaunchAttributeID(9);
     pub const cudaLaunchAttributeMemSyncDomain: cudaLaunchAttributeID = cudaLaunchAttributeID(10);
-    pub const cudaLaunchAttributePreferredClusterDimension: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(11);
-    pub const cudaLaunchAttributeLaunchCompletionEvent: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(12);
-    pub const cudaLaunchAttributeDeviceUpdatableKernelNode: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(13);
-    pub const cudaLaunchAttributePreferredSharedMemoryCarveout: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(14);
-    pub const cudaLaunchAttributeNvlinkUtilCentricScheduling: cudaLaunchAttributeID =
-        cudaLaunchAttributeID(16);
+    pub const cudaLaunchAttributePreferredClusterDimension: cudaLaunchAttributeID = cudaLaunchAttributeID(11);
+    pub const cudaLaunchAttributeLaunchCompletionEvent: cudaLaunchAttributeID = cudaLaunchAttributeID(12);
+    pub const cudaLaunchAttributeDeviceUpdatableKernelNode: cudaLaunchAttributeID = cudaLaunchAttributeID(13);
+    pub const cudaLaunchAttributePreferredSharedMemoryCarveout: cudaLaunchAttributeID = cudaLaunchAttributeID(14);
+    pub const cudaLaunchAttributeNvlinkUtilCentricScheduling: cudaLaunchAttributeID = cudaLaunchAttributeID(16);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4912,10 +4555,8 @@ const _: () = {
         [::std::mem::offset_of!(cudaLaunchAttributeValue__bindgen_ty_2, event) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue__bindgen_ty_2::flags"]
         [::std::mem::offset_of!(cudaLaunchAttributeValue__bindgen_ty_2, flags) - 8usize];
-    ["Offset of field: cudaLaunchAttributeValue__bindgen_ty_2::triggerAtBlockStart"][::std::mem::offset_of!(
-        cudaLaunchAttributeValue__bindgen_ty_2,
-        triggerAtBlockStart
-    ) - 12usize];
+    ["Offset of field: cudaLaunchAttributeValue__bindgen_ty_2::triggerAtBlockStart"]
+        [::std::mem::offset_of!(cudaLaunchAttributeValue__bindgen_ty_2, triggerAtBlockStart) - 12usize];
 };
 impl Default for cudaLaunchAttributeValue__bindgen_ty_2 {
     fn default() -> Self {
@@ -5000,12 +4641,9 @@ impl Default for cudaLaunchAttributeValue__bindgen_ty_5 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaLaunchAttributeValue"]
-        [::std::mem::size_of::<cudaLaunchAttributeValue>() - 64usize];
-    ["Alignment of cudaLaunchAttributeValue"]
-        [::std::mem::align_of::<cudaLaunchAttributeValue>() - 8usize];
-    ["Offset of field: cudaLaunchAttributeValue::pad"]
-        [::std::mem::offset_of!(cudaLaunchAttributeValue, pad) - 0usize];
+    ["Size of cudaLaunchAttributeValue"][::std::mem::size_of::<cudaLaunchAttributeValue>() - 64usize];
+    ["Alignment of cudaLaunchAttributeValue"][::std::mem::align_of::<cudaLaunchAttributeValue>() - 8usize];
+    ["Offset of field: cudaLaunchAttributeValue::pad"][::std::mem::offset_of!(cudaLaunchAttributeValue, pad) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::accessPolicyWindow"]
         [::std::mem::offset_of!(cudaLaunchAttributeValue, accessPolicyWindow) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::cooperative"]
@@ -5014,15 +4652,10 @@ const _: () = {
         [::std::mem::offset_of!(cudaLaunchAttributeValue, syncPolicy) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::clusterDim"]
         [::std::mem::offset_of!(cudaLaunchAttributeValue, clusterDim) - 0usize];
-    ["Offset of field: cudaLaunchAttributeValue::clusterSchedulingPolicyPreference"][::std::mem::offset_of!(
-        cudaLaunchAttributeValue,
-        clusterSchedulingPolicyPreference
-    ) - 0usize];
-    ["Offset of field: cudaLaunchAttributeValue::programmaticStreamSerializationAllowed"][::std::mem::offset_of!(
-        cudaLaunchAttributeValue,
-        programmaticStreamSerializationAllowed
-    )
-        - 0usize];
+    ["Offset of field: cudaLaunchAttributeValue::clusterSchedulingPolicyPreference"]
+        [::std::mem::offset_of!(cudaLaunchAttributeValue, clusterSchedulingPolicyPreference) - 0usize];
+    ["Offset of field: cudaLaunchAttributeValue::programmaticStreamSerializationAllowed"]
+        [::std::mem::offset_of!(cudaLaunchAttributeValue, programmaticStreamSerializationAllowed) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::programmaticEvent"]
         [::std::mem::offset_of!(cudaLaunchAttributeValue, programmaticEvent) - 0usize];
     ["Offset of field: cudaLaunchAttributeValue::priority"]
@@ -5061,14 +4694,10 @@ pub struct cudaLaunchAttribute_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of cudaLaunchAttribute_st"][::std::mem::size_of::<cudaLaunchAttribute_st>() - 72usize];
-    ["Alignment of cudaLaunchAttribute_st"]
-        [::std::mem::align_of::<cudaLaunchAttribute_st>() - 8usize];
-    ["Offset of field: cudaLaunchAttribute_st::id"]
-        [::std::mem::offset_of!(cudaLaunchAttribute_st, id) - 0usize];
-    ["Offset of field: cudaLaunchAttribute_st::pad"]
-        [::std::mem::offset_of!(cudaLaunchAttribute_st, pad) - 4usize];
-    ["Offset of field: cudaLaunchAttribute_st::val"]
-        [::std::mem::offset_of!(cudaLaunchAttribute_st, val) - 8usize];
+    ["Alignment of cudaLaunchAttribute_st"][::std::mem::align_of::<cudaLaunchAttribute_st>() - 8usize];
+    ["Offset of field: cudaLaunchAttribute_st::id"][::std::mem::offset_of!(cudaLaunchAttribute_st, id) - 0usize];
+    ["Offset of field: cudaLaunchAttribute_st::pad"][::std::mem::offset_of!(cudaLaunchAttribute_st, pad) - 4usize];
+    ["Offset of field: cudaLaunchAttribute_st::val"][::std::mem::offset_of!(cudaLaunchAttribute_st, val) - 8usize];
 };
 impl Default for cudaLaunchAttribute_st {
     fn default() -> Self {
@@ -5094,18 +4723,13 @@ pub struct cudaLaunchConfig_st {
 const _: () = {
     ["Size of cudaLaunchConfig_st"][::std::mem::size_of::<cudaLaunchConfig_st>() - 56usize];
     ["Alignment of cudaLaunchConfig_st"][::std::mem::align_of::<cudaLaunchConfig_st>() - 8usize];
-    ["Offset of field: cudaLaunchConfig_st::gridDim"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, gridDim) - 0usize];
-    ["Offset of field: cudaLaunchConfig_st::blockDim"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, blockDim) - 12usize];
+    ["Offset of field: cudaLaunchConfig_st::gridDim"][::std::mem::offset_of!(cudaLaunchConfig_st, gridDim) - 0usize];
+    ["Offset of field: cudaLaunchConfig_st::blockDim"][::std::mem::offset_of!(cudaLaunchConfig_st, blockDim) - 12usize];
     ["Offset of field: cudaLaunchConfig_st::dynamicSmemBytes"]
         [::std::mem::offset_of!(cudaLaunchConfig_st, dynamicSmemBytes) - 24usize];
-    ["Offset of field: cudaLaunchConfig_st::stream"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, stream) - 32usize];
-    ["Offset of field: cudaLaunchConfig_st::attrs"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, attrs) - 40usize];
-    ["Offset of field: cudaLaunchConfig_st::numAttrs"]
-        [::std::mem::offset_of!(cudaLaunchConfig_st, numAttrs) - 48usize];
+    ["Offset of field: cudaLaunchConfig_st::stream"][::std::mem::offset_of!(cudaLaunchConfig_st, stream) - 32usize];
+    ["Offset of field: cudaLaunchConfig_st::attrs"][::std::mem::offset_of!(cudaLaunchConfig_st, attrs) - 40usize];
+    ["Offset of field: cudaLaunchConfig_st::numAttrs"][::std::mem::offset_of!(cudaLaunchConfig_st, numAttrs) - 48usize];
 };
 impl Default for cudaLaunchConfig_st {
     fn default() -> Self {
@@ -5131,8 +4755,7 @@ pub struct cudaAsyncCallbackEntry {
 }
 pub type cudaAsyncCallbackHandle_t = *mut cudaAsyncCallbackEntry;
 impl cudaAsyncNotificationType_enum {
-    pub const cudaAsyncNotificationTypeOverBudget: cudaAsyncNotificationType_enum =
-        cudaAsyncNotificationType_enum(1);
+    pub const cudaAsyncNotificationTypeOverBudget: cudaAsyncNotificationType_enum = cudaAsyncNotificationType_enum(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -5160,11 +4783,8 @@ const _: () = {
         [::std::mem::size_of::<cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1>() - 8usize];
     ["Alignment of cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1"]
         [::std::mem::align_of::<cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1>() - 8usize];
-    ["Offset of field: cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1::bytesOverBudget"][::std::mem::offset_of!(
-        cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1,
-        bytesOverBudget
-    )
-        - 0usize];
+    ["Offset of field: cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1::bytesOverBudget"]
+        [::std::mem::offset_of!(cudaAsyncNotificationInfo__bindgen_ty_1__bindgen_ty_1, bytesOverBudget) - 0usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -5186,10 +4806,8 @@ impl Default for cudaAsyncNotificationInfo__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cudaAsyncNotificationInfo"]
-        [::std::mem::size_of::<cudaAsyncNotificationInfo>() - 16usize];
-    ["Alignment of cudaAsyncNotificationInfo"]
-        [::std::mem::align_of::<cudaAsyncNotificationInfo>() - 8usize];
+    ["Size of cudaAsyncNotificationInfo"][::std::mem::size_of::<cudaAsyncNotificationInfo>() - 16usize];
+    ["Alignment of cudaAsyncNotificationInfo"][::std::mem::align_of::<cudaAsyncNotificationInfo>() - 8usize];
     ["Offset of field: cudaAsyncNotificationInfo::type_"]
         [::std::mem::offset_of!(cudaAsyncNotificationInfo, type_) - 0usize];
     ["Offset of field: cudaAsyncNotificationInfo::info"]
@@ -5287,16 +4905,11 @@ pub struct cudaTextureDesc {
 const _: () = {
     ["Size of cudaTextureDesc"][::std::mem::size_of::<cudaTextureDesc>() - 72usize];
     ["Alignment of cudaTextureDesc"][::std::mem::align_of::<cudaTextureDesc>() - 4usize];
-    ["Offset of field: cudaTextureDesc::addressMode"]
-        [::std::mem::offset_of!(cudaTextureDesc, addressMode) - 0usize];
-    ["Offset of field: cudaTextureDesc::filterMode"]
-        [::std::mem::offset_of!(cudaTextureDesc, filterMode) - 12usize];
-    ["Offset of field: cudaTextureDesc::readMode"]
-        [::std::mem::offset_of!(cudaTextureDesc, readMode) - 16usize];
-    ["Offset of field: cudaTextureDesc::sRGB"]
-        [::std::mem::offset_of!(cudaTextureDesc, sRGB) - 20usize];
-    ["Offset of field: cudaTextureDesc::borderColor"]
-        [::std::mem::offset_of!(cudaTextureDesc, borderColor) - 24usize];
+    ["Offset of field: cudaTextureDesc::addressMode"][::std::mem::offset_of!(cudaTextureDesc, addressMode) - 0usize];
+    ["Offset of field: cudaTextureDesc::filterMode"][::std::mem::offset_of!(cudaTextureDesc, filterMode) - 12usize];
+    ["Offset of field: cudaTextureDesc::readMode"][::std::mem::offset_of!(cudaTextureDesc, readMode) - 16usize];
+    ["Offset of field: cudaTextureDesc::sRGB"][::std::mem::offset_of!(cudaTextureDesc, sRGB) - 20usize];
+    ["Offset of field: cudaTextureDesc::borderColor"][::std::mem::offset_of!(cudaTextureDesc, borderColor) - 24usize];
     ["Offset of field: cudaTextureDesc::normalizedCoords"]
         [::std::mem::offset_of!(cudaTextureDesc, normalizedCoords) - 40usize];
     ["Offset of field: cudaTextureDesc::maxAnisotropy"]
@@ -5325,11 +4938,7 @@ impl Default for cudaTextureDesc {
 }
 pub type cudaTextureObject_t = ::std::os::raw::c_ulonglong;
 pub type cudaStreamCallback_t = ::std::option::Option<
-    unsafe extern "C" fn(
-        stream: cudaStream_t,
-        status: cudaError_t,
-        userData: *mut ::std::os::raw::c_void,
-    ),
+    unsafe extern "C" fn(stream: cudaStream_t, status: cudaError_t, userData: *mut ::std::os::raw::c_void),
 >;
 pub type cudaLogsCallback_t = ::std::option::Option<
     unsafe extern "C" fn(
@@ -5382,8 +4991,7 @@ pub struct cudaDataType_t(pub ::std::os::raw::c_uint);
 pub use self::cudaDataType_t as cudaDataType;
 impl cudaEmulationStrategy_t {
     pub const CUDA_EMULATION_STRATEGY_DEFAULT: cudaEmulationStrategy_t = cudaEmulationStrategy_t(0);
-    pub const CUDA_EMULATION_STRATEGY_PERFORMANT: cudaEmulationStrategy_t =
-        cudaEmulationStrategy_t(1);
+    pub const CUDA_EMULATION_STRATEGY_PERFORMANT: cudaEmulationStrategy_t = cudaEmulationStrategy_t(1);
     pub const CUDA_EMULATION_STRATEGY_EAGER: cudaEmulationStrategy_t = cudaEmulationStrategy_t(2);
 }
 #[repr(transparent)]
@@ -5393,8 +5001,7 @@ pub use self::cudaEmulationStrategy_t as cudaEmulationStrategy;
 impl cudaEmulationMantissaControl_t {
     pub const CUDA_EMULATION_MANTISSA_CONTROL_DYNAMIC: cudaEmulationMantissaControl_t =
         cudaEmulationMantissaControl_t(0);
-    pub const CUDA_EMULATION_MANTISSA_CONTROL_FIXED: cudaEmulationMantissaControl_t =
-        cudaEmulationMantissaControl_t(1);
+    pub const CUDA_EMULATION_MANTISSA_CONTROL_FIXED: cudaEmulationMantissaControl_t = cudaEmulationMantissaControl_t(1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -5427,14 +5034,10 @@ pub struct CudartLib {
     __library: ::libloading::Library,
     pub cudaDeviceReset: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceSynchronize: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
-    pub cudaDeviceSetLimit: Result<
-        unsafe extern "C" fn(limit: cudaLimit, value: usize) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaDeviceGetLimit: Result<
-        unsafe extern "C" fn(pValue: *mut usize, limit: cudaLimit) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceSetLimit:
+        Result<unsafe extern "C" fn(limit: cudaLimit, value: usize) -> cudaError_t, ::libloading::Error>,
+    pub cudaDeviceGetLimit:
+        Result<unsafe extern "C" fn(pValue: *mut usize, limit: cudaLimit) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceGetTexture1DLinearMaxWidth: Result<
         unsafe extern "C" fn(
             maxWidthInElements: *mut usize,
@@ -5443,10 +5046,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceGetCacheConfig: Result<
-        unsafe extern "C" fn(pCacheConfig: *mut cudaFuncCache) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceGetCacheConfig:
+        Result<unsafe extern "C" fn(pCacheConfig: *mut cudaFuncCache) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceGetStreamPriorityRange: Result<
         unsafe extern "C" fn(
             leastPriority: *mut ::std::os::raw::c_int,
@@ -5454,10 +5055,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceSetCacheConfig: Result<
-        unsafe extern "C" fn(cacheConfig: cudaFuncCache) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceSetCacheConfig:
+        Result<unsafe extern "C" fn(cacheConfig: cudaFuncCache) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceGetByPCIBusId: Result<
         unsafe extern "C" fn(
             device: *mut ::std::os::raw::c_int,
@@ -5482,10 +5081,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaIpcGetMemHandle: Result<
-        unsafe extern "C" fn(
-            handle: *mut cudaIpcMemHandle_t,
-            devPtr: *mut ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(handle: *mut cudaIpcMemHandle_t, devPtr: *mut ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaIpcOpenMemHandle: Result<
@@ -5496,10 +5092,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaIpcCloseMemHandle: Result<
-        unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaIpcCloseMemHandle:
+        Result<unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceFlushGPUDirectRDMAWrites: Result<
         unsafe extern "C" fn(
             target: cudaFlushGPUDirectRDMAWritesTarget,
@@ -5517,39 +5111,23 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaDeviceUnregisterAsyncNotification: Result<
-        unsafe extern "C" fn(
-            device: ::std::os::raw::c_int,
-            callback: cudaAsyncCallbackHandle_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(device: ::std::os::raw::c_int, callback: cudaAsyncCallbackHandle_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceGetSharedMemConfig: Result<
-        unsafe extern "C" fn(pConfig: *mut cudaSharedMemConfig) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaDeviceSetSharedMemConfig: Result<
-        unsafe extern "C" fn(config: cudaSharedMemConfig) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceGetSharedMemConfig:
+        Result<unsafe extern "C" fn(pConfig: *mut cudaSharedMemConfig) -> cudaError_t, ::libloading::Error>,
+    pub cudaDeviceSetSharedMemConfig:
+        Result<unsafe extern "C" fn(config: cudaSharedMemConfig) -> cudaError_t, ::libloading::Error>,
     pub cudaGetLastError: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
     pub cudaPeekAtLastError: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
-    pub cudaGetErrorName: Result<
-        unsafe extern "C" fn(error: cudaError_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
-    pub cudaGetErrorString: Result<
-        unsafe extern "C" fn(error: cudaError_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
-    pub cudaGetDeviceCount: Result<
-        unsafe extern "C" fn(count: *mut ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaGetErrorName:
+        Result<unsafe extern "C" fn(error: cudaError_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
+    pub cudaGetErrorString:
+        Result<unsafe extern "C" fn(error: cudaError_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
+    pub cudaGetDeviceCount:
+        Result<unsafe extern "C" fn(count: *mut ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
     pub cudaGetDeviceProperties: Result<
-        unsafe extern "C" fn(
-            prop: *mut cudaDeviceProp,
-            device: ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(prop: *mut cudaDeviceProp, device: ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaDeviceGetAttribute: Result<
@@ -5570,10 +5148,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaDeviceGetDefaultMemPool: Result<
-        unsafe extern "C" fn(
-            memPool: *mut cudaMemPool_t,
-            device: ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(memPool: *mut cudaMemPool_t, device: ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaDeviceSetMemPool: Result<
@@ -5581,10 +5156,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaDeviceGetMemPool: Result<
-        unsafe extern "C" fn(
-            memPool: *mut cudaMemPool_t,
-            device: ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(memPool: *mut cudaMemPool_t, device: ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaDeviceGetNvSciSyncAttributes: Result<
@@ -5615,10 +5187,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaChooseDevice: Result<
-        unsafe extern "C" fn(
-            device: *mut ::std::os::raw::c_int,
-            prop: *const cudaDeviceProp,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(device: *mut ::std::os::raw::c_int, prop: *const cudaDeviceProp) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaInitDevice: Result<
@@ -5629,38 +5198,20 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaSetDevice: Result<
-        unsafe extern "C" fn(device: ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaGetDevice: Result<
-        unsafe extern "C" fn(device: *mut ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaSetDevice: Result<unsafe extern "C" fn(device: ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
+    pub cudaGetDevice:
+        Result<unsafe extern "C" fn(device: *mut ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
     pub cudaSetValidDevices: Result<
-        unsafe extern "C" fn(
-            device_arr: *mut ::std::os::raw::c_int,
-            len: ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(device_arr: *mut ::std::os::raw::c_int, len: ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaSetDeviceFlags: Result<
-        unsafe extern "C" fn(flags: ::std::os::raw::c_uint) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaGetDeviceFlags: Result<
-        unsafe extern "C" fn(flags: *mut ::std::os::raw::c_uint) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaStreamCreate: Result<
-        unsafe extern "C" fn(pStream: *mut cudaStream_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaSetDeviceFlags:
+        Result<unsafe extern "C" fn(flags: ::std::os::raw::c_uint) -> cudaError_t, ::libloading::Error>,
+    pub cudaGetDeviceFlags:
+        Result<unsafe extern "C" fn(flags: *mut ::std::os::raw::c_uint) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamCreate: Result<unsafe extern "C" fn(pStream: *mut cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamCreateWithFlags: Result<
-        unsafe extern "C" fn(
-            pStream: *mut cudaStream_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pStream: *mut cudaStream_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamCreateWithPriority: Result<
@@ -5672,39 +5223,24 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaStreamGetPriority_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            priority: *mut ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, priority: *mut ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetFlags_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            flags: *mut ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, flags: *mut ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetId_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            streamId: *mut ::std::os::raw::c_ulonglong,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, streamId: *mut ::std::os::raw::c_ulonglong) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetDevice_ptsz: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            device: *mut ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, device: *mut ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaCtxResetPersistingL2Cache:
-        Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
-    pub cudaStreamCopyAttributes_ptsz: Result<
-        unsafe extern "C" fn(dst: cudaStream_t, src: cudaStream_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaCtxResetPersistingL2Cache: Result<unsafe extern "C" fn() -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamCopyAttributes_ptsz:
+        Result<unsafe extern "C" fn(dst: cudaStream_t, src: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamGetAttribute_ptsz: Result<
         unsafe extern "C" fn(
             hStream: cudaStream_t,
@@ -5721,14 +5257,9 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaStreamDestroy:
-        Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamDestroy: Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamWaitEvent_ptsz: Result<
-        unsafe extern "C" fn(
-            stream: cudaStream_t,
-            event: cudaEvent_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(stream: cudaStream_t, event: cudaEvent_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamAddCallback_ptsz: Result<
@@ -5742,8 +5273,7 @@ pub struct CudartLib {
     >,
     pub cudaStreamSynchronize_ptsz:
         Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
-    pub cudaStreamQuery_ptsz:
-        Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamQuery_ptsz: Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamAttachMemAsync_ptsz: Result<
         unsafe extern "C" fn(
             stream: cudaStream_t,
@@ -5768,19 +5298,14 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaThreadExchangeStreamCaptureMode: Result<
-        unsafe extern "C" fn(mode: *mut cudaStreamCaptureMode) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaThreadExchangeStreamCaptureMode:
+        Result<unsafe extern "C" fn(mode: *mut cudaStreamCaptureMode) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamEndCapture_ptsz: Result<
         unsafe extern "C" fn(stream: cudaStream_t, pGraph: *mut cudaGraph_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamIsCapturing_ptsz: Result<
-        unsafe extern "C" fn(
-            stream: cudaStream_t,
-            pCaptureStatus: *mut cudaStreamCaptureStatus,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(stream: cudaStream_t, pCaptureStatus: *mut cudaStreamCaptureStatus) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetCaptureInfo_ptsz: Result<
@@ -5805,30 +5330,20 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaEventCreate:
-        Result<unsafe extern "C" fn(event: *mut cudaEvent_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaEventCreate: Result<unsafe extern "C" fn(event: *mut cudaEvent_t) -> cudaError_t, ::libloading::Error>,
     pub cudaEventCreateWithFlags: Result<
         unsafe extern "C" fn(event: *mut cudaEvent_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaEventRecord_ptsz: Result<
-        unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaEventRecord_ptsz:
+        Result<unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaEventRecordWithFlags_ptsz: Result<
-        unsafe extern "C" fn(
-            event: cudaEvent_t,
-            stream: cudaStream_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaEventQuery:
-        Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
-    pub cudaEventSynchronize:
-        Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
-    pub cudaEventDestroy:
-        Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaEventQuery: Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaEventSynchronize: Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaEventDestroy: Result<unsafe extern "C" fn(event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
     pub cudaEventElapsedTime: Result<
         unsafe extern "C" fn(ms: *mut f32, start: cudaEvent_t, end: cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
@@ -5856,10 +5371,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDestroyExternalMemory: Result<
-        unsafe extern "C" fn(extMem: cudaExternalMemory_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDestroyExternalMemory:
+        Result<unsafe extern "C" fn(extMem: cudaExternalMemory_t) -> cudaError_t, ::libloading::Error>,
     pub cudaImportExternalSemaphore: Result<
         unsafe extern "C" fn(
             extSem_out: *mut cudaExternalSemaphore_t,
@@ -5885,10 +5398,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDestroyExternalSemaphore: Result<
-        unsafe extern "C" fn(extSem: cudaExternalSemaphore_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDestroyExternalSemaphore:
+        Result<unsafe extern "C" fn(extSem: cudaExternalSemaphore_t) -> cudaError_t, ::libloading::Error>,
     pub cudaLaunchKernel_ptsz: Result<
         unsafe extern "C" fn(
             func: *const ::std::os::raw::c_void,
@@ -5920,17 +5431,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaFuncSetCacheConfig: Result<
-        unsafe extern "C" fn(
-            func: *const ::std::os::raw::c_void,
-            cacheConfig: cudaFuncCache,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(func: *const ::std::os::raw::c_void, cacheConfig: cudaFuncCache) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaFuncGetAttributes: Result<
-        unsafe extern "C" fn(
-            attr: *mut cudaFuncAttributes,
-            func: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(attr: *mut cudaFuncAttributes, func: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaFuncSetAttribute: Result<
@@ -5966,10 +5471,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaFuncSetSharedMemConfig: Result<
-        unsafe extern "C" fn(
-            func: *const ::std::os::raw::c_void,
-            config: cudaSharedMemConfig,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(func: *const ::std::os::raw::c_void, config: cudaSharedMemConfig) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaOccupancyMaxActiveBlocksPerMultiprocessor: Result<
@@ -6051,20 +5553,12 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaFree: Result<
-        unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaFreeHost: Result<
-        unsafe extern "C" fn(ptr: *mut ::std::os::raw::c_void) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaFreeArray:
-        Result<unsafe extern "C" fn(array: cudaArray_t) -> cudaError_t, ::libloading::Error>,
-    pub cudaFreeMipmappedArray: Result<
-        unsafe extern "C" fn(mipmappedArray: cudaMipmappedArray_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaFree: Result<unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void) -> cudaError_t, ::libloading::Error>,
+    pub cudaFreeHost:
+        Result<unsafe extern "C" fn(ptr: *mut ::std::os::raw::c_void) -> cudaError_t, ::libloading::Error>,
+    pub cudaFreeArray: Result<unsafe extern "C" fn(array: cudaArray_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaFreeMipmappedArray:
+        Result<unsafe extern "C" fn(mipmappedArray: cudaMipmappedArray_t) -> cudaError_t, ::libloading::Error>,
     pub cudaHostAlloc: Result<
         unsafe extern "C" fn(
             pHost: *mut *mut ::std::os::raw::c_void,
@@ -6081,10 +5575,8 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaHostUnregister: Result<
-        unsafe extern "C" fn(ptr: *mut ::std::os::raw::c_void) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaHostUnregister:
+        Result<unsafe extern "C" fn(ptr: *mut ::std::os::raw::c_void) -> cudaError_t, ::libloading::Error>,
     pub cudaHostGetDevicePointer: Result<
         unsafe extern "C" fn(
             pDevice: *mut *mut ::std::os::raw::c_void,
@@ -6094,10 +5586,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaHostGetFlags: Result<
-        unsafe extern "C" fn(
-            pFlags: *mut ::std::os::raw::c_uint,
-            pHost: *mut ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pFlags: *mut ::std::os::raw::c_uint, pHost: *mut ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMalloc3D: Result<
@@ -6131,14 +5620,10 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemcpy3D_ptds: Result<
-        unsafe extern "C" fn(p: *const cudaMemcpy3DParms) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaMemcpy3DPeer_ptds: Result<
-        unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaMemcpy3D_ptds:
+        Result<unsafe extern "C" fn(p: *const cudaMemcpy3DParms) -> cudaError_t, ::libloading::Error>,
+    pub cudaMemcpy3DPeer_ptds:
+        Result<unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms) -> cudaError_t, ::libloading::Error>,
     pub cudaMemcpy3DAsync_ptsz: Result<
         unsafe extern "C" fn(p: *const cudaMemcpy3DParms, stream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
@@ -6147,10 +5632,8 @@ pub struct CudartLib {
         unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms, stream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemGetInfo: Result<
-        unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaMemGetInfo:
+        Result<unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> cudaError_t, ::libloading::Error>,
     pub cudaArrayGetInfo: Result<
         unsafe extern "C" fn(
             desc: *mut cudaChannelFormatDesc,
@@ -6185,10 +5668,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaArrayGetSparseProperties: Result<
-        unsafe extern "C" fn(
-            sparseProperties: *mut cudaArraySparseProperties,
-            array: cudaArray_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(sparseProperties: *mut cudaArraySparseProperties, array: cudaArray_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMipmappedArrayGetSparseProperties: Result<
@@ -6458,10 +5938,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGetSymbolSize: Result<
-        unsafe extern "C" fn(
-            size: *mut usize,
-            symbol: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(size: *mut usize, symbol: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMemPrefetchAsync_ptsz: Result<
@@ -6608,16 +6085,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaFreeAsync_ptsz: Result<
-        unsafe extern "C" fn(
-            devPtr: *mut ::std::os::raw::c_void,
-            hStream: cudaStream_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void, hStream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemPoolTrimTo: Result<
-        unsafe extern "C" fn(memPool: cudaMemPool_t, minBytesToKeep: usize) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaMemPoolTrimTo:
+        Result<unsafe extern "C" fn(memPool: cudaMemPool_t, minBytesToKeep: usize) -> cudaError_t, ::libloading::Error>,
     pub cudaMemPoolSetAttribute: Result<
         unsafe extern "C" fn(
             memPool: cudaMemPool_t,
@@ -6635,11 +6107,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaMemPoolSetAccess: Result<
-        unsafe extern "C" fn(
-            memPool: cudaMemPool_t,
-            descList: *const cudaMemAccessDesc,
-            count: usize,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(memPool: cudaMemPool_t, descList: *const cudaMemAccessDesc, count: usize) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMemPoolGetAccess: Result<
@@ -6651,14 +6119,10 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaMemPoolCreate: Result<
-        unsafe extern "C" fn(
-            memPool: *mut cudaMemPool_t,
-            poolProps: *const cudaMemPoolProps,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(memPool: *mut cudaMemPool_t, poolProps: *const cudaMemPoolProps) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemPoolDestroy:
-        Result<unsafe extern "C" fn(memPool: cudaMemPool_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaMemPoolDestroy: Result<unsafe extern "C" fn(memPool: cudaMemPool_t) -> cudaError_t, ::libloading::Error>,
     pub cudaMemGetDefaultMemPool: Result<
         unsafe extern "C" fn(
             memPool: *mut cudaMemPool_t,
@@ -6726,10 +6190,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaPointerGetAttributes: Result<
-        unsafe extern "C" fn(
-            attributes: *mut cudaPointerAttributes,
-            ptr: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(attributes: *mut cudaPointerAttributes, ptr: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaDeviceCanAccessPeer: Result<
@@ -6741,25 +6202,15 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaDeviceEnablePeerAccess: Result<
-        unsafe extern "C" fn(
-            peerDevice: ::std::os::raw::c_int,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(peerDevice: ::std::os::raw::c_int, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceDisablePeerAccess: Result<
-        unsafe extern "C" fn(peerDevice: ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaGraphicsUnregisterResource: Result<
-        unsafe extern "C" fn(resource: cudaGraphicsResource_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceDisablePeerAccess:
+        Result<unsafe extern "C" fn(peerDevice: ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
+    pub cudaGraphicsUnregisterResource:
+        Result<unsafe extern "C" fn(resource: cudaGraphicsResource_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphicsResourceSetMapFlags: Result<
-        unsafe extern "C" fn(
-            resource: cudaGraphicsResource_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(resource: cudaGraphicsResource_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphicsMapResources: Result<
@@ -6803,10 +6254,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGetChannelDesc: Result<
-        unsafe extern "C" fn(
-            desc: *mut cudaChannelFormatDesc,
-            array: cudaArray_const_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(desc: *mut cudaChannelFormatDesc, array: cudaArray_const_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaCreateChannelDesc: Result<
@@ -6828,57 +6276,34 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDestroyTextureObject: Result<
-        unsafe extern "C" fn(texObject: cudaTextureObject_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDestroyTextureObject:
+        Result<unsafe extern "C" fn(texObject: cudaTextureObject_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGetTextureObjectResourceDesc: Result<
-        unsafe extern "C" fn(
-            pResDesc: *mut cudaResourceDesc,
-            texObject: cudaTextureObject_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pResDesc: *mut cudaResourceDesc, texObject: cudaTextureObject_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGetTextureObjectTextureDesc: Result<
-        unsafe extern "C" fn(
-            pTexDesc: *mut cudaTextureDesc,
-            texObject: cudaTextureObject_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pTexDesc: *mut cudaTextureDesc, texObject: cudaTextureObject_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGetTextureObjectResourceViewDesc: Result<
-        unsafe extern "C" fn(
-            pResViewDesc: *mut cudaResourceViewDesc,
-            texObject: cudaTextureObject_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pResViewDesc: *mut cudaResourceViewDesc, texObject: cudaTextureObject_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaCreateSurfaceObject: Result<
-        unsafe extern "C" fn(
-            pSurfObject: *mut cudaSurfaceObject_t,
-            pResDesc: *const cudaResourceDesc,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pSurfObject: *mut cudaSurfaceObject_t, pResDesc: *const cudaResourceDesc) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDestroySurfaceObject: Result<
-        unsafe extern "C" fn(surfObject: cudaSurfaceObject_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDestroySurfaceObject:
+        Result<unsafe extern "C" fn(surfObject: cudaSurfaceObject_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGetSurfaceObjectResourceDesc: Result<
-        unsafe extern "C" fn(
-            pResDesc: *mut cudaResourceDesc,
-            surfObject: cudaSurfaceObject_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pResDesc: *mut cudaResourceDesc, surfObject: cudaSurfaceObject_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDriverGetVersion: Result<
-        unsafe extern "C" fn(driverVersion: *mut ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaRuntimeGetVersion: Result<
-        unsafe extern "C" fn(runtimeVersion: *mut ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDriverGetVersion:
+        Result<unsafe extern "C" fn(driverVersion: *mut ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
+    pub cudaRuntimeGetVersion:
+        Result<unsafe extern "C" fn(runtimeVersion: *mut ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
     pub cudaLogsRegisterCallback: Result<
         unsafe extern "C" fn(
             callbackFunc: cudaLogsCallback_t,
@@ -6887,15 +6312,10 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaLogsUnregisterCallback: Result<
-        unsafe extern "C" fn(callback: cudaLogsCallbackHandle) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaLogsUnregisterCallback:
+        Result<unsafe extern "C" fn(callback: cudaLogsCallbackHandle) -> cudaError_t, ::libloading::Error>,
     pub cudaLogsCurrent: Result<
-        unsafe extern "C" fn(
-            iterator_out: *mut cudaLogIterator,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(iterator_out: *mut cudaLogIterator, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaLogsDumpToFile: Result<
@@ -6916,10 +6336,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphCreate: Result<
-        unsafe extern "C" fn(
-            pGraph: *mut cudaGraph_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pGraph: *mut cudaGraph_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphAddKernelNode: Result<
@@ -6933,23 +6350,15 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphKernelNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *mut cudaKernelNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *mut cudaKernelNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphKernelNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *const cudaKernelNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *const cudaKernelNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphKernelNodeCopyAttributes: Result<
-        unsafe extern "C" fn(hDst: cudaGraphNode_t, hSrc: cudaGraphNode_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaGraphKernelNodeCopyAttributes:
+        Result<unsafe extern "C" fn(hDst: cudaGraphNode_t, hSrc: cudaGraphNode_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphKernelNodeGetAttribute: Result<
         unsafe extern "C" fn(
             hNode: cudaGraphNode_t,
@@ -7018,17 +6427,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphMemcpyNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *mut cudaMemcpy3DParms,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *mut cudaMemcpy3DParms) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphMemcpyNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *const cudaMemcpy3DParms,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *const cudaMemcpy3DParms) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphMemcpyNodeSetParamsToSymbol: Result<
@@ -7074,17 +6477,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphMemsetNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *mut cudaMemsetParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *mut cudaMemsetParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphMemsetNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *const cudaMemsetParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *const cudaMemsetParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphAddHostNode: Result<
@@ -7098,17 +6495,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphHostNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *mut cudaHostNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *mut cudaHostNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphHostNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            pNodeParams: *const cudaHostNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, pNodeParams: *const cudaHostNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphAddChildGraphNode: Result<
@@ -7148,10 +6539,8 @@ pub struct CudartLib {
         unsafe extern "C" fn(node: cudaGraphNode_t, event_out: *mut cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphEventRecordNodeSetEvent: Result<
-        unsafe extern "C" fn(node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaGraphEventRecordNodeSetEvent:
+        Result<unsafe extern "C" fn(node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphAddEventWaitNode: Result<
         unsafe extern "C" fn(
             pGraphNode: *mut cudaGraphNode_t,
@@ -7166,10 +6555,8 @@ pub struct CudartLib {
         unsafe extern "C" fn(node: cudaGraphNode_t, event_out: *mut cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphEventWaitNodeSetEvent: Result<
-        unsafe extern "C" fn(node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaGraphEventWaitNodeSetEvent:
+        Result<unsafe extern "C" fn(node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphAddExternalSemaphoresSignalNode: Result<
         unsafe extern "C" fn(
             pGraphNode: *mut cudaGraphNode_t,
@@ -7229,10 +6616,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphMemAllocNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            params_out: *mut cudaMemAllocNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, params_out: *mut cudaMemAllocNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphAddMemFreeNode: Result<
@@ -7246,16 +6630,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphMemFreeNodeGetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            dptr_out: *mut ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, dptr_out: *mut ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaDeviceGraphMemTrim: Result<
-        unsafe extern "C" fn(device: ::std::os::raw::c_int) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaDeviceGraphMemTrim:
+        Result<unsafe extern "C" fn(device: ::std::os::raw::c_int) -> cudaError_t, ::libloading::Error>,
     pub cudaDeviceGetGraphMemAttribute: Result<
         unsafe extern "C" fn(
             device: ::std::os::raw::c_int,
@@ -7273,10 +6652,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphClone: Result<
-        unsafe extern "C" fn(
-            pGraphClone: *mut cudaGraph_t,
-            originalGraph: cudaGraph_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(pGraphClone: *mut cudaGraph_t, originalGraph: cudaGraph_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphNodeFindInClone: Result<
@@ -7292,11 +6668,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphGetNodes: Result<
-        unsafe extern "C" fn(
-            graph: cudaGraph_t,
-            nodes: *mut cudaGraphNode_t,
-            numNodes: *mut usize,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(graph: cudaGraph_t, nodes: *mut cudaGraphNode_t, numNodes: *mut usize) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphGetRootNodes: Result<
@@ -7355,8 +6727,7 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphDestroyNode:
-        Result<unsafe extern "C" fn(node: cudaGraphNode_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaGraphDestroyNode: Result<unsafe extern "C" fn(node: cudaGraphNode_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphInstantiate: Result<
         unsafe extern "C" fn(
             pGraphExec: *mut cudaGraphExec_t,
@@ -7382,10 +6753,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphExecGetFlags: Result<
-        unsafe extern "C" fn(
-            graphExec: cudaGraphExec_t,
-            flags: *mut ::std::os::raw::c_ulonglong,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(graphExec: cudaGraphExec_t, flags: *mut ::std::os::raw::c_ulonglong) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphExecKernelNodeSetParams: Result<
@@ -7464,19 +6832,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphExecEventRecordNodeSetEvent: Result<
-        unsafe extern "C" fn(
-            hGraphExec: cudaGraphExec_t,
-            hNode: cudaGraphNode_t,
-            event: cudaEvent_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hGraphExec: cudaGraphExec_t, hNode: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphExecEventWaitNodeSetEvent: Result<
-        unsafe extern "C" fn(
-            hGraphExec: cudaGraphExec_t,
-            hNode: cudaGraphNode_t,
-            event: cudaEvent_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hGraphExec: cudaGraphExec_t, hNode: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphExecExternalSemaphoresSignalNodeSetParams: Result<
@@ -7527,12 +6887,9 @@ pub struct CudartLib {
         unsafe extern "C" fn(graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaGraphExecDestroy: Result<
-        unsafe extern "C" fn(graphExec: cudaGraphExec_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaGraphDestroy:
-        Result<unsafe extern "C" fn(graph: cudaGraph_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaGraphExecDestroy:
+        Result<unsafe extern "C" fn(graphExec: cudaGraphExec_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaGraphDestroy: Result<unsafe extern "C" fn(graph: cudaGraph_t) -> cudaError_t, ::libloading::Error>,
     pub cudaGraphDebugDotPrint: Result<
         unsafe extern "C" fn(
             graph: cudaGraph_t,
@@ -7552,17 +6909,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaUserObjectRetain: Result<
-        unsafe extern "C" fn(
-            object: cudaUserObject_t,
-            count: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(object: cudaUserObject_t, count: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaUserObjectRelease: Result<
-        unsafe extern "C" fn(
-            object: cudaUserObject_t,
-            count: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(object: cudaUserObject_t, count: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphRetainUserObject: Result<
@@ -7594,10 +6945,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGraphNodeSetParams: Result<
-        unsafe extern "C" fn(
-            node: cudaGraphNode_t,
-            nodeParams: *mut cudaGraphNodeParams,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(node: cudaGraphNode_t, nodeParams: *mut cudaGraphNodeParams) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGraphExecNodeSetParams: Result<
@@ -7662,8 +7010,7 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaLibraryUnload:
-        Result<unsafe extern "C" fn(library: cudaLibrary_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaLibraryUnload: Result<unsafe extern "C" fn(library: cudaLibrary_t) -> cudaError_t, ::libloading::Error>,
     pub cudaLibraryGetKernel: Result<
         unsafe extern "C" fn(
             pKernel: *mut cudaKernel_t,
@@ -7727,17 +7074,11 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaGetFuncBySymbol: Result<
-        unsafe extern "C" fn(
-            functionPtr: *mut cudaFunction_t,
-            symbolPtr: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(functionPtr: *mut cudaFunction_t, symbolPtr: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaGetKernel: Result<
-        unsafe extern "C" fn(
-            kernelPtr: *mut cudaKernel_t,
-            entryFuncAddr: *const ::std::os::raw::c_void,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(kernelPtr: *mut cudaKernel_t, entryFuncAddr: *const ::std::os::raw::c_void) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMemcpy: Result<
@@ -7856,14 +7197,9 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaMemcpy3D: Result<
-        unsafe extern "C" fn(p: *const cudaMemcpy3DParms) -> cudaError_t,
-        ::libloading::Error,
-    >,
-    pub cudaMemcpy3DPeer: Result<
-        unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaMemcpy3D: Result<unsafe extern "C" fn(p: *const cudaMemcpy3DParms) -> cudaError_t, ::libloading::Error>,
+    pub cudaMemcpy3DPeer:
+        Result<unsafe extern "C" fn(p: *const cudaMemcpy3DPeerParms) -> cudaError_t, ::libloading::Error>,
     pub cudaMemcpyBatchAsync: Result<
         unsafe extern "C" fn(
             dsts: *const *mut ::std::os::raw::c_void,
@@ -8046,54 +7382,31 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaStreamQuery:
-        Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamQuery: Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaStreamGetDevice: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            device: *mut ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, device: *mut ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetFlags: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            flags: *mut ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, flags: *mut ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetId: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            streamId: *mut ::std::os::raw::c_ulonglong,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, streamId: *mut ::std::os::raw::c_ulonglong) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetPriority: Result<
-        unsafe extern "C" fn(
-            hStream: cudaStream_t,
-            priority: *mut ::std::os::raw::c_int,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(hStream: cudaStream_t, priority: *mut ::std::os::raw::c_int) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaEventRecord: Result<
-        unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t,
-        ::libloading::Error,
-    >,
+    pub cudaEventRecord:
+        Result<unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaEventRecordWithFlags: Result<
-        unsafe extern "C" fn(
-            event: cudaEvent_t,
-            stream: cudaStream_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(event: cudaEvent_t, stream: cudaStream_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamWaitEvent: Result<
-        unsafe extern "C" fn(
-            stream: cudaStream_t,
-            event: cudaEvent_t,
-            flags: ::std::os::raw::c_uint,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(stream: cudaStream_t, event: cudaEvent_t, flags: ::std::os::raw::c_uint) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamAddCallback: Result<
@@ -8114,8 +7427,7 @@ pub struct CudartLib {
         ) -> cudaError_t,
         ::libloading::Error,
     >,
-    pub cudaStreamSynchronize:
-        Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
+    pub cudaStreamSynchronize: Result<unsafe extern "C" fn(stream: cudaStream_t) -> cudaError_t, ::libloading::Error>,
     pub cudaLaunchKernel: Result<
         unsafe extern "C" fn(
             func: *const ::std::os::raw::c_void,
@@ -8254,10 +7566,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaStreamIsCapturing: Result<
-        unsafe extern "C" fn(
-            stream: cudaStream_t,
-            pCaptureStatus: *mut cudaStreamCaptureStatus,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(stream: cudaStream_t, pCaptureStatus: *mut cudaStreamCaptureStatus) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaStreamGetCaptureInfo: Result<
@@ -8311,10 +7620,7 @@ pub struct CudartLib {
         ::libloading::Error,
     >,
     pub cudaFreeAsync: Result<
-        unsafe extern "C" fn(
-            devPtr: *mut ::std::os::raw::c_void,
-            hStream: cudaStream_t,
-        ) -> cudaError_t,
+        unsafe extern "C" fn(devPtr: *mut ::std::os::raw::c_void, hStream: cudaStream_t) -> cudaError_t,
         ::libloading::Error,
     >,
     pub cudaMallocFromPoolAsync: Result<
@@ -8360,178 +7666,123 @@ impl CudartLib {
     {
         let __library = library.into();
         let cudaDeviceReset = unsafe { __library.get(b"cudaDeviceReset\0") }.map(|sym| *sym);
-        let cudaDeviceSynchronize =
-            unsafe { __library.get(b"cudaDeviceSynchronize\0") }.map(|sym| *sym);
+        let cudaDeviceSynchronize = unsafe { __library.get(b"cudaDeviceSynchronize\0") }.map(|sym| *sym);
         let cudaDeviceSetLimit = unsafe { __library.get(b"cudaDeviceSetLimit\0") }.map(|sym| *sym);
         let cudaDeviceGetLimit = unsafe { __library.get(b"cudaDeviceGetLimit\0") }.map(|sym| *sym);
         let cudaDeviceGetTexture1DLinearMaxWidth =
             unsafe { __library.get(b"cudaDeviceGetTexture1DLinearMaxWidth\0") }.map(|sym| *sym);
-        let cudaDeviceGetCacheConfig =
-            unsafe { __library.get(b"cudaDeviceGetCacheConfig\0") }.map(|sym| *sym);
+        let cudaDeviceGetCacheConfig = unsafe { __library.get(b"cudaDeviceGetCacheConfig\0") }.map(|sym| *sym);
         let cudaDeviceGetStreamPriorityRange =
             unsafe { __library.get(b"cudaDeviceGetStreamPriorityRange\0") }.map(|sym| *sym);
-        let cudaDeviceSetCacheConfig =
-            unsafe { __library.get(b"cudaDeviceSetCacheConfig\0") }.map(|sym| *sym);
-        let cudaDeviceGetByPCIBusId =
-            unsafe { __library.get(b"cudaDeviceGetByPCIBusId\0") }.map(|sym| *sym);
-        let cudaDeviceGetPCIBusId =
-            unsafe { __library.get(b"cudaDeviceGetPCIBusId\0") }.map(|sym| *sym);
-        let cudaIpcGetEventHandle =
-            unsafe { __library.get(b"cudaIpcGetEventHandle\0") }.map(|sym| *sym);
-        let cudaIpcOpenEventHandle =
-            unsafe { __library.get(b"cudaIpcOpenEventHandle\0") }.map(|sym| *sym);
-        let cudaIpcGetMemHandle =
-            unsafe { __library.get(b"cudaIpcGetMemHandle\0") }.map(|sym| *sym);
-        let cudaIpcOpenMemHandle =
-            unsafe { __library.get(b"cudaIpcOpenMemHandle\0") }.map(|sym| *sym);
-        let cudaIpcCloseMemHandle =
-            unsafe { __library.get(b"cudaIpcCloseMemHandle\0") }.map(|sym| *sym);
+        let cudaDeviceSetCacheConfig = unsafe { __library.get(b"cudaDeviceSetCacheConfig\0") }.map(|sym| *sym);
+        let cudaDeviceGetByPCIBusId = unsafe { __library.get(b"cudaDeviceGetByPCIBusId\0") }.map(|sym| *sym);
+        let cudaDeviceGetPCIBusId = unsafe { __library.get(b"cudaDeviceGetPCIBusId\0") }.map(|sym| *sym);
+        let cudaIpcGetEventHandle = unsafe { __library.get(b"cudaIpcGetEventHandle\0") }.map(|sym| *sym);
+        let cudaIpcOpenEventHandle = unsafe { __library.get(b"cudaIpcOpenEventHandle\0") }.map(|sym| *sym);
+        let cudaIpcGetMemHandle = unsafe { __library.get(b"cudaIpcGetMemHandle\0") }.map(|sym| *sym);
+        let cudaIpcOpenMemHandle = unsafe { __library.get(b"cudaIpcOpenMemHandle\0") }.map(|sym| *sym);
+        let cudaIpcCloseMemHandle = unsafe { __library.get(b"cudaIpcCloseMemHandle\0") }.map(|sym| *sym);
         let cudaDeviceFlushGPUDirectRDMAWrites =
             unsafe { __library.get(b"cudaDeviceFlushGPUDirectRDMAWrites\0") }.map(|sym| *sym);
         let cudaDeviceRegisterAsyncNotification =
             unsafe { __library.get(b"cudaDeviceRegisterAsyncNotification\0") }.map(|sym| *sym);
         let cudaDeviceUnregisterAsyncNotification =
             unsafe { __library.get(b"cudaDeviceUnregisterAsyncNotification\0") }.map(|sym| *sym);
-        let cudaDeviceGetSharedMemConfig =
-            unsafe { __library.get(b"cudaDeviceGetSharedMemConfig\0") }.map(|sym| *sym);
-        let cudaDeviceSetSharedMemConfig =
-            unsafe { __library.get(b"cudaDeviceSetSharedMemConfig\0") }.map(|sym| *sym);
+        let cudaDeviceGetSharedMemConfig = unsafe { __library.get(b"cudaDeviceGetSharedMemConfig\0") }.map(|sym| *sym);
+        let cudaDeviceSetSharedMemConfig = unsafe { __library.get(b"cudaDeviceSetSharedMemConfig\0") }.map(|sym| *sym);
         let cudaGetLastError = unsafe { __library.get(b"cudaGetLastError\0") }.map(|sym| *sym);
-        let cudaPeekAtLastError =
-            unsafe { __library.get(b"cudaPeekAtLastError\0") }.map(|sym| *sym);
+        let cudaPeekAtLastError = unsafe { __library.get(b"cudaPeekAtLastError\0") }.map(|sym| *sym);
         let cudaGetErrorName = unsafe { __library.get(b"cudaGetErrorName\0") }.map(|sym| *sym);
         let cudaGetErrorString = unsafe { __library.get(b"cudaGetErrorString\0") }.map(|sym| *sym);
         let cudaGetDeviceCount = unsafe { __library.get(b"cudaGetDeviceCount\0") }.map(|sym| *sym);
-        let cudaGetDeviceProperties =
-            unsafe { __library.get(b"cudaGetDeviceProperties\0") }.map(|sym| *sym);
-        let cudaDeviceGetAttribute =
-            unsafe { __library.get(b"cudaDeviceGetAttribute\0") }.map(|sym| *sym);
+        let cudaGetDeviceProperties = unsafe { __library.get(b"cudaGetDeviceProperties\0") }.map(|sym| *sym);
+        let cudaDeviceGetAttribute = unsafe { __library.get(b"cudaDeviceGetAttribute\0") }.map(|sym| *sym);
         let cudaDeviceGetHostAtomicCapabilities =
             unsafe { __library.get(b"cudaDeviceGetHostAtomicCapabilities\0") }.map(|sym| *sym);
-        let cudaDeviceGetDefaultMemPool =
-            unsafe { __library.get(b"cudaDeviceGetDefaultMemPool\0") }.map(|sym| *sym);
-        let cudaDeviceSetMemPool =
-            unsafe { __library.get(b"cudaDeviceSetMemPool\0") }.map(|sym| *sym);
-        let cudaDeviceGetMemPool =
-            unsafe { __library.get(b"cudaDeviceGetMemPool\0") }.map(|sym| *sym);
+        let cudaDeviceGetDefaultMemPool = unsafe { __library.get(b"cudaDeviceGetDefaultMemPool\0") }.map(|sym| *sym);
+        let cudaDeviceSetMemPool = unsafe { __library.get(b"cudaDeviceSetMemPool\0") }.map(|sym| *sym);
+        let cudaDeviceGetMemPool = unsafe { __library.get(b"cudaDeviceGetMemPool\0") }.map(|sym| *sym);
         let cudaDeviceGetNvSciSyncAttributes =
             unsafe { __library.get(b"cudaDeviceGetNvSciSyncAttributes\0") }.map(|sym| *sym);
-        let cudaDeviceGetP2PAttribute =
-            unsafe { __library.get(b"cudaDeviceGetP2PAttribute\0") }.map(|sym| *sym);
+        let cudaDeviceGetP2PAttribute = unsafe { __library.get(b"cudaDeviceGetP2PAttribute\0") }.map(|sym| *sym);
         let cudaDeviceGetP2PAtomicCapabilities =
             unsafe { __library.get(b"cudaDeviceGetP2PAtomicCapabilities\0") }.map(|sym| *sym);
         let cudaChooseDevice = unsafe { __library.get(b"cudaChooseDevice\0") }.map(|sym| *sym);
         let cudaInitDevice = unsafe { __library.get(b"cudaInitDevice\0") }.map(|sym| *sym);
         let cudaSetDevice = unsafe { __library.get(b"cudaSetDevice\0") }.map(|sym| *sym);
         let cudaGetDevice = unsafe { __library.get(b"cudaGetDevice\0") }.map(|sym| *sym);
-        let cudaSetValidDevices =
-            unsafe { __library.get(b"cudaSetValidDevices\0") }.map(|sym| *sym);
+        let cudaSetValidDevices = unsafe { __library.get(b"cudaSetValidDevices\0") }.map(|sym| *sym);
         let cudaSetDeviceFlags = unsafe { __library.get(b"cudaSetDeviceFlags\0") }.map(|sym| *sym);
         let cudaGetDeviceFlags = unsafe { __library.get(b"cudaGetDeviceFlags\0") }.map(|sym| *sym);
         let cudaStreamCreate = unsafe { __library.get(b"cudaStreamCreate\0") }.map(|sym| *sym);
-        let cudaStreamCreateWithFlags =
-            unsafe { __library.get(b"cudaStreamCreateWithFlags\0") }.map(|sym| *sym);
-        let cudaStreamCreateWithPriority =
-            unsafe { __library.get(b"cudaStreamCreateWithPriority\0") }.map(|sym| *sym);
-        let cudaStreamGetPriority_ptsz =
-            unsafe { __library.get(b"cudaStreamGetPriority_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamGetFlags_ptsz =
-            unsafe { __library.get(b"cudaStreamGetFlags_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamGetId_ptsz =
-            unsafe { __library.get(b"cudaStreamGetId_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamGetDevice_ptsz =
-            unsafe { __library.get(b"cudaStreamGetDevice_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamCreateWithFlags = unsafe { __library.get(b"cudaStreamCreateWithFlags\0") }.map(|sym| *sym);
+        let cudaStreamCreateWithPriority = unsafe { __library.get(b"cudaStreamCreateWithPriority\0") }.map(|sym| *sym);
+        let cudaStreamGetPriority_ptsz = unsafe { __library.get(b"cudaStreamGetPriority_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamGetFlags_ptsz = unsafe { __library.get(b"cudaStreamGetFlags_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamGetId_ptsz = unsafe { __library.get(b"cudaStreamGetId_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamGetDevice_ptsz = unsafe { __library.get(b"cudaStreamGetDevice_ptsz\0") }.map(|sym| *sym);
         let cudaCtxResetPersistingL2Cache =
             unsafe { __library.get(b"cudaCtxResetPersistingL2Cache\0") }.map(|sym| *sym);
         let cudaStreamCopyAttributes_ptsz =
             unsafe { __library.get(b"cudaStreamCopyAttributes_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamGetAttribute_ptsz =
-            unsafe { __library.get(b"cudaStreamGetAttribute_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamSetAttribute_ptsz =
-            unsafe { __library.get(b"cudaStreamSetAttribute_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamGetAttribute_ptsz = unsafe { __library.get(b"cudaStreamGetAttribute_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamSetAttribute_ptsz = unsafe { __library.get(b"cudaStreamSetAttribute_ptsz\0") }.map(|sym| *sym);
         let cudaStreamDestroy = unsafe { __library.get(b"cudaStreamDestroy\0") }.map(|sym| *sym);
-        let cudaStreamWaitEvent_ptsz =
-            unsafe { __library.get(b"cudaStreamWaitEvent_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamAddCallback_ptsz =
-            unsafe { __library.get(b"cudaStreamAddCallback_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamSynchronize_ptsz =
-            unsafe { __library.get(b"cudaStreamSynchronize_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamQuery_ptsz =
-            unsafe { __library.get(b"cudaStreamQuery_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamWaitEvent_ptsz = unsafe { __library.get(b"cudaStreamWaitEvent_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamAddCallback_ptsz = unsafe { __library.get(b"cudaStreamAddCallback_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamSynchronize_ptsz = unsafe { __library.get(b"cudaStreamSynchronize_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamQuery_ptsz = unsafe { __library.get(b"cudaStreamQuery_ptsz\0") }.map(|sym| *sym);
         let cudaStreamAttachMemAsync_ptsz =
             unsafe { __library.get(b"cudaStreamAttachMemAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamBeginCapture_ptsz =
-            unsafe { __library.get(b"cudaStreamBeginCapture_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamBeginCapture_ptsz = unsafe { __library.get(b"cudaStreamBeginCapture_ptsz\0") }.map(|sym| *sym);
         let cudaStreamBeginCaptureToGraph_ptsz =
             unsafe { __library.get(b"cudaStreamBeginCaptureToGraph_ptsz\0") }.map(|sym| *sym);
         let cudaThreadExchangeStreamCaptureMode =
             unsafe { __library.get(b"cudaThreadExchangeStreamCaptureMode\0") }.map(|sym| *sym);
-        let cudaStreamEndCapture_ptsz =
-            unsafe { __library.get(b"cudaStreamEndCapture_ptsz\0") }.map(|sym| *sym);
-        let cudaStreamIsCapturing_ptsz =
-            unsafe { __library.get(b"cudaStreamIsCapturing_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamEndCapture_ptsz = unsafe { __library.get(b"cudaStreamEndCapture_ptsz\0") }.map(|sym| *sym);
+        let cudaStreamIsCapturing_ptsz = unsafe { __library.get(b"cudaStreamIsCapturing_ptsz\0") }.map(|sym| *sym);
         let cudaStreamGetCaptureInfo_ptsz =
             unsafe { __library.get(b"cudaStreamGetCaptureInfo_ptsz\0") }.map(|sym| *sym);
         let cudaStreamUpdateCaptureDependencies_ptsz =
             unsafe { __library.get(b"cudaStreamUpdateCaptureDependencies_ptsz\0") }.map(|sym| *sym);
         let cudaEventCreate = unsafe { __library.get(b"cudaEventCreate\0") }.map(|sym| *sym);
-        let cudaEventCreateWithFlags =
-            unsafe { __library.get(b"cudaEventCreateWithFlags\0") }.map(|sym| *sym);
-        let cudaEventRecord_ptsz =
-            unsafe { __library.get(b"cudaEventRecord_ptsz\0") }.map(|sym| *sym);
+        let cudaEventCreateWithFlags = unsafe { __library.get(b"cudaEventCreateWithFlags\0") }.map(|sym| *sym);
+        let cudaEventRecord_ptsz = unsafe { __library.get(b"cudaEventRecord_ptsz\0") }.map(|sym| *sym);
         let cudaEventRecordWithFlags_ptsz =
             unsafe { __library.get(b"cudaEventRecordWithFlags_ptsz\0") }.map(|sym| *sym);
         let cudaEventQuery = unsafe { __library.get(b"cudaEventQuery\0") }.map(|sym| *sym);
-        let cudaEventSynchronize =
-            unsafe { __library.get(b"cudaEventSynchronize\0") }.map(|sym| *sym);
+        let cudaEventSynchronize = unsafe { __library.get(b"cudaEventSynchronize\0") }.map(|sym| *sym);
         let cudaEventDestroy = unsafe { __library.get(b"cudaEventDestroy\0") }.map(|sym| *sym);
-        let cudaEventElapsedTime =
-            unsafe { __library.get(b"cudaEventElapsedTime\0") }.map(|sym| *sym);
-        let cudaImportExternalMemory =
-            unsafe { __library.get(b"cudaImportExternalMemory\0") }.map(|sym| *sym);
+        let cudaEventElapsedTime = unsafe { __library.get(b"cudaEventElapsedTime\0") }.map(|sym| *sym);
+        let cudaImportExternalMemory = unsafe { __library.get(b"cudaImportExternalMemory\0") }.map(|sym| *sym);
         let cudaExternalMemoryGetMappedBuffer =
             unsafe { __library.get(b"cudaExternalMemoryGetMappedBuffer\0") }.map(|sym| *sym);
         let cudaExternalMemoryGetMappedMipmappedArray =
-            unsafe { __library.get(b"cudaExternalMemoryGetMappedMipmappedArray\0") }
-                .map(|sym| *sym);
-        let cudaDestroyExternalMemory =
-            unsafe { __library.get(b"cudaDestroyExternalMemory\0") }.map(|sym| *sym);
-        let cudaImportExternalSemaphore =
-            unsafe { __library.get(b"cudaImportExternalSemaphore\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cudaExternalMemoryGetMappedMipmappedArray\0") }.map(|sym| *sym);
+        let cudaDestroyExternalMemory = unsafe { __library.get(b"cudaDestroyExternalMemory\0") }.map(|sym| *sym);
+        let cudaImportExternalSemaphore = unsafe { __library.get(b"cudaImportExternalSemaphore\0") }.map(|sym| *sym);
         let cudaSignalExternalSemaphoresAsync_ptsz =
             unsafe { __library.get(b"cudaSignalExternalSemaphoresAsync_ptsz\0") }.map(|sym| *sym);
         let cudaWaitExternalSemaphoresAsync_ptsz =
             unsafe { __library.get(b"cudaWaitExternalSemaphoresAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaDestroyExternalSemaphore =
-            unsafe { __library.get(b"cudaDestroyExternalSemaphore\0") }.map(|sym| *sym);
-        let cudaLaunchKernel_ptsz =
-            unsafe { __library.get(b"cudaLaunchKernel_ptsz\0") }.map(|sym| *sym);
-        let cudaLaunchKernelExC_ptsz =
-            unsafe { __library.get(b"cudaLaunchKernelExC_ptsz\0") }.map(|sym| *sym);
+        let cudaDestroyExternalSemaphore = unsafe { __library.get(b"cudaDestroyExternalSemaphore\0") }.map(|sym| *sym);
+        let cudaLaunchKernel_ptsz = unsafe { __library.get(b"cudaLaunchKernel_ptsz\0") }.map(|sym| *sym);
+        let cudaLaunchKernelExC_ptsz = unsafe { __library.get(b"cudaLaunchKernelExC_ptsz\0") }.map(|sym| *sym);
         let cudaLaunchCooperativeKernel_ptsz =
             unsafe { __library.get(b"cudaLaunchCooperativeKernel_ptsz\0") }.map(|sym| *sym);
-        let cudaFuncSetCacheConfig =
-            unsafe { __library.get(b"cudaFuncSetCacheConfig\0") }.map(|sym| *sym);
-        let cudaFuncGetAttributes =
-            unsafe { __library.get(b"cudaFuncGetAttributes\0") }.map(|sym| *sym);
-        let cudaFuncSetAttribute =
-            unsafe { __library.get(b"cudaFuncSetAttribute\0") }.map(|sym| *sym);
+        let cudaFuncSetCacheConfig = unsafe { __library.get(b"cudaFuncSetCacheConfig\0") }.map(|sym| *sym);
+        let cudaFuncGetAttributes = unsafe { __library.get(b"cudaFuncGetAttributes\0") }.map(|sym| *sym);
+        let cudaFuncSetAttribute = unsafe { __library.get(b"cudaFuncSetAttribute\0") }.map(|sym| *sym);
         let cudaFuncGetName = unsafe { __library.get(b"cudaFuncGetName\0") }.map(|sym| *sym);
-        let cudaFuncGetParamInfo =
-            unsafe { __library.get(b"cudaFuncGetParamInfo\0") }.map(|sym| *sym);
-        let cudaLaunchHostFunc_ptsz =
-            unsafe { __library.get(b"cudaLaunchHostFunc_ptsz\0") }.map(|sym| *sym);
-        let cudaFuncSetSharedMemConfig =
-            unsafe { __library.get(b"cudaFuncSetSharedMemConfig\0") }.map(|sym| *sym);
+        let cudaFuncGetParamInfo = unsafe { __library.get(b"cudaFuncGetParamInfo\0") }.map(|sym| *sym);
+        let cudaLaunchHostFunc_ptsz = unsafe { __library.get(b"cudaLaunchHostFunc_ptsz\0") }.map(|sym| *sym);
+        let cudaFuncSetSharedMemConfig = unsafe { __library.get(b"cudaFuncSetSharedMemConfig\0") }.map(|sym| *sym);
         let cudaOccupancyMaxActiveBlocksPerMultiprocessor =
-            unsafe { __library.get(b"cudaOccupancyMaxActiveBlocksPerMultiprocessor\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaOccupancyMaxActiveBlocksPerMultiprocessor\0") }.map(|sym| *sym);
         let cudaOccupancyAvailableDynamicSMemPerBlock =
-            unsafe { __library.get(b"cudaOccupancyAvailableDynamicSMemPerBlock\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaOccupancyAvailableDynamicSMemPerBlock\0") }.map(|sym| *sym);
         let cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags =
-            unsafe { __library.get(b"cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags\0") }.map(|sym| *sym);
         let cudaOccupancyMaxPotentialClusterSize =
             unsafe { __library.get(b"cudaOccupancyMaxPotentialClusterSize\0") }.map(|sym| *sym);
         let cudaOccupancyMaxActiveClusters =
@@ -8544,27 +7795,20 @@ impl CudartLib {
         let cudaFree = unsafe { __library.get(b"cudaFree\0") }.map(|sym| *sym);
         let cudaFreeHost = unsafe { __library.get(b"cudaFreeHost\0") }.map(|sym| *sym);
         let cudaFreeArray = unsafe { __library.get(b"cudaFreeArray\0") }.map(|sym| *sym);
-        let cudaFreeMipmappedArray =
-            unsafe { __library.get(b"cudaFreeMipmappedArray\0") }.map(|sym| *sym);
+        let cudaFreeMipmappedArray = unsafe { __library.get(b"cudaFreeMipmappedArray\0") }.map(|sym| *sym);
         let cudaHostAlloc = unsafe { __library.get(b"cudaHostAlloc\0") }.map(|sym| *sym);
         let cudaHostRegister = unsafe { __library.get(b"cudaHostRegister\0") }.map(|sym| *sym);
         let cudaHostUnregister = unsafe { __library.get(b"cudaHostUnregister\0") }.map(|sym| *sym);
-        let cudaHostGetDevicePointer =
-            unsafe { __library.get(b"cudaHostGetDevicePointer\0") }.map(|sym| *sym);
+        let cudaHostGetDevicePointer = unsafe { __library.get(b"cudaHostGetDevicePointer\0") }.map(|sym| *sym);
         let cudaHostGetFlags = unsafe { __library.get(b"cudaHostGetFlags\0") }.map(|sym| *sym);
         let cudaMalloc3D = unsafe { __library.get(b"cudaMalloc3D\0") }.map(|sym| *sym);
         let cudaMalloc3DArray = unsafe { __library.get(b"cudaMalloc3DArray\0") }.map(|sym| *sym);
-        let cudaMallocMipmappedArray =
-            unsafe { __library.get(b"cudaMallocMipmappedArray\0") }.map(|sym| *sym);
-        let cudaGetMipmappedArrayLevel =
-            unsafe { __library.get(b"cudaGetMipmappedArrayLevel\0") }.map(|sym| *sym);
+        let cudaMallocMipmappedArray = unsafe { __library.get(b"cudaMallocMipmappedArray\0") }.map(|sym| *sym);
+        let cudaGetMipmappedArrayLevel = unsafe { __library.get(b"cudaGetMipmappedArrayLevel\0") }.map(|sym| *sym);
         let cudaMemcpy3D_ptds = unsafe { __library.get(b"cudaMemcpy3D_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpy3DPeer_ptds =
-            unsafe { __library.get(b"cudaMemcpy3DPeer_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpy3DAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpy3DAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpy3DPeerAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpy3DPeerAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpy3DPeer_ptds = unsafe { __library.get(b"cudaMemcpy3DPeer_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpy3DAsync_ptsz = unsafe { __library.get(b"cudaMemcpy3DAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpy3DPeerAsync_ptsz = unsafe { __library.get(b"cudaMemcpy3DPeerAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemGetInfo = unsafe { __library.get(b"cudaMemGetInfo\0") }.map(|sym| *sym);
         let cudaArrayGetInfo = unsafe { __library.get(b"cudaArrayGetInfo\0") }.map(|sym| *sym);
         let cudaArrayGetPlane = unsafe { __library.get(b"cudaArrayGetPlane\0") }.map(|sym| *sym);
@@ -8572,55 +7816,39 @@ impl CudartLib {
             unsafe { __library.get(b"cudaArrayGetMemoryRequirements\0") }.map(|sym| *sym);
         let cudaMipmappedArrayGetMemoryRequirements =
             unsafe { __library.get(b"cudaMipmappedArrayGetMemoryRequirements\0") }.map(|sym| *sym);
-        let cudaArrayGetSparseProperties =
-            unsafe { __library.get(b"cudaArrayGetSparseProperties\0") }.map(|sym| *sym);
+        let cudaArrayGetSparseProperties = unsafe { __library.get(b"cudaArrayGetSparseProperties\0") }.map(|sym| *sym);
         let cudaMipmappedArrayGetSparseProperties =
             unsafe { __library.get(b"cudaMipmappedArrayGetSparseProperties\0") }.map(|sym| *sym);
         let cudaMemcpy_ptds = unsafe { __library.get(b"cudaMemcpy_ptds\0") }.map(|sym| *sym);
         let cudaMemcpyPeer = unsafe { __library.get(b"cudaMemcpyPeer\0") }.map(|sym| *sym);
         let cudaMemcpy2D_ptds = unsafe { __library.get(b"cudaMemcpy2D_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpy2DToArray_ptds =
-            unsafe { __library.get(b"cudaMemcpy2DToArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpy2DFromArray_ptds =
-            unsafe { __library.get(b"cudaMemcpy2DFromArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpy2DToArray_ptds = unsafe { __library.get(b"cudaMemcpy2DToArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpy2DFromArray_ptds = unsafe { __library.get(b"cudaMemcpy2DFromArray_ptds\0") }.map(|sym| *sym);
         let cudaMemcpy2DArrayToArray_ptds =
             unsafe { __library.get(b"cudaMemcpy2DArrayToArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyToSymbol_ptds =
-            unsafe { __library.get(b"cudaMemcpyToSymbol_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyFromSymbol_ptds =
-            unsafe { __library.get(b"cudaMemcpyFromSymbol_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpyAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpyPeerAsync =
-            unsafe { __library.get(b"cudaMemcpyPeerAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyBatchAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpyBatchAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpy3DBatchAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpy3DBatchAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpy2DAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpy2DAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpyToSymbol_ptds = unsafe { __library.get(b"cudaMemcpyToSymbol_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyFromSymbol_ptds = unsafe { __library.get(b"cudaMemcpyFromSymbol_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyAsync_ptsz = unsafe { __library.get(b"cudaMemcpyAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpyPeerAsync = unsafe { __library.get(b"cudaMemcpyPeerAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyBatchAsync_ptsz = unsafe { __library.get(b"cudaMemcpyBatchAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpy3DBatchAsync_ptsz = unsafe { __library.get(b"cudaMemcpy3DBatchAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpy2DAsync_ptsz = unsafe { __library.get(b"cudaMemcpy2DAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemcpy2DToArrayAsync_ptsz =
             unsafe { __library.get(b"cudaMemcpy2DToArrayAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemcpy2DFromArrayAsync_ptsz =
             unsafe { __library.get(b"cudaMemcpy2DFromArrayAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemcpyToSymbolAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpyToSymbolAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemcpyToSymbolAsync_ptsz = unsafe { __library.get(b"cudaMemcpyToSymbolAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemcpyFromSymbolAsync_ptsz =
             unsafe { __library.get(b"cudaMemcpyFromSymbolAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemset_ptds = unsafe { __library.get(b"cudaMemset_ptds\0") }.map(|sym| *sym);
         let cudaMemset2D_ptds = unsafe { __library.get(b"cudaMemset2D_ptds\0") }.map(|sym| *sym);
         let cudaMemset3D_ptds = unsafe { __library.get(b"cudaMemset3D_ptds\0") }.map(|sym| *sym);
-        let cudaMemsetAsync_ptsz =
-            unsafe { __library.get(b"cudaMemsetAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemset2DAsync_ptsz =
-            unsafe { __library.get(b"cudaMemset2DAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMemset3DAsync_ptsz =
-            unsafe { __library.get(b"cudaMemset3DAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaGetSymbolAddress =
-            unsafe { __library.get(b"cudaGetSymbolAddress\0") }.map(|sym| *sym);
+        let cudaMemsetAsync_ptsz = unsafe { __library.get(b"cudaMemsetAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemset2DAsync_ptsz = unsafe { __library.get(b"cudaMemset2DAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemset3DAsync_ptsz = unsafe { __library.get(b"cudaMemset3DAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaGetSymbolAddress = unsafe { __library.get(b"cudaGetSymbolAddress\0") }.map(|sym| *sym);
         let cudaGetSymbolSize = unsafe { __library.get(b"cudaGetSymbolSize\0") }.map(|sym| *sym);
-        let cudaMemPrefetchAsync_ptsz =
-            unsafe { __library.get(b"cudaMemPrefetchAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemPrefetchAsync_ptsz = unsafe { __library.get(b"cudaMemPrefetchAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemPrefetchBatchAsync_ptsz =
             unsafe { __library.get(b"cudaMemPrefetchBatchAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemDiscardBatchAsync_ptsz =
@@ -8628,159 +7856,110 @@ impl CudartLib {
         let cudaMemDiscardAndPrefetchBatchAsync_ptsz =
             unsafe { __library.get(b"cudaMemDiscardAndPrefetchBatchAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemAdvise = unsafe { __library.get(b"cudaMemAdvise\0") }.map(|sym| *sym);
-        let cudaMemRangeGetAttribute =
-            unsafe { __library.get(b"cudaMemRangeGetAttribute\0") }.map(|sym| *sym);
-        let cudaMemRangeGetAttributes =
-            unsafe { __library.get(b"cudaMemRangeGetAttributes\0") }.map(|sym| *sym);
-        let cudaMemcpyToArray_ptds =
-            unsafe { __library.get(b"cudaMemcpyToArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyFromArray_ptds =
-            unsafe { __library.get(b"cudaMemcpyFromArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyArrayToArray_ptds =
-            unsafe { __library.get(b"cudaMemcpyArrayToArray_ptds\0") }.map(|sym| *sym);
-        let cudaMemcpyToArrayAsync_ptsz =
-            unsafe { __library.get(b"cudaMemcpyToArrayAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMemRangeGetAttribute = unsafe { __library.get(b"cudaMemRangeGetAttribute\0") }.map(|sym| *sym);
+        let cudaMemRangeGetAttributes = unsafe { __library.get(b"cudaMemRangeGetAttributes\0") }.map(|sym| *sym);
+        let cudaMemcpyToArray_ptds = unsafe { __library.get(b"cudaMemcpyToArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyFromArray_ptds = unsafe { __library.get(b"cudaMemcpyFromArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyArrayToArray_ptds = unsafe { __library.get(b"cudaMemcpyArrayToArray_ptds\0") }.map(|sym| *sym);
+        let cudaMemcpyToArrayAsync_ptsz = unsafe { __library.get(b"cudaMemcpyToArrayAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemcpyFromArrayAsync_ptsz =
             unsafe { __library.get(b"cudaMemcpyFromArrayAsync_ptsz\0") }.map(|sym| *sym);
-        let cudaMallocAsync_ptsz =
-            unsafe { __library.get(b"cudaMallocAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMallocAsync_ptsz = unsafe { __library.get(b"cudaMallocAsync_ptsz\0") }.map(|sym| *sym);
         let cudaFreeAsync_ptsz = unsafe { __library.get(b"cudaFreeAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemPoolTrimTo = unsafe { __library.get(b"cudaMemPoolTrimTo\0") }.map(|sym| *sym);
-        let cudaMemPoolSetAttribute =
-            unsafe { __library.get(b"cudaMemPoolSetAttribute\0") }.map(|sym| *sym);
-        let cudaMemPoolGetAttribute =
-            unsafe { __library.get(b"cudaMemPoolGetAttribute\0") }.map(|sym| *sym);
-        let cudaMemPoolSetAccess =
-            unsafe { __library.get(b"cudaMemPoolSetAccess\0") }.map(|sym| *sym);
-        let cudaMemPoolGetAccess =
-            unsafe { __library.get(b"cudaMemPoolGetAccess\0") }.map(|sym| *sym);
+        let cudaMemPoolSetAttribute = unsafe { __library.get(b"cudaMemPoolSetAttribute\0") }.map(|sym| *sym);
+        let cudaMemPoolGetAttribute = unsafe { __library.get(b"cudaMemPoolGetAttribute\0") }.map(|sym| *sym);
+        let cudaMemPoolSetAccess = unsafe { __library.get(b"cudaMemPoolSetAccess\0") }.map(|sym| *sym);
+        let cudaMemPoolGetAccess = unsafe { __library.get(b"cudaMemPoolGetAccess\0") }.map(|sym| *sym);
         let cudaMemPoolCreate = unsafe { __library.get(b"cudaMemPoolCreate\0") }.map(|sym| *sym);
         let cudaMemPoolDestroy = unsafe { __library.get(b"cudaMemPoolDestroy\0") }.map(|sym| *sym);
-        let cudaMemGetDefaultMemPool =
-            unsafe { __library.get(b"cudaMemGetDefaultMemPool\0") }.map(|sym| *sym);
+        let cudaMemGetDefaultMemPool = unsafe { __library.get(b"cudaMemGetDefaultMemPool\0") }.map(|sym| *sym);
         let cudaMemGetMemPool = unsafe { __library.get(b"cudaMemGetMemPool\0") }.map(|sym| *sym);
         let cudaMemSetMemPool = unsafe { __library.get(b"cudaMemSetMemPool\0") }.map(|sym| *sym);
-        let cudaMallocFromPoolAsync_ptsz =
-            unsafe { __library.get(b"cudaMallocFromPoolAsync_ptsz\0") }.map(|sym| *sym);
+        let cudaMallocFromPoolAsync_ptsz = unsafe { __library.get(b"cudaMallocFromPoolAsync_ptsz\0") }.map(|sym| *sym);
         let cudaMemPoolExportToShareableHandle =
             unsafe { __library.get(b"cudaMemPoolExportToShareableHandle\0") }.map(|sym| *sym);
         let cudaMemPoolImportFromShareableHandle =
             unsafe { __library.get(b"cudaMemPoolImportFromShareableHandle\0") }.map(|sym| *sym);
-        let cudaMemPoolExportPointer =
-            unsafe { __library.get(b"cudaMemPoolExportPointer\0") }.map(|sym| *sym);
-        let cudaMemPoolImportPointer =
-            unsafe { __library.get(b"cudaMemPoolImportPointer\0") }.map(|sym| *sym);
-        let cudaPointerGetAttributes =
-            unsafe { __library.get(b"cudaPointerGetAttributes\0") }.map(|sym| *sym);
-        let cudaDeviceCanAccessPeer =
-            unsafe { __library.get(b"cudaDeviceCanAccessPeer\0") }.map(|sym| *sym);
-        let cudaDeviceEnablePeerAccess =
-            unsafe { __library.get(b"cudaDeviceEnablePeerAccess\0") }.map(|sym| *sym);
-        let cudaDeviceDisablePeerAccess =
-            unsafe { __library.get(b"cudaDeviceDisablePeerAccess\0") }.map(|sym| *sym);
+        let cudaMemPoolExportPointer = unsafe { __library.get(b"cudaMemPoolExportPointer\0") }.map(|sym| *sym);
+        let cudaMemPoolImportPointer = unsafe { __library.get(b"cudaMemPoolImportPointer\0") }.map(|sym| *sym);
+        let cudaPointerGetAttributes = unsafe { __library.get(b"cudaPointerGetAttributes\0") }.map(|sym| *sym);
+        let cudaDeviceCanAccessPeer = unsafe { __library.get(b"cudaDeviceCanAccessPeer\0") }.map(|sym| *sym);
+        let cudaDeviceEnablePeerAccess = unsafe { __library.get(b"cudaDeviceEnablePeerAccess\0") }.map(|sym| *sym);
+        let cudaDeviceDisablePeerAccess = unsafe { __library.get(b"cudaDeviceDisablePeerAccess\0") }.map(|sym| *sym);
         let cudaGraphicsUnregisterResource =
             unsafe { __library.get(b"cudaGraphicsUnregisterResource\0") }.map(|sym| *sym);
         let cudaGraphicsResourceSetMapFlags =
             unsafe { __library.get(b"cudaGraphicsResourceSetMapFlags\0") }.map(|sym| *sym);
-        let cudaGraphicsMapResources =
-            unsafe { __library.get(b"cudaGraphicsMapResources\0") }.map(|sym| *sym);
-        let cudaGraphicsUnmapResources =
-            unsafe { __library.get(b"cudaGraphicsUnmapResources\0") }.map(|sym| *sym);
+        let cudaGraphicsMapResources = unsafe { __library.get(b"cudaGraphicsMapResources\0") }.map(|sym| *sym);
+        let cudaGraphicsUnmapResources = unsafe { __library.get(b"cudaGraphicsUnmapResources\0") }.map(|sym| *sym);
         let cudaGraphicsResourceGetMappedPointer =
             unsafe { __library.get(b"cudaGraphicsResourceGetMappedPointer\0") }.map(|sym| *sym);
         let cudaGraphicsSubResourceGetMappedArray =
             unsafe { __library.get(b"cudaGraphicsSubResourceGetMappedArray\0") }.map(|sym| *sym);
         let cudaGraphicsResourceGetMappedMipmappedArray =
-            unsafe { __library.get(b"cudaGraphicsResourceGetMappedMipmappedArray\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphicsResourceGetMappedMipmappedArray\0") }.map(|sym| *sym);
         let cudaGetChannelDesc = unsafe { __library.get(b"cudaGetChannelDesc\0") }.map(|sym| *sym);
-        let cudaCreateChannelDesc =
-            unsafe { __library.get(b"cudaCreateChannelDesc\0") }.map(|sym| *sym);
-        let cudaCreateTextureObject =
-            unsafe { __library.get(b"cudaCreateTextureObject\0") }.map(|sym| *sym);
-        let cudaDestroyTextureObject =
-            unsafe { __library.get(b"cudaDestroyTextureObject\0") }.map(|sym| *sym);
+        let cudaCreateChannelDesc = unsafe { __library.get(b"cudaCreateChannelDesc\0") }.map(|sym| *sym);
+        let cudaCreateTextureObject = unsafe { __library.get(b"cudaCreateTextureObject\0") }.map(|sym| *sym);
+        let cudaDestroyTextureObject = unsafe { __library.get(b"cudaDestroyTextureObject\0") }.map(|sym| *sym);
         let cudaGetTextureObjectResourceDesc =
             unsafe { __library.get(b"cudaGetTextureObjectResourceDesc\0") }.map(|sym| *sym);
         let cudaGetTextureObjectTextureDesc =
             unsafe { __library.get(b"cudaGetTextureObjectTextureDesc\0") }.map(|sym| *sym);
         let cudaGetTextureObjectResourceViewDesc =
             unsafe { __library.get(b"cudaGetTextureObjectResourceViewDesc\0") }.map(|sym| *sym);
-        let cudaCreateSurfaceObject =
-            unsafe { __library.get(b"cudaCreateSurfaceObject\0") }.map(|sym| *sym);
-        let cudaDestroySurfaceObject =
-            unsafe { __library.get(b"cudaDestroySurfaceObject\0") }.map(|sym| *sym);
+        let cudaCreateSurfaceObject = unsafe { __library.get(b"cudaCreateSurfaceObject\0") }.map(|sym| *sym);
+        let cudaDestroySurfaceObject = unsafe { __library.get(b"cudaDestroySurfaceObject\0") }.map(|sym| *sym);
         let cudaGetSurfaceObjectResourceDesc =
             unsafe { __library.get(b"cudaGetSurfaceObjectResourceDesc\0") }.map(|sym| *sym);
-        let cudaDriverGetVersion =
-            unsafe { __library.get(b"cudaDriverGetVersion\0") }.map(|sym| *sym);
-        let cudaRuntimeGetVersion =
-            unsafe { __library.get(b"cudaRuntimeGetVersion\0") }.map(|sym| *sym);
-        let cudaLogsRegisterCallback =
-            unsafe { __library.get(b"cudaLogsRegisterCallback\0") }.map(|sym| *sym);
-        let cudaLogsUnregisterCallback =
-            unsafe { __library.get(b"cudaLogsUnregisterCallback\0") }.map(|sym| *sym);
+        let cudaDriverGetVersion = unsafe { __library.get(b"cudaDriverGetVersion\0") }.map(|sym| *sym);
+        let cudaRuntimeGetVersion = unsafe { __library.get(b"cudaRuntimeGetVersion\0") }.map(|sym| *sym);
+        let cudaLogsRegisterCallback = unsafe { __library.get(b"cudaLogsRegisterCallback\0") }.map(|sym| *sym);
+        let cudaLogsUnregisterCallback = unsafe { __library.get(b"cudaLogsUnregisterCallback\0") }.map(|sym| *sym);
         let cudaLogsCurrent = unsafe { __library.get(b"cudaLogsCurrent\0") }.map(|sym| *sym);
         let cudaLogsDumpToFile = unsafe { __library.get(b"cudaLogsDumpToFile\0") }.map(|sym| *sym);
-        let cudaLogsDumpToMemory =
-            unsafe { __library.get(b"cudaLogsDumpToMemory\0") }.map(|sym| *sym);
+        let cudaLogsDumpToMemory = unsafe { __library.get(b"cudaLogsDumpToMemory\0") }.map(|sym| *sym);
         let cudaGraphCreate = unsafe { __library.get(b"cudaGraphCreate\0") }.map(|sym| *sym);
-        let cudaGraphAddKernelNode =
-            unsafe { __library.get(b"cudaGraphAddKernelNode\0") }.map(|sym| *sym);
-        let cudaGraphKernelNodeGetParams =
-            unsafe { __library.get(b"cudaGraphKernelNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphKernelNodeSetParams =
-            unsafe { __library.get(b"cudaGraphKernelNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddKernelNode = unsafe { __library.get(b"cudaGraphAddKernelNode\0") }.map(|sym| *sym);
+        let cudaGraphKernelNodeGetParams = unsafe { __library.get(b"cudaGraphKernelNodeGetParams\0") }.map(|sym| *sym);
+        let cudaGraphKernelNodeSetParams = unsafe { __library.get(b"cudaGraphKernelNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphKernelNodeCopyAttributes =
             unsafe { __library.get(b"cudaGraphKernelNodeCopyAttributes\0") }.map(|sym| *sym);
         let cudaGraphKernelNodeGetAttribute =
             unsafe { __library.get(b"cudaGraphKernelNodeGetAttribute\0") }.map(|sym| *sym);
         let cudaGraphKernelNodeSetAttribute =
             unsafe { __library.get(b"cudaGraphKernelNodeSetAttribute\0") }.map(|sym| *sym);
-        let cudaGraphAddMemcpyNode =
-            unsafe { __library.get(b"cudaGraphAddMemcpyNode\0") }.map(|sym| *sym);
+        let cudaGraphAddMemcpyNode = unsafe { __library.get(b"cudaGraphAddMemcpyNode\0") }.map(|sym| *sym);
         let cudaGraphAddMemcpyNodeToSymbol =
             unsafe { __library.get(b"cudaGraphAddMemcpyNodeToSymbol\0") }.map(|sym| *sym);
         let cudaGraphAddMemcpyNodeFromSymbol =
             unsafe { __library.get(b"cudaGraphAddMemcpyNodeFromSymbol\0") }.map(|sym| *sym);
-        let cudaGraphAddMemcpyNode1D =
-            unsafe { __library.get(b"cudaGraphAddMemcpyNode1D\0") }.map(|sym| *sym);
-        let cudaGraphMemcpyNodeGetParams =
-            unsafe { __library.get(b"cudaGraphMemcpyNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphMemcpyNodeSetParams =
-            unsafe { __library.get(b"cudaGraphMemcpyNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddMemcpyNode1D = unsafe { __library.get(b"cudaGraphAddMemcpyNode1D\0") }.map(|sym| *sym);
+        let cudaGraphMemcpyNodeGetParams = unsafe { __library.get(b"cudaGraphMemcpyNodeGetParams\0") }.map(|sym| *sym);
+        let cudaGraphMemcpyNodeSetParams = unsafe { __library.get(b"cudaGraphMemcpyNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphMemcpyNodeSetParamsToSymbol =
             unsafe { __library.get(b"cudaGraphMemcpyNodeSetParamsToSymbol\0") }.map(|sym| *sym);
         let cudaGraphMemcpyNodeSetParamsFromSymbol =
             unsafe { __library.get(b"cudaGraphMemcpyNodeSetParamsFromSymbol\0") }.map(|sym| *sym);
         let cudaGraphMemcpyNodeSetParams1D =
             unsafe { __library.get(b"cudaGraphMemcpyNodeSetParams1D\0") }.map(|sym| *sym);
-        let cudaGraphAddMemsetNode =
-            unsafe { __library.get(b"cudaGraphAddMemsetNode\0") }.map(|sym| *sym);
-        let cudaGraphMemsetNodeGetParams =
-            unsafe { __library.get(b"cudaGraphMemsetNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphMemsetNodeSetParams =
-            unsafe { __library.get(b"cudaGraphMemsetNodeSetParams\0") }.map(|sym| *sym);
-        let cudaGraphAddHostNode =
-            unsafe { __library.get(b"cudaGraphAddHostNode\0") }.map(|sym| *sym);
-        let cudaGraphHostNodeGetParams =
-            unsafe { __library.get(b"cudaGraphHostNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphHostNodeSetParams =
-            unsafe { __library.get(b"cudaGraphHostNodeSetParams\0") }.map(|sym| *sym);
-        let cudaGraphAddChildGraphNode =
-            unsafe { __library.get(b"cudaGraphAddChildGraphNode\0") }.map(|sym| *sym);
+        let cudaGraphAddMemsetNode = unsafe { __library.get(b"cudaGraphAddMemsetNode\0") }.map(|sym| *sym);
+        let cudaGraphMemsetNodeGetParams = unsafe { __library.get(b"cudaGraphMemsetNodeGetParams\0") }.map(|sym| *sym);
+        let cudaGraphMemsetNodeSetParams = unsafe { __library.get(b"cudaGraphMemsetNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddHostNode = unsafe { __library.get(b"cudaGraphAddHostNode\0") }.map(|sym| *sym);
+        let cudaGraphHostNodeGetParams = unsafe { __library.get(b"cudaGraphHostNodeGetParams\0") }.map(|sym| *sym);
+        let cudaGraphHostNodeSetParams = unsafe { __library.get(b"cudaGraphHostNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddChildGraphNode = unsafe { __library.get(b"cudaGraphAddChildGraphNode\0") }.map(|sym| *sym);
         let cudaGraphChildGraphNodeGetGraph =
             unsafe { __library.get(b"cudaGraphChildGraphNodeGetGraph\0") }.map(|sym| *sym);
-        let cudaGraphAddEmptyNode =
-            unsafe { __library.get(b"cudaGraphAddEmptyNode\0") }.map(|sym| *sym);
-        let cudaGraphAddEventRecordNode =
-            unsafe { __library.get(b"cudaGraphAddEventRecordNode\0") }.map(|sym| *sym);
+        let cudaGraphAddEmptyNode = unsafe { __library.get(b"cudaGraphAddEmptyNode\0") }.map(|sym| *sym);
+        let cudaGraphAddEventRecordNode = unsafe { __library.get(b"cudaGraphAddEventRecordNode\0") }.map(|sym| *sym);
         let cudaGraphEventRecordNodeGetEvent =
             unsafe { __library.get(b"cudaGraphEventRecordNodeGetEvent\0") }.map(|sym| *sym);
         let cudaGraphEventRecordNodeSetEvent =
             unsafe { __library.get(b"cudaGraphEventRecordNodeSetEvent\0") }.map(|sym| *sym);
-        let cudaGraphAddEventWaitNode =
-            unsafe { __library.get(b"cudaGraphAddEventWaitNode\0") }.map(|sym| *sym);
+        let cudaGraphAddEventWaitNode = unsafe { __library.get(b"cudaGraphAddEventWaitNode\0") }.map(|sym| *sym);
         let cudaGraphEventWaitNodeGetEvent =
             unsafe { __library.get(b"cudaGraphEventWaitNodeGetEvent\0") }.map(|sym| *sym);
         let cudaGraphEventWaitNodeSetEvent =
@@ -8788,60 +7967,44 @@ impl CudartLib {
         let cudaGraphAddExternalSemaphoresSignalNode =
             unsafe { __library.get(b"cudaGraphAddExternalSemaphoresSignalNode\0") }.map(|sym| *sym);
         let cudaGraphExternalSemaphoresSignalNodeGetParams =
-            unsafe { __library.get(b"cudaGraphExternalSemaphoresSignalNodeGetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExternalSemaphoresSignalNodeGetParams\0") }.map(|sym| *sym);
         let cudaGraphExternalSemaphoresSignalNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExternalSemaphoresSignalNodeSetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExternalSemaphoresSignalNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphAddExternalSemaphoresWaitNode =
             unsafe { __library.get(b"cudaGraphAddExternalSemaphoresWaitNode\0") }.map(|sym| *sym);
         let cudaGraphExternalSemaphoresWaitNodeGetParams =
-            unsafe { __library.get(b"cudaGraphExternalSemaphoresWaitNodeGetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExternalSemaphoresWaitNodeGetParams\0") }.map(|sym| *sym);
         let cudaGraphExternalSemaphoresWaitNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExternalSemaphoresWaitNodeSetParams\0") }
-                .map(|sym| *sym);
-        let cudaGraphAddMemAllocNode =
-            unsafe { __library.get(b"cudaGraphAddMemAllocNode\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExternalSemaphoresWaitNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphAddMemAllocNode = unsafe { __library.get(b"cudaGraphAddMemAllocNode\0") }.map(|sym| *sym);
         let cudaGraphMemAllocNodeGetParams =
             unsafe { __library.get(b"cudaGraphMemAllocNodeGetParams\0") }.map(|sym| *sym);
-        let cudaGraphAddMemFreeNode =
-            unsafe { __library.get(b"cudaGraphAddMemFreeNode\0") }.map(|sym| *sym);
+        let cudaGraphAddMemFreeNode = unsafe { __library.get(b"cudaGraphAddMemFreeNode\0") }.map(|sym| *sym);
         let cudaGraphMemFreeNodeGetParams =
             unsafe { __library.get(b"cudaGraphMemFreeNodeGetParams\0") }.map(|sym| *sym);
-        let cudaDeviceGraphMemTrim =
-            unsafe { __library.get(b"cudaDeviceGraphMemTrim\0") }.map(|sym| *sym);
+        let cudaDeviceGraphMemTrim = unsafe { __library.get(b"cudaDeviceGraphMemTrim\0") }.map(|sym| *sym);
         let cudaDeviceGetGraphMemAttribute =
             unsafe { __library.get(b"cudaDeviceGetGraphMemAttribute\0") }.map(|sym| *sym);
         let cudaDeviceSetGraphMemAttribute =
             unsafe { __library.get(b"cudaDeviceSetGraphMemAttribute\0") }.map(|sym| *sym);
         let cudaGraphClone = unsafe { __library.get(b"cudaGraphClone\0") }.map(|sym| *sym);
-        let cudaGraphNodeFindInClone =
-            unsafe { __library.get(b"cudaGraphNodeFindInClone\0") }.map(|sym| *sym);
-        let cudaGraphNodeGetType =
-            unsafe { __library.get(b"cudaGraphNodeGetType\0") }.map(|sym| *sym);
+        let cudaGraphNodeFindInClone = unsafe { __library.get(b"cudaGraphNodeFindInClone\0") }.map(|sym| *sym);
+        let cudaGraphNodeGetType = unsafe { __library.get(b"cudaGraphNodeGetType\0") }.map(|sym| *sym);
         let cudaGraphGetNodes = unsafe { __library.get(b"cudaGraphGetNodes\0") }.map(|sym| *sym);
-        let cudaGraphGetRootNodes =
-            unsafe { __library.get(b"cudaGraphGetRootNodes\0") }.map(|sym| *sym);
+        let cudaGraphGetRootNodes = unsafe { __library.get(b"cudaGraphGetRootNodes\0") }.map(|sym| *sym);
         let cudaGraphGetEdges = unsafe { __library.get(b"cudaGraphGetEdges\0") }.map(|sym| *sym);
-        let cudaGraphNodeGetDependencies =
-            unsafe { __library.get(b"cudaGraphNodeGetDependencies\0") }.map(|sym| *sym);
+        let cudaGraphNodeGetDependencies = unsafe { __library.get(b"cudaGraphNodeGetDependencies\0") }.map(|sym| *sym);
         let cudaGraphNodeGetDependentNodes =
             unsafe { __library.get(b"cudaGraphNodeGetDependentNodes\0") }.map(|sym| *sym);
-        let cudaGraphAddDependencies =
-            unsafe { __library.get(b"cudaGraphAddDependencies\0") }.map(|sym| *sym);
-        let cudaGraphRemoveDependencies =
-            unsafe { __library.get(b"cudaGraphRemoveDependencies\0") }.map(|sym| *sym);
-        let cudaGraphDestroyNode =
-            unsafe { __library.get(b"cudaGraphDestroyNode\0") }.map(|sym| *sym);
-        let cudaGraphInstantiate =
-            unsafe { __library.get(b"cudaGraphInstantiate\0") }.map(|sym| *sym);
+        let cudaGraphAddDependencies = unsafe { __library.get(b"cudaGraphAddDependencies\0") }.map(|sym| *sym);
+        let cudaGraphRemoveDependencies = unsafe { __library.get(b"cudaGraphRemoveDependencies\0") }.map(|sym| *sym);
+        let cudaGraphDestroyNode = unsafe { __library.get(b"cudaGraphDestroyNode\0") }.map(|sym| *sym);
+        let cudaGraphInstantiate = unsafe { __library.get(b"cudaGraphInstantiate\0") }.map(|sym| *sym);
         let cudaGraphInstantiateWithFlags =
             unsafe { __library.get(b"cudaGraphInstantiateWithFlags\0") }.map(|sym| *sym);
         let cudaGraphInstantiateWithParams_ptsz =
             unsafe { __library.get(b"cudaGraphInstantiateWithParams_ptsz\0") }.map(|sym| *sym);
-        let cudaGraphExecGetFlags =
-            unsafe { __library.get(b"cudaGraphExecGetFlags\0") }.map(|sym| *sym);
+        let cudaGraphExecGetFlags = unsafe { __library.get(b"cudaGraphExecGetFlags\0") }.map(|sym| *sym);
         let cudaGraphExecKernelNodeSetParams =
             unsafe { __library.get(b"cudaGraphExecKernelNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphExecMemcpyNodeSetParams =
@@ -8849,8 +8012,7 @@ impl CudartLib {
         let cudaGraphExecMemcpyNodeSetParamsToSymbol =
             unsafe { __library.get(b"cudaGraphExecMemcpyNodeSetParamsToSymbol\0") }.map(|sym| *sym);
         let cudaGraphExecMemcpyNodeSetParamsFromSymbol =
-            unsafe { __library.get(b"cudaGraphExecMemcpyNodeSetParamsFromSymbol\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExecMemcpyNodeSetParamsFromSymbol\0") }.map(|sym| *sym);
         let cudaGraphExecMemcpyNodeSetParams1D =
             unsafe { __library.get(b"cudaGraphExecMemcpyNodeSetParams1D\0") }.map(|sym| *sym);
         let cudaGraphExecMemsetNodeSetParams =
@@ -8864,145 +8026,93 @@ impl CudartLib {
         let cudaGraphExecEventWaitNodeSetEvent =
             unsafe { __library.get(b"cudaGraphExecEventWaitNodeSetEvent\0") }.map(|sym| *sym);
         let cudaGraphExecExternalSemaphoresSignalNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExecExternalSemaphoresSignalNodeSetParams\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExecExternalSemaphoresSignalNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphExecExternalSemaphoresWaitNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExecExternalSemaphoresWaitNodeSetParams\0") }
-                .map(|sym| *sym);
-        let cudaGraphNodeSetEnabled =
-            unsafe { __library.get(b"cudaGraphNodeSetEnabled\0") }.map(|sym| *sym);
-        let cudaGraphNodeGetEnabled =
-            unsafe { __library.get(b"cudaGraphNodeGetEnabled\0") }.map(|sym| *sym);
-        let cudaGraphExecUpdate =
-            unsafe { __library.get(b"cudaGraphExecUpdate\0") }.map(|sym| *sym);
-        let cudaGraphUpload_ptsz =
-            unsafe { __library.get(b"cudaGraphUpload_ptsz\0") }.map(|sym| *sym);
-        let cudaGraphLaunch_ptsz =
-            unsafe { __library.get(b"cudaGraphLaunch_ptsz\0") }.map(|sym| *sym);
-        let cudaGraphExecDestroy =
-            unsafe { __library.get(b"cudaGraphExecDestroy\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"cudaGraphExecExternalSemaphoresWaitNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphNodeSetEnabled = unsafe { __library.get(b"cudaGraphNodeSetEnabled\0") }.map(|sym| *sym);
+        let cudaGraphNodeGetEnabled = unsafe { __library.get(b"cudaGraphNodeGetEnabled\0") }.map(|sym| *sym);
+        let cudaGraphExecUpdate = unsafe { __library.get(b"cudaGraphExecUpdate\0") }.map(|sym| *sym);
+        let cudaGraphUpload_ptsz = unsafe { __library.get(b"cudaGraphUpload_ptsz\0") }.map(|sym| *sym);
+        let cudaGraphLaunch_ptsz = unsafe { __library.get(b"cudaGraphLaunch_ptsz\0") }.map(|sym| *sym);
+        let cudaGraphExecDestroy = unsafe { __library.get(b"cudaGraphExecDestroy\0") }.map(|sym| *sym);
         let cudaGraphDestroy = unsafe { __library.get(b"cudaGraphDestroy\0") }.map(|sym| *sym);
-        let cudaGraphDebugDotPrint =
-            unsafe { __library.get(b"cudaGraphDebugDotPrint\0") }.map(|sym| *sym);
-        let cudaUserObjectCreate =
-            unsafe { __library.get(b"cudaUserObjectCreate\0") }.map(|sym| *sym);
-        let cudaUserObjectRetain =
-            unsafe { __library.get(b"cudaUserObjectRetain\0") }.map(|sym| *sym);
-        let cudaUserObjectRelease =
-            unsafe { __library.get(b"cudaUserObjectRelease\0") }.map(|sym| *sym);
-        let cudaGraphRetainUserObject =
-            unsafe { __library.get(b"cudaGraphRetainUserObject\0") }.map(|sym| *sym);
-        let cudaGraphReleaseUserObject =
-            unsafe { __library.get(b"cudaGraphReleaseUserObject\0") }.map(|sym| *sym);
+        let cudaGraphDebugDotPrint = unsafe { __library.get(b"cudaGraphDebugDotPrint\0") }.map(|sym| *sym);
+        let cudaUserObjectCreate = unsafe { __library.get(b"cudaUserObjectCreate\0") }.map(|sym| *sym);
+        let cudaUserObjectRetain = unsafe { __library.get(b"cudaUserObjectRetain\0") }.map(|sym| *sym);
+        let cudaUserObjectRelease = unsafe { __library.get(b"cudaUserObjectRelease\0") }.map(|sym| *sym);
+        let cudaGraphRetainUserObject = unsafe { __library.get(b"cudaGraphRetainUserObject\0") }.map(|sym| *sym);
+        let cudaGraphReleaseUserObject = unsafe { __library.get(b"cudaGraphReleaseUserObject\0") }.map(|sym| *sym);
         let cudaGraphAddNode = unsafe { __library.get(b"cudaGraphAddNode\0") }.map(|sym| *sym);
-        let cudaGraphNodeSetParams =
-            unsafe { __library.get(b"cudaGraphNodeSetParams\0") }.map(|sym| *sym);
-        let cudaGraphExecNodeSetParams =
-            unsafe { __library.get(b"cudaGraphExecNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphNodeSetParams = unsafe { __library.get(b"cudaGraphNodeSetParams\0") }.map(|sym| *sym);
+        let cudaGraphExecNodeSetParams = unsafe { __library.get(b"cudaGraphExecNodeSetParams\0") }.map(|sym| *sym);
         let cudaGraphConditionalHandleCreate =
             unsafe { __library.get(b"cudaGraphConditionalHandleCreate\0") }.map(|sym| *sym);
-        let cudaGetDriverEntryPoint_ptsz =
-            unsafe { __library.get(b"cudaGetDriverEntryPoint_ptsz\0") }.map(|sym| *sym);
+        let cudaGetDriverEntryPoint_ptsz = unsafe { __library.get(b"cudaGetDriverEntryPoint_ptsz\0") }.map(|sym| *sym);
         let cudaGetDriverEntryPointByVersion_ptsz =
             unsafe { __library.get(b"cudaGetDriverEntryPointByVersion_ptsz\0") }.map(|sym| *sym);
-        let cudaLibraryLoadData =
-            unsafe { __library.get(b"cudaLibraryLoadData\0") }.map(|sym| *sym);
-        let cudaLibraryLoadFromFile =
-            unsafe { __library.get(b"cudaLibraryLoadFromFile\0") }.map(|sym| *sym);
+        let cudaLibraryLoadData = unsafe { __library.get(b"cudaLibraryLoadData\0") }.map(|sym| *sym);
+        let cudaLibraryLoadFromFile = unsafe { __library.get(b"cudaLibraryLoadFromFile\0") }.map(|sym| *sym);
         let cudaLibraryUnload = unsafe { __library.get(b"cudaLibraryUnload\0") }.map(|sym| *sym);
-        let cudaLibraryGetKernel =
-            unsafe { __library.get(b"cudaLibraryGetKernel\0") }.map(|sym| *sym);
-        let cudaLibraryGetGlobal =
-            unsafe { __library.get(b"cudaLibraryGetGlobal\0") }.map(|sym| *sym);
-        let cudaLibraryGetManaged =
-            unsafe { __library.get(b"cudaLibraryGetManaged\0") }.map(|sym| *sym);
+        let cudaLibraryGetKernel = unsafe { __library.get(b"cudaLibraryGetKernel\0") }.map(|sym| *sym);
+        let cudaLibraryGetGlobal = unsafe { __library.get(b"cudaLibraryGetGlobal\0") }.map(|sym| *sym);
+        let cudaLibraryGetManaged = unsafe { __library.get(b"cudaLibraryGetManaged\0") }.map(|sym| *sym);
         let cudaLibraryGetUnifiedFunction =
             unsafe { __library.get(b"cudaLibraryGetUnifiedFunction\0") }.map(|sym| *sym);
-        let cudaLibraryGetKernelCount =
-            unsafe { __library.get(b"cudaLibraryGetKernelCount\0") }.map(|sym| *sym);
-        let cudaLibraryEnumerateKernels =
-            unsafe { __library.get(b"cudaLibraryEnumerateKernels\0") }.map(|sym| *sym);
+        let cudaLibraryGetKernelCount = unsafe { __library.get(b"cudaLibraryGetKernelCount\0") }.map(|sym| *sym);
+        let cudaLibraryEnumerateKernels = unsafe { __library.get(b"cudaLibraryEnumerateKernels\0") }.map(|sym| *sym);
         let cudaKernelSetAttributeForDevice =
             unsafe { __library.get(b"cudaKernelSetAttributeForDevice\0") }.map(|sym| *sym);
         let cudaGetExportTable = unsafe { __library.get(b"cudaGetExportTable\0") }.map(|sym| *sym);
-        let cudaGetFuncBySymbol =
-            unsafe { __library.get(b"cudaGetFuncBySymbol\0") }.map(|sym| *sym);
+        let cudaGetFuncBySymbol = unsafe { __library.get(b"cudaGetFuncBySymbol\0") }.map(|sym| *sym);
         let cudaGetKernel = unsafe { __library.get(b"cudaGetKernel\0") }.map(|sym| *sym);
         let cudaMemcpy = unsafe { __library.get(b"cudaMemcpy\0") }.map(|sym| *sym);
         let cudaMemcpyToSymbol = unsafe { __library.get(b"cudaMemcpyToSymbol\0") }.map(|sym| *sym);
-        let cudaMemcpyFromSymbol =
-            unsafe { __library.get(b"cudaMemcpyFromSymbol\0") }.map(|sym| *sym);
+        let cudaMemcpyFromSymbol = unsafe { __library.get(b"cudaMemcpyFromSymbol\0") }.map(|sym| *sym);
         let cudaMemcpy2D = unsafe { __library.get(b"cudaMemcpy2D\0") }.map(|sym| *sym);
         let cudaMemcpyToArray = unsafe { __library.get(b"cudaMemcpyToArray\0") }.map(|sym| *sym);
-        let cudaMemcpy2DToArray =
-            unsafe { __library.get(b"cudaMemcpy2DToArray\0") }.map(|sym| *sym);
-        let cudaMemcpyFromArray =
-            unsafe { __library.get(b"cudaMemcpyFromArray\0") }.map(|sym| *sym);
-        let cudaMemcpy2DFromArray =
-            unsafe { __library.get(b"cudaMemcpy2DFromArray\0") }.map(|sym| *sym);
-        let cudaMemcpyArrayToArray =
-            unsafe { __library.get(b"cudaMemcpyArrayToArray\0") }.map(|sym| *sym);
-        let cudaMemcpy2DArrayToArray =
-            unsafe { __library.get(b"cudaMemcpy2DArrayToArray\0") }.map(|sym| *sym);
+        let cudaMemcpy2DToArray = unsafe { __library.get(b"cudaMemcpy2DToArray\0") }.map(|sym| *sym);
+        let cudaMemcpyFromArray = unsafe { __library.get(b"cudaMemcpyFromArray\0") }.map(|sym| *sym);
+        let cudaMemcpy2DFromArray = unsafe { __library.get(b"cudaMemcpy2DFromArray\0") }.map(|sym| *sym);
+        let cudaMemcpyArrayToArray = unsafe { __library.get(b"cudaMemcpyArrayToArray\0") }.map(|sym| *sym);
+        let cudaMemcpy2DArrayToArray = unsafe { __library.get(b"cudaMemcpy2DArrayToArray\0") }.map(|sym| *sym);
         let cudaMemcpy3D = unsafe { __library.get(b"cudaMemcpy3D\0") }.map(|sym| *sym);
         let cudaMemcpy3DPeer = unsafe { __library.get(b"cudaMemcpy3DPeer\0") }.map(|sym| *sym);
-        let cudaMemcpyBatchAsync =
-            unsafe { __library.get(b"cudaMemcpyBatchAsync\0") }.map(|sym| *sym);
-        let cudaMemcpy3DBatchAsync =
-            unsafe { __library.get(b"cudaMemcpy3DBatchAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyBatchAsync = unsafe { __library.get(b"cudaMemcpyBatchAsync\0") }.map(|sym| *sym);
+        let cudaMemcpy3DBatchAsync = unsafe { __library.get(b"cudaMemcpy3DBatchAsync\0") }.map(|sym| *sym);
         let cudaMemset = unsafe { __library.get(b"cudaMemset\0") }.map(|sym| *sym);
         let cudaMemset2D = unsafe { __library.get(b"cudaMemset2D\0") }.map(|sym| *sym);
         let cudaMemset3D = unsafe { __library.get(b"cudaMemset3D\0") }.map(|sym| *sym);
         let cudaMemcpyAsync = unsafe { __library.get(b"cudaMemcpyAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyToSymbolAsync =
-            unsafe { __library.get(b"cudaMemcpyToSymbolAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyFromSymbolAsync =
-            unsafe { __library.get(b"cudaMemcpyFromSymbolAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyToSymbolAsync = unsafe { __library.get(b"cudaMemcpyToSymbolAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyFromSymbolAsync = unsafe { __library.get(b"cudaMemcpyFromSymbolAsync\0") }.map(|sym| *sym);
         let cudaMemcpy2DAsync = unsafe { __library.get(b"cudaMemcpy2DAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyToArrayAsync =
-            unsafe { __library.get(b"cudaMemcpyToArrayAsync\0") }.map(|sym| *sym);
-        let cudaMemcpy2DToArrayAsync =
-            unsafe { __library.get(b"cudaMemcpy2DToArrayAsync\0") }.map(|sym| *sym);
-        let cudaMemcpyFromArrayAsync =
-            unsafe { __library.get(b"cudaMemcpyFromArrayAsync\0") }.map(|sym| *sym);
-        let cudaMemcpy2DFromArrayAsync =
-            unsafe { __library.get(b"cudaMemcpy2DFromArrayAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyToArrayAsync = unsafe { __library.get(b"cudaMemcpyToArrayAsync\0") }.map(|sym| *sym);
+        let cudaMemcpy2DToArrayAsync = unsafe { __library.get(b"cudaMemcpy2DToArrayAsync\0") }.map(|sym| *sym);
+        let cudaMemcpyFromArrayAsync = unsafe { __library.get(b"cudaMemcpyFromArrayAsync\0") }.map(|sym| *sym);
+        let cudaMemcpy2DFromArrayAsync = unsafe { __library.get(b"cudaMemcpy2DFromArrayAsync\0") }.map(|sym| *sym);
         let cudaMemcpy3DAsync = unsafe { __library.get(b"cudaMemcpy3DAsync\0") }.map(|sym| *sym);
-        let cudaMemcpy3DPeerAsync =
-            unsafe { __library.get(b"cudaMemcpy3DPeerAsync\0") }.map(|sym| *sym);
+        let cudaMemcpy3DPeerAsync = unsafe { __library.get(b"cudaMemcpy3DPeerAsync\0") }.map(|sym| *sym);
         let cudaMemsetAsync = unsafe { __library.get(b"cudaMemsetAsync\0") }.map(|sym| *sym);
         let cudaMemset2DAsync = unsafe { __library.get(b"cudaMemset2DAsync\0") }.map(|sym| *sym);
         let cudaMemset3DAsync = unsafe { __library.get(b"cudaMemset3DAsync\0") }.map(|sym| *sym);
         let cudaStreamQuery = unsafe { __library.get(b"cudaStreamQuery\0") }.map(|sym| *sym);
-        let cudaStreamGetDevice =
-            unsafe { __library.get(b"cudaStreamGetDevice\0") }.map(|sym| *sym);
+        let cudaStreamGetDevice = unsafe { __library.get(b"cudaStreamGetDevice\0") }.map(|sym| *sym);
         let cudaStreamGetFlags = unsafe { __library.get(b"cudaStreamGetFlags\0") }.map(|sym| *sym);
         let cudaStreamGetId = unsafe { __library.get(b"cudaStreamGetId\0") }.map(|sym| *sym);
-        let cudaStreamGetPriority =
-            unsafe { __library.get(b"cudaStreamGetPriority\0") }.map(|sym| *sym);
+        let cudaStreamGetPriority = unsafe { __library.get(b"cudaStreamGetPriority\0") }.map(|sym| *sym);
         let cudaEventRecord = unsafe { __library.get(b"cudaEventRecord\0") }.map(|sym| *sym);
-        let cudaEventRecordWithFlags =
-            unsafe { __library.get(b"cudaEventRecordWithFlags\0") }.map(|sym| *sym);
-        let cudaStreamWaitEvent =
-            unsafe { __library.get(b"cudaStreamWaitEvent\0") }.map(|sym| *sym);
-        let cudaStreamAddCallback =
-            unsafe { __library.get(b"cudaStreamAddCallback\0") }.map(|sym| *sym);
-        let cudaStreamAttachMemAsync =
-            unsafe { __library.get(b"cudaStreamAttachMemAsync\0") }.map(|sym| *sym);
-        let cudaStreamSynchronize =
-            unsafe { __library.get(b"cudaStreamSynchronize\0") }.map(|sym| *sym);
+        let cudaEventRecordWithFlags = unsafe { __library.get(b"cudaEventRecordWithFlags\0") }.map(|sym| *sym);
+        let cudaStreamWaitEvent = unsafe { __library.get(b"cudaStreamWaitEvent\0") }.map(|sym| *sym);
+        let cudaStreamAddCallback = unsafe { __library.get(b"cudaStreamAddCallback\0") }.map(|sym| *sym);
+        let cudaStreamAttachMemAsync = unsafe { __library.get(b"cudaStreamAttachMemAsync\0") }.map(|sym| *sym);
+        let cudaStreamSynchronize = unsafe { __library.get(b"cudaStreamSynchronize\0") }.map(|sym| *sym);
         let cudaLaunchKernel = unsafe { __library.get(b"cudaLaunchKernel\0") }.map(|sym| *sym);
-        let cudaLaunchKernelExC =
-            unsafe { __library.get(b"cudaLaunchKernelExC\0") }.map(|sym| *sym);
-        let cudaLaunchCooperativeKernel =
-            unsafe { __library.get(b"cudaLaunchCooperativeKernel\0") }.map(|sym| *sym);
+        let cudaLaunchKernelExC = unsafe { __library.get(b"cudaLaunchKernelExC\0") }.map(|sym| *sym);
+        let cudaLaunchCooperativeKernel = unsafe { __library.get(b"cudaLaunchCooperativeKernel\0") }.map(|sym| *sym);
         let cudaLaunchHostFunc = unsafe { __library.get(b"cudaLaunchHostFunc\0") }.map(|sym| *sym);
-        let cudaMemPrefetchAsync =
-            unsafe { __library.get(b"cudaMemPrefetchAsync\0") }.map(|sym| *sym);
-        let cudaMemPrefetchBatchAsync =
-            unsafe { __library.get(b"cudaMemPrefetchBatchAsync\0") }.map(|sym| *sym);
-        let cudaMemDiscardBatchAsync =
-            unsafe { __library.get(b"cudaMemDiscardBatchAsync\0") }.map(|sym| *sym);
+        let cudaMemPrefetchAsync = unsafe { __library.get(b"cudaMemPrefetchAsync\0") }.map(|sym| *sym);
+        let cudaMemPrefetchBatchAsync = unsafe { __library.get(b"cudaMemPrefetchBatchAsync\0") }.map(|sym| *sym);
+        let cudaMemDiscardBatchAsync = unsafe { __library.get(b"cudaMemDiscardBatchAsync\0") }.map(|sym| *sym);
         let cudaMemDiscardAndPrefetchBatchAsync =
             unsafe { __library.get(b"cudaMemDiscardAndPrefetchBatchAsync\0") }.map(|sym| *sym);
         let cudaSignalExternalSemaphoresAsync =
@@ -9013,30 +8123,21 @@ impl CudartLib {
             unsafe { __library.get(b"cudaGraphInstantiateWithParams\0") }.map(|sym| *sym);
         let cudaGraphUpload = unsafe { __library.get(b"cudaGraphUpload\0") }.map(|sym| *sym);
         let cudaGraphLaunch = unsafe { __library.get(b"cudaGraphLaunch\0") }.map(|sym| *sym);
-        let cudaStreamBeginCapture =
-            unsafe { __library.get(b"cudaStreamBeginCapture\0") }.map(|sym| *sym);
+        let cudaStreamBeginCapture = unsafe { __library.get(b"cudaStreamBeginCapture\0") }.map(|sym| *sym);
         let cudaStreamBeginCaptureToGraph =
             unsafe { __library.get(b"cudaStreamBeginCaptureToGraph\0") }.map(|sym| *sym);
-        let cudaStreamEndCapture =
-            unsafe { __library.get(b"cudaStreamEndCapture\0") }.map(|sym| *sym);
-        let cudaStreamIsCapturing =
-            unsafe { __library.get(b"cudaStreamIsCapturing\0") }.map(|sym| *sym);
-        let cudaStreamGetCaptureInfo =
-            unsafe { __library.get(b"cudaStreamGetCaptureInfo\0") }.map(|sym| *sym);
+        let cudaStreamEndCapture = unsafe { __library.get(b"cudaStreamEndCapture\0") }.map(|sym| *sym);
+        let cudaStreamIsCapturing = unsafe { __library.get(b"cudaStreamIsCapturing\0") }.map(|sym| *sym);
+        let cudaStreamGetCaptureInfo = unsafe { __library.get(b"cudaStreamGetCaptureInfo\0") }.map(|sym| *sym);
         let cudaStreamUpdateCaptureDependencies =
             unsafe { __library.get(b"cudaStreamUpdateCaptureDependencies\0") }.map(|sym| *sym);
-        let cudaStreamCopyAttributes =
-            unsafe { __library.get(b"cudaStreamCopyAttributes\0") }.map(|sym| *sym);
-        let cudaStreamGetAttribute =
-            unsafe { __library.get(b"cudaStreamGetAttribute\0") }.map(|sym| *sym);
-        let cudaStreamSetAttribute =
-            unsafe { __library.get(b"cudaStreamSetAttribute\0") }.map(|sym| *sym);
+        let cudaStreamCopyAttributes = unsafe { __library.get(b"cudaStreamCopyAttributes\0") }.map(|sym| *sym);
+        let cudaStreamGetAttribute = unsafe { __library.get(b"cudaStreamGetAttribute\0") }.map(|sym| *sym);
+        let cudaStreamSetAttribute = unsafe { __library.get(b"cudaStreamSetAttribute\0") }.map(|sym| *sym);
         let cudaMallocAsync = unsafe { __library.get(b"cudaMallocAsync\0") }.map(|sym| *sym);
         let cudaFreeAsync = unsafe { __library.get(b"cudaFreeAsync\0") }.map(|sym| *sym);
-        let cudaMallocFromPoolAsync =
-            unsafe { __library.get(b"cudaMallocFromPoolAsync\0") }.map(|sym| *sym);
-        let cudaGetDriverEntryPoint =
-            unsafe { __library.get(b"cudaGetDriverEntryPoint\0") }.map(|sym| *sym);
+        let cudaMallocFromPoolAsync = unsafe { __library.get(b"cudaMallocFromPoolAsync\0") }.map(|sym| *sym);
+        let cudaGetDriverEntryPoint = unsafe { __library.get(b"cudaGetDriverEntryPoint\0") }.map(|sym| *sym);
         let cudaGetDriverEntryPointByVersion =
             unsafe { __library.get(b"cudaGetDriverEntryPointByVersion\0") }.map(|sym| *sym);
         Ok(CudartLib {
@@ -9422,36 +8523,16 @@ impl CudartLib {
         })
     }
     pub unsafe fn cudaDeviceReset(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceReset
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaDeviceReset.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaDeviceSynchronize(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaDeviceSynchronize.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaDeviceSetLimit(&self, limit: cudaLimit, value: usize) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSetLimit
-                .as_ref()
-                .expect("Expected function, got error."))(limit, value)
-        }
+        unsafe { (self.cudaDeviceSetLimit.as_ref().expect("Expected function, got error."))(limit, value) }
     }
     pub unsafe fn cudaDeviceGetLimit(&self, pValue: *mut usize, limit: cudaLimit) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetLimit
-                .as_ref()
-                .expect("Expected function, got error."))(pValue, limit)
-        }
+        unsafe { (self.cudaDeviceGetLimit.as_ref().expect("Expected function, got error."))(pValue, limit) }
     }
     pub unsafe fn cudaDeviceGetTexture1DLinearMaxWidth(
         &self,
@@ -9460,21 +8541,15 @@ impl CudartLib {
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetTexture1DLinearMaxWidth
-                .as_ref()
-                .expect("Expected function, got error."))(
-                maxWidthInElements, fmtDesc, device
+            (self.cudaDeviceGetTexture1DLinearMaxWidth.as_ref().expect("Expected function, got error."))(
+                maxWidthInElements,
+                fmtDesc,
+                device,
             )
         }
     }
     pub unsafe fn cudaDeviceGetCacheConfig(&self, pCacheConfig: *mut cudaFuncCache) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(pCacheConfig)
-        }
+        unsafe { (self.cudaDeviceGetCacheConfig.as_ref().expect("Expected function, got error."))(pCacheConfig) }
     }
     pub unsafe fn cudaDeviceGetStreamPriorityRange(
         &self,
@@ -9482,33 +8557,21 @@ impl CudartLib {
         greatestPriority: *mut ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetStreamPriorityRange
-                .as_ref()
-                .expect("Expected function, got error."))(
-                leastPriority, greatestPriority
+            (self.cudaDeviceGetStreamPriorityRange.as_ref().expect("Expected function, got error."))(
+                leastPriority,
+                greatestPriority,
             )
         }
     }
     pub unsafe fn cudaDeviceSetCacheConfig(&self, cacheConfig: cudaFuncCache) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(cacheConfig)
-        }
+        unsafe { (self.cudaDeviceSetCacheConfig.as_ref().expect("Expected function, got error."))(cacheConfig) }
     }
     pub unsafe fn cudaDeviceGetByPCIBusId(
         &self,
         device: *mut ::std::os::raw::c_int,
         pciBusId: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetByPCIBusId
-                .as_ref()
-                .expect("Expected function, got error."))(device, pciBusId)
-        }
+        unsafe { (self.cudaDeviceGetByPCIBusId.as_ref().expect("Expected function, got error."))(device, pciBusId) }
     }
     pub unsafe fn cudaDeviceGetPCIBusId(
         &self,
@@ -9516,48 +8579,20 @@ impl CudartLib {
         len: ::std::os::raw::c_int,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetPCIBusId
-                .as_ref()
-                .expect("Expected function, got error."))(pciBusId, len, device)
-        }
+        unsafe { (self.cudaDeviceGetPCIBusId.as_ref().expect("Expected function, got error."))(pciBusId, len, device) }
     }
-    pub unsafe fn cudaIpcGetEventHandle(
-        &self,
-        handle: *mut cudaIpcEventHandle_t,
-        event: cudaEvent_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcGetEventHandle
-                .as_ref()
-                .expect("Expected function, got error."))(handle, event)
-        }
+    pub unsafe fn cudaIpcGetEventHandle(&self, handle: *mut cudaIpcEventHandle_t, event: cudaEvent_t) -> cudaError_t {
+        unsafe { (self.cudaIpcGetEventHandle.as_ref().expect("Expected function, got error."))(handle, event) }
     }
-    pub unsafe fn cudaIpcOpenEventHandle(
-        &self,
-        event: *mut cudaEvent_t,
-        handle: cudaIpcEventHandle_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcOpenEventHandle
-                .as_ref()
-                .expect("Expected function, got error."))(event, handle)
-        }
+    pub unsafe fn cudaIpcOpenEventHandle(&self, event: *mut cudaEvent_t, handle: cudaIpcEventHandle_t) -> cudaError_t {
+        unsafe { (self.cudaIpcOpenEventHandle.as_ref().expect("Expected function, got error."))(event, handle) }
     }
     pub unsafe fn cudaIpcGetMemHandle(
         &self,
         handle: *mut cudaIpcMemHandle_t,
         devPtr: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcGetMemHandle
-                .as_ref()
-                .expect("Expected function, got error."))(handle, devPtr)
-        }
+        unsafe { (self.cudaIpcGetMemHandle.as_ref().expect("Expected function, got error."))(handle, devPtr) }
     }
     pub unsafe fn cudaIpcOpenMemHandle(
         &self,
@@ -9565,20 +8600,10 @@ impl CudartLib {
         handle: cudaIpcMemHandle_t,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcOpenMemHandle
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, handle, flags)
-        }
+        unsafe { (self.cudaIpcOpenMemHandle.as_ref().expect("Expected function, got error."))(devPtr, handle, flags) }
     }
     pub unsafe fn cudaIpcCloseMemHandle(&self, devPtr: *mut ::std::os::raw::c_void) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaIpcCloseMemHandle
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr)
-        }
+        unsafe { (self.cudaIpcCloseMemHandle.as_ref().expect("Expected function, got error."))(devPtr) }
     }
     pub unsafe fn cudaDeviceFlushGPUDirectRDMAWrites(
         &self,
@@ -9586,10 +8611,7 @@ impl CudartLib {
         scope: cudaFlushGPUDirectRDMAWritesScope,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceFlushGPUDirectRDMAWrites
-                .as_ref()
-                .expect("Expected function, got error."))(target, scope)
+            (self.cudaDeviceFlushGPUDirectRDMAWrites.as_ref().expect("Expected function, got error."))(target, scope)
         }
     }
     pub unsafe fn cudaDeviceRegisterAsyncNotification(
@@ -9600,11 +8622,11 @@ impl CudartLib {
         callback: *mut cudaAsyncCallbackHandle_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceRegisterAsyncNotification
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, callbackFunc, userData, callback
+            (self.cudaDeviceRegisterAsyncNotification.as_ref().expect("Expected function, got error."))(
+                device,
+                callbackFunc,
+                userData,
+                callback,
             )
         }
     }
@@ -9614,82 +8636,38 @@ impl CudartLib {
         callback: cudaAsyncCallbackHandle_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceUnregisterAsyncNotification
-                .as_ref()
-                .expect("Expected function, got error."))(device, callback)
+            (self.cudaDeviceUnregisterAsyncNotification.as_ref().expect("Expected function, got error."))(
+                device, callback,
+            )
         }
     }
-    pub unsafe fn cudaDeviceGetSharedMemConfig(
-        &self,
-        pConfig: *mut cudaSharedMemConfig,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetSharedMemConfig
-                .as_ref()
-                .expect("Expected function, got error."))(pConfig)
-        }
+    pub unsafe fn cudaDeviceGetSharedMemConfig(&self, pConfig: *mut cudaSharedMemConfig) -> cudaError_t {
+        unsafe { (self.cudaDeviceGetSharedMemConfig.as_ref().expect("Expected function, got error."))(pConfig) }
     }
     pub unsafe fn cudaDeviceSetSharedMemConfig(&self, config: cudaSharedMemConfig) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSetSharedMemConfig
-                .as_ref()
-                .expect("Expected function, got error."))(config)
-        }
+        unsafe { (self.cudaDeviceSetSharedMemConfig.as_ref().expect("Expected function, got error."))(config) }
     }
     pub unsafe fn cudaGetLastError(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetLastError
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaGetLastError.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaPeekAtLastError(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaPeekAtLastError
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaPeekAtLastError.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn cudaGetErrorName(&self, error: cudaError_t) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cudaGetErrorName
-                .as_ref()
-                .expect("Expected function, got error."))(error)
-        }
+        unsafe { (self.cudaGetErrorName.as_ref().expect("Expected function, got error."))(error) }
     }
     pub unsafe fn cudaGetErrorString(&self, error: cudaError_t) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .cudaGetErrorString
-                .as_ref()
-                .expect("Expected function, got error."))(error)
-        }
+        unsafe { (self.cudaGetErrorString.as_ref().expect("Expected function, got error."))(error) }
     }
     pub unsafe fn cudaGetDeviceCount(&self, count: *mut ::std::os::raw::c_int) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetDeviceCount
-                .as_ref()
-                .expect("Expected function, got error."))(count)
-        }
+        unsafe { (self.cudaGetDeviceCount.as_ref().expect("Expected function, got error."))(count) }
     }
     pub unsafe fn cudaGetDeviceProperties(
         &self,
         prop: *mut cudaDeviceProp,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetDeviceProperties
-                .as_ref()
-                .expect("Expected function, got error."))(prop, device)
-        }
+        unsafe { (self.cudaGetDeviceProperties.as_ref().expect("Expected function, got error."))(prop, device) }
     }
     pub unsafe fn cudaDeviceGetAttribute(
         &self,
@@ -9697,12 +8675,7 @@ impl CudartLib {
         attr: cudaDeviceAttr,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(value, attr, device)
-        }
+        unsafe { (self.cudaDeviceGetAttribute.as_ref().expect("Expected function, got error."))(value, attr, device) }
     }
     pub unsafe fn cudaDeviceGetHostAtomicCapabilities(
         &self,
@@ -9712,11 +8685,11 @@ impl CudartLib {
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetHostAtomicCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(
-                capabilities, operations, count, device
+            (self.cudaDeviceGetHostAtomicCapabilities.as_ref().expect("Expected function, got error."))(
+                capabilities,
+                operations,
+                count,
+                device,
             )
         }
     }
@@ -9725,36 +8698,17 @@ impl CudartLib {
         memPool: *mut cudaMemPool_t,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetDefaultMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, device)
-        }
+        unsafe { (self.cudaDeviceGetDefaultMemPool.as_ref().expect("Expected function, got error."))(memPool, device) }
     }
-    pub unsafe fn cudaDeviceSetMemPool(
-        &self,
-        device: ::std::os::raw::c_int,
-        memPool: cudaMemPool_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceSetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(device, memPool)
-        }
+    pub unsafe fn cudaDeviceSetMemPool(&self, device: ::std::os::raw::c_int, memPool: cudaMemPool_t) -> cudaError_t {
+        unsafe { (self.cudaDeviceSetMemPool.as_ref().expect("Expected function, got error."))(device, memPool) }
     }
     pub unsafe fn cudaDeviceGetMemPool(
         &self,
         memPool: *mut cudaMemPool_t,
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, device)
-        }
+        unsafe { (self.cudaDeviceGetMemPool.as_ref().expect("Expected function, got error."))(memPool, device) }
     }
     pub unsafe fn cudaDeviceGetNvSciSyncAttributes(
         &self,
@@ -9763,11 +8717,10 @@ impl CudartLib {
         flags: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetNvSciSyncAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(
-                nvSciSyncAttrList, device, flags
+            (self.cudaDeviceGetNvSciSyncAttributes.as_ref().expect("Expected function, got error."))(
+                nvSciSyncAttrList,
+                device,
+                flags,
             )
         }
     }
@@ -9779,11 +8732,8 @@ impl CudartLib {
         dstDevice: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetP2PAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                value, attr, srcDevice, dstDevice
+            (self.cudaDeviceGetP2PAttribute.as_ref().expect("Expected function, got error."))(
+                value, attr, srcDevice, dstDevice,
             )
         }
     }
@@ -9796,10 +8746,7 @@ impl CudartLib {
         dstDevice: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetP2PAtomicCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaDeviceGetP2PAtomicCapabilities.as_ref().expect("Expected function, got error."))(
                 capabilities,
                 operations,
                 count,
@@ -9813,12 +8760,7 @@ impl CudartLib {
         device: *mut ::std::os::raw::c_int,
         prop: *const cudaDeviceProp,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaChooseDevice
-                .as_ref()
-                .expect("Expected function, got error."))(device, prop)
-        }
+        unsafe { (self.cudaChooseDevice.as_ref().expect("Expected function, got error."))(device, prop) }
     }
     pub unsafe fn cudaInitDevice(
         &self,
@@ -9826,76 +8768,36 @@ impl CudartLib {
         deviceFlags: ::std::os::raw::c_uint,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaInitDevice
-                .as_ref()
-                .expect("Expected function, got error."))(device, deviceFlags, flags)
-        }
+        unsafe { (self.cudaInitDevice.as_ref().expect("Expected function, got error."))(device, deviceFlags, flags) }
     }
     pub unsafe fn cudaSetDevice(&self, device: ::std::os::raw::c_int) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaSetDevice
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.cudaSetDevice.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn cudaGetDevice(&self, device: *mut ::std::os::raw::c_int) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetDevice
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.cudaGetDevice.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn cudaSetValidDevices(
         &self,
         device_arr: *mut ::std::os::raw::c_int,
         len: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaSetValidDevices
-                .as_ref()
-                .expect("Expected function, got error."))(device_arr, len)
-        }
+        unsafe { (self.cudaSetValidDevices.as_ref().expect("Expected function, got error."))(device_arr, len) }
     }
     pub unsafe fn cudaSetDeviceFlags(&self, flags: ::std::os::raw::c_uint) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaSetDeviceFlags
-                .as_ref()
-                .expect("Expected function, got error."))(flags)
-        }
+        unsafe { (self.cudaSetDeviceFlags.as_ref().expect("Expected function, got error."))(flags) }
     }
     pub unsafe fn cudaGetDeviceFlags(&self, flags: *mut ::std::os::raw::c_uint) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetDeviceFlags
-                .as_ref()
-                .expect("Expected function, got error."))(flags)
-        }
+        unsafe { (self.cudaGetDeviceFlags.as_ref().expect("Expected function, got error."))(flags) }
     }
     pub unsafe fn cudaStreamCreate(&self, pStream: *mut cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pStream)
-        }
+        unsafe { (self.cudaStreamCreate.as_ref().expect("Expected function, got error."))(pStream) }
     }
     pub unsafe fn cudaStreamCreateWithFlags(
         &self,
         pStream: *mut cudaStream_t,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamCreateWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(pStream, flags)
-        }
+        unsafe { (self.cudaStreamCreateWithFlags.as_ref().expect("Expected function, got error."))(pStream, flags) }
     }
     pub unsafe fn cudaStreamCreateWithPriority(
         &self,
@@ -9904,10 +8806,9 @@ impl CudartLib {
         priority: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamCreateWithPriority
-                .as_ref()
-                .expect("Expected function, got error."))(pStream, flags, priority)
+            (self.cudaStreamCreateWithPriority.as_ref().expect("Expected function, got error."))(
+                pStream, flags, priority,
+            )
         }
     }
     pub unsafe fn cudaStreamGetPriority_ptsz(
@@ -9915,68 +8816,34 @@ impl CudartLib {
         hStream: cudaStream_t,
         priority: *mut ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetPriority_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, priority)
-        }
+        unsafe { (self.cudaStreamGetPriority_ptsz.as_ref().expect("Expected function, got error."))(hStream, priority) }
     }
     pub unsafe fn cudaStreamGetFlags_ptsz(
         &self,
         hStream: cudaStream_t,
         flags: *mut ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetFlags_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, flags)
-        }
+        unsafe { (self.cudaStreamGetFlags_ptsz.as_ref().expect("Expected function, got error."))(hStream, flags) }
     }
     pub unsafe fn cudaStreamGetId_ptsz(
         &self,
         hStream: cudaStream_t,
         streamId: *mut ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetId_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, streamId)
-        }
+        unsafe { (self.cudaStreamGetId_ptsz.as_ref().expect("Expected function, got error."))(hStream, streamId) }
     }
     pub unsafe fn cudaStreamGetDevice_ptsz(
         &self,
         hStream: cudaStream_t,
         device: *mut ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetDevice_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, device)
-        }
+        unsafe { (self.cudaStreamGetDevice_ptsz.as_ref().expect("Expected function, got error."))(hStream, device) }
     }
     pub unsafe fn cudaCtxResetPersistingL2Cache(&self) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaCtxResetPersistingL2Cache
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.cudaCtxResetPersistingL2Cache.as_ref().expect("Expected function, got error."))() }
     }
-    pub unsafe fn cudaStreamCopyAttributes_ptsz(
-        &self,
-        dst: cudaStream_t,
-        src: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamCopyAttributes_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src)
-        }
+    pub unsafe fn cudaStreamCopyAttributes_ptsz(&self, dst: cudaStream_t, src: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaStreamCopyAttributes_ptsz.as_ref().expect("Expected function, got error."))(dst, src) }
     }
     pub unsafe fn cudaStreamGetAttribute_ptsz(
         &self,
@@ -9985,10 +8852,9 @@ impl CudartLib {
         value_out: *mut cudaLaunchAttributeValue,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetAttribute_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, attr, value_out)
+            (self.cudaStreamGetAttribute_ptsz.as_ref().expect("Expected function, got error."))(
+                hStream, attr, value_out,
+            )
         }
     }
     pub unsafe fn cudaStreamSetAttribute_ptsz(
@@ -9998,19 +8864,11 @@ impl CudartLib {
         value: *const cudaLaunchAttributeValue,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamSetAttribute_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, attr, value)
+            (self.cudaStreamSetAttribute_ptsz.as_ref().expect("Expected function, got error."))(hStream, attr, value)
         }
     }
     pub unsafe fn cudaStreamDestroy(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamDestroy.as_ref().expect("Expected function, got error."))(stream) }
     }
     pub unsafe fn cudaStreamWaitEvent_ptsz(
         &self,
@@ -10019,10 +8877,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamWaitEvent_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, event, flags)
+            (self.cudaStreamWaitEvent_ptsz.as_ref().expect("Expected function, got error."))(stream, event, flags)
         }
     }
     pub unsafe fn cudaStreamAddCallback_ptsz(
@@ -10033,29 +8888,16 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamAddCallback_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, callback, userData, flags
+            (self.cudaStreamAddCallback_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, callback, userData, flags,
             )
         }
     }
     pub unsafe fn cudaStreamSynchronize_ptsz(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamSynchronize_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamSynchronize_ptsz.as_ref().expect("Expected function, got error."))(stream) }
     }
     pub unsafe fn cudaStreamQuery_ptsz(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamQuery_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamQuery_ptsz.as_ref().expect("Expected function, got error."))(stream) }
     }
     pub unsafe fn cudaStreamAttachMemAsync_ptsz(
         &self,
@@ -10065,23 +8907,13 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamAttachMemAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, devPtr, length, flags)
+            (self.cudaStreamAttachMemAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                stream, devPtr, length, flags,
+            )
         }
     }
-    pub unsafe fn cudaStreamBeginCapture_ptsz(
-        &self,
-        stream: cudaStream_t,
-        mode: cudaStreamCaptureMode,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamBeginCapture_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, mode)
-        }
+    pub unsafe fn cudaStreamBeginCapture_ptsz(&self, stream: cudaStream_t, mode: cudaStreamCaptureMode) -> cudaError_t {
+        unsafe { (self.cudaStreamBeginCapture_ptsz.as_ref().expect("Expected function, got error."))(stream, mode) }
     }
     pub unsafe fn cudaStreamBeginCaptureToGraph_ptsz(
         &self,
@@ -10093,10 +8925,7 @@ impl CudartLib {
         mode: cudaStreamCaptureMode,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamBeginCaptureToGraph_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamBeginCaptureToGraph_ptsz.as_ref().expect("Expected function, got error."))(
                 stream,
                 graph,
                 dependencies,
@@ -10106,28 +8935,11 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaThreadExchangeStreamCaptureMode(
-        &self,
-        mode: *mut cudaStreamCaptureMode,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaThreadExchangeStreamCaptureMode
-                .as_ref()
-                .expect("Expected function, got error."))(mode)
-        }
+    pub unsafe fn cudaThreadExchangeStreamCaptureMode(&self, mode: *mut cudaStreamCaptureMode) -> cudaError_t {
+        unsafe { (self.cudaThreadExchangeStreamCaptureMode.as_ref().expect("Expected function, got error."))(mode) }
     }
-    pub unsafe fn cudaStreamEndCapture_ptsz(
-        &self,
-        stream: cudaStream_t,
-        pGraph: *mut cudaGraph_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamEndCapture_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, pGraph)
-        }
+    pub unsafe fn cudaStreamEndCapture_ptsz(&self, stream: cudaStream_t, pGraph: *mut cudaGraph_t) -> cudaError_t {
+        unsafe { (self.cudaStreamEndCapture_ptsz.as_ref().expect("Expected function, got error."))(stream, pGraph) }
     }
     pub unsafe fn cudaStreamIsCapturing_ptsz(
         &self,
@@ -10135,10 +8947,7 @@ impl CudartLib {
         pCaptureStatus: *mut cudaStreamCaptureStatus,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamIsCapturing_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, pCaptureStatus)
+            (self.cudaStreamIsCapturing_ptsz.as_ref().expect("Expected function, got error."))(stream, pCaptureStatus)
         }
     }
     pub unsafe fn cudaStreamGetCaptureInfo_ptsz(
@@ -10152,10 +8961,7 @@ impl CudartLib {
         numDependencies_out: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetCaptureInfo_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamGetCaptureInfo_ptsz.as_ref().expect("Expected function, got error."))(
                 stream,
                 captureStatus_out,
                 id_out,
@@ -10175,10 +8981,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamUpdateCaptureDependencies_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamUpdateCaptureDependencies_ptsz.as_ref().expect("Expected function, got error."))(
                 stream,
                 dependencies,
                 dependencyData,
@@ -10188,36 +8991,17 @@ impl CudartLib {
         }
     }
     pub unsafe fn cudaEventCreate(&self, event: *mut cudaEvent_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventCreate
-                .as_ref()
-                .expect("Expected function, got error."))(event)
-        }
+        unsafe { (self.cudaEventCreate.as_ref().expect("Expected function, got error."))(event) }
     }
     pub unsafe fn cudaEventCreateWithFlags(
         &self,
         event: *mut cudaEvent_t,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventCreateWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(event, flags)
-        }
+        unsafe { (self.cudaEventCreateWithFlags.as_ref().expect("Expected function, got error."))(event, flags) }
     }
-    pub unsafe fn cudaEventRecord_ptsz(
-        &self,
-        event: cudaEvent_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventRecord_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(event, stream)
-        }
+    pub unsafe fn cudaEventRecord_ptsz(&self, event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaEventRecord_ptsz.as_ref().expect("Expected function, got error."))(event, stream) }
     }
     pub unsafe fn cudaEventRecordWithFlags_ptsz(
         &self,
@@ -10226,48 +9010,20 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaEventRecordWithFlags_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(event, stream, flags)
+            (self.cudaEventRecordWithFlags_ptsz.as_ref().expect("Expected function, got error."))(event, stream, flags)
         }
     }
     pub unsafe fn cudaEventQuery(&self, event: cudaEvent_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventQuery
-                .as_ref()
-                .expect("Expected function, got error."))(event)
-        }
+        unsafe { (self.cudaEventQuery.as_ref().expect("Expected function, got error."))(event) }
     }
     pub unsafe fn cudaEventSynchronize(&self, event: cudaEvent_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))(event)
-        }
+        unsafe { (self.cudaEventSynchronize.as_ref().expect("Expected function, got error."))(event) }
     }
     pub unsafe fn cudaEventDestroy(&self, event: cudaEvent_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(event)
-        }
+        unsafe { (self.cudaEventDestroy.as_ref().expect("Expected function, got error."))(event) }
     }
-    pub unsafe fn cudaEventElapsedTime(
-        &self,
-        ms: *mut f32,
-        start: cudaEvent_t,
-        end: cudaEvent_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventElapsedTime
-                .as_ref()
-                .expect("Expected function, got error."))(ms, start, end)
-        }
+    pub unsafe fn cudaEventElapsedTime(&self, ms: *mut f32, start: cudaEvent_t, end: cudaEvent_t) -> cudaError_t {
+        unsafe { (self.cudaEventElapsedTime.as_ref().expect("Expected function, got error."))(ms, start, end) }
     }
     pub unsafe fn cudaImportExternalMemory(
         &self,
@@ -10275,10 +9031,7 @@ impl CudartLib {
         memHandleDesc: *const cudaExternalMemoryHandleDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaImportExternalMemory
-                .as_ref()
-                .expect("Expected function, got error."))(extMem_out, memHandleDesc)
+            (self.cudaImportExternalMemory.as_ref().expect("Expected function, got error."))(extMem_out, memHandleDesc)
         }
     }
     pub unsafe fn cudaExternalMemoryGetMappedBuffer(
@@ -10288,10 +9041,9 @@ impl CudartLib {
         bufferDesc: *const cudaExternalMemoryBufferDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaExternalMemoryGetMappedBuffer
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, extMem, bufferDesc)
+            (self.cudaExternalMemoryGetMappedBuffer.as_ref().expect("Expected function, got error."))(
+                devPtr, extMem, bufferDesc,
+            )
         }
     }
     pub unsafe fn cudaExternalMemoryGetMappedMipmappedArray(
@@ -10301,19 +9053,13 @@ impl CudartLib {
         mipmapDesc: *const cudaExternalMemoryMipmappedArrayDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaExternalMemoryGetMappedMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(mipmap, extMem, mipmapDesc)
+            (self.cudaExternalMemoryGetMappedMipmappedArray.as_ref().expect("Expected function, got error."))(
+                mipmap, extMem, mipmapDesc,
+            )
         }
     }
     pub unsafe fn cudaDestroyExternalMemory(&self, extMem: cudaExternalMemory_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDestroyExternalMemory
-                .as_ref()
-                .expect("Expected function, got error."))(extMem)
-        }
+        unsafe { (self.cudaDestroyExternalMemory.as_ref().expect("Expected function, got error."))(extMem) }
     }
     pub unsafe fn cudaImportExternalSemaphore(
         &self,
@@ -10321,10 +9067,10 @@ impl CudartLib {
         semHandleDesc: *const cudaExternalSemaphoreHandleDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaImportExternalSemaphore
-                .as_ref()
-                .expect("Expected function, got error."))(extSem_out, semHandleDesc)
+            (self.cudaImportExternalSemaphore.as_ref().expect("Expected function, got error."))(
+                extSem_out,
+                semHandleDesc,
+            )
         }
     }
     pub unsafe fn cudaSignalExternalSemaphoresAsync_ptsz(
@@ -10335,10 +9081,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaSignalExternalSemaphoresAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaSignalExternalSemaphoresAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -10354,10 +9097,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaWaitExternalSemaphoresAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaWaitExternalSemaphoresAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -10365,16 +9105,8 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaDestroyExternalSemaphore(
-        &self,
-        extSem: cudaExternalSemaphore_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDestroyExternalSemaphore
-                .as_ref()
-                .expect("Expected function, got error."))(extSem)
-        }
+    pub unsafe fn cudaDestroyExternalSemaphore(&self, extSem: cudaExternalSemaphore_t) -> cudaError_t {
+        unsafe { (self.cudaDestroyExternalSemaphore.as_ref().expect("Expected function, got error."))(extSem) }
     }
     pub unsafe fn cudaLaunchKernel_ptsz(
         &self,
@@ -10386,10 +9118,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchKernel_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLaunchKernel_ptsz.as_ref().expect("Expected function, got error."))(
                 func, gridDim, blockDim, args, sharedMem, stream,
             )
         }
@@ -10400,12 +9129,7 @@ impl CudartLib {
         func: *const ::std::os::raw::c_void,
         args: *mut *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLaunchKernelExC_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(config, func, args)
-        }
+        unsafe { (self.cudaLaunchKernelExC_ptsz.as_ref().expect("Expected function, got error."))(config, func, args) }
     }
     pub unsafe fn cudaLaunchCooperativeKernel_ptsz(
         &self,
@@ -10417,10 +9141,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchCooperativeKernel_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLaunchCooperativeKernel_ptsz.as_ref().expect("Expected function, got error."))(
                 func, gridDim, blockDim, args, sharedMem, stream,
             )
         }
@@ -10430,24 +9151,14 @@ impl CudartLib {
         func: *const ::std::os::raw::c_void,
         cacheConfig: cudaFuncCache,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncSetCacheConfig
-                .as_ref()
-                .expect("Expected function, got error."))(func, cacheConfig)
-        }
+        unsafe { (self.cudaFuncSetCacheConfig.as_ref().expect("Expected function, got error."))(func, cacheConfig) }
     }
     pub unsafe fn cudaFuncGetAttributes(
         &self,
         attr: *mut cudaFuncAttributes,
         func: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncGetAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(attr, func)
-        }
+        unsafe { (self.cudaFuncGetAttributes.as_ref().expect("Expected function, got error."))(attr, func) }
     }
     pub unsafe fn cudaFuncSetAttribute(
         &self,
@@ -10455,24 +9166,14 @@ impl CudartLib {
         attr: cudaFuncAttribute,
         value: ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(func, attr, value)
-        }
+        unsafe { (self.cudaFuncSetAttribute.as_ref().expect("Expected function, got error."))(func, attr, value) }
     }
     pub unsafe fn cudaFuncGetName(
         &self,
         name: *mut *const ::std::os::raw::c_char,
         func: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncGetName
-                .as_ref()
-                .expect("Expected function, got error."))(name, func)
-        }
+        unsafe { (self.cudaFuncGetName.as_ref().expect("Expected function, got error."))(name, func) }
     }
     pub unsafe fn cudaFuncGetParamInfo(
         &self,
@@ -10482,11 +9183,11 @@ impl CudartLib {
         paramSize: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaFuncGetParamInfo
-                .as_ref()
-                .expect("Expected function, got error."))(
-                func, paramIndex, paramOffset, paramSize
+            (self.cudaFuncGetParamInfo.as_ref().expect("Expected function, got error."))(
+                func,
+                paramIndex,
+                paramOffset,
+                paramSize,
             )
         }
     }
@@ -10497,10 +9198,7 @@ impl CudartLib {
         userData: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchHostFunc_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(stream, fn_, userData)
+            (self.cudaLaunchHostFunc_ptsz.as_ref().expect("Expected function, got error."))(stream, fn_, userData)
         }
     }
     pub unsafe fn cudaFuncSetSharedMemConfig(
@@ -10508,12 +9206,7 @@ impl CudartLib {
         func: *const ::std::os::raw::c_void,
         config: cudaSharedMemConfig,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFuncSetSharedMemConfig
-                .as_ref()
-                .expect("Expected function, got error."))(func, config)
-        }
+        unsafe { (self.cudaFuncSetSharedMemConfig.as_ref().expect("Expected function, got error."))(func, config) }
     }
     pub unsafe fn cudaOccupancyMaxActiveBlocksPerMultiprocessor(
         &self,
@@ -10523,10 +9216,7 @@ impl CudartLib {
         dynamicSMemSize: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaOccupancyMaxActiveBlocksPerMultiprocessor
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaOccupancyMaxActiveBlocksPerMultiprocessor.as_ref().expect("Expected function, got error."))(
                 numBlocks,
                 func,
                 blockSize,
@@ -10542,10 +9232,7 @@ impl CudartLib {
         blockSize: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaOccupancyAvailableDynamicSMemPerBlock
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaOccupancyAvailableDynamicSMemPerBlock.as_ref().expect("Expected function, got error."))(
                 dynamicSmemSize,
                 func,
                 numBlocks,
@@ -10565,13 +9252,7 @@ impl CudartLib {
             (self
                 .cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags
                 .as_ref()
-                .expect("Expected function, got error."))(
-                numBlocks,
-                func,
-                blockSize,
-                dynamicSMemSize,
-                flags,
-            )
+                .expect("Expected function, got error."))(numBlocks, func, blockSize, dynamicSMemSize, flags)
         }
     }
     pub unsafe fn cudaOccupancyMaxPotentialClusterSize(
@@ -10581,11 +9262,10 @@ impl CudartLib {
         launchConfig: *const cudaLaunchConfig_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaOccupancyMaxPotentialClusterSize
-                .as_ref()
-                .expect("Expected function, got error."))(
-                clusterSize, func, launchConfig
+            (self.cudaOccupancyMaxPotentialClusterSize.as_ref().expect("Expected function, got error."))(
+                clusterSize,
+                func,
+                launchConfig,
             )
         }
     }
@@ -10596,11 +9276,10 @@ impl CudartLib {
         launchConfig: *const cudaLaunchConfig_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaOccupancyMaxActiveClusters
-                .as_ref()
-                .expect("Expected function, got error."))(
-                numClusters, func, launchConfig
+            (self.cudaOccupancyMaxActiveClusters.as_ref().expect("Expected function, got error."))(
+                numClusters,
+                func,
+                launchConfig,
             )
         }
     }
@@ -10610,36 +9289,13 @@ impl CudartLib {
         size: usize,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocManaged
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size, flags)
-        }
+        unsafe { (self.cudaMallocManaged.as_ref().expect("Expected function, got error."))(devPtr, size, flags) }
     }
-    pub unsafe fn cudaMalloc(
-        &self,
-        devPtr: *mut *mut ::std::os::raw::c_void,
-        size: usize,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMalloc
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size)
-        }
+    pub unsafe fn cudaMalloc(&self, devPtr: *mut *mut ::std::os::raw::c_void, size: usize) -> cudaError_t {
+        unsafe { (self.cudaMalloc.as_ref().expect("Expected function, got error."))(devPtr, size) }
     }
-    pub unsafe fn cudaMallocHost(
-        &self,
-        ptr: *mut *mut ::std::os::raw::c_void,
-        size: usize,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocHost
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size)
-        }
+    pub unsafe fn cudaMallocHost(&self, ptr: *mut *mut ::std::os::raw::c_void, size: usize) -> cudaError_t {
+        unsafe { (self.cudaMallocHost.as_ref().expect("Expected function, got error."))(ptr, size) }
     }
     pub unsafe fn cudaMallocPitch(
         &self,
@@ -10648,12 +9304,7 @@ impl CudartLib {
         width: usize,
         height: usize,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocPitch
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, pitch, width, height)
-        }
+        unsafe { (self.cudaMallocPitch.as_ref().expect("Expected function, got error."))(devPtr, pitch, width, height) }
     }
     pub unsafe fn cudaMallocArray(
         &self,
@@ -10664,48 +9315,20 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMallocArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                array, desc, width, height, flags
-            )
+            (self.cudaMallocArray.as_ref().expect("Expected function, got error."))(array, desc, width, height, flags)
         }
     }
     pub unsafe fn cudaFree(&self, devPtr: *mut ::std::os::raw::c_void) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFree
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr)
-        }
+        unsafe { (self.cudaFree.as_ref().expect("Expected function, got error."))(devPtr) }
     }
     pub unsafe fn cudaFreeHost(&self, ptr: *mut ::std::os::raw::c_void) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeHost
-                .as_ref()
-                .expect("Expected function, got error."))(ptr)
-        }
+        unsafe { (self.cudaFreeHost.as_ref().expect("Expected function, got error."))(ptr) }
     }
     pub unsafe fn cudaFreeArray(&self, array: cudaArray_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeArray
-                .as_ref()
-                .expect("Expected function, got error."))(array)
-        }
+        unsafe { (self.cudaFreeArray.as_ref().expect("Expected function, got error."))(array) }
     }
-    pub unsafe fn cudaFreeMipmappedArray(
-        &self,
-        mipmappedArray: cudaMipmappedArray_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(mipmappedArray)
-        }
+    pub unsafe fn cudaFreeMipmappedArray(&self, mipmappedArray: cudaMipmappedArray_t) -> cudaError_t {
+        unsafe { (self.cudaFreeMipmappedArray.as_ref().expect("Expected function, got error."))(mipmappedArray) }
     }
     pub unsafe fn cudaHostAlloc(
         &self,
@@ -10713,12 +9336,7 @@ impl CudartLib {
         size: usize,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaHostAlloc
-                .as_ref()
-                .expect("Expected function, got error."))(pHost, size, flags)
-        }
+        unsafe { (self.cudaHostAlloc.as_ref().expect("Expected function, got error."))(pHost, size, flags) }
     }
     pub unsafe fn cudaHostRegister(
         &self,
@@ -10726,20 +9344,10 @@ impl CudartLib {
         size: usize,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaHostRegister
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size, flags)
-        }
+        unsafe { (self.cudaHostRegister.as_ref().expect("Expected function, got error."))(ptr, size, flags) }
     }
     pub unsafe fn cudaHostUnregister(&self, ptr: *mut ::std::os::raw::c_void) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaHostUnregister
-                .as_ref()
-                .expect("Expected function, got error."))(ptr)
-        }
+        unsafe { (self.cudaHostUnregister.as_ref().expect("Expected function, got error."))(ptr) }
     }
     pub unsafe fn cudaHostGetDevicePointer(
         &self,
@@ -10748,10 +9356,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaHostGetDevicePointer
-                .as_ref()
-                .expect("Expected function, got error."))(pDevice, pHost, flags)
+            (self.cudaHostGetDevicePointer.as_ref().expect("Expected function, got error."))(pDevice, pHost, flags)
         }
     }
     pub unsafe fn cudaHostGetFlags(
@@ -10759,24 +9364,10 @@ impl CudartLib {
         pFlags: *mut ::std::os::raw::c_uint,
         pHost: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaHostGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(pFlags, pHost)
-        }
+        unsafe { (self.cudaHostGetFlags.as_ref().expect("Expected function, got error."))(pFlags, pHost) }
     }
-    pub unsafe fn cudaMalloc3D(
-        &self,
-        pitchedDevPtr: *mut cudaPitchedPtr,
-        extent: cudaExtent,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMalloc3D
-                .as_ref()
-                .expect("Expected function, got error."))(pitchedDevPtr, extent)
-        }
+    pub unsafe fn cudaMalloc3D(&self, pitchedDevPtr: *mut cudaPitchedPtr, extent: cudaExtent) -> cudaError_t {
+        unsafe { (self.cudaMalloc3D.as_ref().expect("Expected function, got error."))(pitchedDevPtr, extent) }
     }
     pub unsafe fn cudaMalloc3DArray(
         &self,
@@ -10785,12 +9376,7 @@ impl CudartLib {
         extent: cudaExtent,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMalloc3DArray
-                .as_ref()
-                .expect("Expected function, got error."))(array, desc, extent, flags)
-        }
+        unsafe { (self.cudaMalloc3DArray.as_ref().expect("Expected function, got error."))(array, desc, extent, flags) }
     }
     pub unsafe fn cudaMallocMipmappedArray(
         &self,
@@ -10801,10 +9387,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMallocMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMallocMipmappedArray.as_ref().expect("Expected function, got error."))(
                 mipmappedArray,
                 desc,
                 extent,
@@ -10820,61 +9403,31 @@ impl CudartLib {
         level: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetMipmappedArrayLevel
-                .as_ref()
-                .expect("Expected function, got error."))(
-                levelArray, mipmappedArray, level
+            (self.cudaGetMipmappedArrayLevel.as_ref().expect("Expected function, got error."))(
+                levelArray,
+                mipmappedArray,
+                level,
             )
         }
     }
     pub unsafe fn cudaMemcpy3D_ptds(&self, p: *const cudaMemcpy3DParms) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3D_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cudaMemcpy3D_ptds.as_ref().expect("Expected function, got error."))(p) }
     }
     pub unsafe fn cudaMemcpy3DPeer_ptds(&self, p: *const cudaMemcpy3DPeerParms) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DPeer_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cudaMemcpy3DPeer_ptds.as_ref().expect("Expected function, got error."))(p) }
     }
-    pub unsafe fn cudaMemcpy3DAsync_ptsz(
-        &self,
-        p: *const cudaMemcpy3DParms,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(p, stream)
-        }
+    pub unsafe fn cudaMemcpy3DAsync_ptsz(&self, p: *const cudaMemcpy3DParms, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaMemcpy3DAsync_ptsz.as_ref().expect("Expected function, got error."))(p, stream) }
     }
     pub unsafe fn cudaMemcpy3DPeerAsync_ptsz(
         &self,
         p: *const cudaMemcpy3DPeerParms,
         stream: cudaStream_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DPeerAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(p, stream)
-        }
+        unsafe { (self.cudaMemcpy3DPeerAsync_ptsz.as_ref().expect("Expected function, got error."))(p, stream) }
     }
     pub unsafe fn cudaMemGetInfo(&self, free: *mut usize, total: *mut usize) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemGetInfo
-                .as_ref()
-                .expect("Expected function, got error."))(free, total)
-        }
+        unsafe { (self.cudaMemGetInfo.as_ref().expect("Expected function, got error."))(free, total) }
     }
     pub unsafe fn cudaArrayGetInfo(
         &self,
@@ -10883,12 +9436,7 @@ impl CudartLib {
         flags: *mut ::std::os::raw::c_uint,
         array: cudaArray_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaArrayGetInfo
-                .as_ref()
-                .expect("Expected function, got error."))(desc, extent, flags, array)
-        }
+        unsafe { (self.cudaArrayGetInfo.as_ref().expect("Expected function, got error."))(desc, extent, flags, array) }
     }
     pub unsafe fn cudaArrayGetPlane(
         &self,
@@ -10897,10 +9445,7 @@ impl CudartLib {
         planeIdx: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaArrayGetPlane
-                .as_ref()
-                .expect("Expected function, got error."))(pPlaneArray, hArray, planeIdx)
+            (self.cudaArrayGetPlane.as_ref().expect("Expected function, got error."))(pPlaneArray, hArray, planeIdx)
         }
     }
     pub unsafe fn cudaArrayGetMemoryRequirements(
@@ -10910,11 +9455,10 @@ impl CudartLib {
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaArrayGetMemoryRequirements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                memoryRequirements, array, device
+            (self.cudaArrayGetMemoryRequirements.as_ref().expect("Expected function, got error."))(
+                memoryRequirements,
+                array,
+                device,
             )
         }
     }
@@ -10925,11 +9469,10 @@ impl CudartLib {
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMipmappedArrayGetMemoryRequirements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                memoryRequirements, mipmap, device
+            (self.cudaMipmappedArrayGetMemoryRequirements.as_ref().expect("Expected function, got error."))(
+                memoryRequirements,
+                mipmap,
+                device,
             )
         }
     }
@@ -10939,10 +9482,10 @@ impl CudartLib {
         array: cudaArray_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaArrayGetSparseProperties
-                .as_ref()
-                .expect("Expected function, got error."))(sparseProperties, array)
+            (self.cudaArrayGetSparseProperties.as_ref().expect("Expected function, got error."))(
+                sparseProperties,
+                array,
+            )
         }
     }
     pub unsafe fn cudaMipmappedArrayGetSparseProperties(
@@ -10951,10 +9494,10 @@ impl CudartLib {
         mipmap: cudaMipmappedArray_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMipmappedArrayGetSparseProperties
-                .as_ref()
-                .expect("Expected function, got error."))(sparseProperties, mipmap)
+            (self.cudaMipmappedArrayGetSparseProperties.as_ref().expect("Expected function, got error."))(
+                sparseProperties,
+                mipmap,
+            )
         }
     }
     pub unsafe fn cudaMemcpy_ptds(
@@ -10964,12 +9507,7 @@ impl CudartLib {
         count: usize,
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, count, kind)
-        }
+        unsafe { (self.cudaMemcpy_ptds.as_ref().expect("Expected function, got error."))(dst, src, count, kind) }
     }
     pub unsafe fn cudaMemcpyPeer(
         &self,
@@ -10980,11 +9518,8 @@ impl CudartLib {
         count: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyPeer
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, dstDevice, src, srcDevice, count
+            (self.cudaMemcpyPeer.as_ref().expect("Expected function, got error."))(
+                dst, dstDevice, src, srcDevice, count,
             )
         }
     }
@@ -10999,10 +9534,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2D_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2D_ptds.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, spitch, width, height, kind,
             )
         }
@@ -11019,10 +9551,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DToArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DToArray_ptds.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, spitch, width, height, kind,
             )
         }
@@ -11039,10 +9568,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DFromArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DFromArray_ptds.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, wOffset, hOffset, width, height, kind,
             )
         }
@@ -11060,10 +9586,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DArrayToArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DArrayToArray_ptds.as_ref().expect("Expected function, got error."))(
                 dst, wOffsetDst, hOffsetDst, src, wOffsetSrc, hOffsetSrc, width, height, kind,
             )
         }
@@ -11077,11 +9600,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToSymbol_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, src, count, offset, kind
+            (self.cudaMemcpyToSymbol_ptds.as_ref().expect("Expected function, got error."))(
+                symbol, src, count, offset, kind,
             )
         }
     }
@@ -11094,11 +9614,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromSymbol_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, symbol, count, offset, kind
+            (self.cudaMemcpyFromSymbol_ptds.as_ref().expect("Expected function, got error."))(
+                dst, symbol, count, offset, kind,
             )
         }
     }
@@ -11111,10 +9628,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, count, kind, stream)
+            (self.cudaMemcpyAsync_ptsz.as_ref().expect("Expected function, got error."))(dst, src, count, kind, stream)
         }
     }
     pub unsafe fn cudaMemcpyPeerAsync(
@@ -11127,10 +9641,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyPeerAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyPeerAsync.as_ref().expect("Expected function, got error."))(
                 dst, dstDevice, src, srcDevice, count, stream,
             )
         }
@@ -11147,10 +9658,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, stream,
             )
         }
@@ -11163,10 +9671,9 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy3DBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(numOps, opList, flags, stream)
+            (self.cudaMemcpy3DBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                numOps, opList, flags, stream,
+            )
         }
     }
     pub unsafe fn cudaMemcpy2DAsync_ptsz(
@@ -11181,10 +9688,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, spitch, width, height, kind, stream,
             )
         }
@@ -11202,10 +9706,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DToArrayAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DToArrayAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, spitch, width, height, kind, stream,
             )
         }
@@ -11223,10 +9724,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DFromArrayAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DFromArrayAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, wOffset, hOffset, width, height, kind, stream,
             )
         }
@@ -11241,11 +9739,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToSymbolAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, src, count, offset, kind, stream
+            (self.cudaMemcpyToSymbolAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                symbol, src, count, offset, kind, stream,
             )
         }
     }
@@ -11259,11 +9754,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromSymbolAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, symbol, count, offset, kind, stream
+            (self.cudaMemcpyFromSymbolAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                dst, symbol, count, offset, kind, stream,
             )
         }
     }
@@ -11273,12 +9765,7 @@ impl CudartLib {
         value: ::std::os::raw::c_int,
         count: usize,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemset_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, value, count)
-        }
+        unsafe { (self.cudaMemset_ptds.as_ref().expect("Expected function, got error."))(devPtr, value, count) }
     }
     pub unsafe fn cudaMemset2D_ptds(
         &self,
@@ -11289,11 +9776,8 @@ impl CudartLib {
         height: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset2D_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, pitch, value, width, height
+            (self.cudaMemset2D_ptds.as_ref().expect("Expected function, got error."))(
+                devPtr, pitch, value, width, height,
             )
         }
     }
@@ -11304,10 +9788,7 @@ impl CudartLib {
         extent: cudaExtent,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset3D_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(pitchedDevPtr, value, extent)
+            (self.cudaMemset3D_ptds.as_ref().expect("Expected function, got error."))(pitchedDevPtr, value, extent)
         }
     }
     pub unsafe fn cudaMemsetAsync_ptsz(
@@ -11318,10 +9799,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemsetAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, value, count, stream)
+            (self.cudaMemsetAsync_ptsz.as_ref().expect("Expected function, got error."))(devPtr, value, count, stream)
         }
     }
     pub unsafe fn cudaMemset2DAsync_ptsz(
@@ -11334,10 +9812,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset2DAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemset2DAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 devPtr, pitch, value, width, height, stream,
             )
         }
@@ -11350,11 +9825,11 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset3DAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pitchedDevPtr, value, extent, stream
+            (self.cudaMemset3DAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                pitchedDevPtr,
+                value,
+                extent,
+                stream,
             )
         }
     }
@@ -11363,24 +9838,10 @@ impl CudartLib {
         devPtr: *mut *mut ::std::os::raw::c_void,
         symbol: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetSymbolAddress
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, symbol)
-        }
+        unsafe { (self.cudaGetSymbolAddress.as_ref().expect("Expected function, got error."))(devPtr, symbol) }
     }
-    pub unsafe fn cudaGetSymbolSize(
-        &self,
-        size: *mut usize,
-        symbol: *const ::std::os::raw::c_void,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetSymbolSize
-                .as_ref()
-                .expect("Expected function, got error."))(size, symbol)
-        }
+    pub unsafe fn cudaGetSymbolSize(&self, size: *mut usize, symbol: *const ::std::os::raw::c_void) -> cudaError_t {
+        unsafe { (self.cudaGetSymbolSize.as_ref().expect("Expected function, got error."))(size, symbol) }
     }
     pub unsafe fn cudaMemPrefetchAsync_ptsz(
         &self,
@@ -11391,11 +9852,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPrefetchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, location, flags, stream
+            (self.cudaMemPrefetchAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                devPtr, count, location, flags, stream,
             )
         }
     }
@@ -11411,10 +9869,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPrefetchBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemPrefetchBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dptrs,
                 sizes,
                 count,
@@ -11435,11 +9890,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemDiscardBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dptrs, sizes, count, flags, stream
+            (self.cudaMemDiscardBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                dptrs, sizes, count, flags, stream,
             )
         }
     }
@@ -11455,10 +9907,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemDiscardAndPrefetchBatchAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemDiscardAndPrefetchBatchAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dptrs,
                 sizes,
                 count,
@@ -11478,12 +9927,7 @@ impl CudartLib {
         location: cudaMemLocation,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemAdvise
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, advice, location
-            )
+            (self.cudaMemAdvise.as_ref().expect("Expected function, got error."))(devPtr, count, advice, location)
         }
     }
     pub unsafe fn cudaMemRangeGetAttribute(
@@ -11495,11 +9939,8 @@ impl CudartLib {
         count: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemRangeGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(
-                data, dataSize, attribute, devPtr, count
+            (self.cudaMemRangeGetAttribute.as_ref().expect("Expected function, got error."))(
+                data, dataSize, attribute, devPtr, count,
             )
         }
     }
@@ -11513,10 +9954,7 @@ impl CudartLib {
         count: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemRangeGetAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemRangeGetAttributes.as_ref().expect("Expected function, got error."))(
                 data,
                 dataSizes,
                 attributes,
@@ -11536,11 +9974,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, wOffset, hOffset, src, count, kind
+            (self.cudaMemcpyToArray_ptds.as_ref().expect("Expected function, got error."))(
+                dst, wOffset, hOffset, src, count, kind,
             )
         }
     }
@@ -11554,11 +9989,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, src, wOffset, hOffset, count, kind
+            (self.cudaMemcpyFromArray_ptds.as_ref().expect("Expected function, got error."))(
+                dst, src, wOffset, hOffset, count, kind,
             )
         }
     }
@@ -11574,10 +10006,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyArrayToArray_ptds
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyArrayToArray_ptds.as_ref().expect("Expected function, got error."))(
                 dst, wOffsetDst, hOffsetDst, src, wOffsetSrc, hOffsetSrc, count, kind,
             )
         }
@@ -11593,10 +10022,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToArrayAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyToArrayAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, count, kind, stream,
             )
         }
@@ -11612,10 +10038,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromArrayAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyFromArrayAsync_ptsz.as_ref().expect("Expected function, got error."))(
                 dst, src, wOffset, hOffset, count, kind, stream,
             )
         }
@@ -11626,36 +10049,13 @@ impl CudartLib {
         size: usize,
         hStream: cudaStream_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size, hStream)
-        }
+        unsafe { (self.cudaMallocAsync_ptsz.as_ref().expect("Expected function, got error."))(devPtr, size, hStream) }
     }
-    pub unsafe fn cudaFreeAsync_ptsz(
-        &self,
-        devPtr: *mut ::std::os::raw::c_void,
-        hStream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, hStream)
-        }
+    pub unsafe fn cudaFreeAsync_ptsz(&self, devPtr: *mut ::std::os::raw::c_void, hStream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaFreeAsync_ptsz.as_ref().expect("Expected function, got error."))(devPtr, hStream) }
     }
-    pub unsafe fn cudaMemPoolTrimTo(
-        &self,
-        memPool: cudaMemPool_t,
-        minBytesToKeep: usize,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolTrimTo
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, minBytesToKeep)
-        }
+    pub unsafe fn cudaMemPoolTrimTo(&self, memPool: cudaMemPool_t, minBytesToKeep: usize) -> cudaError_t {
+        unsafe { (self.cudaMemPoolTrimTo.as_ref().expect("Expected function, got error."))(memPool, minBytesToKeep) }
     }
     pub unsafe fn cudaMemPoolSetAttribute(
         &self,
@@ -11663,12 +10063,7 @@ impl CudartLib {
         attr: cudaMemPoolAttr,
         value: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, attr, value)
-        }
+        unsafe { (self.cudaMemPoolSetAttribute.as_ref().expect("Expected function, got error."))(memPool, attr, value) }
     }
     pub unsafe fn cudaMemPoolGetAttribute(
         &self,
@@ -11676,12 +10071,7 @@ impl CudartLib {
         attr: cudaMemPoolAttr,
         value: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, attr, value)
-        }
+        unsafe { (self.cudaMemPoolGetAttribute.as_ref().expect("Expected function, got error."))(memPool, attr, value) }
     }
     pub unsafe fn cudaMemPoolSetAccess(
         &self,
@@ -11690,10 +10080,7 @@ impl CudartLib {
         count: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolSetAccess
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, descList, count)
+            (self.cudaMemPoolSetAccess.as_ref().expect("Expected function, got error."))(memPool, descList, count)
         }
     }
     pub unsafe fn cudaMemPoolGetAccess(
@@ -11703,10 +10090,7 @@ impl CudartLib {
         location: *mut cudaMemLocation,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolGetAccess
-                .as_ref()
-                .expect("Expected function, got error."))(flags, memPool, location)
+            (self.cudaMemPoolGetAccess.as_ref().expect("Expected function, got error."))(flags, memPool, location)
         }
     }
     pub unsafe fn cudaMemPoolCreate(
@@ -11714,20 +10098,10 @@ impl CudartLib {
         memPool: *mut cudaMemPool_t,
         poolProps: *const cudaMemPoolProps,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolCreate
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, poolProps)
-        }
+        unsafe { (self.cudaMemPoolCreate.as_ref().expect("Expected function, got error."))(memPool, poolProps) }
     }
     pub unsafe fn cudaMemPoolDestroy(&self, memPool: cudaMemPool_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(memPool)
-        }
+        unsafe { (self.cudaMemPoolDestroy.as_ref().expect("Expected function, got error."))(memPool) }
     }
     pub unsafe fn cudaMemGetDefaultMemPool(
         &self,
@@ -11736,10 +10110,7 @@ impl CudartLib {
         type_: cudaMemAllocationType,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemGetDefaultMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, location, type_)
+            (self.cudaMemGetDefaultMemPool.as_ref().expect("Expected function, got error."))(memPool, location, type_)
         }
     }
     pub unsafe fn cudaMemGetMemPool(
@@ -11748,12 +10119,7 @@ impl CudartLib {
         location: *mut cudaMemLocation,
         type_: cudaMemAllocationType,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemGetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(memPool, location, type_)
-        }
+        unsafe { (self.cudaMemGetMemPool.as_ref().expect("Expected function, got error."))(memPool, location, type_) }
     }
     pub unsafe fn cudaMemSetMemPool(
         &self,
@@ -11761,12 +10127,7 @@ impl CudartLib {
         type_: cudaMemAllocationType,
         memPool: cudaMemPool_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemSetMemPool
-                .as_ref()
-                .expect("Expected function, got error."))(location, type_, memPool)
-        }
+        unsafe { (self.cudaMemSetMemPool.as_ref().expect("Expected function, got error."))(location, type_, memPool) }
     }
     pub unsafe fn cudaMallocFromPoolAsync_ptsz(
         &self,
@@ -11776,10 +10137,9 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMallocFromPoolAsync_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size, memPool, stream)
+            (self.cudaMallocFromPoolAsync_ptsz.as_ref().expect("Expected function, got error."))(
+                ptr, size, memPool, stream,
+            )
         }
     }
     pub unsafe fn cudaMemPoolExportToShareableHandle(
@@ -11790,10 +10150,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolExportToShareableHandle
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemPoolExportToShareableHandle.as_ref().expect("Expected function, got error."))(
                 shareableHandle,
                 memPool,
                 handleType,
@@ -11809,10 +10166,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolImportFromShareableHandle
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemPoolImportFromShareableHandle.as_ref().expect("Expected function, got error."))(
                 memPool,
                 shareableHandle,
                 handleType,
@@ -11825,12 +10179,7 @@ impl CudartLib {
         exportData: *mut cudaMemPoolPtrExportData,
         ptr: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemPoolExportPointer
-                .as_ref()
-                .expect("Expected function, got error."))(exportData, ptr)
-        }
+        unsafe { (self.cudaMemPoolExportPointer.as_ref().expect("Expected function, got error."))(exportData, ptr) }
     }
     pub unsafe fn cudaMemPoolImportPointer(
         &self,
@@ -11839,10 +10188,7 @@ impl CudartLib {
         exportData: *mut cudaMemPoolPtrExportData,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPoolImportPointer
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, memPool, exportData)
+            (self.cudaMemPoolImportPointer.as_ref().expect("Expected function, got error."))(ptr, memPool, exportData)
         }
     }
     pub unsafe fn cudaPointerGetAttributes(
@@ -11850,12 +10196,7 @@ impl CudartLib {
         attributes: *mut cudaPointerAttributes,
         ptr: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaPointerGetAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(attributes, ptr)
-        }
+        unsafe { (self.cudaPointerGetAttributes.as_ref().expect("Expected function, got error."))(attributes, ptr) }
     }
     pub unsafe fn cudaDeviceCanAccessPeer(
         &self,
@@ -11864,11 +10205,10 @@ impl CudartLib {
         peerDevice: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceCanAccessPeer
-                .as_ref()
-                .expect("Expected function, got error."))(
-                canAccessPeer, device, peerDevice
+            (self.cudaDeviceCanAccessPeer.as_ref().expect("Expected function, got error."))(
+                canAccessPeer,
+                device,
+                peerDevice,
             )
         }
     }
@@ -11877,34 +10217,13 @@ impl CudartLib {
         peerDevice: ::std::os::raw::c_int,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceEnablePeerAccess
-                .as_ref()
-                .expect("Expected function, got error."))(peerDevice, flags)
-        }
+        unsafe { (self.cudaDeviceEnablePeerAccess.as_ref().expect("Expected function, got error."))(peerDevice, flags) }
     }
-    pub unsafe fn cudaDeviceDisablePeerAccess(
-        &self,
-        peerDevice: ::std::os::raw::c_int,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceDisablePeerAccess
-                .as_ref()
-                .expect("Expected function, got error."))(peerDevice)
-        }
+    pub unsafe fn cudaDeviceDisablePeerAccess(&self, peerDevice: ::std::os::raw::c_int) -> cudaError_t {
+        unsafe { (self.cudaDeviceDisablePeerAccess.as_ref().expect("Expected function, got error."))(peerDevice) }
     }
-    pub unsafe fn cudaGraphicsUnregisterResource(
-        &self,
-        resource: cudaGraphicsResource_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphicsUnregisterResource
-                .as_ref()
-                .expect("Expected function, got error."))(resource)
-        }
+    pub unsafe fn cudaGraphicsUnregisterResource(&self, resource: cudaGraphicsResource_t) -> cudaError_t {
+        unsafe { (self.cudaGraphicsUnregisterResource.as_ref().expect("Expected function, got error."))(resource) }
     }
     pub unsafe fn cudaGraphicsResourceSetMapFlags(
         &self,
@@ -11912,10 +10231,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsResourceSetMapFlags
-                .as_ref()
-                .expect("Expected function, got error."))(resource, flags)
+            (self.cudaGraphicsResourceSetMapFlags.as_ref().expect("Expected function, got error."))(resource, flags)
         }
     }
     pub unsafe fn cudaGraphicsMapResources(
@@ -11925,10 +10241,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsMapResources
-                .as_ref()
-                .expect("Expected function, got error."))(count, resources, stream)
+            (self.cudaGraphicsMapResources.as_ref().expect("Expected function, got error."))(count, resources, stream)
         }
     }
     pub unsafe fn cudaGraphicsUnmapResources(
@@ -11938,10 +10251,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsUnmapResources
-                .as_ref()
-                .expect("Expected function, got error."))(count, resources, stream)
+            (self.cudaGraphicsUnmapResources.as_ref().expect("Expected function, got error."))(count, resources, stream)
         }
     }
     pub unsafe fn cudaGraphicsResourceGetMappedPointer(
@@ -11951,10 +10261,9 @@ impl CudartLib {
         resource: cudaGraphicsResource_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsResourceGetMappedPointer
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size, resource)
+            (self.cudaGraphicsResourceGetMappedPointer.as_ref().expect("Expected function, got error."))(
+                devPtr, size, resource,
+            )
         }
     }
     pub unsafe fn cudaGraphicsSubResourceGetMappedArray(
@@ -11965,11 +10274,8 @@ impl CudartLib {
         mipLevel: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsSubResourceGetMappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                array, resource, arrayIndex, mipLevel
+            (self.cudaGraphicsSubResourceGetMappedArray.as_ref().expect("Expected function, got error."))(
+                array, resource, arrayIndex, mipLevel,
             )
         }
     }
@@ -11979,23 +10285,14 @@ impl CudartLib {
         resource: cudaGraphicsResource_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphicsResourceGetMappedMipmappedArray
-                .as_ref()
-                .expect("Expected function, got error."))(mipmappedArray, resource)
+            (self.cudaGraphicsResourceGetMappedMipmappedArray.as_ref().expect("Expected function, got error."))(
+                mipmappedArray,
+                resource,
+            )
         }
     }
-    pub unsafe fn cudaGetChannelDesc(
-        &self,
-        desc: *mut cudaChannelFormatDesc,
-        array: cudaArray_const_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetChannelDesc
-                .as_ref()
-                .expect("Expected function, got error."))(desc, array)
-        }
+    pub unsafe fn cudaGetChannelDesc(&self, desc: *mut cudaChannelFormatDesc, array: cudaArray_const_t) -> cudaError_t {
+        unsafe { (self.cudaGetChannelDesc.as_ref().expect("Expected function, got error."))(desc, array) }
     }
     pub unsafe fn cudaCreateChannelDesc(
         &self,
@@ -12005,12 +10302,7 @@ impl CudartLib {
         w: ::std::os::raw::c_int,
         f: cudaChannelFormatKind,
     ) -> cudaChannelFormatDesc {
-        unsafe {
-            (self
-                .cudaCreateChannelDesc
-                .as_ref()
-                .expect("Expected function, got error."))(x, y, z, w, f)
-        }
+        unsafe { (self.cudaCreateChannelDesc.as_ref().expect("Expected function, got error."))(x, y, z, w, f) }
     }
     pub unsafe fn cudaCreateTextureObject(
         &self,
@@ -12020,10 +10312,7 @@ impl CudartLib {
         pResViewDesc: *const cudaResourceViewDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaCreateTextureObject
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaCreateTextureObject.as_ref().expect("Expected function, got error."))(
                 pTexObject,
                 pResDesc,
                 pTexDesc,
@@ -12032,12 +10321,7 @@ impl CudartLib {
         }
     }
     pub unsafe fn cudaDestroyTextureObject(&self, texObject: cudaTextureObject_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDestroyTextureObject
-                .as_ref()
-                .expect("Expected function, got error."))(texObject)
-        }
+        unsafe { (self.cudaDestroyTextureObject.as_ref().expect("Expected function, got error."))(texObject) }
     }
     pub unsafe fn cudaGetTextureObjectResourceDesc(
         &self,
@@ -12045,10 +10329,9 @@ impl CudartLib {
         texObject: cudaTextureObject_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetTextureObjectResourceDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pResDesc, texObject)
+            (self.cudaGetTextureObjectResourceDesc.as_ref().expect("Expected function, got error."))(
+                pResDesc, texObject,
+            )
         }
     }
     pub unsafe fn cudaGetTextureObjectTextureDesc(
@@ -12057,10 +10340,7 @@ impl CudartLib {
         texObject: cudaTextureObject_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetTextureObjectTextureDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pTexDesc, texObject)
+            (self.cudaGetTextureObjectTextureDesc.as_ref().expect("Expected function, got error."))(pTexDesc, texObject)
         }
     }
     pub unsafe fn cudaGetTextureObjectResourceViewDesc(
@@ -12069,10 +10349,10 @@ impl CudartLib {
         texObject: cudaTextureObject_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetTextureObjectResourceViewDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pResViewDesc, texObject)
+            (self.cudaGetTextureObjectResourceViewDesc.as_ref().expect("Expected function, got error."))(
+                pResViewDesc,
+                texObject,
+            )
         }
     }
     pub unsafe fn cudaCreateSurfaceObject(
@@ -12081,19 +10361,11 @@ impl CudartLib {
         pResDesc: *const cudaResourceDesc,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaCreateSurfaceObject
-                .as_ref()
-                .expect("Expected function, got error."))(pSurfObject, pResDesc)
+            (self.cudaCreateSurfaceObject.as_ref().expect("Expected function, got error."))(pSurfObject, pResDesc)
         }
     }
     pub unsafe fn cudaDestroySurfaceObject(&self, surfObject: cudaSurfaceObject_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDestroySurfaceObject
-                .as_ref()
-                .expect("Expected function, got error."))(surfObject)
-        }
+        unsafe { (self.cudaDestroySurfaceObject.as_ref().expect("Expected function, got error."))(surfObject) }
     }
     pub unsafe fn cudaGetSurfaceObjectResourceDesc(
         &self,
@@ -12101,33 +10373,16 @@ impl CudartLib {
         surfObject: cudaSurfaceObject_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetSurfaceObjectResourceDesc
-                .as_ref()
-                .expect("Expected function, got error."))(pResDesc, surfObject)
+            (self.cudaGetSurfaceObjectResourceDesc.as_ref().expect("Expected function, got error."))(
+                pResDesc, surfObject,
+            )
         }
     }
-    pub unsafe fn cudaDriverGetVersion(
-        &self,
-        driverVersion: *mut ::std::os::raw::c_int,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDriverGetVersion
-                .as_ref()
-                .expect("Expected function, got error."))(driverVersion)
-        }
+    pub unsafe fn cudaDriverGetVersion(&self, driverVersion: *mut ::std::os::raw::c_int) -> cudaError_t {
+        unsafe { (self.cudaDriverGetVersion.as_ref().expect("Expected function, got error."))(driverVersion) }
     }
-    pub unsafe fn cudaRuntimeGetVersion(
-        &self,
-        runtimeVersion: *mut ::std::os::raw::c_int,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaRuntimeGetVersion
-                .as_ref()
-                .expect("Expected function, got error."))(runtimeVersion)
-        }
+    pub unsafe fn cudaRuntimeGetVersion(&self, runtimeVersion: *mut ::std::os::raw::c_int) -> cudaError_t {
+        unsafe { (self.cudaRuntimeGetVersion.as_ref().expect("Expected function, got error."))(runtimeVersion) }
     }
     pub unsafe fn cudaLogsRegisterCallback(
         &self,
@@ -12136,36 +10391,22 @@ impl CudartLib {
         callback_out: *mut cudaLogsCallbackHandle,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLogsRegisterCallback
-                .as_ref()
-                .expect("Expected function, got error."))(
-                callbackFunc, userData, callback_out
+            (self.cudaLogsRegisterCallback.as_ref().expect("Expected function, got error."))(
+                callbackFunc,
+                userData,
+                callback_out,
             )
         }
     }
-    pub unsafe fn cudaLogsUnregisterCallback(
-        &self,
-        callback: cudaLogsCallbackHandle,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLogsUnregisterCallback
-                .as_ref()
-                .expect("Expected function, got error."))(callback)
-        }
+    pub unsafe fn cudaLogsUnregisterCallback(&self, callback: cudaLogsCallbackHandle) -> cudaError_t {
+        unsafe { (self.cudaLogsUnregisterCallback.as_ref().expect("Expected function, got error."))(callback) }
     }
     pub unsafe fn cudaLogsCurrent(
         &self,
         iterator_out: *mut cudaLogIterator,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLogsCurrent
-                .as_ref()
-                .expect("Expected function, got error."))(iterator_out, flags)
-        }
+        unsafe { (self.cudaLogsCurrent.as_ref().expect("Expected function, got error."))(iterator_out, flags) }
     }
     pub unsafe fn cudaLogsDumpToFile(
         &self,
@@ -12174,10 +10415,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLogsDumpToFile
-                .as_ref()
-                .expect("Expected function, got error."))(iterator, pathToFile, flags)
+            (self.cudaLogsDumpToFile.as_ref().expect("Expected function, got error."))(iterator, pathToFile, flags)
         }
     }
     pub unsafe fn cudaLogsDumpToMemory(
@@ -12188,23 +10426,11 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLogsDumpToMemory
-                .as_ref()
-                .expect("Expected function, got error."))(iterator, buffer, size, flags)
+            (self.cudaLogsDumpToMemory.as_ref().expect("Expected function, got error."))(iterator, buffer, size, flags)
         }
     }
-    pub unsafe fn cudaGraphCreate(
-        &self,
-        pGraph: *mut cudaGraph_t,
-        flags: ::std::os::raw::c_uint,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphCreate
-                .as_ref()
-                .expect("Expected function, got error."))(pGraph, flags)
-        }
+    pub unsafe fn cudaGraphCreate(&self, pGraph: *mut cudaGraph_t, flags: ::std::os::raw::c_uint) -> cudaError_t {
+        unsafe { (self.cudaGraphCreate.as_ref().expect("Expected function, got error."))(pGraph, flags) }
     }
     pub unsafe fn cudaGraphAddKernelNode(
         &self,
@@ -12215,10 +10441,7 @@ impl CudartLib {
         pNodeParams: *const cudaKernelNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddKernelNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddKernelNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12233,10 +10456,7 @@ impl CudartLib {
         pNodeParams: *mut cudaKernelNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphKernelNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphKernelNodeGetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphKernelNodeSetParams(
@@ -12245,10 +10465,7 @@ impl CudartLib {
         pNodeParams: *const cudaKernelNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphKernelNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphKernelNodeSetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphKernelNodeCopyAttributes(
@@ -12256,12 +10473,7 @@ impl CudartLib {
         hDst: cudaGraphNode_t,
         hSrc: cudaGraphNode_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphKernelNodeCopyAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(hDst, hSrc)
-        }
+        unsafe { (self.cudaGraphKernelNodeCopyAttributes.as_ref().expect("Expected function, got error."))(hDst, hSrc) }
     }
     pub unsafe fn cudaGraphKernelNodeGetAttribute(
         &self,
@@ -12270,10 +10482,9 @@ impl CudartLib {
         value_out: *mut cudaLaunchAttributeValue,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphKernelNodeGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, attr, value_out)
+            (self.cudaGraphKernelNodeGetAttribute.as_ref().expect("Expected function, got error."))(
+                hNode, attr, value_out,
+            )
         }
     }
     pub unsafe fn cudaGraphKernelNodeSetAttribute(
@@ -12283,10 +10494,7 @@ impl CudartLib {
         value: *const cudaLaunchAttributeValue,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphKernelNodeSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, attr, value)
+            (self.cudaGraphKernelNodeSetAttribute.as_ref().expect("Expected function, got error."))(hNode, attr, value)
         }
     }
     pub unsafe fn cudaGraphAddMemcpyNode(
@@ -12298,10 +10506,7 @@ impl CudartLib {
         pCopyParams: *const cudaMemcpy3DParms,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemcpyNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemcpyNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12323,10 +10528,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemcpyNodeToSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemcpyNodeToSymbol.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12352,10 +10554,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemcpyNodeFromSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemcpyNodeFromSymbol.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12380,10 +10579,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemcpyNode1D
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemcpyNode1D.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12401,10 +10597,7 @@ impl CudartLib {
         pNodeParams: *mut cudaMemcpy3DParms,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphMemcpyNodeGetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphMemcpyNodeSetParams(
@@ -12413,10 +10606,7 @@ impl CudartLib {
         pNodeParams: *const cudaMemcpy3DParms,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphMemcpyNodeSetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphMemcpyNodeSetParamsToSymbol(
@@ -12429,11 +10619,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeSetParamsToSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
-                node, symbol, src, count, offset, kind
+            (self.cudaGraphMemcpyNodeSetParamsToSymbol.as_ref().expect("Expected function, got error."))(
+                node, symbol, src, count, offset, kind,
             )
         }
     }
@@ -12447,11 +10634,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeSetParamsFromSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
-                node, dst, symbol, count, offset, kind
+            (self.cudaGraphMemcpyNodeSetParamsFromSymbol.as_ref().expect("Expected function, got error."))(
+                node, dst, symbol, count, offset, kind,
             )
         }
     }
@@ -12464,10 +10648,9 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemcpyNodeSetParams1D
-                .as_ref()
-                .expect("Expected function, got error."))(node, dst, src, count, kind)
+            (self.cudaGraphMemcpyNodeSetParams1D.as_ref().expect("Expected function, got error."))(
+                node, dst, src, count, kind,
+            )
         }
     }
     pub unsafe fn cudaGraphAddMemsetNode(
@@ -12479,10 +10662,7 @@ impl CudartLib {
         pMemsetParams: *const cudaMemsetParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemsetNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemsetNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12497,10 +10677,7 @@ impl CudartLib {
         pNodeParams: *mut cudaMemsetParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemsetNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphMemsetNodeGetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphMemsetNodeSetParams(
@@ -12509,10 +10686,7 @@ impl CudartLib {
         pNodeParams: *const cudaMemsetParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemsetNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
+            (self.cudaGraphMemsetNodeSetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams)
         }
     }
     pub unsafe fn cudaGraphAddHostNode(
@@ -12524,10 +10698,7 @@ impl CudartLib {
         pNodeParams: *const cudaHostNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddHostNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddHostNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12541,24 +10712,14 @@ impl CudartLib {
         node: cudaGraphNode_t,
         pNodeParams: *mut cudaHostNodeParams,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphHostNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
-        }
+        unsafe { (self.cudaGraphHostNodeGetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams) }
     }
     pub unsafe fn cudaGraphHostNodeSetParams(
         &self,
         node: cudaGraphNode_t,
         pNodeParams: *const cudaHostNodeParams,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphHostNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, pNodeParams)
-        }
+        unsafe { (self.cudaGraphHostNodeSetParams.as_ref().expect("Expected function, got error."))(node, pNodeParams) }
     }
     pub unsafe fn cudaGraphAddChildGraphNode(
         &self,
@@ -12569,10 +10730,7 @@ impl CudartLib {
         childGraph: cudaGraph_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddChildGraphNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddChildGraphNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12586,12 +10744,7 @@ impl CudartLib {
         node: cudaGraphNode_t,
         pGraph: *mut cudaGraph_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphChildGraphNodeGetGraph
-                .as_ref()
-                .expect("Expected function, got error."))(node, pGraph)
-        }
+        unsafe { (self.cudaGraphChildGraphNodeGetGraph.as_ref().expect("Expected function, got error."))(node, pGraph) }
     }
     pub unsafe fn cudaGraphAddEmptyNode(
         &self,
@@ -12601,10 +10754,7 @@ impl CudartLib {
         numDependencies: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddEmptyNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddEmptyNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12621,10 +10771,7 @@ impl CudartLib {
         event: cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddEventRecordNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddEventRecordNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12639,23 +10786,11 @@ impl CudartLib {
         event_out: *mut cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphEventRecordNodeGetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(node, event_out)
+            (self.cudaGraphEventRecordNodeGetEvent.as_ref().expect("Expected function, got error."))(node, event_out)
         }
     }
-    pub unsafe fn cudaGraphEventRecordNodeSetEvent(
-        &self,
-        node: cudaGraphNode_t,
-        event: cudaEvent_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphEventRecordNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(node, event)
-        }
+    pub unsafe fn cudaGraphEventRecordNodeSetEvent(&self, node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t {
+        unsafe { (self.cudaGraphEventRecordNodeSetEvent.as_ref().expect("Expected function, got error."))(node, event) }
     }
     pub unsafe fn cudaGraphAddEventWaitNode(
         &self,
@@ -12666,10 +10801,7 @@ impl CudartLib {
         event: cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddEventWaitNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddEventWaitNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12684,23 +10816,11 @@ impl CudartLib {
         event_out: *mut cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphEventWaitNodeGetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(node, event_out)
+            (self.cudaGraphEventWaitNodeGetEvent.as_ref().expect("Expected function, got error."))(node, event_out)
         }
     }
-    pub unsafe fn cudaGraphEventWaitNodeSetEvent(
-        &self,
-        node: cudaGraphNode_t,
-        event: cudaEvent_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphEventWaitNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(node, event)
-        }
+    pub unsafe fn cudaGraphEventWaitNodeSetEvent(&self, node: cudaGraphNode_t, event: cudaEvent_t) -> cudaError_t {
+        unsafe { (self.cudaGraphEventWaitNodeSetEvent.as_ref().expect("Expected function, got error."))(node, event) }
     }
     pub unsafe fn cudaGraphAddExternalSemaphoresSignalNode(
         &self,
@@ -12711,10 +10831,7 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreSignalNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddExternalSemaphoresSignalNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddExternalSemaphoresSignalNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12729,10 +10846,9 @@ impl CudartLib {
         params_out: *mut cudaExternalSemaphoreSignalNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExternalSemaphoresSignalNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, params_out)
+            (self.cudaGraphExternalSemaphoresSignalNodeGetParams.as_ref().expect("Expected function, got error."))(
+                hNode, params_out,
+            )
         }
     }
     pub unsafe fn cudaGraphExternalSemaphoresSignalNodeSetParams(
@@ -12741,10 +10857,9 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreSignalNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExternalSemaphoresSignalNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
+            (self.cudaGraphExternalSemaphoresSignalNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphAddExternalSemaphoresWaitNode(
@@ -12756,10 +10871,7 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreWaitNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddExternalSemaphoresWaitNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddExternalSemaphoresWaitNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12774,10 +10886,9 @@ impl CudartLib {
         params_out: *mut cudaExternalSemaphoreWaitNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExternalSemaphoresWaitNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, params_out)
+            (self.cudaGraphExternalSemaphoresWaitNodeGetParams.as_ref().expect("Expected function, got error."))(
+                hNode, params_out,
+            )
         }
     }
     pub unsafe fn cudaGraphExternalSemaphoresWaitNodeSetParams(
@@ -12786,10 +10897,9 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreWaitNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExternalSemaphoresWaitNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hNode, nodeParams)
+            (self.cudaGraphExternalSemaphoresWaitNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphAddMemAllocNode(
@@ -12801,10 +10911,7 @@ impl CudartLib {
         nodeParams: *mut cudaMemAllocNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemAllocNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemAllocNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12819,10 +10926,7 @@ impl CudartLib {
         params_out: *mut cudaMemAllocNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphMemAllocNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, params_out)
+            (self.cudaGraphMemAllocNodeGetParams.as_ref().expect("Expected function, got error."))(node, params_out)
         }
     }
     pub unsafe fn cudaGraphAddMemFreeNode(
@@ -12834,10 +10938,7 @@ impl CudartLib {
         dptr: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddMemFreeNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddMemFreeNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -12851,20 +10952,10 @@ impl CudartLib {
         node: cudaGraphNode_t,
         dptr_out: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphMemFreeNodeGetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, dptr_out)
-        }
+        unsafe { (self.cudaGraphMemFreeNodeGetParams.as_ref().expect("Expected function, got error."))(node, dptr_out) }
     }
     pub unsafe fn cudaDeviceGraphMemTrim(&self, device: ::std::os::raw::c_int) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaDeviceGraphMemTrim
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.cudaDeviceGraphMemTrim.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn cudaDeviceGetGraphMemAttribute(
         &self,
@@ -12873,10 +10964,7 @@ impl CudartLib {
         value: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceGetGraphMemAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(device, attr, value)
+            (self.cudaDeviceGetGraphMemAttribute.as_ref().expect("Expected function, got error."))(device, attr, value)
         }
     }
     pub unsafe fn cudaDeviceSetGraphMemAttribute(
@@ -12886,23 +10974,11 @@ impl CudartLib {
         value: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaDeviceSetGraphMemAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(device, attr, value)
+            (self.cudaDeviceSetGraphMemAttribute.as_ref().expect("Expected function, got error."))(device, attr, value)
         }
     }
-    pub unsafe fn cudaGraphClone(
-        &self,
-        pGraphClone: *mut cudaGraph_t,
-        originalGraph: cudaGraph_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphClone
-                .as_ref()
-                .expect("Expected function, got error."))(pGraphClone, originalGraph)
-        }
+    pub unsafe fn cudaGraphClone(&self, pGraphClone: *mut cudaGraph_t, originalGraph: cudaGraph_t) -> cudaError_t {
+        unsafe { (self.cudaGraphClone.as_ref().expect("Expected function, got error."))(pGraphClone, originalGraph) }
     }
     pub unsafe fn cudaGraphNodeFindInClone(
         &self,
@@ -12911,25 +10987,15 @@ impl CudartLib {
         clonedGraph: cudaGraph_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeFindInClone
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pNode, originalNode, clonedGraph
+            (self.cudaGraphNodeFindInClone.as_ref().expect("Expected function, got error."))(
+                pNode,
+                originalNode,
+                clonedGraph,
             )
         }
     }
-    pub unsafe fn cudaGraphNodeGetType(
-        &self,
-        node: cudaGraphNode_t,
-        pType: *mut cudaGraphNodeType,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphNodeGetType
-                .as_ref()
-                .expect("Expected function, got error."))(node, pType)
-        }
+    pub unsafe fn cudaGraphNodeGetType(&self, node: cudaGraphNode_t, pType: *mut cudaGraphNodeType) -> cudaError_t {
+        unsafe { (self.cudaGraphNodeGetType.as_ref().expect("Expected function, got error."))(node, pType) }
     }
     pub unsafe fn cudaGraphGetNodes(
         &self,
@@ -12937,12 +11003,7 @@ impl CudartLib {
         nodes: *mut cudaGraphNode_t,
         numNodes: *mut usize,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphGetNodes
-                .as_ref()
-                .expect("Expected function, got error."))(graph, nodes, numNodes)
-        }
+        unsafe { (self.cudaGraphGetNodes.as_ref().expect("Expected function, got error."))(graph, nodes, numNodes) }
     }
     pub unsafe fn cudaGraphGetRootNodes(
         &self,
@@ -12951,11 +11012,10 @@ impl CudartLib {
         pNumRootNodes: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphGetRootNodes
-                .as_ref()
-                .expect("Expected function, got error."))(
-                graph, pRootNodes, pNumRootNodes
+            (self.cudaGraphGetRootNodes.as_ref().expect("Expected function, got error."))(
+                graph,
+                pRootNodes,
+                pNumRootNodes,
             )
         }
     }
@@ -12968,11 +11028,8 @@ impl CudartLib {
         numEdges: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphGetEdges
-                .as_ref()
-                .expect("Expected function, got error."))(
-                graph, from, to, edgeData, numEdges
+            (self.cudaGraphGetEdges.as_ref().expect("Expected function, got error."))(
+                graph, from, to, edgeData, numEdges,
             )
         }
     }
@@ -12984,10 +11041,7 @@ impl CudartLib {
         pNumDependencies: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeGetDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphNodeGetDependencies.as_ref().expect("Expected function, got error."))(
                 node,
                 pDependencies,
                 edgeData,
@@ -13003,10 +11057,7 @@ impl CudartLib {
         pNumDependentNodes: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeGetDependentNodes
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphNodeGetDependentNodes.as_ref().expect("Expected function, got error."))(
                 node,
                 pDependentNodes,
                 edgeData,
@@ -13023,10 +11074,7 @@ impl CudartLib {
         numDependencies: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddDependencies.as_ref().expect("Expected function, got error."))(
                 graph,
                 from,
                 to,
@@ -13044,10 +11092,7 @@ impl CudartLib {
         numDependencies: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphRemoveDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphRemoveDependencies.as_ref().expect("Expected function, got error."))(
                 graph,
                 from,
                 to,
@@ -13057,12 +11102,7 @@ impl CudartLib {
         }
     }
     pub unsafe fn cudaGraphDestroyNode(&self, node: cudaGraphNode_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphDestroyNode
-                .as_ref()
-                .expect("Expected function, got error."))(node)
-        }
+        unsafe { (self.cudaGraphDestroyNode.as_ref().expect("Expected function, got error."))(node) }
     }
     pub unsafe fn cudaGraphInstantiate(
         &self,
@@ -13071,10 +11111,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphInstantiate
-                .as_ref()
-                .expect("Expected function, got error."))(pGraphExec, graph, flags)
+            (self.cudaGraphInstantiate.as_ref().expect("Expected function, got error."))(pGraphExec, graph, flags)
         }
     }
     pub unsafe fn cudaGraphInstantiateWithFlags(
@@ -13084,10 +11121,9 @@ impl CudartLib {
         flags: ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphInstantiateWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(pGraphExec, graph, flags)
+            (self.cudaGraphInstantiateWithFlags.as_ref().expect("Expected function, got error."))(
+                pGraphExec, graph, flags,
+            )
         }
     }
     pub unsafe fn cudaGraphInstantiateWithParams_ptsz(
@@ -13097,11 +11133,10 @@ impl CudartLib {
         instantiateParams: *mut cudaGraphInstantiateParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphInstantiateWithParams_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pGraphExec, graph, instantiateParams
+            (self.cudaGraphInstantiateWithParams_ptsz.as_ref().expect("Expected function, got error."))(
+                pGraphExec,
+                graph,
+                instantiateParams,
             )
         }
     }
@@ -13110,12 +11145,7 @@ impl CudartLib {
         graphExec: cudaGraphExec_t,
         flags: *mut ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphExecGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, flags)
-        }
+        unsafe { (self.cudaGraphExecGetFlags.as_ref().expect("Expected function, got error."))(graphExec, flags) }
     }
     pub unsafe fn cudaGraphExecKernelNodeSetParams(
         &self,
@@ -13124,10 +11154,11 @@ impl CudartLib {
         pNodeParams: *const cudaKernelNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecKernelNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, pNodeParams)
+            (self.cudaGraphExecKernelNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec,
+                node,
+                pNodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecMemcpyNodeSetParams(
@@ -13137,10 +11168,11 @@ impl CudartLib {
         pNodeParams: *const cudaMemcpy3DParms,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemcpyNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, pNodeParams)
+            (self.cudaGraphExecMemcpyNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec,
+                node,
+                pNodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecMemcpyNodeSetParamsToSymbol(
@@ -13154,10 +11186,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemcpyNodeSetParamsToSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphExecMemcpyNodeSetParamsToSymbol.as_ref().expect("Expected function, got error."))(
                 hGraphExec, node, symbol, src, count, offset, kind,
             )
         }
@@ -13173,10 +11202,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemcpyNodeSetParamsFromSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphExecMemcpyNodeSetParamsFromSymbol.as_ref().expect("Expected function, got error."))(
                 hGraphExec, node, dst, symbol, count, offset, kind,
             )
         }
@@ -13191,11 +11217,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemcpyNodeSetParams1D
-                .as_ref()
-                .expect("Expected function, got error."))(
-                hGraphExec, node, dst, src, count, kind
+            (self.cudaGraphExecMemcpyNodeSetParams1D.as_ref().expect("Expected function, got error."))(
+                hGraphExec, node, dst, src, count, kind,
             )
         }
     }
@@ -13206,10 +11229,11 @@ impl CudartLib {
         pNodeParams: *const cudaMemsetParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecMemsetNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, pNodeParams)
+            (self.cudaGraphExecMemsetNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec,
+                node,
+                pNodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecHostNodeSetParams(
@@ -13219,10 +11243,11 @@ impl CudartLib {
         pNodeParams: *const cudaHostNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecHostNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, pNodeParams)
+            (self.cudaGraphExecHostNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec,
+                node,
+                pNodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecChildGraphNodeSetParams(
@@ -13232,10 +11257,9 @@ impl CudartLib {
         childGraph: cudaGraph_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecChildGraphNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, node, childGraph)
+            (self.cudaGraphExecChildGraphNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, node, childGraph,
+            )
         }
     }
     pub unsafe fn cudaGraphExecEventRecordNodeSetEvent(
@@ -13245,10 +11269,9 @@ impl CudartLib {
         event: cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecEventRecordNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, event)
+            (self.cudaGraphExecEventRecordNodeSetEvent.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, event,
+            )
         }
     }
     pub unsafe fn cudaGraphExecEventWaitNodeSetEvent(
@@ -13258,10 +11281,9 @@ impl CudartLib {
         event: cudaEvent_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecEventWaitNodeSetEvent
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, event)
+            (self.cudaGraphExecEventWaitNodeSetEvent.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, event,
+            )
         }
     }
     pub unsafe fn cudaGraphExecExternalSemaphoresSignalNodeSetParams(
@@ -13271,10 +11293,9 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreSignalNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecExternalSemaphoresSignalNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cudaGraphExecExternalSemaphoresSignalNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphExecExternalSemaphoresWaitNodeSetParams(
@@ -13284,10 +11305,9 @@ impl CudartLib {
         nodeParams: *const cudaExternalSemaphoreWaitNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecExternalSemaphoresWaitNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, nodeParams)
+            (self.cudaGraphExecExternalSemaphoresWaitNodeSetParams.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphNodeSetEnabled(
@@ -13297,10 +11317,9 @@ impl CudartLib {
         isEnabled: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeSetEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, isEnabled)
+            (self.cudaGraphNodeSetEnabled.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, isEnabled,
+            )
         }
     }
     pub unsafe fn cudaGraphNodeGetEnabled(
@@ -13310,10 +11329,9 @@ impl CudartLib {
         isEnabled: *mut ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphNodeGetEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hNode, isEnabled)
+            (self.cudaGraphNodeGetEnabled.as_ref().expect("Expected function, got error."))(
+                hGraphExec, hNode, isEnabled,
+            )
         }
     }
     pub unsafe fn cudaGraphExecUpdate(
@@ -13323,51 +11341,20 @@ impl CudartLib {
         resultInfo: *mut cudaGraphExecUpdateResultInfo,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecUpdate
-                .as_ref()
-                .expect("Expected function, got error."))(hGraphExec, hGraph, resultInfo)
+            (self.cudaGraphExecUpdate.as_ref().expect("Expected function, got error."))(hGraphExec, hGraph, resultInfo)
         }
     }
-    pub unsafe fn cudaGraphUpload_ptsz(
-        &self,
-        graphExec: cudaGraphExec_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphUpload_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, stream)
-        }
+    pub unsafe fn cudaGraphUpload_ptsz(&self, graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaGraphUpload_ptsz.as_ref().expect("Expected function, got error."))(graphExec, stream) }
     }
-    pub unsafe fn cudaGraphLaunch_ptsz(
-        &self,
-        graphExec: cudaGraphExec_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphLaunch_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, stream)
-        }
+    pub unsafe fn cudaGraphLaunch_ptsz(&self, graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaGraphLaunch_ptsz.as_ref().expect("Expected function, got error."))(graphExec, stream) }
     }
     pub unsafe fn cudaGraphExecDestroy(&self, graphExec: cudaGraphExec_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphExecDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec)
-        }
+        unsafe { (self.cudaGraphExecDestroy.as_ref().expect("Expected function, got error."))(graphExec) }
     }
     pub unsafe fn cudaGraphDestroy(&self, graph: cudaGraph_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(graph)
-        }
+        unsafe { (self.cudaGraphDestroy.as_ref().expect("Expected function, got error."))(graph) }
     }
     pub unsafe fn cudaGraphDebugDotPrint(
         &self,
@@ -13375,12 +11362,7 @@ impl CudartLib {
         path: *const ::std::os::raw::c_char,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphDebugDotPrint
-                .as_ref()
-                .expect("Expected function, got error."))(graph, path, flags)
-        }
+        unsafe { (self.cudaGraphDebugDotPrint.as_ref().expect("Expected function, got error."))(graph, path, flags) }
     }
     pub unsafe fn cudaUserObjectCreate(
         &self,
@@ -13391,10 +11373,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaUserObjectCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaUserObjectCreate.as_ref().expect("Expected function, got error."))(
                 object_out,
                 ptr,
                 destroy,
@@ -13403,29 +11382,11 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaUserObjectRetain(
-        &self,
-        object: cudaUserObject_t,
-        count: ::std::os::raw::c_uint,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaUserObjectRetain
-                .as_ref()
-                .expect("Expected function, got error."))(object, count)
-        }
+    pub unsafe fn cudaUserObjectRetain(&self, object: cudaUserObject_t, count: ::std::os::raw::c_uint) -> cudaError_t {
+        unsafe { (self.cudaUserObjectRetain.as_ref().expect("Expected function, got error."))(object, count) }
     }
-    pub unsafe fn cudaUserObjectRelease(
-        &self,
-        object: cudaUserObject_t,
-        count: ::std::os::raw::c_uint,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaUserObjectRelease
-                .as_ref()
-                .expect("Expected function, got error."))(object, count)
-        }
+    pub unsafe fn cudaUserObjectRelease(&self, object: cudaUserObject_t, count: ::std::os::raw::c_uint) -> cudaError_t {
+        unsafe { (self.cudaUserObjectRelease.as_ref().expect("Expected function, got error."))(object, count) }
     }
     pub unsafe fn cudaGraphRetainUserObject(
         &self,
@@ -13435,10 +11396,9 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphRetainUserObject
-                .as_ref()
-                .expect("Expected function, got error."))(graph, object, count, flags)
+            (self.cudaGraphRetainUserObject.as_ref().expect("Expected function, got error."))(
+                graph, object, count, flags,
+            )
         }
     }
     pub unsafe fn cudaGraphReleaseUserObject(
@@ -13448,10 +11408,7 @@ impl CudartLib {
         count: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphReleaseUserObject
-                .as_ref()
-                .expect("Expected function, got error."))(graph, object, count)
+            (self.cudaGraphReleaseUserObject.as_ref().expect("Expected function, got error."))(graph, object, count)
         }
     }
     pub unsafe fn cudaGraphAddNode(
@@ -13464,10 +11421,7 @@ impl CudartLib {
         nodeParams: *mut cudaGraphNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphAddNode
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphAddNode.as_ref().expect("Expected function, got error."))(
                 pGraphNode,
                 graph,
                 pDependencies,
@@ -13482,12 +11436,7 @@ impl CudartLib {
         node: cudaGraphNode_t,
         nodeParams: *mut cudaGraphNodeParams,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(node, nodeParams)
-        }
+        unsafe { (self.cudaGraphNodeSetParams.as_ref().expect("Expected function, got error."))(node, nodeParams) }
     }
     pub unsafe fn cudaGraphExecNodeSetParams(
         &self,
@@ -13496,10 +11445,9 @@ impl CudartLib {
         nodeParams: *mut cudaGraphNodeParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphExecNodeSetParams
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, node, nodeParams)
+            (self.cudaGraphExecNodeSetParams.as_ref().expect("Expected function, got error."))(
+                graphExec, node, nodeParams,
+            )
         }
     }
     pub unsafe fn cudaGraphConditionalHandleCreate(
@@ -13510,10 +11458,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphConditionalHandleCreate
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGraphConditionalHandleCreate.as_ref().expect("Expected function, got error."))(
                 pHandle_out,
                 graph,
                 defaultLaunchValue,
@@ -13529,11 +11474,11 @@ impl CudartLib {
         driverStatus: *mut cudaDriverEntryPointQueryResult,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetDriverEntryPoint_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, funcPtr, flags, driverStatus
+            (self.cudaGetDriverEntryPoint_ptsz.as_ref().expect("Expected function, got error."))(
+                symbol,
+                funcPtr,
+                flags,
+                driverStatus,
             )
         }
     }
@@ -13546,10 +11491,7 @@ impl CudartLib {
         driverStatus: *mut cudaDriverEntryPointQueryResult,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetDriverEntryPointByVersion_ptsz
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGetDriverEntryPointByVersion_ptsz.as_ref().expect("Expected function, got error."))(
                 symbol,
                 funcPtr,
                 cudaVersion,
@@ -13570,10 +11512,7 @@ impl CudartLib {
         numLibraryOptions: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryLoadData
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLibraryLoadData.as_ref().expect("Expected function, got error."))(
                 library,
                 code,
                 jitOptions,
@@ -13597,10 +11536,7 @@ impl CudartLib {
         numLibraryOptions: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryLoadFromFile
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLibraryLoadFromFile.as_ref().expect("Expected function, got error."))(
                 library,
                 fileName,
                 jitOptions,
@@ -13613,12 +11549,7 @@ impl CudartLib {
         }
     }
     pub unsafe fn cudaLibraryUnload(&self, library: cudaLibrary_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLibraryUnload
-                .as_ref()
-                .expect("Expected function, got error."))(library)
-        }
+        unsafe { (self.cudaLibraryUnload.as_ref().expect("Expected function, got error."))(library) }
     }
     pub unsafe fn cudaLibraryGetKernel(
         &self,
@@ -13626,12 +11557,7 @@ impl CudartLib {
         library: cudaLibrary_t,
         name: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLibraryGetKernel
-                .as_ref()
-                .expect("Expected function, got error."))(pKernel, library, name)
-        }
+        unsafe { (self.cudaLibraryGetKernel.as_ref().expect("Expected function, got error."))(pKernel, library, name) }
     }
     pub unsafe fn cudaLibraryGetGlobal(
         &self,
@@ -13641,10 +11567,7 @@ impl CudartLib {
         name: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryGetGlobal
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytes, library, name)
+            (self.cudaLibraryGetGlobal.as_ref().expect("Expected function, got error."))(dptr, bytes, library, name)
         }
     }
     pub unsafe fn cudaLibraryGetManaged(
@@ -13655,10 +11578,7 @@ impl CudartLib {
         name: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryGetManaged
-                .as_ref()
-                .expect("Expected function, got error."))(dptr, bytes, library, name)
+            (self.cudaLibraryGetManaged.as_ref().expect("Expected function, got error."))(dptr, bytes, library, name)
         }
     }
     pub unsafe fn cudaLibraryGetUnifiedFunction(
@@ -13668,10 +11588,7 @@ impl CudartLib {
         symbol: *const ::std::os::raw::c_char,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryGetUnifiedFunction
-                .as_ref()
-                .expect("Expected function, got error."))(fptr, library, symbol)
+            (self.cudaLibraryGetUnifiedFunction.as_ref().expect("Expected function, got error."))(fptr, library, symbol)
         }
     }
     pub unsafe fn cudaLibraryGetKernelCount(
@@ -13679,12 +11596,7 @@ impl CudartLib {
         count: *mut ::std::os::raw::c_uint,
         lib: cudaLibrary_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLibraryGetKernelCount
-                .as_ref()
-                .expect("Expected function, got error."))(count, lib)
-        }
+        unsafe { (self.cudaLibraryGetKernelCount.as_ref().expect("Expected function, got error."))(count, lib) }
     }
     pub unsafe fn cudaLibraryEnumerateKernels(
         &self,
@@ -13693,10 +11605,9 @@ impl CudartLib {
         lib: cudaLibrary_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLibraryEnumerateKernels
-                .as_ref()
-                .expect("Expected function, got error."))(kernels, numKernels, lib)
+            (self.cudaLibraryEnumerateKernels.as_ref().expect("Expected function, got error."))(
+                kernels, numKernels, lib,
+            )
         }
     }
     pub unsafe fn cudaKernelSetAttributeForDevice(
@@ -13707,10 +11618,9 @@ impl CudartLib {
         device: ::std::os::raw::c_int,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaKernelSetAttributeForDevice
-                .as_ref()
-                .expect("Expected function, got error."))(kernel, attr, value, device)
+            (self.cudaKernelSetAttributeForDevice.as_ref().expect("Expected function, got error."))(
+                kernel, attr, value, device,
+            )
         }
     }
     pub unsafe fn cudaGetExportTable(
@@ -13719,10 +11629,7 @@ impl CudartLib {
         pExportTableId: *const cudaUUID_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetExportTable
-                .as_ref()
-                .expect("Expected function, got error."))(ppExportTable, pExportTableId)
+            (self.cudaGetExportTable.as_ref().expect("Expected function, got error."))(ppExportTable, pExportTableId)
         }
     }
     pub unsafe fn cudaGetFuncBySymbol(
@@ -13730,24 +11637,14 @@ impl CudartLib {
         functionPtr: *mut cudaFunction_t,
         symbolPtr: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetFuncBySymbol
-                .as_ref()
-                .expect("Expected function, got error."))(functionPtr, symbolPtr)
-        }
+        unsafe { (self.cudaGetFuncBySymbol.as_ref().expect("Expected function, got error."))(functionPtr, symbolPtr) }
     }
     pub unsafe fn cudaGetKernel(
         &self,
         kernelPtr: *mut cudaKernel_t,
         entryFuncAddr: *const ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGetKernel
-                .as_ref()
-                .expect("Expected function, got error."))(kernelPtr, entryFuncAddr)
-        }
+        unsafe { (self.cudaGetKernel.as_ref().expect("Expected function, got error."))(kernelPtr, entryFuncAddr) }
     }
     pub unsafe fn cudaMemcpy(
         &self,
@@ -13756,12 +11653,7 @@ impl CudartLib {
         count: usize,
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, count, kind)
-        }
+        unsafe { (self.cudaMemcpy.as_ref().expect("Expected function, got error."))(dst, src, count, kind) }
     }
     pub unsafe fn cudaMemcpyToSymbol(
         &self,
@@ -13772,12 +11664,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, src, count, offset, kind
-            )
+            (self.cudaMemcpyToSymbol.as_ref().expect("Expected function, got error."))(symbol, src, count, offset, kind)
         }
     }
     pub unsafe fn cudaMemcpyFromSymbol(
@@ -13789,11 +11676,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromSymbol
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, symbol, count, offset, kind
+            (self.cudaMemcpyFromSymbol.as_ref().expect("Expected function, got error."))(
+                dst, symbol, count, offset, kind,
             )
         }
     }
@@ -13808,10 +11692,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2D
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2D.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, spitch, width, height, kind,
             )
         }
@@ -13826,11 +11707,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, wOffset, hOffset, src, count, kind
+            (self.cudaMemcpyToArray.as_ref().expect("Expected function, got error."))(
+                dst, wOffset, hOffset, src, count, kind,
             )
         }
     }
@@ -13846,10 +11724,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DToArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DToArray.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, spitch, width, height, kind,
             )
         }
@@ -13864,11 +11739,8 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromArray
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, src, wOffset, hOffset, count, kind
+            (self.cudaMemcpyFromArray.as_ref().expect("Expected function, got error."))(
+                dst, src, wOffset, hOffset, count, kind,
             )
         }
     }
@@ -13884,10 +11756,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DFromArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DFromArray.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, wOffset, hOffset, width, height, kind,
             )
         }
@@ -13904,10 +11773,7 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyArrayToArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyArrayToArray.as_ref().expect("Expected function, got error."))(
                 dst, wOffsetDst, hOffsetDst, src, wOffsetSrc, hOffsetSrc, count, kind,
             )
         }
@@ -13925,29 +11791,16 @@ impl CudartLib {
         kind: cudaMemcpyKind,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DArrayToArray
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DArrayToArray.as_ref().expect("Expected function, got error."))(
                 dst, wOffsetDst, hOffsetDst, src, wOffsetSrc, hOffsetSrc, width, height, kind,
             )
         }
     }
     pub unsafe fn cudaMemcpy3D(&self, p: *const cudaMemcpy3DParms) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3D
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cudaMemcpy3D.as_ref().expect("Expected function, got error."))(p) }
     }
     pub unsafe fn cudaMemcpy3DPeer(&self, p: *const cudaMemcpy3DPeerParms) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DPeer
-                .as_ref()
-                .expect("Expected function, got error."))(p)
-        }
+        unsafe { (self.cudaMemcpy3DPeer.as_ref().expect("Expected function, got error."))(p) }
     }
     pub unsafe fn cudaMemcpyBatchAsync(
         &self,
@@ -13961,10 +11814,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyBatchAsync.as_ref().expect("Expected function, got error."))(
                 dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, stream,
             )
         }
@@ -13977,10 +11827,9 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy3DBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(numOps, opList, flags, stream)
+            (self.cudaMemcpy3DBatchAsync.as_ref().expect("Expected function, got error."))(
+                numOps, opList, flags, stream,
+            )
         }
     }
     pub unsafe fn cudaMemset(
@@ -13989,12 +11838,7 @@ impl CudartLib {
         value: ::std::os::raw::c_int,
         count: usize,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemset
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, value, count)
-        }
+        unsafe { (self.cudaMemset.as_ref().expect("Expected function, got error."))(devPtr, value, count) }
     }
     pub unsafe fn cudaMemset2D(
         &self,
@@ -14005,12 +11849,7 @@ impl CudartLib {
         height: usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset2D
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, pitch, value, width, height
-            )
+            (self.cudaMemset2D.as_ref().expect("Expected function, got error."))(devPtr, pitch, value, width, height)
         }
     }
     pub unsafe fn cudaMemset3D(
@@ -14019,12 +11858,7 @@ impl CudartLib {
         value: ::std::os::raw::c_int,
         extent: cudaExtent,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemset3D
-                .as_ref()
-                .expect("Expected function, got error."))(pitchedDevPtr, value, extent)
-        }
+        unsafe { (self.cudaMemset3D.as_ref().expect("Expected function, got error."))(pitchedDevPtr, value, extent) }
     }
     pub unsafe fn cudaMemcpyAsync(
         &self,
@@ -14035,10 +11869,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyAsync
-                .as_ref()
-                .expect("Expected function, got error."))(dst, src, count, kind, stream)
+            (self.cudaMemcpyAsync.as_ref().expect("Expected function, got error."))(dst, src, count, kind, stream)
         }
     }
     pub unsafe fn cudaMemcpyToSymbolAsync(
@@ -14051,11 +11882,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToSymbolAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, src, count, offset, kind, stream
+            (self.cudaMemcpyToSymbolAsync.as_ref().expect("Expected function, got error."))(
+                symbol, src, count, offset, kind, stream,
             )
         }
     }
@@ -14069,11 +11897,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromSymbolAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dst, symbol, count, offset, kind, stream
+            (self.cudaMemcpyFromSymbolAsync.as_ref().expect("Expected function, got error."))(
+                dst, symbol, count, offset, kind, stream,
             )
         }
     }
@@ -14089,10 +11914,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DAsync.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, spitch, width, height, kind, stream,
             )
         }
@@ -14108,10 +11930,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyToArrayAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyToArrayAsync.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, count, kind, stream,
             )
         }
@@ -14129,10 +11948,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DToArrayAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DToArrayAsync.as_ref().expect("Expected function, got error."))(
                 dst, wOffset, hOffset, src, spitch, width, height, kind, stream,
             )
         }
@@ -14148,10 +11964,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpyFromArrayAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpyFromArrayAsync.as_ref().expect("Expected function, got error."))(
                 dst, src, wOffset, hOffset, count, kind, stream,
             )
         }
@@ -14169,37 +11982,16 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemcpy2DFromArrayAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemcpy2DFromArrayAsync.as_ref().expect("Expected function, got error."))(
                 dst, dpitch, src, wOffset, hOffset, width, height, kind, stream,
             )
         }
     }
-    pub unsafe fn cudaMemcpy3DAsync(
-        &self,
-        p: *const cudaMemcpy3DParms,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(p, stream)
-        }
+    pub unsafe fn cudaMemcpy3DAsync(&self, p: *const cudaMemcpy3DParms, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaMemcpy3DAsync.as_ref().expect("Expected function, got error."))(p, stream) }
     }
-    pub unsafe fn cudaMemcpy3DPeerAsync(
-        &self,
-        p: *const cudaMemcpy3DPeerParms,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemcpy3DPeerAsync
-                .as_ref()
-                .expect("Expected function, got error."))(p, stream)
-        }
+    pub unsafe fn cudaMemcpy3DPeerAsync(&self, p: *const cudaMemcpy3DPeerParms, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaMemcpy3DPeerAsync.as_ref().expect("Expected function, got error."))(p, stream) }
     }
     pub unsafe fn cudaMemsetAsync(
         &self,
@@ -14208,12 +12000,7 @@ impl CudartLib {
         count: usize,
         stream: cudaStream_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMemsetAsync
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, value, count, stream)
-        }
+        unsafe { (self.cudaMemsetAsync.as_ref().expect("Expected function, got error."))(devPtr, value, count, stream) }
     }
     pub unsafe fn cudaMemset2DAsync(
         &self,
@@ -14225,10 +12012,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset2DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemset2DAsync.as_ref().expect("Expected function, got error."))(
                 devPtr, pitch, value, width, height, stream,
             )
         }
@@ -14241,77 +12025,39 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemset3DAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pitchedDevPtr, value, extent, stream
+            (self.cudaMemset3DAsync.as_ref().expect("Expected function, got error."))(
+                pitchedDevPtr,
+                value,
+                extent,
+                stream,
             )
         }
     }
     pub unsafe fn cudaStreamQuery(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamQuery
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamQuery.as_ref().expect("Expected function, got error."))(stream) }
     }
-    pub unsafe fn cudaStreamGetDevice(
-        &self,
-        hStream: cudaStream_t,
-        device: *mut ::std::os::raw::c_int,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetDevice
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, device)
-        }
+    pub unsafe fn cudaStreamGetDevice(&self, hStream: cudaStream_t, device: *mut ::std::os::raw::c_int) -> cudaError_t {
+        unsafe { (self.cudaStreamGetDevice.as_ref().expect("Expected function, got error."))(hStream, device) }
     }
-    pub unsafe fn cudaStreamGetFlags(
-        &self,
-        hStream: cudaStream_t,
-        flags: *mut ::std::os::raw::c_uint,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetFlags
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, flags)
-        }
+    pub unsafe fn cudaStreamGetFlags(&self, hStream: cudaStream_t, flags: *mut ::std::os::raw::c_uint) -> cudaError_t {
+        unsafe { (self.cudaStreamGetFlags.as_ref().expect("Expected function, got error."))(hStream, flags) }
     }
     pub unsafe fn cudaStreamGetId(
         &self,
         hStream: cudaStream_t,
         streamId: *mut ::std::os::raw::c_ulonglong,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetId
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, streamId)
-        }
+        unsafe { (self.cudaStreamGetId.as_ref().expect("Expected function, got error."))(hStream, streamId) }
     }
     pub unsafe fn cudaStreamGetPriority(
         &self,
         hStream: cudaStream_t,
         priority: *mut ::std::os::raw::c_int,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetPriority
-                .as_ref()
-                .expect("Expected function, got error."))(hStream, priority)
-        }
+        unsafe { (self.cudaStreamGetPriority.as_ref().expect("Expected function, got error."))(hStream, priority) }
     }
     pub unsafe fn cudaEventRecord(&self, event: cudaEvent_t, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaEventRecord
-                .as_ref()
-                .expect("Expected function, got error."))(event, stream)
-        }
+        unsafe { (self.cudaEventRecord.as_ref().expect("Expected function, got error."))(event, stream) }
     }
     pub unsafe fn cudaEventRecordWithFlags(
         &self,
@@ -14320,10 +12066,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaEventRecordWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(event, stream, flags)
+            (self.cudaEventRecordWithFlags.as_ref().expect("Expected function, got error."))(event, stream, flags)
         }
     }
     pub unsafe fn cudaStreamWaitEvent(
@@ -14332,12 +12075,7 @@ impl CudartLib {
         event: cudaEvent_t,
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamWaitEvent
-                .as_ref()
-                .expect("Expected function, got error."))(stream, event, flags)
-        }
+        unsafe { (self.cudaStreamWaitEvent.as_ref().expect("Expected function, got error."))(stream, event, flags) }
     }
     pub unsafe fn cudaStreamAddCallback(
         &self,
@@ -14347,11 +12085,8 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamAddCallback
-                .as_ref()
-                .expect("Expected function, got error."))(
-                stream, callback, userData, flags
+            (self.cudaStreamAddCallback.as_ref().expect("Expected function, got error."))(
+                stream, callback, userData, flags,
             )
         }
     }
@@ -14363,19 +12098,13 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamAttachMemAsync
-                .as_ref()
-                .expect("Expected function, got error."))(stream, devPtr, length, flags)
+            (self.cudaStreamAttachMemAsync.as_ref().expect("Expected function, got error."))(
+                stream, devPtr, length, flags,
+            )
         }
     }
     pub unsafe fn cudaStreamSynchronize(&self, stream: cudaStream_t) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamSynchronize
-                .as_ref()
-                .expect("Expected function, got error."))(stream)
-        }
+        unsafe { (self.cudaStreamSynchronize.as_ref().expect("Expected function, got error."))(stream) }
     }
     pub unsafe fn cudaLaunchKernel(
         &self,
@@ -14387,10 +12116,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchKernel
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLaunchKernel.as_ref().expect("Expected function, got error."))(
                 func, gridDim, blockDim, args, sharedMem, stream,
             )
         }
@@ -14401,12 +12127,7 @@ impl CudartLib {
         func: *const ::std::os::raw::c_void,
         args: *mut *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLaunchKernelExC
-                .as_ref()
-                .expect("Expected function, got error."))(config, func, args)
-        }
+        unsafe { (self.cudaLaunchKernelExC.as_ref().expect("Expected function, got error."))(config, func, args) }
     }
     pub unsafe fn cudaLaunchCooperativeKernel(
         &self,
@@ -14418,10 +12139,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaLaunchCooperativeKernel
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaLaunchCooperativeKernel.as_ref().expect("Expected function, got error."))(
                 func, gridDim, blockDim, args, sharedMem, stream,
             )
         }
@@ -14432,12 +12150,7 @@ impl CudartLib {
         fn_: cudaHostFn_t,
         userData: *mut ::std::os::raw::c_void,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaLaunchHostFunc
-                .as_ref()
-                .expect("Expected function, got error."))(stream, fn_, userData)
-        }
+        unsafe { (self.cudaLaunchHostFunc.as_ref().expect("Expected function, got error."))(stream, fn_, userData) }
     }
     pub unsafe fn cudaMemPrefetchAsync(
         &self,
@@ -14448,11 +12161,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPrefetchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                devPtr, count, location, flags, stream
+            (self.cudaMemPrefetchAsync.as_ref().expect("Expected function, got error."))(
+                devPtr, count, location, flags, stream,
             )
         }
     }
@@ -14468,10 +12178,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemPrefetchBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemPrefetchBatchAsync.as_ref().expect("Expected function, got error."))(
                 dptrs,
                 sizes,
                 count,
@@ -14492,11 +12199,8 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemDiscardBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
-                dptrs, sizes, count, flags, stream
+            (self.cudaMemDiscardBatchAsync.as_ref().expect("Expected function, got error."))(
+                dptrs, sizes, count, flags, stream,
             )
         }
     }
@@ -14512,10 +12216,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMemDiscardAndPrefetchBatchAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaMemDiscardAndPrefetchBatchAsync.as_ref().expect("Expected function, got error."))(
                 dptrs,
                 sizes,
                 count,
@@ -14535,10 +12236,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaSignalExternalSemaphoresAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaSignalExternalSemaphoresAsync.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -14554,10 +12252,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaWaitExternalSemaphoresAsync
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaWaitExternalSemaphoresAsync.as_ref().expect("Expected function, got error."))(
                 extSemArray,
                 paramsArray,
                 numExtSems,
@@ -14572,49 +12267,21 @@ impl CudartLib {
         instantiateParams: *mut cudaGraphInstantiateParams,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGraphInstantiateWithParams
-                .as_ref()
-                .expect("Expected function, got error."))(
-                pGraphExec, graph, instantiateParams
+            (self.cudaGraphInstantiateWithParams.as_ref().expect("Expected function, got error."))(
+                pGraphExec,
+                graph,
+                instantiateParams,
             )
         }
     }
-    pub unsafe fn cudaGraphUpload(
-        &self,
-        graphExec: cudaGraphExec_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphUpload
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, stream)
-        }
+    pub unsafe fn cudaGraphUpload(&self, graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaGraphUpload.as_ref().expect("Expected function, got error."))(graphExec, stream) }
     }
-    pub unsafe fn cudaGraphLaunch(
-        &self,
-        graphExec: cudaGraphExec_t,
-        stream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaGraphLaunch
-                .as_ref()
-                .expect("Expected function, got error."))(graphExec, stream)
-        }
+    pub unsafe fn cudaGraphLaunch(&self, graphExec: cudaGraphExec_t, stream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaGraphLaunch.as_ref().expect("Expected function, got error."))(graphExec, stream) }
     }
-    pub unsafe fn cudaStreamBeginCapture(
-        &self,
-        stream: cudaStream_t,
-        mode: cudaStreamCaptureMode,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamBeginCapture
-                .as_ref()
-                .expect("Expected function, got error."))(stream, mode)
-        }
+    pub unsafe fn cudaStreamBeginCapture(&self, stream: cudaStream_t, mode: cudaStreamCaptureMode) -> cudaError_t {
+        unsafe { (self.cudaStreamBeginCapture.as_ref().expect("Expected function, got error."))(stream, mode) }
     }
     pub unsafe fn cudaStreamBeginCaptureToGraph(
         &self,
@@ -14626,10 +12293,7 @@ impl CudartLib {
         mode: cudaStreamCaptureMode,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamBeginCaptureToGraph
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamBeginCaptureToGraph.as_ref().expect("Expected function, got error."))(
                 stream,
                 graph,
                 dependencies,
@@ -14639,29 +12303,15 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaStreamEndCapture(
-        &self,
-        stream: cudaStream_t,
-        pGraph: *mut cudaGraph_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamEndCapture
-                .as_ref()
-                .expect("Expected function, got error."))(stream, pGraph)
-        }
+    pub unsafe fn cudaStreamEndCapture(&self, stream: cudaStream_t, pGraph: *mut cudaGraph_t) -> cudaError_t {
+        unsafe { (self.cudaStreamEndCapture.as_ref().expect("Expected function, got error."))(stream, pGraph) }
     }
     pub unsafe fn cudaStreamIsCapturing(
         &self,
         stream: cudaStream_t,
         pCaptureStatus: *mut cudaStreamCaptureStatus,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamIsCapturing
-                .as_ref()
-                .expect("Expected function, got error."))(stream, pCaptureStatus)
-        }
+        unsafe { (self.cudaStreamIsCapturing.as_ref().expect("Expected function, got error."))(stream, pCaptureStatus) }
     }
     pub unsafe fn cudaStreamGetCaptureInfo(
         &self,
@@ -14674,10 +12324,7 @@ impl CudartLib {
         numDependencies_out: *mut usize,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamGetCaptureInfo
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamGetCaptureInfo.as_ref().expect("Expected function, got error."))(
                 stream,
                 captureStatus_out,
                 id_out,
@@ -14697,10 +12344,7 @@ impl CudartLib {
         flags: ::std::os::raw::c_uint,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamUpdateCaptureDependencies
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaStreamUpdateCaptureDependencies.as_ref().expect("Expected function, got error."))(
                 stream,
                 dependencies,
                 dependencyData,
@@ -14709,16 +12353,9 @@ impl CudartLib {
             )
         }
     }
-    pub unsafe fn cudaStreamCopyAttributes(
-        &self,
-        dstStream: cudaStream_t,
-        srcStream: cudaStream_t,
-    ) -> cudaError_t {
+    pub unsafe fn cudaStreamCopyAttributes(&self, dstStream: cudaStream_t, srcStream: cudaStream_t) -> cudaError_t {
         unsafe {
-            (self
-                .cudaStreamCopyAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(dstStream, srcStream)
+            (self.cudaStreamCopyAttributes.as_ref().expect("Expected function, got error."))(dstStream, srcStream)
         }
     }
     pub unsafe fn cudaStreamGetAttribute(
@@ -14727,12 +12364,7 @@ impl CudartLib {
         attr: cudaLaunchAttributeID,
         value: *mut cudaLaunchAttributeValue,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamGetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(stream, attr, value)
-        }
+        unsafe { (self.cudaStreamGetAttribute.as_ref().expect("Expected function, got error."))(stream, attr, value) }
     }
     pub unsafe fn cudaStreamSetAttribute(
         &self,
@@ -14740,12 +12372,7 @@ impl CudartLib {
         attr: cudaLaunchAttributeID,
         param: *const cudaLaunchAttributeValue,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaStreamSetAttribute
-                .as_ref()
-                .expect("Expected function, got error."))(stream, attr, param)
-        }
+        unsafe { (self.cudaStreamSetAttribute.as_ref().expect("Expected function, got error."))(stream, attr, param) }
     }
     pub unsafe fn cudaMallocAsync(
         &self,
@@ -14753,24 +12380,10 @@ impl CudartLib {
         size: usize,
         hStream: cudaStream_t,
     ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaMallocAsync
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, size, hStream)
-        }
+        unsafe { (self.cudaMallocAsync.as_ref().expect("Expected function, got error."))(devPtr, size, hStream) }
     }
-    pub unsafe fn cudaFreeAsync(
-        &self,
-        devPtr: *mut ::std::os::raw::c_void,
-        hStream: cudaStream_t,
-    ) -> cudaError_t {
-        unsafe {
-            (self
-                .cudaFreeAsync
-                .as_ref()
-                .expect("Expected function, got error."))(devPtr, hStream)
-        }
+    pub unsafe fn cudaFreeAsync(&self, devPtr: *mut ::std::os::raw::c_void, hStream: cudaStream_t) -> cudaError_t {
+        unsafe { (self.cudaFreeAsync.as_ref().expect("Expected function, got error."))(devPtr, hStream) }
     }
     pub unsafe fn cudaMallocFromPoolAsync(
         &self,
@@ -14780,10 +12393,7 @@ impl CudartLib {
         stream: cudaStream_t,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaMallocFromPoolAsync
-                .as_ref()
-                .expect("Expected function, got error."))(ptr, size, memPool, stream)
+            (self.cudaMallocFromPoolAsync.as_ref().expect("Expected function, got error."))(ptr, size, memPool, stream)
         }
     }
     pub unsafe fn cudaGetDriverEntryPoint(
@@ -14794,11 +12404,11 @@ impl CudartLib {
         driverStatus: *mut cudaDriverEntryPointQueryResult,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetDriverEntryPoint
-                .as_ref()
-                .expect("Expected function, got error."))(
-                symbol, funcPtr, flags, driverStatus
+            (self.cudaGetDriverEntryPoint.as_ref().expect("Expected function, got error."))(
+                symbol,
+                funcPtr,
+                flags,
+                driverStatus,
             )
         }
     }
@@ -14811,10 +12421,7 @@ impl CudartLib {
         driverStatus: *mut cudaDriverEntryPointQueryResult,
     ) -> cudaError_t {
         unsafe {
-            (self
-                .cudaGetDriverEntryPointByVersion
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.cudaGetDriverEntryPointByVersion.as_ref().expect("Expected function, got error."))(
                 symbol,
                 funcPtr,
                 cudaVersion,

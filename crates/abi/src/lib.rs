@@ -121,8 +121,7 @@ pub mod exports {
     /// `libcublasLt.so.13`.
     pub const LIBCUBLASLT13: &str = include_str!("../exports/libcublasLt.so.13.exports");
     /// Dynamic imports of llama.cpp's `libggml-cuda.so` (what a real application needs).
-    pub const LLAMA_GGML_CUDA_IMPORTS: &str =
-        include_str!("../exports/llama.cpp-libggml-cuda.so.imports");
+    pub const LLAMA_GGML_CUDA_IMPORTS: &str = include_str!("../exports/llama.cpp-libggml-cuda.so.imports");
 
     /// Parses an export/import list into `(name, version)` pairs.
     ///
@@ -157,14 +156,7 @@ pub mod exports {
         fn parses_versions_and_skips_node_lines() {
             let list = "libfoo.so.1\nfoo@@libfoo.so.1\nbar@libfoo.so.1\nbaz\n\nlibfoo.so.1\n";
             let v: Vec<_> = names(list).collect();
-            assert_eq!(
-                v,
-                [
-                    ("foo", Some("libfoo.so.1")),
-                    ("bar", Some("libfoo.so.1")),
-                    ("baz", None)
-                ]
-            );
+            assert_eq!(v, [("foo", Some("libfoo.so.1")), ("bar", Some("libfoo.so.1")), ("baz", None)]);
         }
 
         #[test]

@@ -637,24 +637,18 @@ pub struct nvmlPciInfoExt_v1_t {
 const _: () = {
     ["Size of nvmlPciInfoExt_v1_t"][::std::mem::size_of::<nvmlPciInfoExt_v1_t>() - 64usize];
     ["Alignment of nvmlPciInfoExt_v1_t"][::std::mem::align_of::<nvmlPciInfoExt_v1_t>() - 4usize];
-    ["Offset of field: nvmlPciInfoExt_v1_t::version"]
-        [::std::mem::offset_of!(nvmlPciInfoExt_v1_t, version) - 0usize];
-    ["Offset of field: nvmlPciInfoExt_v1_t::domain"]
-        [::std::mem::offset_of!(nvmlPciInfoExt_v1_t, domain) - 4usize];
-    ["Offset of field: nvmlPciInfoExt_v1_t::bus"]
-        [::std::mem::offset_of!(nvmlPciInfoExt_v1_t, bus) - 8usize];
-    ["Offset of field: nvmlPciInfoExt_v1_t::device"]
-        [::std::mem::offset_of!(nvmlPciInfoExt_v1_t, device) - 12usize];
+    ["Offset of field: nvmlPciInfoExt_v1_t::version"][::std::mem::offset_of!(nvmlPciInfoExt_v1_t, version) - 0usize];
+    ["Offset of field: nvmlPciInfoExt_v1_t::domain"][::std::mem::offset_of!(nvmlPciInfoExt_v1_t, domain) - 4usize];
+    ["Offset of field: nvmlPciInfoExt_v1_t::bus"][::std::mem::offset_of!(nvmlPciInfoExt_v1_t, bus) - 8usize];
+    ["Offset of field: nvmlPciInfoExt_v1_t::device"][::std::mem::offset_of!(nvmlPciInfoExt_v1_t, device) - 12usize];
     ["Offset of field: nvmlPciInfoExt_v1_t::pciDeviceId"]
         [::std::mem::offset_of!(nvmlPciInfoExt_v1_t, pciDeviceId) - 16usize];
     ["Offset of field: nvmlPciInfoExt_v1_t::pciSubSystemId"]
         [::std::mem::offset_of!(nvmlPciInfoExt_v1_t, pciSubSystemId) - 20usize];
     ["Offset of field: nvmlPciInfoExt_v1_t::baseClass"]
         [::std::mem::offset_of!(nvmlPciInfoExt_v1_t, baseClass) - 24usize];
-    ["Offset of field: nvmlPciInfoExt_v1_t::subClass"]
-        [::std::mem::offset_of!(nvmlPciInfoExt_v1_t, subClass) - 28usize];
-    ["Offset of field: nvmlPciInfoExt_v1_t::busId"]
-        [::std::mem::offset_of!(nvmlPciInfoExt_v1_t, busId) - 32usize];
+    ["Offset of field: nvmlPciInfoExt_v1_t::subClass"][::std::mem::offset_of!(nvmlPciInfoExt_v1_t, subClass) - 28usize];
+    ["Offset of field: nvmlPciInfoExt_v1_t::busId"][::std::mem::offset_of!(nvmlPciInfoExt_v1_t, busId) - 32usize];
 };
 pub type nvmlPciInfoExt_t = nvmlPciInfoExt_v1_t;
 #[repr(C)]
@@ -672,19 +666,14 @@ pub struct nvmlPciInfo_st {
 const _: () = {
     ["Size of nvmlPciInfo_st"][::std::mem::size_of::<nvmlPciInfo_st>() - 68usize];
     ["Alignment of nvmlPciInfo_st"][::std::mem::align_of::<nvmlPciInfo_st>() - 4usize];
-    ["Offset of field: nvmlPciInfo_st::busIdLegacy"]
-        [::std::mem::offset_of!(nvmlPciInfo_st, busIdLegacy) - 0usize];
-    ["Offset of field: nvmlPciInfo_st::domain"]
-        [::std::mem::offset_of!(nvmlPciInfo_st, domain) - 16usize];
+    ["Offset of field: nvmlPciInfo_st::busIdLegacy"][::std::mem::offset_of!(nvmlPciInfo_st, busIdLegacy) - 0usize];
+    ["Offset of field: nvmlPciInfo_st::domain"][::std::mem::offset_of!(nvmlPciInfo_st, domain) - 16usize];
     ["Offset of field: nvmlPciInfo_st::bus"][::std::mem::offset_of!(nvmlPciInfo_st, bus) - 20usize];
-    ["Offset of field: nvmlPciInfo_st::device"]
-        [::std::mem::offset_of!(nvmlPciInfo_st, device) - 24usize];
-    ["Offset of field: nvmlPciInfo_st::pciDeviceId"]
-        [::std::mem::offset_of!(nvmlPciInfo_st, pciDeviceId) - 28usize];
+    ["Offset of field: nvmlPciInfo_st::device"][::std::mem::offset_of!(nvmlPciInfo_st, device) - 24usize];
+    ["Offset of field: nvmlPciInfo_st::pciDeviceId"][::std::mem::offset_of!(nvmlPciInfo_st, pciDeviceId) - 28usize];
     ["Offset of field: nvmlPciInfo_st::pciSubSystemId"]
         [::std::mem::offset_of!(nvmlPciInfo_st, pciSubSystemId) - 32usize];
-    ["Offset of field: nvmlPciInfo_st::busId"]
-        [::std::mem::offset_of!(nvmlPciInfo_st, busId) - 36usize];
+    ["Offset of field: nvmlPciInfo_st::busId"][::std::mem::offset_of!(nvmlPciInfo_st, busId) - 36usize];
 };
 pub type nvmlPciInfo_t = nvmlPciInfo_st;
 #[repr(C)]
@@ -698,8 +687,7 @@ pub struct nvmlEccErrorCounts_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlEccErrorCounts_st"][::std::mem::size_of::<nvmlEccErrorCounts_st>() - 32usize];
-    ["Alignment of nvmlEccErrorCounts_st"]
-        [::std::mem::align_of::<nvmlEccErrorCounts_st>() - 8usize];
+    ["Alignment of nvmlEccErrorCounts_st"][::std::mem::align_of::<nvmlEccErrorCounts_st>() - 8usize];
     ["Offset of field: nvmlEccErrorCounts_st::l1Cache"]
         [::std::mem::offset_of!(nvmlEccErrorCounts_st, l1Cache) - 0usize];
     ["Offset of field: nvmlEccErrorCounts_st::l2Cache"]
@@ -720,10 +708,8 @@ pub struct nvmlUtilization_st {
 const _: () = {
     ["Size of nvmlUtilization_st"][::std::mem::size_of::<nvmlUtilization_st>() - 8usize];
     ["Alignment of nvmlUtilization_st"][::std::mem::align_of::<nvmlUtilization_st>() - 4usize];
-    ["Offset of field: nvmlUtilization_st::gpu"]
-        [::std::mem::offset_of!(nvmlUtilization_st, gpu) - 0usize];
-    ["Offset of field: nvmlUtilization_st::memory"]
-        [::std::mem::offset_of!(nvmlUtilization_st, memory) - 4usize];
+    ["Offset of field: nvmlUtilization_st::gpu"][::std::mem::offset_of!(nvmlUtilization_st, gpu) - 0usize];
+    ["Offset of field: nvmlUtilization_st::memory"][::std::mem::offset_of!(nvmlUtilization_st, memory) - 4usize];
 };
 pub type nvmlUtilization_t = nvmlUtilization_st;
 #[repr(C)]
@@ -737,8 +723,7 @@ pub struct nvmlMemory_st {
 const _: () = {
     ["Size of nvmlMemory_st"][::std::mem::size_of::<nvmlMemory_st>() - 24usize];
     ["Alignment of nvmlMemory_st"][::std::mem::align_of::<nvmlMemory_st>() - 8usize];
-    ["Offset of field: nvmlMemory_st::total"]
-        [::std::mem::offset_of!(nvmlMemory_st, total) - 0usize];
+    ["Offset of field: nvmlMemory_st::total"][::std::mem::offset_of!(nvmlMemory_st, total) - 0usize];
     ["Offset of field: nvmlMemory_st::free"][::std::mem::offset_of!(nvmlMemory_st, free) - 8usize];
     ["Offset of field: nvmlMemory_st::used"][::std::mem::offset_of!(nvmlMemory_st, used) - 16usize];
 };
@@ -756,16 +741,11 @@ pub struct nvmlMemory_v2_st {
 const _: () = {
     ["Size of nvmlMemory_v2_st"][::std::mem::size_of::<nvmlMemory_v2_st>() - 40usize];
     ["Alignment of nvmlMemory_v2_st"][::std::mem::align_of::<nvmlMemory_v2_st>() - 8usize];
-    ["Offset of field: nvmlMemory_v2_st::version"]
-        [::std::mem::offset_of!(nvmlMemory_v2_st, version) - 0usize];
-    ["Offset of field: nvmlMemory_v2_st::total"]
-        [::std::mem::offset_of!(nvmlMemory_v2_st, total) - 8usize];
-    ["Offset of field: nvmlMemory_v2_st::reserved"]
-        [::std::mem::offset_of!(nvmlMemory_v2_st, reserved) - 16usize];
-    ["Offset of field: nvmlMemory_v2_st::free"]
-        [::std::mem::offset_of!(nvmlMemory_v2_st, free) - 24usize];
-    ["Offset of field: nvmlMemory_v2_st::used"]
-        [::std::mem::offset_of!(nvmlMemory_v2_st, used) - 32usize];
+    ["Offset of field: nvmlMemory_v2_st::version"][::std::mem::offset_of!(nvmlMemory_v2_st, version) - 0usize];
+    ["Offset of field: nvmlMemory_v2_st::total"][::std::mem::offset_of!(nvmlMemory_v2_st, total) - 8usize];
+    ["Offset of field: nvmlMemory_v2_st::reserved"][::std::mem::offset_of!(nvmlMemory_v2_st, reserved) - 16usize];
+    ["Offset of field: nvmlMemory_v2_st::free"][::std::mem::offset_of!(nvmlMemory_v2_st, free) - 24usize];
+    ["Offset of field: nvmlMemory_v2_st::used"][::std::mem::offset_of!(nvmlMemory_v2_st, used) - 32usize];
 };
 pub type nvmlMemory_v2_t = nvmlMemory_v2_st;
 #[repr(C)]
@@ -779,12 +759,9 @@ pub struct nvmlBAR1Memory_st {
 const _: () = {
     ["Size of nvmlBAR1Memory_st"][::std::mem::size_of::<nvmlBAR1Memory_st>() - 24usize];
     ["Alignment of nvmlBAR1Memory_st"][::std::mem::align_of::<nvmlBAR1Memory_st>() - 8usize];
-    ["Offset of field: nvmlBAR1Memory_st::bar1Total"]
-        [::std::mem::offset_of!(nvmlBAR1Memory_st, bar1Total) - 0usize];
-    ["Offset of field: nvmlBAR1Memory_st::bar1Free"]
-        [::std::mem::offset_of!(nvmlBAR1Memory_st, bar1Free) - 8usize];
-    ["Offset of field: nvmlBAR1Memory_st::bar1Used"]
-        [::std::mem::offset_of!(nvmlBAR1Memory_st, bar1Used) - 16usize];
+    ["Offset of field: nvmlBAR1Memory_st::bar1Total"][::std::mem::offset_of!(nvmlBAR1Memory_st, bar1Total) - 0usize];
+    ["Offset of field: nvmlBAR1Memory_st::bar1Free"][::std::mem::offset_of!(nvmlBAR1Memory_st, bar1Free) - 8usize];
+    ["Offset of field: nvmlBAR1Memory_st::bar1Used"][::std::mem::offset_of!(nvmlBAR1Memory_st, bar1Used) - 16usize];
 };
 pub type nvmlBAR1Memory_t = nvmlBAR1Memory_st;
 #[repr(C)]
@@ -796,10 +773,8 @@ pub struct nvmlProcessInfo_v1_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlProcessInfo_v1_st"][::std::mem::size_of::<nvmlProcessInfo_v1_st>() - 16usize];
-    ["Alignment of nvmlProcessInfo_v1_st"]
-        [::std::mem::align_of::<nvmlProcessInfo_v1_st>() - 8usize];
-    ["Offset of field: nvmlProcessInfo_v1_st::pid"]
-        [::std::mem::offset_of!(nvmlProcessInfo_v1_st, pid) - 0usize];
+    ["Alignment of nvmlProcessInfo_v1_st"][::std::mem::align_of::<nvmlProcessInfo_v1_st>() - 8usize];
+    ["Offset of field: nvmlProcessInfo_v1_st::pid"][::std::mem::offset_of!(nvmlProcessInfo_v1_st, pid) - 0usize];
     ["Offset of field: nvmlProcessInfo_v1_st::usedGpuMemory"]
         [::std::mem::offset_of!(nvmlProcessInfo_v1_st, usedGpuMemory) - 8usize];
 };
@@ -815,10 +790,8 @@ pub struct nvmlProcessInfo_v2_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlProcessInfo_v2_st"][::std::mem::size_of::<nvmlProcessInfo_v2_st>() - 24usize];
-    ["Alignment of nvmlProcessInfo_v2_st"]
-        [::std::mem::align_of::<nvmlProcessInfo_v2_st>() - 8usize];
-    ["Offset of field: nvmlProcessInfo_v2_st::pid"]
-        [::std::mem::offset_of!(nvmlProcessInfo_v2_st, pid) - 0usize];
+    ["Alignment of nvmlProcessInfo_v2_st"][::std::mem::align_of::<nvmlProcessInfo_v2_st>() - 8usize];
+    ["Offset of field: nvmlProcessInfo_v2_st::pid"][::std::mem::offset_of!(nvmlProcessInfo_v2_st, pid) - 0usize];
     ["Offset of field: nvmlProcessInfo_v2_st::usedGpuMemory"]
         [::std::mem::offset_of!(nvmlProcessInfo_v2_st, usedGpuMemory) - 8usize];
     ["Offset of field: nvmlProcessInfo_v2_st::gpuInstanceId"]
@@ -840,10 +813,8 @@ pub struct nvmlProcessDetail_v1_t {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlProcessDetail_v1_t"][::std::mem::size_of::<nvmlProcessDetail_v1_t>() - 32usize];
-    ["Alignment of nvmlProcessDetail_v1_t"]
-        [::std::mem::align_of::<nvmlProcessDetail_v1_t>() - 8usize];
-    ["Offset of field: nvmlProcessDetail_v1_t::pid"]
-        [::std::mem::offset_of!(nvmlProcessDetail_v1_t, pid) - 0usize];
+    ["Alignment of nvmlProcessDetail_v1_t"][::std::mem::align_of::<nvmlProcessDetail_v1_t>() - 8usize];
+    ["Offset of field: nvmlProcessDetail_v1_t::pid"][::std::mem::offset_of!(nvmlProcessDetail_v1_t, pid) - 0usize];
     ["Offset of field: nvmlProcessDetail_v1_t::usedGpuMemory"]
         [::std::mem::offset_of!(nvmlProcessDetail_v1_t, usedGpuMemory) - 8usize];
     ["Offset of field: nvmlProcessDetail_v1_t::gpuInstanceId"]
@@ -863,10 +834,8 @@ pub struct nvmlProcessDetailList_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlProcessDetailList_v1_t"]
-        [::std::mem::size_of::<nvmlProcessDetailList_v1_t>() - 24usize];
-    ["Alignment of nvmlProcessDetailList_v1_t"]
-        [::std::mem::align_of::<nvmlProcessDetailList_v1_t>() - 8usize];
+    ["Size of nvmlProcessDetailList_v1_t"][::std::mem::size_of::<nvmlProcessDetailList_v1_t>() - 24usize];
+    ["Alignment of nvmlProcessDetailList_v1_t"][::std::mem::align_of::<nvmlProcessDetailList_v1_t>() - 8usize];
     ["Offset of field: nvmlProcessDetailList_v1_t::version"]
         [::std::mem::offset_of!(nvmlProcessDetailList_v1_t, version) - 0usize];
     ["Offset of field: nvmlProcessDetailList_v1_t::mode"]
@@ -902,8 +871,7 @@ pub struct nvmlDeviceAttributes_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlDeviceAttributes_st"][::std::mem::size_of::<nvmlDeviceAttributes_st>() - 40usize];
-    ["Alignment of nvmlDeviceAttributes_st"]
-        [::std::mem::align_of::<nvmlDeviceAttributes_st>() - 8usize];
+    ["Alignment of nvmlDeviceAttributes_st"][::std::mem::align_of::<nvmlDeviceAttributes_st>() - 8usize];
     ["Offset of field: nvmlDeviceAttributes_st::multiprocessorCount"]
         [::std::mem::offset_of!(nvmlDeviceAttributes_st, multiprocessorCount) - 0usize];
     ["Offset of field: nvmlDeviceAttributes_st::sharedCopyEngineCount"]
@@ -937,12 +905,9 @@ const _: () = {
         [::std::mem::offset_of!(nvmlC2cModeInfo_v1_t, isC2cEnabled) - 0usize];
 };
 impl nvmlDeviceAddressingModeType_t {
-    pub const NVML_DEVICE_ADDRESSING_MODE_NONE: nvmlDeviceAddressingModeType_t =
-        nvmlDeviceAddressingModeType_t(0);
-    pub const NVML_DEVICE_ADDRESSING_MODE_HMM: nvmlDeviceAddressingModeType_t =
-        nvmlDeviceAddressingModeType_t(1);
-    pub const NVML_DEVICE_ADDRESSING_MODE_ATS: nvmlDeviceAddressingModeType_t =
-        nvmlDeviceAddressingModeType_t(2);
+    pub const NVML_DEVICE_ADDRESSING_MODE_NONE: nvmlDeviceAddressingModeType_t = nvmlDeviceAddressingModeType_t(0);
+    pub const NVML_DEVICE_ADDRESSING_MODE_HMM: nvmlDeviceAddressingModeType_t = nvmlDeviceAddressingModeType_t(1);
+    pub const NVML_DEVICE_ADDRESSING_MODE_ATS: nvmlDeviceAddressingModeType_t = nvmlDeviceAddressingModeType_t(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -955,10 +920,8 @@ pub struct nvmlDeviceAddressingMode_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlDeviceAddressingMode_v1_t"]
-        [::std::mem::size_of::<nvmlDeviceAddressingMode_v1_t>() - 8usize];
-    ["Alignment of nvmlDeviceAddressingMode_v1_t"]
-        [::std::mem::align_of::<nvmlDeviceAddressingMode_v1_t>() - 4usize];
+    ["Size of nvmlDeviceAddressingMode_v1_t"][::std::mem::size_of::<nvmlDeviceAddressingMode_v1_t>() - 8usize];
+    ["Alignment of nvmlDeviceAddressingMode_v1_t"][::std::mem::align_of::<nvmlDeviceAddressingMode_v1_t>() - 4usize];
     ["Offset of field: nvmlDeviceAddressingMode_v1_t::version"]
         [::std::mem::offset_of!(nvmlDeviceAddressingMode_v1_t, version) - 0usize];
     ["Offset of field: nvmlDeviceAddressingMode_v1_t::value"]
@@ -975,8 +938,7 @@ pub struct nvmlRepairStatus_v1_t {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlRepairStatus_v1_t"][::std::mem::size_of::<nvmlRepairStatus_v1_t>() - 12usize];
-    ["Alignment of nvmlRepairStatus_v1_t"]
-        [::std::mem::align_of::<nvmlRepairStatus_v1_t>() - 4usize];
+    ["Alignment of nvmlRepairStatus_v1_t"][::std::mem::align_of::<nvmlRepairStatus_v1_t>() - 4usize];
     ["Offset of field: nvmlRepairStatus_v1_t::version"]
         [::std::mem::offset_of!(nvmlRepairStatus_v1_t, version) - 0usize];
     ["Offset of field: nvmlRepairStatus_v1_t::bChannelRepairPending"]
@@ -996,8 +958,7 @@ pub struct nvmlRowRemapperHistogramValues_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlRowRemapperHistogramValues_st"]
-        [::std::mem::size_of::<nvmlRowRemapperHistogramValues_st>() - 20usize];
+    ["Size of nvmlRowRemapperHistogramValues_st"][::std::mem::size_of::<nvmlRowRemapperHistogramValues_st>() - 20usize];
     ["Alignment of nvmlRowRemapperHistogramValues_st"]
         [::std::mem::align_of::<nvmlRowRemapperHistogramValues_st>() - 4usize];
     ["Offset of field: nvmlRowRemapperHistogramValues_st::max"]
@@ -1068,8 +1029,7 @@ pub struct nvmlNvLinkUtilizationControl_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlNvLinkUtilizationControl_st"]
-        [::std::mem::size_of::<nvmlNvLinkUtilizationControl_st>() - 8usize];
+    ["Size of nvmlNvLinkUtilizationControl_st"][::std::mem::size_of::<nvmlNvLinkUtilizationControl_st>() - 8usize];
     ["Alignment of nvmlNvLinkUtilizationControl_st"]
         [::std::mem::align_of::<nvmlNvLinkUtilizationControl_st>() - 4usize];
     ["Offset of field: nvmlNvLinkUtilizationControl_st::units"]
@@ -1088,13 +1048,10 @@ impl Default for nvmlNvLinkUtilizationControl_st {
 }
 pub type nvmlNvLinkUtilizationControl_t = nvmlNvLinkUtilizationControl_st;
 impl nvmlNvLinkCapability_enum {
-    pub const NVML_NVLINK_CAP_P2P_SUPPORTED: nvmlNvLinkCapability_enum =
-        nvmlNvLinkCapability_enum(0);
-    pub const NVML_NVLINK_CAP_SYSMEM_ACCESS: nvmlNvLinkCapability_enum =
-        nvmlNvLinkCapability_enum(1);
+    pub const NVML_NVLINK_CAP_P2P_SUPPORTED: nvmlNvLinkCapability_enum = nvmlNvLinkCapability_enum(0);
+    pub const NVML_NVLINK_CAP_SYSMEM_ACCESS: nvmlNvLinkCapability_enum = nvmlNvLinkCapability_enum(1);
     pub const NVML_NVLINK_CAP_P2P_ATOMICS: nvmlNvLinkCapability_enum = nvmlNvLinkCapability_enum(2);
-    pub const NVML_NVLINK_CAP_SYSMEM_ATOMICS: nvmlNvLinkCapability_enum =
-        nvmlNvLinkCapability_enum(3);
+    pub const NVML_NVLINK_CAP_SYSMEM_ATOMICS: nvmlNvLinkCapability_enum = nvmlNvLinkCapability_enum(3);
     pub const NVML_NVLINK_CAP_SLI_BRIDGE: nvmlNvLinkCapability_enum = nvmlNvLinkCapability_enum(4);
     pub const NVML_NVLINK_CAP_VALID: nvmlNvLinkCapability_enum = nvmlNvLinkCapability_enum(5);
     pub const NVML_NVLINK_CAP_COUNT: nvmlNvLinkCapability_enum = nvmlNvLinkCapability_enum(6);
@@ -1104,16 +1061,11 @@ impl nvmlNvLinkCapability_enum {
 pub struct nvmlNvLinkCapability_enum(pub ::std::os::raw::c_uint);
 pub use self::nvmlNvLinkCapability_enum as nvmlNvLinkCapability_t;
 impl nvmlNvLinkErrorCounter_enum {
-    pub const NVML_NVLINK_ERROR_DL_REPLAY: nvmlNvLinkErrorCounter_enum =
-        nvmlNvLinkErrorCounter_enum(0);
-    pub const NVML_NVLINK_ERROR_DL_RECOVERY: nvmlNvLinkErrorCounter_enum =
-        nvmlNvLinkErrorCounter_enum(1);
-    pub const NVML_NVLINK_ERROR_DL_CRC_FLIT: nvmlNvLinkErrorCounter_enum =
-        nvmlNvLinkErrorCounter_enum(2);
-    pub const NVML_NVLINK_ERROR_DL_CRC_DATA: nvmlNvLinkErrorCounter_enum =
-        nvmlNvLinkErrorCounter_enum(3);
-    pub const NVML_NVLINK_ERROR_DL_ECC_DATA: nvmlNvLinkErrorCounter_enum =
-        nvmlNvLinkErrorCounter_enum(4);
+    pub const NVML_NVLINK_ERROR_DL_REPLAY: nvmlNvLinkErrorCounter_enum = nvmlNvLinkErrorCounter_enum(0);
+    pub const NVML_NVLINK_ERROR_DL_RECOVERY: nvmlNvLinkErrorCounter_enum = nvmlNvLinkErrorCounter_enum(1);
+    pub const NVML_NVLINK_ERROR_DL_CRC_FLIT: nvmlNvLinkErrorCounter_enum = nvmlNvLinkErrorCounter_enum(2);
+    pub const NVML_NVLINK_ERROR_DL_CRC_DATA: nvmlNvLinkErrorCounter_enum = nvmlNvLinkErrorCounter_enum(3);
+    pub const NVML_NVLINK_ERROR_DL_ECC_DATA: nvmlNvLinkErrorCounter_enum = nvmlNvLinkErrorCounter_enum(4);
     pub const NVML_NVLINK_ERROR_COUNT: nvmlNvLinkErrorCounter_enum = nvmlNvLinkErrorCounter_enum(5);
 }
 #[repr(transparent)]
@@ -1121,14 +1073,10 @@ impl nvmlNvLinkErrorCounter_enum {
 pub struct nvmlNvLinkErrorCounter_enum(pub ::std::os::raw::c_uint);
 pub use self::nvmlNvLinkErrorCounter_enum as nvmlNvLinkErrorCounter_t;
 impl nvmlIntNvLinkDeviceType_enum {
-    pub const NVML_NVLINK_DEVICE_TYPE_GPU: nvmlIntNvLinkDeviceType_enum =
-        nvmlIntNvLinkDeviceType_enum(0);
-    pub const NVML_NVLINK_DEVICE_TYPE_IBMNPU: nvmlIntNvLinkDeviceType_enum =
-        nvmlIntNvLinkDeviceType_enum(1);
-    pub const NVML_NVLINK_DEVICE_TYPE_SWITCH: nvmlIntNvLinkDeviceType_enum =
-        nvmlIntNvLinkDeviceType_enum(2);
-    pub const NVML_NVLINK_DEVICE_TYPE_UNKNOWN: nvmlIntNvLinkDeviceType_enum =
-        nvmlIntNvLinkDeviceType_enum(255);
+    pub const NVML_NVLINK_DEVICE_TYPE_GPU: nvmlIntNvLinkDeviceType_enum = nvmlIntNvLinkDeviceType_enum(0);
+    pub const NVML_NVLINK_DEVICE_TYPE_IBMNPU: nvmlIntNvLinkDeviceType_enum = nvmlIntNvLinkDeviceType_enum(1);
+    pub const NVML_NVLINK_DEVICE_TYPE_SWITCH: nvmlIntNvLinkDeviceType_enum = nvmlIntNvLinkDeviceType_enum(2);
+    pub const NVML_NVLINK_DEVICE_TYPE_UNKNOWN: nvmlIntNvLinkDeviceType_enum = nvmlIntNvLinkDeviceType_enum(255);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1148,13 +1096,10 @@ pub struct nvmlGpuLevel_enum(pub ::std::os::raw::c_uint);
 pub use self::nvmlGpuLevel_enum as nvmlGpuTopologyLevel_t;
 impl nvmlGpuP2PStatus_enum {
     pub const NVML_P2P_STATUS_OK: nvmlGpuP2PStatus_enum = nvmlGpuP2PStatus_enum(0);
-    pub const NVML_P2P_STATUS_CHIPSET_NOT_SUPPORED: nvmlGpuP2PStatus_enum =
-        nvmlGpuP2PStatus_enum(1);
-    pub const NVML_P2P_STATUS_CHIPSET_NOT_SUPPORTED: nvmlGpuP2PStatus_enum =
-        nvmlGpuP2PStatus_enum(1);
+    pub const NVML_P2P_STATUS_CHIPSET_NOT_SUPPORED: nvmlGpuP2PStatus_enum = nvmlGpuP2PStatus_enum(1);
+    pub const NVML_P2P_STATUS_CHIPSET_NOT_SUPPORTED: nvmlGpuP2PStatus_enum = nvmlGpuP2PStatus_enum(1);
     pub const NVML_P2P_STATUS_GPU_NOT_SUPPORTED: nvmlGpuP2PStatus_enum = nvmlGpuP2PStatus_enum(2);
-    pub const NVML_P2P_STATUS_IOH_TOPOLOGY_NOT_SUPPORTED: nvmlGpuP2PStatus_enum =
-        nvmlGpuP2PStatus_enum(3);
+    pub const NVML_P2P_STATUS_IOH_TOPOLOGY_NOT_SUPPORTED: nvmlGpuP2PStatus_enum = nvmlGpuP2PStatus_enum(3);
     pub const NVML_P2P_STATUS_DISABLED_BY_REGKEY: nvmlGpuP2PStatus_enum = nvmlGpuP2PStatus_enum(4);
     pub const NVML_P2P_STATUS_NOT_SUPPORTED: nvmlGpuP2PStatus_enum = nvmlGpuP2PStatus_enum(5);
     pub const NVML_P2P_STATUS_UNKNOWN: nvmlGpuP2PStatus_enum = nvmlGpuP2PStatus_enum(6);
@@ -1185,10 +1130,8 @@ pub struct nvmlBridgeChipInfo_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlBridgeChipInfo_st"][::std::mem::size_of::<nvmlBridgeChipInfo_st>() - 8usize];
-    ["Alignment of nvmlBridgeChipInfo_st"]
-        [::std::mem::align_of::<nvmlBridgeChipInfo_st>() - 4usize];
-    ["Offset of field: nvmlBridgeChipInfo_st::type_"]
-        [::std::mem::offset_of!(nvmlBridgeChipInfo_st, type_) - 0usize];
+    ["Alignment of nvmlBridgeChipInfo_st"][::std::mem::align_of::<nvmlBridgeChipInfo_st>() - 4usize];
+    ["Offset of field: nvmlBridgeChipInfo_st::type_"][::std::mem::offset_of!(nvmlBridgeChipInfo_st, type_) - 0usize];
     ["Offset of field: nvmlBridgeChipInfo_st::fwVersion"]
         [::std::mem::offset_of!(nvmlBridgeChipInfo_st, fwVersion) - 4usize];
 };
@@ -1210,10 +1153,8 @@ pub struct nvmlBridgeChipHierarchy_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlBridgeChipHierarchy_st"]
-        [::std::mem::size_of::<nvmlBridgeChipHierarchy_st>() - 1028usize];
-    ["Alignment of nvmlBridgeChipHierarchy_st"]
-        [::std::mem::align_of::<nvmlBridgeChipHierarchy_st>() - 4usize];
+    ["Size of nvmlBridgeChipHierarchy_st"][::std::mem::size_of::<nvmlBridgeChipHierarchy_st>() - 1028usize];
+    ["Alignment of nvmlBridgeChipHierarchy_st"][::std::mem::align_of::<nvmlBridgeChipHierarchy_st>() - 4usize];
     ["Offset of field: nvmlBridgeChipHierarchy_st::bridgeCount"]
         [::std::mem::offset_of!(nvmlBridgeChipHierarchy_st, bridgeCount) - 0usize];
     ["Offset of field: nvmlBridgeChipHierarchy_st::bridgeChipInfo"]
@@ -1288,10 +1229,8 @@ const _: () = {
     ["Offset of field: nvmlValue_st::siVal"][::std::mem::offset_of!(nvmlValue_st, siVal) - 0usize];
     ["Offset of field: nvmlValue_st::uiVal"][::std::mem::offset_of!(nvmlValue_st, uiVal) - 0usize];
     ["Offset of field: nvmlValue_st::ulVal"][::std::mem::offset_of!(nvmlValue_st, ulVal) - 0usize];
-    ["Offset of field: nvmlValue_st::ullVal"]
-        [::std::mem::offset_of!(nvmlValue_st, ullVal) - 0usize];
-    ["Offset of field: nvmlValue_st::sllVal"]
-        [::std::mem::offset_of!(nvmlValue_st, sllVal) - 0usize];
+    ["Offset of field: nvmlValue_st::ullVal"][::std::mem::offset_of!(nvmlValue_st, ullVal) - 0usize];
+    ["Offset of field: nvmlValue_st::sllVal"][::std::mem::offset_of!(nvmlValue_st, sllVal) - 0usize];
     ["Offset of field: nvmlValue_st::usVal"][::std::mem::offset_of!(nvmlValue_st, usVal) - 0usize];
 };
 impl Default for nvmlValue_st {
@@ -1314,10 +1253,8 @@ pub struct nvmlSample_st {
 const _: () = {
     ["Size of nvmlSample_st"][::std::mem::size_of::<nvmlSample_st>() - 16usize];
     ["Alignment of nvmlSample_st"][::std::mem::align_of::<nvmlSample_st>() - 8usize];
-    ["Offset of field: nvmlSample_st::timeStamp"]
-        [::std::mem::offset_of!(nvmlSample_st, timeStamp) - 0usize];
-    ["Offset of field: nvmlSample_st::sampleValue"]
-        [::std::mem::offset_of!(nvmlSample_st, sampleValue) - 8usize];
+    ["Offset of field: nvmlSample_st::timeStamp"][::std::mem::offset_of!(nvmlSample_st, timeStamp) - 0usize];
+    ["Offset of field: nvmlSample_st::sampleValue"][::std::mem::offset_of!(nvmlSample_st, sampleValue) - 8usize];
 };
 impl Default for nvmlSample_st {
     fn default() -> Self {
@@ -1334,13 +1271,10 @@ impl nvmlPerfPolicyType_enum {
     pub const NVML_PERF_POLICY_THERMAL: nvmlPerfPolicyType_enum = nvmlPerfPolicyType_enum(1);
     pub const NVML_PERF_POLICY_SYNC_BOOST: nvmlPerfPolicyType_enum = nvmlPerfPolicyType_enum(2);
     pub const NVML_PERF_POLICY_BOARD_LIMIT: nvmlPerfPolicyType_enum = nvmlPerfPolicyType_enum(3);
-    pub const NVML_PERF_POLICY_LOW_UTILIZATION: nvmlPerfPolicyType_enum =
-        nvmlPerfPolicyType_enum(4);
+    pub const NVML_PERF_POLICY_LOW_UTILIZATION: nvmlPerfPolicyType_enum = nvmlPerfPolicyType_enum(4);
     pub const NVML_PERF_POLICY_RELIABILITY: nvmlPerfPolicyType_enum = nvmlPerfPolicyType_enum(5);
-    pub const NVML_PERF_POLICY_TOTAL_APP_CLOCKS: nvmlPerfPolicyType_enum =
-        nvmlPerfPolicyType_enum(10);
-    pub const NVML_PERF_POLICY_TOTAL_BASE_CLOCKS: nvmlPerfPolicyType_enum =
-        nvmlPerfPolicyType_enum(11);
+    pub const NVML_PERF_POLICY_TOTAL_APP_CLOCKS: nvmlPerfPolicyType_enum = nvmlPerfPolicyType_enum(10);
+    pub const NVML_PERF_POLICY_TOTAL_BASE_CLOCKS: nvmlPerfPolicyType_enum = nvmlPerfPolicyType_enum(11);
     pub const NVML_PERF_POLICY_COUNT: nvmlPerfPolicyType_enum = nvmlPerfPolicyType_enum(12);
 }
 #[repr(transparent)]
@@ -1380,8 +1314,7 @@ impl nvmlThermalTarget_t {
 pub struct nvmlThermalTarget_t(pub ::std::os::raw::c_int);
 impl nvmlThermalController_t {
     pub const NVML_THERMAL_CONTROLLER_NONE: nvmlThermalController_t = nvmlThermalController_t(0);
-    pub const NVML_THERMAL_CONTROLLER_GPU_INTERNAL: nvmlThermalController_t =
-        nvmlThermalController_t(1);
+    pub const NVML_THERMAL_CONTROLLER_GPU_INTERNAL: nvmlThermalController_t = nvmlThermalController_t(1);
     pub const NVML_THERMAL_CONTROLLER_ADM1032: nvmlThermalController_t = nvmlThermalController_t(2);
     pub const NVML_THERMAL_CONTROLLER_ADT7461: nvmlThermalController_t = nvmlThermalController_t(3);
     pub const NVML_THERMAL_CONTROLLER_MAX6649: nvmlThermalController_t = nvmlThermalController_t(4);
@@ -1390,23 +1323,15 @@ impl nvmlThermalController_t {
     pub const NVML_THERMAL_CONTROLLER_LM89: nvmlThermalController_t = nvmlThermalController_t(7);
     pub const NVML_THERMAL_CONTROLLER_LM64: nvmlThermalController_t = nvmlThermalController_t(8);
     pub const NVML_THERMAL_CONTROLLER_G781: nvmlThermalController_t = nvmlThermalController_t(9);
-    pub const NVML_THERMAL_CONTROLLER_ADT7473: nvmlThermalController_t =
-        nvmlThermalController_t(10);
-    pub const NVML_THERMAL_CONTROLLER_SBMAX6649: nvmlThermalController_t =
-        nvmlThermalController_t(11);
-    pub const NVML_THERMAL_CONTROLLER_VBIOSEVT: nvmlThermalController_t =
-        nvmlThermalController_t(12);
+    pub const NVML_THERMAL_CONTROLLER_ADT7473: nvmlThermalController_t = nvmlThermalController_t(10);
+    pub const NVML_THERMAL_CONTROLLER_SBMAX6649: nvmlThermalController_t = nvmlThermalController_t(11);
+    pub const NVML_THERMAL_CONTROLLER_VBIOSEVT: nvmlThermalController_t = nvmlThermalController_t(12);
     pub const NVML_THERMAL_CONTROLLER_OS: nvmlThermalController_t = nvmlThermalController_t(13);
-    pub const NVML_THERMAL_CONTROLLER_NVSYSCON_CANOAS: nvmlThermalController_t =
-        nvmlThermalController_t(14);
-    pub const NVML_THERMAL_CONTROLLER_NVSYSCON_E551: nvmlThermalController_t =
-        nvmlThermalController_t(15);
-    pub const NVML_THERMAL_CONTROLLER_MAX6649R: nvmlThermalController_t =
-        nvmlThermalController_t(16);
-    pub const NVML_THERMAL_CONTROLLER_ADT7473S: nvmlThermalController_t =
-        nvmlThermalController_t(17);
-    pub const NVML_THERMAL_CONTROLLER_UNKNOWN: nvmlThermalController_t =
-        nvmlThermalController_t(-1);
+    pub const NVML_THERMAL_CONTROLLER_NVSYSCON_CANOAS: nvmlThermalController_t = nvmlThermalController_t(14);
+    pub const NVML_THERMAL_CONTROLLER_NVSYSCON_E551: nvmlThermalController_t = nvmlThermalController_t(15);
+    pub const NVML_THERMAL_CONTROLLER_MAX6649R: nvmlThermalController_t = nvmlThermalController_t(16);
+    pub const NVML_THERMAL_CONTROLLER_ADT7473S: nvmlThermalController_t = nvmlThermalController_t(17);
+    pub const NVML_THERMAL_CONTROLLER_UNKNOWN: nvmlThermalController_t = nvmlThermalController_t(-1);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1454,10 +1379,8 @@ impl Default for nvmlGpuThermalSettings_t__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGpuThermalSettings_t"]
-        [::std::mem::size_of::<nvmlGpuThermalSettings_t>() - 64usize];
-    ["Alignment of nvmlGpuThermalSettings_t"]
-        [::std::mem::align_of::<nvmlGpuThermalSettings_t>() - 4usize];
+    ["Size of nvmlGpuThermalSettings_t"][::std::mem::size_of::<nvmlGpuThermalSettings_t>() - 64usize];
+    ["Alignment of nvmlGpuThermalSettings_t"][::std::mem::align_of::<nvmlGpuThermalSettings_t>() - 4usize];
     ["Offset of field: nvmlGpuThermalSettings_t::count"]
         [::std::mem::offset_of!(nvmlGpuThermalSettings_t, count) - 0usize];
     ["Offset of field: nvmlGpuThermalSettings_t::sensor"]
@@ -1475,8 +1398,7 @@ impl Default for nvmlGpuThermalSettings_t {
 impl nvmlCoolerControl_enum {
     pub const NVML_THERMAL_COOLER_SIGNAL_NONE: nvmlCoolerControl_enum = nvmlCoolerControl_enum(0);
     pub const NVML_THERMAL_COOLER_SIGNAL_TOGGLE: nvmlCoolerControl_enum = nvmlCoolerControl_enum(1);
-    pub const NVML_THERMAL_COOLER_SIGNAL_VARIABLE: nvmlCoolerControl_enum =
-        nvmlCoolerControl_enum(2);
+    pub const NVML_THERMAL_COOLER_SIGNAL_VARIABLE: nvmlCoolerControl_enum = nvmlCoolerControl_enum(2);
     pub const NVML_THERMAL_COOLER_SIGNAL_COUNT: nvmlCoolerControl_enum = nvmlCoolerControl_enum(3);
 }
 #[repr(transparent)]
@@ -1487,10 +1409,8 @@ impl nvmlCoolerTarget_enum {
     pub const NVML_THERMAL_COOLER_TARGET_NONE: nvmlCoolerTarget_enum = nvmlCoolerTarget_enum(1);
     pub const NVML_THERMAL_COOLER_TARGET_GPU: nvmlCoolerTarget_enum = nvmlCoolerTarget_enum(2);
     pub const NVML_THERMAL_COOLER_TARGET_MEMORY: nvmlCoolerTarget_enum = nvmlCoolerTarget_enum(4);
-    pub const NVML_THERMAL_COOLER_TARGET_POWER_SUPPLY: nvmlCoolerTarget_enum =
-        nvmlCoolerTarget_enum(8);
-    pub const NVML_THERMAL_COOLER_TARGET_GPU_RELATED: nvmlCoolerTarget_enum =
-        nvmlCoolerTarget_enum(14);
+    pub const NVML_THERMAL_COOLER_TARGET_POWER_SUPPLY: nvmlCoolerTarget_enum = nvmlCoolerTarget_enum(8);
+    pub const NVML_THERMAL_COOLER_TARGET_GPU_RELATED: nvmlCoolerTarget_enum = nvmlCoolerTarget_enum(14);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1508,14 +1428,11 @@ pub struct nvmlCoolerInfo_v1_t {
 const _: () = {
     ["Size of nvmlCoolerInfo_v1_t"][::std::mem::size_of::<nvmlCoolerInfo_v1_t>() - 16usize];
     ["Alignment of nvmlCoolerInfo_v1_t"][::std::mem::align_of::<nvmlCoolerInfo_v1_t>() - 4usize];
-    ["Offset of field: nvmlCoolerInfo_v1_t::version"]
-        [::std::mem::offset_of!(nvmlCoolerInfo_v1_t, version) - 0usize];
-    ["Offset of field: nvmlCoolerInfo_v1_t::index"]
-        [::std::mem::offset_of!(nvmlCoolerInfo_v1_t, index) - 4usize];
+    ["Offset of field: nvmlCoolerInfo_v1_t::version"][::std::mem::offset_of!(nvmlCoolerInfo_v1_t, version) - 0usize];
+    ["Offset of field: nvmlCoolerInfo_v1_t::index"][::std::mem::offset_of!(nvmlCoolerInfo_v1_t, index) - 4usize];
     ["Offset of field: nvmlCoolerInfo_v1_t::signalType"]
         [::std::mem::offset_of!(nvmlCoolerInfo_v1_t, signalType) - 8usize];
-    ["Offset of field: nvmlCoolerInfo_v1_t::target"]
-        [::std::mem::offset_of!(nvmlCoolerInfo_v1_t, target) - 12usize];
+    ["Offset of field: nvmlCoolerInfo_v1_t::target"][::std::mem::offset_of!(nvmlCoolerInfo_v1_t, target) - 12usize];
 };
 impl Default for nvmlCoolerInfo_v1_t {
     fn default() -> Self {
@@ -1545,10 +1462,8 @@ pub union nvmlUUIDValue_t {
 const _: () = {
     ["Size of nvmlUUIDValue_t"][::std::mem::size_of::<nvmlUUIDValue_t>() - 41usize];
     ["Alignment of nvmlUUIDValue_t"][::std::mem::align_of::<nvmlUUIDValue_t>() - 1usize];
-    ["Offset of field: nvmlUUIDValue_t::str_"]
-        [::std::mem::offset_of!(nvmlUUIDValue_t, str_) - 0usize];
-    ["Offset of field: nvmlUUIDValue_t::bytes"]
-        [::std::mem::offset_of!(nvmlUUIDValue_t, bytes) - 0usize];
+    ["Offset of field: nvmlUUIDValue_t::str_"][::std::mem::offset_of!(nvmlUUIDValue_t, str_) - 0usize];
+    ["Offset of field: nvmlUUIDValue_t::bytes"][::std::mem::offset_of!(nvmlUUIDValue_t, bytes) - 0usize];
 };
 impl Default for nvmlUUIDValue_t {
     fn default() -> Self {
@@ -1570,12 +1485,9 @@ pub struct nvmlUUID_v1_t {
 const _: () = {
     ["Size of nvmlUUID_v1_t"][::std::mem::size_of::<nvmlUUID_v1_t>() - 52usize];
     ["Alignment of nvmlUUID_v1_t"][::std::mem::align_of::<nvmlUUID_v1_t>() - 4usize];
-    ["Offset of field: nvmlUUID_v1_t::version"]
-        [::std::mem::offset_of!(nvmlUUID_v1_t, version) - 0usize];
-    ["Offset of field: nvmlUUID_v1_t::type_"]
-        [::std::mem::offset_of!(nvmlUUID_v1_t, type_) - 4usize];
-    ["Offset of field: nvmlUUID_v1_t::value"]
-        [::std::mem::offset_of!(nvmlUUID_v1_t, value) - 8usize];
+    ["Offset of field: nvmlUUID_v1_t::version"][::std::mem::offset_of!(nvmlUUID_v1_t, version) - 0usize];
+    ["Offset of field: nvmlUUID_v1_t::type_"][::std::mem::offset_of!(nvmlUUID_v1_t, type_) - 4usize];
+    ["Offset of field: nvmlUUID_v1_t::value"][::std::mem::offset_of!(nvmlUUID_v1_t, value) - 8usize];
 };
 impl Default for nvmlUUID_v1_t {
     fn default() -> Self {
@@ -1597,8 +1509,7 @@ pub struct nvmlPdi_v1_t {
 const _: () = {
     ["Size of nvmlPdi_v1_t"][::std::mem::size_of::<nvmlPdi_v1_t>() - 16usize];
     ["Alignment of nvmlPdi_v1_t"][::std::mem::align_of::<nvmlPdi_v1_t>() - 8usize];
-    ["Offset of field: nvmlPdi_v1_t::version"]
-        [::std::mem::offset_of!(nvmlPdi_v1_t, version) - 0usize];
+    ["Offset of field: nvmlPdi_v1_t::version"][::std::mem::offset_of!(nvmlPdi_v1_t, version) - 0usize];
     ["Offset of field: nvmlPdi_v1_t::value"][::std::mem::offset_of!(nvmlPdi_v1_t, value) - 8usize];
 };
 pub type nvmlPdi_t = nvmlPdi_v1_t;
@@ -1618,10 +1529,8 @@ pub struct nvmlDramEncryptionInfo_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlDramEncryptionInfo_v1_t"]
-        [::std::mem::size_of::<nvmlDramEncryptionInfo_v1_t>() - 8usize];
-    ["Alignment of nvmlDramEncryptionInfo_v1_t"]
-        [::std::mem::align_of::<nvmlDramEncryptionInfo_v1_t>() - 4usize];
+    ["Size of nvmlDramEncryptionInfo_v1_t"][::std::mem::size_of::<nvmlDramEncryptionInfo_v1_t>() - 8usize];
+    ["Alignment of nvmlDramEncryptionInfo_v1_t"][::std::mem::align_of::<nvmlDramEncryptionInfo_v1_t>() - 4usize];
     ["Offset of field: nvmlDramEncryptionInfo_v1_t::version"]
         [::std::mem::offset_of!(nvmlDramEncryptionInfo_v1_t, version) - 0usize];
     ["Offset of field: nvmlDramEncryptionInfo_v1_t::encryptionState"]
@@ -1663,24 +1572,18 @@ impl nvmlBrandType_enum {
 pub struct nvmlBrandType_enum(pub ::std::os::raw::c_uint);
 pub use self::nvmlBrandType_enum as nvmlBrandType_t;
 impl nvmlTemperatureThresholds_enum {
-    pub const NVML_TEMPERATURE_THRESHOLD_SHUTDOWN: nvmlTemperatureThresholds_enum =
-        nvmlTemperatureThresholds_enum(0);
-    pub const NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: nvmlTemperatureThresholds_enum =
-        nvmlTemperatureThresholds_enum(1);
-    pub const NVML_TEMPERATURE_THRESHOLD_MEM_MAX: nvmlTemperatureThresholds_enum =
-        nvmlTemperatureThresholds_enum(2);
-    pub const NVML_TEMPERATURE_THRESHOLD_GPU_MAX: nvmlTemperatureThresholds_enum =
-        nvmlTemperatureThresholds_enum(3);
+    pub const NVML_TEMPERATURE_THRESHOLD_SHUTDOWN: nvmlTemperatureThresholds_enum = nvmlTemperatureThresholds_enum(0);
+    pub const NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: nvmlTemperatureThresholds_enum = nvmlTemperatureThresholds_enum(1);
+    pub const NVML_TEMPERATURE_THRESHOLD_MEM_MAX: nvmlTemperatureThresholds_enum = nvmlTemperatureThresholds_enum(2);
+    pub const NVML_TEMPERATURE_THRESHOLD_GPU_MAX: nvmlTemperatureThresholds_enum = nvmlTemperatureThresholds_enum(3);
     pub const NVML_TEMPERATURE_THRESHOLD_ACOUSTIC_MIN: nvmlTemperatureThresholds_enum =
         nvmlTemperatureThresholds_enum(4);
     pub const NVML_TEMPERATURE_THRESHOLD_ACOUSTIC_CURR: nvmlTemperatureThresholds_enum =
         nvmlTemperatureThresholds_enum(5);
     pub const NVML_TEMPERATURE_THRESHOLD_ACOUSTIC_MAX: nvmlTemperatureThresholds_enum =
         nvmlTemperatureThresholds_enum(6);
-    pub const NVML_TEMPERATURE_THRESHOLD_GPS_CURR: nvmlTemperatureThresholds_enum =
-        nvmlTemperatureThresholds_enum(7);
-    pub const NVML_TEMPERATURE_THRESHOLD_COUNT: nvmlTemperatureThresholds_enum =
-        nvmlTemperatureThresholds_enum(8);
+    pub const NVML_TEMPERATURE_THRESHOLD_GPS_CURR: nvmlTemperatureThresholds_enum = nvmlTemperatureThresholds_enum(7);
+    pub const NVML_TEMPERATURE_THRESHOLD_COUNT: nvmlTemperatureThresholds_enum = nvmlTemperatureThresholds_enum(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -1702,10 +1605,8 @@ pub struct nvmlMarginTemperature_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlMarginTemperature_v1_t"]
-        [::std::mem::size_of::<nvmlMarginTemperature_v1_t>() - 8usize];
-    ["Alignment of nvmlMarginTemperature_v1_t"]
-        [::std::mem::align_of::<nvmlMarginTemperature_v1_t>() - 4usize];
+    ["Size of nvmlMarginTemperature_v1_t"][::std::mem::size_of::<nvmlMarginTemperature_v1_t>() - 8usize];
+    ["Alignment of nvmlMarginTemperature_v1_t"][::std::mem::align_of::<nvmlMarginTemperature_v1_t>() - 4usize];
     ["Offset of field: nvmlMarginTemperature_v1_t::version"]
         [::std::mem::offset_of!(nvmlMarginTemperature_v1_t, version) - 0usize];
     ["Offset of field: nvmlMarginTemperature_v1_t::marginTemperature"]
@@ -1731,10 +1632,8 @@ pub struct nvmlClkMonFaultInfo_struct {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlClkMonFaultInfo_struct"]
-        [::std::mem::size_of::<nvmlClkMonFaultInfo_struct>() - 8usize];
-    ["Alignment of nvmlClkMonFaultInfo_struct"]
-        [::std::mem::align_of::<nvmlClkMonFaultInfo_struct>() - 4usize];
+    ["Size of nvmlClkMonFaultInfo_struct"][::std::mem::size_of::<nvmlClkMonFaultInfo_struct>() - 8usize];
+    ["Alignment of nvmlClkMonFaultInfo_struct"][::std::mem::align_of::<nvmlClkMonFaultInfo_struct>() - 4usize];
     ["Offset of field: nvmlClkMonFaultInfo_struct::clkApiDomain"]
         [::std::mem::offset_of!(nvmlClkMonFaultInfo_struct, clkApiDomain) - 0usize];
     ["Offset of field: nvmlClkMonFaultInfo_struct::clkDomainFaultMask"]
@@ -1750,10 +1649,8 @@ pub struct nvmlClkMonStatus_status {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlClkMonStatus_status"]
-        [::std::mem::size_of::<nvmlClkMonStatus_status>() - 264usize];
-    ["Alignment of nvmlClkMonStatus_status"]
-        [::std::mem::align_of::<nvmlClkMonStatus_status>() - 4usize];
+    ["Size of nvmlClkMonStatus_status"][::std::mem::size_of::<nvmlClkMonStatus_status>() - 264usize];
+    ["Alignment of nvmlClkMonStatus_status"][::std::mem::align_of::<nvmlClkMonStatus_status>() - 4usize];
     ["Offset of field: nvmlClkMonStatus_status::bGlobalStatus"]
         [::std::mem::offset_of!(nvmlClkMonStatus_status, bGlobalStatus) - 0usize];
     ["Offset of field: nvmlClkMonStatus_status::clkMonListSize"]
@@ -1763,10 +1660,8 @@ const _: () = {
 };
 pub type nvmlClkMonStatus_t = nvmlClkMonStatus_status;
 impl nvmlMemoryErrorType_enum {
-    pub const NVML_MEMORY_ERROR_TYPE_CORRECTED: nvmlMemoryErrorType_enum =
-        nvmlMemoryErrorType_enum(0);
-    pub const NVML_MEMORY_ERROR_TYPE_UNCORRECTED: nvmlMemoryErrorType_enum =
-        nvmlMemoryErrorType_enum(1);
+    pub const NVML_MEMORY_ERROR_TYPE_CORRECTED: nvmlMemoryErrorType_enum = nvmlMemoryErrorType_enum(0);
+    pub const NVML_MEMORY_ERROR_TYPE_UNCORRECTED: nvmlMemoryErrorType_enum = nvmlMemoryErrorType_enum(1);
     pub const NVML_MEMORY_ERROR_TYPE_COUNT: nvmlMemoryErrorType_enum = nvmlMemoryErrorType_enum(2);
 }
 #[repr(transparent)]
@@ -1864,12 +1759,9 @@ pub struct nvmlClockOffset_v1_t {
 const _: () = {
     ["Size of nvmlClockOffset_v1_t"][::std::mem::size_of::<nvmlClockOffset_v1_t>() - 24usize];
     ["Alignment of nvmlClockOffset_v1_t"][::std::mem::align_of::<nvmlClockOffset_v1_t>() - 4usize];
-    ["Offset of field: nvmlClockOffset_v1_t::version"]
-        [::std::mem::offset_of!(nvmlClockOffset_v1_t, version) - 0usize];
-    ["Offset of field: nvmlClockOffset_v1_t::type_"]
-        [::std::mem::offset_of!(nvmlClockOffset_v1_t, type_) - 4usize];
-    ["Offset of field: nvmlClockOffset_v1_t::pstate"]
-        [::std::mem::offset_of!(nvmlClockOffset_v1_t, pstate) - 8usize];
+    ["Offset of field: nvmlClockOffset_v1_t::version"][::std::mem::offset_of!(nvmlClockOffset_v1_t, version) - 0usize];
+    ["Offset of field: nvmlClockOffset_v1_t::type_"][::std::mem::offset_of!(nvmlClockOffset_v1_t, type_) - 4usize];
+    ["Offset of field: nvmlClockOffset_v1_t::pstate"][::std::mem::offset_of!(nvmlClockOffset_v1_t, pstate) - 8usize];
     ["Offset of field: nvmlClockOffset_v1_t::clockOffsetMHz"]
         [::std::mem::offset_of!(nvmlClockOffset_v1_t, clockOffsetMHz) - 12usize];
     ["Offset of field: nvmlClockOffset_v1_t::minClockOffsetMHz"]
@@ -1897,14 +1789,11 @@ pub struct nvmlFanSpeedInfo_v1_t {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlFanSpeedInfo_v1_t"][::std::mem::size_of::<nvmlFanSpeedInfo_v1_t>() - 12usize];
-    ["Alignment of nvmlFanSpeedInfo_v1_t"]
-        [::std::mem::align_of::<nvmlFanSpeedInfo_v1_t>() - 4usize];
+    ["Alignment of nvmlFanSpeedInfo_v1_t"][::std::mem::align_of::<nvmlFanSpeedInfo_v1_t>() - 4usize];
     ["Offset of field: nvmlFanSpeedInfo_v1_t::version"]
         [::std::mem::offset_of!(nvmlFanSpeedInfo_v1_t, version) - 0usize];
-    ["Offset of field: nvmlFanSpeedInfo_v1_t::fan"]
-        [::std::mem::offset_of!(nvmlFanSpeedInfo_v1_t, fan) - 4usize];
-    ["Offset of field: nvmlFanSpeedInfo_v1_t::speed"]
-        [::std::mem::offset_of!(nvmlFanSpeedInfo_v1_t, speed) - 8usize];
+    ["Offset of field: nvmlFanSpeedInfo_v1_t::fan"][::std::mem::offset_of!(nvmlFanSpeedInfo_v1_t, fan) - 4usize];
+    ["Offset of field: nvmlFanSpeedInfo_v1_t::speed"][::std::mem::offset_of!(nvmlFanSpeedInfo_v1_t, speed) - 8usize];
 };
 pub type nvmlFanSpeedInfo_t = nvmlFanSpeedInfo_v1_t;
 #[repr(C)]
@@ -1915,10 +1804,8 @@ pub struct nvmlDevicePerfModes_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlDevicePerfModes_v1_t"]
-        [::std::mem::size_of::<nvmlDevicePerfModes_v1_t>() - 2052usize];
-    ["Alignment of nvmlDevicePerfModes_v1_t"]
-        [::std::mem::align_of::<nvmlDevicePerfModes_v1_t>() - 4usize];
+    ["Size of nvmlDevicePerfModes_v1_t"][::std::mem::size_of::<nvmlDevicePerfModes_v1_t>() - 2052usize];
+    ["Alignment of nvmlDevicePerfModes_v1_t"][::std::mem::align_of::<nvmlDevicePerfModes_v1_t>() - 4usize];
     ["Offset of field: nvmlDevicePerfModes_v1_t::version"]
         [::std::mem::offset_of!(nvmlDevicePerfModes_v1_t, version) - 0usize];
     ["Offset of field: nvmlDevicePerfModes_v1_t::str_"]
@@ -1942,8 +1829,7 @@ pub struct nvmlDeviceCurrentClockFreqs_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlDeviceCurrentClockFreqs_v1_t"]
-        [::std::mem::size_of::<nvmlDeviceCurrentClockFreqs_v1_t>() - 2052usize];
+    ["Size of nvmlDeviceCurrentClockFreqs_v1_t"][::std::mem::size_of::<nvmlDeviceCurrentClockFreqs_v1_t>() - 2052usize];
     ["Alignment of nvmlDeviceCurrentClockFreqs_v1_t"]
         [::std::mem::align_of::<nvmlDeviceCurrentClockFreqs_v1_t>() - 4usize];
     ["Offset of field: nvmlDeviceCurrentClockFreqs_v1_t::version"]
@@ -1970,10 +1856,8 @@ pub struct nvmlDevicePowerMizerModes_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlDevicePowerMizerModes_v1_t"]
-        [::std::mem::size_of::<nvmlDevicePowerMizerModes_v1_t>() - 12usize];
-    ["Alignment of nvmlDevicePowerMizerModes_v1_t"]
-        [::std::mem::align_of::<nvmlDevicePowerMizerModes_v1_t>() - 4usize];
+    ["Size of nvmlDevicePowerMizerModes_v1_t"][::std::mem::size_of::<nvmlDevicePowerMizerModes_v1_t>() - 12usize];
+    ["Alignment of nvmlDevicePowerMizerModes_v1_t"][::std::mem::align_of::<nvmlDevicePowerMizerModes_v1_t>() - 4usize];
     ["Offset of field: nvmlDevicePowerMizerModes_v1_t::currentMode"]
         [::std::mem::offset_of!(nvmlDevicePowerMizerModes_v1_t, currentMode) - 0usize];
     ["Offset of field: nvmlDevicePowerMizerModes_v1_t::mode"]
@@ -2043,14 +1927,10 @@ impl nvmlMemoryLocation_enum {
     pub const NVML_MEMORY_LOCATION_L1_CACHE: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(0);
     pub const NVML_MEMORY_LOCATION_L2_CACHE: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(1);
     pub const NVML_MEMORY_LOCATION_DRAM: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(2);
-    pub const NVML_MEMORY_LOCATION_DEVICE_MEMORY: nvmlMemoryLocation_enum =
-        nvmlMemoryLocation_enum(2);
-    pub const NVML_MEMORY_LOCATION_REGISTER_FILE: nvmlMemoryLocation_enum =
-        nvmlMemoryLocation_enum(3);
-    pub const NVML_MEMORY_LOCATION_TEXTURE_MEMORY: nvmlMemoryLocation_enum =
-        nvmlMemoryLocation_enum(4);
-    pub const NVML_MEMORY_LOCATION_TEXTURE_SHM: nvmlMemoryLocation_enum =
-        nvmlMemoryLocation_enum(5);
+    pub const NVML_MEMORY_LOCATION_DEVICE_MEMORY: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(2);
+    pub const NVML_MEMORY_LOCATION_REGISTER_FILE: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(3);
+    pub const NVML_MEMORY_LOCATION_TEXTURE_MEMORY: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(4);
+    pub const NVML_MEMORY_LOCATION_TEXTURE_SHM: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(5);
     pub const NVML_MEMORY_LOCATION_CBU: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(6);
     pub const NVML_MEMORY_LOCATION_SRAM: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(7);
     pub const NVML_MEMORY_LOCATION_COUNT: nvmlMemoryLocation_enum = nvmlMemoryLocation_enum(8);
@@ -2060,22 +1940,19 @@ impl nvmlMemoryLocation_enum {
 pub struct nvmlMemoryLocation_enum(pub ::std::os::raw::c_uint);
 pub use self::nvmlMemoryLocation_enum as nvmlMemoryLocation_t;
 impl nvmlPageRetirementCause_enum {
-    pub const NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS:
-        nvmlPageRetirementCause_enum = nvmlPageRetirementCause_enum(0);
+    pub const NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS: nvmlPageRetirementCause_enum =
+        nvmlPageRetirementCause_enum(0);
     pub const NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR: nvmlPageRetirementCause_enum =
         nvmlPageRetirementCause_enum(1);
-    pub const NVML_PAGE_RETIREMENT_CAUSE_COUNT: nvmlPageRetirementCause_enum =
-        nvmlPageRetirementCause_enum(2);
+    pub const NVML_PAGE_RETIREMENT_CAUSE_COUNT: nvmlPageRetirementCause_enum = nvmlPageRetirementCause_enum(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct nvmlPageRetirementCause_enum(pub ::std::os::raw::c_uint);
 pub use self::nvmlPageRetirementCause_enum as nvmlPageRetirementCause_t;
 impl nvmlRestrictedAPI_enum {
-    pub const NVML_RESTRICTED_API_SET_APPLICATION_CLOCKS: nvmlRestrictedAPI_enum =
-        nvmlRestrictedAPI_enum(0);
-    pub const NVML_RESTRICTED_API_SET_AUTO_BOOSTED_CLOCKS: nvmlRestrictedAPI_enum =
-        nvmlRestrictedAPI_enum(1);
+    pub const NVML_RESTRICTED_API_SET_APPLICATION_CLOCKS: nvmlRestrictedAPI_enum = nvmlRestrictedAPI_enum(0);
+    pub const NVML_RESTRICTED_API_SET_AUTO_BOOSTED_CLOCKS: nvmlRestrictedAPI_enum = nvmlRestrictedAPI_enum(1);
     pub const NVML_RESTRICTED_API_COUNT: nvmlRestrictedAPI_enum = nvmlRestrictedAPI_enum(2);
 }
 #[repr(transparent)]
@@ -2094,8 +1971,7 @@ pub struct nvmlProcessUtilizationSample_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlProcessUtilizationSample_st"]
-        [::std::mem::size_of::<nvmlProcessUtilizationSample_st>() - 32usize];
+    ["Size of nvmlProcessUtilizationSample_st"][::std::mem::size_of::<nvmlProcessUtilizationSample_st>() - 32usize];
     ["Alignment of nvmlProcessUtilizationSample_st"]
         [::std::mem::align_of::<nvmlProcessUtilizationSample_st>() - 8usize];
     ["Offset of field: nvmlProcessUtilizationSample_st::pid"]
@@ -2126,8 +2002,7 @@ pub struct nvmlProcessUtilizationInfo_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlProcessUtilizationInfo_v1_t"]
-        [::std::mem::size_of::<nvmlProcessUtilizationInfo_v1_t>() - 40usize];
+    ["Size of nvmlProcessUtilizationInfo_v1_t"][::std::mem::size_of::<nvmlProcessUtilizationInfo_v1_t>() - 40usize];
     ["Alignment of nvmlProcessUtilizationInfo_v1_t"]
         [::std::mem::align_of::<nvmlProcessUtilizationInfo_v1_t>() - 8usize];
     ["Offset of field: nvmlProcessUtilizationInfo_v1_t::timeStamp"]
@@ -2157,8 +2032,7 @@ pub struct nvmlProcessesUtilizationInfo_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlProcessesUtilizationInfo_v1_t"]
-        [::std::mem::size_of::<nvmlProcessesUtilizationInfo_v1_t>() - 24usize];
+    ["Size of nvmlProcessesUtilizationInfo_v1_t"][::std::mem::size_of::<nvmlProcessesUtilizationInfo_v1_t>() - 24usize];
     ["Alignment of nvmlProcessesUtilizationInfo_v1_t"]
         [::std::mem::align_of::<nvmlProcessesUtilizationInfo_v1_t>() - 8usize];
     ["Offset of field: nvmlProcessesUtilizationInfo_v1_t::version"]
@@ -2199,10 +2073,8 @@ pub struct nvmlEccSramErrorStatus_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlEccSramErrorStatus_v1_t"]
-        [::std::mem::size_of::<nvmlEccSramErrorStatus_v1_t>() - 104usize];
-    ["Alignment of nvmlEccSramErrorStatus_v1_t"]
-        [::std::mem::align_of::<nvmlEccSramErrorStatus_v1_t>() - 8usize];
+    ["Size of nvmlEccSramErrorStatus_v1_t"][::std::mem::size_of::<nvmlEccSramErrorStatus_v1_t>() - 104usize];
+    ["Alignment of nvmlEccSramErrorStatus_v1_t"][::std::mem::align_of::<nvmlEccSramErrorStatus_v1_t>() - 8usize];
     ["Offset of field: nvmlEccSramErrorStatus_v1_t::version"]
         [::std::mem::offset_of!(nvmlEccSramErrorStatus_v1_t, version) - 0usize];
     ["Offset of field: nvmlEccSramErrorStatus_v1_t::aggregateUncParity"]
@@ -2246,12 +2118,10 @@ pub struct nvmlPlatformInfo_v1_t {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlPlatformInfo_v1_t"][::std::mem::size_of::<nvmlPlatformInfo_v1_t>() - 44usize];
-    ["Alignment of nvmlPlatformInfo_v1_t"]
-        [::std::mem::align_of::<nvmlPlatformInfo_v1_t>() - 4usize];
+    ["Alignment of nvmlPlatformInfo_v1_t"][::std::mem::align_of::<nvmlPlatformInfo_v1_t>() - 4usize];
     ["Offset of field: nvmlPlatformInfo_v1_t::version"]
         [::std::mem::offset_of!(nvmlPlatformInfo_v1_t, version) - 0usize];
-    ["Offset of field: nvmlPlatformInfo_v1_t::ibGuid"]
-        [::std::mem::offset_of!(nvmlPlatformInfo_v1_t, ibGuid) - 4usize];
+    ["Offset of field: nvmlPlatformInfo_v1_t::ibGuid"][::std::mem::offset_of!(nvmlPlatformInfo_v1_t, ibGuid) - 4usize];
     ["Offset of field: nvmlPlatformInfo_v1_t::rackGuid"]
         [::std::mem::offset_of!(nvmlPlatformInfo_v1_t, rackGuid) - 20usize];
     ["Offset of field: nvmlPlatformInfo_v1_t::chassisPhysicalSlotNumber"]
@@ -2280,20 +2150,17 @@ pub struct nvmlPlatformInfo_v2_t {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlPlatformInfo_v2_t"][::std::mem::size_of::<nvmlPlatformInfo_v2_t>() - 44usize];
-    ["Alignment of nvmlPlatformInfo_v2_t"]
-        [::std::mem::align_of::<nvmlPlatformInfo_v2_t>() - 4usize];
+    ["Alignment of nvmlPlatformInfo_v2_t"][::std::mem::align_of::<nvmlPlatformInfo_v2_t>() - 4usize];
     ["Offset of field: nvmlPlatformInfo_v2_t::version"]
         [::std::mem::offset_of!(nvmlPlatformInfo_v2_t, version) - 0usize];
-    ["Offset of field: nvmlPlatformInfo_v2_t::ibGuid"]
-        [::std::mem::offset_of!(nvmlPlatformInfo_v2_t, ibGuid) - 4usize];
+    ["Offset of field: nvmlPlatformInfo_v2_t::ibGuid"][::std::mem::offset_of!(nvmlPlatformInfo_v2_t, ibGuid) - 4usize];
     ["Offset of field: nvmlPlatformInfo_v2_t::chassisSerialNumber"]
         [::std::mem::offset_of!(nvmlPlatformInfo_v2_t, chassisSerialNumber) - 20usize];
     ["Offset of field: nvmlPlatformInfo_v2_t::slotNumber"]
         [::std::mem::offset_of!(nvmlPlatformInfo_v2_t, slotNumber) - 36usize];
     ["Offset of field: nvmlPlatformInfo_v2_t::trayIndex"]
         [::std::mem::offset_of!(nvmlPlatformInfo_v2_t, trayIndex) - 37usize];
-    ["Offset of field: nvmlPlatformInfo_v2_t::hostId"]
-        [::std::mem::offset_of!(nvmlPlatformInfo_v2_t, hostId) - 38usize];
+    ["Offset of field: nvmlPlatformInfo_v2_t::hostId"][::std::mem::offset_of!(nvmlPlatformInfo_v2_t, hostId) - 38usize];
     ["Offset of field: nvmlPlatformInfo_v2_t::peerType"]
         [::std::mem::offset_of!(nvmlPlatformInfo_v2_t, peerType) - 39usize];
     ["Offset of field: nvmlPlatformInfo_v2_t::moduleId"]
@@ -2309,8 +2176,7 @@ pub struct nvmlHostname_v1_t {
 const _: () = {
     ["Size of nvmlHostname_v1_t"][::std::mem::size_of::<nvmlHostname_v1_t>() - 64usize];
     ["Alignment of nvmlHostname_v1_t"][::std::mem::align_of::<nvmlHostname_v1_t>() - 1usize];
-    ["Offset of field: nvmlHostname_v1_t::value"]
-        [::std::mem::offset_of!(nvmlHostname_v1_t, value) - 0usize];
+    ["Offset of field: nvmlHostname_v1_t::value"][::std::mem::offset_of!(nvmlHostname_v1_t, value) - 0usize];
 };
 impl Default for nvmlHostname_v1_t {
     fn default() -> Self {
@@ -2344,10 +2210,8 @@ const _: () = {
         [::std::mem::offset_of!(nvmlEccSramUniqueUncorrectedErrorEntry_v1_t, location) - 4usize];
     ["Offset of field: nvmlEccSramUniqueUncorrectedErrorEntry_v1_t::sublocation"]
         [::std::mem::offset_of!(nvmlEccSramUniqueUncorrectedErrorEntry_v1_t, sublocation) - 8usize];
-    ["Offset of field: nvmlEccSramUniqueUncorrectedErrorEntry_v1_t::extlocation"][::std::mem::offset_of!(
-        nvmlEccSramUniqueUncorrectedErrorEntry_v1_t,
-        extlocation
-    ) - 12usize];
+    ["Offset of field: nvmlEccSramUniqueUncorrectedErrorEntry_v1_t::extlocation"]
+        [::std::mem::offset_of!(nvmlEccSramUniqueUncorrectedErrorEntry_v1_t, extlocation) - 12usize];
     ["Offset of field: nvmlEccSramUniqueUncorrectedErrorEntry_v1_t::address"]
         [::std::mem::offset_of!(nvmlEccSramUniqueUncorrectedErrorEntry_v1_t, address) - 16usize];
     ["Offset of field: nvmlEccSramUniqueUncorrectedErrorEntry_v1_t::isParity"]
@@ -2390,14 +2254,10 @@ pub type nvmlBusType_t = ::std::os::raw::c_uint;
 pub type nvmlFanControlPolicy_t = ::std::os::raw::c_uint;
 pub type nvmlPowerSource_t = ::std::os::raw::c_uint;
 impl nvmlGpuUtilizationDomainId_t {
-    pub const NVML_GPU_UTILIZATION_DOMAIN_GPU: nvmlGpuUtilizationDomainId_t =
-        nvmlGpuUtilizationDomainId_t(0);
-    pub const NVML_GPU_UTILIZATION_DOMAIN_FB: nvmlGpuUtilizationDomainId_t =
-        nvmlGpuUtilizationDomainId_t(1);
-    pub const NVML_GPU_UTILIZATION_DOMAIN_VID: nvmlGpuUtilizationDomainId_t =
-        nvmlGpuUtilizationDomainId_t(2);
-    pub const NVML_GPU_UTILIZATION_DOMAIN_BUS: nvmlGpuUtilizationDomainId_t =
-        nvmlGpuUtilizationDomainId_t(3);
+    pub const NVML_GPU_UTILIZATION_DOMAIN_GPU: nvmlGpuUtilizationDomainId_t = nvmlGpuUtilizationDomainId_t(0);
+    pub const NVML_GPU_UTILIZATION_DOMAIN_FB: nvmlGpuUtilizationDomainId_t = nvmlGpuUtilizationDomainId_t(1);
+    pub const NVML_GPU_UTILIZATION_DOMAIN_VID: nvmlGpuUtilizationDomainId_t = nvmlGpuUtilizationDomainId_t(2);
+    pub const NVML_GPU_UTILIZATION_DOMAIN_BUS: nvmlGpuUtilizationDomainId_t = nvmlGpuUtilizationDomainId_t(3);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2428,17 +2288,13 @@ const _: () = {
         [::std::mem::offset_of!(nvmlGpuDynamicPstatesInfo_st__bindgen_ty_1, percentage) - 4usize];
     ["Offset of field: nvmlGpuDynamicPstatesInfo_st__bindgen_ty_1::incThreshold"]
         [::std::mem::offset_of!(nvmlGpuDynamicPstatesInfo_st__bindgen_ty_1, incThreshold) - 8usize];
-    ["Offset of field: nvmlGpuDynamicPstatesInfo_st__bindgen_ty_1::decThreshold"][::std::mem::offset_of!(
-        nvmlGpuDynamicPstatesInfo_st__bindgen_ty_1,
-        decThreshold
-    ) - 12usize];
+    ["Offset of field: nvmlGpuDynamicPstatesInfo_st__bindgen_ty_1::decThreshold"]
+        [::std::mem::offset_of!(nvmlGpuDynamicPstatesInfo_st__bindgen_ty_1, decThreshold) - 12usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGpuDynamicPstatesInfo_st"]
-        [::std::mem::size_of::<nvmlGpuDynamicPstatesInfo_st>() - 132usize];
-    ["Alignment of nvmlGpuDynamicPstatesInfo_st"]
-        [::std::mem::align_of::<nvmlGpuDynamicPstatesInfo_st>() - 4usize];
+    ["Size of nvmlGpuDynamicPstatesInfo_st"][::std::mem::size_of::<nvmlGpuDynamicPstatesInfo_st>() - 132usize];
+    ["Alignment of nvmlGpuDynamicPstatesInfo_st"][::std::mem::align_of::<nvmlGpuDynamicPstatesInfo_st>() - 4usize];
     ["Offset of field: nvmlGpuDynamicPstatesInfo_st::flags"]
         [::std::mem::offset_of!(nvmlGpuDynamicPstatesInfo_st, flags) - 0usize];
     ["Offset of field: nvmlGpuDynamicPstatesInfo_st::utilization"]
@@ -2457,24 +2313,18 @@ pub struct nvmlPowerValue_v2_t {
 const _: () = {
     ["Size of nvmlPowerValue_v2_t"][::std::mem::size_of::<nvmlPowerValue_v2_t>() - 12usize];
     ["Alignment of nvmlPowerValue_v2_t"][::std::mem::align_of::<nvmlPowerValue_v2_t>() - 4usize];
-    ["Offset of field: nvmlPowerValue_v2_t::version"]
-        [::std::mem::offset_of!(nvmlPowerValue_v2_t, version) - 0usize];
+    ["Offset of field: nvmlPowerValue_v2_t::version"][::std::mem::offset_of!(nvmlPowerValue_v2_t, version) - 0usize];
     ["Offset of field: nvmlPowerValue_v2_t::powerScope"]
         [::std::mem::offset_of!(nvmlPowerValue_v2_t, powerScope) - 4usize];
     ["Offset of field: nvmlPowerValue_v2_t::powerValueMw"]
         [::std::mem::offset_of!(nvmlPowerValue_v2_t, powerValueMw) - 8usize];
 };
 impl nvmlGpuVirtualizationMode {
-    pub const NVML_GPU_VIRTUALIZATION_MODE_NONE: nvmlGpuVirtualizationMode =
-        nvmlGpuVirtualizationMode(0);
-    pub const NVML_GPU_VIRTUALIZATION_MODE_PASSTHROUGH: nvmlGpuVirtualizationMode =
-        nvmlGpuVirtualizationMode(1);
-    pub const NVML_GPU_VIRTUALIZATION_MODE_VGPU: nvmlGpuVirtualizationMode =
-        nvmlGpuVirtualizationMode(2);
-    pub const NVML_GPU_VIRTUALIZATION_MODE_HOST_VGPU: nvmlGpuVirtualizationMode =
-        nvmlGpuVirtualizationMode(3);
-    pub const NVML_GPU_VIRTUALIZATION_MODE_HOST_VSGA: nvmlGpuVirtualizationMode =
-        nvmlGpuVirtualizationMode(4);
+    pub const NVML_GPU_VIRTUALIZATION_MODE_NONE: nvmlGpuVirtualizationMode = nvmlGpuVirtualizationMode(0);
+    pub const NVML_GPU_VIRTUALIZATION_MODE_PASSTHROUGH: nvmlGpuVirtualizationMode = nvmlGpuVirtualizationMode(1);
+    pub const NVML_GPU_VIRTUALIZATION_MODE_VGPU: nvmlGpuVirtualizationMode = nvmlGpuVirtualizationMode(2);
+    pub const NVML_GPU_VIRTUALIZATION_MODE_HOST_VGPU: nvmlGpuVirtualizationMode = nvmlGpuVirtualizationMode(3);
+    pub const NVML_GPU_VIRTUALIZATION_MODE_HOST_VSGA: nvmlGpuVirtualizationMode = nvmlGpuVirtualizationMode(4);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2507,18 +2357,13 @@ impl nvmlVgpuGuestInfoState_enum {
 pub struct nvmlVgpuGuestInfoState_enum(pub ::std::os::raw::c_uint);
 pub use self::nvmlVgpuGuestInfoState_enum as nvmlVgpuGuestInfoState_t;
 impl nvmlGridLicenseFeatureCode_t {
-    pub const NVML_GRID_LICENSE_FEATURE_CODE_UNKNOWN: nvmlGridLicenseFeatureCode_t =
-        nvmlGridLicenseFeatureCode_t(0);
-    pub const NVML_GRID_LICENSE_FEATURE_CODE_VGPU: nvmlGridLicenseFeatureCode_t =
-        nvmlGridLicenseFeatureCode_t(1);
-    pub const NVML_GRID_LICENSE_FEATURE_CODE_NVIDIA_RTX: nvmlGridLicenseFeatureCode_t =
-        nvmlGridLicenseFeatureCode_t(2);
+    pub const NVML_GRID_LICENSE_FEATURE_CODE_UNKNOWN: nvmlGridLicenseFeatureCode_t = nvmlGridLicenseFeatureCode_t(0);
+    pub const NVML_GRID_LICENSE_FEATURE_CODE_VGPU: nvmlGridLicenseFeatureCode_t = nvmlGridLicenseFeatureCode_t(1);
+    pub const NVML_GRID_LICENSE_FEATURE_CODE_NVIDIA_RTX: nvmlGridLicenseFeatureCode_t = nvmlGridLicenseFeatureCode_t(2);
     pub const NVML_GRID_LICENSE_FEATURE_CODE_VWORKSTATION: nvmlGridLicenseFeatureCode_t =
         nvmlGridLicenseFeatureCode_t(2);
-    pub const NVML_GRID_LICENSE_FEATURE_CODE_GAMING: nvmlGridLicenseFeatureCode_t =
-        nvmlGridLicenseFeatureCode_t(3);
-    pub const NVML_GRID_LICENSE_FEATURE_CODE_COMPUTE: nvmlGridLicenseFeatureCode_t =
-        nvmlGridLicenseFeatureCode_t(4);
+    pub const NVML_GRID_LICENSE_FEATURE_CODE_GAMING: nvmlGridLicenseFeatureCode_t = nvmlGridLicenseFeatureCode_t(3);
+    pub const NVML_GRID_LICENSE_FEATURE_CODE_COMPUTE: nvmlGridLicenseFeatureCode_t = nvmlGridLicenseFeatureCode_t(4);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2526,8 +2371,7 @@ pub struct nvmlGridLicenseFeatureCode_t(pub ::std::os::raw::c_uint);
 impl nvmlVgpuCapability_enum {
     pub const NVML_VGPU_CAP_NVLINK_P2P: nvmlVgpuCapability_enum = nvmlVgpuCapability_enum(0);
     pub const NVML_VGPU_CAP_GPUDIRECT: nvmlVgpuCapability_enum = nvmlVgpuCapability_enum(1);
-    pub const NVML_VGPU_CAP_MULTI_VGPU_EXCLUSIVE: nvmlVgpuCapability_enum =
-        nvmlVgpuCapability_enum(2);
+    pub const NVML_VGPU_CAP_MULTI_VGPU_EXCLUSIVE: nvmlVgpuCapability_enum = nvmlVgpuCapability_enum(2);
     pub const NVML_VGPU_CAP_EXCLUSIVE_TYPE: nvmlVgpuCapability_enum = nvmlVgpuCapability_enum(3);
     pub const NVML_VGPU_CAP_EXCLUSIVE_SIZE: nvmlVgpuCapability_enum = nvmlVgpuCapability_enum(4);
     pub const NVML_VGPU_CAP_COUNT: nvmlVgpuCapability_enum = nvmlVgpuCapability_enum(5);
@@ -2539,10 +2383,8 @@ pub use self::nvmlVgpuCapability_enum as nvmlVgpuCapability_t;
 impl nvmlVgpuDriverCapability_enum {
     pub const NVML_VGPU_DRIVER_CAP_HETEROGENEOUS_MULTI_VGPU: nvmlVgpuDriverCapability_enum =
         nvmlVgpuDriverCapability_enum(0);
-    pub const NVML_VGPU_DRIVER_CAP_WARM_UPDATE: nvmlVgpuDriverCapability_enum =
-        nvmlVgpuDriverCapability_enum(1);
-    pub const NVML_VGPU_DRIVER_CAP_COUNT: nvmlVgpuDriverCapability_enum =
-        nvmlVgpuDriverCapability_enum(2);
+    pub const NVML_VGPU_DRIVER_CAP_WARM_UPDATE: nvmlVgpuDriverCapability_enum = nvmlVgpuDriverCapability_enum(1);
+    pub const NVML_VGPU_DRIVER_CAP_COUNT: nvmlVgpuDriverCapability_enum = nvmlVgpuDriverCapability_enum(2);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2559,22 +2401,18 @@ impl nvmlDeviceVgpuCapability_enum {
         nvmlDeviceVgpuCapability_enum(3);
     pub const NVML_DEVICE_VGPU_CAP_WRITE_DEVICE_BUFFER_BW: nvmlDeviceVgpuCapability_enum =
         nvmlDeviceVgpuCapability_enum(4);
-    pub const NVML_DEVICE_VGPU_CAP_DEVICE_STREAMING: nvmlDeviceVgpuCapability_enum =
-        nvmlDeviceVgpuCapability_enum(5);
-    pub const NVML_DEVICE_VGPU_CAP_MINI_QUARTER_GPU: nvmlDeviceVgpuCapability_enum =
-        nvmlDeviceVgpuCapability_enum(6);
+    pub const NVML_DEVICE_VGPU_CAP_DEVICE_STREAMING: nvmlDeviceVgpuCapability_enum = nvmlDeviceVgpuCapability_enum(5);
+    pub const NVML_DEVICE_VGPU_CAP_MINI_QUARTER_GPU: nvmlDeviceVgpuCapability_enum = nvmlDeviceVgpuCapability_enum(6);
     pub const NVML_DEVICE_VGPU_CAP_COMPUTE_MEDIA_ENGINE_GPU: nvmlDeviceVgpuCapability_enum =
         nvmlDeviceVgpuCapability_enum(7);
-    pub const NVML_DEVICE_VGPU_CAP_WARM_UPDATE: nvmlDeviceVgpuCapability_enum =
-        nvmlDeviceVgpuCapability_enum(8);
+    pub const NVML_DEVICE_VGPU_CAP_WARM_UPDATE: nvmlDeviceVgpuCapability_enum = nvmlDeviceVgpuCapability_enum(8);
     pub const NVML_DEVICE_VGPU_CAP_HOMOGENEOUS_PLACEMENTS: nvmlDeviceVgpuCapability_enum =
         nvmlDeviceVgpuCapability_enum(9);
     pub const NVML_DEVICE_VGPU_CAP_MIG_TIMESLICING_SUPPORTED: nvmlDeviceVgpuCapability_enum =
         nvmlDeviceVgpuCapability_enum(10);
     pub const NVML_DEVICE_VGPU_CAP_MIG_TIMESLICING_ENABLED: nvmlDeviceVgpuCapability_enum =
         nvmlDeviceVgpuCapability_enum(11);
-    pub const NVML_DEVICE_VGPU_CAP_COUNT: nvmlDeviceVgpuCapability_enum =
-        nvmlDeviceVgpuCapability_enum(12);
+    pub const NVML_DEVICE_VGPU_CAP_COUNT: nvmlDeviceVgpuCapability_enum = nvmlDeviceVgpuCapability_enum(12);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -2590,10 +2428,8 @@ pub struct nvmlVgpuHeterogeneousMode_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuHeterogeneousMode_v1_t"]
-        [::std::mem::size_of::<nvmlVgpuHeterogeneousMode_v1_t>() - 8usize];
-    ["Alignment of nvmlVgpuHeterogeneousMode_v1_t"]
-        [::std::mem::align_of::<nvmlVgpuHeterogeneousMode_v1_t>() - 4usize];
+    ["Size of nvmlVgpuHeterogeneousMode_v1_t"][::std::mem::size_of::<nvmlVgpuHeterogeneousMode_v1_t>() - 8usize];
+    ["Alignment of nvmlVgpuHeterogeneousMode_v1_t"][::std::mem::align_of::<nvmlVgpuHeterogeneousMode_v1_t>() - 4usize];
     ["Offset of field: nvmlVgpuHeterogeneousMode_v1_t::version"]
         [::std::mem::offset_of!(nvmlVgpuHeterogeneousMode_v1_t, version) - 0usize];
     ["Offset of field: nvmlVgpuHeterogeneousMode_v1_t::mode"]
@@ -2608,10 +2444,8 @@ pub struct nvmlVgpuPlacementId_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuPlacementId_v1_t"]
-        [::std::mem::size_of::<nvmlVgpuPlacementId_v1_t>() - 8usize];
-    ["Alignment of nvmlVgpuPlacementId_v1_t"]
-        [::std::mem::align_of::<nvmlVgpuPlacementId_v1_t>() - 4usize];
+    ["Size of nvmlVgpuPlacementId_v1_t"][::std::mem::size_of::<nvmlVgpuPlacementId_v1_t>() - 8usize];
+    ["Alignment of nvmlVgpuPlacementId_v1_t"][::std::mem::align_of::<nvmlVgpuPlacementId_v1_t>() - 4usize];
     ["Offset of field: nvmlVgpuPlacementId_v1_t::version"]
         [::std::mem::offset_of!(nvmlVgpuPlacementId_v1_t, version) - 0usize];
     ["Offset of field: nvmlVgpuPlacementId_v1_t::placementId"]
@@ -2628,10 +2462,8 @@ pub struct nvmlVgpuPlacementList_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuPlacementList_v1_t"]
-        [::std::mem::size_of::<nvmlVgpuPlacementList_v1_t>() - 24usize];
-    ["Alignment of nvmlVgpuPlacementList_v1_t"]
-        [::std::mem::align_of::<nvmlVgpuPlacementList_v1_t>() - 8usize];
+    ["Size of nvmlVgpuPlacementList_v1_t"][::std::mem::size_of::<nvmlVgpuPlacementList_v1_t>() - 24usize];
+    ["Alignment of nvmlVgpuPlacementList_v1_t"][::std::mem::align_of::<nvmlVgpuPlacementList_v1_t>() - 8usize];
     ["Offset of field: nvmlVgpuPlacementList_v1_t::version"]
         [::std::mem::offset_of!(nvmlVgpuPlacementList_v1_t, version) - 0usize];
     ["Offset of field: nvmlVgpuPlacementList_v1_t::placementSize"]
@@ -2661,10 +2493,8 @@ pub struct nvmlVgpuPlacementList_v2_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuPlacementList_v2_t"]
-        [::std::mem::size_of::<nvmlVgpuPlacementList_v2_t>() - 32usize];
-    ["Alignment of nvmlVgpuPlacementList_v2_t"]
-        [::std::mem::align_of::<nvmlVgpuPlacementList_v2_t>() - 8usize];
+    ["Size of nvmlVgpuPlacementList_v2_t"][::std::mem::size_of::<nvmlVgpuPlacementList_v2_t>() - 32usize];
+    ["Alignment of nvmlVgpuPlacementList_v2_t"][::std::mem::align_of::<nvmlVgpuPlacementList_v2_t>() - 8usize];
     ["Offset of field: nvmlVgpuPlacementList_v2_t::version"]
         [::std::mem::offset_of!(nvmlVgpuPlacementList_v2_t, version) - 0usize];
     ["Offset of field: nvmlVgpuPlacementList_v2_t::placementSize"]
@@ -2694,10 +2524,8 @@ pub struct nvmlVgpuTypeBar1Info_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuTypeBar1Info_v1_t"]
-        [::std::mem::size_of::<nvmlVgpuTypeBar1Info_v1_t>() - 16usize];
-    ["Alignment of nvmlVgpuTypeBar1Info_v1_t"]
-        [::std::mem::align_of::<nvmlVgpuTypeBar1Info_v1_t>() - 8usize];
+    ["Size of nvmlVgpuTypeBar1Info_v1_t"][::std::mem::size_of::<nvmlVgpuTypeBar1Info_v1_t>() - 16usize];
+    ["Alignment of nvmlVgpuTypeBar1Info_v1_t"][::std::mem::align_of::<nvmlVgpuTypeBar1Info_v1_t>() - 8usize];
     ["Offset of field: nvmlVgpuTypeBar1Info_v1_t::version"]
         [::std::mem::offset_of!(nvmlVgpuTypeBar1Info_v1_t, version) - 0usize];
     ["Offset of field: nvmlVgpuTypeBar1Info_v1_t::bar1Size"]
@@ -2808,10 +2636,8 @@ const _: () = {
         [::std::mem::offset_of!(nvmlVgpuInstancesUtilizationInfo_v1_t, sampleValType) - 4usize];
     ["Offset of field: nvmlVgpuInstancesUtilizationInfo_v1_t::vgpuInstanceCount"]
         [::std::mem::offset_of!(nvmlVgpuInstancesUtilizationInfo_v1_t, vgpuInstanceCount) - 8usize];
-    ["Offset of field: nvmlVgpuInstancesUtilizationInfo_v1_t::lastSeenTimeStamp"][::std::mem::offset_of!(
-        nvmlVgpuInstancesUtilizationInfo_v1_t,
-        lastSeenTimeStamp
-    ) - 16usize];
+    ["Offset of field: nvmlVgpuInstancesUtilizationInfo_v1_t::lastSeenTimeStamp"]
+        [::std::mem::offset_of!(nvmlVgpuInstancesUtilizationInfo_v1_t, lastSeenTimeStamp) - 16usize];
     ["Offset of field: nvmlVgpuInstancesUtilizationInfo_v1_t::vgpuUtilArray"]
         [::std::mem::offset_of!(nvmlVgpuInstancesUtilizationInfo_v1_t, vgpuUtilArray) - 24usize];
 };
@@ -2940,10 +2766,8 @@ const _: () = {
         [::std::mem::offset_of!(nvmlVgpuProcessesUtilizationInfo_v1_t, vgpuProcessCount) - 4usize];
     ["Offset of field: nvmlVgpuProcessesUtilizationInfo_v1_t::lastSeenTimeStamp"]
         [::std::mem::offset_of!(nvmlVgpuProcessesUtilizationInfo_v1_t, lastSeenTimeStamp) - 8usize];
-    ["Offset of field: nvmlVgpuProcessesUtilizationInfo_v1_t::vgpuProcUtilArray"][::std::mem::offset_of!(
-        nvmlVgpuProcessesUtilizationInfo_v1_t,
-        vgpuProcUtilArray
-    ) - 16usize];
+    ["Offset of field: nvmlVgpuProcessesUtilizationInfo_v1_t::vgpuProcUtilArray"]
+        [::std::mem::offset_of!(nvmlVgpuProcessesUtilizationInfo_v1_t, vgpuProcUtilArray) - 16usize];
 };
 impl Default for nvmlVgpuProcessesUtilizationInfo_v1_t {
     fn default() -> Self {
@@ -2963,10 +2787,8 @@ pub struct nvmlVgpuRuntimeState_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuRuntimeState_v1_t"]
-        [::std::mem::size_of::<nvmlVgpuRuntimeState_v1_t>() - 16usize];
-    ["Alignment of nvmlVgpuRuntimeState_v1_t"]
-        [::std::mem::align_of::<nvmlVgpuRuntimeState_v1_t>() - 8usize];
+    ["Size of nvmlVgpuRuntimeState_v1_t"][::std::mem::size_of::<nvmlVgpuRuntimeState_v1_t>() - 16usize];
+    ["Alignment of nvmlVgpuRuntimeState_v1_t"][::std::mem::align_of::<nvmlVgpuRuntimeState_v1_t>() - 8usize];
     ["Offset of field: nvmlVgpuRuntimeState_v1_t::version"]
         [::std::mem::offset_of!(nvmlVgpuRuntimeState_v1_t, version) - 0usize];
     ["Offset of field: nvmlVgpuRuntimeState_v1_t::size"]
@@ -3012,10 +2834,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerParams_t"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerParams_t>() - 8usize];
-    ["Alignment of nvmlVgpuSchedulerParams_t"]
-        [::std::mem::align_of::<nvmlVgpuSchedulerParams_t>() - 4usize];
+    ["Size of nvmlVgpuSchedulerParams_t"][::std::mem::size_of::<nvmlVgpuSchedulerParams_t>() - 8usize];
+    ["Alignment of nvmlVgpuSchedulerParams_t"][::std::mem::align_of::<nvmlVgpuSchedulerParams_t>() - 4usize];
     ["Offset of field: nvmlVgpuSchedulerParams_t::vgpuSchedDataWithARR"]
         [::std::mem::offset_of!(nvmlVgpuSchedulerParams_t, vgpuSchedDataWithARR) - 0usize];
     ["Offset of field: nvmlVgpuSchedulerParams_t::vgpuSchedData"]
@@ -3042,10 +2862,8 @@ pub struct nvmlVgpuSchedulerLogEntries_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerLogEntries_st"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerLogEntries_st>() - 48usize];
-    ["Alignment of nvmlVgpuSchedulerLogEntries_st"]
-        [::std::mem::align_of::<nvmlVgpuSchedulerLogEntries_st>() - 8usize];
+    ["Size of nvmlVgpuSchedulerLogEntries_st"][::std::mem::size_of::<nvmlVgpuSchedulerLogEntries_st>() - 48usize];
+    ["Alignment of nvmlVgpuSchedulerLogEntries_st"][::std::mem::align_of::<nvmlVgpuSchedulerLogEntries_st>() - 8usize];
     ["Offset of field: nvmlVgpuSchedulerLogEntries_st::timestamp"]
         [::std::mem::offset_of!(nvmlVgpuSchedulerLogEntries_st, timestamp) - 0usize];
     ["Offset of field: nvmlVgpuSchedulerLogEntries_st::timeRunTotal"]
@@ -3056,10 +2874,8 @@ const _: () = {
         [::std::mem::offset_of!(nvmlVgpuSchedulerLogEntries_st, swRunlistId) - 24usize];
     ["Offset of field: nvmlVgpuSchedulerLogEntries_st::targetTimeSlice"]
         [::std::mem::offset_of!(nvmlVgpuSchedulerLogEntries_st, targetTimeSlice) - 32usize];
-    ["Offset of field: nvmlVgpuSchedulerLogEntries_st::cumulativePreemptionTime"][::std::mem::offset_of!(
-        nvmlVgpuSchedulerLogEntries_st,
-        cumulativePreemptionTime
-    ) - 40usize];
+    ["Offset of field: nvmlVgpuSchedulerLogEntries_st::cumulativePreemptionTime"]
+        [::std::mem::offset_of!(nvmlVgpuSchedulerLogEntries_st, cumulativePreemptionTime) - 40usize];
 };
 pub type nvmlVgpuSchedulerLogEntry_t = nvmlVgpuSchedulerLogEntries_st;
 #[repr(C)]
@@ -3074,10 +2890,8 @@ pub struct nvmlVgpuSchedulerLog_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerLog_st"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerLog_st>() - 9624usize];
-    ["Alignment of nvmlVgpuSchedulerLog_st"]
-        [::std::mem::align_of::<nvmlVgpuSchedulerLog_st>() - 8usize];
+    ["Size of nvmlVgpuSchedulerLog_st"][::std::mem::size_of::<nvmlVgpuSchedulerLog_st>() - 9624usize];
+    ["Alignment of nvmlVgpuSchedulerLog_st"][::std::mem::align_of::<nvmlVgpuSchedulerLog_st>() - 8usize];
     ["Offset of field: nvmlVgpuSchedulerLog_st::engineId"]
         [::std::mem::offset_of!(nvmlVgpuSchedulerLog_st, engineId) - 0usize];
     ["Offset of field: nvmlVgpuSchedulerLog_st::schedulerPolicy"]
@@ -3110,10 +2924,8 @@ pub struct nvmlVgpuSchedulerGetState_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerGetState_st"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerGetState_st>() - 16usize];
-    ["Alignment of nvmlVgpuSchedulerGetState_st"]
-        [::std::mem::align_of::<nvmlVgpuSchedulerGetState_st>() - 4usize];
+    ["Size of nvmlVgpuSchedulerGetState_st"][::std::mem::size_of::<nvmlVgpuSchedulerGetState_st>() - 16usize];
+    ["Alignment of nvmlVgpuSchedulerGetState_st"][::std::mem::align_of::<nvmlVgpuSchedulerGetState_st>() - 4usize];
     ["Offset of field: nvmlVgpuSchedulerGetState_st::schedulerPolicy"]
         [::std::mem::offset_of!(nvmlVgpuSchedulerGetState_st, schedulerPolicy) - 0usize];
     ["Offset of field: nvmlVgpuSchedulerGetState_st::arrMode"]
@@ -3170,10 +2982,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerSetParams_t"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerSetParams_t>() - 8usize];
-    ["Alignment of nvmlVgpuSchedulerSetParams_t"]
-        [::std::mem::align_of::<nvmlVgpuSchedulerSetParams_t>() - 4usize];
+    ["Size of nvmlVgpuSchedulerSetParams_t"][::std::mem::size_of::<nvmlVgpuSchedulerSetParams_t>() - 8usize];
+    ["Alignment of nvmlVgpuSchedulerSetParams_t"][::std::mem::align_of::<nvmlVgpuSchedulerSetParams_t>() - 4usize];
     ["Offset of field: nvmlVgpuSchedulerSetParams_t::vgpuSchedDataWithARR"]
         [::std::mem::offset_of!(nvmlVgpuSchedulerSetParams_t, vgpuSchedDataWithARR) - 0usize];
     ["Offset of field: nvmlVgpuSchedulerSetParams_t::vgpuSchedData"]
@@ -3197,10 +3007,8 @@ pub struct nvmlVgpuSchedulerSetState_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerSetState_st"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerSetState_st>() - 16usize];
-    ["Alignment of nvmlVgpuSchedulerSetState_st"]
-        [::std::mem::align_of::<nvmlVgpuSchedulerSetState_st>() - 4usize];
+    ["Size of nvmlVgpuSchedulerSetState_st"][::std::mem::size_of::<nvmlVgpuSchedulerSetState_st>() - 16usize];
+    ["Alignment of nvmlVgpuSchedulerSetState_st"][::std::mem::align_of::<nvmlVgpuSchedulerSetState_st>() - 4usize];
     ["Offset of field: nvmlVgpuSchedulerSetState_st::schedulerPolicy"]
         [::std::mem::offset_of!(nvmlVgpuSchedulerSetState_st, schedulerPolicy) - 0usize];
     ["Offset of field: nvmlVgpuSchedulerSetState_st::enableARRMode"]
@@ -3232,8 +3040,7 @@ pub struct nvmlVgpuSchedulerCapabilities_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerCapabilities_st"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerCapabilities_st>() - 40usize];
+    ["Size of nvmlVgpuSchedulerCapabilities_st"][::std::mem::size_of::<nvmlVgpuSchedulerCapabilities_st>() - 40usize];
     ["Alignment of nvmlVgpuSchedulerCapabilities_st"]
         [::std::mem::align_of::<nvmlVgpuSchedulerCapabilities_st>() - 4usize];
     ["Offset of field: nvmlVgpuSchedulerCapabilities_st::supportedSchedulers"]
@@ -3267,22 +3074,17 @@ pub struct nvmlVgpuLicenseExpiry_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuLicenseExpiry_st"]
-        [::std::mem::size_of::<nvmlVgpuLicenseExpiry_st>() - 16usize];
-    ["Alignment of nvmlVgpuLicenseExpiry_st"]
-        [::std::mem::align_of::<nvmlVgpuLicenseExpiry_st>() - 4usize];
+    ["Size of nvmlVgpuLicenseExpiry_st"][::std::mem::size_of::<nvmlVgpuLicenseExpiry_st>() - 16usize];
+    ["Alignment of nvmlVgpuLicenseExpiry_st"][::std::mem::align_of::<nvmlVgpuLicenseExpiry_st>() - 4usize];
     ["Offset of field: nvmlVgpuLicenseExpiry_st::year"]
         [::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, year) - 0usize];
     ["Offset of field: nvmlVgpuLicenseExpiry_st::month"]
         [::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, month) - 4usize];
-    ["Offset of field: nvmlVgpuLicenseExpiry_st::day"]
-        [::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, day) - 6usize];
+    ["Offset of field: nvmlVgpuLicenseExpiry_st::day"][::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, day) - 6usize];
     ["Offset of field: nvmlVgpuLicenseExpiry_st::hour"]
         [::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, hour) - 8usize];
-    ["Offset of field: nvmlVgpuLicenseExpiry_st::min"]
-        [::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, min) - 10usize];
-    ["Offset of field: nvmlVgpuLicenseExpiry_st::sec"]
-        [::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, sec) - 12usize];
+    ["Offset of field: nvmlVgpuLicenseExpiry_st::min"][::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, min) - 10usize];
+    ["Offset of field: nvmlVgpuLicenseExpiry_st::sec"][::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, sec) - 12usize];
     ["Offset of field: nvmlVgpuLicenseExpiry_st::status"]
         [::std::mem::offset_of!(nvmlVgpuLicenseExpiry_st, status) - 14usize];
 };
@@ -3297,8 +3099,7 @@ pub struct nvmlVgpuLicenseInfo_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlVgpuLicenseInfo_st"][::std::mem::size_of::<nvmlVgpuLicenseInfo_st>() - 24usize];
-    ["Alignment of nvmlVgpuLicenseInfo_st"]
-        [::std::mem::align_of::<nvmlVgpuLicenseInfo_st>() - 4usize];
+    ["Alignment of nvmlVgpuLicenseInfo_st"][::std::mem::align_of::<nvmlVgpuLicenseInfo_st>() - 4usize];
     ["Offset of field: nvmlVgpuLicenseInfo_st::isLicensed"]
         [::std::mem::offset_of!(nvmlVgpuLicenseInfo_st, isLicensed) - 0usize];
     ["Offset of field: nvmlVgpuLicenseInfo_st::licenseExpiry"]
@@ -3320,22 +3121,17 @@ pub struct nvmlGridLicenseExpiry_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGridLicenseExpiry_st"]
-        [::std::mem::size_of::<nvmlGridLicenseExpiry_st>() - 16usize];
-    ["Alignment of nvmlGridLicenseExpiry_st"]
-        [::std::mem::align_of::<nvmlGridLicenseExpiry_st>() - 4usize];
+    ["Size of nvmlGridLicenseExpiry_st"][::std::mem::size_of::<nvmlGridLicenseExpiry_st>() - 16usize];
+    ["Alignment of nvmlGridLicenseExpiry_st"][::std::mem::align_of::<nvmlGridLicenseExpiry_st>() - 4usize];
     ["Offset of field: nvmlGridLicenseExpiry_st::year"]
         [::std::mem::offset_of!(nvmlGridLicenseExpiry_st, year) - 0usize];
     ["Offset of field: nvmlGridLicenseExpiry_st::month"]
         [::std::mem::offset_of!(nvmlGridLicenseExpiry_st, month) - 4usize];
-    ["Offset of field: nvmlGridLicenseExpiry_st::day"]
-        [::std::mem::offset_of!(nvmlGridLicenseExpiry_st, day) - 6usize];
+    ["Offset of field: nvmlGridLicenseExpiry_st::day"][::std::mem::offset_of!(nvmlGridLicenseExpiry_st, day) - 6usize];
     ["Offset of field: nvmlGridLicenseExpiry_st::hour"]
         [::std::mem::offset_of!(nvmlGridLicenseExpiry_st, hour) - 8usize];
-    ["Offset of field: nvmlGridLicenseExpiry_st::min"]
-        [::std::mem::offset_of!(nvmlGridLicenseExpiry_st, min) - 10usize];
-    ["Offset of field: nvmlGridLicenseExpiry_st::sec"]
-        [::std::mem::offset_of!(nvmlGridLicenseExpiry_st, sec) - 12usize];
+    ["Offset of field: nvmlGridLicenseExpiry_st::min"][::std::mem::offset_of!(nvmlGridLicenseExpiry_st, min) - 10usize];
+    ["Offset of field: nvmlGridLicenseExpiry_st::sec"][::std::mem::offset_of!(nvmlGridLicenseExpiry_st, sec) - 12usize];
     ["Offset of field: nvmlGridLicenseExpiry_st::status"]
         [::std::mem::offset_of!(nvmlGridLicenseExpiry_st, status) - 14usize];
 };
@@ -3352,10 +3148,8 @@ pub struct nvmlGridLicensableFeature_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGridLicensableFeature_st"]
-        [::std::mem::size_of::<nvmlGridLicensableFeature_st>() - 284usize];
-    ["Alignment of nvmlGridLicensableFeature_st"]
-        [::std::mem::align_of::<nvmlGridLicensableFeature_st>() - 4usize];
+    ["Size of nvmlGridLicensableFeature_st"][::std::mem::size_of::<nvmlGridLicensableFeature_st>() - 284usize];
+    ["Alignment of nvmlGridLicensableFeature_st"][::std::mem::align_of::<nvmlGridLicensableFeature_st>() - 4usize];
     ["Offset of field: nvmlGridLicensableFeature_st::featureCode"]
         [::std::mem::offset_of!(nvmlGridLicensableFeature_st, featureCode) - 0usize];
     ["Offset of field: nvmlGridLicensableFeature_st::featureState"]
@@ -3388,10 +3182,8 @@ pub struct nvmlGridLicensableFeatures_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGridLicensableFeatures_st"]
-        [::std::mem::size_of::<nvmlGridLicensableFeatures_st>() - 860usize];
-    ["Alignment of nvmlGridLicensableFeatures_st"]
-        [::std::mem::align_of::<nvmlGridLicensableFeatures_st>() - 4usize];
+    ["Size of nvmlGridLicensableFeatures_st"][::std::mem::size_of::<nvmlGridLicensableFeatures_st>() - 860usize];
+    ["Alignment of nvmlGridLicensableFeatures_st"][::std::mem::align_of::<nvmlGridLicensableFeatures_st>() - 4usize];
     ["Offset of field: nvmlGridLicensableFeatures_st::isGridLicenseSupported"]
         [::std::mem::offset_of!(nvmlGridLicensableFeatures_st, isGridLicenseSupported) - 0usize];
     ["Offset of field: nvmlGridLicensableFeatures_st::licensableFeaturesCount"]
@@ -3410,14 +3202,10 @@ impl Default for nvmlGridLicensableFeatures_st {
 }
 pub type nvmlGridLicensableFeatures_t = nvmlGridLicensableFeatures_st;
 impl nvmlDeviceGpuRecoveryAction_s {
-    pub const NVML_GPU_RECOVERY_ACTION_NONE: nvmlDeviceGpuRecoveryAction_s =
-        nvmlDeviceGpuRecoveryAction_s(0);
-    pub const NVML_GPU_RECOVERY_ACTION_GPU_RESET: nvmlDeviceGpuRecoveryAction_s =
-        nvmlDeviceGpuRecoveryAction_s(1);
-    pub const NVML_GPU_RECOVERY_ACTION_NODE_REBOOT: nvmlDeviceGpuRecoveryAction_s =
-        nvmlDeviceGpuRecoveryAction_s(2);
-    pub const NVML_GPU_RECOVERY_ACTION_DRAIN_P2P: nvmlDeviceGpuRecoveryAction_s =
-        nvmlDeviceGpuRecoveryAction_s(3);
+    pub const NVML_GPU_RECOVERY_ACTION_NONE: nvmlDeviceGpuRecoveryAction_s = nvmlDeviceGpuRecoveryAction_s(0);
+    pub const NVML_GPU_RECOVERY_ACTION_GPU_RESET: nvmlDeviceGpuRecoveryAction_s = nvmlDeviceGpuRecoveryAction_s(1);
+    pub const NVML_GPU_RECOVERY_ACTION_NODE_REBOOT: nvmlDeviceGpuRecoveryAction_s = nvmlDeviceGpuRecoveryAction_s(2);
+    pub const NVML_GPU_RECOVERY_ACTION_DRAIN_P2P: nvmlDeviceGpuRecoveryAction_s = nvmlDeviceGpuRecoveryAction_s(3);
     pub const NVML_GPU_RECOVERY_ACTION_DRAIN_AND_RESET: nvmlDeviceGpuRecoveryAction_s =
         nvmlDeviceGpuRecoveryAction_s(4);
 }
@@ -3435,8 +3223,7 @@ pub struct nvmlVgpuTypeIdInfo_v1_t {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlVgpuTypeIdInfo_v1_t"][::std::mem::size_of::<nvmlVgpuTypeIdInfo_v1_t>() - 16usize];
-    ["Alignment of nvmlVgpuTypeIdInfo_v1_t"]
-        [::std::mem::align_of::<nvmlVgpuTypeIdInfo_v1_t>() - 8usize];
+    ["Alignment of nvmlVgpuTypeIdInfo_v1_t"][::std::mem::align_of::<nvmlVgpuTypeIdInfo_v1_t>() - 8usize];
     ["Offset of field: nvmlVgpuTypeIdInfo_v1_t::version"]
         [::std::mem::offset_of!(nvmlVgpuTypeIdInfo_v1_t, version) - 0usize];
     ["Offset of field: nvmlVgpuTypeIdInfo_v1_t::vgpuCount"]
@@ -3463,10 +3250,8 @@ pub struct nvmlVgpuTypeMaxInstance_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuTypeMaxInstance_v1_t"]
-        [::std::mem::size_of::<nvmlVgpuTypeMaxInstance_v1_t>() - 12usize];
-    ["Alignment of nvmlVgpuTypeMaxInstance_v1_t"]
-        [::std::mem::align_of::<nvmlVgpuTypeMaxInstance_v1_t>() - 4usize];
+    ["Size of nvmlVgpuTypeMaxInstance_v1_t"][::std::mem::size_of::<nvmlVgpuTypeMaxInstance_v1_t>() - 12usize];
+    ["Alignment of nvmlVgpuTypeMaxInstance_v1_t"][::std::mem::align_of::<nvmlVgpuTypeMaxInstance_v1_t>() - 4usize];
     ["Offset of field: nvmlVgpuTypeMaxInstance_v1_t::version"]
         [::std::mem::offset_of!(nvmlVgpuTypeMaxInstance_v1_t, version) - 0usize];
     ["Offset of field: nvmlVgpuTypeMaxInstance_v1_t::vgpuTypeId"]
@@ -3484,8 +3269,7 @@ pub struct nvmlActiveVgpuInstanceInfo_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlActiveVgpuInstanceInfo_v1_t"]
-        [::std::mem::size_of::<nvmlActiveVgpuInstanceInfo_v1_t>() - 16usize];
+    ["Size of nvmlActiveVgpuInstanceInfo_v1_t"][::std::mem::size_of::<nvmlActiveVgpuInstanceInfo_v1_t>() - 16usize];
     ["Alignment of nvmlActiveVgpuInstanceInfo_v1_t"]
         [::std::mem::align_of::<nvmlActiveVgpuInstanceInfo_v1_t>() - 8usize];
     ["Offset of field: nvmlActiveVgpuInstanceInfo_v1_t::version"]
@@ -3516,10 +3300,8 @@ pub struct nvmlVgpuSchedulerState_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerState_v1_t"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerState_v1_t>() - 24usize];
-    ["Alignment of nvmlVgpuSchedulerState_v1_t"]
-        [::std::mem::align_of::<nvmlVgpuSchedulerState_v1_t>() - 4usize];
+    ["Size of nvmlVgpuSchedulerState_v1_t"][::std::mem::size_of::<nvmlVgpuSchedulerState_v1_t>() - 24usize];
+    ["Alignment of nvmlVgpuSchedulerState_v1_t"][::std::mem::align_of::<nvmlVgpuSchedulerState_v1_t>() - 4usize];
     ["Offset of field: nvmlVgpuSchedulerState_v1_t::version"]
         [::std::mem::offset_of!(nvmlVgpuSchedulerState_v1_t, version) - 0usize];
     ["Offset of field: nvmlVgpuSchedulerState_v1_t::engineId"]
@@ -3552,8 +3334,7 @@ pub struct nvmlVgpuSchedulerStateInfo_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerStateInfo_v1_t"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerStateInfo_v1_t>() - 24usize];
+    ["Size of nvmlVgpuSchedulerStateInfo_v1_t"][::std::mem::size_of::<nvmlVgpuSchedulerStateInfo_v1_t>() - 24usize];
     ["Alignment of nvmlVgpuSchedulerStateInfo_v1_t"]
         [::std::mem::align_of::<nvmlVgpuSchedulerStateInfo_v1_t>() - 4usize];
     ["Offset of field: nvmlVgpuSchedulerStateInfo_v1_t::version"]
@@ -3590,10 +3371,8 @@ pub struct nvmlVgpuSchedulerLogInfo_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuSchedulerLogInfo_v1_t"]
-        [::std::mem::size_of::<nvmlVgpuSchedulerLogInfo_v1_t>() - 9632usize];
-    ["Alignment of nvmlVgpuSchedulerLogInfo_v1_t"]
-        [::std::mem::align_of::<nvmlVgpuSchedulerLogInfo_v1_t>() - 8usize];
+    ["Size of nvmlVgpuSchedulerLogInfo_v1_t"][::std::mem::size_of::<nvmlVgpuSchedulerLogInfo_v1_t>() - 9632usize];
+    ["Alignment of nvmlVgpuSchedulerLogInfo_v1_t"][::std::mem::align_of::<nvmlVgpuSchedulerLogInfo_v1_t>() - 8usize];
     ["Offset of field: nvmlVgpuSchedulerLogInfo_v1_t::version"]
         [::std::mem::offset_of!(nvmlVgpuSchedulerLogInfo_v1_t, version) - 0usize];
     ["Offset of field: nvmlVgpuSchedulerLogInfo_v1_t::engineId"]
@@ -3663,8 +3442,7 @@ pub struct nvmlNvLinkPowerThres_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlNvLinkPowerThres_st"][::std::mem::size_of::<nvmlNvLinkPowerThres_st>() - 4usize];
-    ["Alignment of nvmlNvLinkPowerThres_st"]
-        [::std::mem::align_of::<nvmlNvLinkPowerThres_st>() - 4usize];
+    ["Alignment of nvmlNvLinkPowerThres_st"][::std::mem::align_of::<nvmlNvLinkPowerThres_st>() - 4usize];
     ["Offset of field: nvmlNvLinkPowerThres_st::lowPwrThreshold"]
         [::std::mem::offset_of!(nvmlNvLinkPowerThres_st, lowPwrThreshold) - 0usize];
 };
@@ -3684,20 +3462,14 @@ pub struct nvmlFieldValue_st {
 const _: () = {
     ["Size of nvmlFieldValue_st"][::std::mem::size_of::<nvmlFieldValue_st>() - 40usize];
     ["Alignment of nvmlFieldValue_st"][::std::mem::align_of::<nvmlFieldValue_st>() - 8usize];
-    ["Offset of field: nvmlFieldValue_st::fieldId"]
-        [::std::mem::offset_of!(nvmlFieldValue_st, fieldId) - 0usize];
-    ["Offset of field: nvmlFieldValue_st::scopeId"]
-        [::std::mem::offset_of!(nvmlFieldValue_st, scopeId) - 4usize];
-    ["Offset of field: nvmlFieldValue_st::timestamp"]
-        [::std::mem::offset_of!(nvmlFieldValue_st, timestamp) - 8usize];
+    ["Offset of field: nvmlFieldValue_st::fieldId"][::std::mem::offset_of!(nvmlFieldValue_st, fieldId) - 0usize];
+    ["Offset of field: nvmlFieldValue_st::scopeId"][::std::mem::offset_of!(nvmlFieldValue_st, scopeId) - 4usize];
+    ["Offset of field: nvmlFieldValue_st::timestamp"][::std::mem::offset_of!(nvmlFieldValue_st, timestamp) - 8usize];
     ["Offset of field: nvmlFieldValue_st::latencyUsec"]
         [::std::mem::offset_of!(nvmlFieldValue_st, latencyUsec) - 16usize];
-    ["Offset of field: nvmlFieldValue_st::valueType"]
-        [::std::mem::offset_of!(nvmlFieldValue_st, valueType) - 24usize];
-    ["Offset of field: nvmlFieldValue_st::nvmlReturn"]
-        [::std::mem::offset_of!(nvmlFieldValue_st, nvmlReturn) - 28usize];
-    ["Offset of field: nvmlFieldValue_st::value"]
-        [::std::mem::offset_of!(nvmlFieldValue_st, value) - 32usize];
+    ["Offset of field: nvmlFieldValue_st::valueType"][::std::mem::offset_of!(nvmlFieldValue_st, valueType) - 24usize];
+    ["Offset of field: nvmlFieldValue_st::nvmlReturn"][::std::mem::offset_of!(nvmlFieldValue_st, nvmlReturn) - 28usize];
+    ["Offset of field: nvmlFieldValue_st::value"][::std::mem::offset_of!(nvmlFieldValue_st, value) - 32usize];
 };
 impl Default for nvmlFieldValue_st {
     fn default() -> Self {
@@ -3725,8 +3497,7 @@ pub struct nvmlHwbcEntry_st {
 const _: () = {
     ["Size of nvmlHwbcEntry_st"][::std::mem::size_of::<nvmlHwbcEntry_st>() - 36usize];
     ["Alignment of nvmlHwbcEntry_st"][::std::mem::align_of::<nvmlHwbcEntry_st>() - 4usize];
-    ["Offset of field: nvmlHwbcEntry_st::hwbcId"]
-        [::std::mem::offset_of!(nvmlHwbcEntry_st, hwbcId) - 0usize];
+    ["Offset of field: nvmlHwbcEntry_st::hwbcId"][::std::mem::offset_of!(nvmlHwbcEntry_st, hwbcId) - 0usize];
     ["Offset of field: nvmlHwbcEntry_st::firmwareVersion"]
         [::std::mem::offset_of!(nvmlHwbcEntry_st, firmwareVersion) - 4usize];
 };
@@ -3757,10 +3528,8 @@ pub struct nvmlLedState_st {
 const _: () = {
     ["Size of nvmlLedState_st"][::std::mem::size_of::<nvmlLedState_st>() - 260usize];
     ["Alignment of nvmlLedState_st"][::std::mem::align_of::<nvmlLedState_st>() - 4usize];
-    ["Offset of field: nvmlLedState_st::cause"]
-        [::std::mem::offset_of!(nvmlLedState_st, cause) - 0usize];
-    ["Offset of field: nvmlLedState_st::color"]
-        [::std::mem::offset_of!(nvmlLedState_st, color) - 256usize];
+    ["Offset of field: nvmlLedState_st::cause"][::std::mem::offset_of!(nvmlLedState_st, cause) - 0usize];
+    ["Offset of field: nvmlLedState_st::color"][::std::mem::offset_of!(nvmlLedState_st, color) - 256usize];
 };
 impl Default for nvmlLedState_st {
     fn default() -> Self {
@@ -3784,11 +3553,9 @@ pub struct nvmlUnitInfo_st {
 const _: () = {
     ["Size of nvmlUnitInfo_st"][::std::mem::size_of::<nvmlUnitInfo_st>() - 384usize];
     ["Alignment of nvmlUnitInfo_st"][::std::mem::align_of::<nvmlUnitInfo_st>() - 1usize];
-    ["Offset of field: nvmlUnitInfo_st::name"]
-        [::std::mem::offset_of!(nvmlUnitInfo_st, name) - 0usize];
+    ["Offset of field: nvmlUnitInfo_st::name"][::std::mem::offset_of!(nvmlUnitInfo_st, name) - 0usize];
     ["Offset of field: nvmlUnitInfo_st::id"][::std::mem::offset_of!(nvmlUnitInfo_st, id) - 96usize];
-    ["Offset of field: nvmlUnitInfo_st::serial"]
-        [::std::mem::offset_of!(nvmlUnitInfo_st, serial) - 192usize];
+    ["Offset of field: nvmlUnitInfo_st::serial"][::std::mem::offset_of!(nvmlUnitInfo_st, serial) - 192usize];
     ["Offset of field: nvmlUnitInfo_st::firmwareVersion"]
         [::std::mem::offset_of!(nvmlUnitInfo_st, firmwareVersion) - 288usize];
 };
@@ -3814,14 +3581,10 @@ pub struct nvmlPSUInfo_st {
 const _: () = {
     ["Size of nvmlPSUInfo_st"][::std::mem::size_of::<nvmlPSUInfo_st>() - 268usize];
     ["Alignment of nvmlPSUInfo_st"][::std::mem::align_of::<nvmlPSUInfo_st>() - 4usize];
-    ["Offset of field: nvmlPSUInfo_st::state"]
-        [::std::mem::offset_of!(nvmlPSUInfo_st, state) - 0usize];
-    ["Offset of field: nvmlPSUInfo_st::current"]
-        [::std::mem::offset_of!(nvmlPSUInfo_st, current) - 256usize];
-    ["Offset of field: nvmlPSUInfo_st::voltage"]
-        [::std::mem::offset_of!(nvmlPSUInfo_st, voltage) - 260usize];
-    ["Offset of field: nvmlPSUInfo_st::power"]
-        [::std::mem::offset_of!(nvmlPSUInfo_st, power) - 264usize];
+    ["Offset of field: nvmlPSUInfo_st::state"][::std::mem::offset_of!(nvmlPSUInfo_st, state) - 0usize];
+    ["Offset of field: nvmlPSUInfo_st::current"][::std::mem::offset_of!(nvmlPSUInfo_st, current) - 256usize];
+    ["Offset of field: nvmlPSUInfo_st::voltage"][::std::mem::offset_of!(nvmlPSUInfo_st, voltage) - 260usize];
+    ["Offset of field: nvmlPSUInfo_st::power"][::std::mem::offset_of!(nvmlPSUInfo_st, power) - 264usize];
 };
 impl Default for nvmlPSUInfo_st {
     fn default() -> Self {
@@ -3843,10 +3606,8 @@ pub struct nvmlUnitFanInfo_st {
 const _: () = {
     ["Size of nvmlUnitFanInfo_st"][::std::mem::size_of::<nvmlUnitFanInfo_st>() - 8usize];
     ["Alignment of nvmlUnitFanInfo_st"][::std::mem::align_of::<nvmlUnitFanInfo_st>() - 4usize];
-    ["Offset of field: nvmlUnitFanInfo_st::speed"]
-        [::std::mem::offset_of!(nvmlUnitFanInfo_st, speed) - 0usize];
-    ["Offset of field: nvmlUnitFanInfo_st::state"]
-        [::std::mem::offset_of!(nvmlUnitFanInfo_st, state) - 4usize];
+    ["Offset of field: nvmlUnitFanInfo_st::speed"][::std::mem::offset_of!(nvmlUnitFanInfo_st, speed) - 0usize];
+    ["Offset of field: nvmlUnitFanInfo_st::state"][::std::mem::offset_of!(nvmlUnitFanInfo_st, state) - 4usize];
 };
 impl Default for nvmlUnitFanInfo_st {
     fn default() -> Self {
@@ -3868,10 +3629,8 @@ pub struct nvmlUnitFanSpeeds_st {
 const _: () = {
     ["Size of nvmlUnitFanSpeeds_st"][::std::mem::size_of::<nvmlUnitFanSpeeds_st>() - 196usize];
     ["Alignment of nvmlUnitFanSpeeds_st"][::std::mem::align_of::<nvmlUnitFanSpeeds_st>() - 4usize];
-    ["Offset of field: nvmlUnitFanSpeeds_st::fans"]
-        [::std::mem::offset_of!(nvmlUnitFanSpeeds_st, fans) - 0usize];
-    ["Offset of field: nvmlUnitFanSpeeds_st::count"]
-        [::std::mem::offset_of!(nvmlUnitFanSpeeds_st, count) - 192usize];
+    ["Offset of field: nvmlUnitFanSpeeds_st::fans"][::std::mem::offset_of!(nvmlUnitFanSpeeds_st, fans) - 0usize];
+    ["Offset of field: nvmlUnitFanSpeeds_st::count"][::std::mem::offset_of!(nvmlUnitFanSpeeds_st, count) - 192usize];
 };
 impl Default for nvmlUnitFanSpeeds_st {
     fn default() -> Self {
@@ -3902,12 +3661,9 @@ pub struct nvmlEventData_st {
 const _: () = {
     ["Size of nvmlEventData_st"][::std::mem::size_of::<nvmlEventData_st>() - 32usize];
     ["Alignment of nvmlEventData_st"][::std::mem::align_of::<nvmlEventData_st>() - 8usize];
-    ["Offset of field: nvmlEventData_st::device"]
-        [::std::mem::offset_of!(nvmlEventData_st, device) - 0usize];
-    ["Offset of field: nvmlEventData_st::eventType"]
-        [::std::mem::offset_of!(nvmlEventData_st, eventType) - 8usize];
-    ["Offset of field: nvmlEventData_st::eventData"]
-        [::std::mem::offset_of!(nvmlEventData_st, eventData) - 16usize];
+    ["Offset of field: nvmlEventData_st::device"][::std::mem::offset_of!(nvmlEventData_st, device) - 0usize];
+    ["Offset of field: nvmlEventData_st::eventType"][::std::mem::offset_of!(nvmlEventData_st, eventType) - 8usize];
+    ["Offset of field: nvmlEventData_st::eventData"][::std::mem::offset_of!(nvmlEventData_st, eventData) - 16usize];
     ["Offset of field: nvmlEventData_st::gpuInstanceId"]
         [::std::mem::offset_of!(nvmlEventData_st, gpuInstanceId) - 24usize];
     ["Offset of field: nvmlEventData_st::computeInstanceId"]
@@ -4021,10 +3777,8 @@ pub struct nvmlSystemEventData_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlSystemEventData_v1_t"]
-        [::std::mem::size_of::<nvmlSystemEventData_v1_t>() - 16usize];
-    ["Alignment of nvmlSystemEventData_v1_t"]
-        [::std::mem::align_of::<nvmlSystemEventData_v1_t>() - 8usize];
+    ["Size of nvmlSystemEventData_v1_t"][::std::mem::size_of::<nvmlSystemEventData_v1_t>() - 16usize];
+    ["Alignment of nvmlSystemEventData_v1_t"][::std::mem::align_of::<nvmlSystemEventData_v1_t>() - 8usize];
     ["Offset of field: nvmlSystemEventData_v1_t::eventType"]
         [::std::mem::offset_of!(nvmlSystemEventData_v1_t, eventType) - 0usize];
     ["Offset of field: nvmlSystemEventData_v1_t::gpuId"]
@@ -4083,16 +3837,14 @@ pub struct nvmlAccountingStats_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlAccountingStats_st"][::std::mem::size_of::<nvmlAccountingStats_st>() - 56usize];
-    ["Alignment of nvmlAccountingStats_st"]
-        [::std::mem::align_of::<nvmlAccountingStats_st>() - 8usize];
+    ["Alignment of nvmlAccountingStats_st"][::std::mem::align_of::<nvmlAccountingStats_st>() - 8usize];
     ["Offset of field: nvmlAccountingStats_st::gpuUtilization"]
         [::std::mem::offset_of!(nvmlAccountingStats_st, gpuUtilization) - 0usize];
     ["Offset of field: nvmlAccountingStats_st::memoryUtilization"]
         [::std::mem::offset_of!(nvmlAccountingStats_st, memoryUtilization) - 4usize];
     ["Offset of field: nvmlAccountingStats_st::maxMemoryUsage"]
         [::std::mem::offset_of!(nvmlAccountingStats_st, maxMemoryUsage) - 8usize];
-    ["Offset of field: nvmlAccountingStats_st::time"]
-        [::std::mem::offset_of!(nvmlAccountingStats_st, time) - 16usize];
+    ["Offset of field: nvmlAccountingStats_st::time"][::std::mem::offset_of!(nvmlAccountingStats_st, time) - 16usize];
     ["Offset of field: nvmlAccountingStats_st::startTime"]
         [::std::mem::offset_of!(nvmlAccountingStats_st, startTime) - 24usize];
     ["Offset of field: nvmlAccountingStats_st::isRunning"]
@@ -4105,8 +3857,7 @@ impl nvmlEncoderQueryType_enum {
     pub const NVML_ENCODER_QUERY_H264: nvmlEncoderQueryType_enum = nvmlEncoderQueryType_enum(0);
     pub const NVML_ENCODER_QUERY_HEVC: nvmlEncoderQueryType_enum = nvmlEncoderQueryType_enum(1);
     pub const NVML_ENCODER_QUERY_AV1: nvmlEncoderQueryType_enum = nvmlEncoderQueryType_enum(2);
-    pub const NVML_ENCODER_QUERY_UNKNOWN: nvmlEncoderQueryType_enum =
-        nvmlEncoderQueryType_enum(255);
+    pub const NVML_ENCODER_QUERY_UNKNOWN: nvmlEncoderQueryType_enum = nvmlEncoderQueryType_enum(255);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4126,10 +3877,8 @@ pub struct nvmlEncoderSessionInfo_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlEncoderSessionInfo_st"]
-        [::std::mem::size_of::<nvmlEncoderSessionInfo_st>() - 32usize];
-    ["Alignment of nvmlEncoderSessionInfo_st"]
-        [::std::mem::align_of::<nvmlEncoderSessionInfo_st>() - 4usize];
+    ["Size of nvmlEncoderSessionInfo_st"][::std::mem::size_of::<nvmlEncoderSessionInfo_st>() - 32usize];
+    ["Alignment of nvmlEncoderSessionInfo_st"][::std::mem::align_of::<nvmlEncoderSessionInfo_st>() - 4usize];
     ["Offset of field: nvmlEncoderSessionInfo_st::sessionId"]
         [::std::mem::offset_of!(nvmlEncoderSessionInfo_st, sessionId) - 0usize];
     ["Offset of field: nvmlEncoderSessionInfo_st::pid"]
@@ -4181,8 +3930,7 @@ const _: () = {
     ["Alignment of nvmlFBCStats_st"][::std::mem::align_of::<nvmlFBCStats_st>() - 4usize];
     ["Offset of field: nvmlFBCStats_st::sessionsCount"]
         [::std::mem::offset_of!(nvmlFBCStats_st, sessionsCount) - 0usize];
-    ["Offset of field: nvmlFBCStats_st::averageFPS"]
-        [::std::mem::offset_of!(nvmlFBCStats_st, averageFPS) - 4usize];
+    ["Offset of field: nvmlFBCStats_st::averageFPS"][::std::mem::offset_of!(nvmlFBCStats_st, averageFPS) - 4usize];
     ["Offset of field: nvmlFBCStats_st::averageLatency"]
         [::std::mem::offset_of!(nvmlFBCStats_st, averageLatency) - 8usize];
 };
@@ -4206,12 +3954,10 @@ pub struct nvmlFBCSessionInfo_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlFBCSessionInfo_st"][::std::mem::size_of::<nvmlFBCSessionInfo_st>() - 48usize];
-    ["Alignment of nvmlFBCSessionInfo_st"]
-        [::std::mem::align_of::<nvmlFBCSessionInfo_st>() - 4usize];
+    ["Alignment of nvmlFBCSessionInfo_st"][::std::mem::align_of::<nvmlFBCSessionInfo_st>() - 4usize];
     ["Offset of field: nvmlFBCSessionInfo_st::sessionId"]
         [::std::mem::offset_of!(nvmlFBCSessionInfo_st, sessionId) - 0usize];
-    ["Offset of field: nvmlFBCSessionInfo_st::pid"]
-        [::std::mem::offset_of!(nvmlFBCSessionInfo_st, pid) - 4usize];
+    ["Offset of field: nvmlFBCSessionInfo_st::pid"][::std::mem::offset_of!(nvmlFBCSessionInfo_st, pid) - 4usize];
     ["Offset of field: nvmlFBCSessionInfo_st::vgpuInstance"]
         [::std::mem::offset_of!(nvmlFBCSessionInfo_st, vgpuInstance) - 8usize];
     ["Offset of field: nvmlFBCSessionInfo_st::displayOrdinal"]
@@ -4267,10 +4013,8 @@ pub struct nvmlConfComputeSystemCaps_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlConfComputeSystemCaps_st"]
-        [::std::mem::size_of::<nvmlConfComputeSystemCaps_st>() - 8usize];
-    ["Alignment of nvmlConfComputeSystemCaps_st"]
-        [::std::mem::align_of::<nvmlConfComputeSystemCaps_st>() - 4usize];
+    ["Size of nvmlConfComputeSystemCaps_st"][::std::mem::size_of::<nvmlConfComputeSystemCaps_st>() - 8usize];
+    ["Alignment of nvmlConfComputeSystemCaps_st"][::std::mem::align_of::<nvmlConfComputeSystemCaps_st>() - 4usize];
     ["Offset of field: nvmlConfComputeSystemCaps_st::cpuCaps"]
         [::std::mem::offset_of!(nvmlConfComputeSystemCaps_st, cpuCaps) - 0usize];
     ["Offset of field: nvmlConfComputeSystemCaps_st::gpusCaps"]
@@ -4286,10 +4030,8 @@ pub struct nvmlConfComputeSystemState_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlConfComputeSystemState_st"]
-        [::std::mem::size_of::<nvmlConfComputeSystemState_st>() - 12usize];
-    ["Alignment of nvmlConfComputeSystemState_st"]
-        [::std::mem::align_of::<nvmlConfComputeSystemState_st>() - 4usize];
+    ["Size of nvmlConfComputeSystemState_st"][::std::mem::size_of::<nvmlConfComputeSystemState_st>() - 12usize];
+    ["Alignment of nvmlConfComputeSystemState_st"][::std::mem::align_of::<nvmlConfComputeSystemState_st>() - 4usize];
     ["Offset of field: nvmlConfComputeSystemState_st::environment"]
         [::std::mem::offset_of!(nvmlConfComputeSystemState_st, environment) - 0usize];
     ["Offset of field: nvmlConfComputeSystemState_st::ccFeature"]
@@ -4333,10 +4075,8 @@ pub struct nvmlConfComputeMemSizeInfo_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlConfComputeMemSizeInfo_st"]
-        [::std::mem::size_of::<nvmlConfComputeMemSizeInfo_st>() - 16usize];
-    ["Alignment of nvmlConfComputeMemSizeInfo_st"]
-        [::std::mem::align_of::<nvmlConfComputeMemSizeInfo_st>() - 8usize];
+    ["Size of nvmlConfComputeMemSizeInfo_st"][::std::mem::size_of::<nvmlConfComputeMemSizeInfo_st>() - 16usize];
+    ["Alignment of nvmlConfComputeMemSizeInfo_st"][::std::mem::align_of::<nvmlConfComputeMemSizeInfo_st>() - 8usize];
     ["Offset of field: nvmlConfComputeMemSizeInfo_st::protectedMemSizeKib"]
         [::std::mem::offset_of!(nvmlConfComputeMemSizeInfo_st, protectedMemSizeKib) - 0usize];
     ["Offset of field: nvmlConfComputeMemSizeInfo_st::unprotectedMemSizeKib"]
@@ -4353,22 +4093,17 @@ pub struct nvmlConfComputeGpuCertificate_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlConfComputeGpuCertificate_st"]
-        [::std::mem::size_of::<nvmlConfComputeGpuCertificate_st>() - 9224usize];
+    ["Size of nvmlConfComputeGpuCertificate_st"][::std::mem::size_of::<nvmlConfComputeGpuCertificate_st>() - 9224usize];
     ["Alignment of nvmlConfComputeGpuCertificate_st"]
         [::std::mem::align_of::<nvmlConfComputeGpuCertificate_st>() - 4usize];
     ["Offset of field: nvmlConfComputeGpuCertificate_st::certChainSize"]
         [::std::mem::offset_of!(nvmlConfComputeGpuCertificate_st, certChainSize) - 0usize];
-    ["Offset of field: nvmlConfComputeGpuCertificate_st::attestationCertChainSize"][::std::mem::offset_of!(
-        nvmlConfComputeGpuCertificate_st,
-        attestationCertChainSize
-    ) - 4usize];
+    ["Offset of field: nvmlConfComputeGpuCertificate_st::attestationCertChainSize"]
+        [::std::mem::offset_of!(nvmlConfComputeGpuCertificate_st, attestationCertChainSize) - 4usize];
     ["Offset of field: nvmlConfComputeGpuCertificate_st::certChain"]
         [::std::mem::offset_of!(nvmlConfComputeGpuCertificate_st, certChain) - 8usize];
-    ["Offset of field: nvmlConfComputeGpuCertificate_st::attestationCertChain"][::std::mem::offset_of!(
-        nvmlConfComputeGpuCertificate_st,
-        attestationCertChain
-    ) - 4104usize];
+    ["Offset of field: nvmlConfComputeGpuCertificate_st::attestationCertChain"]
+        [::std::mem::offset_of!(nvmlConfComputeGpuCertificate_st, attestationCertChain) - 4104usize];
 };
 impl Default for nvmlConfComputeGpuCertificate_st {
     fn default() -> Self {
@@ -4396,31 +4131,18 @@ const _: () = {
         [::std::mem::size_of::<nvmlConfComputeGpuAttestationReport_st>() - 12332usize];
     ["Alignment of nvmlConfComputeGpuAttestationReport_st"]
         [::std::mem::align_of::<nvmlConfComputeGpuAttestationReport_st>() - 4usize];
-    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::isCecAttestationReportPresent"][::std::mem::offset_of!(
-        nvmlConfComputeGpuAttestationReport_st,
-        isCecAttestationReportPresent
-    )
-        - 0usize];
-    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::attestationReportSize"][::std::mem::offset_of!(
-        nvmlConfComputeGpuAttestationReport_st,
-        attestationReportSize
-    ) - 4usize];
-    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::cecAttestationReportSize"][::std::mem::offset_of!(
-        nvmlConfComputeGpuAttestationReport_st,
-        cecAttestationReportSize
-    )
-        - 8usize];
+    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::isCecAttestationReportPresent"]
+        [::std::mem::offset_of!(nvmlConfComputeGpuAttestationReport_st, isCecAttestationReportPresent) - 0usize];
+    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::attestationReportSize"]
+        [::std::mem::offset_of!(nvmlConfComputeGpuAttestationReport_st, attestationReportSize) - 4usize];
+    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::cecAttestationReportSize"]
+        [::std::mem::offset_of!(nvmlConfComputeGpuAttestationReport_st, cecAttestationReportSize) - 8usize];
     ["Offset of field: nvmlConfComputeGpuAttestationReport_st::nonce"]
         [::std::mem::offset_of!(nvmlConfComputeGpuAttestationReport_st, nonce) - 12usize];
-    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::attestationReport"][::std::mem::offset_of!(
-        nvmlConfComputeGpuAttestationReport_st,
-        attestationReport
-    ) - 44usize];
-    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::cecAttestationReport"][::std::mem::offset_of!(
-        nvmlConfComputeGpuAttestationReport_st,
-        cecAttestationReport
-    )
-        - 8236usize];
+    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::attestationReport"]
+        [::std::mem::offset_of!(nvmlConfComputeGpuAttestationReport_st, attestationReport) - 44usize];
+    ["Offset of field: nvmlConfComputeGpuAttestationReport_st::cecAttestationReport"]
+        [::std::mem::offset_of!(nvmlConfComputeGpuAttestationReport_st, cecAttestationReport) - 8236usize];
 };
 impl Default for nvmlConfComputeGpuAttestationReport_st {
     fn default() -> Self {
@@ -4446,16 +4168,11 @@ const _: () = {
         [::std::mem::align_of::<nvmlConfComputeSetKeyRotationThresholdInfo_st>() - 8usize];
     ["Offset of field: nvmlConfComputeSetKeyRotationThresholdInfo_st::version"]
         [::std::mem::offset_of!(nvmlConfComputeSetKeyRotationThresholdInfo_st, version) - 0usize];
-    ["Offset of field: nvmlConfComputeSetKeyRotationThresholdInfo_st::maxAttackerAdvantage"][::std::mem::offset_of!(
-        nvmlConfComputeSetKeyRotationThresholdInfo_st,
-        maxAttackerAdvantage
-    )
-        - 8usize];
+    ["Offset of field: nvmlConfComputeSetKeyRotationThresholdInfo_st::maxAttackerAdvantage"]
+        [::std::mem::offset_of!(nvmlConfComputeSetKeyRotationThresholdInfo_st, maxAttackerAdvantage) - 8usize];
 };
-pub type nvmlConfComputeSetKeyRotationThresholdInfo_v1_t =
-    nvmlConfComputeSetKeyRotationThresholdInfo_st;
-pub type nvmlConfComputeSetKeyRotationThresholdInfo_t =
-    nvmlConfComputeSetKeyRotationThresholdInfo_v1_t;
+pub type nvmlConfComputeSetKeyRotationThresholdInfo_v1_t = nvmlConfComputeSetKeyRotationThresholdInfo_st;
+pub type nvmlConfComputeSetKeyRotationThresholdInfo_t = nvmlConfComputeSetKeyRotationThresholdInfo_v1_t;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct nvmlConfComputeGetKeyRotationThresholdInfo_st {
@@ -4470,16 +4187,11 @@ const _: () = {
         [::std::mem::align_of::<nvmlConfComputeGetKeyRotationThresholdInfo_st>() - 8usize];
     ["Offset of field: nvmlConfComputeGetKeyRotationThresholdInfo_st::version"]
         [::std::mem::offset_of!(nvmlConfComputeGetKeyRotationThresholdInfo_st, version) - 0usize];
-    ["Offset of field: nvmlConfComputeGetKeyRotationThresholdInfo_st::attackerAdvantage"][::std::mem::offset_of!(
-        nvmlConfComputeGetKeyRotationThresholdInfo_st,
-        attackerAdvantage
-    )
-        - 8usize];
+    ["Offset of field: nvmlConfComputeGetKeyRotationThresholdInfo_st::attackerAdvantage"]
+        [::std::mem::offset_of!(nvmlConfComputeGetKeyRotationThresholdInfo_st, attackerAdvantage) - 8usize];
 };
-pub type nvmlConfComputeGetKeyRotationThresholdInfo_v1_t =
-    nvmlConfComputeGetKeyRotationThresholdInfo_st;
-pub type nvmlConfComputeGetKeyRotationThresholdInfo_t =
-    nvmlConfComputeGetKeyRotationThresholdInfo_v1_t;
+pub type nvmlConfComputeGetKeyRotationThresholdInfo_v1_t = nvmlConfComputeGetKeyRotationThresholdInfo_st;
+pub type nvmlConfComputeGetKeyRotationThresholdInfo_t = nvmlConfComputeGetKeyRotationThresholdInfo_v1_t;
 pub type nvmlGpuFabricState_t = ::std::os::raw::c_uchar;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -4495,12 +4207,9 @@ const _: () = {
     ["Alignment of nvmlGpuFabricInfo_t"][::std::mem::align_of::<nvmlGpuFabricInfo_t>() - 4usize];
     ["Offset of field: nvmlGpuFabricInfo_t::clusterUuid"]
         [::std::mem::offset_of!(nvmlGpuFabricInfo_t, clusterUuid) - 0usize];
-    ["Offset of field: nvmlGpuFabricInfo_t::status"]
-        [::std::mem::offset_of!(nvmlGpuFabricInfo_t, status) - 16usize];
-    ["Offset of field: nvmlGpuFabricInfo_t::cliqueId"]
-        [::std::mem::offset_of!(nvmlGpuFabricInfo_t, cliqueId) - 20usize];
-    ["Offset of field: nvmlGpuFabricInfo_t::state"]
-        [::std::mem::offset_of!(nvmlGpuFabricInfo_t, state) - 24usize];
+    ["Offset of field: nvmlGpuFabricInfo_t::status"][::std::mem::offset_of!(nvmlGpuFabricInfo_t, status) - 16usize];
+    ["Offset of field: nvmlGpuFabricInfo_t::cliqueId"][::std::mem::offset_of!(nvmlGpuFabricInfo_t, cliqueId) - 20usize];
+    ["Offset of field: nvmlGpuFabricInfo_t::state"][::std::mem::offset_of!(nvmlGpuFabricInfo_t, state) - 24usize];
 };
 impl Default for nvmlGpuFabricInfo_t {
     fn default() -> Self {
@@ -4524,8 +4233,7 @@ pub struct nvmlGpuFabricInfo_v2_t {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlGpuFabricInfo_v2_t"][::std::mem::size_of::<nvmlGpuFabricInfo_v2_t>() - 36usize];
-    ["Alignment of nvmlGpuFabricInfo_v2_t"]
-        [::std::mem::align_of::<nvmlGpuFabricInfo_v2_t>() - 4usize];
+    ["Alignment of nvmlGpuFabricInfo_v2_t"][::std::mem::align_of::<nvmlGpuFabricInfo_v2_t>() - 4usize];
     ["Offset of field: nvmlGpuFabricInfo_v2_t::version"]
         [::std::mem::offset_of!(nvmlGpuFabricInfo_v2_t, version) - 0usize];
     ["Offset of field: nvmlGpuFabricInfo_v2_t::clusterUuid"]
@@ -4534,8 +4242,7 @@ const _: () = {
         [::std::mem::offset_of!(nvmlGpuFabricInfo_v2_t, status) - 20usize];
     ["Offset of field: nvmlGpuFabricInfo_v2_t::cliqueId"]
         [::std::mem::offset_of!(nvmlGpuFabricInfo_v2_t, cliqueId) - 24usize];
-    ["Offset of field: nvmlGpuFabricInfo_v2_t::state"]
-        [::std::mem::offset_of!(nvmlGpuFabricInfo_v2_t, state) - 28usize];
+    ["Offset of field: nvmlGpuFabricInfo_v2_t::state"][::std::mem::offset_of!(nvmlGpuFabricInfo_v2_t, state) - 28usize];
     ["Offset of field: nvmlGpuFabricInfo_v2_t::healthMask"]
         [::std::mem::offset_of!(nvmlGpuFabricInfo_v2_t, healthMask) - 32usize];
 };
@@ -4562,8 +4269,7 @@ pub struct nvmlGpuFabricInfo_v3_t {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlGpuFabricInfo_v3_t"][::std::mem::size_of::<nvmlGpuFabricInfo_v3_t>() - 40usize];
-    ["Alignment of nvmlGpuFabricInfo_v3_t"]
-        [::std::mem::align_of::<nvmlGpuFabricInfo_v3_t>() - 4usize];
+    ["Alignment of nvmlGpuFabricInfo_v3_t"][::std::mem::align_of::<nvmlGpuFabricInfo_v3_t>() - 4usize];
     ["Offset of field: nvmlGpuFabricInfo_v3_t::version"]
         [::std::mem::offset_of!(nvmlGpuFabricInfo_v3_t, version) - 0usize];
     ["Offset of field: nvmlGpuFabricInfo_v3_t::clusterUuid"]
@@ -4572,8 +4278,7 @@ const _: () = {
         [::std::mem::offset_of!(nvmlGpuFabricInfo_v3_t, status) - 20usize];
     ["Offset of field: nvmlGpuFabricInfo_v3_t::cliqueId"]
         [::std::mem::offset_of!(nvmlGpuFabricInfo_v3_t, cliqueId) - 24usize];
-    ["Offset of field: nvmlGpuFabricInfo_v3_t::state"]
-        [::std::mem::offset_of!(nvmlGpuFabricInfo_v3_t, state) - 28usize];
+    ["Offset of field: nvmlGpuFabricInfo_v3_t::state"][::std::mem::offset_of!(nvmlGpuFabricInfo_v3_t, state) - 28usize];
     ["Offset of field: nvmlGpuFabricInfo_v3_t::healthMask"]
         [::std::mem::offset_of!(nvmlGpuFabricInfo_v3_t, healthMask) - 32usize];
     ["Offset of field: nvmlGpuFabricInfo_v3_t::healthSummary"]
@@ -4597,8 +4302,7 @@ pub struct nvmlSystemDriverBranchInfo_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlSystemDriverBranchInfo_v1_t"]
-        [::std::mem::size_of::<nvmlSystemDriverBranchInfo_v1_t>() - 84usize];
+    ["Size of nvmlSystemDriverBranchInfo_v1_t"][::std::mem::size_of::<nvmlSystemDriverBranchInfo_v1_t>() - 84usize];
     ["Alignment of nvmlSystemDriverBranchInfo_v1_t"]
         [::std::mem::align_of::<nvmlSystemDriverBranchInfo_v1_t>() - 4usize];
     ["Offset of field: nvmlSystemDriverBranchInfo_v1_t::version"]
@@ -4628,8 +4332,7 @@ pub struct nvmlTemperature_v1_t {
 const _: () = {
     ["Size of nvmlTemperature_v1_t"][::std::mem::size_of::<nvmlTemperature_v1_t>() - 12usize];
     ["Alignment of nvmlTemperature_v1_t"][::std::mem::align_of::<nvmlTemperature_v1_t>() - 4usize];
-    ["Offset of field: nvmlTemperature_v1_t::version"]
-        [::std::mem::offset_of!(nvmlTemperature_v1_t, version) - 0usize];
+    ["Offset of field: nvmlTemperature_v1_t::version"][::std::mem::offset_of!(nvmlTemperature_v1_t, version) - 0usize];
     ["Offset of field: nvmlTemperature_v1_t::sensorType"]
         [::std::mem::offset_of!(nvmlTemperature_v1_t, sensorType) - 4usize];
     ["Offset of field: nvmlTemperature_v1_t::temperature"]
@@ -4646,11 +4349,9 @@ impl Default for nvmlTemperature_v1_t {
 }
 pub type nvmlTemperature_t = nvmlTemperature_v1_t;
 impl nvmlClockLimitId_enum {
-    pub const NVML_CLOCK_LIMIT_ID_RANGE_START: nvmlClockLimitId_enum =
-        nvmlClockLimitId_enum(4294967040);
+    pub const NVML_CLOCK_LIMIT_ID_RANGE_START: nvmlClockLimitId_enum = nvmlClockLimitId_enum(4294967040);
     pub const NVML_CLOCK_LIMIT_ID_TDP: nvmlClockLimitId_enum = nvmlClockLimitId_enum(4294967041);
-    pub const NVML_CLOCK_LIMIT_ID_UNLIMITED: nvmlClockLimitId_enum =
-        nvmlClockLimitId_enum(4294967042);
+    pub const NVML_CLOCK_LIMIT_ID_UNLIMITED: nvmlClockLimitId_enum = nvmlClockLimitId_enum(4294967042);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4665,8 +4366,7 @@ pub struct nvmlNvlinkSupportedBwModes_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlNvlinkSupportedBwModes_v1_t"]
-        [::std::mem::size_of::<nvmlNvlinkSupportedBwModes_v1_t>() - 28usize];
+    ["Size of nvmlNvlinkSupportedBwModes_v1_t"][::std::mem::size_of::<nvmlNvlinkSupportedBwModes_v1_t>() - 28usize];
     ["Alignment of nvmlNvlinkSupportedBwModes_v1_t"]
         [::std::mem::align_of::<nvmlNvlinkSupportedBwModes_v1_t>() - 4usize];
     ["Offset of field: nvmlNvlinkSupportedBwModes_v1_t::version"]
@@ -4686,10 +4386,8 @@ pub struct nvmlNvlinkGetBwMode_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlNvlinkGetBwMode_v1_t"]
-        [::std::mem::size_of::<nvmlNvlinkGetBwMode_v1_t>() - 12usize];
-    ["Alignment of nvmlNvlinkGetBwMode_v1_t"]
-        [::std::mem::align_of::<nvmlNvlinkGetBwMode_v1_t>() - 4usize];
+    ["Size of nvmlNvlinkGetBwMode_v1_t"][::std::mem::size_of::<nvmlNvlinkGetBwMode_v1_t>() - 12usize];
+    ["Alignment of nvmlNvlinkGetBwMode_v1_t"][::std::mem::align_of::<nvmlNvlinkGetBwMode_v1_t>() - 4usize];
     ["Offset of field: nvmlNvlinkGetBwMode_v1_t::version"]
         [::std::mem::offset_of!(nvmlNvlinkGetBwMode_v1_t, version) - 0usize];
     ["Offset of field: nvmlNvlinkGetBwMode_v1_t::bIsBest"]
@@ -4707,10 +4405,8 @@ pub struct nvmlNvlinkSetBwMode_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlNvlinkSetBwMode_v1_t"]
-        [::std::mem::size_of::<nvmlNvlinkSetBwMode_v1_t>() - 12usize];
-    ["Alignment of nvmlNvlinkSetBwMode_v1_t"]
-        [::std::mem::align_of::<nvmlNvlinkSetBwMode_v1_t>() - 4usize];
+    ["Size of nvmlNvlinkSetBwMode_v1_t"][::std::mem::size_of::<nvmlNvlinkSetBwMode_v1_t>() - 12usize];
+    ["Alignment of nvmlNvlinkSetBwMode_v1_t"][::std::mem::align_of::<nvmlNvlinkSetBwMode_v1_t>() - 4usize];
     ["Offset of field: nvmlNvlinkSetBwMode_v1_t::version"]
         [::std::mem::offset_of!(nvmlNvlinkSetBwMode_v1_t, version) - 0usize];
     ["Offset of field: nvmlNvlinkSetBwMode_v1_t::bSetBest"]
@@ -4729,8 +4425,7 @@ pub struct nvmlNvLinkInfo_v1_t {
 const _: () = {
     ["Size of nvmlNvLinkInfo_v1_t"][::std::mem::size_of::<nvmlNvLinkInfo_v1_t>() - 8usize];
     ["Alignment of nvmlNvLinkInfo_v1_t"][::std::mem::align_of::<nvmlNvLinkInfo_v1_t>() - 4usize];
-    ["Offset of field: nvmlNvLinkInfo_v1_t::version"]
-        [::std::mem::offset_of!(nvmlNvLinkInfo_v1_t, version) - 0usize];
+    ["Offset of field: nvmlNvLinkInfo_v1_t::version"][::std::mem::offset_of!(nvmlNvLinkInfo_v1_t, version) - 0usize];
     ["Offset of field: nvmlNvLinkInfo_v1_t::isNvleEnabled"]
         [::std::mem::offset_of!(nvmlNvLinkInfo_v1_t, isNvleEnabled) - 4usize];
 };
@@ -4744,10 +4439,8 @@ pub struct nvmlNvlinkFirmwareVersion_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlNvlinkFirmwareVersion_t"]
-        [::std::mem::size_of::<nvmlNvlinkFirmwareVersion_t>() - 16usize];
-    ["Alignment of nvmlNvlinkFirmwareVersion_t"]
-        [::std::mem::align_of::<nvmlNvlinkFirmwareVersion_t>() - 4usize];
+    ["Size of nvmlNvlinkFirmwareVersion_t"][::std::mem::size_of::<nvmlNvlinkFirmwareVersion_t>() - 16usize];
+    ["Alignment of nvmlNvlinkFirmwareVersion_t"][::std::mem::align_of::<nvmlNvlinkFirmwareVersion_t>() - 4usize];
     ["Offset of field: nvmlNvlinkFirmwareVersion_t::ucodeType"]
         [::std::mem::offset_of!(nvmlNvlinkFirmwareVersion_t, ucodeType) - 0usize];
     ["Offset of field: nvmlNvlinkFirmwareVersion_t::major"]
@@ -4765,10 +4458,8 @@ pub struct nvmlNvlinkFirmwareInfo_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlNvlinkFirmwareInfo_t"]
-        [::std::mem::size_of::<nvmlNvlinkFirmwareInfo_t>() - 1604usize];
-    ["Alignment of nvmlNvlinkFirmwareInfo_t"]
-        [::std::mem::align_of::<nvmlNvlinkFirmwareInfo_t>() - 4usize];
+    ["Size of nvmlNvlinkFirmwareInfo_t"][::std::mem::size_of::<nvmlNvlinkFirmwareInfo_t>() - 1604usize];
+    ["Alignment of nvmlNvlinkFirmwareInfo_t"][::std::mem::align_of::<nvmlNvlinkFirmwareInfo_t>() - 4usize];
     ["Offset of field: nvmlNvlinkFirmwareInfo_t::firmwareVersion"]
         [::std::mem::offset_of!(nvmlNvlinkFirmwareInfo_t, firmwareVersion) - 0usize];
     ["Offset of field: nvmlNvlinkFirmwareInfo_t::numValidEntries"]
@@ -4794,8 +4485,7 @@ pub struct nvmlNvLinkInfo_v2_t {
 const _: () = {
     ["Size of nvmlNvLinkInfo_v2_t"][::std::mem::size_of::<nvmlNvLinkInfo_v2_t>() - 1612usize];
     ["Alignment of nvmlNvLinkInfo_v2_t"][::std::mem::align_of::<nvmlNvLinkInfo_v2_t>() - 4usize];
-    ["Offset of field: nvmlNvLinkInfo_v2_t::version"]
-        [::std::mem::offset_of!(nvmlNvLinkInfo_v2_t, version) - 0usize];
+    ["Offset of field: nvmlNvLinkInfo_v2_t::version"][::std::mem::offset_of!(nvmlNvLinkInfo_v2_t, version) - 0usize];
     ["Offset of field: nvmlNvLinkInfo_v2_t::isNvleEnabled"]
         [::std::mem::offset_of!(nvmlNvLinkInfo_v2_t, isNvleEnabled) - 4usize];
     ["Offset of field: nvmlNvLinkInfo_v2_t::firmwareInfo"]
@@ -4845,10 +4535,8 @@ pub struct nvmlVgpuMetadata_st {
 const _: () = {
     ["Size of nvmlVgpuMetadata_st"][::std::mem::size_of::<nvmlVgpuMetadata_st>() - 212usize];
     ["Alignment of nvmlVgpuMetadata_st"][::std::mem::align_of::<nvmlVgpuMetadata_st>() - 4usize];
-    ["Offset of field: nvmlVgpuMetadata_st::version"]
-        [::std::mem::offset_of!(nvmlVgpuMetadata_st, version) - 0usize];
-    ["Offset of field: nvmlVgpuMetadata_st::revision"]
-        [::std::mem::offset_of!(nvmlVgpuMetadata_st, revision) - 4usize];
+    ["Offset of field: nvmlVgpuMetadata_st::version"][::std::mem::offset_of!(nvmlVgpuMetadata_st, version) - 0usize];
+    ["Offset of field: nvmlVgpuMetadata_st::revision"][::std::mem::offset_of!(nvmlVgpuMetadata_st, revision) - 4usize];
     ["Offset of field: nvmlVgpuMetadata_st::guestInfoState"]
         [::std::mem::offset_of!(nvmlVgpuMetadata_st, guestInfoState) - 8usize];
     ["Offset of field: nvmlVgpuMetadata_st::guestDriverVersion"]
@@ -4890,10 +4578,8 @@ pub struct nvmlVgpuPgpuMetadata_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuPgpuMetadata_st"]
-        [::std::mem::size_of::<nvmlVgpuPgpuMetadata_st>() - 128usize];
-    ["Alignment of nvmlVgpuPgpuMetadata_st"]
-        [::std::mem::align_of::<nvmlVgpuPgpuMetadata_st>() - 4usize];
+    ["Size of nvmlVgpuPgpuMetadata_st"][::std::mem::size_of::<nvmlVgpuPgpuMetadata_st>() - 128usize];
+    ["Alignment of nvmlVgpuPgpuMetadata_st"][::std::mem::align_of::<nvmlVgpuPgpuMetadata_st>() - 4usize];
     ["Offset of field: nvmlVgpuPgpuMetadata_st::version"]
         [::std::mem::offset_of!(nvmlVgpuPgpuMetadata_st, version) - 0usize];
     ["Offset of field: nvmlVgpuPgpuMetadata_st::revision"]
@@ -4922,16 +4608,11 @@ impl Default for nvmlVgpuPgpuMetadata_st {
 }
 pub type nvmlVgpuPgpuMetadata_t = nvmlVgpuPgpuMetadata_st;
 impl nvmlVgpuVmCompatibility_enum {
-    pub const NVML_VGPU_VM_COMPATIBILITY_NONE: nvmlVgpuVmCompatibility_enum =
-        nvmlVgpuVmCompatibility_enum(0);
-    pub const NVML_VGPU_VM_COMPATIBILITY_COLD: nvmlVgpuVmCompatibility_enum =
-        nvmlVgpuVmCompatibility_enum(1);
-    pub const NVML_VGPU_VM_COMPATIBILITY_HIBERNATE: nvmlVgpuVmCompatibility_enum =
-        nvmlVgpuVmCompatibility_enum(2);
-    pub const NVML_VGPU_VM_COMPATIBILITY_SLEEP: nvmlVgpuVmCompatibility_enum =
-        nvmlVgpuVmCompatibility_enum(4);
-    pub const NVML_VGPU_VM_COMPATIBILITY_LIVE: nvmlVgpuVmCompatibility_enum =
-        nvmlVgpuVmCompatibility_enum(8);
+    pub const NVML_VGPU_VM_COMPATIBILITY_NONE: nvmlVgpuVmCompatibility_enum = nvmlVgpuVmCompatibility_enum(0);
+    pub const NVML_VGPU_VM_COMPATIBILITY_COLD: nvmlVgpuVmCompatibility_enum = nvmlVgpuVmCompatibility_enum(1);
+    pub const NVML_VGPU_VM_COMPATIBILITY_HIBERNATE: nvmlVgpuVmCompatibility_enum = nvmlVgpuVmCompatibility_enum(2);
+    pub const NVML_VGPU_VM_COMPATIBILITY_SLEEP: nvmlVgpuVmCompatibility_enum = nvmlVgpuVmCompatibility_enum(4);
+    pub const NVML_VGPU_VM_COMPATIBILITY_LIVE: nvmlVgpuVmCompatibility_enum = nvmlVgpuVmCompatibility_enum(8);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4961,10 +4642,8 @@ pub struct nvmlVgpuPgpuCompatibility_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlVgpuPgpuCompatibility_st"]
-        [::std::mem::size_of::<nvmlVgpuPgpuCompatibility_st>() - 8usize];
-    ["Alignment of nvmlVgpuPgpuCompatibility_st"]
-        [::std::mem::align_of::<nvmlVgpuPgpuCompatibility_st>() - 4usize];
+    ["Size of nvmlVgpuPgpuCompatibility_st"][::std::mem::size_of::<nvmlVgpuPgpuCompatibility_st>() - 8usize];
+    ["Alignment of nvmlVgpuPgpuCompatibility_st"][::std::mem::align_of::<nvmlVgpuPgpuCompatibility_st>() - 4usize];
     ["Offset of field: nvmlVgpuPgpuCompatibility_st::vgpuVmCompatibility"]
         [::std::mem::offset_of!(nvmlVgpuPgpuCompatibility_st, vgpuVmCompatibility) - 0usize];
     ["Offset of field: nvmlVgpuPgpuCompatibility_st::compatibilityLimitCode"]
@@ -4988,10 +4667,8 @@ pub struct nvmlExcludedDeviceInfo_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlExcludedDeviceInfo_st"]
-        [::std::mem::size_of::<nvmlExcludedDeviceInfo_st>() - 148usize];
-    ["Alignment of nvmlExcludedDeviceInfo_st"]
-        [::std::mem::align_of::<nvmlExcludedDeviceInfo_st>() - 4usize];
+    ["Size of nvmlExcludedDeviceInfo_st"][::std::mem::size_of::<nvmlExcludedDeviceInfo_st>() - 148usize];
+    ["Alignment of nvmlExcludedDeviceInfo_st"][::std::mem::align_of::<nvmlExcludedDeviceInfo_st>() - 4usize];
     ["Offset of field: nvmlExcludedDeviceInfo_st::pciInfo"]
         [::std::mem::offset_of!(nvmlExcludedDeviceInfo_st, pciInfo) - 0usize];
     ["Offset of field: nvmlExcludedDeviceInfo_st::uuid"]
@@ -5022,10 +4699,8 @@ pub union nvmlPRMTLV_v1_t__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlPRMTLV_v1_t__bindgen_ty_1"]
-        [::std::mem::size_of::<nvmlPRMTLV_v1_t__bindgen_ty_1>() - 496usize];
-    ["Alignment of nvmlPRMTLV_v1_t__bindgen_ty_1"]
-        [::std::mem::align_of::<nvmlPRMTLV_v1_t__bindgen_ty_1>() - 1usize];
+    ["Size of nvmlPRMTLV_v1_t__bindgen_ty_1"][::std::mem::size_of::<nvmlPRMTLV_v1_t__bindgen_ty_1>() - 496usize];
+    ["Alignment of nvmlPRMTLV_v1_t__bindgen_ty_1"][::std::mem::align_of::<nvmlPRMTLV_v1_t__bindgen_ty_1>() - 1usize];
     ["Offset of field: nvmlPRMTLV_v1_t__bindgen_ty_1::inData"]
         [::std::mem::offset_of!(nvmlPRMTLV_v1_t__bindgen_ty_1, inData) - 0usize];
     ["Offset of field: nvmlPRMTLV_v1_t__bindgen_ty_1::outData"]
@@ -5044,10 +4719,8 @@ impl Default for nvmlPRMTLV_v1_t__bindgen_ty_1 {
 const _: () = {
     ["Size of nvmlPRMTLV_v1_t"][::std::mem::size_of::<nvmlPRMTLV_v1_t>() - 504usize];
     ["Alignment of nvmlPRMTLV_v1_t"][::std::mem::align_of::<nvmlPRMTLV_v1_t>() - 4usize];
-    ["Offset of field: nvmlPRMTLV_v1_t::dataSize"]
-        [::std::mem::offset_of!(nvmlPRMTLV_v1_t, dataSize) - 0usize];
-    ["Offset of field: nvmlPRMTLV_v1_t::status"]
-        [::std::mem::offset_of!(nvmlPRMTLV_v1_t, status) - 4usize];
+    ["Offset of field: nvmlPRMTLV_v1_t::dataSize"][::std::mem::offset_of!(nvmlPRMTLV_v1_t, dataSize) - 0usize];
+    ["Offset of field: nvmlPRMTLV_v1_t::status"][::std::mem::offset_of!(nvmlPRMTLV_v1_t, status) - 4usize];
 };
 impl Default for nvmlPRMTLV_v1_t {
     fn default() -> Self {
@@ -5066,10 +4739,8 @@ pub struct nvmlGpuInstancePlacement_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGpuInstancePlacement_st"]
-        [::std::mem::size_of::<nvmlGpuInstancePlacement_st>() - 8usize];
-    ["Alignment of nvmlGpuInstancePlacement_st"]
-        [::std::mem::align_of::<nvmlGpuInstancePlacement_st>() - 4usize];
+    ["Size of nvmlGpuInstancePlacement_st"][::std::mem::size_of::<nvmlGpuInstancePlacement_st>() - 8usize];
+    ["Alignment of nvmlGpuInstancePlacement_st"][::std::mem::align_of::<nvmlGpuInstancePlacement_st>() - 4usize];
     ["Offset of field: nvmlGpuInstancePlacement_st::start"]
         [::std::mem::offset_of!(nvmlGpuInstancePlacement_st, start) - 0usize];
     ["Offset of field: nvmlGpuInstancePlacement_st::size"]
@@ -5093,10 +4764,8 @@ pub struct nvmlGpuInstanceProfileInfo_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGpuInstanceProfileInfo_st"]
-        [::std::mem::size_of::<nvmlGpuInstanceProfileInfo_st>() - 48usize];
-    ["Alignment of nvmlGpuInstanceProfileInfo_st"]
-        [::std::mem::align_of::<nvmlGpuInstanceProfileInfo_st>() - 8usize];
+    ["Size of nvmlGpuInstanceProfileInfo_st"][::std::mem::size_of::<nvmlGpuInstanceProfileInfo_st>() - 48usize];
+    ["Alignment of nvmlGpuInstanceProfileInfo_st"][::std::mem::align_of::<nvmlGpuInstanceProfileInfo_st>() - 8usize];
     ["Offset of field: nvmlGpuInstanceProfileInfo_st::id"]
         [::std::mem::offset_of!(nvmlGpuInstanceProfileInfo_st, id) - 0usize];
     ["Offset of field: nvmlGpuInstanceProfileInfo_st::isP2pSupported"]
@@ -5140,8 +4809,7 @@ pub struct nvmlGpuInstanceProfileInfo_v2_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGpuInstanceProfileInfo_v2_st"]
-        [::std::mem::size_of::<nvmlGpuInstanceProfileInfo_v2_st>() - 152usize];
+    ["Size of nvmlGpuInstanceProfileInfo_v2_st"][::std::mem::size_of::<nvmlGpuInstanceProfileInfo_v2_st>() - 152usize];
     ["Alignment of nvmlGpuInstanceProfileInfo_v2_st"]
         [::std::mem::align_of::<nvmlGpuInstanceProfileInfo_v2_st>() - 8usize];
     ["Offset of field: nvmlGpuInstanceProfileInfo_v2_st::version"]
@@ -5200,8 +4868,7 @@ pub struct nvmlGpuInstanceProfileInfo_v3_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGpuInstanceProfileInfo_v3_st"]
-        [::std::mem::size_of::<nvmlGpuInstanceProfileInfo_v3_st>() - 152usize];
+    ["Size of nvmlGpuInstanceProfileInfo_v3_st"][::std::mem::size_of::<nvmlGpuInstanceProfileInfo_v3_st>() - 152usize];
     ["Alignment of nvmlGpuInstanceProfileInfo_v3_st"]
         [::std::mem::align_of::<nvmlGpuInstanceProfileInfo_v3_st>() - 8usize];
     ["Offset of field: nvmlGpuInstanceProfileInfo_v3_st::version"]
@@ -5252,12 +4919,10 @@ pub struct nvmlGpuInstanceInfo_st {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of nvmlGpuInstanceInfo_st"][::std::mem::size_of::<nvmlGpuInstanceInfo_st>() - 24usize];
-    ["Alignment of nvmlGpuInstanceInfo_st"]
-        [::std::mem::align_of::<nvmlGpuInstanceInfo_st>() - 8usize];
+    ["Alignment of nvmlGpuInstanceInfo_st"][::std::mem::align_of::<nvmlGpuInstanceInfo_st>() - 8usize];
     ["Offset of field: nvmlGpuInstanceInfo_st::device"]
         [::std::mem::offset_of!(nvmlGpuInstanceInfo_st, device) - 0usize];
-    ["Offset of field: nvmlGpuInstanceInfo_st::id"]
-        [::std::mem::offset_of!(nvmlGpuInstanceInfo_st, id) - 8usize];
+    ["Offset of field: nvmlGpuInstanceInfo_st::id"][::std::mem::offset_of!(nvmlGpuInstanceInfo_st, id) - 8usize];
     ["Offset of field: nvmlGpuInstanceInfo_st::profileId"]
         [::std::mem::offset_of!(nvmlGpuInstanceInfo_st, profileId) - 12usize];
     ["Offset of field: nvmlGpuInstanceInfo_st::placement"]
@@ -5281,8 +4946,7 @@ pub struct nvmlComputeInstancePlacement_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlComputeInstancePlacement_st"]
-        [::std::mem::size_of::<nvmlComputeInstancePlacement_st>() - 8usize];
+    ["Size of nvmlComputeInstancePlacement_st"][::std::mem::size_of::<nvmlComputeInstancePlacement_st>() - 8usize];
     ["Alignment of nvmlComputeInstancePlacement_st"]
         [::std::mem::align_of::<nvmlComputeInstancePlacement_st>() - 4usize];
     ["Offset of field: nvmlComputeInstancePlacement_st::start"]
@@ -5306,8 +4970,7 @@ pub struct nvmlComputeInstanceProfileInfo_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlComputeInstanceProfileInfo_st"]
-        [::std::mem::size_of::<nvmlComputeInstanceProfileInfo_st>() - 36usize];
+    ["Size of nvmlComputeInstanceProfileInfo_st"][::std::mem::size_of::<nvmlComputeInstanceProfileInfo_st>() - 36usize];
     ["Alignment of nvmlComputeInstanceProfileInfo_st"]
         [::std::mem::align_of::<nvmlComputeInstanceProfileInfo_st>() - 4usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_st::id"]
@@ -5318,10 +4981,8 @@ const _: () = {
         [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_st, instanceCount) - 8usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_st::multiprocessorCount"]
         [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_st, multiprocessorCount) - 12usize];
-    ["Offset of field: nvmlComputeInstanceProfileInfo_st::sharedCopyEngineCount"][::std::mem::offset_of!(
-        nvmlComputeInstanceProfileInfo_st,
-        sharedCopyEngineCount
-    ) - 16usize];
+    ["Offset of field: nvmlComputeInstanceProfileInfo_st::sharedCopyEngineCount"]
+        [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_st, sharedCopyEngineCount) - 16usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_st::sharedDecoderCount"]
         [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_st, sharedDecoderCount) - 20usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_st::sharedEncoderCount"]
@@ -5361,22 +5022,14 @@ const _: () = {
         [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v2_st, sliceCount) - 8usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::instanceCount"]
         [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v2_st, instanceCount) - 12usize];
-    ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::multiprocessorCount"][::std::mem::offset_of!(
-        nvmlComputeInstanceProfileInfo_v2_st,
-        multiprocessorCount
-    ) - 16usize];
-    ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::sharedCopyEngineCount"][::std::mem::offset_of!(
-        nvmlComputeInstanceProfileInfo_v2_st,
-        sharedCopyEngineCount
-    ) - 20usize];
-    ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::sharedDecoderCount"][::std::mem::offset_of!(
-        nvmlComputeInstanceProfileInfo_v2_st,
-        sharedDecoderCount
-    ) - 24usize];
-    ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::sharedEncoderCount"][::std::mem::offset_of!(
-        nvmlComputeInstanceProfileInfo_v2_st,
-        sharedEncoderCount
-    ) - 28usize];
+    ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::multiprocessorCount"]
+        [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v2_st, multiprocessorCount) - 16usize];
+    ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::sharedCopyEngineCount"]
+        [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v2_st, sharedCopyEngineCount) - 20usize];
+    ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::sharedDecoderCount"]
+        [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v2_st, sharedDecoderCount) - 24usize];
+    ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::sharedEncoderCount"]
+        [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v2_st, sharedEncoderCount) - 28usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::sharedJpegCount"]
         [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v2_st, sharedJpegCount) - 32usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_v2_st::sharedOfaCount"]
@@ -5424,22 +5077,14 @@ const _: () = {
         [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v3_st, sliceCount) - 8usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::instanceCount"]
         [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v3_st, instanceCount) - 12usize];
-    ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::multiprocessorCount"][::std::mem::offset_of!(
-        nvmlComputeInstanceProfileInfo_v3_st,
-        multiprocessorCount
-    ) - 16usize];
-    ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::sharedCopyEngineCount"][::std::mem::offset_of!(
-        nvmlComputeInstanceProfileInfo_v3_st,
-        sharedCopyEngineCount
-    ) - 20usize];
-    ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::sharedDecoderCount"][::std::mem::offset_of!(
-        nvmlComputeInstanceProfileInfo_v3_st,
-        sharedDecoderCount
-    ) - 24usize];
-    ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::sharedEncoderCount"][::std::mem::offset_of!(
-        nvmlComputeInstanceProfileInfo_v3_st,
-        sharedEncoderCount
-    ) - 28usize];
+    ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::multiprocessorCount"]
+        [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v3_st, multiprocessorCount) - 16usize];
+    ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::sharedCopyEngineCount"]
+        [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v3_st, sharedCopyEngineCount) - 20usize];
+    ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::sharedDecoderCount"]
+        [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v3_st, sharedDecoderCount) - 24usize];
+    ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::sharedEncoderCount"]
+        [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v3_st, sharedEncoderCount) - 28usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::sharedJpegCount"]
         [::std::mem::offset_of!(nvmlComputeInstanceProfileInfo_v3_st, sharedJpegCount) - 32usize];
     ["Offset of field: nvmlComputeInstanceProfileInfo_v3_st::sharedOfaCount"]
@@ -5470,10 +5115,8 @@ pub struct nvmlComputeInstanceInfo_st {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlComputeInstanceInfo_st"]
-        [::std::mem::size_of::<nvmlComputeInstanceInfo_st>() - 32usize];
-    ["Alignment of nvmlComputeInstanceInfo_st"]
-        [::std::mem::align_of::<nvmlComputeInstanceInfo_st>() - 8usize];
+    ["Size of nvmlComputeInstanceInfo_st"][::std::mem::size_of::<nvmlComputeInstanceInfo_st>() - 32usize];
+    ["Alignment of nvmlComputeInstanceInfo_st"][::std::mem::align_of::<nvmlComputeInstanceInfo_st>() - 8usize];
     ["Offset of field: nvmlComputeInstanceInfo_st::device"]
         [::std::mem::offset_of!(nvmlComputeInstanceInfo_st, device) - 0usize];
     ["Offset of field: nvmlComputeInstanceInfo_st::gpuInstance"]
@@ -5576,98 +5219,62 @@ impl nvmlGpmMetricId_t {
     pub const NVML_GPM_METRIC_C2C_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(101);
     pub const NVML_GPM_METRIC_C2C_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(102);
     pub const NVML_GPM_METRIC_C2C_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(103);
-    pub const NVML_GPM_METRIC_C2C_LINK0_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(104);
-    pub const NVML_GPM_METRIC_C2C_LINK0_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(105);
+    pub const NVML_GPM_METRIC_C2C_LINK0_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(104);
+    pub const NVML_GPM_METRIC_C2C_LINK0_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(105);
     pub const NVML_GPM_METRIC_C2C_LINK0_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(106);
     pub const NVML_GPM_METRIC_C2C_LINK0_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(107);
-    pub const NVML_GPM_METRIC_C2C_LINK1_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(108);
-    pub const NVML_GPM_METRIC_C2C_LINK1_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(109);
+    pub const NVML_GPM_METRIC_C2C_LINK1_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(108);
+    pub const NVML_GPM_METRIC_C2C_LINK1_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(109);
     pub const NVML_GPM_METRIC_C2C_LINK1_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(110);
     pub const NVML_GPM_METRIC_C2C_LINK1_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(111);
-    pub const NVML_GPM_METRIC_C2C_LINK2_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(112);
-    pub const NVML_GPM_METRIC_C2C_LINK2_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(113);
+    pub const NVML_GPM_METRIC_C2C_LINK2_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(112);
+    pub const NVML_GPM_METRIC_C2C_LINK2_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(113);
     pub const NVML_GPM_METRIC_C2C_LINK2_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(114);
     pub const NVML_GPM_METRIC_C2C_LINK2_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(115);
-    pub const NVML_GPM_METRIC_C2C_LINK3_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(116);
-    pub const NVML_GPM_METRIC_C2C_LINK3_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(117);
+    pub const NVML_GPM_METRIC_C2C_LINK3_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(116);
+    pub const NVML_GPM_METRIC_C2C_LINK3_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(117);
     pub const NVML_GPM_METRIC_C2C_LINK3_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(118);
     pub const NVML_GPM_METRIC_C2C_LINK3_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(119);
-    pub const NVML_GPM_METRIC_C2C_LINK4_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(120);
-    pub const NVML_GPM_METRIC_C2C_LINK4_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(121);
+    pub const NVML_GPM_METRIC_C2C_LINK4_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(120);
+    pub const NVML_GPM_METRIC_C2C_LINK4_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(121);
     pub const NVML_GPM_METRIC_C2C_LINK4_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(122);
     pub const NVML_GPM_METRIC_C2C_LINK4_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(123);
-    pub const NVML_GPM_METRIC_C2C_LINK5_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(124);
-    pub const NVML_GPM_METRIC_C2C_LINK5_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(125);
+    pub const NVML_GPM_METRIC_C2C_LINK5_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(124);
+    pub const NVML_GPM_METRIC_C2C_LINK5_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(125);
     pub const NVML_GPM_METRIC_C2C_LINK5_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(126);
     pub const NVML_GPM_METRIC_C2C_LINK5_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(127);
-    pub const NVML_GPM_METRIC_C2C_LINK6_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(128);
-    pub const NVML_GPM_METRIC_C2C_LINK6_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(129);
+    pub const NVML_GPM_METRIC_C2C_LINK6_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(128);
+    pub const NVML_GPM_METRIC_C2C_LINK6_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(129);
     pub const NVML_GPM_METRIC_C2C_LINK6_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(130);
     pub const NVML_GPM_METRIC_C2C_LINK6_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(131);
-    pub const NVML_GPM_METRIC_C2C_LINK7_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(132);
-    pub const NVML_GPM_METRIC_C2C_LINK7_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(133);
+    pub const NVML_GPM_METRIC_C2C_LINK7_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(132);
+    pub const NVML_GPM_METRIC_C2C_LINK7_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(133);
     pub const NVML_GPM_METRIC_C2C_LINK7_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(134);
     pub const NVML_GPM_METRIC_C2C_LINK7_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(135);
-    pub const NVML_GPM_METRIC_C2C_LINK8_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(136);
-    pub const NVML_GPM_METRIC_C2C_LINK8_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(137);
+    pub const NVML_GPM_METRIC_C2C_LINK8_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(136);
+    pub const NVML_GPM_METRIC_C2C_LINK8_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(137);
     pub const NVML_GPM_METRIC_C2C_LINK8_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(138);
     pub const NVML_GPM_METRIC_C2C_LINK8_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(139);
-    pub const NVML_GPM_METRIC_C2C_LINK9_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(140);
-    pub const NVML_GPM_METRIC_C2C_LINK9_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(141);
+    pub const NVML_GPM_METRIC_C2C_LINK9_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(140);
+    pub const NVML_GPM_METRIC_C2C_LINK9_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(141);
     pub const NVML_GPM_METRIC_C2C_LINK9_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(142);
     pub const NVML_GPM_METRIC_C2C_LINK9_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(143);
-    pub const NVML_GPM_METRIC_C2C_LINK10_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(144);
-    pub const NVML_GPM_METRIC_C2C_LINK10_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(145);
-    pub const NVML_GPM_METRIC_C2C_LINK10_DATA_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(146);
-    pub const NVML_GPM_METRIC_C2C_LINK10_DATA_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(147);
-    pub const NVML_GPM_METRIC_C2C_LINK11_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(148);
-    pub const NVML_GPM_METRIC_C2C_LINK11_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(149);
-    pub const NVML_GPM_METRIC_C2C_LINK11_DATA_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(150);
-    pub const NVML_GPM_METRIC_C2C_LINK11_DATA_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(151);
-    pub const NVML_GPM_METRIC_C2C_LINK12_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(152);
-    pub const NVML_GPM_METRIC_C2C_LINK12_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(153);
-    pub const NVML_GPM_METRIC_C2C_LINK12_DATA_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(154);
-    pub const NVML_GPM_METRIC_C2C_LINK12_DATA_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(155);
-    pub const NVML_GPM_METRIC_C2C_LINK13_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(156);
-    pub const NVML_GPM_METRIC_C2C_LINK13_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(157);
-    pub const NVML_GPM_METRIC_C2C_LINK13_DATA_TX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(158);
-    pub const NVML_GPM_METRIC_C2C_LINK13_DATA_RX_PER_SEC: nvmlGpmMetricId_t =
-        nvmlGpmMetricId_t(159);
+    pub const NVML_GPM_METRIC_C2C_LINK10_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(144);
+    pub const NVML_GPM_METRIC_C2C_LINK10_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(145);
+    pub const NVML_GPM_METRIC_C2C_LINK10_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(146);
+    pub const NVML_GPM_METRIC_C2C_LINK10_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(147);
+    pub const NVML_GPM_METRIC_C2C_LINK11_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(148);
+    pub const NVML_GPM_METRIC_C2C_LINK11_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(149);
+    pub const NVML_GPM_METRIC_C2C_LINK11_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(150);
+    pub const NVML_GPM_METRIC_C2C_LINK11_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(151);
+    pub const NVML_GPM_METRIC_C2C_LINK12_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(152);
+    pub const NVML_GPM_METRIC_C2C_LINK12_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(153);
+    pub const NVML_GPM_METRIC_C2C_LINK12_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(154);
+    pub const NVML_GPM_METRIC_C2C_LINK12_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(155);
+    pub const NVML_GPM_METRIC_C2C_LINK13_TOTAL_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(156);
+    pub const NVML_GPM_METRIC_C2C_LINK13_TOTAL_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(157);
+    pub const NVML_GPM_METRIC_C2C_LINK13_DATA_TX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(158);
+    pub const NVML_GPM_METRIC_C2C_LINK13_DATA_RX_PER_SEC: nvmlGpmMetricId_t = nvmlGpmMetricId_t(159);
     pub const NVML_GPM_METRIC_HOSTMEM_CACHE_HIT: nvmlGpmMetricId_t = nvmlGpmMetricId_t(160);
     pub const NVML_GPM_METRIC_HOSTMEM_CACHE_MISS: nvmlGpmMetricId_t = nvmlGpmMetricId_t(161);
     pub const NVML_GPM_METRIC_PEERMEM_CACHE_HIT: nvmlGpmMetricId_t = nvmlGpmMetricId_t(162);
@@ -5746,10 +5353,8 @@ pub struct nvmlGpmMetric_t__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlGpmMetric_t__bindgen_ty_1"]
-        [::std::mem::size_of::<nvmlGpmMetric_t__bindgen_ty_1>() - 24usize];
-    ["Alignment of nvmlGpmMetric_t__bindgen_ty_1"]
-        [::std::mem::align_of::<nvmlGpmMetric_t__bindgen_ty_1>() - 8usize];
+    ["Size of nvmlGpmMetric_t__bindgen_ty_1"][::std::mem::size_of::<nvmlGpmMetric_t__bindgen_ty_1>() - 24usize];
+    ["Alignment of nvmlGpmMetric_t__bindgen_ty_1"][::std::mem::align_of::<nvmlGpmMetric_t__bindgen_ty_1>() - 8usize];
     ["Offset of field: nvmlGpmMetric_t__bindgen_ty_1::shortName"]
         [::std::mem::offset_of!(nvmlGpmMetric_t__bindgen_ty_1, shortName) - 0usize];
     ["Offset of field: nvmlGpmMetric_t__bindgen_ty_1::longName"]
@@ -5770,14 +5375,10 @@ impl Default for nvmlGpmMetric_t__bindgen_ty_1 {
 const _: () = {
     ["Size of nvmlGpmMetric_t"][::std::mem::size_of::<nvmlGpmMetric_t>() - 40usize];
     ["Alignment of nvmlGpmMetric_t"][::std::mem::align_of::<nvmlGpmMetric_t>() - 8usize];
-    ["Offset of field: nvmlGpmMetric_t::metricId"]
-        [::std::mem::offset_of!(nvmlGpmMetric_t, metricId) - 0usize];
-    ["Offset of field: nvmlGpmMetric_t::nvmlReturn"]
-        [::std::mem::offset_of!(nvmlGpmMetric_t, nvmlReturn) - 4usize];
-    ["Offset of field: nvmlGpmMetric_t::value"]
-        [::std::mem::offset_of!(nvmlGpmMetric_t, value) - 8usize];
-    ["Offset of field: nvmlGpmMetric_t::metricInfo"]
-        [::std::mem::offset_of!(nvmlGpmMetric_t, metricInfo) - 16usize];
+    ["Offset of field: nvmlGpmMetric_t::metricId"][::std::mem::offset_of!(nvmlGpmMetric_t, metricId) - 0usize];
+    ["Offset of field: nvmlGpmMetric_t::nvmlReturn"][::std::mem::offset_of!(nvmlGpmMetric_t, nvmlReturn) - 4usize];
+    ["Offset of field: nvmlGpmMetric_t::value"][::std::mem::offset_of!(nvmlGpmMetric_t, value) - 8usize];
+    ["Offset of field: nvmlGpmMetric_t::metricInfo"][::std::mem::offset_of!(nvmlGpmMetric_t, metricInfo) - 16usize];
 };
 impl Default for nvmlGpmMetric_t {
     fn default() -> Self {
@@ -5801,16 +5402,12 @@ pub struct nvmlGpmMetricsGet_t {
 const _: () = {
     ["Size of nvmlGpmMetricsGet_t"][::std::mem::size_of::<nvmlGpmMetricsGet_t>() - 8424usize];
     ["Alignment of nvmlGpmMetricsGet_t"][::std::mem::align_of::<nvmlGpmMetricsGet_t>() - 8usize];
-    ["Offset of field: nvmlGpmMetricsGet_t::version"]
-        [::std::mem::offset_of!(nvmlGpmMetricsGet_t, version) - 0usize];
+    ["Offset of field: nvmlGpmMetricsGet_t::version"][::std::mem::offset_of!(nvmlGpmMetricsGet_t, version) - 0usize];
     ["Offset of field: nvmlGpmMetricsGet_t::numMetrics"]
         [::std::mem::offset_of!(nvmlGpmMetricsGet_t, numMetrics) - 4usize];
-    ["Offset of field: nvmlGpmMetricsGet_t::sample1"]
-        [::std::mem::offset_of!(nvmlGpmMetricsGet_t, sample1) - 8usize];
-    ["Offset of field: nvmlGpmMetricsGet_t::sample2"]
-        [::std::mem::offset_of!(nvmlGpmMetricsGet_t, sample2) - 16usize];
-    ["Offset of field: nvmlGpmMetricsGet_t::metrics"]
-        [::std::mem::offset_of!(nvmlGpmMetricsGet_t, metrics) - 24usize];
+    ["Offset of field: nvmlGpmMetricsGet_t::sample1"][::std::mem::offset_of!(nvmlGpmMetricsGet_t, sample1) - 8usize];
+    ["Offset of field: nvmlGpmMetricsGet_t::sample2"][::std::mem::offset_of!(nvmlGpmMetricsGet_t, sample2) - 16usize];
+    ["Offset of field: nvmlGpmMetricsGet_t::metrics"][::std::mem::offset_of!(nvmlGpmMetricsGet_t, metrics) - 24usize];
 };
 impl Default for nvmlGpmMetricsGet_t {
     fn default() -> Self {
@@ -5831,8 +5428,7 @@ pub struct nvmlGpmSupport_t {
 const _: () = {
     ["Size of nvmlGpmSupport_t"][::std::mem::size_of::<nvmlGpmSupport_t>() - 8usize];
     ["Alignment of nvmlGpmSupport_t"][::std::mem::align_of::<nvmlGpmSupport_t>() - 4usize];
-    ["Offset of field: nvmlGpmSupport_t::version"]
-        [::std::mem::offset_of!(nvmlGpmSupport_t, version) - 0usize];
+    ["Offset of field: nvmlGpmSupport_t::version"][::std::mem::offset_of!(nvmlGpmSupport_t, version) - 0usize];
     ["Offset of field: nvmlGpmSupport_t::isSupportedDevice"]
         [::std::mem::offset_of!(nvmlGpmSupport_t, isSupportedDevice) - 4usize];
 };
@@ -5844,10 +5440,8 @@ pub struct nvmlDeviceCapabilities_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlDeviceCapabilities_v1_t"]
-        [::std::mem::size_of::<nvmlDeviceCapabilities_v1_t>() - 8usize];
-    ["Alignment of nvmlDeviceCapabilities_v1_t"]
-        [::std::mem::align_of::<nvmlDeviceCapabilities_v1_t>() - 4usize];
+    ["Size of nvmlDeviceCapabilities_v1_t"][::std::mem::size_of::<nvmlDeviceCapabilities_v1_t>() - 8usize];
+    ["Alignment of nvmlDeviceCapabilities_v1_t"][::std::mem::align_of::<nvmlDeviceCapabilities_v1_t>() - 4usize];
     ["Offset of field: nvmlDeviceCapabilities_v1_t::version"]
         [::std::mem::offset_of!(nvmlDeviceCapabilities_v1_t, version) - 0usize];
     ["Offset of field: nvmlDeviceCapabilities_v1_t::capMask"]
@@ -5896,8 +5490,7 @@ pub struct nvmlWorkloadPowerProfileInfo_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlWorkloadPowerProfileInfo_v1_t"]
-        [::std::mem::size_of::<nvmlWorkloadPowerProfileInfo_v1_t>() - 44usize];
+    ["Size of nvmlWorkloadPowerProfileInfo_v1_t"][::std::mem::size_of::<nvmlWorkloadPowerProfileInfo_v1_t>() - 44usize];
     ["Alignment of nvmlWorkloadPowerProfileInfo_v1_t"]
         [::std::mem::align_of::<nvmlWorkloadPowerProfileInfo_v1_t>() - 4usize];
     ["Offset of field: nvmlWorkloadPowerProfileInfo_v1_t::version"]
@@ -5925,10 +5518,8 @@ const _: () = {
         [::std::mem::align_of::<nvmlWorkloadPowerProfileProfilesInfo_v1_t>() - 4usize];
     ["Offset of field: nvmlWorkloadPowerProfileProfilesInfo_v1_t::version"]
         [::std::mem::offset_of!(nvmlWorkloadPowerProfileProfilesInfo_v1_t, version) - 0usize];
-    ["Offset of field: nvmlWorkloadPowerProfileProfilesInfo_v1_t::perfProfilesMask"][::std::mem::offset_of!(
-        nvmlWorkloadPowerProfileProfilesInfo_v1_t,
-        perfProfilesMask
-    ) - 4usize];
+    ["Offset of field: nvmlWorkloadPowerProfileProfilesInfo_v1_t::perfProfilesMask"]
+        [::std::mem::offset_of!(nvmlWorkloadPowerProfileProfilesInfo_v1_t, perfProfilesMask) - 4usize];
     ["Offset of field: nvmlWorkloadPowerProfileProfilesInfo_v1_t::perfProfile"]
         [::std::mem::offset_of!(nvmlWorkloadPowerProfileProfilesInfo_v1_t, perfProfile) - 36usize];
 };
@@ -5958,20 +5549,12 @@ const _: () = {
         [::std::mem::align_of::<nvmlWorkloadPowerProfileCurrentProfiles_v1_t>() - 4usize];
     ["Offset of field: nvmlWorkloadPowerProfileCurrentProfiles_v1_t::version"]
         [::std::mem::offset_of!(nvmlWorkloadPowerProfileCurrentProfiles_v1_t, version) - 0usize];
-    ["Offset of field: nvmlWorkloadPowerProfileCurrentProfiles_v1_t::perfProfilesMask"][::std::mem::offset_of!(
-        nvmlWorkloadPowerProfileCurrentProfiles_v1_t,
-        perfProfilesMask
-    ) - 4usize];
-    ["Offset of field: nvmlWorkloadPowerProfileCurrentProfiles_v1_t::requestedProfilesMask"][::std::mem::offset_of!(
-        nvmlWorkloadPowerProfileCurrentProfiles_v1_t,
-        requestedProfilesMask
-    )
-        - 36usize];
-    ["Offset of field: nvmlWorkloadPowerProfileCurrentProfiles_v1_t::enforcedProfilesMask"][::std::mem::offset_of!(
-        nvmlWorkloadPowerProfileCurrentProfiles_v1_t,
-        enforcedProfilesMask
-    )
-        - 68usize];
+    ["Offset of field: nvmlWorkloadPowerProfileCurrentProfiles_v1_t::perfProfilesMask"]
+        [::std::mem::offset_of!(nvmlWorkloadPowerProfileCurrentProfiles_v1_t, perfProfilesMask) - 4usize];
+    ["Offset of field: nvmlWorkloadPowerProfileCurrentProfiles_v1_t::requestedProfilesMask"]
+        [::std::mem::offset_of!(nvmlWorkloadPowerProfileCurrentProfiles_v1_t, requestedProfilesMask) - 36usize];
+    ["Offset of field: nvmlWorkloadPowerProfileCurrentProfiles_v1_t::enforcedProfilesMask"]
+        [::std::mem::offset_of!(nvmlWorkloadPowerProfileCurrentProfiles_v1_t, enforcedProfilesMask) - 68usize];
 };
 pub type nvmlWorkloadPowerProfileCurrentProfiles_t = nvmlWorkloadPowerProfileCurrentProfiles_v1_t;
 #[repr(C)]
@@ -5988,14 +5571,10 @@ const _: () = {
         [::std::mem::align_of::<nvmlWorkloadPowerProfileRequestedProfiles_v1_t>() - 4usize];
     ["Offset of field: nvmlWorkloadPowerProfileRequestedProfiles_v1_t::version"]
         [::std::mem::offset_of!(nvmlWorkloadPowerProfileRequestedProfiles_v1_t, version) - 0usize];
-    ["Offset of field: nvmlWorkloadPowerProfileRequestedProfiles_v1_t::requestedProfilesMask"][::std::mem::offset_of!(
-        nvmlWorkloadPowerProfileRequestedProfiles_v1_t,
-        requestedProfilesMask
-    )
-        - 4usize];
+    ["Offset of field: nvmlWorkloadPowerProfileRequestedProfiles_v1_t::requestedProfilesMask"]
+        [::std::mem::offset_of!(nvmlWorkloadPowerProfileRequestedProfiles_v1_t, requestedProfilesMask) - 4usize];
 };
-pub type nvmlWorkloadPowerProfileRequestedProfiles_t =
-    nvmlWorkloadPowerProfileRequestedProfiles_v1_t;
+pub type nvmlWorkloadPowerProfileRequestedProfiles_t = nvmlWorkloadPowerProfileRequestedProfiles_v1_t;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct nvmlPowerSmoothingProfile_v1_t {
@@ -6006,10 +5585,8 @@ pub struct nvmlPowerSmoothingProfile_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlPowerSmoothingProfile_v1_t"]
-        [::std::mem::size_of::<nvmlPowerSmoothingProfile_v1_t>() - 24usize];
-    ["Alignment of nvmlPowerSmoothingProfile_v1_t"]
-        [::std::mem::align_of::<nvmlPowerSmoothingProfile_v1_t>() - 8usize];
+    ["Size of nvmlPowerSmoothingProfile_v1_t"][::std::mem::size_of::<nvmlPowerSmoothingProfile_v1_t>() - 24usize];
+    ["Alignment of nvmlPowerSmoothingProfile_v1_t"][::std::mem::align_of::<nvmlPowerSmoothingProfile_v1_t>() - 8usize];
     ["Offset of field: nvmlPowerSmoothingProfile_v1_t::version"]
         [::std::mem::offset_of!(nvmlPowerSmoothingProfile_v1_t, version) - 0usize];
     ["Offset of field: nvmlPowerSmoothingProfile_v1_t::profileId"]
@@ -6028,10 +5605,8 @@ pub struct nvmlPowerSmoothingState_v1_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nvmlPowerSmoothingState_v1_t"]
-        [::std::mem::size_of::<nvmlPowerSmoothingState_v1_t>() - 8usize];
-    ["Alignment of nvmlPowerSmoothingState_v1_t"]
-        [::std::mem::align_of::<nvmlPowerSmoothingState_v1_t>() - 4usize];
+    ["Size of nvmlPowerSmoothingState_v1_t"][::std::mem::size_of::<nvmlPowerSmoothingState_v1_t>() - 8usize];
+    ["Alignment of nvmlPowerSmoothingState_v1_t"][::std::mem::align_of::<nvmlPowerSmoothingState_v1_t>() - 4usize];
     ["Offset of field: nvmlPowerSmoothingState_v1_t::version"]
         [::std::mem::offset_of!(nvmlPowerSmoothingState_v1_t, version) - 0usize];
     ["Offset of field: nvmlPowerSmoothingState_v1_t::state"]
@@ -6050,27 +5625,17 @@ pub type nvmlPowerSmoothingState_t = nvmlPowerSmoothingState_v1_t;
 pub struct NvmlLib {
     __library: ::libloading::Library,
     pub nvmlInit_v2: Result<unsafe extern "C" fn() -> nvmlReturn_t, ::libloading::Error>,
-    pub nvmlInitWithFlags: Result<
-        unsafe extern "C" fn(flags: ::std::os::raw::c_uint) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlInitWithFlags:
+        Result<unsafe extern "C" fn(flags: ::std::os::raw::c_uint) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlShutdown: Result<unsafe extern "C" fn() -> nvmlReturn_t, ::libloading::Error>,
-    pub nvmlErrorString: Result<
-        unsafe extern "C" fn(result: nvmlReturn_t) -> *const ::std::os::raw::c_char,
-        ::libloading::Error,
-    >,
+    pub nvmlErrorString:
+        Result<unsafe extern "C" fn(result: nvmlReturn_t) -> *const ::std::os::raw::c_char, ::libloading::Error>,
     pub nvmlSystemGetDriverVersion: Result<
-        unsafe extern "C" fn(
-            version: *mut ::std::os::raw::c_char,
-            length: ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(version: *mut ::std::os::raw::c_char, length: ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlSystemGetNVMLVersion: Result<
-        unsafe extern "C" fn(
-            version: *mut ::std::os::raw::c_char,
-            length: ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(version: *mut ::std::os::raw::c_char, length: ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlSystemGetCudaDriverVersion: Result<
@@ -6090,10 +5655,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlSystemGetHicVersion: Result<
-        unsafe extern "C" fn(
-            hwbcCount: *mut ::std::os::raw::c_uint,
-            hwbcEntries: *mut nvmlHwbcEntry_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(hwbcCount: *mut ::std::os::raw::c_uint, hwbcEntries: *mut nvmlHwbcEntry_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlSystemGetTopologyGpuSet: Result<
@@ -6111,26 +5673,18 @@ pub struct NvmlLib {
         ) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlUnitGetCount: Result<
-        unsafe extern "C" fn(unitCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlUnitGetCount:
+        Result<unsafe extern "C" fn(unitCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlUnitGetHandleByIndex: Result<
         unsafe extern "C" fn(index: ::std::os::raw::c_uint, unit: *mut nvmlUnit_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlUnitGetUnitInfo: Result<
-        unsafe extern "C" fn(unit: nvmlUnit_t, info: *mut nvmlUnitInfo_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
-    pub nvmlUnitGetLedState: Result<
-        unsafe extern "C" fn(unit: nvmlUnit_t, state: *mut nvmlLedState_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
-    pub nvmlUnitGetPsuInfo: Result<
-        unsafe extern "C" fn(unit: nvmlUnit_t, psu: *mut nvmlPSUInfo_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlUnitGetUnitInfo:
+        Result<unsafe extern "C" fn(unit: nvmlUnit_t, info: *mut nvmlUnitInfo_t) -> nvmlReturn_t, ::libloading::Error>,
+    pub nvmlUnitGetLedState:
+        Result<unsafe extern "C" fn(unit: nvmlUnit_t, state: *mut nvmlLedState_t) -> nvmlReturn_t, ::libloading::Error>,
+    pub nvmlUnitGetPsuInfo:
+        Result<unsafe extern "C" fn(unit: nvmlUnit_t, psu: *mut nvmlPSUInfo_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlUnitGetTemperature: Result<
         unsafe extern "C" fn(
             unit: nvmlUnit_t,
@@ -6151,36 +5705,22 @@ pub struct NvmlLib {
         ) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlDeviceGetCount_v2: Result<
-        unsafe extern "C" fn(deviceCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlDeviceGetCount_v2:
+        Result<unsafe extern "C" fn(deviceCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceGetAttributes_v2: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            attributes: *mut nvmlDeviceAttributes_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, attributes: *mut nvmlDeviceAttributes_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetHandleByIndex_v2: Result<
-        unsafe extern "C" fn(
-            index: ::std::os::raw::c_uint,
-            device: *mut nvmlDevice_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(index: ::std::os::raw::c_uint, device: *mut nvmlDevice_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetHandleBySerial: Result<
-        unsafe extern "C" fn(
-            serial: *const ::std::os::raw::c_char,
-            device: *mut nvmlDevice_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(serial: *const ::std::os::raw::c_char, device: *mut nvmlDevice_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetHandleByUUID: Result<
-        unsafe extern "C" fn(
-            uuid: *const ::std::os::raw::c_char,
-            device: *mut nvmlDevice_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(uuid: *const ::std::os::raw::c_char, device: *mut nvmlDevice_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetHandleByUUIDV: Result<
@@ -6188,10 +5728,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetHandleByPciBusId_v2: Result<
-        unsafe extern "C" fn(
-            pciBusId: *const ::std::os::raw::c_char,
-            device: *mut nvmlDevice_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(pciBusId: *const ::std::os::raw::c_char, device: *mut nvmlDevice_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetName: Result<
@@ -6207,10 +5744,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetIndex: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            index: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, index: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetSerial: Result<
@@ -6222,17 +5756,11 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetModuleId: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            moduleId: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, moduleId: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetC2cModeInfoV: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            c2cModeInfo: *mut nvmlC2cModeInfo_v1_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, c2cModeInfo: *mut nvmlC2cModeInfo_v1_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMemoryAffinity: Result<
@@ -6266,24 +5794,15 @@ pub struct NvmlLib {
     pub nvmlDeviceClearCpuAffinity:
         Result<unsafe extern "C" fn(device: nvmlDevice_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceGetNumaNodeId: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            node: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, node: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetAddressingMode: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            mode: *mut nvmlDeviceAddressingMode_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, mode: *mut nvmlDeviceAddressingMode_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetRepairStatus: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            repairStatus: *mut nvmlRepairStatus_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, repairStatus: *mut nvmlRepairStatus_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetTopologyCommonAncestor: Result<
@@ -6321,10 +5840,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMinorNumber: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            minorNumber: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, minorNumber: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetBoardPartNumber: Result<
@@ -6353,10 +5869,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetInforomConfigurationChecksum: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            checksum: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, checksum: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceValidateInforom:
@@ -6374,10 +5887,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetDisplayActive: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            isActive: *mut nvmlEnableState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, isActive: *mut nvmlEnableState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPersistenceMode: Result<
@@ -6393,38 +5903,23 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMaxPcieLinkGeneration: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            maxLinkGen: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, maxLinkGen: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetGpuMaxPcieLinkGeneration: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            maxLinkGenDevice: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, maxLinkGenDevice: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMaxPcieLinkWidth: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            maxLinkWidth: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, maxLinkWidth: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetCurrPcieLinkGeneration: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            currLinkGen: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, currLinkGen: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetCurrPcieLinkWidth: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            currLinkWidth: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, currLinkWidth: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPcieThroughput: Result<
@@ -6436,10 +5931,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPcieReplayCounter: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            value: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, value: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetClockInfo: Result<
@@ -6459,10 +5951,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetGpcClkVfOffset: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            offset: *mut ::std::os::raw::c_int,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, offset: *mut ::std::os::raw::c_int) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetApplicationsClock: Result<
@@ -6524,10 +6013,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetFanSpeed: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            speed: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, speed: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetFanSpeed_v2: Result<
@@ -6539,10 +6025,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetFanSpeedRPM: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            fanSpeed: *mut nvmlFanSpeedInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, fanSpeed: *mut nvmlFanSpeedInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetTargetFanSpeed: Result<
@@ -6570,10 +6053,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetNumFans: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            numFans: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, numFans: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetTemperature: Result<
@@ -6585,17 +6065,11 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetCoolerInfo: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            coolerInfo: *mut nvmlCoolerInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, coolerInfo: *mut nvmlCoolerInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetTemperatureV: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            temperature: *mut nvmlTemperature_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, temperature: *mut nvmlTemperature_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetTemperatureThreshold: Result<
@@ -6607,10 +6081,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMarginTemperature: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            marginTempInfo: *mut nvmlMarginTemperature_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, marginTempInfo: *mut nvmlMarginTemperature_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetThermalSettings: Result<
@@ -6665,10 +6136,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMemClkVfOffset: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            offset: *mut ::std::os::raw::c_int,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, offset: *mut ::std::os::raw::c_int) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMinMaxClockOfPState: Result<
@@ -6714,10 +6182,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPerformanceModes: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            perfModes: *mut nvmlDevicePerfModes_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, perfModes: *mut nvmlDevicePerfModes_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetCurrentClockFreqs: Result<
@@ -6732,10 +6197,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPowerManagementLimit: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            limit: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, limit: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPowerManagementLimitConstraints: Result<
@@ -6747,45 +6209,27 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPowerManagementDefaultLimit: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            defaultLimit: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, defaultLimit: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPowerUsage: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            power: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, power: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPowerMizerMode_v1: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            powerMizerMode: *mut nvmlDevicePowerMizerModes_v1_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, powerMizerMode: *mut nvmlDevicePowerMizerModes_v1_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceSetPowerMizerMode_v1: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            powerMizerMode: *mut nvmlDevicePowerMizerModes_v1_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, powerMizerMode: *mut nvmlDevicePowerMizerModes_v1_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetTotalEnergyConsumption: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            energy: *mut ::std::os::raw::c_ulonglong,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, energy: *mut ::std::os::raw::c_ulonglong) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetEnforcedPowerLimit: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            limit: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, limit: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetGpuOperationMode: Result<
@@ -6825,10 +6269,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceSetDramEncryptionMode: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            dramEncryption: *const nvmlDramEncryptionInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, dramEncryption: *const nvmlDramEncryptionInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetEccMode: Result<
@@ -6840,24 +6281,15 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetDefaultEccMode: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            defaultMode: *mut nvmlEnableState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, defaultMode: *mut nvmlEnableState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetBoardId: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            boardId: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, boardId: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMultiGpuBoard: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            multiGpuBool: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, multiGpuBool: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetTotalEccErrors: Result<
@@ -6889,10 +6321,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetUtilizationRates: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            utilization: *mut nvmlUtilization_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, utilization: *mut nvmlUtilization_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetEncoderUtilization: Result<
@@ -6981,10 +6410,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetBridgeChipInfo: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            bridgeHierarchy: *mut nvmlBridgeChipHierarchy_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, bridgeHierarchy: *mut nvmlBridgeChipHierarchy_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetComputeRunningProcesses_v3: Result<
@@ -7012,10 +6438,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetRunningProcessDetailList: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            plist: *mut nvmlProcessDetailList_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, plist: *mut nvmlProcessDetailList_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceOnSameBoard: Result<
@@ -7046,10 +6469,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetBAR1MemoryInfo: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            bar1Memory: *mut nvmlBAR1Memory_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, bar1Memory: *mut nvmlBAR1Memory_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetViolationStatus: Result<
@@ -7061,52 +6481,31 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetIrqNum: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            irqNum: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, irqNum: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetNumGpuCores: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            numCores: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, numCores: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPowerSource: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            powerSource: *mut nvmlPowerSource_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, powerSource: *mut nvmlPowerSource_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMemoryBusWidth: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            busWidth: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, busWidth: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPcieLinkMaxSpeed: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            maxSpeed: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, maxSpeed: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPcieSpeed: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            pcieSpeed: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, pcieSpeed: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetAdaptiveClockInfoStatus: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            adaptiveClockStatus: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, adaptiveClockStatus: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetBusType: Result<
@@ -7114,47 +6513,31 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetGpuFabricInfo: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            gpuFabricInfo: *mut nvmlGpuFabricInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, gpuFabricInfo: *mut nvmlGpuFabricInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetGpuFabricInfoV: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            gpuFabricInfo: *mut nvmlGpuFabricInfoV_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, gpuFabricInfo: *mut nvmlGpuFabricInfoV_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlSystemGetConfComputeCapabilities: Result<
         unsafe extern "C" fn(capabilities: *mut nvmlConfComputeSystemCaps_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlSystemGetConfComputeState: Result<
-        unsafe extern "C" fn(state: *mut nvmlConfComputeSystemState_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlSystemGetConfComputeState:
+        Result<unsafe extern "C" fn(state: *mut nvmlConfComputeSystemState_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceGetConfComputeMemSizeInfo: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            memInfo: *mut nvmlConfComputeMemSizeInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, memInfo: *mut nvmlConfComputeMemSizeInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlSystemGetConfComputeGpusReadyState: Result<
-        unsafe extern "C" fn(isAcceptingWork: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlSystemGetConfComputeGpusReadyState:
+        Result<unsafe extern "C" fn(isAcceptingWork: *mut ::std::os::raw::c_uint) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceGetConfComputeProtectedMemoryUsage: Result<
         unsafe extern "C" fn(device: nvmlDevice_t, memory: *mut nvmlMemory_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetConfComputeGpuCertificate: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            gpuCert: *mut nvmlConfComputeGpuCertificate_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, gpuCert: *mut nvmlConfComputeGpuCertificate_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetConfComputeGpuAttestationReport: Result<
@@ -7165,26 +6548,17 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlSystemGetConfComputeKeyRotationThresholdInfo: Result<
-        unsafe extern "C" fn(
-            pKeyRotationThrInfo: *mut nvmlConfComputeGetKeyRotationThresholdInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(pKeyRotationThrInfo: *mut nvmlConfComputeGetKeyRotationThresholdInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceSetConfComputeUnprotectedMemSize: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            sizeKiB: ::std::os::raw::c_ulonglong,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, sizeKiB: ::std::os::raw::c_ulonglong) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlSystemSetConfComputeGpusReadyState: Result<
-        unsafe extern "C" fn(isAcceptingWork: ::std::os::raw::c_uint) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlSystemSetConfComputeGpusReadyState:
+        Result<unsafe extern "C" fn(isAcceptingWork: ::std::os::raw::c_uint) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlSystemSetConfComputeKeyRotationThresholdInfo: Result<
-        unsafe extern "C" fn(
-            pKeyRotationThrInfo: *mut nvmlConfComputeSetKeyRotationThresholdInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(pKeyRotationThrInfo: *mut nvmlConfComputeSetKeyRotationThresholdInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlSystemGetConfComputeSettings: Result<
@@ -7192,10 +6566,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetGspFirmwareVersion: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            version: *mut ::std::os::raw::c_char,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, version: *mut ::std::os::raw::c_char) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetGspFirmwareMode: Result<
@@ -7207,17 +6578,11 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetSramEccErrorStatus: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            status: *mut nvmlEccSramErrorStatus_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, status: *mut nvmlEccSramErrorStatus_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceSetPowerManagementLimit_v2: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            powerValue: *mut nvmlPowerValue_v2_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, powerValue: *mut nvmlPowerValue_v2_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetAccountingMode: Result<
@@ -7241,10 +6606,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetAccountingBufferSize: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            bufferSize: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, bufferSize: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetRetiredPages: Result<
@@ -7267,10 +6629,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetRetiredPagesPendingStatus: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            isPending: *mut nvmlEnableState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, isPending: *mut nvmlEnableState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetRemappedRows: Result<
@@ -7284,17 +6643,11 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetRowRemapperHistogram: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            values: *mut nvmlRowRemapperHistogramValues_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, values: *mut nvmlRowRemapperHistogramValues_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetArchitecture: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            arch: *mut nvmlDeviceArchitecture_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, arch: *mut nvmlDeviceArchitecture_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetClkMonStatus: Result<
@@ -7318,34 +6671,21 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPlatformInfo: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            platformInfo: *mut nvmlPlatformInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, platformInfo: *mut nvmlPlatformInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlDeviceGetPdi: Result<
-        unsafe extern "C" fn(device: nvmlDevice_t, pdi: *mut nvmlPdi_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlDeviceGetPdi:
+        Result<unsafe extern "C" fn(device: nvmlDevice_t, pdi: *mut nvmlPdi_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceSetHostname_v1: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            hostname: *mut nvmlHostname_v1_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, hostname: *mut nvmlHostname_v1_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetHostname_v1: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            hostname: *mut nvmlHostname_v1_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, hostname: *mut nvmlHostname_v1_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlUnitSetLedState: Result<
-        unsafe extern "C" fn(unit: nvmlUnit_t, color: nvmlLedColor_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlUnitSetLedState:
+        Result<unsafe extern "C" fn(unit: nvmlUnit_t, color: nvmlLedColor_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceSetPersistenceMode: Result<
         unsafe extern "C" fn(device: nvmlDevice_t, mode: nvmlEnableState_t) -> nvmlReturn_t,
         ::libloading::Error,
@@ -7354,15 +6694,10 @@ pub struct NvmlLib {
         unsafe extern "C" fn(device: nvmlDevice_t, mode: nvmlComputeMode_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlDeviceSetEccMode: Result<
-        unsafe extern "C" fn(device: nvmlDevice_t, ecc: nvmlEnableState_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlDeviceSetEccMode:
+        Result<unsafe extern "C" fn(device: nvmlDevice_t, ecc: nvmlEnableState_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceClearEccErrorCounts: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            counterType: nvmlEccCounterType_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, counterType: nvmlEccCounterType_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceSetDriverModel: Result<
@@ -7574,47 +6909,30 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceSetNvLinkDeviceLowPowerThreshold: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            info: *mut nvmlNvLinkPowerThres_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, info: *mut nvmlNvLinkPowerThres_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlSystemSetNvlinkBwMode: Result<
-        unsafe extern "C" fn(nvlinkBwMode: ::std::os::raw::c_uint) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
-    pub nvmlSystemGetNvlinkBwMode: Result<
-        unsafe extern "C" fn(nvlinkBwMode: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlSystemSetNvlinkBwMode:
+        Result<unsafe extern "C" fn(nvlinkBwMode: ::std::os::raw::c_uint) -> nvmlReturn_t, ::libloading::Error>,
+    pub nvmlSystemGetNvlinkBwMode:
+        Result<unsafe extern "C" fn(nvlinkBwMode: *mut ::std::os::raw::c_uint) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceGetNvlinkSupportedBwModes: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            supportedBwMode: *mut nvmlNvlinkSupportedBwModes_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, supportedBwMode: *mut nvmlNvlinkSupportedBwModes_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetNvlinkBwMode: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            getBwMode: *mut nvmlNvlinkGetBwMode_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, getBwMode: *mut nvmlNvlinkGetBwMode_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceSetNvlinkBwMode: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            setBwMode: *mut nvmlNvlinkSetBwMode_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, setBwMode: *mut nvmlNvlinkSetBwMode_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetNvLinkInfo: Result<
         unsafe extern "C" fn(device: nvmlDevice_t, info: *mut nvmlNvLinkInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlEventSetCreate:
-        Result<unsafe extern "C" fn(set: *mut nvmlEventSet_t) -> nvmlReturn_t, ::libloading::Error>,
+    pub nvmlEventSetCreate: Result<unsafe extern "C" fn(set: *mut nvmlEventSet_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceRegisterEvents: Result<
         unsafe extern "C" fn(
             device: nvmlDevice_t,
@@ -7624,10 +6942,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetSupportedEventTypes: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            eventTypes: *mut ::std::os::raw::c_ulonglong,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, eventTypes: *mut ::std::os::raw::c_ulonglong) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlEventSetWait_v2: Result<
@@ -7638,8 +6953,7 @@ pub struct NvmlLib {
         ) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlEventSetFree:
-        Result<unsafe extern "C" fn(set: nvmlEventSet_t) -> nvmlReturn_t, ::libloading::Error>,
+    pub nvmlEventSetFree: Result<unsafe extern "C" fn(set: nvmlEventSet_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlSystemEventSetCreate: Result<
         unsafe extern "C" fn(request: *mut nvmlSystemEventSetCreateRequest_t) -> nvmlReturn_t,
         ::libloading::Error,
@@ -7657,17 +6971,11 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceModifyDrainState: Result<
-        unsafe extern "C" fn(
-            pciInfo: *mut nvmlPciInfo_t,
-            newState: nvmlEnableState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(pciInfo: *mut nvmlPciInfo_t, newState: nvmlEnableState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceQueryDrainState: Result<
-        unsafe extern "C" fn(
-            pciInfo: *mut nvmlPciInfo_t,
-            currentState: *mut nvmlEnableState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(pciInfo: *mut nvmlPciInfo_t, currentState: *mut nvmlEnableState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceRemoveGpu_v2: Result<
@@ -7678,10 +6986,8 @@ pub struct NvmlLib {
         ) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlDeviceDiscoverGpus: Result<
-        unsafe extern "C" fn(pciInfo: *mut nvmlPciInfo_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlDeviceDiscoverGpus:
+        Result<unsafe extern "C" fn(pciInfo: *mut nvmlPciInfo_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceGetFieldValues: Result<
         unsafe extern "C" fn(
             device: nvmlDevice_t,
@@ -7699,24 +7005,15 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetVirtualizationMode: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            pVirtualMode: *mut nvmlGpuVirtualizationMode_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, pVirtualMode: *mut nvmlGpuVirtualizationMode_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetHostVgpuMode: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            pHostVgpuMode: *mut nvmlHostVgpuMode_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, pHostVgpuMode: *mut nvmlHostVgpuMode_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceSetVirtualizationMode: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            virtualMode: nvmlGpuVirtualizationMode_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, virtualMode: nvmlGpuVirtualizationMode_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetVgpuHeterogeneousMode: Result<
@@ -7734,10 +7031,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetPlacementId: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            pPlacement: *mut nvmlVgpuPlacementId_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, pPlacement: *mut nvmlVgpuPlacementId_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetVgpuTypeSupportedPlacements: Result<
@@ -7771,10 +7065,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetRuntimeStateSize: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            pState: *mut nvmlVgpuRuntimeState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, pState: *mut nvmlVgpuRuntimeState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceSetVgpuCapabilities: Result<
@@ -7855,10 +7146,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuTypeGetFramebufferSize: Result<
-        unsafe extern "C" fn(
-            vgpuTypeId: nvmlVgpuTypeId_t,
-            fbSize: *mut ::std::os::raw::c_ulonglong,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuTypeId: nvmlVgpuTypeId_t, fbSize: *mut ::std::os::raw::c_ulonglong) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlVgpuTypeGetNumDisplayHeads: Result<
@@ -7886,10 +7174,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuTypeGetFrameRateLimit: Result<
-        unsafe extern "C" fn(
-            vgpuTypeId: nvmlVgpuTypeId_t,
-            frameRateLimit: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuTypeId: nvmlVgpuTypeId_t, frameRateLimit: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlVgpuTypeGetMaxInstances: Result<
@@ -7908,10 +7193,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuTypeGetBAR1Info: Result<
-        unsafe extern "C" fn(
-            vgpuTypeId: nvmlVgpuTypeId_t,
-            bar1Info: *mut nvmlVgpuTypeBar1Info_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuTypeId: nvmlVgpuTypeId_t, bar1Info: *mut nvmlVgpuTypeBar1Info_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetActiveVgpus: Result<
@@ -7955,17 +7237,11 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetLicenseStatus: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            licensed: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, licensed: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetType: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            vgpuTypeId: *mut nvmlVgpuTypeId_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, vgpuTypeId: *mut nvmlVgpuTypeId_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetFrameRateLimit: Result<
@@ -7976,10 +7252,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetEccMode: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            eccMode: *mut nvmlEnableState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, eccMode: *mut nvmlEnableState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetEncoderCapacity: Result<
@@ -7990,10 +7263,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceSetEncoderCapacity: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            encoderCapacity: ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, encoderCapacity: ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetEncoderStats: Result<
@@ -8014,10 +7284,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetFBCStats: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            fbcStats: *mut nvmlFBCStats_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, fbcStats: *mut nvmlFBCStats_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetFBCSessions: Result<
@@ -8060,16 +7327,11 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlGpuInstanceGetCreatableVgpus: Result<
-        unsafe extern "C" fn(
-            gpuInstance: nvmlGpuInstance_t,
-            pVgpus: *mut nvmlVgpuTypeIdInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(gpuInstance: nvmlGpuInstance_t, pVgpus: *mut nvmlVgpuTypeIdInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlVgpuTypeGetMaxInstancesPerGpuInstance: Result<
-        unsafe extern "C" fn(pMaxInstance: *mut nvmlVgpuTypeMaxInstance_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlVgpuTypeGetMaxInstancesPerGpuInstance:
+        Result<unsafe extern "C" fn(pMaxInstance: *mut nvmlVgpuTypeMaxInstance_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlGpuInstanceGetActiveVgpus: Result<
         unsafe extern "C" fn(
             gpuInstance: nvmlGpuInstance_t,
@@ -8078,10 +7340,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlGpuInstanceSetVgpuSchedulerState: Result<
-        unsafe extern "C" fn(
-            gpuInstance: nvmlGpuInstance_t,
-            pScheduler: *mut nvmlVgpuSchedulerState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(gpuInstance: nvmlGpuInstance_t, pScheduler: *mut nvmlVgpuSchedulerState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlGpuInstanceGetVgpuSchedulerState: Result<
@@ -8152,44 +7411,27 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetVgpuSchedulerLog: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            pSchedulerLog: *mut nvmlVgpuSchedulerLog_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, pSchedulerLog: *mut nvmlVgpuSchedulerLog_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetVgpuSchedulerState: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            pSchedulerState: *mut nvmlVgpuSchedulerGetState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, pSchedulerState: *mut nvmlVgpuSchedulerGetState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetVgpuSchedulerCapabilities: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            pCapabilities: *mut nvmlVgpuSchedulerCapabilities_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, pCapabilities: *mut nvmlVgpuSchedulerCapabilities_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceSetVgpuSchedulerState: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            pSchedulerState: *mut nvmlVgpuSchedulerSetState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, pSchedulerState: *mut nvmlVgpuSchedulerSetState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlGetVgpuVersion: Result<
-        unsafe extern "C" fn(
-            supported: *mut nvmlVgpuVersion_t,
-            current: *mut nvmlVgpuVersion_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(supported: *mut nvmlVgpuVersion_t, current: *mut nvmlVgpuVersion_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlSetVgpuVersion: Result<
-        unsafe extern "C" fn(vgpuVersion: *mut nvmlVgpuVersion_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlSetVgpuVersion:
+        Result<unsafe extern "C" fn(vgpuVersion: *mut nvmlVgpuVersion_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceGetVgpuUtilization: Result<
         unsafe extern "C" fn(
             device: nvmlDevice_t,
@@ -8224,10 +7466,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetAccountingMode: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            mode: *mut nvmlEnableState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, mode: *mut nvmlEnableState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetAccountingPids: Result<
@@ -8246,26 +7485,16 @@ pub struct NvmlLib {
         ) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlVgpuInstanceClearAccountingPids: Result<
-        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlVgpuInstanceClearAccountingPids:
+        Result<unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlVgpuInstanceGetLicenseInfo_v2: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            licenseInfo: *mut nvmlVgpuLicenseInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, licenseInfo: *mut nvmlVgpuLicenseInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlGetExcludedDeviceCount: Result<
-        unsafe extern "C" fn(deviceCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlGetExcludedDeviceCount:
+        Result<unsafe extern "C" fn(deviceCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlGetExcludedDeviceInfoByIndex: Result<
-        unsafe extern "C" fn(
-            index: ::std::os::raw::c_uint,
-            info: *mut nvmlExcludedDeviceInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(index: ::std::os::raw::c_uint, info: *mut nvmlExcludedDeviceInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceReadWritePRM_v1: Result<
@@ -8346,10 +7575,8 @@ pub struct NvmlLib {
         ) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlGpuInstanceDestroy: Result<
-        unsafe extern "C" fn(gpuInstance: nvmlGpuInstance_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlGpuInstanceDestroy:
+        Result<unsafe extern "C" fn(gpuInstance: nvmlGpuInstance_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceGetGpuInstances: Result<
         unsafe extern "C" fn(
             device: nvmlDevice_t,
@@ -8368,10 +7595,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlGpuInstanceGetInfo: Result<
-        unsafe extern "C" fn(
-            gpuInstance: nvmlGpuInstance_t,
-            info: *mut nvmlGpuInstanceInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(gpuInstance: nvmlGpuInstance_t, info: *mut nvmlGpuInstanceInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlGpuInstanceGetComputeInstanceProfileInfo: Result<
@@ -8426,10 +7650,8 @@ pub struct NvmlLib {
         ) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlComputeInstanceDestroy: Result<
-        unsafe extern "C" fn(computeInstance: nvmlComputeInstance_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlComputeInstanceDestroy:
+        Result<unsafe extern "C" fn(computeInstance: nvmlComputeInstance_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlGpuInstanceGetComputeInstances: Result<
         unsafe extern "C" fn(
             gpuInstance: nvmlGpuInstance_t,
@@ -8455,10 +7677,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceIsMigDeviceHandle: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            isMigDevice: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, isMigDevice: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetGpuInstanceId: Result<
@@ -8470,10 +7689,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMaxMigDeviceCount: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            count: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, count: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetMigDeviceHandleByIndex: Result<
@@ -8488,18 +7704,12 @@ pub struct NvmlLib {
         unsafe extern "C" fn(migDevice: nvmlDevice_t, device: *mut nvmlDevice_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlGpmMetricsGet: Result<
-        unsafe extern "C" fn(metricsGet: *mut nvmlGpmMetricsGet_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
-    pub nvmlGpmSampleFree: Result<
-        unsafe extern "C" fn(gpmSample: nvmlGpmSample_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
-    pub nvmlGpmSampleAlloc: Result<
-        unsafe extern "C" fn(gpmSample: *mut nvmlGpmSample_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlGpmMetricsGet:
+        Result<unsafe extern "C" fn(metricsGet: *mut nvmlGpmMetricsGet_t) -> nvmlReturn_t, ::libloading::Error>,
+    pub nvmlGpmSampleFree:
+        Result<unsafe extern "C" fn(gpmSample: nvmlGpmSample_t) -> nvmlReturn_t, ::libloading::Error>,
+    pub nvmlGpmSampleAlloc:
+        Result<unsafe extern "C" fn(gpmSample: *mut nvmlGpmSample_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlGpmSampleGet: Result<
         unsafe extern "C" fn(device: nvmlDevice_t, gpmSample: nvmlGpmSample_t) -> nvmlReturn_t,
         ::libloading::Error,
@@ -8513,17 +7723,11 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlGpmQueryDeviceSupport: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            gpmSupport: *mut nvmlGpmSupport_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, gpmSupport: *mut nvmlGpmSupport_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlGpmQueryIfStreamingEnabled: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            state: *mut ::std::os::raw::c_uint,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, state: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlGpmSetStreamingEnabled: Result<
@@ -8531,10 +7735,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetCapabilities: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            caps: *mut nvmlDeviceCapabilities_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, caps: *mut nvmlDeviceCapabilities_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceWorkloadPowerProfileGetProfilesInfo: Result<
@@ -8566,24 +7767,15 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDevicePowerSmoothingActivatePresetProfile: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            profile: *mut nvmlPowerSmoothingProfile_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, profile: *mut nvmlPowerSmoothingProfile_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDevicePowerSmoothingUpdatePresetProfileParam: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            profile: *mut nvmlPowerSmoothingProfile_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, profile: *mut nvmlPowerSmoothingProfile_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDevicePowerSmoothingSetState: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            state: *mut nvmlPowerSmoothingState_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, state: *mut nvmlPowerSmoothingState_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetSramUniqueUncorrectedEccErrorCounts: Result<
@@ -8594,22 +7786,14 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlInit: Result<unsafe extern "C" fn() -> nvmlReturn_t, ::libloading::Error>,
-    pub nvmlDeviceGetCount: Result<
-        unsafe extern "C" fn(deviceCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlDeviceGetCount:
+        Result<unsafe extern "C" fn(deviceCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlDeviceGetHandleByIndex: Result<
-        unsafe extern "C" fn(
-            index: ::std::os::raw::c_uint,
-            device: *mut nvmlDevice_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(index: ::std::os::raw::c_uint, device: *mut nvmlDevice_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetHandleByPciBusId: Result<
-        unsafe extern "C" fn(
-            pciBusId: *const ::std::os::raw::c_char,
-            device: *mut nvmlDevice_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(pciBusId: *const ::std::os::raw::c_char, device: *mut nvmlDevice_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetPciInfo: Result<
@@ -8649,10 +7833,8 @@ pub struct NvmlLib {
         ) -> nvmlReturn_t,
         ::libloading::Error,
     >,
-    pub nvmlDeviceRemoveGpu: Result<
-        unsafe extern "C" fn(pciInfo: *mut nvmlPciInfo_t) -> nvmlReturn_t,
-        ::libloading::Error,
-    >,
+    pub nvmlDeviceRemoveGpu:
+        Result<unsafe extern "C" fn(pciInfo: *mut nvmlPciInfo_t) -> nvmlReturn_t, ::libloading::Error>,
     pub nvmlEventSetWait: Result<
         unsafe extern "C" fn(
             set: nvmlEventSet_t,
@@ -8662,10 +7844,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlDeviceGetAttributes: Result<
-        unsafe extern "C" fn(
-            device: nvmlDevice_t,
-            attributes: *mut nvmlDeviceAttributes_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(device: nvmlDevice_t, attributes: *mut nvmlDeviceAttributes_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlComputeInstanceGetInfo: Result<
@@ -8733,10 +7912,7 @@ pub struct NvmlLib {
         ::libloading::Error,
     >,
     pub nvmlVgpuInstanceGetLicenseInfo: Result<
-        unsafe extern "C" fn(
-            vgpuInstance: nvmlVgpuInstance_t,
-            licenseInfo: *mut nvmlVgpuLicenseInfo_t,
-        ) -> nvmlReturn_t,
+        unsafe extern "C" fn(vgpuInstance: nvmlVgpuInstance_t, licenseInfo: *mut nvmlVgpuLicenseInfo_t) -> nvmlReturn_t,
         ::libloading::Error,
     >,
     pub nvmlDeviceGetDriverModel: Result<
@@ -8765,106 +7941,69 @@ impl NvmlLib {
         let nvmlInitWithFlags = unsafe { __library.get(b"nvmlInitWithFlags\0") }.map(|sym| *sym);
         let nvmlShutdown = unsafe { __library.get(b"nvmlShutdown\0") }.map(|sym| *sym);
         let nvmlErrorString = unsafe { __library.get(b"nvmlErrorString\0") }.map(|sym| *sym);
-        let nvmlSystemGetDriverVersion =
-            unsafe { __library.get(b"nvmlSystemGetDriverVersion\0") }.map(|sym| *sym);
-        let nvmlSystemGetNVMLVersion =
-            unsafe { __library.get(b"nvmlSystemGetNVMLVersion\0") }.map(|sym| *sym);
+        let nvmlSystemGetDriverVersion = unsafe { __library.get(b"nvmlSystemGetDriverVersion\0") }.map(|sym| *sym);
+        let nvmlSystemGetNVMLVersion = unsafe { __library.get(b"nvmlSystemGetNVMLVersion\0") }.map(|sym| *sym);
         let nvmlSystemGetCudaDriverVersion =
             unsafe { __library.get(b"nvmlSystemGetCudaDriverVersion\0") }.map(|sym| *sym);
         let nvmlSystemGetCudaDriverVersion_v2 =
             unsafe { __library.get(b"nvmlSystemGetCudaDriverVersion_v2\0") }.map(|sym| *sym);
-        let nvmlSystemGetProcessName =
-            unsafe { __library.get(b"nvmlSystemGetProcessName\0") }.map(|sym| *sym);
-        let nvmlSystemGetHicVersion =
-            unsafe { __library.get(b"nvmlSystemGetHicVersion\0") }.map(|sym| *sym);
-        let nvmlSystemGetTopologyGpuSet =
-            unsafe { __library.get(b"nvmlSystemGetTopologyGpuSet\0") }.map(|sym| *sym);
-        let nvmlSystemGetDriverBranch =
-            unsafe { __library.get(b"nvmlSystemGetDriverBranch\0") }.map(|sym| *sym);
+        let nvmlSystemGetProcessName = unsafe { __library.get(b"nvmlSystemGetProcessName\0") }.map(|sym| *sym);
+        let nvmlSystemGetHicVersion = unsafe { __library.get(b"nvmlSystemGetHicVersion\0") }.map(|sym| *sym);
+        let nvmlSystemGetTopologyGpuSet = unsafe { __library.get(b"nvmlSystemGetTopologyGpuSet\0") }.map(|sym| *sym);
+        let nvmlSystemGetDriverBranch = unsafe { __library.get(b"nvmlSystemGetDriverBranch\0") }.map(|sym| *sym);
         let nvmlUnitGetCount = unsafe { __library.get(b"nvmlUnitGetCount\0") }.map(|sym| *sym);
-        let nvmlUnitGetHandleByIndex =
-            unsafe { __library.get(b"nvmlUnitGetHandleByIndex\0") }.map(|sym| *sym);
-        let nvmlUnitGetUnitInfo =
-            unsafe { __library.get(b"nvmlUnitGetUnitInfo\0") }.map(|sym| *sym);
-        let nvmlUnitGetLedState =
-            unsafe { __library.get(b"nvmlUnitGetLedState\0") }.map(|sym| *sym);
+        let nvmlUnitGetHandleByIndex = unsafe { __library.get(b"nvmlUnitGetHandleByIndex\0") }.map(|sym| *sym);
+        let nvmlUnitGetUnitInfo = unsafe { __library.get(b"nvmlUnitGetUnitInfo\0") }.map(|sym| *sym);
+        let nvmlUnitGetLedState = unsafe { __library.get(b"nvmlUnitGetLedState\0") }.map(|sym| *sym);
         let nvmlUnitGetPsuInfo = unsafe { __library.get(b"nvmlUnitGetPsuInfo\0") }.map(|sym| *sym);
-        let nvmlUnitGetTemperature =
-            unsafe { __library.get(b"nvmlUnitGetTemperature\0") }.map(|sym| *sym);
-        let nvmlUnitGetFanSpeedInfo =
-            unsafe { __library.get(b"nvmlUnitGetFanSpeedInfo\0") }.map(|sym| *sym);
+        let nvmlUnitGetTemperature = unsafe { __library.get(b"nvmlUnitGetTemperature\0") }.map(|sym| *sym);
+        let nvmlUnitGetFanSpeedInfo = unsafe { __library.get(b"nvmlUnitGetFanSpeedInfo\0") }.map(|sym| *sym);
         let nvmlUnitGetDevices = unsafe { __library.get(b"nvmlUnitGetDevices\0") }.map(|sym| *sym);
-        let nvmlDeviceGetCount_v2 =
-            unsafe { __library.get(b"nvmlDeviceGetCount_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceGetAttributes_v2 =
-            unsafe { __library.get(b"nvmlDeviceGetAttributes_v2\0") }.map(|sym| *sym);
+        let nvmlDeviceGetCount_v2 = unsafe { __library.get(b"nvmlDeviceGetCount_v2\0") }.map(|sym| *sym);
+        let nvmlDeviceGetAttributes_v2 = unsafe { __library.get(b"nvmlDeviceGetAttributes_v2\0") }.map(|sym| *sym);
         let nvmlDeviceGetHandleByIndex_v2 =
             unsafe { __library.get(b"nvmlDeviceGetHandleByIndex_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceGetHandleBySerial =
-            unsafe { __library.get(b"nvmlDeviceGetHandleBySerial\0") }.map(|sym| *sym);
-        let nvmlDeviceGetHandleByUUID =
-            unsafe { __library.get(b"nvmlDeviceGetHandleByUUID\0") }.map(|sym| *sym);
-        let nvmlDeviceGetHandleByUUIDV =
-            unsafe { __library.get(b"nvmlDeviceGetHandleByUUIDV\0") }.map(|sym| *sym);
+        let nvmlDeviceGetHandleBySerial = unsafe { __library.get(b"nvmlDeviceGetHandleBySerial\0") }.map(|sym| *sym);
+        let nvmlDeviceGetHandleByUUID = unsafe { __library.get(b"nvmlDeviceGetHandleByUUID\0") }.map(|sym| *sym);
+        let nvmlDeviceGetHandleByUUIDV = unsafe { __library.get(b"nvmlDeviceGetHandleByUUIDV\0") }.map(|sym| *sym);
         let nvmlDeviceGetHandleByPciBusId_v2 =
             unsafe { __library.get(b"nvmlDeviceGetHandleByPciBusId_v2\0") }.map(|sym| *sym);
         let nvmlDeviceGetName = unsafe { __library.get(b"nvmlDeviceGetName\0") }.map(|sym| *sym);
         let nvmlDeviceGetBrand = unsafe { __library.get(b"nvmlDeviceGetBrand\0") }.map(|sym| *sym);
         let nvmlDeviceGetIndex = unsafe { __library.get(b"nvmlDeviceGetIndex\0") }.map(|sym| *sym);
-        let nvmlDeviceGetSerial =
-            unsafe { __library.get(b"nvmlDeviceGetSerial\0") }.map(|sym| *sym);
-        let nvmlDeviceGetModuleId =
-            unsafe { __library.get(b"nvmlDeviceGetModuleId\0") }.map(|sym| *sym);
-        let nvmlDeviceGetC2cModeInfoV =
-            unsafe { __library.get(b"nvmlDeviceGetC2cModeInfoV\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMemoryAffinity =
-            unsafe { __library.get(b"nvmlDeviceGetMemoryAffinity\0") }.map(|sym| *sym);
+        let nvmlDeviceGetSerial = unsafe { __library.get(b"nvmlDeviceGetSerial\0") }.map(|sym| *sym);
+        let nvmlDeviceGetModuleId = unsafe { __library.get(b"nvmlDeviceGetModuleId\0") }.map(|sym| *sym);
+        let nvmlDeviceGetC2cModeInfoV = unsafe { __library.get(b"nvmlDeviceGetC2cModeInfoV\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMemoryAffinity = unsafe { __library.get(b"nvmlDeviceGetMemoryAffinity\0") }.map(|sym| *sym);
         let nvmlDeviceGetCpuAffinityWithinScope =
             unsafe { __library.get(b"nvmlDeviceGetCpuAffinityWithinScope\0") }.map(|sym| *sym);
-        let nvmlDeviceGetCpuAffinity =
-            unsafe { __library.get(b"nvmlDeviceGetCpuAffinity\0") }.map(|sym| *sym);
-        let nvmlDeviceSetCpuAffinity =
-            unsafe { __library.get(b"nvmlDeviceSetCpuAffinity\0") }.map(|sym| *sym);
-        let nvmlDeviceClearCpuAffinity =
-            unsafe { __library.get(b"nvmlDeviceClearCpuAffinity\0") }.map(|sym| *sym);
-        let nvmlDeviceGetNumaNodeId =
-            unsafe { __library.get(b"nvmlDeviceGetNumaNodeId\0") }.map(|sym| *sym);
-        let nvmlDeviceGetAddressingMode =
-            unsafe { __library.get(b"nvmlDeviceGetAddressingMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetRepairStatus =
-            unsafe { __library.get(b"nvmlDeviceGetRepairStatus\0") }.map(|sym| *sym);
+        let nvmlDeviceGetCpuAffinity = unsafe { __library.get(b"nvmlDeviceGetCpuAffinity\0") }.map(|sym| *sym);
+        let nvmlDeviceSetCpuAffinity = unsafe { __library.get(b"nvmlDeviceSetCpuAffinity\0") }.map(|sym| *sym);
+        let nvmlDeviceClearCpuAffinity = unsafe { __library.get(b"nvmlDeviceClearCpuAffinity\0") }.map(|sym| *sym);
+        let nvmlDeviceGetNumaNodeId = unsafe { __library.get(b"nvmlDeviceGetNumaNodeId\0") }.map(|sym| *sym);
+        let nvmlDeviceGetAddressingMode = unsafe { __library.get(b"nvmlDeviceGetAddressingMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetRepairStatus = unsafe { __library.get(b"nvmlDeviceGetRepairStatus\0") }.map(|sym| *sym);
         let nvmlDeviceGetTopologyCommonAncestor =
             unsafe { __library.get(b"nvmlDeviceGetTopologyCommonAncestor\0") }.map(|sym| *sym);
         let nvmlDeviceGetTopologyNearestGpus =
             unsafe { __library.get(b"nvmlDeviceGetTopologyNearestGpus\0") }.map(|sym| *sym);
-        let nvmlDeviceGetP2PStatus =
-            unsafe { __library.get(b"nvmlDeviceGetP2PStatus\0") }.map(|sym| *sym);
+        let nvmlDeviceGetP2PStatus = unsafe { __library.get(b"nvmlDeviceGetP2PStatus\0") }.map(|sym| *sym);
         let nvmlDeviceGetUUID = unsafe { __library.get(b"nvmlDeviceGetUUID\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMinorNumber =
-            unsafe { __library.get(b"nvmlDeviceGetMinorNumber\0") }.map(|sym| *sym);
-        let nvmlDeviceGetBoardPartNumber =
-            unsafe { __library.get(b"nvmlDeviceGetBoardPartNumber\0") }.map(|sym| *sym);
-        let nvmlDeviceGetInforomVersion =
-            unsafe { __library.get(b"nvmlDeviceGetInforomVersion\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMinorNumber = unsafe { __library.get(b"nvmlDeviceGetMinorNumber\0") }.map(|sym| *sym);
+        let nvmlDeviceGetBoardPartNumber = unsafe { __library.get(b"nvmlDeviceGetBoardPartNumber\0") }.map(|sym| *sym);
+        let nvmlDeviceGetInforomVersion = unsafe { __library.get(b"nvmlDeviceGetInforomVersion\0") }.map(|sym| *sym);
         let nvmlDeviceGetInforomImageVersion =
             unsafe { __library.get(b"nvmlDeviceGetInforomImageVersion\0") }.map(|sym| *sym);
         let nvmlDeviceGetInforomConfigurationChecksum =
-            unsafe { __library.get(b"nvmlDeviceGetInforomConfigurationChecksum\0") }
-                .map(|sym| *sym);
-        let nvmlDeviceValidateInforom =
-            unsafe { __library.get(b"nvmlDeviceValidateInforom\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetInforomConfigurationChecksum\0") }.map(|sym| *sym);
+        let nvmlDeviceValidateInforom = unsafe { __library.get(b"nvmlDeviceValidateInforom\0") }.map(|sym| *sym);
         let nvmlDeviceGetLastBBXFlushTime =
             unsafe { __library.get(b"nvmlDeviceGetLastBBXFlushTime\0") }.map(|sym| *sym);
-        let nvmlDeviceGetDisplayMode =
-            unsafe { __library.get(b"nvmlDeviceGetDisplayMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetDisplayActive =
-            unsafe { __library.get(b"nvmlDeviceGetDisplayActive\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPersistenceMode =
-            unsafe { __library.get(b"nvmlDeviceGetPersistenceMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPciInfoExt =
-            unsafe { __library.get(b"nvmlDeviceGetPciInfoExt\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPciInfo_v3 =
-            unsafe { __library.get(b"nvmlDeviceGetPciInfo_v3\0") }.map(|sym| *sym);
+        let nvmlDeviceGetDisplayMode = unsafe { __library.get(b"nvmlDeviceGetDisplayMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetDisplayActive = unsafe { __library.get(b"nvmlDeviceGetDisplayActive\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPersistenceMode = unsafe { __library.get(b"nvmlDeviceGetPersistenceMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPciInfoExt = unsafe { __library.get(b"nvmlDeviceGetPciInfoExt\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPciInfo_v3 = unsafe { __library.get(b"nvmlDeviceGetPciInfo_v3\0") }.map(|sym| *sym);
         let nvmlDeviceGetMaxPcieLinkGeneration =
             unsafe { __library.get(b"nvmlDeviceGetMaxPcieLinkGeneration\0") }.map(|sym| *sym);
         let nvmlDeviceGetGpuMaxPcieLinkGeneration =
@@ -8875,16 +8014,12 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlDeviceGetCurrPcieLinkGeneration\0") }.map(|sym| *sym);
         let nvmlDeviceGetCurrPcieLinkWidth =
             unsafe { __library.get(b"nvmlDeviceGetCurrPcieLinkWidth\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPcieThroughput =
-            unsafe { __library.get(b"nvmlDeviceGetPcieThroughput\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPcieThroughput = unsafe { __library.get(b"nvmlDeviceGetPcieThroughput\0") }.map(|sym| *sym);
         let nvmlDeviceGetPcieReplayCounter =
             unsafe { __library.get(b"nvmlDeviceGetPcieReplayCounter\0") }.map(|sym| *sym);
-        let nvmlDeviceGetClockInfo =
-            unsafe { __library.get(b"nvmlDeviceGetClockInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMaxClockInfo =
-            unsafe { __library.get(b"nvmlDeviceGetMaxClockInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetGpcClkVfOffset =
-            unsafe { __library.get(b"nvmlDeviceGetGpcClkVfOffset\0") }.map(|sym| *sym);
+        let nvmlDeviceGetClockInfo = unsafe { __library.get(b"nvmlDeviceGetClockInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMaxClockInfo = unsafe { __library.get(b"nvmlDeviceGetMaxClockInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetGpcClkVfOffset = unsafe { __library.get(b"nvmlDeviceGetGpcClkVfOffset\0") }.map(|sym| *sym);
         let nvmlDeviceGetApplicationsClock =
             unsafe { __library.get(b"nvmlDeviceGetApplicationsClock\0") }.map(|sym| *sym);
         let nvmlDeviceGetDefaultApplicationsClock =
@@ -8898,50 +8033,36 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlDeviceGetSupportedGraphicsClocks\0") }.map(|sym| *sym);
         let nvmlDeviceGetAutoBoostedClocksEnabled =
             unsafe { __library.get(b"nvmlDeviceGetAutoBoostedClocksEnabled\0") }.map(|sym| *sym);
-        let nvmlDeviceGetFanSpeed =
-            unsafe { __library.get(b"nvmlDeviceGetFanSpeed\0") }.map(|sym| *sym);
-        let nvmlDeviceGetFanSpeed_v2 =
-            unsafe { __library.get(b"nvmlDeviceGetFanSpeed_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceGetFanSpeedRPM =
-            unsafe { __library.get(b"nvmlDeviceGetFanSpeedRPM\0") }.map(|sym| *sym);
-        let nvmlDeviceGetTargetFanSpeed =
-            unsafe { __library.get(b"nvmlDeviceGetTargetFanSpeed\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMinMaxFanSpeed =
-            unsafe { __library.get(b"nvmlDeviceGetMinMaxFanSpeed\0") }.map(|sym| *sym);
+        let nvmlDeviceGetFanSpeed = unsafe { __library.get(b"nvmlDeviceGetFanSpeed\0") }.map(|sym| *sym);
+        let nvmlDeviceGetFanSpeed_v2 = unsafe { __library.get(b"nvmlDeviceGetFanSpeed_v2\0") }.map(|sym| *sym);
+        let nvmlDeviceGetFanSpeedRPM = unsafe { __library.get(b"nvmlDeviceGetFanSpeedRPM\0") }.map(|sym| *sym);
+        let nvmlDeviceGetTargetFanSpeed = unsafe { __library.get(b"nvmlDeviceGetTargetFanSpeed\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMinMaxFanSpeed = unsafe { __library.get(b"nvmlDeviceGetMinMaxFanSpeed\0") }.map(|sym| *sym);
         let nvmlDeviceGetFanControlPolicy_v2 =
             unsafe { __library.get(b"nvmlDeviceGetFanControlPolicy_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceGetNumFans =
-            unsafe { __library.get(b"nvmlDeviceGetNumFans\0") }.map(|sym| *sym);
-        let nvmlDeviceGetTemperature =
-            unsafe { __library.get(b"nvmlDeviceGetTemperature\0") }.map(|sym| *sym);
-        let nvmlDeviceGetCoolerInfo =
-            unsafe { __library.get(b"nvmlDeviceGetCoolerInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetTemperatureV =
-            unsafe { __library.get(b"nvmlDeviceGetTemperatureV\0") }.map(|sym| *sym);
+        let nvmlDeviceGetNumFans = unsafe { __library.get(b"nvmlDeviceGetNumFans\0") }.map(|sym| *sym);
+        let nvmlDeviceGetTemperature = unsafe { __library.get(b"nvmlDeviceGetTemperature\0") }.map(|sym| *sym);
+        let nvmlDeviceGetCoolerInfo = unsafe { __library.get(b"nvmlDeviceGetCoolerInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetTemperatureV = unsafe { __library.get(b"nvmlDeviceGetTemperatureV\0") }.map(|sym| *sym);
         let nvmlDeviceGetTemperatureThreshold =
             unsafe { __library.get(b"nvmlDeviceGetTemperatureThreshold\0") }.map(|sym| *sym);
         let nvmlDeviceGetMarginTemperature =
             unsafe { __library.get(b"nvmlDeviceGetMarginTemperature\0") }.map(|sym| *sym);
-        let nvmlDeviceGetThermalSettings =
-            unsafe { __library.get(b"nvmlDeviceGetThermalSettings\0") }.map(|sym| *sym);
+        let nvmlDeviceGetThermalSettings = unsafe { __library.get(b"nvmlDeviceGetThermalSettings\0") }.map(|sym| *sym);
         let nvmlDeviceGetPerformanceState =
             unsafe { __library.get(b"nvmlDeviceGetPerformanceState\0") }.map(|sym| *sym);
         let nvmlDeviceGetCurrentClocksEventReasons =
             unsafe { __library.get(b"nvmlDeviceGetCurrentClocksEventReasons\0") }.map(|sym| *sym);
         let nvmlDeviceGetCurrentClocksThrottleReasons =
-            unsafe { __library.get(b"nvmlDeviceGetCurrentClocksThrottleReasons\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetCurrentClocksThrottleReasons\0") }.map(|sym| *sym);
         let nvmlDeviceGetSupportedClocksEventReasons =
             unsafe { __library.get(b"nvmlDeviceGetSupportedClocksEventReasons\0") }.map(|sym| *sym);
         let nvmlDeviceGetSupportedClocksThrottleReasons =
-            unsafe { __library.get(b"nvmlDeviceGetSupportedClocksThrottleReasons\0") }
-                .map(|sym| *sym);
-        let nvmlDeviceGetPowerState =
-            unsafe { __library.get(b"nvmlDeviceGetPowerState\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetSupportedClocksThrottleReasons\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPowerState = unsafe { __library.get(b"nvmlDeviceGetPowerState\0") }.map(|sym| *sym);
         let nvmlDeviceGetDynamicPstatesInfo =
             unsafe { __library.get(b"nvmlDeviceGetDynamicPstatesInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMemClkVfOffset =
-            unsafe { __library.get(b"nvmlDeviceGetMemClkVfOffset\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMemClkVfOffset = unsafe { __library.get(b"nvmlDeviceGetMemClkVfOffset\0") }.map(|sym| *sym);
         let nvmlDeviceGetMinMaxClockOfPState =
             unsafe { __library.get(b"nvmlDeviceGetMinMaxClockOfPState\0") }.map(|sym| *sym);
         let nvmlDeviceGetSupportedPerformanceStates =
@@ -8950,10 +8071,8 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlDeviceGetGpcClkMinMaxVfOffset\0") }.map(|sym| *sym);
         let nvmlDeviceGetMemClkMinMaxVfOffset =
             unsafe { __library.get(b"nvmlDeviceGetMemClkMinMaxVfOffset\0") }.map(|sym| *sym);
-        let nvmlDeviceGetClockOffsets =
-            unsafe { __library.get(b"nvmlDeviceGetClockOffsets\0") }.map(|sym| *sym);
-        let nvmlDeviceSetClockOffsets =
-            unsafe { __library.get(b"nvmlDeviceSetClockOffsets\0") }.map(|sym| *sym);
+        let nvmlDeviceGetClockOffsets = unsafe { __library.get(b"nvmlDeviceGetClockOffsets\0") }.map(|sym| *sym);
+        let nvmlDeviceSetClockOffsets = unsafe { __library.get(b"nvmlDeviceSetClockOffsets\0") }.map(|sym| *sym);
         let nvmlDeviceGetPerformanceModes =
             unsafe { __library.get(b"nvmlDeviceGetPerformanceModes\0") }.map(|sym| *sym);
         let nvmlDeviceGetCurrentClockFreqs =
@@ -8963,12 +8082,10 @@ impl NvmlLib {
         let nvmlDeviceGetPowerManagementLimit =
             unsafe { __library.get(b"nvmlDeviceGetPowerManagementLimit\0") }.map(|sym| *sym);
         let nvmlDeviceGetPowerManagementLimitConstraints =
-            unsafe { __library.get(b"nvmlDeviceGetPowerManagementLimitConstraints\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetPowerManagementLimitConstraints\0") }.map(|sym| *sym);
         let nvmlDeviceGetPowerManagementDefaultLimit =
             unsafe { __library.get(b"nvmlDeviceGetPowerManagementDefaultLimit\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPowerUsage =
-            unsafe { __library.get(b"nvmlDeviceGetPowerUsage\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPowerUsage = unsafe { __library.get(b"nvmlDeviceGetPowerUsage\0") }.map(|sym| *sym);
         let nvmlDeviceGetPowerMizerMode_v1 =
             unsafe { __library.get(b"nvmlDeviceGetPowerMizerMode_v1\0") }.map(|sym| *sym);
         let nvmlDeviceSetPowerMizerMode_v1 =
@@ -8979,28 +8096,20 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlDeviceGetEnforcedPowerLimit\0") }.map(|sym| *sym);
         let nvmlDeviceGetGpuOperationMode =
             unsafe { __library.get(b"nvmlDeviceGetGpuOperationMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMemoryInfo =
-            unsafe { __library.get(b"nvmlDeviceGetMemoryInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMemoryInfo_v2 =
-            unsafe { __library.get(b"nvmlDeviceGetMemoryInfo_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceGetComputeMode =
-            unsafe { __library.get(b"nvmlDeviceGetComputeMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMemoryInfo = unsafe { __library.get(b"nvmlDeviceGetMemoryInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMemoryInfo_v2 = unsafe { __library.get(b"nvmlDeviceGetMemoryInfo_v2\0") }.map(|sym| *sym);
+        let nvmlDeviceGetComputeMode = unsafe { __library.get(b"nvmlDeviceGetComputeMode\0") }.map(|sym| *sym);
         let nvmlDeviceGetCudaComputeCapability =
             unsafe { __library.get(b"nvmlDeviceGetCudaComputeCapability\0") }.map(|sym| *sym);
         let nvmlDeviceGetDramEncryptionMode =
             unsafe { __library.get(b"nvmlDeviceGetDramEncryptionMode\0") }.map(|sym| *sym);
         let nvmlDeviceSetDramEncryptionMode =
             unsafe { __library.get(b"nvmlDeviceSetDramEncryptionMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetEccMode =
-            unsafe { __library.get(b"nvmlDeviceGetEccMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetDefaultEccMode =
-            unsafe { __library.get(b"nvmlDeviceGetDefaultEccMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetBoardId =
-            unsafe { __library.get(b"nvmlDeviceGetBoardId\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMultiGpuBoard =
-            unsafe { __library.get(b"nvmlDeviceGetMultiGpuBoard\0") }.map(|sym| *sym);
-        let nvmlDeviceGetTotalEccErrors =
-            unsafe { __library.get(b"nvmlDeviceGetTotalEccErrors\0") }.map(|sym| *sym);
+        let nvmlDeviceGetEccMode = unsafe { __library.get(b"nvmlDeviceGetEccMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetDefaultEccMode = unsafe { __library.get(b"nvmlDeviceGetDefaultEccMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetBoardId = unsafe { __library.get(b"nvmlDeviceGetBoardId\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMultiGpuBoard = unsafe { __library.get(b"nvmlDeviceGetMultiGpuBoard\0") }.map(|sym| *sym);
+        let nvmlDeviceGetTotalEccErrors = unsafe { __library.get(b"nvmlDeviceGetTotalEccErrors\0") }.map(|sym| *sym);
         let nvmlDeviceGetDetailedEccErrors =
             unsafe { __library.get(b"nvmlDeviceGetDetailedEccErrors\0") }.map(|sym| *sym);
         let nvmlDeviceGetMemoryErrorCounter =
@@ -9009,67 +8118,43 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlDeviceGetUtilizationRates\0") }.map(|sym| *sym);
         let nvmlDeviceGetEncoderUtilization =
             unsafe { __library.get(b"nvmlDeviceGetEncoderUtilization\0") }.map(|sym| *sym);
-        let nvmlDeviceGetEncoderCapacity =
-            unsafe { __library.get(b"nvmlDeviceGetEncoderCapacity\0") }.map(|sym| *sym);
-        let nvmlDeviceGetEncoderStats =
-            unsafe { __library.get(b"nvmlDeviceGetEncoderStats\0") }.map(|sym| *sym);
-        let nvmlDeviceGetEncoderSessions =
-            unsafe { __library.get(b"nvmlDeviceGetEncoderSessions\0") }.map(|sym| *sym);
+        let nvmlDeviceGetEncoderCapacity = unsafe { __library.get(b"nvmlDeviceGetEncoderCapacity\0") }.map(|sym| *sym);
+        let nvmlDeviceGetEncoderStats = unsafe { __library.get(b"nvmlDeviceGetEncoderStats\0") }.map(|sym| *sym);
+        let nvmlDeviceGetEncoderSessions = unsafe { __library.get(b"nvmlDeviceGetEncoderSessions\0") }.map(|sym| *sym);
         let nvmlDeviceGetDecoderUtilization =
             unsafe { __library.get(b"nvmlDeviceGetDecoderUtilization\0") }.map(|sym| *sym);
-        let nvmlDeviceGetJpgUtilization =
-            unsafe { __library.get(b"nvmlDeviceGetJpgUtilization\0") }.map(|sym| *sym);
-        let nvmlDeviceGetOfaUtilization =
-            unsafe { __library.get(b"nvmlDeviceGetOfaUtilization\0") }.map(|sym| *sym);
-        let nvmlDeviceGetFBCStats =
-            unsafe { __library.get(b"nvmlDeviceGetFBCStats\0") }.map(|sym| *sym);
-        let nvmlDeviceGetFBCSessions =
-            unsafe { __library.get(b"nvmlDeviceGetFBCSessions\0") }.map(|sym| *sym);
-        let nvmlDeviceGetDriverModel_v2 =
-            unsafe { __library.get(b"nvmlDeviceGetDriverModel_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceGetVbiosVersion =
-            unsafe { __library.get(b"nvmlDeviceGetVbiosVersion\0") }.map(|sym| *sym);
-        let nvmlDeviceGetBridgeChipInfo =
-            unsafe { __library.get(b"nvmlDeviceGetBridgeChipInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetJpgUtilization = unsafe { __library.get(b"nvmlDeviceGetJpgUtilization\0") }.map(|sym| *sym);
+        let nvmlDeviceGetOfaUtilization = unsafe { __library.get(b"nvmlDeviceGetOfaUtilization\0") }.map(|sym| *sym);
+        let nvmlDeviceGetFBCStats = unsafe { __library.get(b"nvmlDeviceGetFBCStats\0") }.map(|sym| *sym);
+        let nvmlDeviceGetFBCSessions = unsafe { __library.get(b"nvmlDeviceGetFBCSessions\0") }.map(|sym| *sym);
+        let nvmlDeviceGetDriverModel_v2 = unsafe { __library.get(b"nvmlDeviceGetDriverModel_v2\0") }.map(|sym| *sym);
+        let nvmlDeviceGetVbiosVersion = unsafe { __library.get(b"nvmlDeviceGetVbiosVersion\0") }.map(|sym| *sym);
+        let nvmlDeviceGetBridgeChipInfo = unsafe { __library.get(b"nvmlDeviceGetBridgeChipInfo\0") }.map(|sym| *sym);
         let nvmlDeviceGetComputeRunningProcesses_v3 =
             unsafe { __library.get(b"nvmlDeviceGetComputeRunningProcesses_v3\0") }.map(|sym| *sym);
         let nvmlDeviceGetGraphicsRunningProcesses_v3 =
             unsafe { __library.get(b"nvmlDeviceGetGraphicsRunningProcesses_v3\0") }.map(|sym| *sym);
         let nvmlDeviceGetMPSComputeRunningProcesses_v3 =
-            unsafe { __library.get(b"nvmlDeviceGetMPSComputeRunningProcesses_v3\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetMPSComputeRunningProcesses_v3\0") }.map(|sym| *sym);
         let nvmlDeviceGetRunningProcessDetailList =
             unsafe { __library.get(b"nvmlDeviceGetRunningProcessDetailList\0") }.map(|sym| *sym);
-        let nvmlDeviceOnSameBoard =
-            unsafe { __library.get(b"nvmlDeviceOnSameBoard\0") }.map(|sym| *sym);
-        let nvmlDeviceGetAPIRestriction =
-            unsafe { __library.get(b"nvmlDeviceGetAPIRestriction\0") }.map(|sym| *sym);
-        let nvmlDeviceGetSamples =
-            unsafe { __library.get(b"nvmlDeviceGetSamples\0") }.map(|sym| *sym);
-        let nvmlDeviceGetBAR1MemoryInfo =
-            unsafe { __library.get(b"nvmlDeviceGetBAR1MemoryInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetViolationStatus =
-            unsafe { __library.get(b"nvmlDeviceGetViolationStatus\0") }.map(|sym| *sym);
-        let nvmlDeviceGetIrqNum =
-            unsafe { __library.get(b"nvmlDeviceGetIrqNum\0") }.map(|sym| *sym);
-        let nvmlDeviceGetNumGpuCores =
-            unsafe { __library.get(b"nvmlDeviceGetNumGpuCores\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPowerSource =
-            unsafe { __library.get(b"nvmlDeviceGetPowerSource\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMemoryBusWidth =
-            unsafe { __library.get(b"nvmlDeviceGetMemoryBusWidth\0") }.map(|sym| *sym);
+        let nvmlDeviceOnSameBoard = unsafe { __library.get(b"nvmlDeviceOnSameBoard\0") }.map(|sym| *sym);
+        let nvmlDeviceGetAPIRestriction = unsafe { __library.get(b"nvmlDeviceGetAPIRestriction\0") }.map(|sym| *sym);
+        let nvmlDeviceGetSamples = unsafe { __library.get(b"nvmlDeviceGetSamples\0") }.map(|sym| *sym);
+        let nvmlDeviceGetBAR1MemoryInfo = unsafe { __library.get(b"nvmlDeviceGetBAR1MemoryInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetViolationStatus = unsafe { __library.get(b"nvmlDeviceGetViolationStatus\0") }.map(|sym| *sym);
+        let nvmlDeviceGetIrqNum = unsafe { __library.get(b"nvmlDeviceGetIrqNum\0") }.map(|sym| *sym);
+        let nvmlDeviceGetNumGpuCores = unsafe { __library.get(b"nvmlDeviceGetNumGpuCores\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPowerSource = unsafe { __library.get(b"nvmlDeviceGetPowerSource\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMemoryBusWidth = unsafe { __library.get(b"nvmlDeviceGetMemoryBusWidth\0") }.map(|sym| *sym);
         let nvmlDeviceGetPcieLinkMaxSpeed =
             unsafe { __library.get(b"nvmlDeviceGetPcieLinkMaxSpeed\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPcieSpeed =
-            unsafe { __library.get(b"nvmlDeviceGetPcieSpeed\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPcieSpeed = unsafe { __library.get(b"nvmlDeviceGetPcieSpeed\0") }.map(|sym| *sym);
         let nvmlDeviceGetAdaptiveClockInfoStatus =
             unsafe { __library.get(b"nvmlDeviceGetAdaptiveClockInfoStatus\0") }.map(|sym| *sym);
-        let nvmlDeviceGetBusType =
-            unsafe { __library.get(b"nvmlDeviceGetBusType\0") }.map(|sym| *sym);
-        let nvmlDeviceGetGpuFabricInfo =
-            unsafe { __library.get(b"nvmlDeviceGetGpuFabricInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetGpuFabricInfoV =
-            unsafe { __library.get(b"nvmlDeviceGetGpuFabricInfoV\0") }.map(|sym| *sym);
+        let nvmlDeviceGetBusType = unsafe { __library.get(b"nvmlDeviceGetBusType\0") }.map(|sym| *sym);
+        let nvmlDeviceGetGpuFabricInfo = unsafe { __library.get(b"nvmlDeviceGetGpuFabricInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetGpuFabricInfoV = unsafe { __library.get(b"nvmlDeviceGetGpuFabricInfoV\0") }.map(|sym| *sym);
         let nvmlSystemGetConfComputeCapabilities =
             unsafe { __library.get(b"nvmlSystemGetConfComputeCapabilities\0") }.map(|sym| *sym);
         let nvmlSystemGetConfComputeState =
@@ -9079,81 +8164,58 @@ impl NvmlLib {
         let nvmlSystemGetConfComputeGpusReadyState =
             unsafe { __library.get(b"nvmlSystemGetConfComputeGpusReadyState\0") }.map(|sym| *sym);
         let nvmlDeviceGetConfComputeProtectedMemoryUsage =
-            unsafe { __library.get(b"nvmlDeviceGetConfComputeProtectedMemoryUsage\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetConfComputeProtectedMemoryUsage\0") }.map(|sym| *sym);
         let nvmlDeviceGetConfComputeGpuCertificate =
             unsafe { __library.get(b"nvmlDeviceGetConfComputeGpuCertificate\0") }.map(|sym| *sym);
         let nvmlDeviceGetConfComputeGpuAttestationReport =
-            unsafe { __library.get(b"nvmlDeviceGetConfComputeGpuAttestationReport\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetConfComputeGpuAttestationReport\0") }.map(|sym| *sym);
         let nvmlSystemGetConfComputeKeyRotationThresholdInfo =
-            unsafe { __library.get(b"nvmlSystemGetConfComputeKeyRotationThresholdInfo\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlSystemGetConfComputeKeyRotationThresholdInfo\0") }.map(|sym| *sym);
         let nvmlDeviceSetConfComputeUnprotectedMemSize =
-            unsafe { __library.get(b"nvmlDeviceSetConfComputeUnprotectedMemSize\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceSetConfComputeUnprotectedMemSize\0") }.map(|sym| *sym);
         let nvmlSystemSetConfComputeGpusReadyState =
             unsafe { __library.get(b"nvmlSystemSetConfComputeGpusReadyState\0") }.map(|sym| *sym);
         let nvmlSystemSetConfComputeKeyRotationThresholdInfo =
-            unsafe { __library.get(b"nvmlSystemSetConfComputeKeyRotationThresholdInfo\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlSystemSetConfComputeKeyRotationThresholdInfo\0") }.map(|sym| *sym);
         let nvmlSystemGetConfComputeSettings =
             unsafe { __library.get(b"nvmlSystemGetConfComputeSettings\0") }.map(|sym| *sym);
         let nvmlDeviceGetGspFirmwareVersion =
             unsafe { __library.get(b"nvmlDeviceGetGspFirmwareVersion\0") }.map(|sym| *sym);
-        let nvmlDeviceGetGspFirmwareMode =
-            unsafe { __library.get(b"nvmlDeviceGetGspFirmwareMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetGspFirmwareMode = unsafe { __library.get(b"nvmlDeviceGetGspFirmwareMode\0") }.map(|sym| *sym);
         let nvmlDeviceGetSramEccErrorStatus =
             unsafe { __library.get(b"nvmlDeviceGetSramEccErrorStatus\0") }.map(|sym| *sym);
         let nvmlDeviceSetPowerManagementLimit_v2 =
             unsafe { __library.get(b"nvmlDeviceSetPowerManagementLimit_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceGetAccountingMode =
-            unsafe { __library.get(b"nvmlDeviceGetAccountingMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetAccountingStats =
-            unsafe { __library.get(b"nvmlDeviceGetAccountingStats\0") }.map(|sym| *sym);
-        let nvmlDeviceGetAccountingPids =
-            unsafe { __library.get(b"nvmlDeviceGetAccountingPids\0") }.map(|sym| *sym);
+        let nvmlDeviceGetAccountingMode = unsafe { __library.get(b"nvmlDeviceGetAccountingMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetAccountingStats = unsafe { __library.get(b"nvmlDeviceGetAccountingStats\0") }.map(|sym| *sym);
+        let nvmlDeviceGetAccountingPids = unsafe { __library.get(b"nvmlDeviceGetAccountingPids\0") }.map(|sym| *sym);
         let nvmlDeviceGetAccountingBufferSize =
             unsafe { __library.get(b"nvmlDeviceGetAccountingBufferSize\0") }.map(|sym| *sym);
-        let nvmlDeviceGetRetiredPages =
-            unsafe { __library.get(b"nvmlDeviceGetRetiredPages\0") }.map(|sym| *sym);
-        let nvmlDeviceGetRetiredPages_v2 =
-            unsafe { __library.get(b"nvmlDeviceGetRetiredPages_v2\0") }.map(|sym| *sym);
+        let nvmlDeviceGetRetiredPages = unsafe { __library.get(b"nvmlDeviceGetRetiredPages\0") }.map(|sym| *sym);
+        let nvmlDeviceGetRetiredPages_v2 = unsafe { __library.get(b"nvmlDeviceGetRetiredPages_v2\0") }.map(|sym| *sym);
         let nvmlDeviceGetRetiredPagesPendingStatus =
             unsafe { __library.get(b"nvmlDeviceGetRetiredPagesPendingStatus\0") }.map(|sym| *sym);
-        let nvmlDeviceGetRemappedRows =
-            unsafe { __library.get(b"nvmlDeviceGetRemappedRows\0") }.map(|sym| *sym);
+        let nvmlDeviceGetRemappedRows = unsafe { __library.get(b"nvmlDeviceGetRemappedRows\0") }.map(|sym| *sym);
         let nvmlDeviceGetRowRemapperHistogram =
             unsafe { __library.get(b"nvmlDeviceGetRowRemapperHistogram\0") }.map(|sym| *sym);
-        let nvmlDeviceGetArchitecture =
-            unsafe { __library.get(b"nvmlDeviceGetArchitecture\0") }.map(|sym| *sym);
-        let nvmlDeviceGetClkMonStatus =
-            unsafe { __library.get(b"nvmlDeviceGetClkMonStatus\0") }.map(|sym| *sym);
+        let nvmlDeviceGetArchitecture = unsafe { __library.get(b"nvmlDeviceGetArchitecture\0") }.map(|sym| *sym);
+        let nvmlDeviceGetClkMonStatus = unsafe { __library.get(b"nvmlDeviceGetClkMonStatus\0") }.map(|sym| *sym);
         let nvmlDeviceGetProcessUtilization =
             unsafe { __library.get(b"nvmlDeviceGetProcessUtilization\0") }.map(|sym| *sym);
         let nvmlDeviceGetProcessesUtilizationInfo =
             unsafe { __library.get(b"nvmlDeviceGetProcessesUtilizationInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPlatformInfo =
-            unsafe { __library.get(b"nvmlDeviceGetPlatformInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPlatformInfo = unsafe { __library.get(b"nvmlDeviceGetPlatformInfo\0") }.map(|sym| *sym);
         let nvmlDeviceGetPdi = unsafe { __library.get(b"nvmlDeviceGetPdi\0") }.map(|sym| *sym);
-        let nvmlDeviceSetHostname_v1 =
-            unsafe { __library.get(b"nvmlDeviceSetHostname_v1\0") }.map(|sym| *sym);
-        let nvmlDeviceGetHostname_v1 =
-            unsafe { __library.get(b"nvmlDeviceGetHostname_v1\0") }.map(|sym| *sym);
-        let nvmlUnitSetLedState =
-            unsafe { __library.get(b"nvmlUnitSetLedState\0") }.map(|sym| *sym);
-        let nvmlDeviceSetPersistenceMode =
-            unsafe { __library.get(b"nvmlDeviceSetPersistenceMode\0") }.map(|sym| *sym);
-        let nvmlDeviceSetComputeMode =
-            unsafe { __library.get(b"nvmlDeviceSetComputeMode\0") }.map(|sym| *sym);
-        let nvmlDeviceSetEccMode =
-            unsafe { __library.get(b"nvmlDeviceSetEccMode\0") }.map(|sym| *sym);
+        let nvmlDeviceSetHostname_v1 = unsafe { __library.get(b"nvmlDeviceSetHostname_v1\0") }.map(|sym| *sym);
+        let nvmlDeviceGetHostname_v1 = unsafe { __library.get(b"nvmlDeviceGetHostname_v1\0") }.map(|sym| *sym);
+        let nvmlUnitSetLedState = unsafe { __library.get(b"nvmlUnitSetLedState\0") }.map(|sym| *sym);
+        let nvmlDeviceSetPersistenceMode = unsafe { __library.get(b"nvmlDeviceSetPersistenceMode\0") }.map(|sym| *sym);
+        let nvmlDeviceSetComputeMode = unsafe { __library.get(b"nvmlDeviceSetComputeMode\0") }.map(|sym| *sym);
+        let nvmlDeviceSetEccMode = unsafe { __library.get(b"nvmlDeviceSetEccMode\0") }.map(|sym| *sym);
         let nvmlDeviceClearEccErrorCounts =
             unsafe { __library.get(b"nvmlDeviceClearEccErrorCounts\0") }.map(|sym| *sym);
-        let nvmlDeviceSetDriverModel =
-            unsafe { __library.get(b"nvmlDeviceSetDriverModel\0") }.map(|sym| *sym);
-        let nvmlDeviceSetGpuLockedClocks =
-            unsafe { __library.get(b"nvmlDeviceSetGpuLockedClocks\0") }.map(|sym| *sym);
+        let nvmlDeviceSetDriverModel = unsafe { __library.get(b"nvmlDeviceSetDriverModel\0") }.map(|sym| *sym);
+        let nvmlDeviceSetGpuLockedClocks = unsafe { __library.get(b"nvmlDeviceSetGpuLockedClocks\0") }.map(|sym| *sym);
         let nvmlDeviceResetGpuLockedClocks =
             unsafe { __library.get(b"nvmlDeviceResetGpuLockedClocks\0") }.map(|sym| *sym);
         let nvmlDeviceSetMemoryLockedClocks =
@@ -9167,8 +8229,7 @@ impl NvmlLib {
         let nvmlDeviceSetAutoBoostedClocksEnabled =
             unsafe { __library.get(b"nvmlDeviceSetAutoBoostedClocksEnabled\0") }.map(|sym| *sym);
         let nvmlDeviceSetDefaultAutoBoostedClocksEnabled =
-            unsafe { __library.get(b"nvmlDeviceSetDefaultAutoBoostedClocksEnabled\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceSetDefaultAutoBoostedClocksEnabled\0") }.map(|sym| *sym);
         let nvmlDeviceSetDefaultFanSpeed_v2 =
             unsafe { __library.get(b"nvmlDeviceSetDefaultFanSpeed_v2\0") }.map(|sym| *sym);
         let nvmlDeviceSetFanControlPolicy =
@@ -9179,22 +8240,15 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlDeviceSetPowerManagementLimit\0") }.map(|sym| *sym);
         let nvmlDeviceSetGpuOperationMode =
             unsafe { __library.get(b"nvmlDeviceSetGpuOperationMode\0") }.map(|sym| *sym);
-        let nvmlDeviceSetAPIRestriction =
-            unsafe { __library.get(b"nvmlDeviceSetAPIRestriction\0") }.map(|sym| *sym);
-        let nvmlDeviceSetFanSpeed_v2 =
-            unsafe { __library.get(b"nvmlDeviceSetFanSpeed_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceSetGpcClkVfOffset =
-            unsafe { __library.get(b"nvmlDeviceSetGpcClkVfOffset\0") }.map(|sym| *sym);
-        let nvmlDeviceSetMemClkVfOffset =
-            unsafe { __library.get(b"nvmlDeviceSetMemClkVfOffset\0") }.map(|sym| *sym);
-        let nvmlDeviceSetAccountingMode =
-            unsafe { __library.get(b"nvmlDeviceSetAccountingMode\0") }.map(|sym| *sym);
+        let nvmlDeviceSetAPIRestriction = unsafe { __library.get(b"nvmlDeviceSetAPIRestriction\0") }.map(|sym| *sym);
+        let nvmlDeviceSetFanSpeed_v2 = unsafe { __library.get(b"nvmlDeviceSetFanSpeed_v2\0") }.map(|sym| *sym);
+        let nvmlDeviceSetGpcClkVfOffset = unsafe { __library.get(b"nvmlDeviceSetGpcClkVfOffset\0") }.map(|sym| *sym);
+        let nvmlDeviceSetMemClkVfOffset = unsafe { __library.get(b"nvmlDeviceSetMemClkVfOffset\0") }.map(|sym| *sym);
+        let nvmlDeviceSetAccountingMode = unsafe { __library.get(b"nvmlDeviceSetAccountingMode\0") }.map(|sym| *sym);
         let nvmlDeviceClearAccountingPids =
             unsafe { __library.get(b"nvmlDeviceClearAccountingPids\0") }.map(|sym| *sym);
-        let nvmlDeviceGetNvLinkState =
-            unsafe { __library.get(b"nvmlDeviceGetNvLinkState\0") }.map(|sym| *sym);
-        let nvmlDeviceGetNvLinkVersion =
-            unsafe { __library.get(b"nvmlDeviceGetNvLinkVersion\0") }.map(|sym| *sym);
+        let nvmlDeviceGetNvLinkState = unsafe { __library.get(b"nvmlDeviceGetNvLinkState\0") }.map(|sym| *sym);
+        let nvmlDeviceGetNvLinkVersion = unsafe { __library.get(b"nvmlDeviceGetNvLinkVersion\0") }.map(|sym| *sym);
         let nvmlDeviceGetNvLinkCapability =
             unsafe { __library.get(b"nvmlDeviceGetNvLinkCapability\0") }.map(|sym| *sym);
         let nvmlDeviceGetNvLinkRemotePciInfo_v2 =
@@ -9216,52 +8270,33 @@ impl NvmlLib {
         let nvmlDeviceGetNvLinkRemoteDeviceType =
             unsafe { __library.get(b"nvmlDeviceGetNvLinkRemoteDeviceType\0") }.map(|sym| *sym);
         let nvmlDeviceSetNvLinkDeviceLowPowerThreshold =
-            unsafe { __library.get(b"nvmlDeviceSetNvLinkDeviceLowPowerThreshold\0") }
-                .map(|sym| *sym);
-        let nvmlSystemSetNvlinkBwMode =
-            unsafe { __library.get(b"nvmlSystemSetNvlinkBwMode\0") }.map(|sym| *sym);
-        let nvmlSystemGetNvlinkBwMode =
-            unsafe { __library.get(b"nvmlSystemGetNvlinkBwMode\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceSetNvLinkDeviceLowPowerThreshold\0") }.map(|sym| *sym);
+        let nvmlSystemSetNvlinkBwMode = unsafe { __library.get(b"nvmlSystemSetNvlinkBwMode\0") }.map(|sym| *sym);
+        let nvmlSystemGetNvlinkBwMode = unsafe { __library.get(b"nvmlSystemGetNvlinkBwMode\0") }.map(|sym| *sym);
         let nvmlDeviceGetNvlinkSupportedBwModes =
             unsafe { __library.get(b"nvmlDeviceGetNvlinkSupportedBwModes\0") }.map(|sym| *sym);
-        let nvmlDeviceGetNvlinkBwMode =
-            unsafe { __library.get(b"nvmlDeviceGetNvlinkBwMode\0") }.map(|sym| *sym);
-        let nvmlDeviceSetNvlinkBwMode =
-            unsafe { __library.get(b"nvmlDeviceSetNvlinkBwMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetNvLinkInfo =
-            unsafe { __library.get(b"nvmlDeviceGetNvLinkInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetNvlinkBwMode = unsafe { __library.get(b"nvmlDeviceGetNvlinkBwMode\0") }.map(|sym| *sym);
+        let nvmlDeviceSetNvlinkBwMode = unsafe { __library.get(b"nvmlDeviceSetNvlinkBwMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetNvLinkInfo = unsafe { __library.get(b"nvmlDeviceGetNvLinkInfo\0") }.map(|sym| *sym);
         let nvmlEventSetCreate = unsafe { __library.get(b"nvmlEventSetCreate\0") }.map(|sym| *sym);
-        let nvmlDeviceRegisterEvents =
-            unsafe { __library.get(b"nvmlDeviceRegisterEvents\0") }.map(|sym| *sym);
+        let nvmlDeviceRegisterEvents = unsafe { __library.get(b"nvmlDeviceRegisterEvents\0") }.map(|sym| *sym);
         let nvmlDeviceGetSupportedEventTypes =
             unsafe { __library.get(b"nvmlDeviceGetSupportedEventTypes\0") }.map(|sym| *sym);
-        let nvmlEventSetWait_v2 =
-            unsafe { __library.get(b"nvmlEventSetWait_v2\0") }.map(|sym| *sym);
+        let nvmlEventSetWait_v2 = unsafe { __library.get(b"nvmlEventSetWait_v2\0") }.map(|sym| *sym);
         let nvmlEventSetFree = unsafe { __library.get(b"nvmlEventSetFree\0") }.map(|sym| *sym);
-        let nvmlSystemEventSetCreate =
-            unsafe { __library.get(b"nvmlSystemEventSetCreate\0") }.map(|sym| *sym);
-        let nvmlSystemEventSetFree =
-            unsafe { __library.get(b"nvmlSystemEventSetFree\0") }.map(|sym| *sym);
-        let nvmlSystemRegisterEvents =
-            unsafe { __library.get(b"nvmlSystemRegisterEvents\0") }.map(|sym| *sym);
-        let nvmlSystemEventSetWait =
-            unsafe { __library.get(b"nvmlSystemEventSetWait\0") }.map(|sym| *sym);
-        let nvmlDeviceModifyDrainState =
-            unsafe { __library.get(b"nvmlDeviceModifyDrainState\0") }.map(|sym| *sym);
-        let nvmlDeviceQueryDrainState =
-            unsafe { __library.get(b"nvmlDeviceQueryDrainState\0") }.map(|sym| *sym);
-        let nvmlDeviceRemoveGpu_v2 =
-            unsafe { __library.get(b"nvmlDeviceRemoveGpu_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceDiscoverGpus =
-            unsafe { __library.get(b"nvmlDeviceDiscoverGpus\0") }.map(|sym| *sym);
-        let nvmlDeviceGetFieldValues =
-            unsafe { __library.get(b"nvmlDeviceGetFieldValues\0") }.map(|sym| *sym);
-        let nvmlDeviceClearFieldValues =
-            unsafe { __library.get(b"nvmlDeviceClearFieldValues\0") }.map(|sym| *sym);
+        let nvmlSystemEventSetCreate = unsafe { __library.get(b"nvmlSystemEventSetCreate\0") }.map(|sym| *sym);
+        let nvmlSystemEventSetFree = unsafe { __library.get(b"nvmlSystemEventSetFree\0") }.map(|sym| *sym);
+        let nvmlSystemRegisterEvents = unsafe { __library.get(b"nvmlSystemRegisterEvents\0") }.map(|sym| *sym);
+        let nvmlSystemEventSetWait = unsafe { __library.get(b"nvmlSystemEventSetWait\0") }.map(|sym| *sym);
+        let nvmlDeviceModifyDrainState = unsafe { __library.get(b"nvmlDeviceModifyDrainState\0") }.map(|sym| *sym);
+        let nvmlDeviceQueryDrainState = unsafe { __library.get(b"nvmlDeviceQueryDrainState\0") }.map(|sym| *sym);
+        let nvmlDeviceRemoveGpu_v2 = unsafe { __library.get(b"nvmlDeviceRemoveGpu_v2\0") }.map(|sym| *sym);
+        let nvmlDeviceDiscoverGpus = unsafe { __library.get(b"nvmlDeviceDiscoverGpus\0") }.map(|sym| *sym);
+        let nvmlDeviceGetFieldValues = unsafe { __library.get(b"nvmlDeviceGetFieldValues\0") }.map(|sym| *sym);
+        let nvmlDeviceClearFieldValues = unsafe { __library.get(b"nvmlDeviceClearFieldValues\0") }.map(|sym| *sym);
         let nvmlDeviceGetVirtualizationMode =
             unsafe { __library.get(b"nvmlDeviceGetVirtualizationMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetHostVgpuMode =
-            unsafe { __library.get(b"nvmlDeviceGetHostVgpuMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetHostVgpuMode = unsafe { __library.get(b"nvmlDeviceGetHostVgpuMode\0") }.map(|sym| *sym);
         let nvmlDeviceSetVirtualizationMode =
             unsafe { __library.get(b"nvmlDeviceSetVirtualizationMode\0") }.map(|sym| *sym);
         let nvmlDeviceGetVgpuHeterogeneousMode =
@@ -9274,10 +8309,8 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlDeviceGetVgpuTypeSupportedPlacements\0") }.map(|sym| *sym);
         let nvmlDeviceGetVgpuTypeCreatablePlacements =
             unsafe { __library.get(b"nvmlDeviceGetVgpuTypeCreatablePlacements\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetGspHeapSize =
-            unsafe { __library.get(b"nvmlVgpuTypeGetGspHeapSize\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetFbReservation =
-            unsafe { __library.get(b"nvmlVgpuTypeGetFbReservation\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetGspHeapSize = unsafe { __library.get(b"nvmlVgpuTypeGetGspHeapSize\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetFbReservation = unsafe { __library.get(b"nvmlVgpuTypeGetFbReservation\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetRuntimeStateSize =
             unsafe { __library.get(b"nvmlVgpuInstanceGetRuntimeStateSize\0") }.map(|sym| *sym);
         let nvmlDeviceSetVgpuCapabilities =
@@ -9288,52 +8321,37 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlGetVgpuDriverCapabilities\0") }.map(|sym| *sym);
         let nvmlDeviceGetVgpuCapabilities =
             unsafe { __library.get(b"nvmlDeviceGetVgpuCapabilities\0") }.map(|sym| *sym);
-        let nvmlDeviceGetSupportedVgpus =
-            unsafe { __library.get(b"nvmlDeviceGetSupportedVgpus\0") }.map(|sym| *sym);
-        let nvmlDeviceGetCreatableVgpus =
-            unsafe { __library.get(b"nvmlDeviceGetCreatableVgpus\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetClass =
-            unsafe { __library.get(b"nvmlVgpuTypeGetClass\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetName =
-            unsafe { __library.get(b"nvmlVgpuTypeGetName\0") }.map(|sym| *sym);
+        let nvmlDeviceGetSupportedVgpus = unsafe { __library.get(b"nvmlDeviceGetSupportedVgpus\0") }.map(|sym| *sym);
+        let nvmlDeviceGetCreatableVgpus = unsafe { __library.get(b"nvmlDeviceGetCreatableVgpus\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetClass = unsafe { __library.get(b"nvmlVgpuTypeGetClass\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetName = unsafe { __library.get(b"nvmlVgpuTypeGetName\0") }.map(|sym| *sym);
         let nvmlVgpuTypeGetGpuInstanceProfileId =
             unsafe { __library.get(b"nvmlVgpuTypeGetGpuInstanceProfileId\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetDeviceID =
-            unsafe { __library.get(b"nvmlVgpuTypeGetDeviceID\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetDeviceID = unsafe { __library.get(b"nvmlVgpuTypeGetDeviceID\0") }.map(|sym| *sym);
         let nvmlVgpuTypeGetFramebufferSize =
             unsafe { __library.get(b"nvmlVgpuTypeGetFramebufferSize\0") }.map(|sym| *sym);
         let nvmlVgpuTypeGetNumDisplayHeads =
             unsafe { __library.get(b"nvmlVgpuTypeGetNumDisplayHeads\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetResolution =
-            unsafe { __library.get(b"nvmlVgpuTypeGetResolution\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetLicense =
-            unsafe { __library.get(b"nvmlVgpuTypeGetLicense\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetResolution = unsafe { __library.get(b"nvmlVgpuTypeGetResolution\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetLicense = unsafe { __library.get(b"nvmlVgpuTypeGetLicense\0") }.map(|sym| *sym);
         let nvmlVgpuTypeGetFrameRateLimit =
             unsafe { __library.get(b"nvmlVgpuTypeGetFrameRateLimit\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetMaxInstances =
-            unsafe { __library.get(b"nvmlVgpuTypeGetMaxInstances\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetMaxInstances = unsafe { __library.get(b"nvmlVgpuTypeGetMaxInstances\0") }.map(|sym| *sym);
         let nvmlVgpuTypeGetMaxInstancesPerVm =
             unsafe { __library.get(b"nvmlVgpuTypeGetMaxInstancesPerVm\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetBAR1Info =
-            unsafe { __library.get(b"nvmlVgpuTypeGetBAR1Info\0") }.map(|sym| *sym);
-        let nvmlDeviceGetActiveVgpus =
-            unsafe { __library.get(b"nvmlDeviceGetActiveVgpus\0") }.map(|sym| *sym);
-        let nvmlVgpuInstanceGetVmID =
-            unsafe { __library.get(b"nvmlVgpuInstanceGetVmID\0") }.map(|sym| *sym);
-        let nvmlVgpuInstanceGetUUID =
-            unsafe { __library.get(b"nvmlVgpuInstanceGetUUID\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetBAR1Info = unsafe { __library.get(b"nvmlVgpuTypeGetBAR1Info\0") }.map(|sym| *sym);
+        let nvmlDeviceGetActiveVgpus = unsafe { __library.get(b"nvmlDeviceGetActiveVgpus\0") }.map(|sym| *sym);
+        let nvmlVgpuInstanceGetVmID = unsafe { __library.get(b"nvmlVgpuInstanceGetVmID\0") }.map(|sym| *sym);
+        let nvmlVgpuInstanceGetUUID = unsafe { __library.get(b"nvmlVgpuInstanceGetUUID\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetVmDriverVersion =
             unsafe { __library.get(b"nvmlVgpuInstanceGetVmDriverVersion\0") }.map(|sym| *sym);
-        let nvmlVgpuInstanceGetFbUsage =
-            unsafe { __library.get(b"nvmlVgpuInstanceGetFbUsage\0") }.map(|sym| *sym);
+        let nvmlVgpuInstanceGetFbUsage = unsafe { __library.get(b"nvmlVgpuInstanceGetFbUsage\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetLicenseStatus =
             unsafe { __library.get(b"nvmlVgpuInstanceGetLicenseStatus\0") }.map(|sym| *sym);
-        let nvmlVgpuInstanceGetType =
-            unsafe { __library.get(b"nvmlVgpuInstanceGetType\0") }.map(|sym| *sym);
+        let nvmlVgpuInstanceGetType = unsafe { __library.get(b"nvmlVgpuInstanceGetType\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetFrameRateLimit =
             unsafe { __library.get(b"nvmlVgpuInstanceGetFrameRateLimit\0") }.map(|sym| *sym);
-        let nvmlVgpuInstanceGetEccMode =
-            unsafe { __library.get(b"nvmlVgpuInstanceGetEccMode\0") }.map(|sym| *sym);
+        let nvmlVgpuInstanceGetEccMode = unsafe { __library.get(b"nvmlVgpuInstanceGetEccMode\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetEncoderCapacity =
             unsafe { __library.get(b"nvmlVgpuInstanceGetEncoderCapacity\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceSetEncoderCapacity =
@@ -9342,23 +8360,18 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlVgpuInstanceGetEncoderStats\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetEncoderSessions =
             unsafe { __library.get(b"nvmlVgpuInstanceGetEncoderSessions\0") }.map(|sym| *sym);
-        let nvmlVgpuInstanceGetFBCStats =
-            unsafe { __library.get(b"nvmlVgpuInstanceGetFBCStats\0") }.map(|sym| *sym);
+        let nvmlVgpuInstanceGetFBCStats = unsafe { __library.get(b"nvmlVgpuInstanceGetFBCStats\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetFBCSessions =
             unsafe { __library.get(b"nvmlVgpuInstanceGetFBCSessions\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetGpuInstanceId =
             unsafe { __library.get(b"nvmlVgpuInstanceGetGpuInstanceId\0") }.map(|sym| *sym);
-        let nvmlVgpuInstanceGetGpuPciId =
-            unsafe { __library.get(b"nvmlVgpuInstanceGetGpuPciId\0") }.map(|sym| *sym);
-        let nvmlVgpuTypeGetCapabilities =
-            unsafe { __library.get(b"nvmlVgpuTypeGetCapabilities\0") }.map(|sym| *sym);
-        let nvmlVgpuInstanceGetMdevUUID =
-            unsafe { __library.get(b"nvmlVgpuInstanceGetMdevUUID\0") }.map(|sym| *sym);
+        let nvmlVgpuInstanceGetGpuPciId = unsafe { __library.get(b"nvmlVgpuInstanceGetGpuPciId\0") }.map(|sym| *sym);
+        let nvmlVgpuTypeGetCapabilities = unsafe { __library.get(b"nvmlVgpuTypeGetCapabilities\0") }.map(|sym| *sym);
+        let nvmlVgpuInstanceGetMdevUUID = unsafe { __library.get(b"nvmlVgpuInstanceGetMdevUUID\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetCreatableVgpus =
             unsafe { __library.get(b"nvmlGpuInstanceGetCreatableVgpus\0") }.map(|sym| *sym);
         let nvmlVgpuTypeGetMaxInstancesPerGpuInstance =
-            unsafe { __library.get(b"nvmlVgpuTypeGetMaxInstancesPerGpuInstance\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlVgpuTypeGetMaxInstancesPerGpuInstance\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetActiveVgpus =
             unsafe { __library.get(b"nvmlGpuInstanceGetActiveVgpus\0") }.map(|sym| *sym);
         let nvmlGpuInstanceSetVgpuSchedulerState =
@@ -9368,18 +8381,14 @@ impl NvmlLib {
         let nvmlGpuInstanceGetVgpuSchedulerLog =
             unsafe { __library.get(b"nvmlGpuInstanceGetVgpuSchedulerLog\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetVgpuTypeCreatablePlacements =
-            unsafe { __library.get(b"nvmlGpuInstanceGetVgpuTypeCreatablePlacements\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlGpuInstanceGetVgpuTypeCreatablePlacements\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetVgpuHeterogeneousMode =
             unsafe { __library.get(b"nvmlGpuInstanceGetVgpuHeterogeneousMode\0") }.map(|sym| *sym);
         let nvmlGpuInstanceSetVgpuHeterogeneousMode =
             unsafe { __library.get(b"nvmlGpuInstanceSetVgpuHeterogeneousMode\0") }.map(|sym| *sym);
-        let nvmlVgpuInstanceGetMetadata =
-            unsafe { __library.get(b"nvmlVgpuInstanceGetMetadata\0") }.map(|sym| *sym);
-        let nvmlDeviceGetVgpuMetadata =
-            unsafe { __library.get(b"nvmlDeviceGetVgpuMetadata\0") }.map(|sym| *sym);
-        let nvmlGetVgpuCompatibility =
-            unsafe { __library.get(b"nvmlGetVgpuCompatibility\0") }.map(|sym| *sym);
+        let nvmlVgpuInstanceGetMetadata = unsafe { __library.get(b"nvmlVgpuInstanceGetMetadata\0") }.map(|sym| *sym);
+        let nvmlDeviceGetVgpuMetadata = unsafe { __library.get(b"nvmlDeviceGetVgpuMetadata\0") }.map(|sym| *sym);
+        let nvmlGetVgpuCompatibility = unsafe { __library.get(b"nvmlGetVgpuCompatibility\0") }.map(|sym| *sym);
         let nvmlDeviceGetPgpuMetadataString =
             unsafe { __library.get(b"nvmlDeviceGetPgpuMetadataString\0") }.map(|sym| *sym);
         let nvmlDeviceGetVgpuSchedulerLog =
@@ -9392,16 +8401,13 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlDeviceSetVgpuSchedulerState\0") }.map(|sym| *sym);
         let nvmlGetVgpuVersion = unsafe { __library.get(b"nvmlGetVgpuVersion\0") }.map(|sym| *sym);
         let nvmlSetVgpuVersion = unsafe { __library.get(b"nvmlSetVgpuVersion\0") }.map(|sym| *sym);
-        let nvmlDeviceGetVgpuUtilization =
-            unsafe { __library.get(b"nvmlDeviceGetVgpuUtilization\0") }.map(|sym| *sym);
+        let nvmlDeviceGetVgpuUtilization = unsafe { __library.get(b"nvmlDeviceGetVgpuUtilization\0") }.map(|sym| *sym);
         let nvmlDeviceGetVgpuInstancesUtilizationInfo =
-            unsafe { __library.get(b"nvmlDeviceGetVgpuInstancesUtilizationInfo\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetVgpuInstancesUtilizationInfo\0") }.map(|sym| *sym);
         let nvmlDeviceGetVgpuProcessUtilization =
             unsafe { __library.get(b"nvmlDeviceGetVgpuProcessUtilization\0") }.map(|sym| *sym);
         let nvmlDeviceGetVgpuProcessesUtilizationInfo =
-            unsafe { __library.get(b"nvmlDeviceGetVgpuProcessesUtilizationInfo\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetVgpuProcessesUtilizationInfo\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetAccountingMode =
             unsafe { __library.get(b"nvmlVgpuInstanceGetAccountingMode\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetAccountingPids =
@@ -9412,16 +8418,12 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlVgpuInstanceClearAccountingPids\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetLicenseInfo_v2 =
             unsafe { __library.get(b"nvmlVgpuInstanceGetLicenseInfo_v2\0") }.map(|sym| *sym);
-        let nvmlGetExcludedDeviceCount =
-            unsafe { __library.get(b"nvmlGetExcludedDeviceCount\0") }.map(|sym| *sym);
+        let nvmlGetExcludedDeviceCount = unsafe { __library.get(b"nvmlGetExcludedDeviceCount\0") }.map(|sym| *sym);
         let nvmlGetExcludedDeviceInfoByIndex =
             unsafe { __library.get(b"nvmlGetExcludedDeviceInfoByIndex\0") }.map(|sym| *sym);
-        let nvmlDeviceReadWritePRM_v1 =
-            unsafe { __library.get(b"nvmlDeviceReadWritePRM_v1\0") }.map(|sym| *sym);
-        let nvmlDeviceSetMigMode =
-            unsafe { __library.get(b"nvmlDeviceSetMigMode\0") }.map(|sym| *sym);
-        let nvmlDeviceGetMigMode =
-            unsafe { __library.get(b"nvmlDeviceGetMigMode\0") }.map(|sym| *sym);
+        let nvmlDeviceReadWritePRM_v1 = unsafe { __library.get(b"nvmlDeviceReadWritePRM_v1\0") }.map(|sym| *sym);
+        let nvmlDeviceSetMigMode = unsafe { __library.get(b"nvmlDeviceSetMigMode\0") }.map(|sym| *sym);
+        let nvmlDeviceGetMigMode = unsafe { __library.get(b"nvmlDeviceGetMigMode\0") }.map(|sym| *sym);
         let nvmlDeviceGetGpuInstanceProfileInfo =
             unsafe { __library.get(b"nvmlDeviceGetGpuInstanceProfileInfo\0") }.map(|sym| *sym);
         let nvmlDeviceGetGpuInstanceProfileInfoV =
@@ -9429,52 +8431,37 @@ impl NvmlLib {
         let nvmlDeviceGetGpuInstanceProfileInfoByIdV =
             unsafe { __library.get(b"nvmlDeviceGetGpuInstanceProfileInfoByIdV\0") }.map(|sym| *sym);
         let nvmlDeviceGetGpuInstancePossiblePlacements_v2 =
-            unsafe { __library.get(b"nvmlDeviceGetGpuInstancePossiblePlacements_v2\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetGpuInstancePossiblePlacements_v2\0") }.map(|sym| *sym);
         let nvmlDeviceGetGpuInstanceRemainingCapacity =
-            unsafe { __library.get(b"nvmlDeviceGetGpuInstanceRemainingCapacity\0") }
-                .map(|sym| *sym);
-        let nvmlDeviceCreateGpuInstance =
-            unsafe { __library.get(b"nvmlDeviceCreateGpuInstance\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetGpuInstanceRemainingCapacity\0") }.map(|sym| *sym);
+        let nvmlDeviceCreateGpuInstance = unsafe { __library.get(b"nvmlDeviceCreateGpuInstance\0") }.map(|sym| *sym);
         let nvmlDeviceCreateGpuInstanceWithPlacement =
             unsafe { __library.get(b"nvmlDeviceCreateGpuInstanceWithPlacement\0") }.map(|sym| *sym);
-        let nvmlGpuInstanceDestroy =
-            unsafe { __library.get(b"nvmlGpuInstanceDestroy\0") }.map(|sym| *sym);
-        let nvmlDeviceGetGpuInstances =
-            unsafe { __library.get(b"nvmlDeviceGetGpuInstances\0") }.map(|sym| *sym);
-        let nvmlDeviceGetGpuInstanceById =
-            unsafe { __library.get(b"nvmlDeviceGetGpuInstanceById\0") }.map(|sym| *sym);
-        let nvmlGpuInstanceGetInfo =
-            unsafe { __library.get(b"nvmlGpuInstanceGetInfo\0") }.map(|sym| *sym);
+        let nvmlGpuInstanceDestroy = unsafe { __library.get(b"nvmlGpuInstanceDestroy\0") }.map(|sym| *sym);
+        let nvmlDeviceGetGpuInstances = unsafe { __library.get(b"nvmlDeviceGetGpuInstances\0") }.map(|sym| *sym);
+        let nvmlDeviceGetGpuInstanceById = unsafe { __library.get(b"nvmlDeviceGetGpuInstanceById\0") }.map(|sym| *sym);
+        let nvmlGpuInstanceGetInfo = unsafe { __library.get(b"nvmlGpuInstanceGetInfo\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetComputeInstanceProfileInfo =
-            unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstanceProfileInfo\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstanceProfileInfo\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetComputeInstanceProfileInfoV =
-            unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstanceProfileInfoV\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstanceProfileInfoV\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetComputeInstanceRemainingCapacity =
-            unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstanceRemainingCapacity\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstanceRemainingCapacity\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetComputeInstancePossiblePlacements =
-            unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstancePossiblePlacements\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstancePossiblePlacements\0") }.map(|sym| *sym);
         let nvmlGpuInstanceCreateComputeInstance =
             unsafe { __library.get(b"nvmlGpuInstanceCreateComputeInstance\0") }.map(|sym| *sym);
         let nvmlGpuInstanceCreateComputeInstanceWithPlacement =
-            unsafe { __library.get(b"nvmlGpuInstanceCreateComputeInstanceWithPlacement\0") }
-                .map(|sym| *sym);
-        let nvmlComputeInstanceDestroy =
-            unsafe { __library.get(b"nvmlComputeInstanceDestroy\0") }.map(|sym| *sym);
+            unsafe { __library.get(b"nvmlGpuInstanceCreateComputeInstanceWithPlacement\0") }.map(|sym| *sym);
+        let nvmlComputeInstanceDestroy = unsafe { __library.get(b"nvmlComputeInstanceDestroy\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetComputeInstances =
             unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstances\0") }.map(|sym| *sym);
         let nvmlGpuInstanceGetComputeInstanceById =
             unsafe { __library.get(b"nvmlGpuInstanceGetComputeInstanceById\0") }.map(|sym| *sym);
         let nvmlComputeInstanceGetInfo_v2 =
             unsafe { __library.get(b"nvmlComputeInstanceGetInfo_v2\0") }.map(|sym| *sym);
-        let nvmlDeviceIsMigDeviceHandle =
-            unsafe { __library.get(b"nvmlDeviceIsMigDeviceHandle\0") }.map(|sym| *sym);
-        let nvmlDeviceGetGpuInstanceId =
-            unsafe { __library.get(b"nvmlDeviceGetGpuInstanceId\0") }.map(|sym| *sym);
+        let nvmlDeviceIsMigDeviceHandle = unsafe { __library.get(b"nvmlDeviceIsMigDeviceHandle\0") }.map(|sym| *sym);
+        let nvmlDeviceGetGpuInstanceId = unsafe { __library.get(b"nvmlDeviceGetGpuInstanceId\0") }.map(|sym| *sym);
         let nvmlDeviceGetComputeInstanceId =
             unsafe { __library.get(b"nvmlDeviceGetComputeInstanceId\0") }.map(|sym| *sym);
         let nvmlDeviceGetMaxMigDeviceCount =
@@ -9482,55 +8469,40 @@ impl NvmlLib {
         let nvmlDeviceGetMigDeviceHandleByIndex =
             unsafe { __library.get(b"nvmlDeviceGetMigDeviceHandleByIndex\0") }.map(|sym| *sym);
         let nvmlDeviceGetDeviceHandleFromMigDeviceHandle =
-            unsafe { __library.get(b"nvmlDeviceGetDeviceHandleFromMigDeviceHandle\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetDeviceHandleFromMigDeviceHandle\0") }.map(|sym| *sym);
         let nvmlGpmMetricsGet = unsafe { __library.get(b"nvmlGpmMetricsGet\0") }.map(|sym| *sym);
         let nvmlGpmSampleFree = unsafe { __library.get(b"nvmlGpmSampleFree\0") }.map(|sym| *sym);
         let nvmlGpmSampleAlloc = unsafe { __library.get(b"nvmlGpmSampleAlloc\0") }.map(|sym| *sym);
         let nvmlGpmSampleGet = unsafe { __library.get(b"nvmlGpmSampleGet\0") }.map(|sym| *sym);
-        let nvmlGpmMigSampleGet =
-            unsafe { __library.get(b"nvmlGpmMigSampleGet\0") }.map(|sym| *sym);
-        let nvmlGpmQueryDeviceSupport =
-            unsafe { __library.get(b"nvmlGpmQueryDeviceSupport\0") }.map(|sym| *sym);
+        let nvmlGpmMigSampleGet = unsafe { __library.get(b"nvmlGpmMigSampleGet\0") }.map(|sym| *sym);
+        let nvmlGpmQueryDeviceSupport = unsafe { __library.get(b"nvmlGpmQueryDeviceSupport\0") }.map(|sym| *sym);
         let nvmlGpmQueryIfStreamingEnabled =
             unsafe { __library.get(b"nvmlGpmQueryIfStreamingEnabled\0") }.map(|sym| *sym);
-        let nvmlGpmSetStreamingEnabled =
-            unsafe { __library.get(b"nvmlGpmSetStreamingEnabled\0") }.map(|sym| *sym);
-        let nvmlDeviceGetCapabilities =
-            unsafe { __library.get(b"nvmlDeviceGetCapabilities\0") }.map(|sym| *sym);
+        let nvmlGpmSetStreamingEnabled = unsafe { __library.get(b"nvmlGpmSetStreamingEnabled\0") }.map(|sym| *sym);
+        let nvmlDeviceGetCapabilities = unsafe { __library.get(b"nvmlDeviceGetCapabilities\0") }.map(|sym| *sym);
         let nvmlDeviceWorkloadPowerProfileGetProfilesInfo =
-            unsafe { __library.get(b"nvmlDeviceWorkloadPowerProfileGetProfilesInfo\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceWorkloadPowerProfileGetProfilesInfo\0") }.map(|sym| *sym);
         let nvmlDeviceWorkloadPowerProfileGetCurrentProfiles =
-            unsafe { __library.get(b"nvmlDeviceWorkloadPowerProfileGetCurrentProfiles\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceWorkloadPowerProfileGetCurrentProfiles\0") }.map(|sym| *sym);
         let nvmlDeviceWorkloadPowerProfileSetRequestedProfiles =
-            unsafe { __library.get(b"nvmlDeviceWorkloadPowerProfileSetRequestedProfiles\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceWorkloadPowerProfileSetRequestedProfiles\0") }.map(|sym| *sym);
         let nvmlDeviceWorkloadPowerProfileClearRequestedProfiles =
-            unsafe { __library.get(b"nvmlDeviceWorkloadPowerProfileClearRequestedProfiles\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceWorkloadPowerProfileClearRequestedProfiles\0") }.map(|sym| *sym);
         let nvmlDevicePowerSmoothingActivatePresetProfile =
-            unsafe { __library.get(b"nvmlDevicePowerSmoothingActivatePresetProfile\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDevicePowerSmoothingActivatePresetProfile\0") }.map(|sym| *sym);
         let nvmlDevicePowerSmoothingUpdatePresetProfileParam =
-            unsafe { __library.get(b"nvmlDevicePowerSmoothingUpdatePresetProfileParam\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDevicePowerSmoothingUpdatePresetProfileParam\0") }.map(|sym| *sym);
         let nvmlDevicePowerSmoothingSetState =
             unsafe { __library.get(b"nvmlDevicePowerSmoothingSetState\0") }.map(|sym| *sym);
         let nvmlDeviceGetSramUniqueUncorrectedEccErrorCounts =
-            unsafe { __library.get(b"nvmlDeviceGetSramUniqueUncorrectedEccErrorCounts\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetSramUniqueUncorrectedEccErrorCounts\0") }.map(|sym| *sym);
         let nvmlInit = unsafe { __library.get(b"nvmlInit\0") }.map(|sym| *sym);
         let nvmlDeviceGetCount = unsafe { __library.get(b"nvmlDeviceGetCount\0") }.map(|sym| *sym);
-        let nvmlDeviceGetHandleByIndex =
-            unsafe { __library.get(b"nvmlDeviceGetHandleByIndex\0") }.map(|sym| *sym);
+        let nvmlDeviceGetHandleByIndex = unsafe { __library.get(b"nvmlDeviceGetHandleByIndex\0") }.map(|sym| *sym);
         let nvmlDeviceGetHandleByPciBusId =
             unsafe { __library.get(b"nvmlDeviceGetHandleByPciBusId\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPciInfo =
-            unsafe { __library.get(b"nvmlDeviceGetPciInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetPciInfo_v2 =
-            unsafe { __library.get(b"nvmlDeviceGetPciInfo_v2\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPciInfo = unsafe { __library.get(b"nvmlDeviceGetPciInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetPciInfo_v2 = unsafe { __library.get(b"nvmlDeviceGetPciInfo_v2\0") }.map(|sym| *sym);
         let nvmlDeviceGetNvLinkRemotePciInfo =
             unsafe { __library.get(b"nvmlDeviceGetNvLinkRemotePciInfo\0") }.map(|sym| *sym);
         let nvmlDeviceGetGridLicensableFeatures =
@@ -9539,13 +8511,10 @@ impl NvmlLib {
             unsafe { __library.get(b"nvmlDeviceGetGridLicensableFeatures_v2\0") }.map(|sym| *sym);
         let nvmlDeviceGetGridLicensableFeatures_v3 =
             unsafe { __library.get(b"nvmlDeviceGetGridLicensableFeatures_v3\0") }.map(|sym| *sym);
-        let nvmlDeviceRemoveGpu =
-            unsafe { __library.get(b"nvmlDeviceRemoveGpu\0") }.map(|sym| *sym);
+        let nvmlDeviceRemoveGpu = unsafe { __library.get(b"nvmlDeviceRemoveGpu\0") }.map(|sym| *sym);
         let nvmlEventSetWait = unsafe { __library.get(b"nvmlEventSetWait\0") }.map(|sym| *sym);
-        let nvmlDeviceGetAttributes =
-            unsafe { __library.get(b"nvmlDeviceGetAttributes\0") }.map(|sym| *sym);
-        let nvmlComputeInstanceGetInfo =
-            unsafe { __library.get(b"nvmlComputeInstanceGetInfo\0") }.map(|sym| *sym);
+        let nvmlDeviceGetAttributes = unsafe { __library.get(b"nvmlDeviceGetAttributes\0") }.map(|sym| *sym);
+        let nvmlComputeInstanceGetInfo = unsafe { __library.get(b"nvmlComputeInstanceGetInfo\0") }.map(|sym| *sym);
         let nvmlDeviceGetComputeRunningProcesses =
             unsafe { __library.get(b"nvmlDeviceGetComputeRunningProcesses\0") }.map(|sym| *sym);
         let nvmlDeviceGetComputeRunningProcesses_v2 =
@@ -9557,15 +8526,12 @@ impl NvmlLib {
         let nvmlDeviceGetMPSComputeRunningProcesses =
             unsafe { __library.get(b"nvmlDeviceGetMPSComputeRunningProcesses\0") }.map(|sym| *sym);
         let nvmlDeviceGetMPSComputeRunningProcesses_v2 =
-            unsafe { __library.get(b"nvmlDeviceGetMPSComputeRunningProcesses_v2\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetMPSComputeRunningProcesses_v2\0") }.map(|sym| *sym);
         let nvmlDeviceGetGpuInstancePossiblePlacements =
-            unsafe { __library.get(b"nvmlDeviceGetGpuInstancePossiblePlacements\0") }
-                .map(|sym| *sym);
+            unsafe { __library.get(b"nvmlDeviceGetGpuInstancePossiblePlacements\0") }.map(|sym| *sym);
         let nvmlVgpuInstanceGetLicenseInfo =
             unsafe { __library.get(b"nvmlVgpuInstanceGetLicenseInfo\0") }.map(|sym| *sym);
-        let nvmlDeviceGetDriverModel =
-            unsafe { __library.get(b"nvmlDeviceGetDriverModel\0") }.map(|sym| *sym);
+        let nvmlDeviceGetDriverModel = unsafe { __library.get(b"nvmlDeviceGetDriverModel\0") }.map(|sym| *sym);
         Ok(NvmlLib {
             __library,
             nvmlInit_v2,
@@ -9969,70 +8935,34 @@ impl NvmlLib {
         })
     }
     pub unsafe fn nvmlInit_v2(&self) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlInit_v2
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.nvmlInit_v2.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn nvmlInitWithFlags(&self, flags: ::std::os::raw::c_uint) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlInitWithFlags
-                .as_ref()
-                .expect("Expected function, got error."))(flags)
-        }
+        unsafe { (self.nvmlInitWithFlags.as_ref().expect("Expected function, got error."))(flags) }
     }
     pub unsafe fn nvmlShutdown(&self) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlShutdown
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.nvmlShutdown.as_ref().expect("Expected function, got error."))() }
     }
     pub unsafe fn nvmlErrorString(&self, result: nvmlReturn_t) -> *const ::std::os::raw::c_char {
-        unsafe {
-            (self
-                .nvmlErrorString
-                .as_ref()
-                .expect("Expected function, got error."))(result)
-        }
+        unsafe { (self.nvmlErrorString.as_ref().expect("Expected function, got error."))(result) }
     }
     pub unsafe fn nvmlSystemGetDriverVersion(
         &self,
         version: *mut ::std::os::raw::c_char,
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemGetDriverVersion
-                .as_ref()
-                .expect("Expected function, got error."))(version, length)
-        }
+        unsafe { (self.nvmlSystemGetDriverVersion.as_ref().expect("Expected function, got error."))(version, length) }
     }
     pub unsafe fn nvmlSystemGetNVMLVersion(
         &self,
         version: *mut ::std::os::raw::c_char,
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemGetNVMLVersion
-                .as_ref()
-                .expect("Expected function, got error."))(version, length)
-        }
+        unsafe { (self.nvmlSystemGetNVMLVersion.as_ref().expect("Expected function, got error."))(version, length) }
     }
-    pub unsafe fn nvmlSystemGetCudaDriverVersion(
-        &self,
-        cudaDriverVersion: *mut ::std::os::raw::c_int,
-    ) -> nvmlReturn_t {
+    pub unsafe fn nvmlSystemGetCudaDriverVersion(&self, cudaDriverVersion: *mut ::std::os::raw::c_int) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlSystemGetCudaDriverVersion
-                .as_ref()
-                .expect("Expected function, got error."))(cudaDriverVersion)
+            (self.nvmlSystemGetCudaDriverVersion.as_ref().expect("Expected function, got error."))(cudaDriverVersion)
         }
     }
     pub unsafe fn nvmlSystemGetCudaDriverVersion_v2(
@@ -10040,10 +8970,7 @@ impl NvmlLib {
         cudaDriverVersion: *mut ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlSystemGetCudaDriverVersion_v2
-                .as_ref()
-                .expect("Expected function, got error."))(cudaDriverVersion)
+            (self.nvmlSystemGetCudaDriverVersion_v2.as_ref().expect("Expected function, got error."))(cudaDriverVersion)
         }
     }
     pub unsafe fn nvmlSystemGetProcessName(
@@ -10052,12 +8979,7 @@ impl NvmlLib {
         name: *mut ::std::os::raw::c_char,
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemGetProcessName
-                .as_ref()
-                .expect("Expected function, got error."))(pid, name, length)
-        }
+        unsafe { (self.nvmlSystemGetProcessName.as_ref().expect("Expected function, got error."))(pid, name, length) }
     }
     pub unsafe fn nvmlSystemGetHicVersion(
         &self,
@@ -10065,10 +8987,7 @@ impl NvmlLib {
         hwbcEntries: *mut nvmlHwbcEntry_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlSystemGetHicVersion
-                .as_ref()
-                .expect("Expected function, got error."))(hwbcCount, hwbcEntries)
+            (self.nvmlSystemGetHicVersion.as_ref().expect("Expected function, got error."))(hwbcCount, hwbcEntries)
         }
     }
     pub unsafe fn nvmlSystemGetTopologyGpuSet(
@@ -10078,10 +8997,11 @@ impl NvmlLib {
         deviceArray: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlSystemGetTopologyGpuSet
-                .as_ref()
-                .expect("Expected function, got error."))(cpuNumber, count, deviceArray)
+            (self.nvmlSystemGetTopologyGpuSet.as_ref().expect("Expected function, got error."))(
+                cpuNumber,
+                count,
+                deviceArray,
+            )
         }
     }
     pub unsafe fn nvmlSystemGetDriverBranch(
@@ -10089,68 +9009,26 @@ impl NvmlLib {
         branchInfo: *mut nvmlSystemDriverBranchInfo_t,
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemGetDriverBranch
-                .as_ref()
-                .expect("Expected function, got error."))(branchInfo, length)
-        }
+        unsafe { (self.nvmlSystemGetDriverBranch.as_ref().expect("Expected function, got error."))(branchInfo, length) }
     }
     pub unsafe fn nvmlUnitGetCount(&self, unitCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlUnitGetCount
-                .as_ref()
-                .expect("Expected function, got error."))(unitCount)
-        }
+        unsafe { (self.nvmlUnitGetCount.as_ref().expect("Expected function, got error."))(unitCount) }
     }
     pub unsafe fn nvmlUnitGetHandleByIndex(
         &self,
         index: ::std::os::raw::c_uint,
         unit: *mut nvmlUnit_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlUnitGetHandleByIndex
-                .as_ref()
-                .expect("Expected function, got error."))(index, unit)
-        }
+        unsafe { (self.nvmlUnitGetHandleByIndex.as_ref().expect("Expected function, got error."))(index, unit) }
     }
-    pub unsafe fn nvmlUnitGetUnitInfo(
-        &self,
-        unit: nvmlUnit_t,
-        info: *mut nvmlUnitInfo_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlUnitGetUnitInfo
-                .as_ref()
-                .expect("Expected function, got error."))(unit, info)
-        }
+    pub unsafe fn nvmlUnitGetUnitInfo(&self, unit: nvmlUnit_t, info: *mut nvmlUnitInfo_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlUnitGetUnitInfo.as_ref().expect("Expected function, got error."))(unit, info) }
     }
-    pub unsafe fn nvmlUnitGetLedState(
-        &self,
-        unit: nvmlUnit_t,
-        state: *mut nvmlLedState_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlUnitGetLedState
-                .as_ref()
-                .expect("Expected function, got error."))(unit, state)
-        }
+    pub unsafe fn nvmlUnitGetLedState(&self, unit: nvmlUnit_t, state: *mut nvmlLedState_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlUnitGetLedState.as_ref().expect("Expected function, got error."))(unit, state) }
     }
-    pub unsafe fn nvmlUnitGetPsuInfo(
-        &self,
-        unit: nvmlUnit_t,
-        psu: *mut nvmlPSUInfo_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlUnitGetPsuInfo
-                .as_ref()
-                .expect("Expected function, got error."))(unit, psu)
-        }
+    pub unsafe fn nvmlUnitGetPsuInfo(&self, unit: nvmlUnit_t, psu: *mut nvmlPSUInfo_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlUnitGetPsuInfo.as_ref().expect("Expected function, got error."))(unit, psu) }
     }
     pub unsafe fn nvmlUnitGetTemperature(
         &self,
@@ -10158,24 +9036,14 @@ impl NvmlLib {
         type_: ::std::os::raw::c_uint,
         temp: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlUnitGetTemperature
-                .as_ref()
-                .expect("Expected function, got error."))(unit, type_, temp)
-        }
+        unsafe { (self.nvmlUnitGetTemperature.as_ref().expect("Expected function, got error."))(unit, type_, temp) }
     }
     pub unsafe fn nvmlUnitGetFanSpeedInfo(
         &self,
         unit: nvmlUnit_t,
         fanSpeeds: *mut nvmlUnitFanSpeeds_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlUnitGetFanSpeedInfo
-                .as_ref()
-                .expect("Expected function, got error."))(unit, fanSpeeds)
-        }
+        unsafe { (self.nvmlUnitGetFanSpeedInfo.as_ref().expect("Expected function, got error."))(unit, fanSpeeds) }
     }
     pub unsafe fn nvmlUnitGetDevices(
         &self,
@@ -10184,22 +9052,11 @@ impl NvmlLib {
         devices: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlUnitGetDevices
-                .as_ref()
-                .expect("Expected function, got error."))(unit, deviceCount, devices)
+            (self.nvmlUnitGetDevices.as_ref().expect("Expected function, got error."))(unit, deviceCount, devices)
         }
     }
-    pub unsafe fn nvmlDeviceGetCount_v2(
-        &self,
-        deviceCount: *mut ::std::os::raw::c_uint,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetCount_v2
-                .as_ref()
-                .expect("Expected function, got error."))(deviceCount)
-        }
+    pub unsafe fn nvmlDeviceGetCount_v2(&self, deviceCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetCount_v2.as_ref().expect("Expected function, got error."))(deviceCount) }
     }
     pub unsafe fn nvmlDeviceGetAttributes_v2(
         &self,
@@ -10207,10 +9064,7 @@ impl NvmlLib {
         attributes: *mut nvmlDeviceAttributes_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetAttributes_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, attributes)
+            (self.nvmlDeviceGetAttributes_v2.as_ref().expect("Expected function, got error."))(device, attributes)
         }
     }
     pub unsafe fn nvmlDeviceGetHandleByIndex_v2(
@@ -10218,48 +9072,28 @@ impl NvmlLib {
         index: ::std::os::raw::c_uint,
         device: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetHandleByIndex_v2
-                .as_ref()
-                .expect("Expected function, got error."))(index, device)
-        }
+        unsafe { (self.nvmlDeviceGetHandleByIndex_v2.as_ref().expect("Expected function, got error."))(index, device) }
     }
     pub unsafe fn nvmlDeviceGetHandleBySerial(
         &self,
         serial: *const ::std::os::raw::c_char,
         device: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetHandleBySerial
-                .as_ref()
-                .expect("Expected function, got error."))(serial, device)
-        }
+        unsafe { (self.nvmlDeviceGetHandleBySerial.as_ref().expect("Expected function, got error."))(serial, device) }
     }
     pub unsafe fn nvmlDeviceGetHandleByUUID(
         &self,
         uuid: *const ::std::os::raw::c_char,
         device: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetHandleByUUID
-                .as_ref()
-                .expect("Expected function, got error."))(uuid, device)
-        }
+        unsafe { (self.nvmlDeviceGetHandleByUUID.as_ref().expect("Expected function, got error."))(uuid, device) }
     }
     pub unsafe fn nvmlDeviceGetHandleByUUIDV(
         &self,
         uuid: *const nvmlUUID_t,
         device: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetHandleByUUIDV
-                .as_ref()
-                .expect("Expected function, got error."))(uuid, device)
-        }
+        unsafe { (self.nvmlDeviceGetHandleByUUIDV.as_ref().expect("Expected function, got error."))(uuid, device) }
     }
     pub unsafe fn nvmlDeviceGetHandleByPciBusId_v2(
         &self,
@@ -10267,10 +9101,7 @@ impl NvmlLib {
         device: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetHandleByPciBusId_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pciBusId, device)
+            (self.nvmlDeviceGetHandleByPciBusId_v2.as_ref().expect("Expected function, got error."))(pciBusId, device)
         }
     }
     pub unsafe fn nvmlDeviceGetName(
@@ -10279,36 +9110,13 @@ impl NvmlLib {
         name: *mut ::std::os::raw::c_char,
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetName
-                .as_ref()
-                .expect("Expected function, got error."))(device, name, length)
-        }
+        unsafe { (self.nvmlDeviceGetName.as_ref().expect("Expected function, got error."))(device, name, length) }
     }
-    pub unsafe fn nvmlDeviceGetBrand(
-        &self,
-        device: nvmlDevice_t,
-        type_: *mut nvmlBrandType_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetBrand
-                .as_ref()
-                .expect("Expected function, got error."))(device, type_)
-        }
+    pub unsafe fn nvmlDeviceGetBrand(&self, device: nvmlDevice_t, type_: *mut nvmlBrandType_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetBrand.as_ref().expect("Expected function, got error."))(device, type_) }
     }
-    pub unsafe fn nvmlDeviceGetIndex(
-        &self,
-        device: nvmlDevice_t,
-        index: *mut ::std::os::raw::c_uint,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetIndex
-                .as_ref()
-                .expect("Expected function, got error."))(device, index)
-        }
+    pub unsafe fn nvmlDeviceGetIndex(&self, device: nvmlDevice_t, index: *mut ::std::os::raw::c_uint) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetIndex.as_ref().expect("Expected function, got error."))(device, index) }
     }
     pub unsafe fn nvmlDeviceGetSerial(
         &self,
@@ -10316,24 +9124,14 @@ impl NvmlLib {
         serial: *mut ::std::os::raw::c_char,
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetSerial
-                .as_ref()
-                .expect("Expected function, got error."))(device, serial, length)
-        }
+        unsafe { (self.nvmlDeviceGetSerial.as_ref().expect("Expected function, got error."))(device, serial, length) }
     }
     pub unsafe fn nvmlDeviceGetModuleId(
         &self,
         device: nvmlDevice_t,
         moduleId: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetModuleId
-                .as_ref()
-                .expect("Expected function, got error."))(device, moduleId)
-        }
+        unsafe { (self.nvmlDeviceGetModuleId.as_ref().expect("Expected function, got error."))(device, moduleId) }
     }
     pub unsafe fn nvmlDeviceGetC2cModeInfoV(
         &self,
@@ -10341,10 +9139,7 @@ impl NvmlLib {
         c2cModeInfo: *mut nvmlC2cModeInfo_v1_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetC2cModeInfoV
-                .as_ref()
-                .expect("Expected function, got error."))(device, c2cModeInfo)
+            (self.nvmlDeviceGetC2cModeInfoV.as_ref().expect("Expected function, got error."))(device, c2cModeInfo)
         }
     }
     pub unsafe fn nvmlDeviceGetMemoryAffinity(
@@ -10355,11 +9150,11 @@ impl NvmlLib {
         scope: nvmlAffinityScope_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMemoryAffinity
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, nodeSetSize, nodeSet, scope
+            (self.nvmlDeviceGetMemoryAffinity.as_ref().expect("Expected function, got error."))(
+                device,
+                nodeSetSize,
+                nodeSet,
+                scope,
             )
         }
     }
@@ -10371,11 +9166,8 @@ impl NvmlLib {
         scope: nvmlAffinityScope_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetCpuAffinityWithinScope
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, cpuSetSize, cpuSet, scope
+            (self.nvmlDeviceGetCpuAffinityWithinScope.as_ref().expect("Expected function, got error."))(
+                device, cpuSetSize, cpuSet, scope,
             )
         }
     }
@@ -10386,51 +9178,28 @@ impl NvmlLib {
         cpuSet: *mut ::std::os::raw::c_ulong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetCpuAffinity
-                .as_ref()
-                .expect("Expected function, got error."))(device, cpuSetSize, cpuSet)
+            (self.nvmlDeviceGetCpuAffinity.as_ref().expect("Expected function, got error."))(device, cpuSetSize, cpuSet)
         }
     }
     pub unsafe fn nvmlDeviceSetCpuAffinity(&self, device: nvmlDevice_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetCpuAffinity
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.nvmlDeviceSetCpuAffinity.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn nvmlDeviceClearCpuAffinity(&self, device: nvmlDevice_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceClearCpuAffinity
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.nvmlDeviceClearCpuAffinity.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn nvmlDeviceGetNumaNodeId(
         &self,
         device: nvmlDevice_t,
         node: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetNumaNodeId
-                .as_ref()
-                .expect("Expected function, got error."))(device, node)
-        }
+        unsafe { (self.nvmlDeviceGetNumaNodeId.as_ref().expect("Expected function, got error."))(device, node) }
     }
     pub unsafe fn nvmlDeviceGetAddressingMode(
         &self,
         device: nvmlDevice_t,
         mode: *mut nvmlDeviceAddressingMode_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetAddressingMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode)
-        }
+        unsafe { (self.nvmlDeviceGetAddressingMode.as_ref().expect("Expected function, got error."))(device, mode) }
     }
     pub unsafe fn nvmlDeviceGetRepairStatus(
         &self,
@@ -10438,10 +9207,7 @@ impl NvmlLib {
         repairStatus: *mut nvmlRepairStatus_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetRepairStatus
-                .as_ref()
-                .expect("Expected function, got error."))(device, repairStatus)
+            (self.nvmlDeviceGetRepairStatus.as_ref().expect("Expected function, got error."))(device, repairStatus)
         }
     }
     pub unsafe fn nvmlDeviceGetTopologyCommonAncestor(
@@ -10451,10 +9217,9 @@ impl NvmlLib {
         pathInfo: *mut nvmlGpuTopologyLevel_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetTopologyCommonAncestor
-                .as_ref()
-                .expect("Expected function, got error."))(device1, device2, pathInfo)
+            (self.nvmlDeviceGetTopologyCommonAncestor.as_ref().expect("Expected function, got error."))(
+                device1, device2, pathInfo,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetTopologyNearestGpus(
@@ -10465,11 +9230,11 @@ impl NvmlLib {
         deviceArray: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetTopologyNearestGpus
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, level, count, deviceArray
+            (self.nvmlDeviceGetTopologyNearestGpus.as_ref().expect("Expected function, got error."))(
+                device,
+                level,
+                count,
+                deviceArray,
             )
         }
     }
@@ -10481,11 +9246,8 @@ impl NvmlLib {
         p2pStatus: *mut nvmlGpuP2PStatus_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetP2PStatus
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device1, device2, p2pIndex, p2pStatus
+            (self.nvmlDeviceGetP2PStatus.as_ref().expect("Expected function, got error."))(
+                device1, device2, p2pIndex, p2pStatus,
             )
         }
     }
@@ -10495,24 +9257,14 @@ impl NvmlLib {
         uuid: *mut ::std::os::raw::c_char,
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetUUID
-                .as_ref()
-                .expect("Expected function, got error."))(device, uuid, length)
-        }
+        unsafe { (self.nvmlDeviceGetUUID.as_ref().expect("Expected function, got error."))(device, uuid, length) }
     }
     pub unsafe fn nvmlDeviceGetMinorNumber(
         &self,
         device: nvmlDevice_t,
         minorNumber: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetMinorNumber
-                .as_ref()
-                .expect("Expected function, got error."))(device, minorNumber)
-        }
+        unsafe { (self.nvmlDeviceGetMinorNumber.as_ref().expect("Expected function, got error."))(device, minorNumber) }
     }
     pub unsafe fn nvmlDeviceGetBoardPartNumber(
         &self,
@@ -10521,10 +9273,9 @@ impl NvmlLib {
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetBoardPartNumber
-                .as_ref()
-                .expect("Expected function, got error."))(device, partNumber, length)
+            (self.nvmlDeviceGetBoardPartNumber.as_ref().expect("Expected function, got error."))(
+                device, partNumber, length,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetInforomVersion(
@@ -10535,11 +9286,8 @@ impl NvmlLib {
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetInforomVersion
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, object, version, length
+            (self.nvmlDeviceGetInforomVersion.as_ref().expect("Expected function, got error."))(
+                device, object, version, length,
             )
         }
     }
@@ -10550,10 +9298,9 @@ impl NvmlLib {
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetInforomImageVersion
-                .as_ref()
-                .expect("Expected function, got error."))(device, version, length)
+            (self.nvmlDeviceGetInforomImageVersion.as_ref().expect("Expected function, got error."))(
+                device, version, length,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetInforomConfigurationChecksum(
@@ -10562,19 +9309,13 @@ impl NvmlLib {
         checksum: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetInforomConfigurationChecksum
-                .as_ref()
-                .expect("Expected function, got error."))(device, checksum)
+            (self.nvmlDeviceGetInforomConfigurationChecksum.as_ref().expect("Expected function, got error."))(
+                device, checksum,
+            )
         }
     }
     pub unsafe fn nvmlDeviceValidateInforom(&self, device: nvmlDevice_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceValidateInforom
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.nvmlDeviceValidateInforom.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn nvmlDeviceGetLastBBXFlushTime(
         &self,
@@ -10583,10 +9324,9 @@ impl NvmlLib {
         durationUs: *mut ::std::os::raw::c_ulong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetLastBBXFlushTime
-                .as_ref()
-                .expect("Expected function, got error."))(device, timestamp, durationUs)
+            (self.nvmlDeviceGetLastBBXFlushTime.as_ref().expect("Expected function, got error."))(
+                device, timestamp, durationUs,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetDisplayMode(
@@ -10594,60 +9334,27 @@ impl NvmlLib {
         device: nvmlDevice_t,
         display: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetDisplayMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, display)
-        }
+        unsafe { (self.nvmlDeviceGetDisplayMode.as_ref().expect("Expected function, got error."))(device, display) }
     }
     pub unsafe fn nvmlDeviceGetDisplayActive(
         &self,
         device: nvmlDevice_t,
         isActive: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetDisplayActive
-                .as_ref()
-                .expect("Expected function, got error."))(device, isActive)
-        }
+        unsafe { (self.nvmlDeviceGetDisplayActive.as_ref().expect("Expected function, got error."))(device, isActive) }
     }
     pub unsafe fn nvmlDeviceGetPersistenceMode(
         &self,
         device: nvmlDevice_t,
         mode: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPersistenceMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode)
-        }
+        unsafe { (self.nvmlDeviceGetPersistenceMode.as_ref().expect("Expected function, got error."))(device, mode) }
     }
-    pub unsafe fn nvmlDeviceGetPciInfoExt(
-        &self,
-        device: nvmlDevice_t,
-        pci: *mut nvmlPciInfoExt_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPciInfoExt
-                .as_ref()
-                .expect("Expected function, got error."))(device, pci)
-        }
+    pub unsafe fn nvmlDeviceGetPciInfoExt(&self, device: nvmlDevice_t, pci: *mut nvmlPciInfoExt_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetPciInfoExt.as_ref().expect("Expected function, got error."))(device, pci) }
     }
-    pub unsafe fn nvmlDeviceGetPciInfo_v3(
-        &self,
-        device: nvmlDevice_t,
-        pci: *mut nvmlPciInfo_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPciInfo_v3
-                .as_ref()
-                .expect("Expected function, got error."))(device, pci)
-        }
+    pub unsafe fn nvmlDeviceGetPciInfo_v3(&self, device: nvmlDevice_t, pci: *mut nvmlPciInfo_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetPciInfo_v3.as_ref().expect("Expected function, got error."))(device, pci) }
     }
     pub unsafe fn nvmlDeviceGetMaxPcieLinkGeneration(
         &self,
@@ -10655,10 +9362,9 @@ impl NvmlLib {
         maxLinkGen: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMaxPcieLinkGeneration
-                .as_ref()
-                .expect("Expected function, got error."))(device, maxLinkGen)
+            (self.nvmlDeviceGetMaxPcieLinkGeneration.as_ref().expect("Expected function, got error."))(
+                device, maxLinkGen,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGpuMaxPcieLinkGeneration(
@@ -10667,10 +9373,10 @@ impl NvmlLib {
         maxLinkGenDevice: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuMaxPcieLinkGeneration
-                .as_ref()
-                .expect("Expected function, got error."))(device, maxLinkGenDevice)
+            (self.nvmlDeviceGetGpuMaxPcieLinkGeneration.as_ref().expect("Expected function, got error."))(
+                device,
+                maxLinkGenDevice,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetMaxPcieLinkWidth(
@@ -10679,10 +9385,7 @@ impl NvmlLib {
         maxLinkWidth: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMaxPcieLinkWidth
-                .as_ref()
-                .expect("Expected function, got error."))(device, maxLinkWidth)
+            (self.nvmlDeviceGetMaxPcieLinkWidth.as_ref().expect("Expected function, got error."))(device, maxLinkWidth)
         }
     }
     pub unsafe fn nvmlDeviceGetCurrPcieLinkGeneration(
@@ -10691,10 +9394,10 @@ impl NvmlLib {
         currLinkGen: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetCurrPcieLinkGeneration
-                .as_ref()
-                .expect("Expected function, got error."))(device, currLinkGen)
+            (self.nvmlDeviceGetCurrPcieLinkGeneration.as_ref().expect("Expected function, got error."))(
+                device,
+                currLinkGen,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetCurrPcieLinkWidth(
@@ -10703,10 +9406,10 @@ impl NvmlLib {
         currLinkWidth: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetCurrPcieLinkWidth
-                .as_ref()
-                .expect("Expected function, got error."))(device, currLinkWidth)
+            (self.nvmlDeviceGetCurrPcieLinkWidth.as_ref().expect("Expected function, got error."))(
+                device,
+                currLinkWidth,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetPcieThroughput(
@@ -10716,10 +9419,7 @@ impl NvmlLib {
         value: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPcieThroughput
-                .as_ref()
-                .expect("Expected function, got error."))(device, counter, value)
+            (self.nvmlDeviceGetPcieThroughput.as_ref().expect("Expected function, got error."))(device, counter, value)
         }
     }
     pub unsafe fn nvmlDeviceGetPcieReplayCounter(
@@ -10727,12 +9427,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         value: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPcieReplayCounter
-                .as_ref()
-                .expect("Expected function, got error."))(device, value)
-        }
+        unsafe { (self.nvmlDeviceGetPcieReplayCounter.as_ref().expect("Expected function, got error."))(device, value) }
     }
     pub unsafe fn nvmlDeviceGetClockInfo(
         &self,
@@ -10740,12 +9435,7 @@ impl NvmlLib {
         type_: nvmlClockType_t,
         clock: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetClockInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, type_, clock)
-        }
+        unsafe { (self.nvmlDeviceGetClockInfo.as_ref().expect("Expected function, got error."))(device, type_, clock) }
     }
     pub unsafe fn nvmlDeviceGetMaxClockInfo(
         &self,
@@ -10754,10 +9444,7 @@ impl NvmlLib {
         clock: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMaxClockInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, type_, clock)
+            (self.nvmlDeviceGetMaxClockInfo.as_ref().expect("Expected function, got error."))(device, type_, clock)
         }
     }
     pub unsafe fn nvmlDeviceGetGpcClkVfOffset(
@@ -10765,12 +9452,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         offset: *mut ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetGpcClkVfOffset
-                .as_ref()
-                .expect("Expected function, got error."))(device, offset)
-        }
+        unsafe { (self.nvmlDeviceGetGpcClkVfOffset.as_ref().expect("Expected function, got error."))(device, offset) }
     }
     pub unsafe fn nvmlDeviceGetApplicationsClock(
         &self,
@@ -10779,10 +9461,9 @@ impl NvmlLib {
         clockMHz: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetApplicationsClock
-                .as_ref()
-                .expect("Expected function, got error."))(device, clockType, clockMHz)
+            (self.nvmlDeviceGetApplicationsClock.as_ref().expect("Expected function, got error."))(
+                device, clockType, clockMHz,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetDefaultApplicationsClock(
@@ -10792,10 +9473,9 @@ impl NvmlLib {
         clockMHz: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetDefaultApplicationsClock
-                .as_ref()
-                .expect("Expected function, got error."))(device, clockType, clockMHz)
+            (self.nvmlDeviceGetDefaultApplicationsClock.as_ref().expect("Expected function, got error."))(
+                device, clockType, clockMHz,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetClock(
@@ -10806,11 +9486,8 @@ impl NvmlLib {
         clockMHz: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetClock
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, clockType, clockId, clockMHz
+            (self.nvmlDeviceGetClock.as_ref().expect("Expected function, got error."))(
+                device, clockType, clockId, clockMHz,
             )
         }
     }
@@ -10821,10 +9498,9 @@ impl NvmlLib {
         clockMHz: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMaxCustomerBoostClock
-                .as_ref()
-                .expect("Expected function, got error."))(device, clockType, clockMHz)
+            (self.nvmlDeviceGetMaxCustomerBoostClock.as_ref().expect("Expected function, got error."))(
+                device, clockType, clockMHz,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetSupportedMemoryClocks(
@@ -10834,10 +9510,9 @@ impl NvmlLib {
         clocksMHz: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSupportedMemoryClocks
-                .as_ref()
-                .expect("Expected function, got error."))(device, count, clocksMHz)
+            (self.nvmlDeviceGetSupportedMemoryClocks.as_ref().expect("Expected function, got error."))(
+                device, count, clocksMHz,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetSupportedGraphicsClocks(
@@ -10848,11 +9523,11 @@ impl NvmlLib {
         clocksMHz: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSupportedGraphicsClocks
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, memoryClockMHz, count, clocksMHz
+            (self.nvmlDeviceGetSupportedGraphicsClocks.as_ref().expect("Expected function, got error."))(
+                device,
+                memoryClockMHz,
+                count,
+                clocksMHz,
             )
         }
     }
@@ -10863,11 +9538,10 @@ impl NvmlLib {
         defaultIsEnabled: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetAutoBoostedClocksEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, isEnabled, defaultIsEnabled
+            (self.nvmlDeviceGetAutoBoostedClocksEnabled.as_ref().expect("Expected function, got error."))(
+                device,
+                isEnabled,
+                defaultIsEnabled,
             )
         }
     }
@@ -10876,12 +9550,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         speed: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetFanSpeed
-                .as_ref()
-                .expect("Expected function, got error."))(device, speed)
-        }
+        unsafe { (self.nvmlDeviceGetFanSpeed.as_ref().expect("Expected function, got error."))(device, speed) }
     }
     pub unsafe fn nvmlDeviceGetFanSpeed_v2(
         &self,
@@ -10889,24 +9558,14 @@ impl NvmlLib {
         fan: ::std::os::raw::c_uint,
         speed: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetFanSpeed_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, fan, speed)
-        }
+        unsafe { (self.nvmlDeviceGetFanSpeed_v2.as_ref().expect("Expected function, got error."))(device, fan, speed) }
     }
     pub unsafe fn nvmlDeviceGetFanSpeedRPM(
         &self,
         device: nvmlDevice_t,
         fanSpeed: *mut nvmlFanSpeedInfo_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetFanSpeedRPM
-                .as_ref()
-                .expect("Expected function, got error."))(device, fanSpeed)
-        }
+        unsafe { (self.nvmlDeviceGetFanSpeedRPM.as_ref().expect("Expected function, got error."))(device, fanSpeed) }
     }
     pub unsafe fn nvmlDeviceGetTargetFanSpeed(
         &self,
@@ -10915,10 +9574,11 @@ impl NvmlLib {
         targetSpeed: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetTargetFanSpeed
-                .as_ref()
-                .expect("Expected function, got error."))(device, fan, targetSpeed)
+            (self.nvmlDeviceGetTargetFanSpeed.as_ref().expect("Expected function, got error."))(
+                device,
+                fan,
+                targetSpeed,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetMinMaxFanSpeed(
@@ -10928,10 +9588,9 @@ impl NvmlLib {
         maxSpeed: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMinMaxFanSpeed
-                .as_ref()
-                .expect("Expected function, got error."))(device, minSpeed, maxSpeed)
+            (self.nvmlDeviceGetMinMaxFanSpeed.as_ref().expect("Expected function, got error."))(
+                device, minSpeed, maxSpeed,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetFanControlPolicy_v2(
@@ -10941,10 +9600,9 @@ impl NvmlLib {
         policy: *mut nvmlFanControlPolicy_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetFanControlPolicy_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, fan, policy)
+            (self.nvmlDeviceGetFanControlPolicy_v2.as_ref().expect("Expected function, got error."))(
+                device, fan, policy,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetNumFans(
@@ -10952,12 +9610,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         numFans: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetNumFans
-                .as_ref()
-                .expect("Expected function, got error."))(device, numFans)
-        }
+        unsafe { (self.nvmlDeviceGetNumFans.as_ref().expect("Expected function, got error."))(device, numFans) }
     }
     pub unsafe fn nvmlDeviceGetTemperature(
         &self,
@@ -10966,10 +9619,7 @@ impl NvmlLib {
         temp: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetTemperature
-                .as_ref()
-                .expect("Expected function, got error."))(device, sensorType, temp)
+            (self.nvmlDeviceGetTemperature.as_ref().expect("Expected function, got error."))(device, sensorType, temp)
         }
     }
     pub unsafe fn nvmlDeviceGetCoolerInfo(
@@ -10977,12 +9627,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         coolerInfo: *mut nvmlCoolerInfo_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetCoolerInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, coolerInfo)
-        }
+        unsafe { (self.nvmlDeviceGetCoolerInfo.as_ref().expect("Expected function, got error."))(device, coolerInfo) }
     }
     pub unsafe fn nvmlDeviceGetTemperatureV(
         &self,
@@ -10990,10 +9635,7 @@ impl NvmlLib {
         temperature: *mut nvmlTemperature_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetTemperatureV
-                .as_ref()
-                .expect("Expected function, got error."))(device, temperature)
+            (self.nvmlDeviceGetTemperatureV.as_ref().expect("Expected function, got error."))(device, temperature)
         }
     }
     pub unsafe fn nvmlDeviceGetTemperatureThreshold(
@@ -11003,10 +9645,11 @@ impl NvmlLib {
         temp: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetTemperatureThreshold
-                .as_ref()
-                .expect("Expected function, got error."))(device, thresholdType, temp)
+            (self.nvmlDeviceGetTemperatureThreshold.as_ref().expect("Expected function, got error."))(
+                device,
+                thresholdType,
+                temp,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetMarginTemperature(
@@ -11015,10 +9658,10 @@ impl NvmlLib {
         marginTempInfo: *mut nvmlMarginTemperature_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMarginTemperature
-                .as_ref()
-                .expect("Expected function, got error."))(device, marginTempInfo)
+            (self.nvmlDeviceGetMarginTemperature.as_ref().expect("Expected function, got error."))(
+                device,
+                marginTempInfo,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetThermalSettings(
@@ -11028,11 +9671,10 @@ impl NvmlLib {
         pThermalSettings: *mut nvmlGpuThermalSettings_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetThermalSettings
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, sensorIndex, pThermalSettings
+            (self.nvmlDeviceGetThermalSettings.as_ref().expect("Expected function, got error."))(
+                device,
+                sensorIndex,
+                pThermalSettings,
             )
         }
     }
@@ -11041,12 +9683,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         pState: *mut nvmlPstates_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPerformanceState
-                .as_ref()
-                .expect("Expected function, got error."))(device, pState)
-        }
+        unsafe { (self.nvmlDeviceGetPerformanceState.as_ref().expect("Expected function, got error."))(device, pState) }
     }
     pub unsafe fn nvmlDeviceGetCurrentClocksEventReasons(
         &self,
@@ -11054,10 +9691,10 @@ impl NvmlLib {
         clocksEventReasons: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetCurrentClocksEventReasons
-                .as_ref()
-                .expect("Expected function, got error."))(device, clocksEventReasons)
+            (self.nvmlDeviceGetCurrentClocksEventReasons.as_ref().expect("Expected function, got error."))(
+                device,
+                clocksEventReasons,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetCurrentClocksThrottleReasons(
@@ -11066,10 +9703,10 @@ impl NvmlLib {
         clocksThrottleReasons: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetCurrentClocksThrottleReasons
-                .as_ref()
-                .expect("Expected function, got error."))(device, clocksThrottleReasons)
+            (self.nvmlDeviceGetCurrentClocksThrottleReasons.as_ref().expect("Expected function, got error."))(
+                device,
+                clocksThrottleReasons,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetSupportedClocksEventReasons(
@@ -11078,11 +9715,9 @@ impl NvmlLib {
         supportedClocksEventReasons: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSupportedClocksEventReasons
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, supportedClocksEventReasons
+            (self.nvmlDeviceGetSupportedClocksEventReasons.as_ref().expect("Expected function, got error."))(
+                device,
+                supportedClocksEventReasons,
             )
         }
     }
@@ -11092,25 +9727,14 @@ impl NvmlLib {
         supportedClocksThrottleReasons: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSupportedClocksThrottleReasons
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, supportedClocksThrottleReasons
+            (self.nvmlDeviceGetSupportedClocksThrottleReasons.as_ref().expect("Expected function, got error."))(
+                device,
+                supportedClocksThrottleReasons,
             )
         }
     }
-    pub unsafe fn nvmlDeviceGetPowerState(
-        &self,
-        device: nvmlDevice_t,
-        pState: *mut nvmlPstates_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPowerState
-                .as_ref()
-                .expect("Expected function, got error."))(device, pState)
-        }
+    pub unsafe fn nvmlDeviceGetPowerState(&self, device: nvmlDevice_t, pState: *mut nvmlPstates_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetPowerState.as_ref().expect("Expected function, got error."))(device, pState) }
     }
     pub unsafe fn nvmlDeviceGetDynamicPstatesInfo(
         &self,
@@ -11118,10 +9742,10 @@ impl NvmlLib {
         pDynamicPstatesInfo: *mut nvmlGpuDynamicPstatesInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetDynamicPstatesInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, pDynamicPstatesInfo)
+            (self.nvmlDeviceGetDynamicPstatesInfo.as_ref().expect("Expected function, got error."))(
+                device,
+                pDynamicPstatesInfo,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetMemClkVfOffset(
@@ -11129,12 +9753,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         offset: *mut ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetMemClkVfOffset
-                .as_ref()
-                .expect("Expected function, got error."))(device, offset)
-        }
+        unsafe { (self.nvmlDeviceGetMemClkVfOffset.as_ref().expect("Expected function, got error."))(device, offset) }
     }
     pub unsafe fn nvmlDeviceGetMinMaxClockOfPState(
         &self,
@@ -11145,10 +9764,7 @@ impl NvmlLib {
         maxClockMHz: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMinMaxClockOfPState
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetMinMaxClockOfPState.as_ref().expect("Expected function, got error."))(
                 device,
                 type_,
                 pstate,
@@ -11164,10 +9780,9 @@ impl NvmlLib {
         size: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSupportedPerformanceStates
-                .as_ref()
-                .expect("Expected function, got error."))(device, pstates, size)
+            (self.nvmlDeviceGetSupportedPerformanceStates.as_ref().expect("Expected function, got error."))(
+                device, pstates, size,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGpcClkMinMaxVfOffset(
@@ -11177,10 +9792,9 @@ impl NvmlLib {
         maxOffset: *mut ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpcClkMinMaxVfOffset
-                .as_ref()
-                .expect("Expected function, got error."))(device, minOffset, maxOffset)
+            (self.nvmlDeviceGetGpcClkMinMaxVfOffset.as_ref().expect("Expected function, got error."))(
+                device, minOffset, maxOffset,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetMemClkMinMaxVfOffset(
@@ -11190,35 +9804,16 @@ impl NvmlLib {
         maxOffset: *mut ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMemClkMinMaxVfOffset
-                .as_ref()
-                .expect("Expected function, got error."))(device, minOffset, maxOffset)
+            (self.nvmlDeviceGetMemClkMinMaxVfOffset.as_ref().expect("Expected function, got error."))(
+                device, minOffset, maxOffset,
+            )
         }
     }
-    pub unsafe fn nvmlDeviceGetClockOffsets(
-        &self,
-        device: nvmlDevice_t,
-        info: *mut nvmlClockOffset_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetClockOffsets
-                .as_ref()
-                .expect("Expected function, got error."))(device, info)
-        }
+    pub unsafe fn nvmlDeviceGetClockOffsets(&self, device: nvmlDevice_t, info: *mut nvmlClockOffset_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetClockOffsets.as_ref().expect("Expected function, got error."))(device, info) }
     }
-    pub unsafe fn nvmlDeviceSetClockOffsets(
-        &self,
-        device: nvmlDevice_t,
-        info: *mut nvmlClockOffset_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetClockOffsets
-                .as_ref()
-                .expect("Expected function, got error."))(device, info)
-        }
+    pub unsafe fn nvmlDeviceSetClockOffsets(&self, device: nvmlDevice_t, info: *mut nvmlClockOffset_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceSetClockOffsets.as_ref().expect("Expected function, got error."))(device, info) }
     }
     pub unsafe fn nvmlDeviceGetPerformanceModes(
         &self,
@@ -11226,10 +9821,7 @@ impl NvmlLib {
         perfModes: *mut nvmlDevicePerfModes_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPerformanceModes
-                .as_ref()
-                .expect("Expected function, got error."))(device, perfModes)
+            (self.nvmlDeviceGetPerformanceModes.as_ref().expect("Expected function, got error."))(device, perfModes)
         }
     }
     pub unsafe fn nvmlDeviceGetCurrentClockFreqs(
@@ -11238,10 +9830,10 @@ impl NvmlLib {
         currentClockFreqs: *mut nvmlDeviceCurrentClockFreqs_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetCurrentClockFreqs
-                .as_ref()
-                .expect("Expected function, got error."))(device, currentClockFreqs)
+            (self.nvmlDeviceGetCurrentClockFreqs.as_ref().expect("Expected function, got error."))(
+                device,
+                currentClockFreqs,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetPowerManagementMode(
@@ -11250,10 +9842,7 @@ impl NvmlLib {
         mode: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPowerManagementMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode)
+            (self.nvmlDeviceGetPowerManagementMode.as_ref().expect("Expected function, got error."))(device, mode)
         }
     }
     pub unsafe fn nvmlDeviceGetPowerManagementLimit(
@@ -11262,10 +9851,7 @@ impl NvmlLib {
         limit: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPowerManagementLimit
-                .as_ref()
-                .expect("Expected function, got error."))(device, limit)
+            (self.nvmlDeviceGetPowerManagementLimit.as_ref().expect("Expected function, got error."))(device, limit)
         }
     }
     pub unsafe fn nvmlDeviceGetPowerManagementLimitConstraints(
@@ -11275,10 +9861,9 @@ impl NvmlLib {
         maxLimit: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPowerManagementLimitConstraints
-                .as_ref()
-                .expect("Expected function, got error."))(device, minLimit, maxLimit)
+            (self.nvmlDeviceGetPowerManagementLimitConstraints.as_ref().expect("Expected function, got error."))(
+                device, minLimit, maxLimit,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetPowerManagementDefaultLimit(
@@ -11287,10 +9872,10 @@ impl NvmlLib {
         defaultLimit: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPowerManagementDefaultLimit
-                .as_ref()
-                .expect("Expected function, got error."))(device, defaultLimit)
+            (self.nvmlDeviceGetPowerManagementDefaultLimit.as_ref().expect("Expected function, got error."))(
+                device,
+                defaultLimit,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetPowerUsage(
@@ -11298,12 +9883,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         power: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPowerUsage
-                .as_ref()
-                .expect("Expected function, got error."))(device, power)
-        }
+        unsafe { (self.nvmlDeviceGetPowerUsage.as_ref().expect("Expected function, got error."))(device, power) }
     }
     pub unsafe fn nvmlDeviceGetPowerMizerMode_v1(
         &self,
@@ -11311,10 +9891,10 @@ impl NvmlLib {
         powerMizerMode: *mut nvmlDevicePowerMizerModes_v1_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPowerMizerMode_v1
-                .as_ref()
-                .expect("Expected function, got error."))(device, powerMizerMode)
+            (self.nvmlDeviceGetPowerMizerMode_v1.as_ref().expect("Expected function, got error."))(
+                device,
+                powerMizerMode,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetPowerMizerMode_v1(
@@ -11323,10 +9903,10 @@ impl NvmlLib {
         powerMizerMode: *mut nvmlDevicePowerMizerModes_v1_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetPowerMizerMode_v1
-                .as_ref()
-                .expect("Expected function, got error."))(device, powerMizerMode)
+            (self.nvmlDeviceSetPowerMizerMode_v1.as_ref().expect("Expected function, got error."))(
+                device,
+                powerMizerMode,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetTotalEnergyConsumption(
@@ -11335,10 +9915,7 @@ impl NvmlLib {
         energy: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetTotalEnergyConsumption
-                .as_ref()
-                .expect("Expected function, got error."))(device, energy)
+            (self.nvmlDeviceGetTotalEnergyConsumption.as_ref().expect("Expected function, got error."))(device, energy)
         }
     }
     pub unsafe fn nvmlDeviceGetEnforcedPowerLimit(
@@ -11347,10 +9924,7 @@ impl NvmlLib {
         limit: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetEnforcedPowerLimit
-                .as_ref()
-                .expect("Expected function, got error."))(device, limit)
+            (self.nvmlDeviceGetEnforcedPowerLimit.as_ref().expect("Expected function, got error."))(device, limit)
         }
     }
     pub unsafe fn nvmlDeviceGetGpuOperationMode(
@@ -11360,47 +9934,23 @@ impl NvmlLib {
         pending: *mut nvmlGpuOperationMode_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuOperationMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, current, pending)
+            (self.nvmlDeviceGetGpuOperationMode.as_ref().expect("Expected function, got error."))(
+                device, current, pending,
+            )
         }
     }
-    pub unsafe fn nvmlDeviceGetMemoryInfo(
-        &self,
-        device: nvmlDevice_t,
-        memory: *mut nvmlMemory_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetMemoryInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, memory)
-        }
+    pub unsafe fn nvmlDeviceGetMemoryInfo(&self, device: nvmlDevice_t, memory: *mut nvmlMemory_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetMemoryInfo.as_ref().expect("Expected function, got error."))(device, memory) }
     }
     pub unsafe fn nvmlDeviceGetMemoryInfo_v2(
         &self,
         device: nvmlDevice_t,
         memory: *mut nvmlMemory_v2_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetMemoryInfo_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, memory)
-        }
+        unsafe { (self.nvmlDeviceGetMemoryInfo_v2.as_ref().expect("Expected function, got error."))(device, memory) }
     }
-    pub unsafe fn nvmlDeviceGetComputeMode(
-        &self,
-        device: nvmlDevice_t,
-        mode: *mut nvmlComputeMode_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetComputeMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode)
-        }
+    pub unsafe fn nvmlDeviceGetComputeMode(&self, device: nvmlDevice_t, mode: *mut nvmlComputeMode_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetComputeMode.as_ref().expect("Expected function, got error."))(device, mode) }
     }
     pub unsafe fn nvmlDeviceGetCudaComputeCapability(
         &self,
@@ -11409,10 +9959,9 @@ impl NvmlLib {
         minor: *mut ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetCudaComputeCapability
-                .as_ref()
-                .expect("Expected function, got error."))(device, major, minor)
+            (self.nvmlDeviceGetCudaComputeCapability.as_ref().expect("Expected function, got error."))(
+                device, major, minor,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetDramEncryptionMode(
@@ -11422,10 +9971,9 @@ impl NvmlLib {
         pending: *mut nvmlDramEncryptionInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetDramEncryptionMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, current, pending)
+            (self.nvmlDeviceGetDramEncryptionMode.as_ref().expect("Expected function, got error."))(
+                device, current, pending,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetDramEncryptionMode(
@@ -11434,10 +9982,10 @@ impl NvmlLib {
         dramEncryption: *const nvmlDramEncryptionInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetDramEncryptionMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, dramEncryption)
+            (self.nvmlDeviceSetDramEncryptionMode.as_ref().expect("Expected function, got error."))(
+                device,
+                dramEncryption,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetEccMode(
@@ -11447,10 +9995,7 @@ impl NvmlLib {
         pending: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetEccMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, current, pending)
+            (self.nvmlDeviceGetEccMode.as_ref().expect("Expected function, got error."))(device, current, pending)
         }
     }
     pub unsafe fn nvmlDeviceGetDefaultEccMode(
@@ -11459,10 +10004,7 @@ impl NvmlLib {
         defaultMode: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetDefaultEccMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, defaultMode)
+            (self.nvmlDeviceGetDefaultEccMode.as_ref().expect("Expected function, got error."))(device, defaultMode)
         }
     }
     pub unsafe fn nvmlDeviceGetBoardId(
@@ -11470,12 +10012,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         boardId: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetBoardId
-                .as_ref()
-                .expect("Expected function, got error."))(device, boardId)
-        }
+        unsafe { (self.nvmlDeviceGetBoardId.as_ref().expect("Expected function, got error."))(device, boardId) }
     }
     pub unsafe fn nvmlDeviceGetMultiGpuBoard(
         &self,
@@ -11483,10 +10020,7 @@ impl NvmlLib {
         multiGpuBool: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMultiGpuBoard
-                .as_ref()
-                .expect("Expected function, got error."))(device, multiGpuBool)
+            (self.nvmlDeviceGetMultiGpuBoard.as_ref().expect("Expected function, got error."))(device, multiGpuBool)
         }
     }
     pub unsafe fn nvmlDeviceGetTotalEccErrors(
@@ -11497,11 +10031,11 @@ impl NvmlLib {
         eccCounts: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetTotalEccErrors
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, errorType, counterType, eccCounts
+            (self.nvmlDeviceGetTotalEccErrors.as_ref().expect("Expected function, got error."))(
+                device,
+                errorType,
+                counterType,
+                eccCounts,
             )
         }
     }
@@ -11513,11 +10047,11 @@ impl NvmlLib {
         eccCounts: *mut nvmlEccErrorCounts_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetDetailedEccErrors
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, errorType, counterType, eccCounts
+            (self.nvmlDeviceGetDetailedEccErrors.as_ref().expect("Expected function, got error."))(
+                device,
+                errorType,
+                counterType,
+                eccCounts,
             )
         }
     }
@@ -11530,10 +10064,7 @@ impl NvmlLib {
         count: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMemoryErrorCounter
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetMemoryErrorCounter.as_ref().expect("Expected function, got error."))(
                 device,
                 errorType,
                 counterType,
@@ -11548,10 +10079,7 @@ impl NvmlLib {
         utilization: *mut nvmlUtilization_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetUtilizationRates
-                .as_ref()
-                .expect("Expected function, got error."))(device, utilization)
+            (self.nvmlDeviceGetUtilizationRates.as_ref().expect("Expected function, got error."))(device, utilization)
         }
     }
     pub unsafe fn nvmlDeviceGetEncoderUtilization(
@@ -11561,11 +10089,10 @@ impl NvmlLib {
         samplingPeriodUs: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetEncoderUtilization
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, utilization, samplingPeriodUs
+            (self.nvmlDeviceGetEncoderUtilization.as_ref().expect("Expected function, got error."))(
+                device,
+                utilization,
+                samplingPeriodUs,
             )
         }
     }
@@ -11576,11 +10103,10 @@ impl NvmlLib {
         encoderCapacity: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetEncoderCapacity
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, encoderQueryType, encoderCapacity
+            (self.nvmlDeviceGetEncoderCapacity.as_ref().expect("Expected function, got error."))(
+                device,
+                encoderQueryType,
+                encoderCapacity,
             )
         }
     }
@@ -11592,10 +10118,7 @@ impl NvmlLib {
         averageLatency: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetEncoderStats
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetEncoderStats.as_ref().expect("Expected function, got error."))(
                 device,
                 sessionCount,
                 averageFps,
@@ -11610,11 +10133,10 @@ impl NvmlLib {
         sessionInfos: *mut nvmlEncoderSessionInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetEncoderSessions
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, sessionCount, sessionInfos
+            (self.nvmlDeviceGetEncoderSessions.as_ref().expect("Expected function, got error."))(
+                device,
+                sessionCount,
+                sessionInfos,
             )
         }
     }
@@ -11625,11 +10147,10 @@ impl NvmlLib {
         samplingPeriodUs: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetDecoderUtilization
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, utilization, samplingPeriodUs
+            (self.nvmlDeviceGetDecoderUtilization.as_ref().expect("Expected function, got error."))(
+                device,
+                utilization,
+                samplingPeriodUs,
             )
         }
     }
@@ -11640,11 +10161,10 @@ impl NvmlLib {
         samplingPeriodUs: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetJpgUtilization
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, utilization, samplingPeriodUs
+            (self.nvmlDeviceGetJpgUtilization.as_ref().expect("Expected function, got error."))(
+                device,
+                utilization,
+                samplingPeriodUs,
             )
         }
     }
@@ -11655,25 +10175,15 @@ impl NvmlLib {
         samplingPeriodUs: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetOfaUtilization
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, utilization, samplingPeriodUs
+            (self.nvmlDeviceGetOfaUtilization.as_ref().expect("Expected function, got error."))(
+                device,
+                utilization,
+                samplingPeriodUs,
             )
         }
     }
-    pub unsafe fn nvmlDeviceGetFBCStats(
-        &self,
-        device: nvmlDevice_t,
-        fbcStats: *mut nvmlFBCStats_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetFBCStats
-                .as_ref()
-                .expect("Expected function, got error."))(device, fbcStats)
-        }
+    pub unsafe fn nvmlDeviceGetFBCStats(&self, device: nvmlDevice_t, fbcStats: *mut nvmlFBCStats_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetFBCStats.as_ref().expect("Expected function, got error."))(device, fbcStats) }
     }
     pub unsafe fn nvmlDeviceGetFBCSessions(
         &self,
@@ -11682,11 +10192,10 @@ impl NvmlLib {
         sessionInfo: *mut nvmlFBCSessionInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetFBCSessions
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, sessionCount, sessionInfo
+            (self.nvmlDeviceGetFBCSessions.as_ref().expect("Expected function, got error."))(
+                device,
+                sessionCount,
+                sessionInfo,
             )
         }
     }
@@ -11697,10 +10206,9 @@ impl NvmlLib {
         pending: *mut nvmlDriverModel_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetDriverModel_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, current, pending)
+            (self.nvmlDeviceGetDriverModel_v2.as_ref().expect("Expected function, got error."))(
+                device, current, pending,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetVbiosVersion(
@@ -11710,10 +10218,7 @@ impl NvmlLib {
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVbiosVersion
-                .as_ref()
-                .expect("Expected function, got error."))(device, version, length)
+            (self.nvmlDeviceGetVbiosVersion.as_ref().expect("Expected function, got error."))(device, version, length)
         }
     }
     pub unsafe fn nvmlDeviceGetBridgeChipInfo(
@@ -11722,10 +10227,7 @@ impl NvmlLib {
         bridgeHierarchy: *mut nvmlBridgeChipHierarchy_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetBridgeChipInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, bridgeHierarchy)
+            (self.nvmlDeviceGetBridgeChipInfo.as_ref().expect("Expected function, got error."))(device, bridgeHierarchy)
         }
     }
     pub unsafe fn nvmlDeviceGetComputeRunningProcesses_v3(
@@ -11735,10 +10237,9 @@ impl NvmlLib {
         infos: *mut nvmlProcessInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetComputeRunningProcesses_v3
-                .as_ref()
-                .expect("Expected function, got error."))(device, infoCount, infos)
+            (self.nvmlDeviceGetComputeRunningProcesses_v3.as_ref().expect("Expected function, got error."))(
+                device, infoCount, infos,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGraphicsRunningProcesses_v3(
@@ -11748,10 +10249,9 @@ impl NvmlLib {
         infos: *mut nvmlProcessInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGraphicsRunningProcesses_v3
-                .as_ref()
-                .expect("Expected function, got error."))(device, infoCount, infos)
+            (self.nvmlDeviceGetGraphicsRunningProcesses_v3.as_ref().expect("Expected function, got error."))(
+                device, infoCount, infos,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetMPSComputeRunningProcesses_v3(
@@ -11761,10 +10261,9 @@ impl NvmlLib {
         infos: *mut nvmlProcessInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMPSComputeRunningProcesses_v3
-                .as_ref()
-                .expect("Expected function, got error."))(device, infoCount, infos)
+            (self.nvmlDeviceGetMPSComputeRunningProcesses_v3.as_ref().expect("Expected function, got error."))(
+                device, infoCount, infos,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetRunningProcessDetailList(
@@ -11773,10 +10272,7 @@ impl NvmlLib {
         plist: *mut nvmlProcessDetailList_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetRunningProcessDetailList
-                .as_ref()
-                .expect("Expected function, got error."))(device, plist)
+            (self.nvmlDeviceGetRunningProcessDetailList.as_ref().expect("Expected function, got error."))(device, plist)
         }
     }
     pub unsafe fn nvmlDeviceOnSameBoard(
@@ -11786,10 +10282,7 @@ impl NvmlLib {
         onSameBoard: *mut ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceOnSameBoard
-                .as_ref()
-                .expect("Expected function, got error."))(device1, device2, onSameBoard)
+            (self.nvmlDeviceOnSameBoard.as_ref().expect("Expected function, got error."))(device1, device2, onSameBoard)
         }
     }
     pub unsafe fn nvmlDeviceGetAPIRestriction(
@@ -11799,10 +10292,11 @@ impl NvmlLib {
         isRestricted: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetAPIRestriction
-                .as_ref()
-                .expect("Expected function, got error."))(device, apiType, isRestricted)
+            (self.nvmlDeviceGetAPIRestriction.as_ref().expect("Expected function, got error."))(
+                device,
+                apiType,
+                isRestricted,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetSamples(
@@ -11815,10 +10309,7 @@ impl NvmlLib {
         samples: *mut nvmlSample_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSamples
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetSamples.as_ref().expect("Expected function, got error."))(
                 device,
                 type_,
                 lastSeenTimeStamp,
@@ -11834,10 +10325,7 @@ impl NvmlLib {
         bar1Memory: *mut nvmlBAR1Memory_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetBAR1MemoryInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, bar1Memory)
+            (self.nvmlDeviceGetBAR1MemoryInfo.as_ref().expect("Expected function, got error."))(device, bar1Memory)
         }
     }
     pub unsafe fn nvmlDeviceGetViolationStatus(
@@ -11847,11 +10335,10 @@ impl NvmlLib {
         violTime: *mut nvmlViolationTime_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetViolationStatus
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, perfPolicyType, violTime
+            (self.nvmlDeviceGetViolationStatus.as_ref().expect("Expected function, got error."))(
+                device,
+                perfPolicyType,
+                violTime,
             )
         }
     }
@@ -11860,48 +10347,28 @@ impl NvmlLib {
         device: nvmlDevice_t,
         irqNum: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetIrqNum
-                .as_ref()
-                .expect("Expected function, got error."))(device, irqNum)
-        }
+        unsafe { (self.nvmlDeviceGetIrqNum.as_ref().expect("Expected function, got error."))(device, irqNum) }
     }
     pub unsafe fn nvmlDeviceGetNumGpuCores(
         &self,
         device: nvmlDevice_t,
         numCores: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetNumGpuCores
-                .as_ref()
-                .expect("Expected function, got error."))(device, numCores)
-        }
+        unsafe { (self.nvmlDeviceGetNumGpuCores.as_ref().expect("Expected function, got error."))(device, numCores) }
     }
     pub unsafe fn nvmlDeviceGetPowerSource(
         &self,
         device: nvmlDevice_t,
         powerSource: *mut nvmlPowerSource_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPowerSource
-                .as_ref()
-                .expect("Expected function, got error."))(device, powerSource)
-        }
+        unsafe { (self.nvmlDeviceGetPowerSource.as_ref().expect("Expected function, got error."))(device, powerSource) }
     }
     pub unsafe fn nvmlDeviceGetMemoryBusWidth(
         &self,
         device: nvmlDevice_t,
         busWidth: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetMemoryBusWidth
-                .as_ref()
-                .expect("Expected function, got error."))(device, busWidth)
-        }
+        unsafe { (self.nvmlDeviceGetMemoryBusWidth.as_ref().expect("Expected function, got error."))(device, busWidth) }
     }
     pub unsafe fn nvmlDeviceGetPcieLinkMaxSpeed(
         &self,
@@ -11909,10 +10376,7 @@ impl NvmlLib {
         maxSpeed: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPcieLinkMaxSpeed
-                .as_ref()
-                .expect("Expected function, got error."))(device, maxSpeed)
+            (self.nvmlDeviceGetPcieLinkMaxSpeed.as_ref().expect("Expected function, got error."))(device, maxSpeed)
         }
     }
     pub unsafe fn nvmlDeviceGetPcieSpeed(
@@ -11920,12 +10384,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         pcieSpeed: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPcieSpeed
-                .as_ref()
-                .expect("Expected function, got error."))(device, pcieSpeed)
-        }
+        unsafe { (self.nvmlDeviceGetPcieSpeed.as_ref().expect("Expected function, got error."))(device, pcieSpeed) }
     }
     pub unsafe fn nvmlDeviceGetAdaptiveClockInfoStatus(
         &self,
@@ -11933,23 +10392,14 @@ impl NvmlLib {
         adaptiveClockStatus: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetAdaptiveClockInfoStatus
-                .as_ref()
-                .expect("Expected function, got error."))(device, adaptiveClockStatus)
+            (self.nvmlDeviceGetAdaptiveClockInfoStatus.as_ref().expect("Expected function, got error."))(
+                device,
+                adaptiveClockStatus,
+            )
         }
     }
-    pub unsafe fn nvmlDeviceGetBusType(
-        &self,
-        device: nvmlDevice_t,
-        type_: *mut nvmlBusType_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetBusType
-                .as_ref()
-                .expect("Expected function, got error."))(device, type_)
-        }
+    pub unsafe fn nvmlDeviceGetBusType(&self, device: nvmlDevice_t, type_: *mut nvmlBusType_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetBusType.as_ref().expect("Expected function, got error."))(device, type_) }
     }
     pub unsafe fn nvmlDeviceGetGpuFabricInfo(
         &self,
@@ -11957,10 +10407,7 @@ impl NvmlLib {
         gpuFabricInfo: *mut nvmlGpuFabricInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuFabricInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, gpuFabricInfo)
+            (self.nvmlDeviceGetGpuFabricInfo.as_ref().expect("Expected function, got error."))(device, gpuFabricInfo)
         }
     }
     pub unsafe fn nvmlDeviceGetGpuFabricInfoV(
@@ -11969,10 +10416,7 @@ impl NvmlLib {
         gpuFabricInfo: *mut nvmlGpuFabricInfoV_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuFabricInfoV
-                .as_ref()
-                .expect("Expected function, got error."))(device, gpuFabricInfo)
+            (self.nvmlDeviceGetGpuFabricInfoV.as_ref().expect("Expected function, got error."))(device, gpuFabricInfo)
         }
     }
     pub unsafe fn nvmlSystemGetConfComputeCapabilities(
@@ -11980,22 +10424,11 @@ impl NvmlLib {
         capabilities: *mut nvmlConfComputeSystemCaps_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlSystemGetConfComputeCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(capabilities)
+            (self.nvmlSystemGetConfComputeCapabilities.as_ref().expect("Expected function, got error."))(capabilities)
         }
     }
-    pub unsafe fn nvmlSystemGetConfComputeState(
-        &self,
-        state: *mut nvmlConfComputeSystemState_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemGetConfComputeState
-                .as_ref()
-                .expect("Expected function, got error."))(state)
-        }
+    pub unsafe fn nvmlSystemGetConfComputeState(&self, state: *mut nvmlConfComputeSystemState_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlSystemGetConfComputeState.as_ref().expect("Expected function, got error."))(state) }
     }
     pub unsafe fn nvmlDeviceGetConfComputeMemSizeInfo(
         &self,
@@ -12003,10 +10436,7 @@ impl NvmlLib {
         memInfo: *mut nvmlConfComputeMemSizeInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetConfComputeMemSizeInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, memInfo)
+            (self.nvmlDeviceGetConfComputeMemSizeInfo.as_ref().expect("Expected function, got error."))(device, memInfo)
         }
     }
     pub unsafe fn nvmlSystemGetConfComputeGpusReadyState(
@@ -12014,10 +10444,9 @@ impl NvmlLib {
         isAcceptingWork: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlSystemGetConfComputeGpusReadyState
-                .as_ref()
-                .expect("Expected function, got error."))(isAcceptingWork)
+            (self.nvmlSystemGetConfComputeGpusReadyState.as_ref().expect("Expected function, got error."))(
+                isAcceptingWork,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetConfComputeProtectedMemoryUsage(
@@ -12026,10 +10455,9 @@ impl NvmlLib {
         memory: *mut nvmlMemory_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetConfComputeProtectedMemoryUsage
-                .as_ref()
-                .expect("Expected function, got error."))(device, memory)
+            (self.nvmlDeviceGetConfComputeProtectedMemoryUsage.as_ref().expect("Expected function, got error."))(
+                device, memory,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetConfComputeGpuCertificate(
@@ -12038,10 +10466,9 @@ impl NvmlLib {
         gpuCert: *mut nvmlConfComputeGpuCertificate_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetConfComputeGpuCertificate
-                .as_ref()
-                .expect("Expected function, got error."))(device, gpuCert)
+            (self.nvmlDeviceGetConfComputeGpuCertificate.as_ref().expect("Expected function, got error."))(
+                device, gpuCert,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetConfComputeGpuAttestationReport(
@@ -12050,10 +10477,10 @@ impl NvmlLib {
         gpuAtstReport: *mut nvmlConfComputeGpuAttestationReport_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetConfComputeGpuAttestationReport
-                .as_ref()
-                .expect("Expected function, got error."))(device, gpuAtstReport)
+            (self.nvmlDeviceGetConfComputeGpuAttestationReport.as_ref().expect("Expected function, got error."))(
+                device,
+                gpuAtstReport,
+            )
         }
     }
     pub unsafe fn nvmlSystemGetConfComputeKeyRotationThresholdInfo(
@@ -12061,10 +10488,9 @@ impl NvmlLib {
         pKeyRotationThrInfo: *mut nvmlConfComputeGetKeyRotationThresholdInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlSystemGetConfComputeKeyRotationThresholdInfo
-                .as_ref()
-                .expect("Expected function, got error."))(pKeyRotationThrInfo)
+            (self.nvmlSystemGetConfComputeKeyRotationThresholdInfo.as_ref().expect("Expected function, got error."))(
+                pKeyRotationThrInfo,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetConfComputeUnprotectedMemSize(
@@ -12073,10 +10499,9 @@ impl NvmlLib {
         sizeKiB: ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetConfComputeUnprotectedMemSize
-                .as_ref()
-                .expect("Expected function, got error."))(device, sizeKiB)
+            (self.nvmlDeviceSetConfComputeUnprotectedMemSize.as_ref().expect("Expected function, got error."))(
+                device, sizeKiB,
+            )
         }
     }
     pub unsafe fn nvmlSystemSetConfComputeGpusReadyState(
@@ -12084,10 +10509,9 @@ impl NvmlLib {
         isAcceptingWork: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlSystemSetConfComputeGpusReadyState
-                .as_ref()
-                .expect("Expected function, got error."))(isAcceptingWork)
+            (self.nvmlSystemSetConfComputeGpusReadyState.as_ref().expect("Expected function, got error."))(
+                isAcceptingWork,
+            )
         }
     }
     pub unsafe fn nvmlSystemSetConfComputeKeyRotationThresholdInfo(
@@ -12095,22 +10519,16 @@ impl NvmlLib {
         pKeyRotationThrInfo: *mut nvmlConfComputeSetKeyRotationThresholdInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlSystemSetConfComputeKeyRotationThresholdInfo
-                .as_ref()
-                .expect("Expected function, got error."))(pKeyRotationThrInfo)
+            (self.nvmlSystemSetConfComputeKeyRotationThresholdInfo.as_ref().expect("Expected function, got error."))(
+                pKeyRotationThrInfo,
+            )
         }
     }
     pub unsafe fn nvmlSystemGetConfComputeSettings(
         &self,
         settings: *mut nvmlSystemConfComputeSettings_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemGetConfComputeSettings
-                .as_ref()
-                .expect("Expected function, got error."))(settings)
-        }
+        unsafe { (self.nvmlSystemGetConfComputeSettings.as_ref().expect("Expected function, got error."))(settings) }
     }
     pub unsafe fn nvmlDeviceGetGspFirmwareVersion(
         &self,
@@ -12118,10 +10536,7 @@ impl NvmlLib {
         version: *mut ::std::os::raw::c_char,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGspFirmwareVersion
-                .as_ref()
-                .expect("Expected function, got error."))(device, version)
+            (self.nvmlDeviceGetGspFirmwareVersion.as_ref().expect("Expected function, got error."))(device, version)
         }
     }
     pub unsafe fn nvmlDeviceGetGspFirmwareMode(
@@ -12131,10 +10546,11 @@ impl NvmlLib {
         defaultMode: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGspFirmwareMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, isEnabled, defaultMode)
+            (self.nvmlDeviceGetGspFirmwareMode.as_ref().expect("Expected function, got error."))(
+                device,
+                isEnabled,
+                defaultMode,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetSramEccErrorStatus(
@@ -12143,10 +10559,7 @@ impl NvmlLib {
         status: *mut nvmlEccSramErrorStatus_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSramEccErrorStatus
-                .as_ref()
-                .expect("Expected function, got error."))(device, status)
+            (self.nvmlDeviceGetSramEccErrorStatus.as_ref().expect("Expected function, got error."))(device, status)
         }
     }
     pub unsafe fn nvmlDeviceSetPowerManagementLimit_v2(
@@ -12155,10 +10568,9 @@ impl NvmlLib {
         powerValue: *mut nvmlPowerValue_v2_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetPowerManagementLimit_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, powerValue)
+            (self.nvmlDeviceSetPowerManagementLimit_v2.as_ref().expect("Expected function, got error."))(
+                device, powerValue,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetAccountingMode(
@@ -12166,12 +10578,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         mode: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetAccountingMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode)
-        }
+        unsafe { (self.nvmlDeviceGetAccountingMode.as_ref().expect("Expected function, got error."))(device, mode) }
     }
     pub unsafe fn nvmlDeviceGetAccountingStats(
         &self,
@@ -12180,10 +10587,7 @@ impl NvmlLib {
         stats: *mut nvmlAccountingStats_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetAccountingStats
-                .as_ref()
-                .expect("Expected function, got error."))(device, pid, stats)
+            (self.nvmlDeviceGetAccountingStats.as_ref().expect("Expected function, got error."))(device, pid, stats)
         }
     }
     pub unsafe fn nvmlDeviceGetAccountingPids(
@@ -12193,10 +10597,7 @@ impl NvmlLib {
         pids: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetAccountingPids
-                .as_ref()
-                .expect("Expected function, got error."))(device, count, pids)
+            (self.nvmlDeviceGetAccountingPids.as_ref().expect("Expected function, got error."))(device, count, pids)
         }
     }
     pub unsafe fn nvmlDeviceGetAccountingBufferSize(
@@ -12205,10 +10606,9 @@ impl NvmlLib {
         bufferSize: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetAccountingBufferSize
-                .as_ref()
-                .expect("Expected function, got error."))(device, bufferSize)
+            (self.nvmlDeviceGetAccountingBufferSize.as_ref().expect("Expected function, got error."))(
+                device, bufferSize,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetRetiredPages(
@@ -12219,11 +10619,8 @@ impl NvmlLib {
         addresses: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetRetiredPages
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, cause, pageCount, addresses
+            (self.nvmlDeviceGetRetiredPages.as_ref().expect("Expected function, got error."))(
+                device, cause, pageCount, addresses,
             )
         }
     }
@@ -12236,10 +10633,7 @@ impl NvmlLib {
         timestamps: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetRetiredPages_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetRetiredPages_v2.as_ref().expect("Expected function, got error."))(
                 device, cause, pageCount, addresses, timestamps,
             )
         }
@@ -12250,10 +10644,9 @@ impl NvmlLib {
         isPending: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetRetiredPagesPendingStatus
-                .as_ref()
-                .expect("Expected function, got error."))(device, isPending)
+            (self.nvmlDeviceGetRetiredPagesPendingStatus.as_ref().expect("Expected function, got error."))(
+                device, isPending,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetRemappedRows(
@@ -12265,10 +10658,7 @@ impl NvmlLib {
         failureOccurred: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetRemappedRows
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetRemappedRows.as_ref().expect("Expected function, got error."))(
                 device,
                 corrRows,
                 uncRows,
@@ -12283,10 +10673,7 @@ impl NvmlLib {
         values: *mut nvmlRowRemapperHistogramValues_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetRowRemapperHistogram
-                .as_ref()
-                .expect("Expected function, got error."))(device, values)
+            (self.nvmlDeviceGetRowRemapperHistogram.as_ref().expect("Expected function, got error."))(device, values)
         }
     }
     pub unsafe fn nvmlDeviceGetArchitecture(
@@ -12294,24 +10681,14 @@ impl NvmlLib {
         device: nvmlDevice_t,
         arch: *mut nvmlDeviceArchitecture_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetArchitecture
-                .as_ref()
-                .expect("Expected function, got error."))(device, arch)
-        }
+        unsafe { (self.nvmlDeviceGetArchitecture.as_ref().expect("Expected function, got error."))(device, arch) }
     }
     pub unsafe fn nvmlDeviceGetClkMonStatus(
         &self,
         device: nvmlDevice_t,
         status: *mut nvmlClkMonStatus_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetClkMonStatus
-                .as_ref()
-                .expect("Expected function, got error."))(device, status)
-        }
+        unsafe { (self.nvmlDeviceGetClkMonStatus.as_ref().expect("Expected function, got error."))(device, status) }
     }
     pub unsafe fn nvmlDeviceGetProcessUtilization(
         &self,
@@ -12321,10 +10698,7 @@ impl NvmlLib {
         lastSeenTimeStamp: ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetProcessUtilization
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetProcessUtilization.as_ref().expect("Expected function, got error."))(
                 device,
                 utilization,
                 processSamplesCount,
@@ -12338,10 +10712,10 @@ impl NvmlLib {
         procesesUtilInfo: *mut nvmlProcessesUtilizationInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetProcessesUtilizationInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, procesesUtilInfo)
+            (self.nvmlDeviceGetProcessesUtilizationInfo.as_ref().expect("Expected function, got error."))(
+                device,
+                procesesUtilInfo,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetPlatformInfo(
@@ -12350,95 +10724,37 @@ impl NvmlLib {
         platformInfo: *mut nvmlPlatformInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPlatformInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, platformInfo)
+            (self.nvmlDeviceGetPlatformInfo.as_ref().expect("Expected function, got error."))(device, platformInfo)
         }
     }
-    pub unsafe fn nvmlDeviceGetPdi(
-        &self,
-        device: nvmlDevice_t,
-        pdi: *mut nvmlPdi_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPdi
-                .as_ref()
-                .expect("Expected function, got error."))(device, pdi)
-        }
+    pub unsafe fn nvmlDeviceGetPdi(&self, device: nvmlDevice_t, pdi: *mut nvmlPdi_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetPdi.as_ref().expect("Expected function, got error."))(device, pdi) }
     }
     pub unsafe fn nvmlDeviceSetHostname_v1(
         &self,
         device: nvmlDevice_t,
         hostname: *mut nvmlHostname_v1_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetHostname_v1
-                .as_ref()
-                .expect("Expected function, got error."))(device, hostname)
-        }
+        unsafe { (self.nvmlDeviceSetHostname_v1.as_ref().expect("Expected function, got error."))(device, hostname) }
     }
     pub unsafe fn nvmlDeviceGetHostname_v1(
         &self,
         device: nvmlDevice_t,
         hostname: *mut nvmlHostname_v1_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetHostname_v1
-                .as_ref()
-                .expect("Expected function, got error."))(device, hostname)
-        }
+        unsafe { (self.nvmlDeviceGetHostname_v1.as_ref().expect("Expected function, got error."))(device, hostname) }
     }
-    pub unsafe fn nvmlUnitSetLedState(
-        &self,
-        unit: nvmlUnit_t,
-        color: nvmlLedColor_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlUnitSetLedState
-                .as_ref()
-                .expect("Expected function, got error."))(unit, color)
-        }
+    pub unsafe fn nvmlUnitSetLedState(&self, unit: nvmlUnit_t, color: nvmlLedColor_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlUnitSetLedState.as_ref().expect("Expected function, got error."))(unit, color) }
     }
-    pub unsafe fn nvmlDeviceSetPersistenceMode(
-        &self,
-        device: nvmlDevice_t,
-        mode: nvmlEnableState_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetPersistenceMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode)
-        }
+    pub unsafe fn nvmlDeviceSetPersistenceMode(&self, device: nvmlDevice_t, mode: nvmlEnableState_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceSetPersistenceMode.as_ref().expect("Expected function, got error."))(device, mode) }
     }
-    pub unsafe fn nvmlDeviceSetComputeMode(
-        &self,
-        device: nvmlDevice_t,
-        mode: nvmlComputeMode_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetComputeMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode)
-        }
+    pub unsafe fn nvmlDeviceSetComputeMode(&self, device: nvmlDevice_t, mode: nvmlComputeMode_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceSetComputeMode.as_ref().expect("Expected function, got error."))(device, mode) }
     }
-    pub unsafe fn nvmlDeviceSetEccMode(
-        &self,
-        device: nvmlDevice_t,
-        ecc: nvmlEnableState_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetEccMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, ecc)
-        }
+    pub unsafe fn nvmlDeviceSetEccMode(&self, device: nvmlDevice_t, ecc: nvmlEnableState_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceSetEccMode.as_ref().expect("Expected function, got error."))(device, ecc) }
     }
     pub unsafe fn nvmlDeviceClearEccErrorCounts(
         &self,
@@ -12446,10 +10762,7 @@ impl NvmlLib {
         counterType: nvmlEccCounterType_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceClearEccErrorCounts
-                .as_ref()
-                .expect("Expected function, got error."))(device, counterType)
+            (self.nvmlDeviceClearEccErrorCounts.as_ref().expect("Expected function, got error."))(device, counterType)
         }
     }
     pub unsafe fn nvmlDeviceSetDriverModel(
@@ -12459,10 +10772,7 @@ impl NvmlLib {
         flags: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetDriverModel
-                .as_ref()
-                .expect("Expected function, got error."))(device, driverModel, flags)
+            (self.nvmlDeviceSetDriverModel.as_ref().expect("Expected function, got error."))(device, driverModel, flags)
         }
     }
     pub unsafe fn nvmlDeviceSetGpuLockedClocks(
@@ -12472,21 +10782,15 @@ impl NvmlLib {
         maxGpuClockMHz: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetGpuLockedClocks
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, minGpuClockMHz, maxGpuClockMHz
+            (self.nvmlDeviceSetGpuLockedClocks.as_ref().expect("Expected function, got error."))(
+                device,
+                minGpuClockMHz,
+                maxGpuClockMHz,
             )
         }
     }
     pub unsafe fn nvmlDeviceResetGpuLockedClocks(&self, device: nvmlDevice_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceResetGpuLockedClocks
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.nvmlDeviceResetGpuLockedClocks.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn nvmlDeviceSetMemoryLockedClocks(
         &self,
@@ -12495,21 +10799,15 @@ impl NvmlLib {
         maxMemClockMHz: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetMemoryLockedClocks
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, minMemClockMHz, maxMemClockMHz
+            (self.nvmlDeviceSetMemoryLockedClocks.as_ref().expect("Expected function, got error."))(
+                device,
+                minMemClockMHz,
+                maxMemClockMHz,
             )
         }
     }
     pub unsafe fn nvmlDeviceResetMemoryLockedClocks(&self, device: nvmlDevice_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceResetMemoryLockedClocks
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.nvmlDeviceResetMemoryLockedClocks.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn nvmlDeviceSetApplicationsClocks(
         &self,
@@ -12518,21 +10816,15 @@ impl NvmlLib {
         graphicsClockMHz: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetApplicationsClocks
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, memClockMHz, graphicsClockMHz
+            (self.nvmlDeviceSetApplicationsClocks.as_ref().expect("Expected function, got error."))(
+                device,
+                memClockMHz,
+                graphicsClockMHz,
             )
         }
     }
     pub unsafe fn nvmlDeviceResetApplicationsClocks(&self, device: nvmlDevice_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceResetApplicationsClocks
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.nvmlDeviceResetApplicationsClocks.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn nvmlDeviceSetAutoBoostedClocksEnabled(
         &self,
@@ -12540,10 +10832,9 @@ impl NvmlLib {
         enabled: nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetAutoBoostedClocksEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(device, enabled)
+            (self.nvmlDeviceSetAutoBoostedClocksEnabled.as_ref().expect("Expected function, got error."))(
+                device, enabled,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetDefaultAutoBoostedClocksEnabled(
@@ -12553,10 +10844,9 @@ impl NvmlLib {
         flags: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetDefaultAutoBoostedClocksEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(device, enabled, flags)
+            (self.nvmlDeviceSetDefaultAutoBoostedClocksEnabled.as_ref().expect("Expected function, got error."))(
+                device, enabled, flags,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetDefaultFanSpeed_v2(
@@ -12564,12 +10854,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         fan: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetDefaultFanSpeed_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, fan)
-        }
+        unsafe { (self.nvmlDeviceSetDefaultFanSpeed_v2.as_ref().expect("Expected function, got error."))(device, fan) }
     }
     pub unsafe fn nvmlDeviceSetFanControlPolicy(
         &self,
@@ -12578,10 +10863,7 @@ impl NvmlLib {
         policy: nvmlFanControlPolicy_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetFanControlPolicy
-                .as_ref()
-                .expect("Expected function, got error."))(device, fan, policy)
+            (self.nvmlDeviceSetFanControlPolicy.as_ref().expect("Expected function, got error."))(device, fan, policy)
         }
     }
     pub unsafe fn nvmlDeviceSetTemperatureThreshold(
@@ -12591,10 +10873,11 @@ impl NvmlLib {
         temp: *mut ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetTemperatureThreshold
-                .as_ref()
-                .expect("Expected function, got error."))(device, thresholdType, temp)
+            (self.nvmlDeviceSetTemperatureThreshold.as_ref().expect("Expected function, got error."))(
+                device,
+                thresholdType,
+                temp,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetPowerManagementLimit(
@@ -12603,10 +10886,7 @@ impl NvmlLib {
         limit: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetPowerManagementLimit
-                .as_ref()
-                .expect("Expected function, got error."))(device, limit)
+            (self.nvmlDeviceSetPowerManagementLimit.as_ref().expect("Expected function, got error."))(device, limit)
         }
     }
     pub unsafe fn nvmlDeviceSetGpuOperationMode(
@@ -12614,12 +10894,7 @@ impl NvmlLib {
         device: nvmlDevice_t,
         mode: nvmlGpuOperationMode_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetGpuOperationMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode)
-        }
+        unsafe { (self.nvmlDeviceSetGpuOperationMode.as_ref().expect("Expected function, got error."))(device, mode) }
     }
     pub unsafe fn nvmlDeviceSetAPIRestriction(
         &self,
@@ -12628,10 +10903,11 @@ impl NvmlLib {
         isRestricted: nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetAPIRestriction
-                .as_ref()
-                .expect("Expected function, got error."))(device, apiType, isRestricted)
+            (self.nvmlDeviceSetAPIRestriction.as_ref().expect("Expected function, got error."))(
+                device,
+                apiType,
+                isRestricted,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetFanSpeed_v2(
@@ -12640,56 +10916,27 @@ impl NvmlLib {
         fan: ::std::os::raw::c_uint,
         speed: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetFanSpeed_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, fan, speed)
-        }
+        unsafe { (self.nvmlDeviceSetFanSpeed_v2.as_ref().expect("Expected function, got error."))(device, fan, speed) }
     }
     pub unsafe fn nvmlDeviceSetGpcClkVfOffset(
         &self,
         device: nvmlDevice_t,
         offset: ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetGpcClkVfOffset
-                .as_ref()
-                .expect("Expected function, got error."))(device, offset)
-        }
+        unsafe { (self.nvmlDeviceSetGpcClkVfOffset.as_ref().expect("Expected function, got error."))(device, offset) }
     }
     pub unsafe fn nvmlDeviceSetMemClkVfOffset(
         &self,
         device: nvmlDevice_t,
         offset: ::std::os::raw::c_int,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetMemClkVfOffset
-                .as_ref()
-                .expect("Expected function, got error."))(device, offset)
-        }
+        unsafe { (self.nvmlDeviceSetMemClkVfOffset.as_ref().expect("Expected function, got error."))(device, offset) }
     }
-    pub unsafe fn nvmlDeviceSetAccountingMode(
-        &self,
-        device: nvmlDevice_t,
-        mode: nvmlEnableState_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetAccountingMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode)
-        }
+    pub unsafe fn nvmlDeviceSetAccountingMode(&self, device: nvmlDevice_t, mode: nvmlEnableState_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceSetAccountingMode.as_ref().expect("Expected function, got error."))(device, mode) }
     }
     pub unsafe fn nvmlDeviceClearAccountingPids(&self, device: nvmlDevice_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceClearAccountingPids
-                .as_ref()
-                .expect("Expected function, got error."))(device)
-        }
+        unsafe { (self.nvmlDeviceClearAccountingPids.as_ref().expect("Expected function, got error."))(device) }
     }
     pub unsafe fn nvmlDeviceGetNvLinkState(
         &self,
@@ -12698,10 +10945,7 @@ impl NvmlLib {
         isActive: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvLinkState
-                .as_ref()
-                .expect("Expected function, got error."))(device, link, isActive)
+            (self.nvmlDeviceGetNvLinkState.as_ref().expect("Expected function, got error."))(device, link, isActive)
         }
     }
     pub unsafe fn nvmlDeviceGetNvLinkVersion(
@@ -12711,10 +10955,7 @@ impl NvmlLib {
         version: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvLinkVersion
-                .as_ref()
-                .expect("Expected function, got error."))(device, link, version)
+            (self.nvmlDeviceGetNvLinkVersion.as_ref().expect("Expected function, got error."))(device, link, version)
         }
     }
     pub unsafe fn nvmlDeviceGetNvLinkCapability(
@@ -12725,11 +10966,8 @@ impl NvmlLib {
         capResult: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvLinkCapability
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, link, capability, capResult
+            (self.nvmlDeviceGetNvLinkCapability.as_ref().expect("Expected function, got error."))(
+                device, link, capability, capResult,
             )
         }
     }
@@ -12740,10 +10978,9 @@ impl NvmlLib {
         pci: *mut nvmlPciInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvLinkRemotePciInfo_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, link, pci)
+            (self.nvmlDeviceGetNvLinkRemotePciInfo_v2.as_ref().expect("Expected function, got error."))(
+                device, link, pci,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetNvLinkErrorCounter(
@@ -12754,11 +10991,11 @@ impl NvmlLib {
         counterValue: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvLinkErrorCounter
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, link, counter, counterValue
+            (self.nvmlDeviceGetNvLinkErrorCounter.as_ref().expect("Expected function, got error."))(
+                device,
+                link,
+                counter,
+                counterValue,
             )
         }
     }
@@ -12768,10 +11005,7 @@ impl NvmlLib {
         link: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceResetNvLinkErrorCounters
-                .as_ref()
-                .expect("Expected function, got error."))(device, link)
+            (self.nvmlDeviceResetNvLinkErrorCounters.as_ref().expect("Expected function, got error."))(device, link)
         }
     }
     pub unsafe fn nvmlDeviceSetNvLinkUtilizationControl(
@@ -12783,11 +11017,8 @@ impl NvmlLib {
         reset: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetNvLinkUtilizationControl
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, link, counter, control, reset
+            (self.nvmlDeviceSetNvLinkUtilizationControl.as_ref().expect("Expected function, got error."))(
+                device, link, counter, control, reset,
             )
         }
     }
@@ -12799,10 +11030,9 @@ impl NvmlLib {
         control: *mut nvmlNvLinkUtilizationControl_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvLinkUtilizationControl
-                .as_ref()
-                .expect("Expected function, got error."))(device, link, counter, control)
+            (self.nvmlDeviceGetNvLinkUtilizationControl.as_ref().expect("Expected function, got error."))(
+                device, link, counter, control,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetNvLinkUtilizationCounter(
@@ -12814,10 +11044,7 @@ impl NvmlLib {
         txcounter: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvLinkUtilizationCounter
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetNvLinkUtilizationCounter.as_ref().expect("Expected function, got error."))(
                 device, link, counter, rxcounter, txcounter,
             )
         }
@@ -12830,10 +11057,9 @@ impl NvmlLib {
         freeze: nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceFreezeNvLinkUtilizationCounter
-                .as_ref()
-                .expect("Expected function, got error."))(device, link, counter, freeze)
+            (self.nvmlDeviceFreezeNvLinkUtilizationCounter.as_ref().expect("Expected function, got error."))(
+                device, link, counter, freeze,
+            )
         }
     }
     pub unsafe fn nvmlDeviceResetNvLinkUtilizationCounter(
@@ -12843,10 +11069,9 @@ impl NvmlLib {
         counter: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceResetNvLinkUtilizationCounter
-                .as_ref()
-                .expect("Expected function, got error."))(device, link, counter)
+            (self.nvmlDeviceResetNvLinkUtilizationCounter.as_ref().expect("Expected function, got error."))(
+                device, link, counter,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetNvLinkRemoteDeviceType(
@@ -12856,11 +11081,10 @@ impl NvmlLib {
         pNvLinkDeviceType: *mut nvmlIntNvLinkDeviceType_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvLinkRemoteDeviceType
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, link, pNvLinkDeviceType
+            (self.nvmlDeviceGetNvLinkRemoteDeviceType.as_ref().expect("Expected function, got error."))(
+                device,
+                link,
+                pNvLinkDeviceType,
             )
         }
     }
@@ -12870,33 +11094,16 @@ impl NvmlLib {
         info: *mut nvmlNvLinkPowerThres_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetNvLinkDeviceLowPowerThreshold
-                .as_ref()
-                .expect("Expected function, got error."))(device, info)
+            (self.nvmlDeviceSetNvLinkDeviceLowPowerThreshold.as_ref().expect("Expected function, got error."))(
+                device, info,
+            )
         }
     }
-    pub unsafe fn nvmlSystemSetNvlinkBwMode(
-        &self,
-        nvlinkBwMode: ::std::os::raw::c_uint,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemSetNvlinkBwMode
-                .as_ref()
-                .expect("Expected function, got error."))(nvlinkBwMode)
-        }
+    pub unsafe fn nvmlSystemSetNvlinkBwMode(&self, nvlinkBwMode: ::std::os::raw::c_uint) -> nvmlReturn_t {
+        unsafe { (self.nvmlSystemSetNvlinkBwMode.as_ref().expect("Expected function, got error."))(nvlinkBwMode) }
     }
-    pub unsafe fn nvmlSystemGetNvlinkBwMode(
-        &self,
-        nvlinkBwMode: *mut ::std::os::raw::c_uint,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemGetNvlinkBwMode
-                .as_ref()
-                .expect("Expected function, got error."))(nvlinkBwMode)
-        }
+    pub unsafe fn nvmlSystemGetNvlinkBwMode(&self, nvlinkBwMode: *mut ::std::os::raw::c_uint) -> nvmlReturn_t {
+        unsafe { (self.nvmlSystemGetNvlinkBwMode.as_ref().expect("Expected function, got error."))(nvlinkBwMode) }
     }
     pub unsafe fn nvmlDeviceGetNvlinkSupportedBwModes(
         &self,
@@ -12904,10 +11111,10 @@ impl NvmlLib {
         supportedBwMode: *mut nvmlNvlinkSupportedBwModes_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvlinkSupportedBwModes
-                .as_ref()
-                .expect("Expected function, got error."))(device, supportedBwMode)
+            (self.nvmlDeviceGetNvlinkSupportedBwModes.as_ref().expect("Expected function, got error."))(
+                device,
+                supportedBwMode,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetNvlinkBwMode(
@@ -12915,44 +11122,20 @@ impl NvmlLib {
         device: nvmlDevice_t,
         getBwMode: *mut nvmlNvlinkGetBwMode_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetNvlinkBwMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, getBwMode)
-        }
+        unsafe { (self.nvmlDeviceGetNvlinkBwMode.as_ref().expect("Expected function, got error."))(device, getBwMode) }
     }
     pub unsafe fn nvmlDeviceSetNvlinkBwMode(
         &self,
         device: nvmlDevice_t,
         setBwMode: *mut nvmlNvlinkSetBwMode_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceSetNvlinkBwMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, setBwMode)
-        }
+        unsafe { (self.nvmlDeviceSetNvlinkBwMode.as_ref().expect("Expected function, got error."))(device, setBwMode) }
     }
-    pub unsafe fn nvmlDeviceGetNvLinkInfo(
-        &self,
-        device: nvmlDevice_t,
-        info: *mut nvmlNvLinkInfo_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetNvLinkInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, info)
-        }
+    pub unsafe fn nvmlDeviceGetNvLinkInfo(&self, device: nvmlDevice_t, info: *mut nvmlNvLinkInfo_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetNvLinkInfo.as_ref().expect("Expected function, got error."))(device, info) }
     }
     pub unsafe fn nvmlEventSetCreate(&self, set: *mut nvmlEventSet_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlEventSetCreate
-                .as_ref()
-                .expect("Expected function, got error."))(set)
-        }
+        unsafe { (self.nvmlEventSetCreate.as_ref().expect("Expected function, got error."))(set) }
     }
     pub unsafe fn nvmlDeviceRegisterEvents(
         &self,
@@ -12961,10 +11144,7 @@ impl NvmlLib {
         set: nvmlEventSet_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceRegisterEvents
-                .as_ref()
-                .expect("Expected function, got error."))(device, eventTypes, set)
+            (self.nvmlDeviceRegisterEvents.as_ref().expect("Expected function, got error."))(device, eventTypes, set)
         }
     }
     pub unsafe fn nvmlDeviceGetSupportedEventTypes(
@@ -12973,10 +11153,7 @@ impl NvmlLib {
         eventTypes: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSupportedEventTypes
-                .as_ref()
-                .expect("Expected function, got error."))(device, eventTypes)
+            (self.nvmlDeviceGetSupportedEventTypes.as_ref().expect("Expected function, got error."))(device, eventTypes)
         }
     }
     pub unsafe fn nvmlEventSetWait_v2(
@@ -12985,76 +11162,29 @@ impl NvmlLib {
         data: *mut nvmlEventData_t,
         timeoutms: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlEventSetWait_v2
-                .as_ref()
-                .expect("Expected function, got error."))(set, data, timeoutms)
-        }
+        unsafe { (self.nvmlEventSetWait_v2.as_ref().expect("Expected function, got error."))(set, data, timeoutms) }
     }
     pub unsafe fn nvmlEventSetFree(&self, set: nvmlEventSet_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlEventSetFree
-                .as_ref()
-                .expect("Expected function, got error."))(set)
-        }
+        unsafe { (self.nvmlEventSetFree.as_ref().expect("Expected function, got error."))(set) }
     }
-    pub unsafe fn nvmlSystemEventSetCreate(
-        &self,
-        request: *mut nvmlSystemEventSetCreateRequest_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemEventSetCreate
-                .as_ref()
-                .expect("Expected function, got error."))(request)
-        }
+    pub unsafe fn nvmlSystemEventSetCreate(&self, request: *mut nvmlSystemEventSetCreateRequest_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlSystemEventSetCreate.as_ref().expect("Expected function, got error."))(request) }
     }
-    pub unsafe fn nvmlSystemEventSetFree(
-        &self,
-        request: *mut nvmlSystemEventSetFreeRequest_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemEventSetFree
-                .as_ref()
-                .expect("Expected function, got error."))(request)
-        }
+    pub unsafe fn nvmlSystemEventSetFree(&self, request: *mut nvmlSystemEventSetFreeRequest_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlSystemEventSetFree.as_ref().expect("Expected function, got error."))(request) }
     }
-    pub unsafe fn nvmlSystemRegisterEvents(
-        &self,
-        request: *mut nvmlSystemRegisterEventRequest_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemRegisterEvents
-                .as_ref()
-                .expect("Expected function, got error."))(request)
-        }
+    pub unsafe fn nvmlSystemRegisterEvents(&self, request: *mut nvmlSystemRegisterEventRequest_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlSystemRegisterEvents.as_ref().expect("Expected function, got error."))(request) }
     }
-    pub unsafe fn nvmlSystemEventSetWait(
-        &self,
-        request: *mut nvmlSystemEventSetWaitRequest_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSystemEventSetWait
-                .as_ref()
-                .expect("Expected function, got error."))(request)
-        }
+    pub unsafe fn nvmlSystemEventSetWait(&self, request: *mut nvmlSystemEventSetWaitRequest_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlSystemEventSetWait.as_ref().expect("Expected function, got error."))(request) }
     }
     pub unsafe fn nvmlDeviceModifyDrainState(
         &self,
         pciInfo: *mut nvmlPciInfo_t,
         newState: nvmlEnableState_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceModifyDrainState
-                .as_ref()
-                .expect("Expected function, got error."))(pciInfo, newState)
-        }
+        unsafe { (self.nvmlDeviceModifyDrainState.as_ref().expect("Expected function, got error."))(pciInfo, newState) }
     }
     pub unsafe fn nvmlDeviceQueryDrainState(
         &self,
@@ -13062,10 +11192,7 @@ impl NvmlLib {
         currentState: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceQueryDrainState
-                .as_ref()
-                .expect("Expected function, got error."))(pciInfo, currentState)
+            (self.nvmlDeviceQueryDrainState.as_ref().expect("Expected function, got error."))(pciInfo, currentState)
         }
     }
     pub unsafe fn nvmlDeviceRemoveGpu_v2(
@@ -13075,19 +11202,11 @@ impl NvmlLib {
         linkState: nvmlPcieLinkState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceRemoveGpu_v2
-                .as_ref()
-                .expect("Expected function, got error."))(pciInfo, gpuState, linkState)
+            (self.nvmlDeviceRemoveGpu_v2.as_ref().expect("Expected function, got error."))(pciInfo, gpuState, linkState)
         }
     }
     pub unsafe fn nvmlDeviceDiscoverGpus(&self, pciInfo: *mut nvmlPciInfo_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceDiscoverGpus
-                .as_ref()
-                .expect("Expected function, got error."))(pciInfo)
-        }
+        unsafe { (self.nvmlDeviceDiscoverGpus.as_ref().expect("Expected function, got error."))(pciInfo) }
     }
     pub unsafe fn nvmlDeviceGetFieldValues(
         &self,
@@ -13096,10 +11215,11 @@ impl NvmlLib {
         values: *mut nvmlFieldValue_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetFieldValues
-                .as_ref()
-                .expect("Expected function, got error."))(device, valuesCount, values)
+            (self.nvmlDeviceGetFieldValues.as_ref().expect("Expected function, got error."))(
+                device,
+                valuesCount,
+                values,
+            )
         }
     }
     pub unsafe fn nvmlDeviceClearFieldValues(
@@ -13109,10 +11229,11 @@ impl NvmlLib {
         values: *mut nvmlFieldValue_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceClearFieldValues
-                .as_ref()
-                .expect("Expected function, got error."))(device, valuesCount, values)
+            (self.nvmlDeviceClearFieldValues.as_ref().expect("Expected function, got error."))(
+                device,
+                valuesCount,
+                values,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetVirtualizationMode(
@@ -13121,10 +11242,10 @@ impl NvmlLib {
         pVirtualMode: *mut nvmlGpuVirtualizationMode_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVirtualizationMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, pVirtualMode)
+            (self.nvmlDeviceGetVirtualizationMode.as_ref().expect("Expected function, got error."))(
+                device,
+                pVirtualMode,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetHostVgpuMode(
@@ -13133,10 +11254,7 @@ impl NvmlLib {
         pHostVgpuMode: *mut nvmlHostVgpuMode_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetHostVgpuMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, pHostVgpuMode)
+            (self.nvmlDeviceGetHostVgpuMode.as_ref().expect("Expected function, got error."))(device, pHostVgpuMode)
         }
     }
     pub unsafe fn nvmlDeviceSetVirtualizationMode(
@@ -13145,10 +11263,7 @@ impl NvmlLib {
         virtualMode: nvmlGpuVirtualizationMode_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetVirtualizationMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, virtualMode)
+            (self.nvmlDeviceSetVirtualizationMode.as_ref().expect("Expected function, got error."))(device, virtualMode)
         }
     }
     pub unsafe fn nvmlDeviceGetVgpuHeterogeneousMode(
@@ -13157,10 +11272,10 @@ impl NvmlLib {
         pHeterogeneousMode: *mut nvmlVgpuHeterogeneousMode_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuHeterogeneousMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, pHeterogeneousMode)
+            (self.nvmlDeviceGetVgpuHeterogeneousMode.as_ref().expect("Expected function, got error."))(
+                device,
+                pHeterogeneousMode,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetVgpuHeterogeneousMode(
@@ -13169,10 +11284,10 @@ impl NvmlLib {
         pHeterogeneousMode: *const nvmlVgpuHeterogeneousMode_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetVgpuHeterogeneousMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, pHeterogeneousMode)
+            (self.nvmlDeviceSetVgpuHeterogeneousMode.as_ref().expect("Expected function, got error."))(
+                device,
+                pHeterogeneousMode,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetPlacementId(
@@ -13181,10 +11296,10 @@ impl NvmlLib {
         pPlacement: *mut nvmlVgpuPlacementId_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetPlacementId
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, pPlacement)
+            (self.nvmlVgpuInstanceGetPlacementId.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                pPlacement,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetVgpuTypeSupportedPlacements(
@@ -13194,11 +11309,10 @@ impl NvmlLib {
         pPlacementList: *mut nvmlVgpuPlacementList_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuTypeSupportedPlacements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, vgpuTypeId, pPlacementList
+            (self.nvmlDeviceGetVgpuTypeSupportedPlacements.as_ref().expect("Expected function, got error."))(
+                device,
+                vgpuTypeId,
+                pPlacementList,
             )
         }
     }
@@ -13209,11 +11323,10 @@ impl NvmlLib {
         pPlacementList: *mut nvmlVgpuPlacementList_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuTypeCreatablePlacements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, vgpuTypeId, pPlacementList
+            (self.nvmlDeviceGetVgpuTypeCreatablePlacements.as_ref().expect("Expected function, got error."))(
+                device,
+                vgpuTypeId,
+                pPlacementList,
             )
         }
     }
@@ -13223,10 +11336,7 @@ impl NvmlLib {
         gspHeapSize: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetGspHeapSize
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuTypeId, gspHeapSize)
+            (self.nvmlVgpuTypeGetGspHeapSize.as_ref().expect("Expected function, got error."))(vgpuTypeId, gspHeapSize)
         }
     }
     pub unsafe fn nvmlVgpuTypeGetFbReservation(
@@ -13235,10 +11345,10 @@ impl NvmlLib {
         fbReservation: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetFbReservation
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuTypeId, fbReservation)
+            (self.nvmlVgpuTypeGetFbReservation.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId,
+                fbReservation,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetRuntimeStateSize(
@@ -13247,10 +11357,10 @@ impl NvmlLib {
         pState: *mut nvmlVgpuRuntimeState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetRuntimeStateSize
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, pState)
+            (self.nvmlVgpuInstanceGetRuntimeStateSize.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                pState,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetVgpuCapabilities(
@@ -13260,10 +11370,9 @@ impl NvmlLib {
         state: nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetVgpuCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(device, capability, state)
+            (self.nvmlDeviceSetVgpuCapabilities.as_ref().expect("Expected function, got error."))(
+                device, capability, state,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGridLicensableFeatures_v4(
@@ -13272,11 +11381,9 @@ impl NvmlLib {
         pGridLicensableFeatures: *mut nvmlGridLicensableFeatures_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGridLicensableFeatures_v4
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, pGridLicensableFeatures
+            (self.nvmlDeviceGetGridLicensableFeatures_v4.as_ref().expect("Expected function, got error."))(
+                device,
+                pGridLicensableFeatures,
             )
         }
     }
@@ -13286,10 +11393,7 @@ impl NvmlLib {
         capResult: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGetVgpuDriverCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(capability, capResult)
+            (self.nvmlGetVgpuDriverCapabilities.as_ref().expect("Expected function, got error."))(capability, capResult)
         }
     }
     pub unsafe fn nvmlDeviceGetVgpuCapabilities(
@@ -13299,10 +11403,9 @@ impl NvmlLib {
         capResult: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(device, capability, capResult)
+            (self.nvmlDeviceGetVgpuCapabilities.as_ref().expect("Expected function, got error."))(
+                device, capability, capResult,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetSupportedVgpus(
@@ -13312,10 +11415,11 @@ impl NvmlLib {
         vgpuTypeIds: *mut nvmlVgpuTypeId_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSupportedVgpus
-                .as_ref()
-                .expect("Expected function, got error."))(device, vgpuCount, vgpuTypeIds)
+            (self.nvmlDeviceGetSupportedVgpus.as_ref().expect("Expected function, got error."))(
+                device,
+                vgpuCount,
+                vgpuTypeIds,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetCreatableVgpus(
@@ -13325,10 +11429,11 @@ impl NvmlLib {
         vgpuTypeIds: *mut nvmlVgpuTypeId_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetCreatableVgpus
-                .as_ref()
-                .expect("Expected function, got error."))(device, vgpuCount, vgpuTypeIds)
+            (self.nvmlDeviceGetCreatableVgpus.as_ref().expect("Expected function, got error."))(
+                device,
+                vgpuCount,
+                vgpuTypeIds,
+            )
         }
     }
     pub unsafe fn nvmlVgpuTypeGetClass(
@@ -13338,11 +11443,10 @@ impl NvmlLib {
         size: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetClass
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuTypeId, vgpuTypeClass, size
+            (self.nvmlVgpuTypeGetClass.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId,
+                vgpuTypeClass,
+                size,
             )
         }
     }
@@ -13353,10 +11457,7 @@ impl NvmlLib {
         size: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetName
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuTypeId, vgpuTypeName, size)
+            (self.nvmlVgpuTypeGetName.as_ref().expect("Expected function, got error."))(vgpuTypeId, vgpuTypeName, size)
         }
     }
     pub unsafe fn nvmlVgpuTypeGetGpuInstanceProfileId(
@@ -13365,11 +11466,9 @@ impl NvmlLib {
         gpuInstanceProfileId: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetGpuInstanceProfileId
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuTypeId, gpuInstanceProfileId
+            (self.nvmlVgpuTypeGetGpuInstanceProfileId.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId,
+                gpuInstanceProfileId,
             )
         }
     }
@@ -13380,11 +11479,10 @@ impl NvmlLib {
         subsystemID: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetDeviceID
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuTypeId, deviceID, subsystemID
+            (self.nvmlVgpuTypeGetDeviceID.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId,
+                deviceID,
+                subsystemID,
             )
         }
     }
@@ -13394,10 +11492,7 @@ impl NvmlLib {
         fbSize: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetFramebufferSize
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuTypeId, fbSize)
+            (self.nvmlVgpuTypeGetFramebufferSize.as_ref().expect("Expected function, got error."))(vgpuTypeId, fbSize)
         }
     }
     pub unsafe fn nvmlVgpuTypeGetNumDisplayHeads(
@@ -13406,10 +11501,10 @@ impl NvmlLib {
         numDisplayHeads: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetNumDisplayHeads
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuTypeId, numDisplayHeads)
+            (self.nvmlVgpuTypeGetNumDisplayHeads.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId,
+                numDisplayHeads,
+            )
         }
     }
     pub unsafe fn nvmlVgpuTypeGetResolution(
@@ -13420,11 +11515,11 @@ impl NvmlLib {
         ydim: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetResolution
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuTypeId, displayIndex, xdim, ydim
+            (self.nvmlVgpuTypeGetResolution.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId,
+                displayIndex,
+                xdim,
+                ydim,
             )
         }
     }
@@ -13435,11 +11530,10 @@ impl NvmlLib {
         size: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetLicense
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuTypeId, vgpuTypeLicenseString, size
+            (self.nvmlVgpuTypeGetLicense.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId,
+                vgpuTypeLicenseString,
+                size,
             )
         }
     }
@@ -13449,10 +11543,10 @@ impl NvmlLib {
         frameRateLimit: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetFrameRateLimit
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuTypeId, frameRateLimit)
+            (self.nvmlVgpuTypeGetFrameRateLimit.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId,
+                frameRateLimit,
+            )
         }
     }
     pub unsafe fn nvmlVgpuTypeGetMaxInstances(
@@ -13462,11 +11556,10 @@ impl NvmlLib {
         vgpuInstanceCount: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetMaxInstances
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, vgpuTypeId, vgpuInstanceCount
+            (self.nvmlVgpuTypeGetMaxInstances.as_ref().expect("Expected function, got error."))(
+                device,
+                vgpuTypeId,
+                vgpuInstanceCount,
             )
         }
     }
@@ -13476,11 +11569,9 @@ impl NvmlLib {
         vgpuInstanceCountPerVm: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetMaxInstancesPerVm
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuTypeId, vgpuInstanceCountPerVm
+            (self.nvmlVgpuTypeGetMaxInstancesPerVm.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId,
+                vgpuInstanceCountPerVm,
             )
         }
     }
@@ -13489,12 +11580,7 @@ impl NvmlLib {
         vgpuTypeId: nvmlVgpuTypeId_t,
         bar1Info: *mut nvmlVgpuTypeBar1Info_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlVgpuTypeGetBAR1Info
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuTypeId, bar1Info)
-        }
+        unsafe { (self.nvmlVgpuTypeGetBAR1Info.as_ref().expect("Expected function, got error."))(vgpuTypeId, bar1Info) }
     }
     pub unsafe fn nvmlDeviceGetActiveVgpus(
         &self,
@@ -13503,11 +11589,10 @@ impl NvmlLib {
         vgpuInstances: *mut nvmlVgpuInstance_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetActiveVgpus
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, vgpuCount, vgpuInstances
+            (self.nvmlDeviceGetActiveVgpus.as_ref().expect("Expected function, got error."))(
+                device,
+                vgpuCount,
+                vgpuInstances,
             )
         }
     }
@@ -13519,11 +11604,11 @@ impl NvmlLib {
         vmIdType: *mut nvmlVgpuVmIdType_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetVmID
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuInstance, vmId, size, vmIdType
+            (self.nvmlVgpuInstanceGetVmID.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                vmId,
+                size,
+                vmIdType,
             )
         }
     }
@@ -13534,10 +11619,7 @@ impl NvmlLib {
         size: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetUUID
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, uuid, size)
+            (self.nvmlVgpuInstanceGetUUID.as_ref().expect("Expected function, got error."))(vgpuInstance, uuid, size)
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetVmDriverVersion(
@@ -13547,10 +11629,11 @@ impl NvmlLib {
         length: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetVmDriverVersion
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, version, length)
+            (self.nvmlVgpuInstanceGetVmDriverVersion.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                version,
+                length,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetFbUsage(
@@ -13559,10 +11642,7 @@ impl NvmlLib {
         fbUsage: *mut ::std::os::raw::c_ulonglong,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetFbUsage
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, fbUsage)
+            (self.nvmlVgpuInstanceGetFbUsage.as_ref().expect("Expected function, got error."))(vgpuInstance, fbUsage)
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetLicenseStatus(
@@ -13571,10 +11651,10 @@ impl NvmlLib {
         licensed: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetLicenseStatus
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, licensed)
+            (self.nvmlVgpuInstanceGetLicenseStatus.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                licensed,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetType(
@@ -13583,10 +11663,7 @@ impl NvmlLib {
         vgpuTypeId: *mut nvmlVgpuTypeId_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetType
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, vgpuTypeId)
+            (self.nvmlVgpuInstanceGetType.as_ref().expect("Expected function, got error."))(vgpuInstance, vgpuTypeId)
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetFrameRateLimit(
@@ -13595,10 +11672,10 @@ impl NvmlLib {
         frameRateLimit: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetFrameRateLimit
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, frameRateLimit)
+            (self.nvmlVgpuInstanceGetFrameRateLimit.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                frameRateLimit,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetEccMode(
@@ -13607,10 +11684,7 @@ impl NvmlLib {
         eccMode: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetEccMode
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, eccMode)
+            (self.nvmlVgpuInstanceGetEccMode.as_ref().expect("Expected function, got error."))(vgpuInstance, eccMode)
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetEncoderCapacity(
@@ -13619,10 +11693,10 @@ impl NvmlLib {
         encoderCapacity: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetEncoderCapacity
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, encoderCapacity)
+            (self.nvmlVgpuInstanceGetEncoderCapacity.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                encoderCapacity,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceSetEncoderCapacity(
@@ -13631,10 +11705,10 @@ impl NvmlLib {
         encoderCapacity: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceSetEncoderCapacity
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, encoderCapacity)
+            (self.nvmlVgpuInstanceSetEncoderCapacity.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                encoderCapacity,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetEncoderStats(
@@ -13645,10 +11719,7 @@ impl NvmlLib {
         averageLatency: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetEncoderStats
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlVgpuInstanceGetEncoderStats.as_ref().expect("Expected function, got error."))(
                 vgpuInstance,
                 sessionCount,
                 averageFps,
@@ -13663,11 +11734,10 @@ impl NvmlLib {
         sessionInfo: *mut nvmlEncoderSessionInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetEncoderSessions
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuInstance, sessionCount, sessionInfo
+            (self.nvmlVgpuInstanceGetEncoderSessions.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                sessionCount,
+                sessionInfo,
             )
         }
     }
@@ -13677,10 +11747,7 @@ impl NvmlLib {
         fbcStats: *mut nvmlFBCStats_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetFBCStats
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, fbcStats)
+            (self.nvmlVgpuInstanceGetFBCStats.as_ref().expect("Expected function, got error."))(vgpuInstance, fbcStats)
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetFBCSessions(
@@ -13690,11 +11757,10 @@ impl NvmlLib {
         sessionInfo: *mut nvmlFBCSessionInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetFBCSessions
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuInstance, sessionCount, sessionInfo
+            (self.nvmlVgpuInstanceGetFBCSessions.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                sessionCount,
+                sessionInfo,
             )
         }
     }
@@ -13704,10 +11770,10 @@ impl NvmlLib {
         gpuInstanceId: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetGpuInstanceId
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, gpuInstanceId)
+            (self.nvmlVgpuInstanceGetGpuInstanceId.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                gpuInstanceId,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetGpuPciId(
@@ -13717,11 +11783,10 @@ impl NvmlLib {
         length: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetGpuPciId
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuInstance, vgpuPciId, length
+            (self.nvmlVgpuInstanceGetGpuPciId.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                vgpuPciId,
+                length,
             )
         }
     }
@@ -13732,11 +11797,8 @@ impl NvmlLib {
         capResult: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuTypeId, capability, capResult
+            (self.nvmlVgpuTypeGetCapabilities.as_ref().expect("Expected function, got error."))(
+                vgpuTypeId, capability, capResult,
             )
         }
     }
@@ -13747,10 +11809,11 @@ impl NvmlLib {
         size: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetMdevUUID
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, mdevUuid, size)
+            (self.nvmlVgpuInstanceGetMdevUUID.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                mdevUuid,
+                size,
+            )
         }
     }
     pub unsafe fn nvmlGpuInstanceGetCreatableVgpus(
@@ -13759,10 +11822,10 @@ impl NvmlLib {
         pVgpus: *mut nvmlVgpuTypeIdInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetCreatableVgpus
-                .as_ref()
-                .expect("Expected function, got error."))(gpuInstance, pVgpus)
+            (self.nvmlGpuInstanceGetCreatableVgpus.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                pVgpus,
+            )
         }
     }
     pub unsafe fn nvmlVgpuTypeGetMaxInstancesPerGpuInstance(
@@ -13770,10 +11833,9 @@ impl NvmlLib {
         pMaxInstance: *mut nvmlVgpuTypeMaxInstance_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuTypeGetMaxInstancesPerGpuInstance
-                .as_ref()
-                .expect("Expected function, got error."))(pMaxInstance)
+            (self.nvmlVgpuTypeGetMaxInstancesPerGpuInstance.as_ref().expect("Expected function, got error."))(
+                pMaxInstance,
+            )
         }
     }
     pub unsafe fn nvmlGpuInstanceGetActiveVgpus(
@@ -13782,10 +11844,10 @@ impl NvmlLib {
         pVgpuInstanceInfo: *mut nvmlActiveVgpuInstanceInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetActiveVgpus
-                .as_ref()
-                .expect("Expected function, got error."))(gpuInstance, pVgpuInstanceInfo)
+            (self.nvmlGpuInstanceGetActiveVgpus.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                pVgpuInstanceInfo,
+            )
         }
     }
     pub unsafe fn nvmlGpuInstanceSetVgpuSchedulerState(
@@ -13794,10 +11856,10 @@ impl NvmlLib {
         pScheduler: *mut nvmlVgpuSchedulerState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceSetVgpuSchedulerState
-                .as_ref()
-                .expect("Expected function, got error."))(gpuInstance, pScheduler)
+            (self.nvmlGpuInstanceSetVgpuSchedulerState.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                pScheduler,
+            )
         }
     }
     pub unsafe fn nvmlGpuInstanceGetVgpuSchedulerState(
@@ -13806,11 +11868,9 @@ impl NvmlLib {
         pSchedulerStateInfo: *mut nvmlVgpuSchedulerStateInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetVgpuSchedulerState
-                .as_ref()
-                .expect("Expected function, got error."))(
-                gpuInstance, pSchedulerStateInfo
+            (self.nvmlGpuInstanceGetVgpuSchedulerState.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                pSchedulerStateInfo,
             )
         }
     }
@@ -13820,10 +11880,10 @@ impl NvmlLib {
         pSchedulerLogInfo: *mut nvmlVgpuSchedulerLogInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetVgpuSchedulerLog
-                .as_ref()
-                .expect("Expected function, got error."))(gpuInstance, pSchedulerLogInfo)
+            (self.nvmlGpuInstanceGetVgpuSchedulerLog.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                pSchedulerLogInfo,
+            )
         }
     }
     pub unsafe fn nvmlGpuInstanceGetVgpuTypeCreatablePlacements(
@@ -13832,11 +11892,9 @@ impl NvmlLib {
         pCreatablePlacementInfo: *mut nvmlVgpuCreatablePlacementInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetVgpuTypeCreatablePlacements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                gpuInstance, pCreatablePlacementInfo
+            (self.nvmlGpuInstanceGetVgpuTypeCreatablePlacements.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                pCreatablePlacementInfo,
             )
         }
     }
@@ -13846,11 +11904,9 @@ impl NvmlLib {
         pHeterogeneousMode: *mut nvmlVgpuHeterogeneousMode_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetVgpuHeterogeneousMode
-                .as_ref()
-                .expect("Expected function, got error."))(
-                gpuInstance, pHeterogeneousMode
+            (self.nvmlGpuInstanceGetVgpuHeterogeneousMode.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                pHeterogeneousMode,
             )
         }
     }
@@ -13860,11 +11916,9 @@ impl NvmlLib {
         pHeterogeneousMode: *const nvmlVgpuHeterogeneousMode_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceSetVgpuHeterogeneousMode
-                .as_ref()
-                .expect("Expected function, got error."))(
-                gpuInstance, pHeterogeneousMode
+            (self.nvmlGpuInstanceSetVgpuHeterogeneousMode.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                pHeterogeneousMode,
             )
         }
     }
@@ -13875,11 +11929,10 @@ impl NvmlLib {
         bufferSize: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetMetadata
-                .as_ref()
-                .expect("Expected function, got error."))(
-                vgpuInstance, vgpuMetadata, bufferSize
+            (self.nvmlVgpuInstanceGetMetadata.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                vgpuMetadata,
+                bufferSize,
             )
         }
     }
@@ -13890,11 +11943,10 @@ impl NvmlLib {
         bufferSize: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuMetadata
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, pgpuMetadata, bufferSize
+            (self.nvmlDeviceGetVgpuMetadata.as_ref().expect("Expected function, got error."))(
+                device,
+                pgpuMetadata,
+                bufferSize,
             )
         }
     }
@@ -13905,10 +11957,7 @@ impl NvmlLib {
         compatibilityInfo: *mut nvmlVgpuPgpuCompatibility_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGetVgpuCompatibility
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlGetVgpuCompatibility.as_ref().expect("Expected function, got error."))(
                 vgpuMetadata,
                 pgpuMetadata,
                 compatibilityInfo,
@@ -13922,11 +11971,10 @@ impl NvmlLib {
         bufferSize: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetPgpuMetadataString
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, pgpuMetadata, bufferSize
+            (self.nvmlDeviceGetPgpuMetadataString.as_ref().expect("Expected function, got error."))(
+                device,
+                pgpuMetadata,
+                bufferSize,
             )
         }
     }
@@ -13936,10 +11984,7 @@ impl NvmlLib {
         pSchedulerLog: *mut nvmlVgpuSchedulerLog_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuSchedulerLog
-                .as_ref()
-                .expect("Expected function, got error."))(device, pSchedulerLog)
+            (self.nvmlDeviceGetVgpuSchedulerLog.as_ref().expect("Expected function, got error."))(device, pSchedulerLog)
         }
     }
     pub unsafe fn nvmlDeviceGetVgpuSchedulerState(
@@ -13948,10 +11993,10 @@ impl NvmlLib {
         pSchedulerState: *mut nvmlVgpuSchedulerGetState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuSchedulerState
-                .as_ref()
-                .expect("Expected function, got error."))(device, pSchedulerState)
+            (self.nvmlDeviceGetVgpuSchedulerState.as_ref().expect("Expected function, got error."))(
+                device,
+                pSchedulerState,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetVgpuSchedulerCapabilities(
@@ -13960,10 +12005,10 @@ impl NvmlLib {
         pCapabilities: *mut nvmlVgpuSchedulerCapabilities_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuSchedulerCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(device, pCapabilities)
+            (self.nvmlDeviceGetVgpuSchedulerCapabilities.as_ref().expect("Expected function, got error."))(
+                device,
+                pCapabilities,
+            )
         }
     }
     pub unsafe fn nvmlDeviceSetVgpuSchedulerState(
@@ -13972,10 +12017,10 @@ impl NvmlLib {
         pSchedulerState: *mut nvmlVgpuSchedulerSetState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetVgpuSchedulerState
-                .as_ref()
-                .expect("Expected function, got error."))(device, pSchedulerState)
+            (self.nvmlDeviceSetVgpuSchedulerState.as_ref().expect("Expected function, got error."))(
+                device,
+                pSchedulerState,
+            )
         }
     }
     pub unsafe fn nvmlGetVgpuVersion(
@@ -13983,20 +12028,10 @@ impl NvmlLib {
         supported: *mut nvmlVgpuVersion_t,
         current: *mut nvmlVgpuVersion_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGetVgpuVersion
-                .as_ref()
-                .expect("Expected function, got error."))(supported, current)
-        }
+        unsafe { (self.nvmlGetVgpuVersion.as_ref().expect("Expected function, got error."))(supported, current) }
     }
     pub unsafe fn nvmlSetVgpuVersion(&self, vgpuVersion: *mut nvmlVgpuVersion_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlSetVgpuVersion
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuVersion)
-        }
+        unsafe { (self.nvmlSetVgpuVersion.as_ref().expect("Expected function, got error."))(vgpuVersion) }
     }
     pub unsafe fn nvmlDeviceGetVgpuUtilization(
         &self,
@@ -14007,10 +12042,7 @@ impl NvmlLib {
         utilizationSamples: *mut nvmlVgpuInstanceUtilizationSample_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuUtilization
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetVgpuUtilization.as_ref().expect("Expected function, got error."))(
                 device,
                 lastSeenTimeStamp,
                 sampleValType,
@@ -14025,10 +12057,10 @@ impl NvmlLib {
         vgpuUtilInfo: *mut nvmlVgpuInstancesUtilizationInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuInstancesUtilizationInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, vgpuUtilInfo)
+            (self.nvmlDeviceGetVgpuInstancesUtilizationInfo.as_ref().expect("Expected function, got error."))(
+                device,
+                vgpuUtilInfo,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetVgpuProcessUtilization(
@@ -14039,10 +12071,7 @@ impl NvmlLib {
         utilizationSamples: *mut nvmlVgpuProcessUtilizationSample_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuProcessUtilization
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlDeviceGetVgpuProcessUtilization.as_ref().expect("Expected function, got error."))(
                 device,
                 lastSeenTimeStamp,
                 vgpuProcessSamplesCount,
@@ -14056,10 +12085,10 @@ impl NvmlLib {
         vgpuProcUtilInfo: *mut nvmlVgpuProcessesUtilizationInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetVgpuProcessesUtilizationInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, vgpuProcUtilInfo)
+            (self.nvmlDeviceGetVgpuProcessesUtilizationInfo.as_ref().expect("Expected function, got error."))(
+                device,
+                vgpuProcUtilInfo,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetAccountingMode(
@@ -14068,10 +12097,10 @@ impl NvmlLib {
         mode: *mut nvmlEnableState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetAccountingMode
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, mode)
+            (self.nvmlVgpuInstanceGetAccountingMode.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                mode,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetAccountingPids(
@@ -14081,10 +12110,11 @@ impl NvmlLib {
         pids: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetAccountingPids
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, count, pids)
+            (self.nvmlVgpuInstanceGetAccountingPids.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                count,
+                pids,
+            )
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetAccountingStats(
@@ -14094,21 +12124,16 @@ impl NvmlLib {
         stats: *mut nvmlAccountingStats_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetAccountingStats
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, pid, stats)
+            (self.nvmlVgpuInstanceGetAccountingStats.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                pid,
+                stats,
+            )
         }
     }
-    pub unsafe fn nvmlVgpuInstanceClearAccountingPids(
-        &self,
-        vgpuInstance: nvmlVgpuInstance_t,
-    ) -> nvmlReturn_t {
+    pub unsafe fn nvmlVgpuInstanceClearAccountingPids(&self, vgpuInstance: nvmlVgpuInstance_t) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceClearAccountingPids
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance)
+            (self.nvmlVgpuInstanceClearAccountingPids.as_ref().expect("Expected function, got error."))(vgpuInstance)
         }
     }
     pub unsafe fn nvmlVgpuInstanceGetLicenseInfo_v2(
@@ -14117,46 +12142,24 @@ impl NvmlLib {
         licenseInfo: *mut nvmlVgpuLicenseInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetLicenseInfo_v2
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, licenseInfo)
+            (self.nvmlVgpuInstanceGetLicenseInfo_v2.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                licenseInfo,
+            )
         }
     }
-    pub unsafe fn nvmlGetExcludedDeviceCount(
-        &self,
-        deviceCount: *mut ::std::os::raw::c_uint,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGetExcludedDeviceCount
-                .as_ref()
-                .expect("Expected function, got error."))(deviceCount)
-        }
+    pub unsafe fn nvmlGetExcludedDeviceCount(&self, deviceCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t {
+        unsafe { (self.nvmlGetExcludedDeviceCount.as_ref().expect("Expected function, got error."))(deviceCount) }
     }
     pub unsafe fn nvmlGetExcludedDeviceInfoByIndex(
         &self,
         index: ::std::os::raw::c_uint,
         info: *mut nvmlExcludedDeviceInfo_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGetExcludedDeviceInfoByIndex
-                .as_ref()
-                .expect("Expected function, got error."))(index, info)
-        }
+        unsafe { (self.nvmlGetExcludedDeviceInfoByIndex.as_ref().expect("Expected function, got error."))(index, info) }
     }
-    pub unsafe fn nvmlDeviceReadWritePRM_v1(
-        &self,
-        device: nvmlDevice_t,
-        buffer: *mut nvmlPRMTLV_v1_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceReadWritePRM_v1
-                .as_ref()
-                .expect("Expected function, got error."))(device, buffer)
-        }
+    pub unsafe fn nvmlDeviceReadWritePRM_v1(&self, device: nvmlDevice_t, buffer: *mut nvmlPRMTLV_v1_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceReadWritePRM_v1.as_ref().expect("Expected function, got error."))(device, buffer) }
     }
     pub unsafe fn nvmlDeviceSetMigMode(
         &self,
@@ -14165,10 +12168,7 @@ impl NvmlLib {
         activationStatus: *mut nvmlReturn_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceSetMigMode
-                .as_ref()
-                .expect("Expected function, got error."))(device, mode, activationStatus)
+            (self.nvmlDeviceSetMigMode.as_ref().expect("Expected function, got error."))(device, mode, activationStatus)
         }
     }
     pub unsafe fn nvmlDeviceGetMigMode(
@@ -14178,11 +12178,10 @@ impl NvmlLib {
         pendingMode: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMigMode
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, currentMode, pendingMode
+            (self.nvmlDeviceGetMigMode.as_ref().expect("Expected function, got error."))(
+                device,
+                currentMode,
+                pendingMode,
             )
         }
     }
@@ -14193,10 +12192,9 @@ impl NvmlLib {
         info: *mut nvmlGpuInstanceProfileInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuInstanceProfileInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, profile, info)
+            (self.nvmlDeviceGetGpuInstanceProfileInfo.as_ref().expect("Expected function, got error."))(
+                device, profile, info,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGpuInstanceProfileInfoV(
@@ -14206,10 +12204,9 @@ impl NvmlLib {
         info: *mut nvmlGpuInstanceProfileInfo_v2_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuInstanceProfileInfoV
-                .as_ref()
-                .expect("Expected function, got error."))(device, profile, info)
+            (self.nvmlDeviceGetGpuInstanceProfileInfoV.as_ref().expect("Expected function, got error."))(
+                device, profile, info,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGpuInstanceProfileInfoByIdV(
@@ -14219,10 +12216,9 @@ impl NvmlLib {
         info: *mut nvmlGpuInstanceProfileInfo_v2_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuInstanceProfileInfoByIdV
-                .as_ref()
-                .expect("Expected function, got error."))(device, profileId, info)
+            (self.nvmlDeviceGetGpuInstanceProfileInfoByIdV.as_ref().expect("Expected function, got error."))(
+                device, profileId, info,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGpuInstancePossiblePlacements_v2(
@@ -14233,11 +12229,8 @@ impl NvmlLib {
         count: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuInstancePossiblePlacements_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, profileId, placements, count
+            (self.nvmlDeviceGetGpuInstancePossiblePlacements_v2.as_ref().expect("Expected function, got error."))(
+                device, profileId, placements, count,
             )
         }
     }
@@ -14248,10 +12241,9 @@ impl NvmlLib {
         count: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuInstanceRemainingCapacity
-                .as_ref()
-                .expect("Expected function, got error."))(device, profileId, count)
+            (self.nvmlDeviceGetGpuInstanceRemainingCapacity.as_ref().expect("Expected function, got error."))(
+                device, profileId, count,
+            )
         }
     }
     pub unsafe fn nvmlDeviceCreateGpuInstance(
@@ -14261,10 +12253,11 @@ impl NvmlLib {
         gpuInstance: *mut nvmlGpuInstance_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceCreateGpuInstance
-                .as_ref()
-                .expect("Expected function, got error."))(device, profileId, gpuInstance)
+            (self.nvmlDeviceCreateGpuInstance.as_ref().expect("Expected function, got error."))(
+                device,
+                profileId,
+                gpuInstance,
+            )
         }
     }
     pub unsafe fn nvmlDeviceCreateGpuInstanceWithPlacement(
@@ -14275,21 +12268,16 @@ impl NvmlLib {
         gpuInstance: *mut nvmlGpuInstance_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceCreateGpuInstanceWithPlacement
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, profileId, placement, gpuInstance
+            (self.nvmlDeviceCreateGpuInstanceWithPlacement.as_ref().expect("Expected function, got error."))(
+                device,
+                profileId,
+                placement,
+                gpuInstance,
             )
         }
     }
     pub unsafe fn nvmlGpuInstanceDestroy(&self, gpuInstance: nvmlGpuInstance_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGpuInstanceDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(gpuInstance)
-        }
+        unsafe { (self.nvmlGpuInstanceDestroy.as_ref().expect("Expected function, got error."))(gpuInstance) }
     }
     pub unsafe fn nvmlDeviceGetGpuInstances(
         &self,
@@ -14299,11 +12287,11 @@ impl NvmlLib {
         count: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuInstances
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, profileId, gpuInstances, count
+            (self.nvmlDeviceGetGpuInstances.as_ref().expect("Expected function, got error."))(
+                device,
+                profileId,
+                gpuInstances,
+                count,
             )
         }
     }
@@ -14314,10 +12302,11 @@ impl NvmlLib {
         gpuInstance: *mut nvmlGpuInstance_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuInstanceById
-                .as_ref()
-                .expect("Expected function, got error."))(device, id, gpuInstance)
+            (self.nvmlDeviceGetGpuInstanceById.as_ref().expect("Expected function, got error."))(
+                device,
+                id,
+                gpuInstance,
+            )
         }
     }
     pub unsafe fn nvmlGpuInstanceGetInfo(
@@ -14325,12 +12314,7 @@ impl NvmlLib {
         gpuInstance: nvmlGpuInstance_t,
         info: *mut nvmlGpuInstanceInfo_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGpuInstanceGetInfo
-                .as_ref()
-                .expect("Expected function, got error."))(gpuInstance, info)
-        }
+        unsafe { (self.nvmlGpuInstanceGetInfo.as_ref().expect("Expected function, got error."))(gpuInstance, info) }
     }
     pub unsafe fn nvmlGpuInstanceGetComputeInstanceProfileInfo(
         &self,
@@ -14340,11 +12324,11 @@ impl NvmlLib {
         info: *mut nvmlComputeInstanceProfileInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetComputeInstanceProfileInfo
-                .as_ref()
-                .expect("Expected function, got error."))(
-                gpuInstance, profile, engProfile, info
+            (self.nvmlGpuInstanceGetComputeInstanceProfileInfo.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                profile,
+                engProfile,
+                info,
             )
         }
     }
@@ -14356,11 +12340,11 @@ impl NvmlLib {
         info: *mut nvmlComputeInstanceProfileInfo_v2_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetComputeInstanceProfileInfoV
-                .as_ref()
-                .expect("Expected function, got error."))(
-                gpuInstance, profile, engProfile, info
+            (self.nvmlGpuInstanceGetComputeInstanceProfileInfoV.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                profile,
+                engProfile,
+                info,
             )
         }
     }
@@ -14371,10 +12355,11 @@ impl NvmlLib {
         count: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetComputeInstanceRemainingCapacity
-                .as_ref()
-                .expect("Expected function, got error."))(gpuInstance, profileId, count)
+            (self.nvmlGpuInstanceGetComputeInstanceRemainingCapacity.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                profileId,
+                count,
+            )
         }
     }
     pub unsafe fn nvmlGpuInstanceGetComputeInstancePossiblePlacements(
@@ -14385,11 +12370,11 @@ impl NvmlLib {
         count: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetComputeInstancePossiblePlacements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                gpuInstance, profileId, placements, count
+            (self.nvmlGpuInstanceGetComputeInstancePossiblePlacements.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                profileId,
+                placements,
+                count,
             )
         }
     }
@@ -14400,11 +12385,10 @@ impl NvmlLib {
         computeInstance: *mut nvmlComputeInstance_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceCreateComputeInstance
-                .as_ref()
-                .expect("Expected function, got error."))(
-                gpuInstance, profileId, computeInstance
+            (self.nvmlGpuInstanceCreateComputeInstance.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                profileId,
+                computeInstance,
             )
         }
     }
@@ -14416,10 +12400,7 @@ impl NvmlLib {
         computeInstance: *mut nvmlComputeInstance_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceCreateComputeInstanceWithPlacement
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlGpuInstanceCreateComputeInstanceWithPlacement.as_ref().expect("Expected function, got error."))(
                 gpuInstance,
                 profileId,
                 placement,
@@ -14427,16 +12408,8 @@ impl NvmlLib {
             )
         }
     }
-    pub unsafe fn nvmlComputeInstanceDestroy(
-        &self,
-        computeInstance: nvmlComputeInstance_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlComputeInstanceDestroy
-                .as_ref()
-                .expect("Expected function, got error."))(computeInstance)
-        }
+    pub unsafe fn nvmlComputeInstanceDestroy(&self, computeInstance: nvmlComputeInstance_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlComputeInstanceDestroy.as_ref().expect("Expected function, got error."))(computeInstance) }
     }
     pub unsafe fn nvmlGpuInstanceGetComputeInstances(
         &self,
@@ -14446,10 +12419,7 @@ impl NvmlLib {
         count: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetComputeInstances
-                .as_ref()
-                .expect("Expected function, got error."))(
+            (self.nvmlGpuInstanceGetComputeInstances.as_ref().expect("Expected function, got error."))(
                 gpuInstance,
                 profileId,
                 computeInstances,
@@ -14464,11 +12434,10 @@ impl NvmlLib {
         computeInstance: *mut nvmlComputeInstance_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpuInstanceGetComputeInstanceById
-                .as_ref()
-                .expect("Expected function, got error."))(
-                gpuInstance, id, computeInstance
+            (self.nvmlGpuInstanceGetComputeInstanceById.as_ref().expect("Expected function, got error."))(
+                gpuInstance,
+                id,
+                computeInstance,
             )
         }
     }
@@ -14478,10 +12447,7 @@ impl NvmlLib {
         info: *mut nvmlComputeInstanceInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlComputeInstanceGetInfo_v2
-                .as_ref()
-                .expect("Expected function, got error."))(computeInstance, info)
+            (self.nvmlComputeInstanceGetInfo_v2.as_ref().expect("Expected function, got error."))(computeInstance, info)
         }
     }
     pub unsafe fn nvmlDeviceIsMigDeviceHandle(
@@ -14490,10 +12456,7 @@ impl NvmlLib {
         isMigDevice: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceIsMigDeviceHandle
-                .as_ref()
-                .expect("Expected function, got error."))(device, isMigDevice)
+            (self.nvmlDeviceIsMigDeviceHandle.as_ref().expect("Expected function, got error."))(device, isMigDevice)
         }
     }
     pub unsafe fn nvmlDeviceGetGpuInstanceId(
@@ -14501,36 +12464,21 @@ impl NvmlLib {
         device: nvmlDevice_t,
         id: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetGpuInstanceId
-                .as_ref()
-                .expect("Expected function, got error."))(device, id)
-        }
+        unsafe { (self.nvmlDeviceGetGpuInstanceId.as_ref().expect("Expected function, got error."))(device, id) }
     }
     pub unsafe fn nvmlDeviceGetComputeInstanceId(
         &self,
         device: nvmlDevice_t,
         id: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetComputeInstanceId
-                .as_ref()
-                .expect("Expected function, got error."))(device, id)
-        }
+        unsafe { (self.nvmlDeviceGetComputeInstanceId.as_ref().expect("Expected function, got error."))(device, id) }
     }
     pub unsafe fn nvmlDeviceGetMaxMigDeviceCount(
         &self,
         device: nvmlDevice_t,
         count: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetMaxMigDeviceCount
-                .as_ref()
-                .expect("Expected function, got error."))(device, count)
-        }
+        unsafe { (self.nvmlDeviceGetMaxMigDeviceCount.as_ref().expect("Expected function, got error."))(device, count) }
     }
     pub unsafe fn nvmlDeviceGetMigDeviceHandleByIndex(
         &self,
@@ -14539,10 +12487,9 @@ impl NvmlLib {
         migDevice: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMigDeviceHandleByIndex
-                .as_ref()
-                .expect("Expected function, got error."))(device, index, migDevice)
+            (self.nvmlDeviceGetMigDeviceHandleByIndex.as_ref().expect("Expected function, got error."))(
+                device, index, migDevice,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetDeviceHandleFromMigDeviceHandle(
@@ -14551,47 +12498,22 @@ impl NvmlLib {
         device: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetDeviceHandleFromMigDeviceHandle
-                .as_ref()
-                .expect("Expected function, got error."))(migDevice, device)
+            (self.nvmlDeviceGetDeviceHandleFromMigDeviceHandle.as_ref().expect("Expected function, got error."))(
+                migDevice, device,
+            )
         }
     }
     pub unsafe fn nvmlGpmMetricsGet(&self, metricsGet: *mut nvmlGpmMetricsGet_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGpmMetricsGet
-                .as_ref()
-                .expect("Expected function, got error."))(metricsGet)
-        }
+        unsafe { (self.nvmlGpmMetricsGet.as_ref().expect("Expected function, got error."))(metricsGet) }
     }
     pub unsafe fn nvmlGpmSampleFree(&self, gpmSample: nvmlGpmSample_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGpmSampleFree
-                .as_ref()
-                .expect("Expected function, got error."))(gpmSample)
-        }
+        unsafe { (self.nvmlGpmSampleFree.as_ref().expect("Expected function, got error."))(gpmSample) }
     }
     pub unsafe fn nvmlGpmSampleAlloc(&self, gpmSample: *mut nvmlGpmSample_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGpmSampleAlloc
-                .as_ref()
-                .expect("Expected function, got error."))(gpmSample)
-        }
+        unsafe { (self.nvmlGpmSampleAlloc.as_ref().expect("Expected function, got error."))(gpmSample) }
     }
-    pub unsafe fn nvmlGpmSampleGet(
-        &self,
-        device: nvmlDevice_t,
-        gpmSample: nvmlGpmSample_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGpmSampleGet
-                .as_ref()
-                .expect("Expected function, got error."))(device, gpmSample)
-        }
+    pub unsafe fn nvmlGpmSampleGet(&self, device: nvmlDevice_t, gpmSample: nvmlGpmSample_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlGpmSampleGet.as_ref().expect("Expected function, got error."))(device, gpmSample) }
     }
     pub unsafe fn nvmlGpmMigSampleGet(
         &self,
@@ -14600,11 +12522,10 @@ impl NvmlLib {
         gpmSample: nvmlGpmSample_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlGpmMigSampleGet
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, gpuInstanceId, gpmSample
+            (self.nvmlGpmMigSampleGet.as_ref().expect("Expected function, got error."))(
+                device,
+                gpuInstanceId,
+                gpmSample,
             )
         }
     }
@@ -14613,48 +12534,28 @@ impl NvmlLib {
         device: nvmlDevice_t,
         gpmSupport: *mut nvmlGpmSupport_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGpmQueryDeviceSupport
-                .as_ref()
-                .expect("Expected function, got error."))(device, gpmSupport)
-        }
+        unsafe { (self.nvmlGpmQueryDeviceSupport.as_ref().expect("Expected function, got error."))(device, gpmSupport) }
     }
     pub unsafe fn nvmlGpmQueryIfStreamingEnabled(
         &self,
         device: nvmlDevice_t,
         state: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGpmQueryIfStreamingEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(device, state)
-        }
+        unsafe { (self.nvmlGpmQueryIfStreamingEnabled.as_ref().expect("Expected function, got error."))(device, state) }
     }
     pub unsafe fn nvmlGpmSetStreamingEnabled(
         &self,
         device: nvmlDevice_t,
         state: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlGpmSetStreamingEnabled
-                .as_ref()
-                .expect("Expected function, got error."))(device, state)
-        }
+        unsafe { (self.nvmlGpmSetStreamingEnabled.as_ref().expect("Expected function, got error."))(device, state) }
     }
     pub unsafe fn nvmlDeviceGetCapabilities(
         &self,
         device: nvmlDevice_t,
         caps: *mut nvmlDeviceCapabilities_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetCapabilities
-                .as_ref()
-                .expect("Expected function, got error."))(device, caps)
-        }
+        unsafe { (self.nvmlDeviceGetCapabilities.as_ref().expect("Expected function, got error."))(device, caps) }
     }
     pub unsafe fn nvmlDeviceWorkloadPowerProfileGetProfilesInfo(
         &self,
@@ -14662,10 +12563,10 @@ impl NvmlLib {
         profilesInfo: *mut nvmlWorkloadPowerProfileProfilesInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceWorkloadPowerProfileGetProfilesInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, profilesInfo)
+            (self.nvmlDeviceWorkloadPowerProfileGetProfilesInfo.as_ref().expect("Expected function, got error."))(
+                device,
+                profilesInfo,
+            )
         }
     }
     pub unsafe fn nvmlDeviceWorkloadPowerProfileGetCurrentProfiles(
@@ -14674,10 +12575,10 @@ impl NvmlLib {
         currentProfiles: *mut nvmlWorkloadPowerProfileCurrentProfiles_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceWorkloadPowerProfileGetCurrentProfiles
-                .as_ref()
-                .expect("Expected function, got error."))(device, currentProfiles)
+            (self.nvmlDeviceWorkloadPowerProfileGetCurrentProfiles.as_ref().expect("Expected function, got error."))(
+                device,
+                currentProfiles,
+            )
         }
     }
     pub unsafe fn nvmlDeviceWorkloadPowerProfileSetRequestedProfiles(
@@ -14686,10 +12587,10 @@ impl NvmlLib {
         requestedProfiles: *mut nvmlWorkloadPowerProfileRequestedProfiles_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceWorkloadPowerProfileSetRequestedProfiles
-                .as_ref()
-                .expect("Expected function, got error."))(device, requestedProfiles)
+            (self.nvmlDeviceWorkloadPowerProfileSetRequestedProfiles.as_ref().expect("Expected function, got error."))(
+                device,
+                requestedProfiles,
+            )
         }
     }
     pub unsafe fn nvmlDeviceWorkloadPowerProfileClearRequestedProfiles(
@@ -14698,10 +12599,10 @@ impl NvmlLib {
         requestedProfiles: *mut nvmlWorkloadPowerProfileRequestedProfiles_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceWorkloadPowerProfileClearRequestedProfiles
-                .as_ref()
-                .expect("Expected function, got error."))(device, requestedProfiles)
+            (self.nvmlDeviceWorkloadPowerProfileClearRequestedProfiles.as_ref().expect("Expected function, got error."))(
+                device,
+                requestedProfiles,
+            )
         }
     }
     pub unsafe fn nvmlDevicePowerSmoothingActivatePresetProfile(
@@ -14710,10 +12611,9 @@ impl NvmlLib {
         profile: *mut nvmlPowerSmoothingProfile_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDevicePowerSmoothingActivatePresetProfile
-                .as_ref()
-                .expect("Expected function, got error."))(device, profile)
+            (self.nvmlDevicePowerSmoothingActivatePresetProfile.as_ref().expect("Expected function, got error."))(
+                device, profile,
+            )
         }
     }
     pub unsafe fn nvmlDevicePowerSmoothingUpdatePresetProfileParam(
@@ -14722,10 +12622,9 @@ impl NvmlLib {
         profile: *mut nvmlPowerSmoothingProfile_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDevicePowerSmoothingUpdatePresetProfileParam
-                .as_ref()
-                .expect("Expected function, got error."))(device, profile)
+            (self.nvmlDevicePowerSmoothingUpdatePresetProfileParam.as_ref().expect("Expected function, got error."))(
+                device, profile,
+            )
         }
     }
     pub unsafe fn nvmlDevicePowerSmoothingSetState(
@@ -14734,10 +12633,7 @@ impl NvmlLib {
         state: *mut nvmlPowerSmoothingState_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDevicePowerSmoothingSetState
-                .as_ref()
-                .expect("Expected function, got error."))(device, state)
+            (self.nvmlDevicePowerSmoothingSetState.as_ref().expect("Expected function, got error."))(device, state)
         }
     }
     pub unsafe fn nvmlDeviceGetSramUniqueUncorrectedEccErrorCounts(
@@ -14746,42 +12642,24 @@ impl NvmlLib {
         errorCounts: *mut nvmlEccSramUniqueUncorrectedErrorCounts_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetSramUniqueUncorrectedEccErrorCounts
-                .as_ref()
-                .expect("Expected function, got error."))(device, errorCounts)
+            (self.nvmlDeviceGetSramUniqueUncorrectedEccErrorCounts.as_ref().expect("Expected function, got error."))(
+                device,
+                errorCounts,
+            )
         }
     }
     pub unsafe fn nvmlInit(&self) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlInit
-                .as_ref()
-                .expect("Expected function, got error."))()
-        }
+        unsafe { (self.nvmlInit.as_ref().expect("Expected function, got error."))() }
     }
-    pub unsafe fn nvmlDeviceGetCount(
-        &self,
-        deviceCount: *mut ::std::os::raw::c_uint,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetCount
-                .as_ref()
-                .expect("Expected function, got error."))(deviceCount)
-        }
+    pub unsafe fn nvmlDeviceGetCount(&self, deviceCount: *mut ::std::os::raw::c_uint) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetCount.as_ref().expect("Expected function, got error."))(deviceCount) }
     }
     pub unsafe fn nvmlDeviceGetHandleByIndex(
         &self,
         index: ::std::os::raw::c_uint,
         device: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetHandleByIndex
-                .as_ref()
-                .expect("Expected function, got error."))(index, device)
-        }
+        unsafe { (self.nvmlDeviceGetHandleByIndex.as_ref().expect("Expected function, got error."))(index, device) }
     }
     pub unsafe fn nvmlDeviceGetHandleByPciBusId(
         &self,
@@ -14789,35 +12667,14 @@ impl NvmlLib {
         device: *mut nvmlDevice_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetHandleByPciBusId
-                .as_ref()
-                .expect("Expected function, got error."))(pciBusId, device)
+            (self.nvmlDeviceGetHandleByPciBusId.as_ref().expect("Expected function, got error."))(pciBusId, device)
         }
     }
-    pub unsafe fn nvmlDeviceGetPciInfo(
-        &self,
-        device: nvmlDevice_t,
-        pci: *mut nvmlPciInfo_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPciInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, pci)
-        }
+    pub unsafe fn nvmlDeviceGetPciInfo(&self, device: nvmlDevice_t, pci: *mut nvmlPciInfo_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetPciInfo.as_ref().expect("Expected function, got error."))(device, pci) }
     }
-    pub unsafe fn nvmlDeviceGetPciInfo_v2(
-        &self,
-        device: nvmlDevice_t,
-        pci: *mut nvmlPciInfo_t,
-    ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetPciInfo_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, pci)
-        }
+    pub unsafe fn nvmlDeviceGetPciInfo_v2(&self, device: nvmlDevice_t, pci: *mut nvmlPciInfo_t) -> nvmlReturn_t {
+        unsafe { (self.nvmlDeviceGetPciInfo_v2.as_ref().expect("Expected function, got error."))(device, pci) }
     }
     pub unsafe fn nvmlDeviceGetNvLinkRemotePciInfo(
         &self,
@@ -14826,10 +12683,7 @@ impl NvmlLib {
         pci: *mut nvmlPciInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetNvLinkRemotePciInfo
-                .as_ref()
-                .expect("Expected function, got error."))(device, link, pci)
+            (self.nvmlDeviceGetNvLinkRemotePciInfo.as_ref().expect("Expected function, got error."))(device, link, pci)
         }
     }
     pub unsafe fn nvmlDeviceGetGridLicensableFeatures(
@@ -14838,11 +12692,9 @@ impl NvmlLib {
         pGridLicensableFeatures: *mut nvmlGridLicensableFeatures_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGridLicensableFeatures
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, pGridLicensableFeatures
+            (self.nvmlDeviceGetGridLicensableFeatures.as_ref().expect("Expected function, got error."))(
+                device,
+                pGridLicensableFeatures,
             )
         }
     }
@@ -14852,11 +12704,9 @@ impl NvmlLib {
         pGridLicensableFeatures: *mut nvmlGridLicensableFeatures_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGridLicensableFeatures_v2
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, pGridLicensableFeatures
+            (self.nvmlDeviceGetGridLicensableFeatures_v2.as_ref().expect("Expected function, got error."))(
+                device,
+                pGridLicensableFeatures,
             )
         }
     }
@@ -14866,21 +12716,14 @@ impl NvmlLib {
         pGridLicensableFeatures: *mut nvmlGridLicensableFeatures_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGridLicensableFeatures_v3
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, pGridLicensableFeatures
+            (self.nvmlDeviceGetGridLicensableFeatures_v3.as_ref().expect("Expected function, got error."))(
+                device,
+                pGridLicensableFeatures,
             )
         }
     }
     pub unsafe fn nvmlDeviceRemoveGpu(&self, pciInfo: *mut nvmlPciInfo_t) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceRemoveGpu
-                .as_ref()
-                .expect("Expected function, got error."))(pciInfo)
-        }
+        unsafe { (self.nvmlDeviceRemoveGpu.as_ref().expect("Expected function, got error."))(pciInfo) }
     }
     pub unsafe fn nvmlEventSetWait(
         &self,
@@ -14888,24 +12731,14 @@ impl NvmlLib {
         data: *mut nvmlEventData_t,
         timeoutms: ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlEventSetWait
-                .as_ref()
-                .expect("Expected function, got error."))(set, data, timeoutms)
-        }
+        unsafe { (self.nvmlEventSetWait.as_ref().expect("Expected function, got error."))(set, data, timeoutms) }
     }
     pub unsafe fn nvmlDeviceGetAttributes(
         &self,
         device: nvmlDevice_t,
         attributes: *mut nvmlDeviceAttributes_t,
     ) -> nvmlReturn_t {
-        unsafe {
-            (self
-                .nvmlDeviceGetAttributes
-                .as_ref()
-                .expect("Expected function, got error."))(device, attributes)
-        }
+        unsafe { (self.nvmlDeviceGetAttributes.as_ref().expect("Expected function, got error."))(device, attributes) }
     }
     pub unsafe fn nvmlComputeInstanceGetInfo(
         &self,
@@ -14913,10 +12746,7 @@ impl NvmlLib {
         info: *mut nvmlComputeInstanceInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlComputeInstanceGetInfo
-                .as_ref()
-                .expect("Expected function, got error."))(computeInstance, info)
+            (self.nvmlComputeInstanceGetInfo.as_ref().expect("Expected function, got error."))(computeInstance, info)
         }
     }
     pub unsafe fn nvmlDeviceGetComputeRunningProcesses(
@@ -14926,10 +12756,9 @@ impl NvmlLib {
         infos: *mut nvmlProcessInfo_v1_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetComputeRunningProcesses
-                .as_ref()
-                .expect("Expected function, got error."))(device, infoCount, infos)
+            (self.nvmlDeviceGetComputeRunningProcesses.as_ref().expect("Expected function, got error."))(
+                device, infoCount, infos,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetComputeRunningProcesses_v2(
@@ -14939,10 +12768,9 @@ impl NvmlLib {
         infos: *mut nvmlProcessInfo_v2_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetComputeRunningProcesses_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, infoCount, infos)
+            (self.nvmlDeviceGetComputeRunningProcesses_v2.as_ref().expect("Expected function, got error."))(
+                device, infoCount, infos,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGraphicsRunningProcesses(
@@ -14952,10 +12780,9 @@ impl NvmlLib {
         infos: *mut nvmlProcessInfo_v1_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGraphicsRunningProcesses
-                .as_ref()
-                .expect("Expected function, got error."))(device, infoCount, infos)
+            (self.nvmlDeviceGetGraphicsRunningProcesses.as_ref().expect("Expected function, got error."))(
+                device, infoCount, infos,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGraphicsRunningProcesses_v2(
@@ -14965,10 +12792,9 @@ impl NvmlLib {
         infos: *mut nvmlProcessInfo_v2_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGraphicsRunningProcesses_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, infoCount, infos)
+            (self.nvmlDeviceGetGraphicsRunningProcesses_v2.as_ref().expect("Expected function, got error."))(
+                device, infoCount, infos,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetMPSComputeRunningProcesses(
@@ -14978,10 +12804,9 @@ impl NvmlLib {
         infos: *mut nvmlProcessInfo_v1_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMPSComputeRunningProcesses
-                .as_ref()
-                .expect("Expected function, got error."))(device, infoCount, infos)
+            (self.nvmlDeviceGetMPSComputeRunningProcesses.as_ref().expect("Expected function, got error."))(
+                device, infoCount, infos,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetMPSComputeRunningProcesses_v2(
@@ -14991,10 +12816,9 @@ impl NvmlLib {
         infos: *mut nvmlProcessInfo_v2_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetMPSComputeRunningProcesses_v2
-                .as_ref()
-                .expect("Expected function, got error."))(device, infoCount, infos)
+            (self.nvmlDeviceGetMPSComputeRunningProcesses_v2.as_ref().expect("Expected function, got error."))(
+                device, infoCount, infos,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetGpuInstancePossiblePlacements(
@@ -15005,11 +12829,8 @@ impl NvmlLib {
         count: *mut ::std::os::raw::c_uint,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetGpuInstancePossiblePlacements
-                .as_ref()
-                .expect("Expected function, got error."))(
-                device, profileId, placements, count
+            (self.nvmlDeviceGetGpuInstancePossiblePlacements.as_ref().expect("Expected function, got error."))(
+                device, profileId, placements, count,
             )
         }
     }
@@ -15019,10 +12840,10 @@ impl NvmlLib {
         licenseInfo: *mut nvmlVgpuLicenseInfo_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlVgpuInstanceGetLicenseInfo
-                .as_ref()
-                .expect("Expected function, got error."))(vgpuInstance, licenseInfo)
+            (self.nvmlVgpuInstanceGetLicenseInfo.as_ref().expect("Expected function, got error."))(
+                vgpuInstance,
+                licenseInfo,
+            )
         }
     }
     pub unsafe fn nvmlDeviceGetDriverModel(
@@ -15032,10 +12853,7 @@ impl NvmlLib {
         pending: *mut nvmlDriverModel_t,
     ) -> nvmlReturn_t {
         unsafe {
-            (self
-                .nvmlDeviceGetDriverModel
-                .as_ref()
-                .expect("Expected function, got error."))(device, current, pending)
+            (self.nvmlDeviceGetDriverModel.as_ref().expect("Expected function, got error."))(device, current, pending)
         }
     }
 }

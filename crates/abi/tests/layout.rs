@@ -49,10 +49,7 @@ fn enum_values_and_aliases() {
     use abi::{cublas12, cublas13, cuda, cudart12, cudart13, nvml};
     assert_eq!(cuda::CUresult::CUDA_SUCCESS.0, 0);
     assert_eq!(cuda::cudaError_enum::CUDA_ERROR_NOT_SUPPORTED.0, 801);
-    assert_eq!(
-        cuda::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT.0,
-        16
-    );
+    assert_eq!(cuda::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT.0, 16);
     assert_eq!(cuda::CUDA_VERSION, 13000);
     assert_eq!(cudart13::cudaError_t::cudaSuccess.0, 0);
     assert_eq!(cudart13::cudaError_t::cudaErrorMemoryAllocation.0, 2);
@@ -67,9 +64,7 @@ fn enum_values_and_aliases() {
 
 /// Field (= symbol) names of a generated dynamic-loading struct.
 fn fields(src: &str, strukt: &str) -> Vec<String> {
-    let start = src
-        .find(&format!("pub struct {strukt} {{"))
-        .expect("struct");
+    let start = src.find(&format!("pub struct {strukt} {{")).expect("struct");
     let body = &src[start..];
     let body = &body[..body.find("\n}\n").expect("end")];
     body.lines()
@@ -83,66 +78,21 @@ fn fields(src: &str, strukt: &str) -> Vec<String> {
 #[test]
 fn dynamic_struct_names_are_real_exports() {
     let cases = [
-        (
-            include_str!("../src/cuda.rs"),
-            "CudaLib",
-            abi::exports::LIBCUDA,
-            600,
-        ),
-        (
-            include_str!("../src/nvml.rs"),
-            "NvmlLib",
-            abi::exports::LIBNVML,
-            390,
-        ),
-        (
-            include_str!("../src/cudart13.rs"),
-            "CudartLib",
-            abi::exports::LIBCUDART13,
-            370,
-        ),
-        (
-            include_str!("../src/cudart12.rs"),
-            "CudartLib",
-            abi::exports::LIBCUDART12,
-            380,
-        ),
-        (
-            include_str!("../src/cublas13.rs"),
-            "CublasLib",
-            abi::exports::LIBCUBLAS13,
-            530,
-        ),
-        (
-            include_str!("../src/cublas12.rs"),
-            "CublasLib",
-            abi::exports::LIBCUBLAS12,
-            520,
-        ),
-        (
-            include_str!("../src/cublas13.rs"),
-            "CublasLtLib",
-            abi::exports::LIBCUBLASLT13,
-            45,
-        ),
-        (
-            include_str!("../src/cublas12.rs"),
-            "CublasLtLib",
-            abi::exports::LIBCUBLASLT12,
-            40,
-        ),
+        (include_str!("../src/cuda.rs"), "CudaLib", abi::exports::LIBCUDA, 600),
+        (include_str!("../src/nvml.rs"), "NvmlLib", abi::exports::LIBNVML, 390),
+        (include_str!("../src/cudart13.rs"), "CudartLib", abi::exports::LIBCUDART13, 370),
+        (include_str!("../src/cudart12.rs"), "CudartLib", abi::exports::LIBCUDART12, 380),
+        (include_str!("../src/cublas13.rs"), "CublasLib", abi::exports::LIBCUBLAS13, 530),
+        (include_str!("../src/cublas12.rs"), "CublasLib", abi::exports::LIBCUBLAS12, 520),
+        (include_str!("../src/cublas13.rs"), "CublasLtLib", abi::exports::LIBCUBLASLT13, 45),
+        (include_str!("../src/cublas12.rs"), "CublasLtLib", abi::exports::LIBCUBLASLT12, 40),
     ];
     // Declared by the headers but not exported by the libraries the lists come from.
     let known_missing = ["cublasLtDisableCpuInstructionsSetMask"];
     for (src, strukt, list, min) in cases {
-        let exported: std::collections::HashSet<&str> =
-            abi::exports::names(list).map(|(n, _)| n).collect();
+        let exported: std::collections::HashSet<&str> = abi::exports::names(list).map(|(n, _)| n).collect();
         let declared = fields(src, strukt);
-        assert!(
-            declared.len() >= min,
-            "{strukt}: only {} functions",
-            declared.len()
-        );
+        assert!(declared.len() >= min, "{strukt}: only {} functions", declared.len());
         let missing: Vec<_> = declared
             .iter()
             .filter(|n| !exported.contains(n.as_str()) && !known_missing.contains(&n.as_str()))

@@ -63,10 +63,7 @@ mod tests {
     #[test]
     fn tags_round_trip_and_keep_servers_apart() {
         let (a, b) = (tag(2, 0, 0x1010).unwrap(), tag(2, 1, 0x1010).unwrap());
-        assert_ne!(
-            a, b,
-            "the same raw value from two servers gives two client values"
-        );
+        assert_ne!(a, b, "the same raw value from two servers gives two client values");
         assert_eq!(a, 0x1010, "server 0's values are unchanged");
         assert_eq!(b, 0x1_0000_0000_1010);
         assert_eq!(untag(2, a), Some((0, 0x1010)));

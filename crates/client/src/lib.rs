@@ -9,6 +9,6 @@ mod config;
 pub mod handles;
 mod session;
 
-pub use config::{read_token, Config};
-pub use session::{pid, session, Session};
+pub use config::{Config, read_token};
+pub use session::{Session, pid, session};
 pub use transport::Error;

@@ -90,9 +90,9 @@ pub fn default_lib_dir() -> Option<PathBuf> {
 }
 
 fn lib_dir_or_err(given: Option<PathBuf>) -> Result<PathBuf, String> {
-    given.or_else(default_lib_dir).ok_or_else(|| {
-        "where are vgpu's libraries? pass --lib-dir (the dist/lib of a vgpu build)".to_string()
-    })
+    given
+        .or_else(default_lib_dir)
+        .ok_or_else(|| "where are vgpu's libraries? pass --lib-dir (the dist/lib of a vgpu build)".to_string())
 }
 
 fn ollama_dir_or_err(given: Option<PathBuf>) -> Result<PathBuf, String> {
@@ -101,14 +101,9 @@ fn ollama_dir_or_err(given: Option<PathBuf>) -> Result<PathBuf, String> {
     }
     let path = std::env::var("PATH").ok();
     ollama::find(&Root::system(), path.as_deref()).ok_or_else(|| {
-        let c: Vec<String> = ollama::candidates(&Root::system(), path.as_deref())
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        format!(
-            "no Ollama install found (looked in {}): pass --ollama-dir <prefix>/lib/ollama",
-            c.join(", ")
-        )
+        let c: Vec<String> =
+            ollama::candidates(&Root::system(), path.as_deref()).iter().map(|p| p.display().to_string()).collect();
+        format!("no Ollama install found (looked in {}): pass --ollama-dir <prefix>/lib/ollama", c.join(", "))
     })
 }
 
@@ -130,13 +125,7 @@ fn report(r: Result<(), String>) -> ExitCode {
 
 pub fn run(cmd: Command) -> ExitCode {
     match cmd {
-        Command::Install {
-            what:
-                InstallWhat::Ollama {
-                    ollama_dir,
-                    lib_dir,
-                },
-        } => report((|| {
+        Command::Install { what: InstallWhat::Ollama { ollama_dir, lib_dir } } => report((|| {
             let dir = ollama_dir_or_err(ollama_dir)?;
             let lib = lib_dir_or_err(lib_dir)?;
             let (actions, skipped) = ollama::install(&dir, &lib)?;
@@ -144,25 +133,13 @@ pub fn run(cmd: Command) -> ExitCode {
             for s in skipped {
                 println!("vgpu: skipped {s}");
             }
-            println!(
-                "vgpu: installed into {} (originals in {}/{})",
-                dir.display(),
-                dir.display(),
-                ollama::BACKUP_DIR
-            );
+            println!("vgpu: installed into {} (originals in {}/{})", dir.display(), dir.display(), ollama::BACKUP_DIR);
             println!(
                 "vgpu: restart Ollama so it discovers the GPU again (sudo systemctl restart ollama); check with `vgpu doctor`"
             );
             Ok(())
         })()),
-        Command::Install {
-            what:
-                InstallWhat::System {
-                    root,
-                    lib_dir,
-                    force,
-                },
-        } => report((|| {
+        Command::Install { what: InstallWhat::System { root, lib_dir, force } } => report((|| {
             let lib = lib_dir_or_err(lib_dir)?;
             let actions = system::install(&Root::new(root), &lib, force)?;
             print_actions(&actions);
@@ -171,15 +148,10 @@ pub fn run(cmd: Command) -> ExitCode {
                     "vgpu: read-only copies were left as they are; `vgpu doctor` says whether they still come first"
                 );
             }
-            println!(
-                "vgpu: installed libcuda.so.1 and libnvidia-ml.so.1 (originals in {})",
-                system::STATE_DIR
-            );
+            println!("vgpu: installed libcuda.so.1 and libnvidia-ml.so.1 (originals in {})", system::STATE_DIR);
             Ok(())
         })()),
-        Command::Uninstall {
-            what: UninstallWhat::Ollama { ollama_dir },
-        } => report((|| {
+        Command::Uninstall { what: UninstallWhat::Ollama { ollama_dir } } => report((|| {
             let dir = ollama_dir_or_err(ollama_dir)?;
             let actions = ollama::uninstall(&dir)?;
             if actions.is_empty() {
@@ -188,9 +160,7 @@ pub fn run(cmd: Command) -> ExitCode {
             print_actions(&actions);
             Ok(())
         })()),
-        Command::Uninstall {
-            what: UninstallWhat::System { root },
-        } => report((|| {
+        Command::Uninstall { what: UninstallWhat::System { root } } => report((|| {
             let actions = system::uninstall(&Root::new(root))?;
             if actions.is_empty() {
                 println!("vgpu: nothing to undo");
@@ -205,21 +175,12 @@ pub fn run(cmd: Command) -> ExitCode {
             print!("{}", env::lines(&lib, &cfg));
             Ok(())
         })()),
-        Command::Doctor {
-            probe_nvml,
-            probe_cuda,
-            ..
-        } if probe_nvml.is_some() || probe_cuda.is_some() => {
+        Command::Doctor { probe_nvml, probe_cuda, .. } if probe_nvml.is_some() || probe_cuda.is_some() => {
             let out = probe::run_in_process(probe_nvml.as_deref(), probe_cuda.as_deref());
             println!("{}", serde_json::to_string(&out).unwrap_or_default());
             ExitCode::SUCCESS
         }
-        Command::Doctor {
-            json,
-            ollama_dir,
-            lib_dir,
-            ..
-        } => {
+        Command::Doctor { json, ollama_dir, lib_dir, .. } => {
             let mut o = Options::system();
             o.ollama_dir = ollama_dir;
             o.lib_dir = lib_dir.or_else(default_lib_dir);
@@ -233,11 +194,7 @@ pub fn run(cmd: Command) -> ExitCode {
             } else {
                 print!("{}", r.text());
             }
-            if r.failed() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
+            if r.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
     }
 }

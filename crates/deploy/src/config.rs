@@ -16,15 +16,11 @@ pub const DEFAULT_SERVER: &str = "unix:/run/vgpu/vgpu.sock";
 
 /// This process's environment.
 pub fn process_env() -> Env {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
 }
 
 fn get<'a>(env: &'a Env, k: &str) -> Option<&'a str> {
-    env.get(k)
-        .map(String::as_str)
-        .filter(|v| !v.trim().is_empty())
+    env.get(k).map(String::as_str).filter(|v| !v.trim().is_empty())
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -105,14 +101,10 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
     let file = host.exists().then(|| {
         std::fs::read_to_string(&host)
             .map_err(|e| format!("{}: {e}", file_path.display()))
-            .and_then(|t| {
-                toml::from_str::<FileConfig>(&t)
-                    .map_err(|e| format!("{}: {e}", file_path.display()))
-            })
+            .and_then(|t| toml::from_str::<FileConfig>(&t).map_err(|e| format!("{}: {e}", file_path.display())))
     });
     let f = file.as_ref().and_then(|r| r.as_ref().ok());
-    let (server, server_source) = match (get(env, "VGPU_SERVER"), f.and_then(|f| f.server.clone()))
-    {
+    let (server, server_source) = match (get(env, "VGPU_SERVER"), f.and_then(|f| f.server.clone())) {
         (Some(s), _) => (s.to_string(), Source::Env("VGPU_SERVER")),
         (None, Some(s)) => (s, Source::File(file_path.clone())),
         (None, None) => (DEFAULT_SERVER.to_string(), Source::Default),
@@ -125,32 +117,16 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
             Some(read_token(root, Path::new(p)).map(|t| (t, Source::Env("VGPU_TOKEN_FILE"))))
         }
         (None, None) => match f {
-            Some(FileConfig { token: Some(t), .. }) => {
-                Some(Ok((t.clone(), Source::File(file_path.clone()))))
-            }
-            Some(FileConfig {
-                token_file: Some(p),
-                ..
-            }) => {
+            Some(FileConfig { token: Some(t), .. }) => Some(Ok((t.clone(), Source::File(file_path.clone())))),
+            Some(FileConfig { token_file: Some(p), .. }) => {
                 token_file = Some(p.clone());
                 Some(read_token(root, p).map(|t| (t, Source::File(p.clone()))))
             }
             _ => None,
         },
     };
-    let timeout_secs = get(env, "VGPU_TIMEOUT_SECS")
-        .and_then(|s| s.parse().ok())
-        .or(f.and_then(|f| f.timeout_secs));
-    ClientConfig {
-        file_path,
-        file_from_env,
-        file,
-        server,
-        server_source,
-        token,
-        token_file,
-        timeout_secs,
-    }
+    let timeout_secs = get(env, "VGPU_TIMEOUT_SECS").and_then(|s| s.parse().ok()).or(f.and_then(|f| f.timeout_secs));
+    ClientConfig { file_path, file_from_env, file, server, server_source, token, token_file, timeout_secs }
 }
 
 #[cfg(test)]
@@ -158,9 +134,7 @@ mod tests {
     use super::*;
 
     fn env(kv: &[(&str, &str)]) -> Env {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -181,10 +155,7 @@ mod tests {
         assert_eq!(c.server, "tcp://gpu:7070");
         assert_eq!(c.token_value(), "s3cret");
         assert_eq!(c.servers().unwrap().len(), 1);
-        let c = resolve(
-            &env(&[("VGPU_SERVER", "unix:/x.sock"), ("VGPU_TOKEN", "t")]),
-            &root,
-        );
+        let c = resolve(&env(&[("VGPU_SERVER", "unix:/x.sock"), ("VGPU_TOKEN", "t")]), &root);
         assert_eq!((c.server.as_str(), c.token_value()), ("unix:/x.sock", "t"));
         std::fs::write(t.path().join("etc/vgpu/client.toml"), "srever = 1\n").unwrap();
         assert!(matches!(resolve(&env(&[]), &root).file, Some(Err(_))));

@@ -66,24 +66,14 @@ pub struct Report {
 
 impl Report {
     fn new() -> Report {
-        Report {
-            vgpu_version: VERSION.to_string(),
-            ok: true,
-            findings: Vec::new(),
-        }
+        Report { vgpu_version: VERSION.to_string(), ok: true, findings: Vec::new() }
     }
 
     fn push(&mut self, level: Level, area: &str, code: &str, message: String, fix: Option<String>) {
         if level == Level::Fail {
             self.ok = false;
         }
-        self.findings.push(Finding {
-            level,
-            area: area.to_string(),
-            code: code.to_string(),
-            message,
-            fix,
-        });
+        self.findings.push(Finding { level, area: area.to_string(), code: code.to_string(), message, fix });
     }
 
     fn ok(&mut self, area: &str, message: String) {
@@ -116,17 +106,8 @@ impl Report {
     pub fn text(&self) -> String {
         let mut s = format!("vgpu doctor {VERSION}\n");
         for f in &self.findings {
-            let code = if f.level == Level::Ok {
-                String::new()
-            } else {
-                format!(" [{}]", f.code)
-            };
-            s.push_str(&format!(
-                "{:<4} {}: {}{code}\n",
-                f.level.tag(),
-                f.area,
-                f.message
-            ));
+            let code = if f.level == Level::Ok { String::new() } else { format!(" [{}]", f.code) };
+            s.push_str(&format!("{:<4} {}: {}{code}\n", f.level.tag(), f.area, f.message));
             if let Some(fix) = &f.fix {
                 for (i, line) in fix.lines().enumerate() {
                     s.push_str(if i == 0 { "     fix: " } else { "          " });
@@ -135,16 +116,8 @@ impl Report {
                 }
             }
         }
-        let fails = self
-            .findings
-            .iter()
-            .filter(|f| f.level == Level::Fail)
-            .count();
-        let warns = self
-            .findings
-            .iter()
-            .filter(|f| f.level == Level::Warn)
-            .count();
+        let fails = self.findings.iter().filter(|f| f.level == Level::Fail).count();
+        let warns = self.findings.iter().filter(|f| f.level == Level::Warn).count();
         s.push_str(&match (fails, warns) {
             (0, 0) => "all checks passed\n".to_string(),
             _ => format!("{fails} problem(s), {warns} warning(s): see the fix: lines above\n"),
@@ -213,12 +186,7 @@ struct Doctor<'a> {
 }
 
 pub fn run(o: &Options) -> Report {
-    let mut d = Doctor {
-        o,
-        r: Report::new(),
-        loader: Loader::new(&o.root),
-        infos: HashMap::new(),
-    };
+    let mut d = Doctor { o, r: Report::new(), loader: Loader::new(&o.root), infos: HashMap::new() };
     let cfg = config::resolve(&o.env, &o.root);
     d.config("config", &cfg, "this shell");
     let snapshot = d.server("server", &cfg);
@@ -291,10 +259,7 @@ impl Doctor<'_> {
             if sock.exists() {
                 self.r.ok(
                     area,
-                    format!(
-                        "{who}: no VGPU_SERVER and no {file}; the default {} exists",
-                        config::DEFAULT_SERVER
-                    ),
+                    format!("{who}: no VGPU_SERVER and no {file}; the default {} exists", config::DEFAULT_SERVER),
                 );
             } else {
                 good = false;
@@ -311,19 +276,11 @@ impl Doctor<'_> {
                 );
             }
         } else {
-            self.r.ok(
-                area,
-                format!("{who}: server {} (from {})", cfg.server, cfg.server_source),
-            );
+            self.r.ok(area, format!("{who}: server {} (from {})", cfg.server, cfg.server_source));
         }
         if let Err(e) = cfg.servers() {
             good = false;
-            self.r.fail(
-                area,
-                "server-address-invalid",
-                e,
-                "use unix:/path, tcp://host:port or vsock://cid:port",
-            );
+            self.r.fail(area, "server-address-invalid", e, "use unix:/path, tcp://host:port or vsock://cid:port");
         }
         match &cfg.token {
             Some(Err(e)) => {
@@ -347,10 +304,7 @@ impl Doctor<'_> {
                     area,
                     "token-file-permissions",
                     format!("token file {} is readable by other users", short(tf)),
-                    format!(
-                        "chmod 600 {} (and chown it to the user the application runs as)",
-                        short(tf)
-                    ),
+                    format!("chmod 600 {} (and chown it to the user the application runs as)", short(tf)),
                 );
             }
         }
@@ -366,13 +320,7 @@ impl Doctor<'_> {
         let mut parts = Vec::new();
         for addr in servers {
             let token = cfg.token_value();
-            let o = handshake::handshake(
-                &addr,
-                token,
-                protocol::PROTOCOL_VERSION,
-                protocol::WIRE_HASH,
-                self.o.timeout,
-            );
+            let o = handshake::handshake(&addr, token, protocol::PROTOCOL_VERSION, protocol::WIRE_HASH, self.o.timeout);
             let from = format!("(from {})", cfg.server_source);
             match o {
                 Outcome::Accepted { server_version, snapshot } => {
@@ -482,17 +430,16 @@ impl Doctor<'_> {
         }
         let found = ollama::find(&self.o.root, self.o.env.get("PATH").map(String::as_str));
         if found.is_none() {
-            self.r.ok("ollama", "no Ollama install found (PATH, /usr/local/lib/ollama, /usr/lib/ollama); Ollama checks skipped".into());
+            self.r.ok(
+                "ollama",
+                "no Ollama install found (PATH, /usr/local/lib/ollama, /usr/lib/ollama); Ollama checks skipped".into(),
+            );
         }
         found
     }
 
     fn service(&mut self, shell_cfg: &ClientConfig, have_ollama: bool) -> ServiceView {
-        let mut view = ServiceView {
-            env: self.o.env.clone(),
-            source: "this shell".into(),
-            started: None,
-        };
+        let mut view = ServiceView { env: self.o.env.clone(), source: "this shell".into(), started: None };
         let mut found = false;
         if let Some(proc_dir) = &self.o.proc_dir {
             for p in procs::find_ollama_serve(proc_dir) {
@@ -507,31 +454,21 @@ impl Doctor<'_> {
                     Ok(env) => {
                         self.service_env(&who, env, shell_cfg, p.uid);
                         if !found {
-                            view = ServiceView {
-                                env: env.clone(),
-                                source: who.clone(),
-                                started: p.started,
-                            };
+                            view = ServiceView { env: env.clone(), source: who.clone(), started: p.started };
                         }
                         found = true;
                     }
                 }
             }
             if !found && have_ollama {
-                self.r
-                    .ok("service", "no running `ollama serve` found".into());
+                self.r.ok("service", "no running `ollama serve` found".into());
             }
         }
         if self.o.systemd
             && let Some(unit) = procs::systemd_unit("ollama.service")
         {
             match unit {
-                Err(e) => self.r.warn(
-                    "service",
-                    "systemctl-failed",
-                    e,
-                    "check `systemctl status ollama`",
-                ),
+                Err(e) => self.r.warn("service", "systemctl-failed", e, "check `systemctl status ollama`"),
                 Ok(u) if u.load_state == "not-found" || u.load_state.is_empty() => {}
                 Ok(u) => {
                     let drop_ins = if u.drop_in_paths.is_empty() {
@@ -539,25 +476,14 @@ impl Doctor<'_> {
                     } else {
                         format!("drop-ins {}", u.drop_in_paths.join(" "))
                     };
-                    self.r.ok(
-                        "service",
-                        format!("ollama.service: {} ({drop_ins})", u.active_state),
-                    );
+                    self.r.ok("service", format!("ollama.service: {} ({drop_ins})", u.active_state));
                     if !found {
                         // Not running: what it will get when started.
-                        let passwd = std::fs::read_to_string(self.o.root.join("/etc/passwd"))
-                            .unwrap_or_default();
-                        let uid = if u.user.is_empty() {
-                            Some(0)
-                        } else {
-                            procs::uid_of(&u.user, &passwd)
-                        };
+                        let passwd = std::fs::read_to_string(self.o.root.join("/etc/passwd")).unwrap_or_default();
+                        let uid = if u.user.is_empty() { Some(0) } else { procs::uid_of(&u.user, &passwd) };
                         self.service_env("ollama.service", &u.environment, shell_cfg, uid);
-                        view = ServiceView {
-                            env: u.environment.clone(),
-                            source: "ollama.service".into(),
-                            started: None,
-                        };
+                        view =
+                            ServiceView { env: u.environment.clone(), source: "ollama.service".into(), started: None };
                     }
                 }
             }
@@ -578,16 +504,10 @@ impl Doctor<'_> {
             })
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let summary = if keys.is_empty() {
-            "none of the relevant variables".to_string()
-        } else {
-            keys.join(" ")
-        };
-        self.r
-            .ok("service", format!("{who} environment: {summary}"));
+        let summary = if keys.is_empty() { "none of the relevant variables".to_string() } else { keys.join(" ") };
+        self.r.ok("service", format!("{who} environment: {summary}"));
         let cfg = config::resolve(env, &self.o.root);
-        if cfg.server_source == Source::Default && !self.o.root.join("/run/vgpu/vgpu.sock").exists()
-        {
+        if cfg.server_source == Source::Default && !self.o.root.join("/run/vgpu/vgpu.sock").exists() {
             self.r.fail(
                 "service",
                 "service-no-config",
@@ -609,10 +529,7 @@ impl Doctor<'_> {
                 self.r.fail(
                     "service",
                     "token-file-unreadable",
-                    format!(
-                        "{who} runs as uid {uid}, which cannot read the token file {}",
-                        short(tf)
-                    ),
+                    format!("{who} runs as uid {uid}, which cannot read the token file {}", short(tf)),
                     format!("chown that user {} (keep mode 600)", short(tf)),
                 );
             }
@@ -635,28 +552,17 @@ impl Doctor<'_> {
     // ---------------------------------------------------------------- loader
 
     fn plain_loader(&mut self, ollama: Option<&Path>) {
-        let ldpath = self
-            .o
-            .env
-            .get("LD_LIBRARY_PATH")
-            .cloned()
-            .unwrap_or_default();
+        let ldpath = self.o.env.get("LD_LIBRARY_PATH").cloned().unwrap_or_default();
         let ollama_ok = ollama.is_some_and(|o| {
-            ollama::cuda_dirs(o).iter().any(|d| {
-                self.inspect(&ollama::resolve_in_dir(&d.path, "libcuda.so.1"))
-                    .is_vgpu()
-            })
+            ollama::cuda_dirs(o)
+                .iter()
+                .any(|d| self.inspect(&ollama::resolve_in_dir(&d.path, "libcuda.so.1")).is_vgpu())
         });
         let mut missing = Vec::new();
         for name in LIBRARIES {
             let res = self.loader.resolve(name, &ldpath);
             if let Some(s) = &res.stale_cache {
-                self.r.warn(
-                    "loader",
-                    "ldconfig-stale",
-                    format!("{name}: {s}"),
-                    "run `sudo ldconfig`",
-                );
+                self.r.warn("loader", "ldconfig-stale", format!("{name}: {s}"), "run `sudo ldconfig`");
             }
             match res.hit.clone() {
                 Some(hit) => self.library(
@@ -670,17 +576,10 @@ impl Doctor<'_> {
                 None => missing.push(name),
             }
         }
-        for name in missing
-            .iter()
-            .filter(|n| ["libcuda.so.1", "libnvidia-ml.so.1"].contains(n))
-        {
+        for name in missing.iter().filter(|n| ["libcuda.so.1", "libnvidia-ml.so.1"].contains(n)) {
             let fix = format!(
                 "sudo vgpu install system (every program), or for one shell: eval \"$(vgpu env)\"{}",
-                if ollama.is_some() {
-                    "; for Ollama alone: sudo vgpu install ollama"
-                } else {
-                    ""
-                }
+                if ollama.is_some() { "; for Ollama alone: sudo vgpu install ollama" } else { "" }
             );
             if *name == "libcuda.so.1" && !ollama_ok {
                 self.r.fail(
@@ -690,11 +589,7 @@ impl Doctor<'_> {
                     fix,
                 );
             } else {
-                let note = if ollama_ok {
-                    " (Ollama's runners use the copies in its cuda_vNN folders)"
-                } else {
-                    ""
-                };
+                let note = if ollama_ok { " (Ollama's runners use the copies in its cuda_vNN folders)" } else { "" };
                 self.r.warn(
                     "loader",
                     &format!("{}-missing", lib_stem(name)),
@@ -703,11 +598,8 @@ impl Doctor<'_> {
                 );
             }
         }
-        let rt: Vec<&str> = missing
-            .iter()
-            .copied()
-            .filter(|n| !["libcuda.so.1", "libnvidia-ml.so.1"].contains(n))
-            .collect();
+        let rt: Vec<&str> =
+            missing.iter().copied().filter(|n| !["libcuda.so.1", "libnvidia-ml.so.1"].contains(n)).collect();
         if !rt.is_empty() {
             self.r.ok(
                 "loader",
@@ -721,15 +613,7 @@ impl Doctor<'_> {
 
     /// Judge the file the loader picks for `name`; `system_wide` when it comes from the
     /// loader cache or system directories (every process gets it), not `LD_LIBRARY_PATH`.
-    fn library(
-        &mut self,
-        area: &str,
-        name: &str,
-        res: &Resolution,
-        path: &Path,
-        via: &str,
-        system_wide: bool,
-    ) {
+    fn library(&mut self, area: &str, name: &str, res: &Resolution, path: &Path, via: &str, system_wide: bool) {
         let info = self.inspect(path);
         let shown = self.shown_resolved(path, &info);
         let later_vgpu = res
@@ -740,13 +624,8 @@ impl Doctor<'_> {
             .map(|p| format!("; vgpu's {} comes later", self.shown(&p)))
             .unwrap_or_default();
         let first = match self.lib_dir() {
-            Some(d) => format!(
-                "export LD_LIBRARY_PATH={}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}",
-                short(d)
-            ),
-            None => {
-                "put vgpu's lib directory first on LD_LIBRARY_PATH (see `vgpu env`)".to_string()
-            }
+            Some(d) => format!("export LD_LIBRARY_PATH={}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}", short(d)),
+            None => "put vgpu's lib directory first on LD_LIBRARY_PATH (see `vgpu env`)".to_string(),
         };
         // On a machine with a GPU of its own, NVIDIA's libraries are right for plain processes,
         // and `vgpu serve` must not get vgpu's libcuda.so.1/libnvidia-ml.so.1 system-wide.
@@ -821,11 +700,7 @@ impl Doctor<'_> {
     /// Compare vgpu's library `info` with the build in `lib_dir`: a note for its OK line, and
     /// a WARN (pushed by the caller after that line) when it is another build.
     fn build_note(&mut self, name: &str, info: &LibInfo) -> (String, Option<PathBuf>) {
-        let mut note = info
-            .marker
-            .as_ref()
-            .map(|m| format!("; {m}"))
-            .unwrap_or_default();
+        let mut note = info.marker.as_ref().map(|m| format!("; {m}")).unwrap_or_default();
         let Some(d) = self.lib_dir().map(Path::to_path_buf) else {
             return (note, None);
         };
@@ -862,27 +737,17 @@ impl Doctor<'_> {
             return;
         }
         let names: Vec<String> = dirs.iter().map(|d| d.name.clone()).collect();
-        self.r
-            .ok(area, format!("{} ({})", self.shown(dir), names.join(", ")));
+        self.r.ok(area, format!("{} ({})", self.shown(dir), names.join(", ")));
         let manifest = match ollama::manifest(dir) {
             Ok(m) => m,
             Err(e) => {
-                self.r.fail(
-                    area,
-                    "manifest-unreadable",
-                    e,
-                    "restore or remove the .vgpu-backup folder",
-                );
+                self.r.fail(area, "manifest-unreadable", e, "restore or remove the .vgpu-backup folder");
                 None
             }
         };
         let install_cmd = format!("sudo vgpu install ollama --ollama-dir {}", self.shown(dir));
         if let Some(m) = &manifest {
-            let gone: Vec<String> = m
-                .replaced()
-                .iter()
-                .map(|e| e.path.display().to_string())
-                .collect();
+            let gone: Vec<String> = m.replaced().iter().map(|e| e.path.display().to_string()).collect();
             if !gone.is_empty() {
                 self.r.fail(
                     area,
@@ -896,42 +761,32 @@ impl Doctor<'_> {
                 );
             }
             // Discovery runs when `ollama serve` starts: one started before the install still uses CPU.
-            let installed_at =
-                std::fs::metadata(dir.join(ollama::BACKUP_DIR).join(crate::fsops::MANIFEST))
-                    .and_then(|m| m.modified())
-                    .ok();
+            let installed_at = std::fs::metadata(dir.join(ollama::BACKUP_DIR).join(crate::fsops::MANIFEST))
+                .and_then(|m| m.modified())
+                .ok();
             if let (Some(started), Some(at)) = (service.started, installed_at)
                 && started < at
             {
                 self.r.warn(
                     area,
                     "ollama-restart-needed",
-                    format!("{} started before vgpu was installed into {}: it discovered GPUs without vgpu", service.source, self.shown(dir)),
+                    format!(
+                        "{} started before vgpu was installed into {}: it discovered GPUs without vgpu",
+                        service.source,
+                        self.shown(dir)
+                    ),
                     "sudo systemctl restart ollama (or restart `ollama serve`)",
                 );
             }
         }
-        let service_ld = service
-            .env
-            .get("LD_LIBRARY_PATH")
-            .cloned()
-            .unwrap_or_default();
+        let service_ld = service.env.get("LD_LIBRARY_PATH").cloned().unwrap_or_default();
         for d in &dirs {
-            self.cuda_dir(
-                dir,
-                d,
-                manifest.as_ref(),
-                &install_cmd,
-                &service_ld,
-                &service.source,
-            );
+            self.cuda_dir(dir, d, manifest.as_ref(), &install_cmd, &service_ld, &service.source);
         }
         if let Some(lib) = service.env.get("OLLAMA_LLM_LIBRARY") {
             let pinned = dirs.iter().find(|d| &d.name == lib);
             let ok = pinned.is_some_and(|d| {
-                d.runtime_libraries()
-                    .iter()
-                    .all(|n| self.inspect(&ollama::resolve_in_dir(&d.path, n)).is_vgpu())
+                d.runtime_libraries().iter().all(|n| self.inspect(&ollama::resolve_in_dir(&d.path, n)).is_vgpu())
             });
             if !ok {
                 self.r.warn(
@@ -940,7 +795,11 @@ impl Doctor<'_> {
                     format!(
                         "{} sets OLLAMA_LLM_LIBRARY={lib}: {}",
                         service.source,
-                        if pinned.is_some() { "that folder lacks vgpu's runtime" } else { "Ollama then skips every CUDA folder" }
+                        if pinned.is_some() {
+                            "that folder lacks vgpu's runtime"
+                        } else {
+                            "Ollama then skips every CUDA folder"
+                        }
                     ),
                     "set OLLAMA_LLM_LIBRARY to a folder with vgpu's runtime (cuda_v12 or cuda_v13), or unset it",
                 );
@@ -962,10 +821,7 @@ impl Doctor<'_> {
         for name in d.runtime_libraries() {
             let p = ollama::resolve_in_dir(&d.path, &name);
             let info = self.inspect(&p);
-            let shown = format!(
-                "{name} -> {}",
-                p.file_name().unwrap_or_default().to_string_lossy()
-            );
+            let shown = format!("{name} -> {}", p.file_name().unwrap_or_default().to_string_lossy());
             if info.is_vgpu() {
                 if let (_, Some(theirs)) = self.build_note(&name, &info) {
                     let shown = self.shown(&p);
@@ -981,20 +837,9 @@ impl Doctor<'_> {
         } else {
             // Installed here before (then an upgrade replaced it), skipped by the install (no
             // runtime of this major in that vgpu build), or never installed.
-            let rel = d
-                .path
-                .strip_prefix(ollama_dir)
-                .unwrap_or(&d.path)
-                .to_path_buf();
-            let entries = manifest.map(|m| {
-                m.entries
-                    .iter()
-                    .filter(|e| e.path.starts_with(&rel))
-                    .count()
-            });
-            let lib_lacks = self
-                .lib_dir()
-                .is_some_and(|l| !l.join(format!("libcudart.so.{}", d.major)).exists());
+            let rel = d.path.strip_prefix(ollama_dir).unwrap_or(&d.path).to_path_buf();
+            let entries = manifest.map(|m| m.entries.iter().filter(|e| e.path.starts_with(&rel)).count());
+            let lib_lacks = self.lib_dir().is_some_and(|l| !l.join(format!("libcudart.so.{}", d.major)).exists());
             let fix = match entries {
                 Some(0) => format!(
                     "`vgpu install ollama` skipped {}: its vgpu build has no libcudart.so.{}. Install a build that has it,\nor pin OLLAMA_LLM_LIBRARY to a folder with vgpu's runtime (e.g. cuda_v12) for ollama serve",
@@ -1007,26 +852,15 @@ impl Doctor<'_> {
                 Some(_) => format!(
                     "{install_cmd}\n(this folder changed since the install: an Ollama upgrade replaces lib/ollama)"
                 ),
-                None => format!(
-                    "{install_cmd}\n(after an Ollama upgrade, which replaces lib/ollama, run it again)"
-                ),
+                None => format!("{install_cmd}\n(after an Ollama upgrade, which replaces lib/ollama, run it again)"),
             };
-            self.r.fail(
-                &area,
-                "runtime-missing",
-                format!("{} lacks vgpu's runtime: {}", d.name, bad.join("; ")),
-                fix,
-            );
+            self.r.fail(&area, "runtime-missing", format!("{} lacks vgpu's runtime: {}", d.name, bad.join("; ")), fix);
             // What its runners would load matters only once the folder has vgpu's runtime.
             return;
         }
         // What Ollama's runners load: LD_LIBRARY_PATH=lib/ollama:lib/ollama/cuda_vNN:$LD_LIBRARY_PATH.
         let root = &self.o.root;
-        let ldpath = format!(
-            "{}:{}:{service_ld}",
-            short(&root.inside(ollama_dir)),
-            short(&root.inside(&d.path))
-        );
+        let ldpath = format!("{}:{}:{service_ld}", short(&root.inside(ollama_dir)), short(&root.inside(&d.path)));
         let ldpath = ldpath.trim_end_matches(':').to_string();
         let via = format!("for Ollama's runners, with the LD_LIBRARY_PATH of {source}");
         for name in ["libcuda.so.1", "libnvidia-ml.so.1"] {
@@ -1053,18 +887,10 @@ impl Doctor<'_> {
 
     /// The first of `candidates` that is vgpu's.
     fn pick(&mut self, candidates: Vec<Option<PathBuf>>) -> Option<PathBuf> {
-        candidates
-            .into_iter()
-            .flatten()
-            .find(|p| self.inspect(p).is_vgpu())
+        candidates.into_iter().flatten().find(|p| self.inspect(p).is_vgpu())
     }
 
-    fn discovery(
-        &mut self,
-        snapshot: Option<&Snapshot>,
-        ollama: Option<&Path>,
-        service: &ServiceView,
-    ) {
+    fn discovery(&mut self, snapshot: Option<&Snapshot>, ollama: Option<&Path>, service: &ServiceView) {
         let area = "discovery";
         let dirs = ollama.map(ollama::cuda_dirs).unwrap_or_default();
         let Some(snap) = snapshot else {
@@ -1078,17 +904,8 @@ impl Doctor<'_> {
         };
         // The libraries Ollama's runners would load (newest folder first), else a plain
         // process's, else vgpu's own.
-        let ldpath = self
-            .o
-            .env
-            .get("LD_LIBRARY_PATH")
-            .cloned()
-            .unwrap_or_default();
-        let service_ld = service
-            .env
-            .get("LD_LIBRARY_PATH")
-            .cloned()
-            .unwrap_or_default();
+        let ldpath = self.o.env.get("LD_LIBRARY_PATH").cloned().unwrap_or_default();
+        let service_ld = service.env.get("LD_LIBRARY_PATH").cloned().unwrap_or_default();
         let cands = |name: &str, this: &mut Self| {
             let mut v = Vec::new();
             for d in dirs.iter().rev() {
@@ -1107,25 +924,21 @@ impl Doctor<'_> {
         let cu = cands("libcuda.so.1", self);
         let nvml_lib = self.pick(nv);
         let cuda_lib = self.pick(cu);
-        let out: Option<(ProbeOutput, String)> = match (
-            &self.o.probe,
-            nvml_lib.is_some() || cuda_lib.is_some(),
-        ) {
+        let out: Option<(ProbeOutput, String)> = match (&self.o.probe, nvml_lib.is_some() || cuda_lib.is_some()) {
             (ProbeMode::Off, _) | (_, false) => None,
-            (ProbeMode::InProcess, true) => Some((
-                probe::run_in_process(nvml_lib.as_deref(), cuda_lib.as_deref()),
-                String::new(),
-            )),
+            (ProbeMode::InProcess, true) => {
+                Some((probe::run_in_process(nvml_lib.as_deref(), cuda_lib.as_deref()), String::new()))
+            }
             (ProbeMode::Child(exe), true) => {
-                match probe::run_child(
-                    exe,
-                    nvml_lib.as_deref(),
-                    cuda_lib.as_deref(),
-                    self.o.timeout * 5,
-                ) {
+                match probe::run_child(exe, nvml_lib.as_deref(), cuda_lib.as_deref(), self.o.timeout * 5) {
                     Ok(o) => Some(o),
                     Err(e) => {
-                        self.r.fail(area, "probe-failed", e, "run with VGPU_LOG=debug for the shims' own messages; report it as a vgpu bug");
+                        self.r.fail(
+                            area,
+                            "probe-failed",
+                            e,
+                            "run with VGPU_LOG=debug for the shims' own messages; report it as a vgpu bug",
+                        );
                         None
                     }
                 }
@@ -1139,12 +952,7 @@ impl Doctor<'_> {
                 "install vgpu's libraries (vgpu install ollama|system), or pass --lib-dir DIST/lib",
             );
         }
-        let stderr_note = |e: &str| {
-            e.lines()
-                .last()
-                .map(|l| format!(" ({l})"))
-                .unwrap_or_default()
-        };
+        let stderr_note = |e: &str| e.lines().last().map(|l| format!(" ({l})")).unwrap_or_default();
         // The driver version and devices Ollama would see: from the shims when probed, else
         // from the handshake (the same snapshot the shims report from).
         let mut driver = Some(snap.driver_version.clone());
@@ -1153,38 +961,20 @@ impl Doctor<'_> {
             .iter()
             .map(|d| {
                 let (ma, mi) = d.compute_capability();
-                (
-                    d.name.clone(),
-                    ma,
-                    mi,
-                    d.attribute(device_model::attr::INTEGRATED).unwrap_or(0),
-                    d.total_mem,
-                )
+                (d.name.clone(), ma, mi, d.attribute(device_model::attr::INTEGRATED).unwrap_or(0), d.total_mem)
             })
             .collect();
         let mut nvml_count = None;
         if let Some((po, err)) = &out {
-            let nvml_shown = nvml_lib
-                .as_deref()
-                .map(|p| self.shown(p))
-                .unwrap_or_default();
+            let nvml_shown = nvml_lib.as_deref().map(|p| self.shown(p)).unwrap_or_default();
             match &po.nvml {
-                Some(Err(e)) => self.r.fail(
-                    area,
-                    "nvml-load-failed",
-                    e.clone(),
-                    "reinstall vgpu's libnvidia-ml.so.1",
-                ),
+                Some(Err(e)) => self.r.fail(area, "nvml-load-failed", e.clone(), "reinstall vgpu's libnvidia-ml.so.1"),
                 Some(Ok(n)) if n.init != 0 => {
                     driver = None;
                     self.r.fail(
                         area,
                         "nvml-init-failed",
-                        format!(
-                            "nvmlInit_v2 through {nvml_shown} returned {}{}",
-                            n.init,
-                            stderr_note(err)
-                        ),
+                        format!("nvmlInit_v2 through {nvml_shown} returned {}{}", n.init, stderr_note(err)),
                         "see the server findings; VGPU_LOG=debug shows the shim's view",
                     );
                 }
@@ -1202,27 +992,15 @@ impl Doctor<'_> {
                 }
                 None => {}
             }
-            let cuda_shown = cuda_lib
-                .as_deref()
-                .map(|p| self.shown(p))
-                .unwrap_or_default();
+            let cuda_shown = cuda_lib.as_deref().map(|p| self.shown(p)).unwrap_or_default();
             match &po.cuda {
-                Some(Err(e)) => self.r.fail(
-                    area,
-                    "cuda-load-failed",
-                    e.clone(),
-                    "reinstall vgpu's libcuda.so.1",
-                ),
+                Some(Err(e)) => self.r.fail(area, "cuda-load-failed", e.clone(), "reinstall vgpu's libcuda.so.1"),
                 Some(Ok(c)) if c.init != 0 => {
                     devices.clear();
                     self.r.fail(
                         area,
                         "cuda-init-failed",
-                        format!(
-                            "cuInit through {cuda_shown} returned {}{}",
-                            c.init,
-                            stderr_note(err)
-                        ),
+                        format!("cuInit through {cuda_shown} returned {}{}", c.init, stderr_note(err)),
                         "see the server findings; VGPU_LOG=debug shows the shim's view",
                     );
                 }
@@ -1230,15 +1008,7 @@ impl Doctor<'_> {
                     devices = c
                         .devices
                         .iter()
-                        .map(|d| {
-                            (
-                                d.name.clone(),
-                                d.cc_major,
-                                d.cc_minor,
-                                d.integrated,
-                                d.total_mem,
-                            )
-                        })
+                        .map(|d| (d.name.clone(), d.cc_major, d.cc_minor, d.integrated, d.total_mem))
                         .collect();
                     let list: Vec<String> = c
                         .devices
@@ -1274,17 +1044,13 @@ impl Doctor<'_> {
                         );
                     }
                     if c.devices.is_empty() {
-                        let cvd = service
-                            .env
-                            .get("CUDA_VISIBLE_DEVICES")
-                            .or(self.o.env.get("CUDA_VISIBLE_DEVICES"));
+                        let cvd = service.env.get("CUDA_VISIBLE_DEVICES").or(self.o.env.get("CUDA_VISIBLE_DEVICES"));
                         self.r.fail(
                             area,
                             "no-devices",
                             format!(
                                 "cuDeviceGetCount says 0{}",
-                                cvd.map(|v| format!(" (CUDA_VISIBLE_DEVICES={v})"))
-                                    .unwrap_or_default()
+                                cvd.map(|v| format!(" (CUDA_VISIBLE_DEVICES={v})")).unwrap_or_default()
                             ),
                             "check CUDA_VISIBLE_DEVICES and the server's devices",
                         );
@@ -1308,23 +1074,12 @@ impl Doctor<'_> {
 
     /// Ollama's filters (ollama-discovery.md §3): the NVML driver major, compute capability
     /// against each folder's architectures, memory, integrated GPUs.
-    fn filters(
-        &mut self,
-        driver: Option<&str>,
-        devices: &[(String, i32, i32, i32, u64)],
-        dirs: &[CudaDir],
-    ) {
+    fn filters(&mut self, driver: Option<&str>, devices: &[(String, i32, i32, i32, u64)], dirs: &[CudaDir]) {
         let area = "discovery";
         let has = |n: &str| dirs.iter().any(|d| d.name == n);
-        let v12 = dirs
-            .iter()
-            .find(|d| d.name == "cuda_v12")
-            .map(CudaDir::runtime_version);
+        let v12 = dirs.iter().find(|d| d.name == "cuda_v12").map(CudaDir::runtime_version);
         if let Some(drv) = driver {
-            let major = drv
-                .split('.')
-                .next()
-                .and_then(|m| m.trim().parse::<u32>().ok());
+            let major = drv.split('.').next().and_then(|m| m.trim().parse::<u32>().ok());
             match major {
                 None => self.r.fail(
                     area,
@@ -1399,7 +1154,9 @@ impl Doctor<'_> {
                 self.r.warn(
                     area,
                     "integrated-gpu",
-                    format!("{who} is reported as integrated: Ollama then takes its memory from the host's /proc/meminfo"),
+                    format!(
+                        "{who} is reported as integrated: Ollama then takes its memory from the host's /proc/meminfo"
+                    ),
                     "report it as a vgpu bug: remote GPUs must report integrated = 0",
                 );
             }
@@ -1442,24 +1199,11 @@ mod tests {
         assert!(r.has("libcuda-missing"), "{}", r.text());
         assert!(r.has("discovery-skipped"), "{}", r.text());
         let text = r.text();
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("FAIL config:") && l.ends_with("[no-config]")),
-            "{text}"
-        );
-        assert!(
-            text.contains("     fix: write /etc/vgpu/client.toml"),
-            "{text}"
-        );
+        assert!(text.lines().any(|l| l.starts_with("FAIL config:") && l.ends_with("[no-config]")), "{text}");
+        assert!(text.contains("     fix: write /etc/vgpu/client.toml"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(json["ok"], false);
-        assert!(
-            json["findings"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|f| f["code"] == "server-down")
-        );
+        assert!(json["findings"].as_array().unwrap().iter().any(|f| f["code"] == "server-down"));
     }
 
     #[test]
@@ -1468,23 +1212,14 @@ mod tests {
         let p = t.path().join("proc/77");
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("cmdline"), b"/usr/local/bin/ollama\0serve\0").unwrap();
-        std::fs::write(
-            p.join("environ"),
-            b"OLLAMA_HOST=0.0.0.0\0CUDA_VISIBLE_DEVICES=-1\0",
-        )
-        .unwrap();
+        std::fs::write(p.join("environ"), b"OLLAMA_HOST=0.0.0.0\0CUDA_VISIBLE_DEVICES=-1\0").unwrap();
         let mut o = opts(t.path());
         o.proc_dir = Some(t.path().join("proc"));
-        o.env
-            .insert("VGPU_SERVER".into(), "unix:/nowhere.sock".into());
+        o.env.insert("VGPU_SERVER".into(), "unix:/nowhere.sock".into());
         let r = run(&o);
         assert!(r.has("service-no-config"), "{}", r.text());
         assert!(r.has("cuda-visible-devices"), "{}", r.text());
-        assert!(
-            !r.has("no-config"),
-            "the shell itself is configured: {}",
-            r.text()
-        );
+        assert!(!r.has("no-config"), "the shell itself is configured: {}", r.text());
     }
 
     #[test]
@@ -1498,24 +1233,12 @@ mod tests {
         let p = t.path().join("proc/78");
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("cmdline"), b"/usr/bin/ollama\0serve\0").unwrap();
-        std::fs::write(
-            p.join("environ"),
-            b"VGPU_SERVER=unix:/x.sock\0VGPU_TOKEN_FILE=/etc/vgpu/token\0",
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("status"),
-            "Name:\tollama\nUid:\t64999\t64999\t64999\t64999\n",
-        )
-        .unwrap();
+        std::fs::write(p.join("environ"), b"VGPU_SERVER=unix:/x.sock\0VGPU_TOKEN_FILE=/etc/vgpu/token\0").unwrap();
+        std::fs::write(p.join("status"), "Name:\tollama\nUid:\t64999\t64999\t64999\t64999\n").unwrap();
         let mut o = opts(t.path());
         o.proc_dir = Some(t.path().join("proc"));
         let r = run(&o);
-        let f = r
-            .findings
-            .iter()
-            .find(|f| f.code == "token-file-unreadable")
-            .expect("named");
+        let f = r.findings.iter().find(|f| f.code == "token-file-unreadable").expect("named");
         assert!(f.message.contains("uid 64999"), "{}", r.text());
     }
 
@@ -1555,41 +1278,20 @@ mod tests {
             loader: Loader::new(&Root::new(t.path())),
             infos: HashMap::new(),
         };
-        d.filters(
-            Some("560.35.03"),
-            &[("GPU".into(), 6, 1, 0, 1 << 30)],
-            &dirs,
-        );
+        d.filters(Some("560.35.03"), &[("GPU".into(), 6, 1, 0, 1 << 30)], &dirs);
         assert!(d.r.has("driver-too-old"));
-        assert!(
-            d.r.findings
-                .iter()
-                .any(|f| f.code == "driver-too-old" && f.level == Level::Fail)
-        );
-        assert!(
-            d.r.findings
-                .iter()
-                .any(|f| f.code == "cc-not-in-archs" && f.level == Level::Warn)
-        );
+        assert!(d.r.findings.iter().any(|f| f.code == "driver-too-old" && f.level == Level::Fail));
+        assert!(d.r.findings.iter().any(|f| f.code == "cc-not-in-archs" && f.level == Level::Warn));
         let mut d = Doctor {
             o: &opts(t.path()),
             r: Report::new(),
             loader: Loader::new(&Root::new(t.path())),
             infos: HashMap::new(),
         };
-        d.filters(
-            Some("580.82.07"),
-            &[("H100".into(), 9, 0, 0, 80 << 30)],
-            &dirs,
-        );
+        d.filters(Some("580.82.07"), &[("H100".into(), 9, 0, 0, 80 << 30)], &dirs);
         assert!(!d.r.failed(), "{}", d.r.text());
         d.filters(Some("1.0"), &[("X".into(), 3, 5, 1, 0)], &dirs);
-        for code in [
-            "driver-too-old",
-            "cc-too-old",
-            "zero-memory",
-            "integrated-gpu",
-        ] {
+        for code in ["driver-too-old", "cc-too-old", "zero-memory", "integrated-gpu"] {
             assert!(d.r.has(code), "{code}: {}", d.r.text());
         }
         d.filters(Some("abc"), &[], &dirs);

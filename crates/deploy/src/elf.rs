@@ -109,19 +109,14 @@ fn native_arch() -> object::Architecture {
 /// `580.82.07`, `libcudart.so.13.0.96` -> `13.0.96`; `None` for a bare `libx.so.1`.
 pub fn file_version(name: &str) -> Option<String> {
     let (_, v) = name.split_once(".so.")?;
-    (v.contains('.')
-        && v.split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
-    .then(|| v.to_string())
+    (v.contains('.') && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+        .then(|| v.to_string())
 }
 
 /// Read `path` (following symlinks) and classify it.
 pub fn inspect(path: &Path) -> LibInfo {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let real_name = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let real_name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut info = LibInfo {
         path: path.to_path_buf(),
         real: real.clone(),
@@ -148,20 +143,11 @@ pub fn inspect(path: &Path) -> LibInfo {
 fn classify(data: &[u8], real_name: &str, info: &mut LibInfo) {
     if data.len() < 64 || &data[..4] != b"\x7fELF" {
         info.origin = Origin::NotElf;
-        info.error = Some(
-            if data.len() < 64 {
-                "file too short"
-            } else {
-                "invalid ELF header"
-            }
-            .to_string(),
-        );
+        info.error = Some(if data.len() < 64 { "file too short" } else { "invalid ELF header" }.to_string());
         return;
     }
     let arch_ok = match object::File::parse(data) {
-        Ok(f) => {
-            f.architecture() == native_arch() && f.is_64() == cfg!(target_pointer_width = "64")
-        }
+        Ok(f) => f.architecture() == native_arch() && f.is_64() == cfg!(target_pointer_width = "64"),
         Err(e) => {
             info.origin = Origin::NotElf;
             info.error = Some(e.to_string());
@@ -212,15 +198,11 @@ fn dynamic_info(data: &[u8]) -> Result<Dynamic, String> {
         let strings = sections.strings(endian, data, link).map_err(err)?;
         for d in dyns {
             if d.tag32(endian) == Some(elf::DT_SONAME) {
-                soname = Some(
-                    String::from_utf8_lossy(d.string(endian, strings).map_err(err)?).into_owned(),
-                );
+                soname = Some(String::from_utf8_lossy(d.string(endian, strings).map_err(err)?).into_owned());
             }
         }
     }
-    let symbols = sections
-        .symbols(endian, data, elf::SHT_DYNSYM)
-        .map_err(err)?;
+    let symbols = sections.symbols(endian, data, elf::SHT_DYNSYM).map_err(err)?;
     let mut ours = Vec::new();
     let mut version = None;
     for sym in symbols.iter() {
@@ -249,9 +231,7 @@ fn dynamic_info(data: &[u8]) -> Result<Dynamic, String> {
 /// The NUL-terminated string at virtual address `addr` (a data symbol's value).
 fn read_cstr_at(file: &ElfFile64<'_, object::Endianness>, addr: u64) -> Option<String> {
     use object::ObjectSegment as _;
-    let seg = file
-        .segments()
-        .find(|s| (s.address()..s.address() + s.size()).contains(&addr))?;
+    let seg = file.segments().find(|s| (s.address()..s.address() + s.size()).contains(&addr))?;
     let bytes = seg.data().ok()?;
     let start = usize::try_from(addr - seg.address()).ok()?;
     let tail = bytes.get(start..)?;
@@ -265,14 +245,8 @@ mod tests {
 
     #[test]
     fn versions_from_file_names() {
-        assert_eq!(
-            file_version("libcudart.so.13.0.96").as_deref(),
-            Some("13.0.96")
-        );
-        assert_eq!(
-            file_version("libcuda.so.580.82.07").as_deref(),
-            Some("580.82.07")
-        );
+        assert_eq!(file_version("libcudart.so.13.0.96").as_deref(), Some("13.0.96"));
+        assert_eq!(file_version("libcuda.so.580.82.07").as_deref(), Some("580.82.07"));
         assert_eq!(file_version("libcuda.so.1"), None);
         assert_eq!(file_version("libcuda.so"), None);
     }
@@ -286,10 +260,7 @@ mod tests {
         assert_eq!(i.origin, Origin::NotElf);
         assert_eq!(i.summary(), "not an ELF library (file too short)");
         assert_eq!(i.file_version.as_deref(), Some("13.0.96"));
-        assert_eq!(
-            inspect(&dir.path().join("absent")).origin,
-            Origin::Unreadable
-        );
+        assert_eq!(inspect(&dir.path().join("absent")).origin, Origin::Unreadable);
     }
 
     #[test]
@@ -298,10 +269,7 @@ mod tests {
         // contain the VGPU_LOG pattern this module searches for, so it may count as vgpu's).
         let exe = std::env::current_exe().unwrap();
         let i = inspect(&exe);
-        assert!(
-            matches!(i.origin, Origin::Other | Origin::Nvidia | Origin::Vgpu),
-            "{i:?}"
-        );
+        assert!(matches!(i.origin, Origin::Other | Origin::Nvidia | Origin::Vgpu), "{i:?}");
         assert!(i.hash.is_some());
     }
 }

@@ -4,10 +4,7 @@ use crate::config::{self, ClientConfig, Source};
 use std::path::Path;
 
 fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-:+,=@".contains(&b))
-    {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-:+,=@".contains(&b)) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -19,34 +16,21 @@ pub fn lines(lib_dir: &Path, cfg: &ClientConfig) -> String {
     let lib = quote(&lib_dir.display().to_string());
     let mut s = String::new();
     s.push_str("# vgpu: use the GPU of a vgpu server from this shell (eval \"$(vgpu env)\")\n");
-    s.push_str(&format!(
-        "export LD_LIBRARY_PATH={lib}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n"
-    ));
+    s.push_str(&format!("export LD_LIBRARY_PATH={lib}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n"));
     let (server, server_note) = match &cfg.server_source {
         Source::Default => (
             "tcp://GPU-HOST:7070".to_string(),
-            format!(
-                "   # placeholder: no VGPU_SERVER and no {}",
-                cfg.file_path.display()
-            ),
+            format!("   # placeholder: no VGPU_SERVER and no {}", cfg.file_path.display()),
         ),
         src => (cfg.server.clone(), format!("   # from {src}")),
     };
-    s.push_str(&format!(
-        "export VGPU_SERVER={}{server_note}\n",
-        quote(&server)
-    ));
+    s.push_str(&format!("export VGPU_SERVER={}{server_note}\n", quote(&server)));
     let mut token_line = None;
     match (&cfg.token_file, &cfg.token) {
-        (Some(tf), _) => {
-            token_line = Some(format!(
-                "VGPU_TOKEN_FILE={}",
-                quote(&tf.display().to_string())
-            ))
+        (Some(tf), _) => token_line = Some(format!("VGPU_TOKEN_FILE={}", quote(&tf.display().to_string()))),
+        (None, Some(Ok(_))) => {
+            s.push_str("# (a token is configured; put it in a file with mode 600 and set VGPU_TOKEN_FILE)\n")
         }
-        (None, Some(Ok(_))) => s.push_str(
-            "# (a token is configured; put it in a file with mode 600 and set VGPU_TOKEN_FILE)\n",
-        ),
         _ => s.push_str("# export VGPU_TOKEN_FILE=/etc/vgpu/token   # needed for tcp:// servers\n"),
     }
     if let Some(t) = &token_line {
@@ -83,18 +67,10 @@ mod tests {
         env.insert("VGPU_TOKEN_FILE".into(), "/etc/vgpu/token".into());
         let cfg = config::resolve(&env, &Root::new(t.path()));
         let s = lines(Path::new("/opt/vgpu/lib"), &cfg);
-        assert!(
-            s.contains(
-                "export LD_LIBRARY_PATH=/opt/vgpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\n"
-            ),
-            "{s}"
-        );
+        assert!(s.contains("export LD_LIBRARY_PATH=/opt/vgpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\n"), "{s}");
         assert!(s.contains("export VGPU_SERVER=tcp://gpu:7070"), "{s}");
         assert!(s.contains("export VGPU_TOKEN_FILE=/etc/vgpu/token"), "{s}");
-        assert!(
-            s.contains("#   Environment=LD_LIBRARY_PATH=/opt/vgpu/lib"),
-            "{s}"
-        );
+        assert!(s.contains("#   Environment=LD_LIBRARY_PATH=/opt/vgpu/lib"), "{s}");
         assert_eq!(quote("a b"), "'a b'");
     }
 }

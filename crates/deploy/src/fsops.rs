@@ -73,9 +73,7 @@ impl Manifest {
     pub fn load(backup_dir: &Path) -> Result<Option<Manifest>, String> {
         let p = backup_dir.join(MANIFEST);
         match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", p.display())),
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| format!("{}: {e}", p.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", p.display())),
         }
@@ -89,10 +87,7 @@ impl Manifest {
 
     /// Entries whose installed file is no longer vgpu's (deleted or replaced since).
     pub fn replaced(&self) -> Vec<&Entry> {
-        self.entries
-            .iter()
-            .filter(|e| !is_installed(&self.base.join(&e.path), e))
-            .collect()
+        self.entries.iter().filter(|e| !is_installed(&self.base.join(&e.path), e)).collect()
     }
 }
 
@@ -122,21 +117,16 @@ impl std::fmt::Display for Action {
 }
 
 fn hash_file(p: &Path) -> Option<String> {
-    fs::read(p)
-        .ok()
-        .map(|b| blake3::hash(&b).to_hex().to_string())
+    fs::read(p).ok().map(|b| blake3::hash(&b).to_hex().to_string())
 }
 
 fn is_installed(p: &Path, e: &Entry) -> bool {
-    fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
-        && hash_file(p).as_deref() == Some(&e.installed.blake3)
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) && hash_file(p).as_deref() == Some(&e.installed.blake3)
 }
 
 /// Write `data` to a temporary file next to `dest`, then rename it over `dest`.
 pub fn write_atomic(dest: &Path, data: &[u8], mode: u32) -> Result<(), String> {
-    let dir = dest
-        .parent()
-        .ok_or_else(|| format!("{}: no parent directory", dest.display()))?;
+    let dir = dest.parent().ok_or_else(|| format!("{}: no parent directory", dest.display()))?;
     let tmp = dir.join(format!(
         ".{}.vgpu-tmp-{}",
         dest.file_name().unwrap_or_default().to_string_lossy(),
@@ -181,10 +171,7 @@ fn keep(p: &Path, backup: &Path) -> Result<(), String> {
     let data = fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
     write_atomic(backup, &data, meta.mode() & 0o7777)?;
     if let Ok(t) = meta.modified() {
-        let _ = fs::File::options()
-            .write(true)
-            .open(backup)
-            .and_then(|f| f.set_modified(t));
+        let _ = fs::File::options().write(true).open(backup).and_then(|f| f.set_modified(t));
     }
     Ok(())
 }
@@ -198,10 +185,7 @@ fn restore_file(backup: &Path, p: &Path) -> Result<(), String> {
     let data = fs::read(backup).map_err(|e| format!("{}: {e}", backup.display()))?;
     write_atomic(p, &data, meta.mode() & 0o7777)?;
     if let Ok(t) = meta.modified() {
-        let _ = fs::File::options()
-            .write(true)
-            .open(p)
-            .and_then(|f| f.set_modified(t));
+        let _ = fs::File::options().write(true).open(p).and_then(|f| f.set_modified(t));
     }
     let _ = fs::remove_file(backup);
     Ok(())
@@ -251,11 +235,7 @@ pub fn apply(
         },
     };
     if m.format != FORMAT {
-        return Err(format!(
-            "{}: manifest format {} is not {FORMAT}",
-            backup_dir.display(),
-            m.format
-        ));
+        return Err(format!("{}: manifest format {} is not {FORMAT}", backup_dir.display(), m.format));
     }
     // Nothing is changed unless every destination can be written.
     for t in targets {
@@ -276,22 +256,14 @@ pub fn apply(
             if !host.exists() {
                 fs::create_dir(&host).map_err(|e| format!("{}: {e}", host.display()))?;
                 m.created_dirs.push(acc.clone());
-                actions.push(Action {
-                    path: host,
-                    what: "created",
-                });
+                actions.push(Action { path: host, what: "created" });
             }
         }
     }
 
     // Entries no longer wanted (an upgrade moved a SONAME link elsewhere): put them back.
     let wanted: Vec<&Path> = targets.iter().map(|t| t.path.as_path()).collect();
-    let stale: Vec<Entry> = m
-        .entries
-        .iter()
-        .filter(|e| !wanted.contains(&e.path.as_path()))
-        .cloned()
-        .collect();
+    let stale: Vec<Entry> = m.entries.iter().filter(|e| !wanted.contains(&e.path.as_path())).cloned().collect();
     for e in stale {
         actions.push(revert_entry(base, backup_dir, &e)?);
         m.entries.retain(|x| x.path != e.path);
@@ -315,25 +287,11 @@ pub fn apply(
             if is_installed(&dest, e) {
                 if e.installed.blake3 != hash {
                     // A new vgpu build: replace ours, keep the original as it was.
-                    let mode = fs::metadata(&dest)
-                        .map(|md| md.mode() & 0o7777)
-                        .unwrap_or(t.mode);
-                    e.installed = Installed {
-                        blake3: hash,
-                        mode,
-                        source: t.source.clone(),
-                    };
-                    steps.push(Step {
-                        dest,
-                        data,
-                        mode,
-                        what: "updated",
-                    });
+                    let mode = fs::metadata(&dest).map(|md| md.mode() & 0o7777).unwrap_or(t.mode);
+                    e.installed = Installed { blake3: hash, mode, source: t.source.clone() };
+                    steps.push(Step { dest, data, mode, what: "updated" });
                 } else {
-                    actions.push(Action {
-                        path: dest,
-                        what: "unchanged",
-                    });
+                    actions.push(Action { path: dest, what: "unchanged" });
                 }
                 continue;
             }
@@ -348,8 +306,7 @@ pub fn apply(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Original::Absent, t.mode),
             Err(e) => return Err(format!("{}: {e}", dest.display())),
             Ok(md) if md.file_type().is_symlink() => {
-                let target =
-                    fs::read_link(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+                let target = fs::read_link(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
                 (Original::Symlink { target }, t.mode)
             }
             Ok(md) if md.is_file() => {
@@ -357,21 +314,10 @@ pub fn apply(
                 keep(&dest, &backup_dir.join(&backup))?;
                 let blake3 = hash_file(&dest).unwrap_or_default();
                 let mode = md.mode() & 0o7777;
-                (
-                    Original::File {
-                        mode,
-                        size: md.len(),
-                        blake3,
-                        backup,
-                    },
-                    mode,
-                )
+                (Original::File { mode, size: md.len(), blake3, backup }, mode)
             }
             Ok(_) => {
-                return Err(format!(
-                    "{}: not a file or symlink; refusing to replace it",
-                    dest.display()
-                ));
+                return Err(format!("{}: not a file or symlink; refusing to replace it", dest.display()));
             }
         };
         let what = match original {
@@ -382,18 +328,9 @@ pub fn apply(
             path: t.path.clone(),
             library: t.library.clone(),
             original,
-            installed: Installed {
-                blake3: hash,
-                mode,
-                source: t.source.clone(),
-            },
+            installed: Installed { blake3: hash, mode, source: t.source.clone() },
         });
-        steps.push(Step {
-            dest,
-            data,
-            mode,
-            what,
-        });
+        steps.push(Step { dest, data, mode, what });
     }
 
     if m != before || !backup_dir.join(MANIFEST).exists() {
@@ -403,10 +340,7 @@ pub fn apply(
     }
     for s in steps {
         write_atomic(&s.dest, &s.data, s.mode)?;
-        actions.push(Action {
-            path: s.dest,
-            what: s.what,
-        });
+        actions.push(Action { path: s.dest, what: s.what });
     }
     Ok(actions)
 }
@@ -461,10 +395,7 @@ pub fn revert(backup_dir: &Path) -> Result<Vec<Action>, String> {
     for d in m.created_dirs.iter().rev() {
         let host = m.base.join(d);
         if fs::remove_dir(&host).is_ok() {
-            actions.push(Action {
-                path: host,
-                what: "removed",
-            });
+            actions.push(Action { path: host, what: "removed" });
         }
     }
     Ok(actions)
@@ -488,11 +419,7 @@ mod tests {
                     out.push(format!("{rel}/ {:o}", md.mode() & 0o7777));
                     stack.push(p);
                 } else {
-                    out.push(format!(
-                        "{rel} {:o} {}",
-                        md.mode() & 0o7777,
-                        hash_file(&p).unwrap()
-                    ));
+                    out.push(format!("{rel} {:o} {}", md.mode() & 0o7777, hash_file(&p).unwrap()));
                 }
             }
         }
@@ -506,29 +433,17 @@ mod tests {
         let base = t.path().join("tree");
         fs::create_dir_all(base.join("d")).unwrap();
         fs::write(base.join("d/real.so.1.2.3"), b"original").unwrap();
-        fs::set_permissions(
-            base.join("d/real.so.1.2.3"),
-            fs::Permissions::from_mode(0o640),
-        )
-        .unwrap();
+        fs::set_permissions(base.join("d/real.so.1.2.3"), fs::Permissions::from_mode(0o640)).unwrap();
         std::os::unix::fs::symlink("real.so.1.2.3", base.join("d/real.so.1")).unwrap();
         std::os::unix::fs::symlink("/nowhere", base.join("d/link.so.1")).unwrap();
         let src = t.path().join("src");
         fs::write(&src, b"ours").unwrap();
         let before = listing(&base);
-        let tg = |p: &str| Target {
-            path: p.into(),
-            library: "x".into(),
-            source: src.clone(),
-            mode: 0o755,
-        };
+        let tg = |p: &str| Target { path: p.into(), library: "x".into(), source: src.clone(), mode: 0o755 };
         let targets = [tg("d/real.so.1.2.3"), tg("d/new.so.1"), tg("d/link.so.1")];
         let bk = base.join(".vgpu-backup");
         let a = apply("test", &base, &bk, &targets, &[]).unwrap();
-        assert_eq!(
-            a.iter().map(|a| a.what).collect::<Vec<_>>(),
-            ["replaced", "added", "replaced"]
-        );
+        assert_eq!(a.iter().map(|a| a.what).collect::<Vec<_>>(), ["replaced", "added", "replaced"]);
         assert_eq!(fs::read(base.join("d/real.so.1")).unwrap(), b"ours");
         let md = fs::metadata(base.join("d/real.so.1.2.3")).unwrap();
         assert_eq!(md.mode() & 0o777, 0o640, "a replaced file keeps its mode");
@@ -550,12 +465,7 @@ mod tests {
         let src = t.path().join("src");
         fs::write(&src, b"ours").unwrap();
         let bk = base.join(".vgpu-backup");
-        let targets = [Target {
-            path: "lib.so".into(),
-            library: "x".into(),
-            source: src,
-            mode: 0o755,
-        }];
+        let targets = [Target { path: "lib.so".into(), library: "x".into(), source: src, mode: 0o755 }];
         apply("test", &base, &bk, &targets, &[]).unwrap();
         fs::write(base.join("lib.so"), b"v2").unwrap(); // the application's upgrade
         let m = Manifest::load(&bk).unwrap().unwrap();
@@ -572,12 +482,7 @@ mod tests {
     #[test]
     fn paths_may_not_escape() {
         let t = tempfile::tempdir().unwrap();
-        let targets = [Target {
-            path: "../x".into(),
-            library: "x".into(),
-            source: "/dev/null".into(),
-            mode: 0o644,
-        }];
+        let targets = [Target { path: "../x".into(), library: "x".into(), source: "/dev/null".into(), mode: 0o644 }];
         assert!(apply("test", t.path(), &t.path().join("b"), &targets, &[]).is_err());
     }
 }

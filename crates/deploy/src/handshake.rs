@@ -54,13 +54,7 @@ fn hostname() -> String {
 
 /// Shake hands with `addr` as protocol `version`/`wire_hash` (normally this build's
 /// `PROTOCOL_VERSION`/`WIRE_HASH`), presenting `token`.
-pub fn handshake(
-    addr: &Address,
-    token: &str,
-    version: u32,
-    wire_hash: u64,
-    timeout: Duration,
-) -> Outcome {
+pub fn handshake(addr: &Address, token: &str, version: u32, wire_hash: u64, timeout: Duration) -> Outcome {
     let mut s = match addr.connect(timeout) {
         Ok(s) => s,
         Err(e) => return Outcome::ConnectFailed(e.to_string()),
@@ -80,40 +74,23 @@ pub fn handshake(
         Ok(a) => a,
         Err(e) => return Outcome::BadReply(e.to_string()),
     };
-    if let Err(e) = write_frame(
-        &mut s,
-        &Header::request(OP_HELLO, 1, 0, false, args.len(), 0),
-        &args,
-        &[],
-    ) {
-        return Outcome::NoReply(format!(
-            "the connection broke while sending the handshake: {e}"
-        ));
+    if let Err(e) = write_frame(&mut s, &Header::request(OP_HELLO, 1, 0, false, args.len(), 0), &args, &[]) {
+        return Outcome::NoReply(format!("the connection broke while sending the handshake: {e}"));
     }
     let (mut a, mut b) = (Vec::new(), Vec::new());
     loop {
         match read_frame(&mut s, &mut a, &mut b) {
             Ok(h) if h.is_heartbeat() => continue,
             Ok(h) if h.op != OP_HELLO => {
-                return Outcome::BadReply(format!(
-                    "the first reply is op {:#x}, not the handshake",
-                    h.op
-                ));
+                return Outcome::BadReply(format!("the first reply is op {:#x}, not the handshake", h.op));
             }
             Ok(_) => {
                 return match postcard::from_bytes::<Welcome>(&a) {
-                    Ok(Welcome::Accepted {
-                        server_version,
-                        snapshot,
-                        ..
-                    }) => Outcome::Accepted {
-                        server_version,
-                        snapshot: Box::new(snapshot),
-                    },
-                    Ok(Welcome::Refused { reason }) => Outcome::Refused(reason),
-                    Err(e) => {
-                        Outcome::BadReply(format!("the handshake reply cannot be decoded: {e}"))
+                    Ok(Welcome::Accepted { server_version, snapshot, .. }) => {
+                        Outcome::Accepted { server_version, snapshot: Box::new(snapshot) }
                     }
+                    Ok(Welcome::Refused { reason }) => Outcome::Refused(reason),
+                    Err(e) => Outcome::BadReply(format!("the handshake reply cannot be decoded: {e}")),
                 };
             }
             Err(e) => {
@@ -121,9 +98,9 @@ pub fn handshake(
                     ErrorKind::WouldBlock | ErrorKind::TimedOut => {
                         Outcome::NoReply(format!("no answer within {}s", timeout.as_secs_f32()))
                     }
-                    ErrorKind::UnexpectedEof => Outcome::NoReply(
-                        "the server closed the connection without answering".into(),
-                    ),
+                    ErrorKind::UnexpectedEof => {
+                        Outcome::NoReply("the server closed the connection without answering".into())
+                    }
                     ErrorKind::InvalidData => Outcome::NotVgpu(e.to_string()),
                     _ => Outcome::NoReply(e.to_string()),
                 };
@@ -139,30 +116,16 @@ mod tests {
     #[test]
     fn refusals_are_told_apart() {
         assert_eq!(refusal_code("wrong token"), "wrong-token");
-        assert_eq!(
-            refusal_code("this server requires a token (set VGPU_TOKEN or VGPU_TOKEN_FILE)"),
-            "token-missing"
-        );
-        assert_eq!(
-            refusal_code("protocol version mismatch: client speaks 2, server speaks 1"),
-            "protocol-mismatch"
-        );
-        assert_eq!(
-            refusal_code("wire table mismatch: client 1, server 2"),
-            "protocol-mismatch"
-        );
-        assert_eq!(
-            refusal_code("backend failed to start: x"),
-            "server-backend-failed"
-        );
+        assert_eq!(refusal_code("this server requires a token (set VGPU_TOKEN or VGPU_TOKEN_FILE)"), "token-missing");
+        assert_eq!(refusal_code("protocol version mismatch: client speaks 2, server speaks 1"), "protocol-mismatch");
+        assert_eq!(refusal_code("wire table mismatch: client 1, server 2"), "protocol-mismatch");
+        assert_eq!(refusal_code("backend failed to start: x"), "server-backend-failed");
     }
 
     #[test]
     fn nobody_listening_is_a_connect_failure() {
         let t = tempfile::tempdir().unwrap();
-        let addr: Address = format!("unix:{}/none.sock", t.path().display())
-            .parse()
-            .unwrap();
+        let addr: Address = format!("unix:{}/none.sock", t.path().display()).parse().unwrap();
         let o = handshake(&addr, "", 1, 1, Duration::from_secs(1));
         assert!(matches!(o, Outcome::ConnectFailed(_)), "{o:?}");
     }

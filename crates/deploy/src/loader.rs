@@ -10,14 +10,8 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// The loader's built-in directories (Debian/Ubuntu multiarch first, then Fedora/RHEL).
-pub const SYSTEM_DIRS: &[&str] = &[
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-];
+pub const SYSTEM_DIRS: &[&str] =
+    &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
 
 /// Where a candidate was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -85,12 +79,7 @@ impl Loader {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
             Err(e) => (None, Some(e.to_string())),
         };
-        Loader {
-            root: root.clone(),
-            conf_dirs,
-            cache,
-            cache_error,
-        }
+        Loader { root: root.clone(), conf_dirs, cache, cache_error }
     }
 
     pub fn root(&self) -> &Root {
@@ -102,12 +91,7 @@ impl Loader {
     pub fn dirs(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = Vec::new();
         let mut seen = Vec::new();
-        for d in self
-            .conf_dirs
-            .iter()
-            .map(PathBuf::as_path)
-            .chain(SYSTEM_DIRS.iter().map(Path::new))
-        {
+        for d in self.conf_dirs.iter().map(PathBuf::as_path).chain(SYSTEM_DIRS.iter().map(Path::new)) {
             let host = self.root.join(d);
             let Ok(canon) = std::fs::canonicalize(&host) else {
                 continue;
@@ -123,13 +107,8 @@ impl Loader {
 
     /// Which file a process with `ld_library_path` gets for `name`.
     pub fn resolve(&self, name: &str, ld_library_path: &str) -> Resolution {
-        let mut r = Resolution {
-            name: name.to_string(),
-            hit: None,
-            later: Vec::new(),
-            skipped: Vec::new(),
-            stale_cache: None,
-        };
+        let mut r =
+            Resolution { name: name.to_string(), hit: None, later: Vec::new(), skipped: Vec::new(), stale_cache: None };
         let consider = |path: PathBuf, via: Via, r: &mut Resolution| {
             let Ok(meta) = std::fs::metadata(&path) else {
                 return;
@@ -145,31 +124,20 @@ impl Loader {
             if r.hit.is_none() {
                 r.hit = Some(hit);
             } else if !r.later.iter().any(|h| same_file(&h.path, &hit.path))
-                && !r
-                    .hit
-                    .as_ref()
-                    .is_some_and(|h| same_file(&h.path, &hit.path))
+                && !r.hit.as_ref().is_some_and(|h| same_file(&h.path, &hit.path))
             {
                 r.later.push(hit);
             }
         };
         for dir in split_path_list(ld_library_path) {
             // A relative entry is relative to the process's working directory.
-            let host = if dir.is_absolute() {
-                self.root.join(&dir)
-            } else {
-                dir
-            };
+            let host = if dir.is_absolute() { self.root.join(&dir) } else { dir };
             consider(host.join(name), Via::LdLibraryPath, &mut r);
         }
         let scanned = self.scan_conf_dirs(name);
         match &self.cache {
             Some(cache) => {
-                let cached: Vec<&PathBuf> = cache
-                    .iter()
-                    .filter(|(n, _)| n == name)
-                    .map(|(_, p)| p)
-                    .collect();
+                let cached: Vec<&PathBuf> = cache.iter().filter(|(n, _)| n == name).map(|(_, p)| p).collect();
                 for p in &cached {
                     consider(self.root.join(p), Via::Cache, &mut r);
                 }
@@ -189,11 +157,7 @@ impl Loader {
 
     /// `name` in the ld.so.conf directories, in order (host paths of existing files).
     fn scan_conf_dirs(&self, name: &str) -> Vec<PathBuf> {
-        self.conf_dirs
-            .iter()
-            .map(|d| self.root.join(d).join(name))
-            .filter(|p| p.is_file())
-            .collect()
+        self.conf_dirs.iter().map(|d| self.root.join(d).join(name)).filter(|p| p.is_file()).collect()
     }
 }
 
@@ -205,29 +169,16 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Why the cache's answer for `name` is out of date, if it is.
-fn stale(
-    root: &Root,
-    name: &str,
-    cached: Option<&PathBuf>,
-    scanned: Option<&PathBuf>,
-) -> Option<String> {
+fn stale(root: &Root, name: &str, cached: Option<&PathBuf>, scanned: Option<&PathBuf>) -> Option<String> {
     match (cached, scanned) {
-        (Some(c), _) if !root.join(c).exists() => Some(format!(
-            "ld.so.cache lists {} for {name}, which no longer exists",
-            c.display()
-        )),
-        (None, Some(s)) => Some(format!(
-            "{} is not in ld.so.cache yet",
-            root.inside(s).display()
-        )),
+        (Some(c), _) if !root.join(c).exists() => {
+            Some(format!("ld.so.cache lists {} for {name}, which no longer exists", c.display()))
+        }
+        (None, Some(s)) => Some(format!("{} is not in ld.so.cache yet", root.inside(s).display())),
         (Some(c), Some(s)) if !same_file(&root.join(c), s) => {
             // The cache maps names through SONAME symlinks; only a different directory counts.
-            let cdir = std::fs::canonicalize(root.join(c))
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf));
-            let sdir = std::fs::canonicalize(s)
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf));
+            let cdir = std::fs::canonicalize(root.join(c)).ok().and_then(|p| p.parent().map(Path::to_path_buf));
+            let sdir = std::fs::canonicalize(s).ok().and_then(|p| p.parent().map(Path::to_path_buf));
             (cdir != sdir).then(|| {
                 format!(
                     "ld.so.cache gives {} for {name}, but {} comes first in ld.so.conf",
@@ -246,9 +197,7 @@ pub fn split_path_list(s: &str) -> Vec<PathBuf> {
     if s.is_empty() {
         return Vec::new();
     }
-    s.split([':', ';'])
-        .map(|d| PathBuf::from(if d.is_empty() { "." } else { d }))
-        .collect()
+    s.split([':', ';']).map(|d| PathBuf::from(if d.is_empty() { "." } else { d })).collect()
 }
 
 /// The directories of `/etc/ld.so.conf` under `root`, following `include` lines (with
@@ -271,10 +220,7 @@ fn read_conf(root: &Root, file: &Path, out: &mut Vec<PathBuf>, depth: u32) {
         if line.is_empty() || line.starts_with("hwcap ") {
             continue;
         }
-        if let Some(pat) = line
-            .strip_prefix("include")
-            .filter(|r| r.starts_with([' ', '\t']))
-        {
+        if let Some(pat) = line.strip_prefix("include").filter(|r| r.starts_with([' ', '\t'])) {
             for pat in pat.split_whitespace() {
                 let pat = if pat.starts_with('/') {
                     PathBuf::from(pat)
@@ -309,27 +255,17 @@ pub fn glob(root: &Root, pattern: &Path) -> Vec<PathBuf> {
                 let Ok(rd) = std::fs::read_dir(root.join(base)) else {
                     continue;
                 };
-                let mut names: Vec<String> = rd
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
+                let mut names: Vec<String> =
+                    rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
                 names.sort();
-                next.extend(
-                    names
-                        .into_iter()
-                        .filter(|n| wildcard(&comp, n))
-                        .map(|n| base.join(n)),
-                );
+                next.extend(names.into_iter().filter(|n| wildcard(&comp, n)).map(|n| base.join(n)));
             } else {
                 next.push(base.join(&*comp));
             }
         }
         found = next;
     }
-    found
-        .into_iter()
-        .filter(|p| root.join(p).exists())
-        .collect()
+    found.into_iter().filter(|p| root.join(p).exists()).collect()
 }
 
 /// Shell-style match of `*` and `?` (a leading `.` is not matched by a wildcard).
@@ -371,10 +307,7 @@ fn native_cache_flags() -> i32 {
 pub fn parse_cache(data: &[u8]) -> Result<Vec<(String, PathBuf)>, String> {
     let start = memchr::memmem::find(data, CACHE_MAGIC_NEW).ok_or("ld.so.cache: unknown format")?;
     let d = &data[start..];
-    let u32_at = |o: usize| {
-        d.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-    };
+    let u32_at = |o: usize| d.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
     let nlibs = u32_at(20).ok_or("ld.so.cache: truncated header")? as usize;
     const HEADER: usize = 48;
     const ENTRY: usize = 24;
@@ -387,14 +320,11 @@ pub fn parse_cache(data: &[u8]) -> Result<Vec<(String, PathBuf)>, String> {
     let mut out = Vec::new();
     for i in 0..nlibs {
         let o = HEADER + i * ENTRY;
-        let (Some(flags), Some(key), Some(value)) = (u32_at(o), u32_at(o + 4), u32_at(o + 8))
-        else {
+        let (Some(flags), Some(key), Some(value)) = (u32_at(o), u32_at(o + 4), u32_at(o + 8)) else {
             return Err("ld.so.cache: truncated".into());
         };
         let flags = flags as i32;
-        if flags & FLAG_TYPE_MASK != FLAG_ELF_LIBC6
-            || flags & FLAG_REQUIRED_MASK != want & FLAG_REQUIRED_MASK
-        {
+        if flags & FLAG_TYPE_MASK != FLAG_ELF_LIBC6 || flags & FLAG_REQUIRED_MASK != want & FLAG_REQUIRED_MASK {
             continue;
         }
         if let (Some(k), Some(v)) = (string(key), string(value)) {
@@ -422,25 +352,13 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = Root::new(t.path());
         fs::create_dir_all(t.path().join("etc/ld.so.conf.d")).unwrap();
-        fs::write(
-            t.path().join("etc/ld.so.conf"),
-            "# c\n/opt/first\ninclude /etc/ld.so.conf.d/*.conf\n",
-        )
-        .unwrap();
+        fs::write(t.path().join("etc/ld.so.conf"), "# c\n/opt/first\ninclude /etc/ld.so.conf.d/*.conf\n").unwrap();
         fs::write(t.path().join("etc/ld.so.conf.d/b.conf"), "/usr/lib/b\n").unwrap();
-        fs::write(
-            t.path().join("etc/ld.so.conf.d/a.conf"),
-            "/usr/lib/a # trailing\n/opt/first\n",
-        )
-        .unwrap();
+        fs::write(t.path().join("etc/ld.so.conf.d/a.conf"), "/usr/lib/a # trailing\n/opt/first\n").unwrap();
         fs::write(t.path().join("etc/ld.so.conf.d/skip.txt"), "/nope\n").unwrap();
         assert_eq!(
             conf_dirs(&root),
-            vec![
-                PathBuf::from("/opt/first"),
-                PathBuf::from("/usr/lib/a"),
-                PathBuf::from("/usr/lib/b")
-            ]
+            vec![PathBuf::from("/opt/first"), PathBuf::from("/usr/lib/a"), PathBuf::from("/usr/lib/b")]
         );
     }
 
@@ -457,10 +375,7 @@ mod tests {
         fs::write(t.path().join("usr/lib64/libx.so.1"), &exe).unwrap();
         let l = Loader::new(&root);
         let r = l.resolve("libx.so.1", "");
-        assert_eq!(
-            r.hit.as_ref().unwrap().path,
-            t.path().join("opt/b/libx.so.1")
-        );
+        assert_eq!(r.hit.as_ref().unwrap().path, t.path().join("opt/b/libx.so.1"));
         assert_eq!(r.hit.as_ref().unwrap().via, Via::ConfDir);
         assert_eq!(r.later.len(), 1);
         fs::write(t.path().join("opt/a/libx.so.1"), &exe).unwrap();
@@ -470,10 +385,7 @@ mod tests {
         // Not ELF: the loader stops there (and fails), so it is the hit.
         fs::write(t.path().join("opt/a/libz.so.1"), b"junk").unwrap();
         fs::write(t.path().join("opt/b/libz.so.1"), &exe).unwrap();
-        assert_eq!(
-            l.resolve("libz.so.1", "/opt/a").hit.unwrap().path,
-            t.path().join("opt/a/libz.so.1")
-        );
+        assert_eq!(l.resolve("libz.so.1", "/opt/a").hit.unwrap().path, t.path().join("opt/a/libz.so.1"));
     }
 
     /// A "glibc-ld.so.cache1.1" file with `entries` for this machine.
@@ -514,10 +426,7 @@ mod tests {
         fs::write(t.path().join("etc/ld.so.conf"), "/opt/new\n/opt/old\n").unwrap();
         fs::write(t.path().join("opt/old/libx.so.1"), &exe).unwrap();
         let cache = make_cache(&[("libx.so.1", "/opt/old/libx.so.1")]);
-        assert_eq!(
-            parse_cache(&cache).unwrap(),
-            vec![("libx.so.1".to_string(), PathBuf::from("/opt/old/libx.so.1"))]
-        );
+        assert_eq!(parse_cache(&cache).unwrap(), vec![("libx.so.1".to_string(), PathBuf::from("/opt/old/libx.so.1"))]);
         fs::write(t.path().join("etc/ld.so.cache"), &cache).unwrap();
         let r = Loader::new(&root).resolve("libx.so.1", "");
         assert_eq!(r.hit.as_ref().unwrap().via, Via::Cache);
@@ -525,16 +434,8 @@ mod tests {
         // A copy dropped into an earlier directory without running ldconfig.
         fs::write(t.path().join("opt/new/libx.so.1"), &exe).unwrap();
         let r = Loader::new(&root).resolve("libx.so.1", "");
-        assert_eq!(
-            r.hit.unwrap().path,
-            t.path().join("opt/old/libx.so.1"),
-            "the loader still uses the cache"
-        );
-        assert!(
-            r.stale_cache
-                .unwrap()
-                .contains("/opt/new/libx.so.1 comes first")
-        );
+        assert_eq!(r.hit.unwrap().path, t.path().join("opt/old/libx.so.1"), "the loader still uses the cache");
+        assert!(r.stale_cache.unwrap().contains("/opt/new/libx.so.1 comes first"));
         // Not in the cache at all: the loader does not find it.
         fs::write(t.path().join("opt/new/liby.so.1"), &exe).unwrap();
         let r = Loader::new(&root).resolve("liby.so.1", "");
@@ -552,20 +453,13 @@ mod tests {
             return;
         };
         let text = String::from_utf8_lossy(&out.stdout);
-        let tag = if cfg!(target_arch = "x86_64") {
-            "x86-64"
-        } else {
-            "AArch64"
-        };
+        let tag = if cfg!(target_arch = "x86_64") { "x86-64" } else { "AArch64" };
         let from_tool: Vec<(String, PathBuf)> = text
             .lines()
             .filter(|l| l.contains(tag) && !l.contains("hwcap"))
             .filter_map(|l| {
                 let (lhs, path) = l.split_once(" => ")?;
-                Some((
-                    lhs.split_whitespace().next()?.to_string(),
-                    PathBuf::from(path.trim()),
-                ))
+                Some((lhs.split_whitespace().next()?.to_string(), PathBuf::from(path.trim())))
             })
             .collect();
         assert!(!entries.is_empty());

@@ -101,11 +101,7 @@ pub fn cuda_dirs(ollama: &Path) -> Vec<CudaDir> {
                 continue;
             };
             if e.path().is_dir() {
-                out.push(CudaDir {
-                    path: e.path(),
-                    name,
-                    major,
-                });
+                out.push(CudaDir { path: e.path(), name, major });
             }
         }
     }
@@ -128,8 +124,7 @@ pub fn resolve_in_dir(dir: &Path, name: &str) -> PathBuf {
         let Ok(t) = std::fs::read_link(&p) else {
             return p;
         };
-        let plain = t.components().count() == 1
-            && matches!(t.components().next(), Some(Component::Normal(_)));
+        let plain = t.components().count() == 1 && matches!(t.components().next(), Some(Component::Normal(_)));
         let next = dir.join(&t);
         if !plain || std::fs::symlink_metadata(&next).is_err() {
             return p;
@@ -147,18 +142,10 @@ fn source(lib_dir: &Path, name: &str) -> Result<PathBuf, String> {
     }
     let info = elf::inspect(&p);
     if !info.is_vgpu() {
-        return Err(format!(
-            "{} is {}, not a vgpu library",
-            p.display(),
-            info.summary()
-        ));
+        return Err(format!("{} is {}, not a vgpu library", p.display(), info.summary()));
     }
     if info.soname.as_deref().is_some_and(|s| s != name) {
-        return Err(format!(
-            "{} has SONAME {}, not {name}",
-            p.display(),
-            info.soname.unwrap_or_default()
-        ));
+        return Err(format!("{} has SONAME {}, not {name}", p.display(), info.soname.unwrap_or_default()));
     }
     Ok(p)
 }
@@ -183,18 +170,12 @@ pub fn plan(ollama: &Path, lib_dir: &Path) -> Result<(Vec<Target>, Vec<String>),
         for name in d.libraries() {
             let src = source(lib_dir, &name)?;
             let dest = resolve_in_dir(&d.path, &name);
-            let rel = dest
-                .strip_prefix(ollama)
-                .map_err(|_| format!("{}: outside {}", dest.display(), ollama.display()))?;
+            let rel =
+                dest.strip_prefix(ollama).map_err(|_| format!("{}: outside {}", dest.display(), ollama.display()))?;
             if targets.iter().any(|t| t.path == rel) {
                 return Err(format!("{} would serve two libraries", dest.display()));
             }
-            targets.push(Target {
-                path: rel.to_path_buf(),
-                library: name,
-                source: src,
-                mode: 0o755,
-            });
+            targets.push(Target { path: rel.to_path_buf(), library: name, source: src, mode: 0o755 });
         }
     }
     if targets.is_empty() {
@@ -232,22 +213,13 @@ mod tests {
     fn folders_and_runtime_versions() {
         let t = tempfile::tempdir().unwrap();
         let o = t.path();
-        for d in [
-            "cuda_v12",
-            "cuda_v13",
-            "vulkan",
-            "cuda_jetpack6",
-            "mlx_cuda_v13",
-        ] {
+        for d in ["cuda_v12", "cuda_v13", "vulkan", "cuda_jetpack6", "mlx_cuda_v13"] {
             fs::create_dir(o.join(d)).unwrap();
         }
         fs::write(o.join("cuda_v12/libcudart.so.12.8.90"), b"x").unwrap();
         fs::write(o.join("cuda_v12/libcudart.so.12.4.127"), b"x").unwrap();
         let dirs = cuda_dirs(o);
-        assert_eq!(
-            dirs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
-            ["cuda_v12", "cuda_v13"]
-        );
+        assert_eq!(dirs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["cuda_v12", "cuda_v13"]);
         assert_eq!(dirs[0].runtime_version(), (12, 8));
         assert_eq!(dirs[1].runtime_version(), (13, 0));
     }
@@ -260,10 +232,7 @@ mod tests {
         std::os::unix::fs::symlink("libcudart.so.13.0.96", d.join("libcudart.so.13")).unwrap();
         std::os::unix::fs::symlink("/usr/lib/libfoo.so.1", d.join("libfoo.so.1")).unwrap();
         std::os::unix::fs::symlink("gone.so", d.join("libbar.so.1")).unwrap();
-        assert_eq!(
-            resolve_in_dir(d, "libcudart.so.13"),
-            d.join("libcudart.so.13.0.96")
-        );
+        assert_eq!(resolve_in_dir(d, "libcudart.so.13"), d.join("libcudart.so.13.0.96"));
         assert_eq!(resolve_in_dir(d, "libfoo.so.1"), d.join("libfoo.so.1"));
         assert_eq!(resolve_in_dir(d, "libbar.so.1"), d.join("libbar.so.1"));
         assert_eq!(resolve_in_dir(d, "libnew.so.1"), d.join("libnew.so.1"));
@@ -278,10 +247,7 @@ mod tests {
         fs::create_dir_all(t.path().join("usr/lib/ollama")).unwrap();
         fs::write(t.path().join("opt/ollama/bin/ollama"), b"").unwrap();
         let found = find(&root, Some("/usr/bin:/opt/ollama/bin")).unwrap();
-        assert_eq!(
-            fs::canonicalize(found).unwrap(),
-            fs::canonicalize(t.path().join("opt/ollama/lib/ollama")).unwrap()
-        );
+        assert_eq!(fs::canonicalize(found).unwrap(), fs::canonicalize(t.path().join("opt/ollama/lib/ollama")).unwrap());
         assert_eq!(find(&root, None).unwrap(), t.path().join("usr/lib/ollama"));
     }
 }

@@ -48,8 +48,7 @@ pub struct ProbeOutput {
 
 fn load(path: &Path) -> Result<&'static libloading::Library, String> {
     // SAFETY: only vgpu's own shims are passed here; their initialisers are ours.
-    let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| format!("{}: {e}", path.display()))?;
     // Never unloaded: the shim may have started threads.
     Ok(Box::leak(Box::new(lib)))
 }
@@ -57,12 +56,8 @@ fn load(path: &Path) -> Result<&'static libloading::Library, String> {
 macro_rules! sym {
     ($lib:expr, $name:literal, $ty:ty) => {
         // SAFETY: the signature is the documented C one.
-        *unsafe { $lib.get::<$ty>($name) }.map_err(|e| {
-            format!(
-                "{}: {e}",
-                String::from_utf8_lossy(&$name[..$name.len() - 1])
-            )
-        })?
+        *unsafe { $lib.get::<$ty>($name) }
+            .map_err(|e| format!("{}: {e}", String::from_utf8_lossy(&$name[..$name.len() - 1])))?
     };
 }
 
@@ -75,21 +70,10 @@ fn cstr(buf: &[u8]) -> String {
 pub fn nvml(path: &Path) -> Result<NvmlProbe, String> {
     let lib = load(path)?;
     let init = sym!(lib, b"nvmlInit_v2\0", unsafe extern "C" fn() -> c_uint);
-    let version = sym!(
-        lib,
-        b"nvmlSystemGetDriverVersion\0",
-        unsafe extern "C" fn(*mut c_char, c_uint) -> c_uint
-    );
-    let count = sym!(
-        lib,
-        b"nvmlDeviceGetCount_v2\0",
-        unsafe extern "C" fn(*mut c_uint) -> c_uint
-    );
+    let version = sym!(lib, b"nvmlSystemGetDriverVersion\0", unsafe extern "C" fn(*mut c_char, c_uint) -> c_uint);
+    let count = sym!(lib, b"nvmlDeviceGetCount_v2\0", unsafe extern "C" fn(*mut c_uint) -> c_uint);
     let shutdown = sym!(lib, b"nvmlShutdown\0", unsafe extern "C" fn() -> c_uint);
-    let mut out = NvmlProbe {
-        init: unsafe { init() },
-        ..Default::default()
-    };
+    let mut out = NvmlProbe { init: unsafe { init() }, ..Default::default() };
     if out.init != 0 {
         return Ok(out);
     }
@@ -109,45 +93,14 @@ pub fn nvml(path: &Path) -> Result<NvmlProbe, String> {
 pub fn cuda(path: &Path) -> Result<CudaProbe, String> {
     let lib = load(path)?;
     let init = sym!(lib, b"cuInit\0", unsafe extern "C" fn(c_uint) -> c_uint);
-    let driver = sym!(
-        lib,
-        b"cuDriverGetVersion\0",
-        unsafe extern "C" fn(*mut c_int) -> c_uint
-    );
-    let count = sym!(
-        lib,
-        b"cuDeviceGetCount\0",
-        unsafe extern "C" fn(*mut c_int) -> c_uint
-    );
-    let get = sym!(
-        lib,
-        b"cuDeviceGet\0",
-        unsafe extern "C" fn(*mut c_int, c_int) -> c_uint
-    );
-    let attr = sym!(
-        lib,
-        b"cuDeviceGetAttribute\0",
-        unsafe extern "C" fn(*mut c_int, c_int, c_int) -> c_uint
-    );
-    let name = sym!(
-        lib,
-        b"cuDeviceGetName\0",
-        unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_uint
-    );
-    let total = sym!(
-        lib,
-        b"cuDeviceTotalMem_v2\0",
-        unsafe extern "C" fn(*mut usize, c_int) -> c_uint
-    );
-    let pci = sym!(
-        lib,
-        b"cuDeviceGetPCIBusId\0",
-        unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_uint
-    );
-    let mut out = CudaProbe {
-        init: unsafe { init(0) },
-        ..Default::default()
-    };
+    let driver = sym!(lib, b"cuDriverGetVersion\0", unsafe extern "C" fn(*mut c_int) -> c_uint);
+    let count = sym!(lib, b"cuDeviceGetCount\0", unsafe extern "C" fn(*mut c_int) -> c_uint);
+    let get = sym!(lib, b"cuDeviceGet\0", unsafe extern "C" fn(*mut c_int, c_int) -> c_uint);
+    let attr = sym!(lib, b"cuDeviceGetAttribute\0", unsafe extern "C" fn(*mut c_int, c_int, c_int) -> c_uint);
+    let name = sym!(lib, b"cuDeviceGetName\0", unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_uint);
+    let total = sym!(lib, b"cuDeviceTotalMem_v2\0", unsafe extern "C" fn(*mut usize, c_int) -> c_uint);
+    let pci = sym!(lib, b"cuDeviceGetPCIBusId\0", unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_uint);
+    let mut out = CudaProbe { init: unsafe { init(0) }, ..Default::default() };
     if out.init != 0 {
         return Ok(out);
     }
@@ -173,30 +126,18 @@ pub fn cuda(path: &Path) -> Result<CudaProbe, String> {
         let mut d = CudaDevice::default();
         let a = |which: c_int, out: &mut CudaProbe| {
             let mut x: c_int = 0;
-            fail(
-                "cuDeviceGetAttribute",
-                unsafe { attr(&mut x, which, dev) },
-                out,
-            );
+            fail("cuDeviceGetAttribute", unsafe { attr(&mut x, which, dev) }, out);
             x
         };
         d.cc_major = a(75, &mut out);
         d.cc_minor = a(76, &mut out);
         d.integrated = a(18, &mut out);
         let mut buf = [0u8; 128];
-        if fail(
-            "cuDeviceGetName",
-            unsafe { name(buf.as_mut_ptr().cast(), 128, dev) },
-            &mut out,
-        ) {
+        if fail("cuDeviceGetName", unsafe { name(buf.as_mut_ptr().cast(), 128, dev) }, &mut out) {
             d.name = cstr(&buf);
         }
         let mut bytes: usize = 0;
-        if fail(
-            "cuDeviceTotalMem_v2",
-            unsafe { total(&mut bytes, dev) },
-            &mut out,
-        ) {
+        if fail("cuDeviceTotalMem_v2", unsafe { total(&mut bytes, dev) }, &mut out) {
             d.total_mem = bytes as u64;
         }
         let mut buf = [0u8; 32];
@@ -210,10 +151,7 @@ pub fn cuda(path: &Path) -> Result<CudaProbe, String> {
 
 /// The hidden `vgpu doctor --probe-nvml P --probe-cuda Q`: probe and print JSON.
 pub fn run_in_process(nvml_path: Option<&Path>, cuda_path: Option<&Path>) -> ProbeOutput {
-    ProbeOutput {
-        nvml: nvml_path.map(nvml),
-        cuda: cuda_path.map(cuda),
-    }
+    ProbeOutput { nvml: nvml_path.map(nvml), cuda: cuda_path.map(cuda) }
 }
 
 /// Run the probe in a child process (`exe doctor --probe-...`), bounded by `timeout`.
@@ -264,23 +202,13 @@ pub fn run_child(
         }
     };
     let out = out_t.join().unwrap_or_default();
-    let err = String::from_utf8_lossy(&err_t.join().unwrap_or_default())
-        .trim()
-        .to_string();
+    let err = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).trim().to_string();
     match status {
-        None => Err(format!(
-            "the discovery probe hung for {}s and was killed",
-            timeout.as_secs()
-        )),
+        None => Err(format!("the discovery probe hung for {}s and was killed", timeout.as_secs())),
         Some(st) if !st.success() => Err(format!("the discovery probe died ({st}){}", tail(&err))),
         Some(_) => serde_json::from_slice(&out)
             .map(|o| (o, err.clone()))
-            .map_err(|e| {
-                format!(
-                    "the discovery probe's answer is unreadable: {e}{}",
-                    tail(&err)
-                )
-            }),
+            .map_err(|e| format!("the discovery probe's answer is unreadable: {e}{}", tail(&err))),
     }
 }
 

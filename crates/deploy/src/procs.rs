@@ -22,25 +22,18 @@ pub fn is_ollama_serve(argv: &[String]) -> bool {
     let Some(exe) = argv.first() else {
         return false;
     };
-    Path::new(exe).file_name().is_some_and(|n| n == "ollama")
-        && argv.iter().skip(1).any(|a| a == "serve")
+    Path::new(exe).file_name().is_some_and(|n| n == "ollama") && argv.iter().skip(1).any(|a| a == "serve")
 }
 
 /// NUL-separated strings (`/proc/PID/cmdline`, `/proc/PID/environ`).
 pub fn split_nul(data: &[u8]) -> Vec<String> {
-    data.split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
+    data.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
 }
 
 pub fn parse_environ(data: &[u8]) -> Env {
     split_nul(data)
         .into_iter()
-        .filter_map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
         .collect()
 }
 
@@ -61,24 +54,12 @@ pub fn find_ollama_serve(proc_dir: &Path) -> Vec<ServeProcess> {
         if !is_ollama_serve(&cmdline) {
             continue;
         }
-        let env = std::fs::read(e.path().join("environ"))
-            .map(|d| parse_environ(&d))
-            .map_err(|err| err.to_string());
+        let env = std::fs::read(e.path().join("environ")).map(|d| parse_environ(&d)).map_err(|err| err.to_string());
         let started = start_time(proc_dir, &e.path());
-        let uid = std::fs::read_to_string(e.path().join("status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            });
-        out.push(ServeProcess {
-            pid,
-            cmdline,
-            env,
-            started,
-            uid,
+        let uid = std::fs::read_to_string(e.path().join("status")).ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
         });
+        out.push(ServeProcess { pid, cmdline, env, started, uid });
     }
     out.sort_by_key(|p| p.pid);
     out
@@ -91,9 +72,7 @@ pub fn uid_of(user: &str, passwd: &str) -> Option<u32> {
     }
     passwd.lines().find_map(|l| {
         let mut f = l.split(':');
-        (f.next()? == user)
-            .then(|| f.nth(1)?.parse().ok())
-            .flatten()
+        (f.next()? == user).then(|| f.nth(1)?.parse().ok()).flatten()
     })
 }
 
@@ -121,11 +100,8 @@ fn start_time(proc_dir: &Path, pid_dir: &Path) -> Option<SystemTime> {
         .parse()
         .ok()?;
     // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()
-        .filter(|&h| h > 0)?;
-    let at =
-        std::time::Duration::from_secs(btime) + std::time::Duration::from_millis(ticks * 1000 / hz);
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&h| h > 0)?;
+    let at = std::time::Duration::from_secs(btime) + std::time::Duration::from_millis(ticks * 1000 / hz);
     Some(SystemTime::UNIX_EPOCH + at)
 }
 
@@ -142,21 +118,16 @@ pub struct Unit {
     pub user: String,
 }
 
-pub const SHOW_PROPERTIES: &str =
-    "LoadState,ActiveState,FragmentPath,DropInPaths,Environment,EnvironmentFiles";
+pub const SHOW_PROPERTIES: &str = "LoadState,ActiveState,FragmentPath,DropInPaths,Environment,EnvironmentFiles";
 
 /// `systemctl show UNIT` for `unit`: `None` where systemd is not there (no `systemctl`, or
 /// not running as init).
 pub fn systemd_unit(unit: &str) -> Option<Result<Unit, String>> {
-    let out = std::process::Command::new("systemctl")
-        .args(["show", unit, "-p", SHOW_PROPERTIES])
-        .output()
-        .ok()?;
+    let out = std::process::Command::new("systemctl").args(["show", unit, "-p", SHOW_PROPERTIES]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.trim().is_empty() {
         let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("not been booted with systemd") || err.contains("Failed to connect to bus")
-        {
+        if err.contains("not been booted with systemd") || err.contains("Failed to connect to bus") {
             return None;
         }
         return Some(Err(format!("systemctl show {unit}: {}", err.trim())));
@@ -178,17 +149,11 @@ pub fn parse_show(text: &str) -> Unit {
             "FragmentPath" => u.fragment_path = v.to_string(),
             "DropInPaths" => u.drop_in_paths = v.split_whitespace().map(str::to_string).collect(),
             "Environment" => u.environment.extend(
-                split_words(v)
-                    .into_iter()
-                    .filter_map(|kv| kv.split_once('=').map(|(a, b)| (a.into(), b.into()))),
+                split_words(v).into_iter().filter_map(|kv| kv.split_once('=').map(|(a, b)| (a.into(), b.into()))),
             ),
             "EnvironmentFiles" => {
                 // "path (ignore_errors=no)" entries
-                u.environment_files.extend(
-                    v.split_whitespace()
-                        .filter(|w| w.starts_with('/'))
-                        .map(str::to_string),
-                )
+                u.environment_files.extend(v.split_whitespace().filter(|w| w.starts_with('/')).map(str::to_string))
             }
             _ => {}
         }
@@ -242,16 +207,8 @@ mod tests {
     fn serve_is_told_from_runners() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert!(is_ollama_serve(&v(&["/usr/local/bin/ollama", "serve"])));
-        assert!(!is_ollama_serve(&v(&[
-            "/usr/local/bin/ollama",
-            "run",
-            "llama3"
-        ])));
-        assert!(!is_ollama_serve(&v(&[
-            "/usr/local/lib/ollama/llama-server",
-            "--port",
-            "1"
-        ])));
+        assert!(!is_ollama_serve(&v(&["/usr/local/bin/ollama", "run", "llama3"])));
+        assert!(!is_ollama_serve(&v(&["/usr/local/lib/ollama/llama-server", "--port", "1"])));
         assert!(!is_ollama_serve(&v(&["bash", "-c", "ollama serve"])));
     }
 
@@ -266,16 +223,10 @@ mod tests {
         assert_eq!(u.load_state, "loaded");
         assert_eq!(u.environment["OLLAMA_HOST"], "0.0.0.0 x");
         assert_eq!(u.environment["VGPU_SERVER"], "tcp://gpu:7070");
-        assert_eq!(
-            u.drop_in_paths,
-            ["/etc/systemd/system/ollama.service.d/vgpu.conf"]
-        );
+        assert_eq!(u.drop_in_paths, ["/etc/systemd/system/ollama.service.d/vgpu.conf"]);
         assert_eq!(u.environment_files, ["/etc/default/ollama"]);
         assert_eq!(
-            uid_of(
-                "ollama",
-                "root:x:0:0::/root:/bin/sh\nollama:x:998:998::/usr/share/ollama:/bin/false\n"
-            ),
+            uid_of("ollama", "root:x:0:0::/root:/bin/sh\nollama:x:998:998::/usr/share/ollama:/bin/false\n"),
             Some(998)
         );
         assert_eq!(uid_of("1000", ""), Some(1000));
@@ -288,11 +239,7 @@ mod tests {
         let p = t.path().join("4242");
         std::fs::create_dir(&p).unwrap();
         std::fs::write(p.join("cmdline"), b"/usr/bin/ollama\0serve\0").unwrap();
-        std::fs::write(
-            p.join("environ"),
-            b"LD_LIBRARY_PATH=/opt/vgpu/lib\0VGPU_SERVER=unix:/s\0",
-        )
-        .unwrap();
+        std::fs::write(p.join("environ"), b"LD_LIBRARY_PATH=/opt/vgpu/lib\0VGPU_SERVER=unix:/s\0").unwrap();
         std::fs::create_dir(t.path().join("1")).unwrap();
         std::fs::write(t.path().join("1/cmdline"), b"/sbin/init\0").unwrap();
         let found = find_ollama_serve(t.path());

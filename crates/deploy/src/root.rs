@@ -25,11 +25,8 @@ impl Root {
 
     /// The host path of `p`, an absolute path as seen inside the root.
     pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
-        let rel: PathBuf = p
-            .as_ref()
-            .components()
-            .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
-            .collect();
+        let rel: PathBuf =
+            p.as_ref().components().filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_))).collect();
         self.0.join(rel)
     }
 
@@ -57,10 +54,7 @@ mod tests {
     #[test]
     fn join_and_inside() {
         let r = Root::new("/tmp/x");
-        assert_eq!(
-            r.join("/etc/ld.so.conf"),
-            Path::new("/tmp/x/etc/ld.so.conf")
-        );
+        assert_eq!(r.join("/etc/ld.so.conf"), Path::new("/tmp/x/etc/ld.so.conf"));
         assert_eq!(r.inside(Path::new("/tmp/x/usr/lib")), Path::new("/usr/lib"));
         assert_eq!(Root::system().join("/usr/lib"), Path::new("/usr/lib"));
         assert!(Root::system().is_system());

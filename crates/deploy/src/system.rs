@@ -45,10 +45,7 @@ pub fn system_copies(root: &Root, name: &str) -> Vec<PathBuf> {
     }
     let mut out = Vec::new();
     for d in dirs {
-        if own
-            .as_ref()
-            .is_some_and(|o| std::fs::canonicalize(&d).ok().as_ref() == Some(o))
-        {
+        if own.as_ref().is_some_and(|o| std::fs::canonicalize(&d).ok().as_ref() == Some(o)) {
             continue;
         }
         let p = d.join(name);
@@ -84,61 +81,28 @@ pub fn install(root: &Root, lib_dir: &Path, force: bool) -> Result<Vec<Action>, 
         let src = lib_dir.join(name);
         let info = elf::inspect(&src);
         if !info.is_vgpu() {
-            return Err(format!(
-                "{} is {}, not a vgpu library",
-                src.display(),
-                info.summary()
-            ));
+            return Err(format!("{} is {}, not a vgpu library", src.display(), info.summary()));
         }
-        targets.push(Target {
-            path: rel(OWN_DIR).join(name),
-            library: name.into(),
-            source: src.clone(),
-            mode: 0o755,
-        });
+        targets.push(Target { path: rel(OWN_DIR).join(name), library: name.into(), source: src.clone(), mode: 0o755 });
         for p in system_copies(root, name) {
             // A read-only copy (a driver mounted into a container) is reported, not replaced.
             if p.parent().is_some_and(|d| fsops::writable(d).is_err()) {
-                skipped.push(Action {
-                    path: p,
-                    what: "read-only",
-                });
+                skipped.push(Action { path: p, what: "read-only" });
                 continue;
             }
-            let r = root
-                .relative(&p)
-                .ok_or_else(|| format!("{}: outside {}", p.display(), root.path().display()))?;
+            let r = root.relative(&p).ok_or_else(|| format!("{}: outside {}", p.display(), root.path().display()))?;
             if !targets.iter().any(|t| t.path == r) {
-                targets.push(Target {
-                    path: r,
-                    library: name.into(),
-                    source: src.clone(),
-                    mode: 0o755,
-                });
+                targets.push(Target { path: r, library: name.into(), source: src.clone(), mode: 0o755 });
             }
         }
     }
     // The ld.so.conf.d file, from a temporary source so that fsops records it like a library.
     let conf_src = std::env::temp_dir().join(format!("vgpu-000-vgpu.conf.{}", std::process::id()));
-    std::fs::write(
-        &conf_src,
-        format!("# vgpu: its libcuda.so.1 and libnvidia-ml.so.1 come first\n{OWN_DIR}\n"),
-    )
-    .map_err(|e| format!("{}: {e}", conf_src.display()))?;
-    targets.push(Target {
-        path: rel(CONF_FILE),
-        library: "ld.so.conf".into(),
-        source: conf_src.clone(),
-        mode: 0o644,
-    });
+    std::fs::write(&conf_src, format!("# vgpu: its libcuda.so.1 and libnvidia-ml.so.1 come first\n{OWN_DIR}\n"))
+        .map_err(|e| format!("{}: {e}", conf_src.display()))?;
+    targets.push(Target { path: rel(CONF_FILE), library: "ld.so.conf".into(), source: conf_src.clone(), mode: 0o644 });
     let created = [rel(OWN_DIR), rel("/etc/ld.so.conf.d"), rel(STATE_DIR)];
-    let r = fsops::apply(
-        "system",
-        root.path(),
-        &root.join(STATE_DIR),
-        &targets,
-        &created,
-    );
+    let r = fsops::apply("system", root.path(), &root.join(STATE_DIR), &targets, &created);
     let _ = std::fs::remove_file(&conf_src);
     let mut actions = r?;
     actions.extend(skipped);
@@ -161,16 +125,10 @@ fn ldconfig() -> Result<Action, String> {
     for exe in ["ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"] {
         match std::process::Command::new(exe).output() {
             Ok(o) if o.status.success() => {
-                return Ok(Action {
-                    path: PathBuf::from(exe),
-                    what: "ran",
-                });
+                return Ok(Action { path: PathBuf::from(exe), what: "ran" });
             }
             Ok(o) => {
-                return Err(format!(
-                    "{exe} failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ));
+                return Err(format!("{exe} failed: {}", String::from_utf8_lossy(&o.stderr).trim()));
             }
             Err(_) => continue,
         }
@@ -200,22 +158,10 @@ mod tests {
         fs::create_dir_all(t.path().join("usr/lib/x86_64-linux-gnu")).unwrap();
         fs::create_dir_all(t.path().join("usr/local/nvidia/lib64")).unwrap();
         fs::create_dir_all(t.path().join("etc")).unwrap();
-        fs::write(
-            t.path().join("etc/ld.so.conf"),
-            "/usr/lib/x86_64-linux-gnu\n",
-        )
-        .unwrap();
-        fs::write(
-            t.path()
-                .join("usr/lib/x86_64-linux-gnu/libcuda.so.580.82.07"),
-            &exe,
-        )
-        .unwrap();
-        std::os::unix::fs::symlink(
-            "libcuda.so.580.82.07",
-            t.path().join("usr/lib/x86_64-linux-gnu/libcuda.so.1"),
-        )
-        .unwrap();
+        fs::write(t.path().join("etc/ld.so.conf"), "/usr/lib/x86_64-linux-gnu\n").unwrap();
+        fs::write(t.path().join("usr/lib/x86_64-linux-gnu/libcuda.so.580.82.07"), &exe).unwrap();
+        std::os::unix::fs::symlink("libcuda.so.580.82.07", t.path().join("usr/lib/x86_64-linux-gnu/libcuda.so.1"))
+            .unwrap();
         fs::write(t.path().join("usr/local/nvidia/lib64/libcuda.so.1"), &exe).unwrap();
         let found = system_copies(&root, "libcuda.so.1");
         assert_eq!(

@@ -157,7 +157,8 @@ pub fn distinct_identities(devices: &mut [Device]) {
             k += 1;
             d.uuid = derived_uuid(&original, k);
         }
-        let pci_taken = |p: &Pci| before.iter().any(|e| (e.pci.domain, e.pci.bus, e.pci.device) == (p.domain, p.bus, p.device));
+        let pci_taken =
+            |p: &Pci| before.iter().any(|e| (e.pci.domain, e.pci.bus, e.pci.device) == (p.domain, p.bus, p.device));
         while pci_taken(&d.pci) {
             d.pci.domain = d.pci.domain.wrapping_add(0x100);
         }
@@ -304,21 +305,12 @@ pub fn sim_device(index: u32) -> Device {
     ] {
         set(&mut attributes, k, v);
     }
-    let mut uuid = [
-        0x5a, 0x6f, 0x3e, 0x11, 0x2c, 0x8d, 0x4b, 0x71, 0x9a, 0x10, 0x7e, 0x55, 0x33, 0x42, 0xd0,
-        0x00,
-    ];
+    let mut uuid = [0x5a, 0x6f, 0x3e, 0x11, 0x2c, 0x8d, 0x4b, 0x71, 0x9a, 0x10, 0x7e, 0x55, 0x33, 0x42, 0xd0, 0x00];
     uuid[15] = index as u8;
     Device {
         name: "NVIDIA H100 80GB HBM3".into(),
         uuid,
-        pci: Pci {
-            domain: 0,
-            bus: 0x18 + index,
-            device: 0,
-            pci_device_id: 0x2330_10DE,
-            pci_subsystem_id: 0x16C1_10DE,
-        },
+        pci: Pci { domain: 0, bus: 0x18 + index, device: 0, pci_device_id: 0x2330_10DE, pci_subsystem_id: 0x16C1_10DE },
         total_mem: 85_045_510_144,
         attributes,
         nvml_index: index,

@@ -48,10 +48,7 @@ pub enum Arg {
     /// A scalar of this many bytes: by value (host pointer mode) or a device address.
     Scalar(usize),
     /// A scalar sized by [`scale_size`] from the values of the two named arguments.
-    ScalarEx {
-        compute: &'static str,
-        ctype: &'static str,
-    },
+    ScalarEx { compute: &'static str, ctype: &'static str },
 }
 
 /// One forwarded function: its name and its arguments after the handle, in order.
@@ -453,10 +450,7 @@ macro_rules! __cublas_arg {
         $crate::cublas::Arg::Scalar($crate::__cublas_scalar_size!($t))
     };
     (scalar_ex ($c:ident, $ct:ident)) => {
-        $crate::cublas::Arg::ScalarEx {
-            compute: stringify!($c),
-            ctype: stringify!($ct),
-        }
+        $crate::cublas::Arg::ScalarEx { compute: stringify!($c), ctype: stringify!($ct) }
     };
 }
 
@@ -537,10 +531,7 @@ pub const fn is_complex(t: u32) -> bool {
     // CUDA_C_32F 4, CUDA_C_64F 5, CUDA_C_16F 6, CUDA_C_8I 7, CUDA_C_8U 9, CUDA_C_32I 11,
     // CUDA_C_32U 13, CUDA_C_16BF 15, CUDA_C_4I 17, CUDA_C_4U 19, CUDA_C_16I 21, CUDA_C_16U 23,
     // CUDA_C_64I 25, CUDA_C_64U 27
-    matches!(
-        t,
-        4 | 5 | 6 | 7 | 9 | 11 | 13 | 15 | 17 | 19 | 21 | 23 | 25 | 27
-    )
+    matches!(t, 4 | 5 | 6 | 7 | 9 | 11 | 13 | 15 | 17 | 19 | 21 | 23 | 25 | 27)
 }
 
 /// Why a call's arguments cannot be encoded or decoded.
@@ -564,12 +555,7 @@ impl Func {
         if args.len() != self.args.len() {
             return Err(BadCall::ArgCount);
         }
-        let value = |name: &str| {
-            self.args
-                .iter()
-                .position(|(n, _)| *n == name)
-                .map(|i| args[i] as u32)
-        };
+        let value = |name: &str| self.args.iter().position(|(n, _)| *n == name).map(|i| args[i] as u32);
         let mut out = Vec::new();
         for (i, (_, a)) in self.args.iter().enumerate() {
             match *a {
@@ -604,11 +590,7 @@ pub fn decode(
         return Err(BadCall::ArgCount);
     }
     if device_scalars {
-        return if scalars.is_empty() {
-            Ok((f, Vec::new()))
-        } else {
-            Err(BadCall::ScalarBytes)
-        };
+        return if scalars.is_empty() { Ok((f, Vec::new())) } else { Err(BadCall::ScalarBytes) };
     }
     let layout = f.host_scalars(args)?;
     if layout.iter().map(|(_, n)| n).sum::<usize>() != scalars.len() {
@@ -623,13 +605,13 @@ pub fn decode(
 /// cuBLAS status itself.
 pub const fn deferred_code(status: u32) -> u32 {
     match status {
-        status::NOT_INITIALIZED => 400, // CUDA_ERROR_INVALID_HANDLE
-        status::ALLOC_FAILED => 2,      // CUDA_ERROR_OUT_OF_MEMORY
+        status::NOT_INITIALIZED => 400,                     // CUDA_ERROR_INVALID_HANDLE
+        status::ALLOC_FAILED => 2,                          // CUDA_ERROR_OUT_OF_MEMORY
         status::INVALID_VALUE | status::MAPPING_ERROR => 1, // CUDA_ERROR_INVALID_VALUE
-        status::ARCH_MISMATCH => 209,   // CUDA_ERROR_NO_BINARY_FOR_GPU
-        status::EXECUTION_FAILED => 719, // CUDA_ERROR_LAUNCH_FAILED
-        status::NOT_SUPPORTED => crate::UNSUPPORTED, // CUDA_ERROR_NOT_SUPPORTED
-        _ => 999,                       // CUDA_ERROR_UNKNOWN
+        status::ARCH_MISMATCH => 209,                       // CUDA_ERROR_NO_BINARY_FOR_GPU
+        status::EXECUTION_FAILED => 719,                    // CUDA_ERROR_LAUNCH_FAILED
+        status::NOT_SUPPORTED => crate::UNSUPPORTED,        // CUDA_ERROR_NOT_SUPPORTED
+        _ => 999,                                           // CUDA_ERROR_UNKNOWN
     }
 }
 
@@ -676,9 +658,7 @@ pub const fn status_string(s: u32) -> &'static CStr {
         status::NOT_INITIALIZED => c"the library was not initialized",
         status::ALLOC_FAILED => c"the resource allocation failed",
         status::INVALID_VALUE => c"an unsupported value or parameter was passed to the function",
-        status::ARCH_MISMATCH => {
-            c"the function requires an architectural feature absent from the device"
-        }
+        status::ARCH_MISMATCH => c"the function requires an architectural feature absent from the device",
         status::MAPPING_ERROR => c"an access to GPU memory space failed",
         status::EXECUTION_FAILED => c"the function failed to launch on the GPU",
         status::INTERNAL_ERROR => c"an internal operation failed",
@@ -725,25 +705,14 @@ mod tests {
     #[test]
     fn every_function_has_two_scalars_and_sane_roles() {
         for f in FUNCS {
-            let scalars: Vec<_> = f
-                .args
-                .iter()
-                .filter(|(_, a)| matches!(a, Arg::Scalar(_) | Arg::ScalarEx { .. }))
-                .collect();
+            let scalars: Vec<_> =
+                f.args.iter().filter(|(_, a)| matches!(a, Arg::Scalar(_) | Arg::ScalarEx { .. })).collect();
             let want = if f.name.contains("trsm") { 1 } else { 2 };
             assert_eq!(scalars.len(), want, "{}", f.name);
             for (n, a) in f.args {
                 if let Arg::ScalarEx { compute, ctype } = a {
-                    assert!(
-                        f.args.iter().any(|(x, r)| x == compute && *r == Arg::Val),
-                        "{}: {n}",
-                        f.name
-                    );
-                    assert!(
-                        f.args.iter().any(|(x, r)| x == ctype && *r == Arg::Val),
-                        "{}: {n}",
-                        f.name
-                    );
+                    assert!(f.args.iter().any(|(x, r)| x == compute && *r == Arg::Val), "{}: {n}", f.name);
+                    assert!(f.args.iter().any(|(x, r)| x == ctype && *r == Arg::Val), "{}: {n}", f.name);
                 }
             }
             // every 32-bit function has its _64 twin with the same roles
@@ -803,26 +772,7 @@ mod tests {
     fn host_scalars_and_decode() {
         let f = FUNCS[index_of("cublasGemmEx").unwrap() as usize];
         // transa transb m n k alpha A Atype lda B Btype ldb beta C Ctype ldc computeType algo
-        let mut args = vec![
-            0u64,
-            0,
-            4,
-            4,
-            4,
-            0xa1,
-            0x100,
-            2,
-            4,
-            0x200,
-            2,
-            4,
-            0xb1,
-            0x300,
-            0,
-            4,
-            68,
-            u64::MAX,
-        ];
+        let mut args = vec![0u64, 0, 4, 4, 4, 0xa1, 0x100, 2, 4, 0x200, 2, 4, 0xb1, 0x300, 0, 4, 68, u64::MAX];
         assert_eq!(f.host_scalars(&args).unwrap(), vec![(5, 4), (12, 4)]);
         args[16] = 64; // COMPUTE_16F
         assert_eq!(f.host_scalars(&args).unwrap(), vec![(5, 2), (12, 2)]);
@@ -835,18 +785,12 @@ mod tests {
 
         let i = index_of("cublasSgemm_v2").unwrap();
         let a = [0u64; 13];
-        assert_eq!(
-            decode(i, false, &a, &[0; 8]).unwrap().1,
-            vec![(5, 4), (10, 4)]
-        );
+        assert_eq!(decode(i, false, &a, &[0; 8]).unwrap().1, vec![(5, 4), (10, 4)]);
         assert_eq!(decode(i, false, &a, &[0; 7]), Err(BadCall::ScalarBytes));
         assert!(decode(i, true, &a, &[]).unwrap().1.is_empty());
         assert_eq!(decode(i, true, &a, &[0; 8]), Err(BadCall::ScalarBytes));
         assert_eq!(decode(i, true, &a[1..], &[]), Err(BadCall::ArgCount));
-        assert_eq!(
-            decode(u16::MAX, true, &a, &[]),
-            Err(BadCall::UnknownFunction)
-        );
+        assert_eq!(decode(u16::MAX, true, &a, &[]), Err(BadCall::UnknownFunction));
     }
 
     #[test]
@@ -857,18 +801,9 @@ mod tests {
             // what the next synchronous cuBLAS call makes of it is still a failure
             assert_ne!(status_from_cuda(c), status::SUCCESS);
         }
-        assert_eq!(
-            status_from_cuda(deferred_code(status::NOT_SUPPORTED)),
-            status::NOT_SUPPORTED
-        );
-        assert_eq!(
-            status_from_cuda(deferred_code(status::INVALID_VALUE)),
-            status::INVALID_VALUE
-        );
-        assert_eq!(
-            status_from_cuda(deferred_code(status::EXECUTION_FAILED)),
-            status::EXECUTION_FAILED
-        );
+        assert_eq!(status_from_cuda(deferred_code(status::NOT_SUPPORTED)), status::NOT_SUPPORTED);
+        assert_eq!(status_from_cuda(deferred_code(status::INVALID_VALUE)), status::INVALID_VALUE);
+        assert_eq!(status_from_cuda(deferred_code(status::EXECUTION_FAILED)), status::EXECUTION_FAILED);
         assert_eq!(status_from_cuda(201), status::NOT_INITIALIZED);
         assert_eq!(status_name(15), c"CUBLAS_STATUS_NOT_SUPPORTED");
         assert_eq!(status_name(99), c"unrecognized status");

@@ -16,14 +16,8 @@ pub struct Hello {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Welcome {
-    Accepted {
-        session: u64,
-        server_version: String,
-        snapshot: Snapshot,
-    },
-    Refused {
-        reason: String,
-    },
+    Accepted { session: u64, server_version: String, snapshot: Snapshot },
+    Refused { reason: String },
 }
 
 impl Hello {

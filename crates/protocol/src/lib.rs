@@ -75,10 +75,7 @@ mod tests {
         let r = dispatch(&mut b, Op::cuMemAlloc_v2 as u32, &args, &mut io).unwrap().unwrap();
         let ptr: u64 = postcard::from_bytes(&r).unwrap();
         assert_eq!(ptr, 0x1000 + 4096);
-        assert!(matches!(
-            dispatch(&mut b, 99_999, &args, &mut io),
-            Err(frame::FrameError::UnknownOp(99_999))
-        ));
+        assert!(matches!(dispatch(&mut b, 99_999, &args, &mut io), Err(frame::FrameError::UnknownOp(99_999))));
         assert!(matches!(
             dispatch(&mut b, Op::cuModuleGetFunction as u32, &[0xff, 0xff, 0xff], &mut io),
             Err(frame::FrameError::Decode { .. })

@@ -22,13 +22,10 @@
 //! worker process and context only.
 
 use abi::cublas13::{
-    CublasLib, cublasAtomicsMode_t, cublasComputeType_t, cublasDiagType_t, cublasFillMode_t,
-    cublasGemmAlgo_t, cublasHandle_t, cublasMath_t, cublasOperation_t, cublasPointerMode_t,
-    cublasSideMode_t, cudaDataType, cudaStream_t,
+    CublasLib, cublasAtomicsMode_t, cublasComputeType_t, cublasDiagType_t, cublasFillMode_t, cublasGemmAlgo_t,
+    cublasHandle_t, cublasMath_t, cublasOperation_t, cublasPointerMode_t, cublasSideMode_t, cudaDataType, cudaStream_t,
 };
-use protocol::cublas::{
-    BadCall, FUNCS, SET_ATOMICS_MODE, SET_MATH_MODE, SET_STREAM, SET_WORKSPACE, status,
-};
+use protocol::cublas::{BadCall, FUNCS, SET_ATOMICS_MODE, SET_MATH_MODE, SET_STREAM, SET_WORKSPACE, status};
 use std::collections::HashMap;
 use std::os::raw::c_void;
 
@@ -36,11 +33,7 @@ use std::os::raw::c_void;
 pub type St<T> = Result<T, u32>;
 
 fn check(code: u32) -> St<()> {
-    if code == status::SUCCESS {
-        Ok(())
-    } else {
-        Err(code)
-    }
+    if code == status::SUCCESS { Ok(()) } else { Err(code) }
 }
 
 /// An argument from the wire, narrowed back to its C type (the inverse of the shim's
@@ -150,10 +143,7 @@ fn load() -> Result<&'static CublasLib, String> {
                 Err(e) => errors.push(format!("{n}: {e}")),
             }
         }
-        let msg = format!(
-            "cannot load cuBLAS ({}); set VGPU_CUBLAS_LIBRARY",
-            errors.join("; ")
-        );
+        let msg = format!("cannot load cuBLAS ({}); set VGPU_CUBLAS_LIBRARY", errors.join("; "));
         tracing::warn!("{msg}");
         Err(msg)
     })
@@ -189,10 +179,7 @@ impl Cublas {
     /// The library, for a call on `h`, which must be one of this session's handles.
     fn handle(&mut self, h: u64) -> St<(&'static CublasLib, &mut Handle)> {
         let lib = self.lib.ok_or(status::NOT_INITIALIZED)?;
-        Ok((
-            lib,
-            self.handles.get_mut(&h).ok_or(status::NOT_INITIALIZED)?,
-        ))
+        Ok((lib, self.handles.get_mut(&h).ok_or(status::NOT_INITIALIZED)?))
     }
 
     /// `cublasCreate_v2` in the current context `ctx` (which the caller has checked):
@@ -200,23 +187,14 @@ impl Cublas {
     pub fn create(&mut self, ctx: u64) -> (u32, u64) {
         let r = (|| {
             let lib = self.lib()?;
-            let f = lib
-                .cublasCreate_v2
-                .as_ref()
-                .map_err(|_| status::NOT_SUPPORTED)?;
+            let f = lib.cublasCreate_v2.as_ref().map_err(|_| status::NOT_SUPPORTED)?;
             let mut h: cublasHandle_t = std::ptr::null_mut();
             // SAFETY: an out-pointer to a local.
             check(unsafe { f(&mut h) }.0)?;
             if h.is_null() {
                 return Err(status::INTERNAL_ERROR);
             }
-            self.handles.insert(
-                h as u64,
-                Handle {
-                    ctx,
-                    device_scalars: None,
-                },
-            );
+            self.handles.insert(h as u64, Handle { ctx, device_scalars: None });
             Ok(h as u64)
         })();
         match r {
@@ -242,14 +220,7 @@ impl Cublas {
     /// belongs to this session (0, 1 and 2 are the special streams and pass through as
     /// `NULL`, `cudaStreamLegacy` and `cudaStreamPerThread`; others are the driver's
     /// `CUstream` values).
-    pub fn set(
-        &mut self,
-        h: u64,
-        what: u32,
-        value: u64,
-        size: u64,
-        stream_ok: impl Fn(u64) -> bool,
-    ) -> St<()> {
+    pub fn set(&mut self, h: u64, what: u32, value: u64, size: u64, stream_ok: impl Fn(u64) -> bool) -> St<()> {
         let (lib, _) = self.handle(h)?;
         let hh = h as cublasHandle_t;
         macro_rules! call {
@@ -270,34 +241,20 @@ impl Cublas {
             }
             SET_MATH_MODE => call!(cublasSetMathMode(cublasMath_t(value as u32))),
             SET_ATOMICS_MODE => call!(cublasSetAtomicsMode(cublasAtomicsMode_t(value as u32))),
-            SET_WORKSPACE => call!(cublasSetWorkspace_v2(
-                value as usize as *mut c_void,
-                size as usize
-            )),
+            SET_WORKSPACE => call!(cublasSetWorkspace_v2(value as usize as *mut c_void, size as usize)),
             _ => Err(status::INVALID_VALUE),
         }
     }
 
     /// A forwarded function (`ops::cublas_call`).
-    pub fn call(
-        &mut self,
-        func: u16,
-        h: u64,
-        device_scalars: bool,
-        args: &[u64],
-        scalars: &[u8],
-    ) -> St<()> {
+    pub fn call(&mut self, func: u16, h: u64, device_scalars: bool, args: &[u64], scalars: &[u8]) -> St<()> {
         let (lib, handle) = self.handle(h)?;
-        let (_, layout) =
-            protocol::cublas::decode(func, device_scalars, args, scalars).map_err(|e| match e {
-                BadCall::UnknownFunction => status::NOT_SUPPORTED,
-                _ => status::INVALID_VALUE,
-            })?;
+        let (_, layout) = protocol::cublas::decode(func, device_scalars, args, scalars).map_err(|e| match e {
+            BadCall::UnknownFunction => status::NOT_SUPPORTED,
+            _ => status::INVALID_VALUE,
+        })?;
         if handle.device_scalars != Some(device_scalars) {
-            let f = lib
-                .cublasSetPointerMode_v2
-                .as_ref()
-                .map_err(|_| status::NOT_SUPPORTED)?;
+            let f = lib.cublasSetPointerMode_v2.as_ref().map_err(|_| status::NOT_SUPPORTED)?;
             let mode = cublasPointerMode_t(u32::from(device_scalars));
             // SAFETY: a live handle of this session.
             check(unsafe { f(h as cublasHandle_t, mode) }.0)?;
@@ -361,18 +318,13 @@ impl HostScalars {
 /// What a failed one-way cuBLAS call leaves for the session's next synchronous call, after
 /// logging it (the client saw success when it sent the call).
 pub fn deferred(what: &str, s: u32) -> u32 {
-    tracing::warn!(
-        "cuBLAS {what} failed on the server: {} ({s})",
-        protocol::cublas::status_name(s).to_string_lossy()
-    );
+    tracing::warn!("cuBLAS {what} failed on the server: {} ({s})", protocol::cublas::status_name(s).to_string_lossy());
     protocol::cublas::deferred_code(s)
 }
 
 /// The name of a forwarded function, for logs.
 pub fn func_name(func: u16) -> &'static str {
-    FUNCS
-        .get(func as usize)
-        .map_or("<unknown cuBLAS function>", |f| f.name)
+    FUNCS.get(func as usize).map_or("<unknown cuBLAS function>", |f| f.name)
 }
 
 #[cfg(test)]
@@ -384,14 +336,8 @@ mod tests {
     fn narrowing_restores_the_c_values() {
         assert_eq!(i32::from_wire((-3i32) as i64 as u64), -3);
         assert_eq!(i64::from_wire((-1i64) as u64), -1);
-        assert_eq!(
-            cublasGemmAlgo_t::from_wire(u64::MAX),
-            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT
-        );
-        assert_eq!(
-            cublasOperation_t::from_wire(2),
-            cublasOperation_t::CUBLAS_OP_C
-        );
+        assert_eq!(cublasGemmAlgo_t::from_wire(u64::MAX), cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT);
+        assert_eq!(cublasOperation_t::from_wire(2), cublasOperation_t::CUBLAS_OP_C);
         assert_eq!(<*const f32>::from_wire(0x1000) as usize, 0x1000);
     }
 
@@ -401,11 +347,7 @@ mod tests {
         let mut args = vec![0u64; 13];
         let alpha: [f64; 2] = [1.5, -2.5];
         let beta: [f64; 2] = [0.25, 4.0];
-        let bytes: Vec<u8> = alpha
-            .iter()
-            .chain(&beta)
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> = alpha.iter().chain(&beta).flat_map(|v| v.to_le_bytes()).collect();
         let (_, layout) = decode(func, false, &args, &bytes).unwrap();
         let slots = HostScalars::place(&layout, &bytes, &mut args);
         for (i, want) in [(5, alpha), (10, beta)] {
@@ -421,14 +363,8 @@ mod tests {
     fn unknown_handles_and_settings_are_refused() {
         let mut c = Cublas::default();
         assert_eq!(c.destroy(0x1234), status::NOT_INITIALIZED);
-        assert_eq!(
-            c.set(0x1234, SET_STREAM, 0, 0, |_| true),
-            Err(status::NOT_INITIALIZED)
-        );
-        assert_eq!(
-            c.call(0, 0x1234, false, &[0; 13], &[0; 8]),
-            Err(status::NOT_INITIALIZED)
-        );
+        assert_eq!(c.set(0x1234, SET_STREAM, 0, 0, |_| true), Err(status::NOT_INITIALIZED));
+        assert_eq!(c.call(0, 0x1234, false, &[0; 13], &[0; 8]), Err(status::NOT_INITIALIZED));
         assert!(c.is_empty());
         assert_eq!(func_name(0), "cublasSgemm_v2");
         assert_eq!(func_name(u16::MAX), "<unknown cuBLAS function>");
@@ -437,9 +373,6 @@ mod tests {
     #[test]
     fn deferred_errors_speak_cuda() {
         assert_eq!(deferred("test", status::EXECUTION_FAILED), 719);
-        assert_eq!(
-            deferred("test", status::NOT_SUPPORTED),
-            protocol::UNSUPPORTED
-        );
+        assert_eq!(deferred("test", status::NOT_SUPPORTED), protocol::UNSUPPORTED);
     }
 }

@@ -70,11 +70,7 @@ mod tests {
         let s = crate::sim::snapshot(4, 3);
         let u3 = s.devices[3].uuid_string();
         let picked = select(s.clone(), &format!("2,{u3},0")).unwrap();
-        let ids: Vec<_> = picked
-            .devices
-            .iter()
-            .map(|d| (d.cuda_ordinal, d.nvml_index))
-            .collect();
+        let ids: Vec<_> = picked.devices.iter().map(|d| (d.cuda_ordinal, d.nvml_index)).collect();
         assert_eq!(ids, vec![(0, 2), (1, 3), (2, 0)]);
         assert_eq!(picked.devices[1].uuid, s.devices[3].uuid);
         for bad in ["", "7", "1,1", "0,9", "GPU-ffff"] {

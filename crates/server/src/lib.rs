@@ -8,12 +8,12 @@ pub mod cuda;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gpus;
-pub mod sim;
 mod listener;
+pub mod sim;
 mod worker;
 
-pub use listener::{serve, spawn_worker_for, ServeOptions};
-pub use worker::{run_session, SessionConfig};
+pub use listener::{ServeOptions, serve, spawn_worker_for};
+pub use worker::{SessionConfig, run_session};
 
 use device_model::Snapshot;
 use protocol::Backend;
@@ -64,7 +64,11 @@ pub fn snapshot(kind: BackendKind, sim_devices: u32, sim_seed: u8) -> Result<Sna
 }
 
 /// Make the backend for one session.
-pub fn open_backend(kind: BackendKind, snapshot: &Snapshot, memory_limit: Option<u64>) -> Result<Box<dyn Session>, String> {
+pub fn open_backend(
+    kind: BackendKind,
+    snapshot: &Snapshot,
+    memory_limit: Option<u64>,
+) -> Result<Box<dyn Session>, String> {
     match kind {
         BackendKind::Sim => Ok(Box::new(sim::Sim::new(snapshot.clone(), memory_limit))),
         BackendKind::Cuda => Ok(Box::new(cuda::CudaSession::open(snapshot, memory_limit)?)),

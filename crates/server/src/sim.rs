@@ -445,10 +445,19 @@ impl protocol::Backend for Sim {
         _io: &mut Io<'_>,
         size: u64,
         _align: u64,
-        _addr: u64,
+        addr: u64,
         _flags: u64,
     ) -> Result<u64, u32> {
-        let a = self.address_space(size).ok_or(OUT_OF_MEMORY)?;
+        // The requested address when it is address space this sim handed out before and
+        // nothing of this session is there now (the driver treats it as a hint), else
+        // fresh address space.
+        let end = addr.checked_add(size.max(1)).filter(|&e| e <= self.next_addr);
+        let free = end.is_some_and(|end| {
+            let clear = |m: Option<(u64, u64)>| m.is_none_or(|(b, len)| b.saturating_add(len) <= addr);
+            clear(self.regions.range(..end).next_back().map(|(&b, r)| (b, r.data.len() as u64)))
+                && clear(self.reserved.range(..end).next_back().map(|(&b, &l)| (b, l)))
+        });
+        let a = if addr != 0 && free { addr } else { self.address_space(size).ok_or(OUT_OF_MEMORY)? };
         self.reserved.insert(a, size);
         Ok(a)
     }

@@ -201,7 +201,7 @@ impl Stats {
 
     fn report(&self) -> String {
         let mut rows: Vec<_> = self.0.iter().enumerate().filter(|(_, r)| r.0 > 0).collect();
-        rows.sort_by(|a, b| b.1.1.cmp(&a.1.1));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1.1));
         rows.iter()
             .map(|(op, (n, t))| {
                 format!(

@@ -57,7 +57,8 @@ impl ShimInfo {
     /// Read the records [`crate::Shim::build`] left in `out_dir`.
     pub fn load(out_dir: &str) -> Self {
         let out = Path::new(out_dir);
-        let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_else(|e| panic!("{}: {e}", out.join(f).display()));
+        let read =
+            |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_else(|e| panic!("{}: {e}", out.join(f).display()));
         let rec = Recorded::parse(&read(crate::CONFIG_FILE)).unwrap_or_else(|e| panic!("{e}"));
         let plan = Plan::parse_tsv(&read(crate::COVERAGE_FILE)).unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(&rec.exports).unwrap_or_else(|e| panic!("{}: {e}", rec.exports.display()));
@@ -228,7 +229,9 @@ pub fn verify(rec: &Recorded, list: &ExportList, elf: &ElfExports) -> Vec<String
         seen.insert(s.name.clone());
         match (node, &s.version) {
             (Some(n), Some(v)) if v == n && !s.hidden => {}
-            (Some(n), v) => problems.push(format!("{} has version {v:?} (hidden: {}), want {}@@{n}", s.name, s.hidden, s.name)),
+            (Some(n), v) => {
+                problems.push(format!("{} has version {v:?} (hidden: {}), want {}@@{n}", s.name, s.hidden, s.name))
+            }
             (None, None) => {}
             (None, Some(v)) => problems.push(format!("{} has version {v}, want none", s.name)),
         }
@@ -241,7 +244,11 @@ pub fn verify(rec: &Recorded, list: &ExportList, elf: &ElfExports) -> Vec<String
     }
     let missing: Vec<&String> = list.names().iter().filter(|n| !seen.contains(*n)).collect();
     if !missing.is_empty() {
-        problems.push(format!("{} listed names are not exported: {}", missing.len(), abbreviate(missing.iter().map(|s| s.as_str()))));
+        problems.push(format!(
+            "{} listed names are not exported: {}",
+            missing.len(),
+            abbreviate(missing.iter().map(|s| s.as_str()))
+        ));
     }
     if !extra.is_empty() {
         problems.push(format!(
@@ -295,7 +302,8 @@ pub fn dlopen(info: &ShimInfo) {
         let want = parse_int(&info.rec.stub_return)
             .unwrap_or_else(|| panic!("stub_return {:?} is not an integer literal", info.rec.stub_return));
         // SAFETY: generated stubs take no arguments and return a 32-bit status.
-        let f = unsafe { lib.get::<unsafe extern "C" fn() -> u32>(stub.as_bytes()) }.unwrap_or_else(|e| panic!("{stub}: {e}"));
+        let f = unsafe { lib.get::<unsafe extern "C" fn() -> u32>(stub.as_bytes()) }
+            .unwrap_or_else(|e| panic!("{stub}: {e}"));
         for _ in 0..2 {
             let got = unsafe { f() };
             assert_eq!(got, want as u32, "stub {stub} returned {got}, want {}", info.rec.stub_return);
@@ -352,11 +360,7 @@ fn parse_int(s: &str) -> Option<i64> {
             s = t.to_owned();
         }
     }
-    if let Some(h) = s.strip_prefix("0x") {
-        i64::from_str_radix(h, 16).ok()
-    } else {
-        s.parse().ok()
-    }
+    if let Some(h) = s.strip_prefix("0x") { i64::from_str_radix(h, 16).ok() } else { s.parse().ok() }
 }
 
 /// The document test: this library's section of `docs/coverage.md` equals what its build
@@ -439,7 +443,13 @@ mod tests {
                 sym("a", Some("libx.so.13")),
                 sym("b", Some("libx.so.13")),
                 sym("vgpu_private", Some("libx.so.13")),
-                DynSym { name: "libx.so.13".into(), kind: SymKind::Object, abs: true, version: Some("libx.so.13".into()), hidden: false },
+                DynSym {
+                    name: "libx.so.13".into(),
+                    kind: SymKind::Object,
+                    abs: true,
+                    version: Some("libx.so.13".into()),
+                    hidden: false,
+                },
             ],
         };
         assert_eq!(verify(&rec, &list, &good), Vec::<String>::new());

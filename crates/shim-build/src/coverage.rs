@@ -68,11 +68,8 @@ pub fn section(rec: &Recorded, plan: &Plan) -> String {
     let lib = &rec.soname;
     let _ = writeln!(s, "{}", begin(lib));
     let _ = writeln!(s, "## {lib}\n");
-    let versions = if rec.versioned {
-        format!("every symbol versioned `@@{lib}`")
-    } else {
-        "no symbol versions".to_owned()
-    };
+    let versions =
+        if rec.versioned { format!("every symbol versioned `@@{lib}`") } else { "no symbol versions".to_owned() };
     let _ = writeln!(s, "Package `{}`; SONAME `{lib}`; {versions}; export list `{}`.\n", rec.package, rec.exports_rel);
     let total = plan.total();
     let pct = if total == 0 { 0.0 } else { 100.0 * plan.implemented.len() as f64 / total as f64 };
@@ -138,11 +135,7 @@ pub fn splice(doc: &str, lib: &str, section: &str) -> String {
     }
     let rank = |l: &str| ORDER.iter().position(|x| *x == l).unwrap_or(ORDER.len());
     let mine = rank(lib);
-    let insert_at = ORDER
-        .iter()
-        .filter(|l| rank(l) > mine)
-        .filter_map(|l| doc.find(&begin(l)))
-        .min();
+    let insert_at = ORDER.iter().filter(|l| rank(l) > mine).filter_map(|l| doc.find(&begin(l))).min();
     match insert_at {
         Some(at) => format!("{}{}\n{}", &doc[..at], section, &doc[at..]),
         None => {
@@ -180,7 +173,10 @@ pub fn check_or_bless(lib: &str, package: &str, section: &str) -> Result<(), Str
         }
         let new = splice(&doc, lib, section);
         if new != doc {
-            f.set_len(0).and_then(|_| f.rewind()).and_then(|_| f.write_all(new.as_bytes())).map_err(|e| format!("write {}: {e}", path.display()))?;
+            f.set_len(0)
+                .and_then(|_| f.rewind())
+                .and_then(|_| f.write_all(new.as_bytes()))
+                .map_err(|e| format!("write {}: {e}", path.display()))?;
         }
         return Ok(());
     }
@@ -192,7 +188,11 @@ pub fn check_or_bless(lib: &str, package: &str, section: &str) -> Result<(), Str
         None => Err(format!("{} has no section for {lib}; {hint}", path.display())),
         Some(cur) if cur == section => Ok(()),
         Some(cur) => {
-            let first_diff = cur.lines().zip(section.lines()).position(|(a, b)| a != b).unwrap_or(cur.lines().count().min(section.lines().count()));
+            let first_diff = cur
+                .lines()
+                .zip(section.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(cur.lines().count().min(section.lines().count()));
             let got = cur.lines().nth(first_diff).unwrap_or("<end>");
             let want = section.lines().nth(first_diff).unwrap_or("<end>");
             Err(format!(

@@ -53,7 +53,11 @@ impl ExportList {
             return Err("empty list".into());
         }
         if versioned_names != 0 && versioned_names != names.len() {
-            return Err(format!("{} of {} names are versioned: a list is all or nothing", versioned_names, names.len()));
+            return Err(format!(
+                "{} of {} names are versioned: a list is all or nothing",
+                versioned_names,
+                names.len()
+            ));
         }
         if node.is_none() && node_symbol {
             return Err(format!("node symbol {soname:?} listed but no name is versioned"));
@@ -85,7 +89,8 @@ impl ExportList {
 /// `[A-Za-z_][A-Za-z0-9_]*`
 pub fn is_c_identifier(s: &str) -> bool {
     let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c == b'_' || c.is_ascii_alphabetic()) && b.all(|c| c == b'_' || c.is_ascii_alphanumeric())
+    matches!(b.next(), Some(c) if c == b'_' || c.is_ascii_alphabetic())
+        && b.all(|c| c == b'_' || c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]

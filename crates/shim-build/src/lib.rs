@@ -191,7 +191,9 @@ impl Shim<'_> {
     /// Run from a shim's `build.rs`: emit link arguments, generate `$OUT_DIR/stubs.rs` and
     /// the records the tests read. Panics (failing the build) on a missing or bad list.
     pub fn build(&self) {
-        let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("shim-build: {k} is not set; call Shim::build from build.rs"));
+        let env = |k: &str| {
+            std::env::var(k).unwrap_or_else(|_| panic!("shim-build: {k} is not set; call Shim::build from build.rs"))
+        };
         let out_dir = PathBuf::from(env("OUT_DIR"));
         let package_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
         let package = env("CARGO_PKG_NAME");
@@ -218,7 +220,8 @@ impl Shim<'_> {
 
         let text = std::fs::read_to_string(&list_path)
             .unwrap_or_else(|e| panic!("shim-build: cannot read export list {}: {e}", list_path.display()));
-        let list = ExportList::parse(&text, self.soname).unwrap_or_else(|e| panic!("shim-build: {}: {e}", list_path.display()));
+        let list = ExportList::parse(&text, self.soname)
+            .unwrap_or_else(|e| panic!("shim-build: {}: {e}", list_path.display()));
         if list.versioned() != self.versioned {
             panic!(
                 "shim-build: {} says versioned={} but the list {} {}",
@@ -234,7 +237,8 @@ impl Shim<'_> {
                 panic!("shim-build: data object {name:?} is not in {}", list_path.display());
             }
         }
-        let defined = scan::scan_dirs(sources.iter().map(|s| package_dir.join(s))).unwrap_or_else(|e| panic!("shim-build: {e}"));
+        let defined =
+            scan::scan_dirs(sources.iter().map(|s| package_dir.join(s))).unwrap_or_else(|e| panic!("shim-build: {e}"));
         let plan = stubs::Plan::new(&list, &defined, self.data);
         let code = plan.render(self.soname, &list_path.display().to_string(), self.stub_type, self.stub_return);
         write_if_changed(&out_dir.join(STUBS_FILE), &code);

@@ -44,7 +44,10 @@ impl Plan {
             self.stubs.len(),
             self.data.len()
         );
-        let _ = writeln!(s, "// A stub takes no arguments: on x86_64 SysV a callee that ignores its arguments is ABI-compatible with any signature.");
+        let _ = writeln!(
+            s,
+            "// A stub takes no arguments: on x86_64 SysV a callee that ignores its arguments is ABI-compatible with any signature."
+        );
         let _ = writeln!(s, "// Define NAME by hand in the shim's sources (`fn NAME`) and its stub disappears.\n");
         for name in &self.stubs {
             let _ = writeln!(
@@ -125,7 +128,9 @@ mod tests {
     #[test]
     fn rendered_code_has_stubs_and_statics() {
         let code = plan().render("libcuda.so.1", "x", "u32", "801");
-        assert!(code.contains("pub extern \"C\" fn cuMalloc() -> u32 {\n    ::shim_support::unsupported(\"cuMalloc\");\n    801\n}"));
+        assert!(code.contains(
+            "pub extern \"C\" fn cuMalloc() -> u32 {\n    ::shim_support::unsupported(\"cuMalloc\");\n    801\n}"
+        ));
         assert!(code.contains("pub static mut cudbgInjectionPath: ::shim_support::DataObject<4096> = ::shim_support::DataObject::zeroed();"));
         assert!(!code.contains("fn cuInit"));
     }

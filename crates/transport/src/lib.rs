@@ -8,4 +8,4 @@ mod framing;
 
 pub use addr::{Address, Listener, Stream};
 pub use conn::{Conn, Error, Timeouts};
-pub use framing::{read_exact_into, read_frame, read_header, write_frame, Frame};
+pub use framing::{Frame, read_exact_into, read_frame, read_header, write_frame};

@@ -7,11 +7,7 @@ fn main() {
         stub_return: "15", // CUBLAS_STATUS_NOT_SUPPORTED
         stub_type: "u32",
         // The forwarded GEMMs are generated from the table in crates/protocol/src/cublas.rs.
-        sources: &[
-            "src",
-            "../common/blas",
-            "../../../crates/protocol/src/cublas.rs",
-        ],
+        sources: &["src", "../common/blas", "../../../crates/protocol/src/cublas.rs"],
         data: &[],
     }
     .build();

@@ -2,7 +2,7 @@
 //! along in every frame's header.
 
 use crate::route;
-use crate::state::{self, call, call_on, ctx_info, ctx_ptr, entry, put, CtxInfo, R};
+use crate::state::{self, CtxInfo, R, call, call_on, ctx_info, ctx_ptr, entry, put};
 use abi::cuda::{CUcontext, CUdevice, CUresult};
 use protocol::ops;
 use std::os::raw::{c_int, c_uint};

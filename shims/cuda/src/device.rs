@@ -1,6 +1,6 @@
 //! Devices: answered from the snapshot, so CUDA and NVML report the same identity.
 
-use crate::state::{self, entry, put, R};
+use crate::state::{self, R, entry, put};
 use abi::cuda::{CUdevice, CUdevice_attribute, CUresult, CUuuid};
 use protocol::ops;
 use std::ffi::CStr;

@@ -1,6 +1,6 @@
 //! `cuGetErrorName` / `cuGetErrorString`, answered locally (names from the generated enum).
 
-use crate::state::{entry, put, R};
+use crate::state::{R, entry, put};
 use abi::cuda::CUresult;
 use std::ffi::CStr;
 use std::os::raw::c_char;

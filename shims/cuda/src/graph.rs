@@ -2,7 +2,7 @@
 
 use crate::memory::sid;
 use crate::route;
-use crate::state::{entry, put, R};
+use crate::state::{R, entry, put};
 use abi::cuda::*;
 use protocol::ops;
 use std::os::raw::{c_char, c_uint};

@@ -4,9 +4,9 @@
 use crate::memory::sid;
 use crate::module::params;
 use crate::route;
-use crate::state::{entry, R};
+use crate::state::{R, entry};
 use abi::cuda::*;
-use protocol::{ops, LaunchAttr};
+use protocol::{LaunchAttr, ops};
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::os::raw::c_uint;
@@ -21,7 +21,12 @@ const PARAM_BUFFER_SIZE: usize = 2;
 
 /// Pack `kernelParams` (one pointer per parameter) at the layout's offsets, or take the
 /// already-packed buffer that `extra` names.
-pub unsafe fn pack(layout: &[(u32, u32)], kp: *mut *mut c_void, extra: *mut *mut c_void, out: &mut Vec<u8>) -> Result<(), R> {
+pub unsafe fn pack(
+    layout: &[(u32, u32)],
+    kp: *mut *mut c_void,
+    extra: *mut *mut c_void,
+    out: &mut Vec<u8>,
+) -> Result<(), R> {
     out.clear();
     if !kp.is_null() {
         let total = layout.iter().map(|&(o, s)| (o + s) as usize).max().unwrap_or(0);
@@ -60,7 +65,16 @@ pub unsafe fn pack(layout: &[(u32, u32)], kp: *mut *mut c_void, extra: *mut *mut
     Ok(())
 }
 
-fn launch(f: u64, grid: [u32; 3], block: [u32; 3], smem: u32, stream: u64, kp: *mut *mut c_void, extra: *mut *mut c_void, attrs: Vec<LaunchAttr>) -> R {
+fn launch(
+    f: u64,
+    grid: [u32; 3],
+    block: [u32; 3],
+    smem: u32,
+    stream: u64,
+    kp: *mut *mut c_void,
+    extra: *mut *mut c_void,
+    attrs: Vec<LaunchAttr>,
+) -> R {
     entry(|| {
         let layout = params(f)?;
         // The function's server; the stream must be there too.
@@ -97,7 +111,12 @@ pub unsafe extern "C" fn cuLaunchKernel(
 
 /// The raw bytes of a launch attribute's value union.
 pub fn attr_bytes(a: &CUlaunchAttribute) -> LaunchAttr {
-    let v = unsafe { std::slice::from_raw_parts((&a.value as *const CUlaunchAttributeValue).cast::<u8>(), size_of::<CUlaunchAttributeValue>()) };
+    let v = unsafe {
+        std::slice::from_raw_parts(
+            (&a.value as *const CUlaunchAttributeValue).cast::<u8>(),
+            size_of::<CUlaunchAttributeValue>(),
+        )
+    };
     LaunchAttr { id: a.id.0, value: v.to_vec() }
 }
 
@@ -139,7 +158,8 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
     s: CUstream,
     kp: *mut *mut c_void,
 ) -> R {
-    let mut a = CUlaunchAttribute { id: CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE, ..unsafe { std::mem::zeroed() } };
+    let mut a =
+        CUlaunchAttribute { id: CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE, ..unsafe { std::mem::zeroed() } };
     a.value.cooperative = 1;
     launch(f as u64, [gx, gy, gz], [bx, by, bz], smem, sid(s), kp, std::ptr::null_mut(), vec![attr_bytes(&a)])
 }

@@ -9,7 +9,6 @@
 
 #![allow(non_snake_case, clippy::missing_safety_doc, clippy::too_many_arguments)]
 
-pub mod state;
 mod context;
 mod device;
 mod errors;
@@ -19,6 +18,7 @@ mod memory;
 mod module;
 mod procaddr;
 pub mod route;
+pub mod state;
 mod stream;
 mod vgpu_abi;
 

@@ -2,11 +2,11 @@
 //! memsets, host memory, pointer attributes and virtual memory management.
 
 use crate::route::{self, Target};
-use crate::state::{self, add_range, call, entry, put, remove_range, MemKind, R};
+use crate::state::{self, MemKind, R, add_range, call, entry, put, remove_range};
 use abi::cuda::*;
-use protocol::{ops, Copy2D};
+use protocol::{Copy2D, ops};
 use std::ffi::c_void;
-use std::os::raw::{c_uint, c_ushort, c_uchar};
+use std::os::raw::{c_uchar, c_uint, c_ushort};
 
 /// Stream id on the wire: NULL is the legacy default stream.
 pub fn sid(s: CUstream) -> u64 {
@@ -47,9 +47,24 @@ pub fn dtod(dst: u64, src: u64, n: usize, stream: Option<u64>) -> Result<(), R> 
 /// A new allocation on `t` (`get` asks for it), kept apart from other servers' memory and
 /// remembered as device memory of `t`'s context.
 fn allocated(t: Target, len: u64, get: impl FnMut() -> Result<u64, R>) -> Result<u64, R> {
-    let p = route::unique(t.server, len, get, |p| {
+    // A colliding allocation's range is reserved on its server (address space only, kept
+    // for the life of the session), so the server's next allocation lands elsewhere.
+    let span = len.div_ceil(2 << 20).max(1) * (2 << 20);
+    let mut block = |p: u64| {
+        let r = route::call(t, &ops::cuMemAddressReserve { size: span, align: 0, addr: p, flags: 0 });
+        match r {
+            Ok(a) if a == p => true,
+            Ok(a) => {
+                let _ = route::call(t, &ops::cuMemAddressFree { ptr: a, size: span });
+                false
+            }
+            Err(_) => false,
+        }
+    };
+    let give_back = |p| {
         let _ = route::call(t, &ops::cuMemFree_v2 { dptr: p });
-    })?;
+    };
+    let p = route::unique(t.server, len, get, give_back, Some(&mut block))?;
     route::add_device_range(p, len, t.ctx);
     Ok(p)
 }
@@ -109,7 +124,8 @@ pub unsafe extern "C" fn cuMemAllocPitch_v2(
         let t = route::here();
         let mut pt = 0;
         let p = allocated(t, (width.div_ceil(512) * 512 * height) as u64, || {
-            let (p, got) = route::call(t, &ops::cuMemAllocPitch_v2 { width: width as u64, height: height as u64, elem })?;
+            let (p, got) =
+                route::call(t, &ops::cuMemAllocPitch_v2 { width: width as u64, height: height as u64, elem })?;
             pt = got;
             Ok(p)
         })?;
@@ -293,7 +309,14 @@ fn peer(dst: u64, dst_ctx: CUcontext, src: u64, src_ctx: CUcontext, n: usize, s:
     };
     if a.server == b.server {
         let (t, stream) = route::place(route::on(a.server, dc), Some(s))?;
-        let c = ops::cuMemcpyPeerAsync { dst, dst_ctx: route::raw(dc), src, src_ctx: route::raw(sc), size: n as u64, stream: stream.unwrap_or(0) };
+        let c = ops::cuMemcpyPeerAsync {
+            dst,
+            dst_ctx: route::raw(dc),
+            src,
+            src_ctx: route::raw(sc),
+            size: n as u64,
+            stream: stream.unwrap_or(0),
+        };
         route::call(t, &c)?;
         // On another server's stream: waited for above; the copy completes here.
         if stream.is_none() && !route::special(s) {
@@ -322,7 +345,13 @@ pub extern "C" fn cuMemcpyPeerAsync(
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn cuMemcpyPeer(dst: CUdeviceptr, dst_ctx: CUcontext, src: CUdeviceptr, src_ctx: CUcontext, n: usize) -> R {
+pub extern "C" fn cuMemcpyPeer(
+    dst: CUdeviceptr,
+    dst_ctx: CUcontext,
+    src: CUdeviceptr,
+    src_ctx: CUcontext,
+    n: usize,
+) -> R {
     entry(|| match peer(dst, dst_ctx, src, src_ctx, n, 0)? {
         Some(t) => route::call(t, &ops::cuCtxSynchronize {}),
         None => Ok(()),
@@ -352,11 +381,19 @@ pub fn copy2d(p: &CUDA_MEMCPY2D, stream: Option<u64>) -> Result<(), R> {
         return Ok(());
     }
     let host_src = |r: usize| -> *const u8 {
-        let base = if p.srcMemoryType == CUmemorytype::CU_MEMORYTYPE_UNIFIED { p.srcDevice as *const u8 } else { p.srcHost.cast() };
+        let base = if p.srcMemoryType == CUmemorytype::CU_MEMORYTYPE_UNIFIED {
+            p.srcDevice as *const u8
+        } else {
+            p.srcHost.cast()
+        };
         unsafe { base.add((p.srcY + r) * p.srcPitch + p.srcXInBytes) }
     };
     let host_dst = |r: usize| -> *mut u8 {
-        let base = if p.dstMemoryType == CUmemorytype::CU_MEMORYTYPE_UNIFIED { p.dstDevice as *mut u8 } else { p.dstHost.cast() };
+        let base = if p.dstMemoryType == CUmemorytype::CU_MEMORYTYPE_UNIFIED {
+            p.dstDevice as *mut u8
+        } else {
+            p.dstHost.cast()
+        };
         unsafe { base.add((p.dstY + r) * p.dstPitch + p.dstXInBytes) }
     };
     let c = Copy2D {
@@ -410,8 +447,18 @@ pub fn copy2d(p: &CUDA_MEMCPY2D, stream: Option<u64>) -> Result<(), R> {
                 route::wait_stream(s)?;
             }
             let mut packed = vec![0u8; w * h];
-            route::call_to(from, &ops::cuMemcpy2D_v2 { copy: Copy2D { dst_device: None, ..c }, stream: 0 }, &[], Some(&mut packed))?;
-            route::call_to(to, &ops::cuMemcpy2D_v2 { copy: Copy2D { src_device: None, ..c }, stream: 0 }, &[&packed], None)
+            route::call_to(
+                from,
+                &ops::cuMemcpy2D_v2 { copy: Copy2D { dst_device: None, ..c }, stream: 0 },
+                &[],
+                Some(&mut packed),
+            )?;
+            route::call_to(
+                to,
+                &ops::cuMemcpy2D_v2 { copy: Copy2D { src_device: None, ..c }, stream: 0 },
+                &[&packed],
+                None,
+            )
         }
     }
 }
@@ -442,7 +489,10 @@ fn memset(dst: u64, value: u32, elem: u8, width: usize, height: usize, pitch: us
         // `s` 0 is the synchronous form (and the legacy default stream).
         let (t, stream) = route::place(route::ptr(dst), (s != 0).then_some(s))?;
         let stream = stream.unwrap_or(0);
-        route::call(t, &ops::memset { dst, value, elem, width: width as u64, height: height as u64, pitch: pitch as u64, stream })
+        route::call(
+            t,
+            &ops::memset { dst, value, elem, width: width as u64, height: height as u64, pitch: pitch as u64, stream },
+        )
     })
 }
 
@@ -487,7 +537,14 @@ pub extern "C" fn cuMemsetD2D8Async(dst: CUdeviceptr, pitch: usize, v: c_uchar, 
     memset(dst, v as u32, 1, w, h, pitch, sid(s))
 }
 #[unsafe(no_mangle)]
-pub extern "C" fn cuMemsetD2D16Async(dst: CUdeviceptr, pitch: usize, v: c_ushort, w: usize, h: usize, s: CUstream) -> R {
+pub extern "C" fn cuMemsetD2D16Async(
+    dst: CUdeviceptr,
+    pitch: usize,
+    v: c_ushort,
+    w: usize,
+    h: usize,
+    s: CUstream,
+) -> R {
     memset(dst, v as u32, 2, w, h, pitch, sid(s))
 }
 #[unsafe(no_mangle)]
@@ -587,7 +644,13 @@ fn prop_on(prop: *const CUmemAllocationProp) -> Result<(Target, Vec<u8>), R> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAddressReserve(ptr: *mut CUdeviceptr, size: usize, align: usize, addr: CUdeviceptr, flags: u64) -> R {
+pub unsafe extern "C" fn cuMemAddressReserve(
+    ptr: *mut CUdeviceptr,
+    size: usize,
+    align: usize,
+    addr: CUdeviceptr,
+    flags: u64,
+) -> R {
     entry(|| {
         let t = route::here();
         let p = route::unique(
@@ -597,6 +660,7 @@ pub unsafe extern "C" fn cuMemAddressReserve(ptr: *mut CUdeviceptr, size: usize,
             |p| {
                 let _ = route::call(t, &ops::cuMemAddressFree { ptr: p, size: size as u64 });
             },
+            None,
         )?;
         if route::servers() > 1 {
             route::add_reservation(p, size as u64, t.ctx);
@@ -639,14 +703,23 @@ pub extern "C" fn cuMemRelease(handle: CUmemGenericAllocationHandle) -> R {
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn cuMemMap(ptr: CUdeviceptr, size: usize, offset: usize, handle: CUmemGenericAllocationHandle, flags: u64) -> R {
+pub extern "C" fn cuMemMap(
+    ptr: CUdeviceptr,
+    size: usize,
+    offset: usize,
+    handle: CUmemGenericAllocationHandle,
+    flags: u64,
+) -> R {
     entry(|| {
         let t = route::of(handle)?;
         // The reservation and the memory must be on one server.
         if route::reservation(ptr).is_some() && route::ptr(ptr).server != t.server {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
-        route::call(t, &ops::cuMemMap { ptr, size: size as u64, offset: offset as u64, handle: route::raw(handle), flags })?;
+        route::call(
+            t,
+            &ops::cuMemMap { ptr, size: size as u64, offset: offset as u64, handle: route::raw(handle), flags },
+        )?;
         // The memory is the device's the handle was made for.
         route::add_device_range(ptr, size as u64, route::owner(handle).unwrap_or(t.ctx));
         Ok(())
@@ -663,7 +736,12 @@ pub extern "C" fn cuMemUnmap(ptr: CUdeviceptr, size: usize) -> R {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemSetAccess(ptr: CUdeviceptr, size: usize, desc: *const CUmemAccessDesc, count: usize) -> R {
+pub unsafe extern "C" fn cuMemSetAccess(
+    ptr: CUdeviceptr,
+    size: usize,
+    desc: *const CUmemAccessDesc,
+    count: usize,
+) -> R {
     entry(|| {
         if desc.is_null() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);

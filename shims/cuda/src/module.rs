@@ -3,12 +3,12 @@
 //! without the upload.
 
 use crate::route::{self, Target};
-use crate::state::{self, entry, put, R};
+use crate::state::{self, R, entry, put};
 use abi::cuda::*;
 use parking_lot::Mutex;
-use protocol::{ops, FuncInfo};
+use protocol::{FuncInfo, ops};
 use std::collections::HashSet;
-use std::ffi::{c_void, CStr};
+use std::ffi::{CStr, c_void};
 use std::os::raw::{c_char, c_int, c_uint};
 use std::sync::Arc;
 
@@ -148,7 +148,9 @@ pub unsafe extern "C" fn cuModuleLoad(m: *mut CUmodule, fname: *const c_char) ->
         }
         let path = unsafe { CStr::from_ptr(fname) }.to_string_lossy().into_owned();
         let mut bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
-        if !bytes.starts_with(b"\x7fELF") && u32::from_le_bytes(bytes.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])) != FATBIN_MAGIC {
+        if !bytes.starts_with(b"\x7fELF")
+            && u32::from_le_bytes(bytes.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])) != FATBIN_MAGIC
+        {
             bytes.push(0); // PTX text: the driver wants it NUL-terminated
         }
         let h = load(&bytes, 0)?;
@@ -288,7 +290,12 @@ pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: CUfunction_a
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuKernelGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, k: CUkernel, _dev: CUdevice) -> R {
+pub unsafe extern "C" fn cuKernelGetAttribute(
+    pi: *mut c_int,
+    attrib: CUfunction_attribute,
+    k: CUkernel,
+    _dev: CUdevice,
+) -> R {
     unsafe { cuFuncGetAttribute(pi, attrib, k as usize as CUfunction) }
 }
 
@@ -320,13 +327,23 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     flags: c_uint,
 ) -> R {
     entry(|| {
-        let v = about(f as u64, |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags { func, block, smem: smem as u64, flags })?;
+        let v = about(f as u64, |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
+            func,
+            block,
+            smem: smem as u64,
+            flags,
+        })?;
         unsafe { put(n, v) }
     })
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessor(n: *mut c_int, f: CUfunction, block: c_int, smem: usize) -> R {
+pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessor(
+    n: *mut c_int,
+    f: CUfunction,
+    block: c_int,
+    smem: usize,
+) -> R {
     unsafe { cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n, f, block, smem, 0) }
 }
 

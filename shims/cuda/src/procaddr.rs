@@ -1,8 +1,8 @@
 //! `cuGetProcAddress`: our own entry points by name, CUDA version and flags.
 
-use crate::state::{entry, R};
+use crate::state::{R, entry};
 use abi::cuda::*;
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{CStr, CString, c_void};
 use std::os::raw::{c_char, c_int};
 use std::sync::OnceLock;
 
@@ -54,7 +54,12 @@ fn lookup(name: &str) -> *mut c_void {
     unsafe { libc::dlsym(h as *mut c_void, c.as_ptr()) }
 }
 
-fn resolve(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, status: *mut CUdriverProcAddressQueryResult) -> Result<(), R> {
+fn resolve(
+    symbol: *const c_char,
+    pfn: *mut *mut c_void,
+    version: c_int,
+    status: *mut CUdriverProcAddressQueryResult,
+) -> Result<(), R> {
     if symbol.is_null() || pfn.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
@@ -91,7 +96,12 @@ pub unsafe extern "C" fn cuGetProcAddress_v2(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuGetProcAddress(symbol: *const c_char, pfn: *mut *mut c_void, version: c_int, _flags: cuuint64_t) -> R {
+pub unsafe extern "C" fn cuGetProcAddress(
+    symbol: *const c_char,
+    pfn: *mut *mut c_void,
+    version: c_int,
+    _flags: cuuint64_t,
+) -> R {
     entry(|| resolve(symbol, pfn, version, std::ptr::null_mut()))
 }
 

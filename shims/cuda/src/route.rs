@@ -242,31 +242,38 @@ pub fn taken_elsewhere(server: usize, start: u64, len: u64) -> bool {
 }
 
 /// Most tries [`unique`] makes before giving up.
-const TRIES: usize = 16;
+const TRIES: usize = 64;
 
-/// An allocation (`get`) on `server` whose range does not overlap another server's: one
-/// that does is kept while the next is made (so the server cannot hand it out again), and
-/// all kept ones are given back (`give_back`) at the end.
+/// An allocation (`get`) on `server` whose range does not overlap another server's.
+///
+/// One that does is given back (`give_back`) and its address range blocked on its server
+/// (`block`: reserve it as virtual address space only, which costs no memory), so that the
+/// server hands out another address next time. Without `block`, or when blocking fails, a
+/// colliding allocation is held instead while the next one is made, and all held ones are
+/// given back at the end.
 pub fn unique(
     server: usize,
     len: u64,
     get: impl FnMut() -> Result<u64, R>,
     give_back: impl FnMut(u64),
+    block: Option<&mut dyn FnMut(u64) -> bool>,
 ) -> Result<u64, R> {
     if servers() <= 1 {
         let mut get = get;
         return get();
     }
-    retry_until_free(get, give_back, |p| taken_elsewhere(server, p, len))
+    retry_until_free(get, give_back, block, |p| taken_elsewhere(server, p, len))
 }
 
 /// The retry of [`unique`]: `get` until `taken` says no, at most [`TRIES`] times.
 fn retry_until_free(
     mut get: impl FnMut() -> Result<u64, R>,
     mut give_back: impl FnMut(u64),
+    mut block: Option<&mut dyn FnMut(u64) -> bool>,
     taken: impl Fn(u64) -> bool,
 ) -> Result<u64, R> {
     let mut held = Vec::new();
+    let mut tries = 0;
     let r = loop {
         let p = match get() {
             Ok(p) => p,
@@ -280,9 +287,20 @@ fn retry_until_free(
             "vgpu: two servers hand out the same device addresses (two servers on one host?); \
              vgpu allocates again to keep them apart"
         );
-        held.push(p);
-        if held.len() == TRIES {
+        tries += 1;
+        if tries == TRIES {
+            give_back(p);
             break Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        match block.as_mut() {
+            Some(b) => {
+                give_back(p);
+                if !b(p) {
+                    // The server would not reserve it: hold what comes back from now on.
+                    block = None;
+                }
+            }
+            None => held.push(p),
         }
     };
     for p in held {
@@ -422,7 +440,8 @@ mod tests {
 
     #[test]
     fn colliding_allocations_are_retried_and_given_back() {
-        // The first two answers collide: both are held while retrying, then given back.
+        // Holding: the first two answers collide; both are held while retrying, then
+        // given back.
         let mut next = 0x1000;
         let mut back = Vec::new();
         let r = retry_until_free(
@@ -431,13 +450,14 @@ mod tests {
                 Ok(next)
             },
             |p| back.push(p),
+            None,
             |p| p < 0x4000,
         );
         assert_eq!(r, Ok(0x4000));
         assert_eq!(back, vec![0x2000, 0x3000]);
         // Always taken: give up after TRIES, with everything given back.
         let mut back = Vec::new();
-        let r = retry_until_free(|| Ok(0x10), |p| back.push(p), |_| true);
+        let r = retry_until_free(|| Ok(0x10), |p| back.push(p), None, |_| true);
         assert_eq!(r, Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY));
         assert_eq!(back.len(), TRIES);
         // A failing allocation stops the retry; what was held goes back.
@@ -449,10 +469,58 @@ mod tests {
                 if calls == 1 { Ok(0x5000) } else { Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY) }
             },
             |p| back.push(p),
+            None,
             |p| p == 0x5000,
         );
         assert_eq!(r, Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY));
         assert_eq!(back, vec![0x5000]);
+    }
+
+    #[test]
+    fn colliding_allocations_are_blocked_without_holding_memory() {
+        // A server that hands out the lowest free address, like a driver reusing freed
+        // address space: a collision is freed and its range blocked, so the next answer
+        // differs, and no memory is held meanwhile.
+        let used = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let lowest = || (1u64..).map(|i| i * 0x1000).find(|a| !used.borrow().contains(a)).unwrap();
+        let mut blocked = Vec::new();
+        let mut block = |p: u64| {
+            used.borrow_mut().insert(p);
+            blocked.push(p);
+            true
+        };
+        let r = retry_until_free(
+            || {
+                let a = lowest();
+                used.borrow_mut().insert(a);
+                Ok(a)
+            },
+            |p| {
+                used.borrow_mut().remove(&p);
+            },
+            Some(&mut block),
+            |p| p <= 0x2000,
+        );
+        assert_eq!(r, Ok(0x3000));
+        assert_eq!(blocked, vec![0x1000, 0x2000]);
+        // Blocking refused: fall back to holding (the same address would come back).
+        let used = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let lowest = || (1u64..).map(|i| i * 0x1000).find(|a| !used.borrow().contains(a)).unwrap();
+        let mut refuse = |_: u64| false;
+        let r = retry_until_free(
+            || {
+                let a = lowest();
+                used.borrow_mut().insert(a);
+                Ok(a)
+            },
+            |p| {
+                used.borrow_mut().remove(&p);
+            },
+            Some(&mut refuse),
+            |p| p <= 0x2000,
+        );
+        assert_eq!(r, Ok(0x3000));
+        assert_eq!(used.borrow().len(), 1, "held ones went back: {:?}", used.borrow());
     }
 
     #[test]
@@ -467,6 +535,7 @@ mod tests {
                 Ok(0x1000)
             },
             |_| panic!("nothing to give back"),
+            None,
         );
         assert_eq!((r, calls), (Ok(0x1000), 1));
     }

@@ -7,8 +7,8 @@ use client::Session;
 use device_model::Device;
 use parking_lot::RwLock;
 use protocol::Call;
-use std::cell::RefCell;
 use rustc_hash::FxHashMap as HashMap;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -90,7 +90,9 @@ pub fn session() -> Result<&'static Session, R> {
 pub fn visible() -> Result<&'static [usize], R> {
     static V: OnceLock<Vec<usize>> = OnceLock::new();
     let s = session()?;
-    Ok(V.get_or_init(|| device_model::visible_devices(&s.snapshot.devices, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref())))
+    Ok(V.get_or_init(|| {
+        device_model::visible_devices(&s.snapshot.devices, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref())
+    }))
 }
 
 /// The device with this process-local ordinal.

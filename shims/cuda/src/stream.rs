@@ -4,7 +4,7 @@
 
 use crate::memory::sid;
 use crate::route;
-use crate::state::{call, entry, put, R};
+use crate::state::{R, call, entry, put};
 use abi::cuda::*;
 use protocol::ops;
 use std::os::raw::{c_int, c_uint};
@@ -72,7 +72,10 @@ pub extern "C" fn cuStreamWaitEvent(s: CUstream, e: CUevent, flags: c_uint) -> R
     entry(|| {
         let (st, et) = (route::stream(sid(s))?, route::of(e as u64)?);
         if st.server == et.server {
-            return route::call(st, &ops::cuStreamWaitEvent { stream: route::raw(sid(s)), event: route::raw(e as u64), flags });
+            return route::call(
+                st,
+                &ops::cuStreamWaitEvent { stream: route::raw(sid(s)), event: route::raw(e as u64), flags },
+            );
         }
         // An event of another server: this thread waits for it, so whatever is queued on
         // the stream from now on runs after it.
@@ -123,7 +126,11 @@ fn capture_info(s: CUstream, status: *mut CUstreamCaptureStatus, id: *mut cuuint
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuStreamGetCaptureInfo(s: CUstream, status: *mut CUstreamCaptureStatus, id: *mut cuuint64_t) -> R {
+pub unsafe extern "C" fn cuStreamGetCaptureInfo(
+    s: CUstream,
+    status: *mut CUstreamCaptureStatus,
+    id: *mut cuuint64_t,
+) -> R {
     capture_info(s, status, id, &[])
 }
 

@@ -3,7 +3,7 @@
 
 use crate::route::{self, Target};
 use crate::state;
-use protocol::{ops, Call};
+use protocol::{Call, ops};
 
 /// Returned for a lost or unreachable server.
 pub const VGPU_LOST: u32 = u32::MAX;
@@ -27,8 +27,11 @@ pub unsafe extern "C" fn vgpu_roundtrip(
 ) -> u32 {
     shim_support::guard(VGPU_LOST, || {
         let Ok(s) = state::session() else { return VGPU_LOST };
-        let slice = |p: *const u8, n: usize| if n == 0 || p.is_null() { &[][..] } else { unsafe { std::slice::from_raw_parts(p, n) } };
-        let out = (!bulk_out.is_null() && bulk_out_cap > 0).then(|| unsafe { std::slice::from_raw_parts_mut(bulk_out, bulk_out_cap) });
+        let slice = |p: *const u8, n: usize| {
+            if n == 0 || p.is_null() { &[][..] } else { unsafe { std::slice::from_raw_parts(p, n) } }
+        };
+        let out = (!bulk_out.is_null() && bulk_out_cap > 0)
+            .then(|| unsafe { std::slice::from_raw_parts_mut(bulk_out, bulk_out_cap) });
         let args = slice(args, args_len);
         let (t, args, handle_of_reply) = if s.servers() > 1 {
             match cublas_route(op, args) {
@@ -92,7 +95,11 @@ fn cublas_route(op: u32, args: &[u8]) -> Result<(Target, Vec<u8>, bool), u32> {
                 // A stream of the handle's server goes as the server knows it; any other
                 // value as one no server issued, so that the server reports the error (as
                 // for a bad stream on one server: at the next synchronous call).
-                c.value = if route::server_of(c.value).ok() == route::server_of(h).ok() { route::raw(c.value) } else { c.value | FOREIGN };
+                c.value = if route::server_of(c.value).ok() == route::server_of(h).ok() {
+                    route::raw(c.value)
+                } else {
+                    c.value | FOREIGN
+                };
             }
             Ok(h)
         })?,

@@ -108,11 +108,7 @@ pub(crate) fn current_and_device() -> Res<(CUcontext, i32)> {
 /// (`cudaGetDevice` creates no context).
 pub(crate) fn current_device() -> Res<i32> {
     let c = driver_current()?;
-    if c.is_null() {
-        Ok(DEVICE.get())
-    } else {
-        device_of(c)
-    }
+    if c.is_null() { Ok(DEVICE.get()) } else { device_of(c) }
 }
 
 /// What a launch may ask of a device.
@@ -131,10 +127,7 @@ pub(crate) fn limits(device: i32) -> Res<&'static Limits> {
     Ok(LIMITS[d].get_or_init(|| {
         let get = |a: A| {
             let mut v = 0;
-            cu!(cuDeviceGetAttribute(&mut v, a, device))
-                .ok()
-                .and_then(|()| u32::try_from(v).ok())
-                .unwrap_or(u32::MAX)
+            cu!(cuDeviceGetAttribute(&mut v, a, device)).ok().and_then(|()| u32::try_from(v).ok()).unwrap_or(u32::MAX)
         };
         Limits {
             threads: get(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK),

@@ -56,18 +56,8 @@ pub(crate) fn direction(
 /// host memory.
 pub(crate) fn is_device(p: *const c_void) -> bool {
     let mut t: u32 = 0;
-    let r = cu!(cuPointerGetAttribute(
-        (&raw mut t).cast(),
-        P::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
-        p as cu::CUdeviceptr
-    ));
-    r.is_ok()
-        && [
-            M::CU_MEMORYTYPE_DEVICE.0,
-            M::CU_MEMORYTYPE_ARRAY.0,
-            M::CU_MEMORYTYPE_UNIFIED.0,
-        ]
-        .contains(&t)
+    let r = cu!(cuPointerGetAttribute((&raw mut t).cast(), P::CU_POINTER_ATTRIBUTE_MEMORY_TYPE, p as cu::CUdeviceptr));
+    r.is_ok() && [M::CU_MEMORYTYPE_DEVICE.0, M::CU_MEMORYTYPE_ARRAY.0, M::CU_MEMORYTYPE_UNIFIED.0].contains(&t)
 }
 
 /// The direction of a copy, asking the driver where the pointers live for `cudaMemcpyDefault`.
@@ -116,11 +106,7 @@ pub(crate) fn copy(dst: *mut c_void, src: *const c_void, n: usize, dir: Dir, on:
         }
     }
     // A synchronous copy returns when done (device-to-device ones need not).
-    if on == On::PerThread && dir != Dir::DtoD {
-        wait(on)
-    } else {
-        Ok(())
-    }
+    if on == On::PerThread && dir != Dir::DtoD { wait(on) } else { Ok(()) }
 }
 
 fn host_copy(dst: *mut c_void, src: *const c_void, n: usize) -> Res {
@@ -146,14 +132,7 @@ pub(crate) fn fill(p: *mut c_void, value: i32, n: usize, on: On) -> Res {
 }
 
 /// `cudaMemset2D`.
-pub(crate) fn fill_2d(
-    p: *mut c_void,
-    pitch: usize,
-    value: i32,
-    width: usize,
-    height: usize,
-    on: On,
-) -> Res {
+pub(crate) fn fill_2d(p: *mut c_void, pitch: usize, value: i32, width: usize, height: usize, on: On) -> Res {
     if width == 0 || height == 0 {
         return Ok(());
     }
@@ -164,14 +143,7 @@ pub(crate) fn fill_2d(
     let v = value as u8;
     match on {
         On::Legacy => cu!(cuMemsetD2D8_v2(dptr(p), pitch, v, width, height)),
-        On::PerThread => cu!(cuMemsetD2D8Async(
-            dptr(p),
-            pitch,
-            v,
-            width,
-            height,
-            cs(PER_THREAD)
-        )),
+        On::PerThread => cu!(cuMemsetD2D8Async(dptr(p), pitch, v, width, height, cs(PER_THREAD))),
         On::Stream(s) => cu!(cuMemsetD2D8Async(dptr(p), pitch, v, width, height, s)),
     }
 }
@@ -242,12 +214,7 @@ pub(crate) fn copy_2d(r: &Rect, dir: Dir, on: On) -> Res {
 fn host_copy_2d(r: &Rect) -> Res {
     for row in 0..r.height {
         // SAFETY: rows inside the caller's pitched buffers.
-        let (dst, src) = unsafe {
-            (
-                r.dst.byte_add(row * r.dpitch),
-                r.src.byte_add(row * r.spitch),
-            )
-        };
+        let (dst, src) = unsafe { (r.dst.byte_add(row * r.dpitch), r.src.byte_add(row * r.spitch)) };
         host_copy(dst, src, r.width)?;
     }
     Ok(())
@@ -262,42 +229,15 @@ mod tests {
         let dev = 0x7000_0000usize as *const c_void;
         let host = 0x1000usize as *const c_void;
         let is_dev = |p: *const c_void| p == dev;
-        assert_eq!(
-            direction(K::cudaMemcpyHostToDevice, host, host, is_dev),
-            Ok(Dir::HtoD)
-        );
-        assert_eq!(
-            direction(K::cudaMemcpyDeviceToHost, host, host, is_dev),
-            Ok(Dir::DtoH)
-        );
-        assert_eq!(
-            direction(K::cudaMemcpyDeviceToDevice, host, host, is_dev),
-            Ok(Dir::DtoD)
-        );
-        assert_eq!(
-            direction(K::cudaMemcpyHostToHost, dev, dev, is_dev),
-            Ok(Dir::HtoH)
-        );
-        assert_eq!(
-            direction(K::cudaMemcpyDefault, dev, host, is_dev),
-            Ok(Dir::HtoD)
-        );
-        assert_eq!(
-            direction(K::cudaMemcpyDefault, host, dev, is_dev),
-            Ok(Dir::DtoH)
-        );
-        assert_eq!(
-            direction(K::cudaMemcpyDefault, dev, dev, is_dev),
-            Ok(Dir::DtoD)
-        );
-        assert_eq!(
-            direction(K::cudaMemcpyDefault, host, host, is_dev),
-            Ok(Dir::HtoH)
-        );
-        assert_eq!(
-            direction(K(7), host, host, is_dev),
-            Err(E::cudaErrorInvalidMemcpyDirection)
-        );
+        assert_eq!(direction(K::cudaMemcpyHostToDevice, host, host, is_dev), Ok(Dir::HtoD));
+        assert_eq!(direction(K::cudaMemcpyDeviceToHost, host, host, is_dev), Ok(Dir::DtoH));
+        assert_eq!(direction(K::cudaMemcpyDeviceToDevice, host, host, is_dev), Ok(Dir::DtoD));
+        assert_eq!(direction(K::cudaMemcpyHostToHost, dev, dev, is_dev), Ok(Dir::HtoH));
+        assert_eq!(direction(K::cudaMemcpyDefault, dev, host, is_dev), Ok(Dir::HtoD));
+        assert_eq!(direction(K::cudaMemcpyDefault, host, dev, is_dev), Ok(Dir::DtoH));
+        assert_eq!(direction(K::cudaMemcpyDefault, dev, dev, is_dev), Ok(Dir::DtoD));
+        assert_eq!(direction(K::cudaMemcpyDefault, host, host, is_dev), Ok(Dir::HtoH));
+        assert_eq!(direction(K(7), host, host, is_dev), Err(E::cudaErrorInvalidMemcpyDirection));
     }
 
     #[test]
@@ -311,51 +251,24 @@ mod tests {
             height: 7,
         };
         let d = desc_2d(&r, Dir::HtoD).unwrap();
-        assert_eq!(
-            (d.srcMemoryType, d.srcHost as usize, d.srcPitch),
-            (M::CU_MEMORYTYPE_HOST, 0x1000, 100)
-        );
-        assert_eq!(
-            (d.dstMemoryType, d.dstDevice, d.dstPitch),
-            (M::CU_MEMORYTYPE_DEVICE, 0x9000, 512)
-        );
-        assert_eq!(
-            (d.WidthInBytes, d.Height, d.srcXInBytes, d.dstY),
-            (100, 7, 0, 0)
-        );
+        assert_eq!((d.srcMemoryType, d.srcHost as usize, d.srcPitch), (M::CU_MEMORYTYPE_HOST, 0x1000, 100));
+        assert_eq!((d.dstMemoryType, d.dstDevice, d.dstPitch), (M::CU_MEMORYTYPE_DEVICE, 0x9000, 512));
+        assert_eq!((d.WidthInBytes, d.Height, d.srcXInBytes, d.dstY), (100, 7, 0, 0));
         let d = desc_2d(&r, Dir::DtoH).unwrap();
-        assert_eq!(
-            (d.srcMemoryType, d.srcDevice),
-            (M::CU_MEMORYTYPE_DEVICE, 0x1000)
-        );
-        assert_eq!(
-            (d.dstMemoryType, d.dstHost as usize),
-            (M::CU_MEMORYTYPE_HOST, 0x9000)
-        );
+        assert_eq!((d.srcMemoryType, d.srcDevice), (M::CU_MEMORYTYPE_DEVICE, 0x1000));
+        assert_eq!((d.dstMemoryType, d.dstHost as usize), (M::CU_MEMORYTYPE_HOST, 0x9000));
         let wide = Rect { width: 101, ..r };
-        assert_eq!(
-            desc_2d(&wide, Dir::DtoD).err(),
-            Some(E::cudaErrorInvalidPitchValue)
-        );
+        assert_eq!(desc_2d(&wide, Dir::DtoD).err(), Some(E::cudaErrorInvalidPitchValue));
     }
 
     #[test]
     fn host_to_host_copies_locally() {
         let src = *b"0123456789ab";
         let mut dst = [0u8; 12];
-        let r = Rect {
-            dst: dst.as_mut_ptr().cast(),
-            dpitch: 6,
-            src: src.as_ptr().cast(),
-            spitch: 4,
-            width: 3,
-            height: 2,
-        };
+        let r =
+            Rect { dst: dst.as_mut_ptr().cast(), dpitch: 6, src: src.as_ptr().cast(), spitch: 4, width: 3, height: 2 };
         host_copy_2d(&r).unwrap();
         assert_eq!(&dst, b"012\x00\x00\x00456\x00\x00\x00");
-        assert_eq!(
-            host_copy(std::ptr::null_mut(), src.as_ptr().cast(), 1),
-            Err(E::cudaErrorInvalidValue)
-        );
+        assert_eq!(host_copy(std::ptr::null_mut(), src.as_ptr().cast(), 1), Err(E::cudaErrorInvalidValue));
     }
 }

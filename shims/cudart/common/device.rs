@@ -87,11 +87,7 @@ pub extern "C" fn cudaSetDeviceFlags(flags: c_uint) -> E {
 pub unsafe extern "C" fn cudaGetDeviceFlags(flags: *mut c_uint) -> E {
     api(|| {
         let (mut f, mut active) = (0, 0);
-        cu!(cuDevicePrimaryCtxGetState(
-            current_device()?,
-            &mut f,
-            &mut active
-        ))?;
+        cu!(cuDevicePrimaryCtxGetState(current_device()?, &mut f, &mut active))?;
         out(flags, f)
     })
 }
@@ -110,30 +106,20 @@ pub extern "C" fn cudaInitDevice(device: c_int, device_flags: c_uint, flags: c_u
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaGetDeviceProperties(
-    prop: *mut rt::cudaDeviceProp,
-    device: c_int,
-) -> E {
+pub unsafe extern "C" fn cudaGetDeviceProperties(prop: *mut rt::cudaDeviceProp, device: c_int) -> E {
     api(|| get_properties(prop, device, PLAIN_PROP_BYTES))
 }
 
 /// CUDA 12 headers call this for `cudaGetDeviceProperties`.
 #[cfg(vgpu_major = "12")]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaGetDeviceProperties_v2(
-    prop: *mut rt::cudaDeviceProp,
-    device: c_int,
-) -> E {
+pub unsafe extern "C" fn cudaGetDeviceProperties_v2(prop: *mut rt::cudaDeviceProp, device: c_int) -> E {
     api(|| get_properties(prop, device, PROP_BYTES))
 }
 
 /// `cudaDeviceAttr` values are the driver's `CUdevice_attribute` values.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaDeviceGetAttribute(
-    value: *mut c_int,
-    attr: rt::cudaDeviceAttr,
-    device: c_int,
-) -> E {
+pub unsafe extern "C" fn cudaDeviceGetAttribute(value: *mut c_int, attr: rt::cudaDeviceAttr, device: c_int) -> E {
     api(|| {
         non_null(value)?;
         check_device(device)?;
@@ -146,11 +132,7 @@ pub unsafe extern "C" fn cudaDeviceGetAttribute(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaDeviceGetPCIBusId(
-    pci_bus_id: *mut c_char,
-    len: c_int,
-    device: c_int,
-) -> E {
+pub unsafe extern "C" fn cudaDeviceGetPCIBusId(pci_bus_id: *mut c_char, len: c_int, device: c_int) -> E {
     api(|| {
         non_null(pci_bus_id)?;
         check_device(device)?;
@@ -159,10 +141,7 @@ pub unsafe extern "C" fn cudaDeviceGetPCIBusId(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaDeviceGetByPCIBusId(
-    device: *mut c_int,
-    pci_bus_id: *const c_char,
-) -> E {
+pub unsafe extern "C" fn cudaDeviceGetByPCIBusId(device: *mut c_int, pci_bus_id: *const c_char) -> E {
     api(|| {
         non_null(device)?;
         non_null(pci_bus_id)?;
@@ -236,10 +215,7 @@ pub unsafe extern "C" fn cudaMemGetInfo(free: *mut usize, total: *mut usize) -> 
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaDeviceGetStreamPriorityRange(
-    least: *mut c_int,
-    greatest: *mut c_int,
-) -> E {
+pub unsafe extern "C" fn cudaDeviceGetStreamPriorityRange(least: *mut c_int, greatest: *mut c_int) -> E {
     api(|| {
         current()?;
         cu!(cuCtxGetStreamPriorityRange(least, greatest))
@@ -299,16 +275,7 @@ pub unsafe extern "C" fn cudaGetDriverEntryPoint(
     flags: u64,
     status: *mut rt::cudaDriverEntryPointQueryResult,
 ) -> E {
-    api(|| {
-        entry_point(
-            symbol,
-            func,
-            crate::RUNTIME_VERSION as c_uint,
-            flags,
-            status,
-            false,
-        )
-    })
+    api(|| entry_point(symbol, func, crate::RUNTIME_VERSION as c_uint, flags, status, false))
 }
 
 #[unsafe(no_mangle)]
@@ -318,16 +285,7 @@ pub unsafe extern "C" fn cudaGetDriverEntryPoint_ptsz(
     flags: u64,
     status: *mut rt::cudaDriverEntryPointQueryResult,
 ) -> E {
-    api(|| {
-        entry_point(
-            symbol,
-            func,
-            crate::RUNTIME_VERSION as c_uint,
-            flags,
-            status,
-            true,
-        )
-    })
+    api(|| entry_point(symbol, func, crate::RUNTIME_VERSION as c_uint, flags, status, true))
 }
 
 #[unsafe(no_mangle)]
@@ -393,18 +351,9 @@ mod tests {
 
     #[test]
     fn limits_and_entry_point_enums_match_the_driver() {
-        assert_eq!(
-            rt::cudaLimit::cudaLimitStackSize.0,
-            cu::CUlimit::CU_LIMIT_STACK_SIZE.0
-        );
-        assert_eq!(
-            rt::cudaLimit::cudaLimitMallocHeapSize.0,
-            cu::CUlimit::CU_LIMIT_MALLOC_HEAP_SIZE.0
-        );
-        assert_eq!(
-            rt::cudaLimit::cudaLimitPersistingL2CacheSize.0,
-            cu::CUlimit::CU_LIMIT_PERSISTING_L2_CACHE_SIZE.0
-        );
+        assert_eq!(rt::cudaLimit::cudaLimitStackSize.0, cu::CUlimit::CU_LIMIT_STACK_SIZE.0);
+        assert_eq!(rt::cudaLimit::cudaLimitMallocHeapSize.0, cu::CUlimit::CU_LIMIT_MALLOC_HEAP_SIZE.0);
+        assert_eq!(rt::cudaLimit::cudaLimitPersistingL2CacheSize.0, cu::CUlimit::CU_LIMIT_PERSISTING_L2_CACHE_SIZE.0);
         assert_eq!(
             rt::cudaDriverEntryPointQueryResult::cudaDriverEntryPointSymbolNotFound.0,
             cu::CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND.0

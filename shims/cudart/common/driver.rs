@@ -60,10 +60,7 @@ pub(crate) fn driver_is_sufficient(driver: i32, runtime: i32) -> bool {
 
 /// The answer when the loaded driver lacks a symbol (an older NVIDIA driver): logged once.
 pub(crate) fn missing(name: &'static str) -> E {
-    shim_support::log_once!(
-        &format!("cudart: missing {name}"),
-        "vgpu: libcuda.so.1 lacks {name}"
-    );
+    shim_support::log_once!(&format!("cudart: missing {name}"), "vgpu: libcuda.so.1 lacks {name}");
     E::cudaErrorCallRequiresNewerDriver
 }
 
@@ -75,10 +72,7 @@ mod tests {
     fn version_check_is_by_major() {
         assert!(driver_is_sufficient(13000, 13000));
         assert!(driver_is_sufficient(13020, 13000));
-        assert!(
-            driver_is_sufficient(12020, 12090),
-            "minor-version compatibility"
-        );
+        assert!(driver_is_sufficient(12020, 12090), "minor-version compatibility");
         assert!(driver_is_sufficient(13000, 12090));
         assert!(!driver_is_sufficient(12090, 13000));
     }

@@ -19,9 +19,7 @@ pub(crate) fn fatbin_len(h: &[u8; HEADER_LEN]) -> Option<usize> {
     if magic != FATBIN_MAGIC || usize::from(header_size) < HEADER_LEN {
         return None;
     }
-    usize::try_from(fat_size)
-        .ok()?
-        .checked_add(usize::from(header_size))
+    usize::try_from(fat_size).ok()?.checked_add(usize::from(header_size))
 }
 
 /// The device image registered by `arg`: `(address, length)`. `arg` is a
@@ -68,21 +66,9 @@ mod tests {
         assert_eq!(fatbin_len(&header(FATBIN_MAGIC, 16, 128)), Some(144));
         assert_eq!(fatbin_len(&header(FATBIN_MAGIC, 16, 0)), Some(16));
         assert_eq!(fatbin_len(&header(0xDEAD_BEEF, 16, 128)), None, "bad magic");
-        assert_eq!(
-            fatbin_len(&header(WRAPPER_MAGIC, 16, 128)),
-            None,
-            "a wrapper is not a fatbin"
-        );
-        assert_eq!(
-            fatbin_len(&header(FATBIN_MAGIC, 8, 128)),
-            None,
-            "header too short"
-        );
-        assert_eq!(
-            fatbin_len(&header(FATBIN_MAGIC, 16, u64::MAX)),
-            None,
-            "overflow"
-        );
+        assert_eq!(fatbin_len(&header(WRAPPER_MAGIC, 16, 128)), None, "a wrapper is not a fatbin");
+        assert_eq!(fatbin_len(&header(FATBIN_MAGIC, 8, 128)), None, "header too short");
+        assert_eq!(fatbin_len(&header(FATBIN_MAGIC, 16, u64::MAX)), None, "overflow");
     }
 
     #[repr(C)]
@@ -97,36 +83,19 @@ mod tests {
     fn locate_through_a_wrapper_or_directly() {
         let mut blob = header(FATBIN_MAGIC, 16, 48).to_vec();
         blob.resize(64, 0xAB);
-        let w = Wrapper {
-            magic: WRAPPER_MAGIC,
-            version: 1,
-            data: blob.as_ptr(),
-            filename: std::ptr::null(),
-        };
+        let w = Wrapper { magic: WRAPPER_MAGIC, version: 1, data: blob.as_ptr(), filename: std::ptr::null() };
         let got = unsafe { locate((&raw const w).cast()) };
         assert_eq!(got, Some((blob.as_ptr(), 64)));
-        assert_eq!(
-            unsafe { locate(blob.as_ptr().cast()) },
-            Some((blob.as_ptr(), 64))
-        );
+        assert_eq!(unsafe { locate(blob.as_ptr().cast()) }, Some((blob.as_ptr(), 64)));
 
-        let bad = Wrapper {
-            magic: 0x1234_5678,
-            ..w
-        };
+        let bad = Wrapper { magic: 0x1234_5678, ..w };
         assert_eq!(unsafe { locate((&raw const bad).cast()) }, None);
-        let empty = Wrapper {
-            data: std::ptr::null(),
-            ..w
-        };
+        let empty = Wrapper { data: std::ptr::null(), ..w };
         assert_eq!(unsafe { locate((&raw const empty).cast()) }, None);
         assert_eq!(unsafe { locate(std::ptr::null()) }, None);
         let mut bad_blob = blob.clone();
         bad_blob[0] = 0;
-        let w2 = Wrapper {
-            data: bad_blob.as_ptr(),
-            ..w
-        };
+        let w2 = Wrapper { data: bad_blob.as_ptr(), ..w };
         assert_eq!(unsafe { locate((&raw const w2).cast()) }, None);
     }
 }

@@ -32,19 +32,14 @@ pub(crate) fn attributes(get: impl Fn(F) -> Res<i32>) -> Res<rt::cudaFuncAttribu
         requiredClusterWidth: i(F::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_WIDTH)?,
         requiredClusterHeight: i(F::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT)?,
         requiredClusterDepth: i(F::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH)?,
-        clusterSchedulingPolicyPreference: i(
-            F::CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE,
-        )?,
+        clusterSchedulingPolicyPreference: i(F::CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE)?,
         nonPortableClusterSizeAllowed: i(F::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED)?,
         reserved: [0; 16],
     })
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaFuncGetAttributes(
-    attr: *mut rt::cudaFuncAttributes,
-    func: *const c_void,
-) -> E {
+pub unsafe extern "C" fn cudaFuncGetAttributes(attr: *mut rt::cudaFuncAttributes, func: *const c_void) -> E {
     api(|| {
         non_null(attr)?;
         let f = function(func)?;
@@ -59,36 +54,18 @@ pub unsafe extern "C" fn cudaFuncGetAttributes(
 
 /// `cudaFuncAttribute` values are the driver's `CUfunction_attribute` values.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaFuncSetAttribute(
-    func: *const c_void,
-    attr: rt::cudaFuncAttribute,
-    value: c_int,
-) -> E {
+pub unsafe extern "C" fn cudaFuncSetAttribute(func: *const c_void, attr: rt::cudaFuncAttribute, value: c_int) -> E {
     api(|| cu!(cuFuncSetAttribute(function(func)?, F(attr.0), value)))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaFuncSetCacheConfig(
-    func: *const c_void,
-    config: rt::cudaFuncCache,
-) -> E {
-    api(|| {
-        cu!(cuFuncSetCacheConfig(
-            function(func)?,
-            cu::CUfunc_cache(config.0)
-        ))
-    })
+pub unsafe extern "C" fn cudaFuncSetCacheConfig(func: *const c_void, config: rt::cudaFuncCache) -> E {
+    api(|| cu!(cuFuncSetCacheConfig(function(func)?, cu::CUfunc_cache(config.0))))
 }
 
 fn occupancy(n: *mut c_int, func: *const c_void, block: c_int, smem: usize, flags: c_uint) -> Res {
     non_null(n)?;
-    cu!(cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
-        n,
-        function(func)?,
-        block,
-        smem,
-        flags
-    ))
+    cu!(cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n, function(func)?, block, smem, flags))
 }
 
 #[unsafe(no_mangle)]
@@ -137,10 +114,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!((a.ptxVersion, a.binaryVersion), (90, 86));
-        assert_eq!(
-            (a.maxThreadsPerBlock, a.sharedSizeBytes, a.numRegs),
-            (100, 101, 104)
-        );
+        assert_eq!((a.maxThreadsPerBlock, a.sharedSizeBytes, a.numRegs), (100, 101, 104));
         assert_eq!(a.maxDynamicSharedSizeBytes, 108);
         assert_eq!(a.requiredClusterWidth, 0);
         assert_eq!(a.nonPortableClusterSizeAllowed, 114);
@@ -161,18 +135,12 @@ mod tests {
             R::cudaFuncAttributePreferredSharedMemoryCarveout.0,
             F::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT.0
         );
-        assert_eq!(
-            R::cudaFuncAttributeRequiredClusterDepth.0,
-            F::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH.0
-        );
+        assert_eq!(R::cudaFuncAttributeRequiredClusterDepth.0, F::CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_DEPTH.0);
         assert_eq!(
             R::cudaFuncAttributeClusterSchedulingPolicyPreference.0,
             F::CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE.0
         );
-        assert_eq!(
-            rt::cudaFuncCache::cudaFuncCachePreferL1.0,
-            cu::CUfunc_cache::CU_FUNC_CACHE_PREFER_L1.0
-        );
+        assert_eq!(rt::cudaFuncCache::cudaFuncCachePreferL1.0, cu::CUfunc_cache::CU_FUNC_CACHE_PREFER_L1.0);
         assert_eq!(
             rt::cudaOccupancyDisableCachingOverride,
             cu::CUoccupancy_flags_enum::CU_OCCUPANCY_DISABLE_CACHING_OVERRIDE.0

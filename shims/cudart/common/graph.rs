@@ -13,10 +13,7 @@ use crate::rt::{self, cudaError_t as E};
 
 fn begin(s: rt::cudaStream_t, mode: rt::cudaStreamCaptureMode) -> Res {
     current()?;
-    cu!(cuStreamBeginCapture_v2(
-        cs(s),
-        cu::CUstreamCaptureMode(mode.0)
-    ))
+    cu!(cuStreamBeginCapture_v2(cs(s), cu::CUstreamCaptureMode(mode.0)))
 }
 
 fn end(s: rt::cudaStream_t, graph: *mut rt::cudaGraph_t) -> Res {
@@ -52,30 +49,11 @@ fn capture_info(
     current()?;
     let mut st = cu::CUstreamCaptureStatus(0);
     let mut g = null_mut();
-    let g_out = if graph.is_null() {
-        null_mut()
-    } else {
-        &raw mut g
-    };
+    let g_out = if graph.is_null() { null_mut() } else { &raw mut g };
     // Node handles and edge data are the driver's own arrays: same pointers, same layouts.
     match edges {
-        Some(e) => cu!(cuStreamGetCaptureInfo_v3(
-            cs(s),
-            &mut st,
-            id,
-            g_out,
-            deps.cast(),
-            e.cast(),
-            num_deps
-        ))?,
-        None => cu!(cuStreamGetCaptureInfo_v2(
-            cs(s),
-            &mut st,
-            id,
-            g_out,
-            deps.cast(),
-            num_deps
-        ))?,
+        Some(e) => cu!(cuStreamGetCaptureInfo_v3(cs(s), &mut st, id, g_out, deps.cast(), e.cast(), num_deps))?,
+        None => cu!(cuStreamGetCaptureInfo_v2(cs(s), &mut st, id, g_out, deps.cast(), num_deps))?,
     }
     if !graph.is_null() {
         out(graph, g.cast())?;
@@ -84,42 +62,27 @@ fn capture_info(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamBeginCapture(
-    s: rt::cudaStream_t,
-    mode: rt::cudaStreamCaptureMode,
-) -> E {
+pub unsafe extern "C" fn cudaStreamBeginCapture(s: rt::cudaStream_t, mode: rt::cudaStreamCaptureMode) -> E {
     api(|| begin(s, mode))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamBeginCapture_ptsz(
-    s: rt::cudaStream_t,
-    mode: rt::cudaStreamCaptureMode,
-) -> E {
+pub unsafe extern "C" fn cudaStreamBeginCapture_ptsz(s: rt::cudaStream_t, mode: rt::cudaStreamCaptureMode) -> E {
     api(|| begin(ptsz(s), mode))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamEndCapture(
-    s: rt::cudaStream_t,
-    graph: *mut rt::cudaGraph_t,
-) -> E {
+pub unsafe extern "C" fn cudaStreamEndCapture(s: rt::cudaStream_t, graph: *mut rt::cudaGraph_t) -> E {
     api(|| end(s, graph))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamEndCapture_ptsz(
-    s: rt::cudaStream_t,
-    graph: *mut rt::cudaGraph_t,
-) -> E {
+pub unsafe extern "C" fn cudaStreamEndCapture_ptsz(s: rt::cudaStream_t, graph: *mut rt::cudaGraph_t) -> E {
     api(|| end(ptsz(s), graph))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamIsCapturing(
-    s: rt::cudaStream_t,
-    status: *mut rt::cudaStreamCaptureStatus,
-) -> E {
+pub unsafe extern "C" fn cudaStreamIsCapturing(s: rt::cudaStream_t, status: *mut rt::cudaStreamCaptureStatus) -> E {
     api(|| is_capturing(s, status))
 }
 
@@ -180,17 +143,7 @@ mod v12 {
         status: *mut rt::cudaStreamCaptureStatus,
         id: *mut c_ulonglong,
     ) -> E {
-        api(|| {
-            capture_info(
-                ptsz(s),
-                status,
-                id,
-                null_mut(),
-                null_mut(),
-                None,
-                null_mut(),
-            )
-        })
+        api(|| capture_info(ptsz(s), status, id, null_mut(), null_mut(), None, null_mut()))
     }
 
     #[unsafe(no_mangle)]
@@ -245,9 +198,7 @@ mod v12 {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaThreadExchangeStreamCaptureMode(
-    mode: *mut rt::cudaStreamCaptureMode,
-) -> E {
+pub unsafe extern "C" fn cudaThreadExchangeStreamCaptureMode(mode: *mut rt::cudaStreamCaptureMode) -> E {
     api(|| {
         non_null(mode)?;
         // SAFETY: checked non-null; the caller's mode.
@@ -364,14 +315,8 @@ mod tests {
     fn enums_and_layouts_match_the_driver() {
         use cu::CUstreamCaptureMode as CM;
         use rt::cudaStreamCaptureMode as RM;
-        assert_eq!(
-            RM::cudaStreamCaptureModeRelaxed.0,
-            CM::CU_STREAM_CAPTURE_MODE_RELAXED.0
-        );
-        assert_eq!(
-            RM::cudaStreamCaptureModeThreadLocal.0,
-            CM::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL.0
-        );
+        assert_eq!(RM::cudaStreamCaptureModeRelaxed.0, CM::CU_STREAM_CAPTURE_MODE_RELAXED.0);
+        assert_eq!(RM::cudaStreamCaptureModeThreadLocal.0, CM::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL.0);
         assert_eq!(
             rt::cudaStreamCaptureStatus::cudaStreamCaptureStatusInvalidated.0,
             cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_INVALIDATED.0
@@ -380,14 +325,8 @@ mod tests {
             rt::cudaGraphExecUpdateResult::cudaGraphExecUpdateErrorTopologyChanged.0,
             cu::CUgraphExecUpdateResult::CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED.0
         );
-        assert_eq!(
-            size_of::<rt::cudaGraphEdgeData>(),
-            size_of::<cu::CUgraphEdgeData>()
-        );
-        assert_eq!(
-            offset_of!(rt::cudaGraphEdgeData, type_),
-            offset_of!(cu::CUgraphEdgeData, type_)
-        );
+        assert_eq!(size_of::<rt::cudaGraphEdgeData>(), size_of::<cu::CUgraphEdgeData>());
+        assert_eq!(offset_of!(rt::cudaGraphEdgeData, type_), offset_of!(cu::CUgraphEdgeData, type_));
         assert_eq!(
             rt::cudaGraphInstantiateFlags::cudaGraphInstantiateFlagAutoFreeOnLaunch.0,
             cu::CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH.0

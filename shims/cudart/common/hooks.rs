@@ -8,9 +8,7 @@ use crate::rt;
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn __cudaRegisterFatBinary(fat_cubin: *mut c_void) -> *mut *mut c_void {
-    shim_support::guard(std::ptr::null_mut(), || {
-        registry::register_fatbin(fat_cubin)
-    })
+    shim_support::guard(std::ptr::null_mut(), || registry::register_fatbin(fat_cubin))
 }
 
 #[unsafe(no_mangle)]
@@ -36,9 +34,7 @@ pub unsafe extern "C" fn __cudaRegisterFunction(
     _grid_dim: *mut rt::dim3,
     _warp_size: *mut c_int,
 ) {
-    shim_support::guard((), || {
-        registry::register_function(handle, host_fun, device_fun)
-    });
+    shim_support::guard((), || registry::register_function(handle, host_fun, device_fun));
 }
 
 #[unsafe(no_mangle)]
@@ -52,9 +48,7 @@ pub unsafe extern "C" fn __cudaRegisterVar(
     _constant: c_int,
     _global: c_int,
 ) {
-    shim_support::guard((), || {
-        registry::register_var(handle, host_var.cast(), device_name, false)
-    });
+    shim_support::guard((), || registry::register_var(handle, host_var.cast(), device_name, false));
 }
 
 /// Recorded so that registration succeeds; using the variable answers not-supported.
@@ -69,9 +63,7 @@ pub unsafe extern "C" fn __cudaRegisterManagedVar(
     _constant: c_int,
     _global: c_int,
 ) {
-    shim_support::guard((), || {
-        registry::register_var(handle, host_var_ptr_address.cast(), device_name, true)
-    });
+    shim_support::guard((), || registry::register_var(handle, host_var_ptr_address.cast(), device_name, true));
 }
 
 /// Modules load lazily, so there is nothing to do now; 1 tells the caller it succeeded.

@@ -40,11 +40,7 @@ fn dims(d: rt::dim3) -> [u32; 3] {
 }
 
 fn dim3(d: [u32; 3]) -> rt::dim3 {
-    rt::dim3 {
-        x: d[0],
-        y: d[1],
-        z: d[2],
-    }
+    rt::dim3 { x: d[0], y: d[1], z: d[2] }
 }
 
 /// A zero extent is `cudaErrorInvalidValue` (what NVIDIA's runtime answers, seen on an H100).
@@ -87,23 +83,9 @@ fn launch(
     let f = prepare(host, grid, block)?;
     let (g, b) = (grid, block);
     if cooperative {
-        cu!(cuLaunchCooperativeKernel(
-            f, g.x, g.y, g.z, b.x, b.y, b.z, shmem, stream, args
-        ))
+        cu!(cuLaunchCooperativeKernel(f, g.x, g.y, g.z, b.x, b.y, b.z, shmem, stream, args))
     } else {
-        cu!(cuLaunchKernel(
-            f,
-            g.x,
-            g.y,
-            g.z,
-            b.x,
-            b.y,
-            b.z,
-            shmem,
-            stream,
-            args,
-            null_mut()
-        ))
+        cu!(cuLaunchKernel(f, g.x, g.y, g.z, b.x, b.y, b.z, shmem, stream, args, null_mut()))
     }
 }
 
@@ -131,12 +113,7 @@ pub extern "C" fn __cudaPushCallConfiguration(
     stream: rt::cudaStream_t,
 ) -> u32 {
     shim_support::guard(1, || {
-        push_config(CallConfig {
-            grid: dims(grid),
-            block: dims(block),
-            shmem,
-            stream: stream as usize,
-        });
+        push_config(CallConfig { grid: dims(grid), block: dims(block), shmem, stream: stream as usize });
         0
     })
 }
@@ -153,10 +130,7 @@ pub unsafe extern "C" fn __cudaPopCallConfiguration(
         out(grid, dim3(c.grid))?;
         out(block, dim3(c.block))?;
         out(shmem, c.shmem)?;
-        out(
-            stream.cast::<rt::cudaStream_t>(),
-            c.stream as rt::cudaStream_t,
-        )
+        out(stream.cast::<rt::cudaStream_t>(), c.stream as rt::cudaStream_t)
     })
 }
 
@@ -244,17 +218,7 @@ pub unsafe extern "C" fn __cudaLaunchKernel_ptsz(
     shmem: usize,
     stream: rt::cudaStream_t,
 ) -> E {
-    api(|| {
-        launch(
-            kernel.cast(),
-            grid,
-            block,
-            args,
-            shmem,
-            cs(ptsz(stream)),
-            false,
-        )
-    })
+    api(|| launch(kernel.cast(), grid, block, args, shmem, cs(ptsz(stream)), false))
 }
 
 #[unsafe(no_mangle)]
@@ -282,14 +246,9 @@ mod tests {
     #[test]
     fn call_configuration_stack_is_lifo_and_per_thread() {
         let d = |x| rt::dim3 { x, y: 1, z: 1 };
-        assert_eq!(
-            __cudaPushCallConfiguration(d(4), d(256), 1024, 0x1234usize as rt::cudaStream_t),
-            0
-        );
+        assert_eq!(__cudaPushCallConfiguration(d(4), d(256), 1024, 0x1234usize as rt::cudaStream_t), 0);
         assert_eq!(__cudaPushCallConfiguration(d(8), d(32), 0, null_mut()), 0);
-        std::thread::spawn(|| assert_eq!(pop_config(), None))
-            .join()
-            .unwrap();
+        std::thread::spawn(|| assert_eq!(pop_config(), None)).join().unwrap();
 
         let (mut g, mut b, mut s, mut st) = (d(0), d(0), 0usize, null_mut::<c_void>());
         let pop = |g: &mut rt::dim3, b: &mut rt::dim3, s: &mut usize, st: &mut *mut c_void| unsafe {
@@ -299,14 +258,8 @@ mod tests {
         assert_eq!((g.x, b.x, s, st as usize), (8, 32, 0, 0));
         assert_eq!(pop(&mut g, &mut b, &mut s, &mut st), E::cudaSuccess);
         assert_eq!((g.x, g.y, b.x, s, st as usize), (4, 1, 256, 1024, 0x1234));
-        assert_eq!(
-            pop(&mut g, &mut b, &mut s, &mut st),
-            E::cudaErrorMissingConfiguration
-        );
-        assert_eq!(
-            super::super::error::cudaGetLastError(),
-            E::cudaErrorMissingConfiguration
-        );
+        assert_eq!(pop(&mut g, &mut b, &mut s, &mut st), E::cudaErrorMissingConfiguration);
+        assert_eq!(super::super::error::cudaGetLastError(), E::cudaErrorMissingConfiguration);
     }
 
     #[test]
@@ -319,11 +272,7 @@ mod tests {
 
     #[test]
     fn device_limits_bound_a_launch() {
-        let l = Limits {
-            threads: 1024,
-            block: [1024, 1024, 64],
-            grid: [u32::MAX >> 1, 65535, 65535],
-        };
+        let l = Limits { threads: 1024, block: [1024, 1024, 64], grid: [u32::MAX >> 1, 65535, 65535] };
         let d = |x, y, z| rt::dim3 { x, y, z };
         let bad = Err(E::cudaErrorInvalidValue);
         assert_eq!(check_limits(d(1 << 20, 1, 1), d(1024, 1, 1), &l), Ok(()));

@@ -3,8 +3,7 @@
 //! and driver (checked in the tests); the union member that is live follows from the id.
 
 use abi::cuda::{
-    self as cu, CUlaunchAttribute, CUlaunchAttributeID as Id, CUlaunchAttributeValue as V,
-    CUlaunchConfig,
+    self as cu, CUlaunchAttribute, CUlaunchAttributeID as Id, CUlaunchAttributeValue as V, CUlaunchConfig,
 };
 
 use super::error::Res;
@@ -29,30 +28,20 @@ pub(crate) fn attribute(a: &rt::cudaLaunchAttribute) -> Res<CUlaunchAttribute> {
                     },
                 }
             }
-            RId::cudaLaunchAttributeCooperative => V {
-                cooperative: v.cooperative,
-            },
-            RId::cudaLaunchAttributeSynchronizationPolicy => V {
-                syncPolicy: cu::CUsynchronizationPolicy(v.syncPolicy.0),
-            },
+            RId::cudaLaunchAttributeCooperative => V { cooperative: v.cooperative },
+            RId::cudaLaunchAttributeSynchronizationPolicy => {
+                V { syncPolicy: cu::CUsynchronizationPolicy(v.syncPolicy.0) }
+            }
             RId::cudaLaunchAttributeClusterDimension => {
                 let d = v.clusterDim;
-                V {
-                    clusterDim: cu::CUlaunchAttributeValue_union__bindgen_ty_1 {
-                        x: d.x,
-                        y: d.y,
-                        z: d.z,
-                    },
-                }
+                V { clusterDim: cu::CUlaunchAttributeValue_union__bindgen_ty_1 { x: d.x, y: d.y, z: d.z } }
             }
             RId::cudaLaunchAttributeClusterSchedulingPolicyPreference => V {
-                clusterSchedulingPolicyPreference: cu::CUclusterSchedulingPolicy(
-                    v.clusterSchedulingPolicyPreference.0,
-                ),
+                clusterSchedulingPolicyPreference: cu::CUclusterSchedulingPolicy(v.clusterSchedulingPolicyPreference.0),
             },
-            RId::cudaLaunchAttributeProgrammaticStreamSerialization => V {
-                programmaticStreamSerializationAllowed: v.programmaticStreamSerializationAllowed,
-            },
+            RId::cudaLaunchAttributeProgrammaticStreamSerialization => {
+                V { programmaticStreamSerializationAllowed: v.programmaticStreamSerializationAllowed }
+            }
             RId::cudaLaunchAttributeProgrammaticEvent => {
                 let e = v.programmaticEvent;
                 V {
@@ -63,30 +52,15 @@ pub(crate) fn attribute(a: &rt::cudaLaunchAttribute) -> Res<CUlaunchAttribute> {
                     },
                 }
             }
-            RId::cudaLaunchAttributePriority => V {
-                priority: v.priority,
-            },
+            RId::cudaLaunchAttributePriority => V { priority: v.priority },
             RId::cudaLaunchAttributeMemSyncDomainMap => {
                 let m = v.memSyncDomainMap;
-                V {
-                    memSyncDomainMap: cu::CUlaunchMemSyncDomainMap {
-                        default_: m.default_,
-                        remote: m.remote,
-                    },
-                }
+                V { memSyncDomainMap: cu::CUlaunchMemSyncDomainMap { default_: m.default_, remote: m.remote } }
             }
-            RId::cudaLaunchAttributeMemSyncDomain => V {
-                memSyncDomain: cu::CUlaunchMemSyncDomain(v.memSyncDomain.0),
-            },
+            RId::cudaLaunchAttributeMemSyncDomain => V { memSyncDomain: cu::CUlaunchMemSyncDomain(v.memSyncDomain.0) },
             RId::cudaLaunchAttributePreferredClusterDimension => {
                 let d = v.preferredClusterDim;
-                V {
-                    preferredClusterDim: cu::CUlaunchAttributeValue_union__bindgen_ty_4 {
-                        x: d.x,
-                        y: d.y,
-                        z: d.z,
-                    },
-                }
+                V { preferredClusterDim: cu::CUlaunchAttributeValue_union__bindgen_ty_4 { x: d.x, y: d.y, z: d.z } }
             }
             RId::cudaLaunchAttributeLaunchCompletionEvent => {
                 let e = v.launchCompletionEvent;
@@ -106,21 +80,15 @@ pub(crate) fn attribute(a: &rt::cudaLaunchAttribute) -> Res<CUlaunchAttribute> {
                     },
                 }
             }
-            RId::cudaLaunchAttributePreferredSharedMemoryCarveout => V {
-                sharedMemCarveout: v.sharedMemCarveout,
-            },
+            RId::cudaLaunchAttributePreferredSharedMemoryCarveout => V { sharedMemCarveout: v.sharedMemCarveout },
             #[cfg(vgpu_major = "13")]
-            RId::cudaLaunchAttributeNvlinkUtilCentricScheduling => V {
-                nvlinkUtilCentricScheduling: v.nvlinkUtilCentricScheduling,
-            },
+            RId::cudaLaunchAttributeNvlinkUtilCentricScheduling => {
+                V { nvlinkUtilCentricScheduling: v.nvlinkUtilCentricScheduling }
+            }
             _ => return Err(E::cudaErrorInvalidValue),
         }
     };
-    Ok(CUlaunchAttribute {
-        id: Id(a.id.0),
-        pad: [0; 4],
-        value,
-    })
+    Ok(CUlaunchAttribute { id: Id(a.id.0), pad: [0; 4], value })
 }
 
 /// The driver's launch configuration for `c`, whose attributes are translated into `attrs`
@@ -151,11 +119,7 @@ pub(crate) fn config(
         blockDimZ: c.blockDim.z,
         sharedMemBytes: u32::try_from(c.dynamicSmemBytes).map_err(|_| E::cudaErrorInvalidValue)?,
         hStream: stream,
-        attrs: if attrs.is_empty() {
-            std::ptr::null_mut()
-        } else {
-            attrs.as_mut_ptr()
-        },
+        attrs: if attrs.is_empty() { std::ptr::null_mut() } else { attrs.as_mut_ptr() },
         numAttrs: c.numAttrs,
     })
 }
@@ -167,47 +131,20 @@ mod tests {
 
     #[test]
     fn layouts_and_ids_agree() {
-        assert_eq!(
-            size_of::<rt::cudaLaunchAttribute>(),
-            size_of::<CUlaunchAttribute>()
-        );
-        assert_eq!(
-            offset_of!(rt::cudaLaunchAttribute, val),
-            offset_of!(CUlaunchAttribute, value)
-        );
+        assert_eq!(size_of::<rt::cudaLaunchAttribute>(), size_of::<CUlaunchAttribute>());
+        assert_eq!(offset_of!(rt::cudaLaunchAttribute, val), offset_of!(CUlaunchAttribute, value));
         for (r, c) in [
-            (
-                RId::cudaLaunchAttributeAccessPolicyWindow,
-                Id::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW,
-            ),
-            (
-                RId::cudaLaunchAttributeCooperative,
-                Id::CU_LAUNCH_ATTRIBUTE_COOPERATIVE,
-            ),
-            (
-                RId::cudaLaunchAttributeClusterDimension,
-                Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,
-            ),
+            (RId::cudaLaunchAttributeAccessPolicyWindow, Id::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW),
+            (RId::cudaLaunchAttributeCooperative, Id::CU_LAUNCH_ATTRIBUTE_COOPERATIVE),
+            (RId::cudaLaunchAttributeClusterDimension, Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION),
             (
                 RId::cudaLaunchAttributeProgrammaticStreamSerialization,
                 Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
             ),
-            (
-                RId::cudaLaunchAttributeProgrammaticEvent,
-                Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT,
-            ),
-            (
-                RId::cudaLaunchAttributePriority,
-                Id::CU_LAUNCH_ATTRIBUTE_PRIORITY,
-            ),
-            (
-                RId::cudaLaunchAttributeMemSyncDomain,
-                Id::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN,
-            ),
-            (
-                RId::cudaLaunchAttributeLaunchCompletionEvent,
-                Id::CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT,
-            ),
+            (RId::cudaLaunchAttributeProgrammaticEvent, Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT),
+            (RId::cudaLaunchAttributePriority, Id::CU_LAUNCH_ATTRIBUTE_PRIORITY),
+            (RId::cudaLaunchAttributeMemSyncDomain, Id::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN),
+            (RId::cudaLaunchAttributeLaunchCompletionEvent, Id::CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT),
             (
                 RId::cudaLaunchAttributePreferredSharedMemoryCarveout,
                 Id::CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
@@ -218,11 +155,7 @@ mod tests {
     }
 
     fn attr(id: RId, val: rt::cudaLaunchAttributeValue) -> rt::cudaLaunchAttribute {
-        rt::cudaLaunchAttribute {
-            id,
-            pad: [0; 4],
-            val,
-        }
+        rt::cudaLaunchAttribute { id, pad: [0; 4], val }
     }
 
     #[test]
@@ -230,9 +163,7 @@ mod tests {
         let mut a = vec![
             attr(
                 RId::cudaLaunchAttributeProgrammaticStreamSerialization,
-                rt::cudaLaunchAttributeValue {
-                    programmaticStreamSerializationAllowed: 1,
-                },
+                rt::cudaLaunchAttributeValue { programmaticStreamSerializationAllowed: 1 },
             ),
             attr(
                 RId::cudaLaunchAttributeClusterDimension,
@@ -251,50 +182,19 @@ mod tests {
         };
         let mut store = Vec::new();
         let k = config(&c, 2usize as cu::CUstream, &mut store).unwrap();
-        assert_eq!(
-            (k.gridDimX, k.gridDimY, k.gridDimZ, k.blockDimX),
-            (4, 2, 1, 128)
-        );
-        assert_eq!(
-            (k.sharedMemBytes, k.hStream as usize, k.numAttrs),
-            (4096, 2, 2)
-        );
+        assert_eq!((k.gridDimX, k.gridDimY, k.gridDimZ, k.blockDimX), (4, 2, 1, 128));
+        assert_eq!((k.sharedMemBytes, k.hStream as usize, k.numAttrs), (4096, 2, 2));
         assert_eq!(k.attrs, store.as_mut_ptr());
-        assert_eq!(
-            store[0].id,
-            Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-        );
-        assert_eq!(
-            unsafe { store[0].value.programmaticStreamSerializationAllowed },
-            1
-        );
+        assert_eq!(store[0].id, Id::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
+        assert_eq!(unsafe { store[0].value.programmaticStreamSerializationAllowed }, 1);
         assert_eq!(store[1].id, Id::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
         assert_eq!(unsafe { store[1].value.clusterDim.x }, 2);
 
         a[1].id = RId(999);
-        assert_eq!(
-            config(&c, std::ptr::null_mut(), &mut store).err(),
-            Some(E::cudaErrorInvalidValue)
-        );
-        let zero = rt::cudaLaunchConfig_t {
-            numAttrs: 0,
-            gridDim: rt::dim3 { x: 0, y: 1, z: 1 },
-            ..c
-        };
-        assert_eq!(
-            config(&zero, std::ptr::null_mut(), &mut store).err(),
-            Some(E::cudaErrorInvalidValue)
-        );
-        let no_attrs = rt::cudaLaunchConfig_t {
-            numAttrs: 0,
-            attrs: std::ptr::null_mut(),
-            ..c
-        };
-        assert!(
-            config(&no_attrs, std::ptr::null_mut(), &mut store)
-                .unwrap()
-                .attrs
-                .is_null()
-        );
+        assert_eq!(config(&c, std::ptr::null_mut(), &mut store).err(), Some(E::cudaErrorInvalidValue));
+        let zero = rt::cudaLaunchConfig_t { numAttrs: 0, gridDim: rt::dim3 { x: 0, y: 1, z: 1 }, ..c };
+        assert_eq!(config(&zero, std::ptr::null_mut(), &mut store).err(), Some(E::cudaErrorInvalidValue));
+        let no_attrs = rt::cudaLaunchConfig_t { numAttrs: 0, attrs: std::ptr::null_mut(), ..c };
+        assert!(config(&no_attrs, std::ptr::null_mut(), &mut store).unwrap().attrs.is_null());
     }
 }

@@ -24,14 +24,7 @@ fn memcpy_2d(
     kind: K,
     on: On,
 ) -> Res {
-    let r = Rect {
-        dst,
-        dpitch,
-        src,
-        spitch,
-        width,
-        height,
-    };
+    let r = Rect { dst, dpitch, src, spitch, width, height };
     copy_2d(&r, resolve(kind, dst, src)?, on)
 }
 
@@ -60,26 +53,12 @@ fn symbol_dir(kind: K, other: *const c_void, to_symbol: bool) -> Res<Dir> {
     })
 }
 
-fn to_symbol(
-    symbol: *const c_void,
-    src: *const c_void,
-    count: usize,
-    offset: usize,
-    kind: K,
-    on: On,
-) -> Res {
+fn to_symbol(symbol: *const c_void, src: *const c_void, count: usize, offset: usize, kind: K, on: On) -> Res {
     let dir = symbol_dir(kind, src, true)?;
     copy(symbol_range(symbol, count, offset)?, src, count, dir, on)
 }
 
-fn from_symbol(
-    dst: *mut c_void,
-    symbol: *const c_void,
-    count: usize,
-    offset: usize,
-    kind: K,
-    on: On,
-) -> Res {
+fn from_symbol(dst: *mut c_void, symbol: *const c_void, count: usize, offset: usize, kind: K, on: On) -> Res {
     let dir = symbol_dir(kind, dst, false)?;
     copy(dst, symbol_range(symbol, count, offset)?, count, dir, on)
 }
@@ -94,12 +73,7 @@ pub unsafe extern "C" fn cudaMemcpy(dst: *mut c_void, src: *const c_void, n: usi
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpy_ptds(
-    dst: *mut c_void,
-    src: *const c_void,
-    n: usize,
-    kind: K,
-) -> E {
+pub unsafe extern "C" fn cudaMemcpy_ptds(dst: *mut c_void, src: *const c_void, n: usize, kind: K) -> E {
     api(|| memcpy(dst, src, n, kind, On::PerThread))
 }
 
@@ -221,44 +195,22 @@ pub unsafe extern "C" fn cudaMemset_ptds(p: *mut c_void, value: c_int, n: usize)
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemsetAsync(
-    p: *mut c_void,
-    value: c_int,
-    n: usize,
-    s: rt::cudaStream_t,
-) -> E {
+pub unsafe extern "C" fn cudaMemsetAsync(p: *mut c_void, value: c_int, n: usize, s: rt::cudaStream_t) -> E {
     api(|| fill(p, value, n, stream(s)))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemsetAsync_ptsz(
-    p: *mut c_void,
-    value: c_int,
-    n: usize,
-    s: rt::cudaStream_t,
-) -> E {
+pub unsafe extern "C" fn cudaMemsetAsync_ptsz(p: *mut c_void, value: c_int, n: usize, s: rt::cudaStream_t) -> E {
     api(|| fill(p, value, n, stream(ptsz(s))))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemset2D(
-    p: *mut c_void,
-    pitch: usize,
-    value: c_int,
-    w: usize,
-    h: usize,
-) -> E {
+pub unsafe extern "C" fn cudaMemset2D(p: *mut c_void, pitch: usize, value: c_int, w: usize, h: usize) -> E {
     api(|| fill_2d(p, pitch, value, w, h, On::Legacy))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemset2D_ptds(
-    p: *mut c_void,
-    pitch: usize,
-    value: c_int,
-    w: usize,
-    h: usize,
-) -> E {
+pub unsafe extern "C" fn cudaMemset2D_ptds(p: *mut c_void, pitch: usize, value: c_int, w: usize, h: usize) -> E {
     api(|| fill_2d(p, pitch, value, w, h, On::PerThread))
 }
 
@@ -379,10 +331,7 @@ pub unsafe extern "C" fn cudaMemcpyFromSymbolAsync_ptsz(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaGetSymbolAddress(
-    dev_ptr: *mut *mut c_void,
-    symbol: *const c_void,
-) -> E {
+pub unsafe extern "C" fn cudaGetSymbolAddress(dev_ptr: *mut *mut c_void, symbol: *const c_void) -> E {
     api(|| out(dev_ptr, registry::global(symbol)?.0 as *mut c_void))
 }
 
@@ -398,33 +347,12 @@ mod tests {
     #[test]
     fn symbol_directions() {
         let p = std::ptr::null();
-        assert_eq!(
-            symbol_dir(K::cudaMemcpyHostToDevice, p, true),
-            Ok(Dir::HtoD)
-        );
-        assert_eq!(
-            symbol_dir(K::cudaMemcpyDeviceToDevice, p, true),
-            Ok(Dir::DtoD)
-        );
-        assert_eq!(
-            symbol_dir(K::cudaMemcpyDeviceToHost, p, false),
-            Ok(Dir::DtoH)
-        );
-        assert_eq!(
-            symbol_dir(K::cudaMemcpyDeviceToDevice, p, false),
-            Ok(Dir::DtoD)
-        );
-        assert_eq!(
-            symbol_dir(K::cudaMemcpyDeviceToHost, p, true),
-            Err(E::cudaErrorInvalidMemcpyDirection)
-        );
-        assert_eq!(
-            symbol_dir(K::cudaMemcpyHostToDevice, p, false),
-            Err(E::cudaErrorInvalidMemcpyDirection)
-        );
-        assert_eq!(
-            symbol_dir(K::cudaMemcpyHostToHost, p, true),
-            Err(E::cudaErrorInvalidMemcpyDirection)
-        );
+        assert_eq!(symbol_dir(K::cudaMemcpyHostToDevice, p, true), Ok(Dir::HtoD));
+        assert_eq!(symbol_dir(K::cudaMemcpyDeviceToDevice, p, true), Ok(Dir::DtoD));
+        assert_eq!(symbol_dir(K::cudaMemcpyDeviceToHost, p, false), Ok(Dir::DtoH));
+        assert_eq!(symbol_dir(K::cudaMemcpyDeviceToDevice, p, false), Ok(Dir::DtoD));
+        assert_eq!(symbol_dir(K::cudaMemcpyDeviceToHost, p, true), Err(E::cudaErrorInvalidMemcpyDirection));
+        assert_eq!(symbol_dir(K::cudaMemcpyHostToDevice, p, false), Err(E::cudaErrorInvalidMemcpyDirection));
+        assert_eq!(symbol_dir(K::cudaMemcpyHostToHost, p, true), Err(E::cudaErrorInvalidMemcpyDirection));
     }
 }

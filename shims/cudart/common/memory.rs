@@ -62,21 +62,12 @@ pub unsafe extern "C" fn cudaMalloc(ptr: *mut *mut c_void, size: usize) -> E {
 pub unsafe extern "C" fn cudaFree(p: *mut c_void) -> E {
     api(|| {
         current()?;
-        if p.is_null() {
-            Ok(())
-        } else {
-            cu!(cuMemFree_v2(dptr(p)))
-        }
+        if p.is_null() { Ok(()) } else { cu!(cuMemFree_v2(dptr(p))) }
     })
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMallocPitch(
-    ptr: *mut *mut c_void,
-    pitch: *mut usize,
-    width: usize,
-    height: usize,
-) -> E {
+pub unsafe extern "C" fn cudaMallocPitch(ptr: *mut *mut c_void, pitch: *mut usize, width: usize, height: usize) -> E {
     api(|| {
         non_null(ptr)?;
         non_null(pitch)?;
@@ -92,20 +83,12 @@ pub unsafe extern "C" fn cudaMallocPitch(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMallocAsync(
-    ptr: *mut *mut c_void,
-    size: usize,
-    s: rt::cudaStream_t,
-) -> E {
+pub unsafe extern "C" fn cudaMallocAsync(ptr: *mut *mut c_void, size: usize, s: rt::cudaStream_t) -> E {
     api(|| malloc_async(ptr, size, s))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMallocAsync_ptsz(
-    ptr: *mut *mut c_void,
-    size: usize,
-    s: rt::cudaStream_t,
-) -> E {
+pub unsafe extern "C" fn cudaMallocAsync_ptsz(ptr: *mut *mut c_void, size: usize, s: rt::cudaStream_t) -> E {
     api(|| malloc_async(ptr, size, ptsz(s)))
 }
 
@@ -144,11 +127,7 @@ pub unsafe extern "C" fn cudaHostAlloc(ptr: *mut *mut c_void, size: usize, flags
 pub unsafe extern "C" fn cudaFreeHost(p: *mut c_void) -> E {
     api(|| {
         current()?;
-        if p.is_null() {
-            Ok(())
-        } else {
-            cu!(cuMemFreeHost(p))
-        }
+        if p.is_null() { Ok(()) } else { cu!(cuMemFreeHost(p)) }
     })
 }
 
@@ -169,11 +148,7 @@ pub unsafe extern "C" fn cudaHostUnregister(p: *mut c_void) -> E {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaHostGetDevicePointer(
-    dev: *mut *mut c_void,
-    host: *mut c_void,
-    flags: c_uint,
-) -> E {
+pub unsafe extern "C" fn cudaHostGetDevicePointer(dev: *mut *mut c_void, host: *mut c_void, flags: c_uint) -> E {
     api(|| {
         non_null(dev)?;
         current()?;
@@ -194,11 +169,7 @@ pub unsafe extern "C" fn cudaHostGetFlags(flags: *mut c_uint, host: *mut c_void)
 
 fn pointer_attribute<T: Default>(a: P, p: *const c_void) -> Res<T> {
     let mut v = T::default();
-    cu!(cuPointerGetAttribute(
-        (&raw mut v).cast(),
-        a,
-        p as cu::CUdeviceptr
-    ))?;
+    cu!(cuPointerGetAttribute((&raw mut v).cast(), a, p as cu::CUdeviceptr))?;
     Ok(v)
 }
 
@@ -221,20 +192,14 @@ fn pointer_attributes(p: *const c_void) -> Res<rt::cudaPointerAttributes> {
         M::CU_MEMORYTYPE_HOST => rt::cudaMemoryType::cudaMemoryTypeHost,
         _ => rt::cudaMemoryType::cudaMemoryTypeDevice,
     };
-    a.device =
-        pointer_attribute(P::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, p).unwrap_or(INVALID_DEVICE_ID);
-    a.devicePointer = pointer_attribute::<u64>(P::CU_POINTER_ATTRIBUTE_DEVICE_POINTER, p)
-        .unwrap_or(0) as *mut c_void;
-    a.hostPointer = pointer_attribute::<usize>(P::CU_POINTER_ATTRIBUTE_HOST_POINTER, p).unwrap_or(0)
-        as *mut c_void;
+    a.device = pointer_attribute(P::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, p).unwrap_or(INVALID_DEVICE_ID);
+    a.devicePointer = pointer_attribute::<u64>(P::CU_POINTER_ATTRIBUTE_DEVICE_POINTER, p).unwrap_or(0) as *mut c_void;
+    a.hostPointer = pointer_attribute::<usize>(P::CU_POINTER_ATTRIBUTE_HOST_POINTER, p).unwrap_or(0) as *mut c_void;
     Ok(a)
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaPointerGetAttributes(
-    attrs: *mut rt::cudaPointerAttributes,
-    p: *const c_void,
-) -> E {
+pub unsafe extern "C" fn cudaPointerGetAttributes(attrs: *mut rt::cudaPointerAttributes, p: *const c_void) -> E {
     api(|| {
         non_null(attrs)?;
         current()?;
@@ -255,18 +220,9 @@ mod tests {
         );
         assert_eq!(rt::cudaHostAllocPortable, cu::CU_MEMHOSTALLOC_PORTABLE);
         assert_eq!(rt::cudaHostAllocMapped, cu::CU_MEMHOSTALLOC_DEVICEMAP);
-        assert_eq!(
-            rt::cudaHostAllocWriteCombined,
-            cu::CU_MEMHOSTALLOC_WRITECOMBINED
-        );
-        assert_eq!(
-            rt::cudaHostRegisterReadOnly,
-            cu::CU_MEMHOSTREGISTER_READ_ONLY
-        );
+        assert_eq!(rt::cudaHostAllocWriteCombined, cu::CU_MEMHOSTALLOC_WRITECOMBINED);
+        assert_eq!(rt::cudaHostRegisterReadOnly, cu::CU_MEMHOSTREGISTER_READ_ONLY);
         assert_eq!(rt::cudaHostRegisterMapped, cu::CU_MEMHOSTREGISTER_DEVICEMAP);
-        assert_eq!(
-            rt::cudaMemAttachGlobal,
-            cu::CUmemAttach_flags_enum::CU_MEM_ATTACH_GLOBAL.0
-        );
+        assert_eq!(rt::cudaMemAttachGlobal, cu::CUmemAttach_flags_enum::CU_MEM_ATTACH_GLOBAL.0);
     }
 }

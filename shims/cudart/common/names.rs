@@ -146,8 +146,5 @@ pub(crate) const UNRECOGNIZED: &CStr = c"unrecognized error code";
 
 /// The table entry of `code`.
 pub(crate) fn lookup(code: u32) -> Option<(&'static CStr, &'static CStr)> {
-    ERRORS
-        .binary_search_by_key(&code, |e| e.0)
-        .ok()
-        .map(|i| (ERRORS[i].1, ERRORS[i].2))
+    ERRORS.binary_search_by_key(&code, |e| e.0).ok().map(|i| (ERRORS[i].1, ERRORS[i].2))
 }

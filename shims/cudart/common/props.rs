@@ -29,9 +29,7 @@ pub(crate) fn properties(info: &impl DeviceInfo) -> Res<rt::cudaDeviceProp> {
 
     let mut p = rt::cudaDeviceProp::default();
     info.name(&mut p.name)?;
-    p.uuid = rt::cudaUUID_t {
-        bytes: info.uuid()?,
-    };
+    p.uuid = rt::cudaUUID_t { bytes: info.uuid()? };
     p.totalGlobalMem = info.total_mem()?;
     p.sharedMemPerBlock = u(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?;
     p.regsPerBlock = i(A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK)?;
@@ -58,10 +56,8 @@ pub(crate) fn properties(info: &impl DeviceInfo) -> Res<rt::cudaDeviceProp> {
     p.canMapHostMemory = i(A::CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY)?;
     p.maxTexture1D = i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_WIDTH)?;
     p.maxTexture1DMipmap = i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_MIPMAPPED_WIDTH)?;
-    p.maxTexture2D = [
-        i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_WIDTH)?,
-        i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_HEIGHT)?,
-    ];
+    p.maxTexture2D =
+        [i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_WIDTH)?, i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_HEIGHT)?];
     p.maxTexture2DMipmap = [
         i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_MIPMAPPED_WIDTH)?,
         i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE2D_MIPMAPPED_HEIGHT)?,
@@ -100,10 +96,8 @@ pub(crate) fn properties(info: &impl DeviceInfo) -> Res<rt::cudaDeviceProp> {
         i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURECUBEMAP_LAYERED_LAYERS)?,
     ];
     p.maxSurface1D = i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE1D_WIDTH)?;
-    p.maxSurface2D = [
-        i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE2D_WIDTH)?,
-        i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE2D_HEIGHT)?,
-    ];
+    p.maxSurface2D =
+        [i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE2D_WIDTH)?, i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE2D_HEIGHT)?];
     p.maxSurface3D = [
         i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE3D_WIDTH)?,
         i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_SURFACE3D_HEIGHT)?,
@@ -148,30 +142,24 @@ pub(crate) fn properties(info: &impl DeviceInfo) -> Res<rt::cudaDeviceProp> {
     p.pageableMemoryAccess = i(A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS)?;
     p.concurrentManagedAccess = i(A::CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS)?;
     p.computePreemptionSupported = i(A::CU_DEVICE_ATTRIBUTE_COMPUTE_PREEMPTION_SUPPORTED)?;
-    p.canUseHostPointerForRegisteredMem =
-        i(A::CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM)?;
+    p.canUseHostPointerForRegisteredMem = i(A::CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM)?;
     p.cooperativeLaunch = i(A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH)?;
     p.sharedMemPerBlockOptin = u(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
-    p.pageableMemoryAccessUsesHostPageTables =
-        i(A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES)?;
-    p.directManagedMemAccessFromHost =
-        i(A::CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST)?;
+    p.pageableMemoryAccessUsesHostPageTables = i(A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES)?;
+    p.directManagedMemAccessFromHost = i(A::CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST)?;
     p.maxBlocksPerMultiProcessor = i(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR)?;
     p.accessPolicyMaxWindowSize = i(A::CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE)?;
     p.reservedSharedMemPerBlock = u(A::CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK)?;
     p.hostRegisterSupported = i(A::CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED)?;
     p.sparseCudaArraySupported = i(A::CU_DEVICE_ATTRIBUTE_SPARSE_CUDA_ARRAY_SUPPORTED)?;
     p.hostRegisterReadOnlySupported = i(A::CU_DEVICE_ATTRIBUTE_READ_ONLY_HOST_REGISTER_SUPPORTED)?;
-    p.timelineSemaphoreInteropSupported =
-        i(A::CU_DEVICE_ATTRIBUTE_TIMELINE_SEMAPHORE_INTEROP_SUPPORTED)?;
+    p.timelineSemaphoreInteropSupported = i(A::CU_DEVICE_ATTRIBUTE_TIMELINE_SEMAPHORE_INTEROP_SUPPORTED)?;
     p.memoryPoolsSupported = i(A::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)?;
     p.gpuDirectRDMASupported = i(A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_SUPPORTED)?;
-    p.gpuDirectRDMAFlushWritesOptions =
-        c(A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS)?;
+    p.gpuDirectRDMAFlushWritesOptions = c(A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS)?;
     p.gpuDirectRDMAWritesOrdering = i(A::CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING)?;
     p.memoryPoolSupportedHandleTypes = c(A::CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES)?;
-    p.deferredMappingCudaArraySupported =
-        i(A::CU_DEVICE_ATTRIBUTE_DEFERRED_MAPPING_CUDA_ARRAY_SUPPORTED)?;
+    p.deferredMappingCudaArraySupported = i(A::CU_DEVICE_ATTRIBUTE_DEFERRED_MAPPING_CUDA_ARRAY_SUPPORTED)?;
     p.ipcEventSupported = i(A::CU_DEVICE_ATTRIBUTE_IPC_EVENT_SUPPORTED)?;
     p.clusterLaunch = i(A::CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH)?;
     p.unifiedFunctionPointers = i(A::CU_DEVICE_ATTRIBUTE_UNIFIED_FUNCTION_POINTERS)?;
@@ -183,8 +171,7 @@ pub(crate) fn properties(info: &impl DeviceInfo) -> Res<rt::cudaDeviceProp> {
         p.computeMode = i(A::CU_DEVICE_ATTRIBUTE_COMPUTE_MODE)?;
         p.maxTexture1DLinear = i(A::CU_DEVICE_ATTRIBUTE_MAXIMUM_TEXTURE1D_LINEAR_WIDTH)?;
         p.memoryClockRate = i(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?;
-        p.singleToDoublePrecisionPerfRatio =
-            i(A::CU_DEVICE_ATTRIBUTE_SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO)?;
+        p.singleToDoublePrecisionPerfRatio = i(A::CU_DEVICE_ATTRIBUTE_SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO)?;
         p.cooperativeMultiDeviceLaunch = i(A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_MULTI_DEVICE_LAUNCH)?;
     }
     #[cfg(vgpu_major = "13")]
@@ -195,8 +182,7 @@ pub(crate) fn properties(info: &impl DeviceInfo) -> Res<rt::cudaDeviceProp> {
         p.hostNumaId = i(A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID)?;
         p.gpuPciDeviceID = c(A::CU_DEVICE_ATTRIBUTE_GPU_PCI_DEVICE_ID)?;
         p.gpuPciSubsystemID = c(A::CU_DEVICE_ATTRIBUTE_GPU_PCI_SUBSYSTEM_ID)?;
-        p.hostNumaMultinodeIpcSupported =
-            i(A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MULTINODE_IPC_SUPPORTED)?;
+        p.hostNumaMultinodeIpcSupported = i(A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MULTINODE_IPC_SUPPORTED)?;
     }
     Ok(p)
 }
@@ -245,36 +231,16 @@ mod tests {
         assert_eq!(p.sharedMemPerBlockOptin, 1097);
         assert_eq!(p.maxThreadsDim, [1002, 1003, 1004]);
         assert_eq!(p.maxGridSize, [1005, 1006, 1007]);
-        assert_eq!(
-            (p.pciBusID, p.pciDeviceID, p.pciDomainID),
-            (1033, 1034, 1050)
-        );
+        assert_eq!((p.pciBusID, p.pciDeviceID, p.pciDomainID), (1033, 1034, 1050));
         assert_eq!(p.cooperativeLaunch, 1095);
         assert_eq!(p.unifiedAddressing, 1041);
         assert_eq!(p.reservedSharedMemPerBlock, 1111);
-        assert_eq!(
-            p.clusterLaunch, 0,
-            "an attribute the driver lacks reads as 0"
-        );
+        assert_eq!(p.clusterLaunch, 0, "an attribute the driver lacks reads as 0");
         assert_eq!(p.luidDeviceNodeMask, 0);
         #[cfg(vgpu_major = "12")]
-        assert_eq!(
-            (
-                p.clockRate,
-                p.memoryClockRate,
-                p.cooperativeMultiDeviceLaunch
-            ),
-            (1013, 1036, 1096)
-        );
+        assert_eq!((p.clockRate, p.memoryClockRate, p.cooperativeMultiDeviceLaunch), (1013, 1036, 1096));
         #[cfg(vgpu_major = "13")]
-        assert_eq!(
-            (
-                p.deviceNumaId,
-                p.gpuPciDeviceID,
-                p.hostNumaMultinodeIpcSupported
-            ),
-            (1131, 1139, 1143)
-        );
+        assert_eq!((p.deviceNumaId, p.gpuPciDeviceID, p.hostNumaMultinodeIpcSupported), (1131, 1139, 1143));
     }
 
     #[test]
@@ -301,59 +267,20 @@ mod tests {
     fn runtime_attributes_are_driver_attributes() {
         use rt::cudaDeviceAttr as R;
         for (r, d) in [
-            (
-                R::cudaDevAttrMaxThreadsPerBlock,
-                A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
-            ),
-            (
-                R::cudaDevAttrMaxSharedMemoryPerBlock,
-                A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK,
-            ),
-            (
-                R::cudaDevAttrMaxGridDimX,
-                A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X,
-            ),
-            (
-                R::cudaDevAttrMultiProcessorCount,
-                A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-            ),
-            (
-                R::cudaDevAttrComputeCapabilityMajor,
-                A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
-            ),
-            (
-                R::cudaDevAttrComputeCapabilityMinor,
-                A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
-            ),
-            (
-                R::cudaDevAttrUnifiedAddressing,
-                A::CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING,
-            ),
-            (
-                R::cudaDevAttrCooperativeLaunch,
-                A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH,
-            ),
-            (
-                R::cudaDevAttrMaxSharedMemoryPerBlockOptin,
-                A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-            ),
-            (
-                R::cudaDevAttrMemoryPoolsSupported,
-                A::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED,
-            ),
-            (
-                R::cudaDevAttrClusterLaunch,
-                A::CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH,
-            ),
+            (R::cudaDevAttrMaxThreadsPerBlock, A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK),
+            (R::cudaDevAttrMaxSharedMemoryPerBlock, A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK),
+            (R::cudaDevAttrMaxGridDimX, A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X),
+            (R::cudaDevAttrMultiProcessorCount, A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+            (R::cudaDevAttrComputeCapabilityMajor, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+            (R::cudaDevAttrComputeCapabilityMinor, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+            (R::cudaDevAttrUnifiedAddressing, A::CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING),
+            (R::cudaDevAttrCooperativeLaunch, A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH),
+            (R::cudaDevAttrMaxSharedMemoryPerBlockOptin, A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),
+            (R::cudaDevAttrMemoryPoolsSupported, A::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED),
+            (R::cudaDevAttrClusterLaunch, A::CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH),
             (R::cudaDevAttrNumaId, A::CU_DEVICE_ATTRIBUTE_NUMA_ID),
-            (
-                R::cudaDevAttrGpuPciSubsystemId,
-                A::CU_DEVICE_ATTRIBUTE_GPU_PCI_SUBSYSTEM_ID,
-            ),
-            (
-                R::cudaDevAttrHostNumaMultinodeIpcSupported,
-                A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MULTINODE_IPC_SUPPORTED,
-            ),
+            (R::cudaDevAttrGpuPciSubsystemId, A::CU_DEVICE_ATTRIBUTE_GPU_PCI_SUBSYSTEM_ID),
+            (R::cudaDevAttrHostNumaMultinodeIpcSupported, A::CU_DEVICE_ATTRIBUTE_HOST_NUMA_MULTINODE_IPC_SUPPORTED),
         ] {
             assert_eq!(r.0, d.0, "{r:?}");
         }

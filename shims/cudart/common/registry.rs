@@ -76,10 +76,7 @@ pub(crate) fn register_fatbin(arg: *mut c_void) -> *mut *mut c_void {
     }
     // Leaked on purpose: the application keeps the handle until exit, even past unregister.
     let handle = Box::into_raw(Box::new(arg));
-    let module = Arc::new(Module {
-        image,
-        loaded: Mutex::new(Vec::new()),
-    });
+    let module = Arc::new(Module { image, loaded: Mutex::new(Vec::new()) });
     REG.lock().modules.insert(handle as usize, module);
     handle
 }
@@ -90,17 +87,10 @@ fn add(handle: *mut *mut c_void, host: usize, name: *const c_char, managed: bool
     }
     let mut reg = REG.lock();
     let Some(module) = reg.modules.get(&(handle as usize)).cloned() else {
-        shim_support::log_once!(
-            "cudart: unknown handle",
-            "vgpu: registration with an unknown fatbin handle ignored"
-        );
+        shim_support::log_once!("cudart: unknown handle", "vgpu: registration with an unknown fatbin handle ignored");
         return;
     };
-    let s = Symbol {
-        module,
-        name: name as usize,
-        managed,
-    };
+    let s = Symbol { module, name: name as usize, managed };
     if var {
         reg.vars.insert(host, s)
     } else {
@@ -109,21 +99,12 @@ fn add(handle: *mut *mut c_void, host: usize, name: *const c_char, managed: bool
 }
 
 /// `__cudaRegisterFunction`.
-pub(crate) fn register_function(
-    handle: *mut *mut c_void,
-    host: *const c_char,
-    name: *const c_char,
-) {
+pub(crate) fn register_function(handle: *mut *mut c_void, host: *const c_char, name: *const c_char) {
     add(handle, host as usize, name, false, false);
 }
 
 /// `__cudaRegisterVar` / `__cudaRegisterManagedVar` (the driver knows the size).
-pub(crate) fn register_var(
-    handle: *mut *mut c_void,
-    host: *const c_void,
-    name: *const c_char,
-    managed: bool,
-) {
+pub(crate) fn register_var(handle: *mut *mut c_void, host: *const c_void, name: *const c_char, managed: bool) {
     add(handle, host as usize, name, managed, true);
 }
 
@@ -168,10 +149,7 @@ pub(crate) fn forget_context(ctx: usize) {
 /// The registered device name of a host stub.
 pub(crate) fn function_name(host: *const c_void) -> Res<*const c_char> {
     let reg = REG.lock();
-    let s = reg
-        .funcs
-        .get(&(host as usize))
-        .ok_or(E::cudaErrorInvalidDeviceFunction)?;
+    let s = reg.funcs.get(&(host as usize)).ok_or(E::cudaErrorInvalidDeviceFunction)?;
     Ok(s.name as *const c_char)
 }
 
@@ -188,10 +166,7 @@ pub(crate) fn function_in(ctx: CUcontext, host: *const c_void) -> Res<CUfunction
     }
     let (module, name) = {
         let reg = REG.lock();
-        let s = reg
-            .funcs
-            .get(&(host as usize))
-            .ok_or(E::cudaErrorInvalidDeviceFunction)?;
+        let s = reg.funcs.get(&(host as usize)).ok_or(E::cudaErrorInvalidDeviceFunction)?;
         (s.module.clone(), s.name)
     };
     let m = module.load(ctx)?;
@@ -210,27 +185,16 @@ pub(crate) fn global(host: *const c_void) -> Res<(CUdeviceptr, usize)> {
     }
     let (module, name, managed) = {
         let reg = REG.lock();
-        let s = reg
-            .vars
-            .get(&(host as usize))
-            .ok_or(E::cudaErrorInvalidSymbol)?;
+        let s = reg.vars.get(&(host as usize)).ok_or(E::cudaErrorInvalidSymbol)?;
         (s.module.clone(), s.name, s.managed)
     };
     if managed {
-        shim_support::log_once!(
-            "cudart: managed var",
-            "vgpu: __managed__ variables are not supported"
-        );
+        shim_support::log_once!("cudart: managed var", "vgpu: __managed__ variables are not supported");
         return Err(E::cudaErrorNotSupported);
     }
     let m = module.load(ctx)?;
     let (mut dptr, mut size) = (0, 0);
-    cu!(cuModuleGetGlobal_v2(
-        &mut dptr,
-        &mut size,
-        m,
-        name as *const c_char
-    ))?;
+    cu!(cuModuleGetGlobal_v2(&mut dptr, &mut size, m, name as *const c_char))?;
     GLOBALS.write().insert((ctx, host as usize), (dptr, size));
     Ok((dptr, size))
 }
@@ -251,27 +215,17 @@ mod tests {
         blob[6..8].copy_from_slice(&16u16.to_le_bytes());
         blob[8..16].copy_from_slice(&16u64.to_le_bytes());
         let h = register_fatbin(blob.as_mut_ptr().cast());
-        assert_eq!(
-            unsafe { *h },
-            blob.as_mut_ptr().cast(),
-            "the handle's slot holds the argument"
-        );
+        assert_eq!(unsafe { *h }, blob.as_mut_ptr().cast(), "the handle's slot holds the argument");
         let stub = 0x1000usize as *const c_char;
         let shadow = 0x2000usize as *const c_void;
         register_function(h, stub, c"_Z6kernelv".as_ptr());
         register_var(h, shadow, c"table".as_ptr(), false);
-        assert_eq!(
-            unsafe { std::ffi::CStr::from_ptr(function_name(stub.cast()).unwrap()) },
-            c"_Z6kernelv"
-        );
+        assert_eq!(unsafe { std::ffi::CStr::from_ptr(function_name(stub.cast()).unwrap()) }, c"_Z6kernelv");
         assert!(is_var(shadow));
         assert!(REG.lock().modules[&(h as usize)].image == Some((blob.as_ptr() as usize, 32)));
 
         unregister(h);
-        assert_eq!(
-            function_name(stub.cast()),
-            Err(E::cudaErrorInvalidDeviceFunction)
-        );
+        assert_eq!(function_name(stub.cast()), Err(E::cudaErrorInvalidDeviceFunction));
         assert!(!is_var(shadow));
         unregister(h); // twice is harmless
         register_function(h, stub, c"x".as_ptr()); // unknown handle: ignored

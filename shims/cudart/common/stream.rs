@@ -38,11 +38,7 @@ pub unsafe extern "C" fn cudaStreamCreateWithFlags(p: *mut rt::cudaStream_t, fla
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamCreateWithPriority(
-    p: *mut rt::cudaStream_t,
-    flags: c_uint,
-    priority: c_int,
-) -> E {
+pub unsafe extern "C" fn cudaStreamCreateWithPriority(p: *mut rt::cudaStream_t, flags: c_uint, priority: c_int) -> E {
     api(|| create(p, flags, Some(priority)))
 }
 
@@ -102,20 +98,12 @@ pub unsafe extern "C" fn cudaStreamQuery_ptsz(s: rt::cudaStream_t) -> E {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamWaitEvent(
-    s: rt::cudaStream_t,
-    e: rt::cudaEvent_t,
-    flags: c_uint,
-) -> E {
+pub unsafe extern "C" fn cudaStreamWaitEvent(s: rt::cudaStream_t, e: rt::cudaEvent_t, flags: c_uint) -> E {
     api(|| wait_event(s, e, flags))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamWaitEvent_ptsz(
-    s: rt::cudaStream_t,
-    e: rt::cudaEvent_t,
-    flags: c_uint,
-) -> E {
+pub unsafe extern "C" fn cudaStreamWaitEvent_ptsz(s: rt::cudaStream_t, e: rt::cudaEvent_t, flags: c_uint) -> E {
     api(|| wait_event(ptsz(s), e, flags))
 }
 
@@ -197,20 +185,12 @@ pub unsafe extern "C" fn cudaEventRecord_ptsz(e: rt::cudaEvent_t, s: rt::cudaStr
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaEventRecordWithFlags(
-    e: rt::cudaEvent_t,
-    s: rt::cudaStream_t,
-    flags: c_uint,
-) -> E {
+pub unsafe extern "C" fn cudaEventRecordWithFlags(e: rt::cudaEvent_t, s: rt::cudaStream_t, flags: c_uint) -> E {
     api(|| record(e, s, Some(flags)))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaEventRecordWithFlags_ptsz(
-    e: rt::cudaEvent_t,
-    s: rt::cudaStream_t,
-    flags: c_uint,
-) -> E {
+pub unsafe extern "C" fn cudaEventRecordWithFlags_ptsz(e: rt::cudaEvent_t, s: rt::cudaStream_t, flags: c_uint) -> E {
     api(|| record(e, ptsz(s), Some(flags)))
 }
 
@@ -232,21 +212,13 @@ pub unsafe extern "C" fn cudaEventQuery(e: rt::cudaEvent_t) -> E {
 
 /// CUDA 13's `cudaEventElapsedTime` is 12's `_v2`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaEventElapsedTime(
-    ms: *mut f32,
-    start: rt::cudaEvent_t,
-    end: rt::cudaEvent_t,
-) -> E {
+pub unsafe extern "C" fn cudaEventElapsedTime(ms: *mut f32, start: rt::cudaEvent_t, end: rt::cudaEvent_t) -> E {
     api(|| elapsed(ms, start, end, cfg!(vgpu_major = "13")))
 }
 
 #[cfg(vgpu_major = "12")]
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaEventElapsedTime_v2(
-    ms: *mut f32,
-    start: rt::cudaEvent_t,
-    end: rt::cudaEvent_t,
-) -> E {
+pub unsafe extern "C" fn cudaEventElapsedTime_v2(ms: *mut f32, start: rt::cudaEvent_t, end: rt::cudaEvent_t) -> E {
     api(|| elapsed(ms, start, end, true))
 }
 
@@ -256,22 +228,10 @@ mod tests {
 
     #[test]
     fn flags_match_the_driver() {
-        assert_eq!(
-            rt::cudaStreamNonBlocking,
-            cu::CUstream_flags::CU_STREAM_NON_BLOCKING.0
-        );
-        assert_eq!(
-            rt::cudaEventDisableTiming,
-            cu::CUevent_flags::CU_EVENT_DISABLE_TIMING.0
-        );
-        assert_eq!(
-            rt::cudaEventBlockingSync,
-            cu::CUevent_flags::CU_EVENT_BLOCKING_SYNC.0
-        );
-        assert_eq!(
-            rt::cudaEventInterprocess,
-            cu::CUevent_flags::CU_EVENT_INTERPROCESS.0
-        );
+        assert_eq!(rt::cudaStreamNonBlocking, cu::CUstream_flags::CU_STREAM_NON_BLOCKING.0);
+        assert_eq!(rt::cudaEventDisableTiming, cu::CUevent_flags::CU_EVENT_DISABLE_TIMING.0);
+        assert_eq!(rt::cudaEventBlockingSync, cu::CUevent_flags::CU_EVENT_BLOCKING_SYNC.0);
+        assert_eq!(rt::cudaEventInterprocess, cu::CUevent_flags::CU_EVENT_INTERPROCESS.0);
         assert_eq!(super::super::PER_THREAD as usize, 2);
     }
 }

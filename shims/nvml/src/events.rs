@@ -41,7 +41,11 @@ pub unsafe extern "C" fn nvmlDeviceGetSupportedEventTypes(dev: nvmlDevice_t, typ
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceRegisterEvents(dev: nvmlDevice_t, types: c_ulonglong, set: nvmlEventSet_t) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceRegisterEvents(
+    dev: nvmlDevice_t,
+    types: c_ulonglong,
+    set: nvmlEventSet_t,
+) -> nvmlReturn_t {
     guard(UNKNOWN, || match devices::device(dev) {
         Err(e) => e,
         Ok(_) if set != the_set() => nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT,
@@ -61,16 +65,26 @@ fn wait(set: nvmlEventSet_t, timeout_ms: c_uint) -> nvmlReturn_t {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlEventSetWait_v2(set: nvmlEventSet_t, _data: *mut nvmlEventData_t, timeout_ms: c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlEventSetWait_v2(
+    set: nvmlEventSet_t,
+    _data: *mut nvmlEventData_t,
+    timeout_ms: c_uint,
+) -> nvmlReturn_t {
     guard(UNKNOWN, || wait(set, timeout_ms))
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlEventSetWait(set: nvmlEventSet_t, _data: *mut nvmlEventData_t, timeout_ms: c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlEventSetWait(
+    set: nvmlEventSet_t,
+    _data: *mut nvmlEventData_t,
+    timeout_ms: c_uint,
+) -> nvmlReturn_t {
     guard(UNKNOWN, || wait(set, timeout_ms))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlEventSetFree(set: nvmlEventSet_t) -> nvmlReturn_t {
-    guard(UNKNOWN, || if set == the_set() { nvmlReturn_t::NVML_SUCCESS } else { nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT })
+    guard(UNKNOWN, || {
+        if set == the_set() { nvmlReturn_t::NVML_SUCCESS } else { nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT }
+    })
 }

@@ -96,9 +96,7 @@ macro_rules! forward_one {
             if out.is_null() {
                 return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
             }
-            guard(UNKNOWN, || unsafe {
-                call(stringify!($name), Some(dev), [a0 as u64, a1 as u64, 0], &[buf(out)]).0
-            })
+            guard(UNKNOWN, || unsafe { call(stringify!($name), Some(dev), [a0 as u64, a1 as u64, 0], &[buf(out)]).0 })
         }
     };
     (DevBuf $name:ident) => {
@@ -131,7 +129,8 @@ macro_rules! forward_one {
             }
             guard(UNKNOWN, || unsafe {
                 let n = if arr.is_null() { 0 } else { *count as usize };
-                let (r, aux) = call(stringify!($name), Some(dev), [n as u64, 0, 0], &[Buf(arr.cast(), n * size_of::<$t>())]);
+                let (r, aux) =
+                    call(stringify!($name), Some(dev), [n as u64, 0, 0], &[Buf(arr.cast(), n * size_of::<$t>())]);
                 *count = aux as c_uint;
                 r
             })

@@ -29,7 +29,12 @@ struct Table {
     slots: [Entry; 255],
 }
 
-unsafe extern "C" fn slot<const N: usize>(a0: *mut c_void, a1: *mut c_void, a2: *mut c_void, _a3: *mut c_void) -> nvmlReturn_t {
+unsafe extern "C" fn slot<const N: usize>(
+    a0: *mut c_void,
+    a1: *mut c_void,
+    a2: *mut c_void,
+    _a3: *mut c_void,
+) -> nvmlReturn_t {
     shim_support::guard(nvmlReturn_t::NVML_ERROR_UNKNOWN, || unsafe { dispatch(N, a0, a1, a2) })
 }
 
@@ -324,7 +329,7 @@ static TABLE: Table = Table {
         slot::<252>,
         slot::<253>,
         slot::<254>,
-        slot::<255>
+        slot::<255>,
     ],
 };
 
@@ -356,6 +361,9 @@ mod tests {
         assert_eq!(unsafe { *(t as *const usize) }, 0x1000);
         // Slot 5 is a distinct function that answers success for a non-device call.
         let f: Entry = unsafe { *(t as *const Entry).add(5) };
-        assert_eq!(unsafe { f(std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()) }, nvmlReturn_t::NVML_SUCCESS);
+        assert_eq!(
+            unsafe { f(std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()) },
+            nvmlReturn_t::NVML_SUCCESS
+        );
     }
 }

@@ -53,11 +53,9 @@ pub extern "C" fn nvmlInitWithFlags(_flags: c_uint) -> R {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlShutdown() -> R {
-    guard(UNKNOWN, || {
-        match INIT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)) {
-            Ok(_) => OK,
-            Err(_) => nvmlReturn_t::NVML_ERROR_UNINITIALIZED,
-        }
+    guard(UNKNOWN, || match INIT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)) {
+        Ok(_) => OK,
+        Err(_) => nvmlReturn_t::NVML_ERROR_UNINITIALIZED,
     })
 }
 
@@ -269,7 +267,11 @@ pub unsafe extern "C" fn nvmlDeviceGetArchitecture(dev: nvmlDevice_t, out: *mut 
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetCudaComputeCapability(dev: nvmlDevice_t, major: *mut c_int, minor: *mut c_int) -> R {
+pub unsafe extern "C" fn nvmlDeviceGetCudaComputeCapability(
+    dev: nvmlDevice_t,
+    major: *mut c_int,
+    minor: *mut c_int,
+) -> R {
     with_device(dev, |_, d| {
         let (ma, mi) = d.compute_capability();
         if major.is_null() || minor.is_null() {
@@ -326,6 +328,24 @@ pub unsafe extern "C" fn nvmlDeviceGetPciInfo(dev: nvmlDevice_t, out: *mut nvmlP
     with_device(dev, |_, d| pci_info(d, out, false))
 }
 
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetPciInfoExt(dev: nvmlDevice_t, out: *mut nvmlPciInfoExt_t) -> R {
+    with_device(dev, |_, d| {
+        let Some(o) = (unsafe { out.as_mut() }) else { return INVALID };
+        o.domain = d.pci.domain;
+        o.bus = d.pci.bus;
+        o.device = d.pci.device;
+        o.pciDeviceId = d.pci.pci_device_id;
+        o.pciSubSystemId = d.pci.pci_subsystem_id;
+        // A 3D controller (0x03/0x02), as data-centre GPUs report themselves.
+        o.baseClass = 3;
+        o.subClass = 2;
+        o.busId = [0; 32];
+        fill(&mut o.busId, &d.pci.bus_id());
+        OK
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,22 +375,4 @@ mod tests {
         assert_eq!(nvmlShutdown(), nvmlReturn_t::NVML_ERROR_UNINITIALIZED);
         assert_eq!(error_string(3).to_str().unwrap(), "Not Supported");
     }
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetPciInfoExt(dev: nvmlDevice_t, out: *mut nvmlPciInfoExt_t) -> R {
-    with_device(dev, |_, d| {
-        let Some(o) = (unsafe { out.as_mut() }) else { return INVALID };
-        o.domain = d.pci.domain;
-        o.bus = d.pci.bus;
-        o.device = d.pci.device;
-        o.pciDeviceId = d.pci.pci_device_id;
-        o.pciSubSystemId = d.pci.pci_subsystem_id;
-        // A 3D controller (0x03/0x02), as data-centre GPUs report themselves.
-        o.baseClass = 3;
-        o.subClass = 2;
-        o.busId = [0; 32];
-        fill(&mut o.busId, &d.pci.bus_id());
-        OK
-    })
 }

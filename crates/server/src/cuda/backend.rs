@@ -77,13 +77,7 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.mem_alloc(bytesize)
     }
-    fn cuMemAllocPitch_v2(
-        &mut self,
-        _io: &mut Io<'_>,
-        width: u64,
-        height: u64,
-        elem: u32,
-    ) -> R<(u64, u64)> {
+    fn cuMemAllocPitch_v2(&mut self, _io: &mut Io<'_>, width: u64, height: u64, elem: u32) -> R<(u64, u64)> {
         self.ready()?;
         self.mem_alloc_pitch(width, height, elem)
     }
@@ -119,14 +113,7 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.dtod(dst, src, size, None)
     }
-    fn cuMemcpyDtoDAsync_v2(
-        &mut self,
-        _io: &mut Io<'_>,
-        dst: u64,
-        src: u64,
-        size: u64,
-        stream: u64,
-    ) -> R<()> {
+    fn cuMemcpyDtoDAsync_v2(&mut self, _io: &mut Io<'_>, dst: u64, src: u64, size: u64, stream: u64) -> R<()> {
         self.ready()?;
         self.dtod(dst, src, size, Some(stream))
     }
@@ -167,14 +154,7 @@ impl protocol::Backend for CudaSession {
     }
 
     // ---------- virtual memory management
-    fn cuMemAddressReserve(
-        &mut self,
-        _io: &mut Io<'_>,
-        size: u64,
-        align: u64,
-        addr: u64,
-        flags: u64,
-    ) -> R<u64> {
+    fn cuMemAddressReserve(&mut self, _io: &mut Io<'_>, size: u64, align: u64, addr: u64, flags: u64) -> R<u64> {
         self.ready()?;
         self.address_reserve(size, align, addr, flags)
     }
@@ -190,15 +170,7 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.mem_release(handle)
     }
-    fn cuMemMap(
-        &mut self,
-        _io: &mut Io<'_>,
-        ptr: u64,
-        size: u64,
-        offset: u64,
-        handle: u64,
-        flags: u64,
-    ) -> R<()> {
+    fn cuMemMap(&mut self, _io: &mut Io<'_>, ptr: u64, size: u64, offset: u64, handle: u64, flags: u64) -> R<()> {
         self.ready()?;
         self.mem_map(ptr, size, offset, handle, flags)
     }
@@ -206,23 +178,11 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.mem_unmap(ptr, size)
     }
-    fn cuMemSetAccess(
-        &mut self,
-        _io: &mut Io<'_>,
-        ptr: u64,
-        size: u64,
-        desc: Vec<u8>,
-        count: u64,
-    ) -> R<()> {
+    fn cuMemSetAccess(&mut self, _io: &mut Io<'_>, ptr: u64, size: u64, desc: Vec<u8>, count: u64) -> R<()> {
         self.ready()?;
         self.mem_set_access(ptr, size, &desc, count)
     }
-    fn cuMemGetAllocationGranularity(
-        &mut self,
-        _io: &mut Io<'_>,
-        prop: Vec<u8>,
-        option: u32,
-    ) -> R<u64> {
+    fn cuMemGetAllocationGranularity(&mut self, _io: &mut Io<'_>, prop: Vec<u8>, option: u32) -> R<u64> {
         self.ready()?;
         self.allocation_granularity(&prop, option)
     }
@@ -240,12 +200,7 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.module_get_function(module, &name)
     }
-    fn cuModuleGetGlobal_v2(
-        &mut self,
-        _io: &mut Io<'_>,
-        module: u64,
-        name: String,
-    ) -> R<(u64, u64)> {
+    fn cuModuleGetGlobal_v2(&mut self, _io: &mut Io<'_>, module: u64, name: String) -> R<(u64, u64)> {
         self.ready()?;
         self.module_get_global(module, &name)
     }
@@ -265,13 +220,7 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.all_func_attributes(func)
     }
-    fn cuFuncSetAttribute(
-        &mut self,
-        _io: &mut Io<'_>,
-        func: u64,
-        attrib: i32,
-        value: i32,
-    ) -> R<()> {
+    fn cuFuncSetAttribute(&mut self, _io: &mut Io<'_>, func: u64, attrib: i32, value: i32) -> R<()> {
         self.ready()?;
         self.func_set_attribute(func, attrib, value)
     }
@@ -321,12 +270,7 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.stream_create(flags, None)
     }
-    fn cuStreamCreateWithPriority(
-        &mut self,
-        _io: &mut Io<'_>,
-        flags: u32,
-        priority: i32,
-    ) -> R<u64> {
+    fn cuStreamCreateWithPriority(&mut self, _io: &mut Io<'_>, flags: u32, priority: i32) -> R<u64> {
         self.ready()?;
         self.stream_create(flags, Some(priority))
     }
@@ -342,13 +286,7 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.stream_query(stream)
     }
-    fn cuStreamWaitEvent(
-        &mut self,
-        _io: &mut Io<'_>,
-        stream: u64,
-        event: u64,
-        flags: u32,
-    ) -> R<()> {
+    fn cuStreamWaitEvent(&mut self, _io: &mut Io<'_>, stream: u64, event: u64, flags: u32) -> R<()> {
         self.ready()?;
         self.stream_wait_event(stream, event, flags)
     }
@@ -392,13 +330,7 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.event_record(event, stream, None)
     }
-    fn cuEventRecordWithFlags(
-        &mut self,
-        _io: &mut Io<'_>,
-        event: u64,
-        stream: u64,
-        flags: u32,
-    ) -> R<()> {
+    fn cuEventRecordWithFlags(&mut self, _io: &mut Io<'_>, event: u64, stream: u64, flags: u32) -> R<()> {
         self.ready()?;
         self.event_record(event, stream, Some(flags))
     }
@@ -453,14 +385,7 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         Ok(self.cublas.destroy(handle))
     }
-    fn cublas_set(
-        &mut self,
-        _io: &mut Io<'_>,
-        handle: u64,
-        what: u32,
-        value: u64,
-        size: u64,
-    ) -> R<()> {
+    fn cublas_set(&mut self, _io: &mut Io<'_>, handle: u64, what: u32, value: u64, size: u64) -> R<()> {
         self.ready()?;
         let h = &self.h;
         self.cublas

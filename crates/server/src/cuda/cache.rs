@@ -57,9 +57,7 @@ fn writable(d: &Path) -> bool {
 
 /// Write `bytes` as `dir/name` atomically (temporary file, then rename).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
     let r = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
@@ -93,10 +91,7 @@ impl ImageCache {
 
     #[cfg(test)]
     pub fn with_dir(dir: Option<PathBuf>) -> ImageCache {
-        ImageCache {
-            dir: Some(dir),
-            mem: HashMap::new(),
-        }
+        ImageCache { dir: Some(dir), mem: HashMap::new() }
     }
 
     fn dir(&mut self) -> Option<&Path> {
@@ -107,9 +102,7 @@ impl ImageCache {
                 let d = choose_dir(&candidates(env.as_deref(), &std::env::temp_dir(), uid), uid);
                 match &d {
                     Some(d) => tracing::debug!("module cache in {}", d.display()),
-                    None => tracing::warn!(
-                        "no writable module cache directory; images are kept in memory only"
-                    ),
+                    None => tracing::warn!("no writable module cache directory; images are kept in memory only"),
                 }
                 d
             })
@@ -151,8 +144,7 @@ impl ImageCache {
 /// cubins and fatbins as structs, and PTX as a C string.
 pub fn aligned_image(bytes: &[u8]) -> Vec<u64> {
     let mut words = vec![0u64; bytes.len() / 8 + 1];
-    let dst =
-        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
+    let dst = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
     dst[..bytes.len()].copy_from_slice(bytes);
     words
 }
@@ -195,10 +187,7 @@ mod tests {
         assert_eq!(mode, 0o700);
         // The primary wins when usable.
         let primary = t.path().join("primary");
-        assert_eq!(
-            choose_dir(&[primary.clone(), fallback], uid()),
-            Some(primary)
-        );
+        assert_eq!(choose_dir(&[primary.clone(), fallback], uid()), Some(primary));
     }
 
     #[test]

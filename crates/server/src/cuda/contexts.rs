@@ -19,13 +19,7 @@ impl CudaSession {
         let c = c as u64;
         let e = self.h.primary_refs.entry(d).or_insert((c, 0));
         *e = (c, e.1 + 1);
-        self.h.contexts.insert(
-            c,
-            Ctx {
-                dev: d,
-                primary: true,
-            },
-        );
+        self.h.contexts.insert(c, Ctx { dev: d, primary: true });
         Ok(c)
     }
 
@@ -66,10 +60,7 @@ impl CudaSession {
     pub(super) fn primary_state(&mut self, dev: i32) -> R<(u32, i32)> {
         let cudev = self.device(dev)?;
         let (mut flags, mut active) = (0u32, 0i32);
-        cu!(
-            self.lib,
-            cuDevicePrimaryCtxGetState(cudev, &mut flags, &mut active)
-        )?;
+        cu!(self.lib, cuDevicePrimaryCtxGetState(cudev, &mut flags, &mut active))?;
         Ok((flags, active))
     }
 
@@ -83,13 +74,7 @@ impl CudaSession {
         } else {
             cu!(self.lib, cuCtxCreate_v4(&mut c, null_mut(), flags, cudev))?;
         }
-        self.h.contexts.insert(
-            c as u64,
-            Ctx {
-                dev: d,
-                primary: false,
-            },
-        );
+        self.h.contexts.insert(c as u64, Ctx { dev: d, primary: false });
         self.resync_current();
         Ok(c as u64)
     }
@@ -123,10 +108,7 @@ impl CudaSession {
 
     pub(super) fn stream_priority_range(&mut self) -> R<(i32, i32)> {
         let (mut least, mut greatest) = (0, 0);
-        cu!(
-            self.lib,
-            cuCtxGetStreamPriorityRange(&mut least, &mut greatest)
-        )?;
+        cu!(self.lib, cuCtxGetStreamPriorityRange(&mut least, &mut greatest))?;
         Ok((least, greatest))
     }
 

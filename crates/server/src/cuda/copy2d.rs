@@ -28,12 +28,7 @@ pub fn plan(c: &Copy2D, ranges: &RangeMap) -> R<(CUDA_MEMCPY2D, Host)> {
         Height: usize::try_from(c.height).map_err(|_| INVALID_VALUE)?,
         ..Default::default()
     };
-    let packed = || {
-        c.width
-            .checked_mul(c.height)
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or(INVALID_VALUE)
-    };
+    let packed = || c.width.checked_mul(c.height).and_then(|n| usize::try_from(n).ok()).ok_or(INVALID_VALUE);
     match c.src_device {
         Some(p) => {
             ranges.check_2d(p, c.src_x, c.src_y, c.src_pitch, c.width, c.height)?;
@@ -75,13 +70,7 @@ pub fn plan(c: &Copy2D, ranges: &RangeMap) -> R<(CUDA_MEMCPY2D, Host)> {
 impl CudaSession {
     /// The synchronous form. With stream 0 it is `cuMemcpy2D_v2`; with another stream the
     /// copy is queued there (and waited for when the bytes come back to the client).
-    pub(super) fn copy_2d(
-        &mut self,
-        c: &Copy2D,
-        stream: u64,
-        bulk_in: &[u8],
-        out: &mut Vec<u8>,
-    ) -> R<()> {
+    pub(super) fn copy_2d(&mut self, c: &Copy2D, stream: u64, bulk_in: &[u8], out: &mut Vec<u8>) -> R<()> {
         let (mut d, host) = plan(c, &self.ranges)?;
         let s = self.h.stream(stream)?;
         let lib = self.lib;
@@ -138,15 +127,7 @@ mod tests {
 
     fn ranges() -> RangeMap {
         let mut m = RangeMap::default();
-        m.insert(
-            0x10000,
-            Range {
-                len: 0x10000,
-                dev: 0,
-                ctx: 1,
-                kind: Kind::Alloc,
-            },
-        );
+        m.insert(0x10000, Range { len: 0x10000, dev: 0, ctx: 1, kind: Kind::Alloc });
         m
     }
 
@@ -173,60 +154,33 @@ mod tests {
         assert_eq!((d.srcXInBytes, d.srcY, d.srcPitch), (0, 0, 0x100));
         assert!(d.srcHost.is_null() && d.dstHost.is_null());
         assert_eq!(d.dstMemoryType, CUmemorytype::CU_MEMORYTYPE_DEVICE);
-        assert_eq!(
-            (d.dstDevice, d.dstXInBytes, d.dstY, d.dstPitch),
-            (0x10000, 8, 2, 0x200)
-        );
+        assert_eq!((d.dstDevice, d.dstXInBytes, d.dstY, d.dstPitch), (0x10000, 8, 2, 0x200));
         assert_eq!((d.WidthInBytes, d.Height), (0x100, 4));
     }
 
     #[test]
     fn device_to_host_and_device_to_device() {
-        let c = Copy2D {
-            src_device: Some(0x10000),
-            src_x: 0,
-            src_y: 0,
-            src_pitch: 0x200,
-            dst_device: None,
-            ..copy()
-        };
+        let c = Copy2D { src_device: Some(0x10000), src_x: 0, src_y: 0, src_pitch: 0x200, dst_device: None, ..copy() };
         let (d, host) = plan(&c, &ranges()).unwrap();
         assert_eq!(host, Host::Dst(0x400));
         assert_eq!(d.srcMemoryType, CUmemorytype::CU_MEMORYTYPE_DEVICE);
         assert_eq!(d.dstMemoryType, CUmemorytype::CU_MEMORYTYPE_HOST);
         assert_eq!((d.dstXInBytes, d.dstY, d.dstPitch), (0, 0, 0x100));
-        let c = Copy2D {
-            src_device: Some(0x18000),
-            src_pitch: 0x100,
-            ..copy()
-        };
+        let c = Copy2D { src_device: Some(0x18000), src_pitch: 0x100, ..copy() };
         assert_eq!(plan(&c, &ranges()).unwrap().1, Host::None);
     }
 
     #[test]
     fn rejects_what_it_must() {
         // Past the end of the allocation.
-        let c = Copy2D {
-            dst_y: 0x80,
-            ..copy()
-        };
+        let c = Copy2D { dst_y: 0x80, ..copy() };
         assert_eq!(plan(&c, &ranges()).unwrap_err(), INVALID_VALUE);
         // Memory the session does not have.
-        let c = Copy2D {
-            dst_device: Some(0x9000),
-            ..copy()
-        };
+        let c = Copy2D { dst_device: Some(0x9000), ..copy() };
         assert_eq!(plan(&c, &ranges()).unwrap_err(), INVALID_VALUE);
-        let c = Copy2D {
-            dst_device: None,
-            ..copy()
-        };
+        let c = Copy2D { dst_device: None, ..copy() };
         assert_eq!(plan(&c, &ranges()).unwrap_err(), INVALID_VALUE);
-        let c = Copy2D {
-            width: u64::MAX,
-            height: 2,
-            ..copy()
-        };
+        let c = Copy2D { width: u64::MAX, height: 2, ..copy() };
         assert_eq!(plan(&c, &ranges()).unwrap_err(), INVALID_VALUE);
     }
 }

@@ -7,9 +7,7 @@
 //! forgets them too.
 
 use super::{INVALID_CONTEXT, INVALID_HANDLE, R};
-use abi::cuda::{
-    CUcontext, CUevent, CUfunction, CUgraph, CUgraphExec, CUlibrary, CUmodule, CUstream,
-};
+use abi::cuda::{CUcontext, CUevent, CUfunction, CUgraph, CUgraphExec, CUlibrary, CUmodule, CUstream};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::BTreeMap;
 
@@ -102,10 +100,7 @@ impl Handles {
         let Some(end) = ptr.checked_add(size) else {
             return false;
         };
-        self.reserved
-            .range(..=ptr)
-            .next_back()
-            .is_some_and(|(&s, &len)| s.checked_add(len).is_some_and(|e| end <= e))
+        self.reserved.range(..=ptr).next_back().is_some_and(|(&s, &len)| s.checked_add(len).is_some_and(|e| end <= e))
     }
 
     /// Forget a module or library's functions.
@@ -118,12 +113,7 @@ impl Handles {
     pub fn forget_ctx(&mut self, ctx: u64) {
         self.streams.retain(|_, c| *c != ctx);
         self.events.retain(|_, c| *c != ctx);
-        let dead: Vec<u64> = self
-            .modules
-            .iter()
-            .filter(|(_, c)| **c == ctx)
-            .map(|(m, _)| *m)
-            .collect();
+        let dead: Vec<u64> = self.modules.iter().filter(|(_, c)| **c == ctx).map(|(m, _)| *m).collect();
         for m in dead {
             self.modules.remove(&m);
             self.forget_owner(m);
@@ -160,43 +150,16 @@ mod tests {
     #[test]
     fn forgetting_a_context_takes_what_it_owned() {
         let mut h = Handles::default();
-        h.contexts.insert(
-            0x100,
-            Ctx {
-                dev: 0,
-                primary: false,
-            },
-        );
+        h.contexts.insert(0x100, Ctx { dev: 0, primary: false });
         h.streams.insert(0x1, 0x100);
         h.streams.insert(0x2, 0x200);
         h.events.insert(0x3, 0x100);
         h.modules.insert(0x4, 0x100);
         h.modules.insert(0x5, 0x200);
         h.libraries.insert(0x6);
-        h.functions.insert(
-            0x7,
-            Func {
-                owner: 0x4,
-                ctx: 0x100,
-                params: vec![],
-            },
-        );
-        h.functions.insert(
-            0x8,
-            Func {
-                owner: 0x6,
-                ctx: 0x100,
-                params: vec![],
-            },
-        );
-        h.functions.insert(
-            0x9,
-            Func {
-                owner: 0x6,
-                ctx: 0x200,
-                params: vec![],
-            },
-        );
+        h.functions.insert(0x7, Func { owner: 0x4, ctx: 0x100, params: vec![] });
+        h.functions.insert(0x8, Func { owner: 0x6, ctx: 0x100, params: vec![] });
+        h.functions.insert(0x9, Func { owner: 0x6, ctx: 0x200, params: vec![] });
         h.execs.insert(0xa, 0x100);
         h.forget_ctx(0x100);
         assert!(h.contexts.contains_key(&0x100));

@@ -33,13 +33,8 @@ pub fn launch_attrs(attrs: &[LaunchAttr], h: &Handles) -> R<Vec<CUlaunchAttribut
             if a.value.len() > size_of::<CUlaunchAttributeValue>() {
                 return Err(INVALID_VALUE);
             }
-            let mut out = CUlaunchAttribute {
-                id: CUlaunchAttributeID(a.id),
-                ..Default::default()
-            };
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut((&raw mut out.value).cast::<u8>(), a.value.len())
-            };
+            let mut out = CUlaunchAttribute { id: CUlaunchAttributeID(a.id), ..Default::default() };
+            let dst = unsafe { std::slice::from_raw_parts_mut((&raw mut out.value).cast::<u8>(), a.value.len()) };
             dst.copy_from_slice(&a.value);
             let id = out.id;
             if id == CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT
@@ -72,17 +67,10 @@ impl CudaSession {
     ) -> R<()> {
         let (f, mut ptrs) = self.prepare(func, params)?;
         let s = self.h.stream(stream)?;
-        let kp = if ptrs.is_empty() {
-            std::ptr::null_mut()
-        } else {
-            ptrs.as_mut_ptr()
-        };
+        let kp = if ptrs.is_empty() { std::ptr::null_mut() } else { ptrs.as_mut_ptr() };
         let [gx, gy, gz] = grid;
         let [bx, by, bz] = block;
-        cu!(
-            self.lib,
-            cuLaunchKernel(f, gx, gy, gz, bx, by, bz, smem, s, kp, std::ptr::null_mut())
-        )
+        cu!(self.lib, cuLaunchKernel(f, gx, gy, gz, bx, by, bz, smem, s, kp, std::ptr::null_mut()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -108,22 +96,11 @@ impl CudaSession {
             blockDimZ: block[2],
             sharedMemBytes: smem,
             hStream: s,
-            attrs: if attrs.is_empty() {
-                std::ptr::null_mut()
-            } else {
-                attrs.as_mut_ptr()
-            },
+            attrs: if attrs.is_empty() { std::ptr::null_mut() } else { attrs.as_mut_ptr() },
             numAttrs: attrs.len() as u32,
         };
-        let kp = if ptrs.is_empty() {
-            std::ptr::null_mut()
-        } else {
-            ptrs.as_mut_ptr()
-        };
-        cu!(
-            self.lib,
-            cuLaunchKernelEx(&config, f, kp, std::ptr::null_mut())
-        )
+        let kp = if ptrs.is_empty() { std::ptr::null_mut() } else { ptrs.as_mut_ptr() };
+        cu!(self.lib, cuLaunchKernelEx(&config, f, kp, std::ptr::null_mut()))
     }
 }
 
@@ -137,52 +114,27 @@ mod tests {
         let p = param_pointers(&[(0, 8), (8, 4), (16, 8)], &buf).unwrap();
         assert_eq!(p.len(), 3);
         let base = buf.as_ptr() as usize;
-        assert_eq!(
-            p.iter().map(|q| *q as usize - base).collect::<Vec<_>>(),
-            vec![0, 8, 16]
-        );
+        assert_eq!(p.iter().map(|q| *q as usize - base).collect::<Vec<_>>(), vec![0, 8, 16]);
         assert_eq!(unsafe { *(p[1] as *const u8) }, 8);
         assert!(param_pointers(&[], &[]).unwrap().is_empty());
         assert_eq!(param_pointers(&[(16, 9)], &buf), Err(INVALID_VALUE));
-        assert_eq!(
-            param_pointers(&[(u32::MAX, u32::MAX)], &buf),
-            Err(INVALID_VALUE)
-        );
+        assert_eq!(param_pointers(&[(u32::MAX, u32::MAX)], &buf), Err(INVALID_VALUE));
     }
 
     #[test]
     fn attributes_copy_values_and_check_events() {
         let mut h = Handles::default();
-        let cluster = LaunchAttr {
-            id: 4,
-            value: [2u32, 1, 1].iter().flat_map(|v| v.to_le_bytes()).collect(),
-        };
+        let cluster = LaunchAttr { id: 4, value: [2u32, 1, 1].iter().flat_map(|v| v.to_le_bytes()).collect() };
         let a = launch_attrs(&[cluster], &h).unwrap();
-        assert_eq!(
-            a[0].id,
-            CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
-        );
+        assert_eq!(a[0].id, CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
         let d = unsafe { a[0].value.clusterDim };
         assert_eq!((d.x, d.y, d.z), (2, 1, 1));
-        assert_eq!(
-            launch_attrs(
-                &[LaunchAttr {
-                    id: 4,
-                    value: vec![0; 65]
-                }],
-                &h
-            )
-            .err(),
-            Some(INVALID_VALUE)
-        );
+        assert_eq!(launch_attrs(&[LaunchAttr { id: 4, value: vec![0; 65] }], &h).err(), Some(INVALID_VALUE));
         // An event the session does not have is refused; one it has is fine.
         let mut ev = 0x7000u64.to_le_bytes().to_vec();
         ev.extend([0u8; 8]);
         let attr = LaunchAttr { id: 12, value: ev };
-        assert_eq!(
-            launch_attrs(std::slice::from_ref(&attr), &h).err(),
-            Some(crate::cuda::INVALID_HANDLE)
-        );
+        assert_eq!(launch_attrs(std::slice::from_ref(&attr), &h).err(), Some(crate::cuda::INVALID_HANDLE));
         h.events.insert(0x7000, 1);
         assert_eq!(launch_attrs(&[attr], &h).unwrap().len(), 1);
     }

@@ -15,23 +15,11 @@ const CHUNK: usize = 32 << 20;
 impl CudaSession {
     /// Count `size` bytes on `dev` against the limit, or refuse.
     pub(super) fn reserve_quota(&self, dev: usize, size: u64) -> R<()> {
-        if fits(self.used.get(dev).copied().unwrap_or(0), size, self.limit) {
-            Ok(())
-        } else {
-            Err(OUT_OF_MEMORY)
-        }
+        if fits(self.used.get(dev).copied().unwrap_or(0), size, self.limit) { Ok(()) } else { Err(OUT_OF_MEMORY) }
     }
 
     fn track_alloc(&mut self, ptr: u64, len: u64, dev: usize, ctx: u64) {
-        self.ranges.insert(
-            ptr,
-            Range {
-                len,
-                dev,
-                ctx,
-                kind: Kind::Alloc,
-            },
-        );
+        self.ranges.insert(ptr, Range { len, dev, ctx, kind: Kind::Alloc });
         if let Some(u) = self.used.get_mut(dev) {
             *u += len;
         }
@@ -41,12 +29,7 @@ impl CudaSession {
         let (mut free, mut total) = (0usize, 0usize);
         cu!(self.lib, cuMemGetInfo_v2(&mut free, &mut total))?;
         let dev = self.current_device()?;
-        Ok(limited_info(
-            free as u64,
-            total as u64,
-            self.limit,
-            self.used[dev],
-        ))
+        Ok(limited_info(free as u64, total as u64, self.limit, self.used[dev]))
     }
 
     pub(super) fn mem_alloc(&mut self, size: u64) -> R<u64> {
@@ -62,10 +45,7 @@ impl CudaSession {
         let dev = self.current_device()?;
         self.reserve_quota(dev, width.checked_mul(height).ok_or(INVALID_VALUE)?)?;
         let (mut p, mut pitch) = (0, 0usize);
-        cu!(
-            self.lib,
-            cuMemAllocPitch_v2(&mut p, &mut pitch, width as usize, height as usize, elem)
-        )?;
+        cu!(self.lib, cuMemAllocPitch_v2(&mut p, &mut pitch, width as usize, height as usize, elem))?;
         // The padded size is known only now.
         let bytes = (pitch as u64).saturating_mul(height);
         if self.reserve_quota(dev, bytes).is_err() {
@@ -79,12 +59,7 @@ impl CudaSession {
     pub(super) fn mem_alloc_async(&mut self, size: u64, stream: u64) -> R<u64> {
         let s = self.h.stream(stream)?;
         let ctx = self.h.stream_context(stream, self.current);
-        let dev = self
-            .h
-            .contexts
-            .get(&ctx)
-            .map(|c| c.dev)
-            .ok_or(super::INVALID_CONTEXT)?;
+        let dev = self.h.contexts.get(&ctx).map(|c| c.dev).ok_or(super::INVALID_CONTEXT)?;
         self.reserve_quota(dev, size)?;
         let mut p = 0;
         cu!(self.lib, cuMemAllocAsync(&mut p, size as usize, s))?;
@@ -94,11 +69,7 @@ impl CudaSession {
 
     /// The allocation starting at `ptr` (frees take exactly what an allocation returned).
     fn allocation(&self, ptr: u64) -> R<Range> {
-        self.ranges
-            .get(ptr)
-            .filter(|r| r.kind == Kind::Alloc)
-            .copied()
-            .ok_or(INVALID_VALUE)
+        self.ranges.get(ptr).filter(|r| r.kind == Kind::Alloc).copied().ok_or(INVALID_VALUE)
     }
 
     pub(super) fn mem_free(&mut self, ptr: u64) -> R<()> {
@@ -189,30 +160,19 @@ impl CudaSession {
     pub(super) fn htod(&mut self, dst: u64, data: &[u8]) -> R<()> {
         self.ranges.check(dst, data.len() as u64)?;
         // Synchronous: the driver has consumed `data` when it returns.
-        cu!(
-            self.lib,
-            cuMemcpyHtoD_v2(dst, data.as_ptr().cast(), data.len())
-        )
+        cu!(self.lib, cuMemcpyHtoD_v2(dst, data.as_ptr().cast(), data.len()))
     }
 
     pub(super) fn htod_async(&mut self, dst: u64, data: &[u8], stream: u64) -> R<()> {
         self.ranges.check(dst, data.len() as u64)?;
         let s = self.h.stream(stream)?;
         let (lib, len) = (self.lib, data.len());
-        self.staged_async(data, s, |src| {
-            cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s))
-        })
+        self.staged_async(data, s, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))
     }
 
     /// `size` bytes at `src` into `out`, through pinned chunks; on `stream` (and then
     /// synchronised) when given.
-    pub(super) fn dtoh(
-        &mut self,
-        out: &mut Vec<u8>,
-        src: u64,
-        size: u64,
-        stream: Option<u64>,
-    ) -> R<()> {
+    pub(super) fn dtoh(&mut self, out: &mut Vec<u8>, src: u64, size: u64, stream: Option<u64>) -> R<()> {
         self.ranges.check(src, size)?;
         let s = stream.map(|s| self.h.stream(s)).transpose()?;
         if let Some(s) = s {
@@ -265,10 +225,7 @@ impl CudaSession {
         self.ranges.check(dst, size)?;
         self.ranges.check(src, size)?;
         let s = self.h.stream(stream)?;
-        cu!(
-            self.lib,
-            cuMemcpyPeerAsync(dst, dc, src, sc, size as usize, s)
-        )
+        cu!(self.lib, cuMemcpyPeerAsync(dst, dc, src, sc, size as usize, s))
     }
 
     /// Every `cuMemsetD*Async` form: `width` elements of `elem` bytes per row.
@@ -311,8 +268,7 @@ impl CudaSession {
 /// as unsafe calls during a client's stream capture and invalidate it.
 fn relaxed<T>(lib: &CudaLib, f: impl FnOnce() -> T) -> T {
     let mut mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
-    let exchange =
-        |m: &mut CUstreamCaptureMode| -> R<()> { cu!(lib, cuThreadExchangeStreamCaptureMode(m)) };
+    let exchange = |m: &mut CUstreamCaptureMode| -> R<()> { cu!(lib, cuThreadExchangeStreamCaptureMode(m)) };
     let swapped = exchange(&mut mode).is_ok();
     let r = f();
     if swapped {
@@ -341,22 +297,10 @@ mod tests {
     fn memory_info_under_a_limit() {
         let g = 1u64 << 30;
         assert_eq!(limited_info(70 * g, 80 * g, None, 5 * g), (70 * g, 80 * g));
-        assert_eq!(
-            limited_info(70 * g, 80 * g, Some(16 * g), 5 * g),
-            (11 * g, 16 * g)
-        );
+        assert_eq!(limited_info(70 * g, 80 * g, Some(16 * g), 5 * g), (11 * g, 16 * g));
         // Others use the GPU too: the real free memory is the tighter bound.
-        assert_eq!(
-            limited_info(3 * g, 80 * g, Some(16 * g), 5 * g),
-            (3 * g, 16 * g)
-        );
-        assert_eq!(
-            limited_info(70 * g, 80 * g, Some(16 * g), 20 * g),
-            (0, 16 * g)
-        );
-        assert_eq!(
-            limited_info(70 * g, 80 * g, Some(100 * g), 0),
-            (70 * g, 80 * g)
-        );
+        assert_eq!(limited_info(3 * g, 80 * g, Some(16 * g), 5 * g), (3 * g, 16 * g));
+        assert_eq!(limited_info(70 * g, 80 * g, Some(16 * g), 20 * g), (0, 16 * g));
+        assert_eq!(limited_info(70 * g, 80 * g, Some(100 * g), 0), (70 * g, 80 * g));
     }
 }

@@ -67,8 +67,7 @@ pub(crate) fn check(code: u32) -> R<()> {
 /// Load and initialise the driver. It is never unloaded: libcuda starts threads and
 /// registers exit handlers, and unloading it under them is asking for a crash at exit.
 fn load_driver() -> Result<&'static CudaLib, String> {
-    let lib = unsafe { CudaLib::new("libcuda.so.1") }
-        .map_err(|e| format!("cannot load libcuda.so.1: {e}"))?;
+    let lib = unsafe { CudaLib::new("libcuda.so.1") }.map_err(|e| format!("cannot load libcuda.so.1: {e}"))?;
     let lib: &'static CudaLib = Box::leak(Box::new(lib));
     let init = || -> R<()> { cu!(lib, cuInit(0)) };
     init().map_err(|c| format!("cuInit failed: {}", error_name(lib, c)))?;
@@ -80,9 +79,7 @@ pub(crate) fn error_name(lib: &CudaLib, code: u32) -> String {
     let mut s: *const std::os::raw::c_char = std::ptr::null();
     let name = match lib.cuGetErrorName.as_ref() {
         Ok(f) if unsafe { f(abi::cuda::CUresult(code), &mut s) }.0 == 0 && !s.is_null() => {
-            unsafe { std::ffi::CStr::from_ptr(s) }
-                .to_string_lossy()
-                .into_owned()
+            unsafe { std::ffi::CStr::from_ptr(s) }.to_string_lossy().into_owned()
         }
         _ => "CUDA error".to_string(),
     };
@@ -130,11 +127,7 @@ impl CudaSession {
         })()
         .map_err(|c| format!("cannot enumerate devices: {}", error_name(lib, c)))?;
         if devices.len() != snapshot.devices.len() {
-            tracing::warn!(
-                "the worker sees {} device(s), the snapshot {}",
-                devices.len(),
-                snapshot.devices.len()
-            );
+            tracing::warn!("the worker sees {} device(s), the snapshot {}", devices.len(), snapshot.devices.len());
         }
         Ok(CudaSession {
             lib,
@@ -160,20 +153,12 @@ impl CudaSession {
 
     /// The `CUdevice` of a CUDA ordinal from the client.
     fn device(&self, dev: i32) -> R<CUdevice> {
-        usize::try_from(dev)
-            .ok()
-            .and_then(|d| self.devices.get(d))
-            .copied()
-            .ok_or(INVALID_DEVICE)
+        usize::try_from(dev).ok().and_then(|d| self.devices.get(d)).copied().ok_or(INVALID_DEVICE)
     }
 
     /// The ordinal of the current context's device.
     fn current_device(&self) -> R<usize> {
-        self.h
-            .contexts
-            .get(&self.current)
-            .map(|c| c.dev)
-            .ok_or(INVALID_CONTEXT)
+        self.h.contexts.get(&self.current).map(|c| c.dev).ok_or(INVALID_CONTEXT)
     }
 
     /// Make the driver's current context agree with `self.current` after a call that may
@@ -264,10 +249,7 @@ impl Session for CudaSession {
         for &l in self.h.libraries.iter() {
             let _ = (|| cu!(lib, cuLibraryUnload(l as _)))();
         }
-        for (start, r) in self
-            .ranges
-            .remove_where(|_, r| r.kind == ranges::Kind::Mapped)
-        {
+        for (start, r) in self.ranges.remove_where(|_, r| r.kind == ranges::Kind::Mapped) {
             let _ = (|| cu!(lib, cuMemUnmap(start, r.len as usize)))();
         }
         for (&h, _) in self.h.vmm.iter() {

@@ -39,19 +39,7 @@ impl CudaSession {
         let data = image.as_ptr().cast();
         if kind == KIND_LIBRARY {
             let mut l: CUlibrary = null_mut();
-            cu!(
-                self.lib,
-                cuLibraryLoadData(
-                    &mut l,
-                    data,
-                    null_mut(),
-                    null_mut(),
-                    0,
-                    null_mut(),
-                    null_mut(),
-                    0
-                )
-            )?;
+            cu!(self.lib, cuLibraryLoadData(&mut l, data, null_mut(), null_mut(), 0, null_mut(), null_mut(), 0))?;
             self.h.libraries.insert(l as u64);
             return Ok(l as u64);
         }
@@ -71,8 +59,7 @@ impl CudaSession {
         cu!(self.lib, cuModuleUnload(m))?;
         self.h.modules.remove(&module);
         self.h.forget_owner(module);
-        self.ranges
-            .remove_where(|_, r| r.kind == Kind::Global(module));
+        self.ranges.remove_where(|_, r| r.kind == Kind::Global(module));
         Ok(())
     }
 
@@ -86,11 +73,7 @@ impl CudaSession {
 
     /// `(offset, size)` of each parameter of `f`, asking until the index is past the end.
     fn param_layout(&self, f: CUfunction) -> R<Vec<(u32, u32)>> {
-        let info = *self
-            .lib
-            .cuFuncGetParamInfo
-            .as_ref()
-            .map_err(|_| super::NOT_SUPPORTED)?;
+        let info = *self.lib.cuFuncGetParamInfo.as_ref().map_err(|_| super::NOT_SUPPORTED)?;
         let mut params = Vec::new();
         for i in 0..MAX_PARAMS {
             let (mut off, mut size) = (0usize, 0usize);
@@ -106,18 +89,8 @@ impl CudaSession {
 
     fn track_function(&mut self, f: CUfunction, owner: u64) -> R<FuncInfo> {
         let params = self.param_layout(f)?;
-        self.h.functions.insert(
-            f as u64,
-            Func {
-                owner,
-                ctx: self.current,
-                params: params.clone(),
-            },
-        );
-        Ok(FuncInfo {
-            handle: f as u64,
-            params,
-        })
+        self.h.functions.insert(f as u64, Func { owner, ctx: self.current, params: params.clone() });
+        Ok(FuncInfo { handle: f as u64, params })
     }
 
     pub(super) fn module_get_function(&mut self, module: u64, name: &str) -> R<FuncInfo> {
@@ -145,21 +118,10 @@ impl CudaSession {
         let ctx = self.h.modules[&module];
         let name = c_name(name)?;
         let (mut p, mut bytes) = (0u64, 0usize);
-        cu!(
-            self.lib,
-            cuModuleGetGlobal_v2(&mut p, &mut bytes, m, name.as_ptr())
-        )?;
+        cu!(self.lib, cuModuleGetGlobal_v2(&mut p, &mut bytes, m, name.as_ptr()))?;
         let dev = self.h.contexts.get(&ctx).map_or(usize::MAX, |c| c.dev);
         if bytes > 0 && self.ranges.get(p).is_none() {
-            self.ranges.insert(
-                p,
-                Range {
-                    len: bytes as u64,
-                    dev,
-                    ctx,
-                    kind: Kind::Global(module),
-                },
-            );
+            self.ranges.insert(p, Range { len: bytes as u64, dev, ctx, kind: Kind::Global(module) });
         }
         Ok((p, bytes as u64))
     }
@@ -167,10 +129,7 @@ impl CudaSession {
     pub(super) fn func_get_attribute(&mut self, attrib: i32, func: u64) -> R<i32> {
         let f = self.h.function(func)?;
         let mut v = 0;
-        cu!(
-            self.lib,
-            cuFuncGetAttribute(&mut v, CUfunction_attribute(attrib as u32), f)
-        )?;
+        cu!(self.lib, cuFuncGetAttribute(&mut v, CUfunction_attribute(attrib as u32), f))?;
         Ok(v)
     }
 
@@ -184,10 +143,7 @@ impl CudaSession {
 
     pub(super) fn func_set_attribute(&mut self, func: u64, attrib: i32, value: i32) -> R<()> {
         let f = self.h.function(func)?;
-        cu!(
-            self.lib,
-            cuFuncSetAttribute(f, CUfunction_attribute(attrib as u32), value)
-        )
+        cu!(self.lib, cuFuncSetAttribute(f, CUfunction_attribute(attrib as u32), value))
     }
 
     pub(super) fn func_set_cache_config(&mut self, func: u64, config: u32) -> R<()> {
@@ -198,16 +154,7 @@ impl CudaSession {
     pub(super) fn occupancy(&mut self, func: u64, block: i32, smem: u64, flags: u32) -> R<i32> {
         let f = self.h.function(func)?;
         let mut n = 0;
-        cu!(
-            self.lib,
-            cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
-                &mut n,
-                f,
-                block,
-                smem as usize,
-                flags
-            )
-        )?;
+        cu!(self.lib, cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&mut n, f, block, smem as usize, flags))?;
         Ok(n)
     }
 }

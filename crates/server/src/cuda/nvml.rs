@@ -57,11 +57,7 @@ pub fn shape(func: usize, len: usize, args: [u64; 3]) -> Option<Shape> {
     let (_, sig) = *FUNCS.get(func)?;
     let sizes = SIZES.get(func)?.1;
     let exact = |n: u64| (n == len as u64).then_some(());
-    let count = |n: u64| {
-        u32::try_from(n)
-            .ok()
-            .filter(|_| n.checked_mul(sizes[0] as u64) == Some(len as u64))
-    };
+    let count = |n: u64| u32::try_from(n).ok().filter(|_| n.checked_mul(sizes[0] as u64) == Some(len as u64));
     Some(match sig {
         Sig::DevOut | Sig::DevArgOut | Sig::DevArg2Out | Sig::SysOut => {
             exact(sizes[0] as u64)?;
@@ -69,9 +65,7 @@ pub fn shape(func: usize, len: usize, args: [u64; 3]) -> Option<Shape> {
         }
         Sig::DevOut2 => {
             exact((sizes[0] + sizes[1]) as u64)?;
-            Shape::Out {
-                split: Some(sizes[0]),
-            }
+            Shape::Out { split: Some(sizes[0]) }
         }
         Sig::DevBuf => {
             exact(args[0])?;
@@ -81,9 +75,7 @@ pub fn shape(func: usize, len: usize, args: [u64; 3]) -> Option<Shape> {
             exact(args[1])?;
             Shape::Buf { len: len as u32 }
         }
-        Sig::DevArray | Sig::DevArgArray => Shape::Array {
-            count: count(args[0])?,
-        },
+        Sig::DevArray | Sig::DevArgArray => Shape::Array { count: count(args[0])? },
     })
 }
 
@@ -139,10 +131,7 @@ impl NvmlState {
     }
 
     fn get(&mut self) -> Result<&mut Nvml, u32> {
-        self.loaded
-            .get_or_insert_with(load)
-            .as_mut()
-            .map_err(|e| *e)
+        self.loaded.get_or_insert_with(load).as_mut().map_err(|e| *e)
     }
 }
 
@@ -162,22 +151,14 @@ fn load() -> Result<Nvml, u32> {
         tracing::warn!("nvmlInit_v2 failed with {r}");
         return Err(r);
     }
-    Ok(Nvml {
-        lib,
-        raw: Box::leak(Box::new(b)),
-        syms: vec![None; FUNCS.len()],
-        handles: HashMap::new(),
-    })
+    Ok(Nvml { lib, raw: Box::leak(Box::new(b)), syms: vec![None; FUNCS.len()], handles: HashMap::new() })
 }
 
 impl Nvml {
     fn symbol(&mut self, func: usize) -> Option<usize> {
         *self.syms[func].get_or_insert_with(|| {
             let name = format!("{}\0", FUNCS[func].0);
-            unsafe { self.raw.get::<*mut c_void>(name.as_bytes()) }
-                .ok()
-                .map(|s| *s as usize)
-                .filter(|&p| p != 0)
+            unsafe { self.raw.get::<*mut c_void>(name.as_bytes()) }.ok().map(|s| *s as usize).filter(|&p| p != 0)
         })
     }
 
@@ -185,11 +166,7 @@ impl Nvml {
         if let Some(&h) = self.handles.get(&index) {
             return Ok(h as nvmlDevice_t);
         }
-        let f = self
-            .lib
-            .nvmlDeviceGetHandleByIndex_v2
-            .as_ref()
-            .map_err(|_| FUNCTION_NOT_FOUND)?;
+        let f = self.lib.nvmlDeviceGetHandleByIndex_v2.as_ref().map_err(|_| FUNCTION_NOT_FOUND)?;
         let mut h: nvmlDevice_t = std::ptr::null_mut();
         let r = unsafe { f(index, &mut h) }.0;
         if r != SUCCESS {
@@ -202,13 +179,7 @@ impl Nvml {
 
 impl CudaSession {
     /// Always an `NvmlOut`: NVML's failures are its return codes, not transport errors.
-    pub(super) fn nvml_forward(
-        &mut self,
-        io: &mut Io<'_>,
-        func: u16,
-        device: u32,
-        args: [u64; 3],
-    ) -> NvmlOut {
+    pub(super) fn nvml_forward(&mut self, io: &mut Io<'_>, func: u16, device: u32, args: [u64; 3]) -> NvmlOut {
         let ret = |ret: u32| NvmlOut { ret, aux: 0 };
         let func = func as usize;
         let Some(shape) = shape(func, io.bulk_in.len(), args) else {
@@ -247,12 +218,8 @@ impl CudaSession {
                     std::mem::transmute::<usize, DevOut2>(sym)(dev, p, p.add(at))
                 }
                 (Sig::DevArgOut, _) => std::mem::transmute::<usize, DevArgOut>(sym)(dev, a0, p),
-                (Sig::DevArg2Out, _) => {
-                    std::mem::transmute::<usize, DevArg2Out>(sym)(dev, a0, a1, p)
-                }
-                (Sig::DevBuf, Shape::Buf { len }) => {
-                    std::mem::transmute::<usize, DevBuf>(sym)(dev, p.cast(), len)
-                }
+                (Sig::DevArg2Out, _) => std::mem::transmute::<usize, DevArg2Out>(sym)(dev, a0, a1, p),
+                (Sig::DevBuf, Shape::Buf { len }) => std::mem::transmute::<usize, DevBuf>(sym)(dev, p.cast(), len),
                 (Sig::DevArgBuf, Shape::Buf { len }) => {
                     std::mem::transmute::<usize, DevArgBuf>(sym)(dev, a0, p.cast(), len)
                 }
@@ -366,11 +333,7 @@ mod tests {
         let (total, reserved, free, used) = (r(&v2, 8), r(&v2, 16), r(&v2, 24), r(&v2, 32));
         assert_eq!((total, free), (16 * g, 12 * g));
         assert_eq!(reserved + free + used, total);
-        assert_eq!(
-            u32::from_ne_bytes(v2[..4].try_into().unwrap()),
-            0x0200_0028,
-            "version kept"
-        );
+        assert_eq!(u32::from_ne_bytes(v2[..4].try_into().unwrap()), 0x0200_0028, "version kept");
 
         // Other functions are left alone.
         let mut other = [1u8; 24];

@@ -47,16 +47,8 @@ impl RangeMap {
 
     /// Remove and return every range for which `f` holds.
     pub fn remove_where(&mut self, mut f: impl FnMut(u64, &Range) -> bool) -> Vec<(u64, Range)> {
-        let starts: Vec<u64> = self
-            .map
-            .iter()
-            .filter(|(s, r)| f(**s, r))
-            .map(|(s, _)| *s)
-            .collect();
-        starts
-            .into_iter()
-            .filter_map(|s| self.map.remove(&s).map(|r| (s, r)))
-            .collect()
+        let starts: Vec<u64> = self.map.iter().filter(|(s, r)| f(**s, r)).map(|(s, _)| *s).collect();
+        starts.into_iter().filter_map(|s| self.map.remove(&s).map(|r| (s, r))).collect()
     }
 
     /// `[ptr, ptr+len)` must be covered by this session's ranges. Abutting ranges count as
@@ -80,29 +72,14 @@ impl RangeMap {
 
     /// The device side of a 2D copy or memset: `height` rows of `width` bytes, `pitch`
     /// apart, starting at row `y`, byte `x` of `base`.
-    pub fn check_2d(
-        &self,
-        base: u64,
-        x: u64,
-        y: u64,
-        pitch: u64,
-        width: u64,
-        height: u64,
-    ) -> R<()> {
+    pub fn check_2d(&self, base: u64, x: u64, y: u64, pitch: u64, width: u64, height: u64) -> R<()> {
         let (start, len) = span_2d(base, x, y, pitch, width, height).ok_or(INVALID_VALUE)?;
         self.check(start, len)
     }
 }
 
 /// The contiguous span `(start, len)` that a 2D access touches, or `None` on overflow.
-pub fn span_2d(
-    base: u64,
-    x: u64,
-    y: u64,
-    pitch: u64,
-    width: u64,
-    height: u64,
-) -> Option<(u64, u64)> {
+pub fn span_2d(base: u64, x: u64, y: u64, pitch: u64, width: u64, height: u64) -> Option<(u64, u64)> {
     let start = base.checked_add(y.checked_mul(pitch)?)?.checked_add(x)?;
     if width == 0 || height == 0 {
         return Some((start, 0));
@@ -122,12 +99,7 @@ mod tests {
     use super::*;
 
     fn r(len: u64, kind: Kind) -> Range {
-        Range {
-            len,
-            dev: 0,
-            ctx: 7,
-            kind,
-        }
+        Range { len, dev: 0, ctx: 7, kind }
     }
 
     #[test]
@@ -163,27 +135,15 @@ mod tests {
         let mut m = RangeMap::default();
         m.insert(0x1000, r(0x400, Kind::Alloc));
         assert_eq!(m.check_2d(0x1000, 0, 0, 0x100, 0x100, 4), Ok(()));
-        assert_eq!(
-            m.check_2d(0x1000, 1, 0, 0x100, 0x100, 4),
-            Err(INVALID_VALUE)
-        );
-        assert_eq!(
-            m.check_2d(0x1000, 0, 1, 0x100, 0x100, 4),
-            Err(INVALID_VALUE)
-        );
+        assert_eq!(m.check_2d(0x1000, 1, 0, 0x100, 0x100, 4), Err(INVALID_VALUE));
+        assert_eq!(m.check_2d(0x1000, 0, 1, 0x100, 0x100, 4), Err(INVALID_VALUE));
     }
 
     #[test]
     fn remove_where_and_quota() {
         let mut m = RangeMap::default();
         m.insert(0x1000, r(0x100, Kind::Alloc));
-        m.insert(
-            0x2000,
-            Range {
-                ctx: 9,
-                ..r(0x100, Kind::Global(5))
-            },
-        );
+        m.insert(0x2000, Range { ctx: 9, ..r(0x100, Kind::Global(5)) });
         let gone = m.remove_where(|_, r| r.ctx == 7);
         assert_eq!(gone, vec![(0x1000, r(0x100, Kind::Alloc))]);
         assert!(m.get(0x2000).is_some());

@@ -12,16 +12,13 @@ pub fn snapshot() -> Result<Snapshot, String> {
     let lib = load_driver()?;
     let fail = |what: String, c: u32| format!("{what} failed: {}", error_name(lib, c));
     let mut cuda_version = 0;
-    (|| cu!(lib, cuDriverGetVersion(&mut cuda_version)))()
-        .map_err(|c| fail("cuDriverGetVersion".into(), c))?;
+    (|| cu!(lib, cuDriverGetVersion(&mut cuda_version)))().map_err(|c| fail("cuDriverGetVersion".into(), c))?;
     let mut count = 0;
-    (|| cu!(lib, cuDeviceGetCount(&mut count)))()
-        .map_err(|c| fail("cuDeviceGetCount".into(), c))?;
+    (|| cu!(lib, cuDeviceGetCount(&mut count)))().map_err(|c| fail("cuDeviceGetCount".into(), c))?;
     let nvml = Nvml::open();
     let mut devices = Vec::new();
     for i in 0..count {
-        let mut d =
-            cuda_device(lib, i).map_err(|c| fail(format!("describing CUDA device {i}"), c))?;
+        let mut d = cuda_device(lib, i).map_err(|c| fail(format!("describing CUDA device {i}"), c))?;
         if let Some(n) = &nvml {
             let bus = bus_id(lib, i).unwrap_or_else(|_| d.pci.bus_id_short());
             n.fill(&bus, &mut d);
@@ -38,11 +35,7 @@ pub fn snapshot() -> Result<Snapshot, String> {
                 .ok()
                 .and_then(|t| proc_driver_version(&t))
                 .unwrap_or_default();
-            let n = if d.is_empty() {
-                String::new()
-            } else {
-                format!("{}.{d}", cuda_version / 1000)
-            };
+            let n = if d.is_empty() { String::new() } else { format!("{}.{d}", cuda_version / 1000) };
             (d, n)
         }
     };
@@ -54,11 +47,7 @@ pub fn snapshot() -> Result<Snapshot, String> {
         nvml_version,
         cuda_driver_version: cuda_version,
         devices,
-        server: format!(
-            "vgpu {} on {}, backend cuda",
-            env!("CARGO_PKG_VERSION"),
-            hostname()
-        ),
+        server: format!("vgpu {} on {}, backend cuda", env!("CARGO_PKG_VERSION"), hostname()),
     })
 }
 
@@ -67,10 +56,7 @@ fn cuda_device(lib: &CudaLib, i: i32) -> R<Device> {
     let mut dev: CUdevice = 0;
     cu!(lib, cuDeviceGet(&mut dev, i))?;
     let mut name = [0 as c_char; 256];
-    cu!(
-        lib,
-        cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, dev)
-    )?;
+    cu!(lib, cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, dev))?;
     let mut uuid = CUuuid { bytes: [0; 16] };
     if lib.cuDeviceGetUuid_v2.is_ok() {
         cu!(lib, cuDeviceGetUuid_v2(&mut uuid, dev))?;
@@ -83,14 +69,7 @@ fn cuda_device(lib: &CudaLib, i: i32) -> R<Device> {
     for (a, slot) in attributes.iter_mut().enumerate().skip(1) {
         let mut v = 0;
         // Attributes this driver does not know stay 0.
-        if (|| {
-            cu!(
-                lib,
-                cuDeviceGetAttribute(&mut v, CUdevice_attribute(a as u32), dev)
-            )
-        })()
-        .is_ok()
-        {
+        if (|| cu!(lib, cuDeviceGetAttribute(&mut v, CUdevice_attribute(a as u32), dev)))().is_ok() {
             *slot = v;
         }
     }
@@ -123,19 +102,12 @@ fn bus_id(lib: &CudaLib, i: i32) -> R<String> {
     let mut dev: CUdevice = 0;
     cu!(lib, cuDeviceGet(&mut dev, i))?;
     let mut b = [0 as c_char; 64];
-    cu!(
-        lib,
-        cuDeviceGetPCIBusId(b.as_mut_ptr(), b.len() as i32, dev)
-    )?;
+    cu!(lib, cuDeviceGetPCIBusId(b.as_mut_ptr(), b.len() as i32, dev))?;
     Ok(c_string(&b))
 }
 
 fn c_string(b: &[c_char]) -> String {
-    let bytes: Vec<u8> = b
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
+    let bytes: Vec<u8> = b.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -163,8 +135,7 @@ struct Nvml {
 }
 
 type StringFn = unsafe extern "C" fn(*mut c_char, c_uint) -> abi::nvml::nvmlReturn_t;
-type DevStringFn =
-    unsafe extern "C" fn(nvmlDevice_t, *mut c_char, c_uint) -> abi::nvml::nvmlReturn_t;
+type DevStringFn = unsafe extern "C" fn(nvmlDevice_t, *mut c_char, c_uint) -> abi::nvml::nvmlReturn_t;
 type DevUintFn = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint) -> abi::nvml::nvmlReturn_t;
 
 impl Nvml {
@@ -172,9 +143,7 @@ impl Nvml {
         let lib = match unsafe { NvmlLib::new("libnvidia-ml.so.1") } {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(
-                    "cannot load libnvidia-ml.so.1 ({e}): describing devices from CUDA alone"
-                );
+                tracing::warn!("cannot load libnvidia-ml.so.1 ({e}): describing devices from CUDA alone");
                 return None;
             }
         };
@@ -222,11 +191,7 @@ impl Nvml {
             return;
         };
         let mut h: nvmlDevice_t = std::ptr::null_mut();
-        let found = l
-            .nvmlDeviceGetHandleByPciBusId_v2
-            .as_ref()
-            .ok()
-            .map(|f| unsafe { f(bus_c.as_ptr(), &mut h) }.0);
+        let found = l.nvmlDeviceGetHandleByPciBusId_v2.as_ref().ok().map(|f| unsafe { f(bus_c.as_ptr(), &mut h) }.0);
         if found != Some(0) {
             tracing::warn!("NVML does not know the device at {bus} ({found:?})");
             return;
@@ -244,12 +209,7 @@ impl Nvml {
         d.vbios_version = self.dev_string(h, l.nvmlDeviceGetVbiosVersion.as_ref().ok());
         d.board_part_number = self.dev_string(h, l.nvmlDeviceGetBoardPartNumber.as_ref().ok());
         let mut pci = nvmlPciInfo_t::default();
-        if l.nvmlDeviceGetPciInfo_v3
-            .as_ref()
-            .ok()
-            .map(|f| unsafe { f(h, &mut pci) }.0)
-            == Some(0)
-        {
+        if l.nvmlDeviceGetPciInfo_v3.as_ref().ok().map(|f| unsafe { f(h, &mut pci) }.0) == Some(0) {
             d.pci.pci_device_id = pci.pciDeviceId;
             d.pci.pci_subsystem_id = pci.pciSubSystemId;
         }

@@ -89,16 +89,11 @@ impl Pool {
             b.pending = !api.event_query(b.event).unwrap_or(true);
         }
         let free = |b: &Pinned| !b.pending && b.cap >= len;
-        if let Some(i) = (0..self.bufs.len())
-            .filter(|&i| free(&self.bufs[i]))
-            .min_by_key(|&i| self.bufs[i].cap)
-        {
+        if let Some(i) = (0..self.bufs.len()).filter(|&i| free(&self.bufs[i])).min_by_key(|&i| self.bufs[i].cap) {
             return Ok(i);
         }
         let cap = len.max(MIN_BUF).checked_next_power_of_two().unwrap_or(len);
-        let oldest_busy = (0..self.bufs.len())
-            .filter(|&i| self.bufs[i].cap >= len)
-            .min_by_key(|&i| self.bufs[i].tick);
+        let oldest_busy = (0..self.bufs.len()).filter(|&i| self.bufs[i].cap >= len).min_by_key(|&i| self.bufs[i].tick);
         if self.total + cap > POOL_LIMIT {
             if let Some(i) = oldest_busy {
                 return self.wait(api, i);
@@ -107,13 +102,7 @@ impl Pool {
         }
         match api.host_alloc(cap) {
             Ok(ptr) => {
-                self.bufs.push(Pinned {
-                    ptr,
-                    cap,
-                    event: 0,
-                    pending: false,
-                    tick: 0,
-                });
+                self.bufs.push(Pinned { ptr, cap, event: 0, pending: false, tick: 0 });
                 self.total += cap;
                 Ok(self.bufs.len() - 1)
             }
@@ -237,25 +226,14 @@ mod tests {
                 return Err(2);
             }
             // Big buffers are never touched by the tests: a distinct address will do.
-            let mut v = if len <= 1 << 20 {
-                vec![0u8; len]
-            } else {
-                Vec::new()
-            };
+            let mut v = if len <= 1 << 20 { vec![0u8; len] } else { Vec::new() };
             self.next.set(self.next.get() + 1);
-            let p = if v.is_empty() {
-                (self.next.get() << 32) as *mut u8
-            } else {
-                v.as_mut_ptr()
-            };
+            let p = if v.is_empty() { (self.next.get() << 32) as *mut u8 } else { v.as_mut_ptr() };
             self.mem.borrow_mut().insert(p as usize, v);
             Ok(p)
         }
         fn host_free(&self, p: *mut u8) {
-            self.mem
-                .borrow_mut()
-                .remove(&(p as usize))
-                .expect("freed twice");
+            self.mem.borrow_mut().remove(&(p as usize)).expect("freed twice");
         }
         fn event_create(&self) -> R<u64> {
             self.next.set(self.next.get() + 1);

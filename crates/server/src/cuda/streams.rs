@@ -3,8 +3,7 @@
 
 use super::{CudaSession, R};
 use abi::cuda::{
-    CUevent, CUgraph, CUgraphExec, CUgraphExecUpdateResultInfo, CUstream, CUstreamCaptureMode,
-    CUstreamCaptureStatus,
+    CUevent, CUgraph, CUgraphExec, CUgraphExecUpdateResultInfo, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus,
 };
 use std::ptr::null_mut;
 
@@ -47,10 +46,7 @@ impl CudaSession {
 
     pub(super) fn begin_capture(&mut self, stream: u64, mode: u32) -> R<()> {
         let s = self.h.stream(stream)?;
-        cu!(
-            self.lib,
-            cuStreamBeginCapture_v2(s, CUstreamCaptureMode(mode))
-        )
+        cu!(self.lib, cuStreamBeginCapture_v2(s, CUstreamCaptureMode(mode)))
     }
 
     pub(super) fn end_capture(&mut self, stream: u64) -> R<u64> {
@@ -76,23 +72,9 @@ impl CudaSession {
         let mut id = 0u64;
         let lib = self.lib;
         if lib.cuStreamGetCaptureInfo_v3.is_ok() {
-            cu!(
-                lib,
-                cuStreamGetCaptureInfo_v3(
-                    s,
-                    &mut st,
-                    &mut id,
-                    null_mut(),
-                    null_mut(),
-                    null_mut(),
-                    null_mut()
-                )
-            )?;
+            cu!(lib, cuStreamGetCaptureInfo_v3(s, &mut st, &mut id, null_mut(), null_mut(), null_mut(), null_mut()))?;
         } else if lib.cuStreamGetCaptureInfo_v2.is_ok() {
-            cu!(
-                lib,
-                cuStreamGetCaptureInfo_v2(s, &mut st, &mut id, null_mut(), null_mut(), null_mut())
-            )?;
+            cu!(lib, cuStreamGetCaptureInfo_v2(s, &mut st, &mut id, null_mut(), null_mut(), null_mut()))?;
         } else {
             cu!(lib, cuStreamGetCaptureInfo(s, &mut st, &mut id))?;
         }

@@ -6,9 +6,7 @@
 use super::handles::Vmm;
 use super::ranges::{Kind, Range};
 use super::{CudaSession, INVALID_HANDLE, INVALID_VALUE, R};
-use abi::cuda::{
-    CUmemAccessDesc, CUmemAllocationGranularity_flags, CUmemAllocationProp, CUmemLocationType,
-};
+use abi::cuda::{CUmemAccessDesc, CUmemAllocationGranularity_flags, CUmemAllocationProp, CUmemLocationType};
 
 /// Upper bound on access descriptors in one `cuMemSetAccess` (one per device and a few
 /// host locations is all there can be).
@@ -27,33 +25,17 @@ pub fn read_prop(bytes: &[u8]) -> R<CUmemAllocationProp> {
 
 /// `count` access descriptors from their bytes.
 pub fn read_access(bytes: &[u8], count: u64) -> R<Vec<CUmemAccessDesc>> {
-    let n = usize::try_from(count)
-        .ok()
-        .filter(|_| count <= MAX_ACCESS_DESCS)
-        .ok_or(INVALID_VALUE)?;
+    let n = usize::try_from(count).ok().filter(|_| count <= MAX_ACCESS_DESCS).ok_or(INVALID_VALUE)?;
     if bytes.len() != n * size_of::<CUmemAccessDesc>() {
         return Err(INVALID_VALUE);
     }
-    Ok((0..n)
-        .map(|i| unsafe {
-            std::ptr::read_unaligned(bytes.as_ptr().cast::<CUmemAccessDesc>().add(i))
-        })
-        .collect())
+    Ok((0..n).map(|i| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<CUmemAccessDesc>().add(i)) }).collect())
 }
 
 impl CudaSession {
-    pub(super) fn address_reserve(
-        &mut self,
-        size: u64,
-        align: u64,
-        addr: u64,
-        flags: u64,
-    ) -> R<u64> {
+    pub(super) fn address_reserve(&mut self, size: u64, align: u64, addr: u64, flags: u64) -> R<u64> {
         let mut p = 0;
-        cu!(
-            self.lib,
-            cuMemAddressReserve(&mut p, size as usize, align as usize, addr, flags)
-        )?;
+        cu!(self.lib, cuMemAddressReserve(&mut p, size as usize, align as usize, addr, flags))?;
         self.h.reserved.insert(p, size);
         Ok(p)
     }
@@ -65,19 +47,14 @@ impl CudaSession {
         cu!(self.lib, cuMemAddressFree(ptr, size as usize))?;
         self.h.reserved.remove(&ptr);
         let end = ptr + size;
-        self.ranges
-            .remove_where(|s, r| r.kind == Kind::Mapped && s >= ptr && s < end);
+        self.ranges.remove_where(|s, r| r.kind == Kind::Mapped && s >= ptr && s < end);
         Ok(())
     }
 
     pub(super) fn mem_create(&mut self, size: u64, prop: &[u8], flags: u64) -> R<u64> {
         let p = read_prop(prop)?;
         let dev = (p.location.type_ == CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE)
-            .then(|| {
-                usize::try_from(p.location.id)
-                    .ok()
-                    .filter(|&d| d < self.devices.len())
-            })
+            .then(|| usize::try_from(p.location.id).ok().filter(|&d| d < self.devices.len()))
             .map(|d| d.ok_or(super::INVALID_DEVICE))
             .transpose()?;
         if let Some(d) = dev {
@@ -102,34 +79,14 @@ impl CudaSession {
         Ok(())
     }
 
-    pub(super) fn mem_map(
-        &mut self,
-        ptr: u64,
-        size: u64,
-        offset: u64,
-        handle: u64,
-        flags: u64,
-    ) -> R<()> {
+    pub(super) fn mem_map(&mut self, ptr: u64, size: u64, offset: u64, handle: u64, flags: u64) -> R<()> {
         let v = *self.h.vmm.get(&handle).ok_or(INVALID_HANDLE)?;
-        if !self.h.reserved_contains(ptr, size)
-            || offset.checked_add(size).is_none_or(|e| e > v.size)
-        {
+        if !self.h.reserved_contains(ptr, size) || offset.checked_add(size).is_none_or(|e| e > v.size) {
             return Err(INVALID_VALUE);
         }
-        cu!(
-            self.lib,
-            cuMemMap(ptr, size as usize, offset as usize, handle, flags)
-        )?;
+        cu!(self.lib, cuMemMap(ptr, size as usize, offset as usize, handle, flags))?;
         let dev = v.dev.unwrap_or(usize::MAX);
-        self.ranges.insert(
-            ptr,
-            Range {
-                len: size,
-                dev,
-                ctx: 0,
-                kind: Kind::Mapped,
-            },
-        );
+        self.ranges.insert(ptr, Range { len: size, dev, ctx: 0, kind: Kind::Mapped });
         Ok(())
     }
 
@@ -139,8 +96,7 @@ impl CudaSession {
         }
         cu!(self.lib, cuMemUnmap(ptr, size as usize))?;
         let end = ptr + size;
-        self.ranges
-            .remove_where(|s, r| r.kind == Kind::Mapped && s >= ptr && s < end);
+        self.ranges.remove_where(|s, r| r.kind == Kind::Mapped && s >= ptr && s < end);
         Ok(())
     }
 
@@ -149,19 +105,13 @@ impl CudaSession {
         if !self.h.reserved_contains(ptr, size) {
             return Err(INVALID_VALUE);
         }
-        cu!(
-            self.lib,
-            cuMemSetAccess(ptr, size as usize, d.as_ptr(), d.len())
-        )
+        cu!(self.lib, cuMemSetAccess(ptr, size as usize, d.as_ptr(), d.len()))
     }
 
     pub(super) fn allocation_granularity(&mut self, prop: &[u8], option: u32) -> R<u64> {
         let p = read_prop(prop)?;
         let mut g = 0usize;
-        cu!(
-            self.lib,
-            cuMemGetAllocationGranularity(&mut g, &p, CUmemAllocationGranularity_flags(option))
-        )?;
+        cu!(self.lib, cuMemGetAllocationGranularity(&mut g, &p, CUmemAllocationGranularity_flags(option)))?;
         Ok(g as u64)
     }
 }
@@ -179,10 +129,7 @@ mod tests {
         let mut p = CUmemAllocationProp {
             type_: abi::cuda::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
             requestedHandleTypes: abi::cuda::CUmemAllocationHandleType(0),
-            location: abi::cuda::CUmemLocation {
-                type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
-                id: 3,
-            },
+            location: abi::cuda::CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: 3 },
             win32HandleMetaData: 0x1234 as *mut _,
             allocFlags: Default::default(),
         };
@@ -192,19 +139,13 @@ mod tests {
         b.extend(bytes_of(&p));
         let q = read_prop(&b[1..]).unwrap();
         assert_eq!(q.location.id, 3);
-        assert_eq!(
-            q.location.type_,
-            CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE
-        );
+        assert_eq!(q.location.type_, CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE);
         assert_eq!(q.allocFlags.gpuDirectRDMACapable, 1);
         assert!(q.win32HandleMetaData.is_null());
         assert_eq!(read_prop(&b).unwrap_err(), INVALID_VALUE);
 
         let a = CUmemAccessDesc {
-            location: abi::cuda::CUmemLocation {
-                type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
-                id: 1,
-            },
+            location: abi::cuda::CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: 1 },
             flags: abi::cuda::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
         };
         let mut two = bytes_of(&a);

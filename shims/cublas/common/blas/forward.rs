@@ -84,9 +84,7 @@ pub unsafe fn forward(func: u16, handle: cublasHandle_t, args: &[u64]) -> u32 {
     let mut args = args.to_vec();
     let mut scalars = Vec::new();
     if device_scalars {
-        if f.host_scalars(&args)
-            .is_ok_and(|l| l.iter().any(|&(i, _)| args[i] == 0))
-        {
+        if f.host_scalars(&args).is_ok_and(|l| l.iter().any(|&(i, _)| args[i] == 0)) {
             return status::INVALID_VALUE;
         }
     } else {
@@ -103,13 +101,7 @@ pub unsafe fn forward(func: u16, handle: cublasHandle_t, args: &[u64]) -> u32 {
             args[i] = 0;
         }
     }
-    handles::send_oneway(&ops::cublas_call {
-        func,
-        handle: handle as u64,
-        device_scalars,
-        args,
-        scalars,
-    })
+    handles::send_oneway(&ops::cublas_call { func, handle: handle as u64, device_scalars, args, scalars })
 }
 
 /// The C type of an argument of the table.
@@ -174,13 +166,7 @@ mod tests {
     }
 
     fn handle(id: u64, pointer_mode: u32) -> cublasHandle_t {
-        handles::register(
-            id,
-            handles::State {
-                pointer_mode,
-                ..Default::default()
-            },
-        );
+        handles::register(id, handles::State { pointer_mode, ..Default::default() });
         id as usize as cublasHandle_t
     }
 
@@ -188,11 +174,7 @@ mod tests {
     fn sgemm_sends_host_scalars_by_value() {
         let h = handle(0x9100, 0);
         let (alpha, beta) = (1.5f32, -2.0f32);
-        let (a, b, c) = (
-            0x7f00_0000_1000usize,
-            0x7f00_0000_2000usize,
-            0x7f00_0000_3000usize,
-        );
+        let (a, b, c) = (0x7f00_0000_1000usize, 0x7f00_0000_2000usize, 0x7f00_0000_3000usize);
         let r = unsafe {
             cublasSgemm_v2(
                 h,
@@ -218,24 +200,7 @@ mod tests {
         assert_eq!(s.func, index_of("cublasSgemm_v2").unwrap());
         assert_eq!(s.handle, 0x9100);
         assert!(!s.device_scalars);
-        assert_eq!(
-            s.args,
-            vec![
-                1,
-                0,
-                (-3i64) as u64,
-                5,
-                7,
-                0,
-                a as u64,
-                8,
-                b as u64,
-                9,
-                0,
-                c as u64,
-                10
-            ]
-        );
+        assert_eq!(s.args, vec![1, 0, (-3i64) as u64, 5, 7, 0, a as u64, 8, b as u64, 9, 0, c as u64, 10]);
         let mut want = alpha.to_le_bytes().to_vec();
         want.extend(beta.to_le_bytes());
         assert_eq!(s.scalars, want);
@@ -289,10 +254,7 @@ mod tests {
     #[test]
     fn gemm_ex_scalars_follow_the_compute_type() {
         let h = handle(0x9300, 0);
-        let call = |compute: cublasComputeType_t,
-                    ctype: cudaDataType,
-                    alpha: *const c_void,
-                    beta: *const c_void| unsafe {
+        let call = |compute: cublasComputeType_t, ctype: cudaDataType, alpha: *const c_void, beta: *const c_void| unsafe {
             cublasGemmEx(
                 h,
                 cublasOperation_t::CUBLAS_OP_N,
@@ -348,12 +310,7 @@ mod tests {
         );
         // an unknown compute type: the size of the scalars is unknowable
         assert_eq!(
-            call(
-                cublasComputeType_t(12345),
-                cudaDataType::CUDA_R_32F,
-                c1.as_ptr().cast(),
-                c2.as_ptr().cast()
-            ),
+            call(cublasComputeType_t(12345), cudaDataType::CUDA_R_32F, c1.as_ptr().cast(), c2.as_ptr().cast()),
             status::INVALID_VALUE
         );
         // a null host scalar
@@ -369,10 +326,7 @@ mod tests {
         let sent = sent_calls();
         assert_eq!(sent.len(), 3);
         assert_eq!(sent[0].scalars, [0x00, 0x3c, 0x00, 0x40]);
-        assert_eq!(
-            sent[1].scalars,
-            [d1.to_le_bytes(), d2.to_le_bytes()].concat()
-        );
+        assert_eq!(sent[1].scalars, [d1.to_le_bytes(), d2.to_le_bytes()].concat());
         let cbytes: Vec<u8> = c1.iter().chain(&c2).flat_map(|f| f.to_le_bytes()).collect();
         assert_eq!(sent[2].scalars, cbytes);
         assert!(sent.iter().all(|s| s.args[5] == 0 && s.args[12] == 0));
@@ -402,23 +356,7 @@ mod tests {
         assert_eq!(r.0, 0);
         let s = &sent_calls()[0];
         assert_eq!(s.func, index_of("cublasStrsmBatched_64").unwrap());
-        assert_eq!(
-            s.args,
-            vec![
-                0,
-                1,
-                0,
-                1,
-                1 << 33,
-                2,
-                0,
-                0xa000,
-                1 << 33,
-                0xb000,
-                u64::MAX,
-                7
-            ]
-        );
+        assert_eq!(s.args, vec![0, 1, 0, 1, 1 << 33, 2, 0, 0xa000, 1 << 33, 0xb000, u64::MAX, 7]);
         assert_eq!(s.scalars, 1.0f32.to_le_bytes());
     }
 

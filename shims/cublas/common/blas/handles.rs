@@ -9,9 +9,7 @@ use super::wire::{self, Error};
 use super::{cublasHandle_t, cublasStatus_t, st, status};
 use crate::api::{cublasAtomicsMode_t, cublasMath_t, cublasPointerMode_t, cudaStream_t};
 use parking_lot::RwLock;
-use protocol::cublas::{
-    SET_ATOMICS_MODE, SET_MATH_MODE, SET_STREAM, SET_WORKSPACE, status_from_cuda,
-};
+use protocol::cublas::{SET_ATOMICS_MODE, SET_MATH_MODE, SET_STREAM, SET_WORKSPACE, status_from_cuda};
 use protocol::ops;
 use std::collections::HashMap;
 use std::os::raw::c_void;
@@ -49,11 +47,7 @@ pub fn register(id: u64, s: State) {
 
 /// Change a live handle's settings; `NOT_INITIALIZED` for an unknown handle.
 fn update(h: cublasHandle_t, f: impl FnOnce(&mut State)) -> Result<(), u32> {
-    table()
-        .write()
-        .get_mut(&(h as u64))
-        .map(f)
-        .ok_or(status::NOT_INITIALIZED)
+    table().write().get_mut(&(h as u64)).map(f).ok_or(status::NOT_INITIALIZED)
 }
 
 /// A one-way call on an existing handle: sent, or `EXECUTION_FAILED` for a lost server.
@@ -66,12 +60,7 @@ pub fn send_oneway<C: protocol::Call<Ret = ()>>(c: &C) -> u32 {
 }
 
 fn set(h: cublasHandle_t, what: u32, value: u64, size: u64) -> u32 {
-    send_oneway(&ops::cublas_set {
-        handle: h as u64,
-        what,
-        value,
-        size,
-    })
+    send_oneway(&ops::cublas_set { handle: h as u64, what, value, size })
 }
 
 fn result(r: Result<(), u32>) -> cublasStatus_t {
@@ -156,9 +145,7 @@ pub unsafe extern "C" fn cublasCreate_v2(handle: *mut cublasHandle_t) -> cublasS
 pub extern "C" fn cublasDestroy_v2(handle: cublasHandle_t) -> cublasStatus_t {
     guard(|| {
         get(handle).ok_or(status::NOT_INITIALIZED)?;
-        let r = match wire::call(&ops::cublasDestroy_v2 {
-            handle: handle as u64,
-        }) {
+        let r = match wire::call(&ops::cublasDestroy_v2 { handle: handle as u64 }) {
             Ok(code) => code,
             Err(Error::Cuda(code)) => status_from_cuda(code),
             Err(Error::Lost) => status::EXECUTION_FAILED,
@@ -170,10 +157,7 @@ pub extern "C" fn cublasDestroy_v2(handle: cublasHandle_t) -> cublasStatus_t {
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn cublasSetStream_v2(
-    handle: cublasHandle_t,
-    stream: cudaStream_t,
-) -> cublasStatus_t {
+pub extern "C" fn cublasSetStream_v2(handle: cublasHandle_t, stream: cudaStream_t) -> cublasStatus_t {
     guard(|| {
         let s = stream as u64;
         update(handle, |st| st.stream = s)?;
@@ -185,10 +169,7 @@ pub extern "C" fn cublasSetStream_v2(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cublasGetStream_v2(
-    handle: cublasHandle_t,
-    stream: *mut cudaStream_t,
-) -> cublasStatus_t {
+pub unsafe extern "C" fn cublasGetStream_v2(handle: cublasHandle_t, stream: *mut cudaStream_t) -> cublasStatus_t {
     guard(|| {
         let s = get(handle).ok_or(status::NOT_INITIALIZED)?;
         if stream.is_null() {
@@ -217,10 +198,7 @@ pub extern "C" fn cublasSetMathMode(handle: cublasHandle_t, mode: cublasMath_t) 
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cublasGetMathMode(
-    handle: cublasHandle_t,
-    mode: *mut cublasMath_t,
-) -> cublasStatus_t {
+pub unsafe extern "C" fn cublasGetMathMode(handle: cublasHandle_t, mode: *mut cublasMath_t) -> cublasStatus_t {
     guard(|| {
         let s = get(handle).ok_or(status::NOT_INITIALIZED)?;
         if mode.is_null() {
@@ -234,10 +212,7 @@ pub unsafe extern "C" fn cublasGetMathMode(
 
 /// Local only: every forwarded call says whether its scalars are device pointers.
 #[unsafe(no_mangle)]
-pub extern "C" fn cublasSetPointerMode_v2(
-    handle: cublasHandle_t,
-    mode: cublasPointerMode_t,
-) -> cublasStatus_t {
+pub extern "C" fn cublasSetPointerMode_v2(handle: cublasHandle_t, mode: cublasPointerMode_t) -> cublasStatus_t {
     guard(|| {
         get(handle).ok_or(status::NOT_INITIALIZED)?;
         if mode.0 > POINTER_MODE_DEVICE {
@@ -264,10 +239,7 @@ pub unsafe extern "C" fn cublasGetPointerMode_v2(
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn cublasSetAtomicsMode(
-    handle: cublasHandle_t,
-    mode: cublasAtomicsMode_t,
-) -> cublasStatus_t {
+pub extern "C" fn cublasSetAtomicsMode(handle: cublasHandle_t, mode: cublasAtomicsMode_t) -> cublasStatus_t {
     guard(|| {
         get(handle).ok_or(status::NOT_INITIALIZED)?;
         if mode.0 > 1 {
@@ -300,11 +272,7 @@ pub unsafe extern "C" fn cublasGetAtomicsMode(
 /// The workspace is device memory of the application's: its address and size pass through
 /// (NVIDIA's cuBLAS checks neither here: an unaligned or null one is accepted).
 #[unsafe(no_mangle)]
-pub extern "C" fn cublasSetWorkspace_v2(
-    handle: cublasHandle_t,
-    workspace: *mut c_void,
-    size: usize,
-) -> cublasStatus_t {
+pub extern "C" fn cublasSetWorkspace_v2(handle: cublasHandle_t, workspace: *mut c_void, size: usize) -> cublasStatus_t {
     guard(|| {
         get(handle).ok_or(status::NOT_INITIALIZED)?;
         match set(handle, SET_WORKSPACE, workspace as u64, size as u64) {
@@ -331,19 +299,13 @@ mod tests {
         test_wire::take();
         assert_eq!(cublasSetStream_v2(h, 0x7700 as cudaStream_t).0, 0);
         assert_eq!(cublasSetMathMode(h, cublasMath_t(1)).0, 0);
-        assert_eq!(
-            cublasSetMathMode(h, cublasMath_t(99)).0,
-            status::INVALID_VALUE
-        );
+        assert_eq!(cublasSetMathMode(h, cublasMath_t(99)).0, status::INVALID_VALUE);
         assert_eq!(cublasSetAtomicsMode(h, cublasAtomicsMode_t(1)).0, 0);
         assert_eq!(cublasSetWorkspace_v2(h, 0x10000 as *mut c_void, 4096).0, 0);
         // not checked here (NVIDIA's accepts an unaligned workspace too)
         assert_eq!(cublasSetWorkspace_v2(h, 0x10010 as *mut c_void, 64).0, 0);
         assert_eq!(cublasSetPointerMode_v2(h, cublasPointerMode_t(1)).0, 0);
-        assert_eq!(
-            cublasSetPointerMode_v2(h, cublasPointerMode_t(2)).0,
-            status::INVALID_VALUE
-        );
+        assert_eq!(cublasSetPointerMode_v2(h, cublasPointerMode_t(2)).0, status::INVALID_VALUE);
         let sent: Vec<ops::cublas_set> = test_wire::take()
             .into_iter()
             .map(|(op, a)| {
@@ -373,10 +335,7 @@ mod tests {
             assert_eq!(cublasGetMathMode(h, &mut m).0, 0);
             assert_eq!(cublasGetPointerMode_v2(h, &mut p).0, 0);
             assert_eq!(cublasGetAtomicsMode(h, &mut a).0, 0);
-            assert_eq!(
-                cublasGetMathMode(h, std::ptr::null_mut()).0,
-                status::INVALID_VALUE
-            );
+            assert_eq!(cublasGetMathMode(h, std::ptr::null_mut()).0, status::INVALID_VALUE);
         }
         assert_eq!((s as u64, m.0, p.0, a.0), (0x7700, 1, 1, 1));
         assert!(test_wire::take().is_empty(), "getters are local");
@@ -385,29 +344,14 @@ mod tests {
     #[test]
     fn unknown_handles_are_not_initialized() {
         let bogus = 0xdead_0000 as cublasHandle_t;
-        assert_eq!(
-            cublasSetStream_v2(bogus, std::ptr::null_mut()).0,
-            status::NOT_INITIALIZED
-        );
-        assert_eq!(
-            cublasSetMathMode(bogus, cublasMath_t(0)).0,
-            status::NOT_INITIALIZED
-        );
+        assert_eq!(cublasSetStream_v2(bogus, std::ptr::null_mut()).0, status::NOT_INITIALIZED);
+        assert_eq!(cublasSetMathMode(bogus, cublasMath_t(0)).0, status::NOT_INITIALIZED);
         assert_eq!(cublasDestroy_v2(bogus).0, status::NOT_INITIALIZED);
-        assert_eq!(
-            cublasDestroy_v2(std::ptr::null_mut()).0,
-            status::NOT_INITIALIZED
-        );
+        assert_eq!(cublasDestroy_v2(std::ptr::null_mut()).0, status::NOT_INITIALIZED);
         let mut m = cublasMath_t(0);
-        assert_eq!(
-            unsafe { cublasGetMathMode(bogus, &mut m) }.0,
-            status::NOT_INITIALIZED
-        );
+        assert_eq!(unsafe { cublasGetMathMode(bogus, &mut m) }.0, status::NOT_INITIALIZED);
         assert!(test_wire::take().is_empty());
-        assert_eq!(
-            unsafe { cublasCreate_v2(std::ptr::null_mut()) }.0,
-            status::INVALID_VALUE
-        );
+        assert_eq!(unsafe { cublasCreate_v2(std::ptr::null_mut()) }.0, status::INVALID_VALUE);
     }
 
     #[test]
@@ -418,22 +362,12 @@ mod tests {
         assert!(get(0x6000 as cublasHandle_t).is_none());
         table().write().insert(0x6100, State::default());
         test_wire::REPLIES.with(|r| r.borrow_mut().push_back(Err(Error::Cuda(719))));
-        assert_eq!(
-            cublasDestroy_v2(0x6100 as cublasHandle_t).0,
-            status::EXECUTION_FAILED
-        );
+        assert_eq!(cublasDestroy_v2(0x6100 as cublasHandle_t).0, status::EXECUTION_FAILED);
         assert!(get(0x6100 as cublasHandle_t).is_none());
         table().write().insert(0x6200, State::default());
-        assert_eq!(
-            cublasDestroy_v2(0x6200 as cublasHandle_t).0,
-            status::EXECUTION_FAILED,
-            "lost server"
-        );
+        assert_eq!(cublasDestroy_v2(0x6200 as cublasHandle_t).0, status::EXECUTION_FAILED, "lost server");
         let sent = test_wire::take();
         assert_eq!(sent.len(), 3);
-        assert!(
-            sent.iter()
-                .all(|(op, _)| *op == protocol::Op::cublasDestroy_v2 as u32)
-        );
+        assert!(sent.iter().all(|(op, _)| *op == protocol::Op::cublasDestroy_v2 as u32));
     }
 }

@@ -2,9 +2,7 @@
 //! strings, the logger configuration.
 
 use super::{cublasHandle_t, cublasStatus_t, st, status};
-use crate::api::{
-    CUBLAS_VER_MAJOR, CUBLAS_VER_MINOR, CUBLAS_VER_PATCH, CUBLAS_VERSION, libraryPropertyType,
-};
+use crate::api::{CUBLAS_VER_MAJOR, CUBLAS_VER_MINOR, CUBLAS_VER_PATCH, CUBLAS_VERSION, libraryPropertyType};
 use std::os::raw::{c_char, c_int};
 
 /// `CUBLAS_VERSION` of the headers this library claims (13.1.0 → 130100, 12.9.1 → 120901).
@@ -18,10 +16,7 @@ pub extern "C" fn cublasGetCudartVersion() -> usize {
 
 /// The handle is not needed to know the version (NVIDIA's answers for any handle too).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cublasGetVersion_v2(
-    _handle: cublasHandle_t,
-    version: *mut c_int,
-) -> cublasStatus_t {
+pub unsafe extern "C" fn cublasGetVersion_v2(_handle: cublasHandle_t, version: *mut c_int) -> cublasStatus_t {
     unsafe { cublasGetVersion(version) }
 }
 
@@ -47,10 +42,7 @@ pub fn property(t: u32) -> Option<c_int> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cublasGetProperty(
-    t: libraryPropertyType,
-    value: *mut c_int,
-) -> cublasStatus_t {
+pub unsafe extern "C" fn cublasGetProperty(t: libraryPropertyType, value: *mut c_int) -> cublasStatus_t {
     match property(t.0) {
         Some(v) if !value.is_null() => {
             // SAFETY: checked non-null; the caller's out-pointer.
@@ -90,25 +82,16 @@ mod tests {
     #[test]
     fn versions_match_the_major() {
         let mut v = 0;
-        assert_eq!(
-            unsafe { cublasGetVersion_v2(std::ptr::null_mut(), &mut v) }.0,
-            0
-        );
+        assert_eq!(unsafe { cublasGetVersion_v2(std::ptr::null_mut(), &mut v) }.0, 0);
         assert_eq!(v / 10000, crate::CUDART_VERSION as c_int / 1000);
         assert_eq!(v, VERSION);
-        assert_eq!(
-            unsafe { cublasGetVersion(std::ptr::null_mut()) }.0,
-            status::INVALID_VALUE
-        );
+        assert_eq!(unsafe { cublasGetVersion(std::ptr::null_mut()) }.0, status::INVALID_VALUE);
         let mut major = 0;
         let mut minor = 0;
         unsafe {
             assert_eq!(cublasGetProperty(libraryPropertyType(0), &mut major).0, 0);
             assert_eq!(cublasGetProperty(libraryPropertyType(1), &mut minor).0, 0);
-            assert_eq!(
-                cublasGetProperty(libraryPropertyType(7), &mut minor).0,
-                status::INVALID_VALUE
-            );
+            assert_eq!(cublasGetProperty(libraryPropertyType(7), &mut minor).0, status::INVALID_VALUE);
         }
         assert_eq!(major * 10000 + minor * 100, v - v % 100);
         assert_eq!(cublasGetCudartVersion() / 1000, major as usize);
@@ -120,10 +103,7 @@ mod tests {
         assert_eq!(name, c"CUBLAS_STATUS_INVALID_VALUE");
         let text = unsafe { CStr::from_ptr(cublasGetStatusString(cublasStatus_t(0))) };
         assert!(!text.is_empty());
-        assert_eq!(
-            cublasGetStatusString(cublasStatus_t(0)),
-            cublasGetStatusString(cublasStatus_t(0))
-        );
+        assert_eq!(cublasGetStatusString(cublasStatus_t(0)), cublasGetStatusString(cublasStatus_t(0)));
         assert!(!cublasGetStatusName(cublasStatus_t(12345)).is_null());
         assert_eq!(cublasLoggerConfigure(1, 1, 0, std::ptr::null()).0, 0);
     }

@@ -146,9 +146,7 @@ fn raw(op: u32, args: &[u8], oneway: bool) -> Result<Vec<u8>, Error> {
     if oneway {
         return Ok(Vec::new());
     }
-    test_wire::REPLIES
-        .with(|r| r.borrow_mut().pop_front())
-        .unwrap_or(Err(Error::Lost))
+    test_wire::REPLIES.with(|r| r.borrow_mut().pop_front()).unwrap_or(Err(Error::Lost))
 }
 
 #[cfg(test)]
@@ -166,10 +164,7 @@ pub mod test_wire {
 
     /// Queue the encoded value `v` as the next synchronous reply.
     pub fn reply<T: serde::Serialize>(v: &T) {
-        REPLIES.with(|r| {
-            r.borrow_mut()
-                .push_back(Ok(postcard::to_allocvec(v).unwrap()))
-        });
+        REPLIES.with(|r| r.borrow_mut().push_back(Ok(postcard::to_allocvec(v).unwrap())));
     }
 
     /// Take what was sent so far.

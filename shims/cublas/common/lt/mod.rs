@@ -33,10 +33,7 @@ pub extern "C" fn cublasLtGetVersion() -> usize {
 #[unsafe(no_mangle)]
 /// # Safety
 /// `value` must be null or writable.
-pub unsafe extern "C" fn cublasLtGetProperty(
-    t: libraryPropertyType,
-    value: *mut c_int,
-) -> cublasStatus_t {
+pub unsafe extern "C" fn cublasLtGetProperty(t: libraryPropertyType, value: *mut c_int) -> cublasStatus_t {
     let v = match t.0 {
         0 => api::CUBLAS_VER_MAJOR,
         1 => api::CUBLAS_VER_MINOR,
@@ -66,8 +63,7 @@ pub extern "C" fn cublasLtGetStatusString(s: cublasStatus_t) -> *const c_char {
 /// The handles `cublasLtCreate` gave out and `cublasLtDestroy` has not taken back. A handle
 /// is the address of a live one-byte allocation, so it is unique and never null.
 fn lt_handles() -> &'static parking_lot::Mutex<std::collections::HashSet<usize>> {
-    static H: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<usize>>> =
-        std::sync::OnceLock::new();
+    static H: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<usize>>> = std::sync::OnceLock::new();
     H.get_or_init(Default::default)
 }
 
@@ -108,16 +104,10 @@ mod lt_tests {
         assert!(!h.is_null());
         assert_eq!(cublasLtDestroy(h).0, 0);
         assert_eq!(cublasLtDestroy(h).0, status::NOT_INITIALIZED);
-        assert_eq!(
-            unsafe { cublasLtCreate(std::ptr::null_mut()) }.0,
-            status::INVALID_VALUE
-        );
+        assert_eq!(unsafe { cublasLtCreate(std::ptr::null_mut()) }.0, status::INVALID_VALUE);
         assert_eq!(cublasLtGetVersion() / 10000, crate::CUDART_VERSION / 1000);
         let mut major = 0;
-        assert_eq!(
-            unsafe { cublasLtGetProperty(libraryPropertyType(0), &mut major) }.0,
-            0
-        );
+        assert_eq!(unsafe { cublasLtGetProperty(libraryPropertyType(0), &mut major) }.0, 0);
         assert_eq!(major as usize, crate::CUDART_VERSION / 1000);
         let name = unsafe { std::ffi::CStr::from_ptr(cublasLtGetStatusName(cublasStatus_t(15))) };
         assert_eq!(name, c"CUBLAS_STATUS_NOT_SUPPORTED");

@@ -51,3 +51,38 @@ fn cudart_without_server_reports_no_device() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("FAIL cudaGetDeviceCount(&n) -> 100 cudaErrorNoDevice"), "{stdout}");
 }
+
+/// One story: the runtime's device properties, NVML and the driver API agree on name,
+/// memory and PCI bus id for the same device.
+#[test]
+fn runtime_nvml_and_driver_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let server = Server::sim(tmp.path(), &[]);
+    let field = |s: &str, k: &str| {
+        s.split(&format!("{k}="))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{k} in {s}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let rt = compile_c("cudart_basic", tmp.path(), &lib, &["libcudart.so.13"]);
+    let rt_out = String::from_utf8_lossy(&run(&rt, &lib, &server.address, &[]).stdout).to_string();
+    let nvml = compile_c("nvml_basic", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+    let nvml_out = String::from_utf8_lossy(&run(&nvml, &lib, &server.address, &[]).stdout).to_string();
+    let drv = compile_c("driver_basic", tmp.path(), &lib, &["libcuda.so.1"]);
+    let drv_out = String::from_utf8_lossy(&run(&drv, &lib, &server.address, &[]).stdout).to_string();
+    let (r, n, d) = (rt_out.lines().next().unwrap(), nvml_out.lines().nth(1).unwrap(), drv_out.lines().next().unwrap());
+    assert_eq!(field(r, "total"), field(n, "total"), "{r}\n{n}");
+    assert_eq!(field(r, "total"), field(d, "total"), "{r}\n{d}");
+    assert_eq!(field(r, "bus"), field(d, "bus"));
+    // NVML prints the 8-digit domain form, CUDA the 4-digit one.
+    assert_eq!(field(r, "bus").to_ascii_uppercase(), field(n, "bus")[4..]);
+    assert!(
+        r.contains("name=NVIDIA H100 80GB HBM3")
+            && n.contains("name=NVIDIA H100 80GB HBM3")
+            && d.contains("name=NVIDIA H100 80GB HBM3")
+    );
+}

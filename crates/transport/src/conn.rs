@@ -3,13 +3,13 @@
 
 use crate::addr::{Address, Stream};
 use crate::framing::{read_exact_into, read_header, write_frame};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use protocol::Call;
 use protocol::frame::{Header, OP_HELLO};
 use protocol::hello::{Hello, Welcome};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -47,43 +47,70 @@ impl Error {
     }
 }
 
-/// One-way frames are gathered here and written together: at the next synchronous call,
-/// when this many bytes are waiting, or by the flusher thread shortly after the caller
-/// stops sending. A launch then costs a copy into memory, not a system call.
+/// One-way frames are queued in memory and written in batches by a writer thread: a launch
+/// costs the application a copy into memory, not a system call, and it does not wait while
+/// the server is busy. Synchronous calls write everything queued before their request.
 const BATCH_BYTES: usize = 256 << 10;
-/// Bulk payloads larger than this bypass the batch (written straight from the caller).
+/// Bulk payloads larger than this bypass the queue (written straight from the caller).
 const BATCH_BULK: usize = 64 << 10;
-/// How long the flusher lets a batch grow after the first frame arrives in it.
+/// How long the writer lets a partial batch grow before writing it.
 const BATCH_DELAY: Duration = Duration::from_micros(20);
+/// Past this many queued bytes the sender writes the queue itself (backpressure), so a
+/// server that cannot keep up bounds the client's memory.
+const QUEUE_LIMIT: usize = 64 << 20;
 
-struct Inner {
+/// The socket side: only whoever holds it writes to or reads from the stream.
+struct Sock {
     stream: Stream,
-    seq: u32,
     reply: Vec<u8>,
-    pending: Vec<u8>,
-    /// When the oldest frame in `pending` was added.
-    since: Option<Instant>,
 }
 
-impl Inner {
-    fn flush(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+/// Frames waiting to be written, in order: full batches, then the one being filled.
+#[derive(Default)]
+struct Queue {
+    full: std::collections::VecDeque<Vec<u8>>,
+    pending: Vec<u8>,
+    queued: usize,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.full.is_empty() && self.pending.is_empty()
+    }
+
+    /// The next buffer to write, oldest first.
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if let Some(b) = self.full.pop_front() {
+            self.queued -= b.len();
+            return Some(b);
         }
-        let r = std::io::Write::write_all(&mut self.stream, &self.pending);
-        self.pending.clear();
-        self.since = None;
-        r
+        if self.pending.is_empty() {
+            return None;
+        }
+        let fresh = self.spare.pop().unwrap_or_default();
+        let b = std::mem::replace(&mut self.pending, fresh);
+        self.queued -= b.len();
+        Some(b)
+    }
+
+    fn recycle(&mut self, mut b: Vec<u8>) {
+        if self.spare.len() < 4 && b.capacity() <= 2 * BATCH_BYTES {
+            b.clear();
+            self.spare.push(b);
+        }
     }
 }
 
 pub struct Conn {
-    inner: Mutex<Inner>,
+    sock: Mutex<Sock>,
+    queue: Mutex<Queue>,
+    /// Signals the writer that the queue has something.
+    wake: Condvar,
+    seq: AtomicU32,
     dead: AtomicBool,
-    address: Address,
-    /// Wakes the flusher when a batch starts; `None` until `start_flusher`.
-    kick: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
     batching: AtomicBool,
+    address: Address,
 }
 
 impl Conn {
@@ -98,17 +125,13 @@ impl Conn {
     pub fn handshake(stream: Stream, address: &Address, hello: &Hello, t: Timeouts) -> Result<(Conn, Welcome), Error> {
         stream.set_timeouts(Some(t.connect), Some(t.write)).map_err(Error::io)?;
         let conn = Conn {
-            inner: Mutex::new(Inner {
-                stream,
-                seq: 0,
-                reply: Vec::new(),
-                pending: Vec::with_capacity(BATCH_BYTES),
-                since: None,
-            }),
+            sock: Mutex::new(Sock { stream, reply: Vec::new() }),
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            seq: AtomicU32::new(0),
             dead: AtomicBool::new(false),
-            address: address.clone(),
-            kick: Mutex::new(None),
             batching: AtomicBool::new(false),
+            address: address.clone(),
         };
         let args = postcard::to_allocvec(hello).map_err(|e| Error::Lost(e.to_string()))?;
         let bytes = conn.roundtrip(OP_HELLO, 0, &args, &[], None)?;
@@ -118,7 +141,7 @@ impl Conn {
             conn.dead.store(true, Ordering::Relaxed);
             return Err(Error::Refused(reason.clone()));
         }
-        conn.inner.lock().stream.set_timeouts(Some(t.silence), Some(t.write)).map_err(Error::io)?;
+        conn.sock.lock().stream.set_timeouts(Some(t.silence), Some(t.write)).map_err(Error::io)?;
         Ok((conn, welcome))
     }
 
@@ -130,7 +153,7 @@ impl Conn {
         self.dead.load(Ordering::Relaxed)
     }
 
-    /// A typed call: one-way calls return as soon as the frame is written.
+    /// A typed call: one-way calls return as soon as the frame is queued.
     pub fn call<C: Call>(
         &self,
         ctx: u64,
@@ -148,61 +171,88 @@ impl Conn {
         postcard::from_bytes(&bytes).map_err(|e| self.fail(format!("bad reply to op {}: {e}", C::OP)))
     }
 
-    /// Batch one-way frames from now on: a helper thread writes a batch shortly after it
-    /// starts if no synchronous call or size limit has written it first. Without it every
-    /// one-way frame is written at once.
+    /// Queue one-way frames from now on, written by a helper thread. Without it every
+    /// one-way frame is written at once by its caller.
     pub fn start_flusher(&'static self) {
-        let mut kick = self.kick.lock();
-        if kick.is_some() {
+        if self.batching.load(Ordering::Acquire) {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let spawned = std::thread::Builder::new().name("vgpu-flush".into()).spawn(move || {
-            while rx.recv().is_ok() {
-                std::thread::sleep(BATCH_DELAY);
-                if let Some(mut g) = self.inner.try_lock_for(Duration::from_millis(100))
-                    && g.flush().is_err()
-                {
-                    self.dead.store(true, Ordering::Relaxed);
-                    return;
-                }
-            }
-        });
+        let spawned = std::thread::Builder::new().name("vgpu-writer".into()).spawn(move || self.writer());
         if spawned.is_ok() {
-            *kick = Some(tx);
             self.batching.store(true, Ordering::Release);
         }
     }
 
-    /// Write (or batch) a one-way frame; its errors come back with the next synchronous
+    fn writer(&self) {
+        loop {
+            let only_partial = {
+                let mut q = self.queue.lock();
+                while q.is_empty() {
+                    self.wake.wait(&mut q);
+                }
+                q.full.is_empty()
+            };
+            if only_partial {
+                std::thread::sleep(BATCH_DELAY);
+            }
+            let mut s = self.sock.lock();
+            if let Err(e) = self.drain(&mut s) {
+                drop(s);
+                self.fail(e.to_string());
+                return;
+            }
+        }
+    }
+
+    /// Write everything queued, in order. Holding the socket keeps others from writing in
+    /// between; the queue is locked only to take each buffer.
+    fn drain(&self, s: &mut Sock) -> io::Result<()> {
+        loop {
+            let Some(b) = self.queue.lock().next() else { return Ok(()) };
+            let r = std::io::Write::write_all(&mut s.stream, &b);
+            self.queue.lock().recycle(b);
+            r?;
+        }
+    }
+
+    /// Queue (or write) a one-way frame; its errors come back with the next synchronous
     /// call.
     pub fn send(&self, op: u32, ctx: u64, args: &[u8], bulk_in: &[&[u8]]) -> Result<(), Error> {
         self.check()?;
-        let mut g = self.inner.lock();
-        g.seq = g.seq.wrapping_add(1);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
-        let h = Header::request(op, g.seq, ctx, true, args.len(), bulk_len);
+        let h = Header::request(op, seq, ctx, true, args.len(), bulk_len);
         if !self.batching.load(Ordering::Acquire) || bulk_len > BATCH_BULK {
-            g.flush().map_err(|e| self.fail(e.to_string()))?;
-            return write_frame(&mut g.stream, &h, args, bulk_in).map_err(|e| self.fail(e.to_string()));
+            let mut s = self.sock.lock();
+            self.drain(&mut s).map_err(|e| self.fail_locked(&s, e.to_string()))?;
+            return write_frame(&mut s.stream, &h, args, bulk_in).map_err(|e| self.fail_locked(&s, e.to_string()));
         }
-        let was_empty = g.pending.is_empty();
-        g.pending.extend_from_slice(zerocopy::IntoBytes::as_bytes(&h));
-        g.pending.extend_from_slice(args);
-        for b in bulk_in {
-            g.pending.extend_from_slice(b);
+        let (notify, over) = {
+            let mut q = self.queue.lock();
+            let was_idle = q.is_empty();
+            let start = q.pending.len();
+            q.pending.extend_from_slice(zerocopy::IntoBytes::as_bytes(&h));
+            q.pending.extend_from_slice(args);
+            for b in bulk_in {
+                q.pending.extend_from_slice(b);
+            }
+            q.queued += q.pending.len() - start;
+            let mut filled = false;
+            if q.pending.len() >= BATCH_BYTES {
+                let fresh = q.spare.pop().unwrap_or_default();
+                let full = std::mem::replace(&mut q.pending, fresh);
+                q.full.push_back(full);
+                filled = true;
+            }
+            (was_idle || filled, q.queued > QUEUE_LIMIT)
+        };
+        if notify {
+            self.wake.notify_one();
         }
-        // A caller that keeps sending writes its own batches; the flusher only covers the
-        // tail after it stops.
-        let now = Instant::now();
-        let since = *g.since.get_or_insert(now);
-        if g.pending.len() >= BATCH_BYTES || now.duration_since(since) >= BATCH_DELAY {
-            return g.flush().map_err(|e| self.fail(e.to_string()));
-        }
-        drop(g);
-        if was_empty && let Some(k) = self.kick.lock().as_ref() {
-            // A full channel means the flusher is already on its way.
-            let _ = k.try_send(());
+        if over {
+            // The server is not keeping up: wait for it rather than grow without bound.
+            let mut s = self.sock.lock();
+            self.drain(&mut s).map_err(|e| self.fail_locked(&s, e.to_string()))?;
         }
         Ok(())
     }
@@ -217,40 +267,43 @@ impl Conn {
         bulk_out: Option<&mut [u8]>,
     ) -> Result<Vec<u8>, Error> {
         self.check()?;
-        let mut g = self.inner.lock();
-        g.seq = g.seq.wrapping_add(1);
-        let seq = g.seq;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
         let h = Header::request(op, seq, ctx, false, args.len(), bulk_len);
-        g.flush().map_err(|e| self.fail(e.to_string()))?;
-        write_frame(&mut g.stream, &h, args, bulk_in).map_err(|e| self.fail(e.to_string()))?;
-        let inner = &mut *g;
+        let mut g = self.sock.lock();
+        let s = &mut *g;
+        self.drain(s).map_err(|e| self.fail_locked(s, e.to_string()))?;
+        write_frame(&mut s.stream, &h, args, bulk_in).map_err(|e| self.fail_locked(s, e.to_string()))?;
         loop {
-            let r = read_header(&mut inner.stream).map_err(|e| self.fail(describe_read(e)))?;
+            let r = read_header(&mut s.stream).map_err(|e| self.fail_locked(s, describe_read(e)))?;
             if r.is_heartbeat() {
                 continue;
             }
             if r.seq != seq || r.op != op {
-                return Err(
-                    self.fail(format!("reply out of order: got seq {} op {}, want seq {seq} op {op}", r.seq, r.op))
-                );
+                return Err(self.fail_locked(
+                    s,
+                    format!("reply out of order: got seq {} op {}, want seq {seq} op {op}", r.seq, r.op),
+                ));
             }
-            read_exact_into(&mut inner.stream, &mut inner.reply, r.args_len as usize)
-                .map_err(|e| self.fail(e.to_string()))?;
+            read_exact_into(&mut s.stream, &mut s.reply, r.args_len as usize)
+                .map_err(|e| self.fail_locked(s, e.to_string()))?;
             let n = r.bulk_len as usize;
             if n > 0 {
                 let Some(out) = bulk_out else {
-                    return Err(self.fail(format!("unexpected {n} bulk bytes in reply to op {op}")));
+                    return Err(self.fail_locked(s, format!("unexpected {n} bulk bytes in reply to op {op}")));
                 };
                 if n > out.len() {
-                    return Err(self.fail(format!("reply bulk of {n} bytes exceeds the {} expected", out.len())));
+                    return Err(
+                        self.fail_locked(s, format!("reply bulk of {n} bytes exceeds the {} expected", out.len()))
+                    );
                 }
-                std::io::Read::read_exact(&mut inner.stream, &mut out[..n]).map_err(|e| self.fail(e.to_string()))?;
+                std::io::Read::read_exact(&mut s.stream, &mut out[..n])
+                    .map_err(|e| self.fail_locked(s, e.to_string()))?;
             }
             if r.status != 0 {
                 return Err(Error::Api(r.status));
             }
-            return Ok(std::mem::take(&mut inner.reply));
+            return Ok(std::mem::take(&mut s.reply));
         }
     }
 
@@ -261,12 +314,19 @@ impl Conn {
         Ok(())
     }
 
+    /// Mark the connection dead, closing the stream if nobody is using it.
     fn fail(&self, why: String) -> Error {
         self.dead.store(true, Ordering::Relaxed);
-        // The caller may hold the lock itself; then the dead flag alone stops further use.
-        if let Some(g) = self.inner.try_lock() {
-            g.stream.shutdown();
+        if let Some(s) = self.sock.try_lock() {
+            s.stream.shutdown();
         }
+        Error::Lost(format!("{}: {why}", self.address))
+    }
+
+    /// The same, by the holder of the socket.
+    fn fail_locked(&self, s: &Sock, why: String) -> Error {
+        self.dead.store(true, Ordering::Relaxed);
+        s.stream.shutdown();
         Error::Lost(format!("{}: {why}", self.address))
     }
 }
@@ -276,5 +336,28 @@ fn describe_read(e: io::Error) -> String {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "the server stopped answering".into(),
         io::ErrorKind::UnexpectedEof => "the server closed the connection".into(),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_hands_out_buffers_oldest_first() {
+        let mut q = Queue::default();
+        q.full.push_back(vec![1, 2]);
+        q.full.push_back(vec![3]);
+        q.pending.extend_from_slice(&[4, 5, 6]);
+        q.queued = 6;
+        let mut order = Vec::new();
+        while let Some(b) = q.next() {
+            order.extend_from_slice(&b);
+            q.recycle(b);
+        }
+        assert_eq!(order, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(q.queued, 0);
+        assert!(q.is_empty());
+        assert!(!q.spare.is_empty(), "buffers are reused");
     }
 }

@@ -2,7 +2,8 @@
 # On the GPU machine: every check that needs the GPU, native and through vgpu in the same
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
-#   scripts/gpu/run.sh STAGE...     stages: smi driver rt cu12 llama bench faults (or all)
+#   scripts/gpu/run.sh STAGE...     stages: smi driver rt cu12 cublas llama bench trace vbench
+#                                   savellama (or all: smi..bench)
 #
 # Expects (carried in devcarry/, see scripts/gpu/pack.sh): dist/ (scripts/dist.sh output),
 # tools/ (no-gpu.sh, build-llama-gpu.sh, gen_gguf.py), llama/ (prepare-llama.sh output),
@@ -95,9 +96,15 @@ stage_cublas() {
   compare cublas "$W/cb.n" "$W/cb.v"; cp "$W/cb.v" "$OUT/cublas-vgpu.txt"; cp "$W/cb.n" "$OUT/cublas-native.txt"
 }
 
+# The build goes outside the carried folder: a warm machine keeps /tmp between calls, while
+# a carried folder is replaced on every call.
+LB=/tmp/llama-build
 build_llama() {
-  [ -x "$C/llama/build/bin/llama-completion" ] && return
-  ( time bash "$C/tools/build-llama-gpu.sh" "$C/llama" ) >"$OUT/llama-build.log" 2>&1 || say "llama build FAILED"
+  [ -x "$LB/bin/llama-completion" ] && return
+  ( time { cmake -S "$C/llama" -B "$LB" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DGGML_CUDA_NCCL=OFF \
+      -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF >/dev/null &&
+    cmake --build "$LB" -j"$(nproc)" --target llama-bench llama-completion; } ) >"$OUT/llama-build.log" 2>&1 || say "llama build FAILED"
 }
 models() {
   [ -f $W/q8.gguf ] || python3 "$C/tools/gen_gguf.py" $W/q8.gguf --preset 1b --dtype q8_0 >/dev/null
@@ -111,7 +118,7 @@ complete() { # native|vgpu model [VAR=value...]
 }
 stage_llama() {
   build_llama; models
-  B=$C/llama/build/bin; export EXTRA_LD=$B
+  B=$LB/bin; export EXTRA_LD=$B
   for m in q8 f16; do
     for g in off on; do
       envs=(); [ $g = off ] && envs=(GGML_CUDA_DISABLE_GRAPHS=1)
@@ -124,7 +131,7 @@ stage_llama() {
 }
 stage_bench() {
   build_llama; models
-  B=$C/llama/build/bin; export EXTRA_LD=$B
+  B=$LB/bin; export EXTRA_LD=$B
   for m in q8 f16; do
     LD_LIBRARY_PATH=$B $B/llama-bench -m $W/$m.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-$m-native.md" 2>"$W/be"
     vg $B/llama-bench -m $W/$m.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-$m-unix.md" 2>"$W/be" || tail -5 "$W/be" >>"$SUMMARY"
@@ -146,15 +153,21 @@ finish() {
 trap finish EXIT TERM INT
 stage_trace() { # which calls a decode step makes: client trace counts + server time per call
   build_llama; models
-  B=$C/llama/build/bin; export EXTRA_LD=$B
+  B=$LB/bin; export EXTRA_LD=$B
   vg env VGPU_TRACE=1 "$B/llama-completion" -m $W/q8.gguf -p "hello world" -n 64 --temp 0 --seed 1 -ngl 99 -no-cnv \
     >/dev/null 2>"$W/trace.log" </dev/null
   grep '^vgpu-trace' "$W/trace.log" | awk '{n[$2]++; t=$(NF); if ($NF=="(one-way)") t=$(NF-1); sub("us","",t); s[$2]+=t}
     END {for (k in n) printf "%-45s %8d calls %10.1f us total\n", k, n[k], s[k]}' | sort -k2 -nr >"$OUT/trace-counts.txt"
   head -30 "$OUT/trace-counts.txt" >>"$SUMMARY"
 }
+stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp) and llama-bench rows, as ratios
+  build_llama; models
+  "$C/dist/bin/vgpu" bench --wrap "$NOGPU" --dist-lib "$C/dist/lib" --llama-bin "$LB/bin" \
+    --models "$W/q8.gguf,$W/f16.gguf" --out "$OUT/vbench" || say "vgpu bench failed"
+  grep -E '^\|' "$OUT"/vbench/*.md | head -40 >>"$SUMMARY"
+}
 stage_savellama() { # the llama.cpp build, so later calls can carry it instead of rebuilding
-  tar czf "$W/llama-bin.tgz" -C "$C/llama/build" bin && split -b 15m "$W/llama-bin.tgz" "$OUT/llama-bin.tgz.part"
+  tar czf "$W/llama-bin.tgz" -C "$LB" bin && split -b 15m "$W/llama-bin.tgz" "$OUT/llama-bin.tgz.part"
   say "llama build saved: $(du -h "$W/llama-bin.tgz" | cut -f1)"
 }
 
@@ -162,9 +175,9 @@ stages=("$@"); [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ] && stages=(sm
 nvidia-smi --query-gpu=name,driver_version,uuid --format=csv,noheader | tee -a "$SUMMARY"
 start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
-case " ${stages[*]} " in *" llama "*|*" bench "*) build_llama & LLAMA_BUILD=$! ;; esac
+case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|trace|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -177,7 +177,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|trace|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|trace|vbench|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -8,7 +8,7 @@ scripts/dist.sh >/dev/null
 backend=sim
 if [ -e /dev/nvidiactl ] && ldconfig -p | grep -q 'libcuda.so.1 '; then backend=cuda; fi
 sock=$(mktemp -u /tmp/vgpu-demo-XXXX.sock)
-dist/bin/vgpu serve --backend "$backend" --listen "unix:$sock" &
+VGPU_LOG=warn dist/bin/vgpu serve --backend "$backend" --listen "unix:$sock" &
 server=$!
 trap 'kill $server 2>/dev/null' EXIT
 for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done

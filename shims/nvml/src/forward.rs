@@ -166,3 +166,58 @@ macro_rules! forward_all {
 }
 
 protocol::nvml_functions!(forward_all);
+
+#[cfg(test)]
+mod tests {
+    //! Every table entry's class must take as many arguments as the real function: a class
+    //! with one argument too many (a length the function does not take) would let the server
+    //! hand the real NVML a buffer of the caller's invented size.
+
+    use abi::nvml::NvmlLib;
+
+    trait Arity {
+        const N: usize;
+    }
+    macro_rules! arity {
+        ($($n:literal: $($a:ident)*;)*) => {$(
+            impl<R, $($a),*> Arity for unsafe extern "C" fn($($a),*) -> R {
+                const N: usize = $n;
+            }
+        )*};
+    }
+    arity! { 1: A; 2: A B; 3: A B C; 4: A B C D; 5: A B C D E; 6: A B C D E F; }
+
+    fn arity<F: Arity, E>(_: *const Result<F, E>) -> usize {
+        F::N
+    }
+
+    fn class_arity(class: &str) -> usize {
+        match class {
+            "SysOut" => 1,
+            "DevOut" => 2,
+            "DevOut2" | "DevArgOut" | "DevBuf" | "DevArray" | "DevArgArray" => 3,
+            "DevArg2Out" | "DevArgBuf" => 4,
+            other => panic!("unknown class {other}"),
+        }
+    }
+
+    macro_rules! check_all {
+        ( $( $class:ident fn $name:ident $( ( $($t:ty),* ) )? ; )* ) => {
+            #[test]
+            fn classes_match_the_real_signatures() {
+                let lib = std::mem::MaybeUninit::<NvmlLib>::uninit();
+                let p = lib.as_ptr();
+                let mut wrong = Vec::new();
+                $(
+                    // SAFETY: only the field's address is taken, to learn its type.
+                    let real = arity(unsafe { &raw const (*p).$name });
+                    if real != class_arity(stringify!($class)) {
+                        wrong.push(format!("{} takes {real} arguments, class {} has {}", stringify!($name), stringify!($class), class_arity(stringify!($class))));
+                    }
+                )*
+                assert!(wrong.is_empty(), "{wrong:#?}");
+            }
+        };
+    }
+    protocol::nvml_functions!(check_all);
+}

@@ -82,7 +82,11 @@ pub unsafe extern "C" fn cuDeviceTotalMem(bytes: *mut c_uint, dev: CUdevice) -> 
 
 /// Attribute values as the server's driver reported them, with our own policy applied.
 pub fn attribute(d: &device_model::Device, attrib: i32) -> Result<c_int, R> {
-    let a = usize::try_from(attrib).ok().filter(|&a| a > 0).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    // As the driver does: attributes past the last one its header knows are invalid.
+    let a = usize::try_from(attrib)
+        .ok()
+        .filter(|&a| a > 0 && a < CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX.0 as usize)
+        .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
     let v = d.attribute(a).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
     Ok(match a {
         // Virtual memory management is forwarded; an operator can still hide it.
@@ -157,5 +161,8 @@ mod tests {
         assert_eq!(super::attribute(&d, 16), Ok(132));
         assert!(super::attribute(&d, 0).is_err());
         assert!(super::attribute(&d, 100_000).is_err());
+        let max = abi::cuda::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX.0 as i32;
+        assert!(super::attribute(&d, max).is_err());
+        assert!(super::attribute(&d, max - 1).is_ok());
     }
 }

@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt cu12 cublas llama bench trace vbench
-#                                   savellama (or all: smi..bench)
+#                                   ollama faults twoservers savellama (or all: smi..bench)
 #
 # Expects (carried in devcarry/, see scripts/gpu/pack.sh): dist/ (scripts/dist.sh output),
 # tools/ (no-gpu.sh, build-llama-gpu.sh, gen_gguf.py), llama/ (prepare-llama.sh output),
@@ -21,6 +21,7 @@ NOGPU="$C/tools/no-gpu.sh"
 chmod +x "$C"/tools/*.sh "$C"/dist/bin/vgpu 2>/dev/null
 SUMMARY=$OUT/summary.txt
 say() { echo "$*" | tee -a "$SUMMARY"; }
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
 
 SOCK=/tmp/vgpu.sock
 TOKEN=/tmp/vgpu.token
@@ -166,6 +167,64 @@ stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp) and llama-
     --models "$W/q8.gguf,$W/f16.gguf" --out "$OUT/vbench" || say "vgpu bench failed"
   grep -E '^\|' "$OUT"/vbench/*.md | head -40 >>"$SUMMARY"
 }
+stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu install/doctor/uninstall
+  build_llama; models
+  T=/tmp/ollama-tree; rm -rf $T; mkdir -p $T/bin $T/lib/ollama/cuda_v13
+  cp "$LB/bin/llama-completion" $T/bin/
+  for f in "$LB"/bin/lib*.so*; do case $f in *ggml-cuda*) cp -P "$f" $T/lib/ollama/cuda_v13/ ;; *) cp -P "$f" $T/lib/ollama/ ;; esac; done
+  cp -P /usr/local/cuda/lib64/libcudart.so.13* /usr/local/cuda/lib64/libcublas.so.13* /usr/local/cuda/lib64/libcublasLt.so.13* $T/lib/ollama/cuda_v13/
+  (cd $T && find . -type f -exec sha256sum {} + | sort; find . -type l -printf '%p -> %l\n' | sort) >"$W/tree.before"
+  "$C/dist/bin/vgpu" install ollama --ollama-dir $T/lib/ollama --lib-dir "$C/dist/lib" >"$OUT/ollama-install.txt" 2>&1; say "install ollama exit $?"
+  local ld=$T/lib/ollama/cuda_v13:$T/lib/ollama args=(-m $W/q8.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv)
+  VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH=$ld "$NOGPU" $T/bin/llama-completion "${args[@]}" >"$W/ollama.v" 2>"$OUT/ollama-run.err" </dev/null
+  LD_LIBRARY_PATH=$LB/bin "$LB/bin/llama-completion" "${args[@]}" >"$W/ollama.n" 2>/dev/null </dev/null
+  compare ollama-tree-text "$W/ollama.n" "$W/ollama.v"
+  VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH=$ld "$NOGPU" "$C/dist/bin/vgpu" doctor --ollama-dir $T/lib/ollama >"$OUT/doctor.txt" 2>&1
+  say "doctor exit $? ($(grep -c '^FAIL' "$OUT/doctor.txt") FAIL, $(grep -c '^WARN' "$OUT/doctor.txt") WARN)"
+  "$C/dist/bin/vgpu" uninstall ollama --ollama-dir $T/lib/ollama >>"$OUT/ollama-install.txt" 2>&1
+  (cd $T && find . -type f -exec sha256sum {} + | sort; find . -type l -printf '%p -> %l\n' | sort) >"$W/tree.after"
+  compare ollama-uninstall-restores "$W/tree.before" "$W/tree.after"
+}
+
+stage_faults() { # issue 8 on the GPU: quota in nvidia-smi, client kill frees memory, server kill ends clients
+  gcc -O1 -o "$W/quota" "$ROOT/tests/c/quota.c" -L"$C/dist/lib" -l:libnvidia-ml.so.1 -l:libcuda.so.1
+  gcc -O1 -o "$W/faults" "$ROOT/tests/c/faults.c" -L"$C/dist/lib" -l:libcuda.so.1
+  VGPU_LOG=warn setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:/tmp/vq.sock --memory-limit 8G >"$OUT/quota-server.log" 2>&1 &
+  local qs=$!; for _ in $(seq 100); do [ -S /tmp/vq.sock ] && break; sleep 0.1; done
+  VGPU_SERVER=unix:/tmp/vq.sock LD_LIBRARY_PATH=$C/dist/lib "$NOGPU" nvidia-smi --query-gpu=memory.total --format=csv >"$OUT/quota-smi.txt" 2>&1
+  VGPU_SERVER=unix:/tmp/vq.sock LD_LIBRARY_PATH=$C/dist/lib "$NOGPU" "$W/quota" >"$OUT/quota.txt" 2>&1
+  say "quota 8G: nvidia-smi says $(tail -1 "$OUT/quota-smi.txt"); $(grep -E 'alloc past|cuda devtotal' "$OUT/quota.txt" | tr '\n' ' ')"
+  kill $qs
+  used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
+  local base; base=$(used)
+  VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH=$C/dist/lib "$NOGPU" "$W/faults" loop >"$W/fl.out" 2>&1 &
+  local cp=$!; for _ in $(seq 100); do grep -q ready "$W/fl.out" && break; sleep 0.1; done
+  local during; during=$(used); local t0=$EPOCHREALTIME; kill -9 $cp
+  local after=$during; while [ "$after" -gt $((base + 64)) ]; do sleep 0.05; after=$(used); [ "$(elapsed "$t0" | cut -d. -f1)" -ge 5 ] && break; done
+  say "kill client: used MiB base $base, during $during, back to $after after $(elapsed "$t0") s"
+  VGPU_LOG=warn setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:/tmp/vk.sock >/dev/null 2>&1 &
+  local ks=$!; for _ in $(seq 100); do [ -S /tmp/vk.sock ] && break; sleep 0.1; done
+  if [ -x "$LB/bin/llama-completion" ]; then
+    VGPU_SERVER=unix:/tmp/vk.sock LD_LIBRARY_PATH=$C/dist/lib:$LB/bin "$NOGPU" "$LB/bin/llama-completion" -m $W/q8.gguf \
+      -p "hello" -n 100000 --ignore-eos -ngl 99 -no-cnv >/dev/null 2>"$W/kill.err" </dev/null &
+    local lp=$!; sleep 8; t0=$EPOCHREALTIME; kill -9 $ks; wait $lp; local rc=$?
+    say "kill server under llama-completion: exit $rc after $(elapsed "$t0") s"
+  fi
+}
+
+stage_twoservers() { # issue 9 on one GPU: two servers, two devices, llama.cpp -sm layer across them
+  build_llama; models
+  for x in a b; do VGPU_LOG=warn setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:/tmp/v2$x.sock >"$OUT/two-$x.log" 2>&1 & done
+  for _ in $(seq 100); do [ -S /tmp/v2a.sock ] && [ -S /tmp/v2b.sock ] && break; sleep 0.1; done
+  VGPU_SERVER=unix:/tmp/v2a.sock,unix:/tmp/v2b.sock LD_LIBRARY_PATH=$C/dist/lib "$NOGPU" nvidia-smi -L >"$OUT/two-smi.txt" 2>&1
+  local args=(-m $W/q8.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv)
+  VGPU_SERVER=unix:/tmp/v2a.sock,unix:/tmp/v2b.sock LD_LIBRARY_PATH=$C/dist/lib:$LB/bin "$NOGPU" "$LB/bin/llama-completion" "${args[@]}" -sm layer >"$W/two.v" 2>"$OUT/two.err" </dev/null
+  LD_LIBRARY_PATH=$LB/bin "$LB/bin/llama-completion" "${args[@]}" >"$W/two.n" 2>/dev/null </dev/null
+  compare two-servers-sm-layer "$W/two.n" "$W/two.v"
+  say "two servers: $(grep -c GPU "$OUT/two-smi.txt") GPUs in nvidia-smi -L; $(grep -m1 -o 'using device CUDA1' "$OUT/two.err")"
+  pkill -f 'unix:/tmp/v2[ab].sock'
+}
+
 stage_savellama() { # the llama.cpp build, so later calls can carry it instead of rebuilding
   tar czf "$W/llama-bin.tgz" -C "$LB" bin && split -b 15m "$W/llama-bin.tgz" "$OUT/llama-bin.tgz.part"
   say "llama build saved: $(du -h "$W/llama-bin.tgz" | cut -f1)"
@@ -175,7 +234,7 @@ stages=("$@"); [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ] && stages=(sm
 nvidia-smi --query-gpu=name,driver_version,uuid --format=csv,noheader | tee -a "$SUMMARY"
 start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
-case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*) build_llama & LLAMA_BUILD=$! ;; esac
+case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
   case $s in llama|bench|trace|vbench|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"

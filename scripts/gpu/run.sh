@@ -152,14 +152,15 @@ finish() {
   exit 0
 }
 trap finish EXIT TERM INT
-stage_trace() { # which calls a decode step makes: client trace counts + server time per call
+stage_trace() { # where a decode step's time goes: client calls (VGPU_TRACE=summary) and server time per call
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
-  vg env VGPU_TRACE=1 "$B/llama-completion" -m $W/q8.gguf -p "hello world" -n 64 --temp 0 --seed 1 -ngl 99 -no-cnv \
+  vg env VGPU_TRACE=summary "$B/llama-completion" -m $W/q8.gguf -p "hello world" -n 128 --temp 0 --seed 1 -ngl 99 -no-cnv \
     >/dev/null 2>"$W/trace.log" </dev/null
-  grep '^vgpu-trace' "$W/trace.log" | awk '{n[$2]++; t=$(NF); if ($NF=="(one-way)") t=$(NF-1); sub("us","",t); s[$2]+=t}
-    END {for (k in n) printf "%-45s %8d calls %10.1f us total\n", k, n[k], s[k]}' | sort -k2 -nr >"$OUT/trace-counts.txt"
-  head -30 "$OUT/trace-counts.txt" >>"$SUMMARY"
+  sed -n '/vgpu-trace summary/,$p' "$W/trace.log" >"$OUT/trace-client.txt"
+  head -25 "$OUT/trace-client.txt" >>"$SUMMARY"
+  # The server logs its own time per call (VGPU_STATS=1) when that session ends.
+  sleep 1; grep -A25 'time per call' "$OUT/server.log" | tail -26 >"$OUT/trace-server.txt"
 }
 stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp) and llama-bench rows, as ratios
   build_llama; models

@@ -13,7 +13,7 @@ pub struct Session {
     /// All servers' devices in one ordered list (server order, then device order).
     pub snapshot: Snapshot,
     pid: u32,
-    trace: bool,
+    trace: Trace,
 }
 
 /// The session of the current process, or why there is none. After `fork` the child
@@ -111,7 +111,7 @@ impl Session {
             parts.push(snapshot);
         }
         let snapshot = Snapshot::merge(parts).ok_or("no vgpu server configured")?;
-        Ok(Session { conns, snapshot, pid: pid(), trace: std::env::var_os("VGPU_TRACE").is_some_and(|v| v != "0") })
+        Ok(Session { conns, snapshot, pid: pid(), trace: Trace::from_env() })
     }
 
     /// Number of servers.
@@ -140,11 +140,15 @@ impl Session {
         bulk_out: Option<&mut [u8]>,
     ) -> Result<C::Ret, Error> {
         let conn = self.conns.get(server).ok_or_else(|| Error::Lost(format!("no server {server}")))?;
-        if !self.trace {
+        if self.trace == Trace::Off {
             return conn.call(ctx, c, bulk_in, bulk_out);
         }
         let t = Instant::now();
         let r = conn.call(ctx, c, bulk_in, bulk_out);
+        if self.trace == Trace::Summary {
+            summary::add(C::OP, t.elapsed());
+            return r;
+        }
         let n: usize = bulk_in.iter().map(|b| b.len()).sum();
         eprintln!(
             "vgpu-trace {} {:?} bulk_in={} -> {:?} {:.1}us{}",
@@ -169,15 +173,86 @@ impl Session {
         bulk_out: Option<&mut [u8]>,
     ) -> Result<Vec<u8>, Error> {
         let conn = self.conns.get(server).ok_or_else(|| Error::Lost(format!("no server {server}")))?;
-        if protocol::is_oneway(op) {
+        let t = Instant::now();
+        let r = if protocol::is_oneway(op) {
             conn.send(op, ctx, args, bulk_in).map(|_| Vec::new())
         } else {
             conn.roundtrip(op, ctx, args, bulk_in, bulk_out)
+        };
+        if self.trace != Trace::Off {
+            summary::add(op, t.elapsed());
         }
+        r
     }
 
     pub fn is_lost(&self) -> bool {
         self.conns.iter().any(|c| c.is_dead())
+    }
+}
+
+/// `VGPU_TRACE`: `1` prints every forwarded call; `summary` prints, at exit, how many calls
+/// of each kind the process made and the time it spent in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trace {
+    Off,
+    Lines,
+    Summary,
+}
+
+impl Trace {
+    fn from_env() -> Trace {
+        match std::env::var("VGPU_TRACE").as_deref() {
+            Ok("summary") => {
+                summary::print_at_exit();
+                Trace::Summary
+            }
+            Ok("0") | Ok("") | Err(_) => Trace::Off,
+            Ok(_) => Trace::Lines,
+        }
+    }
+}
+
+mod summary {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// Per opcode: calls and nanoseconds.
+    fn table() -> &'static [(AtomicU64, AtomicU64)] {
+        static T: OnceLock<Vec<(AtomicU64, AtomicU64)>> = OnceLock::new();
+        T.get_or_init(|| (0..protocol::OP_NAMES.len()).map(|_| Default::default()).collect())
+    }
+
+    pub fn add(op: u32, d: Duration) {
+        if let Some((n, t)) = table().get(op as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+            t.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn print_at_exit() {
+        extern "C" fn print() {
+            let mut rows: Vec<_> = table()
+                .iter()
+                .enumerate()
+                .map(|(op, (n, t))| (op, n.load(Ordering::Relaxed), t.load(Ordering::Relaxed)))
+                .filter(|r| r.1 > 0)
+                .collect();
+            rows.sort_by_key(|r| std::cmp::Reverse(r.2));
+            let mut out = String::from("vgpu-trace summary (calls, time in the caller):\n");
+            for (op, n, t) in rows {
+                out.push_str(&format!(
+                    "  {:<40} {:>9} calls {:>10.3} ms {:>8.2} us/call{}\n",
+                    protocol::op_name(op as u32),
+                    n,
+                    t as f64 / 1e6,
+                    t as f64 / 1e3 / n as f64,
+                    if protocol::is_oneway(op as u32) { " (one-way)" } else { "" }
+                ));
+            }
+            eprint!("{out}");
+        }
+        unsafe { libc::atexit(print) };
     }
 }
 

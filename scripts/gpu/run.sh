@@ -139,6 +139,11 @@ stage_bench() {
     vg_tcp $B/llama-bench -m $W/$m.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-$m-tcp.md" 2>"$W/be" || tail -5 "$W/be" >>"$SUMMARY"
     for t in native unix tcp; do say "bench $m $t: $(grep -E 'pp512|tg128' "$OUT/bench-$m-$t.md" | awk -F'|' '{print $(NF-2), $(NF-1)}' | tr '\n' ' ')"; done
   done
+  # Diagnostic rows: native without programmatic dependent launch, and vgpu with every
+  # one-way call written at once, to tell GPU-side from wire-side losses apart.
+  GGML_CUDA_PDL=0 LD_LIBRARY_PATH=$B $B/llama-bench -m $W/q8.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-q8-native-nopdl.md" 2>/dev/null
+  vg env VGPU_BATCH=0 $B/llama-bench -m $W/q8.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-q8-unix-nobatch.md" 2>/dev/null
+  for t in native-nopdl unix-nobatch; do say "bench q8 $t: $(grep -E 'pp512|tg128' "$OUT/bench-q8-$t.md" | awk -F'|' '{print $(NF-2), $(NF-1)}' | tr '\n' ' ')"; done
 }
 
 # Only a few files come back from $OUT: everything goes into one archive beside the

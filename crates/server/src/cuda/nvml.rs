@@ -79,6 +79,11 @@ pub fn shape(func: usize, len: usize, args: [u64; 3]) -> Option<Shape> {
     })
 }
 
+/// Functions that list the processes using the GPU (or their accounting records).
+pub fn is_process_list(name: &str) -> bool {
+    name.contains("RunningProcesses") || name == "nvmlDeviceGetAccountingPids"
+}
+
 /// Rewrite an NVML memory struct as the session sees it under `limit`, having `used`.
 pub fn patch_memory(name: &str, buf: &mut [u8], limit: u64, used: u64) {
     let get = |b: &[u8], at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
@@ -186,6 +191,13 @@ impl CudaSession {
             return ret(INVALID_ARGUMENT);
         };
         let (name, sig) = FUNCS[func];
+        // The GPU's processes are other clients' sessions: a tenant sees none of them, as
+        // nvidia-smi's internal process list through vgpu shows none either.
+        if is_process_list(name) {
+            io.bulk_out.clear();
+            io.bulk_out.extend_from_slice(io.bulk_in);
+            return NvmlOut { ret: SUCCESS, aux: 0 };
+        }
         let n = match self.nvml.get() {
             Ok(n) => n,
             Err(e) => return ret(e),
@@ -260,6 +272,14 @@ impl CudaSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_lists_are_private() {
+        assert!(super::is_process_list("nvmlDeviceGetComputeRunningProcesses_v3"));
+        assert!(super::is_process_list("nvmlDeviceGetGraphicsRunningProcesses"));
+        assert!(super::is_process_list("nvmlDeviceGetAccountingPids"));
+        assert!(!super::is_process_list("nvmlDeviceGetMemoryInfo"));
+    }
     use protocol::nvml::index_of;
 
     fn idx(name: &str) -> usize {

@@ -121,7 +121,8 @@ fn main() -> ExitCode {
             server::run_session(stream, &cfg, snapshot).map_err(|e| e.to_string())
         })(),
         Cmd::Devices => (|| {
-            let s = client::session().map_err(|e| e.to_string())?;
+            // The session already printed why it could not connect.
+            let s = client::session().map_err(|_| "no vgpu server (see above; `vgpu doctor` explains)".to_string())?;
             println!("{}", s.snapshot.server);
             println!("driver {} (CUDA {})", s.snapshot.driver_version, s.snapshot.cuda_driver_version);
             for (i, d) in s.snapshot.devices.iter().enumerate() {

@@ -104,6 +104,7 @@ impl Session {
         for addr in &cfg.servers {
             let (conn, welcome) = Conn::connect(addr, &hello, cfg.timeouts).map_err(|e| match e {
                 Error::Refused(r) => format!("the vgpu server at {addr} refused this client: {r}"),
+                Error::Lost(why) => format!("cannot reach the vgpu server at {addr} (from {}): {why}", cfg.source),
                 e => format!("cannot reach the vgpu server at {addr} (from {}): {e}", cfg.source),
             })?;
             let Welcome::Accepted { snapshot, .. } = welcome else { unreachable!("refusals are errors") };

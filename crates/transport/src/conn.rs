@@ -116,7 +116,7 @@ pub struct Conn {
 impl Conn {
     /// Connect and shake hands; the reply carries the device snapshot.
     pub fn connect(address: &Address, hello: &Hello, t: Timeouts) -> Result<(Conn, Welcome), Error> {
-        let stream = address.connect(t.connect).map_err(|e| Error::Lost(format!("{address}: {e}")))?;
+        let stream = address.connect(t.connect).map_err(|e| Error::Lost(e.to_string()))?;
         Self::handshake(stream, address, hello, t)
     }
 

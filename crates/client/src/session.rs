@@ -174,13 +174,13 @@ impl Session {
         bulk_out: Option<&mut [u8]>,
     ) -> Result<Vec<u8>, Error> {
         let conn = self.conns.get(server).ok_or_else(|| Error::Lost(format!("no server {server}")))?;
-        let t = Instant::now();
+        let t = (self.trace != Trace::Off).then(Instant::now);
         let r = if protocol::is_oneway(op) {
             conn.send(op, ctx, args, bulk_in).map(|_| Vec::new())
         } else {
             conn.roundtrip(op, ctx, args, bulk_in, bulk_out)
         };
-        if self.trace != Trace::Off {
+        if let Some(t) = t {
             summary::add(op, t.elapsed());
         }
         r
@@ -233,25 +233,10 @@ mod summary {
 
     pub fn print_at_exit() {
         extern "C" fn print() {
-            let mut rows: Vec<_> = table()
-                .iter()
-                .enumerate()
-                .map(|(op, (n, t))| (op, n.load(Ordering::Relaxed), t.load(Ordering::Relaxed)))
-                .filter(|r| r.1 > 0)
-                .collect();
-            rows.sort_by_key(|r| std::cmp::Reverse(r.2));
-            let mut out = String::from("vgpu-trace summary (calls, time in the caller):\n");
-            for (op, n, t) in rows {
-                out.push_str(&format!(
-                    "  {:<40} {:>9} calls {:>10.3} ms {:>8.2} us/call{}\n",
-                    protocol::op_name(op as u32),
-                    n,
-                    t as f64 / 1e6,
-                    t as f64 / 1e3 / n as f64,
-                    if protocol::is_oneway(op as u32) { " (one-way)" } else { "" }
-                ));
-            }
-            eprint!("{out}");
+            let rows = table().iter().enumerate().map(|(op, (n, t))| {
+                (op as u32, n.load(Ordering::Relaxed), Duration::from_nanos(t.load(Ordering::Relaxed)))
+            });
+            eprintln!("vgpu-trace summary (calls, time in the caller):\n{}", protocol::call_time_table(rows));
         }
         unsafe { libc::atexit(print) };
     }

@@ -71,6 +71,11 @@ impl Pci {
     pub fn bus_id_short(&self) -> String {
         format!("{:04x}:{:02x}:{:02x}.0", self.domain, self.bus, self.device)
     }
+    /// Whether `id` names this device in any of the forms NVML and CUDA print (case-blind).
+    pub fn matches_bus_id(&self, id: &str) -> bool {
+        let id = id.trim();
+        [self.bus_id(), self.bus_id_short(), self.bus_id_legacy()].iter().any(|b| b.eq_ignore_ascii_case(id))
+    }
     /// NVML's legacy 16-byte `busIdLegacy` form.
     pub fn bus_id_legacy(&self) -> String {
         format!("{:04X}:{:02X}:{:02X}.0", self.domain, self.bus, self.device)
@@ -351,6 +356,8 @@ mod tests {
         let d = sim_device(1);
         assert_eq!(d.pci.bus_id(), "00000000:19:00.0");
         assert_eq!(d.pci.bus_id_short(), "0000:19:00.0");
+        assert!(d.pci.matches_bus_id("0000:19:00.0") && d.pci.matches_bus_id(" 00000000:19:00.0"));
+        assert!(!d.pci.matches_bus_id("0000:18:00.0"));
     }
 
     #[test]

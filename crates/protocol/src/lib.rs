@@ -49,6 +49,26 @@ pub const WIRE_HASH: u64 = fnv1a(WIRE_DEFINITION.as_bytes())
     ^ fnv1a(nvml::DEFINITION.as_bytes()).rotate_left(1)
     ^ fnv1a(cublas::DEFINITION.as_bytes()).rotate_left(2);
 
+/// One line per opcode, most time first: `(op, calls, total time)` rows with calls > 0, as
+/// the client's `VGPU_TRACE=summary` and the server's `VGPU_STATS=1` print them.
+pub fn call_time_table(rows: impl IntoIterator<Item = (u32, u64, std::time::Duration)>) -> String {
+    let mut rows: Vec<_> = rows.into_iter().filter(|r| r.1 > 0).collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.2));
+    rows.iter()
+        .map(|&(op, n, t)| {
+            format!(
+                "  {:<40} {:>9} calls {:>10.3} ms {:>8.2} us/call{}",
+                op_name(op),
+                n,
+                t.as_secs_f64() * 1e3,
+                t.as_secs_f64() * 1e6 / n as f64,
+                if is_oneway(op) { " (one-way)" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn op_name(op: u32) -> &'static str {
     OP_NAMES.get(op as usize).copied().unwrap_or("<unknown>")
 }

@@ -200,20 +200,7 @@ impl Stats {
     }
 
     fn report(&self) -> String {
-        let mut rows: Vec<_> = self.0.iter().enumerate().filter(|(_, r)| r.0 > 0).collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.1.1));
-        rows.iter()
-            .map(|(op, (n, t))| {
-                format!(
-                    "  {:<40} {:>9} calls {:>10.3} ms {:>8.2} us/call",
-                    protocol::op_name(*op as u32),
-                    n,
-                    t.as_secs_f64() * 1e3,
-                    t.as_secs_f64() * 1e6 / *n as f64
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        protocol::call_time_table(self.0.iter().enumerate().map(|(op, &(n, t))| (op as u32, n, t)))
     }
 }
 

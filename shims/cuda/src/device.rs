@@ -126,11 +126,10 @@ pub unsafe extern "C" fn cuDeviceGetByPCIBusId(dev: *mut CUdevice, id: *const c_
         if id.is_null() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
-        let want = unsafe { CStr::from_ptr(id) }.to_string_lossy().to_ascii_lowercase();
+        let want = unsafe { CStr::from_ptr(id) }.to_string_lossy();
         let s = state::session()?;
         for (ordinal, &i) in state::visible()?.iter().enumerate() {
-            let p = &s.snapshot.devices[i].pci;
-            if [p.bus_id(), p.bus_id_short(), p.bus_id_legacy()].iter().any(|b| b.to_ascii_lowercase() == want) {
+            if s.snapshot.devices[i].pci.matches_bus_id(&want) {
                 return unsafe { put(dev, ordinal as CUdevice) };
             }
         }

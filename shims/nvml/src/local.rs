@@ -207,8 +207,7 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByUUID(uuid: *const c_char, out: *mu
 }
 
 fn same_bus_id(k: &str, d: &Device) -> bool {
-    let k = k.trim().to_ascii_lowercase();
-    [d.pci.bus_id(), d.pci.bus_id_short(), d.pci.bus_id_legacy()].iter().any(|b| b.to_ascii_lowercase() == k)
+    d.pci.matches_bus_id(k)
 }
 
 #[unsafe(no_mangle)]

@@ -40,3 +40,38 @@ fn cuinit_without_server_reports_no_device() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("cuInit(0) -> 100 CUDA_ERROR_NO_DEVICE"), "{stdout}");
 }
+
+/// Synchronizes with nothing to wait for are answered by the client, with small copies
+/// only a one-way barrier, after device work a real round trip; `VGPU_ELIDE=0` sends all.
+#[test]
+fn synchronizes_are_answered_locally_when_nothing_is_pending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("sync_elide", tmp.path(), &lib, &["libcuda.so.1"]);
+    let server = Server::sim(tmp.path(), &[]);
+    let calls = |stderr: &str, what: &str| -> u64 {
+        stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(what) && l.contains("calls"))
+            .and_then(|l| l[l.find(what).unwrap() + what.len()..].split_whitespace().next().map(|n| n.parse().unwrap()))
+            .unwrap_or(0)
+    };
+    // The bad copy's error: from the next synchronous call (the barrier does not wait for
+    // it), or from the synchronize itself.
+    for (elide, barriers, real, local, error) in [("1", 101, 1, 3, "sync 0 then 1"), ("0", 0, 103, 0, "sync 1 then 0")]
+    {
+        let out = run(&exe, &lib, &server.address, &[("VGPU_TRACE", "summary"), ("VGPU_ELIDE", elide)]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stdout.contains("elided ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains(error), "VGPU_ELIDE={elide}: {stdout}");
+        let local_syncs = stderr
+            .lines()
+            .filter(|l| l.contains("answered locally"))
+            .map(|l| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap())
+            .sum::<u64>();
+        assert_eq!(calls(&stderr, "stream_barrier"), barriers, "VGPU_ELIDE={elide}\n{stderr}");
+        assert_eq!(calls(&stderr, "cuStreamSynchronize"), real, "VGPU_ELIDE={elide}\n{stderr}");
+        assert_eq!(local_syncs, local, "VGPU_ELIDE={elide}\n{stderr}");
+    }
+}

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Here (no GPU): build the release and lay out what the GPU machine needs in devcarry/
-# (git-ignored; named in the device tool's `carry`). The GPU machine has no network and no
-# Rust toolchain.
+# (git-ignored; named in the device tool's `carry`, 64 MiB at most). The GPU machine has
+# no network and no Rust toolchain.
+#   devcarry/dist.tgz       scripts/dist.sh output, compressed
+#   devcarry/tools/         no-gpu.sh, build-llama-gpu.sh, gen_gguf.py
+#   devcarry/llama-bin/     a llama.cpp build saved by run.sh's savellama stage (split
+#                           archive), else devcarry/llama/ with sources to build there
+#   devcarry/cu12/          CUDA 12.9 headers and NVIDIA's libcudart.so.12 (cu12 stage)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/dist.sh >/dev/null
 mkdir -p devcarry/tools
-rm -rf devcarry/dist && cp -a dist devcarry/dist
+rm -rf devcarry/dist && tar czf devcarry/dist.tgz dist
 for t in no-gpu.sh build-llama-gpu.sh gen_gguf.py; do cp ../shared/tools/$t devcarry/tools/; done
-[ -d devcarry/llama ] || ../shared/tools/prepare-llama.sh devcarry/llama
+if ! ls devcarry/llama-bin/llama-bin.tgz.part* >/dev/null 2>&1; then
+  [ -d devcarry/llama ] || ../shared/tools/prepare-llama.sh devcarry/llama
+fi
 du -sh devcarry/* | sort -h
+du -sh devcarry

@@ -18,6 +18,12 @@ W=/tmp/vgpu-work
 mkdir -p "$W"
 export PATH=/usr/local/cuda/bin:$PATH
 NOGPU="$C/tools/no-gpu.sh"
+# The carried folder holds the libraries compressed, and maybe a llama.cpp build saved by
+# an earlier call (see scripts/gpu/pack.sh).
+[ -f "$C/dist.tgz" ] && tar xzf "$C/dist.tgz" -C "$C"
+if ls "$C"/llama-bin/llama-bin.tgz.part* >/dev/null 2>&1 && [ ! -x /tmp/llama-build/bin/llama-completion ]; then
+  mkdir -p /tmp/llama-build && cat "$C"/llama-bin/llama-bin.tgz.part* | tar xzf - -C /tmp/llama-build
+fi
 chmod +x "$C"/tools/*.sh "$C"/dist/bin/vgpu 2>/dev/null
 SUMMARY=$OUT/summary.txt
 say() { echo "$*" | tee -a "$SUMMARY"; }
@@ -242,7 +248,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|trace|vbench|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|trace|vbench|ollama|faults|twoservers|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

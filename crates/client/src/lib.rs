@@ -7,6 +7,7 @@
 
 mod config;
 pub mod handles;
+pub mod idle;
 mod session;
 
 pub use config::{Config, read_token};

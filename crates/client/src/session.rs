@@ -1,8 +1,9 @@
 use crate::Config;
+use crate::idle::{self, Plan, Tracker};
 use device_model::Snapshot;
 use parking_lot::Mutex;
 use protocol::hello::{Hello, Welcome};
-use protocol::{Call, PROTOCOL_VERSION, WIRE_HASH};
+use protocol::{Call, PROTOCOL_VERSION, WIRE_HASH, ops};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 use transport::{Conn, Error};
@@ -14,6 +15,8 @@ pub struct Session {
     pub snapshot: Snapshot,
     pid: u32,
     trace: Trace,
+    /// What each stream has queued, so that synchronizes can be answered here.
+    idle: Tracker,
 }
 
 /// The session of the current process, or why there is none. After `fork` the child
@@ -112,7 +115,7 @@ impl Session {
             parts.push(snapshot);
         }
         let snapshot = Snapshot::merge(parts).ok_or("no vgpu server configured")?;
-        Ok(Session { conns, snapshot, pid: pid(), trace: Trace::from_env() })
+        Ok(Session { conns, snapshot, pid: pid(), trace: Trace::from_env(), idle: Tracker::from_env() })
     }
 
     /// Number of servers.
@@ -131,8 +134,95 @@ impl Session {
         crate::handles::untag(self.conns.len(), h)
     }
 
-    /// Forward one call to `server`, with `ctx` current there.
+    /// Forward one call to `server`, with `ctx` current there. Synchronizes the client can
+    /// answer itself are answered here ([`idle`]); every other call also tells the tracker
+    /// what it queues.
     pub fn call<C: Call>(
+        &self,
+        server: usize,
+        ctx: u64,
+        c: &C,
+        bulk_in: &[&[u8]],
+        bulk_out: Option<&mut [u8]>,
+    ) -> Result<C::Ret, Error> {
+        let key = |s: u64| -> idle::Key { (server, ctx, s) };
+        let unit = || postcard::from_bytes::<C::Ret>(&[]).map_err(|e| Error::Lost(e.to_string()));
+        match (C::OP, c.stream()) {
+            (ops::cuStreamSynchronize::OP, Some(s)) => {
+                // The legacy default stream (0, 1) waits for the context's other streams.
+                let legacy = s <= 1;
+                let plan = if legacy { self.idle.plan_all(server, ctx) } else { self.idle.plan(key(s)) };
+                return match plan {
+                    Plan::Done => self.answered(c, unit()),
+                    Plan::Barrier if legacy => {
+                        self.forward(server, ctx, &ops::ctx_barrier {}, &[], None).and_then(|_| unit())
+                    }
+                    Plan::Barrier => {
+                        self.forward(server, ctx, &ops::stream_barrier { stream: s }, &[], None).and_then(|_| unit())
+                    }
+                    Plan::Wait(ticket) => {
+                        let r = self.forward(server, ctx, c, bulk_in, bulk_out)?;
+                        self.idle.drained(key(s), ticket);
+                        Ok(r)
+                    }
+                };
+            }
+            (ops::cuCtxSynchronize::OP, _) => {
+                return match self.idle.plan_all(server, ctx) {
+                    Plan::Done => self.answered(c, unit()),
+                    Plan::Barrier => self.forward(server, ctx, &ops::ctx_barrier {}, &[], None).and_then(|_| unit()),
+                    Plan::Wait(ticket) => {
+                        let r = self.forward(server, ctx, c, bulk_in, bulk_out)?;
+                        self.idle.drained_all(server, ctx, ticket);
+                        Ok(r)
+                    }
+                };
+            }
+            (ops::cuStreamQuery::OP, Some(s)) if self.idle.is_idle(key(s)) => return self.answered(c, unit()),
+            // The server waits for the stream before it answers with the bytes.
+            (ops::cuMemcpyDtoHAsync_v2::OP, Some(s)) if bulk_out.as_ref().is_some_and(|b| !b.is_empty()) => {
+                let ticket = self.idle.ticket();
+                let r = self.forward(server, ctx, c, bulk_in, bulk_out)?;
+                self.idle.drained(key(s), ticket);
+                return Ok(r);
+            }
+            (ops::cuStreamDestroy_v2::OP, Some(s)) => self.idle.forget(key(s)),
+            // Queries and capture's end queue nothing.
+            (
+                ops::cuStreamIsCapturing::OP
+                | ops::cuStreamGetCaptureInfo::OP
+                | ops::cuStreamGetPriority::OP
+                | ops::cuStreamGetFlags::OP
+                | ops::cuStreamEndCapture::OP
+                | ops::cuMemcpyDtoHAsync_v2::OP
+                | ops::cuStreamQuery::OP,
+                _,
+            ) => {}
+            // Bytes already sent, a marker, a stream-ordered free: nothing a caller waits on.
+            (ops::cuMemcpyHtoDAsync_v2::OP, Some(s)) => {
+                self.idle.work(key(s), Some(bulk_in.iter().map(|b| b.len() as u64).sum()))
+            }
+            (ops::cuEventRecord::OP | ops::cuEventRecordWithFlags::OP | ops::cuMemFreeAsync::OP, Some(s)) => {
+                self.idle.work(key(s), Some(0))
+            }
+            (_, Some(s)) => self.idle.work(key(s), None),
+            (_, None) if C::ONEWAY => self.idle.unknown_work(server, ctx),
+            (_, None) => {}
+        }
+        self.forward(server, ctx, c, bulk_in, bulk_out)
+    }
+
+    /// A call answered without the server: traced like the others.
+    fn answered<C: Call>(&self, c: &C, r: Result<C::Ret, Error>) -> Result<C::Ret, Error> {
+        match self.trace {
+            Trace::Off => {}
+            Trace::Summary => summary::add_local(C::OP),
+            Trace::Lines => eprintln!("vgpu-trace {} {:?} -> {:?} (answered locally)", protocol::op_name(C::OP), c, r),
+        }
+        r
+    }
+
+    fn forward<C: Call>(
         &self,
         server: usize,
         ctx: u64,
@@ -176,6 +266,8 @@ impl Session {
         let conn = self.conns.get(server).ok_or_else(|| Error::Lost(format!("no server {server}")))?;
         let t = (self.trace != Trace::Off).then(Instant::now);
         let r = if protocol::is_oneway(op) {
+            // A cuBLAS call runs on its handle's stream, which this layer cannot name.
+            self.idle.unknown_work(server, ctx);
             conn.send(op, ctx, args, bulk_in).map(|_| Vec::new())
         } else {
             conn.roundtrip(op, ctx, args, bulk_in, bulk_out)
@@ -231,12 +323,30 @@ mod summary {
         }
     }
 
+    /// Per opcode: calls answered without the server.
+    fn local() -> &'static [AtomicU64] {
+        static T: OnceLock<Vec<AtomicU64>> = OnceLock::new();
+        T.get_or_init(|| (0..protocol::OP_NAMES.len()).map(|_| Default::default()).collect())
+    }
+
+    pub fn add_local(op: u32) {
+        if let Some(n) = local().get(op as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn print_at_exit() {
         extern "C" fn print() {
             let rows = table().iter().enumerate().map(|(op, (n, t))| {
                 (op as u32, n.load(Ordering::Relaxed), Duration::from_nanos(t.load(Ordering::Relaxed)))
             });
             eprintln!("vgpu-trace summary (calls, time in the caller):\n{}", protocol::call_time_table(rows));
+            for (op, n) in local().iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    eprintln!("  {:<40} {n:>9} calls answered locally", protocol::op_name(op as u32));
+                }
+            }
         }
         unsafe { libc::atexit(print) };
     }

@@ -22,6 +22,8 @@ pub trait Call: Serialize + DeserializeOwned + std::fmt::Debug {
     const OP: u32;
     const ONEWAY: bool;
     type Ret: Serialize + DeserializeOwned + std::fmt::Debug;
+    /// The stream this call is ordered on, if it takes one (its argument named `stream`).
+    fn stream(&self) -> Option<u64>;
 }
 
 /// The raw bytes that travel beside a call's arguments.

@@ -3,7 +3,8 @@
 //! From each line `sync|oneway Name(arg: Type, ...) -> Ret;` it generates
 //! - `ops::Name`, the wire message (postcard-encoded arguments),
 //! - `Op::Name`, its opcode, and `OP_NAMES` for logs and traces,
-//! - an impl of [`crate::Call`] carrying the reply type and whether the caller waits,
+//! - an impl of [`crate::Call`] carrying the reply type, whether the caller waits, and the
+//!   stream the call is ordered on (its argument named `stream`),
 //! - a method of the server's `Backend` trait, and `dispatch`, which decodes and calls it,
 //! - `WIRE_DEFINITION`, the table's text, whose hash the handshake compares.
 //!
@@ -18,6 +19,21 @@ macro_rules! __oneway {
     };
     (oneway) => {
         true
+    };
+}
+
+/// `Some(self.stream)` for a message with a field named `stream`, else `None`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stream_of {
+    ($self:ident;) => {
+        None
+    };
+    ($self:ident; stream $($rest:ident)*) => {
+        Some($self.stream)
+    };
+    ($self:ident; $first:ident $($rest:ident)*) => {
+        $crate::__stream_of!($self; $($rest)*)
     };
 }
 
@@ -53,6 +69,9 @@ macro_rules! api {
                 const OP: u32 = Op::$name as u32;
                 const ONEWAY: bool = $crate::__oneway!($kind);
                 type Ret = $ret;
+                fn stream(&self) -> Option<u64> {
+                    $crate::__stream_of!(self; $( $arg )*)
+                }
             }
         )*
 

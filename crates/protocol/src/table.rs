@@ -58,6 +58,8 @@ crate::api! {
     sync cuCtxCreate_v2(flags: u32, dev: i32) -> u64;
     sync cuCtxDestroy_v2(ctx: u64) -> ();
     sync cuCtxSynchronize() -> ();
+    /// `cuCtxSynchronize` answered by the client, as `stream_barrier`.
+    oneway ctx_barrier() -> ();
     sync cuCtxSetLimit(limit: u32, value: u64) -> ();
     sync cuCtxGetLimit(limit: u32) -> u64;
     sync cuCtxGetStreamPriorityRange() -> (i32, i32);
@@ -123,6 +125,10 @@ crate::api! {
     sync cuStreamCreateWithPriority(flags: u32, priority: i32) -> u64;
     sync cuStreamDestroy_v2(stream: u64) -> ();
     sync cuStreamSynchronize(stream: u64) -> ();
+    /// A synchronize the client answered itself (see `client::idle`): the server waits for
+    /// the stream before it reads the next frame, and reports a failure with the next
+    /// synchronous call.
+    oneway stream_barrier(stream: u64) -> ();
     sync cuStreamQuery(stream: u64) -> ();
     oneway cuStreamWaitEvent(stream: u64, event: u64, flags: u32) -> ();
     sync cuStreamBeginCapture_v2(stream: u64, mode: u32) -> ();

@@ -271,6 +271,9 @@ impl protocol::Backend for Sim {
     fn cuCtxSynchronize(&mut self, _io: &mut Io<'_>) -> Result<(), u32> {
         self.device().map(|_| ())
     }
+    fn ctx_barrier(&mut self, _io: &mut Io<'_>) -> Result<(), u32> {
+        self.device().map(|_| ())
+    }
     fn cuCtxGetStreamPriorityRange(&mut self, _io: &mut Io<'_>) -> Result<(i32, i32), u32> {
         Ok((0, -5))
     }
@@ -591,6 +594,9 @@ impl protocol::Backend for Sim {
         self.streams.remove(&stream).then_some(()).ok_or(INVALID_HANDLE)
     }
     fn cuStreamSynchronize(&mut self, _io: &mut Io<'_>, stream: u64) -> Result<(), u32> {
+        self.stream(stream)
+    }
+    fn stream_barrier(&mut self, _io: &mut Io<'_>, stream: u64) -> Result<(), u32> {
         self.stream(stream)
     }
     fn cuStreamQuery(&mut self, _io: &mut Io<'_>, stream: u64) -> Result<(), u32> {

@@ -43,6 +43,10 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.ctx_synchronize()
     }
+    fn ctx_barrier(&mut self, _io: &mut Io<'_>) -> R<()> {
+        self.ready()?;
+        self.ctx_synchronize()
+    }
     fn cuCtxSetLimit(&mut self, _io: &mut Io<'_>, limit: u32, value: u64) -> R<()> {
         self.ready()?;
         self.ctx_set_limit(limit, value)
@@ -279,6 +283,10 @@ impl protocol::Backend for CudaSession {
         self.stream_destroy(stream)
     }
     fn cuStreamSynchronize(&mut self, _io: &mut Io<'_>, stream: u64) -> R<()> {
+        self.ready()?;
+        self.stream_synchronize(stream)
+    }
+    fn stream_barrier(&mut self, _io: &mut Io<'_>, stream: u64) -> R<()> {
         self.ready()?;
         self.stream_synchronize(stream)
     }

@@ -1,0 +1,290 @@
+//! Which streams hold work the application could still wait for, so that a synchronize
+//! need not always cost a round trip.
+//!
+//! A decoding LLM synchronizes a stream some twenty times a token, mostly right after a
+//! small host-to-device copy (the next token's inputs) or after a device-to-host copy that
+//! already waited for the stream. Natively each costs a microsecond; over the wire each
+//! would cost a round trip. So the client keeps, per stream, what it has queued since the
+//! stream was last known drained:
+//!
+//! - nothing (**idle**): a synchronize returns success at once: there is nothing to wait
+//!   for, and every later call reaches the server after everything before it;
+//! - only copies whose bytes this process already sent, and event records (**light**, a
+//!   bounded number of bytes): a synchronize becomes a one-way barrier: the server waits
+//!   for the stream before it reads the next frame, so every later call, on any stream,
+//!   sees the copies done; the caller was free to reuse its buffers when it queued them;
+//! - anything else, kernels above all (**busy**): a real synchronize.
+//!
+//! Errors that an answered synchronize would have returned come back with the next
+//! synchronous call, as other asynchronous errors do. `VGPU_ELIDE=0` turns this off.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+
+/// A stream as the server knows it: server index, the server's context (the special
+/// streams 0, 1, 2 are per context), the server's stream handle.
+pub type Key = (usize, u64, u64);
+
+/// How many bytes of copies a synchronize may skip waiting for: at a few GB/s this is tens
+/// of microseconds, so the caller's clock cannot tell.
+pub const LIGHT_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Light(u64),
+    Busy,
+}
+
+/// What a synchronize has to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing queued: success, no message.
+    Done,
+    /// Only light work queued: send a one-way barrier.
+    Barrier,
+    /// Wait for the server; pass the ticket to [`Tracker::drained`] when it answered.
+    Wait(u64),
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Bumped by every change; a drain counts only if nothing changed since its ticket.
+    epoch: u64,
+    /// Stream → its state and the epoch it was set.
+    streams: HashMap<Key, (State, u64)>,
+    /// (server, context) → the epoch of the last work on streams we cannot name (a cuBLAS
+    /// call runs on its handle's stream): every stream of that context is busy from then.
+    unknown: HashMap<(usize, u64), u64>,
+}
+
+impl Inner {
+    fn state(&self, k: Key) -> State {
+        let unknown = self.unknown.get(&(k.0, k.1)).copied();
+        match self.streams.get(&k) {
+            Some(&(s, at)) if unknown.is_none_or(|u| at > u) => s,
+            _ if unknown.is_some() => State::Busy,
+            _ => State::Idle,
+        }
+    }
+
+    fn set(&mut self, k: Key, s: State) {
+        self.epoch += 1;
+        self.streams.insert(k, (s, self.epoch));
+    }
+}
+
+pub struct Tracker {
+    enabled: bool,
+    inner: Mutex<Inner>,
+}
+
+impl Tracker {
+    pub fn new(enabled: bool) -> Tracker {
+        Tracker { enabled, inner: Mutex::new(Inner::default()) }
+    }
+
+    pub fn from_env() -> Tracker {
+        Tracker::new(std::env::var_os("VGPU_ELIDE").is_none_or(|v| v != "0"))
+    }
+
+    /// Work queued on `k`: `light` with the bytes of a copy already sent (or 0 for an event
+    /// record), else busy.
+    pub fn work(&self, k: Key, light: Option<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.inner.lock();
+        let next = match (g.state(k), light) {
+            (State::Idle, Some(n)) if n <= LIGHT_BYTES => State::Light(n),
+            (State::Light(a), Some(n)) if a.saturating_add(n) <= LIGHT_BYTES => State::Light(a + n),
+            _ => State::Busy,
+        };
+        g.set(k, next);
+    }
+
+    /// Work queued on some stream of (`server`, `ctx`) that we cannot name.
+    pub fn unknown_work(&self, server: usize, ctx: u64) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.inner.lock();
+        g.epoch += 1;
+        let e = g.epoch;
+        g.unknown.insert((server, ctx), e);
+    }
+
+    /// The current epoch: take it before sending a call that drains a stream.
+    pub fn ticket(&self) -> u64 {
+        self.inner.lock().epoch
+    }
+
+    /// The server answered a call that waited for stream `k` (sent with `ticket`). Work
+    /// queued meanwhile, by another thread, keeps the stream as it is.
+    pub fn drained(&self, k: Key, ticket: u64) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.inner.lock();
+        let changed = g.streams.get(&k).is_some_and(|&(_, at)| at > ticket)
+            || g.unknown.get(&(k.0, k.1)).is_some_and(|&u| u > ticket);
+        if !changed {
+            g.set(k, State::Idle);
+        }
+    }
+
+    /// What synchronizing stream `k` takes. A barrier or an answer leaves it idle.
+    pub fn plan(&self, k: Key) -> Plan {
+        let mut g = self.inner.lock();
+        if !self.enabled {
+            return Plan::Wait(g.epoch);
+        }
+        match g.state(k) {
+            State::Idle => Plan::Done,
+            State::Light(_) => {
+                g.set(k, State::Idle);
+                Plan::Barrier
+            }
+            State::Busy => Plan::Wait(g.epoch),
+        }
+    }
+
+    /// Whether stream `k` has nothing queued (for `cuStreamQuery`).
+    pub fn is_idle(&self, k: Key) -> bool {
+        self.enabled && self.inner.lock().state(k) == State::Idle
+    }
+
+    /// What synchronizing every stream of (`server`, `ctx`) takes: the context, or its
+    /// legacy default stream, which waits for the other streams.
+    pub fn plan_all(&self, server: usize, ctx: u64) -> Plan {
+        let mut g = self.inner.lock();
+        if !self.enabled || g.unknown.contains_key(&(server, ctx)) {
+            return Plan::Wait(g.epoch);
+        }
+        let mine: Vec<Key> = g.streams.keys().filter(|k| k.0 == server && k.1 == ctx).copied().collect();
+        let mut light = false;
+        for &k in &mine {
+            match g.state(k) {
+                State::Busy => return Plan::Wait(g.epoch),
+                State::Light(_) => light = true,
+                State::Idle => {}
+            }
+        }
+        for k in mine {
+            g.set(k, State::Idle);
+        }
+        if light { Plan::Barrier } else { Plan::Done }
+    }
+
+    /// The server answered a call that waited for every stream of (`server`, `ctx`).
+    pub fn drained_all(&self, server: usize, ctx: u64, ticket: u64) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.inner.lock();
+        if g.unknown.get(&(server, ctx)).is_some_and(|&u| u > ticket) {
+            return;
+        }
+        g.unknown.remove(&(server, ctx));
+        let mine: Vec<Key> = g
+            .streams
+            .iter()
+            .filter(|(k, (_, at))| k.0 == server && k.1 == ctx && *at <= ticket)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in mine {
+            g.set(k, State::Idle);
+        }
+    }
+
+    /// A stream that is gone.
+    pub fn forget(&self, k: Key) {
+        self.inner.lock().streams.remove(&k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Key = (0, 7, 100);
+    const T: Key = (0, 7, 200);
+
+    #[test]
+    fn a_new_stream_is_idle() {
+        let t = Tracker::new(true);
+        assert_eq!(t.plan(S), Plan::Done);
+        assert!(t.is_idle(S));
+    }
+
+    #[test]
+    fn small_copies_need_a_barrier_kernels_a_wait() {
+        let t = Tracker::new(true);
+        t.work(S, Some(4096));
+        t.work(S, Some(0));
+        assert!(!t.is_idle(S));
+        assert_eq!(t.plan(S), Plan::Barrier);
+        assert_eq!(t.plan(S), Plan::Done, "the barrier leaves it idle");
+        t.work(S, None);
+        let Plan::Wait(ticket) = t.plan(S) else { panic!("a kernel is waited for") };
+        t.drained(S, ticket);
+        assert_eq!(t.plan(S), Plan::Done);
+    }
+
+    #[test]
+    fn many_small_copies_add_up_to_busy() {
+        let t = Tracker::new(true);
+        for _ in 0..=LIGHT_BYTES / 65536 {
+            t.work(S, Some(65536));
+        }
+        assert!(matches!(t.plan(S), Plan::Wait(_)));
+        // A copy past the limit, or after a kernel, stays busy too.
+        t.work(T, None);
+        t.work(T, Some(1));
+        assert!(matches!(t.plan(T), Plan::Wait(_)));
+    }
+
+    #[test]
+    fn work_queued_while_waiting_keeps_the_stream_busy() {
+        let t = Tracker::new(true);
+        t.work(S, None);
+        let Plan::Wait(ticket) = t.plan(S) else { panic!() };
+        t.work(S, None); // another thread launches before the answer arrives
+        t.drained(S, ticket);
+        assert!(matches!(t.plan(S), Plan::Wait(_)));
+    }
+
+    #[test]
+    fn unknown_work_makes_every_stream_of_its_context_busy() {
+        let t = Tracker::new(true);
+        t.unknown_work(0, 7);
+        assert!(matches!(t.plan(S), Plan::Wait(_)));
+        assert!(matches!(t.plan((0, 8, 100)), Plan::Done), "another context is not affected");
+        // Draining one stream clears it alone; a context-wide drain clears all.
+        let Plan::Wait(ticket) = t.plan(S) else { panic!() };
+        t.drained(S, ticket);
+        assert_eq!(t.plan(S), Plan::Done);
+        assert!(matches!(t.plan(T), Plan::Wait(_)));
+        let Plan::Wait(ticket) = t.plan_all(0, 7) else { panic!() };
+        t.drained_all(0, 7, ticket);
+        assert_eq!(t.plan(T), Plan::Done);
+        assert_eq!(t.plan_all(0, 7), Plan::Done);
+    }
+
+    #[test]
+    fn a_context_sync_waits_for_any_busy_stream() {
+        let t = Tracker::new(true);
+        t.work(S, Some(10));
+        assert_eq!(t.plan_all(0, 7), Plan::Barrier);
+        t.work(T, None);
+        assert!(matches!(t.plan_all(0, 7), Plan::Wait(_)));
+    }
+
+    #[test]
+    fn disabled_always_waits() {
+        let t = Tracker::new(false);
+        assert!(matches!(t.plan(S), Plan::Wait(_)));
+        assert!(!t.is_idle(S));
+        assert!(matches!(t.plan_all(0, 7), Plan::Wait(_)));
+    }
+}

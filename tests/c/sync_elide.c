@@ -1,0 +1,65 @@
+/* Synchronizes the client answers itself (crates/client/src/idle.rs): small copies then a
+ * synchronize (a one-way barrier), a memset then a synchronize (a real one), a copy back
+ * then a synchronize (answered locally), and an error that an answered synchronize hides
+ * coming back with the next synchronous call. Plain C types, no NVIDIA headers. */
+#include <stdio.h>
+#include <string.h>
+
+typedef int CUdevice;
+typedef void *CUcontext, *CUstream;
+typedef unsigned long long CUdeviceptr;
+int cuInit(unsigned);
+int cuDeviceGet(CUdevice *, int);
+int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
+int cuCtxSetCurrent(CUcontext);
+int cuCtxSynchronize(void);
+int cuMemAlloc_v2(CUdeviceptr *, size_t);
+int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
+int cuMemcpyDtoHAsync_v2(void *, CUdeviceptr, size_t, CUstream);
+int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
+int cuMemsetD8Async(CUdeviceptr, unsigned char, size_t, CUstream);
+int cuStreamCreate(CUstream *, unsigned);
+int cuStreamSynchronize(CUstream);
+int cuStreamQuery(CUstream);
+
+#define CHECK(x) do { int r_ = (x); if (r_) { printf("FAIL %s -> %d (line %d)\n", #x, r_, __LINE__); return 1; } } while (0)
+
+int main(void) {
+    CUdevice dev;
+    CUcontext ctx;
+    CUstream s;
+    CUdeviceptr d;
+    unsigned char buf[4096], back[4096];
+    CHECK(cuInit(0));
+    CHECK(cuDeviceGet(&dev, 0));
+    CHECK(cuDevicePrimaryCtxRetain(&ctx, dev));
+    CHECK(cuCtxSetCurrent(ctx));
+    CHECK(cuStreamCreate(&s, 1));
+    CHECK(cuMemAlloc_v2(&d, 1 << 20));
+    /* Inputs for 100 "tokens": each a small copy, then a synchronize. */
+    for (int i = 0; i < 100; i++) {
+        memset(buf, i, sizeof buf);
+        CHECK(cuMemcpyHtoDAsync_v2(d, buf, sizeof buf, s));
+        CHECK(cuStreamSynchronize(s));
+    }
+    /* Work on the device: a real synchronize. */
+    CHECK(cuMemsetD8Async(d + 100, 0xee, 10, s));
+    CHECK(cuStreamSynchronize(s));
+    /* The copy back waited for the stream: nothing left to wait for. */
+    CHECK(cuMemcpyDtoHAsync_v2(back, d, sizeof back, s));
+    CHECK(cuStreamSynchronize(s));
+    CHECK(cuStreamQuery(s));
+    CHECK(cuCtxSynchronize());
+    if (back[0] != 99 || back[99] != 99 || back[100] != 0xee || back[109] != 0xee || back[110] != 99) {
+        printf("FAIL bytes %d %d %d\n", back[0], back[100], back[110]);
+        return 1;
+    }
+    printf("elided ok\n");
+    /* A copy past the allocation fails on the server; the barrier does not wait for it,
+     * so the next synchronous call reports it. */
+    CHECK(cuMemcpyHtoDAsync_v2(d + (1 << 20) - 16, buf, 64, s));
+    int rs = cuStreamSynchronize(s);
+    int r = cuMemcpyDtoH_v2(back, d, 16);
+    printf("sync %d then %d\n", rs, r);
+    return 0;
+}

@@ -15,15 +15,22 @@ struct Cli {
 enum Cmd {
     /// Serve this host's GPUs to vgpu clients.
     Serve {
-        /// Where to listen: unix:/path, tcp://host:port, vsock://cid:port (repeatable).
+        /// Where to listen: unix:/path, tcp://host:port, tls://host:port, vsock://cid:port
+        /// (repeatable).
         #[arg(long, default_value = "unix:/run/vgpu/vgpu.sock")]
         listen: Vec<String>,
         /// `cuda` (the real driver) or `sim` (a CPU stand-in, no GPU needed).
         #[arg(long, default_value = "cuda")]
         backend: String,
-        /// File holding the token clients must present (required for TCP).
+        /// File holding the token clients must present (required for TCP and TLS).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Certificate chain of the tls:// listeners (PEM, the server's certificate first).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Private key of that certificate (PEM; not readable by others).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Memory each session may allocate per device, e.g. 8G, 512M or bytes.
         #[arg(long)]
         memory_limit: Option<String>,
@@ -50,6 +57,11 @@ enum Cmd {
         session: u64,
         #[arg(long)]
         memory_limit: Option<u64>,
+        /// The TLS certificate and key: serve the connection with TLS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// List the devices the configured server(s) offer.
     Devices,
@@ -86,7 +98,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let r = match cli.cmd {
-        Cmd::Serve { listen, backend, token_file, memory_limit, devices, sim_id, sim_driver_version, gpus } => (|| {
+        Cmd::Serve {
+            listen,
+            backend,
+            token_file,
+            tls_cert,
+            tls_key,
+            memory_limit,
+            devices,
+            sim_id,
+            sim_driver_version,
+            gpus,
+        } => (|| {
             let listen = listen.iter().map(|a| a.parse()).collect::<Result<Vec<_>, _>>()?;
             let token = match (token_file, std::env::var("VGPU_TOKEN").ok()) {
                 (Some(p), _) => Some(read_token_file(&p)?),
@@ -102,11 +125,17 @@ fn main() -> ExitCode {
                 sim_driver_version,
                 gpus,
                 worker_exe: std::env::current_exe().map_err(|e| e.to_string())?,
+                tls: match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => {
+                        check_key_file(&key)?;
+                        Some(server::TlsFiles { cert, key })
+                    }
+                    _ => None,
+                },
             };
             server::serve(opts)
-        })(
-        ),
-        Cmd::Worker { backend, session, memory_limit } => (|| {
+        })(),
+        Cmd::Worker { backend, session, memory_limit, tls_cert, tls_key } => (|| {
             let mut snap = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut snap).map_err(|e| e.to_string())?;
             let snapshot = postcard::from_bytes(&snap).map_err(|e| format!("bad snapshot: {e}"))?;
@@ -118,7 +147,20 @@ fn main() -> ExitCode {
             };
             // SAFETY: `vgpu serve` hands each worker its connection as fd 3.
             let stream = unsafe { transport::Stream::from_fd(3) };
-            server::run_session(stream, &cfg, snapshot).map_err(|e| e.to_string())
+            let (stream, relay) = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => {
+                    let tls = transport::TlsServer::from_pem_files(&cert, &key)?;
+                    let (plain, relay) = tls.relay(stream).map_err(|e| format!("TLS: {e}"))?;
+                    (plain, Some(relay))
+                }
+                _ => (stream, None),
+            };
+            let r = server::run_session(stream, &cfg, snapshot).map_err(|e| e.to_string());
+            // Lets the session's last words (a refusal, say) out before the process exits.
+            if let Some(why) = relay.and_then(transport::Relay::finish) {
+                tracing::warn!("session {session}: {why}");
+            }
+            r
         })(),
         Cmd::Devices => (|| {
             // The session already printed why it could not connect.
@@ -157,6 +199,17 @@ fn read_token_file(p: &std::path::Path) -> Result<String, String> {
         return Err(format!("token file {} is readable by others: chmod 600 it", p.display()));
     }
     client::read_token(p)
+}
+
+/// A TLS key readable by everyone is as good as published. Group-readable is allowed: keys
+/// are commonly shared with a group such as Debian's ssl-cert.
+fn check_key_file(p: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(p).map_err(|e| format!("TLS key {}: {e}", p.display()))?;
+    if meta.permissions().mode() & 0o007 != 0 {
+        return Err(format!("TLS key {} is readable by others: chmod 600 it", p.display()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

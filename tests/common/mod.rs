@@ -71,7 +71,11 @@ impl Server {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let addr: transport::Address = self.address.parse().unwrap();
+        let mut addr: transport::Address = self.address.parse().unwrap();
+        if let transport::Address::Tls(t) = addr {
+            // Listening is what is waited for, not a client's TLS settings.
+            addr = transport::Address::Tcp(t.host_port);
+        }
         while Instant::now() < deadline {
             if addr.connect(Duration::from_millis(200)).is_ok() {
                 return;

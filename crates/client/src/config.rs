@@ -22,12 +22,15 @@ struct File {
     token: Option<String>,
     token_file: Option<PathBuf>,
     timeout_secs: Option<u64>,
+    tls_ca: Option<PathBuf>,
+    tls_name: Option<String>,
 }
 
 impl Config {
-    /// The environment first (`VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`), then the file
-    /// named by `VGPU_CONFIG` or `/etc/vgpu/client.toml` (services under systemd do not see
-    /// a shell's variables), then the default unix socket.
+    /// The environment first (`VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`,
+    /// `VGPU_TLS_CA`, `VGPU_TLS_NAME`), then the file named by `VGPU_CONFIG` or
+    /// `/etc/vgpu/client.toml` (services under systemd do not see a shell's variables), then
+    /// the default unix socket.
     pub fn load() -> Result<Config, String> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let path = env("VGPU_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(CONFIG_FILE));
@@ -38,12 +41,21 @@ impl Config {
             (None, Some(s)) => (s, path.display().to_string()),
             (None, None) => (DEFAULT_SERVER.to_string(), "default".to_string()),
         };
-        let servers = server
+        let mut servers = server
             .split(',')
             .filter(|s| !s.trim().is_empty())
             .map(|s| s.parse::<Address>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{source}: {e}"))?;
+        // One CA (and name override) for every tls:// server of the list.
+        let tls_ca = env("VGPU_TLS_CA").map(PathBuf::from).or_else(|| f.and_then(|f| f.tls_ca.clone()));
+        let tls_name = env("VGPU_TLS_NAME").or_else(|| f.and_then(|f| f.tls_name.clone()));
+        for a in &mut servers {
+            if let Address::Tls(t) = a {
+                t.ca = tls_ca.clone();
+                t.name = tls_name.clone();
+            }
+        }
         let token = match (env("VGPU_TOKEN"), env("VGPU_TOKEN_FILE")) {
             (Some(t), _) => Some(t),
             (None, Some(p)) => Some(read_token(Path::new(&p))?),
@@ -86,6 +98,10 @@ mod tests {
         let parsed = read_file(&f).unwrap();
         assert_eq!(parsed.server.as_deref(), Some("tcp://10.1.2.3:7070"));
         assert_eq!(read_token(parsed.token_file.as_ref().unwrap()).unwrap(), "s3cret");
+        std::fs::write(&f, "tls_ca = \"/etc/vgpu/ca.pem\"\ntls_name = \"gpu.example\"\n").unwrap();
+        let parsed = read_file(&f).unwrap();
+        assert_eq!(parsed.tls_ca.as_deref(), Some(Path::new("/etc/vgpu/ca.pem")));
+        assert_eq!(parsed.tls_name.as_deref(), Some("gpu.example"));
         std::fs::write(&f, "srever = 1\n").unwrap();
         assert!(read_file(&f).is_err(), "unknown keys are reported, not ignored");
     }

@@ -1,8 +1,9 @@
 //! The client configuration as the shims will see it, worked out from a given environment
 //! and root (so the doctor can judge the environment of a service, not only its own):
-//! `VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`, then the file named by `VGPU_CONFIG` or
-//! `/etc/vgpu/client.toml` (keys `server`, `token`, `token_file`, `timeout_secs`), then the
-//! default socket. Mirrors `client::Config::load`.
+//! `VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`, `VGPU_TLS_CA`, `VGPU_TLS_NAME`, then the
+//! file named by `VGPU_CONFIG` or `/etc/vgpu/client.toml` (keys `server`, `token`,
+//! `token_file`, `timeout_secs`, `tls_ca`, `tls_name`), then the default socket. Mirrors
+//! `client::Config::load`.
 
 use crate::root::Root;
 use serde::Deserialize;
@@ -30,6 +31,8 @@ pub struct FileConfig {
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
     pub timeout_secs: Option<u64>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_name: Option<String>,
 }
 
 /// Where a setting came from.
@@ -66,16 +69,30 @@ pub struct ClientConfig {
     /// A token file in play (for the permission check).
     pub token_file: Option<PathBuf>,
     pub timeout_secs: Option<u64>,
+    /// The CA file for tls:// servers as written, and where that came from.
+    pub tls_ca: Option<(PathBuf, Source)>,
+    /// The same file as this process reaches it (inside the root).
+    pub tls_ca_host: Option<PathBuf>,
+    pub tls_name: Option<String>,
 }
 
 impl ClientConfig {
+    /// The servers, tls:// ones carrying the CA and name as the shims would.
     pub fn servers(&self) -> Result<Vec<transport::Address>, String> {
-        self.server
+        let mut servers = self
+            .server
             .split(',')
             .filter(|s| !s.trim().is_empty())
             .map(|s| s.parse::<transport::Address>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", self.server_source))
+            .map_err(|e| format!("{}: {e}", self.server_source))?;
+        for a in &mut servers {
+            if let transport::Address::Tls(t) = a {
+                t.ca = self.tls_ca_host.clone();
+                t.name = self.tls_name.clone();
+            }
+        }
+        Ok(servers)
     }
 
     pub fn token_value(&self) -> &str {
@@ -126,7 +143,26 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
         },
     };
     let timeout_secs = get(env, "VGPU_TIMEOUT_SECS").and_then(|s| s.parse().ok()).or(f.and_then(|f| f.timeout_secs));
-    ClientConfig { file_path, file_from_env, file, server, server_source, token, token_file, timeout_secs }
+    let tls_ca = match (get(env, "VGPU_TLS_CA"), f.and_then(|f| f.tls_ca.clone())) {
+        (Some(p), _) => Some((PathBuf::from(p), Source::Env("VGPU_TLS_CA"))),
+        (None, Some(p)) => Some((p, Source::File(file_path.clone()))),
+        (None, None) => None,
+    };
+    let tls_ca_host = tls_ca.as_ref().map(|(p, _)| root.join(p));
+    let tls_name = get(env, "VGPU_TLS_NAME").map(str::to_string).or_else(|| f.and_then(|f| f.tls_name.clone()));
+    ClientConfig {
+        file_path,
+        file_from_env,
+        file,
+        server,
+        server_source,
+        token,
+        token_file,
+        timeout_secs,
+        tls_ca,
+        tls_ca_host,
+        tls_name,
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +193,17 @@ mod tests {
         assert_eq!(c.servers().unwrap().len(), 1);
         let c = resolve(&env(&[("VGPU_SERVER", "unix:/x.sock"), ("VGPU_TOKEN", "t")]), &root);
         assert_eq!((c.server.as_str(), c.token_value()), ("unix:/x.sock", "t"));
+        // tls:// servers get the CA (as reached inside the root) and the name override.
+        std::fs::write(
+            t.path().join("etc/vgpu/client.toml"),
+            "server = \"tls://gpu:7443\"\ntls_ca = \"/etc/vgpu/ca.pem\"\n",
+        )
+        .unwrap();
+        let c = resolve(&env(&[("VGPU_TLS_NAME", "gpu.example")]), &root);
+        let transport::Address::Tls(tls) = &c.servers().unwrap()[0] else { panic!("{:?}", c.servers()) };
+        assert_eq!(tls.ca.as_deref(), Some(t.path().join("etc/vgpu/ca.pem").as_path()));
+        assert_eq!(tls.server_name(), "gpu.example");
+        assert_eq!(c.tls_ca.as_ref().unwrap().1, Source::File("/etc/vgpu/client.toml".into()));
         std::fs::write(t.path().join("etc/vgpu/client.toml"), "srever = 1\n").unwrap();
         assert!(matches!(resolve(&env(&[]), &root).file, Some(Err(_))));
     }

@@ -243,7 +243,7 @@ impl Doctor<'_> {
                     area,
                     "config-invalid",
                     format!("{e}: the shims refuse to start a session"),
-                    "fix the file: its keys are server, token, token_file and timeout_secs",
+                    "fix the file: its keys are server, token, token_file, timeout_secs, tls_ca and tls_name",
                 );
             }
             None if cfg.file_from_env => self.r.warn(
@@ -278,9 +278,18 @@ impl Doctor<'_> {
         } else {
             self.r.ok(area, format!("{who}: server {} (from {})", cfg.server, cfg.server_source));
         }
-        if let Err(e) = cfg.servers() {
-            good = false;
-            self.r.fail(area, "server-address-invalid", e, "use unix:/path, tcp://host:port or vsock://cid:port");
+        match cfg.servers() {
+            Err(e) => {
+                good = false;
+                self.r.fail(
+                    area,
+                    "server-address-invalid",
+                    e,
+                    "use unix:/path, tcp://host:port, tls://host:port or vsock://cid:port",
+                );
+            }
+            Ok(servers) if servers.iter().any(transport::Address::is_tls) => good &= self.tls_ca(area, cfg, who),
+            Ok(_) => {}
         }
         match &cfg.token {
             Some(Err(e)) => {
@@ -309,6 +318,37 @@ impl Doctor<'_> {
             }
         }
         good
+    }
+
+    /// tls:// servers need a CA file the shims can read.
+    fn tls_ca(&mut self, area: &str, cfg: &ClientConfig, who: &str) -> bool {
+        let file = short(&cfg.file_path);
+        let (Some((ca, src)), Some(host)) = (&cfg.tls_ca, &cfg.tls_ca_host) else {
+            self.r.fail(
+                area,
+                "tls-ca-missing",
+                format!("{who}: a tls:// server and no CA certificate to check it against (no VGPU_TLS_CA, no tls_ca in {file})"),
+                format!(
+                    "copy the CA certificate that signed the server's --tls-cert (or that certificate itself, if self-signed) here\nand set tls_ca = \"/etc/vgpu/ca.pem\" in {file}, or VGPU_TLS_CA"
+                ),
+            );
+            return false;
+        };
+        match std::fs::read(host) {
+            Ok(_) => {
+                self.r.ok(area, format!("{who}: TLS CA {} (from {src})", short(ca)));
+                true
+            }
+            Err(e) => {
+                self.r.fail(
+                    area,
+                    "tls-ca-unreadable",
+                    format!("TLS CA file {}: {e}: the shims cannot connect", short(ca)),
+                    "copy the CA certificate there and make it readable by the user the application runs as",
+                );
+                false
+            }
+        }
     }
 
     // ---------------------------------------------------------------- server
@@ -363,6 +403,15 @@ impl Doctor<'_> {
                         short(&cfg.file_path)
                     ),
                 ),
+                Outcome::Tls(e) => self.r.fail(
+                    area,
+                    "tls-failed",
+                    format!("{addr} {from}: {e}"),
+                    format!(
+                        "tls_ca in {} (or VGPU_TLS_CA) must hold the certificate of the CA that signed the server's --tls-cert,\nwhich must name the host of the address (tls_name or VGPU_TLS_NAME names another); a tcp:// server needs a tcp:// address",
+                        short(&cfg.file_path)
+                    ),
+                ),
                 Outcome::NoReply(e) => self.r.fail(
                     area,
                     "server-not-answering",
@@ -398,12 +447,17 @@ impl Doctor<'_> {
                             cfg.token.as_ref().and_then(|t| t.as_ref().ok()).map(|(_, s)| format!("from {s}")).unwrap_or_default()
                         ),
                         "server-backend-failed" => "see the server's log (journalctl -u vgpu) and its GPU driver".into(),
+                        "tls-required" => format!(
+                            "write tls:// in place of tcp:// (VGPU_SERVER, or server in {}) and give the client the server's CA\ncertificate (tls_ca = \"/etc/vgpu/ca.pem\", or VGPU_TLS_CA); the token went out in clear text: consider replacing it",
+                            short(&cfg.file_path)
+                        ),
                         _ => "see the server's log (journalctl -u vgpu)".into(),
                     };
                     let what = match code {
                         "wrong-token" => "refused this client: wrong token",
                         "token-missing" => "requires a token and none is configured",
                         "protocol-mismatch" => "speaks another protocol version",
+                        "tls-required" => "is a TLS listener and this client connects without TLS",
                         _ => "refused this client",
                     };
                     self.r.fail(area, code, format!("{addr} {what} ({reason})"), fix);

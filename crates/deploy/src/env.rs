@@ -31,17 +31,25 @@ pub fn lines(lib_dir: &Path, cfg: &ClientConfig) -> String {
         (None, Some(Ok(_))) => {
             s.push_str("# (a token is configured; put it in a file with mode 600 and set VGPU_TOKEN_FILE)\n")
         }
-        _ => s.push_str("# export VGPU_TOKEN_FILE=/etc/vgpu/token   # needed for tcp:// servers\n"),
+        _ => s.push_str("# export VGPU_TOKEN_FILE=/etc/vgpu/token   # needed for tcp:// and tls:// servers\n"),
     }
-    if let Some(t) = &token_line {
-        s.push_str(&format!("export {t}\n"));
+    // The CA (and name) for tls:// servers travel with the server address.
+    let mut tls_lines = Vec::new();
+    if let Some((ca, _)) = &cfg.tls_ca {
+        tls_lines.push(format!("VGPU_TLS_CA={}", quote(&ca.display().to_string())));
+    }
+    if let Some(n) = &cfg.tls_name {
+        tls_lines.push(format!("VGPU_TLS_NAME={}", quote(n)));
+    }
+    for l in token_line.iter().chain(&tls_lines) {
+        s.push_str(&format!("export {l}\n"));
     }
     s.push_str("#\n# For a systemd service (services do not see this shell): `systemctl edit ollama` and add\n");
     s.push_str("#   [Service]\n");
     s.push_str(&format!("#   Environment=LD_LIBRARY_PATH={lib}\n"));
     s.push_str(&format!("#   Environment=VGPU_SERVER={}\n", quote(&server)));
-    if let Some(t) = &token_line {
-        s.push_str(&format!("#   Environment={t}\n"));
+    for l in token_line.iter().chain(&tls_lines) {
+        s.push_str(&format!("#   Environment={l}\n"));
     }
     s.push_str(&format!(
         "# or put server/token_file in {} (read by every process), see scripts/systemd/ollama-vgpu.conf.\n",
@@ -72,5 +80,11 @@ mod tests {
         assert!(s.contains("export VGPU_TOKEN_FILE=/etc/vgpu/token"), "{s}");
         assert!(s.contains("#   Environment=LD_LIBRARY_PATH=/opt/vgpu/lib"), "{s}");
         assert_eq!(quote("a b"), "'a b'");
+
+        env.insert("VGPU_SERVER".into(), "tls://gpu:7443".into());
+        env.insert("VGPU_TLS_CA".into(), "/etc/vgpu/ca.pem".into());
+        let s = lines(Path::new("/opt/vgpu/lib"), &config::resolve(&env, &Root::new(t.path())));
+        assert!(s.contains("export VGPU_TLS_CA=/etc/vgpu/ca.pem\n"), "{s}");
+        assert!(s.contains("#   Environment=VGPU_TLS_CA=/etc/vgpu/ca.pem\n"), "{s}");
     }
 }

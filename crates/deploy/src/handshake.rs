@@ -18,6 +18,9 @@ pub enum Outcome {
     Refused(String),
     /// Nothing accepts connections there.
     ConnectFailed(String),
+    /// Connected, but TLS failed: the server's certificate does not check out against the
+    /// CA (or name) configured, no CA is configured, or the server does not speak TLS.
+    Tls(String),
     /// Connected, but no answer came.
     NoReply(String),
     /// Something answered that does not speak vgpu's framing.
@@ -28,7 +31,9 @@ pub enum Outcome {
 
 /// Why a server refused, as a doctor finding code.
 pub fn refusal_code(reason: &str) -> &'static str {
-    if reason.contains("mismatch") {
+    if reason == transport::PLAIN_REFUSAL {
+        "tls-required"
+    } else if reason.contains("mismatch") {
         "protocol-mismatch"
     } else if reason.contains("requires a token") {
         "token-missing"
@@ -57,6 +62,7 @@ fn hostname() -> String {
 pub fn handshake(addr: &Address, token: &str, version: u32, wire_hash: u64, timeout: Duration) -> Outcome {
     let mut s = match addr.connect(timeout) {
         Ok(s) => s,
+        Err(e) if transport::is_tls_error(&e) => return Outcome::Tls(e.to_string()),
         Err(e) => return Outcome::ConnectFailed(e.to_string()),
     };
     if let Err(e) = s.set_timeouts(Some(timeout), Some(timeout)) {
@@ -120,6 +126,7 @@ mod tests {
         assert_eq!(refusal_code("protocol version mismatch: client speaks 2, server speaks 1"), "protocol-mismatch");
         assert_eq!(refusal_code("wire table mismatch: client 1, server 2"), "protocol-mismatch");
         assert_eq!(refusal_code("backend failed to start: x"), "server-backend-failed");
+        assert_eq!(refusal_code(transport::PLAIN_REFUSAL), "tls-required");
     }
 
     #[test]

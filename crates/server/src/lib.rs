@@ -12,7 +12,7 @@ mod listener;
 pub mod sim;
 mod worker;
 
-pub use listener::{ServeOptions, serve, spawn_worker_for};
+pub use listener::{ServeOptions, TlsFiles, serve, spawn_worker_for};
 pub use worker::{SessionConfig, run_session};
 
 use device_model::Snapshot;

@@ -6,7 +6,7 @@ use crate::BackendKind;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,33 @@ pub struct ServeOptions {
     pub gpus: Option<String>,
     /// The program to run as `<worker_exe> worker ...` (normally the `vgpu` binary itself).
     pub worker_exe: PathBuf,
+    /// Certificate and key of the `tls://` listeners.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a `tls://` listener: the certificate chain (server first) and its key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Check the TLS settings against the listeners, and the files by loading them, so that a
+/// bad certificate stops `vgpu serve` at once rather than failing every session.
+fn check_tls(listen: &[Address], tls: Option<&TlsFiles>) -> Result<Option<TlsFiles>, String> {
+    let wanted = listen.iter().any(Address::is_tls);
+    match tls {
+        None if wanted => Err("a tls:// listener needs --tls-cert and --tls-key".into()),
+        None => Ok(None),
+        // Files given for no TLS listener: the operator believes traffic is encrypted.
+        Some(_) if !wanted => Err("--tls-cert/--tls-key are for tls:// listeners and none is given".into()),
+        Some(f) => {
+            transport::TlsServer::from_pem_files(&f.cert, &f.key)?;
+            // Workers get the paths; make them independent of where they run.
+            let abs = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+            Ok(Some(TlsFiles { cert: abs(&f.cert)?, key: abs(&f.key)? }))
+        }
+    }
 }
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
@@ -57,8 +84,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     if opts.listen.iter().any(|a| a.needs_token()) && opts.token.as_deref().is_none_or(str::is_empty) {
         return Err("a TCP listener needs a token: pass --token-file (or VGPU_TOKEN)".into());
     }
+    let tls = check_tls(&opts.listen, opts.tls.as_ref())?;
     let snapshot = Arc::new(postcard::to_allocvec(&snapshot).map_err(|e| e.to_string())?);
-    let opts = Arc::new(opts);
+    let opts = Arc::new(ServeOptions { tls, ..opts });
     let mut threads = Vec::new();
     for addr in opts.listen.clone() {
         let listener = addr.bind().map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -69,7 +97,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
                 match listener.accept() {
                     Ok(stream) => {
                         let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
-                        if let Err(e) = spawn_worker_for(&stream, &opts, &snapshot, id, addr.needs_token()) {
+                        if let Err(e) = spawn_worker_for(&stream, &opts, &snapshot, id, &addr) {
                             tracing::error!("session {id}: cannot start a worker: {e}");
                         }
                     }
@@ -87,14 +115,16 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// Start `vgpu worker` on this connection: the socket becomes its fd 3, the snapshot
-/// arrives on its stdin, the token in its environment (not on its command line).
+/// Start `vgpu worker` on this connection, accepted on `listener`: the socket becomes its
+/// fd 3, the snapshot arrives on its stdin, the token in its environment (not on its
+/// command line). For a `tls://` listener the worker gets the certificate and key paths and
+/// does the TLS handshake itself (TLS state cannot be handed across `exec`).
 pub fn spawn_worker_for(
     stream: &Stream,
     opts: &ServeOptions,
     snapshot: &[u8],
     id: u64,
-    needs_token: bool,
+    listener: &Address,
 ) -> std::io::Result<()> {
     let fd = stream.as_raw_fd();
     let mut cmd = Command::new(&opts.worker_exe);
@@ -103,10 +133,16 @@ pub fn spawn_worker_for(
         cmd.arg("--memory-limit").arg(m.to_string());
     }
     if let Some(t) = &opts.token {
-        // Unix sockets rely on file permissions; TCP always needs the token.
-        if needs_token {
+        // Unix sockets rely on file permissions; TCP (with TLS or not) always needs the token.
+        if listener.needs_token() {
             cmd.env("VGPU_WORKER_TOKEN", t);
         }
+    }
+    if listener.is_tls() {
+        let Some(tls) = &opts.tls else {
+            return Err(std::io::Error::other("a tls:// listener without --tls-cert/--tls-key"));
+        };
+        cmd.arg("--tls-cert").arg(&tls.cert).arg("--tls-key").arg(&tls.key);
     }
     cmd.stdin(Stdio::piped());
     let server_pid = std::process::id() as libc::pid_t;

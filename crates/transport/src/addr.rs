@@ -5,12 +5,16 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tls::{TlsStream, TlsTarget};
+
 /// Where a server listens or a client connects: `unix:/path`, `tcp://host:port`,
-/// `vsock://cid:port`.
+/// `tls://host:port` (TCP with TLS; a client fills in the CA and name from its
+/// configuration), `vsock://cid:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     Unix(PathBuf),
     Tcp(String),
+    Tls(TlsTarget),
     Vsock { cid: u32, port: u32 },
 }
 
@@ -31,6 +35,12 @@ impl std::str::FromStr for Address {
             }
             return Ok(Address::Tcp(hp.to_string()));
         }
+        if let Some(hp) = s.strip_prefix("tls://").or_else(|| s.strip_prefix("tls:")) {
+            if !hp.contains(':') {
+                return Err(format!("{s}: expected tls://host:port"));
+            }
+            return Ok(Address::Tls(TlsTarget { host_port: hp.to_string(), ca: None, name: None }));
+        }
         if let Some(cp) = s.strip_prefix("vsock://").or_else(|| s.strip_prefix("vsock:")) {
             let (c, p) = cp.split_once(':').ok_or_else(|| format!("{s}: expected vsock://cid:port"))?;
             let cid = c.parse().map_err(|_| format!("{s}: bad vsock cid"))?;
@@ -40,7 +50,7 @@ impl std::str::FromStr for Address {
         if s.starts_with('/') {
             return Ok(Address::Unix(PathBuf::from(s)));
         }
-        Err(format!("{s}: expected unix:/path, tcp://host:port or vsock://cid:port"))
+        Err(format!("{s}: expected unix:/path, tcp://host:port, tls://host:port or vsock://cid:port"))
     }
 }
 
@@ -49,33 +59,33 @@ impl std::fmt::Display for Address {
         match self {
             Address::Unix(p) => write!(f, "unix:{}", p.display()),
             Address::Tcp(hp) => write!(f, "tcp://{hp}"),
+            Address::Tls(t) => write!(f, "tls://{}", t.host_port),
             Address::Vsock { cid, port } => write!(f, "vsock://{cid}:{port}"),
         }
     }
 }
 
 impl Address {
-    /// Whether a token is required on this kind of listener.
+    /// Whether a token is required on this kind of listener. TLS proves the server to the
+    /// client, not the client to the server, so `tls://` needs one as `tcp://` does.
     pub fn needs_token(&self) -> bool {
-        matches!(self, Address::Tcp(_))
+        matches!(self, Address::Tcp(_) | Address::Tls(_))
     }
 
+    /// Whether this is a `tls://` address.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Address::Tls(_))
+    }
+
+    /// Connect; for `tls://` also complete the TLS handshake, each wait bounded by
+    /// `timeout`.
     pub fn connect(&self, timeout: Duration) -> io::Result<Stream> {
         match self {
             Address::Unix(p) => Ok(Stream::Unix(UnixStream::connect(p)?)),
-            Address::Tcp(hp) => {
-                let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{hp}: no address"));
-                for sa in hp.to_socket_addrs()? {
-                    match TcpStream::connect_timeout(&sa, timeout) {
-                        Ok(s) => {
-                            s.set_nodelay(true)?;
-                            set_keepalive(s.as_raw_fd());
-                            return Ok(Stream::Tcp(s));
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                Err(last)
+            Address::Tcp(hp) => tcp_connect(hp, timeout).map(Stream::Tcp),
+            Address::Tls(t) => {
+                let s = tcp_connect(&t.host_port, timeout)?;
+                crate::tls::connect(t, s, timeout).map(|s| Stream::Tls(Box::new(s)))
             }
             Address::Vsock { cid, port } => vsock_connect(*cid, *port).map(Stream::Unix),
         }
@@ -94,9 +104,27 @@ impl Address {
                 Ok(Listener::Unix(UnixListener::bind(p)?))
             }
             Address::Tcp(hp) => Ok(Listener::Tcp(TcpListener::bind(hp.as_str())?)),
+            // A plain TCP listener: each worker does the TLS handshake on its own
+            // connection (`crate::TlsServer::relay`).
+            Address::Tls(t) => Ok(Listener::Tcp(TcpListener::bind(t.host_port.as_str())?)),
             Address::Vsock { cid, port } => vsock_listen(*cid, *port).map(Listener::Unix),
         }
     }
+}
+
+fn tcp_connect(hp: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{hp}: no address"));
+    for sa in hp.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&sa, timeout) {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                set_keepalive(s.as_raw_fd());
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 fn set_keepalive(fd: RawFd) {
@@ -161,9 +189,13 @@ fn vsock_listen(cid: u32, port: u32) -> io::Result<UnixListener> {
 pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    /// A client's TLS connection (boxed: the TLS state is large and only this variant
+    /// carries it).
+    Tls(Box<TlsStream>),
 }
 
 impl Stream {
+    /// Socket timeouts; on a TLS stream they bound each wait for the socket underneath.
     pub fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Unix(s) => {
@@ -174,18 +206,28 @@ impl Stream {
                 s.set_read_timeout(read)?;
                 s.set_write_timeout(write)
             }
+            Stream::Tls(s) => {
+                s.tcp().set_read_timeout(read)?;
+                s.tcp().set_write_timeout(write)
+            }
         }
     }
 
+    /// A second handle on the same connection. Not for TLS streams: their state cannot be
+    /// shared (the client never clones; the server relays TLS to a socket pair instead).
     pub fn try_clone(&self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Unix(s) => Stream::Unix(s.try_clone()?),
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Tls(_) => {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, "a TLS stream cannot be cloned"));
+            }
         })
     }
 
+    /// Whether TCP carries this stream (with or without TLS).
     pub fn is_tcp(&self) -> bool {
-        matches!(self, Stream::Tcp(_))
+        matches!(self, Stream::Tcp(_) | Stream::Tls(_))
     }
 
     /// Take ownership of an inherited socket (the server's worker processes get theirs so).
@@ -212,6 +254,7 @@ impl Stream {
         let _ = match self {
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Tls(s) => s.tcp().shutdown(std::net::Shutdown::Both),
         };
     }
 }
@@ -221,6 +264,7 @@ impl AsRawFd for Stream {
         match self {
             Stream::Unix(s) => s.as_raw_fd(),
             Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.tcp().as_raw_fd(),
         }
     }
 }
@@ -230,6 +274,7 @@ impl Read for Stream {
         match self {
             Stream::Unix(s) => s.read(buf),
             Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -240,20 +285,37 @@ impl Read for Stream {
 // a SIGPIPE that kills the application. Timeouts (SO_SNDTIMEO) apply as before.
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = unsafe { libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        match self {
+            Stream::Tls(s) => s.write(buf),
+            _ => send(self.as_raw_fd(), buf),
+        }
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on unix; sendmsg only reads them.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len().min(1024) as _;
-        let n = unsafe { libc::sendmsg(self.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        match self {
+            Stream::Tls(s) => s.write_vectored(bufs),
+            _ => send_vectored(self.as_raw_fd(), bufs),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
+        // Nothing is buffered: a TLS stream writes out its records in every write.
         Ok(())
     }
+}
+
+/// `send(2)` with MSG_NOSIGNAL (see above), for every socket writer of this crate.
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+/// `sendmsg(2)` with MSG_NOSIGNAL: a gathered write.
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: `IoSlice` is ABI-compatible with `iovec` on unix; sendmsg only reads them.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(1024) as _;
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 pub enum Listener {
@@ -295,5 +357,10 @@ mod tests {
         assert!("tcp://nohost".parse::<Address>().is_err());
         assert!("http://x".parse::<Address>().is_err());
         assert_eq!("tcp://h:1".parse::<Address>().unwrap().to_string(), "tcp://h:1");
+        let tls = "tls://gpu.example:7443".parse::<Address>().unwrap();
+        assert_eq!(tls, Address::Tls(TlsTarget { host_port: "gpu.example:7443".into(), ca: None, name: None }));
+        assert_eq!(tls.to_string(), "tls://gpu.example:7443");
+        assert!(tls.needs_token() && tls.is_tls());
+        assert!("tls://nohost".parse::<Address>().is_err());
     }
 }

@@ -1,11 +1,13 @@
-//! Moving vgpu frames: addresses, streams, framing, the client's connection and the
-//! server's listener. Blocking std sockets only: the client side lives inside someone
+//! Moving vgpu frames: addresses, streams (TLS included), framing, the client's connection
+//! and the server's listener. Blocking std sockets only: the client side lives inside someone
 //! else's process, where no async runtime may be started.
 
 mod addr;
 mod conn;
 mod framing;
+mod tls;
 
 pub use addr::{Address, Listener, Stream};
 pub use conn::{Conn, Error, Timeouts};
 pub use framing::{Frame, read_exact_into, read_frame, read_header, write_frame};
+pub use tls::{PLAIN_REFUSAL, Relay, TlsError, TlsServer, TlsStream, TlsTarget, is_tls_error};

@@ -145,11 +145,12 @@ stage_bench() {
     vg_tcp $B/llama-bench -m $W/$m.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-$m-tcp.md" 2>"$W/be" || tail -5 "$W/be" >>"$SUMMARY"
     for t in native unix tcp; do say "bench $m $t: $(grep -E 'pp512|tg128' "$OUT/bench-$m-$t.md" | awk -F'|' '{print $(NF-2), $(NF-1)}' | tr '\n' ' ')"; done
   done
-  # Diagnostic rows: native without programmatic dependent launch, and vgpu with every
-  # one-way call written at once, to tell GPU-side from wire-side losses apart.
+  # Diagnostic rows: native without programmatic dependent launch; vgpu without answering
+  # synchronizes locally, and without polling for replies: what each is worth.
   GGML_CUDA_PDL=0 LD_LIBRARY_PATH=$B $B/llama-bench -m $W/q8.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-q8-native-nopdl.md" 2>/dev/null
-  vg env VGPU_BATCH=0 $B/llama-bench -m $W/q8.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-q8-unix-nobatch.md" 2>/dev/null
-  for t in native-nopdl unix-nobatch; do say "bench q8 $t: $(grep -E 'pp512|tg128' "$OUT/bench-q8-$t.md" | awk -F'|' '{print $(NF-2), $(NF-1)}' | tr '\n' ' ')"; done
+  vg env VGPU_ELIDE=0 $B/llama-bench -m $W/q8.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-q8-unix-noelide.md" 2>/dev/null
+  vg env VGPU_SPIN_US=0 $B/llama-bench -m $W/q8.gguf -p 512 -n 128 -ngl 99 -r 3 -o md >"$OUT/bench-q8-unix-nospin.md" 2>/dev/null
+  for t in native-nopdl unix-noelide unix-nospin; do say "bench q8 $t: $(grep -E 'pp512|tg128' "$OUT/bench-q8-$t.md" | awk -F'|' '{print $(NF-2), $(NF-1)}' | tr '\n' ' ')"; done
 }
 
 # Only a few files come back from $OUT: everything goes into one archive beside the
@@ -172,6 +173,25 @@ stage_trace() { # where a decode step's time goes: client calls (VGPU_TRACE=summ
   head -25 "$OUT/trace-client.txt" >>"$SUMMARY"
   # The server logs its own time per call (VGPU_STATS=1) when that session ends.
   sleep 1; grep -A25 'time per call' "$OUT/server.log" | tail -26 >"$OUT/trace-server.txt"
+  # Every call of the last decode steps, one line each.
+  vg env VGPU_TRACE=1 "$B/llama-completion" -m $W/q8.gguf -p "hello world" -n 8 --temp 0 --seed 1 -ngl 99 -no-cnv \
+    >/dev/null 2>"$W/trace1.log" </dev/null
+  grep vgpu-trace "$W/trace1.log" | tail -300 >"$OUT/trace-lines.txt"
+  # Prompt processing alone: each call of one run, and per-call times for both models.
+  vg env VGPU_TRACE=1 "$B/llama-bench" -m $W/q8.gguf -p 512 -n 0 -r 1 -ngl 99 >/dev/null 2>"$W/trace-pp1.log"
+  grep vgpu-trace "$W/trace-pp1.log" | cut -c1-200 >"$OUT/trace-pp-lines.txt"
+  for m in q8 f16; do
+    vg env VGPU_TRACE=summary "$B/llama-bench" -m $W/$m.gguf -p 512 -n 0 -r 3 -ngl 99 >/dev/null 2>"$W/trace-pp.log"
+    sed -n '/vgpu-trace summary/,$p' "$W/trace-pp.log" >"$OUT/trace-pp-$m-client.txt"
+    sleep 1; grep -A40 'time per call' "$OUT/server.log" | tail -41 >"$OUT/trace-pp-$m-server.txt"
+  done
+}
+stage_perf() { # where a launch's client time goes
+  build_gpu_tests
+  command -v perf >/dev/null || { say "perf: not installed"; return; }
+  vg perf record -F 10000 -g -o "$W/perf.data" "$W/launch_bench" >"$W/perf.out" 2>&1
+  say "perf run: $(tail -1 "$W/perf.out")"
+  perf report -i "$W/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null | grep -v '^$' | head -120 >"$OUT/perf-launch.txt"
 }
 stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp) and llama-bench rows, as ratios
   build_llama; models

@@ -153,7 +153,7 @@ impl Session {
                 let legacy = s <= 1;
                 let plan = if legacy { self.idle.plan_all(server, ctx) } else { self.idle.plan(key(s)) };
                 return match plan {
-                    Plan::Done => self.answered(c, unit()),
+                    Plan::Done => self.answered(server, c, unit()),
                     Plan::Barrier if legacy => {
                         self.forward(server, ctx, &ops::ctx_barrier {}, &[], None).and_then(|_| unit())
                     }
@@ -169,7 +169,7 @@ impl Session {
             }
             (ops::cuCtxSynchronize::OP, _) => {
                 return match self.idle.plan_all(server, ctx) {
-                    Plan::Done => self.answered(c, unit()),
+                    Plan::Done => self.answered(server, c, unit()),
                     Plan::Barrier => self.forward(server, ctx, &ops::ctx_barrier {}, &[], None).and_then(|_| unit()),
                     Plan::Wait(ticket) => {
                         let r = self.forward(server, ctx, c, bulk_in, bulk_out)?;
@@ -178,7 +178,7 @@ impl Session {
                     }
                 };
             }
-            (ops::cuStreamQuery::OP, Some(s)) if self.idle.is_idle(key(s)) => return self.answered(c, unit()),
+            (ops::cuStreamQuery::OP, Some(s)) if self.idle.is_idle(key(s)) => return self.answered(server, c, unit()),
             // The server waits for the stream before it answers with the bytes.
             (ops::cuMemcpyDtoHAsync_v2::OP, Some(s)) if bulk_out.as_ref().is_some_and(|b| !b.is_empty()) => {
                 let ticket = self.idle.ticket();
@@ -212,8 +212,13 @@ impl Session {
         self.forward(server, ctx, c, bulk_in, bulk_out)
     }
 
-    /// A call answered without the server: traced like the others.
-    fn answered<C: Call>(&self, c: &C, r: Result<C::Ret, Error>) -> Result<C::Ret, Error> {
+    /// A call answered without the server: traced like the others. A lost connection still
+    /// fails it, as the lost device fails every call natively.
+    fn answered<C: Call>(&self, server: usize, c: &C, r: Result<C::Ret, Error>) -> Result<C::Ret, Error> {
+        let r = match self.conns.get(server) {
+            Some(conn) if conn.is_dead() => Err(Error::Lost(format!("{}: connection closed earlier", conn.address()))),
+            _ => r,
+        };
         match self.trace {
             Trace::Off => {}
             Trace::Summary => summary::add_local(C::OP),

@@ -122,7 +122,12 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     let mut out = Vec::new();
     // VGPU_STATS=1 on the server: time spent per opcode, logged when the session ends.
     let mut stats = std::env::var_os("VGPU_STATS").map(|_| Stats::default());
+    // The next frame usually follows within microseconds: poll before sleeping on the socket.
+    let (spin, fd) = (transport::spin_budget(transport::DEFAULT_SPIN), std::os::fd::AsRawFd::as_raw_fd(&control));
     let result = loop {
+        if reader.buffer().is_empty() {
+            transport::wait_readable(fd, spin);
+        }
         let h = match read_frame(&mut reader, &mut args, &mut bulk) {
             Ok(h) => h,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),

@@ -111,6 +111,8 @@ pub struct Conn {
     dead: AtomicBool,
     batching: AtomicBool,
     address: Address,
+    /// How long a caller polls for its reply before sleeping (see `spin`).
+    spin: Duration,
 }
 
 impl Conn {
@@ -132,6 +134,7 @@ impl Conn {
             dead: AtomicBool::new(false),
             batching: AtomicBool::new(false),
             address: address.clone(),
+            spin: crate::spin_budget(crate::CLIENT_SPIN),
         };
         let args = postcard::to_allocvec(hello).map_err(|e| Error::Lost(e.to_string()))?;
         let bytes = conn.roundtrip(OP_HELLO, 0, &args, &[], None)?;
@@ -274,6 +277,10 @@ impl Conn {
         let s = &mut *g;
         self.drain(s).map_err(|e| self.fail_locked(s, e.to_string()))?;
         write_frame(&mut s.stream, &h, args, bulk_in).map_err(|e| self.fail_locked(s, e.to_string()))?;
+        // A TLS stream may hold decrypted bytes the socket no longer shows: no polling there.
+        if !matches!(s.stream, Stream::Tls(_)) {
+            crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&s.stream), self.spin);
+        }
         loop {
             let r = read_header(&mut s.stream).map_err(|e| self.fail_locked(s, describe_read(e)))?;
             if r.is_heartbeat() {

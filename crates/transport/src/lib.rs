@@ -5,9 +5,11 @@
 mod addr;
 mod conn;
 mod framing;
+mod spin;
 mod tls;
 
 pub use addr::{Address, Listener, Stream};
 pub use conn::{Conn, Error, Timeouts};
 pub use framing::{Frame, read_exact_into, read_frame, read_header, write_frame};
+pub use spin::{CLIENT_SPIN, DEFAULT_SPIN, spin_budget, wait_readable};
 pub use tls::{PLAIN_REFUSAL, Relay, TlsError, TlsServer, TlsStream, TlsTarget, is_tls_error};

@@ -1,0 +1,60 @@
+//! Polling a socket for a short while before sleeping on it.
+//!
+//! A blocking read that has to sleep costs a wake-up when the data comes: several
+//! microseconds on bare metal, tens inside a VM, which is more than the rest of a round trip.
+//! The CUDA driver spins while it waits for the GPU for the same reason. So a reader that
+//! expects data soon polls first, and sleeps only when none came within its budget.
+
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// How long the server polls for a client's next frame; `VGPU_SPIN_US` overrides it
+/// (0: never).
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
+/// How long a client polls for a reply: longer, since the reply often waits for the GPU
+/// (a decode step's last copy waits about a millisecond), and the caller is idle meanwhile.
+pub const CLIENT_SPIN: Duration = Duration::from_millis(1);
+
+/// The spin budget from `VGPU_SPIN_US`, else `default`.
+pub fn spin_budget(default: Duration) -> Duration {
+    std::env::var("VGPU_SPIN_US").ok().and_then(|v| v.parse().ok()).map_or(default, Duration::from_micros)
+}
+
+/// Return once `fd` is readable (or closed, or in error), or after `budget`, whichever comes
+/// first; the caller then reads, blocking if need be.
+pub fn wait_readable(fd: RawFd, budget: Duration) -> bool {
+    if budget.is_zero() {
+        return false;
+    }
+    let start = Instant::now();
+    loop {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } != 0 {
+            return true;
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn sees_data_and_gives_up_without() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let t = Instant::now();
+        assert!(!wait_readable(b.as_raw_fd(), Duration::from_millis(2)));
+        assert!(t.elapsed() >= Duration::from_millis(2));
+        a.write_all(b"x").unwrap();
+        assert!(wait_readable(b.as_raw_fd(), Duration::from_secs(5)));
+        assert!(!wait_readable(b.as_raw_fd(), Duration::ZERO), "a zero budget does not poll");
+    }
+}

@@ -65,6 +65,8 @@ fn synchronizes_are_answered_locally_when_nothing_is_pending() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && stdout.contains("elided ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
         assert!(stdout.contains(error), "VGPU_ELIDE={elide}: {stdout}");
+        assert!(stdout.contains("occupancy 8 8 2"), "{stdout}");
+        assert_eq!(calls(&stderr, "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags"), 2, "{stderr}");
         let local_syncs = stderr
             .lines()
             .filter(|l| l.contains("answered locally"))

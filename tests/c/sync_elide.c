@@ -21,6 +21,10 @@ int cuMemsetD8Async(CUdeviceptr, unsigned char, size_t, CUstream);
 int cuStreamCreate(CUstream *, unsigned);
 int cuStreamSynchronize(CUstream);
 int cuStreamQuery(CUstream);
+typedef void *CUmodule, *CUfunction;
+int cuModuleLoadData(CUmodule *, const void *);
+int cuModuleGetFunction(CUfunction *, CUmodule, const char *);
+int cuOccupancyMaxActiveBlocksPerMultiprocessor(int *, CUfunction, int, size_t);
 
 #define CHECK(x) do { int r_ = (x); if (r_) { printf("FAIL %s -> %d (line %d)\n", #x, r_, __LINE__); return 1; } } while (0)
 
@@ -55,6 +59,17 @@ int main(void) {
         return 1;
     }
     printf("elided ok\n");
+    /* Occupancy is a pure function of its arguments: asked once per distinct question. */
+    static const char ptx[] = ".version 8.0\n.target sm_52\n.address_size 64\n.visible .entry empty()\n{\nret;\n}\n";
+    CUmodule m;
+    CUfunction f;
+    int blocks = 0, again = 0, other = 0;
+    CHECK(cuModuleLoadData(&m, ptx));
+    CHECK(cuModuleGetFunction(&f, m, "empty"));
+    CHECK(cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, f, 256, 0));
+    for (int i = 0; i < 10; i++) CHECK(cuOccupancyMaxActiveBlocksPerMultiprocessor(&again, f, 256, 0));
+    CHECK(cuOccupancyMaxActiveBlocksPerMultiprocessor(&other, f, 1024, 0));
+    printf("occupancy %d %d %d\n", blocks, again, other);
     /* A copy past the allocation fails on the server; the barrier does not wait for it,
      * so the next synchronous call reports it. */
     CHECK(cuMemcpyHtoDAsync_v2(d + (1 << 20) - 16, buf, 64, s));

@@ -581,6 +581,18 @@ impl protocol::Backend for Sim {
         Err(NOT_SUPPORTED)
     }
 
+    fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+        &mut self,
+        _io: &mut Io<'_>,
+        _func: u64,
+        block: i32,
+        _smem: u64,
+        _flags: u32,
+    ) -> Result<i32, u32> {
+        // An H100 SM holds 2048 threads in at most 32 blocks.
+        if block <= 0 { Err(INVALID_VALUE) } else { Ok((2048 / block).min(32)) }
+    }
+
     fn cuStreamCreate(&mut self, _io: &mut Io<'_>, _flags: u32) -> Result<u64, u32> {
         self.device()?;
         let s = self.id();

@@ -104,6 +104,9 @@ fn remember(t: Target, f: &FuncInfo) -> Result<u64, R> {
     let h = route::tag(t.server, f.handle)?;
     route::remember(h, t.ctx);
     state::tables().functions.write().insert(h, Arc::new(f.params.clone()));
+    // A handle value the server reuses after an unload names another function now.
+    state::tables().func_attrs.write().remove(&h);
+    forget_occupancy(h);
     Ok(h)
 }
 
@@ -304,6 +307,7 @@ pub extern "C" fn cuFuncSetAttribute(f: CUfunction, attrib: CUfunction_attribute
     entry(|| {
         about(f as u64, |func| ops::cuFuncSetAttribute { func, attrib: attrib.0 as i32, value })?;
         state::tables().func_attrs.write().remove(&(f as u64));
+        forget_occupancy(f as u64);
         Ok(())
     })
 }
@@ -315,7 +319,16 @@ pub extern "C" fn cuKernelSetAttribute(attrib: CUfunction_attribute, value: c_in
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuFuncSetCacheConfig(f: CUfunction, config: CUfunc_cache) -> R {
-    entry(|| about(f as u64, |func| ops::cuFuncSetCacheConfig { func, config: config.0 }))
+    entry(|| {
+        about(f as u64, |func| ops::cuFuncSetCacheConfig { func, config: config.0 })?;
+        forget_occupancy(f as u64);
+        Ok(())
+    })
+}
+
+/// A function's attributes changed: its occupancy may have.
+fn forget_occupancy(f: u64) {
+    state::tables().occupancy.write().retain(|k, _| k.0 != f);
 }
 
 #[unsafe(no_mangle)]
@@ -327,12 +340,17 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     flags: c_uint,
 ) -> R {
     entry(|| {
+        let key = (f as u64, block, smem as u64, flags);
+        if let Some(&v) = state::tables().occupancy.read().get(&key) {
+            return unsafe { put(n, v) };
+        }
         let v = about(f as u64, |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
             func,
             block,
             smem: smem as u64,
             flags,
         })?;
+        state::tables().occupancy.write().insert(key, v);
         unsafe { put(n, v) }
     })
 }

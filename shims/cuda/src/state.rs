@@ -52,6 +52,10 @@ pub struct Tables {
     pub functions: RwLock<HashMap<u64, Layout>>,
     /// Function → every CUfunction_attribute, fetched once.
     pub func_attrs: RwLock<HashMap<u64, Arc<Vec<i32>>>>,
+    /// (function, block size, dynamic shared memory, flags) → blocks per SM. A pure function
+    /// of these and the function's attributes, which llama.cpp asks for before launches:
+    /// a round trip each would wait behind every launch queued before it.
+    pub occupancy: RwLock<HashMap<(u64, i32, u64, u32), i32>>,
     /// Start → (length, kind, context) of memory ranges this process knows about.
     pub ranges: RwLock<BTreeMap<u64, (u64, MemKind, u64)>>,
 }

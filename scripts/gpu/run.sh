@@ -257,6 +257,23 @@ stage_twoservers() { # issue 9 on one GPU: two servers, two devices, llama.cpp -
   pkill -f 'unix:/tmp/v2[ab].sock'
 }
 
+stage_multigpu() { # issue 9 on a machine with several GPUs: one server, every GPU, llama.cpp -sm layer
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  nvidia-smi -L >"$OUT/mg-smi-native.txt" 2>&1; vg nvidia-smi -L >"$OUT/mg-smi-vgpu.txt" 2>&1
+  compare multigpu-smi-L "$OUT/mg-smi-native.txt" "$OUT/mg-smi-vgpu.txt"
+  local args=(-m $W/q8.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv -sm layer)
+  LD_LIBRARY_PATH=$B "$B/llama-completion" "${args[@]}" >"$W/mg.n" 2>"$OUT/mg-native.err" </dev/null
+  vg "$B/llama-completion" "${args[@]}" >"$W/mg.v" 2>"$OUT/mg-vgpu.err" </dev/null
+  compare multigpu-sm-layer-text "$W/mg.n" "$W/mg.v"
+  say "CUDA1 mentioned: native $(grep -c CUDA1 "$OUT/mg-native.err"), vgpu $(grep -c CUDA1 "$OUT/mg-vgpu.err")"
+  for m in q8 f16; do
+    LD_LIBRARY_PATH=$B $B/llama-bench -m $W/$m.gguf -sm layer -p 512 -n 128 -ngl 99 -r 5 -o md >"$OUT/mgbench-$m-native.md" 2>/dev/null
+    vg $B/llama-bench -m $W/$m.gguf -sm layer -p 512 -n 128 -ngl 99 -r 5 -o md >"$OUT/mgbench-$m-unix.md" 2>"$W/be" || tail -3 "$W/be" >>"$SUMMARY"
+    for t in native unix; do say "multi-GPU bench $m $t: $(grep -E 'pp512|tg128' "$OUT/mgbench-$m-$t.md" | awk -F'|' '{print $(NF-2), $(NF-1)}' | tr '\n' ' ')"; done
+  done
+}
+
 stage_savellama() { # the llama.cpp build, so later calls can carry it instead of rebuilding
   tar czf "$W/llama-bin.tgz" -C "$LB" bin && split -b 15m "$W/llama-bin.tgz" "$OUT/llama-bin.tgz.part"
   say "llama build saved: $(du -h "$W/llama-bin.tgz" | cut -f1)"
@@ -266,9 +283,9 @@ stages=("$@"); [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ] && stages=(sm
 nvidia-smi --query-gpu=name,driver_version,uuid --format=csv,noheader | tee -a "$SUMMARY"
 start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
-case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*) build_llama & LLAMA_BUILD=$! ;; esac
+case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|trace|vbench|ollama|faults|twoservers|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|trace|vbench|ollama|faults|twoservers|multigpu|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

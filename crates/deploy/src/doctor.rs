@@ -615,7 +615,10 @@ impl Doctor<'_> {
         let mut missing = Vec::new();
         for name in LIBRARIES {
             let res = self.loader.resolve(name, &ldpath);
-            if let Some(s) = &res.stale_cache {
+            // A stale cache entry matters only where the loader gets that far: not when
+            // LD_LIBRARY_PATH already found the library.
+            let before_cache = res.hit.as_ref().is_some_and(|h| h.via == Via::LdLibraryPath);
+            if let Some(s) = res.stale_cache.as_ref().filter(|_| !before_cache) {
                 self.r.warn("loader", "ldconfig-stale", format!("{name}: {s}"), "run `sudo ldconfig`");
             }
             match res.hit.clone() {

@@ -80,6 +80,12 @@ impl Address {
     /// Connect; for `tls://` also complete the TLS handshake, each wait bounded by
     /// `timeout`.
     pub fn connect(&self, timeout: Duration) -> io::Result<Stream> {
+        let s = self.connect_plain(timeout)?;
+        big_buffers(s.as_raw_fd());
+        Ok(s)
+    }
+
+    fn connect_plain(&self, timeout: Duration) -> io::Result<Stream> {
         match self {
             Address::Unix(p) => Ok(Stream::Unix(UnixStream::connect(p)?)),
             Address::Tcp(hp) => tcp_connect(hp, timeout).map(Stream::Tcp),
@@ -325,6 +331,12 @@ pub enum Listener {
 
 impl Listener {
     pub fn accept(&self) -> io::Result<Stream> {
+        let s = self.accept_plain()?;
+        big_buffers(s.as_raw_fd());
+        Ok(s)
+    }
+
+    fn accept_plain(&self) -> io::Result<Stream> {
         match self {
             Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
             Listener::Tcp(l) => l.accept().map(|(s, _)| {
@@ -362,5 +374,24 @@ mod tests {
         assert_eq!(tls.to_string(), "tls://gpu.example:7443");
         assert!(tls.needs_token() && tls.is_tls());
         assert!("tls://nohost".parse::<Address>().is_err());
+    }
+}
+
+/// Socket buffers of a few MiB: bulk copies then move in large steps, with a fraction of
+/// the wake-ups the default (about 200 KiB) costs. The kernel caps the size at its
+/// `net.core.[wr]mem_max`; failing is harmless.
+fn big_buffers(fd: RawFd) {
+    let size: libc::c_int = 4 << 20;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt with a valid int option on a socket this process owns.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as _,
+            )
+        };
     }
 }

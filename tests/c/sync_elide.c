@@ -21,6 +21,10 @@ int cuMemsetD8Async(CUdeviceptr, unsigned char, size_t, CUstream);
 int cuStreamCreate(CUstream *, unsigned);
 int cuStreamSynchronize(CUstream);
 int cuStreamQuery(CUstream);
+typedef void *CUevent;
+int cuEventCreate(CUevent *, unsigned);
+int cuEventRecord(CUevent, CUstream);
+int cuEventSynchronize(CUevent);
 typedef void *CUmodule, *CUfunction;
 int cuModuleLoadData(CUmodule *, const void *);
 int cuModuleGetFunction(CUfunction *, CUmodule, const char *);
@@ -53,6 +57,11 @@ int main(void) {
     CHECK(cuMemcpyDtoHAsync_v2(back, d, sizeof back, s));
     CHECK(cuStreamSynchronize(s));
     CHECK(cuStreamQuery(s));
+    /* An event recorded on an idle stream is complete. */
+    CUevent ev;
+    CHECK(cuEventCreate(&ev, 0));
+    CHECK(cuEventRecord(ev, s));
+    CHECK(cuEventSynchronize(ev));
     CHECK(cuCtxSynchronize());
     if (back[0] != 99 || back[99] != 99 || back[100] != 0xee || back[109] != 0xee || back[110] != 99) {
         printf("FAIL bytes %d %d %d\n", back[0], back[100], back[110]);

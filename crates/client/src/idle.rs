@@ -15,6 +15,12 @@
 //!   sees the copies done; the caller was free to reuse its buffers when it queued them;
 //! - anything else, kernels above all (**busy**): a real synchronize.
 //!
+//! Events follow their streams: an event recorded on a stream is complete once the work
+//! queued there before it is known done: the stream was drained later, or another stream
+//! that waited for the event was (a pipeline across two GPUs: the second GPU's copy of the
+//! logits drains its stream, which waited for the first GPU's event). A synchronize or
+//! query of a complete event needs no round trip, and a wait for one adds nothing.
+//!
 //! Errors that an answered synchronize would have returned come back with the next
 //! synchronous call, as other asynchronous errors do. `VGPU_ELIDE=0` turns this off.
 
@@ -24,6 +30,13 @@ use std::collections::HashMap;
 /// A stream as the server knows it: server index, the server's context (the special
 /// streams 0, 1, 2 are per context), the server's stream handle.
 pub type Key = (usize, u64, u64);
+
+/// An event as the server knows it: server index, the server's event handle.
+pub type EventKey = (usize, u64);
+
+/// Waits remembered for completing events through the streams that waited (bounded: the
+/// oldest are dropped, which only costs a round trip later).
+const MAX_WAITS: usize = 4096;
 
 /// How many bytes of copies a synchronize may skip waiting for: at a few GB/s this is tens
 /// of microseconds, so the caller's clock cannot tell.
@@ -56,12 +69,22 @@ struct Inner {
     /// (server, context) → the epoch of the last work on streams we cannot name (a cuBLAS
     /// call runs on its handle's stream): every stream of that context is busy from then.
     unknown: HashMap<(usize, u64), u64>,
+    /// Stream → every piece of work noted on it at or before this epoch is done.
+    done_until: HashMap<Key, u64>,
+    /// Event → the stream it was last recorded on and the epoch of that record.
+    events: HashMap<EventKey, (Key, u64)>,
+    /// (stream that waited, epoch of the wait, event waited for).
+    waits: std::collections::VecDeque<(Key, u64, EventKey)>,
 }
 
 impl Inner {
     fn state(&self, k: Key) -> State {
         let unknown = self.unknown.get(&(k.0, k.1)).copied();
         match self.streams.get(&k) {
+            // Known done through an event or a drain of another stream.
+            Some(&(_, at)) if unknown.is_none_or(|u| at > u) && self.done_until.get(&k).is_some_and(|&d| d >= at) => {
+                State::Idle
+            }
             Some(&(s, at)) if unknown.is_none_or(|u| at > u) => s,
             _ if unknown.is_some() => State::Busy,
             _ => State::Idle,
@@ -71,6 +94,35 @@ impl Inner {
     fn set(&mut self, k: Key, s: State) {
         self.epoch += 1;
         self.streams.insert(k, (s, self.epoch));
+    }
+
+    /// Work on `k` noted at or before `epoch` is done; so is what the streams it waited
+    /// for had queued before the events it waited for.
+    fn done(&mut self, k: Key, epoch: u64) {
+        let mut todo = vec![(k, epoch)];
+        while let Some((k, epoch)) = todo.pop() {
+            let d = self.done_until.entry(k).or_insert(0);
+            if *d >= epoch {
+                continue;
+            }
+            *d = epoch;
+            for &(w, at, e) in &self.waits {
+                if w == k
+                    && at <= epoch
+                    && let Some(&(src, rec)) = self.events.get(&e)
+                {
+                    todo.push((src, rec));
+                }
+            }
+        }
+    }
+
+    /// Whether event `e`'s work is known done: a drain covered its record, or its stream
+    /// went idle since (a barrier: what follows reaches the server after it).
+    fn event_done(&self, e: EventKey) -> bool {
+        let Some(&(k, rec)) = self.events.get(&e) else { return false };
+        self.done_until.get(&k).is_some_and(|&d| d >= rec)
+            || matches!(self.streams.get(&k), Some(&(State::Idle, at)) if at >= rec)
     }
 }
 
@@ -131,6 +183,7 @@ impl Tracker {
         if !changed {
             g.set(k, State::Idle);
         }
+        g.done(k, ticket);
     }
 
     /// What synchronizing stream `k` takes. A barrier or an answer leaves it idle.
@@ -195,6 +248,64 @@ impl Tracker {
         for k in mine {
             g.set(k, State::Idle);
         }
+        let all: Vec<Key> = g.streams.keys().filter(|k| k.0 == server && k.1 == ctx).copied().collect();
+        for k in all {
+            g.done(k, ticket);
+        }
+    }
+
+    /// Event `e` recorded on stream `k` (after the record itself was noted as work on `k`).
+    pub fn recorded(&self, e: EventKey, k: Key) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.inner.lock();
+        let at = g.epoch;
+        // Recorded on an idle stream: complete as soon as the server sees it.
+        if g.state(k) != State::Busy && matches!(g.streams.get(&k), Some(&(State::Light(0), _)) | None) {
+            g.done(k, at);
+        }
+        g.events.insert(e, (k, at));
+    }
+
+    /// Stream `k` is to wait for event `e`: nothing to wait for if `e` is done (`true`);
+    /// else remembered, so that draining `k` later completes `e`.
+    pub fn waits_for(&self, k: Key, e: EventKey) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let mut g = self.inner.lock();
+        if g.event_done(e) {
+            return true;
+        }
+        let at = g.epoch + 1; // the epoch the wait's own work note will get
+        if g.waits.len() >= MAX_WAITS {
+            g.waits.pop_front();
+        }
+        g.waits.push_back((k, at, e));
+        false
+    }
+
+    /// Whether event `e` is known complete (synchronize or query answered here).
+    pub fn event_done(&self, e: EventKey) -> bool {
+        self.enabled && self.inner.lock().event_done(e)
+    }
+
+    /// The server answered that event `e` is complete.
+    pub fn event_completed(&self, e: EventKey) {
+        if !self.enabled {
+            return;
+        }
+        let mut g = self.inner.lock();
+        if let Some(&(k, rec)) = g.events.get(&e) {
+            g.done(k, rec);
+        }
+    }
+
+    pub fn forget_event(&self, e: EventKey) {
+        let mut g = self.inner.lock();
+        g.events.remove(&e);
+        g.waits.retain(|w| w.2 != e);
     }
 
     /// A stream that is gone.
@@ -278,6 +389,51 @@ mod tests {
         assert_eq!(t.plan_all(0, 7), Plan::Barrier);
         t.work(T, None);
         assert!(matches!(t.plan_all(0, 7), Plan::Wait(_)));
+    }
+
+    #[test]
+    fn an_event_on_an_idle_stream_is_done_at_once() {
+        let t = Tracker::new(true);
+        t.work(S, Some(0));
+        t.recorded((0, 1), S);
+        assert!(t.event_done((0, 1)));
+        assert!(t.waits_for(T, (0, 1)), "waiting for it adds nothing");
+    }
+
+    #[test]
+    fn an_event_completes_when_its_stream_drains() {
+        let t = Tracker::new(true);
+        t.work(S, None);
+        t.work(S, Some(0));
+        t.recorded((0, 1), S);
+        assert!(!t.event_done((0, 1)));
+        let Plan::Wait(ticket) = t.plan(S) else { panic!() };
+        t.drained(S, ticket);
+        assert!(t.event_done((0, 1)));
+    }
+
+    #[test]
+    fn an_event_completes_through_a_stream_that_waited_for_it() {
+        // GPU 0 computes and records; GPU 1 waits, computes, and its stream is drained by
+        // the copy of the result: GPU 0's event, and GPU 0's stream, are done too.
+        let (g0, g1): (Key, Key) = ((0, 7, 100), (0, 8, 200));
+        let t = Tracker::new(true);
+        t.work(g0, None);
+        t.work(g0, Some(0));
+        t.recorded((0, 1), g0);
+        assert!(!t.waits_for(g1, (0, 1)));
+        t.work(g1, None);
+        t.work(g1, None);
+        assert!(matches!(t.plan(g0), Plan::Wait(_)));
+        let ticket = t.ticket();
+        t.drained(g1, ticket);
+        assert!(t.event_done((0, 1)));
+        assert_eq!(t.plan(g0), Plan::Done, "nothing was queued on GPU 0 after its event");
+        // Work queued after the record is not covered.
+        t.work(g0, None);
+        t.recorded((0, 2), g0);
+        assert!(!t.event_done((0, 2)));
+        assert!(matches!(t.plan(g0), Plan::Wait(_)));
     }
 
     #[test]

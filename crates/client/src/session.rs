@@ -187,6 +187,25 @@ impl Session {
                 return Ok(r);
             }
             (ops::cuStreamDestroy_v2::OP, Some(s)) => self.idle.forget(key(s)),
+            // Events: answered here when their work is known done (see `idle`).
+            (ops::cuEventSynchronize::OP | ops::cuEventQuery::OP, _) => {
+                let e = (server, c.event().unwrap_or(0));
+                if self.idle.event_done(e) {
+                    return self.answered(server, c, unit());
+                }
+                let r = self.forward(server, ctx, c, bulk_in, bulk_out)?;
+                self.idle.event_completed(e);
+                return Ok(r);
+            }
+            (ops::cuEventRecord::OP | ops::cuEventRecordWithFlags::OP, Some(s)) => {
+                self.idle.work(key(s), Some(0));
+                self.idle.recorded((server, c.event().unwrap_or(0)), key(s));
+            }
+            (ops::cuStreamWaitEvent::OP, Some(s)) => {
+                let done = self.idle.waits_for(key(s), (server, c.event().unwrap_or(0)));
+                self.idle.work(key(s), done.then_some(0));
+            }
+            (ops::cuEventDestroy_v2::OP, _) => self.idle.forget_event((server, c.event().unwrap_or(0))),
             // Queries and capture's end queue nothing.
             (
                 ops::cuStreamIsCapturing::OP
@@ -202,9 +221,7 @@ impl Session {
             (ops::cuMemcpyHtoDAsync_v2::OP, Some(s)) => {
                 self.idle.work(key(s), Some(bulk_in.iter().map(|b| b.len() as u64).sum()))
             }
-            (ops::cuEventRecord::OP | ops::cuEventRecordWithFlags::OP | ops::cuMemFreeAsync::OP, Some(s)) => {
-                self.idle.work(key(s), Some(0))
-            }
+            (ops::cuMemFreeAsync::OP, Some(s)) => self.idle.work(key(s), Some(0)),
             (_, Some(s)) => self.idle.work(key(s), None),
             (_, None) if C::ONEWAY => self.idle.unknown_work(server, ctx),
             (_, None) => {}

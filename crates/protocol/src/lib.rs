@@ -24,6 +24,8 @@ pub trait Call: Serialize + DeserializeOwned + std::fmt::Debug {
     type Ret: Serialize + DeserializeOwned + std::fmt::Debug;
     /// The stream this call is ordered on, if it takes one (its argument named `stream`).
     fn stream(&self) -> Option<u64>;
+    /// The event this call is about, if it takes one (its argument named `event`).
+    fn event(&self) -> Option<u64>;
 }
 
 /// The raw bytes that travel beside a call's arguments.

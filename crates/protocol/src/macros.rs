@@ -37,6 +37,21 @@ macro_rules! __stream_of {
     };
 }
 
+/// `Some(self.event)` for a message with a field named `event`, else `None`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __event_of {
+    ($self:ident;) => {
+        None
+    };
+    ($self:ident; event $($rest:ident)*) => {
+        Some($self.event)
+    };
+    ($self:ident; $first:ident $($rest:ident)*) => {
+        $crate::__event_of!($self; $($rest)*)
+    };
+}
+
 #[macro_export]
 macro_rules! api {
     ( $( $(#[doc = $doc:literal])* $kind:ident $name:ident ( $( $arg:ident : $ty:ty ),* $(,)? ) -> $ret:ty ; )* ) => {
@@ -71,6 +86,9 @@ macro_rules! api {
                 type Ret = $ret;
                 fn stream(&self) -> Option<u64> {
                     $crate::__stream_of!(self; $( $arg )*)
+                }
+                fn event(&self) -> Option<u64> {
+                    $crate::__event_of!(self; $( $arg )*)
                 }
             }
         )*

@@ -331,13 +331,13 @@ pub fn reservation(p: u64) -> Option<(u64, u64, u64)> {
 
 // ---------------------------------------------------------------- copies
 
-/// Host to device on `t`, `CHUNK` bytes per frame. With `stream == None` (synchronous
+/// Host to device on `t`, `HTOD_FRAME` bytes per frame. With `stream == None` (synchronous
 /// form) the last chunk waits for the server so that its error comes back here;
 /// everything else is one-way, staged by the server and ordered on the stream.
 pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
-    let n = src.chunks(CHUNK).len();
-    for (i, c) in src.chunks(CHUNK).enumerate() {
-        let at = dst + (i * CHUNK) as u64;
+    let n = src.chunks(HTOD_FRAME).len();
+    for (i, c) in src.chunks(HTOD_FRAME).enumerate() {
+        let at = dst + (i * HTOD_FRAME) as u64;
         match stream {
             None if i + 1 == n => call_to(t, &ops::cuMemcpyHtoD_v2 { dst: at }, &[c], None)?,
             s => call_to(t, &ops::cuMemcpyHtoDAsync_v2 { dst: at, stream: s.unwrap_or(0) }, &[c], None)?,
@@ -345,6 +345,11 @@ pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(
     }
     Ok(())
 }
+
+/// Host-to-device bytes go in frames of this size (less than `CHUNK`): the server stages
+/// one and starts its DMA while the next is still on the wire, instead of receiving a whole
+/// chunk before starting.
+const HTOD_FRAME: usize = 1 << 20;
 
 /// Device (on `t`) to host, straight into the caller's buffer, chunk by chunk.
 pub fn dtoh_from(t: Target, dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<(), R> {

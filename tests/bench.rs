@@ -1,5 +1,5 @@
 //! `vgpu bench` end to end against the sim backend: no GPU, so no native column and no
-//! kernels, but round trips, copies and NVML through both transports.
+//! kernels, but round trips, copies and NVML through every transport.
 
 mod common;
 use common::*;
@@ -46,17 +46,17 @@ fn bench_on_sim_reports_every_row() {
         let c = cells(&md, metric);
         assert_eq!(c.len(), 9, "{metric}: {c:?}");
         assert_eq!(c[2], "n/a", "no native column on sim: {c:?}");
-        for v in [c[3], c[4]] {
+        for v in [c[3], c[4], c[5]] {
             assert!(v.parse::<f64>().is_ok_and(|v| v > 0.0), "{metric}: {c:?}");
         }
-        assert_eq!(c[5], "n/a", "shm: {c:?}");
         assert_eq!(&c[6..], ["n/a", "n/a", "n/a"], "no ratios without native: {c:?}");
     }
     let launch = cells(&md, "empty kernel launch: submit cost per launch");
     assert_eq!(launch[3], "n/a (kernels unsupported)", "{launch:?}");
     assert_eq!(launch[4], "n/a (kernels unsupported)", "{launch:?}");
-    assert!(md.contains("- shm: the shared-memory transport is not implemented yet"), "{md}");
+    assert_eq!(launch[5], "n/a (kernels unsupported)", "{launch:?}");
     assert!(md.contains("- unix: no kernel launches ("), "{md}");
+    assert!(md.contains("- shm: no kernel launches ("), "{md}");
 
     // The dated table, its JSON and the index.
     let names: Vec<String> =

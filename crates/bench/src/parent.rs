@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-const SHM_REASON: &str = "the shared-memory transport is not implemented yet";
-
 /// Where the vgpu columns connect.
 struct Servers {
     unix: Option<String>,
@@ -231,6 +229,9 @@ struct Side<'a> {
     token: Option<&'a str>,
     wrap: &'a [String],
     dist: &'a Path,
+    /// `VGPU_SHM_MB` for an `shm:` side: a segment that holds the largest pinned buffer, so
+    /// that the pinned rows measure copies from the segment.
+    shm_mb: Option<u64>,
 }
 
 impl Side<'_> {
@@ -258,6 +259,9 @@ impl Side<'_> {
                 ld.push(self.dist.display().to_string());
                 ld.extend(extra_ld.map(|p| p.display().to_string()));
                 cmd.env("VGPU_SERVER", server).env("VGPU_CONFIG", "/nonexistent").env_remove("VGPU_TOKEN_FILE");
+                if let Some(mb) = self.shm_mb {
+                    cmd.env("VGPU_SHM_MB", mb.to_string());
+                }
                 match self.token {
                     Some(t) => cmd.env("VGPU_TOKEN", t),
                     None => cmd.env_remove("VGPU_TOKEN"),
@@ -370,10 +374,17 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     let backend = if given { "given".to_string() } else { args.backend.clone() };
 
-    let native = Side { server: None, token: None, wrap: &wrap, dist: &dist };
+    let native = Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None };
     let token = servers.token.as_deref();
-    let unix = servers.unix.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist });
-    let tcp = servers.tcp.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist });
+    let unix = servers.unix.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist, shm_mb: None });
+    let tcp = servers.tcp.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist, shm_mb: None });
+    // The shm column talks to the unix listener, passing it a shared segment for copies.
+    let shm_addr = servers.unix.as_deref().and_then(|a| a.strip_prefix("unix:")).map(|p| format!("shm:{p}"));
+    // Room for the largest pinned buffer besides the ring (at most 32 MiB), and never less
+    // than the default 256 MiB.
+    let largest_mb = Plan::new(args.quick).sizes.iter().max().copied().unwrap_or(0) >> 20;
+    let shm_mb = Some((largest_mb + 64).max(256));
+    let shm = shm_addr.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist, shm_mb });
     let sides: Vec<(&str, Option<Side<'_>>, String)> = vec![
         (
             "native",
@@ -382,7 +393,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         ),
         ("unix", unix, "no unix server given (--server)".into()),
         ("tcp", tcp, "no TCP server given (--tcp-server)".into()),
-        ("shm", None, SHM_REASON.into()),
+        ("shm", shm, "no unix server given (--server unix:PATH) to share memory with".into()),
     ];
     debug_assert!(sides.iter().map(|s| s.0).eq(COLUMNS));
 
@@ -518,7 +529,8 @@ mod tests {
     fn sides_set_the_environment() {
         let dist = PathBuf::from("/opt/vgpu/lib");
         let wrap = vec!["tools/no-gpu.sh".to_string()];
-        let vg = Side { server: Some("unix:/tmp/s.sock"), token: Some("t0k"), wrap: &wrap, dist: &dist };
+        let vg =
+            Side { server: Some("unix:/tmp/s.sock"), token: Some("t0k"), wrap: &wrap, dist: &dist, shm_mb: Some(512) };
         let cmd = vg.command(Path::new("/l/llama-bench"), &["-m".into(), "x".into()], Some(Path::new("/l")));
         assert_eq!(cmd.get_program(), "tools/no-gpu.sh");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -529,8 +541,9 @@ mod tests {
         assert_eq!(env(&cmd, "LD_LIBRARY_PATH").as_deref(), Some("/opt/vgpu/lib:/l"));
         assert_eq!(env(&cmd, "VGPU_SERVER").as_deref(), Some("unix:/tmp/s.sock"));
         assert_eq!(env(&cmd, "VGPU_TOKEN").as_deref(), Some("t0k"));
+        assert_eq!(env(&cmd, "VGPU_SHM_MB").as_deref(), Some("512"));
 
-        let native = Side { server: None, token: None, wrap: &wrap, dist: &dist };
+        let native = Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None };
         let cmd = native.command(Path::new("/l/llama-bench"), &[], Some(Path::new("/l")));
         assert_eq!(cmd.get_program(), "/l/llama-bench");
         assert!(env(&cmd, "LD_LIBRARY_PATH").unwrap().starts_with("/l"));

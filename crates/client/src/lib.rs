@@ -9,6 +9,7 @@ mod config;
 pub mod handles;
 pub mod idle;
 mod session;
+pub mod shm;
 
 pub use config::{Config, read_token};
 pub use session::{Session, pid, session};

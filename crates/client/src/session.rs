@@ -17,6 +17,8 @@ pub struct Session {
     trace: Trace,
     /// What each stream has queued, so that synchronizes can be answered here.
     idle: Tracker,
+    /// Per server, the segment shared with it (`shm:` addresses).
+    shm: Vec<Option<crate::shm::Shm>>,
 }
 
 /// The session of the current process, or why there is none. After `fork` the child
@@ -104,8 +106,9 @@ impl Session {
         };
         let mut conns = Vec::new();
         let mut parts = Vec::new();
+        let mut shm = Vec::new();
         for addr in &cfg.servers {
-            let (conn, welcome) = Conn::connect(addr, &hello, cfg.timeouts).map_err(|e| match e {
+            let (conn, welcome, seg) = crate::shm::connect(addr, &hello, cfg.timeouts).map_err(|e| match e {
                 Error::Refused(r) => format!("the vgpu server at {addr} refused this client: {r}"),
                 Error::Lost(why) => format!("cannot reach the vgpu server at {addr} (from {}): {why}", cfg.source),
                 e => format!("cannot reach the vgpu server at {addr} (from {}): {e}", cfg.source),
@@ -113,14 +116,20 @@ impl Session {
             let Welcome::Accepted { snapshot, .. } = welcome else { unreachable!("refusals are errors") };
             conns.push(conn);
             parts.push(snapshot);
+            shm.push(seg);
         }
         let snapshot = Snapshot::merge(parts).ok_or("no vgpu server configured")?;
-        Ok(Session { conns, snapshot, pid: pid(), trace: Trace::from_env(), idle: Tracker::from_env() })
+        Ok(Session { conns, snapshot, pid: pid(), trace: Trace::from_env(), idle: Tracker::from_env(), shm })
     }
 
     /// Number of servers.
     pub fn servers(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The segment shared with `server` (`shm:` addresses), if it has one.
+    pub fn shm(&self, server: usize) -> Option<&crate::shm::Shm> {
+        self.shm.get(server)?.as_ref()
     }
 
     /// The value the application sees for handle `raw` issued by `server`

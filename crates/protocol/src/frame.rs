@@ -24,6 +24,10 @@ pub const FLAG_HEARTBEAT: u32 = 4;
 
 /// Opcode of the handshake messages.
 pub const OP_HELLO: u32 = u32::MAX;
+/// Opcode of the one-way frame that may precede the handshake on a unix socket: it passes a
+/// shared-memory segment (its descriptor rides along as SCM_RIGHTS; the arguments are its
+/// length, a postcard `u64`). See `transport::Segment`.
+pub const OP_SHM: u32 = u32::MAX - 1;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]

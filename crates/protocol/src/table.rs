@@ -91,6 +91,20 @@ crate::api! {
     /// Every `cuMemsetD*` form: `elem` is 1, 2 or 4 bytes; 1D when `height == 1`.
     oneway memset(dst: u64, value: u32, elem: u8, width: u64, height: u64, pitch: u64, stream: u64) -> ();
 
+    // ---------- the shared-memory data plane (`shm:` addresses, `transport::Segment`): host
+    // memory named by its offset in the segment the client passed before the handshake.
+    /// The size of this session's segment, once the server has mapped it.
+    sync shm_attached() -> u64;
+    /// Host to device from the segment at `offset`. The driver reads the segment after this
+    /// returns, so the stream stays busy until synchronized. A non-zero `ticket` (staging
+    /// ring chunks) names the copy for `shm_wait`.
+    oneway shm_htod(dst: u64, offset: u64, len: u64, stream: u64, ticket: u64) -> ();
+    /// Device to host into the segment at `offset`: the bytes are there once the stream is
+    /// synchronized (or `shm_wait(ticket)` answered).
+    oneway shm_dtoh(src: u64, offset: u64, len: u64, stream: u64, ticket: u64) -> ();
+    /// Wait until the ring copies of every ticket up to `ticket` have completed.
+    sync shm_wait(ticket: u64) -> ();
+
     // ---------- virtual memory management (CUmemAllocationProp / CUmemAccessDesc as raw bytes)
     sync cuMemAddressReserve(size: u64, align: u64, addr: u64, flags: u64) -> u64;
     sync cuMemAddressFree(ptr: u64, size: u64) -> ();

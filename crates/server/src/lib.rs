@@ -53,6 +53,12 @@ pub trait Session: Backend {
     }
     /// Release everything the session holds (its worker is about to exit).
     fn close(&mut self) {}
+    /// Take the shared-memory segment the client passed (`shm:` addresses): the `shm_*`
+    /// copies name offsets in it.
+    fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {
+        let _ = segment;
+        Err("this backend has no shared-memory data plane".into())
+    }
 }
 
 /// Describe the host's GPUs for the handshake.

@@ -69,6 +69,8 @@ pub struct Sim {
     next: u64,
     next_addr: u64,
     used: Vec<u64>,
+    /// The client's shared-memory segment (`shm:` addresses).
+    segment: Option<transport::Segment>,
 }
 
 impl Sim {
@@ -98,6 +100,7 @@ impl Sim {
             next: 0x1000,
             next_addr: 0x7f00_0000_0000 - (seed << 40),
             used: vec![0; n],
+            segment: None,
         }
     }
 
@@ -176,6 +179,13 @@ impl Sim {
 impl Session for Sim {
     fn set_context(&mut self, ctx: u64) {
         self.ctx = ctx;
+    }
+    fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {
+        if self.segment.is_some() {
+            return Err("a segment is already attached".into());
+        }
+        self.segment = Some(segment);
+        Ok(())
     }
 }
 
@@ -326,6 +336,46 @@ impl protocol::Backend for Sim {
     fn cuMemcpyDtoHAsync_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64, stream: u64) -> Result<(), u32> {
         self.stream(stream)?;
         *io.bulk_out = self.read(src, size)?;
+        Ok(())
+    }
+    fn shm_attached(&mut self, _io: &mut Io<'_>) -> Result<u64, u32> {
+        self.segment.as_ref().map(|s| s.len() as u64).ok_or(NOT_SUPPORTED)
+    }
+    // Copies run at once here, so tickets have nothing to wait for.
+    fn shm_htod(
+        &mut self,
+        _io: &mut Io<'_>,
+        dst: u64,
+        offset: u64,
+        len: u64,
+        stream: u64,
+        _ticket: u64,
+    ) -> Result<(), u32> {
+        self.stream(stream)?;
+        let src = self.segment.as_ref().and_then(|s| s.range(offset, len)).ok_or(INVALID_VALUE)?;
+        let (r, off) = self.region(dst, len)?;
+        // SAFETY: `range` and `region` checked that both sides hold `len` bytes. The client
+        // may write the segment meanwhile, as it may race its own DMA natively.
+        unsafe { std::ptr::copy_nonoverlapping(src, r.data[off..].as_mut_ptr(), len as usize) };
+        Ok(())
+    }
+    fn shm_dtoh(
+        &mut self,
+        _io: &mut Io<'_>,
+        src: u64,
+        offset: u64,
+        len: u64,
+        stream: u64,
+        _ticket: u64,
+    ) -> Result<(), u32> {
+        self.stream(stream)?;
+        let dst = self.segment.as_ref().and_then(|s| s.range(offset, len)).ok_or(INVALID_VALUE)?;
+        let (r, off) = self.region(src, len)?;
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping(r.data[off..].as_ptr(), dst, len as usize) };
+        Ok(())
+    }
+    fn shm_wait(&mut self, _io: &mut Io<'_>, _ticket: u64) -> Result<(), u32> {
         Ok(())
     }
     fn cuMemcpyDtoD_v2(&mut self, _io: &mut Io<'_>, dst: u64, src: u64, size: u64) -> Result<(), u32> {

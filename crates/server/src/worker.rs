@@ -8,7 +8,7 @@
 use crate::{BackendKind, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
-use protocol::frame::{Header, OP_HELLO};
+use protocol::frame::{Header, OP_HELLO, OP_SHM};
 use protocol::hello::{Hello, Welcome};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io;
@@ -40,7 +40,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     let control = stream.try_clone()?;
     // Pipelined one-way frames arrive back to back: read them in large gulps, not three
     // system calls per frame.
-    let mut reader = io::BufReader::with_capacity(1 << 20, stream);
+    // The reader keeps a descriptor that arrives before the handshake (a client's shared
+    // segment, see below); afterwards it reads plainly.
+    let mut reader = io::BufReader::with_capacity(1 << 20, transport::FdReader::new(stream));
     let (mut args, mut bulk) = (Vec::new(), Vec::new());
 
     // Handshake: a client that has not completed it within HANDSHAKE_DEADLINE is dropped
@@ -56,10 +58,21 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             }
         })?;
     }
-    let h = match read_header(&mut reader) {
+    let mut h = match read_header(&mut reader) {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
         r => r?,
     };
+    // A client on this host may pass a shared-memory segment first (`shm:` addresses); it
+    // is mapped only once the handshake has admitted the client.
+    let mut segment = None;
+    if h.op == OP_SHM && h.bulk_len == 0 && h.args_len <= MAX_HELLO {
+        read_exact_into(&mut reader, &mut args, h.args_len as usize)?;
+        let len: u64 = postcard::from_bytes(&args)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad segment frame: {e}")))?;
+        segment = reader.get_mut().take_fd().map(|fd| (fd, len));
+        h = read_header(&mut reader)?;
+    }
+    reader.get_mut().stop();
     if h.op != OP_HELLO || h.bulk_len != 0 || h.args_len > MAX_HELLO {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "first frame is not a handshake"));
     }
@@ -95,6 +108,13 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         }
     };
     tracing::info!(program = %hello.program, pid = hello.pid, host = %hello.host, "session {} started", cfg.session_id);
+    if let Some((fd, len)) = segment {
+        // Refused, the client finds out with `shm_attached` and copies over the socket.
+        match transport::Segment::open(fd, len).map_err(|e| e.to_string()).and_then(|s| backend.attach_segment(s)) {
+            Ok(()) => tracing::info!("session {}: shared segment of {} MiB", cfg.session_id, len >> 20),
+            Err(e) => tracing::warn!("session {}: shared segment refused: {e}", cfg.session_id),
+        }
+    }
 
     // After the handshake the client may be idle for as long as it likes.
     handshaken.store(true, Ordering::Relaxed);

@@ -9,10 +9,12 @@ use crate::tls::{TlsStream, TlsTarget};
 
 /// Where a server listens or a client connects: `unix:/path`, `tcp://host:port`,
 /// `tls://host:port` (TCP with TLS; a client fills in the CA and name from its
-/// configuration), `vsock://cid:port`.
+/// configuration), `vsock://cid:port`, `shm:/path` (the unix socket at `/path` plus a
+/// shared-memory segment for copies, for a client on the server's host: `crate::Segment`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     Unix(PathBuf),
+    Shm(PathBuf),
     Tcp(String),
     Tls(TlsTarget),
     Vsock { cid: u32, port: u32 },
@@ -28,6 +30,13 @@ impl std::str::FromStr for Address {
                 return Err(format!("{s}: empty socket path"));
             }
             return Ok(Address::Unix(PathBuf::from(p)));
+        }
+        if let Some(p) = s.strip_prefix("shm:") {
+            let p = p.strip_prefix("//").unwrap_or(p);
+            if p.is_empty() {
+                return Err(format!("{s}: empty socket path"));
+            }
+            return Ok(Address::Shm(PathBuf::from(p)));
         }
         if let Some(hp) = s.strip_prefix("tcp://").or_else(|| s.strip_prefix("tcp:")) {
             if !hp.contains(':') {
@@ -50,7 +59,7 @@ impl std::str::FromStr for Address {
         if s.starts_with('/') {
             return Ok(Address::Unix(PathBuf::from(s)));
         }
-        Err(format!("{s}: expected unix:/path, tcp://host:port, tls://host:port or vsock://cid:port"))
+        Err(format!("{s}: expected unix:/path, shm:/path, tcp://host:port, tls://host:port or vsock://cid:port"))
     }
 }
 
@@ -58,6 +67,7 @@ impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::Shm(p) => write!(f, "shm:{}", p.display()),
             Address::Tcp(hp) => write!(f, "tcp://{hp}"),
             Address::Tls(t) => write!(f, "tls://{}", t.host_port),
             Address::Vsock { cid, port } => write!(f, "vsock://{cid}:{port}"),
@@ -70,6 +80,11 @@ impl Address {
     /// client, not the client to the server, so `tls://` needs one as `tcp://` does.
     pub fn needs_token(&self) -> bool {
         matches!(self, Address::Tcp(_) | Address::Tls(_))
+    }
+
+    /// Whether this is an `shm:` address.
+    pub fn is_shm(&self) -> bool {
+        matches!(self, Address::Shm(_))
     }
 
     /// Whether this is a `tls://` address.
@@ -87,7 +102,7 @@ impl Address {
 
     fn connect_plain(&self, timeout: Duration) -> io::Result<Stream> {
         match self {
-            Address::Unix(p) => Ok(Stream::Unix(UnixStream::connect(p)?)),
+            Address::Unix(p) | Address::Shm(p) => Ok(Stream::Unix(UnixStream::connect(p)?)),
             Address::Tcp(hp) => tcp_connect(hp, timeout).map(Stream::Tcp),
             Address::Tls(t) => {
                 let s = tcp_connect(&t.host_port, timeout)?;
@@ -99,7 +114,8 @@ impl Address {
 
     pub fn bind(&self) -> io::Result<Listener> {
         match self {
-            Address::Unix(p) => {
+            // A server's unix listener takes shared segments from any client that sends one.
+            Address::Unix(p) | Address::Shm(p) => {
                 if let Some(dir) = p.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
@@ -356,27 +372,6 @@ impl Listener {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse_addresses() {
-        assert_eq!("unix:/run/vgpu/vgpu.sock".parse::<Address>().unwrap(), Address::Unix("/run/vgpu/vgpu.sock".into()));
-        assert_eq!("unix:///tmp/x".parse::<Address>().unwrap(), Address::Unix("/tmp/x".into()));
-        assert_eq!("tcp://10.0.0.1:7070".parse::<Address>().unwrap(), Address::Tcp("10.0.0.1:7070".into()));
-        assert_eq!("vsock://2:5000".parse::<Address>().unwrap(), Address::Vsock { cid: 2, port: 5000 });
-        assert!("tcp://nohost".parse::<Address>().is_err());
-        assert!("http://x".parse::<Address>().is_err());
-        assert_eq!("tcp://h:1".parse::<Address>().unwrap().to_string(), "tcp://h:1");
-        let tls = "tls://gpu.example:7443".parse::<Address>().unwrap();
-        assert_eq!(tls, Address::Tls(TlsTarget { host_port: "gpu.example:7443".into(), ca: None, name: None }));
-        assert_eq!(tls.to_string(), "tls://gpu.example:7443");
-        assert!(tls.needs_token() && tls.is_tls());
-        assert!("tls://nohost".parse::<Address>().is_err());
-    }
-}
-
 /// Socket buffers of a few MiB: bulk copies then move in large steps, with a fraction of
 /// the wake-ups the default (about 200 KiB) costs. The kernel caps the size at its
 /// `net.core.[wr]mem_max`; failing is harmless.
@@ -393,5 +388,31 @@ fn big_buffers(fd: RawFd) {
                 size_of::<libc::c_int>() as _,
             )
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_addresses() {
+        assert_eq!("unix:/run/vgpu/vgpu.sock".parse::<Address>().unwrap(), Address::Unix("/run/vgpu/vgpu.sock".into()));
+        assert_eq!("unix:///tmp/x".parse::<Address>().unwrap(), Address::Unix("/tmp/x".into()));
+        assert_eq!("tcp://10.0.0.1:7070".parse::<Address>().unwrap(), Address::Tcp("10.0.0.1:7070".into()));
+        assert_eq!("vsock://2:5000".parse::<Address>().unwrap(), Address::Vsock { cid: 2, port: 5000 });
+        assert!("tcp://nohost".parse::<Address>().is_err());
+        assert!("http://x".parse::<Address>().is_err());
+        let shm = "shm:/run/vgpu/vgpu.sock".parse::<Address>().unwrap();
+        assert_eq!(shm, Address::Shm("/run/vgpu/vgpu.sock".into()));
+        assert_eq!(shm.to_string(), "shm:/run/vgpu/vgpu.sock");
+        assert!(shm.is_shm() && !shm.needs_token());
+        assert!("shm:".parse::<Address>().is_err());
+        assert_eq!("tcp://h:1".parse::<Address>().unwrap().to_string(), "tcp://h:1");
+        let tls = "tls://gpu.example:7443".parse::<Address>().unwrap();
+        assert_eq!(tls, Address::Tls(TlsTarget { host_port: "gpu.example:7443".into(), ca: None, name: None }));
+        assert_eq!(tls.to_string(), "tls://gpu.example:7443");
+        assert!(tls.needs_token() && tls.is_tls());
+        assert!("tls://nohost".parse::<Address>().is_err());
     }
 }

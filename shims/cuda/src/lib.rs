@@ -18,6 +18,7 @@ mod memory;
 mod module;
 mod procaddr;
 pub mod route;
+mod shm;
 pub mod state;
 mod stream;
 mod vgpu_abi;

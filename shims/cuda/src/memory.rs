@@ -17,12 +17,18 @@ pub fn sid(s: CUstream) -> u64 {
 /// synchronous form), `CHUNK` bytes per frame (see `route::htod_to`).
 pub fn htod(dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
     let (t, s) = route::place(route::ptr(dst), stream)?;
+    if crate::shm::htod(t, dst, src, s)? {
+        return Ok(());
+    }
     route::htod_to(t, dst, src, s)
 }
 
 /// Device memory at `src` (on its server) to host, straight into the caller's buffer.
 pub fn dtoh(dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<(), R> {
     let (t, s) = route::place(route::ptr(src), stream)?;
+    if crate::shm::dtoh(t, dst, src, s)? {
+        return Ok(());
+    }
     route::dtoh_from(t, dst, src, s)
 }
 
@@ -175,15 +181,16 @@ pub extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> R {
 
 // ---------------------------------------------------------------- host memory
 
-/// Page-aligned host memory. Over a network it is ordinary memory that copies stream from;
-/// it is remembered so that pointer queries and unified copies know it is host memory.
+/// Page-aligned host memory: from the segment shared with the server where there is one
+/// (copies from it are DMA on the server), else ordinary memory that copies stream from.
+/// It is remembered so that pointer queries and unified copies know it is host memory.
 fn host_alloc(pp: *mut *mut c_void, size: usize) -> Result<(), R> {
     if pp.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
     state::session()?;
-    let mut p: *mut c_void = std::ptr::null_mut();
-    if unsafe { libc::posix_memalign(&mut p, 4096, size.max(1)) } != 0 {
+    let mut p: *mut c_void = crate::shm::alloc_host(size).unwrap_or(std::ptr::null_mut()).cast();
+    if p.is_null() && unsafe { libc::posix_memalign(&mut p, 4096, size.max(1)) } != 0 {
         return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
     }
     add_range(p as u64, size as u64, MemKind::Host);
@@ -204,7 +211,9 @@ pub unsafe extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, _flag
 pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> R {
     entry(|| match remove_range(p as u64) {
         Some((_, MemKind::Host, _)) => {
-            unsafe { libc::free(p) };
+            if !crate::shm::free_host(p as u64) {
+                unsafe { libc::free(p) };
+            }
             Ok(())
         }
         _ => Err(CUresult::CUDA_ERROR_INVALID_VALUE),

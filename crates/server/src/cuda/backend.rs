@@ -142,6 +142,21 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.copy_2d_async(&copy, stream, io.bulk_in)
     }
+    fn shm_attached(&mut self, _io: &mut Io<'_>) -> R<u64> {
+        self.shm_len()
+    }
+    fn shm_htod(&mut self, _io: &mut Io<'_>, dst: u64, offset: u64, len: u64, stream: u64, ticket: u64) -> R<()> {
+        self.ready()?;
+        self.shm_copy(true, dst, offset, len, stream, ticket)
+    }
+    fn shm_dtoh(&mut self, _io: &mut Io<'_>, src: u64, offset: u64, len: u64, stream: u64, ticket: u64) -> R<()> {
+        self.ready()?;
+        self.shm_copy(false, src, offset, len, stream, ticket)
+    }
+    fn shm_wait(&mut self, _io: &mut Io<'_>, ticket: u64) -> R<()> {
+        self.ready()?;
+        self.shm_wait_ticket(ticket)
+    }
     fn memset(
         &mut self,
         _io: &mut Io<'_>,

@@ -266,7 +266,7 @@ impl CudaSession {
 /// Run `f` with this thread's capture mode relaxed. The staging pool's allocations and
 /// event queries are not the client's work: in the default (global) mode they would count
 /// as unsafe calls during a client's stream capture and invalidate it.
-fn relaxed<T>(lib: &CudaLib, f: impl FnOnce() -> T) -> T {
+pub(super) fn relaxed<T>(lib: &CudaLib, f: impl FnOnce() -> T) -> T {
     let mut mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
     let exchange = |m: &mut CUstreamCaptureMode| -> R<()> { cu!(lib, cuThreadExchangeStreamCaptureMode(m)) };
     let swapped = exchange(&mut mode).is_ok();

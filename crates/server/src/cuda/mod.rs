@@ -13,7 +13,8 @@
 //! One job per file: `snapshot` (describe the GPUs), `handles`, `ranges`, `staging` (pinned
 //! buffers for copies), `memory` (allocations, 1D copies, memsets), `copy2d`, `vmm`, `cache`
 //! (the on-disk module cache), `modules` (modules, libraries, functions), `launch`,
-//! `streams` (streams, events, graphs), `contexts`, `nvml`, and `backend` (the
+//! `streams` (streams, events, graphs), `contexts`, `nvml`, `shm` (copies with a client's
+//! shared segment), and `backend` (the
 //! `protocol::Backend` impl, which checks the frame's context and delegates).
 
 /// Call a driver entry point: a missing symbol is `CUDA_ERROR_NOT_SUPPORTED` (returned from
@@ -35,6 +36,7 @@ mod memory;
 mod modules;
 mod nvml;
 mod ranges;
+mod shm;
 mod snapshot;
 mod staging;
 mod streams;
@@ -109,6 +111,8 @@ pub struct CudaSession {
     nvml: nvml::NvmlState,
     /// cuBLAS handles (`crate::cublas`), loaded at the first `cublasCreate_v2`.
     cublas: crate::cublas::Cublas,
+    /// The client's shared-memory segment (`shm:` addresses).
+    shm: Option<shm::Shm>,
 }
 
 impl CudaSession {
@@ -143,6 +147,7 @@ impl CudaSession {
             images: cache::ImageCache::new(),
             nvml: nvml::NvmlState::default(),
             cublas: crate::cublas::Cublas::default(),
+            shm: None,
         })
     }
 
@@ -205,6 +210,7 @@ impl CudaSession {
         if let Some(mut p) = self.pools.remove(&ctx) {
             p.forget();
         }
+        self.shm_forget_context(ctx);
     }
 
     fn uncount(&mut self, dev: usize, bytes: u64) {
@@ -233,12 +239,18 @@ impl Session for CudaSession {
         }
     }
 
+    fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {
+        self.shm_attach(segment)
+    }
+
     /// Best effort: the worker exits next and the driver frees whatever is left, but
     /// releasing explicitly keeps teardown orderly. Destroying a context frees everything
     /// made in it, so only context-independent objects are released one by one.
     fn close(&mut self) {
-        // cuBLAS handles first, while their contexts live.
+        // cuBLAS handles first, while their contexts live; the segment's events and
+        // registration too.
         self.cublas.close();
+        self.shm_close();
         let lib = self.lib;
         for (&x, _) in self.h.execs.iter() {
             let _ = (|| cu!(lib, cuGraphExecDestroy(x as _)))();

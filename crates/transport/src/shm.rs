@@ -1,0 +1,287 @@
+//! The shared-memory data plane's segment and how it reaches the server.
+//!
+//! A client on the server's host (an `shm:` address) creates a memfd, maps it, and passes
+//! the descriptor over the unix socket (SCM_RIGHTS) in an [`OP_SHM`] frame sent before the
+//! handshake. The server maps the same pages; copies whose host side lies in the segment
+//! then name an offset instead of carrying bytes.
+//!
+//! The server must never fault on the client's memory: a memfd that could shrink under its
+//! mapping would turn an access into SIGBUS, so [`Segment::open`] takes only segments
+//! sealed against shrinking, and every access goes through [`Segment::range`], which checks
+//! bounds.
+
+use crate::addr::Stream;
+use protocol::frame::{Header, OP_SHM};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Largest segment a server maps. Registering it with the driver pins its pages, so a
+/// client cannot make the server pin more than this.
+pub const MAX_SEGMENT: u64 = 16 << 30;
+
+/// A shared memory segment mapped into this process.
+#[derive(Debug)]
+pub struct Segment {
+    ptr: *mut u8,
+    len: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: the mapping is plain memory that lives as long as the `Segment`; what is stored
+// in it is the users' business, as with any shared buffer.
+unsafe impl Send for Segment {}
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// A fresh zero-filled segment of `len` bytes (the client's side), sealed so that its
+    /// size can no longer change.
+    pub fn create(len: usize) -> io::Result<Segment> {
+        if len == 0 || len as u64 > MAX_SEGMENT {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("segment size {len} out of range")));
+        }
+        let name = c"vgpu-shm";
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        if unsafe { libc::ftruncate(raw, len as libc::off_t) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Self::map(fd, len)
+    }
+
+    /// Map a segment received from a client, refusing anything but a memfd of `expected`
+    /// bytes (at most [`MAX_SEGMENT`]) sealed against shrinking.
+    pub fn open(fd: OwnedFd, expected: u64) -> io::Result<Segment> {
+        let bad = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+        let raw = fd.as_raw_fd();
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(raw, &mut st) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(bad("the shared segment is not a memory file".into()));
+        }
+        let seals = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(bad("the shared segment is not sealed against shrinking".into()));
+        }
+        let size = st.st_size as u64;
+        if size != expected || size == 0 || size > MAX_SEGMENT {
+            return Err(bad(format!("shared segment of {size} bytes (announced {expected}, limit {MAX_SEGMENT})")));
+        }
+        Self::map(fd, size as usize)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Segment { ptr: p.cast(), len, fd })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The address of `[offset, offset+len)` if it lies inside the segment. Every access
+    /// the server makes on a client's behalf goes through here.
+    pub fn range(&self, offset: u64, len: u64) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len as u64).then(|| unsafe { self.ptr.add(offset as usize) })
+    }
+
+    /// The offset of `[p, p+len)` if it lies inside the segment.
+    pub fn offset_of(&self, p: *const u8, len: usize) -> Option<u64> {
+        let off = (p as usize).checked_sub(self.ptr as usize)?;
+        let end = off.checked_add(len)?;
+        (end <= self.len).then_some(off as u64)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Send the [`OP_SHM`] frame with `fd` attached (before the handshake), announcing a
+/// segment of `len` bytes. Unix sockets only: no other transport carries descriptors.
+pub fn send_segment(stream: &Stream, fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    if !matches!(stream, Stream::Unix(_)) {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "a shared segment needs a unix socket"));
+    }
+    let args = postcard::to_allocvec(&len).map_err(io::Error::other)?;
+    let h = Header::request(OP_SHM, 0, 0, true, args.len(), 0);
+    let mut frame = zerocopy::IntoBytes::as_bytes(&h).to_vec();
+    frame.extend_from_slice(&args);
+    let sock = stream.as_raw_fd();
+    // The descriptor rides on the first bytes; the rest (if the socket takes only part) is
+    // ordinary data.
+    let mut sent = send_fd(sock, &frame, fd.as_raw_fd())?;
+    while sent < frame.len() {
+        sent += crate::addr::send(sock, &frame[sent..])?;
+    }
+    Ok(())
+}
+
+/// Space for one descriptor's control message (`CMSG_SPACE(sizeof(int))`), as u64s so that
+/// it is aligned for `cmsghdr`.
+const CMSG_WORDS: usize = 4;
+
+fn send_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+    let mut control = [0u64; CMSG_WORDS];
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+    }
+    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+/// The server's reading side of a connection: until [`FdReader::stop`], reads use
+/// `recvmsg`, which keeps a descriptor that arrives with the bytes (plain `read` would
+/// silently close it). Only the latest one is kept, so a client cannot make the server
+/// hold many.
+pub struct FdReader {
+    stream: Stream,
+    fd: Option<OwnedFd>,
+    receiving: bool,
+}
+
+impl FdReader {
+    pub fn new(stream: Stream) -> FdReader {
+        let receiving = matches!(stream, Stream::Unix(_));
+        FdReader { stream, fd: None, receiving }
+    }
+
+    /// The descriptor received so far, if any.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
+    }
+
+    /// Plain reads from now on (descriptors sent later are closed by the kernel).
+    pub fn stop(&mut self) {
+        self.receiving = false;
+        self.fd = None;
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut control = [0u64; CMSG_WORDS];
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = unsafe { libc::recvmsg(self.stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Take ownership of every descriptor that arrived (the buffer has room for one; the
+        // kernel closes any that do not fit), keeping the last.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(c);
+                    let bytes = (*c).cmsg_len as usize - (data as usize - c as usize);
+                    for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                        let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                        self.fd = Some(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Read for FdReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.receiving { self.recv(buf) } else { self.stream.read(buf) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::{read_exact_into, read_header};
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_sealed_segment_travels_and_maps_to_the_same_pages() {
+        let seg = Segment::create(1 << 20).unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        send_segment(&Stream::Unix(a), seg.fd(), seg.len() as u64).unwrap();
+        let mut r = std::io::BufReader::new(FdReader::new(Stream::Unix(b)));
+        let h = read_header(&mut r).unwrap();
+        assert_eq!(h.op, OP_SHM);
+        let mut args = Vec::new();
+        read_exact_into(&mut r, &mut args, h.args_len as usize).unwrap();
+        let len: u64 = postcard::from_bytes(&args).unwrap();
+        let fd = r.get_mut().take_fd().expect("the descriptor arrives with the frame");
+        let there = Segment::open(fd, len).unwrap();
+        unsafe { *seg.range(4096, 1).unwrap() = 0x5a };
+        assert_eq!(unsafe { *there.range(4096, 1).unwrap() }, 0x5a);
+        assert!(there.range(len - 1, 1).is_some());
+        assert!(there.range(len, 1).is_none());
+        assert!(there.range(u64::MAX, 2).is_none(), "no overflow");
+        assert_eq!(seg.offset_of(unsafe { seg.as_ptr().add(10) }, 5), Some(10));
+        assert_eq!(seg.offset_of(unsafe { seg.as_ptr().add(seg.len() - 4) }, 5), None);
+        assert_eq!(seg.offset_of(std::ptr::null(), 1), None);
+    }
+
+    #[test]
+    fn unsealed_or_wrong_sized_segments_are_refused() {
+        let seg = Segment::create(1 << 16).unwrap();
+        let dup = |s: &Segment| s.fd().try_clone_to_owned().unwrap();
+        assert!(Segment::open(dup(&seg), 1 << 17).is_err(), "size differs from the announcement");
+        let raw = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        assert_eq!(unsafe { libc::ftruncate(raw, 4096) }, 0);
+        let e = Segment::open(fd, 4096).unwrap_err();
+        assert!(e.to_string().contains("sealed"), "{e}");
+        let (p, _q) = UnixStream::pair().unwrap();
+        assert!(Segment::open(OwnedFd::from(p), 4096).is_err(), "not a memory file");
+    }
+}

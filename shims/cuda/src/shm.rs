@@ -1,0 +1,113 @@
+//! Pinned memory and copies through the segment shared with a server on this host (`shm:`
+//! addresses, `client::shm`). Each copy function answers `false` when the segment does not
+//! apply (none, or a small pageable copy) and the caller uses the socket.
+
+use crate::route::{self, Target};
+use crate::state::{self, R};
+use client::shm::{RING_MIN, RingIo, Shm};
+use parking_lot::Mutex;
+use protocol::ops;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+fn segment(server: usize) -> Option<&'static Shm> {
+    state::session().ok()?.shm(server)
+}
+
+/// Pinned blocks handed out from a segment: address → server.
+fn blocks() -> &'static Mutex<HashMap<u64, usize>> {
+    static B: OnceLock<Mutex<HashMap<u64, usize>>> = OnceLock::new();
+    B.get_or_init(Default::default)
+}
+
+/// `size` bytes of pinned memory from the segment of the current context's server, if it
+/// has one with room.
+pub fn alloc_host(size: usize) -> Option<*mut u8> {
+    let server = route::here().server;
+    let p = segment(server)?.alloc(size)?;
+    blocks().lock().insert(p as u64, server);
+    Some(p)
+}
+
+/// Free a block of [`alloc_host`]; `false` if `p` is not one (it came from the C heap).
+pub fn free_host(p: u64) -> bool {
+    let Some(server) = blocks().lock().remove(&p) else { return false };
+    // A copy may still be reading or writing the block, and the next allocation may hand
+    // it out again: wait for the context's work first, as freeing pinned memory does
+    // natively (free when nothing is queued).
+    let _ = route::call(route::here(), &ops::cuCtxSynchronize {});
+    // After a fork the block is the parent's, in a segment this session does not manage:
+    // then `free` finds nothing and the block stays mapped, unused.
+    if let Some(s) = segment(server) {
+        s.free(p as *const u8);
+    }
+    true
+}
+
+/// The ring's calls, on one target and stream.
+struct Wire {
+    t: Target,
+    stream: u64,
+}
+
+impl RingIo for Wire {
+    type Error = R;
+    fn htod(&mut self, dst: u64, offset: u64, len: u64, ticket: u64) -> Result<(), R> {
+        route::call(self.t, &ops::shm_htod { dst, offset, len, stream: self.stream, ticket })
+    }
+    fn dtoh(&mut self, src: u64, offset: u64, len: u64, ticket: u64) -> Result<(), R> {
+        route::call(self.t, &ops::shm_dtoh { src, offset, len, stream: self.stream, ticket })
+    }
+    fn wait(&mut self, ticket: u64) -> Result<(), R> {
+        route::call(self.t, &ops::shm_wait { ticket })
+    }
+}
+
+/// The end of a synchronous form (`stream == None`), which ran on the legacy default
+/// stream: wait for it, so that the copy is complete and its error comes back here.
+fn finish(t: Target, stream: Option<u64>) -> Result<(), R> {
+    match stream {
+        Some(_) => Ok(()),
+        None => route::call(t, &ops::cuStreamSynchronize { stream: 0 }),
+    }
+}
+
+/// Host to device memory at `dst` on `t`, ordered on `stream` (`None`: the synchronous
+/// form). From pinned memory of the segment: the server's DMA reads it, later for the
+/// asynchronous form (the caller must not change it before synchronizing, as natively).
+/// From pageable memory of at least `RING_MIN` bytes: staged through the ring.
+pub fn htod(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<bool, R> {
+    let Some(shm) = segment(t.server) else { return Ok(false) };
+    if src.is_empty() {
+        return Ok(false);
+    }
+    let s = stream.unwrap_or(0);
+    if let Some(offset) = shm.offset_of(src.as_ptr(), src.len()) {
+        route::call(t, &ops::shm_htod { dst, offset, len: src.len() as u64, stream: s, ticket: 0 })?;
+    } else if src.len() < RING_MIN || !shm.upload(&mut Wire { t, stream: s }, dst, src)? {
+        return Ok(false);
+    }
+    finish(t, stream)?;
+    Ok(true)
+}
+
+/// Device memory at `src` on `t` to host. Into pinned memory of the segment: the bytes
+/// are there once the stream is synchronized (at once for the synchronous form). Into
+/// pageable memory of at least `RING_MIN` bytes: through the ring, complete on return, as
+/// a pageable copy is natively.
+pub fn dtoh(t: Target, dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<bool, R> {
+    let Some(shm) = segment(t.server) else { return Ok(false) };
+    if dst.is_empty() {
+        return Ok(false);
+    }
+    let s = stream.unwrap_or(0);
+    if let Some(offset) = shm.offset_of(dst.as_ptr(), dst.len()) {
+        route::call(t, &ops::shm_dtoh { src, offset, len: dst.len() as u64, stream: s, ticket: 0 })?;
+        finish(t, stream)?;
+        return Ok(true);
+    }
+    if dst.len() < RING_MIN {
+        return Ok(false);
+    }
+    shm.download(&mut Wire { t, stream: s }, dst, src)
+}

@@ -1,0 +1,134 @@
+//! The shared-memory data plane (`shm:` addresses) against `vgpu serve --backend sim`:
+//! byte-exact copies through the segment, the same program over the plain socket, and a
+//! server that refuses forged offsets and unsafe segments without harm.
+
+mod common;
+use common::*;
+use protocol::ops;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+use transport::{Address, Conn, Error, Segment, Timeouts};
+
+/// Calls of `op` in a `VGPU_TRACE=summary` report (0 if absent).
+fn calls(stderr: &str, op: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(op) && l.contains(" calls ")).then(|| w.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn copies_through_the_segment_are_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("shm_copy", tmp.path(), &lib, &["libcuda.so.1"]);
+    let server = Server::sim(tmp.path(), &[]);
+    let shm = server.address.replacen("unix:", "shm:", 1);
+    let trace = ("VGPU_TRACE", "summary");
+
+    let out = run(&exe, &lib, &shm, &[trace]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("72 copies ok") && stdout.contains("shm copy done"), "{stdout}");
+    for op in ["shm_htod", "shm_dtoh", "shm_wait"] {
+        assert!(calls(&stderr, op) > 0, "{op} unused:\n{stderr}");
+    }
+    // Only pageable copies below the ring's threshold used the socket: 5 sizes x 2 sources,
+    // plus the program's final check.
+    assert_eq!(calls(&stderr, "cuMemcpyDtoH_v2"), 11, "{stderr}");
+    assert_eq!(calls(&stderr, "cuMemcpyDtoHAsync_v2"), 10, "{stderr}");
+
+    // The same program over the socket alone: a unix: address, and shm: without a segment.
+    for (addr, env) in [(server.address.as_str(), ("VGPU_SHM_MB", "256")), (shm.as_str(), ("VGPU_SHM_MB", "0"))] {
+        let out = run(&exe, &lib, addr, &[trace, env]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stdout.contains("72 copies ok"), "{addr}:\n{stdout}\n{stderr}");
+        assert_eq!(calls(&stderr, "shm_htod") + calls(&stderr, "shm_dtoh"), 0, "{addr}:\n{stderr}");
+        assert!(calls(&stderr, "cuMemcpyDtoH_v2") > 11, "{addr}:\n{stderr}");
+    }
+}
+
+/// A session whose client passed `fd` as a segment of `len` bytes.
+fn session_with(address: &str, fd: std::os::fd::BorrowedFd<'_>, len: u64) -> Conn {
+    let addr: Address = address.parse().unwrap();
+    let t = Timeouts { silence: Duration::from_secs(4), ..Default::default() };
+    let stream = addr.connect(t.connect).unwrap();
+    transport::send_segment(&stream, fd, len).unwrap();
+    Conn::handshake(stream, &addr, &hello(""), t).unwrap().0
+}
+
+#[test]
+fn forged_offsets_are_refused_and_the_session_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::sim_quiet(tmp.path(), &[]);
+    let len = 1u64 << 20;
+    let seg = Segment::create(len as usize).unwrap();
+    let conn = session_with(&server.address, seg.fd(), len);
+    assert_eq!(conn.call(0, &ops::shm_attached {}, &[], None).unwrap(), len);
+    let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    let d = conn.call(ctx, &ops::cuMemAlloc_v2 { bytesize: 8192 }, &[], None).unwrap();
+
+    // In range: the bytes go to the device and come back elsewhere in the segment.
+    let put =
+        |off: u64, b: &[u8]| unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), seg.range(off, 1).unwrap(), b.len()) };
+    let get = |off: u64, n: usize| unsafe { std::slice::from_raw_parts(seg.range(off, n as u64).unwrap(), n).to_vec() };
+    let data: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 3) as u8).collect();
+    put(len - 8192, &data);
+    conn.call(ctx, &ops::shm_htod { dst: d, offset: len - 8192, len: 8192, stream: 0, ticket: 0 }, &[], None).unwrap();
+    conn.call(ctx, &ops::shm_dtoh { src: d, offset: 4096, len: 8192, stream: 0, ticket: 1 }, &[], None).unwrap();
+    conn.call(ctx, &ops::shm_wait { ticket: 1 }, &[], None).unwrap();
+    assert_eq!(get(4096, 8192), data);
+
+    // Outside the segment (or the allocation): each one-way copy fails, and its error comes
+    // back with the next synchronous call.
+    let bad =
+        [(len, 1, d), (len - 10, 11, d), (u64::MAX, 2, d), (u64::MAX - 4095, 4096, d), (0, 8193, d), (0, 16, 0x10)];
+    for (offset, n, dev) in bad {
+        for to_device in [true, false] {
+            let r = if to_device {
+                conn.call(ctx, &ops::shm_htod { dst: dev, offset, len: n, stream: 0, ticket: 0 }, &[], None)
+            } else {
+                conn.call(ctx, &ops::shm_dtoh { src: dev, offset, len: n, stream: 0, ticket: 0 }, &[], None)
+            };
+            assert!(r.is_ok(), "one-way");
+            let r = conn.call(ctx, &ops::cuCtxSynchronize {}, &[], None);
+            assert!(matches!(r, Err(Error::Api(1))), "offset {offset:#x} len {n} dev {dev:#x}: {r:?}");
+        }
+    }
+    // Nothing was written where it should not have been, and the session still works.
+    assert_eq!(get(4096, 8192), data);
+    conn.call(ctx, &ops::cuCtxSynchronize {}, &[], None).unwrap();
+    conn.call(ctx, &ops::cuMemFree_v2 { dptr: d }, &[], None).unwrap();
+}
+
+#[test]
+fn unsafe_segments_are_refused_and_the_session_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::sim_quiet(tmp.path(), &[]);
+    // A memfd that could shrink under the server's mapping, a sealed one of another size
+    // than announced, and something that is not a memory file at all.
+    let raw = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
+    let unsealed = unsafe { OwnedFd::from_raw_fd(raw) };
+    assert_eq!(unsafe { libc::ftruncate(raw, 1 << 20) }, 0);
+    let sealed = Segment::create(1 << 20).unwrap();
+    let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let cases: [(std::os::fd::BorrowedFd<'_>, u64); 3] =
+        [(unsealed.as_fd(), 1 << 20), (sealed.fd(), 2 << 20), (sock.as_fd(), 1 << 20)];
+    for (i, (fd, len)) in cases.into_iter().enumerate() {
+        let conn = session_with(&server.address, fd, len);
+        let r = conn.call(0, &ops::shm_attached {}, &[], None);
+        assert!(matches!(r, Err(Error::Api(801))), "case {i}: {r:?}");
+        let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+        let d = conn.call(ctx, &ops::cuMemAlloc_v2 { bytesize: 16 }, &[], None).unwrap();
+        conn.call(ctx, &ops::shm_htod { dst: d, offset: 0, len: 16, stream: 0, ticket: 0 }, &[], None).unwrap();
+        assert!(conn.call(ctx, &ops::cuCtxSynchronize {}, &[], None).is_err(), "case {i}: no segment to copy from");
+        conn.call(ctx, &ops::cuMemFree_v2 { dptr: d }, &[], None).unwrap();
+    }
+    let ended = wait_until(Duration::from_secs(10), || server.workers().is_empty());
+    assert!(ended.is_some(), "every worker ends with its session: {:?}", server.workers());
+}

@@ -178,7 +178,7 @@ stage_trace() { # where a decode step's time goes: client calls (VGPU_TRACE=summ
     >/dev/null 2>"$W/trace1.log" </dev/null
   grep vgpu-trace "$W/trace1.log" | tail -300 >"$OUT/trace-lines.txt"
   # Prompt processing alone: each call of one run, and per-call times for both models.
-  vg env VGPU_TRACE=1 "$B/llama-bench" -m $W/q8.gguf -p 512 -n 0 -r 1 -ngl 99 >/dev/null 2>"$W/trace-pp1.log"
+  vg env VGPU_TRACE=1 "$B/llama-bench" -m $W/${TRACE_MODEL:-q8}.gguf -p 512 -n 0 -r 1 -ngl 99 >/dev/null 2>"$W/trace-pp1.log"
   grep vgpu-trace "$W/trace-pp1.log" | cut -c1-200 >"$OUT/trace-pp-lines.txt"
   for m in q8 f16; do
     vg env VGPU_TRACE=summary "$B/llama-bench" -m $W/$m.gguf -p 512 -n 0 -r 3 -ngl 99 >/dev/null 2>"$W/trace-pp.log"
@@ -196,7 +196,7 @@ stage_perf() { # where a launch's client time goes
 stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp) and llama-bench rows, as ratios
   build_llama; models
   "$C/dist/bin/vgpu" bench --wrap "$NOGPU" --dist-lib "$C/dist/lib" --llama-bin "$LB/bin" \
-    --models "$W/q8.gguf,$W/f16.gguf" --out "$OUT/vbench" || say "vgpu bench failed"
+    --models "$W/q8.gguf,$W/f16.gguf" --llama-reps 5 --out "$OUT/vbench" || say "vgpu bench failed"
   grep -E '^\|' "$OUT"/vbench/*.md | head -40 >>"$SUMMARY"
 }
 stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu install/doctor/uninstall
@@ -274,6 +274,26 @@ stage_multigpu() { # issue 9 on a machine with several GPUs: one server, every G
   done
 }
 
+stage_mgtrace() { # every call of the last decode steps across two GPUs
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  vg env VGPU_TRACE=1 "$B/llama-completion" -m $W/q8.gguf -p "hello world" -n 8 --temp 0 --seed 1 -ngl 99 -no-cnv -sm layer \
+    >/dev/null 2>"$W/mgtrace.log" </dev/null
+  grep vgpu-trace "$W/mgtrace.log" | tail -400 | cut -c1-220 >"$OUT/mgtrace-lines.txt"
+}
+
+stage_shmtext() { # the llama stage's texts over the shared-memory transport
+  build_llama; models
+  B=$LB/bin
+  for m in q8 f16; do
+    LD_LIBRARY_PATH=$B "$B/llama-completion" -m $W/$m.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv >"$W/shm.$m.n" 2>/dev/null </dev/null
+    VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" env VGPU_TRACE=summary "$B/llama-completion" -m $W/$m.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv \
+      >"$W/shm.$m.v" 2>"$OUT/shm-$m.err" </dev/null
+    compare "llama-$m-over-shm" "$W/shm.$m.n" "$W/shm.$m.v"
+  done
+  say "shm calls: $(grep -E '^  shm_' "$OUT/shm-q8.err" | awk '{print $1, $2}' | tr '\n' ' ')"
+}
+
 stage_savellama() { # the llama.cpp build, so later calls can carry it instead of rebuilding
   tar czf "$W/llama-bin.tgz" -C "$LB" bin && split -b 15m "$W/llama-bin.tgz" "$OUT/llama-bin.tgz.part"
   say "llama build saved: $(du -h "$W/llama-bin.tgz" | cut -f1)"
@@ -285,7 +305,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|trace|vbench|ollama|faults|twoservers|multigpu|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -118,6 +118,8 @@ int main(void) {
     CHECK(cuMemcpyHtoDAsync_v2(d2, pinned, 1 << 20, s));
     CHECK(cuMemsetD8Async(d2 + 100, 0x11, 10, s));
     CHECK(cuEventRecord(e1, s));
+    /* The copy from pinned memory may run later (it does over shm:, as natively). */
+    CHECK(cuEventSynchronize(e1));
     memset(pinned, 0, 1 << 20);
     CHECK(cuMemcpyDtoHAsync_v2(pinned, d2, 1 << 20, s));
     CHECK(cuStreamSynchronize(s));

@@ -238,6 +238,17 @@ impl Session {
         self.forward(server, ctx, c, bulk_in, bulk_out)
     }
 
+    /// The idle tracker's epoch, taken before a call that drains a stream outside `call`.
+    pub fn idle_ticket(&self) -> u64 {
+        self.idle.ticket()
+    }
+
+    /// Stream `stream` of (`server`, `ctx`) (server values) was drained by calls made since
+    /// `ticket` (a download through the shared segment waited for its last copy).
+    pub fn stream_drained(&self, server: usize, ctx: u64, stream: u64, ticket: u64) {
+        self.idle.drained((server, ctx, stream), ticket);
+    }
+
     /// A call answered without the server: traced like the others. A lost connection still
     /// fails it, as the lost device fails every call natively.
     fn answered<C: Call>(&self, server: usize, c: &C, r: Result<C::Ret, Error>) -> Result<C::Ret, Error> {

@@ -19,6 +19,10 @@ pub const DEFAULT_MB: usize = 256;
 /// Pageable copies of at least this many bytes go through the ring; smaller ones stay on the
 /// socket, where one frame costs less than a ring round.
 pub const RING_MIN: usize = 256 << 10;
+/// Downloads go through the ring from a smaller size: a download waits for its ticket
+/// either way, and the ring spares the socket the bytes (a decoding LLM's logits, about
+/// 128 KiB a token, are the case in point).
+pub const RING_MIN_DOWN: usize = 32 << 10;
 /// Largest ring (a quarter of the segment when that is smaller).
 const RING_MAX: usize = 32 << 20;
 /// Ring slots: enough to keep the DMA busy while the client fills the next ones.

@@ -4,7 +4,7 @@
 
 use crate::route::{self, Target};
 use crate::state::{self, R};
-use client::shm::{RING_MIN, RingIo, Shm};
+use client::shm::{RING_MIN, RING_MIN_DOWN, RingIo, Shm};
 use parking_lot::Mutex;
 use protocol::ops;
 use std::collections::HashMap;
@@ -93,7 +93,7 @@ pub fn htod(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<bool
 
 /// Device memory at `src` on `t` to host. Into pinned memory of the segment: the bytes
 /// are there once the stream is synchronized (at once for the synchronous form). Into
-/// pageable memory of at least `RING_MIN` bytes: through the ring, complete on return, as
+/// pageable memory of at least `RING_MIN_DOWN` bytes: through the ring, complete on return, as
 /// a pageable copy is natively.
 pub fn dtoh(t: Target, dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<bool, R> {
     let Some(shm) = segment(t.server) else { return Ok(false) };
@@ -106,8 +106,15 @@ pub fn dtoh(t: Target, dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<
         finish(t, stream)?;
         return Ok(true);
     }
-    if dst.len() < RING_MIN {
+    if dst.len() < RING_MIN_DOWN {
         return Ok(false);
     }
-    shm.download(&mut Wire { t, stream: s }, dst, src)
+    let session = state::session()?;
+    let ticket = session.idle_ticket();
+    let done = shm.download(&mut Wire { t, stream: s }, dst, src)?;
+    if done {
+        // The last chunk's copy was queued after everything before it on the stream.
+        session.stream_drained(t.server, route::raw(t.ctx), s, ticket);
+    }
+    Ok(done)
 }

@@ -73,18 +73,24 @@ fn finish(t: Target, stream: Option<u64>) -> Result<(), R> {
 }
 
 /// Host to device memory at `dst` on `t`, ordered on `stream` (`None`: the synchronous
-/// form). From pinned memory of the segment: the server's DMA reads it, later for the
-/// asynchronous form (the caller must not change it before synchronizing, as natively).
-/// From pageable memory of at least `RING_MIN` bytes: staged through the ring.
+/// form), for copies of at least `RING_MIN` bytes. From pinned memory of the segment: the
+/// server's DMA reads it, later for the asynchronous form (the caller must not change it
+/// before synchronizing, as natively). From pageable memory: staged through the ring.
 pub fn htod(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<bool, R> {
     let Some(shm) = segment(t.server) else { return Ok(false) };
     if src.is_empty() {
         return Ok(false);
     }
     let s = stream.unwrap_or(0);
+    // Small copies go over the socket even from pinned memory: the bytes travel with the
+    // call, so a synchronize right after needs only a barrier (`client::idle`), where a
+    // DMA from the segment would have to be waited for.
+    if src.len() < RING_MIN {
+        return Ok(false);
+    }
     if let Some(offset) = shm.offset_of(src.as_ptr(), src.len()) {
         route::call(t, &ops::shm_htod { dst, offset, len: src.len() as u64, stream: s, ticket: 0 })?;
-    } else if src.len() < RING_MIN || !shm.upload(&mut Wire { t, stream: s }, dst, src)? {
+    } else if !shm.upload(&mut Wire { t, stream: s }, dst, src)? {
         return Ok(false);
     }
     finish(t, stream)?;

@@ -239,7 +239,7 @@ stage_faults() { # issue 8 on the GPU: quota in nvidia-smi, client kill frees me
   if [ -x "$LB/bin/llama-completion" ]; then
     VGPU_SERVER=unix:/tmp/vk.sock LD_LIBRARY_PATH=$C/dist/lib:$LB/bin "$NOGPU" "$LB/bin/llama-completion" -m $W/q8.gguf \
       -p "hello" -n 100000 --ignore-eos -ngl 99 -no-cnv >/dev/null 2>"$W/kill.err" </dev/null &
-    local lp=$!; sleep 8; t0=$EPOCHREALTIME; kill -9 $ks; wait $lp; local rc=$?
+    local lp=$!; sleep 3; t0=$EPOCHREALTIME; kill -9 $ks; wait $lp; local rc=$?
     say "kill server under llama-completion: exit $rc after $(elapsed "$t0") s"
   fi
 }

@@ -27,9 +27,16 @@
 use parking_lot::Mutex;
 use std::collections::HashMap;
 
-/// A stream as the server knows it: server index, the server's context (the special
-/// streams 0, 1, 2 are per context), the server's stream handle.
+/// A stream as the server knows it: server index, the server's context for the special
+/// streams 0, 1, 2 (one each per context) and 0 for every other stream (whose handle is
+/// unique on its server; callers reach it from whichever context is current), the
+/// server's stream handle. Build it with [`key`].
 pub type Key = (usize, u64, u64);
+
+/// The key of stream `stream` used with context `ctx` on `server` (server values).
+pub fn key(server: usize, ctx: u64, stream: u64) -> Key {
+    (server, if stream <= 2 { ctx } else { 0 }, stream)
+}
 
 /// An event as the server knows it: server index, the server's event handle.
 pub type EventKey = (usize, u64);
@@ -78,8 +85,17 @@ struct Inner {
 }
 
 impl Inner {
+    /// The last work on streams we cannot name that may have gone to stream `k`: its own
+    /// context's for a special stream, any context's of its server for the others.
+    fn unknown_for(&self, k: Key) -> Option<u64> {
+        if k.1 != 0 {
+            return self.unknown.get(&(k.0, k.1)).copied();
+        }
+        self.unknown.iter().filter(|((server, _), _)| *server == k.0).map(|(_, &u)| u).max()
+    }
+
     fn state(&self, k: Key) -> State {
-        let unknown = self.unknown.get(&(k.0, k.1)).copied();
+        let unknown = self.unknown_for(k);
         match self.streams.get(&k) {
             // Known done through an event or a drain of another stream.
             Some(&(_, at)) if unknown.is_none_or(|u| at > u) && self.done_until.get(&k).is_some_and(|&d| d >= at) => {
@@ -178,8 +194,8 @@ impl Tracker {
             return;
         }
         let mut g = self.inner.lock();
-        let changed = g.streams.get(&k).is_some_and(|&(_, at)| at > ticket)
-            || g.unknown.get(&(k.0, k.1)).is_some_and(|&u| u > ticket);
+        let changed =
+            g.streams.get(&k).is_some_and(|&(_, at)| at > ticket) || g.unknown_for(k).is_some_and(|u| u > ticket);
         if !changed {
             g.set(k, State::Idle);
         }
@@ -214,22 +230,28 @@ impl Tracker {
         if !self.enabled || g.unknown.contains_key(&(server, ctx)) {
             return Plan::Wait(g.epoch);
         }
-        let mine: Vec<Key> = g.streams.keys().filter(|k| k.0 == server && k.1 == ctx).copied().collect();
+        // The context's special streams and every other stream of the server (which may be
+        // the context's).
+        let mine: Vec<Key> = g.streams.keys().filter(|k| k.0 == server && (k.1 == ctx || k.1 == 0)).copied().collect();
         let mut light = false;
         for &k in &mine {
             match g.state(k) {
                 State::Busy => return Plan::Wait(g.epoch),
+                // A barrier of this context may not cover another context's stream.
+                State::Light(_) if k.1 == 0 => return Plan::Wait(g.epoch),
                 State::Light(_) => light = true,
                 State::Idle => {}
             }
         }
-        for k in mine {
+        for k in mine.into_iter().filter(|k| k.1 == ctx) {
             g.set(k, State::Idle);
         }
         if light { Plan::Barrier } else { Plan::Done }
     }
 
-    /// The server answered a call that waited for every stream of (`server`, `ctx`).
+    /// The server answered a call that waited for every stream of (`server`, `ctx`): its
+    /// special streams are idle (the others may belong to another context and keep their
+    /// state until drained themselves).
     pub fn drained_all(&self, server: usize, ctx: u64, ticket: u64) {
         if !self.enabled {
             return;
@@ -434,6 +456,29 @@ mod tests {
         t.recorded((0, 2), g0);
         assert!(!t.event_done((0, 2)));
         assert!(matches!(t.plan(g0), Plan::Wait(_)));
+    }
+
+    #[test]
+    fn a_stream_is_one_stream_from_any_context() {
+        // llama.cpp queues GPU 1's work while GPU 0's context is current, and the other way.
+        assert_eq!(key(0, 7, 100), key(0, 8, 100));
+        assert_ne!(key(0, 7, 2), key(0, 8, 2), "each context has its own per-thread stream");
+        let t = Tracker::new(true);
+        t.work(key(0, 7, 100), None);
+        let Plan::Wait(ticket) = t.plan(key(0, 8, 100)) else { panic!("busy, whichever context asks") };
+        t.drained(key(0, 8, 100), ticket);
+        assert_eq!(t.plan(key(0, 7, 100)), Plan::Done);
+    }
+
+    #[test]
+    fn a_context_barrier_does_not_cover_another_contexts_stream() {
+        let t = Tracker::new(true);
+        t.work(key(0, 7, 100), Some(16));
+        assert!(matches!(t.plan_all(0, 7), Plan::Wait(_)), "stream 100 may be another context's");
+        t.work(key(0, 8, 2), Some(16));
+        assert!(matches!(t.plan_all(0, 7), Plan::Wait(_)));
+        assert_eq!(t.plan(key(0, 7, 100)), Plan::Barrier);
+        assert_eq!(t.plan_all(0, 7), Plan::Done, "context 8's per-thread stream is not context 7's");
     }
 
     #[test]

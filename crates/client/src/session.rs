@@ -154,7 +154,7 @@ impl Session {
         bulk_in: &[&[u8]],
         bulk_out: Option<&mut [u8]>,
     ) -> Result<C::Ret, Error> {
-        let key = |s: u64| -> idle::Key { (server, ctx, s) };
+        let key = |s: u64| idle::key(server, ctx, s);
         let unit = || postcard::from_bytes::<C::Ret>(&[]).map_err(|e| Error::Lost(e.to_string()));
         match (C::OP, c.stream()) {
             (ops::cuStreamSynchronize::OP, Some(s)) => {
@@ -246,7 +246,7 @@ impl Session {
     /// Stream `stream` of (`server`, `ctx`) (server values) was drained by calls made since
     /// `ticket` (a download through the shared segment waited for its last copy).
     pub fn stream_drained(&self, server: usize, ctx: u64, stream: u64, ticket: u64) {
-        self.idle.drained((server, ctx, stream), ticket);
+        self.idle.drained(idle::key(server, ctx, stream), ticket);
     }
 
     /// A call answered without the server: traced like the others. A lost connection still

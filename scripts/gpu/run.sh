@@ -294,6 +294,18 @@ stage_shmtext() { # the llama stage's texts over the shared-memory transport
   say "shm calls: $(grep -E '^  shm_' "$OUT/shm-q8.err" | awk '{print $1, $2}' | tr '\n' ' ')"
 }
 
+stage_ttft() { # issue 6: process start to first generated token (one token, then exit), twice
+  build_llama; models
+  B=$LB/bin
+  local args=(-m $W/q8.gguf -p "hello" -n 1 --temp 0 --seed 1 -ngl 99 -no-cnv) t0 n v s
+  for i in 1 2 3; do
+    t0=$EPOCHREALTIME; LD_LIBRARY_PATH=$B "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; n=$(elapsed "$t0")
+    t0=$EPOCHREALTIME; EXTRA_LD=$B vg "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; v=$(elapsed "$t0")
+    t0=$EPOCHREALTIME; VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; s=$(elapsed "$t0")
+    say "start to first token, start $i: native $n s, vgpu unix $v s, vgpu shm $s s"
+  done
+}
+
 stage_savellama() { # the llama.cpp build, so later calls can carry it instead of rebuilding
   tar czf "$W/llama-bin.tgz" -C "$LB" bin && split -b 15m "$W/llama-bin.tgz" "$OUT/llama-bin.tgz.part"
   say "llama build saved: $(du -h "$W/llama-bin.tgz" | cut -f1)"
@@ -305,7 +317,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -49,13 +49,7 @@ fn synchronizes_are_answered_locally_when_nothing_is_pending() {
     let lib = lib_dir(tmp.path());
     let exe = compile_c("sync_elide", tmp.path(), &lib, &["libcuda.so.1"]);
     let server = Server::sim(tmp.path(), &[]);
-    let calls = |stderr: &str, what: &str| -> u64 {
-        stderr
-            .lines()
-            .find(|l| l.trim_start().starts_with(what) && l.contains("calls"))
-            .and_then(|l| l[l.find(what).unwrap() + what.len()..].split_whitespace().next().map(|n| n.parse().unwrap()))
-            .unwrap_or(0)
-    };
+    let calls = trace_calls;
     // The bad copy's error: from the next synchronous call (the barrier does not wait for
     // it), or from the synchronize itself.
     for (elide, barriers, real, local, error) in [("1", 101, 1, 4, "sync 0 then 1"), ("0", 0, 103, 0, "sync 1 then 0")]

@@ -9,16 +9,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 use transport::{Address, Conn, Error, Segment, Timeouts};
 
-/// Calls of `op` in a `VGPU_TRACE=summary` report (0 if absent).
-fn calls(stderr: &str, op: &str) -> u64 {
-    stderr
-        .lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(op) && l.contains(" calls ")).then(|| w.next().unwrap().parse().unwrap())
-        })
-        .unwrap_or(0)
-}
+use common::trace_calls as calls;
 
 #[test]
 fn copies_through_the_segment_are_exact() {

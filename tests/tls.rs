@@ -154,6 +154,8 @@ fn a_client_that_never_completes_the_tls_handshake_is_dropped() {
         &["--token-file", s(&tok), "--tls-cert", s(&pki.cert), "--tls-key", s(&pki.key)],
         &[("VGPU_LOG", "error")],
     );
+    // The readiness probe's worker must be gone first, or it could pass for the silent one.
+    assert!(wait_until(Duration::from_secs(5), || server.workers().is_empty()).is_some(), "{:?}", server.workers());
     // Connects and says nothing: its worker goes at the session's handshake deadline (10 s),
     // which covers the TLS handshake too.
     let silent = std::net::TcpStream::connect(tls.trim_start_matches("tls://")).unwrap();

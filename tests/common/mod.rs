@@ -370,3 +370,15 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Durati
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Calls of `op` that reached the server, from a `VGPU_TRACE=summary` report (0 if absent;
+/// the report's time table comes before its "answered locally" lines).
+pub fn trace_calls(stderr: &str, op: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(op) && l.contains(" calls ")).then(|| w.next().unwrap().parse().unwrap())
+        })
+        .unwrap_or(0)
+}

@@ -36,7 +36,10 @@ pub fn wait_readable(fd: RawFd, budget: Duration) -> bool {
         if start.elapsed() >= budget {
             return false;
         }
-        std::hint::spin_loop();
+        // Give the core to any other runnable thread (with more busy threads than cores,
+        // a pure spin would take the time the peer needs to answer).
+        // SAFETY: no arguments; it cannot fail in a way that matters here.
+        unsafe { libc::sched_yield() };
     }
 }
 

@@ -35,13 +35,13 @@ fn bench_on_sim_reports_every_row() {
 
     // Columns: metric, unit, native, unix, tcp, shm, then the three ratios.
     for metric in [
-        "sync round trip (idle stream), mean",
-        "sync round trip (idle stream), p50",
+        "synchronize an idle stream (vgpu answers it locally), mean",
+        "synchronize an idle stream (vgpu answers it locally), p50",
         "copy H2D pageable 4 KiB",
         "copy D2H pageable 1 MiB",
         "copy H2D pinned 64 KiB",
         "copy D2H pinned 1 MiB",
-        "NVML nvmlDeviceGetMemoryInfo, mean",
+        "NVML nvmlDeviceGetMemoryInfo (a server round trip through vgpu), mean",
     ] {
         let c = cells(&md, metric);
         assert_eq!(c.len(), 9, "{metric}: {c:?}");

@@ -197,8 +197,18 @@ pub fn build_rows(columns: &[Column], sizes: &[u64], llama: &[LlamaRun]) -> Vec<
         ),
         Row::new("launch + sync, mean", us, Better::Lower, cells(&launch(|l| l.launch_sync.mean_us))),
         Row::new("launch + sync, p50", us, Better::Lower, cells(&launch(|l| l.launch_sync.p50_us))),
-        Row::new("sync round trip (idle stream), mean", us, Better::Lower, cells(&|r| Cell::Value(r.sync.mean_us))),
-        Row::new("sync round trip (idle stream), p50", us, Better::Lower, cells(&|r| Cell::Value(r.sync.p50_us))),
+        Row::new(
+            "synchronize an idle stream (vgpu answers it locally), mean",
+            us,
+            Better::Lower,
+            cells(&|r| Cell::Value(r.sync.mean_us)),
+        ),
+        Row::new(
+            "synchronize an idle stream (vgpu answers it locally), p50",
+            us,
+            Better::Lower,
+            cells(&|r| Cell::Value(r.sync.p50_us)),
+        ),
     ];
     for mem in [Mem::Pageable, Mem::Pinned] {
         for dir in [Dir::H2D, Dir::D2H] {
@@ -213,12 +223,17 @@ pub fn build_rows(columns: &[Column], sizes: &[u64], llama: &[LlamaRun]) -> Vec<
         }
     }
     rows.push(Row::new(
-        "NVML nvmlDeviceGetMemoryInfo, mean",
+        "NVML nvmlDeviceGetMemoryInfo (a server round trip through vgpu), mean",
         us,
         Better::Lower,
         cells(&|r| Cell::Value(r.nvml.mean_us)),
     ));
-    rows.push(Row::new("NVML nvmlDeviceGetMemoryInfo, p50", us, Better::Lower, cells(&|r| Cell::Value(r.nvml.p50_us))));
+    rows.push(Row::new(
+        "NVML nvmlDeviceGetMemoryInfo (a server round trip through vgpu), p50",
+        us,
+        Better::Lower,
+        cells(&|r| Cell::Value(r.nvml.p50_us)),
+    ));
     rows.extend(llama_rows(columns, llama));
     rows
 }
@@ -463,14 +478,16 @@ mod tests {
         assert_eq!(submit.cells[2], Cell::Na("n/a (kernels unsupported)".into()));
         assert_eq!(submit.cells[3], Cell::na());
         assert_eq!(submit.ratios, vec![Cell::Value(0.5), Cell::na(), Cell::na()]);
-        let sync = row("sync round trip (idle stream), mean");
+        let sync = row("synchronize an idle stream (vgpu answers it locally), mean");
         assert_eq!(sync.cells[2], Cell::Value(8.0));
         let h2d = row("copy H2D pageable 4 KiB");
         assert_eq!(h2d.unit, "GB/s");
         assert_eq!(h2d.ratios[0], Cell::Value(0.5));
         assert_eq!(row("copy D2H pageable 4 KiB").cells[0], Cell::Na("missing".into()));
         assert_eq!(row("copy D2H pinned 4 KiB").cells[0], Cell::Value(8.0));
-        assert!(rows.iter().any(|r| r.metric == "NVML nvmlDeviceGetMemoryInfo, p50"));
+        assert!(
+            rows.iter().any(|r| r.metric == "NVML nvmlDeviceGetMemoryInfo (a server round trip through vgpu), p50")
+        );
         // 6 launch/sync rows, 2 memories x 2 directions x 1 size, 2 NVML rows.
         assert_eq!(rows.len(), 6 + 4 + 2);
     }

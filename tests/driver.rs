@@ -52,7 +52,7 @@ fn synchronizes_are_answered_locally_when_nothing_is_pending() {
     let calls = trace_calls;
     // The bad copy's error: from the next synchronous call (the barrier does not wait for
     // it), or from the synchronize itself.
-    for (elide, barriers, real, local, error) in [("1", 101, 1, 4, "sync 0 then 1"), ("0", 0, 103, 0, "sync 1 then 0")]
+    for (elide, barriers, real, local, error) in [("1", 101, 1, 3, "sync 0 then 1"), ("0", 0, 103, 0, "sync 1 then 0")]
     {
         let out = run(&exe, &lib, &server.address, &[("VGPU_TRACE", "summary"), ("VGPU_ELIDE", elide)]);
         let stdout = String::from_utf8_lossy(&out.stdout);

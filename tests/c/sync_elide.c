@@ -57,7 +57,7 @@ int main(void) {
     CHECK(cuMemcpyDtoHAsync_v2(back, d, sizeof back, s));
     CHECK(cuStreamSynchronize(s));
     CHECK(cuStreamQuery(s));
-    /* An event recorded on an idle stream is complete. */
+    /* An event recorded on an idle stream: waited for (the GPU has still to pass it). */
     CUevent ev;
     CHECK(cuEventCreate(&ev, 0));
     CHECK(cuEventRecord(ev, s));

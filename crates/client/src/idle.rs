@@ -282,11 +282,9 @@ impl Tracker {
             return;
         }
         let mut g = self.inner.lock();
+        // Not done yet even on an idle stream: the GPU has still to pass the record, and
+        // `cuEventElapsedTime` would see that (`CUDA_ERROR_NOT_READY`).
         let at = g.epoch;
-        // Recorded on an idle stream: complete as soon as the server sees it.
-        if g.state(k) != State::Busy && matches!(g.streams.get(&k), Some(&(State::Light(0), _)) | None) {
-            g.done(k, at);
-        }
         g.events.insert(e, (k, at));
     }
 
@@ -414,12 +412,14 @@ mod tests {
     }
 
     #[test]
-    fn an_event_on_an_idle_stream_is_done_at_once() {
+    fn an_event_is_done_only_once_its_stream_is_known_past_it() {
         let t = Tracker::new(true);
         t.work(S, Some(0));
         t.recorded((0, 1), S);
-        assert!(t.event_done((0, 1)));
-        assert!(t.waits_for(T, (0, 1)), "waiting for it adds nothing");
+        assert!(!t.event_done((0, 1)), "on an idle stream too: the GPU has to pass the record");
+        assert!(!t.waits_for(T, (0, 1)));
+        assert_eq!(t.plan(S), Plan::Barrier, "a record alone is light");
+        assert!(t.event_done((0, 1)), "the barrier waits for it before anything that follows");
     }
 
     #[test]

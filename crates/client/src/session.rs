@@ -231,6 +231,11 @@ impl Session {
                 self.idle.work(key(s), Some(bulk_in.iter().map(|b| b.len() as u64).sum()))
             }
             (ops::cuMemFreeAsync::OP, Some(s)) => self.idle.work(key(s), Some(0)),
+            // The synchronous form returns once the driver staged the bytes; its DMA, on the
+            // legacy stream, may still run (as natively for pageable memory).
+            (ops::cuMemcpyHtoD_v2::OP, None) => {
+                self.idle.work(key(0), Some(bulk_in.iter().map(|b| b.len() as u64).sum()))
+            }
             (_, Some(s)) => self.idle.work(key(s), None),
             (_, None) if C::ONEWAY => self.idle.unknown_work(server, ctx),
             (_, None) => {}

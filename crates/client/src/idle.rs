@@ -330,7 +330,10 @@ impl Tracker {
 
     /// A stream that is gone.
     pub fn forget(&self, k: Key) {
-        self.inner.lock().streams.remove(&k);
+        let mut g = self.inner.lock();
+        g.streams.remove(&k);
+        g.done_until.remove(&k);
+        g.waits.retain(|w| w.0 != k);
     }
 }
 
@@ -479,6 +482,21 @@ mod tests {
         assert!(matches!(t.plan_all(0, 7), Plan::Wait(_)));
         assert_eq!(t.plan(key(0, 7, 100)), Plan::Barrier);
         assert_eq!(t.plan_all(0, 7), Plan::Done, "context 8's per-thread stream is not context 7's");
+    }
+
+    #[test]
+    fn a_destroyed_stream_leaves_nothing_behind() {
+        let t = Tracker::new(true);
+        t.work(S, None);
+        t.recorded((0, 1), S);
+        t.waits_for(T, (0, 1));
+        let ticket = t.ticket();
+        t.drained(S, ticket);
+        t.forget(S);
+        t.forget(T);
+        t.forget_event((0, 1));
+        let g = t.inner.lock();
+        assert!(g.streams.is_empty() && g.done_until.is_empty() && g.waits.is_empty() && g.events.is_empty());
     }
 
     #[test]

@@ -80,8 +80,10 @@ struct Inner {
     done_until: HashMap<Key, u64>,
     /// Event → the stream it was last recorded on and the epoch of that record.
     events: HashMap<EventKey, (Key, u64)>,
-    /// (stream that waited, epoch of the wait, event waited for).
-    waits: std::collections::VecDeque<(Key, u64, EventKey)>,
+    /// (stream that waited, epoch of the wait, the waited-for event's stream and record
+    /// epoch, as they were when the wait was queued: a later record of the same event is
+    /// another point in its stream).
+    waits: std::collections::VecDeque<(Key, u64, Key, u64)>,
 }
 
 impl Inner {
@@ -122,14 +124,14 @@ impl Inner {
                 continue;
             }
             *d = epoch;
-            for &(w, at, e) in &self.waits {
-                if w == k
-                    && at <= epoch
-                    && let Some(&(src, rec)) = self.events.get(&e)
-                {
+            // Waits that this drain covers have told all they can: they leave the list.
+            self.waits.retain(|&(w, at, src, rec)| {
+                let covered = w == k && at <= epoch;
+                if covered {
                     todo.push((src, rec));
                 }
-            }
+                !covered
+            });
         }
     }
 
@@ -298,11 +300,13 @@ impl Tracker {
         if g.event_done(e) {
             return true;
         }
+        // An event never recorded here (or of another server) teaches nothing.
+        let Some(&(src, rec)) = g.events.get(&e) else { return false };
         let at = g.epoch + 1; // the epoch the wait's own work note will get
         if g.waits.len() >= MAX_WAITS {
             g.waits.pop_front();
         }
-        g.waits.push_back((k, at, e));
+        g.waits.push_back((k, at, src, rec));
         false
     }
 
@@ -311,13 +315,17 @@ impl Tracker {
         self.enabled && self.inner.lock().event_done(e)
     }
 
-    /// The server answered that event `e` is complete.
-    pub fn event_completed(&self, e: EventKey) {
+    /// The server answered that event `e` is complete, to a call sent with `ticket`: the
+    /// record it waited for is the one made before (another thread may have recorded the
+    /// event again since).
+    pub fn event_completed(&self, e: EventKey, ticket: u64) {
         if !self.enabled {
             return;
         }
         let mut g = self.inner.lock();
-        if let Some(&(k, rec)) = g.events.get(&e) {
+        if let Some(&(k, rec)) = g.events.get(&e)
+            && rec <= ticket
+        {
             g.done(k, rec);
         }
     }
@@ -325,7 +333,6 @@ impl Tracker {
     pub fn forget_event(&self, e: EventKey) {
         let mut g = self.inner.lock();
         g.events.remove(&e);
-        g.waits.retain(|w| w.2 != e);
     }
 
     /// A stream that is gone.
@@ -333,7 +340,7 @@ impl Tracker {
         let mut g = self.inner.lock();
         g.streams.remove(&k);
         g.done_until.remove(&k);
-        g.waits.retain(|w| w.0 != k);
+        g.waits.retain(|w| w.0 != k && w.2 != k);
     }
 }
 
@@ -482,6 +489,23 @@ mod tests {
         assert!(matches!(t.plan_all(0, 7), Plan::Wait(_)));
         assert_eq!(t.plan(key(0, 7, 100)), Plan::Barrier);
         assert_eq!(t.plan_all(0, 7), Plan::Done, "context 8's per-thread stream is not context 7's");
+    }
+
+    #[test]
+    fn a_wait_completes_the_record_it_waited_for_not_a_later_one() {
+        let (g0, g1): (Key, Key) = ((0, 7, 100), (0, 8, 200));
+        let t = Tracker::new(true);
+        t.work(g0, None);
+        t.recorded((0, 1), g0);
+        assert!(!t.waits_for(g1, (0, 1)));
+        t.work(g1, None);
+        // GPU 0 goes on and records the same event again; nothing waits for that one.
+        t.work(g0, None);
+        t.recorded((0, 1), g0);
+        let ticket = t.ticket();
+        t.drained(g1, ticket);
+        assert!(!t.event_done((0, 1)), "the second record is not covered");
+        assert!(matches!(t.plan(g0), Plan::Wait(_)));
     }
 
     #[test]

@@ -202,8 +202,9 @@ impl Session {
                 if self.idle.event_done(e) {
                     return self.answered(server, c, unit());
                 }
+                let ticket = self.idle.ticket();
                 let r = self.forward(server, ctx, c, bulk_in, bulk_out)?;
-                self.idle.event_completed(e);
+                self.idle.event_completed(e, ticket);
                 return Ok(r);
             }
             (ops::cuEventRecord::OP | ops::cuEventRecordWithFlags::OP, Some(s)) => {

@@ -156,36 +156,21 @@ impl Session {
     ) -> Result<C::Ret, Error> {
         let key = |s: u64| idle::key(server, ctx, s);
         let unit = || postcard::from_bytes::<C::Ret>(&[]).map_err(|e| Error::Lost(e.to_string()));
+        let sent = || bulk_in.iter().map(|b| b.len() as u64).sum::<u64>();
         match (C::OP, c.stream()) {
             (ops::cuStreamSynchronize::OP, Some(s)) => {
                 // The legacy default stream (0, 1) waits for the context's other streams.
-                let legacy = s <= 1;
-                let plan = if legacy { self.idle.plan_all(server, ctx) } else { self.idle.plan(key(s)) };
-                return match plan {
-                    Plan::Done => self.answered(server, c, unit()),
-                    Plan::Barrier if legacy => {
-                        self.forward(server, ctx, &ops::ctx_barrier {}, &[], None).and_then(|_| unit())
-                    }
-                    Plan::Barrier => {
-                        self.forward(server, ctx, &ops::stream_barrier { stream: s }, &[], None).and_then(|_| unit())
-                    }
-                    Plan::Wait(ticket) => {
-                        let r = self.forward(server, ctx, c, bulk_in, bulk_out)?;
-                        self.idle.drained(key(s), ticket);
-                        Ok(r)
-                    }
+                return if s <= 1 {
+                    let plan = self.idle.plan_all(server, ctx);
+                    self.synchronize(server, ctx, c, plan, None, |t| self.idle.drained(key(s), t))
+                } else {
+                    let plan = self.idle.plan(key(s));
+                    self.synchronize(server, ctx, c, plan, Some(s), |t| self.idle.drained(key(s), t))
                 };
             }
             (ops::cuCtxSynchronize::OP, _) => {
-                return match self.idle.plan_all(server, ctx) {
-                    Plan::Done => self.answered(server, c, unit()),
-                    Plan::Barrier => self.forward(server, ctx, &ops::ctx_barrier {}, &[], None).and_then(|_| unit()),
-                    Plan::Wait(ticket) => {
-                        let r = self.forward(server, ctx, c, bulk_in, bulk_out)?;
-                        self.idle.drained_all(server, ctx, ticket);
-                        Ok(r)
-                    }
-                };
+                let plan = self.idle.plan_all(server, ctx);
+                return self.synchronize(server, ctx, c, plan, None, |t| self.idle.drained_all(server, ctx, t));
             }
             (ops::cuStreamQuery::OP, Some(s)) if self.idle.is_idle(key(s)) => return self.answered(server, c, unit()),
             // The server waits for the stream before it answers with the bytes.
@@ -228,20 +213,46 @@ impl Session {
                 _,
             ) => {}
             // Bytes already sent, a marker, a stream-ordered free: nothing a caller waits on.
-            (ops::cuMemcpyHtoDAsync_v2::OP, Some(s)) => {
-                self.idle.work(key(s), Some(bulk_in.iter().map(|b| b.len() as u64).sum()))
-            }
+            (ops::cuMemcpyHtoDAsync_v2::OP, Some(s)) => self.idle.work(key(s), Some(sent())),
             (ops::cuMemFreeAsync::OP, Some(s)) => self.idle.work(key(s), Some(0)),
             // The synchronous form returns once the driver staged the bytes; its DMA, on the
             // legacy stream, may still run (as natively for pageable memory).
-            (ops::cuMemcpyHtoD_v2::OP, None) => {
-                self.idle.work(key(0), Some(bulk_in.iter().map(|b| b.len() as u64).sum()))
-            }
+            (ops::cuMemcpyHtoD_v2::OP, None) => self.idle.work(key(0), Some(sent())),
             (_, Some(s)) => self.idle.work(key(s), None),
             (_, None) if C::ONEWAY => self.idle.unknown_work(server, ctx),
             (_, None) => {}
         }
         self.forward(server, ctx, c, bulk_in, bulk_out)
+    }
+
+    /// Carry out a synchronize's `plan`: answer it here; send a one-way barrier instead (on
+    /// `stream`, or on the whole context); or forward it, then tell the tracker with
+    /// `drained(ticket)` what the answer covered.
+    fn synchronize<C: Call>(
+        &self,
+        server: usize,
+        ctx: u64,
+        c: &C,
+        plan: Plan,
+        stream: Option<u64>,
+        drained: impl FnOnce(u64),
+    ) -> Result<C::Ret, Error> {
+        let unit = || postcard::from_bytes::<C::Ret>(&[]).map_err(|e| Error::Lost(e.to_string()));
+        match plan {
+            Plan::Done => self.answered(server, c, unit()),
+            Plan::Barrier => {
+                match stream {
+                    Some(stream) => self.forward(server, ctx, &ops::stream_barrier { stream }, &[], None)?,
+                    None => self.forward(server, ctx, &ops::ctx_barrier {}, &[], None)?,
+                }
+                unit()
+            }
+            Plan::Wait(ticket) => {
+                let r = self.forward(server, ctx, c, &[], None)?;
+                drained(ticket);
+                Ok(r)
+            }
+        }
     }
 
     /// The idle tracker's epoch, taken before a call that drains a stream outside `call`.

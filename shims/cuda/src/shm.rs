@@ -77,17 +77,14 @@ fn finish(t: Target, stream: Option<u64>) -> Result<(), R> {
 /// server's DMA reads it, later for the asynchronous form (the caller must not change it
 /// before synchronizing, as natively). From pageable memory: staged through the ring.
 pub fn htod(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<bool, R> {
-    let Some(shm) = segment(t.server) else { return Ok(false) };
-    if src.is_empty() {
-        return Ok(false);
-    }
-    let s = stream.unwrap_or(0);
     // Small copies go over the socket even from pinned memory: the bytes travel with the
     // call, so a synchronize right after needs only a barrier (`client::idle`), where a
     // DMA from the segment would have to be waited for.
     if src.len() < RING_MIN {
         return Ok(false);
     }
+    let Some(shm) = segment(t.server) else { return Ok(false) };
+    let s = stream.unwrap_or(0);
     if let Some(offset) = shm.offset_of(src.as_ptr(), src.len()) {
         route::call(t, &ops::shm_htod { dst, offset, len: src.len() as u64, stream: s, ticket: 0 })?;
     } else if !shm.upload(&mut Wire { t, stream: s }, dst, src)? {

@@ -53,6 +53,16 @@ pub trait Session: Backend {
     }
     /// Release everything the session holds (its worker is about to exit).
     fn close(&mut self) {}
+    /// Finish work deferred in order (before a synchronous call is answered); an error it
+    /// met, or one met earlier by deferred work, answers that call.
+    fn flush(&mut self) -> Option<u32> {
+        None
+    }
+    /// An error met by deferred work while another call ran (reported like a one-way
+    /// call's).
+    fn take_async_error(&mut self) -> Option<u32> {
+        None
+    }
     /// Take the shared-memory segment the client passed (`shm:` addresses): the `shm_*`
     /// copies name offsets in it.
     fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {

@@ -160,6 +160,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         }
         let started = stats.as_ref().map(|_| std::time::Instant::now());
         backend.set_context(h.ctx);
+        if !oneway && let Some(code) = backend.flush() {
+            deferred.get_or_insert(code);
+        }
         // A pending asynchronous error answers the next synchronous call in its place.
         let outcome = if let (false, Some(code)) = (oneway, deferred) {
             deferred = None;
@@ -169,6 +172,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             let mut io = Io { bulk_in: &bulk, bulk_out: &mut out };
             protocol::dispatch(&mut *backend, h.op, &args, &mut io)
         };
+        if let Some(code) = backend.take_async_error() {
+            deferred.get_or_insert(code);
+        }
         busy.store(false, Ordering::Relaxed);
         if let (Some(st), Some(t0)) = (stats.as_mut(), started) {
             st.add(h.op, t0.elapsed());

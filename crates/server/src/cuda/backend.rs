@@ -6,6 +6,9 @@ use super::{CudaSession, R};
 use protocol::{Copy2D, FuncInfo, Io, LaunchAttr, NvmlOut};
 
 impl protocol::Backend for CudaSession {
+    fn ordered(&mut self, stream: Option<u64>) {
+        self.keep_order(stream);
+    }
     fn nvml_call(&mut self, io: &mut Io<'_>, func: u16, device: u32, args: [u64; 3]) -> R<NvmlOut> {
         Ok(self.nvml_forward(io, func, device, args))
     }
@@ -303,7 +306,7 @@ impl protocol::Backend for CudaSession {
     }
     fn stream_barrier(&mut self, _io: &mut Io<'_>, stream: u64) -> R<()> {
         self.ready()?;
-        self.stream_synchronize(stream)
+        self.defer_barrier(stream)
     }
     fn cuStreamQuery(&mut self, _io: &mut Io<'_>, stream: u64) -> R<()> {
         self.ready()?;

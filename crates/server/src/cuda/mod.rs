@@ -113,6 +113,12 @@ pub struct CudaSession {
     cublas: crate::cublas::Cublas,
     /// The client's shared-memory segment (`shm:` addresses).
     shm: Option<shm::Shm>,
+    /// A `stream_barrier` not yet waited for, on this stream of the current context: it is
+    /// waited for only when a call that is not one-way work on the same stream comes, so
+    /// that a row of small copies, each followed by a barrier, costs one wait.
+    barrier: Option<u64>,
+    /// The first error a deferred barrier met, for the next synchronous call.
+    async_error: Option<u32>,
 }
 
 impl CudaSession {
@@ -148,6 +154,8 @@ impl CudaSession {
             nvml: nvml::NvmlState::default(),
             cublas: crate::cublas::Cublas::default(),
             shm: None,
+            barrier: None,
+            async_error: None,
         })
     }
 
@@ -229,6 +237,8 @@ impl Session for CudaSession {
         if ctx == 0 || ctx == self.current {
             return;
         }
+        // A barrier names a stream of the context current when it came.
+        self.flush_barrier();
         if !self.h.contexts.contains_key(&ctx) {
             self.ctx_error = Some(INVALID_CONTEXT);
             return;
@@ -246,7 +256,17 @@ impl Session for CudaSession {
     /// Best effort: the worker exits next and the driver frees whatever is left, but
     /// releasing explicitly keeps teardown orderly. Destroying a context frees everything
     /// made in it, so only context-independent objects are released one by one.
+    fn flush(&mut self) -> Option<u32> {
+        self.flush_barrier();
+        self.async_error.take()
+    }
+
+    fn take_async_error(&mut self) -> Option<u32> {
+        self.async_error.take()
+    }
+
     fn close(&mut self) {
+        self.flush_barrier();
         // cuBLAS handles first, while their contexts live; the segment's events and
         // registration too.
         self.cublas.close();

@@ -34,6 +34,34 @@ impl CudaSession {
         cu!(self.lib, cuStreamSynchronize(s))
     }
 
+    /// `stream_barrier`: deferred until a call other than one-way work on the same stream
+    /// (see `CudaSession::barrier`); a barrier on another stream waits for the pending one.
+    pub(super) fn defer_barrier(&mut self, stream: u64) -> R<()> {
+        self.h.stream(stream)?;
+        if self.barrier.is_some_and(|b| b != stream) {
+            self.flush_barrier();
+        }
+        self.barrier = Some(stream);
+        Ok(())
+    }
+
+    /// Wait for the pending barrier, if any; its error is kept for the next synchronous call.
+    pub(super) fn flush_barrier(&mut self) {
+        if let Some(s) = self.barrier.take()
+            && let Err(code) = self.stream_synchronize(s)
+        {
+            self.async_error.get_or_insert(code);
+        }
+    }
+
+    /// Before each call: anything but one-way work on the barrier's stream waits for it.
+    /// (Synchronous calls are flushed by the worker before they run.)
+    pub(super) fn keep_order(&mut self, stream: Option<u64>) {
+        if self.barrier.is_some() && stream != self.barrier {
+            self.flush_barrier();
+        }
+    }
+
     pub(super) fn stream_query(&mut self, stream: u64) -> R<()> {
         let s = self.h.stream(stream)?;
         cu!(self.lib, cuStreamQuery(s))

@@ -2,7 +2,7 @@
 # On the GPU machine: every check that needs the GPU, native and through vgpu in the same
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
-#   scripts/gpu/run.sh STAGE...     stages: smi driver rt cu12 cublas llama bench trace vbench
+#   scripts/gpu/run.sh STAGE...     stages: smi driver rt cu12 cublas llama bench exp trace vbench
 #                                   ollama faults twoservers savellama (or all: smi..bench)
 #
 # Expects (carried in devcarry/, see scripts/gpu/pack.sh): dist/ (scripts/dist.sh output),
@@ -294,6 +294,24 @@ stage_shmtext() { # the llama stage's texts over the shared-memory transport
   say "shm calls: $(grep -E '^  shm_' "$OUT/shm-q8.err" | awk '{print $1, $2}' | tr '\n' ' ')"
 }
 
+stage_exp() { # issue 6: one model over every transport, and with the client polling longer for replies
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  local m=${EXP_MODEL:-q8}
+  local args=(-m $W/$m.gguf -p 512 -n 128 -ngl 99 -r "${EXP_REPS:-5}" -o md)
+  row() { say "exp $m $1: $(grep -E 'pp512|tg128' "$W/exp.md" | awk -F'|' '{print $(NF-1)}' | tr -s ' ' | tr '\n' ' ')"; }
+  vg_shm() { VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" "$@"; }
+  LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row native
+  vg $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row unix
+  vg_shm $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row shm
+  vg_tcp $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row tcp
+  for us in ${EXP_SPINS:-20000}; do
+    vg env VGPU_SPIN_US=$us $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "unix client-spin=${us}us"
+    vg_shm env VGPU_SPIN_US=$us $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "shm client-spin=${us}us"
+    vg_tcp env VGPU_SPIN_US=$us $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "tcp client-spin=${us}us"
+  done
+  LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "native again"
+}
 stage_ttft() { # issue 6: process start to first generated token (one token, then exit), twice
   build_llama; models
   B=$LB/bin
@@ -317,7 +335,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -63,6 +63,18 @@ pub trait Session: Backend {
     fn take_async_error(&mut self) -> Option<u32> {
         None
     }
+    /// Where the `len` bulk bytes of the frame about to be read (opcode `op`, encoded
+    /// arguments `args`, its context already set) should land, when the backend wants them
+    /// somewhere other than the worker's buffer: pinned memory that an asynchronous copy
+    /// can start from without copying them again. `None`: the worker's buffer.
+    ///
+    /// Contract (the worker reads into it, unsafely): the `len` bytes at the pointer stay
+    /// valid, and nothing but that read touches them, until the frame's call has been
+    /// dispatched; the call then finds them as its `Io::bulk_in`.
+    fn bulk_place(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
+        let _ = (op, args, len);
+        None
+    }
     /// Take the shared-memory segment the client passed (`shm:` addresses): the `shm_*`
     /// copies name offsets in it.
     fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {

@@ -71,6 +71,8 @@ pub struct Sim {
     used: Vec<u64>,
     /// The client's shared-memory segment (`shm:` addresses).
     segment: Option<transport::Segment>,
+    /// Where the worker reads an asynchronous copy's bytes (see `bulk_place`).
+    landing: Vec<u8>,
 }
 
 impl Sim {
@@ -101,6 +103,7 @@ impl Sim {
             next_addr: 0x7f00_0000_0000 - (seed << 40),
             used: vec![0; n],
             segment: None,
+            landing: Vec::new(),
         }
     }
 
@@ -179,6 +182,16 @@ impl Sim {
 impl Session for Sim {
     fn set_context(&mut self, ctx: u64) {
         self.ctx = ctx;
+    }
+    /// Asynchronous copies land in a buffer of the sim's own, as the cuda backend's land
+    /// in pinned memory, so that the worker's path for it is tested without a GPU.
+    fn bulk_place(&mut self, op: u32, _args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
+        if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > 4 << 20 {
+            return None;
+        }
+        self.landing.clear();
+        self.landing.resize(len, 0);
+        std::ptr::NonNull::new(self.landing.as_mut_ptr())
     }
     fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {
         if self.segment.is_some() {

@@ -15,7 +15,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use transport::{Stream, read_exact_into, read_frame, read_header, write_frame};
+use transport::{Stream, read_exact_into, read_header, write_frame};
 
 /// Longest a client may take to complete the handshake, however it trickles its bytes.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
@@ -148,8 +148,30 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         if reader.buffer().is_empty() {
             transport::wait_readable(fd, spin);
         }
-        let h = match read_frame(&mut reader, &mut args, &mut bulk) {
+        let h = match read_header(&mut reader).and_then(|h| {
+            read_exact_into(&mut reader, &mut args, h.args_len as usize)?;
+            Ok(h)
+        }) {
             Ok(h) => h,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        backend.set_context(h.ctx);
+        // The bulk bytes go where the backend wants them (pinned memory for a copy), else
+        // into our buffer.
+        let len = h.bulk_len as usize;
+        let place = if len > 0 { backend.bulk_place(h.op, &args, len) } else { None };
+        let got = match place {
+            Some(p) => {
+                // SAFETY: `Session::bulk_place` promises `len` bytes at `p`, valid and
+                // touched by nothing else until this frame's call has been dispatched.
+                let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) };
+                io::Read::read_exact(&mut reader, s).map(|()| &*s)
+            }
+            None => read_exact_into(&mut reader, &mut bulk, len).map(|()| bulk.as_slice()),
+        };
+        let bulk_in = match got {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
             Err(e) => break Err(e),
         };
@@ -159,7 +181,6 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             break Err(io::Error::new(io::ErrorKind::InvalidData, "one-way call sent as a request"));
         }
         let started = stats.as_ref().map(|_| std::time::Instant::now());
-        backend.set_context(h.ctx);
         if !oneway && let Some(code) = backend.flush() {
             deferred.get_or_insert(code);
         }
@@ -169,7 +190,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             Ok(Err(code))
         } else {
             out.clear();
-            let mut io = Io { bulk_in: &bulk, bulk_out: &mut out };
+            let mut io = Io { bulk_in, bulk_out: &mut out };
             protocol::dispatch(&mut *backend, h.op, &args, &mut io)
         };
         if let Some(code) = backend.take_async_error() {

@@ -11,6 +11,18 @@ use std::os::raw::c_void;
 
 /// Device-to-host copies go through pinned buffers of at most this size at a time.
 const CHUNK: usize = 32 << 20;
+/// Largest copy frame read straight into pinned memory (the shim sends 1 MiB frames).
+const LANDING_MAX: usize = 4 << 20;
+
+/// A pinned buffer the worker is reading a copy's bytes into (see `land_htod`).
+#[derive(Debug)]
+pub(super) struct Landing {
+    /// The context whose pool holds it.
+    ctx: u64,
+    /// Its index in that pool.
+    buf: usize,
+    ptr: *mut u8,
+}
 
 impl CudaSession {
     /// Count `size` bytes on `dev` against the limit, or refuse.
@@ -112,15 +124,23 @@ impl CudaSession {
             return copy(data.as_ptr().cast());
         }
         let ctx = self.h.stream_context(s as u64, self.current);
+        let landed = self.landing.take().filter(|l| l.ctx == ctx && std::ptr::eq(l.ptr, data.as_ptr())).map(|l| l.buf);
         self.in_context(ctx, |me| {
             let capturing = me.is_capturing(s)?;
             let (lib, pool) = (me.lib, me.pools.entry(me.current).or_default());
-            let i = match relaxed(lib, || pool.take(lib, data.len())) {
-                Ok(i) => i,
-                Err(e) if capturing => return Err(e),
-                Err(_) => return copy(data.as_ptr().cast()),
+            let i = match landed {
+                // The worker read the bytes straight into this buffer.
+                Some(i) => i,
+                None => {
+                    let i = match relaxed(lib, || pool.take(lib, data.len())) {
+                        Ok(i) => i,
+                        Err(e) if capturing => return Err(e),
+                        Err(_) => return copy(data.as_ptr().cast()),
+                    };
+                    pool.bytes(i, data.len()).copy_from_slice(data);
+                    i
+                }
             };
-            pool.bytes(i, data.len()).copy_from_slice(data);
             copy(pool.ptr(i).cast())?;
             if capturing {
                 // The graph reads this buffer at every launch: see `Pool::leak`.
@@ -130,6 +150,30 @@ impl CudaSession {
                 relaxed(lib, || pool.record(lib, i, s as u64))
             }
         })
+    }
+
+    /// `Session::bulk_place`: the bytes of an asynchronous host-to-device copy are read
+    /// straight into a free pinned buffer of the stream's context, which `staged_async`
+    /// then copies from, so a copy over the socket costs one copy of its bytes on this
+    /// side (the socket's) instead of two. Larger frames than the client sends (the shim's
+    /// `HTOD_FRAME`) are not given pinned memory before their bytes arrive.
+    pub(super) fn land_htod(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
+        self.landing = None;
+        if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > LANDING_MAX || self.ready().is_err() {
+            return None;
+        }
+        let a: protocol::ops::cuMemcpyHtoDAsync_v2 = postcard::from_bytes(args).ok()?;
+        let s = self.h.stream(a.stream).ok()?;
+        let ctx = self.h.stream_context(s as u64, self.current);
+        let (buf, ptr) = self
+            .in_context(ctx, |me| {
+                let (lib, pool) = (me.lib, me.pools.entry(me.current).or_default());
+                let i = relaxed(lib, || pool.take(lib, len))?;
+                Ok((i, pool.ptr(i)))
+            })
+            .ok()?;
+        self.landing = Some(Landing { ctx, buf, ptr });
+        std::ptr::NonNull::new(ptr)
     }
 
     /// Run `copy` into a pinned buffer of `len` bytes (synchronously: it must have completed

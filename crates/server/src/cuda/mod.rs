@@ -113,10 +113,12 @@ pub struct CudaSession {
     cublas: crate::cublas::Cublas,
     /// The client's shared-memory segment (`shm:` addresses).
     shm: Option<shm::Shm>,
-    /// A `stream_barrier` not yet waited for, on this stream of the current context: it is
-    /// waited for only when a call that is not one-way work on the same stream comes, so
-    /// that a row of small copies, each followed by a barrier, costs one wait.
-    barrier: Option<u64>,
+    /// A `stream_barrier` not yet waited for (see [`streams::Barrier`]).
+    barrier: Option<streams::Barrier>,
+    /// Per context, the event that orders other streams after a pending barrier.
+    order_events: HashMap<u64, u64>,
+    /// Where the worker is reading the current frame's copy bytes, if not its own buffer.
+    landing: Option<memory::Landing>,
     /// The first error a deferred barrier met, for the next synchronous call.
     async_error: Option<u32>,
 }
@@ -155,6 +157,8 @@ impl CudaSession {
             cublas: crate::cublas::Cublas::default(),
             shm: None,
             barrier: None,
+            order_events: HashMap::new(),
+            landing: None,
             async_error: None,
         })
     }
@@ -218,6 +222,7 @@ impl CudaSession {
         if let Some(mut p) = self.pools.remove(&ctx) {
             p.forget();
         }
+        self.order_events.remove(&ctx);
         self.shm_forget_context(ctx);
     }
 
@@ -253,9 +258,10 @@ impl Session for CudaSession {
         self.shm_attach(segment)
     }
 
-    /// Best effort: the worker exits next and the driver frees whatever is left, but
-    /// releasing explicitly keeps teardown orderly. Destroying a context frees everything
-    /// made in it, so only context-independent objects are released one by one.
+    fn bulk_place(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
+        self.land_htod(op, args, len)
+    }
+
     fn flush(&mut self) -> Option<u32> {
         self.flush_barrier();
         self.async_error.take()
@@ -265,6 +271,9 @@ impl Session for CudaSession {
         self.async_error.take()
     }
 
+    /// Best effort: the worker exits next and the driver frees whatever is left, but
+    /// releasing explicitly keeps teardown orderly. Destroying a context frees everything
+    /// made in it, so only context-independent objects are released one by one.
     fn close(&mut self) {
         self.flush_barrier();
         // cuBLAS handles first, while their contexts live; the segment's events and

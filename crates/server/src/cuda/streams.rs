@@ -1,11 +1,27 @@
 //! Streams, events and graphs: created objects join the session's sets (with the context
 //! they belong to), every use is checked against them, and destruction leaves them.
 
-use super::{CudaSession, R};
+use super::staging::PinnedApi;
+use super::{CudaSession, R, STREAM_CAPTURE_UNSUPPORTED};
 use abi::cuda::{
     CUevent, CUgraph, CUgraphExec, CUgraphExecUpdateResultInfo, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus,
 };
 use std::ptr::null_mut;
+
+/// A `stream_barrier` the worker has not waited for. A decode step copies its inputs
+/// each followed by a synchronize, which the client sends as a barrier; waiting for each
+/// would cost the server a few microseconds per copy. Work on the barrier's own stream is
+/// ordered after it anyway; work on other streams is ordered on the GPU; only a call that
+/// is neither waits for it on the host.
+#[derive(Debug)]
+pub(super) struct Barrier {
+    /// The stream (client value) of the current context it was sent for.
+    stream: u64,
+    /// Whether the context's order event has been recorded on `stream` since the barrier.
+    recorded: bool,
+    /// Streams already made to wait for that event.
+    ordered: Vec<u64>,
+}
 
 impl CudaSession {
     pub(super) fn stream_create(&mut self, flags: u32, priority: Option<i32>) -> R<u64> {
@@ -34,32 +50,67 @@ impl CudaSession {
         cu!(self.lib, cuStreamSynchronize(s))
     }
 
-    /// `stream_barrier`: deferred until a call other than one-way work on the same stream
-    /// (see `CudaSession::barrier`); a barrier on another stream waits for the pending one.
+    /// `stream_barrier`: not waited for now (see [`Barrier`]). Another barrier pending on
+    /// another stream was ordered before this stream by [`Self::keep_order`], so waiting
+    /// for this one later covers both.
     pub(super) fn defer_barrier(&mut self, stream: u64) -> R<()> {
         self.h.stream(stream)?;
-        if self.barrier.is_some_and(|b| b != stream) {
-            self.flush_barrier();
-        }
-        self.barrier = Some(stream);
+        self.barrier = Some(Barrier { stream, recorded: false, ordered: Vec::new() });
         Ok(())
     }
 
     /// Wait for the pending barrier, if any; its error is kept for the next synchronous call.
     pub(super) fn flush_barrier(&mut self) {
-        if let Some(s) = self.barrier.take()
-            && let Err(code) = self.stream_synchronize(s)
+        if let Some(b) = self.barrier.take()
+            && let Err(code) = self.stream_synchronize(b.stream)
         {
             self.async_error.get_or_insert(code);
         }
     }
 
-    /// Before each call: anything but one-way work on the barrier's stream waits for it.
-    /// (Synchronous calls are flushed by the worker before they run.)
+    /// Before each call, with its stream: one-way work on another stream is ordered after
+    /// the pending barrier on the GPU (an event recorded after it, waited for by that
+    /// stream), so nobody waits; anything else waits for the barrier. (Synchronous calls
+    /// are flushed by the worker before they run.)
     pub(super) fn keep_order(&mut self, stream: Option<u64>) {
-        if self.barrier.is_some() && stream != self.barrier {
-            self.flush_barrier();
+        let Some(b) = &self.barrier else { return };
+        match stream {
+            Some(t) if t == b.stream || b.ordered.contains(&t) => {}
+            Some(t) => {
+                if self.order_after_barrier(t).is_err() {
+                    self.flush_barrier();
+                }
+            }
+            None => self.flush_barrier(),
         }
+    }
+
+    /// Make stream `t` wait on the GPU for the work before the pending barrier. A capturing
+    /// stream cannot wait for an event recorded outside its capture: that is an error here,
+    /// and the caller waits on the host instead.
+    fn order_after_barrier(&mut self, t: u64) -> R<()> {
+        let ts = self.h.stream(t)?;
+        if self.is_capturing(ts)? {
+            return Err(STREAM_CAPTURE_UNSUPPORTED);
+        }
+        let (lib, ctx) = (self.lib, self.current);
+        let event = match self.order_events.get(&ctx) {
+            Some(&e) => e,
+            None => {
+                let e = lib.event_create()?;
+                self.order_events.insert(ctx, e);
+                e
+            }
+        };
+        let b = self.barrier.as_mut().expect("a pending barrier");
+        if !b.recorded {
+            let s = self.h.stream(b.stream)?;
+            cu!(lib, cuEventRecord(event as CUevent, s))?;
+            b.recorded = true;
+        }
+        cu!(lib, cuStreamWaitEvent(ts, event as CUevent, 0))?;
+        b.ordered.push(t);
+        Ok(())
     }
 
     pub(super) fn stream_query(&mut self, stream: u64) -> R<()> {

@@ -298,8 +298,9 @@ stage_exp() { # issue 6: one model over every transport, and with the client pol
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   local m=${EXP_MODEL:-q8}
-  local args=(-m $W/$m.gguf -p 512 -n 128 -ngl 99 -r "${EXP_REPS:-5}" -o md)
-  row() { say "exp $m $1: $(grep -E 'pp512|tg128' "$W/exp.md" | awk -F'|' '{print $(NF-1)}' | tr -s ' ' | tr '\n' ' ')"; }
+  local args=(-m $W/$m.gguf -p 512 -n 128 -ngl 99 -r "${EXP_REPS:-5}" -o json)
+  # Median tokens/s of pp512 and tg128 (a slow outlier run moves the mean a lot).
+  row() { say "exp $m $1: $(python3 -c 'import json,sys,statistics as s; print(" ".join("%s %.1f" % ("pp" if t["n_prompt"] else "tg", s.median(t["samples_ts"])) for t in json.load(open(sys.argv[1]))))' "$W/exp.md" 2>&1)"; }
   vg_shm() { VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" "$@"; }
   LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row native
   vg $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row unix
@@ -311,6 +312,18 @@ stage_exp() { # issue 6: one model over every transport, and with the client pol
     vg_tcp env VGPU_SPIN_US=$us $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "tcp client-spin=${us}us"
   done
   LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "native again"
+}
+stage_ppstats() { # issue 6: server time per call of prompt processing alone: a run of 1 and one of 6, subtracted
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  for m in ${PP_MODELS:-f16}; do
+    for r in 1 6; do
+      vg $B/llama-bench -m $W/$m.gguf -p 512 -n 0 -ngl 99 -r $r >/dev/null 2>&1
+      sleep 1; awk '/time per call/ {buf=""} {buf=buf $0 "\n"} END {printf "%s", buf}' "$OUT/server.log" | grep -E '^  [a-zA-Z_]' >"$W/pps.$m.$r"
+    done
+    say "pp512 $m: server time of 5 more runs, per run:"
+    awk 'NR==FNR {t[$1]=$4; n[$1]=$2; next} {d=($4-t[$1])/5; if (d>0.05) printf "  %-28s %6.1f calls %8.3f ms\n", $1, ($2-n[$1])/5, d}' "$W/pps.$m.1" "$W/pps.$m.6" | sort -k4 -rn | head -15 | tee -a "$SUMMARY"
+  done
 }
 stage_ttft() { # issue 6: process start to first generated token (one token, then exit), twice
   build_llama; models
@@ -335,7 +348,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ppstats|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -14,6 +14,11 @@ pub struct LlamaTest {
     /// Tokens per second, mean over the repetitions.
     pub avg_ts: f64,
     pub stddev_ts: f64,
+    /// Tokens per second, median of the repetitions (the mean when llama-bench gave no
+    /// samples). Reported: a prompt-processing run now and then takes much longer than
+    /// the others, natively too, and moves the mean by more than the difference measured.
+    #[serde(default)]
+    pub median_ts: f64,
 }
 
 /// The arguments of one llama-bench run: `-m M -p 512 -n 128 -ngl 99 -r REPS -o json`.
@@ -52,11 +57,15 @@ pub fn parse(out: &str) -> Result<Vec<LlamaTest>, String> {
     let int = |o: &Value, k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
     list.iter()
         .map(|o| {
+            let avg_ts = num(o, "avg_ts").ok_or("llama-bench JSON: a test without avg_ts")?;
+            let samples: Vec<f64> =
+                o.get("samples_ts").and_then(Value::as_array).map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect());
             Ok(LlamaTest {
                 model: o.get("model_filename").and_then(Value::as_str).unwrap_or("?").to_string(),
                 test: test_name(int(o, "n_prompt"), int(o, "n_gen"), int(o, "n_depth")),
-                avg_ts: num(o, "avg_ts").ok_or("llama-bench JSON: a test without avg_ts")?,
+                avg_ts,
                 stddev_ts: num(o, "stddev_ts").unwrap_or(0.0),
+                median_ts: if samples.is_empty() { avg_ts } else { crate::stats::p50(&samples) },
             })
         })
         .collect()
@@ -75,6 +84,7 @@ mod tests {
         assert_eq!(t[0].test, "pp512");
         assert_eq!(t[0].model, "/tmp/vgpu-work/q8.gguf");
         assert!((t[0].avg_ts - 45950.123).abs() < 1e-9);
+        assert_eq!(t[0].median_ts, 45953.9, "the middle sample");
         assert!((t[0].stddev_ts - 70.5).abs() < 1e-9);
         assert_eq!(t[1].test, "tg128");
         assert!((t[1].avg_ts - 874.7).abs() < 1e-9);

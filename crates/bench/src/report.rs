@@ -257,13 +257,13 @@ fn llama_rows(columns: &[Column], llama: &[LlamaRun]) -> Vec<Row> {
                     None => Cell::na(),
                     Some(LlamaRun { error: Some(_), .. }) => Cell::Na("error".into()),
                     Some(r) => match r.tests.iter().find(|t| t.test == test) {
-                        Some(t) => Cell::Value(t.avg_ts),
+                        Some(t) => Cell::Value(t.median_ts),
                         None => Cell::Na("missing".into()),
                     },
                 })
                 .collect();
             let name = std::path::Path::new(&model).file_name().map_or(model.clone(), |f| f.to_string_lossy().into());
-            Row::new(format!("llama-bench {name} {test}"), "tokens/s", Better::Higher, cells)
+            Row::new(format!("llama-bench {name} {test}, median"), "tokens/s", Better::Higher, cells)
         })
         .collect()
 }
@@ -495,7 +495,7 @@ mod tests {
     #[test]
     fn llama_rows_follow_runs() {
         let cols = columns();
-        let t = |test: &str, ts| LlamaTest { model: "q8.gguf".into(), test: test.into(), avg_ts: ts, stddev_ts: 1.0 };
+        let t = |test: &str, ts| LlamaTest { model: "q8.gguf".into(), test: test.into(), avg_ts: ts, stddev_ts: 1.0, median_ts: ts };
         let llama = vec![
             LlamaRun {
                 model: "/w/q8.gguf".into(),
@@ -512,7 +512,7 @@ mod tests {
             LlamaRun { model: "/w/q8.gguf".into(), column: "tcp".into(), tests: vec![], error: Some("exit 1".into()) },
         ];
         let rows = build_rows(&cols, &[], &llama);
-        let tg = rows.iter().find(|r| r.metric == "llama-bench q8.gguf tg128").unwrap();
+        let tg = rows.iter().find(|r| r.metric == "llama-bench q8.gguf tg128, median").unwrap();
         assert_eq!(tg.unit, "tokens/s");
         assert_eq!(tg.cells, vec![Cell::Value(800.0), Cell::Value(760.0), Cell::Na("error".into()), Cell::na()]);
         assert_eq!(tg.ratios[0], Cell::Value(0.95));

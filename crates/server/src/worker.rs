@@ -11,11 +11,11 @@ use parking_lot::Mutex;
 use protocol::frame::{Header, OP_HELLO, OP_SHM};
 use protocol::hello::{Hello, Welcome};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
-use std::io;
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use transport::{Stream, read_exact_into, read_header, write_frame};
+use transport::{Stream, Unbuffered, read_exact_into, read_header, write_frame};
 
 /// Longest a client may take to complete the handshake, however it trickles its bytes.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
@@ -23,6 +23,8 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// `Hello` is a few hundred bytes); the general frame limits would let it make us buffer
 /// a gigabyte before its token is checked.
 const MAX_HELLO: u32 = 64 << 10;
+/// Bulk bytes from this size on are read past the socket reader's buffer.
+const BULK_DIRECT: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -161,13 +163,18 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         // into our buffer.
         let len = h.bulk_len as usize;
         let place = if len > 0 { backend.bulk_place(h.op, &args, len) } else { None };
+        // Large bulk straight from the socket (one copy), small through the reader's buffer
+        // (which holds the frames behind it too).
+        let direct = len >= BULK_DIRECT;
         let got = match place {
             Some(p) => {
                 // SAFETY: `Session::bulk_place` promises `len` bytes at `p`, valid and
                 // touched by nothing else until this frame's call has been dispatched.
                 let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) };
-                io::Read::read_exact(&mut reader, s).map(|()| &*s)
+                let r = if direct { Unbuffered(&mut reader).read_exact(s) } else { reader.read_exact(s) };
+                r.map(|()| &*s)
             }
+            None if direct => read_exact_into(&mut Unbuffered(&mut reader), &mut bulk, len).map(|()| bulk.as_slice()),
             None => read_exact_into(&mut reader, &mut bulk, len).map(|()| bulk.as_slice()),
         };
         let bulk_in = match got {

@@ -1,5 +1,5 @@
 use protocol::frame::{HEADER_LEN, Header};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufReader, IoSlice, Read, Write};
 use zerocopy::IntoBytes;
 
 /// A whole frame as read: header, argument bytes, bulk bytes.
@@ -67,6 +67,17 @@ pub fn read_exact_into(r: &mut impl Read, v: &mut Vec<u8>, len: usize) -> io::Re
     Ok(())
 }
 
+/// Reads from a `BufReader` that bypass its buffer once it is empty. A `BufReader` copies
+/// any read smaller than its capacity through its buffer: for bulk bytes (a megabyte copy
+/// frame) that is a second copy of every byte. Small reads should go through the buffer.
+pub struct Unbuffered<'a, R>(pub &'a mut BufReader<R>);
+
+impl<R: Read> Read for Unbuffered<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.0.buffer().is_empty() { self.0.get_mut().read(buf) } else { self.0.read(buf) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +102,27 @@ mod tests {
         assert!(v.capacity() < 1 << 20, "{}", v.capacity());
         read_exact_into(&mut &[7u8; 300_000][..], &mut v, 300_000).unwrap();
         assert_eq!(v, vec![7u8; 300_000]);
+    }
+
+    #[test]
+    fn unbuffered_reads_take_the_buffered_bytes_first() {
+        // A reader that counts how many bytes were asked of it at once.
+        struct Counting<'a>(&'a [u8], usize);
+        impl Read for Counting<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 = self.1.max(buf.len());
+                self.0.read(buf)
+            }
+        }
+        let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut r = BufReader::with_capacity(1000, Counting(&data, 0));
+        let mut head = [0u8; 10];
+        r.read_exact(&mut head).unwrap();
+        let mut rest = vec![0u8; data.len() - 10];
+        Unbuffered(&mut r).read_exact(&mut rest).unwrap();
+        assert_eq!(&head[..], &data[..10]);
+        assert_eq!(rest, &data[10..]);
+        assert!(r.get_ref().1 > 1000, "the bulk went past the buffer, in reads larger than it");
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod tls;
 
 pub use addr::{Address, Listener, Stream};
 pub use conn::{Conn, Error, Timeouts};
-pub use framing::{Frame, read_exact_into, read_frame, read_header, write_frame};
+pub use framing::{Frame, Unbuffered, read_exact_into, read_frame, read_header, write_frame};
 pub use shm::{FdReader, MAX_SEGMENT, Segment, send_segment};
 pub use spin::{CLIENT_SPIN, DEFAULT_SPIN, spin_budget, wait_readable};
 pub use tls::{PLAIN_REFUSAL, Relay, TlsError, TlsServer, TlsStream, TlsTarget, is_tls_error};

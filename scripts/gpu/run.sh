@@ -33,6 +33,7 @@ SOCK=/tmp/vgpu.sock
 TOKEN=/tmp/vgpu.token
 start_server() {
   echo "bench-token-$$" > $TOKEN; chmod 600 $TOKEN
+  rm -f $SOCK # an earlier server's socket would look like this one's before it listens
   VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
     --listen tcp://127.0.0.1:7070 --token-file $TOKEN "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
@@ -116,6 +117,11 @@ build_llama() {
 models() {
   [ -f $W/q8.gguf ] || python3 "$C/tools/gen_gguf.py" $W/q8.gguf --preset 1b --dtype q8_0 >/dev/null
   [ -f $W/f16.gguf ] || python3 "$C/tools/gen_gguf.py" $W/f16.gguf --preset 1b --dtype f16 >/dev/null
+}
+# Median tokens/s of each test in a llama-bench -o json file (a slow outlier run moves the
+# mean a lot).
+medians() {
+  python3 -c 'import json,sys,statistics as s; print(" ".join("%s %.1f" % ("pp" if t["n_prompt"] else "tg", s.median(t["samples_ts"])) for t in json.load(open(sys.argv[1]))))' "$1" 2>&1
 }
 complete() { # native|vgpu model [VAR=value...]
   local how=$1 m=$2; shift 2
@@ -267,10 +273,15 @@ stage_multigpu() { # issue 9 on a machine with several GPUs: one server, every G
   vg "$B/llama-completion" "${args[@]}" >"$W/mg.v" 2>"$OUT/mg-vgpu.err" </dev/null
   compare multigpu-sm-layer-text "$W/mg.n" "$W/mg.v"
   say "CUDA1 mentioned: native $(grep -c CUDA1 "$OUT/mg-native.err"), vgpu $(grep -c CUDA1 "$OUT/mg-vgpu.err")"
-  for m in q8 f16; do
-    LD_LIBRARY_PATH=$B $B/llama-bench -m $W/$m.gguf -sm layer -p 512 -n 128 -ngl 99 -r 5 -o md >"$OUT/mgbench-$m-native.md" 2>/dev/null
-    vg $B/llama-bench -m $W/$m.gguf -sm layer -p 512 -n 128 -ngl 99 -r 5 -o md >"$OUT/mgbench-$m-unix.md" 2>"$W/be" || tail -3 "$W/be" >>"$SUMMARY"
-    for t in native unix; do say "multi-GPU bench $m $t: $(grep -E 'pp512|tg128' "$OUT/mgbench-$m-$t.md" | awk -F'|' '{print $(NF-2), $(NF-1)}' | tr '\n' ' ')"; done
+  local vg_shm=(env VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU")
+  for m in ${MG_MODELS:-q8 f16}; do
+    local bargs=(-m $W/$m.gguf -sm layer -p 512 -n 128 -ngl 99 -r "${MG_REPS:-10}" -o json)
+    LD_LIBRARY_PATH=$B $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-native.json" 2>/dev/null
+    vg $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-unix.json" 2>"$W/be" || tail -3 "$W/be" >>"$SUMMARY"
+    "${vg_shm[@]}" $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-shm.json" 2>"$W/be" || tail -3 "$W/be" >>"$SUMMARY"
+    vg_tcp $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-tcp.json" 2>"$W/be" || tail -3 "$W/be" >>"$SUMMARY"
+    LD_LIBRARY_PATH=$B $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-native2.json" 2>/dev/null
+    for t in native unix shm tcp native2; do say "multi-GPU bench $m $t (median): $(medians "$OUT/mgbench-$m-$t.json")"; done
   done
 }
 
@@ -282,6 +293,28 @@ stage_mgtrace() { # every call of the last decode steps across two GPUs
   grep vgpu-trace "$W/mgtrace.log" | tail -400 | cut -c1-220 >"$OUT/mgtrace-lines.txt"
 }
 
+stage_stalls() { # prompt runs that take far longer than the others: which calls wait, client and server side
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  local m=${STALL_MODEL:-f16}
+  local via=(vg); [ "${STALL_VIA:-unix}" = shm ] && via=(env VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU")
+  "${via[@]}" env VGPU_TRACE=1 $B/llama-bench -m $W/$m.gguf -p 512 -n 0 -ngl 99 -r 10 -o json ${STALL_ARGS:-} >"$W/st.json" 2>"$W/st.log"
+  say "stalls $m ${STALL_ARGS:-}: pp samples $(python3 -c 'import json,sys; print(" ".join("%.0f" % x for t in json.load(open(sys.argv[1])) for x in t["samples_ts"]))' "$W/st.json" 2>&1)"
+  grep vgpu-trace "$W/st.log" | cut -c1-240 >"$OUT/stalls-$m-lines.txt"
+  LD_LIBRARY_PATH=$B $B/llama-bench -m $W/$m.gguf -p 512 -n 0 -ngl 99 -r 10 -o json ${STALL_ARGS:-} >"$W/st.json" 2>/dev/null
+  say "stalls $m native: pp samples $(python3 -c 'import json,sys; print(" ".join("%.0f" % x for t in json.load(open(sys.argv[1])) for x in t["samples_ts"]))' "$W/st.json" 2>&1)"
+  python3 - "$OUT/stalls-$m-lines.txt" <<'PY' | tee -a "$SUMMARY"
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+for i, l in enumerate(lines):
+    m = re.search(r" ([0-9.]+)us", l)
+    if m and float(m.group(1)) > float(__import__("os").environ.get("STALL_US", "2000")):
+        print("slow call (%s us), with the 4 before:" % m.group(1))
+        for k in range(max(0, i - 4), i + 1):
+            print("   ", lines[k][:200])
+PY
+  grep " took " "$OUT/server.log" | tail -30 | sed 's/^.*INFO[^:]*: //' >>"$SUMMARY"
+}
 stage_shmtext() { # the llama stage's texts over the shared-memory transport
   build_llama; models
   B=$LB/bin
@@ -299,8 +332,7 @@ stage_exp() { # issue 6: one model over every transport, and with the client pol
   B=$LB/bin; export EXTRA_LD=$B
   local m=${EXP_MODEL:-q8}
   local args=(-m $W/$m.gguf -p 512 -n 128 -ngl 99 -r "${EXP_REPS:-5}" -o json)
-  # Median tokens/s of pp512 and tg128 (a slow outlier run moves the mean a lot).
-  row() { say "exp $m $1: $(python3 -c 'import json,sys,statistics as s; print(" ".join("%s %.1f" % ("pp" if t["n_prompt"] else "tg", s.median(t["samples_ts"])) for t in json.load(open(sys.argv[1]))))' "$W/exp.md" 2>&1)"; }
+  row() { say "exp $m $1: $(medians "$W/exp.md")"; }
   vg_shm() { VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" "$@"; }
   LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row native
   vg $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row unix
@@ -348,7 +380,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ppstats|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ppstats|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -58,8 +58,10 @@ pub fn parse(out: &str) -> Result<Vec<LlamaTest>, String> {
     list.iter()
         .map(|o| {
             let avg_ts = num(o, "avg_ts").ok_or("llama-bench JSON: a test without avg_ts")?;
-            let samples: Vec<f64> =
-                o.get("samples_ts").and_then(Value::as_array).map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect());
+            let samples: Vec<f64> = o
+                .get("samples_ts")
+                .and_then(Value::as_array)
+                .map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect());
             Ok(LlamaTest {
                 model: o.get("model_filename").and_then(Value::as_str).unwrap_or("?").to_string(),
                 test: test_name(int(o, "n_prompt"), int(o, "n_gen"), int(o, "n_depth")),

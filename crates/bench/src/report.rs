@@ -495,7 +495,13 @@ mod tests {
     #[test]
     fn llama_rows_follow_runs() {
         let cols = columns();
-        let t = |test: &str, ts| LlamaTest { model: "q8.gguf".into(), test: test.into(), avg_ts: ts, stddev_ts: 1.0, median_ts: ts };
+        let t = |test: &str, ts| LlamaTest {
+            model: "q8.gguf".into(),
+            test: test.into(),
+            avg_ts: ts,
+            stddev_ts: 1.0,
+            median_ts: ts,
+        };
         let llama = vec![
             LlamaRun {
                 model: "/w/q8.gguf".into(),

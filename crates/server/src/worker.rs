@@ -25,6 +25,10 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_HELLO: u32 = 64 << 10;
 /// Bulk bytes from this size on are read past the socket reader's buffer.
 const BULK_DIRECT: usize = 64 << 10;
+/// With `VGPU_STATS=1`, calls that take this long are logged one by one.
+const SLOW_CALL: Duration = Duration::from_millis(3);
+/// The socket reader's buffer: some hundreds of small frames.
+const READ_GULP: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -40,11 +44,12 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
     stream.set_timeouts(Some(Duration::from_secs(10)), Some(Duration::from_secs(30)))?;
     let control = stream.try_clone()?;
-    // Pipelined one-way frames arrive back to back: read them in large gulps, not three
-    // system calls per frame.
+    // Pipelined one-way frames arrive back to back: read them in gulps, not three system
+    // calls per frame. Not larger ones: a gulp also takes in the start of the next copy's
+    // bulk bytes, which then cost a second copy out of the buffer (see `BULK_DIRECT`).
     // The reader keeps a descriptor that arrives before the handshake (a client's shared
     // segment, see below); afterwards it reads plainly.
-    let mut reader = io::BufReader::with_capacity(1 << 20, transport::FdReader::new(stream));
+    let mut reader = io::BufReader::with_capacity(READ_GULP, transport::FdReader::new(stream));
     let (mut args, mut bulk) = (Vec::new(), Vec::new());
 
     // Handshake: a client that has not completed it within HANDSHAKE_DEADLINE is dropped
@@ -205,7 +210,16 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         }
         busy.store(false, Ordering::Relaxed);
         if let (Some(st), Some(t0)) = (stats.as_mut(), started) {
-            st.add(h.op, t0.elapsed());
+            let took = t0.elapsed();
+            st.add(h.op, took);
+            if took >= SLOW_CALL {
+                tracing::info!(
+                    "session {}: {} took {:.1} ms",
+                    cfg.session_id,
+                    protocol::op_name(h.op),
+                    took.as_secs_f64() * 1e3
+                );
+            }
         }
         let outcome = match outcome {
             Ok(r) => r,

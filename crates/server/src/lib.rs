@@ -75,6 +75,12 @@ pub trait Session: Backend {
         let _ = (op, args, len);
         None
     }
+    /// The reply's bulk bytes when the call left them in the backend's own memory (pinned
+    /// memory a device-to-host copy landed in) rather than in `Io::bulk_out`, which is then
+    /// empty; taken after every synchronous call.
+    fn reply_bulk(&mut self) -> Option<&[u8]> {
+        None
+    }
     /// Take the shared-memory segment the client passed (`shm:` addresses): the `shm_*`
     /// copies name offsets in it.
     fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {

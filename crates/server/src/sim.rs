@@ -73,6 +73,10 @@ pub struct Sim {
     segment: Option<transport::Segment>,
     /// Where the worker reads an asynchronous copy's bytes (see `bulk_place`).
     landing: Vec<u8>,
+    /// A device-to-host copy's bytes, for `reply_bulk`.
+    reply: Option<Vec<u8>>,
+    /// What `reply_bulk` last handed out (kept until the next call).
+    replied: Vec<u8>,
 }
 
 impl Sim {
@@ -104,6 +108,8 @@ impl Sim {
             used: vec![0; n],
             segment: None,
             landing: Vec::new(),
+            reply: None,
+            replied: Vec::new(),
         }
     }
 
@@ -182,6 +188,10 @@ impl Sim {
 impl Session for Sim {
     fn set_context(&mut self, ctx: u64) {
         self.ctx = ctx;
+    }
+    fn reply_bulk(&mut self) -> Option<&[u8]> {
+        self.replied = self.reply.take()?;
+        Some(&self.replied)
     }
     /// Asynchronous copies land in a buffer of the sim's own, as the cuda backend's land
     /// in pinned memory, so that the worker's path for it is tested without a GPU.
@@ -346,9 +356,11 @@ impl protocol::Backend for Sim {
         *io.bulk_out = self.read(src, size)?;
         Ok(())
     }
-    fn cuMemcpyDtoHAsync_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64, stream: u64) -> Result<(), u32> {
+    fn cuMemcpyDtoHAsync_v2(&mut self, _io: &mut Io<'_>, src: u64, size: u64, stream: u64) -> Result<(), u32> {
         self.stream(stream)?;
-        *io.bulk_out = self.read(src, size)?;
+        // Left in the sim's own memory, as the cuda backend leaves it in pinned memory, so
+        // that the worker's path for it is tested without a GPU.
+        self.reply = Some(self.read(src, size)?);
         Ok(())
     }
     fn shm_attached(&mut self, _io: &mut Io<'_>) -> Result<u64, u32> {

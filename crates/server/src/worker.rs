@@ -233,8 +233,13 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             continue;
         }
         let mut w = writer.lock();
+        // Taken after every call, so that none outlives the call that made it.
+        let staged = backend.reply_bulk();
         let r = match &outcome {
-            Ok(value) => write_frame(&mut *w, &Header::reply(h.op, h.seq, 0, value.len(), out.len()), value, &[&out]),
+            Ok(value) => {
+                let bulk_out = staged.unwrap_or(&out);
+                write_frame(&mut *w, &Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len()), value, &[bulk_out])
+            }
             Err(code) => write_frame(&mut *w, &Header::reply(h.op, h.seq, *code, 0, 0), &[], &[]),
         };
         if let Err(e) = r {

@@ -14,6 +14,14 @@ const CHUNK: usize = 32 << 20;
 /// Largest copy frame read straight into pinned memory (the shim sends 1 MiB frames).
 const LANDING_MAX: usize = 4 << 20;
 
+/// A reply's bulk bytes left in a pinned buffer (see `dtoh`), written from there.
+#[derive(Debug)]
+pub(super) struct ReplyOut {
+    ctx: u64,
+    buf: usize,
+    len: usize,
+}
+
 /// A pinned buffer the worker is reading a copy's bytes into (see `land_htod`).
 #[derive(Debug)]
 pub(super) struct Landing {
@@ -176,6 +184,12 @@ impl CudaSession {
         std::ptr::NonNull::new(ptr)
     }
 
+    /// `Session::reply_bulk`: the bytes a device-to-host copy left in a pinned buffer.
+    pub(super) fn take_reply_out(&mut self) -> Option<&[u8]> {
+        let r = self.reply_out.take()?;
+        Some(&*self.pools.get_mut(&r.ctx)?.bytes(r.buf, r.len))
+    }
+
     /// Run `copy` into a pinned buffer of `len` bytes (synchronously: it must have completed
     /// when `copy` returns) and append the bytes to `out`. Without pinned memory, `copy`
     /// writes straight into `out`.
@@ -226,8 +240,25 @@ impl CudaSession {
             }
         }
         let total = usize::try_from(size).map_err(|_| INVALID_VALUE)?;
-        out.try_reserve_exact(total).map_err(|_| OUT_OF_MEMORY)?;
         let lib = self.lib;
+        if out.is_empty() && (1..=CHUNK).contains(&total) {
+            // The reply is written straight from the pinned buffer the copy landed in.
+            let ctx = self.current;
+            let pool = self.pools.entry(ctx).or_default();
+            if let Ok(i) = relaxed(lib, || pool.take(lib, total)) {
+                let dst = pool.ptr(i).cast();
+                match s {
+                    None => cu!(lib, cuMemcpyDtoH_v2(dst, src, total))?,
+                    Some(s) => {
+                        cu!(lib, cuMemcpyDtoHAsync_v2(dst, src, total, s))?;
+                        cu!(lib, cuStreamSynchronize(s))?
+                    }
+                }
+                self.reply_out = Some(ReplyOut { ctx, buf: i, len: total });
+                return Ok(());
+            }
+        }
+        out.try_reserve_exact(total).map_err(|_| OUT_OF_MEMORY)?;
         let mut done = 0usize;
         while done < total {
             let n = (total - done).min(CHUNK);

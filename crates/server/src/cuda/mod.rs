@@ -119,6 +119,8 @@ pub struct CudaSession {
     order_events: HashMap<u64, u64>,
     /// Where the worker is reading the current frame's copy bytes, if not its own buffer.
     landing: Option<memory::Landing>,
+    /// A reply's bulk bytes in a pinned buffer, for the worker to write.
+    reply_out: Option<memory::ReplyOut>,
     /// The first error a deferred barrier met, for the next synchronous call.
     async_error: Option<u32>,
 }
@@ -159,6 +161,7 @@ impl CudaSession {
             barrier: None,
             order_events: HashMap::new(),
             landing: None,
+            reply_out: None,
             async_error: None,
         })
     }
@@ -260,6 +263,10 @@ impl Session for CudaSession {
 
     fn bulk_place(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
         self.land_htod(op, args, len)
+    }
+
+    fn reply_bulk(&mut self) -> Option<&[u8]> {
+        self.take_reply_out()
     }
 
     fn flush(&mut self) -> Option<u32> {

@@ -268,46 +268,25 @@ fn entry_point(
     r
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaGetDriverEntryPoint(
-    symbol: *const c_char,
-    func: *mut *mut c_void,
-    flags: u64,
-    status: *mut rt::cudaDriverEntryPointQueryResult,
-) -> E {
-    api(|| entry_point(symbol, func, crate::RUNTIME_VERSION as c_uint, flags, status, false))
-}
+per_thread! {
+    fn cudaGetDriverEntryPoint, fn cudaGetDriverEntryPoint_ptsz(
+        symbol: *const c_char,
+        func: *mut *mut c_void,
+        flags: u64,
+        status: *mut rt::cudaDriverEntryPointQueryResult,
+    ) -> E [per_thread = false, true] {
+        entry_point(symbol, func, crate::RUNTIME_VERSION as c_uint, flags, status, per_thread)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaGetDriverEntryPoint_ptsz(
-    symbol: *const c_char,
-    func: *mut *mut c_void,
-    flags: u64,
-    status: *mut rt::cudaDriverEntryPointQueryResult,
-) -> E {
-    api(|| entry_point(symbol, func, crate::RUNTIME_VERSION as c_uint, flags, status, true))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaGetDriverEntryPointByVersion(
-    symbol: *const c_char,
-    func: *mut *mut c_void,
-    version: c_uint,
-    flags: u64,
-    status: *mut rt::cudaDriverEntryPointQueryResult,
-) -> E {
-    api(|| entry_point(symbol, func, version, flags, status, false))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaGetDriverEntryPointByVersion_ptsz(
-    symbol: *const c_char,
-    func: *mut *mut c_void,
-    version: c_uint,
-    flags: u64,
-    status: *mut rt::cudaDriverEntryPointQueryResult,
-) -> E {
-    api(|| entry_point(symbol, func, version, flags, status, true))
+    fn cudaGetDriverEntryPointByVersion, fn cudaGetDriverEntryPointByVersion_ptsz(
+        symbol: *const c_char,
+        func: *mut *mut c_void,
+        version: c_uint,
+        flags: u64,
+        status: *mut rt::cudaDriverEntryPointQueryResult,
+    ) -> E [per_thread = false, true] {
+        entry_point(symbol, func, version, flags, status, per_thread)
+    }
 }
 
 // The CUDA 12 list still has the pre-4.0 thread-named aliases of the device calls.

@@ -61,139 +61,79 @@ fn capture_info(
     out(status, rt::cudaStreamCaptureStatus(st.0))
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamBeginCapture(s: rt::cudaStream_t, mode: rt::cudaStreamCaptureMode) -> E {
-    api(|| begin(s, mode))
-}
+per_thread! {
+    fn cudaStreamBeginCapture, fn cudaStreamBeginCapture_ptsz(
+        s: rt::cudaStream_t,
+        mode: rt::cudaStreamCaptureMode,
+    ) -> E [s = s, ptsz(s)] {
+        begin(s, mode)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamBeginCapture_ptsz(s: rt::cudaStream_t, mode: rt::cudaStreamCaptureMode) -> E {
-    api(|| begin(ptsz(s), mode))
-}
+    fn cudaStreamEndCapture, fn cudaStreamEndCapture_ptsz(
+        s: rt::cudaStream_t,
+        graph: *mut rt::cudaGraph_t,
+    ) -> E [s = s, ptsz(s)] {
+        end(s, graph)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamEndCapture(s: rt::cudaStream_t, graph: *mut rt::cudaGraph_t) -> E {
-    api(|| end(s, graph))
-}
+    fn cudaStreamIsCapturing, fn cudaStreamIsCapturing_ptsz(
+        s: rt::cudaStream_t,
+        status: *mut rt::cudaStreamCaptureStatus,
+    ) -> E [s = s, ptsz(s)] {
+        is_capturing(s, status)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamEndCapture_ptsz(s: rt::cudaStream_t, graph: *mut rt::cudaGraph_t) -> E {
-    api(|| end(ptsz(s), graph))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamIsCapturing(s: rt::cudaStream_t, status: *mut rt::cudaStreamCaptureStatus) -> E {
-    api(|| is_capturing(s, status))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamIsCapturing_ptsz(
-    s: rt::cudaStream_t,
-    status: *mut rt::cudaStreamCaptureStatus,
-) -> E {
-    api(|| is_capturing(ptsz(s), status))
-}
-
-/// CUDA 13: the one form, with edge data.
-#[cfg(vgpu_major = "13")]
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamGetCaptureInfo(
-    s: rt::cudaStream_t,
-    status: *mut rt::cudaStreamCaptureStatus,
-    id: *mut c_ulonglong,
-    graph: *mut rt::cudaGraph_t,
-    deps: *mut *const rt::cudaGraphNode_t,
-    edges: *mut *const rt::cudaGraphEdgeData,
-    num_deps: *mut usize,
-) -> E {
-    api(|| capture_info(s, status, id, graph, deps, Some(edges), num_deps))
-}
-
-#[cfg(vgpu_major = "13")]
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamGetCaptureInfo_ptsz(
-    s: rt::cudaStream_t,
-    status: *mut rt::cudaStreamCaptureStatus,
-    id: *mut c_ulonglong,
-    graph: *mut rt::cudaGraph_t,
-    deps: *mut *const rt::cudaGraphNode_t,
-    edges: *mut *const rt::cudaGraphEdgeData,
-    num_deps: *mut usize,
-) -> E {
-    api(|| capture_info(ptsz(s), status, id, graph, deps, Some(edges), num_deps))
+    /// CUDA 13: the one form, with edge data.
+    #[cfg(vgpu_major = "13")]
+    fn cudaStreamGetCaptureInfo, fn cudaStreamGetCaptureInfo_ptsz(
+        s: rt::cudaStream_t,
+        status: *mut rt::cudaStreamCaptureStatus,
+        id: *mut c_ulonglong,
+        graph: *mut rt::cudaGraph_t,
+        deps: *mut *const rt::cudaGraphNode_t,
+        edges: *mut *const rt::cudaGraphEdgeData,
+        num_deps: *mut usize,
+    ) -> E [s = s, ptsz(s)] {
+        capture_info(s, status, id, graph, deps, Some(edges), num_deps)
+    }
 }
 
 #[cfg(vgpu_major = "12")]
 mod v12 {
     use super::*;
 
-    /// CUDA 12's original form: status and id only.
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn cudaStreamGetCaptureInfo(
-        s: rt::cudaStream_t,
-        status: *mut rt::cudaStreamCaptureStatus,
-        id: *mut c_ulonglong,
-    ) -> E {
-        api(|| capture_info(s, status, id, null_mut(), null_mut(), None, null_mut()))
-    }
+    per_thread! {
+        /// CUDA 12's original form: status and id only.
+        fn cudaStreamGetCaptureInfo, fn cudaStreamGetCaptureInfo_ptsz(
+            s: rt::cudaStream_t,
+            status: *mut rt::cudaStreamCaptureStatus,
+            id: *mut c_ulonglong,
+        ) -> E [s = s, ptsz(s)] {
+            capture_info(s, status, id, null_mut(), null_mut(), None, null_mut())
+        }
 
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn cudaStreamGetCaptureInfo_ptsz(
-        s: rt::cudaStream_t,
-        status: *mut rt::cudaStreamCaptureStatus,
-        id: *mut c_ulonglong,
-    ) -> E {
-        api(|| capture_info(ptsz(s), status, id, null_mut(), null_mut(), None, null_mut()))
-    }
+        fn cudaStreamGetCaptureInfo_v2, fn cudaStreamGetCaptureInfo_v2_ptsz(
+            s: rt::cudaStream_t,
+            status: *mut rt::cudaStreamCaptureStatus,
+            id: *mut c_ulonglong,
+            graph: *mut rt::cudaGraph_t,
+            deps: *mut *const rt::cudaGraphNode_t,
+            num_deps: *mut usize,
+        ) -> E [s = s, ptsz(s)] {
+            capture_info(s, status, id, graph, deps, None, num_deps)
+        }
 
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn cudaStreamGetCaptureInfo_v2(
-        s: rt::cudaStream_t,
-        status: *mut rt::cudaStreamCaptureStatus,
-        id: *mut c_ulonglong,
-        graph: *mut rt::cudaGraph_t,
-        deps: *mut *const rt::cudaGraphNode_t,
-        num_deps: *mut usize,
-    ) -> E {
-        api(|| capture_info(s, status, id, graph, deps, None, num_deps))
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn cudaStreamGetCaptureInfo_v2_ptsz(
-        s: rt::cudaStream_t,
-        status: *mut rt::cudaStreamCaptureStatus,
-        id: *mut c_ulonglong,
-        graph: *mut rt::cudaGraph_t,
-        deps: *mut *const rt::cudaGraphNode_t,
-        num_deps: *mut usize,
-    ) -> E {
-        api(|| capture_info(ptsz(s), status, id, graph, deps, None, num_deps))
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn cudaStreamGetCaptureInfo_v3(
-        s: rt::cudaStream_t,
-        status: *mut rt::cudaStreamCaptureStatus,
-        id: *mut c_ulonglong,
-        graph: *mut rt::cudaGraph_t,
-        deps: *mut *const rt::cudaGraphNode_t,
-        edges: *mut *const rt::cudaGraphEdgeData,
-        num_deps: *mut usize,
-    ) -> E {
-        api(|| capture_info(s, status, id, graph, deps, Some(edges), num_deps))
-    }
-
-    #[unsafe(no_mangle)]
-    pub unsafe extern "C" fn cudaStreamGetCaptureInfo_v3_ptsz(
-        s: rt::cudaStream_t,
-        status: *mut rt::cudaStreamCaptureStatus,
-        id: *mut c_ulonglong,
-        graph: *mut rt::cudaGraph_t,
-        deps: *mut *const rt::cudaGraphNode_t,
-        edges: *mut *const rt::cudaGraphEdgeData,
-        num_deps: *mut usize,
-    ) -> E {
-        api(|| capture_info(ptsz(s), status, id, graph, deps, Some(edges), num_deps))
+        fn cudaStreamGetCaptureInfo_v3, fn cudaStreamGetCaptureInfo_v3_ptsz(
+            s: rt::cudaStream_t,
+            status: *mut rt::cudaStreamCaptureStatus,
+            id: *mut c_ulonglong,
+            graph: *mut rt::cudaGraph_t,
+            deps: *mut *const rt::cudaGraphNode_t,
+            edges: *mut *const rt::cudaGraphEdgeData,
+            num_deps: *mut usize,
+        ) -> E [s = s, ptsz(s)] {
+            capture_info(s, status, id, graph, deps, Some(edges), num_deps)
+        }
     }
 }
 
@@ -251,14 +191,10 @@ fn launch(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> Res {
     cu!(cuGraphLaunch(exec.cast(), cs(s)))
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaGraphLaunch(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> E {
-    api(|| launch(exec, s))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaGraphLaunch_ptsz(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> E {
-    api(|| launch(exec, ptsz(s)))
+per_thread! {
+    fn cudaGraphLaunch, fn cudaGraphLaunch_ptsz(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> E [s = s, ptsz(s)] {
+        launch(exec, s)
+    }
 }
 
 /// The CUDA 12+ form, with `cudaGraphExecUpdateResultInfo`.

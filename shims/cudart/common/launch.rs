@@ -134,52 +134,28 @@ pub unsafe extern "C" fn __cudaPopCallConfiguration(
     })
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaLaunchKernel(
-    func: *const c_void,
-    grid: rt::dim3,
-    block: rt::dim3,
-    args: *mut *mut c_void,
-    shmem: usize,
-    stream: rt::cudaStream_t,
-) -> E {
-    api(|| launch(func, grid, block, args, shmem, cs(stream), false))
-}
+per_thread! {
+    fn cudaLaunchKernel, fn cudaLaunchKernel_ptsz(
+        func: *const c_void,
+        grid: rt::dim3,
+        block: rt::dim3,
+        args: *mut *mut c_void,
+        shmem: usize,
+        stream: rt::cudaStream_t,
+    ) -> E [stream = stream, ptsz(stream)] {
+        launch(func, grid, block, args, shmem, cs(stream), false)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaLaunchKernel_ptsz(
-    func: *const c_void,
-    grid: rt::dim3,
-    block: rt::dim3,
-    args: *mut *mut c_void,
-    shmem: usize,
-    stream: rt::cudaStream_t,
-) -> E {
-    api(|| launch(func, grid, block, args, shmem, cs(ptsz(stream)), false))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaLaunchCooperativeKernel(
-    func: *const c_void,
-    grid: rt::dim3,
-    block: rt::dim3,
-    args: *mut *mut c_void,
-    shmem: usize,
-    stream: rt::cudaStream_t,
-) -> E {
-    api(|| launch(func, grid, block, args, shmem, cs(stream), true))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaLaunchCooperativeKernel_ptsz(
-    func: *const c_void,
-    grid: rt::dim3,
-    block: rt::dim3,
-    args: *mut *mut c_void,
-    shmem: usize,
-    stream: rt::cudaStream_t,
-) -> E {
-    api(|| launch(func, grid, block, args, shmem, cs(ptsz(stream)), true))
+    fn cudaLaunchCooperativeKernel, fn cudaLaunchCooperativeKernel_ptsz(
+        func: *const c_void,
+        grid: rt::dim3,
+        block: rt::dim3,
+        args: *mut *mut c_void,
+        shmem: usize,
+        stream: rt::cudaStream_t,
+    ) -> E [stream = stream, ptsz(stream)] {
+        launch(func, grid, block, args, shmem, cs(stream), true)
+    }
 }
 
 fn get_kernel(kernel: *mut rt::cudaKernel_t, host: *const c_void) -> Res {
@@ -197,46 +173,25 @@ pub unsafe extern "C" fn cudaGetKernel(kernel: *mut rt::cudaKernel_t, host: *con
     api(|| get_kernel(kernel, host))
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __cudaLaunchKernel(
-    kernel: rt::cudaKernel_t,
-    grid: rt::dim3,
-    block: rt::dim3,
-    args: *mut *mut c_void,
-    shmem: usize,
-    stream: rt::cudaStream_t,
-) -> E {
-    api(|| launch(kernel.cast(), grid, block, args, shmem, cs(stream), false))
-}
+per_thread! {
+    fn __cudaLaunchKernel, fn __cudaLaunchKernel_ptsz(
+        kernel: rt::cudaKernel_t,
+        grid: rt::dim3,
+        block: rt::dim3,
+        args: *mut *mut c_void,
+        shmem: usize,
+        stream: rt::cudaStream_t,
+    ) -> E [stream = stream, ptsz(stream)] {
+        launch(kernel.cast(), grid, block, args, shmem, cs(stream), false)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __cudaLaunchKernel_ptsz(
-    kernel: rt::cudaKernel_t,
-    grid: rt::dim3,
-    block: rt::dim3,
-    args: *mut *mut c_void,
-    shmem: usize,
-    stream: rt::cudaStream_t,
-) -> E {
-    api(|| launch(kernel.cast(), grid, block, args, shmem, cs(ptsz(stream)), false))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaLaunchKernelExC(
-    config: *const rt::cudaLaunchConfig_t,
-    func: *const c_void,
-    args: *mut *mut c_void,
-) -> E {
-    api(|| launch_ex(config, func, args, false))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaLaunchKernelExC_ptsz(
-    config: *const rt::cudaLaunchConfig_t,
-    func: *const c_void,
-    args: *mut *mut c_void,
-) -> E {
-    api(|| launch_ex(config, func, args, true))
+    fn cudaLaunchKernelExC, fn cudaLaunchKernelExC_ptsz(
+        config: *const rt::cudaLaunchConfig_t,
+        func: *const c_void,
+        args: *mut *mut c_void,
+    ) -> E [per_thread = false, true] {
+        launch_ex(config, func, args, per_thread)
+    }
 }
 
 #[cfg(test)]

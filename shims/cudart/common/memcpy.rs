@@ -67,90 +67,50 @@ fn stream(s: rt::cudaStream_t) -> On {
     On::Stream(cs(s))
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpy(dst: *mut c_void, src: *const c_void, n: usize, kind: K) -> E {
-    api(|| memcpy(dst, src, n, kind, On::Legacy))
-}
+per_thread! {
+    fn cudaMemcpy, fn cudaMemcpy_ptds(
+        dst: *mut c_void,
+        src: *const c_void,
+        n: usize,
+        kind: K,
+    ) -> E [on = On::Legacy, On::PerThread] {
+        memcpy(dst, src, n, kind, on)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpy_ptds(dst: *mut c_void, src: *const c_void, n: usize, kind: K) -> E {
-    api(|| memcpy(dst, src, n, kind, On::PerThread))
-}
+    fn cudaMemcpyAsync, fn cudaMemcpyAsync_ptsz(
+        dst: *mut c_void,
+        src: *const c_void,
+        n: usize,
+        kind: K,
+        s: rt::cudaStream_t,
+    ) -> E [s = s, ptsz(s)] {
+        memcpy(dst, src, n, kind, stream(s))
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyAsync(
-    dst: *mut c_void,
-    src: *const c_void,
-    n: usize,
-    kind: K,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| memcpy(dst, src, n, kind, stream(s)))
-}
+    fn cudaMemcpy2D, fn cudaMemcpy2D_ptds(
+        dst: *mut c_void,
+        dpitch: usize,
+        src: *const c_void,
+        spitch: usize,
+        w: usize,
+        h: usize,
+        kind: K,
+    ) -> E [on = On::Legacy, On::PerThread] {
+        memcpy_2d(dst, dpitch, src, spitch, w, h, kind, on)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyAsync_ptsz(
-    dst: *mut c_void,
-    src: *const c_void,
-    n: usize,
-    kind: K,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| memcpy(dst, src, n, kind, stream(ptsz(s))))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpy2D(
-    dst: *mut c_void,
-    dpitch: usize,
-    src: *const c_void,
-    spitch: usize,
-    w: usize,
-    h: usize,
-    kind: K,
-) -> E {
-    api(|| memcpy_2d(dst, dpitch, src, spitch, w, h, kind, On::Legacy))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpy2D_ptds(
-    dst: *mut c_void,
-    dpitch: usize,
-    src: *const c_void,
-    spitch: usize,
-    w: usize,
-    h: usize,
-    kind: K,
-) -> E {
-    api(|| memcpy_2d(dst, dpitch, src, spitch, w, h, kind, On::PerThread))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpy2DAsync(
-    dst: *mut c_void,
-    dpitch: usize,
-    src: *const c_void,
-    spitch: usize,
-    w: usize,
-    h: usize,
-    kind: K,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| memcpy_2d(dst, dpitch, src, spitch, w, h, kind, stream(s)))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpy2DAsync_ptsz(
-    dst: *mut c_void,
-    dpitch: usize,
-    src: *const c_void,
-    spitch: usize,
-    w: usize,
-    h: usize,
-    kind: K,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| memcpy_2d(dst, dpitch, src, spitch, w, h, kind, stream(ptsz(s))))
+    fn cudaMemcpy2DAsync, fn cudaMemcpy2DAsync_ptsz(
+        dst: *mut c_void,
+        dpitch: usize,
+        src: *const c_void,
+        spitch: usize,
+        w: usize,
+        h: usize,
+        kind: K,
+        s: rt::cudaStream_t,
+    ) -> E [s = s, ptsz(s)] {
+        memcpy_2d(dst, dpitch, src, spitch, w, h, kind, stream(s))
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -184,150 +144,82 @@ pub unsafe extern "C" fn cudaMemcpyPeerAsync(
     })
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemset(p: *mut c_void, value: c_int, n: usize) -> E {
-    api(|| fill(p, value, n, On::Legacy))
-}
+per_thread! {
+    fn cudaMemset, fn cudaMemset_ptds(p: *mut c_void, value: c_int, n: usize) -> E [on = On::Legacy, On::PerThread] {
+        fill(p, value, n, on)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemset_ptds(p: *mut c_void, value: c_int, n: usize) -> E {
-    api(|| fill(p, value, n, On::PerThread))
-}
+    fn cudaMemsetAsync, fn cudaMemsetAsync_ptsz(
+        p: *mut c_void,
+        value: c_int,
+        n: usize,
+        s: rt::cudaStream_t,
+    ) -> E [s = s, ptsz(s)] {
+        fill(p, value, n, stream(s))
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemsetAsync(p: *mut c_void, value: c_int, n: usize, s: rt::cudaStream_t) -> E {
-    api(|| fill(p, value, n, stream(s)))
-}
+    fn cudaMemset2D, fn cudaMemset2D_ptds(
+        p: *mut c_void,
+        pitch: usize,
+        value: c_int,
+        w: usize,
+        h: usize,
+    ) -> E [on = On::Legacy, On::PerThread] {
+        fill_2d(p, pitch, value, w, h, on)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemsetAsync_ptsz(p: *mut c_void, value: c_int, n: usize, s: rt::cudaStream_t) -> E {
-    api(|| fill(p, value, n, stream(ptsz(s))))
-}
+    fn cudaMemset2DAsync, fn cudaMemset2DAsync_ptsz(
+        p: *mut c_void,
+        pitch: usize,
+        value: c_int,
+        w: usize,
+        h: usize,
+        s: rt::cudaStream_t,
+    ) -> E [s = s, ptsz(s)] {
+        fill_2d(p, pitch, value, w, h, stream(s))
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemset2D(p: *mut c_void, pitch: usize, value: c_int, w: usize, h: usize) -> E {
-    api(|| fill_2d(p, pitch, value, w, h, On::Legacy))
-}
+    fn cudaMemcpyToSymbol, fn cudaMemcpyToSymbol_ptds(
+        symbol: *const c_void,
+        src: *const c_void,
+        n: usize,
+        offset: usize,
+        kind: K,
+    ) -> E [on = On::Legacy, On::PerThread] {
+        to_symbol(symbol, src, n, offset, kind, on)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemset2D_ptds(p: *mut c_void, pitch: usize, value: c_int, w: usize, h: usize) -> E {
-    api(|| fill_2d(p, pitch, value, w, h, On::PerThread))
-}
+    fn cudaMemcpyToSymbolAsync, fn cudaMemcpyToSymbolAsync_ptsz(
+        symbol: *const c_void,
+        src: *const c_void,
+        n: usize,
+        offset: usize,
+        kind: K,
+        s: rt::cudaStream_t,
+    ) -> E [s = s, ptsz(s)] {
+        to_symbol(symbol, src, n, offset, kind, stream(s))
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemset2DAsync(
-    p: *mut c_void,
-    pitch: usize,
-    value: c_int,
-    w: usize,
-    h: usize,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| fill_2d(p, pitch, value, w, h, stream(s)))
-}
+    fn cudaMemcpyFromSymbol, fn cudaMemcpyFromSymbol_ptds(
+        dst: *mut c_void,
+        symbol: *const c_void,
+        n: usize,
+        offset: usize,
+        kind: K,
+    ) -> E [on = On::Legacy, On::PerThread] {
+        from_symbol(dst, symbol, n, offset, kind, on)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemset2DAsync_ptsz(
-    p: *mut c_void,
-    pitch: usize,
-    value: c_int,
-    w: usize,
-    h: usize,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| fill_2d(p, pitch, value, w, h, stream(ptsz(s))))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyToSymbol(
-    symbol: *const c_void,
-    src: *const c_void,
-    n: usize,
-    offset: usize,
-    kind: K,
-) -> E {
-    api(|| to_symbol(symbol, src, n, offset, kind, On::Legacy))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyToSymbol_ptds(
-    symbol: *const c_void,
-    src: *const c_void,
-    n: usize,
-    offset: usize,
-    kind: K,
-) -> E {
-    api(|| to_symbol(symbol, src, n, offset, kind, On::PerThread))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyToSymbolAsync(
-    symbol: *const c_void,
-    src: *const c_void,
-    n: usize,
-    offset: usize,
-    kind: K,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| to_symbol(symbol, src, n, offset, kind, stream(s)))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyToSymbolAsync_ptsz(
-    symbol: *const c_void,
-    src: *const c_void,
-    n: usize,
-    offset: usize,
-    kind: K,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| to_symbol(symbol, src, n, offset, kind, stream(ptsz(s))))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyFromSymbol(
-    dst: *mut c_void,
-    symbol: *const c_void,
-    n: usize,
-    offset: usize,
-    kind: K,
-) -> E {
-    api(|| from_symbol(dst, symbol, n, offset, kind, On::Legacy))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyFromSymbol_ptds(
-    dst: *mut c_void,
-    symbol: *const c_void,
-    n: usize,
-    offset: usize,
-    kind: K,
-) -> E {
-    api(|| from_symbol(dst, symbol, n, offset, kind, On::PerThread))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyFromSymbolAsync(
-    dst: *mut c_void,
-    symbol: *const c_void,
-    n: usize,
-    offset: usize,
-    kind: K,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| from_symbol(dst, symbol, n, offset, kind, stream(s)))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMemcpyFromSymbolAsync_ptsz(
-    dst: *mut c_void,
-    symbol: *const c_void,
-    n: usize,
-    offset: usize,
-    kind: K,
-    s: rt::cudaStream_t,
-) -> E {
-    api(|| from_symbol(dst, symbol, n, offset, kind, stream(ptsz(s))))
+    fn cudaMemcpyFromSymbolAsync, fn cudaMemcpyFromSymbolAsync_ptsz(
+        dst: *mut c_void,
+        symbol: *const c_void,
+        n: usize,
+        offset: usize,
+        kind: K,
+        s: rt::cudaStream_t,
+    ) -> E [s = s, ptsz(s)] {
+        from_symbol(dst, symbol, n, offset, kind, stream(s))
+    }
 }
 
 #[unsafe(no_mangle)]

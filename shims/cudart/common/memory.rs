@@ -82,24 +82,18 @@ pub unsafe extern "C" fn cudaMallocPitch(ptr: *mut *mut c_void, pitch: *mut usiz
     })
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMallocAsync(ptr: *mut *mut c_void, size: usize, s: rt::cudaStream_t) -> E {
-    api(|| malloc_async(ptr, size, s))
-}
+per_thread! {
+    fn cudaMallocAsync, fn cudaMallocAsync_ptsz(
+        ptr: *mut *mut c_void,
+        size: usize,
+        s: rt::cudaStream_t,
+    ) -> E [s = s, ptsz(s)] {
+        malloc_async(ptr, size, s)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaMallocAsync_ptsz(ptr: *mut *mut c_void, size: usize, s: rt::cudaStream_t) -> E {
-    api(|| malloc_async(ptr, size, ptsz(s)))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaFreeAsync(p: *mut c_void, s: rt::cudaStream_t) -> E {
-    api(|| free_async(p, s))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaFreeAsync_ptsz(p: *mut c_void, s: rt::cudaStream_t) -> E {
-    api(|| free_async(p, ptsz(s)))
+    fn cudaFreeAsync, fn cudaFreeAsync_ptsz(p: *mut c_void, s: rt::cudaStream_t) -> E [s = s, ptsz(s)] {
+        free_async(p, s)
+    }
 }
 
 #[unsafe(no_mangle)]

@@ -37,6 +37,40 @@ macro_rules! cu {
     };
 }
 
+/// An export and its per-thread-default-stream twin (`_ptsz`/`_ptds`, what code built with
+/// `--default-stream per-thread` calls), which differ only in one value:
+/// `fn cudaX, fn cudaX_ptsz(s: rt::cudaStream_t) -> E [s = s, ptsz(s)] { work(s) }` defines
+/// both as `#[unsafe(no_mangle)] pub unsafe extern "C"`, with the attributes given (cfg, docs)
+/// and `api(|| { let s = ...; work(s) })`, `s` being `s` in the first and `ptsz(s)` in the
+/// second. Written once so that the two cannot drift apart; each `fn NAME` is spelled out for
+/// crates/shim-build's scan.
+macro_rules! per_thread {
+    ($(
+        $(#[$m:meta])*
+        fn $plain:ident, fn $twin:ident($($p:ident: $t:ty),* $(,)?) -> $r:ty
+        [$v:ident = $plain_v:expr, $twin_v:expr] $body:block
+    )*) => {$(
+        $(#[$m])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $plain($($p: $t),*) -> $r {
+            $crate::common::error::api(|| {
+                #[allow(clippy::redundant_locals)] // `[s = s, ...]`: the first as called
+                let $v = $plain_v;
+                $body
+            })
+        }
+
+        $(#[$m])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $twin($($p: $t),*) -> $r {
+            $crate::common::error::api(|| {
+                let $v = $twin_v;
+                $body
+            })
+        }
+    )*};
+}
+
 mod context;
 mod copy;
 mod device;

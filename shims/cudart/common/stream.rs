@@ -77,54 +77,30 @@ fn flags(s: rt::cudaStream_t, f: *mut c_uint) -> Res {
     cu!(cuStreamGetFlags(cs(s), f))
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamSynchronize(s: rt::cudaStream_t) -> E {
-    api(|| synchronize(s))
-}
+per_thread! {
+    fn cudaStreamSynchronize, fn cudaStreamSynchronize_ptsz(s: rt::cudaStream_t) -> E [s = s, ptsz(s)] {
+        synchronize(s)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamSynchronize_ptsz(s: rt::cudaStream_t) -> E {
-    api(|| synchronize(ptsz(s)))
-}
+    fn cudaStreamQuery, fn cudaStreamQuery_ptsz(s: rt::cudaStream_t) -> E [s = s, ptsz(s)] {
+        query(s)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamQuery(s: rt::cudaStream_t) -> E {
-    api(|| query(s))
-}
+    fn cudaStreamWaitEvent, fn cudaStreamWaitEvent_ptsz(
+        s: rt::cudaStream_t,
+        e: rt::cudaEvent_t,
+        flags: c_uint,
+    ) -> E [s = s, ptsz(s)] {
+        wait_event(s, e, flags)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamQuery_ptsz(s: rt::cudaStream_t) -> E {
-    api(|| query(ptsz(s)))
-}
+    fn cudaStreamGetPriority, fn cudaStreamGetPriority_ptsz(s: rt::cudaStream_t, p: *mut c_int) -> E [s = s, ptsz(s)] {
+        priority(s, p)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamWaitEvent(s: rt::cudaStream_t, e: rt::cudaEvent_t, flags: c_uint) -> E {
-    api(|| wait_event(s, e, flags))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamWaitEvent_ptsz(s: rt::cudaStream_t, e: rt::cudaEvent_t, flags: c_uint) -> E {
-    api(|| wait_event(ptsz(s), e, flags))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamGetPriority(s: rt::cudaStream_t, p: *mut c_int) -> E {
-    api(|| priority(s, p))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamGetPriority_ptsz(s: rt::cudaStream_t, p: *mut c_int) -> E {
-    api(|| priority(ptsz(s), p))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamGetFlags(s: rt::cudaStream_t, f: *mut c_uint) -> E {
-    api(|| flags(s, f))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaStreamGetFlags_ptsz(s: rt::cudaStream_t, f: *mut c_uint) -> E {
-    api(|| flags(ptsz(s), f))
+    fn cudaStreamGetFlags, fn cudaStreamGetFlags_ptsz(s: rt::cudaStream_t, f: *mut c_uint) -> E [s = s, ptsz(s)] {
+        flags(s, f)
+    }
 }
 
 fn event_create(p: *mut rt::cudaEvent_t, flags: c_uint) -> Res {
@@ -174,24 +150,18 @@ pub unsafe extern "C" fn cudaEventDestroy(e: rt::cudaEvent_t) -> E {
     })
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaEventRecord(e: rt::cudaEvent_t, s: rt::cudaStream_t) -> E {
-    api(|| record(e, s, None))
-}
+per_thread! {
+    fn cudaEventRecord, fn cudaEventRecord_ptsz(e: rt::cudaEvent_t, s: rt::cudaStream_t) -> E [s = s, ptsz(s)] {
+        record(e, s, None)
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaEventRecord_ptsz(e: rt::cudaEvent_t, s: rt::cudaStream_t) -> E {
-    api(|| record(e, ptsz(s), None))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaEventRecordWithFlags(e: rt::cudaEvent_t, s: rt::cudaStream_t, flags: c_uint) -> E {
-    api(|| record(e, s, Some(flags)))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cudaEventRecordWithFlags_ptsz(e: rt::cudaEvent_t, s: rt::cudaStream_t, flags: c_uint) -> E {
-    api(|| record(e, ptsz(s), Some(flags)))
+    fn cudaEventRecordWithFlags, fn cudaEventRecordWithFlags_ptsz(
+        e: rt::cudaEvent_t,
+        s: rt::cudaStream_t,
+        flags: c_uint,
+    ) -> E [s = s, ptsz(s)] {
+        record(e, s, Some(flags))
+    }
 }
 
 #[unsafe(no_mangle)]

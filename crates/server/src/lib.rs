@@ -45,6 +45,9 @@ impl BackendKind {
     }
 }
 
+/// A wait run on a helper thread (see [`Session::wait_job`]): its result answers the call.
+pub type WaitJob = Box<dyn FnOnce() -> Result<(), u32> + Send>;
+
 /// What a backend offers beyond the forwarded calls.
 pub trait Session: Backend {
     /// Make `ctx` (a context id from this session, 0 for none) current for the next call.
@@ -73,6 +76,14 @@ pub trait Session: Backend {
     /// dispatched; the call then finds them as its `Io::bulk_in`.
     fn bulk_place(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
         let _ = (op, args, len);
+        None
+    }
+    /// For a synchronous call that would block for a while waiting for the GPU (a
+    /// synchronize of a stream or event still busy): the wait, to be run on a helper thread
+    /// that answers the call, so that the session goes on executing other application
+    /// threads' calls meanwhile (DESIGN, Threads). `None`: run the call here, as usual.
+    fn wait_job(&mut self, op: u32, args: &[u8]) -> Option<WaitJob> {
+        let _ = (op, args);
         None
     }
     /// The reply's bulk bytes when the call left them in the backend's own memory (pinned

@@ -77,6 +77,9 @@ pub struct Sim {
     reply: Option<Vec<u8>>,
     /// What `reply_bulk` last handed out (kept until the next call).
     replied: Vec<u8>,
+    /// How long a stream synchronize takes (`VGPU_SIM_SYNC_MS`, for tests: it is waited
+    /// for on a helper thread, as the cuda backend waits for a busy stream).
+    sync_delay: std::time::Duration,
 }
 
 impl Sim {
@@ -110,6 +113,9 @@ impl Sim {
             landing: Vec::new(),
             reply: None,
             replied: Vec::new(),
+            sync_delay: std::time::Duration::from_millis(
+                std::env::var("VGPU_SIM_SYNC_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+            ),
         }
     }
 
@@ -188,6 +194,18 @@ impl Sim {
 impl Session for Sim {
     fn set_context(&mut self, ctx: u64) {
         self.ctx = ctx;
+    }
+    fn wait_job(&mut self, op: u32, args: &[u8]) -> Option<crate::WaitJob> {
+        if self.sync_delay.is_zero() || op != protocol::Op::cuStreamSynchronize as u32 {
+            return None;
+        }
+        let a: protocol::ops::cuStreamSynchronize = postcard::from_bytes(args).ok()?;
+        self.stream(a.stream).ok()?;
+        let delay = self.sync_delay;
+        Some(Box::new(move || {
+            std::thread::sleep(delay);
+            Ok(())
+        }))
     }
     fn reply_bulk(&mut self) -> Option<&[u8]> {
         self.replied = self.reply.take()?;

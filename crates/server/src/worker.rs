@@ -5,7 +5,7 @@
 //! While a frame executes, a helper thread sends heartbeats so that the client can tell a
 //! busy server from a dead one.
 
-use crate::{BackendKind, open_backend};
+use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
 use protocol::frame::{Header, OP_HELLO, OP_SHM};
@@ -128,14 +128,15 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     control.set_timeouts(None, Some(Duration::from_secs(30)))?;
     let busy = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
+    let waits = Waits::default();
     let hb = {
-        let (writer, busy, done) = (writer.clone(), busy.clone(), done.clone());
+        let (writer, busy, done, waits) = (writer.clone(), busy.clone(), done.clone(), waits.clone());
         std::thread::Builder::new().name("vgpu-heartbeat".into()).spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 // Parked, not asleep: the session's end unparks it, so a worker whose
                 // client vanished exits at once instead of after a last heartbeat period.
                 std::thread::park_timeout(Duration::from_millis(500));
-                if busy.load(Ordering::Relaxed)
+                if (busy.load(Ordering::Relaxed) || waits.pending() > 0)
                     && let Some(mut w) = writer.try_lock_for(Duration::from_millis(100))
                     && write_frame(&mut *w, &Header::heartbeat(), &[], &[]).is_err()
                 {
@@ -196,6 +197,14 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         if !oneway && let Some(code) = backend.flush() {
             deferred.get_or_insert(code);
         }
+        if !oneway
+            && deferred.is_none()
+            && let Some(job) = backend.wait_job(h.op, &args)
+        {
+            busy.store(false, Ordering::Relaxed);
+            waits.answer(job, &writer, h.op, h.seq);
+            continue;
+        }
         // A pending asynchronous error answers the next synchronous call in its place.
         let outcome = if let (false, Some(code)) = (oneway, deferred) {
             deferred = None;
@@ -246,6 +255,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             break Err(e);
         }
     };
+    // Waits still running answer nobody once the client is gone, but they use the
+    // session's contexts: let them end (a bounded while) before those are released.
+    waits.finish(Duration::from_secs(10));
     done.store(true, Ordering::Relaxed);
     hb.thread().unpark();
     if let Some(st) = &stats {
@@ -258,6 +270,52 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         Err(e) => tracing::warn!("session {} closed: {e}", cfg.session_id),
     }
     result
+}
+
+/// Waits answered by helper threads (`Session::wait_job`).
+#[derive(Clone, Default)]
+struct Waits(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Waits {
+    fn pending(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Run `job` on a helper thread that then answers request `seq` of opcode `op`; on
+    /// this thread if none can be started.
+    fn answer(&self, job: WaitJob, writer: &Arc<Mutex<Stream>>, op: u32, seq: u32) {
+        let reply = move |writer: &Mutex<Stream>, r: Result<(), u32>| {
+            let code = r.err().unwrap_or(0);
+            // The client may be gone by now: nothing to tell it then.
+            let _ = write_frame(&mut *writer.lock(), &Header::reply(op, seq, code, 0, 0), &[], &[]);
+        };
+        self.0.fetch_add(1, Ordering::AcqRel);
+        let (count, w) = (self.0.clone(), writer.clone());
+        let job = std::sync::Arc::new(Mutex::new(Some(job)));
+        let run = {
+            let job = job.clone();
+            move || {
+                if let Some(j) = job.lock().take() {
+                    reply(&w, j());
+                }
+                count.fetch_sub(1, Ordering::AcqRel);
+            }
+        };
+        if std::thread::Builder::new().name("vgpu-wait".into()).spawn(run).is_err()
+            && let Some(j) = job.lock().take()
+        {
+            reply(writer, j());
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Wait (at most `limit`) for every helper to be done.
+    fn finish(&self, limit: Duration) {
+        let until = std::time::Instant::now() + limit;
+        while self.pending() > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// Server-side time per opcode (count, total), for finding where a workload's time goes.

@@ -7,6 +7,7 @@ use parking_lot::{Condvar, Mutex};
 use protocol::Call;
 use protocol::frame::{Header, OP_HELLO};
 use protocol::hello::{Hello, Welcome};
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -102,8 +103,34 @@ impl Queue {
     }
 }
 
+/// A reply read by a caller it was not for, kept for its owner.
+struct Parked {
+    op: u32,
+    status: u32,
+    value: Vec<u8>,
+    bulk: Vec<u8>,
+}
+
+/// Replies being waited for (seq → op, most bulk bytes expected) and those that arrived
+/// while their owner was not reading.
+#[derive(Default)]
+struct Replies {
+    waiting: HashMap<u32, (u32, usize)>,
+    parked: HashMap<u32, Parked>,
+}
+
 pub struct Conn {
+    /// The write side; also the read side when the stream cannot be split (TLS).
     sock: Mutex<Sock>,
+    /// The read side, a second handle on the same socket: a caller waits for its reply
+    /// here, not holding the write side, so other threads' calls go out meanwhile (and,
+    /// the server answering waits on helper threads, come back first).
+    rd: Option<Mutex<Stream>>,
+    /// Only for shutting the socket down while others hold it.
+    closer: Option<Stream>,
+    replies: Mutex<Replies>,
+    /// Signalled when a reply is parked or the reader leaves (someone else may read now).
+    arrived: Condvar,
     queue: Mutex<Queue>,
     /// Signals the writer that the queue has something.
     wake: Condvar,
@@ -126,8 +153,16 @@ impl Conn {
     /// socket, a socketpair in tests); `address` only names it in messages.
     pub fn handshake(stream: Stream, address: &Address, hello: &Hello, t: Timeouts) -> Result<(Conn, Welcome), Error> {
         stream.set_timeouts(Some(t.connect), Some(t.write)).map_err(Error::io)?;
+        let (rd, closer) = match (stream.try_clone(), stream.try_clone()) {
+            (Ok(r), Ok(c)) => (Some(Mutex::new(r)), Some(c)),
+            _ => (None, None),
+        };
         let conn = Conn {
             sock: Mutex::new(Sock { stream, reply: Vec::new() }),
+            rd,
+            closer,
+            replies: Mutex::new(Replies::default()),
+            arrived: Condvar::new(),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             seq: AtomicU32::new(0),
@@ -273,6 +308,19 @@ impl Conn {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
         let h = Header::request(op, seq, ctx, false, args.len(), bulk_len);
+        if let Some(rd) = &self.rd {
+            self.replies.lock().waiting.insert(seq, (op, bulk_out.as_ref().map_or(0, |b| b.len())));
+            let sent = {
+                let mut g = self.sock.lock();
+                let s = &mut *g;
+                self.drain(s)
+                    .and_then(|()| write_frame(&mut s.stream, &h, args, bulk_in))
+                    .map_err(|e| self.fail_locked(s, e.to_string()))
+            };
+            let r = sent.and_then(|()| self.await_reply(rd, seq, op, bulk_out));
+            self.replies.lock().waiting.remove(&seq);
+            return r;
+        }
         let mut g = self.sock.lock();
         let s = &mut *g;
         self.drain(s).map_err(|e| self.fail_locked(s, e.to_string()))?;
@@ -314,6 +362,113 @@ impl Conn {
         }
     }
 
+    /// Wait for the reply to `seq`: read replies (whoever holds the read side does) until
+    /// it comes, parking those for other callers; or wait for the reader to park it.
+    fn await_reply(
+        &self,
+        rd: &Mutex<Stream>,
+        seq: u32,
+        op: u32,
+        bulk_out: Option<&mut [u8]>,
+    ) -> Result<Vec<u8>, Error> {
+        let mut bulk_out = bulk_out;
+        loop {
+            {
+                let mut r = self.replies.lock();
+                if let Some(p) = r.parked.remove(&seq) {
+                    return self.deliver(p, bulk_out);
+                }
+                self.check()?;
+            }
+            let Some(mut s) = rd.try_lock() else {
+                // Someone else is reading: they park our reply, or notify when they leave.
+                let mut r = self.replies.lock();
+                if !r.parked.contains_key(&seq) && !self.is_dead() {
+                    self.arrived.wait_for(&mut r, Duration::from_millis(100));
+                }
+                continue;
+            };
+            // Parked just before we took the read side?
+            if let Some(p) = self.replies.lock().parked.remove(&seq) {
+                drop(s);
+                self.arrived.notify_all();
+                return self.deliver(p, bulk_out);
+            }
+            let got = self.read_one(&mut s, seq, op, bulk_out.as_deref_mut());
+            drop(s);
+            // Whoever waits may take the read side, or find its reply parked.
+            let _r = self.replies.lock();
+            self.arrived.notify_all();
+            drop(_r);
+            match got {
+                Ok(Some(v)) => return v,
+                Ok(None) => continue,
+                Err(why) => {
+                    let e = self.fail(why);
+                    self.arrived.notify_all();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Read one frame from the read side: the reply to `seq` (its value or API error),
+    /// `None` for a heartbeat or another caller's reply (parked), or why the connection is
+    /// unusable.
+    #[allow(clippy::type_complexity)]
+    fn read_one(
+        &self,
+        s: &mut Stream,
+        seq: u32,
+        op: u32,
+        bulk_out: Option<&mut [u8]>,
+    ) -> Result<Option<Result<Vec<u8>, Error>>, String> {
+        crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&*s), self.spin);
+        let h = read_header(s).map_err(describe_read)?;
+        if h.is_heartbeat() {
+            return Ok(None);
+        }
+        let n = h.bulk_len as usize;
+        if h.seq == seq {
+            if h.op != op {
+                return Err(format!("reply out of order: got op {} for seq {seq}, want op {op}", h.op));
+            }
+            let mut value = Vec::new();
+            read_exact_into(s, &mut value, h.args_len as usize).map_err(|e| e.to_string())?;
+            if n > 0 {
+                let Some(out) = bulk_out else { return Err(format!("unexpected {n} bulk bytes in reply to op {op}")) };
+                if n > out.len() {
+                    return Err(format!("reply bulk of {n} bytes exceeds the {} expected", out.len()));
+                }
+                std::io::Read::read_exact(s, &mut out[..n]).map_err(|e| e.to_string())?;
+            }
+            return Ok(Some(if h.status != 0 { Err(Error::Api(h.status)) } else { Ok(value) }));
+        }
+        // Another caller's: it must be one being waited for, with no more bulk than it expects.
+        let Some(&(want_op, max_bulk)) = self.replies.lock().waiting.get(&h.seq) else {
+            return Err(format!("reply out of order: got seq {} op {}, nobody waits for it", h.seq, h.op));
+        };
+        if h.op != want_op || n > max_bulk {
+            return Err(format!("reply out of order: got seq {} op {} with {n} bulk bytes", h.seq, h.op));
+        }
+        let (mut value, mut bulk) = (Vec::new(), Vec::new());
+        read_exact_into(s, &mut value, h.args_len as usize).map_err(|e| e.to_string())?;
+        read_exact_into(s, &mut bulk, n).map_err(|e| e.to_string())?;
+        self.replies.lock().parked.insert(h.seq, Parked { op: h.op, status: h.status, value, bulk });
+        Ok(None)
+    }
+
+    /// Hand a parked reply to its owner.
+    fn deliver(&self, p: Parked, bulk_out: Option<&mut [u8]>) -> Result<Vec<u8>, Error> {
+        if !p.bulk.is_empty() {
+            match bulk_out {
+                Some(out) if p.bulk.len() <= out.len() => out[..p.bulk.len()].copy_from_slice(&p.bulk),
+                _ => return Err(self.fail(format!("a parked reply to op {} does not fit its buffer", p.op))),
+            }
+        }
+        if p.status != 0 { Err(Error::Api(p.status)) } else { Ok(p.value) }
+    }
+
     fn check(&self) -> Result<(), Error> {
         if self.is_dead() {
             return Err(Error::Lost(format!("{}: connection closed earlier", self.address)));
@@ -324,9 +479,12 @@ impl Conn {
     /// Mark the connection dead, closing the stream if nobody is using it.
     fn fail(&self, why: String) -> Error {
         self.dead.store(true, Ordering::Relaxed);
-        if let Some(s) = self.sock.try_lock() {
+        if let Some(c) = &self.closer {
+            c.shutdown();
+        } else if let Some(s) = self.sock.try_lock() {
             s.stream.shutdown();
         }
+        self.arrived.notify_all();
         Error::Lost(format!("{}: {why}", self.address))
     }
 

@@ -269,6 +269,10 @@ impl Session for CudaSession {
         self.take_reply_out()
     }
 
+    fn wait_job(&mut self, op: u32, args: &[u8]) -> Option<crate::WaitJob> {
+        self.wait_off_thread(op, args)
+    }
+
     fn flush(&mut self) -> Option<u32> {
         self.flush_barrier();
         self.async_error.take()

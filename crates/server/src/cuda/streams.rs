@@ -8,6 +8,10 @@ use abi::cuda::{
 };
 use std::ptr::null_mut;
 
+/// How long a synchronize is polled on the session's thread before it is handed to a
+/// helper thread: short waits (a kernel or two) are answered without a thread handoff.
+const INLINE_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// A `stream_barrier` the worker has not waited for. A decode step copies its inputs
 /// each followed by a synchronize, which the client sends as a barrier; waiting for each
 /// would cost the server a few microseconds per copy. Work on the barrier's own stream is
@@ -111,6 +115,49 @@ impl CudaSession {
         cu!(lib, cuStreamWaitEvent(ts, event as CUevent, 0))?;
         b.ordered.push(t);
         Ok(())
+    }
+
+    /// `Session::wait_job`: a synchronize of a created stream or of an event that is still
+    /// busy after [`INLINE_WAIT`] of polling is waited for on a helper thread (with the
+    /// context current there too). The special streams stay here: the per-thread stream is
+    /// another one on another thread. A synchronize that is done, or fails, at once is
+    /// answered by the call itself.
+    pub(super) fn wait_off_thread(&mut self, op: u32, args: &[u8]) -> Option<crate::WaitJob> {
+        use protocol::{Op, ops};
+        self.ready().ok()?;
+        let (handle, event) = if op == Op::cuStreamSynchronize as u32 {
+            let a: ops::cuStreamSynchronize = postcard::from_bytes(args).ok()?;
+            if a.stream <= 2 {
+                return None;
+            }
+            (self.h.stream(a.stream).ok()? as u64, false)
+        } else if op == Op::cuEventSynchronize as u32 {
+            let a: ops::cuEventSynchronize = postcard::from_bytes(args).ok()?;
+            (self.h.event(a.event).ok()? as u64, true)
+        } else {
+            return None;
+        };
+        let lib = self.lib;
+        let query = || match event {
+            true => cu!(lib, cuEventQuery(handle as CUevent)),
+            false => cu!(lib, cuStreamQuery(handle as CUstream)),
+        };
+        let start = std::time::Instant::now();
+        loop {
+            match query() {
+                Err(super::NOT_READY) if start.elapsed() < INLINE_WAIT => std::hint::spin_loop(),
+                Err(super::NOT_READY) => break,
+                _ => return None,
+            }
+        }
+        let ctx = if event { self.current } else { self.h.stream_context(handle, self.current) };
+        Some(Box::new(move || {
+            cu!(lib, cuCtxSetCurrent(ctx as abi::cuda::CUcontext))?;
+            match event {
+                true => cu!(lib, cuEventSynchronize(handle as CUevent)),
+                false => cu!(lib, cuStreamSynchronize(handle as CUstream)),
+            }
+        }))
     }
 
     pub(super) fn stream_query(&mut self, stream: u64) -> R<()> {

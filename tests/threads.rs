@@ -1,0 +1,55 @@
+//! DESIGN, Threads: a synchronize that waits in one application thread holds up neither
+//! the other threads' calls on the client (replies are read by whoever waits, and handed
+//! to their owners) nor their execution on the server (the wait runs on a helper thread);
+//! and a wait longer than the client's silence limit is kept alive by heartbeats.
+
+mod common;
+use common::*;
+use protocol::ops;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the sim takes to synchronize a stream here: longer than the client's silence
+/// limit (4 s), so only heartbeats sent during the helper's wait keep the client waiting.
+const SYNC_MS: u64 = 4500;
+
+#[test]
+fn a_waiting_synchronize_does_not_hold_up_other_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = format!("unix:{}", tmp.path().join("t.sock").display());
+    let sync_ms = SYNC_MS.to_string();
+    let server = Server::start_env(&addr, &["--backend", "sim"], &[], &[("VGPU_SIM_SYNC_MS", sync_ms.as_str())]);
+    let conn = Arc::new(rust_client(&server.address, "").unwrap());
+    let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    let stream = conn.call(ctx, &ops::cuStreamCreate { flags: 0 }, &[], None).unwrap();
+
+    let t0 = Instant::now();
+    let waiter = {
+        let conn = conn.clone();
+        std::thread::spawn(move || {
+            conn.call(ctx, &ops::cuStreamSynchronize { stream }, &[], None).map(|()| t0.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // Another thread's synchronous calls, a device-to-host copy among them (its bytes may be
+    // read by the waiting thread and handed over).
+    let dptr = conn.call(ctx, &ops::cuMemAlloc_v2 { bytesize: 4096 }, &[], None).unwrap();
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    conn.call(ctx, &ops::cuMemcpyHtoD_v2 { dst: dptr }, &[&data], None).unwrap();
+    for _ in 0..50 {
+        conn.call(ctx, &ops::cuMemGetInfo_v2 {}, &[], None).unwrap();
+        let mut back = vec![0u8; 4096];
+        conn.call(ctx, &ops::cuMemcpyDtoH_v2 { src: dptr, size: 4096 }, &[], Some(&mut back)).unwrap();
+        assert_eq!(back, data);
+    }
+    let others = t0.elapsed();
+    let waited = waiter.join().unwrap().expect("the waiting synchronize succeeds, kept alive by heartbeats");
+
+    assert!(
+        others < Duration::from_millis(SYNC_MS / 2),
+        "another thread's 100 calls took {others:?}: they waited for the synchronize"
+    );
+    assert!(waited >= Duration::from_millis(SYNC_MS), "the synchronize returned after {waited:?}");
+    // The connection is still good for everyone.
+    conn.call(ctx, &ops::cuMemGetInfo_v2 {}, &[], None).unwrap();
+}

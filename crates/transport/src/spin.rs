@@ -9,8 +9,12 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 /// How long the server polls for a client's next frame; `VGPU_SPIN_US` overrides it
-/// (0: never).
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
+/// (0: never). Between a decode step's logits and the next step's first call the
+/// application works for a few hundred microseconds (llama.cpp builds the next batch):
+/// measured on an H100 (F16 1B model, three runs each), a 200 µs budget often slept
+/// through that gap and woke late (tg128 0.92-0.98 of native, pp512 0.81-0.89), 2 ms did
+/// not (0.97-0.98, 0.92-0.95).
+pub const DEFAULT_SPIN: Duration = Duration::from_millis(2);
 /// How long a client polls for a reply: longer, since the reply often waits for the GPU
 /// (a decode step's last copy waits the whole step, a millisecond or more), and the caller
 /// is idle meanwhile. The driver waits the same way for a synchronous copy (it spins,

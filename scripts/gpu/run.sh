@@ -2,7 +2,7 @@
 # On the GPU machine: every check that needs the GPU, native and through vgpu in the same
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
-#   scripts/gpu/run.sh STAGE...     stages: smi driver rt cu12 cublas llama bench exp trace vbench
+#   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp trace vbench
 #                                   ollama faults twoservers savellama (or all: smi..bench)
 #
 # Expects (carried in devcarry/, see scripts/gpu/pack.sh): dist/ (scripts/dist.sh output),
@@ -85,6 +85,12 @@ stage_rt() {
   compare rt13 "$W/rt.n" "$W/rt.v"; cp "$W/rt.v" "$OUT/rt13-vgpu.txt"
   "$W/launch_bench" >"$W/lb.n" 2>&1; vg "$W/launch_bench" >"$W/lb.v" 2>&1
   say "launch native: $(cat "$W/lb.n")"; say "launch vgpu:   $(cat "$W/lb.v" | tail -3)"
+}
+
+stage_threads() { # DESIGN Threads on the GPU: another thread's calls go on while one waits for a long kernel
+  nvcc -O2 -arch=sm_90 -cudart shared -o "$W/threads" "$ROOT/tests/gpu/threads.cu" || { say "FAIL threads build"; return; }
+  "$W/threads" >"$W/th.n" 2>&1; vg "$W/threads" >"$W/th.v" 2>&1; echo "rc=$?" >>"$W/th.v"; echo "rc=0" >>"$W/th.n"
+  compare threads "$W/th.n" "$W/th.v"; say "threads native: $(grep ^time "$W/th.n")"; say "threads vgpu:   $(grep ^time "$W/th.v")"
 }
 
 stage_cu12() {

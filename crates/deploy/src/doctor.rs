@@ -289,7 +289,21 @@ impl Doctor<'_> {
                 );
             }
             Ok(servers) if servers.iter().any(transport::Address::is_tls) => good &= self.tls_ca(area, cfg, who),
-            Ok(_) => {}
+            Ok(servers) => {
+                // Not a problem, but worth knowing: over a plain unix socket, prompt
+                // processing pays for the socket's bandwidth (docs/performance.md).
+                if let Some(transport::Address::Unix(p)) =
+                    servers.iter().find(|a| matches!(a, transport::Address::Unix(_)))
+                {
+                    self.r.ok(
+                        area,
+                        format!(
+                            "{who}: on the GPU host, shm:{} would pass copies through memory shared with the server (prompt processing at native speed instead of 0.8-0.95x)",
+                            p.display()
+                        ),
+                    );
+                }
+            }
         }
         match &cfg.token {
             Some(Err(e)) => {
@@ -1277,6 +1291,7 @@ mod tests {
         assert!(r.has("service-no-config"), "{}", r.text());
         assert!(r.has("cuda-visible-devices"), "{}", r.text());
         assert!(!r.has("no-config"), "the shell itself is configured: {}", r.text());
+        assert!(r.text().contains("shm:/nowhere.sock would pass copies"), "a unix: client hears of shm: {}", r.text());
     }
 
     #[test]

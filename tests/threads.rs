@@ -53,3 +53,35 @@ fn a_waiting_synchronize_does_not_hold_up_other_threads() {
     // The connection is still good for everyone.
     conn.call(ctx, &ops::cuMemGetInfo_v2 {}, &[], None).unwrap();
 }
+
+#[test]
+fn replies_reach_their_own_threads() {
+    // Eight threads' synchronous calls interleave on one connection; whichever thread reads
+    // a reply hands it to its owner, bulk bytes included.
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::sim_quiet(tmp.path(), &[]);
+    let conn = Arc::new(rust_client(&server.address, "").unwrap());
+    let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let conn = conn.clone();
+            std::thread::spawn(move || {
+                let size = 1000 + 4096 * t as usize;
+                let data: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(31).wrapping_add(t)).collect();
+                let dptr = conn.call(ctx, &ops::cuMemAlloc_v2 { bytesize: size as u64 }, &[], None).unwrap();
+                conn.call(ctx, &ops::cuMemcpyHtoD_v2 { dst: dptr }, &[&data], None).unwrap();
+                for _ in 0..200 {
+                    let mut back = vec![0u8; size];
+                    conn.call(ctx, &ops::cuMemcpyDtoH_v2 { src: dptr, size: size as u64 }, &[], Some(&mut back))
+                        .unwrap();
+                    assert!(back == data, "thread {t} got another thread's bytes");
+                    let (free, total) = conn.call(ctx, &ops::cuMemGetInfo_v2 {}, &[], None).unwrap();
+                    assert!(free <= total);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

@@ -117,6 +117,8 @@ struct Parked {
 struct Replies {
     waiting: HashMap<u32, (u32, usize)>,
     parked: HashMap<u32, Parked>,
+    /// How many times a reader has given the read side up.
+    readers_left: u64,
 }
 
 pub struct Conn {
@@ -373,33 +375,35 @@ impl Conn {
     ) -> Result<Vec<u8>, Error> {
         let mut bulk_out = bulk_out;
         loop {
-            {
+            // The count of readers that have left, taken before trying the read side: if
+            // it has not moved when we come to wait, the reader we found is still there
+            // and will notify when it leaves (so no wake-up is missed).
+            let left = {
                 let mut r = self.replies.lock();
                 if let Some(p) = r.parked.remove(&seq) {
                     return self.deliver(p, bulk_out);
                 }
                 self.check()?;
-            }
+                r.readers_left
+            };
             let Some(mut s) = rd.try_lock() else {
                 // Someone else is reading: they park our reply, or notify when they leave.
                 let mut r = self.replies.lock();
-                if !r.parked.contains_key(&seq) && !self.is_dead() {
+                if !r.parked.contains_key(&seq) && r.readers_left == left && !self.is_dead() {
                     self.arrived.wait_for(&mut r, Duration::from_millis(100));
                 }
                 continue;
             };
             // Parked just before we took the read side?
-            if let Some(p) = self.replies.lock().parked.remove(&seq) {
-                drop(s);
-                self.arrived.notify_all();
-                return self.deliver(p, bulk_out);
-            }
-            let got = self.read_one(&mut s, seq, op, bulk_out.as_deref_mut());
+            let parked = self.replies.lock().parked.remove(&seq);
+            let got = match parked {
+                Some(p) => Ok(Some(self.deliver(p, bulk_out.as_deref_mut()))),
+                None => self.read_one(&mut s, seq, op, bulk_out.as_deref_mut()),
+            };
             drop(s);
             // Whoever waits may take the read side, or find its reply parked.
-            let _r = self.replies.lock();
+            self.replies.lock().readers_left += 1;
             self.arrived.notify_all();
-            drop(_r);
             match got {
                 Ok(Some(v)) => return v,
                 Ok(None) => continue,

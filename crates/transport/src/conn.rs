@@ -60,10 +60,10 @@ const BATCH_DELAY: Duration = Duration::from_micros(20);
 /// server that cannot keep up bounds the client's memory.
 const QUEUE_LIMIT: usize = 64 << 20;
 
-/// The socket side: only whoever holds it writes to or reads from the stream.
+/// The write side, and the read side too for a stream that cannot be split (TLS): only
+/// whoever holds it writes to (or there reads from) the stream.
 struct Sock {
     stream: Stream,
-    reply: Vec<u8>,
 }
 
 /// Frames waiting to be written, in order: full batches, then the one being filled.
@@ -101,6 +101,14 @@ impl Queue {
             self.spare.push(b);
         }
     }
+}
+
+/// What a frame read from the stream was, for the caller that read it.
+enum Got {
+    /// Its own reply: the value, or the API error.
+    Mine(Result<Vec<u8>, Error>),
+    /// A heartbeat, or another caller's reply (parked for it).
+    Other,
 }
 
 /// A reply read by a caller it was not for, kept for its owner.
@@ -160,7 +168,7 @@ impl Conn {
             _ => (None, None),
         };
         let conn = Conn {
-            sock: Mutex::new(Sock { stream, reply: Vec::new() }),
+            sock: Mutex::new(Sock { stream }),
             rd,
             closer,
             replies: Mutex::new(Replies::default()),
@@ -323,44 +331,18 @@ impl Conn {
             self.replies.lock().waiting.remove(&seq);
             return r;
         }
+        // A stream that cannot be split (TLS): the caller holds it until its reply is in.
+        let mut bulk_out = bulk_out;
         let mut g = self.sock.lock();
         let s = &mut *g;
         self.drain(s).map_err(|e| self.fail_locked(s, e.to_string()))?;
         write_frame(&mut s.stream, &h, args, bulk_in).map_err(|e| self.fail_locked(s, e.to_string()))?;
-        // A TLS stream may hold decrypted bytes the socket no longer shows: no polling there.
-        if !matches!(s.stream, Stream::Tls(_)) {
-            crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&s.stream), self.spin);
-        }
         loop {
-            let r = read_header(&mut s.stream).map_err(|e| self.fail_locked(s, describe_read(e)))?;
-            if r.is_heartbeat() {
-                continue;
+            match self.read_one(&mut s.stream, seq, op, bulk_out.as_deref_mut()) {
+                Ok(Got::Mine(v)) => return v,
+                Ok(Got::Other) => continue,
+                Err(why) => return Err(self.fail_locked(s, why)),
             }
-            if r.seq != seq || r.op != op {
-                return Err(self.fail_locked(
-                    s,
-                    format!("reply out of order: got seq {} op {}, want seq {seq} op {op}", r.seq, r.op),
-                ));
-            }
-            read_exact_into(&mut s.stream, &mut s.reply, r.args_len as usize)
-                .map_err(|e| self.fail_locked(s, e.to_string()))?;
-            let n = r.bulk_len as usize;
-            if n > 0 {
-                let Some(out) = bulk_out else {
-                    return Err(self.fail_locked(s, format!("unexpected {n} bulk bytes in reply to op {op}")));
-                };
-                if n > out.len() {
-                    return Err(
-                        self.fail_locked(s, format!("reply bulk of {n} bytes exceeds the {} expected", out.len()))
-                    );
-                }
-                std::io::Read::read_exact(&mut s.stream, &mut out[..n])
-                    .map_err(|e| self.fail_locked(s, e.to_string()))?;
-            }
-            if r.status != 0 {
-                return Err(Error::Api(r.status));
-            }
-            return Ok(std::mem::take(&mut s.reply));
         }
     }
 
@@ -397,7 +379,7 @@ impl Conn {
             // Parked just before we took the read side?
             let parked = self.replies.lock().parked.remove(&seq);
             let got = match parked {
-                Some(p) => Ok(Some(self.deliver(p, bulk_out.as_deref_mut()))),
+                Some(p) => Ok(Got::Mine(self.deliver(p, bulk_out.as_deref_mut()))),
                 None => self.read_one(&mut s, seq, op, bulk_out.as_deref_mut()),
             };
             drop(s);
@@ -405,8 +387,8 @@ impl Conn {
             self.replies.lock().readers_left += 1;
             self.arrived.notify_all();
             match got {
-                Ok(Some(v)) => return v,
-                Ok(None) => continue,
+                Ok(Got::Mine(v)) => return v,
+                Ok(Got::Other) => continue,
                 Err(why) => {
                     let e = self.fail(why);
                     self.arrived.notify_all();
@@ -416,21 +398,16 @@ impl Conn {
         }
     }
 
-    /// Read one frame from the read side: the reply to `seq` (its value or API error),
-    /// `None` for a heartbeat or another caller's reply (parked), or why the connection is
-    /// unusable.
-    #[allow(clippy::type_complexity)]
-    fn read_one(
-        &self,
-        s: &mut Stream,
-        seq: u32,
-        op: u32,
-        bulk_out: Option<&mut [u8]>,
-    ) -> Result<Option<Result<Vec<u8>, Error>>, String> {
-        crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&*s), self.spin);
+    /// Read one frame: the reply to `seq`, a heartbeat or another caller's reply (parked),
+    /// or why the connection is unusable.
+    fn read_one(&self, s: &mut Stream, seq: u32, op: u32, bulk_out: Option<&mut [u8]>) -> Result<Got, String> {
+        // A TLS stream may hold decrypted bytes the socket no longer shows: no polling there.
+        if !matches!(s, Stream::Tls(_)) {
+            crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&*s), self.spin);
+        }
         let h = read_header(s).map_err(describe_read)?;
         if h.is_heartbeat() {
-            return Ok(None);
+            return Ok(Got::Other);
         }
         let n = h.bulk_len as usize;
         if h.seq == seq {
@@ -446,7 +423,7 @@ impl Conn {
                 }
                 std::io::Read::read_exact(s, &mut out[..n]).map_err(|e| e.to_string())?;
             }
-            return Ok(Some(if h.status != 0 { Err(Error::Api(h.status)) } else { Ok(value) }));
+            return Ok(Got::Mine(if h.status != 0 { Err(Error::Api(h.status)) } else { Ok(value) }));
         }
         // Another caller's: it must be one being waited for, with no more bulk than it expects.
         let Some(&(want_op, max_bulk)) = self.replies.lock().waiting.get(&h.seq) else {
@@ -459,7 +436,7 @@ impl Conn {
         read_exact_into(s, &mut value, h.args_len as usize).map_err(|e| e.to_string())?;
         read_exact_into(s, &mut bulk, n).map_err(|e| e.to_string())?;
         self.replies.lock().parked.insert(h.seq, Parked { op: h.op, status: h.status, value, bulk });
-        Ok(None)
+        Ok(Got::Other)
     }
 
     /// Hand a parked reply to its owner.

@@ -208,6 +208,21 @@ fn malformed_frames_close_only_their_session() {
     let mut bulk_short = hdr(&Header::request(Op::cuMemcpyHtoD_v2 as u32, 1, 0, false, 1, 4096));
     bulk_short.extend_from_slice(&[0, 1, 2, 3]);
     cases.push(("truncated bulk", true, bulk_short, true));
+    // An asynchronous copy's bulk is read into the backend's own buffer (`bulk_place`): cut
+    // short there, past the size that gets one, or with arguments that do not decode.
+    let h2d = postcard::to_allocvec(&ops::cuMemcpyHtoDAsync_v2 { dst: 0, stream: 0 }).unwrap();
+    for (what, len) in
+        [("truncated bulk of an asynchronous copy", 1 << 20), ("truncated bulk past the landing size", (4 << 20) + 1)]
+    {
+        let mut short = hdr(&Header::request(Op::cuMemcpyHtoDAsync_v2 as u32, 1, 0, true, h2d.len(), len));
+        short.extend_from_slice(&h2d);
+        short.extend_from_slice(&[7u8; 100_000]);
+        cases.push((what, true, short, true));
+    }
+    let mut garbled = hdr(&Header::request(Op::cuMemcpyHtoDAsync_v2 as u32, 1, 0, true, 3, 65536));
+    garbled.extend_from_slice(&[0xff; 3]);
+    garbled.extend_from_slice(&[1u8; 65536]);
+    cases.push(("undecodable arguments of an asynchronous copy", true, garbled, false));
     cases.push(("unknown opcode", true, frame(0x00ab_cdef, 0, &alloc, &[]), false));
     cases.push(("opcode one past the table", true, frame(protocol::OP_NAMES.len() as u32, 0, &[], &[]), false));
     cases.push(("undecodable arguments", true, frame(Op::cuModuleGetFunction as u32, 0, &[0xff; 3], &[]), false));

@@ -211,9 +211,10 @@ fn malformed_frames_close_only_their_session() {
     // An asynchronous copy's bulk is read into the backend's own buffer (`bulk_place`): cut
     // short there, past the size that gets one, or with arguments that do not decode.
     let h2d = postcard::to_allocvec(&ops::cuMemcpyHtoDAsync_v2 { dst: 0, stream: 0 }).unwrap();
-    for (what, len) in
-        [("truncated bulk of an asynchronous copy", 1 << 20), ("truncated bulk past the landing size", (4 << 20) + 1)]
-    {
+    for (what, len) in [
+        ("truncated bulk of an asynchronous copy", 1 << 20),
+        ("truncated bulk past the landing size", server::BULK_PLACE_MAX + 1),
+    ] {
         let mut short = hdr(&Header::request(Op::cuMemcpyHtoDAsync_v2 as u32, 1, 0, true, h2d.len(), len));
         short.extend_from_slice(&h2d);
         short.extend_from_slice(&[7u8; 100_000]);

@@ -45,6 +45,10 @@ impl BackendKind {
     }
 }
 
+/// Largest bulk a backend gives a place of its own before the bytes arrive
+/// ([`Session::bulk_place`]); the shims send copies in 1 MiB frames.
+pub const BULK_PLACE_MAX: usize = 4 << 20;
+
 /// A wait run on a helper thread (see [`Session::wait_job`]): its result answers the call.
 pub type WaitJob = Box<dyn FnOnce() -> Result<(), u32> + Send>;
 

@@ -214,7 +214,7 @@ impl Session for Sim {
     /// Asynchronous copies land in a buffer of the sim's own, as the cuda backend's land
     /// in pinned memory, so that the worker's path for it is tested without a GPU.
     fn bulk_place(&mut self, op: u32, _args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
-        if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > 4 << 20 {
+        if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > crate::BULK_PLACE_MAX {
             return None;
         }
         self.landing.clear();

@@ -389,11 +389,7 @@ impl Conn {
             match got {
                 Ok(Got::Mine(v)) => return v,
                 Ok(Got::Other) => continue,
-                Err(why) => {
-                    let e = self.fail(why);
-                    self.arrived.notify_all();
-                    return Err(e);
-                }
+                Err(why) => return Err(self.fail(why)),
             }
         }
     }
@@ -469,11 +465,10 @@ impl Conn {
         Error::Lost(format!("{}: {why}", self.address))
     }
 
-    /// The same, by the holder of the socket.
+    /// The same, by the holder of the socket (which `fail` cannot take).
     fn fail_locked(&self, s: &Sock, why: String) -> Error {
-        self.dead.store(true, Ordering::Relaxed);
         s.stream.shutdown();
-        Error::Lost(format!("{}: {why}", self.address))
+        self.fail(why)
     }
 }
 

@@ -11,8 +11,6 @@ use std::os::raw::c_void;
 
 /// Device-to-host copies go through pinned buffers of at most this size at a time.
 const CHUNK: usize = 32 << 20;
-/// Largest copy frame read straight into pinned memory (the shim sends 1 MiB frames).
-const LANDING_MAX: usize = 4 << 20;
 
 /// A reply's bulk bytes left in a pinned buffer (see `dtoh`), written from there.
 #[derive(Debug)]
@@ -167,7 +165,7 @@ impl CudaSession {
     /// `HTOD_FRAME`) are not given pinned memory before their bytes arrive.
     pub(super) fn land_htod(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
         self.landing = None;
-        if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > LANDING_MAX || self.ready().is_err() {
+        if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > crate::BULK_PLACE_MAX || self.ready().is_err() {
             return None;
         }
         let a: protocol::ops::cuMemcpyHtoDAsync_v2 = postcard::from_bytes(args).ok()?;
@@ -241,19 +239,20 @@ impl CudaSession {
         }
         let total = usize::try_from(size).map_err(|_| INVALID_VALUE)?;
         let lib = self.lib;
+        // `n` bytes from device address `from` to host `dst`, complete on return.
+        let copy = |dst: *mut c_void, from: u64, n: usize| match s {
+            None => cu!(lib, cuMemcpyDtoH_v2(dst, from, n)),
+            Some(s) => {
+                cu!(lib, cuMemcpyDtoHAsync_v2(dst, from, n, s))?;
+                cu!(lib, cuStreamSynchronize(s))
+            }
+        };
         if out.is_empty() && (1..=CHUNK).contains(&total) {
             // The reply is written straight from the pinned buffer the copy landed in.
             let ctx = self.current;
             let pool = self.pools.entry(ctx).or_default();
             if let Ok(i) = relaxed(lib, || pool.take(lib, total)) {
-                let dst = pool.ptr(i).cast();
-                match s {
-                    None => cu!(lib, cuMemcpyDtoH_v2(dst, src, total))?,
-                    Some(s) => {
-                        cu!(lib, cuMemcpyDtoHAsync_v2(dst, src, total, s))?;
-                        cu!(lib, cuStreamSynchronize(s))?
-                    }
-                }
+                copy(pool.ptr(i).cast(), src, total)?;
                 self.reply_out = Some(ReplyOut { ctx, buf: i, len: total });
                 return Ok(());
             }
@@ -263,13 +262,7 @@ impl CudaSession {
         while done < total {
             let n = (total - done).min(CHUNK);
             let from = src + done as u64;
-            self.staged_read(out, n, |dst| match s {
-                None => cu!(lib, cuMemcpyDtoH_v2(dst, from, n)),
-                Some(s) => {
-                    cu!(lib, cuMemcpyDtoHAsync_v2(dst, from, n, s))?;
-                    cu!(lib, cuStreamSynchronize(s))
-                }
-            })?;
+            self.staged_read(out, n, |dst| copy(dst, from, n))?;
             done += n;
         }
         Ok(())

@@ -62,6 +62,9 @@ enum Cmd {
         tls_cert: Option<PathBuf>,
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// The descriptor on which `vgpu serve` passes the session's lanes.
+        #[arg(long)]
+        lanes_fd: Option<i32>,
     },
     /// List the devices the configured server(s) offer.
     Devices,
@@ -135,7 +138,7 @@ fn main() -> ExitCode {
             };
             server::serve(opts)
         })(),
-        Cmd::Worker { backend, session, memory_limit, tls_cert, tls_key } => (|| {
+        Cmd::Worker { backend, session, memory_limit, tls_cert, tls_key, lanes_fd } => (|| {
             let mut snap = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut snap).map_err(|e| e.to_string())?;
             let snapshot = postcard::from_bytes(&snap).map_err(|e| format!("bad snapshot: {e}"))?;
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
                 token: std::env::var("VGPU_WORKER_TOKEN").ok(),
                 memory_limit,
                 session_id: session,
+                lane_control: lanes_fd,
             };
             // SAFETY: `vgpu serve` hands each worker its connection as fd 3.
             let stream = unsafe { transport::Stream::from_fd(3) };

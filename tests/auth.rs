@@ -129,6 +129,7 @@ fn protocol_over_a_socketpair_and_vsock() {
             token: None,
             memory_limit: Some(1 << 20),
             session_id: 1,
+            lane_control: None,
         };
         server::run_session(stream, &cfg, server::snapshot(server::BackendKind::Sim, 1, 0).unwrap())
     });

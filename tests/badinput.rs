@@ -224,6 +224,10 @@ fn malformed_frames_close_only_their_session() {
     garbled.extend_from_slice(&[0xff; 3]);
     garbled.extend_from_slice(&[1u8; 65536]);
     cases.push(("undecodable arguments of an asynchronous copy", true, garbled, false));
+    let htod = postcard::to_allocvec(&ops::cuMemcpyHtoDAsync_v2 { dst: 0, stream: 0 }).unwrap();
+    let mut on_lanes = Header::request(Op::cuMemcpyHtoDAsync_v2 as u32, 1, 0, true, htod.len(), 1 << 20);
+    on_lanes.flags |= protocol::frame::FLAG_LANES;
+    cases.push(("bulk announced on lanes the session has none of", true, [hdr(&on_lanes), htod].concat(), false));
     cases.push(("unknown opcode", true, frame(0x00ab_cdef, 0, &alloc, &[]), false));
     cases.push(("opcode one past the table", true, frame(protocol::OP_NAMES.len() as u32, 0, &[], &[]), false));
     cases.push(("undecodable arguments", true, frame(Op::cuModuleGetFunction as u32, 0, &[0xff; 3], &[]), false));

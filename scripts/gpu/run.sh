@@ -147,6 +147,13 @@ stage_llama() {
       compare "llama-$m-graphs-$g" "$W/c.$m.$g.n" "$W/c.$m.$g.v"
     done
   done
+  # A prompt of some 600 tokens: its input embeddings (4 MiB a batch) go over the lanes.
+  local long=(-m $W/q8.gguf -p "$(seq 1 300 | tr '\n' ' ')" -n 16 --temp 0 --seed 1 -ngl 99 -no-cnv)
+  LD_LIBRARY_PATH=$B "$B/llama-completion" "${long[@]}" >"$W/long.n" 2>/dev/null </dev/null
+  vg "$B/llama-completion" "${long[@]}" >"$W/long.unix" 2>"$OUT/long-unix.err" </dev/null
+  vg_tcp "$B/llama-completion" "${long[@]}" >"$W/long.tcp" 2>"$OUT/long-tcp.err" </dev/null
+  compare llama-q8-long-prompt-unix "$W/long.n" "$W/long.unix"
+  compare llama-q8-long-prompt-tcp "$W/long.n" "$W/long.tcp"
 }
 stage_bench() {
   build_llama; models
@@ -333,7 +340,7 @@ stage_shmtext() { # the llama stage's texts over the shared-memory transport
   say "shm calls: $(grep -E '^  shm_' "$OUT/shm-q8.err" | awk '{print $1, $2}' | tr '\n' ' ')"
 }
 
-stage_exp() { # issue 6: one model over every transport, and with the client polling longer for replies
+stage_exp() { # issue 6: one model over every transport; then with other lane counts (EXP_LANES) and poll budgets (EXP_SPINS)
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   local m=${EXP_MODEL:-q8}
@@ -344,7 +351,11 @@ stage_exp() { # issue 6: one model over every transport, and with the client pol
   vg $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row unix
   vg_shm $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row shm
   vg_tcp $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row tcp
-  for us in ${EXP_SPINS:-20000}; do
+  for n in ${EXP_LANES-}; do
+    vg env VGPU_LANES=$n $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "unix lanes=$n"
+    vg_tcp env VGPU_LANES=$n $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "tcp lanes=$n"
+  done
+  for us in ${EXP_SPINS-20000}; do
     vg env VGPU_SPIN_US=$us $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "unix client-spin=${us}us"
     vg_shm env VGPU_SPIN_US=$us $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "shm client-spin=${us}us"
     vg_tcp env VGPU_SPIN_US=$us $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "tcp client-spin=${us}us"

@@ -11,6 +11,8 @@ pub struct Config {
     pub servers: Vec<Address>,
     pub token: Option<String>,
     pub timeouts: Timeouts,
+    /// Extra connections for large copies (`VGPU_LANES`, `lanes`; 0 or 1: none).
+    pub lanes: usize,
     /// Where the settings came from, for messages ("VGPU_SERVER", the file, "default").
     pub source: String,
 }
@@ -22,6 +24,7 @@ struct File {
     token: Option<String>,
     token_file: Option<PathBuf>,
     timeout_secs: Option<u64>,
+    lanes: Option<usize>,
     tls_ca: Option<PathBuf>,
     tls_name: Option<String>,
 }
@@ -69,7 +72,11 @@ impl Config {
         if let Some(s) = env("VGPU_TIMEOUT_SECS").and_then(|s| s.parse().ok()).or(f.and_then(|f| f.timeout_secs)) {
             timeouts.silence = std::time::Duration::from_secs(s);
         }
-        Ok(Config { servers, token, timeouts, source })
+        let lanes = match env("VGPU_LANES") {
+            Some(v) => v.trim().parse().map_err(|_| format!("VGPU_LANES={v}: expected a number of lanes"))?,
+            None => f.and_then(|f| f.lanes).unwrap_or(transport::lanes::DEFAULT_LANES),
+        };
+        Ok(Config { servers, token, timeouts, lanes, source })
     }
 }
 

@@ -114,6 +114,10 @@ impl Session {
                 e => format!("cannot reach the vgpu server at {addr} (from {}): {e}", cfg.source),
             })?;
             let Welcome::Accepted { snapshot, .. } = welcome else { unreachable!("refusals are errors") };
+            // A shared segment carries large copies itself.
+            if seg.is_none() {
+                conn.set_lanes(cfg.lanes);
+            }
             conns.push(conn);
             parts.push(snapshot);
             shm.push(seg);

@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
     pub timeout_secs: Option<u64>,
+    pub lanes: Option<usize>,
     pub tls_ca: Option<PathBuf>,
     pub tls_name: Option<String>,
 }

@@ -21,6 +21,9 @@ pub const FLAG_ONEWAY: u32 = 1;
 pub const FLAG_REPLY: u32 = 2;
 /// The server is alive and still working on the caller's request.
 pub const FLAG_HEARTBEAT: u32 = 4;
+/// This frame's `bulk_len` bytes do not follow it: they arrive striped over the session's
+/// lanes, in [`OP_LANE`] chunks that name this frame's `seq`.
+pub const FLAG_LANES: u32 = 8;
 
 /// Opcode of the handshake messages.
 pub const OP_HELLO: u32 = u32::MAX;
@@ -28,6 +31,12 @@ pub const OP_HELLO: u32 = u32::MAX;
 /// shared-memory segment (its descriptor rides along as SCM_RIGHTS; the arguments are its
 /// length, a postcard `u64`). See `transport::Segment`.
 pub const OP_SHM: u32 = u32::MAX - 1;
+/// Opcode of the first frame on a lane, an extra connection that carries bulk bytes for a
+/// session (see `transport::lanes`); the arguments are a postcard `hello::Join`.
+pub const OP_JOIN: u32 = u32::MAX - 2;
+/// Opcode of a chunk on a lane: `seq` names the frame whose bulk it is part of, `ctx` is
+/// the chunk's offset in that bulk, `bulk_len` its length.
+pub const OP_LANE: u32 = u32::MAX - 3;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
@@ -116,6 +125,9 @@ impl Header {
     }
     pub fn is_heartbeat(&self) -> bool {
         self.flags & FLAG_HEARTBEAT != 0
+    }
+    pub fn on_lanes(&self) -> bool {
+        self.flags & FLAG_LANES != 0
     }
 }
 

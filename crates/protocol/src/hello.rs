@@ -16,8 +16,34 @@ pub struct Hello {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Welcome {
-    Accepted { session: u64, server_version: String, snapshot: Snapshot },
-    Refused { reason: String },
+    Accepted {
+        session: u64,
+        server_version: String,
+        snapshot: Snapshot,
+        /// Extra connections the client may open for bulk bytes (`None`: this listener
+        /// offers none, as a `tls://` one).
+        lanes: Option<LaneOffer>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// What a client needs to open lanes to its session: they connect to the same address
+/// and present the session and its key in an `OP_JOIN` frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneOffer {
+    /// A secret of this session, told only over its own (authenticated) connection.
+    pub key: [u8; 32],
+    /// Most lanes the session takes.
+    pub max: u32,
+}
+
+/// The first frame on a lane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Join {
+    pub session: u64,
+    pub key: [u8; 32],
 }
 
 impl Hello {

@@ -3,8 +3,12 @@
 //! session, and all of a session's GPU memory is freed when its process exits.
 
 use crate::BackendKind;
+use parking_lot::Mutex;
+use protocol::frame::{HEADER_LEN, Header, OP_JOIN};
+use protocol::hello::Join;
+use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -57,6 +61,11 @@ fn check_tls(listen: &[Address], tls: Option<&TlsFiles>) -> Result<Option<TlsFil
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
+/// Each running worker's lane channel (the listener's end of a seqpacket pair), by session:
+/// a lane's connection is passed down it ([`route`]).
+#[derive(Default)]
+pub struct Workers(Mutex<HashMap<u64, OwnedFd>>);
+
 /// Bind every address and serve until the process is killed.
 pub fn serve(opts: ServeOptions) -> Result<(), String> {
     if let (crate::BackendKind::Cuda, Some(spec)) = (opts.backend, &opts.gpus) {
@@ -87,18 +96,38 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let tls = check_tls(&opts.listen, opts.tls.as_ref())?;
     let snapshot = Arc::new(postcard::to_allocvec(&snapshot).map_err(|e| e.to_string())?);
     let opts = Arc::new(ServeOptions { tls, ..opts });
+    let workers = Arc::new(Workers::default());
     let mut threads = Vec::new();
     for addr in opts.listen.clone() {
         let listener = addr.bind().map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         eprintln!("vgpu: listening on {addr}");
-        let (opts, snapshot) = (opts.clone(), snapshot.clone());
+        // Workers are started by one long-lived thread per listener: a worker is killed
+        // when the thread that started it ends (see `spawn_worker_for`).
+        let (to_start, starts) = std::sync::mpsc::channel::<Stream>();
+        {
+            let (opts, snapshot, workers, addr) = (opts.clone(), snapshot.clone(), workers.clone(), addr.clone());
+            let lanes = (!addr.is_tls()).then_some(workers);
+            threads.push(std::thread::spawn(move || {
+                for stream in starts {
+                    start(&stream, &opts, &snapshot, &addr, lanes.as_ref());
+                }
+            }));
+        }
+        let workers = workers.clone();
         threads.push(std::thread::spawn(move || {
             loop {
                 match listener.accept() {
+                    // A TLS listener's first bytes are TLS, which only a worker reads.
+                    Ok(stream) if addr.is_tls() => {
+                        let _ = to_start.send(stream);
+                    }
                     Ok(stream) => {
-                        let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
-                        if let Err(e) = spawn_worker_for(&stream, &opts, &snapshot, id, &addr) {
-                            tracing::error!("session {id}: cannot start a worker: {e}");
+                        let (workers, to_start) = (workers.clone(), to_start.clone());
+                        let routed = std::thread::Builder::new()
+                            .name("vgpu-route".into())
+                            .spawn(move || route(stream, &to_start, &workers));
+                        if let Err(e) = routed {
+                            tracing::error!("cannot take a connection: {e}");
                         }
                     }
                     Err(e) => {
@@ -115,20 +144,106 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     Ok(())
 }
 
+/// A new session: a worker for it, offering lanes when `workers` is given.
+fn start(stream: &Stream, opts: &ServeOptions, snapshot: &[u8], addr: &Address, workers: Option<&Arc<Workers>>) {
+    let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = spawn_worker_for(stream, opts, snapshot, id, addr, workers) {
+        tracing::error!("session {id}: cannot start a worker: {e}");
+    }
+}
+
+/// Look at a new connection's first frame (without taking it): a lane joining a session
+/// goes to that session's worker, anything else starts a session.
+fn route(stream: Stream, to_start: &std::sync::mpsc::Sender<Stream>, workers: &Workers) {
+    match first_header(&stream) {
+        Ok(Some(h)) if h.op == OP_JOIN => {
+            if let Err(e) = join(stream, h, workers) {
+                tracing::debug!("lane not joined: {e}");
+            }
+        }
+        // Not ours to judge: the worker refuses what is not a handshake, and logs why.
+        Ok(Some(_)) => {
+            let _ = to_start.send(stream);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let _ = to_start.send(stream);
+        }
+        // No whole frame within the deadline, or connected and closed (a probe).
+        Err(e) => tracing::debug!("connection dropped before its first frame: {e}"),
+        Ok(None) => {}
+    }
+}
+
+/// Largest join frame's arguments (a real one is some 40 bytes).
+const MAX_JOIN: u32 = 256;
+
+/// The first frame's header, peeked (the bytes stay for whoever reads the connection);
+/// `None` if the peer closed first. Waits at most [`HANDSHAKE_DEADLINE`].
+fn first_header(stream: &Stream) -> std::io::Result<Option<Header>> {
+    stream.set_timeouts(Some(HANDSHAKE_DEADLINE), None)?;
+    let until = std::time::Instant::now() + HANDSHAKE_DEADLINE;
+    let mut buf = [0u8; HEADER_LEN];
+    loop {
+        let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+        match n {
+            0 => return Ok(None),
+            n if n < 0 => return Err(std::io::Error::last_os_error()),
+            n if n as usize == HEADER_LEN => {
+                return Header::decode(&buf)
+                    .map(Some)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()));
+            }
+            _ if std::time::Instant::now() >= until => return Err(std::io::ErrorKind::TimedOut.into()),
+            // Part of a header: the rest is on its way.
+            _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+}
+
+/// Hand a lane to its session's worker, with the join's arguments (the worker checks the
+/// key). An unknown session: the lane is closed, and its client goes on without lanes.
+fn join(mut stream: Stream, h: Header, workers: &Workers) -> std::io::Result<()> {
+    if h.args_len > MAX_JOIN || h.bulk_len != 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "oversized join"));
+    }
+    let mut frame = vec![0u8; HEADER_LEN + h.args_len as usize];
+    std::io::Read::read_exact(&mut stream, &mut frame)?;
+    let args = &frame[HEADER_LEN..];
+    let j: Join = postcard::from_bytes(args).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let map = workers.0.lock();
+    let ctl = map.get(&j.session).ok_or_else(|| std::io::Error::other(format!("no session {}", j.session)))?;
+    transport::send_fd(ctl.as_raw_fd(), args, stream.as_raw_fd())?;
+    Ok(())
+}
+
+/// Longest a new connection may take to send its first frame.
+const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Start `vgpu worker` on this connection, accepted on `listener`: the socket becomes its
 /// fd 3, the snapshot arrives on its stdin, the token in its environment (not on its
 /// command line). For a `tls://` listener the worker gets the certificate and key paths and
-/// does the TLS handshake itself (TLS state cannot be handed across `exec`).
+/// does the TLS handshake itself (TLS state cannot be handed across `exec`). With
+/// `workers`, the worker gets a channel for its lanes as fd 4 and is remembered there until
+/// it exits.
 pub fn spawn_worker_for(
     stream: &Stream,
     opts: &ServeOptions,
     snapshot: &[u8],
     id: u64,
     listener: &Address,
+    workers: Option<&Arc<Workers>>,
 ) -> std::io::Result<()> {
     let fd = stream.as_raw_fd();
+    let channel = match workers {
+        Some(_) => Some(seqpacket_pair()?),
+        None => None,
+    };
+    let lane_fd = channel.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     let mut cmd = Command::new(&opts.worker_exe);
     cmd.arg("worker").arg("--backend").arg(opts.backend.name()).arg("--session").arg(id.to_string());
+    if lane_fd.is_some() {
+        cmd.arg("--lanes-fd").arg(LANES_FD.to_string());
+    }
     if let Some(m) = opts.memory_limit {
         cmd.arg("--memory-limit").arg(m.to_string());
     }
@@ -163,16 +278,48 @@ pub fn spawn_worker_for(
             if libc::dup2(fd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // (dup2 onto itself would leave close-on-exec set.)
+            if let Some(l) = lane_fd {
+                let r = if l == LANES_FD { libc::fcntl(l, libc::F_SETFD, 0) } else { libc::dup2(l, LANES_FD) };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
     let mut child = cmd.spawn()?;
+    let workers = match (workers, channel) {
+        (Some(w), Some((mine, _theirs))) => {
+            w.0.lock().insert(id, mine);
+            Some(w.clone())
+        }
+        _ => None,
+    };
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(snapshot)?;
     }
-    std::thread::spawn(move || match child.wait() {
-        Ok(st) if !st.success() => tracing::warn!("session {id}: worker exited with {st}"),
-        _ => {}
+    std::thread::spawn(move || {
+        match child.wait() {
+            Ok(st) if !st.success() => tracing::warn!("session {id}: worker exited with {st}"),
+            _ => {}
+        }
+        if let Some(w) = workers {
+            w.0.lock().remove(&id);
+        }
     });
     Ok(())
+}
+
+/// The descriptor a worker finds its lane channel on.
+pub const LANES_FD: i32 = 4;
+
+/// A connected pair of unix seqpacket sockets: each message (a lane's join and its
+/// descriptor) arrives whole and alone.
+fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

@@ -9,13 +9,14 @@ use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
 use protocol::frame::{Header, OP_HELLO, OP_SHM};
-use protocol::hello::{Hello, Welcome};
+use protocol::hello::{Hello, Join, LaneOffer, Welcome};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io::{self, Read};
+use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use transport::{Stream, Unbuffered, read_exact_into, read_header, write_frame};
+use transport::{LaneSet, Stream, Unbuffered, read_exact_into, read_header, write_frame};
 
 /// Longest a client may take to complete the handshake, however it trickles its bytes.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
@@ -37,6 +38,9 @@ pub struct SessionConfig {
     pub token: Option<String>,
     pub memory_limit: Option<u64>,
     pub session_id: u64,
+    /// The descriptor on which the listener passes this session's lanes (owned by the
+    /// session); `None`: no lanes offered.
+    pub lane_control: Option<i32>,
 }
 
 /// Serve one connection until it closes or misbehaves. Returns why it ended.
@@ -96,6 +100,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         None => Some(open_backend(cfg.backend, &snapshot, cfg.memory_limit)),
         Some(_) => None,
     };
+    let lane_key = cfg.lane_control.and_then(|_| random_key());
     let welcome = match (&refusal, &backend) {
         (Some(reason), _) => Welcome::Refused { reason: reason.clone() },
         (None, Some(Err(e))) => Welcome::Refused { reason: format!("backend failed to start: {e}") },
@@ -103,6 +108,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             session: cfg.session_id,
             server_version: format!("vgpu {} ({})", env!("CARGO_PKG_VERSION"), cfg.backend.name()),
             snapshot,
+            lanes: lane_key.map(|key| LaneOffer { key, max: transport::lanes::MAX_LANES }),
         },
     };
     let body = postcard::to_allocvec(&welcome).expect("encode");
@@ -121,6 +127,14 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             Ok(()) => tracing::info!("session {}: shared segment of {} MiB", cfg.session_id, len >> 20),
             Err(e) => tracing::warn!("session {}: shared segment refused: {e}", cfg.session_id),
         }
+    }
+
+    let lanes = LaneSet::new();
+    if let (Some(fd), Some(key)) = (cfg.lane_control, lane_key) {
+        // SAFETY: the listener gives each worker its lane channel as this descriptor.
+        let ctl = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let (lanes, id) = (lanes.clone(), cfg.session_id);
+        std::thread::Builder::new().name("vgpu-lanes".into()).spawn(move || take_lanes(ctl, &lanes, id, &key))?;
     }
 
     // After the handshake the client may be idle for as long as it likes.
@@ -172,16 +186,35 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         // Large bulk straight from the socket (one copy), small through the reader's buffer
         // (which holds the frames behind it too).
         let direct = len >= BULK_DIRECT;
-        let got = match place {
-            Some(p) => {
-                // SAFETY: `Session::bulk_place` promises `len` bytes at `p`, valid and
-                // touched by nothing else until this frame's call has been dispatched.
-                let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) };
-                let r = if direct { Unbuffered(&mut reader).read_exact(s) } else { reader.read_exact(s) };
-                r.map(|()| &*s)
+        let got = if h.on_lanes() {
+            // Sent striped over the lanes: wait for them to land it.
+            if len > transport::lanes::LANE_MAX {
+                break Err(io::Error::new(io::ErrorKind::InvalidData, "bulk on lanes over the limit"));
             }
-            None if direct => read_exact_into(&mut Unbuffered(&mut reader), &mut bulk, len).map(|()| bulk.as_slice()),
-            None => read_exact_into(&mut reader, &mut bulk, len).map(|()| bulk.as_slice()),
+            let s = match place {
+                // SAFETY: as below.
+                Some(p) => unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) },
+                None => {
+                    bulk.clear();
+                    bulk.resize(len, 0);
+                    &mut bulk[..]
+                }
+            };
+            lanes.fill(h.seq, s).map(|()| &*s)
+        } else {
+            match place {
+                Some(p) => {
+                    // SAFETY: `Session::bulk_place` promises `len` bytes at `p`, valid and
+                    // touched by nothing else until this frame's call has been dispatched.
+                    let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) };
+                    let r = if direct { Unbuffered(&mut reader).read_exact(s) } else { reader.read_exact(s) };
+                    r.map(|()| &*s)
+                }
+                None if direct => {
+                    read_exact_into(&mut Unbuffered(&mut reader), &mut bulk, len).map(|()| bulk.as_slice())
+                }
+                None => read_exact_into(&mut reader, &mut bulk, len).map(|()| bulk.as_slice()),
+            }
         };
         let bulk_in = match got {
             Ok(b) => b,
@@ -258,6 +291,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     // Waits still running answer nobody once the client is gone, but they use the
     // session's contexts: let them end (a bounded while) before those are released.
     waits.finish(Duration::from_secs(10));
+    lanes.shutdown();
     done.store(true, Ordering::Relaxed);
     hb.thread().unpark();
     if let Some(st) = &stats {
@@ -270,6 +304,38 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         Err(e) => tracing::warn!("session {} closed: {e}", cfg.session_id),
     }
     result
+}
+
+/// A secret for the session's lanes; none (no lanes offered) if the system has no randomness.
+fn random_key() -> Option<[u8; 32]> {
+    let mut k = [0u8; 32];
+    let n = unsafe { libc::getrandom(k.as_mut_ptr().cast(), k.len(), 0) };
+    (n == k.len() as isize).then_some(k)
+}
+
+/// Take the lanes the listener passes on `ctl` until it closes: each comes with its join,
+/// whose session and key must be ours.
+fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u8; 32]) {
+    let mut buf = [0u8; 512];
+    loop {
+        let (n, fd) = match transport::recv_fd(std::os::fd::AsRawFd::as_raw_fd(&ctl), &mut buf) {
+            Ok((0, _)) | Err(_) => return,
+            Ok(got) => got,
+        };
+        let Some(fd) = fd else { continue };
+        let ok = postcard::from_bytes::<Join>(&buf[..n])
+            .is_ok_and(|j| j.session == session && constant_time_eq(&j.key, key));
+        if !ok {
+            tracing::warn!("session {session}: a lane with a wrong key was refused");
+            continue;
+        }
+        // SAFETY: a socket descriptor received just now, owned by nobody else.
+        let stream = unsafe { Stream::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+        match lanes.add(stream) {
+            Ok(()) => tracing::debug!("session {session}: lane {} joined", lanes.len()),
+            Err(e) => tracing::warn!("session {session}: lane not taken: {e}"),
+        }
+    }
 }
 
 /// Waits answered by helper threads (`Session::wait_job`).

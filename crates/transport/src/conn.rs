@@ -3,13 +3,16 @@
 
 use crate::addr::{Address, Stream};
 use crate::framing::{read_exact_into, read_header, write_frame};
+use crate::lanes::{LANE_MAX, LANE_MIN, Lanes};
 use parking_lot::{Condvar, Mutex};
 use protocol::Call;
 use protocol::frame::{Header, OP_HELLO};
+use protocol::hello::LaneOffer;
 use protocol::hello::{Hello, Welcome};
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +153,12 @@ pub struct Conn {
     address: Address,
     /// How long a caller polls for its reply before sleeping (see `spin`).
     spin: Duration,
+    timeouts: Timeouts,
+    /// The session's id and lane offer, from the handshake.
+    offer: Option<(u64, LaneOffer)>,
+    /// Lanes wanted (`set_lanes`; 0: none), opened on first use.
+    want_lanes: AtomicUsize,
+    lanes: OnceLock<Option<Lanes>>,
 }
 
 impl Conn {
@@ -180,14 +189,22 @@ impl Conn {
             batching: AtomicBool::new(false),
             address: address.clone(),
             spin: crate::spin_budget(crate::CLIENT_SPIN),
+            timeouts: t,
+            offer: None,
+            want_lanes: AtomicUsize::new(0),
+            lanes: OnceLock::new(),
         };
+        let mut conn = conn;
         let args = postcard::to_allocvec(hello).map_err(|e| Error::Lost(e.to_string()))?;
         let bytes = conn.roundtrip(OP_HELLO, 0, &args, &[], None)?;
         let welcome: Welcome =
             postcard::from_bytes(&bytes).map_err(|e| Error::Lost(format!("{address}: bad handshake reply: {e}")))?;
-        if let Welcome::Refused { reason } = &welcome {
-            conn.dead.store(true, Ordering::Relaxed);
-            return Err(Error::Refused(reason.clone()));
+        match &welcome {
+            Welcome::Refused { reason } => {
+                conn.dead.store(true, Ordering::Relaxed);
+                return Err(Error::Refused(reason.clone()));
+            }
+            Welcome::Accepted { session, lanes, .. } => conn.offer = lanes.clone().map(|l| (*session, l)),
         }
         conn.sock.lock().stream.set_timeouts(Some(t.silence), Some(t.write)).map_err(Error::io)?;
         Ok((conn, welcome))
@@ -199,6 +216,40 @@ impl Conn {
 
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Send large bulk over `n` lanes (extra connections, opened on first use) where the
+    /// server offers them; 0 or 1: over this connection only.
+    pub fn set_lanes(&self, n: usize) {
+        self.want_lanes.store(n, Ordering::Relaxed);
+    }
+
+    /// The lanes, opening them the first time. A failure to open them is told once, and
+    /// the bulk goes over this connection from then on.
+    pub fn lanes(&self) -> Option<&Lanes> {
+        let n = self.want_lanes.load(Ordering::Relaxed);
+        let (session, offer) = self.offer.as_ref().filter(|_| n >= 2)?;
+        self.lanes
+            .get_or_init(|| match Lanes::open(&self.address, *session, offer, n, self.timeouts) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("vgpu: {}: no lanes ({e}); bulk goes over the one connection", self.address);
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Write a request frame: its bulk over the lanes when it is large enough.
+    fn write_request(&self, s: &mut Sock, h: &Header, args: &[u8], bulk_in: &[&[u8]]) -> io::Result<()> {
+        let n = h.bulk_len as usize;
+        if (LANE_MIN..=LANE_MAX).contains(&n)
+            && let Some(lanes) = self.lanes()
+        {
+            write_frame(&mut s.stream, &crate::lanes::lane_header(*h), args, &[])?;
+            return lanes.stripe(h.seq, bulk_in);
+        }
+        write_frame(&mut s.stream, h, args, bulk_in)
     }
 
     /// A typed call: one-way calls return as soon as the frame is queued.
@@ -272,8 +323,8 @@ impl Conn {
         let h = Header::request(op, seq, ctx, true, args.len(), bulk_len);
         if !self.batching.load(Ordering::Acquire) || bulk_len > BATCH_BULK {
             let mut s = self.sock.lock();
-            self.drain(&mut s).map_err(|e| self.fail_locked(&s, e.to_string()))?;
-            return write_frame(&mut s.stream, &h, args, bulk_in).map_err(|e| self.fail_locked(&s, e.to_string()));
+            let sent = self.drain(&mut s).and_then(|()| self.write_request(&mut s, &h, args, bulk_in));
+            return sent.map_err(|e| self.fail_locked(&s, e.to_string()));
         }
         let (notify, over) = {
             let mut q = self.queue.lock();
@@ -324,7 +375,7 @@ impl Conn {
                 let mut g = self.sock.lock();
                 let s = &mut *g;
                 self.drain(s)
-                    .and_then(|()| write_frame(&mut s.stream, &h, args, bulk_in))
+                    .and_then(|()| self.write_request(s, &h, args, bulk_in))
                     .map_err(|e| self.fail_locked(s, e.to_string()))
             };
             let r = sent.and_then(|()| self.await_reply(rd, seq, op, bulk_out));
@@ -335,8 +386,9 @@ impl Conn {
         let mut bulk_out = bulk_out;
         let mut g = self.sock.lock();
         let s = &mut *g;
-        self.drain(s).map_err(|e| self.fail_locked(s, e.to_string()))?;
-        write_frame(&mut s.stream, &h, args, bulk_in).map_err(|e| self.fail_locked(s, e.to_string()))?;
+        self.drain(s)
+            .and_then(|()| self.write_request(s, &h, args, bulk_in))
+            .map_err(|e| self.fail_locked(s, e.to_string()))?;
         loop {
             match self.read_one(&mut s.stream, seq, op, bulk_out.as_deref_mut()) {
                 Ok(Got::Mine(v)) => return v,
@@ -456,6 +508,9 @@ impl Conn {
     /// Mark the connection dead, closing the stream if nobody is using it.
     fn fail(&self, why: String) -> Error {
         self.dead.store(true, Ordering::Relaxed);
+        if let Some(Some(l)) = self.lanes.get() {
+            l.shutdown();
+        }
         if let Some(c) = &self.closer {
             c.shutdown();
         } else if let Some(s) = self.sock.try_lock() {

@@ -13,7 +13,7 @@
 use crate::addr::Stream;
 use protocol::frame::{Header, OP_SHM};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Largest segment a server maps. Registering it with the driver pins its pages, so a
 /// client cannot make the server pin more than this.
@@ -145,36 +145,11 @@ pub fn send_segment(stream: &Stream, fd: BorrowedFd<'_>, len: u64) -> io::Result
     let sock = stream.as_raw_fd();
     // The descriptor rides on the first bytes; the rest (if the socket takes only part) is
     // ordinary data.
-    let mut sent = send_fd(sock, &frame, fd.as_raw_fd())?;
+    let mut sent = crate::fdpass::send(sock, &frame, fd.as_raw_fd())?;
     while sent < frame.len() {
         sent += crate::addr::send(sock, &frame[sent..])?;
     }
     Ok(())
-}
-
-/// Space for one descriptor's control message (`CMSG_SPACE(sizeof(int))`), as u64s so that
-/// it is aligned for `cmsghdr`.
-const CMSG_WORDS: usize = 4;
-
-fn send_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> io::Result<usize> {
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
-    let mut control = [0u64; CMSG_WORDS];
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    debug_assert!(space <= std::mem::size_of_val(&control));
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-    }
-    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 /// The server's reading side of a connection: until [`FdReader::stop`], reads use
@@ -205,34 +180,11 @@ impl FdReader {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let mut control = [0u64; CMSG_WORDS];
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let n = unsafe { libc::recvmsg(self.stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        let (n, fd) = crate::fdpass::recv(self.stream.as_raw_fd(), buf)?;
+        if fd.is_some() {
+            self.fd = fd;
         }
-        // Take ownership of every descriptor that arrived (the buffer has room for one; the
-        // kernel closes any that do not fit), keeping the last.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(c);
-                    let bytes = (*c).cmsg_len as usize - (data as usize - c as usize);
-                    for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                        let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                        self.fd = Some(OwnedFd::from_raw_fd(fd));
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
-        Ok(n as usize)
+        Ok(n)
     }
 }
 

@@ -1,0 +1,103 @@
+//! Lanes: large copies striped over extra connections of the session arrive whole and in
+//! order, over unix sockets and TCP; a lane must present its session's key.
+
+mod common;
+use common::*;
+use protocol::frame::{HEADER_LEN, Header, OP_JOIN};
+use protocol::hello::{Join, Welcome};
+use protocol::ops;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+const TOKEN: &str = "lane-test-token";
+
+fn connect(address: &str, token: &str) -> (transport::Conn, Welcome) {
+    let addr: transport::Address = address.parse().unwrap();
+    let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
+    transport::Conn::connect(&addr, &hello(token), t).unwrap()
+}
+
+/// Copies of several sizes (below, at and above the lane threshold, odd lengths, bulk in
+/// two pieces) through `conn` and back; every byte must come back.
+fn copies_come_back(conn: &transport::Conn) {
+    let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    let stream = conn.call(ctx, &ops::cuStreamCreate { flags: 0 }, &[], None).unwrap();
+    for (i, len) in [4096usize, (256 << 10) - 1, 256 << 10, 1 << 20, (3 << 20) + 4097, 8 << 20].into_iter().enumerate()
+    {
+        let p = conn.call(ctx, &ops::cuMemAlloc_v2 { bytesize: len as u64 }, &[], None).unwrap();
+        let data: Vec<u8> = (0..len).map(|j| (j * 13 + i * 7 + (j >> 12)) as u8).collect();
+        let (a, b) = data.split_at(len / 3);
+        // Asynchronous (one-way), then synchronous, copies of the same bytes.
+        conn.call(ctx, &ops::cuMemcpyHtoDAsync_v2 { dst: p, stream }, &[a, b], None).unwrap();
+        let mut back = vec![0u8; len];
+        conn.call(ctx, &ops::cuMemcpyDtoHAsync_v2 { src: p, size: len as u64, stream }, &[], Some(&mut back)).unwrap();
+        assert!(back == data, "asynchronous copy of {len} bytes");
+        let m = ops::memset { dst: p, value: 0, elem: 1, width: len as u64, height: 1, pitch: 0, stream: 0 };
+        conn.call(ctx, &m, &[], None).unwrap();
+        conn.call(ctx, &ops::cuMemcpyHtoD_v2 { dst: p }, &[&data], None).unwrap();
+        back.fill(0);
+        conn.call(ctx, &ops::cuMemcpyDtoH_v2 { src: p, size: len as u64 }, &[], Some(&mut back)).unwrap();
+        assert!(back == data, "synchronous copy of {len} bytes");
+        conn.call(ctx, &ops::cuMemFree_v2 { dptr: p }, &[], None).unwrap();
+    }
+}
+
+#[test]
+fn large_copies_travel_on_lanes_over_unix_and_tcp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unix = Server::sim_quiet(tmp.path(), &[]);
+    let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
+    for (server, token) in [(&unix, ""), (&tcp, TOKEN)] {
+        let (conn, welcome) = connect(&server.address, token);
+        let Welcome::Accepted { lanes: Some(offer), .. } = welcome else {
+            panic!("{}: no lanes offered", server.address)
+        };
+        assert!(offer.max >= 4);
+        conn.set_lanes(4);
+        copies_come_back(&conn);
+        let lanes = conn.lanes().expect("lanes opened");
+        assert_eq!(lanes.len(), 4, "{}", server.address);
+        // The four sizes of 256 KiB and more, each copied in twice (the transport does not
+        // split frames; the shims send copies in frames of 1 MiB).
+        assert_eq!(lanes.striped(), 2 * 4, "{}: frames striped", server.address);
+    }
+}
+
+#[test]
+fn without_lanes_the_same_copies_go_over_one_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::sim_quiet(tmp.path(), &[]);
+    let (conn, _) = connect(&server.address, "");
+    copies_come_back(&conn);
+    assert!(conn.lanes().is_none(), "lanes are opened only when asked for");
+}
+
+/// A join frame for `session` with `key`, sent on a fresh connection; whether the server
+/// acknowledged it.
+fn join(address: &str, session: u64, key: [u8; 32]) -> bool {
+    let path = address.strip_prefix("unix:").unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let args = postcard::to_allocvec(&Join { session, key }).unwrap();
+    let mut f = Vec::new();
+    transport::write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, args.len(), 0), &args, &[]).unwrap();
+    s.write_all(&f).unwrap();
+    let mut h = [0u8; HEADER_LEN];
+    s.read_exact(&mut h).is_ok_and(|()| Header::decode(&h).is_ok_and(|h| h.op == OP_JOIN && h.status == 0))
+}
+
+#[test]
+fn a_lane_needs_its_sessions_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::sim_quiet(tmp.path(), &[]);
+    let (conn, welcome) = connect(&server.address, "");
+    let Welcome::Accepted { session, lanes: Some(offer), .. } = welcome else { panic!("no lanes offered") };
+    let mut wrong = offer.key;
+    wrong[0] ^= 1;
+    assert!(!join(&server.address, session, wrong), "a wrong key is refused");
+    assert!(!join(&server.address, session + 100, offer.key), "an unknown session is refused");
+    assert!(join(&server.address, session, offer.key), "the right key is taken");
+    // The session is unharmed by the refused joins.
+    conn.set_lanes(2);
+    copies_come_back(&conn);
+}

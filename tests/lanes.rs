@@ -101,3 +101,26 @@ fn a_lane_needs_its_sessions_key() {
     conn.set_lanes(2);
     copies_come_back(&conn);
 }
+
+/// The driver shim's copies (64 MiB both ways, in 4 MiB frames over lanes) through a C
+/// program, over unix and TCP, lanes asked for whatever the machine's cores.
+#[test]
+fn the_driver_shim_copies_over_lanes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("driver_basic", tmp.path(), &lib, &["libcuda.so.1"]);
+    let unix = Server::sim_quiet(tmp.path(), &[]);
+    let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
+    for server in [&unix, &tcp] {
+        let envs = [("VGPU_LANES", "4"), ("VGPU_TOKEN", TOKEN), ("VGPU_TRACE", "summary")];
+        let out = run(&exe, &lib, &server.address, &envs);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{}: {stdout}\n{stderr}", server.address);
+        assert!(stdout.contains("roundtrip 64MiB ok"), "{}: {stdout}", server.address);
+        // 64 MiB in 4 MiB frames, and the program's other copies of 256 KiB and more.
+        let striped =
+            stderr.lines().find_map(|l| l.split("frames' bulk over 4 lanes").next().filter(|_| l.contains("lanes")));
+        let n: u64 = striped.and_then(|p| p.rsplit(' ').nth(1)?.parse().ok()).unwrap_or(0);
+        assert!(n >= 16, "{}: frames over lanes: {stderr}", server.address);
+    }
+}

@@ -2,8 +2,8 @@
 # On the GPU machine: every check that needs the GPU, native and through vgpu in the same
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
-#   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp trace vbench
-#                                   ollama faults twoservers savellama (or all: smi..bench)
+#   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline
+#                                   trace vbench ollama faults twoservers savellama (or all: smi..bench)
 #
 # Expects (carried in devcarry/, see scripts/gpu/pack.sh): dist/ (scripts/dist.sh output),
 # tools/ (no-gpu.sh, build-llama-gpu.sh, gen_gguf.py), llama/ (prepare-llama.sh output),
@@ -362,6 +362,50 @@ stage_exp() { # issue 6: one model over every transport; then with other lane co
   done
   LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "native again"
 }
+stage_ab() { # issue 6: prompt speed, native and vgpu alternated AB_ROUNDS times; medians of every sample
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  local cfgs=(${AB_CFGS:-native unix tcp unix+VGPU_LANES=0 tcp+VGPU_LANES=0})
+  for m in ${AB_MODELS:-q8 f16}; do
+    local args=(-m $W/$m.gguf -p 512 -n 0 -ngl 99 -r "${AB_REPS:-10}" -o json ${AB_ARGS:-})
+    rm -f "$W"/ab.$m.*
+    for _ in $(seq "${AB_ROUNDS:-3}"); do
+      for c in "${cfgs[@]}"; do
+        # A configuration: native, or a transport with settings (unix+VGPU_LANES=0).
+        local t=${c%%+*} e=(); [ "$t" != "$c" ] && IFS=+ read -ra e <<<"${c#*+}"
+        case $t in
+          native) LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" ;;
+          unix) vg env "${e[@]}" $B/llama-bench "${args[@]}" ;;
+          tcp) vg_tcp env "${e[@]}" $B/llama-bench "${args[@]}" ;;
+          shm) VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" env "${e[@]}" $B/llama-bench "${args[@]}" ;;
+        esac 2>/dev/null | python3 -c 'import json,sys; print("\n".join(str(x) for t in json.load(sys.stdin) for x in t["samples_ts"]))' >>"$W/ab.$m.$c"
+      done
+    done
+    for c in "${cfgs[@]}"; do
+      say "ab $m pp512 ${AB_ARGS:+($AB_ARGS) }$c: $(python3 -c 'import sys,statistics as s; a=[float(x) for x in open(sys.argv[1])]; n=[float(x) for x in open(sys.argv[2])]; print("median %.0f t/s of %d samples, ratio %.3f" % (s.median(a), len(a), s.median(a)/s.median(n)))' "$W/ab.$m.$c" "$W/ab.$m.native")"
+    done
+  done
+}
+stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py), native and vgpu configurations TL_CFGS
+  build_llama; models
+  B=$LB/bin
+  gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl || return
+  local args=(-m $W/q8.gguf -p 512 -n 0 -ngl 99 -r "${TL_REPS:-60}")
+  for _ in $(seq "${TL_ROUNDS:-2}"); do
+    for c in ${TL_CFGS:-native unix tcp shm unix+VGPU_LANES=0}; do
+      # A configuration: native, or a transport with settings (unix+VGPU_LANES=0).
+      local t=${c%%+*} e=(); [ "$t" != "$c" ] && IFS=+ read -ra e <<<"${c#*+}"
+      local pre=(env "${e[@]}" TL_OUT="$W/tl.txt" LD_PRELOAD="$W/timeline.so")
+      case $t in
+        native) "${pre[@]}" LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" ;;
+        unix) "${pre[@]}" VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" $B/llama-bench "${args[@]}" ;;
+        tcp) "${pre[@]}" VGPU_SERVER=tcp://127.0.0.1:7070 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" $B/llama-bench "${args[@]}" ;;
+        shm) "${pre[@]}" VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" $B/llama-bench "${args[@]}" ;;
+      esac >/dev/null 2>&1
+      say "timeline $(python3 "$ROOT/scripts/gpu/timeline.py" "$W/tl.txt" "$c" ${TL_DUMP:+--dump} 2>&1)"
+    done
+  done
+}
 stage_ppstats() { # issue 6: server time per call of prompt processing alone: a run of 1 and one of 6, subtracted
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
@@ -397,7 +441,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ppstats|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ab|timeline|ppstats|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -74,7 +74,7 @@ impl Config {
         }
         let lanes = match env("VGPU_LANES") {
             Some(v) => v.trim().parse().map_err(|_| format!("VGPU_LANES={v}: expected a number of lanes"))?,
-            None => f.and_then(|f| f.lanes).unwrap_or(transport::lanes::DEFAULT_LANES),
+            None => f.and_then(|f| f.lanes).unwrap_or_else(transport::lanes::default_lanes),
         };
         Ok(Config { servers, token, timeouts, lanes, source })
     }

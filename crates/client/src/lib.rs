@@ -14,3 +14,4 @@ pub mod shm;
 pub use config::{Config, read_token};
 pub use session::{Session, pid, session};
 pub use transport::Error;
+pub use transport::lanes::LANE_MIN;

@@ -131,6 +131,11 @@ impl Session {
         self.conns.len()
     }
 
+    /// Whether large copies to `server` go over lanes (opening them the first time).
+    pub fn lanes(&self, server: usize) -> bool {
+        self.conns.get(server).is_some_and(|c| c.lanes().is_some())
+    }
+
     /// The segment shared with `server` (`shm:` addresses), if it has one.
     pub fn shm(&self, server: usize) -> Option<&crate::shm::Shm> {
         self.shm.get(server)?.as_ref()
@@ -408,6 +413,13 @@ mod summary {
                 let n = n.load(Ordering::Relaxed);
                 if n > 0 {
                     eprintln!("  {:<40} {n:>9} calls answered locally", protocol::op_name(op as u32));
+                }
+            }
+            if let Some(Ok(s)) = super::current() {
+                for c in &s.conns {
+                    if let Some(Some(l)) = c.lanes_if_open() {
+                        eprintln!("  {}: {} frames' bulk over {} lanes", c.address(), l.striped(), l.len());
+                    }
                 }
             }
         }

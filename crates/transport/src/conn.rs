@@ -240,6 +240,11 @@ impl Conn {
             .as_ref()
     }
 
+    /// The lanes if they were opened (or tried): `Some(None)` when opening them failed.
+    pub fn lanes_if_open(&self) -> Option<Option<&Lanes>> {
+        self.lanes.get().map(Option::as_ref)
+    }
+
     /// Write a request frame: its bulk over the lanes when it is large enough.
     fn write_request(&self, s: &mut Sock, h: &Header, args: &[u8], bulk_in: &[&[u8]]) -> io::Result<()> {
         let n = h.bulk_len as usize;

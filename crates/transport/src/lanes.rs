@@ -27,17 +27,21 @@ use std::time::{Duration, Instant};
 pub const LANE_MIN: usize = 256 << 10;
 /// Largest bulk of a frame on lanes (the worker sizes its buffer from the header).
 pub const LANE_MAX: usize = 64 << 20;
-/// Lanes a client opens unless `VGPU_LANES` says otherwise (measured on the H100 host:
-/// 1, 2, 4, 6 lanes moved 4.5 MiB at 6, 10, 17, 21 GB/s).
-pub const DEFAULT_LANES: usize = 4;
+/// Lanes a client opens unless `VGPU_LANES` says otherwise: one per four cores, at most
+/// four (each lane but the first has a helper thread in the application, polling while
+/// copies come). Measured on the H100 host (16 cores): 1, 2, 4, 6 lanes moved 4.5 MiB at
+/// 6, 10, 17, 21 GB/s; llama.cpp's prompt batches gained most from 2 to 4.
+pub fn default_lanes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).clamp(1, 4))
+}
 /// Most lanes a session takes.
 pub const MAX_LANES: u32 = 8;
 /// Longest a lane's chunk may wait for its frame, or a frame for its chunks, once one of
 /// them has arrived: the client sends both together.
 const LANE_WAIT: Duration = Duration::from_secs(30);
-/// How long a helper polls for its next job before sleeping: the frames of one copy come
-/// back to back, some tens of microseconds apart.
-const HELPER_SPIN: Duration = Duration::from_micros(200);
+/// How long the worker's lane readers, and the worker waiting for them, poll before
+/// sleeping (see `Shared::wait`).
+const SERVER_SPIN: Duration = Duration::from_micros(500);
 
 /// The frame header that announces bulk on lanes.
 pub fn lane_header(mut h: Header) -> Header {
@@ -64,6 +68,12 @@ struct Helper {
     closer: Stream,
     slot: Mutex<Slot>,
     cv: Condvar,
+    /// How long the helper polls for its next job (and the caller for its result) before
+    /// sleeping: the client's reply budget (`crate::CLIENT_SPIN`, `VGPU_SPIN_US`). Helpers
+    /// that slept between llama.cpp's prompt batches (10 ms apart) made the application's
+    /// own CPU work 0.1-0.3 ms a batch slower once woken (3 helpers; ones that polled cost
+    /// nothing): more than their copies saved.
+    spin: Duration,
 }
 
 impl Helper {
@@ -74,6 +84,7 @@ impl Helper {
             closer,
             slot: Mutex::new(Slot::default()),
             cv: Condvar::new(),
+            spin: crate::spin_budget(crate::CLIENT_SPIN),
         });
         let run = h.clone();
         std::thread::Builder::new().name("vgpu-lane".into()).spawn(move || run.run())?;
@@ -220,7 +231,7 @@ impl Helper {
             if let Some(j) = slot.job.take() {
                 return Some(j);
             }
-            if start.elapsed() < HELPER_SPIN {
+            if start.elapsed() < self.spin {
                 drop(slot);
                 std::thread::yield_now();
                 continue;
@@ -261,7 +272,7 @@ impl Helper {
                 slot.job = None;
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "lane closed"));
             }
-            if start.elapsed() < HELPER_SPIN {
+            if start.elapsed() < self.spin {
                 drop(slot);
                 std::thread::yield_now();
                 slot = self.slot.lock();
@@ -373,11 +384,9 @@ impl LaneSet {
         st.got = 0;
         st.claimed.clear();
         sh.cv.notify_all();
-        let until = Instant::now() + LANE_WAIT;
-        while st.got < buf.len() && st.failed.is_none() {
-            if sh.cv.wait_until(&mut st, until).timed_out() {
-                st.failed = Some(format!("the bulk of frame {seq} did not arrive on the lanes"));
-            }
+        let len = buf.len();
+        if !sh.wait(&mut st, |st| st.got >= len || st.failed.is_some()) {
+            st.failed.get_or_insert(format!("the bulk of frame {seq} did not arrive on the lanes"));
         }
         if let Some(why) = st.failed.clone() {
             for l in &st.lanes {
@@ -404,6 +413,22 @@ impl LaneSet {
 }
 
 impl Shared {
+    /// Wait until `done` holds (`false`: [`LANE_WAIT`] passed first), polling for
+    /// [`SERVER_SPIN`] before sleeping: the worker and the lane readers hand each frame to
+    /// each other, some microseconds apart, and a sleeping thread takes tens to wake.
+    fn wait(&self, st: &mut parking_lot::MutexGuard<'_, State>, mut done: impl FnMut(&State) -> bool) -> bool {
+        let start = Instant::now();
+        let until = start + LANE_WAIT;
+        while !done(st) {
+            if start.elapsed() < SERVER_SPIN {
+                parking_lot::MutexGuard::unlocked(st, std::thread::yield_now);
+            } else if self.cv.wait_until(st, until).timed_out() {
+                return done(st);
+            }
+        }
+        true
+    }
+
     fn fail(&self, why: String) {
         self.state.lock().failed.get_or_insert(why);
         self.cv.notify_all();
@@ -412,6 +437,7 @@ impl Shared {
     /// Read chunks until the lane closes or misbehaves.
     fn read_lane(&self, mut s: Stream) -> Result<(), String> {
         loop {
+            crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&s), SERVER_SPIN);
             let h = match read_header(&mut s) {
                 Ok(h) => h,
                 // The client went away between frames.
@@ -424,11 +450,8 @@ impl Shared {
             }
             let ptr = {
                 let mut st = self.state.lock();
-                let until = Instant::now() + LANE_WAIT;
-                while st.failed.is_none() && st.want.as_ref().is_none_or(|w| w.seq != h.seq) {
-                    if self.cv.wait_until(&mut st, until).timed_out() {
-                        return Err(format!("lane: a chunk of frame {} came, the frame did not", h.seq));
-                    }
+                if !self.wait(&mut st, |st| st.failed.is_some() || st.want.as_ref().is_some_and(|w| w.seq == h.seq)) {
+                    return Err(format!("lane: a chunk of frame {} came, the frame did not", h.seq));
                 }
                 if let Some(why) = &st.failed {
                     return Err(why.clone());

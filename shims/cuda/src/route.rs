@@ -335,9 +335,10 @@ pub fn reservation(p: u64) -> Option<(u64, u64, u64)> {
 /// form) the last chunk waits for the server so that its error comes back here;
 /// everything else is one-way, staged by the server and ordered on the stream.
 pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
-    let n = src.chunks(HTOD_FRAME).len();
-    for (i, c) in src.chunks(HTOD_FRAME).enumerate() {
-        let at = dst + (i * HTOD_FRAME) as u64;
+    let frame = htod_frame(t.server, src.len());
+    let n = src.chunks(frame).len();
+    for (i, c) in src.chunks(frame).enumerate() {
+        let at = dst + (i * frame) as u64;
         match stream {
             None if i + 1 == n => call_to(t, &ops::cuMemcpyHtoD_v2 { dst: at }, &[c], None)?,
             s => call_to(t, &ops::cuMemcpyHtoDAsync_v2 { dst: at, stream: s.unwrap_or(0) }, &[c], None)?,
@@ -346,10 +347,22 @@ pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(
     Ok(())
 }
 
-/// Host-to-device bytes go in frames of this size (less than `CHUNK`): the server stages
-/// one and starts its DMA while the next is still on the wire, instead of receiving a whole
-/// chunk before starting.
-const HTOD_FRAME: usize = 1 << 20;
+/// The size of the frames host-to-device bytes go in. Over one connection 1 MiB (less than
+/// `CHUNK`): the server stages one and starts its DMA while the next is still on the wire,
+/// instead of receiving a whole chunk before starting. Over lanes the largest frame the
+/// server lands in pinned memory (`server::BULK_PLACE_MAX`): every frame costs a hand-over
+/// between threads on both sides, which took more than the overlap gained (llama.cpp's
+/// prompt batches, 4 MiB of input embeddings). `VGPU_HTOD_FRAME_KB` (64 to 4096) sets it,
+/// for measuring.
+fn htod_frame(server: usize, len: usize) -> usize {
+    static F: OnceLock<Option<usize>> = OnceLock::new();
+    let set = *F.get_or_init(|| {
+        let kb = std::env::var("VGPU_HTOD_FRAME_KB").ok().and_then(|v| v.parse::<usize>().ok());
+        kb.map(|k| k.clamp(64, 4096) << 10)
+    });
+    let lanes = len > client::LANE_MIN && state::session().is_ok_and(|s| s.lanes(server));
+    set.unwrap_or(if lanes { 4 << 20 } else { 1 << 20 })
+}
 
 /// Device (on `t`) to host, straight into the caller's buffer, chunk by chunk.
 pub fn dtoh_from(t: Target, dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<(), R> {

@@ -362,12 +362,13 @@ stage_exp() { # issue 6: one model over every transport; then with other lane co
   done
   LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "native again"
 }
-stage_ab() { # issue 6: prompt speed, native and vgpu alternated AB_ROUNDS times; medians of every sample
+stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alternated AB_ROUNDS times; medians of every sample
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   local cfgs=(${AB_CFGS:-native unix tcp unix+VGPU_LANES=0 tcp+VGPU_LANES=0})
   for m in ${AB_MODELS:-q8 f16}; do
-    local args=(-m $W/$m.gguf -p 512 -n 0 -ngl 99 -r "${AB_REPS:-10}" -o json ${AB_ARGS:-})
+    local test=(-p 512 -n 0); [ "${AB_TEST:-pp}" = tg ] && test=(-p 0 -n 128)
+    local args=(-m $W/$m.gguf "${test[@]}" -ngl 99 -r "${AB_REPS:-10}" -o json ${AB_ARGS:-})
     rm -f "$W"/ab.$m.*
     for _ in $(seq "${AB_ROUNDS:-3}"); do
       for c in "${cfgs[@]}"; do
@@ -382,7 +383,7 @@ stage_ab() { # issue 6: prompt speed, native and vgpu alternated AB_ROUNDS times
       done
     done
     for c in "${cfgs[@]}"; do
-      say "ab $m pp512 ${AB_ARGS:+($AB_ARGS) }$c: $(python3 -c 'import sys,statistics as s; a=[float(x) for x in open(sys.argv[1])]; n=[float(x) for x in open(sys.argv[2])]; print("median %.0f t/s of %d samples, ratio %.3f" % (s.median(a), len(a), s.median(a)/s.median(n)))' "$W/ab.$m.$c" "$W/ab.$m.native")"
+      say "ab $m ${AB_TEST:-pp} ${AB_ARGS:+($AB_ARGS) }$c: $(python3 -c 'import sys,statistics as s; a=[float(x) for x in open(sys.argv[1])]; n=[float(x) for x in open(sys.argv[2])]; print("median %.0f t/s of %d samples, ratio %.3f" % (s.median(a), len(a), s.median(a)/s.median(n)))' "$W/ab.$m.$c" "$W/ab.$m.native")"
     done
   done
 }
@@ -390,7 +391,7 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
   build_llama; models
   B=$LB/bin
   gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl || return
-  local args=(-m $W/q8.gguf -p 512 -n 0 -ngl 99 -r "${TL_REPS:-60}")
+  local args=(-m $W/${TL_MODEL:-q8}.gguf -p 512 -n 0 -ngl 99 -r "${TL_REPS:-60}")
   for _ in $(seq "${TL_ROUNDS:-2}"); do
     for c in ${TL_CFGS:-native unix tcp shm unix+VGPU_LANES=0}; do
       # A configuration: native, or a transport with settings (unix+VGPU_LANES=0).

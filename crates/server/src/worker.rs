@@ -251,18 +251,21 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             deferred.get_or_insert(code);
         }
         busy.store(false, Ordering::Relaxed);
-        if let (Some(st), Some(t0)) = (stats.as_mut(), started) {
-            let took = t0.elapsed();
-            st.add(h.op, took);
-            if took >= SLOW_CALL {
+        let took = started.map(|t0| t0.elapsed());
+        if let (Some(st), Some(d)) = (stats.as_mut(), took) {
+            st.add(h.op, d);
+        }
+        // Told once the caller has its answer: a log line is tens of microseconds.
+        let tell_slow = || {
+            if let Some(d) = took.filter(|d| *d >= SLOW_CALL) {
                 tracing::info!(
                     "session {}: {} took {:.1} ms",
                     cfg.session_id,
                     protocol::op_name(h.op),
-                    took.as_secs_f64() * 1e3
+                    d.as_secs_f64() * 1e3
                 );
             }
-        }
+        };
         let outcome = match outcome {
             Ok(r) => r,
             Err(e) => break Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
@@ -272,6 +275,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
                 tracing::debug!(op = protocol::op_name(h.op), code, "asynchronous call failed");
                 deferred.get_or_insert(code);
             }
+            tell_slow();
             continue;
         }
         let mut w = writer.lock();
@@ -284,9 +288,11 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             }
             Err(code) => write_frame(&mut *w, &Header::reply(h.op, h.seq, *code, 0, 0), &[], &[]),
         };
+        drop(w);
         if let Err(e) = r {
             break Err(e);
         }
+        tell_slow();
     };
     // Waits still running answer nobody once the client is gone, but they use the
     // session's contexts: let them end (a bounded while) before those are released.

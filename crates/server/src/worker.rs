@@ -200,7 +200,14 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
                     &mut bulk[..]
                 }
             };
-            lanes.fill(h.seq, s).map(|()| &*s)
+            let placed = place.is_some();
+            lanes
+                .fill(h.seq, s, &mut |at, n| {
+                    if placed {
+                        backend.bulk_landed(at, n)
+                    }
+                })
+                .map(|()| &*s)
         } else {
             match place {
                 Some(p) => {

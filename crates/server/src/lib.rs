@@ -82,12 +82,6 @@ pub trait Session: Backend {
         let _ = (op, args, len);
         None
     }
-    /// Bytes `[offset, offset+len)` of the bulk that `bulk_place` placed hold their final
-    /// value while the rest still arrives (over lanes): the backend may start on them (copy
-    /// them on to the GPU). The frame's call still comes, with the whole bulk.
-    fn bulk_landed(&mut self, offset: usize, len: usize) {
-        let _ = (offset, len);
-    }
     /// For a synchronous call that would block for a while waiting for the GPU (a
     /// synchronize of a stream or event still busy): the wait, to be run on a helper thread
     /// that answers the call, so that the session goes on executing other application

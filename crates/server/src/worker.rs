@@ -200,14 +200,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
                     &mut bulk[..]
                 }
             };
-            let placed = place.is_some();
-            lanes
-                .fill(h.seq, s, &mut |at, n| {
-                    if placed {
-                        backend.bulk_landed(at, n)
-                    }
-                })
-                .map(|()| &*s)
+            lanes.fill(h.seq, s).map(|()| &*s)
         } else {
             match place {
                 Some(p) => {

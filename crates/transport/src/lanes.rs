@@ -6,8 +6,7 @@
 //! The frame itself still goes on the session's connection, in order, flagged
 //! [`FLAG_LANES`]; its bytes go as [`OP_LANE`] chunks, one per lane, each naming the frame's
 //! `seq` and the chunk's offset. The worker, reading the frame, posts where its bulk lands
-//! ([`LaneSet::fill`]) and waits until the lanes' readers have put every chunk there,
-//! handing on each part as it lands (the cuda backend starts its DMA to the GPU).
+//! ([`LaneSet::fill`]) and waits until the lanes' readers have put every chunk there.
 //!
 //! A lane joins its session through the server's listener: it connects to the same address
 //! and sends an [`OP_JOIN`] frame with the session's id and key (given only over the
@@ -40,9 +39,6 @@ pub const MAX_LANES: u32 = 8;
 /// Longest a lane's chunk may wait for its frame, or a frame for its chunks, once one of
 /// them has arrived: the client sends both together.
 const LANE_WAIT: Duration = Duration::from_secs(30);
-/// A lane reader tells the worker each time this much of its chunk has landed, so that the
-/// worker copies it on to the GPU while the rest arrives.
-const LAND_STEP: usize = 256 << 10;
 /// How long the worker's lane readers, and the worker waiting for them, poll before
 /// sleeping (see `Shared::wait`).
 const SERVER_SPIN: Duration = Duration::from_micros(500);
@@ -329,8 +325,6 @@ struct State {
     claimed: Vec<(usize, usize)>,
     /// Readers writing into its buffer right now.
     writing: usize,
-    /// Ranges landed since `fill` last looked (see `LAND_STEP`).
-    landed: Vec<(usize, usize)>,
     failed: Option<String>,
     /// Handles for shutting the lanes down.
     lanes: Vec<Stream>,
@@ -378,11 +372,9 @@ impl LaneSet {
         Ok(())
     }
 
-    /// Fill `buf` with the bulk of frame `seq` from the lanes, telling `landed` about each
-    /// range of it whose bytes are final while the rest still arrives (the worker starts
-    /// their copy to the GPU). On an error the lanes are shut (the session cannot go on) and
-    /// no reader touches `buf` any more.
-    pub fn fill(&self, seq: u32, buf: &mut [u8], landed: &mut dyn FnMut(usize, usize)) -> io::Result<()> {
+    /// Fill `buf` with the bulk of frame `seq` from the lanes. On an error the lanes are
+    /// shut (the session cannot go on) and no reader touches `buf` any more.
+    pub fn fill(&self, seq: u32, buf: &mut [u8]) -> io::Result<()> {
         let sh = &self.shared;
         let mut st = sh.state.lock();
         if st.lanes.is_empty() {
@@ -391,18 +383,10 @@ impl LaneSet {
         st.want = Some(Want { seq, ptr: buf.as_mut_ptr() as usize, len: buf.len() });
         st.got = 0;
         st.claimed.clear();
-        st.landed.clear();
         sh.cv.notify_all();
         let len = buf.len();
-        loop {
-            if !sh.wait(&mut st, |st| st.got >= len || st.failed.is_some() || !st.landed.is_empty()) {
-                st.failed.get_or_insert(format!("the bulk of frame {seq} did not arrive on the lanes"));
-            }
-            if st.failed.is_some() || st.got >= len {
-                break;
-            }
-            let ranges = std::mem::take(&mut st.landed);
-            parking_lot::MutexGuard::unlocked(&mut st, || ranges.into_iter().for_each(|(at, n)| landed(at, n)));
+        if !sh.wait(&mut st, |st| st.got >= len || st.failed.is_some()) {
+            st.failed.get_or_insert(format!("the bulk of frame {seq} did not arrive on the lanes"));
         }
         if let Some(why) = st.failed.clone() {
             for l in &st.lanes {
@@ -482,31 +466,19 @@ impl Shared {
                 st.writing += 1;
                 ptr
             };
-            // In steps, each told to the worker as it lands.
-            let mut done = 0;
-            let r = loop {
-                let n = (len - done).min(LAND_STEP);
-                // SAFETY: `[ptr, ptr+len)` lies in the buffer `fill` is waiting on, claimed
-                // by this reader alone; `fill` does not return while `writing` counts us.
-                let r = s.read_exact(unsafe { std::slice::from_raw_parts_mut((ptr + done) as *mut u8, n) });
-                let mut st = self.state.lock();
-                if r.is_ok() {
-                    st.got += n;
-                    st.landed.push((off + done, n));
-                    done += n;
+            // SAFETY: `[ptr, ptr+len)` lies in the buffer `fill` is waiting on, claimed by
+            // this reader alone; `fill` does not return while `writing` counts us.
+            let r = s.read_exact(unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) });
+            let mut st = self.state.lock();
+            st.writing -= 1;
+            match r {
+                Ok(()) => st.got += len,
+                Err(e) => {
+                    st.failed.get_or_insert(format!("lane: {e}"));
                 }
-                if r.is_err() || done == len {
-                    st.writing -= 1;
-                    if let Err(e) = &r {
-                        st.failed.get_or_insert(format!("lane: {e}"));
-                    }
-                    break r;
-                }
-                drop(st);
-                self.cv.notify_all();
-            };
+            }
+            drop(st);
             self.cv.notify_all();
-            r.map_err(|e| format!("lane: {e}"))?;
         }
     }
 }
@@ -537,28 +509,15 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + seq as usize) as u8).collect();
             // In two pieces, as a frame's bulk may be.
             let (a, b) = data.split_at(len / 3);
-            let expect = data.clone();
             let filler = {
                 let set = set.clone();
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; len];
-                    // Each range told as landed already holds its final bytes, and no two
-                    // ranges overlap.
-                    let (p, mut told) = (buf.as_ptr() as usize, Vec::new());
-                    set.fill(seq, &mut buf, &mut |at, n| {
-                        let now = unsafe { std::slice::from_raw_parts((p + at) as *const u8, n) };
-                        assert_eq!(now, &expect[at..at + n], "range {at}+{n} told before it landed");
-                        told.push((at, n));
-                    })
-                    .map(|()| (buf, told))
+                    set.fill(seq, &mut buf).map(|()| buf)
                 })
             };
             lanes.stripe(seq, &[a, b]).unwrap();
-            let (buf, mut told) = filler.join().unwrap().unwrap();
-            assert_eq!(buf, data, "frame {seq}");
-            told.sort();
-            assert!(told.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0), "disjoint: {told:?}");
-            assert!(told.iter().all(|&(at, n)| at + n <= len));
+            assert_eq!(filler.join().unwrap().unwrap(), data, "frame {seq}");
         }
     }
 
@@ -585,7 +544,7 @@ mod tests {
             read_header(&mut c).unwrap();
             let filler = {
                 let set = set.clone();
-                std::thread::spawn(move || set.fill(9, &mut vec![0u8; 1 << 20], &mut |_, _| {}))
+                std::thread::spawn(move || set.fill(9, &mut vec![0u8; 1 << 20]))
             };
             let bytes = vec![1u8; len];
             write_frame(&mut a, &chunk_header(9, 0, 4096), &[], &[&bytes[..4096]]).unwrap();
@@ -597,7 +556,7 @@ mod tests {
 
     #[test]
     fn fill_without_lanes_is_an_error() {
-        let e = LaneSet::new().fill(1, &mut [0u8; 8], &mut |_, _| {}).unwrap_err();
+        let e = LaneSet::new().fill(1, &mut [0u8; 8]).unwrap_err();
         assert!(e.to_string().contains("no lane"), "{e}");
     }
 
@@ -606,7 +565,7 @@ mod tests {
         let (lanes, set) = pair(2);
         let filler = {
             let set = set.clone();
-            std::thread::spawn(move || set.fill(5, &mut vec![0u8; 1 << 20], &mut |_, _| {}))
+            std::thread::spawn(move || set.fill(5, &mut vec![0u8; 1 << 20]))
         };
         // Half a chunk, then the lanes close.
         let mut s = lanes.first.lock();

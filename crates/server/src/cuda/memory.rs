@@ -28,21 +28,6 @@ pub(super) struct Landing {
     /// Its index in that pool.
     buf: usize,
     ptr: *mut u8,
-    /// Where its copy goes, when parts of it may go there before the call (see `land_early`).
-    early: Option<Early>,
-}
-
-/// A copy whose parts start as they land (bytes over lanes): its destination, and the parts
-/// already queued.
-#[derive(Debug)]
-pub(super) struct Early {
-    dst: u64,
-    /// The stream as the client names it, and as the driver does.
-    stream: u64,
-    s: CUstream,
-    issued: Vec<(usize, usize)>,
-    /// A part failed to queue: the call queues the rest, and meets the error itself.
-    stopped: bool,
 }
 
 impl CudaSession {
@@ -186,44 +171,15 @@ impl CudaSession {
         let a: protocol::ops::cuMemcpyHtoDAsync_v2 = postcard::from_bytes(args).ok()?;
         let s = self.h.stream(a.stream).ok()?;
         let ctx = self.h.stream_context(s as u64, self.current);
-        let (buf, ptr, capturing) = self
+        let (buf, ptr) = self
             .in_context(ctx, |me| {
-                let capturing = me.is_capturing(s)?;
                 let (lib, pool) = (me.lib, me.pools.entry(me.current).or_default());
                 let i = relaxed(lib, || pool.take(lib, len))?;
-                Ok((i, pool.ptr(i), capturing))
+                Ok((i, pool.ptr(i)))
             })
             .ok()?;
-        // A captured copy is one node of the graph; a bad destination is the call's error.
-        let early = (!capturing && self.ranges.check(a.dst, len as u64).is_ok()).then(|| Early {
-            dst: a.dst,
-            stream: a.stream,
-            s,
-            issued: Vec::new(),
-            stopped: false,
-        });
-        self.landing = Some(Landing { ctx, buf, ptr, early });
+        self.landing = Some(Landing { ctx, buf, ptr });
         std::ptr::NonNull::new(ptr)
-    }
-
-    /// `Session::bulk_landed`: queue the copy of a part that has landed, on the copy's
-    /// stream and in its order (the rest is queued by the call itself, `htod_async`), so that
-    /// a large copy's DMA runs while its later parts still arrive.
-    pub(super) fn land_early(&mut self, at: usize, n: usize) {
-        let Some(Landing { ctx, ptr, early: Some(e), .. }) = &self.landing else { return };
-        if e.stopped || self.ready().is_err() {
-            return;
-        }
-        let (ctx, src, dst, s, stream) = (*ctx, ptr.wrapping_add(at), e.dst + at as u64, e.s, e.stream);
-        self.keep_order(Some(stream));
-        let lib = self.lib;
-        let r = self.in_context(ctx, |_| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src.cast(), n, s)));
-        if let Some(Landing { early: Some(e), .. }) = &mut self.landing {
-            match r {
-                Ok(()) => e.issued.push((at, n)),
-                Err(_) => e.stopped = true,
-            }
-        }
     }
 
     /// `Session::reply_bulk`: the bytes a device-to-host copy left in a pinned buffer.
@@ -267,17 +223,7 @@ impl CudaSession {
         self.ranges.check(dst, data.len() as u64)?;
         let s = self.h.stream(stream)?;
         let (lib, len) = (self.lib, data.len());
-        // Parts queued as they landed (`land_early`) are on their way already.
-        let issued = match &mut self.landing {
-            Some(l) if std::ptr::eq(l.ptr, data.as_ptr()) => l.early.take().map(|e| e.issued).unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        self.staged_async(data, s, |src| {
-            for (at, n) in rest(len, issued) {
-                cu!(lib, cuMemcpyHtoDAsync_v2(dst + at as u64, src.cast::<u8>().wrapping_add(at).cast(), n, s))?;
-            }
-            Ok(())
-        })
+        self.staged_async(data, s, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))
     }
 
     /// `size` bytes at `src` into `out`, through pinned chunks; on `stream` (and then
@@ -411,39 +357,9 @@ pub fn limited_info(free: u64, total: u64, limit: Option<u64>, used: u64) -> (u6
     }
 }
 
-/// The parts of `[0, len)` outside `done` (disjoint ranges, any order); all of it (even
-/// when empty) if nothing is done.
-fn rest(len: usize, mut done: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
-    if done.is_empty() {
-        return vec![(0, len)];
-    }
-    done.sort_unstable();
-    let mut out = Vec::new();
-    let mut at = 0;
-    for (start, n) in done {
-        if start > at {
-            out.push((at, start - at));
-        }
-        at = at.max(start + n);
-    }
-    if at < len {
-        out.push((at, len - at));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{limited_info, rest};
-
-    #[test]
-    fn the_rest_of_a_copy_is_what_was_not_queued_early() {
-        assert_eq!(rest(10, vec![]), [(0, 10)]);
-        assert_eq!(rest(0, vec![]), [(0, 0)], "an empty copy is still one call");
-        assert_eq!(rest(10, vec![(6, 4), (0, 2)]), [(2, 4)]);
-        assert_eq!(rest(10, vec![(2, 2)]), [(0, 2), (4, 6)]);
-        assert!(rest(10, vec![(5, 5), (0, 5)]).is_empty(), "all queued early");
-    }
+    use super::limited_info;
 
     #[test]
     fn memory_info_under_a_limit() {

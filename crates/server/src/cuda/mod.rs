@@ -264,9 +264,6 @@ impl Session for CudaSession {
     fn bulk_place(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
         self.land_htod(op, args, len)
     }
-    fn bulk_landed(&mut self, offset: usize, len: usize) {
-        self.land_early(offset, len);
-    }
 
     fn reply_bulk(&mut self) -> Option<&[u8]> {
         self.take_reply_out()

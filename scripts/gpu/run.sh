@@ -43,6 +43,17 @@ stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; 
 # Run a command as a GPU-less client would: through vgpu only.
 vg() { VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:7070 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+vg_shm() { VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: native, unix, tcp, shm, unix+VGPU_LANES=0
+  local c=$1 t=${1%%+*} e=(); shift
+  [ "$t" != "$c" ] && IFS=+ read -ra e <<<"${c#*+}"
+  case $t in
+    native) env "${e[@]}" LD_LIBRARY_PATH="$EXTRA_LD" "$@" ;;
+    unix) vg env "${e[@]}" "$@" ;;
+    tcp) vg_tcp env "${e[@]}" "$@" ;;
+    shm) vg_shm env "${e[@]}" "$@" ;;
+  esac
+}
 compare() { # name native-file vgpu-file: same lines, minus timings
   if diff <(grep -v '^time' "$2") <(grep -v '^time' "$3") >"$OUT/$1.diff"; then say "SAME  $1"; else say "DIFF  $1 (see $1.diff)"; fi
 }
@@ -286,12 +297,11 @@ stage_multigpu() { # issue 9 on a machine with several GPUs: one server, every G
   vg "$B/llama-completion" "${args[@]}" >"$W/mg.v" 2>"$OUT/mg-vgpu.err" </dev/null
   compare multigpu-sm-layer-text "$W/mg.n" "$W/mg.v"
   say "CUDA1 mentioned: native $(grep -c CUDA1 "$OUT/mg-native.err"), vgpu $(grep -c CUDA1 "$OUT/mg-vgpu.err")"
-  local vg_shm=(env VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU")
   for m in ${MG_MODELS:-q8 f16}; do
     local bargs=(-m $W/$m.gguf -sm layer -p 512 -n 128 -ngl 99 -r "${MG_REPS:-10}" -o json)
     LD_LIBRARY_PATH=$B $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-native.json" 2>/dev/null
     vg $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-unix.json" 2>"$W/be" || tail -3 "$W/be" >>"$SUMMARY"
-    "${vg_shm[@]}" $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-shm.json" 2>"$W/be" || tail -3 "$W/be" >>"$SUMMARY"
+    vg_shm $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-shm.json" 2>"$W/be" || tail -3 "$W/be" >>"$SUMMARY"
     vg_tcp $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-tcp.json" 2>"$W/be" || tail -3 "$W/be" >>"$SUMMARY"
     LD_LIBRARY_PATH=$B $B/llama-bench "${bargs[@]}" >"$OUT/mgbench-$m-native2.json" 2>/dev/null
     for t in native unix shm tcp native2; do say "multi-GPU bench $m $t (median): $(medians "$OUT/mgbench-$m-$t.json")"; done
@@ -346,7 +356,6 @@ stage_exp() { # issue 6: one model over every transport; then with other lane co
   local m=${EXP_MODEL:-q8}
   local args=(-m $W/$m.gguf -p 512 -n 128 -ngl 99 -r "${EXP_REPS:-5}" -o json)
   row() { say "exp $m $1: $(medians "$W/exp.md")"; }
-  vg_shm() { VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" "$@"; }
   LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row native
   vg $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row unix
   vg_shm $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row shm
@@ -372,14 +381,7 @@ stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alter
     rm -f "$W"/ab.$m.*
     for _ in $(seq "${AB_ROUNDS:-3}"); do
       for c in "${cfgs[@]}"; do
-        # A configuration: native, or a transport with settings (unix+VGPU_LANES=0).
-        local t=${c%%+*} e=(); [ "$t" != "$c" ] && IFS=+ read -ra e <<<"${c#*+}"
-        case $t in
-          native) LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" ;;
-          unix) vg env "${e[@]}" $B/llama-bench "${args[@]}" ;;
-          tcp) vg_tcp env "${e[@]}" $B/llama-bench "${args[@]}" ;;
-          shm) VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" env "${e[@]}" $B/llama-bench "${args[@]}" ;;
-        esac 2>/dev/null | python3 -c 'import json,sys; print("\n".join(str(x) for t in json.load(sys.stdin) for x in t["samples_ts"]))' >>"$W/ab.$m.$c"
+        as_cfg "$c" $B/llama-bench "${args[@]}" 2>/dev/null | python3 -c 'import json,sys; print("\n".join(str(x) for t in json.load(sys.stdin) for x in t["samples_ts"]))' >>"$W/ab.$m.$c"
       done
     done
     for c in "${cfgs[@]}"; do
@@ -389,20 +391,12 @@ stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alter
 }
 stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py), native and vgpu configurations TL_CFGS
   build_llama; models
-  B=$LB/bin
+  B=$LB/bin; export EXTRA_LD=$B
   gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl || return
   local args=(-m $W/${TL_MODEL:-q8}.gguf -p 512 -n 0 -ngl 99 -r "${TL_REPS:-60}")
   for _ in $(seq "${TL_ROUNDS:-2}"); do
     for c in ${TL_CFGS:-native unix tcp shm unix+VGPU_LANES=0}; do
-      # A configuration: native, or a transport with settings (unix+VGPU_LANES=0).
-      local t=${c%%+*} e=(); [ "$t" != "$c" ] && IFS=+ read -ra e <<<"${c#*+}"
-      local pre=(env "${e[@]}" TL_OUT="$W/tl.txt" LD_PRELOAD="$W/timeline.so")
-      case $t in
-        native) "${pre[@]}" LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" ;;
-        unix) "${pre[@]}" VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" $B/llama-bench "${args[@]}" ;;
-        tcp) "${pre[@]}" VGPU_SERVER=tcp://127.0.0.1:7070 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" $B/llama-bench "${args[@]}" ;;
-        shm) "${pre[@]}" VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" $B/llama-bench "${args[@]}" ;;
-      esac >/dev/null 2>&1
+      as_cfg "$c" env TL_OUT="$W/tl.txt" LD_PRELOAD="$W/timeline.so" $B/llama-bench "${args[@]}" >/dev/null 2>&1
       say "timeline $(python3 "$ROOT/scripts/gpu/timeline.py" "$W/tl.txt" "$c" ${TL_DUMP:+--dump} 2>&1)"
     done
   done

@@ -3,6 +3,7 @@
 //! session, and all of a session's GPU memory is freed when its process exits.
 
 use crate::BackendKind;
+use crate::worker::HANDSHAKE_DEADLINE;
 use parking_lot::Mutex;
 use protocol::frame::{HEADER_LEN, Header, OP_JOIN};
 use protocol::hello::Join;
@@ -215,9 +216,6 @@ fn join(mut stream: Stream, h: Header, workers: &Workers) -> std::io::Result<()>
     transport::send_fd(ctl.as_raw_fd(), args, stream.as_raw_fd())?;
     Ok(())
 }
-
-/// Longest a new connection may take to send its first frame.
-const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Start `vgpu worker` on this connection, accepted on `listener`: the socket becomes its
 /// fd 3, the snapshot arrives on its stdin, the token in its environment (not on its

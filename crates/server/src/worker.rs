@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use transport::{LaneSet, Stream, Unbuffered, read_exact_into, read_header, write_frame};
 
-/// Longest a client may take to complete the handshake, however it trickles its bytes.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest a client may take to complete the handshake, however it trickles its bytes (the
+/// listener gives a new connection as long to send its first frame).
+pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest handshake message accepted from a peer that has not yet authenticated (a real
 /// `Hello` is a few hundred bytes); the general frame limits would let it make us buffer
 /// a gigabyte before its token is checked.
@@ -183,6 +184,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         // into our buffer.
         let len = h.bulk_len as usize;
         let place = if len > 0 { backend.bulk_place(h.op, &args, len) } else { None };
+        // SAFETY: `Session::bulk_place` promises `len` bytes at `p`, valid and touched by
+        // nothing else until this frame's call has been dispatched.
+        let place = place.map(|p| unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) });
         // Large bulk straight from the socket (one copy), small through the reader's buffer
         // (which holds the frames behind it too).
         let direct = len >= BULK_DIRECT;
@@ -192,8 +196,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
                 break Err(io::Error::new(io::ErrorKind::InvalidData, "bulk on lanes over the limit"));
             }
             let s = match place {
-                // SAFETY: as below.
-                Some(p) => unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) },
+                Some(s) => s,
                 None => {
                     bulk.clear();
                     bulk.resize(len, 0);
@@ -203,10 +206,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             lanes.fill(h.seq, s).map(|()| &*s)
         } else {
             match place {
-                Some(p) => {
-                    // SAFETY: `Session::bulk_place` promises `len` bytes at `p`, valid and
-                    // touched by nothing else until this frame's call has been dispatched.
-                    let s = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) };
+                Some(s) => {
                     let r = if direct { Unbuffered(&mut reader).read_exact(s) } else { reader.read_exact(s) };
                     r.map(|()| &*s)
                 }

@@ -176,7 +176,7 @@ impl Conn {
             (Ok(r), Ok(c)) => (Some(Mutex::new(r)), Some(c)),
             _ => (None, None),
         };
-        let conn = Conn {
+        let mut conn = Conn {
             sock: Mutex::new(Sock { stream }),
             rd,
             closer,
@@ -194,7 +194,6 @@ impl Conn {
             want_lanes: AtomicUsize::new(0),
             lanes: OnceLock::new(),
         };
-        let mut conn = conn;
         let args = postcard::to_allocvec(hello).map_err(|e| Error::Lost(e.to_string()))?;
         let bytes = conn.roundtrip(OP_HELLO, 0, &args, &[], None)?;
         let welcome: Welcome =

@@ -15,7 +15,7 @@
 
 use crate::addr::{Address, Stream};
 use crate::framing::{read_header, write_frame};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use protocol::frame::{FLAG_LANES, Header, OP_JOIN, OP_LANE};
 use protocol::hello::{Join, LaneOffer};
 use std::io::{self, Read};
@@ -223,27 +223,13 @@ impl Helper {
         }
     }
 
-    /// The next job: polled for a while (the next frame of a copy comes soon), then slept for.
+    /// The next job: polled for a while (the next frame of a copy comes soon), then slept
+    /// for; `None` once the lane is closed.
     fn next_job(&self) -> Option<Job> {
-        let start = Instant::now();
-        loop {
-            let mut slot = self.slot.lock();
-            if let Some(j) = slot.job.take() {
-                return Some(j);
-            }
-            if start.elapsed() < self.spin {
-                drop(slot);
-                std::thread::yield_now();
-                continue;
-            }
-            self.cv.wait_for(&mut slot, Duration::from_millis(500));
-            if let Some(j) = slot.job.take() {
-                return Some(j);
-            }
-            if self.closed() {
-                return None;
-            }
-        }
+        let mut slot = self.slot.lock();
+        poll_then_wait(&self.cv, &mut slot, self.spin, Duration::from_millis(500), |slot, slept| {
+            slot.job.take().map(Some).or_else(|| (slept && self.closed()).then_some(None))
+        })
     }
 
     fn closed(&self) -> bool {
@@ -262,23 +248,39 @@ impl Helper {
 
     fn wait_done(&self) -> io::Result<()> {
         let mut slot = self.slot.lock();
-        let start = Instant::now();
-        loop {
+        poll_then_wait(&self.cv, &mut slot, self.spin, Duration::from_millis(100), |slot, _| {
             if let Some(r) = slot.done.take() {
-                return r;
+                return Some(r);
             }
-            if slot.job.is_some() && self.closed() {
-                // The helper exited (its lane broke) and will not take the job.
+            // The helper exited (its lane broke) and will not take the job.
+            (slot.job.is_some() && self.closed()).then(|| {
                 slot.job = None;
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "lane closed"));
-            }
-            if start.elapsed() < self.spin {
-                drop(slot);
-                std::thread::yield_now();
-                slot = self.slot.lock();
-                continue;
-            }
-            self.cv.wait_for(&mut slot, Duration::from_millis(100));
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "lane closed"))
+            })
+        })
+    }
+}
+
+/// Wait on `cv` until `ready` gives an answer: first polled for `spin` (the lock released and
+/// the core yielded between tries), then slept for, `tick` at most between tries. `ready`
+/// learns whether polling is over, for checks too costly to poll.
+fn poll_then_wait<T, R>(
+    cv: &Condvar,
+    g: &mut MutexGuard<'_, T>,
+    spin: Duration,
+    tick: Duration,
+    mut ready: impl FnMut(&mut T, bool) -> Option<R>,
+) -> R {
+    let start = Instant::now();
+    loop {
+        let polling = start.elapsed() < spin;
+        if let Some(r) = ready(g, !polling) {
+            return r;
+        }
+        if polling {
+            MutexGuard::unlocked(g, std::thread::yield_now);
+        } else {
+            cv.wait_for(g, tick);
         }
     }
 }
@@ -416,17 +418,11 @@ impl Shared {
     /// Wait until `done` holds (`false`: [`LANE_WAIT`] passed first), polling for
     /// [`SERVER_SPIN`] before sleeping: the worker and the lane readers hand each frame to
     /// each other, some microseconds apart, and a sleeping thread takes tens to wake.
-    fn wait(&self, st: &mut parking_lot::MutexGuard<'_, State>, mut done: impl FnMut(&State) -> bool) -> bool {
-        let start = Instant::now();
-        let until = start + LANE_WAIT;
-        while !done(st) {
-            if start.elapsed() < SERVER_SPIN {
-                parking_lot::MutexGuard::unlocked(st, std::thread::yield_now);
-            } else if self.cv.wait_until(st, until).timed_out() {
-                return done(st);
-            }
-        }
-        true
+    fn wait(&self, st: &mut MutexGuard<'_, State>, mut done: impl FnMut(&State) -> bool) -> bool {
+        let until = Instant::now() + LANE_WAIT;
+        poll_then_wait(&self.cv, st, SERVER_SPIN, Duration::from_millis(100), |st, _| {
+            if done(st) { Some(true) } else { (Instant::now() >= until).then_some(false) }
+        })
     }
 
     fn fail(&self, why: String) {

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use protocol::frame::{HEADER_LEN, Header, OP_JOIN};
 use protocol::hello::{Join, Welcome};
+use protocol::ops;
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -14,6 +15,31 @@ fn connect(address: &str, token: &str) -> (transport::Conn, Welcome) {
     let addr: transport::Address = address.parse().unwrap();
     let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
     transport::Conn::connect(&addr, &hello(token), t).unwrap()
+}
+
+/// Copies of several sizes (below, at and above the lane threshold, odd lengths, bulk in
+/// two pieces) through `conn` and back; every byte must come back.
+fn copies_come_back(conn: &transport::Conn) {
+    let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    let stream = conn.call(ctx, &ops::cuStreamCreate { flags: 0 }, &[], None).unwrap();
+    for (i, len) in [4096usize, (256 << 10) - 1, 256 << 10, 1 << 20, (3 << 20) + 4097, 8 << 20].into_iter().enumerate()
+    {
+        let p = conn.call(ctx, &ops::cuMemAlloc_v2 { bytesize: len as u64 }, &[], None).unwrap();
+        let data: Vec<u8> = (0..len).map(|j| (j * 13 + i * 7 + (j >> 12)) as u8).collect();
+        let (a, b) = data.split_at(len / 3);
+        // Asynchronous (one-way), then synchronous, copies of the same bytes.
+        conn.call(ctx, &ops::cuMemcpyHtoDAsync_v2 { dst: p, stream }, &[a, b], None).unwrap();
+        let mut back = vec![0u8; len];
+        conn.call(ctx, &ops::cuMemcpyDtoHAsync_v2 { src: p, size: len as u64, stream }, &[], Some(&mut back)).unwrap();
+        assert!(back == data, "asynchronous copy of {len} bytes");
+        let m = ops::memset { dst: p, value: 0, elem: 1, width: len as u64, height: 1, pitch: 0, stream: 0 };
+        conn.call(ctx, &m, &[], None).unwrap();
+        conn.call(ctx, &ops::cuMemcpyHtoD_v2 { dst: p }, &[&data], None).unwrap();
+        back.fill(0);
+        conn.call(ctx, &ops::cuMemcpyDtoH_v2 { src: p, size: len as u64 }, &[], Some(&mut back)).unwrap();
+        assert!(back == data, "synchronous copy of {len} bytes");
+        conn.call(ctx, &ops::cuMemFree_v2 { dptr: p }, &[], None).unwrap();
+    }
 }
 
 #[test]
@@ -86,7 +112,7 @@ fn the_driver_shim_copies_over_lanes() {
     let unix = Server::sim_quiet(tmp.path(), &[]);
     let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
     for server in [&unix, &tcp] {
-        let envs = [("VGPU_LANES", "4"), ("VGPU_REACH", "0"), ("VGPU_TOKEN", TOKEN), ("VGPU_TRACE", "summary")];
+        let envs = [("VGPU_LANES", "4"), ("VGPU_TOKEN", TOKEN), ("VGPU_TRACE", "summary")];
         let out = run(&exe, &lib, &server.address, &envs);
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{}: {stdout}\n{stderr}", server.address);

@@ -298,7 +298,6 @@ pub fn hello(token: &str) -> protocol::hello::Hello {
         host: "test".into(),
         program: "trust-test".into(),
         token: token.into(),
-        reach: None,
     }
 }
 
@@ -307,32 +306,6 @@ pub fn rust_client(address: &str, token: &str) -> Result<transport::Conn, transp
     let addr: transport::Address = address.parse().unwrap();
     let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
     transport::Conn::connect(&addr, &hello(token), t).map(|(c, _)| c)
-}
-
-/// Copies of several sizes (below, at and above the lane threshold, odd lengths, bulk in
-/// two pieces) through `conn` and back; every byte must come back.
-pub fn copies_come_back(conn: &transport::Conn) {
-    let ctx = conn.call(0, &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
-    let stream = conn.call(ctx, &protocol::ops::cuStreamCreate { flags: 0 }, &[], None).unwrap();
-    for (i, len) in [4096usize, (256 << 10) - 1, 256 << 10, 1 << 20, (3 << 20) + 4097, 8 << 20].into_iter().enumerate()
-    {
-        let p = conn.call(ctx, &protocol::ops::cuMemAlloc_v2 { bytesize: len as u64 }, &[], None).unwrap();
-        let data: Vec<u8> = (0..len).map(|j| (j * 13 + i * 7 + (j >> 12)) as u8).collect();
-        let (a, b) = data.split_at(len / 3);
-        // Asynchronous (one-way), then synchronous, copies of the same bytes.
-        conn.call(ctx, &protocol::ops::cuMemcpyHtoDAsync_v2 { dst: p, stream }, &[a, b], None).unwrap();
-        let mut back = vec![0u8; len];
-        conn.call(ctx, &protocol::ops::cuMemcpyDtoHAsync_v2 { src: p, size: len as u64, stream }, &[], Some(&mut back))
-            .unwrap();
-        assert!(back == data, "asynchronous copy of {len} bytes");
-        let m = protocol::ops::memset { dst: p, value: 0, elem: 1, width: len as u64, height: 1, pitch: 0, stream: 0 };
-        conn.call(ctx, &m, &[], None).unwrap();
-        conn.call(ctx, &protocol::ops::cuMemcpyHtoD_v2 { dst: p }, &[&data], None).unwrap();
-        back.fill(0);
-        conn.call(ctx, &protocol::ops::cuMemcpyDtoH_v2 { src: p, size: len as u64 }, &[], Some(&mut back)).unwrap();
-        assert!(back == data, "synchronous copy of {len} bytes");
-        conn.call(ctx, &protocol::ops::cuMemFree_v2 { dptr: p }, &[], None).unwrap();
-    }
 }
 
 /// Pids whose parent is `pid` (from /proc/*/stat).

@@ -13,9 +13,6 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Extra connections for large copies (`VGPU_LANES`, `lanes`; 0 or 1: none).
     pub lanes: usize,
-    /// Let a server on this host (`unix:`) copy large copies' bytes from and into our
-    /// memory itself (`VGPU_REACH`, `reach`; default on).
-    pub reach: bool,
     /// Where the settings came from, for messages ("VGPU_SERVER", the file, "default").
     pub source: String,
 }
@@ -28,7 +25,6 @@ struct File {
     token_file: Option<PathBuf>,
     timeout_secs: Option<u64>,
     lanes: Option<usize>,
-    reach: Option<bool>,
     tls_ca: Option<PathBuf>,
     tls_name: Option<String>,
 }
@@ -80,13 +76,7 @@ impl Config {
             Some(v) => v.trim().parse().map_err(|_| format!("VGPU_LANES={v}: expected a number of lanes"))?,
             None => f.and_then(|f| f.lanes).unwrap_or_else(transport::lanes::default_lanes),
         };
-        let reach = match env("VGPU_REACH").as_deref().map(str::trim) {
-            Some("0" | "false" | "no" | "off") => false,
-            Some("1" | "true" | "yes" | "on") => true,
-            Some(v) => return Err(format!("VGPU_REACH={v}: expected 0 or 1")),
-            None => f.and_then(|f| f.reach).unwrap_or(true),
-        };
-        Ok(Config { servers, token, timeouts, lanes, reach, source })
+        Ok(Config { servers, token, timeouts, lanes, source })
     }
 }
 

@@ -103,16 +103,11 @@ impl Session {
             host: hostname(),
             program: std::env::args().next().unwrap_or_default(),
             token: cfg.token.clone().unwrap_or_default(),
-            reach: None,
         };
         let mut conns = Vec::new();
         let mut parts = Vec::new();
         let mut shm = Vec::new();
         for addr in &cfg.servers {
-            // A server behind a unix socket is on this host: it may read our large copies
-            // from our memory (see `transport::reach`).
-            let reach = (cfg.reach && matches!(addr, transport::Address::Unix(_))).then(transport::reach::probe);
-            let hello = Hello { reach, ..hello.clone() };
             let (conn, welcome, seg) = crate::shm::connect(addr, &hello, cfg.timeouts).map_err(|e| match e {
                 Error::Refused(r) => format!("the vgpu server at {addr} refused this client: {r}"),
                 Error::Lost(why) => format!("cannot reach the vgpu server at {addr} (from {}): {why}", cfg.source),
@@ -136,10 +131,9 @@ impl Session {
         self.conns.len()
     }
 
-    /// Whether large copies to `server` go over lanes (opening them the first time) or are
-    /// read from our memory by the server: either way they travel best in large frames.
+    /// Whether large copies to `server` go over lanes (opening them the first time).
     pub fn lanes(&self, server: usize) -> bool {
-        self.conns.get(server).is_some_and(|c| c.reaches() || c.lanes().is_some())
+        self.conns.get(server).is_some_and(|c| c.lanes().is_some())
     }
 
     /// The segment shared with `server` (`shm:` addresses), if it has one.
@@ -423,13 +417,6 @@ mod summary {
             }
             if let Some(Ok(s)) = super::current() {
                 for c in &s.conns {
-                    if c.reaches() {
-                        eprintln!(
-                            "  {}: {} frames' bulk or reply copied by the server itself",
-                            c.address(),
-                            c.reached()
-                        );
-                    }
                     if let Some(Some(l)) = c.lanes_if_open() {
                         eprintln!("  {}: {} frames' bulk over {} lanes", c.address(), l.striped(), l.len());
                     }

@@ -75,7 +75,6 @@ pub fn handshake(addr: &Address, token: &str, version: u32, wire_hash: u64, time
         host: hostname(),
         program: "vgpu doctor".into(),
         token: token.to_string(),
-        reach: None,
     };
     let args = match postcard::to_allocvec(&hello) {
         Ok(a) => a,

@@ -24,29 +24,6 @@ pub const FLAG_HEARTBEAT: u32 = 4;
 /// This frame's `bulk_len` bytes do not follow it: they arrive striped over the session's
 /// lanes, in [`OP_LANE`] chunks that name this frame's `seq`.
 pub const FLAG_LANES: u32 = 8;
-/// Requests: this frame's `bulk_len` bytes do not follow it; they are in the client's
-/// memory, where the [`Piece`]s after the arguments say (`status` of them), and the worker
-/// reads them there itself. A one-way frame is acknowledged (a reply with its `seq`, status
-/// 0 or [`REACH_FAULT`]) once they are read; a request's reply follows as usual.
-/// Replies: the `bulk_len` bytes of the value were written into the buffer the request
-/// named with [`FLAG_REACH_OUT`]; none follow.
-pub const FLAG_REACH: u32 = 16;
-/// Requests: the reply's bulk may be written straight into the client's memory at the one
-/// [`Piece`] that follows the arguments (after those of `FLAG_REACH`).
-pub const FLAG_REACH_OUT: u32 = 32;
-/// Most pieces a reached frame names.
-pub const MAX_PIECES: u32 = 64;
-/// The status of a reached frame whose bytes could not be read: the API's "invalid value"
-/// in the driver and the runtime alike.
-pub const REACH_FAULT: u32 = 1;
-
-/// A range of the client's memory, as a reached frame names it (16 bytes, little-endian).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
-#[repr(C)]
-pub struct Piece {
-    pub addr: u64,
-    pub len: u64,
-}
 
 /// Opcode of the handshake messages.
 pub const OP_HELLO: u32 = u32::MAX;
@@ -151,12 +128,6 @@ impl Header {
     }
     pub fn on_lanes(&self) -> bool {
         self.flags & FLAG_LANES != 0
-    }
-    pub fn reached(&self) -> bool {
-        self.flags & FLAG_REACH != 0
-    }
-    pub fn reach_out(&self) -> bool {
-        self.flags & FLAG_REACH_OUT != 0
     }
 }
 

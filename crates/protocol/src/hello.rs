@@ -12,17 +12,6 @@ pub struct Hello {
     pub program: String,
     /// Empty where the transport needs none (unix sockets rely on file permissions).
     pub token: String,
-    /// Over a unix socket: where the worker may check that it can read this process's
-    /// memory, to read the bulk of large frames from it itself (see `transport::reach`).
-    pub reach: Option<Probe>,
-}
-
-/// Bytes the client holds at `addr`: a worker that reads them there from the peer the
-/// kernel names for its socket can reach the client's memory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Probe {
-    pub addr: u64,
-    pub bytes: [u8; 16],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,9 +23,6 @@ pub enum Welcome {
         /// Extra connections the client may open for bulk bytes (`None`: this listener
         /// offers none, as a `tls://` one).
         lanes: Option<LaneOffer>,
-        /// The worker reads the bulk of this client's large frames from its memory
-        /// (frames flagged `FLAG_REACH`) and writes large replies into it.
-        reach: bool,
     },
     Refused {
         reason: String,

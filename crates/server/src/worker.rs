@@ -8,7 +8,7 @@
 use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
-use protocol::frame::{FLAG_REACH, Header, MAX_PIECES, OP_HELLO, OP_SHM, Piece, REACH_FAULT};
+use protocol::frame::{Header, OP_HELLO, OP_SHM};
 use protocol::hello::{Hello, Join, LaneOffer, Welcome};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io::{self, Read};
@@ -16,7 +16,7 @@ use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use transport::{LaneSet, Reach, Stream, Unbuffered, read_exact_into, read_header, write_frame};
+use transport::{LaneSet, Stream, Unbuffered, read_exact_into, read_header, write_frame};
 
 /// Longest a client may take to complete the handshake, however it trickles its bytes (the
 /// listener gives a new connection as long to send its first frame).
@@ -102,14 +102,6 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         Some(_) => None,
     };
     let lane_key = cfg.lane_control.and_then(|_| random_key());
-    // A client on this host (a unix socket's peer) may have its large copies read from its
-    // memory by us; refused, it sends them over the socket.
-    let reach = match (&hello.reach, &refusal) {
-        (Some(probe), None) => Reach::new(&control, probe)
-            .inspect_err(|e| tracing::info!(pid = hello.pid, "not reaching the client's memory: {e}"))
-            .ok(),
-        _ => None,
-    };
     let welcome = match (&refusal, &backend) {
         (Some(reason), _) => Welcome::Refused { reason: reason.clone() },
         (None, Some(Err(e))) => Welcome::Refused { reason: format!("backend failed to start: {e}") },
@@ -118,7 +110,6 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             server_version: format!("vgpu {} ({})", env!("CARGO_PKG_VERSION"), cfg.backend.name()),
             snapshot,
             lanes: lane_key.map(|key| LaneOffer { key, max: transport::lanes::MAX_LANES }),
-            reach: reach.is_some(),
         },
     };
     let body = postcard::to_allocvec(&welcome).expect("encode");
@@ -189,21 +180,6 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             Err(e) => break Err(e),
         };
         backend.set_context(h.ctx);
-        // A reached frame names pieces of the client's memory: its bulk's, then where the
-        // reply's may go.
-        let (mut pieces, mut out_at) = (Vec::new(), None);
-        if h.reached() || h.reach_out() {
-            let n = if h.reached() { h.status } else { 0 };
-            if reach.is_none() || n > MAX_PIECES {
-                break Err(io::Error::new(io::ErrorKind::InvalidData, "a reached frame this session cannot take"));
-            }
-            if let Err(e) = read_pieces(&mut reader, n as usize + h.reach_out() as usize, &mut pieces) {
-                break Err(e);
-            }
-            if h.reach_out() {
-                out_at = pieces.pop();
-            }
-        }
         // The bulk bytes go where the backend wants them (pinned memory for a copy), else
         // into our buffer.
         let len = h.bulk_len as usize;
@@ -214,20 +190,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         // Large bulk straight from the socket (one copy), small through the reader's buffer
         // (which holds the frames behind it too).
         let direct = len >= BULK_DIRECT;
-        let got = if let (true, Some(reach)) = (h.reached(), &reach) {
-            if len > transport::reach::REACH_MAX {
-                break Err(io::Error::new(io::ErrorKind::InvalidData, "reached bulk over the limit"));
-            }
-            let s = match place {
-                Some(s) => s,
-                None => {
-                    bulk.clear();
-                    bulk.resize(len, 0);
-                    &mut bulk[..]
-                }
-            };
-            reach.read(&pieces, s).map(|()| &*s)
-        } else if h.on_lanes() {
+        let got = if h.on_lanes() {
             // Sent striped over the lanes: wait for them to land it.
             if len > transport::lanes::LANE_MAX {
                 break Err(io::Error::new(io::ErrorKind::InvalidData, "bulk on lanes over the limit"));
@@ -256,25 +219,8 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         let bulk_in = match got {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
-            // The client named memory it does not have: this call fails, the session goes on.
-            Err(e) if h.reached() && e.kind() == io::ErrorKind::InvalidInput => {
-                tracing::debug!(op = protocol::op_name(h.op), "reached frame: {e}");
-                if let Err(e) =
-                    write_frame(&mut *writer.lock(), &Header::reply(h.op, h.seq, REACH_FAULT, 0, 0), &[], &[])
-                {
-                    break Err(e);
-                }
-                continue;
-            }
             Err(e) => break Err(e),
         };
-        // A one-way frame's bytes are read: its caller may reuse its memory.
-        if h.reached()
-            && h.is_oneway()
-            && let Err(e) = write_frame(&mut *writer.lock(), &Header::reply(h.op, h.seq, 0, 0, 0), &[], &[])
-        {
-            break Err(e);
-        }
         busy.store(true, Ordering::Relaxed);
         let oneway = h.is_oneway();
         if !oneway && protocol::is_oneway(h.op) {
@@ -338,32 +284,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         let r = match &outcome {
             Ok(value) => {
                 let bulk_out = staged.unwrap_or(&out);
-                match (&reach, out_at) {
-                    // Straight into the caller's buffer, unless the client is gone (its
-                    // buffer may be someone else's memory by now).
-                    (Some(reach), Some(at))
-                        if bulk_out.len() >= transport::reach::REACH_MIN && bulk_out.len() as u64 <= at.len =>
-                    {
-                        let into = [Piece { addr: at.addr, len: bulk_out.len() as u64 }];
-                        match transport::peer_open(&control).and_then(|()| reach.write(&into, bulk_out)) {
-                            Ok(()) => {
-                                let mut r = Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len());
-                                r.flags |= FLAG_REACH;
-                                write_frame(&mut *w, &r, value, &[])
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                                write_frame(&mut *w, &Header::reply(h.op, h.seq, REACH_FAULT, 0, 0), &[], &[])
-                            }
-                            Err(e) => Err(e),
-                        }
-                    }
-                    _ => write_frame(
-                        &mut *w,
-                        &Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len()),
-                        value,
-                        &[bulk_out],
-                    ),
-                }
+                write_frame(&mut *w, &Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len()), value, &[bulk_out])
             }
             Err(code) => write_frame(&mut *w, &Header::reply(h.op, h.seq, *code, 0, 0), &[], &[]),
         };
@@ -389,13 +310,6 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         Err(e) => tracing::warn!("session {} closed: {e}", cfg.session_id),
     }
     result
-}
-
-/// Read `n` pieces (a reached frame's, after its arguments) into `pieces`.
-fn read_pieces(r: &mut impl Read, n: usize, pieces: &mut Vec<Piece>) -> io::Result<()> {
-    pieces.clear();
-    pieces.resize(n, Piece::default());
-    r.read_exact(zerocopy::IntoBytes::as_mut_bytes(pieces.as_mut_slice()))
 }
 
 /// A secret for the session's lanes; none (no lanes offered) if the system has no randomness.
@@ -535,7 +449,6 @@ mod tests {
             host: "h".into(),
             program: "p".into(),
             token: token.into(),
-            reach: None,
         }
     }
 

@@ -4,16 +4,15 @@
 use crate::addr::{Address, Stream};
 use crate::framing::{read_exact_into, read_header, write_frame};
 use crate::lanes::{LANE_MAX, LANE_MIN, Lanes};
-use crate::reach::{REACH_MAX, REACH_MIN};
 use parking_lot::{Condvar, Mutex};
 use protocol::Call;
-use protocol::frame::{FLAG_REACH, FLAG_REACH_OUT, Header, MAX_PIECES, OP_HELLO};
+use protocol::frame::{Header, OP_HELLO};
 use protocol::hello::LaneOffer;
 use protocol::hello::{Hello, Welcome};
 use std::collections::HashMap;
 use std::io;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
@@ -160,20 +159,6 @@ pub struct Conn {
     /// Lanes wanted (`set_lanes`; 0: none), opened on first use.
     want_lanes: AtomicUsize,
     lanes: OnceLock<Option<Lanes>>,
-    /// The worker reads large bulk from our memory and writes large replies into it
-    /// (`crate::reach`; it said so in the handshake).
-    reach: bool,
-    /// Frames whose bulk, or reply, the worker copied itself.
-    reached: AtomicU64,
-}
-
-/// How a frame's bulk and its reply's travel.
-#[derive(Clone, Copy, Default)]
-struct Plan {
-    /// The worker reads the bulk from our memory.
-    reach_in: bool,
-    /// The worker may write the reply's bulk into the caller's buffer.
-    reach_out: bool,
 }
 
 impl Conn {
@@ -208,8 +193,6 @@ impl Conn {
             offer: None,
             want_lanes: AtomicUsize::new(0),
             lanes: OnceLock::new(),
-            reach: false,
-            reached: AtomicU64::new(0),
         };
         let args = postcard::to_allocvec(hello).map_err(|e| Error::Lost(e.to_string()))?;
         let bytes = conn.roundtrip(OP_HELLO, 0, &args, &[], None)?;
@@ -220,12 +203,7 @@ impl Conn {
                 conn.dead.store(true, Ordering::Relaxed);
                 return Err(Error::Refused(reason.clone()));
             }
-            Welcome::Accepted { session, lanes, reach, .. } => {
-                conn.offer = lanes.clone().map(|l| (*session, l));
-                // Replies are read on the split read side; a stream that cannot be split is
-                // not a unix socket anyway.
-                conn.reach = *reach && conn.rd.is_some();
-            }
+            Welcome::Accepted { session, lanes, .. } => conn.offer = lanes.clone().map(|l| (*session, l)),
         }
         conn.sock.lock().stream.set_timeouts(Some(t.silence), Some(t.write)).map_err(Error::io)?;
         Ok((conn, welcome))
@@ -266,59 +244,9 @@ impl Conn {
         self.lanes.get().map(Option::as_ref)
     }
 
-    /// Whether the worker copies large bulk from and to our memory itself.
-    pub fn reaches(&self) -> bool {
-        self.reach
-    }
-
-    /// How many frames' bulk or reply the worker copied itself so far.
-    pub fn reached(&self) -> u64 {
-        self.reached.load(Ordering::Relaxed)
-    }
-
-    fn plan(&self, bulk_in: &[&[u8]], bulk_len: usize, out_len: usize) -> Plan {
-        if !self.reach {
-            return Plan::default();
-        }
-        let pieces = bulk_in.iter().filter(|b| !b.is_empty()).count();
-        Plan {
-            reach_in: (REACH_MIN..=REACH_MAX).contains(&bulk_len) && pieces <= MAX_PIECES as usize,
-            reach_out: out_len >= REACH_MIN,
-        }
-    }
-
-    /// Write a request frame: its bulk named for the worker to read, or over the lanes,
-    /// when it is large enough.
-    fn write_request(
-        &self,
-        s: &mut Sock,
-        h: &Header,
-        args: &[u8],
-        bulk_in: &[&[u8]],
-        plan: Plan,
-        out: Option<&[u8]>,
-    ) -> io::Result<()> {
+    /// Write a request frame: its bulk over the lanes when it is large enough.
+    fn write_request(&self, s: &mut Sock, h: &Header, args: &[u8], bulk_in: &[&[u8]]) -> io::Result<()> {
         let n = h.bulk_len as usize;
-        if plan.reach_in || plan.reach_out {
-            let mut h = *h;
-            let mut pieces = Vec::new();
-            if plan.reach_in {
-                pieces = crate::reach::pieces(bulk_in);
-                h.flags |= FLAG_REACH;
-                h.status = pieces.len() as u32;
-            }
-            if let Some(o) = out.filter(|_| plan.reach_out) {
-                pieces.push(protocol::frame::Piece { addr: o.as_ptr() as u64, len: o.len() as u64 });
-                h.flags |= FLAG_REACH_OUT;
-            }
-            self.reached.fetch_add(1, Ordering::Relaxed);
-            // The pieces follow the arguments; bulk that is not reached follows them.
-            let mut parts = vec![zerocopy::IntoBytes::as_bytes(pieces.as_slice())];
-            if !plan.reach_in {
-                parts.extend_from_slice(bulk_in);
-            }
-            return write_frame(&mut s.stream, &h, args, &parts);
-        }
         if (LANE_MIN..=LANE_MAX).contains(&n)
             && let Some(lanes) = self.lanes()
         {
@@ -398,23 +326,8 @@ impl Conn {
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
         let h = Header::request(op, seq, ctx, true, args.len(), bulk_len);
         if !self.batching.load(Ordering::Acquire) || bulk_len > BATCH_BULK {
-            let plan = self.plan(bulk_in, bulk_len, 0);
-            if let (true, Some(rd)) = (plan.reach_in, &self.rd) {
-                // The caller's memory may change once the worker has read it: wait for its
-                // word (registered first, whoever reads it parks it for us).
-                self.replies.lock().waiting.insert(seq, (op, 0));
-                let sent = {
-                    let mut s = self.sock.lock();
-                    let sent =
-                        self.drain(&mut s).and_then(|()| self.write_request(&mut s, &h, args, bulk_in, plan, None));
-                    sent.map_err(|e| self.fail_locked(&s, e.to_string()))
-                };
-                let r = sent.and_then(|()| self.await_reply(rd, seq, op, None));
-                self.replies.lock().waiting.remove(&seq);
-                return r.map(drop);
-            }
             let mut s = self.sock.lock();
-            let sent = self.drain(&mut s).and_then(|()| self.write_request(&mut s, &h, args, bulk_in, plan, None));
+            let sent = self.drain(&mut s).and_then(|()| self.write_request(&mut s, &h, args, bulk_in));
             return sent.map_err(|e| self.fail_locked(&s, e.to_string()));
         }
         let (notify, over) = {
@@ -461,14 +374,12 @@ impl Conn {
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
         let h = Header::request(op, seq, ctx, false, args.len(), bulk_len);
         if let Some(rd) = &self.rd {
-            let out_len = bulk_out.as_ref().map_or(0, |b| b.len());
-            let plan = self.plan(bulk_in, bulk_len, out_len);
-            self.replies.lock().waiting.insert(seq, (op, out_len));
+            self.replies.lock().waiting.insert(seq, (op, bulk_out.as_ref().map_or(0, |b| b.len())));
             let sent = {
                 let mut g = self.sock.lock();
                 let s = &mut *g;
                 self.drain(s)
-                    .and_then(|()| self.write_request(s, &h, args, bulk_in, plan, bulk_out.as_deref()))
+                    .and_then(|()| self.write_request(s, &h, args, bulk_in))
                     .map_err(|e| self.fail_locked(s, e.to_string()))
             };
             let r = sent.and_then(|()| self.await_reply(rd, seq, op, bulk_out));
@@ -480,7 +391,7 @@ impl Conn {
         let mut g = self.sock.lock();
         let s = &mut *g;
         self.drain(s)
-            .and_then(|()| self.write_request(s, &h, args, bulk_in, Plan::default(), None))
+            .and_then(|()| self.write_request(s, &h, args, bulk_in))
             .map_err(|e| self.fail_locked(s, e.to_string()))?;
         loop {
             match self.read_one(&mut s.stream, seq, op, bulk_out.as_deref_mut()) {
@@ -562,12 +473,7 @@ impl Conn {
                 if n > out.len() {
                     return Err(format!("reply bulk of {n} bytes exceeds the {} expected", out.len()));
                 }
-                if h.reached() {
-                    // The worker wrote them into `out` already; read them only after this.
-                    std::sync::atomic::fence(Ordering::SeqCst);
-                } else {
-                    std::io::Read::read_exact(s, &mut out[..n]).map_err(|e| e.to_string())?;
-                }
+                std::io::Read::read_exact(s, &mut out[..n]).map_err(|e| e.to_string())?;
             }
             return Ok(Got::Mine(if h.status != 0 { Err(Error::Api(h.status)) } else { Ok(value) }));
         }
@@ -580,10 +486,7 @@ impl Conn {
         }
         let (mut value, mut bulk) = (Vec::new(), Vec::new());
         read_exact_into(s, &mut value, h.args_len as usize).map_err(|e| e.to_string())?;
-        // Reached bytes are in their owner's buffer already.
-        if !h.reached() {
-            read_exact_into(s, &mut bulk, n).map_err(|e| e.to_string())?;
-        }
+        read_exact_into(s, &mut bulk, n).map_err(|e| e.to_string())?;
         self.replies.lock().parked.insert(h.seq, Parked { op: h.op, status: h.status, value, bulk });
         Ok(Got::Other)
     }

@@ -264,7 +264,7 @@ impl Helper {
 /// Wait on `cv` until `ready` gives an answer: first polled for `spin` (the lock released and
 /// the core yielded between tries), then slept for, `tick` at most between tries. `ready`
 /// learns whether polling is over, for checks too costly to poll.
-pub(crate) fn poll_then_wait<T, R>(
+fn poll_then_wait<T, R>(
     cv: &Condvar,
     g: &mut MutexGuard<'_, T>,
     spin: Duration,

@@ -4,11 +4,9 @@
 
 mod addr;
 mod conn;
-mod crew;
 mod fdpass;
 mod framing;
 pub mod lanes;
-pub mod reach;
 mod shm;
 mod spin;
 mod tls;
@@ -18,7 +16,6 @@ pub use conn::{Conn, Error, Timeouts};
 pub use fdpass::{recv as recv_fd, send as send_fd};
 pub use framing::{Frame, Unbuffered, read_exact_into, read_frame, read_header, write_frame};
 pub use lanes::{LaneSet, Lanes};
-pub use reach::{Reach, peer_open};
 pub use shm::{FdReader, MAX_SEGMENT, Segment, send_segment};
 pub use spin::{CLIENT_SPIN, DEFAULT_SPIN, spin_budget, wait_readable};
 pub use tls::{PLAIN_REFUSAL, Relay, TlsError, TlsServer, TlsStream, TlsTarget, is_tls_error};

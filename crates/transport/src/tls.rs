@@ -658,7 +658,6 @@ mod tests {
             host: "h".into(),
             program: "p".into(),
             token: "t".into(),
-            reach: None,
         };
         let plain = Address::Tcp(format!("127.0.0.1:{port}"));
         match crate::Conn::connect(&plain, &hello, Default::default()) {

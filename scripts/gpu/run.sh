@@ -226,7 +226,7 @@ stage_perf() { # where a launch's client time goes
 stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp) and llama-bench rows, as ratios
   build_llama; models
   "$C/dist/bin/vgpu" bench --wrap "$NOGPU" --dist-lib "$C/dist/lib" --llama-bin "$LB/bin" \
-    --models "$W/q8.gguf,$W/f16.gguf" --llama-reps 5 --out "$OUT/vbench" || say "vgpu bench failed"
+    --models "$W/q8.gguf,$W/f16.gguf" --llama-reps 5 --llama-rounds 4 --out "$OUT/vbench" || say "vgpu bench failed"
   grep -E '^\|' "$OUT"/vbench/*.md | head -40 >>"$SUMMARY"
 }
 stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu install/doctor/uninstall

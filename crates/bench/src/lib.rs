@@ -59,6 +59,11 @@ pub struct Args {
     /// Repetitions of each llama-bench test (-r).
     #[arg(long, default_value_t = 3)]
     pub llama_reps: u32,
+    /// llama-bench runs per model and column, taken in turns (native, unix, tcp, shm,
+    /// native, ...) with every sample pooled: one run's speed differs from the next by a
+    /// few percent, natively too, more than the differences being measured.
+    #[arg(long, default_value_t = 3)]
+    pub llama_rounds: u32,
     /// Where the dated .md/.json results and README.md go.
     #[arg(long, default_value = "bench")]
     pub out: PathBuf,

@@ -19,6 +19,30 @@ pub struct LlamaTest {
     /// the others, natively too, and moves the mean by more than the difference measured.
     #[serde(default)]
     pub median_ts: f64,
+    /// Every sample (tokens/s), of every run pooled (see [`pool`]).
+    #[serde(default)]
+    pub samples: Vec<f64>,
+}
+
+/// Add the tests of another run of the same model in the same column to `into`: samples
+/// pooled, mean, deviation and median taken over all of them.
+pub fn pool(into: &mut Vec<LlamaTest>, more: Vec<LlamaTest>) {
+    for t in more {
+        let Some(have) = into.iter_mut().find(|h| h.model == t.model && h.test == t.test) else {
+            into.push(t);
+            continue;
+        };
+        if have.samples.is_empty() || t.samples.is_empty() {
+            // Runs without samples: keep the first run's numbers.
+            continue;
+        }
+        have.samples.extend_from_slice(&t.samples);
+        let n = have.samples.len() as f64;
+        have.avg_ts = have.samples.iter().sum::<f64>() / n;
+        let var = have.samples.iter().map(|x| (x - have.avg_ts).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        have.stddev_ts = var.sqrt();
+        have.median_ts = crate::stats::p50(&have.samples);
+    }
 }
 
 /// The arguments of one llama-bench run: `-m M -p 512 -n 128 -ngl 99 -r REPS -o json`.
@@ -68,6 +92,7 @@ pub fn parse(out: &str) -> Result<Vec<LlamaTest>, String> {
                 avg_ts,
                 stddev_ts: num(o, "stddev_ts").unwrap_or(0.0),
                 median_ts: if samples.is_empty() { avg_ts } else { crate::stats::p50(&samples) },
+                samples,
             })
         })
         .collect()
@@ -100,6 +125,24 @@ mod tests {
         assert!(parse("[ {\"n_prompt\": 512} ]").unwrap_err().contains("avg_ts"));
         assert!(parse("[ {").is_err());
         assert_eq!(parse("[\n]\n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn runs_pool_their_samples() {
+        let mut all = parse(FIXTURE).unwrap();
+        let n = all[0].samples.len();
+        assert!(n >= 3);
+        let mut more = parse(FIXTURE).unwrap();
+        for x in &mut more[0].samples {
+            *x += 1000.0;
+        }
+        pool(&mut all, more);
+        assert_eq!(all.len(), 2, "the same tests, not new ones");
+        assert_eq!(all[0].samples.len(), 2 * n);
+        let first = parse(FIXTURE).unwrap();
+        assert!(all[0].median_ts > first[0].median_ts && all[0].median_ts < first[0].median_ts + 1000.0);
+        assert!((all[0].avg_ts - (first[0].avg_ts + 500.0)).abs() < 1.0, "{}", all[0].avg_ts);
+        assert!(all[0].stddev_ts > 400.0, "spread of both runs: {}", all[0].stddev_ts);
     }
 
     #[test]

@@ -405,12 +405,18 @@ pub fn run(args: &Args) -> Result<(), String> {
         };
         columns.push(Column { name: name.to_string(), outcome });
     }
-    let mut llama_runs = Vec::new();
+    let mut llama_runs: Vec<LlamaRun> = Vec::new();
     if let Some(bin) = &args.llama_bin {
-        for model in &args.models {
-            for (name, side, _) in &sides {
-                if let Some(s) = side {
-                    llama_runs.push(llama_run(bin, model, s, args, name));
+        for _ in 0..args.llama_rounds.max(1) {
+            for model in &args.models {
+                for (name, side, _) in &sides {
+                    if let Some(s) = side {
+                        let run = llama_run(bin, model, s, args, name);
+                        match llama_runs.iter_mut().find(|r| r.model == run.model && r.column == run.column) {
+                            None => llama_runs.push(run),
+                            Some(have) => have.pool(run),
+                        }
+                    }
                 }
             }
         }

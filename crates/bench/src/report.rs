@@ -73,6 +73,20 @@ pub struct LlamaRun {
     pub error: Option<String>,
 }
 
+impl LlamaRun {
+    /// Take in another run of the same model in the same column: its samples pooled; a
+    /// failed run makes the whole one failed (a column that fails now and then is not
+    /// measured).
+    pub fn pool(&mut self, other: LlamaRun) {
+        match other.error {
+            Some(e) => {
+                self.error.get_or_insert(e);
+            }
+            None => crate::llama::pool(&mut self.tests, other.tests),
+        }
+    }
+}
+
 /// One row of the table.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Row {
@@ -288,6 +302,13 @@ pub fn build_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
             notes.push(format!("{}: llama-bench {} failed: {}", r.column, r.model, e.trim()));
         }
     }
+    let samples = llama.iter().flat_map(|r| r.tests.iter().map(|t| t.samples.len())).max().unwrap_or(0);
+    if samples > 0 {
+        notes.push(format!(
+            "llama-bench rows: the median of {samples} samples per column and test, from runs taken in turns \
+             (native, unix, tcp, shm, native, ...)"
+        ));
+    }
     notes
 }
 
@@ -501,6 +522,7 @@ mod tests {
             avg_ts: ts,
             stddev_ts: 1.0,
             median_ts: ts,
+            samples: vec![ts],
         };
         let llama = vec![
             LlamaRun {

@@ -163,6 +163,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
 
     let mut deferred: Option<u32> = None;
     let mut out = Vec::new();
+    let mut frames = FrameLog::from_env();
     // VGPU_STATS=1 on the server: time spent per opcode, logged when the session ends.
     let mut stats = std::env::var_os("VGPU_STATS").map(|_| Stats::default());
     // The next frame usually follows within microseconds: poll before sleeping on the socket.
@@ -175,7 +176,12 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             read_exact_into(&mut reader, &mut args, h.args_len as usize)?;
             Ok(h)
         }) {
-            Ok(h) => h,
+            Ok(h) => {
+                if let Some(f) = frames.as_mut() {
+                    f.read();
+                }
+                h
+            }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
             Err(e) => break Err(e),
         };
@@ -222,6 +228,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             Err(e) => break Err(e),
         };
         busy.store(true, Ordering::Relaxed);
+        if let Some(f) = frames.as_mut() {
+            f.landed();
+        }
         let oneway = h.is_oneway();
         if !oneway && protocol::is_oneway(h.op) {
             break Err(io::Error::new(io::ErrorKind::InvalidData, "one-way call sent as a request"));
@@ -276,6 +285,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
                 deferred.get_or_insert(code);
             }
             tell_slow();
+            if let Some(f) = frames.as_mut() {
+                f.done(&h);
+            }
             continue;
         }
         let mut w = writer.lock();
@@ -293,7 +305,13 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             break Err(e);
         }
         tell_slow();
+        if let Some(f) = frames.as_mut() {
+            f.done(&h);
+        }
     };
+    if let Some(f) = &frames {
+        f.write(cfg.session_id);
+    }
     // Waits still running answer nobody once the client is gone, but they use the
     // session's contexts: let them end (a bounded while) before those are released.
     waits.finish(Duration::from_secs(10));
@@ -310,6 +328,54 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         Err(e) => tracing::warn!("session {} closed: {e}", cfg.session_id),
     }
     result
+}
+
+/// `VGPU_FRAME_LOG=PATH` (server): each frame's times (CLOCK_MONOTONIC µs: header read, bulk
+/// landed, call done), its call and bulk size, written to `PATH.<session>` when the session
+/// ends. `scripts/gpu/frames.py` lines them up with `timeline.c`'s record of the client (the
+/// same clock on the same host): which frame the server was on while the client waited.
+struct FrameLog {
+    path: std::ffi::OsString,
+    rows: Vec<(f64, f64, f64, u32, u64)>,
+    read: f64,
+    landed: f64,
+}
+
+impl FrameLog {
+    fn from_env() -> Option<FrameLog> {
+        let path = std::env::var_os("VGPU_FRAME_LOG")?;
+        Some(FrameLog { path, rows: Vec::with_capacity(1 << 16), read: 0.0, landed: 0.0 })
+    }
+
+    fn now() -> f64 {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+        t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 * 1e-3
+    }
+
+    fn read(&mut self) {
+        self.read = Self::now();
+    }
+
+    fn landed(&mut self) {
+        self.landed = Self::now();
+    }
+
+    fn done(&mut self, h: &Header) {
+        self.rows.push((self.read, self.landed, Self::now(), h.op, h.bulk_len));
+    }
+
+    fn write(&self, session: u64) {
+        let mut text = String::new();
+        for (a, b, c, op, n) in &self.rows {
+            text.push_str(&format!("{a:.1} {b:.1} {c:.1} {} {n}\n", protocol::op_name(*op)));
+        }
+        let path = format!("{}.{session}", self.path.to_string_lossy());
+        if let Err(e) = std::fs::write(&path, text) {
+            tracing::warn!("VGPU_FRAME_LOG: {path}: {e}");
+        }
+    }
 }
 
 /// A secret for the session's lanes; none (no lanes offered) if the system has no randomness.

@@ -40,8 +40,15 @@ pub const MAX_LANES: u32 = 8;
 /// them has arrived: the client sends both together.
 const LANE_WAIT: Duration = Duration::from_secs(30);
 /// How long the worker's lane readers, and the worker waiting for them, poll before
-/// sleeping (see `Shared::wait`).
-const SERVER_SPIN: Duration = Duration::from_micros(500);
+/// sleeping (see `Shared::wait`): as long as the client's helpers (`crate::CLIENT_SPIN`),
+/// so that they are awake for the next prompt batch's inputs (10 ms later for a 1B model).
+/// Measured on an H100 host (two calls, Q8 1B pp512): readers that slept after 500 µs left
+/// the GPU waiting 50-70 µs longer a batch for its inputs than readers polling 20 ms. They
+/// poll only while large copies keep coming (not while decoding). `VGPU_SPIN_US` sets it.
+fn server_spin() -> Duration {
+    static S: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *S.get_or_init(|| crate::spin_budget(crate::CLIENT_SPIN))
+}
 
 /// The frame header that announces bulk on lanes.
 pub fn lane_header(mut h: Header) -> Header {
@@ -416,11 +423,11 @@ impl LaneSet {
 
 impl Shared {
     /// Wait until `done` holds (`false`: [`LANE_WAIT`] passed first), polling for
-    /// [`SERVER_SPIN`] before sleeping: the worker and the lane readers hand each frame to
+    /// [`server_spin`] before sleeping: the worker and the lane readers hand each frame to
     /// each other, some microseconds apart, and a sleeping thread takes tens to wake.
     fn wait(&self, st: &mut MutexGuard<'_, State>, mut done: impl FnMut(&State) -> bool) -> bool {
         let until = Instant::now() + LANE_WAIT;
-        poll_then_wait(&self.cv, st, SERVER_SPIN, Duration::from_millis(100), |st, _| {
+        poll_then_wait(&self.cv, st, server_spin(), Duration::from_millis(100), |st, _| {
             if done(st) { Some(true) } else { (Instant::now() >= until).then_some(false) }
         })
     }
@@ -433,7 +440,7 @@ impl Shared {
     /// Read chunks until the lane closes or misbehaves.
     fn read_lane(&self, mut s: Stream) -> Result<(), String> {
         loop {
-            crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&s), SERVER_SPIN);
+            crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&s), server_spin());
             let h = match read_header(&mut s) {
                 Ok(h) => h,
                 // The client went away between frames.

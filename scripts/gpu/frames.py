@@ -1,0 +1,38 @@
+"""Two prompt batches of a llama-bench run as client and server saw them, on one time line.
+
+The client's record is timeline.c's (TL_OUT); the server's is its worker's frame log
+(VGPU_FRAME_LOG=PATH on `vgpu serve` writes PATH.<session>): both CLOCK_MONOTONIC on the
+same host. Client lines (C): call, bytes, copy kind, time in the call; server lines (S):
+the frame's call and bulk bytes, when its bulk had landed and when the call was done,
+counted from the frame's header. Shows which frame the server was on while the client
+waited, and when the graph launch reached the server.
+Usage: frames.py TIMELINE FRAMELOG
+"""
+import sys
+
+client = []
+for line in open(sys.argv[1]):
+    start, took, op, size, kind = line.split()
+    client.append((float(start), float(took), op, int(size), int(kind)))
+server = []
+for line in open(sys.argv[2]):
+    read, landed, done, op, size = line.split()
+    server.append((float(read), float(landed), float(done), op, int(size)))
+launches = [i for i, e in enumerate(client) if e[2] == "graphLaunch"]
+if len(launches) < 3:
+    sys.exit(f"{sys.argv[1]}: too few graph launches")
+for b in (len(launches) // 2, len(launches) // 2 + 1):
+    start, end = client[launches[b]][0], client[launches[b + 1]][0]
+    rows = [
+        (e[0] - start, "C %-14s %8d k%d took %7.1f" % (e[2], e[3], e[4], e[1]))
+        for e in client
+        if start - 50 <= e[0] <= end + 10
+    ]
+    rows += [
+        (e[0] - start, "  S %-24s %8d landed +%6.1f done +%7.1f" % (e[3], e[4], e[1] - e[0], e[2] - e[0]))
+        for e in server
+        if start - 50 <= e[0] <= end + 10
+    ]
+    print("---- batch (µs from its graph launch)")
+    for t, r in sorted(rows):
+        print("%9.1f %s" % (t, r))

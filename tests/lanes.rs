@@ -1,5 +1,5 @@
 //! Lanes: large copies striped over extra connections of the session arrive whole and in
-//! order, over unix sockets and TCP; a lane must present its session's key.
+//! order, both ways, over unix sockets and TCP; a lane must present its session's key.
 
 mod common;
 use common::*;
@@ -60,6 +60,8 @@ fn large_copies_travel_on_lanes_over_unix_and_tcp() {
         // The four sizes of 256 KiB and more, each copied in twice (the transport does not
         // split frames; the shims send copies in frames of 1 MiB).
         assert_eq!(lanes.striped(), 2 * 4, "{}: frames striped", server.address);
+        // And their replies, asynchronous and synchronous, back.
+        assert_eq!(lanes.gathered(), 2 * 4, "{}: replies gathered", server.address);
     }
 }
 
@@ -78,7 +80,7 @@ fn join(address: &str, session: u64, key: [u8; 32]) -> bool {
     let path = address.strip_prefix("unix:").unwrap();
     let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let args = postcard::to_allocvec(&Join { session, key }).unwrap();
+    let args = postcard::to_allocvec(&Join { session, key, lane: 0 }).unwrap();
     let mut f = Vec::new();
     transport::write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, args.len(), 0), &args, &[]).unwrap();
     s.write_all(&f).unwrap();
@@ -122,5 +124,10 @@ fn the_driver_shim_copies_over_lanes() {
             stderr.lines().find_map(|l| l.split("frames' bulk over 4 lanes").next().filter(|_| l.contains("lanes")));
         let n: u64 = striped.and_then(|p| p.rsplit(' ').nth(1)?.parse().ok()).unwrap_or(0);
         assert!(n >= 16, "{}: frames over lanes: {stderr}", server.address);
+        // 64 MiB back in 8 MiB replies.
+        let back =
+            stderr.lines().find_map(|l| l.split(" replies' bulk back").next().filter(|_| l.contains("back over")));
+        let m: u64 = back.and_then(|p| p.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
+        assert!(m >= 8, "{}: replies over lanes: {stderr}", server.address);
     }
 }

@@ -418,7 +418,13 @@ mod summary {
             if let Some(Ok(s)) = super::current() {
                 for c in &s.conns {
                     if let Some(Some(l)) = c.lanes_if_open() {
-                        eprintln!("  {}: {} frames' bulk over {} lanes", c.address(), l.striped(), l.len());
+                        eprintln!(
+                            "  {}: {} frames' bulk over {} lanes, {} replies' bulk back over them",
+                            c.address(),
+                            l.striped(),
+                            l.len(),
+                            l.gathered()
+                        );
                     }
                 }
             }

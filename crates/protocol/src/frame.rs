@@ -22,8 +22,12 @@ pub const FLAG_REPLY: u32 = 2;
 /// The server is alive and still working on the caller's request.
 pub const FLAG_HEARTBEAT: u32 = 4;
 /// This frame's `bulk_len` bytes do not follow it: they arrive striped over the session's
-/// lanes, in [`OP_LANE`] chunks that name this frame's `seq`.
+/// lanes, in [`OP_LANE`] chunks that name this frame's `seq` (a request's or, when it
+/// asked with [`FLAG_REPLY_LANES`], a reply's).
 pub const FLAG_LANES: u32 = 8;
+/// Requests: the client reads its lanes for this request's reply; a reply with large bulk
+/// may come with [`FLAG_LANES`].
+pub const FLAG_REPLY_LANES: u32 = 16;
 
 /// Opcode of the handshake messages.
 pub const OP_HELLO: u32 = u32::MAX;

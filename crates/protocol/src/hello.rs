@@ -44,6 +44,8 @@ pub struct LaneOffer {
 pub struct Join {
     pub session: u64,
     pub key: [u8; 32],
+    /// Which of the client's lanes this is (0, 1, ...): a reply's chunk `i` goes on lane `i`.
+    pub lane: u32,
 }
 
 impl Hello {

@@ -8,7 +8,7 @@
 use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
-use protocol::frame::{Header, OP_HELLO, OP_SHM};
+use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_SHM};
 use protocol::hello::{Hello, Join, LaneOffer, Welcome};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io::{self, Read};
@@ -296,7 +296,19 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         let r = match &outcome {
             Ok(value) => {
                 let bulk_out = staged.unwrap_or(&out);
-                write_frame(&mut *w, &Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len()), value, &[bulk_out])
+                let reply = Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len());
+                // The request names how many lanes the client reads (in `status`).
+                let n = h.status as usize;
+                if h.flags & FLAG_REPLY_LANES != 0
+                    && bulk_out.len() >= transport::lanes::LANE_MIN
+                    && lanes.can_scatter(n)
+                {
+                    // The client reads its lanes for it: several cores copy the bytes.
+                    write_frame(&mut *w, &transport::lanes::lane_header(reply), value, &[])
+                        .and_then(|()| lanes.scatter(h.seq, bulk_out, n))
+                } else {
+                    write_frame(&mut *w, &reply, value, &[bulk_out])
+                }
             }
             Err(code) => write_frame(&mut *w, &Header::reply(h.op, h.seq, *code, 0, 0), &[], &[]),
         };
@@ -395,16 +407,17 @@ fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u
             Ok(got) => got,
         };
         let Some(fd) = fd else { continue };
-        let ok = postcard::from_bytes::<Join>(&buf[..n])
-            .is_ok_and(|j| j.session == session && constant_time_eq(&j.key, key));
-        if !ok {
+        let join = postcard::from_bytes::<Join>(&buf[..n])
+            .ok()
+            .filter(|j| j.session == session && constant_time_eq(&j.key, key));
+        let Some(join) = join else {
             tracing::warn!("session {session}: a lane with a wrong key was refused");
             continue;
-        }
+        };
         // SAFETY: a socket descriptor received just now, owned by nobody else.
         let stream = unsafe { Stream::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
-        match lanes.add(stream) {
-            Ok(()) => tracing::debug!("session {session}: lane {} joined", lanes.len()),
+        match lanes.add(stream, join.lane) {
+            Ok(()) => tracing::debug!("session {session}: lane {} joined", join.lane),
             Err(e) => tracing::warn!("session {session}: lane not taken: {e}"),
         }
     }

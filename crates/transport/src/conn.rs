@@ -6,7 +6,7 @@ use crate::framing::{read_exact_into, read_header, write_frame};
 use crate::lanes::{LANE_MAX, LANE_MIN, Lanes};
 use parking_lot::{Condvar, Mutex};
 use protocol::Call;
-use protocol::frame::{Header, OP_HELLO};
+use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO};
 use protocol::hello::LaneOffer;
 use protocol::hello::{Hello, Welcome};
 use std::collections::HashMap;
@@ -373,8 +373,17 @@ impl Conn {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
         let h = Header::request(op, seq, ctx, false, args.len(), bulk_len);
+        let mut h = h;
         if let Some(rd) = &self.rd {
-            self.replies.lock().waiting.insert(seq, (op, bulk_out.as_ref().map_or(0, |b| b.len())));
+            let out_len = bulk_out.as_ref().map_or(0, |b| b.len());
+            // A large reply may come over the lanes (opened now if need be).
+            if (LANE_MIN..=LANE_MAX).contains(&out_len)
+                && let Some(l) = self.lanes()
+            {
+                h.flags |= FLAG_REPLY_LANES;
+                h.status = l.len() as u32;
+            }
+            self.replies.lock().waiting.insert(seq, (op, out_len));
             let sent = {
                 let mut g = self.sock.lock();
                 let s = &mut *g;
@@ -473,7 +482,11 @@ impl Conn {
                 if n > out.len() {
                     return Err(format!("reply bulk of {n} bytes exceeds the {} expected", out.len()));
                 }
-                std::io::Read::read_exact(s, &mut out[..n]).map_err(|e| e.to_string())?;
+                if h.on_lanes() {
+                    self.gather(h.seq, &mut out[..n])?;
+                } else {
+                    std::io::Read::read_exact(s, &mut out[..n]).map_err(|e| e.to_string())?;
+                }
             }
             return Ok(Got::Mine(if h.status != 0 { Err(Error::Api(h.status)) } else { Ok(value) }));
         }
@@ -486,9 +499,22 @@ impl Conn {
         }
         let (mut value, mut bulk) = (Vec::new(), Vec::new());
         read_exact_into(s, &mut value, h.args_len as usize).map_err(|e| e.to_string())?;
-        read_exact_into(s, &mut bulk, n).map_err(|e| e.to_string())?;
+        if h.on_lanes() {
+            bulk.resize(n, 0);
+            self.gather(h.seq, &mut bulk)?;
+        } else {
+            read_exact_into(s, &mut bulk, n).map_err(|e| e.to_string())?;
+        }
         self.replies.lock().parked.insert(h.seq, Parked { op: h.op, status: h.status, value, bulk });
         Ok(Got::Other)
+    }
+
+    /// Read the bulk of reply `seq`, which the server sent over the lanes.
+    fn gather(&self, seq: u32, buf: &mut [u8]) -> Result<(), String> {
+        match self.lanes.get() {
+            Some(Some(l)) => l.gather(seq, buf).map_err(|e| format!("reply {seq} over the lanes: {e}")),
+            _ => Err(format!("reply {seq} came over lanes this connection does not have")),
+        }
     }
 
     /// Hand a parked reply to its owner.

@@ -3,10 +3,14 @@
 //! bound by one core's copy (about 6 GB/s on the H100 host, unix or TCP), while the driver
 //! copies pageable memory at 13-16 GB/s; four lanes moved 4.5 MiB at 16-17 GB/s there.
 //!
-//! The frame itself still goes on the session's connection, in order, flagged
-//! [`FLAG_LANES`]; its bytes go as [`OP_LANE`] chunks, one per lane, each naming the frame's
-//! `seq` and the chunk's offset. The worker, reading the frame, posts where its bulk lands
-//! ([`LaneSet::fill`]) and waits until the lanes' readers have put every chunk there.
+//! Both ways: a request's bulk (host to device) and a reply's (device to host, when the
+//! request asked with [`FLAG_REPLY_LANES`]). The frame itself still goes on the session's
+//! connection, in order, flagged [`FLAG_LANES`]; its bytes go as [`OP_LANE`] chunks, chunk
+//! `i` on lane `i` (lanes numbered in the order they joined), each naming the frame's `seq`
+//! and the chunk's offset. The worker, reading a request, posts where its bulk lands
+//! ([`LaneSet::fill`]) and waits until the lanes' readers have put every chunk there; the
+//! client, reading such a reply, has its helpers read each lane's chunk into the caller's
+//! buffer ([`Lanes::gather`]).
 //!
 //! A lane joins its session through the server's listener: it connects to the same address
 //! and sends an [`OP_JOIN`] frame with the session's id and key (given only over the
@@ -16,6 +20,8 @@
 use crate::addr::{Address, Stream};
 use crate::framing::{read_header, write_frame};
 use parking_lot::{Condvar, Mutex, MutexGuard};
+#[cfg(doc)]
+use protocol::frame::FLAG_REPLY_LANES;
 use protocol::frame::{FLAG_LANES, Header, OP_JOIN, OP_LANE};
 use protocol::hello::{Join, LaneOffer};
 use std::io::{self, Read};
@@ -60,16 +66,22 @@ pub fn lane_header(mut h: Header) -> Header {
 
 /// A client's lanes to one session.
 pub struct Lanes {
-    /// Lane 0 is written by the caller itself; the others by their helper threads.
-    first: Mutex<Stream>,
-    helpers: Vec<Arc<Helper>>,
+    /// Handles that write chunks (lane 0 by the caller itself, the others by helpers).
+    writers: Fan,
+    /// Handles that read chunks of replies, likewise.
+    readers: Fan,
     /// Second handles on every lane, for shutting them while someone writes.
     closers: Vec<Stream>,
-    /// Frames whose bulk went over the lanes.
+    /// Frames whose bulk went over the lanes, and replies whose bulk came over them.
     striped: std::sync::atomic::AtomicU64,
+    gathered: std::sync::atomic::AtomicU64,
 }
 
-/// A lane written by a thread of its own, one job at a time.
+/// What a helper does with its lane: writes a chunk or reads one, in memory that whoever
+/// posted it keeps valid until the helper says it is done.
+type Job = Box<dyn FnOnce(&mut Stream) -> io::Result<()> + Send>;
+
+/// A thread that runs jobs on a handle of its own on one lane, one job at a time.
 struct Helper {
     stream: Mutex<Stream>,
     closer: Stream,
@@ -97,6 +109,14 @@ impl Helper {
         std::thread::Builder::new().name("vgpu-lane".into()).spawn(move || run.run())?;
         Ok(h)
     }
+
+    fn post(&self, job: Job) {
+        let mut slot = self.slot.lock();
+        slot.done = None;
+        slot.job = Some(job);
+        drop(slot);
+        self.cv.notify_one();
+    }
 }
 
 #[derive(Default)]
@@ -105,29 +125,144 @@ struct Slot {
     done: Option<io::Result<()>>,
 }
 
-/// A chunk to write: its header and where its bytes are (in the caller's memory, which
-/// stays valid because the caller waits for `done`).
-struct Job {
-    header: Header,
-    pieces: Vec<(usize, usize)>,
+/// One handle on each lane of a set, in lane order: the first used by the caller itself
+/// (if any), the others by their helpers.
+struct Fan {
+    first: Option<Mutex<Stream>>,
+    helpers: Vec<Arc<Helper>>,
 }
 
-// SAFETY: the raw ranges in a job are only read while the caller that posted it waits.
-unsafe impl Send for Job {}
+impl Fan {
+    fn new(mut streams: Vec<Stream>, caller_first: bool) -> io::Result<Fan> {
+        let first = if caller_first && !streams.is_empty() { Some(Mutex::new(streams.remove(0))) } else { None };
+        let helpers = streams.into_iter().map(Helper::start).collect::<io::Result<Vec<_>>>()?;
+        Ok(Fan { first, helpers })
+    }
+
+    fn len(&self) -> usize {
+        self.first.is_some() as usize + self.helpers.len()
+    }
+
+    /// Run job `i` on lane `i` (`None`: nothing for that lane) and return once every job is
+    /// done, error or not: the first error.
+    fn run(&self, jobs: Vec<Option<Job>>) -> io::Result<()> {
+        run_jobs(self.first.as_ref(), &self.helpers, jobs)
+    }
+
+    fn wake(&self) {
+        for h in &self.helpers {
+            h.cv.notify_one();
+        }
+    }
+}
+
+fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Option<Job>>) -> io::Result<()> {
+    let mut jobs = jobs.into_iter();
+    let mine = if first.is_some() { jobs.next().flatten() } else { None };
+    let mut posted = Vec::new();
+    for (h, job) in helpers.iter().zip(jobs) {
+        if let Some(job) = job {
+            h.post(job);
+            posted.push(h);
+        }
+    }
+    let mut first_err = match (first, mine) {
+        (Some(s), Some(job)) => job(&mut s.lock()).err(),
+        _ => None,
+    };
+    // Every helper must be done with the poster's memory before this returns; a read or
+    // write is bounded by the socket's timeout, and a shut socket ends it.
+    for h in posted {
+        if let Err(e) = h.wait_done() {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// The bytes of chunk `i` of `total` striped over `n` lanes (page-sized shares keep the
+/// copies aligned; trailing chunks may be empty, and are not sent).
+fn chunk_range(total: usize, n: usize, i: usize) -> std::ops::Range<usize> {
+    let share = total.div_ceil(n.max(1)).next_multiple_of(4096);
+    (i * share).min(total)..((i + 1) * share).min(total)
+}
+
+/// Jobs writing `bulk` (its pieces, in order) as chunks of frame `seq`, one per lane of `n`.
+fn write_jobs(seq: u32, bulk: &[&[u8]], n: usize) -> Vec<Option<Job>> {
+    let total: usize = bulk.iter().map(|b| b.len()).sum();
+    (0..n)
+        .map(|i| {
+            let r = chunk_range(total, n, i);
+            if r.is_empty() {
+                return None;
+            }
+            let header = chunk_header(seq, r.start, r.len());
+            let pieces: Vec<(usize, usize)> =
+                cut(bulk, r.start, r.end).iter().map(|p| (p.as_ptr() as usize, p.len())).collect();
+            let job: Job = Box::new(move |s: &mut Stream| {
+                // SAFETY: the ranges are the poster's bulk, valid while it waits for us.
+                let pieces: Vec<&[u8]> =
+                    pieces.iter().map(|&(p, n)| unsafe { std::slice::from_raw_parts(p as *const u8, n) }).collect();
+                write_frame(s, &header, &[], &pieces)
+            });
+            Some(job)
+        })
+        .collect()
+}
+
+/// Jobs reading the chunks of frame `seq` into `buf`, one per lane of `n`.
+fn read_jobs(seq: u32, buf: &mut [u8], n: usize) -> Vec<Option<Job>> {
+    let (at, total) = (buf.as_mut_ptr() as usize, buf.len());
+    (0..n)
+        .map(|i| {
+            let r = chunk_range(total, n, i);
+            if r.is_empty() {
+                return None;
+            }
+            let job: Job = Box::new(move |s: &mut Stream| {
+                let h = read_header(s)?;
+                if h.op != OP_LANE
+                    || h.seq != seq
+                    || h.args_len != 0
+                    || h.ctx != r.start as u64
+                    || h.bulk_len != r.len() as u64
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "lane: expected chunk {}+{} of frame {seq}, got op {} seq {} at {}+{}",
+                            r.start,
+                            r.len(),
+                            h.op,
+                            h.seq,
+                            h.ctx,
+                            h.bulk_len
+                        ),
+                    ));
+                }
+                // SAFETY: `r` lies in the poster's buffer, this job's part of it alone,
+                // valid while the poster waits for us.
+                s.read_exact(unsafe { std::slice::from_raw_parts_mut((at + r.start) as *mut u8, r.len()) })
+            });
+            Some(job)
+        })
+        .collect()
+}
 
 impl Lanes {
     /// Open `n` lanes (at most the offer's) to session `session` at `address`; each is
-    /// acknowledged by the worker before use.
+    /// acknowledged by the worker before use, so lane `i` here is lane `i` there.
     pub fn open(address: &Address, session: u64, offer: &LaneOffer, n: usize, t: crate::Timeouts) -> io::Result<Lanes> {
         let n = n.min(offer.max as usize);
         if n < 2 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "fewer than two lanes"));
         }
-        let join = postcard::to_allocvec(&Join { session, key: offer.key }).map_err(io::Error::other)?;
         let mut streams = Vec::with_capacity(n);
-        for _ in 0..n {
+        for lane in 0..n as u32 {
+            let join = postcard::to_allocvec(&Join { session, key: offer.key, lane }).map_err(io::Error::other)?;
             let mut s = address.connect(t.connect)?;
-            s.set_timeouts(Some(t.connect), Some(t.write))?;
+            // A reply's chunks follow its header at once: a read waits only for a copy.
+            s.set_timeouts(Some(t.silence), Some(t.write))?;
             write_frame(&mut s, &Header::request(OP_JOIN, 0, 0, false, join.len(), 0), &join, &[])?;
             let ack = read_header(&mut s)?;
             if ack.op != OP_JOIN || ack.status != 0 {
@@ -139,16 +274,21 @@ impl Lanes {
     }
 
     /// Lanes over acknowledged streams (at least one).
-    fn over(mut streams: Vec<Stream>) -> io::Result<Lanes> {
+    fn over(streams: Vec<Stream>) -> io::Result<Lanes> {
         let closers = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
-        let first = Mutex::new(streams.remove(0));
-        let helpers = streams.into_iter().map(Helper::start).collect::<io::Result<Vec<_>>>()?;
-        Ok(Lanes { first, helpers, closers, striped: Default::default() })
+        let reads = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
+        Ok(Lanes {
+            writers: Fan::new(streams, true)?,
+            readers: Fan::new(reads, true)?,
+            closers,
+            striped: Default::default(),
+            gathered: Default::default(),
+        })
     }
 
     /// Number of lanes.
     pub fn len(&self) -> usize {
-        1 + self.helpers.len()
+        self.writers.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -160,41 +300,22 @@ impl Lanes {
         self.striped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How many replies' bulk came over the lanes so far.
+    pub fn gathered(&self) -> u64 {
+        self.gathered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Write the bulk of frame `seq` (its pieces, in order) as one chunk per lane, and
     /// return once every byte has been written (the caller's memory may then change).
     pub fn stripe(&self, seq: u32, bulk: &[&[u8]]) -> io::Result<()> {
-        let total: usize = bulk.iter().map(|b| b.len()).sum();
-        // Page-sized shares keep the copies aligned.
-        let share = total.div_ceil(self.len()).next_multiple_of(4096);
-        let chunk = |i: usize| (i * share).min(total)..((i + 1) * share).min(total);
         self.striped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut posted = Vec::new();
-        for (i, h) in self.helpers.iter().enumerate() {
-            let r = chunk(i + 1);
-            if r.is_empty() {
-                break;
-            }
-            let header = chunk_header(seq, r.start, r.len());
-            let pieces = cut(bulk, r.start, r.end).iter().map(|p| (p.as_ptr() as usize, p.len())).collect();
-            let mut slot = h.slot.lock();
-            slot.done = None;
-            slot.job = Some(Job { header, pieces });
-            drop(slot);
-            h.cv.notify_one();
-            posted.push(h);
-        }
-        let r = chunk(0);
-        let mine =
-            write_frame(&mut *self.first.lock(), &chunk_header(seq, r.start, r.len()), &[], &cut(bulk, r.start, r.end));
-        // Every helper must be done with the caller's memory before this returns, error or
-        // not; a write is bounded by the socket's timeout, and a shut socket ends it.
-        let mut first_err = mine.err();
-        for h in posted {
-            if let Err(e) = h.wait_done() {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        self.writers.run(write_jobs(seq, bulk, self.len()))
+    }
+
+    /// Read the bulk of reply `seq` (`buf.len()` bytes, one chunk per lane) into `buf`.
+    pub fn gather(&self, seq: u32, buf: &mut [u8]) -> io::Result<()> {
+        self.gathered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.readers.run(read_jobs(seq, buf, self.len()))
     }
 
     /// Close every lane (the helpers exit).
@@ -202,9 +323,8 @@ impl Lanes {
         for c in &self.closers {
             c.shutdown();
         }
-        for h in &self.helpers {
-            h.cv.notify_one();
-        }
+        self.writers.wake();
+        self.readers.wake();
     }
 }
 
@@ -218,9 +338,7 @@ impl Helper {
     fn run(&self) {
         loop {
             let Some(job) = self.next_job() else { return };
-            let pieces: Vec<&[u8]> =
-                job.pieces.iter().map(|&(p, n)| unsafe { std::slice::from_raw_parts(p as *const u8, n) }).collect();
-            let r = write_frame(&mut *self.stream.lock(), &job.header, &[], &pieces);
+            let r = job(&mut self.stream.lock());
             let failed = r.is_err();
             self.slot.lock().done = Some(r);
             self.cv.notify_all();
@@ -241,7 +359,7 @@ impl Helper {
 
     fn closed(&self) -> bool {
         let mut b = [0u8; 1];
-        // The server never writes after the acknowledgement: readable means closed.
+        // End of stream or an error (bytes waiting are a reply's chunks).
         let n = unsafe {
             libc::recv(
                 std::os::fd::AsRawFd::as_raw_fd(&self.closer),
@@ -322,6 +440,8 @@ pub struct LaneSet {
 struct Shared {
     state: Mutex<State>,
     cv: Condvar,
+    /// A helper per lane of the client's, by its number, that writes replies' chunks.
+    writers: Mutex<Vec<Option<Arc<Helper>>>>,
 }
 
 #[derive(Default)]
@@ -359,9 +479,13 @@ impl LaneSet {
         self.len() == 0
     }
 
-    /// Take a lane (its join already checked): acknowledge it and start its reader. Refused
-    /// past [`MAX_LANES`].
-    pub fn add(&self, mut stream: Stream) -> io::Result<()> {
+    /// Take lane number `lane` (its join already checked): acknowledge it and start its
+    /// reader and its writer. Refused past [`MAX_LANES`]. A lane joining under a number
+    /// taken before replaces that one for replies (only the session's client has its key).
+    pub fn add(&self, mut stream: Stream, lane: u32) -> io::Result<()> {
+        if lane >= MAX_LANES {
+            return Err(io::Error::other("lane number out of range"));
+        }
         let closer = stream.try_clone()?;
         {
             let mut st = self.shared.state.lock();
@@ -371,7 +495,17 @@ impl LaneSet {
             st.lanes.push(closer);
         }
         stream.set_timeouts(None, Some(Duration::from_secs(5)))?;
+        // Its writer first: a lane the client has is acknowledged only when complete.
+        let mut writers = self.shared.writers.lock();
+        if writers.len() <= lane as usize {
+            writers.resize(lane as usize + 1, None);
+        }
+        if let Some(old) = writers[lane as usize].replace(Helper::start(stream.try_clone()?)?) {
+            old.closer.shutdown();
+            old.cv.notify_one();
+        }
         write_frame(&mut stream, &Header::reply(OP_JOIN, 0, 0, 0, 0), &[], &[])?;
+        drop(writers);
         let shared = self.shared.clone();
         std::thread::Builder::new().name("vgpu-lane".into()).spawn(move || {
             if let Err(why) = shared.read_lane(stream) {
@@ -412,11 +546,38 @@ impl LaneSet {
         Ok(())
     }
 
+    /// Write the bulk of reply `seq` as one chunk per lane (the reply itself, flagged
+    /// [`FLAG_LANES`], goes first on the session's connection) and return once every byte
+    /// has been written. An error leaves the lanes unusable: the session ends.
+    pub fn scatter(&self, seq: u32, bulk: &[u8], lanes: usize) -> io::Result<()> {
+        let Some(writers) = self.writers(lanes) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a reply on lanes the client does not have"));
+        };
+        let r = run_jobs(None, &writers, write_jobs(seq, &[bulk], lanes));
+        if r.is_err() {
+            self.shutdown();
+        }
+        r
+    }
+
+    /// Whether the client's lanes `0..lanes` have all joined (a reply may go over them).
+    pub fn can_scatter(&self, lanes: usize) -> bool {
+        self.writers(lanes).is_some()
+    }
+
+    fn writers(&self, lanes: usize) -> Option<Vec<Arc<Helper>>> {
+        let w = self.shared.writers.lock();
+        (lanes >= 1 && lanes <= w.len()).then(|| w[..lanes].iter().cloned().collect::<Option<Vec<_>>>())?
+    }
+
     /// Close every lane.
     pub fn shutdown(&self) {
         self.shared.fail("the session ended".into());
         for l in &self.shared.state.lock().lanes {
             l.shutdown();
+        }
+        for w in self.shared.writers.lock().iter().flatten() {
+            w.cv.notify_one();
         }
     }
 }
@@ -495,9 +656,9 @@ mod tests {
     fn pair(n: usize) -> (Lanes, LaneSet) {
         let set = LaneSet::new();
         let mut clients = Vec::new();
-        for _ in 0..n {
+        for i in 0..n {
             let (a, b) = UnixStream::pair().unwrap();
-            set.add(Stream::Unix(b)).unwrap();
+            set.add(Stream::Unix(b), i as u32).unwrap();
             let mut a = Stream::Unix(a);
             assert_eq!(read_header(&mut a).unwrap().op, OP_JOIN, "acknowledged");
             clients.push(a);
@@ -525,6 +686,55 @@ mod tests {
     }
 
     #[test]
+    fn scattered_replies_are_gathered_whole() {
+        let (lanes, set) = pair(4);
+        for (seq, len) in [(1u32, 1usize), (2, 4097), (3, 1 << 20), (4, (5 << 20) + 3)] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 11 + seq as usize) as u8).collect();
+            let scatter = {
+                let (set, data) = (set.clone(), data.clone());
+                std::thread::spawn(move || set.scatter(seq, &data, 4))
+            };
+            let mut buf = vec![0u8; len];
+            lanes.gather(seq, &mut buf).unwrap();
+            scatter.join().unwrap().unwrap();
+            assert!(buf == data, "reply {seq}");
+        }
+        assert_eq!(lanes.gathered(), 4);
+        // Both ways at once on the same lanes.
+        let data = vec![7u8; 2 << 20];
+        let filler = {
+            let set = set.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 2 << 20];
+                set.fill(9, &mut buf).map(|()| buf)
+            })
+        };
+        let scatter = {
+            let (set, data) = (set.clone(), data.clone());
+            std::thread::spawn(move || set.scatter(10, &data, 4))
+        };
+        lanes.stripe(9, &[&data]).unwrap();
+        let mut back = vec![0u8; 2 << 20];
+        lanes.gather(10, &mut back).unwrap();
+        assert_eq!(filler.join().unwrap().unwrap(), data);
+        scatter.join().unwrap().unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn a_chunk_of_another_frame_fails_the_gather() {
+        let (lanes, set) = pair(2);
+        let scatter = {
+            let set = set.clone();
+            std::thread::spawn(move || set.scatter(3, &vec![1u8; 1 << 20], 2))
+        };
+        let e = lanes.gather(4, &mut vec![0u8; 1 << 20]).unwrap_err();
+        assert!(e.to_string().contains("expected chunk"), "{e}");
+        lanes.shutdown();
+        let _ = scatter.join().unwrap();
+    }
+
+    #[test]
     fn cut_takes_ranges_across_pieces() {
         let (a, b, c) = (&[1u8, 2, 3][..], &[][..], &[4u8, 5][..]);
         assert_eq!(cut(&[a, b, c], 1, 4).concat(), [2, 3, 4]);
@@ -540,8 +750,8 @@ mod tests {
             let set = LaneSet::new();
             let (a, b) = UnixStream::pair().unwrap();
             let (c, d) = UnixStream::pair().unwrap();
-            set.add(Stream::Unix(b)).unwrap();
-            set.add(Stream::Unix(d)).unwrap();
+            set.add(Stream::Unix(b), 0).unwrap();
+            set.add(Stream::Unix(d), 1).unwrap();
             let (mut a, mut c) = (Stream::Unix(a), Stream::Unix(c));
             read_header(&mut a).unwrap();
             read_header(&mut c).unwrap();
@@ -571,7 +781,7 @@ mod tests {
             std::thread::spawn(move || set.fill(5, &mut vec![0u8; 1 << 20]))
         };
         // Half a chunk, then the lanes close.
-        let mut s = lanes.first.lock();
+        let mut s = lanes.writers.first.as_ref().unwrap().lock();
         write_frame(&mut *s, &chunk_header(5, 0, 1 << 19), &[], &[&[0u8; 1000]]).unwrap();
         drop(s);
         lanes.shutdown();

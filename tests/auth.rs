@@ -160,8 +160,9 @@ fn protocol_over_a_socketpair_and_vsock() {
             let tmp = tempfile::tempdir().unwrap();
             let lib = lib_dir(tmp.path());
             let exe = compile_c("nvml_basic", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
-            let server = Server::start_env(&addr, &["--backend", "sim"], &[], &[("VGPU_LOG", "error")]);
-            let out = run(&exe, &lib, &server.address, &[]);
+            let envs = [("VGPU_LOG", "error"), ("VGPU_TOKEN", "vsock-token")];
+            let server = Server::start_env(&addr, &["--backend", "sim"], &[], &envs);
+            let out = run(&exe, &lib, &server.address, &[("VGPU_TOKEN", "vsock-token")]);
             assert!(out.status.success(), "vsock: {}", String::from_utf8_lossy(&out.stderr));
         }
     }

@@ -92,7 +92,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     }
     // An empty token (an empty file, `VGPU_TOKEN=`) would admit every client.
     if opts.listen.iter().any(|a| a.needs_token()) && opts.token.as_deref().is_none_or(str::is_empty) {
-        return Err("a TCP listener needs a token: pass --token-file (or VGPU_TOKEN)".into());
+        return Err("a tcp://, tls:// or vsock:// listener needs a token: pass --token-file (or VGPU_TOKEN)".into());
     }
     let tls = check_tls(&opts.listen, opts.tls.as_ref())?;
     let snapshot = Arc::new(postcard::to_allocvec(&snapshot).map_err(|e| e.to_string())?);

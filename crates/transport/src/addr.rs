@@ -77,9 +77,11 @@ impl std::fmt::Display for Address {
 
 impl Address {
     /// Whether a token is required on this kind of listener. TLS proves the server to the
-    /// client, not the client to the server, so `tls://` needs one as `tcp://` does.
+    /// client, not the client to the server, so `tls://` needs one as `tcp://` does; every
+    /// virtual machine of the host can connect to a `vsock://` listener, so it does too. Only
+    /// unix sockets rely on file permissions.
     pub fn needs_token(&self) -> bool {
-        matches!(self, Address::Tcp(_) | Address::Tls(_))
+        matches!(self, Address::Tcp(_) | Address::Tls(_) | Address::Vsock { .. })
     }
 
     /// Whether this is an `shm:` address.
@@ -401,6 +403,8 @@ mod tests {
         assert_eq!("unix:///tmp/x".parse::<Address>().unwrap(), Address::Unix("/tmp/x".into()));
         assert_eq!("tcp://10.0.0.1:7070".parse::<Address>().unwrap(), Address::Tcp("10.0.0.1:7070".into()));
         assert_eq!("vsock://2:5000".parse::<Address>().unwrap(), Address::Vsock { cid: 2, port: 5000 });
+        assert!("vsock://2:5000".parse::<Address>().unwrap().needs_token(), "any VM of the host may connect");
+        assert!(!"unix:/x".parse::<Address>().unwrap().needs_token());
         assert!("tcp://nohost".parse::<Address>().is_err());
         assert!("http://x".parse::<Address>().is_err());
         let shm = "shm:/run/vgpu/vgpu.sock".parse::<Address>().unwrap();

@@ -2,7 +2,7 @@
 # On the GPU machine: every check that needs the GPU, native and through vgpu in the same
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
-#   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline
+#   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
 #                                   trace vbench ollama faults twoservers savellama (or all: smi..bench)
 #
 # Expects (carried in devcarry/, see scripts/gpu/pack.sh): dist/ (scripts/dist.sh output),
@@ -399,6 +399,13 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
       as_cfg "$c" env TL_OUT="$W/tl.txt" LD_PRELOAD="$W/timeline.so" $B/llama-bench "${args[@]}" >/dev/null 2>&1
       say "timeline $(python3 "$ROOT/scripts/gpu/timeline.py" "$W/tl.txt" "$c" ${TL_DUMP:+--dump} 2>&1)"
     done
+  done
+}
+stage_h2dlat() { # host-to-device copy + synchronize latency by size, from pinned memory, natively and through vgpu (LAT_CFGS, LAT_GAP_US)
+  nvcc -O2 -arch=sm_90 -cudart shared -o "$W/h2dlat" "$ROOT/scripts/gpu/h2dlat.cu" || return
+  export EXTRA_LD=${EXTRA_LD:-}
+  for c in ${LAT_CFGS:-native unix tcp shm}; do
+    say "h2dlat $c:"; as_cfg "$c" "$W/h2dlat" "${LAT_GAP_US:-1000}" 2>&1 | tee -a "$SUMMARY"
   done
 }
 stage_ppstats() { # issue 6: server time per call of prompt processing alone: a run of 1 and one of 6, subtracted

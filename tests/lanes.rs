@@ -65,6 +65,40 @@ fn large_copies_travel_on_lanes_over_unix_and_tcp() {
     }
 }
 
+/// Threads copying both ways at once over the same lanes: a reply read by another caller's
+/// thread is gathered and parked for its owner; every byte comes back to its own thread.
+#[test]
+fn threads_share_the_lanes_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::sim_quiet(tmp.path(), &[]);
+    let (conn, _) = connect(&server.address, "");
+    conn.set_lanes(4);
+    let conn = std::sync::Arc::new(conn);
+    let ctx = conn.call(0, &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    let workers: Vec<_> = (0..4usize)
+        .map(|t| {
+            let conn = conn.clone();
+            std::thread::spawn(move || {
+                let len = (1 << 20) + t * 777_777;
+                let p = conn.call(ctx, &protocol::ops::cuMemAlloc_v2 { bytesize: len as u64 }, &[], None).unwrap();
+                for round in 0..10usize {
+                    let data: Vec<u8> = (0..len).map(|j| (j * 31 + t * 7 + round) as u8).collect();
+                    conn.call(ctx, &protocol::ops::cuMemcpyHtoD_v2 { dst: p }, &[&data], None).unwrap();
+                    let mut back = vec![0u8; len];
+                    let get = protocol::ops::cuMemcpyDtoH_v2 { src: p, size: len as u64 };
+                    conn.call(ctx, &get, &[], Some(&mut back)).unwrap();
+                    assert!(back == data, "thread {t} round {round}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let lanes = conn.lanes().unwrap();
+    assert_eq!((lanes.striped(), lanes.gathered()), (40, 40));
+}
+
 #[test]
 fn without_lanes_the_same_copies_go_over_one_connection() {
     let tmp = tempfile::tempdir().unwrap();

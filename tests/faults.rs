@@ -24,6 +24,9 @@ impl Client {
             .env("LD_LIBRARY_PATH", lib)
             .env("VGPU_SERVER", server)
             .env("VGPU_CONFIG", "/nonexistent")
+            // Its 1 MiB copies go over lanes both ways whatever this machine's cores, so
+            // that a lost lane is one of the faults seen.
+            .env("VGPU_LANES", "4")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -55,11 +55,49 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   return r;
 }
 
+// With TL_GPU set, the GPU's own time for each graph: events recorded on its stream just
+// before and after it (through vgpu the server records them, after whatever the stream
+// waits for), read at the next launch, when the application has long synchronized; a
+// "graphGpu" event whose `took` is that time in µs.
+typedef void *cudaEvent_t;
+static void gpu_times(cudaStream_t s, int before) {
+  typedef cudaError_t (*create_t)(cudaEvent_t *);
+  typedef cudaError_t (*record_t)(cudaEvent_t, cudaStream_t);
+  typedef cudaError_t (*elapsed_t)(float *, cudaEvent_t, cudaEvent_t);
+  typedef cudaError_t (*sync_t)(cudaEvent_t);
+  static create_t create; static record_t rec; static elapsed_t elapsed; static sync_t esync;
+  static cudaEvent_t ev_before, ev_after;
+  static int recorded;
+  if (!create) {
+    create = (create_t)dlsym(RTLD_DEFAULT, "cudaEventCreate");
+    rec = (record_t)dlsym(RTLD_DEFAULT, "cudaEventRecord");
+    elapsed = (elapsed_t)dlsym(RTLD_DEFAULT, "cudaEventElapsedTime");
+    esync = (sync_t)dlsym(RTLD_DEFAULT, "cudaEventSynchronize");
+    if (!create || !rec || !elapsed || !esync) return;
+    create(&ev_before); create(&ev_after);
+  }
+  if (!before) {
+    rec(ev_after, s);
+    recorded = 1;
+    return;
+  }
+  if (recorded) {
+    float ms = 0;
+    esync(ev_after);
+    elapsed(&ms, ev_before, ev_after);
+    record(now_us(), "graphGpu", 0, 0);
+    events[n_events - 1].took = ms * 1000.0;
+  }
+  rec(ev_before, s);
+}
+
 cudaError_t cudaGraphLaunch(void *exec, cudaStream_t s) {
   typedef cudaError_t (*fn_t)(void *, cudaStream_t);
   NEXT("cudaGraphLaunch", fn_t);
+  if (getenv("TL_GPU")) gpu_times(s, 1);
   double t = now_us();
   cudaError_t r = real(exec, s);
   record(t, "graphLaunch", 0, 0);
+  if (getenv("TL_GPU")) gpu_times(s, 0);
   return r;
 }

@@ -5,6 +5,7 @@ A batch runs from one graph launch to the next:
         vgpu the device-to-host copy of the logits, which waits for it)
   h2d   the next batch's host-to-device copies and the synchronizes after them
   cpu   the rest: llama.cpp's own work on the CPU between the two
+  gpu   (TL_GPU=1) the graph's own time on the GPU, from events recorded around it
 Usage: timeline.py FILE NAME [--dump]  (--dump: also print one batch's calls)
 """
 import statistics
@@ -27,6 +28,10 @@ for a, b in zip(launches[1:], launches[2:]):  # the first batch warms up
 if not batches:
     sys.exit(f"{sys.argv[1]}: no batches (no graph launches recorded)")
 row = "  ".join("%s %7.1f" % (k, statistics.median(b[k] for b in batches)) for k in ("batch", "wait", "h2d", "cpu"))
+# TL_GPU=1: each graph's own time on the GPU (events around it on its stream).
+gpu = [e[1] for e in events if e[2] == "graphGpu"][1:]
+if gpu:
+    row += "  gpu %7.1f" % statistics.median(gpu)
 print(f"{sys.argv[2]:<28} {row}  ({len(batches)} batches)")
 if "--dump" in sys.argv:
     a, b = launches[len(launches) // 2], launches[len(launches) // 2 + 1]

@@ -25,8 +25,8 @@ pub const FLAG_HEARTBEAT: u32 = 4;
 /// lanes, in [`OP_LANE`] chunks that name this frame's `seq` (a request's or, when it
 /// asked with [`FLAG_REPLY_LANES`], a reply's).
 pub const FLAG_LANES: u32 = 8;
-/// Requests: the client reads its lanes for this request's reply; a reply with large bulk
-/// may come with [`FLAG_LANES`].
+/// Requests: the client reads its lanes for this request's reply (`status` says how many
+/// lanes it has); a reply with large bulk may come with [`FLAG_LANES`], chunk `i` on lane `i`.
 pub const FLAG_REPLY_LANES: u32 = 16;
 
 /// Opcode of the handshake messages.
@@ -53,6 +53,7 @@ pub struct Header {
     pub ctx: u64,
     pub args_len: u32,
     /// Replies: the API status code (0 = success); the value follows only on success.
+    /// Requests with [`FLAG_REPLY_LANES`]: the client's number of lanes; else 0.
     pub status: u32,
     pub bulk_len: u64,
 }

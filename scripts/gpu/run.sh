@@ -223,10 +223,16 @@ stage_perf() { # where a launch's client time goes
   say "perf run: $(tail -1 "$W/perf.out")"
   perf report -i "$W/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null | grep -v '^$' | head -120 >"$OUT/perf-launch.txt"
 }
-stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp) and llama-bench rows, as ratios
+stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp, shm) and llama-bench rows, as ratios
   build_llama; models
+  local m="$W/q8.gguf,$W/f16.gguf"
+  if [ -n "${VB_8B:-}" ]; then # and an 8B-class Q8 model (7.2 GB; about two minutes to write)
+    [ -f $W/q8b.gguf ] || python3 "$C/tools/gen_gguf.py" $W/q8b.gguf --preset 1b --embd 4096 --layers 32 \
+      --ff 14336 --heads 32 --kv-heads 8 --dtype q8_0 >/dev/null
+    m="$m,$W/q8b.gguf"
+  fi
   "$C/dist/bin/vgpu" bench --wrap "$NOGPU" --dist-lib "$C/dist/lib" --llama-bin "$LB/bin" \
-    --models "$W/q8.gguf,$W/f16.gguf" --llama-reps 5 --llama-rounds 4 --out "$OUT/vbench" || say "vgpu bench failed"
+    --models "$m" --llama-reps 5 --llama-rounds "${VB_ROUNDS:-4}" --out "$OUT/vbench" || say "vgpu bench failed"
   grep -E '^\|' "$OUT"/vbench/*.md | head -40 >>"$SUMMARY"
 }
 stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu install/doctor/uninstall

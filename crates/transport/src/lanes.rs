@@ -34,8 +34,8 @@ pub const LANE_MIN: usize = 256 << 10;
 /// Largest bulk of a frame on lanes (the worker sizes its buffer from the header).
 pub const LANE_MAX: usize = 64 << 20;
 /// Lanes a client opens unless `VGPU_LANES` says otherwise: one per four cores, at most
-/// four (each lane but the first has a helper thread in the application, polling while
-/// copies come). Measured on the H100 host (16 cores): 1, 2, 4, 6 lanes moved 4.5 MiB at
+/// four (each lane but the first has two helper threads in the application, one writing
+/// chunks and one reading replies' chunks, each polling while such copies come). Measured on the H100 host (16 cores): 1, 2, 4, 6 lanes moved 4.5 MiB at
 /// 6, 10, 17, 21 GB/s; llama.cpp's prompt batches gained most from 2 to 4.
 pub fn default_lanes() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).clamp(1, 4))

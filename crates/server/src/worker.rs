@@ -298,16 +298,12 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
                 let bulk_out = staged.unwrap_or(&out);
                 let reply = Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len());
                 // The request names how many lanes the client reads (in `status`).
-                let n = h.status as usize;
-                if h.flags & FLAG_REPLY_LANES != 0
-                    && bulk_out.len() >= transport::lanes::LANE_MIN
-                    && lanes.can_scatter(n)
-                {
+                let asked = h.flags & FLAG_REPLY_LANES != 0 && bulk_out.len() >= transport::lanes::LANE_MIN;
+                match asked.then(|| lanes.replies(h.status as usize)).flatten() {
                     // The client reads its lanes for it: several cores copy the bytes.
-                    write_frame(&mut *w, &transport::lanes::lane_header(reply), value, &[])
-                        .and_then(|()| lanes.scatter(h.seq, bulk_out, n))
-                } else {
-                    write_frame(&mut *w, &reply, value, &[bulk_out])
+                    Some(over) => write_frame(&mut *w, &transport::lanes::lane_header(reply), value, &[])
+                        .and_then(|()| over.send(h.seq, bulk_out)),
+                    None => write_frame(&mut *w, &reply, value, &[bulk_out]),
                 }
             }
             Err(code) => write_frame(&mut *w, &Header::reply(h.op, h.seq, *code, 0, 0), &[], &[]),

@@ -125,28 +125,28 @@ struct Slot {
     done: Option<io::Result<()>>,
 }
 
-/// One handle on each lane of a set, in lane order: the first used by the caller itself
-/// (if any), the others by their helpers.
+/// One handle on each lane of a set (at least one), in lane order: the first used by the
+/// caller itself, the others by their helpers.
 struct Fan {
-    first: Option<Mutex<Stream>>,
+    first: Mutex<Stream>,
     helpers: Vec<Arc<Helper>>,
 }
 
 impl Fan {
-    fn new(mut streams: Vec<Stream>, caller_first: bool) -> io::Result<Fan> {
-        let first = if caller_first && !streams.is_empty() { Some(Mutex::new(streams.remove(0))) } else { None };
+    fn new(mut streams: Vec<Stream>) -> io::Result<Fan> {
+        let first = Mutex::new(streams.remove(0));
         let helpers = streams.into_iter().map(Helper::start).collect::<io::Result<Vec<_>>>()?;
         Ok(Fan { first, helpers })
     }
 
     fn len(&self) -> usize {
-        self.first.is_some() as usize + self.helpers.len()
+        1 + self.helpers.len()
     }
 
     /// Run job `i` on lane `i` (`None`: nothing for that lane) and return once every job is
     /// done, error or not: the first error.
     fn run(&self, jobs: Vec<Option<Job>>) -> io::Result<()> {
-        run_jobs(self.first.as_ref(), &self.helpers, jobs)
+        run_jobs(Some(&self.first), &self.helpers, jobs)
     }
 
     fn wake(&self) {
@@ -278,8 +278,8 @@ impl Lanes {
         let closers = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
         let reads = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
         Ok(Lanes {
-            writers: Fan::new(streams, true)?,
-            readers: Fan::new(reads, true)?,
+            writers: Fan::new(streams)?,
+            readers: Fan::new(reads)?,
             closers,
             striped: Default::default(),
             gathered: Default::default(),
@@ -546,28 +546,12 @@ impl LaneSet {
         Ok(())
     }
 
-    /// Write the bulk of reply `seq` as one chunk per lane (the reply itself, flagged
-    /// [`FLAG_LANES`], goes first on the session's connection) and return once every byte
-    /// has been written. An error leaves the lanes unusable: the session ends.
-    pub fn scatter(&self, seq: u32, bulk: &[u8], lanes: usize) -> io::Result<()> {
-        let Some(writers) = self.writers(lanes) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "a reply on lanes the client does not have"));
-        };
-        let r = run_jobs(None, &writers, write_jobs(seq, &[bulk], lanes));
-        if r.is_err() {
-            self.shutdown();
-        }
-        r
-    }
-
-    /// Whether the client's lanes `0..lanes` have all joined (a reply may go over them).
-    pub fn can_scatter(&self, lanes: usize) -> bool {
-        self.writers(lanes).is_some()
-    }
-
-    fn writers(&self, lanes: usize) -> Option<Vec<Arc<Helper>>> {
+    /// The client's lanes `0..lanes` for a reply, if all of them have joined (else the
+    /// reply goes on the session's connection).
+    pub fn replies(&self, lanes: usize) -> Option<Scatter> {
         let w = self.shared.writers.lock();
-        (lanes >= 1 && lanes <= w.len()).then(|| w[..lanes].iter().cloned().collect::<Option<Vec<_>>>())?
+        let writers = w.get(..lanes).filter(|_| lanes >= 1)?.iter().cloned().collect::<Option<Vec<_>>>()?;
+        Some(Scatter { set: self.clone(), writers })
     }
 
     /// Close every lane.
@@ -579,6 +563,25 @@ impl LaneSet {
         for w in self.shared.writers.lock().iter().flatten() {
             w.cv.notify_one();
         }
+    }
+}
+
+/// The lanes one reply goes over (see [`LaneSet::replies`]).
+pub struct Scatter {
+    set: LaneSet,
+    writers: Vec<Arc<Helper>>,
+}
+
+impl Scatter {
+    /// Write the bulk of reply `seq` as one chunk per lane (the reply itself, flagged
+    /// [`FLAG_LANES`], goes first on the session's connection) and return once every byte
+    /// has been written. An error leaves the lanes unusable: the session ends.
+    pub fn send(&self, seq: u32, bulk: &[u8]) -> io::Result<()> {
+        let r = run_jobs(None, &self.writers, write_jobs(seq, &[bulk], self.writers.len()));
+        if r.is_err() {
+            self.set.shutdown();
+        }
+        r
     }
 }
 
@@ -692,7 +695,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 11 + seq as usize) as u8).collect();
             let scatter = {
                 let (set, data) = (set.clone(), data.clone());
-                std::thread::spawn(move || set.scatter(seq, &data, 4))
+                std::thread::spawn(move || set.replies(4).unwrap().send(seq, &data))
             };
             let mut buf = vec![0u8; len];
             lanes.gather(seq, &mut buf).unwrap();
@@ -711,7 +714,7 @@ mod tests {
         };
         let scatter = {
             let (set, data) = (set.clone(), data.clone());
-            std::thread::spawn(move || set.scatter(10, &data, 4))
+            std::thread::spawn(move || set.replies(4).unwrap().send(10, &data))
         };
         lanes.stripe(9, &[&data]).unwrap();
         let mut back = vec![0u8; 2 << 20];
@@ -726,7 +729,7 @@ mod tests {
         let (lanes, set) = pair(2);
         let scatter = {
             let set = set.clone();
-            std::thread::spawn(move || set.scatter(3, &vec![1u8; 1 << 20], 2))
+            std::thread::spawn(move || set.replies(2).unwrap().send(3, &vec![1u8; 1 << 20]))
         };
         let e = lanes.gather(4, &mut vec![0u8; 1 << 20]).unwrap_err();
         assert!(e.to_string().contains("expected chunk"), "{e}");
@@ -781,7 +784,7 @@ mod tests {
             std::thread::spawn(move || set.fill(5, &mut vec![0u8; 1 << 20]))
         };
         // Half a chunk, then the lanes close.
-        let mut s = lanes.writers.first.as_ref().unwrap().lock();
+        let mut s = lanes.writers.first.lock();
         write_frame(&mut *s, &chunk_header(5, 0, 1 << 19), &[], &[&[0u8; 1000]]).unwrap();
         drop(s);
         lanes.shutdown();

@@ -407,15 +407,14 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     let mut llama_runs: Vec<LlamaRun> = Vec::new();
     if let Some(bin) = &args.llama_bin {
+        let measured: Vec<_> = sides.iter().filter_map(|(name, side, _)| Some((name, side.as_ref()?))).collect();
         for _ in 0..args.llama_rounds.max(1) {
             for model in &args.models {
-                for (name, side, _) in &sides {
-                    if let Some(s) = side {
-                        let run = llama_run(bin, model, s, args, name);
-                        match llama_runs.iter_mut().find(|r| r.model == run.model && r.column == run.column) {
-                            None => llama_runs.push(run),
-                            Some(have) => have.pool(run),
-                        }
+                for &(name, s) in &measured {
+                    let run = llama_run(bin, model, s, args, name);
+                    match llama_runs.iter_mut().find(|r| r.model == run.model && r.column == run.column) {
+                        None => llama_runs.push(run),
+                        Some(have) => have.pool(run),
                     }
                 }
             }

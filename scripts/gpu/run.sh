@@ -390,6 +390,7 @@ stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alter
         as_cfg "$c" $B/llama-bench "${args[@]}" 2>/dev/null | python3 -c 'import json,sys; print("\n".join(str(x) for t in json.load(sys.stdin) for x in t["samples_ts"]))' >>"$W/ab.$m.$c"
       done
     done
+    mkdir -p "$OUT/ab-samples" && cp "$W"/ab.$m.* "$OUT/ab-samples/" # every sample, in run order (AB_REPS a run)
     for c in "${cfgs[@]}"; do
       say "ab $m ${AB_TEST:-pp} ${AB_ARGS:+($AB_ARGS) }$c: $(python3 -c 'import sys,statistics as s; a=[float(x) for x in open(sys.argv[1])]; n=[float(x) for x in open(sys.argv[2])]; print("median %.0f t/s of %d samples, ratio %.3f" % (s.median(a), len(a), s.median(a)/s.median(n)))' "$W/ab.$m.$c" "$W/ab.$m.native")"
     done

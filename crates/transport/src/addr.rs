@@ -176,13 +176,42 @@ fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
 
 // vsock streams behave like unix stream sockets for read/write, so they are carried as
 // `UnixStream`/`UnixListener` over the raw fd.
-fn vsock_connect(cid: u32, port: u32) -> io::Result<UnixStream> {
-    unsafe {
-        let fd = libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+/// A vsock stream socket with large buffers (set before connect or listen: a listener's
+/// connections inherit them, and the size is the credit each side grants the other).
+fn vsock_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) returns a new descriptor that we own, or -1.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created, owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    vsock_buffers(fd);
+    Ok(owned)
+}
+
+/// vsock's own buffer options (`linux/vm_sockets.h`, not in the libc crate). A vsock stream
+/// ignores SO_SNDBUF/SO_RCVBUF: its buffer size is the credit it grants its peer, 256 KiB
+/// by default (and at most, unless the maximum is raised first), so a sender of a
+/// multi-MiB copy would stop every 256 KiB for the receiver's credit update.
+const SO_VM_SOCKETS_BUFFER_SIZE: libc::c_int = 0;
+const SO_VM_SOCKETS_BUFFER_MAX_SIZE: libc::c_int = 2;
+
+/// The same 4 MiB as [`big_buffers`] gives unix and TCP sockets; failing is harmless.
+fn vsock_buffers(fd: RawFd) {
+    let size: u64 = BIG_BUFFER as u64;
+    for opt in [SO_VM_SOCKETS_BUFFER_MAX_SIZE, SO_VM_SOCKETS_BUFFER_SIZE] {
+        // SAFETY: setsockopt with a valid u64 option on a socket this process owns.
+        unsafe {
+            libc::setsockopt(fd, libc::AF_VSOCK, opt, (&size as *const u64).cast(), size_of::<u64>() as _);
         }
-        let owned = OwnedFd::from_raw_fd(fd);
+    }
+}
+
+fn vsock_connect(cid: u32, port: u32) -> io::Result<UnixStream> {
+    let owned = vsock_socket()?;
+    let fd = owned.as_raw_fd();
+    unsafe {
         let a = vsock_addr(cid, port);
         if libc::connect(fd, (&a as *const libc::sockaddr_vm).cast(), std::mem::size_of_val(&a) as u32) < 0 {
             return Err(io::Error::last_os_error());
@@ -192,12 +221,9 @@ fn vsock_connect(cid: u32, port: u32) -> io::Result<UnixStream> {
 }
 
 fn vsock_listen(cid: u32, port: u32) -> io::Result<UnixListener> {
+    let owned = vsock_socket()?;
+    let fd = owned.as_raw_fd();
     unsafe {
-        let fd = libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let owned = OwnedFd::from_raw_fd(fd);
         let a = vsock_addr(cid, port);
         if libc::bind(fd, (&a as *const libc::sockaddr_vm).cast(), std::mem::size_of_val(&a) as u32) < 0
             || libc::listen(fd, 128) < 0
@@ -374,11 +400,13 @@ impl Listener {
     }
 }
 
+const BIG_BUFFER: libc::c_int = 4 << 20;
+
 /// Socket buffers of a few MiB: bulk copies then move in large steps, with a fraction of
 /// the wake-ups the default (about 200 KiB) costs. The kernel caps the size at its
 /// `net.core.[wr]mem_max`; failing is harmless.
 fn big_buffers(fd: RawFd) {
-    let size: libc::c_int = 4 << 20;
+    let size: libc::c_int = BIG_BUFFER;
     for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
         // SAFETY: setsockopt with a valid int option on a socket this process owns.
         unsafe {
@@ -396,6 +424,28 @@ fn big_buffers(fd: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// vsock sockets get their own buffer option set (where the kernel has vsock at all).
+    #[test]
+    fn vsock_sockets_get_big_buffers() {
+        let fd = match vsock_socket() {
+            Ok(fd) => fd,
+            Err(e) => return eprintln!("skipped: no vsock here ({e})"),
+        };
+        let (mut v, mut len) = (0u64, size_of::<u64>() as libc::socklen_t);
+        // SAFETY: getsockopt into a u64 on our socket.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::AF_VSOCK,
+                SO_VM_SOCKETS_BUFFER_SIZE,
+                (&mut v as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        assert_eq!(v, BIG_BUFFER as u64);
+    }
 
     #[test]
     fn parse_addresses() {

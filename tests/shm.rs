@@ -28,6 +28,7 @@ fn copies_through_the_segment_are_exact() {
     for op in ["shm_htod", "shm_dtoh", "shm_wait"] {
         assert!(calls(&stderr, op) > 0, "{op} unused:\n{stderr}");
     }
+    assert!(stderr.contains("frames through rings in the shared segment"), "{stderr}");
     // Only pageable downloads below the ring's threshold (32 KiB) used the socket: 3 sizes
     // x 2 sources, plus the program's final check.
     assert_eq!(calls(&stderr, "cuMemcpyDtoH_v2"), 7, "{stderr}");
@@ -41,7 +42,13 @@ fn copies_through_the_segment_are_exact() {
         assert!(out.status.success() && stdout.contains("72 copies ok"), "{addr}:\n{stdout}\n{stderr}");
         assert_eq!(calls(&stderr, "shm_htod") + calls(&stderr, "shm_dtoh"), 0, "{addr}:\n{stderr}");
         assert!(calls(&stderr, "cuMemcpyDtoH_v2") > 11, "{addr}:\n{stderr}");
+        assert!(!stderr.contains("through rings"), "{addr}:\n{stderr}");
     }
+    // Segment copies with the frames on the socket (`VGPU_SHM_RING=0`).
+    let out = run(&exe, &lib, &shm, &[trace, ("VGPU_SHM_RING", "0")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("72 copies ok"), "{stderr}");
+    assert!(calls(&stderr, "shm_htod") > 0 && !stderr.contains("through rings"), "{stderr}");
 }
 
 /// A session whose client passed `fd` as a segment of `len` bytes.
@@ -120,6 +127,50 @@ fn unsafe_segments_are_refused_and_the_session_goes_on() {
         assert!(conn.call(ctx, &ops::cuCtxSynchronize {}, &[], None).is_err(), "case {i}: no segment to copy from");
         conn.call(ctx, &ops::cuMemFree_v2 { dptr: d }, &[], None).unwrap();
     }
+    let ended = wait_until(Duration::from_secs(10), || server.workers().is_empty());
+    assert!(ended.is_some(), "every worker ends with its session: {:?}", server.workers());
+}
+
+/// Frame rings the server cannot check (outside the segment, a size that is no power of
+/// two, no segment at all, asked for twice) are refused and the session goes on over what
+/// it had; good ones carry every frame from then on, and the session ends with the client.
+#[test]
+fn frame_rings_are_checked_and_then_carry_the_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::sim_quiet(tmp.path(), &[]);
+    let len = 4u64 << 20;
+    let seg = std::sync::Arc::new(Segment::create(len as usize).unwrap());
+    let ask = |conn: &Conn, offset: u64, cap: u64| {
+        let args = postcard::to_allocvec(&(offset, cap)).unwrap();
+        conn.roundtrip(protocol::frame::OP_RING, 0, &args, &[], None)
+    };
+    let works = |conn: &Conn| {
+        let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+        let d = conn.call(ctx, &ops::cuMemAlloc_v2 { bytesize: 300_000 }, &[], None).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 + 5) as u8).collect();
+        conn.call(ctx, &ops::cuMemcpyHtoD_v2 { dst: d }, &[&data], None).unwrap();
+        let mut back = vec![0u8; 300_000];
+        conn.call(ctx, &ops::cuMemcpyDtoH_v2 { src: d, size: 300_000 }, &[], Some(&mut back)).unwrap();
+        assert!(back == data);
+        conn.call(ctx, &ops::cuMemFree_v2 { dptr: d }, &[], None).unwrap();
+    };
+
+    let plain = Conn::connect(&server.address.parse().unwrap(), &hello(""), Timeouts::default()).unwrap().0;
+    assert!(matches!(ask(&plain, 0, 1 << 20), Err(Error::Api(801))), "no segment");
+    works(&plain);
+
+    let conn = session_with(&server.address, seg.fd(), len);
+    assert_eq!(conn.call(0, &ops::shm_attached {}, &[], None).unwrap(), len);
+    for (offset, cap) in [(len, 4096), (len - 4096, 4096), (0, 5000), (0, 1 << 40), (100, 4096)] {
+        assert!(matches!(ask(&conn, offset, cap), Err(Error::Api(801))), "offset {offset} cap {cap}");
+    }
+    works(&conn);
+    conn.use_ring(seg.clone(), 1 << 20, 1 << 20).unwrap();
+    assert!(conn.on_ring());
+    works(&conn);
+    assert!(matches!(ask(&conn, 1 << 20, 1 << 20), Err(Error::Api(801))), "asked twice");
+    works(&conn);
+    drop((conn, plain));
     let ended = wait_until(Duration::from_secs(10), || server.workers().is_empty());
     assert!(ended.is_some(), "every worker ends with its session: {:?}", server.workers());
 }

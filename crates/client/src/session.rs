@@ -417,6 +417,9 @@ mod summary {
             }
             if let Some(Ok(s)) = super::current() {
                 for c in &s.conns {
+                    if c.on_ring() {
+                        eprintln!("  {}: frames through rings in the shared segment", c.address());
+                    }
                     if let Some(Some(l)) = c.lanes_if_open() {
                         eprintln!(
                             "  {}: {} frames' bulk over {} lanes, {} replies' bulk back over them",

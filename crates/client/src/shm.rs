@@ -135,7 +135,7 @@ impl Ring {
 
 /// A segment shared with one server.
 pub struct Shm {
-    seg: Segment,
+    seg: std::sync::Arc<Segment>,
     /// Bytes per ring slot (0: no ring, the segment is too small).
     slot: usize,
     heap: Mutex<Heap>,
@@ -145,7 +145,7 @@ pub struct Shm {
 impl Shm {
     /// A segment of `bytes`, laid out as ring and heap.
     pub fn new(bytes: usize) -> std::io::Result<Shm> {
-        let seg = Segment::create(bytes)?;
+        let seg = std::sync::Arc::new(Segment::create(bytes)?);
         let ring = (bytes / 4).min(RING_MAX);
         let mut slot = ring / SLOTS / ALIGN as usize * ALIGN as usize;
         if slot < 64 << 10 {
@@ -183,6 +183,27 @@ impl Shm {
     /// The offset of `[p, p+len)` if it lies in the segment.
     pub fn offset_of(&self, p: *const u8, len: usize) -> Option<u64> {
         self.seg.offset_of(p, len)
+    }
+
+    /// Move the connection's frames into rings carved from the heap (`transport::ring`),
+    /// unless `VGPU_SHM_RING=0` or the heap has no room; the server refusing them leaves the
+    /// frames on the socket. Only a connection lost on the way is an error.
+    fn frames_through_rings(&self, conn: &Conn, address: &Address) -> Result<(), Error> {
+        if std::env::var("VGPU_SHM_RING").is_ok_and(|v| v.trim() == "0") {
+            return Ok(());
+        }
+        let cap = transport::ring::RING_CAP;
+        let Some(at) = self.alloc(transport::ring::ring_bytes(cap)).and_then(|p| self.offset_of(p, 0)) else {
+            eprintln!("vgpu: {address}: no room for frame rings in the shared segment; frames go over the socket");
+            return Ok(());
+        };
+        match conn.use_ring(self.seg.clone(), at, cap) {
+            Err(Error::Api(code)) => {
+                eprintln!("vgpu: {address}: the server refused frame rings ({code}); frames go over the socket");
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Whether large pageable copies can go through the ring.
@@ -303,7 +324,10 @@ pub fn connect(address: &Address, hello: &Hello, t: Timeouts) -> Result<(Conn, W
     let (conn, welcome) = Conn::handshake(stream, address, hello, t)?;
     let shm = match shm {
         Some(s) => match conn.call(0, &ops::shm_attached {}, &[], None) {
-            Ok(n) if n == s.segment().len() as u64 => Some(s),
+            Ok(n) if n == s.segment().len() as u64 => {
+                s.frames_through_rings(&conn, address)?;
+                Some(s)
+            }
             r => {
                 eprintln!(
                     "vgpu: {address}: the server did not map the shared segment ({r:?}); copies go over the socket"

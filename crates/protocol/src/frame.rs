@@ -41,6 +41,10 @@ pub const OP_JOIN: u32 = u32::MAX - 2;
 /// Opcode of a chunk on a lane: `seq` names the frame whose bulk it is part of, `ctx` is
 /// the chunk's offset in that bulk, `bulk_len` its length.
 pub const OP_LANE: u32 = u32::MAX - 3;
+/// Opcode of the request that moves a `shm:` session's frames into rings in its segment
+/// (see `transport::ring`); the arguments are the rings' offset and data bytes each way,
+/// a postcard `(u64, u64)`. Answered on the socket; both sides use the rings from then on.
+pub const OP_RING: u32 = u32::MAX - 4;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]

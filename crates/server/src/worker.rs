@@ -8,7 +8,7 @@
 use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
-use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_SHM};
+use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_RING, OP_SHM};
 use protocol::hello::{Hello, Join, LaneOffer, Welcome};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io::{self, Read};
@@ -122,10 +122,16 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         }
     };
     tracing::info!(program = %hello.program, pid = hello.pid, host = %hello.host, "session {} started", cfg.session_id);
+    // The segment again, for frame rings in it (`OP_RING`): a second mapping of our own.
+    let mut ring_segment = None;
     if let Some((fd, len)) = segment {
+        let again = fd.try_clone().ok();
         // Refused, the client finds out with `shm_attached` and copies over the socket.
         match transport::Segment::open(fd, len).map_err(|e| e.to_string()).and_then(|s| backend.attach_segment(s)) {
-            Ok(()) => tracing::info!("session {}: shared segment of {} MiB", cfg.session_id, len >> 20),
+            Ok(()) => {
+                tracing::info!("session {}: shared segment of {} MiB", cfg.session_id, len >> 20);
+                ring_segment = again.map(|fd| (fd, len));
+            }
             Err(e) => tracing::warn!("session {}: shared segment refused: {e}", cfg.session_id),
         }
     }
@@ -168,8 +174,10 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     let mut stats = std::env::var_os("VGPU_STATS").map(|_| Stats::default());
     // The next frame usually follows within microseconds: poll before sleeping on the socket.
     let (spin, fd) = (transport::spin_budget(transport::DEFAULT_SPIN), std::os::fd::AsRawFd::as_raw_fd(&control));
+    // Frames through rings in the shared segment (`OP_RING`): the ring polls, not the socket.
+    let mut on_ring = false;
     let result = loop {
-        if reader.buffer().is_empty() {
+        if reader.buffer().is_empty() && !on_ring {
             transport::wait_readable(fd, spin);
         }
         let h = match read_header(&mut reader).and_then(|h| {
@@ -185,6 +193,33 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
             Err(e) => break Err(e),
         };
+        if h.op == OP_RING {
+            // From now on the frames come and go through rings in the shared segment.
+            let ring = match open_rings(&args, ring_segment.as_ref(), &control, spin) {
+                Ok(r) if reader.buffer().is_empty() && h.bulk_len == 0 => r,
+                Ok(_) => break Err(io::Error::new(io::ErrorKind::InvalidData, "frames behind the switch to rings")),
+                Err(e) => {
+                    tracing::warn!("session {}: no frame rings: {e}", cfg.session_id);
+                    let refused = Header::reply(OP_RING, h.seq, RING_REFUSED, 0, 0);
+                    if let Err(e) = write_frame(&mut *writer.lock(), &refused, &[], &[]) {
+                        break Err(e);
+                    }
+                    continue;
+                }
+            };
+            let mut w = writer.lock();
+            if let Err(e) = write_frame(&mut *w, &Header::reply(OP_RING, h.seq, 0, 0, 0), &[], &[]) {
+                break Err(e);
+            }
+            ring.set_timeouts(None, Some(Duration::from_secs(30)));
+            ring_segment = None;
+            *w = Stream::Ring(ring.clone());
+            drop(w);
+            reader = io::BufReader::with_capacity(READ_GULP, transport::FdReader::new(Stream::Ring(ring)));
+            on_ring = true;
+            tracing::info!("session {}: frames through rings in the shared segment", cfg.session_id);
+            continue;
+        }
         backend.set_context(h.ctx);
         // The bulk bytes go where the backend wants them (pinned memory for a copy), else
         // into our buffer.
@@ -387,6 +422,26 @@ impl FrameLog {
             tracing::warn!("VGPU_FRAME_LOG: {path}: {e}");
         }
     }
+}
+
+/// Status of a refused `OP_RING` (CUDA's "not supported"): the client keeps the socket.
+const RING_REFUSED: u32 = 801;
+
+/// The server's end of a `shm:` session's frame rings, as `args` (offset and size) name
+/// them in `segment` (mapped once more for them), ringing on `control`.
+fn open_rings(
+    args: &[u8],
+    segment: Option<&(std::os::fd::OwnedFd, u64)>,
+    control: &Stream,
+    spin: Duration,
+) -> io::Result<transport::RingStream> {
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+    let (offset, cap): (u64, u64) = postcard::from_bytes(args).map_err(|e| bad(format!("bad ring request: {e}")))?;
+    let (fd, len) = segment.ok_or_else(|| bad("no shared segment (or rings asked for twice)".into()))?;
+    let seg = Arc::new(transport::Segment::open(fd.try_clone()?, *len)?);
+    let Stream::Unix(bell) = control.try_clone()? else { return Err(bad("frame rings need a unix socket".into())) };
+    let cap = usize::try_from(cap).map_err(|_| bad("ring size out of range".into()))?;
+    transport::RingStream::new(seg, offset, cap, transport::ring::End::Server, bell.into(), spin)
 }
 
 /// A secret for the session's lanes; none (no lanes offered) if the system has no randomness.

@@ -5,6 +5,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::ring::RingStream;
 use crate::tls::{TlsStream, TlsTarget};
 
 /// Where a server listens or a client connects: `unix:/path`, `tcp://host:port`,
@@ -242,9 +243,18 @@ pub enum Stream {
     /// A client's TLS connection (boxed: the TLS state is large and only this variant
     /// carries it).
     Tls(Box<TlsStream>),
+    /// A `shm:` session's frames through rings in its shared segment, its socket kept as
+    /// the doorbell (`crate::ring`).
+    Ring(RingStream),
 }
 
 impl Stream {
+    /// Whether a reader should poll the socket for its next bytes: not where they come
+    /// through memory (a ring) or may already be decrypted (TLS).
+    pub fn polls_socket(&self) -> bool {
+        matches!(self, Stream::Unix(_) | Stream::Tcp(_))
+    }
+
     /// Socket timeouts; on a TLS stream they bound each wait for the socket underneath.
     pub fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
         match self {
@@ -260,6 +270,10 @@ impl Stream {
                 s.tcp().set_read_timeout(read)?;
                 s.tcp().set_write_timeout(write)
             }
+            Stream::Ring(r) => {
+                r.set_timeouts(read, write);
+                Ok(())
+            }
         }
     }
 
@@ -269,6 +283,7 @@ impl Stream {
         Ok(match self {
             Stream::Unix(s) => Stream::Unix(s.try_clone()?),
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Ring(r) => Stream::Ring(r.clone()),
             Stream::Tls(_) => {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, "a TLS stream cannot be cloned"));
             }
@@ -305,6 +320,10 @@ impl Stream {
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
             Stream::Tls(s) => s.tcp().shutdown(std::net::Shutdown::Both),
+            Stream::Ring(r) => {
+                r.shutdown();
+                Ok(())
+            }
         };
     }
 }
@@ -315,6 +334,7 @@ impl AsRawFd for Stream {
             Stream::Unix(s) => s.as_raw_fd(),
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Tls(s) => s.tcp().as_raw_fd(),
+            Stream::Ring(r) => r.as_raw_fd(),
         }
     }
 }
@@ -325,6 +345,7 @@ impl Read for Stream {
             Stream::Unix(s) => s.read(buf),
             Stream::Tcp(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+            Stream::Ring(r) => r.read(buf),
         }
     }
 }
@@ -337,12 +358,14 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tls(s) => s.write(buf),
+            Stream::Ring(r) => r.write(buf),
             _ => send(self.as_raw_fd(), buf),
         }
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tls(s) => s.write_vectored(bufs),
+            Stream::Ring(r) => r.write_vectored(bufs),
             _ => send_vectored(self.as_raw_fd(), bufs),
         }
     }

@@ -6,7 +6,7 @@ use crate::framing::{read_exact_into, read_header, write_frame};
 use crate::lanes::{LANE_MAX, LANE_MIN, Lanes};
 use parking_lot::{Condvar, Mutex};
 use protocol::Call;
-use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO};
+use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_RING};
 use protocol::hello::LaneOffer;
 use protocol::hello::{Hello, Welcome};
 use std::collections::HashMap;
@@ -159,6 +159,7 @@ pub struct Conn {
     /// Lanes wanted (`set_lanes`; 0: none), opened on first use.
     want_lanes: AtomicUsize,
     lanes: OnceLock<Option<Lanes>>,
+    on_ring: AtomicBool,
 }
 
 impl Conn {
@@ -193,6 +194,7 @@ impl Conn {
             offer: None,
             want_lanes: AtomicUsize::new(0),
             lanes: OnceLock::new(),
+            on_ring: AtomicBool::new(false),
         };
         let args = postcard::to_allocvec(hello).map_err(|e| Error::Lost(e.to_string()))?;
         let bytes = conn.roundtrip(OP_HELLO, 0, &args, &[], None)?;
@@ -237,6 +239,36 @@ impl Conn {
                 }
             })
             .as_ref()
+    }
+
+    /// Move this connection's frames, both ways, into rings of `cap` data bytes at `offset`
+    /// in `seg` (the session's shared segment, which the server has mapped); the socket
+    /// stays as their doorbell. Before the connection is shared: nothing may be queued or
+    /// awaited. `Err(Error::Api)`: the server would not, and the socket carries on.
+    pub fn use_ring(&self, seg: std::sync::Arc<crate::Segment>, offset: u64, cap: usize) -> Result<(), Error> {
+        let bell = {
+            let s = self.sock.lock();
+            // SAFETY: the socket stays open while we hold its lock.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&s.stream)) }
+                .try_clone_to_owned()
+                .map_err(Error::io)?
+        };
+        let ring = crate::RingStream::new(seg, offset, cap, crate::ring::End::Client, bell, self.spin)
+            .map_err(|e| Error::Lost(e.to_string()))?;
+        let args = postcard::to_allocvec(&(offset, cap as u64)).map_err(|e| Error::Lost(e.to_string()))?;
+        self.roundtrip(OP_RING, 0, &args, &[], None)?;
+        ring.set_timeouts(Some(self.timeouts.silence), Some(self.timeouts.write));
+        if let Some(rd) = &self.rd {
+            *rd.lock() = Stream::Ring(ring.clone());
+        }
+        self.sock.lock().stream = Stream::Ring(ring);
+        self.on_ring.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the frames go through shared-memory rings ([`Conn::use_ring`]).
+    pub fn on_ring(&self) -> bool {
+        self.on_ring.load(Ordering::Relaxed)
     }
 
     /// The lanes if they were opened (or tried): `Some(None)` when opening them failed.
@@ -462,8 +494,9 @@ impl Conn {
     /// Read one frame: the reply to `seq`, a heartbeat or another caller's reply (parked),
     /// or why the connection is unusable.
     fn read_one(&self, s: &mut Stream, seq: u32, op: u32, bulk_out: Option<&mut [u8]>) -> Result<Got, String> {
-        // A TLS stream may hold decrypted bytes the socket no longer shows: no polling there.
-        if !matches!(s, Stream::Tls(_)) {
+        // A TLS stream may hold decrypted bytes the socket no longer shows, a ring's come
+        // through memory (it polls that itself): poll only a plain socket.
+        if s.polls_socket() {
             crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&*s), self.spin);
         }
         let h = read_header(s).map_err(describe_read)?;

@@ -126,64 +126,88 @@ fn assert_all_failed(report: &[(String, i32, f64)], first: f64) {
 
 #[test]
 fn killed_client_frees_its_session_within_a_second() {
-    let s = setup();
-    let mut client = Client::start(&s.exe, &s.lib, &s.server.address, "loop");
-    let worker = only_worker(&s.server);
-    client.child.kill().unwrap(); // SIGKILL, mid-work
-    let t = Instant::now();
-    let _ = client.child.wait();
-    let gone = wait_until(Duration::from_secs(3), || !alive(worker));
-    assert!(gone.is_some_and(|d| d < Duration::from_secs(1)), "worker {worker} still there after {:?}", t.elapsed());
-    // The server goes on serving.
-    let c = rust_client(&s.server.address, "").unwrap();
-    c.call(0, &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    // Over a plain socket, and with the frames in shared-memory rings (the socket only
+    // their doorbell).
+    for scheme in ["unix:", "shm:"] {
+        let s = setup();
+        let addr = s.server.address.replacen("unix:", scheme, 1);
+        let mut client = Client::start(&s.exe, &s.lib, &addr, "loop");
+        let worker = only_worker(&s.server);
+        client.child.kill().unwrap(); // SIGKILL, mid-work
+        let t = Instant::now();
+        let _ = client.child.wait();
+        let gone = wait_until(Duration::from_secs(3), || !alive(worker));
+        assert!(
+            gone.is_some_and(|d| d < Duration::from_secs(1)),
+            "worker {worker} still there after {:?}",
+            t.elapsed()
+        );
+        // The server goes on serving.
+        let c = rust_client(&addr, "").unwrap();
+        c.call(0, &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    }
 }
 
 #[test]
 fn stopped_worker_turns_calls_into_errors_within_five_seconds() {
-    let s = setup();
-    let mut client = Client::start(&s.exe, &s.lib, &s.server.address, "stall");
-    let worker = only_worker(&s.server);
-    signal(worker, "STOP");
-    client.go();
-    let report = client.report();
-    assert_all_failed(&report, 5.0);
-    assert!(report[0].2 >= 3.0, "the first call waited for the silence limit: {report:?}");
-    client.exits_cleanly(Duration::from_secs(3));
-    // Resumed, the worker finds its client gone and exits.
-    signal(worker, "CONT");
-    assert!(wait_until(Duration::from_secs(2), || !alive(worker)).is_some(), "worker {worker} lingers");
+    // Over a plain socket, and with the frames in shared-memory rings (the socket only
+    // their doorbell).
+    for scheme in ["unix:", "shm:"] {
+        let s = setup();
+        let addr = s.server.address.replacen("unix:", scheme, 1);
+        let mut client = Client::start(&s.exe, &s.lib, &addr, "stall");
+        let worker = only_worker(&s.server);
+        signal(worker, "STOP");
+        client.go();
+        let report = client.report();
+        assert_all_failed(&report, 5.0);
+        assert!(report[0].2 >= 3.0, "the first call waited for the silence limit: {report:?}");
+        client.exits_cleanly(Duration::from_secs(3));
+        // Resumed, the worker finds its client gone and exits.
+        signal(worker, "CONT");
+        assert!(wait_until(Duration::from_secs(2), || !alive(worker)).is_some(), "worker {worker} lingers");
+    }
 }
 
 #[test]
 fn killed_worker_turns_calls_into_errors_at_once() {
-    let s = setup();
-    let mut client = Client::start(&s.exe, &s.lib, &s.server.address, "stall");
-    signal(only_worker(&s.server), "KILL");
-    client.go();
-    assert_all_failed(&client.report(), 1.0);
-    client.exits_cleanly(Duration::from_secs(3));
-    // A client at work when its worker dies: the failing call returns, the program ends.
-    let mut busy = Client::start(&s.exe, &s.lib, &s.server.address, "loop");
-    signal(only_worker(&s.server), "KILL");
-    let l = busy.line(Duration::from_secs(5));
-    assert!(l.starts_with("lost 46 after"), "{l}");
-    busy.exits_cleanly(Duration::from_secs(3));
+    // Over a plain socket, and with the frames in shared-memory rings (the socket only
+    // their doorbell).
+    for scheme in ["unix:", "shm:"] {
+        let s = setup();
+        let addr = s.server.address.replacen("unix:", scheme, 1);
+        let mut client = Client::start(&s.exe, &s.lib, &addr, "stall");
+        signal(only_worker(&s.server), "KILL");
+        client.go();
+        assert_all_failed(&client.report(), 1.0);
+        client.exits_cleanly(Duration::from_secs(3));
+        // A client at work when its worker dies: the failing call returns, the program ends.
+        let mut busy = Client::start(&s.exe, &s.lib, &addr, "loop");
+        signal(only_worker(&s.server), "KILL");
+        let l = busy.line(Duration::from_secs(5));
+        assert!(l.starts_with("lost 46 after"), "{l}");
+        busy.exits_cleanly(Duration::from_secs(3));
+    }
 }
 
 #[test]
 fn killed_server_takes_its_sessions_down_at_once() {
-    let mut s = setup();
-    let mut client = Client::start(&s.exe, &s.lib, &s.server.address, "stall");
-    let worker = only_worker(&s.server);
-    signal(s.server.pid(), "KILL"); // `vgpu serve` itself, not the worker
-    // Its workers die with it (their GPU memory with them)...
-    assert!(wait_until(Duration::from_secs(1), || !alive(worker)).is_some(), "worker {worker} outlived its server");
-    // ...and the client's next calls fail at once.
-    client.go();
-    assert_all_failed(&client.report(), 1.0);
-    client.exits_cleanly(Duration::from_secs(3));
-    s.server.stop();
+    // Over a plain socket, and with the frames in shared-memory rings (the socket only
+    // their doorbell).
+    for scheme in ["unix:", "shm:"] {
+        let mut s = setup();
+        let addr = s.server.address.replacen("unix:", scheme, 1);
+        let mut client = Client::start(&s.exe, &s.lib, &addr, "stall");
+        let worker = only_worker(&s.server);
+        signal(s.server.pid(), "KILL"); // `vgpu serve` itself, not the worker
+        // Its workers die with it (their GPU memory with them)...
+        assert!(wait_until(Duration::from_secs(1), || !alive(worker)).is_some(), "worker {worker} outlived its server");
+        // ...and the client's next calls fail at once.
+        client.go();
+        assert_all_failed(&client.report(), 1.0);
+        client.exits_cleanly(Duration::from_secs(3));
+        s.server.stop();
+    }
 }
 
 #[test]

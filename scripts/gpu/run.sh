@@ -40,8 +40,9 @@ start_server() {
   for _ in $(seq 100); do [ -S $SOCK ] && break; sleep 0.1; done
 }
 stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
-# Run a command as a GPU-less client would: through vgpu only.
-vg() { VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+# Run a command as a GPU-less client would: through vgpu only (VG_SCHEME=shm: the same
+# stages over shared memory).
+vg() { VGPU_SERVER=${VG_SCHEME:-unix}:$SOCK LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:7070 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_shm() { VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: native, unix, tcp, shm, unix+VGPU_LANES=0

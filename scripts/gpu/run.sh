@@ -49,7 +49,7 @@ as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: nat
   local c=$1 t=${1%%+*} e=(); shift
   [ "$t" != "$c" ] && IFS=+ read -ra e <<<"${c#*+}"
   case $t in
-    native) env "${e[@]}" LD_LIBRARY_PATH="$EXTRA_LD" "$@" ;;
+    native) env "${e[@]}" LD_LIBRARY_PATH="${EXTRA_LD:-}" "$@" ;;
     unix) vg env "${e[@]}" "$@" ;;
     tcp) vg_tcp env "${e[@]}" "$@" ;;
     shm) vg_shm env "${e[@]}" "$@" ;;
@@ -437,6 +437,18 @@ stage_ttft() { # issue 6: process start to first generated token (one token, the
     t0=$EPOCHREALTIME; EXTRA_LD=$B vg "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; v=$(elapsed "$t0")
     t0=$EPOCHREALTIME; VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; s=$(elapsed "$t0")
     say "start to first token, start $i: native $n s, vgpu unix $v s, vgpu shm $s s"
+  done
+}
+
+stage_latab() { # launch + synchronize latency (launch_bench), configurations AB_CFGS taken in turns AB_ROUNDS times
+  build_gpu_tests
+  local cfgs=(${AB_CFGS:-native unix shm shm+VGPU_SHM_RING=0})
+  for _ in $(seq "${AB_ROUNDS:-5}"); do
+    for c in "${cfgs[@]}"; do as_cfg "$c" "$W/launch_bench" | tail -1 | sed "s/^/$c /" >>"$W/latab.txt"; done
+  done
+  cp "$W/latab.txt" "$OUT/"
+  for c in "${cfgs[@]}"; do
+    say "latab $c: launch_sync_us median $(grep "^$c " "$W/latab.txt" | sed 's/.*launch_sync_us=\([0-9.]*\).*/\1/' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] " of " NR}')"
   done
 }
 

@@ -1,7 +1,8 @@
 //! DESIGN, Threads: a synchronize that waits in one application thread holds up neither
 //! the other threads' calls on the client (replies are read by whoever waits, and handed
 //! to their owners) nor their execution on the server (the wait runs on a helper thread);
-//! and a wait longer than the client's silence limit is kept alive by heartbeats.
+//! and a wait longer than the client's silence limit is kept alive by heartbeats. Each test
+//! runs over the socket and again with the frames in shared-memory rings.
 
 mod common;
 use common::*;
@@ -19,7 +20,14 @@ fn a_waiting_synchronize_does_not_hold_up_other_threads() {
     let addr = format!("unix:{}", tmp.path().join("t.sock").display());
     let sync_ms = SYNC_MS.to_string();
     let server = Server::start_env(&addr, &["--backend", "sim"], &[], &[("VGPU_SIM_SYNC_MS", sync_ms.as_str())]);
-    let conn = Arc::new(rust_client(&server.address, "").unwrap());
+    // Over the socket, and through shared-memory rings (heartbeats come through them too).
+    let (ringed, _seg) = ring_client(&server.address);
+    for conn in [rust_client(&server.address, "").unwrap(), ringed] {
+        waiting_synchronize_with_others(Arc::new(conn));
+    }
+}
+
+fn waiting_synchronize_with_others(conn: Arc<transport::Conn>) {
     let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
     let stream = conn.call(ctx, &ops::cuStreamCreate { flags: 0 }, &[], None).unwrap();
 
@@ -60,7 +68,13 @@ fn replies_reach_their_own_threads() {
     // a reply hands it to its owner, bulk bytes included.
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::sim_quiet(tmp.path(), &[]);
-    let conn = Arc::new(rust_client(&server.address, "").unwrap());
+    let (ringed, _seg) = ring_client(&server.address);
+    for conn in [rust_client(&server.address, "").unwrap(), ringed] {
+        replies_to_owners(Arc::new(conn));
+    }
+}
+
+fn replies_to_owners(conn: Arc<transport::Conn>) {
     let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
     let threads: Vec<_> = (0..8u8)
         .map(|t| {

@@ -1,6 +1,6 @@
 //! Many clients at once: 32 processes × 1000 allocate/copy/verify/free cycles through the
 //! shims (`tests/c/stress.c`), no byte lost or corrupted, every worker gone afterwards, and
-//! the `vgpu serve` process no bigger than before.
+//! the `vgpu serve` process no bigger than before; then 32 × 200 over `shm:`.
 
 mod common;
 use common::*;
@@ -11,12 +11,16 @@ const CLIENTS: usize = 32;
 const CYCLES: u32 = 1000;
 
 fn round(exe: &std::path::Path, lib: &std::path::Path, server: &Server, cycles: u32) {
+    round_at(exe, lib, server, &server.address, cycles)
+}
+
+fn round_at(exe: &std::path::Path, lib: &std::path::Path, server: &Server, address: &str, cycles: u32) {
     let children: Vec<_> = (0..CLIENTS)
         .map(|i| {
             Command::new(exe)
                 .args([cycles.to_string(), (i + 1).to_string()])
                 .env("LD_LIBRARY_PATH", lib)
-                .env("VGPU_SERVER", &server.address)
+                .env("VGPU_SERVER", address)
                 .env("VGPU_CONFIG", "/nonexistent")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -58,4 +62,8 @@ fn many_clients_many_cycles_no_byte_lost_no_growth() {
     let after = rss_kib(server.pid());
     eprintln!("{CLIENTS} clients x {CYCLES} cycles in {took:?}; server RSS {before} -> {after} KiB");
     assert!(after <= before + 1024, "server RSS grew from {before} to {after} KiB");
+    // The same through shared memory: segments, their copies and frames in rings.
+    let t = Instant::now();
+    round_at(&exe, &lib, &server, &server.address.replacen("unix:", "shm:", 1), CYCLES / 5);
+    eprintln!("{CLIENTS} shm clients x {} cycles in {:?}", CYCLES / 5, t.elapsed());
 }

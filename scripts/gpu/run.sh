@@ -42,17 +42,19 @@ start_server() {
 stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
 # Run a command as a GPU-less client would: through vgpu only (VG_SCHEME=shm: the same
 # stages over shared memory).
-vg() { VGPU_SERVER=${VG_SCHEME:-unix}:$SOCK LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
-vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:7070 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
-vg_shm() { VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
-as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: native, unix, tcp, shm, unix+VGPU_LANES=0
-  local c=$1 t=${1%%+*} e=(); shift
+vg() { VGPU_SERVER=${VG_SCHEME:-unix}:$SOCK LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:7070 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+vg_shm() { VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: native, unix, tcp, shm, unix+VGPU_LANES=0;
+  # a transport named with @b (shm@b) uses the client libraries of the dist in $DIST_B instead
+  local c=$1 t=${1%%+*} e=() lib=$C/dist/lib; shift
   [ "$t" != "$c" ] && IFS=+ read -ra e <<<"${c#*+}"
+  [ "${t%@b}" != "$t" ] && t=${t%@b} && lib=$DIST_B/lib
   case $t in
     native) env "${e[@]}" LD_LIBRARY_PATH="${EXTRA_LD:-}" "$@" ;;
-    unix) vg env "${e[@]}" "$@" ;;
-    tcp) vg_tcp env "${e[@]}" "$@" ;;
-    shm) vg_shm env "${e[@]}" "$@" ;;
+    unix) VGLIB=$lib vg env "${e[@]}" "$@" ;;
+    tcp) VGLIB=$lib vg_tcp env "${e[@]}" "$@" ;;
+    shm) VGLIB=$lib vg_shm env "${e[@]}" "$@" ;;
   esac
 }
 compare() { # name native-file vgpu-file: same lines, minus timings

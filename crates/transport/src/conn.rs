@@ -357,7 +357,9 @@ impl Conn {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
         let h = Header::request(op, seq, ctx, true, args.len(), bulk_len);
-        if !self.batching.load(Ordering::Acquire) || bulk_len > BATCH_BULK {
+        // Through a ring a frame costs a memory copy, not a system call: written at once,
+        // it reaches the server without waiting for the writer thread to wake.
+        if !self.batching.load(Ordering::Acquire) || bulk_len > BATCH_BULK || self.on_ring() {
             let mut s = self.sock.lock();
             let sent = self.drain(&mut s).and_then(|()| self.write_request(&mut s, &h, args, bulk_in));
             return sent.map_err(|e| self.fail_locked(&s, e.to_string()));

@@ -334,19 +334,24 @@ impl Write for RingStream {
         let tail = r.tx_tail.load(Ordering::Relaxed);
         let timeout = r.timeouts.lock().1;
         let start = Instant::now();
+        let mut looked = start;
         let free = loop {
             let head = r.tx.index(HEAD).load(Ordering::Acquire);
             let free = r.tx.cap - r.tx.used(head, tail)?;
             if free > 0 {
                 break free as usize;
             }
-            // Full: the reader is taking bytes out, or gone.
+            // Full (the reader is behind: a client's launches outrun the GPU's server, as
+            // they would fill the driver's queue natively): it is taking bytes out, or gone.
             let waited = start.elapsed();
             if timeout.is_some_and(|t| waited >= t) {
                 return Err(timed_out("write"));
             }
-            if r.peer_gone() {
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "shared ring: the peer closed the session"));
+            if looked.elapsed() >= Duration::from_millis(1) {
+                looked = Instant::now();
+                if r.peer_gone() {
+                    return Err(io::Error::new(io::ErrorKind::BrokenPipe, "shared ring: the peer closed the session"));
+                }
             }
             if waited < r.spin {
                 std::thread::yield_now();

@@ -363,6 +363,13 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     hb.thread().unpark();
     if let Some(st) = &stats {
         tracing::info!("session {} time per call:\n{}", cfg.session_id, st.report());
+        if !lanes.is_empty() {
+            tracing::info!(
+                "session {}: lanes read {} KiB ahead of their frames",
+                cfg.session_id,
+                lanes.read_ahead() >> 10
+            );
+        }
     }
     backend.close();
     let _ = hb.join();

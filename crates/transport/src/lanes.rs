@@ -45,6 +45,10 @@ pub const MAX_LANES: u32 = 8;
 /// Longest a lane's chunk may wait for its frame, or a frame for its chunks, once one of
 /// them has arrived: the client sends both together.
 const LANE_WAIT: Duration = Duration::from_secs(30);
+/// Chunks up to this size are read ahead of their frame (see `Shared::read_lane`): a
+/// prompt batch's 512 KiB mask, not its 4 MiB of embeddings, whose copy out of a buffer
+/// would cost more than their wait.
+const AHEAD_MAX: usize = 256 << 10;
 /// How long the worker's lane readers, and the worker waiting for them, poll before
 /// sleeping (see `Shared::wait`): as long as the client's helpers (`crate::CLIENT_SPIN`),
 /// so that they are awake for the next prompt batch's inputs (10 ms later for a 1B model).
@@ -442,6 +446,8 @@ struct Shared {
     cv: Condvar,
     /// A helper per lane of the client's, by its number, that writes replies' chunks.
     writers: Mutex<Vec<Option<Arc<Helper>>>>,
+    /// Bytes read ahead of their frame (then copied into place).
+    ahead: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -554,6 +560,11 @@ impl LaneSet {
         Some(Scatter { set: self.clone(), writers })
     }
 
+    /// How many bytes the lanes read ahead of their frames so far.
+    pub fn read_ahead(&self) -> u64 {
+        self.shared.ahead.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Close every lane.
     pub fn shutdown(&self) {
         self.shared.fail("the session ended".into());
@@ -603,6 +614,7 @@ impl Shared {
 
     /// Read chunks until the lane closes or misbehaves.
     fn read_lane(&self, mut s: Stream) -> Result<(), String> {
+        let mut ahead = Vec::new();
         loop {
             crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&s), server_spin());
             let h = match read_header(&mut s) {
@@ -614,6 +626,13 @@ impl Shared {
             let (off, len) = (h.ctx as usize, h.bulk_len as usize);
             if h.op != OP_LANE || h.args_len != 0 || len == 0 {
                 return Err(format!("lane: unexpected frame (op {}, {} argument bytes)", h.op, h.args_len));
+            }
+            // A small chunk whose frame the worker has not reached yet (it is busy with the
+            // frames before) is read now and copied into place once it has.
+            let early = len <= AHEAD_MAX && !self.state.lock().want.as_ref().is_some_and(|w| w.seq == h.seq);
+            if early {
+                ahead.resize(len, 0);
+                s.read_exact(&mut ahead).map_err(|e| format!("lane: {e}"))?;
             }
             let ptr = {
                 let mut st = self.state.lock();
@@ -635,7 +654,14 @@ impl Shared {
             };
             // SAFETY: `[ptr, ptr+len)` lies in the buffer `fill` is waiting on, claimed by
             // this reader alone; `fill` does not return while `writing` counts us.
-            let r = s.read_exact(unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) });
+            let dest = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) };
+            let r = if early {
+                dest.copy_from_slice(&ahead);
+                self.ahead.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            } else {
+                s.read_exact(dest)
+            };
             let mut st = self.state.lock();
             st.writing -= 1;
             match r {
@@ -686,6 +712,36 @@ mod tests {
             lanes.stripe(seq, &[a, b]).unwrap();
             assert_eq!(filler.join().unwrap().unwrap(), data, "frame {seq}");
         }
+    }
+
+    /// Small chunks that come before the worker asks for their frame are read ahead and land
+    /// whole once it does; a large one waits for its frame, as before.
+    #[test]
+    fn small_chunks_before_their_frame_are_read_ahead() {
+        let (lanes, set) = pair(4);
+        let frames: Vec<Vec<u8>> = [300usize << 10, 4096, 2 << 20]
+            .iter()
+            .enumerate()
+            .map(|(f, &len)| (0..len).map(|i| (i * 13 + f) as u8).collect())
+            .collect();
+        let sender = {
+            let frames = frames.clone();
+            std::thread::spawn(move || {
+                for (seq, data) in frames.iter().enumerate() {
+                    lanes.stripe(seq as u32 + 1, &[data]).unwrap();
+                }
+                lanes
+            })
+        };
+        // The worker is busy elsewhere while the chunks come.
+        std::thread::sleep(Duration::from_millis(100));
+        for (seq, data) in frames.iter().enumerate() {
+            let mut buf = vec![0u8; data.len()];
+            set.fill(seq as u32 + 1, &mut buf).unwrap();
+            assert!(buf == *data, "frame {}", seq + 1);
+        }
+        let _lanes = sender.join().unwrap();
+        assert_eq!(set.read_ahead(), (300 << 10) + 4096, "the two small frames, not the large one");
     }
 
     #[test]

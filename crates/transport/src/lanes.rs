@@ -629,7 +629,7 @@ impl Shared {
             }
             // A small chunk whose frame the worker has not reached yet (it is busy with the
             // frames before) is read now and copied into place once it has.
-            let early = len <= AHEAD_MAX && !self.state.lock().want.as_ref().is_some_and(|w| w.seq == h.seq);
+            let early = len <= AHEAD_MAX && self.state.lock().want.as_ref().is_none_or(|w| w.seq != h.seq);
             if early {
                 ahead.resize(len, 0);
                 s.read_exact(&mut ahead).map_err(|e| format!("lane: {e}"))?;

@@ -228,6 +228,13 @@ fn malformed_frames_close_only_their_session() {
     let mut on_lanes = Header::request(Op::cuMemcpyHtoDAsync_v2 as u32, 1, 0, true, htod.len(), 1 << 20);
     on_lanes.flags |= protocol::frame::FLAG_LANES;
     cases.push(("bulk announced on lanes the session has none of", true, [hdr(&on_lanes), htod].concat(), false));
+    let rings = postcard::to_allocvec(&(0u64, 1u64 << 20)).unwrap();
+    cases.push((
+        "frame rings asked for with bulk bytes",
+        true,
+        frame(protocol::frame::OP_RING, 0, &rings, &[7; 64]),
+        false,
+    ));
     cases.push(("unknown opcode", true, frame(0x00ab_cdef, 0, &alloc, &[]), false));
     cases.push(("opcode one past the table", true, frame(protocol::OP_NAMES.len() as u32, 0, &[], &[]), false));
     cases.push(("undecodable arguments", true, frame(Op::cuModuleGetFunction as u32, 0, &[0xff; 3], &[]), false));

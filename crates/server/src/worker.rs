@@ -195,8 +195,11 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         };
         if h.op == OP_RING {
             // From now on the frames come and go through rings in the shared segment.
+            if h.bulk_len != 0 || h.is_oneway() {
+                break Err(io::Error::new(io::ErrorKind::InvalidData, "a malformed request for frame rings"));
+            }
             let ring = match open_rings(&args, ring_segment.as_ref(), &control, spin) {
-                Ok(r) if reader.buffer().is_empty() && h.bulk_len == 0 => r,
+                Ok(r) if reader.buffer().is_empty() => r,
                 Ok(_) => break Err(io::Error::new(io::ErrorKind::InvalidData, "frames behind the switch to rings")),
                 Err(e) => {
                     tracing::warn!("session {}: no frame rings: {e}", cfg.session_id);

@@ -71,3 +71,26 @@ fn synchronizes_are_answered_locally_when_nothing_is_pending() {
         assert_eq!(local_syncs, local, "VGPU_ELIDE={elide}\n{stderr}");
     }
 }
+
+/// A process that forks after using the GPU: the child starts its own session and both go
+/// on (over the socket, and over shm: with a segment and frame rings each).
+#[test]
+fn parent_and_forked_child_both_use_the_gpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("fork", tmp.path(), &lib, &["libcuda.so.1"]);
+    let server = Server::sim(tmp.path(), &[]);
+    for addr in [server.address.clone(), server.address.replacen("unix:", "shm:", 1)] {
+        let out = run(&exe, &lib, &addr, &[("VGPU_TRACE", "summary")]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{addr}: stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("child ok") && stdout.contains("fork ok"), "{addr}: {stdout}\n{stderr}");
+        // Each prints its summary once (the child's counts start from the parent's at the
+        // fork); over shm: each had rings of its own.
+        assert_eq!(stderr.matches("vgpu-trace summary").count(), 2, "{stderr}");
+        if addr.starts_with("shm:") {
+            assert_eq!(stderr.matches("frames through rings").count(), 2, "{stderr}");
+        }
+    }
+}

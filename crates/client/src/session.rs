@@ -432,7 +432,12 @@ mod summary {
                 }
             }
         }
-        unsafe { libc::atexit(print) };
+        // Once per address space: a forked child inherits the parent's registration (and
+        // its counts so far) and must not print twice when it starts its own session.
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| unsafe {
+            libc::atexit(print);
+        });
     }
 }
 

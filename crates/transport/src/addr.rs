@@ -175,8 +175,6 @@ fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
     a
 }
 
-// vsock streams behave like unix stream sockets for read/write, so they are carried as
-// `UnixStream`/`UnixListener` over the raw fd.
 /// A vsock stream socket with large buffers (set before connect or listen: a listener's
 /// connections inherit them, and the size is the credit each side grants the other).
 fn vsock_socket() -> io::Result<OwnedFd> {
@@ -209,6 +207,8 @@ fn vsock_buffers(fd: RawFd) {
     }
 }
 
+// vsock streams behave like unix stream sockets for read/write, so they are carried as
+// `UnixStream`/`UnixListener` over the raw fd.
 fn vsock_connect(cid: u32, port: u32) -> io::Result<UnixStream> {
     let owned = vsock_socket()?;
     let fd = owned.as_raw_fd();

@@ -35,8 +35,9 @@ pub const LANE_MIN: usize = 256 << 10;
 pub const LANE_MAX: usize = 64 << 20;
 /// Lanes a client opens unless `VGPU_LANES` says otherwise: one per four cores, at most
 /// four (each lane but the first has two helper threads in the application, one writing
-/// chunks and one reading replies' chunks, each polling while such copies come). Measured on the H100 host (16 cores): 1, 2, 4, 6 lanes moved 4.5 MiB at
-/// 6, 10, 17, 21 GB/s; llama.cpp's prompt batches gained most from 2 to 4.
+/// chunks and one reading replies' chunks, each polling while such copies come). Measured
+/// on the H100 host (16 cores): 1, 2, 4, 6 lanes moved 4.5 MiB at 6, 10, 17, 21 GB/s;
+/// llama.cpp's prompt batches gained most from 2 to 4.
 pub fn default_lanes() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).clamp(1, 4))
 }
@@ -361,18 +362,9 @@ impl Helper {
         })
     }
 
+    /// End of stream or an error (bytes waiting are a reply's chunks).
     fn closed(&self) -> bool {
-        let mut b = [0u8; 1];
-        // End of stream or an error (bytes waiting are a reply's chunks).
-        let n = unsafe {
-            libc::recv(
-                std::os::fd::AsRawFd::as_raw_fd(&self.closer),
-                b.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
+        crate::spin::peer_closed(std::os::fd::AsRawFd::as_raw_fd(&self.closer))
     }
 
     fn wait_done(&self) -> io::Result<()> {

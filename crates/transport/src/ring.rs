@@ -240,16 +240,6 @@ impl Rings {
         }
     }
 
-    /// Whether the socket has ended, looked at without taking doorbells meant for a reader.
-    fn peer_gone(&self) -> bool {
-        let mut b = 0u8;
-        // SAFETY: a one-byte peek into a local from a socket we own.
-        let n = unsafe {
-            libc::recv(self.bell.as_raw_fd(), (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        };
-        n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
-    }
-
     fn ring_bell(&self) {
         let b = [1u8];
         // A full socket buffer already holds bells enough; a closed one shows on the next wait.
@@ -349,7 +339,8 @@ impl Write for RingStream {
             }
             if looked.elapsed() >= Duration::from_millis(1) {
                 looked = Instant::now();
-                if r.peer_gone() {
+                // Without taking doorbells meant for a reader.
+                if crate::spin::peer_closed(r.bell.as_raw_fd()) {
                     return Err(io::Error::new(io::ErrorKind::BrokenPipe, "shared ring: the peer closed the session"));
                 }
             }

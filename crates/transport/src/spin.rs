@@ -50,6 +50,15 @@ pub fn wait_readable(fd: RawFd, budget: Duration) -> bool {
     }
 }
 
+/// Whether the socket `fd` has reached its end (or an error), looked at without taking any
+/// bytes waiting on it: those are someone else's to read.
+pub(crate) fn peer_closed(fd: RawFd) -> bool {
+    let mut b = 0u8;
+    // SAFETY: a one-byte peek into a local from a socket the caller owns.
+    let n = unsafe { libc::recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use common::*;
 use protocol::ops;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::Duration;
-use transport::{Address, Conn, Error, Segment, Timeouts};
+use transport::{Conn, Error, Segment, Timeouts};
 
 use common::trace_calls as calls;
 
@@ -49,15 +49,6 @@ fn copies_through_the_segment_are_exact() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("72 copies ok"), "{stderr}");
     assert!(calls(&stderr, "shm_htod") > 0 && !stderr.contains("through rings"), "{stderr}");
-}
-
-/// A session whose client passed `fd` as a segment of `len` bytes.
-fn session_with(address: &str, fd: std::os::fd::BorrowedFd<'_>, len: u64) -> Conn {
-    let addr: Address = address.parse().unwrap();
-    let t = Timeouts { silence: Duration::from_secs(4), ..Default::default() };
-    let stream = addr.connect(t.connect).unwrap();
-    transport::send_segment(&stream, fd, len).unwrap();
-    Conn::handshake(stream, &addr, &hello(""), t).unwrap().0
 }
 
 #[test]

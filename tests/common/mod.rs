@@ -308,16 +308,23 @@ pub fn rust_client(address: &str, token: &str) -> Result<transport::Conn, transp
     transport::Conn::connect(&addr, &hello(token), t).map(|(c, _)| c)
 }
 
+/// A session at the unix socket `address` whose client passed `fd` as a segment of `len`
+/// bytes.
+#[allow(dead_code)]
+pub fn session_with(address: &str, fd: std::os::fd::BorrowedFd<'_>, len: u64) -> transport::Conn {
+    let addr: transport::Address = address.parse().unwrap();
+    let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
+    let stream = addr.connect(t.connect).unwrap();
+    transport::send_segment(&stream, fd, len).unwrap();
+    transport::Conn::handshake(stream, &addr, &hello(""), t).unwrap().0
+}
+
 /// A client of the unix socket at `address` whose frames go through rings in a shared
 /// segment (as a `shm:` client's do), its segment kept alive beside it.
 #[allow(dead_code)]
 pub fn ring_client(address: &str) -> (transport::Conn, std::sync::Arc<transport::Segment>) {
-    let addr: transport::Address = address.parse().unwrap();
-    let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
     let seg = std::sync::Arc::new(transport::Segment::create(4 << 20).unwrap());
-    let stream = addr.connect(t.connect).unwrap();
-    transport::send_segment(&stream, seg.fd(), seg.len() as u64).unwrap();
-    let conn = transport::Conn::handshake(stream, &addr, &hello(""), t).unwrap().0;
+    let conn = session_with(address, seg.fd(), seg.len() as u64);
     assert_eq!(conn.call(0, &protocol::ops::shm_attached {}, &[], None).unwrap(), seg.len() as u64);
     conn.use_ring(seg.clone(), 0, 1 << 20).unwrap();
     (conn, seg)

@@ -413,7 +413,6 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
 }
 stage_h2dlat() { # host-to-device copy + synchronize latency by size, from pinned memory, natively and through vgpu (LAT_CFGS, LAT_GAP_US)
   nvcc -O2 -arch=sm_90 -cudart shared -o "$W/h2dlat" "$ROOT/scripts/gpu/h2dlat.cu" || return
-  export EXTRA_LD=${EXTRA_LD:-}
   for c in ${LAT_CFGS:-native unix tcp shm}; do
     say "h2dlat $c:"; as_cfg "$c" "$W/h2dlat" "${LAT_GAP_US:-1000}" 2>&1 | tee -a "$SUMMARY"
   done

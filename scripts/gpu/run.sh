@@ -37,24 +37,30 @@ start_server() {
   VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
     --listen tcp://127.0.0.1:7070 --token-file $TOKEN "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 100); do [ -S $SOCK ] && break; sleep 0.1; done
+  if [ -n "${DIST_B:-}" ]; then # a second build's server, for @b configurations
+    rm -f $SOCK.b
+    VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$DIST_B/bin/vgpu" serve --backend cuda --listen unix:$SOCK.b \
+      --listen tcp://127.0.0.1:7071 --token-file $TOKEN "$@" >"$OUT/server-b.log" 2>&1 &
+    SERVER_B_PID=$!
+  fi
+  for _ in $(seq 100); do [ -S $SOCK ] && { [ -z "${DIST_B:-}" ] || [ -S $SOCK.b ]; } && break; sleep 0.1; done
 }
-stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
+stop_server() { kill "$SERVER_PID" ${SERVER_B_PID:-} 2>/dev/null; wait "$SERVER_PID" ${SERVER_B_PID:-} 2>/dev/null; }
 # Run a command as a GPU-less client would: through vgpu only (VG_SCHEME=shm: the same
-# stages over shared memory).
-vg() { VGPU_SERVER=${VG_SCHEME:-unix}:$SOCK LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
-vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:7070 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
-vg_shm() { VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+# stages over shared memory). VGSOCK/VGPORT: another server's.
+vg() { VGPU_SERVER=${VG_SCHEME:-unix}:${VGSOCK:-$SOCK} LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:${VGPORT:-7070} VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+vg_shm() { VGPU_SERVER=shm:${VGSOCK:-$SOCK} LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: native, unix, tcp, shm, unix+VGPU_LANES=0;
-  # a transport named with @b (shm@b) uses the client libraries of the dist in $DIST_B instead
-  local c=$1 t=${1%%+*} e=() lib=$C/dist/lib; shift
+  # a transport named with @b (shm@b) uses the build in $DIST_B instead: its client libraries and its server
+  local c=$1 t=${1%%+*} e=() lib=$C/dist/lib sock=$SOCK port=7070; shift
   [ "$t" != "$c" ] && IFS=+ read -ra e <<<"${c#*+}"
-  [ "${t%@b}" != "$t" ] && t=${t%@b} && lib=$DIST_B/lib
+  [ "${t%@b}" != "$t" ] && t=${t%@b} && lib=$DIST_B/lib && sock=$SOCK.b && port=7071
   case $t in
     native) env "${e[@]}" LD_LIBRARY_PATH="${EXTRA_LD:-}" "$@" ;;
-    unix) VGLIB=$lib vg env "${e[@]}" "$@" ;;
-    tcp) VGLIB=$lib vg_tcp env "${e[@]}" "$@" ;;
-    shm) VGLIB=$lib vg_shm env "${e[@]}" "$@" ;;
+    unix) VGSOCK=$sock VGLIB=$lib vg env "${e[@]}" "$@" ;;
+    tcp) VGPORT=$port VGLIB=$lib vg_tcp env "${e[@]}" "$@" ;;
+    shm) VGSOCK=$sock VGLIB=$lib vg_shm env "${e[@]}" "$@" ;;
   esac
 }
 compare() { # name native-file vgpu-file: same lines, minus timings

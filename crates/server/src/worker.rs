@@ -239,15 +239,15 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             if len > transport::lanes::LANE_MAX {
                 break Err(io::Error::new(io::ErrorKind::InvalidData, "bulk on lanes over the limit"));
             }
-            let s = match place {
-                Some(s) => s,
+            match place {
+                // The backend's own memory: it may start on each piece as it lands.
+                Some(s) => lanes.fill_each(h.seq, s, &mut |at, n| backend.bulk_landed(at, n)).map(|()| &*s),
                 None => {
                     bulk.clear();
                     bulk.resize(len, 0);
-                    &mut bulk[..]
+                    lanes.fill(h.seq, &mut bulk[..]).map(|()| bulk.as_slice())
                 }
-            };
-            lanes.fill(h.seq, s).map(|()| &*s)
+            }
         } else {
             match place {
                 Some(s) => {

@@ -137,6 +137,18 @@ pub fn snapshot(kind: BackendKind, sim_devices: u32, sim_seed: u8) -> Result<Sna
     }
 }
 
+/// Make the backend for one session.
+pub fn open_backend(
+    kind: BackendKind,
+    snapshot: &Snapshot,
+    memory_limit: Option<u64>,
+) -> Result<Box<dyn Session>, String> {
+    match kind {
+        BackendKind::Sim => Ok(Box::new(sim::Sim::new(snapshot.clone(), memory_limit))),
+        BackendKind::Cuda => Ok(Box::new(cuda::CudaSession::open(snapshot, memory_limit)?)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -147,17 +159,5 @@ mod tests {
         assert_eq!(super::gaps(&mut [(2, 2), (7, 1)], 10), [(0, 2), (4, 3), (8, 2)]);
         assert_eq!(super::gaps(&mut [(4, 100)], 10), [(0, 4)]);
         assert!(super::gaps(&mut [], 0).is_empty());
-    }
-}
-
-/// Make the backend for one session.
-pub fn open_backend(
-    kind: BackendKind,
-    snapshot: &Snapshot,
-    memory_limit: Option<u64>,
-) -> Result<Box<dyn Session>, String> {
-    match kind {
-        BackendKind::Sim => Ok(Box::new(sim::Sim::new(snapshot.clone(), memory_limit))),
-        BackendKind::Cuda => Ok(Box::new(cuda::CudaSession::open(snapshot, memory_limit)?)),
     }
 }

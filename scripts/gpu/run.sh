@@ -37,9 +37,9 @@ start_server() {
   VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
     --listen tcp://127.0.0.1:7070 --token-file $TOKEN "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
-  if [ -n "${DIST_B:-}" ]; then # a second build's server, for @b configurations
+  if [ -n "${DIST_B:-}" ]; then # a second build's server, for @b configurations (SERVER_B_ENV: its settings)
     rm -f $SOCK.b
-    VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$DIST_B/bin/vgpu" serve --backend cuda --listen unix:$SOCK.b \
+    env ${SERVER_B_ENV:-} VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$DIST_B/bin/vgpu" serve --backend cuda --listen unix:$SOCK.b \
       --listen tcp://127.0.0.1:7071 --token-file $TOKEN "$@" >"$OUT/server-b.log" 2>&1 &
     SERVER_B_PID=$!
   fi

@@ -50,10 +50,6 @@ const LANE_WAIT: Duration = Duration::from_secs(30);
 /// prompt batch's 512 KiB mask, not its 4 MiB of embeddings, whose copy out of a buffer
 /// would cost more than their wait.
 const AHEAD_MAX: usize = 256 << 10;
-/// A reader lands a chunk in pieces of this size when the worker asked to hear of them
-/// ([`LaneSet::fill_each`]), so that it can start copying the first pieces to the GPU while
-/// the rest arrive.
-const PIECE: usize = 256 << 10;
 /// How long the worker's lane readers, and the worker waiting for them, poll before
 /// sleeping (see `Shared::wait`): as long as the client's helpers (`crate::CLIENT_SPIN`),
 /// so that they are awake for the next prompt batch's inputs (10 ms later for a 1B model).
@@ -467,8 +463,8 @@ struct Want {
     seq: u32,
     ptr: usize,
     len: usize,
-    /// Whether the worker wants to hear of each piece as it lands.
-    pieces: bool,
+    /// The size of the pieces the worker wants to hear of as they land (0: none).
+    piece: usize,
 }
 
 impl LaneSet {
@@ -528,21 +524,33 @@ impl LaneSet {
     }
 
     /// [`fill`](Self::fill), telling `landed(offset, len)` of every piece of `buf` as it
-    /// lands (in any order, each byte once, on this thread) while others are still coming:
-    /// the worker starts a copy's DMA from the first pieces instead of after the last.
-    /// When it returns `Ok`, every byte has been told of.
-    pub fn fill_each(&self, seq: u32, buf: &mut [u8], landed: &mut dyn FnMut(usize, usize)) -> io::Result<()> {
-        self.fill_inner(seq, buf, Some(landed))
+    /// lands (at most `piece` bytes each, in any order, each byte once, on this thread)
+    /// while others are still coming: the worker starts a copy's DMA from the first pieces
+    /// instead of after the last. When it returns `Ok`, every byte has been told of.
+    pub fn fill_each(
+        &self,
+        seq: u32,
+        buf: &mut [u8],
+        piece: usize,
+        landed: &mut dyn FnMut(usize, usize),
+    ) -> io::Result<()> {
+        self.fill_inner(seq, buf, Some((piece.max(1), landed)))
     }
 
-    fn fill_inner(&self, seq: u32, buf: &mut [u8], mut tell: Option<&mut dyn FnMut(usize, usize)>) -> io::Result<()> {
+    fn fill_inner(
+        &self,
+        seq: u32,
+        buf: &mut [u8],
+        tell: Option<(usize, &mut dyn FnMut(usize, usize))>,
+    ) -> io::Result<()> {
+        let (piece, mut tell) = tell.map_or((0, None), |(p, t)| (p, Some(t)));
         let sh = &self.shared;
         let mut st = sh.state.lock();
         if st.lanes.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "bulk on lanes, but no lane joined"));
         }
         let pieces = tell.is_some();
-        st.want = Some(Want { seq, ptr: buf.as_mut_ptr() as usize, len: buf.len(), pieces });
+        st.want = Some(Want { seq, ptr: buf.as_mut_ptr() as usize, len: buf.len(), piece });
         st.got = 0;
         st.claimed.clear();
         st.landed.clear();
@@ -673,7 +681,7 @@ impl Shared {
                 ahead.resize(len, 0);
                 s.read_exact(&mut ahead).map_err(|e| format!("lane: {e}"))?;
             }
-            let (ptr, pieces) = {
+            let (ptr, piece) = {
                 let mut st = self.state.lock();
                 if !self.wait(&mut st, |st| st.failed.is_some() || st.want.as_ref().is_some_and(|w| w.seq == h.seq)) {
                     return Err(format!("lane: a chunk of frame {} came, the frame did not", h.seq));
@@ -687,10 +695,10 @@ impl Shared {
                     return Err(format!("lane: chunk {off}+{len} outside frame {}'s bulk or overlapping", h.seq));
                 };
                 let ptr = w.ptr + off;
-                let pieces = w.pieces;
+                let piece = w.piece;
                 st.claimed.push((off, end));
                 st.writing += 1;
-                (ptr, pieces)
+                (ptr, piece)
             };
             // SAFETY: `[ptr, ptr+len)` lies in the buffer `fill` is waiting on, claimed by
             // this reader alone; `fill` does not return while `writing` counts us.
@@ -698,21 +706,21 @@ impl Shared {
             let r = if early {
                 dest.copy_from_slice(&ahead);
                 self.ahead.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
-                if pieces {
+                if piece > 0 {
                     self.landed(off, len, true);
                 }
                 Ok(())
-            } else if pieces {
+            } else if piece > 0 {
                 // Piece by piece, each told as it lands; the last one with the rest below.
                 let mut at = 0;
                 let mut r = Ok(());
-                while len - at > PIECE {
-                    r = s.read_exact(&mut dest[at..at + PIECE]);
+                while len - at > piece {
+                    r = s.read_exact(&mut dest[at..at + piece]);
                     if r.is_err() {
                         break;
                     }
-                    self.landed(off + at, PIECE, false);
-                    at += PIECE;
+                    self.landed(off + at, piece, false);
+                    at += piece;
                 }
                 r.and_then(|()| s.read_exact(&mut dest[at..])).map(|()| self.landed(off + at, len - at, true))
             } else {
@@ -722,7 +730,7 @@ impl Shared {
             st.writing -= 1;
             match r {
                 // Counted in `landed` already.
-                Ok(()) if pieces => {}
+                Ok(()) if piece > 0 => {}
                 Ok(()) => st.got += len,
                 Err(e) => {
                     st.failed.get_or_insert(format!("lane: {e}"));
@@ -851,7 +859,7 @@ mod tests {
         let _ = scatter.join().unwrap();
     }
 
-    /// `fill_each` tells of every byte once, in pieces of at most [`PIECE`], and of the
+    /// `fill_each` tells of every byte once, in pieces of at most the size asked, and of the
     /// first pieces while the rest of the chunk has not been sent yet.
     #[test]
     fn pieces_are_told_as_they_land() {
@@ -864,7 +872,7 @@ mod tests {
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; len];
                 let mut told = Vec::new();
-                set.fill_each(7, &mut buf, &mut |at, n| {
+                set.fill_each(7, &mut buf, 256 << 10, &mut |at, n| {
                     told.push((at, n));
                     let _ = tx.send(at);
                 })
@@ -894,7 +902,7 @@ mod tests {
         let mut at = 0;
         for &(o, n) in &told {
             assert_eq!(o, at, "each byte once: {told:?}");
-            assert!(n <= PIECE && n > 0);
+            assert!(n <= 256 << 10 && n > 0);
             at += n;
         }
         assert_eq!(at, len);

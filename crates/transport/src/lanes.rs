@@ -520,7 +520,7 @@ impl LaneSet {
     /// Fill `buf` with the bulk of frame `seq` from the lanes. On an error the lanes are
     /// shut (the session cannot go on) and no reader touches `buf` any more.
     pub fn fill(&self, seq: u32, buf: &mut [u8]) -> io::Result<()> {
-        self.fill_inner(seq, buf, None)
+        self.fill_inner(seq, buf, 0, &mut |_, _| {})
     }
 
     /// [`fill`](Self::fill), telling `landed(offset, len)` of every piece of `buf` as it
@@ -534,22 +534,17 @@ impl LaneSet {
         piece: usize,
         landed: &mut dyn FnMut(usize, usize),
     ) -> io::Result<()> {
-        self.fill_inner(seq, buf, Some((piece.max(1), landed)))
+        self.fill_inner(seq, buf, piece.max(1), landed)
     }
 
-    fn fill_inner(
-        &self,
-        seq: u32,
-        buf: &mut [u8],
-        tell: Option<(usize, &mut dyn FnMut(usize, usize))>,
-    ) -> io::Result<()> {
-        let (piece, mut tell) = tell.map_or((0, None), |(p, t)| (p, Some(t)));
+    /// `piece` 0: nothing to tell.
+    fn fill_inner(&self, seq: u32, buf: &mut [u8], piece: usize, tell: &mut dyn FnMut(usize, usize)) -> io::Result<()> {
         let sh = &self.shared;
         let mut st = sh.state.lock();
         if st.lanes.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "bulk on lanes, but no lane joined"));
         }
-        let pieces = tell.is_some();
+        let pieces = piece > 0;
         st.want = Some(Want { seq, ptr: buf.as_mut_ptr() as usize, len: buf.len(), piece });
         st.got = 0;
         st.claimed.clear();
@@ -563,7 +558,7 @@ impl LaneSet {
                 st.failed.get_or_insert(format!("the bulk of frame {seq} did not arrive on the lanes"));
             }
             let news = std::mem::take(&mut st.landed);
-            if let Some(tell) = tell.as_mut().filter(|_| !news.is_empty() && st.failed.is_none()) {
+            if !news.is_empty() && st.failed.is_none() {
                 // Told without the lock: the readers go on landing the rest meanwhile.
                 MutexGuard::unlocked(&mut st, || news.iter().for_each(|&(at, n)| tell(at, n)));
                 continue;

@@ -49,24 +49,6 @@ impl BackendKind {
 /// ([`Session::bulk_place`]); the shims send copies in 1 MiB frames.
 pub const BULK_PLACE_MAX: usize = 4 << 20;
 
-/// The parts of `0..len` not covered by `done` (disjoint ranges `(offset, len)`, in any
-/// order), in order: what is left to copy of a bulk whose pieces were copied as they landed.
-pub(crate) fn gaps(done: &mut [(usize, usize)], len: usize) -> Vec<(usize, usize)> {
-    done.sort_unstable();
-    let mut out = Vec::new();
-    let mut at = 0;
-    for &(o, n) in done.iter() {
-        if o > at {
-            out.push((at, o.min(len) - at));
-        }
-        at = at.max(o.saturating_add(n)).min(len);
-    }
-    if at < len {
-        out.push((at, len - at));
-    }
-    out
-}
-
 /// A wait run on a helper thread (see [`Session::wait_job`]): its result answers the call.
 pub type WaitJob = Box<dyn FnOnce() -> Result<(), u32> + Send>;
 
@@ -99,13 +81,6 @@ pub trait Session: Backend {
     fn bulk_place(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
         let _ = (op, args, len);
         None
-    }
-    /// Bytes `[offset, offset+len)` of the place [`bulk_place`](Self::bulk_place) gave
-    /// have landed, before the rest of the frame's bulk (each byte told once, in any order;
-    /// only for bulk that came over lanes): a copy's DMA may start from them now. The call
-    /// still finds the whole bulk in `Io::bulk_in` when it is dispatched.
-    fn bulk_landed(&mut self, offset: usize, len: usize) {
-        let _ = (offset, len);
     }
     /// For a synchronous call that would block for a while waiting for the GPU (a
     /// synchronize of a stream or event still busy): the wait, to be run on a helper thread
@@ -146,18 +121,5 @@ pub fn open_backend(
     match kind {
         BackendKind::Sim => Ok(Box::new(sim::Sim::new(snapshot.clone(), memory_limit))),
         BackendKind::Cuda => Ok(Box::new(cuda::CudaSession::open(snapshot, memory_limit)?)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn gaps_are_what_the_pieces_left() {
-        assert_eq!(super::gaps(&mut [], 10), [(0, 10)]);
-        assert_eq!(super::gaps(&mut [(0, 10)], 10), []);
-        assert_eq!(super::gaps(&mut [(6, 4), (0, 3)], 10), [(3, 3)]);
-        assert_eq!(super::gaps(&mut [(2, 2), (7, 1)], 10), [(0, 2), (4, 3), (8, 2)]);
-        assert_eq!(super::gaps(&mut [(4, 100)], 10), [(0, 4)]);
-        assert!(super::gaps(&mut [], 0).is_empty());
     }
 }

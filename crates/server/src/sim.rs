@@ -73,9 +73,6 @@ pub struct Sim {
     segment: Option<transport::Segment>,
     /// Where the worker reads an asynchronous copy's bytes (see `bulk_place`).
     landing: Vec<u8>,
-    /// The landing copy's destination and the pieces of it written already (see
-    /// `bulk_landed`).
-    early: Option<(u64, Vec<(usize, usize)>)>,
     /// A device-to-host copy's bytes, for `reply_bulk`.
     reply: Option<Vec<u8>>,
     /// What `reply_bulk` last handed out (kept until the next call).
@@ -114,7 +111,6 @@ impl Sim {
             used: vec![0; n],
             segment: None,
             landing: Vec::new(),
-            early: None,
             reply: None,
             replied: Vec::new(),
             sync_delay: std::time::Duration::from_millis(
@@ -217,28 +213,13 @@ impl Session for Sim {
     }
     /// Asynchronous copies land in a buffer of the sim's own, as the cuda backend's land
     /// in pinned memory, so that the worker's path for it is tested without a GPU.
-    fn bulk_place(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
-        self.early = None;
+    fn bulk_place(&mut self, op: u32, _args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
         if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > crate::BULK_PLACE_MAX {
             return None;
         }
-        let a: protocol::ops::cuMemcpyHtoDAsync_v2 = postcard::from_bytes(args).ok()?;
-        self.early = Some((a.dst, Vec::new()));
         self.landing.clear();
         self.landing.resize(len, 0);
         std::ptr::NonNull::new(self.landing.as_mut_ptr())
-    }
-    /// Pieces are written to "device memory" as they land, the rest when the call comes,
-    /// as the cuda backend starts their DMA.
-    fn bulk_landed(&mut self, offset: usize, len: usize) {
-        let Some((dst, mut done)) = self.early.take() else { return };
-        let piece = offset.checked_add(len).and_then(|end| self.landing.get(offset..end)).map(<[u8]>::to_vec);
-        if let Some(piece) = piece
-            && self.write(dst + offset as u64, &piece).is_ok()
-        {
-            done.push((offset, len));
-        }
-        self.early = Some((dst, done));
     }
     fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {
         if self.segment.is_some() {
@@ -387,16 +368,7 @@ impl protocol::Backend for Sim {
     }
     fn cuMemcpyHtoDAsync_v2(&mut self, io: &mut Io<'_>, dst: u64, stream: u64) -> Result<(), u32> {
         self.stream(stream)?;
-        let landed = std::ptr::eq(io.bulk_in.as_ptr(), self.landing.as_ptr());
-        match self.early.take().filter(|(at, _)| landed && *at == dst) {
-            Some((_, mut done)) => {
-                for (o, n) in crate::gaps(&mut done, io.bulk_in.len()) {
-                    self.write(dst + o as u64, &io.bulk_in[o..o + n])?;
-                }
-                Ok(())
-            }
-            None => self.write(dst, io.bulk_in),
-        }
+        self.write(dst, io.bulk_in)
     }
     fn cuMemcpyDtoH_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64) -> Result<(), u32> {
         *io.bulk_out = self.read(src, size)?;

@@ -27,15 +27,6 @@ pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_HELLO: u32 = 64 << 10;
 /// Bulk bytes from this size on are read past the socket reader's buffer.
 const BULK_DIRECT: usize = 64 << 10;
-
-/// The pieces in which lanes tell the backend that a copy's bytes have landed, so that it
-/// starts their DMA before the last arrive (`VGPU_LANE_PIECE_KB`, 0: after the last).
-fn lane_piece() -> usize {
-    static P: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *P.get_or_init(|| {
-        std::env::var("VGPU_LANE_PIECE_KB").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(256) << 10
-    })
-}
 /// With `VGPU_STATS=1`, calls that take this long are logged one by one.
 const SLOW_CALL: Duration = Duration::from_millis(3);
 /// The socket reader's buffer: some hundreds of small frames.
@@ -248,18 +239,15 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             if len > transport::lanes::LANE_MAX {
                 break Err(io::Error::new(io::ErrorKind::InvalidData, "bulk on lanes over the limit"));
             }
-            match place {
-                // The backend's own memory: it may start on each piece as it lands.
-                Some(s) if lane_piece() > 0 => {
-                    lanes.fill_each(h.seq, s, lane_piece(), &mut |at, n| backend.bulk_landed(at, n)).map(|()| &*s)
-                }
-                Some(s) => lanes.fill(h.seq, s).map(|()| &*s),
+            let s = match place {
+                Some(s) => s,
                 None => {
                     bulk.clear();
                     bulk.resize(len, 0);
-                    lanes.fill(h.seq, &mut bulk[..]).map(|()| bulk.as_slice())
+                    &mut bulk[..]
                 }
-            }
+            };
+            lanes.fill(h.seq, s).map(|()| &*s)
         } else {
             match place {
                 Some(s) => {

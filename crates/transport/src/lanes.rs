@@ -452,8 +452,6 @@ struct State {
     claimed: Vec<(usize, usize)>,
     /// Readers writing into its buffer right now.
     writing: usize,
-    /// Pieces landed that the worker has not been told of yet (when it asked).
-    landed: Vec<(usize, usize)>,
     failed: Option<String>,
     /// Handles for shutting the lanes down.
     lanes: Vec<Stream>,
@@ -463,8 +461,6 @@ struct Want {
     seq: u32,
     ptr: usize,
     len: usize,
-    /// The size of the pieces the worker wants to hear of as they land (0: none).
-    piece: usize,
 }
 
 impl LaneSet {
@@ -520,52 +516,18 @@ impl LaneSet {
     /// Fill `buf` with the bulk of frame `seq` from the lanes. On an error the lanes are
     /// shut (the session cannot go on) and no reader touches `buf` any more.
     pub fn fill(&self, seq: u32, buf: &mut [u8]) -> io::Result<()> {
-        self.fill_inner(seq, buf, 0, &mut |_, _| {})
-    }
-
-    /// [`fill`](Self::fill), telling `landed(offset, len)` of every piece of `buf` as it
-    /// lands (at most `piece` bytes each, in any order, each byte once, on this thread)
-    /// while others are still coming: the worker starts a copy's DMA from the first pieces
-    /// instead of after the last. When it returns `Ok`, every byte has been told of.
-    pub fn fill_each(
-        &self,
-        seq: u32,
-        buf: &mut [u8],
-        piece: usize,
-        landed: &mut dyn FnMut(usize, usize),
-    ) -> io::Result<()> {
-        self.fill_inner(seq, buf, piece.max(1), landed)
-    }
-
-    /// `piece` 0: nothing to tell.
-    fn fill_inner(&self, seq: u32, buf: &mut [u8], piece: usize, tell: &mut dyn FnMut(usize, usize)) -> io::Result<()> {
         let sh = &self.shared;
         let mut st = sh.state.lock();
         if st.lanes.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "bulk on lanes, but no lane joined"));
         }
-        let pieces = piece > 0;
-        st.want = Some(Want { seq, ptr: buf.as_mut_ptr() as usize, len: buf.len(), piece });
+        st.want = Some(Want { seq, ptr: buf.as_mut_ptr() as usize, len: buf.len() });
         st.got = 0;
         st.claimed.clear();
-        st.landed.clear();
         sh.cv.notify_all();
         let len = buf.len();
-        loop {
-            let arrived =
-                sh.wait(&mut st, |st| st.got >= len || st.failed.is_some() || (pieces && !st.landed.is_empty()));
-            if !arrived {
-                st.failed.get_or_insert(format!("the bulk of frame {seq} did not arrive on the lanes"));
-            }
-            let news = std::mem::take(&mut st.landed);
-            if !news.is_empty() && st.failed.is_none() {
-                // Told without the lock: the readers go on landing the rest meanwhile.
-                MutexGuard::unlocked(&mut st, || news.iter().for_each(|&(at, n)| tell(at, n)));
-                continue;
-            }
-            if st.failed.is_some() || st.got >= len {
-                break;
-            }
+        if !sh.wait(&mut st, |st| st.got >= len || st.failed.is_some()) {
+            st.failed.get_or_insert(format!("the bulk of frame {seq} did not arrive on the lanes"));
         }
         if let Some(why) = st.failed.clone() {
             for l in &st.lanes {
@@ -637,18 +599,6 @@ impl Shared {
         })
     }
 
-    /// `[at, at+n)` of the wanted frame's bulk has landed; `last`: the reader's last piece
-    /// (it wakes the worker when it is done with the buffer).
-    fn landed(&self, at: usize, n: usize, last: bool) {
-        let mut st = self.state.lock();
-        st.got += n;
-        st.landed.push((at, n));
-        drop(st);
-        if !last {
-            self.cv.notify_all();
-        }
-    }
-
     fn fail(&self, why: String) {
         self.state.lock().failed.get_or_insert(why);
         self.cv.notify_all();
@@ -676,7 +626,7 @@ impl Shared {
                 ahead.resize(len, 0);
                 s.read_exact(&mut ahead).map_err(|e| format!("lane: {e}"))?;
             }
-            let (ptr, piece) = {
+            let ptr = {
                 let mut st = self.state.lock();
                 if !self.wait(&mut st, |st| st.failed.is_some() || st.want.as_ref().is_some_and(|w| w.seq == h.seq)) {
                     return Err(format!("lane: a chunk of frame {} came, the frame did not", h.seq));
@@ -690,10 +640,9 @@ impl Shared {
                     return Err(format!("lane: chunk {off}+{len} outside frame {}'s bulk or overlapping", h.seq));
                 };
                 let ptr = w.ptr + off;
-                let piece = w.piece;
                 st.claimed.push((off, end));
                 st.writing += 1;
-                (ptr, piece)
+                ptr
             };
             // SAFETY: `[ptr, ptr+len)` lies in the buffer `fill` is waiting on, claimed by
             // this reader alone; `fill` does not return while `writing` counts us.
@@ -701,31 +650,13 @@ impl Shared {
             let r = if early {
                 dest.copy_from_slice(&ahead);
                 self.ahead.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
-                if piece > 0 {
-                    self.landed(off, len, true);
-                }
                 Ok(())
-            } else if piece > 0 {
-                // Piece by piece, each told as it lands; the last one with the rest below.
-                let mut at = 0;
-                let mut r = Ok(());
-                while len - at > piece {
-                    r = s.read_exact(&mut dest[at..at + piece]);
-                    if r.is_err() {
-                        break;
-                    }
-                    self.landed(off + at, piece, false);
-                    at += piece;
-                }
-                r.and_then(|()| s.read_exact(&mut dest[at..])).map(|()| self.landed(off + at, len - at, true))
             } else {
                 s.read_exact(dest)
             };
             let mut st = self.state.lock();
             st.writing -= 1;
             match r {
-                // Counted in `landed` already.
-                Ok(()) if piece > 0 => {}
                 Ok(()) => st.got += len,
                 Err(e) => {
                     st.failed.get_or_insert(format!("lane: {e}"));
@@ -852,59 +783,6 @@ mod tests {
         assert!(e.to_string().contains("expected chunk"), "{e}");
         lanes.shutdown();
         let _ = scatter.join().unwrap();
-    }
-
-    /// `fill_each` tells of every byte once, in pieces of at most the size asked, and of the
-    /// first pieces while the rest of the chunk has not been sent yet.
-    #[test]
-    fn pieces_are_told_as_they_land() {
-        let (lanes, set) = pair(2);
-        let len = (3 << 20) + 4097;
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 + (i >> 16)) as u8).collect();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let filler = {
-            let set = set.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; len];
-                let mut told = Vec::new();
-                set.fill_each(7, &mut buf, 256 << 10, &mut |at, n| {
-                    told.push((at, n));
-                    let _ = tx.send(at);
-                })
-                .map(|()| (buf, told))
-            })
-        };
-        // Lane 0's chunk by hand: its header and first half, then (once a piece of it has
-        // been told) the rest; lane 1's whole.
-        let r0 = chunk_range(len, 2, 0);
-        let r1 = chunk_range(len, 2, 1);
-        let mut s0 = lanes.writers.first.lock();
-        let half = r0.len() / 2;
-        write_frame(&mut *s0, &chunk_header(7, 0, r0.len()), &[], &[]).unwrap();
-        std::io::Write::write_all(&mut *s0, &data[..half]).unwrap();
-        let first = rx.recv_timeout(Duration::from_secs(10)).expect("a piece told before the rest was sent");
-        assert!(first < half, "told {first}, only {half} bytes of lane 0 and none of lane 1 sent");
-        std::io::Write::write_all(&mut *s0, &data[half..r0.end]).unwrap();
-        drop(s0);
-        let lane1 = lanes.writers.helpers[0].clone();
-        let bytes = data[r1.clone()].to_vec();
-        lane1
-            .post(Box::new(move |s: &mut Stream| write_frame(s, &chunk_header(7, r1.start, r1.len()), &[], &[&bytes])));
-        lane1.wait_done().unwrap();
-        let (buf, mut told) = filler.join().unwrap().unwrap();
-        assert!(buf == data);
-        told.sort_unstable();
-        let mut at = 0;
-        for &(o, n) in &told {
-            assert_eq!(o, at, "each byte once: {told:?}");
-            assert!(n <= 256 << 10 && n > 0);
-            at += n;
-        }
-        assert_eq!(at, len);
-        // A frame filled without telling lands whole as before.
-        let filler = std::thread::spawn(move || set.fill(8, &mut vec![0u8; 1 << 20]));
-        lanes.stripe(8, &[&data[..1 << 20]]).unwrap();
-        filler.join().unwrap().unwrap();
     }
 
     #[test]

@@ -28,20 +28,6 @@ pub(super) struct Landing {
     /// Its index in that pool.
     buf: usize,
     ptr: *mut u8,
-    /// For a copy whose bytes come over lanes: its DMA, started piece by piece as they land.
-    early: Option<Early>,
-}
-
-/// A host-to-device copy started before all its bytes arrived (see `htod_landed`).
-#[derive(Debug)]
-struct Early {
-    dst: u64,
-    stream: CUstream,
-    len: usize,
-    /// Pieces whose DMA is queued.
-    queued: Vec<(usize, usize)>,
-    /// The first error queueing one met, for the call.
-    error: Option<u32>,
 }
 
 impl CudaSession {
@@ -178,56 +164,22 @@ impl CudaSession {
     /// side (the socket's) instead of two. Larger frames than the client sends (the shim's
     /// `HTOD_FRAME`) are not given pinned memory before their bytes arrive.
     pub(super) fn land_htod(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
-        // A landing never dispatched (no call of ours does that) whose pieces' DMA was
-        // queued stays busy until that DMA is done.
-        if let Some(l) = self.landing.take()
-            && let Some(e) = l.early.filter(|e| !e.queued.is_empty())
-        {
-            let lib = self.lib;
-            let _ = self.in_context(l.ctx, |me| {
-                let pool = me.pools.entry(me.current).or_default();
-                relaxed(lib, || pool.record(lib, l.buf, e.stream as u64))
-            });
-        }
+        self.landing = None;
         if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > crate::BULK_PLACE_MAX || self.ready().is_err() {
             return None;
         }
         let a: protocol::ops::cuMemcpyHtoDAsync_v2 = postcard::from_bytes(args).ok()?;
         let s = self.h.stream(a.stream).ok()?;
         let ctx = self.h.stream_context(s as u64, self.current);
-        let (buf, ptr, capturing) = self
+        let (buf, ptr) = self
             .in_context(ctx, |me| {
-                let capturing = me.is_capturing(s)?;
                 let (lib, pool) = (me.lib, me.pools.entry(me.current).or_default());
                 let i = relaxed(lib, || pool.take(lib, len))?;
-                Ok((i, pool.ptr(i), capturing))
+                Ok((i, pool.ptr(i)))
             })
             .ok()?;
-        // Bytes large enough for lanes may start their DMA as pieces land, unless the copy
-        // is bound to fail or is being captured (a graph gets it as one node, at the call).
-        let early = (len >= transport::lanes::LANE_MIN && !capturing && self.ranges.check(a.dst, len as u64).is_ok())
-            .then(|| Early { dst: a.dst, stream: s, len, queued: Vec::new(), error: None });
-        self.landing = Some(Landing { ctx, buf, ptr, early });
+        self.landing = Some(Landing { ctx, buf, ptr });
         std::ptr::NonNull::new(ptr)
-    }
-
-    /// `Session::bulk_landed`: queue the DMA of a piece of the landing copy that has
-    /// arrived, while the rest is still on its way; `htod_async` queues what is left.
-    pub(super) fn htod_landed(&mut self, offset: usize, n: usize) {
-        let Some(l) = self.landing.as_mut() else { return };
-        let Some(e) = l.early.as_mut().filter(|e| e.error.is_none() && offset.saturating_add(n) <= e.len) else {
-            return;
-        };
-        let (ctx, lib) = (l.ctx, self.lib);
-        // SAFETY: `offset + n` lies within the landing buffer (its length is `e.len`).
-        let (src, dst, s) = (unsafe { l.ptr.add(offset) }, e.dst + offset as u64, e.stream);
-        let r = self.in_context(ctx, |_| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src.cast(), n, s)));
-        if let Some(e) = self.landing.as_mut().and_then(|l| l.early.as_mut()) {
-            match r {
-                Ok(()) => e.queued.push((offset, n)),
-                Err(code) => e.error = Some(code),
-            }
-        }
     }
 
     /// `Session::reply_bulk`: the bytes a device-to-host copy left in a pinned buffer.
@@ -271,22 +223,7 @@ impl CudaSession {
         self.ranges.check(dst, data.len() as u64)?;
         let s = self.h.stream(stream)?;
         let (lib, len) = (self.lib, data.len());
-        // Pieces queued as they landed (`htod_landed`) are not copied again.
-        let early = self
-            .landing
-            .as_mut()
-            .filter(|l| std::ptr::eq(l.ptr, data.as_ptr()))
-            .and_then(|l| l.early.take())
-            .filter(|e| e.dst == dst && e.stream == s && e.len == len);
-        let (mut queued, error) = early.map_or((Vec::new(), None), |e| (e.queued, e.error));
-        let rest = crate::gaps(&mut queued, len);
-        self.staged_async(data, s, |src| {
-            for (o, n) in rest {
-                cu!(lib, cuMemcpyHtoDAsync_v2(dst + o as u64, src.cast::<u8>().wrapping_add(o).cast(), n, s))?;
-            }
-            Ok(())
-        })?;
-        error.map_or(Ok(()), Err)
+        self.staged_async(data, s, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))
     }
 
     /// `size` bytes at `src` into `out`, through pinned chunks; on `stream` (and then

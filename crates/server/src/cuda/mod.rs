@@ -265,10 +265,6 @@ impl Session for CudaSession {
         self.land_htod(op, args, len)
     }
 
-    fn bulk_landed(&mut self, offset: usize, len: usize) {
-        self.htod_landed(offset, len)
-    }
-
     fn reply_bulk(&mut self) -> Option<&[u8]> {
         self.take_reply_out()
     }

@@ -15,3 +15,4 @@ pub use config::{Config, read_token};
 pub use session::{Session, pid, session};
 pub use transport::Error;
 pub use transport::lanes::LANE_MIN;
+pub use transport::splice;

@@ -10,6 +10,7 @@ pub mod lanes;
 pub mod ring;
 mod shm;
 mod spin;
+pub mod splice;
 mod tls;
 
 pub use addr::{Address, Listener, Stream};

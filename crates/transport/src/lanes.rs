@@ -27,7 +27,6 @@ use protocol::hello::{Join, LaneOffer};
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zerocopy::IntoBytes;
 
 /// Frames with at least this many bulk bytes go over lanes; smaller ones are not worth
 /// waking the helpers for.
@@ -81,8 +80,6 @@ pub struct Lanes {
     /// Frames whose bulk went over the lanes, and replies whose bulk came over them.
     striped: std::sync::atomic::AtomicU64,
     gathered: std::sync::atomic::AtomicU64,
-    /// Whether the lanes are unix sockets (pinned memory then goes by reference).
-    unix: bool,
 }
 
 /// What a helper does with its lane: writes a chunk or reads one, in memory that whoever
@@ -211,7 +208,7 @@ fn write_jobs(seq: u32, bulk: &[&[u8]], n: usize) -> Vec<Option<Job>> {
                 // SAFETY: the ranges are the poster's bulk, valid while it waits for us.
                 let pieces: Vec<&[u8]> =
                     pieces.iter().map(|&(p, n)| unsafe { std::slice::from_raw_parts(p as *const u8, n) }).collect();
-                write_frame(s, &header, &[], &pieces)
+                crate::splice::write_frame(s, &header, &pieces)
             });
             Some(job)
         })
@@ -283,7 +280,6 @@ impl Lanes {
 
     /// Lanes over acknowledged streams (at least one).
     fn over(streams: Vec<Stream>) -> io::Result<Lanes> {
-        let unix = streams.iter().all(|s| matches!(s, Stream::Unix(_)));
         let closers = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
         let reads = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
         Ok(Lanes {
@@ -292,7 +288,6 @@ impl Lanes {
             closers,
             striped: Default::default(),
             gathered: Default::default(),
-            unix,
         })
     }
 
@@ -319,43 +314,7 @@ impl Lanes {
     /// return once every byte has been written (the caller's memory may then change).
     pub fn stripe(&self, seq: u32, bulk: &[&[u8]]) -> io::Result<()> {
         self.striped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.unix && crate::splice::claim(bulk) {
-            return self.stripe_by_reference(seq, bulk);
-        }
         self.writers.run(write_jobs(seq, bulk, self.len()))
-    }
-
-    /// Pinned memory over unix sockets goes by reference (`crate::splice`), which copies
-    /// nothing: the caller hands every lane its chunk itself, a piece at a time round the
-    /// lanes so that each lane's reader starts at once, and the helpers are not woken (they
-    /// would poll, taking cores from the application, for a few microseconds' work each).
-    fn stripe_by_reference(&self, seq: u32, bulk: &[&[u8]]) -> io::Result<()> {
-        const PIECE: usize = 256 << 10;
-        let n = self.len();
-        let total: usize = bulk.iter().map(|b| b.len()).sum();
-        let mut lanes: Vec<(MutexGuard<'_, Stream>, std::ops::Range<usize>)> = std::iter::once(&self.writers.first)
-            .chain(self.writers.helpers.iter().map(|h| &h.stream))
-            .enumerate()
-            .map(|(i, s)| (s.lock(), chunk_range(total, n, i)))
-            .filter(|(_, r)| !r.is_empty())
-            .collect();
-        for (s, r) in &mut lanes {
-            std::io::Write::write_all(&mut **s, chunk_header(seq, r.start, r.len()).as_bytes())?;
-        }
-        let mut at = 0;
-        while lanes.iter().any(|(_, r)| r.start + at < r.end) {
-            for (s, r) in &mut lanes {
-                let lo = r.start + at;
-                if lo < r.end {
-                    for piece in cut(bulk, lo, (lo + PIECE).min(r.end)) {
-                        crate::splice::write_stable(s, piece)?;
-                    }
-                }
-            }
-            at += PIECE;
-        }
-        lanes.iter().for_each(|_| crate::splice::count_sent());
-        Ok(())
     }
 
     /// Read the bulk of reply `seq` (`buf.len()` bytes, one chunk per lane) into `buf`.

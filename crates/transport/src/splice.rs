@@ -17,11 +17,13 @@
 
 use crate::addr::Stream;
 use parking_lot::RwLock;
+use protocol::frame::Header;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use zerocopy::IntoBytes;
 
 /// Pinned ranges by start: their length, and whether a lane sent from them by reference.
 static STABLE: RwLock<BTreeMap<usize, (usize, AtomicBool)>> = RwLock::new(BTreeMap::new());
@@ -83,29 +85,30 @@ fn covered(pieces: &[&[u8]], mark: bool) -> bool {
     })
 }
 
-/// Whether `pieces` go by reference (see [`by_reference`]); if so their ranges are marked
-/// as sent from.
-pub(crate) fn claim(pieces: &[&[u8]]) -> bool {
-    enabled() && covered(pieces, true)
-}
-
-/// Count one chunk sent by reference.
-pub(crate) fn count_sent() {
-    SENT.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Write `bytes` (claimed pinned memory) to `s`: by reference on a unix socket, else copied.
-pub(crate) fn write_stable(s: &mut Stream, bytes: &[u8]) -> io::Result<()> {
-    match s {
-        Stream::Unix(u) if enabled() => send(u.as_raw_fd(), bytes),
-        s => s.write_all(bytes),
-    }
+fn claim(pieces: &[&[u8]]) -> bool {
+    covered(pieces, true)
 }
 
 /// Whether a lane on a unix socket would send `pieces` by reference: the client must then
 /// not tell the application that a copy from them is complete before a server's reply.
 pub fn by_reference(pieces: &[&[u8]]) -> bool {
     enabled() && covered(pieces, false)
+}
+
+/// Write a frame whose bulk may be pinned memory: by reference where it is and `s` is a unix
+/// socket, else as [`crate::write_frame`] does.
+pub(crate) fn write_frame(s: &mut Stream, header: &Header, bulk: &[&[u8]]) -> io::Result<()> {
+    let Stream::Unix(u) = s else { return crate::write_frame(s, header, &[], bulk) };
+    if !enabled() || !claim(bulk) {
+        return crate::write_frame(s, header, &[], bulk);
+    }
+    u.write_all(header.as_bytes())?;
+    let fd = u.as_raw_fd();
+    for b in bulk {
+        send(fd, b)?;
+    }
+    SENT.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 /// A pipe pages pass through on their way into a socket, one per thread that sends.
@@ -206,10 +209,8 @@ fn send_through(pipe: &Pipe, fd: RawFd, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::frame::Header;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
-    use zerocopy::IntoBytes;
 
     #[test]
     fn pinned_ranges_are_claimed_whole_and_remembered() {
@@ -224,8 +225,8 @@ mod tests {
         assert!(!take_stable(other.as_ptr() as usize), "never sent from");
     }
 
-    /// Pinned memory arrives whole through a unix socket, more than the pipe and the
-    /// socket's buffers hold, and again from the same thread.
+    /// A frame from pinned memory arrives whole through a unix socket, larger than the pipe
+    /// and the socket's buffers, and later frames from the same thread too.
     #[test]
     fn frames_from_pinned_memory_arrive_whole() {
         let data: Vec<u8> = (0..(5 << 20) + 123).map(|i: usize| (i * 31 + (i >> 13)) as u8).collect();
@@ -245,11 +246,8 @@ mod tests {
         let mut s = Stream::Unix(a);
         let h = Header::request(protocol::frame::OP_LANE, 1, 0, true, 0, data.len());
         let (x, y) = data.split_at(4097);
-        for bulk in [&[x, y][..], &[&data[..]]] {
-            assert!(claim(bulk));
-            s.write_all(h.as_bytes()).unwrap();
-            bulk.iter().for_each(|b| write_stable(&mut s, b).unwrap());
-        }
+        write_frame(&mut s, &h, &[x, y]).unwrap();
+        write_frame(&mut s, &h, &[&data]).unwrap();
         let got = reader.join().unwrap();
         assert!(got[0] == data && got[1] == data);
         assert!(WORKS.load(Ordering::Relaxed), "sent by reference, not copied after a refusal");

@@ -72,23 +72,6 @@ fn synchronizes_are_answered_locally_when_nothing_is_pending() {
     }
 }
 
-/// Pinned memory sent by reference over lanes: a synchronize after such a copy waits for
-/// the server (the memory is overwritten right after it), and freeing it settles first.
-#[test]
-fn pinned_memory_sent_by_reference_is_reusable_after_a_synchronize() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lib = lib_dir(tmp.path());
-    let exe = compile_c("pinned_reuse", tmp.path(), &lib, &["libcuda.so.1"]);
-    let server = Server::sim(tmp.path(), &[]);
-    let out = run(&exe, &lib, &server.address, &[("VGPU_TRACE", "summary"), ("VGPU_LANES", "4")]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stdout.contains("pinned reuse ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    // 21 copies of 3 MiB over 4 lanes, each chunk by reference; one settle.
-    assert!(stderr.contains("84 chunks of pinned memory sent by reference, 1 settles"), "{stderr}");
-    assert_eq!(trace_calls(&stderr, "cuStreamSynchronize"), 20, "real synchronizes\n{stderr}");
-}
-
 /// A process that forks after using the GPU: the child starts its own session and both go
 /// on (over the socket, and over shm: with a segment and frame rings each).
 #[test]

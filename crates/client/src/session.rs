@@ -221,13 +221,6 @@ impl Session {
                 | ops::cuStreamQuery::OP,
                 _,
             ) => {}
-            // Pinned memory a lane may send by reference is the caller's again only once the
-            // server has read it: a synchronize must wait for it.
-            (ops::cuMemcpyHtoDAsync_v2::OP, Some(s))
-                if sent() as usize >= transport::lanes::LANE_MIN && transport::splice::by_reference(bulk_in) =>
-            {
-                self.idle.work(key(s), None)
-            }
             // Bytes already sent, a marker, a stream-ordered free: nothing a caller waits on.
             (ops::cuMemcpyHtoDAsync_v2::OP, Some(s)) => self.idle.work(key(s), Some(sent())),
             (ops::cuMemFreeAsync::OP, Some(s)) => self.idle.work(key(s), Some(0)),
@@ -357,7 +350,6 @@ impl Session {
     /// bulk of every frame sent before, so pinned memory sent by reference
     /// (`transport::splice`) may change. Errors are ignored: a lost server reads nothing more.
     pub fn settle(&self) {
-        transport::splice::count_settle();
         for c in self.conns.iter().filter(|c| matches!(c.lanes_if_open(), Some(Some(_)))) {
             let _ = c.call(0, &protocol::ops::settle {}, &[], None);
         }
@@ -447,10 +439,6 @@ mod summary {
                         );
                     }
                 }
-            }
-            let (sent, settled) = (transport::splice::sent(), transport::splice::settled());
-            if sent > 0 {
-                eprintln!("  {sent} chunks of pinned memory sent by reference, {settled} settles on freeing it");
             }
         }
         // Once per address space: a forked child inherits the parent's registration (and

@@ -22,28 +22,11 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use zerocopy::IntoBytes;
 
 /// Pinned ranges by start: their length, and whether a lane sent from them by reference.
 static STABLE: RwLock<BTreeMap<usize, (usize, AtomicBool)>> = RwLock::new(BTreeMap::new());
-
-/// Chunks sent by reference, and settles asked for on freeing pinned memory (for
-/// `VGPU_TRACE=summary`).
-static SENT: AtomicU64 = AtomicU64::new(0);
-static SETTLED: AtomicU64 = AtomicU64::new(0);
-
-pub fn sent() -> u64 {
-    SENT.load(Ordering::Relaxed)
-}
-
-pub fn settled() -> u64 {
-    SETTLED.load(Ordering::Relaxed)
-}
-
-pub fn count_settle() {
-    SETTLED.fetch_add(1, Ordering::Relaxed);
-}
 
 /// Whether sends by reference are on (`VGPU_SPLICE`), and still work here.
 static WORKS: AtomicBool = AtomicBool::new(true);
@@ -68,38 +51,25 @@ pub fn take_stable(ptr: usize) -> bool {
     STABLE.write().remove(&ptr).is_some_and(|(_, sent)| sent.into_inner())
 }
 
-/// Whether every non-empty piece lies in a pinned range; if `mark`, those ranges are marked
-/// as sent from.
-fn covered(pieces: &[&[u8]], mark: bool) -> bool {
+/// Whether every piece lies in one pinned range; if so they are marked as sent from.
+fn claim(pieces: &[&[u8]]) -> bool {
     let map = STABLE.read();
     let within = |p: &[u8]| {
         let at = p.as_ptr() as usize;
         map.range(..=at).next_back().filter(|(s, (len, _))| at + p.len() <= *s + *len).map(|(_, (_, sent))| sent)
     };
-    let ranges: Option<Vec<&AtomicBool>> = pieces.iter().filter(|p| !p.is_empty()).map(|p| within(p)).collect();
+    let ranges: Option<Vec<&AtomicBool>> = pieces.iter().map(|p| within(p)).collect();
     ranges.is_some_and(|r| {
-        if mark {
-            r.iter().for_each(|sent| sent.store(true, Ordering::Relaxed));
-        }
-        !r.is_empty()
+        r.iter().for_each(|sent| sent.store(true, Ordering::Relaxed));
+        true
     })
-}
-
-fn claim(pieces: &[&[u8]]) -> bool {
-    covered(pieces, true)
-}
-
-/// Whether a lane on a unix socket would send `pieces` by reference: the client must then
-/// not tell the application that a copy from them is complete before a server's reply.
-pub fn by_reference(pieces: &[&[u8]]) -> bool {
-    enabled() && covered(pieces, false)
 }
 
 /// Write a frame whose bulk may be pinned memory: by reference where it is and `s` is a unix
 /// socket, else as [`crate::write_frame`] does.
 pub(crate) fn write_frame(s: &mut Stream, header: &Header, bulk: &[&[u8]]) -> io::Result<()> {
     let Stream::Unix(u) = s else { return crate::write_frame(s, header, &[], bulk) };
-    if !enabled() || !claim(bulk) {
+    if !enabled() || bulk.iter().all(|b| b.is_empty()) || !claim(bulk) {
         return crate::write_frame(s, header, &[], bulk);
     }
     u.write_all(header.as_bytes())?;
@@ -107,7 +77,6 @@ pub(crate) fn write_frame(s: &mut Stream, header: &Header, bulk: &[&[u8]]) -> io
     for b in bulk {
         send(fd, b)?;
     }
-    SENT.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 

@@ -15,4 +15,3 @@ pub use config::{Config, read_token};
 pub use session::{Session, pid, session};
 pub use transport::Error;
 pub use transport::lanes::LANE_MIN;
-pub use transport::splice;

@@ -346,15 +346,6 @@ impl Session {
         r
     }
 
-    /// A round trip on every connection whose lanes are open: each server has then read the
-    /// bulk of every frame sent before, so pinned memory sent by reference
-    /// (`transport::splice`) may change. Errors are ignored: a lost server reads nothing more.
-    pub fn settle(&self) {
-        for c in self.conns.iter().filter(|c| matches!(c.lanes_if_open(), Some(Some(_)))) {
-            let _ = c.call(0, &protocol::ops::settle {}, &[], None);
-        }
-    }
-
     pub fn is_lost(&self) -> bool {
         self.conns.iter().any(|c| c.is_dead())
     }

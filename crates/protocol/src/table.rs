@@ -185,11 +185,6 @@ crate::api! {
     /// to u64; unless `device_scalars`, the scalars' bytes travel in `scalars` (argument
     /// order) and their slots in `args` are 0.
     oneway cublas_call(func: u16, handle: u64, device_scalars: bool, args: Vec<u64>, scalars: Vec<u8>) -> ();
-
-    // ---------- the session itself
-    /// Answered, like every call, after the bulk of every frame before it was read: pinned
-    /// memory the client sent by reference (`transport::splice`) may change after.
-    sync settle() -> ();
 }
 
 #[cfg(test)]

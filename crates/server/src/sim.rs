@@ -781,10 +781,6 @@ impl protocol::Backend for Sim {
         };
         r.map_err(cublas::deferred_code)
     }
-    /// Nothing to do: answering it is the point (the worker has read every frame before).
-    fn settle(&mut self, _io: &mut Io<'_>) -> Result<(), u32> {
-        Ok(())
-    }
     fn cublas_call(
         &mut self,
         _io: &mut Io<'_>,

@@ -208,7 +208,7 @@ fn write_jobs(seq: u32, bulk: &[&[u8]], n: usize) -> Vec<Option<Job>> {
                 // SAFETY: the ranges are the poster's bulk, valid while it waits for us.
                 let pieces: Vec<&[u8]> =
                     pieces.iter().map(|&(p, n)| unsafe { std::slice::from_raw_parts(p as *const u8, n) }).collect();
-                crate::splice::write_frame(s, &header, &pieces)
+                write_frame(s, &header, &[], &pieces)
             });
             Some(job)
         })
@@ -704,26 +704,6 @@ mod tests {
             lanes.stripe(seq, &[a, b]).unwrap();
             assert_eq!(filler.join().unwrap().unwrap(), data, "frame {seq}");
         }
-    }
-
-    /// Bulk from pinned memory goes by reference (`crate::splice`) and lands whole.
-    #[test]
-    fn pinned_bulk_lands_whole() {
-        let (lanes, set) = pair(4);
-        let data: Vec<u8> = (0..(4 << 20) + 5).map(|i: usize| (i * 3 + (i >> 12)) as u8).collect();
-        crate::splice::add_stable(data.as_ptr() as usize, data.len());
-        for seq in 1..4 {
-            let filler = {
-                let set = set.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; (4 << 20) + 5];
-                    set.fill(seq, &mut buf).map(|()| buf)
-                })
-            };
-            lanes.stripe(seq, &[&data]).unwrap();
-            assert!(filler.join().unwrap().unwrap() == data, "frame {seq}");
-        }
-        assert!(crate::splice::take_stable(data.as_ptr() as usize), "sent by reference");
     }
 
     /// Small chunks that come before the worker asks for their frame are read ahead and land

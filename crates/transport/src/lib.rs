@@ -10,7 +10,6 @@ pub mod lanes;
 pub mod ring;
 mod shm;
 mod spin;
-pub mod splice;
 mod tls;
 
 pub use addr::{Address, Listener, Stream};

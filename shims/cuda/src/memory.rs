@@ -194,18 +194,7 @@ fn host_alloc(pp: *mut *mut c_void, size: usize) -> Result<(), R> {
         return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
     }
     add_range(p as u64, size as u64, MemKind::Host);
-    client::splice::add_stable(p as usize, size);
     unsafe { put(pp, p) }
-}
-
-/// Pinned memory stops being pinned: if lanes sent from it by reference, every server must
-/// have read those bytes before the application may change or reuse it.
-fn unpin(p: *mut c_void) {
-    if client::splice::take_stable(p as usize)
-        && let Ok(s) = state::session()
-    {
-        s.settle();
-    }
 }
 
 #[unsafe(no_mangle)]
@@ -222,7 +211,6 @@ pub unsafe extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, _flag
 pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> R {
     entry(|| match remove_range(p as u64) {
         Some((_, MemKind::Host, _)) => {
-            unpin(p);
             if !crate::shm::free_host(p as u64) {
                 unsafe { libc::free(p) };
             }
@@ -243,7 +231,6 @@ pub unsafe extern "C" fn cuMemHostRegister_v2(p: *mut c_void, size: usize, _flag
             return Err(CUresult::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED);
         }
         add_range(p as u64, size as u64, MemKind::Host);
-        client::splice::add_stable(p as usize, size);
         Ok(())
     })
 }
@@ -251,10 +238,7 @@ pub unsafe extern "C" fn cuMemHostRegister_v2(p: *mut c_void, size: usize, _flag
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemHostUnregister(p: *mut c_void) -> R {
     entry(|| match remove_range(p as u64) {
-        Some((_, MemKind::Host, _)) => {
-            unpin(p);
-            Ok(())
-        }
+        Some((_, MemKind::Host, _)) => Ok(()),
         _ => Err(CUresult::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED),
     })
 }

@@ -418,10 +418,6 @@ impl protocol::Backend for CudaSession {
             .set(handle, what, value, size, |s| h.stream(s).is_ok())
             .map_err(|s| crate::cublas::deferred("setting", s))
     }
-    /// Nothing to do: answering it is the point (the worker has read every frame before).
-    fn settle(&mut self, _io: &mut Io<'_>) -> R<()> {
-        Ok(())
-    }
     fn cublas_call(
         &mut self,
         _io: &mut Io<'_>,

@@ -72,6 +72,23 @@ fn synchronizes_are_answered_locally_when_nothing_is_pending() {
     }
 }
 
+/// Pinned memory is the application's again once a synchronize after a copy from it has
+/// returned, and may be freed right after queueing one: the server copies the bytes as they
+/// were (a guard for any path that would send such memory by reference; session 7 tried
+/// one, measured it slower and took it out).
+#[test]
+fn pinned_memory_is_reusable_after_a_synchronize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("pinned_reuse", tmp.path(), &lib, &["libcuda.so.1"]);
+    let server = Server::sim(tmp.path(), &[]);
+    let out = run(&exe, &lib, &server.address, &[("VGPU_TRACE", "summary"), ("VGPU_LANES", "4")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("pinned reuse ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("21 frames' bulk over 4 lanes"), "{stderr}");
+}
+
 /// A process that forks after using the GPU: the child starts its own session and both go
 /// on (over the socket, and over shm: with a segment and frame rings each).
 #[test]

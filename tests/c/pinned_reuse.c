@@ -1,0 +1,65 @@
+/* Pinned memory copied over lanes (large copies) is the
+ * application's again once a synchronize returns: overwritten at once, the server must
+ * still have copied the old bytes. Then a copy queued right before its memory is freed.
+ * Plain C types, no NVIDIA headers. */
+#include <stdio.h>
+#include <string.h>
+
+typedef int CUdevice;
+typedef void *CUcontext, *CUstream;
+typedef unsigned long long CUdeviceptr;
+int cuInit(unsigned);
+int cuDeviceGet(CUdevice *, int);
+int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
+int cuCtxSetCurrent(CUcontext);
+int cuMemAlloc_v2(CUdeviceptr *, size_t);
+int cuMemHostAlloc(void **, size_t, unsigned);
+int cuMemFreeHost(void *);
+int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
+int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
+int cuStreamCreate(CUstream *, unsigned);
+int cuStreamSynchronize(CUstream);
+
+#define CHECK(x) do { int r_ = (x); if (r_) { printf("FAIL %s -> %d (line %d)\n", #x, r_, __LINE__); return 1; } } while (0)
+#define N (3 << 20)
+
+static unsigned char back[N];
+
+static int check(unsigned char want, int round) {
+    for (size_t j = 0; j < N; j++)
+        if (back[j] != want) {
+            printf("FAIL round %d: byte %zu is %d, not %d\n", round, j, back[j], want);
+            return 1;
+        }
+    return 0;
+}
+
+int main(void) {
+    CUdevice dev;
+    CUcontext ctx;
+    CUstream s;
+    CUdeviceptr d;
+    unsigned char *host;
+    CHECK(cuInit(0));
+    CHECK(cuDeviceGet(&dev, 0));
+    CHECK(cuDevicePrimaryCtxRetain(&ctx, dev));
+    CHECK(cuCtxSetCurrent(ctx));
+    CHECK(cuStreamCreate(&s, 1));
+    CHECK(cuMemAlloc_v2(&d, N));
+    CHECK(cuMemHostAlloc((void **)&host, N, 0));
+    for (int i = 1; i <= 20; i++) {
+        memset(host, i, N);
+        CHECK(cuMemcpyHtoDAsync_v2(d, host, N, s));
+        CHECK(cuStreamSynchronize(s));
+        memset(host, 0xee, N);
+        CHECK(cuMemcpyDtoH_v2(back, d, N));
+        if (check(i, i)) return 1;
+    }
+    memset(host, 0x42, N);
+    CHECK(cuMemcpyHtoDAsync_v2(d, host, N, s));
+    CHECK(cuMemFreeHost(host));
+    CHECK(cuMemcpyDtoH_v2(back, d, N));
+    if (check(0x42, 21)) return 1;
+    printf("pinned reuse ok\n");
+    return 0;
+}

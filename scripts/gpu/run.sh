@@ -435,6 +435,18 @@ stage_ppstats() { # issue 6: server time per call of prompt processing alone: a 
     awk 'NR==FNR {t[$1]=$4; n[$1]=$2; next} {d=($4-t[$1])/5; if (d>0.05) printf "  %-28s %6.1f calls %8.3f ms\n", $1, ($2-n[$1])/5, d}' "$W/pps.$m.1" "$W/pps.$m.6" | sort -k4 -rn | head -15 | tee -a "$SUMMARY"
   done
 }
+stage_srvstats() { # server time per call kind of one pp512 run (q8, SS_REPS reps) per configuration SS_CFGS (@b: the second server's)
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  for c in ${SS_CFGS:-unix unix@b}; do
+    local log=$OUT/server.log
+    case $c in *@b*) log=$OUT/server-b.log ;; esac
+    as_cfg "$c" $B/llama-bench -m $W/q8.gguf -p 512 -n 0 -ngl 99 -r "${SS_REPS:-30}" >/dev/null 2>&1
+    sleep 1
+    say "server time per call, pp512 q8 x${SS_REPS:-30} + warm-up, $c:"
+    awk '/time per call/ {buf=""} {buf=buf $0 "\n"} END {printf "%s", buf}' "$log" | grep -E '^  [a-zA-Z_]' | head -12 | tee -a "$SUMMARY"
+  done
+}
 stage_ttft() { # issue 6: process start to first generated token (one token, then exit), twice
   build_llama; models
   B=$LB/bin
@@ -470,7 +482,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ab|timeline|ppstats|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -83,14 +83,22 @@ pub struct Pool {
 impl Pool {
     /// A free buffer of at least `len` bytes: the smallest whose last copy has completed,
     /// else a new one; past [`POOL_LIMIT`], the oldest busy one big enough, once it is done.
+    ///
+    /// Busy buffers are asked (an event query, a driver call) smallest first, and only until
+    /// one big enough is free: a prompt batch leaves a dozen busy while its embeddings' DMA
+    /// runs, and the small copies behind them each paid for querying all of them.
     pub fn take(&mut self, api: &impl PinnedApi, len: usize) -> R<usize> {
-        for b in self.bufs.iter_mut().filter(|b| b.pending) {
-            // An error (a broken context) means nothing will touch the buffer any more.
-            b.pending = !api.event_query(b.event).unwrap_or(true);
-        }
-        let free = |b: &Pinned| !b.pending && b.cap >= len;
-        if let Some(i) = (0..self.bufs.len()).filter(|&i| free(&self.bufs[i])).min_by_key(|&i| self.bufs[i].cap) {
-            return Ok(i);
+        let mut fit: Vec<usize> = (0..self.bufs.len()).filter(|&i| self.bufs[i].cap >= len).collect();
+        fit.sort_by_key(|&i| self.bufs[i].cap);
+        for i in fit {
+            let b = &mut self.bufs[i];
+            if b.pending {
+                // An error (a broken context) means nothing will touch the buffer any more.
+                b.pending = !api.event_query(b.event).unwrap_or(true);
+            }
+            if !b.pending {
+                return Ok(i);
+            }
         }
         let cap = len.max(MIN_BUF).checked_next_power_of_two().unwrap_or(len);
         let oldest_busy = (0..self.bufs.len()).filter(|&i| self.bufs[i].cap >= len).min_by_key(|&i| self.bufs[i].tick);
@@ -199,6 +207,14 @@ impl Pool {
         self.total = 0;
     }
 
+    /// A new buffer of exactly `cap` bytes (a power of two), for tests.
+    #[cfg(test)]
+    fn take_new(&mut self, api: &impl PinnedApi, cap: usize) -> usize {
+        self.bufs.push(Pinned { ptr: api.host_alloc(cap).unwrap(), cap, event: 0, pending: false, tick: 0 });
+        self.total += cap;
+        self.bufs.len() - 1
+    }
+
     #[cfg(test)]
     fn caps(&self) -> Vec<(usize, bool)> {
         self.bufs.iter().map(|b| (b.cap, b.pending)).collect()
@@ -219,6 +235,7 @@ mod tests {
         next: Cell<u64>,
         fail_alloc: Cell<bool>,
         syncs: Cell<u32>,
+        queries: Cell<u32>,
     }
     impl PinnedApi for Fake {
         fn host_alloc(&self, len: usize) -> R<*mut u8> {
@@ -245,6 +262,7 @@ mod tests {
             Ok(())
         }
         fn event_query(&self, e: u64) -> R<bool> {
+            self.queries.set(self.queries.get() + 1);
             Ok(self.done.borrow()[&e])
         }
         fn event_sync(&self, e: u64) -> R<()> {
@@ -272,6 +290,32 @@ mod tests {
         assert_eq!(p.caps().len(), 2);
         // A synchronous use never records, so the same buffer comes back.
         assert_eq!(p.take(&api, 10).unwrap(), p.take(&api, 10).unwrap());
+    }
+
+    /// Busy buffers are asked smallest first, and only until one that fits is free: the
+    /// larger ones are left alone.
+    #[test]
+    fn busy_buffers_are_queried_only_when_needed() {
+        let api = Fake::default();
+        let mut p = Pool::default();
+        let bufs: Vec<usize> =
+            [MIN_BUF, 2 * MIN_BUF, 4 * MIN_BUF, 8 * MIN_BUF].iter().map(|&n| p.take_new(&api, n)).collect();
+        for &i in &bufs[..3] {
+            p.record(&api, i, 0).unwrap();
+        }
+        assert_eq!(p.take(&api, 10).unwrap(), bufs[3], "the free one");
+        assert_eq!(api.queries.get(), 3, "each busy one asked once, none done");
+        // The middle one completes: asked in size order, the search stops there.
+        let events: Vec<u64> = bufs.iter().map(|&i| p.bufs[i].event).collect();
+        api.done.borrow_mut().insert(events[1], true);
+        api.queries.set(0);
+        p.record(&api, bufs[3], 0).unwrap();
+        assert_eq!(p.take(&api, 10).unwrap(), bufs[1]);
+        assert_eq!(api.queries.get(), 2, "the smallest (busy) and the middle one (done)");
+        // Known free now: only the smaller busy one is asked again.
+        api.queries.set(0);
+        assert_eq!(p.take(&api, 10).unwrap(), bufs[1]);
+        assert_eq!(api.queries.get(), 1);
     }
 
     #[test]

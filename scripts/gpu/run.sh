@@ -3,7 +3,12 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   trace vbench ollama faults twoservers savellama (or all: smi..bench)
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu
+#                                   mgtrace shmtext ttft savellama (or all: smi..bench)
+#
+# Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
+# socket and port; SERVER_B_ENV: settings for it), and a configuration named with @b
+# (unix@b, tcp@b, shm@b) runs with that build's client libraries against that server.
 #
 # Expects (carried in devcarry/, see scripts/gpu/pack.sh): dist/ (scripts/dist.sh output),
 # tools/ (no-gpu.sh, build-llama-gpu.sh, gen_gguf.py), llama/ (prepare-llama.sh output),

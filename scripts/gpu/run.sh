@@ -246,7 +246,7 @@ stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp, shm) and l
     m="$m,$W/q8b.gguf"
   fi
   "$C/dist/bin/vgpu" bench --wrap "$NOGPU" --dist-lib "$C/dist/lib" --llama-bin "$LB/bin" \
-    --models "$m" --llama-reps 5 --llama-rounds "${VB_ROUNDS:-4}" --out "$OUT/vbench" || say "vgpu bench failed"
+    --models "$m" --llama-reps 5 --llama-rounds "${VB_ROUNDS:-8}" --out "$OUT/vbench" || say "vgpu bench failed"
   grep -E '^\|' "$OUT"/vbench/*.md | head -40 >>"$SUMMARY"
 }
 stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu install/doctor/uninstall

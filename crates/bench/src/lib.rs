@@ -61,8 +61,11 @@ pub struct Args {
     pub llama_reps: u32,
     /// llama-bench runs per model and column, taken in turns (native, unix, tcp, shm,
     /// native, ...) with every sample pooled: one run's speed differs from the next by a
-    /// few percent, natively too, more than the differences being measured.
-    #[arg(long, default_value_t = 3)]
+    /// few percent, natively too, more than the differences being measured. On the H100
+    /// hosts each process lands in one of two bands about 6% apart (49k or 52-54k t/s for
+    /// the 1B Q8 prompt test), so a column needs several runs for its share of each band
+    /// to even out.
+    #[arg(long, default_value_t = 8)]
     pub llama_rounds: u32,
     /// Where the dated .md/.json results and README.md go.
     #[arg(long, default_value = "bench")]

@@ -425,8 +425,11 @@ pub fn readme_intro() -> String {
      scripts/dist.sh\n\
      # micro-benchmarks: launches, round trips, copies 4 KiB-1 GiB, NVML; native, unix, tcp\n\
      dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh\n\
-     # and llama.cpp (llama-bench pp512/tg128)\n\
-     dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh --llama-bin llama/build/bin --models q8.gguf,f16.gguf\n\
+     # and llama.cpp (llama-bench pp512/tg128): --llama-rounds runs per column (default 8), taken\n\
+     # in turns, every sample pooled (each run lands in one of two speed bands about 6% apart,\n\
+     # natively too: a column needs several runs for its share of each to even out)\n\
+     dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh --llama-bin llama/build/bin --models q8.gguf,f16.gguf \\\n\
+     \x20 --llama-reps 5 --llama-rounds 8\n\
      # no GPU: the sim backend (no kernels, no native column)\n\
      dist/bin/vgpu bench --backend sim --quick --no-write\n\
      ```\n\n"

@@ -452,6 +452,20 @@ stage_srvstats() { # server time per call kind of one pp512 run (q8, SS_REPS rep
     awk '/time per call/ {buf=""} {buf=buf $0 "\n"} END {printf "%s", buf}' "$log" | grep -E '^  [a-zA-Z_]' | head -12 | tee -a "$SUMMARY"
   done
 }
+stage_bands() { # per-process speed bands: per-run medians of BANDS_RUNS pp512 runs, natively and over unix, free and pinned to cores (BANDS_CPUS)
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  local med='import json,sys,statistics as s; print("%.0f" % s.median([x for t in json.load(sys.stdin) for x in t["samples_ts"]]))'
+  for pin in "" "taskset -c ${BANDS_CPUS:-0-7}"; do
+    for c in native unix; do
+      local runs=()
+      for _ in $(seq "${BANDS_RUNS:-10}"); do
+        runs+=("$(as_cfg "$c" $pin $B/llama-bench -m $W/q8.gguf -p 512 -n 0 -ngl 99 -r 5 -o json 2>/dev/null | python3 -c "$med")")
+      done
+      say "bands ${pin:-free} $c: ${runs[*]}"
+    done
+  done
+}
 stage_ttft() { # issue 6: process start to first generated token (one token, then exit), twice
   build_llama; models
   B=$LB/bin
@@ -487,7 +501,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -39,7 +39,7 @@ TOKEN=/tmp/vgpu.token
 start_server() {
   echo "bench-token-$$" > $TOKEN; chmod 600 $TOKEN
   rm -f $SOCK # an earlier server's socket would look like this one's before it listens
-  VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
+  VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
     --listen tcp://127.0.0.1:7070 --token-file $TOKEN "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   if [ -n "${DIST_B:-}" ]; then # a second build's server, for @b configurations (SERVER_B_ENV: its settings)
@@ -392,6 +392,7 @@ stage_exp() { # issue 6: one model over every transport; then with other lane co
   LD_LIBRARY_PATH=$B $B/llama-bench "${args[@]}" >"$W/exp.md" 2>/dev/null; row "native again"
 }
 stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alternated AB_ROUNDS times; medians of every sample
+  # (AB_CPUS: llama-bench pinned to those cores, natively and through vgpu; SERVER_CPUS pins the server)
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   local cfgs=(${AB_CFGS:-native unix tcp unix+VGPU_LANES=0 tcp+VGPU_LANES=0})
@@ -401,7 +402,7 @@ stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alter
     rm -f "$W"/ab.$m.*
     for _ in $(seq "${AB_ROUNDS:-3}"); do
       for c in "${cfgs[@]}"; do
-        as_cfg "$c" $B/llama-bench "${args[@]}" 2>/dev/null | python3 -c 'import json,sys; print("\n".join(str(x) for t in json.load(sys.stdin) for x in t["samples_ts"]))' >>"$W/ab.$m.$c"
+        as_cfg "$c" ${AB_CPUS:+taskset -c $AB_CPUS} $B/llama-bench "${args[@]}" 2>/dev/null | python3 -c 'import json,sys; print("\n".join(str(x) for t in json.load(sys.stdin) for x in t["samples_ts"]))' >>"$W/ab.$m.$c"
       done
     done
     mkdir -p "$OUT/ab-samples" && cp "$W"/ab.$m.* "$OUT/ab-samples/" # every sample, in run order (AB_REPS a run)

@@ -127,11 +127,12 @@ impl Pool {
         Ok(i)
     }
 
-    /// Free idle buffers too small for `len`, to make room under the limit.
+    /// Free idle buffers too small for `len`, to make room under the limit (asking about
+    /// busy ones here: `take` asks only about buffers big enough).
     fn shed(&mut self, api: &impl PinnedApi, len: usize) {
         let mut total = self.total;
         self.bufs.retain(|b| {
-            let drop = !b.pending && b.cap < len;
+            let drop = b.cap < len && (!b.pending || api.event_query(b.event).unwrap_or(true));
             if drop {
                 api.host_free(b.ptr);
                 if b.event != 0 {
@@ -316,6 +317,22 @@ mod tests {
         api.queries.set(0);
         assert_eq!(p.take(&api, 10).unwrap(), bufs[1]);
         assert_eq!(api.queries.get(), 1);
+    }
+
+    /// Near the limit, a small buffer whose copy has completed is freed even though no
+    /// `take` asked about it since.
+    #[test]
+    fn shedding_asks_about_small_busy_buffers() {
+        let api = Fake::default();
+        let mut p = Pool::default();
+        let small = p.take_new(&api, MIN_BUF);
+        let ptr = p.ptr(small) as usize;
+        p.record(&api, small, 0).unwrap();
+        api.done.borrow_mut().values_mut().for_each(|d| *d = true);
+        let big = p.take(&api, POOL_LIMIT).unwrap();
+        assert_eq!(p.caps(), vec![(POOL_LIMIT, false)]);
+        assert_eq!((big, p.total), (0, POOL_LIMIT));
+        assert!(!api.mem.borrow().contains_key(&ptr), "the small buffer was freed");
     }
 
     #[test]

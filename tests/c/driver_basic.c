@@ -5,45 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef int CUdevice;
-typedef void *CUcontext, *CUstream, *CUevent;
-typedef unsigned long long CUdeviceptr;
-int cuInit(unsigned);
+#include "cuda_decls.h"
+
 int cuDriverGetVersion(int *);
-int cuDeviceGetCount(int *);
-int cuDeviceGet(CUdevice *, int);
-int cuDeviceGetName(char *, int, CUdevice);
 int cuDeviceGetAttribute(int *, int, CUdevice);
 int cuDeviceTotalMem_v2(size_t *, CUdevice);
-int cuDeviceGetPCIBusId(char *, int, CUdevice);
-int cuDeviceGetUuid_v2(unsigned char *, CUdevice);
-int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
-int cuCtxSetCurrent(CUcontext);
 int cuCtxGetCurrent(CUcontext *);
-int cuCtxGetDevice(CUdevice *);
-int cuCtxSynchronize(void);
-int cuMemAlloc_v2(CUdeviceptr *, size_t);
-int cuMemFree_v2(CUdeviceptr);
-int cuMemGetInfo_v2(size_t *, size_t *);
-int cuMemcpyHtoD_v2(CUdeviceptr, const void *, size_t);
-int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
-int cuMemcpyDtoD_v2(CUdeviceptr, CUdeviceptr, size_t);
-int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
-int cuMemcpyDtoHAsync_v2(void *, CUdeviceptr, size_t, CUstream);
 int cuMemsetD32_v2(CUdeviceptr, unsigned, size_t);
-int cuMemsetD8Async(CUdeviceptr, unsigned char, size_t, CUstream);
-int cuMemAllocHost_v2(void **, size_t);
-int cuMemFreeHost(void *);
-int cuPointerGetAttribute(void *, int, CUdeviceptr);
-int cuStreamCreate(CUstream *, unsigned);
-int cuStreamSynchronize(CUstream);
-int cuStreamDestroy_v2(CUstream);
-int cuEventCreate(CUevent *, unsigned);
-int cuEventRecord(CUevent, CUstream);
-int cuEventSynchronize(CUevent);
-int cuEventElapsedTime(float *, CUevent, CUevent);
-int cuEventDestroy_v2(CUevent);
-int cuGetErrorName(int, const char **);
 
 #define CHECK(x) do { int r_ = (x); if (r_) { const char *n_ = "?"; cuGetErrorName(r_, &n_); \
     printf("FAIL %s -> %d %s (line %d)\n", #x, r_, n_, __LINE__); return 1; } } while (0)

@@ -10,17 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-typedef void *CUcontext;
-typedef unsigned long long CUdeviceptr;
-int cuInit(unsigned);
-int cuDevicePrimaryCtxRetain(CUcontext *, int);
-int cuCtxSetCurrent(CUcontext);
-int cuCtxSynchronize(void);
-int cuMemAlloc_v2(CUdeviceptr *, size_t);
-int cuMemFree_v2(CUdeviceptr);
-int cuMemGetInfo_v2(size_t *, size_t *);
-int cuMemcpyHtoD_v2(CUdeviceptr, const void *, size_t);
-int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
+#include "cuda_decls.h"
 
 static double now(void) {
     struct timespec t;

@@ -8,19 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef int CUdevice;
-typedef void *CUcontext;
-typedef unsigned long long CUdeviceptr;
-int cuInit(unsigned);
-int cuDeviceGet(CUdevice *, int);
-int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
-int cuCtxSetCurrent(CUcontext);
-int cuMemAlloc_v2(CUdeviceptr *, size_t);
-int cuMemFree_v2(CUdeviceptr);
-int cuMemcpyHtoD_v2(CUdeviceptr, const void *, size_t);
-int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
-int cuMemAllocHost_v2(void **, size_t);
-int cuMemFreeHost(void *);
+#include "cuda_decls.h"
 
 #define CHECK(x) do { int r_ = (x); if (r_) { printf("FAIL %s -> %d (line %d, pid %d)\n", #x, r_, __LINE__, (int)getpid()); return 1; } } while (0)
 

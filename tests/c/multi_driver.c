@@ -9,28 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef int CUdevice;
-typedef void *CUcontext, *CUstream, *CUevent, *CUmodule, *CUfunction;
-typedef unsigned long long CUdeviceptr;
-int cuInit(unsigned);
-int cuDeviceGetCount(int *);
-int cuDeviceGet(CUdevice *, int);
-int cuDeviceGetName(char *, int, CUdevice);
-int cuDeviceGetPCIBusId(char *, int, CUdevice);
-int cuDeviceGetUuid_v2(unsigned char *, CUdevice);
+#include "cuda_decls.h"
+
 int cuDeviceCanAccessPeer(int *, CUdevice, CUdevice);
-int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
-int cuCtxSetCurrent(CUcontext);
-int cuCtxGetDevice(CUdevice *);
-int cuCtxSynchronize(void);
-int cuMemAlloc_v2(CUdeviceptr *, size_t);
-int cuMemFree_v2(CUdeviceptr);
-int cuMemcpyHtoD_v2(CUdeviceptr, const void *, size_t);
-int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
-int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
 int cuMemcpy(CUdeviceptr, CUdeviceptr, size_t);
 int cuMemcpyPeer(CUdeviceptr, CUcontext, CUdeviceptr, CUcontext, size_t);
-int cuMemsetD8_v2(CUdeviceptr, unsigned char, size_t);
 typedef struct {
     size_t srcXInBytes, srcY;
     int srcMemoryType;
@@ -61,21 +44,9 @@ int cuMemRelease(unsigned long long);
 int cuMemMap(CUdeviceptr, size_t, size_t, unsigned long long, unsigned long long);
 int cuMemUnmap(CUdeviceptr, size_t);
 int cuMemSetAccess(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
-int cuPointerGetAttribute(void *, int, CUdeviceptr);
-int cuStreamCreate(CUstream *, unsigned);
-int cuStreamSynchronize(CUstream);
 int cuStreamWaitEvent(CUstream, CUevent, unsigned);
-int cuStreamDestroy_v2(CUstream);
-int cuEventCreate(CUevent *, unsigned);
-int cuEventRecord(CUevent, CUstream);
-int cuEventSynchronize(CUevent);
-int cuEventElapsedTime(float *, CUevent, CUevent);
-int cuEventDestroy_v2(CUevent);
-int cuModuleLoadData(CUmodule *, const void *);
-int cuModuleGetFunction(CUfunction *, CUmodule, const char *);
 int cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
                    void **, void **);
-int cuGetErrorName(int, const char **);
 
 #define CHECK(x) do { int r_ = (x); if (r_) { const char *n_ = "?"; cuGetErrorName(r_, &n_); \
     printf("FAIL %s -> %d %s (line %d)\n", #x, r_, n_, __LINE__); return 1; } } while (0)

@@ -1,24 +1,11 @@
-/* Pinned memory copied over lanes (large copies) is the
- * application's again once a synchronize returns: overwritten at once, the server must
- * still have copied the old bytes. Then a copy queued right before its memory is freed.
- * Plain C types, no NVIDIA headers. */
+/* Pinned memory copied over lanes (large copies) is the application's again once a
+ * synchronize returns: overwritten at once, the server must still have copied the old
+ * bytes. Then a copy queued right before its memory is freed. Plain C types, no NVIDIA
+ * headers. */
 #include <stdio.h>
 #include <string.h>
 
-typedef int CUdevice;
-typedef void *CUcontext, *CUstream;
-typedef unsigned long long CUdeviceptr;
-int cuInit(unsigned);
-int cuDeviceGet(CUdevice *, int);
-int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
-int cuCtxSetCurrent(CUcontext);
-int cuMemAlloc_v2(CUdeviceptr *, size_t);
-int cuMemHostAlloc(void **, size_t, unsigned);
-int cuMemFreeHost(void *);
-int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
-int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
-int cuStreamCreate(CUstream *, unsigned);
-int cuStreamSynchronize(CUstream);
+#include "cuda_decls.h"
 
 #define CHECK(x) do { int r_ = (x); if (r_) { printf("FAIL %s -> %d (line %d)\n", #x, r_, __LINE__); return 1; } } while (0)
 #define N (3 << 20)

@@ -11,15 +11,9 @@ int nvmlDeviceGetHandleByIndex_v2(unsigned, nvmlDevice_t *);
 int nvmlDeviceGetMemoryInfo(nvmlDevice_t, mem_v1 *);
 int nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t, mem_v2 *);
 
-typedef void *CUcontext;
-typedef unsigned long long CUdeviceptr;
-int cuInit(unsigned);
+#include "cuda_decls.h"
+
 int cuDeviceTotalMem_v2(size_t *, int);
-int cuDevicePrimaryCtxRetain(CUcontext *, int);
-int cuCtxSetCurrent(CUcontext);
-int cuMemAlloc_v2(CUdeviceptr *, size_t);
-int cuMemFree_v2(CUdeviceptr);
-int cuMemGetInfo_v2(size_t *, size_t *);
 
 int main(void) {
     nvmlDevice_t d;

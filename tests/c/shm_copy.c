@@ -7,28 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef int CUdevice;
-typedef void *CUcontext, *CUstream;
-typedef unsigned long long CUdeviceptr;
-int cuInit(unsigned);
-int cuDeviceGet(CUdevice *, int);
-int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
-int cuCtxSetCurrent(CUcontext);
-int cuMemAlloc_v2(CUdeviceptr *, size_t);
-int cuMemFree_v2(CUdeviceptr);
-int cuMemcpyHtoD_v2(CUdeviceptr, const void *, size_t);
-int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
-int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
-int cuMemcpyDtoHAsync_v2(void *, CUdeviceptr, size_t, CUstream);
-int cuMemsetD8_v2(CUdeviceptr, unsigned char, size_t);
-int cuMemAllocHost_v2(void **, size_t);
-int cuMemHostAlloc(void **, size_t, unsigned);
-int cuMemFreeHost(void *);
-int cuStreamCreate(CUstream *, unsigned);
-int cuStreamSynchronize(CUstream);
-int cuStreamDestroy_v2(CUstream);
-int cuCtxSynchronize(void);
-int cuGetErrorName(int, const char **);
+#include "cuda_decls.h"
 
 #define CHECK(x) do { int r_ = (x); if (r_) { const char *n_ = "?"; cuGetErrorName(r_, &n_); \
     printf("FAIL %s -> %d %s (line %d)\n", #x, r_, n_, __LINE__); return 1; } } while (0)

@@ -6,20 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef void *CUcontext, *CUstream;
-typedef unsigned long long CUdeviceptr;
-int cuInit(unsigned);
-int cuDevicePrimaryCtxRetain(CUcontext *, int);
-int cuCtxSetCurrent(CUcontext);
-int cuMemAlloc_v2(CUdeviceptr *, size_t);
-int cuMemFree_v2(CUdeviceptr);
-int cuMemcpyHtoD_v2(CUdeviceptr, const void *, size_t);
-int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
-int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
-int cuMemcpyDtoD_v2(CUdeviceptr, CUdeviceptr, size_t);
-int cuMemsetD8Async(CUdeviceptr, unsigned char, size_t, CUstream);
-int cuStreamCreate(CUstream *, unsigned);
-int cuStreamSynchronize(CUstream);
+#include "cuda_decls.h"
 
 #define CHECK(x) do { int r_ = (x); if (r_) { printf("FAIL %s -> %d (cycle %d)\n", #x, r_, c); return 1; } } while (0)
 

@@ -5,29 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef int CUdevice;
-typedef void *CUcontext, *CUstream;
-typedef unsigned long long CUdeviceptr;
-int cuInit(unsigned);
-int cuDeviceGet(CUdevice *, int);
-int cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
-int cuCtxSetCurrent(CUcontext);
-int cuCtxSynchronize(void);
-int cuMemAlloc_v2(CUdeviceptr *, size_t);
-int cuMemcpyHtoDAsync_v2(CUdeviceptr, const void *, size_t, CUstream);
-int cuMemcpyDtoHAsync_v2(void *, CUdeviceptr, size_t, CUstream);
-int cuMemcpyDtoH_v2(void *, CUdeviceptr, size_t);
-int cuMemsetD8Async(CUdeviceptr, unsigned char, size_t, CUstream);
-int cuStreamCreate(CUstream *, unsigned);
-int cuStreamSynchronize(CUstream);
+#include "cuda_decls.h"
+
 int cuStreamQuery(CUstream);
-typedef void *CUevent;
-int cuEventCreate(CUevent *, unsigned);
-int cuEventRecord(CUevent, CUstream);
-int cuEventSynchronize(CUevent);
-typedef void *CUmodule, *CUfunction;
-int cuModuleLoadData(CUmodule *, const void *);
-int cuModuleGetFunction(CUfunction *, CUmodule, const char *);
 int cuOccupancyMaxActiveBlocksPerMultiprocessor(int *, CUfunction, int, size_t);
 
 #define CHECK(x) do { int r_ = (x); if (r_) { printf("FAIL %s -> %d (line %d)\n", #x, r_, __LINE__); return 1; } } while (0)

@@ -203,7 +203,8 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
                 Ok(_) => break Err(io::Error::new(io::ErrorKind::InvalidData, "frames behind the switch to rings")),
                 Err(e) => {
                     tracing::warn!("session {}: no frame rings: {e}", cfg.session_id);
-                    let refused = Header::reply(OP_RING, h.seq, RING_REFUSED, 0, 0);
+                    // "Not supported": the client keeps the socket.
+                    let refused = Header::reply(OP_RING, h.seq, protocol::UNSUPPORTED, 0, 0);
                     if let Err(e) = write_frame(&mut *writer.lock(), &refused, &[], &[]) {
                         break Err(e);
                     }
@@ -433,9 +434,6 @@ impl FrameLog {
         }
     }
 }
-
-/// Status of a refused `OP_RING` (CUDA's "not supported"): the client keeps the socket.
-const RING_REFUSED: u32 = 801;
 
 /// The server's end of a `shm:` session's frame rings, as `args` (offset and size) name
 /// them in `segment` (mapped once more for them), ringing on `control`.

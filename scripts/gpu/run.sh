@@ -429,13 +429,16 @@ stage_h2dlat() { # host-to-device copy + synchronize latency by size, from pinne
     say "h2dlat $c:"; as_cfg "$c" "$W/h2dlat" "${LAT_GAP_US:-1000}" 2>&1 | tee -a "$SUMMARY"
   done
 }
+# The rows of the last "time per call" table (VGPU_STATS=1) a server log holds: the session
+# that ended last.
+last_call_table() { awk '/time per call/ {buf=""} {buf=buf $0 "\n"} END {printf "%s", buf}' "$1" | grep -E '^  [a-zA-Z_]'; }
 stage_ppstats() { # issue 6: server time per call of prompt processing alone: a run of 1 and one of 6, subtracted
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   for m in ${PP_MODELS:-f16}; do
     for r in 1 6; do
       vg $B/llama-bench -m $W/$m.gguf -p 512 -n 0 -ngl 99 -r $r >/dev/null 2>&1
-      sleep 1; awk '/time per call/ {buf=""} {buf=buf $0 "\n"} END {printf "%s", buf}' "$OUT/server.log" | grep -E '^  [a-zA-Z_]' >"$W/pps.$m.$r"
+      sleep 1; last_call_table "$OUT/server.log" >"$W/pps.$m.$r"
     done
     say "pp512 $m: server time of 5 more runs, per run:"
     awk 'NR==FNR {t[$1]=$4; n[$1]=$2; next} {d=($4-t[$1])/5; if (d>0.05) printf "  %-28s %6.1f calls %8.3f ms\n", $1, ($2-n[$1])/5, d}' "$W/pps.$m.1" "$W/pps.$m.6" | sort -k4 -rn | head -15 | tee -a "$SUMMARY"
@@ -450,7 +453,7 @@ stage_srvstats() { # server time per call kind of one pp512 run (q8, SS_REPS rep
     as_cfg "$c" $B/llama-bench -m $W/q8.gguf -p 512 -n 0 -ngl 99 -r "${SS_REPS:-30}" >/dev/null 2>&1
     sleep 1
     say "server time per call, pp512 q8 x${SS_REPS:-30} + warm-up, $c:"
-    awk '/time per call/ {buf=""} {buf=buf $0 "\n"} END {printf "%s", buf}' "$log" | grep -E '^  [a-zA-Z_]' | head -12 | tee -a "$SUMMARY"
+    last_call_table "$log" | head -12 | tee -a "$SUMMARY"
   done
 }
 stage_bands() { # per-process speed bands: per-run medians of BANDS_RUNS pp512 runs, natively and over unix, free and pinned to cores (BANDS_CPUS)

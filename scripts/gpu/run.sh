@@ -7,7 +7,8 @@
 #                                   mgtrace shmtext ttft savellama (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
-# socket and port; SERVER_B_ENV: settings for it), and a configuration named with @b
+# socket and port; SERVER_B_ENV: settings for it; SERVER_B_WRAP: a command it runs under, such
+# as "nice -n -10"), and a configuration named with @b
 # (unix@b, tcp@b, shm@b) runs with that build's client libraries against that server.
 #
 # Expects (carried in devcarry/, see scripts/gpu/pack.sh): dist/ (scripts/dist.sh output),
@@ -44,7 +45,7 @@ start_server() {
   SERVER_PID=$!
   if [ -n "${DIST_B:-}" ]; then # a second build's server, for @b configurations (SERVER_B_ENV: its settings)
     rm -f $SOCK.b
-    env ${SERVER_B_ENV:-} VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid "$DIST_B/bin/vgpu" serve --backend cuda --listen unix:$SOCK.b \
+    env ${SERVER_B_ENV:-} VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid ${SERVER_B_WRAP:-} "$DIST_B/bin/vgpu" serve --backend cuda --listen unix:$SOCK.b \
       --listen tcp://127.0.0.1:7071 --token-file $TOKEN "$@" >"$OUT/server-b.log" 2>&1 &
     SERVER_B_PID=$!
   fi
@@ -416,9 +417,10 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
   B=$LB/bin; export EXTRA_LD=$B
   gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl || return
   local args=(-m $W/${TL_MODEL:-q8}.gguf -p 512 -n 0 -ngl 99 -r "${TL_REPS:-60}")
-  for _ in $(seq "${TL_ROUNDS:-2}"); do
+  for round in $(seq "${TL_ROUNDS:-2}"); do
     for c in ${TL_CFGS:-native unix tcp shm unix+VGPU_LANES=0}; do
       as_cfg "$c" env TL_OUT="$W/tl.txt" LD_PRELOAD="$W/timeline.so" $B/llama-bench "${args[@]}" >/dev/null 2>&1
+      [ -n "${TL_KEEP:-}" ] && mkdir -p "$OUT/tl" && gzip -c "$W/tl.txt" >"$OUT/tl/$c.$round.txt.gz" # every call, for later
       say "timeline $(python3 "$ROOT/scripts/gpu/timeline.py" "$W/tl.txt" "$c" ${TL_DUMP:+--dump} 2>&1)"
     done
   done

@@ -22,6 +22,11 @@ pub struct LlamaTest {
     /// Every sample (tokens/s), of every run pooled (see [`pool`]).
     #[serde(default)]
     pub samples: Vec<f64>,
+    /// Each run's own median, in the order the runs were taken: the spread between runs
+    /// (each llama-bench process can land in a faster or slower band) is the noise a
+    /// pooled median carries.
+    #[serde(default)]
+    pub run_medians: Vec<f64>,
 }
 
 /// Add the tests of another run of the same model in the same column to `into`: samples
@@ -37,6 +42,7 @@ pub fn pool(into: &mut Vec<LlamaTest>, more: Vec<LlamaTest>) {
             continue;
         }
         have.samples.extend_from_slice(&t.samples);
+        have.run_medians.extend_from_slice(&t.run_medians);
         let n = have.samples.len() as f64;
         have.avg_ts = have.samples.iter().sum::<f64>() / n;
         let var = have.samples.iter().map(|x| (x - have.avg_ts).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
@@ -86,13 +92,15 @@ pub fn parse(out: &str) -> Result<Vec<LlamaTest>, String> {
                 .get("samples_ts")
                 .and_then(Value::as_array)
                 .map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect());
+            let median_ts = if samples.is_empty() { avg_ts } else { crate::stats::p50(&samples) };
             Ok(LlamaTest {
                 model: o.get("model_filename").and_then(Value::as_str).unwrap_or("?").to_string(),
                 test: test_name(int(o, "n_prompt"), int(o, "n_gen"), int(o, "n_depth")),
                 avg_ts,
                 stddev_ts: num(o, "stddev_ts").unwrap_or(0.0),
-                median_ts: if samples.is_empty() { avg_ts } else { crate::stats::p50(&samples) },
+                median_ts,
                 samples,
+                run_medians: vec![median_ts],
             })
         })
         .collect()
@@ -112,6 +120,7 @@ mod tests {
         assert_eq!(t[0].model, "/tmp/vgpu-work/q8.gguf");
         assert!((t[0].avg_ts - 45950.123).abs() < 1e-9);
         assert_eq!(t[0].median_ts, 45953.9, "the middle sample");
+        assert_eq!(t[0].run_medians, vec![45953.9], "one run");
         assert!((t[0].stddev_ts - 70.5).abs() < 1e-9);
         assert_eq!(t[1].test, "tg128");
         assert!((t[1].avg_ts - 874.7).abs() < 1e-9);
@@ -136,6 +145,7 @@ mod tests {
         for x in &mut more[0].samples {
             *x += 1000.0;
         }
+        more[0].run_medians[0] += 1000.0;
         pool(&mut all, more);
         assert_eq!(all.len(), 2, "the same tests, not new ones");
         assert_eq!(all[0].samples.len(), 2 * n);
@@ -143,6 +153,7 @@ mod tests {
         assert!(all[0].median_ts > first[0].median_ts && all[0].median_ts < first[0].median_ts + 1000.0);
         assert!((all[0].avg_ts - (first[0].avg_ts + 500.0)).abs() < 1.0, "{}", all[0].avg_ts);
         assert!(all[0].stddev_ts > 400.0, "spread of both runs: {}", all[0].stddev_ts);
+        assert_eq!(all[0].run_medians, vec![first[0].median_ts, first[0].median_ts + 1000.0], "one per run, in order");
     }
 
     #[test]

@@ -309,7 +309,53 @@ pub fn build_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
              (native, unix, tcp, shm, native, ...)"
         ));
     }
+    notes.extend(round_notes(columns, llama));
     notes
+}
+
+/// For each llama-bench test run more than once: every round's run in each column against
+/// native's run of the same round (lowest, median, highest), so that the table's pooled ratio
+/// comes with the spread between runs.
+fn round_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
+    let tests = |col: &str, model: &str| {
+        llama.iter().find(|r| r.column == col && r.model == model && r.error.is_none()).map(|r| &r.tests)
+    };
+    let mut notes = Vec::new();
+    for native in llama.iter().filter(|r| r.column == COLUMNS[0] && r.error.is_none()) {
+        for t in native.tests.iter().filter(|t| t.run_medians.len() >= 2) {
+            let spreads: Vec<String> = columns
+                .iter()
+                .filter(|c| c.name != COLUMNS[0])
+                .filter_map(|c| {
+                    let other = tests(&c.name, &native.model)?.iter().find(|o| o.test == t.test)?;
+                    let (lo, mid, hi) = round_ratios(&t.run_medians, &other.run_medians)?;
+                    Some(format!("{} {lo:.3}-{hi:.3} (median {mid:.3})", c.name))
+                })
+                .collect();
+            if !spreads.is_empty() {
+                let name = std::path::Path::new(&native.model)
+                    .file_name()
+                    .map_or(native.model.clone(), |f| f.to_string_lossy().into());
+                notes.push(format!(
+                    "llama-bench {name} {}, each round's run against native's run of that round ({} rounds): {}",
+                    t.test,
+                    t.run_medians.len(),
+                    spreads.join(", ")
+                ));
+            }
+        }
+    }
+    notes
+}
+
+/// Lowest, median and highest of `other[i] / native[i]`; `None` unless both have the same
+/// number of runs (a column that failed a round is not paired).
+fn round_ratios(native: &[f64], other: &[f64]) -> Option<(f64, f64, f64)> {
+    if native.len() != other.len() || native.is_empty() || native.iter().any(|&n| n <= 0.0) {
+        return None;
+    }
+    let r: Vec<f64> = native.iter().zip(other).map(|(n, o)| o / n).collect();
+    Some((crate::stats::min(&r), crate::stats::p50(&r), crate::stats::percentile(&r, 100.0)))
 }
 
 /// The markdown report.
@@ -526,6 +572,7 @@ mod tests {
             stddev_ts: 1.0,
             median_ts: ts,
             samples: vec![ts],
+            run_medians: vec![ts, ts * 0.9, ts * 1.1],
         };
         let llama = vec![
             LlamaRun {
@@ -551,6 +598,22 @@ mod tests {
         assert!(notes.iter().any(|n| n.starts_with("tcp: llama-bench /w/q8.gguf failed")), "{notes:?}");
         assert!(notes.iter().any(|n| n.starts_with("tcp: no kernel launches")), "{notes:?}");
         assert!(notes.iter().any(|n| n == "shm: not implemented yet"), "{notes:?}");
+        // unix ran at half of native's speed in every round (pp512), 0.95 of it (tg128); tcp failed.
+        assert!(
+            notes.iter().any(|n| n
+                == "llama-bench q8.gguf pp512, each round's run against native's run of that round (3 rounds): \
+                    unix 0.500-0.500 (median 0.500)"),
+            "{notes:?}"
+        );
+        assert!(notes.iter().any(|n| n.contains("tg128") && n.contains("unix 0.950-0.950")), "{notes:?}");
+    }
+
+    #[test]
+    fn round_ratios_pair_runs_by_round() {
+        assert_eq!(round_ratios(&[100.0, 200.0, 100.0], &[90.0, 200.0, 99.0]), Some((0.9, 0.99, 1.0)));
+        assert_eq!(round_ratios(&[100.0, 200.0], &[90.0]), None, "a failed round leaves nothing to pair");
+        assert_eq!(round_ratios(&[], &[]), None);
+        assert_eq!(round_ratios(&[0.0], &[1.0]), None);
     }
 
     fn report() -> Report {

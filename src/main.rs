@@ -47,6 +47,12 @@ enum Cmd {
         /// comma-separated (CUDA_VISIBLE_DEVICES syntax). Default: every GPU of the host.
         #[arg(long)]
         gpus: Option<String>,
+        /// A file whose memory a client may share with the server as its segment, over any
+        /// transport: a VM's shared memory (QEMU ivshmem over a memory-backend-file). A
+        /// client proves it maps the file by a nonce written at its start; each file serves
+        /// one session at a time. Repeat for several VMs.
+        #[arg(long)]
+        shm_file: Vec<PathBuf>,
     },
     /// Internal: serve one session on fd 3 (started by `vgpu serve`).
     #[command(hide = true)]
@@ -65,6 +71,9 @@ enum Cmd {
         /// The descriptor on which `vgpu serve` passes the session's lanes.
         #[arg(long)]
         lanes_fd: Option<i32>,
+        /// Files the client may use as its shared segment (`vgpu serve --shm-file`).
+        #[arg(long)]
+        shm_file: Vec<PathBuf>,
     },
     /// List the devices the configured server(s) offer.
     Devices,
@@ -112,6 +121,7 @@ fn main() -> ExitCode {
             sim_id,
             sim_driver_version,
             gpus,
+            shm_file,
         } => (|| {
             let listen = listen.iter().map(|a| a.parse()).collect::<Result<Vec<_>, _>>()?;
             let token = match (token_file, std::env::var("VGPU_TOKEN").ok()) {
@@ -127,6 +137,7 @@ fn main() -> ExitCode {
                 sim_seed: sim_id,
                 sim_driver_version,
                 gpus,
+                shm_files: shm_file,
                 worker_exe: std::env::current_exe().map_err(|e| e.to_string())?,
                 tls: match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => {
@@ -138,7 +149,7 @@ fn main() -> ExitCode {
             };
             server::serve(opts)
         })(),
-        Cmd::Worker { backend, session, memory_limit, tls_cert, tls_key, lanes_fd } => (|| {
+        Cmd::Worker { backend, session, memory_limit, tls_cert, tls_key, lanes_fd, shm_file } => (|| {
             let mut snap = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut snap).map_err(|e| e.to_string())?;
             let snapshot = postcard::from_bytes(&snap).map_err(|e| format!("bad snapshot: {e}"))?;
@@ -148,6 +159,7 @@ fn main() -> ExitCode {
                 memory_limit,
                 session_id: session,
                 lane_control: lanes_fd,
+                shm_files: shm_file,
             };
             // SAFETY: `vgpu serve` hands each worker its connection as fd 3.
             let stream = unsafe { transport::Stream::from_fd(3) };

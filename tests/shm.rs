@@ -165,3 +165,80 @@ fn frame_rings_are_checked_and_then_carry_the_session() {
     let ended = wait_until(Duration::from_secs(10), || server.workers().is_empty());
     assert!(ended.is_some(), "every worker ends with its session: {:?}", server.workers());
 }
+
+/// A session at the TCP `address` whose client names a shared file of `len` bytes by
+/// `nonce` (as a client in a VM does; it wrote the nonce into the file, or not).
+fn session_with_file(address: &str, token: &str, len: u64, nonce: &[u8; transport::NONCE_LEN]) -> Conn {
+    let addr: transport::Address = address.parse().unwrap();
+    let t = Timeouts { silence: Duration::from_secs(4), ..Default::default() };
+    let mut stream = addr.connect(t.connect).unwrap();
+    transport::send_segment_file(&mut stream, len, nonce).unwrap();
+    Conn::handshake(stream, &addr, &hello(token), t).unwrap().0
+}
+
+/// What a VM's shared memory looks like to both sides, a file each maps, over TCP: the
+/// same byte-exact copies through it as through a passed segment; a client must prove it
+/// maps the file (its nonce at the start), and a file serves one session at a time (the
+/// next falls back to the connection, and gets it once the first ends).
+#[test]
+fn a_shared_file_carries_copies_over_tcp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("shm_copy", tmp.path(), &lib, &["libcuda.so.1"]);
+    let (file, other) = (tmp.path().join("vm1.shm"), tmp.path().join("vm2.shm"));
+    let len = 256u64 << 20;
+    for f in [&file, &other] {
+        std::fs::File::create(f).unwrap().set_len(len).unwrap();
+    }
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let address = free_tcp_address();
+    let shared = ["--token-file", token_file.to_str().unwrap(), "--shm-file", other.to_str().unwrap()];
+    let server = Server::start_env(
+        &address,
+        &["--backend", "sim"],
+        &[&shared[..], &["--shm-file", file.to_str().unwrap()]].concat(),
+        &[("VGPU_LOG", "error")],
+    );
+    let envs = [("VGPU_TRACE", "summary"), ("VGPU_TOKEN", "t0ken"), ("VGPU_SHM_FILE", file.to_str().unwrap())];
+
+    let out = run(&exe, &lib, &address, &envs);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("72 copies ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for op in ["shm_htod", "shm_dtoh", "shm_wait"] {
+        assert!(calls(&stderr, op) > 0, "{op} unused:\n{stderr}");
+    }
+    assert_eq!(calls(&stderr, "cuMemcpyDtoH_v2"), 7, "{stderr}");
+
+    // A nonce that is not in the file proves nothing; the one that is takes the file.
+    let nonce = transport::random_nonce().unwrap();
+    let forged = session_with_file(&address, "t0ken", len, &nonce);
+    assert!(matches!(forged.call(0, &ops::shm_attached {}, &[], None), Err(Error::Api(801))));
+    let seg = Segment::open_file(&file, None).unwrap();
+    seg.write_nonce(&nonce).unwrap();
+    let holder = session_with_file(&address, "t0ken", len, &nonce);
+    assert_eq!(holder.call(0, &ops::shm_attached {}, &[], None).unwrap(), len);
+
+    // While it holds the file, the program's session falls back to the connection.
+    let out = run(&exe, &lib, &address, &envs);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("72 copies ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(calls(&stderr, "shm_htod") + calls(&stderr, "shm_dtoh"), 0, "{stderr}");
+    assert!(stderr.contains("did not map the shared segment"), "{stderr}");
+
+    drop((holder, forged));
+    let freed = wait_until(Duration::from_secs(10), || {
+        let out = run(&exe, &lib, &address, &envs);
+        out.status.success() && calls(&String::from_utf8_lossy(&out.stderr), "shm_htod") > 0
+    });
+    assert!(freed.is_some(), "the file serves the next session once its holder has gone");
+    drop(server);
+
+    // A server that shares no file: the client says so and copies over the connection.
+    let bare = Server::start_env(&address, &["--backend", "sim"], &shared[..2], &[("VGPU_LOG", "error")]);
+    let out = run(&exe, &lib, &bare.address, &envs);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("72 copies ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(calls(&stderr, "shm_htod"), 0, "{stderr}");
+}

@@ -4,7 +4,7 @@
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
 #                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu
-#                                   mgtrace shmtext ttft savellama (or all: smi..bench)
+#                                   mgtrace shmtext ttft shmfile savellama (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
 # socket and port; SERVER_B_ENV: settings for it; SERVER_B_WRAP: a command it runs under, such
@@ -37,11 +37,15 @@ elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'
 
 SOCK=/tmp/vgpu.sock
 TOKEN=/tmp/vgpu.token
+# What a VM's shared memory is on its host: a file in /dev/shm that the server shares
+# (--shm-file) and a client over TCP names (VGPU_SHM_FILE; the tcpfile configuration).
+SHMFILE=/dev/shm/vgpu-vm.shm
 start_server() {
   echo "bench-token-$$" > $TOKEN; chmod 600 $TOKEN
   rm -f $SOCK # an earlier server's socket would look like this one's before it listens
+  rm -f $SHMFILE && truncate -s "${SHMFILE_MB:-256}M" $SHMFILE
   VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
-    --listen tcp://127.0.0.1:7070 --token-file $TOKEN "$@" >"$OUT/server.log" 2>&1 &
+    --listen tcp://127.0.0.1:7070 --token-file $TOKEN --shm-file $SHMFILE "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   if [ -n "${DIST_B:-}" ]; then # a second build's server, for @b configurations (SERVER_B_ENV: its settings)
     rm -f $SOCK.b
@@ -66,6 +70,7 @@ as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: nat
     native) env "${e[@]}" LD_LIBRARY_PATH="${EXTRA_LD:-}" "$@" ;;
     unix) VGSOCK=$sock VGLIB=$lib vg env "${e[@]}" "$@" ;;
     tcp) VGPORT=$port VGLIB=$lib vg_tcp env "${e[@]}" "$@" ;;
+    tcpfile) VGPORT=$port VGLIB=$lib vg_tcp env VGPU_SHM_FILE=$SHMFILE "${e[@]}" "$@" ;;
     shm) VGSOCK=$sock VGLIB=$lib vg_shm env "${e[@]}" "$@" ;;
   esac
 }
@@ -180,6 +185,19 @@ stage_llama() {
   vg_tcp "$B/llama-completion" "${long[@]}" >"$W/long.tcp" 2>"$OUT/long-tcp.err" </dev/null
   compare llama-q8-long-prompt-unix "$W/long.n" "$W/long.unix"
   compare llama-q8-long-prompt-tcp "$W/long.n" "$W/long.tcp"
+}
+stage_shmfile() { # a VM's shared memory, stood in for by $SHMFILE: TCP for the calls, the file for the bytes
+  build_gpu_tests; build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  "$W/driver_suite" "$W" >"$W/ds.n" 2>&1; echo "rc=0" >>"$W/ds.n"
+  as_cfg tcpfile env VGPU_TRACE=summary "$W/driver_suite" "$W" >"$W/ds.f" 2>"$OUT/driver-tcpfile.err"; echo "rc=$?" >>"$W/ds.f"
+  compare driver-suite-tcpfile "$W/ds.n" "$W/ds.f"
+  local long=(-m $W/q8.gguf -p "$(seq 1 300 | tr '\n' ' ')" -n 16 --temp 0 --seed 1 -ngl 99 -no-cnv)
+  LD_LIBRARY_PATH=$B "$B/llama-completion" "${long[@]}" >"$W/long.n" 2>/dev/null </dev/null
+  as_cfg tcpfile env VGPU_TRACE=summary "$B/llama-completion" "${long[@]}" >"$W/long.f" 2>"$OUT/long-tcpfile.err" </dev/null
+  compare llama-q8-long-prompt-tcpfile "$W/long.n" "$W/long.f"
+  say "tcpfile segment copies (driver suite; llama): $(grep -cE 'shm_(htod|dtoh)' "$OUT/driver-tcpfile.err"); $(grep -E 'shm_(htod|dtoh)' "$OUT/long-tcpfile.err" | tr -s ' ' | tr '\n' ';')"
+  grep -E 'shared segment' "$OUT/server.log" | tail -3 >>"$SUMMARY"
 }
 stage_bench() {
   build_llama; models
@@ -505,9 +523,9 @@ stages=("$@"); [ ${#stages[@]} -eq 0 ] || [ "${stages[0]}" = all ] && stages=(sm
 nvidia-smi --query-gpu=name,driver_version,uuid --format=csv,noheader | tee -a "$SUMMARY"
 start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
-case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*) build_llama & LLAMA_BUILD=$! ;; esac
+case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*|*" shmfile "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -13,6 +13,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Extra connections for large copies (`VGPU_LANES`, `lanes`; 0 or 1: none).
     pub lanes: usize,
+    /// A file whose memory this client shares with its (first) server as its segment over
+    /// any transport (`VGPU_SHM_FILE`, `shm_file`): in a VM, the shared-memory device the
+    /// host set up (see `transport::Segment::open_file`).
+    pub shm_file: Option<PathBuf>,
     /// Where the settings came from, for messages ("VGPU_SERVER", the file, "default").
     pub source: String,
 }
@@ -27,6 +31,7 @@ struct File {
     lanes: Option<usize>,
     tls_ca: Option<PathBuf>,
     tls_name: Option<String>,
+    shm_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -76,7 +81,8 @@ impl Config {
             Some(v) => v.trim().parse().map_err(|_| format!("VGPU_LANES={v}: expected a number of lanes"))?,
             None => f.and_then(|f| f.lanes).unwrap_or_else(transport::lanes::default_lanes),
         };
-        Ok(Config { servers, token, timeouts, lanes, source })
+        let shm_file = env("VGPU_SHM_FILE").map(PathBuf::from).or_else(|| f.and_then(|f| f.shm_file.clone()));
+        Ok(Config { servers, token, timeouts, lanes, shm_file, source })
     }
 }
 
@@ -109,6 +115,11 @@ mod tests {
         let parsed = read_file(&f).unwrap();
         assert_eq!(parsed.tls_ca.as_deref(), Some(Path::new("/etc/vgpu/ca.pem")));
         assert_eq!(parsed.tls_name.as_deref(), Some("gpu.example"));
+        std::fs::write(&f, "shm_file = \"/sys/bus/pci/devices/0000:00:05.0/resource2\"\n").unwrap();
+        assert_eq!(
+            read_file(&f).unwrap().shm_file.as_deref(),
+            Some(Path::new("/sys/bus/pci/devices/0000:00:05.0/resource2"))
+        );
         std::fs::write(&f, "srever = 1\n").unwrap();
         assert!(read_file(&f).is_err(), "unknown keys are reported, not ignored");
     }

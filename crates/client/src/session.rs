@@ -107,8 +107,10 @@ impl Session {
         let mut conns = Vec::new();
         let mut parts = Vec::new();
         let mut shm = Vec::new();
-        for addr in &cfg.servers {
-            let (conn, welcome, seg) = crate::shm::connect(addr, &hello, cfg.timeouts).map_err(|e| match e {
+        for (i, addr) in cfg.servers.iter().enumerate() {
+            // A shared file serves one session: the first server's.
+            let file = cfg.shm_file.as_deref().filter(|_| i == 0);
+            let (conn, welcome, seg) = crate::shm::connect(addr, &hello, cfg.timeouts, file).map_err(|e| match e {
                 Error::Refused(r) => format!("the vgpu server at {addr} refused this client: {r}"),
                 Error::Lost(why) => format!("cannot reach the vgpu server at {addr} (from {}): {why}", cfg.source),
                 e => format!("cannot reach the vgpu server at {addr} (from {}): {e}", cfg.source),

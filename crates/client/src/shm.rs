@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use protocol::hello::{Hello, Welcome};
 use protocol::ops;
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use transport::{Address, Conn, Error, Segment, Timeouts};
 
 /// Default segment size (`VGPU_SHM_MB`).
@@ -145,7 +146,13 @@ pub struct Shm {
 impl Shm {
     /// A segment of `bytes`, laid out as ring and heap.
     pub fn new(bytes: usize) -> std::io::Result<Shm> {
-        let seg = std::sync::Arc::new(Segment::create(bytes)?);
+        Ok(Shm::over(Segment::create(bytes)?))
+    }
+
+    /// `seg` laid out as ring and heap.
+    fn over(seg: Segment) -> Shm {
+        let bytes = seg.len();
+        let seg = std::sync::Arc::new(seg);
         let ring = (bytes / 4).min(RING_MAX);
         let mut slot = ring / SLOTS / ALIGN as usize * ALIGN as usize;
         if slot < 64 << 10 {
@@ -153,7 +160,7 @@ impl Shm {
         }
         let heap = Heap::new((slot * SLOTS) as u64, bytes as u64);
         let ring = Ring { pending: vec![0; SLOTS], next: 0, ticket: 0 };
-        Ok(Shm { seg, slot, heap: Mutex::new(heap), ring: Mutex::new(ring) })
+        Shm { seg, slot, heap: Mutex::new(heap), ring: Mutex::new(ring) }
     }
 
     /// The segment size `VGPU_SHM_MB` asks for (`None`: 0, no segment).
@@ -266,6 +273,16 @@ impl Shm {
     }
 }
 
+/// Map the shared file at `path`, mark it with a fresh nonce and name it to the server
+/// (`OP_SHM_FILE`, before the handshake).
+fn offer_file(stream: &mut transport::Stream, path: &Path) -> std::io::Result<Shm> {
+    let seg = Segment::open_file(path, None)?;
+    let nonce = transport::random_nonce()?;
+    seg.write_nonce(&nonce)?;
+    transport::send_segment_file(stream, seg.len() as u64, &nonce)?;
+    Ok(Shm::over(seg))
+}
+
 /// `len` bytes from `src` to `dst`, which do not overlap. A ring slot's worth of pageable
 /// memory copies at one core's memory bandwidth, well below the DMA's: above `PAR_MIN` the
 /// copy is split across a few scoped threads (joined before returning; where a thread cannot
@@ -303,29 +320,48 @@ unsafe fn par_copy(dst: *mut u8, src: *const u8, len: usize) {
 /// Connect to `address`; for `shm:` also create the segment (`VGPU_SHM_MB`), pass it to the
 /// server before the handshake, and ask whether the server mapped it. Without one (the
 /// size is 0, the host cannot make it, the server refused it) the connection works as a
-/// plain unix one: every copy goes over the socket.
-pub fn connect(address: &Address, hello: &Hello, t: Timeouts) -> Result<(Conn, Welcome, Option<Shm>), Error> {
-    if !address.is_shm() {
+/// plain unix one: every copy goes over the socket. With `shared_file` (any address but
+/// `shm:`) the segment is that file's memory instead, named to the server by a nonce.
+pub fn connect(
+    address: &Address,
+    hello: &Hello,
+    t: Timeouts,
+    shared_file: Option<&Path>,
+) -> Result<(Conn, Welcome, Option<Shm>), Error> {
+    let file = shared_file.filter(|_| !address.is_shm());
+    if !address.is_shm() && file.is_none() {
         let (conn, welcome) = Conn::connect(address, hello, t)?;
         return Ok((conn, welcome, None));
     }
-    let stream = address.connect(t.connect).map_err(|e| Error::Lost(e.to_string()))?;
-    let shm = Shm::size_from_env().and_then(|n| match Shm::new(n) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("vgpu: {address}: no shared segment ({e}); copies go over the socket");
-            None
-        }
-    });
+    let mut stream = address.connect(t.connect).map_err(|e| Error::Lost(e.to_string()))?;
+    let shm = match file {
+        None => Shm::size_from_env().and_then(|n| match Shm::new(n) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("vgpu: {address}: no shared segment ({e}); copies go over the socket");
+                None
+            }
+        }),
+        Some(path) => match offer_file(&mut stream, path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("vgpu: {address}: shared file {}: {e}; copies go over the connection", path.display());
+                None
+            }
+        },
+    };
     let shm = shm.filter(|s| {
         let seg = s.segment();
-        transport::send_segment(&stream, seg.fd(), seg.len() as u64).is_ok()
+        file.is_some() || transport::send_segment(&stream, seg.fd(), seg.len() as u64).is_ok()
     });
     let (conn, welcome) = Conn::handshake(stream, address, hello, t)?;
     let shm = match shm {
         Some(s) => match conn.call(0, &ops::shm_attached {}, &[], None) {
             Ok(n) if n == s.segment().len() as u64 => {
-                s.frames_through_rings(&conn, address)?;
+                // Frame rings ring their doorbell on a unix socket.
+                if address.is_shm() {
+                    s.frames_through_rings(&conn, address)?;
+                }
                 Some(s)
             }
             r => {

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub worker_exe: PathBuf,
     /// Certificate and key of the `tls://` listeners.
     pub tls: Option<TlsFiles>,
+    /// Files clients may share as their segment over any transport (`--shm-file`).
+    pub shm_files: Vec<PathBuf>,
 }
 
 /// PEM files of a `tls://` listener: the certificate chain (server first) and its key.
@@ -244,6 +246,9 @@ pub fn spawn_worker_for(
     }
     if let Some(m) = opts.memory_limit {
         cmd.arg("--memory-limit").arg(m.to_string());
+    }
+    for f in &opts.shm_files {
+        cmd.arg("--shm-file").arg(f);
     }
     if let Some(t) = &opts.token {
         // Unix sockets rely on file permissions; TCP (with TLS or not) always needs the token.

@@ -8,7 +8,7 @@
 use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
-use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_RING, OP_SHM};
+use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_RING, OP_SHM, OP_SHM_FILE};
 use protocol::hello::{Hello, Join, LaneOffer, Welcome};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io::{self, Read};
@@ -16,7 +16,7 @@ use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use transport::{LaneSet, Stream, Unbuffered, read_exact_into, read_header, write_frame};
+use transport::{LaneSet, Segment, Stream, Unbuffered, read_exact_into, read_header, write_frame};
 
 /// Longest a client may take to complete the handshake, however it trickles its bytes (the
 /// listener gives a new connection as long to send its first frame).
@@ -42,6 +42,8 @@ pub struct SessionConfig {
     /// The descriptor on which the listener passes this session's lanes (owned by the
     /// session); `None`: no lanes offered.
     pub lane_control: Option<i32>,
+    /// Files the client may share as its segment (`OP_SHM_FILE`), over any transport.
+    pub shm_files: Vec<std::path::PathBuf>,
 }
 
 /// Serve one connection until it closes or misbehaves. Returns why it ended.
@@ -74,14 +76,20 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
         r => r?,
     };
-    // A client on this host may pass a shared-memory segment first (`shm:` addresses); it
-    // is mapped only once the handshake has admitted the client.
+    // A client may offer a shared-memory segment first: on this host it passes one (`shm:`
+    // addresses), in a VM it names a shared file by its nonce. It is mapped only once the
+    // handshake has admitted the client.
     let mut segment = None;
-    if h.op == OP_SHM && h.bulk_len == 0 && h.args_len <= MAX_HELLO {
+    if (h.op == OP_SHM || h.op == OP_SHM_FILE) && h.bulk_len == 0 && h.args_len <= MAX_HELLO {
         read_exact_into(&mut reader, &mut args, h.args_len as usize)?;
-        let len: u64 = postcard::from_bytes(&args)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad segment frame: {e}")))?;
-        segment = reader.get_mut().take_fd().map(|fd| (fd, len));
+        let bad = |e: postcard::Error| io::Error::new(io::ErrorKind::InvalidData, format!("bad segment frame: {e}"));
+        segment = if h.op == OP_SHM {
+            let len: u64 = postcard::from_bytes(&args).map_err(bad)?;
+            reader.get_mut().take_fd().map(|fd| SegmentOffer::Passed(fd, len))
+        } else {
+            let (len, nonce) = postcard::from_bytes(&args).map_err(bad)?;
+            Some(SegmentOffer::File(len, nonce))
+        };
         h = read_header(&mut reader)?;
     }
     reader.get_mut().stop();
@@ -101,7 +109,8 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         None => Some(open_backend(cfg.backend, &snapshot, cfg.memory_limit)),
         Some(_) => None,
     };
-    let lane_key = cfg.lane_control.and_then(|_| random_key());
+    // A secret for the lanes; none (no lanes offered) if the system has no randomness.
+    let lane_key = cfg.lane_control.and_then(|_| transport::random_nonce().ok());
     let welcome = match (&refusal, &backend) {
         (Some(reason), _) => Welcome::Refused { reason: reason.clone() },
         (None, Some(Err(e))) => Welcome::Refused { reason: format!("backend failed to start: {e}") },
@@ -124,13 +133,15 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     tracing::info!(program = %hello.program, pid = hello.pid, host = %hello.host, "session {} started", cfg.session_id);
     // The segment again, for frame rings in it (`OP_RING`): a second mapping of our own.
     let mut ring_segment = None;
-    if let Some((fd, len)) = segment {
-        let again = fd.try_clone().ok();
+    if let Some(offer) = segment {
         // Refused, the client finds out with `shm_attached` and copies over the socket.
-        match transport::Segment::open(fd, len).map_err(|e| e.to_string()).and_then(|s| backend.attach_segment(s)) {
-            Ok(()) => {
-                tracing::info!("session {}: shared segment of {} MiB", cfg.session_id, len >> 20);
-                ring_segment = again.map(|fd| (fd, len));
+        match offer.map(&cfg.shm_files).and_then(|(s, again, what)| {
+            let len = s.len();
+            backend.attach_segment(s).map(|()| (again, what, len))
+        }) {
+            Ok((again, what, len)) => {
+                tracing::info!("session {}: shared segment of {} MiB ({what})", cfg.session_id, len >> 20);
+                ring_segment = again.map(Arc::new);
             }
             Err(e) => tracing::warn!("session {}: shared segment refused: {e}", cfg.session_id),
         }
@@ -437,26 +448,67 @@ impl FrameLog {
 
 /// The server's end of a `shm:` session's frame rings, as `args` (offset and size) name
 /// them in `segment` (mapped once more for them), ringing on `control`.
+/// A segment a client offers before its handshake.
+enum SegmentOffer {
+    /// A memfd passed over the unix socket (`OP_SHM`), of this many bytes.
+    Passed(std::os::fd::OwnedFd, u64),
+    /// A shared file of this many bytes that starts with this nonce (`OP_SHM_FILE`).
+    File(u64, [u8; transport::NONCE_LEN]),
+}
+
+impl SegmentOffer {
+    /// The segment, a second mapping of it (for frame rings), and what it is (for the log).
+    fn map(self, files: &[std::path::PathBuf]) -> Result<(Segment, Option<Segment>, String), String> {
+        match self {
+            SegmentOffer::Passed(fd, len) => {
+                let again = fd.try_clone().ok().and_then(|fd| Segment::open(fd, len).ok());
+                Ok((Segment::open(fd, len).map_err(|e| e.to_string())?, again, "passed by the client".into()))
+            }
+            SegmentOffer::File(len, nonce) => {
+                let (seg, path) = shared_file(files, len, &nonce)?;
+                let again = Segment::open_file(path, Some(len)).ok();
+                Ok((seg, again, path.display().to_string()))
+            }
+        }
+    }
+}
+
+/// The one of `files` that the client maps: `len` bytes that start with its `nonce`, taken
+/// for this session (a file serves one session at a time).
+fn shared_file<'a>(
+    files: &'a [std::path::PathBuf],
+    len: u64,
+    nonce: &[u8; transport::NONCE_LEN],
+) -> Result<(Segment, &'a std::path::Path), String> {
+    for f in files {
+        let Ok(seg) = Segment::open_file(f, Some(len)) else { continue };
+        if seg.starts_with(nonce) {
+            return match seg.lock() {
+                Ok(true) => Ok((seg, f)),
+                Ok(false) => Err(format!("{} serves another session", f.display())),
+                Err(e) => Err(format!("{}: {e}", f.display())),
+            };
+        }
+    }
+    Err(if files.is_empty() {
+        "this server shares no files (--shm-file)".into()
+    } else {
+        format!("no shared file of {len} bytes holds the client's nonce")
+    })
+}
+
 fn open_rings(
     args: &[u8],
-    segment: Option<&(std::os::fd::OwnedFd, u64)>,
+    segment: Option<&Arc<Segment>>,
     control: &Stream,
     spin: Duration,
 ) -> io::Result<transport::RingStream> {
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
     let (offset, cap): (u64, u64) = postcard::from_bytes(args).map_err(|e| bad(format!("bad ring request: {e}")))?;
-    let (fd, len) = segment.ok_or_else(|| bad("no shared segment (or rings asked for twice)".into()))?;
-    let seg = Arc::new(transport::Segment::open(fd.try_clone()?, *len)?);
+    let seg = segment.cloned().ok_or_else(|| bad("no shared segment (or rings asked for twice)".into()))?;
     let Stream::Unix(bell) = control.try_clone()? else { return Err(bad("frame rings need a unix socket".into())) };
     let cap = usize::try_from(cap).map_err(|_| bad("ring size out of range".into()))?;
     transport::RingStream::new(seg, offset, cap, transport::ring::End::Server, bell.into(), spin)
-}
-
-/// A secret for the session's lanes; none (no lanes offered) if the system has no randomness.
-fn random_key() -> Option<[u8; 32]> {
-    let mut k = [0u8; 32];
-    let n = unsafe { libc::getrandom(k.as_mut_ptr().cast(), k.len(), 0) };
-    (n == k.len() as isize).then_some(k)
 }
 
 /// Take the lanes the listener passes on `ctl` until it closes: each comes with its join,

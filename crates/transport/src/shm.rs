@@ -5,15 +5,27 @@
 //! handshake. The server maps the same pages; copies whose host side lies in the segment
 //! then name an offset instead of carrying bytes.
 //!
+//! A client in a virtual machine cannot pass a descriptor to its host. There the segment is
+//! memory the hypervisor shares (QEMU's `ivshmem-plain` device over a `memory-backend-file`
+//! on the host): the guest maps the device's memory (its PCI BAR, `resource2` in sysfs),
+//! the host's server maps the file behind it ([`Segment::open_file`] on both sides), and the
+//! client proves which file it holds by writing a random nonce at its start, which the
+//! server looks for in the files it was told to share ([`OP_SHM_FILE`]).
+//!
 //! The server must never fault on the client's memory: a memfd that could shrink under its
 //! mapping would turn an access into SIGBUS, so [`Segment::open`] takes only segments
 //! sealed against shrinking, and every access goes through [`Segment::range`], which checks
-//! bounds.
+//! bounds. A shared file is the host administrator's, not the client's: only they can
+//! shrink it.
 
 use crate::addr::Stream;
-use protocol::frame::{Header, OP_SHM};
+use protocol::frame::{Header, OP_SHM, OP_SHM_FILE};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// Bytes of the nonce a client writes at the start of a shared file ([`OP_SHM_FILE`]).
+pub const NONCE_LEN: usize = 32;
 
 /// Largest segment a server maps. Registering it with the driver pins its pages, so a
 /// client cannot make the server pin more than this.
@@ -76,6 +88,58 @@ impl Segment {
             return Err(bad(format!("shared segment of {size} bytes (announced {expected}, limit {MAX_SEGMENT})")));
         }
         Self::map(fd, size as usize)
+    }
+
+    /// Map the shared file at `path` whole: a file the host shares with a VM, or in the
+    /// guest that memory's device (its PCI BAR's `resource2` file). `expected`: the size it
+    /// must have (the server holds the client to the length it announced).
+    pub fn open_file(path: &Path, expected: Option<u64>) -> io::Result<Segment> {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let meta = f.metadata()?;
+        let size = meta.len();
+        if !meta.file_type().is_file() || size == 0 || size > MAX_SEGMENT || expected.is_some_and(|e| e != size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: not a shared file of {} bytes (limit {MAX_SEGMENT})",
+                    path.display(),
+                    expected.unwrap_or(size)
+                ),
+            ));
+        }
+        Self::map(f.into(), size as usize)
+    }
+
+    /// Take the segment's file for this process alone (an advisory `flock`, released when
+    /// the segment is dropped): `false` if another process holds it. One file serves one
+    /// session at a time.
+    pub fn lock(&self) -> io::Result<bool> {
+        // SAFETY: a descriptor we own.
+        if unsafe { libc::flock(self.fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) }
+    }
+
+    /// Whether the segment starts with `nonce`.
+    pub fn starts_with(&self, nonce: &[u8; NONCE_LEN]) -> bool {
+        let Some(p) = self.range(0, NONCE_LEN as u64) else { return false };
+        let mut have = [0u8; NONCE_LEN];
+        // SAFETY: `range` checked that the bytes lie in the mapping; they are copied out
+        // before being compared, since the peer may be writing them.
+        unsafe { std::ptr::copy_nonoverlapping(p, have.as_mut_ptr(), NONCE_LEN) };
+        have == *nonce
+    }
+
+    /// Write `nonce` at the start of the segment.
+    pub fn write_nonce(&self, nonce: &[u8; NONCE_LEN]) -> io::Result<()> {
+        let p = self
+            .range(0, NONCE_LEN as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "shared segment too small"))?;
+        // SAFETY: `range` checked that the bytes lie in the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(nonce.as_ptr(), p, NONCE_LEN) };
+        Ok(())
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<Segment> {
@@ -152,6 +216,21 @@ pub fn send_segment(stream: &Stream, fd: BorrowedFd<'_>, len: u64) -> io::Result
     Ok(())
 }
 
+/// Send the [`OP_SHM_FILE`] frame (before the handshake, over any transport): the client
+/// maps a shared file of `len` bytes that starts with `nonce`.
+pub fn send_segment_file(stream: &mut Stream, len: u64, nonce: &[u8; NONCE_LEN]) -> io::Result<()> {
+    let args = postcard::to_allocvec(&(len, nonce)).map_err(io::Error::other)?;
+    crate::framing::write_frame(stream, &Header::request(OP_SHM_FILE, 0, 0, true, args.len(), 0), &args, &[])
+}
+
+/// A fresh random nonce (`getrandom`).
+pub fn random_nonce() -> io::Result<[u8; NONCE_LEN]> {
+    let mut k = [0u8; NONCE_LEN];
+    // SAFETY: NONCE_LEN writable bytes.
+    let n = unsafe { libc::getrandom(k.as_mut_ptr().cast(), k.len(), 0) };
+    if n == k.len() as isize { Ok(k) } else { Err(io::Error::last_os_error()) }
+}
+
 /// The server's reading side of a connection: until [`FdReader::stop`], reads use
 /// `recvmsg`, which keeps a descriptor that arrives with the bytes (plain `read` would
 /// silently close it). Only the latest one is kept, so a client cannot make the server
@@ -221,6 +300,48 @@ mod tests {
         assert_eq!(seg.offset_of(unsafe { seg.as_ptr().add(10) }, 5), Some(10));
         assert_eq!(seg.offset_of(unsafe { seg.as_ptr().add(seg.len() - 4) }, 5), None);
         assert_eq!(seg.offset_of(std::ptr::null(), 1), None);
+    }
+
+    #[test]
+    fn a_shared_file_maps_on_both_sides_and_serves_one_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm1.shm");
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        let guest = Segment::open_file(&path, None).unwrap();
+        assert_eq!(guest.len(), 1 << 20);
+        let nonce = random_nonce().unwrap();
+        assert_ne!(nonce, random_nonce().unwrap());
+        guest.write_nonce(&nonce).unwrap();
+        let host = Segment::open_file(&path, Some(1 << 20)).unwrap();
+        assert!(host.starts_with(&nonce));
+        assert!(!host.starts_with(&[7u8; NONCE_LEN]));
+        unsafe { *guest.range(4096, 1).unwrap() = 0x5a };
+        assert_eq!(unsafe { *host.range(4096, 1).unwrap() }, 0x5a, "the same pages");
+        assert!(host.lock().unwrap());
+        let other = Segment::open_file(&path, Some(1 << 20)).unwrap();
+        assert!(!other.lock().unwrap(), "held by the first");
+        drop(host);
+        assert!(other.lock().unwrap(), "released with its holder");
+
+        assert!(Segment::open_file(&path, Some(2 << 20)).is_err(), "size differs from the announcement");
+        assert!(Segment::open_file(dir.path(), None).is_err(), "a directory");
+        std::fs::write(dir.path().join("empty"), b"").unwrap();
+        assert!(Segment::open_file(&dir.path().join("empty"), None).is_err(), "empty");
+        assert!(Segment::open_file(&dir.path().join("missing"), None).is_err());
+    }
+
+    #[test]
+    fn the_file_frame_carries_length_and_nonce() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let nonce = random_nonce().unwrap();
+        send_segment_file(&mut Stream::Unix(a), 1 << 30, &nonce).unwrap();
+        let mut r = std::io::BufReader::new(Stream::Unix(b));
+        let h = read_header(&mut r).unwrap();
+        assert_eq!((h.op, h.bulk_len), (OP_SHM_FILE, 0));
+        let mut args = Vec::new();
+        read_exact_into(&mut r, &mut args, h.args_len as usize).unwrap();
+        let (len, got): (u64, [u8; NONCE_LEN]) = postcard::from_bytes(&args).unwrap();
+        assert_eq!((len, got), (1 << 30, nonce));
     }
 
     #[test]

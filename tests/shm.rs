@@ -178,8 +178,8 @@ fn session_with_file(address: &str, token: &str, len: u64, nonce: &[u8; transpor
 
 /// What a VM's shared memory looks like to both sides, a file each maps, over TCP: the
 /// same byte-exact copies through it as through a passed segment; a client must prove it
-/// maps the file (its nonce at the start), and a file serves one session at a time (the
-/// next falls back to the connection, and gets it once the first ends).
+/// maps the file (its nonce at the start, spent once used), and a file serves one session
+/// at a time (the next falls back to the connection, and gets it once the first ends).
 #[test]
 fn a_shared_file_carries_copies_over_tcp() {
     let tmp = tempfile::tempdir().unwrap();
@@ -228,6 +228,11 @@ fn a_shared_file_carries_copies_over_tcp() {
     assert!(stderr.contains("did not map the shared segment"), "{stderr}");
 
     drop((holder, forged));
+    assert!(wait_until(Duration::from_secs(10), || server.workers().is_empty()).is_some());
+    // The server spent the nonce when it took the file: replayed, it takes nothing.
+    let replay = session_with_file(&address, "t0ken", len, &nonce);
+    assert!(matches!(replay.call(0, &ops::shm_attached {}, &[], None), Err(Error::Api(801))));
+    drop(replay);
     let freed = wait_until(Duration::from_secs(10), || {
         let out = run(&exe, &lib, &address, &envs);
         out.status.success() && calls(&String::from_utf8_lossy(&out.stderr), "shm_htod") > 0

@@ -484,7 +484,11 @@ fn shared_file<'a>(
         let Ok(seg) = Segment::open_file(f, Some(len)) else { continue };
         if seg.starts_with(nonce) {
             return match seg.lock() {
-                Ok(true) => Ok((seg, f)),
+                Ok(true) => {
+                    // Spent: a nonce seen on the wire (plain TCP) cannot take the file later.
+                    seg.write_nonce(&[0; transport::NONCE_LEN]).map_err(|e| e.to_string())?;
+                    Ok((seg, f))
+                }
                 Ok(false) => Err(format!("{} serves another session", f.display())),
                 Err(e) => Err(format!("{}: {e}", f.display())),
             };

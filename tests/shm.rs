@@ -211,7 +211,9 @@ fn a_shared_file_carries_copies_over_tcp() {
     }
     assert_eq!(calls(&stderr, "cuMemcpyDtoH_v2"), 7, "{stderr}");
 
-    // A nonce that is not in the file proves nothing; the one that is takes the file.
+    // A nonce that is not in the file proves nothing; the one that is takes the file (once
+    // the program's session has let go of it).
+    assert!(wait_until(Duration::from_secs(10), || server.workers().is_empty()).is_some());
     let nonce = transport::random_nonce().unwrap();
     let forged = session_with_file(&address, "t0ken", len, &nonce);
     assert!(matches!(forged.call(0, &ops::shm_attached {}, &[], None), Err(Error::Api(801))));
@@ -228,17 +230,23 @@ fn a_shared_file_carries_copies_over_tcp() {
     assert!(stderr.contains("did not map the shared segment"), "{stderr}");
 
     drop((holder, forged));
-    assert!(wait_until(Duration::from_secs(10), || server.workers().is_empty()).is_some());
-    // The server spent the nonce when it took the file: replayed, it takes nothing.
-    let replay = session_with_file(&address, "t0ken", len, &nonce);
-    assert!(matches!(replay.call(0, &ops::shm_attached {}, &[], None), Err(Error::Api(801))));
-    drop(replay);
     let freed = wait_until(Duration::from_secs(10), || {
         let out = run(&exe, &lib, &address, &envs);
         out.status.success() && calls(&String::from_utf8_lossy(&out.stderr), "shm_htod") > 0
     });
     assert!(freed.is_some(), "the file serves the next session once its holder has gone");
-    drop(server);
+
+    // The server spent the nonce when it took the file: replayed, it takes nothing.
+    assert!(wait_until(Duration::from_secs(10), || server.workers().is_empty()).is_some());
+    let nonce = transport::random_nonce().unwrap();
+    seg.write_nonce(&nonce).unwrap();
+    let holder = session_with_file(&address, "t0ken", len, &nonce);
+    assert_eq!(holder.call(0, &ops::shm_attached {}, &[], None).unwrap(), len);
+    drop(holder);
+    assert!(wait_until(Duration::from_secs(10), || server.workers().is_empty()).is_some());
+    let replay = session_with_file(&address, "t0ken", len, &nonce);
+    assert!(matches!(replay.call(0, &ops::shm_attached {}, &[], None), Err(Error::Api(801))));
+    drop((replay, server));
 
     // A server that shares no file: the client says so and copies over the connection.
     let bare = Server::start_env(&address, &["--backend", "sim"], &shared[..2], &[("VGPU_LOG", "error")]);

@@ -210,6 +210,7 @@ fn a_shared_file_carries_copies_over_tcp() {
         assert!(calls(&stderr, op) > 0, "{op} unused:\n{stderr}");
     }
     assert_eq!(calls(&stderr, "cuMemcpyDtoH_v2"), 7, "{stderr}");
+    assert!(stderr.contains("frames through rings in the shared segment"), "{stderr}");
 
     // A nonce that is not in the file proves nothing; the one that is takes the file (once
     // the program's session has let go of it).

@@ -358,8 +358,8 @@ pub fn connect(
     let shm = match shm {
         Some(s) => match conn.call(0, &ops::shm_attached {}, &[], None) {
             Ok(n) if n == s.segment().len() as u64 => {
-                // Frame rings ring their doorbell on a unix socket.
-                if address.is_shm() {
+                // Frame rings ring their doorbell on the plain socket (not through TLS).
+                if !matches!(address, Address::Tls(_)) {
                     s.frames_through_rings(&conn, address)?;
                 }
                 Some(s)

@@ -510,9 +510,14 @@ fn open_rings(
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
     let (offset, cap): (u64, u64) = postcard::from_bytes(args).map_err(|e| bad(format!("bad ring request: {e}")))?;
     let seg = segment.cloned().ok_or_else(|| bad("no shared segment (or rings asked for twice)".into()))?;
-    let Stream::Unix(bell) = control.try_clone()? else { return Err(bad("frame rings need a unix socket".into())) };
+    // The doorbell is the session's plain socket (unix, vsock or TCP).
+    let bell: std::os::fd::OwnedFd = match control.try_clone()? {
+        Stream::Unix(u) => u.into(),
+        Stream::Tcp(t) => t.into(),
+        _ => return Err(bad("frame rings need a plain socket".into())),
+    };
     let cap = usize::try_from(cap).map_err(|_| bad("ring size out of range".into()))?;
-    transport::RingStream::new(seg, offset, cap, transport::ring::End::Server, bell.into(), spin)
+    transport::RingStream::new(seg, offset, cap, transport::ring::End::Server, bell, spin)
 }
 
 /// Take the lanes the listener passes on `ctl` until it closes: each comes with its join,

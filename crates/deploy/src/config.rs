@@ -1,9 +1,9 @@
 //! The client configuration as the shims will see it, worked out from a given environment
 //! and root (so the doctor can judge the environment of a service, not only its own):
-//! `VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`, `VGPU_TLS_CA`, `VGPU_TLS_NAME`, then the
-//! file named by `VGPU_CONFIG` or `/etc/vgpu/client.toml` (keys `server`, `token`,
-//! `token_file`, `timeout_secs`, `tls_ca`, `tls_name`), then the default socket. Mirrors
-//! `client::Config::load`.
+//! `VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`, `VGPU_TLS_CA`, `VGPU_TLS_NAME`,
+//! `VGPU_SHM_FILE`, then the file named by `VGPU_CONFIG` or `/etc/vgpu/client.toml` (keys
+//! `server`, `token`, `token_file`, `timeout_secs`, `lanes`, `tls_ca`, `tls_name`,
+//! `shm_file`), then the default socket. Mirrors `client::Config::load`.
 
 use crate::root::Root;
 use serde::Deserialize;
@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub lanes: Option<usize>,
     pub tls_ca: Option<PathBuf>,
     pub tls_name: Option<String>,
+    pub shm_file: Option<PathBuf>,
 }
 
 /// Where a setting came from.
@@ -75,6 +76,9 @@ pub struct ClientConfig {
     /// The same file as this process reaches it (inside the root).
     pub tls_ca_host: Option<PathBuf>,
     pub tls_name: Option<String>,
+    /// The shared file the client uses as its segment (a VM's shared memory), and where
+    /// that came from.
+    pub shm_file: Option<(PathBuf, Source)>,
 }
 
 impl ClientConfig {
@@ -151,6 +155,11 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
     };
     let tls_ca_host = tls_ca.as_ref().map(|(p, _)| root.join(p));
     let tls_name = get(env, "VGPU_TLS_NAME").map(str::to_string).or_else(|| f.and_then(|f| f.tls_name.clone()));
+    let shm_file = match (get(env, "VGPU_SHM_FILE"), f.and_then(|f| f.shm_file.clone())) {
+        (Some(p), _) => Some((PathBuf::from(p), Source::Env("VGPU_SHM_FILE"))),
+        (None, Some(p)) => Some((p, Source::File(file_path.clone()))),
+        (None, None) => None,
+    };
     ClientConfig {
         file_path,
         file_from_env,
@@ -163,6 +172,7 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
         tls_ca,
         tls_ca_host,
         tls_name,
+        shm_file,
     }
 }
 
@@ -205,6 +215,11 @@ mod tests {
         assert_eq!(tls.ca.as_deref(), Some(t.path().join("etc/vgpu/ca.pem").as_path()));
         assert_eq!(tls.server_name(), "gpu.example");
         assert_eq!(c.tls_ca.as_ref().unwrap().1, Source::File("/etc/vgpu/client.toml".into()));
+        std::fs::write(t.path().join("etc/vgpu/client.toml"), "shm_file = \"/dev/shm/vm1\"\n").unwrap();
+        let c = resolve(&env(&[]), &root);
+        assert_eq!(c.shm_file, Some(("/dev/shm/vm1".into(), Source::File("/etc/vgpu/client.toml".into()))));
+        let c = resolve(&env(&[("VGPU_SHM_FILE", "/x")]), &root);
+        assert_eq!(c.shm_file, Some(("/x".into(), Source::Env("VGPU_SHM_FILE"))));
         std::fs::write(t.path().join("etc/vgpu/client.toml"), "srever = 1\n").unwrap();
         assert!(matches!(resolve(&env(&[]), &root).file, Some(Err(_))));
     }

@@ -243,7 +243,7 @@ impl Doctor<'_> {
                     area,
                     "config-invalid",
                     format!("{e}: the shims refuse to start a session"),
-                    "fix the file: its keys are server, token, token_file, timeout_secs, tls_ca and tls_name",
+                    "fix the file: its keys are server, token, token_file, timeout_secs, lanes, tls_ca, tls_name and shm_file",
                 );
             }
             None if cfg.file_from_env => self.r.warn(
@@ -303,6 +303,24 @@ impl Doctor<'_> {
                         ),
                     );
                 }
+            }
+        }
+        if let Some((p, src)) = &cfg.shm_file {
+            match transport::Segment::open_file(&self.o.root.join(p), None) {
+                Ok(seg) => self.r.ok(
+                    area,
+                    format!(
+                        "{who}: shared file {} ({} MiB, from {src}): pinned memory, large copies and calls go through it once the server shares it (vgpu serve --shm-file)",
+                        p.display(),
+                        seg.len() >> 20
+                    ),
+                ),
+                Err(e) => self.r.warn(
+                    area,
+                    "shm-file-unusable",
+                    format!("{who}: shared file {} (from {src}): {e}; copies go over the connection", p.display()),
+                    "in a VM it is the shared-memory device's memory, /sys/bus/pci/devices/<ivshmem device>/resource2 (lspci -d 1af4:1110); the user the application runs as must be able to read and write it (a udev rule)",
+                ),
             }
         }
         match &cfg.token {
@@ -1292,6 +1310,23 @@ mod tests {
         assert!(r.has("cuda-visible-devices"), "{}", r.text());
         assert!(!r.has("no-config"), "the shell itself is configured: {}", r.text());
         assert!(r.text().contains("shm:/nowhere.sock would pass copies"), "a unix: client hears of shm: {}", r.text());
+    }
+
+    #[test]
+    fn a_shared_file_is_checked() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("dev/shm")).unwrap();
+        std::fs::File::create(t.path().join("dev/shm/vm1")).unwrap().set_len(64 << 20).unwrap();
+        let mut o = opts(t.path());
+        o.env.insert("VGPU_SERVER".into(), "vsock://2:7070".into());
+        o.env.insert("VGPU_SHM_FILE".into(), "/dev/shm/vm1".into());
+        let r = run(&o);
+        assert!(r.text().contains("shared file /dev/shm/vm1 (64 MiB, from VGPU_SHM_FILE)"), "{}", r.text());
+        assert!(!r.has("shm-file-unusable"), "{}", r.text());
+        o.env.insert("VGPU_SHM_FILE".into(), "/dev/shm/vm2".into());
+        let r = run(&o);
+        assert!(r.has("shm-file-unusable"), "{}", r.text());
+        assert!(r.text().contains("resource2"), "{}", r.text());
     }
 
     #[test]

@@ -166,13 +166,13 @@ fn frame_rings_are_checked_and_then_carry_the_session() {
     assert!(ended.is_some(), "every worker ends with its session: {:?}", server.workers());
 }
 
-/// A session at the TCP `address` whose client names a shared file of `len` bytes by
-/// `nonce` (as a client in a VM does; it wrote the nonce into the file, or not).
+/// A session at the TCP `address` whose client names the first `len` bytes of a shared file
+/// by `nonce` (as a client in a VM does; it wrote the nonce into the file, or not).
 fn session_with_file(address: &str, token: &str, len: u64, nonce: &[u8; transport::NONCE_LEN]) -> Conn {
     let addr: transport::Address = address.parse().unwrap();
     let t = Timeouts { silence: Duration::from_secs(4), ..Default::default() };
     let mut stream = addr.connect(t.connect).unwrap();
-    transport::send_segment_file(&mut stream, len, nonce).unwrap();
+    transport::send_segment_file(&mut stream, 0, len, nonce).unwrap();
     Conn::handshake(stream, &addr, &hello(token), t).unwrap().0
 }
 
@@ -218,7 +218,7 @@ fn a_shared_file_carries_copies_over_tcp() {
     let nonce = transport::random_nonce().unwrap();
     let forged = session_with_file(&address, "t0ken", len, &nonce);
     assert!(matches!(forged.call(0, &ops::shm_attached {}, &[], None), Err(Error::Api(801))));
-    let seg = Segment::open_file(&file, None).unwrap();
+    let seg = Segment::open_file(&file, 0, None).unwrap();
     seg.write_nonce(&nonce).unwrap();
     let holder = session_with_file(&address, "t0ken", len, &nonce);
     assert_eq!(holder.call(0, &ops::shm_attached {}, &[], None).unwrap(), len);
@@ -255,4 +255,68 @@ fn a_shared_file_carries_copies_over_tcp() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && stdout.contains("72 copies ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(calls(&stderr, "shm_htod"), 0, "{stderr}");
+    let _ = std::fs::remove_file(part_claim(&file, 0));
+}
+
+/// The lock file in /dev/shm by which the processes of a machine claim part `i` of the
+/// shared file `file` among themselves (as `client::shm` names it).
+fn part_claim(file: &std::path::Path, i: u64) -> std::path::PathBuf {
+    let name: String =
+        file.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    std::path::PathBuf::from(format!("/dev/shm/vgpu-part-{name}-{i}.lock"))
+}
+
+/// Several processes of one VM share one file: each takes a part of its own (`VGPU_SHM_MB`
+/// each), claimed among them by lock files in /dev/shm, and all copy through the file. Part
+/// 0 is held here (claimed, and taken on the server by a session of this test), so the
+/// programs must find the others.
+#[test]
+fn processes_take_parts_of_a_shared_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("shm_copy", tmp.path(), &lib, &["libcuda.so.1"]);
+    let file = tmp.path().join("vm.shm");
+    let part = 256u64 << 20;
+    std::fs::File::create(&file).unwrap().set_len(3 * part).unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let server = Server::start_env(
+        &free_tcp_address(),
+        &["--backend", "sim"],
+        &["--token-file", token_file.to_str().unwrap(), "--shm-file", file.to_str().unwrap()],
+        &[("VGPU_LOG", "error")],
+    );
+    let claim = std::fs::File::create(part_claim(&file, 0)).unwrap();
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&claim), libc::LOCK_EX) }, 0);
+    let nonce = transport::random_nonce().unwrap();
+    Segment::open_file(&file, 0, Some(part)).unwrap().write_nonce(&nonce).unwrap();
+    let holder = session_with_file(&server.address, "t0ken", part, &nonce);
+    assert_eq!(holder.call(0, &ops::shm_attached {}, &[], None).unwrap(), part);
+
+    let spawn = || {
+        std::process::Command::new(&exe)
+            .env("LD_LIBRARY_PATH", &lib)
+            .env("VGPU_SERVER", &server.address)
+            .env("VGPU_CONFIG", "/nonexistent")
+            .env("VGPU_TOKEN", "t0ken")
+            .env("VGPU_SHM_FILE", &file)
+            .env("VGPU_SHM_MB", "256")
+            .env("VGPU_TRACE", "summary")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for p in [a, b] {
+        let out = p.wait_with_output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && stdout.contains("72 copies ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(calls(&stderr, "shm_htod") > 0, "both through the file:\n{stderr}");
+    }
+    drop((holder, claim));
+    for i in 0..3 {
+        let _ = std::fs::remove_file(part_claim(&file, i));
+    }
 }

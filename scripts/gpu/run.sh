@@ -40,12 +40,19 @@ TOKEN=/tmp/vgpu.token
 # What a VM's shared memory is on its host: a file in /dev/shm that the server shares
 # (--shm-file) and a client over TCP names (VGPU_SHM_FILE; the tcpfile configuration).
 SHMFILE=/dev/shm/vgpu-vm.shm
+vsock_loopback() {
+  modprobe vsock_loopback 2>/dev/null
+  python3 -c 'import socket as s; l=s.socket(s.AF_VSOCK, s.SOCK_STREAM); l.bind((s.VMADDR_CID_ANY, 7099)); l.listen(); c=s.socket(s.AF_VSOCK, s.SOCK_STREAM); c.settimeout(2); c.connect((1, 7099))' 2>/dev/null
+}
 start_server() {
   echo "bench-token-$$" > $TOKEN; chmod 600 $TOKEN
   rm -f $SOCK # an earlier server's socket would look like this one's before it listens
   rm -f $SHMFILE && truncate -s "${SHMFILE_MB:-256}M" $SHMFILE
+  # vsock through the kernel's loopback (CID 1), where it has one: the vsock and vsockfile
+  # configurations.
+  local vs=(); vsock_loopback && vs=(--listen vsock://4294967295:7072) && VSOCK_OK=1
   VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
-    --listen tcp://127.0.0.1:7070 --token-file $TOKEN --shm-file $SHMFILE "$@" >"$OUT/server.log" 2>&1 &
+    --listen tcp://127.0.0.1:7070 "${vs[@]}" --token-file $TOKEN --shm-file $SHMFILE "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   if [ -n "${DIST_B:-}" ]; then # a second build's server, for @b configurations (SERVER_B_ENV: its settings)
     rm -f $SOCK.b
@@ -71,6 +78,8 @@ as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: nat
     unix) VGSOCK=$sock VGLIB=$lib vg env "${e[@]}" "$@" ;;
     tcp) VGPORT=$port VGLIB=$lib vg_tcp env "${e[@]}" "$@" ;;
     tcpfile) VGPORT=$port VGLIB=$lib vg_tcp env VGPU_SHM_FILE=$SHMFILE "${e[@]}" "$@" ;;
+    vsock) VGPU_SERVER=vsock://1:7072 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="$lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" env "${e[@]}" "$@" ;;
+    vsockfile) VGPU_SERVER=vsock://1:7072 VGPU_TOKEN=$(cat $TOKEN) VGPU_SHM_FILE=$SHMFILE LD_LIBRARY_PATH="$lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" env "${e[@]}" "$@" ;;
     shm) VGSOCK=$sock VGLIB=$lib vg_shm env "${e[@]}" "$@" ;;
   esac
 }
@@ -186,18 +195,21 @@ stage_llama() {
   compare llama-q8-long-prompt-unix "$W/long.n" "$W/long.unix"
   compare llama-q8-long-prompt-tcp "$W/long.n" "$W/long.tcp"
 }
-stage_shmfile() { # a VM's shared memory, stood in for by $SHMFILE: TCP for the calls, the file for the bytes
+stage_shmfile() { # a VM's shared memory, stood in for by $SHMFILE: TCP (and vsock, where the kernel loops it back) for the calls, the file for the bytes
   build_gpu_tests; build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
+  say "vsock loopback: ${VSOCK_OK:-no}"
   "$W/driver_suite" "$W" >"$W/ds.n" 2>&1; echo "rc=0" >>"$W/ds.n"
-  as_cfg tcpfile env VGPU_TRACE=summary "$W/driver_suite" "$W" >"$W/ds.f" 2>"$OUT/driver-tcpfile.err"; echo "rc=$?" >>"$W/ds.f"
-  compare driver-suite-tcpfile "$W/ds.n" "$W/ds.f"
   local long=(-m $W/q8.gguf -p "$(seq 1 300 | tr '\n' ' ')" -n 16 --temp 0 --seed 1 -ngl 99 -no-cnv)
   LD_LIBRARY_PATH=$B "$B/llama-completion" "${long[@]}" >"$W/long.n" 2>/dev/null </dev/null
-  as_cfg tcpfile env VGPU_TRACE=summary "$B/llama-completion" "${long[@]}" >"$W/long.f" 2>"$OUT/long-tcpfile.err" </dev/null
-  compare llama-q8-long-prompt-tcpfile "$W/long.n" "$W/long.f"
-  say "tcpfile segment copies (driver suite; llama): $(grep -cE 'shm_(htod|dtoh)' "$OUT/driver-tcpfile.err"); $(grep -E 'shm_(htod|dtoh)' "$OUT/long-tcpfile.err" | tr -s ' ' | tr '\n' ';')"
-  grep -E 'shared segment' "$OUT/server.log" | tail -3 >>"$SUMMARY"
+  for c in tcpfile ${VSOCK_OK:+vsock vsockfile}; do
+    as_cfg $c env VGPU_TRACE=summary "$W/driver_suite" "$W" >"$W/ds.f" 2>"$OUT/driver-$c.err"; echo "rc=$?" >>"$W/ds.f"
+    compare driver-suite-$c "$W/ds.n" "$W/ds.f"
+    as_cfg $c env VGPU_TRACE=summary "$B/llama-completion" "${long[@]}" >"$W/long.f" 2>"$OUT/long-$c.err" </dev/null
+    compare llama-q8-long-prompt-$c "$W/long.n" "$W/long.f"
+    say "$c segment copies (llama): $(grep -E 'shm_(htod|dtoh)' "$OUT/long-$c.err" | tr -s ' ' | tr '\n' ';')"
+  done
+  grep -E 'shared segment|through rings' "$OUT/server.log" | tail -4 >>"$SUMMARY"
 }
 stage_bench() {
   build_llama; models

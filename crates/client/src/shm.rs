@@ -141,6 +141,8 @@ pub struct Shm {
     slot: usize,
     heap: Mutex<Heap>,
     ring: Mutex<Ring>,
+    /// For a part of a shared file: this machine's claim on that part (see `claim_part`).
+    _claim: Option<std::fs::File>,
 }
 
 impl Shm {
@@ -160,7 +162,7 @@ impl Shm {
         }
         let heap = Heap::new((slot * SLOTS) as u64, bytes as u64);
         let ring = Ring { pending: vec![0; SLOTS], next: 0, ticket: 0 };
-        Shm { seg, slot, heap: Mutex::new(heap), ring: Mutex::new(ring) }
+        Shm { seg, slot, heap: Mutex::new(heap), ring: Mutex::new(ring), _claim: None }
     }
 
     /// The segment size `VGPU_SHM_MB` asks for (`None`: 0, no segment).
@@ -273,14 +275,46 @@ impl Shm {
     }
 }
 
-/// Map the shared file at `path`, mark it with a fresh nonce and name it to the server
-/// (`OP_SHM_FILE`, before the handshake).
+/// Map a part of the shared file at `path` that no other process of this machine uses,
+/// mark it with a fresh nonce and name it to the server (`OP_SHM_FILE`, before the
+/// handshake). The file is cut into parts of `VGPU_SHM_MB` (default 256 MiB; the whole file
+/// if smaller), so that several processes of a VM can each have one.
 fn offer_file(stream: &mut transport::Stream, path: &Path) -> std::io::Result<Shm> {
-    let seg = Segment::open_file(path, None)?;
+    let size = std::fs::metadata(path)?.len();
+    let page = transport::page_size();
+    let want = Shm::size_from_env().unwrap_or(DEFAULT_MB << 20) as u64;
+    let part = want.min(size) / page * page;
+    if part == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "smaller than a page"));
+    }
+    let (i, claim) = (0..size / part)
+        .find_map(|i| claim_part(path, i).map(|c| (i, c)))
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrInUse, "every part is in use by other processes"))?;
+    let seg = Segment::open_file(path, i * part, Some(part))?;
     let nonce = transport::random_nonce()?;
     seg.write_nonce(&nonce)?;
-    transport::send_segment_file(stream, seg.len() as u64, &nonce)?;
-    Ok(Shm::over(seg))
+    transport::send_segment_file(stream, seg.file_offset(), seg.len() as u64, &nonce)?;
+    let mut shm = Shm::over(seg);
+    shm._claim = claim;
+    Ok(shm)
+}
+
+/// Claim part `i` of the shared file `path` among this machine's processes: an exclusive
+/// `flock` on a lock file of its own in `/dev/shm`, held for the session's life. `None`:
+/// another process holds it. Where no lock file can be had the part is not claimed here
+/// (`Some(None)`), and the server's own lock on the part decides.
+fn claim_part(path: &Path, i: u64) -> Option<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let name: String =
+        path.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let lock = Path::new("/dev/shm").join(format!("vgpu-part-{name}-{i}.lock"));
+    let opened = std::fs::File::open(&lock).or_else(|_| {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o666).open(&lock)
+    });
+    let Ok(f) = opened else { return Some(None) };
+    // SAFETY: a descriptor we own.
+    (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(Some(f))
 }
 
 /// `len` bytes from `src` to `dst`, which do not overlap. A ring slot's worth of pageable

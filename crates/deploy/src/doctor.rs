@@ -306,7 +306,7 @@ impl Doctor<'_> {
             }
         }
         if let Some((p, src)) = &cfg.shm_file {
-            match transport::Segment::open_file(&self.o.root.join(p), None) {
+            match transport::Segment::open_file(&self.o.root.join(p), 0, None) {
                 Ok(seg) => self.r.ok(
                     area,
                     format!(

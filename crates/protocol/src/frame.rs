@@ -46,10 +46,11 @@ pub const OP_LANE: u32 = u32::MAX - 3;
 /// a postcard `(u64, u64)`. Answered on the socket; both sides use the rings from then on.
 pub const OP_RING: u32 = u32::MAX - 4;
 /// Opcode of the one-way frame that may precede the handshake on any transport: the client
-/// maps a file the server can map too (a VM's shared memory, which the host keeps in a
-/// file) and has written a random nonce at its start; the arguments are the file's length
-/// and that nonce, a postcard `(u64, [u8; 32])`. The server maps the one of its
-/// `--shm-file`s that holds the nonce. See `transport::Segment::open_file`.
+/// maps part of a file the server can map too (a VM's shared memory, which the host keeps in
+/// a file) and has written a random nonce at that part's start; the arguments are the
+/// part's offset and length and that nonce, a postcard `(u64, u64, [u8; 32])`. The server
+/// maps that part of the one of its `--shm-file`s that holds the nonce. See
+/// `transport::Segment::open_file`.
 pub const OP_SHM_FILE: u32 = u32::MAX - 5;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]

@@ -87,8 +87,8 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             let len: u64 = postcard::from_bytes(&args).map_err(bad)?;
             reader.get_mut().take_fd().map(|fd| SegmentOffer::Passed(fd, len))
         } else {
-            let (len, nonce) = postcard::from_bytes(&args).map_err(bad)?;
-            Some(SegmentOffer::File(len, nonce))
+            let (at, len, nonce) = postcard::from_bytes(&args).map_err(bad)?;
+            Some(SegmentOffer::File(at, len, nonce))
         };
         h = read_header(&mut reader)?;
     }
@@ -452,8 +452,8 @@ impl FrameLog {
 enum SegmentOffer {
     /// A memfd passed over the unix socket (`OP_SHM`), of this many bytes.
     Passed(std::os::fd::OwnedFd, u64),
-    /// A shared file of this many bytes that starts with this nonce (`OP_SHM_FILE`).
-    File(u64, [u8; transport::NONCE_LEN]),
+    /// A part of a shared file (offset, length) that starts with this nonce (`OP_SHM_FILE`).
+    File(u64, u64, [u8; transport::NONCE_LEN]),
 }
 
 impl SegmentOffer {
@@ -464,32 +464,38 @@ impl SegmentOffer {
                 let again = fd.try_clone().ok().and_then(|fd| Segment::open(fd, len).ok());
                 Ok((Segment::open(fd, len).map_err(|e| e.to_string())?, again, "passed by the client".into()))
             }
-            SegmentOffer::File(len, nonce) => {
-                let (seg, path) = shared_file(files, len, &nonce)?;
-                let again = Segment::open_file(path, Some(len)).ok();
-                Ok((seg, again, path.display().to_string()))
+            SegmentOffer::File(at, len, nonce) => {
+                let (seg, path) = shared_file(files, at, len, &nonce)?;
+                let again = Segment::open_file(path, at, Some(len)).ok();
+                Ok((seg, again, format!("{} at {} MiB", path.display(), at >> 20)))
             }
         }
     }
 }
 
-/// The one of `files` that the client maps: `len` bytes that start with its `nonce`, taken
-/// for this session (a file serves one session at a time).
+/// How long a session waits for the part of a shared file it names to be let go of: a
+/// session that just ended holds it until its worker has exited (a program started right
+/// after another, as Ollama starts its runners).
+const SHARED_FILE_WAIT: Duration = Duration::from_secs(2);
+
+/// The part (`len` bytes at `at`) of the one of `files` that the client maps: it starts with
+/// the client's `nonce`. Taken for this session: a part serves one session at a time.
 fn shared_file<'a>(
     files: &'a [std::path::PathBuf],
+    at: u64,
     len: u64,
     nonce: &[u8; transport::NONCE_LEN],
 ) -> Result<(Segment, &'a std::path::Path), String> {
     for f in files {
-        let Ok(seg) = Segment::open_file(f, Some(len)) else { continue };
+        let Ok(seg) = Segment::open_file(f, at, Some(len)) else { continue };
         if seg.starts_with(nonce) {
-            return match seg.lock() {
+            return match seg.lock(SHARED_FILE_WAIT) {
                 Ok(true) => {
                     // Spent: a nonce seen on the wire (plain TCP) cannot take the file later.
                     seg.write_nonce(&[0; transport::NONCE_LEN]).map_err(|e| e.to_string())?;
                     Ok((seg, f))
                 }
-                Ok(false) => Err(format!("{} serves another session", f.display())),
+                Ok(false) => Err(format!("{} at {at} serves another session", f.display())),
                 Err(e) => Err(format!("{}: {e}", f.display())),
             };
         }
@@ -497,7 +503,7 @@ fn shared_file<'a>(
     Err(if files.is_empty() {
         "this server shares no files (--shm-file)".into()
     } else {
-        format!("no shared file of {len} bytes holds the client's nonce")
+        format!("no shared file holds the client's nonce at {at} ({len} bytes)")
     })
 }
 

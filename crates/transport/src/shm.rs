@@ -7,10 +7,12 @@
 //!
 //! A client in a virtual machine cannot pass a descriptor to its host. There the segment is
 //! memory the hypervisor shares (QEMU's `ivshmem-plain` device over a `memory-backend-file`
-//! on the host): the guest maps the device's memory (its PCI BAR, `resource2` in sysfs),
-//! the host's server maps the file behind it ([`Segment::open_file`] on both sides), and the
-//! client proves which file it holds by writing a random nonce at its start, which the
-//! server looks for in the files it was told to share ([`OP_SHM_FILE`]).
+//! on the host): the guest maps part of the device's memory (its PCI BAR, `resource2` in
+//! sysfs), the host's server maps the same part of the file behind it
+//! ([`Segment::open_file`] on both sides), and the client proves which file it holds by
+//! writing a random nonce at the part's start, which the server looks for in the files it
+//! was told to share ([`OP_SHM_FILE`]). Each part serves one session at a time
+//! ([`Segment::lock`]), so several processes of a VM can each have one.
 //!
 //! The server must never fault on the client's memory: a memfd that could shrink under its
 //! mapping would turn an access into SIGBUS, so [`Segment::open`] takes only segments
@@ -37,6 +39,8 @@ pub struct Segment {
     ptr: *mut u8,
     len: usize,
     fd: OwnedFd,
+    /// Where the mapping starts in its file (0 but for a part of a shared file).
+    at: u64,
 }
 
 // SAFETY: the mapping is plain memory that lives as long as the `Segment`; what is stored
@@ -90,36 +94,53 @@ impl Segment {
         Self::map(fd, size as usize)
     }
 
-    /// Map the shared file at `path` whole: a file the host shares with a VM, or in the
-    /// guest that memory's device (its PCI BAR's `resource2` file). `expected`: the size it
-    /// must have (the server holds the client to the length it announced).
-    pub fn open_file(path: &Path, expected: Option<u64>) -> io::Result<Segment> {
+    /// Map `len` bytes at `at` (page-aligned) of the shared file at `path`: a file the host
+    /// shares with a VM, or in the guest that memory's device (its PCI BAR's `resource2`
+    /// file). `len` `None`: the rest of the file.
+    pub fn open_file(path: &Path, at: u64, len: Option<u64>) -> io::Result<Segment> {
         let f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
         let meta = f.metadata()?;
         let size = meta.len();
-        if !meta.file_type().is_file() || size == 0 || size > MAX_SEGMENT || expected.is_some_and(|e| e != size) {
+        let len = len.unwrap_or(size.saturating_sub(at));
+        let page = page_size();
+        let fits = at.checked_add(len).is_some_and(|end| end <= size);
+        if !meta.file_type().is_file() || len == 0 || len > MAX_SEGMENT || !fits || !at.is_multiple_of(page) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "{}: not a shared file of {} bytes (limit {MAX_SEGMENT})",
-                    path.display(),
-                    expected.unwrap_or(size)
-                ),
+                format!("{}: no {len} bytes at {at} of a shared file (limit {MAX_SEGMENT})", path.display()),
             ));
         }
-        Self::map(f.into(), size as usize)
+        let mut seg = Self::map_at(f.into(), at, len as usize)?;
+        seg.at = at;
+        Ok(seg)
     }
 
-    /// Take the segment's file for this process alone (an advisory `flock`, released when
-    /// the segment is dropped): `false` if another process holds it. One file serves one
-    /// session at a time.
-    pub fn lock(&self) -> io::Result<bool> {
-        // SAFETY: a descriptor we own.
-        if unsafe { libc::flock(self.fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(true);
+    /// Take the segment's part of its file for this process alone (an exclusive
+    /// open-file-description lock on that byte range, released when the segment is dropped),
+    /// waiting up to `wait` for another holder to let go: `false` if it did not. One part of a
+    /// file serves one session at a time.
+    pub fn lock(&self, wait: std::time::Duration) -> io::Result<bool> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            // SAFETY: a zeroed flock is valid; the fields that matter are set below.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_WRLCK as _;
+            fl.l_whence = libc::SEEK_SET as _;
+            fl.l_start = self.at as libc::off_t;
+            fl.l_len = self.len as libc::off_t;
+            // SAFETY: a descriptor we own and a valid flock.
+            if unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+                return Err(e);
+            }
+            if std::time::Instant::now() >= until {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) }
     }
 
     /// Whether the segment starts with `nonce`.
@@ -143,6 +164,10 @@ impl Segment {
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        Self::map_at(fd, 0, len)
+    }
+
+    fn map_at(fd: OwnedFd, at: u64, len: usize) -> io::Result<Segment> {
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -150,13 +175,18 @@ impl Segment {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
-                0,
+                at as libc::off_t,
             )
         };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Segment { ptr: p.cast(), len, fd })
+        Ok(Segment { ptr: p.cast(), len, fd, at: 0 })
+    }
+
+    /// Where the mapping starts in its file.
+    pub fn file_offset(&self) -> u64 {
+        self.at
     }
 
     pub fn len(&self) -> usize {
@@ -217,10 +247,16 @@ pub fn send_segment(stream: &Stream, fd: BorrowedFd<'_>, len: u64) -> io::Result
 }
 
 /// Send the [`OP_SHM_FILE`] frame (before the handshake, over any transport): the client
-/// maps a shared file of `len` bytes that starts with `nonce`.
-pub fn send_segment_file(stream: &mut Stream, len: u64, nonce: &[u8; NONCE_LEN]) -> io::Result<()> {
-    let args = postcard::to_allocvec(&(len, nonce)).map_err(io::Error::other)?;
+/// maps `len` bytes at `at` of a shared file, and they start with `nonce`.
+pub fn send_segment_file(stream: &mut Stream, at: u64, len: u64, nonce: &[u8; NONCE_LEN]) -> io::Result<()> {
+    let args = postcard::to_allocvec(&(at, len, nonce)).map_err(io::Error::other)?;
     crate::framing::write_frame(stream, &Header::request(OP_SHM_FILE, 0, 0, true, args.len(), 0), &args, &[])
+}
+
+/// The system's page size.
+pub fn page_size() -> u64 {
+    // SAFETY: no arguments.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as u64
 }
 
 /// A fresh random nonce (`getrandom`).
@@ -303,45 +339,54 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_file_maps_on_both_sides_and_serves_one_holder() {
+    fn a_shared_file_maps_on_both_sides_and_each_part_serves_one_holder() {
+        use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vm1.shm");
-        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
-        let guest = Segment::open_file(&path, None).unwrap();
-        assert_eq!(guest.len(), 1 << 20);
+        std::fs::File::create(&path).unwrap().set_len(2 << 20).unwrap();
+        let guest = Segment::open_file(&path, 1 << 20, None).unwrap();
+        assert_eq!((guest.len(), guest.file_offset()), (1 << 20, 1 << 20), "the rest of the file");
         let nonce = random_nonce().unwrap();
         assert_ne!(nonce, random_nonce().unwrap());
         guest.write_nonce(&nonce).unwrap();
-        let host = Segment::open_file(&path, Some(1 << 20)).unwrap();
+        let host = Segment::open_file(&path, 1 << 20, Some(1 << 20)).unwrap();
         assert!(host.starts_with(&nonce));
         assert!(!host.starts_with(&[7u8; NONCE_LEN]));
+        assert!(!Segment::open_file(&path, 0, Some(1 << 20)).unwrap().starts_with(&nonce), "another part");
         unsafe { *guest.range(4096, 1).unwrap() = 0x5a };
         assert_eq!(unsafe { *host.range(4096, 1).unwrap() }, 0x5a, "the same pages");
-        assert!(host.lock().unwrap());
-        let other = Segment::open_file(&path, Some(1 << 20)).unwrap();
-        assert!(!other.lock().unwrap(), "held by the first");
-        drop(host);
-        assert!(other.lock().unwrap(), "released with its holder");
 
-        assert!(Segment::open_file(&path, Some(2 << 20)).is_err(), "size differs from the announcement");
-        assert!(Segment::open_file(dir.path(), None).is_err(), "a directory");
-        std::fs::write(dir.path().join("empty"), b"").unwrap();
-        assert!(Segment::open_file(&dir.path().join("empty"), None).is_err(), "empty");
-        assert!(Segment::open_file(&dir.path().join("missing"), None).is_err());
+        assert!(host.lock(Duration::ZERO).unwrap());
+        let same = Segment::open_file(&path, 1 << 20, Some(1 << 20)).unwrap();
+        let t = std::time::Instant::now();
+        assert!(!same.lock(Duration::from_millis(100)).unwrap(), "held by the first");
+        assert!(t.elapsed() >= Duration::from_millis(100), "it waited");
+        let first = Segment::open_file(&path, 0, Some(1 << 20)).unwrap();
+        assert!(first.lock(Duration::ZERO).unwrap(), "the other part is free");
+        let waiter = std::thread::spawn(move || same.lock(Duration::from_secs(5)).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        drop(host);
+        assert!(waiter.join().unwrap(), "released with its holder, taken by the one waiting");
+
+        assert!(Segment::open_file(&path, 0, Some(4 << 20)).is_err(), "past the end");
+        assert!(Segment::open_file(&path, 100, Some(4096)).is_err(), "not page-aligned");
+        assert!(Segment::open_file(&path, 2 << 20, None).is_err(), "nothing left");
+        assert!(Segment::open_file(dir.path(), 0, None).is_err(), "a directory");
+        assert!(Segment::open_file(&dir.path().join("missing"), 0, None).is_err());
     }
 
     #[test]
-    fn the_file_frame_carries_length_and_nonce() {
+    fn the_file_frame_carries_offset_length_and_nonce() {
         let (a, b) = UnixStream::pair().unwrap();
         let nonce = random_nonce().unwrap();
-        send_segment_file(&mut Stream::Unix(a), 1 << 30, &nonce).unwrap();
+        send_segment_file(&mut Stream::Unix(a), 1 << 28, 1 << 30, &nonce).unwrap();
         let mut r = std::io::BufReader::new(Stream::Unix(b));
         let h = read_header(&mut r).unwrap();
         assert_eq!((h.op, h.bulk_len), (OP_SHM_FILE, 0));
         let mut args = Vec::new();
         read_exact_into(&mut r, &mut args, h.args_len as usize).unwrap();
-        let (len, got): (u64, [u8; NONCE_LEN]) = postcard::from_bytes(&args).unwrap();
-        assert_eq!((len, got), (1 << 30, nonce));
+        let got: (u64, u64, [u8; NONCE_LEN]) = postcard::from_bytes(&args).unwrap();
+        assert_eq!(got, (1 << 28, 1 << 30, nonce));
     }
 
     #[test]

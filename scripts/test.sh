@@ -7,3 +7,14 @@ command -v cc >/dev/null || { echo "a C compiler (cc) is needed for the end-to-e
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --features shim-build/check -- -D warnings
 cargo test --workspace --features shim-build/check
+# A client inside a QEMU virtual machine through its shared-memory device (scripts/vm-test.sh;
+# it says SKIP where QEMU, a kernel or busybox cannot be had). VGPU_VM_TEST=0 leaves it out.
+if [ "${VGPU_VM_TEST:-1}" != 0 ]; then
+  if ! command -v qemu-system-x86_64 >/dev/null || ! command -v busybox >/dev/null \
+    || ! ls /boot/vmlinuz-*cloud-amd64 >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-system-x86 linux-image-cloud-amd64 busybox-static \
+      >/tmp/vgpu-vm-apt.log 2>&1 || echo "vm-test: could not install QEMU and a kernel (see /tmp/vgpu-vm-apt.log)"
+  fi
+  scripts/dist.sh >/dev/null
+  scripts/vm-test.sh
+fi

@@ -211,6 +211,10 @@ fn a_shared_file_carries_copies_over_tcp() {
     }
     assert_eq!(calls(&stderr, "cuMemcpyDtoH_v2"), 7, "{stderr}");
     assert!(stderr.contains("frames through rings in the shared segment"), "{stderr}");
+    // VGPU_SHM_MB=0 turns it off.
+    let out = run(&exe, &lib, &address, &[envs[0], envs[1], envs[2], ("VGPU_SHM_MB", "0")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && calls(&stderr, "shm_htod") == 0, "{stderr}");
 
     // A nonce that is not in the file proves nothing; the one that is takes the file (once
     // the program's session has let go of it).

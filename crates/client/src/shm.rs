@@ -282,7 +282,7 @@ impl Shm {
 fn offer_file(stream: &mut transport::Stream, path: &Path) -> std::io::Result<Shm> {
     let size = std::fs::metadata(path)?.len();
     let page = transport::page_size();
-    let want = Shm::size_from_env().unwrap_or(DEFAULT_MB << 20) as u64;
+    let want = Shm::size_from_env().unwrap_or(DEFAULT_MB << 20) as u64; // (0 never comes here)
     let part = want.min(size) / page * page;
     if part == 0 {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "smaller than a page"));
@@ -362,7 +362,8 @@ pub fn connect(
     t: Timeouts,
     shared_file: Option<&Path>,
 ) -> Result<(Conn, Welcome, Option<Shm>), Error> {
-    let file = shared_file.filter(|_| !address.is_shm());
+    // VGPU_SHM_MB=0 turns shared memory off, a shared file's too.
+    let file = shared_file.filter(|_| !address.is_shm() && Shm::size_from_env().is_some());
     if !address.is_shm() && file.is_none() {
         let (conn, welcome) = Conn::connect(address, hello, t)?;
         return Ok((conn, welcome, None));

@@ -262,13 +262,7 @@ fn a_shared_file_carries_copies_over_tcp() {
     let _ = std::fs::remove_file(part_claim(&file, 0));
 }
 
-/// The lock file in /dev/shm by which the processes of a machine claim part `i` of the
-/// shared file `file` among themselves (as `client::shm` names it).
-fn part_claim(file: &std::path::Path, i: u64) -> std::path::PathBuf {
-    let name: String =
-        file.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    std::path::PathBuf::from(format!("/dev/shm/vgpu-part-{name}-{i}.lock"))
-}
+use transport::part_claim_path as part_claim;
 
 /// Several processes of one VM share one file: each takes a part of its own (`VGPU_SHM_MB`
 /// each), claimed among them by lock files in /dev/shm, and all copy through the file. Part

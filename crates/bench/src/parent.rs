@@ -18,12 +18,16 @@ struct Servers {
     unix: Option<String>,
     tcp: Option<String>,
     token: Option<String>,
+    /// A file the server shares (`--shm-file`), for the `tcp+file` column.
+    shm_file: Option<PathBuf>,
 }
 
 /// A `vgpu serve` started by this command; stopped on drop.
 struct ServerProc {
     child: Child,
     log: PathBuf,
+    /// The shared file it serves, removed with it.
+    shm_file: Option<PathBuf>,
 }
 
 impl ServerProc {
@@ -34,6 +38,11 @@ impl ServerProc {
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
+        if let Some(f) = &self.shm_file {
+            let _ = std::fs::remove_file(f);
+            // The one part the columns' processes claimed, one after another.
+            let _ = std::fs::remove_file(transport::part_claim_path(f, 0));
+        }
         // SIGTERM first, so that the server can end its workers; SIGKILL after 5 s.
         // SAFETY: kill(2) on the id of a process this command started and has not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -86,7 +95,9 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn start_server(exe: &Path, backend: &str, dir: &Path) -> Result<(ServerProc, Servers), String> {
+/// Start `vgpu serve` for the columns: a unix socket and a TCP port in `dir`, and a file of
+/// `shm_mb` MiB in /dev/shm that it shares (what a VM's shared memory is on its host).
+fn start_server(exe: &Path, backend: &str, dir: &Path, shm_mb: u64) -> Result<(ServerProc, Servers), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let sock = dir.join("vgpu.sock");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -107,9 +118,15 @@ fn start_server(exe: &Path, backend: &str, dir: &Path) -> Result<(ServerProc, Se
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let unix = format!("unix:{}", sock.display());
     let tcp = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(exe)
-        .args(["serve", "--backend", backend, "--listen", &unix, "--listen", &tcp, "--token-file"])
-        .arg(&token_file)
+    // tmpfs: the driver pins a shared file's pages, which it cannot for a file on disk.
+    let shm_file = PathBuf::from(format!("/dev/shm/vgpu-bench-{}.shm", std::process::id()));
+    let shm_file = std::fs::File::create(&shm_file).and_then(|f| f.set_len(shm_mb << 20)).is_ok().then_some(shm_file);
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--backend", backend, "--listen", &unix, "--listen", &tcp, "--token-file"]).arg(&token_file);
+    if let Some(f) = &shm_file {
+        cmd.arg("--shm-file").arg(f);
+    }
+    let child = cmd
         .env("VGPU_LOG", std::env::var("VGPU_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
         .env_remove("VGPU_TOKEN")
         .stdin(Stdio::null())
@@ -117,7 +134,7 @@ fn start_server(exe: &Path, backend: &str, dir: &Path) -> Result<(ServerProc, Se
         .stderr(err)
         .spawn()
         .map_err(|e| format!("cannot start {} serve: {e}", exe.display()))?;
-    let mut server = ServerProc { child, log };
+    let mut server = ServerProc { child, log, shm_file: shm_file.clone() };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(st)) = server.child.try_wait() {
@@ -133,7 +150,7 @@ fn start_server(exe: &Path, backend: &str, dir: &Path) -> Result<(ServerProc, Se
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok((server, Servers { unix: Some(unix), tcp: Some(tcp), token: Some(token) }))
+    Ok((server, Servers { unix: Some(unix), tcp: Some(tcp), token: Some(token), shm_file }))
 }
 
 fn given_token(args: &Args) -> Result<Option<String>, String> {
@@ -223,6 +240,7 @@ fn native_ld_path(dist: &Path) -> String {
 }
 
 /// How a column's processes are started.
+#[derive(Clone, Copy)]
 struct Side<'a> {
     /// None for native.
     server: Option<&'a str>,
@@ -232,6 +250,8 @@ struct Side<'a> {
     /// `VGPU_SHM_MB` for an `shm:` side: a segment that holds the largest pinned buffer, so
     /// that the pinned rows measure copies from the segment.
     shm_mb: Option<u64>,
+    /// `VGPU_SHM_FILE`: a file the server shares, as the segment.
+    shm_file: Option<&'a Path>,
 }
 
 impl Side<'_> {
@@ -262,6 +282,10 @@ impl Side<'_> {
                 if let Some(mb) = self.shm_mb {
                     cmd.env("VGPU_SHM_MB", mb.to_string());
                 }
+                match self.shm_file {
+                    Some(f) => cmd.env("VGPU_SHM_FILE", f),
+                    None => cmd.env_remove("VGPU_SHM_FILE"),
+                };
                 match self.token {
                     Some(t) => cmd.env("VGPU_TOKEN", t),
                     None => cmd.env_remove("VGPU_TOKEN"),
@@ -363,28 +387,41 @@ pub fn run(args: &Args) -> Result<(), String> {
     let timeout = Duration::from_secs(args.timeout);
     let tmp = tempfile::Builder::new().prefix("vgpu-bench-").tempdir().map_err(|e| format!("temporary folder: {e}"))?;
 
+    // Room for the largest pinned buffer besides the ring (at most 32 MiB), and never less
+    // than the default 256 MiB: the shm and tcp+file columns' segments.
+    let largest_mb = Plan::new(args.quick).sizes.iter().max().copied().unwrap_or(0) >> 20;
+    let seg_mb = (largest_mb + 64).max(256);
     let given = args.server.is_some() || args.tcp_server.is_some();
     let (server, servers) = if given {
-        let s = Servers { unix: args.server.clone(), tcp: args.tcp_server.clone(), token: given_token(args)? };
+        let s = Servers {
+            unix: args.server.clone(),
+            tcp: args.tcp_server.clone(),
+            token: given_token(args)?,
+            shm_file: None,
+        };
         (None, s)
     } else {
         progress(&format!("starting vgpu serve --backend {}", args.backend));
-        let (p, s) = start_server(&exe, &args.backend, tmp.path())?;
+        let (p, s) = start_server(&exe, &args.backend, tmp.path(), seg_mb)?;
         (Some(p), s)
     };
     let backend = if given { "given".to_string() } else { args.backend.clone() };
 
-    let native = Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None };
-    let token = servers.token.as_deref();
-    let unix = servers.unix.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist, shm_mb: None });
-    let tcp = servers.tcp.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist, shm_mb: None });
+    let native = Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None, shm_file: None };
+    let vgpu = Side { token: servers.token.as_deref(), ..native };
+    let unix = servers.unix.as_deref().map(|a| Side { server: Some(a), ..vgpu });
+    let tcp = servers.tcp.as_deref().map(|a| Side { server: Some(a), ..vgpu });
     // The shm column talks to the unix listener, passing it a shared segment for copies.
     let shm_addr = servers.unix.as_deref().and_then(|a| a.strip_prefix("unix:")).map(|p| format!("shm:{p}"));
-    // Room for the largest pinned buffer besides the ring (at most 32 MiB), and never less
-    // than the default 256 MiB.
-    let largest_mb = Plan::new(args.quick).sizes.iter().max().copied().unwrap_or(0) >> 20;
-    let shm_mb = Some((largest_mb + 64).max(256));
-    let shm = shm_addr.as_deref().map(|a| Side { server: Some(a), token, wrap: &wrap, dist: &dist, shm_mb });
+    let shm = shm_addr.as_deref().map(|a| Side { server: Some(a), shm_mb: Some(seg_mb), ..vgpu });
+    // The tcp+file column: TCP for the calls, the file the server shares for the bytes, as
+    // a VM with shared memory has it.
+    let tcp_file = servers.tcp.as_deref().zip(servers.shm_file.as_deref()).map(|(a, f)| Side {
+        server: Some(a),
+        shm_mb: Some(seg_mb),
+        shm_file: Some(f),
+        ..vgpu
+    });
     let sides: Vec<(&str, Option<Side<'_>>, String)> = vec![
         (
             "native",
@@ -394,6 +431,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         ("unix", unix, "no unix server given (--server)".into()),
         ("tcp", tcp, "no TCP server given (--tcp-server)".into()),
         ("shm", shm, "no unix server given (--server unix:PATH) to share memory with".into()),
+        ("tcp+file", tcp_file, "no shared file (only a server this command starts shares one)".into()),
     ];
     debug_assert!(sides.iter().map(|s| s.0).eq(COLUMNS));
 
@@ -534,8 +572,14 @@ mod tests {
     fn sides_set_the_environment() {
         let dist = PathBuf::from("/opt/vgpu/lib");
         let wrap = vec!["tools/no-gpu.sh".to_string()];
-        let vg =
-            Side { server: Some("unix:/tmp/s.sock"), token: Some("t0k"), wrap: &wrap, dist: &dist, shm_mb: Some(512) };
+        let vg = Side {
+            server: Some("unix:/tmp/s.sock"),
+            token: Some("t0k"),
+            wrap: &wrap,
+            dist: &dist,
+            shm_mb: Some(512),
+            shm_file: Some(Path::new("/dev/shm/f")),
+        };
         let cmd = vg.command(Path::new("/l/llama-bench"), &["-m".into(), "x".into()], Some(Path::new("/l")));
         assert_eq!(cmd.get_program(), "tools/no-gpu.sh");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -548,7 +592,7 @@ mod tests {
         assert_eq!(env(&cmd, "VGPU_TOKEN").as_deref(), Some("t0k"));
         assert_eq!(env(&cmd, "VGPU_SHM_MB").as_deref(), Some("512"));
 
-        let native = Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None };
+        let native = Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None, shm_file: None };
         let cmd = native.command(Path::new("/l/llama-bench"), &[], Some(Path::new("/l")));
         assert_eq!(cmd.get_program(), "/l/llama-bench");
         assert!(env(&cmd, "LD_LIBRARY_PATH").unwrap().starts_with("/l"));

@@ -300,14 +300,12 @@ fn offer_file(stream: &mut transport::Stream, path: &Path) -> std::io::Result<Sh
 }
 
 /// Claim part `i` of the shared file `path` among this machine's processes: an exclusive
-/// `flock` on a lock file of its own in `/dev/shm`, held for the session's life. `None`:
+/// `flock` on its lock file (`transport::part_claim_path`), held for the session's life. `None`:
 /// another process holds it. Where no lock file can be had the part is not claimed here
 /// (`Some(None)`), and the server's own lock on the part decides.
 fn claim_part(path: &Path, i: u64) -> Option<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
-    let name: String =
-        path.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    let lock = Path::new("/dev/shm").join(format!("vgpu-part-{name}-{i}.lock"));
+    let lock = transport::part_claim_path(path, i);
     let opened = std::fs::File::open(&lock).or_else(|_| {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o666).open(&lock)

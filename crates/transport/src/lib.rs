@@ -18,6 +18,9 @@ pub use fdpass::{recv as recv_fd, send as send_fd};
 pub use framing::{Frame, Unbuffered, read_exact_into, read_frame, read_header, write_frame};
 pub use lanes::{LaneSet, Lanes};
 pub use ring::RingStream;
-pub use shm::{FdReader, MAX_SEGMENT, NONCE_LEN, Segment, page_size, random_nonce, send_segment, send_segment_file};
+pub use shm::{
+    FdReader, MAX_SEGMENT, NONCE_LEN, Segment, page_size, part_claim_path, random_nonce, send_segment,
+    send_segment_file,
+};
 pub use spin::{CLIENT_SPIN, DEFAULT_SPIN, spin_budget, wait_readable};
 pub use tls::{PLAIN_REFUSAL, Relay, TlsError, TlsServer, TlsStream, TlsTarget, is_tls_error};

@@ -253,6 +253,15 @@ pub fn send_segment_file(stream: &mut Stream, at: u64, len: u64, nonce: &[u8; NO
     crate::framing::write_frame(stream, &Header::request(OP_SHM_FILE, 0, 0, true, args.len(), 0), &args, &[])
 }
 
+/// The lock file by which the processes of one machine claim part `i` of the shared file
+/// `file` among themselves (an exclusive `flock` on it, held for a session's life): in
+/// /dev/shm, named after the file's path.
+pub fn part_claim_path(file: &Path, i: u64) -> std::path::PathBuf {
+    let name: String =
+        file.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    std::path::PathBuf::from(format!("/dev/shm/vgpu-part-{name}-{i}.lock"))
+}
+
 /// The system's page size.
 pub fn page_size() -> u64 {
     // SAFETY: no arguments.

@@ -469,7 +469,8 @@ pub fn readme_intro() -> String {
      Ratios are the speed through vgpu relative to native: 1.00 is parity, higher is better.\n\n\
      ```sh\n\
      scripts/dist.sh\n\
-     # micro-benchmarks: launches, round trips, copies 4 KiB-1 GiB, NVML; native, unix, tcp\n\
+     # micro-benchmarks: launches, round trips, copies 4 KiB-1 GiB, NVML; native, unix, tcp, shm,\n\
+     # tcp+file (TCP for the calls, a file in /dev/shm that the server shares for the bytes)\n\
      dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh\n\
      # and llama.cpp (llama-bench pp512/tg128): --llama-rounds runs per column (default 8), taken\n\
      # in turns, every sample pooled (each run lands in one of two speed bands about 6% apart,\n\

@@ -12,9 +12,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIST=${DIST:-$ROOT/dist}
-for need in qemu-system-x86_64 busybox cc; do
+for need in qemu-system-x86_64 busybox cc cpio python3; do
   command -v $need >/dev/null || { echo "SKIP vm-test: $need not found (see the header)"; exit 0; }
 done
+[ -w /dev/shm ] || { echo "SKIP vm-test: no writable /dev/shm for the shared file"; exit 0; }
 KERNEL=$(ls /boot/vmlinuz-*cloud-amd64 2>/dev/null | sort -V | tail -1)
 [ -n "$KERNEL" ] || { echo "SKIP vm-test: no Debian cloud kernel in /boot"; exit 0; }
 KVER=${KERNEL#/boot/vmlinuz-}

@@ -7,6 +7,7 @@ use common::*;
 use protocol::ops;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::Duration;
+use transport::part_claim_path as part_claim;
 use transport::{Conn, Error, Segment, Timeouts};
 
 use common::trace_calls as calls;
@@ -176,6 +177,20 @@ fn session_with_file(address: &str, token: &str, len: u64, nonce: &[u8; transpor
     Conn::handshake(stream, &addr, &hello(token), t).unwrap().0
 }
 
+/// A quiet sim server at the TCP `address` (token "t0ken", its file in `dir`) that shares
+/// `files` (`--shm-file`).
+fn tcp_server_sharing(dir: &std::path::Path, address: &str, files: &[&std::path::Path]) -> Server {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut args = vec!["--token-file".to_string(), token_file.display().to_string()];
+    for f in files {
+        args.extend(["--shm-file".to_string(), f.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_env(address, &["--backend", "sim"], &args, &[("VGPU_LOG", "error")])
+}
+
 /// What a VM's shared memory looks like to both sides, a file each maps, over TCP: the
 /// same byte-exact copies through it as through a passed segment; a client must prove it
 /// maps the file (its nonce at the start, spent once used), and a file serves one session
@@ -190,17 +205,8 @@ fn a_shared_file_carries_copies_over_tcp() {
     for f in [&file, &other] {
         std::fs::File::create(f).unwrap().set_len(len).unwrap();
     }
-    let token_file = tmp.path().join("token");
-    std::fs::write(&token_file, "t0ken\n").unwrap();
-    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let address = free_tcp_address();
-    let shared = ["--token-file", token_file.to_str().unwrap(), "--shm-file", other.to_str().unwrap()];
-    let server = Server::start_env(
-        &address,
-        &["--backend", "sim"],
-        &[&shared[..], &["--shm-file", file.to_str().unwrap()]].concat(),
-        &[("VGPU_LOG", "error")],
-    );
+    let server = tcp_server_sharing(tmp.path(), &address, &[&other, &file]);
     let envs = [("VGPU_TRACE", "summary"), ("VGPU_TOKEN", "t0ken"), ("VGPU_SHM_FILE", file.to_str().unwrap())];
 
     let out = run(&exe, &lib, &address, &envs);
@@ -254,15 +260,13 @@ fn a_shared_file_carries_copies_over_tcp() {
     drop((replay, server));
 
     // A server that shares no file: the client says so and copies over the connection.
-    let bare = Server::start_env(&address, &["--backend", "sim"], &shared[..2], &[("VGPU_LOG", "error")]);
+    let bare = tcp_server_sharing(tmp.path(), &address, &[]);
     let out = run(&exe, &lib, &bare.address, &envs);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && stdout.contains("72 copies ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(calls(&stderr, "shm_htod"), 0, "{stderr}");
     let _ = std::fs::remove_file(part_claim(&file, 0));
 }
-
-use transport::part_claim_path as part_claim;
 
 /// Several processes of one VM share one file: each takes a part of its own (`VGPU_SHM_MB`
 /// each), claimed among them by lock files in /dev/shm, and all copy through the file. Part
@@ -276,15 +280,7 @@ fn processes_take_parts_of_a_shared_file() {
     let file = tmp.path().join("vm.shm");
     let part = 256u64 << 20;
     std::fs::File::create(&file).unwrap().set_len(3 * part).unwrap();
-    let token_file = tmp.path().join("token");
-    std::fs::write(&token_file, "t0ken\n").unwrap();
-    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let server = Server::start_env(
-        &free_tcp_address(),
-        &["--backend", "sim"],
-        &["--token-file", token_file.to_str().unwrap(), "--shm-file", file.to_str().unwrap()],
-        &[("VGPU_LOG", "error")],
-    );
+    let server = tcp_server_sharing(tmp.path(), &free_tcp_address(), &[&file]);
     let claim = std::fs::File::create(part_claim(&file, 0)).unwrap();
     assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&claim), libc::LOCK_EX) }, 0);
     let nonce = transport::random_nonce().unwrap();

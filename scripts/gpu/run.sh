@@ -67,6 +67,7 @@ stop_server() { kill "$SERVER_PID" ${SERVER_B_PID:-} 2>/dev/null; wait "$SERVER_
 # stages over shared memory). VGSOCK/VGPORT: another server's.
 vg() { VGPU_SERVER=${VG_SCHEME:-unix}:${VGSOCK:-$SOCK} LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:${VGPORT:-7070} VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+vg_vsock() { VGPU_SERVER=vsock://1:7072 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_shm() { VGPU_SERVER=shm:${VGSOCK:-$SOCK} LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: native, unix, tcp, shm, unix+VGPU_LANES=0;
   # a transport named with @b (shm@b) uses the build in $DIST_B instead: its client libraries and its server
@@ -78,8 +79,8 @@ as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: nat
     unix) VGSOCK=$sock VGLIB=$lib vg env "${e[@]}" "$@" ;;
     tcp) VGPORT=$port VGLIB=$lib vg_tcp env "${e[@]}" "$@" ;;
     tcpfile) VGPORT=$port VGLIB=$lib vg_tcp env VGPU_SHM_FILE=$SHMFILE "${e[@]}" "$@" ;;
-    vsock) VGPU_SERVER=vsock://1:7072 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="$lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" env "${e[@]}" "$@" ;;
-    vsockfile) VGPU_SERVER=vsock://1:7072 VGPU_TOKEN=$(cat $TOKEN) VGPU_SHM_FILE=$SHMFILE LD_LIBRARY_PATH="$lib${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" env "${e[@]}" "$@" ;;
+    vsock) VGLIB=$lib vg_vsock env "${e[@]}" "$@" ;;
+    vsockfile) VGLIB=$lib vg_vsock env VGPU_SHM_FILE=$SHMFILE "${e[@]}" "$@" ;;
     shm) VGSOCK=$sock VGLIB=$lib vg_shm env "${e[@]}" "$@" ;;
   esac
 }

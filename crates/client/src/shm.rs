@@ -368,13 +368,15 @@ pub fn connect(
     }
     let mut stream = address.connect(t.connect).map_err(|e| Error::Lost(e.to_string()))?;
     let shm = match file {
-        None => Shm::size_from_env().and_then(|n| match Shm::new(n) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("vgpu: {address}: no shared segment ({e}); copies go over the socket");
-                None
-            }
-        }),
+        None => Shm::size_from_env()
+            .and_then(|n| match Shm::new(n) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("vgpu: {address}: no shared segment ({e}); copies go over the socket");
+                    None
+                }
+            })
+            .filter(|s| transport::send_segment(&stream, s.segment().fd(), s.segment().len() as u64).is_ok()),
         Some(path) => match offer_file(&mut stream, path) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -383,10 +385,6 @@ pub fn connect(
             }
         },
     };
-    let shm = shm.filter(|s| {
-        let seg = s.segment();
-        file.is_some() || transport::send_segment(&stream, seg.fd(), seg.len() as u64).is_ok()
-    });
     let (conn, welcome) = Conn::handshake(stream, address, hello, t)?;
     let shm = match shm {
         Some(s) => match conn.call(0, &ops::shm_attached {}, &[], None) {

@@ -446,8 +446,6 @@ impl FrameLog {
     }
 }
 
-/// The server's end of a `shm:` session's frame rings, as `args` (offset and size) name
-/// them in `segment` (mapped once more for them), ringing on `control`.
 /// A segment a client offers before its handshake.
 enum SegmentOffer {
     /// A memfd passed over the unix socket (`OP_SHM`), of this many bytes.
@@ -507,6 +505,8 @@ fn shared_file<'a>(
     })
 }
 
+/// The server's end of a session's frame rings, as `args` (offset and size) name them in
+/// `segment` (mapped once more for them), ringing on `control`.
 fn open_rings(
     args: &[u8],
     segment: Option<&Arc<Segment>>,
@@ -516,12 +516,7 @@ fn open_rings(
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
     let (offset, cap): (u64, u64) = postcard::from_bytes(args).map_err(|e| bad(format!("bad ring request: {e}")))?;
     let seg = segment.cloned().ok_or_else(|| bad("no shared segment (or rings asked for twice)".into()))?;
-    // The doorbell is the session's plain socket (unix, vsock or TCP).
-    let bell: std::os::fd::OwnedFd = match control.try_clone()? {
-        Stream::Unix(u) => u.into(),
-        Stream::Tcp(t) => t.into(),
-        _ => return Err(bad("frame rings need a plain socket".into())),
-    };
+    let bell = control.plain_socket()?.ok_or_else(|| bad("frame rings need a plain socket".into()))?;
     let cap = usize::try_from(cap).map_err(|_| bad("ring size out of range".into()))?;
     transport::RingStream::new(seg, offset, cap, transport::ring::End::Server, bell, spin)
 }

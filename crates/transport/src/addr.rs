@@ -290,6 +290,16 @@ impl Stream {
         })
     }
 
+    /// A descriptor of its own on this stream's socket, where that is a plain one (unix,
+    /// vsock or TCP; not TLS, not rings): what frame rings ring their doorbell on.
+    pub fn plain_socket(&self) -> io::Result<Option<OwnedFd>> {
+        Ok(match self {
+            Stream::Unix(s) => Some(s.try_clone()?.into()),
+            Stream::Tcp(s) => Some(s.try_clone()?.into()),
+            Stream::Tls(_) | Stream::Ring(_) => None,
+        })
+    }
+
     /// Whether TCP carries this stream (with or without TLS).
     pub fn is_tcp(&self) -> bool {
         matches!(self, Stream::Tcp(_) | Stream::Tls(_))

@@ -246,11 +246,8 @@ impl Conn {
     /// stays as their doorbell. Before the connection is shared: nothing may be queued or
     /// awaited. `Err(Error::Api)`: the server would not, and the socket carries on.
     pub fn use_ring(&self, seg: std::sync::Arc<crate::Segment>, offset: u64, cap: usize) -> Result<(), Error> {
-        let bell: std::os::fd::OwnedFd = match self.sock.lock().stream.try_clone().map_err(Error::io)? {
-            Stream::Unix(u) => u.into(),
-            Stream::Tcp(t) => t.into(),
-            _ => return Err(Error::Lost("frame rings need a plain socket as their doorbell".into())),
-        };
+        let bell = self.sock.lock().stream.plain_socket().map_err(Error::io)?;
+        let bell = bell.ok_or_else(|| Error::Lost("frame rings need a plain socket as their doorbell".into()))?;
         let ring = crate::RingStream::new(seg, offset, cap, crate::ring::End::Client, bell, self.spin)
             .map_err(|e| Error::Lost(e.to_string()))?;
         let args = postcard::to_allocvec(&(offset, cap as u64)).map_err(|e| Error::Lost(e.to_string()))?;

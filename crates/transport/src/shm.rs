@@ -110,9 +110,7 @@ impl Segment {
                 format!("{}: no {len} bytes at {at} of a shared file (limit {MAX_SEGMENT})", path.display()),
             ));
         }
-        let mut seg = Self::map_at(f.into(), at, len as usize)?;
-        seg.at = at;
-        Ok(seg)
+        Self::map_at(f.into(), at, len as usize)
     }
 
     /// Take the segment's part of its file for this process alone (an exclusive
@@ -181,7 +179,7 @@ impl Segment {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Segment { ptr: p.cast(), len, fd, at: 0 })
+        Ok(Segment { ptr: p.cast(), len, fd, at })
     }
 
     /// Where the mapping starts in its file.

@@ -324,6 +324,23 @@ fn forged_handles_are_api_errors_and_the_session_continues() {
     // A forged cuBLAS handle: CUBLAS_STATUS_NOT_INITIALIZED in the value.
     let st = c.call(ctx, &ops::cublasDestroy_v2 { handle: forged }, &[], None).unwrap();
     assert_eq!(st, protocol::cublas::status::NOT_INITIALIZED);
+    // Packed runs that do not fill their copy, or overrun it: CUDA_ERROR_INVALID_VALUE from
+    // the next synchronous call, and nothing written.
+    let p = c.call(ctx, &ops::cuMemAlloc_v2 { bytesize: 1 << 16 }, &[], None).unwrap();
+    let good = protocol::runs::pack(&[7u8; 1 << 16], usize::MAX).unwrap();
+    for (len, bulk) in [(1u64 << 16, &good[..good.len() - 1]), (1 << 15, &good[..]), (1 << 16, &[0u8; 4][..])] {
+        c.call(ctx, &ops::htod_runs { dst: p, stream: 0, len }, &[bulk], None).unwrap();
+        assert_eq!(api(c.call(ctx, &ops::cuCtxSynchronize {}, &[], None)), 1, "{len} {bulk:?}");
+    }
+    // Beyond the allocation: refused before anything is unpacked.
+    c.call(ctx, &ops::htod_runs { dst: p, stream: 0, len: u64::MAX }, &[&good], None).unwrap();
+    assert_eq!(api(c.call(ctx, &ops::cuCtxSynchronize {}, &[], None)), 1);
+    let mut back = vec![1u8; 1 << 16];
+    c.call(ctx, &ops::cuMemcpyDtoH_v2 { src: p, size: 1 << 16 }, &[], Some(&mut back)).unwrap();
+    assert!(back.iter().all(|&b| b == 0), "malformed runs wrote nothing");
+    c.call(ctx, &ops::htod_runs { dst: p, stream: 0, len: 1 << 16 }, &[&good], None).unwrap();
+    c.call(ctx, &ops::cuMemcpyDtoH_v2 { src: p, size: 1 << 16 }, &[], Some(&mut back)).unwrap();
+    assert!(back.iter().all(|&b| b == 7), "a well-formed packed copy lands");
     // Real handles still work after all that.
     let s = c.call(ctx, &ops::cuStreamCreate { flags: 0 }, &[], None).unwrap();
     c.call(ctx, &ops::cuStreamSynchronize { stream: s }, &[], None).unwrap();

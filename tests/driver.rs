@@ -89,6 +89,36 @@ fn pinned_memory_is_reusable_after_a_synchronize() {
     assert!(stderr.contains("21 frames' bulk over 4 lanes"), "{stderr}");
 }
 
+/// Copies that are runs of a word (attention masks) go packed over TCP and land byte for
+/// byte, at odd offsets and lengths too; varied bytes go as they are. Over a unix socket
+/// nothing is packed unless `VGPU_PACK=1`; `VGPU_PACK=0` packs nothing anywhere.
+#[test]
+fn runs_of_a_word_are_sent_packed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("packed_copy", tmp.path(), &lib, &["libcuda.so.1"]);
+    let unix = Server::sim(tmp.path(), &[]);
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let tcp = Server::start(&free_tcp_address(), &["--backend", "sim"], &["--token-file", token.to_str().unwrap()]);
+    for (server, pack, lanes, packed) in
+        [(&unix, "", "4", 0), (&unix, "1", "0", 3), (&unix, "1", "4", 3), (&tcp, "", "4", 3), (&tcp, "0", "4", 0)]
+    {
+        let env = [("VGPU_TRACE", "summary"), ("VGPU_PACK", pack), ("VGPU_LANES", lanes), ("VGPU_TOKEN", "t0ken")];
+        let out = run(&exe, &lib, &server.address, &env);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let case = format!("{} VGPU_PACK={pack} VGPU_LANES={lanes}", server.address);
+        assert!(out.status.success() && stdout.contains("packed copies ok"), "{case}\n{stdout}\n{stderr}");
+        assert_eq!(trace_calls(&stderr, "htod_runs"), packed, "{case}\n{stderr}");
+        // Over one connection frames are 1 MiB: the copies of 1 MiB + 3 bytes end in a
+        // frame of 3 bytes, which goes as it is.
+        let plain = if lanes == "0" { 4 } else { 4 - packed };
+        assert_eq!(trace_calls(&stderr, "cuMemcpyHtoDAsync_v2"), plain, "{case}\n{stderr}");
+    }
+}
+
 /// A process that forks after using the GPU: the child starts its own session and both go
 /// on (over the socket, and over shm: with a segment and frame rings each).
 #[test]

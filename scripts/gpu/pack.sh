@@ -7,6 +7,7 @@
 #   devcarry/llama-bin/     a llama.cpp build saved by run.sh's savellama stage (split
 #                           archive), else devcarry/llama/ with sources to build there
 #   devcarry/cu12/          CUDA 12.9 headers and NVIDIA's libcudart.so.12 (cu12 stage)
+#   devcarry/tc/            Debian's tc and its libraries (link stage; the GPU machine has none)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/dist.sh >/dev/null
@@ -15,6 +16,19 @@ rm -rf devcarry/dist && tar czf devcarry/dist.tgz dist
 for t in no-gpu.sh build-llama-gpu.sh gen_gguf.py; do cp ../shared/tools/$t devcarry/tools/; done
 if ! ls devcarry/llama-bin/llama-bin.tgz.part* >/dev/null 2>&1; then
   [ -d devcarry/llama ] || ../shared/tools/prepare-llama.sh devcarry/llama
+fi
+if [ ! -x devcarry/tc/tc ]; then
+  t=$(mktemp -d)
+  if (cd "$t" && apt-get download iproute2 libbpf1 libelf1 libmnl0 libcap2 libxtables12 libbsd0 libmd0 >/dev/null 2>&1); then
+    for d in "$t"/*.deb; do dpkg-deb -x "$d" "$t/root"; done
+    mkdir -p devcarry/tc && cp "$t/root/sbin/tc" devcarry/tc/
+    for l in libbpf.so.1 libelf.so.1 libmnl.so.0 libcap.so.2 libxtables.so.12 libbsd.so.0 libmd.so.0; do
+      cp -L "$(find "$t/root" -name "$l" | head -1)" devcarry/tc/
+    done
+  else
+    echo "pack.sh: no tc for the link stage (apt-get download failed)"
+  fi
+  rm -rf "$t"
 fi
 du -sh devcarry/* | sort -h
 du -sh devcarry

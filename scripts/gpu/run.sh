@@ -118,6 +118,11 @@ stage_driver() {
   cp "$W/probe.n" "$OUT/probe-native.txt"; cp "$W/probe.v" "$OUT/probe-vgpu.txt"
   "$W/driver_suite" "$W" >"$W/ds.n" 2>&1; vg "$W/driver_suite" "$W" >"$W/ds.v" 2>&1; echo "rc=$?" >>"$W/ds.v"; echo "rc=0" >>"$W/ds.n"
   compare driver-suite "$W/ds.n" "$W/ds.v"; cp "$W/ds.n" "$OUT/driver-native.txt"; cp "$W/ds.v" "$OUT/driver-vgpu.txt"
+  for t in packed_copy pinned_reuse; do # the sim tests' C programs, on the GPU
+    gcc -O1 -o "$W/$t" "$ROOT/tests/c/$t.c" -I"$ROOT/tests/c" -L/usr/local/cuda/lib64/stubs -lcuda || { say "FAIL $t build"; continue; }
+    "$W/$t" >"$W/$t.n" 2>&1; vg env VGPU_TRACE=summary "$W/$t" >"$W/$t.v" 2>"$OUT/$t-vgpu.err"
+    compare "$t" "$W/$t.n" "$W/$t.v"
+  done
 }
 
 stage_rt() {
@@ -191,8 +196,8 @@ stage_llama() {
   # A prompt of some 600 tokens: its input embeddings (4 MiB a batch) go over the lanes.
   local long=(-m $W/q8.gguf -p "$(seq 1 300 | tr '\n' ' ')" -n 16 --temp 0 --seed 1 -ngl 99 -no-cnv)
   LD_LIBRARY_PATH=$B "$B/llama-completion" "${long[@]}" >"$W/long.n" 2>/dev/null </dev/null
-  vg "$B/llama-completion" "${long[@]}" >"$W/long.unix" 2>"$OUT/long-unix.err" </dev/null
-  vg_tcp "$B/llama-completion" "${long[@]}" >"$W/long.tcp" 2>"$OUT/long-tcp.err" </dev/null
+  vg env VGPU_TRACE=summary "$B/llama-completion" "${long[@]}" >"$W/long.unix" 2>"$OUT/long-unix.err" </dev/null
+  vg_tcp env VGPU_TRACE=summary "$B/llama-completion" "${long[@]}" >"$W/long.tcp" 2>"$OUT/long-tcp.err" </dev/null
   compare llama-q8-long-prompt-unix "$W/long.n" "$W/long.unix"
   compare llama-q8-long-prompt-tcp "$W/long.n" "$W/long.tcp"
 }
@@ -240,6 +245,21 @@ finish() {
   exit 0
 }
 trap finish EXIT TERM INT
+stage_masks() { # the host-to-device copies of pp512 and pp2048 runs through vgpu, their sizes, and which went packed
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  for p in 512 2048; do
+    vg env VGPU_TRACE=1 "$B/llama-bench" -m $W/q8.gguf -p $p -n 0 -ngl 99 -r 1 >/dev/null 2>"$W/masks.log"
+    say "pp$p, one run after warm-up: host-to-device copies by kind and size (last $((p / 512 * 20)) lines):"
+    grep -E "^vgpu-trace (htod_runs|cuMemcpyHtoDAsync_v2) " "$W/masks.log" | tail -$((p / 512 * 20)) | python3 -c '
+import re, sys, collections
+n = collections.Counter()
+for l in sys.stdin:
+    op = l.split()[1]; ln = re.search(r"len: (\d+)", l); b = re.search(r"bulk_in=(\d+)", l)
+    n[op + (" len=" + ln.group(1) if ln else "") + " sent=" + (b.group(1) if b else "?")] += 1
+for k, v in n.most_common(20): print("  %4d  %s" % (v, k))' | tee -a "$SUMMARY"
+  done
+}
 stage_trace() { # where a decode step's time goes: client calls (VGPU_TRACE=summary) and server time per call
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
@@ -429,7 +449,7 @@ stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alter
   B=$LB/bin; export EXTRA_LD=$B
   local cfgs=(${AB_CFGS:-native unix tcp unix+VGPU_LANES=0 tcp+VGPU_LANES=0})
   for m in ${AB_MODELS:-q8 f16}; do
-    local test=(-p 512 -n 0); [ "${AB_TEST:-pp}" = tg ] && test=(-p 0 -n 128)
+    local test=(-p "${AB_PP:-512}" -n 0); [ "${AB_TEST:-pp}" = tg ] && test=(-p 0 -n 128)
     local args=(-m $W/$m.gguf "${test[@]}" -ngl 99 -r "${AB_REPS:-10}" -o json ${AB_ARGS:-})
     rm -f "$W"/ab.$m.*
     for _ in $(seq "${AB_ROUNDS:-3}"); do
@@ -442,6 +462,15 @@ stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alter
       say "ab $m ${AB_TEST:-pp} ${AB_ARGS:+($AB_ARGS) }$c: $(python3 -c 'import sys,statistics as s; a=[float(x) for x in open(sys.argv[1])]; n=[float(x) for x in open(sys.argv[2])]; print("median %.0f t/s of %d samples, ratio %.3f" % (s.median(a), len(a), s.median(a)/s.median(n)))' "$W/ab.$m.$c" "$W/ab.$m.native")"
     done
   done
+}
+stage_link() { # a network link stood in for: TCP over lo limited to LINK_RATE by tc (tbf), then ab (AB_CFGS: tcp ones) over it
+  # (the GPU machine has no tc: pack.sh's devcarry/tc holds Debian's, with its libraries)
+  tc() { if type -P tc >/dev/null; then command tc "$@"; else LD_LIBRARY_PATH=$C/tc "$C/tc/tc" "$@"; fi; }
+  tc qdisc replace dev lo root tbf rate "${LINK_RATE:-25gbit}" burst "${LINK_BURST:-2mb}" latency 10ms 2>&1 | tee -a "$SUMMARY"
+  say "link: $(tc qdisc show dev lo 2>&1 | head -1)"
+  tc qdisc show dev lo | grep -q tbf || return
+  stage_ab
+  tc qdisc del dev lo root
 }
 stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py), native and vgpu configurations TL_CFGS
   build_llama; models

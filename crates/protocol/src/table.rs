@@ -78,6 +78,9 @@ crate::api! {
     sync cuMemcpyHtoD_v2(dst: u64) -> ();
     /// bulk_in: the bytes to write at `dst`, staged by the server before the copy is queued.
     oneway cuMemcpyHtoDAsync_v2(dst: u64, stream: u64) -> ();
+    /// `cuMemcpyHtoDAsync_v2` whose bytes (bulk_in) are packed as runs of a word
+    /// (`protocol::runs`: attention masks), `len` bytes once unpacked.
+    oneway htod_runs(dst: u64, stream: u64, len: u64) -> ();
     /// bulk_out: `size` bytes from `src`.
     sync cuMemcpyDtoH_v2(src: u64, size: u64) -> ();
     /// bulk_out: `size` bytes from `src`, after the copy completed on `stream`.

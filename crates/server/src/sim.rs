@@ -370,6 +370,14 @@ impl protocol::Backend for Sim {
         self.stream(stream)?;
         self.write(dst, io.bulk_in)
     }
+    fn htod_runs(&mut self, io: &mut Io<'_>, dst: u64, stream: u64, len: u64) -> Result<(), u32> {
+        self.stream(stream)?;
+        self.region(dst, len)?; // bounds `len` before anything is allocated for it
+        // Unpacked aside first: malformed runs leave the memory as it was, as on a GPU.
+        let mut data = vec![0u8; len as usize];
+        protocol::runs::unpack(io.bulk_in, &mut data).map_err(|_| INVALID_VALUE)?;
+        self.write(dst, &data)
+    }
     fn cuMemcpyDtoH_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64) -> Result<(), u32> {
         *io.bulk_out = self.read(src, size)?;
         Ok(())

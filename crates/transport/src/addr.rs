@@ -90,6 +90,12 @@ impl Address {
         matches!(self, Address::Shm(_))
     }
 
+    /// Whether the bytes cross a network link (`tcp://`, `tls://`), rather than staying on
+    /// the host or going to its virtual machine.
+    pub fn crosses_network(&self) -> bool {
+        matches!(self, Address::Tcp(_) | Address::Tls(_))
+    }
+
     /// Whether this is a `tls://` address.
     pub fn is_tls(&self) -> bool {
         matches!(self, Address::Tls(_))

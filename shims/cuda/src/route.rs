@@ -333,7 +333,8 @@ pub fn reservation(p: u64) -> Option<(u64, u64, u64)> {
 
 /// Host to device on `t`, `HTOD_FRAME` bytes per frame. With `stream == None` (synchronous
 /// form) the last chunk waits for the server so that its error comes back here;
-/// everything else is one-way, staged by the server and ordered on the stream.
+/// everything else is one-way, staged by the server and ordered on the stream, and sent
+/// packed where it is runs of a word ([`packed`]).
 pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
     let frame = htod_frame(t.server, src.len());
     let n = src.chunks(frame).len();
@@ -341,10 +342,24 @@ pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(
         let at = dst + (i * frame) as u64;
         match stream {
             None if i + 1 == n => call_to(t, &ops::cuMemcpyHtoD_v2 { dst: at }, &[c], None)?,
-            s => call_to(t, &ops::cuMemcpyHtoDAsync_v2 { dst: at, stream: s.unwrap_or(0) }, &[c], None)?,
+            s => {
+                let stream = s.unwrap_or(0);
+                match packed(t.server, c) {
+                    Some(p) => call_to(t, &ops::htod_runs { dst: at, stream, len: c.len() as u64 }, &[&p], None)?,
+                    None => call_to(t, &ops::cuMemcpyHtoDAsync_v2 { dst: at, stream }, &[c], None)?,
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// `bytes` packed as runs of a word, where that is worth it (`protocol::runs`): llama.cpp's
+/// attention mask with every prompt batch, 0.5–2 MiB that become 10 KiB, which spares the
+/// link (`client::Session::packs` says where).
+fn packed(server: usize, bytes: &[u8]) -> Option<Vec<u8>> {
+    state::session().ok().filter(|s| s.packs(server))?;
+    protocol::runs::pack_if_worth(bytes)
 }
 
 /// The size of the frames host-to-device bytes go in. Over one connection 1 MiB (less than

@@ -2,6 +2,7 @@
 //! frame's context error if there is one (NVML calls need no context), then delegating to
 //! the file that does the work.
 
+use super::memory::HostBytes;
 use super::{CudaSession, R};
 use protocol::{Copy2D, FuncInfo, Io, LaunchAttr, NvmlOut};
 
@@ -106,7 +107,12 @@ impl protocol::Backend for CudaSession {
     }
     fn cuMemcpyHtoDAsync_v2(&mut self, io: &mut Io<'_>, dst: u64, stream: u64) -> R<()> {
         self.ready()?;
-        self.htod_async(dst, io.bulk_in, stream)
+        self.htod_async(dst, HostBytes::Plain(io.bulk_in), stream)
+    }
+    fn htod_runs(&mut self, io: &mut Io<'_>, dst: u64, stream: u64, len: u64) -> R<()> {
+        self.ready()?;
+        let len = usize::try_from(len).map_err(|_| super::INVALID_VALUE)?;
+        self.htod_async(dst, HostBytes::Runs(io.bulk_in, len), stream)
     }
     fn cuMemcpyDtoH_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64) -> R<()> {
         self.ready()?;

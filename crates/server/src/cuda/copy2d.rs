@@ -4,6 +4,7 @@
 //! bytes, packed (`pitch == width`, starting at x = y = 0): `bulk_in` for host-to-device,
 //! `bulk_out` for device-to-host.
 
+use super::memory::HostBytes;
 use super::ranges::RangeMap;
 use super::{CudaSession, INVALID_VALUE, R};
 use abi::cuda::{CUDA_MEMCPY2D, CUmemorytype};
@@ -82,7 +83,7 @@ impl CudaSession {
                     d.srcHost = src.as_ptr().cast();
                     return cu!(lib, cuMemcpy2D_v2(&d));
                 }
-                self.staged_async(src, s, |p| {
+                self.staged_async(HostBytes::Plain(src), s, |p| {
                     d.srcHost = p;
                     cu!(lib, cuMemcpy2DAsync_v2(&d, s))
                 })
@@ -109,7 +110,7 @@ impl CudaSession {
         match host {
             Host::Src(len) => {
                 let src = bulk_in.get(..len).ok_or(INVALID_VALUE)?;
-                self.staged_async(src, s, |p| {
+                self.staged_async(HostBytes::Plain(src), s, |p| {
                     d.srcHost = p;
                     cu!(lib, cuMemcpy2DAsync_v2(&d, s))
                 })

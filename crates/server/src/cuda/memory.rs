@@ -12,6 +12,45 @@ use std::os::raw::c_void;
 /// Device-to-host copies go through pinned buffers of at most this size at a time.
 const CHUNK: usize = 32 << 20;
 
+/// The host bytes of an asynchronous host-to-device copy, as they came off the wire.
+#[derive(Clone, Copy)]
+pub(super) enum HostBytes<'a> {
+    Plain(&'a [u8]),
+    /// Packed as runs of a word (`protocol::runs`): the packed bytes and the copy's length.
+    Runs(&'a [u8], usize),
+}
+
+impl HostBytes<'_> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            HostBytes::Plain(d) => d.len(),
+            HostBytes::Runs(_, len) => *len,
+        }
+    }
+
+    /// The bytes into `dst`, which is `len()` long.
+    fn write(&self, dst: &mut [u8]) -> R<()> {
+        match self {
+            HostBytes::Plain(d) => dst.copy_from_slice(d),
+            HostBytes::Runs(p, _) => protocol::runs::unpack(p, dst).map_err(|_| INVALID_VALUE)?,
+        }
+        Ok(())
+    }
+
+    /// `copy` from ordinary memory holding the bytes (the driver stages such a source before
+    /// returning, so it need not outlive the call).
+    fn pageable(&self, copy: impl FnOnce(*const c_void) -> R<()>) -> R<()> {
+        match self {
+            HostBytes::Plain(d) => copy(d.as_ptr().cast()),
+            HostBytes::Runs(..) => {
+                let mut v = vec![0u8; self.len()];
+                self.write(&mut v)?;
+                copy(v.as_ptr().cast())
+            }
+        }
+    }
+}
+
 /// A reply's bulk bytes left in a pinned buffer (see `dtoh`), written from there.
 #[derive(Debug)]
 pub(super) struct ReplyOut {
@@ -122,15 +161,20 @@ impl CudaSession {
     /// (a copy may use another device's stream), so the work runs in that context.
     pub(super) fn staged_async(
         &mut self,
-        data: &[u8],
+        data: HostBytes<'_>,
         s: CUstream,
         copy: impl FnOnce(*const c_void) -> R<()>,
     ) -> R<()> {
-        if data.is_empty() {
-            return copy(data.as_ptr().cast());
+        let len = data.len();
+        if len == 0 {
+            return copy(std::ptr::NonNull::<u8>::dangling().as_ptr().cast());
         }
         let ctx = self.h.stream_context(s as u64, self.current);
-        let landed = self.landing.take().filter(|l| l.ctx == ctx && std::ptr::eq(l.ptr, data.as_ptr())).map(|l| l.buf);
+        let landed = match data {
+            HostBytes::Plain(d) => self.landing.take().filter(|l| l.ctx == ctx && std::ptr::eq(l.ptr, d.as_ptr())),
+            HostBytes::Runs(..) => None,
+        }
+        .map(|l| l.buf);
         self.in_context(ctx, |me| {
             let capturing = me.is_capturing(s)?;
             let (lib, pool) = (me.lib, me.pools.entry(me.current).or_default());
@@ -138,12 +182,12 @@ impl CudaSession {
                 // The worker read the bytes straight into this buffer.
                 Some(i) => i,
                 None => {
-                    let i = match relaxed(lib, || pool.take(lib, data.len())) {
+                    let i = match relaxed(lib, || pool.take(lib, len)) {
                         Ok(i) => i,
                         Err(e) if capturing => return Err(e),
-                        Err(_) => return copy(data.as_ptr().cast()),
+                        Err(_) => return data.pageable(copy),
                     };
-                    pool.bytes(i, data.len()).copy_from_slice(data);
+                    data.write(pool.bytes(i, len))?;
                     i
                 }
             };
@@ -219,10 +263,11 @@ impl CudaSession {
         cu!(self.lib, cuMemcpyHtoD_v2(dst, data.as_ptr().cast(), data.len()))
     }
 
-    pub(super) fn htod_async(&mut self, dst: u64, data: &[u8], stream: u64) -> R<()> {
-        self.ranges.check(dst, data.len() as u64)?;
+    pub(super) fn htod_async(&mut self, dst: u64, data: HostBytes<'_>, stream: u64) -> R<()> {
+        let len = data.len();
+        self.ranges.check(dst, len as u64)?;
         let s = self.h.stream(stream)?;
-        let (lib, len) = (self.lib, data.len());
+        let lib = self.lib;
         self.staged_async(data, s, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))
     }
 

@@ -8,7 +8,7 @@
 //! `shm_wait` tell the client when it may reuse that part of its ring (in a stream capture
 //! they are staged instead, since a graph would read the ring at every launch).
 
-use super::memory::relaxed;
+use super::memory::{HostBytes, relaxed};
 use super::staging::PinnedApi;
 use super::{CudaSession, INVALID_VALUE, NOT_SUPPORTED, R, STREAM_CAPTURE_UNSUPPORTED};
 use abi::cuda::CU_MEMHOSTREGISTER_PORTABLE;
@@ -112,7 +112,8 @@ impl CudaSession {
                 }
                 // SAFETY: `range` checked that the segment holds these bytes.
                 let data = unsafe { std::slice::from_raw_parts(host.cast_const(), n) };
-                return me.staged_async(data, s, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dev, src, n, s)));
+                return me
+                    .staged_async(HostBytes::Plain(data), s, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dev, src, n, s)));
             }
             me.shm_register();
             if to_device {

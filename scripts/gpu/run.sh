@@ -250,6 +250,7 @@ stage_masks() { # the host-to-device copies of pp512 and pp2048 runs through vgp
   B=$LB/bin; export EXTRA_LD=$B
   for p in 512 2048; do
     vg env VGPU_TRACE=1 "$B/llama-bench" -m $W/q8.gguf -p $p -n 0 -ngl 99 -r 1 >/dev/null 2>"$W/masks.log"
+    grep ^vgpu-trace "$W/masks.log" | tail -400 | gzip >"$OUT/masks-pp$p.trace.gz"
     say "pp$p, one run after warm-up: host-to-device copies by kind and size (last $((p / 512 * 20)) lines):"
     grep -E "^vgpu-trace (htod_runs|cuMemcpyHtoDAsync_v2) " "$W/masks.log" | tail -$((p / 512 * 20)) | python3 -c '
 import re, sys, collections

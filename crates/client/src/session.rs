@@ -139,10 +139,10 @@ impl Session {
     }
 
     /// Whether host-to-device bytes to `server` go packed where they are runs of a word
-    /// (`protocol::runs`). `VGPU_PACK`: unset, over TCP and TLS, whose bytes cross a link
-    /// (on an H100 host with loopback limited to 25 and 10 Gbit/s, pp512 went from 0.90 to
-    /// 0.94 and from 0.80 to 0.85 of native); over a local socket it measured even, the
-    /// lanes moving a mask as fast as it packs. `1`: over every socket; `0`: never.
+    /// (`protocol::runs`). `VGPU_PACK`: unset, over TCP, TLS and vsock, whose bytes cross a
+    /// link (on an H100 host with loopback limited to 25 and 10 Gbit/s, pp512 went from 0.90
+    /// to 0.94 and from 0.80 to 0.85 of native); over a socket within the host it measured
+    /// even, the lanes moving a mask as fast as it packs. `1`: over every socket; `0`: never.
     pub fn packs(&self, server: usize) -> bool {
         static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
         let mode = *MODE.get_or_init(|| match std::env::var("VGPU_PACK").as_deref() {
@@ -151,7 +151,7 @@ impl Session {
             _ => None,
         });
         let Some(c) = self.conns.get(server) else { return false };
-        mode.unwrap_or_else(|| c.address().crosses_network())
+        mode.unwrap_or_else(|| c.address().crosses_link())
     }
 
     /// The segment shared with `server` (`shm:` addresses), if it has one.

@@ -90,10 +90,11 @@ impl Address {
         matches!(self, Address::Shm(_))
     }
 
-    /// Whether the bytes cross a network link (`tcp://`, `tls://`), rather than staying on
-    /// the host or going to its virtual machine.
-    pub fn crosses_network(&self) -> bool {
-        matches!(self, Address::Tcp(_) | Address::Tls(_))
+    /// Whether the bytes cross a link whose bandwidth is the limit: a network (`tcp://`,
+    /// `tls://`) or a virtual machine's boundary (`vsock://`, through the hypervisor's queues),
+    /// rather than a socket within one host.
+    pub fn crosses_link(&self) -> bool {
+        matches!(self, Address::Tcp(_) | Address::Tls(_) | Address::Vsock { .. })
     }
 
     /// Whether this is a `tls://` address.
@@ -507,5 +508,9 @@ mod tests {
         assert_eq!(tls.to_string(), "tls://gpu.example:7443");
         assert!(tls.needs_token() && tls.is_tls());
         assert!("tls://nohost".parse::<Address>().is_err());
+        // Where copies go packed by default: across a link, not within the host.
+        let link = |a: &str| a.parse::<Address>().unwrap().crosses_link();
+        assert!(link("tcp://h:1") && link("tls://h:1") && link("vsock://2:5000"));
+        assert!(!link("unix:/x") && !link("shm:/x"));
     }
 }

@@ -45,6 +45,12 @@ fn copies_through_the_segment_are_exact() {
         assert!(calls(&stderr, "cuMemcpyDtoH_v2") > 11, "{addr}:\n{stderr}");
         assert!(!stderr.contains("through rings"), "{addr}:\n{stderr}");
     }
+    // A segment too small for the program's pinned buffers (64 MiB each): they come from
+    // ordinary memory, the copies still come out right, and the user is told what to raise.
+    let out = run(&exe, &lib, &shm, &[trace, ("VGPU_SHM_MB", "32")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("72 copies ok"), "{stderr}");
+    assert_eq!(stderr.matches("raise VGPU_SHM_MB").count(), 1, "said once:\n{stderr}");
     // Segment copies with the frames on the socket (`VGPU_SHM_RING=0`).
     let out = run(&exe, &lib, &shm, &[trace, ("VGPU_SHM_RING", "0")]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -184,6 +184,11 @@ impl Shm {
         self.seg.range(at, size as u64)
     }
 
+    /// Bytes of the heap not handed out.
+    pub fn free_bytes(&self) -> u64 {
+        self.heap.lock().free_bytes()
+    }
+
     /// Free a block from [`Shm::alloc`]; `false` if `p` is not one.
     pub fn free(&self, p: *const u8) -> bool {
         self.seg.offset_of(p, 0).is_some_and(|at| self.heap.lock().free(at))

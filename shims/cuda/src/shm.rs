@@ -24,7 +24,19 @@ fn blocks() -> &'static Mutex<HashMap<u64, usize>> {
 /// has one with room.
 pub fn alloc_host(size: usize) -> Option<*mut u8> {
     let server = route::here().server;
-    let p = segment(server)?.alloc(size)?;
+    let shm = segment(server)?;
+    let Some(p) = shm.alloc(size) else {
+        // Correct either way, but this memory's copies now cross the socket: say how to
+        // give the process a segment its pinned buffers fit in.
+        shim_support::log_once!(
+            "vgpu-segment-full",
+            "vgpu: {} MiB of pinned memory do not fit the shared segment ({} MiB of {} MiB free);              they come from ordinary memory and their copies go over the socket, more slowly:              raise VGPU_SHM_MB",
+            size.div_ceil(1 << 20),
+            shm.free_bytes() >> 20,
+            shm.segment().len() >> 20
+        );
+        return None;
+    };
     blocks().lock().insert(p as u64, server);
     Some(p)
 }

@@ -98,9 +98,7 @@ fn runs_of_a_word_are_sent_packed() {
     let lib = lib_dir(tmp.path());
     let exe = compile_c("packed_copy", tmp.path(), &lib, &["libcuda.so.1"]);
     let unix = Server::sim(tmp.path(), &[]);
-    let token = tmp.path().join("token");
-    std::fs::write(&token, "t0ken\n").unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let token = token_file(tmp.path(), "t0ken");
     let tcp = Server::start(&free_tcp_address(), &["--backend", "sim"], &["--token-file", token.to_str().unwrap()]);
     for (server, pack, lanes, packed) in
         [(&unix, "", "4", 0), (&unix, "1", "0", 3), (&unix, "1", "4", 3), (&tcp, "", "4", 3), (&tcp, "0", "4", 0)]

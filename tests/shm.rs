@@ -186,9 +186,7 @@ fn session_with_file(address: &str, token: &str, len: u64, nonce: &[u8; transpor
 /// A quiet sim server at the TCP `address` (token "t0ken", its file in `dir`) that shares
 /// `files` (`--shm-file`).
 fn tcp_server_sharing(dir: &std::path::Path, address: &str, files: &[&std::path::Path]) -> Server {
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, "t0ken\n").unwrap();
-    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let token_file = token_file(dir, "t0ken");
     let mut args = vec!["--token-file".to_string(), token_file.display().to_string()];
     for f in files {
         args.extend(["--shm-file".to_string(), f.display().to_string()]);

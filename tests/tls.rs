@@ -49,13 +49,6 @@ fn pki(dir: &Path) -> Pki {
     pki
 }
 
-fn token_file(dir: &Path, token: &str) -> PathBuf {
-    let p = dir.join("token");
-    std::fs::write(&p, format!("{token}\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

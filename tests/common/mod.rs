@@ -242,6 +242,14 @@ pub fn tree_listing(dir: &Path) -> Vec<String> {
 }
 
 /// A TCP address on localhost that is free right now.
+/// A token file in `dir` holding `token`, readable by its owner only (as servers demand).
+pub fn token_file(dir: &Path, token: &str) -> PathBuf {
+    let p = dir.join("token");
+    std::fs::write(&p, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    p
+}
+
 pub fn free_tcp_address() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("tcp://{}", l.local_addr().unwrap())

@@ -140,9 +140,10 @@ impl Session {
 
     /// Whether host-to-device bytes to `server` go packed where they are runs of a word
     /// (`protocol::runs`). `VGPU_PACK`: unset, over TCP, TLS and vsock, whose bytes cross a
-    /// link (on an H100 host with loopback limited to 25 and 10 Gbit/s, pp512 went from 0.90
-    /// to 0.94 and from 0.80 to 0.85 of native); over a socket within the host it measured
-    /// even, the lanes moving a mask as fast as it packs. `1`: over every socket; `0`: never.
+    /// link (H100 hosts, loopback limited by `tc`, two calls: pp512 at 10 Gbit/s 0.814 and
+    /// 0.795 of native unpacked, 0.843 and 0.846 packed); over a socket within the host it
+    /// measured even, the lanes moving a mask as fast as it packs. `1`: over every socket;
+    /// `0`: never.
     pub fn packs(&self, server: usize) -> bool {
         static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
         let mode = *MODE.get_or_init(|| match std::env::var("VGPU_PACK").as_deref() {

@@ -123,6 +123,12 @@ stage_driver() {
     "$W/$t" >"$W/$t.n" 2>&1; vg env VGPU_TRACE=summary "$W/$t" >"$W/$t.v" 2>"$OUT/$t-vgpu.err"
     compare "$t" "$W/$t.n" "$W/$t.v"
   done
+  # packed copies (over links by default): over TCP, and over unix with VGPU_PACK=1
+  vg_tcp env VGPU_TRACE=summary "$W/packed_copy" >"$W/pc.tcp" 2>"$OUT/packed_copy-tcp.err"
+  compare packed_copy-tcp "$W/packed_copy.n" "$W/pc.tcp"
+  vg env VGPU_PACK=1 VGPU_TRACE=summary "$W/packed_copy" >"$W/pc.unix1" 2>"$OUT/packed_copy-pack1.err"
+  compare packed_copy-unix-pack1 "$W/packed_copy.n" "$W/pc.unix1"
+  say "packed_copy over TCP: $(grep -h -E '^  (htod_runs|memset|cuMemcpyHtoDAsync_v2) ' "$OUT/packed_copy-tcp.err" | tr -s ' ' | tr '\n' ';')"
 }
 
 stage_rt() {

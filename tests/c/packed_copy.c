@@ -1,7 +1,8 @@
 /* Host-to-device copies of runs of a word (attention masks) are sent packed; every shape
  * must land byte for byte: a causal f32 mask, one whose length is not a whole number of
- * words at an odd device offset, runs that start only after a stretch of varied bytes, and
- * varied bytes (not packed). Plain C types, no NVIDIA headers. */
+ * words at an odd device offset, runs that start only after a stretch of varied bytes,
+ * varied bytes (not packed), and one word over a whole copy (which the server has the GPU
+ * fill). Plain C types, no NVIDIA headers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,21 @@ int main(void) {
     CHECK(cuCtxSynchronize());
     CHECK(cuMemcpyDtoH_v2(back, d, N));
     if (same(host, N, "late runs")) return 1;
+
+    /* One word over a whole copy: zeros at an odd address, 1.0f at an aligned and at an
+     * unaligned one. */
+    memset(host, 0, N);
+    CHECK(cuMemcpyHtoDAsync_v2(d + 1, host, N, s));
+    CHECK(cuStreamSynchronize(s));
+    CHECK(cuMemcpyDtoH_v2(back, d + 1, N));
+    if (same(host, N, "zeros")) return 1;
+    for (size_t j = 0; j < (N - 3) / 4; j++) ((float *)host)[j] = 1.0f;
+    for (int off = 0; off <= 2; off += 2) {
+        CHECK(cuMemcpyHtoDAsync_v2(d + off, host, N - 3, s));
+        CHECK(cuStreamSynchronize(s));
+        CHECK(cuMemcpyDtoH_v2(back, d + off, N - 3));
+        if (same(host, N - 3, off ? "ones unaligned" : "ones")) return 1;
+    }
     printf("packed copies ok\n");
     return 0;
 }

@@ -375,6 +375,15 @@ impl Drop for DeviceBuf<'_> {
     }
 }
 
+/// Fill `buf` with 8-byte words that differ from their neighbours (a multiplicative hash of
+/// their index and `seed`).
+fn varied(buf: &mut [u8], seed: u64) {
+    for (i, w) in buf.chunks_mut(8).enumerate() {
+        let x = (i as u64 ^ seed << 56).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes();
+        w.copy_from_slice(&x[..w.len()]);
+    }
+}
+
 /// Synchronous copies H2D and D2H, pageable and pinned, every size of the plan.
 fn copies(cuda: &CudaLib, plan: &Plan) -> Result<Vec<Copy>, Error> {
     let max = plan.sizes.iter().copied().max().unwrap_or(0) as usize;
@@ -384,13 +393,16 @@ fn copies(cuda: &CudaLib, plan: &Plan) -> Result<Vec<Copy>, Error> {
     let mut dptr: CUdeviceptr = 0;
     cu!(cuda, cuMemAlloc_v2(&mut dptr, max))?;
     let dbuf = DeviceBuf { cuda, ptr: dptr };
-    // Filled, so that every page is touched before anything is timed.
-    let mut pageable = vec![0x5au8; max];
+    // Filled, so that every page is touched before anything is timed, with bytes that vary
+    // word to word as data does: runs of one word would go packed over TCP (`htod_runs`),
+    // and the rows would time packing instead of the transport.
+    let mut pageable = vec![0u8; max];
+    varied(&mut pageable, 1);
     let mut p: *mut c_void = null_mut();
     cu!(cuda, cuMemAllocHost_v2(&mut p, max))?;
     let pinned = Pinned { cuda, ptr: p };
-    // SAFETY: `max` bytes were just allocated at `p`.
-    unsafe { std::ptr::write_bytes(pinned.ptr.cast::<u8>(), 0xa5, max) };
+    // SAFETY: `max` bytes were just allocated at `p`, and nothing else refers to them.
+    varied(unsafe { std::slice::from_raw_parts_mut(pinned.ptr.cast::<u8>(), max) }, 2);
 
     let mut out = Vec::new();
     for mem in [Mem::Pageable, Mem::Pinned] {
@@ -480,6 +492,16 @@ mod tests {
             [".version 8.0", ".target sm_52", ".address_size 64", ".visible .entry empty()", "{", "ret;", "}"]
         );
         assert_eq!(EMPTY_KERNEL.to_str().unwrap(), "empty");
+    }
+
+    #[test]
+    fn copied_bytes_do_not_pack() {
+        let mut buf = vec![0u8; 1 << 20];
+        varied(&mut buf, 1);
+        assert!(protocol::runs::pack_if_worth(&buf).is_none());
+        let mut other = vec![0u8; 1 << 20];
+        varied(&mut other, 2);
+        assert_ne!(buf, other, "the pinned buffer differs from the pageable one");
     }
 
     #[test]

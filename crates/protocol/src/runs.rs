@@ -147,6 +147,14 @@ pub fn pack_if_worth(src: &[u8]) -> Option<Vec<u8>> {
     pack(src, src.len() / WORTH)
 }
 
+/// The word, when `packed` is one run over all `len` bytes (a buffer of zeros, say): the
+/// server then has the GPU fill the copy's destination instead of staging its bytes.
+pub fn single_word(packed: &[u8], len: u64) -> Option<[u8; 4]> {
+    let [h0, h1, h2, h3, w0, w1, w2, w3] = *<&[u8; 8]>::try_from(packed).ok()?;
+    let h = u32::from_le_bytes([h0, h1, h2, h3]);
+    (h & RUN != 0 && len % 4 == 0 && u64::from(h & !RUN) * 4 == len).then_some([w0, w1, w2, w3])
+}
+
 /// Fill `dst` (a whole number of words) with `w`.
 fn fill(dst: &mut [u8], w: [u8; 4]) {
     if w == [w[0]; 4] {
@@ -296,6 +304,22 @@ mod tests {
             }
             round_trip(&v);
         }
+    }
+
+    #[test]
+    fn one_word_over_the_whole_copy_is_told() {
+        let ones: Vec<u8> = std::iter::repeat_n(1.0f32.to_le_bytes(), 1 << 16).flatten().collect();
+        let p = pack(&ones, usize::MAX).unwrap();
+        assert_eq!(single_word(&p, ones.len() as u64), Some(1.0f32.to_le_bytes()));
+        assert_eq!(single_word(&p, ones.len() as u64 + 4), None, "shorter than the copy");
+        let mut two = ones.clone();
+        two.extend([0; 64]);
+        assert_eq!(single_word(&pack(&two, usize::MAX).unwrap(), two.len() as u64), None);
+        let m = mask(64, 64);
+        assert_eq!(single_word(&pack(&m, usize::MAX).unwrap(), m.len() as u64), None);
+        let mut odd = ones.clone();
+        odd.push(1);
+        assert_eq!(single_word(&pack(&odd, usize::MAX).unwrap(), odd.len() as u64), None, "a byte left over");
     }
 
     #[test]

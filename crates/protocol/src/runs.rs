@@ -152,7 +152,7 @@ pub fn pack_if_worth(src: &[u8]) -> Option<Vec<u8>> {
 pub fn single_word(packed: &[u8], len: u64) -> Option<[u8; 4]> {
     let [h0, h1, h2, h3, w0, w1, w2, w3] = *<&[u8; 8]>::try_from(packed).ok()?;
     let h = u32::from_le_bytes([h0, h1, h2, h3]);
-    (h & RUN != 0 && len % 4 == 0 && u64::from(h & !RUN) * 4 == len).then_some([w0, w1, w2, w3])
+    (h & RUN != 0 && u64::from(h & !RUN) * 4 == len).then_some([w0, w1, w2, w3])
 }
 
 /// Fill `dst` (a whole number of words) with `w`.

@@ -115,7 +115,9 @@ impl protocol::Backend for CudaSession {
         // (a single thread filling 4 MiB of staging ran slower than lanes landing them).
         match protocol::runs::single_word(io.bulk_in, len) {
             Some(w) if w == [w[0]; 4] => return self.memset_any(dst, w[0].into(), 1, len, 1, 0, stream),
-            Some(w) if dst % 4 == 0 => return self.memset_any(dst, u32::from_le_bytes(w), 4, len / 4, 1, 0, stream),
+            Some(w) if dst.is_multiple_of(4) => {
+                return self.memset_any(dst, u32::from_le_bytes(w), 4, len / 4, 1, 0, stream);
+            }
             _ => {}
         }
         let len = usize::try_from(len).map_err(|_| super::INVALID_VALUE)?;

@@ -395,7 +395,7 @@ pub fn connect(
         Some(s) => match conn.call(0, &ops::shm_attached {}, &[], None) {
             Ok(n) if n == s.segment().len() as u64 => {
                 // Frame rings ring their doorbell on the plain socket (not through TLS).
-                if !matches!(address, Address::Tls(_)) {
+                if !address.is_tls() {
                     s.frames_through_rings(&conn, address)?;
                 }
                 Some(s)

@@ -77,7 +77,18 @@ impl Server {
             addr = transport::Address::Tcp(t.host_port);
         }
         while Instant::now() < deadline {
-            if addr.connect(Duration::from_millis(200)).is_ok() {
+            let up = match &addr {
+                // A connect to a port nobody listens on yet can connect the socket to itself
+                // (TCP's simultaneous open, when the kernel picks that very port as the local
+                // one): that is not the server.
+                transport::Address::Tcp(hp) => std::net::ToSocketAddrs::to_socket_addrs(hp.as_str())
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(200)).ok())
+                    .is_some_and(|s| s.local_addr().ok() != s.peer_addr().ok()),
+                a => a.connect(Duration::from_millis(200)).is_ok(),
+            };
+            if up {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

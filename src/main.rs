@@ -153,6 +153,16 @@ fn main() -> ExitCode {
             let mut snap = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut snap).map_err(|e| e.to_string())?;
             let snapshot = postcard::from_bytes(&snap).map_err(|e| format!("bad snapshot: {e}"))?;
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(transport::TlsServer::from_pem_files(&cert, &key)?),
+                _ => None,
+            };
+            // SAFETY: `vgpu serve` hands each worker its connection as fd 3.
+            let stream = unsafe { transport::Stream::from_fd(3) };
+            let stream = match &tls {
+                Some(tls) => tls.accept(stream, server::HANDSHAKE_DEADLINE).map_err(|e| format!("TLS: {e}"))?,
+                None => stream,
+            };
             let cfg = server::SessionConfig {
                 backend: backend.parse()?,
                 token: std::env::var("VGPU_WORKER_TOKEN").ok(),
@@ -160,22 +170,12 @@ fn main() -> ExitCode {
                 session_id: session,
                 lane_control: lanes_fd,
                 shm_files: shm_file,
+                tls,
             };
-            // SAFETY: `vgpu serve` hands each worker its connection as fd 3.
-            let stream = unsafe { transport::Stream::from_fd(3) };
-            let (stream, relay) = match (tls_cert, tls_key) {
-                (Some(cert), Some(key)) => {
-                    let tls = transport::TlsServer::from_pem_files(&cert, &key)?;
-                    let (plain, relay) = tls.relay(stream).map_err(|e| format!("TLS: {e}"))?;
-                    (plain, Some(relay))
-                }
-                _ => (stream, None),
-            };
+            let end = stream.try_clone().map_err(|e| e.to_string())?;
             let r = server::run_session(stream, &cfg, snapshot).map_err(|e| e.to_string());
-            // Lets the session's last words (a refusal, say) out before the process exits.
-            if let Some(why) = relay.and_then(transport::Relay::finish) {
-                tracing::warn!("session {session}: {why}");
-            }
+            // An orderly end (TLS: close_notify after the session's last words).
+            end.close();
             r
         })(),
         Cmd::Devices => (|| {

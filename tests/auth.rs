@@ -131,6 +131,7 @@ fn protocol_over_a_socketpair_and_vsock() {
             session_id: 1,
             lane_control: None,
             shm_files: Vec::new(),
+            tls: None,
         };
         server::run_session(stream, &cfg, server::snapshot(server::BackendKind::Sim, 1, 0).unwrap())
     });

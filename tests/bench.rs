@@ -33,13 +33,13 @@ fn bench_on_sim_reports_every_row() {
     assert!(md.starts_with("# vgpu bench: NVIDIA H100 80GB HBM3 on "), "{md}");
     assert!(
         md.contains(
-            "| metric | unit | native | unix | tcp | shm | tcp+file | unix ratio | tcp ratio | shm ratio | tcp+file ratio |"
+            "| metric | unit | native | unix | tcp | shm | tcp+file | tls | unix ratio | tcp ratio | shm ratio | tcp+file ratio | tls ratio |"
         ),
         "{md}"
     );
 
-    // Columns: metric, unit, native, unix, tcp, shm, tcp+file (TCP and a shared file), then
-    // the four ratios.
+    // Columns: metric, unit, native, unix, tcp, shm, tcp+file (TCP and a shared file), tls,
+    // then the five ratios.
     for metric in [
         "synchronize an idle stream (vgpu answers it locally), mean",
         "synchronize an idle stream (vgpu answers it locally), p50",
@@ -50,18 +50,19 @@ fn bench_on_sim_reports_every_row() {
         "NVML nvmlDeviceGetMemoryInfo (a server round trip through vgpu), mean",
     ] {
         let c = cells(&md, metric);
-        assert_eq!(c.len(), 11, "{metric}: {c:?}");
+        assert_eq!(c.len(), 13, "{metric}: {c:?}");
         assert_eq!(c[2], "n/a", "no native column on sim: {c:?}");
-        for v in [c[3], c[4], c[5], c[6]] {
+        for v in [c[3], c[4], c[5], c[6], c[7]] {
             assert!(v.parse::<f64>().is_ok_and(|v| v > 0.0), "{metric}: {c:?}");
         }
-        assert_eq!(&c[7..], ["n/a", "n/a", "n/a", "n/a"], "no ratios without native: {c:?}");
+        assert_eq!(&c[8..], ["n/a", "n/a", "n/a", "n/a", "n/a"], "no ratios without native: {c:?}");
     }
     let launch = cells(&md, "empty kernel launch: submit cost per launch");
     assert_eq!(launch[3], "n/a (kernels unsupported)", "{launch:?}");
     assert_eq!(launch[4], "n/a (kernels unsupported)", "{launch:?}");
     assert_eq!(launch[5], "n/a (kernels unsupported)", "{launch:?}");
     assert_eq!(launch[6], "n/a (kernels unsupported)", "{launch:?}");
+    assert_eq!(launch[7], "n/a (kernels unsupported)", "{launch:?}");
     assert!(md.contains("- unix: no kernel launches ("), "{md}");
     assert!(md.contains("- shm: no kernel launches ("), "{md}");
 
@@ -72,7 +73,7 @@ fn bench_on_sim_reports_every_row() {
     assert_eq!(std::fs::read_to_string(out.join(table)).unwrap(), md);
     let json = std::fs::read_to_string(out.join(table.replace(".md", ".json"))).unwrap();
     let report = bench::report::Report::from_json(&json).unwrap();
-    assert_eq!(report.columns, ["native", "unix", "tcp", "shm", "tcp+file"]);
+    assert_eq!(report.columns, ["native", "unix", "tcp", "shm", "tcp+file", "tls"]);
     assert_eq!(report.meta.backend, "sim");
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains(&format!("Latest: [{table}]({table})")), "{readme}");

@@ -1,5 +1,6 @@
 //! Lanes: large copies striped over extra connections of the session arrive whole and in
-//! order, both ways, over unix sockets and TCP; a lane must present its session's key.
+//! order, both ways, over unix sockets, TCP and TLS; a lane must present its session's key
+//! (over TLS inside TLS, after a join in clear that only routes it).
 
 mod common;
 use common::*;
@@ -12,9 +13,29 @@ use std::time::Duration;
 const TOKEN: &str = "lane-test-token";
 
 fn connect(address: &str, token: &str) -> (transport::Conn, Welcome) {
-    let addr: transport::Address = address.parse().unwrap();
+    connect_to(&address.parse().unwrap(), token)
+}
+
+fn connect_to(addr: &transport::Address, token: &str) -> (transport::Conn, Welcome) {
     let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
-    transport::Conn::connect(&addr, &hello(token), t).unwrap()
+    transport::Conn::connect(addr, &hello(token), t).unwrap()
+}
+
+/// A sim server on a `tls://` address with the test PKI under `dir`, and that address with
+/// the CA that checks it.
+fn tls_server(dir: &std::path::Path) -> (Server, transport::Address, Pki) {
+    let pki = pki(dir);
+    let tok = token_file(dir, TOKEN);
+    let address = free_tls_address();
+    let server = Server::start_env(
+        &address,
+        &["--backend", "sim"],
+        &["--token-file", s(&tok), "--tls-cert", s(&pki.cert), "--tls-key", s(&pki.key)],
+        &[("VGPU_LOG", "error")],
+    );
+    let host_port = address.trim_start_matches("tls://").to_string();
+    let addr = transport::Address::Tls(transport::TlsTarget { host_port, ca: Some(pki.ca.clone()), name: None });
+    (server, addr, pki)
 }
 
 /// Copies of several sizes (below, at and above the lane threshold, odd lengths, bulk in
@@ -43,25 +64,24 @@ fn copies_come_back(conn: &transport::Conn) {
 }
 
 #[test]
-fn large_copies_travel_on_lanes_over_unix_and_tcp() {
+fn large_copies_travel_on_lanes_over_unix_tcp_and_tls() {
     let tmp = tempfile::tempdir().unwrap();
     let unix = Server::sim_quiet(tmp.path(), &[]);
     let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
-    for (server, token) in [(&unix, ""), (&tcp, TOKEN)] {
-        let (conn, welcome) = connect(&server.address, token);
-        let Welcome::Accepted { lanes: Some(offer), .. } = welcome else {
-            panic!("{}: no lanes offered", server.address)
-        };
+    let (_tls, tls, _pki) = tls_server(tmp.path());
+    for (address, token) in [(unix.address.parse().unwrap(), ""), (tcp.address.parse().unwrap(), TOKEN), (tls, TOKEN)] {
+        let (conn, welcome) = connect_to(&address, token);
+        let Welcome::Accepted { lanes: Some(offer), .. } = welcome else { panic!("{address}: no lanes offered") };
         assert!(offer.max >= 4);
         conn.set_lanes(4);
         copies_come_back(&conn);
         let lanes = conn.lanes().expect("lanes opened");
-        assert_eq!(lanes.len(), 4, "{}", server.address);
+        assert_eq!(lanes.len(), 4, "{address}");
         // The four sizes of 256 KiB and more, each copied in twice (the transport does not
         // split frames; the shims send copies in frames of 1 MiB).
-        assert_eq!(lanes.striped(), 2 * 4, "{}: frames striped", server.address);
+        assert_eq!(lanes.striped(), 2 * 4, "{address}: frames striped");
         // And their replies, asynchronous and synchronous, back.
-        assert_eq!(lanes.gathered(), 2 * 4, "{}: replies gathered", server.address);
+        assert_eq!(lanes.gathered(), 2 * 4, "{address}: replies gathered");
     }
 }
 
@@ -138,8 +158,53 @@ fn a_lane_needs_its_sessions_key() {
     copies_come_back(&conn);
 }
 
+/// A lane for `session` on a `tls://` server: joined in clear with `route_key` (the
+/// client sends zeros), then inside TLS with `key`; whether the server acknowledged it.
+fn tls_join(address: &transport::Address, session: u64, route_key: [u8; 32], key: [u8; 32]) -> bool {
+    let frame = |key| {
+        let args = postcard::to_allocvec(&Join { session, key, lane: 0 }).unwrap();
+        let mut f = Vec::new();
+        transport::write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, args.len(), 0), &args, &[]).unwrap();
+        f
+    };
+    let Ok(mut s) = address.connect_routed(Duration::from_secs(5), &frame(route_key)) else { return false };
+    s.set_timeouts(Some(Duration::from_secs(5)), Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&frame(key)).unwrap();
+    let mut h = [0u8; HEADER_LEN];
+    s.read_exact(&mut h).is_ok_and(|()| Header::decode(&h).is_ok_and(|h| h.op == OP_JOIN && h.status == 0))
+}
+
+#[test]
+fn a_tls_lane_needs_its_sessions_key_inside_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, address, _pki) = tls_server(tmp.path());
+    let (conn, welcome) = connect_to(&address, TOKEN);
+    let Welcome::Accepted { session, lanes: Some(offer), .. } = welcome else { panic!("no lanes offered over TLS") };
+    let mut wrong = offer.key;
+    wrong[0] ^= 1;
+    // The key in clear counts for nothing: only the one inside TLS does.
+    assert!(!tls_join(&address, session, offer.key, wrong), "a wrong key inside TLS is refused");
+    assert!(!tls_join(&address, session + 100, [0; 32], offer.key), "an unknown session is refused");
+    assert!(tls_join(&address, session, [0; 32], offer.key), "the right key inside TLS is taken");
+    // A plain join with the right key reaches the worker, which expects TLS on it: refused.
+    let plain = transport::Address::Tcp(address.to_string().replace("tls://", ""));
+    let args = postcard::to_allocvec(&Join { session, key: offer.key, lane: 1 }).unwrap();
+    let mut f = Vec::new();
+    transport::write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, args.len(), 0), &args, &[]).unwrap();
+    let mut s = plain.connect_routed(Duration::from_secs(5), &f).unwrap();
+    // (Bytes that are not TLS: the worker gives up at once, not at its handshake deadline.)
+    s.write_all(&[0u8; 64]).unwrap();
+    s.set_timeouts(Some(Duration::from_secs(15)), None).unwrap();
+    let mut h = [0u8; HEADER_LEN];
+    assert!(s.read_exact(&mut h).is_err(), "a lane in clear for a TLS session is not acknowledged");
+    // The session is unharmed by the refused joins.
+    conn.set_lanes(2);
+    copies_come_back(&conn);
+    assert_eq!(conn.lanes().map(|l| l.len()), Some(2));
+}
+
 /// The driver shim's copies (64 MiB both ways, in 4 MiB frames over lanes) through a C
-/// program, over unix and TCP, lanes asked for whatever the machine's cores.
+/// program, over unix, TCP and TLS, lanes asked for whatever the machine's cores.
 #[test]
 fn the_driver_shim_copies_over_lanes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -147,8 +212,9 @@ fn the_driver_shim_copies_over_lanes() {
     let exe = compile_c("driver_basic", tmp.path(), &lib, &["libcuda.so.1"]);
     let unix = Server::sim_quiet(tmp.path(), &[]);
     let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
-    for server in [&unix, &tcp] {
-        let envs = [("VGPU_LANES", "4"), ("VGPU_TOKEN", TOKEN), ("VGPU_TRACE", "summary")];
+    let (tls, _, pki) = tls_server(tmp.path());
+    for server in [&unix, &tcp, &tls] {
+        let envs = [("VGPU_LANES", "4"), ("VGPU_TOKEN", TOKEN), ("VGPU_TRACE", "summary"), ("VGPU_TLS_CA", s(&pki.ca))];
         let out = run(&exe, &lib, &server.address, &envs);
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{}: {stdout}\n{stderr}", server.address);

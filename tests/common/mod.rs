@@ -257,7 +257,8 @@ pub fn tree_listing(dir: &Path) -> Vec<String> {
 pub fn token_file(dir: &Path, token: &str) -> PathBuf {
     let p = dir.join("token");
     std::fs::write(&p, format!("{token}\n")).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&p, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .unwrap();
     p
 }
 
@@ -422,4 +423,55 @@ pub fn trace_calls(stderr: &str, op: &str) -> u64 {
             (w.next() == Some(op) && l.contains(" calls ")).then(|| w.next().unwrap().parse().unwrap())
         })
         .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- TLS
+
+pub struct Pki {
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
+    /// A CA that did not.
+    pub other_ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn test_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A test CA, a server certificate it signed for localhost and 127.0.0.1, and an
+/// unrelated CA, as PEM files under `dir` (the key private, as `vgpu serve` demands).
+pub fn pki(dir: &Path) -> Pki {
+    let issuer = test_ca("vgpu test CA");
+    let other = test_ca("some other CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "vgpu test server");
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        other_ca: dir.join("other-ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&pki.ca, issuer.pem()).unwrap();
+    std::fs::write(&pki.other_ca, other.pem()).unwrap();
+    std::fs::write(&pki.cert, cert.pem()).unwrap();
+    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&pki.key, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))
+        .unwrap();
+    pki
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A TLS address on localhost that is free right now.
+pub fn free_tls_address() -> String {
+    free_tcp_address().replace("tcp://", "tls://")
 }

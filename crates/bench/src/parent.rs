@@ -20,6 +20,8 @@ struct Servers {
     token: Option<String>,
     /// A file the server shares (`--shm-file`), for the `tcp+file` column.
     shm_file: Option<PathBuf>,
+    /// A `tls://` listener and the certificate that checks it (self-signed, made here).
+    tls: Option<(String, PathBuf)>,
 }
 
 /// A `vgpu serve` started by this command; stopped on drop.
@@ -95,15 +97,20 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Start `vgpu serve` for the columns: a unix socket and a TCP port in `dir`, and a file of
-/// `shm_mb` MiB in /dev/shm that it shares (what a VM's shared memory is on its host).
+/// Start `vgpu serve` for the columns: a unix socket in `dir`, a TCP port, a TLS port with
+/// a certificate made here, and a file of `shm_mb` MiB in /dev/shm that it shares (what a
+/// VM's shared memory is on its host).
 fn start_server(exe: &Path, backend: &str, dir: &Path, shm_mb: u64) -> Result<(ServerProc, Servers), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let sock = dir.join("vgpu.sock");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free TCP port: {e}"))?
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| format!("no free TCP port: {e}"))
+    };
+    let (port, tls_port) = (free_port()?, free_port()?);
+    let (cert, key) = self_signed(dir)?;
     let token = random_token();
     let token_file = dir.join("token");
     std::fs::OpenOptions::new()
@@ -118,11 +125,17 @@ fn start_server(exe: &Path, backend: &str, dir: &Path, shm_mb: u64) -> Result<(S
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let unix = format!("unix:{}", sock.display());
     let tcp = format!("tcp://127.0.0.1:{port}");
+    let tls = format!("tls://127.0.0.1:{tls_port}");
     // tmpfs: the driver pins a shared file's pages, which it cannot for a file on disk.
     let shm_file = PathBuf::from(format!("/dev/shm/vgpu-bench-{}.shm", std::process::id()));
     let shm_file = std::fs::File::create(&shm_file).and_then(|f| f.set_len(shm_mb << 20)).is_ok().then_some(shm_file);
     let mut cmd = Command::new(exe);
-    cmd.args(["serve", "--backend", backend, "--listen", &unix, "--listen", &tcp, "--token-file"]).arg(&token_file);
+    cmd.args(["serve", "--backend", backend, "--listen", &unix, "--listen", &tcp, "--listen", &tls, "--token-file"])
+        .arg(&token_file)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key);
     if let Some(f) = &shm_file {
         cmd.arg("--shm-file").arg(f);
     }
@@ -141,7 +154,8 @@ fn start_server(exe: &Path, backend: &str, dir: &Path, shm_mb: u64) -> Result<(S
             return Err(format!("vgpu serve exited ({st}):\n{}", server.log_tail()));
         }
         let up = std::os::unix::net::UnixStream::connect(&sock).is_ok()
-            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok();
         if up {
             break;
         }
@@ -150,7 +164,25 @@ fn start_server(exe: &Path, backend: &str, dir: &Path, shm_mb: u64) -> Result<(S
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok((server, Servers { unix: Some(unix), tcp: Some(tcp), token: Some(token), shm_file }))
+    Ok((server, Servers { unix: Some(unix), tcp: Some(tcp), token: Some(token), shm_file, tls: Some((tls, cert)) }))
+}
+
+/// A certificate for 127.0.0.1 and its key, as PEM files in `dir` (the key private, as
+/// `vgpu serve` demands); the certificate is its own CA for the `tls` column.
+fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).map_err(|e| format!("certificate: {e}"))?;
+    let (cert, key) = (dir.join("tls.pem"), dir.join("tls.key"));
+    std::fs::write(&cert, ck.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, ck.signing_key.serialize_pem().as_bytes()))
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    Ok((cert, key))
 }
 
 fn given_token(args: &Args) -> Result<Option<String>, String> {
@@ -252,6 +284,8 @@ struct Side<'a> {
     shm_mb: Option<u64>,
     /// `VGPU_SHM_FILE`: a file the server shares, as the segment.
     shm_file: Option<&'a Path>,
+    /// `VGPU_TLS_CA`: the certificate that checks a `tls://` server's.
+    tls_ca: Option<&'a Path>,
 }
 
 impl Side<'_> {
@@ -285,6 +319,10 @@ impl Side<'_> {
                 match self.shm_file {
                     Some(f) => cmd.env("VGPU_SHM_FILE", f),
                     None => cmd.env_remove("VGPU_SHM_FILE"),
+                };
+                match self.tls_ca {
+                    Some(f) => cmd.env("VGPU_TLS_CA", f),
+                    None => cmd.env_remove("VGPU_TLS_CA"),
                 };
                 match self.token {
                     Some(t) => cmd.env("VGPU_TOKEN", t),
@@ -398,6 +436,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             tcp: args.tcp_server.clone(),
             token: given_token(args)?,
             shm_file: None,
+            tls: None,
         };
         (None, s)
     } else {
@@ -407,7 +446,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     let backend = if given { "given".to_string() } else { args.backend.clone() };
 
-    let native = Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None, shm_file: None };
+    let native =
+        Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None, shm_file: None, tls_ca: None };
     let vgpu = Side { token: servers.token.as_deref(), ..native };
     let unix = servers.unix.as_deref().map(|a| Side { server: Some(a), ..vgpu });
     let tcp = servers.tcp.as_deref().map(|a| Side { server: Some(a), ..vgpu });
@@ -422,6 +462,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         shm_file: Some(f),
         ..vgpu
     });
+    let tls = servers.tls.as_ref().map(|(a, ca)| Side { server: Some(a), tls_ca: Some(ca), ..vgpu });
     let sides: Vec<(&str, Option<Side<'_>>, String)> = vec![
         (
             "native",
@@ -432,6 +473,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         ("tcp", tcp, "no TCP server given (--tcp-server)".into()),
         ("shm", shm, "no unix server given (--server unix:PATH) to share memory with".into()),
         ("tcp+file", tcp_file, "no shared file (only a server this command starts shares one)".into()),
+        ("tls", tls, "no TLS server (only a server this command starts has one)".into()),
     ];
     debug_assert!(sides.iter().map(|s| s.0).eq(COLUMNS));
 
@@ -579,6 +621,7 @@ mod tests {
             dist: &dist,
             shm_mb: Some(512),
             shm_file: Some(Path::new("/dev/shm/f")),
+            tls_ca: Some(Path::new("/etc/vgpu/ca.pem")),
         };
         let cmd = vg.command(Path::new("/l/llama-bench"), &["-m".into(), "x".into()], Some(Path::new("/l")));
         assert_eq!(cmd.get_program(), "tools/no-gpu.sh");
@@ -591,8 +634,10 @@ mod tests {
         assert_eq!(env(&cmd, "VGPU_SERVER").as_deref(), Some("unix:/tmp/s.sock"));
         assert_eq!(env(&cmd, "VGPU_TOKEN").as_deref(), Some("t0k"));
         assert_eq!(env(&cmd, "VGPU_SHM_MB").as_deref(), Some("512"));
+        assert_eq!(env(&cmd, "VGPU_TLS_CA").as_deref(), Some("/etc/vgpu/ca.pem"));
 
-        let native = Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None, shm_file: None };
+        let native =
+            Side { server: None, token: None, wrap: &wrap, dist: &dist, shm_mb: None, shm_file: None, tls_ca: None };
         let cmd = native.command(Path::new("/l/llama-bench"), &[], Some(Path::new("/l")));
         assert_eq!(cmd.get_program(), "/l/llama-bench");
         assert!(env(&cmd, "LD_LIBRARY_PATH").unwrap().starts_with("/l"));

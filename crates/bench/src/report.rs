@@ -6,7 +6,7 @@ use crate::model::{ChildResult, Dir, Mem};
 use serde::{Deserialize, Serialize};
 
 /// The columns of every report, in order: native, then vgpu per transport.
-pub const COLUMNS: [&str; 5] = ["native", "unix", "tcp", "shm", "tcp+file"];
+pub const COLUMNS: [&str; 6] = ["native", "unix", "tcp", "shm", "tcp+file", "tls"];
 
 /// One value of the table: a number, or why there is none.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -470,7 +470,7 @@ pub fn readme_intro() -> String {
      ```sh\n\
      scripts/dist.sh\n\
      # micro-benchmarks: launches, round trips, copies 4 KiB-1 GiB, NVML; native, unix, tcp, shm,\n\
-     # tcp+file (TCP for the calls, a file in /dev/shm that the server shares for the bytes)\n\
+     # tcp+file (TCP for the calls, a file in /dev/shm that the server shares for the bytes), tls\n\
      dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh\n\
      # and llama.cpp (llama-bench pp512/tg128): --llama-rounds runs per column (default 8), taken\n\
      # in turns, every sample pooled (each run lands in one of two speed bands about 6% apart,\n\
@@ -524,6 +524,7 @@ mod tests {
             Column { name: "tcp".into(), outcome: Outcome::Measured { result: Box::new(sim) } },
             Column { name: "shm".into(), outcome: Outcome::Skipped { reason: "not implemented yet".into() } },
             Column { name: "tcp+file".into(), outcome: Outcome::Measured { result: Box::new(result(1.0)) } },
+            Column { name: "tls".into(), outcome: Outcome::Measured { result: Box::new(result(2.0)) } },
         ]
     }
 
@@ -549,7 +550,7 @@ mod tests {
         assert_eq!(submit.cells[1], Cell::Value(10.0));
         assert_eq!(submit.cells[2], Cell::Na("n/a (kernels unsupported)".into()));
         assert_eq!(submit.cells[3], Cell::na());
-        assert_eq!(submit.ratios, vec![Cell::Value(0.5), Cell::na(), Cell::na(), Cell::Value(1.0)]);
+        assert_eq!(submit.ratios, vec![Cell::Value(0.5), Cell::na(), Cell::na(), Cell::Value(1.0), Cell::Value(0.5)]);
         let sync = row("synchronize an idle stream (vgpu answers it locally), mean");
         assert_eq!(sync.cells[2], Cell::Value(8.0));
         let h2d = row("copy H2D pageable 4 KiB");
@@ -596,7 +597,7 @@ mod tests {
         assert_eq!(tg.unit, "tokens/s");
         assert_eq!(
             tg.cells,
-            vec![Cell::Value(800.0), Cell::Value(760.0), Cell::Na("error".into()), Cell::na(), Cell::na()]
+            vec![Cell::Value(800.0), Cell::Value(760.0), Cell::Na("error".into()), Cell::na(), Cell::na(), Cell::na()]
         );
         assert_eq!(tg.ratios[0], Cell::Value(0.95));
         let notes = build_notes(&cols, &llama);
@@ -652,17 +653,20 @@ mod tests {
         assert!(md.contains("driver 580.159.04, CUDA 13.0"), "{md}");
         assert!(md.contains("1.00 = parity, higher is better"), "{md}");
         assert!(
-            md.contains("| metric | unit | native | unix | tcp | shm | tcp+file | unix ratio | tcp ratio | shm ratio | tcp+file ratio |\n"),
+            md.contains("| metric | unit | native | unix | tcp | shm | tcp+file | tls | unix ratio | tcp ratio | shm ratio | tcp+file ratio | tls ratio |\n"),
             "{md}"
         );
-        assert!(md.contains("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"), "{md}");
         assert!(
-            md.contains("| empty kernel launch: submit cost per launch | µs | 5.00 | 10.00 | n/a (kernels unsupported) | n/a | 5.00 | 0.50 | n/a | n/a | 1.00 |\n"),
+            md.contains("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| empty kernel launch: submit cost per launch | µs | 5.00 | 10.00 | n/a (kernels unsupported) | n/a | 5.00 | 10.00 | 0.50 | n/a | n/a | 1.00 | 0.50 |\n"),
             "{md}"
         );
         assert!(
             md.contains(
-                "| copy H2D pageable 4 KiB | GB/s | 2.00 | 1.00 | 1.00 | n/a | 2.00 | 0.50 | 0.50 | n/a | 1.00 |\n"
+                "| copy H2D pageable 4 KiB | GB/s | 2.00 | 1.00 | 1.00 | n/a | 2.00 | 1.00 | 0.50 | 0.50 | n/a | 1.00 | 0.50 |\n"
             ),
             "{md}"
         );
@@ -677,7 +681,7 @@ mod tests {
         let r = report();
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.contains("\"status\":\"measured\""), "{s}");
-        assert!(s.contains("\"cells\":[5.0,10.0,\"n/a (kernels unsupported)\",\"n/a\",5.0]"), "{s}");
+        assert!(s.contains("\"cells\":[5.0,10.0,\"n/a (kernels unsupported)\",\"n/a\",5.0,10.0]"), "{s}");
         let back: Report = serde_json::from_str(&s).unwrap();
         assert_eq!(back, r);
     }

@@ -13,7 +13,7 @@ pub mod sim;
 mod worker;
 
 pub use listener::{ServeOptions, TlsFiles, serve, spawn_worker_for};
-pub use worker::{SessionConfig, run_session};
+pub use worker::{HANDSHAKE_DEADLINE, SessionConfig, run_session};
 
 use device_model::Snapshot;
 use protocol::Backend;

@@ -109,10 +109,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         let (to_start, starts) = std::sync::mpsc::channel::<Stream>();
         {
             let (opts, snapshot, workers, addr) = (opts.clone(), snapshot.clone(), workers.clone(), addr.clone());
-            let lanes = (!addr.is_tls()).then_some(workers);
             threads.push(std::thread::spawn(move || {
                 for stream in starts {
-                    start(&stream, &opts, &snapshot, &addr, lanes.as_ref());
+                    start(&stream, &opts, &snapshot, &addr, &workers);
                 }
             }));
         }
@@ -120,10 +119,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         threads.push(std::thread::spawn(move || {
             loop {
                 match listener.accept() {
-                    // A TLS listener's first bytes are TLS, which only a worker reads.
-                    Ok(stream) if addr.is_tls() => {
-                        let _ = to_start.send(stream);
-                    }
+                    // A new session's first bytes (TLS's, on a tls:// listener) go to its
+                    // worker; a lane's join comes first, in clear even over TLS.
                     Ok(stream) => {
                         let (workers, to_start) = (workers.clone(), to_start.clone());
                         let routed = std::thread::Builder::new()
@@ -147,16 +144,17 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// A new session: a worker for it, offering lanes when `workers` is given.
-fn start(stream: &Stream, opts: &ServeOptions, snapshot: &[u8], addr: &Address, workers: Option<&Arc<Workers>>) {
+/// A new session: a worker for it, offered lanes.
+fn start(stream: &Stream, opts: &ServeOptions, snapshot: &[u8], addr: &Address, workers: &Arc<Workers>) {
     let id = SESSIONS.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = spawn_worker_for(stream, opts, snapshot, id, addr, workers) {
+    if let Err(e) = spawn_worker_for(stream, opts, snapshot, id, addr, Some(workers)) {
         tracing::error!("session {id}: cannot start a worker: {e}");
     }
 }
 
 /// Look at a new connection's first frame (without taking it): a lane joining a session
-/// goes to that session's worker, anything else starts a session.
+/// goes to that session's worker, anything else (a handshake, a TLS ClientHello) starts a
+/// session.
 fn route(stream: Stream, to_start: &std::sync::mpsc::Sender<Stream>, workers: &Workers) {
     match first_header(&stream) {
         Ok(Some(h)) if h.op == OP_JOIN => {
@@ -204,7 +202,8 @@ fn first_header(stream: &Stream) -> std::io::Result<Option<Header>> {
 }
 
 /// Hand a lane to its session's worker, with the join's arguments (the worker checks the
-/// key). An unknown session: the lane is closed, and its client goes on without lanes.
+/// key; a TLS session's worker checks the join that follows inside TLS). An unknown
+/// session: the lane is closed, and its client goes on without lanes.
 fn join(mut stream: Stream, h: Header, workers: &Workers) -> std::io::Result<()> {
     if h.args_len > MAX_JOIN || h.bulk_len != 0 {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "oversized join"));

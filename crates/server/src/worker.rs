@@ -8,7 +8,7 @@
 use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
-use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_RING, OP_SHM, OP_SHM_FILE};
+use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_JOIN, OP_RING, OP_SHM, OP_SHM_FILE};
 use protocol::hello::{Hello, Join, LaneOffer, Welcome};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io::{self, Read};
@@ -16,11 +16,11 @@ use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use transport::{LaneSet, Segment, Stream, Unbuffered, read_exact_into, read_header, write_frame};
+use transport::{LaneSet, Segment, Stream, TlsServer, Unbuffered, read_exact_into, read_header, write_frame};
 
 /// Longest a client may take to complete the handshake, however it trickles its bytes (the
 /// listener gives a new connection as long to send its first frame).
-pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Largest handshake message accepted from a peer that has not yet authenticated (a real
 /// `Hello` is a few hundred bytes); the general frame limits would let it make us buffer
 /// a gigabyte before its token is checked.
@@ -44,6 +44,9 @@ pub struct SessionConfig {
     pub lane_control: Option<i32>,
     /// Files the client may share as its segment (`OP_SHM_FILE`), over any transport.
     pub shm_files: Vec<std::path::PathBuf>,
+    /// A `tls://` session's certificate: its lanes arrive as TCP connections that are TLS
+    /// after the join that routed them, and are served with it.
+    pub tls: Option<transport::TlsServer>,
 }
 
 /// Serve one connection until it closes or misbehaves. Returns why it ended.
@@ -151,8 +154,10 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     if let (Some(fd), Some(key)) = (cfg.lane_control, lane_key) {
         // SAFETY: the listener gives each worker its lane channel as this descriptor.
         let ctl = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let (lanes, id) = (lanes.clone(), cfg.session_id);
-        std::thread::Builder::new().name("vgpu-lanes".into()).spawn(move || take_lanes(ctl, &lanes, id, &key))?;
+        let (lanes, id, tls) = (lanes.clone(), cfg.session_id, cfg.tls.clone());
+        std::thread::Builder::new()
+            .name("vgpu-lanes".into())
+            .spawn(move || take_lanes(ctl, &lanes, id, &key, tls.as_ref()))?;
     }
 
     // After the handshake the client may be idle for as long as it likes.
@@ -184,12 +189,12 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     // VGPU_STATS=1 on the server: time spent per opcode, logged when the session ends.
     let mut stats = std::env::var_os("VGPU_STATS").map(|_| Stats::default());
     // The next frame usually follows within microseconds: poll before sleeping on the socket.
-    let (spin, fd) = (transport::spin_budget(transport::DEFAULT_SPIN), std::os::fd::AsRawFd::as_raw_fd(&control));
+    let spin = transport::spin_budget(transport::DEFAULT_SPIN);
     // Frames through rings in the shared segment (`OP_RING`): the ring polls, not the socket.
     let mut on_ring = false;
     let result = loop {
         if reader.buffer().is_empty() && !on_ring {
-            transport::wait_readable(fd, spin);
+            control.wait_readable(spin);
         }
         let h = match read_header(&mut reader).and_then(|h| {
             read_exact_into(&mut reader, &mut args, h.args_len as usize)?;
@@ -522,8 +527,9 @@ fn open_rings(
 }
 
 /// Take the lanes the listener passes on `ctl` until it closes: each comes with its join,
-/// whose session and key must be ours.
-fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u8; 32]) {
+/// whose session and key must be ours. Over TLS the join that routed a lane carries no key
+/// (it came in clear); the lane's first frame inside TLS is its real join.
+fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u8; 32], tls: Option<&TlsServer>) {
     let mut buf = [0u8; 512];
     loop {
         let (n, fd) = match transport::recv_fd(std::os::fd::AsRawFd::as_raw_fd(&ctl), &mut buf) {
@@ -531,19 +537,46 @@ fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u
             Ok(got) => got,
         };
         let Some(fd) = fd else { continue };
-        let join = postcard::from_bytes::<Join>(&buf[..n])
-            .ok()
-            .filter(|j| j.session == session && constant_time_eq(&j.key, key));
-        let Some(join) = join else {
-            tracing::warn!("session {session}: a lane with a wrong key was refused");
-            continue;
-        };
         // SAFETY: a socket descriptor received just now, owned by nobody else.
         let stream = unsafe { Stream::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
-        match lanes.add(stream, join.lane) {
-            Ok(()) => tracing::debug!("session {session}: lane {} joined", join.lane),
-            Err(e) => tracing::warn!("session {session}: lane not taken: {e}"),
+        let Some(tls) = tls else {
+            take_lane(lanes, stream, postcard::from_bytes::<Join>(&buf[..n]).ok(), session, key);
+            continue;
+        };
+        // The handshake on a thread of its own: a peer that stalls it holds up no other lane.
+        let (lanes, tls, key) = (lanes.clone(), tls.clone(), *key);
+        let spawned = std::thread::Builder::new().name("vgpu-lane-tls".into()).spawn(move || {
+            let join = tls.accept(stream, HANDSHAKE_DEADLINE).and_then(|mut s| {
+                s.set_timeouts(Some(HANDSHAKE_DEADLINE), None)?;
+                let h = read_header(&mut s)?;
+                let mut args = Vec::new();
+                if h.op != OP_JOIN || h.bulk_len != 0 || h.args_len > 256 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "a lane's first frame is not a join"));
+                }
+                read_exact_into(&mut s, &mut args, h.args_len as usize)?;
+                s.set_timeouts(None, None)?;
+                Ok((s, postcard::from_bytes::<Join>(&args).ok()))
+            });
+            match join {
+                Ok((s, j)) => take_lane(&lanes, s, j, session, &key),
+                Err(e) => tracing::warn!("session {session}: a TLS lane was refused: {e}"),
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("session {session}: lane not taken: {e}");
         }
+    }
+}
+
+/// Add a lane whose join (if it parsed) names this session with its key.
+fn take_lane(lanes: &LaneSet, stream: Stream, join: Option<Join>, session: u64, key: &[u8; 32]) {
+    let Some(join) = join.filter(|j| j.session == session && constant_time_eq(&j.key, key)) else {
+        tracing::warn!("session {session}: a lane with a wrong key was refused");
+        return;
+    };
+    match lanes.add(stream, join.lane) {
+        Ok(()) => tracing::debug!("session {session}: lane {} joined", join.lane),
+        Err(e) => tracing::warn!("session {session}: lane not taken: {e}"),
     }
 }
 

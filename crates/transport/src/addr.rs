@@ -110,13 +110,30 @@ impl Address {
         Ok(s)
     }
 
+    /// Connect, send `clear` before anything else (on `tls://` before the TLS handshake,
+    /// in clear: what a listener routes the connection by, a lane's join without its key),
+    /// then as [`Address::connect`].
+    pub fn connect_routed(&self, timeout: Duration, clear: &[u8]) -> io::Result<Stream> {
+        let Address::Tls(t) = self else {
+            let mut s = self.connect(timeout)?;
+            s.set_timeouts(None, Some(timeout))?;
+            s.write_all(clear)?;
+            return Ok(s);
+        };
+        let tcp = tcp_connect(&t.host_port, timeout)?;
+        big_buffers(tcp.as_raw_fd());
+        tcp.set_write_timeout(Some(timeout))?;
+        crate::tls::send_all(tcp.as_raw_fd(), clear)?;
+        crate::tls::connect(t, tcp, timeout).map(Stream::Tls)
+    }
+
     fn connect_plain(&self, timeout: Duration) -> io::Result<Stream> {
         match self {
             Address::Unix(p) | Address::Shm(p) => Ok(Stream::Unix(UnixStream::connect(p)?)),
             Address::Tcp(hp) => tcp_connect(hp, timeout).map(Stream::Tcp),
             Address::Tls(t) => {
                 let s = tcp_connect(&t.host_port, timeout)?;
-                crate::tls::connect(t, s, timeout).map(|s| Stream::Tls(Box::new(s)))
+                crate::tls::connect(t, s, timeout).map(Stream::Tls)
             }
             Address::Vsock { cid, port } => vsock_connect(*cid, *port).map(Stream::Unix),
         }
@@ -137,7 +154,7 @@ impl Address {
             }
             Address::Tcp(hp) => Ok(Listener::Tcp(TcpListener::bind(hp.as_str())?)),
             // A plain TCP listener: each worker does the TLS handshake on its own
-            // connection (`crate::TlsServer::relay`).
+            // connection (`crate::TlsServer::accept`).
             Address::Tls(t) => Ok(Listener::Tcp(TcpListener::bind(t.host_port.as_str())?)),
             Address::Vsock { cid, port } => vsock_listen(*cid, *port).map(Listener::Unix),
         }
@@ -247,19 +264,33 @@ fn vsock_listen(cid: u32, port: u32) -> io::Result<UnixListener> {
 pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
-    /// A client's TLS connection (boxed: the TLS state is large and only this variant
-    /// carries it).
-    Tls(Box<TlsStream>),
+    /// A TLS connection, client's or server's.
+    Tls(TlsStream),
     /// A `shm:` session's frames through rings in its shared segment, its socket kept as
     /// the doorbell (`crate::ring`).
     Ring(RingStream),
 }
 
 impl Stream {
-    /// Whether a reader should poll the socket for its next bytes: not where they come
-    /// through memory (a ring) or may already be decrypted (TLS).
-    pub fn polls_socket(&self) -> bool {
-        matches!(self, Stream::Unix(_) | Stream::Tcp(_))
+    /// Poll for the next bytes for up to `budget` before the caller's read blocks (see
+    /// [`crate::wait_readable`]); at once where they may already be here: decrypted or read
+    /// ahead by TLS, or coming through memory (a ring polls that itself).
+    pub fn wait_readable(&self, budget: Duration) {
+        match self {
+            Stream::Unix(_) | Stream::Tcp(_) => {}
+            Stream::Tls(s) if !s.has_buffered() => {}
+            Stream::Tls(_) | Stream::Ring(_) => return,
+        }
+        crate::wait_readable(self.as_raw_fd(), budget);
+    }
+
+    /// End the stream in an orderly way where the transport has one (TLS says goodbye with
+    /// `close_notify`, so the peer can tell an end from a cut), else shut it.
+    pub fn close(&self) {
+        match self {
+            Stream::Tls(s) => s.close(),
+            _ => self.shutdown(),
+        }
     }
 
     /// Socket timeouts; on a TLS stream they bound each wait for the socket underneath.
@@ -284,16 +315,13 @@ impl Stream {
         }
     }
 
-    /// A second handle on the same connection. Not for TLS streams: their state cannot be
-    /// shared (the client never clones; the server relays TLS to a socket pair instead).
+    /// A second handle on the same connection (for TLS, on the same TLS state).
     pub fn try_clone(&self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Unix(s) => Stream::Unix(s.try_clone()?),
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
             Stream::Ring(r) => Stream::Ring(r.clone()),
-            Stream::Tls(_) => {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "a TLS stream cannot be cloned"));
-            }
+            Stream::Tls(s) => Stream::Tls(s.clone()),
         })
     }
 

@@ -491,11 +491,7 @@ impl Conn {
     /// Read one frame: the reply to `seq`, a heartbeat or another caller's reply (parked),
     /// or why the connection is unusable.
     fn read_one(&self, s: &mut Stream, seq: u32, op: u32, bulk_out: Option<&mut [u8]>) -> Result<Got, String> {
-        // A TLS stream may hold decrypted bytes the socket no longer shows, a ring's come
-        // through memory (it polls that itself): poll only a plain socket.
-        if s.polls_socket() {
-            crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&*s), self.spin);
-        }
+        s.wait_readable(self.spin);
         let h = read_header(s).map_err(describe_read)?;
         if h.is_heartbeat() {
             return Ok(Got::Other);

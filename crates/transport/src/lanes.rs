@@ -24,7 +24,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use protocol::frame::FLAG_REPLY_LANES;
 use protocol::frame::{FLAG_LANES, Header, OP_JOIN, OP_LANE};
 use protocol::hello::{Join, LaneOffer};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -264,11 +264,24 @@ impl Lanes {
         }
         let mut streams = Vec::with_capacity(n);
         for lane in 0..n as u32 {
-            let join = postcard::to_allocvec(&Join { session, key: offer.key, lane }).map_err(io::Error::other)?;
-            let mut s = address.connect(t.connect)?;
+            let join = |key| -> io::Result<Vec<u8>> {
+                let join = postcard::to_allocvec(&Join { session, key, lane }).map_err(io::Error::other)?;
+                let mut f = Vec::new();
+                write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, join.len(), 0), &join, &[])?;
+                Ok(f)
+            };
+            // Over TLS the listener routes the lane by a join in clear, without the key,
+            // which follows inside TLS.
+            let mut s = match address {
+                Address::Tls(_) => {
+                    let mut s = address.connect_routed(t.connect, &join([0; 32])?)?;
+                    s.write_all(&join(offer.key)?)?;
+                    s
+                }
+                _ => address.connect_routed(t.connect, &join(offer.key)?)?,
+            };
             // A reply's chunks follow its header at once: a read waits only for a copy.
             s.set_timeouts(Some(t.silence), Some(t.write))?;
-            write_frame(&mut s, &Header::request(OP_JOIN, 0, 0, false, join.len(), 0), &join, &[])?;
             let ack = read_header(&mut s)?;
             if ack.op != OP_JOIN || ack.status != 0 {
                 return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server refused the lane"));
@@ -608,7 +621,7 @@ impl Shared {
     fn read_lane(&self, mut s: Stream) -> Result<(), String> {
         let mut ahead = Vec::new();
         loop {
-            crate::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&s), server_spin());
+            s.wait_readable(server_spin());
             let h = match read_header(&mut s) {
                 Ok(h) => h,
                 // The client went away between frames.

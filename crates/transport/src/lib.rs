@@ -23,4 +23,4 @@ pub use shm::{
     send_segment_file,
 };
 pub use spin::{CLIENT_SPIN, DEFAULT_SPIN, spin_budget, wait_readable};
-pub use tls::{PLAIN_REFUSAL, Relay, TlsError, TlsServer, TlsStream, TlsTarget, is_tls_error};
+pub use tls::{PLAIN_REFUSAL, TlsError, TlsServer, TlsStream, TlsTarget, is_tls_error};

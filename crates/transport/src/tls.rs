@@ -3,12 +3,14 @@
 //! a CA file it is given. The token is still required on top: TLS authenticates the server
 //! to the client, the token the client to the server.
 //!
-//! The client side is a [`TlsStream`] driven from the caller's thread, as the other
-//! streams are: no helper thread, every wait bounded by the socket's timeouts. The server
-//! side runs in each worker process (TLS state cannot cross `exec`), as a [`Relay`] between
-//! the TCP connection and a socket pair whose other end the session uses like any stream.
+//! Both sides are a [`TlsStream`] driven from the callers' threads, as the other streams
+//! are: no helper thread, every wait bounded by the socket's timeouts. Its handles share
+//! one connection, so that one thread reads while others write, and a session's lanes
+//! (more connections for bulk bytes, each its own TLS connection) work as over plain TCP.
+//! The server side runs in each worker process (TLS state cannot cross `exec`): the
+//! listener hands the worker the TCP connection, and the worker does the handshake.
 
-use crate::addr::{Stream, send, send_vectored};
+use crate::addr::{Stream, send};
 use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -16,7 +18,6 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Server
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,111 +74,189 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The socket under a TLS connection: reads are buffered (rustls asks for at most 4 KiB at
-/// a time, which would cost a system call per 4 KiB of a large copy), writes go out with
-/// MSG_NOSIGNAL like every other stream's.
-struct Wire {
+/// One TLS connection, client or server, and the socket under it, shared by every handle on
+/// it ([`TlsStream`]): one thread reads while others write, as on a plain socket.
+///
+/// Three locks, so that neither direction waits for the other's socket: `rx` is held by the
+/// one reader (while it waits for the socket, too), `tx` by the one writer (while its records
+/// go out, so that they leave in the order rustls sealed them), and `conn` only while rustls
+/// itself works (sealing or opening a record, at most a few microseconds). Whoever takes
+/// more than one takes them in that order: `rx` or `tx`, then `conn`.
+struct Shared {
+    conn: Mutex<rustls::Connection>,
+    rx: Mutex<Inbox>,
+    tx: Mutex<Vec<u8>>,
     tcp: TcpStream,
+}
+
+/// Bytes read from the socket that rustls has not taken yet (it takes 4 KiB at a time; a
+/// system call per 4 KiB would cost more than the decryption of a large copy).
+struct Inbox {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// The socket reached its end (told to rustls once).
+    eof: bool,
 }
 
-impl Wire {
-    fn new(tcp: TcpStream) -> Wire {
-        Wire { tcp, buf: vec![0; 64 << 10].into_boxed_slice(), start: 0, end: 0 }
-    }
-}
+/// How much plaintext one write seals before its records go out: rustls's default of 64 KiB
+/// would make a 4 MiB copy 64 rounds of locks and system calls.
+const SEAL_MAX: usize = 256 << 10;
 
-impl Read for Wire {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.start == self.end {
-            self.end = (&self.tcp).read(&mut self.buf)?;
-            self.start = 0;
-        }
-        let n = out.len().min(self.end - self.start);
-        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
-        self.start += n;
-        Ok(n)
-    }
-}
-
-impl Write for Wire {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        TcpWriter(&self.tcp).write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        TcpWriter(&self.tcp).write_vectored(bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Writes to a borrowed TCP socket (the server relay's two threads share one).
-struct TcpWriter<'a>(&'a TcpStream);
-
-impl Write for TcpWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        send(self.0.as_raw_fd(), buf)
-    }
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        send_vectored(self.0.as_raw_fd(), bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Write out every TLS record rustls has ready.
-fn flush_records<C: std::ops::DerefMut<Target = rustls::ConnectionCommon<D>>, D>(
-    conn: &mut C,
-    out: &mut impl Write,
-) -> io::Result<()> {
-    while conn.wants_write() {
-        if conn.write_tls(out)? == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-    }
-    Ok(())
-}
-
-/// A client's TLS connection. Reads and writes happen on the caller's thread; the TCP
-/// socket's read and write timeouts bound each wait.
-pub struct TlsStream {
-    conn: ClientConnection,
-    wire: Wire,
-}
+/// A handle on a TLS connection (client or server). Handles made by `Clone` share it: one
+/// thread may read while others write. Every wait is bounded by the socket's timeouts.
+#[derive(Clone)]
+pub struct TlsStream(Arc<Shared>);
 
 impl std::fmt::Debug for TlsStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsStream").field("tcp", &self.wire.tcp).finish_non_exhaustive()
+        f.debug_struct("TlsStream").field("tcp", &self.0.tcp).finish_non_exhaustive()
     }
 }
 
 impl TlsStream {
+    fn new(mut conn: rustls::Connection, tcp: TcpStream) -> TlsStream {
+        conn.set_buffer_limit(Some(SEAL_MAX));
+        let inbox = Inbox { buf: vec![0; 64 << 10].into_boxed_slice(), start: 0, end: 0, eof: false };
+        TlsStream(Arc::new(Shared { conn: Mutex::new(conn), rx: Mutex::new(inbox), tx: Mutex::new(Vec::new()), tcp }))
+    }
+
     /// The TCP socket underneath (timeouts, shutdown, its fd).
     pub fn tcp(&self) -> &TcpStream {
-        &self.wire.tcp
+        &self.0.tcp
+    }
+
+    /// Whether bytes are waiting that polling the socket would not show: read from it and
+    /// not yet decrypted, or decrypted and not yet read. `true` while another thread reads.
+    pub fn has_buffered(&self) -> bool {
+        let Some(rx) = self.0.rx.try_lock() else { return true };
+        if rx.start < rx.end {
+            return true;
+        }
+        drop(rx);
+        self.0.conn.lock().process_new_packets().map_or(true, |s| s.plaintext_bytes_to_read() > 0)
+    }
+
+    /// Send every record rustls has sealed; `tx` is the held send lock.
+    fn send_sealed(&self, tx: &mut Vec<u8>) -> io::Result<()> {
+        {
+            let mut c = self.0.conn.lock();
+            while c.wants_write() {
+                c.write_tls(tx)?;
+            }
+        }
+        let r = send_all(self.0.tcp.as_raw_fd(), tx);
+        tx.clear();
+        r
+    }
+
+    /// Records the reading side produced (an alert, an answer to a key update): sent now if
+    /// no writer is busy, else by the writer, which sends everything sealed after its own.
+    fn send_sealed_if_free(&self) {
+        if let Some(mut tx) = self.0.tx.try_lock() {
+            let _ = self.send_sealed(&mut tx);
+        }
+    }
+
+    /// Say goodbye in TLS (`close_notify`), then stop writing. For the end of a session:
+    /// the peer learns it was not cut off.
+    pub fn close(&self) {
+        let mut tx = self.0.tx.lock();
+        self.0.conn.lock().send_close_notify();
+        let _ = self.send_sealed(&mut tx);
+        let _ = self.0.tcp.shutdown(Shutdown::Write);
+    }
+
+    /// Run the handshake to its end, within `deadline`. A rustls error becomes `on_tls`'s
+    /// error, after the alert rustls queued has been sent (the peer learns why).
+    fn handshake(&self, deadline: Instant, on_tls: &dyn Fn(rustls::Error) -> io::Error) -> io::Result<()> {
+        loop {
+            self.send_sealed(&mut self.0.tx.lock())?;
+            if !self.0.conn.lock().is_handshaking() {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.0.tcp.set_read_timeout(Some(left))?;
+            let mut rx = self.0.rx.lock();
+            let n = read_socket(&self.0.tcp, &mut rx.buf)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            (rx.start, rx.end) = (0, n);
+            // Only the handshake's records: what follows (the peer's first frame, sent right
+            // behind its last handshake message) stays for the reader.
+            let mut c = self.0.conn.lock();
+            while rx.start < rx.end && c.is_handshaking() {
+                let mut data = &rx.buf[rx.start..rx.end];
+                c.read_tls(&mut data)?;
+                rx.start = rx.end - data.len();
+                if let Err(e) = c.process_new_packets() {
+                    drop(c);
+                    drop(rx);
+                    let _ = self.send_sealed(&mut self.0.tx.lock());
+                    return Err(on_tls(e));
+                }
+            }
+        }
+    }
+}
+
+/// `read(2)` on the socket, again after a signal.
+fn read_socket(tcp: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match (&*tcp).read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
     }
 }
 
 impl Read for TlsStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut rx = self.0.rx.lock();
         loop {
-            match self.conn.reader().read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return r,
+            let mut c = self.0.conn.lock();
+            // Decrypt what has been read until some plaintext comes out.
+            let got = loop {
+                match c.reader().read(out) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    r => break Some(r),
+                }
+                if rx.start == rx.end {
+                    if !rx.eof {
+                        break None;
+                    }
+                    // The socket's end, told to rustls: the reader now says whether the
+                    // peer closed properly (end of file) or cut the connection.
+                    c.read_tls(&mut io::empty())?;
+                    let _ = c.process_new_packets();
+                    break Some(match c.reader().read(out) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::ErrorKind::UnexpectedEof.into()),
+                        r => r,
+                    });
+                }
+                let mut data = &rx.buf[rx.start..rx.end];
+                c.read_tls(&mut data)?;
+                rx.start = rx.end - data.len();
+                if let Err(e) = c.process_new_packets() {
+                    break Some(Err(tls_error(format!("TLS: {e}"))));
+                }
+            };
+            let answer = c.wants_write();
+            drop(c);
+            if answer {
+                self.send_sealed_if_free();
             }
-            // Nothing decrypted is waiting: take more records from the socket. At its EOF
-            // the reader above reports the end.
-            self.conn.read_tls(&mut self.wire)?;
-            if let Err(e) = self.conn.process_new_packets() {
-                // Tell the server why (the alert rustls queued), then fail.
-                let _ = flush_records(&mut self.conn, &mut self.wire);
-                return Err(tls_error(format!("TLS: {e}")));
+            if let Some(r) = got {
+                return r;
             }
-            flush_records(&mut self.conn, &mut self.wire)?;
+            // Nothing left to decrypt: wait for the socket, without the TLS state's lock
+            // (writers go on meanwhile).
+            let n = read_socket(&self.0.tcp, &mut rx.buf)?;
+            (rx.start, rx.end, rx.eof) = (0, n, n == 0);
         }
     }
 }
@@ -186,17 +265,16 @@ impl Read for TlsStream {
 // that the framing code never calls.
 impl Write for TlsStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.conn.writer().write(buf)?;
-        flush_records(&mut self.conn, &mut self.wire)?;
-        Ok(n)
+        self.write_vectored(&[io::IoSlice::new(buf)])
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let n = self.conn.writer().write_vectored(bufs)?;
-        flush_records(&mut self.conn, &mut self.wire)?;
+        let mut tx = self.0.tx.lock();
+        let n = self.0.conn.lock().writer().write_vectored(bufs)?;
+        self.send_sealed(&mut tx)?;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        flush_records(&mut self.conn, &mut self.wire)
+        Ok(())
     }
 }
 
@@ -214,7 +292,8 @@ fn client_config(ca: &Path) -> io::Result<Arc<ClientConfig>> {
         .map_err(|e| bad(&e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    // A process makes one connection per server: nothing to resume.
+    // A process makes few connections per server (the session's and its lanes), each
+    // fully checked: nothing to resume.
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
@@ -232,11 +311,20 @@ pub(crate) fn connect(t: &TlsTarget, tcp: TcpStream, timeout: Duration) -> io::R
         .map_err(|_| tls_error(format!("{name:?} is not a host name or IP address to check a certificate against")))?;
     let conn = ClientConnection::new(client_config(ca)?, server_name).map_err(|e| tls_error(e.to_string()))?;
     tcp.set_write_timeout(Some(timeout))?;
-    let mut s = TlsStream { conn, wire: Wire::new(tcp) };
+    let s = TlsStream::new(rustls::Connection::Client(conn), tcp);
+    let on_tls = |e: rustls::Error| {
+        let hint = match e {
+            rustls::Error::InvalidCertificate(_) => format!(
+                " (the CA file {} must hold the certificate that signed the server's, which must name {name}; VGPU_TLS_NAME sets another name)",
+                ca.display()
+            ),
+            _ => String::new(),
+        };
+        tls_error(format!("TLS handshake with {name}: {e}{hint}"))
+    };
     // A total deadline, not one per read: a server trickling its handshake cannot hold the
     // application past it.
-    let deadline = Instant::now() + timeout;
-    let failed = |e: io::Error| match e.kind() {
+    s.handshake(Instant::now() + timeout, &on_tls).map_err(|e| match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
             io::ErrorKind::TimedOut,
             format!("no TLS handshake from the server within {:.1}s", timeout.as_secs_f32()),
@@ -246,40 +334,20 @@ pub(crate) fn connect(t: &TlsTarget, tcp: TcpStream, timeout: Duration) -> io::R
             tls_error("the server hung up during the TLS handshake (is its listener tls://, not tcp://?)".to_string())
         }
         _ => e,
-    };
-    while s.conn.is_handshaking() {
-        flush_records(&mut s.conn, &mut s.wire).map_err(failed)?;
-        if !s.conn.is_handshaking() {
-            break;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(failed(io::ErrorKind::TimedOut.into()));
-        }
-        s.wire.tcp.set_read_timeout(Some(left))?;
-        if s.conn.read_tls(&mut s.wire).map_err(failed)? == 0 {
-            return Err(failed(io::ErrorKind::UnexpectedEof.into()));
-        }
-        if let Err(e) = s.conn.process_new_packets() {
-            let _ = flush_records(&mut s.conn, &mut s.wire);
-            let hint = match e {
-                rustls::Error::InvalidCertificate(_) => format!(
-                    " (the CA file {} must hold the certificate that signed the server's, which must name {name}; VGPU_TLS_NAME sets another name)",
-                    ca.display()
-                ),
-                _ => String::new(),
-            };
-            return Err(tls_error(format!("TLS handshake with {name}: {e}{hint}")));
-        }
-    }
-    flush_records(&mut s.conn, &mut s.wire).map_err(failed)?;
+    })?;
     Ok(s)
 }
 
 /// A `tls://` listener's certificate chain and key. `vgpu serve` loads them once to check
-/// them before it listens; each worker loads them again for its connection.
+/// them before it listens; each worker loads them again for its connections.
 #[derive(Clone)]
 pub struct TlsServer(Arc<ServerConfig>);
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsServer")
+    }
+}
 
 impl TlsServer {
     /// Load a certificate chain (server certificate first) and a private key, both PEM.
@@ -306,135 +374,30 @@ impl TlsServer {
         Ok(TlsServer(Arc::new(config)))
     }
 
-    /// Take over an accepted TCP connection. Returns the session's end of a socket pair that
-    /// carries the plaintext (the session reads and writes it as any stream, from several
-    /// threads, which one TLS state could not allow), and the relay between the two, to be
-    /// finished when the session is over. The TLS handshake happens in the relay; a client
-    /// that never completes it is cut off by the session's own handshake deadline.
-    pub fn relay(&self, tcp: Stream) -> io::Result<(Stream, Relay)> {
+    /// Take over an accepted TCP connection: the TLS handshake, within `timeout`. A vgpu
+    /// client that connected without TLS (`tcp://`) is told so in its own protocol.
+    pub fn accept(&self, tcp: Stream, timeout: Duration) -> io::Result<Stream> {
         let Stream::Tcp(tcp) = tcp else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS is served on TCP connections only"));
         };
         // A client that stops reading cannot stall the session forever.
         tcp.set_write_timeout(Some(Duration::from_secs(30)))?;
-        let conn = Arc::new(Mutex::new(ServerConnection::new(self.0.clone()).map_err(io::Error::other)?));
-        let (session, ours) = UnixStream::pair()?;
-        let failure = Arc::new(Mutex::new(None));
-        let inbound =
-            Pump { conn: conn.clone(), tcp: tcp.try_clone()?, plain: ours.try_clone()?, failure: failure.clone() };
-        let outbound = Pump { conn, tcp, plain: ours, failure: failure.clone() };
-        std::thread::Builder::new().name("vgpu-tls-in".into()).spawn(move || inbound.run(Pump::inbound))?;
-        let out =
-            std::thread::Builder::new().name("vgpu-tls-out".into()).spawn(move || outbound.run(Pump::outbound))?;
-        let relay = Relay { session: session.try_clone()?, outbound: Some(out), failure };
-        Ok((Stream::Unix(session), relay))
-    }
-}
-
-/// The two threads of a server-side TLS connection: client to session (decrypting) and
-/// session to client (encrypting). They share the TLS state under a lock, taken only
-/// between system calls on the TCP side, never while waiting for the client.
-struct Pump {
-    conn: Arc<Mutex<ServerConnection>>,
-    tcp: TcpStream,
-    plain: UnixStream,
-    failure: Arc<Mutex<Option<String>>>,
-}
-
-impl Pump {
-    /// Run one direction; when it ends, for whatever reason, both sides are closed so that
-    /// the session and the other direction end too.
-    fn run(mut self, direction: fn(&mut Pump) -> Result<(), String>) {
-        if let Err(why) = direction(&mut self) {
-            self.failure.lock().get_or_insert(why);
-            let _ = self.tcp.shutdown(Shutdown::Both);
+        tcp.set_read_timeout(Some(timeout))?;
+        let mut first = [0u8; protocol::frame::HEADER_LEN];
+        // SAFETY: a peek into a local buffer of its length.
+        let n = unsafe { libc::recv(tcp.as_raw_fd(), first.as_mut_ptr().cast(), first.len(), libc::MSG_PEEK) };
+        if n > 0
+            && let Some(refusal) = plain_hello_refusal(&first[..n as usize])
+        {
+            let _ = send_all(tcp.as_raw_fd(), &refusal);
+            return Err(tls_error("a client without TLS (tcp:// instead of tls://) was refused".into()));
         }
-        let _ = self.plain.shutdown(Shutdown::Both);
-    }
-
-    fn inbound(&mut self) -> Result<(), String> {
-        let mut buf = vec![0u8; 64 << 10];
-        let mut clear = Vec::new();
-        let mut first = true;
-        loop {
-            let n = match (&self.tcp).read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The client vanished (reset, keepalive): the session ends as at EOF.
-                Err(e) => return Err(format!("reading from the client: {e}")),
-            };
-            if std::mem::take(&mut first)
-                && let Some(refusal) = plain_hello_refusal(&buf[..n])
-            {
-                // A vgpu client configured with tcp://: refuse it in its own protocol, so
-                // that it says why instead of "connection closed".
-                let _ = send_all(self.tcp.as_raw_fd(), &refusal);
-                return Err("a client without TLS (tcp:// instead of tls://) was refused".into());
-            }
-            let mut closed = false;
-            {
-                let mut c = self.conn.lock();
-                let mut data = &buf[..n];
-                while !data.is_empty() {
-                    c.read_tls(&mut data).map_err(|e| format!("TLS: {e}"))?;
-                    let state = match c.process_new_packets() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            // Send the alert rustls queued: the client learns why.
-                            let _ = flush_records(&mut *c, &mut TcpWriter(&self.tcp));
-                            return Err(format!("TLS: {e}"));
-                        }
-                    };
-                    let at = clear.len();
-                    clear.resize(at + state.plaintext_bytes_to_read(), 0);
-                    c.reader().read_exact(&mut clear[at..]).map_err(|e| format!("TLS: {e}"))?;
-                    closed |= state.peer_has_closed();
-                }
-                // Handshake messages and alerts in answer to what came in.
-                flush_records(&mut *c, &mut TcpWriter(&self.tcp)).map_err(|e| format!("sending to the client: {e}"))?;
-            }
-            if !clear.is_empty() {
-                // A failure here means the session has ended: nothing to report.
-                if send_all(self.plain.as_raw_fd(), &clear).is_err() {
-                    return Ok(());
-                }
-                clear.clear();
-            }
-            if closed {
-                return Ok(());
-            }
-        }
-    }
-
-    fn outbound(&mut self) -> Result<(), String> {
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = match (&self.plain).read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            let mut c = self.conn.lock();
-            let mut data = &buf[..n];
-            while !data.is_empty() {
-                let k = c.writer().write(data).map_err(|e| format!("TLS: {e}"))?;
-                flush_records(&mut *c, &mut TcpWriter(&self.tcp)).map_err(|e| format!("sending to the client: {e}"))?;
-                if k == 0 {
-                    // rustls holds plaintext back only until the handshake completes, and
-                    // the session says nothing before the client's first frame.
-                    return Err("TLS: the session wrote before the handshake completed".into());
-                }
-                data = &data[k..];
-            }
-        }
-        // The session is over: say so in TLS, then hang up.
-        let mut c = self.conn.lock();
-        c.send_close_notify();
-        let _ = flush_records(&mut *c, &mut TcpWriter(&self.tcp));
-        let _ = self.tcp.shutdown(Shutdown::Write);
-        Ok(())
+        let conn = ServerConnection::new(self.0.clone()).map_err(io::Error::other)?;
+        let s = TlsStream::new(rustls::Connection::Server(conn), tcp);
+        s.handshake(Instant::now() + timeout, &|e| tls_error(format!("TLS: {e}")))?;
+        // From here the session sets its own timeouts.
+        s.tcp().set_read_timeout(None)?;
+        Ok(Stream::Tls(s))
     }
 }
 
@@ -458,7 +421,7 @@ fn plain_hello_refusal(first: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Write all of `buf` (MSG_NOSIGNAL: a peer that has gone is an error here, not a signal).
-fn send_all(fd: std::os::fd::RawFd, mut buf: &[u8]) -> io::Result<()> {
+pub(crate) fn send_all(fd: std::os::fd::RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match send(fd, buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -468,39 +431,6 @@ fn send_all(fd: std::os::fd::RawFd, mut buf: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The server side of one TLS connection, relaying between the client and the session.
-pub struct Relay {
-    /// A second handle on the session's end of the pair, to signal the session's end.
-    session: UnixStream,
-    outbound: Option<std::thread::JoinHandle<()>>,
-    failure: Arc<Mutex<Option<String>>>,
-}
-
-impl Relay {
-    /// Call once the session is over: the relay sends what the session wrote last (a
-    /// refusal, say) and a TLS close, and stops. Returns what went wrong on the TLS side,
-    /// if anything, for the log.
-    pub fn finish(mut self) -> Option<String> {
-        self.stop();
-        self.failure.lock().take()
-    }
-
-    fn stop(&mut self) {
-        // Data the session wrote is still read before the end this signals; the join is
-        // bounded by the TCP write timeout.
-        let _ = self.session.shutdown(Shutdown::Both);
-        if let Some(t) = self.outbound.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[cfg(test)]
@@ -519,25 +449,31 @@ mod tests {
     }
 
     /// A one-connection TLS server whose session echoes what it reads; returns its port
-    /// and what the relay reported at the end.
+    /// and what went wrong on its side, if anything (a hang-up is not).
     fn echo_server(server: TlsServer) -> (u16, std::thread::JoinHandle<Option<String>>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
             let (tcp, _) = l.accept().unwrap();
-            let (mut session, relay) = server.relay(Stream::Tcp(tcp)).unwrap();
+            let mut session = match server.accept(Stream::Tcp(tcp), Duration::from_secs(5)) {
+                Ok(s) => s,
+                Err(e) => return Some(e.to_string()),
+            };
             let mut buf = vec![0u8; 100_000];
-            loop {
+            let why = loop {
                 match session.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => break None,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break None,
+                    Err(e) => break Some(e.to_string()),
                     Ok(n) => {
                         if session.write_all(&buf[..n]).is_err() {
-                            break;
+                            break None;
                         }
                     }
                 }
-            }
-            relay.finish()
+            };
+            session.close();
+            why
         });
         (port, t)
     }
@@ -569,28 +505,36 @@ mod tests {
         // By IP address (the host part), with the timeouts the client uses.
         let mut s = target(port, &c, None).connect(Duration::from_secs(3)).unwrap();
         s.set_timeouts(Some(Duration::from_secs(4)), Some(Duration::from_secs(5))).unwrap();
-        assert!(s.is_tcp() && s.try_clone().is_err());
-        // Larger than every buffer on the way.
+        assert!(s.is_tcp());
+        // Larger than every buffer on the way, read back on a second handle while the
+        // first writes (the echo would stall if nobody read).
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let head = [7u8; 32];
-        // One owner writes and reads in turns, in chunks the echo returns before the socket
-        // buffers fill.
-        let mut back = vec![0u8; head.len() + data.len()];
-        let mut sent = 0;
-        let mut got = 0;
-        // A gathered write, as frames go out: all of it is taken (well under rustls's buffer).
+        let total = head.len() + data.len();
+        let mut rd = s.try_clone().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut back = vec![0u8; total];
+            rd.read_exact(&mut back).unwrap();
+            back
+        });
+        // A gathered write, as frames go out.
         let n = s.write_vectored(&[io::IoSlice::new(&head), io::IoSlice::new(&data[..1000])]).unwrap();
         assert_eq!(n, head.len() + 1000);
-        sent += n;
         for chunk in data[1000..].chunks(200_000) {
             s.write_all(chunk).unwrap();
-            sent += chunk.len();
-            while got < sent {
-                got += s.read(&mut back[got..sent]).unwrap();
-            }
         }
+        let back = reader.join().unwrap();
         assert_eq!(&back[..32], &head);
         assert!(back[32..] == data[..], "echoed bytes differ");
+        // An orderly end both ways: the server reads our close_notify as the end and
+        // answers with its own, which reads here as the end, not as a cut connection.
+        s.close();
+        assert_eq!(s.read(&mut [0u8; 8]).unwrap(), 0);
+        assert_eq!(server.join().unwrap(), None);
+
+        // A client that just hangs up is not a TLS failure either.
+        let (port, server) = echo_server(TlsServer::from_pem_files(&c, &k).unwrap());
+        let s = target(port, &c, None).connect(Duration::from_secs(3)).unwrap();
         s.shutdown();
         drop(s);
         assert_eq!(server.join().unwrap(), None, "a client's hang-up is not a TLS failure");
@@ -638,7 +582,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = cert(dir.path(), "srv", &["127.0.0.1"]);
 
-        // A plain client on a TLS listener: the relay reports it and hangs up at once.
+        // A plain client on a TLS listener: the server reports it and hangs up at once.
         let (port, server) = echo_server(TlsServer::from_pem_files(&c, &k).unwrap());
         let mut s = Address::Tcp(format!("127.0.0.1:{port}")).connect(Duration::from_secs(3)).unwrap();
         s.set_timeouts(Some(Duration::from_secs(3)), None).unwrap();

@@ -44,15 +44,28 @@ vsock_loopback() {
   modprobe vsock_loopback 2>/dev/null
   python3 -c 'import socket as s; l=s.socket(s.AF_VSOCK, s.SOCK_STREAM); l.bind((s.VMADDR_CID_ANY, 7099)); l.listen(); c=s.socket(s.AF_VSOCK, s.SOCK_STREAM); c.settimeout(2); c.connect((1, 7099))' 2>/dev/null
 }
+# A test CA and a certificate it signed for 127.0.0.1, for the tls configuration (openssl,
+# where the machine has it).
+TLSDIR=/tmp/vgpu-tls
+make_tls() {
+  command -v openssl >/dev/null || return 1
+  [ -f $TLSDIR/srv.pem ] && return 0
+  mkdir -p $TLSDIR && cd $TLSDIR || return 1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=vgpu-test-ca 2>/dev/null &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null &&
+    echo "subjectAltName=IP:127.0.0.1" >ext && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext 2>/dev/null &&
+    chmod 600 srv.key; local r=$?; cd - >/dev/null; return $r
+}
 start_server() {
   echo "bench-token-$$" > $TOKEN; chmod 600 $TOKEN
+  local tl=(); make_tls && tl=(--listen tls://127.0.0.1:7443 --tls-cert $TLSDIR/srv.pem --tls-key $TLSDIR/srv.key) && TLS_OK=1
   rm -f $SOCK # an earlier server's socket would look like this one's before it listens
   rm -f $SHMFILE && truncate -s "${SHMFILE_MB:-256}M" $SHMFILE
   # vsock through the kernel's loopback (CID 1), where it has one: the vsock and vsockfile
   # configurations.
   local vs=(); vsock_loopback && vs=(--listen vsock://4294967295:7072) && VSOCK_OK=1
   VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "$C/dist/bin/vgpu" serve --backend cuda --listen unix:$SOCK \
-    --listen tcp://127.0.0.1:7070 "${vs[@]}" --token-file $TOKEN --shm-file $SHMFILE "$@" >"$OUT/server.log" 2>&1 &
+    --listen tcp://127.0.0.1:7070 "${vs[@]}" "${tl[@]}" --token-file $TOKEN --shm-file $SHMFILE "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   if [ -n "${DIST_B:-}" ]; then # a second build's server, for @b configurations (SERVER_B_ENV: its settings)
     rm -f $SOCK.b
@@ -67,6 +80,7 @@ stop_server() { kill "$SERVER_PID" ${SERVER_B_PID:-} 2>/dev/null; wait "$SERVER_
 # stages over shared memory). VGSOCK/VGPORT: another server's.
 vg() { VGPU_SERVER=${VG_SCHEME:-unix}:${VGSOCK:-$SOCK} LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:${VGPORT:-7070} VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+vg_tls() { VGPU_SERVER=tls://127.0.0.1:7443 VGPU_TLS_CA=$TLSDIR/ca.pem VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_vsock() { VGPU_SERVER=vsock://1:7072 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_shm() { VGPU_SERVER=shm:${VGSOCK:-$SOCK} LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: native, unix, tcp, shm, unix+VGPU_LANES=0;
@@ -79,6 +93,7 @@ as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: nat
     unix) VGSOCK=$sock VGLIB=$lib vg env "${e[@]}" "$@" ;;
     tcp) VGPORT=$port VGLIB=$lib vg_tcp env "${e[@]}" "$@" ;;
     tcpfile) VGPORT=$port VGLIB=$lib vg_tcp env VGPU_SHM_FILE=$SHMFILE "${e[@]}" "$@" ;;
+    tls) VGLIB=$lib vg_tls env "${e[@]}" "$@" ;;
     vsock) VGLIB=$lib vg_vsock env "${e[@]}" "$@" ;;
     vsockfile) VGLIB=$lib vg_vsock env VGPU_SHM_FILE=$SHMFILE "${e[@]}" "$@" ;;
     shm) VGSOCK=$sock VGLIB=$lib vg_shm env "${e[@]}" "$@" ;;
@@ -206,6 +221,13 @@ stage_llama() {
   vg_tcp env VGPU_TRACE=summary "$B/llama-completion" "${long[@]}" >"$W/long.tcp" 2>"$OUT/long-tcp.err" </dev/null
   compare llama-q8-long-prompt-unix "$W/long.n" "$W/long.unix"
   compare llama-q8-long-prompt-tcp "$W/long.n" "$W/long.tcp"
+  if [ -n "${TLS_OK:-}" ]; then
+    vg_tls env VGPU_TRACE=summary "$B/llama-completion" "${long[@]}" >"$W/long.tls" 2>"$OUT/long-tls.err" </dev/null
+    compare llama-q8-long-prompt-tls "$W/long.n" "$W/long.tls"
+    say "tls lanes (llama): $(grep -h 'lanes' "$OUT/long-tls.err" | tr -s ' ' | tr '\n' ';')"
+  else
+    say "no openssl: no tls configuration"
+  fi
 }
 stage_shmfile() { # a VM's shared memory, stood in for by $SHMFILE: TCP (and vsock, where the kernel loops it back) for the calls, the file for the bytes
   build_gpu_tests; build_llama; models

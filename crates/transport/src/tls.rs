@@ -150,9 +150,11 @@ impl TlsStream {
         r
     }
 
-    /// Records the reading side produced (an alert, an answer to a key update): sent now if
-    /// no writer is busy, else by the writer, which sends everything sealed after its own.
-    fn send_sealed_if_free(&self) {
+    /// The alert rustls sealed for a failure of the reading side, sent if no writer is busy
+    /// (the connection is over either way). Other records the reading side makes (an
+    /// answer to a key update) wait for the next write, which sends everything sealed: a
+    /// reader that sent could block on a peer that is itself blocked writing to it.
+    fn send_alert_if_free(&self) {
         if let Some(mut tx) = self.0.tx.try_lock() {
             let _ = self.send_sealed(&mut tx);
         }
@@ -242,14 +244,12 @@ impl Read for TlsStream {
                 c.read_tls(&mut data)?;
                 rx.start = rx.end - data.len();
                 if let Err(e) = c.process_new_packets() {
-                    break Some(Err(tls_error(format!("TLS: {e}"))));
+                    drop(c);
+                    self.send_alert_if_free();
+                    return Err(tls_error(format!("TLS: {e}")));
                 }
             };
-            let answer = c.wants_write();
             drop(c);
-            if answer {
-                self.send_sealed_if_free();
-            }
             if let Some(r) = got {
                 return r;
             }

@@ -70,7 +70,7 @@ start_server() {
   if [ -n "${DIST_B:-}" ]; then # a second build's server, for @b configurations (SERVER_B_ENV: its settings)
     rm -f $SOCK.b
     env ${SERVER_B_ENV:-} VGPU_STATS=1 VGPU_LOG=${VGPU_SERVER_LOG:-info} setsid ${SERVER_B_WRAP:-} "$DIST_B/bin/vgpu" serve --backend cuda --listen unix:$SOCK.b \
-      --listen tcp://127.0.0.1:7071 --token-file $TOKEN "$@" >"$OUT/server-b.log" 2>&1 &
+      --listen tcp://127.0.0.1:7071 ${TLS_OK:+--listen tls://127.0.0.1:7444 --tls-cert $TLSDIR/srv.pem --tls-key $TLSDIR/srv.key} --token-file $TOKEN "$@" >"$OUT/server-b.log" 2>&1 &
     SERVER_B_PID=$!
   fi
   for _ in $(seq 100); do [ -S $SOCK ] && { [ -z "${DIST_B:-}" ] || [ -S $SOCK.b ]; } && break; sleep 0.1; done
@@ -80,20 +80,20 @@ stop_server() { kill "$SERVER_PID" ${SERVER_B_PID:-} 2>/dev/null; wait "$SERVER_
 # stages over shared memory). VGSOCK/VGPORT: another server's.
 vg() { VGPU_SERVER=${VG_SCHEME:-unix}:${VGSOCK:-$SOCK} LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_tcp() { VGPU_SERVER=tcp://127.0.0.1:${VGPORT:-7070} VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
-vg_tls() { VGPU_SERVER=tls://127.0.0.1:7443 VGPU_TLS_CA=$TLSDIR/ca.pem VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
+vg_tls() { VGPU_SERVER=tls://127.0.0.1:${VGTLSPORT:-7443} VGPU_TLS_CA=$TLSDIR/ca.pem VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_vsock() { VGPU_SERVER=vsock://1:7072 VGPU_TOKEN=$(cat $TOKEN) LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 vg_shm() { VGPU_SERVER=shm:${VGSOCK:-$SOCK} LD_LIBRARY_PATH="${VGLIB:-$C/dist/lib}${EXTRA_LD:+:$EXTRA_LD}" "$NOGPU" "$@"; }
 as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: native, unix, tcp, shm, unix+VGPU_LANES=0;
   # a transport named with @b (shm@b) uses the build in $DIST_B instead: its client libraries and its server
-  local c=$1 t=${1%%+*} e=() lib=$C/dist/lib sock=$SOCK port=7070; shift
+  local c=$1 t=${1%%+*} e=() lib=$C/dist/lib sock=$SOCK port=7070 tport=7443; shift
   [ "$t" != "$c" ] && IFS=+ read -ra e <<<"${c#*+}"
-  [ "${t%@b}" != "$t" ] && t=${t%@b} && lib=$DIST_B/lib && sock=$SOCK.b && port=7071
+  [ "${t%@b}" != "$t" ] && t=${t%@b} && lib=$DIST_B/lib && sock=$SOCK.b && port=7071 && tport=7444
   case $t in
     native) env "${e[@]}" LD_LIBRARY_PATH="${EXTRA_LD:-}" "$@" ;;
     unix) VGSOCK=$sock VGLIB=$lib vg env "${e[@]}" "$@" ;;
     tcp) VGPORT=$port VGLIB=$lib vg_tcp env "${e[@]}" "$@" ;;
     tcpfile) VGPORT=$port VGLIB=$lib vg_tcp env VGPU_SHM_FILE=$SHMFILE "${e[@]}" "$@" ;;
-    tls) VGLIB=$lib vg_tls env "${e[@]}" "$@" ;;
+    tls) VGTLSPORT=$tport VGLIB=$lib vg_tls env "${e[@]}" "$@" ;;
     vsock) VGLIB=$lib vg_vsock env "${e[@]}" "$@" ;;
     vsockfile) VGLIB=$lib vg_vsock env VGPU_SHM_FILE=$SHMFILE "${e[@]}" "$@" ;;
     shm) VGSOCK=$sock VGLIB=$lib vg_shm env "${e[@]}" "$@" ;;

@@ -352,8 +352,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             Ok(value) => {
                 let bulk_out = staged.unwrap_or(&out);
                 let reply = Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len());
-                // The request names how many lanes the client reads (in `status`).
-                let asked = h.flags & FLAG_REPLY_LANES != 0 && bulk_out.len() >= transport::lanes::LANE_MIN;
+                // The request names how many lanes the client reads (in `status`); it asks
+                // from its transport's threshold on, this is the lowest (TLS's).
+                let asked = h.flags & FLAG_REPLY_LANES != 0 && bulk_out.len() >= transport::lanes::LANE_MIN_TLS;
                 match asked.then(|| lanes.replies(h.status as usize)).flatten() {
                     // The client reads its lanes for it: several cores copy the bytes.
                     Some(over) => write_frame(&mut *w, &transport::lanes::lane_header(reply), value, &[])

@@ -3,7 +3,7 @@
 
 use crate::addr::{Address, Stream};
 use crate::framing::{read_exact_into, read_header, write_frame};
-use crate::lanes::{LANE_MAX, LANE_MIN, Lanes};
+use crate::lanes::{LANE_MAX, Lanes};
 use parking_lot::{Condvar, Mutex};
 use protocol::Call;
 use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_RING};
@@ -274,7 +274,7 @@ impl Conn {
     /// Write a request frame: its bulk over the lanes when it is large enough.
     fn write_request(&self, s: &mut Sock, h: &Header, args: &[u8], bulk_in: &[&[u8]]) -> io::Result<()> {
         let n = h.bulk_len as usize;
-        if (LANE_MIN..=LANE_MAX).contains(&n)
+        if (crate::lanes::lane_min(&self.address)..=LANE_MAX).contains(&n)
             && let Some(lanes) = self.lanes()
         {
             write_frame(&mut s.stream, &crate::lanes::lane_header(*h), args, &[])?;
@@ -406,7 +406,7 @@ impl Conn {
         if let Some(rd) = &self.rd {
             let out_len = bulk_out.as_ref().map_or(0, |b| b.len());
             // A large reply may come over the lanes (opened now if need be).
-            if (LANE_MIN..=LANE_MAX).contains(&out_len)
+            if (crate::lanes::lane_min(&self.address)..=LANE_MAX).contains(&out_len)
                 && let Some(l) = self.lanes()
             {
                 h.flags |= FLAG_REPLY_LANES;

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,13 +79,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 ///
 /// Three locks, so that neither direction waits for the other's socket: `rx` is held by the
 /// one reader (while it waits for the socket, too), `tx` by the one writer (while its records
-/// go out, so that they leave in the order rustls sealed them), and `conn` only while rustls
-/// itself works (sealing or opening a record, at most a few microseconds). Whoever takes
-/// more than one takes them in that order: `rx` or `tx`, then `conn`.
+/// go out, so that a frame's records are not interleaved with another writer's), and `conn`
+/// only while rustls itself works: sealing or opening a record, or handing sealed records to
+/// the socket without waiting (`send(2)` with MSG_DONTWAIT, straight from rustls's buffers;
+/// a full socket is waited for without the lock). Whoever takes more than one takes them in
+/// that order: `rx` or `tx`, then `conn`.
 struct Shared {
     conn: Mutex<rustls::Connection>,
     rx: Mutex<Inbox>,
-    tx: Mutex<Vec<u8>>,
+    tx: Mutex<()>,
     tcp: TcpStream,
 }
 
@@ -118,7 +120,7 @@ impl TlsStream {
     fn new(mut conn: rustls::Connection, tcp: TcpStream) -> TlsStream {
         conn.set_buffer_limit(Some(SEAL_MAX));
         let inbox = Inbox { buf: vec![0; 64 << 10].into_boxed_slice(), start: 0, end: 0, eof: false };
-        TlsStream(Arc::new(Shared { conn: Mutex::new(conn), rx: Mutex::new(inbox), tx: Mutex::new(Vec::new()), tcp }))
+        TlsStream(Arc::new(Shared { conn: Mutex::new(conn), rx: Mutex::new(inbox), tx: Mutex::new(()), tcp }))
     }
 
     /// The TCP socket underneath (timeouts, shutdown, its fd).
@@ -137,17 +139,35 @@ impl TlsStream {
         self.0.conn.lock().process_new_packets().map_or(true, |s| s.plaintext_bytes_to_read() > 0)
     }
 
-    /// Send every record rustls has sealed; `tx` is the held send lock.
-    fn send_sealed(&self, tx: &mut Vec<u8>) -> io::Result<()> {
-        {
+    /// Send every record rustls has sealed (the caller holds `tx`). The socket takes them
+    /// from rustls's own buffers while it has room; when it is full the wait, bounded by
+    /// the socket's write timeout, happens without the TLS state's lock.
+    fn send_sealed(&self) -> io::Result<()> {
+        let fd = self.0.tcp.as_raw_fd();
+        loop {
             let mut c = self.0.conn.lock();
-            while c.wants_write() {
-                c.write_tls(tx)?;
+            if !c.wants_write() {
+                return Ok(());
+            }
+            match c.write_tls(&mut NoWait(fd)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drop(c);
+                    let limit = self.0.tcp.write_timeout()?.unwrap_or(Duration::from_secs(3600));
+                    if !wait_writable(fd, limit) {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading"));
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
-        let r = send_all(self.0.tcp.as_raw_fd(), tx);
-        tx.clear();
-        r
+    }
+
+    /// [`TlsStream::send_sealed`] under the send lock.
+    fn send_sealed_locked(&self) -> io::Result<()> {
+        let _tx = self.0.tx.lock();
+        self.send_sealed()
     }
 
     /// The alert rustls sealed for a failure of the reading side, sent if no writer is busy
@@ -155,17 +175,17 @@ impl TlsStream {
     /// answer to a key update) wait for the next write, which sends everything sealed: a
     /// reader that sent could block on a peer that is itself blocked writing to it.
     fn send_alert_if_free(&self) {
-        if let Some(mut tx) = self.0.tx.try_lock() {
-            let _ = self.send_sealed(&mut tx);
+        if let Some(_tx) = self.0.tx.try_lock() {
+            let _ = self.send_sealed();
         }
     }
 
     /// Say goodbye in TLS (`close_notify`), then stop writing. For the end of a session:
     /// the peer learns it was not cut off.
     pub fn close(&self) {
-        let mut tx = self.0.tx.lock();
+        let _tx = self.0.tx.lock();
         self.0.conn.lock().send_close_notify();
-        let _ = self.send_sealed(&mut tx);
+        let _ = self.send_sealed();
         let _ = self.0.tcp.shutdown(Shutdown::Write);
     }
 
@@ -173,7 +193,7 @@ impl TlsStream {
     /// error, after the alert rustls queued has been sent (the peer learns why).
     fn handshake(&self, deadline: Instant, on_tls: &dyn Fn(rustls::Error) -> io::Error) -> io::Result<()> {
         loop {
-            self.send_sealed(&mut self.0.tx.lock())?;
+            self.send_sealed_locked()?;
             if !self.0.conn.lock().is_handshaking() {
                 return Ok(());
             }
@@ -198,10 +218,46 @@ impl TlsStream {
                 if let Err(e) = c.process_new_packets() {
                     drop(c);
                     drop(rx);
-                    let _ = self.send_sealed(&mut self.0.tx.lock());
+                    let _ = self.send_sealed_locked();
                     return Err(on_tls(e));
                 }
             }
+        }
+    }
+}
+
+/// The socket as rustls's sink for sealed records: gathered `sendmsg(2)` that never waits
+/// (and never raises SIGPIPE); a full socket is `WouldBlock`.
+struct NoWait(RawFd);
+
+impl Write for NoWait {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on unix; sendmsg only reads them.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(1024) as _;
+        let n = unsafe { libc::sendmsg(self.0, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Wait until `fd` can take more bytes (or is in error), at most `limit`.
+fn wait_writable(fd: RawFd, limit: Duration) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    let ms = limit.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: one valid pollfd.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            n if n > 0 => return true,
+            0 => return false,
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => return true,
         }
     }
 }
@@ -268,9 +324,9 @@ impl Write for TlsStream {
         self.write_vectored(&[io::IoSlice::new(buf)])
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let mut tx = self.0.tx.lock();
+        let _tx = self.0.tx.lock();
         let n = self.0.conn.lock().writer().write_vectored(bufs)?;
-        self.send_sealed(&mut tx)?;
+        self.send_sealed()?;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -130,16 +130,21 @@ fn without_lanes_the_same_copies_go_over_one_connection() {
     assert!(conn.lanes().is_none(), "lanes are opened only when asked for");
 }
 
+/// A lane's join frame.
+fn join_frame(session: u64, key: [u8; 32], lane: u32) -> Vec<u8> {
+    let args = postcard::to_allocvec(&Join { session, key, lane }).unwrap();
+    let mut f = Vec::new();
+    transport::write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, args.len(), 0), &args, &[]).unwrap();
+    f
+}
+
 /// A join frame for `session` with `key`, sent on a fresh connection; whether the server
 /// acknowledged it.
 fn join(address: &str, session: u64, key: [u8; 32]) -> bool {
     let path = address.strip_prefix("unix:").unwrap();
     let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let args = postcard::to_allocvec(&Join { session, key, lane: 0 }).unwrap();
-    let mut f = Vec::new();
-    transport::write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, args.len(), 0), &args, &[]).unwrap();
-    s.write_all(&f).unwrap();
+    s.write_all(&join_frame(session, key, 0)).unwrap();
     let mut h = [0u8; HEADER_LEN];
     s.read_exact(&mut h).is_ok_and(|()| Header::decode(&h).is_ok_and(|h| h.op == OP_JOIN && h.status == 0))
 }
@@ -163,15 +168,11 @@ fn a_lane_needs_its_sessions_key() {
 /// A lane for `session` on a `tls://` server: joined in clear with `route_key` (the
 /// client sends zeros), then inside TLS with `key`; whether the server acknowledged it.
 fn tls_join(address: &transport::Address, session: u64, route_key: [u8; 32], key: [u8; 32]) -> bool {
-    let frame = |key| {
-        let args = postcard::to_allocvec(&Join { session, key, lane: 0 }).unwrap();
-        let mut f = Vec::new();
-        transport::write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, args.len(), 0), &args, &[]).unwrap();
-        f
+    let Ok(mut s) = address.connect_routed(Duration::from_secs(5), &join_frame(session, route_key, 0)) else {
+        return false;
     };
-    let Ok(mut s) = address.connect_routed(Duration::from_secs(5), &frame(route_key)) else { return false };
     s.set_timeouts(Some(Duration::from_secs(5)), Some(Duration::from_secs(5))).unwrap();
-    s.write_all(&frame(key)).unwrap();
+    s.write_all(&join_frame(session, key, 0)).unwrap();
     let mut h = [0u8; HEADER_LEN];
     s.read_exact(&mut h).is_ok_and(|()| Header::decode(&h).is_ok_and(|h| h.op == OP_JOIN && h.status == 0))
 }
@@ -190,10 +191,7 @@ fn a_tls_lane_needs_its_sessions_key_inside_tls() {
     assert!(tls_join(&address, session, [0; 32], offer.key), "the right key inside TLS is taken");
     // A plain join with the right key reaches the worker, which expects TLS on it: refused.
     let plain = transport::Address::Tcp(address.to_string().replace("tls://", ""));
-    let args = postcard::to_allocvec(&Join { session, key: offer.key, lane: 1 }).unwrap();
-    let mut f = Vec::new();
-    transport::write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, args.len(), 0), &args, &[]).unwrap();
-    let mut s = plain.connect_routed(Duration::from_secs(5), &f).unwrap();
+    let mut s = plain.connect_routed(Duration::from_secs(5), &join_frame(session, offer.key, 1)).unwrap();
     // (Bytes that are not TLS: the worker gives up at once, not at its handshake deadline.)
     s.write_all(&[0u8; 64]).unwrap();
     s.set_timeouts(Some(Duration::from_secs(15)), None).unwrap();

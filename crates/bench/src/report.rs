@@ -304,9 +304,11 @@ pub fn build_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
     }
     let samples = llama.iter().flat_map(|r| r.tests.iter().map(|t| t.samples.len())).max().unwrap_or(0);
     if samples > 0 {
+        let order: Vec<&str> =
+            columns.iter().map(|c| c.name.as_str()).chain(columns.first().map(|c| c.name.as_str())).collect();
         notes.push(format!(
-            "llama-bench rows: the median of {samples} samples per column and test, from runs taken in turns \
-             (native, unix, tcp, shm, native, ...)"
+            "llama-bench rows: the median of {samples} samples per column and test, from runs taken in turns ({}, ...)",
+            order.join(", ")
         ));
     }
     notes.extend(round_notes(columns, llama));

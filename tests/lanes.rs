@@ -21,23 +21,6 @@ fn connect_to(addr: &transport::Address, token: &str) -> (transport::Conn, Welco
     transport::Conn::connect(addr, &hello(token), t).unwrap()
 }
 
-/// A sim server on a `tls://` address with the test PKI under `dir`, and that address with
-/// the CA that checks it.
-fn tls_server(dir: &std::path::Path) -> (Server, transport::Address, Pki) {
-    let pki = pki(dir);
-    let tok = token_file(dir, TOKEN);
-    let address = free_tls_address();
-    let server = Server::start_env(
-        &address,
-        &["--backend", "sim"],
-        &["--token-file", s(&tok), "--tls-cert", s(&pki.cert), "--tls-key", s(&pki.key)],
-        &[("VGPU_LOG", "error")],
-    );
-    let host_port = address.trim_start_matches("tls://").to_string();
-    let addr = transport::Address::Tls(transport::TlsTarget { host_port, ca: Some(pki.ca.clone()), name: None });
-    (server, addr, pki)
-}
-
 /// Copies of several sizes (below, at and above the lane threshold, odd lengths, bulk in
 /// two pieces) through `conn` and back; every byte must come back.
 fn copies_come_back(conn: &transport::Conn) {
@@ -68,7 +51,7 @@ fn large_copies_travel_on_lanes_over_unix_tcp_and_tls() {
     let tmp = tempfile::tempdir().unwrap();
     let unix = Server::sim_quiet(tmp.path(), &[]);
     let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
-    let (_tls, tls, _pki) = tls_server(tmp.path());
+    let (_tls, tls, _pki) = tls_sim_server(tmp.path(), TOKEN, &[]);
     for (address, token) in [(unix.address.parse().unwrap(), ""), (tcp.address.parse().unwrap(), TOKEN), (tls, TOKEN)] {
         let (conn, welcome) = connect_to(&address, token);
         let Welcome::Accepted { lanes: Some(offer), .. } = welcome else { panic!("{address}: no lanes offered") };
@@ -94,6 +77,20 @@ fn threads_share_the_lanes_both_ways() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::sim_quiet(tmp.path(), &[]);
     let (conn, _) = connect(&server.address, "");
+    threads_copy_both_ways(conn);
+}
+
+/// The same over TLS, whose connections' handles share one TLS state: one thread reads
+/// while others write, on the session's connection and on every lane.
+#[test]
+fn threads_share_tls_lanes_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, address, _pki) = tls_sim_server(tmp.path(), TOKEN, &[]);
+    let (conn, _) = connect_to(&address, TOKEN);
+    threads_copy_both_ways(conn);
+}
+
+fn threads_copy_both_ways(conn: transport::Conn) {
     conn.set_lanes(4);
     let conn = std::sync::Arc::new(conn);
     let ctx = conn.call(0, &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
@@ -180,7 +177,7 @@ fn tls_join(address: &transport::Address, session: u64, route_key: [u8; 32], key
 #[test]
 fn a_tls_lane_needs_its_sessions_key_inside_tls() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_server, address, _pki) = tls_server(tmp.path());
+    let (_server, address, _pki) = tls_sim_server(tmp.path(), TOKEN, &[]);
     let (conn, welcome) = connect_to(&address, TOKEN);
     let Welcome::Accepted { session, lanes: Some(offer), .. } = welcome else { panic!("no lanes offered over TLS") };
     let mut wrong = offer.key;
@@ -212,7 +209,7 @@ fn the_driver_shim_copies_over_lanes() {
     let exe = compile_c("driver_basic", tmp.path(), &lib, &["libcuda.so.1"]);
     let unix = Server::sim_quiet(tmp.path(), &[]);
     let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
-    let (tls, _, pki) = tls_server(tmp.path());
+    let (tls, _, pki) = tls_sim_server(tmp.path(), TOKEN, &[]);
     for server in [&unix, &tcp, &tls] {
         let envs = [("VGPU_LANES", "4"), ("VGPU_TOKEN", TOKEN), ("VGPU_TRACE", "summary"), ("VGPU_TLS_CA", s(&pki.ca))];
         let out = run(&exe, &lib, &server.address, &envs);

@@ -2,7 +2,8 @@
 //! the other threads' calls on the client (replies are read by whoever waits, and handed
 //! to their owners) nor their execution on the server (the wait runs on a helper thread);
 //! and a wait longer than the client's silence limit is kept alive by heartbeats. Each test
-//! runs over the socket and again with the frames in shared-memory rings.
+//! runs over the socket, with the frames in shared-memory rings, and over TLS (whose
+//! connection's handles share one TLS state).
 
 mod common;
 use common::*;
@@ -22,9 +23,16 @@ fn a_waiting_synchronize_does_not_hold_up_other_threads() {
     let server = Server::start_env(&addr, &["--backend", "sim"], &[], &[("VGPU_SIM_SYNC_MS", sync_ms.as_str())]);
     // Over the socket, and through shared-memory rings (heartbeats come through them too).
     let (ringed, _seg) = ring_client(&server.address);
-    for conn in [rust_client(&server.address, "").unwrap(), ringed] {
+    let (_tls, address, _pki) = tls_sim_server(tmp.path(), "t0k", &[("VGPU_SIM_SYNC_MS", sync_ms.as_str())]);
+    for conn in [rust_client(&server.address, "").unwrap(), ringed, tls_client(&address)] {
         waiting_synchronize_with_others(Arc::new(conn));
     }
+}
+
+/// A client of the TLS server (token `t0k`), with the tests' silence limit.
+fn tls_client(address: &transport::Address) -> transport::Conn {
+    let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
+    transport::Conn::connect(address, &hello("t0k"), t).unwrap().0
 }
 
 fn waiting_synchronize_with_others(conn: Arc<transport::Conn>) {
@@ -69,7 +77,8 @@ fn replies_reach_their_own_threads() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::sim_quiet(tmp.path(), &[]);
     let (ringed, _seg) = ring_client(&server.address);
-    for conn in [rust_client(&server.address, "").unwrap(), ringed] {
+    let (_tls, address, _pki) = tls_sim_server(tmp.path(), "t0k", &[]);
+    for conn in [rust_client(&server.address, "").unwrap(), ringed, tls_client(&address)] {
         replies_to_owners(Arc::new(conn));
     }
 }

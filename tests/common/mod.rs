@@ -475,3 +475,22 @@ pub fn s(p: &Path) -> &str {
 pub fn free_tls_address() -> String {
     free_tcp_address().replace("tcp://", "tls://")
 }
+
+/// A sim server on a `tls://` address with the test PKI under `dir` and `token`, and that
+/// address with the CA that checks it.
+pub fn tls_sim_server(dir: &Path, token: &str, envs: &[(&str, &str)]) -> (Server, transport::Address, Pki) {
+    let pki = pki(dir);
+    let tok = token_file(dir, token);
+    let address = free_tls_address();
+    let mut envs = envs.to_vec();
+    envs.push(("VGPU_LOG", "error"));
+    let server = Server::start_env(
+        &address,
+        &["--backend", "sim"],
+        &["--token-file", s(&tok), "--tls-cert", s(&pki.cert), "--tls-key", s(&pki.key)],
+        &envs,
+    );
+    let host_port = address.trim_start_matches("tls://").to_string();
+    let addr = transport::Address::Tls(transport::TlsTarget { host_port, ca: Some(pki.ca.clone()), name: None });
+    (server, addr, pki)
+}

@@ -264,6 +264,33 @@ fn read_jobs(seq: u32, buf: &mut [u8], n: usize) -> Vec<Option<Job>> {
         .collect()
 }
 
+/// Connect lane `lane` of `session` and have the server acknowledge it.
+fn join_lane(address: &Address, session: u64, offer: &LaneOffer, lane: u32, t: crate::Timeouts) -> io::Result<Stream> {
+    let join = |key| -> io::Result<Vec<u8>> {
+        let join = postcard::to_allocvec(&Join { session, key, lane }).map_err(io::Error::other)?;
+        let mut f = Vec::new();
+        write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, join.len(), 0), &join, &[])?;
+        Ok(f)
+    };
+    // Over TLS the listener routes the lane by a join in clear, without the key, which
+    // follows inside TLS.
+    let mut s = match address {
+        Address::Tls(_) => {
+            let mut s = address.connect_routed(t.connect, &join([0; 32])?)?;
+            s.write_all(&join(offer.key)?)?;
+            s
+        }
+        _ => address.connect_routed(t.connect, &join(offer.key)?)?,
+    };
+    // A reply's chunks follow its header at once: a read waits only for a copy.
+    s.set_timeouts(Some(t.silence), Some(t.write))?;
+    let ack = read_header(&mut s)?;
+    if ack.op != OP_JOIN || ack.status != 0 {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server refused the lane"));
+    }
+    Ok(s)
+}
+
 impl Lanes {
     /// Open `n` lanes (at most the offer's) to session `session` at `address`; each is
     /// acknowledged by the worker before use, so lane `i` here is lane `i` there.
@@ -272,32 +299,16 @@ impl Lanes {
         if n < 2 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "fewer than two lanes"));
         }
-        let mut streams = Vec::with_capacity(n);
-        for lane in 0..n as u32 {
-            let join = |key| -> io::Result<Vec<u8>> {
-                let join = postcard::to_allocvec(&Join { session, key, lane }).map_err(io::Error::other)?;
-                let mut f = Vec::new();
-                write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, join.len(), 0), &join, &[])?;
-                Ok(f)
-            };
-            // Over TLS the listener routes the lane by a join in clear, without the key,
-            // which follows inside TLS.
-            let mut s = match address {
-                Address::Tls(_) => {
-                    let mut s = address.connect_routed(t.connect, &join([0; 32])?)?;
-                    s.write_all(&join(offer.key)?)?;
-                    s
-                }
-                _ => address.connect_routed(t.connect, &join(offer.key)?)?,
-            };
-            // A reply's chunks follow its header at once: a read waits only for a copy.
-            s.set_timeouts(Some(t.silence), Some(t.write))?;
-            let ack = read_header(&mut s)?;
-            if ack.op != OP_JOIN || ack.status != 0 {
-                return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server refused the lane"));
-            }
-            streams.push(s);
-        }
+        // All at once: over TLS each is a handshake (a millisecond or two), and the first
+        // large copy waits for them.
+        let streams = std::thread::scope(|scope| {
+            let joining: Vec<_> =
+                (0..n as u32).map(|lane| scope.spawn(move || join_lane(address, session, offer, lane, t))).collect();
+            joining
+                .into_iter()
+                .map(|j| j.join().unwrap_or_else(|_| Err(io::Error::other("a lane's thread failed"))))
+                .collect::<io::Result<Vec<_>>>()
+        })?;
         Lanes::over(streams)
     }
 

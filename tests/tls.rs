@@ -184,3 +184,64 @@ fn doctor_names_tls_problems() {
     let d = doctor(&tls.replace("tls://", "tcp://"), &[]);
     assert!(finding(&d, "tls-required"), "{d}");
 }
+
+/// Bytes that are not TLS records, written under an established TLS session, end that
+/// session only; a lane that joins in clear and never starts its handshake holds up neither
+/// the session nor its other lanes.
+#[test]
+fn broken_tls_ends_only_its_own_session() {
+    use protocol::ops;
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, address, _pki) = tls_sim_server(tmp.path(), "t0k", &[]);
+    let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
+    let connect = || transport::Conn::connect(&address, &hello("t0k"), t).unwrap();
+
+    // A session whose record layer is then broken from outside TLS (through a second
+    // handle on its socket).
+    let stream = address.connect(Duration::from_secs(5)).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let keep = stream.try_clone().unwrap();
+    let (victim, welcome) = transport::Conn::handshake(stream, &address, &hello("t0k"), t).unwrap();
+    let protocol::hello::Welcome::Accepted { session, .. } = welcome else { panic!("refused") };
+    let (other, _) = connect();
+    let ctx = other.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+
+    // A lane routed in clear to the victim's session that then says nothing more: its
+    // worker waits for that handshake on a thread of its own.
+    let host_port = address.to_string().replace("tls://", "");
+    let mut stalled = std::net::TcpStream::connect(&host_port).unwrap();
+    let args = postcard::to_allocvec(&protocol::hello::Join { session, key: [0; 32], lane: 0 }).unwrap();
+    let mut f = Vec::new();
+    let h = protocol::frame::Header::request(protocol::frame::OP_JOIN, 0, 0, false, args.len(), 0);
+    transport::write_frame(&mut f, &h, &args, &[]).unwrap();
+    std::io::Write::write_all(&mut stalled, &f).unwrap();
+
+    // The victim's session still works, lanes included, while that lane stalls.
+    victim.set_lanes(2);
+    let vctx = victim.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    let p = victim.call(vctx, &ops::cuMemAlloc_v2 { bytesize: 1 << 20 }, &[], None).unwrap();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 249) as u8).collect();
+    victim.call(vctx, &ops::cuMemcpyHtoD_v2 { dst: p }, &[&data], None).unwrap();
+    let mut back = vec![0u8; data.len()];
+    victim.call(vctx, &ops::cuMemcpyDtoH_v2 { src: p, size: back.len() as u64 }, &[], Some(&mut back)).unwrap();
+    assert!(back == data);
+    assert_eq!(victim.lanes().map(|l| l.len()), Some(2), "its lanes joined past the stalled one");
+
+    // Garbage under TLS: the victim's calls fail within seconds, the other session goes on.
+    let junk = [0x17u8, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+    // SAFETY: a send on the victim's own TCP socket, from a local buffer.
+    unsafe { libc::send(fd, junk.as_ptr().cast(), junk.len(), libc::MSG_NOSIGNAL) };
+    let t0 = Instant::now();
+    let failed = loop {
+        match victim.call(vctx, &ops::cuMemGetInfo_v2 {}, &[], None) {
+            Err(e) => break e,
+            Ok(_) if t0.elapsed() > Duration::from_secs(10) => panic!("the broken session still answers"),
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert!(t0.elapsed() < Duration::from_secs(6), "{failed:?} after {:?}", t0.elapsed());
+    other.call(ctx, &ops::cuMemGetInfo_v2 {}, &[], None).unwrap();
+    let (third, _) = connect();
+    third.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    drop((keep, stalled));
+}

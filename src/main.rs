@@ -77,6 +77,14 @@ enum Cmd {
     },
     /// List the devices the configured server(s) offer.
     Devices,
+    /// On the GPU host: the server's sessions, each with its worker process (what
+    /// `nvidia-smi` lists) and its client's program, pid, host and address.
+    Sessions {
+        /// The server's unix socket (default: the configured server if it is one, else
+        /// unix:/run/vgpu/vgpu.sock).
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Measure native and vgpu on this GPU host in one run; print and save a table of ratios.
     Bench(bench::Args),
     #[command(flatten)]
@@ -196,6 +204,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         })(),
+        Cmd::Sessions { server } => sessions(server),
         Cmd::Bench(args) => bench::main(args),
         Cmd::Deploy(c) => return deploy::cli::run(c),
     };
@@ -206,6 +215,57 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `vgpu sessions`: ask the server's unix socket, print a table.
+fn sessions(server: Option<String>) -> Result<(), String> {
+    use protocol::frame::{Header, OP_SESSIONS};
+    use protocol::hello::SessionInfo;
+    let address = match server {
+        Some(a) => a,
+        None => client::Config::load()
+            .ok()
+            .and_then(|c| {
+                c.servers.into_iter().find(|a| matches!(a, transport::Address::Unix(_) | transport::Address::Shm(_)))
+            })
+            .map_or_else(|| "unix:/run/vgpu/vgpu.sock".to_string(), |a| a.to_string()),
+    };
+    let path = address
+        .strip_prefix("unix:")
+        .or_else(|| address.strip_prefix("shm:"))
+        .ok_or_else(|| format!("{address}: sessions are listed on the server's unix socket (unix:/path)"))?;
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("{address}: {e}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let mut f = Vec::new();
+    transport::write_frame(&mut f, &Header::request(OP_SESSIONS, 1, 0, false, 0, 0), &[], &[])
+        .map_err(|e| e.to_string())?;
+    std::io::Write::write_all(&mut s, &f).map_err(|e| format!("{address}: {e}"))?;
+    let h = transport::read_header(&mut s)
+        .map_err(|e| format!("{address}: no answer ({e}); is it a vgpu server of this version?"))?;
+    if h.op != OP_SESSIONS || h.args_len > 16 << 20 {
+        return Err(format!("{address}: unexpected answer (op {})", h.op));
+    }
+    let mut body = vec![0u8; h.args_len as usize];
+    std::io::Read::read_exact(&mut s, &mut body).map_err(|e| e.to_string())?;
+    let list = postcard::from_bytes::<Result<Vec<SessionInfo>, String>>(&body).map_err(|e| e.to_string())??;
+    println!("{:<8} {:<8} {:<20} {:<40} FROM", "SESSION", "WORKER", "SINCE (UTC)", "CLIENT");
+    for i in &list {
+        let since = bench::time::Utc::from_unix(i64::try_from(i.since).unwrap_or(0)).date_time();
+        let client = match &i.client {
+            Some(c) => {
+                let name = std::path::Path::new(&c.program)
+                    .file_name()
+                    .map_or(c.program.clone(), |n| n.to_string_lossy().into());
+                format!("{name} (pid {}) on {}", c.pid, c.host)
+            }
+            None => "(handshake not done)".into(),
+        };
+        println!("{:<8} {:<8} {:<20} {:<40} {} via {}", i.session, i.worker_pid, since, client, i.peer, i.listener);
+    }
+    if list.is_empty() {
+        println!("(no sessions)");
+    }
+    Ok(())
 }
 
 fn read_token_file(p: &std::path::Path) -> Result<String, String> {

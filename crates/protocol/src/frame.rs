@@ -52,6 +52,11 @@ pub const OP_RING: u32 = u32::MAX - 4;
 /// maps that part of the one of its `--shm-file`s that holds the nonce. See
 /// `transport::Segment::open_file`.
 pub const OP_SHM_FILE: u32 = u32::MAX - 5;
+/// Opcode of a request for the server's sessions (`vgpu sessions`), the first and only
+/// frame of its connection, answered by the listener itself (not a worker) and only on a
+/// unix socket, whose file permissions say who may ask: a postcard
+/// `Result<Vec<hello::SessionInfo>, String>`.
+pub const OP_SESSIONS: u32 = u32::MAX - 6;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]

@@ -48,6 +48,31 @@ pub struct Join {
     pub lane: u32,
 }
 
+/// Who a session's client is, as its worker tells its server once the client is admitted
+/// (over the channel the server passes the session's lanes down).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub pid: u32,
+    pub host: String,
+    pub program: String,
+}
+
+/// One session, as `vgpu sessions` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub session: u64,
+    /// The worker process serving it (what `nvidia-smi` on the GPU host lists).
+    pub worker_pid: u32,
+    /// The listener it came through (`tls://0.0.0.0:7443`).
+    pub listener: String,
+    /// Its peer: a TCP address, or a local process by its credentials.
+    pub peer: String,
+    /// When it connected, in seconds since the Unix epoch.
+    pub since: u64,
+    /// `None` until its worker has admitted the client.
+    pub client: Option<ClientInfo>,
+}
+
 impl Hello {
     /// Why a server with `(version, hash)` must refuse this client, if it must.
     pub fn mismatch(&self, version: u32, hash: u64) -> Option<String> {

@@ -5,8 +5,8 @@
 use crate::BackendKind;
 use crate::worker::HANDSHAKE_DEADLINE;
 use parking_lot::Mutex;
-use protocol::frame::{HEADER_LEN, Header, OP_JOIN};
-use protocol::hello::Join;
+use protocol::frame::{HEADER_LEN, Header, OP_JOIN, OP_SESSIONS};
+use protocol::hello::{ClientInfo, Join, SessionInfo};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -64,10 +64,16 @@ fn check_tls(listen: &[Address], tls: Option<&TlsFiles>) -> Result<Option<TlsFil
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
-/// Each running worker's lane channel (the listener's end of a seqpacket pair), by session:
-/// a lane's connection is passed down it ([`route`]).
+/// Each running worker, by session: its lane channel (the listener's end of a seqpacket
+/// pair; a lane's connection is passed down it, see [`route`], and the worker tells who its
+/// client is up it) and what `vgpu sessions` says of it.
 #[derive(Default)]
-pub struct Workers(Mutex<HashMap<u64, OwnedFd>>);
+pub struct Workers(Mutex<HashMap<u64, Worker>>);
+
+struct Worker {
+    lanes: OwnedFd,
+    info: SessionInfo,
+}
 
 /// Bind every address and serve until the process is killed.
 pub fn serve(opts: ServeOptions) -> Result<(), String> {
@@ -162,6 +168,11 @@ fn route(stream: Stream, to_start: &std::sync::mpsc::Sender<Stream>, workers: &W
                 tracing::debug!("lane not joined: {e}");
             }
         }
+        Ok(Some(h)) if h.op == OP_SESSIONS => {
+            if let Err(e) = list_sessions(stream, h, workers) {
+                tracing::debug!("sessions not listed: {e}");
+            }
+        }
         // Not ours to judge: the worker refuses what is not a handshake, and logs why.
         Ok(Some(_)) => {
             let _ = to_start.send(stream);
@@ -213,9 +224,48 @@ fn join(mut stream: Stream, h: Header, workers: &Workers) -> std::io::Result<()>
     let args = &frame[HEADER_LEN..];
     let j: Join = postcard::from_bytes(args).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let map = workers.0.lock();
-    let ctl = map.get(&j.session).ok_or_else(|| std::io::Error::other(format!("no session {}", j.session)))?;
-    transport::send_fd(ctl.as_raw_fd(), args, stream.as_raw_fd())?;
+    let w = map.get(&j.session).ok_or_else(|| std::io::Error::other(format!("no session {}", j.session)))?;
+    transport::send_fd(w.lanes.as_raw_fd(), args, stream.as_raw_fd())?;
     Ok(())
+}
+
+/// Answer `vgpu sessions` (see [`OP_SESSIONS`]): every running session, oldest first. Only
+/// on a unix socket, whose permissions say who may look; elsewhere the answer says so.
+fn list_sessions(mut stream: Stream, h: Header, workers: &Workers) -> std::io::Result<()> {
+    let mut frame = vec![0u8; HEADER_LEN + (h.args_len.min(MAX_JOIN) as usize)];
+    std::io::Read::read_exact(&mut stream, &mut frame)?;
+    let answer: Result<Vec<SessionInfo>, String> = match stream {
+        Stream::Unix(_) => {
+            let mut v: Vec<SessionInfo> = workers.0.lock().values().map(|w| w.info.clone()).collect();
+            v.sort_by_key(|i| i.session);
+            Ok(v)
+        }
+        _ => Err("sessions are listed only on the server's unix socket".into()),
+    };
+    let body = postcard::to_allocvec(&answer).map_err(std::io::Error::other)?;
+    transport::write_frame(&mut stream, &Header::reply(OP_SESSIONS, h.seq, 0, body.len(), 0), &body, &[])
+}
+
+/// Who is at the other end of a new connection, for `vgpu sessions`.
+fn peer_of(stream: &Stream) -> String {
+    match stream {
+        Stream::Tcp(s) => s.peer_addr().map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
+        _ => {
+            let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+            let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+            // SAFETY: getsockopt into a local ucred of the size given.
+            let r = unsafe {
+                libc::getsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_PEERCRED,
+                    (&mut cred as *mut libc::ucred).cast(),
+                    &mut len,
+                )
+            };
+            if r == 0 && cred.pid > 0 { format!("local pid {} uid {}", cred.pid, cred.uid) } else { "local".into() }
+        }
+    }
 }
 
 /// Start `vgpu worker` on this connection, accepted on `listener`: the socket becomes its
@@ -291,10 +341,21 @@ pub fn spawn_worker_for(
         });
     }
     let mut child = cmd.spawn()?;
-    let workers = match (workers, channel) {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let info = SessionInfo {
+        session: id,
+        worker_pid: child.id(),
+        listener: listener.to_string(),
+        peer: peer_of(stream),
+        since,
+        client: None,
+    };
+    // The worker tells who its client is up the channel; it closes when the worker exits.
+    let told = match (workers, channel) {
         (Some(w), Some((mine, _theirs))) => {
-            w.0.lock().insert(id, mine);
-            Some(w.clone())
+            let told = mine.try_clone()?;
+            w.0.lock().insert(id, Worker { lanes: mine, info });
+            Some((w.clone(), told))
         }
         _ => None,
     };
@@ -302,11 +363,22 @@ pub fn spawn_worker_for(
         stdin.write_all(snapshot)?;
     }
     std::thread::spawn(move || {
+        if let Some((w, told)) = &told {
+            let mut buf = [0u8; 1024];
+            // SAFETY: a recv into a local buffer on a descriptor this thread owns.
+            let n = unsafe { libc::recv(told.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0
+                && let Ok(c) = postcard::from_bytes::<ClientInfo>(&buf[..n as usize])
+                && let Some(entry) = w.0.lock().get_mut(&id)
+            {
+                entry.info.client = Some(c);
+            }
+        }
         match child.wait() {
             Ok(st) if !st.success() => tracing::warn!("session {id}: worker exited with {st}"),
             _ => {}
         }
-        if let Some(w) = workers {
+        if let Some((w, _)) = told {
             w.0.lock().remove(&id);
         }
     });

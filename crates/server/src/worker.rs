@@ -134,6 +134,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         }
     };
     tracing::info!(program = %hello.program, pid = hello.pid, host = %hello.host, "session {} started", cfg.session_id);
+    if let Some(fd) = cfg.lane_control {
+        tell_client(fd, &hello);
+    }
     // The segment again, for frame rings in it (`OP_RING`): a second mapping of our own.
     let mut ring_segment = None;
     if let Some(offer) = segment {
@@ -525,6 +528,17 @@ fn open_rings(
     let bell = control.plain_socket()?.ok_or_else(|| bad("frame rings need a plain socket".into()))?;
     let cap = usize::try_from(cap).map_err(|_| bad("ring size out of range".into()))?;
     transport::RingStream::new(seg, offset, cap, transport::ring::End::Server, bell, spin)
+}
+
+/// Tell the server who this session's client is (`vgpu sessions`), up the lane channel `fd`
+/// (one datagram; nothing waits for it, and the names are cut short to fit it).
+fn tell_client(fd: i32, hello: &Hello) {
+    let cut = |s: &str| s.chars().take(200).collect::<String>();
+    let info = protocol::hello::ClientInfo { pid: hello.pid, host: cut(&hello.host), program: cut(&hello.program) };
+    if let Ok(b) = postcard::to_allocvec(&info) {
+        // SAFETY: a send from a local buffer on the channel the listener gave this worker.
+        unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    }
 }
 
 /// Take the lanes the listener passes on `ctl` until it closes: each comes with its join,

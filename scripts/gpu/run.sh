@@ -362,6 +362,11 @@ stage_faults() { # issue 8 on the GPU: quota in nvidia-smi, client kill frees me
   local base; base=$(used)
   VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH=$C/dist/lib "$NOGPU" "$W/faults" loop >"$W/fl.out" 2>&1 &
   local cp=$!; for _ in $(seq 100); do grep -q ready "$W/fl.out" && break; sleep 0.1; done
+  # vgpu sessions names the worker that nvidia-smi shows holding the client's memory
+  "$C/dist/bin/vgpu" sessions --server unix:$SOCK >"$OUT/sessions.txt" 2>&1
+  nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader >>"$OUT/sessions.txt" 2>&1
+  local wp; wp=$(awk '/ faults \(pid/ {print $2}' "$OUT/sessions.txt" | head -1)
+  say "sessions: client faults (pid $cp) served by worker ${wp:-none}; nvidia-smi: $(grep -E "^${wp:-none}," "$OUT/sessions.txt" | head -1)"
   local during; during=$(used); local t0=$EPOCHREALTIME; kill -9 $cp
   local after=$during; while [ "$after" -gt $((base + 64)) ]; do sleep 0.05; after=$(used); [ "$(elapsed "$t0" | cut -d. -f1)" -ge 5 ] && break; done
   say "kill client: used MiB base $base, during $during, back to $after after $(elapsed "$t0") s"

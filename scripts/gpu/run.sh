@@ -574,7 +574,8 @@ stage_ttft() { # issue 6: process start to first generated token (one token, the
     t0=$EPOCHREALTIME; LD_LIBRARY_PATH=$B "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; n=$(elapsed "$t0")
     t0=$EPOCHREALTIME; EXTRA_LD=$B vg "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; v=$(elapsed "$t0")
     t0=$EPOCHREALTIME; VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; s=$(elapsed "$t0")
-    say "start to first token, start $i: native $n s, vgpu unix $v s, vgpu shm $s s"
+    local tl=n/a; if [ -n "${TLS_OK:-}" ]; then t0=$EPOCHREALTIME; EXTRA_LD=$B vg_tls "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; tl=$(elapsed "$t0"); fi
+    say "start to first token, start $i: native $n s, vgpu unix $v s, vgpu shm $s s, vgpu tls $tl s"
   done
 }
 

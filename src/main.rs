@@ -84,6 +84,9 @@ enum Cmd {
         /// unix:/run/vgpu/vgpu.sock).
         #[arg(long)]
         server: Option<String>,
+        /// Print the list as JSON (for scripts and monitoring).
+        #[arg(long)]
+        json: bool,
     },
     /// Measure native and vgpu on this GPU host in one run; print and save a table of ratios.
     Bench(bench::Args),
@@ -204,7 +207,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         })(),
-        Cmd::Sessions { server } => sessions(server),
+        Cmd::Sessions { server, json } => sessions(server, json),
         Cmd::Bench(args) => bench::main(args),
         Cmd::Deploy(c) => return deploy::cli::run(c),
     };
@@ -218,7 +221,7 @@ fn main() -> ExitCode {
 }
 
 /// `vgpu sessions`: ask the server's unix socket, print a table.
-fn sessions(server: Option<String>) -> Result<(), String> {
+fn sessions(server: Option<String>, json: bool) -> Result<(), String> {
     use protocol::frame::{Header, OP_SESSIONS};
     use protocol::hello::SessionInfo;
     let address = match server {
@@ -248,6 +251,10 @@ fn sessions(server: Option<String>) -> Result<(), String> {
     let mut body = vec![0u8; h.args_len as usize];
     std::io::Read::read_exact(&mut s, &mut body).map_err(|e| e.to_string())?;
     let list = postcard::from_bytes::<Result<Vec<SessionInfo>, String>>(&body).map_err(|e| e.to_string())??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
     println!("{:<8} {:<8} {:<20} {:<40} FROM", "SESSION", "WORKER", "SINCE (UTC)", "CLIENT");
     for i in &list {
         let since = bench::time::Utc::from_unix(i64::try_from(i.since).unwrap_or(0)).date_time();

@@ -34,6 +34,13 @@ fn sessions_name_their_workers_and_clients() {
     assert!(row.contains(&format!("local pid {}", std::process::id())), "{row}");
     assert!(row.contains(&format!("via {}", server.address)), "{row}");
 
+    // The same as JSON, for scripts.
+    let out = vgpu(&["sessions", "--server", &server.address, "--json"], &[]);
+    let list: Vec<SessionInfo> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].worker_pid, workers[0]);
+    assert_eq!(list[0].client.as_ref().map(|c| (c.pid, c.program.as_str())), Some((std::process::id(), "trust-test")));
+
     drop(client);
     let gone = wait_until(Duration::from_secs(5), || listing(&server.address).contains("(no sessions)"));
     assert!(gone.is_some(), "{}", listing(&server.address));

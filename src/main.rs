@@ -78,7 +78,8 @@ enum Cmd {
     /// List the devices the configured server(s) offer.
     Devices,
     /// On the GPU host: the server's sessions, each with its worker process (what
-    /// `nvidia-smi` lists) and its client's program, pid, host and address.
+    /// `nvidia-smi` lists), the device memory its allocations hold, and its client's
+    /// program, pid, host and address.
     Sessions {
         /// The server's unix socket (default: the configured server if it is one, else
         /// unix:/run/vgpu/vgpu.sock).
@@ -255,7 +256,7 @@ fn sessions(server: Option<String>, json: bool) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?);
         return Ok(());
     }
-    println!("{:<8} {:<8} {:<20} {:<40} FROM", "SESSION", "WORKER", "SINCE (UTC)", "CLIENT");
+    println!("{:<8} {:<8} {:<20} {:>10} {:<40} FROM", "SESSION", "WORKER", "SINCE (UTC)", "MEMORY", "CLIENT");
     for i in &list {
         let since = bench::time::Utc::from_unix(i64::try_from(i.since).unwrap_or(0)).date_time();
         let client = match &i.client {
@@ -267,7 +268,11 @@ fn sessions(server: Option<String>, json: bool) -> Result<(), String> {
             }
             None => "(handshake not done)".into(),
         };
-        println!("{:<8} {:<8} {:<20} {:<40} {} via {}", i.session, i.worker_pid, since, client, i.peer, i.listener);
+        let memory = format!("{} MiB", i.memory.div_ceil(1 << 20));
+        println!(
+            "{:<8} {:<8} {:<20} {:>10} {:<40} {} via {}",
+            i.session, i.worker_pid, since, memory, client, i.peer, i.listener
+        );
     }
     if list.is_empty() {
         println!("(no sessions)");

@@ -34,12 +34,26 @@ fn sessions_name_their_workers_and_clients() {
     assert!(row.contains(&format!("local pid {}", std::process::id())), "{row}");
     assert!(row.contains(&format!("via {}", server.address)), "{row}");
 
+    // The device memory its allocations hold, told within a second or so.
+    let ctx = client.call(0, &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
+    let p = client.call(ctx, &protocol::ops::cuMemAlloc_v2 { bytesize: 48 << 20 }, &[], None).unwrap();
+    let shown = wait_until(Duration::from_secs(5), || {
+        listing(&server.address).lines().any(|l| l.contains(&me) && l.contains(" 48 MiB "))
+    });
+    assert!(shown.is_some(), "{}", listing(&server.address));
+    client.call(ctx, &protocol::ops::cuMemFree_v2 { dptr: p }, &[], None).unwrap();
+    let freed = wait_until(Duration::from_secs(5), || {
+        listing(&server.address).lines().any(|l| l.contains(&me) && l.contains(" 0 MiB "))
+    });
+    assert!(freed.is_some(), "{}", listing(&server.address));
+
     // The same as JSON, for scripts.
     let out = vgpu(&["sessions", "--server", &server.address, "--json"], &[]);
     let list: Vec<SessionInfo> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].worker_pid, workers[0]);
     assert_eq!(list[0].client.as_ref().map(|c| (c.pid, c.program.as_str())), Some((std::process::id(), "trust-test")));
+    assert_eq!(list[0].memory, 0);
 
     drop(client);
     let gone = wait_until(Duration::from_secs(5), || listing(&server.address).contains("(no sessions)"));

@@ -57,6 +57,15 @@ pub struct ClientInfo {
     pub program: String,
 }
 
+/// What a worker tells its server up the lane channel, one datagram each (`vgpu sessions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WorkerNote {
+    /// The client, once admitted.
+    Client(ClientInfo),
+    /// Device memory the session's allocations hold now, all devices together (bytes).
+    Memory(u64),
+}
+
 /// One session, as `vgpu sessions` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionInfo {
@@ -71,6 +80,10 @@ pub struct SessionInfo {
     pub since: u64,
     /// `None` until its worker has admitted the client.
     pub client: Option<ClientInfo>,
+    /// Device memory its allocations hold (bytes; told by its worker twice a second at
+    /// most). The context and libraries' own memory come on top: `nvidia-smi` shows the
+    /// worker's whole share.
+    pub memory: u64,
 }
 
 impl Hello {

@@ -96,6 +96,11 @@ pub trait Session: Backend {
     fn reply_bulk(&mut self) -> Option<&[u8]> {
         None
     }
+    /// Device memory this session's allocations hold, all devices together (bytes), for
+    /// `vgpu sessions`.
+    fn memory_used(&self) -> u64 {
+        0
+    }
     /// Take the shared-memory segment the client passed (`shm:` addresses): the `shm_*`
     /// copies name offsets in it.
     fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {

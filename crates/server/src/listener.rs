@@ -6,7 +6,7 @@ use crate::BackendKind;
 use crate::worker::HANDSHAKE_DEADLINE;
 use parking_lot::Mutex;
 use protocol::frame::{HEADER_LEN, Header, OP_JOIN, OP_SESSIONS};
-use protocol::hello::{ClientInfo, Join, SessionInfo};
+use protocol::hello::{Join, SessionInfo, WorkerNote};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -349,6 +349,7 @@ pub fn spawn_worker_for(
         peer: peer_of(stream),
         since,
         client: None,
+        memory: 0,
     };
     // The worker tells who its client is up the channel; it closes when the worker exits.
     let told = match (workers, channel) {
@@ -363,15 +364,25 @@ pub fn spawn_worker_for(
         stdin.write_all(snapshot)?;
     }
     std::thread::spawn(move || {
+        // The worker's notes until it exits (its end of the channel closes then).
         if let Some((w, told)) = &told {
             let mut buf = [0u8; 1024];
-            // SAFETY: a recv into a local buffer on a descriptor this thread owns.
-            let n = unsafe { libc::recv(told.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 0
-                && let Ok(c) = postcard::from_bytes::<ClientInfo>(&buf[..n as usize])
-                && let Some(entry) = w.0.lock().get_mut(&id)
-            {
-                entry.info.client = Some(c);
+            loop {
+                // SAFETY: a recv into a local buffer on a descriptor this thread owns.
+                let n = unsafe { libc::recv(told.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if n <= 0 {
+                    break;
+                }
+                let Ok(note) = postcard::from_bytes::<WorkerNote>(&buf[..n as usize]) else { continue };
+                if let Some(entry) = w.0.lock().get_mut(&id) {
+                    match note {
+                        WorkerNote::Client(c) => entry.info.client = Some(c),
+                        WorkerNote::Memory(m) => entry.info.memory = m,
+                    }
+                }
             }
         }
         match child.wait() {

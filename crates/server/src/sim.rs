@@ -192,6 +192,10 @@ impl Sim {
 }
 
 impl Session for Sim {
+    fn memory_used(&self) -> u64 {
+        self.used.iter().sum()
+    }
+
     fn set_context(&mut self, ctx: u64) {
         self.ctx = ctx;
     }

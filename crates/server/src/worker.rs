@@ -9,7 +9,7 @@ use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
 use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_JOIN, OP_RING, OP_SHM, OP_SHM_FILE};
-use protocol::hello::{Hello, Join, LaneOffer, Welcome};
+use protocol::hello::{Hello, Join, LaneOffer, Welcome, WorkerNote};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io::{self, Read};
 use std::os::fd::FromRawFd;
@@ -169,13 +169,24 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     let busy = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
     let waits = Waits::default();
+    // The session's device memory, as `vgpu sessions` shows it: stored after every call,
+    // told to the listener by the heartbeat thread when it changed.
+    let memory = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let hb = {
-        let (writer, busy, done, waits) = (writer.clone(), busy.clone(), done.clone(), waits.clone());
+        let (writer, busy, done, waits, memory) =
+            (writer.clone(), busy.clone(), done.clone(), waits.clone(), memory.clone());
+        let note_fd = cfg.lane_control;
         std::thread::Builder::new().name("vgpu-heartbeat".into()).spawn(move || {
+            let mut told = 0;
             while !done.load(Ordering::Relaxed) {
                 // Parked, not asleep: the session's end unparks it, so a worker whose
                 // client vanished exits at once instead of after a last heartbeat period.
                 std::thread::park_timeout(Duration::from_millis(500));
+                let now = memory.load(Ordering::Relaxed);
+                if let Some(fd) = note_fd.filter(|_| now != told) {
+                    tell(fd, &WorkerNote::Memory(now));
+                    told = now;
+                }
                 if (busy.load(Ordering::Relaxed) || waits.pending() > 0)
                     && let Some(mut w) = writer.try_lock_for(Duration::from_millis(100))
                     && write_frame(&mut *w, &Header::heartbeat(), &[], &[]).is_err()
@@ -317,6 +328,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         if let Some(code) = backend.take_async_error() {
             deferred.get_or_insert(code);
         }
+        memory.store(backend.memory_used(), Ordering::Relaxed);
         busy.store(false, Ordering::Relaxed);
         let took = started.map(|t0| t0.elapsed());
         if let (Some(st), Some(d)) = (stats.as_mut(), took) {
@@ -535,7 +547,13 @@ fn open_rings(
 fn tell_client(fd: i32, hello: &Hello) {
     let cut = |s: &str| s.chars().take(200).collect::<String>();
     let info = protocol::hello::ClientInfo { pid: hello.pid, host: cut(&hello.host), program: cut(&hello.program) };
-    if let Ok(b) = postcard::to_allocvec(&info) {
+    tell(fd, &WorkerNote::Client(info));
+}
+
+/// Send `note` up the lane channel `fd`: one datagram, never waiting (a full channel drops
+/// it; the next memory note says the same again).
+fn tell(fd: i32, note: &WorkerNote) {
+    if let Ok(b) = postcard::to_allocvec(note) {
         // SAFETY: a send from a local buffer on the channel the listener gave this worker.
         unsafe { libc::send(fd, b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
     }

@@ -237,6 +237,10 @@ impl CudaSession {
 }
 
 impl Session for CudaSession {
+    fn memory_used(&self) -> u64 {
+        self.used.iter().sum()
+    }
+
     /// 0 leaves the current context as it is; a context of this session becomes current
     /// (`cuCtxSetCurrent` only when it changes); anything else makes the frame's call fail
     /// with `CUDA_ERROR_INVALID_CONTEXT`.

@@ -367,6 +367,7 @@ stage_faults() { # issue 8 on the GPU: quota in nvidia-smi, client kill frees me
   nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader >>"$OUT/sessions.txt" 2>&1
   local wp; wp=$(awk '/ faults \(pid/ {print $2}' "$OUT/sessions.txt" | head -1)
   say "sessions: client faults (pid $cp) served by worker ${wp:-none}; nvidia-smi: $(grep -E "^${wp:-none}," "$OUT/sessions.txt" | head -1)"
+  say "sessions row: $(grep ' faults (pid' "$OUT/sessions.txt" | tr -s ' ')"
   local during; during=$(used); local t0=$EPOCHREALTIME; kill -9 $cp
   local after=$during; while [ "$after" -gt $((base + 64)) ]; do sleep 0.05; after=$(used); [ "$(elapsed "$t0" | cut -d. -f1)" -ge 5 ] && break; done
   say "kill client: used MiB base $base, during $during, back to $after after $(elapsed "$t0") s"

@@ -362,7 +362,9 @@ stage_faults() { # issue 8 on the GPU: quota in nvidia-smi, client kill frees me
   local base; base=$(used)
   VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH=$C/dist/lib "$NOGPU" "$W/faults" loop >"$W/fl.out" 2>&1 &
   local cp=$!; for _ in $(seq 100); do grep -q ready "$W/fl.out" && break; sleep 0.1; done
-  # vgpu sessions names the worker that nvidia-smi shows holding the client's memory
+  # vgpu sessions names the worker that nvidia-smi shows holding the client's memory (after its
+  # worker has told the listener, twice a second at most)
+  sleep 1
   "$C/dist/bin/vgpu" sessions --server unix:$SOCK >"$OUT/sessions.txt" 2>&1
   nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader >>"$OUT/sessions.txt" 2>&1
   local wp; wp=$(awk '/ faults \(pid/ {print $2}' "$OUT/sessions.txt" | head -1)

@@ -234,8 +234,10 @@ fn join(mut stream: Stream, h: Header, workers: &Workers) -> std::io::Result<()>
 fn list_sessions(mut stream: Stream, h: Header, workers: &Workers) -> std::io::Result<()> {
     let mut frame = vec![0u8; HEADER_LEN + (h.args_len.min(MAX_JOIN) as usize)];
     std::io::Read::read_exact(&mut stream, &mut frame)?;
-    let answer: Result<Vec<SessionInfo>, String> = match stream {
-        Stream::Unix(_) => {
+    // By the socket's family, not the stream's kind: vsock connections are carried as unix
+    // streams, and a virtual machine must not list the host's sessions.
+    let answer: Result<Vec<SessionInfo>, String> = match domain(&stream) {
+        Some(libc::AF_UNIX) => {
             let mut v: Vec<SessionInfo> = workers.0.lock().values().map(|w| w.info.clone()).collect();
             v.sort_by_key(|i| i.session);
             Ok(v)
@@ -246,10 +248,36 @@ fn list_sessions(mut stream: Stream, h: Header, workers: &Workers) -> std::io::R
     transport::write_frame(&mut stream, &Header::reply(OP_SESSIONS, h.seq, 0, body.len(), 0), &body, &[])
 }
 
+/// The address family of a stream's socket (`AF_UNIX`, `AF_INET`, `AF_VSOCK`, ...).
+fn domain(stream: &Stream) -> Option<libc::c_int> {
+    let mut d: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a local int of the size given.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut d as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(d)
+}
+
 /// Who is at the other end of a new connection, for `vgpu sessions`.
 fn peer_of(stream: &Stream) -> String {
     match stream {
         Stream::Tcp(s) => s.peer_addr().map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
+        _ if domain(stream) == Some(libc::AF_VSOCK) => {
+            // SAFETY: sockaddr_vm is plain integers, valid when zeroed.
+            let mut a: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+            // SAFETY: getpeername into a local sockaddr_vm of the size given.
+            let r =
+                unsafe { libc::getpeername(stream.as_raw_fd(), (&mut a as *mut libc::sockaddr_vm).cast(), &mut len) };
+            if r == 0 { format!("vsock cid {}", a.svm_cid) } else { "vsock".into() }
+        }
         _ => {
             let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
             let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;

@@ -240,10 +240,8 @@ fn sessions(server: Option<String>, json: bool) -> Result<(), String> {
         .ok_or_else(|| format!("{address}: sessions are listed on the server's unix socket (unix:/path)"))?;
     let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("{address}: {e}"))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    let mut f = Vec::new();
-    transport::write_frame(&mut f, &Header::request(OP_SESSIONS, 1, 0, false, 0, 0), &[], &[])
-        .map_err(|e| e.to_string())?;
-    std::io::Write::write_all(&mut s, &f).map_err(|e| format!("{address}: {e}"))?;
+    transport::write_frame(&mut s, &Header::request(OP_SESSIONS, 1, 0, false, 0, 0), &[], &[])
+        .map_err(|e| format!("{address}: {e}"))?;
     let h = transport::read_header(&mut s)
         .map_err(|e| format!("{address}: no answer ({e}); is it a vgpu server of this version?"))?;
     if h.op != OP_SESSIONS || h.args_len > 16 << 20 {

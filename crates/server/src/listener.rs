@@ -187,7 +187,7 @@ fn route(stream: Stream, to_start: &std::sync::mpsc::Sender<Stream>, workers: &W
 }
 
 /// Largest join frame's arguments (a real one is some 40 bytes).
-const MAX_JOIN: u32 = 256;
+pub(crate) const MAX_JOIN: u32 = 256;
 
 /// The first frame's header, peeked (the bytes stay for whoever reads the connection);
 /// `None` if the peer closed first. Waits at most [`HANDSHAKE_DEADLINE`].
@@ -236,7 +236,7 @@ fn list_sessions(mut stream: Stream, h: Header, workers: &Workers) -> std::io::R
     std::io::Read::read_exact(&mut stream, &mut frame)?;
     // By the socket's family, not the stream's kind: vsock connections are carried as unix
     // streams, and a virtual machine must not list the host's sessions.
-    let answer: Result<Vec<SessionInfo>, String> = match domain(&stream) {
+    let answer: Result<Vec<SessionInfo>, String> = match transport::socket_domain(stream.as_raw_fd()) {
         Some(libc::AF_UNIX) => {
             let mut v: Vec<SessionInfo> = workers.0.lock().values().map(|w| w.info.clone()).collect();
             v.sort_by_key(|i| i.session);
@@ -248,28 +248,11 @@ fn list_sessions(mut stream: Stream, h: Header, workers: &Workers) -> std::io::R
     transport::write_frame(&mut stream, &Header::reply(OP_SESSIONS, h.seq, 0, body.len(), 0), &body, &[])
 }
 
-/// The address family of a stream's socket (`AF_UNIX`, `AF_INET`, `AF_VSOCK`, ...).
-fn domain(stream: &Stream) -> Option<libc::c_int> {
-    let mut d: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt into a local int of the size given.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut d as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    (r == 0).then_some(d)
-}
-
 /// Who is at the other end of a new connection, for `vgpu sessions`.
 fn peer_of(stream: &Stream) -> String {
     match stream {
         Stream::Tcp(s) => s.peer_addr().map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
-        _ if domain(stream) == Some(libc::AF_VSOCK) => {
+        _ if transport::socket_domain(stream.as_raw_fd()) == Some(libc::AF_VSOCK) => {
             // SAFETY: sockaddr_vm is plain integers, valid when zeroed.
             let mut a: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;

@@ -583,7 +583,7 @@ fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u
                 s.set_timeouts(Some(HANDSHAKE_DEADLINE), None)?;
                 let h = read_header(&mut s)?;
                 let mut args = Vec::new();
-                if h.op != OP_JOIN || h.bulk_len != 0 || h.args_len > 256 {
+                if h.op != OP_JOIN || h.bulk_len != 0 || h.args_len > crate::listener::MAX_JOIN {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "a lane's first frame is not a join"));
                 }
                 read_exact_into(&mut s, &mut args, h.args_len as usize)?;

@@ -345,11 +345,9 @@ impl Stream {
     /// # Safety
     /// `fd` must be an open stream socket owned by nobody else.
     pub unsafe fn from_fd(fd: RawFd) -> Stream {
-        let mut domain: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let domain = socket_domain(fd);
         unsafe {
-            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut libc::c_int).cast(), &mut len);
-            if domain == libc::AF_INET || domain == libc::AF_INET6 {
+            if domain == Some(libc::AF_INET) || domain == Some(libc::AF_INET6) {
                 let s = TcpStream::from_raw_fd(fd);
                 let _ = s.set_nodelay(true);
                 set_keepalive(fd);
@@ -411,7 +409,7 @@ impl Write for Stream {
         match self {
             Stream::Tls(s) => s.write_vectored(bufs),
             Stream::Ring(r) => r.write_vectored(bufs),
-            _ => send_vectored(self.as_raw_fd(), bufs),
+            _ => send_vectored(self.as_raw_fd(), bufs, 0),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -426,13 +424,25 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
-/// `sendmsg(2)` with MSG_NOSIGNAL: a gathered write.
-pub(crate) fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+/// The address family of socket `fd` (`AF_UNIX`, `AF_INET`, `AF_VSOCK`, ...); `None` if it
+/// is not a socket.
+pub fn socket_domain(fd: RawFd) -> Option<libc::c_int> {
+    let mut d: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a local int of the size given.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut d as *mut libc::c_int).cast(), &mut len)
+    };
+    (r == 0).then_some(d)
+}
+
+/// `sendmsg(2)` with MSG_NOSIGNAL and `flags`: a gathered write.
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `IoSlice` is ABI-compatible with `iovec` on unix; sendmsg only reads them.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len().min(1024) as _;
-    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | flags) };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 

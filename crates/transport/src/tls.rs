@@ -10,7 +10,7 @@
 //! The server side runs in each worker process (TLS state cannot cross `exec`): the
 //! listener hands the worker the TCP connection, and the worker does the handshake.
 
-use crate::addr::{Stream, send};
+use crate::addr::{Stream, send, send_vectored};
 use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -244,12 +244,7 @@ impl Write for NoWait {
         self.write_vectored(&[io::IoSlice::new(buf)])
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on unix; sendmsg only reads them.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len().min(1024) as _;
-        let n = unsafe { libc::sendmsg(self.0, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        send_vectored(self.0, bufs, libc::MSG_DONTWAIT)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

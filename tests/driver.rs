@@ -103,7 +103,13 @@ fn runs_of_a_word_are_sent_packed() {
     for (server, pack, lanes, packed) in
         [(&unix, "", "4", 0), (&unix, "1", "0", 6), (&unix, "1", "4", 6), (&tcp, "", "4", 6), (&tcp, "0", "4", 0)]
     {
-        let env = [("VGPU_TRACE", "summary"), ("VGPU_PACK", pack), ("VGPU_LANES", lanes), ("VGPU_TOKEN", "t0ken")];
+        let env = [
+            ("VGPU_TRACE", "summary"),
+            ("VGPU_PACK", pack),
+            ("VGPU_LANES", lanes),
+            ("VGPU_TOKEN", "t0ken"),
+            ("VGPU_BLOBS", "0"),
+        ];
         let out = run(&exe, &lib, &server.address, &env);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);

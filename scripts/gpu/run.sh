@@ -4,7 +4,7 @@
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
 #                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu
-#                                   mgtrace shmtext ttft shmfile savellama (or all: smi..bench)
+#                                   mgtrace shmtext ttft shmfile link loadlink savellama (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
 # socket and port; SERVER_B_ENV: settings for it; SERVER_B_WRAP: a command it runs under, such
@@ -500,14 +500,45 @@ stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alter
     done
   done
 }
-stage_link() { # a network link stood in for: TCP over lo limited to LINK_RATE by tc (tbf), then ab (AB_CFGS: tcp ones) over it
-  # (the GPU machine has no tc: pack.sh's devcarry/tc holds Debian's, with its libraries)
-  tc() { if type -P tc >/dev/null; then command tc "$@"; else LD_LIBRARY_PATH=$C/tc "$C/tc/tc" "$@"; fi; }
-  tc qdisc replace dev lo root tbf rate "${LINK_RATE:-25gbit}" burst "${LINK_BURST:-2mb}" latency 10ms 2>&1 | tee -a "$SUMMARY"
+# The GPU machine has no tc: pack.sh's devcarry/tc holds Debian's, with its libraries.
+tc() { if type -P tc >/dev/null; then command tc "$@"; else LD_LIBRARY_PATH=$C/tc "$C/tc/tc" "$@"; fi; }
+link_up() { # RATE: loopback limited to RATE by tc (tbf), standing in for a network link; fails where it cannot be
+  tc qdisc replace dev lo root tbf rate "$1" burst "${LINK_BURST:-2mb}" latency 10ms 2>&1 | tee -a "$SUMMARY"
   say "link: $(tc qdisc show dev lo 2>&1 | head -1)"
-  tc qdisc show dev lo | grep -q tbf || return
+  tc qdisc show dev lo | grep -q tbf
+}
+link_down() { tc qdisc del dev lo root 2>/dev/null; }
+stage_link() { # a network link stood in for: TCP over lo limited to LINK_RATE, then ab (AB_CFGS: tcp ones) over it
+  link_up "${LINK_RATE:-25gbit}" || return
   stage_ab
-  tc qdisc del dev lo root
+  link_down
+}
+stage_loadlink() { # issue 6: start to first token over TCP limited to each of LOAD_RATES (none: plain loopback): the
+  # weights' first load, later loads (the server keeps them: server::blobs) and loads without that (VGPU_BLOBS=0)
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  local blobs=/var/cache/vgpu/blobs t0 n c w1 w2 off
+  for rate in ${LOAD_RATES:-10gbit none}; do
+    if [ "$rate" != none ]; then link_up "$rate" || continue; fi
+    for m in ${LOAD_MODELS:-q8 f16 q8+--no-mmap}; do
+      local args=(-m $W/${m%%+*}.gguf -p "hello" -n 1 --temp 0 --seed 1 -ngl 99 -no-cnv)
+      [ "${m#*+}" != "$m" ] && args+=("${m#*+}")
+      t0=$EPOCHREALTIME; LD_LIBRARY_PATH=$B "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; n=$(elapsed "$t0")
+      rm -rf "$blobs"
+      t0=$EPOCHREALTIME; as_cfg tcp "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; c=$(elapsed "$t0")
+      sleep 1 # the worker writes what it was given to keep as its session ends
+      t0=$EPOCHREALTIME; as_cfg tcp "$B/llama-completion" "${args[@]}" >/dev/null 2>"$W/load.err" </dev/null; w1=$(elapsed "$t0")
+      t0=$EPOCHREALTIME; as_cfg tcp "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; w2=$(elapsed "$t0")
+      t0=$EPOCHREALTIME; as_cfg tcp+VGPU_BLOBS=0 "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; off=$(elapsed "$t0")
+      say "start to first token, link $rate, $m: native $n s; tcp first load $c s, second $w1 s, third $w2 s, without kept weights $off s ($(du -sm "$blobs" 2>/dev/null | cut -f1) MiB kept)"
+    done
+    # The text of a load from kept weights is native's.
+    local targs=(-m $W/q8.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv)
+    LD_LIBRARY_PATH=$B "$B/llama-completion" "${targs[@]}" >"$W/lk.n" 2>/dev/null </dev/null
+    as_cfg tcp "$B/llama-completion" "${targs[@]}" >"$W/lk.v" 2>/dev/null </dev/null
+    compare "kept-weights-text-$rate" "$W/lk.n" "$W/lk.v"
+    [ "$rate" != none ] && link_down
+  done
 }
 stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py), native and vgpu configurations TL_CFGS
   build_llama; models
@@ -605,7 +636,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*|*" shmfile "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|loadlink|link|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -53,20 +53,7 @@ impl Server {
     }
 
     pub fn start(address: &str, backend: &[&str], extra: &[&str]) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_vgpu"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(address)
-            .args(backend)
-            .args(extra)
-            .env("VGPU_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start vgpu serve");
-        let s = Server { child, address: address.to_string() };
-        s.wait_ready();
-        s
+        Self::start_env(address, backend, extra, &[])
     }
 
     fn wait_ready(&self) {
@@ -283,6 +270,9 @@ impl Server {
             .args(backend)
             .args(extra)
             .env("VGPU_LOG", "warn")
+            // Kept copies go to a small directory of the tests', not the host's cache.
+            .env("VGPU_BLOB_DIR", test_blob_dir())
+            .env("VGPU_BLOB_CACHE_MB", "256")
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -411,6 +401,12 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Durati
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Where test servers keep copies (`server::blobs`), unless a test names its own
+/// `VGPU_BLOB_DIR` (one that counts what its client offers and sends must).
+pub fn test_blob_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("vgpu-test-blobs-{}", unsafe { libc::geteuid() }))
 }
 
 /// Calls of `op` that reached the server, from a `VGPU_TRACE=summary` report (0 if absent;

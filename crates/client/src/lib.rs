@@ -5,6 +5,7 @@
 //! Each shim is its own cdylib with its own copy of this crate's statics: `libcuda.so.1`
 //! owns the session its siblings (cudart, cuBLAS) use; NVML keeps a session of its own.
 
+pub mod blobs;
 mod config;
 pub mod handles;
 pub mod idle;

@@ -4,6 +4,7 @@ use device_model::Snapshot;
 use parking_lot::Mutex;
 use protocol::hello::{Hello, Welcome};
 use protocol::{Call, PROTOCOL_VERSION, WIRE_HASH, ops};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 use transport::{Conn, Error};
@@ -145,8 +146,22 @@ impl Session {
     /// measured even, the lanes moving a mask as fast as it packs. `1`: over every socket;
     /// `0`: never.
     pub fn packs(&self, server: usize) -> bool {
-        static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-        let mode = *MODE.get_or_init(|| match std::env::var("VGPU_PACK").as_deref() {
+        static MODE: OnceLock<Option<bool>> = OnceLock::new();
+        self.over_links(server, "VGPU_PACK", &MODE)
+    }
+
+    /// Whether copies to `server` are offered by content first (`htod_cached`): over links
+    /// (TCP, TLS, vsock), where a model's second load then sends hashes instead of its
+    /// weights. `VGPU_BLOBS=0` never, `1` over every socket.
+    pub fn offers_blobs(&self, server: usize) -> bool {
+        static MODE: OnceLock<Option<bool>> = OnceLock::new();
+        self.over_links(server, "VGPU_BLOBS", &MODE)
+    }
+
+    /// A mechanism for links: `var` `0` turns it off, `1` on over every socket; unset, on
+    /// where `server`'s bytes cross a link.
+    fn over_links(&self, server: usize, var: &str, mode: &OnceLock<Option<bool>>) -> bool {
+        let mode = *mode.get_or_init(|| match std::env::var(var).as_deref() {
             Ok("0") => Some(false),
             Ok("1") => Some(true),
             _ => None,
@@ -241,7 +256,11 @@ impl Session {
                 _,
             ) => {}
             // Bytes already sent, a marker, a stream-ordered free: nothing a caller waits on.
-            (ops::cuMemcpyHtoDAsync_v2::OP | ops::htod_runs::OP, Some(s)) => self.idle.work(key(s), Some(sent())),
+            (ops::cuMemcpyHtoDAsync_v2::OP | ops::htod_runs::OP | ops::htod_keep::OP, Some(s)) => {
+                self.idle.work(key(s), Some(sent()))
+            }
+            // The server copies from bytes it holds: queued in order like a marker.
+            (ops::htod_cached::OP, Some(s)) => self.idle.work(key(s), Some(0)),
             (ops::cuMemFreeAsync::OP, Some(s)) => self.idle.work(key(s), Some(0)),
             // The synchronous form returns once the driver staged the bytes; its DMA, on the
             // legacy stream, may still run (as natively for pageable memory).

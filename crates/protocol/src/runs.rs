@@ -140,11 +140,15 @@ pub fn pack(src: &[u8], limit: usize) -> Option<Vec<u8>> {
 /// `src` packed when that is worth sending instead (at least [`PACK_MIN`] bytes, packing to
 /// at most `1 / WORTH` of them); a prefix is tried first, so data without runs costs little.
 pub fn pack_if_worth(src: &[u8]) -> Option<Vec<u8>> {
-    if src.len() < PACK_MIN {
+    if !may_pack(src) {
         return None;
     }
-    pack(&src[..PROBE], PROBE / WORTH)?;
     pack(src, src.len() / WORTH)
+}
+
+/// Whether [`pack_if_worth`] would try all of `src`: its prefix packs well.
+pub fn may_pack(src: &[u8]) -> bool {
+    src.len() >= PACK_MIN && pack(&src[..PROBE], PROBE / WORTH).is_some()
 }
 
 /// The word, when `packed` is one run over all `len` bytes (a buffer of zeros, say): the

@@ -81,6 +81,14 @@ crate::api! {
     /// `cuMemcpyHtoDAsync_v2` whose bytes (bulk_in) are packed as runs of a word
     /// (`protocol::runs`: attention masks), `len` bytes once unpacked.
     oneway htod_runs(dst: u64, stream: u64, len: u64) -> ();
+    /// A host-to-device copy of `len` bytes offered by content (`server::blobs`): chunk `i`
+    /// (`chunk` bytes, the last one shorter) has blake3 hash `hashes[i]`. The server queues
+    /// the chunks it holds, from its own memory, and answers which; the client sends the
+    /// others with `htod_keep`.
+    sync htod_cached(dst: u64, stream: u64, len: u64, chunk: u64, hashes: Vec<[u8; 32]>) -> Vec<bool>;
+    /// `cuMemcpyHtoDAsync_v2` (same arguments, bulk_in the bytes) whose bytes the server
+    /// also keeps by their hash for later `htod_cached` offers.
+    oneway htod_keep(dst: u64, stream: u64) -> ();
     /// bulk_out: `size` bytes from `src`.
     sync cuMemcpyDtoH_v2(src: u64, size: u64) -> ();
     /// bulk_out: `size` bytes from `src`, after the copy completed on `stream`.

@@ -2,6 +2,8 @@
 //! backend performs the forwarded calls: `cuda` (the real driver, NVML and cuBLAS) or
 //! `sim` (a CPU stand-in for machines with no GPU).
 
+mod blobs;
+mod cachedir;
 pub mod cublas;
 pub mod cuda;
 /// Decoding of untrusted bytes, for the fuzz targets and the bounded run in the tests.
@@ -48,6 +50,13 @@ impl BackendKind {
 /// Largest bulk a backend gives a place of its own before the bytes arrive
 /// ([`Session::bulk_place`]); the shims send copies in 1 MiB frames.
 pub const BULK_PLACE_MAX: usize = 4 << 20;
+
+/// Frames whose bulk is an asynchronous host-to-device copy's bytes, with the arguments
+/// `(dst, stream)` of `cuMemcpyHtoDAsync_v2` (`htod_keep` has the same), which a backend
+/// may land in pinned memory ([`Session::bulk_place`]).
+pub fn lands_htod(op: u32) -> bool {
+    op == protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || op == protocol::Op::htod_keep as u32
+}
 
 /// A wait run on a helper thread (see [`Session::wait_job`]): its result answers the call.
 pub type WaitJob = Box<dyn FnOnce() -> Result<(), u32> + Send>;

@@ -218,7 +218,7 @@ impl Session for Sim {
     /// Asynchronous copies land in a buffer of the sim's own, as the cuda backend's land
     /// in pinned memory, so that the worker's path for it is tested without a GPU.
     fn bulk_place(&mut self, op: u32, _args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
-        if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > crate::BULK_PLACE_MAX {
+        if !crate::lands_htod(op) || len > crate::BULK_PLACE_MAX {
             return None;
         }
         self.landing.clear();
@@ -381,6 +381,26 @@ impl protocol::Backend for Sim {
         let mut data = vec![0u8; len as usize];
         protocol::runs::unpack(io.bulk_in, &mut data).map_err(|_| INVALID_VALUE)?;
         self.write(dst, &data)
+    }
+    fn htod_cached(
+        &mut self,
+        _io: &mut Io<'_>,
+        dst: u64,
+        stream: u64,
+        len: u64,
+        chunk: u64,
+        hashes: Vec<[u8; 32]>,
+    ) -> Result<Vec<bool>, u32> {
+        self.stream(stream)?;
+        self.region(dst, len)?;
+        let store = crate::blobs::blobs();
+        crate::blobs::offer(store, len, chunk, &hashes, INVALID_VALUE, |at, bytes| self.write(dst + at, bytes))
+    }
+    fn htod_keep(&mut self, io: &mut Io<'_>, dst: u64, stream: u64) -> Result<(), u32> {
+        self.stream(stream)?;
+        self.write(dst, io.bulk_in)?;
+        crate::blobs::blobs().keep(io.bulk_in);
+        Ok(())
     }
     fn cuMemcpyDtoH_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64) -> Result<(), u32> {
         *io.bulk_out = self.read(src, size)?;

@@ -408,6 +408,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         }
     }
     backend.close();
+    crate::blobs::flush_kept(Duration::from_secs(10));
     let _ = hb.join();
     match &result {
         Ok(()) => tracing::info!("session {} ended", cfg.session_id),

@@ -336,6 +336,11 @@ pub fn reservation(p: u64) -> Option<(u64, u64, u64)> {
 /// everything else is one-way, staged by the server and ordered on the stream, and sent
 /// packed where it is runs of a word ([`packed`]).
 pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
+    if let Some(s) = stream
+        && offered(t, dst, src, s)?
+    {
+        return Ok(());
+    }
     let frame = htod_frame(t.server, src.len());
     let n = src.chunks(frame).len();
     for (i, c) in src.chunks(frame).enumerate() {
@@ -352,6 +357,38 @@ pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// An asynchronous copy offered by content first, where the session does that
+/// (`client::blobs`): the server copies the chunks it holds, the others are sent for it to
+/// keep. False: not offered, to be sent as it is.
+fn offered(t: Target, dst: u64, src: &[u8], stream: u64) -> Result<bool, R> {
+    use client::blobs::{self, Plan};
+    let offers = blobs::Offers::global();
+    // Runs of a word (attention masks, zeros) go packed instead, a few KiB.
+    let plan = match state::session() {
+        Ok(s) if s.packs(t.server) && protocol::runs::may_pack(src) => Plan::Plain,
+        Ok(s) if s.offers_blobs(t.server) => offers.plan(t.server, dst, src.len()),
+        _ => Plan::Plain,
+    };
+    let chunks: Vec<&[u8]> = src.chunks(blobs::CHUNK).collect();
+    let have = match plan {
+        Plan::Plain => return Ok(false),
+        Plan::Keep => vec![false; chunks.len()],
+        Plan::Ask => {
+            let (len, chunk, hashes) = (src.len() as u64, blobs::CHUNK as u64, blobs::hashes(&chunks));
+            let have = call_to(t, &ops::htod_cached { dst, stream, len, chunk, hashes }, &[], None)?;
+            if have.len() != chunks.len() {
+                return Err(CUresult::CUDA_ERROR_UNKNOWN);
+            }
+            offers.answered(have.contains(&true));
+            have
+        }
+    };
+    for (i, c) in chunks.iter().enumerate().filter(|&(i, _)| !have[i]) {
+        call_to(t, &ops::htod_keep { dst: dst + (i * blobs::CHUNK) as u64, stream }, &[c], None)?;
+    }
+    Ok(true)
 }
 
 /// `bytes` packed as runs of a word, where that is worth it (`protocol::runs`): llama.cpp's

@@ -123,6 +123,28 @@ impl protocol::Backend for CudaSession {
         let len = usize::try_from(len).map_err(|_| super::INVALID_VALUE)?;
         self.htod_async(dst, HostBytes::Runs(io.bulk_in, len), stream)
     }
+    fn htod_cached(
+        &mut self,
+        _io: &mut Io<'_>,
+        dst: u64,
+        stream: u64,
+        len: u64,
+        chunk: u64,
+        hashes: Vec<[u8; 32]>,
+    ) -> R<Vec<bool>> {
+        self.ready()?;
+        self.ranges.check(dst, len)?;
+        let store = crate::blobs::blobs();
+        crate::blobs::offer(store, len, chunk, &hashes, super::INVALID_VALUE, |at, bytes| {
+            self.htod_async(dst + at, HostBytes::Plain(bytes), stream)
+        })
+    }
+    fn htod_keep(&mut self, io: &mut Io<'_>, dst: u64, stream: u64) -> R<()> {
+        self.ready()?;
+        self.htod_async(dst, HostBytes::Plain(io.bulk_in), stream)?;
+        crate::blobs::blobs().keep(io.bulk_in);
+        Ok(())
+    }
     fn cuMemcpyDtoH_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64) -> R<()> {
         self.ready()?;
         self.dtoh(io.bulk_out, src, size, None)

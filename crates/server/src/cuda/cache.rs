@@ -7,74 +7,12 @@
 //! their name when read, so a damaged or planted file is ignored.
 
 use super::{INVALID_VALUE, R};
+use crate::cachedir::{candidates, choose_dir, hex, read_verified, write_atomic};
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Images up to this size are also kept in memory (bigger ones are read back from disk).
 const MEMORY_MAX: usize = 64 << 20;
-
-pub fn hex(hash: &[u8; 32]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Where images go: the configured or system directory, else a per-user temporary one.
-pub fn candidates(env: Option<&str>, tmp: &Path, uid: u32) -> [PathBuf; 2] {
-    let primary = match env {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from("/var/cache/vgpu/modules"),
-    };
-    [primary, tmp.join(format!("vgpu-modules-{uid}"))]
-}
-
-/// The first candidate that exists (or can be made), belongs to us or is shared on
-/// purpose, and is writable.
-pub fn choose_dir(candidates: &[PathBuf], uid: u32) -> Option<PathBuf> {
-    candidates.iter().enumerate().find_map(|(i, d)| {
-        let fallback = i > 0;
-        let mut b = std::fs::DirBuilder::new();
-        b.recursive(true);
-        if fallback {
-            b.mode(0o700);
-        }
-        b.create(d).ok()?;
-        let meta = std::fs::metadata(d).ok()?;
-        // In a shared temporary directory, one another user made first is not ours.
-        if !meta.is_dir() || (fallback && meta.uid() != uid) {
-            return None;
-        }
-        writable(d).then(|| d.clone())
-    })
-}
-
-fn writable(d: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
-}
-
-/// Write `bytes` as `dir/name` atomically (temporary file, then rename).
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
-    let r = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_data()
-    });
-    let r = r.and_then(|()| std::fs::rename(&tmp, dir.join(name)));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
-
-/// An image read from `dir`, if present and matching its hash.
-pub fn read_verified(dir: &Path, hash: &[u8; 32]) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(dir.join(hex(hash))).ok()?;
-    (blake3::hash(&bytes).as_bytes() == hash).then_some(bytes)
-}
 
 /// The image cache of one session.
 #[derive(Default)]
@@ -99,7 +37,7 @@ impl ImageCache {
             .get_or_insert_with(|| {
                 let uid = unsafe { libc::geteuid() };
                 let env = std::env::var("VGPU_CACHE_DIR").ok();
-                let d = choose_dir(&candidates(env.as_deref(), &std::env::temp_dir(), uid), uid);
+                let d = choose_dir(&candidates("modules", env.as_deref(), &std::env::temp_dir(), uid), uid);
                 match &d {
                     Some(d) => tracing::debug!("module cache in {}", d.display()),
                     None => tracing::warn!("no writable module cache directory; images are kept in memory only"),
@@ -152,43 +90,6 @@ pub fn aligned_image(bytes: &[u8]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn uid() -> u32 {
-        unsafe { libc::geteuid() }
-    }
-
-    #[test]
-    fn hex_and_candidates() {
-        let mut h = [0u8; 32];
-        h[0] = 0xab;
-        h[31] = 0x01;
-        let s = hex(&h);
-        assert_eq!(s.len(), 64);
-        assert!(s.starts_with("ab00") && s.ends_with("01"));
-        let [a, b] = candidates(None, Path::new("/tmp"), 1000);
-        assert_eq!(a, PathBuf::from("/var/cache/vgpu/modules"));
-        assert_eq!(b, PathBuf::from("/tmp/vgpu-modules-1000"));
-        let [a, _] = candidates(Some("/srv/c"), Path::new("/tmp"), 1000);
-        assert_eq!(a, PathBuf::from("/srv/c"));
-        let [a, _] = candidates(Some(""), Path::new("/tmp"), 1000);
-        assert_eq!(a, PathBuf::from("/var/cache/vgpu/modules"));
-    }
-
-    #[test]
-    fn choose_falls_back_when_not_writable() {
-        let t = tempfile::tempdir().unwrap();
-        // A regular file where the primary directory should be: unusable.
-        let blocked = t.path().join("file");
-        std::fs::write(&blocked, b"x").unwrap();
-        let fallback = t.path().join("vgpu-modules");
-        let got = choose_dir(&[blocked.join("sub"), fallback.clone()], uid());
-        assert_eq!(got, Some(fallback.clone()));
-        let mode = std::fs::metadata(&fallback).unwrap().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        // The primary wins when usable.
-        let primary = t.path().join("primary");
-        assert_eq!(choose_dir(&[primary.clone(), fallback], uid()), Some(primary));
-    }
 
     #[test]
     fn put_get_roundtrip_through_disk() {

@@ -209,7 +209,7 @@ impl CudaSession {
     /// `HTOD_FRAME`) are not given pinned memory before their bytes arrive.
     pub(super) fn land_htod(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {
         self.landing = None;
-        if op != protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || len > crate::BULK_PLACE_MAX || self.ready().is_err() {
+        if !crate::lands_htod(op) || len > crate::BULK_PLACE_MAX || self.ready().is_err() {
             return None;
         }
         let a: protocol::ops::cuMemcpyHtoDAsync_v2 = postcard::from_bytes(args).ok()?;

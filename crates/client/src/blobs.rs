@@ -1,0 +1,148 @@
+//! Which host-to-device copies are offered to the server by content (`htod_cached`), so
+//! that a model's second load over a link sends hashes instead of its weights
+//! (`server::blobs` keeps them).
+//!
+//! A load writes each weight once, from a file whose bytes are the same in every run; a
+//! prompt batch's inputs go to the same place batch after batch, new bytes each time. So
+//! only a copy's first write to a place is offered, in chunks counted from its start (the
+//! same copy makes the same chunks in every run). Asking costs a round trip; once offers
+//! have found nothing several times in a row (a model the server has not seen), only one
+//! copy in [`COLD`] asks, the others are sent for the server to keep.
+
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Smaller copies are sent as they are.
+pub const MIN: usize = 64 << 10;
+/// Chunk size of an offer.
+pub const CHUNK: usize = 4 << 20;
+/// Offers in a row that found nothing before asking becomes occasional.
+pub const COLD: u32 = 8;
+/// Places remembered; past this the memory of them starts again.
+const SEEN_MAX: usize = 1 << 20;
+
+/// How a copy goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// As it is.
+    Plain,
+    /// Offered by hashes; the chunks the server lacks are sent for it to keep.
+    Ask,
+    /// Sent for the server to keep, without asking.
+    Keep,
+}
+
+#[derive(Default)]
+pub struct Offers {
+    seen: Mutex<HashSet<(usize, u64, usize)>>,
+    misses: AtomicU32,
+}
+
+impl Offers {
+    /// The process's offers (one per shim library).
+    pub fn global() -> &'static Offers {
+        static O: std::sync::OnceLock<Offers> = std::sync::OnceLock::new();
+        O.get_or_init(Offers::default)
+    }
+
+    /// How a copy of `len` bytes to `dst` on `server` goes, where offering is on.
+    pub fn plan(&self, server: usize, dst: u64, len: usize) -> Plan {
+        if len < MIN {
+            return Plan::Plain;
+        }
+        {
+            let mut seen = self.seen.lock();
+            if seen.len() >= SEEN_MAX {
+                seen.clear();
+            }
+            if !seen.insert((server, dst, len)) {
+                return Plan::Plain;
+            }
+        }
+        let m = self.misses.load(Ordering::Relaxed);
+        if m < COLD || m.is_multiple_of(COLD) {
+            return Plan::Ask;
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        Plan::Keep
+    }
+
+    /// What an `Ask` found: anything makes asking worth it again.
+    pub fn answered(&self, found: bool) {
+        if found {
+            self.misses.store(0, Ordering::Relaxed);
+        } else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The blake3 hash of each chunk, on up to four threads for a large copy.
+pub fn hashes(chunks: &[&[u8]]) -> Vec<[u8; 32]> {
+    let hash = |c: &[u8]| *blake3::hash(c).as_bytes();
+    if chunks.len() < 2 {
+        return chunks.iter().map(|c| hash(c)).collect();
+    }
+    let per = chunks.len().div_ceil(4);
+    std::thread::scope(|s| {
+        let parts: Vec<_> =
+            chunks.chunks(per).map(|part| s.spawn(move || part.iter().map(|c| hash(c)).collect::<Vec<_>>())).collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_first_writes_of_large_copies_are_offered() {
+        let o = Offers::default();
+        assert_eq!(o.plan(0, 0x1000, MIN - 1), Plan::Plain);
+        assert_eq!(o.plan(0, 0x1000, MIN), Plan::Ask);
+        assert_eq!(o.plan(0, 0x1000, MIN), Plan::Plain, "the same place again: a batch's inputs");
+        assert_eq!(o.plan(0, 0x1000, 2 * MIN), Plan::Ask, "another length is another write");
+        assert_eq!(o.plan(1, 0x1000, MIN), Plan::Ask, "another server");
+    }
+
+    #[test]
+    fn asking_becomes_occasional_after_misses_and_resumes_on_a_hit() {
+        let o = Offers::default();
+        let mut dst = 0u64;
+        let mut next = || {
+            dst += 1 << 20;
+            o.plan(0, dst, MIN)
+        };
+        for _ in 0..COLD {
+            assert_eq!(next(), Plan::Ask);
+            o.answered(false);
+        }
+        let plans: Vec<Plan> = (0..2 * COLD)
+            .map(|_| {
+                let p = next();
+                if p == Plan::Ask {
+                    o.answered(false);
+                }
+                p
+            })
+            .collect();
+        assert_eq!(plans.iter().filter(|p| **p == Plan::Ask).count(), 2, "{plans:?}");
+        assert!(plans.iter().all(|p| *p != Plan::Plain));
+        // One hit: every copy asks again.
+        while next() != Plan::Ask {}
+        o.answered(true);
+        assert_eq!(next(), Plan::Ask);
+        assert_eq!(next(), Plan::Ask);
+    }
+
+    #[test]
+    fn hashes_in_order_on_several_threads() {
+        let data: Vec<u8> = (0..9 * 1000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let chunks: Vec<&[u8]> = data.chunks(1000).collect();
+        let want: Vec<[u8; 32]> = chunks.iter().map(|c| *blake3::hash(c).as_bytes()).collect();
+        assert_eq!(hashes(&chunks), want);
+        assert_eq!(hashes(&chunks[..1]), want[..1]);
+        assert!(hashes(&[]).is_empty());
+    }
+}

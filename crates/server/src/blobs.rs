@@ -1,0 +1,321 @@
+//! Host-to-device bytes kept by content across sessions, so that loading the same model
+//! again over a link sends hashes instead of its weights (`htod_cached`, `htod_keep`).
+//!
+//! The client offers a copy's chunks by their blake3 hashes; the chunks found here are copied
+//! from here, the others come with their bytes and are kept by a thread of the worker's own,
+//! which hashes them itself: a client can name only bytes it has sent. Files are
+//! `<dir>/<first two hex digits>/<hex hash>` in `VGPU_BLOB_DIR`, else `/var/cache/vgpu/blobs`,
+//! else `$TMPDIR/vgpu-blobs-<uid>` (mode 0700: they are the clients' data), and are used
+//! only when their length is the chunk's and their bytes match their name.
+//! `VGPU_BLOB_CACHE_MB` caps the directory (default 32 GiB; 0: no cache); past it the writer
+//! removes the files least recently used (a hit touches its file).
+
+use crate::cachedir::{candidates, choose_dir, hex, write_atomic};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime};
+
+/// Chunks waiting for the writer (each at most the client's 4 MiB); more are not kept.
+const QUEUE: usize = 16;
+const DEFAULT_CAP_MB: u64 = 32 << 10;
+
+pub struct Blobs {
+    dir: Option<PathBuf>,
+    cap: u64,
+    tx: parking_lot::Mutex<Option<SyncSender<Vec<u8>>>>,
+    /// Told by the writer when it has written everything and stopped.
+    done: parking_lot::Mutex<Option<Receiver<()>>>,
+}
+
+static STORE: OnceLock<Blobs> = OnceLock::new();
+
+/// This worker's store, configured from the environment on first use.
+pub fn blobs() -> &'static Blobs {
+    STORE.get_or_init(|| {
+        let cap = std::env::var("VGPU_BLOB_CACHE_MB").ok().and_then(|v| v.parse::<u64>().ok());
+        let cap = cap.unwrap_or(DEFAULT_CAP_MB) << 20;
+        let dir = (cap > 0).then(|| {
+            let uid = unsafe { libc::geteuid() };
+            let env = std::env::var("VGPU_BLOB_DIR").ok();
+            choose_dir(&candidates("blobs", env.as_deref(), &std::env::temp_dir(), uid), uid)
+        });
+        Blobs::new(dir.flatten(), cap)
+    })
+}
+
+impl Blobs {
+    pub fn new(dir: Option<PathBuf>, cap: u64) -> Blobs {
+        if let Some(d) = &dir {
+            let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
+            tracing::debug!("blob cache in {} (up to {} MiB)", d.display(), cap >> 20);
+        }
+        Blobs { dir, cap, tx: parking_lot::Mutex::new(None), done: parking_lot::Mutex::new(None) }
+    }
+
+    fn path(dir: &Path, hash: &[u8; 32]) -> PathBuf {
+        let name = hex(hash);
+        dir.join(&name[..2]).join(name)
+    }
+
+    /// The bytes named `hash`, if they are here, `len` long and really have that hash.
+    pub fn get(&self, hash: &[u8; 32], len: usize) -> Option<Vec<u8>> {
+        let path = Self::path(self.dir.as_ref()?, hash);
+        let f = std::fs::File::open(&path).ok()?;
+        if f.metadata().ok()?.len() != len as u64 {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(len).ok()?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(&f, len as u64), &mut bytes).ok()?;
+        if bytes.len() != len || blake3::hash(&bytes).as_bytes() != hash {
+            // Damaged: removed, so that the next copy of these bytes is kept again.
+            tracing::warn!("blob {} does not match its name; removed", path.display());
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        // Recently used: kept longest when the directory is pruned.
+        let _ = f.set_modified(SystemTime::now());
+        Some(bytes)
+    }
+
+    /// Keep a copy of `bytes` for later sessions, unless the writer is behind (they are
+    /// then sent again next time).
+    pub fn keep(&self, bytes: &[u8]) {
+        let Some(dir) = &self.dir else { return };
+        let mut tx = self.tx.lock();
+        if tx.is_none() {
+            let (t, rx) = sync_channel(QUEUE);
+            let (done_tx, done_rx) = sync_channel(1);
+            let (dir, cap) = (dir.clone(), self.cap);
+            let spawned = std::thread::Builder::new().name("vgpu-blobs".into()).spawn(move || {
+                write_all(&dir, cap, rx);
+                let _ = done_tx.send(());
+            });
+            if spawned.is_err() {
+                return;
+            }
+            *tx = Some(t);
+            *self.done.lock() = Some(done_rx);
+        }
+        if let Some(t) = tx.as_ref()
+            && let Err(TrySendError::Disconnected(_)) = t.try_send(bytes.to_vec())
+        {
+            *tx = None;
+        }
+    }
+
+    /// Write what is queued, waiting at most `limit` (the worker is about to exit).
+    pub fn flush(&self, limit: Duration) {
+        self.tx.lock().take();
+        if let Some(done) = self.done.lock().take() {
+            let _ = done.recv_timeout(limit);
+        }
+    }
+}
+
+/// At the session's end: write what this worker was given to keep (bounded by `limit`).
+pub fn flush_kept(limit: Duration) {
+    if let Some(b) = STORE.get() {
+        b.flush(limit);
+    }
+}
+
+/// The writer: keeps each chunk under its own hash, and prunes the directory once more
+/// than a sixteenth of its cap has been written since it last looked.
+fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>) {
+    let mut since_prune = u64::MAX;
+    for bytes in rx {
+        let hash = *blake3::hash(&bytes).as_bytes();
+        let path = Blobs::path(dir, &hash);
+        if path.exists() {
+            let _ = std::fs::File::options().append(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
+            continue;
+        }
+        let sub = path.parent().unwrap_or(dir);
+        let name = hex(&hash);
+        if let Err(e) = std::fs::create_dir_all(sub).and_then(|()| write_atomic(sub, &name, &bytes)) {
+            tracing::warn!("cannot keep {name} in {}: {e}", sub.display());
+            continue;
+        }
+        since_prune = since_prune.saturating_add(bytes.len() as u64);
+        if since_prune > cap / 16 {
+            prune(dir, cap);
+            since_prune = 0;
+        }
+    }
+}
+
+/// Remove the least recently used files until the directory holds at most nine tenths
+/// of `cap`, and temporary files that a killed writer left more than an hour ago.
+pub fn prune(dir: &Path, cap: u64) {
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    let now = SystemTime::now();
+    let Ok(subs) = std::fs::read_dir(dir) else { return };
+    for sub in subs.flatten() {
+        let Ok(entries) = std::fs::read_dir(sub.path()) else { continue };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if e.file_name().as_encoded_bytes().starts_with(b".") {
+                if now.duration_since(mtime).is_ok_and(|age| age > Duration::from_secs(3600)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+                continue;
+            }
+            total += meta.len();
+            files.push((mtime, meta.len(), e.path()));
+        }
+    }
+    if total <= cap {
+        return;
+    }
+    files.sort();
+    let goal = cap / 10 * 9;
+    for (_, len, path) in files {
+        if total <= goal {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
+}
+
+/// `htod_cached`: the chunks of a `len`-byte copy (`chunk` bytes each, the last shorter)
+/// that are here, each handed to `copy` with its index; which were.
+pub fn offer<E>(
+    store: &Blobs,
+    len: u64,
+    chunk: u64,
+    hashes: &[[u8; 32]],
+    invalid: E,
+    mut copy: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<Vec<bool>, E> {
+    if chunk == 0 || len.div_ceil(chunk) != hashes.len() as u64 || chunk > protocol::frame::CHUNK as u64 {
+        return Err(invalid);
+    }
+    let mut hit = vec![false; hashes.len()];
+    for (i, h) in hashes.iter().enumerate() {
+        let at = i as u64 * chunk;
+        let n = chunk.min(len - at) as usize;
+        if let Some(bytes) = store.get(h, n) {
+            copy(at, &bytes)?;
+            hit[i] = true;
+        }
+    }
+    Ok(hit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_for(path: &Path) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !path.exists() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn kept_bytes_come_back_by_hash_and_length_only() {
+        let t = tempfile::tempdir().unwrap();
+        let b = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let h = *blake3::hash(&data).as_bytes();
+        assert_eq!(b.get(&h, data.len()), None);
+        b.keep(&data);
+        b.flush(Duration::from_secs(10));
+        let path = Blobs::path(t.path(), &h);
+        assert!(path.exists(), "kept under its hash, fanned out by its first byte");
+        assert_eq!(std::fs::metadata(t.path()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(b.get(&h, data.len()).as_deref(), Some(&data[..]));
+        assert_eq!(b.get(&h, data.len() - 1), None, "another length is another chunk");
+        // A file whose bytes do not match its name (damaged, or planted) is not used.
+        let mut bad = data.clone();
+        bad[7] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        assert_eq!(b.get(&h, data.len()), None);
+        assert!(!path.exists(), "a damaged file is removed");
+        // Without a directory nothing is kept or found.
+        let none = Blobs::new(None, 1 << 30);
+        none.keep(&data);
+        none.flush(Duration::from_secs(1));
+        assert_eq!(none.get(&h, data.len()), None);
+    }
+
+    #[test]
+    fn a_second_writer_after_flush_and_duplicates() {
+        let t = tempfile::tempdir().unwrap();
+        let b = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
+        b.keep(b"first chunk of bytes");
+        b.flush(Duration::from_secs(10));
+        b.keep(b"second chunk of bytes");
+        b.keep(b"second chunk of bytes");
+        b.flush(Duration::from_secs(10));
+        let h = *blake3::hash(b"second chunk of bytes").as_bytes();
+        wait_for(&Blobs::path(t.path(), &h));
+        assert_eq!(b.get(&h, 21).as_deref(), Some(&b"second chunk of bytes"[..]));
+        let files: usize =
+            std::fs::read_dir(t.path()).unwrap().map(|s| std::fs::read_dir(s.unwrap().path()).unwrap().count()).sum();
+        assert_eq!(files, 2, "one file per content, no temporary files left");
+    }
+
+    #[test]
+    fn prune_removes_the_least_recently_used() {
+        let t = tempfile::tempdir().unwrap();
+        let b = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
+        let chunks: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1000]).collect();
+        for c in &chunks {
+            b.keep(c);
+        }
+        b.flush(Duration::from_secs(10));
+        let path = |c: &[u8]| Blobs::path(t.path(), blake3::hash(c).as_bytes());
+        let old = SystemTime::now() - Duration::from_secs(1000);
+        for (i, c) in chunks.iter().enumerate() {
+            let f = std::fs::File::options().append(true).open(path(c)).unwrap();
+            f.set_modified(old + Duration::from_secs(i as u64)).unwrap();
+        }
+        // A hit makes chunk 0 the most recently used.
+        assert!(b.get(blake3::hash(&chunks[0]).as_bytes(), 1000).is_some());
+        let stale = t.path().join("00").join(".x.tmp");
+        std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+        std::fs::write(&stale, b"half").unwrap();
+        let hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options().append(true).open(&stale).unwrap().set_modified(hours_ago).unwrap();
+        let fresh = t.path().join("00").join(".y.tmp");
+        std::fs::write(&fresh, b"being written").unwrap();
+        prune(t.path(), 2500);
+        let left: Vec<bool> = chunks.iter().map(|c| path(c).exists()).collect();
+        assert_eq!(left, [true, false, false, true], "oldest first, down to 9/10 of the cap");
+        assert!(!stale.exists(), "an old temporary file is removed");
+        assert!(fresh.exists(), "one being written is not");
+    }
+
+    #[test]
+    fn offer_checks_its_arguments_and_copies_what_it_has() {
+        let t = tempfile::tempdir().unwrap();
+        let b = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
+        let h = [[0u8; 32]; 2];
+        assert_eq!(offer(&b, 10, 0, &h, 22, |_, _| Ok(())), Err(22));
+        assert_eq!(offer(&b, 10, 4, &h, 22, |_, _| Ok(())), Err(22), "10 bytes in 4-byte chunks are 3");
+        assert_eq!(offer(&b, 1 << 40, 1 << 30, &[[0u8; 32]; 1024], 22, |_, _| Ok(())), Err(22));
+        assert_eq!(offer(&b, 10, 5, &h, 22, |_, _| Ok(())), Ok(vec![false, false]));
+        // A known last chunk, shorter than the others, is copied at its offset.
+        b.keep(b"tail!");
+        b.flush(Duration::from_secs(10));
+        let h = [[0u8; 32], *blake3::hash(b"tail!").as_bytes()];
+        let mut got = Vec::new();
+        let r = offer(&b, 10, 5, &h, 22, |at, bytes| {
+            got.push((at, bytes.to_vec()));
+            Ok(())
+        });
+        assert_eq!(r, Ok(vec![false, true]));
+        assert_eq!(got, [(5, b"tail!".to_vec())]);
+        // The copy's error is the offer's.
+        assert_eq!(offer(&b, 10, 5, &h, 22, |_, _| Err(700)), Err(700));
+    }
+}

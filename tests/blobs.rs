@@ -54,7 +54,8 @@ fn a_second_load_sends_hashes_and_lands_the_same_bytes() {
     };
     for lanes in ["4", "0"] {
         let _ = std::fs::remove_dir_all(&blobs);
-        let go = |seed| load(&exe, &lib, &server.address, seed, &[("VGPU_LANES", lanes)]);
+        // Loopback TCP stands in for a link here; by default it offers nothing (below).
+        let go = |seed| load(&exe, &lib, &server.address, seed, &[("VGPU_LANES", lanes), ("VGPU_BLOBS", "1")]);
         // First load: the 9 MiB tensor (three chunks), six 128 KiB pieces and the batch's
         // first inputs are offered and sent to be kept; the batch's later inputs go plain.
         let first = go("1");
@@ -83,9 +84,12 @@ fn a_second_load_sends_hashes_and_lands_the_same_bytes() {
         let other = go("2");
         assert_eq!((other.cached, other.kept), (8, 10), "lanes {lanes}");
     }
-    // Off by request, and by default over a unix socket (no link to spare).
+    // Off by request, and by default over a unix socket or TCP to this host's loopback
+    // address (no link to spare).
     let off = load(&exe, &lib, &server.address, "1", &[("VGPU_BLOBS", "0")]);
     assert_eq!((off.cached, off.kept), (0, 0));
+    let loopback = load(&exe, &lib, &server.address, "1", &[]);
+    assert_eq!((loopback.cached, loopback.kept), (0, 0));
     let unix = Server::sim(tmp.path(), &[]);
     let local = load(&exe, &lib, &unix.address, "1", &[]);
     assert_eq!((local.cached, local.kept), (0, 0));

@@ -152,10 +152,12 @@ impl Session {
 
     /// Whether copies to `server` are offered by content first (`htod_cached`): over links
     /// (TCP, TLS, vsock), where a model's second load then sends hashes instead of its
-    /// weights. `VGPU_BLOBS=0` never, `1` over every socket.
+    /// weights; not over TCP to this host's loopback address, where the bytes travel faster
+    /// than the server reads them back. `VGPU_BLOBS=0` never, `1` over every socket.
     pub fn offers_blobs(&self, server: usize) -> bool {
         static MODE: OnceLock<Option<bool>> = OnceLock::new();
-        self.over_links(server, "VGPU_BLOBS", &MODE)
+        let loopback = self.conns.get(server).is_some_and(|c| c.is_loopback());
+        self.over_links(server, "VGPU_BLOBS", &MODE) && (!loopback || MODE.get() == Some(&Some(true)))
     }
 
     /// A mechanism for links: `var` `0` turns it off, `1` on over every socket; unset, on

@@ -13,8 +13,8 @@
 use crate::cachedir::{candidates, choose_dir, hex, write_atomic};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// Chunks waiting for the writer (each at most the client's 4 MiB); more are not kept.
@@ -27,6 +27,59 @@ pub struct Blobs {
     tx: parking_lot::Mutex<Option<SyncSender<Vec<u8>>>>,
     /// Told by the writer when it has written everything and stopped.
     done: parking_lot::Mutex<Option<Receiver<()>>>,
+    /// Buffers the writer is done with, and how many exist: copies to keep reuse them
+    /// (a fresh 4 MiB buffer costs its page faults each time).
+    spare: Arc<parking_lot::Mutex<(Vec<Vec<u8>>, usize)>>,
+}
+
+/// Bytes of this store that a copy may take from: the file is open and has the chunk's
+/// length; [`Found::read_into`] checks its bytes.
+pub struct Found {
+    file: std::fs::File,
+    path: PathBuf,
+    hash: [u8; 32],
+    pub len: usize,
+}
+
+impl Found {
+    /// The bytes into `dst` (`len` long), if they still match their name; a file that does
+    /// not is removed, so that the next copy of those bytes is kept again.
+    pub fn read_into(&self, dst: &mut [u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        if dst.len() != self.len || self.file.read_exact_at(dst, 0).is_err() {
+            return false;
+        }
+        if hash(dst) != self.hash {
+            tracing::warn!("blob {} does not match its name; removed", self.path.display());
+            let _ = std::fs::remove_file(&self.path);
+            return false;
+        }
+        // Recently used: kept longest when the directory is pruned.
+        let _ = self.file.set_modified(SystemTime::now());
+        true
+    }
+
+    /// The bytes, if they still match their name.
+    pub fn read(&self) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(self.len).ok()?;
+        v.resize(self.len, 0);
+        self.read_into(&mut v).then_some(v)
+    }
+}
+
+/// blake3 of `bytes`, on a few threads of this process's own for chunks of a MiB and more.
+fn hash(bytes: &[u8]) -> [u8; 32] {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new().num_threads(4).thread_name(|_| "vgpu-hash".into()).build().ok()
+    });
+    match pool {
+        Some(p) if bytes.len() >= 1 << 20 => {
+            p.install(|| *blake3::Hasher::new().update_rayon(bytes).finalize().as_bytes())
+        }
+        _ => *blake3::hash(bytes).as_bytes(),
+    }
 }
 
 static STORE: OnceLock<Blobs> = OnceLock::new();
@@ -51,7 +104,8 @@ impl Blobs {
             let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
             tracing::debug!("blob cache in {} (up to {} MiB)", d.display(), cap >> 20);
         }
-        Blobs { dir, cap, tx: parking_lot::Mutex::new(None), done: parking_lot::Mutex::new(None) }
+        let spare = Arc::new(parking_lot::Mutex::new((Vec::new(), 0)));
+        Blobs { dir, cap, tx: parking_lot::Mutex::new(None), done: parking_lot::Mutex::new(None), spare }
     }
 
     fn path(dir: &Path, hash: &[u8; 32]) -> PathBuf {
@@ -59,25 +113,17 @@ impl Blobs {
         dir.join(&name[..2]).join(name)
     }
 
-    /// The bytes named `hash`, if they are here, `len` long and really have that hash.
-    pub fn get(&self, hash: &[u8; 32], len: usize) -> Option<Vec<u8>> {
+    /// The file named `hash`, if it is here and `len` long.
+    pub fn find(&self, hash: &[u8; 32], len: usize) -> Option<Found> {
         let path = Self::path(self.dir.as_ref()?, hash);
-        let f = std::fs::File::open(&path).ok()?;
-        if f.metadata().ok()?.len() != len as u64 {
-            return None;
-        }
-        let mut bytes = Vec::new();
-        bytes.try_reserve_exact(len).ok()?;
-        std::io::Read::read_to_end(&mut std::io::Read::take(&f, len as u64), &mut bytes).ok()?;
-        if bytes.len() != len || blake3::hash(&bytes).as_bytes() != hash {
-            // Damaged: removed, so that the next copy of these bytes is kept again.
-            tracing::warn!("blob {} does not match its name; removed", path.display());
-            let _ = std::fs::remove_file(&path);
-            return None;
-        }
-        // Recently used: kept longest when the directory is pruned.
-        let _ = f.set_modified(SystemTime::now());
-        Some(bytes)
+        let file = std::fs::File::open(&path).ok()?;
+        (file.metadata().ok()?.len() == len as u64).then_some(Found { file, path, hash: *hash, len })
+    }
+
+    /// The bytes named `hash`, if they are here, `len` long and really have that hash.
+    #[cfg(test)]
+    pub fn get(&self, hash: &[u8; 32], len: usize) -> Option<Vec<u8>> {
+        self.find(hash, len)?.read()
     }
 
     /// Keep a copy of `bytes` for later sessions, unless the writer is behind (they are
@@ -88,9 +134,9 @@ impl Blobs {
         if tx.is_none() {
             let (t, rx) = sync_channel(QUEUE);
             let (done_tx, done_rx) = sync_channel(1);
-            let (dir, cap) = (dir.clone(), self.cap);
+            let (dir, cap, spare) = (dir.clone(), self.cap, self.spare.clone());
             let spawned = std::thread::Builder::new().name("vgpu-blobs".into()).spawn(move || {
-                write_all(&dir, cap, rx);
+                write_all(&dir, cap, rx, &spare);
                 let _ = done_tx.send(());
             });
             if spawned.is_err() {
@@ -99,11 +145,29 @@ impl Blobs {
             *tx = Some(t);
             *self.done.lock() = Some(done_rx);
         }
+        let Some(mut buf) = self.buffer() else { return };
+        buf.clear();
+        buf.extend_from_slice(bytes);
         if let Some(t) = tx.as_ref()
-            && let Err(TrySendError::Disconnected(_)) = t.try_send(bytes.to_vec())
+            && let Err(e) = t.try_send(buf)
         {
-            *tx = None;
+            if let TrySendError::Disconnected(_) = e {
+                *tx = None;
+            }
+            self.spare.lock().1 -= 1;
         }
+    }
+
+    /// A spare buffer, or a new one while fewer than the queue holds exist.
+    fn buffer(&self) -> Option<Vec<u8>> {
+        let mut spare = self.spare.lock();
+        if let Some(b) = spare.0.pop() {
+            return Some(b);
+        }
+        (spare.1 < QUEUE + 1).then(|| {
+            spare.1 += 1;
+            Vec::new()
+        })
     }
 
     /// Write what is queued, waiting at most `limit` (the worker is about to exit).
@@ -122,25 +186,30 @@ pub fn flush_kept(limit: Duration) {
     }
 }
 
-/// The writer: keeps each chunk under its own hash, and prunes the directory once more
-/// than a sixteenth of its cap has been written since it last looked.
-fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>) {
+/// The writer: keeps each chunk under its own hash, hands its buffer back, and prunes the
+/// directory once more than a sixteenth of its cap has been written since it last looked.
+fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &parking_lot::Mutex<(Vec<Vec<u8>>, usize)>) {
     let mut since_prune = u64::MAX;
     for bytes in rx {
-        let hash = *blake3::hash(&bytes).as_bytes();
-        let path = Blobs::path(dir, &hash);
-        if path.exists() {
+        let h = hash(&bytes);
+        let path = Blobs::path(dir, &h);
+        let written = if path.exists() {
             let _ = std::fs::File::options().append(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
-            continue;
-        }
-        let sub = path.parent().unwrap_or(dir);
-        let name = hex(&hash);
-        if let Err(e) = std::fs::create_dir_all(sub).and_then(|()| write_atomic(sub, &name, &bytes)) {
-            tracing::warn!("cannot keep {name} in {}: {e}", sub.display());
-            continue;
-        }
-        since_prune = since_prune.saturating_add(bytes.len() as u64);
-        if since_prune > cap / 16 {
+            0
+        } else {
+            let sub = path.parent().unwrap_or(dir);
+            let name = hex(&h);
+            match std::fs::create_dir_all(sub).and_then(|()| write_atomic(sub, &name, &bytes)) {
+                Ok(()) => bytes.len() as u64,
+                Err(e) => {
+                    tracing::warn!("cannot keep {name} in {}: {e}", sub.display());
+                    0
+                }
+            }
+        };
+        spare.lock().0.push(bytes);
+        since_prune = since_prune.saturating_add(written);
+        if written > 0 && since_prune > cap / 16 {
             prune(dir, cap);
             since_prune = 0;
         }
@@ -185,14 +254,15 @@ pub fn prune(dir: &Path, cap: u64) {
 }
 
 /// `htod_cached`: the chunks of a `len`-byte copy (`chunk` bytes each, the last shorter)
-/// that are here, each handed to `copy` with its index; which were.
+/// that are here, each handed to `copy` with its offset; which were. `copy` answers false
+/// when the file's bytes turned out not to match (a miss, as if absent).
 pub fn offer<E>(
     store: &Blobs,
     len: u64,
     chunk: u64,
     hashes: &[[u8; 32]],
     invalid: E,
-    mut copy: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    mut copy: impl FnMut(u64, &Found) -> Result<bool, E>,
 ) -> Result<Vec<bool>, E> {
     if chunk == 0 || len.div_ceil(chunk) != hashes.len() as u64 || chunk > protocol::frame::CHUNK as u64 {
         return Err(invalid);
@@ -201,9 +271,8 @@ pub fn offer<E>(
     for (i, h) in hashes.iter().enumerate() {
         let at = i as u64 * chunk;
         let n = chunk.min(len - at) as usize;
-        if let Some(bytes) = store.get(h, n) {
-            copy(at, &bytes)?;
-            hit[i] = true;
+        if let Some(found) = store.find(h, n) {
+            hit[i] = copy(at, &found)?;
         }
     }
     Ok(hit)
@@ -240,6 +309,13 @@ mod tests {
         std::fs::write(&path, &bad).unwrap();
         assert_eq!(b.get(&h, data.len()), None);
         assert!(!path.exists(), "a damaged file is removed");
+        // A chunk of a MiB and more is checked on several threads, with the same result.
+        let big: Vec<u8> = (0..3u32 << 20).map(|i| (i * 31 % 241) as u8).collect();
+        let hb = *blake3::hash(&big).as_bytes();
+        b.keep(&big);
+        b.flush(Duration::from_secs(10));
+        assert_eq!(hash(&big), hb);
+        assert_eq!(b.find(&hb, big.len()).and_then(|f| f.read()).as_deref(), Some(&big[..]));
         // Without a directory nothing is kept or found.
         let none = Blobs::new(None, 1 << 30);
         none.keep(&data);
@@ -300,22 +376,23 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let b = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
         let h = [[0u8; 32]; 2];
-        assert_eq!(offer(&b, 10, 0, &h, 22, |_, _| Ok(())), Err(22));
-        assert_eq!(offer(&b, 10, 4, &h, 22, |_, _| Ok(())), Err(22), "10 bytes in 4-byte chunks are 3");
-        assert_eq!(offer(&b, 1 << 40, 1 << 30, &[[0u8; 32]; 1024], 22, |_, _| Ok(())), Err(22));
-        assert_eq!(offer(&b, 10, 5, &h, 22, |_, _| Ok(())), Ok(vec![false, false]));
+        assert_eq!(offer(&b, 10, 0, &h, 22, |_, _| Ok(true)), Err(22));
+        assert_eq!(offer(&b, 10, 4, &h, 22, |_, _| Ok(true)), Err(22), "10 bytes in 4-byte chunks are 3");
+        assert_eq!(offer(&b, 1 << 40, 1 << 30, &[[0u8; 32]; 1024], 22, |_, _| Ok(true)), Err(22));
+        assert_eq!(offer(&b, 10, 5, &h, 22, |_, _| Ok(true)), Ok(vec![false, false]));
         // A known last chunk, shorter than the others, is copied at its offset.
         b.keep(b"tail!");
         b.flush(Duration::from_secs(10));
         let h = [[0u8; 32], *blake3::hash(b"tail!").as_bytes()];
         let mut got = Vec::new();
-        let r = offer(&b, 10, 5, &h, 22, |at, bytes| {
-            got.push((at, bytes.to_vec()));
-            Ok(())
+        let r = offer(&b, 10, 5, &h, 22, |at, found| {
+            got.push((at, found.read().unwrap()));
+            Ok(true)
         });
         assert_eq!(r, Ok(vec![false, true]));
         assert_eq!(got, [(5, b"tail!".to_vec())]);
-        // The copy's error is the offer's.
+        // The copy's error is the offer's; bytes that turned out wrong are a miss.
         assert_eq!(offer(&b, 10, 5, &h, 22, |_, _| Err(700)), Err(700));
+        assert_eq!(offer(&b, 10, 5, &h, 22, |_, _| Ok(false)), Ok(vec![false, false]));
     }
 }

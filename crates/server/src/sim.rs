@@ -394,7 +394,10 @@ impl protocol::Backend for Sim {
         self.stream(stream)?;
         self.region(dst, len)?;
         let store = crate::blobs::blobs();
-        crate::blobs::offer(store, len, chunk, &hashes, INVALID_VALUE, |at, bytes| self.write(dst + at, bytes))
+        crate::blobs::offer(store, len, chunk, &hashes, INVALID_VALUE, |at, found| match found.read() {
+            Some(bytes) => self.write(dst + at, &bytes).map(|()| true),
+            None => Ok(false),
+        })
     }
     fn htod_keep(&mut self, io: &mut Io<'_>, dst: u64, stream: u64) -> Result<(), u32> {
         self.stream(stream)?;

@@ -335,6 +335,20 @@ impl Stream {
         })
     }
 
+    /// Whether this is TCP (with or without TLS) to this host's own loopback address: bytes
+    /// that cross no link.
+    pub fn peer_is_loopback(&self) -> bool {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(t) => t.tcp(),
+            _ => return false,
+        };
+        tcp.peer_addr().is_ok_and(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_loopback(),
+            std::net::IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        })
+    }
+
     /// Whether TCP carries this stream (with or without TLS).
     pub fn is_tcp(&self) -> bool {
         matches!(self, Stream::Tcp(_) | Stream::Tls(_))

@@ -151,6 +151,8 @@ pub struct Conn {
     dead: AtomicBool,
     batching: AtomicBool,
     address: Address,
+    /// TCP to this host's loopback address (`Stream::peer_is_loopback`).
+    loopback: bool,
     /// How long a caller polls for its reply before sleeping (see `spin`).
     spin: Duration,
     timeouts: Timeouts,
@@ -177,6 +179,7 @@ impl Conn {
             (Ok(r), Ok(c)) => (Some(Mutex::new(r)), Some(c)),
             _ => (None, None),
         };
+        let loopback = stream.peer_is_loopback();
         let mut conn = Conn {
             sock: Mutex::new(Sock { stream }),
             rd,
@@ -189,6 +192,7 @@ impl Conn {
             dead: AtomicBool::new(false),
             batching: AtomicBool::new(false),
             address: address.clone(),
+            loopback,
             spin: crate::spin_budget(crate::CLIENT_SPIN),
             timeouts: t,
             offer: None,
@@ -213,6 +217,12 @@ impl Conn {
 
     pub fn address(&self) -> &Address {
         &self.address
+    }
+
+    /// Whether the connection is TCP to this host's own loopback address, so that its
+    /// bytes cross no link.
+    pub fn is_loopback(&self) -> bool {
+        self.loopback
     }
 
     pub fn is_dead(&self) -> bool {

@@ -135,8 +135,11 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.ranges.check(dst, len)?;
         let store = crate::blobs::blobs();
-        crate::blobs::offer(store, len, chunk, &hashes, super::INVALID_VALUE, |at, bytes| {
-            self.htod_async(dst + at, HostBytes::Plain(bytes), stream)
+        crate::blobs::offer(store, len, chunk, &hashes, super::INVALID_VALUE, |at, found| {
+            match self.htod_async(dst + at, HostBytes::Blob(found), stream) {
+                Err(super::memory::BLOB_MISMATCH) => Ok(false),
+                r => r.map(|()| true),
+            }
         })
     }
     fn htod_keep(&mut self, io: &mut Io<'_>, dst: u64, stream: u64) -> R<()> {

@@ -18,13 +18,21 @@ pub(super) enum HostBytes<'a> {
     Plain(&'a [u8]),
     /// Packed as runs of a word (`protocol::runs`): the packed bytes and the copy's length.
     Runs(&'a [u8], usize),
+    /// Kept by content (`crate::blobs`): read straight into the pinned buffer and checked
+    /// there; bytes that do not match their name fail the copy with [`BLOB_MISMATCH`].
+    Blob(&'a crate::blobs::Found),
 }
+
+/// Not a driver status: a kept file whose bytes did not match its name (`htod_cached`
+/// answers the chunk as not held).
+pub(super) const BLOB_MISMATCH: u32 = u32::MAX - 1;
 
 impl HostBytes<'_> {
     pub(super) fn len(&self) -> usize {
         match self {
             HostBytes::Plain(d) => d.len(),
             HostBytes::Runs(_, len) => *len,
+            HostBytes::Blob(f) => f.len,
         }
     }
 
@@ -33,6 +41,11 @@ impl HostBytes<'_> {
         match self {
             HostBytes::Plain(d) => dst.copy_from_slice(d),
             HostBytes::Runs(p, _) => protocol::runs::unpack(p, dst).map_err(|_| INVALID_VALUE)?,
+            HostBytes::Blob(f) => {
+                if !f.read_into(dst) {
+                    return Err(BLOB_MISMATCH);
+                }
+            }
         }
         Ok(())
     }
@@ -42,7 +55,7 @@ impl HostBytes<'_> {
     fn pageable(&self, copy: impl FnOnce(*const c_void) -> R<()>) -> R<()> {
         match self {
             HostBytes::Plain(d) => copy(d.as_ptr().cast()),
-            HostBytes::Runs(..) => {
+            HostBytes::Runs(..) | HostBytes::Blob(_) => {
                 let mut v = vec![0u8; self.len()];
                 self.write(&mut v)?;
                 copy(v.as_ptr().cast())
@@ -172,7 +185,7 @@ impl CudaSession {
         let ctx = self.h.stream_context(s as u64, self.current);
         let landed = match data {
             HostBytes::Plain(d) => self.landing.take().filter(|l| l.ctx == ctx && std::ptr::eq(l.ptr, d.as_ptr())),
-            HostBytes::Runs(..) => None,
+            HostBytes::Runs(..) | HostBytes::Blob(_) => None,
         }
         .map(|l| l.buf);
         self.in_context(ctx, |me| {

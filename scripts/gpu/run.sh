@@ -513,31 +513,30 @@ stage_link() { # a network link stood in for: TCP over lo limited to LINK_RATE, 
   stage_ab
   link_down
 }
-stage_loadlink() { # issue 6: start to first token over TCP limited to each of LOAD_RATES (none: plain loopback): the
-  # weights' first load, later loads (the server keeps them: server::blobs; VGPU_BLOBS=1, as loopback does
-  # not offer them by default) and loads without (plain tcp)
+stage_loadlink() { # issue 6: start to first token over LOAD_VIA (tcp; vsock) limited to each of LOAD_RATES (none: as
+  # it is): the weights' first load, later loads (the server keeps them: server::blobs) and loads without that
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
-  local blobs=/var/cache/vgpu/blobs t0 n c w1 w2 off
+  local blobs=/var/cache/vgpu/blobs t0 n c w1 w2 off via=${LOAD_VIA:-tcp}
+  [ "$via" = vsock ] && [ -z "${VSOCK_OK:-}" ] && { say "loadlink: no vsock here"; return; }
   for rate in ${LOAD_RATES:-10gbit none}; do
     if [ "$rate" != none ]; then link_up "$rate" || continue; fi
-    for m in ${LOAD_MODELS:-q8 f16 q8+--no-mmap}; do
-      local args=(-m $W/${m%%+*}.gguf -p "hello" -n 1 --temp 0 --seed 1 -ngl 99 -no-cnv) tag=${m//[^a-z0-9]/}
-      [ "${m#*+}" != "$m" ] && args+=("${m#*+}")
-      t0=$EPOCHREALTIME; LD_LIBRARY_PATH=$B "$B/llama-completion" "${args[@]}" >/dev/null 2>"$OUT/load-$tag-native.err" </dev/null; n=$(elapsed "$t0")
+    for m in ${LOAD_MODELS:-q8 f16}; do
+      local args=(-m $W/$m.gguf -p "hello" -n 1 --temp 0 --seed 1 -ngl 99 -no-cnv)
+      t0=$EPOCHREALTIME; LD_LIBRARY_PATH=$B "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; n=$(elapsed "$t0")
       rm -rf "$blobs"
-      t0=$EPOCHREALTIME; as_cfg tcp+VGPU_BLOBS=1 "$B/llama-completion" "${args[@]}" >/dev/null 2>"$OUT/load-$tag-first.err" </dev/null; c=$(elapsed "$t0")
+      t0=$EPOCHREALTIME; as_cfg $via+VGPU_BLOBS=1 "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; c=$(elapsed "$t0")
       sleep 1 # the worker writes what it was given to keep as its session ends
-      t0=$EPOCHREALTIME; as_cfg tcp+VGPU_BLOBS=1+VGPU_TRACE=summary "$B/llama-completion" "${args[@]}" >/dev/null 2>"$OUT/load-$tag-second.err" </dev/null; w1=$(elapsed "$t0")
-      t0=$EPOCHREALTIME; as_cfg tcp+VGPU_BLOBS=1 "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; w2=$(elapsed "$t0")
-      t0=$EPOCHREALTIME; as_cfg tcp "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; off=$(elapsed "$t0")
-      say "start to first token, link $rate, $m: native $n s; tcp first load $c s, second $w1 s, third $w2 s, without kept weights $off s ($(du -sm "$blobs" 2>/dev/null | cut -f1) MiB kept)"
+      t0=$EPOCHREALTIME; as_cfg $via+VGPU_BLOBS=1+VGPU_TRACE=summary "$B/llama-completion" "${args[@]}" >/dev/null 2>"$OUT/load-$m-$rate-second.err" </dev/null; w1=$(elapsed "$t0")
+      t0=$EPOCHREALTIME; as_cfg $via+VGPU_BLOBS=1 "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; w2=$(elapsed "$t0")
+      t0=$EPOCHREALTIME; as_cfg $via+VGPU_BLOBS=0 "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; off=$(elapsed "$t0")
+      say "start to first token, $via, link $rate, $m: native $n s; first load $c s, second $w1 s, third $w2 s, without kept weights $off s ($(du -sm "$blobs" 2>/dev/null | cut -f1) MiB kept)"
     done
     # The text of a load from kept weights is native's.
     local targs=(-m $W/q8.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv)
     LD_LIBRARY_PATH=$B "$B/llama-completion" "${targs[@]}" >"$W/lk.n" 2>/dev/null </dev/null
-    as_cfg tcp+VGPU_BLOBS=1 "$B/llama-completion" "${targs[@]}" >"$W/lk.v" 2>/dev/null </dev/null
-    compare "kept-weights-text-$rate" "$W/lk.n" "$W/lk.v"
+    as_cfg $via+VGPU_BLOBS=1 "$B/llama-completion" "${targs[@]}" >"$W/lk.v" 2>/dev/null </dev/null
+    compare "kept-weights-text-$via-$rate" "$W/lk.n" "$W/lk.v"
     [ "$rate" != none ] && link_down
   done
 }

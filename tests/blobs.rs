@@ -6,9 +6,13 @@ use common::*;
 use std::path::Path;
 use std::time::Duration;
 
+/// The kept files (not those still being written, under temporary names).
 fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     let Ok(subs) = std::fs::read_dir(dir) else { return Vec::new() };
-    subs.flatten().flat_map(|s| std::fs::read_dir(s.path()).into_iter().flatten().flatten().map(|e| e.path())).collect()
+    subs.flatten()
+        .flat_map(|s| std::fs::read_dir(s.path()).into_iter().flatten().flatten().map(|e| e.path()))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect()
 }
 
 struct Load {
@@ -84,6 +88,17 @@ fn a_second_load_sends_hashes_and_lands_the_same_bytes() {
         let other = go("2");
         assert_eq!((other.cached, other.kept), (8, 10), "lanes {lanes}");
     }
+    // Over TLS too, whose lanes carry the chunks to keep.
+    let tls_blobs = tmp.path().join("tls-blobs");
+    let (tls, _, pki) = tls_sim_server(tmp.path(), "t0ken", &[("VGPU_BLOB_DIR", s(&tls_blobs))]);
+    let over_tls = |seed| {
+        load(&exe, &lib, &tls.address, seed, &[("VGPU_BLOBS", "1"), ("VGPU_TLS_CA", s(&pki.ca)), ("VGPU_LANES", "4")])
+    };
+    let first = over_tls("3");
+    assert_eq!((first.cached, first.kept), (8, 10), "tls");
+    wait_until(Duration::from_secs(10), || files(&tls_blobs).len() >= 10);
+    let second = over_tls("3");
+    assert_eq!((second.cached, second.kept), (8, 1), "tls");
     // Off by request, and by default over a unix socket or TCP to this host's loopback
     // address (no link to spare).
     let off = load(&exe, &lib, &server.address, "1", &[("VGPU_BLOBS", "0")]);

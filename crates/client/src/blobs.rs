@@ -20,7 +20,7 @@ pub const CHUNK: usize = 4 << 20;
 /// Offers in a row that found nothing before asking becomes occasional.
 pub const COLD: u32 = 8;
 /// Places remembered; past this the memory of them starts again.
-const SEEN_MAX: usize = 1 << 20;
+const SEEN_MAX: usize = 1 << 16;
 
 /// How a copy goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,6 +53,14 @@ enum Cmd {
         /// one session at a time. Repeat for several VMs.
         #[arg(long)]
         shm_file: Vec<PathBuf>,
+        /// Host-to-device bytes kept on disk for later sessions, so that a model's next load
+        /// over a link sends hashes instead of its weights: at most this much, e.g. 64G (0
+        /// keeps nothing). Default 32G, or VGPU_BLOB_CACHE_MB.
+        #[arg(long)]
+        blob_cache: Option<String>,
+        /// Where those bytes are kept. Default /var/cache/vgpu/blobs, or VGPU_BLOB_DIR.
+        #[arg(long)]
+        blob_dir: Option<PathBuf>,
     },
     /// Internal: serve one session on fd 3 (started by `vgpu serve`).
     #[command(hide = true)]
@@ -134,6 +142,8 @@ fn main() -> ExitCode {
             sim_driver_version,
             gpus,
             shm_file,
+            blob_cache,
+            blob_dir,
         } => (|| {
             let listen = listen.iter().map(|a| a.parse()).collect::<Result<Vec<_>, _>>()?;
             let token = match (token_file, std::env::var("VGPU_TOKEN").ok()) {
@@ -150,6 +160,8 @@ fn main() -> ExitCode {
                 sim_driver_version,
                 gpus,
                 shm_files: shm_file,
+                blob_cache: blob_cache.as_deref().map(parse_size).transpose()?,
+                blob_dir,
                 worker_exe: std::env::current_exe().map_err(|e| e.to_string())?,
                 tls: match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => {

@@ -99,6 +99,20 @@ fn a_second_load_sends_hashes_and_lands_the_same_bytes() {
     wait_until(Duration::from_secs(10), || files(&tls_blobs).len() >= 10);
     let second = over_tls("3");
     assert_eq!((second.cached, second.kept), (8, 1), "tls");
+    // The server's options: where to keep, and keeping nothing.
+    for (cap, kept) in [("64M", 10), ("0", 0)] {
+        let dir = tmp.path().join(format!("opt-{cap}"));
+        let srv = Server::start(
+            &free_tcp_address(),
+            &["--backend", "sim"],
+            &["--token-file", token.to_str().unwrap(), "--blob-dir", s(&dir), "--blob-cache", cap],
+        );
+        let l = load(&exe, &lib, &srv.address, "1", &[("VGPU_BLOBS", "1")]);
+        assert_eq!((l.cached, l.kept), (8, 10), "--blob-cache {cap}");
+        wait_until(Duration::from_secs(10), || files(&dir).len() >= kept);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(files(&dir).len(), kept, "--blob-cache {cap}");
+    }
     // Off by request, and by default over a unix socket or TCP to this host's loopback
     // address (no link to spare).
     let off = load(&exe, &lib, &server.address, "1", &[("VGPU_BLOBS", "0")]);

@@ -35,6 +35,10 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// Files clients may share as their segment over any transport (`--shm-file`).
     pub shm_files: Vec<PathBuf>,
+    /// Bytes of kept host-to-device chunks at most, and where (`crate::blobs`; the workers'
+    /// `VGPU_BLOB_CACHE_MB` and `VGPU_BLOB_DIR`).
+    pub blob_cache: Option<u64>,
+    pub blob_dir: Option<PathBuf>,
 }
 
 /// PEM files of a `tls://` listener: the certificate chain (server first) and its key.
@@ -309,6 +313,12 @@ pub fn spawn_worker_for(
     }
     for f in &opts.shm_files {
         cmd.arg("--shm-file").arg(f);
+    }
+    if let Some(b) = opts.blob_cache {
+        cmd.env("VGPU_BLOB_CACHE_MB", (b >> 20).to_string());
+    }
+    if let Some(d) = &opts.blob_dir {
+        cmd.env("VGPU_BLOB_DIR", d);
     }
     if let Some(t) = &opts.token {
         // Unix sockets rely on file permissions; TCP (with TLS or not) always needs the token.

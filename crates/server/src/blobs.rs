@@ -210,6 +210,7 @@ pub fn flush_kept(limit: Duration) {
 /// directory once more than a sixteenth of its cap has been written since it last looked.
 fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &parking_lot::Mutex<(Vec<Vec<u8>>, usize)>) {
     let mut since_prune = u64::MAX;
+    let mut warned = false;
     for bytes in rx {
         let h = hash(&bytes);
         let path = Blobs::path(dir, &h);
@@ -222,7 +223,10 @@ fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &parking_lot::M
             match std::fs::create_dir_all(sub).and_then(|()| write_atomic(sub, &name, &bytes)) {
                 Ok(()) => bytes.len() as u64,
                 Err(e) => {
-                    tracing::warn!("cannot keep {name} in {}: {e}", sub.display());
+                    // Once: a full disk would otherwise say so for every chunk.
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!("cannot keep {name} in {}: {e} (further failures not logged)", sub.display());
+                    }
                     0
                 }
             }

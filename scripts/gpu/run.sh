@@ -4,7 +4,7 @@
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
 #                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu
-#                                   mgtrace shmtext ttft shmfile link loadlink savellama (or all: smi..bench)
+#                                   mgtrace shmtext ttft shmfile link loadlink pieceload savellama (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
 # socket and port; SERVER_B_ENV: settings for it; SERVER_B_WRAP: a command it runs under, such
@@ -537,6 +537,25 @@ stage_loadlink() { # issue 6: start to first token over LOAD_VIA (tcp; vsock) li
     LD_LIBRARY_PATH=$B "$B/llama-completion" "${targs[@]}" >"$W/lk.n" 2>/dev/null </dev/null
     as_cfg $via+VGPU_BLOBS=1 "$B/llama-completion" "${targs[@]}" >"$W/lk.v" 2>/dev/null </dev/null
     compare "kept-weights-text-$via-$rate" "$W/lk.n" "$W/lk.v"
+    [ "$rate" != none ] && link_down
+  done
+}
+stage_pieceload() { # issue 6: a load as Ollama's own engine makes it (piece_load.c: 128 KiB copies from 8 threads) over
+  # TCP limited to each of LOAD_RATES: native, a first load, a second (weights kept: server::blobs), one without
+  models
+  gcc -O1 -o "$W/piece_load" "$ROOT/scripts/gpu/piece_load.c" -L/usr/local/cuda/lib64/stubs -lcuda -lpthread || return
+  local blobs=/var/cache/vgpu/blobs f=$W/${PIECE_MODEL:-q8}.gguf
+  for rate in ${LOAD_RATES:-1gbit 10gbit none}; do
+    if [ "$rate" != none ]; then link_up "$rate" || continue; fi
+    "$W/piece_load" "$f" 8 >"$W/pl.n" 2>"$W/pl.n.t"
+    rm -rf "$blobs"
+    as_cfg tcp+VGPU_BLOBS=1 "$W/piece_load" "$f" 8 >"$W/pl.c" 2>"$W/pl.c.t"; sleep 1
+    as_cfg tcp+VGPU_BLOBS=1+VGPU_TRACE=summary "$W/piece_load" "$f" 8 >"$W/pl.w" 2>"$W/pl.w.t"
+    as_cfg tcp+VGPU_BLOBS=0 "$W/piece_load" "$f" 8 >"$W/pl.o" 2>"$W/pl.o.t"
+    compare "pieces-first-$rate" "$W/pl.n" "$W/pl.c"; compare "pieces-kept-$rate" "$W/pl.n" "$W/pl.w"
+    cp "$W/pl.w.t" "$OUT/pieceload-$rate-second.txt"
+    local t; t() { grep -E '^[0-9.]+ s$' "$1" | tail -1; }
+    say "pieces (128 KiB, 8 threads) of ${f##*/}, link $rate: native $(t "$W/pl.n.t"), first load $(t "$W/pl.c.t"), second $(t "$W/pl.w.t"), without kept weights $(t "$W/pl.o.t")"
     [ "$rate" != none ] && link_down
   done
 }

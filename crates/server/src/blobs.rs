@@ -39,7 +39,13 @@ pub struct Found {
     path: PathBuf,
     hash: [u8; 32],
     pub len: usize,
+    /// When it was last used (its mtime).
+    used: SystemTime,
 }
+
+/// A file used this recently is not touched again (a system call per chunk, thousands of
+/// chunks a load of Ollama's 128 KiB pieces): pruning needs no finer order.
+const TOUCH_AFTER: Duration = Duration::from_secs(600);
 
 impl Found {
     /// The bytes into `dst` (`len` long), if they still match their name; a file that does
@@ -54,7 +60,10 @@ impl Found {
             return false;
         }
         // Recently used: kept longest when the directory is pruned.
-        let _ = self.file.set_modified(SystemTime::now());
+        let now = SystemTime::now();
+        if now.duration_since(self.used).is_ok_and(|age| age > TOUCH_AFTER) {
+            let _ = self.file.set_modified(now);
+        }
         true
     }
 
@@ -137,7 +146,9 @@ impl Blobs {
     pub fn find(&self, hash: &[u8; 32], len: usize) -> Option<Found> {
         let path = Self::path(self.dir.as_ref()?, hash);
         let file = std::fs::File::open(&path).ok()?;
-        (file.metadata().ok()?.len() == len as u64).then_some(Found { file, path, hash: *hash, len })
+        let meta = file.metadata().ok()?;
+        let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        (meta.len() == len as u64).then_some(Found { file, path, hash: *hash, len, used })
     }
 
     /// The bytes named `hash`, if they are here, `len` long and really have that hash.

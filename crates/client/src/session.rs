@@ -7,7 +7,7 @@ use protocol::{Call, PROTOCOL_VERSION, WIRE_HASH, ops};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
-use transport::{Conn, Error};
+use transport::{Address, Conn, Error};
 
 /// This process's connections to its servers and what they told us.
 pub struct Session {
@@ -150,14 +150,16 @@ impl Session {
         self.over_links(server, "VGPU_PACK", &MODE)
     }
 
-    /// Whether copies to `server` are offered by content first (`htod_cached`): over links
-    /// (TCP, TLS, vsock), where a model's second load then sends hashes instead of its
-    /// weights; not over TCP to this host's loopback address, where the bytes travel faster
-    /// than the server reads them back. `VGPU_BLOBS=0` never, `1` over every socket.
+    /// Whether copies to `server` are offered by content first (`htod_cached`): over TCP and
+    /// TLS to another host, where a model's second load then sends hashes instead of its
+    /// weights. Not to this host's loopback address, nor over vsock (a VM on the GPU's host):
+    /// there the bytes travel faster than the server reads them back (even at 25 Gbit/s on
+    /// the H100 hosts). `VGPU_BLOBS=0` never, `1` over every socket.
     pub fn offers_blobs(&self, server: usize) -> bool {
         static MODE: OnceLock<Option<bool>> = OnceLock::new();
-        let loopback = self.conns.get(server).is_some_and(|c| c.is_loopback());
-        self.over_links(server, "VGPU_BLOBS", &MODE) && (!loopback || MODE.get() == Some(&Some(true)))
+        let Some(c) = self.conns.get(server) else { return false };
+        let remote = matches!(c.address(), Address::Tcp(_) | Address::Tls(_)) && !c.is_loopback();
+        self.over_links(server, "VGPU_BLOBS", &MODE) && (remote || MODE.get() == Some(&Some(true)))
     }
 
     /// A mechanism for links: `var` `0` turns it off, `1` on over every socket; unset, on

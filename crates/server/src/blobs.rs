@@ -5,10 +5,11 @@
 //! from here, the others come with their bytes and are kept by a thread of the worker's own,
 //! which hashes them itself: a client can name only bytes it has sent. Files are
 //! `<dir>/<first two hex digits>/<hex hash>` in `VGPU_BLOB_DIR`, else `/var/cache/vgpu/blobs`,
-//! else `$TMPDIR/vgpu-blobs-<uid>` (mode 0700: they are the clients' data), and are used
-//! only when their length is the chunk's and their bytes match their name.
-//! `VGPU_BLOB_CACHE_MB` caps the directory (default 32 GiB; 0: no cache); past it the writer
-//! removes the files least recently used (a hit touches its file).
+//! else `~/.cache/vgpu/blobs`, else `$TMPDIR/vgpu-blobs-<uid>` (mode 0700: they are the
+//! clients' data), and are used only when their length is the chunk's and their bytes match
+//! their name. `VGPU_BLOB_CACHE_MB` caps the directory (default 32 GiB; 0: no cache); past it
+//! the writer removes the files least recently used (a hit touches its file, at most every
+//! ten minutes). `vgpu serve --blob-dir`/`--blob-cache` set both for the workers.
 
 use crate::cachedir::{candidates, choose_dir, hex, write_atomic};
 use std::os::unix::fs::PermissionsExt;
@@ -121,7 +122,15 @@ pub fn blobs() -> &'static Blobs {
         let dir = (cap > 0).then(|| {
             let uid = unsafe { libc::geteuid() };
             let env = std::env::var("VGPU_BLOB_DIR").ok();
-            choose_dir(&candidates("blobs", env.as_deref(), &std::env::temp_dir(), uid), uid)
+            let [primary, tmp] = candidates("blobs", env.as_deref(), &std::env::temp_dir(), uid);
+            // A server that cannot write the system's cache keeps them in its user's, before
+            // a temporary directory (often memory).
+            let home = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+                .map(|c| c.join("vgpu").join("blobs"));
+            let dirs: Vec<PathBuf> = [Some(primary), home, Some(tmp)].into_iter().flatten().collect();
+            choose_dir(&dirs, uid)
         });
         Blobs::new(dir.flatten(), cap)
     })

@@ -55,7 +55,8 @@ enum Cmd {
         shm_file: Vec<PathBuf>,
         /// Host-to-device bytes kept on disk for later sessions, so that a model's next load
         /// over a link sends hashes instead of its weights: at most this much, e.g. 64G (0
-        /// keeps nothing). Default 32G, or VGPU_BLOB_CACHE_MB.
+        /// keeps nothing). Default 32G (at most a quarter of its file system), or
+        /// VGPU_BLOB_CACHE_MB.
         #[arg(long)]
         blob_cache: Option<String>,
         /// Where those bytes are kept. Default /var/cache/vgpu/blobs, or VGPU_BLOB_DIR.

@@ -7,9 +7,10 @@
 //! `<dir>/<first two hex digits>/<hex hash>` in `VGPU_BLOB_DIR`, else `/var/cache/vgpu/blobs`,
 //! else `~/.cache/vgpu/blobs`, else `$TMPDIR/vgpu-blobs-<uid>` (mode 0700: they are the
 //! clients' data), and are used only when their length is the chunk's and their bytes match
-//! their name. `VGPU_BLOB_CACHE_MB` caps the directory (default 32 GiB; 0: no cache); past it
-//! the writer removes the files least recently used (a hit touches its file, at most every
-//! ten minutes). `vgpu serve --blob-dir`/`--blob-cache` set both for the workers.
+//! their name. `VGPU_BLOB_CACHE_MB` caps the directory (default 32 GiB, at most a quarter of
+//! its file system; 0: no cache); past it the writer removes the files least recently used
+//! (a hit touches its file, at most every ten minutes). `vgpu serve --blob-dir` and
+//! `--blob-cache` set both for the workers.
 
 use crate::cachedir::{candidates, choose_dir, hex, write_atomic};
 use std::os::unix::fs::PermissionsExt;
@@ -117,8 +118,8 @@ static STORE: OnceLock<Blobs> = OnceLock::new();
 /// This worker's store, configured from the environment on first use.
 pub fn blobs() -> &'static Blobs {
     STORE.get_or_init(|| {
-        let cap = std::env::var("VGPU_BLOB_CACHE_MB").ok().and_then(|v| v.parse::<u64>().ok());
-        let cap = cap.unwrap_or(DEFAULT_CAP_MB) << 20;
+        let set = std::env::var("VGPU_BLOB_CACHE_MB").ok().and_then(|v| v.parse::<u64>().ok());
+        let cap = set.unwrap_or(DEFAULT_CAP_MB) << 20;
         let dir = (cap > 0).then(|| {
             let uid = unsafe { libc::geteuid() };
             let env = std::env::var("VGPU_BLOB_DIR").ok();
@@ -132,8 +133,25 @@ pub fn blobs() -> &'static Blobs {
             let dirs: Vec<PathBuf> = [Some(primary), home, Some(tmp)].into_iter().flatten().collect();
             choose_dir(&dirs, uid)
         });
-        Blobs::new(dir.flatten(), cap)
+        let dir = dir.flatten();
+        // Unless told, at most a quarter of the file system (a small root file system).
+        let cap = match (&dir, set) {
+            (Some(d), None) => cap.min(fs_size(d) / 4),
+            _ => cap,
+        };
+        Blobs::new(dir, cap)
     })
+}
+
+/// The size of the file system holding `dir` (`u64::MAX` if unknown).
+fn fs_size(dir: &Path) -> u64 {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return u64::MAX };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a statvfs to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return u64::MAX;
+    }
+    (st.f_blocks as u64).saturating_mul(st.f_frsize as u64)
 }
 
 impl Blobs {
@@ -438,5 +456,7 @@ mod tests {
         // The copy's error is the offer's; bytes that turned out wrong are a miss.
         assert_eq!(offer(&b, 10, 5, &h, 22, |_, _| Err(700)), Err(700));
         assert_eq!(offer(&b, 10, 5, &h, 22, |_, _| Ok(false)), Ok(vec![false, false]));
+        let fs = fs_size(t.path());
+        assert!(fs > 1 << 20 && fs < u64::MAX, "{fs}");
     }
 }

@@ -22,10 +22,15 @@ use std::time::{Duration, SystemTime};
 /// Chunks waiting for the writer (each at most the client's 4 MiB); more are not kept.
 const QUEUE: usize = 16;
 const DEFAULT_CAP_MB: u64 = 32 << 10;
+/// Chunks smaller than the client offers (`client::blobs::MIN`) are not kept: the cap counts
+/// bytes, and a client sending tiny ones would fill the file system's inodes instead.
+const KEEP_MIN: usize = 64 << 10;
 
 pub struct Blobs {
     dir: Option<PathBuf>,
     cap: u64,
+    /// Smaller chunks are not kept ([`KEEP_MIN`]; 0 in unit tests).
+    min: usize,
     tx: parking_lot::Mutex<Option<SyncSender<Vec<u8>>>>,
     /// Told by the writer when it has written everything and stopped.
     done: parking_lot::Mutex<Option<Receiver<()>>>,
@@ -161,7 +166,13 @@ impl Blobs {
             tracing::debug!("blob cache in {} (up to {} MiB)", d.display(), cap >> 20);
         }
         let spare = Arc::new(parking_lot::Mutex::new((Vec::new(), 0)));
-        Blobs { dir, cap, tx: parking_lot::Mutex::new(None), done: parking_lot::Mutex::new(None), spare }
+        let (tx, done) = (parking_lot::Mutex::new(None), parking_lot::Mutex::new(None));
+        Blobs { dir, cap, min: KEEP_MIN, tx, done, spare }
+    }
+
+    #[cfg(test)]
+    fn keeping_any(dir: Option<PathBuf>, cap: u64) -> Blobs {
+        Blobs { min: 0, ..Blobs::new(dir, cap) }
     }
 
     fn path(dir: &Path, hash: &[u8; 32]) -> PathBuf {
@@ -188,6 +199,9 @@ impl Blobs {
     /// then sent again next time).
     pub fn keep(&self, bytes: &[u8]) {
         let Some(dir) = &self.dir else { return };
+        if bytes.len() < self.min {
+            return;
+        }
         let mut tx = self.tx.lock();
         if tx.is_none() {
             let (t, rx) = sync_channel(QUEUE);
@@ -354,7 +368,7 @@ mod tests {
     #[test]
     fn kept_bytes_come_back_by_hash_and_length_only() {
         let t = tempfile::tempdir().unwrap();
-        let b = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
+        let b = Blobs::keeping_any(Some(t.path().to_path_buf()), 1 << 30);
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
         let h = *blake3::hash(&data).as_bytes();
         assert_eq!(b.get(&h, data.len()), None);
@@ -378,8 +392,14 @@ mod tests {
         b.flush(Duration::from_secs(10));
         assert_eq!(hash(&big), hb);
         assert_eq!(b.find(&hb, big.len()).and_then(|f| f.read()).as_deref(), Some(&big[..]));
+        // A chunk smaller than a client offers is not kept.
+        let real = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
+        let small = &data[..KEEP_MIN - 1];
+        real.keep(small);
+        real.flush(Duration::from_secs(10));
+        assert!(!Blobs::path(t.path(), blake3::hash(small).as_bytes()).exists());
         // Without a directory nothing is kept or found.
-        let none = Blobs::new(None, 1 << 30);
+        let none = Blobs::keeping_any(None, 1 << 30);
         none.keep(&data);
         none.flush(Duration::from_secs(1));
         assert_eq!(none.get(&h, data.len()), None);
@@ -388,7 +408,7 @@ mod tests {
     #[test]
     fn a_second_writer_after_flush_and_duplicates() {
         let t = tempfile::tempdir().unwrap();
-        let b = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
+        let b = Blobs::keeping_any(Some(t.path().to_path_buf()), 1 << 30);
         b.keep(b"first chunk of bytes");
         b.flush(Duration::from_secs(10));
         b.keep(b"second chunk of bytes");
@@ -405,7 +425,7 @@ mod tests {
     #[test]
     fn prune_removes_the_least_recently_used() {
         let t = tempfile::tempdir().unwrap();
-        let b = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
+        let b = Blobs::keeping_any(Some(t.path().to_path_buf()), 1 << 30);
         let chunks: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1000]).collect();
         for c in &chunks {
             b.keep(c);
@@ -436,7 +456,7 @@ mod tests {
     #[test]
     fn offer_checks_its_arguments_and_copies_what_it_has() {
         let t = tempfile::tempdir().unwrap();
-        let b = Blobs::new(Some(t.path().to_path_buf()), 1 << 30);
+        let b = Blobs::keeping_any(Some(t.path().to_path_buf()), 1 << 30);
         let h = [[0u8; 32]; 2];
         assert_eq!(offer(&b, 10, 0, &h, 22, |_, _| Ok(true)), Err(22));
         assert_eq!(offer(&b, 10, 4, &h, 22, |_, _| Ok(true)), Err(22), "10 bytes in 4-byte chunks are 3");

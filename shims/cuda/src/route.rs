@@ -367,14 +367,17 @@ fn offered(t: Target, dst: u64, src: &[u8], stream: u64) -> Result<bool, R> {
     let offers = blobs::Offers::global();
     // Runs of a word (attention masks, zeros) go packed instead, a few KiB.
     let plan = match state::session() {
-        Ok(s) if s.packs(t.server) && protocol::runs::may_pack(src) => Plan::Plain,
-        Ok(s) if s.offers_blobs(t.server) => offers.plan(t.server, dst, src.len()),
+        Ok(s) if s.offers_blobs(t.server) && !(s.packs(t.server) && protocol::runs::may_pack(src)) => {
+            offers.plan(t.server, dst, src.len())
+        }
         _ => Plan::Plain,
     };
+    if plan == Plan::Plain {
+        return Ok(false);
+    }
     let chunks: Vec<&[u8]> = src.chunks(blobs::CHUNK).collect();
     let have = match plan {
-        Plan::Plain => return Ok(false),
-        Plan::Keep => vec![false; chunks.len()],
+        Plan::Plain | Plan::Keep => vec![false; chunks.len()],
         Plan::Ask => {
             let (len, chunk, hashes) = (src.len() as u64, blobs::CHUNK as u64, blobs::hashes(&chunks));
             let have = call_to(t, &ops::htod_cached { dst, stream, len, chunk, hashes }, &[], None)?;

@@ -162,6 +162,12 @@ fn wrong_and_missing_tokens_are_told_from_a_dead_server() {
     let d = doctor(&[], &[base[0], base[1], ("VGPU_TOKEN_FILE", s(&tok))]);
     assert!(d.text.contains(&format!("OK   server: {addr}: vgpu")), "{}", d.text);
     assert!(!d.has("wrong-token") && !d.has("token-missing") && !d.has("server-down"), "{}", d.text);
+    // Whether a model's later loads send hashes: not to this host's loopback address.
+    let kept = format!("OK   server: {addr}: weights sent as they are (this host's loopback");
+    assert!(d.text.contains(&kept), "{}", d.text);
+    let d = doctor(&[], &[base[0], base[1], ("VGPU_TOKEN_FILE", s(&tok)), ("VGPU_BLOBS", "1")]);
+    let kept = format!("OK   server: {addr}: weights offered by content, kept by the server (VGPU_BLOBS)");
+    assert!(d.text.contains(&kept), "{}", d.text);
 }
 
 #[test]

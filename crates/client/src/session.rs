@@ -7,7 +7,7 @@ use protocol::{Call, PROTOCOL_VERSION, WIRE_HASH, ops};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
-use transport::{Address, Conn, Error};
+use transport::{Conn, Error};
 
 /// This process's connections to its servers and what they told us.
 pub struct Session {
@@ -150,16 +150,13 @@ impl Session {
         self.over_links(server, "VGPU_PACK", &MODE)
     }
 
-    /// Whether copies to `server` are offered by content first (`htod_cached`): over TCP and
-    /// TLS to another host, where a model's second load then sends hashes instead of its
-    /// weights. Not to this host's loopback address, nor over vsock (a VM on the GPU's host):
-    /// there the bytes travel faster than the server reads them back (even at 25 Gbit/s on
-    /// the H100 hosts). `VGPU_BLOBS=0` never, `1` over every socket.
+    /// Whether copies to `server` are offered by content first (`htod_cached`), so that a
+    /// model's second load sends hashes instead of its weights: `blobs::offered_over`.
     pub fn offers_blobs(&self, server: usize) -> bool {
-        static MODE: OnceLock<Option<bool>> = OnceLock::new();
+        static ENV: OnceLock<Option<String>> = OnceLock::new();
+        let env = ENV.get_or_init(|| std::env::var("VGPU_BLOBS").ok());
         let Some(c) = self.conns.get(server) else { return false };
-        let remote = matches!(c.address(), Address::Tcp(_) | Address::Tls(_)) && !c.is_loopback();
-        self.over_links(server, "VGPU_BLOBS", &MODE) && (remote || MODE.get() == Some(&Some(true)))
+        crate::blobs::offered_over(c.address(), c.is_loopback(), env.as_deref())
     }
 
     /// A mechanism for links: `var` `0` turns it off, `1` on over every socket; unset, on

@@ -200,6 +200,31 @@ pub fn run(o: &Options) -> Report {
     d.r
 }
 
+/// Whether this client's copies to `addr` are offered by content (`client::blobs`): what a
+/// model's second load costs there.
+fn kept_weights(addr: &transport::Address) -> String {
+    let host_port = match addr {
+        transport::Address::Tcp(hp) => Some(hp.as_str()),
+        transport::Address::Tls(t) => Some(t.host_port.as_str()),
+        _ => None,
+    };
+    // Resolved as the connection does: all its addresses are this host's own.
+    let loopback = host_port.is_some_and(|hp| {
+        std::net::ToSocketAddrs::to_socket_addrs(hp).is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()))
+    });
+    let env = std::env::var("VGPU_BLOBS").ok();
+    let why = match env.as_deref() {
+        Some("0") | Some("1") => "VGPU_BLOBS",
+        _ if loopback => "this host's loopback moves the bytes faster than the server reads kept ones back",
+        _ if host_port.is_some() => "a model's later loads send hashes instead of its weights",
+        _ => "this transport moves the bytes faster than the server reads kept ones back",
+    };
+    match client::blobs::offered_over(addr, loopback, env.as_deref()) {
+        true => format!("weights offered by content, kept by the server ({why})"),
+        false => format!("weights sent as they are ({why}; VGPU_BLOBS=1 offers them)"),
+    }
+}
+
 fn short(p: &Path) -> String {
     p.display().to_string()
 }
@@ -416,6 +441,7 @@ impl Doctor<'_> {
                             devs.join(", ")
                         ),
                     );
+                    self.r.ok(area, format!("{addr}: {}", kept_weights(&addr)));
                     if snapshot.devices.is_empty() {
                         self.r.fail(
                             area,

@@ -119,6 +119,11 @@ fn a_second_load_sends_hashes_and_lands_the_same_bytes() {
     assert_eq!((off.cached, off.kept), (0, 0));
     let loopback = load(&exe, &lib, &server.address, "1", &[]);
     assert_eq!((loopback.cached, loopback.kept), (0, 0));
+    // `blobs = true` in the client's file does what VGPU_BLOBS=1 does (services see no shell).
+    let file = tmp.path().join("client.toml");
+    std::fs::write(&file, "blobs = true\n").unwrap();
+    let by_file = load(&exe, &lib, &server.address, "1", &[("VGPU_CONFIG", s(&file))]);
+    assert_eq!(by_file.cached, 8);
     let unix = Server::sim(tmp.path(), &[]);
     let local = load(&exe, &lib, &unix.address, "1", &[]);
     assert_eq!((local.cached, local.kept), (0, 0));

@@ -23,15 +23,12 @@ pub const COLD: u32 = 8;
 const SEEN_MAX: usize = 1 << 16;
 
 /// Whether a client offers copies by content to a server at `address` (whose connection's
-/// peer is this host's loopback address or not), `env` being `VGPU_BLOBS`: by default only
-/// over TCP and TLS to another host. Loopback and vsock (a VM on the GPU's host) move bytes
-/// faster than the server reads kept ones back (even a 25 Gbit/s link about matches it).
-pub fn offered_over(address: &transport::Address, loopback: bool, env: Option<&str>) -> bool {
-    match env {
-        Some("0") => false,
-        Some("1") => true,
-        _ => matches!(address, transport::Address::Tcp(_) | transport::Address::Tls(_)) && !loopback,
-    }
+/// peer is this host's loopback address or not), `set` being `VGPU_BLOBS` or the file's
+/// `blobs`: by default only over TCP and TLS to another host. Loopback and vsock (a VM on
+/// the GPU's host) move bytes faster than the server reads kept ones back (even a 25 Gbit/s
+/// link about matches it).
+pub fn offered_over(address: &transport::Address, loopback: bool, set: Option<bool>) -> bool {
+    set.unwrap_or(matches!(address, transport::Address::Tcp(_) | transport::Address::Tls(_)) && !loopback)
 }
 
 /// How a copy goes.
@@ -156,8 +153,8 @@ mod tests {
         assert!(!offered_over(&a("tcp://127.0.0.1:7070"), true, None), "loopback");
         assert!(!offered_over(&a("vsock://2:7070"), false, None));
         assert!(!offered_over(&a("unix:/run/vgpu/vgpu.sock"), false, None));
-        assert!(offered_over(&a("unix:/x"), false, Some("1")));
-        assert!(!offered_over(&a("tcp://gpu:7070"), false, Some("0")));
+        assert!(offered_over(&a("unix:/x"), false, Some(true)));
+        assert!(!offered_over(&a("tcp://gpu:7070"), false, Some(false)));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Config {
     /// any transport (`VGPU_SHM_FILE`, `shm_file`): in a VM, the shared-memory device the
     /// host set up (see `transport::Segment::open_file`).
     pub shm_file: Option<PathBuf>,
+    /// Whether copies are offered to the servers by content (`VGPU_BLOBS` 0/1, `blobs`;
+    /// unset: where `blobs::offered_over` says).
+    pub blobs: Option<bool>,
     /// Where the settings came from, for messages ("VGPU_SERVER", the file, "default").
     pub source: String,
 }
@@ -32,6 +35,7 @@ struct File {
     tls_ca: Option<PathBuf>,
     tls_name: Option<String>,
     shm_file: Option<PathBuf>,
+    blobs: Option<bool>,
 }
 
 impl Config {
@@ -82,7 +86,13 @@ impl Config {
             None => f.and_then(|f| f.lanes).unwrap_or_else(transport::lanes::default_lanes),
         };
         let shm_file = env("VGPU_SHM_FILE").map(PathBuf::from).or_else(|| f.and_then(|f| f.shm_file.clone()));
-        Ok(Config { servers, token, timeouts, lanes, shm_file, source })
+        let blobs = match env("VGPU_BLOBS").as_deref().map(str::trim) {
+            Some("0") => Some(false),
+            Some("1") => Some(true),
+            Some(v) => return Err(format!("VGPU_BLOBS={v}: expected 0 or 1")),
+            None => f.and_then(|f| f.blobs),
+        };
+        Ok(Config { servers, token, timeouts, lanes, shm_file, blobs, source })
     }
 }
 
@@ -120,6 +130,8 @@ mod tests {
             read_file(&f).unwrap().shm_file.as_deref(),
             Some(Path::new("/sys/bus/pci/devices/0000:00:05.0/resource2"))
         );
+        std::fs::write(&f, "blobs = false\n").unwrap();
+        assert_eq!(read_file(&f).unwrap().blobs, Some(false));
         std::fs::write(&f, "srever = 1\n").unwrap();
         assert!(read_file(&f).is_err(), "unknown keys are reported, not ignored");
     }

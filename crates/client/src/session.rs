@@ -20,6 +20,8 @@ pub struct Session {
     idle: Tracker,
     /// Per server, the segment shared with it (`shm:` addresses).
     shm: Vec<Option<crate::shm::Shm>>,
+    /// Kept weights on or off by configuration (`Config::blobs`).
+    blobs: Option<bool>,
 }
 
 /// The session of the current process, or why there is none. After `fork` the child
@@ -126,7 +128,8 @@ impl Session {
             shm.push(seg);
         }
         let snapshot = Snapshot::merge(parts).ok_or("no vgpu server configured")?;
-        Ok(Session { conns, snapshot, pid: pid(), trace: Trace::from_env(), idle: Tracker::from_env(), shm })
+        let (trace, idle, blobs) = (Trace::from_env(), Tracker::from_env(), cfg.blobs);
+        Ok(Session { conns, snapshot, pid: pid(), trace, idle, shm, blobs })
     }
 
     /// Number of servers.
@@ -153,10 +156,8 @@ impl Session {
     /// Whether copies to `server` are offered by content first (`htod_cached`), so that a
     /// model's second load sends hashes instead of its weights: `blobs::offered_over`.
     pub fn offers_blobs(&self, server: usize) -> bool {
-        static ENV: OnceLock<Option<String>> = OnceLock::new();
-        let env = ENV.get_or_init(|| std::env::var("VGPU_BLOBS").ok());
         let Some(c) = self.conns.get(server) else { return false };
-        crate::blobs::offered_over(c.address(), c.is_loopback(), env.as_deref())
+        crate::blobs::offered_over(c.address(), c.is_loopback(), self.blobs)
     }
 
     /// A mechanism for links: `var` `0` turns it off, `1` on over every socket; unset, on

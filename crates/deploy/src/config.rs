@@ -1,9 +1,10 @@
 //! The client configuration as the shims will see it, worked out from a given environment
 //! and root (so the doctor can judge the environment of a service, not only its own):
 //! `VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`, `VGPU_TLS_CA`, `VGPU_TLS_NAME`,
-//! `VGPU_SHM_FILE`, then the file named by `VGPU_CONFIG` or `/etc/vgpu/client.toml` (keys
-//! `server`, `token`, `token_file`, `timeout_secs`, `lanes`, `tls_ca`, `tls_name`,
-//! `shm_file`), then the default socket. Mirrors `client::Config::load`.
+//! `VGPU_SHM_FILE`, `VGPU_BLOBS`, then the file named by `VGPU_CONFIG` or
+//! `/etc/vgpu/client.toml` (keys `server`, `token`, `token_file`, `timeout_secs`, `lanes`,
+//! `tls_ca`, `tls_name`, `shm_file`, `blobs`), then the default socket. Mirrors
+//! `client::Config::load`.
 
 use crate::root::Root;
 use serde::Deserialize;
@@ -35,6 +36,7 @@ pub struct FileConfig {
     pub tls_ca: Option<PathBuf>,
     pub tls_name: Option<String>,
     pub shm_file: Option<PathBuf>,
+    pub blobs: Option<bool>,
 }
 
 /// Where a setting came from.
@@ -79,6 +81,9 @@ pub struct ClientConfig {
     /// The shared file the client uses as its segment (a VM's shared memory), and where
     /// that came from.
     pub shm_file: Option<(PathBuf, Source)>,
+    /// Kept weights on or off by configuration, and where that came from (`VGPU_BLOBS` other
+    /// than 0 or 1 counts as unset here; the shims refuse it).
+    pub blobs: Option<(bool, Source)>,
 }
 
 impl ClientConfig {
@@ -160,6 +165,12 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
         (None, Some(p)) => Some((p, Source::File(file_path.clone()))),
         (None, None) => None,
     };
+    let blobs = match (get(env, "VGPU_BLOBS").map(str::trim), f.and_then(|f| f.blobs)) {
+        (Some("0"), _) => Some((false, Source::Env("VGPU_BLOBS"))),
+        (Some("1"), _) => Some((true, Source::Env("VGPU_BLOBS"))),
+        (_, Some(b)) => Some((b, Source::File(file_path.clone()))),
+        _ => None,
+    };
     ClientConfig {
         file_path,
         file_from_env,
@@ -173,6 +184,7 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
         tls_ca_host,
         tls_name,
         shm_file,
+        blobs,
     }
 }
 

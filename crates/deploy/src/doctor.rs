@@ -202,7 +202,7 @@ pub fn run(o: &Options) -> Report {
 
 /// Whether this client's copies to `addr` are offered by content (`client::blobs`): what a
 /// model's second load costs there.
-fn kept_weights(addr: &transport::Address) -> String {
+fn kept_weights(addr: &transport::Address, cfg: &ClientConfig) -> String {
     let host_port = match addr {
         transport::Address::Tcp(hp) => Some(hp.as_str()),
         transport::Address::Tls(t) => Some(t.host_port.as_str()),
@@ -212,16 +212,15 @@ fn kept_weights(addr: &transport::Address) -> String {
     let loopback = host_port.is_some_and(|hp| {
         std::net::ToSocketAddrs::to_socket_addrs(hp).is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()))
     });
-    let env = std::env::var("VGPU_BLOBS").ok();
-    let why = match env.as_deref() {
-        Some("0") | Some("1") => "VGPU_BLOBS",
-        _ if loopback => "this host's loopback moves the bytes faster than the server reads kept ones back",
-        _ if host_port.is_some() => "a model's later loads send hashes instead of its weights",
-        _ => "this transport moves the bytes faster than the server reads kept ones back",
+    let why = match &cfg.blobs {
+        Some((_, src)) => format!("{src}"),
+        None if loopback => "this host's loopback moves the bytes faster than the server reads kept ones back".into(),
+        None if host_port.is_some() => "a model's later loads send hashes instead of its weights".into(),
+        None => "this transport moves the bytes faster than the server reads kept ones back".into(),
     };
-    match client::blobs::offered_over(addr, loopback, env.as_deref()) {
+    match client::blobs::offered_over(addr, loopback, cfg.blobs.as_ref().map(|(b, _)| *b)) {
         true => format!("weights offered by content, kept by the server ({why})"),
-        false => format!("weights sent as they are ({why}; VGPU_BLOBS=1 offers them)"),
+        false => format!("weights sent as they are ({why}; VGPU_BLOBS=1 or blobs = true offers them)"),
     }
 }
 
@@ -441,7 +440,7 @@ impl Doctor<'_> {
                             devs.join(", ")
                         ),
                     );
-                    self.r.ok(area, format!("{addr}: {}", kept_weights(&addr)));
+                    self.r.ok(area, format!("{addr}: {}", kept_weights(&addr, cfg)));
                     if snapshot.devices.is_empty() {
                         self.r.fail(
                             area,

@@ -15,12 +15,14 @@
 use crate::cachedir::{candidates, choose_dir, hex, write_atomic};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-/// Chunks waiting for the writer (each at most the client's 4 MiB); more are not kept.
-const QUEUE: usize = 16;
+/// Bytes waiting for the writer; chunks beyond are not kept (they are sent again next time).
+const QUEUE_BYTES: usize = 128 << 20;
+/// Buffers kept for reuse once written (a fresh 4 MiB buffer costs its page faults each time).
+const SPARE: usize = 16;
 const DEFAULT_CAP_MB: u64 = 32 << 10;
 /// Chunks smaller than the client offers (`client::blobs::MIN`) are not kept: the cap counts
 /// bytes, and a client sending tiny ones would fill the file system's inodes instead.
@@ -31,12 +33,17 @@ pub struct Blobs {
     cap: u64,
     /// Smaller chunks are not kept ([`KEEP_MIN`]; 0 in unit tests).
     min: usize,
-    tx: parking_lot::Mutex<Option<SyncSender<Vec<u8>>>>,
+    tx: parking_lot::Mutex<Option<std::sync::mpsc::Sender<Vec<u8>>>>,
     /// Told by the writer when it has written everything and stopped.
     done: parking_lot::Mutex<Option<Receiver<()>>>,
-    /// Buffers the writer is done with, and how many exist: copies to keep reuse them
-    /// (a fresh 4 MiB buffer costs its page faults each time).
-    spare: Arc<parking_lot::Mutex<(Vec<Vec<u8>>, usize)>>,
+    /// Buffers the writer is done with, and the bytes queued for it.
+    spare: Arc<Spare>,
+}
+
+#[derive(Default)]
+struct Spare {
+    buffers: parking_lot::Mutex<Vec<Vec<u8>>>,
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 /// Bytes of this store that a copy may take from: the file is open and has the chunk's
@@ -165,7 +172,7 @@ impl Blobs {
             let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
             tracing::debug!("blob cache in {} (up to {} MiB)", d.display(), cap >> 20);
         }
-        let spare = Arc::new(parking_lot::Mutex::new((Vec::new(), 0)));
+        let spare = Arc::new(Spare::default());
         let (tx, done) = (parking_lot::Mutex::new(None), parking_lot::Mutex::new(None));
         Blobs { dir, cap, min: KEEP_MIN, tx, done, spare }
     }
@@ -198,13 +205,14 @@ impl Blobs {
     /// Keep a copy of `bytes` for later sessions, unless the writer is behind (they are
     /// then sent again next time).
     pub fn keep(&self, bytes: &[u8]) {
+        use std::sync::atomic::Ordering::Relaxed;
         let Some(dir) = &self.dir else { return };
-        if bytes.len() < self.min {
+        if bytes.len() < self.min || self.spare.queued.load(Relaxed) + bytes.len() > QUEUE_BYTES {
             return;
         }
         let mut tx = self.tx.lock();
         if tx.is_none() {
-            let (t, rx) = sync_channel(QUEUE);
+            let (t, rx) = std::sync::mpsc::channel();
             let (done_tx, done_rx) = sync_channel(1);
             let (dir, cap, spare) = (dir.clone(), self.cap, self.spare.clone());
             let spawned = std::thread::Builder::new().name("vgpu-blobs".into()).spawn(move || {
@@ -217,29 +225,17 @@ impl Blobs {
             *tx = Some(t);
             *self.done.lock() = Some(done_rx);
         }
-        let Some(mut buf) = self.buffer() else { return };
+        let mut buf = self.spare.buffers.lock().pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(bytes);
+        self.spare.queued.fetch_add(buf.len(), Relaxed);
         if let Some(t) = tx.as_ref()
-            && let Err(e) = t.try_send(buf)
+            && t.send(buf).is_err()
         {
-            if let TrySendError::Disconnected(_) = e {
-                *tx = None;
-            }
-            self.spare.lock().1 -= 1;
+            // The writer is gone (it could not start a file, say): keep nothing more.
+            self.spare.queued.fetch_sub(bytes.len(), Relaxed);
+            *tx = None;
         }
-    }
-
-    /// A spare buffer, or a new one while fewer than the queue holds exist.
-    fn buffer(&self) -> Option<Vec<u8>> {
-        let mut spare = self.spare.lock();
-        if let Some(b) = spare.0.pop() {
-            return Some(b);
-        }
-        (spare.1 < QUEUE + 1).then(|| {
-            spare.1 += 1;
-            Vec::new()
-        })
     }
 
     /// Write what is queued, waiting at most `limit` (the worker is about to exit).
@@ -260,7 +256,7 @@ pub fn flush_kept(limit: Duration) {
 
 /// The writer: keeps each chunk under its own hash, hands its buffer back, and prunes the
 /// directory once more than a sixteenth of its cap has been written since it last looked.
-fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &parking_lot::Mutex<(Vec<Vec<u8>>, usize)>) {
+fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &Spare) {
     let mut since_prune = u64::MAX;
     let mut warned = false;
     for bytes in rx {
@@ -272,7 +268,7 @@ fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &parking_lot::M
         } else {
             let sub = path.parent().unwrap_or(dir);
             let name = hex(&h);
-            match std::fs::create_dir_all(sub).and_then(|()| write_atomic(sub, &name, &bytes)) {
+            match std::fs::create_dir_all(sub).and_then(|()| write_atomic(sub, &name, &bytes, false)) {
                 Ok(()) => bytes.len() as u64,
                 Err(e) => {
                     // Once: a full disk would otherwise say so for every chunk.
@@ -283,7 +279,13 @@ fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &parking_lot::M
                 }
             }
         };
-        spare.lock().0.push(bytes);
+        spare.queued.fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut buffers = spare.buffers.lock();
+            if buffers.len() < SPARE {
+                buffers.push(bytes);
+            }
+        }
         since_prune = since_prune.saturating_add(written);
         if written > 0 && since_prune > cap / 16 {
             prune(dir, cap);

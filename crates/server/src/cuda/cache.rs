@@ -55,7 +55,7 @@ impl ImageCache {
         let name = hex(hash);
         if let Some(dir) = self.dir()
             && !dir.join(&name).exists()
-            && let Err(e) = write_atomic(dir, &name, image)
+            && let Err(e) = write_atomic(dir, &name, image, true)
         {
             tracing::warn!("cannot cache module {name} in {}: {e}", dir.display());
         }

@@ -513,6 +513,9 @@ stage_link() { # a network link stood in for: TCP over lo limited to LINK_RATE, 
   stage_ab
   link_down
 }
+settle() { # until every worker has ended (and written what it was given to keep), at most 30 s
+  for _ in $(seq 300); do pgrep -f 'vgpu worker' >/dev/null || return 0; sleep 0.1; done
+}
 stage_loadlink() { # issue 6: start to first token over LOAD_VIA (tcp; vsock) limited to each of LOAD_RATES (none: as
   # it is): the weights' first load, later loads (the server keeps them: server::blobs) and loads without that
   build_llama; models
@@ -526,7 +529,7 @@ stage_loadlink() { # issue 6: start to first token over LOAD_VIA (tcp; vsock) li
       t0=$EPOCHREALTIME; LD_LIBRARY_PATH=$B "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; n=$(elapsed "$t0")
       rm -rf "$blobs"
       t0=$EPOCHREALTIME; as_cfg $via+VGPU_BLOBS=1 "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; c=$(elapsed "$t0")
-      sleep 1 # the worker writes what it was given to keep as its session ends
+      settle # the worker writes what it was given to keep as its session ends
       t0=$EPOCHREALTIME; as_cfg $via+VGPU_BLOBS=1+VGPU_TRACE=summary "$B/llama-completion" "${args[@]}" >/dev/null 2>"$OUT/load-$m-$rate-second.err" </dev/null; w1=$(elapsed "$t0")
       t0=$EPOCHREALTIME; as_cfg $via+VGPU_BLOBS=1 "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; w2=$(elapsed "$t0")
       t0=$EPOCHREALTIME; as_cfg $via+VGPU_BLOBS=0 "$B/llama-completion" "${args[@]}" >/dev/null 2>&1 </dev/null; off=$(elapsed "$t0")
@@ -549,7 +552,7 @@ stage_pieceload() { # issue 6: a load as Ollama's own engine makes it (piece_loa
     if [ "$rate" != none ]; then link_up "$rate" || continue; fi
     "$W/piece_load" "$f" 8 >"$W/pl.n" 2>"$W/pl.n.t"
     rm -rf "$blobs"
-    as_cfg tcp+VGPU_BLOBS=1 "$W/piece_load" "$f" 8 >"$W/pl.c" 2>"$W/pl.c.t"; sleep 1
+    as_cfg tcp+VGPU_BLOBS=1 "$W/piece_load" "$f" 8 >"$W/pl.c" 2>"$W/pl.c.t"; settle
     as_cfg tcp+VGPU_BLOBS=1+VGPU_TRACE=summary "$W/piece_load" "$f" 8 >"$W/pl.w" 2>"$W/pl.w.t"
     as_cfg tcp+VGPU_BLOBS=0 "$W/piece_load" "$f" 8 >"$W/pl.o" 2>"$W/pl.o.t"
     compare "pieces-first-$rate" "$W/pl.n" "$W/pl.c"; compare "pieces-kept-$rate" "$W/pl.n" "$W/pl.w"

@@ -43,7 +43,12 @@ pub struct Blobs {
 #[derive(Default)]
 struct Spare {
     buffers: parking_lot::Mutex<Vec<Vec<u8>>>,
+    /// Bytes handed to the writer and not yet written.
     queued: std::sync::atomic::AtomicUsize,
+    /// Bytes written in files, for pruning.
+    written: std::sync::atomic::AtomicU64,
+    /// A write failed and said so.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 /// Bytes of this store that a copy may take from: the file is open and has the chunk's
@@ -254,44 +259,62 @@ pub fn flush_kept(limit: Duration) {
     }
 }
 
-/// The writer: keeps each chunk under its own hash, hands its buffer back, and prunes the
-/// directory once more than a sixteenth of its cap has been written since it last looked.
-fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &Spare) {
-    let mut since_prune = u64::MAX;
-    let mut warned = false;
+/// The writer: hands each chunk to the pool, which keeps it under its own hash (a file a
+/// chunk: Ollama's 128 KiB pieces made one thread fall behind a 10 Gbit/s link), and prunes
+/// the directory once more than a sixteenth of its cap has been written since it last
+/// looked. Returns once every chunk it took is written.
+fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &Arc<Spare>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut pruned_at = 0u64;
     for bytes in rx {
-        let h = hash(&bytes);
-        let path = Blobs::path(dir, &h);
-        let written = if path.exists() {
-            let _ = std::fs::File::options().append(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
-            0
-        } else {
-            let sub = path.parent().unwrap_or(dir);
-            let name = hex(&h);
-            match std::fs::create_dir_all(sub).and_then(|()| write_atomic(sub, &name, &bytes, false)) {
-                Ok(()) => bytes.len() as u64,
-                Err(e) => {
-                    // Once: a full disk would otherwise say so for every chunk.
-                    if !std::mem::replace(&mut warned, true) {
-                        tracing::warn!("cannot keep {name} in {}: {e} (further failures not logged)", sub.display());
-                    }
-                    0
-                }
+        match pool() {
+            Some(p) => {
+                let (dir, spare) = (dir.to_path_buf(), spare.clone());
+                p.spawn(move || keep_one(&dir, bytes, &spare));
             }
-        };
-        spare.queued.fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
-        {
-            let mut buffers = spare.buffers.lock();
-            if buffers.len() < SPARE {
-                buffers.push(bytes);
-            }
+            None => keep_one(dir, bytes, spare),
         }
-        since_prune = since_prune.saturating_add(written);
-        if written > 0 && since_prune > cap / 16 {
+        let written = spare.written.load(Relaxed);
+        if written - pruned_at > cap / 16 {
             prune(dir, cap);
-            since_prune = 0;
+            pruned_at = written;
         }
     }
+    while spare.queued.load(Relaxed) > 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Write one chunk under its hash (or mark an existing file used) and give its buffer back.
+fn keep_one(dir: &Path, bytes: Vec<u8>, spare: &Spare) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let h = hash(&bytes);
+    let path = Blobs::path(dir, &h);
+    if path.exists() {
+        let _ = std::fs::File::options().append(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
+    } else {
+        let sub = path.parent().unwrap_or(dir);
+        let name = hex(&h);
+        match std::fs::create_dir_all(sub).and_then(|()| write_atomic(sub, &name, &bytes, false)) {
+            Ok(()) => {
+                spare.written.fetch_add(bytes.len() as u64, Relaxed);
+            }
+            // Once: a full disk would otherwise say so for every chunk.
+            Err(e) if !spare.warned.swap(true, Relaxed) => {
+                tracing::warn!("cannot keep {name} in {}: {e} (further failures not logged)", sub.display())
+            }
+            Err(_) => {}
+        }
+    }
+    let len = bytes.len();
+    {
+        let mut buffers = spare.buffers.lock();
+        if buffers.len() < SPARE {
+            buffers.push(bytes);
+        }
+    }
+    // Last: `flush` waits for this to reach 0.
+    spare.queued.fetch_sub(len, Relaxed);
 }
 
 /// Remove the least recently used files until the directory holds at most nine tenths

@@ -94,10 +94,20 @@ pub fn hashes(chunks: &[&[u8]]) -> Vec<[u8; 32]> {
         return chunks.iter().map(|c| hash(c)).collect();
     }
     let per = chunks.len().div_ceil(4);
+    let hash_all = |part: &[&[u8]]| part.iter().map(|c| hash(c)).collect::<Vec<_>>();
     std::thread::scope(|s| {
-        let parts: Vec<_> =
-            chunks.chunks(per).map(|part| s.spawn(move || part.iter().map(|c| hash(c)).collect::<Vec<_>>())).collect();
-        parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+        // In the application's process: a thread that cannot be had (a limit) is no error,
+        // its part is hashed here instead.
+        let parts: Vec<_> = chunks
+            .chunks(per)
+            .map(|part| {
+                (part, std::thread::Builder::new().name("vgpu-hash".into()).spawn_scoped(s, move || hash_all(part)))
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|(part, h)| h.ok().and_then(|h| h.join().ok()).unwrap_or_else(|| hash_all(part)))
+            .collect()
     })
 }
 

@@ -750,16 +750,19 @@ mod tests {
             .enumerate()
             .map(|(f, &len)| (0..len).map(|i| (i * 13 + f) as u8).collect())
             .collect();
+        let (sent, first_sent) = std::sync::mpsc::channel();
         let sender = {
             let frames = frames.clone();
             std::thread::spawn(move || {
                 for (seq, data) in frames.iter().enumerate() {
                     lanes.stripe(seq as u32 + 1, &[data]).unwrap();
+                    let _ = sent.send(seq);
                 }
                 lanes
             })
         };
-        // The worker is busy elsewhere while the chunks come.
+        // The worker is busy elsewhere while the first frame's chunks come.
+        first_sent.recv_timeout(Duration::from_secs(10)).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         for (seq, data) in frames.iter().enumerate() {
             let mut buf = vec![0u8; data.len()];
@@ -767,7 +770,10 @@ mod tests {
             assert!(buf == *data, "frame {}", seq + 1);
         }
         let _lanes = sender.join().unwrap();
-        assert_eq!(set.read_ahead(), (300 << 10) + 4096, "the two small frames, not the large one");
+        // The first frame's chunks, maybe the second's (whether its lane reaches that chunk's
+        // header before the worker asks for the frame is a race), never the large one's.
+        let ahead = set.read_ahead();
+        assert!((300 << 10..=(300 << 10) + 4096).contains(&ahead), "{ahead} bytes read ahead");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Smaller copies are sent as they are.
-pub const MIN: usize = 64 << 10;
+pub const MIN: usize = protocol::BLOB_MIN;
 /// Chunk size of an offer.
 pub const CHUNK: usize = 4 << 20;
 /// Offers in a row that found nothing before asking becomes occasional.

@@ -4,7 +4,6 @@ use device_model::Snapshot;
 use parking_lot::Mutex;
 use protocol::hello::{Hello, Welcome};
 use protocol::{Call, PROTOCOL_VERSION, WIRE_HASH, ops};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 use transport::{Conn, Error};
@@ -128,8 +127,8 @@ impl Session {
             shm.push(seg);
         }
         let snapshot = Snapshot::merge(parts).ok_or("no vgpu server configured")?;
-        let (trace, idle, blobs) = (Trace::from_env(), Tracker::from_env(), cfg.blobs);
-        Ok(Session { conns, snapshot, pid: pid(), trace, idle, shm, blobs })
+        let (trace, idle) = (Trace::from_env(), Tracker::from_env());
+        Ok(Session { conns, snapshot, pid: pid(), trace, idle, shm, blobs: cfg.blobs })
     }
 
     /// Number of servers.
@@ -149,8 +148,14 @@ impl Session {
     /// measured even, the lanes moving a mask as fast as it packs. `1`: over every socket;
     /// `0`: never.
     pub fn packs(&self, server: usize) -> bool {
-        static MODE: OnceLock<Option<bool>> = OnceLock::new();
-        self.over_links(server, "VGPU_PACK", &MODE)
+        static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+        let mode = *MODE.get_or_init(|| match std::env::var("VGPU_PACK").as_deref() {
+            Ok("0") => Some(false),
+            Ok("1") => Some(true),
+            _ => None,
+        });
+        let Some(c) = self.conns.get(server) else { return false };
+        mode.unwrap_or_else(|| c.address().crosses_link())
     }
 
     /// Whether copies to `server` are offered by content first (`htod_cached`), so that a
@@ -158,18 +163,6 @@ impl Session {
     pub fn offers_blobs(&self, server: usize) -> bool {
         let Some(c) = self.conns.get(server) else { return false };
         crate::blobs::offered_over(c.address(), c.is_loopback(), self.blobs)
-    }
-
-    /// A mechanism for links: `var` `0` turns it off, `1` on over every socket; unset, on
-    /// where `server`'s bytes cross a link.
-    fn over_links(&self, server: usize, var: &str, mode: &OnceLock<Option<bool>>) -> bool {
-        let mode = *mode.get_or_init(|| match std::env::var(var).as_deref() {
-            Ok("0") => Some(false),
-            Ok("1") => Some(true),
-            _ => None,
-        });
-        let Some(c) = self.conns.get(server) else { return false };
-        mode.unwrap_or_else(|| c.address().crosses_link())
     }
 
     /// The segment shared with `server` (`shm:` addresses), if it has one.

@@ -18,6 +18,11 @@ pub const PROTOCOL_VERSION: u32 = 4;
 /// `CUDA_ERROR_NOT_SUPPORTED`: what a backend answers for a call it does not implement.
 pub const UNSUPPORTED: u32 = 801;
 
+/// The smallest host-to-device copy offered by content (`htod_cached`), and the smallest
+/// chunk a server keeps (`htod_keep`): clients offer nothing smaller, and a server keeping
+/// tiny ones would run out of inodes before its byte cap.
+pub const BLOB_MIN: usize = 64 << 10;
+
 /// A forwarded call: its opcode, whether the caller waits, and what it returns.
 pub trait Call: Serialize + DeserializeOwned + std::fmt::Debug {
     const OP: u32;

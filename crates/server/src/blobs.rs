@@ -24,9 +24,9 @@ const QUEUE_BYTES: usize = 128 << 20;
 /// Buffers kept for reuse once written (a fresh 4 MiB buffer costs its page faults each time).
 const SPARE: usize = 16;
 const DEFAULT_CAP_MB: u64 = 32 << 10;
-/// Chunks smaller than the client offers (`client::blobs::MIN`) are not kept: the cap counts
-/// bytes, and a client sending tiny ones would fill the file system's inodes instead.
-const KEEP_MIN: usize = 64 << 10;
+/// Smaller chunks than clients offer are not kept: the cap counts bytes, and a client
+/// sending tiny ones would fill the file system's inodes instead.
+const KEEP_MIN: usize = protocol::BLOB_MIN;
 
 pub struct Blobs {
     dir: Option<PathBuf>,

@@ -376,17 +376,16 @@ fn offered(t: Target, dst: u64, src: &[u8], stream: u64) -> Result<bool, R> {
         return Ok(false);
     }
     let chunks: Vec<&[u8]> = src.chunks(blobs::CHUNK).collect();
-    let have = match plan {
-        Plan::Plain | Plan::Keep => vec![false; chunks.len()],
-        Plan::Ask => {
-            let (len, chunk, hashes) = (src.len() as u64, blobs::CHUNK as u64, blobs::hashes(&chunks));
-            let have = call_to(t, &ops::htod_cached { dst, stream, len, chunk, hashes }, &[], None)?;
-            if have.len() != chunks.len() {
-                return Err(CUresult::CUDA_ERROR_UNKNOWN);
-            }
-            offers.answered(have.contains(&true));
-            have
+    let have = if plan == Plan::Ask {
+        let (len, chunk, hashes) = (src.len() as u64, blobs::CHUNK as u64, blobs::hashes(&chunks));
+        let have = call_to(t, &ops::htod_cached { dst, stream, len, chunk, hashes }, &[], None)?;
+        if have.len() != chunks.len() {
+            return Err(CUresult::CUDA_ERROR_UNKNOWN);
         }
+        offers.answered(have.contains(&true));
+        have
+    } else {
+        vec![false; chunks.len()]
     };
     for (i, c) in chunks.iter().enumerate().filter(|&(i, _)| !have[i]) {
         call_to(t, &ops::htod_keep { dst: dst + (i * blobs::CHUNK) as u64, stream }, &[c], None)?;

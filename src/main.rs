@@ -62,6 +62,12 @@ enum Cmd {
         /// Where those bytes are kept. Default /var/cache/vgpu/blobs, or VGPU_BLOB_DIR.
         #[arg(long)]
         blob_dir: Option<PathBuf>,
+        /// Memory each session may use to keep pieces of repeated host-to-device copies (a
+        /// prompt batch's input rows), so that over a link rows sent before are named
+        /// instead of sent again: e.g. 1G (0 keeps none). Default 256M, or
+        /// VGPU_PAGE_CACHE_MB. Taken as pieces are kept.
+        #[arg(long)]
+        page_cache: Option<String>,
     },
     /// Internal: serve one session on fd 3 (started by `vgpu serve`).
     #[command(hide = true)]
@@ -145,6 +151,7 @@ fn main() -> ExitCode {
             shm_file,
             blob_cache,
             blob_dir,
+            page_cache,
         } => (|| {
             let listen = listen.iter().map(|a| a.parse()).collect::<Result<Vec<_>, _>>()?;
             let token = match (token_file, std::env::var("VGPU_TOKEN").ok()) {
@@ -163,6 +170,7 @@ fn main() -> ExitCode {
                 shm_files: shm_file,
                 blob_cache: blob_cache.as_deref().map(parse_size).transpose()?,
                 blob_dir,
+                page_cache: page_cache.as_deref().map(parse_size).transpose()?,
                 worker_exe: std::env::current_exe().map_err(|e| e.to_string())?,
                 tls: match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => {

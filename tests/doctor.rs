@@ -165,14 +165,18 @@ fn wrong_and_missing_tokens_are_told_from_a_dead_server() {
     // Whether a model's later loads send hashes: not to this host's loopback address.
     let kept = format!("OK   server: {addr}: weights sent as they are (this host's loopback");
     assert!(d.text.contains(&kept), "{}", d.text);
+    let rows = format!("OK   server: {addr}: repeated copies sent whole (this host's loopback");
+    assert!(d.text.contains(&rows), "{}", d.text);
     let d = doctor(&[], &[base[0], base[1], ("VGPU_TOKEN_FILE", s(&tok)), ("VGPU_BLOBS", "1")]);
     let kept = format!("OK   server: {addr}: weights offered by content, kept by the server (VGPU_BLOBS)");
     assert!(d.text.contains(&kept), "{}", d.text);
     let file = t.path().join("client.toml");
-    fs::write(&file, "blobs = true\n").unwrap();
+    fs::write(&file, "blobs = true\npages = true\n").unwrap();
     let d = doctor(&[], &[base[0], ("VGPU_CONFIG", s(&file)), ("VGPU_TOKEN_FILE", s(&tok))]);
     let kept = format!("OK   server: {addr}: weights offered by content, kept by the server ({})", file.display());
     assert!(d.text.contains(&kept), "{}", d.text);
+    let rows = format!("OK   server: {addr}: repeated copies in pieces the server keeps ({})", file.display());
+    assert!(d.text.contains(&rows), "{}", d.text);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
 #                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu
-#                                   mgtrace shmtext ttft shmfile link loadlink pieceload savellama (or all: smi..bench)
+#                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink savellama (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
 # socket and port; SERVER_B_ENV: settings for it; SERVER_B_WRAP: a command it runs under, such
@@ -562,6 +562,32 @@ stage_pieceload() { # issue 6: a load as Ollama's own engine makes it (piece_loa
     [ "$rate" != none ] && link_down
   done
 }
+stage_textlink() { # issue 6: a long prompt of real text (this repository's docs) over TCP limited to each of
+  # TEXT_RATES: prompt time natively, and through vgpu with repeated rows sent whole and in kept pieces (client::pages)
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  # Prose, markdown tables stripped, cut to fit the 4096-token context with this vocabulary.
+  cat "$ROOT"/README.md "$ROOT"/docs/performance.md "$ROOT"/docs/trust.md | grep -v '^|' | tr -s ' \n' | head -c "${TEXT_BYTES:-8000}" >"$W/text.txt"
+  local args=(-m $W/${TEXT_MODEL:-q8}.gguf -f "$W/text.txt" -c 4096 -b 512 -ub 512 -n 8 --temp 0 --seed 1 -ngl 99 -no-cnv)
+  ptime() { grep -o 'prompt eval time = *[0-9.]* ms / *[0-9]* tokens' "$1" | tail -1 | awk '{print $5, $8}'; }
+  for rate in ${TEXT_RATES:-10gbit 25gbit none}; do
+    if [ "$rate" != none ]; then link_up "$rate" || continue; fi
+    local cfgs=(native tcp+VGPU_PAGES=0 tcp+VGPU_PAGES=1) c i
+    for i in $(seq "${TEXT_ROUNDS:-3}"); do
+      for c in "${cfgs[@]}"; do
+        as_cfg "$c"+VGPU_TRACE=summary "$B/llama-completion" "${args[@]}" >"$W/tx.$c.$i" 2>"$W/tx.$c.$i.err" </dev/null
+        echo "$rate $c round $i: $(ptime "$W/tx.$c.$i.err") $(grep -o '[0-9]* of [0-9]* pieces' "$W/tx.$c.$i.err")" >>"$OUT/textlink-runs.txt"
+      done
+    done
+    cp "$W/tx.tcp+VGPU_PAGES=1.1.err" "$OUT/textlink-$rate-pages.err"
+    compare "text-prompt-pages-$rate" "$W/tx.native.1" "$W/tx.tcp+VGPU_PAGES=1.1"
+    compare "text-prompt-whole-$rate" "$W/tx.native.1" "$W/tx.tcp+VGPU_PAGES=0.1"
+    for c in "${cfgs[@]}"; do
+      say "text prompt, link $rate, $c: $(python3 -c 'import sys,statistics as s; r=[l.split() for l in open(sys.argv[1])]; r=[w for w in r if w[0]==sys.argv[2] and w[1]==sys.argv[3] and len(w)>5]; ms=[float(w[4]) for w in r]; n=[w[5] for w in r]; print("median %.1f ms for %s tokens (%s)" % (s.median(ms), n[0] if n else "?", " ".join("%.1f" % m for m in ms)))' "$OUT/textlink-runs.txt" "$rate" "$c") $(grep -o '[0-9]* of [0-9]* pieces' "$W/tx.$c.1.err")"
+    done
+    [ "$rate" != none ] && link_down
+  done
+}
 stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py), native and vgpu configurations TL_CFGS
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
@@ -658,7 +684,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*|*" shmfile "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|loadlink|link|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|loadlink|textlink|link|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -20,6 +20,9 @@ pub struct Config {
     /// Whether copies are offered to the servers by content (`VGPU_BLOBS` 0/1, `blobs`;
     /// unset: where `blobs::offered_over` says).
     pub blobs: Option<bool>,
+    /// Whether repeated copies go in pieces the server keeps (`VGPU_PAGES` 0/1, `pages`;
+    /// unset: where `pages::paged_over` says).
+    pub pages: Option<bool>,
     /// Where the settings came from, for messages ("VGPU_SERVER", the file, "default").
     pub source: String,
 }
@@ -36,6 +39,7 @@ struct File {
     tls_name: Option<String>,
     shm_file: Option<PathBuf>,
     blobs: Option<bool>,
+    pages: Option<bool>,
 }
 
 impl Config {
@@ -86,13 +90,16 @@ impl Config {
             None => f.and_then(|f| f.lanes).unwrap_or_else(transport::lanes::default_lanes),
         };
         let shm_file = env("VGPU_SHM_FILE").map(PathBuf::from).or_else(|| f.and_then(|f| f.shm_file.clone()));
-        let blobs = match env("VGPU_BLOBS").as_deref().map(str::trim) {
-            Some("0") => Some(false),
-            Some("1") => Some(true),
-            Some(v) => return Err(format!("VGPU_BLOBS={v}: expected 0 or 1")),
-            None => f.and_then(|f| f.blobs),
+        // A switch: the variable (0 or 1) over the file.
+        let switch = |name: &str, file: Option<bool>| match env(name).as_deref().map(str::trim) {
+            Some("0") => Ok(Some(false)),
+            Some("1") => Ok(Some(true)),
+            Some(v) => Err(format!("{name}={v}: expected 0 or 1")),
+            None => Ok(file),
         };
-        Ok(Config { servers, token, timeouts, lanes, shm_file, blobs, source })
+        let blobs = switch("VGPU_BLOBS", f.and_then(|f| f.blobs))?;
+        let pages = switch("VGPU_PAGES", f.and_then(|f| f.pages))?;
+        Ok(Config { servers, token, timeouts, lanes, shm_file, blobs, pages, source })
     }
 }
 
@@ -130,8 +137,9 @@ mod tests {
             read_file(&f).unwrap().shm_file.as_deref(),
             Some(Path::new("/sys/bus/pci/devices/0000:00:05.0/resource2"))
         );
-        std::fs::write(&f, "blobs = false\n").unwrap();
+        std::fs::write(&f, "blobs = false\npages = true\n").unwrap();
         assert_eq!(read_file(&f).unwrap().blobs, Some(false));
+        assert_eq!(read_file(&f).unwrap().pages, Some(true));
         std::fs::write(&f, "srever = 1\n").unwrap();
         assert!(read_file(&f).is_err(), "unknown keys are reported, not ignored");
     }

@@ -9,10 +9,11 @@ pub mod blobs;
 mod config;
 pub mod handles;
 pub mod idle;
+pub mod pages;
 mod session;
 pub mod shm;
 
 pub use config::{Config, read_token};
-pub use session::{Session, pid, session};
+pub use session::{Pages, Session, pid, session};
 pub use transport::Error;
 pub use transport::lanes::LANE_MIN;

@@ -21,6 +21,19 @@ pub struct Session {
     shm: Vec<Option<crate::shm::Shm>>,
     /// Kept weights on or off by configuration (`Config::blobs`).
     blobs: Option<bool>,
+    /// Repeated copies in kept pieces on or off by configuration (`Config::pages`).
+    pages: Option<bool>,
+    /// Per server, its page store as this client pictures it (`crate::pages`).
+    tables: Vec<Mutex<Pages>>,
+}
+
+/// A session's page store with one server, as far as the client knows.
+pub enum Pages {
+    /// Not asked for yet.
+    Unopened,
+    Open(crate::pages::Table),
+    /// The server granted none (or could not be asked).
+    Off,
 }
 
 /// The session of the current process, or why there is none. After `fork` the child
@@ -128,7 +141,8 @@ impl Session {
         }
         let snapshot = Snapshot::merge(parts).ok_or("no vgpu server configured")?;
         let (trace, idle) = (Trace::from_env(), Tracker::from_env());
-        Ok(Session { conns, snapshot, pid: pid(), trace, idle, shm, blobs: cfg.blobs })
+        let tables = conns.iter().map(|_| Mutex::new(Pages::Unopened)).collect();
+        Ok(Session { conns, snapshot, pid: pid(), trace, idle, shm, blobs: cfg.blobs, pages: cfg.pages, tables })
     }
 
     /// Number of servers.
@@ -163,6 +177,14 @@ impl Session {
     pub fn offers_blobs(&self, server: usize) -> bool {
         let Some(c) = self.conns.get(server) else { return false };
         crate::blobs::offered_over(c.address(), c.is_loopback(), self.blobs)
+    }
+
+    /// The page store of `server` as this client pictures it, where repeated copies go in
+    /// pieces it keeps (`pages::paged_over`). Copies must reach the server in the order
+    /// they were planned: hold the lock until the copy is sent.
+    pub fn pages(&self, server: usize) -> Option<&Mutex<Pages>> {
+        let c = self.conns.get(server)?;
+        crate::pages::paged_over(c.address(), c.is_loopback(), self.pages).then(|| &self.tables[server])
     }
 
     /// The segment shared with `server` (`shm:` addresses), if it has one.
@@ -251,9 +273,10 @@ impl Session {
                 _,
             ) => {}
             // Bytes already sent, a marker, a stream-ordered free: nothing a caller waits on.
-            (ops::cuMemcpyHtoDAsync_v2::OP | ops::htod_runs::OP | ops::htod_keep::OP, Some(s)) => {
-                self.idle.work(key(s), Some(sent()))
-            }
+            (
+                ops::cuMemcpyHtoDAsync_v2::OP | ops::htod_runs::OP | ops::htod_keep::OP | ops::htod_pages::OP,
+                Some(s),
+            ) => self.idle.work(key(s), Some(sent())),
             // The server copies from bytes it holds: queued in order like a marker.
             (ops::htod_cached::OP, Some(s)) => self.idle.work(key(s), Some(0)),
             (ops::cuMemFreeAsync::OP, Some(s)) => self.idle.work(key(s), Some(0)),
@@ -449,7 +472,16 @@ mod summary {
                 }
             }
             if let Some(Ok(s)) = super::current() {
-                for c in &s.conns {
+                for (c, pages) in s.conns.iter().zip(&s.tables) {
+                    // Bounded: another thread may be exiting with the lock held.
+                    if let Some(super::Pages::Open(t)) = pages.try_lock_for(Duration::from_millis(100)).as_deref() {
+                        eprintln!(
+                            "  {}: {} of {} pieces of repeated copies named by their kept slot, the rest sent",
+                            c.address(),
+                            t.named,
+                            t.pieces
+                        );
+                    }
                     if c.on_ring() {
                         eprintln!("  {}: frames through rings in the shared segment", c.address());
                     }

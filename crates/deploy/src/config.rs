@@ -3,7 +3,7 @@
 //! `VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`, `VGPU_TLS_CA`, `VGPU_TLS_NAME`,
 //! `VGPU_SHM_FILE`, `VGPU_BLOBS`, then the file named by `VGPU_CONFIG` or
 //! `/etc/vgpu/client.toml` (keys `server`, `token`, `token_file`, `timeout_secs`, `lanes`,
-//! `tls_ca`, `tls_name`, `shm_file`, `blobs`), then the default socket. Mirrors
+//! `tls_ca`, `tls_name`, `shm_file`, `blobs`, `pages`), then the default socket. Mirrors
 //! `client::Config::load`.
 
 use crate::root::Root;
@@ -37,6 +37,7 @@ pub struct FileConfig {
     pub tls_name: Option<String>,
     pub shm_file: Option<PathBuf>,
     pub blobs: Option<bool>,
+    pub pages: Option<bool>,
 }
 
 /// Where a setting came from.
@@ -84,6 +85,8 @@ pub struct ClientConfig {
     /// Kept weights on or off by configuration, and where that came from (`VGPU_BLOBS` other
     /// than 0 or 1 counts as unset here; the shims refuse it).
     pub blobs: Option<(bool, Source)>,
+    /// Repeated copies in kept pieces on or off by configuration (`VGPU_PAGES`), the same way.
+    pub pages: Option<(bool, Source)>,
 }
 
 impl ClientConfig {
@@ -165,12 +168,15 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
         (None, Some(p)) => Some((p, Source::File(file_path.clone()))),
         (None, None) => None,
     };
-    let blobs = match (get(env, "VGPU_BLOBS").map(str::trim), f.and_then(|f| f.blobs)) {
-        (Some("0"), _) => Some((false, Source::Env("VGPU_BLOBS"))),
-        (Some("1"), _) => Some((true, Source::Env("VGPU_BLOBS"))),
+    // A switch: the variable (0 or 1) over the file.
+    let switch = |name: &'static str, file: Option<bool>| match (get(env, name).map(str::trim), file) {
+        (Some("0"), _) => Some((false, Source::Env(name))),
+        (Some("1"), _) => Some((true, Source::Env(name))),
         (_, Some(b)) => Some((b, Source::File(file_path.clone()))),
         _ => None,
     };
+    let blobs = switch("VGPU_BLOBS", f.and_then(|f| f.blobs));
+    let pages = switch("VGPU_PAGES", f.and_then(|f| f.pages));
     ClientConfig {
         file_path,
         file_from_env,
@@ -185,6 +191,7 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
         tls_name,
         shm_file,
         blobs,
+        pages,
     }
 }
 

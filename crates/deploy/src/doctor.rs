@@ -200,9 +200,10 @@ pub fn run(o: &Options) -> Report {
     d.r
 }
 
-/// Whether this client's copies to `addr` are offered by content (`client::blobs`): what a
-/// model's second load costs there.
-fn kept_weights(addr: &transport::Address, cfg: &ClientConfig) -> String {
+/// Whether this client's copies to `addr` are offered by content (`client::blobs`), and
+/// repeated ones sent in pieces the server keeps (`client::pages`): what a model's second
+/// load, and a prompt's input rows, cost there.
+fn kept_bytes(addr: &transport::Address, cfg: &ClientConfig) -> [String; 2] {
     let host_port = match addr {
         transport::Address::Tcp(hp) => Some(hp.as_str()),
         transport::Address::Tls(t) => Some(t.host_port.as_str()),
@@ -212,16 +213,26 @@ fn kept_weights(addr: &transport::Address, cfg: &ClientConfig) -> String {
     let loopback = host_port.is_some_and(|hp| {
         std::net::ToSocketAddrs::to_socket_addrs(hp).is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()))
     });
-    let why = match &cfg.blobs {
+    let why = |set: &Option<(bool, crate::config::Source)>, gain: &str, lost: &str| match set {
         Some((_, src)) => format!("{src}"),
-        None if loopback => "this host's loopback moves the bytes faster than the server reads kept ones back".into(),
-        None if host_port.is_some() => "a model's later loads send hashes instead of its weights".into(),
-        None => "this transport moves the bytes faster than the server reads kept ones back".into(),
+        None if loopback => format!("this host's loopback moves the bytes faster than {lost}"),
+        None if host_port.is_some() => gain.to_string(),
+        None => format!("this transport moves the bytes faster than {lost}"),
     };
-    match client::blobs::offered_over(addr, loopback, cfg.blobs.as_ref().map(|(b, _)| *b)) {
-        true => format!("weights offered by content, kept by the server ({why})"),
-        false => format!("weights sent as they are ({why}; VGPU_BLOBS=1 or blobs = true offers them)"),
-    }
+    let on = |set: &Option<(bool, crate::config::Source)>| set.as_ref().map(|(b, _)| *b);
+    let weights =
+        why(&cfg.blobs, "a model's later loads send hashes instead of its weights", "the server reads kept ones back");
+    let rows = why(&cfg.pages, "a prompt's rows sent before are named, not sent again", "they are hashed");
+    [
+        match client::blobs::offered_over(addr, loopback, on(&cfg.blobs)) {
+            true => format!("weights offered by content, kept by the server ({weights})"),
+            false => format!("weights sent as they are ({weights}; VGPU_BLOBS=1 or blobs = true offers them)"),
+        },
+        match client::pages::paged_over(addr, loopback, on(&cfg.pages)) {
+            true => format!("repeated copies in pieces the server keeps ({rows})"),
+            false => format!("repeated copies sent whole ({rows}; VGPU_PAGES=1 or pages = true keeps their pieces)"),
+        },
+    ]
 }
 
 fn short(p: &Path) -> String {
@@ -440,7 +451,9 @@ impl Doctor<'_> {
                             devs.join(", ")
                         ),
                     );
-                    self.r.ok(area, format!("{addr}: {}", kept_weights(&addr, cfg)));
+                    for line in kept_bytes(&addr, cfg) {
+                        self.r.ok(area, format!("{addr}: {line}"));
+                    }
                     if snapshot.devices.is_empty() {
                         self.r.fail(
                             area,

@@ -5,6 +5,7 @@
 pub mod frame;
 pub mod hello;
 mod macros;
+pub mod pages;
 pub mod runs;
 mod table;
 

@@ -36,6 +36,17 @@ pub struct LaunchAttr {
     pub value: Vec<u8>,
 }
 
+/// Where one piece of an `htod_pages` copy comes from (`protocol::pages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Piece {
+    /// Sent in the frame's bulk, not kept.
+    Sent,
+    /// Sent in the frame's bulk, and kept in this slot of the session's page store.
+    Keep(u32),
+    /// The bytes kept in this slot.
+    Kept(u32),
+}
+
 /// Result of an NVML call: the NVML return code and an auxiliary count.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct NvmlOut {
@@ -89,6 +100,12 @@ crate::api! {
     /// `cuMemcpyHtoDAsync_v2` (same arguments, bulk_in the bytes) whose bytes the server
     /// also keeps by their hash for later `htod_cached` offers.
     oneway htod_keep(dst: u64, stream: u64) -> ();
+    /// Opens this session's page store (`protocol::pages`): up to `slots` pieces of `piece`
+    /// bytes; answers how many slots the server grants (0: none).
+    sync pages_open(piece: u32, slots: u32) -> u32;
+    /// `cuMemcpyHtoDAsync_v2` of `len` bytes in pieces of the store's size (the last may be
+    /// shorter), each sent or kept (`pieces`); bulk_in: the sent pieces, in order.
+    oneway htod_pages(dst: u64, stream: u64, len: u64, pieces: Vec<Piece>) -> ();
     /// bulk_out: `size` bytes from `src`.
     sync cuMemcpyDtoH_v2(src: u64, size: u64) -> ();
     /// bulk_out: `size` bytes from `src`, after the copy completed on `stream`.

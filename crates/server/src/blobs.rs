@@ -95,22 +95,11 @@ impl Found {
     }
 }
 
-/// A few threads of this worker's own that read and check chunks of a MiB and more
-/// together: one thread copies out of the page cache and hashes at a few GB/s, slower than
-/// the 10 Gbit/s and faster links the chunks would otherwise cross.
-fn pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new().num_threads(4).thread_name(|_| "vgpu-blobs".into()).build().ok()
-    })
-    .as_ref()
-}
-
 const PIECE: usize = 1 << 20;
 
 /// blake3 of `bytes`.
 fn hash(bytes: &[u8]) -> [u8; 32] {
-    match pool() {
+    match crate::pool() {
         Some(p) if bytes.len() >= PIECE => {
             p.install(|| *blake3::Hasher::new().update_rayon(bytes).finalize().as_bytes())
         }
@@ -122,7 +111,7 @@ fn hash(bytes: &[u8]) -> [u8; 32] {
 fn read_at(file: &std::fs::File, dst: &mut [u8]) -> bool {
     use rayon::prelude::*;
     use std::os::unix::fs::FileExt;
-    match pool() {
+    match crate::pool() {
         Some(p) if dst.len() > PIECE => p.install(|| {
             dst.par_chunks_mut(PIECE).enumerate().all(|(i, c)| file.read_exact_at(c, (i * PIECE) as u64).is_ok())
         }),
@@ -267,7 +256,7 @@ fn write_all(dir: &Path, cap: u64, rx: Receiver<Vec<u8>>, spare: &Arc<Spare>) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut pruned_at = 0u64;
     for bytes in rx {
-        match pool() {
+        match crate::pool() {
             Some(p) => {
                 let (dir, spare) = (dir.to_path_buf(), spare.clone());
                 p.spawn(move || keep_one(&dir, bytes, &spare));

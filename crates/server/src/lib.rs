@@ -11,6 +11,7 @@ pub mod cuda;
 pub mod fuzzing;
 pub mod gpus;
 mod listener;
+mod pages;
 pub mod sim;
 mod worker;
 
@@ -56,6 +57,16 @@ pub const BULK_PLACE_MAX: usize = 4 << 20;
 /// may land in pinned memory ([`Session::bulk_place`]).
 pub fn lands_htod(op: u32) -> bool {
     op == protocol::Op::cuMemcpyHtoDAsync_v2 as u32 || op == protocol::Op::htod_keep as u32
+}
+
+/// A few threads of this worker's own for work on a MiB and more that would otherwise hold
+/// up its frames: kept chunks read and checked (`blobs`; one thread copies out of the page
+/// cache and hashes at a few GB/s, slower than the links the chunks would otherwise cross)
+/// and the faulting in of a page store's memory ahead of its use (`pages`).
+pub(crate) fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(4).thread_name(|_| "vgpu-pool".into()).build().ok())
+        .as_ref()
 }
 
 /// A wait run on a helper thread (see [`Session::wait_job`]): its result answers the call.

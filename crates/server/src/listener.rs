@@ -39,6 +39,9 @@ pub struct ServeOptions {
     /// `VGPU_BLOB_CACHE_MB` and `VGPU_BLOB_DIR`).
     pub blob_cache: Option<u64>,
     pub blob_dir: Option<PathBuf>,
+    /// Bytes of repeated copies' pieces a session keeps in memory at most (`crate::pages`;
+    /// the workers' `VGPU_PAGE_CACHE_MB`).
+    pub page_cache: Option<u64>,
 }
 
 /// PEM files of a `tls://` listener: the certificate chain (server first) and its key.
@@ -319,6 +322,9 @@ pub fn spawn_worker_for(
     }
     if let Some(d) = &opts.blob_dir {
         cmd.env("VGPU_BLOB_DIR", d);
+    }
+    if let Some(p) = opts.page_cache {
+        cmd.env("VGPU_PAGE_CACHE_MB", (p >> 20).to_string());
     }
     if let Some(t) = &opts.token {
         // Unix sockets rely on file permissions; TCP (with TLS or not) always needs the token.

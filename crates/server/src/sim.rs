@@ -5,7 +5,7 @@
 
 use crate::Session;
 use device_model::Snapshot;
-use protocol::{Copy2D, FuncInfo, Io, NvmlOut, cublas, nvml};
+use protocol::{Copy2D, FuncInfo, Io, NvmlOut, Piece, cublas, nvml};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 const INVALID_VALUE: u32 = 1;
@@ -77,6 +77,8 @@ pub struct Sim {
     reply: Option<Vec<u8>>,
     /// What `reply_bulk` last handed out (kept until the next call).
     replied: Vec<u8>,
+    /// Pieces of earlier copies the client told this session to keep (`htod_pages`).
+    pages: crate::pages::Store,
     /// How long a stream synchronize takes (`VGPU_SIM_SYNC_MS`, for tests: it is waited
     /// for on a helper thread, as the cuda backend waits for a busy stream).
     sync_delay: std::time::Duration,
@@ -113,6 +115,7 @@ impl Sim {
             landing: Vec::new(),
             reply: None,
             replied: Vec::new(),
+            pages: Default::default(),
             sync_delay: std::time::Duration::from_millis(
                 std::env::var("VGPU_SIM_SYNC_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
             ),
@@ -404,6 +407,18 @@ impl protocol::Backend for Sim {
         self.write(dst, io.bulk_in)?;
         crate::blobs::blobs().keep(io.bulk_in);
         Ok(())
+    }
+    fn pages_open(&mut self, _io: &mut Io<'_>, piece: u32, slots: u32) -> Result<u32, u32> {
+        Ok(self.pages.open(piece, slots, crate::pages::cap()))
+    }
+    fn htod_pages(&mut self, io: &mut Io<'_>, dst: u64, stream: u64, len: u64, pieces: Vec<Piece>) -> Result<(), u32> {
+        // Kept first, whatever becomes of the copy: the client counts on it.
+        let starts = self.pages.keep(&pieces, io.bulk_in, len as usize).map_err(|_| INVALID_VALUE)?;
+        self.stream(stream)?;
+        self.region(dst, len)?;
+        let mut data = vec![0u8; len as usize];
+        self.pages.fill(&pieces, &starts, io.bulk_in, &mut data);
+        self.write(dst, &data)
     }
     fn cuMemcpyDtoH_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64) -> Result<(), u32> {
         *io.bulk_out = self.read(src, size)?;

@@ -351,6 +351,7 @@ pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(
                 let stream = s.unwrap_or(0);
                 match packed(t.server, c) {
                     Some(p) => call_to(t, &ops::htod_runs { dst: at, stream, len: c.len() as u64 }, &[&p], None)?,
+                    None if paged(t, at, c, stream)? => {}
                     None => call_to(t, &ops::cuMemcpyHtoDAsync_v2 { dst: at, stream }, &[c], None)?,
                 }
             }
@@ -390,6 +391,35 @@ fn offered(t: Target, dst: u64, src: &[u8], stream: u64) -> Result<bool, R> {
     for (i, c) in chunks.iter().enumerate().filter(|&(i, _)| !have[i]) {
         call_to(t, &ops::htod_keep { dst: dst + (i * blobs::CHUNK) as u64, stream }, &[c], None)?;
     }
+    Ok(true)
+}
+
+/// A frame of a repeated copy sent in pieces the server keeps, where the session does that
+/// (`client::pages`): the pieces sent before are named by their slot. False: not paged, to
+/// be sent as it is.
+fn paged(t: Target, dst: u64, src: &[u8], stream: u64) -> Result<bool, R> {
+    use client::{Pages, pages};
+    if src.len() < pages::MIN {
+        return Ok(false);
+    }
+    let Some(lock) = state::session().ok().and_then(|s| s.pages(t.server)) else { return Ok(false) };
+    // Held until the copy is sent: the server keeps pieces in the order they were planned.
+    let mut table = lock.lock();
+    if matches!(*table, Pages::Unopened) {
+        // A server that does not know the call (another build) grants nothing.
+        let open = ops::pages_open { piece: pages::PIECE as u32, slots: pages::SLOTS };
+        *table = match call_to(t, &open, &[], None) {
+            Ok(slots) if slots > 0 => Pages::Open(pages::Table::new(slots)),
+            _ => Pages::Off,
+        };
+    }
+    let Pages::Open(table) = &mut *table else { return Ok(false) };
+    if !table.worth(dst, src.len()) {
+        return Ok(false);
+    }
+    let pieces = table.plan(&pages::hashes(src), !src.len().is_multiple_of(pages::PIECE));
+    let bulk = pages::sent(src, &pieces);
+    call_to(t, &ops::htod_pages { dst, stream, len: src.len() as u64, pieces }, &bulk, None)?;
     Ok(true)
 }
 

@@ -4,7 +4,7 @@
 
 use super::memory::HostBytes;
 use super::{CudaSession, R};
-use protocol::{Copy2D, FuncInfo, Io, LaunchAttr, NvmlOut};
+use protocol::{Copy2D, FuncInfo, Io, LaunchAttr, NvmlOut, Piece};
 
 impl protocol::Backend for CudaSession {
     fn ordered(&mut self, stream: Option<u64>) {
@@ -147,6 +147,22 @@ impl protocol::Backend for CudaSession {
         self.htod_async(dst, HostBytes::Plain(io.bulk_in), stream)?;
         crate::blobs::blobs().keep(io.bulk_in);
         Ok(())
+    }
+    fn pages_open(&mut self, _io: &mut Io<'_>, piece: u32, slots: u32) -> R<u32> {
+        Ok(self.pages.open(piece, slots, crate::pages::cap()))
+    }
+    fn htod_pages(&mut self, io: &mut Io<'_>, dst: u64, stream: u64, len: u64, pieces: Vec<Piece>) -> R<()> {
+        // Kept first, whatever becomes of the copy: the client counts on it.
+        let n = usize::try_from(len).map_err(|_| super::INVALID_VALUE)?;
+        let starts = self.pages.keep(&pieces, io.bulk_in, n).map_err(|_| super::INVALID_VALUE)?;
+        self.ready()?;
+        self.ranges.check(dst, len)?;
+        // Out of `self` while the copy borrows it.
+        let store = std::mem::take(&mut self.pages);
+        let a = crate::pages::Assembly { store: &store, pieces: &pieces, starts: &starts, bulk: io.bulk_in, len: n };
+        let r = self.htod_async(dst, HostBytes::Pages(a), stream);
+        self.pages = store;
+        r
     }
     fn cuMemcpyDtoH_v2(&mut self, io: &mut Io<'_>, src: u64, size: u64) -> R<()> {
         self.ready()?;

@@ -21,6 +21,8 @@ pub(super) enum HostBytes<'a> {
     /// Kept by content (`crate::blobs`): read straight into the pinned buffer and checked
     /// there; bytes that do not match their name fail the copy with [`BLOB_MISMATCH`].
     Blob(&'a crate::blobs::Found),
+    /// Sent in pieces, some kept by the session from earlier copies (`crate::pages`).
+    Pages(crate::pages::Assembly<'a>),
 }
 
 /// Not a driver status: a kept file whose bytes did not match its name (`htod_cached`
@@ -33,6 +35,7 @@ impl HostBytes<'_> {
             HostBytes::Plain(d) => d.len(),
             HostBytes::Runs(_, len) => *len,
             HostBytes::Blob(f) => f.len,
+            HostBytes::Pages(a) => a.len,
         }
     }
 
@@ -46,6 +49,7 @@ impl HostBytes<'_> {
                     return Err(BLOB_MISMATCH);
                 }
             }
+            HostBytes::Pages(a) => a.write(dst),
         }
         Ok(())
     }
@@ -55,7 +59,7 @@ impl HostBytes<'_> {
     fn pageable(&self, copy: impl FnOnce(*const c_void) -> R<()>) -> R<()> {
         match self {
             HostBytes::Plain(d) => copy(d.as_ptr().cast()),
-            HostBytes::Runs(..) | HostBytes::Blob(_) => {
+            HostBytes::Runs(..) | HostBytes::Blob(_) | HostBytes::Pages(_) => {
                 let mut v = vec![0u8; self.len()];
                 self.write(&mut v)?;
                 copy(v.as_ptr().cast())
@@ -185,7 +189,7 @@ impl CudaSession {
         let ctx = self.h.stream_context(s as u64, self.current);
         let landed = match data {
             HostBytes::Plain(d) => self.landing.take().filter(|l| l.ctx == ctx && std::ptr::eq(l.ptr, d.as_ptr())),
-            HostBytes::Runs(..) | HostBytes::Blob(_) => None,
+            HostBytes::Runs(..) | HostBytes::Blob(_) | HostBytes::Pages(_) => None,
         }
         .map(|l| l.buf);
         self.in_context(ctx, |me| {

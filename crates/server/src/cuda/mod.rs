@@ -123,6 +123,8 @@ pub struct CudaSession {
     reply_out: Option<memory::ReplyOut>,
     /// The first error a deferred barrier met, for the next synchronous call.
     async_error: Option<u32>,
+    /// Pieces of earlier copies the client told this session to keep (`htod_pages`).
+    pages: crate::pages::Store,
 }
 
 impl CudaSession {
@@ -163,6 +165,7 @@ impl CudaSession {
             landing: None,
             reply_out: None,
             async_error: None,
+            pages: Default::default(),
         })
     }
 

@@ -23,8 +23,11 @@ pub struct Session {
     blobs: Option<bool>,
     /// Repeated copies in kept pieces on or off by configuration (`Config::pages`).
     pages: Option<bool>,
-    /// Per server, its page store as this client pictures it (`crate::pages`).
+    /// Per server, its page store as this client pictures it (`crate::pages`), and when the
+    /// link's rate was last asked for (ms since `born`) with the answer it gave.
     tables: Vec<Mutex<Pages>>,
+    paged: Vec<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicBool)>,
+    born: Instant,
 }
 
 /// A session's page store with one server, as far as the client knows.
@@ -142,7 +145,9 @@ impl Session {
         let snapshot = Snapshot::merge(parts).ok_or("no vgpu server configured")?;
         let (trace, idle) = (Trace::from_env(), Tracker::from_env());
         let tables = conns.iter().map(|_| Mutex::new(Pages::Unopened)).collect();
-        Ok(Session { conns, snapshot, pid: pid(), trace, idle, shm, blobs: cfg.blobs, pages: cfg.pages, tables })
+        let paged = conns.iter().map(|_| Default::default()).collect();
+        let (blobs, pages, born) = (cfg.blobs, cfg.pages, Instant::now());
+        Ok(Session { conns, snapshot, pid: pid(), trace, idle, shm, blobs, pages, tables, paged, born })
     }
 
     /// Number of servers.
@@ -180,11 +185,20 @@ impl Session {
     }
 
     /// The page store of `server` as this client pictures it, where repeated copies go in
-    /// pieces it keeps (`pages::paged_over`). Copies must reach the server in the order
-    /// they were planned: hold the lock until the copy is sent.
+    /// pieces it keeps (`pages::paged_over`; the link's rate, a few system calls, asked at
+    /// most every 250 ms). Copies must reach the server in the order they were planned: hold
+    /// the lock until the copy is sent.
     pub fn pages(&self, server: usize) -> Option<&Mutex<Pages>> {
         let c = self.conns.get(server)?;
-        crate::pages::paged_over(c.address(), c.is_loopback(), self.pages).then(|| &self.tables[server])
+        let (asked, on) = &self.paged[server];
+        let now = self.born.elapsed().as_millis() as u64 + 1;
+        let last = asked.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= 250 {
+            let rate = if self.pages.is_none() { c.delivery_rate() } else { None };
+            on.store(crate::pages::paged_over(c.address(), rate, self.pages), Ordering::Relaxed);
+            asked.store(now, Ordering::Relaxed);
+        }
+        on.load(Ordering::Relaxed).then(|| &self.tables[server])
     }
 
     /// The segment shared with `server` (`shm:` addresses), if it has one.
@@ -481,6 +495,9 @@ mod summary {
                             t.named,
                             t.pieces
                         );
+                    }
+                    if let Some(r) = c.delivery_rate() {
+                        eprintln!("  {}: the kernel's estimate of its rate: {} MB/s", c.address(), r / 1_000_000);
                     }
                     if c.on_ring() {
                         eprintln!("  {}: frames through rings in the shared segment", c.address());

@@ -213,24 +213,28 @@ fn kept_bytes(addr: &transport::Address, cfg: &ClientConfig) -> [String; 2] {
     let loopback = host_port.is_some_and(|hp| {
         std::net::ToSocketAddrs::to_socket_addrs(hp).is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()))
     });
-    let why = |set: &Option<(bool, crate::config::Source)>, gain: &str, lost: &str| match set {
+    let weights = match &cfg.blobs {
         Some((_, src)) => format!("{src}"),
-        None if loopback => format!("this host's loopback moves the bytes faster than {lost}"),
-        None if host_port.is_some() => gain.to_string(),
-        None => format!("this transport moves the bytes faster than {lost}"),
+        None if loopback => "this host's loopback moves the bytes faster than the server reads kept ones back".into(),
+        None if host_port.is_some() => "a model's later loads send hashes instead of its weights".into(),
+        None => "this transport moves the bytes faster than the server reads kept ones back".into(),
     };
-    let on = |set: &Option<(bool, crate::config::Source)>| set.as_ref().map(|(b, _)| *b);
-    let weights =
-        why(&cfg.blobs, "a model's later loads send hashes instead of its weights", "the server reads kept ones back");
-    let rows = why(&cfg.pages, "a prompt's rows sent before are named, not sent again", "they are hashed");
+    let slow = client::pages::SLOW_LINK * 8 / 1_000_000_000;
     [
-        match client::blobs::offered_over(addr, loopback, on(&cfg.blobs)) {
+        match client::blobs::offered_over(addr, loopback, cfg.blobs.as_ref().map(|(b, _)| *b)) {
             true => format!("weights offered by content, kept by the server ({weights})"),
             false => format!("weights sent as they are ({weights}; VGPU_BLOBS=1 or blobs = true offers them)"),
         },
-        match client::pages::paged_over(addr, loopback, on(&cfg.pages)) {
-            true => format!("repeated copies in pieces the server keeps ({rows})"),
-            false => format!("repeated copies sent whole ({rows}; VGPU_PAGES=1 or pages = true keeps their pieces)"),
+        match (&cfg.pages, host_port) {
+            (Some((true, src)), _) => format!("repeated copies in pieces the server keeps ({src})"),
+            (Some((false, src)), _) => format!("repeated copies sent whole ({src})"),
+            (None, Some(_)) => format!(
+                "repeated copies in pieces the server keeps while the link delivers under {slow} Gbit/s \
+                 (the kernel's estimate; VGPU_PAGES=0/1 or pages = false/true decides instead)"
+            ),
+            (None, None) => "repeated copies sent whole (this transport moves bytes faster than they are hashed; \
+                 VGPU_PAGES=1 or pages = true keeps their pieces)"
+                .to_string(),
         },
     ]
 }

@@ -349,6 +349,35 @@ impl Stream {
         })
     }
 
+    /// The kernel's latest estimate of what this TCP connection delivers, in bytes a second
+    /// (`tcpi_delivery_rate`: bytes acknowledged over the time they took), and whether the
+    /// sender was what limited it (`tcpi_delivery_rate_app_limited`: too little was sent to
+    /// fill the link, so the rate says little of the link). None before an estimate, or for
+    /// another transport.
+    pub fn delivery_rate(&self) -> Option<(u64, bool)> {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(t) => t.tcp(),
+            _ => return None,
+        };
+        // The kernel's struct as bytes: its app-limited flag is a bit field libc leaves out
+        // (bit 0 of the byte after the window scales).
+        let mut raw = [0u64; 64];
+        let mut len = std::mem::size_of_val(&raw) as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the buffer.
+        let r = unsafe {
+            libc::getsockopt(tcp.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, raw.as_mut_ptr().cast(), &mut len)
+        };
+        let bytes: &[u8] = zerocopy::IntoBytes::as_bytes(&raw[..]);
+        let rate_at = std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate);
+        let flags_at = std::mem::offset_of!(libc::tcp_info, tcpi_snd_rcv_wscale) + 1;
+        if r != 0 || (len as usize) < rate_at + 8 {
+            return None;
+        }
+        let rate = u64::from_ne_bytes(bytes[rate_at..rate_at + 8].try_into().ok()?);
+        (rate > 0).then_some((rate, bytes[flags_at] & 1 == 1))
+    }
+
     /// Whether TCP carries this stream (with or without TLS).
     pub fn is_tcp(&self) -> bool {
         matches!(self, Stream::Tcp(_) | Stream::Tls(_))
@@ -537,6 +566,30 @@ mod tests {
         };
         assert_eq!(r, 0, "{}", io::Error::last_os_error());
         assert_eq!(v, BIG_BUFFER as u64);
+    }
+
+    #[test]
+    fn tcp_connections_have_a_delivery_rate_estimate() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut tx = Stream::Tcp(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
+        let mut rx = l.accept().unwrap().0;
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0;
+            while n < 16 << 20 {
+                n += rx.read(&mut buf).unwrap();
+            }
+        });
+        let block = vec![7u8; 1 << 20];
+        for _ in 0..16 {
+            tx.write_all(&block).unwrap();
+        }
+        reader.join().unwrap();
+        let (rate, _) = tx.delivery_rate().expect("an estimate after 16 MiB");
+        assert!(rate > 1 << 20, "{rate} B/s over loopback");
+        let (a, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(Stream::Unix(a).delivery_rate(), None);
     }
 
     #[test]

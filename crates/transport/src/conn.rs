@@ -12,7 +12,7 @@ use protocol::hello::{Hello, Welcome};
 use std::collections::HashMap;
 use std::io;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +141,8 @@ pub struct Conn {
     rd: Option<Mutex<Stream>>,
     /// Only for shutting the socket down while others hold it.
     closer: Option<Stream>,
+    /// This connection's latest link-rate estimate ([`link_rate`]).
+    rate: AtomicU64,
     replies: Mutex<Replies>,
     /// Signalled when a reply is parked or the reader leaves (someone else may read now).
     arrived: Condvar,
@@ -164,6 +166,16 @@ pub struct Conn {
     on_ring: AtomicBool,
 }
 
+/// The latest estimate of `s`'s rate that the sender did not limit, kept in `kept`: a
+/// sample taken while too little was sent to fill the link (small frames between large
+/// ones) says little of the link, so the last one that was not so stands.
+pub(crate) fn link_rate(s: &Stream, kept: &AtomicU64) -> Option<u64> {
+    if let Some((rate, false)) = s.delivery_rate() {
+        kept.store(rate, Ordering::Relaxed);
+    }
+    Some(kept.load(Ordering::Relaxed)).filter(|&r| r > 0)
+}
+
 impl Conn {
     /// Connect and shake hands; the reply carries the device snapshot.
     pub fn connect(address: &Address, hello: &Hello, t: Timeouts) -> Result<(Conn, Welcome), Error> {
@@ -184,6 +196,7 @@ impl Conn {
             sock: Mutex::new(Sock { stream }),
             rd,
             closer,
+            rate: AtomicU64::new(0),
             replies: Mutex::new(Replies::default()),
             arrived: Condvar::new(),
             queue: Mutex::new(Queue::default()),
@@ -223,6 +236,16 @@ impl Conn {
     /// bytes cross no link.
     pub fn is_loopback(&self) -> bool {
         self.loopback
+    }
+
+    /// What this connection's link delivers, in bytes a second, by the kernel's estimates
+    /// ([`link_rate`]): its lanes' together where they are open (bulk goes there), else its
+    /// own; None where there is none yet (no transfer filled the link, or not TCP).
+    pub fn delivery_rate(&self) -> Option<u64> {
+        match self.lanes_if_open() {
+            Some(Some(l)) => l.delivery_rate(),
+            _ => link_rate(self.closer.as_ref()?, &self.rate),
+        }
     }
 
     pub fn is_dead(&self) -> bool {

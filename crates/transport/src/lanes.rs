@@ -87,6 +87,8 @@ pub struct Lanes {
     readers: Fan,
     /// Second handles on every lane, for shutting them while someone writes.
     closers: Vec<Stream>,
+    /// Each lane's latest rate estimate that the sender did not limit (`Lanes::delivery_rate`).
+    rates: Vec<std::sync::atomic::AtomicU64>,
     /// Frames whose bulk went over the lanes, and replies whose bulk came over them.
     striped: std::sync::atomic::AtomicU64,
     gathered: std::sync::atomic::AtomicU64,
@@ -319,6 +321,7 @@ impl Lanes {
         Ok(Lanes {
             writers: Fan::new(streams)?,
             readers: Fan::new(reads)?,
+            rates: closers.iter().map(|_| Default::default()).collect(),
             closers,
             striped: Default::default(),
             gathered: Default::default(),
@@ -337,6 +340,13 @@ impl Lanes {
     /// How many frames' bulk went over the lanes so far.
     pub fn striped(&self) -> u64 {
         self.striped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What the lanes deliver together, in bytes a second: the sum of each lane's latest
+    /// estimate that the sender did not limit ([`Stream::delivery_rate`]); None until every
+    /// lane has one.
+    pub fn delivery_rate(&self) -> Option<u64> {
+        self.closers.iter().zip(&self.rates).map(|(s, r)| crate::conn::link_rate(s, r)).sum()
     }
 
     /// How many replies' bulk came over the lanes so far.

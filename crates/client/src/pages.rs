@@ -32,11 +32,11 @@ const SEEN_MAX: usize = 1 << 16;
 
 /// Below this rate (bytes a second) a link's repeated copies go in pieces by default.
 /// Measured with a 4k-token prompt of text over TCP limited by `tc` (H100 host, Q8 1B, one
-/// call, medians of three): pieces against whole copies took 0.42 s against 0.79 s at
-/// 1 Gbit/s, 0.16 against 0.22 s at 2.5, 0.13 against 0.16 s at 5, 0.14 against 0.18 s at
-/// 10 (0.15 against 0.15 s in another call), and 0.14 against 0.13 s over loopback as it
-/// is: the worker puts each batch together from its slots (about 1 ms), which a fast link
-/// does not win back.
+/// call, medians of three): pieces against whole copies 0.41 against 0.79 s at 1 Gbit/s,
+/// 0.15 against 0.20 s at 2.5, 0.147 against 0.155 s at 5, even at 10, and 0.137 against
+/// 0.119 s over loopback as it is: the worker puts each batch together from its slots
+/// (about 1 ms), which a fast link does not win back. The kernel's estimates read up to
+/// 0.9 GB/s at 5 Gbit/s and from 0.66 GB/s at 10.
 pub const SLOW_LINK: u64 = 6_000_000_000 / 8;
 
 /// Whether a client sends repeated copies to a server at `address` in pieces: as `set`

@@ -196,7 +196,10 @@ impl Session {
         if last == 0 || now.saturating_sub(last) >= 250 {
             let rate = if self.pages.is_none() { c.delivery_rate() } else { None };
             on.store(crate::pages::paged_over(c.address(), rate, self.pages), Ordering::Relaxed);
-            asked.store(now, Ordering::Relaxed);
+            // Without an estimate yet, asked again at the next copy.
+            if rate.is_some() || self.pages.is_some() {
+                asked.store(now, Ordering::Relaxed);
+            }
         }
         on.load(Ordering::Relaxed).then(|| &self.tables[server])
     }

@@ -4,7 +4,7 @@
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
 #                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu
-#                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink savellama (or all: smi..bench)
+#                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
 # socket and port; SERVER_B_ENV: settings for it; SERVER_B_WRAP: a command it runs under, such
@@ -588,6 +588,30 @@ stage_textlink() { # issue 6: a long prompt of real text (this repository's docs
     [ "$rate" != none ] && link_down
   done
 }
+stage_firstuse() { # a long prompt's time natively and over TCP for two prompt lengths (a fixed cost or one per batch?),
+  # and where the module loads and function lookups of one vgpu run fall (before or after prompt processing starts)
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  cat "$ROOT"/README.md "$ROOT"/docs/performance.md "$ROOT"/docs/trust.md | grep -v '^|' | tr -s ' \n' >"$W/alltext.txt"
+  ptime() { grep -o 'prompt eval time = *[0-9.]* ms / *[0-9]* tokens' "$1" | tail -1 | awk '{print $5, $8}'; }
+  local bytes c i
+  for bytes in 2000 8000; do
+    head -c $bytes "$W/alltext.txt" >"$W/t$bytes.txt"
+    for i in $(seq "${FU_ROUNDS:-4}"); do
+      for c in native tcp unix; do
+        as_cfg $c "$B/llama-completion" -m $W/q8.gguf -f "$W/t$bytes.txt" -c 4096 -b 512 -ub 512 -n 4 --temp 0 --seed 1 -ngl 99 -no-cnv >/dev/null 2>"$W/fu.err" </dev/null
+        echo "$bytes $c $(ptime "$W/fu.err")" >>"$OUT/firstuse-runs.txt"
+      done
+    done
+    for c in native tcp unix; do
+      say "prompt of $bytes bytes, $c: $(awk -v b=$bytes -v c=$c '$1==b && $2==c {printf "%s ", $3; n=$4} END {print "ms for", n, "tokens"}' "$OUT/firstuse-runs.txt")"
+    done
+  done
+  as_cfg tcp+VGPU_TRACE=1 "$B/llama-completion" -m $W/q8.gguf -f "$W/t8000.txt" -c 4096 -b 512 -ub 512 -n 4 --temp 0 --seed 1 -ngl 99 -no-cnv >/dev/null 2>"$W/fu-trace.err" </dev/null
+  local start; start=$(grep -n 'generate: n_ctx' "$W/fu-trace.err" | head -1 | cut -d: -f1)
+  say "module loads before / after prompt processing starts (line $start): $(awk -F: -v s="$start" '/vgpu-trace module_load/ {if (NR < s) a++; else b++} END {print a+0, "/", b+0}' "$W/fu-trace.err")"
+  grep -n 'vgpu-trace module_load\|vgpu-trace cuModuleGetFunction\|vgpu-trace cuLibrary\|generate: n_ctx\|prompt eval time' "$W/fu-trace.err" | awk '{print substr($0, 1, 200)}' >"$OUT/firstuse-loads.txt"
+}
 stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py), native and vgpu configurations TL_CFGS
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
@@ -684,7 +708,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*|*" shmfile "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|loadlink|textlink|link|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|loadlink|textlink|firstuse|link|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

@@ -40,11 +40,13 @@ const SEEN_MAX: usize = 1 << 16;
 pub const SLOW_LINK: u64 = 6_000_000_000 / 8;
 
 /// Whether a client sends repeated copies to a server at `address` in pieces: as `set`
-/// (`VGPU_PAGES` or the file's `pages`) says, else over TCP and TLS where the connection
-/// delivers under [`SLOW_LINK`] by the kernel's estimate (`rate`; none before a transfer).
-pub fn paged_over(address: &transport::Address, rate: Option<u64>, set: Option<bool>) -> bool {
+/// (`VGPU_PAGES` or the file's `pages`) says, else over TCP and TLS to another host where
+/// the connection delivers under [`SLOW_LINK`] by the kernel's estimate (`rate`; none before
+/// a transfer). Never by default to this host's own loopback address (`loopback`): its bytes
+/// cross no link, and on a busy two-core machine its estimate fell under the bound.
+pub fn paged_over(address: &transport::Address, loopback: bool, rate: Option<u64>, set: Option<bool>) -> bool {
     let tcp = matches!(address, transport::Address::Tcp(_) | transport::Address::Tls(_));
-    set.unwrap_or(tcp && rate.is_some_and(|r| r < SLOW_LINK))
+    set.unwrap_or(tcp && !loopback && rate.is_some_and(|r| r < SLOW_LINK))
 }
 
 /// The xxh3 hash of each full piece of `bytes` (a shorter last one is always sent). On the
@@ -210,11 +212,12 @@ mod tests {
     fn by_default_only_slow_tcp_links_page() {
         let tcp: transport::Address = "tcp://10.0.0.1:7070".parse().unwrap();
         let unix: transport::Address = "unix:/run/vgpu/s".parse().unwrap();
-        assert!(paged_over(&tcp, Some(SLOW_LINK / 2), None));
-        assert!(!paged_over(&tcp, Some(SLOW_LINK * 2), None), "a fast link");
-        assert!(!paged_over(&tcp, None, None), "no estimate yet");
-        assert!(!paged_over(&unix, Some(1), None));
-        assert!(paged_over(&unix, None, Some(true)) && !paged_over(&tcp, Some(1), Some(false)), "as set");
+        assert!(paged_over(&tcp, false, Some(SLOW_LINK / 2), None));
+        assert!(!paged_over(&tcp, false, Some(SLOW_LINK * 2), None), "a fast link");
+        assert!(!paged_over(&tcp, false, None, None), "no estimate yet");
+        assert!(!paged_over(&tcp, true, Some(1), None), "loopback");
+        assert!(!paged_over(&unix, false, Some(1), None));
+        assert!(paged_over(&unix, false, None, Some(true)) && !paged_over(&tcp, false, Some(1), Some(false)), "as set");
     }
 
     #[test]

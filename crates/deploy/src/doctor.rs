@@ -228,6 +228,9 @@ fn kept_bytes(addr: &transport::Address, cfg: &ClientConfig) -> [String; 2] {
         match (&cfg.pages, host_port) {
             (Some((true, src)), _) => format!("repeated copies in pieces the server keeps ({src})"),
             (Some((false, src)), _) => format!("repeated copies sent whole ({src})"),
+            (None, Some(_)) if loopback => "repeated copies sent whole (this host's loopback crosses no link; \
+                 VGPU_PAGES=1 or pages = true keeps their pieces)"
+                .to_string(),
             (None, Some(_)) => format!(
                 "repeated copies in pieces the server keeps while the link delivers under {slow} Gbit/s \
                  (the kernel's estimate; VGPU_PAGES=0/1 or pages = false/true decides instead)"

@@ -107,6 +107,13 @@ impl Queue {
 }
 
 /// What a frame read from the stream was, for the caller that read it.
+/// A request written whose reply is still to be collected ([`Conn::send_for_reply`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    seq: u32,
+    op: u32,
+}
+
 enum Got {
     /// Its own reply: the value, or the API error.
     Mine(Result<Vec<u8>, Error>),
@@ -422,6 +429,37 @@ impl Conn {
             self.drain(&mut s).map_err(|e| self.fail_locked(&s, e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Write a request whose reply (with up to `out_len` bytes of bulk) is collected later
+    /// with [`Conn::collect`], so that the caller goes on meanwhile, as after an asynchronous
+    /// device-to-host copy. None where replies cannot be left to arrive on their own (a
+    /// stream that cannot be split: TLS; or frames through rings): call as usual then.
+    pub fn send_for_reply<C: Call>(&self, ctx: u64, c: &C, out_len: usize) -> Result<Option<Sent>, Error> {
+        if self.rd.is_none() || self.on_ring() || C::ONEWAY {
+            return Ok(None);
+        }
+        self.check()?;
+        let args = postcard::to_allocvec(c).map_err(|e| Error::Lost(e.to_string()))?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let h = Header::request(C::OP, seq, ctx, false, args.len(), 0);
+        self.replies.lock().waiting.insert(seq, (C::OP, out_len));
+        let mut g = self.sock.lock();
+        let s = &mut *g;
+        let sent = self.drain(s).and_then(|()| self.write_request(s, &h, &args, &[]));
+        if let Err(e) = sent {
+            self.replies.lock().waiting.remove(&seq);
+            return Err(self.fail_locked(s, e.to_string()));
+        }
+        Ok(Some(Sent { seq, op: C::OP }))
+    }
+
+    /// The reply to a request [`Conn::send_for_reply`] wrote: its bulk into `bulk_out`.
+    pub fn collect(&self, sent: Sent, bulk_out: &mut [u8]) -> Result<(), Error> {
+        let Some(rd) = &self.rd else { return Err(Error::Lost("no reply reader".into())) };
+        let r = self.await_reply(rd, sent.seq, sent.op, Some(bulk_out));
+        self.replies.lock().waiting.remove(&sent.seq);
+        r.map(|_| ())
     }
 
     /// Write a request and wait for its reply; the reply's bulk lands in `bulk_out`.

@@ -13,7 +13,7 @@ mod spin;
 mod tls;
 
 pub use addr::{Address, Listener, Stream, socket_domain};
-pub use conn::{Conn, Error, Timeouts};
+pub use conn::{Conn, Error, Sent, Timeouts};
 pub use fdpass::{recv as recv_fd, send as send_fd};
 pub use framing::{Frame, Unbuffered, read_exact_into, read_frame, read_header, write_frame};
 pub use lanes::{LaneSet, Lanes};

@@ -29,7 +29,20 @@ pub fn dtoh(dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<(), R> {
     if crate::shm::dtoh(t, dst, src, s)? {
         return Ok(());
     }
+    if let Some(s) = s
+        && route::dtoh_later(t, dst, src, s)?
+    {
+        return Ok(());
+    }
     route::dtoh_from(t, dst, src, s)
+}
+
+/// Before pinned memory is given back: copies into it still on their way land first.
+fn collect() -> Result<(), R> {
+    match state::session() {
+        Ok(s) => s.collect().map_err(state::err),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Device to device. On one server the server's driver copies (across its devices too, as
@@ -209,7 +222,7 @@ pub unsafe extern "C" fn cuMemHostAlloc(pp: *mut *mut c_void, size: usize, _flag
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> R {
-    entry(|| match remove_range(p as u64) {
+    entry(|| match collect().map(|()| remove_range(p as u64))? {
         Some((_, MemKind::Host, _)) => {
             if !crate::shm::free_host(p as u64) {
                 unsafe { libc::free(p) };
@@ -237,7 +250,7 @@ pub unsafe extern "C" fn cuMemHostRegister_v2(p: *mut c_void, size: usize, _flag
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemHostUnregister(p: *mut c_void) -> R {
-    entry(|| match remove_range(p as u64) {
+    entry(|| match collect().map(|()| remove_range(p as u64))? {
         Some((_, MemKind::Host, _)) => Ok(()),
         _ => Err(CUresult::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED),
     })

@@ -449,6 +449,34 @@ fn htod_frame(server: usize, len: usize) -> usize {
 }
 
 /// Device (on `t`) to host, straight into the caller's buffer, chunk by chunk.
+/// Streams of this process being captured: while any is, copies go as usual (a capture
+/// fails a device-to-host copy at once, which a copy sent without waiting would report
+/// only at the next synchronous call).
+pub static CAPTURES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Copies into pinned memory this small go without waiting for their bytes (logits: 128 KiB
+/// to 1 MiB a batch); larger ones are read as they come, over the lanes.
+const LATER_MAX: usize = 1 << 20;
+
+/// An asynchronous copy into this process's pinned memory sent without waiting for the
+/// stream (`client::Session::dtoh_later`). False: copied as usual.
+pub fn dtoh_later(t: Target, dst: &mut [u8], src: u64, stream: u64) -> Result<bool, R> {
+    if dst.is_empty() || dst.len() > LATER_MAX || CAPTURES.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        return Ok(false);
+    }
+    let at = dst.as_ptr() as u64;
+    let pinned =
+        matches!(state::find_range(at), Some((start, len, MemKind::Host, _)) if at + dst.len() as u64 <= start + len);
+    let Ok(s) = state::session() else { return Ok(false) };
+    if !pinned {
+        return Ok(false);
+    }
+    let c = ops::cuMemcpyDtoHAsync_v2 { src, size: dst.len() as u64, stream };
+    // SAFETY: pinned memory of this process, which cuMemFreeHost frees only after the
+    // session collected the copies into it.
+    unsafe { s.dtoh_later(t.server, raw(t.ctx), &c, dst.as_mut_ptr(), dst.len()) }.map_err(state::err)
+}
+
 pub fn dtoh_from(t: Target, dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<(), R> {
     for (i, c) in dst.chunks_mut(CHUNK).enumerate() {
         let at = src + (i * CHUNK) as u64;

@@ -85,7 +85,11 @@ pub extern "C" fn cuStreamWaitEvent(s: CUstream, e: CUevent, flags: c_uint) -> R
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuStreamBeginCapture_v2(s: CUstream, mode: CUstreamCaptureMode) -> R {
-    entry(|| on_stream(s, |stream| ops::cuStreamBeginCapture_v2 { stream, mode: mode.0 }))
+    entry(|| {
+        on_stream(s, |stream| ops::cuStreamBeginCapture_v2 { stream, mode: mode.0 })?;
+        route::CAPTURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -97,7 +101,16 @@ pub extern "C" fn cuStreamBeginCapture(s: CUstream, mode: CUstreamCaptureMode) -
 pub unsafe extern "C" fn cuStreamEndCapture(s: CUstream, g: *mut CUgraph) -> R {
     entry(|| {
         let t = route::stream(sid(s))?;
-        let graph = route::tag(t.server, route::call(t, &ops::cuStreamEndCapture { stream: route::raw(sid(s)) })?)?;
+        let ended = route::call(t, &ops::cuStreamEndCapture { stream: route::raw(sid(s)) });
+        // Ended either way, unless the stream was not capturing.
+        if !matches!(ended, Err(CUresult::CUDA_ERROR_ILLEGAL_STATE)) {
+            let _ = route::CAPTURES.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            );
+        }
+        let graph = route::tag(t.server, ended?)?;
         route::remember(graph, t.ctx);
         unsafe { put(g, handle(graph)) }
     })

@@ -89,6 +89,34 @@ fn pinned_memory_is_reusable_after_a_synchronize() {
     assert!(stderr.contains("21 frames' bulk over 4 lanes"), "{stderr}");
 }
 
+/// Device-to-host copies into pinned memory return before their bytes arrive over a socket;
+/// a stream synchronize, a query, an event waited for in another thread, another
+/// synchronous call, or freeing the memory finds them in place; a failed copy is reported.
+/// Over TCP (one connection and lanes), a unix socket, and shared memory (which never defers).
+#[test]
+fn copies_to_pinned_memory_land_before_anything_says_they_completed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("later_copy", tmp.path(), &lib, &["libcuda.so.1", "libpthread.so.0"]);
+    let unix = Server::sim(tmp.path(), &[]);
+    let token = token_file(tmp.path(), "t0ken");
+    let tcp = Server::start(&free_tcp_address(), &["--backend", "sim"], &["--token-file", token.to_str().unwrap()]);
+    let shm = unix.address.replacen("unix:", "shm:", 1);
+    for (address, lanes) in [(&tcp.address, "0"), (&tcp.address, "4"), (&unix.address, "4"), (&shm, "0")] {
+        let out = run(&exe, &lib, address, &[("VGPU_TOKEN", "t0ken"), ("VGPU_LANES", lanes)]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let case = format!("{address} VGPU_LANES={lanes}");
+        assert!(out.status.success() && stdout.contains("later copies ok"), "{case}
+{stdout}
+{stderr}");
+        assert!(stdout.contains("failed copy reported: yes"), "{case}
+{stdout}");
+        assert_eq!(stdout.matches("event in another thread ok").count(), 3, "{case}
+{stdout}");
+    }
+}
+
 /// Copies that are runs of a word (attention masks) go packed over TCP and land byte for
 /// byte, at odd offsets and lengths too; varied bytes go as they are. Over a unix socket
 /// nothing is packed unless `VGPU_PACK=1`; `VGPU_PACK=0` packs nothing anywhere.

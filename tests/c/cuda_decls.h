@@ -22,6 +22,7 @@ int cuEventDestroy_v2(CUevent);
 int cuEventElapsedTime(float *, CUevent, CUevent);
 int cuEventRecord(CUevent, CUstream);
 int cuEventSynchronize(CUevent);
+int cuStreamQuery(CUstream);
 int cuGetErrorName(int, const char **);
 int cuInit(unsigned);
 int cuMemAllocHost_v2(void **, size_t);

@@ -107,13 +107,9 @@ fn copies_to_pinned_memory_land_before_anything_says_they_completed() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let case = format!("{address} VGPU_LANES={lanes}");
-        assert!(out.status.success() && stdout.contains("later copies ok"), "{case}
-{stdout}
-{stderr}");
-        assert!(stdout.contains("failed copy reported: yes"), "{case}
-{stdout}");
-        assert_eq!(stdout.matches("event in another thread ok").count(), 3, "{case}
-{stdout}");
+        assert!(out.status.success() && stdout.contains("later copies ok"), "{case}\n{stdout}\n{stderr}");
+        assert!(stdout.contains("failed copy reported: yes"), "{case}\n{stdout}");
+        assert_eq!(stdout.matches("event in another thread ok").count(), 3, "{case}\n{stdout}");
     }
 }
 

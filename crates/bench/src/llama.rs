@@ -51,10 +51,12 @@ pub fn pool(into: &mut Vec<LlamaTest>, more: Vec<LlamaTest>) {
     }
 }
 
-/// The arguments of one llama-bench run: `-m M -p 512 -n 128 -ngl 99 -r REPS -o json`.
+/// The arguments of one llama-bench run: `-m M -p 512,4096 -n 128 -b 512 -ub 512 -ngl 99
+/// -r REPS -o json`. pp4096 in batches of 512 (Ollama's default batch) is a long prompt as
+/// applications send it: eight batches, each waiting for the last one's logits.
 pub fn args(model: &Path, reps: u32) -> Vec<String> {
     let mut a = vec!["-m".to_string(), model.display().to_string()];
-    for s in ["-p", "512", "-n", "128", "-ngl", "99", "-r"] {
+    for s in ["-p", "512,4096", "-n", "128", "-b", "512", "-ub", "512", "-ngl", "99", "-r"] {
         a.push(s.to_string());
     }
     a.push(reps.to_string());
@@ -166,6 +168,9 @@ mod tests {
 
     #[test]
     fn command_line() {
-        assert_eq!(args(Path::new("/m/q8.gguf"), 3).join(" "), "-m /m/q8.gguf -p 512 -n 128 -ngl 99 -r 3 -o json");
+        assert_eq!(
+            args(Path::new("/m/q8.gguf"), 3).join(" "),
+            "-m /m/q8.gguf -p 512,4096 -n 128 -b 512 -ub 512 -ngl 99 -r 3 -o json"
+        );
     }
 }

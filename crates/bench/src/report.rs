@@ -474,7 +474,7 @@ pub fn readme_intro() -> String {
      # micro-benchmarks: launches, round trips, copies 4 KiB-1 GiB, NVML; native, unix, tcp, shm,\n\
      # tcp+file (TCP for the calls, a file in /dev/shm that the server shares for the bytes), tls\n\
      dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh\n\
-     # and llama.cpp (llama-bench pp512/tg128): --llama-rounds runs per column (default 8), taken\n\
+     # and llama.cpp (llama-bench pp512, pp4096 in batches of 512, tg128): --llama-rounds runs per column (default 8), taken\n\
      # in turns, every sample pooled (each run lands in one of two speed bands about 6% apart,\n\
      # natively too: a column needs several runs for its share of each to even out)\n\
      dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh --llama-bin llama/build/bin --models q8.gguf,f16.gguf \\\n\

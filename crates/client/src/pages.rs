@@ -45,8 +45,13 @@ pub const SLOW_LINK: u64 = 6_000_000_000 / 8;
 /// a transfer). Never by default to this host's own loopback address (`loopback`): its bytes
 /// cross no link, and on a busy two-core machine its estimate fell under the bound.
 pub fn paged_over(address: &transport::Address, loopback: bool, rate: Option<u64>, set: Option<bool>) -> bool {
-    let tcp = matches!(address, transport::Address::Tcp(_) | transport::Address::Tls(_));
-    set.unwrap_or(tcp && !loopback && rate.is_some_and(|r| r < SLOW_LINK))
+    set.unwrap_or(rate_decides(address, loopback) && rate.is_some_and(|r| r < SLOW_LINK))
+}
+
+/// Whether, left unset, the link's rate decides for a server at `address`: TCP and TLS to
+/// another host. Elsewhere there is no rate to ask for.
+pub fn rate_decides(address: &transport::Address, loopback: bool) -> bool {
+    matches!(address, transport::Address::Tcp(_) | transport::Address::Tls(_)) && !loopback
 }
 
 /// The xxh3 hash of each full piece of `bytes` (a shorter last one is always sent). On the

@@ -24,9 +24,9 @@ pub struct Session {
     /// Repeated copies in kept pieces on or off by configuration (`Config::pages`).
     pages: Option<bool>,
     /// Per server, its page store as this client pictures it (`crate::pages`), and when the
-    /// link's rate was last asked for (ms since `born`) with the answer it gave.
+    /// link's rate was last asked for (ms since `born`) with the answer (0: none yet).
     tables: Vec<Mutex<Pages>>,
-    paged: Vec<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicBool)>,
+    rates: Vec<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
     born: Instant,
     /// Device-to-host copies into pinned memory whose bytes are still on their way
     /// ([`Session::dtoh_later`]), in the order they were sent; held while they are collected.
@@ -161,7 +161,7 @@ impl Session {
         let snapshot = Snapshot::merge(parts).ok_or("no vgpu server configured")?;
         let (trace, idle) = (Trace::from_env(), Tracker::from_env());
         let tables = conns.iter().map(|_| Mutex::new(Pages::Unopened)).collect();
-        let paged = conns.iter().map(|_| Default::default()).collect();
+        let rates = conns.iter().map(|_| Default::default()).collect();
         let (blobs, pages, born) = (cfg.blobs, cfg.pages, Instant::now());
         let (later, has_later) = (Mutex::new(Vec::new()), Default::default());
         Ok(Session {
@@ -174,7 +174,7 @@ impl Session {
             blobs,
             pages,
             tables,
-            paged,
+            rates,
             born,
             later,
             has_later,
@@ -216,23 +216,25 @@ impl Session {
     }
 
     /// The page store of `server` as this client pictures it, where repeated copies go in
-    /// pieces it keeps (`pages::paged_over`; the link's rate, a few system calls, asked at
-    /// most every 250 ms). Copies must reach the server in the order they were planned: hold
-    /// the lock until the copy is sent.
+    /// pieces it keeps (`pages::paged_over`). Copies must reach the server in the order they
+    /// were planned: hold the lock until the copy is sent.
     pub fn pages(&self, server: usize) -> Option<&Mutex<Pages>> {
         let c = self.conns.get(server)?;
-        let (asked, on) = &self.paged[server];
-        let now = self.born.elapsed().as_millis() as u64 + 1;
-        let last = asked.load(Ordering::Relaxed);
-        if last == 0 || now.saturating_sub(last) >= 250 {
-            let rate = if self.pages.is_none() && !c.is_loopback() { c.delivery_rate() } else { None };
-            on.store(crate::pages::paged_over(c.address(), c.is_loopback(), rate, self.pages), Ordering::Relaxed);
-            // Without an estimate yet, asked again at the next copy.
-            if rate.is_some() || self.pages.is_some() || c.is_loopback() {
-                asked.store(now, Ordering::Relaxed);
-            }
+        let decides = self.pages.is_none() && crate::pages::rate_decides(c.address(), c.is_loopback());
+        let rate = if decides { self.link_rate(server) } else { None };
+        crate::pages::paged_over(c.address(), c.is_loopback(), rate, self.pages).then(|| &self.tables[server])
+    }
+
+    /// What `server`'s connection delivers by the kernel's estimate: a few system calls,
+    /// asked at most every 250 ms once there is one (until then, at every copy).
+    fn link_rate(&self, server: usize) -> Option<u64> {
+        let (asked, rate) = &self.rates[server];
+        let now = self.born.elapsed().as_millis() as u64;
+        if rate.load(Ordering::Relaxed) == 0 || now.saturating_sub(asked.load(Ordering::Relaxed)) >= 250 {
+            rate.store(self.conns[server].delivery_rate().unwrap_or(0), Ordering::Relaxed);
+            asked.store(now, Ordering::Relaxed);
         }
-        on.load(Ordering::Relaxed).then(|| &self.tables[server])
+        Some(rate.load(Ordering::Relaxed)).filter(|&r| r > 0)
     }
 
     /// The segment shared with `server` (`shm:` addresses), if it has one.

@@ -106,7 +106,6 @@ impl Queue {
     }
 }
 
-/// What a frame read from the stream was, for the caller that read it.
 /// A request written whose reply is still to be collected ([`Conn::send_for_reply`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Sent {
@@ -114,6 +113,7 @@ pub struct Sent {
     op: u32,
 }
 
+/// What a frame read from the stream was, for the caller that read it.
 enum Got {
     /// Its own reply: the value, or the API error.
     Mine(Result<Vec<u8>, Error>),
@@ -443,23 +443,35 @@ impl Conn {
         let args = postcard::to_allocvec(c).map_err(|e| Error::Lost(e.to_string()))?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let h = Header::request(C::OP, seq, ctx, false, args.len(), 0);
-        self.replies.lock().waiting.insert(seq, (C::OP, out_len));
-        let mut g = self.sock.lock();
-        let s = &mut *g;
-        let sent = self.drain(s).and_then(|()| self.write_request(s, &h, &args, &[]));
-        if let Err(e) = sent {
-            self.replies.lock().waiting.remove(&seq);
-            return Err(self.fail_locked(s, e.to_string()));
-        }
+        self.send_awaited(&h, &args, &[], out_len)?;
         Ok(Some(Sent { seq, op: C::OP }))
     }
 
     /// The reply to a request [`Conn::send_for_reply`] wrote: its bulk into `bulk_out`.
     pub fn collect(&self, sent: Sent, bulk_out: &mut [u8]) -> Result<(), Error> {
         let Some(rd) = &self.rd else { return Err(Error::Lost("no reply reader".into())) };
-        let r = self.await_reply(rd, sent.seq, sent.op, Some(bulk_out));
+        self.awaited_reply(rd, sent, Some(bulk_out)).map(|_| ())
+    }
+
+    /// Write request `h`, whose reply (with up to `out_len` bytes of bulk) someone will wait
+    /// for: it is registered first, so that whoever reads it meanwhile parks it.
+    fn send_awaited(&self, h: &Header, args: &[u8], bulk_in: &[&[u8]], out_len: usize) -> Result<(), Error> {
+        self.replies.lock().waiting.insert(h.seq, (h.op, out_len));
+        let mut g = self.sock.lock();
+        let s = &mut *g;
+        let sent = self.drain(s).and_then(|()| self.write_request(s, h, args, bulk_in));
+        if let Err(e) = sent {
+            self.replies.lock().waiting.remove(&h.seq);
+            return Err(self.fail_locked(s, e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The reply to a request [`Conn::send_awaited`] wrote, no longer waited for after.
+    fn awaited_reply(&self, rd: &Mutex<Stream>, sent: Sent, bulk_out: Option<&mut [u8]>) -> Result<Vec<u8>, Error> {
+        let r = self.await_reply(rd, sent.seq, sent.op, bulk_out);
         self.replies.lock().waiting.remove(&sent.seq);
-        r.map(|_| ())
+        r
     }
 
     /// Write a request and wait for its reply; the reply's bulk lands in `bulk_out`.
@@ -485,17 +497,8 @@ impl Conn {
                 h.flags |= FLAG_REPLY_LANES;
                 h.status = l.len() as u32;
             }
-            self.replies.lock().waiting.insert(seq, (op, out_len));
-            let sent = {
-                let mut g = self.sock.lock();
-                let s = &mut *g;
-                self.drain(s)
-                    .and_then(|()| self.write_request(s, &h, args, bulk_in))
-                    .map_err(|e| self.fail_locked(s, e.to_string()))
-            };
-            let r = sent.and_then(|()| self.await_reply(rd, seq, op, bulk_out));
-            self.replies.lock().waiting.remove(&seq);
-            return r;
+            self.send_awaited(&h, args, bulk_in, out_len)?;
+            return self.awaited_reply(rd, Sent { seq, op }, bulk_out);
         }
         // A stream that cannot be split (TLS): the caller holds it until its reply is in.
         let mut bulk_out = bulk_out;

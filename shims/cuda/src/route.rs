@@ -467,10 +467,10 @@ pub fn dtoh_later(t: Target, dst: &mut [u8], src: u64, stream: u64) -> Result<bo
     let at = dst.as_ptr() as u64;
     let pinned =
         matches!(state::find_range(at), Some((start, len, MemKind::Host, _)) if at + dst.len() as u64 <= start + len);
-    let Ok(s) = state::session() else { return Ok(false) };
     if !pinned {
         return Ok(false);
     }
+    let Ok(s) = state::session() else { return Ok(false) };
     let c = ops::cuMemcpyDtoHAsync_v2 { src, size: dst.len() as u64, stream };
     // SAFETY: pinned memory of this process, which cuMemFreeHost frees only after the
     // session collected the copies into it.

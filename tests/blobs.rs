@@ -24,13 +24,7 @@ struct Load {
 fn load(exe: &Path, lib: &Path, address: &str, seed: &str, envs: &[(&str, &str)]) -> Load {
     let mut env = vec![("VGPU_TRACE", "summary"), ("VGPU_TOKEN", "t0ken")];
     env.extend_from_slice(envs);
-    let out = std::process::Command::new(exe)
-        .arg(seed)
-        .env("LD_LIBRARY_PATH", lib)
-        .env("VGPU_SERVER", address)
-        .envs(env)
-        .output()
-        .unwrap();
+    let out = run_args(exe, lib, address, &[seed], &env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("weights ok"), "{address} seed {seed}\n{stdout}\n{stderr}");

@@ -16,14 +16,7 @@ struct Run {
 fn batches(exe: &Path, lib: &Path, address: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
     let mut env = vec![("VGPU_TRACE", "summary"), ("VGPU_TOKEN", "t0ken"), ("VGPU_BLOBS", "0"), ("VGPU_LANES", "4")];
     env.extend_from_slice(envs);
-    let out = std::process::Command::new(exe)
-        .args(args)
-        .env("LD_LIBRARY_PATH", lib)
-        .env("VGPU_SERVER", address)
-        .env("VGPU_CONFIG", "/nonexistent")
-        .envs(env)
-        .output()
-        .unwrap();
+    let out = run_args(exe, lib, address, args, &env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("paged ok"), "{address} {envs:?}\n{stdout}\n{stderr}");

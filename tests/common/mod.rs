@@ -112,7 +112,13 @@ pub fn compile_c(name: &str, out_dir: &Path, lib: &Path, libs: &[&str]) -> PathB
 
 /// Run a program with the shims on `LD_LIBRARY_PATH` and the given server.
 pub fn run(exe: &Path, lib: &Path, server: &str, envs: &[(&str, &str)]) -> Output {
+    run_args(exe, lib, server, &[], envs)
+}
+
+/// [`run`] with arguments for the program.
+pub fn run_args(exe: &Path, lib: &Path, server: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(exe)
+        .args(args)
         .env("LD_LIBRARY_PATH", lib)
         .env("VGPU_SERVER", server)
         .env("VGPU_CONFIG", "/nonexistent")

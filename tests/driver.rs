@@ -92,7 +92,9 @@ fn pinned_memory_is_reusable_after_a_synchronize() {
 /// Device-to-host copies into pinned memory return before their bytes arrive over a socket;
 /// a stream synchronize, a query, an event waited for in another thread, another
 /// synchronous call, or freeing the memory finds them in place; a failed copy is reported.
-/// Over TCP (one connection and lanes), a unix socket, and shared memory (which never defers).
+/// Over TCP (one connection and lanes), a unix socket, shared memory (which never defers),
+/// and TLS with lanes, where the copies' 128 KiB replies come back over the lanes (as a
+/// decoding LLM's logits do there).
 #[test]
 fn copies_to_pinned_memory_land_before_anything_says_they_completed() {
     let tmp = tempfile::tempdir().unwrap();
@@ -101,15 +103,25 @@ fn copies_to_pinned_memory_land_before_anything_says_they_completed() {
     let unix = Server::sim(tmp.path(), &[]);
     let token = token_file(tmp.path(), "t0ken");
     let tcp = Server::start(&free_tcp_address(), &["--backend", "sim"], &["--token-file", token.to_str().unwrap()]);
+    let (tls, _, pki) = tls_sim_server(tmp.path(), "t0ken", &[]);
     let shm = unix.address.replacen("unix:", "shm:", 1);
-    for (address, lanes) in [(&tcp.address, "0"), (&tcp.address, "4"), (&unix.address, "4"), (&shm, "0")] {
-        let out = run(&exe, &lib, address, &[("VGPU_TOKEN", "t0ken"), ("VGPU_LANES", lanes)]);
+    let cases = [(&tcp.address, "0"), (&tcp.address, "4"), (&unix.address, "4"), (&shm, "0"), (&tls.address, "4")];
+    for (address, lanes) in cases {
+        let envs =
+            [("VGPU_TOKEN", "t0ken"), ("VGPU_LANES", lanes), ("VGPU_TRACE", "summary"), ("VGPU_TLS_CA", s(&pki.ca))];
+        let out = run(&exe, &lib, address, &envs);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let case = format!("{address} VGPU_LANES={lanes}");
         assert!(out.status.success() && stdout.contains("later copies ok"), "{case}\n{stdout}\n{stderr}");
         assert!(stdout.contains("failed copy reported: yes"), "{case}\n{stdout}");
         assert_eq!(stdout.matches("event in another thread ok").count(), 3, "{case}\n{stdout}");
+        if address.starts_with("tls:") {
+            let back =
+                stderr.lines().find_map(|l| l.split(" replies' bulk back").next().filter(|_| l.contains("back over")));
+            let n: u64 = back.and_then(|p| p.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
+            assert!(n >= 3, "{case}: replies over lanes: {stderr}");
+        }
     }
 }
 

@@ -63,8 +63,8 @@ const BATCH_DELAY: Duration = Duration::from_micros(20);
 /// server that cannot keep up bounds the client's memory.
 const QUEUE_LIMIT: usize = 64 << 20;
 
-/// The write side, and the read side too for a stream that cannot be split (TLS): only
-/// whoever holds it writes to (or there reads from) the stream.
+/// The write side, and the read side too for a stream that could not be split (no second
+/// handle on it could be made): only whoever holds it writes to (or there reads from) it.
 struct Sock {
     stream: Stream,
 }
@@ -140,7 +140,7 @@ struct Replies {
 }
 
 pub struct Conn {
-    /// The write side; also the read side when the stream cannot be split (TLS).
+    /// The write side; also the read side when the stream could not be split.
     sock: Mutex<Sock>,
     /// The read side, a second handle on the same socket: a caller waits for its reply
     /// here, not holding the write side, so other threads' calls go out meanwhile (and,
@@ -434,7 +434,7 @@ impl Conn {
     /// Write a request whose reply (with up to `out_len` bytes of bulk) is collected later
     /// with [`Conn::collect`], so that the caller goes on meanwhile, as after an asynchronous
     /// device-to-host copy. None where replies cannot be left to arrive on their own (a
-    /// stream that cannot be split: TLS; or frames through rings): call as usual then.
+    /// stream that could not be split, or frames through rings): call as usual then.
     pub fn send_for_reply<C: Call>(&self, ctx: u64, c: &C, out_len: usize) -> Result<Option<Sent>, Error> {
         if self.rd.is_none() || self.on_ring() || C::ONEWAY {
             return Ok(None);
@@ -442,7 +442,8 @@ impl Conn {
         self.check()?;
         let args = postcard::to_allocvec(c).map_err(|e| Error::Lost(e.to_string()))?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        let h = Header::request(C::OP, seq, ctx, false, args.len(), 0);
+        let mut h = Header::request(C::OP, seq, ctx, false, args.len(), 0);
+        self.ask_reply_lanes(&mut h, out_len);
         self.send_awaited(&h, &args, &[], out_len)?;
         Ok(Some(Sent { seq, op: C::OP }))
     }
@@ -451,6 +452,18 @@ impl Conn {
     pub fn collect(&self, sent: Sent, bulk_out: &mut [u8]) -> Result<(), Error> {
         let Some(rd) = &self.rd else { return Err(Error::Lost("no reply reader".into())) };
         self.awaited_reply(rd, sent, Some(bulk_out)).map(|_| ())
+    }
+
+    /// Ask for a reply of up to `out_len` bulk bytes over the lanes (opened now if need be)
+    /// where it is large enough: over TLS a decoding LLM's logits, 128 KB a token, among
+    /// them (see `lanes::LANE_MIN_TLS`).
+    fn ask_reply_lanes(&self, h: &mut Header, out_len: usize) {
+        if (crate::lanes::lane_min(&self.address)..=LANE_MAX).contains(&out_len)
+            && let Some(l) = self.lanes()
+        {
+            h.flags |= FLAG_REPLY_LANES;
+            h.status = l.len() as u32;
+        }
     }
 
     /// Write request `h`, whose reply (with up to `out_len` bytes of bulk) someone will wait
@@ -486,21 +499,14 @@ impl Conn {
         self.check()?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let bulk_len: usize = bulk_in.iter().map(|b| b.len()).sum();
-        let h = Header::request(op, seq, ctx, false, args.len(), bulk_len);
-        let mut h = h;
+        let mut h = Header::request(op, seq, ctx, false, args.len(), bulk_len);
         if let Some(rd) = &self.rd {
             let out_len = bulk_out.as_ref().map_or(0, |b| b.len());
-            // A large reply may come over the lanes (opened now if need be).
-            if (crate::lanes::lane_min(&self.address)..=LANE_MAX).contains(&out_len)
-                && let Some(l) = self.lanes()
-            {
-                h.flags |= FLAG_REPLY_LANES;
-                h.status = l.len() as u32;
-            }
+            self.ask_reply_lanes(&mut h, out_len);
             self.send_awaited(&h, args, bulk_in, out_len)?;
             return self.awaited_reply(rd, Sent { seq, op }, bulk_out);
         }
-        // A stream that cannot be split (TLS): the caller holds it until its reply is in.
+        // A stream that could not be split: the caller holds it until its reply is in.
         let mut bulk_out = bulk_out;
         let mut g = self.sock.lock();
         let s = &mut *g;

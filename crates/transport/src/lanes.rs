@@ -127,6 +127,11 @@ impl Helper {
         Ok(h)
     }
 
+    /// The job posted last, if the helper has not taken it yet (then it never will).
+    fn reclaim(&self) -> Option<Job> {
+        self.slot.lock().job.take()
+    }
+
     fn post(&self, job: Job) {
         let mut slot = self.slot.lock();
         slot.done = None;
@@ -188,9 +193,16 @@ fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Op
         _ => None,
     };
     // Every helper must be done with the poster's memory before this returns; a read or
-    // write is bounded by the socket's timeout, and a shut socket ends it.
+    // write is bounded by the socket's timeout, and a shut socket ends it. A job its helper
+    // has not started yet is run here instead, on the helper's lane: on a host whose cores
+    // the application keeps busy (llama.cpp's threads poll between batches), a helper
+    // waiting for a core would otherwise hold up the whole copy.
     for h in posted {
-        if let Err(e) = h.wait_done() {
+        let r = match h.reclaim() {
+            Some(job) => job(&mut h.stream.lock()),
+            None => h.wait_done(),
+        };
+        if let Err(e) = r {
             first_err.get_or_insert(e);
         }
     }
@@ -752,6 +764,44 @@ mod tests {
 
     /// Small chunks that come before the worker asks for their frame are read ahead and land
     /// whole once it does; a large one waits for its frame, as before.
+    /// A helper that never gets to run (no core for it) does not hold up a copy: its job is
+    /// taken back and written on its lane by the poster.
+    #[test]
+    fn a_job_no_helper_takes_is_run_by_the_poster() {
+        let set = LaneSet::new();
+        let mut ends = Vec::new();
+        for i in 0..3 {
+            let (a, b) = UnixStream::pair().unwrap();
+            set.add(Stream::Unix(b), i).unwrap();
+            let mut a = Stream::Unix(a);
+            assert_eq!(read_header(&mut a).unwrap().op, OP_JOIN);
+            ends.push(a);
+        }
+        let first = Mutex::new(ends.remove(0));
+        // Helpers whose threads were never started.
+        let idle = |s: Stream| {
+            Arc::new(Helper {
+                closer: s.try_clone().unwrap(),
+                stream: Mutex::new(s),
+                slot: Mutex::new(Slot::default()),
+                cv: Condvar::new(),
+                spin: Duration::ZERO,
+            })
+        };
+        let helpers: Vec<Arc<Helper>> = ends.into_iter().map(idle).collect();
+        let data: Vec<u8> = (0..(1 << 20) + 5).map(|i| (i * 13) as u8).collect();
+        let filler = {
+            let set = set.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; (1 << 20) + 5];
+                set.fill(9, &mut buf).map(|()| buf)
+            })
+        };
+        run_jobs(Some(&first), &helpers, write_jobs(9, &[&data], 3)).unwrap();
+        assert_eq!(filler.join().unwrap().unwrap(), data);
+        assert!(helpers.iter().all(|h| h.slot.lock().job.is_none()), "no job left behind");
+    }
+
     #[test]
     fn small_chunks_before_their_frame_are_read_ahead() {
         let (lanes, set) = pair(4);

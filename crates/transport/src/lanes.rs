@@ -188,17 +188,18 @@ fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Op
             posted.push(h);
         }
     }
-    let mut first_err = match (first, mine) {
-        (Some(s), Some(job)) => job(&mut s.lock()).err(),
-        _ => None,
+    let (mut first_err, worked) = match (first, mine) {
+        (Some(s), Some(job)) => (job(&mut s.lock()).err(), true),
+        _ => (None, false),
     };
     // Every helper must be done with the poster's memory before this returns; a read or
     // write is bounded by the socket's timeout, and a shut socket ends it. A job its helper
-    // has not started yet is run here instead, on the helper's lane: on a host whose cores
-    // the application keeps busy (llama.cpp's threads poll between batches), a helper
-    // waiting for a core would otherwise hold up the whole copy.
+    // has not started while the poster did its own is run here instead, on the helper's
+    // lane: on a host whose cores the application keeps busy (llama.cpp's threads poll
+    // between batches), a helper waiting for a core would otherwise hold up the whole copy.
+    // (A poster without a job of its own gives the helpers that time to start.)
     for h in posted {
-        let r = match h.reclaim() {
+        let r = match worked.then(|| h.reclaim()).flatten() {
             Some(job) => job(&mut h.stream.lock()),
             None => h.wait_done(),
         };

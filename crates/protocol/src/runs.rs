@@ -39,14 +39,14 @@ pub enum Malformed {
 }
 
 fn word(src: &[u8], i: usize) -> [u8; 4] {
-    let at = i * 4;
-    [src[at], src[at + 1], src[at + 2], src[at + 3]]
+    src[i * 4..i * 4 + 4].try_into().expect("4 bytes")
 }
 
-/// Whether the 4 words from word `i` on are all equal (`i + 4 <= words`).
+/// Whether the 4 words from word `i` on are all equal (`i + 4 <= words`): then, and only
+/// then, the 16 bytes read as one number equal themselves turned by a word.
 fn uniform4(src: &[u8], i: usize) -> bool {
-    let b = &src[i * 4..i * 4 + 16];
-    b[..12] == b[4..]
+    let x = u128::from_ne_bytes(src[i * 4..i * 4 + 16].try_into().expect("16 bytes"));
+    x == x.rotate_left(32)
 }
 
 /// Whether the `BLOCK` bytes at `b` are all the word whose two copies make `p` (XORs folded
@@ -159,18 +159,19 @@ pub fn single_word(packed: &[u8], len: u64) -> Option<[u8; 4]> {
     (h & RUN != 0 && u64::from(h & !RUN) * 4 == len).then_some([w0, w1, w2, w3])
 }
 
-/// Fill `dst` (a whole number of words) with `w`.
+/// Fill `dst` (a whole number of words) with `w`: as 8-byte stores, which the compiler
+/// vectorizes (a mask's runs are a few hundred bytes, so a call per 64-byte block cost as
+/// much as the bytes).
 fn fill(dst: &mut [u8], w: [u8; 4]) {
     if w == [w[0]; 4] {
         dst.fill(w[0]);
         return;
     }
-    let pat: [u8; BLOCK] = std::array::from_fn(|k| w[k % 4]);
-    let mut blocks = dst.chunks_exact_mut(BLOCK);
-    for b in &mut blocks {
-        b.copy_from_slice(&pat);
+    let pat = [w[0], w[1], w[2], w[3], w[0], w[1], w[2], w[3]];
+    let (pairs, rest) = dst.as_chunks_mut::<8>();
+    for p in pairs {
+        *p = pat;
     }
-    let rest = blocks.into_remainder();
     let n = rest.len();
     rest.copy_from_slice(&pat[..n]);
 }

@@ -763,8 +763,6 @@ mod tests {
         }
     }
 
-    /// Small chunks that come before the worker asks for their frame are read ahead and land
-    /// whole once it does; a large one waits for its frame, as before.
     /// A helper that never gets to run (no core for it) does not hold up a copy: its job is
     /// taken back and written on its lane by the poster.
     #[test]
@@ -803,6 +801,8 @@ mod tests {
         assert!(helpers.iter().all(|h| h.slot.lock().job.is_none()), "no job left behind");
     }
 
+    /// Small chunks that come before the worker asks for their frame are read ahead and land
+    /// whole once it does; a large one waits for its frame, as before.
     #[test]
     fn small_chunks_before_their_frame_are_read_ahead() {
         let (lanes, set) = pair(4);

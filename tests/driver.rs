@@ -117,10 +117,7 @@ fn copies_to_pinned_memory_land_before_anything_says_they_completed() {
         assert!(stdout.contains("failed copy reported: yes"), "{case}\n{stdout}");
         assert_eq!(stdout.matches("event in another thread ok").count(), 3, "{case}\n{stdout}");
         if address.starts_with("tls:") {
-            let back =
-                stderr.lines().find_map(|l| l.split(" replies' bulk back").next().filter(|_| l.contains("back over")));
-            let n: u64 = back.and_then(|p| p.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
-            assert!(n >= 3, "{case}: replies over lanes: {stderr}");
+            assert!(replies_back_over_lanes(&stderr) >= 3, "{case}: replies over lanes: {stderr}");
         }
     }
 }

@@ -222,9 +222,6 @@ fn the_driver_shim_copies_over_lanes() {
         let n: u64 = striped.and_then(|p| p.rsplit(' ').nth(1)?.parse().ok()).unwrap_or(0);
         assert!(n >= 16, "{}: frames over lanes: {stderr}", server.address);
         // 64 MiB back in 8 MiB replies.
-        let back =
-            stderr.lines().find_map(|l| l.split(" replies' bulk back").next().filter(|_| l.contains("back over")));
-        let m: u64 = back.and_then(|p| p.rsplit(' ').next()?.parse().ok()).unwrap_or(0);
-        assert!(m >= 8, "{}: replies over lanes: {stderr}", server.address);
+        assert!(replies_back_over_lanes(&stderr) >= 8, "{}: replies over lanes: {stderr}", server.address);
     }
 }

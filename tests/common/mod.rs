@@ -427,6 +427,13 @@ pub fn trace_calls(stderr: &str, op: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Replies whose bulk came back over the lanes, from a `VGPU_TRACE=summary` report (0 if
+/// the report has no lanes line).
+pub fn replies_back_over_lanes(stderr: &str) -> u64 {
+    let back = stderr.lines().find_map(|l| l.split(" replies' bulk back").next().filter(|_| l.contains("back over")));
+    back.and_then(|p| p.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+}
+
 // ---------------------------------------------------------------- TLS
 
 pub struct Pki {

@@ -562,6 +562,8 @@ stage_pieceload() { # issue 6: a load as Ollama's own engine makes it (piece_loa
     [ "$rate" != none ] && link_down
   done
 }
+# llama-completion's prompt time and token count from its log: "MS TOKENS".
+ptime() { grep -o 'prompt eval time = *[0-9.]* ms / *[0-9]* tokens' "$1" | tail -1 | awk '{print $5, $8}'; }
 stage_textlink() { # issue 6: a long prompt of real text (this repository's docs) over TCP limited to each of
   # TEXT_RATES: prompt time natively, and through vgpu with repeated rows sent whole, in kept pieces (client::pages),
   # and as the client decides by the link's rate (the kernel's estimate). Weights kept (VGPU_BLOBS=1): loads stay short.
@@ -570,7 +572,6 @@ stage_textlink() { # issue 6: a long prompt of real text (this repository's docs
   # Prose, markdown tables stripped, cut to fit the 4096-token context with this vocabulary.
   cat "$ROOT"/README.md "$ROOT"/docs/performance.md "$ROOT"/docs/trust.md | grep -v '^|' | tr -s ' \n' | head -c "${TEXT_BYTES:-8000}" >"$W/text.txt"
   local args=(-m $W/${TEXT_MODEL:-q8}.gguf -f "$W/text.txt" -c 4096 -b 512 -ub 512 -n 8 --temp 0 --seed 1 -ngl 99 -no-cnv)
-  ptime() { grep -o 'prompt eval time = *[0-9.]* ms / *[0-9]* tokens' "$1" | tail -1 | awk '{print $5, $8}'; }
   local cfgs=(native tcp+VGPU_PAGES=0 tcp+VGPU_PAGES=1 tcp) c i
   for rate in ${TEXT_RATES:-10gbit 25gbit none}; do
     if [ "$rate" != none ]; then link_up "$rate" || continue; fi
@@ -593,7 +594,6 @@ stage_firstuse() { # a long prompt's time natively and over TCP for two prompt l
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   cat "$ROOT"/README.md "$ROOT"/docs/performance.md "$ROOT"/docs/trust.md | grep -v '^|' | tr -s ' \n' >"$W/alltext.txt"
-  ptime() { grep -o 'prompt eval time = *[0-9.]* ms / *[0-9]* tokens' "$1" | tail -1 | awk '{print $5, $8}'; }
   local bytes c i
   for bytes in 2000 8000; do
     head -c $bytes "$W/alltext.txt" >"$W/t$bytes.txt"

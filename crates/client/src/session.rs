@@ -259,8 +259,9 @@ impl Session {
     /// stream kept the GPU idle for that time (a 4k-token prompt in eight batches ran at
     /// 0.75-0.80 of native over sockets, 0.99 through shared memory, whose copies never
     /// waited). The bytes are collected (written to `dst`) before the next synchronous call
-    /// of any thread returns, and before pinned memory is freed. False: not deferred (TLS,
-    /// rings, `VGPU_TRACE=1`), to be copied as usual.
+    /// of any thread returns, and before pinned memory is freed. False: not deferred (frames
+    /// through rings, a connection that could not be split, `VGPU_TRACE=1`), to be copied as
+    /// usual.
     ///
     /// # Safety
     /// `dst..dst+len` is pinned memory of this process that stays allocated until collected

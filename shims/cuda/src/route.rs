@@ -448,7 +448,6 @@ fn htod_frame(server: usize, len: usize) -> usize {
     set.unwrap_or(if lanes { 4 << 20 } else { 1 << 20 })
 }
 
-/// Device (on `t`) to host, straight into the caller's buffer, chunk by chunk.
 /// Streams of this process being captured: while any is, copies go as usual (a capture
 /// fails a device-to-host copy at once, which a copy sent without waiting would report
 /// only at the next synchronous call).
@@ -477,6 +476,7 @@ pub fn dtoh_later(t: Target, dst: &mut [u8], src: u64, stream: u64) -> Result<bo
     unsafe { s.dtoh_later(t.server, raw(t.ctx), &c, dst.as_mut_ptr(), dst.len()) }.map_err(state::err)
 }
 
+/// Device (on `t`) to host, straight into the caller's buffer, chunk by chunk.
 pub fn dtoh_from(t: Target, dst: &mut [u8], src: u64, stream: Option<u64>) -> Result<(), R> {
     for (i, c) in dst.chunks_mut(CHUNK).enumerate() {
         let at = src + (i * CHUNK) as u64;

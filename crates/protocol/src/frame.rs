@@ -28,6 +28,9 @@ pub const FLAG_LANES: u32 = 8;
 /// Requests: the client reads its lanes for this request's reply (`status` says how many
 /// lanes it has); a reply with large bulk may come with [`FLAG_LANES`], chunk `i` on lane `i`.
 pub const FLAG_REPLY_LANES: u32 = 16;
+/// An [`OP_LANE`] chunk whose `bulk_len` bytes are coded by [`crate::dequant`]; its 8
+/// argument bytes are the decoded length (little-endian), which is what it fills.
+pub const FLAG_CODED: u32 = 32;
 
 /// Opcode of the handshake messages.
 pub const OP_HELLO: u32 = u32::MAX;
@@ -39,7 +42,7 @@ pub const OP_SHM: u32 = u32::MAX - 1;
 /// session (see `transport::lanes`); the arguments are a postcard `hello::Join`.
 pub const OP_JOIN: u32 = u32::MAX - 2;
 /// Opcode of a chunk on a lane: `seq` names the frame whose bulk it is part of, `ctx` is
-/// the chunk's offset in that bulk, `bulk_len` its length.
+/// the chunk's offset in that bulk, `bulk_len` its length (unless [`FLAG_CODED`]).
 pub const OP_LANE: u32 = u32::MAX - 3;
 /// Opcode of the request that moves a `shm:` session's frames into rings in its segment
 /// (see `transport::ring`); the arguments are the rings' offset and data bytes each way,

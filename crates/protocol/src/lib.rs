@@ -2,6 +2,7 @@
 //!
 //! No I/O lives here; `transport` moves frames and the server and shims give them meaning.
 
+pub mod dequant;
 pub mod frame;
 pub mod hello;
 mod macros;
@@ -14,7 +15,7 @@ pub use table::*;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Bumped whenever the frame or handshake format changes.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// `CUDA_ERROR_NOT_SUPPORTED`: what a backend answers for a call it does not implement.
 pub const UNSUPPORTED: u32 = 801;

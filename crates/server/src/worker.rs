@@ -401,9 +401,10 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         tracing::info!("session {} time per call:\n{}", cfg.session_id, st.report());
         if !lanes.is_empty() {
             tracing::info!(
-                "session {}: lanes read {} KiB ahead of their frames",
+                "session {}: lanes read {} KiB ahead of their frames; {} KiB came coded",
                 cfg.session_id,
-                lanes.read_ahead() >> 10
+                lanes.read_ahead() >> 10,
+                lanes.decoded() >> 10
             );
         }
     }

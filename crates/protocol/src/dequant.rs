@@ -109,30 +109,29 @@ fn scaled(x: &[u8; BLOCK], amax: u32, scale: f32, inv: f32, q: &mut [i8; N]) -> 
     bad == 0
 }
 
-/// The `f16` whose value `f32` bits `b` are, if one is, exactly (zero or normal: the codes
-/// that need no subnormal or special case either way).
+/// The block as `f16` values, if it is exactly that: every value zero or an `f16` normal
+/// number (subnormals and specials stay raw). Branch-free, so that it runs as vector code.
 #[inline(always)]
-fn to_half(b: u32) -> Option<u16> {
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = (b >> 23) & 0xff;
-    let mant = b & 0x7f_ffff;
-    if b & 0x7fff_ffff == 0 {
-        return Some(sign);
+fn halves(x: &[u8; BLOCK], h: &mut [u16; N]) -> bool {
+    let mut bad = false;
+    for (j, h) in h.iter_mut().enumerate() {
+        let b = word(x, j);
+        let mag = b & 0x7fff_ffff;
+        // f16 normal exponents -14..=15 are f32's biased 113..=142; 10 mantissa bits survive.
+        let normal = ((b >> 23) & 0xff).wrapping_sub(113) <= 29 && b & 0x1fff == 0;
+        bad |= !(normal || mag == 0);
+        let v = if mag == 0 { 0 } else { (mag >> 13).wrapping_sub(112 << 10) };
+        *h = ((b >> 16) & 0x8000 | v & 0x7fff) as u16;
     }
-    // f16 normal exponents -14..=15 are f32's biased 113..=142; 10 mantissa bits survive.
-    ((113..=142).contains(&exp) && mant & 0x1fff == 0)
-        .then(|| sign | (((exp - 112) << 10) as u16) | (mant >> 13) as u16)
+    !bad
 }
 
+/// The `f32` bits of an `f16` that [`halves`] made.
+#[inline(always)]
 fn from_half(h: u16) -> u32 {
     let sign = ((h & 0x8000) as u32) << 16;
     let rest = (h & 0x7fff) as u32;
-    if rest == 0 { sign } else { sign | (((rest >> 10) + 112) << 23) | ((rest & 0x3ff) << 13) }
-}
-
-#[inline(always)]
-fn halves(x: &[u8; BLOCK], h: &mut [u16; N]) -> bool {
-    h.iter_mut().enumerate().all(|(j, h)| to_half(word(x, j)).map(|v| *h = v).is_some())
+    sign | if rest == 0 { 0 } else { (rest + (112 << 10)) << 13 }
 }
 
 /// Code `src` into `out` (cleared first; its memory is reused, fresh pages would cost more
@@ -162,25 +161,39 @@ fn encode_with(src: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     out.resize(blocks, RAW);
     let (mut q, mut h) = ([0i8; N], [0u16; N]);
+    let mut last = SCALED;
     for (g, group) in src[..blocks * BLOCK].chunks(GROUP * BLOCK).enumerate() {
         let (amax, scale, inv) = scales(group);
         for (j, b) in group.chunks_exact(BLOCK).enumerate() {
             let i = g * GROUP + j;
             let x: &[u8; BLOCK] = b.try_into().expect("a block");
-            if scaled(x, amax[j], scale[j], inv[j], &mut q) {
-                out[i] = SCALED;
-                let mut p = [0u8; 4 + N];
-                p[..4].copy_from_slice(&scale[j].to_le_bytes());
-                p[4..].copy_from_slice(q.as_bytes());
-                out.extend_from_slice(&p);
+            // Rows come in one kind or the other: the kind of the block before is tried first.
+            let mode = if last != HALF && scaled(x, amax[j], scale[j], inv[j], &mut q) {
+                SCALED
             } else if halves(x, &mut h) {
-                out[i] = HALF;
-                for h in h {
-                    out.extend_from_slice(&h.to_le_bytes());
-                }
+                HALF
+            } else if last == HALF && scaled(x, amax[j], scale[j], inv[j], &mut q) {
+                SCALED
             } else {
-                out.extend_from_slice(b);
+                RAW
+            };
+            match mode {
+                SCALED => {
+                    let mut p = [0u8; 4 + N];
+                    p[..4].copy_from_slice(&scale[j].to_le_bytes());
+                    p[4..].copy_from_slice(q.as_bytes());
+                    out.extend_from_slice(&p);
+                }
+                HALF => {
+                    let mut p = [0u8; 2 * N];
+                    for (p, h) in p.chunks_exact_mut(2).zip(h) {
+                        p.copy_from_slice(&h.to_le_bytes());
+                    }
+                    out.extend_from_slice(&p);
+                }
+                _ => out.extend_from_slice(b),
             }
+            (out[i], last) = (mode, mode);
             // Judged at the probe and at the end: coded bytes so far against raw ones.
             let seen = i + 1;
             if (seen == PROBE || seen == blocks) && out.len() - blocks + seen > seen * BLOCK / WORTH_DEN * WORTH_NUM {
@@ -205,7 +218,7 @@ pub fn decode(coded: &[u8], dst: &mut [u8]) -> Result<(), Malformed> {
         match mode {
             RAW => d.copy_from_slice(take(BLOCK)?),
             SCALED => {
-                let p = take(4 + N)?;
+                let p: &[u8; 4 + N] = take(4 + N)?.try_into().expect("a block's values");
                 let scale = f32::from_le_bytes(p[..4].try_into().expect("4 bytes"));
                 let mut x = [0u32; N];
                 for (x, &q) in x.iter_mut().zip(&p[4..]) {
@@ -214,9 +227,10 @@ pub fn decode(coded: &[u8], dst: &mut [u8]) -> Result<(), Malformed> {
                 store(d, &x);
             }
             HALF => {
+                let p: &[u8; 2 * N] = take(2 * N)?.try_into().expect("a block's values");
                 let mut x = [0u32; N];
-                for (x, h) in x.iter_mut().zip(take(2 * N)?.chunks_exact(2)) {
-                    *x = from_half(u16::from_le_bytes([h[0], h[1]]));
+                for (j, x) in x.iter_mut().enumerate() {
+                    *x = from_half(u16::from_le_bytes(p[2 * j..2 * j + 2].try_into().expect("2 bytes")));
                 }
                 store(d, &x);
             }
@@ -345,7 +359,11 @@ mod tests {
             if exp == 0 && h & 0x3ff != 0 || exp == 0x1f {
                 continue; // subnormal, inf, NaN: not coded
             }
-            assert_eq!(to_half(b), Some(h), "{h:#x}");
+            let mut block = [0u8; BLOCK];
+            block[..4].copy_from_slice(&b.to_le_bytes());
+            let mut back = [0u16; N];
+            assert!(halves(&block, &mut back), "{h:#x}");
+            assert_eq!(back[0], h);
             // And it agrees with the hardware's idea of the value.
             assert_eq!(f32::from_bits(b), half_value(h), "{h:#x}");
         }

@@ -92,16 +92,43 @@ pub struct Lanes {
     /// Frames whose bulk went over the lanes, and replies whose bulk came over them.
     striped: std::sync::atomic::AtomicU64,
     gathered: std::sync::atomic::AtomicU64,
-    /// Whether chunks of dequantized rows go coded ([`coding`]).
-    code: bool,
+    /// When chunks of dequantized rows go coded.
+    code: Coding,
 }
 
-/// Whether a client codes the chunks it stripes where they are dequantized rows
-/// (`protocol::dequant`): on unless `VGPU_CODE=0`. A prompt batch's 4 MiB of Q8_0 token rows
-/// then cross the sockets as 1.2 MiB, coded on the lanes' own threads (about 70 µs a 1 MiB
-/// chunk with AVX2) and decoded by the server's lane readers (about 40 µs).
-pub fn coding() -> bool {
-    std::env::var("VGPU_CODE").map_or(true, |v| v != "0")
+/// When a client codes the chunks it stripes where they are dequantized rows
+/// (`protocol::dequant`): a prompt batch's 4 MiB of Q8_0 token rows then cross as 1.2 MiB
+/// (F16 rows as 2 MiB), coded by the lanes' writers (on an H100 host's core 1 MiB of Q8_0
+/// rows in 98 µs, F16 in 117-159) and decoded by the server's readers (48 µs; F16 97-160).
+/// That pays where the bytes are dear, not where the kernel copies them between two
+/// processes at 5-10 GB/s a lane: over loopback (unix or TCP) pp512 came out even to 2
+/// points worse coded, F16 worse still (`timeline`: the inputs' copies no faster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Never,
+    Always,
+    /// While the lanes deliver under [`FAST_LINK`] by the kernel's estimate, or before
+    /// there is one: TCP to another host.
+    BelowFast,
+}
+
+/// The link rate (bytes a second, all lanes together) from which coding costs more than
+/// it saves, by the costs above: about 19 GB/s; a margin under it.
+pub const FAST_LINK: u64 = 12_000_000_000;
+
+impl Coding {
+    /// As `set` says (`VGPU_CODE`: 0 or 1) where set; else always over TLS (every byte is
+    /// also sealed and opened on one core a lane, about 1 GB/s), by the rate over TCP to
+    /// another host, and never over unix sockets, vsock or this host's loopback.
+    pub fn choose(address: &Address, loopback: bool, set: Option<bool>) -> Coding {
+        match set {
+            Some(false) => Coding::Never,
+            Some(true) => Coding::Always,
+            _ if address.is_tls() => Coding::Always,
+            _ if matches!(address, Address::Tcp(_)) && !loopback => Coding::BelowFast,
+            _ => Coding::Never,
+        }
+    }
 }
 
 /// What a helper does with its lane: writes a chunk or reads one, in memory that whoever
@@ -228,7 +255,7 @@ fn chunk_range(total: usize, n: usize, i: usize) -> std::ops::Range<usize> {
 }
 
 /// Jobs writing `bulk` (its pieces, in order) as chunks of frame `seq`, one per lane of `n`;
-/// `code`: a chunk of one piece goes coded where that saves (see [`coding`]).
+/// `code`: a chunk of one piece goes coded where that saves (see [`Coding`]).
 fn write_jobs(seq: u32, bulk: &[&[u8]], n: usize, code: bool) -> Vec<Option<Job>> {
     let total: usize = bulk.iter().map(|b| b.len()).sum();
     (0..n)
@@ -355,7 +382,15 @@ impl Lanes {
                 .map(|j| j.join().unwrap_or_else(|_| Err(io::Error::other("a lane's thread failed"))))
                 .collect::<io::Result<Vec<_>>>()
         })?;
-        Lanes::over(streams)
+        let loopback = streams[0].peer_is_loopback();
+        let mut lanes = Lanes::over(streams)?;
+        let set = std::env::var("VGPU_CODE").ok().and_then(|v| match v.as_str() {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        });
+        lanes.code = Coding::choose(address, loopback, set);
+        Ok(lanes)
     }
 
     /// Lanes over acknowledged streams (at least one).
@@ -369,7 +404,7 @@ impl Lanes {
             closers,
             striped: Default::default(),
             gathered: Default::default(),
-            code: coding(),
+            code: Coding::Never,
         })
     }
 
@@ -403,7 +438,12 @@ impl Lanes {
     /// return once every byte has been written (the caller's memory may then change).
     pub fn stripe(&self, seq: u32, bulk: &[&[u8]]) -> io::Result<()> {
         self.striped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.writers.run(write_jobs(seq, bulk, self.len(), self.code))
+        let code = match self.code {
+            Coding::Never => false,
+            Coding::Always => true,
+            Coding::BelowFast => self.delivery_rate().is_none_or(|r| r < FAST_LINK),
+        };
+        self.writers.run(write_jobs(seq, bulk, self.len(), code))
     }
 
     /// Read the bulk of reply `seq` (`buf.len()` bytes, one chunk per lane) into `buf`.
@@ -831,7 +871,7 @@ mod tests {
             .collect();
         for code in [true, false] {
             let (mut lanes, set) = pair(4);
-            lanes.code = code;
+            lanes.code = if code { Coding::Always } else { Coding::Never };
             for (seq, bulk) in [(1u32, vec![&rows[..]]), (2, vec![&rows[..1000], &rows[1000..]])] {
                 let filler = {
                     let set = set.clone();
@@ -847,6 +887,17 @@ mod tests {
             let want = if code { (4 << 20) + 3 * (1 << 20) } else { 0 };
             assert_eq!(set.decoded(), want, "coding {code}");
         }
+    }
+
+    #[test]
+    fn coding_is_chosen_where_bytes_are_dear() {
+        let a = |s: &str| s.parse::<Address>().unwrap();
+        assert_eq!(Coding::choose(&a("unix:/tmp/x.sock"), false, None), Coding::Never);
+        assert_eq!(Coding::choose(&a("tcp://127.0.0.1:7070"), true, None), Coding::Never);
+        assert_eq!(Coding::choose(&a("tcp://10.0.0.2:7070"), false, None), Coding::BelowFast);
+        assert_eq!(Coding::choose(&a("tls://127.0.0.1:7443"), true, None), Coding::Always);
+        assert_eq!(Coding::choose(&a("unix:/tmp/x.sock"), false, Some(true)), Coding::Always);
+        assert_eq!(Coding::choose(&a("tls://10.0.0.2:7443"), false, Some(false)), Coding::Never);
     }
 
     /// A coded chunk that does not decode ends the session with a clear error.

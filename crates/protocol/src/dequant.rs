@@ -88,25 +88,46 @@ fn scales(group: &[u8]) -> ([u32; GROUP], [f32; GROUP], [f32; GROUP]) {
     (amax, scale, inv)
 }
 
-/// Whether the block is `scale × q` exactly, with its `q` (see [`scales`]).
+/// Whether the block is `scale × q` exactly, `q` in `-128..=127`, with its `q` (`inv`: about
+/// `1 / scale`; rounding absorbs its error, and the check whatever is left).
 #[inline(always)]
-fn scaled(x: &[u8; BLOCK], amax: u32, scale: f32, inv: f32, q: &mut [i8; N]) -> bool {
+fn fits(x: &[u8; BLOCK], scale: f32, inv: f32, q: &mut [i8; N]) -> bool {
+    let mut bad = false;
+    for (j, q) in q.iter_mut().enumerate() {
+        let b = word(x, j);
+        let t = f32::from_bits(b) * inv + MAGIC;
+        let r = t - MAGIC;
+        bad |= ((r * scale).to_bits() != b) | (r > 127.0);
+        *q = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i8;
+    }
+    !bad
+}
+
+/// The scale that makes the block `scale × q` exactly, if one of three does: the largest
+/// magnitude over 127 (a Q8_0 block's `d`: its largest `q` is ±127) or over 128 (a `-128`),
+/// or the scale of the last block that had one (`last`: tensors quantized with one scale for
+/// many blocks, as the tests' random models are). `amax`, `s`, `inv`: see [`scales`].
+#[inline(always)]
+fn scaled(x: &[u8; BLOCK], amax: u32, s: f32, inv: f32, last: &mut (f32, f32), q: &mut [i8; N]) -> Option<f32> {
     if amax >= 0x7f80_0000 {
-        return false; // inf or NaN
+        return None; // inf or NaN
     }
     if amax == 0 {
         // All zero: +0 only, since 0 × 0 decodes as +0.
         *q = [0; N];
-        return x.iter().all(|&b| b == 0);
+        return x.iter().all(|&b| b == 0).then_some(0.0);
     }
-    let mut bad = 0u32;
-    for (j, q) in q.iter_mut().enumerate() {
-        let b = word(x, j);
-        let t = f32::from_bits(b) * inv + MAGIC;
-        bad |= ((t - MAGIC) * scale).to_bits() ^ b;
-        *q = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i8;
-    }
-    bad == 0
+    let found = if fits(x, s, inv, q) {
+        (s, inv)
+    } else if last.0 != 0.0 && fits(x, last.0, last.1, q) {
+        *last
+    } else if fits(x, s * (127.0 / 128.0), inv * (128.0 / 127.0), q) {
+        (s * (127.0 / 128.0), inv * (128.0 / 127.0))
+    } else {
+        return None;
+    };
+    *last = found;
+    Some(found.0)
 }
 
 /// The block as `f16` values, if it is exactly that: every value zero or an `f16` normal
@@ -162,25 +183,30 @@ fn encode_with(src: &[u8], out: &mut Vec<u8>) -> bool {
     out.resize(blocks, RAW);
     let (mut q, mut h) = ([0i8; N], [0u16; N]);
     let mut last = SCALED;
+    let mut last_scale = (0.0, 0.0);
     for (g, group) in src[..blocks * BLOCK].chunks(GROUP * BLOCK).enumerate() {
         let (amax, scale, inv) = scales(group);
         for (j, b) in group.chunks_exact(BLOCK).enumerate() {
             let i = g * GROUP + j;
             let x: &[u8; BLOCK] = b.try_into().expect("a block");
             // Rows come in one kind or the other: the kind of the block before is tried first.
-            let mode = if last != HALF && scaled(x, amax[j], scale[j], inv[j], &mut q) {
-                SCALED
+            // (Not a closure: one would be compiled without the caller's AVX2.)
+            let first = if last != HALF { scaled(x, amax[j], scale[j], inv[j], &mut last_scale, &mut q) } else { None };
+            let (mode, s) = if let Some(s) = first {
+                (SCALED, s)
             } else if halves(x, &mut h) {
-                HALF
-            } else if last == HALF && scaled(x, amax[j], scale[j], inv[j], &mut q) {
-                SCALED
+                (HALF, 0.0)
+            } else if let Some(s) =
+                if last == HALF { scaled(x, amax[j], scale[j], inv[j], &mut last_scale, &mut q) } else { None }
+            {
+                (SCALED, s)
             } else {
-                RAW
+                (RAW, 0.0)
             };
             match mode {
                 SCALED => {
                     let mut p = [0u8; 4 + N];
-                    p[..4].copy_from_slice(&scale[j].to_le_bytes());
+                    p[..4].copy_from_slice(&s.to_le_bytes());
                     p[4..].copy_from_slice(q.as_bytes());
                     out.extend_from_slice(&p);
                 }
@@ -306,6 +332,23 @@ mod tests {
             })
             .collect();
         assert_eq!(round_trip(&src), Some(src.len() / 128 * (1 + 64)));
+    }
+
+    /// Blocks of one scale whose values need not reach ±127, as gen_gguf's random Q8_0
+    /// models have (every byte a value), and blocks whose largest magnitude is a -128.
+    #[test]
+    fn blocks_of_one_scale_and_of_minus_128_are_coded() {
+        let d = f32::from_bits(from_half(0x1019)); // 0.0005 as an f16
+        let mut src = Vec::new();
+        for i in 0..2048u32 {
+            for j in 0..N as u32 {
+                let q = (i.wrapping_mul(2654435761) ^ j.wrapping_mul(40503)) as u8 as i8;
+                src.extend_from_slice(&(q as f32 * d).to_le_bytes());
+            }
+        }
+        // -128 the largest magnitude, with another scale.
+        src.extend((0..N).flat_map(|j| ((j as f32 - 128.0) * 0.25).to_le_bytes()));
+        assert_eq!(round_trip(&src), Some(2049 * (1 + 4 + N)));
     }
 
     #[test]

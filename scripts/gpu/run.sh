@@ -572,7 +572,7 @@ stage_textlink() { # issue 6: a long prompt of real text (this repository's docs
   # Prose, markdown tables stripped, cut to fit the 4096-token context with this vocabulary.
   cat "$ROOT"/README.md "$ROOT"/docs/performance.md "$ROOT"/docs/trust.md | grep -v '^|' | tr -s ' \n' | head -c "${TEXT_BYTES:-8000}" >"$W/text.txt"
   local args=(-m $W/${TEXT_MODEL:-q8}.gguf -f "$W/text.txt" -c 4096 -b 512 -ub 512 -n 8 --temp 0 --seed 1 -ngl 99 -no-cnv)
-  local cfgs=(native tcp+VGPU_PAGES=0 tcp+VGPU_PAGES=1 tcp) c i
+  local cfgs=(${TEXT_CFGS:-native tcp+VGPU_PAGES=0 tcp+VGPU_PAGES=1 tcp}) c i # TEXT_CFGS: native first
   for rate in ${TEXT_RATES:-10gbit 25gbit none}; do
     if [ "$rate" != none ]; then link_up "$rate" || continue; fi
     for i in $(seq "${TEXT_ROUNDS:-3}"); do

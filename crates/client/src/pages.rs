@@ -32,12 +32,13 @@ const SEEN_MAX: usize = 1 << 16;
 
 /// Below this rate (bytes a second) a link's repeated copies go in pieces by default.
 /// Measured with a 4k-token prompt of text over TCP limited by `tc` (H100 host, Q8 1B, one
-/// call, medians of three): pieces against whole copies 0.41 against 0.79 s at 1 Gbit/s,
-/// 0.15 against 0.20 s at 2.5, 0.147 against 0.155 s at 5, even at 10, and 0.137 against
-/// 0.119 s over loopback as it is: the worker puts each batch together from its slots
-/// (about 1 ms), which a fast link does not win back. The kernel's estimates read up to
-/// 0.9 GB/s at 5 Gbit/s and from 0.66 GB/s at 10.
-pub const SLOW_LINK: u64 = 6_000_000_000 / 8;
+/// call, medians of three), rows coded (`transport::lanes::Coding`, the default over a link)
+/// in both columns: pieces against whole copies 130 against 161 ms at 1 Gbit/s, 123 against
+/// 123 at 2.5, 122 against 116 at 5, 124 against 113 at 10: the worker puts each batch
+/// together from its slots (about 1 ms), which a faster link does not win back. (Without
+/// coding the crossover was near 6 Gbit/s: 199 against 310 ms at 1 Gbit/s, 128 against 142
+/// at 5.) The kernel's estimates read 80-440 MB/s at 1-2.5 Gbit/s and from 240 MB/s at 5.
+pub const SLOW_LINK: u64 = 3_000_000_000 / 8;
 
 /// Whether a client sends repeated copies to a server at `address` in pieces: as `set`
 /// (`VGPU_PAGES` or the file's `pages`) says, else over TCP and TLS to another host where

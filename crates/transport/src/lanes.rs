@@ -10,7 +10,8 @@
 //! and the chunk's offset. The worker, reading a request, posts where its bulk lands
 //! ([`LaneSet::fill`]) and waits until the lanes' readers have put every chunk there; the
 //! client, reading such a reply, has its helpers read each lane's chunk into the caller's
-//! buffer ([`Lanes::gather`]).
+//! buffer ([`Lanes::gather`]). Over a link a request's chunk may go coded ([`Coding`],
+//! [`FLAG_CODED`]): the reader then decodes it into place.
 //!
 //! A lane joins its session through the server's listener: it connects to the same address
 //! and sends an [`OP_JOIN`] frame with the session's id and key (given only over the

@@ -27,6 +27,7 @@ use protocol::frame::{FLAG_CODED, FLAG_LANES, Header, OP_JOIN, OP_LANE};
 use protocol::hello::{Join, LaneOffer};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Frames with at least this many bulk bytes go over lanes; smaller ones are not worth
@@ -93,6 +94,8 @@ pub struct Lanes {
     /// Frames whose bulk went over the lanes, and replies whose bulk came over them.
     striped: std::sync::atomic::AtomicU64,
     gathered: std::sync::atomic::AtomicU64,
+    /// Chunks sent coded.
+    coded: Arc<AtomicU64>,
     /// When chunks of dequantized rows go coded.
     code: Coding,
 }
@@ -257,8 +260,8 @@ fn chunk_range(total: usize, n: usize, i: usize) -> std::ops::Range<usize> {
 }
 
 /// Jobs writing `bulk` (its pieces, in order) as chunks of frame `seq`, one per lane of `n`;
-/// `code`: a chunk of one piece goes coded where that saves (see [`Coding`]).
-fn write_jobs(seq: u32, bulk: &[&[u8]], n: usize, code: bool) -> Vec<Option<Job>> {
+/// `code`: chunks go coded where that saves (see [`Coding`]), counted there.
+fn write_jobs(seq: u32, bulk: &[&[u8]], n: usize, code: Option<&Arc<AtomicU64>>) -> Vec<Option<Job>> {
     let total: usize = bulk.iter().map(|b| b.len()).sum();
     (0..n)
         .map(|i| {
@@ -269,11 +272,12 @@ fn write_jobs(seq: u32, bulk: &[&[u8]], n: usize, code: bool) -> Vec<Option<Job>
             let header = chunk_header(seq, r.start, r.len());
             let pieces: Vec<(usize, usize)> =
                 cut(bulk, r.start, r.end).iter().map(|p| (p.as_ptr() as usize, p.len())).collect();
+            let code = code.cloned();
             let job: Job = Box::new(move |s: &mut Stream| {
                 // SAFETY: the ranges are the poster's bulk, valid while it waits for us.
                 let pieces: Vec<&[u8]> =
                     pieces.iter().map(|&(p, n)| unsafe { std::slice::from_raw_parts(p as *const u8, n) }).collect();
-                if code {
+                if let Some(count) = code {
                     let sent = CODED.with_borrow_mut(|(joined, coded)| {
                         // A chunk of several pieces (kept rows' frames) is joined first: a
                         // copy at memory speed, for bytes bound for a slow link.
@@ -292,6 +296,7 @@ fn write_jobs(seq: u32, bulk: &[&[u8]], n: usize, code: bool) -> Vec<Option<Job>
                         })
                     });
                     if let Some(sent) = sent {
+                        count.fetch_add(1, Ordering::Relaxed);
                         return sent;
                     }
                 }
@@ -414,6 +419,7 @@ impl Lanes {
             closers,
             striped: Default::default(),
             gathered: Default::default(),
+            coded: Default::default(),
             code: Coding::Never,
         })
     }
@@ -439,6 +445,11 @@ impl Lanes {
         self.closers.iter().zip(&self.rates).map(|(s, r)| crate::conn::link_rate(s, r)).sum()
     }
 
+    /// How many chunks went coded so far.
+    pub fn coded(&self) -> u64 {
+        self.coded.load(Ordering::Relaxed)
+    }
+
     /// How many replies' bulk came over the lanes so far.
     pub fn gathered(&self) -> u64 {
         self.gathered.load(std::sync::atomic::Ordering::Relaxed)
@@ -453,7 +464,7 @@ impl Lanes {
             Coding::Always => true,
             Coding::BelowFast => self.delivery_rate().is_none_or(|r| r < FAST_LINK),
         };
-        self.writers.run(write_jobs(seq, bulk, self.len(), code))
+        self.writers.run(write_jobs(seq, bulk, self.len(), code.then_some(&self.coded)))
     }
 
     /// Read the bulk of reply `seq` (`buf.len()` bytes, one chunk per lane) into `buf`.
@@ -727,7 +738,7 @@ impl Scatter {
     /// has been written. An error leaves the lanes unusable: the session ends.
     pub fn send(&self, seq: u32, bulk: &[u8]) -> io::Result<()> {
         // Replies are not coded: what comes back (logits) is computed, not dequantized.
-        let r = run_jobs(None, &self.writers, write_jobs(seq, &[bulk], self.writers.len(), false));
+        let r = run_jobs(None, &self.writers, write_jobs(seq, &[bulk], self.writers.len(), None));
         if r.is_err() {
             self.set.shutdown();
         }
@@ -895,6 +906,7 @@ mod tests {
             }
             let want = if code { 8 << 20 } else { 0 };
             assert_eq!(set.decoded(), want, "coding {code}");
+            assert_eq!(lanes.coded(), if code { 8 } else { 0 });
         }
     }
 
@@ -958,7 +970,7 @@ mod tests {
                 set.fill(9, &mut buf).map(|()| buf)
             })
         };
-        run_jobs(Some(&first), &helpers, write_jobs(9, &[&data], 3, false)).unwrap();
+        run_jobs(Some(&first), &helpers, write_jobs(9, &[&data], 3, None)).unwrap();
         assert_eq!(filler.join().unwrap().unwrap(), data);
         assert!(helpers.iter().all(|h| h.slot.lock().job.is_none()), "no job left behind");
     }

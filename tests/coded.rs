@@ -1,6 +1,6 @@
 //! Coded rows end to end: dequantized rows striped over lanes go coded (`VGPU_CODE=1`,
 //! which forces it over every socket) and the server lands exactly the bytes sent, over unix
-//! sockets, TCP and TLS; bytes that are not such rows go as they are.
+//! sockets, TCP (four lanes and one) and TLS; bytes that are not such rows go as they are.
 
 mod common;
 use common::*;
@@ -34,10 +34,14 @@ fn rows_go_coded_and_land_exactly_over_unix_tcp_and_tls() {
     let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
     let (_tls, tls, _pki) = tls_sim_server(tmp.path(), TOKEN, &[]);
     let noise: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
-    for (address, token) in [(unix.address.parse().unwrap(), ""), (tcp.address.parse().unwrap(), TOKEN), (tls, TOKEN)] {
+    let tcp: transport::Address = tcp.address.parse().unwrap();
+    // One lane too (a small VM's default): opened because its chunks go coded.
+    for (address, token, n) in
+        [(unix.address.parse().unwrap(), "", 4), (tcp.clone(), TOKEN, 4), (tcp, TOKEN, 1), (tls, TOKEN, 4)]
+    {
         let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
         let (conn, _) = transport::Conn::connect(&address, &hello(token), t).unwrap();
-        conn.set_lanes(4);
+        conn.set_lanes(n);
         let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
         let stream = conn.call(ctx, &ops::cuStreamCreate { flags: 0 }, &[], None).unwrap();
         let mut coded = 0;
@@ -52,6 +56,7 @@ fn rows_go_coded_and_land_exactly_over_unix_tcp_and_tls() {
                 .unwrap();
             assert!(back == data, "{address}: {what} came back changed");
             let lanes = conn.lanes().expect("lanes opened");
+            assert_eq!(lanes.len(), n, "{address}");
             assert_eq!(lanes.coded() > coded, codes, "{address}: {what} coded ({} chunks so far)", lanes.coded());
             coded = lanes.coded();
             conn.call(ctx, &ops::cuMemFree_v2 { dptr: p }, &[], None).unwrap();

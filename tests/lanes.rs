@@ -225,3 +225,18 @@ fn the_driver_shim_copies_over_lanes() {
         assert!(replies_back_over_lanes(&stderr) >= 8, "{}: replies over lanes: {stderr}", server.address);
     }
 }
+
+/// One lane is opened only where its chunks would go coded (a link): over a unix socket,
+/// and TCP to the host's own loopback address, large copies stay on the connection.
+#[test]
+fn one_lane_is_not_opened_where_nothing_is_coded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unix = Server::sim_quiet(tmp.path(), &[]);
+    let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
+    for (address, token) in [(unix.address.as_str(), ""), (tcp.address.as_str(), TOKEN)] {
+        let (conn, _) = connect(address, token);
+        conn.set_lanes(1);
+        copies_come_back(&conn);
+        assert!(conn.lanes().is_none(), "{address}: a lane was opened");
+    }
+}

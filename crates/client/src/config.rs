@@ -11,7 +11,8 @@ pub struct Config {
     pub servers: Vec<Address>,
     pub token: Option<String>,
     pub timeouts: Timeouts,
-    /// Extra connections for large copies (`VGPU_LANES`, `lanes`; 0 or 1: none).
+    /// Extra connections for large copies (`VGPU_LANES`, `lanes`; 0: none; 1: one over a
+    /// link, where its chunks go coded, else none).
     pub lanes: usize,
     /// A file whose memory this client shares with its (first) server as its segment over
     /// any transport (`VGPU_SHM_FILE`, `shm_file`): in a VM, the shared-memory device the

@@ -277,16 +277,25 @@ impl Conn {
     }
 
     /// Send large bulk over `n` lanes (extra connections, opened on first use) where the
-    /// server offers them; 0 or 1: over this connection only.
+    /// server offers them; 0: over this connection only; 1: one lane where its chunks go
+    /// coded (see [`Conn::lanes`]), else none.
     pub fn set_lanes(&self, n: usize) {
         self.want_lanes.store(n, Ordering::Relaxed);
     }
 
     /// The lanes, opening them the first time. A failure to open them is told once, and
-    /// the bulk goes over this connection from then on.
+    /// the bulk goes over this connection from then on. One lane (a client of fewer than
+    /// eight cores, by default) is opened only where its chunks go coded: over a link, a
+    /// small VM's prompt batches then cross as the quantized blocks they came from.
     pub fn lanes(&self) -> Option<&Lanes> {
         let n = self.want_lanes.load(Ordering::Relaxed);
-        let (session, offer) = self.offer.as_ref().filter(|_| n >= 2)?;
+        let worth = |n: usize| {
+            n >= 2
+                || n == 1
+                    && crate::lanes::Coding::choose(&self.address, self.loopback, crate::lanes::Coding::set())
+                        != crate::lanes::Coding::Never
+        };
+        let (session, offer) = self.offer.as_ref().filter(|_| worth(n))?;
         self.lanes
             .get_or_init(|| match Lanes::open(&self.address, *session, offer, n, self.timeouts) {
                 Ok(l) => Some(l),

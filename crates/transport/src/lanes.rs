@@ -124,6 +124,15 @@ pub enum Coding {
 pub const FAST_LINK: u64 = 12_000_000_000;
 
 impl Coding {
+    /// `VGPU_CODE`: 0 or 1, else unset.
+    pub fn set() -> Option<bool> {
+        std::env::var("VGPU_CODE").ok().and_then(|v| match v.trim() {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        })
+    }
+
     /// As `set` says (`VGPU_CODE`: 0 or 1) where set; else by the rate over TCP or TLS to
     /// another host, and never over unix sockets, vsock or this host's loopback.
     pub fn choose(address: &Address, loopback: bool, set: Option<bool>) -> Coding {
@@ -384,8 +393,8 @@ impl Lanes {
     /// acknowledged by the worker before use, so lane `i` here is lane `i` there.
     pub fn open(address: &Address, session: u64, offer: &LaneOffer, n: usize, t: crate::Timeouts) -> io::Result<Lanes> {
         let n = n.min(offer.max as usize);
-        if n < 2 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "fewer than two lanes"));
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no lanes asked for"));
         }
         // All at once: over TLS each is a handshake (a millisecond or two), and the first
         // large copy waits for them.
@@ -399,12 +408,7 @@ impl Lanes {
         })?;
         let loopback = streams[0].peer_is_loopback();
         let mut lanes = Lanes::over(streams)?;
-        let set = std::env::var("VGPU_CODE").ok().and_then(|v| match v.as_str() {
-            "0" => Some(false),
-            "1" => Some(true),
-            _ => None,
-        });
-        lanes.code = Coding::choose(address, loopback, set);
+        lanes.code = Coding::choose(address, loopback, Coding::set());
         Ok(lanes)
     }
 

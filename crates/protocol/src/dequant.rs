@@ -352,6 +352,61 @@ mod tests {
         assert_eq!(round_trip(&src), Some(2049 * (1 + 4 + N)));
     }
 
+    /// Blocks of every kind mixed, in runs that share a scale or not, with specials and
+    /// values just outside what a kind holds, cut at odd lengths: whatever codes decodes to
+    /// the same bits.
+    #[test]
+    fn mixed_blocks_round_trip() {
+        let mut s = 0x9e37_79b9u32;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        let mut src = Vec::new();
+        let (mut scale, mut kind, mut run) = (1.0f32, 0, 0);
+        let half = |r: u32| f32::from_bits(from_half(r as u16 & 0xbfff | 0x0400));
+        for _ in 0..6000 {
+            // Runs of one kind and, for some kinds, one scale.
+            if run == 0 {
+                (kind, run, scale) = (next() % 6, 20 + next() % 200, half(next()));
+            }
+            run -= 1;
+            let d = half(next()); // this block's own scale
+            let (top, wide) = (next() as usize % N, next() % 8 == 0);
+            for j in 0..N {
+                let r = next();
+                let v = match kind {
+                    // Q8_0: the block's own scale, a ±127 among its values.
+                    0 => (if j == top { 127 } else { (r % 255) as i32 - 127 }) as f32 * d,
+                    // One scale for the run, values over the whole i8 range; some blocks with
+                    // a value one step past either end, which must not code.
+                    1 | 2 if kind == 2 && wide && j == top => (if r % 2 == 0 { 128.0 } else { -129.0 }) * scale,
+                    1 | 2 => ((r % 256) as i32 - 128) as f32 * scale,
+                    3 => half(r),
+                    4 if wide => f32::from_bits(r),
+                    4 => [0.0, -0.0, f32::INFINITY, f32::NAN, f32::MIN_POSITIVE, 1e-40][(r % 6) as usize],
+                    _ => (r % 3) as f32 * d,
+                };
+                src.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let (mut coded, mut back) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        while at < src.len() {
+            let end = (at + 1 + next() as usize % 40_000).min(src.len());
+            let part = &src[at..end];
+            if encode(part, &mut coded) {
+                back.resize(part.len(), 0xa5);
+                decode(&coded, &mut back).unwrap();
+                assert!(back == part, "bytes {at}..{end}");
+            }
+            assert!(encode_with(part, &mut back) == encode(part, &mut coded) && back == coded);
+            at = end;
+        }
+    }
+
     /// A value the last block's scale makes -129 is no `i8`: such a block goes raw.
     #[test]
     fn values_out_of_an_i8_stay_raw() {

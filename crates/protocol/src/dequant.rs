@@ -98,7 +98,7 @@ fn fits(x: &[u8; BLOCK], scale: f32, inv: f32, q: &mut [i8; N]) -> bool {
         let t = f32::from_bits(b) * inv + MAGIC;
         let r = t - MAGIC;
         // Out of an i8's range (possible with the last block's scale) it would wrap.
-        bad |= ((r * scale).to_bits() != b) | (r > 127.0) | (r < -128.0);
+        bad |= ((r * scale).to_bits() != b) | !(-128.0..=127.0).contains(&r);
         *q = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i8;
     }
     !bad

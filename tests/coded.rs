@@ -1,5 +1,5 @@
-//! Coded rows end to end: dequantized rows striped over lanes go coded (`VGPU_CODE=1`,
-//! which forces it over every socket) and the server lands exactly the bytes sent, over unix
+//! Coded rows end to end: dequantized rows striped over lanes go coded (`set_coding`, as
+//! `VGPU_CODE=1` does, forces it over every socket) and the server lands exactly the bytes sent, over unix
 //! sockets, TCP (four lanes and one) and TLS; bytes that are not such rows go as they are.
 
 mod common;
@@ -27,8 +27,6 @@ fn f16_rows() -> Vec<u8> {
 
 #[test]
 fn rows_go_coded_and_land_exactly_over_unix_tcp_and_tls() {
-    // SAFETY: set before any thread of this test binary reads the environment (its only test).
-    unsafe { std::env::set_var("VGPU_CODE", "1") };
     let tmp = tempfile::tempdir().unwrap();
     let unix = Server::sim_quiet(tmp.path(), &[]);
     let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
@@ -42,6 +40,7 @@ fn rows_go_coded_and_land_exactly_over_unix_tcp_and_tls() {
         let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
         let (conn, _) = transport::Conn::connect(&address, &hello(token), t).unwrap();
         conn.set_lanes(n);
+        conn.set_coding(Some(true));
         let ctx = conn.call(0, &ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
         let stream = conn.call(ctx, &ops::cuStreamCreate { flags: 0 }, &[], None).unwrap();
         let mut coded = 0;

@@ -167,16 +167,21 @@ fn wrong_and_missing_tokens_are_told_from_a_dead_server() {
     assert!(d.text.contains(&kept), "{}", d.text);
     let rows = format!("OK   server: {addr}: repeated copies sent whole (this host's loopback crosses no link");
     assert!(d.text.contains(&rows), "{}", d.text);
-    let d = doctor(&[], &[base[0], base[1], ("VGPU_TOKEN_FILE", s(&tok)), ("VGPU_BLOBS", "1")]);
+    let coded = format!("OK   server: {addr}: input rows sent as they are (the kernel copies them within this host");
+    assert!(d.text.contains(&coded), "{}", d.text);
+    let d = doctor(&[], &[base[0], base[1], ("VGPU_TOKEN_FILE", s(&tok)), ("VGPU_BLOBS", "1"), ("VGPU_CODE", "1")]);
     let kept = format!("OK   server: {addr}: weights offered by content, kept by the server (VGPU_BLOBS)");
     assert!(d.text.contains(&kept), "{}", d.text);
+    assert!(d.text.contains(&format!("OK   server: {addr}: input rows coded (VGPU_CODE)")), "{}", d.text);
     let file = t.path().join("client.toml");
-    fs::write(&file, "blobs = true\npages = true\n").unwrap();
+    fs::write(&file, "blobs = true\npages = true\ncode = false\n").unwrap();
     let d = doctor(&[], &[base[0], ("VGPU_CONFIG", s(&file)), ("VGPU_TOKEN_FILE", s(&tok))]);
     let kept = format!("OK   server: {addr}: weights offered by content, kept by the server ({})", file.display());
     assert!(d.text.contains(&kept), "{}", d.text);
     let rows = format!("OK   server: {addr}: repeated copies in pieces the server keeps ({})", file.display());
     assert!(d.text.contains(&rows), "{}", d.text);
+    let coded = format!("OK   server: {addr}: input rows sent as they are ({})", file.display());
+    assert!(d.text.contains(&coded), "{}", d.text);
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub struct Config {
     /// Whether repeated copies go in pieces the server keeps (`VGPU_PAGES` 0/1, `pages`;
     /// unset: where `pages::paged_over` says).
     pub pages: Option<bool>,
+    /// Whether input rows striped over lanes go coded (`VGPU_CODE` 0/1, `code`; unset: where
+    /// `transport::lanes::Coding::choose` says).
+    pub code: Option<bool>,
     /// Where the settings came from, for messages ("VGPU_SERVER", the file, "default").
     pub source: String,
 }
@@ -41,6 +44,7 @@ struct File {
     shm_file: Option<PathBuf>,
     blobs: Option<bool>,
     pages: Option<bool>,
+    code: Option<bool>,
 }
 
 impl Config {
@@ -100,7 +104,8 @@ impl Config {
         };
         let blobs = switch("VGPU_BLOBS", f.and_then(|f| f.blobs))?;
         let pages = switch("VGPU_PAGES", f.and_then(|f| f.pages))?;
-        Ok(Config { servers, token, timeouts, lanes, shm_file, blobs, pages, source })
+        let code = switch("VGPU_CODE", f.and_then(|f| f.code))?;
+        Ok(Config { servers, token, timeouts, lanes, shm_file, blobs, pages, code, source })
     }
 }
 
@@ -138,9 +143,10 @@ mod tests {
             read_file(&f).unwrap().shm_file.as_deref(),
             Some(Path::new("/sys/bus/pci/devices/0000:00:05.0/resource2"))
         );
-        std::fs::write(&f, "blobs = false\npages = true\n").unwrap();
+        std::fs::write(&f, "blobs = false\npages = true\ncode = false\n").unwrap();
         assert_eq!(read_file(&f).unwrap().blobs, Some(false));
         assert_eq!(read_file(&f).unwrap().pages, Some(true));
+        assert_eq!(read_file(&f).unwrap().code, Some(false));
         std::fs::write(&f, "srever = 1\n").unwrap();
         assert!(read_file(&f).is_err(), "unknown keys are reported, not ignored");
     }

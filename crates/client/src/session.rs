@@ -153,6 +153,7 @@ impl Session {
             // A shared segment carries large copies itself.
             if seg.is_none() {
                 conn.set_lanes(cfg.lanes);
+                conn.set_coding(cfg.code);
             }
             conns.push(conn);
             parts.push(snapshot);

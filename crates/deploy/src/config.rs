@@ -1,9 +1,9 @@
 //! The client configuration as the shims will see it, worked out from a given environment
 //! and root (so the doctor can judge the environment of a service, not only its own):
 //! `VGPU_SERVER`, `VGPU_TOKEN`, `VGPU_TOKEN_FILE`, `VGPU_TLS_CA`, `VGPU_TLS_NAME`,
-//! `VGPU_SHM_FILE`, `VGPU_BLOBS`, then the file named by `VGPU_CONFIG` or
+//! `VGPU_SHM_FILE`, `VGPU_BLOBS`, `VGPU_PAGES`, `VGPU_CODE`, then the file named by `VGPU_CONFIG` or
 //! `/etc/vgpu/client.toml` (keys `server`, `token`, `token_file`, `timeout_secs`, `lanes`,
-//! `tls_ca`, `tls_name`, `shm_file`, `blobs`, `pages`), then the default socket. Mirrors
+//! `tls_ca`, `tls_name`, `shm_file`, `blobs`, `pages`, `code`), then the default socket. Mirrors
 //! `client::Config::load`.
 
 use crate::root::Root;
@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub shm_file: Option<PathBuf>,
     pub blobs: Option<bool>,
     pub pages: Option<bool>,
+    pub code: Option<bool>,
 }
 
 /// Where a setting came from.
@@ -87,6 +88,8 @@ pub struct ClientConfig {
     pub blobs: Option<(bool, Source)>,
     /// Repeated copies in kept pieces on or off by configuration (`VGPU_PAGES`), the same way.
     pub pages: Option<(bool, Source)>,
+    /// Coded input rows on or off by configuration (`VGPU_CODE`), the same way.
+    pub code: Option<(bool, Source)>,
 }
 
 impl ClientConfig {
@@ -177,6 +180,7 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
     };
     let blobs = switch("VGPU_BLOBS", f.and_then(|f| f.blobs));
     let pages = switch("VGPU_PAGES", f.and_then(|f| f.pages));
+    let code = switch("VGPU_CODE", f.and_then(|f| f.code));
     ClientConfig {
         file_path,
         file_from_env,
@@ -192,6 +196,7 @@ pub fn resolve(env: &Env, root: &Root) -> ClientConfig {
         shm_file,
         blobs,
         pages,
+        code,
     }
 }
 

@@ -200,10 +200,11 @@ pub fn run(o: &Options) -> Report {
     d.r
 }
 
-/// Whether this client's copies to `addr` are offered by content (`client::blobs`), and
-/// repeated ones sent in pieces the server keeps (`client::pages`): what a model's second
-/// load, and a prompt's input rows, cost there.
-fn kept_bytes(addr: &transport::Address, cfg: &ClientConfig) -> [String; 2] {
+/// Whether this client's copies to `addr` are offered by content (`client::blobs`),
+/// repeated ones sent in pieces the server keeps (`client::pages`), and input rows coded
+/// (`transport::lanes::Coding`): what a model's second load, and a prompt's input rows,
+/// cost there.
+fn kept_bytes(addr: &transport::Address, cfg: &ClientConfig) -> [String; 3] {
     let host_port = match addr {
         transport::Address::Tcp(hp) => Some(hp.as_str()),
         transport::Address::Tls(t) => Some(t.host_port.as_str()),
@@ -238,6 +239,18 @@ fn kept_bytes(addr: &transport::Address, cfg: &ClientConfig) -> [String; 2] {
             (None, None) => "repeated copies sent whole (this transport moves bytes faster than they are hashed; \
                  VGPU_PAGES=1 or pages = true keeps their pieces)"
                 .to_string(),
+        },
+        match (&cfg.code, transport::lanes::Coding::choose(addr, loopback, None)) {
+            (Some((true, src)), _) => format!("input rows coded ({src})"),
+            (Some((false, src)), _) => format!("input rows sent as they are ({src})"),
+            (None, transport::lanes::Coding::Never) => "input rows sent as they are (the kernel copies them \
+                 within this host faster than they are coded; VGPU_CODE=1 or code = true codes them)"
+                .to_string(),
+            (None, _) => format!(
+                "input rows coded as the quantized blocks they came from while the link delivers under {} GB/s \
+                 (the kernel's estimate; VGPU_CODE=0/1 or code = false/true decides instead)",
+                transport::lanes::FAST_LINK / 1_000_000_000
+            ),
         },
     ]
 }

@@ -184,6 +184,9 @@ pub struct Conn {
     offer: Option<(u64, LaneOffer)>,
     /// Lanes wanted (`set_lanes`; 0: none), opened on first use.
     want_lanes: AtomicUsize,
+    /// Whether the lanes code input rows (`set_coding`): 0 as the address says, 1 never,
+    /// 2 always.
+    coding: std::sync::atomic::AtomicU8,
     lanes: OnceLock<Option<Lanes>>,
     on_ring: AtomicBool,
 }
@@ -234,6 +237,7 @@ impl Conn {
             timeouts: t,
             offer: None,
             want_lanes: AtomicUsize::new(0),
+            coding: Default::default(),
             lanes: OnceLock::new(),
             on_ring: AtomicBool::new(false),
         };
@@ -283,21 +287,31 @@ impl Conn {
         self.want_lanes.store(n, Ordering::Relaxed);
     }
 
+    /// Whether the lanes (opened later) code input rows: `None` where the address says
+    /// ([`crate::lanes::Coding::choose`]).
+    pub fn set_coding(&self, set: Option<bool>) {
+        self.coding.store(set.map_or(0, |on| 1 + on as u8), Ordering::Relaxed);
+    }
+
+    fn coding(&self) -> crate::lanes::Coding {
+        let set = match self.coding.load(Ordering::Relaxed) {
+            0 => None,
+            c => Some(c == 2),
+        };
+        crate::lanes::Coding::choose(&self.address, self.loopback, set)
+    }
+
     /// The lanes, opening them the first time. A failure to open them is told once, and
     /// the bulk goes over this connection from then on. One lane (a client of fewer than
     /// eight cores, by default) is opened only where its chunks go coded: over a link, a
     /// small VM's prompt batches then cross as the quantized blocks they came from.
     pub fn lanes(&self) -> Option<&Lanes> {
         let n = self.want_lanes.load(Ordering::Relaxed);
-        let worth = |n: usize| {
-            n >= 2
-                || n == 1
-                    && crate::lanes::Coding::choose(&self.address, self.loopback, crate::lanes::Coding::set())
-                        != crate::lanes::Coding::Never
-        };
-        let (session, offer) = self.offer.as_ref().filter(|_| worth(n))?;
+        let code = self.coding();
+        let (session, offer) =
+            self.offer.as_ref().filter(|_| n >= 2 || n == 1 && code != crate::lanes::Coding::Never)?;
         self.lanes
-            .get_or_init(|| match Lanes::open(&self.address, *session, offer, n, self.timeouts) {
+            .get_or_init(|| match Lanes::open(&self.address, *session, offer, n, self.timeouts, code) {
                 Ok(l) => Some(l),
                 Err(e) => {
                     eprintln!("vgpu: {}: no lanes ({e}); bulk goes over the one connection", self.address);

@@ -124,16 +124,7 @@ pub enum Coding {
 pub const FAST_LINK: u64 = 12_000_000_000;
 
 impl Coding {
-    /// `VGPU_CODE`: 0 or 1, else unset.
-    pub fn set() -> Option<bool> {
-        std::env::var("VGPU_CODE").ok().and_then(|v| match v.trim() {
-            "0" => Some(false),
-            "1" => Some(true),
-            _ => None,
-        })
-    }
-
-    /// As `set` says (`VGPU_CODE`: 0 or 1) where set; else by the rate over TCP or TLS to
+    /// As `set` says (`VGPU_CODE` or `code` in the client's file) where set; else by the rate over TCP or TLS to
     /// another host, and never over unix sockets, vsock or this host's loopback.
     pub fn choose(address: &Address, loopback: bool, set: Option<bool>) -> Coding {
         match set {
@@ -415,7 +406,15 @@ fn join_lane(address: &Address, session: u64, offer: &LaneOffer, lane: u32, t: c
 impl Lanes {
     /// Open `n` lanes (at most the offer's) to session `session` at `address`; each is
     /// acknowledged by the worker before use, so lane `i` here is lane `i` there.
-    pub fn open(address: &Address, session: u64, offer: &LaneOffer, n: usize, t: crate::Timeouts) -> io::Result<Lanes> {
+    /// `code`: when their chunks go coded.
+    pub fn open(
+        address: &Address,
+        session: u64,
+        offer: &LaneOffer,
+        n: usize,
+        t: crate::Timeouts,
+        code: Coding,
+    ) -> io::Result<Lanes> {
         let n = n.min(offer.max as usize);
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no lanes asked for"));
@@ -430,9 +429,8 @@ impl Lanes {
                 .map(|j| j.join().unwrap_or_else(|_| Err(io::Error::other("a lane's thread failed"))))
                 .collect::<io::Result<Vec<_>>>()
         })?;
-        let loopback = streams[0].peer_is_loopback();
         let mut lanes = Lanes::over(streams)?;
-        lanes.code = Coding::choose(address, loopback, Coding::set());
+        lanes.code = code;
         Ok(lanes)
     }
 

@@ -28,14 +28,11 @@ fn f16_rows() -> Vec<u8> {
 #[test]
 fn rows_go_coded_and_land_exactly_over_unix_tcp_and_tls() {
     let tmp = tempfile::tempdir().unwrap();
-    let unix = Server::sim_quiet(tmp.path(), &[]);
-    let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
-    let (_tls, tls, _pki) = tls_sim_server(tmp.path(), TOKEN, &[]);
+    let s = sim_servers_on_every_socket(tmp.path(), TOKEN);
     let noise: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
-    let tcp: transport::Address = tcp.address.parse().unwrap();
     // One lane too (a small VM's default): opened because its chunks go coded.
     for (address, token, n) in
-        [(unix.address.parse().unwrap(), "", 4), (tcp.clone(), TOKEN, 4), (tcp, TOKEN, 1), (tls, TOKEN, 4)]
+        [(s.unix.clone(), "", 4), (s.tcp.clone(), TOKEN, 4), (s.tcp.clone(), TOKEN, 1), (s.tls.clone(), TOKEN, 4)]
     {
         let t = transport::Timeouts { silence: Duration::from_secs(4), ..Default::default() };
         let (conn, _) = transport::Conn::connect(&address, &hello(token), t).unwrap();

@@ -49,10 +49,8 @@ fn copies_come_back(conn: &transport::Conn) {
 #[test]
 fn large_copies_travel_on_lanes_over_unix_tcp_and_tls() {
     let tmp = tempfile::tempdir().unwrap();
-    let unix = Server::sim_quiet(tmp.path(), &[]);
-    let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
-    let (_tls, tls, _pki) = tls_sim_server(tmp.path(), TOKEN, &[]);
-    for (address, token) in [(unix.address.parse().unwrap(), ""), (tcp.address.parse().unwrap(), TOKEN), (tls, TOKEN)] {
+    let s = sim_servers_on_every_socket(tmp.path(), TOKEN);
+    for (address, token) in [(s.unix.clone(), ""), (s.tcp.clone(), TOKEN), (s.tls.clone(), TOKEN)] {
         let (conn, welcome) = connect_to(&address, token);
         let Welcome::Accepted { lanes: Some(offer), .. } = welcome else { panic!("{address}: no lanes offered") };
         assert!(offer.max >= 4);

@@ -503,3 +503,26 @@ pub fn tls_sim_server(dir: &Path, token: &str, envs: &[(&str, &str)]) -> (Server
     let addr = transport::Address::Tls(transport::TlsTarget { host_port, ca: Some(pki.ca.clone()), name: None });
     (server, addr, pki)
 }
+
+/// A sim server on each kind of socket, with their addresses: unix (no token), TCP and TLS
+/// (`token`). The servers run while this lives.
+pub struct SocketServers {
+    pub unix: transport::Address,
+    pub tcp: transport::Address,
+    pub tls: transport::Address,
+    _servers: [Server; 3],
+    _pki: Pki,
+}
+
+pub fn sim_servers_on_every_socket(dir: &Path, token: &str) -> SocketServers {
+    let unix = Server::sim_quiet(dir, &[]);
+    let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", token)]);
+    let (tls_server, tls, _pki) = tls_sim_server(dir, token, &[]);
+    SocketServers {
+        unix: unix.address.parse().unwrap(),
+        tcp: tcp.address.parse().unwrap(),
+        tls,
+        _servers: [unix, tcp, tls_server],
+        _pki,
+    }
+}

@@ -25,7 +25,7 @@ pub struct Config {
     /// unset: where `pages::paged_over` says).
     pub pages: Option<bool>,
     /// Whether input rows striped over lanes go coded (`VGPU_CODE` 0/1, `code`; unset: where
-    /// `transport::lanes::Coding::choose` says).
+    /// `transport::coding::Coding::choose` says).
     pub code: Option<bool>,
     /// Where the settings came from, for messages ("VGPU_SERVER", the file, "default").
     pub source: String,

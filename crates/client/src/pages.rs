@@ -32,7 +32,7 @@ const SEEN_MAX: usize = 1 << 16;
 
 /// Below this rate (bytes a second) a link's repeated copies go in pieces by default.
 /// Measured with a 4k-token prompt of text over TCP limited by `tc` (H100 host, Q8 1B, one
-/// call, medians of three), rows coded (`transport::lanes::Coding`, the default over a link)
+/// call, medians of three), rows coded (`transport::coding::Coding`, the default over a link)
 /// in both columns: pieces against whole copies 130 against 161 ms at 1 Gbit/s, 123 against
 /// 123 at 2.5, 122 against 116 at 5, 124 against 113 at 10: the worker puts each batch
 /// together from its slots (about 1 ms), which a faster link does not win back. (Without

@@ -202,7 +202,7 @@ pub fn run(o: &Options) -> Report {
 
 /// Whether this client's copies to `addr` are offered by content (`client::blobs`),
 /// repeated ones sent in pieces the server keeps (`client::pages`), and input rows coded
-/// (`transport::lanes::Coding`): what a model's second load, and a prompt's input rows,
+/// (`transport::coding::Coding`): what a model's second load, and a prompt's input rows,
 /// cost there.
 fn kept_bytes(addr: &transport::Address, cfg: &ClientConfig) -> [String; 3] {
     let host_port = match addr {
@@ -240,16 +240,16 @@ fn kept_bytes(addr: &transport::Address, cfg: &ClientConfig) -> [String; 3] {
                  VGPU_PAGES=1 or pages = true keeps their pieces)"
                 .to_string(),
         },
-        match (&cfg.code, transport::lanes::Coding::choose(addr, loopback, None)) {
+        match (&cfg.code, transport::coding::Coding::choose(addr, loopback, None)) {
             (Some((true, src)), _) => format!("input rows coded ({src})"),
             (Some((false, src)), _) => format!("input rows sent as they are ({src})"),
-            (None, transport::lanes::Coding::Never) => "input rows sent as they are (the kernel copies them \
+            (None, transport::coding::Coding::Never) => "input rows sent as they are (the kernel copies them \
                  within this host faster than they are coded; VGPU_CODE=1 or code = true codes them)"
                 .to_string(),
             (None, _) => format!(
                 "input rows coded as the quantized blocks they came from while the link delivers under {} GB/s \
                  (the kernel's estimate; VGPU_CODE=0/1 or code = false/true decides instead)",
-                transport::lanes::FAST_LINK / 1_000_000_000
+                transport::coding::FAST_LINK / 1_000_000_000
             ),
         },
     ]

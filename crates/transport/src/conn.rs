@@ -288,17 +288,17 @@ impl Conn {
     }
 
     /// Whether the lanes (opened later) code input rows: `None` where the address says
-    /// ([`crate::lanes::Coding::choose`]).
+    /// ([`crate::coding::Coding::choose`]).
     pub fn set_coding(&self, set: Option<bool>) {
         self.coding.store(set.map_or(0, |on| 1 + on as u8), Ordering::Relaxed);
     }
 
-    fn coding(&self) -> crate::lanes::Coding {
+    fn coding(&self) -> crate::coding::Coding {
         let set = match self.coding.load(Ordering::Relaxed) {
             0 => None,
             c => Some(c == 2),
         };
-        crate::lanes::Coding::choose(&self.address, self.loopback, set)
+        crate::coding::Coding::choose(&self.address, self.loopback, set)
     }
 
     /// The lanes, opening them the first time. A failure to open them is told once, and
@@ -309,7 +309,7 @@ impl Conn {
         let n = self.want_lanes.load(Ordering::Relaxed);
         let code = self.coding();
         let (session, offer) =
-            self.offer.as_ref().filter(|_| n >= 2 || n == 1 && code != crate::lanes::Coding::Never)?;
+            self.offer.as_ref().filter(|_| n >= 2 || n == 1 && code != crate::coding::Coding::Never)?;
         self.lanes
             .get_or_init(|| match Lanes::open(&self.address, *session, offer, n, self.timeouts, code) {
                 Ok(l) => Some(l),

@@ -3,6 +3,7 @@
 //! else's process, where no async runtime may be started.
 
 mod addr;
+pub mod coding;
 mod conn;
 mod fdpass;
 mod framing;

@@ -306,6 +306,9 @@ impl Conn {
     /// eight cores, by default) is opened only where its chunks go coded: over a link, a
     /// small VM's prompt batches then cross as the quantized blocks they came from.
     pub fn lanes(&self) -> Option<&Lanes> {
+        if let Some(opened) = self.lanes.get() {
+            return opened.as_ref();
+        }
         let n = self.want_lanes.load(Ordering::Relaxed);
         let code = self.coding();
         let (session, offer) =

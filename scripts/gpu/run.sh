@@ -616,7 +616,8 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl || return
-  local args=(-m $W/${TL_MODEL:-q8}.gguf -p 512 -n 0 -ngl 99 -r "${TL_REPS:-60}")
+  local test=(-p 512 -n 0); [ "${TL_TEST:-pp}" = tg ] && test=(-p 0 -n 64) # tg: each decode step a batch
+  local args=(-m $W/${TL_MODEL:-q8}.gguf "${test[@]}" -ngl 99 -r "${TL_REPS:-60}")
   for round in $(seq "${TL_ROUNDS:-2}"); do
     for c in ${TL_CFGS:-native unix tcp shm unix+VGPU_LANES=0}; do
       as_cfg "$c" env TL_OUT="$W/tl.txt" LD_PRELOAD="$W/timeline.so" $B/llama-bench "${args[@]}" >/dev/null 2>&1

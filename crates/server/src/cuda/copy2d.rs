@@ -83,7 +83,7 @@ impl CudaSession {
                     d.srcHost = src.as_ptr().cast();
                     return cu!(lib, cuMemcpy2D_v2(&d));
                 }
-                self.staged_async(HostBytes::Plain(src), s, |p| {
+                self.staged_async(HostBytes::Plain(src), s, false, |p| {
                     d.srcHost = p;
                     cu!(lib, cuMemcpy2DAsync_v2(&d, s))
                 })
@@ -110,7 +110,7 @@ impl CudaSession {
         match host {
             Host::Src(len) => {
                 let src = bulk_in.get(..len).ok_or(INVALID_VALUE)?;
-                self.staged_async(HostBytes::Plain(src), s, |p| {
+                self.staged_async(HostBytes::Plain(src), s, false, |p| {
                     d.srcHost = p;
                     cu!(lib, cuMemcpy2DAsync_v2(&d, s))
                 })

@@ -133,7 +133,7 @@ stage_driver() {
   cp "$W/probe.n" "$OUT/probe-native.txt"; cp "$W/probe.v" "$OUT/probe-vgpu.txt"
   "$W/driver_suite" "$W" >"$W/ds.n" 2>&1; vg "$W/driver_suite" "$W" >"$W/ds.v" 2>&1; echo "rc=$?" >>"$W/ds.v"; echo "rc=0" >>"$W/ds.n"
   compare driver-suite "$W/ds.n" "$W/ds.v"; cp "$W/ds.n" "$OUT/driver-native.txt"; cp "$W/ds.v" "$OUT/driver-vgpu.txt"
-  for t in packed_copy pinned_reuse; do # the sim tests' C programs, on the GPU
+  for t in packed_copy pinned_reuse capture_side_copy; do # C programs of tests/c, on the GPU
     gcc -O1 -o "$W/$t" "$ROOT/tests/c/$t.c" -I"$ROOT/tests/c" -L/usr/local/cuda/lib64/stubs -lcuda || { say "FAIL $t build"; continue; }
     "$W/$t" >"$W/$t.n" 2>&1; vg env VGPU_TRACE=summary "$W/$t" >"$W/$t.v" 2>"$OUT/$t-vgpu.err"
     compare "$t" "$W/$t.n" "$W/$t.v"

@@ -216,7 +216,9 @@ impl CudaSession {
         self.in_context(ctx, |me| {
             let capturing = me.is_capturing(s)?;
             if small_pageable && landed.is_none() && driver_stages(&data, capturing) {
-                return data.pageable(copy);
+                // Relaxed: a copy from pageable memory beside a client's capture in global
+                // mode is not the client's unsafe call (natively its memory was pinned).
+                return relaxed(me.lib, || data.pageable(copy));
             }
             let (lib, pool) = (me.lib, me.pools.entry(me.current).or_default());
             let i = match landed {

@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -625,6 +625,11 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
       say "timeline $(python3 "$ROOT/scripts/gpu/timeline.py" "$W/tl.txt" "$c" ${TL_DUMP:+--dump} 2>&1)"
     done
   done
+}
+stage_micro() { # issue 6: does a pageable copy wait for its stream (pgsync.cu); socket against process_vm_readv for 4 MiB (cmabench.c)
+  nvcc -O2 -o "$W/pgsync" "$ROOT/scripts/gpu/pgsync.cu" && "$W/pgsync" | tee -a "$SUMMARY"
+  gcc -O2 -o "$W/cmabench" "$ROOT/scripts/gpu/cmabench.c" -lpthread || return
+  for s in 0 16; do for l in 1 4 8; do timeout 60 "$W/cmabench" $s $l | tee -a "$SUMMARY"; done; done
 }
 stage_h2dlat() { # host-to-device copy + synchronize latency by size, from pinned memory, natively and through vgpu (LAT_CFGS, LAT_GAP_US)
   nvcc -O2 -arch=sm_90 -cudart shared -o "$W/h2dlat" "$ROOT/scripts/gpu/h2dlat.cu" || return

@@ -238,6 +238,12 @@ impl CudaSession {
             if capturing {
                 // The graph reads this buffer at every launch: see `Pool::leak`.
                 pool.leak(i);
+                if !std::mem::replace(&mut me.told_captured_copy, true) {
+                    tracing::warn!(
+                        "a host-to-device copy ({len} bytes) was captured into a graph: each launch copies the bytes \
+                         it had at capture, not what the application's memory holds then (docs/coverage.md)"
+                    );
+                }
                 Ok(())
             } else {
                 relaxed(lib, || pool.record(lib, i, s as u64))

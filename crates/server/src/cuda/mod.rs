@@ -111,6 +111,8 @@ pub struct CudaSession {
     nvml: nvml::NvmlState,
     /// cuBLAS handles (`crate::cublas`), loaded at the first `cublasCreate_v2`.
     cublas: crate::cublas::Cublas,
+    /// Whether the log has said once that captured host-to-device copies keep their bytes.
+    told_captured_copy: bool,
     /// The client's shared-memory segment (`shm:` addresses).
     shm: Option<shm::Shm>,
     /// A `stream_barrier` not yet waited for (see [`streams::Barrier`]).
@@ -159,6 +161,7 @@ impl CudaSession {
             images: cache::ImageCache::new(),
             nvml: nvml::NvmlState::default(),
             cublas: crate::cublas::Cublas::default(),
+            told_captured_copy: false,
             shm: None,
             barrier: None,
             order_events: HashMap::new(),

@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro frames
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -626,6 +626,22 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
     done
   done
 }
+stage_frames() { # one batch as the application and the server saw it: timeline.c and the worker's frame log (frames.py) for FL_CFGS (TL_TEST=tg: decode)
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl || return
+  local test=(-p 512 -n 0); [ "${TL_TEST:-pp}" = tg ] && test=(-p 0 -n 64)
+  local fl=/tmp/vgpu-frames
+  stop_server; rm -rf $fl; mkdir -p $fl; VGPU_FRAME_LOG=$fl/f start_server
+  for c in native ${FL_CFGS:-unix tcp}; do
+    as_cfg "$c" env TL_OUT="$W/fl.$c" LD_PRELOAD="$W/timeline.so" $B/llama-bench -m $W/${TL_MODEL:-q8}.gguf "${test[@]}" -ngl 99 -r "${TL_REPS:-20}" >/dev/null 2>&1
+    say "timeline $(python3 "$ROOT/scripts/gpu/timeline.py" "$W/fl.$c" "$c" 2>&1)"
+    [ "$c" = native ] && continue
+    sleep 0.5; local f; f=$(ls -t $fl/f.* 2>/dev/null | head -1); [ -n "$f" ] || continue
+    python3 "$ROOT/scripts/gpu/frames.py" "$W/fl.$c" "$f" >"$OUT/frames-$c.txt" 2>&1; mv "$f" "$OUT/framelog-$c"
+  done
+  stop_server; start_server
+}
 stage_micro() { # issue 6: does a pageable copy wait for its stream (pgsync.cu); socket against process_vm_readv for 4 MiB (cmabench.c)
   nvcc -O2 -o "$W/pgsync" "$ROOT/scripts/gpu/pgsync.cu" && "$W/pgsync" | tee -a "$SUMMARY"
   gcc -O2 -o "$W/cmabench" "$ROOT/scripts/gpu/cmabench.c" -lpthread || return
@@ -714,7 +730,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*|*" shmfile "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ab|timeline|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|loadlink|textlink|firstuse|link|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ab|timeline|frames|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|loadlink|textlink|firstuse|link|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

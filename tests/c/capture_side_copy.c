@@ -1,10 +1,10 @@
 /* Small host-to-device copies on one stream while another is being captured in global
  * mode. The vgpu server gives copies of up to 64 KiB to the driver from its own
  * (pageable) memory: that must neither fail nor invalidate the application's capture,
- * and a copy on the capturing stream itself must still run at every launch. (Its host
- * memory is left as it was: through vgpu over a socket a captured copy replays the bytes
- * it had at capture, see docs/coverage.md.) Runs natively and through vgpu on the GPU
- * machine (run.sh's driver stage); plain C types, no NVIDIA headers. */
+ * and a copy on the capturing stream itself must copy, at every launch, what its pinned
+ * memory holds then (through vgpu over a socket the client sends those bytes again before
+ * each launch). Runs natively and through vgpu on the GPU machine (run.sh's driver stage);
+ * plain C types, no NVIDIA headers. */
 #include <stdio.h>
 #include <string.h>
 
@@ -77,6 +77,7 @@ int main(void) {
 
     for (int round = 1; round <= 3; round++) {
         CHECK(cuMemsetD32Async(d_cap, 0, 1024, cap));
+        if (round > 1) memset(pinned, round, 4096); /* the first launch copies what was captured */
         CHECK(cuGraphLaunch(x, cap));
         CHECK(cuStreamSynchronize(cap));
         CHECK(cuMemcpyDtoH_v2(back, d_cap, 4096));

@@ -15,7 +15,7 @@ pub use table::*;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Bumped whenever the frame or handshake format changes.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// `CUDA_ERROR_NOT_SUPPORTED`: what a backend answers for a call it does not implement.
 pub const UNSUPPORTED: u32 = 801;

@@ -192,6 +192,14 @@ crate::api! {
     sync cuGraphCreate(flags: u32) -> u64;
     sync cuGraphInstantiateWithFlags(graph: u64, flags: u64) -> u64;
     oneway cuGraphLaunch(exec: u64, stream: u64) -> ();
+    /// `cuMemcpyHtoDAsync_v2` sent while the application captures a stream: `host` is the
+    /// address of the bytes (bulk_in) in the application. Captured into a graph, the copy
+    /// keeps them under an id that `refresh_captured` updates before each launch.
+    oneway htod_captured(dst: u64, stream: u64, host: u64) -> ();
+    /// The copies captured into `graph` with `htod_captured`: (host address, length, id).
+    sync captured_copies(graph: u64) -> Vec<(u64, u64, u64)>;
+    /// The bytes now at a captured copy's source (bulk_in), for the graph's next launch.
+    oneway refresh_captured(id: u64) -> ();
     /// Returns the `CUgraphExecUpdateResult`; the status says whether the update happened.
     sync cuGraphExecUpdate_v2(exec: u64, graph: u64) -> u32;
     sync cuGraphExecDestroy(exec: u64) -> ();

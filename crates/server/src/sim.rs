@@ -803,6 +803,17 @@ impl protocol::Backend for Sim {
     fn cuGraphDestroy(&mut self, _io: &mut Io<'_>, graph: u64) -> Result<(), u32> {
         self.graphs.remove(&graph).then_some(()).ok_or(INVALID_HANDLE)
     }
+    // No stream capture here: a copy sent as captured is an ordinary one, and no graph
+    // holds any.
+    fn htod_captured(&mut self, io: &mut Io<'_>, dst: u64, stream: u64, _host: u64) -> Result<(), u32> {
+        self.cuMemcpyHtoDAsync_v2(io, dst, stream)
+    }
+    fn captured_copies(&mut self, _io: &mut Io<'_>, graph: u64) -> Result<Vec<(u64, u64, u64)>, u32> {
+        if self.graphs.contains(&graph) { Ok(Vec::new()) } else { Err(INVALID_HANDLE) }
+    }
+    fn refresh_captured(&mut self, _io: &mut Io<'_>, _id: u64) -> Result<(), u32> {
+        Err(INVALID_VALUE)
+    }
 
     // ---------- cuBLAS. Handles and settings behave (settings are checked, then have no
     // effect). Of the forwarded functions, cublasSgemm_v2 and cublasSgemmStridedBatched

@@ -1,11 +1,65 @@
 //! Graphs: built on the server by stream capture, instantiated and launched there.
 
 use crate::memory::sid;
-use crate::route;
-use crate::state::{R, entry, put};
+use crate::route::{self, Target};
+use crate::state::{self, MemKind, R, entry, put};
 use abi::cuda::*;
+use parking_lot::Mutex;
 use protocol::ops;
+use std::collections::HashMap;
 use std::os::raw::{c_char, c_uint};
+use std::sync::Arc;
+
+/// Host-to-device copies captured into a graph over a socket: (address in this process,
+/// length, the server's id for its kept bytes). Natively such a copy reads the
+/// application's memory at every launch; the server cannot, so the bytes are sent again
+/// before each launch of an executable graph made from it.
+type Copies = Arc<Vec<(u64, u64, u64)>>;
+
+/// By graph, and by executable graph (from the graph it was made or last updated from).
+static GRAPHS: Mutex<Option<HashMap<u64, Copies>>> = Mutex::new(None);
+static EXECS: Mutex<Option<HashMap<u64, Copies>>> = Mutex::new(None);
+
+fn copies_of(map: &Mutex<Option<HashMap<u64, Copies>>>, h: u64) -> Option<Copies> {
+    map.lock().as_ref()?.get(&h).cloned()
+}
+
+fn set_copies(map: &Mutex<Option<HashMap<u64, Copies>>>, h: u64, c: Option<Copies>) {
+    let mut m = map.lock();
+    match c {
+        Some(c) => _ = m.get_or_insert_with(HashMap::new).insert(h, c),
+        None => _ = m.as_mut().map(|m| m.remove(&h)),
+    }
+}
+
+/// A capture just ended as `graph`: which copies in it came from this process's memory.
+pub fn captured(t: Target, graph: u64) -> Result<(), R> {
+    if !route::CAPTURED_SENT.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let c = route::call(t, &ops::captured_copies { graph: route::raw(graph) })?;
+    set_copies(&GRAPHS, graph, (!c.is_empty()).then(|| Arc::new(c)));
+    Ok(())
+}
+
+/// Before a launch of `exec`: its captured copies' bytes as the application's memory holds
+/// them now. Memory no longer pinned or registered here is left as it was (reading it could
+/// fault; natively the launch would read whatever is there).
+fn refresh(t: Target, exec: u64) -> Result<(), R> {
+    let Some(copies) = copies_of(&EXECS, exec) else { return Ok(()) };
+    for &(host, len, id) in copies.iter() {
+        let held = state::find_range(host).is_some_and(|(start, n, kind, _)| {
+            kind == MemKind::Host && host.checked_add(len).is_some_and(|e| e <= start + n)
+        });
+        if held {
+            // SAFETY: `len` bytes of host memory this process allocated or registered as
+            // pinned, still held (checked just above).
+            let bytes = unsafe { std::slice::from_raw_parts(host as *const u8, len as usize) };
+            route::call_to(t, &ops::refresh_captured { id }, &[bytes], None)?;
+        }
+    }
+    Ok(())
+}
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuGraphCreate(g: *mut CUgraph, flags: c_uint) -> R {
@@ -24,6 +78,7 @@ pub unsafe extern "C" fn cuGraphInstantiateWithFlags(e: *mut CUgraphExec, g: CUg
         let x = route::call(t, &ops::cuGraphInstantiateWithFlags { graph: route::raw(g as u64), flags })?;
         let x = route::tag(t.server, x)?;
         route::remember(x, t.ctx);
+        set_copies(&EXECS, x, copies_of(&GRAPHS, g as u64));
         unsafe { put(e, x as usize as CUgraphExec) }
     })
 }
@@ -61,6 +116,7 @@ pub unsafe extern "C" fn cuGraphInstantiate(
 pub extern "C" fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> R {
     entry(|| {
         let t = route::with_stream(route::of(e as u64)?, sid(s))?;
+        refresh(t, e as u64)?;
         route::call(t, &ops::cuGraphLaunch { exec: route::raw(e as u64), stream: route::raw(sid(s)) })
     })
 }
@@ -73,6 +129,9 @@ pub unsafe extern "C" fn cuGraphExecUpdate_v2(e: CUgraphExec, g: CUgraph, info: 
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         let r = route::call(t, &ops::cuGraphExecUpdate_v2 { exec: route::raw(e as u64), graph: route::raw(g as u64) });
+        if r.is_ok() {
+            set_copies(&EXECS, e as u64, copies_of(&GRAPHS, g as u64));
+        }
         if let Some(i) = unsafe { info.as_mut() } {
             i.errorNode = std::ptr::null_mut();
             i.errorFromNode = std::ptr::null_mut();
@@ -91,6 +150,7 @@ pub extern "C" fn cuGraphExecDestroy(e: CUgraphExec) -> R {
     entry(|| {
         route::call(route::of(e as u64)?, &ops::cuGraphExecDestroy { exec: route::raw(e as u64) })?;
         route::forget(e as u64);
+        set_copies(&EXECS, e as u64, None);
         Ok(())
     })
 }
@@ -100,6 +160,7 @@ pub extern "C" fn cuGraphDestroy(g: CUgraph) -> R {
     entry(|| {
         route::call(route::of(g as u64)?, &ops::cuGraphDestroy { graph: route::raw(g as u64) })?;
         route::forget(g as u64);
+        set_copies(&GRAPHS, g as u64, None);
         Ok(())
     })
 }

@@ -337,6 +337,11 @@ pub fn reservation(p: u64) -> Option<(u64, u64, u64)> {
 /// packed where it is runs of a word ([`packed`]).
 pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
     if let Some(s) = stream
+        && CAPTURES.load(std::sync::atomic::Ordering::Relaxed) > 0
+    {
+        return htod_captured(t, dst, src, s);
+    }
+    if let Some(s) = stream
         && offered(t, dst, src, s)?
     {
         return Ok(());
@@ -359,6 +364,22 @@ pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(
     }
     Ok(())
 }
+
+/// An asynchronous copy while a stream of this process is being captured: it may go into
+/// a graph, which natively reads the application's memory again at every launch, so the
+/// server is told where the bytes came from (`crate::graph` refreshes them before launches).
+fn htod_captured(t: Target, dst: u64, src: &[u8], stream: u64) -> Result<(), R> {
+    let frame = htod_frame(t.server, src.len());
+    for (i, c) in src.chunks(frame).enumerate() {
+        let c_op = ops::htod_captured { dst: dst + (i * frame) as u64, stream, host: c.as_ptr() as u64 };
+        call_to(t, &c_op, &[c], None)?;
+    }
+    CAPTURED_SENT.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether any copy went as `htod_captured` (then an ended capture asks which it holds).
+pub static CAPTURED_SENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// An asynchronous copy offered by content first, where the session does that
 /// (`client::blobs`): the server copies the chunks it holds, the others are sent for it to

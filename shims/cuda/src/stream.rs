@@ -112,6 +112,7 @@ pub unsafe extern "C" fn cuStreamEndCapture(s: CUstream, g: *mut CUgraph) -> R {
         }
         let graph = route::tag(t.server, ended?)?;
         route::remember(graph, t.ctx);
+        crate::graph::captured(t, graph)?;
         unsafe { put(g, handle(graph)) }
     })
 }

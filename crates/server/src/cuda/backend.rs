@@ -442,6 +442,19 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.graph_launch(exec, stream)
     }
+    fn htod_captured(&mut self, io: &mut Io<'_>, dst: u64, stream: u64, host: u64) -> R<()> {
+        self.ready()?;
+        self.htod_captured(dst, io.bulk_in, stream, host)
+    }
+    fn captured_copies(&mut self, _io: &mut Io<'_>, graph: u64) -> R<Vec<(u64, u64, u64)>> {
+        self.ready()?;
+        self.h.graph(graph)?;
+        Ok(self.captured.of_graph(graph))
+    }
+    fn refresh_captured(&mut self, io: &mut Io<'_>, id: u64) -> R<()> {
+        self.ready()?;
+        self.refresh_captured(id, io.bulk_in)
+    }
     fn cuGraphExecUpdate_v2(&mut self, _io: &mut Io<'_>, exec: u64, graph: u64) -> R<u32> {
         self.ready()?;
         self.graph_exec_update(exec, graph)

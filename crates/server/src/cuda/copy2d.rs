@@ -83,10 +83,12 @@ impl CudaSession {
                     d.srcHost = src.as_ptr().cast();
                     return cu!(lib, cuMemcpy2D_v2(&d));
                 }
-                self.staged_async(HostBytes::Plain(src), s, false, |p| {
+                let kept = self.staged_async(HostBytes::Plain(src), s, false, |p| {
                     d.srcHost = p;
                     cu!(lib, cuMemcpy2DAsync_v2(&d, s))
-                })
+                })?;
+                self.unrefreshed(kept);
+                Ok(())
             }
             Host::Dst(len) => self.staged_read(out, len, |p| {
                 d.dstHost = p;
@@ -110,10 +112,12 @@ impl CudaSession {
         match host {
             Host::Src(len) => {
                 let src = bulk_in.get(..len).ok_or(INVALID_VALUE)?;
-                self.staged_async(HostBytes::Plain(src), s, false, |p| {
+                let kept = self.staged_async(HostBytes::Plain(src), s, false, |p| {
                     d.srcHost = p;
                     cu!(lib, cuMemcpy2DAsync_v2(&d, s))
-                })
+                })?;
+                self.unrefreshed(kept);
+                Ok(())
             }
             Host::None => cu!(lib, cuMemcpy2DAsync_v2(&d, s)),
             Host::Dst(_) => Err(INVALID_VALUE),

@@ -85,6 +85,58 @@ fn driver_stages(data: &HostBytes<'_>, capturing: bool) -> bool {
     matches!(data, HostBytes::Plain(d) if (1..=PAGEABLE_MAX).contains(&d.len())) && !capturing
 }
 
+/// A staging buffer a stream capture took for good: the graph copies from it at every launch.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Kept {
+    ctx: u64,
+    ptr: *mut u8,
+    len: usize,
+}
+
+/// Copies captured into graphs with the address of their source in the application
+/// (`htod_captured`): by capture sequence while it lasts, then by graph, each with the id
+/// under which its bytes are kept.
+#[derive(Debug, Default)]
+pub(super) struct CapturedCopies {
+    by_capture: std::collections::HashMap<u64, Vec<(u64, u64, u64)>>,
+    by_graph: std::collections::HashMap<u64, Vec<(u64, u64, u64)>>,
+    kept: std::collections::HashMap<u64, Kept>,
+    next: u64,
+}
+
+impl CapturedCopies {
+    fn add(&mut self, capture: u64, host: u64, k: Kept) {
+        self.next += 1;
+        self.kept.insert(self.next, k);
+        self.by_capture.entry(capture).or_default().push((host, k.len as u64, self.next));
+    }
+
+    /// Capture sequence `capture` ended as `graph`.
+    pub(super) fn ended(&mut self, capture: u64, graph: u64) {
+        if let Some(v) = self.by_capture.remove(&capture) {
+            self.by_graph.insert(graph, v);
+        }
+    }
+
+    /// The copies captured into `graph`: (source address, length, id).
+    pub(super) fn of_graph(&self, graph: u64) -> Vec<(u64, u64, u64)> {
+        self.by_graph.get(&graph).cloned().unwrap_or_default()
+    }
+
+    pub(super) fn graph_destroyed(&mut self, graph: u64) {
+        self.by_graph.remove(&graph);
+    }
+
+    fn kept(&self, id: u64) -> Option<Kept> {
+        self.kept.get(&id).copied()
+    }
+
+    /// Context `ctx` is gone, and with it the buffers it kept.
+    pub(super) fn forget_ctx(&mut self, ctx: u64) {
+        self.kept.retain(|_, k| k.ctx != ctx);
+    }
+}
+
 /// A reply's bulk bytes left in a pinned buffer (see `dtoh`), written from there.
 #[derive(Debug)]
 pub(super) struct ReplyOut {
@@ -196,16 +248,19 @@ impl CudaSession {
     ///
     /// The buffer's event must belong to the stream's context, which need not be current
     /// (a copy may use another device's stream), so the work runs in that context.
+    ///
+    /// Returns the buffer a stream capture took for good (see `Pool::leak`), with its
+    /// context: the graph copies from it at every launch.
     pub(super) fn staged_async(
         &mut self,
         data: HostBytes<'_>,
         s: CUstream,
         small_pageable: bool,
         copy: impl FnOnce(*const c_void) -> R<()>,
-    ) -> R<()> {
+    ) -> R<Option<Kept>> {
         let len = data.len();
         if len == 0 {
-            return copy(std::ptr::NonNull::<u8>::dangling().as_ptr().cast());
+            return copy(std::ptr::NonNull::<u8>::dangling().as_ptr().cast()).map(|()| None);
         }
         let ctx = self.h.stream_context(s as u64, self.current);
         let landed = match data {
@@ -218,7 +273,7 @@ impl CudaSession {
             if small_pageable && landed.is_none() && driver_stages(&data, capturing) {
                 // Relaxed: a copy from pageable memory beside a client's capture in global
                 // mode is not the client's unsafe call (natively its memory was pinned).
-                return relaxed(me.lib, || data.pageable(copy));
+                return relaxed(me.lib, || data.pageable(copy)).map(|()| None);
             }
             let (lib, pool) = (me.lib, me.pools.entry(me.current).or_default());
             let i = match landed {
@@ -228,7 +283,7 @@ impl CudaSession {
                     let i = match relaxed(lib, || pool.take(lib, len)) {
                         Ok(i) => i,
                         Err(e) if capturing => return Err(e),
-                        Err(_) => return data.pageable(copy),
+                        Err(_) => return data.pageable(copy).map(|()| None),
                     };
                     data.write(pool.bytes(i, len))?;
                     i
@@ -237,16 +292,11 @@ impl CudaSession {
             copy(pool.ptr(i).cast())?;
             if capturing {
                 // The graph reads this buffer at every launch: see `Pool::leak`.
+                let kept = Kept { ctx, ptr: pool.ptr(i), len };
                 pool.leak(i);
-                if !std::mem::replace(&mut me.told_captured_copy, true) {
-                    tracing::warn!(
-                        "a host-to-device copy ({len} bytes) was captured into a graph: each launch copies the bytes \
-                         it had at capture, not what the application's memory holds then (docs/coverage.md)"
-                    );
-                }
-                Ok(())
+                Ok(Some(kept))
             } else {
-                relaxed(lib, || pool.record(lib, i, s as u64))
+                relaxed(lib, || pool.record(lib, i, s as u64)).map(|()| None)
             }
         })
     }
@@ -318,7 +368,53 @@ impl CudaSession {
         self.ranges.check(dst, len as u64)?;
         let s = self.h.stream(stream)?;
         let lib = self.lib;
-        self.staged_async(data, s, true, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))
+        let kept = self.staged_async(data, s, true, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))?;
+        self.unrefreshed(kept);
+        Ok(())
+    }
+
+    /// `htod_captured`: an asynchronous copy sent while the application captures a stream,
+    /// from its memory at `host`. Captured into a graph, its bytes are kept under an id the
+    /// client refreshes before each launch (`refresh_captured`), as the driver would read
+    /// the application's memory again.
+    pub(super) fn htod_captured(&mut self, dst: u64, data: &[u8], stream: u64, host: u64) -> R<()> {
+        let len = data.len();
+        self.ranges.check(dst, len as u64)?;
+        let s = self.h.stream(stream)?;
+        let lib = self.lib;
+        let kept = self
+            .staged_async(HostBytes::Plain(data), s, false, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))?;
+        if let Some(k) = kept {
+            let (_, capture) = self.capture_info(stream)?;
+            self.captured.add(capture, host, k);
+        }
+        Ok(())
+    }
+
+    /// `refresh_captured`: the application's bytes now, for a copy captured into a graph.
+    pub(super) fn refresh_captured(&mut self, id: u64, data: &[u8]) -> R<()> {
+        let k = self.captured.kept(id).ok_or(INVALID_VALUE)?;
+        if k.len != data.len() {
+            return Err(INVALID_VALUE);
+        }
+        // SAFETY: a staging buffer of at least `len` bytes that its pool gave up for good
+        // (`Pool::leak`), alive while its context is (`CapturedCopies::forget_ctx`).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), k.ptr, k.len) };
+        Ok(())
+    }
+
+    /// A copy captured without a source to refresh from keeps its bytes: the log says so,
+    /// once a session.
+    pub(super) fn unrefreshed(&mut self, kept: Option<Kept>) {
+        if let Some(k) = kept
+            && !std::mem::replace(&mut self.told_captured_copy, true)
+        {
+            tracing::warn!(
+                "a host-to-device copy ({} bytes) was captured into a graph: each launch copies the bytes it had \
+                 at capture, not what the application's memory holds then (docs/coverage.md)",
+                k.len
+            );
+        }
     }
 
     /// `size` bytes at `src` into `out`, through pinned chunks; on `stream` (and then
@@ -454,7 +550,29 @@ pub fn limited_info(free: u64, total: u64, limit: Option<u64>, used: u64) -> (u6
 
 #[cfg(test)]
 mod tests {
-    use super::{HostBytes, PAGEABLE_MAX, driver_stages, limited_info};
+    use super::{CapturedCopies, HostBytes, Kept, PAGEABLE_MAX, driver_stages, limited_info};
+
+    #[test]
+    fn captured_copies_follow_their_capture_into_its_graph_and_die_with_their_context() {
+        let mut c = CapturedCopies::default();
+        let mut buf = [0u8; 64];
+        let ptr = buf.as_mut_ptr();
+        let k = |ctx, len| Kept { ctx, ptr, len };
+        c.add(7, 0x1000, k(1, 16));
+        c.add(7, 0x2000, k(2, 32));
+        c.add(8, 0x3000, k(1, 8)); // another sequence, still open
+        assert!(c.of_graph(100).is_empty(), "nothing before the capture ends");
+        c.ended(7, 100);
+        assert_eq!(c.of_graph(100), vec![(0x1000, 16, 1), (0x2000, 32, 2)]);
+        c.ended(9, 101); // a capture that copied nothing
+        assert!(c.of_graph(101).is_empty());
+        assert_eq!(c.kept(2).map(|k| k.len), Some(32));
+        c.forget_ctx(2);
+        assert!(c.kept(2).is_none(), "its context freed the buffer: no refresh may write there");
+        assert!(c.kept(1).is_some() && c.kept(3).is_some());
+        c.graph_destroyed(100);
+        assert!(c.of_graph(100).is_empty());
+    }
 
     #[test]
     fn only_small_plain_uncaptured_copies_go_from_pageable_memory() {

@@ -113,6 +113,8 @@ pub struct CudaSession {
     cublas: crate::cublas::Cublas,
     /// Whether the log has said once that captured host-to-device copies keep their bytes.
     told_captured_copy: bool,
+    /// Copies captured into graphs whose bytes the client refreshes before each launch.
+    captured: memory::CapturedCopies,
     /// The client's shared-memory segment (`shm:` addresses).
     shm: Option<shm::Shm>,
     /// A `stream_barrier` not yet waited for (see [`streams::Barrier`]).
@@ -162,6 +164,7 @@ impl CudaSession {
             nvml: nvml::NvmlState::default(),
             cublas: crate::cublas::Cublas::default(),
             told_captured_copy: false,
+            captured: Default::default(),
             shm: None,
             barrier: None,
             order_events: HashMap::new(),
@@ -232,6 +235,7 @@ impl CudaSession {
             p.forget();
         }
         self.order_events.remove(&ctx);
+        self.captured.forget_ctx(ctx);
         self.shm_forget_context(ctx);
     }
 

@@ -112,9 +112,11 @@ impl CudaSession {
                 }
                 // SAFETY: `range` checked that the segment holds these bytes.
                 let data = unsafe { std::slice::from_raw_parts(host.cast_const(), n) };
-                return me.staged_async(HostBytes::Plain(data), s, false, |src| {
+                let kept = me.staged_async(HostBytes::Plain(data), s, false, |src| {
                     cu!(lib, cuMemcpyHtoDAsync_v2(dev, src, n, s))
-                });
+                })?;
+                me.unrefreshed(kept);
+                return Ok(());
             }
             me.shm_register();
             if to_device {

@@ -176,10 +176,13 @@ impl CudaSession {
     }
 
     pub(super) fn end_capture(&mut self, stream: u64) -> R<u64> {
+        // Which sequence ends, for the copies captured in it (`htod_captured`).
+        let capture = self.capture_info(stream).map_or(0, |(_, id)| id);
         let s = self.h.stream(stream)?;
         let mut g: CUgraph = null_mut();
         cu!(self.lib, cuStreamEndCapture(s, &mut g))?;
         self.h.graphs.insert(g as u64);
+        self.captured.ended(capture, g as u64);
         Ok(g as u64)
     }
 
@@ -311,6 +314,7 @@ impl CudaSession {
         let g = self.h.graph(graph)?;
         cu!(self.lib, cuGraphDestroy(g))?;
         self.h.graphs.remove(&graph);
+        self.captured.graph_destroyed(graph);
         Ok(())
     }
 }

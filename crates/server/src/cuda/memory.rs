@@ -111,10 +111,10 @@ impl CapturedCopies {
         self.by_capture.entry(capture).or_default().push((host, k.len as u64, self.next));
     }
 
-    /// Capture sequence `capture` ended as `graph`.
-    pub(super) fn ended(&mut self, capture: u64, graph: u64) {
-        if let Some(v) = self.by_capture.remove(&capture) {
-            self.by_graph.insert(graph, v);
+    /// Capture sequence `capture` ended as `graph` (`None`: invalidated, no graph).
+    pub(super) fn ended(&mut self, capture: u64, graph: Option<u64>) {
+        if let (Some(v), Some(g)) = (self.by_capture.remove(&capture), graph) {
+            self.by_graph.insert(g, v);
         }
     }
 
@@ -562,10 +562,13 @@ mod tests {
         c.add(7, 0x2000, k(2, 32));
         c.add(8, 0x3000, k(1, 8)); // another sequence, still open
         assert!(c.of_graph(100).is_empty(), "nothing before the capture ends");
-        c.ended(7, 100);
+        c.ended(7, Some(100));
         assert_eq!(c.of_graph(100), vec![(0x1000, 16, 1), (0x2000, 32, 2)]);
-        c.ended(9, 101); // a capture that copied nothing
+        c.ended(9, Some(101)); // a capture that copied nothing
         assert!(c.of_graph(101).is_empty());
+        c.ended(8, None); // invalidated: its list goes
+        c.ended(8, Some(102));
+        assert!(c.of_graph(102).is_empty());
         assert_eq!(c.kept(2).map(|k| k.len), Some(32));
         c.forget_ctx(2);
         assert!(c.kept(2).is_none(), "its context freed the buffer: no refresh may write there");

@@ -180,9 +180,13 @@ impl CudaSession {
         let capture = self.capture_info(stream).map_or(0, |(_, id)| id);
         let s = self.h.stream(stream)?;
         let mut g: CUgraph = null_mut();
-        cu!(self.lib, cuStreamEndCapture(s, &mut g))?;
+        if let Err(e) = cu!(self.lib, cuStreamEndCapture(s, &mut g)) {
+            // An invalidated capture ends without a graph; its copies went with it.
+            self.captured.ended(capture, None);
+            return Err(e);
+        }
         self.h.graphs.insert(g as u64);
-        self.captured.ended(capture, g as u64);
+        self.captured.ended(capture, Some(g as u64));
         Ok(g as u64)
     }
 

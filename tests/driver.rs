@@ -89,6 +89,23 @@ fn pinned_memory_is_reusable_after_a_synchronize() {
     assert!(stderr.contains("21 frames' bulk over 4 lanes"), "{stderr}");
 }
 
+/// A copy captured into a graph copies, at each launch, what its pinned source holds then:
+/// over a socket the client sends those bytes again before each launch (the sim keeps
+/// captured copies as the GPU server does). Copies beside the capture run as usual.
+#[test]
+fn captured_copies_read_pinned_memory_at_each_launch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("capture_side_copy", tmp.path(), &lib, &["libcuda.so.1"]);
+    let server = Server::sim(tmp.path(), &[]);
+    let out = run(&exe, &lib, &server.address, &[("VGPU_TRACE", "summary")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("capture side copy ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(trace_calls(&stderr, "refresh_captured"), 3, "{stderr}");
+    assert_eq!(trace_calls(&stderr, "captured_copies"), 1, "{stderr}");
+}
+
 /// Device-to-host copies into pinned memory return before their bytes arrive over a socket;
 /// a stream synchronize, a query, an event waited for in another thread, another
 /// synchronous call, or freeing the memory finds them in place; a failed copy is reported.

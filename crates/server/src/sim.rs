@@ -13,6 +13,7 @@ const OUT_OF_MEMORY: u32 = 2;
 const INVALID_CONTEXT: u32 = 201;
 const FILE_NOT_FOUND: u32 = 301;
 const INVALID_HANDLE: u32 = 400;
+const ILLEGAL_STATE: u32 = 401;
 const NOT_SUPPORTED: u32 = 801;
 
 const NVML_ERROR_INVALID_ARGUMENT: u32 = 2;
@@ -44,6 +45,21 @@ struct Region {
     device: usize,
 }
 
+/// Stream capture, for host-to-device copies alone: a copy on a capturing stream keeps its
+/// bytes (under an id) and goes into the graph, whose launches write them again, as the
+/// cuda backend's captured copies do; `htod_captured` copies also name their source, for
+/// the client to refresh (`refresh_captured`). Other work on a capturing stream runs at
+/// once: no test captures it here.
+#[derive(Default)]
+struct Capture {
+    /// Capturing stream → the copies captured so far: (destination, id, source or 0).
+    streams: HashMap<u64, Vec<(u64, u64, u64)>>,
+    /// Graph (and executable graph) → its copies.
+    graphs: HashMap<u64, Vec<(u64, u64, u64)>>,
+    execs: HashMap<u64, Vec<(u64, u64, u64)>>,
+    kept: HashMap<u64, Vec<u8>>,
+}
+
 pub struct Sim {
     snapshot: Snapshot,
     limit: Option<u64>,
@@ -64,6 +80,8 @@ pub struct Sim {
     modules: HashSet<u64>,
     images: HashMap<[u8; 32], usize>,
     graphs: HashSet<u64>,
+    /// Stream capture, as far as host-to-device copies go (`Capture`).
+    capture: Capture,
     /// cuBLAS handles → the context they were created in.
     blas: HashMap<u64, u64>,
     next: u64,
@@ -107,6 +125,7 @@ impl Sim {
             modules: HashSet::new(),
             images: HashMap::new(),
             graphs: HashSet::new(),
+            capture: Capture::default(),
             blas: HashMap::new(),
             next: 0x1000,
             next_addr: 0x7f00_0000_0000 - (seed << 40),
@@ -374,8 +393,7 @@ impl protocol::Backend for Sim {
         self.write(dst, io.bulk_in)
     }
     fn cuMemcpyHtoDAsync_v2(&mut self, io: &mut Io<'_>, dst: u64, stream: u64) -> Result<(), u32> {
-        self.stream(stream)?;
-        self.write(dst, io.bulk_in)
+        self.htod_captured(io, dst, stream, 0)
     }
     fn htod_runs(&mut self, io: &mut Io<'_>, dst: u64, stream: u64, len: u64) -> Result<(), u32> {
         self.stream(stream)?;
@@ -761,9 +779,6 @@ impl protocol::Backend for Sim {
         self.stream(stream)?;
         if self.events.contains(&event) { Ok(()) } else { Err(INVALID_HANDLE) }
     }
-    fn cuStreamIsCapturing(&mut self, _io: &mut Io<'_>, stream: u64) -> Result<u32, u32> {
-        self.stream(stream).map(|_| 0)
-    }
     fn cuStreamGetPriority(&mut self, _io: &mut Io<'_>, stream: u64) -> Result<i32, u32> {
         self.stream(stream).map(|_| 0)
     }
@@ -801,18 +816,72 @@ impl protocol::Backend for Sim {
         Ok(g)
     }
     fn cuGraphDestroy(&mut self, _io: &mut Io<'_>, graph: u64) -> Result<(), u32> {
+        self.capture.graphs.remove(&graph);
         self.graphs.remove(&graph).then_some(()).ok_or(INVALID_HANDLE)
     }
-    // No stream capture here: a copy sent as captured is an ordinary one, and no graph
-    // holds any.
-    fn htod_captured(&mut self, io: &mut Io<'_>, dst: u64, stream: u64, _host: u64) -> Result<(), u32> {
-        self.cuMemcpyHtoDAsync_v2(io, dst, stream)
+    fn htod_captured(&mut self, io: &mut Io<'_>, dst: u64, stream: u64, host: u64) -> Result<(), u32> {
+        self.stream(stream)?;
+        if !self.capture.streams.contains_key(&stream) {
+            return self.write(dst, io.bulk_in);
+        }
+        self.region(dst, io.bulk_in.len() as u64)?;
+        let id = self.id();
+        self.capture.kept.insert(id, io.bulk_in.to_vec());
+        self.capture.streams.get_mut(&stream).expect("capturing").push((dst, id, host));
+        Ok(())
+    }
+    fn cuStreamBeginCapture_v2(&mut self, _io: &mut Io<'_>, stream: u64, _mode: u32) -> Result<(), u32> {
+        self.stream(stream)?;
+        if stream <= 2 || self.capture.streams.contains_key(&stream) {
+            return Err(INVALID_VALUE);
+        }
+        self.capture.streams.insert(stream, Vec::new());
+        Ok(())
+    }
+    fn cuStreamIsCapturing(&mut self, _io: &mut Io<'_>, stream: u64) -> Result<u32, u32> {
+        self.stream(stream)?;
+        Ok(u32::from(self.capture.streams.contains_key(&stream)))
+    }
+    fn cuStreamEndCapture(&mut self, _io: &mut Io<'_>, stream: u64) -> Result<u64, u32> {
+        let copies = self.capture.streams.remove(&stream).ok_or(ILLEGAL_STATE)?;
+        let g = self.id();
+        self.graphs.insert(g);
+        self.capture.graphs.insert(g, copies);
+        Ok(g)
+    }
+    fn cuGraphInstantiateWithFlags(&mut self, _io: &mut Io<'_>, graph: u64, _flags: u64) -> Result<u64, u32> {
+        if !self.graphs.contains(&graph) {
+            return Err(INVALID_HANDLE);
+        }
+        let x = self.id();
+        self.capture.execs.insert(x, self.capture.graphs.get(&graph).cloned().unwrap_or_default());
+        Ok(x)
+    }
+    fn cuGraphLaunch(&mut self, _io: &mut Io<'_>, exec: u64, stream: u64) -> Result<(), u32> {
+        self.stream(stream)?;
+        let copies = self.capture.execs.get(&exec).ok_or(INVALID_HANDLE)?.clone();
+        for (dst, id, _) in copies {
+            let bytes = self.capture.kept.get(&id).cloned().unwrap_or_default();
+            self.write(dst, &bytes)?;
+        }
+        Ok(())
+    }
+    fn cuGraphExecDestroy(&mut self, _io: &mut Io<'_>, exec: u64) -> Result<(), u32> {
+        self.capture.execs.remove(&exec).map(|_| ()).ok_or(INVALID_HANDLE)
     }
     fn captured_copies(&mut self, _io: &mut Io<'_>, graph: u64) -> Result<Vec<(u64, u64, u64)>, u32> {
-        if self.graphs.contains(&graph) { Ok(Vec::new()) } else { Err(INVALID_HANDLE) }
+        let copies = self.capture.graphs.get(&graph).ok_or(INVALID_HANDLE)?;
+        let named = copies.iter().filter(|c| c.2 != 0);
+        Ok(named.map(|&(_, id, host)| (host, self.capture.kept[&id].len() as u64, id)).collect())
     }
-    fn refresh_captured(&mut self, _io: &mut Io<'_>, _id: u64) -> Result<(), u32> {
-        Err(INVALID_VALUE)
+    fn refresh_captured(&mut self, io: &mut Io<'_>, id: u64) -> Result<(), u32> {
+        match self.capture.kept.get_mut(&id) {
+            Some(k) if k.len() == io.bulk_in.len() => {
+                k.copy_from_slice(io.bulk_in);
+                Ok(())
+            }
+            _ => Err(INVALID_VALUE),
+        }
     }
 
     // ---------- cuBLAS. Handles and settings behave (settings are checked, then have no

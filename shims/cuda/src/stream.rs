@@ -112,7 +112,9 @@ pub unsafe extern "C" fn cuStreamEndCapture(s: CUstream, g: *mut CUgraph) -> R {
         }
         let graph = route::tag(t.server, ended?)?;
         route::remember(graph, t.ctx);
-        crate::graph::captured(t, graph)?;
+        // Best effort: the graph exists now and is the application's whatever the answer;
+        // without it, its copies keep the bytes they had at capture.
+        let _ = crate::graph::captured(t, graph);
         unsafe { put(g, handle(graph)) }
     })
 }

@@ -336,12 +336,12 @@ pub fn reservation(p: u64) -> Option<(u64, u64, u64)> {
 /// everything else is one-way, staged by the server and ordered on the stream, and sent
 /// packed where it is runs of a word ([`packed`]).
 pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
+    // While a stream of this process is captured, an asynchronous copy may go into a graph,
+    // which natively reads the application's memory again at every launch: the server is
+    // told where the bytes came from (`crate::graph` refreshes them before launches).
+    let captured = stream.is_some() && CAPTURES.load(std::sync::atomic::Ordering::Relaxed) > 0;
     if let Some(s) = stream
-        && CAPTURES.load(std::sync::atomic::Ordering::Relaxed) > 0
-    {
-        return htod_captured(t, dst, src, s);
-    }
-    if let Some(s) = stream
+        && !captured
         && offered(t, dst, src, s)?
     {
         return Ok(());
@@ -354,6 +354,11 @@ pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(
             None if i + 1 == n => call_to(t, &ops::cuMemcpyHtoD_v2 { dst: at }, &[c], None)?,
             s => {
                 let stream = s.unwrap_or(0);
+                if captured {
+                    call_to(t, &ops::htod_captured { dst: at, stream, host: c.as_ptr() as u64 }, &[c], None)?;
+                    CAPTURED_SENT.store(true, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
                 match packed(t.server, c) {
                     Some(p) => call_to(t, &ops::htod_runs { dst: at, stream, len: c.len() as u64 }, &[&p], None)?,
                     None if paged(t, at, c, stream)? => {}
@@ -362,19 +367,6 @@ pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(
             }
         }
     }
-    Ok(())
-}
-
-/// An asynchronous copy while a stream of this process is being captured: it may go into
-/// a graph, which natively reads the application's memory again at every launch, so the
-/// server is told where the bytes came from (`crate::graph` refreshes them before launches).
-fn htod_captured(t: Target, dst: u64, src: &[u8], stream: u64) -> Result<(), R> {
-    let frame = htod_frame(t.server, src.len());
-    for (i, c) in src.chunks(frame).enumerate() {
-        let c_op = ops::htod_captured { dst: dst + (i * frame) as u64, stream, host: c.as_ptr() as u64 };
-        call_to(t, &c_op, &[c], None)?;
-    }
-    CAPTURED_SENT.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 

@@ -364,13 +364,19 @@ impl CudaSession {
     }
 
     pub(super) fn htod_async(&mut self, dst: u64, data: HostBytes<'_>, stream: u64) -> R<()> {
+        let kept = self.queue_htod(dst, data, stream, true)?;
+        self.unrefreshed(kept);
+        Ok(())
+    }
+
+    /// Queue the copy of `data` to `dst` on `stream` (`staged_async`, which says what a
+    /// capture kept).
+    fn queue_htod(&mut self, dst: u64, data: HostBytes<'_>, stream: u64, small_pageable: bool) -> R<Option<Kept>> {
         let len = data.len();
         self.ranges.check(dst, len as u64)?;
         let s = self.h.stream(stream)?;
         let lib = self.lib;
-        let kept = self.staged_async(data, s, true, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))?;
-        self.unrefreshed(kept);
-        Ok(())
+        self.staged_async(data, s, small_pageable, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))
     }
 
     /// `htod_captured`: an asynchronous copy sent while the application captures a stream,
@@ -378,13 +384,7 @@ impl CudaSession {
     /// client refreshes before each launch (`refresh_captured`), as the driver would read
     /// the application's memory again.
     pub(super) fn htod_captured(&mut self, dst: u64, data: &[u8], stream: u64, host: u64) -> R<()> {
-        let len = data.len();
-        self.ranges.check(dst, len as u64)?;
-        let s = self.h.stream(stream)?;
-        let lib = self.lib;
-        let kept = self
-            .staged_async(HostBytes::Plain(data), s, false, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))?;
-        if let Some(k) = kept {
+        if let Some(k) = self.queue_htod(dst, HostBytes::Plain(data), stream, false)? {
             let (_, capture) = self.capture_info(stream)?;
             self.captured.add(capture, host, k);
         }

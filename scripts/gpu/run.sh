@@ -612,11 +612,15 @@ stage_firstuse() { # a long prompt's time natively and over TCP for two prompt l
   say "module loads before / after prompt processing starts (line $start): $(awk -F: -v s="$start" '/vgpu-trace module_load/ {if (NR < s) a++; else b++} END {print a+0, "/", b+0}' "$W/fu-trace.err")"
   grep -n 'vgpu-trace module_load\|vgpu-trace cuModuleGetFunction\|vgpu-trace cuLibrary\|generate: n_ctx\|prompt eval time' "$W/fu-trace.err" | awk '{print substr($0, 1, 200)}' >"$OUT/firstuse-loads.txt"
 }
+# For the timeline and frames stages: timeline.c built to preload, and llama-bench's test
+# in `test` (the caller's local): a 512-token prompt, or with TL_TEST=tg decode steps.
+timeline_prep() { gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl; }
+tl_test() { test=(-p 512 -n 0); [ "${TL_TEST:-pp}" = tg ] && test=(-p 0 -n 64); } # tg: each decode step a batch
 stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py), native and vgpu configurations TL_CFGS
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
-  gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl || return
-  local test=(-p 512 -n 0); [ "${TL_TEST:-pp}" = tg ] && test=(-p 0 -n 64) # tg: each decode step a batch
+  timeline_prep || return
+  local test; tl_test
   local args=(-m $W/${TL_MODEL:-q8}.gguf "${test[@]}" -ngl 99 -r "${TL_REPS:-60}")
   for round in $(seq "${TL_ROUNDS:-2}"); do
     for c in ${TL_CFGS:-native unix tcp shm unix+VGPU_LANES=0}; do
@@ -629,8 +633,8 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
 stage_frames() { # one batch as the application and the server saw it: timeline.c and the worker's frame log (frames.py) for FL_CFGS (TL_TEST=tg: decode)
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
-  gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl || return
-  local test=(-p 512 -n 0); [ "${TL_TEST:-pp}" = tg ] && test=(-p 0 -n 64)
+  timeline_prep || return
+  local test; tl_test
   local fl=/tmp/vgpu-frames
   stop_server; rm -rf $fl; mkdir -p $fl; VGPU_FRAME_LOG=$fl/f start_server
   for c in native ${FL_CFGS:-unix tcp}; do

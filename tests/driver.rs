@@ -141,7 +141,8 @@ fn copies_to_pinned_memory_land_before_anything_says_they_completed() {
 
 /// Copies that are runs of a word (attention masks) go packed over TCP and land byte for
 /// byte, at odd offsets and lengths too; varied bytes go as they are. Over a unix socket
-/// nothing is packed unless `VGPU_PACK=1`; `VGPU_PACK=0` packs nothing anywhere.
+/// and TCP to the loopback address (this test's) nothing is packed unless `VGPU_PACK=1`;
+/// `VGPU_PACK=0` packs nothing anywhere.
 #[test]
 fn runs_of_a_word_are_sent_packed() {
     let tmp = tempfile::tempdir().unwrap();
@@ -150,9 +151,14 @@ fn runs_of_a_word_are_sent_packed() {
     let unix = Server::sim(tmp.path(), &[]);
     let token = token_file(tmp.path(), "t0ken");
     let tcp = Server::start(&free_tcp_address(), &["--backend", "sim"], &["--token-file", token.to_str().unwrap()]);
-    for (server, pack, lanes, packed) in
-        [(&unix, "", "4", 0), (&unix, "1", "0", 6), (&unix, "1", "4", 6), (&tcp, "", "4", 6), (&tcp, "0", "4", 0)]
-    {
+    for (server, pack, lanes, packed) in [
+        (&unix, "", "4", 0),
+        (&unix, "1", "0", 6),
+        (&unix, "1", "4", 6),
+        (&tcp, "", "4", 0),
+        (&tcp, "1", "4", 6),
+        (&tcp, "0", "4", 0),
+    ] {
         let env = [
             ("VGPU_TRACE", "summary"),
             ("VGPU_PACK", pack),

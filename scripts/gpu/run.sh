@@ -138,8 +138,8 @@ stage_driver() {
     "$W/$t" >"$W/$t.n" 2>&1; vg env VGPU_TRACE=summary "$W/$t" >"$W/$t.v" 2>"$OUT/$t-vgpu.err"
     compare "$t" "$W/$t.n" "$W/$t.v"
   done
-  # packed copies (over links by default): over TCP, and over unix with VGPU_PACK=1
-  vg_tcp env VGPU_TRACE=summary "$W/packed_copy" >"$W/pc.tcp" 2>"$OUT/packed_copy-tcp.err"
+  # packed copies (over links by default, not to the loopback address): over TCP and unix with VGPU_PACK=1
+  vg_tcp env VGPU_PACK=1 VGPU_TRACE=summary "$W/packed_copy" >"$W/pc.tcp" 2>"$OUT/packed_copy-tcp.err"
   compare packed_copy-tcp "$W/packed_copy.n" "$W/pc.tcp"
   vg env VGPU_PACK=1 VGPU_TRACE=summary "$W/packed_copy" >"$W/pc.unix1" 2>"$OUT/packed_copy-pack1.err"
   compare packed_copy-unix-pack1 "$W/packed_copy.n" "$W/pc.unix1"
@@ -510,6 +510,7 @@ link_up() { # RATE: loopback limited to RATE by tc (tbf), standing in for a netw
 link_down() { tc qdisc del dev lo root 2>/dev/null; }
 stage_link() { # a network link stood in for: TCP over lo limited to LINK_RATE, then ab (AB_CFGS: tcp ones) over it
   link_up "${LINK_RATE:-25gbit}" || return
+  export VGPU_PACK=${VGPU_PACK:-1} # packed as over a real link (loopback alone packs nothing)
   stage_ab
   link_down
 }

@@ -5,7 +5,9 @@ A batch runs from one graph launch to the next:
         vgpu the device-to-host copy of the logits, which waits for it)
   h2d   the next batch's host-to-device copies and the synchronizes after them
   cpu   the rest: llama.cpp's own work on the CPU between the two
-  gpu   (TL_GPU=1) the graph's own time on the GPU, from events recorded around it
+  gpu   (TL_GPU=1) the graph's own time on the GPU, from events recorded around it (even steps);
+  pre   (TL_GPU=1) on the GPU, from the step's first host-to-device copy to the graph's start;
+  gap   (TL_GPU=1) on the GPU, from the previous graph's end to the step's first copy
 Usage: timeline.py FILE NAME [--dump]  (--dump: also print one batch's calls)
 """
 import statistics
@@ -28,10 +30,12 @@ for a, b in zip(launches[1:], launches[2:]):  # the first batch warms up
 if not batches:
     sys.exit(f"{sys.argv[1]}: no batches (no graph launches recorded)")
 row = "  ".join("%s %7.1f" % (k, statistics.median(b[k] for b in batches)) for k in ("batch", "wait", "h2d", "cpu"))
-# TL_GPU=1: each graph's own time on the GPU (events around it on its stream).
-gpu = [e[1] for e in events if e[2] == "graphGpu"][1:]
-if gpu:
-    row += "  gpu %7.1f" % statistics.median(gpu)
+# TL_GPU=1: GPU-side times from events on the stream (timeline.c): the graph's own, the
+# step's copies until the graph starts, and the idle gap before the step's first copy.
+for name, col in (("graphGpu", "gpu"), ("gpuPre", "pre"), ("gpuGap", "gap")):
+    xs = [e[1] for e in events if e[2] == name][1:]
+    if xs:
+        row += "  %s %7.1f" % (col, statistics.median(xs))
 print(f"{sys.argv[2]:<28} {row}  ({len(batches)} batches)")
 if "--dump" in sys.argv:
     a, b = launches[len(launches) // 2], launches[len(launches) // 2 + 1]

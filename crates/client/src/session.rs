@@ -195,9 +195,11 @@ impl Session {
     /// Whether host-to-device bytes to `server` go packed where they are runs of a word
     /// (`protocol::runs`). `VGPU_PACK`: unset, over TCP, TLS and vsock, whose bytes cross a
     /// link (H100 hosts, loopback limited by `tc`, two calls: pp512 at 10 Gbit/s 0.814 and
-    /// 0.795 of native unpacked, 0.843 and 0.846 packed); over a socket within the host it
-    /// measured even, the lanes moving a mask as fast as it packs. `1`: over every socket;
-    /// `0`: never.
+    /// 0.795 of native unpacked, 0.843 and 0.846 packed), but not over TCP to this host's
+    /// own loopback address: within the host the lanes move a mask as fast as it packs, and
+    /// while llama.cpp's threads keep every core busy, packing and unpacking a 512 KiB mask
+    /// took 171 and 95-112 µs there against 45 and 52 µs over lanes (frame logs, session
+    /// 16). `1`: over every socket; `0`: never.
     pub fn packs(&self, server: usize) -> bool {
         static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
         let mode = *MODE.get_or_init(|| match std::env::var("VGPU_PACK").as_deref() {
@@ -206,7 +208,7 @@ impl Session {
             _ => None,
         });
         let Some(c) = self.conns.get(server) else { return false };
-        mode.unwrap_or_else(|| c.address().crosses_link())
+        mode.unwrap_or_else(|| c.address().crosses_link() && !c.is_loopback())
     }
 
     /// Whether copies to `server` are offered by content first (`htod_cached`), so that a

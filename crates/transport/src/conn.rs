@@ -171,6 +171,8 @@ pub struct Conn {
     queue: Mutex<Queue>,
     /// Signals the writer that the queue has something.
     wake: Condvar,
+    /// Whether the writer polls for the next frame rather than sleeping.
+    watch: crate::watch::Watch,
     seq: AtomicU32,
     dead: AtomicBool,
     batching: AtomicBool,
@@ -228,6 +230,7 @@ impl Conn {
             arrived: Condvar::new(),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            watch: crate::watch::Watch::new(crate::spin_budget(crate::CLIENT_SPIN), crate::watch::Mode::from_env()),
             seq: AtomicU32::new(0),
             dead: AtomicBool::new(false),
             batching: AtomicBool::new(false),
@@ -401,7 +404,16 @@ impl Conn {
             let only_partial = {
                 let mut q = self.queue.lock();
                 while q.is_empty() {
-                    self.wake.wait(&mut q);
+                    if self.watch.awake() {
+                        drop(q);
+                        std::thread::yield_now();
+                        q = self.queue.lock();
+                    } else if self.watch.set_asleep(true) {
+                        self.watch.set_asleep(false);
+                    } else {
+                        self.wake.wait(&mut q);
+                        self.watch.set_asleep(false);
+                    }
                 }
                 q.full.is_empty()
             };
@@ -443,6 +455,7 @@ impl Conn {
             return sent.map_err(|e| self.fail_locked(&s, e.to_string()));
         }
         let (notify, over) = {
+            self.watch.queued();
             let mut q = self.queue.lock();
             let was_idle = q.is_empty();
             let start = q.pending.len();
@@ -518,6 +531,11 @@ impl Conn {
             self.replies.lock().waiting.remove(&h.seq);
             return Err(self.fail_locked(s, e.to_string()));
         }
+        drop(g);
+        if self.watch.asked() {
+            let _q = self.queue.lock();
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -525,6 +543,10 @@ impl Conn {
     fn awaited_reply(&self, rd: &Mutex<Stream>, sent: Sent, bulk_out: Option<&mut [u8]>) -> Result<Vec<u8>, Error> {
         let r = self.await_reply(rd, sent.seq, sent.op, bulk_out);
         self.replies.lock().waiting.remove(&sent.seq);
+        if self.watch.answered() {
+            let _q = self.queue.lock();
+            self.wake.notify_one();
+        }
         r
     }
 

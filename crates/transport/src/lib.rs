@@ -12,6 +12,7 @@ pub mod ring;
 mod shm;
 mod spin;
 mod tls;
+mod watch;
 
 pub use addr::{Address, Listener, Stream, socket_domain};
 pub use conn::{Conn, Error, Sent, Timeouts};

@@ -6,6 +6,21 @@ use super::{CudaSession, INVALID_CONTEXT, R};
 use abi::cuda::{CUcontext, CUlimit};
 use std::ptr::null_mut;
 
+/// How the worker's threads wait for the GPU, where `VGPU_SCHED` (`spin`, `yield`, `block`)
+/// says so for measuring: the scheduling bits of every context's flags, otherwise the
+/// application's.
+fn sched(flags: u32) -> u32 {
+    use abi::cuda::CUctx_flags_enum as F;
+    static S: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let set = *S.get_or_init(|| match std::env::var("VGPU_SCHED").as_deref() {
+        Ok("spin") => Some(F::CU_CTX_SCHED_SPIN.0),
+        Ok("yield") => Some(F::CU_CTX_SCHED_YIELD.0),
+        Ok("block") => Some(F::CU_CTX_SCHED_BLOCKING_SYNC.0),
+        _ => None,
+    });
+    set.map_or(flags, |s| (flags & !F::CU_CTX_SCHED_MASK.0) | s)
+}
+
 impl CudaSession {
     fn ordinal(&self, dev: i32) -> R<usize> {
         self.device(dev)?;
@@ -15,6 +30,10 @@ impl CudaSession {
     pub(super) fn primary_retain(&mut self, dev: i32) -> R<u64> {
         let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
         let mut c: CUcontext = null_mut();
+        if sched(0) != 0 && self.primary_state(dev).is_ok_and(|(_, active)| active == 0) {
+            let flags = self.primary_state(dev).map_or(0, |(f, _)| f);
+            cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, sched(flags)))?;
+        }
         cu!(self.lib, cuDevicePrimaryCtxRetain(&mut c, cudev))?;
         let c = c as u64;
         let e = self.h.primary_refs.entry(d).or_insert((c, 0));
@@ -54,7 +73,7 @@ impl CudaSession {
 
     pub(super) fn primary_set_flags(&mut self, dev: i32, flags: u32) -> R<()> {
         let cudev = self.device(dev)?;
-        cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, flags))
+        cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, sched(flags)))
     }
 
     pub(super) fn primary_state(&mut self, dev: i32) -> R<(u32, i32)> {
@@ -69,6 +88,7 @@ impl CudaSession {
     pub(super) fn ctx_create(&mut self, flags: u32, dev: i32) -> R<u64> {
         let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
         let mut c: CUcontext = null_mut();
+        let flags = sched(flags);
         if self.lib.cuCtxCreate_v2.is_ok() {
             cu!(self.lib, cuCtxCreate_v2(&mut c, flags, cudev))?;
         } else {

@@ -136,15 +136,27 @@ impl Watch {
 mod tests {
     use super::*;
 
+    /// Windows long enough that a test preempted on a busy machine still checks inside them.
+    const AFTER: Duration = Duration::from_millis(50);
+    const BUDGET: Duration = Duration::from_millis(100);
+
+    fn watch(mode: Mode) -> Watch {
+        Watch { after: AFTER, ..Watch::new(BUDGET, mode) }
+    }
+
     fn burst_after_reply(w: &Watch) {
         w.asked();
         w.answered();
         w.queued();
     }
 
+    fn past(d: Duration) {
+        std::thread::sleep(d + Duration::from_millis(10));
+    }
+
     #[test]
     fn a_reply_that_bursts_follow_closely_keeps_the_writer_up() {
-        let w = Watch::new(Duration::from_millis(50), Mode::AfterReply);
+        let w = watch(Mode::AfterReply);
         assert!(!w.awake(), "nothing asked yet");
         w.asked();
         assert!(!w.awake(), "not while the reply is awaited");
@@ -153,11 +165,11 @@ mod tests {
         w.queued();
         burst_after_reply(&w);
         assert!(w.awake(), "just after a reply that a burst followed closely");
-        std::thread::sleep(AFTER_REPLY + Duration::from_millis(1));
+        past(AFTER);
         assert!(!w.awake(), "long after the reply");
         w.asked();
         w.answered();
-        std::thread::sleep(AFTER_REPLY + Duration::from_millis(1));
+        past(AFTER);
         w.queued(); // a burst long after its reply
         w.asked();
         w.answered();
@@ -166,10 +178,10 @@ mod tests {
 
     #[test]
     fn a_sleeping_writer_is_woken_by_the_reply() {
-        let w = Watch::new(Duration::from_millis(50), Mode::AfterReply);
+        let w = watch(Mode::AfterReply);
         burst_after_reply(&w);
         w.asked();
-        std::thread::sleep(AFTER_REPLY + Duration::from_millis(1));
+        past(AFTER);
         assert!(!w.set_asleep(true), "nothing to watch: sleep");
         assert!(w.answered(), "the caller wakes it");
         assert!(w.set_asleep(true), "it would not sleep now");
@@ -181,12 +193,12 @@ mod tests {
 
     #[test]
     fn also_waiting_polls_through_a_wait_within_the_budget() {
-        let w = Watch::new(Duration::from_millis(5), Mode::AlsoWaiting);
+        let w = watch(Mode::AlsoWaiting);
         w.set_asleep(true);
         assert!(w.asked(), "a sleeping writer is woken for the wait");
         w.set_asleep(false);
         assert!(w.awake());
-        std::thread::sleep(Duration::from_millis(6));
+        past(BUDGET);
         assert!(!w.awake(), "past the callers' own budget the writer sleeps");
     }
 
@@ -198,5 +210,11 @@ mod tests {
         assert!(!w.asked());
         assert!(!w.answered());
         assert!(!w.awake());
+    }
+
+    #[test]
+    fn the_default_window_is_the_constant_within_the_budget() {
+        assert_eq!(Watch::new(Duration::from_secs(1), Mode::AfterReply).after, AFTER_REPLY);
+        assert_eq!(Watch::new(Duration::from_micros(50), Mode::AfterReply).after, Duration::from_micros(50));
     }
 }

@@ -617,7 +617,7 @@ stage_firstuse() { # a long prompt's time natively and over TCP for two prompt l
 # in `test` (the caller's local): a 512-token prompt, or with TL_TEST=tg decode steps.
 timeline_prep() { gcc -O2 -shared -fPIC -o "$W/timeline.so" "$ROOT/scripts/gpu/timeline.c" -ldl; }
 tl_test() { test=(-p 512 -n 0); [ "${TL_TEST:-pp}" = tg ] && test=(-p 0 -n 64); } # tg: each decode step a batch
-stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py), native and vgpu configurations TL_CFGS
+stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py), native and vgpu configurations TL_CFGS (TL_GPU=1: the GPU's side too)
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   timeline_prep || return

@@ -30,8 +30,10 @@ impl CudaSession {
     pub(super) fn primary_retain(&mut self, dev: i32) -> R<u64> {
         let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
         let mut c: CUcontext = null_mut();
-        if sched(0) != 0 && self.primary_state(dev).is_ok_and(|(_, active)| active == 0) {
-            let flags = self.primary_state(dev).map_or(0, |(f, _)| f);
+        // `VGPU_SCHED` set: the scheduling flags before the context first becomes active.
+        if sched(0) != 0
+            && let Ok((flags, 0)) = self.primary_state(dev)
+        {
             cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, sched(flags)))?;
         }
         cu!(self.lib, cuDevicePrimaryCtxRetain(&mut c, cudev))?;

@@ -2,13 +2,13 @@
 
 use crate::memory::sid;
 use crate::route::{self, Target};
-use crate::state::{self, MemKind, R, entry, put};
+use crate::state::{self, R, entry, put};
 use abi::cuda::*;
 use parking_lot::Mutex;
 use protocol::ops;
 use std::collections::HashMap;
 use std::os::raw::{c_char, c_uint};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// Host-to-device copies captured into a graph over a socket: (address in this process,
 /// length, the server's id for its kept bytes). Natively such a copy reads the
@@ -16,19 +16,21 @@ use std::sync::Arc;
 /// before each launch of an executable graph made from it.
 type Copies = Arc<Vec<(u64, u64, u64)>>;
 
-/// By graph, and by executable graph (from the graph it was made or last updated from).
-static GRAPHS: Mutex<Option<HashMap<u64, Copies>>> = Mutex::new(None);
-static EXECS: Mutex<Option<HashMap<u64, Copies>>> = Mutex::new(None);
+type ByHandle = LazyLock<Mutex<HashMap<u64, Copies>>>;
 
-fn copies_of(map: &Mutex<Option<HashMap<u64, Copies>>>, h: u64) -> Option<Copies> {
-    map.lock().as_ref()?.get(&h).cloned()
+/// By graph, and by executable graph (from the graph it was made or last updated from).
+static GRAPHS: ByHandle = LazyLock::new(Default::default);
+static EXECS: ByHandle = LazyLock::new(Default::default);
+
+fn copies_of(map: &ByHandle, h: u64) -> Option<Copies> {
+    map.lock().get(&h).cloned()
 }
 
-fn set_copies(map: &Mutex<Option<HashMap<u64, Copies>>>, h: u64, c: Option<Copies>) {
+fn set_copies(map: &ByHandle, h: u64, c: Option<Copies>) {
     let mut m = map.lock();
     match c {
-        Some(c) => _ = m.get_or_insert_with(HashMap::new).insert(h, c),
-        None => _ = m.as_mut().map(|m| m.remove(&h)),
+        Some(c) => _ = m.insert(h, c),
+        None => _ = m.remove(&h),
     }
 }
 
@@ -48,10 +50,7 @@ pub fn captured(t: Target, graph: u64) -> Result<(), R> {
 fn refresh(t: Target, exec: u64) -> Result<(), R> {
     let Some(copies) = copies_of(&EXECS, exec) else { return Ok(()) };
     for &(host, len, id) in copies.iter() {
-        let held = state::find_range(host).is_some_and(|(start, n, kind, _)| {
-            kind == MemKind::Host && host.checked_add(len).is_some_and(|e| e <= start + n)
-        });
-        if held {
+        if state::is_pinned(host, len) {
             // SAFETY: `len` bytes of host memory this process allocated or registered as
             // pinned, still held (checked just above).
             let bytes = unsafe { std::slice::from_raw_parts(host as *const u8, len as usize) };

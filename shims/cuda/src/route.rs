@@ -476,10 +476,7 @@ pub fn dtoh_later(t: Target, dst: &mut [u8], src: u64, stream: u64) -> Result<bo
     if dst.is_empty() || dst.len() > LATER_MAX || CAPTURES.load(std::sync::atomic::Ordering::Relaxed) > 0 {
         return Ok(false);
     }
-    let at = dst.as_ptr() as u64;
-    let pinned =
-        matches!(state::find_range(at), Some((start, len, MemKind::Host, _)) if at + dst.len() as u64 <= start + len);
-    if !pinned {
+    if !state::is_pinned(dst.as_ptr() as u64, dst.len() as u64) {
         return Ok(false);
     }
     let Ok(s) = state::session() else { return Ok(false) };

@@ -194,6 +194,12 @@ pub fn find_range(p: u64) -> Option<(u64, u64, MemKind, u64)> {
     (p < start + len.max(1)).then_some((start, len, kind, ctx))
 }
 
+/// Whether the `len` bytes at `p` lie in one range of host memory this process allocated
+/// or registered as pinned.
+pub fn is_pinned(p: u64, len: u64) -> bool {
+    matches!(find_range(p), Some((start, n, MemKind::Host, _)) if p.checked_add(len).is_some_and(|e| e <= start + n))
+}
+
 /// Whether `p` is device memory (allocated or mapped through this process).
 pub fn is_device(p: u64) -> bool {
     matches!(find_range(p), Some((_, _, MemKind::Device, _)))
@@ -212,6 +218,10 @@ mod tests {
         assert!(!is_device(0x1100));
         assert!(!is_device(0x5000));
         assert_eq!(find_range(0x5008).map(|r| r.2), Some(MemKind::Host));
+        assert!(is_pinned(0x5000, 0x10) && is_pinned(0x5008, 8));
+        assert!(!is_pinned(0x5008, 9), "runs past the pinned range");
+        assert!(!is_pinned(0x1000, 8), "device memory");
+        assert!(!is_pinned(0x5008, u64::MAX), "a length that wraps");
         assert!(remove_range(0x1000).is_some());
         assert!(!is_device(0x1000));
     }

@@ -83,12 +83,10 @@ impl CudaSession {
                     d.srcHost = src.as_ptr().cast();
                     return cu!(lib, cuMemcpy2D_v2(&d));
                 }
-                let kept = self.staged_async(HostBytes::Plain(src), s, false, |p| {
+                self.staged_async(HostBytes::Plain(src), s, |p| {
                     d.srcHost = p;
                     cu!(lib, cuMemcpy2DAsync_v2(&d, s))
-                })?;
-                self.unrefreshed(kept);
-                Ok(())
+                })
             }
             Host::Dst(len) => self.staged_read(out, len, |p| {
                 d.dstHost = p;
@@ -112,12 +110,10 @@ impl CudaSession {
         match host {
             Host::Src(len) => {
                 let src = bulk_in.get(..len).ok_or(INVALID_VALUE)?;
-                let kept = self.staged_async(HostBytes::Plain(src), s, false, |p| {
+                self.staged_async(HostBytes::Plain(src), s, |p| {
                     d.srcHost = p;
                     cu!(lib, cuMemcpy2DAsync_v2(&d, s))
-                })?;
-                self.unrefreshed(kept);
-                Ok(())
+                })
             }
             Host::None => cu!(lib, cuMemcpy2DAsync_v2(&d, s)),
             Host::Dst(_) => Err(INVALID_VALUE),

@@ -251,7 +251,7 @@ impl CudaSession {
     ///
     /// Returns the buffer a stream capture took for good (see `Pool::leak`), with its
     /// context: the graph copies from it at every launch.
-    pub(super) fn staged_async(
+    fn staged_async_kept(
         &mut self,
         data: HostBytes<'_>,
         s: CUstream,
@@ -299,6 +299,19 @@ impl CudaSession {
                 relaxed(lib, || pool.record(lib, i, s as u64)).map(|()| None)
             }
         })
+    }
+
+    /// [`Self::staged_async_kept`] for a copy whose source the client does not name: a
+    /// buffer a capture kept replays its bytes as they were ([`Self::unrefreshed`]).
+    pub(super) fn staged_async(
+        &mut self,
+        data: HostBytes<'_>,
+        s: CUstream,
+        copy: impl FnOnce(*const c_void) -> R<()>,
+    ) -> R<()> {
+        let kept = self.staged_async_kept(data, s, false, copy)?;
+        self.unrefreshed(kept);
+        Ok(())
     }
 
     /// `Session::bulk_place`: the bytes of an asynchronous host-to-device copy are read
@@ -369,14 +382,14 @@ impl CudaSession {
         Ok(())
     }
 
-    /// Queue the copy of `data` to `dst` on `stream` (`staged_async`, which says what a
+    /// Queue the copy of `data` to `dst` on `stream` (`staged_async_kept`, which says what a
     /// capture kept).
     fn queue_htod(&mut self, dst: u64, data: HostBytes<'_>, stream: u64, small_pageable: bool) -> R<Option<Kept>> {
         let len = data.len();
         self.ranges.check(dst, len as u64)?;
         let s = self.h.stream(stream)?;
         let lib = self.lib;
-        self.staged_async(data, s, small_pageable, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))
+        self.staged_async_kept(data, s, small_pageable, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dst, src, len, s)))
     }
 
     /// `htod_captured`: an asynchronous copy sent while the application captures a stream,
@@ -405,7 +418,7 @@ impl CudaSession {
 
     /// A copy captured without a source to refresh from keeps its bytes: the log says so,
     /// once a session.
-    pub(super) fn unrefreshed(&mut self, kept: Option<Kept>) {
+    fn unrefreshed(&mut self, kept: Option<Kept>) {
         if let Some(k) = kept
             && !std::mem::replace(&mut self.told_captured_copy, true)
         {

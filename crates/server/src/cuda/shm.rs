@@ -112,11 +112,8 @@ impl CudaSession {
                 }
                 // SAFETY: `range` checked that the segment holds these bytes.
                 let data = unsafe { std::slice::from_raw_parts(host.cast_const(), n) };
-                let kept = me.staged_async(HostBytes::Plain(data), s, false, |src| {
-                    cu!(lib, cuMemcpyHtoDAsync_v2(dev, src, n, s))
-                })?;
-                me.unrefreshed(kept);
-                return Ok(());
+                return me
+                    .staged_async(HostBytes::Plain(data), s, |src| cu!(lib, cuMemcpyHtoDAsync_v2(dev, src, n, s)));
             }
             me.shm_register();
             if to_device {

@@ -3,9 +3,10 @@
 The client's record is timeline.c's (TL_OUT); the server's is its worker's frame log
 (VGPU_FRAME_LOG=PATH on `vgpu serve` writes PATH.<session>): both CLOCK_MONOTONIC on the
 same host. Client lines (C): call, bytes, copy kind, time in the call; server lines (S):
-the frame's call and bulk bytes, when its bulk had landed and when the call was done,
-counted from the frame's header. Shows which frame the server was on while the client
-waited, and when the graph launch reached the server.
+the frame's call and bulk bytes, when its bulk had landed, when the call returned and when
+its reply was written (the same for one-way calls), counted from the frame's header. Shows
+which frame the server was on while the client waited, and when the graph launch reached
+the server.
 Usage: frames.py TIMELINE FRAMELOG
 """
 import sys
@@ -16,8 +17,8 @@ for line in open(sys.argv[1]):
     client.append((float(start), float(took), op, int(size), int(kind)))
 server = []
 for line in open(sys.argv[2]):
-    read, landed, done, op, size = line.split()
-    server.append((float(read), float(landed), float(done), op, int(size)))
+    read, landed, called, done, op, size = line.split()
+    server.append((float(read), float(landed), float(called), float(done), op, int(size)))
 launches = [i for i, e in enumerate(client) if e[2] == "graphLaunch"]
 if len(launches) < 3:
     sys.exit(f"{sys.argv[1]}: too few graph launches")
@@ -29,7 +30,7 @@ for b in (len(launches) // 2, len(launches) // 2 + 1):
         if start - 50 <= e[0] <= end + 10
     ]
     rows += [
-        (e[0] - start, "  S %-24s %8d landed +%6.1f done +%7.1f" % (e[3], e[4], e[1] - e[0], e[2] - e[0]))
+        (e[0] - start, "  S %-24s %8d landed +%6.1f called +%7.1f done +%7.1f" % (e[4], e[5], e[1] - e[0], e[2] - e[0], e[3] - e[0]))
         for e in server
         if start - 50 <= e[0] <= end + 10
     ]

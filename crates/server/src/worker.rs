@@ -360,6 +360,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             }
             continue;
         }
+        if let Some(f) = frames.as_mut() {
+            f.called();
+        }
         let mut w = writer.lock();
         // Taken after every call, so that none outlives the call that made it.
         let staged = backend.reply_bulk();
@@ -419,20 +422,21 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
 }
 
 /// `VGPU_FRAME_LOG=PATH` (server): each frame's times (CLOCK_MONOTONIC µs: header read, bulk
-/// landed, call done), its call and bulk size, written to `PATH.<session>` when the session
+/// landed, call done, reply written), its call and bulk size, written to `PATH.<session>` when the session
 /// ends. `scripts/gpu/frames.py` lines them up with `timeline.c`'s record of the client (the
 /// same clock on the same host): which frame the server was on while the client waited.
 struct FrameLog {
     path: std::ffi::OsString,
-    rows: Vec<(f64, f64, f64, u32, u64)>,
+    rows: Vec<(f64, f64, f64, f64, u32, u64)>,
     read: f64,
     landed: f64,
+    called: f64,
 }
 
 impl FrameLog {
     fn from_env() -> Option<FrameLog> {
         let path = std::env::var_os("VGPU_FRAME_LOG")?;
-        Some(FrameLog { path, rows: Vec::with_capacity(1 << 16), read: 0.0, landed: 0.0 })
+        Some(FrameLog { path, rows: Vec::with_capacity(1 << 16), read: 0.0, landed: 0.0, called: 0.0 })
     }
 
     fn now() -> f64 {
@@ -450,17 +454,24 @@ impl FrameLog {
         self.landed = Self::now();
     }
 
+    fn called(&mut self) {
+        self.called = Self::now();
+    }
+
+    /// The frame is done: its reply (if any) written.
     fn done(&mut self, h: &Header) {
-        // A diagnostic for runs of minutes: the first million frames (40 MB) are kept.
+        // A diagnostic for runs of minutes: the first million frames (50 MB) are kept.
         if self.rows.len() < 1 << 20 {
-            self.rows.push((self.read, self.landed, Self::now(), h.op, h.bulk_len));
+            let now = Self::now();
+            let called = if self.called > self.landed { self.called } else { now };
+            self.rows.push((self.read, self.landed, called, now, h.op, h.bulk_len));
         }
     }
 
     fn write(&self, session: u64) {
         let mut text = String::new();
-        for (a, b, c, op, n) in &self.rows {
-            text.push_str(&format!("{a:.1} {b:.1} {c:.1} {} {n}\n", protocol::op_name(*op)));
+        for (a, b, c, d, op, n) in &self.rows {
+            text.push_str(&format!("{a:.1} {b:.1} {c:.1} {d:.1} {} {n}\n", protocol::op_name(*op)));
         }
         let path = format!("{}.{session}", self.path.to_string_lossy());
         if let Err(e) = std::fs::write(&path, text) {

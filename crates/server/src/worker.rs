@@ -422,9 +422,10 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
 }
 
 /// `VGPU_FRAME_LOG=PATH` (server): each frame's times (CLOCK_MONOTONIC µs: header read, bulk
-/// landed, call done, reply written), its call and bulk size, written to `PATH.<session>` when the session
-/// ends. `scripts/gpu/frames.py` lines them up with `timeline.c`'s record of the client (the
-/// same clock on the same host): which frame the server was on while the client waited.
+/// landed, call done, reply written), its call and bulk size, written to `PATH.<session>`
+/// when the session ends. `scripts/gpu/frames.py` lines them up with `timeline.c`'s record
+/// of the client (the same clock on the same host): which frame the server was on while
+/// the client waited.
 struct FrameLog {
     path: std::ffi::OsString,
     rows: Vec<(f64, f64, f64, f64, u32, u64)>,
@@ -463,6 +464,8 @@ impl FrameLog {
         // A diagnostic for runs of minutes: the first million frames (50 MB) are kept.
         if self.rows.len() < 1 << 20 {
             let now = Self::now();
+            // A one-way frame has no reply to write after its call, and sets no time of its
+            // own (the one left is an earlier frame's): its call ended now.
             let called = if self.called > self.landed { self.called } else { now };
             self.rows.push((self.read, self.landed, called, now, h.op, h.bulk_len));
         }

@@ -533,10 +533,16 @@ impl Conn {
         }
         drop(g);
         if self.watch.asked() {
-            let _q = self.queue.lock();
-            self.wake.notify_one();
+            self.wake_writer();
         }
         Ok(())
+    }
+
+    /// Wake the writer for the watch (`crate::watch`): notified under the queue's lock, which
+    /// it sleeps under, so that the wake-up cannot fall between its last look and its sleep.
+    fn wake_writer(&self) {
+        let _q = self.queue.lock();
+        self.wake.notify_one();
     }
 
     /// The reply to a request [`Conn::send_awaited`] wrote, no longer waited for after.
@@ -544,8 +550,7 @@ impl Conn {
         let r = self.await_reply(rd, sent.seq, sent.op, bulk_out);
         self.replies.lock().waiting.remove(&sent.seq);
         if self.watch.answered() {
-            let _q = self.queue.lock();
-            self.wake.notify_one();
+            self.wake_writer();
         }
         r
     }

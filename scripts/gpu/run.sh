@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro frames
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -651,6 +651,31 @@ stage_micro() { # issue 6: does a pageable copy wait for its stream (pgsync.cu);
   nvcc -O2 -o "$W/pgsync" "$ROOT/scripts/gpu/pgsync.cu" && "$W/pgsync" | tee -a "$SUMMARY"
   gcc -O2 -o "$W/cmabench" "$ROOT/scripts/gpu/cmabench.c" -lpthread || return
   for s in 0 16; do for l in 1 4 8; do timeout 60 "$W/cmabench" $s $l | tee -a "$SUMMARY"; done; done
+  # socket write against vmsplice + splice (one copy), unix and TCP; threads that sleep, with a shorter scheduler slice or not
+  gcc -O2 -o "$W/splicebench" "$ROOT/scripts/gpu/splicebench.c" -lpthread || return
+  for s in 0 15; do for l in 4 8; do for f in unix tcp; do timeout 60 "$W/splicebench" $s $l $f | tee -a "$SUMMARY"; done; done; done
+  for sl in "" 100 300; do for f in unix tcp; do BLOCK=1 SLICE_US=$sl timeout 60 "$W/splicebench" 15 4 $f | tee -a "$SUMMARY"; done; done
+}
+stage_percpu() { # issue 6: native pp512 with llama-bench pinned to each core in turn, PERCPU_PASSES times: do some cores run slower?
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  for pass in $(seq "${PERCPU_PASSES:-2}"); do
+    local row=""
+    for k in $(seq 0 $(( $(nproc) - 1 ))); do
+      row+=" $k:$(taskset -c $k env LD_LIBRARY_PATH=$B $B/llama-bench -m $W/q8.gguf -p 512 -n 0 -ngl 99 -r 3 -o json 2>/dev/null | python3 -c 'import json,sys,statistics as s; print("%.1f" % (s.median([x for t in json.load(sys.stdin) for x in t["samples_ts"]])/1000))')"
+    done
+    say "percpu pass $pass (k t/s):$row"
+  done
+}
+stage_cpu() { # issue 6: CPU time of each thread of llama-bench pp512 and of the server, natively and through CPU_CFGS
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  for c in ${CPU_CFGS:-native tcp unix}; do
+    as_cfg "$c" $B/llama-bench -m $W/q8.gguf -p 512 -n 0 -ngl 99 -r "${CPU_REPS:-300}" ${CPU_ARGS:-} -o json >"$W/cpu.json" 2>/dev/null &
+    local bp=$!
+    say "cpu $c: $(python3 "$ROOT/scripts/gpu/threadcpu.py" $bp llama-bench "vgpu worker" "vgpu serve" | tee "$OUT/cpu-$c.txt" | head -1), pp512 $(medians "$W/cpu.json")"
+    cat "$OUT/cpu-$c.txt" >>"$SUMMARY"
+  done
 }
 stage_h2dlat() { # host-to-device copy + synchronize latency by size, from pinned memory, natively and through vgpu (LAT_CFGS, LAT_GAP_US)
   nvcc -O2 -arch=sm_90 -cudart shared -o "$W/h2dlat" "$ROOT/scripts/gpu/h2dlat.cu" || return
@@ -735,7 +760,7 @@ start_server
 # The llama.cpp build takes minutes: start it first, next to the other stages.
 case " ${stages[*]} " in *" llama "*|*" bench "*|*" trace "*|*" vbench "*|*" ollama "*|*" faults "*|*" twoservers "*|*" multigpu "*|*" shmfile "*) build_llama & LLAMA_BUILD=$! ;; esac
 for s in "${stages[@]}"; do
-  case $s in llama|bench|exp|ab|timeline|frames|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|loadlink|textlink|firstuse|link|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
+  case $s in llama|bench|exp|ab|cpu|percpu|timeline|frames|ppstats|srvstats|bands|stalls|trace|vbench|ollama|faults|twoservers|multigpu|mgtrace|shmtext|ttft|shmfile|loadlink|textlink|firstuse|link|savellama) [ -n "${LLAMA_BUILD:-}" ] && wait "$LLAMA_BUILD"; LLAMA_BUILD= ;; esac
   t0=$(date +%s); "stage_$s" >>"$OUT/$s.log" 2>&1; say "stage $s took $(( $(date +%s) - t0 ))s"
 done
 finish

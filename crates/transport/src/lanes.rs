@@ -71,7 +71,16 @@ const AHEAD_MAX: usize = 256 << 10;
 /// poll only while large copies keep coming (not while decoding). `VGPU_SPIN_US` sets it.
 fn server_spin() -> Duration {
     static S: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *S.get_or_init(|| crate::spin_budget(crate::CLIENT_SPIN))
+    *S.get_or_init(lane_spin)
+}
+
+/// The lanes' polling budget, on either side: `VGPU_LANE_SPIN_US` (the lanes alone), else
+/// `VGPU_SPIN_US`, else the client's reply budget.
+fn lane_spin() -> Duration {
+    std::env::var("VGPU_LANE_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or_else(|| crate::spin_budget(crate::CLIENT_SPIN), Duration::from_micros)
 }
 
 /// The frame header that announces bulk on lanes.
@@ -127,7 +136,7 @@ impl Helper {
             closer,
             slot: Mutex::new(Slot::default()),
             cv: Condvar::new(),
-            spin: crate::spin_budget(crate::CLIENT_SPIN),
+            spin: lane_spin(),
         });
         let run = h.clone();
         std::thread::Builder::new().name("vgpu-lane".into()).spawn(move || run.run())?;

@@ -68,7 +68,7 @@ const AHEAD_MAX: usize = 256 << 10;
 /// so that they are awake for the next prompt batch's inputs (10 ms later for a 1B model).
 /// Measured on an H100 host (two calls, Q8 1B pp512): readers that slept after 500 µs left
 /// the GPU waiting 50-70 µs longer a batch for its inputs than readers polling 20 ms. They
-/// poll only while large copies keep coming (not while decoding). `VGPU_SPIN_US` sets it.
+/// poll only while large copies keep coming (not while decoding). [`lane_spin`] sets it.
 fn server_spin() -> Duration {
     static S: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *S.get_or_init(lane_spin)
@@ -121,7 +121,7 @@ struct Helper {
     slot: Mutex<Slot>,
     cv: Condvar,
     /// How long the helper polls for its next job (and the caller for its result) before
-    /// sleeping: the client's reply budget (`crate::CLIENT_SPIN`, `VGPU_SPIN_US`). Helpers
+    /// sleeping: [`lane_spin`], by default the client's reply budget. Helpers
     /// that slept between llama.cpp's prompt batches (10 ms apart) made the application's
     /// own CPU work 0.1-0.3 ms a batch slower once woken (3 helpers; ones that polled cost
     /// nothing): more than their copies saved.

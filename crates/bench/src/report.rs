@@ -475,8 +475,8 @@ pub fn readme_intro() -> String {
      # tcp+file (TCP for the calls, a file in /dev/shm that the server shares for the bytes), tls\n\
      dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh\n\
      # and llama.cpp (llama-bench pp512, pp4096 in batches of 512, tg128): --llama-rounds runs per column (default 8), taken\n\
-     # in turns, every sample pooled (each run lands in one of two speed bands about 6% apart,\n\
-     # natively too: a column needs several runs for its share of each to even out)\n\
+     # in turns, every sample pooled (each process's own CPU work runs at a speed of its own,\n\
+     # about ±6% natively too, and a vgpu run draws two: a column needs several runs)\n\
      dist/bin/vgpu bench --wrap ../shared/tools/no-gpu.sh --llama-bin llama/build/bin --models q8.gguf,f16.gguf \\\n\
      \x20 --llama-reps 5 --llama-rounds 8\n\
      # no GPU: the sim backend (no kernels, no native column)\n\

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 command -v cc >/dev/null || { echo "a C compiler (cc) is needed for the end-to-end tests" >&2; exit 1; }
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --features shim-build/check -- -D warnings
+# Doc comments' links resolve (they name the code that explains a choice).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 cargo test --workspace --features shim-build/check
 # A client inside a QEMU virtual machine through its shared-memory device (scripts/vm-test.sh;
 # it says SKIP where QEMU, a kernel or busybox cannot be had). VGPU_VM_TEST=0 leaves it out.

@@ -5,7 +5,7 @@
 //!   byte for byte);
 //! * [`system`]: `vgpu install system` puts `libcuda.so.1` and `libnvidia-ml.so.1` where every
 //!   program's loader finds them;
-//! * [`env`]: `vgpu env` prints the lines for the `LD_LIBRARY_PATH` way;
+//! * [`env`](mod@env): `vgpu env` prints the lines for the `LD_LIBRARY_PATH` way;
 //! * [`doctor`]: `vgpu doctor` answers "why does my application not see the GPU".
 //!
 //! Every path is taken relative to a [`root::Root`] (or given explicitly), so the tests work

@@ -1,6 +1,6 @@
 //! The cuBLAS functions forwarded to the server, declared once.
 //!
-//! [`cublas_functions!`] lists each forwarded function with its C argument types and the
+//! `cublas_functions!` lists each forwarded function with its C argument types and the
 //! role of each argument. Three places expand the same table:
 //!
 //! * here: [`FUNCS`] (wire index ↔ name ↔ argument roles) and [`DEFINITION`] (hashed into

@@ -158,7 +158,7 @@ fn from_half(h: u16) -> u32 {
 
 /// Code `src` into `out` (cleared first; its memory is reused, fresh pages would cost more
 /// than the coding) and say whether that saves a quarter of it. Data that is not dequantized
-/// blocks costs a look at its first [`PROBE`] blocks.
+/// blocks costs a look at its first `PROBE` blocks.
 pub fn encode(src: &[u8], out: &mut Vec<u8>) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {

@@ -1,6 +1,6 @@
 //! The NVML functions forwarded to the server, by signature class.
 //!
-//! One table, [`nvml_functions!`], names each function with its class and its C output
+//! One table, `nvml_functions!`, names each function with its class and its C output
 //! type. The protocol expands it into [`FUNCS`] (index ↔ name ↔ class, what travels on the
 //! wire); the NVML shim expands the same table into its exported C functions. The server
 //! resolves the name in the real NVML and calls it according to the class.

@@ -24,7 +24,7 @@
 //!    writes `$OUT_DIR/stubs.rs` with a not-supported stub for every other exported name
 //!    (the shim's `lib.rs` does `include!(concat!(env!("OUT_DIR"), "/stubs.rs"));`);
 //! 3. records the configuration and the implemented/stub split in `$OUT_DIR` for the
-//!    shared tests ([`shim_tests!`], feature `check`) and `docs/coverage.md`.
+//!    shared tests (`shim_tests!`, feature `check`) and `docs/coverage.md`.
 
 pub mod coverage;
 pub mod exports;

@@ -163,7 +163,7 @@ pub struct Conn {
     rd: Option<Mutex<Stream>>,
     /// Only for shutting the socket down while others hold it.
     closer: Option<Stream>,
-    /// This connection's latest link-rate estimate ([`link_rate`]).
+    /// This connection's latest link-rate estimate (`link_rate`).
     rate: AtomicU64,
     replies: Mutex<Replies>,
     /// Signalled when a reply is parked or the reader leaves (someone else may read now).
@@ -270,7 +270,7 @@ impl Conn {
     }
 
     /// What this connection's link delivers, in bytes a second, by the kernel's estimates
-    /// ([`link_rate`]): its lanes' together where they are open (bulk goes there), else its
+    /// (`link_rate`): its lanes' together where they are open (bulk goes there), else its
     /// own; None where there is none yet (no transfer filled the link, or not TCP).
     pub fn delivery_rate(&self) -> Option<u64> {
         match self.lanes_if_open() {

@@ -395,7 +395,7 @@ impl Lanes {
         self.closers.iter().zip(&self.rates).map(|(s, r)| crate::conn::link_rate(s, r)).sum()
     }
 
-    /// How many parts of chunks went coded so far ([`CODED_PART`] bytes each, or less).
+    /// How many parts of chunks went coded so far (`coding::CODED_PART` bytes each, or less).
     pub fn coded(&self) -> u64 {
         self.coded.load(Ordering::Relaxed)
     }

@@ -334,7 +334,7 @@ pub fn reservation(p: u64) -> Option<(u64, u64, u64)> {
 /// Host to device on `t`, `HTOD_FRAME` bytes per frame. With `stream == None` (synchronous
 /// form) the last chunk waits for the server so that its error comes back here;
 /// everything else is one-way, staged by the server and ordered on the stream, and sent
-/// packed where it is runs of a word ([`packed`]).
+/// packed where it is runs of a word (`packed`).
 pub fn htod_to(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<(), R> {
     // While a stream of this process is captured, an asynchronous copy may go into a graph,
     // which natively reads the application's memory again at every launch: the server is

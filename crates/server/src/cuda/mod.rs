@@ -6,9 +6,9 @@
 //! worker process (exec'd, so it loads and initialises the driver itself).
 //!
 //! Handles the client holds are the driver's own pointer values, but every one is looked up
-//! in this session's sets ([`handles`]) before the driver sees it, so a forged or stale
+//! in this session's sets (`handles`) before the driver sees it, so a forged or stale
 //! value is an error code rather than a crash. Device ranges touched by copies and memsets
-//! must lie in this session's allocations ([`ranges`]), which also carry the memory quota.
+//! must lie in this session's allocations (`ranges`), which also carry the memory quota.
 //!
 //! One job per file: `snapshot` (describe the GPUs), `handles`, `ranges`, `staging` (pinned
 //! buffers for copies), `memory` (allocations, 1D copies, memsets), `copy2d`, `vmm`, `cache`

@@ -487,9 +487,11 @@ stage_ab() { # issue 6: prompt (AB_TEST=tg: decode) speed, native and vgpu alter
   local cfgs=(${AB_CFGS:-native unix tcp unix+VGPU_LANES=0 tcp+VGPU_LANES=0})
   for m in ${AB_MODELS:-q8 f16}; do
     local test=(-p "${AB_PP:-512}" -n 0); [ "${AB_TEST:-pp}" = tg ] && test=(-p 0 -n 128)
-    local args=(-m $W/$m.gguf "${test[@]}" -ngl 99 -r "${AB_REPS:-10}" -o json ${AB_ARGS:-})
+    local args=(-m $W/$m.gguf "${test[@]}" -ngl 99 -r "${AB_REPS:-3}" -o json ${AB_ARGS:-})
     rm -f "$W"/ab.$m.*
-    for _ in $(seq "${AB_ROUNDS:-3}"); do
+    # Many short runs rather than a few long ones: each process draws its own CPU speed
+    # (about ±6%, session 18), so a column is as steady as its number of processes.
+    for _ in $(seq "${AB_ROUNDS:-12}"); do
       for c in "${cfgs[@]}"; do
         as_cfg "$c" ${AB_CPUS:+taskset -c $AB_CPUS} $B/llama-bench "${args[@]}" 2>/dev/null | python3 -c 'import json,sys; print("\n".join(str(x) for t in json.load(sys.stdin) for x in t["samples_ts"]))' >>"$W/ab.$m.$c"
       done

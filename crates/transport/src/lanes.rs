@@ -77,10 +77,13 @@ fn server_spin() -> Duration {
 /// The lanes' polling budget, on either side: `VGPU_LANE_SPIN_US` (the lanes alone), else
 /// `VGPU_SPIN_US`, else the client's reply budget.
 fn lane_spin() -> Duration {
-    std::env::var("VGPU_LANE_SPIN_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or_else(|| crate::spin_budget(crate::CLIENT_SPIN), Duration::from_micros)
+    lane_spin_from(|k| std::env::var(k).ok())
+}
+
+/// [`lane_spin`] from the variables `var` gives (unparsable ones count as unset).
+fn lane_spin_from(var: impl Fn(&str) -> Option<String>) -> Duration {
+    let us = |k| var(k).and_then(|v: String| v.trim().parse().ok()).map(Duration::from_micros);
+    us("VGPU_LANE_SPIN_US").or_else(|| us("VGPU_SPIN_US")).unwrap_or(crate::CLIENT_SPIN)
 }
 
 /// The frame header that announces bulk on lanes.
@@ -808,6 +811,19 @@ mod tests {
             clients.push(a);
         }
         (Lanes::over(clients).unwrap(), set)
+    }
+
+    #[test]
+    fn lane_polls_follow_their_own_variable_first() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(lane_spin_from(env(&[])), crate::CLIENT_SPIN);
+        assert_eq!(lane_spin_from(env(&[("VGPU_SPIN_US", "500")])), Duration::from_micros(500));
+        let both = env(&[("VGPU_SPIN_US", "500"), ("VGPU_LANE_SPIN_US", "1000")]);
+        assert_eq!(lane_spin_from(both), Duration::from_micros(1000));
+        assert_eq!(lane_spin_from(env(&[("VGPU_LANE_SPIN_US", "0")])), Duration::ZERO);
+        assert_eq!(lane_spin_from(env(&[("VGPU_LANE_SPIN_US", "soon")])), crate::CLIENT_SPIN);
     }
 
     #[test]

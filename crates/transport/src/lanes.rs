@@ -68,21 +68,16 @@ const AHEAD_MAX: usize = 256 << 10;
 /// so that they are awake for the next prompt batch's inputs (10 ms later for a 1B model).
 /// Measured on an H100 host (two calls, Q8 1B pp512): readers that slept after 500 µs left
 /// the GPU waiting 50-70 µs longer a batch for its inputs than readers polling 20 ms. They
-/// poll only while large copies keep coming (not while decoding). [`lane_spin`] sets it.
-fn server_spin() -> Duration {
-    static S: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *S.get_or_init(lane_spin)
-}
-
-/// The lanes' polling budget, on either side: `VGPU_LANE_SPIN_US` (the lanes alone), else
-/// `VGPU_SPIN_US`, else the client's reply budget.
+/// poll only while large copies keep coming (not while decoding). The client's helpers
+/// poll as long. Set by `VGPU_LANE_SPIN_US` (the lanes alone), else `VGPU_SPIN_US`.
 fn lane_spin() -> Duration {
-    lane_spin_from(|k| std::env::var(k).ok())
+    static S: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *S.get_or_init(|| lane_spin_from(&|k| std::env::var(k).ok()))
 }
 
 /// [`lane_spin`] from the variables `var` gives (unparsable ones count as unset).
-fn lane_spin_from(var: impl Fn(&str) -> Option<String>) -> Duration {
-    let us = |k| var(k).and_then(|v: String| v.trim().parse().ok()).map(Duration::from_micros);
+fn lane_spin_from(var: &dyn Fn(&str) -> Option<String>) -> Duration {
+    let us = |k| crate::spin::micros(var, k);
     us("VGPU_LANE_SPIN_US").or_else(|| us("VGPU_SPIN_US")).unwrap_or(crate::CLIENT_SPIN)
 }
 
@@ -701,11 +696,11 @@ impl Scatter {
 
 impl Shared {
     /// Wait until `done` holds (`false`: [`LANE_WAIT`] passed first), polling for
-    /// [`server_spin`] before sleeping: the worker and the lane readers hand each frame to
+    /// [`lane_spin`] before sleeping: the worker and the lane readers hand each frame to
     /// each other, some microseconds apart, and a sleeping thread takes tens to wake.
     fn wait(&self, st: &mut MutexGuard<'_, State>, mut done: impl FnMut(&State) -> bool) -> bool {
         let until = Instant::now() + LANE_WAIT;
-        poll_then_wait(&self.cv, st, server_spin(), Duration::from_millis(100), |st, _| {
+        poll_then_wait(&self.cv, st, lane_spin(), Duration::from_millis(100), |st, _| {
             if done(st) { Some(true) } else { (Instant::now() >= until).then_some(false) }
         })
     }
@@ -719,7 +714,7 @@ impl Shared {
     fn read_lane(&self, mut s: Stream) -> Result<(), String> {
         let mut ahead = Vec::new();
         loop {
-            s.wait_readable(server_spin());
+            s.wait_readable(lane_spin());
             let h = match read_header(&mut s) {
                 Ok(h) => h,
                 // The client went away between frames.
@@ -818,12 +813,12 @@ mod tests {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
         };
-        assert_eq!(lane_spin_from(env(&[])), crate::CLIENT_SPIN);
-        assert_eq!(lane_spin_from(env(&[("VGPU_SPIN_US", "500")])), Duration::from_micros(500));
+        assert_eq!(lane_spin_from(&env(&[])), crate::CLIENT_SPIN);
+        assert_eq!(lane_spin_from(&env(&[("VGPU_SPIN_US", "500")])), Duration::from_micros(500));
         let both = env(&[("VGPU_SPIN_US", "500"), ("VGPU_LANE_SPIN_US", "1000")]);
-        assert_eq!(lane_spin_from(both), Duration::from_micros(1000));
-        assert_eq!(lane_spin_from(env(&[("VGPU_LANE_SPIN_US", "0")])), Duration::ZERO);
-        assert_eq!(lane_spin_from(env(&[("VGPU_LANE_SPIN_US", "soon")])), crate::CLIENT_SPIN);
+        assert_eq!(lane_spin_from(&both), Duration::from_micros(1000));
+        assert_eq!(lane_spin_from(&env(&[("VGPU_LANE_SPIN_US", "0")])), Duration::ZERO);
+        assert_eq!(lane_spin_from(&env(&[("VGPU_LANE_SPIN_US", "soon")])), crate::CLIENT_SPIN);
     }
 
     #[test]

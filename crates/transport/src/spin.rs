@@ -24,7 +24,12 @@ pub const CLIENT_SPIN: Duration = Duration::from_millis(20);
 
 /// The spin budget from `VGPU_SPIN_US`, else `default`.
 pub fn spin_budget(default: Duration) -> Duration {
-    std::env::var("VGPU_SPIN_US").ok().and_then(|v| v.parse().ok()).map_or(default, Duration::from_micros)
+    micros(&|k| std::env::var(k).ok(), "VGPU_SPIN_US").unwrap_or(default)
+}
+
+/// The duration in microseconds that variable `name` of `var` holds, if it parses.
+pub(crate) fn micros(var: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Duration> {
+    var(name).and_then(|v| v.parse().ok()).map(Duration::from_micros)
 }
 
 /// Return once `fd` is readable (or closed, or in error), or after `budget`, whichever comes

@@ -664,9 +664,10 @@ stage_percpu() { # issue 6: native pp512 with llama-bench pinned to each core in
   for pass in $(seq "${PERCPU_PASSES:-2}"); do
     local row=""
     for k in $(seq 0 $(( $(nproc) - 1 ))); do
-      row+=" $k:$(taskset -c $k env LD_LIBRARY_PATH=$B $B/llama-bench -m $W/q8.gguf -p 512 -n 0 -ngl 99 -r 3 -o json 2>/dev/null | python3 -c 'import json,sys,statistics as s; print("%.1f" % (s.median([x for t in json.load(sys.stdin) for x in t["samples_ts"]])/1000))')"
+      taskset -c $k env LD_LIBRARY_PATH=$B $B/llama-bench -m $W/q8.gguf -p 512 -n 0 -ngl 99 -r 3 -o json >"$W/percpu.json" 2>/dev/null
+      row+=" $k:$(medians "$W/percpu.json")"
     done
-    say "percpu pass $pass (k t/s):$row"
+    say "percpu pass $pass (core:test t/s):$row"
   done
 }
 stage_cpu() { # issue 6: CPU time of each thread of llama-bench pp512 and of the server, natively and through CPU_CFGS

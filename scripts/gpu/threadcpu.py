@@ -9,7 +9,7 @@ import os, re, sys, time, collections
 
 pid, pats = int(sys.argv[1]), sys.argv[2:]
 tick = os.sysconf("SC_CLK_TCK")
-last = {}  # (kind, tid) -> (comm, cpu seconds)
+last = {}  # (kind, pid, tid) -> (comm, cpu seconds)
 procs = {}  # pid -> (kind, cpu seconds of the whole process, its ended threads included)
 t0 = time.monotonic()
 while os.path.exists(f"/proc/{pid}"):
@@ -37,18 +37,18 @@ while os.path.exists(f"/proc/{pid}"):
                 continue
             comm = st[st.index("(") + 1 : st.rindex(")")]
             f = st[st.rindex(")") + 2 :].split()
-            last[(kind, int(t))] = (comm, (int(f[11]) + int(f[12])) / tick)
+            last[(kind, int(p), int(t))] = (comm, (int(f[11]) + int(f[12])) / tick)
     time.sleep(0.05)
 span = time.monotonic() - t0
 agg = collections.defaultdict(lambda: [0, 0.0])
-for (kind, _), (comm, cpu) in last.items():
+for (kind, _, _), (comm, cpu) in last.items():
     a = agg[(kind, re.sub(r"\d+$", "#", comm))]
     a[0] += 1
     a[1] += cpu
 # What the processes spent beyond their threads' last samples: threads that ended between
 # samples (a pool started and joined for each graph, say).
 for pid, (kind, total) in procs.items():
-    live = sum(cpu for (k, t), (_, cpu) in last.items() if k == kind)
+    live = sum(cpu for (_, q, _), (_, cpu) in last.items() if q == pid)
     if total - live > 0.05:
         agg[(kind, "(ended threads)")][1] += total - live
 print(f"span {span:.2f} s")

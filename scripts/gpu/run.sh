@@ -4,7 +4,7 @@
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
 #                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames
-#                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama (or all: smi..bench)
+#                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
 # socket and port; SERVER_B_ENV: settings for it; SERVER_B_WRAP: a command it runs under, such
@@ -627,6 +627,7 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
   local args=(-m $W/${TL_MODEL:-q8}.gguf "${test[@]}" -ngl 99 -r "${TL_REPS:-60}")
   for round in $(seq "${TL_ROUNDS:-2}"); do
     for c in ${TL_CFGS:-native unix tcp shm unix+VGPU_LANES=0}; do
+      rm -f "$W/tl.txt" # a run that fails must not report the one before it
       as_cfg "$c" env TL_OUT="$W/tl.txt" LD_PRELOAD="$W/timeline.so" $B/llama-bench "${args[@]}" >/dev/null 2>&1
       [ -n "${TL_KEEP:-}" ] && mkdir -p "$OUT/tl" && gzip -c "$W/tl.txt" >"$OUT/tl/$c.$round.txt.gz" # every call, for later
       say "timeline $(python3 "$ROOT/scripts/gpu/timeline.py" "$W/tl.txt" "$c" ${TL_DUMP:+--dump} 2>&1)"
@@ -657,6 +658,11 @@ stage_micro() { # issue 6: does a pageable copy wait for its stream (pgsync.cu);
   gcc -O2 -o "$W/splicebench" "$ROOT/scripts/gpu/splicebench.c" -lpthread || return
   for s in 0 15; do for l in 4 8; do for f in unix tcp; do timeout 60 "$W/splicebench" $s $l $f | tee -a "$SUMMARY"; done; done; done
   for sl in "" 100 300; do for f in unix tcp; do BLOCK=1 SLICE_US=$sl timeout 60 "$W/splicebench" 15 4 $f | tee -a "$SUMMARY"; done; done
+}
+stage_pollcost() { # issue 6: what K polling threads (as the lanes poll: poll + sched_yield; or pause-spinning) cost a working thread; the VM's CPU topology
+  lscpu | grep -E '^(CPU\(s\)|Thread|Core|Socket|Model name|NUMA node0|L2|L3)' | tee -a "$SUMMARY"
+  gcc -O2 -o "$W/pollcost" "$ROOT/scripts/gpu/pollcost.c" -lpthread || return
+  for m in yield pause; do for k in 0 4 8 12 15; do "$W/pollcost" $m $k | tee -a "$SUMMARY"; done; done
 }
 stage_percpu() { # issue 6: native pp512 with llama-bench pinned to each core in turn, PERCPU_PASSES times: do some cores run slower?
   build_llama; models

@@ -316,6 +316,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             waits.answer(job, &writer, h.op, h.seq);
             continue;
         }
+        // Until its reply is written, the client's next copy cannot come from the thread
+        // that waits for it: the lanes' readers stop polling for it (`transport::park`).
+        let _parked = (!oneway).then(|| lanes.park());
         // A pending asynchronous error answers the next synchronous call in its place.
         let outcome = if let (false, Some(code)) = (oneway, deferred) {
             deferred = None;

@@ -284,6 +284,18 @@ impl Stream {
         crate::wait_readable(self.as_raw_fd(), budget);
     }
 
+    /// Whether bytes can be read now, waiting for them up to `timeout` (a TLS stream
+    /// with bytes already decrypted, or a ring, says yes at once: reading it does not block
+    /// on the socket, or polls its ring itself).
+    pub fn poll_readable(&self, timeout: Duration) -> bool {
+        match self {
+            Stream::Unix(_) | Stream::Tcp(_) => {}
+            Stream::Tls(s) if !s.has_buffered() => {}
+            Stream::Tls(_) | Stream::Ring(_) => return true,
+        }
+        crate::spin::readable_within(self.as_raw_fd(), timeout)
+    }
+
     /// End the stream in an orderly way where the transport has one (TLS says goodbye with
     /// `close_notify`, so the peer can tell an end from a cut), else shut it.
     pub fn close(&self) {

@@ -547,12 +547,21 @@ impl Conn {
 
     /// The reply to a request [`Conn::send_awaited`] wrote, no longer waited for after.
     fn awaited_reply(&self, rd: &Mutex<Stream>, sent: Sent, bulk_out: Option<&mut [u8]>) -> Result<Vec<u8>, Error> {
+        let parked = self.park_lanes();
         let r = self.await_reply(rd, sent.seq, sent.op, bulk_out);
+        drop(parked);
         self.replies.lock().waiting.remove(&sent.seq);
         if self.watch.answered() {
             self.wake_writer();
         }
         r
+    }
+
+    /// While a caller waits for a reply (for the GPU, mostly), the lanes' writers stop
+    /// polling for the next copy: it cannot come from this thread before the reply has
+    /// (`crate::park`).
+    fn park_lanes(&self) -> Option<crate::park::Parked<'_>> {
+        self.lanes_if_open().flatten().map(Lanes::park)
     }
 
     /// Write a request and wait for its reply; the reply's bulk lands in `bulk_out`.
@@ -581,6 +590,7 @@ impl Conn {
         self.drain(s)
             .and_then(|()| self.write_request(s, &h, args, bulk_in))
             .map_err(|e| self.fail_locked(s, e.to_string()))?;
+        let _parked = self.park_lanes();
         loop {
             match self.read_one(&mut s.stream, seq, op, bulk_out.as_deref_mut()) {
                 Ok(Got::Mine(v)) => return v,

@@ -21,6 +21,7 @@
 use crate::addr::{Address, Stream};
 use crate::coding::{Coding, FAST_LINK};
 use crate::framing::{read_header, write_frame};
+use crate::park::{Pace, Park, Parked, Window};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 #[cfg(doc)]
 use protocol::frame::FLAG_REPLY_LANES;
@@ -106,6 +107,8 @@ pub struct Lanes {
     coded: Arc<AtomicU64>,
     /// When chunks of dequantized rows go coded.
     code: Coding,
+    /// Parks the writers' polling while the application waits for a reply ([`Lanes::park`]).
+    park: Arc<Park>,
 }
 
 /// What a helper does with its lane: writes a chunk or reads one, in memory that whoever
@@ -124,10 +127,12 @@ struct Helper {
     /// own CPU work 0.1-0.3 ms a batch slower once woken (3 helpers; ones that polled cost
     /// nothing): more than their copies saved.
     spin: Duration,
+    /// What parks its polling for the next job, if anything does (see [`crate::park`]).
+    park: Option<Arc<Park>>,
 }
 
 impl Helper {
-    fn start(stream: Stream) -> io::Result<Arc<Helper>> {
+    fn start(stream: Stream, park: Option<Arc<Park>>) -> io::Result<Arc<Helper>> {
         let closer = stream.try_clone()?;
         let h = Arc::new(Helper {
             stream: Mutex::new(stream),
@@ -135,6 +140,7 @@ impl Helper {
             slot: Mutex::new(Slot::default()),
             cv: Condvar::new(),
             spin: lane_spin(),
+            park,
         });
         let run = h.clone();
         std::thread::Builder::new().name("vgpu-lane".into()).spawn(move || run.run())?;
@@ -169,9 +175,9 @@ struct Fan {
 }
 
 impl Fan {
-    fn new(mut streams: Vec<Stream>) -> io::Result<Fan> {
+    fn new(mut streams: Vec<Stream>, park: Option<&Arc<Park>>) -> io::Result<Fan> {
         let first = Mutex::new(streams.remove(0));
-        let helpers = streams.into_iter().map(Helper::start).collect::<io::Result<Vec<_>>>()?;
+        let helpers = streams.into_iter().map(|s| Helper::start(s, park.cloned())).collect::<io::Result<Vec<_>>>()?;
         Ok(Fan { first, helpers })
     }
 
@@ -360,9 +366,13 @@ impl Lanes {
     fn over(streams: Vec<Stream>) -> io::Result<Lanes> {
         let closers = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
         let reads = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
+        let park = Arc::new(Park::default());
         Ok(Lanes {
-            writers: Fan::new(streams)?,
-            readers: Fan::new(reads)?,
+            // Only the writers park: a reply's chunks come as the wait ends, and its readers
+            // had better be polling then.
+            writers: Fan::new(streams, Some(&park))?,
+            readers: Fan::new(reads, None)?,
+            park,
             rates: closers.iter().map(|_| Default::default()).collect(),
             closers,
             striped: Default::default(),
@@ -421,6 +431,12 @@ impl Lanes {
         self.readers.run(read_jobs(seq, buf, self.len()))
     }
 
+    /// The application waits for a reply from now until the guard is dropped: past
+    /// [`crate::park::GRACE`] the writers stop polling for chunks (a copy still wakes them).
+    pub fn park(&self) -> Parked<'_> {
+        self.park.park()
+    }
+
     /// Close every lane (the helpers exit).
     pub fn shutdown(&self) {
         for c in &self.closers {
@@ -455,7 +471,8 @@ impl Helper {
     /// for; `None` once the lane is closed.
     fn next_job(&self) -> Option<Job> {
         let mut slot = self.slot.lock();
-        poll_then_wait(&self.cv, &mut slot, self.spin, Duration::from_millis(500), |slot, slept| {
+        let window = Window::new(self.spin, self.park.as_deref());
+        poll_then_wait(&self.cv, &mut slot, window, Duration::from_millis(500), |slot, slept| {
             slot.job.take().map(Some).or_else(|| (slept && self.closed()).then_some(None))
         })
     }
@@ -467,7 +484,7 @@ impl Helper {
 
     fn wait_done(&self) -> io::Result<()> {
         let mut slot = self.slot.lock();
-        poll_then_wait(&self.cv, &mut slot, self.spin, Duration::from_millis(100), |slot, _| {
+        poll_then_wait(&self.cv, &mut slot, Window::new(self.spin, None), Duration::from_millis(100), |slot, _| {
             if let Some(r) = slot.done.take() {
                 return Some(r);
             }
@@ -480,26 +497,30 @@ impl Helper {
     }
 }
 
-/// Wait on `cv` until `ready` gives an answer: first polled for `spin` (the lock released and
-/// the core yielded between tries), then slept for, `tick` at most between tries. `ready`
-/// learns whether polling is over, for checks too costly to poll.
+/// Wait on `cv` until `ready` gives an answer: first polled while `window` says so (the lock
+/// released and the core yielded between tries; parked, slept for a [`crate::park::TICK`]
+/// between tries), then slept for, `tick` at most between tries. `ready` learns whether it is
+/// not polled at once, for checks too costly to poll.
 fn poll_then_wait<T, R>(
     cv: &Condvar,
     g: &mut MutexGuard<'_, T>,
-    spin: Duration,
+    mut window: Window<'_>,
     tick: Duration,
     mut ready: impl FnMut(&mut T, bool) -> Option<R>,
 ) -> R {
-    let start = Instant::now();
     loop {
-        let polling = start.elapsed() < spin;
-        if let Some(r) = ready(g, !polling) {
+        let pace = window.pace();
+        if let Some(r) = ready(g, pace != Pace::Poll) {
             return r;
         }
-        if polling {
-            MutexGuard::unlocked(g, std::thread::yield_now);
-        } else {
-            cv.wait_for(g, tick);
+        match pace {
+            Pace::Poll => MutexGuard::unlocked(g, std::thread::yield_now),
+            Pace::Tick => {
+                cv.wait_for(g, crate::park::TICK);
+            }
+            Pace::Over => {
+                cv.wait_for(g, tick);
+            }
         }
     }
 }
@@ -540,6 +561,8 @@ struct Shared {
     ahead: std::sync::atomic::AtomicU64,
     /// Bytes that came coded (`protocol::dequant`), counted decoded.
     decoded: std::sync::atomic::AtomicU64,
+    /// Parks the readers' polling while the worker is inside a synchronous call.
+    park: Park,
 }
 
 #[derive(Default)]
@@ -598,7 +621,8 @@ impl LaneSet {
         if writers.len() <= lane as usize {
             writers.resize(lane as usize + 1, None);
         }
-        if let Some(old) = writers[lane as usize].replace(Helper::start(stream.try_clone()?)?) {
+        // Reply writers do not park: replies go out as the worker's waits end.
+        if let Some(old) = writers[lane as usize].replace(Helper::start(stream.try_clone()?, None)?) {
             old.closer.shutdown();
             old.cv.notify_one();
         }
@@ -652,6 +676,13 @@ impl LaneSet {
         Some(Scatter { set: self.clone(), writers })
     }
 
+    /// The worker is inside a synchronous call from now until the guard is dropped: past
+    /// [`crate::park::GRACE`] the readers stop polling for chunks (a chunk still wakes
+    /// them), since the client's next copy waits for the reply.
+    pub fn park(&self) -> Parked<'_> {
+        self.shared.park.park()
+    }
+
     /// How many bytes the lanes read ahead of their frames so far.
     pub fn read_ahead(&self) -> u64 {
         self.shared.ahead.load(std::sync::atomic::Ordering::Relaxed)
@@ -700,9 +731,24 @@ impl Shared {
     /// each other, some microseconds apart, and a sleeping thread takes tens to wake.
     fn wait(&self, st: &mut MutexGuard<'_, State>, mut done: impl FnMut(&State) -> bool) -> bool {
         let until = Instant::now() + LANE_WAIT;
-        poll_then_wait(&self.cv, st, lane_spin(), Duration::from_millis(100), |st, _| {
+        poll_then_wait(&self.cv, st, Window::new(lane_spin(), None), Duration::from_millis(100), |st, _| {
             if done(st) { Some(true) } else { (Instant::now() >= until).then_some(false) }
         })
+    }
+
+    /// Return once `s` has bytes to read, or once the polling window is over (the read
+    /// that follows then sleeps until they come).
+    fn await_chunk(&self, s: &Stream) {
+        let mut window = Window::new(lane_spin(), Some(&self.park));
+        loop {
+            match window.pace() {
+                Pace::Poll if s.poll_readable(Duration::ZERO) => return,
+                Pace::Poll => std::thread::yield_now(),
+                Pace::Tick if s.poll_readable(crate::park::TICK) => return,
+                Pace::Tick => {}
+                Pace::Over => return,
+            }
+        }
     }
 
     fn fail(&self, why: String) {
@@ -714,7 +760,7 @@ impl Shared {
     fn read_lane(&self, mut s: Stream) -> Result<(), String> {
         let mut ahead = Vec::new();
         loop {
-            s.wait_readable(lane_spin());
+            self.await_chunk(&s);
             let h = match read_header(&mut s) {
                 Ok(h) => h,
                 // The client went away between frames.
@@ -840,6 +886,43 @@ mod tests {
         }
     }
 
+    /// Parked on both sides (the application and the worker each in a long wait), the
+    /// writers and readers sleep in ticks; a copy still wakes them and lands whole, and
+    /// promptly (a chunk or a job wakes a ticking thread, it does not wait for the tick).
+    #[test]
+    fn parked_lanes_still_carry_a_copy() {
+        let (lanes, set) = pair(4);
+        let data: Vec<u8> = (0..(1usize << 20) + 5).map(|i| (i * 13) as u8).collect();
+        // A first copy starts every thread's polling window.
+        let filler = {
+            let (set, len) = (set.clone(), data.len());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; len];
+                set.fill(1, &mut buf).map(|()| buf)
+            })
+        };
+        lanes.stripe(1, &[&data]).unwrap();
+        assert_eq!(filler.join().unwrap().unwrap(), data);
+        let (app, worker) = (lanes.park(), set.park());
+        std::thread::sleep(crate::park::GRACE * 3);
+        assert!(lanes.park.parked() && set.shared.park.parked());
+        for seq in 2..5u32 {
+            let filler = {
+                let (set, len) = (set.clone(), data.len());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; len];
+                    set.fill(seq, &mut buf).map(|()| buf)
+                })
+            };
+            let t = Instant::now();
+            lanes.stripe(seq, &[&data]).unwrap();
+            assert_eq!(filler.join().unwrap().unwrap(), data, "frame {seq}");
+            assert!(t.elapsed() < Duration::from_secs(2), "a parked lane took {:?}", t.elapsed());
+        }
+        drop((app, worker));
+        assert!(!lanes.park.parked() && !set.shared.park.parked());
+    }
+
     /// Dequantized rows go coded and land exactly, in one piece or several; a client that
     /// does not code sends them as they are.
     #[test]
@@ -930,6 +1013,7 @@ mod tests {
                 slot: Mutex::new(Slot::default()),
                 cv: Condvar::new(),
                 spin: Duration::ZERO,
+                park: None,
             })
         };
         let helpers: Vec<Arc<Helper>> = ends.into_iter().map(idle).collect();

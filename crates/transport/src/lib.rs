@@ -8,6 +8,7 @@ mod conn;
 mod fdpass;
 mod framing;
 pub mod lanes;
+pub mod park;
 pub mod ring;
 mod shm;
 mod spin;

@@ -55,6 +55,15 @@ pub fn wait_readable(fd: RawFd, budget: Duration) -> bool {
     }
 }
 
+/// Whether `fd` is readable (or closed, or in error) within `timeout` (zero: now), sleeping
+/// in the kernel meanwhile.
+pub(crate) fn readable_within(fd: RawFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
+    // SAFETY: one valid pollfd, a valid timeout, no signal mask.
+    unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) > 0 }
+}
+
 /// Whether the socket `fd` has reached its end (or an error), looked at without taking any
 /// bytes waiting on it: those are someone else's to read.
 pub(crate) fn peer_closed(fd: RawFd) -> bool {
@@ -80,5 +89,16 @@ mod tests {
         a.write_all(b"x").unwrap();
         assert!(wait_readable(b.as_raw_fd(), Duration::from_secs(5)));
         assert!(!wait_readable(b.as_raw_fd(), Duration::ZERO), "a zero budget does not poll");
+    }
+
+    #[test]
+    fn readable_within_waits_at_most_its_timeout() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        assert!(!readable_within(b.as_raw_fd(), Duration::ZERO));
+        let t = Instant::now();
+        assert!(!readable_within(b.as_raw_fd(), Duration::from_micros(300)));
+        assert!(t.elapsed() >= Duration::from_micros(300) && t.elapsed() < Duration::from_secs(1));
+        a.write_all(b"x").unwrap();
+        assert!(readable_within(b.as_raw_fd(), Duration::ZERO));
     }
 }

@@ -18,6 +18,10 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 C=$ROOT/devcarry
+# The build travels packed (devcarry/dist.txz, distb.txz: a second build for DIST_B); unpack
+# what came, so a call cannot run without it.
+[ -f "$C/dist.txz" ] && tar xJf "$C/dist.txz" -C "$C"
+[ -f "$C/distb.txz" ] && mkdir -p "$C/b" && tar xJf "$C/distb.txz" -C "$C/b"
 OUT=${OUT:-/tmp/vgpu-out}
 mkdir -p "$OUT"
 W=/tmp/vgpu-work
@@ -320,14 +324,14 @@ stage_perf() { # where a launch's client time goes
 }
 stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp, shm) and llama-bench rows, as ratios
   build_llama; models
-  local m="$W/q8.gguf,$W/f16.gguf"
+  local m; m=$(for x in ${VB_MODELS:-q8 f16}; do printf '%s,' "$W/$x.gguf"; done); m=${m%,} # VB_MODELS: which of models
   if [ -n "${VB_8B:-}" ]; then # and an 8B-class Q8 model (7.2 GB; about two minutes to write)
     [ -f $W/q8b.gguf ] || python3 "$C/tools/gen_gguf.py" $W/q8b.gguf --preset 1b --embd 4096 --layers 32 \
       --ff 14336 --heads 32 --kv-heads 8 --dtype q8_0 >/dev/null
     m="$m,$W/q8b.gguf"
   fi
   "$C/dist/bin/vgpu" bench --wrap "$NOGPU" --dist-lib "$C/dist/lib" --llama-bin "$LB/bin" \
-    --models "$m" --llama-reps 5 --llama-rounds "${VB_ROUNDS:-8}" --out "$OUT/vbench" || say "vgpu bench failed"
+    --models "$m" --llama-reps "${VB_REPS:-5}" --llama-rounds "${VB_ROUNDS:-8}" --out "$OUT/vbench" || say "vgpu bench failed"
   grep -E '^\|' "$OUT"/vbench/*.md | head -40 >>"$SUMMARY"
 }
 stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu install/doctor/uninstall

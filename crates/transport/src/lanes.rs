@@ -840,6 +840,15 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
 
+    /// A thread that fills a buffer of `len` bytes with the bulk of frame `seq` from `set`.
+    fn filling(set: &LaneSet, seq: u32, len: usize) -> std::thread::JoinHandle<io::Result<Vec<u8>>> {
+        let set = set.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; len];
+            set.fill(seq, &mut buf).map(|()| buf)
+        })
+    }
+
     /// `n` connected lanes: the client's ends (acknowledged) and the server's set.
     fn pair(n: usize) -> (Lanes, LaneSet) {
         let set = LaneSet::new();
@@ -874,13 +883,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + seq as usize) as u8).collect();
             // In two pieces, as a frame's bulk may be.
             let (a, b) = data.split_at(len / 3);
-            let filler = {
-                let set = set.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; len];
-                    set.fill(seq, &mut buf).map(|()| buf)
-                })
-            };
+            let filler = filling(&set, seq, len);
             lanes.stripe(seq, &[a, b]).unwrap();
             assert_eq!(filler.join().unwrap().unwrap(), data, "frame {seq}");
         }
@@ -894,26 +897,14 @@ mod tests {
         let (lanes, set) = pair(4);
         let data: Vec<u8> = (0..(1usize << 20) + 5).map(|i| (i * 13) as u8).collect();
         // A first copy starts every thread's polling window.
-        let filler = {
-            let (set, len) = (set.clone(), data.len());
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; len];
-                set.fill(1, &mut buf).map(|()| buf)
-            })
-        };
+        let filler = filling(&set, 1, data.len());
         lanes.stripe(1, &[&data]).unwrap();
         assert_eq!(filler.join().unwrap().unwrap(), data);
         let (app, worker) = (lanes.park(), set.park());
         std::thread::sleep(crate::park::GRACE * 3);
         assert!(lanes.park.parked() && set.shared.park.parked());
         for seq in 2..5u32 {
-            let filler = {
-                let (set, len) = (set.clone(), data.len());
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; len];
-                    set.fill(seq, &mut buf).map(|()| buf)
-                })
-            };
+            let filler = filling(&set, seq, data.len());
             let t = Instant::now();
             lanes.stripe(seq, &[&data]).unwrap();
             assert_eq!(filler.join().unwrap().unwrap(), data, "frame {seq}");
@@ -938,13 +929,7 @@ mod tests {
             let (mut lanes, set) = pair(4);
             lanes.code = if code { Coding::Always } else { Coding::Never };
             for (seq, bulk) in [(1u32, vec![&rows[..]]), (2, vec![&rows[..1000], &rows[1000..]])] {
-                let filler = {
-                    let set = set.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = vec![0u8; 4 << 20];
-                        set.fill(seq, &mut buf).map(|()| buf)
-                    })
-                };
+                let filler = filling(&set, seq, 4 << 20);
                 lanes.stripe(seq, &bulk).unwrap();
                 assert!(filler.join().unwrap().unwrap() == rows, "frame {seq}, coding {code}");
             }
@@ -964,13 +949,7 @@ mod tests {
         let mut data: Vec<u8> =
             (0..(512usize << 10) / 4).flat_map(|i| ((i % 255) as f32 - 127.0).to_le_bytes()).collect();
         data.extend((0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
-        let filler = {
-            let (set, len) = (set.clone(), data.len());
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; len];
-                set.fill(1, &mut buf).map(|()| buf)
-            })
-        };
+        let filler = filling(&set, 1, data.len());
         lanes.stripe(1, &[&data]).unwrap();
         assert!(filler.join().unwrap().unwrap() == data);
         assert_eq!((lanes.coded(), set.decoded()), (2, 512 << 10));
@@ -1018,13 +997,7 @@ mod tests {
         };
         let helpers: Vec<Arc<Helper>> = ends.into_iter().map(idle).collect();
         let data: Vec<u8> = (0..(1 << 20) + 5).map(|i| (i * 13) as u8).collect();
-        let filler = {
-            let set = set.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; (1 << 20) + 5];
-                set.fill(9, &mut buf).map(|()| buf)
-            })
-        };
+        let filler = filling(&set, 9, (1 << 20) + 5);
         run_jobs(Some(&first), &helpers, write_jobs(9, &[&data], 3, None)).unwrap();
         assert_eq!(filler.join().unwrap().unwrap(), data);
         assert!(helpers.iter().all(|h| h.slot.lock().job.is_none()), "no job left behind");
@@ -1083,13 +1056,7 @@ mod tests {
         assert_eq!(lanes.gathered(), 4);
         // Both ways at once on the same lanes.
         let data = vec![7u8; 2 << 20];
-        let filler = {
-            let set = set.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 2 << 20];
-                set.fill(9, &mut buf).map(|()| buf)
-            })
-        };
+        let filler = filling(&set, 9, 2 << 20);
         let scatter = {
             let (set, data) = (set.clone(), data.clone());
             std::thread::spawn(move || set.replies(4).unwrap().send(10, &data))
@@ -1136,10 +1103,7 @@ mod tests {
             let (mut a, mut c) = (Stream::Unix(a), Stream::Unix(c));
             read_header(&mut a).unwrap();
             read_header(&mut c).unwrap();
-            let filler = {
-                let set = set.clone();
-                std::thread::spawn(move || set.fill(9, &mut vec![0u8; 1 << 20]))
-            };
+            let filler = filling(&set, 9, 1 << 20);
             let bytes = vec![1u8; len];
             write_frame(&mut a, &chunk_header(9, 0, 4096), &[], &[&bytes[..4096]]).unwrap();
             let _ = write_frame(&mut c, &chunk_header(9, off as usize, len), &[], &[&bytes]);
@@ -1157,10 +1121,7 @@ mod tests {
     #[test]
     fn a_closed_lane_fails_the_waiting_fill() {
         let (lanes, set) = pair(2);
-        let filler = {
-            let set = set.clone();
-            std::thread::spawn(move || set.fill(5, &mut vec![0u8; 1 << 20]))
-        };
+        let filler = filling(&set, 5, 1 << 20);
         // Half a chunk, then the lanes close.
         let mut s = lanes.writers.first.lock();
         write_frame(&mut *s, &chunk_header(5, 0, 1 << 19), &[], &[&[0u8; 1000]]).unwrap();

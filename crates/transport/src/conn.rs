@@ -558,10 +558,10 @@ impl Conn {
     }
 
     /// While a caller waits for a reply (for the GPU, mostly), the lanes' writers stop
-    /// polling for the next copy: it cannot come from this thread before the reply has
-    /// (`crate::park`).
+    /// polling for the next copy if this thread sent the last: it cannot send another before
+    /// the reply has come (`crate::park`).
     fn park_lanes(&self) -> Option<crate::park::Parked<'_>> {
-        self.lanes_if_open().flatten().map(Lanes::park)
+        self.lanes_if_open().flatten().and_then(Lanes::park)
     }
 
     /// Write a request and wait for its reply; the reply's bulk lands in `bulk_out`.

@@ -109,6 +109,15 @@ pub struct Lanes {
     code: Coding,
     /// Parks the writers' polling while the application waits for a reply ([`Lanes::park`]).
     park: Arc<Park>,
+    /// The thread that striped last ([`thread_token`]): only its waits park the writers.
+    striper: AtomicU64,
+}
+
+/// A number for the calling thread, unique in the process (0 for none).
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    TOKEN.with(|t| *t)
 }
 
 /// What a helper does with its lane: writes a chunk or reads one, in memory that whoever
@@ -373,6 +382,7 @@ impl Lanes {
             writers: Fan::new(streams, Some(&park))?,
             readers: Fan::new(reads, None)?,
             park,
+            striper: AtomicU64::new(0),
             rates: closers.iter().map(|_| Default::default()).collect(),
             closers,
             striped: Default::default(),
@@ -417,6 +427,7 @@ impl Lanes {
     /// return once every byte has been written (the caller's memory may then change).
     pub fn stripe(&self, seq: u32, bulk: &[&[u8]]) -> io::Result<()> {
         self.striped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.striper.store(thread_token(), Ordering::Relaxed);
         let code = match self.code {
             Coding::Never => false,
             Coding::Always => true,
@@ -431,10 +442,13 @@ impl Lanes {
         self.readers.run(read_jobs(seq, buf, self.len()))
     }
 
-    /// The application waits for a reply from now until the guard is dropped: past
+    /// The calling thread waits for a reply from now until the guard is dropped: past
     /// [`crate::park::GRACE`] the writers stop polling for chunks (a copy still wakes them).
-    pub fn park(&self) -> Parked<'_> {
-        self.park.park()
+    /// Only if this thread striped last: while it waits, the next copy cannot come from it;
+    /// copies from another thread (an application's loader beside a waiting main thread)
+    /// would find parked writers, and pay for waking them.
+    pub fn park(&self) -> Option<Parked<'_>> {
+        (self.striper.load(Ordering::Relaxed) == thread_token()).then(|| self.park.park())
     }
 
     /// Close every lane (the helpers exit).
@@ -900,7 +914,11 @@ mod tests {
         let filler = filling(&set, 1, data.len());
         lanes.stripe(1, &[&data]).unwrap();
         assert_eq!(filler.join().unwrap().unwrap(), data);
-        let (app, worker) = (lanes.park(), set.park());
+        // Another thread's wait does not park the writers: its copies are not this thread's.
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(lanes.park().is_none(), "not the thread that striped"));
+        });
+        let (app, worker) = (lanes.park().expect("the thread that striped"), set.park());
         std::thread::sleep(crate::park::GRACE * 3);
         assert!(lanes.park.parked() && set.shared.park.parked());
         for seq in 2..5u32 {

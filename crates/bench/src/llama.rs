@@ -29,6 +29,21 @@ pub struct LlamaTest {
     pub run_medians: Vec<f64>,
 }
 
+impl LlamaTest {
+    /// The samples without each run's first repetition, where the runs took the same number
+    /// of two or more (`None` otherwise). A llama-bench process's first prompt repetition
+    /// runs at about two thirds of the others' speed, natively too (its warm-up run does not
+    /// cover it), so the share of first repetitions in the pool moves the pooled median.
+    pub fn later_samples(&self) -> Option<Vec<f64>> {
+        let runs = self.run_medians.len();
+        let per = self.samples.len().checked_div(runs)?;
+        if per < 2 || per * runs != self.samples.len() {
+            return None;
+        }
+        Some(self.samples.chunks(per).flat_map(|run| run[1..].iter().copied()).collect())
+    }
+}
+
 /// Add the tests of another run of the same model in the same column to `into`: samples
 /// pooled, mean, deviation and median taken over all of them.
 pub fn pool(into: &mut Vec<LlamaTest>, more: Vec<LlamaTest>) {

@@ -312,7 +312,45 @@ pub fn build_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
         ));
     }
     notes.extend(round_notes(columns, llama));
+    notes.extend(later_notes(columns, llama));
     notes
+}
+
+/// For each llama-bench test with two or more repetitions a run: every column's pooled
+/// median without each run's first repetition, against native's likewise (see
+/// [`LlamaTest::later_samples`]).
+fn later_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
+    let later = |col: &str, model: &str, test: &str| {
+        let r = llama.iter().find(|r| r.column == col && r.model == model && r.error.is_none())?;
+        let s = r.tests.iter().find(|t| t.test == test)?.later_samples()?;
+        Some(crate::stats::p50(&s))
+    };
+    let mut notes = Vec::new();
+    for native in llama.iter().filter(|r| r.column == COLUMNS[0] && r.error.is_none()) {
+        for t in &native.tests {
+            let Some(n) = later(COLUMNS[0], &native.model, &t.test).filter(|&n| n > 0.0) else { continue };
+            let ratios: Vec<String> = columns
+                .iter()
+                .filter(|c| c.name != COLUMNS[0])
+                .filter_map(|c| Some(format!("{} {:.3}", c.name, later(&c.name, &native.model, &t.test)? / n)))
+                .collect();
+            if !ratios.is_empty() {
+                notes.push(format!(
+                    "llama-bench {} {} without each run's first repetition (slower in every process, natively too), \
+                     pooled median against native's: {}",
+                    file_name(&native.model),
+                    t.test,
+                    ratios.join(", ")
+                ));
+            }
+        }
+    }
+    notes
+}
+
+/// A model's file name, for notes.
+fn file_name(model: &str) -> String {
+    std::path::Path::new(model).file_name().map_or(model.to_string(), |f| f.to_string_lossy().into())
 }
 
 /// For each llama-bench test run more than once: every round's run in each column against
@@ -335,11 +373,9 @@ fn round_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
                 })
                 .collect();
             if !spreads.is_empty() {
-                let name = std::path::Path::new(&native.model)
-                    .file_name()
-                    .map_or(native.model.clone(), |f| f.to_string_lossy().into());
                 notes.push(format!(
-                    "llama-bench {name} {}, each round's run against native's run of that round ({} rounds): {}",
+                    "llama-bench {} {}, each round's run against native's run of that round ({} rounds): {}",
+                    file_name(&native.model),
                     t.test,
                     t.run_medians.len(),
                     spreads.join(", ")
@@ -614,6 +650,38 @@ mod tests {
             "{notes:?}"
         );
         assert!(notes.iter().any(|n| n.contains("tg128") && n.contains("unix 0.950-0.950")), "{notes:?}");
+    }
+
+    /// Each run's first repetition (slow, in every column) is left out of the second note.
+    #[test]
+    fn later_repetitions_are_compared_without_the_first() {
+        let cols = columns();
+        // Two runs of three repetitions each: a slow first one, then two at speed.
+        let t = |fast: f64| LlamaTest {
+            model: "q8.gguf".into(),
+            test: "pp512".into(),
+            avg_ts: fast,
+            stddev_ts: 1.0,
+            median_ts: fast,
+            samples: vec![fast * 0.6, fast, fast, fast * 0.6, fast, fast],
+            run_medians: vec![fast, fast],
+        };
+        let run = |column: &str, fast| LlamaRun {
+            model: "/w/q8.gguf".into(),
+            column: column.into(),
+            tests: vec![t(fast)],
+            error: None,
+        };
+        assert_eq!(t(10.0).later_samples(), Some(vec![10.0; 4]));
+        let mut uneven = t(10.0);
+        uneven.samples.pop();
+        assert_eq!(uneven.later_samples(), None, "runs of unequal length cannot be told apart");
+        let notes = build_notes(&cols, &[run("native", 100.0), run("unix", 90.0)]);
+        assert!(
+            notes.iter().any(|n| n.starts_with("llama-bench q8.gguf pp512 without each run's first repetition")
+                && n.ends_with("pooled median against native's: unix 0.900")),
+            "{notes:?}"
+        );
     }
 
     #[test]

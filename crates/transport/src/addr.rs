@@ -276,24 +276,26 @@ impl Stream {
     /// [`crate::wait_readable`]); at once where they may already be here: decrypted or read
     /// ahead by TLS, or coming through memory (a ring polls that itself).
     pub fn wait_readable(&self, budget: Duration) {
-        match self {
-            Stream::Unix(_) | Stream::Tcp(_) => {}
-            Stream::Tls(s) if !s.has_buffered() => {}
-            Stream::Tls(_) | Stream::Ring(_) => return,
+        if self.reads_wait_on_socket() {
+            crate::wait_readable(self.as_raw_fd(), budget);
         }
-        crate::wait_readable(self.as_raw_fd(), budget);
     }
 
     /// Whether bytes can be read now, waiting for them up to `timeout` (a TLS stream
     /// with bytes already decrypted, or a ring, says yes at once: reading it does not block
     /// on the socket, or polls its ring itself).
     pub fn poll_readable(&self, timeout: Duration) -> bool {
+        !self.reads_wait_on_socket() || crate::spin::readable_within(self.as_raw_fd(), timeout)
+    }
+
+    /// Whether the next read waits for the socket: not where TLS has bytes decrypted or read
+    /// ahead, nor through a ring.
+    fn reads_wait_on_socket(&self) -> bool {
         match self {
-            Stream::Unix(_) | Stream::Tcp(_) => {}
-            Stream::Tls(s) if !s.has_buffered() => {}
-            Stream::Tls(_) | Stream::Ring(_) => return true,
+            Stream::Unix(_) | Stream::Tcp(_) => true,
+            Stream::Tls(s) => !s.has_buffered(),
+            Stream::Ring(_) => false,
         }
-        crate::spin::readable_within(self.as_raw_fd(), timeout)
     }
 
     /// End the stream in an orderly way where the transport has one (TLS says goodbye with

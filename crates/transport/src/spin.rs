@@ -40,9 +40,7 @@ pub fn wait_readable(fd: RawFd, budget: Duration) -> bool {
     }
     let start = Instant::now();
     loop {
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd, zero timeout.
-        if unsafe { libc::poll(&mut p, 1, 0) } != 0 {
+        if readable_within(fd, Duration::ZERO) {
             return true;
         }
         if start.elapsed() >= budget {
@@ -55,13 +53,13 @@ pub fn wait_readable(fd: RawFd, budget: Duration) -> bool {
     }
 }
 
-/// Whether `fd` is readable (or closed, or in error) within `timeout` (zero: now), sleeping
-/// in the kernel meanwhile.
+/// Whether `fd` is readable (or closed, or in error, or the poll itself failed: the read
+/// that follows tells why) within `timeout` (zero: now), sleeping in the kernel meanwhile.
 pub(crate) fn readable_within(fd: RawFd, timeout: Duration) -> bool {
     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     let ts = libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
     // SAFETY: one valid pollfd, a valid timeout, no signal mask.
-    unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) > 0 }
+    unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) != 0 }
 }
 
 /// Whether the socket `fd` has reached its end (or an error), looked at without taking any

@@ -73,6 +73,10 @@ pub struct Args {
     /// Print only; write no files.
     #[arg(long)]
     pub no_write: bool,
+    /// Measure nothing: rewrite the results section of README.md in --out from the result
+    /// files there (the newest named as the latest).
+    #[arg(long)]
+    pub reindex: bool,
     /// Seconds each measuring process (child, llama-bench run) may take.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -97,6 +101,10 @@ pub fn main(args: Args) -> Result<(), String> {
         let s = if args.json { serde_json::to_string(&r) } else { serde_json::to_string_pretty(&r) };
         println!("{}", s.map_err(|e| e.to_string())?);
         Ok(())
+    } else if args.reindex {
+        let results = report::results_in(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+        let latest = report::newest(&results).ok_or_else(|| format!("no results in {}", args.out.display()))?;
+        parent::reindex(&args.out, latest)
     } else {
         parent::run(&args)
     }

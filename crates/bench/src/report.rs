@@ -478,25 +478,92 @@ pub fn is_result_file(name: &str) -> bool {
         && b[10] == b'-'
 }
 
-/// `bench/README.md` with its results section listing `files` (result tables, any order),
-/// newest first, and naming `latest`. Text outside the section is kept; a README without the
-/// section gets the default text.
-pub fn update_readme(existing: Option<&str>, files: &[String], latest: &str) -> String {
-    let mut list: Vec<&String> = files.iter().filter(|f| is_result_file(f)).collect();
-    list.sort();
-    list.dedup();
-    list.reverse();
+/// The rows issue 6 judges a result by (metric names as `build_rows` writes them; older
+/// results lack the `, median` suffix).
+const INDEX_ROWS: [&str; 4] =
+    ["llama-bench q8.gguf pp512", "llama-bench q8.gguf tg128", "copy H2D pinned 256 MiB", "copy H2D pageable 256 MiB"];
+
+/// The index table's header: a result, its card, and ratios to native (higher is better).
+const INDEX_HEAD: &str = "| result | GPU, driver | Q8 pp512 unix / TCP / shm | Q8 tg128 unix / TCP / shm \
+                          | 256 MiB host-to-device over shm: pinned / pageable |\n| --- | --- | --- | --- | --- |\n";
+
+/// The ratio to native of `column` in the row named `metric` (or `metric, median`).
+fn ratio_in(r: &Report, metric: &str, column: &str) -> Option<f64> {
+    let col = r.columns.iter().position(|c| c == column).filter(|&i| i > 0)?;
+    let row = r.rows.iter().find(|row| row.metric == metric || row.metric.strip_prefix(metric) == Some(", median"))?;
+    row.ratios.get(col - 1)?.value()
+}
+
+/// A result's line in the index: its link, card and driver, and its ratios in the rows and
+/// columns issue 6 asks for (— where it has no such row or column, or no JSON at all).
+pub fn index_line(name: &str, report: Option<&Report>) -> String {
+    let fmt = |metric: &str, columns: &[&str]| {
+        let v: Vec<String> = columns
+            .iter()
+            .map(|c| report.and_then(|r| ratio_in(r, metric, c)).map_or("—".into(), |x| format!("{x:.3}")))
+            .collect();
+        v.join(" / ")
+    };
+    let card = report.map_or("—".into(), |r| format!("{}, {}", r.meta.gpu, r.meta.driver_version));
+    let [pp, tg, pinned, pageable] = INDEX_ROWS;
+    let sockets = ["unix", "tcp", "shm"];
+    format!(
+        "| [{name}]({name}) | {card} | {} | {} | {} / {} |\n",
+        fmt(pp, &sockets),
+        fmt(tg, &sockets),
+        fmt(pinned, &["shm"]),
+        fmt(pageable, &["shm"])
+    )
+}
+
+/// `bench/README.md` with its results section listing `results` (result tables, any order,
+/// each with its report where its JSON could be read), newest first, as a table of the
+/// ratios issue 6 asks for, and naming `latest`. Text outside the section is kept; a README
+/// without the section gets the default text.
+pub fn update_readme(existing: Option<&str>, results: &[(String, Option<Report>)], latest: &str) -> String {
+    let mut list: Vec<&(String, Option<Report>)> = results.iter().filter(|(f, _)| is_result_file(f)).collect();
+    list.sort_by_key(|r| std::cmp::Reverse(when(r)));
+    list.dedup_by(|a, b| a.0 == b.0);
     let json = |f: &str| format!("{}.json", f.trim_end_matches(".md"));
-    let mut section =
-        format!("{BEGIN}\nLatest: [{latest}]({latest}) ([JSON]({}))\n\nAll results, newest first:\n\n", json(latest));
-    for f in list {
-        section.push_str(&format!("- [{f}]({f})\n"));
+    let mut section = format!(
+        "{BEGIN}\nLatest: [{latest}]({latest}) ([JSON]({}))\n\nAll results, newest first (ratios to native in \
+         the same run; `—`: not measured then):\n\n{INDEX_HEAD}",
+        json(latest)
+    );
+    for (f, report) in list {
+        section.push_str(&index_line(f, report.as_ref()));
     }
     section.push_str(END);
     match existing.and_then(|e| Some((e, e.find(BEGIN)?, e.find(END)?))) {
         Some((e, b, en)) if b < en => format!("{}{section}{}", &e[..b], &e[en + END.len()..]),
         _ => format!("{}{section}\n", readme_intro()),
     }
+}
+
+/// When a result was measured, for ordering: its report's date and time, else the date its
+/// name starts with; then its name.
+fn when((name, report): &(String, Option<Report>)) -> (String, &str) {
+    let date = report.as_ref().map_or_else(|| format!("{} 00:00", &name[..10]), |r| r.meta.date.clone());
+    (date, name)
+}
+
+/// The newest of `results` (see [`when`]).
+pub fn newest(results: &[(String, Option<Report>)]) -> Option<&str> {
+    results.iter().filter(|(f, _)| is_result_file(f)).max_by_key(|r| when(r)).map(|(f, _)| f.as_str())
+}
+
+/// The result tables in `dir` (`bench/`), each with its report where its JSON reads.
+pub fn results_in(dir: &std::path::Path) -> std::io::Result<Vec<(String, Option<Report>)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if is_result_file(&name) {
+            let json = dir.join(format!("{}.json", name.trim_end_matches(".md")));
+            let report = std::fs::read_to_string(json).ok().and_then(|s| Report::from_json(&s).ok());
+            out.push((name, report));
+        }
+    }
+    Ok(out)
 }
 
 /// The fixed part of `bench/README.md`.
@@ -517,6 +584,8 @@ pub fn readme_intro() -> String {
      \x20 --llama-reps 5 --llama-rounds 8\n\
      # no GPU: the sim backend (no kernels, no native column)\n\
      dist/bin/vgpu bench --backend sim --quick --no-write\n\
+     # after adding or editing results by hand: rewrite the table below from the files here\n\
+     dist/bin/vgpu bench --reindex\n\
      ```\n\n"
         .to_string()
 }
@@ -781,27 +850,89 @@ mod tests {
         assert!(!is_result_file("2026-1-25-gpu1.md"));
     }
 
+    /// A report with the index's rows: ratios `unix`, `tcp`, `shm` in each (native 100).
+    fn indexed(date: &str, unix: f64, tcp: f64, shm: f64) -> Report {
+        let row = |metric: &str| {
+            let cells = [100.0, unix, tcp, shm].map(Cell::Value).to_vec();
+            Row::new(metric, "x", Better::Higher, cells)
+        };
+        Report {
+            meta: Meta { gpu: "H100".into(), driver_version: "580".into(), date: date.into(), ..Meta::default() },
+            columns: ["native", "unix", "tcp", "shm"].map(String::from).to_vec(),
+            rows: vec![
+                row("llama-bench q8.gguf pp512, median"),
+                // Older results name it without the suffix.
+                row("llama-bench q8.gguf tg128"),
+                row("copy H2D pinned 256 MiB"),
+                row("copy H2D pinned 256 MiBs, not this one"),
+            ],
+            notes: vec![],
+            children: vec![],
+            llama: vec![],
+        }
+    }
+
+    #[test]
+    fn index_lines_give_the_ratios_issue_6_asks_for() {
+        let r = indexed("2026-11-25 10:00 UTC", 97.0, 95.5, 100.0);
+        assert_eq!(
+            index_line("2026-11-25-b.md", Some(&r)),
+            "| [2026-11-25-b.md](2026-11-25-b.md) | H100, 580 | 0.970 / 0.955 / 1.000 | 0.970 / 0.955 / 1.000 \
+             | 1.000 / — |\n"
+        );
+        assert_eq!(
+            index_line("2026-11-24-a.md", None),
+            "| [2026-11-24-a.md](2026-11-24-a.md) | — | — / — / — | — / — / — | — / — |\n"
+        );
+    }
+
     #[test]
     fn readme_index() {
-        let files = vec![
-            "2026-11-24-a.md".to_string(),
-            "README.md".into(),
-            "2026-11-25-b.md".into(),
-            "2026-11-25-b.json".into(),
+        let results = vec![
+            ("2026-11-24-a.md".to_string(), None),
+            ("README.md".into(), None),
+            // The same day, measured later than -c: listed before it.
+            ("2026-11-25-b.md".into(), Some(indexed("2026-11-25 10:00 UTC", 97.0, 95.5, 100.0))),
+            ("2026-11-25-c.md".into(), Some(indexed("2026-11-25 09:00 UTC", 90.0, 90.0, 90.0))),
+            ("2026-11-25-b.json".into(), None),
         ];
-        let fresh = update_readme(None, &files, "2026-11-25-b.md");
+        assert_eq!(newest(&results), Some("2026-11-25-b.md"));
+        let fresh = update_readme(None, &results, "2026-11-25-b.md");
         assert!(fresh.starts_with("# Benchmarks\n"), "{fresh}");
         assert!(fresh.contains("Latest: [2026-11-25-b.md](2026-11-25-b.md) ([JSON](2026-11-25-b.json))"), "{fresh}");
-        let b = fresh.find("- [2026-11-25-b.md]").unwrap();
-        let a = fresh.find("- [2026-11-24-a.md]").unwrap();
-        assert!(b < a, "newest first: {fresh}");
+        assert!(fresh.contains(INDEX_HEAD), "{fresh}");
+        let at = |f: &str| fresh.find(&format!("| [{f}]")).unwrap_or_else(|| panic!("{f} missing: {fresh}"));
+        assert!(
+            at("2026-11-25-b.md") < at("2026-11-25-c.md") && at("2026-11-25-c.md") < at("2026-11-24-a.md"),
+            "{fresh}"
+        );
+        assert!(fresh.contains("| 0.970 / 0.955 / 1.000 |"), "{fresh}");
         assert!(!fresh.contains("[README.md]"), "{fresh}");
         // Hand-written text around the section survives an update.
         let edited = fresh.replace("# Benchmarks\n", "# Benchmarks\n\nHand-written.\n") + "\nFooter.\n";
-        let again = update_readme(Some(&edited), &files[..1], "2026-11-24-a.md");
+        let again = update_readme(Some(&edited), &results[..1], "2026-11-24-a.md");
         assert!(again.contains("Hand-written.\n") && again.ends_with("\nFooter.\n"), "{again}");
         assert!(again.contains("Latest: [2026-11-24-a.md]"), "{again}");
         assert!(!again.contains("2026-11-25-b.md"), "{again}");
         assert_eq!(again.matches(BEGIN).count(), 1);
+    }
+
+    /// The committed `bench/README.md` indexes every committed result as `vgpu bench
+    /// --reindex` would (run it after adding or editing a result).
+    #[test]
+    fn committed_bench_index_is_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench");
+        let results = results_in(&dir).unwrap();
+        for (f, r) in &results {
+            let json = dir.join(format!("{}.json", f.trim_end_matches(".md")));
+            assert!(r.is_some() || !json.exists(), "{f}: its JSON does not read as a report");
+        }
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        let latest = newest(&results).unwrap();
+        assert_eq!(
+            readme,
+            update_readme(Some(&readme), &results, latest),
+            "bench/README.md: run `vgpu bench --reindex`"
+        );
     }
 }

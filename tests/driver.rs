@@ -82,7 +82,9 @@ fn pinned_memory_is_reusable_after_a_synchronize() {
     let lib = lib_dir(tmp.path());
     let exe = compile_c("pinned_reuse", tmp.path(), &lib, &["libcuda.so.1"]);
     let server = Server::sim(tmp.path(), &[]);
-    let out = run(&exe, &lib, &server.address, &[("VGPU_TRACE", "summary"), ("VGPU_LANES", "4")]);
+    // Lanes never set aside for lagging: the count below is exact.
+    let envs = [("VGPU_TRACE", "summary"), ("VGPU_LANES", "4"), ("VGPU_LANE_LAG_US", "0")];
+    let out = run(&exe, &lib, &server.address, &envs);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("pinned reuse ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -124,8 +126,14 @@ fn copies_to_pinned_memory_land_before_anything_says_they_completed() {
     let shm = unix.address.replacen("unix:", "shm:", 1);
     let cases = [(&tcp.address, "0"), (&tcp.address, "4"), (&unix.address, "4"), (&shm, "0"), (&tls.address, "4")];
     for (address, lanes) in cases {
-        let envs =
-            [("VGPU_TOKEN", "t0ken"), ("VGPU_LANES", lanes), ("VGPU_TRACE", "summary"), ("VGPU_TLS_CA", s(&pki.ca))];
+        // Lanes never set aside for lagging: TLS's replies below all come over them.
+        let envs = [
+            ("VGPU_TOKEN", "t0ken"),
+            ("VGPU_LANES", lanes),
+            ("VGPU_LANE_LAG_US", "0"),
+            ("VGPU_TRACE", "summary"),
+            ("VGPU_TLS_CA", s(&pki.ca)),
+        ];
         let out = run(&exe, &lib, address, &envs);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);

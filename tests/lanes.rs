@@ -61,10 +61,11 @@ fn large_copies_travel_on_lanes_over_unix_tcp_and_tls() {
         // The four sizes of 256 KiB and more (over TLS five: from 64 KiB on), each copied in
         // twice (the transport does not split frames; the shims send copies in frames of
         // 1 MiB).
+        // Copies go over the connection instead while lanes that lagged are set aside (on a
+        // loaded test host, helpers may wait for a core).
         let n = if address.is_tls() { 5 } else { 4 };
-        assert_eq!(lanes.striped(), 2 * n, "{address}: frames striped");
-        // And their replies, asynchronous and synchronous, back.
-        assert_eq!(lanes.gathered(), 2 * n, "{address}: replies gathered");
+        assert_eq!(lanes.striped() + lanes.gathered() + lanes.passed(), 4 * n, "{address}: frames striped");
+        assert!(lanes.striped() >= 1 && lanes.gathered() >= 1, "{address}: the lanes carried copies both ways");
     }
 }
 
@@ -113,7 +114,8 @@ fn threads_copy_both_ways(conn: transport::Conn) {
         w.join().unwrap();
     }
     let lanes = conn.lanes().unwrap();
-    assert_eq!((lanes.striped(), lanes.gathered()), (40, 40));
+    assert_eq!(lanes.striped() + lanes.gathered() + lanes.passed(), 80, "every copy, on the lanes or set aside");
+    assert!(lanes.striped() + lanes.gathered() >= 2, "the copies before any were set aside");
 }
 
 #[test]
@@ -209,7 +211,14 @@ fn the_driver_shim_copies_over_lanes() {
     let tcp = Server::start_env(&free_tcp_address(), &["--backend", "sim"], &[], &[("VGPU_TOKEN", TOKEN)]);
     let (tls, _, pki) = tls_sim_server(tmp.path(), TOKEN, &[]);
     for server in [&unix, &tcp, &tls] {
-        let envs = [("VGPU_LANES", "4"), ("VGPU_TOKEN", TOKEN), ("VGPU_TRACE", "summary"), ("VGPU_TLS_CA", s(&pki.ca))];
+        // Lanes never set aside for lagging: the counts below are exact.
+        let envs = [
+            ("VGPU_LANES", "4"),
+            ("VGPU_LANE_LAG_US", "0"),
+            ("VGPU_TOKEN", TOKEN),
+            ("VGPU_TRACE", "summary"),
+            ("VGPU_TLS_CA", s(&pki.ca)),
+        ];
         let out = run(&exe, &lib, &server.address, &envs);
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{}: {stdout}\n{stderr}", server.address);

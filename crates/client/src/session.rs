@@ -610,11 +610,14 @@ mod summary {
                     }
                     if let Some(Some(l)) = c.lanes_if_open() {
                         eprintln!(
-                            "  {}: {} frames' bulk over {} lanes, {} replies' bulk back over them",
+                            "  {}: {} frames' bulk over {} lanes, {} replies' bulk back over them; \
+                             set aside {} times for lagging, {} copies over the connection meanwhile",
                             c.address(),
                             l.striped(),
                             l.len(),
-                            l.gathered()
+                            l.gathered(),
+                            l.asides(),
+                            l.passed()
                         );
                     }
                 }

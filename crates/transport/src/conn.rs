@@ -361,7 +361,7 @@ impl Conn {
     fn write_request(&self, s: &mut Sock, h: &Header, args: &[u8], bulk_in: &[&[u8]]) -> io::Result<()> {
         let n = h.bulk_len as usize;
         if (crate::lanes::lane_min(&self.address)..=LANE_MAX).contains(&n)
-            && let Some(lanes) = self.lanes()
+            && let Some(lanes) = self.lanes().filter(|l| l.take())
         {
             write_frame(&mut s.stream, &crate::lanes::lane_header(*h), args, &[])?;
             return lanes.stripe(h.seq, bulk_in);
@@ -513,7 +513,7 @@ impl Conn {
     /// them (see `lanes::LANE_MIN_TLS`).
     fn ask_reply_lanes(&self, h: &mut Header, out_len: usize) {
         if (crate::lanes::lane_min(&self.address)..=LANE_MAX).contains(&out_len)
-            && let Some(l) = self.lanes()
+            && let Some(l) = self.lanes().filter(|l| l.take())
         {
             h.flags |= FLAG_REPLY_LANES;
             h.status = l.len() as u32;

@@ -64,6 +64,64 @@ const LANE_WAIT: Duration = Duration::from_secs(30);
 /// prompt batch's 512 KiB mask, not its 4 MiB of embeddings, whose copy out of a buffer
 /// would cost more than their wait.
 const AHEAD_MAX: usize = 256 << 10;
+/// How long the helpers of a copy may finish after the caller's own chunk before the copy
+/// counts as lagging (where they have a core each, within tens of microseconds).
+const LAG: Duration = Duration::from_micros(500);
+/// [`LAG`], or `VGPU_LANE_LAG_US` where set (0: the lanes are never set aside).
+fn lag_limit() -> Option<Duration> {
+    static L: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *L.get_or_init(|| {
+        let d = crate::spin::micros(&|k| std::env::var(k).ok(), "VGPU_LANE_LAG_US").unwrap_or(LAG);
+        (!d.is_zero()).then_some(d)
+    })
+}
+/// What sets the lanes aside ([`Strain`]): a lagging copy adds two to a score, one that
+/// keeps up takes one off, and a score of four sets them aside: soon where every other copy
+/// lags (a prompt batch's embeddings find the helpers waiting for a core; its mask, right
+/// after, finds them running), never where one in three does.
+const STRIKES: u32 = 4;
+/// How long the lanes stay aside once set there; then they are tried again.
+const ASIDE: Duration = Duration::from_secs(1);
+
+/// Whether the lanes keep up. A copy striped over them waits for every helper thread here
+/// and every reader thread on the server to get a core; on a host whose cores are all busy
+/// (other processes, or the application's own threads) each of them is a scheduler's time
+/// slice away, and the copy takes milliseconds where one thread writing it all would take a
+/// fraction of one. Measured on the 16-core H100 VM with 16 busy loops beside llama-bench
+/// (Q8 1B pp512, 15 samples a column): natively unchanged, through unix 0.43 of native
+/// with lanes, 0.82 without. So copies whose helpers lag (see [`STRIKES`]) set the lanes
+/// aside for [`ASIDE`]: bulk then goes over the session's connection, written by the
+/// caller.
+#[derive(Debug, Default)]
+struct Strain {
+    strikes: std::sync::atomic::AtomicU32,
+    /// Until when the lanes are aside: microseconds on [`crate::park::micros_now`]'s clock.
+    aside_until: AtomicU64,
+    /// Times they were set aside, and copies that went over the connection meanwhile.
+    asides: AtomicU64,
+    passed: AtomicU64,
+}
+
+impl Strain {
+    /// A copy went over the lanes; `lagged`: its helpers trailed.
+    fn record(&self, lagged: bool, aside: Duration) {
+        // Several threads may copy at once: a lost update only delays or hastens a decision.
+        let score = self.strikes.load(Ordering::Relaxed);
+        let score = if lagged { score + 2 } else { score.saturating_sub(1) };
+        self.strikes.store(score, Ordering::Relaxed);
+        if score >= STRIKES {
+            self.strikes.store(0, Ordering::Relaxed);
+            let until = crate::park::micros_now() + aside.as_micros() as u64;
+            self.aside_until.store(until, Ordering::Relaxed);
+            self.asides.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn aside(&self) -> bool {
+        crate::park::micros_now() < self.aside_until.load(Ordering::Relaxed)
+    }
+}
+
 /// How long the worker's lane readers, and the worker waiting for them, poll before
 /// sleeping (see `Shared::wait`): as long as the client's helpers (`crate::CLIENT_SPIN`),
 /// so that they are awake for the next prompt batch's inputs (10 ms later for a 1B model).
@@ -111,6 +169,10 @@ pub struct Lanes {
     park: Arc<Park>,
     /// The thread that striped last ([`thread_token`]): only its waits park the writers.
     striper: AtomicU64,
+    /// Whether the helpers keep up (see [`Strain`]).
+    strain: Strain,
+    /// How long lagging lanes stay aside ([`ASIDE`]; tests shorten it).
+    aside_for: Duration,
 }
 
 /// A number for the calling thread, unique in the process (0 for none).
@@ -165,8 +227,20 @@ impl Helper {
         let mut slot = self.slot.lock();
         slot.done = None;
         slot.job = Some(job);
+        slot.posted = Some(Instant::now());
+        slot.taken = None;
         drop(slot);
         self.cv.notify_one();
+    }
+
+    /// How long the job posted last waited for the helper to take it (so far, if it has not).
+    fn start_lag(&self) -> Duration {
+        let slot = self.slot.lock();
+        match (slot.posted, slot.taken) {
+            (Some(p), Some(t)) => t.saturating_duration_since(p),
+            (Some(p), None) => p.elapsed(),
+            _ => Duration::ZERO,
+        }
     }
 }
 
@@ -174,6 +248,9 @@ impl Helper {
 struct Slot {
     job: Option<Job>,
     done: Option<io::Result<()>>,
+    /// When the job was posted, and when the helper took it.
+    posted: Option<Instant>,
+    taken: Option<Instant>,
 }
 
 /// One handle on each lane of a set (at least one), in lane order: the first used by the
@@ -195,8 +272,8 @@ impl Fan {
     }
 
     /// Run job `i` on lane `i` (`None`: nothing for that lane) and return once every job is
-    /// done, error or not: the first error.
-    fn run(&self, jobs: Vec<Option<Job>>) -> io::Result<()> {
+    /// done, error or not: the first error, and whether the helpers lagged (see [`run_jobs`]).
+    fn run(&self, jobs: Vec<Option<Job>>) -> (io::Result<()>, bool) {
         run_jobs(Some(&self.first), &self.helpers, jobs)
     }
 
@@ -207,7 +284,11 @@ impl Fan {
     }
 }
 
-fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Option<Job>>) -> io::Result<()> {
+/// Run the jobs (the first by the caller where `first` is given, the others by the helpers)
+/// and return once every one is done: the first error, and whether the helpers lagged: one
+/// took its job (or had not yet, when the caller looked) more than [`LAG`] after it was
+/// posted. A helper that slept wakes well within that; one that waits for a core does not.
+fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Option<Job>>) -> (io::Result<()>, bool) {
     let mut jobs = jobs.into_iter();
     let mine = if first.is_some() { jobs.next().flatten() } else { None };
     let mut posted = Vec::new();
@@ -221,6 +302,7 @@ fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Op
         (Some(s), Some(job)) => (job(&mut s.lock()).err(), true),
         _ => (None, false),
     };
+    let mut lagged = false;
     // Every helper must be done with the poster's memory before this returns; a read or
     // write is bounded by the socket's timeout, and a shut socket ends it. A job its helper
     // has not started while the poster did its own is run here instead, on the helper's
@@ -228,6 +310,7 @@ fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Op
     // between batches), a helper waiting for a core would otherwise hold up the whole copy.
     // (A poster without a job of its own gives the helpers that time to start.)
     for h in posted {
+        lagged |= lag_limit().is_some_and(|limit| h.start_lag() > limit);
         let r = match worked.then(|| h.reclaim()).flatten() {
             Some(job) => job(&mut h.stream.lock()),
             None => h.wait_done(),
@@ -236,7 +319,7 @@ fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Op
             first_err.get_or_insert(e);
         }
     }
-    first_err.map_or(Ok(()), Err)
+    (first_err.map_or(Ok(()), Err), lagged)
 }
 
 /// The bytes of chunk `i` of `total` striped over `n` lanes (page-sized shares keep the
@@ -383,6 +466,8 @@ impl Lanes {
             readers: Fan::new(reads, None)?,
             park,
             striper: AtomicU64::new(0),
+            strain: Strain::default(),
+            aside_for: ASIDE,
             rates: closers.iter().map(|_| Default::default()).collect(),
             closers,
             striped: Default::default(),
@@ -433,13 +518,38 @@ impl Lanes {
             Coding::Always => true,
             Coding::BelowFast => self.delivery_rate().is_none_or(|r| r < FAST_LINK),
         };
-        self.writers.run(write_jobs(seq, bulk, self.len(), code.then_some(&self.coded)))
+        let (r, lagged) = self.writers.run(write_jobs(seq, bulk, self.len(), code.then_some(&self.coded)));
+        self.strain.record(lagged, self.aside_for);
+        r
     }
 
     /// Read the bulk of reply `seq` (`buf.len()` bytes, one chunk per lane) into `buf`.
     pub fn gather(&self, seq: u32, buf: &mut [u8]) -> io::Result<()> {
         self.gathered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.readers.run(read_jobs(seq, buf, self.len()))
+        let (r, lagged) = self.readers.run(read_jobs(seq, buf, self.len()));
+        self.strain.record(lagged, self.aside_for);
+        r
+    }
+
+    /// Whether a copy large enough for the lanes goes over them now: not while they are set
+    /// aside for lagging (see [`Strain`]); those that do not are counted ([`Lanes::passed`]).
+    pub fn take(&self) -> bool {
+        let aside = self.strain.aside();
+        if aside {
+            self.strain.passed.fetch_add(1, Ordering::Relaxed);
+        }
+        !aside
+    }
+
+    /// How many times the lanes were set aside for lagging so far.
+    pub fn asides(&self) -> u64 {
+        self.strain.asides.load(Ordering::Relaxed)
+    }
+
+    /// How many copies (either way) went over the session's connection instead, the lanes
+    /// being aside.
+    pub fn passed(&self) -> u64 {
+        self.strain.passed.load(Ordering::Relaxed)
     }
 
     /// The calling thread waits for a reply from now until the guard is dropped: past
@@ -487,7 +597,11 @@ impl Helper {
         let mut slot = self.slot.lock();
         let window = Window::new(self.spin, self.park.as_deref());
         poll_then_wait(&self.cv, &mut slot, window, Duration::from_millis(500), |slot, slept| {
-            slot.job.take().map(Some).or_else(|| (slept && self.closed()).then_some(None))
+            let job = slot.job.take();
+            if job.is_some() {
+                slot.taken = Some(Instant::now());
+            }
+            job.map(Some).or_else(|| (slept && self.closed()).then_some(None))
         })
     }
 
@@ -731,7 +845,7 @@ impl Scatter {
     /// has been written. An error leaves the lanes unusable: the session ends.
     pub fn send(&self, seq: u32, bulk: &[u8]) -> io::Result<()> {
         // Replies are not coded: what comes back (logits) is computed, not dequantized.
-        let r = run_jobs(None, &self.writers, write_jobs(seq, &[bulk], self.writers.len(), None));
+        let (r, _) = run_jobs(None, &self.writers, write_jobs(seq, &[bulk], self.writers.len(), None));
         if r.is_err() {
             self.set.shutdown();
         }
@@ -891,6 +1005,49 @@ mod tests {
     }
 
     #[test]
+    fn lagging_copies_set_the_lanes_aside_for_a_while() {
+        let (mut lanes, set) = pair(2);
+        lanes.aside_for = Duration::from_millis(100);
+        let data = vec![7u8; 1 << 20];
+        let filler = filling(&set, 1, data.len());
+        lanes.stripe(1, &[&data]).unwrap();
+        assert_eq!(filler.join().unwrap().unwrap(), data);
+        assert!(lanes.take(), "helpers that keep up");
+        let lag = |lagged| lanes.strain.record(lagged, lanes.aside_for);
+        for _ in 0..4 {
+            lag(true);
+            lag(false);
+            lag(false);
+            assert!(lanes.take(), "one lagging copy in three is not enough");
+        }
+        lag(true);
+        lag(false);
+        lag(true);
+        assert!(lanes.take(), "not yet");
+        lag(false);
+        lag(true);
+        assert!(!lanes.take() && !lanes.take(), "one in two");
+        assert_eq!((lanes.asides(), lanes.passed()), (1, 2));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(lanes.take(), "tried again after a while");
+        assert_eq!(lanes.passed(), 2);
+    }
+
+    #[test]
+    fn a_helper_that_takes_its_job_late_lags() {
+        let (lanes, _set) = pair(2);
+        let h = &lanes.writers.helpers[0];
+        assert_eq!(h.start_lag(), Duration::ZERO, "nothing posted");
+        let long_ago = Instant::now() - LAG * 2;
+        h.slot.lock().posted = Some(long_ago);
+        assert!(h.start_lag() > LAG, "posted, not taken yet");
+        h.slot.lock().taken = Some(long_ago + Duration::from_micros(30));
+        assert_eq!(h.start_lag(), Duration::from_micros(30), "taken at once");
+        h.slot.lock().taken = Some(long_ago + LAG * 2);
+        assert!(h.start_lag() > LAG, "taken late");
+    }
+
+    #[test]
     fn striped_bulk_lands_whole_and_in_order() {
         let (lanes, set) = pair(4);
         for (seq, len) in [(1u32, 1usize), (2, 4095), (3, 1 << 20), (4, (3 << 20) + 17)] {
@@ -1016,7 +1173,7 @@ mod tests {
         let helpers: Vec<Arc<Helper>> = ends.into_iter().map(idle).collect();
         let data: Vec<u8> = (0..(1 << 20) + 5).map(|i| (i * 13) as u8).collect();
         let filler = filling(&set, 9, (1 << 20) + 5);
-        run_jobs(Some(&first), &helpers, write_jobs(9, &[&data], 3, None)).unwrap();
+        run_jobs(Some(&first), &helpers, write_jobs(9, &[&data], 3, None)).0.unwrap();
         assert_eq!(filler.join().unwrap().unwrap(), data);
         assert!(helpers.iter().all(|h| h.slot.lock().job.is_none()), "no job left behind");
     }

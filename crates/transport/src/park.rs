@@ -48,7 +48,8 @@ fn epoch() -> Instant {
     *E.get_or_init(Instant::now)
 }
 
-fn micros_now() -> u64 {
+/// Microseconds since this process first asked, plus one (never 0).
+pub(crate) fn micros_now() -> u64 {
     epoch().elapsed().as_micros() as u64 + 1
 }
 

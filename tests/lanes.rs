@@ -55,17 +55,38 @@ fn large_copies_travel_on_lanes_over_unix_tcp_and_tls() {
         let Welcome::Accepted { lanes: Some(offer), .. } = welcome else { panic!("{address}: no lanes offered") };
         assert!(offer.max >= 4);
         conn.set_lanes(4);
+        // Never set aside for lagging (a loaded test host's helpers may wait for cores):
+        // the counts below are exact.
+        conn.set_lane_lag(None);
         copies_come_back(&conn);
         let lanes = conn.lanes().expect("lanes opened");
         assert_eq!(lanes.len(), 4, "{address}");
         // The four sizes of 256 KiB and more (over TLS five: from 64 KiB on), each copied in
         // twice (the transport does not split frames; the shims send copies in frames of
         // 1 MiB).
-        // Copies go over the connection instead while lanes that lagged are set aside (on a
-        // loaded test host, helpers may wait for a core).
         let n = if address.is_tls() { 5 } else { 4 };
-        assert_eq!(lanes.striped() + lanes.gathered() + lanes.passed(), 4 * n, "{address}: frames striped");
-        assert!(lanes.striped() >= 1 && lanes.gathered() >= 1, "{address}: the lanes carried copies both ways");
+        assert_eq!(lanes.striped(), 2 * n, "{address}: frames striped");
+        // And their replies, asynchronous and synchronous, back.
+        assert_eq!(lanes.gathered(), 2 * n, "{address}: replies gathered");
+    }
+}
+
+/// Lanes whose helpers lag (here: any delay counts) step aside after two copies, and the
+/// copies after them go over the session's connection, landing whole all the same.
+#[test]
+fn lagging_lanes_step_aside_and_copies_still_land() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = sim_servers_on_every_socket(tmp.path(), TOKEN);
+    for (address, token) in [(s.unix.clone(), ""), (s.tcp.clone(), TOKEN)] {
+        let (conn, _) = connect_to(&address, token);
+        conn.set_lanes(4);
+        conn.set_lane_lag(Some(Duration::ZERO));
+        copies_come_back(&conn);
+        let lanes = conn.lanes().expect("lanes opened");
+        assert_eq!(lanes.striped() + lanes.gathered() + lanes.passed(), 16, "{address}: every large copy counted");
+        assert!(lanes.asides() >= 1 && lanes.passed() >= 1, "{address}: set aside, copies passed them");
+        // The first two (a copy in and its reply) lag, which sets the lanes aside.
+        assert!(lanes.striped() >= 1 && lanes.gathered() >= 1, "{address}");
     }
 }
 
@@ -91,6 +112,7 @@ fn threads_share_tls_lanes_both_ways() {
 
 fn threads_copy_both_ways(conn: transport::Conn) {
     conn.set_lanes(4);
+    conn.set_lane_lag(None);
     let conn = std::sync::Arc::new(conn);
     let ctx = conn.call(0, &protocol::ops::cuDevicePrimaryCtxRetain { dev: 0 }, &[], None).unwrap();
     let workers: Vec<_> = (0..4usize)
@@ -114,8 +136,7 @@ fn threads_copy_both_ways(conn: transport::Conn) {
         w.join().unwrap();
     }
     let lanes = conn.lanes().unwrap();
-    assert_eq!(lanes.striped() + lanes.gathered() + lanes.passed(), 80, "every copy, on the lanes or set aside");
-    assert!(lanes.striped() + lanes.gathered() >= 2, "the copies before any were set aside");
+    assert_eq!((lanes.striped(), lanes.gathered()), (40, 40));
 }
 
 #[test]

@@ -547,7 +547,8 @@ fn when((name, report): &(String, Option<Report>)) -> (String, &str) {
     (date, name)
 }
 
-/// The newest of `results` (see [`when`]).
+/// The newest of `results`: by its report's date and time, else by the date its name starts
+/// with.
 pub fn newest(results: &[(String, Option<Report>)]) -> Option<&str> {
     results.iter().filter(|(f, _)| is_result_file(f)).max_by_key(|r| when(r)).map(|(f, _)| f.as_str())
 }

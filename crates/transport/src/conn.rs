@@ -189,6 +189,8 @@ pub struct Conn {
     /// Whether the lanes code input rows (`set_coding`): 0 as the address says, 1 never,
     /// 2 always.
     coding: std::sync::atomic::AtomicU8,
+    /// How late a lane's helper may take its job before the copy lags (`set_lane_lag`).
+    lane_lag: Mutex<Option<Option<Duration>>>,
     lanes: OnceLock<Option<Lanes>>,
     on_ring: AtomicBool,
 }
@@ -241,6 +243,7 @@ impl Conn {
             offer: None,
             want_lanes: AtomicUsize::new(0),
             coding: Default::default(),
+            lane_lag: Default::default(),
             lanes: OnceLock::new(),
             on_ring: AtomicBool::new(false),
         };
@@ -296,6 +299,12 @@ impl Conn {
         self.coding.store(set.map_or(0, |on| 1 + on as u8), Ordering::Relaxed);
     }
 
+    /// How late a lane's helper may take its chunk before the lanes (opened later) count as
+    /// lagging, and step aside (`None`: never); as `VGPU_LANE_LAG_US` says unless set.
+    pub fn set_lane_lag(&self, limit: Option<Duration>) {
+        *self.lane_lag.lock() = Some(limit);
+    }
+
     fn coding(&self) -> crate::coding::Coding {
         let set = match self.coding.load(Ordering::Relaxed) {
             0 => None,
@@ -317,11 +326,13 @@ impl Conn {
         let (session, offer) =
             self.offer.as_ref().filter(|_| n >= 2 || n == 1 && code != crate::coding::Coding::Never)?;
         self.lanes
-            .get_or_init(|| match Lanes::open(&self.address, *session, offer, n, self.timeouts, code) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    eprintln!("vgpu: {}: no lanes ({e}); bulk goes over the one connection", self.address);
-                    None
+            .get_or_init(|| {
+                match Lanes::open(&self.address, *session, offer, n, self.timeouts, code, *self.lane_lag.lock()) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        eprintln!("vgpu: {}: no lanes ({e}); bulk goes over the one connection", self.address);
+                        None
+                    }
                 }
             })
             .as_ref()

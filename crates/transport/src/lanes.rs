@@ -67,7 +67,7 @@ const AHEAD_MAX: usize = 256 << 10;
 /// How long the helpers of a copy may finish after the caller's own chunk before the copy
 /// counts as lagging (where they have a core each, within tens of microseconds).
 const LAG: Duration = Duration::from_micros(500);
-/// [`LAG`], or `VGPU_LANE_LAG_US` where set (0: the lanes are never set aside).
+/// [`LAG`], or `VGPU_LANE_LAG_US` where set (0: the lanes are never set aside; None).
 fn lag_limit() -> Option<Duration> {
     static L: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
     *L.get_or_init(|| {
@@ -171,6 +171,9 @@ pub struct Lanes {
     striper: AtomicU64,
     /// Whether the helpers keep up (see [`Strain`]).
     strain: Strain,
+    /// How late a helper may take its job before the copy lags ([`lag_limit`]; None: the
+    /// lanes are never set aside).
+    lag: Option<Duration>,
     /// How long lagging lanes stay aside ([`ASIDE`]; tests shorten it).
     aside_for: Duration,
 }
@@ -272,8 +275,8 @@ impl Fan {
     }
 
     /// Run job `i` on lane `i` (`None`: nothing for that lane) and return once every job is
-    /// done, error or not: the first error, and whether the helpers lagged (see [`run_jobs`]).
-    fn run(&self, jobs: Vec<Option<Job>>) -> (io::Result<()>, bool) {
+    /// done, error or not: the first error, and how late the latest helper took its job.
+    fn run(&self, jobs: Vec<Option<Job>>) -> (io::Result<()>, Duration) {
         run_jobs(Some(&self.first), &self.helpers, jobs)
     }
 
@@ -285,10 +288,14 @@ impl Fan {
 }
 
 /// Run the jobs (the first by the caller where `first` is given, the others by the helpers)
-/// and return once every one is done: the first error, and whether the helpers lagged: one
-/// took its job (or had not yet, when the caller looked) more than [`LAG`] after it was
-/// posted. A helper that slept wakes well within that; one that waits for a core does not.
-fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Option<Job>>) -> (io::Result<()>, bool) {
+/// and return once every one is done: the first error, and how long after it was posted the
+/// latest helper took its job (or had not yet, when the caller looked). A helper that slept
+/// wakes within tens of microseconds; one that waits for a core takes a scheduler's slice.
+fn run_jobs(
+    first: Option<&Mutex<Stream>>,
+    helpers: &[Arc<Helper>],
+    jobs: Vec<Option<Job>>,
+) -> (io::Result<()>, Duration) {
     let mut jobs = jobs.into_iter();
     let mine = if first.is_some() { jobs.next().flatten() } else { None };
     let mut posted = Vec::new();
@@ -302,7 +309,7 @@ fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Op
         (Some(s), Some(job)) => (job(&mut s.lock()).err(), true),
         _ => (None, false),
     };
-    let mut lagged = false;
+    let mut lag = Duration::ZERO;
     // Every helper must be done with the poster's memory before this returns; a read or
     // write is bounded by the socket's timeout, and a shut socket ends it. A job its helper
     // has not started while the poster did its own is run here instead, on the helper's
@@ -310,7 +317,7 @@ fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Op
     // between batches), a helper waiting for a core would otherwise hold up the whole copy.
     // (A poster without a job of its own gives the helpers that time to start.)
     for h in posted {
-        lagged |= lag_limit().is_some_and(|limit| h.start_lag() > limit);
+        lag = lag.max(h.start_lag());
         let r = match worked.then(|| h.reclaim()).flatten() {
             Some(job) => job(&mut h.stream.lock()),
             None => h.wait_done(),
@@ -319,7 +326,7 @@ fn run_jobs(first: Option<&Mutex<Stream>>, helpers: &[Arc<Helper>], jobs: Vec<Op
             first_err.get_or_insert(e);
         }
     }
-    (first_err.map_or(Ok(()), Err), lagged)
+    (first_err.map_or(Ok(()), Err), lag)
 }
 
 /// The bytes of chunk `i` of `total` striped over `n` lanes (page-sized shares keep the
@@ -426,7 +433,8 @@ fn join_lane(address: &Address, session: u64, offer: &LaneOffer, lane: u32, t: c
 impl Lanes {
     /// Open `n` lanes (at most the offer's) to session `session` at `address`; each is
     /// acknowledged by the worker before use, so lane `i` here is lane `i` there.
-    /// `code`: when their chunks go coded.
+    /// `code`: when their chunks go coded; `lag`: how late a helper may take its job before
+    /// the copy lags (None: never set aside), where not as `VGPU_LANE_LAG_US` says.
     pub fn open(
         address: &Address,
         session: u64,
@@ -434,6 +442,7 @@ impl Lanes {
         n: usize,
         t: crate::Timeouts,
         code: Coding,
+        lag: Option<Option<Duration>>,
     ) -> io::Result<Lanes> {
         let n = n.min(offer.max as usize);
         if n == 0 {
@@ -451,6 +460,9 @@ impl Lanes {
         })?;
         let mut lanes = Lanes::over(streams)?;
         lanes.code = code;
+        if let Some(lag) = lag {
+            lanes.lag = lag;
+        }
         Ok(lanes)
     }
 
@@ -467,6 +479,7 @@ impl Lanes {
             park,
             striper: AtomicU64::new(0),
             strain: Strain::default(),
+            lag: lag_limit(),
             aside_for: ASIDE,
             rates: closers.iter().map(|_| Default::default()).collect(),
             closers,
@@ -518,21 +531,28 @@ impl Lanes {
             Coding::Always => true,
             Coding::BelowFast => self.delivery_rate().is_none_or(|r| r < FAST_LINK),
         };
-        let (r, lagged) = self.writers.run(write_jobs(seq, bulk, self.len(), code.then_some(&self.coded)));
-        self.strain.record(lagged, self.aside_for);
+        let (r, lag) = self.writers.run(write_jobs(seq, bulk, self.len(), code.then_some(&self.coded)));
+        self.record(lag);
         r
+    }
+
+    /// A copy went over the lanes, its latest helper taking its job `lag` after it was posted.
+    fn record(&self, lag: Duration) {
+        if let Some(limit) = self.lag {
+            self.strain.record(lag > limit, self.aside_for);
+        }
     }
 
     /// Read the bulk of reply `seq` (`buf.len()` bytes, one chunk per lane) into `buf`.
     pub fn gather(&self, seq: u32, buf: &mut [u8]) -> io::Result<()> {
         self.gathered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (r, lagged) = self.readers.run(read_jobs(seq, buf, self.len()));
-        self.strain.record(lagged, self.aside_for);
+        let (r, lag) = self.readers.run(read_jobs(seq, buf, self.len()));
+        self.record(lag);
         r
     }
 
     /// Whether a copy large enough for the lanes goes over them now: not while they are set
-    /// aside for lagging (see [`Strain`]); those that do not are counted ([`Lanes::passed`]).
+    /// aside for lagging (their helpers waited for cores); those that do not are counted ([`Lanes::passed`]).
     pub fn take(&self) -> bool {
         let aside = self.strain.aside();
         if aside {

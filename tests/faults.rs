@@ -24,9 +24,10 @@ impl Client {
             .env("LD_LIBRARY_PATH", lib)
             .env("VGPU_SERVER", server)
             .env("VGPU_CONFIG", "/nonexistent")
-            // Its 1 MiB copies go over lanes both ways whatever this machine's cores, so
-            // that a lost lane is one of the faults seen.
+            // Its 1 MiB copies go over lanes both ways whatever this machine's cores (and
+            // however busy), so that a lost lane is one of the faults seen.
             .env("VGPU_LANES", "4")
+            .env("VGPU_LANE_LAG_US", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -1029,11 +1029,15 @@ mod tests {
     fn lagging_copies_set_the_lanes_aside_for_a_while() {
         let (mut lanes, set) = pair(2);
         lanes.aside_for = Duration::from_millis(100);
+        // A copy whose lag is not judged (on a loaded test host the helpers may lag) leaves
+        // the score alone.
+        lanes.lag = None;
         let data = vec![7u8; 1 << 20];
         let filler = filling(&set, 1, data.len());
         lanes.stripe(1, &[&data]).unwrap();
         assert_eq!(filler.join().unwrap().unwrap(), data);
-        assert!(lanes.take(), "helpers that keep up");
+        assert!(lanes.take());
+        assert_eq!(lanes.strain.score.load(Ordering::Relaxed), 0);
         let lag = |lagged| lanes.strain.record(lagged, lanes.aside_for);
         for _ in 0..4 {
             lag(true);

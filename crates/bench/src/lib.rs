@@ -102,9 +102,7 @@ pub fn main(args: Args) -> Result<(), String> {
         println!("{}", s.map_err(|e| e.to_string())?);
         Ok(())
     } else if args.reindex {
-        let results = report::results_in(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-        let latest = report::newest(&results).ok_or_else(|| format!("no results in {}", args.out.display()))?;
-        parent::reindex(&args.out, latest)
+        parent::reindex(&args.out, None)
     } else {
         parent::run(&args)
     }

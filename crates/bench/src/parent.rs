@@ -568,16 +568,18 @@ fn write_results(out: &Path, rep: &Report, md: &str, json: &str, date: &Utc, bac
     let json_path = out.join(format!("{stem}.json"));
     std::fs::write(&md_path, md).map_err(|e| err(&md_path, e))?;
     std::fs::write(&json_path, format!("{json}\n")).map_err(|e| err(&json_path, e))?;
-    reindex(out, &format!("{stem}.md"))?;
+    reindex(out, Some(&format!("{stem}.md")))?;
     progress(&format!("wrote {} and {}", md_path.display(), json_path.display()));
     Ok(())
 }
 
 /// Rewrite the results section of `out/README.md` from the result files in `out`, naming
-/// `latest` (`vgpu bench --reindex`: the newest).
-pub fn reindex(out: &Path, latest: &str) -> Result<(), String> {
+/// `latest` (None, as `vgpu bench --reindex`: the newest).
+pub fn reindex(out: &Path, latest: Option<&str>) -> Result<(), String> {
     let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
     let results = report::results_in(out).map_err(|e| err(out, e))?;
+    let latest =
+        latest.or_else(|| report::newest(&results)).ok_or_else(|| format!("no results in {}", out.display()))?;
     let readme = out.join("README.md");
     let existing = std::fs::read_to_string(&readme).ok();
     std::fs::write(&readme, report::update_readme(existing.as_deref(), &results, latest)).map_err(|e| err(&readme, e))

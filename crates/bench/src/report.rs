@@ -524,11 +524,10 @@ pub fn update_readme(existing: Option<&str>, results: &[(String, Option<Report>)
     let mut list: Vec<&(String, Option<Report>)> = results.iter().filter(|(f, _)| is_result_file(f)).collect();
     list.sort_by_key(|r| std::cmp::Reverse(when(r)));
     list.dedup_by(|a, b| a.0 == b.0);
-    let json = |f: &str| format!("{}.json", f.trim_end_matches(".md"));
     let mut section = format!(
         "{BEGIN}\nLatest: [{latest}]({latest}) ([JSON]({}))\n\nAll results, newest first (ratios to native in \
          the same run; `—`: not measured then):\n\n{INDEX_HEAD}",
-        json(latest)
+        json_name(latest)
     );
     for (f, report) in list {
         section.push_str(&index_line(f, report.as_ref()));
@@ -538,6 +537,11 @@ pub fn update_readme(existing: Option<&str>, results: &[(String, Option<Report>)
         Some((e, b, en)) if b < en => format!("{}{section}{}", &e[..b], &e[en + END.len()..]),
         _ => format!("{}{section}\n", readme_intro()),
     }
+}
+
+/// The JSON file beside result table `md`.
+fn json_name(md: &str) -> String {
+    format!("{}.json", md.trim_end_matches(".md"))
 }
 
 /// When a result was measured, for ordering: its report's date and time, else the date its
@@ -559,7 +563,7 @@ pub fn results_in(dir: &std::path::Path) -> std::io::Result<Vec<(String, Option<
     for e in std::fs::read_dir(dir)? {
         let name = e?.file_name().to_string_lossy().into_owned();
         if is_result_file(&name) {
-            let json = dir.join(format!("{}.json", name.trim_end_matches(".md")));
+            let json = dir.join(json_name(&name));
             let report = std::fs::read_to_string(json).ok().and_then(|s| Report::from_json(&s).ok());
             out.push((name, report));
         }
@@ -925,7 +929,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench");
         let results = results_in(&dir).unwrap();
         for (f, r) in &results {
-            let json = dir.join(format!("{}.json", f.trim_end_matches(".md")));
+            let json = dir.join(json_name(f));
             assert!(r.is_some() || !json.exists(), "{f}: its JSON does not read as a report");
         }
         let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();

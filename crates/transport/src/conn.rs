@@ -189,7 +189,8 @@ pub struct Conn {
     /// Whether the lanes code input rows (`set_coding`): 0 as the address says, 1 never,
     /// 2 always.
     coding: std::sync::atomic::AtomicU8,
-    /// How late a lane's helper may take its job before the copy lags (`set_lane_lag`).
+    /// How late a lane's helper may take its job before the copy lags, where set
+    /// (`set_lane_lag`; else `VGPU_LANE_LAG_US` or the default).
     lane_lag: Mutex<Option<Option<Duration>>>,
     lanes: OnceLock<Option<Lanes>>,
     on_ring: AtomicBool,
@@ -327,7 +328,8 @@ impl Conn {
             self.offer.as_ref().filter(|_| n >= 2 || n == 1 && code != crate::coding::Coding::Never)?;
         self.lanes
             .get_or_init(|| {
-                match Lanes::open(&self.address, *session, offer, n, self.timeouts, code, *self.lane_lag.lock()) {
+                let lag = self.lane_lag.lock().unwrap_or_else(crate::lanes::lag_limit);
+                match Lanes::open(&self.address, *session, offer, n, self.timeouts, code, lag) {
                     Ok(l) => Some(l),
                     Err(e) => {
                         eprintln!("vgpu: {}: no lanes ({e}); bulk goes over the one connection", self.address);

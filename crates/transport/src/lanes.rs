@@ -68,7 +68,7 @@ const AHEAD_MAX: usize = 256 << 10;
 /// lagging (a helper with a core takes it within microseconds; one woken from sleep, tens).
 const LAG: Duration = Duration::from_micros(500);
 /// [`LAG`], or `VGPU_LANE_LAG_US` where set (0: the lanes are never set aside; None).
-fn lag_limit() -> Option<Duration> {
+pub(crate) fn lag_limit() -> Option<Duration> {
     static L: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
     *L.get_or_init(|| {
         let d = crate::spin::micros(&|k| std::env::var(k).ok(), "VGPU_LANE_LAG_US").unwrap_or(LAG);
@@ -93,8 +93,13 @@ const ASIDE: Duration = Duration::from_secs(1);
 /// aside for [`ASIDE`]: bulk then goes over the session's connection, written by the
 /// caller (the same host: 0.82 against 0.36 before, TCP 0.78 against 0.39; without the busy
 /// loops even).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Strain {
+    /// How late a helper may take its job before the copy lags (None: the lanes are never
+    /// set aside).
+    limit: Option<Duration>,
+    /// How long lagging lanes stay aside ([`ASIDE`]; tests shorten it).
+    aside_for: Duration,
     score: std::sync::atomic::AtomicU32,
     /// Until when the lanes are aside: microseconds on [`crate::park::micros_now`]'s clock.
     aside_until: AtomicU64,
@@ -104,15 +109,27 @@ struct Strain {
 }
 
 impl Strain {
-    /// A copy went over the lanes; `lagged`: its helpers trailed.
-    fn record(&self, lagged: bool, aside: Duration) {
+    fn new(limit: Option<Duration>) -> Strain {
+        Strain {
+            limit,
+            aside_for: ASIDE,
+            score: Default::default(),
+            aside_until: Default::default(),
+            asides: Default::default(),
+            passed: Default::default(),
+        }
+    }
+
+    /// A copy went over the lanes, its latest helper taking its job `lag` after it was posted.
+    fn record(&self, lag: Duration) {
+        let Some(limit) = self.limit else { return };
         // Several threads may copy at once: a lost update only delays or hastens a decision.
         let score = self.score.load(Ordering::Relaxed);
-        let score = if lagged { score + 2 } else { score.saturating_sub(1) };
+        let score = if lag > limit { score + 2 } else { score.saturating_sub(1) };
         self.score.store(score, Ordering::Relaxed);
         if score >= STRIKES {
             self.score.store(0, Ordering::Relaxed);
-            let until = crate::park::micros_now() + aside.as_micros() as u64;
+            let until = crate::park::micros_now() + self.aside_for.as_micros() as u64;
             self.aside_until.store(until, Ordering::Relaxed);
             self.asides.fetch_add(1, Ordering::Relaxed);
         }
@@ -172,11 +189,6 @@ pub struct Lanes {
     striper: AtomicU64,
     /// Whether the helpers keep up (see [`Strain`]).
     strain: Strain,
-    /// How late a helper may take its job before the copy lags ([`lag_limit`]; None: the
-    /// lanes are never set aside).
-    lag: Option<Duration>,
-    /// How long lagging lanes stay aside ([`ASIDE`]; tests shorten it).
-    aside_for: Duration,
 }
 
 /// A number for the calling thread, unique in the process (0 for none).
@@ -435,7 +447,7 @@ impl Lanes {
     /// Open `n` lanes (at most the offer's) to session `session` at `address`; each is
     /// acknowledged by the worker before use, so lane `i` here is lane `i` there.
     /// `code`: when their chunks go coded; `lag`: how late a helper may take its job before
-    /// the copy lags (None: never set aside), where not as `VGPU_LANE_LAG_US` says.
+    /// the copy lags (None: never set aside).
     pub fn open(
         address: &Address,
         session: u64,
@@ -443,7 +455,7 @@ impl Lanes {
         n: usize,
         t: crate::Timeouts,
         code: Coding,
-        lag: Option<Option<Duration>>,
+        lag: Option<Duration>,
     ) -> io::Result<Lanes> {
         let n = n.min(offer.max as usize);
         if n == 0 {
@@ -459,16 +471,13 @@ impl Lanes {
                 .map(|j| j.join().unwrap_or_else(|_| Err(io::Error::other("a lane's thread failed"))))
                 .collect::<io::Result<Vec<_>>>()
         })?;
-        let mut lanes = Lanes::over(streams)?;
+        let mut lanes = Lanes::over(streams, lag)?;
         lanes.code = code;
-        if let Some(lag) = lag {
-            lanes.lag = lag;
-        }
         Ok(lanes)
     }
 
     /// Lanes over acknowledged streams (at least one).
-    fn over(streams: Vec<Stream>) -> io::Result<Lanes> {
+    fn over(streams: Vec<Stream>, lag: Option<Duration>) -> io::Result<Lanes> {
         let closers = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
         let reads = streams.iter().map(Stream::try_clone).collect::<io::Result<Vec<_>>>()?;
         let park = Arc::new(Park::default());
@@ -479,9 +488,7 @@ impl Lanes {
             readers: Fan::new(reads, None)?,
             park,
             striper: AtomicU64::new(0),
-            strain: Strain::default(),
-            lag: lag_limit(),
-            aside_for: ASIDE,
+            strain: Strain::new(lag),
             rates: closers.iter().map(|_| Default::default()).collect(),
             closers,
             striped: Default::default(),
@@ -533,22 +540,15 @@ impl Lanes {
             Coding::BelowFast => self.delivery_rate().is_none_or(|r| r < FAST_LINK),
         };
         let (r, lag) = self.writers.run(write_jobs(seq, bulk, self.len(), code.then_some(&self.coded)));
-        self.record(lag);
+        self.strain.record(lag);
         r
-    }
-
-    /// A copy went over the lanes, its latest helper taking its job `lag` after it was posted.
-    fn record(&self, lag: Duration) {
-        if let Some(limit) = self.lag {
-            self.strain.record(lag > limit, self.aside_for);
-        }
     }
 
     /// Read the bulk of reply `seq` (`buf.len()` bytes, one chunk per lane) into `buf`.
     pub fn gather(&self, seq: u32, buf: &mut [u8]) -> io::Result<()> {
         self.gathered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (r, lag) = self.readers.run(read_jobs(seq, buf, self.len()));
-        self.record(lag);
+        self.strain.record(lag);
         r
     }
 
@@ -1009,7 +1009,7 @@ mod tests {
             assert_eq!(read_header(&mut a).unwrap().op, OP_JOIN, "acknowledged");
             clients.push(a);
         }
-        (Lanes::over(clients).unwrap(), set)
+        (Lanes::over(clients, Some(LAG)).unwrap(), set)
     }
 
     #[test]
@@ -1028,17 +1028,18 @@ mod tests {
     #[test]
     fn lagging_copies_set_the_lanes_aside_for_a_while() {
         let (mut lanes, set) = pair(2);
-        lanes.aside_for = Duration::from_millis(100);
+        lanes.strain.aside_for = Duration::from_millis(100);
         // A copy whose lag is not judged (on a loaded test host the helpers may lag) leaves
         // the score alone.
-        lanes.lag = None;
+        lanes.strain.limit = None;
         let data = vec![7u8; 1 << 20];
         let filler = filling(&set, 1, data.len());
         lanes.stripe(1, &[&data]).unwrap();
         assert_eq!(filler.join().unwrap().unwrap(), data);
         assert!(lanes.take());
         assert_eq!(lanes.strain.score.load(Ordering::Relaxed), 0);
-        let lag = |lagged| lanes.strain.record(lagged, lanes.aside_for);
+        lanes.strain.limit = Some(LAG);
+        let lag = |lagged: bool| lanes.strain.record(if lagged { LAG * 2 } else { LAG });
         for _ in 0..4 {
             lag(true);
             lag(false);

@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -662,6 +662,10 @@ stage_micro() { # issue 6: does a pageable copy wait for its stream (pgsync.cu);
   gcc -O2 -o "$W/splicebench" "$ROOT/scripts/gpu/splicebench.c" -lpthread || return
   for s in 0 15; do for l in 4 8; do for f in unix tcp; do timeout 60 "$W/splicebench" $s $l $f | tee -a "$SUMMARY"; done; done; done
   for sl in "" 100 300; do for f in unix tcp; do BLOCK=1 SLICE_US=$sl timeout 60 "$W/splicebench" 15 4 $f | tee -a "$SUMMARY"; done; done
+}
+stage_replybench() { # issue 6: what writing 128 KB of logits costs: reading them fresh from the GPU's DMA, and writing them to a polled socket (replybench.cu)
+  nvcc -O2 -o "$W/replybench" "$ROOT/scripts/gpu/replybench.cu" || return
+  for n in 128000 524288; do timeout 120 "$W/replybench" $n | tee -a "$SUMMARY"; done
 }
 stage_pollcost() { # issue 6: what K polling threads (as the lanes poll: poll + sched_yield; or pause-spinning) cost a working thread; the VM's CPU topology
   lscpu | grep -E '^(CPU\(s\)|Thread|Core|Socket|Model name|NUMA node0|L2|L3)' | tee -a "$SUMMARY"

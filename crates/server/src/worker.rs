@@ -357,10 +357,10 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
                 tracing::debug!(op = protocol::op_name(h.op), code, "asynchronous call failed");
                 deferred.get_or_insert(code);
             }
-            tell_slow();
             if let Some(f) = frames.as_mut() {
                 f.done(&h);
             }
+            tell_slow();
             continue;
         }
         if let Some(f) = frames.as_mut() {
@@ -389,10 +389,11 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         if let Err(e) = r {
             break Err(e);
         }
-        tell_slow();
+        // Before the log line, which is not the reply's: `done` is when the client could read it.
         if let Some(f) = frames.as_mut() {
             f.done(&h);
         }
+        tell_slow();
     };
     if let Some(f) = &frames {
         f.write(cfg.session_id);

@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench asides
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -666,6 +666,16 @@ stage_micro() { # issue 6: does a pageable copy wait for its stream (pgsync.cu);
 stage_replybench() { # issue 6: what writing 128 KB of logits costs: reading them fresh from the GPU's DMA, and writing them to a polled socket (replybench.cu)
   nvcc -O2 -o "$W/replybench" "$ROOT/scripts/gpu/replybench.cu" || return
   for n in 128000 524288; do timeout 120 "$W/replybench" $n | tee -a "$SUMMARY"; done
+}
+stage_asides() { # issue 6: how often a prompt run's lanes were set aside for lagging (ASIDE_CFGS; VGPU_TRACE=summary), ASIDE_RUNS runs each
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  for _ in $(seq "${ASIDE_RUNS:-3}"); do
+    for c in ${ASIDE_CFGS:-unix tcp}; do
+      as_cfg "$c+VGPU_TRACE=summary" $B/llama-bench -m $W/q8.gguf -p 512 -n 0 -ngl 99 -r 20 -o json >"$W/as.json" 2>"$W/as.err"
+      say "asides $c: pp $(python3 -c 'import json,sys,statistics as s; print("%.0f" % s.median(x for t in json.load(open(sys.argv[1])) for x in t["samples_ts"]))' "$W/as.json" 2>&1) t/s; $(grep -h 'set aside' "$W/as.err" | tr -s ' ' | tr '\n' ';')"
+    done
+  done
 }
 stage_pollcost() { # issue 6: what K polling threads (as the lanes poll: poll + sched_yield; or pause-spinning) cost a working thread; the VM's CPU topology
   lscpu | grep -E '^(CPU\(s\)|Thread|Core|Socket|Model name|NUMA node0|L2|L3)' | tee -a "$SUMMARY"

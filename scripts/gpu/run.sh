@@ -667,11 +667,17 @@ stage_replybench() { # issue 6: what writing 128 KB of logits costs: reading the
   nvcc -O2 -o "$W/replybench" "$ROOT/scripts/gpu/replybench.cu" || return
   for n in 128000 524288; do timeout 120 "$W/replybench" $n | tee -a "$SUMMARY"; done
 }
-stage_asides() { # issue 6: how often a prompt run's lanes were set aside for lagging (ASIDE_CFGS; VGPU_TRACE=summary), ASIDE_RUNS runs each
+stage_asides() { # issue 6: how often a prompt run's lanes were set aside for lagging (ASIDE_CFGS; VGPU_TRACE=summary), ASIDE_RUNS runs each; ASIDE_TEST=load: model loads (llama-completion) instead
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   for _ in $(seq "${ASIDE_RUNS:-3}"); do
     for c in ${ASIDE_CFGS:-unix tcp}; do
+      if [ "${ASIDE_TEST:-pp}" = load ]; then # a model's load and one token (llama-completion), as a start of Ollama's runner would
+        local t0=$EPOCHREALTIME
+        as_cfg "$c+VGPU_TRACE=summary" $B/llama-completion -m $W/q8.gguf -p hello -n 1 --temp 0 --seed 1 -ngl 99 -no-cnv >/dev/null 2>"$W/as.err" </dev/null
+        say "asides $c load: $(elapsed "$t0") s; $(grep -h 'set aside' "$W/as.err" | tr -s ' ' | tr '\n' ';')"
+        continue
+      fi
       as_cfg "$c+VGPU_TRACE=summary" $B/llama-bench -m $W/q8.gguf -p 512 -n 0 -ngl 99 -r 20 -o json >"$W/as.json" 2>"$W/as.err"
       say "asides $c: pp $(python3 -c 'import json,sys,statistics as s; print("%.0f" % s.median(x for t in json.load(open(sys.argv[1])) for x in t["samples_ts"]))' "$W/as.json" 2>&1) t/s; $(grep -h 'set aside' "$W/as.err" | tr -s ' ' | tr '\n' ';')"
     done

@@ -118,6 +118,7 @@ fn poll_then_wait<T, R>(
     }
 }
 
+/// The header of a chunk on a lane: `len` bytes of frame `seq`'s bulk from `offset` on.
 pub(crate) fn chunk_header(seq: u32, offset: usize, len: usize) -> Header {
     Header::request(OP_LANE, seq, offset as u64, true, 0, len)
 }

@@ -1,6 +1,10 @@
 //! NVML and CUDA discovery through the shims, checked against Ollama's filters.
 
-use super::*;
+use super::{Doctor, ProbeMode, ServiceView, V12_ARCHS, V13_ARCHS, short};
+use crate::ollama::{self, CudaDir};
+use crate::probe::{self, ProbeOutput};
+use device_model::Snapshot;
+use std::path::{Path, PathBuf};
 
 impl Doctor<'_> {
     /// The first of `candidates` that is vgpu's.

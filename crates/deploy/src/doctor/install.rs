@@ -1,7 +1,12 @@
 //! Which file the loader picks for each library, for a plain process and for Ollama's
 //! runners, and what Ollama's own tree holds.
 
-use super::*;
+use super::{Doctor, ServiceView, lib_stem, short};
+use crate::LIBRARIES;
+use crate::elf::{LibInfo, Origin};
+use crate::loader::{Resolution, Via};
+use crate::ollama::{self, CudaDir};
+use std::path::{Path, PathBuf};
 
 impl Doctor<'_> {
     pub(super) fn plain_loader(&mut self, ollama: Option<&Path>) {

@@ -9,16 +9,11 @@
 //! and the Ollama install (`install`); NVML and CUDA discovery through the shims, checked
 //! against Ollama's filters (`discovery`).
 
-use crate::config::{self, ClientConfig, Env, Source};
-use crate::elf::{self, LibInfo, Origin};
-use crate::handshake::{self, Outcome};
-use crate::loader::{Loader, Resolution, Via};
-use crate::ollama::{self, CudaDir};
-use crate::probe::{self, ProbeOutput};
-use crate::procs;
+use crate::VERSION;
+use crate::config::{self, Env};
+use crate::elf::{self, LibInfo};
+use crate::loader::Loader;
 use crate::root::Root;
-use crate::{LIBRARIES, VERSION};
-use device_model::Snapshot;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -251,6 +246,7 @@ fn lib_stem(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ollama;
 
     fn opts(root: &Path) -> Options {
         Options {

@@ -1,6 +1,10 @@
 //! The server: a handshake with it, and what its transport will do with a model's bytes.
 
-use super::*;
+use super::{Doctor, short};
+use crate::VERSION;
+use crate::config::ClientConfig;
+use crate::handshake::{self, Outcome};
+use device_model::Snapshot;
 
 /// Whether this client's copies to `addr` are offered by content (`client::blobs`),
 /// repeated ones sent in pieces the server keeps (`client::pages`), and input rows coded

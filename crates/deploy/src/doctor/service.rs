@@ -1,7 +1,10 @@
 //! Where Ollama runs: its install, a running `ollama serve`, `ollama.service`, and the
 //! environment its runners will get.
 
-use super::*;
+use super::{Doctor, ServiceView, short};
+use crate::config::{self, ClientConfig, Env, Source};
+use crate::{ollama, procs};
+use std::path::PathBuf;
 
 impl Doctor<'_> {
     pub(super) fn locate_ollama(&mut self) -> Option<PathBuf> {

@@ -1,6 +1,7 @@
 //! The client's configuration as the shims will resolve it: address, token, TLS CA.
 
-use super::*;
+use super::{Doctor, short};
+use crate::config::{self, ClientConfig, Source};
 
 impl Doctor<'_> {
     pub(super) fn config(&mut self, area: &str, cfg: &ClientConfig, who: &str) -> bool {

@@ -12,6 +12,7 @@
 //! a markdown table and the JSON file written to `bench/`.
 
 pub mod child;
+pub mod echo;
 pub mod llama;
 pub mod model;
 pub mod parent;

@@ -4,7 +4,7 @@
 use crate::Args;
 use crate::child::Plan;
 use crate::llama;
-use crate::model::ChildResult;
+use crate::model::{ChildResult, Latency};
 use crate::report::{self, COLUMNS, Column, LlamaRun, Meta, Outcome, Report};
 use crate::time::Utc;
 use std::io::Read;
@@ -502,6 +502,19 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     let server_tail = server.as_ref().map(ServerProc::log_tail);
     drop(server);
+    // The sockets' own round trip, measured with nothing of vgpu's running.
+    progress("the sockets' own round trip");
+    let iters = if args.quick { 500 } else { 5000 };
+    let echo: Vec<(String, Latency)> = crate::echo::KINDS
+        .iter()
+        .filter_map(|k| match crate::echo::round_trip(k, iters) {
+            Ok(l) => Some((k.to_string(), l)),
+            Err(e) => {
+                progress(&e);
+                None
+            }
+        })
+        .collect();
 
     let sizes = Plan::new(args.quick).sizes;
     let measured: Vec<&ChildResult> = columns
@@ -533,7 +546,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         wrap: args.wrap.clone(),
         quick: args.quick,
     };
+    let rows = report::build_rows(&columns, &sizes, &llama_runs);
     let mut notes = report::build_notes(&columns, &llama_runs);
+    notes.extend(report::round_trip_note(&echo, &rows));
     let failed = columns.iter().any(|c| matches!(c.outcome, Outcome::Failed { .. }))
         || llama_runs.iter().any(|r| r.error.is_some());
     if failed && let Some(t) = server_tail.filter(|t| !t.trim().is_empty()) {
@@ -542,7 +557,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let rep = Report {
         meta,
         columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
-        rows: report::build_rows(&columns, &sizes, &llama_runs),
+        rows,
         notes,
         children: columns,
         llama: llama_runs,

@@ -2,7 +2,7 @@
 //! index in `bench/README.md`.
 
 use crate::llama::LlamaTest;
-use crate::model::{ChildResult, Dir, Mem};
+use crate::model::{ChildResult, Dir, Latency, Mem};
 use serde::{Deserialize, Serialize};
 
 /// The columns of every report, in order: native, then vgpu per transport.
@@ -314,6 +314,38 @@ pub fn build_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
     notes.extend(round_notes(columns, llama));
     notes.extend(later_notes(columns, llama));
     notes
+}
+
+/// The sockets' own round trip (`crate::echo`, p50 by column name) beside what a synchronous
+/// call costs through vgpu over that socket, from the table's rows: issue 6 asks that a
+/// synchronize cost at most twice the transport's round trip.
+pub fn round_trip_note(echo: &[(String, Latency)], rows: &[Row]) -> Option<String> {
+    let cell = |metric: &str, col: &str| {
+        let i = COLUMNS.iter().position(|c| *c == col)?;
+        rows.iter().find(|r| r.metric == metric)?.cells.get(i)?.value()
+    };
+    let parts: Vec<String> = echo
+        .iter()
+        .map(|(col, rt)| {
+            let rt = rt.p50_us;
+            let times =
+                |metric: &str| cell(metric, col).map_or("n/a".to_string(), |v| format!("{v:.2} µs, {:.2}×", v / rt));
+            format!(
+                "{col} {rt:.1} µs (a synchronize of an idle stream {}; an NVML query {}; a launch and its \
+                 synchronize {})",
+                times("synchronize an idle stream (vgpu answers it locally), p50"),
+                times("NVML nvmlDeviceGetMemoryInfo (a server round trip through vgpu), p50"),
+                times("launch + sync, p50"),
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "the sockets' own round trip (64 B there and back between two threads, waiting as vgpu's client \
+             and worker do; p50), with synchronous calls through vgpu over each, p50, and their multiple of it: {}",
+            parts.join("; ")
+        )
+    })
 }
 
 /// For each llama-bench test with two or more repetitions a run: every column's pooled
@@ -650,6 +682,21 @@ mod tests {
         assert_eq!(ratio(&n, &n, Better::Lower), Cell::Value(1.0));
         assert_eq!(ratio(&n, &Cell::na(), Better::Lower), Cell::na());
         assert_eq!(ratio(&Cell::Value(0.0), &v, Better::Higher), Cell::na());
+    }
+
+    #[test]
+    fn round_trips_beside_the_synchronous_calls() {
+        let rows = build_rows(&columns(), &[4096], &[]);
+        let rt = |p50_us| Latency { n: 100, mean_us: p50_us, p50_us, min_us: p50_us };
+        assert_eq!(round_trip_note(&[], &rows), None, "nothing measured, nothing said");
+        let note = round_trip_note(&[("unix".into(), rt(10.0)), ("tcp".into(), rt(20.0))], &rows).unwrap();
+        let p50 = |metric: &str, col: usize| rows.iter().find(|r| r.metric == metric).unwrap().cells[col].value();
+        let launch = "launch + sync, p50";
+        let unix = p50(launch, 1).map_or("n/a".into(), |v| format!("{v:.2} µs, {:.2}×", v / 10.0));
+        let tcp = p50(launch, 2).map_or("n/a".into(), |v| format!("{v:.2} µs, {:.2}×", v / 20.0));
+        assert!(note.contains("unix 10.0 µs") && note.contains("tcp 20.0 µs"), "{note}");
+        assert!(note.contains(&format!("a launch and its synchronize {unix})")), "{note}");
+        assert!(note.contains(&format!("a launch and its synchronize {tcp})")), "{note}");
     }
 
     #[test]

@@ -188,8 +188,15 @@ struct Doctor<'a> {
     infos: HashMap<PathBuf, LibInfo>,
 }
 
+impl<'a> Doctor<'a> {
+    /// A doctor with no findings yet, looking at the machine `o` names.
+    fn new(o: &'a Options) -> Doctor<'a> {
+        Doctor { o, r: Report::new(), loader: Loader::new(&o.root), infos: HashMap::new() }
+    }
+}
+
 pub fn run(o: &Options) -> Report {
-    let mut d = Doctor { o, r: Report::new(), loader: Loader::new(&o.root), infos: HashMap::new() };
+    let mut d = Doctor::new(o);
     let cfg = config::resolve(&o.env, &o.root);
     d.config("config", &cfg, "this shell");
     let snapshot = d.server("server", &cfg);
@@ -362,22 +369,13 @@ mod tests {
         }
         std::fs::write(t.path().join("cuda_v12/libcudart.so.12.8.90"), b"").unwrap();
         let dirs = ollama::cuda_dirs(t.path());
-        let mut d = Doctor {
-            o: &opts(t.path()),
-            r: Report::new(),
-            loader: Loader::new(&Root::new(t.path())),
-            infos: HashMap::new(),
-        };
+        let o = opts(t.path());
+        let mut d = Doctor::new(&o);
         d.filters(Some("560.35.03"), &[("GPU".into(), 6, 1, 0, 1 << 30)], &dirs);
         assert!(d.r.has("driver-too-old"));
         assert!(d.r.findings.iter().any(|f| f.code == "driver-too-old" && f.level == Level::Fail));
         assert!(d.r.findings.iter().any(|f| f.code == "cc-not-in-archs" && f.level == Level::Warn));
-        let mut d = Doctor {
-            o: &opts(t.path()),
-            r: Report::new(),
-            loader: Loader::new(&Root::new(t.path())),
-            infos: HashMap::new(),
-        };
+        let mut d = Doctor::new(&o);
         d.filters(Some("580.82.07"), &[("H100".into(), 9, 0, 0, 80 << 30)], &dirs);
         assert!(!d.r.failed(), "{}", d.r.text());
         d.filters(Some("1.0"), &[("X".into(), 3, 5, 1, 0)], &dirs);

@@ -546,9 +546,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         wrap: args.wrap.clone(),
         quick: args.quick,
     };
-    let rows = report::build_rows(&columns, &sizes, &llama_runs);
     let mut notes = report::build_notes(&columns, &llama_runs);
-    notes.extend(report::round_trip_note(&echo, &rows));
+    notes.extend(report::round_trip_note(&echo, &columns));
     let failed = columns.iter().any(|c| matches!(c.outcome, Outcome::Failed { .. }))
         || llama_runs.iter().any(|r| r.error.is_some());
     if failed && let Some(t) = server_tail.filter(|t| !t.trim().is_empty()) {
@@ -557,7 +556,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let rep = Report {
         meta,
         columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
-        rows,
+        rows: report::build_rows(&columns, &sizes, &llama_runs),
         notes,
         children: columns,
         llama: llama_runs,

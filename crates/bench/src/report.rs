@@ -317,25 +317,24 @@ pub fn build_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
 }
 
 /// The sockets' own round trip (`crate::echo`, p50 by column name) beside what a synchronous
-/// call costs through vgpu over that socket, from the table's rows: issue 6 asks that a
+/// call costs through vgpu over that socket, as that column measured it: issue 6 asks that a
 /// synchronize cost at most twice the transport's round trip.
-pub fn round_trip_note(echo: &[(String, Latency)], rows: &[Row]) -> Option<String> {
-    let cell = |metric: &str, col: &str| {
-        let i = COLUMNS.iter().position(|c| *c == col)?;
-        rows.iter().find(|r| r.metric == metric)?.cells.get(i)?.value()
+pub fn round_trip_note(echo: &[(String, Latency)], columns: &[Column]) -> Option<String> {
+    let measured = |col: &str| match &columns.iter().find(|c| c.name == col)?.outcome {
+        Outcome::Measured { result } => Some(&**result),
+        _ => None,
     };
     let parts: Vec<String> = echo
         .iter()
         .map(|(col, rt)| {
-            let rt = rt.p50_us;
-            let times =
-                |metric: &str| cell(metric, col).map_or("n/a".to_string(), |v| format!("{v:.2} µs, {:.2}×", v / rt));
+            let (r, rt) = (measured(col), rt.p50_us);
+            let times = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2} µs, {:.2}×", v / rt));
             format!(
                 "{col} {rt:.1} µs (a synchronize of an idle stream {}; an NVML query {}; a launch and its \
                  synchronize {})",
-                times("synchronize an idle stream (vgpu answers it locally), p50"),
-                times("NVML nvmlDeviceGetMemoryInfo (a server round trip through vgpu), p50"),
-                times("launch + sync, p50"),
+                times(r.map(|r| r.sync.p50_us)),
+                times(r.map(|r| r.nvml.p50_us)),
+                times(r.and_then(|r| r.launch.as_ref()).map(|l| l.launch_sync.p50_us)),
             )
         })
         .collect();
@@ -688,8 +687,8 @@ mod tests {
     fn round_trips_beside_the_synchronous_calls() {
         let rows = build_rows(&columns(), &[4096], &[]);
         let rt = |p50_us| Latency { n: 100, mean_us: p50_us, p50_us, min_us: p50_us };
-        assert_eq!(round_trip_note(&[], &rows), None, "nothing measured, nothing said");
-        let note = round_trip_note(&[("unix".into(), rt(10.0)), ("tcp".into(), rt(20.0))], &rows).unwrap();
+        assert_eq!(round_trip_note(&[], &columns()), None, "nothing measured, nothing said");
+        let note = round_trip_note(&[("unix".into(), rt(10.0)), ("tcp".into(), rt(20.0))], &columns()).unwrap();
         let p50 = |metric: &str, col: usize| rows.iter().find(|r| r.metric == metric).unwrap().cells[col].value();
         let launch = "launch + sync, p50";
         let unix = p50(launch, 1).map_or("n/a".into(), |v| format!("{v:.2} µs, {:.2}×", v / 10.0));

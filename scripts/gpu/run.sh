@@ -4,7 +4,7 @@
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
 #                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench asides
-#                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost (or all: smi..bench)
+#                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost topo (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
 # socket and port; SERVER_B_ENV: settings for it; SERVER_B_WRAP: a command it runs under, such
@@ -662,6 +662,34 @@ stage_micro() { # issue 6: does a pageable copy wait for its stream (pgsync.cu);
   gcc -O2 -o "$W/splicebench" "$ROOT/scripts/gpu/splicebench.c" -lpthread || return
   for s in 0 15; do for l in 4 8; do for f in unix tcp; do timeout 60 "$W/splicebench" $s $l $f | tee -a "$SUMMARY"; done; done; done
   for sl in "" 100 300; do for f in unix tcp; do BLOCK=1 SLICE_US=$sl timeout 60 "$W/splicebench" 15 4 $f | tee -a "$SUMMARY"; done; done
+}
+stage_topo() { # issue 6: the host's CPU topology (L3 domains, SMT), and 4 MiB over four sockets with the copying threads placed within one L3 domain or across two (splicebench.c)
+  lscpu | tee -a "$SUMMARY"
+  for c in /sys/devices/system/cpu/cpu[0-9]*; do echo "$(basename $c) l3=$(cat $c/cache/index3/shared_cpu_list 2>/dev/null) smt=$(cat $c/topology/thread_siblings_list) pkg=$(cat $c/topology/physical_package_id) die=$(cat $c/topology/die_id 2>/dev/null)"; done | tee -a "$SUMMARY"
+  gcc -O2 -o "$W/splicebench" "$ROOT/scripts/gpu/splicebench.c" -lpthread || return
+  local a b; a=$(cat /sys/devices/system/cpu/cpu0/cache/index3/shared_cpu_list)
+  b=$(python3 - "$a" <<'PY'
+import os, sys
+def expand(s):
+    out = []
+    for part in s.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+mine = set(expand(sys.argv[1]))
+print(",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c not in mine))
+PY
+)
+  a=$(python3 -c "import sys; s=sys.argv[1]; print(','.join(str(c) for p in s.split(',') for c in range(int(p.split('-')[0]), int(p.split('-')[-1])+1)))" "$a")
+  say "topo: L3 of cpu0: $a; the others: ${b:-none}"
+  local A4 B4 A4b; A4=$(echo "$a" | cut -d, -f2-5); A4b=$(echo "$a" | cut -d, -f6-9); B4=$(echo "$b" | cut -d, -f1-4)
+  for f in unix tcp; do for r in 1 2; do
+    WRITE_ONLY=1 timeout 60 "$W/splicebench" 0 4 $f | tee -a "$SUMMARY"
+    WRITE_ONLY=1 MAIN_CPU=0 SEND_CPUS=$A4 RECV_CPUS=$A4b timeout 60 "$W/splicebench" 0 4 $f | tee -a "$SUMMARY"
+    [ -n "$b" ] || continue
+    WRITE_ONLY=1 MAIN_CPU=0 SEND_CPUS=$A4 RECV_CPUS=$B4 timeout 60 "$W/splicebench" 0 4 $f | tee -a "$SUMMARY"
+    WRITE_ONLY=1 MAIN_CPU=0 SEND_CPUS=$B4 RECV_CPUS=$A4b timeout 60 "$W/splicebench" 0 4 $f | tee -a "$SUMMARY"
+  done; done
 }
 stage_replybench() { # issue 6: what writing 128 KB of logits costs: reading them fresh from the GPU's DMA, and writing them to a polled socket (replybench.cu)
   nvcc -O2 -o "$W/replybench" "$ROOT/scripts/gpu/replybench.cu" || return

@@ -2,7 +2,7 @@
 //! synchronous calls whose every wait is bounded.
 
 use crate::addr::{Address, Stream};
-use crate::framing::{read_exact_into, read_header, write_frame};
+use crate::framing::{read_exact_into, read_header, write_frame, write_frame_after};
 use crate::lanes::{LANE_MAX, Lanes};
 use parking_lot::{Condvar, Mutex};
 use protocol::Call;
@@ -370,16 +370,26 @@ impl Conn {
         self.lanes.get().map(Option::as_ref)
     }
 
-    /// Write a request frame: its bulk over the lanes when it is large enough.
-    fn write_request(&self, s: &mut Sock, h: &Header, args: &[u8], bulk_in: &[&[u8]]) -> io::Result<()> {
+    /// Write everything queued, then a request frame: its bulk over the lanes when it is
+    /// large enough, else in the same system call as the queued frames (a launch queued just
+    /// before its synchronize reaches the server with it, one write instead of two).
+    fn drain_and_request(&self, s: &mut Sock, h: &Header, args: &[u8], bulk_in: &[&[u8]]) -> io::Result<()> {
         let n = h.bulk_len as usize;
         if (crate::lanes::lane_min(&self.address)..=LANE_MAX).contains(&n)
             && let Some(lanes) = self.lanes().filter(|l| l.take())
         {
+            self.drain(s)?;
             write_frame(&mut s.stream, &crate::lanes::lane_header(*h), args, &[])?;
             return lanes.stripe(h.seq, bulk_in);
         }
-        write_frame(&mut s.stream, h, args, bulk_in)
+        let queued: Vec<Vec<u8>> = {
+            let mut q = self.queue.lock();
+            std::iter::from_fn(|| q.next()).collect()
+        };
+        let r = write_frame_after(&mut s.stream, &queued, h, args, bulk_in);
+        let mut q = self.queue.lock();
+        queued.into_iter().for_each(|b| q.recycle(b));
+        r
     }
 
     /// A typed call: one-way calls return as soon as the frame is queued.
@@ -464,7 +474,7 @@ impl Conn {
         // it reaches the server without waiting for the writer thread to wake.
         if !self.batching.load(Ordering::Acquire) || bulk_len > BATCH_BULK || self.on_ring() {
             let mut s = self.sock.lock();
-            let sent = self.drain(&mut s).and_then(|()| self.write_request(&mut s, &h, args, bulk_in));
+            let sent = self.drain_and_request(&mut s, &h, args, bulk_in);
             return sent.map_err(|e| self.fail_locked(&s, e.to_string()));
         }
         let (notify, over) = {
@@ -539,7 +549,7 @@ impl Conn {
         self.replies.lock().waiting.insert(h.seq, (h.op, out_len));
         let mut g = self.sock.lock();
         let s = &mut *g;
-        let sent = self.drain(s).and_then(|()| self.write_request(s, h, args, bulk_in));
+        let sent = self.drain_and_request(s, h, args, bulk_in);
         if let Err(e) = sent {
             self.replies.lock().waiting.remove(&h.seq);
             return Err(self.fail_locked(s, e.to_string()));
@@ -600,9 +610,7 @@ impl Conn {
         let mut bulk_out = bulk_out;
         let mut g = self.sock.lock();
         let s = &mut *g;
-        self.drain(s)
-            .and_then(|()| self.write_request(s, &h, args, bulk_in))
-            .map_err(|e| self.fail_locked(s, e.to_string()))?;
+        self.drain_and_request(s, &h, args, bulk_in).map_err(|e| self.fail_locked(s, e.to_string()))?;
         let _parked = self.park_lanes();
         loop {
             match self.read_one(&mut s.stream, seq, op, bulk_out.as_deref_mut()) {

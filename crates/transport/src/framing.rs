@@ -11,7 +11,19 @@ pub struct Frame {
 
 /// Write header, arguments and any number of bulk slices, without copying them together.
 pub fn write_frame(w: &mut impl Write, header: &Header, args: &[u8], bulk: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 + bulk.len());
+    write_frame_after(w, &[], header, args, bulk)
+}
+
+/// [`write_frame`], with bytes `before` it (whole frames queued earlier) in the same write.
+pub fn write_frame_after(
+    w: &mut impl Write,
+    before: &[Vec<u8>],
+    header: &Header,
+    args: &[u8],
+    bulk: &[&[u8]],
+) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(before.len() + 2 + bulk.len());
+    slices.extend(before.iter().filter(|b| !b.is_empty()).map(|b| IoSlice::new(b)));
     slices.push(IoSlice::new(header.as_bytes()));
     if !args.is_empty() {
         slices.push(IoSlice::new(args));
@@ -92,6 +104,28 @@ mod tests {
         assert_eq!(got, h);
         assert_eq!(a, b"abc");
         assert_eq!(b, b"defgh");
+    }
+
+    /// Frames queued before a request go out ahead of it, in their order, in the one write.
+    #[test]
+    fn queued_frames_precede_the_request() {
+        let mut queued = Vec::new();
+        for seq in 1..=2 {
+            let mut f = Vec::new();
+            write_frame(&mut f, &Header::request(7, seq, 0, true, 1, 0), &[seq as u8], &[]).unwrap();
+            queued.push(f);
+        }
+        queued.push(Vec::new()); // an empty buffer adds nothing
+        let mut wire = Vec::new();
+        write_frame_after(&mut wire, &queued, &Header::request(9, 3, 0, false, 2, 1), b"xy", &[b"z"]).unwrap();
+        let mut r = wire.as_slice();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (seq, args) in [(1, &b"\x01"[..]), (2, b"\x02"), (3, b"xy")] {
+            assert_eq!(read_frame(&mut r, &mut a, &mut b).unwrap().seq, seq);
+            assert_eq!(a, args);
+        }
+        assert_eq!(b, b"z");
+        assert!(r.is_empty());
     }
 
     #[test]

@@ -34,6 +34,9 @@ fn copies_through_the_segment_are_exact() {
     // x 2 sources, plus the program's final check.
     assert_eq!(calls(&stderr, "cuMemcpyDtoH_v2"), 7, "{stderr}");
     assert_eq!(calls(&stderr, "cuMemcpyDtoHAsync_v2"), 6, "{stderr}");
+    // Synchronous uploads of 32 KiB and more go through the segment too (pinned: read where
+    // they are; pageable: through the ring): only 1 B, 7 B and 4 KiB went with their bytes.
+    assert_eq!(calls(&stderr, "cuMemcpyHtoD_v2"), 12, "{stderr}");
 
     // The same program over the socket alone: a unix: address, and shm: without a segment.
     for (addr, env) in [(server.address.as_str(), ("VGPU_SHM_MB", "256")), (shm.as_str(), ("VGPU_SHM_MB", "0"))] {

@@ -280,6 +280,7 @@ mod tests {
         let text = r.text();
         assert!(text.lines().any(|l| l.starts_with("FAIL config:") && l.ends_with("[no-config]")), "{text}");
         assert!(text.contains("     fix: write /etc/vgpu/client.toml"), "{text}");
+        assert!(!text.contains("would pass copies"), "no socket, no shm: hint: {text}");
         let json: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(json["ok"], false);
         assert!(json["findings"].as_array().unwrap().iter().any(|f| f["code"] == "server-down"));
@@ -295,6 +296,7 @@ mod tests {
         let mut o = opts(t.path());
         o.proc_dir = Some(t.path().join("proc"));
         o.env.insert("VGPU_SERVER".into(), "unix:/nowhere.sock".into());
+        std::fs::write(t.path().join("nowhere.sock"), b"").unwrap(); // the socket's path is there
         let r = run(&o);
         assert!(r.has("service-no-config"), "{}", r.text());
         assert!(r.has("cuda-visible-devices"), "{}", r.text());

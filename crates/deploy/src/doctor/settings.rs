@@ -62,9 +62,11 @@ impl Doctor<'_> {
             Ok(servers) if servers.iter().any(transport::Address::is_tls) => good &= self.tls_ca(area, cfg, who),
             Ok(servers) => {
                 // Not a problem, but worth knowing: over a plain unix socket, prompt
-                // processing pays for the socket's bandwidth (docs/performance.md).
+                // processing pays for the socket's bandwidth (docs/performance.md). Only
+                // where the socket is there: a server of this host.
                 if let Some(transport::Address::Unix(p)) =
                     servers.iter().find(|a| matches!(a, transport::Address::Unix(_)))
+                    && self.o.root.join(p).exists()
                 {
                     self.r.ok(
                         area,

@@ -667,8 +667,8 @@ stage_topo() { # issue 6: the host's CPU topology (L3 domains, SMT), and 4 MiB o
   lscpu | tee -a "$SUMMARY"
   for c in /sys/devices/system/cpu/cpu[0-9]*; do echo "$(basename $c) l3=$(cat $c/cache/index3/shared_cpu_list 2>/dev/null) smt=$(cat $c/topology/thread_siblings_list) pkg=$(cat $c/topology/physical_package_id) die=$(cat $c/topology/die_id 2>/dev/null)"; done | tee -a "$SUMMARY"
   gcc -O2 -o "$W/splicebench" "$ROOT/scripts/gpu/splicebench.c" -lpthread || return
-  local a b; a=$(cat /sys/devices/system/cpu/cpu0/cache/index3/shared_cpu_list)
-  b=$(python3 - "$a" <<'PY'
+  # cpu0's L3 domain and the CPUs outside it, each as a list of numbers ("0,1,2").
+  local a b; { read -r a; read -r b; } < <(python3 - /sys/devices/system/cpu/cpu0/cache/index3/shared_cpu_list <<'PY'
 import os, sys
 def expand(s):
     out = []
@@ -676,11 +676,11 @@ def expand(s):
         lo, _, hi = part.partition("-")
         out += range(int(lo), int(hi or lo) + 1)
     return out
-mine = set(expand(sys.argv[1]))
-print(",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c not in mine))
+mine = expand(open(sys.argv[1]).read().strip())
+print(",".join(map(str, mine)))
+print(",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c not in set(mine)))
 PY
 )
-  a=$(python3 -c "import sys; s=sys.argv[1]; print(','.join(str(c) for p in s.split(',') for c in range(int(p.split('-')[0]), int(p.split('-')[-1])+1)))" "$a")
   say "topo: L3 of cpu0: $a; the others: ${b:-none}"
   local A4 B4 A4b; A4=$(echo "$a" | cut -d, -f2-5); A4b=$(echo "$a" | cut -d, -f6-9); B4=$(echo "$b" | cut -d, -f1-4)
   for f in unix tcp; do for r in 1 2; do

@@ -124,7 +124,9 @@ impl LaneSet {
         st.want = Some(Want { seq, ptr: buf.as_mut_ptr() as usize, len: buf.len() });
         st.got = 0;
         st.claimed.clear();
-        sh.cv.notify_all();
+        // Notified with the lock released (see `Conn::wake_writer`): readers asleep on the
+        // condition variable are woken, not queued behind this lock.
+        MutexGuard::unlocked(&mut st, || sh.cv.notify_all());
         let len = buf.len();
         if !sh.wait(&mut st, |st| st.got >= len || st.failed.is_some()) {
             st.failed.get_or_insert(format!("the bulk of frame {seq} did not arrive on the lanes"));

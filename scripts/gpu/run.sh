@@ -195,8 +195,9 @@ models() {
   [ -f $W/q8.gguf ] || python3 "$C/tools/gen_gguf.py" $W/q8.gguf --preset 1b --dtype q8_0 >/dev/null
   [ -f $W/f16.gguf ] || python3 "$C/tools/gen_gguf.py" $W/f16.gguf --preset 1b --dtype f16 >/dev/null
   # q8v: the same with Llama 3's 128256-token vocabulary (Ollama's llama3.2:1b), whose logits
-  # are 501 KiB a token instead of 125; written only where a stage asks for it.
-  case " ${AB_MODELS:-} ${VB_MODELS:-} " in *" q8v "*)
+  # are 501 KiB a token instead of 125; written only where a stage asks for it (AB_MODELS,
+  # VB_MODELS, TL_MODEL).
+  case " ${AB_MODELS:-} ${VB_MODELS:-} ${TL_MODEL:-} " in *" q8v "*)
     [ -f $W/q8v.gguf ] || python3 "$C/tools/gen_gguf.py" $W/q8v.gguf --preset 1b --vocab 128256 --dtype q8_0 >/dev/null ;;
   esac
 }
@@ -651,11 +652,14 @@ stage_frames() { # one batch as the application and the server saw it: timeline.
   local fl=/tmp/vgpu-frames
   stop_server; rm -rf $fl; mkdir -p $fl; VGPU_FRAME_LOG=$fl/f start_server
   for c in native ${FL_CFGS:-unix tcp}; do
-    as_cfg "$c" env TL_OUT="$W/fl.$c" LD_PRELOAD="$W/timeline.so" $B/llama-bench -m $W/${TL_MODEL:-q8}.gguf "${test[@]}" -ngl 99 -r "${TL_REPS:-20}" >/dev/null 2>&1
+    rm -f $fl/w.* # the client's writes (VGPU_WRITE_LOG), one file a process
+    as_cfg "$c" env TL_OUT="$W/fl.$c" LD_PRELOAD="$W/timeline.so" VGPU_WRITE_LOG=$fl/w $B/llama-bench -m $W/${TL_MODEL:-q8}.gguf "${test[@]}" -ngl 99 -r "${TL_REPS:-20}" >/dev/null 2>&1
     say "timeline $(python3 "$ROOT/scripts/gpu/timeline.py" "$W/fl.$c" "$c" 2>&1)"
     [ "$c" = native ] && continue
-    sleep 0.5; local f; f=$(ls -t $fl/f.* 2>/dev/null | head -1); [ -n "$f" ] || continue
-    python3 "$ROOT/scripts/gpu/frames.py" "$W/fl.$c" "$f" >"$OUT/frames-$c.txt" 2>&1; mv "$f" "$OUT/framelog-$c"
+    sleep 0.5; local f w; f=$(ls -t $fl/f.* 2>/dev/null | head -1); [ -n "$f" ] || continue
+    w=$(ls -S $fl/w.* 2>/dev/null | head -1)
+    python3 "$ROOT/scripts/gpu/frames.py" "$W/fl.$c" "$f" $w >"$OUT/frames-$c.txt" 2>&1; mv "$f" "$OUT/framelog-$c"
+    [ -n "$w" ] && mv "$w" "$OUT/writelog-$c"
   done
   stop_server; start_server
 }

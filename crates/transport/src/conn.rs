@@ -4,6 +4,7 @@
 use crate::addr::{Address, Stream};
 use crate::framing::{read_exact_into, read_header, write_frame, write_frame_after};
 use crate::lanes::{LANE_MAX, Lanes};
+use crate::writelog::Writer;
 use parking_lot::{Condvar, Mutex};
 use protocol::Call;
 use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_RING};
@@ -194,6 +195,8 @@ pub struct Conn {
     lane_lag: Mutex<Option<Option<Duration>>>,
     lanes: OnceLock<Option<Lanes>>,
     on_ring: AtomicBool,
+    /// `VGPU_WRITE_LOG`: each write of frames, timed (a diagnostic).
+    wlog: Option<crate::writelog::WriteLog>,
 }
 
 /// The latest estimate of `s`'s rate that the sender did not limit, kept in `kept`: a
@@ -247,6 +250,7 @@ impl Conn {
             lane_lag: Default::default(),
             lanes: OnceLock::new(),
             on_ring: AtomicBool::new(false),
+            wlog: crate::writelog::WriteLog::from_env(),
         };
         let args = postcard::to_allocvec(hello).map_err(|e| Error::Lost(e.to_string()))?;
         let bytes = conn.roundtrip(OP_HELLO, 0, &args, &[], None)?;
@@ -382,11 +386,14 @@ impl Conn {
             write_frame(&mut s.stream, &crate::lanes::lane_header(*h), args, &[])?;
             return lanes.stripe(h.seq, bulk_in);
         }
+        let start = self.stamp();
         let queued: Vec<Vec<u8>> = {
             let mut q = self.queue.lock();
             std::iter::from_fn(|| q.next()).collect()
         };
         let r = write_frame_after(&mut s.stream, &queued, h, args, bulk_in);
+        let bytes = queued.iter().map(Vec::len).sum::<usize>() + std::mem::size_of::<Header>() + args.len() + n;
+        self.logged(Writer::Caller, start, start, bytes);
         let mut q = self.queue.lock();
         queued.into_iter().for_each(|b| q.recycle(b));
         r
@@ -440,24 +447,44 @@ impl Conn {
                 }
                 q.full.is_empty()
             };
+            let found = self.stamp();
             if only_partial && !batch_delay().is_zero() {
                 std::thread::sleep(batch_delay());
             }
             let mut s = self.sock.lock();
-            if let Err(e) = self.drain(&mut s) {
-                drop(s);
-                self.fail(e.to_string());
-                return;
+            let start = self.stamp();
+            match self.drain(&mut s) {
+                Ok(bytes) => self.logged(Writer::Thread, found, start, bytes),
+                Err(e) => {
+                    drop(s);
+                    self.fail(e.to_string());
+                    return;
+                }
             }
         }
     }
 
-    /// Write everything queued, in order. Holding the socket keeps others from writing in
-    /// between; the queue is locked only to take each buffer.
-    fn drain(&self, s: &mut Sock) -> io::Result<()> {
+    /// Now, where writes are logged (`VGPU_WRITE_LOG`); else nothing is read.
+    fn stamp(&self) -> f64 {
+        if self.wlog.is_some() { crate::writelog::WriteLog::now() } else { 0.0 }
+    }
+
+    fn logged(&self, who: Writer, found: f64, start: f64, bytes: usize) {
+        if let Some(l) = &self.wlog
+            && bytes > 0
+        {
+            l.add(who, found, start, bytes);
+        }
+    }
+
+    /// Write everything queued, in order; answers the bytes written. Holding the socket
+    /// keeps others from writing in between; the queue is locked only to take each buffer.
+    fn drain(&self, s: &mut Sock) -> io::Result<usize> {
+        let mut bytes = 0;
         loop {
-            let Some(b) = self.queue.lock().next() else { return Ok(()) };
+            let Some(b) = self.queue.lock().next() else { return Ok(bytes) };
             let r = std::io::Write::write_all(&mut s.stream, &b);
+            bytes += b.len();
             self.queue.lock().recycle(b);
             r?;
         }

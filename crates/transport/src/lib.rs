@@ -14,6 +14,7 @@ mod shm;
 mod spin;
 mod tls;
 mod watch;
+mod writelog;
 
 pub use addr::{Address, Listener, Stream, socket_domain};
 pub use conn::{Conn, Error, Sent, Timeouts};

@@ -594,7 +594,7 @@ impl Conn {
     /// new state. The notify comes after the lock is released, not under it: parking_lot
     /// moves a thread notified under a held lock onto that lock and may hand the lock to it,
     /// so the application's next frame waited until the writer was scheduled (decode steps
-    /// on an H100 VM: the step's first copy took 25-30 µs instead of 2).
+    /// on H100 VMs: the step's first copy took 23-60 µs instead of 2-6).
     fn wake_writer(&self) {
         drop(self.queue.lock());
         self.wake.notify_one();

@@ -444,30 +444,23 @@ impl FrameLog {
         Some(FrameLog { path, rows: Vec::with_capacity(1 << 16), read: 0.0, landed: 0.0, called: 0.0 })
     }
 
-    fn now() -> f64 {
-        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime writes one timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-        t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 * 1e-3
-    }
-
     fn read(&mut self) {
-        self.read = Self::now();
+        self.read = transport::monotonic_micros();
     }
 
     fn landed(&mut self) {
-        self.landed = Self::now();
+        self.landed = transport::monotonic_micros();
     }
 
     fn called(&mut self) {
-        self.called = Self::now();
+        self.called = transport::monotonic_micros();
     }
 
     /// The frame is done: its reply (if any) written.
     fn done(&mut self, h: &Header) {
         // A diagnostic for runs of minutes: the first million frames (50 MB) are kept.
         if self.rows.len() < 1 << 20 {
-            let now = Self::now();
+            let now = transport::monotonic_micros();
             // A one-way frame has no reply to write after its call, and sets no time of its
             // own (the one left is an earlier frame's): its call ended now.
             let called = if self.called > self.landed { self.called } else { now };

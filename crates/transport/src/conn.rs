@@ -392,8 +392,10 @@ impl Conn {
             std::iter::from_fn(|| q.next()).collect()
         };
         let r = write_frame_after(&mut s.stream, &queued, h, args, bulk_in);
-        let bytes = queued.iter().map(Vec::len).sum::<usize>() + std::mem::size_of::<Header>() + args.len() + n;
-        self.logged(Writer::Caller, start, start, bytes);
+        if self.wlog.is_some() {
+            let bytes = queued.iter().map(Vec::len).sum::<usize>() + std::mem::size_of::<Header>() + args.len() + n;
+            self.logged(Writer::Caller, start, start, bytes);
+        }
         let mut q = self.queue.lock();
         queued.into_iter().for_each(|b| q.recycle(b));
         r
@@ -466,7 +468,7 @@ impl Conn {
 
     /// Now, where writes are logged (`VGPU_WRITE_LOG`); else nothing is read.
     fn stamp(&self) -> f64 {
-        if self.wlog.is_some() { crate::writelog::WriteLog::now() } else { 0.0 }
+        if self.wlog.is_some() { crate::writelog::monotonic_micros() } else { 0.0 }
     }
 
     fn logged(&self, who: Writer, found: f64, start: f64, bytes: usize) {

@@ -28,3 +28,4 @@ pub use shm::{
 };
 pub use spin::{CLIENT_SPIN, DEFAULT_SPIN, spin_budget, wait_readable};
 pub use tls::{PLAIN_REFUSAL, TlsError, TlsServer, TlsStream, TlsTarget, is_tls_error};
+pub use writelog::monotonic_micros;

@@ -10,6 +10,15 @@
 use parking_lot::Mutex;
 use std::io::Write;
 
+/// Now, in microseconds of CLOCK_MONOTONIC: the clock both sides' diagnostic logs (this one,
+/// the server's frame log) and `timeline.c` stamp with, so that one host's logs line up.
+pub fn monotonic_micros() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 * 1e-3
+}
+
 /// Rows kept before they are appended to the file.
 const FLUSH: usize = 512;
 
@@ -42,17 +51,9 @@ impl WriteLog {
         Some(WriteLog { path: format!("{path}.{}", std::process::id()), rows: Mutex::new(Vec::with_capacity(FLUSH)) })
     }
 
-    /// Now, in microseconds of CLOCK_MONOTONIC.
-    pub(crate) fn now() -> f64 {
-        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime writes one timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-        t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 * 1e-3
-    }
-
     /// One write: `found` when its frames were seen queued, `start` and `end` of the write.
     pub(crate) fn add(&self, who: Writer, found: f64, start: f64, bytes: usize) {
-        let row = Row { who, found, start, end: Self::now(), bytes };
+        let row = Row { who, found, start, end: monotonic_micros(), bytes };
         let full = {
             let mut rows = self.rows.lock();
             rows.push(row);
@@ -87,7 +88,7 @@ mod tests {
     fn rows_reach_the_file_in_blocks() {
         let dir = std::env::temp_dir().join(format!("vgpu-writelog-{}", std::process::id()));
         let log = WriteLog { path: dir.to_string_lossy().into_owned(), rows: Mutex::new(Vec::new()) };
-        let t = WriteLog::now();
+        let t = monotonic_micros();
         for i in 0..FLUSH + 3 {
             log.add(if i % 2 == 0 { Writer::Thread } else { Writer::Caller }, t, t, i);
         }

@@ -199,6 +199,17 @@ pub fn split_words(s: &str) -> Vec<String> {
     out
 }
 
+/// A process for tests: `<proc_dir>/<pid>` with its `cmdline` and `environ` (NUL-separated,
+/// as the kernel gives them).
+#[cfg(test)]
+pub(crate) fn fake_process(proc_dir: &std::path::Path, pid: u32, cmdline: &[u8], environ: &[u8]) -> std::path::PathBuf {
+    let p = proc_dir.join(pid.to_string());
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("cmdline"), cmdline).unwrap();
+    std::fs::write(p.join("environ"), environ).unwrap();
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,10 +247,12 @@ mod tests {
     #[test]
     fn fake_proc_is_scanned() {
         let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("4242");
-        std::fs::create_dir(&p).unwrap();
-        std::fs::write(p.join("cmdline"), b"/usr/bin/ollama\0serve\0").unwrap();
-        std::fs::write(p.join("environ"), b"LD_LIBRARY_PATH=/opt/vgpu/lib\0VGPU_SERVER=unix:/s\0").unwrap();
+        fake_process(
+            t.path(),
+            4242,
+            b"/usr/bin/ollama\0serve\0",
+            b"LD_LIBRARY_PATH=/opt/vgpu/lib\0VGPU_SERVER=unix:/s\0",
+        );
         std::fs::create_dir(t.path().join("1")).unwrap();
         std::fs::write(t.path().join("1/cmdline"), b"/sbin/init\0").unwrap();
         let found = find_ollama_serve(t.path());

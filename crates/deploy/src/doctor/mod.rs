@@ -254,6 +254,7 @@ fn lib_stem(name: &str) -> &str {
 mod tests {
     use super::*;
     use crate::ollama;
+    use crate::procs::fake_process;
 
     fn opts(root: &Path) -> Options {
         Options {
@@ -289,12 +290,15 @@ mod tests {
     #[test]
     fn a_service_without_config_is_named() {
         let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("proc/77");
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::write(p.join("cmdline"), b"/usr/local/bin/ollama\0serve\0").unwrap();
-        std::fs::write(p.join("environ"), b"OLLAMA_HOST=0.0.0.0\0CUDA_VISIBLE_DEVICES=-1\0").unwrap();
+        let proc_dir = t.path().join("proc");
+        fake_process(
+            &proc_dir,
+            77,
+            b"/usr/local/bin/ollama\0serve\0",
+            b"OLLAMA_HOST=0.0.0.0\0CUDA_VISIBLE_DEVICES=-1\0",
+        );
         let mut o = opts(t.path());
-        o.proc_dir = Some(t.path().join("proc"));
+        o.proc_dir = Some(proc_dir);
         o.env.insert("VGPU_SERVER".into(), "unix:/nowhere.sock".into());
         std::fs::write(t.path().join("nowhere.sock"), b"").unwrap(); // the socket's path is there
         let r = run(&o);
@@ -329,10 +333,12 @@ mod tests {
         std::fs::create_dir_all(tok.parent().unwrap()).unwrap();
         std::fs::write(&tok, "s3cret\n").unwrap();
         std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let p = t.path().join("proc/78");
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::write(p.join("cmdline"), b"/usr/bin/ollama\0serve\0").unwrap();
-        std::fs::write(p.join("environ"), b"VGPU_SERVER=unix:/x.sock\0VGPU_TOKEN_FILE=/etc/vgpu/token\0").unwrap();
+        let p = fake_process(
+            &t.path().join("proc"),
+            78,
+            b"/usr/bin/ollama\0serve\0",
+            b"VGPU_SERVER=unix:/x.sock\0VGPU_TOKEN_FILE=/etc/vgpu/token\0",
+        );
         std::fs::write(p.join("status"), "Name:\tollama\nUid:\t64999\t64999\t64999\t64999\n").unwrap();
         let mut o = opts(t.path());
         o.proc_dir = Some(t.path().join("proc"));

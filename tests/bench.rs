@@ -98,3 +98,54 @@ fn bench_child_reports_a_missing_library_cleanly() {
     assert!(err.contains("cannot load /nonexistent/libcuda.so.1"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `--clients N`: each column's llama-bench run is N processes started together, and its rows
+/// give their summed speed. A stand-in llama-bench logs when it starts and ends (each lasts
+/// long enough for the others to start meanwhile) and prints a recorded llama-bench result.
+#[test]
+fn bench_sums_llama_runs_started_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let bin = tmp.path().join("llama");
+    std::fs::create_dir(&bin).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/bench/tests/fixtures/llama-bench.json");
+    let log = tmp.path().join("runs.log");
+    let script =
+        format!("#!/bin/sh\necho start >> {log}\nsleep 0.5\necho end >> {log}\ncat {fixture}\n", log = log.display());
+    let fake = bin.join("llama-bench");
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let model = tmp.path().join("q8.gguf");
+    std::fs::write(&model, b"").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vgpu"))
+        .args(["bench", "--backend", "sim", "--quick", "--no-write", "--timeout", "120", "--clients", "3"])
+        .args(["--llama-rounds", "1", "--llama-reps", "1", "--dist-lib"])
+        .arg(&lib)
+        .arg("--llama-bin")
+        .arg(&bin)
+        .arg("--models")
+        .arg(&model)
+        .env("VGPU_LOG", "warn")
+        .env_remove("VGPU_SERVER")
+        .output()
+        .expect("run vgpu bench");
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "stdout:\n{md}\nstderr:\n{}", String::from_utf8_lossy(&o.stderr));
+    let one = bench::llama::parse(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    for (i, test) in ["pp512", "tg128"].iter().enumerate() {
+        let c = cells(&md, &format!("llama-bench q8.gguf {test} ×3 at once, summed, median"));
+        // sim has no native column; unix, tcp, shm, tcp+file and tls each ran three at once.
+        for v in &c[3..8] {
+            let v: f64 = v.parse().unwrap_or_else(|_| panic!("{test}: {c:?}"));
+            assert!((v / (3.0 * one[i].median_ts) - 1.0).abs() < 1e-3, "{test}: {c:?}");
+        }
+    }
+    assert!(md.contains("- llama-bench rows: 3 processes started together in each column's run"), "{md}");
+    // Five columns of three runs, each column's three started before any of them ended.
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 30, "{lines:?}");
+    for column in lines.chunks(6) {
+        assert_eq!(column, ["start", "start", "start", "end", "end", "end"], "{lines:?}");
+    }
+}

@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench asides
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost topo (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -328,7 +328,7 @@ stage_perf() { # where a launch's client time goes
   say "perf run: $(tail -1 "$W/perf.out")"
   perf report -i "$W/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null | grep -v '^$' | head -120 >"$OUT/perf-launch.txt"
 }
-stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp, shm) and llama-bench rows, as ratios
+stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp, shm) and llama-bench rows, as ratios (VB_CLIENTS: that many llama-bench processes at once)
   build_llama; models
   local m; m=$(for x in ${VB_MODELS:-q8 f16}; do printf '%s,' "$W/$x.gguf"; done); m=${m%,} # VB_MODELS: which of models
   if [ -n "${VB_8B:-}" ]; then # and an 8B-class Q8 model (7.2 GB; about two minutes to write)
@@ -337,7 +337,7 @@ stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp, shm) and l
     m="$m,$W/q8b.gguf"
   fi
   "$C/dist/bin/vgpu" bench --wrap "$NOGPU" --dist-lib "$C/dist/lib" --llama-bin "$LB/bin" \
-    --models "$m" --llama-reps "${VB_REPS:-5}" --llama-rounds "${VB_ROUNDS:-8}" --out "$OUT/vbench" || say "vgpu bench failed"
+    --models "$m" --llama-reps "${VB_REPS:-5}" --llama-rounds "${VB_ROUNDS:-8}" ${VB_CLIENTS:+--clients $VB_CLIENTS} --out "$OUT/vbench" || say "vgpu bench failed"
   grep -E '^\|' "$OUT"/vbench/*.md | head -40 >>"$SUMMARY"
 }
 stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu install/doctor/uninstall
@@ -644,6 +644,29 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
     done
   done
 }
+cpu_ticks() { # busy CPU ticks of the whole machine, and of the server with its reaped workers
+  awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat
+  awk '{sub(/.*\) /,""); print $12+$13+$14+$15}' /proc/$SERVER_PID/stat
+}
+stage_concurrent() { # a shared GPU: CONC_N llama-bench runs at once (CONC_TEST tg|pp, CONC_MODEL, CONC_REPS), natively and through CONC_CFGS, CONC_ROUNDS rounds in turns; summed t/s, and the cores busy (all; the server's)
+  build_llama; models
+  B=$LB/bin; export EXTRA_LD=$B
+  local n=${CONC_N:-4} test=(-p 0 -n 128); [ "${CONC_TEST:-tg}" = pp ] && test=(-p 512 -n 0)
+  local args=(-m $W/${CONC_MODEL:-q8v}.gguf "${test[@]}" -ngl 99 -r "${CONC_REPS:-3}" -o json)
+  for r in $(seq "${CONC_ROUNDS:-3}"); do
+    for c in ${CONC_CFGS:-native unix tcp}; do
+      settle; local a=($(cpu_ticks)) t0=$EPOCHREALTIME pids=()
+      for i in $(seq "$n"); do as_cfg "$c" $B/llama-bench "${args[@]}" >"$W/conc.$i.json" 2>/dev/null & pids+=($!); done
+      # CONC_THREADS=1: every thread's CPU while the last run lives (threadcpu.py)
+      [ -n "${CONC_THREADS:-}" ] && python3 "$ROOT/scripts/gpu/threadcpu.py" "${pids[-1]}" llama-bench "vgpu worker" "vgpu serve" >"$OUT/conc-threads-$c-$r.txt"
+      wait "${pids[@]}"; local secs; secs=$(elapsed "$t0"); settle; local b=($(cpu_ticks))
+      local sum; sum=$(python3 -c 'import json,sys,statistics as s; print("%.0f" % sum(s.median(t["samples_ts"]) for f in sys.argv[1:] for t in json.load(open(f))))' "$W"/conc.*.json 2>&1)
+      local tick; tick=$(getconf CLK_TCK)
+      say "concurrent $n x ${CONC_MODEL:-q8v} ${CONC_TEST:-tg} $c round $r: $sum t/s summed, ${secs} s, cores busy $(awk -v d=$((b[0]-a[0])) -v s="$secs" -v t=$tick 'BEGIN{printf "%.1f", d/t/s}') (server $(awk -v d=$((b[1]-a[1])) -v s="$secs" -v t=$tick 'BEGIN{printf "%.1f", d/t/s}'))"
+      rm -f "$W"/conc.*.json
+    done
+  done
+}
 stage_frames() { # one batch as the application and the server saw it: timeline.c and the worker's frame log (frames.py) for FL_CFGS (TL_TEST=tg: decode)
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
@@ -703,6 +726,15 @@ PY
 stage_replybench() { # issue 6: what writing 128 KB of logits costs: reading them fresh from the GPU's DMA, and writing them to a polled socket (replybench.cu)
   nvcc -O2 -o "$W/replybench" "$ROOT/scripts/gpu/replybench.cu" || return
   for n in 128000 524288; do timeout 120 "$W/replybench" $n | tee -a "$SUMMARY"; done
+}
+stage_writesize() { # issue 6: one write of a decode step's frames by its size, whole or in pieces, the writer sleeping or polling between (writesize.c)
+  gcc -O2 -o "$W/writesize" "$ROOT/scripts/gpu/writesize.c" -lpthread || return
+  for f in unix tcp; do
+    for s in 64 4000 8281 16384 131072; do timeout 30 "$W/writesize" $f $s $s 1000 | tee -a "$SUMMARY"; done
+    timeout 30 "$W/writesize" $f 8281 4000 1000 | tee -a "$SUMMARY"
+    timeout 30 "$W/writesize" $f 8281 8281 0 | tee -a "$SUMMARY"
+    for s in 64 8281; do SPIN=1 timeout 30 "$W/writesize" $f $s $s 1000 | tee -a "$SUMMARY"; done
+  done
 }
 stage_asides() { # issue 6: how often a prompt run's lanes were set aside for lagging (ASIDE_CFGS; VGPU_TRACE=summary), ASIDE_RUNS runs each; ASIDE_TEST=load: model loads (llama-completion) instead
   build_llama; models

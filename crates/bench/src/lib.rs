@@ -68,6 +68,10 @@ pub struct Args {
     /// to even out.
     #[arg(long, default_value_t = 8)]
     pub llama_rounds: u32,
+    /// llama-bench processes started together in each column's run: a GPU shared by that
+    /// many clients. The llama rows then give their summed speed (`pp512 ×4 at once, summed`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub clients: u32,
     /// Where the dated .md/.json results and README.md go.
     #[arg(long, default_value = "bench")]
     pub out: PathBuf,

@@ -66,6 +66,35 @@ pub fn pool(into: &mut Vec<LlamaTest>, more: Vec<LlamaTest>) {
     }
 }
 
+/// The tests of `runs`, llama-bench processes that ran at once on one GPU, as one run whose
+/// every test gives their summed speed: the tokens per second the GPU served them all (each
+/// process's median, summed; likewise the means, the deviations as of independent runs).
+/// Named `pp512 ×4 at once, summed`, so that such rows are not mistaken for one process's.
+pub fn summed(runs: &[Vec<LlamaTest>]) -> Result<Vec<LlamaTest>, String> {
+    let first = runs.first().ok_or("no llama-bench run to sum")?;
+    let n = runs.len();
+    first
+        .iter()
+        .map(|t| {
+            let same: Vec<&LlamaTest> = runs
+                .iter()
+                .map(|r| r.iter().find(|o| o.model == t.model && o.test == t.test))
+                .collect::<Option<_>>()
+                .ok_or_else(|| format!("{} {}: not in every run of those at once", t.model, t.test))?;
+            let median_ts = same.iter().map(|o| o.median_ts).sum();
+            Ok(LlamaTest {
+                model: t.model.clone(),
+                test: format!("{} ×{n} at once, summed", t.test),
+                avg_ts: same.iter().map(|o| o.avg_ts).sum(),
+                stddev_ts: same.iter().map(|o| o.stddev_ts.powi(2)).sum::<f64>().sqrt(),
+                median_ts,
+                samples: vec![median_ts],
+                run_medians: vec![median_ts],
+            })
+        })
+        .collect()
+}
+
 /// The arguments of one llama-bench run: `-m M -p 512,4096 -n 128 -b 512 -ub 512 -ngl 99
 /// -r REPS -o json`. pp4096 in batches of 512 (Ollama's default batch) is a long prompt as
 /// applications send it: eight batches, each waiting for the last one's logits.
@@ -171,6 +200,29 @@ mod tests {
         assert!((all[0].avg_ts - (first[0].avg_ts + 500.0)).abs() < 1.0, "{}", all[0].avg_ts);
         assert!(all[0].stddev_ts > 400.0, "spread of both runs: {}", all[0].stddev_ts);
         assert_eq!(all[0].run_medians, vec![first[0].median_ts, first[0].median_ts + 1000.0], "one per run, in order");
+    }
+
+    #[test]
+    fn runs_at_once_sum() {
+        let one = parse(FIXTURE).unwrap();
+        let mut other = one.clone();
+        other[1].median_ts = 100.0;
+        let sum = summed(&[one.clone(), other.clone(), one.clone()]).unwrap();
+        assert_eq!(sum.len(), 2);
+        assert_eq!(sum[0].test, "pp512 ×3 at once, summed");
+        assert_eq!(sum[1].test, "tg128 ×3 at once, summed");
+        assert!((sum[0].median_ts - 3.0 * one[0].median_ts).abs() < 1e-6);
+        assert!((sum[1].median_ts - (2.0 * one[1].median_ts + 100.0)).abs() < 1e-6);
+        assert_eq!(sum[1].samples, vec![sum[1].median_ts], "one sample a round: the sum");
+        assert!((sum[0].stddev_ts - 3f64.sqrt() * one[0].stddev_ts).abs() < 1e-6);
+        // Rounds pool as single runs do: the median of the rounds' sums.
+        let mut pooled = sum.clone();
+        pool(&mut pooled, summed(&[one.clone(), one.clone(), one.clone()]).unwrap());
+        assert_eq!(pooled[0].run_medians.len(), 2);
+        // A process that lacks a test the others ran makes the whole run unusable.
+        other.pop();
+        assert!(summed(&[one.clone(), other]).unwrap_err().contains("tg128"));
+        assert!(summed(&[]).is_err());
     }
 
     #[test]

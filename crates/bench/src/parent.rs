@@ -367,26 +367,44 @@ fn measure_column(exe: &Path, side: &Side<'_>, quick: bool, timeout: Duration, n
     }
 }
 
+/// One llama-bench run of `model` in a column: `--clients` processes started together,
+/// their tests summed where there are several.
 fn llama_run(bin: &Path, model: &Path, side: &Side<'_>, args: &Args, column: &str) -> LlamaRun {
     let timeout = Duration::from_secs(args.timeout);
     let program = bin.join("llama-bench");
-    progress(&format!("{column}: llama-bench {}", model.display()));
-    let cmd = side.command(&program, &llama::args(model, args.llama_reps), Some(bin));
+    let n = args.clients.max(1);
+    progress(&format!(
+        "{column}: llama-bench {}{}",
+        model.display(),
+        if n > 1 { format!(", {n} at once") } else { "".into() }
+    ));
+    let one = || -> Result<Vec<llama::LlamaTest>, String> {
+        let cmd = side.command(&program, &llama::args(model, args.llama_reps), Some(bin));
+        let c = run_captured(cmd, timeout)?;
+        if let Some(e) = failure(&c, timeout) {
+            return Err(e);
+        }
+        llama::parse(&c.stdout)
+    };
+    let runs: Result<Vec<_>, String> =
+        std::thread::scope(|s| (0..n).map(|_| s.spawn(one)).collect::<Vec<_>>().into_iter().map(join_run).collect());
+    let tests = runs.and_then(|r| if n > 1 { llama::summed(&r) } else { Ok(r.into_iter().next().unwrap_or_default()) });
     let mut run = LlamaRun { model: model.display().to_string(), column: column.into(), tests: vec![], error: None };
-    match run_captured(cmd, timeout) {
+    match tests {
+        Ok(t) => run.tests = t,
         Err(e) => run.error = Some(e),
-        Ok(c) => match failure(&c, timeout) {
-            Some(e) => run.error = Some(e),
-            None => match llama::parse(&c.stdout) {
-                Ok(t) => run.tests = t,
-                Err(e) => run.error = Some(e),
-            },
-        },
     }
     if let Some(e) = &run.error {
         progress(&format!("{column}: llama-bench failed: {e}"));
     }
     run
+}
+
+/// The tests of one of several llama-bench processes run at once.
+fn join_run(
+    h: std::thread::ScopedJoinHandle<'_, Result<Vec<llama::LlamaTest>, String>>,
+) -> Result<Vec<llama::LlamaTest>, String> {
+    h.join().unwrap_or_else(|_| Err("a llama-bench run's thread panicked".into()))
 }
 
 fn host_name() -> String {
@@ -547,6 +565,13 @@ pub fn run(args: &Args) -> Result<(), String> {
         quick: args.quick,
     };
     let mut notes = report::build_notes(&columns, &llama_runs);
+    if args.clients > 1 && !llama_runs.is_empty() {
+        notes.push(format!(
+            "llama-bench rows: {} processes started together in each column's run, sharing the GPU; a row gives the \
+             sum of their medians (the median over rounds of that sum)",
+            args.clients
+        ));
+    }
     notes.extend(report::round_trip_note(&echo, &columns));
     let failed = columns.iter().any(|c| matches!(c.outcome, Outcome::Failed { .. }))
         || llama_runs.iter().any(|r| r.error.is_some());

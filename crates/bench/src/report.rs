@@ -307,7 +307,8 @@ pub fn build_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
         let order: Vec<&str> =
             columns.iter().map(|c| c.name.as_str()).chain(columns.first().map(|c| c.name.as_str())).collect();
         notes.push(format!(
-            "llama-bench rows: the median of {samples} samples per column and test, from runs taken in turns ({}, ...)",
+            "llama-bench rows: the median of {samples} sample{} per column and test, from runs taken in turns ({}, ...)",
+            if samples == 1 { "" } else { "s" },
             order.join(", ")
         ));
     }

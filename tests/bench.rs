@@ -141,6 +141,10 @@ fn bench_sums_llama_runs_started_together() {
         }
     }
     assert!(md.contains("- llama-bench rows: 3 processes started together in each column's run"), "{md}");
+    let cores = cells(&md, "llama-bench q8.gguf: cores busy while it ran, median");
+    for v in &cores[3..8] {
+        assert!(v.parse::<f64>().is_ok_and(|v| (0.0..=4096.0).contains(&v)), "{cores:?}");
+    }
     // Five columns of three runs, each column's three started before any of them ended.
     let lines = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = lines.lines().collect();

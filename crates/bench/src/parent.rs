@@ -386,10 +386,18 @@ fn llama_run(bin: &Path, model: &Path, side: &Side<'_>, args: &Args, column: &st
         }
         llama::parse(&c.stdout)
     };
+    let (busy, t0) = (busy_ticks(), Instant::now());
     let runs: Result<Vec<_>, String> =
         std::thread::scope(|s| (0..n).map(|_| s.spawn(one)).collect::<Vec<_>>().into_iter().map(join_run).collect());
+    let cores = busy.zip(busy_ticks()).map(|(a, b)| cores_busy(b.saturating_sub(a), t0.elapsed()));
     let tests = runs.and_then(|r| if n > 1 { llama::summed(&r) } else { Ok(r.into_iter().next().unwrap_or_default()) });
-    let mut run = LlamaRun { model: model.display().to_string(), column: column.into(), tests: vec![], error: None };
+    let mut run = LlamaRun {
+        model: model.display().to_string(),
+        column: column.into(),
+        tests: vec![],
+        error: None,
+        cores: cores.into_iter().collect(),
+    };
     match tests {
         Ok(t) => run.tests = t,
         Err(e) => run.error = Some(e),
@@ -398,6 +406,27 @@ fn llama_run(bin: &Path, model: &Path, side: &Side<'_>, args: &Args, column: &st
         progress(&format!("{column}: llama-bench failed: {e}"));
     }
     run
+}
+
+/// The machine's busy time so far, in clock ticks: the `cpu` line of `/proc/stat` less its
+/// idle and I/O-wait fields.
+fn busy_ticks() -> Option<u64> {
+    parse_busy(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...: guests' time is in user already.
+    let busy = f.iter().take(8).enumerate().filter(|&(i, _)| i != 3 && i != 4).map(|(_, v)| v).sum();
+    (f.len() >= 8).then_some(busy)
+}
+
+/// Cores kept busy on average: `ticks` of busy time over `span`.
+fn cores_busy(ticks: u64, span: Duration) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz / span.as_secs_f64().max(1e-3)
 }
 
 /// The tests of one of several llama-bench processes run at once.
@@ -626,6 +655,16 @@ pub fn reindex(out: &Path, latest: Option<&str>) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn busy_time_leaves_out_idle_and_io_wait() {
+        let stat = "cpu  100 5 50 9000 40 3 2 1 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
+        assert_eq!(parse_busy(stat), Some(100 + 5 + 50 + 3 + 2 + 1));
+        assert_eq!(parse_busy("cpu  1 2 3\n"), None, "too few fields");
+        assert_eq!(parse_busy("intr 5\n"), None);
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        assert!((cores_busy(3 * hz, Duration::from_secs(2)) - 1.5).abs() < 1e-9);
+    }
     use super::*;
 
     #[test]

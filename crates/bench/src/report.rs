@@ -71,6 +71,10 @@ pub struct LlamaRun {
     pub column: String,
     pub tests: Vec<LlamaTest>,
     pub error: Option<String>,
+    /// The machine's busy cores (all processes) while each run went on, one per run: what
+    /// the speed cost in CPU, the server's and the applications' together.
+    #[serde(default)]
+    pub cores: Vec<f64>,
 }
 
 impl LlamaRun {
@@ -82,7 +86,10 @@ impl LlamaRun {
             Some(e) => {
                 self.error.get_or_insert(e);
             }
-            None => crate::llama::pool(&mut self.tests, other.tests),
+            None => {
+                crate::llama::pool(&mut self.tests, other.tests);
+                self.cores.extend(other.cores);
+            }
         }
     }
 }
@@ -276,10 +283,36 @@ fn llama_rows(columns: &[Column], llama: &[LlamaRun]) -> Vec<Row> {
                     },
                 })
                 .collect();
-            let name = std::path::Path::new(&model).file_name().map_or(model.clone(), |f| f.to_string_lossy().into());
-            Row::new(format!("llama-bench {name} {test}, median"), "tokens/s", Better::Higher, cells)
+            Row::new(format!("llama-bench {} {test}, median", file_name(&model)), "tokens/s", Better::Higher, cells)
         })
+        .chain(cores_rows(columns, llama))
         .collect()
+}
+
+/// A row a model: the machine's busy cores while its runs went on, each column's median run.
+fn cores_rows<'a>(columns: &'a [Column], llama: &'a [LlamaRun]) -> impl Iterator<Item = Row> + 'a {
+    let mut models: Vec<&str> = Vec::new();
+    for r in llama.iter().filter(|r| !r.cores.is_empty()) {
+        if !models.contains(&r.model.as_str()) {
+            models.push(&r.model);
+        }
+    }
+    models.into_iter().map(move |model| {
+        let cells = columns
+            .iter()
+            .map(|c| match llama.iter().find(|r| r.model == model && r.column == c.name) {
+                Some(r) if r.error.is_none() && !r.cores.is_empty() => Cell::Value(crate::stats::p50(&r.cores)),
+                Some(_) => Cell::Na("error".into()),
+                None => Cell::na(),
+            })
+            .collect();
+        Row::new(
+            format!("llama-bench {}: cores busy while it ran, median", file_name(model)),
+            "cores",
+            Better::Lower,
+            cells,
+        )
+    })
 }
 
 /// Notes under the table: failed and skipped columns, launches that could not run, failed
@@ -380,7 +413,7 @@ fn later_notes(columns: &[Column], llama: &[LlamaRun]) -> Vec<String> {
     notes
 }
 
-/// A model's file name, for notes.
+/// A model's file name, for rows and notes.
 fn file_name(model: &str) -> String {
     std::path::Path::new(model).file_name().map_or(model.to_string(), |f| f.to_string_lossy().into())
 }
@@ -742,14 +775,22 @@ mod tests {
                 column: "native".into(),
                 tests: vec![t("pp512", 40000.0), t("tg128", 800.0)],
                 error: None,
+                cores: vec![1.0, 3.0, 2.0],
             },
             LlamaRun {
                 model: "/w/q8.gguf".into(),
                 column: "unix".into(),
                 tests: vec![t("pp512", 20000.0), t("tg128", 760.0)],
                 error: None,
+                cores: vec![8.0],
             },
-            LlamaRun { model: "/w/q8.gguf".into(), column: "tcp".into(), tests: vec![], error: Some("exit 1".into()) },
+            LlamaRun {
+                model: "/w/q8.gguf".into(),
+                column: "tcp".into(),
+                tests: vec![],
+                error: Some("exit 1".into()),
+                cores: vec![5.0],
+            },
         ];
         let rows = build_rows(&cols, &[], &llama);
         let tg = rows.iter().find(|r| r.metric == "llama-bench q8.gguf tg128, median").unwrap();
@@ -759,6 +800,12 @@ mod tests {
             vec![Cell::Value(800.0), Cell::Value(760.0), Cell::Na("error".into()), Cell::na(), Cell::na(), Cell::na()]
         );
         assert_eq!(tg.ratios[0], Cell::Value(0.95));
+        // The CPU the runs cost: each column's median run, lower is better.
+        let cores = rows.iter().find(|r| r.metric == "llama-bench q8.gguf: cores busy while it ran, median").unwrap();
+        assert_eq!(cores.unit, "cores");
+        assert_eq!(&cores.cells[..3], [Cell::Value(2.0), Cell::Value(8.0), Cell::Na("error".into())]);
+        assert_eq!(cores.ratios[0], Cell::Value(0.25));
+        assert_eq!(rows.last(), Some(cores), "after the model's tests");
         let notes = build_notes(&cols, &llama);
         assert!(notes.iter().any(|n| n.starts_with("tcp: llama-bench /w/q8.gguf failed")), "{notes:?}");
         assert!(notes.iter().any(|n| n.starts_with("tcp: no kernel launches")), "{notes:?}");
@@ -792,6 +839,7 @@ mod tests {
             column: column.into(),
             tests: vec![t(fast)],
             error: None,
+            cores: vec![],
         };
         assert_eq!(t(10.0).later_samples(), Some(vec![10.0; 4]));
         let mut uneven = t(10.0);

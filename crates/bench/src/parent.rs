@@ -655,6 +655,7 @@ pub fn reindex(out: &Path, latest: Option<&str>) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn busy_time_leaves_out_idle_and_io_wait() {
@@ -662,10 +663,10 @@ mod tests {
         assert_eq!(parse_busy(stat), Some(100 + 5 + 50 + 3 + 2 + 1));
         assert_eq!(parse_busy("cpu  1 2 3\n"), None, "too few fields");
         assert_eq!(parse_busy("intr 5\n"), None);
+        // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
         assert!((cores_busy(3 * hz, Duration::from_secs(2)) - 1.5).abs() < 1e-9);
     }
-    use super::*;
 
     #[test]
     fn versions_and_tails() {

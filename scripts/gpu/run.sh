@@ -644,9 +644,9 @@ stage_timeline() { # issue 6: where a prompt batch's time goes (timeline.c/.py),
     done
   done
 }
-cpu_ticks() { # busy CPU ticks of the whole machine, and of the server with its reaped workers
+cpu_ticks() { # busy CPU ticks of the whole machine, and of the servers (DIST_B's too) with their reaped workers
   awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat
-  awk '{sub(/.*\) /,""); print $12+$13+$14+$15}' /proc/$SERVER_PID/stat
+  cat /proc/$SERVER_PID/stat ${SERVER_B_PID:+/proc/$SERVER_B_PID/stat} | awk '{sub(/.*\) /,""); t+=$12+$13+$14+$15} END {print t}'
 }
 stage_concurrent() { # a shared GPU: CONC_N llama-bench runs at once (CONC_TEST tg|pp, CONC_MODEL, CONC_REPS), natively and through CONC_CFGS, CONC_ROUNDS rounds in turns; summed t/s, and the cores busy (all; the server's)
   build_llama; models

@@ -408,8 +408,8 @@ fn llama_run(bin: &Path, model: &Path, side: &Side<'_>, args: &Args, column: &st
     run
 }
 
-/// The machine's busy time so far, in clock ticks: the `cpu` line of `/proc/stat` less its
-/// idle and I/O-wait fields.
+/// The machine's busy time so far, in clock ticks: user, nice, system, irq and softirq of
+/// the `cpu` line of `/proc/stat` (not idle, I/O wait, or time a hypervisor stole).
 fn busy_ticks() -> Option<u64> {
     parse_busy(&std::fs::read_to_string("/proc/stat").ok()?)
 }
@@ -418,8 +418,8 @@ fn parse_busy(stat: &str) -> Option<u64> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let f: Vec<u64> = line.split_whitespace().skip(1).map(|x| x.parse().ok()).collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal ...: guests' time is in user already.
-    let busy = f.iter().take(8).enumerate().filter(|&(i, _)| i != 3 && i != 4).map(|(_, v)| v).sum();
-    (f.len() >= 8).then_some(busy)
+    let busy = f.iter().take(7).enumerate().filter(|&(i, _)| i != 3 && i != 4).map(|(_, v)| v).sum();
+    (f.len() >= 7).then_some(busy)
 }
 
 /// Cores kept busy on average: `ticks` of busy time over `span`.
@@ -658,9 +658,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn busy_time_leaves_out_idle_and_io_wait() {
+    fn busy_time_leaves_out_idle_io_wait_and_steal() {
         let stat = "cpu  100 5 50 9000 40 3 2 1 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
-        assert_eq!(parse_busy(stat), Some(100 + 5 + 50 + 3 + 2 + 1));
+        assert_eq!(parse_busy(stat), Some(100 + 5 + 50 + 3 + 2));
         assert_eq!(parse_busy("cpu  1 2 3\n"), None, "too few fields");
         assert_eq!(parse_busy("intr 5\n"), None);
         // SAFETY: sysconf has no preconditions.

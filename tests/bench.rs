@@ -111,7 +111,7 @@ fn bench_sums_llama_runs_started_together() {
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/bench/tests/fixtures/llama-bench.json");
     let log = tmp.path().join("runs.log");
     let script =
-        format!("#!/bin/sh\necho start >> {log}\nsleep 0.5\necho end >> {log}\ncat {fixture}\n", log = log.display());
+        format!("#!/bin/sh\necho start >> {log}\nsleep 1.5\necho end >> {log}\ncat {fixture}\n", log = log.display());
     let fake = bin.join("llama-bench");
     std::fs::write(&fake, script).unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

@@ -422,11 +422,15 @@ fn parse_busy(stat: &str) -> Option<u64> {
     (f.len() >= 7).then_some(busy)
 }
 
+/// Clock ticks a second, the unit of `/proc/stat`.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 /// Cores kept busy on average: `ticks` of busy time over `span`.
 fn cores_busy(ticks: u64, span: Duration) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz / span.as_secs_f64().max(1e-3)
+    ticks as f64 / ticks_per_second() / span.as_secs_f64().max(1e-3)
 }
 
 /// The tests of one of several llama-bench processes run at once.
@@ -663,8 +667,7 @@ mod tests {
         assert_eq!(parse_busy(stat), Some(100 + 5 + 50 + 3 + 2));
         assert_eq!(parse_busy("cpu  1 2 3\n"), None, "too few fields");
         assert_eq!(parse_busy("intr 5\n"), None);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let hz = ticks_per_second() as u64;
         assert!((cores_busy(3 * hz, Duration::from_secs(2)) - 1.5).abs() < 1e-9);
     }
 

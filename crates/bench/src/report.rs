@@ -272,20 +272,26 @@ fn llama_rows(columns: &[Column], llama: &[LlamaRun]) -> Vec<Row> {
     }
     keys.into_iter()
         .map(|(model, test)| {
-            let cells = columns
-                .iter()
-                .map(|c| match llama.iter().find(|r| r.model == model && r.column == c.name) {
-                    None => Cell::na(),
-                    Some(LlamaRun { error: Some(_), .. }) => Cell::Na("error".into()),
-                    Some(r) => match r.tests.iter().find(|t| t.test == test) {
-                        Some(t) => Cell::Value(t.median_ts),
-                        None => Cell::Na("missing".into()),
-                    },
-                })
-                .collect();
+            let cells = model_cells(columns, llama, &model, |r| match r.tests.iter().find(|t| t.test == test) {
+                Some(t) => Cell::Value(t.median_ts),
+                None => Cell::Na("missing".into()),
+            });
             Row::new(format!("llama-bench {} {test}, median", file_name(&model)), "tokens/s", Better::Higher, cells)
         })
         .chain(cores_rows(columns, llama))
+        .collect()
+}
+
+/// Each column's cell for `model`: `value` of its run, "error" where the run failed, n/a
+/// where the column has none.
+fn model_cells(columns: &[Column], llama: &[LlamaRun], model: &str, value: impl Fn(&LlamaRun) -> Cell) -> Vec<Cell> {
+    columns
+        .iter()
+        .map(|c| match llama.iter().find(|r| r.model == model && r.column == c.name) {
+            None => Cell::na(),
+            Some(LlamaRun { error: Some(_), .. }) => Cell::Na("error".into()),
+            Some(r) => value(r),
+        })
         .collect()
 }
 
@@ -298,14 +304,9 @@ fn cores_rows<'a>(columns: &'a [Column], llama: &'a [LlamaRun]) -> impl Iterator
         }
     }
     models.into_iter().map(move |model| {
-        let cells = columns
-            .iter()
-            .map(|c| match llama.iter().find(|r| r.model == model && r.column == c.name) {
-                Some(r) if r.error.is_none() && !r.cores.is_empty() => Cell::Value(crate::stats::p50(&r.cores)),
-                Some(_) => Cell::Na("error".into()),
-                None => Cell::na(),
-            })
-            .collect();
+        let cells = model_cells(columns, llama, model, |r| {
+            if r.cores.is_empty() { Cell::Na("error".into()) } else { Cell::Value(crate::stats::p50(&r.cores)) }
+        });
         Row::new(
             format!("llama-bench {}: cores busy while it ran, median", file_name(model)),
             "cores",

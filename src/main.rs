@@ -86,6 +86,9 @@ enum Cmd {
         /// The descriptor on which `vgpu serve` passes the session's lanes.
         #[arg(long)]
         lanes_fd: Option<i32>,
+        /// The descriptor on which `vgpu serve` passes the board of its workers' activity.
+        #[arg(long)]
+        board_fd: Option<i32>,
         /// Files the client may use as its shared segment (`vgpu serve --shm-file`).
         #[arg(long)]
         shm_file: Vec<PathBuf>,
@@ -182,7 +185,7 @@ fn main() -> ExitCode {
             };
             server::serve(opts)
         })(),
-        Cmd::Worker { backend, session, memory_limit, tls_cert, tls_key, lanes_fd, shm_file } => (|| {
+        Cmd::Worker { backend, session, memory_limit, tls_cert, tls_key, lanes_fd, board_fd, shm_file } => (|| {
             let mut snap = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut snap).map_err(|e| e.to_string())?;
             let snapshot = postcard::from_bytes(&snap).map_err(|e| format!("bad snapshot: {e}"))?;
@@ -203,6 +206,7 @@ fn main() -> ExitCode {
                 session_id: session,
                 lane_control: lanes_fd,
                 shm_files: shm_file,
+                board: board_fd,
                 tls,
             };
             let end = stream.try_clone().map_err(|e| e.to_string())?;

@@ -130,6 +130,7 @@ fn protocol_over_a_socketpair_and_vsock() {
             memory_limit: Some(1 << 20),
             session_id: 1,
             lane_control: None,
+            board: None,
             shm_files: Vec::new(),
             tls: None,
         };

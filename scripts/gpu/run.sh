@@ -196,8 +196,8 @@ models() {
   [ -f $W/f16.gguf ] || python3 "$C/tools/gen_gguf.py" $W/f16.gguf --preset 1b --dtype f16 >/dev/null
   # q8v: the same with Llama 3's 128256-token vocabulary (Ollama's llama3.2:1b), whose logits
   # are 501 KiB a token instead of 125; written only where a stage asks for it (AB_MODELS,
-  # VB_MODELS, TL_MODEL).
-  case " ${AB_MODELS:-} ${VB_MODELS:-} ${TL_MODEL:-} " in *" q8v "*)
+  # VB_MODELS, TL_MODEL, CONC_MODEL).
+  case " ${AB_MODELS:-} ${VB_MODELS:-} ${TL_MODEL:-} ${CONC_MODEL-q8v} " in *" q8v "*)
     [ -f $W/q8v.gguf ] || python3 "$C/tools/gen_gguf.py" $W/q8v.gguf --preset 1b --vocab 128256 --dtype q8_0 >/dev/null ;;
   esac
 }

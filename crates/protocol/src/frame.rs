@@ -31,6 +31,9 @@ pub const FLAG_REPLY_LANES: u32 = 16;
 /// An [`OP_LANE`] chunk whose `bulk_len` bytes are coded by [`crate::dequant`]; its 8
 /// argument bytes are the decoded length (little-endian), which is what it fills.
 pub const FLAG_CODED: u32 = 32;
+/// Replies: other sessions share the server's GPU now, so the client's lane threads should
+/// not poll for work (see `transport::crowd`).
+pub const FLAG_CROWDED: u32 = 64;
 
 /// Opcode of the handshake messages.
 pub const OP_HELLO: u32 = u32::MAX;

@@ -73,9 +73,10 @@ static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Each running worker, by session: its lane channel (the listener's end of a seqpacket
 /// pair; a lane's connection is passed down it, see [`route`], and the worker tells who its
-/// client is up it) and what `vgpu sessions` says of it.
+/// client is up it) and what `vgpu sessions` says of it. And the board on which workers
+/// see whether others are active (`transport::crowd`), if one could be made.
 #[derive(Default)]
-pub struct Workers(Mutex<HashMap<u64, Worker>>);
+pub struct Workers(Mutex<HashMap<u64, Worker>>, Option<transport::crowd::Board>);
 
 struct Worker {
     lanes: OwnedFd,
@@ -112,7 +113,10 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     let tls = check_tls(&opts.listen, opts.tls.as_ref())?;
     let snapshot = Arc::new(postcard::to_allocvec(&snapshot).map_err(|e| e.to_string())?);
     let opts = Arc::new(ServeOptions { tls, ..opts });
-    let workers = Arc::new(Workers::default());
+    let board = transport::crowd::Board::create()
+        .map_err(|e| tracing::warn!("no board for the workers' activity ({e}): every session polls as if alone"))
+        .ok();
+    let workers = Arc::new(Workers(Mutex::default(), board));
     let mut threads = Vec::new();
     for addr in opts.listen.clone() {
         let listener = addr.bind().map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -306,10 +310,14 @@ pub fn spawn_worker_for(
         None => None,
     };
     let lane_fd = channel.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
+    let board_fd = workers.and_then(|w| w.1.as_ref()).map(|b| b.fd().as_raw_fd());
     let mut cmd = Command::new(&opts.worker_exe);
     cmd.arg("worker").arg("--backend").arg(opts.backend.name()).arg("--session").arg(id.to_string());
     if lane_fd.is_some() {
         cmd.arg("--lanes-fd").arg(LANES_FD.to_string());
+    }
+    if board_fd.is_some() {
+        cmd.arg("--board-fd").arg(BOARD_FD.to_string());
     }
     if let Some(m) = opts.memory_limit {
         cmd.arg("--memory-limit").arg(m.to_string());
@@ -353,14 +361,22 @@ pub fn spawn_worker_for(
                 // The server died before the line above took effect.
                 libc::_exit(1);
             }
-            // dup2 clears close-on-exec on the copy, so the worker inherits it as fd 3.
-            if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
+            // The connection as fd 3, the lane channel and the board as theirs. Each is
+            // first copied above those numbers, so that none is overwritten before it is
+            // moved (the board, made first, is often fd 3 itself); dup2 then clears
+            // close-on-exec on the copy the worker inherits, and the high ones close.
+            let moves = [(Some(fd), 3), (lane_fd, LANES_FD), (board_fd, BOARD_FD)];
+            let mut high = [-1; 3];
+            for (i, (from, _)) in moves.iter().enumerate() {
+                if let Some(from) = *from {
+                    high[i] = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, BOARD_FD + 1);
+                    if high[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
             }
-            // (dup2 onto itself would leave close-on-exec set.)
-            if let Some(l) = lane_fd {
-                let r = if l == LANES_FD { libc::fcntl(l, libc::F_SETFD, 0) } else { libc::dup2(l, LANES_FD) };
-                if r < 0 {
+            for (i, (_, to)) in moves.iter().enumerate() {
+                if high[i] >= 0 && libc::dup2(high[i], *to) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -425,6 +441,8 @@ pub fn spawn_worker_for(
 
 /// The descriptor a worker finds its lane channel on.
 pub const LANES_FD: i32 = 4;
+/// The descriptor a worker finds the board of the workers' activity on.
+pub const BOARD_FD: i32 = 5;
 
 /// A connected pair of unix seqpacket sockets: each message (a lane's join and its
 /// descriptor) arrives whole and alone.

@@ -8,7 +8,7 @@
 use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
-use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_JOIN, OP_RING, OP_SHM, OP_SHM_FILE};
+use protocol::frame::{FLAG_CROWDED, FLAG_REPLY_LANES, Header, OP_HELLO, OP_JOIN, OP_RING, OP_SHM, OP_SHM_FILE};
 use protocol::hello::{Hello, Join, LaneOffer, Welcome, WorkerNote};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io::{self, Read};
@@ -16,6 +16,7 @@ use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use transport::crowd::Board;
 use transport::{LaneSet, Segment, Stream, TlsServer, Unbuffered, read_exact_into, read_header, write_frame};
 
 /// Longest a client may take to complete the handshake, however it trickles its bytes (the
@@ -44,6 +45,9 @@ pub struct SessionConfig {
     pub lane_control: Option<i32>,
     /// Files the client may share as its segment (`OP_SHM_FILE`), over any transport.
     pub shm_files: Vec<std::path::PathBuf>,
+    /// The descriptor of the listener's board of the workers' activity (owned by the
+    /// session; see `transport::crowd`); `None`: the session polls as if alone.
+    pub board: Option<i32>,
     /// A `tls://` session's certificate: its lanes arrive as TCP connections that are TLS
     /// after the join that routed them, and are served with it.
     pub tls: Option<transport::TlsServer>,
@@ -197,6 +201,14 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         })?
     };
 
+    // SAFETY: the listener gives each worker the board as this descriptor.
+    let mut seat = cfg.board.and_then(|fd| match Board::open(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }) {
+        Ok(b) => Some(b.seat(cfg.session_id)),
+        Err(e) => {
+            tracing::warn!("session {}: no board of the others' activity: {e}", cfg.session_id);
+            None
+        }
+    });
     let mut deferred: Option<u32> = None;
     let mut out = Vec::new();
     let mut frames = FrameLog::from_env();
@@ -304,6 +316,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         if !oneway && protocol::is_oneway(h.op) {
             break Err(io::Error::new(io::ErrorKind::InvalidData, "one-way call sent as a request"));
         }
+        if let (false, Some(seat)) = (oneway, seat.as_mut()) {
+            seat.stamp();
+        }
         let started = stats.as_ref().map(|_| std::time::Instant::now());
         if !oneway && let Some(code) = backend.flush() {
             deferred.get_or_insert(code);
@@ -372,7 +387,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         let r = match &outcome {
             Ok(value) => {
                 let bulk_out = staged.unwrap_or(&out);
-                let reply = Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len());
+                let reply = crowd_flag(Header::reply(h.op, h.seq, 0, value.len(), bulk_out.len()));
                 // The request names how many lanes the client reads (in `status`); it asks
                 // from its transport's threshold on, this is the lowest (TLS's).
                 let asked = h.flags & FLAG_REPLY_LANES != 0 && bulk_out.len() >= transport::lanes::LANE_MIN_TLS;
@@ -383,7 +398,7 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
                     None => write_frame(&mut *w, &reply, value, &[bulk_out]),
                 }
             }
-            Err(code) => write_frame(&mut *w, &Header::reply(h.op, h.seq, *code, 0, 0), &[], &[]),
+            Err(code) => write_frame(&mut *w, &crowd_flag(Header::reply(h.op, h.seq, *code, 0, 0)), &[], &[]),
         };
         drop(w);
         if let Err(e) = r {
@@ -626,6 +641,15 @@ fn take_lane(lanes: &LaneSet, stream: Stream, join: Option<Join>, session: u64, 
     }
 }
 
+/// `reply`, flagged [`FLAG_CROWDED`] while other sessions use the GPU too: the client's lane
+/// threads then stop polling (`transport::crowd`).
+fn crowd_flag(mut reply: Header) -> Header {
+    if transport::crowd::crowded() {
+        reply.flags |= FLAG_CROWDED;
+    }
+    reply
+}
+
 /// Waits answered by helper threads (`Session::wait_job`).
 #[derive(Clone, Default)]
 struct Waits(Arc<std::sync::atomic::AtomicUsize>);
@@ -641,7 +665,7 @@ impl Waits {
         let reply = move |writer: &Mutex<Stream>, r: Result<(), u32>| {
             let code = r.err().unwrap_or(0);
             // The client may be gone by now: nothing to tell it then.
-            let _ = write_frame(&mut *writer.lock(), &Header::reply(op, seq, code, 0, 0), &[], &[]);
+            let _ = write_frame(&mut *writer.lock(), &crowd_flag(Header::reply(op, seq, code, 0, 0)), &[], &[]);
         };
         self.0.fetch_add(1, Ordering::AcqRel);
         let (count, w) = (self.0.clone(), writer.clone());

@@ -7,7 +7,7 @@ use crate::lanes::{LANE_MAX, Lanes};
 use crate::writelog::Writer;
 use parking_lot::{Condvar, Mutex};
 use protocol::Call;
-use protocol::frame::{FLAG_REPLY_LANES, Header, OP_HELLO, OP_RING};
+use protocol::frame::{FLAG_CROWDED, FLAG_REPLY_LANES, Header, OP_HELLO, OP_RING};
 use protocol::hello::LaneOffer;
 use protocol::hello::{Hello, Welcome};
 use std::collections::HashMap;
@@ -708,6 +708,9 @@ impl Conn {
     fn read_one(&self, s: &mut Stream, seq: u32, op: u32, bulk_out: Option<&mut [u8]>) -> Result<Got, String> {
         s.wait_readable(self.spin);
         let h = read_header(s).map_err(describe_read)?;
+        if h.flags & FLAG_CROWDED != 0 {
+            crate::crowd::note_crowded();
+        }
         if h.is_heartbeat() {
             return Ok(Got::Other);
         }

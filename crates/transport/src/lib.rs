@@ -5,6 +5,7 @@
 mod addr;
 pub mod coding;
 mod conn;
+pub mod crowd;
 mod fdpass;
 mod framing;
 pub mod lanes;

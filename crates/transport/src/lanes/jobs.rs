@@ -23,8 +23,9 @@ pub(super) struct Helper {
     closer: Stream,
     slot: Mutex<Slot>,
     cv: Condvar,
-    /// How long the helper polls for its next job (and the caller for its result) before
-    /// sleeping: [`lane_spin`], by default the client's reply budget. Helpers
+    /// How long the caller polls for the job's result before sleeping, and the helper for its
+    /// next job unless other sessions share the GPU ([`crate::crowd`]): [`lane_spin`], by
+    /// default the client's reply budget. Helpers
     /// that slept between llama.cpp's prompt batches (10 ms apart) made the application's
     /// own CPU work 0.1-0.3 ms a batch slower once woken (3 helpers; ones that polled cost
     /// nothing): more than their copies saved.
@@ -103,7 +104,8 @@ impl Helper {
     /// for; `None` once the lane is closed.
     fn next_job(&self) -> Option<Job> {
         let mut slot = self.slot.lock();
-        let window = Window::new(self.spin, self.park.as_deref());
+        let spin = if crate::crowd::crowded() { crate::crowd::crowded_spin() } else { self.spin };
+        let window = Window::new(spin, self.park.as_deref());
         poll_then_wait(&self.cv, &mut slot, window, Duration::from_millis(500), |slot, slept| {
             let job = slot.job.take();
             if job.is_some() {

@@ -78,6 +78,12 @@ fn lane_spin() -> Duration {
     *S.get_or_init(|| lane_spin_from(&|k| std::env::var(k).ok()))
 }
 
+/// How long a lane thread polls for its next chunk or job: [`lane_spin`], or while other
+/// sessions share the GPU [`crate::crowd::crowded_spin`].
+fn idle_spin() -> Duration {
+    if crate::crowd::crowded() { crate::crowd::crowded_spin() } else { lane_spin() }
+}
+
 /// [`lane_spin`] from the variables `var` gives (unparsable ones count as unset).
 fn lane_spin_from(var: &dyn Fn(&str) -> Option<String>) -> Duration {
     let us = |k| crate::spin::micros(var, k);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::jobs::{Helper, run_jobs, write_jobs};
-use super::{LANE_MAX, MAX_LANES, lane_spin, poll_then_wait};
+use super::{LANE_MAX, MAX_LANES, idle_spin, lane_spin, poll_then_wait};
 
 /// Longest a lane's chunk may wait for its frame, or a frame for its chunks, once one of
 /// them has arrived: the client sends both together.
@@ -215,10 +215,10 @@ impl Shared {
         })
     }
 
-    /// Return once `s` has bytes to read, or once the polling window is over (the read
-    /// that follows then sleeps until they come).
+    /// Return once `s` has bytes to read, or once the polling window ([`idle_spin`]) is
+    /// over (the read that follows then sleeps until they come).
     fn await_chunk(&self, s: &Stream) {
-        let mut window = Window::new(lane_spin(), Some(&self.park));
+        let mut window = Window::new(idle_spin(), Some(&self.park));
         loop {
             match window.pace() {
                 Pace::Poll if s.poll_readable(Duration::ZERO) => return,

@@ -78,6 +78,12 @@ pub trait Session: Backend {
     fn set_context(&mut self, ctx: u64) {
         let _ = ctx;
     }
+    /// Other sessions use the GPU too (`transport::crowd`), or no longer: while they do, the
+    /// session waits for the GPU without spinning a core (each waiter's turn comes after
+    /// the others' work anyway).
+    fn share_gpu(&mut self, shared: bool) {
+        let _ = shared;
+    }
     /// Release everything the session holds (its worker is about to exit).
     fn close(&mut self) {}
     /// Finish work deferred in order (before a synchronous call is answered); an error it

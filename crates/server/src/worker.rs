@@ -209,6 +209,8 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             None
         }
     });
+    // Whether the backend was last told that other sessions share the GPU.
+    let mut shared = false;
     let mut deferred: Option<u32> = None;
     let mut out = Vec::new();
     let mut frames = FrameLog::from_env();
@@ -318,6 +320,16 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
         }
         if let (false, Some(seat)) = (oneway, seat.as_mut()) {
             seat.stamp();
+            let now = transport::crowd::crowded();
+            if now != shared {
+                tracing::debug!(
+                    "session {}: {}",
+                    cfg.session_id,
+                    if now { "the GPU is shared" } else { "alone again" }
+                );
+                backend.share_gpu(now);
+                shared = now;
+            }
         }
         let started = stats.as_ref().map(|_| std::time::Instant::now());
         if !oneway && let Some(code) = backend.flush() {

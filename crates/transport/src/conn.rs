@@ -706,7 +706,7 @@ impl Conn {
     /// Read one frame: the reply to `seq`, a heartbeat or another caller's reply (parked),
     /// or why the connection is unusable.
     fn read_one(&self, s: &mut Stream, seq: u32, op: u32, bulk_out: Option<&mut [u8]>) -> Result<Got, String> {
-        s.wait_readable(self.spin);
+        s.wait_readable(crate::crowd::spin_unless_crowded(self.spin));
         let h = read_header(s).map_err(describe_read)?;
         if h.flags & FLAG_CROWDED != 0 {
             crate::crowd::note_crowded();

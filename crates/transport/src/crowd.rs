@@ -32,7 +32,7 @@ const HOLD: Duration = Duration::from_millis(200);
 /// Until when this process is crowded: microseconds of [`crate::park::micros_now`] (0: not).
 static UNTIL: AtomicU64 = AtomicU64::new(0);
 
-/// Other sessions share the GPU: stay crowded for [`HOLD`] from now.
+/// Other sessions share the GPU: stay crowded for a while (`HOLD`) from now.
 pub fn note_crowded() {
     UNTIL.fetch_max(crate::park::micros_now() + HOLD.as_micros() as u64, Ordering::Relaxed);
 }
@@ -47,6 +47,12 @@ pub fn crowded() -> bool {
 pub fn crowded_spin() -> Duration {
     static S: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *S.get_or_init(|| crate::spin::micros(&|k| std::env::var(k).ok(), "VGPU_CROWDED_SPIN_US").unwrap_or(Duration::ZERO))
+}
+
+/// `spin`, or while crowded [`crowded_spin`]: how long a client's thread polls for what
+/// comes next (a reply, a chunk, a frame to write) before it sleeps.
+pub fn spin_unless_crowded(spin: Duration) -> Duration {
+    if crowded() { crowded_spin() } else { spin }
 }
 
 /// Slots on a board: one page of stamps. Sessions past this many share slots, which costs

@@ -105,6 +105,9 @@ struct Rings {
     timeouts: Mutex<(Option<Duration>, Option<Duration>)>,
     /// How long a reader polls its ring before sleeping on the doorbell.
     spin: Duration,
+    /// The client's end: its reader does not poll while other sessions share the GPU
+    /// (`crate::crowd`), as its socket's would not.
+    client: bool,
 }
 
 // SAFETY: the raw pointers address the shared mapping that `_seg` keeps alive; access to
@@ -174,6 +177,7 @@ impl RingStream {
             bell,
             timeouts: Mutex::new((None, None)),
             spin,
+            client: end == End::Client,
         })))
     }
 
@@ -262,6 +266,7 @@ impl Read for RingStream {
         let r = &*self.0;
         let head = r.rx_head.load(Ordering::Relaxed);
         let timeout = r.timeouts.lock().0;
+        let spin = if r.client { crate::crowd::spin_unless_crowded(r.spin) } else { r.spin };
         let start = Instant::now();
         let mut tries = 0u32;
         loop {
@@ -279,7 +284,7 @@ impl Read for RingStream {
             if timeout.is_some_and(|t| waited >= t) {
                 return Err(timed_out("read"));
             }
-            if waited < r.spin {
+            if waited < spin {
                 tries += 1;
                 if tries < 64 {
                     std::hint::spin_loop();

@@ -113,7 +113,9 @@ impl Watch {
 
     /// Whether the writer, finding nothing to write, should poll rather than sleep.
     pub(crate) fn awake(&self) -> bool {
-        if self.mode == Mode::Never {
+        // While other sessions share the GPU the writer sleeps between bursts, as the
+        // callers do (`crate::crowd`).
+        if self.mode == Mode::Never || crate::crowd::crowded() {
             return false;
         }
         let now = now_ns();

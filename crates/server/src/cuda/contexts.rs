@@ -4,6 +4,7 @@
 use super::handles::Ctx;
 use super::{CudaSession, INVALID_CONTEXT, R};
 use abi::cuda::{CUcontext, CUlimit};
+use std::collections::HashMap;
 use std::ptr::null_mut;
 
 /// How the worker's threads wait for the GPU, where `VGPU_SCHED` (`spin`, `yield`, `block`)
@@ -21,7 +22,66 @@ fn sched(flags: u32) -> u32 {
     set.map_or(flags, |s| (flags & !F::CU_CTX_SCHED_MASK.0) | s)
 }
 
+const SCHED_MASK: u32 = abi::cuda::CUctx_flags_enum::CU_CTX_SCHED_MASK.0;
+const BLOCKING: u32 = abi::cuda::CUctx_flags_enum::CU_CTX_SCHED_BLOCKING_SYNC.0;
+
 impl CudaSession {
+    /// While other sessions share the GPU, every context of this session waits blocking
+    /// (`cuCtxSetFlags`): a thread spinning in the driver's wait takes a core for all the
+    /// time the others' work runs first. Four clients decoding at once on an H100 kept their
+    /// summed speed with it and left 3-4 cores free (session 25). Alone again, each context
+    /// gets back the scheduling the application gave it. `VGPU_SCHED` overrides both.
+    pub(super) fn set_shared(&mut self, shared: bool) {
+        if shared == self.shared.is_some() || sched(0) != 0 {
+            return;
+        }
+        let contexts: Vec<u64> = self.h.contexts.keys().copied().collect();
+        if shared {
+            let mut before = HashMap::new();
+            for c in contexts {
+                if let Ok(bits) = self.in_context(c, |s| s.block_current()) {
+                    before.insert(c, bits);
+                }
+            }
+            self.shared = Some(before);
+        } else if let Some(before) = self.shared.take() {
+            for (c, bits) in before {
+                let _ = self.in_context(c, |s| s.set_current_sched(bits));
+            }
+        }
+    }
+
+    /// Context `c`'s own scheduling back, while the GPU is still shared (it is going away).
+    fn unblock(&mut self, c: u64) {
+        if let Some(bits) = self.shared.as_mut().and_then(|m| m.remove(&c)) {
+            let _ = self.in_context(c, |s| s.set_current_sched(bits));
+        }
+    }
+
+    /// The current context waits blocking from now on; its scheduling bits before.
+    fn block_current(&mut self) -> R<u32> {
+        let mut flags = 0u32;
+        cu!(self.lib, cuCtxGetFlags(&mut flags))?;
+        cu!(self.lib, cuCtxSetFlags((flags & !SCHED_MASK) | BLOCKING))?;
+        Ok(flags & SCHED_MASK)
+    }
+
+    fn set_current_sched(&mut self, bits: u32) -> R<()> {
+        let mut flags = 0u32;
+        cu!(self.lib, cuCtxGetFlags(&mut flags))?;
+        cu!(self.lib, cuCtxSetFlags((flags & !SCHED_MASK) | bits))
+    }
+
+    /// A context made (or retained) while the GPU is shared waits blocking too.
+    fn block_if_shared(&mut self, c: u64) {
+        if self.shared.as_ref().is_some_and(|m| !m.contains_key(&c))
+            && let Ok(bits) = self.in_context(c, |s| s.block_current())
+            && let Some(m) = self.shared.as_mut()
+        {
+            m.insert(c, bits);
+        }
+    }
+
     fn ordinal(&self, dev: i32) -> R<usize> {
         self.device(dev)?;
         Ok(dev as usize)
@@ -41,6 +101,7 @@ impl CudaSession {
         let e = self.h.primary_refs.entry(d).or_insert((c, 0));
         *e = (c, e.1 + 1);
         self.h.contexts.insert(c, Ctx { dev: d, primary: true });
+        self.block_if_shared(c);
         Ok(c)
     }
 
@@ -51,6 +112,11 @@ impl CudaSession {
         let Some(&(c, n)) = self.h.primary_refs.get(&d) else {
             return Err(INVALID_CONTEXT);
         };
+        if n == 1 {
+            // The device's primary context keeps its flags past its last release: the
+            // application's scheduling back first.
+            self.unblock(c);
+        }
         cu!(self.lib, cuDevicePrimaryCtxRelease_v2(cudev))?;
         if n > 1 {
             self.h.primary_refs.insert(d, (c, n - 1));
@@ -73,15 +139,28 @@ impl CudaSession {
         Ok(())
     }
 
+    /// While the GPU is shared, the scheduling the application asks for is kept for when
+    /// this session is alone again, and the context goes on waiting blocking.
     pub(super) fn primary_set_flags(&mut self, dev: i32, flags: u32) -> R<()> {
-        let cudev = self.device(dev)?;
-        cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, sched(flags)))
+        let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
+        let primary = self.h.primary_refs.get(&d).map(|&(c, _)| c);
+        let kept = match (primary, self.shared.as_mut()) {
+            (Some(c), Some(m)) if m.contains_key(&c) => m.insert(c, flags & SCHED_MASK),
+            _ => None,
+        };
+        let flags = if kept.is_some() { (flags & !SCHED_MASK) | BLOCKING } else { sched(flags) };
+        cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, flags))
     }
 
+    /// The flags as the application set them (not the blocking waits of a shared GPU).
     pub(super) fn primary_state(&mut self, dev: i32) -> R<(u32, i32)> {
-        let cudev = self.device(dev)?;
+        let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
         let (mut flags, mut active) = (0u32, 0i32);
         cu!(self.lib, cuDevicePrimaryCtxGetState(cudev, &mut flags, &mut active))?;
+        let primary = self.h.primary_refs.get(&d).map(|&(c, _)| c);
+        if let Some(&bits) = primary.and_then(|c| self.shared.as_ref()?.get(&c)) {
+            flags = (flags & !SCHED_MASK) | bits;
+        }
         Ok((flags, active))
     }
 
@@ -98,6 +177,7 @@ impl CudaSession {
         }
         self.h.contexts.insert(c as u64, Ctx { dev: d, primary: false });
         self.resync_current();
+        self.block_if_shared(c as u64);
         Ok(c as u64)
     }
 
@@ -108,6 +188,9 @@ impl CudaSession {
             return Err(INVALID_CONTEXT);
         }
         cu!(self.lib, cuCtxDestroy_v2(c))?;
+        if let Some(m) = self.shared.as_mut() {
+            m.remove(&ctx);
+        }
         self.forget_context_resources(ctx);
         self.h.contexts.remove(&ctx);
         self.resync_current();

@@ -100,6 +100,9 @@ pub struct CudaSession {
     used: Vec<u64>,
     /// The context current on this (the only) worker thread, as the driver sees it.
     current: u64,
+    /// While other sessions share the GPU: each context's scheduling flags as the
+    /// application has them, its waits meanwhile blocking (`contexts::share_gpu`).
+    shared: Option<HashMap<u64, u32>>,
     /// Set when the frame named a context this session does not have; every call answers
     /// it until a frame names a valid context (or none).
     ctx_error: Option<u32>,
@@ -156,6 +159,7 @@ impl CudaSession {
             snapshot: snapshot.clone(),
             limit,
             current: 0,
+            shared: None,
             ctx_error: None,
             h: handles::Handles::default(),
             ranges: ranges::RangeMap::default(),
@@ -285,6 +289,10 @@ impl Session for CudaSession {
 
     fn wait_job(&mut self, op: u32, args: &[u8]) -> Option<crate::WaitJob> {
         self.wait_off_thread(op, args)
+    }
+
+    fn share_gpu(&mut self, shared: bool) {
+        self.set_shared(shared);
     }
 
     fn flush(&mut self) -> Option<u32> {

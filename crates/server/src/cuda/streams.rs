@@ -145,7 +145,10 @@ impl CudaSession {
         let start = std::time::Instant::now();
         loop {
             match query() {
-                Err(super::NOT_READY) if start.elapsed() < INLINE_WAIT => std::hint::spin_loop(),
+                // Not polled while the GPU is shared: the wait would be a spin.
+                Err(super::NOT_READY) if self.shared.is_none() && start.elapsed() < INLINE_WAIT => {
+                    std::hint::spin_loop()
+                }
                 Err(super::NOT_READY) => break,
                 _ => return None,
             }

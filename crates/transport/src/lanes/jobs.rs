@@ -104,8 +104,7 @@ impl Helper {
     /// for; `None` once the lane is closed.
     fn next_job(&self) -> Option<Job> {
         let mut slot = self.slot.lock();
-        let spin = if crate::crowd::crowded() { crate::crowd::crowded_spin() } else { self.spin };
-        let window = Window::new(spin, self.park.as_deref());
+        let window = Window::new(crate::crowd::spin_unless_crowded(self.spin), self.park.as_deref());
         poll_then_wait(&self.cv, &mut slot, window, Duration::from_millis(500), |slot, slept| {
             let job = slot.job.take();
             if job.is_some() {

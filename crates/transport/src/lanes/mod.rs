@@ -81,7 +81,7 @@ fn lane_spin() -> Duration {
 /// How long a lane thread polls for its next chunk or job: [`lane_spin`], or while other
 /// sessions share the GPU [`crate::crowd::crowded_spin`].
 fn idle_spin() -> Duration {
-    if crate::crowd::crowded() { crate::crowd::crowded_spin() } else { lane_spin() }
+    crate::crowd::spin_unless_crowded(lane_spin())
 }
 
 /// [`lane_spin`] from the variables `var` gives (unparsable ones count as unset).

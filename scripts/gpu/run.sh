@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost topo (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -666,6 +666,16 @@ stage_concurrent() { # a shared GPU: CONC_N llama-bench runs at once (CONC_TEST 
       rm -f "$W"/conc.*.json
     done
   done
+}
+stage_sharedflags() { # tests/gpu/shared_flags.c beside a second session: the flags an application reads while the server blocks its waits (native and vgpu must match), and the server's log of it
+  gcc -O1 -o "$W/shared_flags" "$ROOT/tests/gpu/shared_flags.c" -I/usr/local/cuda/include -L/usr/local/cuda/lib64/stubs -lcuda || { say "FAIL shared_flags build"; return; }
+  local other # (a bare `wait` would wait for the server too)
+  "$W/shared_flags" busy & other=$!; timeout 30 "$W/shared_flags" >"$W/sf.n" 2>&1; wait $other
+  stop_server; VGPU_SERVER_LOG=debug start_server
+  vg "$W/shared_flags" busy & other=$!; timeout 30 "$NOGPU" env VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH="$C/dist/lib" "$W/shared_flags" >"$W/sf.v" 2>&1; wait $other
+  compare shared-flags "$W/sf.n" "$W/sf.v"; cp "$W/sf.n" "$OUT/shared-flags-native.txt"; cp "$W/sf.v" "$OUT/shared-flags-vgpu.txt"
+  say "shared-flags server: $(grep -c 'the GPU is shared' "$OUT/server.log") times shared, $(grep -c 'alone again' "$OUT/server.log") alone again"
+  stop_server; start_server
 }
 stage_frames() { # one batch as the application and the server saw it: timeline.c and the worker's frame log (frames.py) for FL_CFGS (TL_TEST=tg: decode)
   build_llama; models

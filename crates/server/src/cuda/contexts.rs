@@ -60,16 +60,26 @@ impl CudaSession {
 
     /// The current context waits blocking from now on; its scheduling bits before.
     fn block_current(&mut self) -> R<u32> {
-        let mut flags = 0u32;
-        cu!(self.lib, cuCtxGetFlags(&mut flags))?;
-        cu!(self.lib, cuCtxSetFlags((flags & !SCHED_MASK) | BLOCKING))?;
-        Ok(flags & SCHED_MASK)
+        self.set_current_sched(BLOCKING)
     }
 
-    fn set_current_sched(&mut self, bits: u32) -> R<()> {
+    /// The current context's scheduling bits set to `bits`; those before. A primary
+    /// context's are set as the device's too: `cuCtxSetFlags` changes how the context
+    /// waits, but `cuDevicePrimaryCtxGetState` reports (and a released primary context
+    /// keeps) the device's, which a session that went back to being alone showed as still
+    /// blocking (session 25, `run.sh sharedflags`). That second call is best effort: the
+    /// context's own flags are what the waits follow.
+    fn set_current_sched(&mut self, bits: u32) -> R<u32> {
         let mut flags = 0u32;
         cu!(self.lib, cuCtxGetFlags(&mut flags))?;
-        cu!(self.lib, cuCtxSetFlags((flags & !SCHED_MASK) | bits))
+        let new = (flags & !SCHED_MASK) | bits;
+        cu!(self.lib, cuCtxSetFlags(new))?;
+        if let Some(ctx) = self.h.contexts.get(&self.current).filter(|c| c.primary)
+            && let Some(&cudev) = self.devices.get(ctx.dev)
+        {
+            let _ = (|| cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, new)))();
+        }
+        Ok(flags & SCHED_MASK)
     }
 
     /// A context made (or retained) while the GPU is shared waits blocking too.

@@ -45,8 +45,9 @@ pub fn crowded() -> bool {
     crate::park::micros_now() < UNTIL.load(Ordering::Relaxed)
 }
 
-/// How long a lane thread polls after a chunk while crowded: `VGPU_CROWDED_SPIN_US`, by
-/// default not at all.
+/// How long a thread polls for what comes next while crowded: `VGPU_CROWDED_SPIN_US`, by
+/// default not at all. Set (20000, on the server and in the clients), a session polls
+/// while shared as it does alone, the worker's contexts included.
 pub fn crowded_spin() -> Duration {
     static S: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *S.get_or_init(|| crate::spin::micros(&|k| std::env::var(k).ok(), "VGPU_CROWDED_SPIN_US").unwrap_or(Duration::ZERO))

@@ -114,8 +114,8 @@ impl Watch {
     /// Whether the writer, finding nothing to write, should poll rather than sleep.
     pub(crate) fn awake(&self) -> bool {
         // While other sessions share the GPU the writer sleeps between bursts, as the
-        // callers do (`crate::crowd`).
-        if self.mode == Mode::Never || crate::crowd::crowded() {
+        // callers do (`crate::crowd`), unless told to poll then too.
+        if self.mode == Mode::Never || crate::crowd::crowded() && crate::crowd::crowded_spin().is_zero() {
             return false;
         }
         let now = now_ns();

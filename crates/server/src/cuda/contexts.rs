@@ -30,9 +30,10 @@ impl CudaSession {
     /// (`cuCtxSetFlags`): a thread spinning in the driver's wait takes a core for all the
     /// time the others' work runs first. Four clients decoding at once on an H100 kept their
     /// summed speed with it and left 3-4 cores free (session 25). Alone again, each context
-    /// gets back the scheduling the application gave it. `VGPU_SCHED` overrides both.
+    /// gets back the scheduling the application gave it. `VGPU_SCHED` overrides both, and
+    /// a `VGPU_CROWDED_SPIN_US` other than 0 (poll while shared) leaves the application's.
     pub(super) fn set_shared(&mut self, shared: bool) {
-        if shared == self.shared.is_some() || sched(0) != 0 {
+        if shared == self.shared.is_some() || sched(0) != 0 || !transport::crowd::crowded_spin().is_zero() {
             return;
         }
         let contexts: Vec<u64> = self.h.contexts.keys().copied().collect();

@@ -319,7 +319,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             break Err(io::Error::new(io::ErrorKind::InvalidData, "one-way call sent as a request"));
         }
         if let (false, Some(seat)) = (oneway, seat.as_mut()) {
-            seat.stamp();
+            if seat.stamp() {
+                transport::crowd::note_crowded();
+            }
             let now = transport::crowd::crowded();
             if now != shared {
                 tracing::debug!(

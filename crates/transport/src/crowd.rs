@@ -112,7 +112,7 @@ const LOOK_EVERY: Duration = Duration::from_millis(1);
 
 impl Seat {
     /// Stamp a request of this session's client; whether other sessions are active (looked
-    /// at once a millisecond at most). Marks this process crowded while they are.
+    /// at once a millisecond at most). The caller marks the process ([`note_crowded`]).
     pub fn stamp(&mut self) -> bool {
         let now = now_micros();
         self.board.slot(self.slot).store(now, Ordering::Relaxed);
@@ -121,9 +121,6 @@ impl Seat {
             let recent = now.saturating_sub(RECENT.as_micros() as u64);
             self.crowded =
                 (0..SLOTS).any(|i| i != self.slot && self.board.slot(i).load(Ordering::Relaxed) > recent.max(1));
-        }
-        if self.crowded {
-            note_crowded();
         }
         self.crowded
     }
@@ -151,7 +148,6 @@ mod tests {
         assert!(b.stamp(), "a asked just now");
         std::thread::sleep(LOOK_EVERY);
         assert!(a.stamp(), "b asked just now");
-        assert!(crowded(), "a stamp that saw others marks the process");
     }
 
     #[test]
@@ -171,13 +167,5 @@ mod tests {
     fn a_board_of_another_size_is_refused() {
         let other = Segment::create(2 * BOARD_BYTES).unwrap();
         assert!(Board::open(other.fd().try_clone_to_owned().unwrap()).is_err());
-    }
-
-    #[test]
-    fn crowded_holds_for_a_while() {
-        note_crowded();
-        assert!(crowded());
-        let until = UNTIL.load(Ordering::Relaxed);
-        assert!(until >= crate::park::micros_now() + HOLD.as_micros() as u64 - 50_000);
     }
 }

@@ -655,7 +655,7 @@ fn take_lane(lanes: &LaneSet, stream: Stream, join: Option<Join>, session: u64, 
     }
 }
 
-/// `reply`, flagged [`FLAG_CROWDED`] while other sessions use the GPU too: the client's lane
+/// `reply`, flagged [`FLAG_CROWDED`] while other sessions use the GPU too: the client's
 /// threads then stop polling (`transport::crowd`).
 fn crowd_flag(mut reply: Header) -> Header {
     if transport::crowd::crowded() {

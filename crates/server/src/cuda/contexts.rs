@@ -36,15 +36,12 @@ impl CudaSession {
         if shared == self.shared.is_some() || sched(0) != 0 || !transport::crowd::crowded_spin().is_zero() {
             return;
         }
-        let contexts: Vec<u64> = self.h.contexts.keys().copied().collect();
         if shared {
-            let mut before = HashMap::new();
+            self.shared = Some(HashMap::new());
+            let contexts: Vec<u64> = self.h.contexts.keys().copied().collect();
             for c in contexts {
-                if let Ok(bits) = self.in_context(c, |s| s.block_current()) {
-                    before.insert(c, bits);
-                }
+                self.block_if_shared(c);
             }
-            self.shared = Some(before);
         } else if let Some(before) = self.shared.take() {
             for (c, bits) in before {
                 let _ = self.in_context(c, |s| s.set_current_sched(bits));
@@ -57,11 +54,6 @@ impl CudaSession {
         if let Some(bits) = self.shared.as_mut().and_then(|m| m.remove(&c)) {
             let _ = self.in_context(c, |s| s.set_current_sched(bits));
         }
-    }
-
-    /// The current context waits blocking from now on; its scheduling bits before.
-    fn block_current(&mut self) -> R<u32> {
-        self.set_current_sched(BLOCKING)
     }
 
     /// The current context's scheduling bits set to `bits`; those before. A primary
@@ -83,10 +75,10 @@ impl CudaSession {
         Ok(flags & SCHED_MASK)
     }
 
-    /// A context made (or retained) while the GPU is shared waits blocking too.
+    /// While the GPU is shared, context `c` waits blocking (once), its own scheduling kept.
     fn block_if_shared(&mut self, c: u64) {
         if self.shared.as_ref().is_some_and(|m| !m.contains_key(&c))
-            && let Ok(bits) = self.in_context(c, |s| s.block_current())
+            && let Ok(bits) = self.in_context(c, |s| s.set_current_sched(BLOCKING))
             && let Some(m) = self.shared.as_mut()
         {
             m.insert(c, bits);
@@ -154,12 +146,13 @@ impl CudaSession {
     /// this session is alone again, and the context goes on waiting blocking.
     pub(super) fn primary_set_flags(&mut self, dev: i32, flags: u32) -> R<()> {
         let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
-        let primary = self.h.primary_refs.get(&d).map(|&(c, _)| c);
-        let kept = match (primary, self.shared.as_mut()) {
-            (Some(c), Some(m)) if m.contains_key(&c) => m.insert(c, flags & SCHED_MASK),
-            _ => None,
+        let flags = match self.kept_sched(d) {
+            Some(kept) => {
+                *kept = flags & SCHED_MASK;
+                (flags & !SCHED_MASK) | BLOCKING
+            }
+            None => sched(flags),
         };
-        let flags = if kept.is_some() { (flags & !SCHED_MASK) | BLOCKING } else { sched(flags) };
         cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, flags))
     }
 
@@ -168,11 +161,17 @@ impl CudaSession {
         let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
         let (mut flags, mut active) = (0u32, 0i32);
         cu!(self.lib, cuDevicePrimaryCtxGetState(cudev, &mut flags, &mut active))?;
-        let primary = self.h.primary_refs.get(&d).map(|&(c, _)| c);
-        if let Some(&bits) = primary.and_then(|c| self.shared.as_ref()?.get(&c)) {
+        if let Some(&mut bits) = self.kept_sched(d) {
             flags = (flags & !SCHED_MASK) | bits;
         }
         Ok((flags, active))
+    }
+
+    /// The application's scheduling of device `d`'s primary context, kept while the GPU is
+    /// shared and the context waits blocking.
+    fn kept_sched(&mut self, d: usize) -> Option<&mut u32> {
+        let &(c, _) = self.h.primary_refs.get(&d)?;
+        self.shared.as_mut()?.get_mut(&c)
     }
 
     /// `cuCtxCreate_v2`, or `cuCtxCreate_v4` without creation parameters where the driver

@@ -101,7 +101,7 @@ pub struct CudaSession {
     /// The context current on this (the only) worker thread, as the driver sees it.
     current: u64,
     /// While other sessions share the GPU: each context's scheduling flags as the
-    /// application has them, its waits meanwhile blocking (`contexts::share_gpu`).
+    /// application has them, its waits meanwhile blocking (`contexts::set_shared`).
     shared: Option<HashMap<u64, u32>>,
     /// Set when the frame named a context this session does not have; every call answers
     /// it until a frame names a valid context (or none).

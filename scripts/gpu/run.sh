@@ -674,8 +674,9 @@ stage_sharedflags() { # tests/gpu/shared_flags.c beside a second session: the fl
   stop_server; VGPU_SERVER_LOG=debug start_server
   vg "$W/shared_flags" busy & other=$!; timeout 30 "$NOGPU" env VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH="$C/dist/lib" "$W/shared_flags" >"$W/sf.v" 2>&1; wait $other
   compare shared-flags "$W/sf.n" "$W/sf.v"; cp "$W/sf.n" "$OUT/shared-flags-native.txt"; cp "$W/sf.v" "$OUT/shared-flags-vgpu.txt"
-  say "shared-flags server: $(grep -c 'the GPU is shared' "$OUT/server.log") times shared, $(grep -c 'alone again' "$OUT/server.log") alone again"
-  stop_server; start_server
+  stop_server; cp "$OUT/server.log" "$OUT/server-sharedflags.log" # the restart below starts a new one
+  say "shared-flags server: $(grep -c 'the GPU is shared' "$OUT/server-sharedflags.log") times shared, $(grep -c 'alone again' "$OUT/server-sharedflags.log") alone again"
+  start_server
 }
 stage_frames() { # one batch as the application and the server saw it: timeline.c and the worker's frame log (frames.py) for FL_CFGS (TL_TEST=tg: decode)
   build_llama; models

@@ -70,7 +70,16 @@ impl CudaSession {
         if let Some(ctx) = self.h.contexts.get(&self.current).filter(|c| c.primary)
             && let Some(&cudev) = self.devices.get(ctx.dev)
         {
-            let _ = (|| cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, new)))();
+            // The device's own flags, not the context's: those carry bits (CU_CTX_MAP_HOST)
+            // that the primary context's setter refuses.
+            let (mut dev_flags, mut active) = (0u32, 0i32);
+            let set = (|| {
+                cu!(self.lib, cuDevicePrimaryCtxGetState(cudev, &mut dev_flags, &mut active))?;
+                cu!(self.lib, cuDevicePrimaryCtxSetFlags_v2(cudev, (dev_flags & !SCHED_MASK) | bits))
+            })();
+            if let Err(e) = set {
+                tracing::debug!("primary context scheduling not set as the device's: {e}");
+            }
         }
         Ok(flags & SCHED_MASK)
     }

@@ -70,8 +70,8 @@ impl CudaSession {
         if let Some(ctx) = self.h.contexts.get(&self.current).filter(|c| c.primary)
             && let Some(&cudev) = self.devices.get(ctx.dev)
         {
-            // The device's own flags, not the context's: those carry bits (CU_CTX_MAP_HOST)
-            // that the primary context's setter refuses.
+            // The device's own flags, not the context's: handed those, the setter left the
+            // device's unchanged (session 26), likely refusing a bit only contexts carry.
             let (mut dev_flags, mut active) = (0u32, 0i32);
             let set = (|| {
                 cu!(self.lib, cuDevicePrimaryCtxGetState(cudev, &mut dev_flags, &mut active))?;

@@ -153,3 +153,77 @@ fn bench_sums_llama_runs_started_together() {
         assert_eq!(column, ["start", "start", "start", "end", "end", "end"], "{lines:?}");
     }
 }
+
+/// `--mixed`: one client prompting while the others decode. A stand-in llama-bench prints a
+/// recorded prompt result or decode result as its `-p` asks, and logs when it starts and
+/// ends; the prompt client, started `--mixed-delay` after the decoders, outlasts them here,
+/// which a note must say.
+#[test]
+fn bench_mixes_a_prompt_with_decoders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let bin = tmp.path().join("llama");
+    std::fs::create_dir(&bin).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/bench/tests/fixtures/llama-bench.json");
+    let recorded: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    for (name, n_prompt) in [("pp.json", 512), ("tg.json", 0)] {
+        let one: Vec<_> = recorded.iter().filter(|t| t["n_prompt"] == n_prompt).cloned().collect();
+        std::fs::write(tmp.path().join(name), serde_json::to_string(&one).unwrap()).unwrap();
+    }
+    let log = tmp.path().join("runs.log");
+    // llama-bench -m M -p P -n N ...: $4 is the prompt length.
+    let script = format!(
+        "#!/bin/sh\necho start $4 >> {log}\nsleep 1\necho end $4 >> {log}\n\
+         if [ $4 = 512 ]; then cat {d}/pp.json; else cat {d}/tg.json; fi\n",
+        log = log.display(),
+        d = tmp.path().display()
+    );
+    let fake = bin.join("llama-bench");
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let model = tmp.path().join("q8.gguf");
+    std::fs::write(&model, b"").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vgpu"))
+        .args(["bench", "--backend", "sim", "--quick", "--no-write", "--timeout", "120", "--clients", "3", "--mixed"])
+        .args(["--mixed-delay", "0.5", "--llama-rounds", "1", "--llama-reps", "1", "--dist-lib"])
+        .arg(&lib)
+        .arg("--llama-bin")
+        .arg(&bin)
+        .arg("--models")
+        .arg(&model)
+        .env("VGPU_LOG", "warn")
+        .env_remove("VGPU_SERVER")
+        .output()
+        .expect("run vgpu bench");
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "stdout:\n{md}\nstderr:\n{}", String::from_utf8_lossy(&o.stderr));
+    let one = bench::llama::parse(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    for (metric, want) in [
+        ("pp512 beside 2 decoding, median", one[0].median_ts),
+        ("tg128 ×2 beside a prompt, summed, median", 2.0 * one[1].median_ts),
+    ] {
+        let c = cells(&md, &format!("llama-bench q8.gguf {metric}"));
+        for v in &c[3..8] {
+            let v: f64 = v.parse().unwrap_or_else(|_| panic!("{metric}: {c:?}"));
+            assert!((v / want - 1.0).abs() < 1e-3, "{metric}: {c:?}");
+        }
+    }
+    assert!(md.contains("- llama-bench rows, mixed load: one process prompting"), "{md}");
+    assert!(md.contains("unix") && md.contains("the prompt client outlasted a decoder in 1 of its runs"), "{md}");
+    // Each column: both decoders start, then the prompt client, which ends last.
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 30, "{lines:?}");
+    for column in lines.chunks(6) {
+        assert_eq!(column, ["start 0", "start 0", "start 512", "end 0", "end 0", "end 512"], "{lines:?}");
+    }
+    // Refused without clients to mix.
+    let o = Command::new(env!("CARGO_BIN_EXE_vgpu"))
+        .args(["bench", "--backend", "sim", "--no-write", "--mixed", "--llama-bin"])
+        .arg(&bin)
+        .arg("--models")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--mixed needs --clients 2"), "{o:?}");
+}

@@ -328,7 +328,7 @@ stage_perf() { # where a launch's client time goes
   say "perf run: $(tail -1 "$W/perf.out")"
   perf report -i "$W/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null | grep -v '^$' | head -120 >"$OUT/perf-launch.txt"
 }
-stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp, shm) and llama-bench rows, as ratios (VB_CLIENTS: that many llama-bench processes at once)
+stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp, shm) and llama-bench rows, as ratios (VB_CLIENTS: that many llama-bench processes at once; VB_MIXED=1: one of them prompting, VB_PROMPT_REPS times)
   build_llama; models
   local m; m=$(for x in ${VB_MODELS:-q8 f16}; do printf '%s,' "$W/$x.gguf"; done); m=${m%,} # VB_MODELS: which of models
   if [ -n "${VB_8B:-}" ]; then # and an 8B-class Q8 model (7.2 GB; about two minutes to write)
@@ -337,7 +337,8 @@ stage_vbench() { # `vgpu bench`: micro-benchmarks (native, unix, tcp, shm) and l
     m="$m,$W/q8b.gguf"
   fi
   "$C/dist/bin/vgpu" bench --wrap "$NOGPU" --dist-lib "$C/dist/lib" --llama-bin "$LB/bin" \
-    --models "$m" --llama-reps "${VB_REPS:-5}" --llama-rounds "${VB_ROUNDS:-8}" ${VB_CLIENTS:+--clients $VB_CLIENTS} --out "$OUT/vbench" || say "vgpu bench failed"
+    --models "$m" --llama-reps "${VB_REPS:-5}" --llama-rounds "${VB_ROUNDS:-8}" ${VB_CLIENTS:+--clients $VB_CLIENTS} \
+    ${VB_MIXED:+--mixed --mixed-prompt-reps ${VB_PROMPT_REPS:-60}} --out "$OUT/vbench" || say "vgpu bench failed"
   grep -E '^\|' "$OUT"/vbench/*.md | head -40 >>"$SUMMARY"
 }
 stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu install/doctor/uninstall
@@ -648,7 +649,7 @@ cpu_ticks() { # busy CPU ticks of the whole machine, and of the servers (DIST_B'
   awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat
   cat /proc/$SERVER_PID/stat ${SERVER_B_PID:+/proc/$SERVER_B_PID/stat} | awk '{sub(/.*\) /,""); t+=$12+$13+$14+$15} END {print t}'
 }
-stage_concurrent() { # a shared GPU: CONC_N llama-bench runs at once (CONC_TEST tg|pp, CONC_MODEL, CONC_REPS), natively and through CONC_CFGS, CONC_ROUNDS rounds in turns; summed t/s, and the cores busy (all; the server's)
+stage_concurrent() { # a shared GPU: CONC_N llama-bench runs at once (CONC_TEST tg|pp|mix, CONC_MODEL, CONC_REPS), natively and through CONC_CFGS, CONC_ROUNDS rounds in turns; summed t/s, and the cores busy (all; the server's). mix: the first run prompts (pp512, CONC_PP_REPS, from CONC_PP_DELAY s on, through CONC_PP_CFG if set), the others decode
   build_llama; models
   B=$LB/bin; export EXTRA_LD=$B
   local n=${CONC_N:-4} test=(-p 0 -n 128); [ "${CONC_TEST:-tg}" = pp ] && test=(-p 512 -n 0)
@@ -656,11 +657,27 @@ stage_concurrent() { # a shared GPU: CONC_N llama-bench runs at once (CONC_TEST 
   for r in $(seq "${CONC_ROUNDS:-3}"); do
     for c in ${CONC_CFGS:-native unix tcp}; do
       settle; local a=($(cpu_ticks)) t0=$EPOCHREALTIME pids=()
-      for i in $(seq "$n"); do as_cfg "$c" $B/llama-bench "${args[@]}" >"$W/conc.$i.json" 2>/dev/null & pids+=($!); done
+      for i in $(seq "$n"); do
+        local a_i=("${args[@]}") # mix: the first prompts while the others decode
+        # (it starts CONC_PP_DELAY s late and does fewer repetitions, so that all of its
+        # samples fall while the others decode)
+        if [ "${CONC_TEST:-tg}" = mix ] && [ "$i" = 1 ]; then
+          a_i=(-m $W/${CONC_MODEL:-q8v}.gguf -p 512 -n 0 -ngl 99 -r "${CONC_PP_REPS:-60}" -o json)
+          (sleep "${CONC_PP_DELAY:-2}"; as_cfg "${CONC_PP_CFG:-$c}" $B/llama-bench "${a_i[@]}") >"$W/conc.$i.json" 2>/dev/null & pids+=($!)
+          continue
+        fi
+        as_cfg "$c" $B/llama-bench "${a_i[@]}" >"$W/conc.$i.json" 2>/dev/null & pids+=($!)
+      done
       # CONC_THREADS=1: every thread's CPU while the last run lives (threadcpu.py)
       [ -n "${CONC_THREADS:-}" ] && python3 "$ROOT/scripts/gpu/threadcpu.py" "${pids[-1]}" llama-bench "vgpu worker" "vgpu serve" >"$OUT/conc-threads-$c-$r.txt"
       wait "${pids[@]}"; local secs; secs=$(elapsed "$t0"); settle; local b=($(cpu_ticks))
-      local sum; sum=$(python3 -c 'import json,sys,statistics as s; print("%.0f" % sum(s.median(t["samples_ts"]) for f in sys.argv[1:] for t in json.load(open(f))))' "$W"/conc.*.json 2>&1)
+      # summed medians; mix: the prompt's and the decoders' apart
+      local sum; sum=$(python3 -c 'import json,sys,statistics as s
+r = [(t["n_prompt"] > 0, s.median(t["samples_ts"])) for f in sys.argv[1:] for t in json.load(open(f))]
+pp, tg = sum(v for p, v in r if p), sum(v for p, v in r if not p)
+q = [v for t in (json.load(open(f)) for f in sys.argv[1:]) for x in t if x["n_prompt"] > 0 for v in x["samples_ts"]]
+q = s.quantiles(q, n=10) if len(q) > 1 else [0] * 9
+print("%.0f" % (pp + tg) if not (pp and tg) else "prompt %.0f (p10 %.0f, p90 %.0f), decoders %.1f" % (pp, q[0], q[8], tg))' "$W"/conc.*.json 2>&1)
       local tick; tick=$(getconf CLK_TCK)
       say "concurrent $n x ${CONC_MODEL:-q8v} ${CONC_TEST:-tg} $c round $r: $sum t/s summed, ${secs} s, cores busy $(awk -v d=$((b[0]-a[0])) -v s="$secs" -v t=$tick 'BEGIN{printf "%.1f", d/t/s}') (server $(awk -v d=$((b[1]-a[1])) -v s="$secs" -v t=$tick 'BEGIN{printf "%.1f", d/t/s}'))"
       rm -f "$W"/conc.*.json

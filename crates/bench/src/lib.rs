@@ -72,6 +72,19 @@ pub struct Args {
     /// many clients. The llama rows then give their summed speed (`pp512 ×4 at once, summed`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub clients: u32,
+    /// With --clients N: a mixed load. The first client processes prompts (pp512,
+    /// --mixed-prompt-reps times, from --mixed-delay seconds after the others start) while
+    /// the other N-1 decode (tg128, --llama-reps times, which must outlast the prompts: a
+    /// note says when they did not). Rows: the prompt's median beside the decoders, and the
+    /// decoders' summed speed.
+    #[arg(long, requires = "llama_bin")]
+    pub mixed: bool,
+    /// --mixed: the prompt client's repetitions.
+    #[arg(long, default_value_t = 60)]
+    pub mixed_prompt_reps: u32,
+    /// --mixed: seconds the prompt client starts after the decoders (their model loaded).
+    #[arg(long, default_value_t = 2.0)]
+    pub mixed_delay: f64,
     /// Where the dated .md/.json results and README.md go.
     #[arg(long, default_value = "bench")]
     pub out: PathBuf,

@@ -71,6 +71,11 @@ pub fn pool(into: &mut Vec<LlamaTest>, more: Vec<LlamaTest>) {
 /// process's median, summed; likewise the means, the deviations as of independent runs).
 /// Named `pp512 ×4 at once, summed`, so that such rows are not mistaken for one process's.
 pub fn summed(runs: &[Vec<LlamaTest>]) -> Result<Vec<LlamaTest>, String> {
+    summed_as(runs, "at once")
+}
+
+/// [`summed`], the tests named `tg128 ×N {how}, summed`.
+fn summed_as(runs: &[Vec<LlamaTest>], how: &str) -> Result<Vec<LlamaTest>, String> {
     let first = runs.first().ok_or("no llama-bench run to sum")?;
     let n = runs.len();
     first
@@ -84,7 +89,7 @@ pub fn summed(runs: &[Vec<LlamaTest>]) -> Result<Vec<LlamaTest>, String> {
             let median_ts = same.iter().map(|o| o.median_ts).sum();
             Ok(LlamaTest {
                 model: t.model.clone(),
-                test: format!("{} ×{n} at once, summed", t.test),
+                test: format!("{} ×{n} {how}, summed", t.test),
                 avg_ts: same.iter().map(|o| o.avg_ts).sum(),
                 stddev_ts: same.iter().map(|o| o.stddev_ts.powi(2)).sum::<f64>().sqrt(),
                 median_ts,
@@ -93,6 +98,26 @@ pub fn summed(runs: &[Vec<LlamaTest>]) -> Result<Vec<LlamaTest>, String> {
             })
         })
         .collect()
+}
+
+/// A mixed load as one run: the prompt client's tests (`pp512 beside 3 decoding`) and the
+/// decoders' summed (`tg128 ×3 beside a prompt, summed`).
+pub fn mixed(prompt: Vec<LlamaTest>, decoders: &[Vec<LlamaTest>]) -> Result<Vec<LlamaTest>, String> {
+    let n = decoders.len();
+    let mut tests: Vec<LlamaTest> =
+        prompt.into_iter().map(|t| LlamaTest { test: format!("{} beside {n} decoding", t.test), ..t }).collect();
+    tests.extend(summed_as(decoders, "beside a prompt")?);
+    Ok(tests)
+}
+
+/// The arguments of a mixed load's runs (`-p 512 -n 0` for the prompt client, `-p 0 -n 128`
+/// for a decoder), otherwise as [`args`].
+pub fn mixed_args(model: &Path, prompt: bool, reps: u32) -> Vec<String> {
+    let (p, n) = if prompt { ("512", "0") } else { ("0", "128") };
+    let mut a = args(model, reps);
+    a[3] = p.into();
+    a[5] = n.into();
+    a
 }
 
 /// The arguments of one llama-bench run: `-m M -p 512,4096 -n 128 -b 512 -ub 512 -ngl 99
@@ -223,6 +248,27 @@ mod tests {
         other.pop();
         assert!(summed(&[one.clone(), other]).unwrap_err().contains("tg128"));
         assert!(summed(&[]).is_err());
+    }
+
+    #[test]
+    fn mixed_loads_name_both_sides() {
+        let one = parse(FIXTURE).unwrap();
+        let prompt: Vec<LlamaTest> = one.iter().filter(|t| t.test == "pp512").cloned().collect();
+        let dec: Vec<LlamaTest> = one.iter().filter(|t| t.test == "tg128").cloned().collect();
+        let m = mixed(prompt, &[dec.clone(), dec.clone(), dec.clone()]).unwrap();
+        let names: Vec<&str> = m.iter().map(|t| t.test.as_str()).collect();
+        assert_eq!(names, ["pp512 beside 3 decoding", "tg128 ×3 beside a prompt, summed"]);
+        assert_eq!(m[0].median_ts, one[0].median_ts, "the prompt's own median");
+        assert!((m[1].median_ts - 3.0 * one[1].median_ts).abs() < 1e-6);
+        assert!(mixed(vec![], &[]).is_err(), "no decoders");
+        assert_eq!(
+            mixed_args(Path::new("/m/q8.gguf"), true, 60).join(" "),
+            "-m /m/q8.gguf -p 512 -n 0 -b 512 -ub 512 -ngl 99 -r 60 -o json"
+        );
+        assert_eq!(
+            mixed_args(Path::new("/m/q8.gguf"), false, 8).join(" "),
+            "-m /m/q8.gguf -p 0 -n 128 -b 512 -ub 512 -ngl 99 -r 8 -o json"
+        );
     }
 
     #[test]

@@ -368,36 +368,58 @@ fn measure_column(exe: &Path, side: &Side<'_>, quick: bool, timeout: Duration, n
 }
 
 /// One llama-bench run of `model` in a column: `--clients` processes started together,
-/// their tests summed where there are several.
+/// their tests summed where there are several (with `--mixed`: one prompting, the others
+/// decoding).
 fn llama_run(bin: &Path, model: &Path, side: &Side<'_>, args: &Args, column: &str) -> LlamaRun {
     let timeout = Duration::from_secs(args.timeout);
     let program = bin.join("llama-bench");
     let n = args.clients.max(1);
+    let mixed = args.mixed && n > 1;
     progress(&format!(
         "{column}: llama-bench {}{}",
         model.display(),
-        if n > 1 { format!(", {n} at once") } else { "".into() }
-    ));
-    let one = || -> Result<Vec<llama::LlamaTest>, String> {
-        let cmd = side.command(&program, &llama::args(model, args.llama_reps), Some(bin));
-        let c = run_captured(cmd, timeout)?;
-        if let Some(e) = failure(&c, timeout) {
-            return Err(e);
+        match (n, mixed) {
+            (1, _) => "".into(),
+            (_, false) => format!(", {n} at once"),
+            (_, true) => format!(", prompts beside {} decoding", n - 1),
         }
-        llama::parse(&c.stdout)
+    ));
+    // Client `i`'s tests, and when its process ended.
+    let one = |i: u32| -> (Result<Vec<llama::LlamaTest>, String>, Instant) {
+        let a = match (mixed, i) {
+            (false, _) => llama::args(model, args.llama_reps),
+            (true, 0) => {
+                std::thread::sleep(Duration::from_secs_f64(args.mixed_delay.max(0.0)));
+                llama::mixed_args(model, true, args.mixed_prompt_reps)
+            }
+            (true, _) => llama::mixed_args(model, false, args.llama_reps),
+        };
+        let r = run_captured(side.command(&program, &a, Some(bin)), timeout)
+            .and_then(|c| failure(&c, timeout).map_or(Ok(c), Err))
+            .and_then(|c| llama::parse(&c.stdout));
+        (r, Instant::now())
     };
     let (busy, t0) = (busy_ticks(), Instant::now());
-    let runs: Result<Vec<_>, String> =
-        std::thread::scope(|s| (0..n).map(|_| s.spawn(one)).collect::<Vec<_>>().into_iter().map(join_run).collect());
+    let ended: Vec<_> = std::thread::scope(|s| {
+        let h: Vec<_> = (0..n).map(|i| s.spawn(move || one(i))).collect();
+        h.into_iter().map(join_run).collect()
+    });
     let cores = busy.zip(busy_ticks()).map(|(a, b)| cores_busy(b.saturating_sub(a), t0.elapsed()));
-    let tests = runs.and_then(|r| if n > 1 { llama::summed(&r) } else { Ok(r.into_iter().next().unwrap_or_default()) });
     let mut run = LlamaRun {
         model: model.display().to_string(),
         column: column.into(),
         tests: vec![],
         error: None,
         cores: cores.into_iter().collect(),
+        // A prompt that ended after a decoder had some of its samples alone on the GPU.
+        prompt_outlasted: (mixed && ended.iter().skip(1).any(|(_, t)| *t < ended[0].1)).into(),
     };
+    let runs: Result<Vec<_>, String> = ended.into_iter().map(|(r, _)| r).collect();
+    let tests = runs.and_then(|r| match (n, mixed) {
+        (1, _) => Ok(r.into_iter().next().unwrap_or_default()),
+        (_, false) => llama::summed(&r),
+        (_, true) => llama::mixed(r[0].clone(), &r[1..]),
+    });
     match tests {
         Ok(t) => run.tests = t,
         Err(e) => run.error = Some(e),
@@ -433,11 +455,11 @@ fn cores_busy(ticks: u64, span: Duration) -> f64 {
     ticks as f64 / ticks_per_second() / span.as_secs_f64().max(1e-3)
 }
 
-/// The tests of one of several llama-bench processes run at once.
+/// The tests of one of several llama-bench processes run at once, and when it ended.
 fn join_run(
-    h: std::thread::ScopedJoinHandle<'_, Result<Vec<llama::LlamaTest>, String>>,
-) -> Result<Vec<llama::LlamaTest>, String> {
-    h.join().unwrap_or_else(|_| Err("a llama-bench run's thread panicked".into()))
+    h: std::thread::ScopedJoinHandle<'_, (Result<Vec<llama::LlamaTest>, String>, Instant)>,
+) -> (Result<Vec<llama::LlamaTest>, String>, Instant) {
+    h.join().unwrap_or_else(|_| (Err("a llama-bench run's thread panicked".into()), Instant::now()))
 }
 
 fn host_name() -> String {
@@ -455,6 +477,9 @@ fn cuda_version(v: i32) -> String {
 
 /// `vgpu bench` without `--child`.
 pub fn run(args: &Args) -> Result<(), String> {
+    if args.mixed && args.clients < 2 {
+        return Err("--mixed needs --clients 2 or more (one prompting, the others decoding)".into());
+    }
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
     let dist = dist_lib(args, &exe)?;
     if !args.models.is_empty() && args.llama_bin.is_none() {
@@ -598,7 +623,22 @@ pub fn run(args: &Args) -> Result<(), String> {
         quick: args.quick,
     };
     let mut notes = report::build_notes(&columns, &llama_runs);
-    if args.clients > 1 && !llama_runs.is_empty() {
+    if args.mixed && args.clients > 1 && !llama_runs.is_empty() {
+        notes.push(format!(
+            "llama-bench rows, mixed load: one process prompting (pp512, {} repetitions, started {} s after the \
+             others) while {} decode (tg128); the prompt row is that process's median, the decoders' row their sum",
+            args.mixed_prompt_reps,
+            args.mixed_delay,
+            args.clients - 1
+        ));
+        for r in llama_runs.iter().filter(|r| r.prompt_outlasted > 0) {
+            notes.push(format!(
+                "{} {}: the prompt client outlasted a decoder in {} of its runs, so some prompt samples had the GPU \
+                 alone (raise --llama-reps)",
+                r.column, r.model, r.prompt_outlasted
+            ));
+        }
+    } else if args.clients > 1 && !llama_runs.is_empty() {
         notes.push(format!(
             "llama-bench rows: {} processes started together in each column's run, sharing the GPU; a row gives the \
              sum of their medians (the median over rounds of that sum)",

@@ -75,6 +75,10 @@ pub struct LlamaRun {
     /// the speed cost in CPU, the server's and the applications' together.
     #[serde(default)]
     pub cores: Vec<f64>,
+    /// `--mixed`: runs in which the prompt client ended after a decoder, so that some of
+    /// its samples had the GPU to itself.
+    #[serde(default)]
+    pub prompt_outlasted: u32,
 }
 
 impl LlamaRun {
@@ -89,6 +93,7 @@ impl LlamaRun {
             None => {
                 crate::llama::pool(&mut self.tests, other.tests);
                 self.cores.extend(other.cores);
+                self.prompt_outlasted += other.prompt_outlasted;
             }
         }
     }
@@ -777,6 +782,7 @@ mod tests {
                 tests: vec![t("pp512", 40000.0), t("tg128", 800.0)],
                 error: None,
                 cores: vec![1.0, 3.0, 2.0],
+                prompt_outlasted: 0,
             },
             LlamaRun {
                 model: "/w/q8.gguf".into(),
@@ -784,6 +790,7 @@ mod tests {
                 tests: vec![t("pp512", 20000.0), t("tg128", 760.0)],
                 error: None,
                 cores: vec![8.0],
+                prompt_outlasted: 0,
             },
             LlamaRun {
                 model: "/w/q8.gguf".into(),
@@ -791,6 +798,7 @@ mod tests {
                 tests: vec![],
                 error: Some("exit 1".into()),
                 cores: vec![5.0],
+                prompt_outlasted: 0,
             },
         ];
         let rows = build_rows(&cols, &[], &llama);
@@ -841,6 +849,7 @@ mod tests {
             tests: vec![t(fast)],
             error: None,
             cores: vec![],
+            prompt_outlasted: 0,
         };
         assert_eq!(t(10.0).later_samples(), Some(vec![10.0; 4]));
         let mut uneven = t(10.0);

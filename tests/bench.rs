@@ -99,27 +99,22 @@ fn bench_child_reports_a_missing_library_cleanly() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// `--clients N`: each column's llama-bench run is N processes started together, and its rows
-/// give their summed speed. A stand-in llama-bench logs when it starts and ends (each lasts
-/// long enough for the others to start meanwhile) and prints a recorded llama-bench result.
-#[test]
-fn bench_sums_llama_runs_started_together() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lib = lib_dir(tmp.path());
-    let bin = tmp.path().join("llama");
+/// A sim `vgpu bench --quick` of three llama-bench clients at once, `extra` arguments added,
+/// with `script` standing in for llama-bench; its markdown.
+fn bench_three_clients(tmp: &std::path::Path, script: &str, extra: &[&str]) -> String {
+    let lib = lib_dir(tmp);
+    let bin = tmp.join("llama");
     std::fs::create_dir(&bin).unwrap();
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/bench/tests/fixtures/llama-bench.json");
-    let log = tmp.path().join("runs.log");
-    let script =
-        format!("#!/bin/sh\necho start >> {log}\nsleep 1.5\necho end >> {log}\ncat {fixture}\n", log = log.display());
     let fake = bin.join("llama-bench");
     std::fs::write(&fake, script).unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let model = tmp.path().join("q8.gguf");
+    let model = tmp.join("q8.gguf");
     std::fs::write(&model, b"").unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_vgpu"))
         .args(["bench", "--backend", "sim", "--quick", "--no-write", "--timeout", "120", "--clients", "3"])
-        .args(["--llama-rounds", "1", "--llama-reps", "1", "--dist-lib"])
+        .args(["--llama-rounds", "1", "--llama-reps", "1"])
+        .args(extra)
+        .arg("--dist-lib")
         .arg(&lib)
         .arg("--llama-bin")
         .arg(&bin)
@@ -129,8 +124,22 @@ fn bench_sums_llama_runs_started_together() {
         .env_remove("VGPU_SERVER")
         .output()
         .expect("run vgpu bench");
-    let md = String::from_utf8_lossy(&o.stdout);
+    let md = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "stdout:\n{md}\nstderr:\n{}", String::from_utf8_lossy(&o.stderr));
+    md
+}
+
+/// `--clients N`: each column's llama-bench run is N processes started together, and its rows
+/// give their summed speed. A stand-in llama-bench logs when it starts and ends (each lasts
+/// long enough for the others to start meanwhile) and prints a recorded llama-bench result.
+#[test]
+fn bench_sums_llama_runs_started_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/bench/tests/fixtures/llama-bench.json");
+    let log = tmp.path().join("runs.log");
+    let script =
+        format!("#!/bin/sh\necho start >> {log}\nsleep 1.5\necho end >> {log}\ncat {fixture}\n", log = log.display());
+    let md = bench_three_clients(tmp.path(), &script, &[]);
     let one = bench::llama::parse(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     for (i, test) in ["pp512", "tg128"].iter().enumerate() {
         let c = cells(&md, &format!("llama-bench q8.gguf {test} ×3 at once, summed, median"));
@@ -161,9 +170,6 @@ fn bench_sums_llama_runs_started_together() {
 #[test]
 fn bench_mixes_a_prompt_with_decoders() {
     let tmp = tempfile::tempdir().unwrap();
-    let lib = lib_dir(tmp.path());
-    let bin = tmp.path().join("llama");
-    std::fs::create_dir(&bin).unwrap();
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/bench/tests/fixtures/llama-bench.json");
     let recorded: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     for (name, n_prompt) in [("pp.json", 512), ("tg.json", 0)] {
@@ -178,25 +184,7 @@ fn bench_mixes_a_prompt_with_decoders() {
         log = log.display(),
         d = tmp.path().display()
     );
-    let fake = bin.join("llama-bench");
-    std::fs::write(&fake, script).unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let model = tmp.path().join("q8.gguf");
-    std::fs::write(&model, b"").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_vgpu"))
-        .args(["bench", "--backend", "sim", "--quick", "--no-write", "--timeout", "120", "--clients", "3", "--mixed"])
-        .args(["--mixed-delay", "0.5", "--llama-rounds", "1", "--llama-reps", "1", "--dist-lib"])
-        .arg(&lib)
-        .arg("--llama-bin")
-        .arg(&bin)
-        .arg("--models")
-        .arg(&model)
-        .env("VGPU_LOG", "warn")
-        .env_remove("VGPU_SERVER")
-        .output()
-        .expect("run vgpu bench");
-    let md = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "stdout:\n{md}\nstderr:\n{}", String::from_utf8_lossy(&o.stderr));
+    let md = bench_three_clients(tmp.path(), &script, &["--mixed", "--mixed-delay", "0.5"]);
     let one = bench::llama::parse(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     for (metric, want) in [
         ("pp512 beside 2 decoding, median", one[0].median_ts),
@@ -220,9 +208,9 @@ fn bench_mixes_a_prompt_with_decoders() {
     // Refused without clients to mix.
     let o = Command::new(env!("CARGO_BIN_EXE_vgpu"))
         .args(["bench", "--backend", "sim", "--no-write", "--mixed", "--llama-bin"])
-        .arg(&bin)
+        .arg(tmp.path().join("llama"))
         .arg("--models")
-        .arg(&model)
+        .arg(tmp.path().join("q8.gguf"))
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("--mixed needs --clients 2"), "{o:?}");

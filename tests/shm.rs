@@ -321,3 +321,24 @@ fn processes_take_parts_of_a_shared_file() {
         let _ = std::fs::remove_file(part_claim(&file, i));
     }
 }
+
+/// A synchronize after a pageable upload through the segment's staging ring is a one-way
+/// barrier, as after a copy over the socket, not a wait for the GPU. The buffer reused after
+/// each synchronize spoils no copy; an upload from pinned memory, which the server's DMA
+/// reads later, still waits.
+#[test]
+fn synchronizes_after_ring_uploads_are_barriers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("shm_sync", tmp.path(), &lib, &["libcuda.so.1"]);
+    let server = Server::sim(tmp.path(), &[]);
+    let shm = server.address.replacen("unix:", "shm:", 1);
+    let out = run(&exe, &lib, &shm, &[("VGPU_TRACE", "summary")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("staged uploads ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(calls(&stderr, "shm_htod"), 21, "twenty through the ring, one from pinned memory\n{stderr}");
+    assert_eq!(calls(&stderr, "stream_barrier"), 20, "{stderr}");
+    assert_eq!(calls(&stderr, "cuStreamSynchronize"), 1, "only the pinned upload's\n{stderr}");
+    assert!(calls(&stderr, "shm_wait") > 0, "slots were reused after their copies\n{stderr}");
+}

@@ -458,9 +458,19 @@ for i, l in enumerate(lines):
 PY
   grep " took " "$OUT/server.log" | tail -30 | sed 's/^.*INFO[^:]*: //' >>"$SUMMARY"
 }
-stage_shmtext() { # the llama stage's texts over the shared-memory transport
+stage_shmtext() { # the llama stage's texts over the shared-memory transport, and a 600-token prompt's (SHMTEXT_BUSY=1: beside another client decoding, so that the GPU is shared)
   build_llama; models
   B=$LB/bin
+  local other= # (a bare `wait` would wait for the server too)
+  if [ -n "${SHMTEXT_BUSY:-}" ]; then
+    EXTRA_LD=$B vg $B/llama-bench -m $W/q8.gguf -p 0 -n 128 -r 100 -ngl 99 >/dev/null 2>&1 & other=$!; sleep 3
+  fi
+  local long=(-m $W/q8.gguf -p "$(seq 1 300 | tr '\n' ' ')" -n 16 --temp 0 --seed 1 -ngl 99 -no-cnv)
+  LD_LIBRARY_PATH=$B "$B/llama-completion" "${long[@]}" >"$W/shm.long.n" 2>/dev/null </dev/null
+  VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" env VGPU_TRACE=summary "$B/llama-completion" "${long[@]}" \
+    >"$W/shm.long.v" 2>"$OUT/shm-long.err" </dev/null
+  compare "llama-q8-long-prompt-over-shm${SHMTEXT_BUSY:+-beside-a-decoder}" "$W/shm.long.n" "$W/shm.long.v"
+  say "shm calls, long prompt: $(grep -E '^  shm_' "$OUT/shm-long.err" | awk '{print $1, $2}' | tr '\n' ' ')"
   for m in q8 f16; do
     LD_LIBRARY_PATH=$B "$B/llama-completion" -m $W/$m.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv >"$W/shm.$m.n" 2>/dev/null </dev/null
     VGPU_SERVER=shm:$SOCK LD_LIBRARY_PATH="$C/dist/lib:$B" "$NOGPU" env VGPU_TRACE=summary "$B/llama-completion" -m $W/$m.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv \
@@ -468,6 +478,7 @@ stage_shmtext() { # the llama stage's texts over the shared-memory transport
     compare "llama-$m-over-shm" "$W/shm.$m.n" "$W/shm.$m.v"
   done
   say "shm calls: $(grep -E '^  shm_' "$OUT/shm-q8.err" | awk '{print $1, $2}' | tr '\n' ' ')"
+  [ -n "$other" ] && kill "$other" 2>/dev/null && wait "$other" 2>/dev/null
 }
 
 stage_exp() { # issue 6: one model over every transport; then with other lane counts (EXP_LANES) and poll budgets (EXP_SPINS)

@@ -442,6 +442,25 @@ impl Session {
         self.idle.ticket()
     }
 
+    /// Forward a one-way copy on stream `stream` whose `bytes` the client has already put
+    /// where the server reads them, outside the caller's buffer (a chunk in the shared
+    /// segment's staging ring, whose slot is reused only after the copy's ticket): as after
+    /// a copy over the socket, the caller may reuse its buffer, so a synchronize needs only
+    /// a barrier ([`idle`]'s light work), not a wait for the GPU. Anything else on the
+    /// stream makes it busy as before.
+    pub fn call_staged<C: Call>(
+        &self,
+        server: usize,
+        ctx: u64,
+        c: &C,
+        stream: u64,
+        bytes: u64,
+    ) -> Result<C::Ret, Error> {
+        debug_assert!(C::ONEWAY, "a staged copy is one-way");
+        self.idle.work(idle::key(server, ctx, stream), Some(bytes));
+        self.forward(server, ctx, c, &[], None)
+    }
+
     /// Stream `stream` of (`server`, `ctx`) (server values) was drained by calls made since
     /// `ticket` (a download through the shared segment waited for its last copy).
     pub fn stream_drained(&self, server: usize, ctx: u64, stream: u64, ticket: u64) {

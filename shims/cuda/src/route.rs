@@ -193,6 +193,13 @@ pub fn call<C: Call>(t: Target, c: &C) -> Result<C::Ret, R> {
     call_to(t, c, &[], None)
 }
 
+/// Forward `c`, a one-way copy on `stream` of `bytes` already staged outside the caller's
+/// buffer (`client::Session::call_staged`).
+pub fn call_staged<C: Call>(t: Target, c: &C, stream: u64, bytes: u64) -> Result<C::Ret, R> {
+    let s = state::session()?;
+    s.call_staged(t.server, raw(t.ctx), c, stream, bytes).map_err(state::err)
+}
+
 /// Wait until the work queued on stream `s` is done.
 pub fn wait_stream(s: u64) -> Result<(), R> {
     let t = stream(s)?;

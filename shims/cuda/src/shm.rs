@@ -64,8 +64,10 @@ struct Wire {
 
 impl RingIo for Wire {
     type Error = R;
+    /// The chunk is in the ring already: a synchronize after it needs no wait for the GPU,
+    /// as after a copy over the socket.
     fn htod(&mut self, dst: u64, offset: u64, len: u64, ticket: u64) -> Result<(), R> {
-        route::call(self.t, &ops::shm_htod { dst, offset, len, stream: self.stream, ticket })
+        route::call_staged(self.t, &ops::shm_htod { dst, offset, len, stream: self.stream, ticket }, self.stream, len)
     }
     fn dtoh(&mut self, src: u64, offset: u64, len: u64, ticket: u64) -> Result<(), R> {
         route::call(self.t, &ops::shm_dtoh { src, offset, len, stream: self.stream, ticket })

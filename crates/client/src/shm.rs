@@ -220,6 +220,17 @@ impl Shm {
         }
     }
 
+    /// The offset of `src` when an upload from it should be read by the server's DMA where
+    /// it is: pinned memory of the segment, except for an asynchronous copy while other
+    /// processes share the GPU (`transport::crowd`). That one goes through the ring, its
+    /// bytes taken now, so that the synchronize after it needs no wait for the DMA: llama.cpp
+    /// synchronizes after each input of a prompt batch, and on a shared GPU each such wait
+    /// cost the batch a turn of the others' work. Alone, the in-place DMA is cheaper.
+    pub fn read_in_place(&self, src: &[u8], asynchronous: bool) -> Option<u64> {
+        let at = self.offset_of(src.as_ptr(), src.len())?;
+        (!asynchronous || !self.has_ring() || !transport::crowd::crowded()).then_some(at)
+    }
+
     /// Whether large pageable copies can go through the ring.
     pub fn has_ring(&self) -> bool {
         self.slot > 0
@@ -565,5 +576,29 @@ mod tests {
         let tiny = Shm::new(128 << 10).unwrap();
         assert!(!tiny.has_ring());
         assert_eq!(tiny.offset_of(tiny.alloc(1).unwrap(), 1), Some(0));
+    }
+
+    #[test]
+    fn pinned_uploads_go_through_the_ring_while_the_gpu_is_shared() {
+        let shm = Shm::new(16 << 20).unwrap();
+        assert!(shm.has_ring());
+        let p = shm.alloc(4096).unwrap();
+        // SAFETY: a block of 4096 bytes just allocated in the segment.
+        let src = unsafe { std::slice::from_raw_parts(p.cast_const(), 4096) };
+        let at = shm.offset_of(p, 4096);
+        assert!(shm.read_in_place(&[0u8; 16], true).is_none(), "not in the segment");
+        if !transport::crowd::crowded() {
+            assert_eq!(shm.read_in_place(src, true), at, "alone: read where it is");
+        }
+        transport::crowd::note_crowded();
+        assert_eq!(shm.read_in_place(src, true), None, "shared: staged, its bytes taken now");
+        assert_eq!(shm.read_in_place(src, false), at, "the synchronous form waits either way");
+        // Without a ring there is nowhere else to put the bytes.
+        let tiny = Shm::new(1 << 20).unwrap();
+        assert!(!tiny.has_ring());
+        let q = tiny.alloc(16).unwrap();
+        // SAFETY: as above.
+        let small = unsafe { std::slice::from_raw_parts(q.cast_const(), 16) };
+        assert_eq!(tiny.read_in_place(small, true), tiny.offset_of(q, 16));
     }
 }

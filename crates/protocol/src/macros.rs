@@ -97,10 +97,11 @@ macro_rules! api {
         /// leaves one out answers it with [`crate::UNSUPPORTED`].
         #[allow(non_snake_case, clippy::too_many_arguments)]
         pub trait Backend {
-            /// Called with the stream of each call (decoded, before the call runs), so that a
-            /// backend can keep work it deferred in order (see the cuda backend's barriers).
-            fn ordered(&mut self, stream: Option<u64>) {
-                let _ = stream;
+            /// Called with the op and stream of each call (decoded, before the call runs), so
+            /// that a backend can keep work it deferred in order (see the cuda backend's
+            /// barriers).
+            fn ordered(&mut self, op: u32, stream: Option<u64>) {
+                let _ = (op, stream);
             }
             $(
                 fn $name(&mut self, io: &mut $crate::Io<'_>, $( $arg: $ty ),* ) -> Result<$ret, u32> {
@@ -123,7 +124,7 @@ macro_rules! api {
                     let a: ops::$name = postcard::from_bytes(args).map_err(|e| {
                         $crate::frame::FrameError::Decode { op: stringify!($name), msg: e.to_string() }
                     })?;
-                    backend.ordered($crate::Call::stream(&a));
+                    backend.ordered(op, $crate::Call::stream(&a));
                     #[allow(unused_variables)]
                     let ops::$name { $( $arg ),* } = a;
                     return Ok(backend.$name(io, $( $arg ),*).map(|v| {

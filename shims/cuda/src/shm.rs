@@ -106,7 +106,7 @@ pub fn htod(t: Target, dst: u64, src: &[u8], stream: Option<u64>) -> Result<bool
     }
     let Some(shm) = segment(t.server) else { return Ok(false) };
     let s = stream.unwrap_or(0);
-    if let Some(offset) = shm.offset_of(src.as_ptr(), src.len()) {
+    if let Some(offset) = shm.read_in_place(src, stream.is_some()) {
         route::call(t, &ops::shm_htod { dst, offset, len: src.len() as u64, stream: s, ticket: 0 })?;
     } else if !shm.upload(&mut Wire { t, stream: s }, dst, src)? {
         return Ok(false);

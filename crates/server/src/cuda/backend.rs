@@ -7,8 +7,12 @@ use super::{CudaSession, R};
 use protocol::{Copy2D, FuncInfo, Io, LaunchAttr, NvmlOut, Piece};
 
 impl protocol::Backend for CudaSession {
-    fn ordered(&mut self, stream: Option<u64>) {
-        self.keep_order(stream);
+    fn ordered(&mut self, op: u32, stream: Option<u64>) {
+        // `shm_wait` waits for its ring copies' own events; a pending barrier is not the
+        // client's to see there (the worker does not flush before it either).
+        if op != <protocol::ops::shm_wait as protocol::Call>::OP {
+            self.keep_order(stream);
+        }
     }
     fn nvml_call(&mut self, io: &mut Io<'_>, func: u16, device: u32, args: [u64; 3]) -> R<NvmlOut> {
         Ok(self.nvml_forward(io, func, device, args))

@@ -85,6 +85,15 @@ pub fn op_name(op: u32) -> &'static str {
     OP_NAMES.get(op as usize).copied().unwrap_or("<unknown>")
 }
 
+/// Whether a call must see the work a server deferred before it done (a pending barrier):
+/// every one but `shm_wait`, which only frees slots of the shared segment's staging ring
+/// and is answered by its copies' own events. Waiting for a barrier there made each reused
+/// slot a wait for the GPU, which on a shared GPU cost a prompt batch a turn of the others'
+/// work (session 26).
+pub fn sees_deferred_work(op: u32) -> bool {
+    op != Op::shm_wait as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +105,14 @@ mod tests {
         assert!(is_oneway(Op::cuLaunchKernel as u32));
         assert!(!is_oneway(Op::cuMemAlloc_v2 as u32));
         assert_ne!(WIRE_HASH, 0);
+    }
+
+    #[test]
+    fn only_ring_waits_skip_deferred_work() {
+        assert!(!sees_deferred_work(Op::shm_wait as u32));
+        for op in [Op::cuStreamSynchronize, Op::cuCtxSynchronize, Op::cuMemcpyDtoH_v2, Op::cuLaunchKernel] {
+            assert!(sees_deferred_work(op as u32), "{}", op_name(op as u32));
+        }
     }
 
     #[test]

@@ -334,11 +334,9 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
             }
         }
         let started = stats.as_ref().map(|_| std::time::Instant::now());
-        // A synchronous call sees all work before it done, pending barriers included; but
-        // `shm_wait` only frees ring slots (their copies' own events answer it), and waiting
-        // for a barrier there would cost a shared GPU's turn at each reused slot.
+        // A synchronous call sees all work before it done, pending barriers included.
         if !oneway
-            && h.op != <protocol::ops::shm_wait as protocol::Call>::OP
+            && protocol::sees_deferred_work(h.op)
             && let Some(code) = backend.flush()
         {
             deferred.get_or_insert(code);

@@ -8,9 +8,7 @@ use protocol::{Copy2D, FuncInfo, Io, LaunchAttr, NvmlOut, Piece};
 
 impl protocol::Backend for CudaSession {
     fn ordered(&mut self, op: u32, stream: Option<u64>) {
-        // `shm_wait` waits for its ring copies' own events; a pending barrier is not the
-        // client's to see there (the worker does not flush before it either).
-        if op != <protocol::ops::shm_wait as protocol::Call>::OP {
+        if protocol::sees_deferred_work(op) {
             self.keep_order(stream);
         }
     }

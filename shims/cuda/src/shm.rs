@@ -78,7 +78,9 @@ impl RingIo for Wire {
 }
 
 /// The end of a synchronous form (`stream == None`), which ran on the legacy default
-/// stream: wait for it, so that the copy is complete and its error comes back here.
+/// stream: synchronize it, so that the copy is complete, or, where only ring uploads are
+/// queued there, its bytes staged, as a pageable copy returns natively (`client::idle`:
+/// then a barrier, and an error comes back with the next synchronous call).
 fn finish(t: Target, stream: Option<u64>) -> Result<(), R> {
     match stream {
         Some(_) => Ok(()),

@@ -114,18 +114,20 @@ pub fn mixed(prompt: Vec<LlamaTest>, decoders: &[Vec<LlamaTest>]) -> Result<Vec<
 /// for a decoder), otherwise as [`args`].
 pub fn mixed_args(model: &Path, prompt: bool, reps: u32) -> Vec<String> {
     let (p, n) = if prompt { ("512", "0") } else { ("0", "128") };
-    let mut a = args(model, reps);
-    a[3] = p.into();
-    a[5] = n.into();
-    a
+    tests_args(model, p, n, reps)
 }
 
 /// The arguments of one llama-bench run: `-m M -p 512,4096 -n 128 -b 512 -ub 512 -ngl 99
 /// -r REPS -o json`. pp4096 in batches of 512 (Ollama's default batch) is a long prompt as
 /// applications send it: eight batches, each waiting for the last one's logits.
 pub fn args(model: &Path, reps: u32) -> Vec<String> {
+    tests_args(model, "512,4096", "128", reps)
+}
+
+/// `-m M -p PROMPTS -n GENERATED -b 512 -ub 512 -ngl 99 -r REPS -o json`.
+fn tests_args(model: &Path, prompts: &str, generated: &str, reps: u32) -> Vec<String> {
     let mut a = vec!["-m".to_string(), model.display().to_string()];
-    for s in ["-p", "512,4096", "-n", "128", "-b", "512", "-ub", "512", "-ngl", "99", "-r"] {
+    for s in ["-p", prompts, "-n", generated, "-b", "512", "-ub", "512", "-ngl", "99", "-r"] {
         a.push(s.to_string());
     }
     a.push(reps.to_string());

@@ -374,7 +374,8 @@ fn llama_run(bin: &Path, model: &Path, side: &Side<'_>, args: &Args, column: &st
     let timeout = Duration::from_secs(args.timeout);
     let program = bin.join("llama-bench");
     let n = args.clients.max(1);
-    let mixed = args.mixed && n > 1;
+    // (`run` refuses --mixed without two clients or more.)
+    let mixed = args.mixed;
     progress(&format!(
         "{column}: llama-bench {}{}",
         model.display(),
@@ -623,7 +624,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         quick: args.quick,
     };
     let mut notes = report::build_notes(&columns, &llama_runs);
-    if args.mixed && args.clients > 1 && !llama_runs.is_empty() {
+    if args.mixed && !llama_runs.is_empty() {
         notes.push(format!(
             "llama-bench rows, mixed load: one process prompting (pp512, {} repetitions, started {} s after the \
              others) while {} decode (tg128); the prompt row is that process's median, the decoders' row their sum",

@@ -6,7 +6,7 @@
 #   devcarry/tools/         no-gpu.sh, build-llama-gpu.sh, gen_gguf.py
 #   devcarry/llama-bin/     a llama.cpp build saved by run.sh's savellama stage (split
 #                           archive), else devcarry/llama/ with sources to build there
-#   devcarry/cu12/          CUDA 12.9 headers and NVIDIA's libcudart.so.12 (cu12 stage)
+#   devcarry/cu12.txz       CUDA 12.9 headers and NVIDIA's libcudart.so.12 (cu12 stage), packed
 #   devcarry/tc/            Debian's tc and its libraries (link stage; the GPU machine has none)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +16,18 @@ rm -rf devcarry/dist && tar czf devcarry/dist.tgz dist
 for t in no-gpu.sh build-llama-gpu.sh gen_gguf.py; do cp ../shared/tools/$t devcarry/tools/; done
 if ! ls devcarry/llama-bin/llama-bin.tgz.part* >/dev/null 2>&1; then
   [ -d devcarry/llama ] || ../shared/tools/prepare-llama.sh devcarry/llama
+fi
+if [ ! -f devcarry/cu12.txz ]; then
+  # NVIDIA's CUDA 12.9 runtime wheel: its headers and libcudart.so.12, for the cu12 stage.
+  t=$(mktemp -d)
+  if pip download --no-deps -q -d "$t" 'nvidia-cuda-runtime-cu12==12.9.*' >/dev/null 2>&1; then
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$t"/*.whl "$t/x"
+    mkdir -p "$t/cu12" && cp -r "$t/x/nvidia/cuda_runtime/include" "$t/cu12/" &&
+      cp "$t/x/nvidia/cuda_runtime/lib/libcudart.so.12" "$t/cu12/" && tar cJf devcarry/cu12.txz -C "$t" cu12
+  else
+    echo "pack.sh: no CUDA 12 runtime for the cu12 stage (pip download failed)"
+  fi
+  rm -rf "$t"
 fi
 if [ ! -x devcarry/tc/tc ]; then
   t=$(mktemp -d)

@@ -22,6 +22,7 @@ C=$ROOT/devcarry
 # what came, so a call cannot run without it.
 [ -f "$C/dist.txz" ] && tar xJf "$C/dist.txz" -C "$C"
 [ -f "$C/distb.txz" ] && mkdir -p "$C/b" && tar xJf "$C/distb.txz" -C "$C/b"
+[ -f "$C/cu12.txz" ] && tar xJf "$C/cu12.txz" -C "$C"
 OUT=${OUT:-/tmp/vgpu-out}
 mkdir -p "$OUT"
 W=/tmp/vgpu-work
@@ -165,10 +166,11 @@ stage_threads() { # DESIGN Threads on the GPU: another thread's calls go on whil
 }
 
 stage_cu12() {
-  # A CUDA 12 runtime program: gcc against the CUDA 12.9 headers, libcudart.so.12, a fatbin.
+  # A CUDA 12 runtime program: gcc against the CUDA 12.9 headers (the runtime wheel has no crt/:
+  # those come from the machine's toolkit), libcudart.so.12, a fatbin.
   nvcc -arch=sm_90 -fatbin -o "$W/k12.fatbin" "$ROOT/tests/gpu/k12.cu"
   python3 -c "import sys; d=open(sys.argv[1],'rb').read(); print('__attribute__((aligned(8))) unsigned char k12_fatbin[] = {' + ','.join(map(str, d)) + '};')" "$W/k12.fatbin" >"$W/k12.h"
-  gcc -O1 -o "$W/rt12" "$ROOT/tests/gpu/rt12.c" -I"$W" -I"$C/cu12/include" "$C/cu12/libcudart.so.12" -Wl,-rpath,'$ORIGIN' || { say "FAIL cu12 build"; return; }
+  gcc -O1 -o "$W/rt12" "$ROOT/tests/gpu/rt12.c" -I"$W" -I"$C/cu12/include" -I/usr/local/cuda/include "$C/cu12/libcudart.so.12" -Wl,-rpath,'$ORIGIN' || { say "FAIL cu12 build"; return; }
   LD_LIBRARY_PATH=$C/cu12 "$W/rt12" >"$W/r12.n" 2>&1; echo "rc=$?" >>"$W/r12.n"
   vg "$W/rt12" >"$W/r12.v" 2>&1; echo "rc=$?" >>"$W/r12.v"
   compare rt12 "$W/r12.n" "$W/r12.v"; cp "$W/r12.v" "$OUT/rt12-vgpu.txt"; cp "$W/r12.n" "$OUT/rt12-native.txt"

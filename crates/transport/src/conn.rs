@@ -320,7 +320,7 @@ impl Conn {
 
     /// The lanes, opening them the first time. A failure to open them is told once, and
     /// the bulk goes over this connection from then on. One lane (a client of fewer than
-    /// eight cores, by default) is opened only where its chunks go coded: over a link, a
+    /// four cores, by default) is opened only where its chunks go coded: over a link, a
     /// small VM's prompt batches then cross as the quantized blocks they came from.
     pub fn lanes(&self) -> Option<&Lanes> {
         if let Some(opened) = self.lanes.get() {

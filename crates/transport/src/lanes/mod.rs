@@ -54,13 +54,22 @@ pub fn lane_min(address: &Address) -> usize {
 /// Largest bulk of a frame on lanes (the worker sizes its buffer from the header).
 pub const LANE_MAX: usize = 64 << 20;
 
-/// Lanes a client opens unless `VGPU_LANES` says otherwise: one per four cores, at most
-/// four (each lane but the first has two helper threads in the application, one writing
-/// chunks and one reading replies' chunks, each polling while such copies come). Measured
-/// on the H100 host (16 cores): 1, 2, 4, 6 lanes moved 4.5 MiB at 6, 10, 17, 21 GB/s;
-/// llama.cpp's prompt batches gained most from 2 to 4.
+/// Lanes a client opens unless `VGPU_LANES` says otherwise: [`lanes_for_cores`] of the
+/// cores it may run on.
 pub fn default_lanes() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).clamp(1, 4))
+    lanes_for_cores(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// One lane per two cores, at most four (each lane but the first has two helper threads in
+/// the application, one writing chunks and one reading replies' chunks, each polling while
+/// such copies come). Measured on the H100 host (16 cores): 1, 2, 4, 6 lanes moved 4.5 MiB
+/// at 6, 10, 17, 21 GB/s; llama.cpp's prompt batches gained most from 2 to 4. A client held
+/// to a VM's few cores (llama-bench under `taskset`, the server on the others; session 27):
+/// Q8 1B pp512 on 4 cores with 2 lanes 0.948 (unix) and 0.944 (TCP) of native against 0.924
+/// and 0.911 with one, on 8 cores with 4 lanes 0.960 and 0.943 against 0.935 and 0.901 with
+/// two; decoding (tg128, 4 cores, 60 samples) 0.958 and 0.955 against 0.963 and 0.959.
+pub fn lanes_for_cores(cores: usize) -> usize {
+    (cores / 2).clamp(1, 4)
 }
 
 /// Most lanes a session takes.

@@ -267,3 +267,9 @@ fn a_closed_lane_fails_the_waiting_fill() {
     lanes.shutdown();
     assert!(filler.join().unwrap().is_err());
 }
+
+#[test]
+fn a_lane_per_two_cores_up_to_four() {
+    let lanes: Vec<usize> = [1, 2, 3, 4, 6, 8, 16, 64].into_iter().map(lanes_for_cores).collect();
+    assert_eq!(lanes, [1, 1, 1, 2, 3, 4, 4, 4]);
+}

@@ -686,9 +686,10 @@ stage_concurrent() { # a shared GPU: CONC_N llama-bench runs at once (CONC_TEST 
       wait "${pids[@]}"; local secs; secs=$(elapsed "$t0"); settle; local b=($(cpu_ticks))
       # summed medians; mix: the prompt's and the decoders' apart
       local sum; sum=$(python3 -c 'import json,sys,statistics as s
-r = [(t["n_prompt"] > 0, s.median(t["samples_ts"])) for f in sys.argv[1:] for t in json.load(open(f))]
+d = [t for f in sys.argv[1:] for t in json.load(open(f))]
+r = [(t["n_prompt"] > 0, s.median(t["samples_ts"])) for t in d]
 pp, tg = sum(v for p, v in r if p), sum(v for p, v in r if not p)
-q = [v for t in (json.load(open(f)) for f in sys.argv[1:]) for x in t if x["n_prompt"] > 0 for v in x["samples_ts"]]
+q = [v for t in d if t["n_prompt"] > 0 for v in t["samples_ts"]]
 q = s.quantiles(q, n=10) if len(q) > 1 else [0] * 9
 print("%.0f" % (pp + tg) if not (pp and tg) else "prompt %.0f (p10 %.0f, p90 %.0f), decoders %.1f" % (pp, q[0], q[8], tg))' "$W"/conc.*.json 2>&1)
       local tick; tick=$(getconf CLK_TCK)

@@ -56,3 +56,92 @@ fn nvml_init_fails_fast_when_tcp_peer_is_unreachable() {
     assert!(t.elapsed().as_secs_f64() < 5.0, "took {:?}", t.elapsed());
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// `tests/c/nvml_monitor.c`, driven line by line.
+struct Monitor {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Monitor {
+    fn start(exe: &std::path::Path, lib: &std::path::Path, server: &str) -> Monitor {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(exe)
+            .env("LD_LIBRARY_PATH", lib)
+            .env("VGPU_SERVER", server)
+            .env("VGPU_CONFIG", "/nonexistent")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let mut output = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(output.next().unwrap().unwrap(), "ready");
+        Monitor { child, input, output }
+    }
+
+    /// Send `cmd`, return the code its answer starts with.
+    fn ask(&mut self, cmd: &str) -> i32 {
+        use std::io::Write;
+        writeln!(self.input, "{cmd}").unwrap();
+        let l = self.output.next().unwrap().unwrap();
+        l.split_whitespace().nth(1).unwrap().parse().unwrap_or_else(|_| panic!("{l}"))
+    }
+
+    /// Ask `cmd` every 100 ms until it succeeds; how long that took, or None within `limit`.
+    fn until_ok(&mut self, cmd: &str, limit: std::time::Duration) -> Option<std::time::Duration> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if self.ask(cmd) == 0 {
+                return Some(t.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn nvml_outlives_a_restart_of_its_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("nvml_monitor", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+    let mut server = Server::sim_quiet(tmp.path(), &[]);
+    let mut m = Monitor::start(&exe, &lib, &server.address);
+    assert_eq!(m.ask("init"), 0);
+    assert_eq!(m.ask("query"), 0);
+    server.stop();
+    // Lost while the server is away (NVML_ERROR_GPU_IS_LOST, or not loaded once a renewal
+    // found nobody), within the silence limit.
+    let t = Instant::now();
+    let code = m.ask("query");
+    assert!(code == 15 || code == 9, "query with the server gone gave {code}");
+    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+    let _again = Server::start_env(&server.address, &["--backend", "sim"], &[], &[("VGPU_LOG", "error")]);
+    let took = m.until_ok("query", std::time::Duration::from_secs(10));
+    assert!(took.is_some_and(|d| d <= client::RENEW_EVERY * 2), "no answer again after the restart: {took:?}");
+}
+
+#[test]
+fn nvml_init_finds_a_server_that_started_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = lib_dir(tmp.path());
+    let exe = compile_c("nvml_monitor", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+    let address = format!("unix:{}/later.sock", tmp.path().display());
+    let mut m = Monitor::start(&exe, &lib, &address);
+    assert_eq!(m.ask("init"), 9, "NVML_ERROR_DRIVER_NOT_LOADED while nobody listens");
+    assert_eq!(m.ask("query"), 1, "NVML_ERROR_UNINITIALIZED: the init failed");
+    let _server = Server::start_env(&address, &["--backend", "sim"], &[], &[("VGPU_LOG", "error")]);
+    let took = m.until_ok("init", std::time::Duration::from_secs(10));
+    assert!(took.is_some_and(|d| d <= client::RENEW_EVERY * 2), "init never found the server: {took:?}");
+    assert_eq!(m.ask("query"), 0);
+}

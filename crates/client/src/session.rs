@@ -97,7 +97,76 @@ pub fn session() -> Result<&'static Session, &'static str> {
     if let Err(e) = &made {
         eprintln!("vgpu: {e}");
     }
-    // Leaked on purpose: shims hand out references for the life of the process.
+    install(made).as_ref().map_err(|e| e.as_str())
+}
+
+/// How often [`renewed`] tries again, at most: a server that is down costs a caller one
+/// connect attempt per interval (up to the connect timeout over TCP), not one per call.
+pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// The process's session, made again where the last one was lost (its server went away)
+/// or never made, at most once per [`RENEW_EVERY`]. For NVML, whose state all lives on the
+/// server: a monitoring daemon, or a service started before the server, then works once
+/// the server is back, as it would after a driver reload. The driver API keeps a lost
+/// session lost ([`session`]): its contexts, memory and modules died with it.
+pub fn renewed() -> Result<&'static Session, &'static str> {
+    let stale = match current() {
+        None => return session(),
+        Some(Ok(s)) if !s.is_lost() => return Ok(s),
+        Some(s) => s,
+    };
+    let _g = INIT.try_lock_for(Duration::from_secs(10));
+    if let Some(Ok(s)) = current()
+        && !s.is_lost()
+    {
+        return Ok(s); // another thread made it again meanwhile
+    }
+    if !RENEW.due(Instant::now()) {
+        return stale.as_ref().map_err(|e| e.as_str());
+    }
+    match Session::connect() {
+        Ok(made) => {
+            if let Ok(old) = stale {
+                old.close();
+            }
+            eprintln!("vgpu: connected to the vgpu server again");
+            install(Ok(made)).as_ref().map_err(|e| e.as_str())
+        }
+        // Keep what there was: a lost session's calls fail as lost, a failed one's as
+        // never connected.
+        Err(_) => stale.as_ref().map_err(|e| e.as_str()),
+    }
+}
+
+/// When a session was last made, for [`renewed`]'s interval.
+static RENEW: Renewal = Renewal::new();
+
+struct Renewal {
+    last: Mutex<Option<Instant>>,
+}
+
+impl Renewal {
+    const fn new() -> Renewal {
+        Renewal { last: Mutex::new(None) }
+    }
+
+    /// Whether a try is due at `now` (and if so, it counts as made).
+    fn due(&self, now: Instant) -> bool {
+        let mut last = self.last.lock();
+        match *last {
+            Some(t) if now.saturating_duration_since(t) < RENEW_EVERY => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+/// Make `made` the process's session. Leaked on purpose: shims hand out references for
+/// the life of the process, and a replaced session's may still be in use.
+fn install(made: Result<Session, String>) -> &'static Result<Session, String> {
+    RENEW.last.lock().get_or_insert_with(Instant::now);
     let p = Box::into_raw(Box::new(made));
     let s: &'static Result<Session, String> = unsafe { &*p };
     if let Ok(sess) = s
@@ -108,7 +177,7 @@ pub fn session() -> Result<&'static Session, &'static str> {
         }
     }
     CURRENT.store(p, Ordering::Release);
-    s.as_ref().map_err(|e| e.as_str())
+    s
 }
 
 fn current() -> Option<&'static Result<Session, String>> {
@@ -544,6 +613,14 @@ impl Session {
     pub fn is_lost(&self) -> bool {
         self.conns.iter().any(|c| c.is_dead())
     }
+
+    /// Close every connection (a replaced session's: the servers still reachable end its
+    /// workers, and its threads end).
+    fn close(&self) {
+        for c in &self.conns {
+            c.close();
+        }
+    }
 }
 
 /// `VGPU_TRACE`: `1` prints every forwarded call; `summary` prints, at exit, how many calls
@@ -659,4 +736,19 @@ fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_once_per_interval() {
+        let r = Renewal::new();
+        let t = Instant::now();
+        assert!(r.due(t), "the first try is due");
+        assert!(!r.due(t + RENEW_EVERY / 2), "not again within the interval");
+        assert!(r.due(t + RENEW_EVERY), "due once it has passed");
+        assert!(!r.due(t + RENEW_EVERY + Duration::from_millis(1)), "and counted from that try");
+    }
 }

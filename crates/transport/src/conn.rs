@@ -291,6 +291,14 @@ impl Conn {
         self.dead.load(Ordering::Relaxed)
     }
 
+    /// End the connection from this side: the server's worker for it exits, later calls
+    /// fail as lost, and the writer thread ends.
+    pub fn close(&self) {
+        let _ = self.fail("closed by the client".to_string());
+        let _q = self.queue.lock();
+        self.wake.notify_all();
+    }
+
     /// Send large bulk over `n` lanes (extra connections, opened on first use) where the
     /// server offers them; 0: over this connection only; 1: one lane where its chunks go
     /// coded (see [`Conn::lanes`]), else none.
@@ -436,6 +444,9 @@ impl Conn {
             let only_partial = {
                 let mut q = self.queue.lock();
                 while q.is_empty() {
+                    if self.is_dead() {
+                        return;
+                    }
                     if self.watch.awake() {
                         drop(q);
                         std::thread::yield_now();

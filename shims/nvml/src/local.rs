@@ -17,16 +17,20 @@ const INVALID: R = nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
 
 static INIT: AtomicU32 = AtomicU32::new(0);
 
-/// The session, if NVML is initialised and the server reachable.
+/// The session, if NVML is initialised and the server reachable. One that was lost is
+/// made again once the server is back (`client::renewed`): NVML keeps no state of its
+/// own there, so a long-running monitor outlives a restart of the server.
 pub fn session() -> Result<&'static Session, R> {
     if INIT.load(Ordering::Acquire) == 0 {
         return Err(nvmlReturn_t::NVML_ERROR_UNINITIALIZED);
     }
-    client::session().map_err(|_| nvmlReturn_t::NVML_ERROR_DRIVER_NOT_LOADED)
+    client::renewed().map_err(|_| nvmlReturn_t::NVML_ERROR_DRIVER_NOT_LOADED)
 }
 
+/// An init where the server could not be reached tries again (at most every
+/// `client::RENEW_EVERY`): a service that starts before the server, and retries, finds it.
 fn init() -> R {
-    match client::session() {
+    match client::renewed() {
         Ok(_) => {
             INIT.fetch_add(1, Ordering::AcqRel);
             OK

@@ -304,8 +304,22 @@ mod tests {
         let r = run(&o);
         assert!(r.has("service-no-config"), "{}", r.text());
         assert!(r.has("cuda-visible-devices"), "{}", r.text());
+        assert!(!r.has("cuda-graphs-off"), "{}", r.text());
         assert!(!r.has("no-config"), "the shell itself is configured: {}", r.text());
         assert!(r.text().contains("shm:/nowhere.sock would pass copies"), "a unix: client hears of shm: {}", r.text());
+    }
+
+    #[test]
+    fn a_service_without_cuda_graphs_is_warned() {
+        // Any value turns llama.cpp's graphs off, "0" too.
+        let t = tempfile::tempdir().unwrap();
+        let proc_dir = t.path().join("proc");
+        fake_process(&proc_dir, 78, b"/usr/local/bin/ollama\0serve\0", b"GGML_CUDA_DISABLE_GRAPHS=0\0");
+        let mut o = opts(t.path());
+        o.proc_dir = Some(proc_dir);
+        let r = run(&o);
+        assert!(r.has("cuda-graphs-off"), "{}", r.text());
+        assert!(r.text().contains("ollama serve (pid 78) has GGML_CUDA_DISABLE_GRAPHS set"), "{}", r.text());
     }
 
     #[test]

@@ -129,6 +129,16 @@ impl Doctor<'_> {
                 self.server("service", &cfg);
             }
         }
+        // llama.cpp turns graphs off when the variable exists at all, whatever its value.
+        // Session 1's drop-in set it; vgpu forwards graphs, which decoding needs to be fast.
+        if env.get("GGML_CUDA_DISABLE_GRAPHS").is_some() {
+            self.r.warn(
+                "service",
+                "cuda-graphs-off",
+                format!("{who} has GGML_CUDA_DISABLE_GRAPHS set: llama.cpp decodes without CUDA graphs, slower over vgpu"),
+                "remove it from the service (systemctl edit ollama; earlier copies of scripts/systemd/ollama-vgpu.conf set it), then systemctl restart ollama",
+            );
+        }
         if let Some(v) = env.get("CUDA_VISIBLE_DEVICES")
             && matches!(v.trim(), "" | "-1" | "none" | "NoDevFiles")
         {

@@ -27,6 +27,10 @@ fn nvml_reports_the_remote_device() {
     let total: u64 = dev0.split("total=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!(total > 0);
     assert!(stdout.contains("small buffer -> 7"), "{stdout}");
+    // Forwarded with three enum arguments, three and four outputs, a count after an
+    // argument; a NULL output passes as NULL (the sim answers the driver model as Linux's
+    // NVML does: not supported), not as a bad argument.
+    assert!(stdout.contains("health ecc 0=0 encoder 0=0,0,0 rows 0=0,0,0,0 pages 0=0 driver-model 3"), "{stdout}");
 }
 
 #[test]

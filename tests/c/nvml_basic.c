@@ -20,6 +20,11 @@ int nvmlDeviceGetMemoryInfo(nvmlDevice_t, mem_v1 *);
 int nvmlDeviceGetCudaComputeCapability(nvmlDevice_t, int *, int *);
 int nvmlDeviceGetPowerUsage(nvmlDevice_t, unsigned *);
 const char *nvmlErrorString(int);
+int nvmlDeviceGetMemoryErrorCounter(nvmlDevice_t, int, int, int, unsigned long long *);
+int nvmlDeviceGetEncoderStats(nvmlDevice_t, unsigned *, unsigned *, unsigned *);
+int nvmlDeviceGetRemappedRows(nvmlDevice_t, unsigned *, unsigned *, unsigned *, unsigned *);
+int nvmlDeviceGetRetiredPages(nvmlDevice_t, int, unsigned *, unsigned long long *);
+int nvmlDeviceGetDriverModel_v2(nvmlDevice_t, int *, int *);
 
 int main(void) {
     struct timespec t0, t1;
@@ -58,6 +63,19 @@ int main(void) {
     nvmlDevice_t d0;
     nvmlDeviceGetHandleByIndex_v2(0, &d0);
     printf("small buffer -> %d\n", nvmlDeviceGetName(d0, small, sizeof small));
+    /* Health, as monitors read it: uncorrected aggregate ECC errors in device memory,
+     * encoder use, remapped rows, retired pages (count only), and the driver model with
+     * only its current value asked (NULL pending: NVML's pair functions allow it). */
+    unsigned long long ecc = 7;
+    unsigned sessions = 9, fps = 9, lat = 9, corr = 9, unc = 9, pend = 9, fail = 9, pages = 5;
+    int model = 9;
+    int e = nvmlDeviceGetMemoryErrorCounter(d0, 1, 1, 2, &ecc);
+    int es = nvmlDeviceGetEncoderStats(d0, &sessions, &fps, &lat);
+    int rr = nvmlDeviceGetRemappedRows(d0, &corr, &unc, &pend, &fail);
+    int rp = nvmlDeviceGetRetiredPages(d0, 1, &pages, NULL);
+    int dm = nvmlDeviceGetDriverModel_v2(d0, &model, NULL);
+    printf("health ecc %d=%llu encoder %d=%u,%u,%u rows %d=%u,%u,%u,%u pages %d=%u driver-model %d\n", e, ecc, es,
+           sessions, fps, lat, rr, corr, unc, pend, fail, rp, pages, dm);
     if (nvmlShutdown()) return 13;
     return 0;
 }

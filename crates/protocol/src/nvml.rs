@@ -11,12 +11,16 @@
 pub enum Sig {
     /// `f(dev, T *out)`
     DevOut,
-    /// `f(dev, T *a, U *b)`; both travel in one buffer, `a` first.
-    DevOut2,
+    /// `f(dev, T *a, U *b[, V *c[, W *d]])`: two to four outputs, in one buffer in order.
+    /// Any may be NULL (NVML's own pair functions take one alone): bit `i` of `args[0]` says
+    /// output `i` is, and it then takes no bytes.
+    DevOuts,
     /// `f(dev, unsigned arg0, T *out)`
     DevArgOut,
     /// `f(dev, unsigned arg0, unsigned arg1, T *out)`
     DevArg2Out,
+    /// `f(dev, unsigned arg0, unsigned arg1, unsigned arg2, T *out)`
+    DevArg3Out,
     /// `f(dev, char *buf, unsigned len)`
     DevBuf,
     /// `f(dev, unsigned arg0, char *buf, unsigned len)`
@@ -25,6 +29,9 @@ pub enum Sig {
     DevArray,
     /// `f(dev, int count, T *array)`: `count` elements in and out.
     DevArgArray,
+    /// `f(dev, unsigned arg0, unsigned *count, T *array)`: as `DevArray`, after an argument
+    /// (`args[0]`; the count is `args[1]`).
+    DevArgCountArray,
     /// `f(T *out)`
     SysOut,
 }
@@ -51,7 +58,7 @@ macro_rules! nvml_functions {
             DevOut fn nvmlDeviceGetPowerManagementMode(u32);
             DevOut fn nvmlDeviceGetPowerManagementLimit(u32);
             DevOut fn nvmlDeviceGetPowerManagementDefaultLimit(u32);
-            DevOut2 fn nvmlDeviceGetPowerManagementLimitConstraints(u32, u32);
+            DevOuts fn nvmlDeviceGetPowerManagementLimitConstraints(u32, u32);
             DevOut fn nvmlDeviceGetEnforcedPowerLimit(u32);
             DevOut fn nvmlDeviceGetTotalEnergyConsumption(u64);
             DevArgOut fn nvmlDeviceGetClockInfo(u32);
@@ -68,14 +75,14 @@ macro_rules! nvml_functions {
             DevOut fn nvmlDeviceGetDisplayMode(u32);
             DevOut fn nvmlDeviceGetDisplayActive(u32);
             DevOut fn nvmlDeviceGetComputeMode(u32);
-            DevOut2 fn nvmlDeviceGetEccMode(u32, u32);
-            DevOut2 fn nvmlDeviceGetMigMode(u32, u32);
-            DevOut2 fn nvmlDeviceGetGpuOperationMode(u32, u32);
-            DevOut2 fn nvmlDeviceGetEncoderUtilization(u32, u32);
-            DevOut2 fn nvmlDeviceGetDecoderUtilization(u32, u32);
-            DevOut2 fn nvmlDeviceGetJpgUtilization(u32, u32);
-            DevOut2 fn nvmlDeviceGetOfaUtilization(u32, u32);
-            DevOut2 fn nvmlDeviceGetAutoBoostedClocksEnabled(u32, u32);
+            DevOuts fn nvmlDeviceGetEccMode(u32, u32);
+            DevOuts fn nvmlDeviceGetMigMode(u32, u32);
+            DevOuts fn nvmlDeviceGetGpuOperationMode(u32, u32);
+            DevOuts fn nvmlDeviceGetEncoderUtilization(u32, u32);
+            DevOuts fn nvmlDeviceGetDecoderUtilization(u32, u32);
+            DevOuts fn nvmlDeviceGetJpgUtilization(u32, u32);
+            DevOuts fn nvmlDeviceGetOfaUtilization(u32, u32);
+            DevOuts fn nvmlDeviceGetAutoBoostedClocksEnabled(u32, u32);
             DevOut fn nvmlDeviceGetBrand(u32);
             DevOut fn nvmlDeviceGetCurrPcieLinkGeneration(u32);
             DevOut fn nvmlDeviceGetCurrPcieLinkWidth(u32);
@@ -98,7 +105,7 @@ macro_rules! nvml_functions {
             DevOut fn nvmlDeviceGetPcieLinkMaxSpeed(u32);
             DevOut fn nvmlDeviceGetAdaptiveClockInfoStatus(u32);
             DevOut fn nvmlDeviceGetBusType(u32);
-            DevOut2 fn nvmlDeviceGetGspFirmwareMode(u32, u32);
+            DevOuts fn nvmlDeviceGetGspFirmwareMode(u32, u32);
             DevOut fn nvmlDeviceIsMigDeviceHandle(u32);
             DevOut fn nvmlDeviceGetMaxMigDeviceCount(u32);
             DevOut fn nvmlDeviceGetAccountingMode(u32);
@@ -122,12 +129,30 @@ macro_rules! nvml_functions {
             DevOut fn nvmlDeviceGetAddressingMode(nvmlDeviceAddressingMode_t);
             DevOut fn nvmlDeviceGetPdi(nvmlPdi_t);
             DevOut fn nvmlDeviceGetC2cModeInfoV(nvmlC2cModeInfo_v1_t);
-            DevOut2 fn nvmlDeviceGetDriverModel_v2(u32, u32);
+            DevOuts fn nvmlDeviceGetDriverModel_v2(u32, u32);
             DevOut fn nvmlDeviceGetMarginTemperature(nvmlMarginTemperature_t);
             DevOut fn nvmlDeviceGetFBCStats(nvmlFBCStats_t);
             DevOut fn nvmlDeviceGetSramEccErrorStatus(nvmlEccSramErrorStatus_t);
             DevOut fn nvmlDeviceGetGpuFabricInfoV(nvmlGpuFabricInfoV_t);
             DevOut fn nvmlDeviceGetCapabilities(nvmlDeviceCapabilities_t);
+            // What nvidia-smi -q and monitoring agents read beyond the above: ECC and
+            // memory health, encoder use, firmware and board identity.
+            DevOuts fn nvmlDeviceGetDriverModel(u32, u32);
+            DevOuts fn nvmlDeviceGetLastBBXFlushTime(u64, core::ffi::c_ulong);
+            DevOuts fn nvmlDeviceGetDramEncryptionMode(nvmlDramEncryptionInfo_t, nvmlDramEncryptionInfo_t);
+            DevOuts fn nvmlDeviceGetEncoderStats(u32, u32, u32);
+            DevOuts fn nvmlDeviceGetRemappedRows(u32, u32, u32, u32);
+            DevArg3Out fn nvmlDeviceGetMemoryErrorCounter(u64);
+            DevArgCountArray fn nvmlDeviceGetRetiredPages(u64);
+            DevArgOut fn nvmlDeviceGetEncoderCapacity(u32);
+            DevOut fn nvmlDeviceGetGspFirmwareVersion([u8; NVML_GSP_FIRMWARE_VERSION_BUF_SIZE as usize]);
+            DevOut fn nvmlDeviceGetRowRemapperHistogram(nvmlRowRemapperHistogramValues_t);
+            DevOut fn nvmlDeviceGetRepairStatus(nvmlRepairStatus_t);
+            DevOut fn nvmlDeviceGetBridgeChipInfo(nvmlBridgeChipHierarchy_t);
+            DevOut fn nvmlDeviceGetConfComputeProtectedMemoryUsage(nvmlMemory_t);
+            DevOut fn nvmlDeviceGetVgpuHeterogeneousMode(nvmlVgpuHeterogeneousMode_t);
+            DevOut fn nvmlDeviceGetGridLicensableFeatures_v4(nvmlGridLicensableFeatures_t);
+            DevOut fn nvmlDeviceWorkloadPowerProfileGetCurrentProfiles(nvmlWorkloadPowerProfileCurrentProfiles_t);
             SysOut fn nvmlSystemGetConfComputeState(nvmlConfComputeSystemState_t);
         }
     };

@@ -301,6 +301,16 @@ impl protocol::Backend for Sim {
             | "nvmlDeviceGetPersistenceMode"
             | "nvmlDeviceGetDisplayMode"
             | "nvmlDeviceGetDisplayActive" => put(&mut out, 0, &0u32.to_le_bytes()),
+            // A healthy board: no memory errors, no remapped rows, an idle encoder (the
+            // outputs the client passed, whichever those are, all zero).
+            "nvmlDeviceGetMemoryErrorCounter" | "nvmlDeviceGetRemappedRows" | "nvmlDeviceGetEncoderStats" => {
+                out.fill(0);
+                true
+            }
+            "nvmlDeviceGetRetiredPages" => {
+                *io.bulk_out = out;
+                return Ok(NvmlOut { ret: 0, aux: 0 });
+            }
             "nvmlDeviceGetComputeRunningProcesses_v3" | "nvmlDeviceGetGraphicsRunningProcesses_v3" => {
                 *io.bulk_out = Vec::new();
                 return Ok(NvmlOut { ret: 0, aux: 0 });

@@ -62,6 +62,12 @@ fn buf<T>(p: *mut T) -> Buf {
     Buf(p.cast(), if p.is_null() { 0 } else { size_of::<T>() })
 }
 
+/// A `DevOuts` call: the NULL outputs (no bytes) named by a mask, as NVML takes them.
+unsafe fn outs(name: &str, dev: nvmlDevice_t, bufs: &[Buf]) -> nvmlReturn_t {
+    let nulls = bufs.iter().enumerate().filter(|(_, b)| b.0.is_null()).fold(0u64, |m, (i, _)| m | 1 << i);
+    unsafe { call(name, Some(dev), [nulls, 0, 0], bufs).0 }
+}
+
 macro_rules! forward_one {
     (DevOut $name:ident ($t:ty)) => {
         #[unsafe(no_mangle)]
@@ -72,13 +78,28 @@ macro_rules! forward_one {
             guard(UNKNOWN, || unsafe { call(stringify!($name), Some(dev), [0; 3], &[buf(out)]).0 })
         }
     };
-    (DevOut2 $name:ident ($t:ty, $u:ty)) => {
+    (DevOuts $name:ident ($t:ty, $u:ty)) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(dev: nvmlDevice_t, a: *mut $t, b: *mut $u) -> nvmlReturn_t {
-            if a.is_null() || b.is_null() {
-                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
-            }
-            guard(UNKNOWN, || unsafe { call(stringify!($name), Some(dev), [0; 3], &[buf(a), buf(b)]).0 })
+            guard(UNKNOWN, || unsafe { outs(stringify!($name), dev, &[buf(a), buf(b)]) })
+        }
+    };
+    (DevOuts $name:ident ($t:ty, $u:ty, $v:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dev: nvmlDevice_t, a: *mut $t, b: *mut $u, c: *mut $v) -> nvmlReturn_t {
+            guard(UNKNOWN, || unsafe { outs(stringify!($name), dev, &[buf(a), buf(b), buf(c)]) })
+        }
+    };
+    (DevOuts $name:ident ($t:ty, $u:ty, $v:ty, $w:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dev: nvmlDevice_t,
+            a: *mut $t,
+            b: *mut $u,
+            c: *mut $v,
+            d: *mut $w,
+        ) -> nvmlReturn_t {
+            guard(UNKNOWN, || unsafe { outs(stringify!($name), dev, &[buf(a), buf(b), buf(c), buf(d)]) })
         }
     };
     (DevArgOut $name:ident ($t:ty)) => {
@@ -97,6 +118,23 @@ macro_rules! forward_one {
                 return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
             }
             guard(UNKNOWN, || unsafe { call(stringify!($name), Some(dev), [a0 as u64, a1 as u64, 0], &[buf(out)]).0 })
+        }
+    };
+    (DevArg3Out $name:ident ($t:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dev: nvmlDevice_t,
+            a0: c_uint,
+            a1: c_uint,
+            a2: c_uint,
+            out: *mut $t,
+        ) -> nvmlReturn_t {
+            if out.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe {
+                call(stringify!($name), Some(dev), [a0 as u64, a1 as u64, a2 as u64], &[buf(out)]).0
+            })
         }
     };
     (DevBuf $name:ident) => {
@@ -131,6 +169,26 @@ macro_rules! forward_one {
                 let n = if arr.is_null() { 0 } else { *count as usize };
                 let (r, aux) =
                     call(stringify!($name), Some(dev), [n as u64, 0, 0], &[Buf(arr.cast(), n * size_of::<$t>())]);
+                *count = aux as c_uint;
+                r
+            })
+        }
+    };
+    (DevArgCountArray $name:ident ($t:ty)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dev: nvmlDevice_t,
+            a0: c_uint,
+            count: *mut c_uint,
+            arr: *mut $t,
+        ) -> nvmlReturn_t {
+            if count.is_null() {
+                return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
+            }
+            guard(UNKNOWN, || unsafe {
+                let n = if arr.is_null() { 0 } else { *count as usize };
+                let bytes = n * size_of::<$t>();
+                let (r, aux) = call(stringify!($name), Some(dev), [a0 as u64, n as u64, 0], &[Buf(arr.cast(), bytes)]);
                 *count = aux as c_uint;
                 r
             })
@@ -191,12 +249,15 @@ mod tests {
         F::N
     }
 
-    fn class_arity(class: &str) -> usize {
+    /// Arguments a class takes; `outputs`: how many output types its entry names.
+    fn class_arity(class: &str, outputs: usize) -> usize {
         match class {
             "SysOut" => 1,
+            "DevOuts" => 1 + outputs,
             "DevOut" => 2,
-            "DevOut2" | "DevArgOut" | "DevBuf" | "DevArray" | "DevArgArray" => 3,
-            "DevArg2Out" | "DevArgBuf" => 4,
+            "DevArgOut" | "DevBuf" | "DevArray" | "DevArgArray" => 3,
+            "DevArg2Out" | "DevArgBuf" | "DevArgCountArray" => 4,
+            "DevArg3Out" => 5,
             other => panic!("unknown class {other}"),
         }
     }
@@ -211,8 +272,10 @@ mod tests {
                 $(
                     // SAFETY: only the field's address is taken, to learn its type.
                     let real = arity(unsafe { &raw const (*p).$name });
-                    if real != class_arity(stringify!($class)) {
-                        wrong.push(format!("{} takes {real} arguments, class {} has {}", stringify!($name), stringify!($class), class_arity(stringify!($class))));
+                    let outputs = <[&str]>::len(&[$($(stringify!($t)),*)?]);
+                    let class = class_arity(stringify!($class), outputs);
+                    if real != class {
+                        wrong.push(format!("{} takes {real} arguments, class {} has {class}", stringify!($name), stringify!($class)));
                     }
                 )*
                 assert!(wrong.is_empty(), "{wrong:#?}");

@@ -3,7 +3,7 @@
 //! called according to its signature class with the client's buffer.
 //!
 //! The table also names the C output types, so the server knows each buffer's exact size
-//! (and where a `DevOut2` buffer splits) and refuses buffers of any other length: the real
+//! (and where a `DevOuts` buffer splits) and refuses buffers of any other length: the real
 //! NVML never writes past what the client sent.
 //!
 //! Under a memory limit, `nvmlDeviceGetMemoryInfo` (and `_v2`) report what
@@ -16,6 +16,7 @@ use protocol::nvml::{FUNCS, Sig};
 use protocol::{Io, NvmlOut};
 use std::collections::HashMap;
 use std::os::raw::{c_char, c_int, c_uint, c_void};
+use zerocopy::IntoBytes;
 
 const SUCCESS: u32 = 0;
 const INVALID_ARGUMENT: u32 = nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT.0;
@@ -32,20 +33,27 @@ protocol::nvml_functions!(__nvml_sizes);
 
 /// The C type of each class, with every output as bytes.
 type DevOut = unsafe extern "C" fn(nvmlDevice_t, *mut u8) -> nvmlReturn_t;
-type DevOut2 = unsafe extern "C" fn(nvmlDevice_t, *mut u8, *mut u8) -> nvmlReturn_t;
+type DevOuts2 = unsafe extern "C" fn(nvmlDevice_t, *mut u8, *mut u8) -> nvmlReturn_t;
+type DevOuts3 = unsafe extern "C" fn(nvmlDevice_t, *mut u8, *mut u8, *mut u8) -> nvmlReturn_t;
+type DevOuts4 = unsafe extern "C" fn(nvmlDevice_t, *mut u8, *mut u8, *mut u8, *mut u8) -> nvmlReturn_t;
 type DevArgOut = unsafe extern "C" fn(nvmlDevice_t, c_uint, *mut u8) -> nvmlReturn_t;
 type DevArg2Out = unsafe extern "C" fn(nvmlDevice_t, c_uint, c_uint, *mut u8) -> nvmlReturn_t;
+type DevArg3Out = unsafe extern "C" fn(nvmlDevice_t, c_uint, c_uint, c_uint, *mut u8) -> nvmlReturn_t;
 type DevBuf = unsafe extern "C" fn(nvmlDevice_t, *mut c_char, c_uint) -> nvmlReturn_t;
 type DevArgBuf = unsafe extern "C" fn(nvmlDevice_t, c_uint, *mut c_char, c_uint) -> nvmlReturn_t;
 type DevArray = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut u8) -> nvmlReturn_t;
 type DevArgArray = unsafe extern "C" fn(nvmlDevice_t, c_int, *mut u8) -> nvmlReturn_t;
+type DevArgCountArray = unsafe extern "C" fn(nvmlDevice_t, c_uint, *mut c_uint, *mut u8) -> nvmlReturn_t;
 type SysOut = unsafe extern "C" fn(*mut u8) -> nvmlReturn_t;
 
 /// How a call is made, once its buffer length is checked against the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// One output; for `DevOut2`, two, the second starting at `split`.
-    Out { split: Option<usize> },
+    /// One output.
+    Out,
+    /// Several (`DevOuts`), one after the other; those whose bit is set in `nulls` are NULL
+    /// and take no bytes.
+    Outs { nulls: u8 },
     /// A string buffer of `len` bytes.
     Buf { len: u32 },
     /// An array of `count` elements (`DevArray`: count in and out).
@@ -59,13 +67,14 @@ pub fn shape(func: usize, len: usize, args: [u64; 3]) -> Option<Shape> {
     let exact = |n: u64| (n == len as u64).then_some(());
     let count = |n: u64| u32::try_from(n).ok().filter(|_| n.checked_mul(sizes[0] as u64) == Some(len as u64));
     Some(match sig {
-        Sig::DevOut | Sig::DevArgOut | Sig::DevArg2Out | Sig::SysOut => {
+        Sig::DevOut | Sig::DevArgOut | Sig::DevArg2Out | Sig::DevArg3Out | Sig::SysOut => {
             exact(sizes[0] as u64)?;
-            Shape::Out { split: None }
+            Shape::Out
         }
-        Sig::DevOut2 => {
-            exact((sizes[0] + sizes[1]) as u64)?;
-            Shape::Out { split: Some(sizes[0]) }
+        Sig::DevOuts => {
+            let nulls = u8::try_from(args[0]).ok().filter(|&m| (m as u64) < 1 << sizes.len())?;
+            exact(present(sizes, nulls).sum::<usize>() as u64)?;
+            Shape::Outs { nulls }
         }
         Sig::DevBuf => {
             exact(args[0])?;
@@ -76,7 +85,51 @@ pub fn shape(func: usize, len: usize, args: [u64; 3]) -> Option<Shape> {
             Shape::Buf { len: len as u32 }
         }
         Sig::DevArray | Sig::DevArgArray => Shape::Array { count: count(args[0])? },
+        Sig::DevArgCountArray => Shape::Array { count: count(args[1])? },
     })
+}
+
+/// The sizes of the outputs that are not NULL.
+fn present(sizes: &[usize], nulls: u8) -> impl Iterator<Item = usize> + '_ {
+    sizes.iter().enumerate().filter(move |(i, _)| nulls & (1 << i) == 0).map(|(_, &s)| s)
+}
+
+/// Call a `DevOuts` function with the client's outputs (in `buf`, one after the other),
+/// each in an 8-byte-aligned buffer of its own (a `u64` may follow a `u32` in the wire's
+/// buffer), NULL where the client passed NULL; the outputs are written back into `buf`.
+///
+/// # Safety
+/// `sym` is a function of `sizes.len()` output pointers whose types have `sizes`, and
+/// `buf` holds the present outputs (see [`shape`]).
+unsafe fn call_outs(sym: usize, dev: nvmlDevice_t, sizes: &[usize], nulls: u8, buf: &mut [u8]) -> nvmlReturn_t {
+    let mut parts: Vec<Option<Vec<u64>>> = Vec::with_capacity(sizes.len());
+    let mut at = 0;
+    for (i, &n) in sizes.iter().enumerate() {
+        parts.push((nulls & (1 << i) == 0).then(|| {
+            let mut w = vec![0u64; n.div_ceil(8)];
+            w.as_mut_slice().as_mut_bytes()[..n].copy_from_slice(&buf[at..at + n]);
+            at += n;
+            w
+        }));
+    }
+    let mut p: Vec<*mut u8> =
+        parts.iter_mut().map(|w| w.as_mut().map_or(std::ptr::null_mut(), |w| w.as_mut_ptr().cast())).collect();
+    let r = unsafe {
+        match p.as_mut_slice() {
+            [a, b] => std::mem::transmute::<usize, DevOuts2>(sym)(dev, *a, *b),
+            [a, b, c] => std::mem::transmute::<usize, DevOuts3>(sym)(dev, *a, *b, *c),
+            [a, b, c, d] => std::mem::transmute::<usize, DevOuts4>(sym)(dev, *a, *b, *c, *d),
+            _ => nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT,
+        }
+    };
+    let mut at = 0;
+    for (w, &n) in parts.iter().zip(sizes) {
+        if let Some(w) = w {
+            buf[at..at + n].copy_from_slice(&w.as_bytes()[..n]);
+            at += n;
+        }
+    }
+    r
 }
 
 /// Functions that list the processes using the GPU (or their accounting records).
@@ -219,18 +272,17 @@ impl CudaSession {
         let buf = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) };
         buf.copy_from_slice(io.bulk_in);
         let p = buf.as_mut_ptr();
-        let (a0, a1) = (args[0] as c_uint, args[1] as c_uint);
+        let (a0, a1, a2) = (args[0] as c_uint, args[1] as c_uint, args[2] as c_uint);
         let mut aux = 0u64;
         // The symbol is the function the table names, and `shape` checked the buffer
         // against its C types, so calling it through its class's type is sound.
         let r = unsafe {
             match (sig, shape) {
                 (Sig::DevOut, _) => std::mem::transmute::<usize, DevOut>(sym)(dev, p),
-                (Sig::DevOut2, Shape::Out { split: Some(at) }) => {
-                    std::mem::transmute::<usize, DevOut2>(sym)(dev, p, p.add(at))
-                }
+                (Sig::DevOuts, Shape::Outs { nulls }) => call_outs(sym, dev, SIZES[func].1, nulls, buf),
                 (Sig::DevArgOut, _) => std::mem::transmute::<usize, DevArgOut>(sym)(dev, a0, p),
                 (Sig::DevArg2Out, _) => std::mem::transmute::<usize, DevArg2Out>(sym)(dev, a0, a1, p),
+                (Sig::DevArg3Out, _) => std::mem::transmute::<usize, DevArg3Out>(sym)(dev, a0, a1, a2, p),
                 (Sig::DevBuf, Shape::Buf { len }) => std::mem::transmute::<usize, DevBuf>(sym)(dev, p.cast(), len),
                 (Sig::DevArgBuf, Shape::Buf { len }) => {
                     std::mem::transmute::<usize, DevArgBuf>(sym)(dev, a0, p.cast(), len)
@@ -244,6 +296,13 @@ impl CudaSession {
                 }
                 (Sig::DevArgArray, Shape::Array { count }) => {
                     std::mem::transmute::<usize, DevArgArray>(sym)(dev, count as c_int, p)
+                }
+                (Sig::DevArgCountArray, Shape::Array { count }) => {
+                    let mut c = count as c_uint;
+                    let arr = if count == 0 { std::ptr::null_mut() } else { p };
+                    let r = std::mem::transmute::<usize, DevArgCountArray>(sym)(dev, a0, &mut c, arr);
+                    aux = c as u64;
+                    r
                 }
                 (Sig::SysOut, _) => std::mem::transmute::<usize, SysOut>(sym)(p),
                 _ => return ret(INVALID_ARGUMENT),
@@ -291,12 +350,11 @@ mod tests {
         assert_eq!(SIZES.len(), FUNCS.len());
         for (s, f) in SIZES.iter().zip(FUNCS) {
             assert_eq!(s.0, f.0);
-            let n = match f.1 {
-                Sig::DevBuf | Sig::DevArgBuf => 0,
-                Sig::DevOut2 => 2,
-                _ => 1,
-            };
-            assert_eq!(s.1.len(), n, "{}", f.0);
+            match f.1 {
+                Sig::DevBuf | Sig::DevArgBuf => assert_eq!(s.1.len(), 0, "{}", f.0),
+                Sig::DevOuts => assert!((2..=4).contains(&s.1.len()), "{}", f.0),
+                _ => assert_eq!(s.1.len(), 1, "{}", f.0),
+            }
         }
         assert_eq!(SIZES[idx("nvmlDeviceGetMemoryInfo")].1, &[24]);
         assert_eq!(SIZES[idx("nvmlDeviceGetMemoryInfo_v2")].1, &[40]);
@@ -305,7 +363,7 @@ mod tests {
     #[test]
     fn buffers_must_match_their_types() {
         let mem = idx("nvmlDeviceGetMemoryInfo");
-        assert_eq!(shape(mem, 24, [0; 3]), Some(Shape::Out { split: None }));
+        assert_eq!(shape(mem, 24, [0; 3]), Some(Shape::Out));
         assert_eq!(shape(mem, 23, [0; 3]), None);
         assert_eq!(shape(9999, 24, [0; 3]), None);
         let buf = idx("nvmlDeviceGetInforomImageVersion");
@@ -318,19 +376,48 @@ mod tests {
         assert_eq!(shape(arr, 12, [3, 0, 0]), Some(Shape::Array { count: 3 }));
         assert_eq!(shape(arr, 12, [4, 0, 0]), None);
         assert_eq!(shape(arr, 0, [u64::MAX, 0, 0]), None);
+        // The retired pages' count comes after the cause.
+        let pages = idx("nvmlDeviceGetRetiredPages");
+        assert_eq!(shape(pages, 16, [1, 2, 0]), Some(Shape::Array { count: 2 }));
+        assert_eq!(shape(pages, 16, [2, 1, 0]), None);
+        let ecc = idx("nvmlDeviceGetMemoryErrorCounter");
+        assert_eq!(shape(ecc, 8, [0, 1, 2]), Some(Shape::Out));
+        assert_eq!(shape(ecc, 4, [0, 1, 2]), None);
     }
 
     #[test]
-    fn dev_out2_splits_after_the_first_type() {
-        let f = idx("nvmlDeviceGetEccMode");
-        assert_eq!(shape(f, 8, [0; 3]), Some(Shape::Out { split: Some(4) }));
-        assert_eq!(shape(f, 4, [0; 3]), None);
-        // Every pair in the table today is two `unsigned int`s.
-        for (i, (_, sig)) in FUNCS.iter().enumerate() {
-            if *sig == Sig::DevOut2 {
-                assert_eq!(SIZES[i].1, &[4, 4]);
+    fn several_outputs_may_each_be_null() {
+        let ecc = idx("nvmlDeviceGetEccMode"); // (unsigned, unsigned)
+        assert_eq!(shape(ecc, 8, [0; 3]), Some(Shape::Outs { nulls: 0 }));
+        assert_eq!(shape(ecc, 4, [0; 3]), None, "both present: 8 bytes");
+        assert_eq!(shape(ecc, 4, [0b10, 0, 0]), Some(Shape::Outs { nulls: 0b10 }), "pending NULL");
+        assert_eq!(shape(ecc, 0, [0b11, 0, 0]), Some(Shape::Outs { nulls: 0b11 }));
+        assert_eq!(shape(ecc, 0, [0b100, 0, 0]), None, "no third output");
+        let bbx = idx("nvmlDeviceGetLastBBXFlushTime"); // (unsigned long long, unsigned long)
+        assert_eq!(shape(bbx, 16, [0; 3]), Some(Shape::Outs { nulls: 0 }));
+        assert_eq!(shape(bbx, 8, [0b01, 0, 0]), Some(Shape::Outs { nulls: 0b01 }));
+        let rows = idx("nvmlDeviceGetRemappedRows"); // four unsigned
+        assert_eq!(shape(rows, 16, [0; 3]), Some(Shape::Outs { nulls: 0 }));
+        assert_eq!(shape(rows, 12, [0b0100, 0, 0]), Some(Shape::Outs { nulls: 0b0100 }));
+    }
+
+    #[test]
+    fn outputs_are_called_aligned_and_written_back() {
+        // A stand-in for NVML: writes 1, 2, 3... into each output it is given, as its type.
+        unsafe extern "C" fn three(_: nvmlDevice_t, a: *mut u8, b: *mut u8, c: *mut u8) -> nvmlReturn_t {
+            for (i, p) in [a, b, c].into_iter().enumerate() {
+                if !p.is_null() {
+                    assert_eq!(p as usize % 8, 0, "output {i} aligned");
+                    unsafe { p.cast::<u32>().write(i as u32 + 1) };
+                }
             }
+            nvmlReturn_t::NVML_SUCCESS
         }
+        let sym = three as *const () as usize;
+        let mut buf = [0u8; 8];
+        let r = unsafe { call_outs(sym, std::ptr::null_mut(), &[4, 4, 4], 0b010, &mut buf) };
+        assert_eq!(r, nvmlReturn_t::NVML_SUCCESS);
+        assert_eq!(buf, [1, 0, 0, 0, 3, 0, 0, 0], "the first and third, in the client's order");
     }
 
     #[test]

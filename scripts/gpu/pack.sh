@@ -6,6 +6,7 @@
 #   devcarry/tools/         no-gpu.sh, build-llama-gpu.sh, gen_gguf.py
 #   devcarry/llama-bin/     a llama.cpp build saved by run.sh's savellama stage (split
 #                           archive), else devcarry/llama/ with sources to build there
+#   devcarry/llama/tools/ui  the CMake files llama-server needs (llamaserver stage)
 #   devcarry/cu12.txz       CUDA 12.9 headers and NVIDIA's libcudart.so.12 (cu12 stage), packed
 #   devcarry/tc/            Debian's tc and its libraries (link stage; the GPU machine has none)
 set -euo pipefail
@@ -16,6 +17,21 @@ rm -rf devcarry/dist && tar czf devcarry/dist.tgz dist
 for t in no-gpu.sh build-llama-gpu.sh gen_gguf.py; do cp ../shared/tools/$t devcarry/tools/; done
 if ! ls devcarry/llama-bin/llama-bin.tgz.part* >/dev/null 2>&1; then
   [ -d devcarry/llama ] || ../shared/tools/prepare-llama.sh devcarry/llama
+fi
+if [ -d devcarry/llama ] && [ ! -f devcarry/llama/tools/ui/CMakeLists.txt ]; then
+  # prepare-llama.sh leaves out tools/ui and scripts/; llama-server (run.sh llamaserver) needs
+  # their CMake files to build without an embedded UI. From the same sdist.
+  t=$(mktemp -d)
+  if pip download --no-deps --no-binary llama-cpp-python -q -d "$t" 'llama-cpp-python==0.3.36' >/dev/null 2>&1; then
+    v=llama_cpp_python-0.3.36/vendor/llama.cpp
+    tar xzf "$t"/llama_cpp_python-0.3.36.tar.gz -C "$t" "$v/tools/ui/CMakeLists.txt" "$v/tools/ui/ui.cpp.in" \
+      "$v/tools/ui/ui.h.in" "$v/tools/ui/sources.cmake" "$v/scripts/ui-assets.cmake" &&
+      mkdir -p devcarry/llama/tools/ui devcarry/llama/scripts &&
+      cp "$t/$v"/tools/ui/* devcarry/llama/tools/ui/ && cp "$t/$v/scripts/ui-assets.cmake" devcarry/llama/scripts/
+  else
+    echo "pack.sh: no llama-server UI files for the llamaserver stage (pip download failed)"
+  fi
+  rm -rf "$t"
 fi
 if [ ! -f devcarry/cu12.txz ]; then
   # NVIDIA's CUDA 12.9 runtime wheel: its headers and libcudart.so.12, for the cu12 stage.

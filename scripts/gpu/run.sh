@@ -893,6 +893,52 @@ stage_latab() { # launch + synchronize latency (launch_bench), configurations AB
   done
 }
 
+stage_llamaserver() { # Ollama >= 0.30 runs llama.cpp's llama-server to list the GPUs and to serve: its device list and a completion over HTTP, natively and through vgpu (unix, TCP)
+  [ -f "$C/llama/tools/ui/CMakeLists.txt" ] || { say "SKIP llamaserver: devcarry/llama lacks tools/ui (scripts/gpu/pack.sh adds it)"; return; }
+  models
+  local SB=/tmp/llama-server-build
+  if [ ! -x $SB/bin/llama-server ]; then
+    ( time { cmake -S "$C/llama" -B $SB -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DGGML_CUDA_NCCL=OFF \
+        -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null &&
+      cmake --build $SB -j"$(nproc)" --target llama-server; } ) >"$OUT/llama-server-build.log" 2>&1 || { say "FAIL llama-server build"; return; }
+  fi
+  local B=$SB/bin
+  # Free memory moves between runs: the list is compared with it masked.
+  local mask='s/[0-9]+ MiB free/N MiB free/'
+  LD_LIBRARY_PATH=$B $B/llama-server --list-devices 2>&1 | sed -E "$mask" >"$W/ls.n"
+  EXTRA_LD=$B vg $B/llama-server --list-devices 2>&1 | sed -E "$mask" >"$W/ls.v"
+  compare llama-server-devices "$W/ls.n" "$W/ls.v"; say "llama-server --list-devices through vgpu: $(grep -m1 CUDA0 "$W/ls.v")"
+  local port=8090 how
+  for how in native unix tcp; do
+    port=$((port + 1))
+    case $how in
+      native) LD_LIBRARY_PATH=$B $B/llama-server -m $W/q8.gguf -ngl 99 -c 2048 --host 127.0.0.1 --port $port >"$OUT/llama-server-$how.log" 2>&1 & ;;
+      unix) EXTRA_LD=$B vg $B/llama-server -m $W/q8.gguf -ngl 99 -c 2048 --host 127.0.0.1 --port $port >"$OUT/llama-server-$how.log" 2>&1 & ;;
+      tcp) EXTRA_LD=$B vg_tcp $B/llama-server -m $W/q8.gguf -ngl 99 -c 2048 --host 127.0.0.1 --port $port >"$OUT/llama-server-$how.log" 2>&1 & ;;
+    esac
+    local pid=$!
+    python3 - $port >"$W/srv.$how" 2>&1 <<'PY'
+import json, sys, time, urllib.request
+base = "http://127.0.0.1:%s" % sys.argv[1]
+for _ in range(240):
+    try:
+        if json.load(urllib.request.urlopen(base + "/health", timeout=2)).get("status") == "ok":
+            break
+    except Exception:
+        pass
+    time.sleep(0.25)
+body = json.dumps({"prompt": "hello world", "n_predict": 32, "temperature": 0, "seed": 1, "cache_prompt": False}).encode()
+req = urllib.request.Request(base + "/completion", body, {"Content-Type": "application/json"})
+print(json.load(urllib.request.urlopen(req, timeout=60))["content"])
+PY
+    kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  done
+  say "llama-server text native: $(head -c 100 "$W/srv.native" | tr '\n' ' ')"
+  compare llama-server-text-unix "$W/srv.native" "$W/srv.unix"
+  compare llama-server-text-tcp "$W/srv.native" "$W/srv.tcp"
+}
+
 stage_savellama() { # the llama.cpp build, so later calls can carry it instead of rebuilding
   tar czf "$W/llama-bin.tgz" -C "$LB" bin && split -b 15m "$W/llama-bin.tgz" "$OUT/llama-bin.tgz.part"
   say "llama build saved: $(du -h "$W/llama-bin.tgz" | cut -f1)"

@@ -150,9 +150,10 @@ impl Renewal {
         Renewal { last: Mutex::new(None) }
     }
 
-    /// Whether a try is due at `now` (and if so, it counts as made).
+    /// Whether a try is due at `now` (and if so, it counts as made). Bounded, like every
+    /// wait here: a lock left held across `fork` makes the answer "not due".
     fn due(&self, now: Instant) -> bool {
-        let mut last = self.last.lock();
+        let Some(mut last) = self.last.try_lock_for(Duration::from_millis(100)) else { return false };
         match *last {
             Some(t) if now.saturating_duration_since(t) < RENEW_EVERY => false,
             _ => {
@@ -166,7 +167,9 @@ impl Renewal {
 /// Make `made` the process's session. Leaked on purpose: shims hand out references for
 /// the life of the process, and a replaced session's may still be in use.
 fn install(made: Result<Session, String>) -> &'static Result<Session, String> {
-    RENEW.last.lock().get_or_insert_with(Instant::now);
+    if let Some(mut last) = RENEW.last.try_lock_for(Duration::from_millis(100)) {
+        last.get_or_insert_with(Instant::now);
+    }
     let p = Box::into_raw(Box::new(made));
     let s: &'static Result<Session, String> = unsafe { &*p };
     if let Ok(sess) = s

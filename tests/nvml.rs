@@ -116,23 +116,28 @@ impl Drop for Monitor {
 
 #[test]
 fn nvml_outlives_a_restart_of_its_server() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lib = lib_dir(tmp.path());
-    let exe = compile_c("nvml_monitor", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
-    let mut server = Server::sim_quiet(tmp.path(), &[]);
-    let mut m = Monitor::start(&exe, &lib, &server.address);
-    assert_eq!(m.ask("init"), 0);
-    assert_eq!(m.ask("query"), 0);
-    server.stop();
-    // Lost while the server is away (NVML_ERROR_GPU_IS_LOST, or not loaded once a renewal
-    // found nobody), within the silence limit.
-    let t = Instant::now();
-    let code = m.ask("query");
-    assert!(code == 15 || code == 9, "query with the server gone gave {code}");
-    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
-    let _again = Server::start_env(&server.address, &["--backend", "sim"], &[], &[("VGPU_LOG", "error")]);
-    let took = m.until_ok("query", std::time::Duration::from_secs(10));
-    assert!(took.is_some_and(|d| d <= client::RENEW_EVERY * 2), "no answer again after the restart: {took:?}");
+    // Over a plain socket, and with a segment shared with the server (made again with the
+    // session).
+    for scheme in ["unix:", "shm:"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let lib = lib_dir(tmp.path());
+        let exe = compile_c("nvml_monitor", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+        let mut server = Server::sim_quiet(tmp.path(), &[]);
+        let address = server.address.replacen("unix:", scheme, 1);
+        let mut m = Monitor::start(&exe, &lib, &address);
+        assert_eq!(m.ask("init"), 0);
+        assert_eq!(m.ask("query"), 0);
+        server.stop();
+        // Lost while the server is away (NVML_ERROR_GPU_IS_LOST, or not loaded once a
+        // renewal found nobody), within the silence limit.
+        let t = Instant::now();
+        let code = m.ask("query");
+        assert!(code == 15 || code == 9, "{scheme} query with the server gone gave {code}");
+        assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+        let _again = Server::start_env(&server.address, &["--backend", "sim"], &[], &[("VGPU_LOG", "error")]);
+        let took = m.until_ok("query", std::time::Duration::from_secs(10));
+        assert!(took.is_some_and(|d| d <= client::RENEW_EVERY * 2), "{scheme}: no answer after the restart: {took:?}");
+    }
 }
 
 #[test]

@@ -5,11 +5,17 @@ mod common;
 use common::*;
 use std::time::Instant;
 
-#[test]
-fn nvml_reports_the_remote_device() {
+/// A fresh directory with the shims and `tests/c/<name>.c` built against our NVML.
+fn built(name: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let lib = lib_dir(tmp.path());
-    let exe = compile_c("nvml_basic", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+    let exe = compile_c(name, tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+    (tmp, lib, exe)
+}
+
+#[test]
+fn nvml_reports_the_remote_device() {
+    let (tmp, lib, exe) = built("nvml_basic");
     let server = Server::sim(tmp.path(), &["--devices", "2"]);
     let out = run(&exe, &lib, &server.address, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -35,9 +41,7 @@ fn nvml_reports_the_remote_device() {
 
 #[test]
 fn nvml_init_fails_fast_without_a_server() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lib = lib_dir(tmp.path());
-    let exe = compile_c("nvml_basic", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+    let (tmp, lib, exe) = built("nvml_basic");
     let gone = format!("unix:{}/nobody-listens.sock", tmp.path().display());
     let t = Instant::now();
     let out = run(&exe, &lib, &gone, &[]);
@@ -52,9 +56,7 @@ fn nvml_init_fails_fast_without_a_server() {
 #[test]
 fn nvml_init_fails_fast_when_tcp_peer_is_unreachable() {
     // A non-routable address: connect must give up within the bounded timeout.
-    let tmp = tempfile::tempdir().unwrap();
-    let lib = lib_dir(tmp.path());
-    let exe = compile_c("nvml_basic", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+    let (_tmp, lib, exe) = built("nvml_basic");
     let t = Instant::now();
     let out = run(&exe, &lib, "tcp://10.255.255.1:7070", &[]);
     assert!(t.elapsed().as_secs_f64() < 5.0, "took {:?}", t.elapsed());
@@ -119,9 +121,7 @@ fn nvml_outlives_a_restart_of_its_server() {
     // Over a plain socket, and with a segment shared with the server (made again with the
     // session).
     for scheme in ["unix:", "shm:"] {
-        let tmp = tempfile::tempdir().unwrap();
-        let lib = lib_dir(tmp.path());
-        let exe = compile_c("nvml_monitor", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+        let (tmp, lib, exe) = built("nvml_monitor");
         let mut server = Server::sim_quiet(tmp.path(), &[]);
         let address = server.address.replacen("unix:", scheme, 1);
         let mut m = Monitor::start(&exe, &lib, &address);
@@ -142,9 +142,7 @@ fn nvml_outlives_a_restart_of_its_server() {
 
 #[test]
 fn nvml_init_finds_a_server_that_started_later() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lib = lib_dir(tmp.path());
-    let exe = compile_c("nvml_monitor", tmp.path(), &lib, &["libnvidia-ml.so.1"]);
+    let (tmp, lib, exe) = built("nvml_monitor");
     let address = format!("unix:{}/later.sock", tmp.path().display());
     let mut m = Monitor::start(&exe, &lib, &address);
     assert_eq!(m.ask("init"), 9, "NVML_ERROR_DRIVER_NOT_LOADED while nobody listens");

@@ -68,6 +68,28 @@ unsafe fn outs(name: &str, dev: nvmlDevice_t, bufs: &[Buf]) -> nvmlReturn_t {
     unsafe { call(name, Some(dev), [nulls, 0, 0], bufs).0 }
 }
 
+/// A call whose count goes in and out (`DevArray`, `DevArgCountArray`): the caller's count
+/// travels as `args[at]`, 0 where `arr` is NULL (NVML asked for the count alone), and the
+/// count the server's NVML left is written back.
+///
+/// # Safety
+/// `count` is valid; `arr`, unless NULL, holds `*count` elements of `elem` bytes.
+unsafe fn counted(
+    name: &str,
+    dev: nvmlDevice_t,
+    mut args: [u64; 3],
+    at: usize,
+    count: *mut c_uint,
+    arr: *mut u8,
+    elem: usize,
+) -> nvmlReturn_t {
+    let n = if arr.is_null() { 0 } else { unsafe { *count as usize } };
+    args[at] = n as u64;
+    let (r, aux) = unsafe { call(name, Some(dev), args, &[Buf(arr, n * elem)]) };
+    unsafe { *count = aux as c_uint };
+    r
+}
+
 macro_rules! forward_one {
     (DevOut $name:ident ($t:ty)) => {
         #[unsafe(no_mangle)]
@@ -165,13 +187,7 @@ macro_rules! forward_one {
             if count.is_null() {
                 return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
             }
-            guard(UNKNOWN, || unsafe {
-                let n = if arr.is_null() { 0 } else { *count as usize };
-                let (r, aux) =
-                    call(stringify!($name), Some(dev), [n as u64, 0, 0], &[Buf(arr.cast(), n * size_of::<$t>())]);
-                *count = aux as c_uint;
-                r
-            })
+            guard(UNKNOWN, || unsafe { counted(stringify!($name), dev, [0; 3], 0, count, arr.cast(), size_of::<$t>()) })
         }
     };
     (DevArgCountArray $name:ident ($t:ty)) => {
@@ -186,11 +202,7 @@ macro_rules! forward_one {
                 return nvmlReturn_t::NVML_ERROR_INVALID_ARGUMENT;
             }
             guard(UNKNOWN, || unsafe {
-                let n = if arr.is_null() { 0 } else { *count as usize };
-                let bytes = n * size_of::<$t>();
-                let (r, aux) = call(stringify!($name), Some(dev), [a0 as u64, n as u64, 0], &[Buf(arr.cast(), bytes)]);
-                *count = aux as c_uint;
-                r
+                counted(stringify!($name), dev, [a0 as u64, 0, 0], 1, count, arr.cast(), size_of::<$t>())
             })
         }
     };

@@ -89,6 +89,21 @@ pub fn shape(func: usize, len: usize, args: [u64; 3]) -> Option<Shape> {
     })
 }
 
+/// A call whose count goes in and out (`DevArray`, `DevArgCountArray`): `f` gets the count
+/// and the array, NULL for a count of 0 (how NVML is asked for the count alone); the count
+/// it leaves becomes the reply's `aux`.
+fn counted(
+    count: u32,
+    p: *mut u8,
+    aux: &mut u64,
+    f: impl FnOnce(*mut c_uint, *mut u8) -> nvmlReturn_t,
+) -> nvmlReturn_t {
+    let mut c = count as c_uint;
+    let r = f(&mut c, if count == 0 { std::ptr::null_mut() } else { p });
+    *aux = c as u64;
+    r
+}
+
 /// The sizes of the outputs that are not NULL.
 fn present(sizes: &[usize], nulls: u8) -> impl Iterator<Item = usize> + '_ {
     sizes.iter().enumerate().filter(move |(i, _)| nulls & (1 << i) == 0).map(|(_, &s)| s)
@@ -288,22 +303,14 @@ impl CudaSession {
                     std::mem::transmute::<usize, DevArgBuf>(sym)(dev, a0, p.cast(), len)
                 }
                 (Sig::DevArray, Shape::Array { count }) => {
-                    let mut c = count as c_uint;
-                    let arr = if count == 0 { std::ptr::null_mut() } else { p };
-                    let r = std::mem::transmute::<usize, DevArray>(sym)(dev, &mut c, arr);
-                    aux = c as u64;
-                    r
+                    counted(count, p, &mut aux, |c, arr| std::mem::transmute::<usize, DevArray>(sym)(dev, c, arr))
                 }
                 (Sig::DevArgArray, Shape::Array { count }) => {
                     std::mem::transmute::<usize, DevArgArray>(sym)(dev, count as c_int, p)
                 }
-                (Sig::DevArgCountArray, Shape::Array { count }) => {
-                    let mut c = count as c_uint;
-                    let arr = if count == 0 { std::ptr::null_mut() } else { p };
-                    let r = std::mem::transmute::<usize, DevArgCountArray>(sym)(dev, a0, &mut c, arr);
-                    aux = c as u64;
-                    r
-                }
+                (Sig::DevArgCountArray, Shape::Array { count }) => counted(count, p, &mut aux, |c, arr| {
+                    std::mem::transmute::<usize, DevArgCountArray>(sym)(dev, a0, c, arr)
+                }),
                 (Sig::SysOut, _) => std::mem::transmute::<usize, SysOut>(sym)(p),
                 _ => return ret(INVALID_ARGUMENT),
             }

@@ -6,14 +6,16 @@
 # --strip-unneeded (keeps .dynsym and the symbol versions), and each library is checked
 # afterwards against its export list (names, @@versions, SONAME).
 #
-# Usage: scripts/dist.sh [--skip-build]    (DIST=<dir> to lay out elsewhere than ./dist)
+# Usage: scripts/dist.sh [--skip-build]    (DIST=<dir> to lay out elsewhere than ./dist;
+#        DIST_PROFILE=debug with --skip-build lays out what `cargo test` built instead)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
 case "$target" in /*) ;; *) target="$root/$target" ;; esac
-out="$target/release"
+profile="${DIST_PROFILE:-release}"
+out="$target/$profile"
 dist="${DIST:-$root/dist}"
 exports="$root/crates/abi/exports"
 
@@ -21,6 +23,7 @@ die() { echo "dist.sh: error: $*" >&2; exit 1; }
 for tool in cargo strip readelf; do command -v "$tool" >/dev/null || die "$tool not found"; done
 
 if [[ "${1:-}" != "--skip-build" ]]; then
+    [[ "$profile" == release ]] || die "DIST_PROFILE=$profile is laid out with --skip-build only"
     echo "dist.sh: cargo build --release --workspace" >&2
     cargo build --release --workspace || die "release build failed (nothing laid out)"
 fi
@@ -45,10 +48,12 @@ links=(
     "libcublasLt.so   libcublasLt.so.13"
 )
 
+# A cdylib that the tests build as a dependency stays in deps/.
+built() { if [[ -f "$out/$1" ]]; then echo "$out/$1"; else echo "$out/deps/$1"; fi; }
 [[ -x "$out/vgpu" ]] || die "$out/vgpu was not built (does the root package build?)"
 for pair in "${libs[@]}"; do
     read -r from _ <<<"$pair"
-    [[ -f "$out/$from" ]] || die "$out/$from was not built"
+    [[ -f "$(built "$from")" ]] || die "$out/$from was not built"
 done
 
 rm -rf "$dist"
@@ -57,7 +62,7 @@ install -m 0755 "$out/vgpu" "$dist/bin/vgpu"
 strip --strip-unneeded "$dist/bin/vgpu"
 for pair in "${libs[@]}"; do
     read -r from to <<<"$pair"
-    install -m 0755 "$out/$from" "$dist/lib/$to"
+    install -m 0755 "$(built "$from")" "$dist/lib/$to"
     strip --strip-unneeded "$dist/lib/$to"
 done
 for pair in "${links[@]}"; do

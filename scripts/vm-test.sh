@@ -6,7 +6,7 @@
 # 64 MiB both ways, checked byte for byte) through the device, then over TCP alone.
 #
 # Needs: apt-get install qemu-system-x86 linux-image-cloud-amd64 busybox-static
-# Usage: scripts/vm-test.sh            (after scripts/dist.sh; prints PASS or FAIL lines)
+# Usage: scripts/vm-test.sh            (after scripts/dist.sh, or DIST=<dir> laid out by it; prints PASS or FAIL lines)
 # The guest runs under QEMU's emulation unless VM_KVM=1 (nested KVM inside a VM may not
 # boot this kernel at all: seen here).
 set -euo pipefail

@@ -5,62 +5,39 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A C client (`tests/c/faults.c`) whose stdout lines arrive on a channel.
-struct Client {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
+/// A C client (`tests/c/faults.c`), driven line by line.
+struct Client(Interactive);
 
 impl Client {
     fn start(exe: &std::path::Path, lib: &std::path::Path, server: &str, mode: &str) -> Client {
-        let mut child = Command::new(exe)
-            .arg(mode)
+        let mut cmd = Command::new(exe);
+        cmd.arg(mode)
             .env("LD_LIBRARY_PATH", lib)
             .env("VGPU_SERVER", server)
             .env("VGPU_CONFIG", "/nonexistent")
             // Its 1 MiB copies go over lanes both ways whatever this machine's cores (and
             // however busy), so that a lost lane is one of the faults seen.
             .env("VGPU_LANES", "4")
-            .env("VGPU_LANE_LAG_US", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let c = Client { child, stdin, lines };
-        assert_eq!(c.line(Duration::from_secs(10)), "ready");
-        c
+            .env("VGPU_LANE_LAG_US", "0");
+        Client(Interactive::start(cmd))
     }
 
     fn line(&self, limit: Duration) -> String {
-        self.lines.recv_timeout(limit).unwrap_or_else(|e| panic!("no line from the client within {limit:?}: {e}"))
+        self.0.line(limit)
     }
 
     fn go(&mut self) {
-        self.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        self.0.send("go");
     }
 
     /// Wait for a clean exit (status 0) within `limit`.
     fn exits_cleanly(&mut self, limit: Duration) {
         let t = Instant::now();
         loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
+            if let Some(st) = self.0.child.try_wait().unwrap() {
                 assert!(st.success(), "client exit status {st}");
                 return;
             }
@@ -82,13 +59,6 @@ impl Client {
             assert_eq!(f.len(), 6, "{l}");
             out.push((f[0].to_string(), f[2].parse().unwrap(), f[4].parse().unwrap()));
         }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -134,9 +104,9 @@ fn killed_client_frees_its_session_within_a_second() {
         let addr = s.server.address.replacen("unix:", scheme, 1);
         let mut client = Client::start(&s.exe, &s.lib, &addr, "loop");
         let worker = only_worker(&s.server);
-        client.child.kill().unwrap(); // SIGKILL, mid-work
+        client.0.child.kill().unwrap(); // SIGKILL, mid-work
         let t = Instant::now();
-        let _ = client.child.wait();
+        let _ = client.0.child.wait();
         let gone = wait_until(Duration::from_secs(3), || !alive(worker));
         assert!(
             gone.is_some_and(|d| d < Duration::from_secs(1)),

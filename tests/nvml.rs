@@ -64,35 +64,20 @@ fn nvml_init_fails_fast_when_tcp_peer_is_unreachable() {
 }
 
 /// `tests/c/nvml_monitor.c`, driven line by line.
-struct Monitor {
-    child: std::process::Child,
-    input: std::process::ChildStdin,
-    output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-}
+struct Monitor(Interactive);
 
 impl Monitor {
     fn start(exe: &std::path::Path, lib: &std::path::Path, server: &str) -> Monitor {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(exe)
-            .env("LD_LIBRARY_PATH", lib)
-            .env("VGPU_SERVER", server)
-            .env("VGPU_CONFIG", "/nonexistent")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let input = child.stdin.take().unwrap();
-        let mut output = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        assert_eq!(output.next().unwrap().unwrap(), "ready");
-        Monitor { child, input, output }
+        let mut cmd = std::process::Command::new(exe);
+        cmd.env("LD_LIBRARY_PATH", lib).env("VGPU_SERVER", server).env("VGPU_CONFIG", "/nonexistent");
+        Monitor(Interactive::start(cmd))
     }
 
-    /// Send `cmd`, return the code its answer starts with.
+    /// Send `cmd`, return the code its answer starts with (each NVML call is bounded by the
+    /// client's own timeouts; 30 s is far beyond them).
     fn ask(&mut self, cmd: &str) -> i32 {
-        use std::io::Write;
-        writeln!(self.input, "{cmd}").unwrap();
-        let l = self.output.next().unwrap().unwrap();
+        self.0.send(cmd);
+        let l = self.0.line(std::time::Duration::from_secs(30));
         l.split_whitespace().nth(1).unwrap().parse().unwrap_or_else(|_| panic!("{l}"))
     }
 
@@ -106,13 +91,6 @@ impl Monitor {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         None
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -526,3 +526,51 @@ pub fn sim_servers_on_every_socket(dir: &Path, token: &str) -> SocketServers {
         _pki,
     }
 }
+
+/// A C program driven line by line: commands on its stdin, its stdout's lines read with a
+/// bound (a reader thread feeds a channel), so that a hung program fails its test instead of
+/// hanging it. Killed when dropped.
+pub struct Interactive {
+    pub child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Interactive {
+    /// Start `cmd` (stdin and stdout piped, stderr dropped) and wait for its "ready" line.
+    pub fn start(mut cmd: Command) -> Interactive {
+        use std::io::BufRead;
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let p = Interactive { child, stdin, lines };
+        assert_eq!(p.line(Duration::from_secs(10)), "ready");
+        p
+    }
+
+    /// The next line, within `limit`.
+    pub fn line(&self, limit: Duration) -> String {
+        self.lines.recv_timeout(limit).unwrap_or_else(|e| panic!("no line from the program within {limit:?}: {e}"))
+    }
+
+    /// Write `cmd` and a newline to its stdin.
+    pub fn send(&mut self, cmd: &str) {
+        use std::io::Write;
+        writeln!(self.stdin.as_mut().expect("stdin open"), "{cmd}").unwrap();
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

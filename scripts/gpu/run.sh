@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags nvrt
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost topo (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -708,6 +708,29 @@ stage_sharedflags() { # tests/gpu/shared_flags.c beside a second session: the fl
   stop_server; cp "$OUT/server.log" "$OUT/server-sharedflags.log" # the restart below starts a new one
   say "shared-flags server: $(grep -c 'the GPU is shared' "$OUT/server-sharedflags.log") times shared, $(grep -c 'alone again' "$OUT/server-sharedflags.log") alone again"
   start_server
+}
+stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and libnvidia-ml.so.1 alone (what `vgpu install system` gives every program): nvcc's default static runtime, cuBLAS, PyTorch and CuPy (scripts/gpu/py_probe.py)
+  local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  nvcc -O2 -arch=sm_90 -o "$W/rt_static" "$ROOT/tests/gpu/rt_vecadd.cu" || { say "FAIL rt_static build"; return; }
+  "$W/rt_static" >"$W/rs.n" 2>&1; echo "rc=$?" >>"$W/rs.n"
+  VGLIB=$D vg "$W/rt_static" >"$W/rs.v" 2>&1; echo "rc=$?" >>"$W/rs.v"
+  compare nvrt-static "$W/rs.n" "$W/rs.v"; cp "$W/rs.v" "$OUT/nvrt-static-vgpu.txt"
+  if [ -n "${NVRT_GDB:-}" ]; then
+    say "gdb: $(command -v gdb || echo none)"
+    VGLIB=$D vg gdb -batch -ex run -ex bt -ex "info threads" -ex "thread apply all bt 8" --args "$W/rt_static" >"$OUT/gdb-static.txt" 2>&1
+  fi
+  nvcc -O2 -arch=sm_90 -o "$W/cublas_static" "$ROOT/tests/gpu/cublas_gemm.cu" -lcublas || { say "FAIL cublas_static build"; return; }
+  "$W/cublas_static" >"$W/cs.n" 2>&1; echo "rc=$?" >>"$W/cs.n"
+  VGLIB=$D vg "$W/cublas_static" >"$W/cs.v" 2>&1; echo "rc=$?" >>"$W/cs.v"
+  compare nvrt-cublas "$W/cs.n" "$W/cs.v"; cp "$W/cs.v" "$OUT/nvrt-cublas-vgpu.txt"
+  [ -n "${NVRT_TRACE:-}" ] && VGLIB=$D vg env VGPU_TRACE=1 CUBLASLT_LOG_LEVEL=5 CUBLAS_LOGINFO_DBG=1 CUBLAS_LOGDEST_DBG=stderr "$W/cublas_static" >"$OUT/nvrt-cublas-trace.txt" 2>&1
+  for m in cupy torch; do
+    timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$W/py-$m.n" 2>"$OUT/py-$m-native.err"; echo "rc=$?" >>"$W/py-$m.n"
+    VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$W/py-$m.v" 2>"$OUT/py-$m-vgpu.err"; echo "rc=$?" >>"$W/py-$m.v"
+    [ -n "${NVRT_TRACE:-}" ] && VGLIB=$D vg env VGPU_TRACE=1 timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >/dev/null 2>"$OUT/py-$m-trace.txt"
+    cp "$W/py-$m.n" "$OUT/py-$m-native.txt"; cp "$W/py-$m.v" "$OUT/py-$m-vgpu.txt"
+    compare nvrt-$m "$W/py-$m.n" "$W/py-$m.v"
+  done
 }
 stage_frames() { # one batch as the application and the server saw it: timeline.c and the worker's frame log (frames.py) for FL_CFGS (TL_TEST=tg: decode)
   build_llama; models

@@ -14,6 +14,6 @@ mod session;
 pub mod shm;
 
 pub use config::{Config, read_token};
-pub use session::{Pages, RENEW_EVERY, Session, pid, renewed, session};
+pub use session::{Pages, RENEW_EVERY, Session, pid, renewed, session, trace_note};
 pub use transport::Error;
 pub use transport::lanes::LANE_MIN;

@@ -635,6 +635,15 @@ enum Trace {
     Summary,
 }
 
+/// With `VGPU_TRACE` set to lines (not `summary`): one line about something a shim did
+/// without a call, such as an entry point it did not have when asked for one by name.
+pub fn trace_note(line: impl FnOnce() -> String) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| !matches!(std::env::var("VGPU_TRACE").as_deref(), Ok("summary" | "0" | "") | Err(_))) {
+        eprintln!("vgpu-trace {}", line());
+    }
+}
+
 impl Trace {
     fn from_env() -> Trace {
         match std::env::var("VGPU_TRACE").as_deref() {

@@ -151,6 +151,9 @@ crate::api! {
     sync cuModuleGetFunction(module: u64, name: String) -> FuncInfo;
     sync cuModuleGetGlobal_v2(module: u64, name: String) -> (u64, u64);
     sync cuLibraryGetKernel(library: u64, name: String) -> FuncInfo;
+    /// A library's `__device__` variable in the current context (what NVIDIA's runtime
+    /// copies constants to): its address and size.
+    sync cuLibraryGetGlobal(library: u64, name: String) -> (u64, u64);
     sync cuLibraryUnload(library: u64) -> ();
     sync cuFuncGetAttribute(attrib: i32, func: u64) -> i32;
     /// Every `CUfunction_attribute` of `func` at once (cudaFuncGetAttributes).
@@ -158,6 +161,10 @@ crate::api! {
     sync cuFuncSetAttribute(func: u64, attrib: i32, value: i32) -> ();
     oneway cuFuncSetCacheConfig(func: u64, config: u32) -> ();
     sync cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(func: u64, block: i32, smem: u64, flags: u32) -> i32;
+    /// A launch's shape and attributes (cluster dimensions among them), as `cuLaunchKernelEx`.
+    sync cuOccupancyMaxActiveClusters(func: u64, grid: [u32; 3], block: [u32; 3], smem: u32, attrs: Vec<LaunchAttr>) -> i32;
+    sync cuOccupancyMaxPotentialClusterSize(func: u64, grid: [u32; 3], block: [u32; 3], smem: u32, attrs: Vec<LaunchAttr>) -> i32;
+    sync cuOccupancyAvailableDynamicSMemPerBlock(func: u64, blocks: i32, block: i32) -> u64;
     /// bulk_in: the kernel parameters packed at the offsets of `FuncInfo::params`.
     oneway cuLaunchKernel(func: u64, grid: [u32; 3], block: [u32; 3], smem: u32, stream: u64) -> ();
     oneway cuLaunchKernelEx(func: u64, grid: [u32; 3], block: [u32; 3], smem: u32, stream: u64, attrs: Vec<LaunchAttr>) -> ();

@@ -11,6 +11,14 @@ fn remember(ctx: u64, device: CUdevice, server: usize, flags: u32) {
     state::tables().contexts.write().insert(ctx, CtxInfo { device, server, flags });
 }
 
+/// Each device's primary context as handed out, so that a reset can tell the runtime's
+/// context-local storage (`export_table`) which context went.
+fn primaries() -> &'static parking_lot::Mutex<std::collections::HashMap<CUdevice, u64>> {
+    static P: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashMap<CUdevice, u64>>> =
+        std::sync::OnceLock::new();
+    P.get_or_init(Default::default)
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevice) -> R {
     entry(|| {
@@ -18,6 +26,7 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUd
         let raw = call_on(d, &ops::cuDevicePrimaryCtxRetain { dev: d.cuda_ordinal as i32 })?;
         let ctx = route::tag(d.server as usize, raw)?;
         remember(ctx, dev, d.server as usize, 0);
+        primaries().lock().insert(dev, ctx);
         unsafe { put(pctx, ctx_ptr(ctx)) }
     })
 }
@@ -41,7 +50,13 @@ pub extern "C" fn cuDevicePrimaryCtxRelease(dev: CUdevice) -> R {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> R {
-    primary_call(dev, |o| call_on(state::device(dev)?, &ops::cuDevicePrimaryCtxReset_v2 { dev: o }))
+    primary_call(dev, |o| {
+        call_on(state::device(dev)?, &ops::cuDevicePrimaryCtxReset_v2 { dev: o })?;
+        if let Some(ctx) = primaries().lock().get(&dev).copied() {
+            crate::export_table::context_gone(ctx_ptr(ctx));
+        }
+        Ok(())
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -125,6 +140,7 @@ pub extern "C" fn cuCtxDestroy_v2(ctx: CUcontext) -> R {
         if state::current() == c {
             state::pop();
         }
+        crate::export_table::context_gone(ctx);
         Ok(())
     })
 }

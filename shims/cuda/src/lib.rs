@@ -12,7 +12,9 @@
 mod context;
 mod device;
 mod errors;
+mod export_table;
 mod graph;
+mod integrity;
 mod launch;
 mod memory;
 mod module;

@@ -208,6 +208,29 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
     })
 }
 
+/// A library's `__device__` variable in the current context, as `cuModuleGetGlobal_v2`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLibraryGetGlobal(
+    dptr: *mut CUdeviceptr,
+    bytes: *mut usize,
+    lib: CUlibrary,
+    name: *const c_char,
+) -> R {
+    entry(|| {
+        let t = route::of(lib as u64)?;
+        let (p, n) =
+            route::call(t, &ops::cuLibraryGetGlobal { library: route::raw(lib as u64), name: name_of(name)? })?;
+        route::add_device_range(p, n, t.ctx);
+        if !dptr.is_null() {
+            unsafe { *dptr = p };
+        }
+        if !bytes.is_null() {
+            unsafe { *bytes = n as usize };
+        }
+        Ok(())
+    })
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuLibraryLoadData(
     lib: *mut CUlibrary,

@@ -107,27 +107,29 @@ pub fn device(dev: CUdevice) -> Result<&'static Device, R> {
     Ok(&s.snapshot.devices[*i])
 }
 
+// The stack is gone once the thread's destructors ran; NVIDIA's runtime still calls in from
+// its exit handlers after the main thread's: no context is current then.
 pub fn current() -> u64 {
-    STACK.with(|s| s.borrow().last().copied().unwrap_or(0))
+    STACK.try_with(|s| s.borrow().last().copied().unwrap_or(0)).unwrap_or(0)
 }
 
 pub fn set_current(ctx: u64) {
-    STACK.with(|s| {
+    let _ = STACK.try_with(|s| {
         let mut s = s.borrow_mut();
         match (s.last_mut(), ctx) {
             (Some(top), _) => *top = ctx,
             (None, 0) => {}
             (None, c) => s.push(c),
         }
-    })
+    });
 }
 
 pub fn push(ctx: u64) {
-    STACK.with(|s| s.borrow_mut().push(ctx))
+    let _ = STACK.try_with(|s| s.borrow_mut().push(ctx));
 }
 
 pub fn pop() -> Option<u64> {
-    STACK.with(|s| s.borrow_mut().pop())
+    STACK.try_with(|s| s.borrow_mut().pop()).ok().flatten()
 }
 
 pub fn ctx_info(ctx: u64) -> Option<CtxInfo> {

@@ -288,6 +288,10 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.library_get_kernel(library, &name)
     }
+    fn cuLibraryGetGlobal(&mut self, _io: &mut Io<'_>, library: u64, name: String) -> R<(u64, u64)> {
+        self.ready()?;
+        self.library_get_global(library, &name)
+    }
     fn cuLibraryUnload(&mut self, _io: &mut Io<'_>, library: u64) -> R<()> {
         self.ready()?;
         self.library_unload(library)
@@ -318,6 +322,40 @@ impl protocol::Backend for CudaSession {
     ) -> R<i32> {
         self.ready()?;
         self.occupancy(func, block, smem, flags)
+    }
+    fn cuOccupancyMaxActiveClusters(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u64,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        attrs: Vec<LaunchAttr>,
+    ) -> R<i32> {
+        self.ready()?;
+        self.clusters(func, grid, block, smem, &attrs, false)
+    }
+    fn cuOccupancyMaxPotentialClusterSize(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u64,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        attrs: Vec<LaunchAttr>,
+    ) -> R<i32> {
+        self.ready()?;
+        self.clusters(func, grid, block, smem, &attrs, true)
+    }
+    fn cuOccupancyAvailableDynamicSMemPerBlock(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u64,
+        blocks: i32,
+        block: i32,
+    ) -> R<u64> {
+        self.ready()?;
+        self.available_smem(func, blocks, block)
     }
     fn cuLaunchKernel(
         &mut self,

@@ -87,20 +87,61 @@ impl CudaSession {
         let (f, mut ptrs) = self.prepare(func, params)?;
         let s = self.h.stream(stream)?;
         let mut attrs = launch_attrs(attrs, &self.h)?;
-        let config = CUlaunchConfig {
-            gridDimX: grid[0],
-            gridDimY: grid[1],
-            gridDimZ: grid[2],
-            blockDimX: block[0],
-            blockDimY: block[1],
-            blockDimZ: block[2],
-            sharedMemBytes: smem,
-            hStream: s,
-            attrs: if attrs.is_empty() { std::ptr::null_mut() } else { attrs.as_mut_ptr() },
-            numAttrs: attrs.len() as u32,
-        };
+        let config = launch_config(grid, block, smem, s, &mut attrs);
         let kp = if ptrs.is_empty() { std::ptr::null_mut() } else { ptrs.as_mut_ptr() };
         cu!(self.lib, cuLaunchKernelEx(&config, f, kp, std::ptr::null_mut()))
+    }
+
+    /// How many clusters of a launch of this shape fit on the GPU at once, or (`size`) the
+    /// largest cluster it could have.
+    pub(super) fn clusters(
+        &mut self,
+        func: u64,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        attrs: &[LaunchAttr],
+        size: bool,
+    ) -> R<i32> {
+        let f = self.h.function(func)?;
+        let mut attrs = launch_attrs(attrs, &self.h)?;
+        let config = launch_config(grid, block, smem, std::ptr::null_mut(), &mut attrs);
+        let mut n = 0;
+        if size {
+            cu!(self.lib, cuOccupancyMaxPotentialClusterSize(&mut n, f, &config))?;
+        } else {
+            cu!(self.lib, cuOccupancyMaxActiveClusters(&mut n, f, &config))?;
+        }
+        Ok(n)
+    }
+
+    pub(super) fn available_smem(&mut self, func: u64, blocks: i32, block: i32) -> R<u64> {
+        let f = self.h.function(func)?;
+        let mut n = 0usize;
+        cu!(self.lib, cuOccupancyAvailableDynamicSMemPerBlock(&mut n, f, blocks, block))?;
+        Ok(n as u64)
+    }
+}
+
+/// A `CUlaunchConfig` over `attrs` (which must outlive it).
+fn launch_config(
+    grid: [u32; 3],
+    block: [u32; 3],
+    smem: u32,
+    stream: abi::cuda::CUstream,
+    attrs: &mut [CUlaunchAttribute],
+) -> CUlaunchConfig {
+    CUlaunchConfig {
+        gridDimX: grid[0],
+        gridDimY: grid[1],
+        gridDimZ: grid[2],
+        blockDimX: block[0],
+        blockDimY: block[1],
+        blockDimZ: block[2],
+        sharedMemBytes: smem,
+        hStream: stream,
+        attrs: if attrs.is_empty() { std::ptr::null_mut() } else { attrs.as_mut_ptr() },
+        numAttrs: attrs.len() as u32,
     }
 }
 

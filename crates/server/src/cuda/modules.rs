@@ -68,6 +68,7 @@ impl CudaSession {
         cu!(self.lib, cuLibraryUnload(l))?;
         self.h.libraries.remove(&library);
         self.h.forget_owner(library);
+        self.ranges.remove_where(|_, r| r.kind == Kind::Global(library));
         Ok(())
     }
 
@@ -122,6 +123,20 @@ impl CudaSession {
         let dev = self.h.contexts.get(&ctx).map_or(usize::MAX, |c| c.dev);
         if bytes > 0 && self.ranges.get(p).is_none() {
             self.ranges.insert(p, Range { len: bytes as u64, dev, ctx, kind: Kind::Global(module) });
+        }
+        Ok((p, bytes as u64))
+    }
+
+    /// A library's `__device__` variable in the current context. Its range becomes copyable.
+    pub(super) fn library_get_global(&mut self, library: u64, name: &str) -> R<(u64, u64)> {
+        let l = self.h.library(library)?;
+        let name = c_name(name)?;
+        let (mut p, mut bytes) = (0u64, 0usize);
+        cu!(self.lib, cuLibraryGetGlobal(&mut p, &mut bytes, l, name.as_ptr()))?;
+        let ctx = self.current;
+        let dev = self.h.contexts.get(&ctx).map_or(usize::MAX, |c| c.dev);
+        if bytes > 0 && self.ranges.get(p).is_none() {
+            self.ranges.insert(p, Range { len: bytes as u64, dev, ctx, kind: Kind::Global(library) });
         }
         Ok((p, bytes as u64))
     }

@@ -1,0 +1,56 @@
+"""What a Python GPU user meets: CuPy and PyTorch, step by step, each step's result printed
+(values rounded so that a native and a vgpu run compare line by line). A step that fails
+prints its error and the probe goes on. Last: which CUDA libraries the process loaded."""
+import sys, traceback
+
+
+def step(name, f):
+    try:
+        print(f"{name}: {f()}", flush=True)
+    except BaseException as e:  # noqa: BLE001 (a probe reports everything)
+        print(f"{name}: ERROR {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+        traceback.print_exc(file=sys.stderr)
+
+
+def cupy_steps():
+    import cupy as cp
+    step("cupy.version", lambda: cp.__version__)
+    step("cupy.devices", lambda: cp.cuda.runtime.getDeviceCount())
+    step("cupy.name", lambda: cp.cuda.runtime.getDeviceProperties(0)["name"].decode())
+    step("cupy.sum", lambda: float((cp.arange(1 << 20, dtype=cp.float32) * 2).sum()))
+    k = None
+
+    def ew():
+        nonlocal k
+        k = cp.ElementwiseKernel("float32 x, float32 y", "float32 z", "z = x * y + 1", "vgpu_probe")
+        a = cp.linspace(0, 1, 4096, dtype=cp.float32)
+        return round(float(k(a, a).sum()), 3)
+    step("cupy.elementwise", ew)
+    step("cupy.matmul", lambda: round(float((cp.ones((512, 512), cp.float32) @ cp.ones((512, 512), cp.float32)).sum())))
+    step("cupy.random", lambda: round(float(cp.random.RandomState(7).standard_normal(1 << 16).std()), 2))
+    step("cupy.fft", lambda: round(float(cp.abs(cp.fft.fft(cp.ones(1024, cp.complex64))).max())))
+
+
+def torch_steps():
+    import torch
+    step("torch.version", lambda: f"{torch.__version__} cuda {torch.version.cuda}")
+    step("torch.available", lambda: torch.cuda.is_available())
+    step("torch.devices", lambda: torch.cuda.device_count())
+    step("torch.name", lambda: torch.cuda.get_device_name(0))
+    step("torch.add", lambda: float((torch.arange(1024, device="cuda", dtype=torch.float32) + 1).sum().item()))
+
+    def mm():
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(256, 256, generator=g)
+        d = (a.cuda() @ a.cuda()).cpu()
+        return f"max diff to CPU {float((d - a @ a).abs().max()):.0e}"
+    step("torch.matmul", mm)
+    step("torch.memory", lambda: torch.cuda.mem_get_info()[1] >> 20)
+
+
+for which in sys.argv[1:] or ["cupy", "torch"]:
+    step(f"{which}.import", lambda: __import__(which) and "ok")
+    {"cupy": cupy_steps, "torch": torch_steps}[which]()
+
+libs = sorted({l.split()[-1] for l in open("/proc/self/maps") if any(n in l for n in ("libcuda", "libcudart", "libcublas", "libnvidia-ml", "libnvrtc", "libcurand", "libcufft"))})
+print("loaded:", " ".join(libs), file=sys.stderr)

@@ -730,6 +730,10 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
     [ -n "${NVRT_TRACE:-}" ] && VGLIB=$D vg env VGPU_TRACE=1 timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >/dev/null 2>"$OUT/py-$m-trace.txt"
     cp "$W/py-$m.n" "$OUT/py-$m-native.txt"; cp "$W/py-$m.v" "$OUT/py-$m-vgpu.txt"
     compare nvrt-$m "$W/py-$m.n" "$W/py-$m.v"
+    # The same with vgpu's cuBLAS preloaded: the library's name is taken, so the framework's
+    # own copy is not loaded.
+    VGLIB=$D vg env LD_PRELOAD="$C/dist/lib/libcublas.so.13 $C/dist/lib/libcublasLt.so.13" timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$W/py-$m.b" 2>"$OUT/py-$m-vgpublas.err"; echo "rc=$?" >>"$W/py-$m.b"
+    cp "$W/py-$m.b" "$OUT/py-$m-vgpublas.txt"; compare nvrt-$m-vgpublas "$W/py-$m.n" "$W/py-$m.b"
   done
 }
 stage_frames() { # one batch as the application and the server saw it: timeline.c and the worker's frame log (frames.py) for FL_CFGS (TL_TEST=tg: decode)

@@ -19,6 +19,6 @@ if [ "${VGPU_VM_TEST:-1}" != 0 ]; then
   fi
   # The test build's server and shims, laid out and checked as dist.sh does a release (a
   # release build here would add 3 minutes on CI's two cores).
-  DIST=target/vm-dist DIST_PROFILE=debug scripts/dist.sh --skip-build >/dev/null
-  DIST=target/vm-dist scripts/vm-test.sh
+  DIST="$PWD/target/vm-dist" DIST_PROFILE=debug scripts/dist.sh --skip-build >/dev/null
+  DIST="$PWD/target/vm-dist" scripts/vm-test.sh
 fi

@@ -12,6 +12,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIST=${DIST:-$ROOT/dist}
+DIST=$(cd "$DIST" 2>/dev/null && pwd) || { echo "vm-test: no $DIST (run scripts/dist.sh first)"; exit 1; }
 for need in qemu-system-x86_64 busybox cc cpio python3; do
   command -v $need >/dev/null || { echo "SKIP vm-test: $need not found (see the header)"; exit 0; }
 done
@@ -23,7 +24,7 @@ KVER=${KERNEL#/boot/vmlinuz-}
 
 W=$(mktemp -d)
 SHM=/dev/shm/vgpu-vmtest-$$.shm
-trap 'kill $SERVER 2>/dev/null; rm -rf "$W" "$SHM"' EXIT
+trap 'kill ${SERVER:-} 2>/dev/null; rm -rf "$W" "$SHM"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 TOKEN=vmtest-$$-$RANDOM
 

@@ -59,6 +59,14 @@ pub fn lines(lib_dir: &Path, cfg: &ClientConfig) -> String {
         "# Ollama puts its bundled lib/ollama/cuda_vNN first on its runners' LD_LIBRARY_PATH, so this\n\
          # mode gives it only libcuda.so.1 and libnvidia-ml.so.1: use `sudo vgpu install ollama` for Ollama.\n",
     );
+    // PyTorch and CuPy load NVIDIA's cuBLAS by path; its GEMMs need a driver table vgpu lacks.
+    let (blas, lt) = (lib_dir.join("libcublas.so.13"), lib_dir.join("libcublasLt.so.13"));
+    s.push_str(&format!(
+        "# PyTorch and CuPy bring NVIDIA's cuBLAS, whose matrix products do not run through vgpu's driver\n\
+         # yet (docs/export-tables.md); for such a program preload vgpu's:\n\
+         #   LD_PRELOAD={} python3 ...\n",
+        quote(&format!("{} {}", blas.display(), lt.display()))
+    ));
     s
 }
 
@@ -79,6 +87,10 @@ mod tests {
         assert!(s.contains("export VGPU_SERVER=tcp://gpu:7070"), "{s}");
         assert!(s.contains("export VGPU_TOKEN_FILE=/etc/vgpu/token"), "{s}");
         assert!(s.contains("#   Environment=LD_LIBRARY_PATH=/opt/vgpu/lib"), "{s}");
+        assert!(
+            s.contains("#   LD_PRELOAD='/opt/vgpu/lib/libcublas.so.13 /opt/vgpu/lib/libcublasLt.so.13' python3"),
+            "{s}"
+        );
         assert_eq!(quote("a b"), "'a b'");
 
         env.insert("VGPU_SERVER".into(), "tls://gpu:7443".into());

@@ -156,10 +156,7 @@ unsafe extern "C" fn module_from_wrapper_ext(
     a4: *mut c_void,
     a5: c_uint,
 ) -> R {
-    if !a3.is_null() || !a4.is_null() || a5 != 0 {
-        return unseen("module_from_wrapper_ext");
-    }
-    unsafe { crate::module::cuModuleLoadData(m, wrapper) }
+    unsafe { load_plain("module_from_wrapper_ext", m, wrapper, [a3, a4], a5) }
 }
 
 unsafe extern "C" fn module_from_fatbin_ext(
@@ -169,10 +166,16 @@ unsafe extern "C" fn module_from_fatbin_ext(
     a4: *mut c_void,
     a5: c_uint,
 ) -> R {
-    if !a3.is_null() || !a4.is_null() || a5 != 0 {
-        return unseen("module_from_fatbin_ext");
+    unsafe { load_plain("module_from_fatbin_ext", m, fatbin, [a3, a4], a5) }
+}
+
+/// The extended loads as the runtime calls them: the extra arguments empty. Anything else is
+/// a form nobody has documented.
+unsafe fn load_plain(what: &str, m: *mut CUmodule, image: *const c_void, extra: [*mut c_void; 2], flags: c_uint) -> R {
+    if extra.iter().any(|p| !p.is_null()) || flags != 0 {
+        return unseen(what);
     }
-    unsafe { crate::module::cuModuleLoadData(m, fatbin) }
+    unsafe { crate::module::cuModuleLoadData(m, image) }
 }
 
 /// The device's primary context, for the runtime to make current.

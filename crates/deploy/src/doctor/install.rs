@@ -146,15 +146,20 @@ impl Doctor<'_> {
                 format!("{name} -> {shown} ({via}) is {}: nvidia-smi, pynvml and Ollama's driver check use it{later_vgpu}", info.summary()),
                 format!("sudo vgpu install system, or for one shell: {first}"),
             ),
-            _ => self.r.warn(
-                area,
-                "lib-not-vgpu",
-                format!(
-                    "{name} -> {shown} ({via}) is {}: programs linked against it run NVIDIA's runtime over libcuda.so.1, which vgpu does not support yet{later_vgpu}",
-                    info.summary()
-                ),
-                first,
-            ),
+            _ => {
+                // NVIDIA's runtime runs over vgpu's driver; NVIDIA's cuBLAS does not do GEMMs there.
+                let what = if name.starts_with("libcublas") {
+                    "programs linked against it run NVIDIA's cuBLAS, whose matrix products do not run through vgpu's driver yet"
+                } else {
+                    "programs linked against it run NVIDIA's runtime over vgpu's libcuda.so.1: kernels and copies work, NVIDIA's cuBLAS and cuFFT beside it do not yet"
+                };
+                self.r.warn(
+                    area,
+                    "lib-not-vgpu",
+                    format!("{name} -> {shown} ({via}) is {}: {what} (docs/export-tables.md){later_vgpu}", info.summary()),
+                    first,
+                )
+            }
         }
     }
 

@@ -1,35 +1,33 @@
-//! NVIDIA's own runtime (`libcudart.so.13` of the wheel pinned in scripts/abi-wheels.txt)
-//! over vgpu's `libcuda.so.1` alone, against the sim: it asks for the driver's private
+//! NVIDIA's own runtime (`libcudart.so.13` and `.12` of the wheels pinned in
+//! scripts/abi-wheels.txt) over vgpu's `libcuda.so.1` alone, against the sim: it asks for the driver's private
 //! export tables, checks the driver's integrity answer against its own, loads, copies and
 //! exits (its exit handlers call into the tables too). What nvcc's default static runtime,
 //! PyTorch and CuPy need of the driver (docs/export-tables.md).
 //!
-//! The library is not in the repository: the test fetches the pinned wheel with pip into
-//! target/ once (or takes `VGPU_TEST_NVIDIA_CUDART=<path>`), and says SKIP where it cannot.
+//! The libraries are not in the repository: the test fetches the pinned wheels with pip into
+//! target/ once, and says SKIP where it cannot.
 
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// NVIDIA's libcudart.so.13, fetched once.
-fn nvidia_cudart() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VGPU_TEST_NVIDIA_CUDART") {
-        return Some(PathBuf::from(p));
-    }
+/// NVIDIA's runtime `file` from the pinned wheel `package` (its path in the wheel: `member`),
+/// fetched once.
+fn nvidia_cudart(package: &str, member: &str, file: &str) -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let dir = if dir.is_absolute() { dir } else { root.join(dir) }.join("nvidia-cudart");
-    let lib = dir.join("libcudart.so.13");
+    let dir = if dir.is_absolute() { dir } else { root.join(dir) }.join("nvidia-cudart").join(package);
+    let lib = dir.join(file);
     if lib.exists() {
         return Some(lib);
     }
     let pins = std::fs::read_to_string(root.join("scripts/abi-wheels.txt")).ok()?;
-    let pin = pins.lines().find(|l| l.starts_with("nvidia-cuda-runtime=="))?;
+    let pin = pins.lines().find(|l| l.starts_with(&format!("{package}==")))?;
     std::fs::create_dir_all(&dir).ok()?;
     let req = dir.join("requirements.txt");
     std::fs::write(&req, format!("{pin}\n")).ok()?;
-    // The same script both times: fetch the wheel (hash checked), then take the one file.
+    // Fetch the wheel (its hash checked), then take the one file out of it.
     let fetched = Command::new("python3")
         .args(["-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes", "--only-binary=:all:"])
         .args(["--platform", "manylinux2014_x86_64", "--python-version", "3.11", "-d"])
@@ -47,19 +45,30 @@ fn nvidia_cudart() -> Option<PathBuf> {
         .arg("-c")
         .arg(
             "import glob, sys, zipfile\n\
-             w = glob.glob(sys.argv[1] + '/nvidia_cuda_runtime-*.whl')[0]\n\
-             open(sys.argv[1] + '/libcudart.so.13', 'wb').write(zipfile.ZipFile(w).read('nvidia/cu13/lib/libcudart.so.13'))",
+             w = glob.glob(sys.argv[1] + '/*.whl')[0]\n\
+             open(sys.argv[3], 'wb').write(zipfile.ZipFile(w).read(sys.argv[2]))",
         )
         .arg(&dir)
+        .arg(member)
+        .arg(&lib)
         .status()
         .ok()?;
     (took.success() && lib.exists()).then_some(lib)
 }
 
 #[test]
-fn nvidia_runtime_runs_over_our_driver() {
-    let Some(cudart) = nvidia_cudart() else {
-        eprintln!("SKIP: NVIDIA's libcudart.so.13 could not be fetched (pip and PyPI needed)");
+fn nvidia_runtime_13_runs_over_our_driver() {
+    runs_over_our_driver("nvidia-cuda-runtime", "nvidia/cu13/lib/libcudart.so.13", "libcudart.so.13");
+}
+
+#[test]
+fn nvidia_runtime_12_runs_over_our_driver() {
+    runs_over_our_driver("nvidia-cuda-runtime-cu12", "nvidia/cuda_runtime/lib/libcudart.so.12", "libcudart.so.12");
+}
+
+fn runs_over_our_driver(package: &str, member: &str, file: &str) {
+    let Some(cudart) = nvidia_cudart(package, member, file) else {
+        eprintln!("SKIP: NVIDIA's {file} could not be fetched (pip and PyPI needed)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

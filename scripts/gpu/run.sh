@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags nvrt
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags nvrt nvrt12
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost topo (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -735,6 +735,16 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
     VGLIB=$D vg env LD_PRELOAD="$C/dist/lib/libcublas.so.13 $C/dist/lib/libcublasLt.so.13" timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$W/py-$m.b" 2>"$OUT/py-$m-vgpublas.err"; echo "rc=$?" >>"$W/py-$m.b"
     cp "$W/py-$m.b" "$OUT/py-$m-vgpublas.txt"; compare nvrt-$m-vgpublas "$W/py-$m.n" "$W/py-$m.b"
   done
+}
+stage_nvrt12() { # NVIDIA's CUDA 12.9 runtime (devcarry/cu12) over vgpu's libcuda.so.1 alone: tests/gpu/rt12.c as in stage cu12
+  local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  nvcc -arch=sm_90 -fatbin -o "$W/k12.fatbin" "$ROOT/tests/gpu/k12.cu"
+  python3 -c "import sys; d=open(sys.argv[1],'rb').read(); print('__attribute__((aligned(8))) unsigned char k12_fatbin[] = {' + ','.join(map(str, d)) + '};')" "$W/k12.fatbin" >"$W/k12.h"
+  gcc -O1 -o "$W/rt12" "$ROOT/tests/gpu/rt12.c" -I"$W" -I"$C/cu12/include" -I/usr/local/cuda/include "$C/cu12/libcudart.so.12" -Wl,-rpath,'$ORIGIN' || { say "FAIL cu12 build"; return; }
+  LD_LIBRARY_PATH=$C/cu12 "$W/rt12" >"$W/n12.n" 2>&1; echo "rc=$?" >>"$W/n12.n"
+  VGLIB=$D EXTRA_LD=$C/cu12 vg "$W/rt12" >"$W/n12.v" 2>&1; echo "rc=$?" >>"$W/n12.v"
+  compare nvrt12 "$W/n12.n" "$W/n12.v"; cp "$W/n12.v" "$OUT/nvrt12-vgpu.txt"
+  [ -n "${NVRT_TRACE:-}" ] && VGLIB=$D EXTRA_LD=$C/cu12 vg env VGPU_TRACE=1 "$W/rt12" >"$OUT/nvrt12-trace.txt" 2>&1
 }
 stage_frames() { # one batch as the application and the server saw it: timeline.c and the worker's frame log (frames.py) for FL_CFGS (TL_TEST=tg: decode)
   build_llama; models

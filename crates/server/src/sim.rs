@@ -714,7 +714,7 @@ impl protocol::Backend for Sim {
         Ok(2 << 20)
     }
 
-    fn module_load(&mut self, io: &mut Io<'_>, hash: [u8; 32], _kind: u8) -> Result<u64, u32> {
+    fn module_load(&mut self, io: &mut Io<'_>, hash: [u8; 32], kind: u8) -> Result<u64, u32> {
         if !io.bulk_in.is_empty() {
             if *blake3::hash(io.bulk_in).as_bytes() != hash {
                 return Err(INVALID_VALUE);
@@ -723,10 +723,19 @@ impl protocol::Backend for Sim {
         } else if !self.images.contains_key(&hash) {
             return Err(FILE_NOT_FOUND);
         }
-        self.device()?;
+        // A library (kind 2) belongs to no context, as with the driver.
+        if kind != 2 {
+            self.device()?;
+        }
         let m = self.id();
         self.modules.insert(m);
         Ok(m)
+    }
+    fn cuLibraryGetKernel(&mut self, io: &mut Io<'_>, library: u64, name: String) -> Result<FuncInfo, u32> {
+        self.cuModuleGetFunction(io, library, name)
+    }
+    fn cuLibraryUnload(&mut self, io: &mut Io<'_>, library: u64) -> Result<(), u32> {
+        self.cuModuleUnload(io, library)
     }
     fn cuModuleUnload(&mut self, _io: &mut Io<'_>, module: u64) -> Result<(), u32> {
         self.modules.remove(&module).then_some(()).ok_or(INVALID_HANDLE)

@@ -5,7 +5,7 @@
 
 use crate::Session;
 use device_model::Snapshot;
-use protocol::{Copy2D, FuncInfo, Io, NvmlOut, Piece, cublas, nvml};
+use protocol::{Copy2D, FuncInfo, Io, LaunchAttr, NvmlOut, Piece, cublas, nvml};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 const INVALID_VALUE: u32 = 1;
@@ -733,6 +733,52 @@ impl protocol::Backend for Sim {
     }
     fn cuLibraryGetKernel(&mut self, io: &mut Io<'_>, library: u64, name: String) -> Result<FuncInfo, u32> {
         self.cuModuleGetFunction(io, library, name)
+    }
+    // Cluster questions as an H100 answers them for a kernel without limits: 132 SMs, clusters
+    // of up to 8 blocks, 227 KiB of shared memory a block.
+    fn cuOccupancyMaxActiveClusters(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u64,
+        _grid: [u32; 3],
+        _block: [u32; 3],
+        _smem: u32,
+        attrs: Vec<LaunchAttr>,
+    ) -> Result<i32, u32> {
+        if func == 0 {
+            return Err(INVALID_HANDLE);
+        }
+        // CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: three u32 at the start of the value.
+        let dims = attrs.iter().find(|a| a.id == 4).map_or(1, |a| {
+            a.value.chunks_exact(4).take(3).map(|c| u32::from_le_bytes(c.try_into().unwrap()).max(1)).product()
+        });
+        Ok((132 / dims.max(1)) as i32)
+    }
+    fn cuOccupancyMaxPotentialClusterSize(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u64,
+        _grid: [u32; 3],
+        _block: [u32; 3],
+        _smem: u32,
+        _attrs: Vec<LaunchAttr>,
+    ) -> Result<i32, u32> {
+        if func == 0 {
+            return Err(INVALID_HANDLE);
+        }
+        Ok(8)
+    }
+    fn cuOccupancyAvailableDynamicSMemPerBlock(
+        &mut self,
+        _io: &mut Io<'_>,
+        func: u64,
+        blocks: i32,
+        _block: i32,
+    ) -> Result<u64, u32> {
+        if func == 0 {
+            return Err(INVALID_HANDLE);
+        }
+        Ok(232_448 / blocks.max(1) as u64)
     }
     fn cuLibraryUnload(&mut self, io: &mut Io<'_>, library: u64) -> Result<(), u32> {
         self.cuModuleUnload(io, library)

@@ -639,21 +639,28 @@ enum Trace {
 /// without a call, such as an entry point it did not have when asked for one by name.
 pub fn trace_note(line: impl FnOnce() -> String) {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *ON.get_or_init(|| !matches!(std::env::var("VGPU_TRACE").as_deref(), Ok("summary" | "0" | "") | Err(_))) {
+    if *ON.get_or_init(|| Trace::asked() == Trace::Lines) {
         eprintln!("vgpu-trace {}", line());
     }
 }
 
 impl Trace {
-    fn from_env() -> Trace {
+    /// What `VGPU_TRACE` asks for.
+    fn asked() -> Trace {
         match std::env::var("VGPU_TRACE").as_deref() {
-            Ok("summary") => {
-                summary::print_at_exit();
-                Trace::Summary
-            }
+            Ok("summary") => Trace::Summary,
             Ok("0") | Ok("") | Err(_) => Trace::Off,
             Ok(_) => Trace::Lines,
         }
+    }
+
+    /// The session's mode; a summary is printed at exit.
+    fn from_env() -> Trace {
+        let t = Trace::asked();
+        if t == Trace::Summary {
+            summary::print_at_exit();
+        }
+        t
     }
 }
 

@@ -745,9 +745,7 @@ impl protocol::Backend for Sim {
         _smem: u32,
         attrs: Vec<LaunchAttr>,
     ) -> Result<i32, u32> {
-        if func == 0 {
-            return Err(INVALID_HANDLE);
-        }
+        function(func)?;
         // CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: three u32 at the start of the value.
         let dims = attrs.iter().find(|a| a.id == 4).map_or(1, |a| {
             a.value.chunks_exact(4).take(3).map(|c| u32::from_le_bytes(c.try_into().unwrap()).max(1)).product()
@@ -763,9 +761,7 @@ impl protocol::Backend for Sim {
         _smem: u32,
         _attrs: Vec<LaunchAttr>,
     ) -> Result<i32, u32> {
-        if func == 0 {
-            return Err(INVALID_HANDLE);
-        }
+        function(func)?;
         Ok(8)
     }
     fn cuOccupancyAvailableDynamicSMemPerBlock(
@@ -775,9 +771,7 @@ impl protocol::Backend for Sim {
         blocks: i32,
         _block: i32,
     ) -> Result<u64, u32> {
-        if func == 0 {
-            return Err(INVALID_HANDLE);
-        }
+        function(func)?;
         Ok(232_448 / blocks.max(1) as u64)
     }
     fn cuLibraryUnload(&mut self, io: &mut Io<'_>, library: u64) -> Result<(), u32> {
@@ -1080,6 +1074,11 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// The sim keeps no table of functions (every name is one): only the null handle is wrong.
+fn function(func: u64) -> Result<(), u32> {
+    if func == 0 { Err(INVALID_HANDLE) } else { Ok(()) }
 }
 
 /// `C = alpha op(A) op(B) + beta C`, column-major, as BLAS defines it (`C` is not read

@@ -4,12 +4,12 @@
 use crate::memory::sid;
 use crate::module::params;
 use crate::route;
-use crate::state::{R, entry, put};
+use crate::state::{R, entry};
 use abi::cuda::*;
 use protocol::{LaunchAttr, ops};
 use std::cell::RefCell;
 use std::ffi::c_void;
-use std::os::raw::{c_int, c_uint};
+use std::os::raw::c_uint;
 
 thread_local! {
     static PACK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -147,79 +147,12 @@ pub unsafe extern "C" fn cuLaunchKernelEx(
 }
 
 /// The attributes of a launch configuration, as they travel.
-fn config_attrs(c: &CUlaunchConfig) -> Vec<LaunchAttr> {
+pub fn config_attrs(c: &CUlaunchConfig) -> Vec<LaunchAttr> {
     if c.attrs.is_null() || c.numAttrs == 0 {
         Vec::new()
     } else {
         unsafe { std::slice::from_raw_parts(c.attrs, c.numAttrs as usize) }.iter().map(attr_bytes).collect()
     }
-}
-
-/// A cluster question about a launch configuration (grid, block, shared memory,
-/// attributes), asked of the function's server.
-fn cluster_query<C: protocol::Call<Ret = i32>>(
-    n: *mut c_int,
-    f: CUfunction,
-    config: *const CUlaunchConfig,
-    op: impl FnOnce(u64, [u32; 3], [u32; 3], u32, Vec<LaunchAttr>) -> C,
-) -> R {
-    entry(|| {
-        let c = unsafe { config.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
-        let op = op(
-            route::raw(f as u64),
-            [c.gridDimX, c.gridDimY, c.gridDimZ],
-            [c.blockDimX, c.blockDimY, c.blockDimZ],
-            c.sharedMemBytes,
-            config_attrs(c),
-        );
-        let v = route::call(route::of(f as u64)?, &op)?;
-        unsafe { put(n, v) }
-    })
-}
-
-/// Asked by cuBLAS when it starts (with its cluster discovery kernel).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuOccupancyMaxActiveClusters(
-    n: *mut c_int,
-    f: CUfunction,
-    config: *const CUlaunchConfig,
-) -> R {
-    cluster_query(n, f, config, |func, grid, block, smem, attrs| ops::cuOccupancyMaxActiveClusters {
-        func,
-        grid,
-        block,
-        smem,
-        attrs,
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuOccupancyMaxPotentialClusterSize(
-    n: *mut c_int,
-    f: CUfunction,
-    config: *const CUlaunchConfig,
-) -> R {
-    cluster_query(n, f, config, |func, grid, block, smem, attrs| ops::cuOccupancyMaxPotentialClusterSize {
-        func,
-        grid,
-        block,
-        smem,
-        attrs,
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuOccupancyAvailableDynamicSMemPerBlock(
-    n: *mut usize,
-    f: CUfunction,
-    blocks: c_int,
-    block: c_int,
-) -> R {
-    entry(|| {
-        let op = ops::cuOccupancyAvailableDynamicSMemPerBlock { func: route::raw(f as u64), blocks, block };
-        let v = route::call(route::of(f as u64)?, &op)?;
-        unsafe { put(n, v as usize) }
-    })
 }
 
 #[unsafe(no_mangle)]

@@ -6,7 +6,7 @@ use crate::route::{self, Target};
 use crate::state::{self, R, entry, put};
 use abi::cuda::*;
 use parking_lot::Mutex;
-use protocol::{FuncInfo, ops};
+use protocol::{FuncInfo, LaunchAttr, ops};
 use std::collections::HashSet;
 use std::ffi::{CStr, c_void};
 use std::os::raw::{c_char, c_int, c_uint};
@@ -197,15 +197,21 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
     entry(|| {
         let t = route::of(m as u64)?;
         let (p, n) = route::call(t, &ops::cuModuleGetGlobal_v2 { module: route::raw(m as u64), name: name_of(name)? })?;
-        route::add_device_range(p, n, route::owner(m as u64).unwrap_or(t.ctx));
-        if !dptr.is_null() {
-            unsafe { *dptr = p };
-        }
-        if !bytes.is_null() {
-            unsafe { *bytes = n as usize };
-        }
-        Ok(())
+        unsafe { global_found(dptr, bytes, (p, n), route::owner(m as u64).unwrap_or(t.ctx)) }
     })
+}
+
+/// A `__device__` variable the server found: its range becomes copyable here, and its address
+/// and size go to whichever outputs the caller gave.
+unsafe fn global_found(dptr: *mut CUdeviceptr, bytes: *mut usize, (p, n): (u64, u64), ctx: u64) -> Result<(), R> {
+    route::add_device_range(p, n, ctx);
+    if !dptr.is_null() {
+        unsafe { *dptr = p };
+    }
+    if !bytes.is_null() {
+        unsafe { *bytes = n as usize };
+    }
+    Ok(())
 }
 
 /// A library's `__device__` variable in the current context, as `cuModuleGetGlobal_v2`.
@@ -218,16 +224,8 @@ pub unsafe extern "C" fn cuLibraryGetGlobal(
 ) -> R {
     entry(|| {
         let t = route::of(lib as u64)?;
-        let (p, n) =
-            route::call(t, &ops::cuLibraryGetGlobal { library: route::raw(lib as u64), name: name_of(name)? })?;
-        route::add_device_range(p, n, t.ctx);
-        if !dptr.is_null() {
-            unsafe { *dptr = p };
-        }
-        if !bytes.is_null() {
-            unsafe { *bytes = n as usize };
-        }
-        Ok(())
+        let found = route::call(t, &ops::cuLibraryGetGlobal { library: route::raw(lib as u64), name: name_of(name)? })?;
+        unsafe { global_found(dptr, bytes, found, t.ctx) }
     })
 }
 
@@ -386,6 +384,66 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessor(
     smem: usize,
 ) -> R {
     unsafe { cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n, f, block, smem, 0) }
+}
+
+/// A cluster question about a launch configuration (grid, block, shared memory,
+/// attributes), asked of the function's server.
+fn cluster_query<C: protocol::Call<Ret = i32>>(
+    n: *mut c_int,
+    f: CUfunction,
+    config: *const CUlaunchConfig,
+    op: impl FnOnce(u64, [u32; 3], [u32; 3], u32, Vec<LaunchAttr>) -> C,
+) -> R {
+    entry(|| {
+        let c = unsafe { config.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        let (grid, block) = ([c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ]);
+        let v = about(f as u64, |func| op(func, grid, block, c.sharedMemBytes, crate::launch::config_attrs(c)))?;
+        unsafe { put(n, v) }
+    })
+}
+
+/// Asked by cuBLAS when it starts (with its cluster discovery kernel).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuOccupancyMaxActiveClusters(
+    n: *mut c_int,
+    f: CUfunction,
+    config: *const CUlaunchConfig,
+) -> R {
+    cluster_query(n, f, config, |func, grid, block, smem, attrs| ops::cuOccupancyMaxActiveClusters {
+        func,
+        grid,
+        block,
+        smem,
+        attrs,
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuOccupancyMaxPotentialClusterSize(
+    n: *mut c_int,
+    f: CUfunction,
+    config: *const CUlaunchConfig,
+) -> R {
+    cluster_query(n, f, config, |func, grid, block, smem, attrs| ops::cuOccupancyMaxPotentialClusterSize {
+        func,
+        grid,
+        block,
+        smem,
+        attrs,
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuOccupancyAvailableDynamicSMemPerBlock(
+    n: *mut usize,
+    f: CUfunction,
+    blocks: c_int,
+    block: c_int,
+) -> R {
+    entry(|| {
+        let v = about(f as u64, |func| ops::cuOccupancyAvailableDynamicSMemPerBlock { func, blocks, block })?;
+        unsafe { put(n, v as usize) }
+    })
 }
 
 #[cfg(test)]

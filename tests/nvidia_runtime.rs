@@ -1,7 +1,8 @@
 //! NVIDIA's own runtime (`libcudart.so.13` and `.12` of the wheels pinned in
 //! scripts/abi-wheels.txt) over vgpu's `libcuda.so.1` alone, against the sim: it asks for the driver's private
 //! export tables, checks the driver's integrity answer against its own, loads, copies and
-//! exits (its exit handlers call into the tables too). What nvcc's default static runtime,
+//! launches a kernel registered as nvcc's host code does, and exits (its exit handlers call
+//! into the tables too). What nvcc's default static runtime,
 //! PyTorch and CuPy need of the driver (docs/export-tables.md).
 //!
 //! The libraries are not in the repository: the test fetches the pinned wheels with pip into
@@ -90,4 +91,8 @@ fn runs_over_our_driver(package: &str, member: &str, file: &str) {
     assert!(stderr.contains("export table: integrity check"), "{stderr}");
     assert!(!stderr.contains("vgpu does not have"), "every table it asked for: {stderr}");
     assert!(!stderr.contains("is not implemented"), "{stderr}");
+    // The kernel was found and its launch reached the server (which, being the sim, cannot
+    // run it: the launch itself is one-way and succeeds).
+    assert!(stdout.contains("launch no error"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("cuLaunchKernel cuLaunchKernel"), "{stderr}");
 }

@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags nvrt nvrt12
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags nvrt nvrt12 darktrace
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost topo (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -104,8 +104,8 @@ as_cfg() { # CFG CMD...: CMD natively or through a transport, with settings: nat
     shm) VGSOCK=$sock VGLIB=$lib vg_shm env "${e[@]}" "$@" ;;
   esac
 }
-compare() { # name native-file vgpu-file: same lines, minus timings
-  if diff <(grep -v '^time' "$2") <(grep -v '^time' "$3") >"$OUT/$1.diff"; then say "SAME  $1"; else say "DIFF  $1 (see $1.diff)"; fi
+compare() { # name native-file vgpu-file: same lines, minus timings and vgpu's own warnings (an entry point it logs once)
+  if diff <(grep -v '^time' "$2") <(grep -v '^time' "$3" | grep -v '^ WARN vgpu: ') >"$OUT/$1.diff"; then say "SAME  $1"; else say "DIFF  $1 (see $1.diff)"; fi
 }
 
 stage_smi() {
@@ -350,6 +350,15 @@ stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu
   for f in "$LB"/bin/lib*.so*; do case $f in *ggml-cuda*) cp -P "$f" $T/lib/ollama/cuda_v13/ ;; *) cp -P "$f" $T/lib/ollama/ ;; esac; done
   cp -P /usr/local/cuda/lib64/libcudart.so.13* /usr/local/cuda/lib64/libcublas.so.13* /usr/local/cuda/lib64/libcublasLt.so.13* $T/lib/ollama/cuda_v13/
   (cd $T && find . -type f -exec sha256sum {} + | sort; find . -type l -printf '%p -> %l\n' | sort) >"$W/tree.before"
+  # As after `vgpu install system`: the tree's own NVIDIA runtime and cuBLAS over vgpu's
+  # driver and NVML alone.
+  local D=$W/driver-only m; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  for m in q8 f16; do
+    local sargs=(-m $W/$m.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv)
+    VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH=$D:$T/lib/ollama/cuda_v13:$T/lib/ollama "$NOGPU" $T/bin/llama-completion "${sargs[@]}" >"$W/sys-$m.v" 2>"$OUT/ollama-system-$m.err" </dev/null
+    LD_LIBRARY_PATH=$T/lib/ollama/cuda_v13:$T/lib/ollama $T/bin/llama-completion "${sargs[@]}" >"$W/sys-$m.n" 2>/dev/null </dev/null
+    compare ollama-system-$m "$W/sys-$m.n" "$W/sys-$m.v"
+  done
   "$C/dist/bin/vgpu" install ollama --ollama-dir $T/lib/ollama --lib-dir "$C/dist/lib" >"$OUT/ollama-install.txt" 2>&1; say "install ollama exit $?"
   local ld=$T/lib/ollama/cuda_v13:$T/lib/ollama args=(-m $W/q8.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv)
   VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH=$ld "$NOGPU" $T/bin/llama-completion "${args[@]}" >"$W/ollama.v" 2>"$OUT/ollama-run.err" </dev/null
@@ -735,6 +744,20 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
     VGLIB=$D vg env LD_PRELOAD="$C/dist/lib/libcublas.so.13 $C/dist/lib/libcublasLt.so.13" timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$W/py-$m.b" 2>"$OUT/py-$m-vgpublas.err"; echo "rc=$?" >>"$W/py-$m.b"
     cp "$W/py-$m.b" "$OUT/py-$m-vgpublas.txt"; compare nvrt-$m-vgpublas "$W/py-$m.n" "$W/py-$m.b"
   done
+}
+stage_darktrace() { # issue: NVIDIA's cuBLAS/cuFFT over vgpu's driver. Natively, which slots of the driver's tables 21318C60 and DA9151D3 NVIDIA's libraries call, with what (scripts/gpu/darktrace.c)
+  gcc -O1 -shared -fPIC -o "$W/darktrace.so" "$ROOT/scripts/gpu/darktrace.c" -ldl -lpthread || { say "FAIL darktrace build"; return; }
+  local u=${DARK_UUIDS:-21318C60971432488CA641FF7324C8F2,DA9151D33AE6CC41A5C04F26D533E328}
+  nvcc -O2 -arch=sm_90 -o "$W/cublas_static" "$ROOT/tests/gpu/cublas_gemm.cu" -lcublas || { say "FAIL cublas_static build"; return; }
+  nvcc -O2 -arch=sm_90 -o "$W/cublas_shared" "$ROOT/tests/gpu/cublas_gemm.cu" -lcublas -cudart shared
+  DARKTRACE_OUT=$OUT/dark-cublas-static.txt DARKTRACE_UUIDS=$u LD_PRELOAD=$W/darktrace.so "$W/cublas_static" >"$OUT/dark-cublas-static.out" 2>&1
+  DARKTRACE_OUT=$OUT/dark-cublas-shared.txt DARKTRACE_UUIDS=$u LD_PRELOAD=$W/darktrace.so "$W/cublas_shared" >"$OUT/dark-cublas-shared.out" 2>&1
+  for m in torch cupy; do
+    DARKTRACE_OUT=$OUT/dark-$m.txt DARKTRACE_UUIDS=$u LD_PRELOAD=$W/darktrace.so timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$OUT/dark-$m.out" 2>&1
+  done
+  [ -n "${DARK_NO_LLAMA:-}" ] || { build_llama; models
+  DARKTRACE_OUT=$OUT/dark-llama-f16.txt DARKTRACE_UUIDS=$u LD_PRELOAD=$W/darktrace.so LD_LIBRARY_PATH=$LB/bin "$LB/bin/llama-completion" -m $W/f16.gguf -p "hello world" -n 8 --temp 0 --seed 1 -ngl 99 -no-cnv >"$OUT/dark-llama.out" 2>&1 </dev/null; }
+  for f in "$OUT"/dark-*.txt; do say "$(basename "$f"): $(grep -c '^[0-9A-F]\{8\}\[' "$f") calls, slots $(grep -o '^[0-9A-F]\{8\}\[[0-9]*\]' "$f" | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"; done
 }
 stage_nvrt12() { # NVIDIA's CUDA 12.9 runtime (devcarry/cu12) over vgpu's libcuda.so.1 alone: tests/gpu/rt12.c as in stage cu12
   local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"

@@ -59,11 +59,11 @@ pub fn lines(lib_dir: &Path, cfg: &ClientConfig) -> String {
         "# Ollama puts its bundled lib/ollama/cuda_vNN first on its runners' LD_LIBRARY_PATH, so this\n\
          # mode gives it only libcuda.so.1 and libnvidia-ml.so.1: use `sudo vgpu install ollama` for Ollama.\n",
     );
-    // PyTorch and CuPy load NVIDIA's cuBLAS by path; its GEMMs need a driver table vgpu lacks.
+    // PyTorch and CuPy load NVIDIA's cuBLAS by path; vgpu's sends each call as one message.
     let (blas, lt) = (lib_dir.join("libcublas.so.13"), lib_dir.join("libcublasLt.so.13"));
     s.push_str(&format!(
-        "# PyTorch and CuPy bring NVIDIA's cuBLAS, whose matrix products do not run through vgpu's driver\n\
-         # yet (docs/export-tables.md); for such a program preload vgpu's:\n\
+        "# PyTorch and CuPy bring NVIDIA's cuBLAS, which runs through vgpu's driver kernel by kernel and\n\
+         # starts slower (docs/export-tables.md); to run vgpu's, one message a call, preload it:\n\
          #   LD_PRELOAD={} python3 ...\n",
         quote(&format!("{} {}", blas.display(), lt.display()))
     ));

@@ -151,10 +151,16 @@ crate::api! {
     sync cuModuleGetFunction(module: u64, name: String) -> FuncInfo;
     sync cuModuleGetGlobal_v2(module: u64, name: String) -> (u64, u64);
     sync cuLibraryGetKernel(library: u64, name: String) -> FuncInfo;
+    /// A library's module in the current context (how CUDA 12's runtime finds its kernels).
+    sync cuLibraryGetModule(library: u64) -> u64;
     /// A library's `__device__` variable in the current context (what NVIDIA's runtime
     /// copies constants to): its address and size.
     sync cuLibraryGetGlobal(library: u64, name: String) -> (u64, u64);
     sync cuLibraryUnload(library: u64) -> ();
+    /// The driver's private tools-context table (`21318C60…`), slots 51 then 39, in the current
+    /// context: what NVIDIA's cuBLAS asks before its first GEMM. `out`: the 8 bytes slot 39
+    /// writes into, as the caller had them.
+    sync tools_context_query(selector: u64, out: [u8; 8]) -> [u8; 8];
     sync cuFuncGetAttribute(attrib: i32, func: u64) -> i32;
     /// Every `CUfunction_attribute` of `func` at once (cudaFuncGetAttributes).
     sync func_attributes(func: u64) -> Vec<i32>;

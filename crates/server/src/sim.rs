@@ -774,6 +774,18 @@ impl protocol::Backend for Sim {
         function(func)?;
         Ok(232_448 / blocks.max(1) as u64)
     }
+    /// What an H100's driver answered (session 30): 7 in the first four bytes.
+    fn tools_context_query(&mut self, _io: &mut Io<'_>, selector: u64, mut out: [u8; 8]) -> Result<[u8; 8], u32> {
+        if selector != 0 {
+            return Err(NOT_SUPPORTED);
+        }
+        out[..4].copy_from_slice(&7u32.to_le_bytes());
+        Ok(out)
+    }
+    /// The sim's libraries are modules already.
+    fn cuLibraryGetModule(&mut self, _io: &mut Io<'_>, library: u64) -> Result<u64, u32> {
+        self.modules.contains(&library).then_some(library).ok_or(INVALID_HANDLE)
+    }
     fn cuLibraryUnload(&mut self, io: &mut Io<'_>, library: u64) -> Result<(), u32> {
         self.cuModuleUnload(io, library)
     }

@@ -4,10 +4,12 @@
 //! stops at its first CUDA call ("API call is not supported in the installed CUDA driver").
 //!
 //! The UUIDs, the slots the runtime calls and what they mean are public knowledge from
-//! ZLUDA's `dark_api` (reverse engineered; see `docs/export-tables.md`). Each table is an
-//! array of addresses; slot 0 of most holds the table's size in bytes. Slots nobody has
-//! seen called stay null. What the runtime asks for beyond these is logged once by UUID and
-//! answered `CUDA_ERROR_INVALID_VALUE`, as the driver answers an unknown UUID.
+//! ZLUDA's `dark_api` (reverse engineered) and what NVIDIA's driver was seen to answer
+//! (`scripts/gpu/darktrace.c`; see `docs/export-tables.md`). Each table is an array of
+//! addresses; slot 0 of most holds the table's size in bytes. In the runtime's tables slots
+//! nobody has seen called stay null; in cuBLAS's, each says once that it was called. What is
+//! asked for beyond these is logged once by UUID and answered `CUDA_ERROR_INVALID_VALUE`, as
+//! the driver answers an unknown UUID.
 
 use crate::state::{R, entry, put};
 use abi::cuda::*;
@@ -57,6 +59,8 @@ const HEAP_ACCESS: [u8; 16] = uuid(0x195BCBF4_D67D_024A_ACC5_1D29CEA631AE);
 const DEVICE_EXTENDED_RT: [u8; 16] = uuid(0xB10541E1_F7C7_C74A_9F64_F223BE99F1E2);
 const INTEGRITY_CHECK: [u8; 16] = uuid(0xD4082055_BDE6_704B_8D34_BA123C66E1F2);
 const CONTEXT_CHECKS: [u8; 16] = uuid(0x263E8860_7CD2_6143_92F6_BBD5006DFA7E);
+const TOOLS_CONTEXT: [u8; 16] = uuid(0x21318C60_9714_3248_8CA6_41FF7324C8F2);
+const KERNEL_KEYS: [u8; 16] = uuid(0x1734DC26_800D_4745_8726_C0F1E7DD8BCA);
 
 /// Tables the runtime asks for and does without: answered "no such table" without a word.
 const DONE_WITHOUT: [[u8; 16]; 1] = [
@@ -81,7 +85,7 @@ static CUDART: Table<13> = slots(
 );
 // cuBLAS asks slot 2 for the calling thread's tools context before its first kernel: none.
 static TOOLS: Table<4> =
-    slots(true, &[(1, hooks_quiet::<101> as Slot), (2, no_tools_context as Slot), (3, hooks_quiet::<103> as Slot)]);
+    slots(true, &[(1, hooks_quiet::<101> as Slot), (2, thread_context as Slot), (3, hooks_quiet::<103> as Slot)]);
 // The runtime calls slot 5 as it exits (with 3 and NULL) once a tool has registered, and
 // slot 4 with an output; what they do for tools, vgpu has no tools for.
 static HOOKS: Table<7> = slots(
@@ -103,6 +107,16 @@ static HEAP: Table<3> = slots(true, &[(1, not_supported_3 as Slot), (2, not_supp
 static EXTENDED: Table<26> = slots(true, &[(5, not_supported_4 as Slot), (13, not_supported_2 as Slot)]);
 static INTEGRITY: Table<3> = slots(true, &[(1, integrity_check as Slot), (2, integrity_enable as Slot)]);
 static CHECKS: Table<4> = slots(true, &[(2, context_check as Slot), (3, check_3 as Slot)]);
+// NVIDIA's cuBLAS(Lt) asks slot 4 before choosing a GEMM algorithm, and 51 and 39 in some
+// programs; the other 89 slots nobody has seen called: each says so, once, by number.
+static TOOLS_CONTEXT_TABLE: Table<93> = unseen_slots::<93, 0x21318C60>(slots(
+    true,
+    &[(4, context_number as Slot), (39, tools_value as Slot), (51, tools_object as Slot)],
+));
+// cuBLASLt asks slot 4 for two buffers and slot 13 to transform what it wrote into them
+// before some tensor-core GEMMs; without the table it crashes. Every slot answers not
+// supported, so that it gives up on those kernels instead.
+static KERNEL_KEYS_TABLE: Table<17> = unseen_slots::<17, 0x1734DC26>(slots(true, &[]));
 
 fn table(id: &[u8; 16]) -> Option<Slot> {
     Some(match *id {
@@ -115,6 +129,8 @@ fn table(id: &[u8; 16]) -> Option<Slot> {
         DEVICE_EXTENDED_RT => EXTENDED.start(),
         INTEGRITY_CHECK => INTEGRITY.start(),
         CONTEXT_CHECKS => CHECKS.start(),
+        TOOLS_CONTEXT => TOOLS_CONTEXT_TABLE.start(),
+        KERNEL_KEYS => KERNEL_KEYS_TABLE.start(),
         _ => return None,
     })
 }
@@ -219,13 +235,16 @@ extern "C" fn hooks_quiet<const SLOT: usize>(a: usize, b: usize) -> R {
     CUresult::CUDA_SUCCESS
 }
 
-/// The calling thread's tools context: there are no tools.
-unsafe extern "C" fn no_tools_context(out: *mut *mut c_void) -> R {
+/// The calling thread's context as tools see it: its current one.
+unsafe extern "C" fn thread_context(out: *mut *mut c_void) -> R {
     if out.is_null() {
         return CUresult::CUDA_ERROR_INVALID_VALUE;
     }
-    unsafe { *out = std::ptr::null_mut() };
-    CUresult::CUDA_SUCCESS
+    let mut cur: CUcontext = std::ptr::null_mut();
+    let r = unsafe { crate::context::cuCtxGetCurrent(&mut cur) };
+    client::trace_note(|| format!("export table: thread's context {cur:?}"));
+    unsafe { *out = cur.cast() };
+    r
 }
 
 unsafe fn give<const N: usize>(b: &'static Buffer<N>, p: *mut *mut c_void, len: *mut usize) {
@@ -314,6 +333,100 @@ extern "C" fn not_supported_3(_: usize, _: usize, _: usize) -> R {
 }
 extern "C" fn not_supported_4(_: usize, _: usize, _: usize, _: usize) -> R {
     unseen("a device-extended entry")
+}
+
+/// Fill a table's empty slots with [`unseen_slot`], each knowing its number.
+const fn unseen_slots<const N: usize, const TABLE: u32>(mut t: Table<N>) -> Table<N> {
+    macro_rules! each {
+        ($($i:literal)*) => {
+            $(if $i < N && t.0[$i].is_null() {
+                t.0[$i] = unseen_slot::<TABLE, $i> as Slot;
+            })*
+        };
+    }
+    each!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32
+          33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61
+          62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90
+          91 92 93 94 95 96 97 98 99);
+    t
+}
+
+/// A slot of a table whose meaning is not known, called: its table, number and first arguments
+/// said once, not supported.
+extern "C" fn unseen_slot<const TABLE: u32, const SLOT: usize>(a: usize, b: usize, c: usize, d: usize) -> R {
+    let name = format!("{TABLE:08X}[{SLOT}]");
+    client::trace_note(|| format!("export table: {name} ({a:#x}, {b:#x}, {c:#x}, {d:#x})"));
+    shim_support::log_once!(
+        &name,
+        "vgpu: export table slot {name}, which vgpu does not know, was called: not supported"
+    );
+    CUresult::CUDA_ERROR_NOT_SUPPORTED
+}
+
+// ---------- the tools-context table: what NVIDIA's cuBLAS asks of a context
+
+/// Each context's number, counted from 1 in the order asked (the driver numbers its first
+/// context 1); 0 for no context.
+fn number_of(ctx: usize) -> u64 {
+    static NUMBERS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    if ctx == 0 {
+        return 0;
+    }
+    let mut n = NUMBERS.lock();
+    let i = n.iter().position(|&c| c == ctx).unwrap_or_else(|| {
+        n.push(ctx);
+        n.len() - 1
+    });
+    i as u64 + 1
+}
+
+unsafe extern "C" fn context_number(ctx: CUcontext, out: *mut u64) -> R {
+    client::trace_note(|| format!("export table: number of context {ctx:?}"));
+    entry(|| unsafe { put(out, number_of(ctx as usize)) })
+}
+
+/// What slot 51 hands out: a token naming the context and the selector it was asked with,
+/// one per pair, kept for the process's life (the driver's object lives as long as its
+/// context). Slot 39 asks the server's driver through it.
+struct ToolsObject {
+    ctx: u64,
+    selector: u64,
+}
+
+fn tools_objects() -> &'static Mutex<Vec<&'static ToolsObject>> {
+    static O: Mutex<Vec<&'static ToolsObject>> = Mutex::new(Vec::new());
+    &O
+}
+
+unsafe extern "C" fn tools_object(ctx: CUcontext, selector: u64, out: *mut *const c_void) -> R {
+    client::trace_note(|| format!("export table: tools object of context {ctx:?}, selector {selector}"));
+    entry(|| {
+        let ctx = context_or_current(ctx)? as u64;
+        let mut all = tools_objects().lock();
+        let found = all.iter().find(|o| o.ctx == ctx && o.selector == selector).copied();
+        let o = found.unwrap_or_else(|| {
+            let o: &'static ToolsObject = Box::leak(Box::new(ToolsObject { ctx, selector }));
+            all.push(o);
+            o
+        });
+        unsafe { put(out, (o as *const ToolsObject).cast()) }
+    })
+}
+
+unsafe extern "C" fn tools_value(_ctx: CUcontext, object: *const c_void, out: *mut [u8; 8]) -> R {
+    entry(|| {
+        let o = tools_objects().lock().iter().find(|o| std::ptr::eq(**o as *const ToolsObject, object.cast())).copied();
+        let o = o.ok_or(CUresult::CUDA_ERROR_INVALID_HANDLE)?;
+        if out.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let t = crate::route::Target { server: crate::route::server_of(o.ctx)?, ctx: o.ctx };
+        let had = unsafe { std::ptr::read_unaligned(out) };
+        let v = crate::route::call(t, &protocol::ops::tools_context_query { selector: o.selector, out: had })?;
+        client::trace_note(|| format!("export table: tools value of context {:#x}: {v:02x?}", o.ctx));
+        unsafe { std::ptr::write_unaligned(out, v) };
+        Ok(())
+    })
 }
 
 // ---------- checks the runtime makes of the driver

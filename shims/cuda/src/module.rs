@@ -266,6 +266,18 @@ pub unsafe extern "C" fn cuLibraryGetKernel(k: *mut CUkernel, lib: CUlibrary, na
     })
 }
 
+/// The library's module in the current context, a module like any other (its library unloads
+/// it).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLibraryGetModule(m: *mut CUmodule, lib: CUlibrary) -> R {
+    entry(|| {
+        let t = route::of(lib as u64)?;
+        let h = route::tag(t.server, route::call(t, &ops::cuLibraryGetModule { library: route::raw(lib as u64) })?)?;
+        route::remember(h, t.ctx);
+        unsafe { put(m, h as usize as CUmodule) }
+    })
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuKernelGetFunction(f: *mut CUfunction, k: CUkernel) -> R {
     entry(|| unsafe { put(f, k as usize as CUfunction) })

@@ -147,11 +147,11 @@ impl Doctor<'_> {
                 format!("sudo vgpu install system, or for one shell: {first}"),
             ),
             _ => {
-                // NVIDIA's runtime runs over vgpu's driver; NVIDIA's cuBLAS does not do GEMMs there.
+                // NVIDIA's runtime and cuBLAS run over vgpu's driver, the latter kernel by kernel.
                 let what = if name.starts_with("libcublas") {
-                    "programs linked against it run NVIDIA's cuBLAS, whose matrix products do not run through vgpu's driver yet"
+                    "programs linked against it run NVIDIA's cuBLAS over vgpu's driver, its kernels one by one (vgpu's sends a call as one message)"
                 } else {
-                    "programs linked against it run NVIDIA's runtime over vgpu's libcuda.so.1: kernels and copies work, NVIDIA's cuBLAS and cuFFT beside it do not yet"
+                    "programs linked against it run NVIDIA's runtime over vgpu's libcuda.so.1: kernels, copies and NVIDIA's cuBLAS work, cuFFT does not yet"
                 };
                 self.r.warn(
                     area,

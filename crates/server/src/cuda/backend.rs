@@ -288,6 +288,14 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.library_get_kernel(library, &name)
     }
+    fn tools_context_query(&mut self, _io: &mut Io<'_>, selector: u64, out: [u8; 8]) -> R<[u8; 8]> {
+        self.ready()?;
+        self.tools_context_query(selector, out)
+    }
+    fn cuLibraryGetModule(&mut self, _io: &mut Io<'_>, library: u64) -> R<u64> {
+        self.ready()?;
+        self.library_get_module(library)
+    }
     fn cuLibraryGetGlobal(&mut self, _io: &mut Io<'_>, library: u64, name: String) -> R<(u64, u64)> {
         self.ready()?;
         self.library_get_global(library, &name)

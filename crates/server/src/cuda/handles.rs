@@ -49,6 +49,8 @@ pub struct Handles {
     pub modules: HashMap<u64, u64>,
     /// Libraries are context-independent.
     pub libraries: HashSet<u64>,
+    /// A library's module in a context (also in `modules`) → the library, which owns it.
+    pub library_modules: HashMap<u64, u64>,
     pub functions: HashMap<u64, Func>,
     /// Graphs are context-independent.
     pub graphs: HashSet<u64>,
@@ -116,6 +118,7 @@ impl Handles {
         let dead: Vec<u64> = self.modules.iter().filter(|(_, c)| **c == ctx).map(|(m, _)| *m).collect();
         for m in dead {
             self.modules.remove(&m);
+            self.library_modules.remove(&m);
             self.forget_owner(m);
         }
         self.functions.retain(|_, f| f.ctx != ctx);

@@ -40,6 +40,7 @@ mod shm;
 mod snapshot;
 mod staging;
 mod streams;
+mod tools;
 mod vmm;
 
 pub use snapshot::snapshot;
@@ -58,6 +59,7 @@ pub(crate) const INVALID_CONTEXT: u32 = 201;
 pub(crate) const FILE_NOT_FOUND: u32 = 301;
 pub(crate) const INVALID_HANDLE: u32 = 400;
 pub(crate) const NOT_READY: u32 = 600;
+pub(crate) const NOT_PERMITTED: u32 = 800;
 pub(crate) const NOT_SUPPORTED: u32 = 801;
 pub(crate) const STREAM_CAPTURE_UNSUPPORTED: u32 = 900;
 

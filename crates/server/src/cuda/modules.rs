@@ -7,7 +7,7 @@
 use super::cache::aligned_image;
 use super::handles::Func;
 use super::ranges::{Kind, Range};
-use super::{CudaSession, FILE_NOT_FOUND, INVALID_VALUE, R};
+use super::{CudaSession, FILE_NOT_FOUND, INVALID_VALUE, NOT_PERMITTED, R};
 use abi::cuda::{CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUmodule};
 use protocol::FuncInfo;
 use std::ffi::CString;
@@ -56,6 +56,10 @@ impl CudaSession {
 
     pub(super) fn module_unload(&mut self, module: u64) -> R<()> {
         let m = self.h.module(module)?;
+        if self.h.library_modules.contains_key(&module) {
+            // Its library owns it: unloading the library unloads it.
+            return Err(NOT_PERMITTED);
+        }
         cu!(self.lib, cuModuleUnload(m))?;
         self.h.modules.remove(&module);
         self.h.forget_owner(module);
@@ -68,6 +72,14 @@ impl CudaSession {
         cu!(self.lib, cuLibraryUnload(l))?;
         self.h.libraries.remove(&library);
         self.h.forget_owner(library);
+        let modules: Vec<u64> =
+            self.h.library_modules.iter().filter(|(_, l)| **l == library).map(|(m, _)| *m).collect();
+        for m in modules {
+            self.h.library_modules.remove(&m);
+            self.h.modules.remove(&m);
+            self.h.forget_owner(m);
+            self.ranges.remove_where(|_, r| r.kind == Kind::Global(m));
+        }
         self.ranges.remove_where(|_, r| r.kind == Kind::Global(library));
         Ok(())
     }
@@ -111,6 +123,17 @@ impl CudaSession {
         let mut f: CUfunction = null_mut();
         cu!(self.lib, cuKernelGetFunction(&mut f, k))?;
         self.track_function(f, library)
+    }
+
+    /// A library's module in the current context: its functions and globals are found as
+    /// any module's; it lives as long as the library (or the context).
+    pub(super) fn library_get_module(&mut self, library: u64) -> R<u64> {
+        let l = self.h.library(library)?;
+        let mut m: CUmodule = null_mut();
+        cu!(self.lib, cuLibraryGetModule(&mut m, l))?;
+        self.h.modules.insert(m as u64, self.current);
+        self.h.library_modules.insert(m as u64, library);
+        Ok(m as u64)
     }
 
     /// A `__device__` variable: its address and size. Its range becomes copyable.

@@ -734,8 +734,11 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
   compare nvrt-cublas "$W/cs.n" "$W/cs.v"; cp "$W/cs.v" "$OUT/nvrt-cublas-vgpu.txt"
   [ -n "${NVRT_TRACE:-}" ] && VGLIB=$D vg env VGPU_TRACE=1 CUBLASLT_LOG_LEVEL=5 CUBLAS_LOGINFO_DBG=1 CUBLAS_LOGDEST_DBG=stderr "$W/cublas_static" >"$OUT/nvrt-cublas-trace.txt" 2>&1
   for m in cupy torch; do
+    local t0=$EPOCHREALTIME
     timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$W/py-$m.n" 2>"$OUT/py-$m-native.err"; echo "rc=$?" >>"$W/py-$m.n"
+    local tn; tn=$(elapsed "$t0"); t0=$EPOCHREALTIME
     VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$W/py-$m.v" 2>"$OUT/py-$m-vgpu.err"; echo "rc=$?" >>"$W/py-$m.v"
+    say "py-$m probe wall time: native ${tn}s, vgpu $(elapsed "$t0")s"
     [ -n "${NVRT_TRACE:-}" ] && VGLIB=$D vg env VGPU_TRACE=1 timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >/dev/null 2>"$OUT/py-$m-trace.txt"
     cp "$W/py-$m.n" "$OUT/py-$m-native.txt"; cp "$W/py-$m.v" "$OUT/py-$m-vgpu.txt"
     compare nvrt-$m "$W/py-$m.n" "$W/py-$m.v"

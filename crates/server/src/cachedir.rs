@@ -67,12 +67,6 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> std:
     r
 }
 
-/// An image read from `dir`, if present and matching its hash.
-pub fn read_verified(dir: &Path, hash: &[u8; 32]) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(dir.join(hex(hash))).ok()?;
-    (blake3::hash(&bytes).as_bytes() == hash).then_some(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

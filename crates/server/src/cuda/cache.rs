@@ -7,19 +7,65 @@
 //! their name when read, so a damaged or planted file is ignored.
 
 use super::{INVALID_VALUE, R};
-use crate::cachedir::{candidates, choose_dir, hex, read_verified, write_atomic};
+use crate::cachedir::{candidates, choose_dir, hex, write_atomic};
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Images up to this size are also kept in memory (bigger ones are read back from disk).
 const MEMORY_MAX: usize = 64 << 20;
+
+/// An image in 8-byte-aligned memory followed by at least one NUL: the driver reads cubins
+/// and fatbins as structs, and PTX as a C string. Kept in this form, so that a load by hash
+/// copies nothing.
+#[derive(Debug, PartialEq)]
+pub struct Aligned {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Aligned {
+    fn zeroed(len: usize) -> Aligned {
+        Aligned { words: vec![0u64; len / 8 + 1], len }
+    }
+    pub fn from_bytes(bytes: &[u8]) -> Aligned {
+        let mut a = Aligned::zeroed(bytes.len());
+        a.bytes_mut().copy_from_slice(bytes);
+        a
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `words` holds at least `len` bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+    /// The image's bytes (the NUL after them not included).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: as above.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+    pub fn as_ptr(&self) -> *const std::ffi::c_void {
+        self.words.as_ptr().cast()
+    }
+}
+
+/// What a session's loads cost, said when it ends (`VGPU_STATS`).
+#[derive(Default, Debug)]
+pub struct LoadCost {
+    pub loads: u64,
+    pub bytes: u64,
+    /// Finding, reading and checking images.
+    pub cache: std::time::Duration,
+    /// The driver's own loading.
+    pub driver: std::time::Duration,
+}
 
 /// The image cache of one session.
 #[derive(Default)]
 pub struct ImageCache {
     /// `None` until first needed; then the chosen directory, if any is usable.
     dir: Option<Option<PathBuf>>,
-    mem: HashMap<[u8; 32], Vec<u8>>,
+    mem: HashMap<[u8; 32], Rc<Aligned>>,
+    pub cost: LoadCost,
 }
 
 impl ImageCache {
@@ -29,7 +75,7 @@ impl ImageCache {
 
     #[cfg(test)]
     pub fn with_dir(dir: Option<PathBuf>) -> ImageCache {
-        ImageCache { dir: Some(dir), mem: HashMap::new() }
+        ImageCache { dir: Some(dir), ..ImageCache::default() }
     }
 
     fn dir(&mut self) -> Option<&Path> {
@@ -48,7 +94,7 @@ impl ImageCache {
     }
 
     /// Store an image the client sent: it must match `hash`.
-    pub fn put(&mut self, hash: &[u8; 32], image: &[u8]) -> R<()> {
+    pub fn put(&mut self, hash: &[u8; 32], image: &[u8]) -> R<Rc<Aligned>> {
         if blake3::hash(image).as_bytes() != hash {
             return Err(INVALID_VALUE);
         }
@@ -59,32 +105,32 @@ impl ImageCache {
         {
             tracing::warn!("cannot cache module {name} in {}: {e}", dir.display());
         }
-        if image.len() <= MEMORY_MAX {
-            self.mem.insert(*hash, image.to_vec());
-        }
-        Ok(())
+        Ok(self.keep(hash, Aligned::from_bytes(image)))
     }
 
-    /// A known image: from memory, else from disk.
-    pub fn get(&mut self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+    /// A known image: from memory, else from disk (read straight into aligned memory and
+    /// checked against its name).
+    pub fn get(&mut self, hash: &[u8; 32]) -> Option<Rc<Aligned>> {
         if let Some(i) = self.mem.get(hash) {
             return Some(i.clone());
         }
-        let image = read_verified(self.dir()?, hash)?;
-        if image.len() <= MEMORY_MAX {
+        let mut file = std::fs::File::open(self.dir()?.join(hex(hash))).ok()?;
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        let mut image = Aligned::zeroed(len);
+        file.read_exact(image.bytes_mut()).ok()?;
+        if blake3::hash(image.bytes()).as_bytes() != hash {
+            return None;
+        }
+        Some(self.keep(hash, image))
+    }
+
+    fn keep(&mut self, hash: &[u8; 32], image: Aligned) -> Rc<Aligned> {
+        let image = Rc::new(image);
+        if image.len <= MEMORY_MAX {
             self.mem.insert(*hash, image.clone());
         }
-        Some(image)
+        image
     }
-}
-
-/// The image in 8-byte-aligned memory followed by at least one NUL: the driver reads
-/// cubins and fatbins as structs, and PTX as a C string.
-pub fn aligned_image(bytes: &[u8]) -> Vec<u64> {
-    let mut words = vec![0u64; bytes.len() / 8 + 1];
-    let dst = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
-    dst[..bytes.len()].copy_from_slice(bytes);
-    words
 }
 
 #[cfg(test)]
@@ -99,13 +145,13 @@ mod tests {
         let mut c = ImageCache::with_dir(Some(t.path().to_path_buf()));
         assert_eq!(c.get(&hash), None);
         assert_eq!(c.put(&[0; 32], &image), Err(INVALID_VALUE));
-        c.put(&hash, &image).unwrap();
+        assert_eq!(c.put(&hash, &image).unwrap().bytes(), &image[..]);
         assert_eq!(std::fs::read(t.path().join(hex(&hash))).unwrap(), image);
         // No temporary files are left behind.
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
         // Another session finds it on disk.
         let mut other = ImageCache::with_dir(Some(t.path().to_path_buf()));
-        assert_eq!(other.get(&hash), Some(image.clone()));
+        assert_eq!(other.get(&hash).unwrap().bytes(), &image[..]);
         // A file whose content does not match its name is ignored.
         let fake = [7u8; 32];
         std::fs::write(t.path().join(hex(&fake)), b"planted").unwrap();
@@ -113,16 +159,16 @@ mod tests {
         // Without a directory, memory still works within the session.
         let mut mem = ImageCache::with_dir(None);
         mem.put(&hash, &image).unwrap();
-        assert_eq!(mem.get(&hash), Some(image));
+        assert_eq!(mem.get(&hash).unwrap().bytes(), &image[..]);
     }
 
     #[test]
     fn aligned_images_end_in_nul() {
         for n in [0usize, 1, 7, 8, 9, 16] {
             let bytes: Vec<u8> = (1..=n as u8).collect();
-            let w = aligned_image(&bytes);
+            let w = Aligned::from_bytes(&bytes);
             assert_eq!(w.as_ptr() as usize % 8, 0);
-            let b = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u8>(), w.len() * 8) };
+            let b = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u8>(), n + 1) };
             assert_eq!(&b[..n], &bytes[..]);
             assert_eq!(b[n], 0);
         }

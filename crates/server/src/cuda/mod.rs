@@ -113,6 +113,8 @@ pub struct CudaSession {
     /// Pinned staging buffers, per context (they die with the context that made them).
     pools: HashMap<u64, staging::Pool>,
     images: cache::ImageCache,
+    /// Each loaded library's image, which the driver reads until the library is unloaded.
+    library_images: HashMap<u64, std::rc::Rc<cache::Aligned>>,
     nvml: nvml::NvmlState,
     /// cuBLAS handles (`crate::cublas`), loaded at the first `cublasCreate_v2`.
     cublas: crate::cublas::Cublas,
@@ -167,6 +169,7 @@ impl CudaSession {
             ranges: ranges::RangeMap::default(),
             pools: HashMap::new(),
             images: cache::ImageCache::new(),
+            library_images: HashMap::new(),
             nvml: nvml::NvmlState::default(),
             cublas: crate::cublas::Cublas::default(),
             told_captured_copy: false,
@@ -310,6 +313,16 @@ impl Session for CudaSession {
     /// releasing explicitly keeps teardown orderly. Destroying a context frees everything
     /// made in it, so only context-independent objects are released one by one.
     fn close(&mut self) {
+        let c = &self.images.cost;
+        if c.loads > 0 && std::env::var_os("VGPU_STATS").is_some() {
+            tracing::info!(
+                "module images: {} loads, {:.1} MB; finding and checking them {:.1} ms, the driver's loading {:.1} ms",
+                c.loads,
+                c.bytes as f64 / 1e6,
+                c.cache.as_secs_f64() * 1e3,
+                c.driver.as_secs_f64() * 1e3
+            );
+        }
         self.flush_barrier();
         // cuBLAS handles first, while their contexts live; the segment's events and
         // registration too.

@@ -4,14 +4,14 @@
 //! function handed out carries its parameter layout, which launches need to rebuild
 //! `kernelParams` from the packed bytes the client sends.
 
-use super::cache::aligned_image;
 use super::handles::Func;
 use super::ranges::{Kind, Range};
 use super::{CudaSession, FILE_NOT_FOUND, INVALID_VALUE, NOT_PERMITTED, R};
-use abi::cuda::{CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUmodule};
+use abi::cuda::{CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUlibraryOption, CUmodule};
 use protocol::FuncInfo;
 use std::ffi::CString;
 use std::ptr::null_mut;
+use std::time::Instant;
 
 /// `module_load` kinds.
 const KIND_DATA: u8 = 0;
@@ -30,28 +30,47 @@ impl CudaSession {
         if kind > KIND_LIBRARY {
             return Err(INVALID_VALUE);
         }
+        let start = Instant::now();
         let image = if bulk_in.is_empty() {
-            aligned_image(&self.images.get(hash).ok_or(FILE_NOT_FOUND)?)
+            self.images.get(hash).ok_or(FILE_NOT_FOUND)?
         } else {
-            self.images.put(hash, bulk_in)?;
-            aligned_image(bulk_in)
+            self.images.put(hash, bulk_in)?
         };
-        let data = image.as_ptr().cast();
-        if kind == KIND_LIBRARY {
+        let found = Instant::now();
+        let data = image.as_ptr();
+        let loaded = if kind == KIND_LIBRARY {
             let mut l: CUlibrary = null_mut();
-            cu!(self.lib, cuLibraryLoadData(&mut l, data, null_mut(), null_mut(), 0, null_mut(), null_mut(), 0))?;
-            self.h.libraries.insert(l as u64);
-            return Ok(l as u64);
-        }
-        let mut m: CUmodule = null_mut();
-        if kind == KIND_FATBIN {
-            cu!(self.lib, cuModuleLoadFatBinary(&mut m, data))?;
+            // The image stays here until the library is unloaded, so the driver need not
+            // keep a copy of its own (what NVIDIA's runtime tells it of its fat binaries).
+            let mut option = [CUlibraryOption::CU_LIBRARY_BINARY_IS_PRESERVED];
+            // Option values are passed as pointer-sized integers.
+            let mut value = [std::ptr::without_provenance_mut::<std::ffi::c_void>(1)];
+            cu!(
+                self.lib,
+                cuLibraryLoadData(&mut l, data, null_mut(), null_mut(), 0, option.as_mut_ptr(), value.as_mut_ptr(), 1)
+            )
+            .map(|_| {
+                self.h.libraries.insert(l as u64);
+                self.library_images.insert(l as u64, image.clone());
+            })
+            .map(|_| l as u64)
         } else {
-            debug_assert_eq!(kind, KIND_DATA);
-            cu!(self.lib, cuModuleLoadData(&mut m, data))?;
-        }
-        self.h.modules.insert(m as u64, self.current);
-        Ok(m as u64)
+            let mut m: CUmodule = null_mut();
+            if kind == KIND_FATBIN {
+                cu!(self.lib, cuModuleLoadFatBinary(&mut m, data))
+            } else {
+                debug_assert_eq!(kind, KIND_DATA);
+                cu!(self.lib, cuModuleLoadData(&mut m, data))
+            }
+            .map(|_| self.h.modules.insert(m as u64, self.current))
+            .map(|_| m as u64)
+        };
+        let cost = &mut self.images.cost;
+        cost.loads += 1;
+        cost.bytes += image.bytes().len() as u64;
+        cost.cache += found - start;
+        cost.driver += found.elapsed();
+        loaded
     }
 
     pub(super) fn module_unload(&mut self, module: u64) -> R<()> {
@@ -71,6 +90,7 @@ impl CudaSession {
         let l = self.h.library(library)?;
         cu!(self.lib, cuLibraryUnload(l))?;
         self.h.libraries.remove(&library);
+        self.library_images.remove(&library);
         self.h.forget_owner(library);
         let modules: Vec<u64> =
             self.h.library_modules.iter().filter(|(_, l)| **l == library).map(|(m, _)| *m).collect();

@@ -27,42 +27,27 @@ unsafe fn table_of(
 
 #[test]
 fn tools_context_table_answers_what_cublas_asks() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lib = lib_dir(tmp.path());
-    let server = Server::sim_quiet(tmp.path(), &[]);
-    // This binary's only test: the process's environment is its own.
+    let p = InProcess::start();
+    let primary = p.primary;
     unsafe {
-        std::env::set_var("VGPU_SERVER", &server.address);
-        std::env::set_var("VGPU_CONFIG", "/nonexistent");
-    }
-    let cuda = unsafe { libloading::Library::new(lib.join("libcuda.so.1")) }.unwrap();
-    unsafe {
-        let init: libloading::Symbol<unsafe extern "C" fn(u32) -> CUresult> = cuda.get(b"cuInit").unwrap();
-        let retain: libloading::Symbol<unsafe extern "C" fn(*mut CUcontext, CUdevice) -> CUresult> =
-            cuda.get(b"cuDevicePrimaryCtxRetain").unwrap();
-        let create: libloading::Symbol<unsafe extern "C" fn(*mut CUcontext, u32, CUdevice) -> CUresult> =
-            cuda.get(b"cuCtxCreate_v2").unwrap();
-        let set: libloading::Symbol<unsafe extern "C" fn(CUcontext) -> CUresult> =
-            cuda.get(b"cuCtxSetCurrent").unwrap();
-        let table: libloading::Symbol<unsafe extern "C" fn(*mut *const c_void, *const CUuuid) -> CUresult> =
-            cuda.get(b"cuGetExportTable").unwrap();
+        let create: unsafe extern "C" fn(*mut CUcontext, u32, CUdevice) -> CUresult = p.get(b"cuCtxCreate_v2");
+        let set: unsafe extern "C" fn(CUcontext) -> CUresult = p.get(b"cuCtxSetCurrent");
+        let table: unsafe extern "C" fn(*mut *const c_void, *const CUuuid) -> CUresult = p.get(b"cuGetExportTable");
 
         const OK: CUresult = CUresult::CUDA_SUCCESS;
-        assert_eq!(init(0), OK);
-        let (mut primary, mut other) = (std::ptr::null_mut(), std::ptr::null_mut());
-        assert_eq!(retain(&mut primary, 0), OK);
+        let mut other = std::ptr::null_mut();
         assert_eq!(create(&mut other, 0, 0), OK);
         assert_eq!(set(primary), OK);
 
         // What cuBLAS passes the tables below: the thread's context.
-        let tls = table_of(*table, TOOLS_TLS);
+        let tls = table_of(table, TOOLS_TLS);
         type Thread = unsafe extern "C" fn(*mut CUcontext) -> CUresult;
         let thread: Thread = std::mem::transmute(*tls.add(2));
         let mut cur = std::ptr::null_mut();
         assert_eq!(thread(&mut cur), OK);
         assert_eq!(cur, primary);
 
-        let t = table_of(*table, TOOLS_CONTEXT);
+        let t = table_of(table, TOOLS_CONTEXT);
         assert_eq!(*t, 93 * 8, "a size and 92 slots, as driver 580's");
         assert!((1..93).all(|i| *t.add(i) != 0), "every slot callable");
 
@@ -102,7 +87,7 @@ fn tools_context_table_answers_what_cublas_asks() {
         assert_eq!(unseen(0, 0, 0, 0), CUresult::CUDA_ERROR_NOT_SUPPORTED);
 
         // Served (cuBLASLt crashes without it), every slot not supported.
-        let k = table_of(*table, KERNEL_KEYS);
+        let k = table_of(table, KERNEL_KEYS);
         assert_eq!(*k, 17 * 8);
         for i in 1..17 {
             let f: Unseen = std::mem::transmute(*k.add(i));

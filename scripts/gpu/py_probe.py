@@ -45,6 +45,21 @@ def torch_steps():
         d = (a.cuda() @ a.cuda()).cpu()
         return f"max diff to CPU {float((d - a @ a).abs().max()):.0e}"
     step("torch.matmul", mm)
+
+    def mm16():
+        g = torch.Generator().manual_seed(1)
+        a = torch.randn(512, 512, generator=g)
+        d = (a.cuda().half() @ a.cuda().half()).float().cpu()
+        return f"max diff to CPU {float((d - a.half().float() @ a.half().float()).abs().max()):.0e}"
+    step("torch.matmul_f16", mm16)
+
+    def conv():
+        g = torch.Generator().manual_seed(2)
+        x, w = torch.randn(2, 8, 32, 32, generator=g), torch.randn(16, 8, 3, 3, generator=g)
+        d = torch.nn.functional.conv2d(x.cuda(), w.cuda(), padding=1).cpu()
+        return f"max diff to CPU {float((d - torch.nn.functional.conv2d(x, w, padding=1)).abs().max()):.0e}"
+    step("torch.conv2d", conv)
+    step("torch.fft", lambda: round(float(torch.fft.fft(torch.ones(1024, device="cuda", dtype=torch.complex64)).abs().max())))
     step("torch.memory", lambda: torch.cuda.mem_get_info()[1] >> 20)
 
 
@@ -52,5 +67,5 @@ for which in sys.argv[1:] or ["cupy", "torch"]:
     step(f"{which}.import", lambda: __import__(which) and "ok")
     {"cupy": cupy_steps, "torch": torch_steps}[which]()
 
-libs = sorted({l.split()[-1] for l in open("/proc/self/maps") if any(n in l for n in ("libcuda", "libcudart", "libcublas", "libnvidia-ml", "libnvrtc", "libcurand", "libcufft"))})
+libs = sorted({l.split()[-1] for l in open("/proc/self/maps") if any(n in l for n in ("libcuda", "libcudart", "libcublas", "libnvidia-ml", "libnvrtc", "libcurand", "libcufft", "libcudnn"))})
 print("loaded:", " ".join(libs), file=sys.stderr)

@@ -574,3 +574,46 @@ impl Drop for Interactive {
         let _ = self.child.wait();
     }
 }
+
+/// Our libcuda.so.1 loaded into the test's own process against a sim server, initialised,
+/// with the primary context of device 0 current: for tests that call it with the generated
+/// C types. The process's environment is set for it, so a binary holds one such test.
+#[allow(dead_code)]
+pub struct InProcess {
+    pub cuda: libloading::Library,
+    pub primary: abi::cuda::CUcontext,
+    _server: Server,
+    _tmp: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl InProcess {
+    pub fn start() -> InProcess {
+        use abi::cuda::{CUcontext, CUdevice, CUresult};
+        let tmp = tempfile::tempdir().unwrap();
+        let lib = lib_dir(tmp.path());
+        let server = Server::sim_quiet(tmp.path(), &[]);
+        unsafe {
+            std::env::set_var("VGPU_SERVER", &server.address);
+            std::env::set_var("VGPU_CONFIG", "/nonexistent");
+        }
+        let cuda = unsafe { libloading::Library::new(lib.join("libcuda.so.1")) }.unwrap();
+        let mut primary = std::ptr::null_mut();
+        unsafe {
+            let init = cuda.get::<unsafe extern "C" fn(u32) -> CUresult>(b"cuInit").unwrap();
+            let retain = cuda
+                .get::<unsafe extern "C" fn(*mut CUcontext, CUdevice) -> CUresult>(b"cuDevicePrimaryCtxRetain")
+                .unwrap();
+            let set = cuda.get::<unsafe extern "C" fn(CUcontext) -> CUresult>(b"cuCtxSetCurrent").unwrap();
+            assert_eq!(init(0), CUresult::CUDA_SUCCESS);
+            assert_eq!(retain(&mut primary, 0), CUresult::CUDA_SUCCESS);
+            assert_eq!(set(primary), CUresult::CUDA_SUCCESS);
+        }
+        InProcess { cuda, primary, _server: server, _tmp: tmp }
+    }
+
+    /// An entry point of the library, by name.
+    pub fn get<T: Copy>(&self, name: &[u8]) -> T {
+        *unsafe { self.cuda.get::<T>(name) }.unwrap()
+    }
+}

@@ -236,17 +236,12 @@ pub unsafe extern "C" fn cuLibraryLoadData(
     _jit_opts: *mut CUjit_option,
     _jit_vals: *mut *mut c_void,
     _n_jit: c_uint,
-    lib_opts: *mut CUlibraryOption,
-    lib_vals: *mut *mut c_void,
-    n_lib: c_uint,
+    _lib_opts: *mut CUlibraryOption,
+    _lib_vals: *mut *mut c_void,
+    _n_lib: c_uint,
 ) -> R {
-    // The server passes the one option NVIDIA's runtime gives (the image is preserved) itself.
-    client::trace_note(|| {
-        let opts = (0..n_lib as usize)
-            .map(|i| unsafe { format!("{}={:?}", (*lib_opts.add(i)).0, *lib_vals.add(i)) })
-            .collect::<Vec<_>>();
-        format!("cuLibraryLoadData options {opts:?}")
-    });
+    // Options are not forwarded: the server passes the one NVIDIA's runtime gives (the
+    // image is preserved) itself.
     entry(|| {
         let h = load(unsafe { image(code)? }, 2)?;
         unsafe { put(lib, h as usize as CUlibrary) }

@@ -83,7 +83,8 @@ static CUDART: Table<13> = slots(
         (12, compilers_loaded as Slot),
     ],
 );
-// cuBLAS asks slot 2 for the calling thread's tools context before its first kernel: none.
+// cuBLAS asks slot 2 for the calling thread's context before its first kernel (and passes it
+// to the tools-context table): its current one, as NVIDIA's driver answers.
 static TOOLS: Table<4> =
     slots(true, &[(1, hooks_quiet::<101> as Slot), (2, thread_context as Slot), (3, hooks_quiet::<103> as Slot)]);
 // The runtime calls slot 5 as it exits (with 3 and NULL) once a tool has registered, and

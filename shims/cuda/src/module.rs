@@ -94,15 +94,20 @@ pub fn load(img: &[u8], kind: u8) -> Result<u64, R> {
         }
         Err(e) => return Err(e),
     };
-    let h = route::tag(t.server, h)?;
+    adopt(t, h)
+}
+
+/// A handle `t`'s server issued, as the application sees it (tagged with the server), its
+/// context remembered.
+fn adopt(t: Target, raw: u64) -> Result<u64, R> {
+    let h = route::tag(t.server, raw)?;
     route::remember(h, t.ctx);
     Ok(h)
 }
 
 /// Remember a function found through `t` (its handle tagged with `t`'s server).
 fn remember(t: Target, f: &FuncInfo) -> Result<u64, R> {
-    let h = route::tag(t.server, f.handle)?;
-    route::remember(h, t.ctx);
+    let h = adopt(t, f.handle)?;
     state::tables().functions.write().insert(h, Arc::new(f.params.clone()));
     // A handle value the server reuses after an unload names another function now.
     state::tables().func_attrs.write().remove(&h);
@@ -274,8 +279,7 @@ pub unsafe extern "C" fn cuLibraryGetKernel(k: *mut CUkernel, lib: CUlibrary, na
 pub unsafe extern "C" fn cuLibraryGetModule(m: *mut CUmodule, lib: CUlibrary) -> R {
     entry(|| {
         let t = route::of(lib as u64)?;
-        let h = route::tag(t.server, route::call(t, &ops::cuLibraryGetModule { library: route::raw(lib as u64) })?)?;
-        route::remember(h, t.ctx);
+        let h = adopt(t, route::call(t, &ops::cuLibraryGetModule { library: route::raw(lib as u64) })?)?;
         unsafe { put(m, h as usize as CUmodule) }
     })
 }

@@ -110,6 +110,13 @@ impl Handles {
         self.functions.retain(|_, f| f.owner != owner);
     }
 
+    /// Forget a module and its functions.
+    pub fn forget_module(&mut self, m: u64) {
+        self.modules.remove(&m);
+        self.library_modules.remove(&m);
+        self.forget_owner(m);
+    }
+
     /// Forget what died with context `ctx`. The context itself stays (a reset primary
     /// context is still valid); its caller removes it when it is gone.
     pub fn forget_ctx(&mut self, ctx: u64) {
@@ -117,9 +124,7 @@ impl Handles {
         self.events.retain(|_, c| *c != ctx);
         let dead: Vec<u64> = self.modules.iter().filter(|(_, c)| **c == ctx).map(|(m, _)| *m).collect();
         for m in dead {
-            self.modules.remove(&m);
-            self.library_modules.remove(&m);
-            self.forget_owner(m);
+            self.forget_module(m);
         }
         self.functions.retain(|_, f| f.ctx != ctx);
         self.execs.retain(|_, c| *c != ctx);

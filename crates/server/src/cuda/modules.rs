@@ -52,8 +52,8 @@ impl CudaSession {
             .map(|_| {
                 self.h.libraries.insert(l as u64);
                 self.library_images.insert(l as u64, image.clone());
+                l as u64
             })
-            .map(|_| l as u64)
         } else {
             let mut m: CUmodule = null_mut();
             if kind == KIND_FATBIN {
@@ -62,8 +62,10 @@ impl CudaSession {
                 debug_assert_eq!(kind, KIND_DATA);
                 cu!(self.lib, cuModuleLoadData(&mut m, data))
             }
-            .map(|_| self.h.modules.insert(m as u64, self.current))
-            .map(|_| m as u64)
+            .map(|_| {
+                self.h.modules.insert(m as u64, self.current);
+                m as u64
+            })
         };
         let cost = &mut self.images.cost;
         cost.loads += 1;
@@ -80,10 +82,14 @@ impl CudaSession {
             return Err(NOT_PERMITTED);
         }
         cu!(self.lib, cuModuleUnload(m))?;
-        self.h.modules.remove(&module);
-        self.h.forget_owner(module);
-        self.ranges.remove_where(|_, r| r.kind == Kind::Global(module));
+        self.forget_module(module);
         Ok(())
+    }
+
+    /// Forget an unloaded module: its functions and its globals' ranges.
+    fn forget_module(&mut self, module: u64) {
+        self.h.forget_module(module);
+        self.ranges.remove_where(|_, r| r.kind == Kind::Global(module));
     }
 
     pub(super) fn library_unload(&mut self, library: u64) -> R<()> {
@@ -91,16 +97,13 @@ impl CudaSession {
         cu!(self.lib, cuLibraryUnload(l))?;
         self.h.libraries.remove(&library);
         self.library_images.remove(&library);
-        self.h.forget_owner(library);
+        // Its modules went with it; the library's own functions and globals are forgotten as
+        // a module's are.
         let modules: Vec<u64> =
             self.h.library_modules.iter().filter(|(_, l)| **l == library).map(|(m, _)| *m).collect();
-        for m in modules {
-            self.h.library_modules.remove(&m);
-            self.h.modules.remove(&m);
-            self.h.forget_owner(m);
-            self.ranges.remove_where(|_, r| r.kind == Kind::Global(m));
+        for m in modules.into_iter().chain([library]) {
+            self.forget_module(m);
         }
-        self.ranges.remove_where(|_, r| r.kind == Kind::Global(library));
         Ok(())
     }
 
@@ -163,11 +166,16 @@ impl CudaSession {
         let name = c_name(name)?;
         let (mut p, mut bytes) = (0u64, 0usize);
         cu!(self.lib, cuModuleGetGlobal_v2(&mut p, &mut bytes, m, name.as_ptr()))?;
+        Ok(self.global_found(p, bytes as u64, ctx, module))
+    }
+
+    /// A global of `owner` (module or library) in context `ctx`: its range becomes copyable.
+    fn global_found(&mut self, p: u64, bytes: u64, ctx: u64, owner: u64) -> (u64, u64) {
         let dev = self.h.contexts.get(&ctx).map_or(usize::MAX, |c| c.dev);
         if bytes > 0 && self.ranges.get(p).is_none() {
-            self.ranges.insert(p, Range { len: bytes as u64, dev, ctx, kind: Kind::Global(module) });
+            self.ranges.insert(p, Range { len: bytes, dev, ctx, kind: Kind::Global(owner) });
         }
-        Ok((p, bytes as u64))
+        (p, bytes)
     }
 
     /// A library's `__device__` variable in the current context. Its range becomes copyable.
@@ -176,12 +184,7 @@ impl CudaSession {
         let name = c_name(name)?;
         let (mut p, mut bytes) = (0u64, 0usize);
         cu!(self.lib, cuLibraryGetGlobal(&mut p, &mut bytes, l, name.as_ptr()))?;
-        let ctx = self.current;
-        let dev = self.h.contexts.get(&ctx).map_or(usize::MAX, |c| c.dev);
-        if bytes > 0 && self.ranges.get(p).is_none() {
-            self.ranges.insert(p, Range { len: bytes as u64, dev, ctx, kind: Kind::Global(library) });
-        }
-        Ok((p, bytes as u64))
+        Ok(self.global_found(p, bytes as u64, self.current, library))
     }
 
     pub(super) fn func_get_attribute(&mut self, attrib: i32, func: u64) -> R<i32> {

@@ -1,7 +1,7 @@
 //! The driver's private tables NVIDIA's cuBLAS asks before its first GEMMs, through our
 //! libcuda.so.1 loaded into this test's process, against the sim: the thread's context
 //! (tools TLS, slot 2) is its current one; in the tools-context table (`21318C60…`) contexts
-//! are numbered from 1, slot 51's object is the same for a context each time, and slot 39
+//! are numbered from 1 as `cuCtxGetId` numbers them, slot 51's object is the same for a context each time, and slot 39
 //! reaches the server with the bytes it is to write into; the kernel-keys table
 //! (`1734DC26…`) answers not supported in every slot.
 
@@ -62,6 +62,24 @@ fn tools_context_table_answers_what_cublas_asks() {
         assert_eq!(n, 1, "the same number each time");
         assert_eq!(number(std::ptr::null_mut(), &mut n), OK);
         assert_eq!(n, 0);
+
+        // cuCtxGetId gives the same numbers; NULL asks for the current context's, and a
+        // context made after one was destroyed gets a new number, even where the server
+        // hands out the same handle again.
+        let get_id: unsafe extern "C" fn(CUcontext, *mut u64) -> CUresult = p.get(b"cuCtxGetId");
+        let destroy: unsafe extern "C" fn(CUcontext) -> CUresult = p.get(b"cuCtxDestroy_v2");
+        assert_eq!(get_id(other, &mut n), OK);
+        assert_eq!(n, 2);
+        assert_eq!(get_id(std::ptr::null_mut(), &mut n), OK);
+        assert_eq!(n, 1, "the current context is the primary one");
+        let mut third = std::ptr::null_mut();
+        assert_eq!(create(&mut third, 0, 0), OK);
+        assert_eq!(destroy(third), OK);
+        assert_eq!(get_id(third, &mut n), CUresult::CUDA_ERROR_INVALID_CONTEXT);
+        assert_eq!(create(&mut third, 0, 0), OK);
+        assert_eq!(get_id(third, &mut n), OK);
+        assert_eq!(n, 4, "ids are not reused");
+        assert_eq!(set(primary), OK);
 
         type Object = unsafe extern "C" fn(CUcontext, u64, *mut *const c_void) -> CUresult;
         type Value = unsafe extern "C" fn(CUcontext, *const c_void, *mut u64) -> CUresult;

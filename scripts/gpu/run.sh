@@ -747,6 +747,16 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
     VGLIB=$D vg env LD_PRELOAD="$C/dist/lib/libcublas.so.13 $C/dist/lib/libcublasLt.so.13" timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$W/py-$m.b" 2>"$OUT/py-$m-vgpublas.err"; echo "rc=$?" >>"$W/py-$m.b"
     cp "$W/py-$m.b" "$OUT/py-$m-vgpublas.txt"; compare nvrt-$m-vgpublas "$W/py-$m.n" "$W/py-$m.b"
   done
+  # NVRT_LOADTRACE=1: how many module and library loads the probes make natively and what
+  # the driver takes for them (scripts/gpu/loadtrace.c), beside the server's load cost line.
+  if [ -n "${NVRT_LOADTRACE:-}" ] && gcc -O1 -shared -fPIC -o "$W/loadtrace.so" "$ROOT/scripts/gpu/loadtrace.c" -ldl -lpthread; then
+    for m in torch cupy; do
+      local t0=$EPOCHREALTIME
+      LOADTRACE_OUT=$OUT/loadtrace-$m.txt LD_PRELOAD=$W/loadtrace.so timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$OUT/loadtrace-$m.out" 2>&1
+      say "loadtrace $m: $(elapsed "$t0")s natively; $(grep -h 'cuLibraryLoadData:' "$OUT/loadtrace-$m.txt" | tr '\n' ' ')"
+    done
+    say "server's loads: $(grep -o 'module images: .*' "$OUT/server.log" | tr '\n' ';')"
+  fi
 }
 stage_darktrace() { # issue: NVIDIA's cuBLAS/cuFFT over vgpu's driver. Natively, which slots of the driver's tables 21318C60 and DA9151D3 NVIDIA's libraries call, with what (scripts/gpu/darktrace.c)
   gcc -O1 -shared -fPIC -o "$W/darktrace.so" "$ROOT/scripts/gpu/darktrace.c" -ldl -lpthread || { say "FAIL darktrace build"; return; }

@@ -7,8 +7,17 @@ use abi::cuda::{CUcontext, CUdevice, CUresult};
 use protocol::ops;
 use std::os::raw::{c_int, c_uint};
 
+/// The next context's id; the driver numbers its first context 1.
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Records a context; one already known (a primary context retained again) keeps its id.
 fn remember(ctx: u64, device: CUdevice, server: usize, flags: u32) {
-    state::tables().contexts.write().insert(ctx, CtxInfo { device, server, flags });
+    let mut all = state::tables().contexts.write();
+    let id = all.get(&ctx).map_or_else(next_id, |i| i.id);
+    all.insert(ctx, CtxInfo { device, server, flags, id });
 }
 
 /// Each device's primary context as handed out, so that a reset can tell the runtime's
@@ -53,6 +62,10 @@ pub extern "C" fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> R {
     primary_call(dev, |o| {
         call_on(state::device(dev)?, &ops::cuDevicePrimaryCtxReset_v2 { dev: o })?;
         if let Some(ctx) = primaries().lock().get(&dev).copied() {
+            // The next retain makes a new primary context, with an id of its own.
+            if let Some(i) = state::tables().contexts.write().get_mut(&ctx) {
+                i.id = next_id();
+            }
             crate::export_table::context_gone(ctx_ptr(ctx));
         }
         Ok(())
@@ -227,6 +240,18 @@ pub unsafe extern "C" fn cuCtxGetDevice_v2(dev: *mut CUdevice, ctx: CUcontext) -
         let info = ctx_info(c).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?;
         unsafe { put(dev, info.device) }
     })
+}
+
+/// The context's number: PyTorch and CuPy ask for it to tell contexts apart.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuCtxGetId(ctx: CUcontext, id: *mut u64) -> R {
+    entry(|| unsafe { put(id, id_of(ctx)?) })
+}
+
+/// The id of `ctx`, or of the current context where `ctx` is NULL.
+pub fn id_of(ctx: CUcontext) -> Result<u64, R> {
+    let c = if ctx.is_null() { state::current() } else { ctx as u64 };
+    Ok(ctx_info(c).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?.id)
 }
 
 #[unsafe(no_mangle)]

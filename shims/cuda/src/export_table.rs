@@ -366,24 +366,13 @@ extern "C" fn unseen_slot<const TABLE: u32, const SLOT: usize>(a: usize, b: usiz
 
 // ---------- the tools-context table: what NVIDIA's cuBLAS asks of a context
 
-/// Each context's number, counted from 1 in the order asked (the driver numbers its first
-/// context 1); 0 for no context.
-fn number_of(ctx: usize) -> u64 {
-    static NUMBERS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-    if ctx == 0 {
-        return 0;
-    }
-    let mut n = NUMBERS.lock();
-    let i = n.iter().position(|&c| c == ctx).unwrap_or_else(|| {
-        n.push(ctx);
-        n.len() - 1
-    });
-    i as u64 + 1
-}
-
+/// A context's number: the id `cuCtxGetId` gives (the driver's two agree); 0 for none.
 unsafe extern "C" fn context_number(ctx: CUcontext, out: *mut u64) -> R {
     client::trace_note(|| format!("export table: number of context {ctx:?}"));
-    entry(|| unsafe { put(out, number_of(ctx as usize)) })
+    entry(|| {
+        let n = if ctx.is_null() { 0 } else { crate::context::id_of(ctx)? };
+        unsafe { put(out, n) }
+    })
 }
 
 /// What slot 51 hands out: a token naming the context and the selector it was asked with,

@@ -34,6 +34,9 @@ pub struct CtxInfo {
     pub device: CUdevice,
     pub server: usize,
     pub flags: u32,
+    /// What `cuCtxGetId` answers: counted from 1 in the order contexts were made, never
+    /// reused, as the driver counts (a server's raw handle can come back for a new context).
+    pub id: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

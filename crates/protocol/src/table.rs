@@ -157,6 +157,9 @@ crate::api! {
     /// copies constants to): its address and size.
     sync cuLibraryGetGlobal(library: u64, name: String) -> (u64, u64);
     sync cuLibraryUnload(library: u64) -> ();
+    /// Every function of a module with its name, in the driver's order
+    /// (cuModuleEnumerateFunctions; what cuFFT walks through the driver's table `6E163FBE…`).
+    sync module_functions(module: u64) -> Vec<(String, FuncInfo)>;
     /// The driver's private tools-context table (`21318C60…`), slots 51 then 39, in the current
     /// context: what NVIDIA's cuBLAS asks before its first GEMM. `out`: the 8 bytes slot 39
     /// writes into, as the caller had them.

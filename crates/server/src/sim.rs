@@ -78,7 +78,10 @@ pub struct Sim {
     streams: HashSet<u64>,
     events: HashSet<u64>,
     modules: HashSet<u64>,
-    images: HashMap<[u8; 32], usize>,
+    /// Each image seen: the `.entry` names of a PTX image (the one format the sim reads).
+    images: HashMap<[u8; 32], Vec<String>>,
+    /// Each module's entries, from its image, with the function handle each has.
+    entries: HashMap<u64, Vec<(String, u64)>>,
     graphs: HashSet<u64>,
     /// Stream capture, as far as host-to-device copies go (`Capture`).
     capture: Capture,
@@ -124,6 +127,7 @@ impl Sim {
             events: HashSet::new(),
             modules: HashSet::new(),
             images: HashMap::new(),
+            entries: HashMap::new(),
             graphs: HashSet::new(),
             capture: Capture::default(),
             blas: HashMap::new(),
@@ -719,17 +723,22 @@ impl protocol::Backend for Sim {
             if *blake3::hash(io.bulk_in).as_bytes() != hash {
                 return Err(INVALID_VALUE);
             }
-            self.images.insert(hash, io.bulk_in.len());
-        } else if !self.images.contains_key(&hash) {
-            return Err(FILE_NOT_FOUND);
+            self.images.insert(hash, ptx_entries(io.bulk_in));
         }
+        let entries = self.images.get(&hash).cloned().ok_or(FILE_NOT_FOUND)?;
         // A library (kind 2) belongs to no context, as with the driver.
         if kind != 2 {
             self.device()?;
         }
         let m = self.id();
         self.modules.insert(m);
+        let entries = entries.into_iter().map(|n| (n, self.id())).collect();
+        self.entries.insert(m, entries);
         Ok(m)
+    }
+    fn module_functions(&mut self, _io: &mut Io<'_>, module: u64) -> Result<Vec<(String, FuncInfo)>, u32> {
+        let entries = self.entries.get(&module).ok_or(INVALID_HANDLE)?;
+        Ok(entries.iter().map(|(n, f)| (n.clone(), FuncInfo { handle: *f, params: Vec::new() })).collect())
     }
     fn cuLibraryGetKernel(&mut self, io: &mut Io<'_>, library: u64, name: String) -> Result<FuncInfo, u32> {
         self.cuModuleGetFunction(io, library, name)
@@ -790,15 +799,18 @@ impl protocol::Backend for Sim {
         self.cuModuleUnload(io, library)
     }
     fn cuModuleUnload(&mut self, _io: &mut Io<'_>, module: u64) -> Result<(), u32> {
+        self.entries.remove(&module);
         self.modules.remove(&module).then_some(()).ok_or(INVALID_HANDLE)
     }
-    fn cuModuleGetFunction(&mut self, _io: &mut Io<'_>, module: u64, _name: String) -> Result<FuncInfo, u32> {
+    fn cuModuleGetFunction(&mut self, _io: &mut Io<'_>, module: u64, name: String) -> Result<FuncInfo, u32> {
         if !self.modules.contains(&module) {
             return Err(INVALID_HANDLE);
         }
-        // The sim cannot look inside images: every name is a function without parameters,
-        // which it cannot run (launches fail with CUDA_ERROR_NOT_SUPPORTED).
-        let f = self.id();
+        // The sim reads no more of an image than a PTX image's entry names: every name is a
+        // function without parameters, which it cannot run (launches fail with
+        // CUDA_ERROR_NOT_SUPPORTED).
+        let known = self.entries.get(&module).and_then(|e| e.iter().find(|(n, _)| *n == name)).map(|e| e.1);
+        let f = known.unwrap_or_else(|| self.id());
         Ok(FuncInfo { handle: f, params: Vec::new() })
     }
     fn cuLaunchKernel(
@@ -1123,6 +1135,15 @@ fn sgemm_reference(
             c[i + j * ldc] = alpha * acc + old;
         }
     }
+}
+
+/// The kernels a PTX image declares (`.entry NAME(`), in order; none for other images.
+fn ptx_entries(image: &[u8]) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(image.strip_suffix(b"\0").unwrap_or(image)) else { return Vec::new() };
+    text.split(".entry").skip(1).filter_map(|rest| {
+        let name: String = rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$').collect();
+        (!name.is_empty()).then_some(name)
+    }).collect()
 }
 
 #[cfg(test)]

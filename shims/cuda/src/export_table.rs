@@ -16,7 +16,7 @@ use abi::cuda::*;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::os::raw::c_uint;
+use std::os::raw::{c_int, c_uint};
 
 type Slot = *const c_void;
 
@@ -61,6 +61,7 @@ const INTEGRITY_CHECK: [u8; 16] = uuid(0xD4082055_BDE6_704B_8D34_BA123C66E1F2);
 const CONTEXT_CHECKS: [u8; 16] = uuid(0x263E8860_7CD2_6143_92F6_BBD5006DFA7E);
 const TOOLS_CONTEXT: [u8; 16] = uuid(0x21318C60_9714_3248_8CA6_41FF7324C8F2);
 const KERNEL_KEYS: [u8; 16] = uuid(0x1734DC26_800D_4745_8726_C0F1E7DD8BCA);
+const MODULE_WALK: [u8; 16] = uuid(0x6E163FBE_B958_444D_835C_E182AFF1991E);
 
 /// Tables the runtime asks for and does without: answered "no such table" without a word.
 const DONE_WITHOUT: [[u8; 16]; 1] = [
@@ -118,6 +119,10 @@ static TOOLS_CONTEXT_TABLE: Table<93> = unseen_slots::<93, 0x21318C60>(slots(
 // before some tensor-core GEMMs; without the table it crashes. Every slot answers not
 // supported, so that it gives up on those kernels instead.
 static KERNEL_KEYS_TABLE: Table<17> = unseen_slots::<17, 0x1734DC26>(slots(true, &[]));
+// cuFFT finds the kernel it compiled (through NVRTC) and loaded by walking the module's
+// functions with slot 7; without the table it fails (CUFFT_INTERNAL_ERROR). 98 slots, as
+// driver 580's; nobody has been seen calling the others.
+static MODULE_WALK_TABLE: Table<99> = unseen_slots::<99, 0x6E163FBE>(slots(true, &[(7, each_function as Slot)]));
 
 fn table(id: &[u8; 16]) -> Option<Slot> {
     Some(match *id {
@@ -132,6 +137,7 @@ fn table(id: &[u8; 16]) -> Option<Slot> {
         CONTEXT_CHECKS => CHECKS.start(),
         TOOLS_CONTEXT => TOOLS_CONTEXT_TABLE.start(),
         KERNEL_KEYS => KERNEL_KEYS_TABLE.start(),
+        MODULE_WALK => MODULE_WALK_TABLE.start(),
         _ => return None,
     })
 }
@@ -362,6 +368,36 @@ extern "C" fn unseen_slot<const TABLE: u32, const SLOT: usize>(a: usize, b: usiz
         "vgpu: export table slot {name}, which vgpu does not know, was called: not supported"
     );
     CUresult::CUDA_ERROR_NOT_SUPPORTED
+}
+
+// ---------- the module walk: how cuFFT finds the kernel it loaded
+
+/// What slot 7 calls for each function: the caller's data, the driver's function object,
+/// the function's name, two zeros, the module (as NVIDIA's driver was seen to call it).
+type EachFunction =
+    unsafe extern "C" fn(*mut c_void, *const c_void, *const std::ffi::c_char, usize, usize, CUmodule) -> c_int;
+
+/// Slot 7: calls `each` for every function of `module`, stopping at the first that answers
+/// non-zero; answers how many it called (natively 1 for cuFFT's one-kernel module, whose
+/// callback answered 0). The callback keeps the function object it is handed and cuFFT
+/// later launches it, so it gets a stand-in that `module::function_of` knows.
+unsafe extern "C" fn each_function(_ctx: CUcontext, module: CUmodule, each: Option<EachFunction>, data: *mut c_void) -> R {
+    client::trace_note(|| format!("export table: each function of module {module:?}"));
+    let mut called = 0;
+    let r = entry(|| {
+        let each = each.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        for (name, h) in crate::module::functions_of(module as u64)? {
+            let object = crate::module::stand_in(h, &name, module as u64);
+            // The stand-in's name, which lives as long as it.
+            let name = unsafe { *(object as *const *const std::ffi::c_char).add(1) };
+            called += 1;
+            if unsafe { each(data, object, name, 0, 0, module) } != 0 {
+                break;
+            }
+        }
+        Ok(())
+    });
+    if r == CUresult::CUDA_SUCCESS { CUresult(called) } else { r }
 }
 
 // ---------- the tools-context table: what NVIDIA's cuBLAS asks of a context

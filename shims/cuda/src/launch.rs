@@ -111,7 +111,7 @@ pub unsafe extern "C" fn cuLaunchKernel(
     kp: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> R {
-    launch(f as u64, [gx, gy, gz], [bx, by, bz], smem, sid(s), kp, extra, Vec::new())
+    launch(crate::module::function_of(f), [gx, gy, gz], [bx, by, bz], smem, sid(s), kp, extra, Vec::new())
 }
 
 /// The raw bytes of a launch attribute's value union.
@@ -135,7 +135,7 @@ pub unsafe extern "C" fn cuLaunchKernelEx(
     let Some(c) = (unsafe { config.as_ref() }) else { return CUresult::CUDA_ERROR_INVALID_VALUE };
     let attrs = config_attrs(c);
     launch(
-        f as u64,
+        crate::module::function_of(f),
         [c.gridDimX, c.gridDimY, c.gridDimZ],
         [c.blockDimX, c.blockDimY, c.blockDimZ],
         c.sharedMemBytes,
@@ -171,7 +171,7 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
     let mut a =
         CUlaunchAttribute { id: CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE, ..unsafe { std::mem::zeroed() } };
     a.value.cooperative = 1;
-    launch(f as u64, [gx, gy, gz], [bx, by, bz], smem, sid(s), kp, std::ptr::null_mut(), vec![attr_bytes(&a)])
+    launch(crate::module::function_of(f), [gx, gy, gz], [bx, by, bz], smem, sid(s), kp, std::ptr::null_mut(), vec![attr_bytes(&a)])
 }
 
 #[cfg(test)]

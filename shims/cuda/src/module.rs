@@ -309,6 +309,79 @@ pub unsafe extern "C" fn cuKernelGetFunction(f: *mut CUfunction, k: CUkernel) ->
     entry(|| unsafe { put(f, k as usize as CUfunction) })
 }
 
+/// Every function of module `m` with its name, remembered as `cuModuleGetFunction`'s.
+pub fn functions_of(m: u64) -> Result<Vec<(String, u64)>, R> {
+    let t = route::of(m)?;
+    let all = route::call(t, &ops::module_functions { module: route::raw(m) })?;
+    all.into_iter().map(|(name, f)| Ok((name, remember(t, &f)?))).collect()
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleGetFunctionCount(count: *mut c_uint, m: CUmodule) -> R {
+    entry(|| unsafe { put(count, functions_of(m as u64)?.len() as c_uint) })
+}
+
+/// The first `n` functions of the module (all of them where it has fewer).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuModuleEnumerateFunctions(fs: *mut CUfunction, n: c_uint, m: CUmodule) -> R {
+    entry(|| {
+        if fs.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        for (i, (_, h)) in functions_of(m as u64)?.into_iter().take(n as usize).enumerate() {
+            unsafe { *fs.add(i) = h as usize as CUfunction };
+        }
+        Ok(())
+    })
+}
+
+/// Stand-ins for the driver's own function objects, which cuFFT's callback is handed by the
+/// driver's private table (`export_table`, `6E163FBE…` slot 7) and then passes back as a
+/// `CUfunction`. Each is memory of ours laid out as far as the driver's was seen to be (the
+/// name at +8, the module at +0x20); `function_of` turns one back into our handle.
+#[derive(Default)]
+struct StandIns {
+    by_address: std::collections::HashMap<u64, u64>,
+    by_handle: std::collections::HashMap<u64, u64>,
+}
+
+fn stand_ins() -> &'static parking_lot::RwLock<StandIns> {
+    static S: std::sync::OnceLock<parking_lot::RwLock<StandIns>> = std::sync::OnceLock::new();
+    S.get_or_init(Default::default)
+}
+
+/// Whether any stand-in was made: until then every `CUfunction` is our handle as it is.
+static ANY_STAND_IN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The stand-in object for function `h` (named `name`, of module `m`), made once, kept for
+/// the process's life as the driver keeps a function while its module lives.
+pub fn stand_in(h: u64, name: &str, m: u64) -> *const c_void {
+    if let Some(&a) = stand_ins().read().by_handle.get(&h) {
+        return a as *const c_void;
+    }
+    let name: &'static std::ffi::CStr =
+        Box::leak(std::ffi::CString::new(name).unwrap_or_default().into_boxed_c_str());
+    let mut words = Box::new([0u64; 32]);
+    words[0] = 0x1_0000_0001;
+    words[1] = name.as_ptr() as u64;
+    words[4] = m;
+    let a = Box::leak(words).as_ptr() as u64;
+    let mut s = stand_ins().write();
+    s.by_address.insert(a, h);
+    s.by_handle.insert(h, a);
+    ANY_STAND_IN.store(true, std::sync::atomic::Ordering::Release);
+    a as *const c_void
+}
+
+/// Our handle for a `CUfunction` the application passes: itself, or what a stand-in stands for.
+pub fn function_of(f: CUfunction) -> u64 {
+    let v = f as u64;
+    if !ANY_STAND_IN.load(std::sync::atomic::Ordering::Acquire) {
+        return v;
+    }
+    stand_ins().read().by_address.get(&v).copied().unwrap_or(v)
+}
+
 /// Parameter layout from the server's driver, cached at lookup.
 pub fn params(f: u64) -> Result<Arc<Vec<(u32, u32)>>, R> {
     state::tables().functions.read().get(&f).cloned().ok_or(CUresult::CUDA_ERROR_INVALID_HANDLE)
@@ -317,7 +390,7 @@ pub fn params(f: u64) -> Result<Arc<Vec<(u32, u32)>>, R> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuFuncGetParamInfo(f: CUfunction, index: usize, off: *mut usize, size: *mut usize) -> R {
     entry(|| {
-        let p = params(f as u64)?;
+        let p = params(function_of(f))?;
         let &(o, s) = p.get(index).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
         unsafe { put(off, o as usize)? };
         if !size.is_null() {
@@ -345,7 +418,7 @@ pub fn attributes(f: u64) -> Result<Arc<Vec<i32>>, R> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuFuncGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, f: CUfunction) -> R {
     entry(|| {
-        let a = attributes(f as u64)?;
+        let a = attributes(function_of(f))?;
         let v = *a.get(attrib.0 as usize).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
         unsafe { put(pi, v) }
     })
@@ -364,9 +437,9 @@ pub unsafe extern "C" fn cuKernelGetAttribute(
 #[unsafe(no_mangle)]
 pub extern "C" fn cuFuncSetAttribute(f: CUfunction, attrib: CUfunction_attribute, value: c_int) -> R {
     entry(|| {
-        about(f as u64, |func| ops::cuFuncSetAttribute { func, attrib: attrib.0 as i32, value })?;
-        state::tables().func_attrs.write().remove(&(f as u64));
-        forget_occupancy(f as u64);
+        about(function_of(f), |func| ops::cuFuncSetAttribute { func, attrib: attrib.0 as i32, value })?;
+        state::tables().func_attrs.write().remove(&function_of(f));
+        forget_occupancy(function_of(f));
         Ok(())
     })
 }
@@ -379,8 +452,8 @@ pub extern "C" fn cuKernelSetAttribute(attrib: CUfunction_attribute, value: c_in
 #[unsafe(no_mangle)]
 pub extern "C" fn cuFuncSetCacheConfig(f: CUfunction, config: CUfunc_cache) -> R {
     entry(|| {
-        about(f as u64, |func| ops::cuFuncSetCacheConfig { func, config: config.0 })?;
-        forget_occupancy(f as u64);
+        about(function_of(f), |func| ops::cuFuncSetCacheConfig { func, config: config.0 })?;
+        forget_occupancy(function_of(f));
         Ok(())
     })
 }
@@ -399,11 +472,11 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     flags: c_uint,
 ) -> R {
     entry(|| {
-        let key = (f as u64, block, smem as u64, flags);
+        let key = (function_of(f), block, smem as u64, flags);
         if let Some(&v) = state::tables().occupancy.read().get(&key) {
             return unsafe { put(n, v) };
         }
-        let v = about(f as u64, |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
+        let v = about(function_of(f), |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
             func,
             block,
             smem: smem as u64,
@@ -435,7 +508,7 @@ fn cluster_query<C: protocol::Call<Ret = i32>>(
     entry(|| {
         let c = unsafe { config.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
         let (grid, block) = ([c.gridDimX, c.gridDimY, c.gridDimZ], [c.blockDimX, c.blockDimY, c.blockDimZ]);
-        let v = about(f as u64, |func| op(func, grid, block, c.sharedMemBytes, crate::launch::config_attrs(c)))?;
+        let v = about(function_of(f), |func| op(func, grid, block, c.sharedMemBytes, crate::launch::config_attrs(c)))?;
         unsafe { put(n, v) }
     })
 }
@@ -479,7 +552,7 @@ pub unsafe extern "C" fn cuOccupancyAvailableDynamicSMemPerBlock(
     block: c_int,
 ) -> R {
     entry(|| {
-        let v = about(f as u64, |func| ops::cuOccupancyAvailableDynamicSMemPerBlock { func, blocks, block })?;
+        let v = about(function_of(f), |func| ops::cuOccupancyAvailableDynamicSMemPerBlock { func, blocks, block })?;
         unsafe { put(n, v as usize) }
     })
 }

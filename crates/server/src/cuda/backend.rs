@@ -292,6 +292,10 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.tools_context_query(selector, out)
     }
+    fn module_functions(&mut self, _io: &mut Io<'_>, module: u64) -> R<Vec<(String, FuncInfo)>> {
+        self.ready()?;
+        self.module_functions(module)
+    }
     fn cuLibraryGetModule(&mut self, _io: &mut Io<'_>, library: u64) -> R<u64> {
         self.ready()?;
         self.library_get_module(library)

@@ -148,6 +148,23 @@ impl CudaSession {
         self.track_function(f, library)
     }
 
+    /// Every function of a module and its name, each tracked as `cuModuleGetFunction`'s.
+    pub(super) fn module_functions(&mut self, module: u64) -> R<Vec<(String, FuncInfo)>> {
+        let m = self.h.module(module)?;
+        let mut n = 0u32;
+        cu!(self.lib, cuModuleGetFunctionCount(&mut n, m))?;
+        let mut fs: Vec<CUfunction> = vec![null_mut(); n as usize];
+        cu!(self.lib, cuModuleEnumerateFunctions(fs.as_mut_ptr(), n, m))?;
+        fs.into_iter()
+            .map(|f| {
+                let mut name: *const std::ffi::c_char = std::ptr::null();
+                cu!(self.lib, cuFuncGetName(&mut name, f))?;
+                let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
+                Ok((name, self.track_function(f, module)?))
+            })
+            .collect()
+    }
+
     /// A library's module in the current context: its functions and globals are found as
     /// any module's; it lives as long as the library (or the context).
     pub(super) fn library_get_module(&mut self, library: u64) -> R<u64> {

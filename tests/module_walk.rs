@@ -86,6 +86,15 @@ fn module_functions_are_walked_and_their_stand_ins_work_as_functions() {
         let bogus = data.as_mut_ptr() as CUfunction;
         assert_eq!(param(bogus, 0, &mut off, &mut size), CUresult::CUDA_ERROR_INVALID_HANDLE);
 
+        // Its name, through the object and through the handle, as cuFFT asks for it.
+        let get_name: unsafe extern "C" fn(*mut *const c_char, CUfunction) -> CUresult = p.get(b"cuFuncGetName");
+        let mut n: *const c_char = std::ptr::null();
+        assert_eq!(get_name(&mut n, object), OK);
+        assert_eq!(CStr::from_ptr(n).to_str().unwrap(), "_Z6secondPf");
+        assert_eq!(get_name(&mut n, fs[0]), OK);
+        assert_eq!(CStr::from_ptr(n).to_str().unwrap(), "first_kernel");
+        assert_eq!(get_name(&mut n, bogus), CUresult::CUDA_ERROR_INVALID_HANDLE);
+
         // The same function gets the same object; a non-zero answer stops the walk.
         data[1] = 1;
         assert_eq!(walk(p.primary, m, record as *const c_void, data.as_mut_ptr().cast()), CUresult(1));

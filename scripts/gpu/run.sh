@@ -765,6 +765,13 @@ stage_darktrace() { # issue: NVIDIA's cuBLAS/cuFFT over vgpu's driver. Natively,
   nvcc -O2 -arch=sm_90 -o "$W/cublas_shared" "$ROOT/tests/gpu/cublas_gemm.cu" -lcublas -cudart shared
   DARKTRACE_OUT=$OUT/dark-cublas-static.txt DARKTRACE_UUIDS=$u LD_PRELOAD=$W/darktrace.so "$W/cublas_static" >"$OUT/dark-cublas-static.out" 2>&1
   DARKTRACE_OUT=$OUT/dark-cublas-shared.txt DARKTRACE_UUIDS=$u LD_PRELOAD=$W/darktrace.so "$W/cublas_shared" >"$OUT/dark-cublas-shared.out" 2>&1
+  # DARK_VGPU=1: the torch probe through vgpu's driver too, its function objects trapped
+  # (DARKTRACE_TRAP): which fields of the object cuFFT reads.
+  if [ -n "${DARK_VGPU:-}" ]; then
+    local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+    VGLIB=$D vg env DARKTRACE_OUT=$OUT/dark-vgpu-torch.txt DARKTRACE_UUIDS=$u DARKTRACE_TRAP=1 LD_PRELOAD=$W/darktrace.so timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" torch >"$OUT/dark-vgpu-torch.out" 2>&1
+    say "dark-vgpu-torch: $(grep -c 'read +' "$OUT/dark-vgpu-torch.txt") reads; $(grep 'read +' "$OUT/dark-vgpu-torch.txt" | sort | uniq -c | sort -rn | head -20 | tr '\n' ';')"
+  fi
   for m in torch cupy; do
     DARKTRACE_OUT=$OUT/dark-$m.txt DARKTRACE_UUIDS=$u LD_PRELOAD=$W/darktrace.so timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$OUT/dark-$m.out" 2>&1
   done

@@ -165,6 +165,8 @@ crate::api! {
     /// writes into, as the caller had them.
     sync tools_context_query(selector: u64, out: [u8; 8]) -> [u8; 8];
     sync cuFuncGetAttribute(attrib: i32, func: u64) -> i32;
+    /// A function's (mangled) name, as the driver has it.
+    sync cuFuncGetName(func: u64) -> String;
     /// Every `CUfunction_attribute` of `func` at once (cudaFuncGetAttributes).
     sync func_attributes(func: u64) -> Vec<i32>;
     sync cuFuncSetAttribute(func: u64, attrib: i32, value: i32) -> ();

@@ -82,6 +82,8 @@ pub struct Sim {
     images: HashMap<[u8; 32], Vec<String>>,
     /// Each module's entries, from its image, with the function handle each has.
     entries: HashMap<u64, Vec<(String, u64)>>,
+    /// Each function handed out, by name.
+    names: HashMap<u64, String>,
     graphs: HashSet<u64>,
     /// Stream capture, as far as host-to-device copies go (`Capture`).
     capture: Capture,
@@ -128,6 +130,7 @@ impl Sim {
             modules: HashSet::new(),
             images: HashMap::new(),
             entries: HashMap::new(),
+            names: HashMap::new(),
             graphs: HashSet::new(),
             capture: Capture::default(),
             blas: HashMap::new(),
@@ -732,7 +735,8 @@ impl protocol::Backend for Sim {
         }
         let m = self.id();
         self.modules.insert(m);
-        let entries = entries.into_iter().map(|n| (n, self.id())).collect();
+        let entries: Vec<(String, u64)> = entries.into_iter().map(|n| (n, self.id())).collect();
+        self.names.extend(entries.iter().map(|(n, f)| (*f, n.clone())));
         self.entries.insert(m, entries);
         Ok(m)
     }
@@ -811,7 +815,11 @@ impl protocol::Backend for Sim {
         // CUDA_ERROR_NOT_SUPPORTED).
         let known = self.entries.get(&module).and_then(|e| e.iter().find(|(n, _)| *n == name)).map(|e| e.1);
         let f = known.unwrap_or_else(|| self.id());
+        self.names.insert(f, name);
         Ok(FuncInfo { handle: f, params: Vec::new() })
+    }
+    fn cuFuncGetName(&mut self, _io: &mut Io<'_>, func: u64) -> Result<String, u32> {
+        self.names.get(&func).cloned().ok_or(INVALID_HANDLE)
     }
     fn cuLaunchKernel(
         &mut self,

@@ -111,7 +111,17 @@ fn remember(t: Target, f: &FuncInfo) -> Result<u64, R> {
     state::tables().functions.write().insert(h, Arc::new(f.params.clone()));
     // A handle value the server reuses after an unload names another function now.
     state::tables().func_attrs.write().remove(&h);
+    state::tables().func_names.write().remove(&h);
     forget_occupancy(h);
+    Ok(h)
+}
+
+/// Remember a function found by name, which `cuFuncGetName` then answers without asking.
+fn remember_named(t: Target, f: &FuncInfo, name: String) -> Result<u64, R> {
+    let h = remember(t, f)?;
+    if let Ok(c) = std::ffi::CString::new(name) {
+        state::tables().func_names.write().insert(h, c.into_boxed_c_str());
+    }
     Ok(h)
 }
 
@@ -206,8 +216,9 @@ fn name_of(name: *const c_char) -> Result<String, R> {
 pub unsafe extern "C" fn cuModuleGetFunction(f: *mut CUfunction, m: CUmodule, name: *const c_char) -> R {
     entry(|| {
         let t = route::of(m as u64)?;
-        let info = route::call(t, &ops::cuModuleGetFunction { module: route::raw(m as u64), name: name_of(name)? })?;
-        let h = remember(t, &info)?;
+        let name = name_of(name)?;
+        let info = route::call(t, &ops::cuModuleGetFunction { module: route::raw(m as u64), name: name.clone() })?;
+        let h = remember_named(t, &info, name)?;
         unsafe { put(f, h as usize as CUfunction) }
     })
 }
@@ -287,8 +298,9 @@ pub extern "C" fn cuLibraryUnload(lib: CUlibrary) -> R {
 pub unsafe extern "C" fn cuLibraryGetKernel(k: *mut CUkernel, lib: CUlibrary, name: *const c_char) -> R {
     entry(|| {
         let t = route::of(lib as u64)?;
-        let info = route::call(t, &ops::cuLibraryGetKernel { library: route::raw(lib as u64), name: name_of(name)? })?;
-        let h = remember(t, &info)?;
+        let name = name_of(name)?;
+        let info = route::call(t, &ops::cuLibraryGetKernel { library: route::raw(lib as u64), name: name.clone() })?;
+        let h = remember_named(t, &info, name)?;
         unsafe { put(k, h as usize as CUkernel) }
     })
 }
@@ -313,7 +325,7 @@ pub unsafe extern "C" fn cuKernelGetFunction(f: *mut CUfunction, k: CUkernel) ->
 pub fn functions_of(m: u64) -> Result<Vec<(String, u64)>, R> {
     let t = route::of(m)?;
     let all = route::call(t, &ops::module_functions { module: route::raw(m) })?;
-    all.into_iter().map(|(name, f)| Ok((name, remember(t, &f)?))).collect()
+    all.into_iter().map(|(name, f)| Ok((name.clone(), remember_named(t, &f, name)?))).collect()
 }
 
 #[unsafe(no_mangle)]
@@ -413,6 +425,31 @@ pub fn attributes(f: u64) -> Result<Arc<Vec<i32>>, R> {
     let a = Arc::new(about(f, |func| ops::func_attributes { func })?);
     state::tables().func_attrs.write().insert(f, a.clone());
     Ok(a)
+}
+
+/// The function's name: known from its lookup, else asked of the server once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuFuncGetName(name: *mut *const c_char, f: CUfunction) -> R {
+    entry(|| {
+        let h = function_of(f);
+        let known = state::tables().func_names.read().get(&h).map(|c| c.as_ptr());
+        let p = match known {
+            Some(p) => p,
+            None => {
+                let n = about(h, |func| ops::cuFuncGetName { func })?;
+                let c = std::ffi::CString::new(n).map_err(|_| CUresult::CUDA_ERROR_INVALID_VALUE)?.into_boxed_c_str();
+                let mut all = state::tables().func_names.write();
+                all.entry(h).or_insert(c).as_ptr()
+            }
+        };
+        unsafe { put(name, p) }
+    })
+}
+
+/// A kernel is its function here (`cuKernelGetFunction`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuKernelGetName(name: *mut *const c_char, k: CUkernel) -> R {
+    unsafe { cuFuncGetName(name, k as usize as CUfunction) }
 }
 
 #[unsafe(no_mangle)]

@@ -55,6 +55,8 @@ pub struct Tables {
     pub functions: RwLock<HashMap<u64, Layout>>,
     /// Function → every CUfunction_attribute, fetched once.
     pub func_attrs: RwLock<HashMap<u64, Arc<Vec<i32>>>>,
+    /// Function → its name, as `cuFuncGetName` hands it out (valid while the entry lives).
+    pub func_names: RwLock<HashMap<u64, Box<std::ffi::CStr>>>,
     /// (function, block size, dynamic shared memory, flags) → blocks per SM. A pure function
     /// of these and the function's attributes, which llama.cpp asks for before launches:
     /// a round trip each would wait behind every launch queued before it.

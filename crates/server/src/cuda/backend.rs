@@ -312,6 +312,10 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.func_get_attribute(attrib, func)
     }
+    fn cuFuncGetName(&mut self, _io: &mut Io<'_>, func: u64) -> R<String> {
+        self.ready()?;
+        self.func_get_name(func)
+    }
     fn func_attributes(&mut self, _io: &mut Io<'_>, func: u64) -> R<Vec<i32>> {
         self.ready()?;
         self.all_func_attributes(func)

@@ -156,12 +156,7 @@ impl CudaSession {
         let mut fs: Vec<CUfunction> = vec![null_mut(); n as usize];
         cu!(self.lib, cuModuleEnumerateFunctions(fs.as_mut_ptr(), n, m))?;
         fs.into_iter()
-            .map(|f| {
-                let mut name: *const std::ffi::c_char = std::ptr::null();
-                cu!(self.lib, cuFuncGetName(&mut name, f))?;
-                let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
-                Ok((name, self.track_function(f, module)?))
-            })
+            .map(|f| Ok((self.name_of(f)?, self.track_function(f, module)?)))
             .collect()
     }
 
@@ -202,6 +197,19 @@ impl CudaSession {
         let (mut p, mut bytes) = (0u64, 0usize);
         cu!(self.lib, cuLibraryGetGlobal(&mut p, &mut bytes, l, name.as_ptr()))?;
         Ok(self.global_found(p, bytes as u64, self.current, library))
+    }
+
+    pub(super) fn func_get_name(&mut self, func: u64) -> R<String> {
+        self.name_of(self.h.function(func)?)
+    }
+
+    fn name_of(&self, f: CUfunction) -> R<String> {
+        let mut name: *const std::ffi::c_char = std::ptr::null();
+        cu!(self.lib, cuFuncGetName(&mut name, f))?;
+        if name.is_null() {
+            return Err(INVALID_VALUE);
+        }
+        Ok(unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned())
     }
 
     pub(super) fn func_get_attribute(&mut self, attrib: i32, func: u64) -> R<i32> {

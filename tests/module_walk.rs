@@ -45,7 +45,8 @@ fn module_functions_are_walked_and_their_stand_ins_work_as_functions() {
     unsafe {
         let load: unsafe extern "C" fn(*mut CUmodule, *const c_void) -> CUresult = p.get(b"cuModuleLoadData");
         let count: unsafe extern "C" fn(*mut u32, CUmodule) -> CUresult = p.get(b"cuModuleGetFunctionCount");
-        let list: unsafe extern "C" fn(*mut CUfunction, u32, CUmodule) -> CUresult = p.get(b"cuModuleEnumerateFunctions");
+        let list: unsafe extern "C" fn(*mut CUfunction, u32, CUmodule) -> CUresult =
+            p.get(b"cuModuleEnumerateFunctions");
         let param: unsafe extern "C" fn(CUfunction, usize, *mut usize, *mut usize) -> CUresult =
             p.get(b"cuFuncGetParamInfo");
         let table: unsafe extern "C" fn(*mut *const c_void, *const CUuuid) -> CUresult = p.get(b"cuGetExportTable");

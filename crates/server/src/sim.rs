@@ -1148,10 +1148,14 @@ fn sgemm_reference(
 /// The kernels a PTX image declares (`.entry NAME(`), in order; none for other images.
 fn ptx_entries(image: &[u8]) -> Vec<String> {
     let Ok(text) = std::str::from_utf8(image.strip_suffix(b"\0").unwrap_or(image)) else { return Vec::new() };
-    text.split(".entry").skip(1).filter_map(|rest| {
-        let name: String = rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$').collect();
-        (!name.is_empty()).then_some(name)
-    }).collect()
+    text.split(".entry")
+        .skip(1)
+        .filter_map(|rest| {
+            let name: String =
+                rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$').collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
 }
 
 #[cfg(test)]

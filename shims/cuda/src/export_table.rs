@@ -381,7 +381,12 @@ type EachFunction =
 /// non-zero; answers how many it called (natively 1 for cuFFT's one-kernel module, whose
 /// callback answered 0). The callback keeps the function object it is handed and cuFFT
 /// later launches it, so it gets a stand-in that `module::function_of` knows.
-unsafe extern "C" fn each_function(_ctx: CUcontext, module: CUmodule, each: Option<EachFunction>, data: *mut c_void) -> R {
+unsafe extern "C" fn each_function(
+    _ctx: CUcontext,
+    module: CUmodule,
+    each: Option<EachFunction>,
+    data: *mut c_void,
+) -> R {
     client::trace_note(|| format!("export table: each function of module {module:?}"));
     let mut called = 0;
     let r = entry(|| {

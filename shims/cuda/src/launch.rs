@@ -171,7 +171,16 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
     let mut a =
         CUlaunchAttribute { id: CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE, ..unsafe { std::mem::zeroed() } };
     a.value.cooperative = 1;
-    launch(crate::module::function_of(f), [gx, gy, gz], [bx, by, bz], smem, sid(s), kp, std::ptr::null_mut(), vec![attr_bytes(&a)])
+    launch(
+        crate::module::function_of(f),
+        [gx, gy, gz],
+        [bx, by, bz],
+        smem,
+        sid(s),
+        kp,
+        std::ptr::null_mut(),
+        vec![attr_bytes(&a)],
+    )
 }
 
 #[cfg(test)]

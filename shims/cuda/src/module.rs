@@ -371,8 +371,7 @@ pub fn stand_in(h: u64, name: &str, m: u64) -> *const c_void {
     if let Some(&a) = stand_ins().read().by_handle.get(&h) {
         return a as *const c_void;
     }
-    let name: &'static std::ffi::CStr =
-        Box::leak(std::ffi::CString::new(name).unwrap_or_default().into_boxed_c_str());
+    let name: &'static std::ffi::CStr = Box::leak(std::ffi::CString::new(name).unwrap_or_default().into_boxed_c_str());
     let mut words = Box::new([0u64; 32]);
     words[0] = 0x1_0000_0001;
     words[1] = name.as_ptr() as u64;

@@ -155,9 +155,7 @@ impl CudaSession {
         cu!(self.lib, cuModuleGetFunctionCount(&mut n, m))?;
         let mut fs: Vec<CUfunction> = vec![null_mut(); n as usize];
         cu!(self.lib, cuModuleEnumerateFunctions(fs.as_mut_ptr(), n, m))?;
-        fs.into_iter()
-            .map(|f| Ok((self.name_of(f)?, self.track_function(f, module)?)))
-            .collect()
+        fs.into_iter().map(|f| Ok((self.name_of(f)?, self.track_function(f, module)?))).collect()
     }
 
     /// A library's module in the current context: its functions and globals are found as

@@ -105,11 +105,13 @@ static void *self(const char *sym, void *fn) {
 }
 static R w_gpa(const char *sym, void **pfn, int v, uint64_t flags) {
     R r = ((R(*)(const char *, void **, int, uint64_t))orig_gpa)(sym, pfn, v, flags);
+    if (sym && !strncmp(sym, "cuGetProcAddress", 16)) return r; // its form depends on the version asked
     if (r == 0 && pfn && *pfn) *pfn = self(sym, *pfn);
     return r;
 }
 static R w_gpa2(const char *sym, void **pfn, int v, uint64_t flags, void *status) {
     R r = ((R(*)(const char *, void **, int, uint64_t, void *))orig_gpa2)(sym, pfn, v, flags, status);
+    if (sym && !strncmp(sym, "cuGetProcAddress", 16)) return r; // its form depends on the version asked
     if (r == 0 && pfn && *pfn) *pfn = self(sym, *pfn);
     return r;
 }

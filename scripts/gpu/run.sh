@@ -3,7 +3,7 @@
 # run, the vgpu client always inside no-gpu.sh (GPU and driver libraries hidden).
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
-#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags nvrt nvrt12 darktrace
+#                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags nvrt nvrt12 darktrace calltrace
 #                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost topo (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
@@ -757,6 +757,17 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
     done
     say "server's loads: $(grep -o 'module images: .*' "$OUT/server.log" | tr '\n' ';')"
   fi
+}
+stage_calltrace() { # issue: cuFFT over vgpu's driver. Every driver call PyTorch's probe makes from cuFFT's first request for table 6E163FBE on, natively and through vgpu (scripts/gpu/calltrace.c), side by side
+  gcc -O1 -shared -fPIC -o "$W/calltrace.so" "$ROOT/scripts/gpu/calltrace.c" -ldl -lpthread || { say "FAIL calltrace build"; return; }
+  local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  local a=${CALLTRACE_AFTER:-6E163FBEB958444D835CE182AFF1991E} m=${CALLTRACE_PROBE:-torch}
+  CALLTRACE_OUT=$OUT/calls-native.txt CALLTRACE_AFTER=$a LD_PRELOAD=$W/calltrace.so timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$OUT/calls-native.out" 2>&1
+  VGLIB=$D vg env CALLTRACE_OUT=$OUT/calls-vgpu.txt CALLTRACE_AFTER=$a LD_PRELOAD=$W/calltrace.so timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$OUT/calls-vgpu.out" 2>&1
+  say "calltrace: native $(wc -l <"$OUT/calls-native.txt") calls, vgpu $(wc -l <"$OUT/calls-vgpu.txt")"
+  # The calls by name in order, without their arguments: where the two part.
+  diff <(sed 's/(.*) = / = /' "$OUT/calls-native.txt" | grep -v '^cuGetProcAddress') <(sed 's/(.*) = / = /' "$OUT/calls-vgpu.txt" | grep -v '^cuGetProcAddress') | head -60 >"$OUT/calls.diff"
+  say "$(head -40 "$OUT/calls.diff")"
 }
 stage_darktrace() { # issue: NVIDIA's cuBLAS/cuFFT over vgpu's driver. Natively, which slots of the driver's tables 21318C60 and DA9151D3 NVIDIA's libraries call, with what (scripts/gpu/darktrace.c)
   gcc -O1 -shared -fPIC -o "$W/darktrace.so" "$ROOT/scripts/gpu/darktrace.c" -ldl -lpthread || { say "FAIL darktrace build"; return; }

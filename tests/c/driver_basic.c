@@ -81,6 +81,26 @@ int main(void) {
     int mtd = 0;
     CHECK(cuPointerGetAttribute(&mtd, 2, d1 + 10));
     if (mt != 1 || mtd != 2) { printf("FAIL pointer memory types %d %d\n", mt, mtd); return 1; }
+    /* Buffer ids (cuFFT asks for one of each buffer it allocates): one per allocation, the
+       same anywhere inside it, never given again, also not to a later one at the same place. */
+    unsigned long long id1 = 0, id1b = 0, id2 = 0, id3 = 0;
+    CHECK(cuPointerGetAttribute(&id1, 7, d1));
+    CHECK(cuPointerGetAttribute(&id1b, 7, d1 + 10));
+    CHECK(cuPointerGetAttribute(&id2, 7, d2));
+    CUdeviceptr d3;
+    CHECK(cuMemAlloc_v2(&d3, 4096));
+    CHECK(cuPointerGetAttribute(&id3, 7, d3));
+    CHECK(cuMemFree_v2(d3));
+    CUdeviceptr d4;
+    unsigned long long id4 = 0;
+    CHECK(cuMemAlloc_v2(&d4, 4096));
+    CHECK(cuPointerGetAttribute(&id4, 7, d4));
+    CHECK(cuMemFree_v2(d4));
+    if (!id1 || id1 != id1b || id1 == id2 || id3 == id4 || id4 == id1 || id4 == id2) {
+        printf("FAIL buffer ids %llu %llu %llu %llu %llu\n", id1, id1b, id2, id3, id4);
+        return 1;
+    }
+    printf("buffer ids ok\n");
     memset(pinned, 0x5a, 1 << 20);
     CHECK(cuEventRecord(e0, s));
     CHECK(cuMemcpyHtoDAsync_v2(d2, pinned, 1 << 20, s));

@@ -601,6 +601,10 @@ fn pointer_attribute(data: *mut c_void, attr: CUpointer_attribute, p: u64) -> Re
             CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => put(data.cast::<i32>(), device),
             CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => put(data.cast::<CUdeviceptr>(), start),
             CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_SIZE => put(data.cast::<usize>(), len as usize),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_BUFFER_ID
+            | CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID => {
+                put(data.cast::<u64>(), state::buffer_id(start))
+            }
             _ => Err(CUresult::CUDA_ERROR_INVALID_VALUE),
         }
     }

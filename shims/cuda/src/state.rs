@@ -5,7 +5,7 @@
 use abi::cuda::{CUcontext, CUdevice, CUresult};
 use client::Session;
 use device_model::Device;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use protocol::Call;
 use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
@@ -187,11 +187,31 @@ pub unsafe fn put<T>(p: *mut T, v: T) -> Result<(), R> {
 }
 
 pub fn add_range(start: u64, len: u64, kind: MemKind) {
+    buffer_gone(start);
     tables().ranges.write().insert(start, (len, kind, current()));
 }
 
 pub fn remove_range(start: u64) -> Option<(u64, MemKind, u64)> {
+    buffer_gone(start);
     tables().ranges.write().remove(&start)
+}
+
+/// Buffer ids handed out, by the start of their range: given on first asking, from 1, never
+/// reused in the process, as the driver's (cuFFT asks for one of each buffer it allocates).
+fn buffer_ids() -> &'static Mutex<HashMap<u64, u64>> {
+    static B: std::sync::OnceLock<Mutex<HashMap<u64, u64>>> = std::sync::OnceLock::new();
+    B.get_or_init(Default::default)
+}
+
+/// The id of the allocation that starts at `start`.
+pub fn buffer_id(start: u64) -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    *buffer_ids().lock().entry(start).or_insert_with(|| NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The allocation at `start` went (or a new one begins there): a later one gets a new id.
+pub fn buffer_gone(start: u64) {
+    buffer_ids().lock().remove(&start);
 }
 
 /// The known range containing `p`: (start, len, kind, ctx).

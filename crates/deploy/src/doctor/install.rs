@@ -151,7 +151,7 @@ impl Doctor<'_> {
                 let what = if name.starts_with("libcublas") {
                     "programs linked against it run NVIDIA's cuBLAS over vgpu's driver, its kernels one by one (vgpu's sends a call as one message)"
                 } else {
-                    "programs linked against it run NVIDIA's runtime over vgpu's libcuda.so.1: kernels, copies and NVIDIA's cuBLAS work, cuFFT does not yet"
+                    "programs linked against it run NVIDIA's runtime over vgpu's libcuda.so.1: kernels, copies, NVIDIA's cuBLAS and cuFFT work"
                 };
                 self.r.warn(
                     area,

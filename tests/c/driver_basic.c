@@ -72,6 +72,15 @@ int main(void) {
     CUevent e0, e1;
     void *pinned;
     CHECK(cuStreamCreate(&s, 1));
+    CUcontext sctx = 0, here = 0;
+    CHECK(cuStreamGetCtx(s, &sctx));
+    CHECK(cuCtxGetCurrent(&here));
+    if (!sctx || sctx != here) { printf("FAIL stream context\n"); return 1; }
+    CUdeviceptr base = 0;
+    size_t span = 0;
+    CHECK(cuMemGetAddressRange_v2(&base, &span, d1 + 100));
+    if (base != d1 || span != N) { printf("FAIL address range\n"); return 1; }
+    printf("stream context and address range ok\n");
     CHECK(cuEventCreate(&e0, 0));
     CHECK(cuEventCreate(&e1, 0));
     CHECK(cuMemAllocHost_v2(&pinned, 1 << 20));

@@ -610,6 +610,25 @@ fn pointer_attribute(data: *mut c_void, attr: CUpointer_attribute, p: u64) -> Re
     }
 }
 
+/// The allocation that holds `p`: its start and size, each where asked for.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut usize, p: CUdeviceptr) -> R {
+    entry(|| {
+        state::session()?;
+        let (start, len, kind, _) = state::find_range(p).ok_or(CUresult::CUDA_ERROR_NOT_FOUND)?;
+        if kind != MemKind::Device {
+            return Err(CUresult::CUDA_ERROR_NOT_FOUND);
+        }
+        if !base.is_null() {
+            unsafe { *base = start };
+        }
+        if !size.is_null() {
+            unsafe { *size = len as usize };
+        }
+        Ok(())
+    })
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuPointerGetAttribute(data: *mut c_void, attr: CUpointer_attribute, p: CUdeviceptr) -> R {
     entry(|| pointer_attribute(data, attr, p))

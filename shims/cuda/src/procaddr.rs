@@ -23,11 +23,18 @@ fn implemented(name: &str) -> bool {
 /// mappings that changed over time.
 pub fn candidates(name: &str, version: c_int) -> Vec<String> {
     let pick = |v13: &str, v12: &str| if version >= 13000 { v13.to_string() } else { v12.to_string() };
+    let since = |v2: c_int| if version >= v2 { format!("{name}_v2") } else { name.to_string() };
     let special = match name {
         "cuCtxCreate" => Some(pick("cuCtxCreate_v4", "cuCtxCreate_v2")),
         "cuStreamGetCaptureInfo" => Some(pick("cuStreamGetCaptureInfo_v3", "cuStreamGetCaptureInfo_v2")),
         "cuEventElapsedTime" => Some(pick("cuEventElapsedTime_v2", "cuEventElapsedTime")),
         "cuCtxGetDevice" => Some(pick("cuCtxGetDevice_v2", "cuCtxGetDevice")),
+        // Names whose `_v2` takes other arguments than the plain form, from the release
+        // given on: an older caller gets the plain form (or nothing), never the `_v2`.
+        "cuStreamGetCtx" => Some(since(12050)),
+        "cuGetProcAddress" => Some(since(12000)),
+        "cuGraphExecUpdate" => Some(since(12000)),
+        "cuStreamBeginCapture" => Some(since(10010)),
         "cuGraphInstantiate" if version >= 12000 => Some("cuGraphInstantiateWithFlags".to_string()),
         _ => None,
     };
@@ -115,6 +122,10 @@ mod tests {
         assert_eq!(candidates("cuMemAlloc", 12000), vec!["cuMemAlloc_v2", "cuMemAlloc"]);
         assert_eq!(candidates("cuCtxCreate", 12090), vec!["cuCtxCreate_v2"]);
         assert_eq!(candidates("cuCtxCreate", 13000), vec!["cuCtxCreate_v4"]);
+        assert_eq!(candidates("cuStreamGetCtx", 9020), vec!["cuStreamGetCtx"]);
+        assert_eq!(candidates("cuStreamGetCtx", 12050), vec!["cuStreamGetCtx_v2"]);
+        assert_eq!(candidates("cuGetProcAddress", 11030), vec!["cuGetProcAddress"]);
+        assert_eq!(candidates("cuGraphExecUpdate", 12000), vec!["cuGraphExecUpdate_v2"]);
         assert!(implemented("cuMemAlloc_v2"));
         assert!(!implemented("cuGLMapBufferObject_v2"));
     }

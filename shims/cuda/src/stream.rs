@@ -185,6 +185,38 @@ pub unsafe extern "C" fn cuStreamGetFlags(s: CUstream, f: *mut c_uint) -> R {
     entry(|| unsafe { put(f, on_stream(s, |stream| ops::cuStreamGetFlags { stream })?) })
 }
 
+/// The context stream `s` belongs to: a created stream's own, the special streams' the
+/// calling thread's.
+fn context_of(s: CUstream) -> Result<CUcontext, R> {
+    let s = sid(s);
+    let ctx = if route::special(s) {
+        crate::state::current()
+    } else {
+        route::owner(s).ok_or(CUresult::CUDA_ERROR_INVALID_HANDLE)?
+    };
+    if ctx == 0 {
+        return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT);
+    }
+    Ok(crate::state::ctx_ptr(ctx))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuStreamGetCtx(s: CUstream, ctx: *mut CUcontext) -> R {
+    entry(|| unsafe { put(ctx, context_of(s)?) })
+}
+
+/// No stream here belongs to a green context.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuStreamGetCtx_v2(s: CUstream, ctx: *mut CUcontext, green: *mut CUgreenCtx) -> R {
+    entry(|| {
+        unsafe { put(ctx, context_of(s)?)? };
+        if !green.is_null() {
+            unsafe { *green = std::ptr::null_mut() };
+        }
+        Ok(())
+    })
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuThreadExchangeStreamCaptureMode(mode: *mut CUstreamCaptureMode) -> R {
     entry(|| {

@@ -163,6 +163,20 @@ int main(int argc, char **argv) {
     CHECK(cuModuleLoadFatBinary(&mf, fat)); run_vecadd(mf, "fatbin");
     snprintf(path, sizeof path, "%s/vecadd.ptx", dir); void *ptx = read_file(path, &len, 1);
     CHECK(cuModuleLoadData(&mp, ptx)); run_vecadd(mp, "ptx");
+    /* The same PTX through the JIT linker (numba's way), from memory and from its file. */
+    CUlinkState link; void *linked; size_t linked_len; CUmodule ml, mlf;
+    CHECK(cuLinkCreate(0, NULL, NULL, &link));
+    CHECK(cuLinkAddData(link, CU_JIT_INPUT_PTX, ptx, len, "vecadd.ptx", 0, NULL, NULL));
+    CHECK(cuLinkComplete(link, &linked, &linked_len));
+    CHECK(cuModuleLoadData(&ml, linked));
+    CHECK(cuLinkDestroy(link));
+    run_vecadd(ml, "linked ptx");
+    CHECK(cuLinkCreate(0, NULL, NULL, &link));
+    CHECK(cuLinkAddFile(link, CU_JIT_INPUT_PTX, path, 0, NULL, NULL));
+    CHECK(cuLinkComplete(link, &linked, &linked_len));
+    CHECK(cuModuleLoadData(&mlf, linked));
+    CHECK(cuLinkDestroy(link));
+    run_vecadd(mlf, "linked ptx file");
     copies();
     vmm(dev);
     graphs(mc);

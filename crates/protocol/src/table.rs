@@ -164,6 +164,17 @@ crate::api! {
     /// context: what NVIDIA's cuBLAS asks before its first GEMM. `out`: the 8 bytes slot 39
     /// writes into, as the caller had them.
     sync tools_context_query(selector: u64, out: [u8; 8]) -> [u8; 8];
+    // ---------- JIT linking (numba links every kernel; CuPy with -rdc). Options, the logs
+    // among them, are not forwarded.
+    /// A link in the current context.
+    sync cuLinkCreate_v2() -> u64;
+    /// bulk_in: one input's bytes, of `CUjitInputType` `kind`, named `name` in messages.
+    sync link_add(link: u64, kind: u32, name: String) -> ();
+    /// Completes the link: the image's size (its bytes: `link_image`).
+    sync cuLinkComplete(link: u64) -> u64;
+    /// bulk_out: the completed image, `size` bytes.
+    sync link_image(link: u64, size: u64) -> ();
+    sync cuLinkDestroy(link: u64) -> ();
     sync cuFuncGetAttribute(attrib: i32, func: u64) -> i32;
     /// A function's (mangled) name, as the driver has it.
     sync cuFuncGetName(func: u64) -> String;

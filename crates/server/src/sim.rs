@@ -84,6 +84,9 @@ pub struct Sim {
     entries: HashMap<u64, Vec<(String, u64)>>,
     /// Each function handed out, by name.
     names: HashMap<u64, String>,
+    /// Link states → the image linked so far: the sim links PTX inputs by putting them one
+    /// after another.
+    links: HashMap<u64, Vec<u8>>,
     graphs: HashSet<u64>,
     /// Stream capture, as far as host-to-device copies go (`Capture`).
     capture: Capture,
@@ -131,6 +134,7 @@ impl Sim {
             images: HashMap::new(),
             entries: HashMap::new(),
             names: HashMap::new(),
+            links: HashMap::new(),
             graphs: HashSet::new(),
             capture: Capture::default(),
             blas: HashMap::new(),
@@ -817,6 +821,37 @@ impl protocol::Backend for Sim {
         let f = known.unwrap_or_else(|| self.id());
         self.names.insert(f, name);
         Ok(FuncInfo { handle: f, params: Vec::new() })
+    }
+    fn cuLinkCreate_v2(&mut self, _io: &mut Io<'_>) -> Result<u64, u32> {
+        self.device()?;
+        let l = self.id();
+        self.links.insert(l, Vec::new());
+        Ok(l)
+    }
+    fn link_add(&mut self, io: &mut Io<'_>, link: u64, _kind: u32, _name: String) -> Result<(), u32> {
+        let image = self.links.get_mut(&link).ok_or(INVALID_HANDLE)?;
+        let text = io.bulk_in.strip_suffix(b"\0").unwrap_or(io.bulk_in);
+        image.extend_from_slice(text);
+        image.push(b'\n');
+        Ok(())
+    }
+    fn cuLinkComplete(&mut self, _io: &mut Io<'_>, link: u64) -> Result<u64, u32> {
+        let image = self.links.get_mut(&link).ok_or(INVALID_HANDLE)?;
+        if image.last() != Some(&0) {
+            image.push(0);
+        }
+        Ok(image.len() as u64)
+    }
+    fn link_image(&mut self, io: &mut Io<'_>, link: u64, size: u64) -> Result<(), u32> {
+        let image = self.links.get(&link).ok_or(INVALID_HANDLE)?;
+        if image.len() as u64 != size {
+            return Err(INVALID_VALUE);
+        }
+        *io.bulk_out = image.clone();
+        Ok(())
+    }
+    fn cuLinkDestroy(&mut self, _io: &mut Io<'_>, link: u64) -> Result<(), u32> {
+        self.links.remove(&link).map(|_| ()).ok_or(INVALID_HANDLE)
     }
     fn cuFuncGetName(&mut self, _io: &mut Io<'_>, func: u64) -> Result<String, u32> {
         self.names.get(&func).cloned().ok_or(INVALID_HANDLE)

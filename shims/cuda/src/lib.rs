@@ -16,6 +16,7 @@ mod export_table;
 mod graph;
 mod integrity;
 mod launch;
+mod link;
 mod memory;
 mod module;
 mod procaddr;

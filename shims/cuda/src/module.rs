@@ -99,7 +99,7 @@ pub fn load(img: &[u8], kind: u8) -> Result<u64, R> {
 
 /// A handle `t`'s server issued, as the application sees it (tagged with the server), its
 /// context remembered.
-fn adopt(t: Target, raw: u64) -> Result<u64, R> {
+pub fn adopt(t: Target, raw: u64) -> Result<u64, R> {
     let h = route::tag(t.server, raw)?;
     route::remember(h, t.ctx);
     Ok(h)

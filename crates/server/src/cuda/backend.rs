@@ -312,6 +312,26 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.func_get_attribute(attrib, func)
     }
+    fn cuLinkCreate_v2(&mut self, _io: &mut Io<'_>) -> R<u64> {
+        self.ready()?;
+        self.link_create()
+    }
+    fn link_add(&mut self, io: &mut Io<'_>, link: u64, kind: u32, name: String) -> R<()> {
+        self.ready()?;
+        self.link_add(link, kind, &name, io.bulk_in)
+    }
+    fn cuLinkComplete(&mut self, _io: &mut Io<'_>, link: u64) -> R<u64> {
+        self.ready()?;
+        self.link_complete(link)
+    }
+    fn link_image(&mut self, io: &mut Io<'_>, link: u64, size: u64) -> R<()> {
+        self.ready()?;
+        self.link_image(link, size, io.bulk_out)
+    }
+    fn cuLinkDestroy(&mut self, _io: &mut Io<'_>, link: u64) -> R<()> {
+        self.ready()?;
+        self.link_destroy(link)
+    }
     fn cuFuncGetName(&mut self, _io: &mut Io<'_>, func: u64) -> R<String> {
         self.ready()?;
         self.func_get_name(func)

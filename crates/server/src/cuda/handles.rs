@@ -7,7 +7,7 @@
 //! forgets them too.
 
 use super::{INVALID_CONTEXT, INVALID_HANDLE, R};
-use abi::cuda::{CUcontext, CUevent, CUfunction, CUgraph, CUgraphExec, CUlibrary, CUmodule, CUstream};
+use abi::cuda::{CUcontext, CUevent, CUfunction, CUgraph, CUgraphExec, CUlibrary, CUlinkState, CUmodule, CUstream};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::BTreeMap;
 
@@ -58,6 +58,9 @@ pub struct Handles {
     pub vmm: HashMap<u64, Vmm>,
     /// Reserved virtual address ranges: start → size.
     pub reserved: BTreeMap<u64, u64>,
+    /// Link states → their context and, once completed, the image the driver holds for
+    /// them (address, size) until they are destroyed.
+    pub links: HashMap<u64, (u64, Option<(usize, usize)>)>,
 }
 
 fn found<T>(ok: bool, h: u64, err: u32) -> R<*mut T> {
@@ -87,6 +90,9 @@ impl Handles {
     }
     pub fn exec(&self, x: u64) -> R<CUgraphExec> {
         found(self.execs.contains_key(&x), x, INVALID_HANDLE)
+    }
+    pub fn link(&self, l: u64) -> R<CUlinkState> {
+        found(self.links.contains_key(&l), l, INVALID_HANDLE)
     }
     pub fn context(&self, c: u64) -> R<CUcontext> {
         found(self.contexts.contains_key(&c), c, INVALID_CONTEXT)
@@ -128,6 +134,7 @@ impl Handles {
         }
         self.functions.retain(|_, f| f.ctx != ctx);
         self.execs.retain(|_, c| *c != ctx);
+        self.links.retain(|_, (c, _)| *c != ctx);
     }
 }
 

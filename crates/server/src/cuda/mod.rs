@@ -338,6 +338,9 @@ impl Session for CudaSession {
         for &l in self.h.libraries.iter() {
             let _ = (|| cu!(lib, cuLibraryUnload(l as _)))();
         }
+        for (&l, _) in self.h.links.iter() {
+            let _ = (|| cu!(lib, cuLinkDestroy(l as _)))();
+        }
         for (start, r) in self.ranges.remove_where(|_, r| r.kind == ranges::Kind::Mapped) {
             let _ = (|| cu!(lib, cuMemUnmap(start, r.len as usize)))();
         }

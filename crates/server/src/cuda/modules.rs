@@ -7,7 +7,10 @@
 use super::handles::Func;
 use super::ranges::{Kind, Range};
 use super::{CudaSession, FILE_NOT_FOUND, INVALID_VALUE, NOT_PERMITTED, R};
-use abi::cuda::{CUfunc_cache, CUfunction, CUfunction_attribute, CUkernel, CUlibrary, CUlibraryOption, CUmodule};
+use abi::cuda::{
+    CUfunc_cache, CUfunction, CUfunction_attribute, CUjitInputType, CUkernel, CUlibrary, CUlibraryOption, CUlinkState,
+    CUmodule,
+};
 use protocol::FuncInfo;
 use std::ffi::CString;
 use std::ptr::null_mut;
@@ -146,6 +149,49 @@ impl CudaSession {
         let mut f: CUfunction = null_mut();
         cu!(self.lib, cuKernelGetFunction(&mut f, k))?;
         self.track_function(f, library)
+    }
+
+    pub(super) fn link_create(&mut self) -> R<u64> {
+        let mut l: CUlinkState = null_mut();
+        cu!(self.lib, cuLinkCreate_v2(0, null_mut(), null_mut(), &mut l))?;
+        self.h.links.insert(l as u64, (self.current, None));
+        Ok(l as u64)
+    }
+
+    pub(super) fn link_add(&mut self, link: u64, kind: u32, name: &str, data: &[u8]) -> R<()> {
+        let l = self.h.link(link)?;
+        let name = c_name(name)?;
+        let (len, data) = (data.len(), data.as_ptr().cast_mut().cast());
+        cu!(self.lib, cuLinkAddData_v2(l, CUjitInputType(kind), data, len, name.as_ptr(), 0, null_mut(), null_mut()))
+    }
+
+    pub(super) fn link_complete(&mut self, link: u64) -> R<u64> {
+        let l = self.h.link(link)?;
+        let (mut image, mut size) = (null_mut(), 0usize);
+        cu!(self.lib, cuLinkComplete(l, &mut image, &mut size))?;
+        if let Some(e) = self.h.links.get_mut(&link) {
+            e.1 = Some((image as usize, size));
+        }
+        Ok(size as u64)
+    }
+
+    /// The completed image's bytes, which the driver keeps until the link is destroyed.
+    pub(super) fn link_image(&mut self, link: u64, size: u64, out: &mut Vec<u8>) -> R<()> {
+        self.h.link(link)?;
+        let (p, n) = self.h.links[&link].1.ok_or(INVALID_VALUE)?;
+        if n as u64 != size {
+            return Err(INVALID_VALUE);
+        }
+        out.clear();
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(p as *const u8, n) });
+        Ok(())
+    }
+
+    pub(super) fn link_destroy(&mut self, link: u64) -> R<()> {
+        let l = self.h.link(link)?;
+        cu!(self.lib, cuLinkDestroy(l))?;
+        self.h.links.remove(&link);
+        Ok(())
     }
 
     /// Every function of a module and its name, each tracked as `cuModuleGetFunction`'s.

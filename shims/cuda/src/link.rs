@@ -1,0 +1,139 @@
+//! JIT linking (`cuLink*`): numba links every kernel it compiles, CuPy code built with
+//! `-rdc`. The link runs on the server's driver; the linked image comes back to the
+//! application, which loads it as any image. Options (log buffers among them) are not
+//! forwarded, as for `cuModuleLoadDataEx`.
+
+use crate::module::adopt;
+use crate::route;
+use crate::state::{R, entry, put};
+use abi::cuda::*;
+use parking_lot::Mutex;
+use protocol::ops;
+use std::collections::HashMap;
+use std::ffi::{CStr, c_void};
+use std::os::raw::{c_char, c_uint};
+
+/// Each completed link's image, which the driver hands out as its own until the link is
+/// destroyed.
+fn images() -> &'static Mutex<HashMap<u64, Box<[u8]>>> {
+    static I: std::sync::OnceLock<Mutex<HashMap<u64, Box<[u8]>>>> = std::sync::OnceLock::new();
+    I.get_or_init(Default::default)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLinkCreate_v2(
+    _n: c_uint,
+    _options: *mut CUjit_option,
+    _values: *mut *mut c_void,
+    state: *mut CUlinkState,
+) -> R {
+    entry(|| {
+        let t = route::here();
+        let h = adopt(t, route::call(t, &ops::cuLinkCreate_v2 {})?)?;
+        unsafe { put(state, h as usize as CUlinkState) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLinkCreate(n: c_uint, o: *mut CUjit_option, v: *mut *mut c_void, s: *mut CUlinkState) -> R {
+    unsafe { cuLinkCreate_v2(n, o, v, s) }
+}
+
+fn add(state: CUlinkState, kind: CUjitInputType, bytes: &[u8], name: String) -> Result<(), R> {
+    let link = state as u64;
+    route::call_to(route::of(link)?, &ops::link_add { link: route::raw(link), kind: kind.0, name }, &[bytes], None)
+}
+
+fn name_of(name: *const c_char) -> String {
+    if name.is_null() { String::new() } else { unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned() }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLinkAddData_v2(
+    state: CUlinkState,
+    kind: CUjitInputType,
+    data: *mut c_void,
+    size: usize,
+    name: *const c_char,
+    _n: c_uint,
+    _options: *mut CUjit_option,
+    _values: *mut *mut c_void,
+) -> R {
+    entry(|| {
+        if data.is_null() || size == 0 {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        add(state, kind, unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size) }, name_of(name))
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLinkAddData(
+    s: CUlinkState,
+    k: CUjitInputType,
+    d: *mut c_void,
+    size: usize,
+    name: *const c_char,
+    n: c_uint,
+    o: *mut CUjit_option,
+    v: *mut *mut c_void,
+) -> R {
+    unsafe { cuLinkAddData_v2(s, k, d, size, name, n, o, v) }
+}
+
+/// The file is the application's, on its own machine: its bytes go as data.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLinkAddFile_v2(
+    state: CUlinkState,
+    kind: CUjitInputType,
+    path: *const c_char,
+    _n: c_uint,
+    _options: *mut CUjit_option,
+    _values: *mut *mut c_void,
+) -> R {
+    entry(|| {
+        if path.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let path = name_of(path);
+        let bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
+        add(state, kind, &bytes, path)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLinkAddFile(
+    s: CUlinkState,
+    k: CUjitInputType,
+    path: *const c_char,
+    n: c_uint,
+    o: *mut CUjit_option,
+    v: *mut *mut c_void,
+) -> R {
+    unsafe { cuLinkAddFile_v2(s, k, path, n, o, v) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLinkComplete(state: CUlinkState, image: *mut *mut c_void, size: *mut usize) -> R {
+    entry(|| {
+        let link = state as u64;
+        let t = route::of(link)?;
+        let n = route::call(t, &ops::cuLinkComplete { link: route::raw(link) })?;
+        let mut bytes = vec![0u8; n as usize].into_boxed_slice();
+        route::call_to(t, &ops::link_image { link: route::raw(link), size: n }, &[], Some(&mut bytes))?;
+        let mut all = images().lock();
+        let kept = all.entry(link).insert_entry(bytes);
+        unsafe { put(image, kept.get().as_ptr().cast_mut().cast())? };
+        unsafe { put(size, n as usize) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuLinkDestroy(state: CUlinkState) -> R {
+    entry(|| {
+        let link = state as u64;
+        route::call(route::of(link)?, &ops::cuLinkDestroy { link: route::raw(link) })?;
+        images().lock().remove(&link);
+        Ok(())
+    })
+}

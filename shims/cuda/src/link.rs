@@ -96,7 +96,11 @@ pub unsafe extern "C" fn cuLinkAddFile_v2(
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         let path = name_of(path);
-        let bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
+        let mut bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
+        // PTX as data ends with its NUL, which a file has not (the driver refused it so).
+        if kind == CUjitInputType::CU_JIT_INPUT_PTX && bytes.last() != Some(&0) {
+            bytes.push(0);
+        }
         add(state, kind, &bytes, path)
     })
 }

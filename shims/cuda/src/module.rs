@@ -369,7 +369,11 @@ static ANY_STAND_IN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 /// the process's life as the driver keeps a function while its module lives.
 pub fn stand_in(h: u64, name: &str, m: u64) -> *const c_void {
     if let Some(&a) = stand_ins().read().by_handle.get(&h) {
-        return a as *const c_void;
+        // A handle the server gave out again after an unload names another function.
+        let kept = unsafe { std::ffi::CStr::from_ptr(*(a as *const *const c_char).add(1)) };
+        if kept.to_bytes() == name.as_bytes() {
+            return a as *const c_void;
+        }
     }
     let name: &'static std::ffi::CStr = Box::leak(std::ffi::CString::new(name).unwrap_or_default().into_boxed_c_str());
     let mut words = Box::new([0u64; 32]);

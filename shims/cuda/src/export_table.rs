@@ -378,8 +378,9 @@ type EachFunction =
     unsafe extern "C" fn(*mut c_void, *const c_void, *const std::ffi::c_char, usize, usize, CUmodule) -> c_int;
 
 /// Slot 7: calls `each` for every function of `module`, stopping at the first that answers
-/// non-zero; answers how many it called (natively 1 for cuFFT's one-kernel module, whose
-/// callback answered 0). The callback keeps the function object it is handed and cuFFT
+/// non-zero, and answers how many it called. Natively cuFFT's modules hold one kernel, whose
+/// callback answered 0, and the slot 1: what the driver does with more, or with a non-zero
+/// answer, was not seen. The callback keeps the function object it is handed and cuFFT
 /// later launches it, so it gets a stand-in that `module::function_of` knows.
 unsafe extern "C" fn each_function(
     _ctx: CUcontext,
@@ -407,7 +408,8 @@ unsafe extern "C" fn each_function(
 
 // ---------- the tools-context table: what NVIDIA's cuBLAS asks of a context
 
-/// A context's number: the id `cuCtxGetId` gives (the driver's two agree); 0 for none.
+/// A context's number: the id `cuCtxGetId` gives (both count from 1 in the order contexts
+/// were made; natively the first context's number here was 1); 0 for none.
 unsafe extern "C" fn context_number(ctx: CUcontext, out: *mut u64) -> R {
     client::trace_note(|| format!("export table: number of context {ctx:?}"));
     entry(|| {

@@ -477,9 +477,10 @@ pub unsafe extern "C" fn cuKernelGetAttribute(
 #[unsafe(no_mangle)]
 pub extern "C" fn cuFuncSetAttribute(f: CUfunction, attrib: CUfunction_attribute, value: c_int) -> R {
     entry(|| {
-        about(function_of(f), |func| ops::cuFuncSetAttribute { func, attrib: attrib.0 as i32, value })?;
-        state::tables().func_attrs.write().remove(&function_of(f));
-        forget_occupancy(function_of(f));
+        let h = function_of(f);
+        about(h, |func| ops::cuFuncSetAttribute { func, attrib: attrib.0 as i32, value })?;
+        state::tables().func_attrs.write().remove(&h);
+        forget_occupancy(h);
         Ok(())
     })
 }
@@ -492,8 +493,9 @@ pub extern "C" fn cuKernelSetAttribute(attrib: CUfunction_attribute, value: c_in
 #[unsafe(no_mangle)]
 pub extern "C" fn cuFuncSetCacheConfig(f: CUfunction, config: CUfunc_cache) -> R {
     entry(|| {
-        about(function_of(f), |func| ops::cuFuncSetCacheConfig { func, config: config.0 })?;
-        forget_occupancy(function_of(f));
+        let h = function_of(f);
+        about(h, |func| ops::cuFuncSetCacheConfig { func, config: config.0 })?;
+        forget_occupancy(h);
         Ok(())
     })
 }
@@ -512,11 +514,12 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     flags: c_uint,
 ) -> R {
     entry(|| {
-        let key = (function_of(f), block, smem as u64, flags);
+        let h = function_of(f);
+        let key = (h, block, smem as u64, flags);
         if let Some(&v) = state::tables().occupancy.read().get(&key) {
             return unsafe { put(n, v) };
         }
-        let v = about(function_of(f), |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
+        let v = about(h, |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
             func,
             block,
             smem: smem as u64,

@@ -81,6 +81,16 @@ int main(void) {
     CHECK(cuMemGetAddressRange_v2(&base, &span, d1 + 100));
     if (base != d1 || span != N) { printf("FAIL address range\n"); return 1; }
     printf("stream context and address range ok\n");
+    CUmemoryPool pool;
+    CHECK(cuDeviceGetDefaultMemPool(&pool, 0));
+    unsigned long long threshold = 1ull << 30, got = 0;
+    CHECK(cuMemPoolSetAttribute(pool, 4 /* RELEASE_THRESHOLD */, &threshold));
+    CHECK(cuMemPoolGetAttribute(pool, 4, &got));
+    CUdeviceptr pooled;
+    CHECK(cuMemAllocFromPoolAsync(&pooled, 1 << 16, pool, s));
+    CHECK(cuMemFreeAsync(pooled, s));
+    if (got != threshold) { printf("FAIL pool threshold %llu\n", got); return 1; }
+    printf("pool ok\n");
     CHECK(cuEventCreate(&e0, 0));
     CHECK(cuEventCreate(&e1, 0));
     CHECK(cuMemAllocHost_v2(&pinned, 1 << 20));

@@ -86,6 +86,48 @@ static void copies(void) {
     cuMemFree(d2); cuMemFree(d); cuMemFreeHost(p); cuStreamDestroy(s); free(h); free(back);
 }
 
+/* What NVIDIA's libraries ask about memory and streams: address ranges, buffer ids (cuFFT),
+   a stream's context, and the device's stream-ordered pool (PyTorch's cudaMallocAsync
+   backend, CuPy's async pool). */
+static void memory_queries(CUdevice dev) {
+    CUdeviceptr d1, d2, base; size_t span;
+    CHECK(cuMemAlloc(&d1, 1 << 20)); CHECK(cuMemAlloc(&d2, 4096));
+    CHECK(cuMemGetAddressRange(&base, &span, d1 + 4000));
+    printf("address range: start %s, size %zu\n", base == d1 ? "same" : "OTHER", span);
+    unsigned long long id1, id1b, id2, id3;
+    CHECK(cuPointerGetAttribute(&id1, CU_POINTER_ATTRIBUTE_BUFFER_ID, d1));
+    CHECK(cuPointerGetAttribute(&id1b, CU_POINTER_ATTRIBUTE_BUFFER_ID, d1 + 100));
+    CHECK(cuPointerGetAttribute(&id2, CU_POINTER_ATTRIBUTE_BUFFER_ID, d2));
+    CHECK(cuMemFree(d2)); CHECK(cuMemAlloc(&d2, 4096));
+    CHECK(cuPointerGetAttribute(&id3, CU_POINTER_ATTRIBUTE_BUFFER_ID, d2));
+    printf("buffer ids: %s\n", id1 && id1 == id1b && id1 != id2 && id3 != id2 && id3 != id1 ? "ok" : "WRONG");
+    CUstream s; CUcontext sc, cur;
+    CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+    CHECK(cuStreamGetCtx(s, &sc)); CHECK(cuCtxGetCurrent(&cur));
+    printf("stream context: %s\n", sc == cur ? "current" : "OTHER");
+    CUmemoryPool pool, now;
+    CHECK(cuDeviceGetDefaultMemPool(&pool, dev)); CHECK(cuDeviceGetMemPool(&now, dev));
+    printf("pools: current is default %s\n", pool == now ? "yes" : "no");
+    cuuint64_t threshold = 64ull << 20, got = 0;
+    CHECK(cuMemPoolSetAttribute(pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &threshold));
+    CHECK(cuMemPoolGetAttribute(pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &got));
+    int reuse = -1;
+    CHECK(cuMemPoolGetAttribute(pool, CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC, &reuse));
+    printf("pool threshold %llu, opportunistic reuse %d\n", (unsigned long long)got, reuse);
+    CUdeviceptr a; unsigned char *h = malloc(1 << 20);
+    CHECK(cuMemAllocFromPoolAsync(&a, 1 << 20, pool, s));
+    CHECK(cuMemsetD8Async(a, 0x3c, 1 << 20, s));
+    CHECK(cuMemcpyDtoHAsync(h, a, 1 << 20, s));
+    CHECK(cuStreamSynchronize(s));
+    cuuint64_t used = 0;
+    CHECK(cuMemPoolGetAttribute(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &used));
+    CHECK(cuMemFreeAsync(a, s)); CHECK(cuStreamSynchronize(s));
+    CHECK(cuMemPoolTrimTo(pool, 0));
+    printf("pool allocation: bytes %s, in use %s\n", h[0] == 0x3c && h[(1 << 20) - 1] == 0x3c ? "ok" : "WRONG",
+           used >= (1 << 20) ? ">= 1 MiB" : "LESS");
+    free(h); CHECK(cuStreamDestroy(s)); CHECK(cuMemFree(d1)); CHECK(cuMemFree(d2));
+}
+
 static void vmm(CUdevice dev) {
     int supported = 0;
     CHECK(cuDeviceGetAttribute(&supported, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, dev));
@@ -178,6 +220,7 @@ int main(int argc, char **argv) {
     CHECK(cuLinkDestroy(link));
     run_vecadd(mlf, "linked ptx file");
     copies();
+    memory_queries(dev);
     vmm(dev);
     graphs(mc);
     pthread_t t[4]; long okc = 0;

@@ -85,6 +85,14 @@ crate::api! {
     sync cuMemFree_v2(dptr: u64) -> ();
     sync cuMemAllocAsync(bytesize: u64, stream: u64) -> u64;
     oneway cuMemFreeAsync(dptr: u64, stream: u64) -> ();
+    /// Stream-ordered pools: a device's default pool (`current` false) or its current one
+    /// (true). Pools the application creates are not forwarded.
+    sync mem_pool_of(dev: i32, current: bool) -> u64;
+    /// `value`: the attribute's value, whether the driver keeps it as an int or a 64-bit one.
+    sync cuMemPoolSetAttribute(pool: u64, attr: u32, value: u64) -> ();
+    sync cuMemPoolGetAttribute(pool: u64, attr: u32) -> u64;
+    sync cuMemPoolTrimTo(pool: u64, keep: u64) -> ();
+    sync cuMemAllocFromPoolAsync(bytesize: u64, pool: u64, stream: u64) -> u64;
     /// bulk_in: the bytes to write at `dst`.
     sync cuMemcpyHtoD_v2(dst: u64) -> ();
     /// bulk_in: the bytes to write at `dst`, staged by the server before the copy is queued.

@@ -87,6 +87,9 @@ pub struct Sim {
     /// Link states → the image linked so far: the sim links PTX inputs by putting them one
     /// after another.
     links: HashMap<u64, Vec<u8>>,
+    /// Each device's pool (the sim has one a device) and the attributes set on pools.
+    pools: HashMap<i32, u64>,
+    pool_attrs: HashMap<(u64, u32), u64>,
     graphs: HashSet<u64>,
     /// Stream capture, as far as host-to-device copies go (`Capture`).
     capture: Capture,
@@ -135,6 +138,8 @@ impl Sim {
             entries: HashMap::new(),
             names: HashMap::new(),
             links: HashMap::new(),
+            pools: HashMap::new(),
+            pool_attrs: HashMap::new(),
             graphs: HashSet::new(),
             capture: Capture::default(),
             blas: HashMap::new(),
@@ -155,6 +160,10 @@ impl Sim {
     fn id(&mut self) -> u64 {
         self.next += 0x10;
         self.next
+    }
+
+    fn pool(&self, p: u64) -> Result<(), u32> {
+        if self.pools.values().any(|&q| q == p) { Ok(()) } else { Err(INVALID_HANDLE) }
     }
 
     fn device(&self) -> Result<usize, u32> {
@@ -391,6 +400,34 @@ impl protocol::Backend for Sim {
         self.alloc(bytesize)
     }
     fn cuMemAllocAsync(&mut self, _io: &mut Io<'_>, bytesize: u64, stream: u64) -> Result<u64, u32> {
+        self.stream(stream)?;
+        self.alloc(bytesize)
+    }
+    fn mem_pool_of(&mut self, _io: &mut Io<'_>, dev: i32, _current: bool) -> Result<u64, u32> {
+        if usize::try_from(dev).ok().filter(|&d| d < self.snapshot.devices.len()).is_none() {
+            return Err(INVALID_VALUE);
+        }
+        if let Some(&p) = self.pools.get(&dev) {
+            return Ok(p);
+        }
+        let p = self.id();
+        self.pools.insert(dev, p);
+        Ok(p)
+    }
+    fn cuMemPoolSetAttribute(&mut self, _io: &mut Io<'_>, pool: u64, attr: u32, value: u64) -> Result<(), u32> {
+        self.pool(pool)?;
+        self.pool_attrs.insert((pool, attr), value);
+        Ok(())
+    }
+    fn cuMemPoolGetAttribute(&mut self, _io: &mut Io<'_>, pool: u64, attr: u32) -> Result<u64, u32> {
+        self.pool(pool)?;
+        Ok(self.pool_attrs.get(&(pool, attr)).copied().unwrap_or(0))
+    }
+    fn cuMemPoolTrimTo(&mut self, _io: &mut Io<'_>, pool: u64, _keep: u64) -> Result<(), u32> {
+        self.pool(pool)
+    }
+    fn cuMemAllocFromPoolAsync(&mut self, _io: &mut Io<'_>, bytesize: u64, pool: u64, stream: u64) -> Result<u64, u32> {
+        self.pool(pool)?;
         self.stream(stream)?;
         self.alloc(bytesize)
     }

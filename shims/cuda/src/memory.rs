@@ -192,6 +192,92 @@ pub extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> R {
     })
 }
 
+// ---------------------------------------------------------------- stream-ordered pools
+
+/// A device's own pool (its default one, or its current one), as a handle of its server.
+fn pool_of(pool: *mut CUmemoryPool, dev: CUdevice, current: bool) -> R {
+    entry(|| {
+        let (d, t) = (state::device(dev)?, route::for_device(dev)?);
+        let raw = route::call(t, &ops::mem_pool_of { dev: d.cuda_ordinal as i32, current })?;
+        let h = route::tag(t.server, raw)?;
+        route::remember(h, t.ctx);
+        unsafe { put(pool, h as usize as CUmemoryPool) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceGetDefaultMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> R {
+    pool_of(pool, dev, false)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuDeviceGetMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> R {
+    pool_of(pool, dev, true)
+}
+
+/// Whether the driver keeps pool attribute `a` as an int (the reuse flags) rather than a
+/// 64-bit value (thresholds and counters).
+fn int_attr(a: CUmemPool_attribute) -> bool {
+    a.0 <= CUmemPool_attribute::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES.0
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemPoolSetAttribute(pool: CUmemoryPool, attr: CUmemPool_attribute, value: *mut c_void) -> R {
+    entry(|| {
+        if value.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        // An int is kept as its bits (the flags are 0 or 1).
+        let v =
+            if int_attr(attr) { u64::from(unsafe { *value.cast::<u32>() }) } else { unsafe { *value.cast::<u64>() } };
+        let h = pool as u64;
+        route::call(route::of(h)?, &ops::cuMemPoolSetAttribute { pool: route::raw(h), attr: attr.0, value: v })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemPoolGetAttribute(pool: CUmemoryPool, attr: CUmemPool_attribute, value: *mut c_void) -> R {
+    entry(|| {
+        if value.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let h = pool as u64;
+        let v = route::call(route::of(h)?, &ops::cuMemPoolGetAttribute { pool: route::raw(h), attr: attr.0 })?;
+        if int_attr(attr) {
+            unsafe { put(value.cast::<u32>(), v as u32) }
+        } else {
+            unsafe { put(value.cast::<u64>(), v) }
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemPoolTrimTo(pool: CUmemoryPool, keep: usize) -> R {
+    entry(|| {
+        let h = pool as u64;
+        route::call(route::of(h)?, &ops::cuMemPoolTrimTo { pool: route::raw(h), keep: keep as u64 })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemAllocFromPoolAsync(
+    dptr: *mut CUdeviceptr,
+    bytesize: usize,
+    pool: CUmemoryPool,
+    stream: CUstream,
+) -> R {
+    entry(|| {
+        let (s, h) = (sid(stream), pool as u64);
+        let t = route::stream(s)?;
+        if route::server_of(h)? != t.server {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let op = ops::cuMemAllocFromPoolAsync { bytesize: bytesize as u64, pool: route::raw(h), stream: route::raw(s) };
+        let p = allocated(t, bytesize as u64, || route::call(t, &op))?;
+        unsafe { put(dptr, p) }
+    })
+}
+
 // ---------------------------------------------------------------- host memory
 
 /// Page-aligned host memory: from the segment shared with the server where there is one

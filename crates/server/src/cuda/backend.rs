@@ -87,6 +87,26 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.mem_alloc(bytesize)
     }
+    fn mem_pool_of(&mut self, _io: &mut Io<'_>, dev: i32, current: bool) -> R<u64> {
+        self.ready()?;
+        self.mem_pool_of(dev, current)
+    }
+    fn cuMemPoolSetAttribute(&mut self, _io: &mut Io<'_>, pool: u64, attr: u32, value: u64) -> R<()> {
+        self.ready()?;
+        self.mem_pool_set(pool, attr, value)
+    }
+    fn cuMemPoolGetAttribute(&mut self, _io: &mut Io<'_>, pool: u64, attr: u32) -> R<u64> {
+        self.ready()?;
+        self.mem_pool_get(pool, attr)
+    }
+    fn cuMemPoolTrimTo(&mut self, _io: &mut Io<'_>, pool: u64, keep: u64) -> R<()> {
+        self.ready()?;
+        self.mem_pool_trim(pool, keep)
+    }
+    fn cuMemAllocFromPoolAsync(&mut self, _io: &mut Io<'_>, bytesize: u64, pool: u64, stream: u64) -> R<u64> {
+        self.ready()?;
+        self.mem_alloc_from_pool(bytesize, pool, stream)
+    }
     fn cuMemAllocPitch_v2(&mut self, _io: &mut Io<'_>, width: u64, height: u64, elem: u32) -> R<(u64, u64)> {
         self.ready()?;
         self.mem_alloc_pitch(width, height, elem)

@@ -94,7 +94,7 @@ impl CudaSession {
         }
     }
 
-    fn ordinal(&self, dev: i32) -> R<usize> {
+    pub(super) fn ordinal(&self, dev: i32) -> R<usize> {
         self.device(dev)?;
         Ok(dev as usize)
     }

@@ -7,7 +7,9 @@
 //! forgets them too.
 
 use super::{INVALID_CONTEXT, INVALID_HANDLE, R};
-use abi::cuda::{CUcontext, CUevent, CUfunction, CUgraph, CUgraphExec, CUlibrary, CUlinkState, CUmodule, CUstream};
+use abi::cuda::{
+    CUcontext, CUevent, CUfunction, CUgraph, CUgraphExec, CUlibrary, CUlinkState, CUmemoryPool, CUmodule, CUstream,
+};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::BTreeMap;
 
@@ -61,6 +63,8 @@ pub struct Handles {
     /// Link states → their context and, once completed, the image the driver holds for
     /// them (address, size) until they are destroyed.
     pub links: HashMap<u64, (u64, Option<(usize, usize)>)>,
+    /// Devices' own pools handed out (the driver's, never destroyed) → their device.
+    pub pools: HashMap<u64, usize>,
 }
 
 fn found<T>(ok: bool, h: u64, err: u32) -> R<*mut T> {
@@ -90,6 +94,9 @@ impl Handles {
     }
     pub fn exec(&self, x: u64) -> R<CUgraphExec> {
         found(self.execs.contains_key(&x), x, INVALID_HANDLE)
+    }
+    pub fn pool(&self, p: u64) -> R<CUmemoryPool> {
+        found(self.pools.contains_key(&p), p, INVALID_HANDLE)
     }
     pub fn link(&self, l: u64) -> R<CUlinkState> {
         found(self.links.contains_key(&l), l, INVALID_HANDLE)

@@ -6,7 +6,7 @@
 
 use super::ranges::{Kind, Range, fits};
 use super::{CudaSession, INVALID_VALUE, OUT_OF_MEMORY, R, STREAM_CAPTURE_UNSUPPORTED};
-use abi::cuda::{CUstream, CUstreamCaptureMode, CUstreamCaptureStatus, CudaLib};
+use abi::cuda::{CUmemPool_attribute, CUmemoryPool, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus, CudaLib};
 use std::os::raw::c_void;
 
 /// Device-to-host copies go through pinned buffers of at most this size at a time.
@@ -208,6 +208,56 @@ impl CudaSession {
         cu!(self.lib, cuMemAllocAsync(&mut p, size as usize, s))?;
         self.track_alloc(p, size, dev, ctx);
         Ok(p)
+    }
+
+    pub(super) fn mem_pool_of(&mut self, dev: i32, current: bool) -> R<u64> {
+        let (d, cudev) = (self.ordinal(dev)?, self.device(dev)?);
+        let mut p: CUmemoryPool = std::ptr::null_mut();
+        if current {
+            cu!(self.lib, cuDeviceGetMemPool(&mut p, cudev))?;
+        } else {
+            cu!(self.lib, cuDeviceGetDefaultMemPool(&mut p, cudev))?;
+        }
+        self.h.pools.insert(p as u64, d);
+        Ok(p as u64)
+    }
+
+    pub(super) fn mem_pool_set(&mut self, pool: u64, attr: u32, value: u64) -> R<()> {
+        let p = self.h.pool(pool)?;
+        let attr = CUmemPool_attribute(attr);
+        let (mut wide, mut int) = (value, value as i32);
+        let v: *mut std::ffi::c_void =
+            if pool_attr_is_int(attr) { (&raw mut int).cast() } else { (&raw mut wide).cast() };
+        cu!(self.lib, cuMemPoolSetAttribute(p, attr, v))
+    }
+
+    pub(super) fn mem_pool_get(&mut self, pool: u64, attr: u32) -> R<u64> {
+        let p = self.h.pool(pool)?;
+        let attr = CUmemPool_attribute(attr);
+        let (mut wide, mut int) = (0u64, 0i32);
+        if pool_attr_is_int(attr) {
+            cu!(self.lib, cuMemPoolGetAttribute(p, attr, (&raw mut int).cast()))?;
+            Ok(int as u32 as u64)
+        } else {
+            cu!(self.lib, cuMemPoolGetAttribute(p, attr, (&raw mut wide).cast()))?;
+            Ok(wide)
+        }
+    }
+
+    pub(super) fn mem_pool_trim(&mut self, pool: u64, keep: u64) -> R<()> {
+        let p = self.h.pool(pool)?;
+        cu!(self.lib, cuMemPoolTrimTo(p, keep as usize))
+    }
+
+    pub(super) fn mem_alloc_from_pool(&mut self, size: u64, pool: u64, stream: u64) -> R<u64> {
+        let (p, s) = (self.h.pool(pool)?, self.h.stream(stream)?);
+        let ctx = self.h.stream_context(stream, self.current);
+        let dev = self.h.pools[&pool];
+        self.reserve_quota(dev, size)?;
+        let mut ptr = 0;
+        cu!(self.lib, cuMemAllocFromPoolAsync(&mut ptr, size as usize, p, s))?;
+        self.track_alloc(ptr, size, dev, ctx);
+        Ok(ptr)
     }
 
     /// The allocation starting at `ptr` (frees take exactly what an allocation returned).
@@ -614,4 +664,10 @@ mod tests {
         assert_eq!(limited_info(70 * g, 80 * g, Some(16 * g), 20 * g), (0, 16 * g));
         assert_eq!(limited_info(70 * g, 80 * g, Some(100 * g), 0), (70 * g, 80 * g));
     }
+}
+
+/// Whether the driver keeps pool attribute `a` as an int (the reuse flags) rather than a
+/// 64-bit value (thresholds and counters).
+fn pool_attr_is_int(a: CUmemPool_attribute) -> bool {
+    a.0 <= CUmemPool_attribute::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES.0
 }

@@ -61,6 +61,13 @@ pub const WIRE_HASH: u64 = fnv1a(WIRE_DEFINITION.as_bytes())
     ^ fnv1a(nvml::DEFINITION.as_bytes()).rotate_left(1)
     ^ fnv1a(cublas::DEFINITION.as_bytes()).rotate_left(2);
 
+/// Whether memory-pool attribute `attr` (a `CUmemPool_attribute`) is an `int` to the
+/// driver (the three reuse flags) rather than a 64-bit value (thresholds and counters):
+/// how both sides read and write `cuMemPoolSetAttribute`'s and `cuMemPoolGetAttribute`'s value.
+pub fn pool_attr_is_int(attr: u32) -> bool {
+    attr <= 3
+}
+
 /// One line per opcode, most time first: `(op, calls, total time)` rows with calls > 0, as
 /// the client's `VGPU_TRACE=summary` and the server's `VGPU_STATS=1` print them.
 pub fn call_time_table(rows: impl IntoIterator<Item = (u32, u64, std::time::Duration)>) -> String {

@@ -215,12 +215,6 @@ pub unsafe extern "C" fn cuDeviceGetMemPool(pool: *mut CUmemoryPool, dev: CUdevi
     pool_of(pool, dev, true)
 }
 
-/// Whether the driver keeps pool attribute `a` as an int (the reuse flags) rather than a
-/// 64-bit value (thresholds and counters).
-fn int_attr(a: CUmemPool_attribute) -> bool {
-    a.0 <= CUmemPool_attribute::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES.0
-}
-
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemPoolSetAttribute(pool: CUmemoryPool, attr: CUmemPool_attribute, value: *mut c_void) -> R {
     entry(|| {
@@ -228,8 +222,11 @@ pub unsafe extern "C" fn cuMemPoolSetAttribute(pool: CUmemoryPool, attr: CUmemPo
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         // An int is kept as its bits (the flags are 0 or 1).
-        let v =
-            if int_attr(attr) { u64::from(unsafe { *value.cast::<u32>() }) } else { unsafe { *value.cast::<u64>() } };
+        let v = if protocol::pool_attr_is_int(attr.0) {
+            u64::from(unsafe { *value.cast::<u32>() })
+        } else {
+            unsafe { *value.cast::<u64>() }
+        };
         let h = pool as u64;
         route::call(route::of(h)?, &ops::cuMemPoolSetAttribute { pool: route::raw(h), attr: attr.0, value: v })
     })
@@ -243,7 +240,7 @@ pub unsafe extern "C" fn cuMemPoolGetAttribute(pool: CUmemoryPool, attr: CUmemPo
         }
         let h = pool as u64;
         let v = route::call(route::of(h)?, &ops::cuMemPoolGetAttribute { pool: route::raw(h), attr: attr.0 })?;
-        if int_attr(attr) {
+        if protocol::pool_attr_is_int(attr.0) {
             unsafe { put(value.cast::<u32>(), v as u32) }
         } else {
             unsafe { put(value.cast::<u64>(), v) }
@@ -900,4 +897,28 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
         let g = route::call(t, &ops::cuMemGetAllocationGranularity { prop, option: option.0 })?;
         unsafe { put(gran, g as usize) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_attributes_are_ints_exactly_where_the_header_says() {
+        use CUmemPool_attribute as A;
+        let ints = [
+            A::CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES,
+            A::CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC,
+            A::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES,
+        ];
+        let wide = [
+            A::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT,
+            A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+            A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
+            A::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+        ];
+        assert!(ints.iter().all(|a| protocol::pool_attr_is_int(a.0)));
+        assert!(wide.iter().all(|a| !protocol::pool_attr_is_int(a.0)));
+    }
 }

@@ -227,7 +227,7 @@ impl CudaSession {
         let attr = CUmemPool_attribute(attr);
         let (mut wide, mut int) = (value, value as i32);
         let v: *mut std::ffi::c_void =
-            if pool_attr_is_int(attr) { (&raw mut int).cast() } else { (&raw mut wide).cast() };
+            if protocol::pool_attr_is_int(attr.0) { (&raw mut int).cast() } else { (&raw mut wide).cast() };
         cu!(self.lib, cuMemPoolSetAttribute(p, attr, v))
     }
 
@@ -235,7 +235,7 @@ impl CudaSession {
         let p = self.h.pool(pool)?;
         let attr = CUmemPool_attribute(attr);
         let (mut wide, mut int) = (0u64, 0i32);
-        if pool_attr_is_int(attr) {
+        if protocol::pool_attr_is_int(attr.0) {
             cu!(self.lib, cuMemPoolGetAttribute(p, attr, (&raw mut int).cast()))?;
             Ok(int as u32 as u64)
         } else {
@@ -664,10 +664,4 @@ mod tests {
         assert_eq!(limited_info(70 * g, 80 * g, Some(16 * g), 20 * g), (0, 16 * g));
         assert_eq!(limited_info(70 * g, 80 * g, Some(100 * g), 0), (70 * g, 80 * g));
     }
-}
-
-/// Whether the driver keeps pool attribute `a` as an int (the reuse flags) rather than a
-/// 64-bit value (thresholds and counters).
-fn pool_attr_is_int(a: CUmemPool_attribute) -> bool {
-    a.0 <= CUmemPool_attribute::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES.0
 }

@@ -64,9 +64,12 @@ const KERNEL_KEYS: [u8; 16] = uuid(0x1734DC26_800D_4745_8726_C0F1E7DD8BCA);
 const MODULE_WALK: [u8; 16] = uuid(0x6E163FBE_B958_444D_835C_E182AFF1991E);
 
 /// Tables the runtime asks for and does without: answered "no such table" without a word.
-const DONE_WITHOUT: [[u8; 16]; 1] = [
+const DONE_WITHOUT: [[u8; 16]; 2] = [
     // Asked before cuInit; a driver that has it lets the runtime skip part of its start.
     uuid(0xF8CFF951_2146_8B4E_B9E2_FB469E7C0DD9),
+    // NVRTC compiles NVVM IR through the driver where it has this; without it NVRTC
+    // compiles by itself (CuPy's kernels and cuFFT's run so).
+    uuid(0xDA9151D3_3AE6_CC41_A5C0_4F26D533E328),
 ];
 
 const fn uuid(v: u128) -> [u8; 16] {
@@ -117,8 +120,12 @@ static TOOLS_CONTEXT_TABLE: Table<93> = unseen_slots::<93, 0x21318C60>(slots(
 ));
 // cuBLASLt asks slot 4 for two buffers and slot 13 to transform what it wrote into them
 // before some tensor-core GEMMs; without the table it crashes. Every slot answers not
-// supported, so that it gives up on those kernels instead.
-static KERNEL_KEYS_TABLE: Table<17> = unseen_slots::<17, 0x1734DC26>(slots(true, &[]));
+// supported, so that it gives up on those kernels instead; the two it is known to ask say
+// so only in a trace (every PyTorch run asks).
+static KERNEL_KEYS_TABLE: Table<17> = unseen_slots::<17, 0x1734DC26>(slots(
+    true,
+    &[(4, refused::<0x1734DC26, 4> as Slot), (13, refused::<0x1734DC26, 13> as Slot)],
+));
 // cuFFT finds the kernel it compiled (through NVRTC) and loaded by walking the module's
 // functions with slot 7; without the table it fails (CUFFT_INTERNAL_ERROR). 98 slots, as
 // driver 580's; nobody has been seen calling the others.
@@ -215,6 +222,12 @@ extern "C" fn compilers_loaded() -> R {
 }
 
 /// Arguments in a form nobody has documented: say so once, answer not supported.
+/// A slot whose callers are known to do without it: not supported, said only in a trace.
+extern "C" fn refused<const TABLE: u32, const SLOT: usize>(a: usize, b: usize) -> R {
+    client::trace_note(|| format!("export table: {TABLE:08X}[{SLOT}] ({a:#x}, {b:#x}): not supported"));
+    CUresult::CUDA_ERROR_NOT_SUPPORTED
+}
+
 fn unseen(what: &str) -> R {
     client::trace_note(|| format!("export table: {what}: not supported"));
     shim_support::log_once!(what, "vgpu: export table entry {what} called with arguments vgpu does not know");

@@ -19,6 +19,7 @@ mod launch;
 mod link;
 mod memory;
 mod module;
+mod pool;
 mod procaddr;
 pub mod route;
 mod shm;

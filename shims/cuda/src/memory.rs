@@ -65,7 +65,7 @@ pub fn dtod(dst: u64, src: u64, n: usize, stream: Option<u64>) -> Result<(), R> 
 
 /// A new allocation on `t` (`get` asks for it), kept apart from other servers' memory and
 /// remembered as device memory of `t`'s context.
-fn allocated(t: Target, len: u64, get: impl FnMut() -> Result<u64, R>) -> Result<u64, R> {
+pub fn allocated(t: Target, len: u64, get: impl FnMut() -> Result<u64, R>) -> Result<u64, R> {
     // A colliding allocation's range is reserved on its server (address space only, kept
     // for the life of the session), so the server's next allocation lands elsewhere.
     let span = len.div_ceil(2 << 20).max(1) * (2 << 20);
@@ -189,89 +189,6 @@ pub extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> R {
         }
         remove_range(dptr);
         Ok(())
-    })
-}
-
-// ---------------------------------------------------------------- stream-ordered pools
-
-/// A device's own pool (its default one, or its current one), as a handle of its server.
-fn pool_of(pool: *mut CUmemoryPool, dev: CUdevice, current: bool) -> R {
-    entry(|| {
-        let (d, t) = (state::device(dev)?, route::for_device(dev)?);
-        let raw = route::call(t, &ops::mem_pool_of { dev: d.cuda_ordinal as i32, current })?;
-        let h = route::tag(t.server, raw)?;
-        route::remember(h, t.ctx);
-        unsafe { put(pool, h as usize as CUmemoryPool) }
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDeviceGetDefaultMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> R {
-    pool_of(pool, dev, false)
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuDeviceGetMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> R {
-    pool_of(pool, dev, true)
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemPoolSetAttribute(pool: CUmemoryPool, attr: CUmemPool_attribute, value: *mut c_void) -> R {
-    entry(|| {
-        if value.is_null() {
-            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-        }
-        // An int is kept as its bits (the flags are 0 or 1).
-        let v = if protocol::pool_attr_is_int(attr.0) {
-            u64::from(unsafe { *value.cast::<u32>() })
-        } else {
-            unsafe { *value.cast::<u64>() }
-        };
-        let h = pool as u64;
-        route::call(route::of(h)?, &ops::cuMemPoolSetAttribute { pool: route::raw(h), attr: attr.0, value: v })
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemPoolGetAttribute(pool: CUmemoryPool, attr: CUmemPool_attribute, value: *mut c_void) -> R {
-    entry(|| {
-        if value.is_null() {
-            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-        }
-        let h = pool as u64;
-        let v = route::call(route::of(h)?, &ops::cuMemPoolGetAttribute { pool: route::raw(h), attr: attr.0 })?;
-        if protocol::pool_attr_is_int(attr.0) {
-            unsafe { put(value.cast::<u32>(), v as u32) }
-        } else {
-            unsafe { put(value.cast::<u64>(), v) }
-        }
-    })
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemPoolTrimTo(pool: CUmemoryPool, keep: usize) -> R {
-    entry(|| {
-        let h = pool as u64;
-        route::call(route::of(h)?, &ops::cuMemPoolTrimTo { pool: route::raw(h), keep: keep as u64 })
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAllocFromPoolAsync(
-    dptr: *mut CUdeviceptr,
-    bytesize: usize,
-    pool: CUmemoryPool,
-    stream: CUstream,
-) -> R {
-    entry(|| {
-        let (s, h) = (sid(stream), pool as u64);
-        let t = route::stream(s)?;
-        if route::server_of(h)? != t.server {
-            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-        }
-        let op = ops::cuMemAllocFromPoolAsync { bytesize: bytesize as u64, pool: route::raw(h), stream: route::raw(s) };
-        let p = allocated(t, bytesize as u64, || route::call(t, &op))?;
-        unsafe { put(dptr, p) }
     })
 }
 
@@ -897,28 +814,4 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
         let g = route::call(t, &ops::cuMemGetAllocationGranularity { prop, option: option.0 })?;
         unsafe { put(gran, g as usize) }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pool_attributes_are_ints_exactly_where_the_header_says() {
-        use CUmemPool_attribute as A;
-        let ints = [
-            A::CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES,
-            A::CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC,
-            A::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES,
-        ];
-        let wide = [
-            A::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-            A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT,
-            A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
-            A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
-            A::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-        ];
-        assert!(ints.iter().all(|a| protocol::pool_attr_is_int(a.0)));
-        assert!(wide.iter().all(|a| !protocol::pool_attr_is_int(a.0)));
-    }
 }

@@ -30,6 +30,7 @@ fn check(major: &str, source: &str) {
     assert!(stdout.contains("launch 0, then cudaErrorNotSupported;"), "{stdout}");
     assert!(stdout.contains("unregistered 98 invalid device function; zero grid 1; peek 1"), "{stdout}");
     assert!(stdout.contains("strings: out of memory | cudaErrorNotSupported | unrecognized error code"), "{stdout}");
+    assert!(stdout.contains("pool threshold kept"), "{stdout}");
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! Allocation: device memory (plain, pitched, stream-ordered, managed), pinned host memory
 //! (allocated or registered), and pointer attributes.
 
-use std::ffi::{c_uint, c_void};
+use std::ffi::{c_int, c_uint, c_void};
 use std::ptr::null_mut;
 
 use abi::cuda::{self as cu, CUmemorytype as M, CUpointer_attribute as P};
 
-use super::context::current;
+use super::context::{check_device, current};
 use super::error::{Res, api, non_null, out};
 use super::{cs, ptsz};
 use crate::rt::{self, cudaError_t as E};
@@ -94,6 +94,69 @@ per_thread! {
     fn cudaFreeAsync, fn cudaFreeAsync_ptsz(p: *mut c_void, s: rt::cudaStream_t) -> E [s = s, ptsz(s)] {
         free_async(p, s)
     }
+
+    fn cudaMallocFromPoolAsync, fn cudaMallocFromPoolAsync_ptsz(
+        ptr: *mut *mut c_void,
+        size: usize,
+        pool: rt::cudaMemPool_t,
+        s: rt::cudaStream_t,
+    ) -> E [s = s, ptsz(s)] {
+        non_null(ptr)?;
+        current()?;
+        let mut d = 0;
+        cu!(cuMemAllocFromPoolAsync(&mut d, size, pool.cast(), cs(s)))?;
+        out(ptr, d as *mut c_void)
+    }
+}
+
+// Stream-ordered pools are the driver's (`cudaMemPool_t` is a `CUmemoryPool`, and
+// `cudaMemPoolAttr` values are `CUmemPool_attribute` values).
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaDeviceGetDefaultMemPool(pool: *mut rt::cudaMemPool_t, device: c_int) -> E {
+    api(|| {
+        non_null(pool)?;
+        check_device(device)?;
+        cu!(cuDeviceGetDefaultMemPool(pool.cast(), device))
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaDeviceGetMemPool(pool: *mut rt::cudaMemPool_t, device: c_int) -> E {
+    api(|| {
+        non_null(pool)?;
+        check_device(device)?;
+        cu!(cuDeviceGetMemPool(pool.cast(), device))
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaMemPoolSetAttribute(
+    pool: rt::cudaMemPool_t,
+    attr: rt::cudaMemPoolAttr,
+    value: *mut c_void,
+) -> E {
+    api(|| {
+        non_null(value)?;
+        cu!(cuMemPoolSetAttribute(pool.cast(), cu::CUmemPool_attribute(attr.0), value))
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaMemPoolGetAttribute(
+    pool: rt::cudaMemPool_t,
+    attr: rt::cudaMemPoolAttr,
+    value: *mut c_void,
+) -> E {
+    api(|| {
+        non_null(value)?;
+        cu!(cuMemPoolGetAttribute(pool.cast(), cu::CUmemPool_attribute(attr.0), value))
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaMemPoolTrimTo(pool: rt::cudaMemPool_t, keep: usize) -> E {
+    api(|| cu!(cuMemPoolTrimTo(pool.cast(), keep)))
 }
 
 #[unsafe(no_mangle)]

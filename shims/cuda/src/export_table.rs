@@ -406,9 +406,8 @@ unsafe extern "C" fn each_function(
     let r = entry(|| {
         let each = each.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
         for (name, h) in crate::module::functions_of(module as u64)? {
-            let object = crate::module::stand_in(h, &name, module as u64);
-            // The stand-in's name, which lives as long as it.
-            let name = unsafe { *(object as *const *const std::ffi::c_char).add(1) };
+            // The name the stand-in holds, which lives as long as it.
+            let (object, name) = crate::module::stand_in(h, &name, module as u64);
             called += 1;
             if unsafe { each(data, object, name, 0, 0, module) } != 0 {
                 break;

@@ -365,14 +365,20 @@ fn stand_ins() -> &'static parking_lot::RwLock<StandIns> {
 /// Whether any stand-in was made: until then every `CUfunction` is our handle as it is.
 static ANY_STAND_IN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The name a stand-in holds at +8, as the driver's object does.
+fn name_in(object: u64) -> *const c_char {
+    // SAFETY: `object` is one of ours, made by `stand_in` and never freed.
+    unsafe { *(object as *const *const c_char).add(1) }
+}
+
 /// The stand-in object for function `h` (named `name`, of module `m`), made once, kept for
-/// the process's life as the driver keeps a function while its module lives.
-pub fn stand_in(h: u64, name: &str, m: u64) -> *const c_void {
+/// the process's life as the driver keeps a function while its module lives; and the name
+/// it holds.
+pub fn stand_in(h: u64, name: &str, m: u64) -> (*const c_void, *const c_char) {
     if let Some(&a) = stand_ins().read().by_handle.get(&h) {
         // A handle the server gave out again after an unload names another function.
-        let kept = unsafe { std::ffi::CStr::from_ptr(*(a as *const *const c_char).add(1)) };
-        if kept.to_bytes() == name.as_bytes() {
-            return a as *const c_void;
+        if unsafe { std::ffi::CStr::from_ptr(name_in(a)) }.to_bytes() == name.as_bytes() {
+            return (a as *const c_void, name_in(a));
         }
     }
     let name: &'static std::ffi::CStr = Box::leak(std::ffi::CString::new(name).unwrap_or_default().into_boxed_c_str());
@@ -385,7 +391,7 @@ pub fn stand_in(h: u64, name: &str, m: u64) -> *const c_void {
     s.by_address.insert(a, h);
     s.by_handle.insert(h, a);
     ANY_STAND_IN.store(true, std::sync::atomic::Ordering::Release);
-    a as *const c_void
+    (a as *const c_void, name.as_ptr())
 }
 
 /// Our handle for a `CUfunction` the application passes: itself, or what a stand-in stands for.

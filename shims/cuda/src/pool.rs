@@ -3,6 +3,7 @@
 //! backend, CuPy's async pool). Pools the application creates are not forwarded.
 
 use crate::memory::{allocated, sid};
+use crate::module::adopt;
 use crate::route;
 use crate::state::{self, R, entry, put};
 use abi::cuda::*;
@@ -13,9 +14,7 @@ use std::ffi::c_void;
 fn pool_of(pool: *mut CUmemoryPool, dev: CUdevice, current: bool) -> R {
     entry(|| {
         let (d, t) = (state::device(dev)?, route::for_device(dev)?);
-        let raw = route::call(t, &ops::mem_pool_of { dev: d.cuda_ordinal as i32, current })?;
-        let h = route::tag(t.server, raw)?;
-        route::remember(h, t.ctx);
+        let h = adopt(t, route::call(t, &ops::mem_pool_of { dev: d.cuda_ordinal as i32, current })?)?;
         unsafe { put(pool, h as usize as CUmemoryPool) }
     })
 }

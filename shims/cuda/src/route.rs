@@ -318,8 +318,7 @@ fn retry_until_free(
 
 /// Remember device memory `[start, start+len)` of context `ctx`.
 pub fn add_device_range(start: u64, len: u64, ctx: u64) {
-    state::buffer_gone(start);
-    state::tables().ranges.write().insert(start, (len, MemKind::Device, ctx));
+    state::insert_range(start, len, MemKind::Device, ctx);
 }
 
 pub fn add_reservation(start: u64, len: u64, ctx: u64) {

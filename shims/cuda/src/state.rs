@@ -187,8 +187,14 @@ pub unsafe fn put<T>(p: *mut T, v: T) -> Result<(), R> {
 }
 
 pub fn add_range(start: u64, len: u64, kind: MemKind) {
+    insert_range(start, len, kind, current());
+}
+
+/// Remember memory `[start, start+len)` of context `ctx`: a new allocation there, with a
+/// buffer id of its own.
+pub fn insert_range(start: u64, len: u64, kind: MemKind, ctx: u64) {
     buffer_gone(start);
-    tables().ranges.write().insert(start, (len, kind, current()));
+    tables().ranges.write().insert(start, (len, kind, ctx));
 }
 
 pub fn remove_range(start: u64) -> Option<(u64, MemKind, u64)> {
@@ -210,7 +216,7 @@ pub fn buffer_id(start: u64) -> u64 {
 }
 
 /// The allocation at `start` went (or a new one begins there): a later one gets a new id.
-pub fn buffer_gone(start: u64) {
+fn buffer_gone(start: u64) {
     buffer_ids().lock().remove(&start);
 }
 

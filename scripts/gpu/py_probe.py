@@ -37,6 +37,7 @@ def torch_steps():
     step("torch.available", lambda: torch.cuda.is_available())
     step("torch.devices", lambda: torch.cuda.device_count())
     step("torch.name", lambda: torch.cuda.get_device_name(0))
+    step("torch.allocator", lambda: torch.cuda.get_allocator_backend())
     step("torch.add", lambda: float((torch.arange(1024, device="cuda", dtype=torch.float32) + 1).sum().item()))
 
     def mm():
@@ -63,9 +64,10 @@ def torch_steps():
     step("torch.memory", lambda: torch.cuda.mem_get_info()[1] >> 20)
 
 
-for which in sys.argv[1:] or ["cupy", "torch"]:
-    step(f"{which}.import", lambda: __import__(which) and "ok")
-    {"cupy": cupy_steps, "torch": torch_steps}[which]()
+if __name__ == "__main__":
+    for which in sys.argv[1:] or ["cupy", "torch"]:
+        step(f"{which}.import", lambda: __import__(which) and "ok")
+        {"cupy": cupy_steps, "torch": torch_steps}[which]()
 
-libs = sorted({l.split()[-1] for l in open("/proc/self/maps") if any(n in l for n in ("libcuda", "libcudart", "libcublas", "libnvidia-ml", "libnvrtc", "libcurand", "libcufft", "libcudnn"))})
-print("loaded:", " ".join(libs), file=sys.stderr)
+    libs = sorted({l.split()[-1] for l in open("/proc/self/maps") if any(n in l for n in ("libcuda", "libcudart", "libcublas", "libnvidia-ml", "libnvrtc", "libcurand", "libcufft", "libcudnn"))})
+    print("loaded:", " ".join(libs), file=sys.stderr)

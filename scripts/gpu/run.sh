@@ -4,7 +4,7 @@
 #
 #   scripts/gpu/run.sh STAGE...     stages: smi driver rt threads cu12 cublas llama bench exp ab timeline h2dlat
 #                                   srvstats ppstats stalls latab trace vbench ollama faults twoservers multigpu micro cpu percpu frames replybench writesize concurrent asides sharedflags nvrt nvrt12 darktrace calltrace
-#                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost topo (or all: smi..bench)
+#                                   mgtrace shmtext ttft shmfile link loadlink pieceload textlink firstuse savellama pollcost topo pyextra (or all: smi..bench)
 #
 # Two builds in one call: DIST_B=<another dist/> starts that build's server too (its own
 # socket and port; SERVER_B_ENV: settings for it; SERVER_B_WRAP: a command it runs under, such
@@ -757,6 +757,21 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
     done
     say "server's loads: $(grep -o 'module images: .*' "$OUT/server.log" | tr '\n' ';')"
   fi
+}
+stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: numba (JIT linking with its logs), and PyTorch's cudaMallocAsync backend (stream-ordered pools)
+  local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  if python3 -c "import numba.cuda" 2>/dev/null; then
+    timeout 300 python3 "$ROOT/scripts/gpu/numba_probe.py" >"$W/nb.n" 2>"$OUT/numba-native.err"; echo "rc=$?" >>"$W/nb.n"
+    VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/numba_probe.py" >"$W/nb.v" 2>"$OUT/numba-vgpu.err"; echo "rc=$?" >>"$W/nb.v"
+    cp "$W/nb.n" "$OUT/numba-native.txt"; cp "$W/nb.v" "$OUT/numba-vgpu.txt"; compare numba "$W/nb.n" "$W/nb.v"
+  else
+    say "numba: not installed here ($(python3 -c 'import numba' 2>&1 | tail -1))"
+  fi
+  export PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync
+  timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" torch >"$W/ta.n" 2>"$OUT/torch-async-native.err"; echo "rc=$?" >>"$W/ta.n"
+  VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" torch >"$W/ta.v" 2>"$OUT/torch-async-vgpu.err"; echo "rc=$?" >>"$W/ta.v"
+  unset PYTORCH_CUDA_ALLOC_CONF
+  cp "$W/ta.n" "$OUT/torch-async-native.txt"; cp "$W/ta.v" "$OUT/torch-async-vgpu.txt"; compare torch-mallocasync "$W/ta.n" "$W/ta.v"
 }
 stage_calltrace() { # issue: cuFFT over vgpu's driver. Every driver call PyTorch's probe makes from cuFFT's first request for table 6E163FBE on, natively and through vgpu (scripts/gpu/calltrace.c), side by side
   gcc -O1 -shared -fPIC -o "$W/calltrace.so" "$ROOT/scripts/gpu/calltrace.c" -ldl -lpthread || { say "FAIL calltrace build"; return; }

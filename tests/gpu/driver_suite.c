@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CHECK(x) do { CUresult r_ = (x); if (r_ != CUDA_SUCCESS) { const char *n_ = "?"; \
     cuGetErrorName(r_, &n_); printf("FAIL %s -> %s (line %d)\n", #x, n_, __LINE__); exit(1); } } while (0)
@@ -125,6 +126,20 @@ static void memory_queries(CUdevice dev) {
     CHECK(cuMemPoolTrimTo(pool, 0));
     printf("pool allocation: bytes %s, in use %s\n", h[0] == 0x3c && h[(1 << 20) - 1] == 0x3c ? "ok" : "WRONG",
            used >= (1 << 20) ? ">= 1 MiB" : "LESS");
+    /* A pool of the program's own (RAPIDS RMM's async resource). */
+    CUmemPoolProps props; memset(&props, 0, sizeof props);
+    props.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    props.location.type = CU_MEM_LOCATION_TYPE_DEVICE; props.location.id = dev;
+    CUmemoryPool mine; CHECK(cuMemPoolCreate(&mine, &props));
+    CHECK(cuMemAllocFromPoolAsync(&a, 1 << 20, mine, s));
+    CHECK(cuMemsetD8Async(a, 0x5a, 1 << 20, s));
+    CHECK(cuMemcpyDtoHAsync(h, a, 1 << 20, s));
+    CHECK(cuStreamSynchronize(s));
+    CHECK(cuMemPoolGetAttribute(mine, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &used));
+    CHECK(cuMemFreeAsync(a, s)); CHECK(cuStreamSynchronize(s));
+    CHECK(cuMemPoolDestroy(mine));
+    printf("created pool: bytes %s, reserved %s\n", h[0] == 0x5a && h[(1 << 20) - 1] == 0x5a ? "ok" : "WRONG",
+           used >= (1 << 20) ? ">= 1 MiB" : "LESS");
     free(h); CHECK(cuStreamDestroy(s)); CHECK(cuMemFree(d1)); CHECK(cuMemFree(d2));
 }
 
@@ -189,6 +204,72 @@ static void *thread_main(void *arg) {
     return (void *)(long)ok;
 }
 
+/* A driver log on one line (the lines of ptxas's verbose output joined by '|'), without
+ * the lines that time the compile. */
+static const char *one_line(char *log) {
+    char *out = log;
+    for (char *line = log; *line;) {
+        char *end = strchr(line, '\n'); size_t n = end ? (size_t)(end - line) : strlen(line);
+        if (!strstr(line, "Compile time") || (end && strstr(line, "Compile time") > end)) {
+            if (out != log) *out++ = '|';
+            memmove(out, line, n); out += n;
+        }
+        line += n + (end ? 1 : 0);
+    }
+    *out = 0;
+    return log;
+}
+
+static char g_info[4096], g_err[4096];
+
+/* Values for numba's options (both logs, verbose) and `extra` more, buffers refilled. */
+static void jit_values(void **v, void *extra) {
+    memset(g_info, 0x7f, sizeof g_info); memset(g_err, 0x7f, sizeof g_err);
+    g_info[sizeof g_info - 1] = g_err[sizeof g_err - 1] = 0;
+    v[0] = g_info; v[1] = (void *)sizeof g_info; v[2] = g_err; v[3] = (void *)sizeof g_err;
+    v[4] = (void *)1; v[5] = extra;
+}
+
+/* JIT options as numba passes them, a register cap and a thread count: the logs (also of
+ * PTX that does not compile) and the values the driver writes back, as natively. */
+static void jit_options(void *ptx, size_t len) {
+    static const char bad[] = ".version 8.0\n.target sm_90\n.address_size 64\n"
+                              ".visible .entry broken()\n{\n bogus_instruction;\n}\n";
+    CUjit_option o[] = {CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES, CU_JIT_ERROR_LOG_BUFFER,
+                        CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES, CU_JIT_LOG_VERBOSE, CU_JIT_MAX_REGISTERS};
+    void *v[6]; CUmodule m; CUfunction f; int regs;
+    /* A comment of this process's own, so that the driver's JIT cache (which the native run
+     * fills for the vgpu server's driver, or the other way) compiles it and logs. */
+    char *fresh = malloc(len + 64);
+    snprintf(fresh, len + 64, "%s// run %d %ld\n", (const char *)ptx, (int)getpid(), (long)time(NULL));
+    jit_values(v, (void *)16);
+    CHECK(cuModuleLoadDataEx(&m, fresh, 6, o, v));
+    CHECK(cuModuleGetFunction(&f, m, "vecadd")); CHECK(cuFuncGetAttribute(&regs, CU_FUNC_ATTRIBUTE_NUM_REGS, f));
+    size_t info_len = strlen(g_info);
+    printf("jit load, at most 16 registers: %d registers, info %s bytes '%s', error %zu bytes '%s'\n", regs,
+           (size_t)v[1] == info_len ? "all its" : "OTHER", one_line(g_info), (size_t)v[3], g_err);
+    free(fresh);
+    run_vecadd(m, "jit options");
+    o[5] = CU_JIT_THREADS_PER_BLOCK; jit_values(v, (void *)1024);
+    CHECK(cuModuleLoadDataEx(&m, ptx, 6, o, v));
+    printf("jit load for 1024 threads: targeted %zu\n", (size_t)v[5]);
+    jit_values(v, (void *)0);
+    CUresult r = cuModuleLoadDataEx(&m, bad, 5, o, v); const char *name = "?"; cuGetErrorName(r, &name);
+    printf("jit load of bad ptx: %s, error %zu bytes '%s'\n", name, (size_t)v[3], one_line(g_err));
+    CUlinkState link; void *linked; size_t linked_len;
+    jit_values(v, (void *)0);
+    CHECK(cuLinkCreate(5, o, v, &link));
+    CHECK(cuLinkAddData(link, CU_JIT_INPUT_PTX, ptx, len, "vecadd.ptx", 0, NULL, NULL));
+    CHECK(cuLinkComplete(link, &linked, &linked_len));
+    printf("jit link: info %zu bytes '%s'\n", (size_t)v[1], one_line(g_info));
+    CHECK(cuLinkDestroy(link));
+    jit_values(v, (void *)0);
+    CHECK(cuLinkCreate(5, o, v, &link));
+    r = cuLinkAddData(link, CU_JIT_INPUT_PTX, (void *)bad, sizeof bad, "bad.ptx", 0, NULL, NULL); cuGetErrorName(r, &name);
+    printf("jit link of bad ptx: %s, error '%s'\n", name, one_line(g_err));
+    CHECK(cuLinkDestroy(link));
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : ".";
     char path[1024]; size_t len;
@@ -219,6 +300,7 @@ int main(int argc, char **argv) {
     CHECK(cuModuleLoadData(&mlf, linked));
     CHECK(cuLinkDestroy(link));
     run_vecadd(mlf, "linked ptx file");
+    jit_options(ptx, len);
     copies();
     memory_queries(dev);
     vmm(dev);

@@ -33,6 +33,26 @@ int main() {
     float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
     cudaFuncAttributes fa; CK(cudaFuncGetAttributes(&fa, add));
     printf("add: %d wrong, ptxVersion %d binaryVersion %d\n", bad, fa.ptxVersion, fa.binaryVersion);
+    // Stream-ordered pools: the device's own and one the program creates (RMM's way).
+    cudaMemPool_t dp, mine; CK(cudaDeviceGetDefaultMemPool(&dp, 0));
+    unsigned long long thr = 64ull << 20, got = 0, used = 0;
+    CK(cudaMemPoolSetAttribute(dp, cudaMemPoolAttrReleaseThreshold, &thr));
+    CK(cudaMemPoolGetAttribute(dp, cudaMemPoolAttrReleaseThreshold, &got));
+    cudaMemPoolProps pp; memset(&pp, 0, sizeof pp);
+    pp.allocType = cudaMemAllocationTypePinned; pp.location.type = cudaMemLocationTypeDevice; pp.location.id = 0;
+    CK(cudaMemPoolCreate(&mine, &pp));
+    float *pa, *pb;
+    CK(cudaMallocFromPoolAsync((void **)&pa, bytes, mine, s)); CK(cudaMallocFromPoolAsync((void **)&pb, bytes, dp, s));
+    CK(cudaMemcpyAsync(pa, a, bytes, cudaMemcpyDeviceToDevice, s));
+    add<<<(N + 255) / 256, 256, 0, s>>>(pa, b, pb, N);
+    CK(cudaMemcpyAsync(hc, pb, bytes, cudaMemcpyDeviceToHost, s));
+    CK(cudaStreamSynchronize(s));
+    CK(cudaMemPoolGetAttribute(mine, cudaMemPoolAttrUsedMemCurrent, &used));
+    bad = 0; for (int i = 0; i < N; i++) if (hc[i] != 2.f * i + (float)(i % 4 + 1)) bad++;
+    CK(cudaFreeAsync(pa, s)); CK(cudaFreeAsync(pb, s)); CK(cudaStreamSynchronize(s));
+    CK(cudaMemPoolTrimTo(mine, 0)); CK(cudaMemPoolDestroy(mine));
+    printf("pools: default threshold %llu, through the program's pool %d wrong, its use %s\n", got, bad,
+           used >= bytes ? ">= the allocation" : "LESS");
     add<<<1, 1>>>(nullptr, nullptr, nullptr, 0);
     CK(cudaDeviceSynchronize());
     printf("rt done\n");

@@ -5,6 +5,7 @@
 pub mod dequant;
 pub mod frame;
 pub mod hello;
+pub mod jit;
 mod macros;
 pub mod pages;
 pub mod runs;

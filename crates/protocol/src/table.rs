@@ -3,6 +3,7 @@
 //! real device addresses. Stream 0 is the legacy default stream, 1 `CU_STREAM_LEGACY`,
 //! 2 `CU_STREAM_PER_THREAD`.
 
+use crate::jit::JitOut;
 use serde::{Deserialize, Serialize};
 
 /// One side of a 2D copy: device memory at `ptr`, or (for the host side) the bulk bytes,
@@ -92,6 +93,9 @@ crate::api! {
     sync cuMemPoolSetAttribute(pool: u64, attr: u32, value: u64) -> ();
     sync cuMemPoolGetAttribute(pool: u64, attr: u32) -> u64;
     sync cuMemPoolTrimTo(pool: u64, keep: u64) -> ();
+    /// A pool of the application's (`props`: a `CUmemPoolProps` as raw bytes), on a device.
+    sync cuMemPoolCreate(props: Vec<u8>) -> u64;
+    sync cuMemPoolDestroy(pool: u64) -> ();
     sync cuMemAllocFromPoolAsync(bytesize: u64, pool: u64, stream: u64) -> u64;
     /// bulk_in: the bytes to write at `dst`.
     sync cuMemcpyHtoD_v2(dst: u64) -> ();
@@ -153,8 +157,8 @@ crate::api! {
 
     // ---------- modules and kernels. Images are offered by content hash first; the server
     // answers CUDA_ERROR_FILE_NOT_FOUND when it has not seen them, and the client resends
-    // with the image as bulk_in.
-    sync module_load(hash: [u8; 32], kind: u8) -> u64;
+    // with the image as bulk_in. `jit`: the application's JIT options (`protocol::jit`).
+    sync module_load(hash: [u8; 32], kind: u8, jit: Vec<(u32, u64)>) -> u64;
     sync cuModuleUnload(module: u64) -> ();
     sync cuModuleGetFunction(module: u64, name: String) -> FuncInfo;
     sync cuModuleGetGlobal_v2(module: u64, name: String) -> (u64, u64);
@@ -172,12 +176,16 @@ crate::api! {
     /// context: what NVIDIA's cuBLAS asks before its first GEMM. `out`: the 8 bytes slot 39
     /// writes into, as the caller had them.
     sync tools_context_query(selector: u64, out: [u8; 8]) -> [u8; 8];
-    // ---------- JIT linking (numba links every kernel; CuPy with -rdc). Options, the logs
-    // among them, are not forwarded.
+    // ---------- JIT linking (numba links every kernel; CuPy with -rdc), with the
+    // application's JIT options (`protocol::jit`).
     /// A link in the current context.
-    sync cuLinkCreate_v2() -> u64;
+    sync cuLinkCreate_v2(jit: Vec<(u32, u64)>) -> u64;
     /// bulk_in: one input's bytes, of `CUjitInputType` `kind`, named `name` in messages.
-    sync link_add(link: u64, kind: u32, name: String) -> ();
+    sync link_add(link: u64, kind: u32, name: String, jit: Vec<(u32, u64)>) -> ();
+    /// The logs and option values a JIT call left: link `link`'s (its options from
+    /// `cuLinkCreate`, written by every call on it), or with 0 the session's last
+    /// `module_load` or `link_add` that had options, also when that call failed.
+    sync jit_out(link: u64) -> JitOut;
     /// Completes the link: the image's size (its bytes: `link_image`).
     sync cuLinkComplete(link: u64) -> u64;
     /// bulk_out: the completed image, `size` bytes.

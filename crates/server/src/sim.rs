@@ -5,6 +5,7 @@
 
 use crate::Session;
 use device_model::Snapshot;
+use protocol::jit::JitOut;
 use protocol::{Copy2D, FuncInfo, Io, LaunchAttr, NvmlOut, Piece, cublas, nvml};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,6 +13,7 @@ const INVALID_VALUE: u32 = 1;
 const OUT_OF_MEMORY: u32 = 2;
 const INVALID_CONTEXT: u32 = 201;
 const FILE_NOT_FOUND: u32 = 301;
+const INVALID_PTX: u32 = 218;
 const INVALID_HANDLE: u32 = 400;
 const ILLEGAL_STATE: u32 = 401;
 const NOT_SUPPORTED: u32 = 801;
@@ -84,12 +86,14 @@ pub struct Sim {
     entries: HashMap<u64, Vec<(String, u64)>>,
     /// Each function handed out, by name.
     names: HashMap<u64, String>,
-    /// Link states → the image linked so far: the sim links PTX inputs by putting them one
-    /// after another.
-    links: HashMap<u64, Vec<u8>>,
+    links: HashMap<u64, SimLink>,
+    /// What the last module load or link input with JIT options left (`jit_out`).
+    last_jit: JitOut,
     /// Each device's pool (the sim has one a device) and the attributes set on pools.
     pools: HashMap<i32, u64>,
     pool_attrs: HashMap<(u64, u32), u64>,
+    /// Pools the application created.
+    created_pools: HashSet<u64>,
     graphs: HashSet<u64>,
     /// Stream capture, as far as host-to-device copies go (`Capture`).
     capture: Capture,
@@ -138,8 +142,10 @@ impl Sim {
             entries: HashMap::new(),
             names: HashMap::new(),
             links: HashMap::new(),
+            last_jit: JitOut::default(),
             pools: HashMap::new(),
             pool_attrs: HashMap::new(),
+            created_pools: HashSet::new(),
             graphs: HashSet::new(),
             capture: Capture::default(),
             blas: HashMap::new(),
@@ -163,7 +169,11 @@ impl Sim {
     }
 
     fn pool(&self, p: u64) -> Result<(), u32> {
-        if self.pools.values().any(|&q| q == p) { Ok(()) } else { Err(INVALID_HANDLE) }
+        if self.pools.values().any(|&q| q == p) || self.created_pools.contains(&p) {
+            Ok(())
+        } else {
+            Err(INVALID_HANDLE)
+        }
     }
 
     fn device(&self) -> Result<usize, u32> {
@@ -425,6 +435,23 @@ impl protocol::Backend for Sim {
     }
     fn cuMemPoolTrimTo(&mut self, _io: &mut Io<'_>, pool: u64, _keep: u64) -> Result<(), u32> {
         self.pool(pool)
+    }
+    /// `props` as a `CUmemPoolProps` lays them out: its location (type, id) at offset 8.
+    fn cuMemPoolCreate(&mut self, _io: &mut Io<'_>, props: Vec<u8>) -> Result<u64, u32> {
+        let word = |at: usize| props.get(at..at + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap()));
+        let (Some(kind), Some(dev)) = (word(8), word(12)) else { return Err(INVALID_VALUE) };
+        if kind != 1 {
+            return Err(NOT_SUPPORTED); // CU_MEM_LOCATION_TYPE_DEVICE only, as on the GPU server
+        }
+        if usize::try_from(dev).ok().filter(|&d| d < self.snapshot.devices.len()).is_none() {
+            return Err(INVALID_VALUE);
+        }
+        let p = self.id();
+        self.created_pools.insert(p);
+        Ok(p)
+    }
+    fn cuMemPoolDestroy(&mut self, _io: &mut Io<'_>, pool: u64) -> Result<(), u32> {
+        self.created_pools.remove(&pool).then_some(()).ok_or(INVALID_VALUE)
     }
     fn cuMemAllocFromPoolAsync(&mut self, _io: &mut Io<'_>, bytesize: u64, pool: u64, stream: u64) -> Result<u64, u32> {
         self.pool(pool)?;
@@ -762,10 +789,14 @@ impl protocol::Backend for Sim {
         Ok(2 << 20)
     }
 
-    fn module_load(&mut self, io: &mut Io<'_>, hash: [u8; 32], kind: u8) -> Result<u64, u32> {
+    fn module_load(&mut self, io: &mut Io<'_>, hash: [u8; 32], kind: u8, jit: Vec<(u32, u64)>) -> Result<u64, u32> {
         if !io.bulk_in.is_empty() {
             if *blake3::hash(io.bulk_in).as_bytes() != hash {
                 return Err(INVALID_VALUE);
+            }
+            if let Err(why) = ptx_check(io.bulk_in) {
+                self.last_jit = jit_out(&jit, "", &why);
+                return Err(INVALID_PTX);
             }
             self.images.insert(hash, ptx_entries(io.bulk_in));
         }
@@ -776,9 +807,13 @@ impl protocol::Backend for Sim {
         }
         let m = self.id();
         self.modules.insert(m);
+        let info = format!("sim: loaded a module of {} functions", entries.len());
         let entries: Vec<(String, u64)> = entries.into_iter().map(|n| (n, self.id())).collect();
         self.names.extend(entries.iter().map(|(n, f)| (*f, n.clone())));
         self.entries.insert(m, entries);
+        if !jit.is_empty() {
+            self.last_jit = jit_out(&jit, &info, "");
+        }
         Ok(m)
     }
     fn module_functions(&mut self, _io: &mut Io<'_>, module: u64) -> Result<Vec<(String, FuncInfo)>, u32> {
@@ -859,28 +894,52 @@ impl protocol::Backend for Sim {
         self.names.insert(f, name);
         Ok(FuncInfo { handle: f, params: Vec::new() })
     }
-    fn cuLinkCreate_v2(&mut self, _io: &mut Io<'_>) -> Result<u64, u32> {
+    fn cuLinkCreate_v2(&mut self, _io: &mut Io<'_>, jit: Vec<(u32, u64)>) -> Result<u64, u32> {
         self.device()?;
         let l = self.id();
-        self.links.insert(l, Vec::new());
+        self.links.insert(l, SimLink { jit, ..Default::default() });
         Ok(l)
     }
-    fn link_add(&mut self, io: &mut Io<'_>, link: u64, _kind: u32, _name: String) -> Result<(), u32> {
-        let image = self.links.get_mut(&link).ok_or(INVALID_HANDLE)?;
+    fn link_add(
+        &mut self,
+        io: &mut Io<'_>,
+        link: u64,
+        _kind: u32,
+        name: String,
+        jit: Vec<(u32, u64)>,
+    ) -> Result<(), u32> {
+        let l = self.links.get_mut(&link).ok_or(INVALID_HANDLE)?;
+        let checked = ptx_check(io.bulk_in).map_err(|why| format!("{name}: {why}"));
+        if !jit.is_empty() {
+            self.last_jit = jit_out(&jit, "", checked.as_ref().err().map_or("", |e| e));
+        }
+        if let Err(why) = checked {
+            l.error = why;
+            return Err(INVALID_PTX);
+        }
         let text = io.bulk_in.strip_suffix(b"\0").unwrap_or(io.bulk_in);
-        image.extend_from_slice(text);
-        image.push(b'\n');
+        l.image.extend_from_slice(text);
+        l.image.push(b'\n');
+        l.inputs += 1;
         Ok(())
     }
     fn cuLinkComplete(&mut self, _io: &mut Io<'_>, link: u64) -> Result<u64, u32> {
-        let image = self.links.get_mut(&link).ok_or(INVALID_HANDLE)?;
-        if image.last() != Some(&0) {
-            image.push(0);
+        let l = self.links.get_mut(&link).ok_or(INVALID_HANDLE)?;
+        if l.image.last() != Some(&0) {
+            l.image.push(0);
         }
-        Ok(image.len() as u64)
+        l.info = format!("sim: linked {} inputs", l.inputs);
+        Ok(l.image.len() as u64)
+    }
+    fn jit_out(&mut self, _io: &mut Io<'_>, link: u64) -> Result<JitOut, u32> {
+        if link == 0 {
+            return Ok(self.last_jit.clone());
+        }
+        let l = self.links.get(&link).ok_or(INVALID_HANDLE)?;
+        Ok(jit_out(&l.jit, &l.info, &l.error))
     }
     fn link_image(&mut self, io: &mut Io<'_>, link: u64, size: u64) -> Result<(), u32> {
-        let image = self.links.get(&link).ok_or(INVALID_HANDLE)?;
+        let image = &self.links.get(&link).ok_or(INVALID_HANDLE)?.image;
         if image.len() as u64 != size {
             return Err(INVALID_VALUE);
         }
@@ -1218,6 +1277,43 @@ fn sgemm_reference(
 }
 
 /// The kernels a PTX image declares (`.entry NAME(`), in order; none for other images.
+/// A link state: the sim links PTX inputs by putting them one after another.
+#[derive(Default)]
+struct SimLink {
+    image: Vec<u8>,
+    inputs: usize,
+    /// The link's JIT options and the logs it has written.
+    jit: Vec<(u32, u64)>,
+    info: String,
+    error: String,
+}
+
+/// What a driver leaves for JIT options `jit`: each log as far as its buffer holds it with
+/// its NUL, and the length written as its size option's value.
+fn jit_out(jit: &[(u32, u64)], info: &str, error: &str) -> JitOut {
+    use protocol::jit::{ERROR_LOG, ERROR_LOG_SIZE, INFO_LOG, INFO_LOG_SIZE, log_size};
+    let fit = |log, text: &str| text.as_bytes()[..text.len().min(log_size(jit, log).saturating_sub(1))].to_vec();
+    let (info_log, error_log) = (fit(INFO_LOG, info), fit(ERROR_LOG, error));
+    let values = jit
+        .iter()
+        .map(|&(o, v)| match o {
+            INFO_LOG_SIZE => info_log.len() as u64,
+            ERROR_LOG_SIZE => error_log.len() as u64,
+            _ => v,
+        })
+        .collect();
+    JitOut { values, info_log, error_log }
+}
+
+/// The sim reads PTX only so far: a text that names its target must say its version.
+fn ptx_check(image: &[u8]) -> Result<(), String> {
+    let Ok(text) = std::str::from_utf8(image.strip_suffix(b"\0").unwrap_or(image)) else { return Ok(()) };
+    if text.contains(".target") && !text.contains(".version") {
+        return Err("ptxas fatal: PTX without a .version directive".into());
+    }
+    Ok(())
+}
+
 fn ptx_entries(image: &[u8]) -> Vec<String> {
     let Ok(text) = std::str::from_utf8(image.strip_suffix(b"\0").unwrap_or(image)) else { return Vec::new() };
     text.split(".entry")

@@ -660,14 +660,14 @@ pub unsafe extern "C" fn cuPointerGetAttributes(
 
 // ---------------------------------------------------------------- virtual memory
 
-fn as_bytes<T>(v: &[T]) -> Vec<u8> {
+pub(crate) fn as_bytes<T>(v: &[T]) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }.to_vec()
 }
 
 /// A memory location as its server knows it: a device of this process (its ordinal after
 /// `CUDA_VISIBLE_DEVICES`, across all servers) becomes that server's own CUDA ordinal;
 /// returns the device's server (`None` for host locations).
-fn location(l: &mut CUmemLocation) -> Result<Option<usize>, R> {
+pub(crate) fn location(l: &mut CUmemLocation) -> Result<Option<usize>, R> {
     if l.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
         return Ok(None);
     }

@@ -2,6 +2,7 @@
 //! content hash first so that a server that has seen them (from any client) loads them
 //! without the upload.
 
+use crate::jit::AppJit;
 use crate::route::{self, Target};
 use crate::state::{self, R, entry, put};
 use abi::cuda::*;
@@ -82,19 +83,29 @@ fn sent() -> &'static Mutex<HashSet<[u8; 32]>> {
 /// Load an image on the current context's server: kind 0 module data, 1 fatbin, 2 library.
 /// Returns the (tagged) handle.
 pub fn load(img: &[u8], kind: u8) -> Result<u64, R> {
+    load_with(img, kind, &AppJit::default())
+}
+
+/// Load an image with the application's JIT options, whose logs and values come back
+/// whether the load succeeds or not (numba's error message is the error log).
+pub fn load_with(img: &[u8], kind: u8, jit: &AppJit) -> Result<u64, R> {
     let t = route::here();
     let hash = *blake3::hash(img).as_bytes();
-    let op = ops::module_load { hash, kind };
-    let h = match route::call(t, &op) {
-        Ok(h) => h,
+    let op = ops::module_load { hash, kind, jit: jit.sent.clone() };
+    let loaded = match route::call(t, &op) {
         Err(CUresult::CUDA_ERROR_FILE_NOT_FOUND) => {
-            let h = route::call_to(t, &op, &[img], None)?;
-            sent().lock().insert(hash);
+            let h = route::call_to(t, &op, &[img], None);
+            if h.is_ok() {
+                sent().lock().insert(hash);
+            }
             h
         }
-        Err(e) => return Err(e),
+        other => other,
     };
-    adopt(t, h)
+    // Another thread's load with options in between would hand these logs its own: the
+    // server keeps the last call's (a failed call returns nothing else).
+    jit.fetch(t, 0);
+    adopt(t, loaded?)
 }
 
 /// A handle `t`'s server issued, as the application sees it (tagged with the server), its
@@ -158,16 +169,19 @@ pub unsafe extern "C" fn cuModuleGetLoadingMode(mode: *mut CUmoduleLoadingMode) 
     })
 }
 
-/// JIT options only tune compilation on the server; they are not forwarded.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuModuleLoadDataEx(
     m: *mut CUmodule,
     img: *const c_void,
-    _n: c_uint,
-    _opts: *mut CUjit_option,
-    _vals: *mut *mut c_void,
+    n: c_uint,
+    opts: *mut CUjit_option,
+    vals: *mut *mut c_void,
 ) -> R {
-    unsafe { cuModuleLoadData(m, img) }
+    entry(|| {
+        let jit = unsafe { AppJit::read(n, opts, vals)? };
+        let h = load_with(unsafe { image(img)? }, 0, &jit)?;
+        unsafe { put(m, h as usize as CUmodule) }
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -181,19 +195,25 @@ pub unsafe extern "C" fn cuModuleLoadFatBinary(m: *mut CUmodule, fat: *const c_v
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuModuleLoad(m: *mut CUmodule, fname: *const c_char) -> R {
     entry(|| {
-        if fname.is_null() {
-            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-        }
-        let path = unsafe { CStr::from_ptr(fname) }.to_string_lossy().into_owned();
-        let mut bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
-        if !bytes.starts_with(b"\x7fELF")
-            && u32::from_le_bytes(bytes.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])) != FATBIN_MAGIC
-        {
-            bytes.push(0); // PTX text: the driver wants it NUL-terminated
-        }
-        let h = load(&bytes, 0)?;
+        let h = load(&file_image(fname)?, 0)?;
         unsafe { put(m, h as usize as CUmodule) }
     })
+}
+
+/// An image file's bytes as the driver takes them from memory: PTX text NUL-terminated.
+fn file_image(path: *const c_char) -> Result<Vec<u8>, R> {
+    if path.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    let path = unsafe { CStr::from_ptr(path) }.to_string_lossy().into_owned();
+    let mut bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
+    if !bytes.starts_with(b"\x7fELF")
+        && u32::from_le_bytes(bytes.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])) != FATBIN_MAGIC
+        && bytes.last() != Some(&0)
+    {
+        bytes.push(0);
+    }
+    Ok(bytes)
 }
 
 #[unsafe(no_mangle)]
@@ -265,21 +285,42 @@ pub unsafe extern "C" fn cuLibraryGetGlobal(
     })
 }
 
+/// Library options are not forwarded: the server passes the one NVIDIA's runtime gives
+/// (the image is preserved) itself, and the other (`CU_LIBRARY_HOST_UNIVERSAL_FUNCTION_AND_DATA_TABLE`)
+/// names the application's memory.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuLibraryLoadData(
     lib: *mut CUlibrary,
     code: *const c_void,
-    _jit_opts: *mut CUjit_option,
-    _jit_vals: *mut *mut c_void,
-    _n_jit: c_uint,
+    jit_opts: *mut CUjit_option,
+    jit_vals: *mut *mut c_void,
+    n_jit: c_uint,
     _lib_opts: *mut CUlibraryOption,
     _lib_vals: *mut *mut c_void,
     _n_lib: c_uint,
 ) -> R {
-    // Options are not forwarded: the server passes the one NVIDIA's runtime gives (the
-    // image is preserved) itself.
     entry(|| {
-        let h = load(unsafe { image(code)? }, 2)?;
+        let jit = unsafe { AppJit::read(n_jit, jit_opts, jit_vals)? };
+        let h = load_with(unsafe { image(code)? }, 2, &jit)?;
+        unsafe { put(lib, h as usize as CUlibrary) }
+    })
+}
+
+/// The file is the application's, on its own machine: its bytes go as an image.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuLibraryLoadFromFile(
+    lib: *mut CUlibrary,
+    path: *const c_char,
+    jit_opts: *mut CUjit_option,
+    jit_vals: *mut *mut c_void,
+    n_jit: c_uint,
+    _lib_opts: *mut CUlibraryOption,
+    _lib_vals: *mut *mut c_void,
+    _n_lib: c_uint,
+) -> R {
+    entry(|| {
+        let jit = unsafe { AppJit::read(n_jit, jit_opts, jit_vals)? };
+        let h = load_with(&file_image(path)?, 2, &jit)?;
         unsafe { put(lib, h as usize as CUlibrary) }
     })
 }

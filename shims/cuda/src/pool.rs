@@ -1,8 +1,11 @@
 //! Stream-ordered memory pools: a device's own pools (its default and its current one),
 //! their attributes, trimming, and allocation from them (PyTorch's `cudaMallocAsync`
-//! backend, CuPy's async pool). Pools the application creates are not forwarded.
+//! backend, CuPy's async pool), and pools the application creates on a device (RAPIDS
+//! RMM's `cuda_async_memory_resource`). Sharing a pool with another process (export and
+//! import of handles and pointers) is not forwarded: its handles are file descriptors of
+//! the GPU host's.
 
-use crate::memory::{allocated, sid};
+use crate::memory::{allocated, as_bytes, location, sid};
 use crate::module::adopt;
 use crate::route;
 use crate::state::{self, R, entry, put};
@@ -67,6 +70,32 @@ pub extern "C" fn cuMemPoolTrimTo(pool: CUmemoryPool, keep: usize) -> R {
     entry(|| {
         let h = pool as u64;
         route::call(route::of(h)?, &ops::cuMemPoolTrimTo { pool: route::raw(h), keep: keep as u64 })
+    })
+}
+
+/// A pool on a device; its server is the device's. Host pools are not supported.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemPoolCreate(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) -> R {
+    entry(|| {
+        let mut p = *unsafe { props.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        if p.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
+            shim_support::log_once!("host-pool", "vgpu: cuMemPoolCreate: pools in host memory are not supported");
+            return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        }
+        let t = route::for_device(p.location.id)?;
+        location(&mut p.location)?;
+        let h = adopt(t, route::call(t, &ops::cuMemPoolCreate { props: as_bytes(std::slice::from_ref(&p)) })?)?;
+        unsafe { put(pool, h as usize as CUmemoryPool) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuMemPoolDestroy(pool: CUmemoryPool) -> R {
+    entry(|| {
+        let h = pool as u64;
+        route::call(route::of(h)?, &ops::cuMemPoolDestroy { pool: route::raw(h) })?;
+        route::forget(h);
+        Ok(())
     })
 }
 

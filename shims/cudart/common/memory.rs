@@ -154,6 +154,30 @@ pub unsafe extern "C" fn cudaMemPoolGetAttribute(
     })
 }
 
+/// `cudaMemPoolProps` has `CUmemPoolProps`'s fields, its enums the driver's values.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaMemPoolCreate(pool: *mut rt::cudaMemPool_t, props: *const rt::cudaMemPoolProps) -> E {
+    api(|| {
+        non_null(pool)?;
+        let p = unsafe { props.as_ref() }.ok_or(rt::cudaError_t::cudaErrorInvalidValue)?;
+        let props = cu::CUmemPoolProps {
+            allocType: cu::CUmemAllocationType(p.allocType.0),
+            handleTypes: cu::CUmemAllocationHandleType(p.handleTypes.0),
+            location: cu::CUmemLocation { type_: cu::CUmemLocationType(p.location.type_.0), id: p.location.id },
+            win32SecurityAttributes: p.win32SecurityAttributes,
+            maxSize: p.maxSize,
+            usage: p.usage,
+            reserved: p.reserved,
+        };
+        cu!(cuMemPoolCreate(pool.cast(), &props))
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaMemPoolDestroy(pool: rt::cudaMemPool_t) -> E {
+    api(|| cu!(cuMemPoolDestroy(pool.cast())))
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cudaMemPoolTrimTo(pool: rt::cudaMemPool_t, keep: usize) -> E {
     api(|| cu!(cuMemPoolTrimTo(pool.cast(), keep)))

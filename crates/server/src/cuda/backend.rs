@@ -103,6 +103,14 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.mem_pool_trim(pool, keep)
     }
+    fn cuMemPoolCreate(&mut self, _io: &mut Io<'_>, props: Vec<u8>) -> R<u64> {
+        self.ready()?;
+        self.mem_pool_create(&props)
+    }
+    fn cuMemPoolDestroy(&mut self, _io: &mut Io<'_>, pool: u64) -> R<()> {
+        self.ready()?;
+        self.mem_pool_destroy(pool)
+    }
     fn cuMemAllocFromPoolAsync(&mut self, _io: &mut Io<'_>, bytesize: u64, pool: u64, stream: u64) -> R<u64> {
         self.ready()?;
         self.mem_alloc_from_pool(bytesize, pool, stream)
@@ -288,9 +296,9 @@ impl protocol::Backend for CudaSession {
     }
 
     // ---------- modules and kernels
-    fn module_load(&mut self, io: &mut Io<'_>, hash: [u8; 32], kind: u8) -> R<u64> {
+    fn module_load(&mut self, io: &mut Io<'_>, hash: [u8; 32], kind: u8, jit: Vec<(u32, u64)>) -> R<u64> {
         self.ready()?;
-        self.load_module(io.bulk_in, &hash, kind)
+        self.load_module(io.bulk_in, &hash, kind, &jit)
     }
     fn cuModuleUnload(&mut self, _io: &mut Io<'_>, module: u64) -> R<()> {
         self.ready()?;
@@ -332,13 +340,17 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.func_get_attribute(attrib, func)
     }
-    fn cuLinkCreate_v2(&mut self, _io: &mut Io<'_>) -> R<u64> {
+    fn cuLinkCreate_v2(&mut self, _io: &mut Io<'_>, jit: Vec<(u32, u64)>) -> R<u64> {
         self.ready()?;
-        self.link_create()
+        self.link_create(&jit)
     }
-    fn link_add(&mut self, io: &mut Io<'_>, link: u64, kind: u32, name: String) -> R<()> {
+    fn link_add(&mut self, io: &mut Io<'_>, link: u64, kind: u32, name: String, jit: Vec<(u32, u64)>) -> R<()> {
         self.ready()?;
-        self.link_add(link, kind, &name, io.bulk_in)
+        self.link_add(link, kind, &name, io.bulk_in, &jit)
+    }
+    fn jit_out(&mut self, _io: &mut Io<'_>, link: u64) -> R<protocol::jit::JitOut> {
+        self.ready()?;
+        self.jit_result(link)
     }
     fn cuLinkComplete(&mut self, _io: &mut Io<'_>, link: u64) -> R<u64> {
         self.ready()?;

@@ -60,11 +60,24 @@ pub struct Handles {
     pub vmm: HashMap<u64, Vmm>,
     /// Reserved virtual address ranges: start → size.
     pub reserved: BTreeMap<u64, u64>,
-    /// Link states → their context and, once completed, the image the driver holds for
-    /// them (address, size) until they are destroyed.
-    pub links: HashMap<u64, (u64, Option<(usize, usize)>)>,
-    /// Devices' own pools handed out (the driver's, never destroyed) → their device.
+    pub links: HashMap<u64, Link>,
+    /// Pools handed out → their device: the devices' own (never destroyed) and those in
+    /// `created`.
     pub pools: HashMap<u64, usize>,
+    /// Pools the application created (`cuMemPoolCreate`), which it may destroy.
+    pub created_pools: HashSet<u64>,
+}
+
+/// A link state.
+#[derive(Debug)]
+pub struct Link {
+    pub ctx: u64,
+    /// Once completed, the image the driver holds for it (address, size) until it is
+    /// destroyed.
+    pub image: Option<(usize, usize)>,
+    /// Its options from `cuLinkCreate`, then each input's, which the driver may use until
+    /// the link is destroyed.
+    pub jit: Vec<super::jit::Jit>,
 }
 
 fn found<T>(ok: bool, h: u64, err: u32) -> R<*mut T> {
@@ -141,7 +154,7 @@ impl Handles {
         }
         self.functions.retain(|_, f| f.ctx != ctx);
         self.execs.retain(|_, c| *c != ctx);
-        self.links.retain(|_, (c, _)| *c != ctx);
+        self.links.retain(|_, l| l.ctx != ctx);
     }
 }
 

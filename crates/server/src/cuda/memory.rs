@@ -6,7 +6,10 @@
 
 use super::ranges::{Kind, Range, fits};
 use super::{CudaSession, INVALID_VALUE, OUT_OF_MEMORY, R, STREAM_CAPTURE_UNSUPPORTED};
-use abi::cuda::{CUmemPool_attribute, CUmemoryPool, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus, CudaLib};
+use abi::cuda::{
+    CUmemLocationType, CUmemPool_attribute, CUmemPoolProps, CUmemoryPool, CUstream, CUstreamCaptureMode,
+    CUstreamCaptureStatus, CudaLib,
+};
 use std::os::raw::c_void;
 
 /// Device-to-host copies go through pinned buffers of at most this size at a time.
@@ -247,6 +250,37 @@ impl CudaSession {
     pub(super) fn mem_pool_trim(&mut self, pool: u64, keep: u64) -> R<()> {
         let p = self.h.pool(pool)?;
         cu!(self.lib, cuMemPoolTrimTo(p, keep as usize))
+    }
+
+    /// A pool of the application's. Only on a device: the session's quota is per device.
+    pub(super) fn mem_pool_create(&mut self, props: &[u8]) -> R<u64> {
+        if props.len() != size_of::<CUmemPoolProps>() {
+            return Err(INVALID_VALUE);
+        }
+        let mut p = unsafe { std::ptr::read_unaligned(props.as_ptr().cast::<CUmemPoolProps>()) };
+        // A host pointer of the client's, meaningless here (and Windows only).
+        p.win32SecurityAttributes = std::ptr::null_mut();
+        if p.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
+            return Err(super::NOT_SUPPORTED);
+        }
+        let d = self.ordinal(p.location.id)?;
+        let mut pool: CUmemoryPool = std::ptr::null_mut();
+        cu!(self.lib, cuMemPoolCreate(&mut pool, &p))?;
+        self.h.pools.insert(pool as u64, d);
+        self.h.created_pools.insert(pool as u64);
+        Ok(pool as u64)
+    }
+
+    /// Its allocations stay valid until freed, as the driver keeps them.
+    pub(super) fn mem_pool_destroy(&mut self, pool: u64) -> R<()> {
+        let p = self.h.pool(pool)?;
+        if !self.h.created_pools.contains(&pool) {
+            return Err(INVALID_VALUE);
+        }
+        cu!(self.lib, cuMemPoolDestroy(p))?;
+        self.h.pools.remove(&pool);
+        self.h.created_pools.remove(&pool);
+        Ok(())
     }
 
     pub(super) fn mem_alloc_from_pool(&mut self, size: u64, pool: u64, stream: u64) -> R<u64> {

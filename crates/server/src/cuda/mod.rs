@@ -31,6 +31,7 @@ mod cache;
 mod contexts;
 mod copy2d;
 mod handles;
+mod jit;
 mod launch;
 mod memory;
 mod modules;
@@ -136,6 +137,8 @@ pub struct CudaSession {
     async_error: Option<u32>,
     /// Pieces of earlier copies the client told this session to keep (`htod_pages`).
     pages: crate::pages::Store,
+    /// What the last module load or link input with JIT options of its own left (`jit_out`).
+    last_jit: protocol::jit::JitOut,
 }
 
 impl CudaSession {
@@ -170,6 +173,7 @@ impl CudaSession {
             pools: HashMap::new(),
             images: cache::ImageCache::new(),
             library_images: HashMap::new(),
+            last_jit: Default::default(),
             nvml: nvml::NvmlState::default(),
             cublas: crate::cublas::Cublas::default(),
             told_captured_copy: false,
@@ -340,6 +344,9 @@ impl Session for CudaSession {
         }
         for (&l, _) in self.h.links.iter() {
             let _ = (|| cu!(lib, cuLinkDestroy(l as _)))();
+        }
+        for &p in self.h.created_pools.iter() {
+            let _ = (|| cu!(lib, cuMemPoolDestroy(p as _)))();
         }
         for (start, r) in self.ranges.remove_where(|_, r| r.kind == ranges::Kind::Mapped) {
             let _ = (|| cu!(lib, cuMemUnmap(start, r.len as usize)))();

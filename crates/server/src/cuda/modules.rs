@@ -4,7 +4,8 @@
 //! function handed out carries its parameter layout, which launches need to rebuild
 //! `kernelParams` from the packed bytes the client sends.
 
-use super::handles::Func;
+use super::handles::{Func, Link};
+use super::jit::Jit;
 use super::ranges::{Kind, Range};
 use super::{CudaSession, FILE_NOT_FOUND, INVALID_VALUE, NOT_PERMITTED, R};
 use abi::cuda::{
@@ -29,8 +30,10 @@ fn c_name(name: &str) -> R<CString> {
 }
 
 impl CudaSession {
-    pub(super) fn load_module(&mut self, bulk_in: &[u8], hash: &[u8; 32], kind: u8) -> R<u64> {
-        if kind > KIND_LIBRARY {
+    /// Load an image (its bytes in `bulk_in`, or cached by `hash`) with the application's
+    /// JIT options `jit`; what they left is kept for `jit_out`.
+    pub(super) fn load_module(&mut self, bulk_in: &[u8], hash: &[u8; 32], kind: u8, jit: &[(u32, u64)]) -> R<u64> {
+        if kind > KIND_LIBRARY || (kind == KIND_FATBIN && !jit.is_empty()) {
             return Err(INVALID_VALUE);
         }
         let start = Instant::now();
@@ -41,6 +44,8 @@ impl CudaSession {
         };
         let found = Instant::now();
         let data = image.as_ptr();
+        let mut j = Jit::new(jit)?;
+        let (n, opts, vals) = (j.len(), j.options(), j.values());
         let loaded = if kind == KIND_LIBRARY {
             let mut l: CUlibrary = null_mut();
             // The image stays here until the library is unloaded, so the driver need not
@@ -48,28 +53,28 @@ impl CudaSession {
             let mut option = [CUlibraryOption::CU_LIBRARY_BINARY_IS_PRESERVED];
             // Option values are passed as pointer-sized integers.
             let mut value = [std::ptr::without_provenance_mut::<std::ffi::c_void>(1)];
-            cu!(
-                self.lib,
-                cuLibraryLoadData(&mut l, data, null_mut(), null_mut(), 0, option.as_mut_ptr(), value.as_mut_ptr(), 1)
-            )
-            .map(|_| {
-                self.h.libraries.insert(l as u64);
-                self.library_images.insert(l as u64, image.clone());
-                l as u64
-            })
+            cu!(self.lib, cuLibraryLoadData(&mut l, data, opts, vals, n, option.as_mut_ptr(), value.as_mut_ptr(), 1))
+                .map(|_| {
+                    self.h.libraries.insert(l as u64);
+                    self.library_images.insert(l as u64, image.clone());
+                    l as u64
+                })
         } else {
             let mut m: CUmodule = null_mut();
             if kind == KIND_FATBIN {
                 cu!(self.lib, cuModuleLoadFatBinary(&mut m, data))
             } else {
                 debug_assert_eq!(kind, KIND_DATA);
-                cu!(self.lib, cuModuleLoadData(&mut m, data))
+                cu!(self.lib, cuModuleLoadDataEx(&mut m, data, n, opts, vals))
             }
             .map(|_| {
                 self.h.modules.insert(m as u64, self.current);
                 m as u64
             })
         };
+        if !jit.is_empty() {
+            self.last_jit = j.out();
+        }
         let cost = &mut self.images.cost;
         cost.loads += 1;
         cost.bytes += image.bytes().len() as u64;
@@ -151,18 +156,39 @@ impl CudaSession {
         self.track_function(f, library)
     }
 
-    pub(super) fn link_create(&mut self) -> R<u64> {
+    pub(super) fn link_create(&mut self, jit: &[(u32, u64)]) -> R<u64> {
+        let mut j = Jit::new(jit)?;
         let mut l: CUlinkState = null_mut();
-        cu!(self.lib, cuLinkCreate_v2(0, null_mut(), null_mut(), &mut l))?;
-        self.h.links.insert(l as u64, (self.current, None));
+        cu!(self.lib, cuLinkCreate_v2(j.len(), j.options(), j.values(), &mut l))?;
+        self.h.links.insert(l as u64, Link { ctx: self.current, image: None, jit: vec![j] });
         Ok(l as u64)
     }
 
-    pub(super) fn link_add(&mut self, link: u64, kind: u32, name: &str, data: &[u8]) -> R<()> {
+    pub(super) fn link_add(&mut self, link: u64, kind: u32, name: &str, data: &[u8], jit: &[(u32, u64)]) -> R<()> {
         let l = self.h.link(link)?;
         let name = c_name(name)?;
+        let mut j = Jit::new(jit)?;
         let (len, data) = (data.len(), data.as_ptr().cast_mut().cast());
-        cu!(self.lib, cuLinkAddData_v2(l, CUjitInputType(kind), data, len, name.as_ptr(), 0, null_mut(), null_mut()))
+        let added = cu!(
+            self.lib,
+            cuLinkAddData_v2(l, CUjitInputType(kind), data, len, name.as_ptr(), j.len(), j.options(), j.values())
+        );
+        if !jit.is_empty() {
+            self.last_jit = j.out();
+        }
+        if let Some(e) = self.h.links.get_mut(&link) {
+            e.jit.push(j);
+        }
+        added
+    }
+
+    /// What a link's options (`link`), or the last call with options of its own (0), left.
+    pub(super) fn jit_result(&self, link: u64) -> R<protocol::jit::JitOut> {
+        if link == 0 {
+            return Ok(self.last_jit.clone());
+        }
+        self.h.link(link)?;
+        Ok(self.h.links[&link].jit.first().map(Jit::out).unwrap_or_default())
     }
 
     pub(super) fn link_complete(&mut self, link: u64) -> R<u64> {
@@ -170,7 +196,7 @@ impl CudaSession {
         let (mut image, mut size) = (null_mut(), 0usize);
         cu!(self.lib, cuLinkComplete(l, &mut image, &mut size))?;
         if let Some(e) = self.h.links.get_mut(&link) {
-            e.1 = Some((image as usize, size));
+            e.image = Some((image as usize, size));
         }
         Ok(size as u64)
     }
@@ -178,7 +204,7 @@ impl CudaSession {
     /// The completed image's bytes, which the driver keeps until the link is destroyed.
     pub(super) fn link_image(&mut self, link: u64, size: u64, out: &mut Vec<u8>) -> R<()> {
         self.h.link(link)?;
-        let (p, n) = self.h.links[&link].1.ok_or(INVALID_VALUE)?;
+        let (p, n) = self.h.links[&link].image.ok_or(INVALID_VALUE)?;
         if n as u64 != size {
             return Err(INVALID_VALUE);
         }

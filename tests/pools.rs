@@ -1,0 +1,64 @@
+//! Pools the application creates (`cuMemPoolCreate`, as RAPIDS RMM's async resource does),
+//! through our libcuda.so.1 in this test's process, against the sim. (A test process holds
+//! one `InProcess` library: hence a file of its own.)
+
+mod common;
+use abi::cuda::*;
+use common::*;
+use std::ffi::c_void;
+
+#[test]
+fn created_pools_allocate_and_are_destroyed_once() {
+    let p = InProcess::start();
+    const OK: CUresult = CUresult::CUDA_SUCCESS;
+    unsafe {
+        let create: unsafe extern "C" fn(*mut CUmemoryPool, *const CUmemPoolProps) -> CUresult =
+            p.get(b"cuMemPoolCreate");
+        let destroy: unsafe extern "C" fn(CUmemoryPool) -> CUresult = p.get(b"cuMemPoolDestroy");
+        let default: unsafe extern "C" fn(*mut CUmemoryPool, CUdevice) -> CUresult =
+            p.get(b"cuDeviceGetDefaultMemPool");
+        let set: unsafe extern "C" fn(CUmemoryPool, CUmemPool_attribute, *mut c_void) -> CUresult =
+            p.get(b"cuMemPoolSetAttribute");
+        let get: unsafe extern "C" fn(CUmemoryPool, CUmemPool_attribute, *mut c_void) -> CUresult =
+            p.get(b"cuMemPoolGetAttribute");
+        let stream: unsafe extern "C" fn(*mut CUstream, u32) -> CUresult = p.get(b"cuStreamCreate");
+        let alloc: unsafe extern "C" fn(*mut CUdeviceptr, usize, CUmemoryPool, CUstream) -> CUresult =
+            p.get(b"cuMemAllocFromPoolAsync");
+        let free: unsafe extern "C" fn(CUdeviceptr, CUstream) -> CUresult = p.get(b"cuMemFreeAsync");
+
+        let mut props = CUmemPoolProps {
+            allocType: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+            location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: 0 },
+            ..Default::default()
+        };
+        let mut pool = std::ptr::null_mut();
+        assert_eq!(create(&mut pool, &props), OK);
+        assert!(!pool.is_null());
+        let mut threshold = 1u64 << 30;
+        let attr = CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+        assert_eq!(set(pool, attr, (&raw mut threshold).cast()), OK);
+        let mut got = 0u64;
+        assert_eq!(get(pool, attr, (&raw mut got).cast()), OK);
+        assert_eq!(got, threshold);
+        let mut s = std::ptr::null_mut();
+        assert_eq!(stream(&mut s, 0), OK);
+        let mut d = 0;
+        assert_eq!(alloc(&mut d, 1 << 16, pool, s), OK);
+        assert_ne!(d, 0);
+        assert_eq!(free(d, s), OK);
+        assert_eq!(destroy(pool), OK);
+        assert_eq!(destroy(pool), CUresult::CUDA_ERROR_INVALID_VALUE, "destroyed once");
+        assert_eq!(alloc(&mut d, 1 << 16, pool, s), CUresult::CUDA_ERROR_INVALID_HANDLE, "gone");
+
+        // A device's own pool is the driver's to keep.
+        let mut own = std::ptr::null_mut();
+        assert_eq!(default(&mut own, 0), OK);
+        assert_ne!(destroy(own), OK);
+        // Devices this process does not have, and host memory, are refused.
+        props.location.id = 7;
+        assert_eq!(create(&mut pool, &props), CUresult::CUDA_ERROR_INVALID_DEVICE);
+        props.location = CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST, id: 0 };
+        assert_eq!(create(&mut pool, &props), CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        assert_eq!(create(&mut pool, std::ptr::null()), CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+}

@@ -127,6 +127,7 @@ build_gpu_tests() {
   nvcc -arch=sm_90 -ptx -o "$W/vecadd.ptx" vecadd.cu
   gcc -O1 -o "$W/driver_suite" driver_suite.c -I/usr/local/cuda/include -L/usr/local/cuda/lib64/stubs -lcuda -lpthread
   gcc -O1 -o "$W/probe" probe.c -ldl
+  gcc -O1 -o "$W/ipc" ipc.c -I/usr/local/cuda/include -L/usr/local/cuda/lib64/stubs -lcuda
   nvcc -O2 -arch=sm_90 -cudart shared -o "$W/rt_vecadd" rt_vecadd.cu
   nvcc -O2 -arch=sm_90 -cudart shared -o "$W/launch_bench" launch_bench.cu
   cd "$ROOT"
@@ -138,6 +139,9 @@ stage_driver() {
   cp "$W/probe.n" "$OUT/probe-native.txt"; cp "$W/probe.v" "$OUT/probe-vgpu.txt"
   "$W/driver_suite" "$W" >"$W/ds.n" 2>&1; vg "$W/driver_suite" "$W" >"$W/ds.v" 2>&1; echo "rc=$?" >>"$W/ds.v"; echo "rc=0" >>"$W/ds.n"
   compare driver-suite "$W/ds.n" "$W/ds.v"; cp "$W/ds.n" "$OUT/driver-native.txt"; cp "$W/ds.v" "$OUT/driver-vgpu.txt"
+  # Inter-process sharing: the child the parent spawns is a second session of the server.
+  "$W/ipc" >"$W/ipc.n" 2>&1; echo "rc=$?" >>"$W/ipc.n"; vg "$W/ipc" >"$W/ipc.v" 2>&1; echo "rc=$?" >>"$W/ipc.v"
+  compare ipc "$W/ipc.n" "$W/ipc.v"; cp "$W/ipc.n" "$OUT/ipc-native.txt"; cp "$W/ipc.v" "$OUT/ipc-vgpu.txt"
   for t in packed_copy pinned_reuse capture_side_copy; do # C programs of tests/c, on the GPU
     gcc -O1 -o "$W/$t" "$ROOT/tests/c/$t.c" -I"$ROOT/tests/c" -L/usr/local/cuda/lib64/stubs -lcuda || { say "FAIL $t build"; continue; }
     "$W/$t" >"$W/$t.n" 2>&1; vg env VGPU_TRACE=summary "$W/$t" >"$W/$t.v" 2>"$OUT/$t-vgpu.err"
@@ -758,7 +762,7 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
     say "server's loads: $(grep -o 'module images: .*' "$OUT/server.log" | tr '\n' ';')"
   fi
 }
-stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: numba (JIT linking with its logs), and PyTorch's cudaMallocAsync backend (stream-ordered pools)
+stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: numba, a CUDA tensor shared with another process (torch.multiprocessing: CUDA IPC), and PyTorch's cudaMallocAsync backend (stream-ordered pools)
   local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
   if python3 -c "import numba.cuda" 2>/dev/null; then
     timeout 300 python3 "$ROOT/scripts/gpu/numba_probe.py" >"$W/nb.n" 2>"$OUT/numba-native.err"; echo "rc=$?" >>"$W/nb.n"
@@ -767,6 +771,9 @@ stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: nu
   else
     say "numba: not installed here ($(python3 -c 'import numba' 2>&1 | tail -1))"
   fi
+  timeout 300 python3 "$ROOT/scripts/gpu/torch_ipc.py" >"$W/ti.n" 2>"$OUT/torch-ipc-native.err"; echo "rc=$?" >>"$W/ti.n"
+  VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/torch_ipc.py" >"$W/ti.v" 2>"$OUT/torch-ipc-vgpu.err"; echo "rc=$?" >>"$W/ti.v"
+  cp "$W/ti.n" "$OUT/torch-ipc-native.txt"; cp "$W/ti.v" "$OUT/torch-ipc-vgpu.txt"; compare torch-ipc "$W/ti.n" "$W/ti.v"
   export PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync
   timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" torch >"$W/ta.n" 2>"$OUT/torch-async-native.err"; echo "rc=$?" >>"$W/ta.n"
   VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" torch >"$W/ta.v" 2>"$OUT/torch-async-vgpu.err"; echo "rc=$?" >>"$W/ta.v"

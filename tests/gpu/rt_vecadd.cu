@@ -53,6 +53,11 @@ int main() {
     CK(cudaMemPoolTrimTo(mine, 0)); CK(cudaMemPoolDestroy(mine));
     printf("pools: default threshold %llu, through the program's pool %d wrong, its use %s\n", got, bad,
            used >= bytes ? ">= the allocation" : "LESS");
+    // Handles for another process (tests/gpu/ipc.c opens them in one).
+    cudaIpcMemHandle_t mh; cudaIpcEventHandle_t eh; cudaEvent_t ie;
+    CK(cudaEventCreateWithFlags(&ie, cudaEventInterprocess | cudaEventDisableTiming));
+    CK(cudaIpcGetMemHandle(&mh, a)); CK(cudaIpcGetEventHandle(&eh, ie)); CK(cudaEventDestroy(ie));
+    printf("ipc handles: made\n");
     add<<<1, 1>>>(nullptr, nullptr, nullptr, 0);
     CK(cudaDeviceSynchronize());
     printf("rt done\n");

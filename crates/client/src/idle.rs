@@ -89,6 +89,9 @@ struct Inner {
     /// epoch, as they were when the wait was queued: a later record of the same event is
     /// another point in its stream).
     waits: std::collections::VecDeque<(Key, u64, Key, u64)>,
+    /// Events shared with other processes (`cuIpc*EventHandle`), which those may record:
+    /// never answered here.
+    shared: std::collections::HashSet<EventKey>,
 }
 
 impl Inner {
@@ -289,6 +292,9 @@ impl Tracker {
             return;
         }
         let mut g = self.inner.lock();
+        if g.shared.contains(&e) {
+            return;
+        }
         // Not done yet even on an idle stream: the GPU has still to pass the record, and
         // `cuEventElapsedTime` would see that (`CUDA_ERROR_NOT_READY`).
         let at = g.epoch;
@@ -338,6 +344,15 @@ impl Tracker {
     pub fn forget_event(&self, e: EventKey) {
         let mut g = self.inner.lock();
         g.events.remove(&e);
+        g.shared.remove(&e);
+    }
+
+    /// Event `e` is shared with another process, which may record it: what this process
+    /// recorded says nothing about it, so its synchronizes and queries go to the server.
+    pub fn share_event(&self, e: EventKey) {
+        let mut g = self.inner.lock();
+        g.events.remove(&e);
+        g.shared.insert(e);
     }
 
     /// A stream that is gone.
@@ -534,5 +549,28 @@ mod tests {
         assert!(matches!(t.plan(S), Plan::Wait(_)));
         assert!(!t.is_idle(S));
         assert!(matches!(t.plan_all(0, 7), Plan::Wait(_)));
+    }
+
+    #[test]
+    fn a_shared_event_is_never_answered_here() {
+        let t = Tracker::new(true);
+        let (k, e) = (key(0, 1, 5), (0, 9));
+        t.work(k, Some(0));
+        t.recorded(e, k);
+        let ticket = t.ticket();
+        t.drained(k, ticket);
+        assert!(t.event_done(e), "recorded here and drained: done");
+        t.share_event(e);
+        assert!(!t.event_done(e), "another process may have recorded it since");
+        t.recorded(e, k);
+        let ticket = t.ticket();
+        t.drained(k, ticket);
+        assert!(!t.event_done(e), "its records here are not all of its records");
+        assert!(!t.waits_for(k, e));
+        t.forget_event(e);
+        t.recorded(e, k);
+        let ticket = t.ticket();
+        t.drained(k, ticket);
+        assert!(t.event_done(e), "a new event of the same handle is this process's again");
     }
 }

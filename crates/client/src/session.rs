@@ -254,6 +254,11 @@ impl Session {
         })
     }
 
+    /// Event `event` of `server` is shared with another process (`idle::Tracker::share_event`).
+    pub fn share_event(&self, server: usize, event: u64) {
+        self.idle.share_event((server, event));
+    }
+
     /// Number of servers.
     pub fn servers(&self) -> usize {
         self.conns.len()

@@ -227,6 +227,15 @@ crate::api! {
     sync cuThreadExchangeStreamCaptureMode(mode: u32) -> u32;
     sync cuEventCreate(flags: u32) -> u64;
     sync cuEventDestroy_v2(event: u64) -> ();
+    // ---------- inter-process sharing between sessions of one server (their workers are
+    // processes of the GPU host): handles are the driver's 64 bytes.
+    sync cuIpcGetMemHandle(dptr: u64) -> Vec<u8>;
+    /// The opened memory's address in this session and its allocation's size.
+    sync cuIpcOpenMemHandle_v2(handle: Vec<u8>, flags: u32) -> (u64, u64);
+    sync cuIpcCloseMemHandle(dptr: u64) -> ();
+    /// `event`: created with `CU_EVENT_INTERPROCESS`.
+    sync cuIpcGetEventHandle(event: u64) -> Vec<u8>;
+    sync cuIpcOpenEventHandle(handle: Vec<u8>) -> u64;
     oneway cuEventRecord(event: u64, stream: u64) -> ();
     oneway cuEventRecordWithFlags(event: u64, stream: u64, flags: u32) -> ();
     sync cuEventSynchronize(event: u64) -> ();

@@ -15,6 +15,7 @@ mod errors;
 mod export_table;
 mod graph;
 mod integrity;
+mod ipc;
 mod jit;
 mod launch;
 mod link;

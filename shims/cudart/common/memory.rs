@@ -154,6 +154,39 @@ pub unsafe extern "C" fn cudaMemPoolGetAttribute(
     })
 }
 
+// Inter-process memory sharing: the runtime's handle has the driver's 64 bytes, and
+// `cudaIpcMemLazyEnablePeerAccess` is `CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS`.
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaIpcGetMemHandle(h: *mut rt::cudaIpcMemHandle_t, p: *mut c_void) -> E {
+    api(|| {
+        non_null(h)?;
+        current()?;
+        let mut d = cu::CUipcMemHandle { reserved: [0; 64] };
+        cu!(cuIpcGetMemHandle(&mut d, p as cu::CUdeviceptr))?;
+        out(h, rt::cudaIpcMemHandle_t { reserved: d.reserved })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaIpcOpenMemHandle(p: *mut *mut c_void, h: rt::cudaIpcMemHandle_t, flags: c_uint) -> E {
+    api(|| {
+        non_null(p)?;
+        current()?;
+        let mut d = 0;
+        cu!(cuIpcOpenMemHandle_v2(&mut d, cu::CUipcMemHandle { reserved: h.reserved }, flags))?;
+        out(p, d as *mut c_void)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaIpcCloseMemHandle(p: *mut c_void) -> E {
+    api(|| {
+        current()?;
+        cu!(cuIpcCloseMemHandle(p as cu::CUdeviceptr))
+    })
+}
+
 /// `cudaMemPoolProps` has `CUmemPoolProps`'s fields, its enums the driver's values.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cudaMemPoolCreate(pool: *mut rt::cudaMemPool_t, props: *const rt::cudaMemPoolProps) -> E {

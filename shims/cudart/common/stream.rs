@@ -142,6 +142,30 @@ pub unsafe extern "C" fn cudaEventCreateWithFlags(p: *mut rt::cudaEvent_t, flags
     api(|| event_create(p, flags))
 }
 
+// Inter-process event sharing: the runtime's handle has the driver's 64 bytes.
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaIpcGetEventHandle(h: *mut rt::cudaIpcEventHandle_t, e: rt::cudaEvent_t) -> E {
+    api(|| {
+        non_null(h)?;
+        current()?;
+        let mut d = cu::CUipcEventHandle { reserved: [0; 64] };
+        cu!(cuIpcGetEventHandle(&mut d, ce(e)))?;
+        out(h, rt::cudaIpcEventHandle_t { reserved: d.reserved })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaIpcOpenEventHandle(e: *mut rt::cudaEvent_t, h: rt::cudaIpcEventHandle_t) -> E {
+    api(|| {
+        non_null(e)?;
+        current()?;
+        let mut d = null_mut();
+        cu!(cuIpcOpenEventHandle(&mut d, cu::CUipcEventHandle { reserved: h.reserved }))?;
+        out(e, d.cast())
+    })
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cudaEventDestroy(e: rt::cudaEvent_t) -> E {
     api(|| {

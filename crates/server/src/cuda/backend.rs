@@ -103,6 +103,26 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.mem_pool_trim(pool, keep)
     }
+    fn cuIpcGetMemHandle(&mut self, _io: &mut Io<'_>, dptr: u64) -> R<Vec<u8>> {
+        self.ready()?;
+        self.ipc_get_mem_handle(dptr)
+    }
+    fn cuIpcOpenMemHandle_v2(&mut self, _io: &mut Io<'_>, handle: Vec<u8>, flags: u32) -> R<(u64, u64)> {
+        self.ready()?;
+        self.ipc_open_mem_handle(&handle, flags)
+    }
+    fn cuIpcCloseMemHandle(&mut self, _io: &mut Io<'_>, dptr: u64) -> R<()> {
+        self.ready()?;
+        self.ipc_close_mem_handle(dptr)
+    }
+    fn cuIpcGetEventHandle(&mut self, _io: &mut Io<'_>, event: u64) -> R<Vec<u8>> {
+        self.ready()?;
+        self.ipc_get_event_handle(event)
+    }
+    fn cuIpcOpenEventHandle(&mut self, _io: &mut Io<'_>, handle: Vec<u8>) -> R<u64> {
+        self.ready()?;
+        self.ipc_open_event_handle(&handle)
+    }
     fn cuMemPoolCreate(&mut self, _io: &mut Io<'_>, props: Vec<u8>) -> R<u64> {
         self.ready()?;
         self.mem_pool_create(&props)

@@ -31,6 +31,7 @@ mod cache;
 mod contexts;
 mod copy2d;
 mod handles;
+mod ipc;
 mod jit;
 mod launch;
 mod memory;

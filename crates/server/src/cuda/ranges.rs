@@ -14,6 +14,9 @@ pub enum Kind {
     Mapped,
     /// A `__device__` variable of this module (`cuModuleGetGlobal`).
     Global(u64),
+    /// Another session's allocation opened here (`cuIpcOpenMemHandle`): its owner's quota,
+    /// closed by `cuIpcCloseMemHandle`.
+    Ipc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -184,6 +184,8 @@ fn system_install_twice_equals_once_and_uninstall_restores_the_root() {
     let own = root.join("usr/local/lib/vgpu");
     for name in ["libcuda.so.1", "libnvidia-ml.so.1"] {
         assert_eq!(fs::read(own.join(name)).unwrap(), fs::read(lib.join(name)).unwrap());
+        // The link-time name (Triton links its launcher with -lcuda).
+        assert_eq!(fs::read(own.join(name.trim_end_matches(".1"))).unwrap(), fs::read(lib.join(name)).unwrap());
     }
     assert_eq!(
         fs::read_to_string(root.join("etc/ld.so.conf.d/000-vgpu.conf")).unwrap().lines().last(),

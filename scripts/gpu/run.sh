@@ -762,7 +762,7 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
     say "server's loads: $(grep -o 'module images: .*' "$OUT/server.log" | tr '\n' ';')"
   fi
 }
-stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: numba, a CUDA tensor shared with another process (torch.multiprocessing: CUDA IPC), and PyTorch's cudaMallocAsync backend (stream-ordered pools)
+stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: numba, Triton (its launcher, a TMA descriptor, torch.compile), a CUDA tensor shared with another process (torch.multiprocessing: CUDA IPC), and PyTorch's cudaMallocAsync backend (stream-ordered pools)
   local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
   if python3 -c "import numba.cuda" 2>/dev/null; then
     timeout 300 python3 "$ROOT/scripts/gpu/numba_probe.py" >"$W/nb.n" 2>"$OUT/numba-native.err"; echo "rc=$?" >>"$W/nb.n"
@@ -771,6 +771,13 @@ stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: nu
   else
     say "numba: not installed here ($(python3 -c 'import numba' 2>&1 | tail -1))"
   fi
+  timeout 300 python3 "$ROOT/scripts/gpu/triton_probe.py" >"$W/tr.n" 2>"$OUT/triton-native.err"; echo "rc=$?" >>"$W/tr.n"
+  # Triton finds libcuda through `ldconfig -p` first, whose cache here still names the
+  # driver's hidden files (a VM without NVIDIA's driver names none and falls back to
+  # LD_LIBRARY_PATH): TRITON_LIBCUDA_PATH says where. It also links against libcuda.so.
+  ln -sf "$C/dist/lib/libcuda.so" "$D/"
+  VGLIB=$D vg env TRITON_LIBCUDA_PATH=$D timeout 300 python3 "$ROOT/scripts/gpu/triton_probe.py" >"$W/tr.v" 2>"$OUT/triton-vgpu.err"; echo "rc=$?" >>"$W/tr.v"
+  cp "$W/tr.n" "$OUT/triton-native.txt"; cp "$W/tr.v" "$OUT/triton-vgpu.txt"; compare triton "$W/tr.n" "$W/tr.v"
   timeout 300 python3 "$ROOT/scripts/gpu/torch_ipc.py" >"$W/ti.n" 2>"$OUT/torch-ipc-native.err"; echo "rc=$?" >>"$W/ti.n"
   VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/torch_ipc.py" >"$W/ti.v" 2>"$OUT/torch-ipc-vgpu.err"; echo "rc=$?" >>"$W/ti.v"
   cp "$W/ti.n" "$OUT/torch-ipc-native.txt"; cp "$W/ti.v" "$OUT/torch-ipc-vgpu.txt"; compare torch-ipc "$W/ti.n" "$W/ti.v"

@@ -270,6 +270,34 @@ static void jit_options(void *ptx, size_t len) {
     CHECK(cuLinkDestroy(link));
 }
 
+/* Tensor maps (TMA descriptors): the same bytes as natively for an address of no
+ * allocation (the encoding reads none), twice the same, one for real memory, and one with
+ * its address replaced. */
+static void tensor_maps(void) {
+    CUdeviceptr d; CHECK(cuMemAlloc(&d, 1 << 20));
+    cuuint64_t dims[2] = {128, 256}, strides[1] = {256}; cuuint32_t box[2] = {64, 32}, steps[2] = {1, 1};
+    CUtensorMap a, b, c;
+#define TILED(m, at) cuTensorMapEncodeTiled(&(m), CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, (void *)(at), dims, strides, box, \
+    steps, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B, \
+    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+    const unsigned long long fake = 0x7f0000000000ull;
+    CHECK(TILED(a, fake)); CHECK(TILED(b, fake));
+    printf("tensor map tiled: hash %016llx, twice the same: %s\n", fnv(&a, sizeof a), memcmp(&a, &b, sizeof a) ? "NO" : "yes");
+    CHECK(TILED(c, d));
+    CHECK(cuTensorMapReplaceAddress(&c, (void *)fake));
+    printf("tensor map of memory, its address replaced: %s\n", memcmp(&a, &c, sizeof a) ? "OTHER" : "as encoded there");
+    CUresult r = TILED(c, fake + 3); const char *name = "?"; cuGetErrorName(r, &name);
+    printf("tensor map at a misaligned address: %s\n", name);
+    cuuint64_t dims3[3] = {64, 32, 32}, strides3[2] = {128, 4096}; cuuint32_t steps3[3] = {1, 1, 1};
+    int lower[1] = {0}, upper[1] = {0};
+    r = cuTensorMapEncodeIm2col(&c, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3, (void *)fake, dims3, strides3, lower, upper,
+        64, 32, steps3, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    cuGetErrorName(r, &name);
+    printf("tensor map im2col: %s, hash %016llx\n", name, r == CUDA_SUCCESS ? fnv(&c, sizeof c) : 0ull);
+    CHECK(cuMemFree(d));
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : ".";
     char path[1024]; size_t len;
@@ -301,6 +329,7 @@ int main(int argc, char **argv) {
     CHECK(cuLinkDestroy(link));
     run_vecadd(mlf, "linked ptx file");
     jit_options(ptx, len);
+    tensor_maps();
     copies();
     memory_queries(dev);
     vmm(dev);

@@ -9,6 +9,9 @@
 //!   often on `LD_LIBRARY_PATH`), that entry is replaced by a **regular file**, the original
 //!   kept: `ldconfig` re-points a SONAME *symlink* at the newest `libcuda.so.<version>` in
 //!   its directory, so a symlink to vgpu would be undone by the next `ldconfig` run.
+//! * Its directory also gets the link-time names (`libcuda.so`, `libnvidia-ml.so`), as a
+//!   driver package installs them: Triton (`torch.compile`) builds its launcher with
+//!   `-lcuda` in the directories where `ldconfig` lists `libcuda.so.1`.
 //! * `ldconfig` is run (only when the root is `/`).
 
 use crate::elf::{self, Origin};
@@ -84,6 +87,14 @@ pub fn install(root: &Root, lib_dir: &Path, force: bool) -> Result<Vec<Action>, 
             return Err(format!("{} is {}, not a vgpu library", src.display(), info.summary()));
         }
         targets.push(Target { path: rel(OWN_DIR).join(name), library: name.into(), source: src.clone(), mode: 0o755 });
+        // `libcuda.so.1` → `libcuda.so`: not a SONAME, so ldconfig leaves it as it is.
+        let link_name = name.trim_end_matches(".1");
+        targets.push(Target {
+            path: rel(OWN_DIR).join(link_name),
+            library: name.into(),
+            source: src.clone(),
+            mode: 0o755,
+        });
         for p in system_copies(root, name) {
             // A read-only copy (a driver mounted into a container) is reported, not replaced.
             if p.parent().is_some_and(|d| fsops::writable(d).is_err()) {

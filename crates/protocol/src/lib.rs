@@ -69,6 +69,17 @@ pub fn pool_attr_is_int(attr: u32) -> bool {
     attr <= 3
 }
 
+/// Whether a tensor map's arrays have the lengths the header gives them for `rank`: `rank`
+/// dimensions, `rank - 1` strides and `rank` of each per-dimension array (`per_dim`); rank
+/// 1 to 5, 3 to 5 for im2col (whose corners have `rank - 2`, checked by the caller).
+pub fn tensor_map_shape(rank: u32, dims: usize, strides: usize, per_dim: &[usize], im2col: bool) -> bool {
+    let r = rank as usize;
+    (if im2col { 3..=5 } else { 1..=5 }).contains(&r)
+        && dims == r
+        && strides == r - 1
+        && per_dim.iter().all(|&n| n == r)
+}
+
 /// One line per opcode, most time first: `(op, calls, total time)` rows with calls > 0, as
 /// the client's `VGPU_TRACE=summary` and the server's `VGPU_STATS=1` print them.
 pub fn call_time_table(rows: impl IntoIterator<Item = (u32, u64, std::time::Duration)>) -> String {
@@ -141,6 +152,18 @@ mod tests {
         let args = postcard::to_allocvec(&ops::cuCtxSynchronize {}).unwrap();
         let r = dispatch(&mut b, Op::cuCtxSynchronize as u32, &args, &mut io).unwrap();
         assert_eq!(r, Err(UNSUPPORTED));
+    }
+
+    #[test]
+    fn tensor_map_arrays_are_sized_by_rank() {
+        use super::tensor_map_shape as ok;
+        assert!(ok(2, 2, 1, &[2, 2], false));
+        assert!(!ok(2, 2, 2, &[2, 2], false), "rank - 1 strides");
+        assert!(!ok(2, 2, 1, &[2, 1], false));
+        assert!(!ok(6, 6, 5, &[6], false), "at most 5");
+        assert!(!ok(0, 0, 0, &[], false));
+        assert!(!ok(2, 2, 1, &[2], true), "im2col from rank 3");
+        assert!(ok(3, 3, 2, &[3], true));
     }
 }
 

@@ -227,6 +227,13 @@ crate::api! {
     sync cuThreadExchangeStreamCaptureMode(mode: u32) -> u32;
     sync cuEventCreate(flags: u32) -> u64;
     sync cuEventDestroy_v2(event: u64) -> ();
+    // ---------- tensor maps (TMA descriptors of Hopper kernels: Triton, CUTLASS 3): the
+    // driver encodes them on the host; the 128 bytes come back. Arrays as the header sizes
+    // them by `rank` (strides and corners: two fewer dimensions' worth for im2col).
+    sync cuTensorMapEncodeTiled(data_type: u32, rank: u32, address: u64, dims: Vec<u64>, strides: Vec<u64>, box_dim: Vec<u32>, element_strides: Vec<u32>, interleave: u32, swizzle: u32, l2: u32, oob: u32) -> [u64; 16];
+    sync cuTensorMapEncodeIm2col(data_type: u32, rank: u32, address: u64, dims: Vec<u64>, strides: Vec<u64>, lower: Vec<i32>, upper: Vec<i32>, channels: u32, pixels: u32, element_strides: Vec<u32>, interleave: u32, swizzle: u32, l2: u32, oob: u32) -> [u64; 16];
+    sync cuTensorMapEncodeIm2colWide(data_type: u32, rank: u32, address: u64, dims: Vec<u64>, strides: Vec<u64>, lower: i32, upper: i32, channels: u32, pixels: u32, element_strides: Vec<u32>, interleave: u32, mode: u32, swizzle: u32, l2: u32, oob: u32) -> [u64; 16];
+    sync cuTensorMapReplaceAddress(map: [u64; 16], address: u64) -> [u64; 16];
     // ---------- inter-process sharing between sessions of one server (their workers are
     // processes of the GPU host): handles are the driver's 64 bytes.
     sync cuIpcGetMemHandle(dptr: u64) -> Vec<u8>;

@@ -94,6 +94,8 @@ pub struct Sim {
     pool_attrs: HashMap<(u64, u32), u64>,
     /// Pools the application created.
     created_pools: HashSet<u64>,
+    /// Tensor maps encoded.
+    encodes: u64,
     graphs: HashSet<u64>,
     /// Stream capture, as far as host-to-device copies go (`Capture`).
     capture: Capture,
@@ -146,6 +148,7 @@ impl Sim {
             pools: HashMap::new(),
             pool_attrs: HashMap::new(),
             created_pools: HashSet::new(),
+            encodes: 0,
             graphs: HashSet::new(),
             capture: Capture::default(),
             blas: HashMap::new(),
@@ -893,6 +896,52 @@ impl protocol::Backend for Sim {
         let f = known.unwrap_or_else(|| self.id());
         self.names.insert(f, name);
         Ok(FuncInfo { handle: f, params: Vec::new() })
+    }
+    /// A tiled tensor map in the sim's own layout (the driver's is opaque): the address, then
+    /// the arguments packed in order, so that a test can see each one arrived; the last
+    /// word counts the session's encodes, so that a test sees which the client answered.
+    fn cuTensorMapEncodeTiled(
+        &mut self,
+        _io: &mut Io<'_>,
+        data_type: u32,
+        rank: u32,
+        address: u64,
+        dims: Vec<u64>,
+        strides: Vec<u64>,
+        box_dim: Vec<u32>,
+        element_strides: Vec<u32>,
+        interleave: u32,
+        swizzle: u32,
+        l2: u32,
+        oob: u32,
+    ) -> Result<[u64; 16], u32> {
+        if !protocol::tensor_map_shape(rank, dims.len(), strides.len(), &[box_dim.len(), element_strides.len()], false)
+            || !address.is_multiple_of(16)
+        {
+            return Err(INVALID_VALUE);
+        }
+        let mut m = [0u64; 16];
+        m[0] = address;
+        m[1] = [data_type, rank, interleave, swizzle, l2, oob].iter().fold(0, |a, &v| a << 8 | u64::from(v & 0xff));
+        let pairs = box_dim.iter().zip(&element_strides).map(|(&b, &e)| u64::from(b) << 32 | u64::from(e));
+        for (slot, v) in m[2..15].iter_mut().zip(dims.iter().chain(&strides).copied().chain(pairs)) {
+            *slot = v;
+        }
+        self.encodes += 1;
+        m[15] = self.encodes;
+        Ok(m)
+    }
+    fn cuTensorMapReplaceAddress(
+        &mut self,
+        _io: &mut Io<'_>,
+        mut map: [u64; 16],
+        address: u64,
+    ) -> Result<[u64; 16], u32> {
+        if !address.is_multiple_of(16) {
+            return Err(INVALID_VALUE);
+        }
+        map[0] = address;
+        Ok(map)
     }
     fn cuLinkCreate_v2(&mut self, _io: &mut Io<'_>, jit: Vec<(u32, u64)>) -> Result<u64, u32> {
         self.device()?;

@@ -27,6 +27,7 @@ pub mod route;
 mod shm;
 pub mod state;
 mod stream;
+mod tensormap;
 mod vgpu_abi;
 
 // Not-supported stubs for every exported name not defined by hand (keep this line).

@@ -103,6 +103,87 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.mem_pool_trim(pool, keep)
     }
+    fn cuTensorMapEncodeTiled(
+        &mut self,
+        _io: &mut Io<'_>,
+        data_type: u32,
+        rank: u32,
+        address: u64,
+        dims: Vec<u64>,
+        strides: Vec<u64>,
+        box_dim: Vec<u32>,
+        element_strides: Vec<u32>,
+        interleave: u32,
+        swizzle: u32,
+        l2: u32,
+        oob: u32,
+    ) -> R<[u64; 16]> {
+        self.ready()?;
+        let m = super::tensormap::Modes { interleave, swizzle, l2, oob };
+        self.tensor_map_tiled(data_type, rank, address, &dims, &strides, &box_dim, &element_strides, m)
+    }
+    fn cuTensorMapEncodeIm2col(
+        &mut self,
+        _io: &mut Io<'_>,
+        data_type: u32,
+        rank: u32,
+        address: u64,
+        dims: Vec<u64>,
+        strides: Vec<u64>,
+        lower: Vec<i32>,
+        upper: Vec<i32>,
+        channels: u32,
+        pixels: u32,
+        element_strides: Vec<u32>,
+        interleave: u32,
+        swizzle: u32,
+        l2: u32,
+        oob: u32,
+    ) -> R<[u64; 16]> {
+        self.ready()?;
+        let m = super::tensormap::Modes { interleave, swizzle, l2, oob };
+        let corners = (&lower[..], &upper[..]);
+        self.tensor_map_im2col(
+            data_type,
+            rank,
+            address,
+            &dims,
+            &strides,
+            corners,
+            channels,
+            pixels,
+            &element_strides,
+            m,
+        )
+    }
+    fn cuTensorMapEncodeIm2colWide(
+        &mut self,
+        _io: &mut Io<'_>,
+        data_type: u32,
+        rank: u32,
+        address: u64,
+        dims: Vec<u64>,
+        strides: Vec<u64>,
+        lower: i32,
+        upper: i32,
+        channels: u32,
+        pixels: u32,
+        element_strides: Vec<u32>,
+        interleave: u32,
+        mode: u32,
+        swizzle: u32,
+        l2: u32,
+        oob: u32,
+    ) -> R<[u64; 16]> {
+        self.ready()?;
+        let m = super::tensormap::Modes { interleave, swizzle, l2, oob };
+        let (d, s, e) = (&dims[..], &strides[..], &element_strides[..]);
+        self.tensor_map_im2col_wide(data_type, rank, address, d, s, (lower, upper), channels, pixels, e, mode, m)
+    }
+    fn cuTensorMapReplaceAddress(&mut self, _io: &mut Io<'_>, map: [u64; 16], address: u64) -> R<[u64; 16]> {
+        self.ready()?;
+        self.tensor_map_replace_address(map, address)
+    }
     fn cuIpcGetMemHandle(&mut self, _io: &mut Io<'_>, dptr: u64) -> R<Vec<u8>> {
         self.ready()?;
         self.ipc_get_mem_handle(dptr)

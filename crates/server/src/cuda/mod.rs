@@ -42,6 +42,7 @@ mod shm;
 mod snapshot;
 mod staging;
 mod streams;
+mod tensormap;
 mod tools;
 mod vmm;
 

@@ -137,7 +137,8 @@ stage_driver() {
   build_gpu_tests
   "$W/probe" >"$W/probe.n" 2>&1; vg "$W/probe" >"$W/probe.v" 2>&1; compare probe "$W/probe.n" "$W/probe.v"
   cp "$W/probe.n" "$OUT/probe-native.txt"; cp "$W/probe.v" "$OUT/probe-vgpu.txt"
-  "$W/driver_suite" "$W" >"$W/ds.n" 2>&1; vg "$W/driver_suite" "$W" >"$W/ds.v" 2>&1; echo "rc=$?" >>"$W/ds.v"; echo "rc=0" >>"$W/ds.n"
+  timeout 120 "$W/driver_suite" "$W" >"$W/ds.n" 2>&1; echo "rc=$?" >>"$W/ds.n"
+  vg timeout 120 "$W/driver_suite" "$W" >"$W/ds.v" 2>&1; echo "rc=$?" >>"$W/ds.v"
   compare driver-suite "$W/ds.n" "$W/ds.v"; cp "$W/ds.n" "$OUT/driver-native.txt"; cp "$W/ds.v" "$OUT/driver-vgpu.txt"
   # Inter-process sharing: the child the parent spawns is a second session of the server.
   "$W/ipc" >"$W/ipc.n" 2>&1; echo "rc=$?" >>"$W/ipc.n"; vg "$W/ipc" >"$W/ipc.v" 2>&1; echo "rc=$?" >>"$W/ipc.v"

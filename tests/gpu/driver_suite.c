@@ -298,6 +298,24 @@ static void tensor_maps(void) {
     CHECK(cuMemFree(d));
 }
 
+/* Stream memory operations: a stream held at a word until another stream writes it. */
+static void memory_ops(void) {
+    CUstream a, b; CUdeviceptr w, out;
+    CHECK(cuStreamCreate(&a, CU_STREAM_NON_BLOCKING)); CHECK(cuStreamCreate(&b, CU_STREAM_NON_BLOCKING));
+    CHECK(cuMemAlloc(&w, 16)); CHECK(cuMemsetD8(w, 0, 16)); CHECK(cuMemAlloc(&out, 4)); CHECK(cuMemsetD8(out, 0, 4));
+    CHECK(cuStreamWaitValue32(a, w, 7, CU_STREAM_WAIT_VALUE_EQ));
+    CHECK(cuMemsetD32Async(out, 0xabc, 1, a));
+    CHECK(cuStreamWriteValue64(b, w + 8, 0x1122334455667788ull, CU_STREAM_WRITE_VALUE_DEFAULT));
+    CHECK(cuStreamWriteValue32(b, w, 7, CU_STREAM_WRITE_VALUE_DEFAULT));
+    CHECK(cuStreamSynchronize(a));
+    CHECK(cuStreamWaitValue64(a, w + 8, 0x1122334455667788ull, CU_STREAM_WAIT_VALUE_GEQ));
+    CHECK(cuStreamSynchronize(a));
+    unsigned long long words[2]; unsigned o;
+    CHECK(cuMemcpyDtoH(words, w, 16)); CHECK(cuMemcpyDtoH(&o, out, 4));
+    printf("stream memory ops: words %llx %llx, held work %x\n", words[0], words[1], o);
+    CHECK(cuStreamDestroy(a)); CHECK(cuStreamDestroy(b)); CHECK(cuMemFree(w)); CHECK(cuMemFree(out));
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : ".";
     char path[1024]; size_t len;
@@ -330,6 +348,7 @@ int main(int argc, char **argv) {
     run_vecadd(mlf, "linked ptx file");
     jit_options(ptx, len);
     tensor_maps();
+    memory_ops();
     copies();
     memory_queries(dev);
     vmm(dev);

@@ -218,6 +218,10 @@ crate::api! {
     oneway stream_barrier(stream: u64) -> ();
     sync cuStreamQuery(stream: u64) -> ();
     oneway cuStreamWaitEvent(stream: u64, event: u64, flags: u32) -> ();
+    /// Stream memory operations (`cuStreamWaitValue32/64`, `cuStreamWriteValue32/64`): a
+    /// 4-byte word, or 8 with `wide`, of device memory at `addr`.
+    oneway stream_wait_value(stream: u64, addr: u64, value: u64, flags: u32, wide: bool) -> ();
+    oneway stream_write_value(stream: u64, addr: u64, value: u64, flags: u32, wide: bool) -> ();
     sync cuStreamBeginCapture_v2(stream: u64, mode: u32) -> ();
     sync cuStreamEndCapture(stream: u64) -> u64;
     sync cuStreamIsCapturing(stream: u64) -> u32;

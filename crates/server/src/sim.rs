@@ -692,6 +692,34 @@ impl protocol::Backend for Sim {
         Ok(())
     }
 
+    /// The sim runs each stream's work as it arrives, so a wait has nothing to wait for:
+    /// only its word is checked to lie in this session's memory.
+    fn stream_wait_value(
+        &mut self,
+        _io: &mut Io<'_>,
+        stream: u64,
+        addr: u64,
+        _value: u64,
+        _flags: u32,
+        wide: bool,
+    ) -> Result<(), u32> {
+        self.stream(stream)?;
+        self.region(addr, if wide { 8 } else { 4 }).map(|_| ())
+    }
+    fn stream_write_value(
+        &mut self,
+        _io: &mut Io<'_>,
+        stream: u64,
+        addr: u64,
+        value: u64,
+        _flags: u32,
+        wide: bool,
+    ) -> Result<(), u32> {
+        self.stream(stream)?;
+        let bytes = value.to_le_bytes();
+        self.write(addr, if wide { &bytes[..] } else { &bytes[..4] })
+    }
+
     fn cuMemAddressReserve(
         &mut self,
         _io: &mut Io<'_>,

@@ -287,3 +287,58 @@ pub unsafe extern "C" fn cuEventElapsedTime(ms: *mut f32, start: CUevent, end: C
 pub unsafe extern "C" fn cuEventElapsedTime_v2(ms: *mut f32, start: CUevent, end: CUevent) -> R {
     unsafe { cuEventElapsedTime(ms, start, end) }
 }
+
+// ---------------------------------------------------------------- stream memory operations
+
+/// A wait for, or a write of, a word of device memory, ordered in stream `s`.
+fn memory_op(s: CUstream, addr: CUdeviceptr, value: u64, flags: c_uint, wide: bool, write: bool) -> R {
+    entry(|| {
+        let s = sid(s);
+        let (t, stream) = (route::stream(s)?, route::raw(s));
+        if write {
+            route::call(t, &ops::stream_write_value { stream, addr, value, flags, wide })
+        } else {
+            route::call(t, &ops::stream_wait_value { stream, addr, value, flags, wide })
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWaitValue32_v2(s: CUstream, addr: CUdeviceptr, value: cuuint32_t, flags: c_uint) -> R {
+    memory_op(s, addr, value.into(), flags, false, false)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWaitValue32(s: CUstream, addr: CUdeviceptr, value: cuuint32_t, flags: c_uint) -> R {
+    memory_op(s, addr, value.into(), flags, false, false)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWaitValue64_v2(s: CUstream, addr: CUdeviceptr, value: cuuint64_t, flags: c_uint) -> R {
+    memory_op(s, addr, value, flags, true, false)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWaitValue64(s: CUstream, addr: CUdeviceptr, value: cuuint64_t, flags: c_uint) -> R {
+    memory_op(s, addr, value, flags, true, false)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWriteValue32_v2(s: CUstream, addr: CUdeviceptr, value: cuuint32_t, flags: c_uint) -> R {
+    memory_op(s, addr, value.into(), flags, false, true)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWriteValue32(s: CUstream, addr: CUdeviceptr, value: cuuint32_t, flags: c_uint) -> R {
+    memory_op(s, addr, value.into(), flags, false, true)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWriteValue64_v2(s: CUstream, addr: CUdeviceptr, value: cuuint64_t, flags: c_uint) -> R {
+    memory_op(s, addr, value, flags, true, true)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamWriteValue64(s: CUstream, addr: CUdeviceptr, value: cuuint64_t, flags: c_uint) -> R {
+    memory_op(s, addr, value, flags, true, true)
+}

@@ -103,6 +103,30 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.mem_pool_trim(pool, keep)
     }
+    fn stream_wait_value(
+        &mut self,
+        _io: &mut Io<'_>,
+        stream: u64,
+        addr: u64,
+        value: u64,
+        flags: u32,
+        wide: bool,
+    ) -> R<()> {
+        self.ready()?;
+        self.stream_wait_value(stream, addr, value, flags, wide)
+    }
+    fn stream_write_value(
+        &mut self,
+        _io: &mut Io<'_>,
+        stream: u64,
+        addr: u64,
+        value: u64,
+        flags: u32,
+        wide: bool,
+    ) -> R<()> {
+        self.ready()?;
+        self.stream_write_value(stream, addr, value, flags, wide)
+    }
     fn cuTensorMapEncodeTiled(
         &mut self,
         _io: &mut Io<'_>,

@@ -173,6 +173,27 @@ impl CudaSession {
         cu!(self.lib, cuStreamWaitEvent(s, e, flags))
     }
 
+    /// `cuStreamWaitValue32/64`: the word must lie in this session's memory.
+    pub(super) fn stream_wait_value(&mut self, stream: u64, addr: u64, value: u64, flags: u32, wide: bool) -> R<()> {
+        let s = self.h.stream(stream)?;
+        self.ranges.check(addr, if wide { 8 } else { 4 })?;
+        if wide {
+            cu!(self.lib, cuStreamWaitValue64_v2(s, addr, value, flags))
+        } else {
+            cu!(self.lib, cuStreamWaitValue32_v2(s, addr, value as u32, flags))
+        }
+    }
+
+    pub(super) fn stream_write_value(&mut self, stream: u64, addr: u64, value: u64, flags: u32, wide: bool) -> R<()> {
+        let s = self.h.stream(stream)?;
+        self.ranges.check(addr, if wide { 8 } else { 4 })?;
+        if wide {
+            cu!(self.lib, cuStreamWriteValue64_v2(s, addr, value, flags))
+        } else {
+            cu!(self.lib, cuStreamWriteValue32_v2(s, addr, value as u32, flags))
+        }
+    }
+
     pub(super) fn begin_capture(&mut self, stream: u64, mode: u32) -> R<()> {
         let s = self.h.stream(stream)?;
         cu!(self.lib, cuStreamBeginCapture_v2(s, CUstreamCaptureMode(mode)))

@@ -60,7 +60,12 @@ fn synchronizes_are_answered_locally_when_nothing_is_pending() {
         assert!(out.status.success() && stdout.contains("elided ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
         assert!(stdout.contains(error), "VGPU_ELIDE={elide}: {stdout}");
         assert!(stdout.contains("occupancy 8 8 2"), "{stdout}");
-        assert_eq!(calls(&stderr, "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags"), 2, "{stderr}");
+        // The sim's SM holds 2048 threads: 1024-thread blocks fill one (2 of them, on 132 SMs);
+        // at most 200 threads: 200 (10 blocks, 2000 threads) until 128 (16) fills one.
+        assert!(stdout.contains("potential 264 1024, at most 200: 2112 128"), "{stdout}");
+        // Two questions asked directly, then the search's: its 1024 was asked already, and
+        // 200, 192, 160 and 128 (with the callback's shared memory) are new.
+        assert_eq!(calls(&stderr, "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags"), 6, "{stderr}");
         let local_syncs = stderr
             .lines()
             .filter(|l| l.contains("answered locally"))

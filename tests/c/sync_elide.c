@@ -9,6 +9,8 @@
 
 int cuStreamQuery(CUstream);
 int cuOccupancyMaxActiveBlocksPerMultiprocessor(int *, CUfunction, int, size_t);
+int cuOccupancyMaxPotentialBlockSize(int *, int *, CUfunction, size_t (*)(int), size_t, int);
+static size_t smem_of(int block) { return (size_t)block * 4; }
 
 #define CHECK(x) do { int r_ = (x); if (r_) { printf("FAIL %s -> %d (line %d)\n", #x, r_, __LINE__); return 1; } } while (0)
 
@@ -59,6 +61,11 @@ int main(void) {
     for (int i = 0; i < 10; i++) CHECK(cuOccupancyMaxActiveBlocksPerMultiprocessor(&again, f, 256, 0));
     CHECK(cuOccupancyMaxActiveBlocksPerMultiprocessor(&other, f, 1024, 0));
     printf("occupancy %d %d %d\n", blocks, again, other);
+    /* The block size of highest occupancy, searched by the client over those answers. */
+    int grid = 0, block = 0, grid2 = 0, block2 = 0;
+    CHECK(cuOccupancyMaxPotentialBlockSize(&grid, &block, f, 0, 0, 0));
+    CHECK(cuOccupancyMaxPotentialBlockSize(&grid2, &block2, f, smem_of, 0, 200));
+    printf("potential %d %d, at most 200: %d %d\n", grid, block, grid2, block2);
     /* A copy past the allocation fails on the server; the barrier does not wait for it,
      * so the next synchronous call reports it. */
     CHECK(cuMemcpyHtoDAsync_v2(d + (1 << 20) - 16, buf, 64, s));

@@ -298,6 +298,19 @@ static void tensor_maps(void) {
     CHECK(cuMemFree(d));
 }
 
+/* The block size of highest occupancy, as the driver searches it (vgpu's client searches
+ * over the server's occupancy answers), with and without dynamic shared memory per block. */
+static size_t smem_per_block(int block) { return (size_t)block * 96; }
+static void potential_block_size(CUmodule m) {
+    CUfunction f; CHECK(cuModuleGetFunction(&f, m, "vecadd"));
+    int g0, b0, g1, b1, g2, b2;
+    CHECK(cuOccupancyMaxPotentialBlockSize(&g0, &b0, f, NULL, 0, 0));
+    CHECK(cuOccupancyMaxPotentialBlockSize(&g1, &b1, f, smem_per_block, 0, 0));
+    CHECK(cuOccupancyMaxPotentialBlockSizeWithFlags(&g2, &b2, f, NULL, 40000, 200, CU_OCCUPANCY_DEFAULT));
+    printf("potential block size: %d x %d; with 96 B a thread %d x %d; 40000 B, at most 200: %d x %d\n", g0, b0,
+           g1, b1, g2, b2);
+}
+
 /* Stream memory operations: a stream held at a word until another stream writes it. */
 static void memory_ops(void) {
     CUstream a, b; CUdeviceptr w, out;
@@ -349,6 +362,7 @@ int main(int argc, char **argv) {
     jit_options(ptx, len);
     tensor_maps();
     memory_ops();
+    potential_block_size(mc);
     copies();
     memory_queries(dev);
     vmm(dev);

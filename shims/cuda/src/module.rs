@@ -552,6 +552,23 @@ fn forget_occupancy(f: u64) {
     state::tables().occupancy.write().retain(|k, _| k.0 != f);
 }
 
+/// Blocks of function `h` resident on one SM, asked once per question (a pure function of
+/// it until the function's attributes change).
+fn occupancy(h: u64, block: c_int, smem: usize, flags: c_uint) -> Result<c_int, R> {
+    let key = (h, block, smem as u64, flags);
+    if let Some(&v) = state::tables().occupancy.read().get(&key) {
+        return Ok(v);
+    }
+    let v = about(h, |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
+        func,
+        block,
+        smem: smem as u64,
+        flags,
+    })?;
+    state::tables().occupancy.write().insert(key, v);
+    Ok(v)
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     n: *mut c_int,
@@ -560,21 +577,81 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     smem: usize,
     flags: c_uint,
 ) -> R {
-    entry(|| {
-        let h = function_of(f);
-        let key = (h, block, smem as u64, flags);
-        if let Some(&v) = state::tables().occupancy.read().get(&key) {
-            return unsafe { put(n, v) };
+    entry(|| unsafe { put(n, occupancy(function_of(f), block, smem, flags)?) })
+}
+
+/// The block size of highest occupancy for function `h` and the grid that fills the GPU with
+/// it, searched as the driver and `cuda_runtime.h`'s template search it: from the largest
+/// block allowed down in steps of a warp, keeping the first with the most resident threads,
+/// and stopping once one fills an SM. `smem` gives a block size's dynamic shared memory.
+/// Each occupancy is asked once (`occupancy`), so a repeated search costs nothing.
+fn potential_block_size(
+    h: u64,
+    smem: impl Fn(c_int) -> usize,
+    limit: c_int,
+    flags: c_uint,
+) -> Result<(c_int, c_int), R> {
+    use CUdevice_attribute as A;
+    let ctx = route::of(h)?.ctx;
+    let dev = state::ctx_info(ctx).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?.device;
+    let d = state::device(dev)?;
+    let attr = |a: A| crate::device::attribute(d, a.0 as i32);
+    let per_sm = attr(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?;
+    let warp = attr(A::CU_DEVICE_ATTRIBUTE_WARP_SIZE)?.max(1);
+    let dev_max = attr(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?;
+    let func_max = attributes(h)?
+        .get(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK.0 as usize)
+        .copied()
+        .unwrap_or(dev_max);
+    let limit = if limit <= 0 { dev_max } else { limit }.min(dev_max).min(func_max);
+    let (mut best_block, mut best_blocks, mut best_threads) = (0, 0, 0);
+    let mut aligned = (limit + warp - 1) / warp * warp;
+    while aligned > 0 {
+        let block = aligned.min(limit);
+        let blocks = occupancy(h, block, smem(block), flags)?;
+        if block * blocks > best_threads {
+            (best_block, best_blocks, best_threads) = (block, blocks, block * blocks);
         }
-        let v = about(h, |func| ops::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags {
-            func,
-            block,
-            smem: smem as u64,
-            flags,
-        })?;
-        state::tables().occupancy.write().insert(key, v);
-        unsafe { put(n, v) }
+        if best_threads == per_sm {
+            break;
+        }
+        aligned -= warp;
+    }
+    Ok((best_blocks * attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?, best_block))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuOccupancyMaxPotentialBlockSizeWithFlags(
+    min_grid: *mut c_int,
+    block: *mut c_int,
+    f: CUfunction,
+    smem_of: CUoccupancyB2DSize,
+    smem: usize,
+    limit: c_int,
+    flags: c_uint,
+) -> R {
+    entry(|| {
+        if min_grid.is_null() || block.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        // The application's function of the block size, called here as the driver calls it.
+        let dynamic = |b: c_int| smem_of.map_or(smem, |g| unsafe { g(b) });
+        let (g, b) = potential_block_size(function_of(f), dynamic, limit, flags)?;
+        unsafe { put(min_grid, g)? };
+        unsafe { put(block, b) }
     })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuOccupancyMaxPotentialBlockSize(
+    min_grid: *mut c_int,
+    block: *mut c_int,
+    f: CUfunction,
+    smem_of: CUoccupancyB2DSize,
+    smem: usize,
+    limit: c_int,
+) -> R {
+    unsafe { cuOccupancyMaxPotentialBlockSizeWithFlags(min_grid, block, f, smem_of, smem, limit, 0) }
 }
 
 #[unsafe(no_mangle)]

@@ -113,7 +113,7 @@ impl protocol::Backend for CudaSession {
         wide: bool,
     ) -> R<()> {
         self.ready()?;
-        self.stream_wait_value(stream, addr, value, flags, wide)
+        self.stream_memory_op(false, stream, addr, value, flags, wide)
     }
     fn stream_write_value(
         &mut self,
@@ -125,7 +125,7 @@ impl protocol::Backend for CudaSession {
         wide: bool,
     ) -> R<()> {
         self.ready()?;
-        self.stream_write_value(stream, addr, value, flags, wide)
+        self.stream_memory_op(true, stream, addr, value, flags, wide)
     }
     fn cuTensorMapEncodeTiled(
         &mut self,

@@ -173,24 +173,25 @@ impl CudaSession {
         cu!(self.lib, cuStreamWaitEvent(s, e, flags))
     }
 
-    /// `cuStreamWaitValue32/64`: the word must lie in this session's memory.
-    pub(super) fn stream_wait_value(&mut self, stream: u64, addr: u64, value: u64, flags: u32, wide: bool) -> R<()> {
+    /// `cuStreamWaitValue32/64` (`write` false) and `cuStreamWriteValue32/64`: the word must
+    /// lie in this session's memory.
+    pub(super) fn stream_memory_op(
+        &mut self,
+        write: bool,
+        stream: u64,
+        at: u64,
+        value: u64,
+        flags: u32,
+        wide: bool,
+    ) -> R<()> {
         let s = self.h.stream(stream)?;
-        self.ranges.check(addr, if wide { 8 } else { 4 })?;
-        if wide {
-            cu!(self.lib, cuStreamWaitValue64_v2(s, addr, value, flags))
-        } else {
-            cu!(self.lib, cuStreamWaitValue32_v2(s, addr, value as u32, flags))
-        }
-    }
-
-    pub(super) fn stream_write_value(&mut self, stream: u64, addr: u64, value: u64, flags: u32, wide: bool) -> R<()> {
-        let s = self.h.stream(stream)?;
-        self.ranges.check(addr, if wide { 8 } else { 4 })?;
-        if wide {
-            cu!(self.lib, cuStreamWriteValue64_v2(s, addr, value, flags))
-        } else {
-            cu!(self.lib, cuStreamWriteValue32_v2(s, addr, value as u32, flags))
+        self.ranges.check(at, if wide { 8 } else { 4 })?;
+        let lib = self.lib;
+        match (write, wide) {
+            (false, false) => cu!(lib, cuStreamWaitValue32_v2(s, at, value as u32, flags)),
+            (false, true) => cu!(lib, cuStreamWaitValue64_v2(s, at, value, flags)),
+            (true, false) => cu!(lib, cuStreamWriteValue32_v2(s, at, value as u32, flags)),
+            (true, true) => cu!(lib, cuStreamWriteValue64_v2(s, at, value, flags)),
         }
     }
 

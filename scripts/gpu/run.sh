@@ -108,6 +108,10 @@ compare() { # name native-file vgpu-file: same lines, minus timings and vgpu's o
   if diff <(grep -v '^time' "$2") <(grep -v '^time' "$3" | grep -v '^ WARN vgpu: ') >"$OUT/$1.diff"; then say "SAME  $1"; else say "DIFF  $1 (see $1.diff)"; fi
 }
 
+driver_only() { # a folder with vgpu's libcuda.so.1 and libnvidia-ml.so.1 alone (what `vgpu install system` gives), printed
+  local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"; echo "$D"
+}
+
 stage_smi() {
   nvidia-smi >"$W/smi.native" 2>&1; vg nvidia-smi >"$W/smi.vgpu" 2>&1; echo "rc=$?" >>"$W/smi.vgpu"
   cp "$W/smi.native" "$OUT/smi-native.txt"; cp "$W/smi.vgpu" "$OUT/smi-vgpu.txt"
@@ -357,7 +361,7 @@ stage_ollama() { # issue 7: the llama.cpp build laid out as an Ollama tree, vgpu
   (cd $T && find . -type f -exec sha256sum {} + | sort; find . -type l -printf '%p -> %l\n' | sort) >"$W/tree.before"
   # As after `vgpu install system`: the tree's own NVIDIA runtime and cuBLAS over vgpu's
   # driver and NVML alone.
-  local D=$W/driver-only m; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  local D m; D=$(driver_only)
   for m in q8 f16; do
     local sargs=(-m $W/$m.gguf -p "hello world" -n 32 --temp 0 --seed 1 -ngl 99 -no-cnv)
     VGPU_SERVER=unix:$SOCK LD_LIBRARY_PATH=$D:$T/lib/ollama/cuda_v13:$T/lib/ollama "$NOGPU" $T/bin/llama-completion "${sargs[@]}" >"$W/sys-$m.v" 2>"$OUT/ollama-system-$m.err" </dev/null
@@ -724,7 +728,7 @@ stage_sharedflags() { # tests/gpu/shared_flags.c beside a second session: the fl
   start_server
 }
 stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and libnvidia-ml.so.1 alone (what `vgpu install system` gives every program): nvcc's default static runtime, cuBLAS, PyTorch and CuPy (scripts/gpu/py_probe.py)
-  local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  local D; D=$(driver_only)
   nvcc -O2 -arch=sm_90 -o "$W/rt_static" "$ROOT/tests/gpu/rt_vecadd.cu" || { say "FAIL rt_static build"; return; }
   "$W/rt_static" >"$W/rs.n" 2>&1; echo "rc=$?" >>"$W/rs.n"
   VGLIB=$D vg "$W/rt_static" >"$W/rs.v" 2>&1; echo "rc=$?" >>"$W/rs.v"
@@ -764,7 +768,7 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
   fi
 }
 stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: numba, Triton (its launcher, a TMA descriptor, torch.compile), a CUDA tensor shared with another process (torch.multiprocessing: CUDA IPC), and PyTorch's cudaMallocAsync backend (stream-ordered pools)
-  local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  local D; D=$(driver_only)
   if python3 -c "import numba.cuda" 2>/dev/null; then
     timeout 300 python3 "$ROOT/scripts/gpu/numba_probe.py" >"$W/nb.n" 2>"$OUT/numba-native.err"; echo "rc=$?" >>"$W/nb.n"
     VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/numba_probe.py" >"$W/nb.v" 2>"$OUT/numba-vgpu.err"; echo "rc=$?" >>"$W/nb.v"
@@ -790,7 +794,7 @@ stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: nu
 }
 stage_calltrace() { # issue: cuFFT over vgpu's driver. Every driver call PyTorch's probe makes from cuFFT's first request for table 6E163FBE on, natively and through vgpu (scripts/gpu/calltrace.c), side by side
   gcc -O1 -shared -fPIC -o "$W/calltrace.so" "$ROOT/scripts/gpu/calltrace.c" -ldl -lpthread || { say "FAIL calltrace build"; return; }
-  local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  local D; D=$(driver_only)
   local a=${CALLTRACE_AFTER:-6E163FBEB958444D835CE182AFF1991E} m=${CALLTRACE_PROBE:-torch}
   CALLTRACE_OUT=$OUT/calls-native.txt CALLTRACE_AFTER=$a LD_PRELOAD=$W/calltrace.so timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$OUT/calls-native.out" 2>&1
   VGLIB=$D vg env CALLTRACE_OUT=$OUT/calls-vgpu.txt CALLTRACE_AFTER=$a LD_PRELOAD=$W/calltrace.so timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" $m >"$OUT/calls-vgpu.out" 2>&1
@@ -809,7 +813,7 @@ stage_darktrace() { # issue: NVIDIA's cuBLAS/cuFFT over vgpu's driver. Natively,
   # DARK_VGPU=1: the torch probe through vgpu's driver too, its function objects trapped
   # (DARKTRACE_TRAP): which fields of the object cuFFT reads.
   if [ -n "${DARK_VGPU:-}" ]; then
-    local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+    local D; D=$(driver_only)
     VGLIB=$D vg env DARKTRACE_OUT=$OUT/dark-vgpu-torch.txt DARKTRACE_UUIDS=$u DARKTRACE_TRAP=1 LD_PRELOAD=$W/darktrace.so timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" torch >"$OUT/dark-vgpu-torch.out" 2>&1
     say "dark-vgpu-torch: $(grep -c 'read +' "$OUT/dark-vgpu-torch.txt") reads; $(grep 'read +' "$OUT/dark-vgpu-torch.txt" | sort | uniq -c | sort -rn | head -20 | tr '\n' ';')"
   fi
@@ -821,7 +825,7 @@ stage_darktrace() { # issue: NVIDIA's cuBLAS/cuFFT over vgpu's driver. Natively,
   for f in "$OUT"/dark-*.txt; do say "$(basename "$f"): $(grep -c '^[0-9A-F]\{8\}\[' "$f") calls, slots $(grep -o '^[0-9A-F]\{8\}\[[0-9]*\]' "$f" | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"; done
 }
 stage_nvrt12() { # NVIDIA's CUDA 12.9 runtime (devcarry/cu12) over vgpu's libcuda.so.1 alone: tests/gpu/rt12.c as in stage cu12
-  local D=$W/driver-only; mkdir -p "$D"; ln -sf "$C/dist/lib/libcuda.so.1" "$C/dist/lib/libnvidia-ml.so.1" "$D/"
+  local D; D=$(driver_only)
   nvcc -arch=sm_90 -fatbin -o "$W/k12.fatbin" "$ROOT/tests/gpu/k12.cu"
   python3 -c "import sys; d=open(sys.argv[1],'rb').read(); print('__attribute__((aligned(8))) unsigned char k12_fatbin[] = {' + ','.join(map(str, d)) + '};')" "$W/k12.fatbin" >"$W/k12.h"
   gcc -O1 -o "$W/rt12" "$ROOT/tests/gpu/rt12.c" -I"$W" -I"$C/cu12/include" -I/usr/local/cuda/include "$C/cu12/libcudart.so.12" -Wl,-rpath,'$ORIGIN' || { say "FAIL cu12 build"; return; }

@@ -61,10 +61,15 @@ pub fn is_output(option: u32) -> bool {
     matches!(option, THREADS_PER_BLOCK | WALL_TIME | INFO_LOG_SIZE | ERROR_LOG_SIZE)
 }
 
+/// The option that gives log `log`'s (`INFO_LOG` or `ERROR_LOG`) buffer size.
+pub fn size_option(log: u32) -> u32 {
+    if log == INFO_LOG { INFO_LOG_SIZE } else { ERROR_LOG_SIZE }
+}
+
 /// The size the server gives log `log` (`INFO_LOG` or `ERROR_LOG`) among `options`: its size
 /// option's value, at most [`LOG_MAX`].
 pub fn log_size(options: &[(u32, u64)], log: u32) -> usize {
-    let size = options.iter().rev().find(|o| o.0 == log + 1).map_or(0, |o| o.1 & 0xffff_ffff);
+    let size = options.iter().rev().find(|o| o.0 == size_option(log)).map_or(0, |o| o.1 & 0xffff_ffff);
     size.min(LOG_MAX) as usize
 }
 

@@ -69,6 +69,17 @@ pub fn pool_attr_is_int(attr: u32) -> bool {
     attr <= 3
 }
 
+/// An IPC handle (`CUipcMemHandle`, `CUipcEventHandle`: 64 `c_char`s) as its bytes travel.
+pub fn ipc_bytes(reserved: &[std::ffi::c_char; 64]) -> Vec<u8> {
+    reserved.iter().map(|&c| c as u8).collect()
+}
+
+/// An IPC handle's 64 `c_char`s from the bytes that travelled (none unless exactly 64).
+pub fn ipc_reserved(bytes: &[u8]) -> Option<[std::ffi::c_char; 64]> {
+    let b: [u8; 64] = bytes.try_into().ok()?;
+    Some(b.map(|x| x as std::ffi::c_char))
+}
+
 /// Whether a tensor map's arrays have the lengths the header gives them for `rank`: `rank`
 /// dimensions, `rank - 1` strides and `rank` of each per-dimension array (`per_dim`); rank
 /// 1 to 5, 3 to 5 for im2col (whose corners have `rank - 2`, checked by the caller).
@@ -164,6 +175,13 @@ mod tests {
         assert!(!ok(0, 0, 0, &[], false));
         assert!(!ok(2, 2, 1, &[2], true), "im2col from rank 3");
         assert!(ok(3, 3, 2, &[3], true));
+    }
+
+    #[test]
+    fn ipc_handles_are_64_bytes_both_ways() {
+        let b: Vec<u8> = (0..64).map(|i| (i * 7 + 200) as u8).collect();
+        assert_eq!(super::ipc_bytes(&super::ipc_reserved(&b).unwrap()), b);
+        assert!(super::ipc_reserved(&b[..63]).is_none());
     }
 }
 

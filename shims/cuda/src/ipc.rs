@@ -13,12 +13,7 @@ use std::os::raw::{c_char, c_uint};
 
 /// The driver's 64 handle bytes, from the server's answer.
 fn reserved(bytes: &[u8]) -> Result<[c_char; 64], R> {
-    let b: [u8; 64] = bytes.try_into().map_err(|_| CUresult::CUDA_ERROR_INVALID_VALUE)?;
-    Ok(b.map(|x| x as c_char))
-}
-
-fn bytes(reserved: &[c_char; 64]) -> Vec<u8> {
-    reserved.iter().map(|&c| c as u8).collect()
+    protocol::ipc_reserved(bytes).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)
 }
 
 /// An event shared with another process may be recorded by it: vgpu's local answers about
@@ -45,7 +40,8 @@ pub unsafe extern "C" fn cuIpcOpenMemHandle_v2(pdptr: *mut CUdeviceptr, handle: 
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         let t = route::here();
-        let (p, size) = route::call(t, &ops::cuIpcOpenMemHandle_v2 { handle: bytes(&handle.reserved), flags })?;
+        let (p, size) =
+            route::call(t, &ops::cuIpcOpenMemHandle_v2 { handle: protocol::ipc_bytes(&handle.reserved), flags })?;
         route::add_device_range(p, size, t.ctx);
         unsafe { put(pdptr, p) }
     })
@@ -83,18 +79,8 @@ pub unsafe extern "C" fn cuIpcOpenEventHandle(event: *mut CUevent, handle: CUipc
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         let t = route::here();
-        let raw = route::call(t, &ops::cuIpcOpenEventHandle { handle: bytes(&handle.reserved) })?;
+        let raw = route::call(t, &ops::cuIpcOpenEventHandle { handle: protocol::ipc_bytes(&handle.reserved) })?;
         shared(t.server, raw);
         unsafe { put(event, adopt(t, raw)? as usize as CUevent) }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn handles_are_64_bytes_both_ways() {
-        let b: Vec<u8> = (0..64).map(|i| (i * 5 + 200) as u8).collect();
-        assert_eq!(super::bytes(&super::reserved(&b).unwrap()), b);
-        assert!(super::reserved(&b[..10]).is_err());
-    }
 }

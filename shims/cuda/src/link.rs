@@ -109,7 +109,6 @@ pub unsafe extern "C" fn cuLinkAddData(
     unsafe { cuLinkAddData_v2(s, k, d, size, name, n, o, v) }
 }
 
-/// The file is the application's, on its own machine: its bytes go as data.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuLinkAddFile_v2(
     state: CUlinkState,
@@ -124,12 +123,8 @@ pub unsafe extern "C" fn cuLinkAddFile_v2(
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         let jit = unsafe { AppJit::read(n, options, values)? };
-        let path = name_of(path);
-        let mut bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
         // PTX as data ends with its NUL, which a file has not (the driver refused it so).
-        if kind == CUjitInputType::CU_JIT_INPUT_PTX && bytes.last() != Some(&0) {
-            bytes.push(0);
-        }
+        let (path, bytes) = crate::module::app_file(path, |_| kind == CUjitInputType::CU_JIT_INPUT_PTX)?;
         add(state, kind, &bytes, path, &jit)
     })
 }

@@ -660,14 +660,14 @@ pub unsafe extern "C" fn cuPointerGetAttributes(
 
 // ---------------------------------------------------------------- virtual memory
 
-pub(crate) fn as_bytes<T>(v: &[T]) -> Vec<u8> {
+fn as_bytes<T>(v: &[T]) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }.to_vec()
 }
 
 /// A memory location as its server knows it: a device of this process (its ordinal after
 /// `CUDA_VISIBLE_DEVICES`, across all servers) becomes that server's own CUDA ordinal;
 /// returns the device's server (`None` for host locations).
-pub(crate) fn location(l: &mut CUmemLocation) -> Result<Option<usize>, R> {
+fn location(l: &mut CUmemLocation) -> Result<Option<usize>, R> {
     if l.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
         return Ok(None);
     }
@@ -676,16 +676,25 @@ pub(crate) fn location(l: &mut CUmemLocation) -> Result<Option<usize>, R> {
     Ok(Some(d.server as usize))
 }
 
-/// An allocation property with its device translated, and where calls about it go (a
-/// context of that device where this process has one).
-fn prop_on(prop: *const CUmemAllocationProp) -> Result<(Target, Vec<u8>), R> {
-    let mut p = *unsafe { prop.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
-    let t = match p.location.type_ {
-        CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE => route::for_device(p.location.id)?,
+/// Properties with a memory location (`at` picks it out: an allocation's, a pool's) with
+/// their device translated, as bytes, and where calls about them go (a context of that
+/// device where this process has one).
+pub(crate) fn located<T: Copy>(
+    props: *const T,
+    at: impl Fn(&mut T) -> &mut CUmemLocation,
+) -> Result<(Target, Vec<u8>), R> {
+    let mut p = *unsafe { props.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    let l = at(&mut p);
+    let t = match l.type_ {
+        CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE => route::for_device(l.id)?,
         _ => route::here(),
     };
-    location(&mut p.location)?;
+    location(l)?;
     Ok((t, as_bytes(std::slice::from_ref(&p))))
+}
+
+fn prop_on(prop: *const CUmemAllocationProp) -> Result<(Target, Vec<u8>), R> {
+    located(prop, |p| &mut p.location)
 }
 
 #[unsafe(no_mangle)]

@@ -200,20 +200,28 @@ pub unsafe extern "C" fn cuModuleLoad(m: *mut CUmodule, fname: *const c_char) ->
     })
 }
 
-/// An image file's bytes as the driver takes them from memory: PTX text NUL-terminated.
-fn file_image(path: *const c_char) -> Result<Vec<u8>, R> {
+/// A file of the application's (it is on the application's machine, so its bytes travel as
+/// data): its path and bytes, PTX text NUL-terminated as the driver takes PTX from memory
+/// (`ptx` says whether it is text).
+pub fn app_file(path: *const c_char, ptx: impl Fn(&[u8]) -> bool) -> Result<(String, Vec<u8>), R> {
     if path.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
     let path = unsafe { CStr::from_ptr(path) }.to_string_lossy().into_owned();
     let mut bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
-    if !bytes.starts_with(b"\x7fELF")
-        && u32::from_le_bytes(bytes.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])) != FATBIN_MAGIC
-        && bytes.last() != Some(&0)
-    {
+    if ptx(&bytes) && bytes.last() != Some(&0) {
         bytes.push(0);
     }
-    Ok(bytes)
+    Ok((path, bytes))
+}
+
+/// An image file's bytes: PTX unless it is an ELF cubin or a fat binary.
+fn file_image(path: *const c_char) -> Result<Vec<u8>, R> {
+    let text = |b: &[u8]| {
+        !b.starts_with(b"\x7fELF")
+            && u32::from_le_bytes(b.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])) != FATBIN_MAGIC
+    };
+    Ok(app_file(path, text)?.1)
 }
 
 #[unsafe(no_mangle)]

@@ -5,7 +5,7 @@
 //! import of handles and pointers) is not forwarded: its handles are file descriptors of
 //! the GPU host's.
 
-use crate::memory::{allocated, as_bytes, location, sid};
+use crate::memory::{allocated, located, sid};
 use crate::module::adopt;
 use crate::route;
 use crate::state::{self, R, entry, put};
@@ -77,14 +77,13 @@ pub extern "C" fn cuMemPoolTrimTo(pool: CUmemoryPool, keep: usize) -> R {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuMemPoolCreate(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) -> R {
     entry(|| {
-        let mut p = *unsafe { props.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        let p = unsafe { props.as_ref() }.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
         if p.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
             shim_support::log_once!("host-pool", "vgpu: cuMemPoolCreate: pools in host memory are not supported");
             return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
         }
-        let t = route::for_device(p.location.id)?;
-        location(&mut p.location)?;
-        let h = adopt(t, route::call(t, &ops::cuMemPoolCreate { props: as_bytes(std::slice::from_ref(&p)) })?)?;
+        let (t, props) = located(props, |p| &mut p.location)?;
+        let h = adopt(t, route::call(t, &ops::cuMemPoolCreate { props })?)?;
         unsafe { put(pool, h as usize as CUmemoryPool) }
     })
 }

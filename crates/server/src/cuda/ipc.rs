@@ -9,21 +9,16 @@ use abi::cuda::{CUevent, CUipcEventHandle, CUipcMemHandle};
 
 /// A handle's bytes as the driver's 64-byte struct.
 fn reserved(bytes: &[u8]) -> R<[std::ffi::c_char; 64]> {
-    let b: [u8; 64] = bytes.try_into().map_err(|_| INVALID_VALUE)?;
-    Ok(b.map(|x| x as std::ffi::c_char))
-}
-
-fn bytes(reserved: &[std::ffi::c_char; 64]) -> Vec<u8> {
-    reserved.iter().map(|&c| c as u8).collect()
+    protocol::ipc_reserved(bytes).ok_or(INVALID_VALUE)
 }
 
 impl CudaSession {
     /// Only this session's own allocations are shared (the driver also refuses others').
     pub(super) fn ipc_get_mem_handle(&mut self, dptr: u64) -> R<Vec<u8>> {
-        self.ranges.get(dptr).filter(|r| r.kind == Kind::Alloc).ok_or(INVALID_VALUE)?;
+        self.allocation(dptr)?;
         let mut h = CUipcMemHandle { reserved: [0; 64] };
         cu!(self.lib, cuIpcGetMemHandle(&mut h, dptr))?;
-        Ok(bytes(&h.reserved))
+        Ok(protocol::ipc_bytes(&h.reserved))
     }
 
     /// Opened in the current context; the whole allocation becomes a range of this session.
@@ -52,7 +47,7 @@ impl CudaSession {
         let e = self.h.event(event)?;
         let mut h = CUipcEventHandle { reserved: [0; 64] };
         cu!(self.lib, cuIpcGetEventHandle(&mut h, e))?;
-        Ok(bytes(&h.reserved))
+        Ok(protocol::ipc_bytes(&h.reserved))
     }
 
     /// An event of this session from then on, in the current context.
@@ -62,15 +57,5 @@ impl CudaSession {
         cu!(self.lib, cuIpcOpenEventHandle(&mut e, h))?;
         self.h.events.insert(e as u64, self.current);
         Ok(e as u64)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn handles_are_64_bytes_both_ways() {
-        let b: Vec<u8> = (0..64).map(|i| (i * 7) as u8).collect();
-        assert_eq!(super::bytes(&super::reserved(&b).unwrap()), b);
-        assert!(super::reserved(&b[..63]).is_err());
     }
 }

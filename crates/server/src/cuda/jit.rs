@@ -42,7 +42,8 @@ impl Jit {
             values.push(value);
         }
         // A log without its size would leave the size to the driver's guess.
-        for (log, size) in [(INFO_LOG, INFO_LOG_SIZE), (ERROR_LOG, ERROR_LOG_SIZE)] {
+        for log in [INFO_LOG, ERROR_LOG] {
+            let size = jit::size_option(log);
             if given.iter().any(|o| o.0 == log) && !given.iter().any(|o| o.0 == size) {
                 options.push(CUjit_option(size));
                 values.push(0);

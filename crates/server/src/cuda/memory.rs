@@ -254,10 +254,7 @@ impl CudaSession {
 
     /// A pool of the application's. Only on a device: the session's quota is per device.
     pub(super) fn mem_pool_create(&mut self, props: &[u8]) -> R<u64> {
-        if props.len() != size_of::<CUmemPoolProps>() {
-            return Err(INVALID_VALUE);
-        }
-        let mut p = unsafe { std::ptr::read_unaligned(props.as_ptr().cast::<CUmemPoolProps>()) };
+        let mut p: CUmemPoolProps = super::vmm::read_struct(props)?;
         // A host pointer of the client's, meaningless here (and Windows only).
         p.win32SecurityAttributes = std::ptr::null_mut();
         if p.location.type_ != CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
@@ -295,7 +292,7 @@ impl CudaSession {
     }
 
     /// The allocation starting at `ptr` (frees take exactly what an allocation returned).
-    fn allocation(&self, ptr: u64) -> R<Range> {
+    pub(super) fn allocation(&self, ptr: u64) -> R<Range> {
         self.ranges.get(ptr).filter(|r| r.kind == Kind::Alloc).copied().ok_or(INVALID_VALUE)
     }
 

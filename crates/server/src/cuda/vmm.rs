@@ -12,13 +12,20 @@ use abi::cuda::{CUmemAccessDesc, CUmemAllocationGranularity_flags, CUmemAllocati
 /// host locations is all there can be).
 const MAX_ACCESS_DESCS: u64 = 1024;
 
+/// A plain C struct (a header type of plain fields) from exactly its bytes.
+pub fn read_struct<T: Copy>(bytes: &[u8]) -> R<T> {
+    if bytes.len() != size_of::<T>() {
+        return Err(INVALID_VALUE);
+    }
+    // SAFETY: the length is T's, and T (a bindgen struct of integers, enums and pointers)
+    // is valid for any bytes.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
 /// Read a `CUmemAllocationProp` from its bytes. Its `win32HandleMetaData` is a host
 /// pointer from the client, meaningless here, so it is cleared.
 pub fn read_prop(bytes: &[u8]) -> R<CUmemAllocationProp> {
-    if bytes.len() != size_of::<CUmemAllocationProp>() {
-        return Err(INVALID_VALUE);
-    }
-    let mut p = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<CUmemAllocationProp>()) };
+    let mut p: CUmemAllocationProp = read_struct(bytes)?;
     p.win32HandleMetaData = std::ptr::null_mut();
     Ok(p)
 }

@@ -150,7 +150,7 @@ fn without_lanes_the_same_copies_go_over_one_connection() {
 
 /// A lane's join frame.
 fn join_frame(session: u64, key: [u8; 32], lane: u32) -> Vec<u8> {
-    let args = postcard::to_allocvec(&Join { session, key, lane }).unwrap();
+    let args = postcard::to_allocvec(&Join { session, key, role: protocol::hello::Role::Lane(lane) }).unwrap();
     let mut f = Vec::new();
     transport::write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, args.len(), 0), &args, &[]).unwrap();
     f

@@ -210,7 +210,9 @@ fn broken_tls_ends_only_its_own_session() {
     // worker waits for that handshake on a thread of its own.
     let host_port = address.to_string().replace("tls://", "");
     let mut stalled = std::net::TcpStream::connect(&host_port).unwrap();
-    let args = postcard::to_allocvec(&protocol::hello::Join { session, key: [0; 32], lane: 0 }).unwrap();
+    let args =
+        postcard::to_allocvec(&protocol::hello::Join { session, key: [0; 32], role: protocol::hello::Role::Lane(0) })
+            .unwrap();
     let mut f = Vec::new();
     let h = protocol::frame::Header::request(protocol::frame::OP_JOIN, 0, 0, false, args.len(), 0);
     transport::write_frame(&mut f, &h, &args, &[]).unwrap();

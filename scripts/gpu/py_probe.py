@@ -30,6 +30,24 @@ def cupy_steps():
     step("cupy.random", lambda: round(float(cp.random.RandomState(7).standard_normal(1 << 16).std()), 2))
     step("cupy.fft", lambda: round(float(cp.abs(cp.fft.fft(cp.ones(1024, cp.complex64))).max())))
 
+    def host_funcs():
+        # Python functions run in stream order by the driver's host-function machinery,
+        # one reading what an asynchronous copy before it put into pinned memory.
+        import cupyx
+        s = cp.cuda.Stream(non_blocking=True)
+        seen = []
+        pinned = cupyx.empty_pinned((4,), dtype=cp.float32)
+        with s:
+            d = cp.full((4,), 3.5, cp.float32) * 2
+        d.get(stream=s, out=pinned, blocking=False)
+        s.launch_host_func(lambda arg: seen.append((arg, float(pinned[0]))), "read")
+        s.add_callback(lambda stream, status, arg: seen.append((arg, status)), "callback")
+        for i in range(100):
+            s.launch_host_func(seen.append, i)
+        s.synchronize()
+        return seen[:2], seen[2:] == list(range(100))
+    step("cupy.host_funcs", host_funcs)
+
 
 def torch_steps():
     import torch

@@ -329,6 +329,62 @@ static void memory_ops(void) {
     CHECK(cuStreamDestroy(a)); CHECK(cuStreamDestroy(b)); CHECK(cuMemFree(w)); CHECK(cuMemFree(out));
 }
 
+/* Host functions: in stream order, after the work before them (a copy into pinned memory
+ * they read), before the work after them; synchronizes (of a stream, of the context, a
+ * synchronous copy on the legacy stream) return after them; captured into a graph they run
+ * at every launch. */
+static int g_calls[2048]; static volatile int g_ncalls; static float g_seen;
+static CUstream g_cb_stream; static int g_cb_status = -1; static void *g_cb_data;
+static void CUDA_CB hf_note(void *p) { g_calls[g_ncalls++] = (int)(long)p; }
+static void CUDA_CB hf_slow(void *p) { usleep(50000); g_calls[g_ncalls++] = (int)(long)p; }
+static void CUDA_CB hf_read(void *p) { g_seen = *(volatile float *)p; }
+static void CUDA_CB hf_callback(CUstream s, CUresult st, void *p) { g_cb_stream = s; g_cb_status = st; g_cb_data = p; }
+static double now_ms(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e3 + t.tv_nsec / 1e6; }
+static void host_funcs(CUmodule m) {
+    CUfunction f; CHECK(cuModuleGetFunction(&f, m, "scale"));
+    int n = 1 << 20; CUdeviceptr x; CHECK(cuMemAlloc(&x, n * 4)); CHECK(cuMemsetD32(x, 0x3f800000u, n)); /* 1.0f */
+    float *pinned; CHECK(cuMemAllocHost((void **)&pinned, 16)); pinned[0] = -1;
+    CUstream s; CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+    float two = 2.0f; void *args[] = {&x, &two, &n};
+    for (int k = 0; k < 20; k++) CHECK(cuLaunchKernel(f, n / 256, 1, 1, 256, 1, 1, 0, s, args, NULL));
+    CHECK(cuMemcpyDtoHAsync(pinned, x + 4 * (n - 1), 4, s));
+    CHECK(cuLaunchHostFunc(s, hf_read, pinned));
+    CHECK(cuLaunchHostFunc(s, hf_slow, (void *)1));
+    CHECK(cuLaunchHostFunc(s, hf_note, (void *)2));
+    CHECK(cuStreamSynchronize(s));
+    printf("host funcs: read %g after the copy; calls %d: %d %d\n", g_seen, g_ncalls, g_calls[0], g_calls[1]);
+    CHECK(cuLaunchHostFunc(NULL, hf_slow, (void *)3));
+    CHECK(cuCtxSynchronize());
+    CHECK(cuLaunchHostFunc(NULL, hf_slow, (void *)4));
+    float last; CHECK(cuMemcpyDtoH(&last, x, 4));
+    printf("host funcs: context synchronize after %d, synchronous copy after %d (calls %d)\n", g_calls[2], g_calls[3],
+           g_ncalls);
+    CHECK(cuStreamAddCallback(s, hf_callback, (void *)0x77, 0));
+    CHECK(cuStreamSynchronize(s));
+    printf("host funcs: callback stream %s status %d data %p\n", g_cb_stream == s ? "same" : "other", g_cb_status,
+           g_cb_data);
+    /* Captured: one run per launch of the graph. */
+    g_ncalls = 0;
+    CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_RELAXED));
+    CHECK(cuLaunchKernel(f, n / 256, 1, 1, 256, 1, 1, 0, s, args, NULL));
+    CHECK(cuLaunchHostFunc(s, hf_note, (void *)9));
+    CUgraph g; CHECK(cuStreamEndCapture(s, &g));
+    CUgraphExec e; CHECK(cuGraphInstantiateWithFlags(&e, g, 0));
+    for (int k = 0; k < 3; k++) CHECK(cuGraphLaunch(e, s));
+    CHECK(cuStreamSynchronize(s));
+    printf("host funcs: graph launched 3 times ran %d: %d %d %d\n", g_ncalls, g_calls[0], g_calls[1], g_calls[2]);
+    /* Many, in order; timed (not compared). */
+    g_ncalls = 0;
+    double t0 = now_ms();
+    for (long k = 0; k < 1000; k++) CHECK(cuLaunchHostFunc(s, hf_note, (void *)k));
+    CHECK(cuStreamSynchronize(s));
+    double t1 = now_ms();
+    int order = 1; for (int k = 0; k < 1000; k++) order &= g_calls[k] == k;
+    printf("host funcs: 1000 in order %d (calls %d)\n", order, g_ncalls);
+    printf("time host funcs: 1000 in %.2f ms\n", t1 - t0);
+    cuGraphExecDestroy(e); cuGraphDestroy(g); CHECK(cuStreamDestroy(s)); cuMemFreeHost(pinned); cuMemFree(x);
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : ".";
     char path[1024]; size_t len;
@@ -362,6 +418,7 @@ int main(int argc, char **argv) {
     jit_options(ptx, len);
     tensor_maps();
     memory_ops();
+    host_funcs(mc);
     potential_block_size(mc);
     copies();
     memory_queries(dev);

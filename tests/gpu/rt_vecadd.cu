@@ -7,6 +7,11 @@ __global__ void add(const float *a, const float *b, float *c, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) c[i] = a[i] + b[i] + bias[i % 4];
 }
+static int host_calls[4]; static int host_n; static int cb_status = -1; static cudaStream_t cb_stream;
+static void CUDART_CB host_note(void *p) { host_calls[host_n++] = (int)(long)p; }
+static void CUDART_CB host_callback(cudaStream_t s, cudaError_t st, void *p) {
+    cb_stream = s; cb_status = st; host_calls[host_n++] = (int)(long)p;
+}
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("FAIL %s: %s\n", #x, cudaGetErrorString(e_)); return 1; } } while (0)
 int main() {
     int rt = 0, drv = 0, n = 0;
@@ -58,6 +63,15 @@ int main() {
     CK(cudaEventCreateWithFlags(&ie, cudaEventInterprocess | cudaEventDisableTiming));
     CK(cudaIpcGetMemHandle(&mh, a)); CK(cudaIpcGetEventHandle(&eh, ie)); CK(cudaEventDestroy(ie));
     printf("ipc handles: made\n");
+    // Host functions and callbacks, in stream order.
+    cudaStream_t hs; CK(cudaStreamCreateWithFlags(&hs, cudaStreamNonBlocking));
+    CK(cudaLaunchHostFunc(hs, host_note, (void *)1));
+    CK(cudaStreamAddCallback(hs, host_callback, (void *)2, 0));
+    CK(cudaLaunchHostFunc(hs, host_note, (void *)3));
+    CK(cudaStreamSynchronize(hs));
+    printf("host funcs: %d calls %d %d %d, callback status %d on %s\n", host_n, host_calls[0], host_calls[1],
+           host_calls[2], cb_status, cb_stream == hs ? "its stream" : "another stream");
+    CK(cudaStreamDestroy(hs));
     add<<<1, 1>>>(nullptr, nullptr, nullptr, 0);
     CK(cudaDeviceSynchronize());
     printf("rt done\n");

@@ -8,6 +8,7 @@
 pub mod blobs;
 mod config;
 pub mod handles;
+pub mod host_funcs;
 pub mod idle;
 pub mod pages;
 mod session;

@@ -32,6 +32,14 @@ pub struct Session {
     /// ([`Session::dtoh_later`]), in the order they were sent; held while they are collected.
     later: Mutex<Vec<Later>>,
     has_later: std::sync::atomic::AtomicBool,
+    /// How many such copies were sent, ever; an error met collecting some for a host
+    /// function, for the next synchronous call.
+    later_sent: std::sync::atomic::AtomicU64,
+    /// How many of them were collected: always the first ones, in order.
+    later_collected: std::sync::atomic::AtomicU64,
+    later_error: Mutex<Option<Error>>,
+    /// The application's host functions (`cuLaunchHostFunc`), run when a server asks.
+    host_funcs: crate::host_funcs::HostFuncs,
 }
 
 /// A device-to-host copy sent whose reply is collected before the next synchronous call.
@@ -44,6 +52,8 @@ struct Later {
     len: usize,
     stream: idle::Key,
     ticket: u64,
+    /// Its place among the copies sent this way (`Session::later_sent`).
+    number: u64,
 }
 
 /// A session's page store with one server, as far as the client knows.
@@ -251,12 +261,34 @@ impl Session {
             born,
             later,
             has_later,
+            later_sent: Default::default(),
+            later_collected: Default::default(),
+            later_error: Default::default(),
+            host_funcs: Default::default(),
         })
     }
 
     /// Event `event` of `server` is shared with another process (`idle::Tracker::share_event`).
     pub fn share_event(&self, server: usize, event: u64) {
         self.idle.share_event((server, event));
+    }
+
+    /// Keep host function `f` for `server` to run (`crate::host_funcs`): its id, for
+    /// `launch_host_func`. `Err`: that server cannot run host functions. Before it runs,
+    /// the device-to-host copies sent before it are collected: it may read their bytes.
+    pub fn host_func(&'static self, server: usize, f: crate::host_funcs::Func) -> Result<u64, String> {
+        let conn = self.conns.get(server).ok_or("no such server")?;
+        let sent = self.later_sent.load(Ordering::Acquire);
+        let run: crate::host_funcs::Func = std::sync::Arc::new(move |status| {
+            self.collect_until(sent);
+            f(status)
+        });
+        self.host_funcs.add(server, conn, run)
+    }
+
+    /// Host function `id` will not run (its launch failed).
+    pub fn drop_host_func(&self, id: u64) {
+        self.host_funcs.remove(id);
     }
 
     /// Number of servers.
@@ -364,21 +396,49 @@ impl Session {
         let ticket = self.idle.ticket();
         let stream = idle::key(server, ctx, c.stream);
         let Some(sent) = conn.send_for_reply(ctx, c, len)? else { return Ok(false) };
-        later.push(Later { server, sent, dst: dst as usize, len, stream, ticket });
+        let number = self.later_sent.fetch_add(1, Ordering::AcqRel);
+        later.push(Later { server, sent, dst: dst as usize, len, stream, ticket, number });
         self.has_later.store(true, Ordering::Release);
         Ok(true)
     }
 
     /// Write the bytes of every device-to-host copy still on its way to where the
-    /// application asked; the first error one met, as an asynchronous error.
+    /// application asked; the first error one met (or one met by [`Session::collect_until`]
+    /// since), as an asynchronous error.
     pub fn collect(&self) -> Result<(), Error> {
         if !self.has_later.load(Ordering::Acquire) {
             return Ok(());
         }
         // Held throughout: another thread's synchronize returns only after the bytes are in.
         let mut later = self.later.lock();
+        let n = later.len();
+        let r = self.collect_first(&mut later, n);
+        match self.later_error.lock().take() {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+
+    /// Return once the copies sent before copy number `sent` (see `later_sent`) are
+    /// collected, collecting them here unless another thread is, and keeping an error for
+    /// [`Session::collect`] to report: before a host function runs, whose stream ran those
+    /// copies and which may read their bytes. Not the later ones, which may wait in their
+    /// stream for this very function; a thread collecting those collects these first, in
+    /// order, so waiting for it ends.
+    fn collect_until(&self, sent: u64) {
+        while self.later_collected.load(Ordering::Acquire) < sent {
+            let Some(mut later) = self.later.try_lock_for(Duration::from_millis(1)) else { continue };
+            let n = later.iter().take_while(|l| l.number < sent).count();
+            if let Err(e) = self.collect_first(&mut later, n) {
+                self.later_error.lock().get_or_insert(e);
+            }
+        }
+    }
+
+    /// Collect the first `n` of `later`; the first error one met.
+    fn collect_first(&self, later: &mut Vec<Later>, n: usize) -> Result<(), Error> {
         let mut first = Ok(());
-        for l in later.drain(..) {
+        for l in later.drain(..n) {
             // SAFETY: see `dtoh_later`.
             let out = unsafe { std::slice::from_raw_parts_mut(l.dst as *mut u8, l.len) };
             let r = self.conns[l.server].collect(l.sent, out);
@@ -388,8 +448,11 @@ impl Session {
             if let (Ok(()), Err(e)) = (&first, r) {
                 first = Err(e);
             }
+            self.later_collected.fetch_add(1, Ordering::AcqRel);
         }
-        self.has_later.store(false, Ordering::Release);
+        if later.is_empty() {
+            self.has_later.store(false, Ordering::Release);
+        }
         first
     }
 

@@ -63,6 +63,10 @@ pub const OP_SHM_FILE: u32 = u32::MAX - 5;
 /// unix socket, whose file permissions say who may ask: a postcard
 /// `Result<Vec<hello::SessionInfo>, String>`.
 pub const OP_SESSIONS: u32 = u32::MAX - 6;
+/// Opcode of the frames on a session's host-function connection (see `host_funcs`): the
+/// server's request to run one (a postcard `host_funcs::Run`), and the client's answer
+/// that it returned (a postcard `u64`, its id).
+pub const OP_HOST_FUNC: u32 = u32::MAX - 7;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]

@@ -39,13 +39,23 @@ pub struct LaneOffer {
     pub max: u32,
 }
 
-/// The first frame on a lane.
+/// The first frame on an extra connection of a session: a lane, or its host-function
+/// connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Join {
     pub session: u64,
     pub key: [u8; 32],
+    pub role: Role,
+}
+
+/// What an extra connection of a session is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
     /// Which of the client's lanes this is (0, 1, ...): a reply's chunk `i` goes on lane `i`.
-    pub lane: u32,
+    Lane(u32),
+    /// The connection on which the server asks the client to run its host functions
+    /// (`host_funcs`).
+    HostFuncs,
 }
 
 /// Who a session's client is, as its worker tells its server once the client is admitted

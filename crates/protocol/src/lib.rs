@@ -5,6 +5,7 @@
 pub mod dequant;
 pub mod frame;
 pub mod hello;
+pub mod host_funcs;
 pub mod jit;
 mod macros;
 pub mod pages;
@@ -16,7 +17,7 @@ pub use table::*;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Bumped whenever the frame or handshake format changes.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// `CUDA_ERROR_NOT_SUPPORTED`: what a backend answers for a call it does not implement.
 pub const UNSUPPORTED: u32 = 801;

@@ -222,6 +222,10 @@ crate::api! {
     /// 4-byte word, or 8 with `wide`, of device memory at `addr`.
     oneway stream_wait_value(stream: u64, addr: u64, value: u64, flags: u32, wide: bool) -> ();
     oneway stream_write_value(stream: u64, addr: u64, value: u64, flags: u32, wide: bool) -> ();
+    /// A host function (`cuLaunchHostFunc`, or `cuStreamAddCallback` with `callback`): the
+    /// server runs it in stream order by asking the client over the session's host-function
+    /// connection to call its function `id` (`protocol::host_funcs`), which must be open.
+    oneway launch_host_func(stream: u64, id: u64, callback: bool) -> ();
     sync cuStreamBeginCapture_v2(stream: u64, mode: u32) -> ();
     sync cuStreamEndCapture(stream: u64) -> u64;
     sync cuStreamIsCapturing(stream: u64) -> u32;

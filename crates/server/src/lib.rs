@@ -10,6 +10,7 @@ pub mod cuda;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gpus;
+pub mod host_funcs;
 mod listener;
 mod pages;
 pub mod sim;
@@ -132,6 +133,11 @@ pub trait Session: Backend {
     fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {
         let _ = segment;
         Err("this backend has no shared-memory data plane".into())
+    }
+    /// Where the session's host functions run (`launch_host_func`): the client's, through
+    /// its host-function connection once that joined.
+    fn set_host_funcs(&mut self, funcs: std::sync::Arc<host_funcs::HostFuncs>) {
+        let _ = funcs;
     }
 }
 

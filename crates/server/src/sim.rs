@@ -108,6 +108,8 @@ pub struct Sim {
     segment: Option<transport::Segment>,
     /// Where the worker reads an asynchronous copy's bytes (see `bulk_place`).
     landing: Vec<u8>,
+    /// Where host functions run (`launch_host_func`).
+    host_funcs: Option<std::sync::Arc<crate::host_funcs::HostFuncs>>,
     /// A device-to-host copy's bytes, for `reply_bulk`.
     reply: Option<Vec<u8>>,
     /// What `reply_bulk` last handed out (kept until the next call).
@@ -157,6 +159,7 @@ impl Sim {
             used: vec![0; n],
             segment: None,
             landing: Vec::new(),
+            host_funcs: None,
             reply: None,
             replied: Vec::new(),
             pages: Default::default(),
@@ -279,6 +282,9 @@ impl Session for Sim {
         self.landing.clear();
         self.landing.resize(len, 0);
         std::ptr::NonNull::new(self.landing.as_mut_ptr())
+    }
+    fn set_host_funcs(&mut self, funcs: std::sync::Arc<crate::host_funcs::HostFuncs>) {
+        self.host_funcs = Some(funcs);
     }
     fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {
         if self.segment.is_some() {
@@ -718,6 +724,15 @@ impl protocol::Backend for Sim {
         self.stream(stream)?;
         let bytes = value.to_le_bytes();
         self.write(addr, if wide { &bytes[..] } else { &bytes[..4] })
+    }
+
+    /// The sim runs each stream's work as it arrives: the function runs now, the worker
+    /// waiting for it as the stream would.
+    fn launch_host_func(&mut self, _io: &mut Io<'_>, stream: u64, id: u64, _callback: bool) -> Result<(), u32> {
+        self.stream(stream)?;
+        let funcs = self.host_funcs.as_ref().filter(|f| f.joined()).ok_or(NOT_SUPPORTED)?;
+        funcs.run(protocol::host_funcs::Run { id, status: 0, last: true });
+        Ok(())
     }
 
     fn cuMemAddressReserve(

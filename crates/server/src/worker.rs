@@ -9,7 +9,7 @@ use crate::{BackendKind, WaitJob, open_backend};
 use device_model::Snapshot;
 use parking_lot::Mutex;
 use protocol::frame::{FLAG_CROWDED, FLAG_REPLY_LANES, Header, OP_HELLO, OP_JOIN, OP_RING, OP_SHM, OP_SHM_FILE};
-use protocol::hello::{Hello, Join, LaneOffer, Welcome, WorkerNote};
+use protocol::hello::{Hello, Join, LaneOffer, Role, Welcome, WorkerNote};
 use protocol::{Io, PROTOCOL_VERSION, WIRE_HASH};
 use std::io::{self, Read};
 use std::os::fd::FromRawFd;
@@ -158,13 +158,16 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     }
 
     let lanes = LaneSet::new();
+    let host_funcs = crate::host_funcs::HostFuncs::new();
+    backend.set_host_funcs(host_funcs.clone());
     if let (Some(fd), Some(key)) = (cfg.lane_control, lane_key) {
         // SAFETY: the listener gives each worker its lane channel as this descriptor.
         let ctl = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let (lanes, id, tls) = (lanes.clone(), cfg.session_id, cfg.tls.clone());
+        let joins = Joins { lanes: lanes.clone(), host_funcs: host_funcs.clone() };
+        let (id, tls) = (cfg.session_id, cfg.tls.clone());
         std::thread::Builder::new()
             .name("vgpu-lanes".into())
-            .spawn(move || take_lanes(ctl, &lanes, id, &key, tls.as_ref()))?;
+            .spawn(move || take_lanes(ctl, &joins, id, &key, tls.as_ref()))?;
     }
 
     // After the handshake the client may be idle for as long as it likes.
@@ -433,6 +436,8 @@ pub fn run_session(stream: Stream, cfg: &SessionConfig, mut snapshot: Snapshot) 
     }
     // Waits still running answer nobody once the client is gone, but they use the
     // session's contexts: let them end (a bounded while) before those are released.
+    // Host functions the driver is running wait for a client that is gone: release them.
+    host_funcs.close();
     waits.finish(Duration::from_secs(10));
     lanes.shutdown();
     done.store(true, Ordering::Relaxed);
@@ -605,10 +610,17 @@ fn tell(fd: i32, note: &WorkerNote) {
     }
 }
 
+/// Where a session's extra connections go.
+#[derive(Clone)]
+struct Joins {
+    lanes: LaneSet,
+    host_funcs: Arc<crate::host_funcs::HostFuncs>,
+}
+
 /// Take the lanes the listener passes on `ctl` until it closes: each comes with its join,
 /// whose session and key must be ours. Over TLS the join that routed a lane carries no key
 /// (it came in clear); the lane's first frame inside TLS is its real join.
-fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u8; 32], tls: Option<&TlsServer>) {
+fn take_lanes(ctl: std::os::fd::OwnedFd, joins: &Joins, session: u64, key: &[u8; 32], tls: Option<&TlsServer>) {
     let mut buf = [0u8; 512];
     loop {
         let (n, fd) = match transport::recv_fd(std::os::fd::AsRawFd::as_raw_fd(&ctl), &mut buf) {
@@ -619,11 +631,11 @@ fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u
         // SAFETY: a socket descriptor received just now, owned by nobody else.
         let stream = unsafe { Stream::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
         let Some(tls) = tls else {
-            take_lane(lanes, stream, postcard::from_bytes::<Join>(&buf[..n]).ok(), session, key);
+            take_lane(joins, stream, postcard::from_bytes::<Join>(&buf[..n]).ok(), session, key);
             continue;
         };
         // The handshake on a thread of its own: a peer that stalls it holds up no other lane.
-        let (lanes, tls, key) = (lanes.clone(), tls.clone(), *key);
+        let (joins, tls, key) = (joins.clone(), tls.clone(), *key);
         let spawned = std::thread::Builder::new().name("vgpu-lane-tls".into()).spawn(move || {
             let join = tls.accept(stream, HANDSHAKE_DEADLINE).and_then(|mut s| {
                 s.set_timeouts(Some(HANDSHAKE_DEADLINE), None)?;
@@ -637,7 +649,7 @@ fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u
                 Ok((s, postcard::from_bytes::<Join>(&args).ok()))
             });
             match join {
-                Ok((s, j)) => take_lane(&lanes, s, j, session, &key),
+                Ok((s, j)) => take_lane(&joins, s, j, session, &key),
                 Err(e) => tracing::warn!("session {session}: a TLS lane was refused: {e}"),
             }
         });
@@ -647,15 +659,20 @@ fn take_lanes(ctl: std::os::fd::OwnedFd, lanes: &LaneSet, session: u64, key: &[u
     }
 }
 
-/// Add a lane whose join (if it parsed) names this session with its key.
-fn take_lane(lanes: &LaneSet, stream: Stream, join: Option<Join>, session: u64, key: &[u8; 32]) {
+/// Add a lane, or the host-function connection, whose join (if it parsed) names this
+/// session with its key.
+fn take_lane(joins: &Joins, stream: Stream, join: Option<Join>, session: u64, key: &[u8; 32]) {
     let Some(join) = join.filter(|j| j.session == session && constant_time_eq(&j.key, key)) else {
         tracing::warn!("session {session}: a lane with a wrong key was refused");
         return;
     };
-    match lanes.add(stream, join.lane) {
-        Ok(()) => tracing::debug!("session {session}: lane {} joined", join.lane),
-        Err(e) => tracing::warn!("session {session}: lane not taken: {e}"),
+    let taken = match join.role {
+        Role::Lane(lane) => joins.lanes.add(stream, lane),
+        Role::HostFuncs => joins.host_funcs.attach(stream),
+    };
+    match taken {
+        Ok(()) => tracing::debug!("session {session}: {:?} joined", join.role),
+        Err(e) => tracing::warn!("session {session}: {:?} not taken: {e}", join.role),
     }
 }
 

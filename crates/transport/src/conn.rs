@@ -352,6 +352,19 @@ impl Conn {
             .as_ref()
     }
 
+    /// Open the session's host-function connection (`protocol::host_funcs`), acknowledged
+    /// by the server before it returns; its reads then wait as long as the session lasts.
+    /// `Err` where the server offers no extra connections.
+    pub fn join_host_funcs(&self) -> io::Result<Stream> {
+        let (session, offer) = self
+            .offer
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "the server takes no extra connections"))?;
+        let s = crate::lanes::join(&self.address, *session, offer, protocol::hello::Role::HostFuncs, self.timeouts)?;
+        s.set_timeouts(None, Some(self.timeouts.write))?;
+        Ok(s)
+    }
+
     /// Move this connection's frames, both ways, into rings of `cap` data bytes at `offset`
     /// in `seg` (the session's shared segment, which the server has mapped); the socket
     /// stays as their doorbell. Before the connection is shared: nothing may be queued or

@@ -342,3 +342,54 @@ pub extern "C" fn cuStreamWriteValue64_v2(s: CUstream, addr: CUdeviceptr, value:
 pub extern "C" fn cuStreamWriteValue64(s: CUstream, addr: CUdeviceptr, value: cuuint64_t, flags: c_uint) -> R {
     memory_op(s, addr, value, flags, true, true)
 }
+
+// ---------------------------------------------------------------- host functions
+
+/// A host function in stream `s`: kept by the session for the stream's server, which runs
+/// it in stream order (`client::host_funcs`); the launch is one-way, as natively.
+fn host_func(s: CUstream, callback: bool, f: client::host_funcs::Func) -> R {
+    entry(|| {
+        let sid = sid(s);
+        let t = route::stream(sid)?;
+        let session = crate::state::session()?;
+        let id = session.host_func(t.server, f).map_err(|e| {
+            shim_support::log_once!("host-funcs", "vgpu: host functions on streams are not available: {e}");
+            CUresult::CUDA_ERROR_NOT_SUPPORTED
+        })?;
+        let launched = route::call(t, &ops::launch_host_func { stream: route::raw(sid), id, callback });
+        if launched.is_err() {
+            session.drop_host_func(id);
+        }
+        launched
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuLaunchHostFunc(s: CUstream, f: CUhostFn, data: *mut std::ffi::c_void) -> R {
+    let Some(f) = f else { return CUresult::CUDA_ERROR_INVALID_VALUE };
+    let data = data as usize;
+    // SAFETY: the application's function with its argument, called as the driver would.
+    host_func(s, false, std::sync::Arc::new(move |_| unsafe { f(data as *mut std::ffi::c_void) }))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamAddCallback(
+    s: CUstream,
+    f: CUstreamCallback,
+    data: *mut std::ffi::c_void,
+    flags: c_uint,
+) -> R {
+    let Some(f) = f else { return CUresult::CUDA_ERROR_INVALID_VALUE };
+    if flags != 0 {
+        return CUresult::CUDA_ERROR_INVALID_VALUE;
+    }
+    let (stream, data) = (s as usize, data as usize);
+    // SAFETY: the application's callback, given its own stream handle, as the driver would.
+    host_func(
+        s,
+        true,
+        std::sync::Arc::new(move |status| unsafe {
+            f(stream as CUstream, CUresult(status), data as *mut std::ffi::c_void)
+        }),
+    )
+}

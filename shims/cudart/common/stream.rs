@@ -2,7 +2,7 @@
 //! (null, `cudaStreamLegacy` and `cudaStreamPerThread` included), a `cudaEvent_t` its
 //! `CUevent`; the flag bits are the driver's too.
 
-use std::ffi::{c_int, c_uint};
+use std::ffi::{c_int, c_uint, c_void};
 use std::ptr::null_mut;
 
 use abi::cuda as cu;
@@ -65,6 +65,36 @@ fn wait_event(s: rt::cudaStream_t, e: rt::cudaEvent_t, flags: c_uint) -> Res {
     cu!(cuStreamWaitEvent(cs(s), ce(e), flags))
 }
 
+fn launch_host_func(s: rt::cudaStream_t, f: rt::cudaHostFn_t, data: *mut c_void) -> Res {
+    current()?;
+    cu!(cuLaunchHostFunc(cs(s), f, data))
+}
+
+/// A runtime callback, which takes the runtime's status where the driver's takes its own.
+struct Callback {
+    f: unsafe extern "C" fn(rt::cudaStream_t, E, *mut c_void),
+    data: *mut c_void,
+}
+
+unsafe extern "C" fn run_callback(s: cu::CUstream, status: cu::CUresult, data: *mut c_void) {
+    // SAFETY: boxed by `add_callback` for this one run (callbacks are never captured).
+    let cb = unsafe { Box::from_raw(data.cast::<Callback>()) };
+    // SAFETY: the application's callback with its own argument.
+    unsafe { (cb.f)(s.cast(), super::error::from_cu(status), cb.data) }
+}
+
+fn add_callback(s: rt::cudaStream_t, f: rt::cudaStreamCallback_t, data: *mut c_void, flags: c_uint) -> Res {
+    let f = f.ok_or(E::cudaErrorInvalidValue)?;
+    current()?;
+    let boxed = Box::into_raw(Box::new(Callback { f, data }));
+    let added = cu!(cuStreamAddCallback(cs(s), Some(run_callback), boxed.cast(), flags));
+    if added.is_err() {
+        // SAFETY: boxed just above; the driver did not take it.
+        drop(unsafe { Box::from_raw(boxed) });
+    }
+    added
+}
+
 fn priority(s: rt::cudaStream_t, p: *mut c_int) -> Res {
     non_null(p)?;
     current()?;
@@ -92,6 +122,23 @@ per_thread! {
         flags: c_uint,
     ) -> E [s = s, ptsz(s)] {
         wait_event(s, e, flags)
+    }
+
+    fn cudaLaunchHostFunc, fn cudaLaunchHostFunc_ptsz(
+        s: rt::cudaStream_t,
+        f: rt::cudaHostFn_t,
+        data: *mut c_void,
+    ) -> E [s = s, ptsz(s)] {
+        launch_host_func(s, f, data)
+    }
+
+    fn cudaStreamAddCallback, fn cudaStreamAddCallback_ptsz(
+        s: rt::cudaStream_t,
+        f: rt::cudaStreamCallback_t,
+        data: *mut c_void,
+        flags: c_uint,
+    ) -> E [s = s, ptsz(s)] {
+        add_callback(s, f, data, flags)
     }
 
     fn cudaStreamGetPriority, fn cudaStreamGetPriority_ptsz(s: rt::cudaStream_t, p: *mut c_int) -> E [s = s, ptsz(s)] {

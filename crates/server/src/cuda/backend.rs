@@ -127,6 +127,10 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.stream_memory_op(true, stream, addr, value, flags, wide)
     }
+    fn launch_host_func(&mut self, _io: &mut Io<'_>, stream: u64, id: u64, callback: bool) -> R<()> {
+        self.ready()?;
+        self.launch_host_func(stream, id, callback)
+    }
     fn cuTensorMapEncodeTiled(
         &mut self,
         _io: &mut Io<'_>,

@@ -141,6 +141,8 @@ pub struct CudaSession {
     pages: crate::pages::Store,
     /// What the last module load or link input with JIT options of its own left (`jit_out`).
     last_jit: protocol::jit::JitOut,
+    /// Where host functions run (`streams::launch_host_func`).
+    host_funcs: Option<std::sync::Arc<crate::host_funcs::HostFuncs>>,
 }
 
 impl CudaSession {
@@ -187,6 +189,7 @@ impl CudaSession {
             reply_out: None,
             async_error: None,
             pages: Default::default(),
+            host_funcs: None,
         })
     }
 
@@ -288,6 +291,10 @@ impl Session for CudaSession {
 
     fn attach_segment(&mut self, segment: transport::Segment) -> Result<(), String> {
         self.shm_attach(segment)
+    }
+
+    fn set_host_funcs(&mut self, funcs: std::sync::Arc<crate::host_funcs::HostFuncs>) {
+        self.host_funcs = Some(funcs);
     }
 
     fn bulk_place(&mut self, op: u32, args: &[u8], len: usize) -> Option<std::ptr::NonNull<u8>> {

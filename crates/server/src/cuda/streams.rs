@@ -2,7 +2,7 @@
 //! they belong to), every use is checked against them, and destruction leaves them.
 
 use super::staging::PinnedApi;
-use super::{CudaSession, R, STREAM_CAPTURE_UNSUPPORTED};
+use super::{CudaSession, NOT_SUPPORTED, R, STREAM_CAPTURE_UNSUPPORTED};
 use abi::cuda::{
     CUevent, CUgraph, CUgraphExec, CUgraphExecUpdateResultInfo, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus,
 };
@@ -195,6 +195,26 @@ impl CudaSession {
         }
     }
 
+    /// A host function: a stand-in queued with the driver asks the client to run function
+    /// `id` when the stream reaches it, and holds the stream until it returned. Captured
+    /// into a graph, the stand-in runs at every launch of the graph and is kept.
+    pub(super) fn launch_host_func(&mut self, stream: u64, id: u64, callback: bool) -> R<()> {
+        let s = self.h.stream(stream)?;
+        let funcs = self.host_funcs.clone().filter(|f| f.joined()).ok_or(NOT_SUPPORTED)?;
+        let captured = self.stream_is_capturing(stream)? != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE.0;
+        let data = Box::into_raw(Box::new(StandIn { funcs, id, last: !captured })).cast();
+        let lib = self.lib;
+        let queued = (|| match callback {
+            true => cu!(lib, cuStreamAddCallback(s, Some(run_callback), data, 0)),
+            false => cu!(lib, cuLaunchHostFunc(s, Some(run_host_func), data)),
+        })();
+        if queued.is_err() {
+            // SAFETY: boxed just above, and the driver did not take it.
+            drop(unsafe { Box::from_raw(data.cast::<StandIn>()) });
+        }
+        queued
+    }
+
     pub(super) fn begin_capture(&mut self, stream: u64, mode: u32) -> R<()> {
         let s = self.h.stream(stream)?;
         cu!(self.lib, cuStreamBeginCapture_v2(s, CUstreamCaptureMode(mode)))
@@ -346,4 +366,32 @@ impl CudaSession {
         self.captured.graph_destroyed(graph);
         Ok(())
     }
+}
+
+/// What the driver's callback thread gets for a host function: whom to ask to run which.
+struct StandIn {
+    funcs: std::sync::Arc<crate::host_funcs::HostFuncs>,
+    id: u64,
+    last: bool,
+}
+
+unsafe extern "C" fn run_host_func(data: *mut std::ffi::c_void) {
+    stand_in(data, 0);
+}
+
+unsafe extern "C" fn run_callback(_: CUstream, status: abi::cuda::CUresult, data: *mut std::ffi::c_void) {
+    stand_in(data, status.0);
+}
+
+/// Run on the driver's thread, which makes no CUDA call here (the driver forbids it).
+fn stand_in(data: *mut std::ffi::c_void, status: u32) {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: a `StandIn` boxed by `launch_host_func`, freed only after its last run.
+        let s = unsafe { &*data.cast::<StandIn>() };
+        s.funcs.run(protocol::host_funcs::Run { id: s.id, status, last: s.last });
+        if s.last {
+            // SAFETY: as above; the driver runs a stand-in that is not in a graph once.
+            drop(unsafe { Box::from_raw(data.cast::<StandIn>()) });
+        }
+    });
 }

@@ -6,7 +6,7 @@ use crate::coding::{Coding, FAST_LINK};
 use crate::framing::{read_header, write_frame};
 use crate::park::{Park, Parked};
 use protocol::frame::{Header, OP_JOIN};
-use protocol::hello::{Join, LaneOffer};
+use protocol::hello::{Join, LaneOffer, Role};
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,10 +125,16 @@ fn thread_token() -> u64 {
     TOKEN.with(|t| *t)
 }
 
-/// Connect lane `lane` of `session` and have the server acknowledge it.
-fn join_lane(address: &Address, session: u64, offer: &LaneOffer, lane: u32, t: crate::Timeouts) -> io::Result<Stream> {
+/// Connect an extra connection of `session` in `role` and have the server acknowledge it.
+pub(crate) fn join(
+    address: &Address,
+    session: u64,
+    offer: &LaneOffer,
+    role: Role,
+    t: crate::Timeouts,
+) -> io::Result<Stream> {
     let join = |key| -> io::Result<Vec<u8>> {
-        let join = postcard::to_allocvec(&Join { session, key, lane }).map_err(io::Error::other)?;
+        let join = postcard::to_allocvec(&Join { session, key, role }).map_err(io::Error::other)?;
         let mut f = Vec::new();
         write_frame(&mut f, &Header::request(OP_JOIN, 0, 0, false, join.len(), 0), &join, &[])?;
         Ok(f)
@@ -147,7 +153,7 @@ fn join_lane(address: &Address, session: u64, offer: &LaneOffer, lane: u32, t: c
     s.set_timeouts(Some(t.silence), Some(t.write))?;
     let ack = read_header(&mut s)?;
     if ack.op != OP_JOIN || ack.status != 0 {
-        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server refused the lane"));
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server refused the connection"));
     }
     Ok(s)
 }
@@ -173,8 +179,9 @@ impl Lanes {
         // All at once: over TLS each is a handshake (a millisecond or two), and the first
         // large copy waits for them.
         let streams = std::thread::scope(|scope| {
-            let joining: Vec<_> =
-                (0..n as u32).map(|lane| scope.spawn(move || join_lane(address, session, offer, lane, t))).collect();
+            let joining: Vec<_> = (0..n as u32)
+                .map(|lane| scope.spawn(move || join(address, session, offer, Role::Lane(lane), t)))
+                .collect();
             joining
                 .into_iter()
                 .map(|j| j.join().unwrap_or_else(|_| Err(io::Error::other("a lane's thread failed"))))

@@ -33,6 +33,7 @@ mod server;
 mod tests;
 
 pub use client::Lanes;
+pub(crate) use client::join;
 pub(crate) use client::lag_limit;
 pub use server::{LaneSet, Scatter};
 

@@ -81,6 +81,26 @@ def torch_steps():
     step("torch.fft", lambda: round(float(torch.fft.fft(torch.ones(1024, device="cuda", dtype=torch.complex64)).abs().max())))
     step("torch.memory", lambda: torch.cuda.mem_get_info()[1] >> 20)
 
+    def graph():
+        # A CUDA graph captured on a side stream and replayed with new inputs (what vLLM and
+        # torch.compile's "reduce-overhead" do for decoding).
+        x = torch.ones(1024, device="cuda")
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            y = x * 2 + 1
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            y = x * 2 + 1
+        vals = []
+        for k in range(3):
+            x.fill_(k)
+            g.replay()
+            vals.append(float(y.sum().item()))
+        return vals
+    step("torch.cuda_graph", graph)
+
 
 if __name__ == "__main__":
     for which in sys.argv[1:] or ["cupy", "torch"]:

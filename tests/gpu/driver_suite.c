@@ -175,6 +175,7 @@ static void graphs(CUmodule m) {
     for (int k = 0; k < 3; k++) CHECK(cuLaunchKernel(f, n / 256, 1, 1, 256, 1, 1, 0, s, args, NULL));
     CUgraph g; CHECK(cuStreamEndCapture(s, &g));
     CUgraphExec e; CHECK(cuGraphInstantiateWithFlags(&e, g, 0));
+    CHECK(cuGraphUpload(e, s));
     for (int k = 0; k < 4; k++) CHECK(cuGraphLaunch(e, s));
     CHECK(cuStreamSynchronize(s));
     CHECK(cuMemcpyDtoH(h, x, n * 4));
@@ -385,6 +386,32 @@ static void host_funcs(CUmodule m) {
     cuGraphExecDestroy(e); cuGraphDestroy(g); CHECK(cuStreamDestroy(s)); cuMemFreeHost(pinned); cuMemFree(x);
 }
 
+/* A stream's id, device and attributes (an L2 access-policy window, a sync policy),
+ * copied to another stream. */
+static void stream_attributes(void) {
+    CUstream a, b; CHECK(cuStreamCreate(&a, CU_STREAM_NON_BLOCKING)); CHECK(cuStreamCreate(&b, CU_STREAM_NON_BLOCKING));
+    unsigned long long ia, ib; CHECK(cuStreamGetId(a, &ia)); CHECK(cuStreamGetId(b, &ib));
+    CUdevice d = -1; CHECK(cuStreamGetDevice(a, &d));
+    CUdeviceptr x; CHECK(cuMemAlloc(&x, 1 << 20));
+    CUstreamAttrValue v; memset(&v, 0, sizeof v);
+    v.accessPolicyWindow.base_ptr = (void *)x; v.accessPolicyWindow.num_bytes = 1 << 20;
+    v.accessPolicyWindow.hitRatio = 0.5f; v.accessPolicyWindow.hitProp = CU_ACCESS_PROPERTY_PERSISTING;
+    v.accessPolicyWindow.missProp = CU_ACCESS_PROPERTY_STREAMING;
+    CHECK(cuStreamSetAttribute(a, CU_STREAM_ATTRIBUTE_ACCESS_POLICY_WINDOW, &v));
+    CUstreamAttrValue sp; memset(&sp, 0, sizeof sp); sp.syncPolicy = CU_SYNC_POLICY_BLOCKING_SYNC;
+    CHECK(cuStreamSetAttribute(a, CU_STREAM_ATTRIBUTE_SYNCHRONIZATION_POLICY, &sp));
+    CHECK(cuStreamCopyAttributes(b, a));
+    CUstreamAttrValue w, p, q; memset(&w, 0, sizeof w); memset(&p, 0, sizeof p); memset(&q, 0, sizeof q);
+    CHECK(cuStreamGetAttribute(b, CU_STREAM_ATTRIBUTE_ACCESS_POLICY_WINDOW, &w));
+    CHECK(cuStreamGetAttribute(b, CU_STREAM_ATTRIBUTE_SYNCHRONIZATION_POLICY, &p));
+    CHECK(cuStreamGetAttribute(a, CU_STREAM_ATTRIBUTE_PRIORITY, &q));
+    printf("stream attributes: ids distinct %d, device %d, window same base %d bytes %zu hit %.2f props %d %d, "
+           "sync policy %d, priority %d\n", ia != ib, d, w.accessPolicyWindow.base_ptr == (void *)x,
+           w.accessPolicyWindow.num_bytes, w.accessPolicyWindow.hitRatio, (int)w.accessPolicyWindow.hitProp,
+           (int)w.accessPolicyWindow.missProp, (int)p.syncPolicy, q.priority);
+    CHECK(cuStreamDestroy(a)); CHECK(cuStreamDestroy(b)); CHECK(cuMemFree(x));
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : ".";
     char path[1024]; size_t len;
@@ -419,6 +446,7 @@ int main(int argc, char **argv) {
     tensor_maps();
     memory_ops();
     host_funcs(mc);
+    stream_attributes();
     potential_block_size(mc);
     copies();
     memory_queries(dev);

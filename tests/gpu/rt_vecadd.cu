@@ -71,6 +71,11 @@ int main() {
     CK(cudaStreamSynchronize(hs));
     printf("host funcs: %d calls %d %d %d, callback status %d on %s\n", host_n, host_calls[0], host_calls[1],
            host_calls[2], cb_status, cb_stream == hs ? "its stream" : "another stream");
+    unsigned long long sid = 0; int sdev = -1; CK(cudaStreamGetId(hs, &sid)); CK(cudaStreamGetDevice(hs, &sdev));
+    cudaLaunchAttributeValue pol = {}; pol.syncPolicy = cudaSyncPolicyYield;
+    CK(cudaStreamSetAttribute(hs, cudaLaunchAttributeSynchronizationPolicy, &pol));
+    cudaLaunchAttributeValue got = {}; CK(cudaStreamGetAttribute(hs, cudaLaunchAttributeSynchronizationPolicy, &got));
+    printf("stream: id nonzero %d, device %d, sync policy %d\n", sid != 0, sdev, (int)got.syncPolicy);
     CK(cudaStreamDestroy(hs));
     add<<<1, 1>>>(nullptr, nullptr, nullptr, 0);
     CK(cudaDeviceSynchronize());

@@ -232,6 +232,12 @@ crate::api! {
     sync cuStreamGetCaptureInfo(stream: u64) -> (u32, u64);
     sync cuStreamGetPriority(stream: u64) -> i32;
     sync cuStreamGetFlags(stream: u64) -> u32;
+    sync cuStreamGetId(stream: u64) -> u64;
+    /// A stream attribute's value: `CUstreamAttrValue`'s bytes.
+    sync stream_attribute(stream: u64, attr: u32) -> Vec<u8>;
+    /// The attribute as a launch attribute (a `CUstreamAttrValue` is a `CUlaunchAttributeValue`).
+    sync cuStreamSetAttribute(stream: u64, attr: LaunchAttr) -> ();
+    sync cuStreamCopyAttributes(dst: u64, src: u64) -> ();
     sync cuThreadExchangeStreamCaptureMode(mode: u32) -> u32;
     sync cuEventCreate(flags: u32) -> u64;
     sync cuEventDestroy_v2(event: u64) -> ();
@@ -273,6 +279,7 @@ crate::api! {
     sync cuGraphExecUpdate_v2(exec: u64, graph: u64) -> u32;
     sync cuGraphExecDestroy(exec: u64) -> ();
     sync cuGraphDestroy(graph: u64) -> ();
+    oneway cuGraphUpload(exec: u64, stream: u64) -> ();
 
     // ---------- cuBLAS, forwarded at its own API (functions: `cublas::FUNCS`). A handle is
     // the server's id, created in the frame's context. A synchronous call answers the cuBLAS

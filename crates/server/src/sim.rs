@@ -110,6 +110,8 @@ pub struct Sim {
     landing: Vec<u8>,
     /// Where host functions run (`launch_host_func`).
     host_funcs: Option<std::sync::Arc<crate::host_funcs::HostFuncs>>,
+    /// Stream attributes set: (stream, attribute) → value bytes.
+    stream_attrs: HashMap<(u64, u32), Vec<u8>>,
     /// A device-to-host copy's bytes, for `reply_bulk`.
     reply: Option<Vec<u8>>,
     /// What `reply_bulk` last handed out (kept until the next call).
@@ -160,6 +162,7 @@ impl Sim {
             segment: None,
             landing: Vec::new(),
             host_funcs: None,
+            stream_attrs: HashMap::new(),
             reply: None,
             replied: Vec::new(),
             pages: Default::default(),
@@ -1108,6 +1111,36 @@ impl protocol::Backend for Sim {
     fn cuStreamGetFlags(&mut self, _io: &mut Io<'_>, stream: u64) -> Result<u32, u32> {
         self.stream(stream).map(|_| 0)
     }
+    fn cuStreamGetId(&mut self, _io: &mut Io<'_>, stream: u64) -> Result<u64, u32> {
+        self.stream(stream).map(|_| stream)
+    }
+    /// What was set, else zeros (the driver's defaults are zero but for priority).
+    fn stream_attribute(&mut self, _io: &mut Io<'_>, stream: u64, attr: u32) -> Result<Vec<u8>, u32> {
+        self.stream(stream)?;
+        let mut v = vec![0; size_of::<abi::cuda::CUstreamAttrValue>()];
+        if let Some(set) = self.stream_attrs.get(&(stream, attr)) {
+            v[..set.len()].copy_from_slice(set);
+        }
+        Ok(v)
+    }
+    fn cuStreamSetAttribute(&mut self, _io: &mut Io<'_>, stream: u64, attr: LaunchAttr) -> Result<(), u32> {
+        self.stream(stream)?;
+        if attr.value.len() > size_of::<abi::cuda::CUstreamAttrValue>() {
+            return Err(INVALID_VALUE);
+        }
+        self.stream_attrs.insert((stream, attr.id), attr.value);
+        Ok(())
+    }
+    fn cuStreamCopyAttributes(&mut self, _io: &mut Io<'_>, dst: u64, src: u64) -> Result<(), u32> {
+        self.stream(dst)?;
+        self.stream(src)?;
+        let from: Vec<_> =
+            self.stream_attrs.iter().filter(|((s, _), _)| *s == src).map(|((_, a), v)| (*a, v.clone())).collect();
+        for (a, v) in from {
+            self.stream_attrs.insert((dst, a), v);
+        }
+        Ok(())
+    }
     fn cuEventCreate(&mut self, _io: &mut Io<'_>, _flags: u32) -> Result<u64, u32> {
         self.device()?;
         let e = self.id();
@@ -1188,6 +1221,10 @@ impl protocol::Backend for Sim {
             self.write(dst, &bytes)?;
         }
         Ok(())
+    }
+    fn cuGraphUpload(&mut self, _io: &mut Io<'_>, exec: u64, stream: u64) -> Result<(), u32> {
+        self.stream(stream)?;
+        self.capture.execs.get(&exec).map(|_| ()).ok_or(INVALID_HANDLE)
     }
     fn cuGraphExecDestroy(&mut self, _io: &mut Io<'_>, exec: u64) -> Result<(), u32> {
         self.capture.execs.remove(&exec).map(|_| ()).ok_or(INVALID_HANDLE)

@@ -120,6 +120,16 @@ pub extern "C" fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> R {
     })
 }
 
+/// The graph's work goes to the device ahead of its first launch (no copies are refreshed:
+/// a launch does that).
+#[unsafe(no_mangle)]
+pub extern "C" fn cuGraphUpload(e: CUgraphExec, s: CUstream) -> R {
+    entry(|| {
+        let t = route::with_stream(route::of(e as u64)?, sid(s))?;
+        route::call(t, &ops::cuGraphUpload { exec: route::raw(e as u64), stream: route::raw(sid(s)) })
+    })
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuGraphExecUpdate_v2(e: CUgraphExec, g: CUgraph, info: *mut CUgraphExecUpdateResultInfo) -> R {
     entry(|| {

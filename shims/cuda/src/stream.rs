@@ -205,6 +205,59 @@ pub unsafe extern "C" fn cuStreamGetCtx(s: CUstream, ctx: *mut CUcontext) -> R {
     entry(|| unsafe { put(ctx, context_of(s)?) })
 }
 
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuStreamGetDevice(s: CUstream, dev: *mut CUdevice) -> R {
+    entry(|| {
+        let ctx = context_of(s)? as u64;
+        let info = crate::state::ctx_info(ctx).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?;
+        unsafe { put(dev, info.device) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuStreamGetId(s: CUstream, id: *mut u64) -> R {
+    entry(|| unsafe { put(id, on_stream(s, |stream| ops::cuStreamGetId { stream })?) })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuStreamGetAttribute(s: CUstream, attr: CUstreamAttrID, out: *mut CUstreamAttrValue) -> R {
+    entry(|| {
+        if out.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let v = on_stream(s, |stream| ops::stream_attribute { stream, attr: attr.0 })?;
+        let n = v.len().min(size_of::<CUstreamAttrValue>());
+        // SAFETY: the caller's value, as large as the union.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.cast::<u8>(), n) };
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuStreamSetAttribute(s: CUstream, attr: CUstreamAttrID, value: *const CUstreamAttrValue) -> R {
+    entry(|| {
+        if value.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        // SAFETY: the caller's value, as large as the union.
+        let a =
+            crate::launch::attr_bytes(&CUlaunchAttribute { id: attr, value: unsafe { *value }, ..Default::default() });
+        on_stream(s, |stream| ops::cuStreamSetAttribute { stream, attr: a })
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamCopyAttributes(dst: CUstream, src: CUstream) -> R {
+    entry(|| {
+        let (d, s) = (sid(dst), sid(src));
+        let t = route::stream(d)?;
+        if route::stream(s)?.server != t.server {
+            return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
+        }
+        route::call(t, &ops::cuStreamCopyAttributes { dst: route::raw(d), src: route::raw(s) })
+    })
+}
+
 /// No stream here belongs to a green context.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuStreamGetCtx_v2(s: CUstream, ctx: *mut CUcontext, green: *mut CUgreenCtx) -> R {

@@ -191,9 +191,18 @@ fn launch(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> Res {
     cu!(cuGraphLaunch(exec.cast(), cs(s)))
 }
 
+fn upload(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> Res {
+    current()?;
+    cu!(cuGraphUpload(exec.cast(), cs(s)))
+}
+
 per_thread! {
     fn cudaGraphLaunch, fn cudaGraphLaunch_ptsz(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> E [s = s, ptsz(s)] {
         launch(exec, s)
+    }
+
+    fn cudaGraphUpload, fn cudaGraphUpload_ptsz(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> E [s = s, ptsz(s)] {
+        upload(exec, s)
     }
 }
 

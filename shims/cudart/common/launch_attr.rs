@@ -91,6 +91,40 @@ pub(crate) fn attribute(a: &rt::cudaLaunchAttribute) -> Res<CUlaunchAttribute> {
     Ok(CUlaunchAttribute { id: Id(a.id.0), pad: [0; 4], value })
 }
 
+/// A stream attribute's value as the driver gave it (`cuStreamGetAttribute`), in the
+/// runtime's union; ids that are no stream attribute are `cudaErrorInvalidValue`.
+pub(crate) fn stream_value(id: RId, v: &V) -> Res<rt::cudaLaunchAttributeValue> {
+    let mut out = rt::cudaLaunchAttributeValue::default();
+    // SAFETY: the id names the live member of the driver's union.
+    unsafe {
+        match id {
+            RId::cudaLaunchAttributeAccessPolicyWindow => {
+                let w = v.accessPolicyWindow;
+                out.accessPolicyWindow = rt::cudaAccessPolicyWindow {
+                    base_ptr: w.base_ptr,
+                    num_bytes: w.num_bytes,
+                    hitRatio: w.hitRatio,
+                    hitProp: rt::cudaAccessProperty(w.hitProp.0),
+                    missProp: rt::cudaAccessProperty(w.missProp.0),
+                };
+            }
+            RId::cudaLaunchAttributeSynchronizationPolicy => {
+                out.syncPolicy = rt::cudaSynchronizationPolicy(v.syncPolicy.0);
+            }
+            RId::cudaLaunchAttributePriority => out.priority = v.priority,
+            RId::cudaLaunchAttributeMemSyncDomainMap => {
+                let m = v.memSyncDomainMap;
+                out.memSyncDomainMap = rt::cudaLaunchMemSyncDomainMap { default_: m.default_, remote: m.remote };
+            }
+            RId::cudaLaunchAttributeMemSyncDomain => {
+                out.memSyncDomain = rt::cudaLaunchMemSyncDomain(v.memSyncDomain.0);
+            }
+            _ => return Err(E::cudaErrorInvalidValue),
+        }
+    }
+    Ok(out)
+}
+
 /// The driver's launch configuration for `c`, whose attributes are translated into `attrs`
 /// (which the result points into). `stream` replaces `c.stream` (per-thread default stream).
 pub(crate) fn config(

@@ -95,6 +95,46 @@ fn add_callback(s: rt::cudaStream_t, f: rt::cudaStreamCallback_t, data: *mut c_v
     added
 }
 
+fn stream_id(s: rt::cudaStream_t, id: *mut u64) -> Res {
+    non_null(id)?;
+    current()?;
+    cu!(cuStreamGetId(cs(s), id))
+}
+
+fn stream_device(s: rt::cudaStream_t, dev: *mut c_int) -> Res {
+    non_null(dev)?;
+    current()?;
+    let mut d = 0;
+    cu!(cuStreamGetDevice(cs(s), &mut d))?;
+    out(dev, d)
+}
+
+fn get_attribute(s: rt::cudaStream_t, id: rt::cudaLaunchAttributeID, value: *mut rt::cudaLaunchAttributeValue) -> Res {
+    non_null(value)?;
+    current()?;
+    let mut v = cu::CUlaunchAttributeValue::default();
+    cu!(cuStreamGetAttribute(cs(s), cu::CUlaunchAttributeID(id.0), &mut v))?;
+    out(value, super::launch_attr::stream_value(id, &v)?)
+}
+
+fn set_attribute(
+    s: rt::cudaStream_t,
+    id: rt::cudaLaunchAttributeID,
+    value: *const rt::cudaLaunchAttributeValue,
+) -> Res {
+    non_null(value)?;
+    current()?;
+    // SAFETY: the caller's value, checked non-null.
+    let a =
+        super::launch_attr::attribute(&rt::cudaLaunchAttribute { id, val: unsafe { *value }, ..Default::default() })?;
+    cu!(cuStreamSetAttribute(cs(s), a.id, &a.value))
+}
+
+fn copy_attributes(dst: rt::cudaStream_t, src: rt::cudaStream_t) -> Res {
+    current()?;
+    cu!(cuStreamCopyAttributes(cs(dst), cs(src)))
+}
+
 fn priority(s: rt::cudaStream_t, p: *mut c_int) -> Res {
     non_null(p)?;
     current()?;
@@ -139,6 +179,37 @@ per_thread! {
         flags: c_uint,
     ) -> E [s = s, ptsz(s)] {
         add_callback(s, f, data, flags)
+    }
+
+    fn cudaStreamGetId, fn cudaStreamGetId_ptsz(s: rt::cudaStream_t, id: *mut u64) -> E [s = s, ptsz(s)] {
+        stream_id(s, id)
+    }
+
+    fn cudaStreamGetDevice, fn cudaStreamGetDevice_ptsz(s: rt::cudaStream_t, dev: *mut c_int) -> E [s = s, ptsz(s)] {
+        stream_device(s, dev)
+    }
+
+    fn cudaStreamGetAttribute, fn cudaStreamGetAttribute_ptsz(
+        s: rt::cudaStream_t,
+        id: rt::cudaLaunchAttributeID,
+        out: *mut rt::cudaLaunchAttributeValue,
+    ) -> E [s = s, ptsz(s)] {
+        get_attribute(s, id, out)
+    }
+
+    fn cudaStreamSetAttribute, fn cudaStreamSetAttribute_ptsz(
+        s: rt::cudaStream_t,
+        id: rt::cudaLaunchAttributeID,
+        value: *const rt::cudaLaunchAttributeValue,
+    ) -> E [s = s, ptsz(s)] {
+        set_attribute(s, id, value)
+    }
+
+    fn cudaStreamCopyAttributes, fn cudaStreamCopyAttributes_ptsz(
+        dst: rt::cudaStream_t,
+        src: rt::cudaStream_t,
+    ) -> E [dst = dst, ptsz(dst)] {
+        copy_attributes(dst, src)
     }
 
     fn cudaStreamGetPriority, fn cudaStreamGetPriority_ptsz(s: rt::cudaStream_t, p: *mut c_int) -> E [s = s, ptsz(s)] {

@@ -127,6 +127,28 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.stream_memory_op(true, stream, addr, value, flags, wide)
     }
+    fn cuStreamGetId(&mut self, _io: &mut Io<'_>, stream: u64) -> R<u64> {
+        self.ready()?;
+        self.stream_id(stream)
+    }
+    fn stream_attribute(&mut self, _io: &mut Io<'_>, stream: u64, attr: u32) -> R<Vec<u8>> {
+        self.ready()?;
+        self.stream_attribute(stream, attr)
+    }
+    fn cuStreamSetAttribute(&mut self, _io: &mut Io<'_>, stream: u64, attr: LaunchAttr) -> R<()> {
+        self.ready()?;
+        self.set_stream_attribute(stream, &attr)
+    }
+    fn cuStreamCopyAttributes(&mut self, _io: &mut Io<'_>, dst: u64, src: u64) -> R<()> {
+        self.ready()?;
+        let (d, s) = (self.h.stream(dst)?, self.h.stream(src)?);
+        cu!(self.lib, cuStreamCopyAttributes(d, s))
+    }
+    fn cuGraphUpload(&mut self, _io: &mut Io<'_>, exec: u64, stream: u64) -> R<()> {
+        self.ready()?;
+        let (x, s) = (self.h.exec(exec)?, self.h.stream(stream)?);
+        cu!(self.lib, cuGraphUpload(x, s))
+    }
     fn launch_host_func(&mut self, _io: &mut Io<'_>, stream: u64, id: u64, callback: bool) -> R<()> {
         self.ready()?;
         self.launch_host_func(stream, id, callback)

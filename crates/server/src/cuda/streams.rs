@@ -4,7 +4,8 @@
 use super::staging::PinnedApi;
 use super::{CudaSession, NOT_SUPPORTED, R, STREAM_CAPTURE_UNSUPPORTED};
 use abi::cuda::{
-    CUevent, CUgraph, CUgraphExec, CUgraphExecUpdateResultInfo, CUstream, CUstreamCaptureMode, CUstreamCaptureStatus,
+    CUevent, CUgraph, CUgraphExec, CUgraphExecUpdateResultInfo, CUstream, CUstreamAttrID, CUstreamAttrValue,
+    CUstreamCaptureMode, CUstreamCaptureStatus,
 };
 use std::ptr::null_mut;
 
@@ -193,6 +194,29 @@ impl CudaSession {
             (true, false) => cu!(lib, cuStreamWriteValue32_v2(s, at, value as u32, flags)),
             (true, true) => cu!(lib, cuStreamWriteValue64_v2(s, at, value, flags)),
         }
+    }
+
+    pub(super) fn stream_id(&mut self, stream: u64) -> R<u64> {
+        let s = self.h.stream(stream)?;
+        let mut id = 0;
+        cu!(self.lib, cuStreamGetId(s, &mut id))?;
+        Ok(id)
+    }
+
+    pub(super) fn stream_attribute(&mut self, stream: u64, attr: u32) -> R<Vec<u8>> {
+        let s = self.h.stream(stream)?;
+        let mut v = CUstreamAttrValue::default();
+        cu!(self.lib, cuStreamGetAttribute(s, CUstreamAttrID(attr), &mut v))?;
+        // SAFETY: the union's bytes, all of which the driver's answer leaves initialised
+        // (it started zeroed).
+        Ok(unsafe { std::slice::from_raw_parts((&raw const v).cast::<u8>(), size_of::<CUstreamAttrValue>()) }.to_vec())
+    }
+
+    /// As a launch attribute, checked as one (an event in it must be the session's).
+    pub(super) fn set_stream_attribute(&mut self, stream: u64, attr: &protocol::LaunchAttr) -> R<()> {
+        let s = self.h.stream(stream)?;
+        let a = super::launch::launch_attrs(std::slice::from_ref(attr), &self.h)?.remove(0);
+        cu!(self.lib, cuStreamSetAttribute(s, a.id, &a.value))
     }
 
     /// A host function: a stand-in queued with the driver asks the client to run function

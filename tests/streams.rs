@@ -1,7 +1,7 @@
-//! Host functions on streams (`cuLaunchHostFunc`, `cuStreamAddCallback`) through our
-//! libcuda.so.1 in this test's process, against the sim: they run in this process, in
-//! stream order, on a thread of vgpu's, and a synchronize returns only after they did.
-//! (A test process holds one `InProcess` library: hence a file of its own.)
+//! Streams through our libcuda.so.1 in this test's process, against the sim: host functions
+//! (`cuLaunchHostFunc`, `cuStreamAddCallback`) run in this process, in stream order, on a
+//! thread of vgpu's, and a synchronize returns only after they did; a stream's id, device
+//! and attributes. (A test process holds one `InProcess` library, so one test does all.)
 
 mod common;
 use abi::cuda::*;
@@ -57,8 +57,81 @@ unsafe extern "C" fn callback(s: CUstream, status: CUresult, data: *mut c_void) 
 }
 
 #[test]
-fn host_functions_run_in_stream_order_and_synchronizes_wait_for_them() {
+fn streams() {
     let p = InProcess::start();
+    host_functions_run_in_stream_order_and_synchronizes_wait_for_them(&p);
+    ids_devices_and_attributes(&p);
+}
+
+fn ids_devices_and_attributes(p: &InProcess) {
+    unsafe {
+        let create: unsafe extern "C" fn(*mut CUstream, u32) -> CUresult = p.get(b"cuStreamCreate");
+        let id: unsafe extern "C" fn(CUstream, *mut u64) -> CUresult = p.get(b"cuStreamGetId");
+        let device: unsafe extern "C" fn(CUstream, *mut CUdevice) -> CUresult = p.get(b"cuStreamGetDevice");
+        let get: unsafe extern "C" fn(CUstream, CUstreamAttrID, *mut CUstreamAttrValue) -> CUresult =
+            p.get(b"cuStreamGetAttribute");
+        let set: unsafe extern "C" fn(CUstream, CUstreamAttrID, *const CUstreamAttrValue) -> CUresult =
+            p.get(b"cuStreamSetAttribute");
+        let copy: unsafe extern "C" fn(CUstream, CUstream) -> CUresult = p.get(b"cuStreamCopyAttributes");
+        let (mut a, mut b) = (std::ptr::null_mut(), std::ptr::null_mut());
+        assert_eq!(create(&mut a, 0), OK);
+        assert_eq!(create(&mut b, 0), OK);
+        let (mut ia, mut ib) = (0, 0);
+        assert_eq!(id(a, &mut ia), OK);
+        assert_eq!(id(b, &mut ib), OK);
+        assert_ne!(ia, ib);
+        let mut d = -1;
+        assert_eq!(device(a, &mut d), OK);
+        assert_eq!(d, 0);
+        assert_eq!(device(std::ptr::null_mut(), &mut d), OK);
+        assert_eq!(d, 0);
+
+        // An access-policy window: its bytes arrive and come back, and copy to another stream.
+        let window = CUstreamAttrID::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW;
+        let mut v = CUstreamAttrValue::default();
+        v.accessPolicyWindow = CUaccessPolicyWindow {
+            base_ptr: 0x7000_0000 as *mut c_void,
+            num_bytes: 1 << 20,
+            hitRatio: 0.5,
+            hitProp: CUaccessProperty::CU_ACCESS_PROPERTY_PERSISTING,
+            missProp: CUaccessProperty::CU_ACCESS_PROPERTY_STREAMING,
+        };
+        assert_eq!(set(a, window, &v), OK);
+        for s in [a, b] {
+            if s == b {
+                assert_eq!(copy(b, a), OK);
+            }
+            let mut got = CUstreamAttrValue::default();
+            assert_eq!(get(s, window, &mut got), OK);
+            let w = got.accessPolicyWindow;
+            assert_eq!((w.base_ptr as usize, w.num_bytes, w.hitRatio), (0x7000_0000, 1 << 20, 0.5));
+            assert_eq!((w.hitProp, w.missProp), (v.accessPolicyWindow.hitProp, v.accessPolicyWindow.missProp));
+        }
+        // A graph uploaded ahead of its launch.
+        let begin: unsafe extern "C" fn(CUstream, CUstreamCaptureMode) -> CUresult = p.get(b"cuStreamBeginCapture_v2");
+        let end: unsafe extern "C" fn(CUstream, *mut CUgraph) -> CUresult = p.get(b"cuStreamEndCapture");
+        let inst: unsafe extern "C" fn(*mut CUgraphExec, CUgraph, u64) -> CUresult =
+            p.get(b"cuGraphInstantiateWithFlags");
+        let upload: unsafe extern "C" fn(CUgraphExec, CUstream) -> CUresult = p.get(b"cuGraphUpload");
+        let launch: unsafe extern "C" fn(CUgraphExec, CUstream) -> CUresult = p.get(b"cuGraphLaunch");
+        let sync: unsafe extern "C" fn(CUstream) -> CUresult = p.get(b"cuStreamSynchronize");
+        let (mut g, mut e) = (std::ptr::null_mut(), std::ptr::null_mut());
+        assert_eq!(begin(a, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED), OK);
+        assert_eq!(end(a, &mut g), OK);
+        assert_eq!(inst(&mut e, g, 0), OK);
+        assert_eq!(upload(e, b), OK);
+        assert_eq!(launch(e, b), OK);
+        assert_eq!(sync(b), OK);
+        // One-way, as a launch: an executable graph the server does not have fails later.
+        assert_eq!(upload(0x4444 as CUgraphExec, b), OK);
+        assert_eq!(sync(b), CUresult::CUDA_ERROR_INVALID_HANDLE);
+
+        assert_eq!(set(a, window, std::ptr::null()), CUresult::CUDA_ERROR_INVALID_VALUE);
+        assert_eq!(get(a, window, std::ptr::null_mut()), CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+}
+
+fn host_functions_run_in_stream_order_and_synchronizes_wait_for_them(p: &InProcess) {
     unsafe {
         let launch: unsafe extern "C" fn(CUstream, CUhostFn, *mut c_void) -> CUresult = p.get(b"cuLaunchHostFunc");
         let add: unsafe extern "C" fn(CUstream, CUstreamCallback, *mut c_void, u32) -> CUresult =

@@ -119,6 +119,10 @@ fn ids_devices_and_attributes(p: &InProcess) {
         assert_eq!(begin(a, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED), OK);
         assert_eq!(end(a, &mut g), OK);
         assert_eq!(inst(&mut e, g, 0), OK);
+        let nodes: unsafe extern "C" fn(CUgraph, *mut CUgraphNode, *mut usize) -> CUresult = p.get(b"cuGraphGetNodes");
+        let mut n = 99;
+        assert_eq!(nodes(g, std::ptr::null_mut(), &mut n), OK);
+        assert_eq!(n, 0, "an empty capture, as PyTorch checks for");
         assert_eq!(upload(e, b), OK);
         assert_eq!(launch(e, b), OK);
         assert_eq!(sync(b), OK);

@@ -176,6 +176,18 @@ static void graphs(CUmodule m) {
     CUgraph g; CHECK(cuStreamEndCapture(s, &g));
     CUgraphExec e; CHECK(cuGraphInstantiateWithFlags(&e, g, 0));
     CHECK(cuGraphUpload(e, s));
+    size_t nn = 0; CHECK(cuGraphGetNodes(g, NULL, &nn));
+    CUgraphNode few[2] = {0}, many[5]; size_t n2 = 2, n5 = 5;
+    CHECK(cuGraphGetNodes(g, few, &n2)); CHECK(cuGraphGetNodes(g, many, &n5));
+    printf("graph nodes: %zu; asked 2 got %zu (%d); asked 5 got %zu, rest null %d %d\n", nn, n2, few[1] != NULL, n5,
+           many[3] == NULL, many[4] == NULL);
+    /* An empty capture in thread-local mode, as PyTorch's cudagraph trees make first. */
+    CUgraph empty; CUgraphExec empty_exec; size_t ne = 7;
+    CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)); CHECK(cuStreamEndCapture(s, &empty));
+    CHECK(cuGraphGetNodes(empty, NULL, &ne)); CHECK(cuGraphInstantiateWithFlags(&empty_exec, empty, 0));
+    CHECK(cuGraphLaunch(empty_exec, s)); CHECK(cuStreamSynchronize(s));
+    printf("empty graph: %zu nodes, launched\n", ne);
+    CHECK(cuGraphExecDestroy(empty_exec)); CHECK(cuGraphDestroy(empty));
     for (int k = 0; k < 4; k++) CHECK(cuGraphLaunch(e, s));
     CHECK(cuStreamSynchronize(s));
     CHECK(cuMemcpyDtoH(h, x, n * 4));

@@ -74,8 +74,8 @@ int main() {
     unsigned long long sid = 0; int sdev = -1; CK(cudaStreamGetId(hs, &sid)); CK(cudaStreamGetDevice(hs, &sdev));
     cudaLaunchAttributeValue pol = {}; pol.syncPolicy = cudaSyncPolicyYield;
     CK(cudaStreamSetAttribute(hs, cudaLaunchAttributeSynchronizationPolicy, &pol));
-    cudaLaunchAttributeValue got = {}; CK(cudaStreamGetAttribute(hs, cudaLaunchAttributeSynchronizationPolicy, &got));
-    printf("stream: id nonzero %d, device %d, sync policy %d\n", sid != 0, sdev, (int)got.syncPolicy);
+    cudaLaunchAttributeValue pval = {}; CK(cudaStreamGetAttribute(hs, cudaLaunchAttributeSynchronizationPolicy, &pval));
+    printf("stream: id nonzero %d, device %d, sync policy %d\n", sid != 0, sdev, (int)pval.syncPolicy);
     CK(cudaStreamDestroy(hs));
     add<<<1, 1>>>(nullptr, nullptr, nullptr, 0);
     CK(cudaDeviceSynchronize());

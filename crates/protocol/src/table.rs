@@ -280,6 +280,8 @@ crate::api! {
     sync cuGraphExecDestroy(exec: u64) -> ();
     sync cuGraphDestroy(graph: u64) -> ();
     oneway cuGraphUpload(exec: u64, stream: u64) -> ();
+    /// A graph's nodes (`cuGraphGetNodes`), as the server's driver lists them.
+    sync graph_nodes(graph: u64) -> Vec<u64>;
 
     // ---------- cuBLAS, forwarded at its own API (functions: `cublas::FUNCS`). A handle is
     // the server's id, created in the frame's context. A synchronous call answers the cuBLAS

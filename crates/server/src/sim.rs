@@ -1222,6 +1222,11 @@ impl protocol::Backend for Sim {
         }
         Ok(())
     }
+    /// A captured copy per node (the sim's graphs hold nothing else).
+    fn graph_nodes(&mut self, _io: &mut Io<'_>, graph: u64) -> Result<Vec<u64>, u32> {
+        let copies = self.capture.graphs.get(&graph).ok_or(INVALID_HANDLE)?;
+        Ok(copies.iter().map(|c| c.1).collect())
+    }
     fn cuGraphUpload(&mut self, _io: &mut Io<'_>, exec: u64, stream: u64) -> Result<(), u32> {
         self.stream(stream)?;
         self.capture.execs.get(&exec).map(|_| ()).ok_or(INVALID_HANDLE)

@@ -120,6 +120,32 @@ pub extern "C" fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> R {
     })
 }
 
+/// A graph's nodes, as handles of its server (the explicit node API is not supported: they
+/// serve to count, as PyTorch does after a capture).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuGraphGetNodes(g: CUgraph, nodes: *mut CUgraphNode, num: *mut usize) -> R {
+    entry(|| {
+        if num.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let t = route::of(g as u64)?;
+        let all = route::call(t, &ops::graph_nodes { graph: route::raw(g as u64) })?;
+        if nodes.is_null() {
+            return unsafe { put(num, all.len()) };
+        }
+        // SAFETY: the caller's array of `*num` entries; those past the graph's are null, and
+        // `*num` becomes how many were filled.
+        let out = unsafe { std::slice::from_raw_parts_mut(nodes, *num) };
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = match all.get(i) {
+                Some(&n) => route::tag(t.server, n)? as usize as CUgraphNode,
+                None => std::ptr::null_mut(),
+            };
+        }
+        unsafe { put(num, out.len().min(all.len())) }
+    })
+}
+
 /// The graph's work goes to the device ahead of its first launch (no copies are refreshed:
 /// a launch does that).
 #[unsafe(no_mangle)]

@@ -191,6 +191,15 @@ fn launch(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> Res {
     cu!(cuGraphLaunch(exec.cast(), cs(s)))
 }
 
+/// `cudaGraphNode_t` is the driver's `CUgraphNode`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cudaGraphGetNodes(g: rt::cudaGraph_t, nodes: *mut rt::cudaGraphNode_t, num: *mut usize) -> E {
+    api(|| {
+        current()?;
+        cu!(cuGraphGetNodes(g.cast(), nodes.cast(), num))
+    })
+}
+
 fn upload(exec: rt::cudaGraphExec_t, s: rt::cudaStream_t) -> Res {
     current()?;
     cu!(cuGraphUpload(exec.cast(), cs(s)))

@@ -144,6 +144,10 @@ impl protocol::Backend for CudaSession {
         let (d, s) = (self.h.stream(dst)?, self.h.stream(src)?);
         cu!(self.lib, cuStreamCopyAttributes(d, s))
     }
+    fn graph_nodes(&mut self, _io: &mut Io<'_>, graph: u64) -> R<Vec<u64>> {
+        self.ready()?;
+        self.graph_nodes(graph)
+    }
     fn cuGraphUpload(&mut self, _io: &mut Io<'_>, exec: u64, stream: u64) -> R<()> {
         self.ready()?;
         let (x, s) = (self.h.exec(exec)?, self.h.stream(stream)?);

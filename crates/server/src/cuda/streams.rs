@@ -363,6 +363,20 @@ impl CudaSession {
         Ok(x as u64)
     }
 
+    pub(super) fn graph_nodes(&mut self, graph: u64) -> R<Vec<u64>> {
+        let g = self.h.graph(graph)?;
+        let mut n = 0;
+        cu!(self.lib, cuGraphGetNodes(g, null_mut(), &mut n))?;
+        if n == 0 {
+            // The driver refuses an array for no nodes (an empty capture, which PyTorch makes).
+            return Ok(Vec::new());
+        }
+        let mut nodes = vec![null_mut(); n];
+        cu!(self.lib, cuGraphGetNodes(g, nodes.as_mut_ptr(), &mut n))?;
+        nodes.truncate(n);
+        Ok(nodes.into_iter().map(|p| p as u64).collect())
+    }
+
     pub(super) fn graph_launch(&mut self, exec: u64, stream: u64) -> R<()> {
         let (x, s) = (self.h.exec(exec)?, self.h.stream(stream)?);
         cu!(self.lib, cuGraphLaunch(x, s))

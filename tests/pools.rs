@@ -60,5 +60,33 @@ fn created_pools_allocate_and_are_destroyed_once() {
         props.location = CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_HOST, id: 0 };
         assert_eq!(create(&mut pool, &props), CUresult::CUDA_ERROR_NOT_SUPPORTED);
         assert_eq!(create(&mut pool, std::ptr::null()), CUresult::CUDA_ERROR_INVALID_VALUE);
+
+        // Sharing memory by file descriptor is not supported, but its entry points resolve:
+        // PyTorch's expandable segments fetch them at the first allocation.
+        let proc_address: unsafe extern "C" fn(
+            *const std::os::raw::c_char,
+            *mut *mut c_void,
+            i32,
+            u64,
+            *mut CUdriverProcAddressQueryResult,
+        ) -> CUresult = p.get(b"cuGetProcAddress_v2");
+        let mut f = std::ptr::null_mut();
+        let mut found = CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+        assert_eq!(proc_address(c"cuMemExportToShareableHandle".as_ptr(), &mut f, 12000, 0, &mut found), OK);
+        assert_eq!(found, CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SUCCESS);
+        let export: unsafe extern "C" fn(
+            *mut c_void,
+            CUmemGenericAllocationHandle,
+            CUmemAllocationHandleType,
+            u64,
+        ) -> CUresult = std::mem::transmute(f);
+        let mut fd = 0i32;
+        let posix = CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+        assert_eq!(export((&raw mut fd).cast(), 1, posix, 0), CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        // Other entry points that are not implemented still do not resolve.
+        assert_eq!(
+            proc_address(c"cuGraphAddMemcpyNode".as_ptr(), &mut f, 12000, 0, &mut found),
+            CUresult::CUDA_ERROR_NOT_FOUND
+        );
     }
 }

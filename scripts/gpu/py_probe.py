@@ -101,6 +101,32 @@ def torch_steps():
         return vals
     step("torch.cuda_graph", graph)
 
+    def sdpa():
+        # Fused attention (flash / memory-efficient kernels), against the math in float32.
+        g = torch.Generator().manual_seed(4)
+        q, k, v = (torch.randn(2, 8, 256, 64, generator=g).cuda().half() for _ in range(3))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+        return f"max diff to float32 {float((out.float() - ref).abs().max()):.0e}"
+    step("torch.sdpa", sdpa)
+
+    def pinned_streams():
+        # Pinned memory copied without blocking on a side stream, ordered by an event, and
+        # timed by events.
+        x = torch.arange(1 << 20, dtype=torch.float32).pin_memory()
+        s = torch.cuda.Stream()
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(s):
+            e0.record()
+            y = x.cuda(non_blocking=True) * 3
+            e1.record()
+        torch.cuda.current_stream().wait_event(e1)
+        back = torch.empty_like(x).pin_memory()
+        back.copy_(y, non_blocking=True)
+        torch.cuda.synchronize()
+        return float(back.sum()), e0.elapsed_time(e1) > 0
+    step("torch.pinned_streams", pinned_streams)
+
 
 if __name__ == "__main__":
     for which in sys.argv[1:] or ["cupy", "torch"]:

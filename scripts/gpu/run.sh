@@ -767,7 +767,7 @@ stage_nvrt() { # NVIDIA's own runtime and cuBLAS over vgpu's libcuda.so.1 and li
     say "server's loads: $(grep -o 'module images: .*' "$OUT/server.log" | tr '\n' ';')"
   fi
 }
-stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: numba, Triton (its launcher, a TMA descriptor, torch.compile), a CUDA tensor shared with another process (torch.multiprocessing: CUDA IPC), and PyTorch's cudaMallocAsync backend (stream-ordered pools)
+stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: numba, Triton (its launcher, a TMA descriptor, torch.compile), a CUDA tensor shared with another process (torch.multiprocessing: CUDA IPC), PyTorch's cudaMallocAsync backend (stream-ordered pools) and its expandable segments (virtual memory management)
   local D; D=$(driver_only)
   if python3 -c "import numba.cuda" 2>/dev/null; then
     timeout 300 python3 "$ROOT/scripts/gpu/numba_probe.py" >"$W/nb.n" 2>"$OUT/numba-native.err"; echo "rc=$?" >>"$W/nb.n"
@@ -791,6 +791,12 @@ stage_pyextra() { # Python beyond the probes, over vgpu's libcuda.so.1 alone: nu
   VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" torch >"$W/ta.v" 2>"$OUT/torch-async-vgpu.err"; echo "rc=$?" >>"$W/ta.v"
   unset PYTORCH_CUDA_ALLOC_CONF
   cp "$W/ta.n" "$OUT/torch-async-native.txt"; cp "$W/ta.v" "$OUT/torch-async-vgpu.txt"; compare torch-mallocasync "$W/ta.n" "$W/ta.v"
+  # The caching allocator's expandable segments (virtual memory management), as vLLM sets.
+  export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+  timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" torch >"$W/te.n" 2>"$OUT/torch-expandable-native.err"; echo "rc=$?" >>"$W/te.n"
+  VGLIB=$D vg timeout 300 python3 "$ROOT/scripts/gpu/py_probe.py" torch >"$W/te.v" 2>"$OUT/torch-expandable-vgpu.err"; echo "rc=$?" >>"$W/te.v"
+  unset PYTORCH_CUDA_ALLOC_CONF
+  cp "$W/te.n" "$OUT/torch-expandable-native.txt"; cp "$W/te.v" "$OUT/torch-expandable-vgpu.txt"; compare torch-expandable "$W/te.n" "$W/te.v"
 }
 stage_calltrace() { # issue: cuFFT over vgpu's driver. Every driver call PyTorch's probe makes from cuFFT's first request for table 6E163FBE on, natively and through vgpu (scripts/gpu/calltrace.c), side by side
   gcc -O1 -shared -fPIC -o "$W/calltrace.so" "$ROOT/scripts/gpu/calltrace.c" -ldl -lpthread || { say "FAIL calltrace build"; return; }

@@ -403,7 +403,7 @@ impl Session {
     }
 
     /// Write the bytes of every device-to-host copy still on its way to where the
-    /// application asked; the first error one met (or one met by [`Session::collect_until`]
+    /// application asked; the first error one met (or one met by `Session::collect_until`
     /// since), as an asynchronous error.
     pub fn collect(&self) -> Result<(), Error> {
         if !self.has_later.load(Ordering::Acquire) {

@@ -18,6 +18,17 @@ fn implemented(name: &str) -> bool {
     .contains(name)
 }
 
+/// Not implemented, yet handed out (as the not-supported stubs they are): PyTorch's
+/// expandable segments fetch every entry point of their table at the first allocation and
+/// stop unless each resolves, though they call these two only to share memory with
+/// another process.
+const RESOLVED_STUBS: &[&str] = &["cuMemExportToShareableHandle", "cuMemImportFromShareableHandle"];
+
+/// Whether a request may be answered with `name`.
+fn handed_out(name: &str) -> bool {
+    implemented(name) || RESOLVED_STUBS.contains(&name)
+}
+
 /// The exported names a request for `name` at `version` may mean, best first. The header
 /// of each CUDA release maps a plain name to one versioned entry point; these are the
 /// mappings that changed over time.
@@ -71,7 +82,7 @@ fn resolve(
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
     let name = unsafe { CStr::from_ptr(symbol) }.to_string_lossy();
-    let found = candidates(&name, version).into_iter().find(|c| implemented(c)).map(|c| lookup(&c));
+    let found = candidates(&name, version).into_iter().find(|c| handed_out(c)).map(|c| lookup(&c));
     let set_status = |s: CUdriverProcAddressQueryResult| {
         if !status.is_null() {
             unsafe { *status = s };
@@ -128,5 +139,7 @@ mod tests {
         assert_eq!(candidates("cuGraphExecUpdate", 12000), vec!["cuGraphExecUpdate_v2"]);
         assert!(implemented("cuMemAlloc_v2"));
         assert!(!implemented("cuGLMapBufferObject_v2"));
+        assert!(handed_out("cuMemExportToShareableHandle") && !implemented("cuMemExportToShareableHandle"));
+        assert!(!handed_out("cuGLMapBufferObject_v2"));
     }
 }

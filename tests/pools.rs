@@ -61,6 +61,47 @@ fn created_pools_allocate_and_are_destroyed_once() {
         assert_eq!(create(&mut pool, &props), CUresult::CUDA_ERROR_NOT_SUPPORTED);
         assert_eq!(create(&mut pool, std::ptr::null()), CUresult::CUDA_ERROR_INVALID_VALUE);
 
+        // The allocation behind a mapping: retained (a reference more, released like the
+        // first) and described, its device this process's.
+        let reserve: unsafe extern "C" fn(*mut CUdeviceptr, usize, usize, CUdeviceptr, u64) -> CUresult =
+            p.get(b"cuMemAddressReserve");
+        let mem_create: unsafe extern "C" fn(
+            *mut CUmemGenericAllocationHandle,
+            usize,
+            *const CUmemAllocationProp,
+            u64,
+        ) -> CUresult = p.get(b"cuMemCreate");
+        let map: unsafe extern "C" fn(CUdeviceptr, usize, usize, CUmemGenericAllocationHandle, u64) -> CUresult =
+            p.get(b"cuMemMap");
+        let unmap: unsafe extern "C" fn(CUdeviceptr, usize) -> CUresult = p.get(b"cuMemUnmap");
+        let release: unsafe extern "C" fn(CUmemGenericAllocationHandle) -> CUresult = p.get(b"cuMemRelease");
+        let retain: unsafe extern "C" fn(*mut CUmemGenericAllocationHandle, *mut c_void) -> CUresult =
+            p.get(b"cuMemRetainAllocationHandle");
+        let describe: unsafe extern "C" fn(*mut CUmemAllocationProp, CUmemGenericAllocationHandle) -> CUresult =
+            p.get(b"cuMemGetAllocationPropertiesFromHandle");
+        let size = 2 << 20;
+        let prop = CUmemAllocationProp {
+            type_: CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+            location: CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: 0 },
+            ..Default::default()
+        };
+        let (mut va, mut h, mut again) = (0, 0, 0);
+        assert_eq!(reserve(&mut va, size, 0, 0, 0), OK);
+        assert_eq!(mem_create(&mut h, size, &prop, 0), OK);
+        assert_eq!(map(va, size, 0, h, 0), OK);
+        assert_eq!(retain(&mut again, va as *mut c_void), OK);
+        assert_eq!(again, h);
+        let mut described = CUmemAllocationProp::default();
+        assert_eq!(describe(&mut described, again), OK);
+        assert_eq!(
+            (described.type_, described.location.type_, described.location.id),
+            (prop.type_, prop.location.type_, 0)
+        );
+        assert_eq!(release(again), OK);
+        assert_eq!(release(h), OK, "the first reference, still there");
+        assert_eq!(unmap(va, size), OK);
+        assert_eq!(retain(&mut again, 0x10 as *mut c_void), CUresult::CUDA_ERROR_INVALID_VALUE);
+
         // Sharing memory by file descriptor is not supported, but its entry points resolve:
         // PyTorch's expandable segments fetch them at the first allocation.
         let proc_address: unsafe extern "C" fn(
@@ -83,10 +124,10 @@ fn created_pools_allocate_and_are_destroyed_once() {
         let mut fd = 0i32;
         let posix = CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
         assert_eq!(export((&raw mut fd).cast(), 1, posix, 0), CUresult::CUDA_ERROR_NOT_SUPPORTED);
-        // Other entry points that are not implemented still do not resolve.
-        assert_eq!(
-            proc_address(c"cuGraphAddMemcpyNode".as_ptr(), &mut f, 12000, 0, &mut found),
-            CUresult::CUDA_ERROR_NOT_FOUND
-        );
+        // Other entry points that are not implemented still do not resolve: as the driver
+        // says so, with success, no function and the status.
+        assert_eq!(proc_address(c"cuGraphAddMemcpyNode".as_ptr(), &mut f, 12000, 0, &mut found), OK);
+        assert!(f.is_null());
+        assert_eq!(found, CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
     }
 }

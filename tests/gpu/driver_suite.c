@@ -160,6 +160,12 @@ static void vmm(CUdevice dev) {
     CHECK(cuMemcpyHtoD(va, buf, sz)); memset(buf, 0, sz); CHECK(cuMemcpyDtoH(buf, va, sz));
     int bad = 0; for (size_t i = 0; i < sz / 4; i++) if (buf[i] != (unsigned)i * 7u) bad++;
     printf("vmm supported=%d granularity=%zu mapped %zu bytes: %d wrong\n", supported, gran, sz, bad);
+    /* The allocation behind the mapping (PyTorch's expandable segments ask), released twice. */
+    CUmemGenericAllocationHandle again; CHECK(cuMemRetainAllocationHandle(&again, (void *)(va + gran)));
+    CUmemAllocationProp got; memset(&got, 0, sizeof got); CHECK(cuMemGetAllocationPropertiesFromHandle(&got, again));
+    printf("vmm retained same %d; type %d location %d/%d\n", again == hdl, (int)got.type, (int)got.location.type,
+           got.location.id);
+    CHECK(cuMemRelease(again));
     CHECK(cuMemUnmap(va, sz)); CHECK(cuMemRelease(hdl)); CHECK(cuMemAddressFree(va, reserve)); free(buf);
 }
 
@@ -459,6 +465,10 @@ int main(int argc, char **argv) {
     memory_ops();
     host_funcs(mc);
     stream_attributes();
+    /* A name no driver has: success, no function, and the status says why. */
+    void *nothing = (void *)1; CUdriverProcAddressQueryResult st = CU_GET_PROC_ADDRESS_SUCCESS;
+    CUresult pr = cuGetProcAddress("cuNoSuchEntryPoint", &nothing, 12000, 0, &st);
+    printf("proc address of an unknown name: %d, null %d, status %d\n", (int)pr, nothing == NULL, (int)st);
     potential_block_size(mc);
     copies();
     memory_queries(dev);

@@ -150,6 +150,10 @@ crate::api! {
     sync cuMemAddressFree(ptr: u64, size: u64) -> ();
     sync cuMemCreate(size: u64, prop: Vec<u8>, flags: u64) -> u64;
     sync cuMemRelease(handle: u64) -> ();
+    /// The allocation mapped at `ptr`, with one more reference to it (released by `cuMemRelease`).
+    sync cuMemRetainAllocationHandle(ptr: u64) -> u64;
+    /// An allocation's properties: `CUmemAllocationProp`'s bytes, its location the server's.
+    sync cuMemGetAllocationPropertiesFromHandle(handle: u64) -> Vec<u8>;
     sync cuMemMap(ptr: u64, size: u64, offset: u64, handle: u64, flags: u64) -> ();
     sync cuMemUnmap(ptr: u64, size: u64) -> ();
     sync cuMemSetAccess(ptr: u64, size: u64, desc: Vec<u8>, count: u64) -> ();

@@ -76,6 +76,8 @@ pub struct Sim {
     mapped: HashMap<u64, u64>,
     /// Handles released while mapped: freed when unmapped.
     released: HashSet<u64>,
+    /// References `cuMemRetainAllocationHandle` took, by handle, not yet released.
+    retained: HashMap<u64, u32>,
     reserved: BTreeMap<u64, u64>,
     streams: HashSet<u64>,
     events: HashSet<u64>,
@@ -140,6 +142,7 @@ impl Sim {
             handles: HashMap::new(),
             mapped: HashMap::new(),
             released: HashSet::new(),
+            retained: HashMap::new(),
             reserved: BTreeMap::new(),
             streams: HashSet::new(),
             events: HashSet::new(),
@@ -772,9 +775,33 @@ impl protocol::Backend for Sim {
         self.handles.insert(h, (size, d));
         Ok(h)
     }
+    /// The handle mapped at `ptr` (the start of a mapping), with a reference more.
+    fn cuMemRetainAllocationHandle(&mut self, _io: &mut Io<'_>, ptr: u64) -> Result<u64, u32> {
+        let h = *self.mapped.get(&ptr).ok_or(INVALID_VALUE)?;
+        *self.retained.entry(h).or_default() += 1;
+        Ok(h)
+    }
+    /// Device memory of the device it was made on (as the server numbers it).
+    fn cuMemGetAllocationPropertiesFromHandle(&mut self, _io: &mut Io<'_>, handle: u64) -> Result<Vec<u8>, u32> {
+        let &(_, d) = self.handles.get(&handle).ok_or(INVALID_HANDLE)?;
+        let p = abi::cuda::CUmemAllocationProp {
+            type_: abi::cuda::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED,
+            location: abi::cuda::CUmemLocation {
+                type_: abi::cuda::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE,
+                id: d as i32,
+            },
+            ..Default::default()
+        };
+        // SAFETY: the struct's bytes (integers, enums and a null pointer).
+        Ok(unsafe { std::slice::from_raw_parts((&raw const p).cast::<u8>(), size_of_val(&p)) }.to_vec())
+    }
     fn cuMemRelease(&mut self, _io: &mut Io<'_>, handle: u64) -> Result<(), u32> {
         if !self.handles.contains_key(&handle) || self.released.contains(&handle) {
             return Err(INVALID_VALUE);
+        }
+        if let Some(n) = self.retained.get_mut(&handle).filter(|n| **n > 0) {
+            *n -= 1;
+            return Ok(());
         }
         // As with the driver, a mapped handle may be released: its memory (and quota)
         // goes when it is unmapped.

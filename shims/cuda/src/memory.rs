@@ -756,6 +756,44 @@ pub extern "C" fn cuMemRelease(handle: CUmemGenericAllocationHandle) -> R {
     })
 }
 
+/// The allocation mapped at `addr`, with one more reference to it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemRetainAllocationHandle(
+    handle: *mut CUmemGenericAllocationHandle,
+    addr: *mut c_void,
+) -> R {
+    entry(|| {
+        let t = route::ptr(addr as u64);
+        let h = route::tag(t.server, route::call(t, &ops::cuMemRetainAllocationHandle { ptr: addr as u64 })?)?;
+        unsafe { put(handle, h) }
+    })
+}
+
+/// An allocation's properties, its device this process's ordinal.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemGetAllocationPropertiesFromHandle(
+    prop: *mut CUmemAllocationProp,
+    handle: CUmemGenericAllocationHandle,
+) -> R {
+    entry(|| {
+        if prop.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let t = route::of(handle)?;
+        let bytes = route::call(t, &ops::cuMemGetAllocationPropertiesFromHandle { handle: route::raw(handle) })?;
+        if bytes.len() != size_of::<CUmemAllocationProp>() {
+            return Err(CUresult::CUDA_ERROR_UNKNOWN);
+        }
+        // SAFETY: the struct's bytes as the server's driver filled them (integers, enums and
+        // a pointer it cleared).
+        let mut p: CUmemAllocationProp = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if p.location.type_ == CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE {
+            p.location.id = state::ordinal_of(t.server, p.location.id).ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)?;
+        }
+        unsafe { put(prop, p) }
+    })
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemMap(
     ptr: CUdeviceptr,

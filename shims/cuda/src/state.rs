@@ -104,6 +104,16 @@ pub fn visible() -> Result<&'static [usize], R> {
     }))
 }
 
+/// This process's ordinal of device `cuda_ordinal` of `server` (`None`: not visible here).
+pub fn ordinal_of(server: usize, cuda_ordinal: i32) -> Option<i32> {
+    let s = session().ok()?;
+    let i = visible().ok()?.iter().position(|&i| {
+        let d = &s.snapshot.devices[i];
+        d.server as usize == server && d.cuda_ordinal as i32 == cuda_ordinal
+    })?;
+    i32::try_from(i).ok()
+}
+
 /// The device with this process-local ordinal.
 pub fn device(dev: CUdevice) -> Result<&'static Device, R> {
     let s = session()?;

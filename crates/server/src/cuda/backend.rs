@@ -429,6 +429,14 @@ impl protocol::Backend for CudaSession {
         self.ready()?;
         self.mem_create(size, &prop, flags)
     }
+    fn cuMemRetainAllocationHandle(&mut self, _io: &mut Io<'_>, ptr: u64) -> R<u64> {
+        self.ready()?;
+        self.retain_allocation(ptr)
+    }
+    fn cuMemGetAllocationPropertiesFromHandle(&mut self, _io: &mut Io<'_>, handle: u64) -> R<Vec<u8>> {
+        self.ready()?;
+        self.allocation_properties(handle)
+    }
     fn cuMemRelease(&mut self, _io: &mut Io<'_>, handle: u64) -> R<()> {
         self.ready()?;
         self.mem_release(handle)

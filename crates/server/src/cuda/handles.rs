@@ -38,6 +38,8 @@ pub struct Vmm {
     pub size: u64,
     /// CUDA ordinal whose quota it counts against (none for host memory).
     pub dev: Option<usize>,
+    /// References taken by `cuMemRetainAllocationHandle` and not yet released.
+    pub retained: u32,
 }
 
 #[derive(Default, Debug)]

@@ -69,7 +69,7 @@ impl CudaSession {
         }
         let mut h = 0;
         cu!(self.lib, cuMemCreate(&mut h, size as usize, &p, flags))?;
-        self.h.vmm.insert(h, Vmm { size, dev });
+        self.h.vmm.insert(h, Vmm { size, dev, retained: 0 });
         if let Some(d) = dev {
             self.used[d] += size;
         }
@@ -79,11 +79,42 @@ impl CudaSession {
     pub(super) fn mem_release(&mut self, handle: u64) -> R<()> {
         let v = *self.h.vmm.get(&handle).ok_or(INVALID_HANDLE)?;
         cu!(self.lib, cuMemRelease(handle))?;
+        if v.retained > 0 {
+            // A reference `retain_allocation` took: the allocation stays.
+            self.h.vmm.insert(handle, Vmm { retained: v.retained - 1, ..v });
+            return Ok(());
+        }
         self.h.vmm.remove(&handle);
         if let Some(d) = v.dev {
             self.uncount(d, v.size);
         }
         Ok(())
+    }
+
+    /// The allocation mapped at `ptr` (memory of this session's), with a reference more. One
+    /// the application released already (the driver keeps it while mapped) comes back
+    /// counting against no quota: its quota went with that release.
+    pub(super) fn retain_allocation(&mut self, ptr: u64) -> R<u64> {
+        self.ranges.check(ptr, 1)?;
+        let mut h = 0;
+        cu!(self.lib, cuMemRetainAllocationHandle(&mut h, ptr as *mut std::ffi::c_void))?;
+        match self.h.vmm.get_mut(&h) {
+            Some(v) => v.retained += 1,
+            None => _ = self.h.vmm.insert(h, Vmm { size: 0, dev: None, retained: 0 }),
+        }
+        Ok(h)
+    }
+
+    /// `CUmemAllocationProp`'s bytes for one of this session's allocations.
+    pub(super) fn allocation_properties(&mut self, handle: u64) -> R<Vec<u8>> {
+        self.h.vmm.get(&handle).ok_or(INVALID_HANDLE)?;
+        let mut p = CUmemAllocationProp::default();
+        cu!(self.lib, cuMemGetAllocationPropertiesFromHandle(&mut p, handle))?;
+        // A pointer of this process's, meaningless to the client.
+        p.win32HandleMetaData = std::ptr::null_mut();
+        // SAFETY: the struct's bytes (bindgen integers, enums and a pointer, zero-initialised).
+        Ok(unsafe { std::slice::from_raw_parts((&raw const p).cast::<u8>(), size_of::<CUmemAllocationProp>()) }
+            .to_vec())
     }
 
     pub(super) fn mem_map(&mut self, ptr: u64, size: u64, offset: u64, handle: u64, flags: u64) -> R<()> {

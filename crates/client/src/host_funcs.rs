@@ -99,3 +99,70 @@ fn serve(funcs: &Mutex<HashMap<u64, Func>>, mut s: Stream) {
         eprintln!("vgpu: host-function connection ended: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn pair() -> (Stream, Stream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        (Stream::Unix(a), Stream::Unix(b))
+    }
+
+    /// The server's side: ask for `run`, read the answer's id.
+    fn ask(s: &mut Stream, run: Run) -> u64 {
+        let a = postcard::to_allocvec(&run).unwrap();
+        write_frame(s, &Header::request(OP_HOST_FUNC, 0, 0, true, a.len(), 0), &a, &[]).unwrap();
+        let h = read_header(s).unwrap();
+        assert_eq!(h.op, OP_HOST_FUNC);
+        let mut args = Vec::new();
+        read_exact_into(s, &mut args, h.args_len as usize).unwrap();
+        postcard::from_bytes(&args).unwrap()
+    }
+
+    #[test]
+    fn runs_what_is_asked_keeping_captured_ones() {
+        let funcs: Arc<Mutex<HashMap<u64, Func>>> = Arc::default();
+        let calls = Arc::new(AtomicU32::new(0));
+        let status = Arc::new(AtomicU32::new(0));
+        {
+            let (calls, status) = (calls.clone(), status.clone());
+            funcs.lock().insert(
+                5,
+                Arc::new(move |s| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    status.store(s, Ordering::SeqCst);
+                }),
+            );
+        }
+        let (mine, mut server) = pair();
+        let serving = {
+            let funcs = funcs.clone();
+            std::thread::spawn(move || serve(&funcs, mine))
+        };
+        // In a graph: run twice, kept.
+        assert_eq!(ask(&mut server, Run { id: 5, status: 0, last: false }), 5);
+        assert_eq!(ask(&mut server, Run { id: 5, status: 719, last: false }), 5);
+        assert_eq!((calls.load(Ordering::SeqCst), status.load(Ordering::SeqCst)), (2, 719));
+        assert!(funcs.lock().contains_key(&5));
+        // Its last run: forgotten after.
+        assert_eq!(ask(&mut server, Run { id: 5, status: 0, last: true }), 5);
+        assert!(funcs.lock().is_empty());
+        // One it does not have is answered all the same: the stream must not wait forever.
+        assert_eq!(ask(&mut server, Run { id: 9, status: 0, last: true }), 9);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // The server gone: the thread ends.
+        drop(server);
+        serving.join().unwrap();
+    }
+
+    #[test]
+    fn a_malformed_request_ends_the_connection() {
+        let (mine, mut server) = pair();
+        let serving = std::thread::spawn(move || serve(&Mutex::default(), mine));
+        write_frame(&mut server, &Header::request(OP_HOST_FUNC, 0, 0, true, 200, 0), &[0; 200], &[]).unwrap();
+        serving.join().unwrap();
+        assert!(read_header(&mut server).is_err(), "closed, nothing answered");
+    }
+}

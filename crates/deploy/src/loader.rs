@@ -334,10 +334,44 @@ pub fn parse_cache(data: &[u8]) -> Result<Vec<(String, PathBuf)>, String> {
     Ok(out)
 }
 
+/// An `/etc/ld.so.cache` of this machine's format listing `entries` (name, path) in order,
+/// for tests of what reads it.
+#[cfg(test)]
+pub(crate) fn cache_bytes(entries: &[(&str, &str)]) -> Vec<u8> {
+    const HEADER: usize = 48;
+    let mut d = CACHE_MAGIC_NEW.to_vec();
+    d.extend((entries.len() as u32).to_le_bytes());
+    d.resize(HEADER, 0);
+    let mut strings = Vec::new();
+    let strings_at = HEADER + entries.len() * 24;
+    for (name, path) in entries {
+        let key = strings_at + strings.len();
+        strings.extend(name.bytes().chain([0]));
+        let value = strings_at + strings.len();
+        strings.extend(path.bytes().chain([0]));
+        for v in [native_cache_flags() as u32, key as u32, value as u32, 0] {
+            d.extend(v.to_le_bytes());
+        }
+        d.extend(0u64.to_le_bytes());
+    }
+    d.extend(strings);
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn a_cache_reads_back_in_order() {
+        let c = cache_bytes(&[("libcuda.so.1", "/usr/lib/a/libcuda.so.1"), ("libm.so.6", "/lib/libm.so.6")]);
+        let got = parse_cache(&c).unwrap();
+        assert_eq!(
+            got,
+            [("libcuda.so.1".into(), "/usr/lib/a/libcuda.so.1".into()), ("libm.so.6".into(), "/lib/libm.so.6".into())]
+        );
+    }
 
     #[test]
     fn wildcards() {

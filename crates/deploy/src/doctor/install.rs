@@ -26,14 +26,19 @@ impl Doctor<'_> {
                 self.r.warn("loader", "ldconfig-stale", format!("{name}: {s}"), "run `sudo ldconfig`");
             }
             match res.hit.clone() {
-                Some(hit) => self.library(
-                    "loader",
-                    name,
-                    &res,
-                    &hit.path,
-                    &format!("via {}", hit.via.describe()),
-                    hit.via != Via::LdLibraryPath,
-                ),
+                Some(hit) => {
+                    self.library(
+                        "loader",
+                        name,
+                        &res,
+                        &hit.path,
+                        &format!("via {}", hit.via.describe()),
+                        hit.via != Via::LdLibraryPath,
+                    );
+                    if name == "libcuda.so.1" && hit.via == Via::LdLibraryPath {
+                        self.cached_driver(&hit.path);
+                    }
+                }
                 None => missing.push(name),
             }
         }
@@ -70,6 +75,31 @@ impl Doctor<'_> {
                 ),
             );
         }
+    }
+
+    /// vgpu's libcuda.so.1 comes from `LD_LIBRARY_PATH` (at `ours`), but programs that find
+    /// the driver by `ldconfig -p` rather than through the loader (Triton, to link and load
+    /// its launchers) take the loader cache's copy, when the cache has one that is not vgpu's
+    /// (a driver, not an empty file: a GPU host's driver hidden from a test namespace).
+    fn cached_driver(&mut self, ours: &Path) {
+        let cached = self.loader.cache.iter().flatten().find(|(n, _)| n == "libcuda.so.1").map(|(_, p)| p.clone());
+        let Some(cached) = cached else { return };
+        let theirs = self.o.root.join(&cached);
+        let a_driver = std::fs::metadata(&theirs).is_ok_and(|m| m.len() > 0);
+        if !a_driver || !self.inspect(ours).is_vgpu() || self.inspect(&theirs).is_vgpu() {
+            return;
+        }
+        let dir = ours.parent().map_or_else(String::new, |d| self.shown(d));
+        self.r.warn(
+            "loader",
+            "ldconfig-libcuda",
+            format!(
+                "LD_LIBRARY_PATH gives vgpu's libcuda.so.1, but the loader cache (`ldconfig -p`) names {}: \
+                 programs that look the driver up there (Triton) load that one",
+                cached.display()
+            ),
+            format!("export TRITON_LIBCUDA_PATH={dir} (for Triton), or sudo vgpu install system (every program)"),
+        );
     }
 
     /// Judge the file the loader picks for `name`; `system_wide` when it comes from the

@@ -384,6 +384,34 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_driver_that_is_not_vgpus_is_named_for_triton() {
+        let t = tempfile::tempdir().unwrap();
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        for d in ["etc", "usr/lib/nvidia", "opt/client"] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        std::fs::write(t.path().join("opt/client/libcuda.so.1"), &exe).unwrap();
+        std::fs::write(t.path().join("usr/lib/nvidia/libcuda.so.1"), b"NVIDIA's, not ours").unwrap();
+        let cache = |path: &str| crate::loader::cache_bytes(&[("libcuda.so.1", path)]);
+        let mut o = opts(t.path());
+        o.env.insert("LD_LIBRARY_PATH".into(), "/opt/client".into());
+        std::fs::write(t.path().join("etc/ld.so.cache"), cache("/usr/lib/nvidia/libcuda.so.1")).unwrap();
+        let r = run(&o);
+        let f = r.findings.iter().find(|f| f.code == "ldconfig-libcuda").expect("named");
+        assert!(f.message.contains("/usr/lib/nvidia/libcuda.so.1"), "{}", r.text());
+        assert!(r.text().contains("TRITON_LIBCUDA_PATH=/opt/client"), "{}", r.text());
+        // The cache naming vgpu's, or no libcuda at all: nothing to say.
+        std::fs::write(t.path().join("etc/ld.so.cache"), cache("/opt/client/libcuda.so.1")).unwrap();
+        assert!(!run(&o).has("ldconfig-libcuda"));
+        std::fs::write(t.path().join("etc/ld.so.cache"), crate::loader::cache_bytes(&[])).unwrap();
+        assert!(!run(&o).has("ldconfig-libcuda"));
+        // A driver hidden as an empty file (a test namespace on a GPU host) is none.
+        std::fs::write(t.path().join("usr/lib/nvidia/libcuda.so.1"), b"").unwrap();
+        std::fs::write(t.path().join("etc/ld.so.cache"), cache("/usr/lib/nvidia/libcuda.so.1")).unwrap();
+        assert!(!run(&o).has("ldconfig-libcuda"));
+    }
+
+    #[test]
     fn driver_and_capability_filters() {
         let t = tempfile::tempdir().unwrap();
         for d in ["cuda_v12", "cuda_v13"] {

@@ -52,15 +52,6 @@ impl HostFuncs {
     pub fn remove(&self, id: u64) {
         self.funcs.lock().remove(&id);
     }
-
-    /// Functions kept now (those captured into graphs, and those not run yet).
-    pub fn len(&self) -> usize {
-        self.funcs.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Run what the server asks for until the connection ends (the session's end, or the

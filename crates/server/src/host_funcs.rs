@@ -45,7 +45,7 @@ impl HostFuncs {
             if st.writer.is_some() || st.closed {
                 return Err(io::Error::other("a host-function connection has joined already"));
             }
-            write_frame(&mut stream, &Header::reply(protocol::frame::OP_JOIN, 0, 0, 0, 0), &[], &[])?;
+            transport::lanes::acknowledge(&mut stream)?;
             st.writer = Some(stream);
         }
         let me = self.clone();

@@ -792,8 +792,7 @@ impl protocol::Backend for Sim {
             },
             ..Default::default()
         };
-        // SAFETY: the struct's bytes (integers, enums and a null pointer).
-        Ok(unsafe { std::slice::from_raw_parts((&raw const p).cast::<u8>(), size_of_val(&p)) }.to_vec())
+        Ok(crate::cuda::struct_bytes(&p))
     }
     fn cuMemRelease(&mut self, _io: &mut Io<'_>, handle: u64) -> Result<(), u32> {
         if !self.handles.contains_key(&handle) || self.released.contains(&handle) {

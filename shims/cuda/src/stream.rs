@@ -187,7 +187,7 @@ pub unsafe extern "C" fn cuStreamGetFlags(s: CUstream, f: *mut c_uint) -> R {
 
 /// The context stream `s` belongs to: a created stream's own, the special streams' the
 /// calling thread's.
-fn context_of(s: CUstream) -> Result<CUcontext, R> {
+fn context_id(s: CUstream) -> Result<u64, R> {
     let s = sid(s);
     let ctx = if route::special(s) {
         crate::state::current()
@@ -197,7 +197,11 @@ fn context_of(s: CUstream) -> Result<CUcontext, R> {
     if ctx == 0 {
         return Err(CUresult::CUDA_ERROR_INVALID_CONTEXT);
     }
-    Ok(crate::state::ctx_ptr(ctx))
+    Ok(ctx)
+}
+
+fn context_of(s: CUstream) -> Result<CUcontext, R> {
+    context_id(s).map(crate::state::ctx_ptr)
 }
 
 #[unsafe(no_mangle)]
@@ -208,8 +212,7 @@ pub unsafe extern "C" fn cuStreamGetCtx(s: CUstream, ctx: *mut CUcontext) -> R {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cuStreamGetDevice(s: CUstream, dev: *mut CUdevice) -> R {
     entry(|| {
-        let ctx = context_of(s)? as u64;
-        let info = crate::state::ctx_info(ctx).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?;
+        let info = crate::state::ctx_info(context_id(s)?).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?;
         unsafe { put(dev, info.device) }
     })
 }

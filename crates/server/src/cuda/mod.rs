@@ -47,6 +47,8 @@ mod tools;
 mod vmm;
 
 pub use snapshot::snapshot;
+/// A plain C struct's bytes, for the sim's answers too.
+pub(crate) use vmm::struct_bytes;
 
 use crate::Session;
 use abi::cuda::{CUcontext, CUdevice, CudaLib};

@@ -207,9 +207,7 @@ impl CudaSession {
         let s = self.h.stream(stream)?;
         let mut v = CUstreamAttrValue::default();
         cu!(self.lib, cuStreamGetAttribute(s, CUstreamAttrID(attr), &mut v))?;
-        // SAFETY: the union's bytes, all of which the driver's answer leaves initialised
-        // (it started zeroed).
-        Ok(unsafe { std::slice::from_raw_parts((&raw const v).cast::<u8>(), size_of::<CUstreamAttrValue>()) }.to_vec())
+        Ok(super::vmm::struct_bytes(&v))
     }
 
     /// As a launch attribute, checked as one (an event in it must be the session's).

@@ -22,6 +22,13 @@ pub fn read_struct<T: Copy>(bytes: &[u8]) -> R<T> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// A plain C struct's bytes, as `read_struct` reads them (what goes back to the client).
+pub fn struct_bytes<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: the `size_of::<T>()` bytes of a live value (a bindgen struct or union the
+    // caller initialised, zeroed where the driver did not write).
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+}
+
 /// Read a `CUmemAllocationProp` from its bytes. Its `win32HandleMetaData` is a host
 /// pointer from the client, meaningless here, so it is cleared.
 pub fn read_prop(bytes: &[u8]) -> R<CUmemAllocationProp> {
@@ -112,9 +119,7 @@ impl CudaSession {
         cu!(self.lib, cuMemGetAllocationPropertiesFromHandle(&mut p, handle))?;
         // A pointer of this process's, meaningless to the client.
         p.win32HandleMetaData = std::ptr::null_mut();
-        // SAFETY: the struct's bytes (bindgen integers, enums and a pointer, zero-initialised).
-        Ok(unsafe { std::slice::from_raw_parts((&raw const p).cast::<u8>(), size_of::<CUmemAllocationProp>()) }
-            .to_vec())
+        Ok(struct_bytes(&p))
     }
 
     pub(super) fn mem_map(&mut self, ptr: u64, size: u64, offset: u64, handle: u64, flags: u64) -> R<()> {
@@ -158,10 +163,6 @@ impl CudaSession {
 mod tests {
     use super::*;
 
-    fn bytes_of<T>(v: &T) -> Vec<u8> {
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
-    }
-
     #[test]
     fn props_and_access_descriptors_from_bytes() {
         let mut p = CUmemAllocationProp {
@@ -174,7 +175,7 @@ mod tests {
         p.allocFlags.gpuDirectRDMACapable = 1;
         // Unaligned on purpose.
         let mut b = vec![0u8];
-        b.extend(bytes_of(&p));
+        b.extend(struct_bytes(&p));
         let q = read_prop(&b[1..]).unwrap();
         assert_eq!(q.location.id, 3);
         assert_eq!(q.location.type_, CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE);
@@ -186,8 +187,8 @@ mod tests {
             location: abi::cuda::CUmemLocation { type_: CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE, id: 1 },
             flags: abi::cuda::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
         };
-        let mut two = bytes_of(&a);
-        two.extend(bytes_of(&a));
+        let mut two = struct_bytes(&a);
+        two.extend(struct_bytes(&a));
         let d = read_access(&two, 2).unwrap();
         assert_eq!(d.len(), 2);
         assert_eq!(d[1].location.id, 1);

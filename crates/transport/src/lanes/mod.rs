@@ -37,6 +37,12 @@ pub(crate) use client::join;
 pub(crate) use client::lag_limit;
 pub use server::{LaneSet, Scatter};
 
+/// The worker's answer that an extra connection joined its session, what the client's
+/// `join` waits for before using it.
+pub fn acknowledge(s: &mut crate::Stream) -> std::io::Result<()> {
+    crate::write_frame(s, &Header::reply(protocol::frame::OP_JOIN, 0, 0, 0, 0), &[], &[])
+}
+
 /// Frames with at least this many bulk bytes go over lanes; smaller ones are not worth
 /// waking the helpers for.
 pub const LANE_MIN: usize = 256 << 10;

@@ -2,10 +2,10 @@
 //! says, and helpers write replies' chunks.
 
 use crate::addr::Stream;
-use crate::framing::{read_header, write_frame};
+use crate::framing::read_header;
 use crate::park::{Pace, Park, Parked, Window};
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use protocol::frame::{FLAG_CODED, Header, OP_JOIN, OP_LANE};
+use protocol::frame::{FLAG_CODED, OP_LANE};
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,7 +102,7 @@ impl LaneSet {
         if let Some(old) = writers[lane as usize].replace(Helper::start(stream.try_clone()?, None)?) {
             old.close();
         }
-        write_frame(&mut stream, &Header::reply(OP_JOIN, 0, 0, 0, 0), &[], &[])?;
+        super::acknowledge(&mut stream)?;
         drop(writers);
         let shared = self.shared.clone();
         std::thread::Builder::new().name("vgpu-lane".into()).spawn(move || {
